@@ -1,0 +1,231 @@
+"""Coordinate conventions and the geometry every stage shares.
+
+Conventions (stated here once, used everywhere):
+
+- Pixel ``(col c, row r)`` covers the square ``[c, c+1) x [r, r+1)``; its centre is ``(c + 0.5, r + 0.5)``.
+- Boxes are ``xyxy`` in pixels with exclusive far edges: a mask whose pixels span columns ``c0..c1`` has
+  ``x1 = c0`` and ``x2 = c1 + 1``.
+- An oriented box is ``(cx, cy, w, h, angle)``: centre in pixels, ``w >= h``, ``angle`` in degrees in
+  ``[-90, 90)``, the direction of the ``w`` side measured from +x towards +y (clockwise on screen, because y
+  points down).
+- A ``roi`` is normalized ``(left, top, width, height)`` of the full sensor frame, each in ``[0, 1]``.
+- Polygons are ``(K, 2)`` float32 ``(x, y)`` vertices at pixel centres.
+- Masks are ``bool``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgeseg.errors import InputError
+
+Roi = tuple[float, float, float, float]
+FULL_ROI: Roi = (0.0, 0.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class AxisAffine:
+    """An axis-aligned scale and shift: ``x' = x * sx + tx``, ``y' = y * sy + ty``.
+
+    Every mapping between the frame, a ROI crop and a (letterboxed) model input is of this form, so one
+    type composes them and inverts them exactly.
+    """
+
+    sx: float = 1.0
+    sy: float = 1.0
+    tx: float = 0.0
+    ty: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.sx) and math.isfinite(self.sy) and self.sx > 0 and self.sy > 0):
+            raise InputError(f"AxisAffine scales must be finite and > 0, got sx={self.sx}, sy={self.sy}")
+
+    @property
+    def is_isotropic(self) -> bool:
+        return math.isclose(self.sx, self.sy, rel_tol=1e-9)
+
+    def inverse(self) -> AxisAffine:
+        return AxisAffine(1.0 / self.sx, 1.0 / self.sy, -self.tx / self.sx, -self.ty / self.sy)
+
+    def then(self, other: AxisAffine) -> AxisAffine:
+        """The mapping that applies ``self`` first and ``other`` second."""
+        return AxisAffine(
+            self.sx * other.sx,
+            self.sy * other.sy,
+            self.tx * other.sx + other.tx,
+            self.ty * other.sy + other.ty,
+        )
+
+    def points(self, pts: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Map ``(..., 2)`` points ``(x, y)``."""
+        p = np.asarray(pts, dtype=np.float64)
+        return np.stack([p[..., 0] * self.sx + self.tx, p[..., 1] * self.sy + self.ty], axis=-1)
+
+    def boxes(self, xyxy: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Map ``(N, 4)`` xyxy boxes (scales are positive, so corners keep their order)."""
+        b = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+        scale = np.array([self.sx, self.sy, self.sx, self.sy])
+        shift = np.array([self.tx, self.ty, self.tx, self.ty])
+        out: NDArray[np.float64] = b * scale + shift
+        return out
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a ``(src_h, src_w)`` image is resized (aspect kept) and padded into ``(dst_h, dst_w)``.
+
+    The arithmetic is Ultralytics': resized size ``round(src * r)``, padding split in two with the
+    ``round(pad / 2 -/+ 0.1)`` rule, so the same input tensor comes out bit for bit.
+    """
+
+    scale: float
+    new_w: int
+    new_h: int
+    left: int
+    top: int
+    dst_w: int
+    dst_h: int
+
+    @property
+    def to_model(self) -> AxisAffine:
+        """Source-image pixels -> model-input pixels."""
+        return AxisAffine(self.scale, self.scale, float(self.left), float(self.top))
+
+
+def letterbox(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> Letterbox:
+    """Letterbox parameters for fitting ``src_hw`` into ``dst_hw`` (both ``(height, width)``)."""
+    sh, sw = src_hw
+    dh, dw = dst_hw
+    if min(sh, sw, dh, dw) <= 0:
+        raise InputError(f"letterbox needs positive sizes, got src {src_hw} dst {dst_hw}")
+    r = min(dh / sh, dw / sw)
+    new_w, new_h = int(round(sw * r)), int(round(sh * r))
+    pad_w, pad_h = (dw - new_w) / 2, (dh - new_h) / 2
+    left, top = int(round(pad_w - 0.1)), int(round(pad_h - 0.1))
+    return Letterbox(scale=r, new_w=new_w, new_h=new_h, left=left, top=top, dst_w=dw, dst_h=dh)
+
+
+def stretch(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> AxisAffine:
+    """Source pixels -> destination pixels when ``src_hw`` is resized to ``dst_hw`` ignoring aspect."""
+    if min(*src_hw, *dst_hw) <= 0:
+        raise InputError(f"resize needs positive sizes, got src {src_hw} dst {dst_hw}")
+    return AxisAffine(dst_hw[1] / src_hw[1], dst_hw[0] / src_hw[0])
+
+
+def validate_roi(roi: Roi) -> Roi:
+    """Check a normalized ``(left, top, width, height)`` and return it as floats."""
+    try:
+        left, top, width, height = (float(v) for v in roi)
+    except (TypeError, ValueError):
+        raise InputError(f"roi must be 4 numbers (left, top, width, height), got {roi!r}") from None
+    if not all(math.isfinite(v) for v in (left, top, width, height)):
+        raise InputError(f"roi values must be finite, got {roi!r}")
+    if left < 0 or top < 0 or width <= 0 or height <= 0 or left + width > 1 + 1e-9 or top + height > 1 + 1e-9:
+        raise InputError(f"roi must lie inside the frame in normalized units (0..1), got {roi!r}")
+    return (left, top, width, height)
+
+
+def roi_pixels(roi: Roi, frame_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Integer pixel crop ``(x0, y0, x1, y1)`` of a normalized roi in a ``(H, W)`` frame (never empty)."""
+    left, top, width, height = validate_roi(roi)
+    h, w = frame_hw
+    x0, y0 = int(round(left * w)), int(round(top * h))
+    x1 = max(x0 + 1, min(w, int(round((left + width) * w))))
+    y1 = max(y0 + 1, min(h, int(round((top + height) * h))))
+    return x0, y0, x1, y1
+
+
+def roi_to_frame(roi: Roi, frame_hw: tuple[int, int]) -> AxisAffine:
+    """Pixels of the roi crop (as cut by :func:`roi_pixels`) -> full-frame pixels."""
+    x0, y0, _, _ = roi_pixels(roi, frame_hw)
+    return AxisAffine(1.0, 1.0, float(x0), float(y0))
+
+
+def canonical_obb(rect: tuple[tuple[float, float], tuple[float, float], float]) -> NDArray[np.float32]:
+    """Turn an OpenCV ``RotatedRect`` into ``(cx, cy, w, h, angle)`` in the convention above.
+
+    OpenCV's own angle range has changed between versions, so the angle is derived from the corners.
+    """
+    corners = cv2.boxPoints(rect)
+    e1 = corners[1] - corners[0]
+    e2 = corners[2] - corners[1]
+    l1, l2 = float(np.hypot(*e1)), float(np.hypot(*e2))
+    along, w, h = (e1, l1, l2) if l1 >= l2 else (e2, l2, l1)
+    angle = math.degrees(math.atan2(float(along[1]), float(along[0])))
+    angle = (angle + 90.0) % 180.0 - 90.0
+    if w - h < 1e-6 and angle >= 0:  # a square has two descriptions; keep the one in [-90, 0)
+        angle -= 90.0
+    return np.array([rect[0][0], rect[0][1], w, h, angle], dtype=np.float32)
+
+
+def points_obb(points: NDArray[np.floating], pixel_extent: bool = True) -> NDArray[np.float32]:
+    """Minimum-area oriented box of ``(K, 2)`` points.
+
+    With ``pixel_extent`` the points are pixel centres and the box grows by one pixel in ``w`` and ``h``
+    so it covers whole pixels (a lone pixel is a 1x1 box, a 240x80 block a 240x80 box).
+    """
+    pts = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+    if len(pts) == 0:
+        raise InputError("cannot fit an oriented box to zero points")
+    (cx, cy), (w, h), a = cv2.minAreaRect(pts)
+    grow = 1.0 if pixel_extent else 0.0
+    return canonical_obb(((cx, cy), (w + grow, h + grow), a))
+
+
+def obb_corners(obb: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Corners ``(N, 4, 2)`` of ``(N, 5)`` oriented boxes, in order around the box."""
+    o = np.asarray(obb, dtype=np.float64).reshape(-1, 5)
+    t = np.radians(o[:, 4])
+    c, s = np.cos(t), np.sin(t)
+    ux = np.stack([c, s], axis=-1) * (o[:, 2:3] / 2)  # half the w side
+    uy = np.stack([-s, c], axis=-1) * (o[:, 3:4] / 2)  # half the h side
+    ctr = o[:, :2]
+    corners = np.stack([ctr - ux - uy, ctr + ux - uy, ctr + ux + uy, ctr - ux + uy], axis=1)
+    return corners.astype(np.float32)
+
+
+def _external_contours(mask: NDArray[np.bool_]) -> list[NDArray[np.int32]]:
+    contours, _ = cv2.findContours(mask.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return [np.asarray(c, dtype=np.int32) for c in contours]
+
+
+def mask_obb(mask: NDArray[np.bool_], origin: tuple[int, int] = (0, 0)) -> NDArray[np.float32]:
+    """Oriented box ``(5,)`` of a bool mask crop whose pixel ``[0, 0]`` sits at frame pixel ``origin`` (x, y).
+
+    Fitted to the outer contours of all the mask's parts, so a mask split by an occluder keeps one box
+    around all of it.
+    """
+    contours = _external_contours(mask)
+    if not contours:
+        raise InputError("cannot fit an oriented box to an empty mask")
+    pts = np.concatenate(contours).reshape(-1, 2).astype(np.float32) + 0.5
+    obb = points_obb(pts)
+    obb[0] += origin[0]
+    obb[1] += origin[1]
+    return obb
+
+
+def mask_polygon(
+    mask: NDArray[np.bool_], origin: tuple[int, int] = (0, 0), tolerance: float = 1.0
+) -> NDArray[np.float32]:
+    """Simplified outline ``(K, 2)`` of the largest part of a mask crop, in frame pixel centres.
+
+    ``tolerance`` is the Douglas-Peucker distance in pixels (0 keeps every contour vertex).
+    """
+    if tolerance < 0:
+        raise InputError(f"polygon tolerance must be >= 0, got {tolerance}")
+    contours = _external_contours(mask)
+    if not contours:
+        return np.zeros((0, 2), dtype=np.float32)
+    largest = max(contours, key=lambda c: (cv2.contourArea(c), len(c)))
+    if tolerance > 0 and len(largest) > 3:
+        largest = np.asarray(cv2.approxPolyDP(largest, tolerance, closed=True), dtype=np.int32)
+    pts = largest.reshape(-1, 2).astype(np.float32) + 0.5
+    pts[:, 0] += origin[0]
+    pts[:, 1] += origin[1]
+    return pts

@@ -1,0 +1,424 @@
+"""``Instances``: the one result type that flows from the decoders to every sink.
+
+N instances are rows of small arrays (supervision's ``Detections`` is the model). Masks are kept compact:
+each instance owns a tight bool crop placed at ``mask_box``, never a full frame, so a frame with many small
+objects costs memory in proportion to the objects, not to N x H x W. Coordinates follow
+:mod:`edgeseg.geometry`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgeseg import rle
+from edgeseg.errors import InputError
+from edgeseg.geometry import AxisAffine, mask_obb, mask_polygon
+
+MaskFormat = Literal["rle", "polygon", "none"]
+Index = int | slice | Sequence[int] | NDArray[np.integer] | NDArray[np.bool_]
+
+
+@dataclass(frozen=True, eq=False)
+class Instances:
+    """N instance-segmentation results in one frame of ``image_shape = (H, W)``.
+
+    Attributes:
+        class_id: ``(N,)`` int32.
+        score: ``(N,)`` float32 in [0, 1].
+        xyxy: ``(N, 4)`` float32 boxes in frame pixels (far edges exclusive).
+        obb: ``(N, 5)`` float32 oriented boxes ``(cx, cy, w, h, angle_deg)``.
+        area: ``(N,)`` int64 mask pixel counts.
+        mask_box: ``(N, 4)`` int32 ``(x0, y0, x1, y1)``: where each mask crop sits in the frame.
+        masks: N bool crops, ``masks[i].shape == (y1 - y0, x1 - x0)`` of ``mask_box[i]``.
+        polygons: optional N ``(K, 2)`` float32 outlines (pixel centres).
+        track_id: optional ``(N,)`` int64.
+    """
+
+    image_shape: tuple[int, int]
+    class_id: NDArray[np.int32]
+    score: NDArray[np.float32]
+    xyxy: NDArray[np.float32]
+    obb: NDArray[np.float32]
+    area: NDArray[np.int64]
+    mask_box: NDArray[np.int32]
+    masks: tuple[NDArray[np.bool_], ...]
+    polygons: tuple[NDArray[np.float32], ...] | None = None
+    track_id: NDArray[np.int64] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        n = len(self.class_id)
+        shapes = {
+            "score": (self.score.shape, (n,)),
+            "xyxy": (self.xyxy.shape, (n, 4)),
+            "obb": (self.obb.shape, (n, 5)),
+            "area": (self.area.shape, (n,)),
+            "mask_box": (self.mask_box.shape, (n, 4)),
+        }
+        for name, (got, want) in shapes.items():
+            if got != want:
+                raise InputError(f"Instances.{name} has shape {got}, expected {want} for {n} instances")
+        if len(self.masks) != n:
+            raise InputError(f"Instances has {len(self.masks)} masks for {n} instances")
+        if self.polygons is not None and len(self.polygons) != n:
+            raise InputError(f"Instances has {len(self.polygons)} polygons for {n} instances")
+        if self.track_id is not None and self.track_id.shape != (n,):
+            raise InputError(f"Instances.track_id has shape {self.track_id.shape}, expected {(n,)}")
+
+    # construction ---------------------------------------------------------------------------------
+
+    @classmethod
+    def empty(cls, image_shape: tuple[int, int]) -> Instances:
+        return cls(
+            image_shape=(int(image_shape[0]), int(image_shape[1])),
+            class_id=np.zeros(0, np.int32),
+            score=np.zeros(0, np.float32),
+            xyxy=np.zeros((0, 4), np.float32),
+            obb=np.zeros((0, 5), np.float32),
+            area=np.zeros(0, np.int64),
+            mask_box=np.zeros((0, 4), np.int32),
+            masks=(),
+        )
+
+    @classmethod
+    def from_crops(
+        cls,
+        image_shape: tuple[int, int],
+        class_id: NDArray[np.integer] | Sequence[int],
+        score: NDArray[np.floating] | Sequence[float],
+        origins: NDArray[np.integer] | Sequence[tuple[int, int]],
+        masks: Sequence[NDArray[np.bool_]],
+        xyxy: NDArray[np.floating] | None = None,
+        track_id: NDArray[np.integer] | None = None,
+    ) -> Instances:
+        """Build from mask crops, each with the frame pixel ``(x, y)`` of its ``[0, 0]``.
+
+        Crops are trimmed to their content and clipped to the frame; box (unless given), oriented box and
+        area come from the masks. An empty mask is an error, never a silent empty instance.
+        """
+        h, w = int(image_shape[0]), int(image_shape[1])
+        org = np.asarray(origins, dtype=np.int64).reshape(-1, 2)
+        n = len(masks)
+        if len(org) != n:
+            raise InputError(f"{len(org)} mask origins for {n} masks")
+        tight: list[NDArray[np.bool_]] = []
+        boxes = np.zeros((n, 4), np.int32)
+        obbs = np.zeros((n, 5), np.float32)
+        area = np.zeros(n, np.int64)
+        for i, m in enumerate(masks):
+            m = np.asarray(m)
+            if m.ndim != 2 or m.dtype != np.bool_:
+                raise InputError(f"mask {i} must be a 2-D bool array, got {m.dtype} with shape {m.shape}")
+            ox, oy = int(org[i, 0]), int(org[i, 1])
+            # clip the crop to the frame before trimming it
+            cx0, cy0 = max(0, -ox), max(0, -oy)
+            cx1, cy1 = min(m.shape[1], w - ox), min(m.shape[0], h - oy)
+            m = m[cy0:cy1, cx0:cx1] if cx1 > cx0 and cy1 > cy0 else np.zeros((0, 0), bool)
+            ox, oy = ox + cx0, oy + cy0
+            rows = np.flatnonzero(m.any(axis=1))
+            if rows.size == 0:
+                raise InputError(f"mask {i} is empty inside the {w}x{h} frame")
+            cols = np.flatnonzero(m.any(axis=0))
+            r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+            crop = np.ascontiguousarray(m[r0:r1, c0:c1])
+            tight.append(crop)
+            boxes[i] = (ox + c0, oy + r0, ox + c1, oy + r1)
+            obbs[i] = mask_obb(crop, (ox + c0, oy + r0))
+            area[i] = int(np.count_nonzero(crop))
+        return cls(
+            image_shape=(h, w),
+            class_id=np.asarray(class_id, dtype=np.int32).reshape(n),
+            score=np.asarray(score, dtype=np.float32).reshape(n),
+            xyxy=boxes.astype(np.float32) if xyxy is None else np.asarray(xyxy, np.float32).reshape(n, 4),
+            obb=obbs,
+            area=area,
+            mask_box=boxes,
+            masks=tuple(tight),
+            track_id=None if track_id is None else np.asarray(track_id, np.int64).reshape(n),
+        )
+
+    @classmethod
+    def from_label_image(
+        cls,
+        labels: NDArray[np.integer],
+        classes: NDArray[np.integer] | Sequence[int],
+        score: NDArray[np.floating] | Sequence[float] | None = None,
+    ) -> Instances:
+        """Instances from an ``(H, W)`` label image; label ``k`` (1..K) has class ``classes[k-1]``, 0 is none.
+
+        Labels absent from the image are skipped (they would be empty instances).
+        """
+        lab = np.asarray(labels)
+        if lab.ndim != 2 or not np.issubdtype(lab.dtype, np.integer):
+            raise InputError(f"label image must be a 2-D integer array, got {lab.dtype} {lab.shape}")
+        cls_arr = np.asarray(classes, dtype=np.int32).reshape(-1)
+        k = len(cls_arr)
+        if lab.size and (lab.min() < 0 or lab.max() > k):
+            raise InputError(f"label image holds labels outside 0..{k}")
+        sc = np.ones(k, np.float32) if score is None else np.asarray(score, np.float32).reshape(k)
+        h, w = lab.shape
+        # per-label row/column presence in one pass over the pixels
+        rows_hit = np.zeros((k + 1, h), dtype=bool)
+        cols_hit = np.zeros((k + 1, w), dtype=bool)
+        rows_hit[lab, np.arange(h)[:, None]] = True
+        cols_hit[lab, np.arange(w)[None, :]] = True
+        present = [i for i in range(1, k + 1) if rows_hit[i].any()]
+        crops, origins = [], []
+        for i in present:
+            r = np.flatnonzero(rows_hit[i])
+            c = np.flatnonzero(cols_hit[i])
+            y0, y1, x0, x1 = int(r[0]), int(r[-1]) + 1, int(c[0]), int(c[-1]) + 1
+            crops.append(lab[y0:y1, x0:x1] == i)
+            origins.append((x0, y0))
+        idx = np.asarray(present, dtype=np.int64) - 1
+        return cls.from_crops((h, w), cls_arr[idx], sc[idx], np.asarray(origins).reshape(-1, 2), crops)
+
+    # container behaviour --------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.class_id)
+
+    def __getitem__(self, key: Index) -> Instances:
+        """Select rows by bool mask, index array, slice or a single int (keeps the Instances type)."""
+        if isinstance(key, (int, np.integer)):
+            idx = np.array([key], dtype=np.int64)
+        elif isinstance(key, slice):
+            idx = np.arange(len(self))[key]
+        else:
+            arr = np.asarray(key)
+            if arr.dtype == np.bool_:
+                if arr.shape != (len(self),):
+                    raise InputError(f"bool index has shape {arr.shape}, expected {(len(self),)}")
+                idx = np.flatnonzero(arr)
+            elif arr.size == 0:
+                idx = np.zeros(0, np.int64)
+            elif np.issubdtype(arr.dtype, np.integer):
+                idx = arr.astype(np.int64).reshape(-1)
+            else:
+                raise InputError(
+                    f"Instances can be indexed by int, slice, bool or int arrays, not {arr.dtype}"
+                )
+        n = len(self)
+        if idx.size and (idx.max() >= n or idx.min() < -n):
+            raise InputError(f"index out of range for {n} instances")
+        idx = idx % max(n, 1)
+        return Instances(
+            image_shape=self.image_shape,
+            class_id=self.class_id[idx],
+            score=self.score[idx],
+            xyxy=self.xyxy[idx],
+            obb=self.obb[idx],
+            area=self.area[idx],
+            mask_box=self.mask_box[idx],
+            masks=tuple(self.masks[i] for i in idx),
+            polygons=None if self.polygons is None else tuple(self.polygons[i] for i in idx),
+            track_id=None if self.track_id is None else self.track_id[idx],
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[Instances]) -> Instances:
+        """Join instances of the same frame size; polygons/track ids survive only if every part has them."""
+        if not parts:
+            raise InputError("Instances.concat needs at least one Instances")
+        shape = parts[0].image_shape
+        if any(p.image_shape != shape for p in parts):
+            raise InputError(
+                f"cannot concatenate Instances of different frame sizes: {[p.image_shape for p in parts]}"
+            )
+        polys = None
+        if all(p.polygons is not None for p in parts):
+            polys = tuple(poly for p in parts for poly in (p.polygons or ()))
+        tracks = None
+        if all(p.track_id is not None for p in parts):
+            tracks = np.concatenate([p.track_id for p in parts if p.track_id is not None])
+        return Instances(
+            image_shape=shape,
+            class_id=np.concatenate([p.class_id for p in parts]),
+            score=np.concatenate([p.score for p in parts]),
+            xyxy=np.concatenate([p.xyxy for p in parts]),
+            obb=np.concatenate([p.obb for p in parts]),
+            area=np.concatenate([p.area for p in parts]),
+            mask_box=np.concatenate([p.mask_box for p in parts]),
+            masks=tuple(m for p in parts for m in p.masks),
+            polygons=polys,
+            track_id=tracks,
+        )
+
+    # masks ----------------------------------------------------------------------------------------
+
+    def dense_masks(self) -> NDArray[np.bool_]:
+        """``(N, H, W)`` bool full-frame masks (for evaluation and interop; costly for large N)."""
+        h, w = self.image_shape
+        out = np.zeros((len(self), h, w), dtype=bool)
+        for i, (m, (x0, y0, x1, y1)) in enumerate(zip(self.masks, self.mask_box, strict=True)):
+            out[i, y0:y1, x0:x1] = m
+        return out
+
+    def with_polygons(self, tolerance: float = 1.0) -> Instances:
+        """A copy carrying simplified outlines (Douglas-Peucker ``tolerance`` in pixels)."""
+        polys = tuple(
+            mask_polygon(m, (int(b[0]), int(b[1])), tolerance)
+            for m, b in zip(self.masks, self.mask_box, strict=True)
+        )
+        return replace(self, polygons=polys)
+
+    def with_track_ids(self, track_id: NDArray[np.integer]) -> Instances:
+        return replace(self, track_id=np.asarray(track_id, np.int64).reshape(len(self)))
+
+    def transform(self, affine: AxisAffine, image_shape: tuple[int, int]) -> Instances:
+        """Map into another frame (e.g. model input -> ROI crop -> full frame) of ``image_shape``.
+
+        Masks are resampled (nearest) into the new pixel grid and clipped to it; instances that fall
+        outside it entirely are dropped. Oriented boxes are mapped exactly under equal x/y scales and
+        refitted to the resampled masks otherwise.
+        """
+        h, w = int(image_shape[0]), int(image_shape[1])
+        crops: list[NDArray[np.bool_]] = []
+        origins: list[tuple[int, int]] = []
+        keep: list[int] = []
+        for i, (m, b) in enumerate(zip(self.masks, self.mask_box, strict=True)):
+            fx0, fy0, fx1, fy1 = affine.boxes(b.astype(np.float64))[0]
+            x0, y0 = int(np.floor(fx0 + 0.5)), int(np.floor(fy0 + 0.5))
+            x1, y1 = max(x0 + 1, int(np.floor(fx1 + 0.5))), max(y0 + 1, int(np.floor(fy1 + 0.5)))
+            if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+                continue
+            if (x1 - x0, y1 - y0) == (m.shape[1], m.shape[0]):
+                res = m
+            else:
+                res = cv2.resize(m.view(np.uint8), (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST) > 0
+            vis = res[max(0, -y0) : h - y0, max(0, -x0) : w - x0]
+            if not vis.any():
+                continue
+            keep.append(i)
+            crops.append(res)
+            origins.append((x0, y0))
+        kept = self[np.asarray(keep, dtype=np.int64)]
+        boxes = affine.boxes(kept.xyxy).astype(np.float32)
+        np.clip(boxes[:, 0::2], 0, w, out=boxes[:, 0::2])
+        np.clip(boxes[:, 1::2], 0, h, out=boxes[:, 1::2])
+        out = Instances.from_crops((h, w), kept.class_id, kept.score, origins, crops, boxes, kept.track_id)
+        if affine.is_isotropic:
+            obb = kept.obb.copy()
+            obb[:, :2] = affine.points(obb[:, :2])
+            obb[:, 2:4] *= affine.sx
+            out = replace(out, obb=obb)
+        if kept.polygons is not None:
+            polys = tuple(affine.points(p).astype(np.float32) for p in kept.polygons)
+            out = replace(out, polygons=polys)
+        return out
+
+    # serialization --------------------------------------------------------------------------------
+
+    def to_dict(self, mask_format: MaskFormat = "rle", polygon_tolerance: float = 1.0) -> dict[str, Any]:
+        """A JSON-ready dict; masks as COCO RLE (``{"size": [H, W], "counts": str}``), polygons or none."""
+        if mask_format not in ("rle", "polygon", "none"):
+            raise InputError(f"mask_format must be 'rle', 'polygon' or 'none', got {mask_format!r}")
+        h, w = self.image_shape
+        src = self
+        if mask_format == "polygon" and self.polygons is None:
+            src = self.with_polygons(polygon_tolerance)
+        items: list[dict[str, Any]] = []
+        for i in range(len(self)):
+            item: dict[str, Any] = {
+                "class_id": int(self.class_id[i]),
+                "score": float(self.score[i]),
+                "bbox_xyxy": [float(v) for v in self.xyxy[i]],
+                "obb": [float(v) for v in self.obb[i]],
+                "area": int(self.area[i]),
+            }
+            if self.track_id is not None:
+                item["track_id"] = int(self.track_id[i])
+            if mask_format == "rle":
+                x0, y0 = int(self.mask_box[i, 0]), int(self.mask_box[i, 1])
+                counts = rle.encode_counts(self.masks[i], (x0, y0), (h, w))
+                item["segmentation"] = {"size": [h, w], "counts": rle.counts_to_string(counts)}
+            elif mask_format == "polygon":
+                assert src.polygons is not None
+                item["segmentation"] = [[float(v) for v in src.polygons[i].reshape(-1)]]
+            items.append(item)
+        return {"height": h, "width": w, "instances": items}
+
+    def to_json(self, mask_format: MaskFormat = "rle", polygon_tolerance: float = 1.0) -> str:
+        return json.dumps(self.to_dict(mask_format, polygon_tolerance), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Instances:
+        """Inverse of :meth:`to_dict`. RLE masks come back bit-exact; polygon masks are rasterized."""
+        try:
+            h, w = int(doc["height"]), int(doc["width"])
+            items = list(doc["instances"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"instances JSON needs 'height', 'width' and 'instances': {exc}") from None
+        if not items:
+            return cls.empty((h, w))
+        crops, origins, polys = [], [], []
+        for i, item in enumerate(items):
+            seg = item.get("segmentation")
+            if isinstance(seg, dict):
+                if list(seg.get("size", [])) != [h, w]:
+                    raise InputError(
+                        f"instances[{i}].segmentation.size {seg.get('size')} != frame [{h}, {w}]"
+                    )
+                counts = seg["counts"]
+                counts = rle.string_to_counts(counts) if isinstance(counts, str) else [int(c) for c in counts]
+                crop, origin = rle.decode_counts(counts, (h, w))
+            elif isinstance(seg, list) and seg:
+                poly = np.asarray(seg[0], dtype=np.float32).reshape(-1, 2)
+                polys.append(poly)
+                crop, origin = _rasterize_polygon(poly, (h, w))
+            else:
+                raise InputError(f"instances[{i}] has no segmentation (serialized with mask_format='none'?)")
+            if crop.size == 0:
+                raise InputError(f"instances[{i}].segmentation is an empty mask")
+            crops.append(crop)
+            origins.append(origin)
+
+        def column(key: str, dtype: type, shape: tuple[int, ...] = ()) -> NDArray[Any]:
+            try:
+                return np.asarray([it[key] for it in items], dtype=dtype).reshape((len(items), *shape))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise InputError(f"instances JSON: bad or missing '{key}': {exc}") from None
+
+        tracks = column("track_id", np.int64) if all("track_id" in it for it in items) else None
+        base = cls.from_crops(
+            (h, w), column("class_id", np.int32), column("score", np.float32), origins, crops
+        )
+        return replace(
+            base,
+            xyxy=column("bbox_xyxy", np.float32, (4,)),
+            obb=column("obb", np.float32, (5,)),
+            area=column("area", np.int64),
+            polygons=tuple(polys) if len(polys) == len(items) else None,
+            track_id=tracks,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Instances:
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"instances JSON is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise InputError("instances JSON must be an object")
+        return cls.from_dict(doc)
+
+
+def _rasterize_polygon(
+    poly: NDArray[np.float32], image_hw: tuple[int, int]
+) -> tuple[NDArray[np.bool_], tuple[int, int]]:
+    """Fill a pixel-centre polygon into a tight crop; returns the crop and its origin (x, y)."""
+    h, w = image_hw
+    pts = np.round(poly - 0.5).astype(np.int32)
+    x0, y0 = max(0, int(pts[:, 0].min())), max(0, int(pts[:, 1].min()))
+    x1, y1 = min(w, int(pts[:, 0].max()) + 1), min(h, int(pts[:, 1].max()) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0), bool), (0, 0)
+    canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(canvas, [pts - np.array([x0, y0], np.int32)], 1)
+    return canvas.astype(bool), (x0, y0)

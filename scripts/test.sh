@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need (venv, packages, Debian tools when root), then runs
+# lint, format check, type check and the test suite. Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  missing=""
+  for pkg in xvfb mosquitto; do dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"; done
+  if [ -n "$missing" ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+fi
+
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+
+.venv/bin/ruff check edgeseg tests scripts
+.venv/bin/ruff format --check edgeseg tests scripts
+.venv/bin/mypy edgeseg
+.venv/bin/python -m pytest -q "$@"
