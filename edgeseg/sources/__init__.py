@@ -1,0 +1,317 @@
+"""Frame sources chosen by URI: one small class per kind behind the :class:`Source` protocol.
+
+URIs (``SourceConfig.uri``):
+
+==========================================  =========  ==================================================
+``synthetic:parts[?seed=&width=&height=&fps=]``  live   the demo conveyor scene, with ground truth
+``video.mp4`` / ``file:///abs/video.mp4``   offline    every frame of a video file
+``frames/`` / ``'frames/*.png'``            offline    every image of a folder or glob, in natural order
+``v4l2:N`` / ``/dev/videoN``                live       a USB / V4L2 camera
+``rtsp://…`` / ``http(s)://…``              live       a network stream (FFmpeg)
+``gst:<pipeline ending in appsink>``        live       a GStreamer pipeline (Jetson CSI: nvarguscamerasrc)
+``picamera2:[N][?network=net.rpk&fps=]``    live       Raspberry Pi camera, IMX500 on-sensor network
+==========================================  =========  ==================================================
+
+*Live* sources deliver frames at the sensor's pace whether or not anyone keeps up (the pipeline drops the
+oldest when busy) and reconnect with exponential backoff when the device or stream drops. *Offline* sources
+deliver every frame exactly once, as fast as they are consumed (or paced at ``fps``), and say how many there
+are in ``frames_total``.
+
+Threading: ``read()`` is called by one thread; ``close()`` may be called from any thread at any time, also
+while ``read()`` blocks on a connection that never comes. After ``close()`` the next (or current) ``read()``
+returns ``None`` within one device read timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import parse_qsl
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgeseg.errors import SourceError
+from edgeseg.frame import Frame
+
+if TYPE_CHECKING:
+    from edgeseg.config import SourceConfig
+
+log = logging.getLogger("edgeseg.sources")
+
+URI_FORMS = (
+    "synthetic:parts[?seed=N&width=W&height=H&fps=F], a video file, an image folder or glob, "
+    "v4l2:N or /dev/videoN, rtsp://..., http(s)://..., gst:<pipeline ! appsink>, "
+    "picamera2:[N][?network=net.rpk]"
+)
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """What a source has done so far (a snapshot; safe to read from any thread).
+
+    Attributes:
+        frames: frames delivered by ``read()``.
+        skipped: frames the source could not decode and skipped (corrupt video frames, unreadable images).
+        reconnects: connection attempts after the first one (live sources), failed or not.
+        state: one human line: ``"running"``, ``"connecting"``, ``"reconnecting in 2.0 s (attempt 3)"``,
+            ``"uploading network firmware 40%"``, ``"ended"``, ``"closed"``.
+    """
+
+    frames: int = 0
+    skipped: int = 0
+    reconnects: int = 0
+    state: str = "new"
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A stream of :class:`~edgeseg.frame.Frame` objects.
+
+    Attributes:
+        uri: the URI it was opened from (for messages).
+        live: True for cameras and streams (frames come at the sensor's pace; drop when busy), False for
+            files (every frame is delivered; block when busy).
+        frames_total: number of frames an offline source will deliver (progress/ETA; a video header's count
+            can overstate it), ``None`` for live or looping sources.
+    """
+
+    uri: str
+    live: bool
+
+    @property
+    def frames_total(self) -> int | None: ...
+
+    @property
+    def stats(self) -> SourceStats: ...
+
+    def open(self) -> None:
+        """Acquire the device or file; raises :class:`~edgeseg.errors.SourceError` if it can never work."""
+
+    def read(self) -> Frame | None:
+        """The next frame, blocking until one is there; ``None`` at the end or after ``close()``.
+
+        Raises:
+            SourceError: the source failed for good (e.g. a file with no decodable frame at all).
+        """
+
+    def close(self) -> None:
+        """Release everything; idempotent, callable from any thread, also before ``open()`` finished."""
+
+
+@dataclass(frozen=True)
+class ParsedUri:
+    """A source URI split into its parts.
+
+    Attributes:
+        scheme: registry key (``synthetic``, ``file``, ``v4l2``, ``rtsp``, ``http``, ``https``, ``gst``,
+            ``picamera2``).
+        target: what follows the scheme: scene name, path or glob, device index or path, full stream URL,
+            GStreamer pipeline, camera number.
+        options: ``?key=value`` options (only for ``synthetic:`` and ``picamera2:``; stream URLs and paths
+            keep their ``?``).
+    """
+
+    uri: str
+    scheme: str
+    target: str
+    options: Mapping[str, str]
+
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):(.*)$", re.DOTALL)
+_WITH_OPTIONS = frozenset({"synthetic", "picamera2"})
+_WHOLE_URL = frozenset({"rtsp", "rtsps", "http", "https"})
+
+
+def parse_uri(uri: str) -> ParsedUri:
+    """Split a source URI (see the module docstring); SourceError names the accepted forms."""
+    uri = uri.strip()
+    if not uri:
+        raise SourceError(f"empty source URI {uri!r}: use {URI_FORMS}")
+    m = _SCHEME.match(uri)
+    if m is None or Path(uri).exists():
+        if uri.startswith("/dev/video"):
+            return ParsedUri(uri, "v4l2", uri, {})
+        return ParsedUri(uri, "file", uri, {})
+    scheme, rest = m.group(1).lower(), m.group(2)
+    if scheme not in SOURCES:
+        raise SourceError(f"unknown source URI {uri!r}: use {URI_FORMS}")
+    if scheme in _WHOLE_URL:
+        return ParsedUri(uri, scheme, uri, {})
+    if scheme == "file":
+        return ParsedUri(uri, scheme, rest[2:] if rest.startswith("//") else rest, {})
+    options: dict[str, str] = {}
+    if scheme in _WITH_OPTIONS and "?" in rest:
+        rest, query = rest.split("?", 1)
+        try:
+            options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=True))
+        except ValueError:
+            raise SourceError(
+                f"source URI {uri!r}: cannot parse options {query!r} (use ?key=value&key=value)"
+            ) from None
+    return ParsedUri(uri, scheme, rest, options)
+
+
+def check_options(parsed: ParsedUri, allowed: tuple[str, ...]) -> None:
+    """Raise :class:`SourceError` when the URI carries an option its source does not know."""
+    for key in parsed.options:
+        if key not in allowed:
+            raise SourceError(
+                f"source URI {parsed.uri!r}: unknown option {key!r} (allowed: {', '.join(allowed) or 'none'})"
+            )
+
+
+def option_int(parsed: ParsedUri, key: str, default: int, minimum: int = 1) -> int:
+    """Option ``key`` of the URI as an integer >= ``minimum``, or ``default`` when absent."""
+    raw = parsed.options.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise SourceError(
+            f"source URI {parsed.uri!r}: option {key} must be an integer >= {minimum} (got {raw!r})"
+        )
+    return value
+
+
+def option_float(parsed: ParsedUri, key: str, default: float | None) -> float | None:
+    """Option ``key`` of the URI as a number > 0, or ``default`` when absent."""
+    raw = parsed.options.get(key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise SourceError(f"source URI {parsed.uri!r}: option {key} must be a number > 0 (got {raw!r})")
+    return value
+
+
+def to_bgr(image: NDArray[Any]) -> NDArray[np.uint8]:
+    """A decoded image as ``(H, W, 3)`` uint8 BGR (grey and BGRA converted; no copy when already so)."""
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def backoff_delays(initial_s: float, max_s: float) -> Iterator[float]:
+    """Reconnect delays: ``initial_s``, doubling each attempt, capped at ``max_s`` (endless)."""
+    delay = initial_s
+    while True:
+        yield min(delay, max_s)
+        delay = min(delay * 2, max_s)
+
+
+class Pacer:
+    """Delivers at most one frame per tick of a ``fps`` clock (``fps`` None: no pacing), like a camera.
+
+    A consumer that falls behind gets a frame at once (the camera has one ready) and then waits for the next
+    tick of the original clock: it is never handed a catch-up burst. Waits end early when ``stop`` is set.
+    """
+
+    def __init__(self, fps: float | None, stop: threading.Event) -> None:
+        self._period_ns = round(1e9 / fps) if fps else 0
+        self._stop = stop
+        self._next_ns = 0  # next tick; 0 = clock not started
+
+    def wait(self) -> bool:
+        """Sleep until the next tick; False when stopped meanwhile."""
+        if self._period_ns:
+            now = time.monotonic_ns()
+            if self._next_ns > now:
+                if self._stop.wait((self._next_ns - now) / 1e9):
+                    return False
+                now = self._next_ns
+            if not self._next_ns:
+                self._next_ns = now + self._period_ns
+            else:
+                self._next_ns += self._period_ns * (1 + (now - self._next_ns) // self._period_ns)
+        return not self._stop.is_set()
+
+
+def open_source(source: str | SourceConfig) -> Source:
+    """Build the source for a URI or a :class:`~edgeseg.config.SourceConfig` and ``open()`` it.
+
+    URI options (``synthetic:parts?fps=10``) take precedence over the config's fields.
+
+    Raises:
+        SourceError: unknown URI form, unknown option, missing file, or a device that can never work.
+    """
+    from edgeseg.config import SourceConfig
+
+    config = SourceConfig(uri=source) if isinstance(source, str) else source
+    parsed = parse_uri(config.uri)
+    src = SOURCES[parsed.scheme](parsed, config)
+    try:
+        src.open()
+    except BaseException:
+        src.close()
+        raise
+    return src
+
+
+SourceFactory = Callable[[ParsedUri, "SourceConfig"], Source]
+
+
+def _synthetic(parsed: ParsedUri, config: SourceConfig) -> Source:
+    from edgeseg.sources.synthetic import SyntheticSource
+
+    return SyntheticSource.from_uri(parsed, config)
+
+
+def _files(parsed: ParsedUri, config: SourceConfig) -> Source:
+    from edgeseg.sources.files import file_source
+
+    return file_source(parsed, config)
+
+
+def _opencv_live(parsed: ParsedUri, config: SourceConfig) -> Source:
+    from edgeseg.sources.opencv_live import OpenCVLiveSource
+
+    return OpenCVLiveSource.from_uri(parsed, config)
+
+
+def _picamera2(parsed: ParsedUri, config: SourceConfig) -> Source:
+    from edgeseg.sources.picamera2 import Picamera2Source
+
+    return Picamera2Source.from_uri(parsed, config)
+
+
+# Keyed by URI scheme; paths without a scheme are "file", /dev/video* paths are "v4l2". Modules are imported
+# on first use so that an optional source's imports cost nothing to the others.
+SOURCES: dict[str, SourceFactory] = {
+    "synthetic": _synthetic,
+    "file": _files,
+    "v4l2": _opencv_live,
+    "rtsp": _opencv_live,
+    "rtsps": _opencv_live,
+    "http": _opencv_live,
+    "https": _opencv_live,
+    "gst": _opencv_live,
+    "picamera2": _picamera2,
+}
+
+__all__ = [
+    "SOURCES",
+    "URI_FORMS",
+    "Pacer",
+    "ParsedUri",
+    "Source",
+    "SourceStats",
+    "backoff_delays",
+    "open_source",
+    "parse_uri",
+]

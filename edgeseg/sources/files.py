@@ -1,0 +1,246 @@
+"""Offline sources: every frame of a video file, or every image of a folder or glob, exactly once.
+
+A frame that cannot be decoded in the middle of a file (a corrupt packet, an unreadable image) is counted in
+``stats.skipped``, logged with its position and skipped; it never ends the run. ``Frame.index`` is the
+frame's position in the file (or in the sorted image list), so a skipped frame leaves a gap and results stay
+aligned with the input.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgeseg.errors import SourceError
+from edgeseg.frame import Frame
+from edgeseg.sources import Pacer, ParsedUri, SourceStats, to_bgr
+
+if TYPE_CHECKING:
+    from edgeseg.config import SourceConfig
+
+log = logging.getLogger("edgeseg.sources")
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+# Consecutive failed reads after which a video is taken to have ended rather than to hold a corrupt stretch.
+_MAX_BAD_RUN = 32
+
+
+def natural_key(path: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders ``frame2.png`` before ``frame10.png``."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", path))
+
+
+def file_source(parsed: ParsedUri, config: SourceConfig) -> VideoFileSource | ImageSequenceSource:
+    """An image sequence for a folder, a glob or an image file; a video source for anything else."""
+    path = parsed.target
+    size = (config.width, config.height) if config.width and config.height else None
+    if (config.width and not config.height) or (config.height and not config.width):
+        raise SourceError(
+            f"source {parsed.uri!r}: give both width and height to resize file frames, or neither"
+        )
+    if glob.has_magic(path) and not Path(path).exists():
+        files = sorted((p for p in glob.glob(path, recursive=True) if os.path.isfile(p)), key=natural_key)
+        if not files:
+            raise SourceError(f"source {parsed.uri!r}: the glob matches no files")
+        return ImageSequenceSource(parsed.uri, files, loop=config.loop, fps=config.fps, size=size)
+    if os.path.isdir(path):
+        files = sorted(
+            (str(p) for p in Path(path).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+            key=natural_key,
+        )
+        if not files:
+            raise SourceError(
+                f"source {parsed.uri!r}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder"
+            )
+        return ImageSequenceSource(parsed.uri, files, loop=config.loop, fps=config.fps, size=size)
+    if Path(path).suffix.lower() in IMAGE_SUFFIXES:
+        return ImageSequenceSource(parsed.uri, [path], loop=config.loop, fps=config.fps, size=size)
+    return VideoFileSource(parsed.uri, path, loop=config.loop, fps=config.fps, size=size)
+
+
+def _check_readable(uri: str, path: str) -> None:
+    if not os.path.exists(path):
+        raise SourceError(f"source {uri!r}: file not found: {path}")
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise SourceError(f"source {uri!r}: not a readable file: {path}")
+
+
+class _FileBase:
+    live = False
+
+    def __init__(self, uri: str, loop: bool, fps: float | None, size: tuple[int, int] | None) -> None:
+        self.uri = uri
+        self._loop = loop
+        self._size = size  # (W, H) to resize to, or None
+        self._stop = threading.Event()
+        self._pacer = Pacer(fps, self._stop)
+        self._frames = 0
+        self._skipped = 0
+        self._state = "new"
+
+    @property
+    def stats(self) -> SourceStats:
+        return SourceStats(frames=self._frames, skipped=self._skipped, state=self._state)
+
+    def _frame(self, index: int, decoded: NDArray[Any]) -> Frame:
+        t_ns, wall = time.monotonic_ns(), time.time()
+        image = to_bgr(decoded)
+        if self._size is not None and (image.shape[1], image.shape[0]) != self._size:
+            image = to_bgr(cv2.resize(image, self._size, interpolation=cv2.INTER_AREA))
+        self._frames += 1
+        return Frame(index=index, image=image, t_capture_ns=t_ns, wall_time=wall, source=self.uri)
+
+
+class VideoFileSource(_FileBase):
+    """Every decodable frame of a video file (FFmpeg through OpenCV), ``(H, W, 3)`` uint8 BGR.
+
+    ``frames_total`` comes from the container header: some files overstate it (a header that says 682 frames
+    over 341 decodable ones exists), so treat it as an estimate for progress bars, not a promise.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        path: str,
+        loop: bool = False,
+        fps: float | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(uri, loop, fps, size)
+        self.path = path
+        self._cap: cv2.VideoCapture | None = None
+        self._lock = threading.Lock()  # close() from another thread waits for the decode in flight
+        self._total: int | None = None
+        self._pos = 0  # index of the next frame in the file
+        self._base = 0  # frames of earlier passes when looping
+
+    @property
+    def frames_total(self) -> int | None:
+        return None if self._loop else self._total
+
+    def open(self) -> None:
+        _check_readable(self.uri, self.path)
+        cap = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"source {self.uri!r}: cannot decode {self.path} (not a video FFmpeg can read)")
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self._total = count if count > 0 else None
+        self._cap = cap
+        self._state = "running"
+
+    def read(self) -> Frame | None:
+        if not self._pacer.wait():
+            return None
+        with self._lock:
+            if self._cap is None or self._stop.is_set():
+                return None
+            return self._read(self._cap)
+
+    def _read(self, cap: cv2.VideoCapture) -> Frame | None:
+        bad = 0
+        while not self._stop.is_set():
+            ok, image = cap.read()
+            if ok and image is not None and image.size:
+                if bad:
+                    # Failures followed by a good frame were a corrupt stretch, not the end of the file.
+                    self._skipped += bad
+                    log.warning(
+                        "%s: skipped %d undecodable frame(s) before frame %d", self.path, bad, self._pos
+                    )
+                frame = self._frame(self._base + self._pos, image)
+                self._pos += 1
+                return frame
+            bad += 1
+            self._pos += 1
+            if bad >= _MAX_BAD_RUN or (self._total is not None and self._pos >= self._total):
+                if self._loop and self._frames:
+                    self._base += self._pos - bad
+                    self._pos, bad = 0, 0
+                    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                    continue
+                break
+        if self._stop.is_set():
+            return None
+        self._state = "ended"
+        if not self._frames:
+            raise SourceError(f"source {self.uri!r}: no decodable frame in {self.path}")
+        return None
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            if self._cap is not None:
+                self._cap.release()
+                self._cap = None
+        self._state = "closed"
+
+
+class ImageSequenceSource(_FileBase):
+    """Every readable image of a sorted list of files, ``(H, W, 3)`` uint8 BGR (grey and BGRA converted).
+
+    Images may differ in size (downstream derives transforms per frame).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        files: list[str],
+        loop: bool = False,
+        fps: float | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(uri, loop, fps, size)
+        self.files = list(files)
+        self._pos = 0
+        self._base = 0
+
+    @property
+    def frames_total(self) -> int | None:
+        return None if self._loop else len(self.files)
+
+    def open(self) -> None:
+        if len(self.files) == 1:
+            _check_readable(self.uri, self.files[0])
+            if cv2.imread(self.files[0], cv2.IMREAD_UNCHANGED) is None:
+                raise SourceError(f"source {self.uri!r}: cannot decode image {self.files[0]}")
+        self._state = "running"
+
+    def read(self) -> Frame | None:
+        if self._state != "running" or not self._pacer.wait():
+            return None
+        while not self._stop.is_set():
+            if self._pos >= len(self.files):
+                if not (self._loop and self._frames):
+                    self._state = "ended"
+                    if not self._frames:
+                        raise SourceError(
+                            f"source {self.uri!r}: none of its {len(self.files)} images is readable"
+                        )
+                    return None
+                self._base += len(self.files)
+                self._pos = 0
+            path = self.files[self._pos]
+            index = self._base + self._pos
+            self._pos += 1
+            image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+            if image is None or image.dtype != np.uint8 or image.size == 0:
+                self._skipped += 1
+                log.warning("%s: skipped unreadable image %s (frame %d)", self.uri, path, index)
+                continue
+            return self._frame(index, image)
+        return None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._state = "closed"

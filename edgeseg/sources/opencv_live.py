@@ -1,0 +1,156 @@
+"""Live sources read through OpenCV: V4L2 cameras, RTSP/HTTP streams and GStreamer pipelines.
+
+* ``v4l2:N`` / ``/dev/videoN``: a USB camera through V4L2; ``width``, ``height`` and ``fps`` are asked of
+  the driver (the camera may pick the nearest mode it has; a different size is logged once and delivered).
+* ``rtsp://…``, ``http(s)://…``: FFmpeg with open and read timeouts, so a dead stream is noticed in seconds
+  (OpenCV's default read timeout is 30 s) and reconnected.
+* ``gst:<pipeline>``: a GStreamer pipeline that ends in ``appsink`` delivering BGR, e.g. the Jetson CSI
+  camera: ``gst:nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1 !
+  nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true
+  max-buffers=1``. Needs an OpenCV built with GStreamer (Jetson's system ``python3-opencv``; the pip wheels
+  have none). Size and rate are set in the pipeline's caps.
+
+Capture time is stamped when ``VideoCapture.read`` returns (monotonic ns): the closest the OpenCV API gets
+to the sensor.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import cv2
+
+from edgeseg.errors import SourceError
+from edgeseg.sources import ParsedUri, to_bgr
+from edgeseg.sources.live import Grab, LiveSource
+
+if TYPE_CHECKING:
+    from edgeseg.config import SourceConfig
+
+log = logging.getLogger("edgeseg.sources")
+
+STREAM_TIMEOUT_S = 5.0  # FFmpeg open and read timeouts for network streams
+
+
+@functools.cache
+def opencv_has_gstreamer() -> bool:
+    """Whether this OpenCV build can open ``gst:`` pipelines."""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return line.split(":", 1)[1].strip().upper().startswith("YES")
+    return False
+
+
+class OpenCVLiveSource(LiveSource):
+    """A camera, stream or pipeline opened with ``cv2.VideoCapture(target, api)``; frames ``(H, W, 3)`` BGR.
+
+    Args:
+        uri: for messages.
+        target: device index, device path, stream URL, GStreamer pipeline, or any path OpenCV opens (a
+            video file read as if it were a stream is how the reconnect logic is tested).
+        api: ``cv2.CAP_V4L2``, ``cv2.CAP_FFMPEG``, ``cv2.CAP_GSTREAMER`` or ``cv2.CAP_ANY``.
+        width, height, fps: asked of V4L2 devices; ignored (with a warning) elsewhere.
+        reconnect_initial_s, reconnect_max_s: backoff between connection attempts.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        target: str | int,
+        api: int,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float | None = None,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 10.0,
+    ) -> None:
+        super().__init__(uri, reconnect_initial_s, reconnect_max_s)
+        self.target = target
+        self.api = api
+        self._request = (width, height, fps)
+        self._cap: cv2.VideoCapture | None = None
+        self._size_warned = False
+
+    @classmethod
+    def from_uri(cls, parsed: ParsedUri, config: SourceConfig) -> OpenCVLiveSource:
+        """Build from ``v4l2:N``, ``/dev/videoN``, ``rtsp://…``, ``http(s)://…`` or ``gst:<pipeline>``."""
+        target: str | int = parsed.target.strip()
+        api = {"v4l2": cv2.CAP_V4L2, "gst": cv2.CAP_GSTREAMER}.get(parsed.scheme, cv2.CAP_FFMPEG)
+        if parsed.scheme == "v4l2":
+            if parsed.target.isdigit():
+                target = int(parsed.target)
+            elif not parsed.target.startswith("/dev/"):
+                raise SourceError(
+                    f"source URI {parsed.uri!r}: v4l2 needs a device number or path (v4l2:0, /dev/video0)"
+                )
+        elif config.width or config.height or config.fps:
+            log.warning(
+                "%s: width/height/fps are set by the stream or pipeline caps, not by edgeseg", parsed.uri
+            )
+        if parsed.scheme == "gst" and not target:
+            raise SourceError(f"source URI {parsed.uri!r}: gst: needs a pipeline ending in appsink")
+        v4l2 = api == cv2.CAP_V4L2
+        return cls(
+            parsed.uri,
+            target,
+            api,
+            width=config.width if v4l2 else None,
+            height=config.height if v4l2 else None,
+            fps=config.fps if v4l2 else None,
+            reconnect_initial_s=config.reconnect_initial_s,
+            reconnect_max_s=config.reconnect_max_s,
+        )
+
+    def open(self) -> None:
+        if self.api == cv2.CAP_GSTREAMER and not opencv_has_gstreamer():
+            raise SourceError(
+                f"source URI {self.uri!r}: this OpenCV has no GStreamer support (pip's opencv-python "
+                "is built without it); use a system OpenCV with it (Jetson: apt install python3-opencv)"
+            )
+        super().open()
+
+    def _connect(self) -> bool:
+        params: list[int] = []
+        if self.api == cv2.CAP_FFMPEG:
+            ms = int(STREAM_TIMEOUT_S * 1000)
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        cap = cv2.VideoCapture(self.target, self.api, params)
+        if not cap.isOpened():
+            cap.release()
+            log.warning("%s: cannot open %r", self.uri, self.target)
+            return False
+        if self.api == cv2.CAP_V4L2:
+            width, height, fps = self._request
+            if width:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+            if height:
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+            if fps:
+                cap.set(cv2.CAP_PROP_FPS, fps)
+        self._cap = cap
+        return True
+
+    def _grab(self) -> Grab | None:
+        if self._cap is None:
+            return None
+        ok, image = self._cap.read()
+        t_ns, wall = time.monotonic_ns(), time.time()
+        if not ok or image is None or image.size == 0:
+            return None
+        image = to_bgr(image)
+        width, height, _ = self._request
+        if not self._size_warned and width and height and (image.shape[1], image.shape[0]) != (width, height):
+            self._size_warned = True
+            log.warning(
+                "%s: asked for %dx%d, the device delivers %dx%d", self.uri, width, height, *image.shape[1::-1]
+            )
+        return Grab(image=image, t_capture_ns=t_ns, wall_time=wall)
+
+    def _disconnect(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None

@@ -1,0 +1,189 @@
+"""Pipeline config: defaults, overrides, env, one-line key-path errors, committed pipelines, schema."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edgeseg.config import (
+    DEFAULT_PIPELINE,
+    PIPELINES_DIR,
+    ModelConfig,
+    PipelineConfig,
+    SourceConfig,
+    config_json_schema,
+    load_config,
+)
+from edgeseg.errors import ConfigError
+from edgeseg.semantic import SemanticParams
+
+PIPELINES = sorted(PIPELINES_DIR.glob("*.yaml"))
+M = "model: {path: m.onnx}\n"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_minimal_file_gets_every_default(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, "model: {path: m.onnx}\n"), env={})
+    assert config == PipelineConfig(
+        name="p", source=SourceConfig(), model=ModelConfig(path=tmp_path / "m.onnx")
+    )
+    assert config.sinks.jsonl.mask_format == "rle"
+    assert config.pipeline.queue_size == 2
+
+
+def test_no_path_loads_the_demo_pipeline() -> None:
+    config = load_config(None, env={})
+    assert config.name == "demo"
+    assert config.source.uri.startswith("synthetic:parts")
+    assert config.model.path == (DEFAULT_PIPELINE.parent.parent / "models" / "demo-parts.onnx").resolve()
+
+
+def test_set_overrides_beat_env_which_beats_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "source: {fps: 5}\nmodel: {path: m.onnx}\n")
+    env = {
+        "EDGESEG__SOURCE__FPS": "7",
+        "EDGESEG__SINKS__JSONL__MASK_FORMAT": "polygon",
+        "EDGESEG_ASSETS": "/x",
+    }
+    config = load_config(path, ["source.fps=9", "postprocess.semantic.dist_threshold=0.3"], env=env)
+    assert config.source.fps == 9.0
+    assert config.sinks.jsonl.mask_format == "polygon"
+    assert config.postprocess.semantic == SemanticParams(dist_threshold=0.3)
+    assert load_config(path, env=env).source.fps == 7.0
+
+
+def test_relative_paths_in_the_file_follow_the_file_and_overrides_follow_the_cwd(tmp_path: Path) -> None:
+    path = _write(tmp_path, "source: {uri: clips/a.mp4}\nmodel: {path: ../m.onnx, engine_cache_dir: cache}\n")
+    config = load_config(path, env={})
+    assert config.source.uri == str(tmp_path / "clips" / "a.mp4")
+    assert config.model.path == tmp_path.parent / "m.onnx"
+    assert config.model.engine_cache_dir == tmp_path / "cache"
+    assert load_config(path, ["model.path=x.onnx"], env={}).model.path == Path("x.onnx")
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        (M, ["sinks.jsonl.mask_format=bmp"],
+         "sinks.jsonl.mask_format: must be one of rle, polygon, none (got 'bmp') [--set]"),
+        (M + "postprocess: {semantic: {dist_threshold: 1.7}}", [],
+         "postprocess.semantic.dist_threshold: must be in (0, 1], got 1.7"),
+        ("model: {path: m.onnx, backend: tensorflow}", [], "model.backend: must be one of onnxruntime, "),
+        (M + "source: {fps: 0}", [], "source.fps: must be > 0 (got 0)"),
+        (M + "pipeline: {queue_size: two}", [], "pipeline.queue_size: must be an integer (got 'two')"),
+        (M + "postprocess: {score_threshold: 1.5}", [], "postprocess.score_threshold: must be in [0, 1]"),
+        (M + "source: {roi: [0, 0, 2, 1]}", [], "source.roi: must be [left, top, width, height]"),
+        (M + "source: {uri: 'webcam:0'}", [], "source.uri: unknown source URI 'webcam:0': use "),
+        (M + "source: {width: 640}", [], "source.height: required when source.width is set"),
+        (M + "sinks: {video: {codec: h264x}}", [], "sinks.video.codec: must match"),
+        (M + "sinks: {display: {enabled: 'yes'}}", [], "sinks.display.enabled: must be true or false"),
+        ("source: {uri: v4l2:0}", [], "model.path: required"),
+        (M + "sinks: [display]", [], "sinks: must be a section of key: value pairs"),
+    ],
+)  # fmt: skip
+def test_invalid_values_give_one_line_starting_with_the_key_path(
+    tmp_path: Path, text: str, overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, text), overrides, env={})
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith(message)
+
+
+def test_unknown_keys_are_errors_with_a_suggestion(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"^sinks\.jsonl\.mask_fromat: unknown key; did you mean mask_format\?"
+    ):
+        load_config(_write(tmp_path, "model: {path: m}\nsinks: {jsonl: {mask_fromat: rle}}"), env={})
+    with pytest.raises(
+        ConfigError, match=r"^postprocess\.semantic\.dist_treshold: unknown key; did you mean dist_th"
+    ):
+        load_config(_write(tmp_path, "model: {path: m}"), ["postprocess.semantic.dist_treshold=0.2"], env={})
+    with pytest.raises(ConfigError, match=r"^mqtt: unknown key; .*\(allowed: name, source, model, "):
+        load_config(_write(tmp_path, "model: {path: m}\nmqtt: {host: x}"), env={})
+    with pytest.raises(
+        ConfigError, match=r"^source\.fsp: unknown key; did you mean fps\? .*\[env EDGESEG__SOURCE__FSP\]"
+    ):
+        load_config(_write(tmp_path, "model: {path: m}"), env={"EDGESEG__SOURCE__FSP": "3"})
+
+
+def test_broken_yaml_and_bad_set_syntax_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"p\.yaml: invalid YAML at line \d+, column \d+: "):
+        load_config(_write(tmp_path, "model:\n  path: [unclosed\n"), env={})
+    with pytest.raises(ConfigError, match=r"--set 'source\.fps': expected key\.path=value"):
+        load_config(_write(tmp_path, "model: {path: m}"), ["source.fps"], env={})
+    with pytest.raises(ConfigError, match=r"cannot read pipeline file"):
+        load_config(tmp_path / "missing.yaml", env={})
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.name)
+def test_every_committed_pipeline_loads(pipeline: Path) -> None:
+    config = load_config(pipeline, env={})
+    assert config.name == pipeline.stem
+
+
+def test_the_committed_schema_is_up_to_date() -> None:
+    committed = json.loads((PIPELINES_DIR / "schema.json").read_text())
+    assert committed == config_json_schema(), "regenerate: edgeseg config-schema > pipelines/schema.json"
+
+
+def _validate(value: Any, schema: dict[str, Any], path: str = "") -> None:
+    """The subset of JSON Schema that config_json_schema emits, enough to check the pipelines against it."""
+    if "anyOf" in schema:
+        errors = []
+        for option in schema["anyOf"]:
+            try:
+                _validate(value, option, path)
+                return
+            except AssertionError as e:
+                errors.append(str(e))
+        raise AssertionError(f"{path}: {errors}")
+    kind = schema["type"]
+    checks = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+    if kind in ("integer", "number"):
+        ok = not isinstance(value, bool) and isinstance(value, int if kind == "integer" else (int, float))
+    else:
+        ok = isinstance(value, checks[kind])
+    assert ok, f"{path}: {value!r} is not {kind}"
+    if kind == "object":
+        assert set(schema.get("required", ())) <= set(value), f"{path}: missing {schema.get('required')}"
+        for key, item in value.items():
+            assert key in schema["properties"], f"{path}.{key}: not in schema"
+            _validate(item, schema["properties"][key], f"{path}.{key}")
+    if kind == "array":
+        assert schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value))
+        for i, item in enumerate(value):
+            _validate(item, schema["items"], f"{path}[{i}]")
+    if "enum" in schema:
+        assert value in schema["enum"], f"{path}: {value!r} not in {schema['enum']}"
+    if "pattern" in schema:
+        assert re.search(schema["pattern"], value), f"{path}: {value!r} !~ {schema['pattern']}"
+    for word, test in (("minimum", lambda lo: value >= lo), ("maximum", lambda hi: value <= hi),
+                       ("exclusiveMinimum", lambda lo: value > lo)):  # fmt: skip
+        if word in schema:
+            assert test(schema[word]), f"{path}: {value!r} fails {word} {schema[word]}"
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.name)
+def test_every_committed_pipeline_validates_against_the_schema(pipeline: Path) -> None:
+    _validate(yaml.safe_load(pipeline.read_text()), config_json_schema())
+
+
+def test_the_schema_rejects_what_the_loader_rejects() -> None:
+    schema = config_json_schema()
+    with pytest.raises(AssertionError):
+        _validate({"model": {"path": "m"}, "sinks": {"jsonl": {"mask_format": "bmp"}}}, schema)
+    with pytest.raises(AssertionError):
+        _validate({"model": {"path": "m"}, "source": {"fsp": 3}}, schema)
+    with pytest.raises(AssertionError):
+        _validate({"source": {"uri": "v4l2:0"}}, schema)

@@ -1,0 +1,274 @@
+"""Frame sources: files lose no frame, live sources reconnect with backoff, bad input gives one clear line."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeseg.config import SourceConfig
+from edgeseg.errors import SourceError
+from edgeseg.sources import Source, backoff_delays, open_source, parse_uri
+from edgeseg.sources.opencv_live import OpenCVLiveSource, opencv_has_gstreamer
+
+
+def _write_video(path: Path, n: int, size: tuple[int, int] = (64, 48)) -> None:
+    """An MJPEG AVI whose frame ``i`` is filled with grey level ``10 * i``."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    for i in range(n):
+        writer.write(np.full((size[1], size[0], 3), 10 * i, np.uint8))
+    writer.release()
+
+
+def _drain(src: Source) -> list[int]:
+    indices = []
+    while (frame := src.read()) is not None:
+        indices.append(frame.index)
+    return indices
+
+
+def _wait_until(predicate: object, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
+def test_video_file_delivers_every_frame_once_and_reports_the_total(assets_dir: Path) -> None:
+    video = assets_dir / "video" / "pedestrians_crossing_640x360.mp4"
+    src = open_source(str(video))
+    try:
+        assert not src.live
+        assert src.frames_total == 188
+        first = src.read()
+        assert first is not None
+        assert first.image.shape == (360, 640, 3)
+        assert first.image.dtype == np.uint8
+        indices = [first.index, *_drain(src)]
+    finally:
+        src.close()
+    assert indices == list(range(188))
+    assert src.stats.frames == 188
+    assert src.stats.skipped == 0
+    assert src.stats.state == "closed"
+
+
+def test_corrupt_video_frame_is_counted_and_skipped_not_fatal(tmp_path: Path) -> None:
+    good = tmp_path / "good.avi"
+    _write_video(good, 10)
+    data = bytearray(good.read_bytes())
+    jpeg_starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+    data[jpeg_starts[4] : jpeg_starts[4] + 200] = bytes(200)  # wipe the 5th frame's JPEG header and data
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(bytes(data))
+    src = open_source(str(bad))
+    try:
+        indices = _drain(src)
+    finally:
+        src.close()
+    assert indices == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    assert src.stats.skipped == 1
+
+
+def test_folder_and_glob_yield_images_in_natural_order(tmp_path: Path) -> None:
+    for n in (10, 2, 1):
+        cv2.imwrite(str(tmp_path / f"frame{n}.png"), np.full((8, 8, 3), n, np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    for uri in (str(tmp_path), str(tmp_path / "frame*.png")):
+        src = open_source(uri)
+        try:
+            assert src.frames_total == 3
+            levels = []
+            while (frame := src.read()) is not None:
+                levels.append(int(frame.image[0, 0, 0]))
+        finally:
+            src.close()
+        assert levels == [1, 2, 10], uri
+
+
+def test_unreadable_image_in_a_folder_is_counted_and_skipped(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "a1.png"), np.zeros((8, 8), np.uint8))  # grey becomes BGR
+    (tmp_path / "a2.png").write_bytes(b"\x89PNG but truncated")
+    cv2.imwrite(str(tmp_path / "a3.png"), np.zeros((8, 8, 4), np.uint8))  # BGRA becomes BGR
+    src = open_source(str(tmp_path))
+    frames = []
+    while (frame := src.read()) is not None:
+        frames.append(frame)
+    src.close()
+    assert [f.index for f in frames] == [0, 2]
+    assert all(f.image.shape == (8, 8, 3) for f in frames)
+    assert src.stats.skipped == 1
+
+
+def test_file_frames_are_resized_when_width_and_height_are_set(tmp_path: Path) -> None:
+    _write_video(tmp_path / "v.avi", 3)
+    src = open_source(SourceConfig(uri=str(tmp_path / "v.avi"), width=32, height=24))
+    frame = src.read()
+    src.close()
+    assert frame is not None
+    assert frame.image.shape == (24, 32, 3)
+
+
+def test_looping_file_restarts_and_keeps_counting(tmp_path: Path) -> None:
+    _write_video(tmp_path / "v.avi", 3)
+    src = open_source(SourceConfig(uri=str(tmp_path / "v.avi"), loop=True))
+    indices = [src.read().index for _ in range(7)]  # type: ignore[union-attr]
+    src.close()
+    assert src.frames_total is None
+    assert indices == list(range(7))
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda d: d / "missing.mp4", "file not found"),
+        (lambda d: (d / "notes.mp4").write_text("hello") and d / "notes.mp4", "cannot decode"),
+        (lambda d: (d / "broken.png").write_bytes(b"no") and d / "broken.png", "cannot decode image"),
+        (lambda d: d / "*.jpg", "matches no files"),
+    ],
+)
+def test_unreadable_or_missing_file_gives_one_line_naming_it(
+    tmp_path: Path, make: object, expected: str
+) -> None:
+    target = make(tmp_path)  # type: ignore[operator]
+    with pytest.raises(SourceError) as err:
+        open_source(str(target))
+    message = str(err.value)
+    assert "\n" not in message
+    assert expected in message
+    assert str(target) in message
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "foo:bar",
+        "synthetic:cubes",
+        "synthetic:parts?sed=3",
+        "synthetic:parts?fps=fast",
+        "v4l2:front",
+        "picamera2:x",
+        "",
+    ],
+)
+def test_bad_uri_gives_one_clear_line(uri: str) -> None:
+    with pytest.raises(SourceError) as err:
+        open_source(uri)
+    message = str(err.value)
+    assert "\n" not in message
+    assert repr(uri) in message
+
+
+def test_unknown_scheme_lists_the_accepted_forms() -> None:
+    with pytest.raises(SourceError, match=r"v4l2:N.*rtsp://.*gst:.*picamera2:"):
+        parse_uri("webcam:0")
+
+
+def test_uri_forms_map_to_their_sources() -> None:
+    assert parse_uri("/dev/video2").scheme == "v4l2"
+    assert parse_uri("rtsp://cam.local:554/s?x=1").target == "rtsp://cam.local:554/s?x=1"
+    assert parse_uri("frames/img?.png").scheme == "file"
+    assert parse_uri("gst:videotestsrc ! appsink").target == "videotestsrc ! appsink"
+    assert dict(parse_uri("picamera2:1?network=/n.rpk&fps=10").options) == {"network": "/n.rpk", "fps": "10"}
+
+
+def test_synthetic_source_carries_ground_truth_and_honours_uri_options() -> None:
+    src = open_source(SourceConfig(uri="synthetic:parts?seed=3&width=320&height=240", width=640, height=480))
+    try:
+        frames = [src.read() for _ in range(2)]
+    finally:
+        src.close()
+    assert src.live
+    assert src.frames_total is None
+    for i, frame in enumerate(frames):
+        assert frame is not None
+        assert frame.index == i
+        assert frame.image.shape == (240, 320, 3)
+        assert frame.truth is not None
+        assert frame.truth.image_shape == (240, 320)
+        assert len(frame.truth) > 0
+    assert frames[0].t_capture_ns < frames[1].t_capture_ns  # type: ignore[union-attr]
+
+
+def test_paced_synthetic_source_stops_when_closed_from_another_thread() -> None:
+    src = open_source("synthetic:parts?width=320&height=240&fps=0.01")  # one frame per 100 s
+    assert src.read() is not None
+    threading.Timer(0.05, src.close).start()
+    assert src.read() is None
+
+
+def test_backoff_doubles_up_to_the_maximum() -> None:
+    assert list(itertools.islice(backoff_delays(0.5, 4.0), 6)) == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+def test_live_stream_that_ends_is_reconnected_with_backoff(tmp_path: Path) -> None:
+    video = tmp_path / "stream.avi"
+    _write_video(video, 4)
+    src = OpenCVLiveSource(
+        str(video), str(video), cv2.CAP_FFMPEG, reconnect_initial_s=0.001, reconnect_max_s=0.004
+    )
+    src.open()
+    try:
+        frames = [src.read() for _ in range(10)]
+    finally:
+        src.close()
+    assert src.live
+    assert [f.index for f in frames if f is not None] == list(range(10))  # capture count goes on
+    levels = [int(f.image.mean() + 5) // 10 for f in frames if f is not None]
+    assert levels == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]  # the "stream" came back twice
+    assert src.stats.reconnects == 2
+
+
+def test_live_source_whose_first_connect_never_succeeds_stops_cleanly(tmp_path: Path) -> None:
+    missing = tmp_path / "camera-not-there.avi"
+    src = OpenCVLiveSource(
+        str(missing), str(missing), cv2.CAP_FFMPEG, reconnect_initial_s=0.001, reconnect_max_s=0.01
+    )
+    src.open()
+    result: list[object] = []
+    reader = threading.Thread(target=lambda: result.append(src.read()))
+    reader.start()
+    _wait_until(lambda: src.stats.reconnects >= 3)
+    assert src.stats.state.startswith(("reconnecting in", "connecting"))
+    src.close()
+    reader.join(timeout=10)
+    assert not reader.is_alive()
+    assert result == [None]
+    assert src.stats.frames == 0
+    assert src.stats.state == "closed"
+
+
+def test_live_source_connects_once_the_stream_appears(tmp_path: Path) -> None:
+    video = tmp_path / "late.avi"
+    src = OpenCVLiveSource(
+        str(video), str(video), cv2.CAP_FFMPEG, reconnect_initial_s=0.001, reconnect_max_s=0.01
+    )
+    src.open()
+    result: list[object] = []
+    reader = threading.Thread(target=lambda: result.append(src.read()))
+    reader.start()
+    _wait_until(lambda: src.stats.reconnects >= 2)
+    _write_video(tmp_path / "tmp.avi", 2)
+    (tmp_path / "tmp.avi").rename(video)  # appears atomically, like a camera being plugged in
+    reader.join(timeout=10)
+    src.close()
+    assert len(result) == 1
+    assert result[0] is not None
+    assert src.stats.state == "closed"
+
+
+def test_gst_pipeline_needs_an_opencv_with_gstreamer() -> None:
+    if opencv_has_gstreamer():
+        src = open_source("gst:videotestsrc num-buffers=2 ! videoconvert ! video/x-raw,format=BGR ! appsink")
+        frame = src.read()
+        src.close()
+        assert frame is not None
+        assert frame.image.ndim == 3
+    else:
+        with pytest.raises(SourceError, match="no GStreamer support"):
+            open_source("gst:videotestsrc ! appsink")
