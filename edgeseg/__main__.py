@@ -1,0 +1,7 @@
+"""``python -m edgeseg``: the same as the ``edgeseg`` command."""
+
+import sys
+
+from edgeseg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""Drawing results onto images: masks, boxes, labels and a small head-up display; never mutates inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgeseg.errors import InputError
+from edgeseg.geometry import obb_corners
+from edgeseg.instances import Instances
+
+BoxStyle = Literal["obb", "xyxy", "none"]
+
+# BGR, distinct at a glance and readable under white text; class k gets PALETTE[k % len]
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
+    (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0),
+    (147, 69, 52), (255, 115, 100), (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203),
+)  # fmt: skip
+
+
+def class_color(class_id: int) -> tuple[int, int, int]:
+    return PALETTE[int(class_id) % len(PALETTE)]
+
+
+def hud_lines(fps: float, latency_p50_ms: float, latency_p99_ms: float, dropped: int = 0) -> list[str]:
+    """The standard HUD text for a pipeline's live figures."""
+    lines = [f"{fps:.1f} fps  latency {latency_p50_ms:.0f}/{latency_p99_ms:.0f} ms (p50/p99)"]
+    if dropped:
+        lines.append(f"dropped {dropped}")
+    return lines
+
+
+def annotate(
+    image: NDArray[np.uint8],
+    instances: Instances,
+    class_names: Sequence[str] = (),
+    *,
+    hud: Sequence[str] = (),
+    truth: Instances | None = None,
+    alpha: float = 0.45,
+    boxes: BoxStyle = "obb",
+    labels: bool = True,
+) -> NDArray[np.uint8]:
+    """A new BGR image with ``instances`` drawn on a copy of ``image``.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 BGR, the frame the instances' pixel coordinates refer to.
+        instances: results in ``image`` pixels; masks are blended from their crops (cost grows with the
+            objects' area, not the frame's).
+        class_names: names by class id; ids without a name are drawn as numbers.
+        hud: lines of text for the top-left corner (frame rate, latency, ...).
+        truth: ground truth of this frame; when given, the HUD also shows the frame's panoptic quality.
+        alpha: mask opacity in [0, 1].
+        boxes: ``"obb"`` oriented boxes, ``"xyxy"`` axis-aligned boxes or ``"none"``.
+        labels: draw ``name score`` above each instance.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputError(f"annotate needs an (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
+    if tuple(image.shape[:2]) != tuple(instances.image_shape):
+        raise InputError(f"instances are for a {instances.image_shape} frame, the image is {image.shape[:2]}")
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"annotate alpha must be in [0, 1], got {alpha}")
+    out = image.copy()
+    h, w = out.shape[:2]
+    scale = max(0.35, min(h, w) / 900)
+    thick = max(1, round(scale * 2))
+    for i in range(len(instances)):
+        color = class_color(int(instances.class_id[i]))
+        x0, y0, x1, y1 = (int(v) for v in instances.mask_box[i])
+        crop = instances.masks[i]
+        region = out[y0:y1, x0:x1]
+        tint = np.asarray(color, np.float32) * alpha
+        region[crop] = (region[crop].astype(np.float32) * (1 - alpha) + tint).astype(np.uint8)
+        contours, _ = cv2.findContours(crop.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(region, contours, -1, color, 1, lineType=cv2.LINE_AA)
+        if boxes == "obb":
+            pts = np.round(obb_corners(instances.obb[i])[0] - 0.5).astype(np.int32)
+            cv2.polylines(out, [pts], True, color, thick, lineType=cv2.LINE_AA)
+        elif boxes == "xyxy":
+            bx0, by0, bx1, by1 = (round(float(v)) for v in instances.xyxy[i])
+            cv2.rectangle(out, (bx0, by0), (bx1 - 1, by1 - 1), color, thick)
+        if labels:
+            cid = int(instances.class_id[i])
+            name = class_names[cid] if 0 <= cid < len(class_names) else str(cid)
+            _label(out, f"{name} {float(instances.score[i]):.2f}", (x0, y0), color, scale)
+    lines = list(hud)
+    if truth is not None:
+        from edgeseg.metrics import panoptic_quality
+
+        pq = panoptic_quality(instances, truth)
+        lines.append(f"PQ {pq.pq:.2f}  ({pq.tp} matched, {pq.fp} false, {pq.fn} missed)")
+    if lines:
+        _hud(out, lines, scale)
+    return out
+
+
+def _label(
+    img: NDArray[np.uint8], text: str, at: tuple[int, int], color: tuple[int, int, int], scale: float
+) -> None:
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (tw, th), base = cv2.getTextSize(text, font, scale, 1)
+    x = min(max(0, at[0]), max(0, img.shape[1] - tw - 2))
+    y = at[1] - 2 if at[1] - th - base - 2 >= 0 else at[1] + th + base + 2
+    cv2.rectangle(img, (x, y - th - base), (x + tw + 2, y + 1), color, -1)
+    cv2.putText(img, text, (x + 1, y - base + 1), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def _hud(img: NDArray[np.uint8], lines: Sequence[str], scale: float) -> None:
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    s = scale * 1.2
+    sizes = [cv2.getTextSize(t, font, s, 1) for t in lines]
+    line_h = max(th + base for (_, th), base in sizes) + 4
+    width = max(tw for (tw, _), _ in sizes) + 12
+    panel = img[: min(img.shape[0], line_h * len(lines) + 8), : min(img.shape[1], width)]
+    panel //= 3  # darken in place: only this corner of the copy
+    for k, text in enumerate(lines):
+        cv2.putText(img, text, (6, 4 + line_h * (k + 1) - 4), font, s, (255, 255, 255), 1, cv2.LINE_AA)

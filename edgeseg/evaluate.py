@@ -1,0 +1,194 @@
+"""Accuracy over many frames: PQ accumulated per class, and ``edgeseg eval`` (COCO mask AP and PQ)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edgeseg.errors import InputError, MissingDependencyError
+from edgeseg.frame import Frame
+from edgeseg.instances import Instances
+from edgeseg.metrics import match_instances
+
+# PASCAL VOC class names and their COCO spelling, so VOC-labelled sets evaluate COCO-trained models
+VOC_TO_COCO = {
+    "aeroplane": "airplane",
+    "diningtable": "dining table",
+    "motorbike": "motorcycle",
+    "pottedplant": "potted plant",
+    "sofa": "couch",
+    "tvmonitor": "tv",
+}
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Panoptic quality over all frames seen: class means of PQ/SQ/RQ (as panopticapi), totals of matches."""
+
+    frames: int
+    pq: float
+    sq: float
+    rq: float
+    tp: int
+    fp: int
+    fn: int
+
+    def line(self) -> str:
+        return (
+            f"accuracy vs ground truth over {self.frames} frames: PQ {self.pq:.3f} (SQ {self.sq:.3f}, "
+            f"RQ {self.rq:.3f}; {self.tp} matched, {self.fp} false, {self.fn} missed)"
+        )
+
+
+class PQAccumulator:
+    """Sums matches per class over frames, so PQ is computed on the whole run rather than averaged per frame.
+
+    Thread-safe: it is fed from a sink thread and read from the main thread.
+    """
+
+    def __init__(self, iou_threshold: float = 0.5) -> None:
+        self.iou_threshold = iou_threshold
+        self._lock = threading.Lock()
+        self._frames = 0
+        self._per_class: dict[int, list[float]] = {}  # class -> [tp, fp, fn, iou_sum]
+
+    def add(self, pred: Instances, truth: Instances) -> None:
+        m = match_instances(pred, truth, self.iou_threshold)
+        with self._lock:
+            self._frames += 1
+            for i, iou in zip(m.pred, m.iou, strict=True):
+                acc = self._per_class.setdefault(int(pred.class_id[i]), [0, 0, 0, 0.0])
+                acc[0] += 1
+                acc[3] += float(iou)
+            for i in m.unmatched_pred:
+                self._per_class.setdefault(int(pred.class_id[i]), [0, 0, 0, 0.0])[1] += 1
+            for j in m.unmatched_truth:
+                self._per_class.setdefault(int(truth.class_id[j]), [0, 0, 0, 0.0])[2] += 1
+
+    def result(self) -> Accuracy | None:
+        """``None`` before the first frame."""
+        with self._lock:
+            if not self._frames:
+                return None
+            if not self._per_class:
+                return Accuracy(self._frames, 1.0, 1.0, 1.0, 0, 0, 0)
+            pqs, sqs, rqs = [], [], []
+            for tp, fp, fn, iou_sum in self._per_class.values():
+                denom = tp + 0.5 * fp + 0.5 * fn
+                sq = iou_sum / tp if tp else 0.0
+                rq = tp / denom if denom else 0.0
+                pqs.append(sq * rq)
+                sqs.append(sq)
+                rqs.append(rq)
+            totals = np.sum([v[:3] for v in self._per_class.values()], axis=0).astype(int)
+            return Accuracy(
+                self._frames,
+                float(np.mean(pqs)),
+                float(np.mean(sqs)),
+                float(np.mean(rqs)),
+                int(totals[0]),
+                int(totals[1]),
+                int(totals[2]),
+            )
+
+
+def _pycocotools() -> tuple[Any, Any]:
+    try:
+        from pycocotools.coco import COCO  # type: ignore[import-untyped]
+        from pycocotools.cocoeval import COCOeval  # type: ignore[import-untyped]
+    except ImportError:
+        raise MissingDependencyError("edgeseg eval needs pycocotools: pip install edgeseg[bench]") from None
+    return COCO, COCOeval
+
+
+def category_map(categories: Sequence[Mapping[str, Any]], class_names: Sequence[str]) -> dict[int, int]:
+    """Dataset category id -> model class id, for categories whose (COCO-spelled) names the model knows."""
+    by_name = {name.lower(): k for k, name in enumerate(class_names)}
+    out: dict[int, int] = {}
+    for cat in categories:
+        name = str(cat["name"]).lower()
+        k = by_name.get(VOC_TO_COCO.get(name, name))
+        if k is not None:
+            out[int(cat["id"])] = k
+    return out
+
+
+def command(args: argparse.Namespace) -> int:
+    coco_cls, eval_cls = _pycocotools()
+    from edgeseg.cli import load_cli_config
+    from edgeseg.pipeline import ModelStages
+
+    ann_path = Path(args.annotations)
+    if not ann_path.is_file():
+        raise InputError(f"annotations file {ann_path} does not exist")
+    try:
+        doc = json.loads(ann_path.read_text(encoding="utf-8"))
+        images, categories = doc["images"], doc["categories"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{ann_path} is not a COCO annotations file: {exc}") from None
+    image_dir = Path(args.images) if args.images else ann_path.parent
+    stages = ModelStages.from_config(load_cli_config(args))
+    names = tuple(stages.model.card.classes)
+    cat_to_class = category_map(categories, names)
+    if not cat_to_class:
+        raise InputError(f"none of the categories of {ann_path} is a class of model {stages.model.card.name}")
+    class_to_cat = {k: c for c, k in cat_to_class.items()}
+    coco = coco_cls()
+    coco.dataset = doc
+    coco.createIndex()
+    detections: list[dict[str, Any]] = []
+    pq = PQAccumulator()
+    for info in images:
+        path = image_dir / info["file_name"]
+        read = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if read is None:
+            raise InputError(f"cannot read image {path} (listed in {ann_path})")
+        img = np.asarray(read, np.uint8)
+        frame = Frame(int(info["id"]), img, 0, 0.0, source=str(path))
+        prepared = stages.preprocess(frame)
+        pred = stages.decode(frame, prepared, stages.infer(prepared))
+        pred = pred[np.isin(pred.class_id, list(class_to_cat))]
+        for item in pred.to_dict("rle")["instances"]:
+            detections.append({
+                "image_id": int(info["id"]),
+                "category_id": class_to_cat[item["class_id"]],
+                "segmentation": item["segmentation"],
+                "score": item["score"],
+            })  # fmt: skip
+        crops, origins, classes = [], [], []
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=[info["id"]], iscrowd=False)):
+            if ann["category_id"] not in cat_to_class:
+                continue
+            m = coco.annToMask(ann).astype(bool)
+            if m.any():
+                crops.append(m)
+                origins.append((0, 0))
+                classes.append(cat_to_class[ann["category_id"]])
+        truth = Instances.from_crops(img.shape[:2], classes, np.ones(len(classes)), origins, crops)
+        pq.add(pred, truth)
+    print(f"{len(images)} images, {len(cat_to_class)} shared classes: "
+          + ", ".join(sorted(names[k] for k in cat_to_class.values())))  # fmt: skip
+    if detections:
+        evaluator = eval_cls(coco, coco.loadRes(detections), "segm")
+        evaluator.params.catIds = sorted(cat_to_class)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+        print(
+            f"mask AP {evaluator.stats[0]:.3f}  AP50 {evaluator.stats[1]:.3f}  AP75 {evaluator.stats[2]:.3f}"
+        )
+    else:
+        print("mask AP 0.000 (no detections of the shared classes)")
+    acc = pq.result()
+    if acc is not None:
+        print(acc.line().replace("frames", "images"))
+    stages.model.close()
+    return 0

@@ -1,0 +1,435 @@
+"""The threaded pipeline: source -> (preprocess + infer) -> (decode) -> sinks, one thread per stage.
+
+Every arrow is a bounded :class:`StageQueue`. With a live source (``source.live``) a full queue drops its
+oldest item and counts it, so a slow stage never builds a backlog: latency stays bounded and memory flat. With
+a file source a full queue blocks its producer, so an offline run processes every frame. Each sink has its own
+thread and queue: a slow or failing sink neither stalls inference nor stops the other sinks.
+
+One frame that raises in any stage is logged and counted, never fatal. The pipeline installs no signal
+handlers and never exits the process: callers stop it with :meth:`Pipeline.stop` (the CLI does so on
+SIGINT/SIGTERM).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from edgeseg.errors import EdgesegError, SourceError
+from edgeseg.frame import Frame, Result, StageTimes
+from edgeseg.geometry import Roi
+from edgeseg.instances import Instances
+from edgeseg.sinks import Sink
+from edgeseg.stats import PipelineStats, StatsRecorder
+
+if TYPE_CHECKING:
+    from edgeseg.config import PipelineConfig
+    from edgeseg.model import DecodeOptions, Model
+    from edgeseg.sources import Source
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DRAIN_TIMEOUT_S = 1.0  # after stop(), sinks get this long to write what they hold before their queues are cut
+SOURCE_ERROR_LIMIT = 10  # consecutive failing reads after which a source counts as dead
+
+
+class Stages(Protocol):
+    """The per-frame work between a source and the sinks (a :class:`edgeseg.model.Model` behind it).
+
+    ``preprocess`` and ``infer`` run on the inference thread, ``decode`` on the post-processing thread, so
+    decoding frame k overlaps inference of frame k+1. ``decode`` returns instances in full-frame pixels.
+    """
+
+    def preprocess(self, frame: Frame) -> Any: ...
+
+    def infer(self, prepared: Any) -> Any: ...
+
+    def decode(self, frame: Frame, prepared: Any, outputs: Any) -> Instances: ...
+
+
+class ModelStages:
+    """:class:`Stages` backed by the model facade, with the pipeline's ROI and decode options."""
+
+    def __init__(self, model: Model, roi: Roi | None = None, options: DecodeOptions | None = None) -> None:
+        from edgeseg.model import DecodeOptions
+
+        self.model = model
+        self.roi = roi
+        self.options = DecodeOptions() if options is None else options
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> ModelStages:
+        """Load (and warm up) the configured model with the configured ROI and post-processing."""
+        from edgeseg.model import DecodeOptions, InferenceOptions, Model
+
+        m, p = config.model, config.postprocess
+        model = Model.load(
+            m.path,
+            InferenceOptions(
+                backend=m.backend,
+                providers=m.providers,
+                threads=m.threads,
+                fp16=m.fp16,
+                engine_cache_dir=m.engine_cache_dir,
+            ),
+        )
+        options = DecodeOptions(
+            score_threshold=p.score_threshold,
+            iou_threshold=p.iou_threshold,
+            max_det=p.max_det,
+            semantic=p.semantic,
+        )
+        return cls(model, config.source.roi, options)
+
+    def preprocess(self, frame: Frame) -> Any:
+        return self.model.preprocess(frame, self.roi)
+
+    def infer(self, prepared: Any) -> Any:
+        return self.model.infer(prepared)
+
+    def decode(self, frame: Frame, prepared: Any, outputs: Any) -> Instances:
+        return self.model.decode(outputs, prepared, self.options)
+
+
+class StageQueue(Generic[T]):
+    """A bounded FIFO between two threads.
+
+    ``put`` on a full queue drops the oldest item (``drop_oldest``, live sources; counted in the stats under
+    ``name``) or waits for room (file sources). ``close`` lets the consumer drain what is left and then see
+    ``None``; ``abort`` empties the queue at once and returns how many items it threw away.
+    """
+
+    def __init__(self, name: str, maxsize: int, drop_oldest: bool, stats: StatsRecorder) -> None:
+        self.name = name
+        self.maxsize = max(1, maxsize)
+        self.drop_oldest = drop_oldest
+        self._stats = stats
+        self._items: deque[T] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, item: T) -> bool:
+        """Enqueue ``item``; ``False`` when the queue is closed (the item was not taken)."""
+        with self._cond:
+            while len(self._items) >= self.maxsize and not self._closed:
+                if self.drop_oldest:
+                    self._items.popleft()
+                    self._stats.dropped(self.name)
+                    break
+                self._cond.wait()
+            if self._closed:
+                return False
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
+
+    def get(self) -> T | None:
+        """The next item, waiting for one; ``None`` once the queue is closed and empty."""
+        with self._cond:
+            while not self._items and not self._closed:
+                self._cond.wait()
+            if self._items:
+                item = self._items.popleft()
+                self._cond.notify_all()
+                return item
+            return None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def abort(self) -> int:
+        with self._cond:
+            n = len(self._items)
+            self._items.clear()
+            self._closed = True
+            self._cond.notify_all()
+            return n
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+@dataclass(frozen=True)
+class _Work:
+    frame: Frame
+    prepared: Any
+    outputs: Any
+    times: StageTimes
+
+
+class _Throttle:
+    """Logs the first few failures of one kind with a traceback, then one line per 100."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.count = 0
+
+    def __call__(self, frame_index: int | None, exc: BaseException) -> None:
+        self.count += 1
+        where = "" if frame_index is None else f" on frame {frame_index}"
+        if self.count <= 3:
+            log.warning("%s failed%s: %s", self.what, where, exc, exc_info=exc)
+        elif self.count % 100 == 0:
+            log.warning("%s has failed %d times (latest%s: %s)", self.what, self.count, where, exc)
+
+
+class Pipeline:
+    """Runs ``source`` through ``stages`` into ``sinks``, each on its own thread.
+
+    Args:
+        source: an unopened :class:`edgeseg.sources.Source`; the pipeline opens and closes it.
+        stages: the per-frame work (:class:`ModelStages` in production).
+        sinks: name -> sink; every result goes to each of them.
+        queue_size: capacity of each queue for file sources. Live sources keep only the newest frame in
+            front of each stage, because any frame waiting behind another is already stale.
+        max_frames: stop after this many frames read from the source.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        stages: Stages,
+        sinks: Mapping[str, Sink] | Sequence[tuple[str, Sink]] = (),
+        queue_size: int = 2,
+        max_frames: int | None = None,
+    ) -> None:
+        self.source = source
+        self.stages = stages
+        self.sinks: dict[str, Sink] = dict(sinks.items() if isinstance(sinks, Mapping) else sinks)
+        self.max_frames = max_frames
+        self.error: EdgesegError | None = None
+        self._stats = StatsRecorder()
+        self._stop = threading.Event()
+        self._stop_at = 0.0
+        self._started = False
+        live = bool(getattr(source, "live", False))
+        size = 1 if live else queue_size
+        self._to_infer: StageQueue[Frame] = StageQueue("infer", size, live, self._stats)
+        self._to_decode: StageQueue[_Work] = StageQueue("decode", size, live, self._stats)
+        self._to_sinks: dict[str, StageQueue[Result]] = {
+            name: StageQueue(f"sink:{name}", max(size, queue_size if not live else 2), live, self._stats)
+            for name in self.sinks
+        }
+        self._source_thread = threading.Thread(target=self._read_loop, name="edgeseg-source", daemon=True)
+        self._workers = [
+            threading.Thread(target=self._infer_loop, name="edgeseg-infer", daemon=True),
+            threading.Thread(target=self._decode_loop, name="edgeseg-decode", daemon=True),
+            *(
+                threading.Thread(target=self._sink_loop, args=(n, s), name=f"edgeseg-sink-{n}", daemon=True)
+                for n, s in self.sinks.items()
+            ),
+        ]
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig, extra_sinks: Mapping[str, Sink] | None = None) -> Pipeline:
+        """Build source, model and sinks from a validated config (the model is loaded and warmed up here)."""
+        from edgeseg.sinks import SinkContext, build_sinks
+        from edgeseg.sources import open_source
+
+        source = open_source(config.source)
+        stages = ModelStages.from_config(config)
+        model = stages.model
+        pipeline_box: list[Pipeline] = []
+        ctx = SinkContext(
+            class_names=tuple(model.card.classes),
+            stats=lambda: pipeline_box[0].stats() if pipeline_box else PipelineStats(),
+            request_stop=lambda: pipeline_box[0].stop() if pipeline_box else None,
+            source_fps=lambda: config.source.fps,
+        )
+        sinks = build_sinks(config.sinks, ctx)
+        sinks.update(extra_sinks or {})
+        pipeline = cls(
+            source,
+            stages,
+            sinks,
+            queue_size=config.pipeline.queue_size,
+            max_frames=config.pipeline.max_frames,
+        )
+        pipeline_box.append(pipeline)
+        return pipeline
+
+    # control ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._stats.restart_clock()
+        for t in self._workers:
+            t.start()
+        self._source_thread.start()
+
+    def stop(self) -> None:
+        """Ask the pipeline to stop soon: no new frames are read, frames between stages are discarded (and
+        counted), sinks write what they already hold and are closed. Returns at once; see :meth:`wait`."""
+        if self._stop.is_set():
+            return
+        self._stop_at = time.monotonic()
+        self._stop.set()
+        self._stats.discarded(self._to_infer.abort() + self._to_decode.abort())
+        try:
+            self.source.close()  # unblocks a read() waiting on a device; sources allow it from any thread
+        except Exception as exc:
+            log.warning("closing source %s failed: %s", self.source.uri, exc)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every stage and sink has finished (or ``timeout`` s passed); ``True`` when finished."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._stop.is_set() and time.monotonic() - self._stop_at > DRAIN_TIMEOUT_S:
+                # sinks that could not drain in time lose what they still hold (counted)
+                self._stats.discarded(sum(q.abort() for q in self._to_sinks.values()))
+            alive = [t for t in self._workers if t.is_alive()]
+            if not self._stop.is_set() and self._source_thread.is_alive():
+                alive.append(self._source_thread)
+            if not alive:
+                if self._source_thread.is_alive():
+                    log.warning("source %s did not return from read(); leaving it behind", self.source.uri)
+                return True
+            left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            alive[0].join(left)
+
+    def run(self) -> PipelineStats:
+        """Start, wait for the end of the source (or :meth:`stop` from another thread), return the stats."""
+        self.start()
+        self.wait()
+        return self.stats()
+
+    def stats(self) -> PipelineStats:
+        return self._stats.snapshot()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # stage threads -------------------------------------------------------------------------------------
+
+    def _fail(self, exc: EdgesegError) -> None:
+        if self.error is None:
+            self.error = exc
+        self._stats.failed(str(exc))
+        log.error("%s", exc)
+
+    def _read_loop(self) -> None:
+        bad = _Throttle(f"source {self.source.uri}")
+        try:
+            try:
+                self.source.open()
+            except EdgesegError as exc:
+                self._fail(exc)
+                return
+            except Exception as exc:  # a driver error is still one clear line for the user
+                self._fail(SourceError(f"cannot open source {self.source.uri}: {exc}"))
+                return
+            n = 0
+            failures = 0
+            while not self._stop.is_set() and (self.max_frames is None or n < self.max_frames):
+                try:
+                    frame = self.source.read()
+                except SourceError as exc:
+                    self._fail(exc)
+                    break
+                except Exception as exc:
+                    self._stats.bad_frame("source")
+                    bad(None, exc)
+                    failures += 1
+                    if failures >= SOURCE_ERROR_LIMIT:
+                        self._fail(
+                            SourceError(f"source {self.source.uri} failed {failures} reads in a row: {exc}")
+                        )
+                        break
+                    continue
+                failures = 0
+                if frame is None:
+                    break
+                n += 1
+                self._stats.frame_read()
+                if not self._to_infer.put(frame):
+                    self._stats.discarded(1)
+        finally:
+            self._to_infer.close()
+            try:
+                self.source.close()
+            except Exception as exc:
+                log.warning("closing source %s failed: %s", self.source.uri, exc)
+
+    def _infer_loop(self) -> None:
+        bad_pre, bad_inf = _Throttle("preprocess"), _Throttle("inference")
+        try:
+            while (frame := self._to_infer.get()) is not None:
+                t0 = time.monotonic_ns()
+                try:
+                    prepared = self.stages.preprocess(frame)
+                except Exception as exc:
+                    self._stats.bad_frame("preprocess")
+                    bad_pre(frame.index, exc)
+                    continue
+                t1 = time.monotonic_ns()
+                try:
+                    outputs = self.stages.infer(prepared)
+                except Exception as exc:
+                    self._stats.bad_frame("infer")
+                    bad_inf(frame.index, exc)
+                    continue
+                t2 = time.monotonic_ns()
+                self._stats.stage("preprocess", t0, t1)
+                self._stats.stage("infer", t1, t2)
+                times = StageTimes(captured=frame.t_capture_ns, preprocessed=t1, inferred=t2)
+                if not self._to_decode.put(_Work(frame, prepared, outputs, times)):
+                    self._stats.discarded(1)
+        finally:
+            self._to_decode.close()
+
+    def _decode_loop(self) -> None:
+        bad = _Throttle("decode")
+        try:
+            while (work := self._to_decode.get()) is not None:
+                t0 = time.monotonic_ns()
+                try:
+                    instances = self.stages.decode(work.frame, work.prepared, work.outputs)
+                except Exception as exc:
+                    self._stats.bad_frame("decode")
+                    bad(work.frame.index, exc)
+                    continue
+                t1 = time.monotonic_ns()
+                self._stats.stage("decode", t0, t1)
+                result = Result(work.frame, instances, replace(work.times, decoded=t1, published=t1))
+                self._stats.frame_done(work.frame.t_capture_ns, t1)
+                for q in self._to_sinks.values():
+                    q.put(result)
+        finally:
+            for q in self._to_sinks.values():
+                q.close()
+
+    def _sink_loop(self, name: str, sink: Sink) -> None:
+        key = f"sink:{name}"
+        bad = _Throttle(f"sink {name}")
+        q = self._to_sinks[name]
+        try:
+            while (result := q.get()) is not None:
+                t0 = time.monotonic_ns()
+                try:
+                    sink.send(result)
+                except Exception as exc:
+                    self._stats.bad_frame(key)
+                    bad(result.frame.index, exc)
+                    continue
+                self._stats.stage(key, t0, time.monotonic_ns())
+        finally:
+            try:
+                sink.close()
+            except Exception as exc:
+                self._stats.bad_frame(key)
+                log.warning("closing sink %s failed: %s", name, exc, exc_info=exc)

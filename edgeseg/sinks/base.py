@@ -1,0 +1,71 @@
+"""The sink extension point: a tiny Protocol, and what the pipeline tells every sink when building it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from edgeseg.errors import ConfigError
+from edgeseg.frame import Result
+from edgeseg.stats import PipelineStats
+
+
+class Sink(Protocol):
+    """Receives every result of a pipeline, on a thread of its own.
+
+    ``send`` may raise for one result (the pipeline counts it and goes on); ``close`` is called once at the
+    end, also after failures, and must finalize whatever the sink writes.
+    """
+
+    def send(self, result: Result) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _no_stats() -> PipelineStats:
+    return PipelineStats()
+
+
+def _no_fps() -> float | None:
+    return None
+
+
+def _no_stop() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What a sink may know of the pipeline it belongs to.
+
+    Attributes:
+        class_names: the model's class names, indexed by class id.
+        stats: a live snapshot of the pipeline's figures (for HUDs and status messages).
+        request_stop: asks the pipeline to stop (the display window's ``q`` key).
+        source_fps: the source's frame rate once it is open, if it knows one.
+    """
+
+    class_names: tuple[str, ...] = ()
+    stats: Callable[[], PipelineStats] = field(default=_no_stats)
+    request_stop: Callable[[], None] = field(default=_no_stop)
+    source_fps: Callable[[], float | None] = field(default=_no_fps)
+
+
+SinkFactory = Callable[[Any, SinkContext], Sink | None]
+"""Builds a sink from its config section (``sinks.<name>``); ``None`` when the section leaves it off."""
+
+
+def check_output_path(path: Path, key: str) -> Path:
+    """``path`` if a file can be created there, else a :class:`ConfigError` naming the config ``key``."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"{key}: folder {parent} does not exist (for {path})")
+    if path.is_dir():
+        raise ConfigError(f"{key}: {path} is a folder, expected a file name")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{key}: {path} is not writable")
+    return path

@@ -1,0 +1,118 @@
+"""``display`` sink: annotated frames in an OpenCV window.
+
+opencv-python's Qt build aborts the whole process (SIGABRT, uncatchable) when a HighGUI call finds no usable
+display, so :func:`display_problem` checks the environment (and that the X server answers) before any HighGUI
+call is made.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+
+from edgeseg.annotate import annotate, hud_lines
+from edgeseg.errors import ConfigError
+from edgeseg.frame import Result
+from edgeseg.sinks.base import SinkContext
+
+if TYPE_CHECKING:
+    from edgeseg.config import DisplaySinkConfig
+
+log = logging.getLogger(__name__)
+
+QUIT_KEYS = (ord("q"), 27)  # q, Esc
+
+
+def _x_server_answers(display: str) -> bool:
+    """Whether the X server named by ``display`` (``:0``, ``host:1.0``, ``unix:2``) accepts connections."""
+    host, _, rest = display.rpartition(":")
+    try:
+        number = int(rest.split(".")[0])
+    except ValueError:
+        return False
+    try:
+        if host in ("", "unix"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(1.0)
+                s.connect(f"/tmp/.X11-unix/X{number}")
+        else:
+            with socket.create_connection((host, 6000 + number), timeout=1.0):
+                pass
+    except OSError:
+        return False
+    return True
+
+
+def _qt_platforms() -> set[str] | None:
+    """The Qt platform plugins bundled with this OpenCV build (``None`` when it is not a Qt build)."""
+    plugins = Path(cv2.__file__).parent / "qt" / "plugins" / "platforms"
+    if not plugins.is_dir():
+        return None
+    return {p.name for p in plugins.iterdir()}
+
+
+def display_problem(env: dict[str, str] | None = None) -> str | None:
+    """Why no window can be opened here, or ``None`` when one can."""
+    env = dict(os.environ) if env is None else env
+    x11, wayland = env.get("DISPLAY", ""), env.get("WAYLAND_DISPLAY", "")
+    if x11:
+        if _x_server_answers(x11):
+            return None
+        return f"the X server DISPLAY={x11} does not answer"
+    if wayland:
+        platforms = _qt_platforms()
+        if platforms is None or any("wayland" in p for p in platforms):
+            return None
+        return f"WAYLAND_DISPLAY={wayland} is set but this OpenCV build only draws through X11: set DISPLAY"
+    return "no display: DISPLAY and WAYLAND_DISPLAY are unset"
+
+
+class DisplaySink:
+    """Shows each result, annotated, in window ``window``; ``q``/Esc or closing the window stops the pipeline.
+
+    All HighGUI calls happen on the thread that calls :meth:`send` and :meth:`close` (the sink's thread).
+    Raises :class:`ConfigError` at construction when there is no usable display.
+    """
+
+    def __init__(self, window: str = "edgeseg", ctx: SinkContext | None = None) -> None:
+        problem = display_problem()
+        if problem is not None:
+            raise ConfigError(f"sinks.display: {problem} (run with --no-display)")
+        self.window = window
+        self.ctx = SinkContext() if ctx is None else ctx
+        self._open = False
+
+    def send(self, result: Result) -> None:
+        stats = self.ctx.stats()
+        img = annotate(
+            result.frame.image,
+            result.instances,
+            self.ctx.class_names,
+            hud=hud_lines(stats.fps, stats.latency_ms_p50, stats.latency_ms_p99, stats.dropped_total),
+            truth=result.frame.truth,
+        )
+        if not self._open:
+            cv2.namedWindow(self.window, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+            cv2.resizeWindow(self.window, img.shape[1], img.shape[0])
+            self._open = True
+        cv2.imshow(self.window, img)
+        key = cv2.waitKey(1) & 0xFF
+        if key in QUIT_KEYS or cv2.getWindowProperty(self.window, cv2.WND_PROP_VISIBLE) < 1:
+            self.ctx.request_stop()
+
+    def close(self) -> None:
+        if self._open:
+            cv2.destroyWindow(self.window)
+            cv2.waitKey(1)
+            self._open = False
+
+
+def create(section: DisplaySinkConfig, ctx: SinkContext) -> DisplaySink | None:
+    if not section.enabled:
+        return None
+    return DisplaySink(section.window, ctx)

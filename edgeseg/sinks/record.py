@@ -1,0 +1,47 @@
+"""The one JSON record per result that every serializing sink (JSON lines, MQTT) publishes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from edgeseg.frame import Result
+from edgeseg.instances import MaskFormat
+
+
+def _ms(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 3)
+
+
+def result_record(
+    result: Result, seq: int, mask_format: MaskFormat = "rle", class_names: Sequence[str] = ()
+) -> dict[str, Any]:
+    """A JSON-ready dict describing one result.
+
+    Keys: ``seq`` (the sink's own 0-based count of records, so a consumer sees gaps), ``frame`` (the source's
+    frame index), ``wall_time`` (capture time, Unix seconds), ``source``, ``roi``, ``timings_ms``
+    (``preprocess``, ``infer``, ``decode``: time from the previous stamp to the end of that stage, queue waits
+    included; ``latency``: capture to result), then ``height``, ``width`` and ``instances`` of
+    :meth:`Instances.to_dict` (each instance also gets ``class_name`` when names are known).
+    """
+    frame, t = result.frame, result.times
+    record: dict[str, Any] = {
+        "seq": seq,
+        "frame": frame.index,
+        "wall_time": frame.wall_time,
+        "source": frame.source,
+        "roi": [float(v) for v in frame.roi],
+        "timings_ms": {
+            "preprocess": _ms(t.ms("captured", "preprocessed")),
+            "infer": _ms(t.ms("preprocessed", "inferred")),
+            "decode": _ms(t.ms("inferred", "decoded")),
+            "latency": _ms(t.ms("captured", "published")),
+        },
+    }
+    record.update(result.instances.to_dict(mask_format))
+    if class_names:
+        for item in record["instances"]:
+            cid = item["class_id"]
+            item["class_name"] = class_names[cid] if 0 <= cid < len(class_names) else str(cid)
+    return record

@@ -1,0 +1,157 @@
+"""Run-time accounting of a pipeline: frame rate, stage times, latency percentiles, drops and bad frames.
+
+Every figure is kept in a bounded window (the last few hundred frames), so a run of millions of frames uses
+the same memory as a run of ten. Counters are plain integers. All methods are thread-safe: the stage threads
+record, any thread may take a :class:`PipelineStats` snapshot.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+WINDOW = 512  # frames kept for percentiles and rates: ~20 s at 25 fps, a few kB of floats
+
+
+@dataclass(frozen=True)
+class PipelineStats:
+    """A snapshot of one pipeline's figures.
+
+    Attributes:
+        frames_read: frames the source delivered.
+        frames_done: results handed to the sinks.
+        elapsed_s: seconds since the pipeline started.
+        fps: results per second over the recent window (``nan`` before two results).
+        fps_mean: results per second over the whole run.
+        latency_ms_p50, latency_ms_p99: capture-to-result latency over the recent window, in ms.
+        stage_ms: median duration in ms of each stage (``preprocess``, ``infer``, ``decode``,
+            ``sink:<name>``), measured inside the stage (queue waits excluded).
+        drops: frames dropped (oldest first) per queue: ``infer`` and ``decode`` for the stage inputs,
+            ``sink:<name>`` for each sink's own queue.
+        discarded: frames left in the queues when the pipeline was stopped before the end of its source.
+        bad_frames: frames whose processing raised, per stage (``source``, ``preprocess``, ``infer``,
+            ``decode``, ``sink:<name>``).
+        error: why the pipeline stopped early (source failed to open, ...), else ``None``.
+    """
+
+    frames_read: int = 0
+    frames_done: int = 0
+    elapsed_s: float = 0.0
+    fps: float = float("nan")
+    fps_mean: float = float("nan")
+    latency_ms_p50: float = float("nan")
+    latency_ms_p99: float = float("nan")
+    stage_ms: Mapping[str, float] = field(default_factory=dict)
+    drops: Mapping[str, int] = field(default_factory=dict)
+    discarded: int = 0
+    bad_frames: Mapping[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.drops.values())
+
+    def line(self) -> str:
+        """One human-readable status line: ``123 frames  24.8 fps  latency p50 41.2 ms p99 55.0 ms ...``."""
+        parts = [
+            f"{self.frames_done} frames",
+            f"{self.fps:.1f} fps",
+            f"latency p50 {self.latency_ms_p50:.1f} ms p99 {self.latency_ms_p99:.1f} ms",
+        ]
+        stages = " ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items() if not k.startswith("sink:"))
+        if stages:
+            parts.append(f"[{stages} ms]")
+        if self.dropped_total:
+            parts.append(f"dropped {self.dropped_total}")
+        bad = sum(self.bad_frames.values())
+        if bad:
+            parts.append(f"bad frames {bad}")
+        return "  ".join(parts)
+
+
+class StatsRecorder:
+    """Collects the figures of one pipeline run; :meth:`snapshot` turns them into :class:`PipelineStats`."""
+
+    def __init__(self, window: int = WINDOW) -> None:
+        self._lock = threading.Lock()
+        self._window = window
+        self._t0 = time.monotonic_ns()
+        self._read = 0
+        self._done = 0
+        self._done_times: deque[int] = deque(maxlen=window)
+        self._latency_ms: deque[float] = deque(maxlen=window)
+        self._stage_ms: dict[str, deque[float]] = {}
+        self._drops: dict[str, int] = {}
+        self._bad: dict[str, int] = {}
+        self._discarded = 0
+        self._error: str | None = None
+
+    def restart_clock(self) -> None:
+        with self._lock:
+            self._t0 = time.monotonic_ns()
+
+    def frame_read(self) -> None:
+        with self._lock:
+            self._read += 1
+
+    def stage(self, name: str, start_ns: int, end_ns: int) -> None:
+        with self._lock:
+            win = self._stage_ms.get(name)
+            if win is None:
+                win = self._stage_ms[name] = deque(maxlen=self._window)
+            win.append((end_ns - start_ns) / 1e6)
+
+    def frame_done(self, captured_ns: int, done_ns: int) -> None:
+        with self._lock:
+            self._done += 1
+            self._done_times.append(done_ns)
+            self._latency_ms.append((done_ns - captured_ns) / 1e6)
+
+    def dropped(self, queue: str, n: int = 1) -> None:
+        with self._lock:
+            self._drops[queue] = self._drops.get(queue, 0) + n
+
+    def bad_frame(self, stage: str) -> None:
+        with self._lock:
+            self._bad[stage] = self._bad.get(stage, 0) + 1
+
+    def discarded(self, n: int) -> None:
+        with self._lock:
+            self._discarded += n
+
+    def failed(self, message: str) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = message
+
+    def snapshot(self) -> PipelineStats:
+        with self._lock:
+            now = time.monotonic_ns()
+            elapsed = (now - self._t0) / 1e9
+            fps = float("nan")
+            if len(self._done_times) >= 2:
+                span = (self._done_times[-1] - self._done_times[0]) / 1e9
+                fps = (len(self._done_times) - 1) / span if span > 0 else float("nan")
+            lat = np.fromiter(self._latency_ms, dtype=np.float64, count=len(self._latency_ms))
+            p50, p99 = np.percentile(lat, [50, 99]) if lat.size else (float("nan"), float("nan"))
+            return PipelineStats(
+                frames_read=self._read,
+                frames_done=self._done,
+                elapsed_s=elapsed,
+                fps=fps,
+                fps_mean=self._done / elapsed if elapsed > 0 and self._done else float("nan"),
+                latency_ms_p50=float(p50),
+                latency_ms_p99=float(p99),
+                stage_ms={
+                    k: float(np.median(np.fromiter(v, np.float64))) for k, v in self._stage_ms.items() if v
+                },
+                drops=dict(self._drops),
+                discarded=self._discarded,
+                bad_frames=dict(self._bad),
+                error=self._error,
+            )

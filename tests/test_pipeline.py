@@ -1,0 +1,221 @@
+"""The threaded pipeline: no loss on files, counted drops on live sources, isolated failures, clean stops."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgeseg.errors import SourceError
+from edgeseg.frame import Frame, Result
+from edgeseg.instances import Instances
+from edgeseg.pipeline import Pipeline, StageQueue
+from edgeseg.sources import SourceStats
+from edgeseg.stats import StatsRecorder
+
+
+class ListSource:
+    """A source of ``n`` small frames; live ones are paced at ``period_s`` and never wait for the consumer."""
+
+    def __init__(self, n: int, live: bool = False, period_s: float = 0.0, fail_open: bool = False) -> None:
+        self.uri = "test:list"
+        self.live = live
+        self.n = n
+        self.period_s = period_s
+        self.fail_open = fail_open
+        self.closed = threading.Event()
+        self._i = 0
+
+    @property
+    def frames_total(self) -> int | None:
+        return None if self.live else self.n
+
+    @property
+    def stats(self) -> SourceStats:
+        return SourceStats(frames=self._i)
+
+    def open(self) -> None:
+        if self.fail_open:
+            raise SourceError("cannot open test:list: no such camera")
+
+    def read(self) -> Frame | None:
+        if self._i >= self.n or self.closed.is_set():
+            return None
+        if self.period_s:
+            time.sleep(self.period_s)
+        img = np.full((24, 32, 3), self._i % 256, np.uint8)
+        frame = Frame(self._i, img, time.monotonic_ns(), time.time(), source=self.uri)
+        self._i += 1
+        return frame
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+class SquareStages:
+    """Finds one 4x4 'object' per frame; sleeps ``infer_s`` to stand for a model; raises on chosen frames."""
+
+    def __init__(self, infer_s: float = 0.0, bad: frozenset[int] = frozenset()) -> None:
+        self.infer_s = infer_s
+        self.bad = bad
+
+    def preprocess(self, frame: Frame) -> Any:
+        if frame.index in self.bad:
+            raise ValueError(f"corrupt frame {frame.index}")
+        return frame.image
+
+    def infer(self, prepared: Any) -> Any:
+        if self.infer_s:
+            time.sleep(self.infer_s)
+        return prepared
+
+    def decode(self, frame: Frame, prepared: Any, outputs: Any) -> Instances:
+        return Instances.from_crops(frame.shape, [1], [0.9], [(2, 3)], [np.ones((4, 4), bool)])
+
+
+class CollectSink:
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.results: list[Result] = []
+        self.closed = False
+        self.delay_s = delay_s
+
+    def send(self, result: Result) -> None:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        self.results.append(result)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class RaisingSink:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.closed = False
+
+    def send(self, result: Result) -> None:
+        self.calls += 1
+        raise RuntimeError("disk full")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_file_source_loses_no_frame_even_with_a_slow_sink() -> None:
+    sink = CollectSink(delay_s=0.002)
+    pipe = Pipeline(ListSource(60), SquareStages(infer_s=0.001), {"collect": sink}, queue_size=2)
+    stats = pipe.run()
+    assert [r.frame.index for r in sink.results] == list(range(60))
+    assert stats.frames_read == stats.frames_done == 60
+    assert stats.dropped_total == 0
+    assert sink.closed
+
+
+def test_results_carry_monotonic_stage_stamps_and_full_frame_instances() -> None:
+    sink = CollectSink()
+    Pipeline(ListSource(5), SquareStages(), {"c": sink}).run()
+    for r in sink.results:
+        t = r.times
+        assert t.captured <= t.preprocessed <= t.inferred <= t.decoded <= t.published
+        assert r.instances.image_shape == (24, 32)
+        assert r.instances.xyxy[0].tolist() == [2, 3, 6, 7]
+
+
+def test_live_source_faster_than_inference_drops_oldest_frames_and_counts_them() -> None:
+    sink = CollectSink()
+    source = ListSource(200, live=True, period_s=0.0005)
+    stats = Pipeline(source, SquareStages(infer_s=0.01), {"c": sink}).run()
+    indices = [r.frame.index for r in sink.results]
+    assert stats.drops.get("infer", 0) > 0
+    assert stats.frames_read == 200
+    # every frame is either delivered, dropped at a queue, or counted as discarded: none vanish silently
+    dropped = stats.drops.get("infer", 0) + stats.drops.get("decode", 0)
+    assert len(indices) + dropped == 200
+    assert indices == sorted(indices)
+    assert indices[-1] == 199  # the newest frame survives; the old ones were dropped
+
+
+def test_bad_frame_is_counted_and_the_run_goes_on() -> None:
+    sink = CollectSink()
+    stats = Pipeline(ListSource(20), SquareStages(bad=frozenset({3, 7})), {"c": sink}).run()
+    assert [r.frame.index for r in sink.results] == [i for i in range(20) if i not in (3, 7)]
+    assert stats.bad_frames == {"preprocess": 2}
+
+
+def test_a_sink_that_raises_is_isolated_from_the_pipeline_and_other_sinks() -> None:
+    good, bad = CollectSink(), RaisingSink()
+    stats = Pipeline(ListSource(30), SquareStages(), {"bad": bad, "good": good}).run()
+    assert len(good.results) == 30
+    assert bad.calls == 30
+    assert stats.bad_frames == {"sink:bad": 30}
+    assert bad.closed
+    assert good.closed
+
+
+def test_pipeline_whose_source_never_opened_stops_cleanly_and_reports_why() -> None:
+    sink = CollectSink()
+    pipe = Pipeline(ListSource(10, fail_open=True), SquareStages(), {"c": sink})
+    stats = pipe.run()
+    assert stats.frames_done == 0
+    assert isinstance(pipe.error, SourceError)
+    assert stats.error == "cannot open test:list: no such camera"
+    assert sink.closed
+
+
+def test_stop_ends_an_endless_live_run_and_closes_source_and_sinks() -> None:
+    sink = CollectSink()
+    source = ListSource(10**9, live=True, period_s=0.001)
+    pipe = Pipeline(source, SquareStages(infer_s=0.002), {"c": sink})
+    pipe.start()
+    while pipe.stats().frames_done < 5:
+        time.sleep(0.01)
+    pipe.stop()
+    assert pipe.wait(timeout=5.0)
+    assert source.closed.is_set()
+    assert sink.closed
+
+
+def test_max_frames_limits_what_is_read() -> None:
+    sink = CollectSink()
+    stats = Pipeline(ListSource(50), SquareStages(), {"c": sink}, max_frames=12).run()
+    assert stats.frames_read == 12
+    assert len(sink.results) == 12
+
+
+@pytest.mark.parametrize("drop_oldest", [True, False])
+def test_stage_queue_never_holds_more_than_its_size(drop_oldest: bool) -> None:
+    stats = StatsRecorder()
+    q: StageQueue[int] = StageQueue("q", 3, drop_oldest, stats)
+    if drop_oldest:
+        for i in range(10):
+            assert q.put(i)
+        assert len(q) == 3
+        assert stats.snapshot().drops == {"q": 7}
+        q.close()
+        assert [q.get(), q.get(), q.get(), q.get()] == [7, 8, 9, None]
+    else:
+        for i in range(3):
+            q.put(i)
+        blocked = threading.Thread(target=q.put, args=(3,))
+        blocked.start()
+        blocked.join(0.05)
+        assert blocked.is_alive()  # a file queue waits for room instead of dropping
+        assert q.get() == 0
+        blocked.join(2)
+        assert not blocked.is_alive()
+        assert q.abort() == 3
+
+
+def test_stats_windows_stay_bounded_over_many_frames() -> None:
+    rec = StatsRecorder(window=16)
+    for i in range(10_000):
+        rec.frame_done(i * 1_000_000, i * 1_000_000 + 5_000_000)
+        rec.stage("infer", 0, 2_000_000)
+    snap = rec.snapshot()
+    assert snap.frames_done == 10_000
+    assert snap.latency_ms_p50 == pytest.approx(5.0)
+    assert snap.stage_ms["infer"] == pytest.approx(2.0)
+    assert len(rec._latency_ms) == 16
