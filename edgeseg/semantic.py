@@ -1,0 +1,441 @@
+"""Semantic segmentation -> instances: connected components, then watershed to split touching objects.
+
+This is the Sony AI Camera (IMX500) instance flow: the network gives a class map (or per-class scores), and
+instances come from post-processing. :class:`SemanticParams` takes modlib's parameter names with modlib's
+meaning, so values tuned for ``modlib.models.results.Segments.to_instance_segments`` carry over, and the
+algorithm fixes what modlib 1.5 gets wrong:
+
+- modlib's class mask is 0/1, so its ``unknown == 255`` band is never set and watershed floods nothing: each
+  instance is only its eroded marker core. Here the whole component is flooded, so the instance masks
+  partition the component exactly (no foreground pixel is lost; watershed ridge pixels go to a neighbour).
+- modlib runs the chain on the full frame per class and recomputes every mask with a full-frame comparison
+  per label. Here each connected component is processed inside its own padded bounding box, and a component
+  that cannot hold two objects (fewer than two markers, or too small for two ``size_threshold`` objects) skips
+  watershed entirely.
+- modlib normalizes the distance transform per class, so a small object in a frame with a big one of the
+  same class loses its marker (and, in modlib, disappears). Here the threshold is relative to each
+  component's own largest distance by default (``per_component=True``).
+- modlib scores every instance 1.0. Given class probabilities or logits, the score here is the mean
+  winning-class probability over the instance's pixels.
+- modlib's oriented boxes are normalized by different frame sides before the angle is applied (wrong on
+  non-square frames). Here they are fitted in pixel space (:func:`edgeseg.geometry.points_obb`).
+
+Two additions of ours: a component cut by the image edge is mirrored across it before its distance
+transform, so cut objects keep markers of their true size; and neighbouring seeds whose regions meet at a
+distance close to their peaks (``saddle_ratio``) are merged, so a thin rod whose ridge dips is not split.
+
+Coordinates follow :mod:`edgeseg.geometry`; instances are in the pixel frame of the input map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgeseg.errors import InputError
+from edgeseg.geometry import points_obb
+from edgeseg.instances import Instances
+
+_PAD = 2  # zero frame around each component crop, in pixels
+_EDGE_PAD = 48  # how far a component cut by the image edge is mirrored beyond it, in pixels
+_Pads = tuple[int, int, int, int]
+_Dist = NDArray[np.float32] | None
+_MAX_CLASS_ID = 65535
+
+
+@dataclass(frozen=True)
+class SemanticParams:
+    """Parameters of :func:`semantic_to_instances` (modlib's names and meaning, plus ours).
+
+    modlib's (``Segments.to_instance_segments``; modlib has no defaults, these are ours):
+
+    - ``erosion_kernel``: side of the square structuring element of the opening (2 iterations, as in modlib)
+      applied to a component before its distance transform, and of the marker erosion. ``>= 1``.
+    - ``erosion_iteration``: how many times the thresholded markers are eroded (0 = not at all). ``>= 0``.
+    - ``dilate_kernel``, ``dilate_iteration``: in modlib, the opened mask dilated by these bounds the
+      watershed flood ("sure background" lies outside it). Here the flood is bounded by the component
+      itself, which is tighter: an instance never takes pixels outside its class region, so these two only
+      keep modlib configurations valid and are checked like modlib's (kernel ``>= 1``, iterations ``>= 0``).
+    - ``dist_threshold``: markers are the pixels whose distance to the component edge exceeds this fraction
+      of the largest distance (per component or per class, see ``per_component``). In ``(0, 1]``.
+    - ``size_threshold``: components and instances with fewer pixels are dropped. ``>= 0``.
+
+    Ours:
+
+    - ``per_component``: normalize the distance per connected component (default), so small objects keep
+      their markers beside big ones; ``False`` normalizes per class, as modlib does.
+    - ``saddle_ratio``: two neighbouring seeds are one object when the distance where their regions meet
+      is at least this fraction of the smaller seed's peak distance: a neck between two objects dips well
+      below the peaks, the jagged ridge of one thin rod does not. In ``(0, 1]``.
+    - ``min_score``: instances scoring below this are dropped (scores exist only for probability inputs;
+      class-map instances score 1.0). In ``[0, 1]``.
+    """
+
+    erosion_kernel: int = 3
+    erosion_iteration: int = 1
+    dilate_kernel: int = 3
+    dilate_iteration: int = 2
+    dist_threshold: float = 0.6
+    size_threshold: int = 20
+    per_component: bool = True
+    saddle_ratio: float = 0.8
+    min_score: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("erosion_kernel", "dilate_kernel"):
+            _check_int(name, getattr(self, name), 1, "an integer >= 1")
+        for name in ("erosion_iteration", "dilate_iteration", "size_threshold"):
+            _check_int(name, getattr(self, name), 0, "an integer >= 0")
+        d = self.dist_threshold
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 < float(d) <= 1.0:
+            raise InputError(f"SemanticParams.dist_threshold: must be in (0, 1], got {d!r}")
+        r = self.saddle_ratio
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 < float(r) <= 1.0:
+            raise InputError(f"SemanticParams.saddle_ratio: must be in (0, 1], got {r!r}")
+        s = self.min_score
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= float(s) <= 1.0:
+            raise InputError(f"SemanticParams.min_score: must be in [0, 1], got {s!r}")
+        if not isinstance(self.per_component, bool):
+            raise InputError(f"SemanticParams.per_component: must be a bool, got {self.per_component!r}")
+
+
+def _check_int(name: str, value: object, low: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < low:
+        raise InputError(f"SemanticParams.{name}: must be {what}, got {value!r}")
+
+
+def semantic_to_instances(
+    class_map_or_probs: NDArray[np.generic],
+    params: SemanticParams = SemanticParams(),
+    background: int = 255,
+    *,
+    logits: bool = False,
+    channels_last: bool = False,
+) -> Instances:
+    """Split a semantic segmentation into instances.
+
+    Args:
+        class_map_or_probs: either
+            - a class map ``(H, W)`` of any integer dtype, class ids ``0..65535``, ``background`` marking
+              pixels of no class (modlib's convention is 255); every instance then scores 1.0, because a
+              class map carries no confidence; or
+            - per-class scores ``(C, H, W)`` float (``(H, W, C)`` with ``channels_last=True``), probabilities
+              in ``[0, 1]`` or, with ``logits=True``, raw logits (softmax over C is applied). The class map
+              is the per-pixel argmax, ``background`` is the index of the background channel, and an
+              instance's score is the mean winning-class probability over its pixels.
+        params: see :class:`SemanticParams`.
+        background: background class id (class map) or channel index (scores).
+        logits: the scores are logits, not probabilities. Said explicitly rather than guessed, because a
+            confident probability map and a small-valued logit map can look alike.
+        channels_last: the scores are ``(H, W, C)``.
+
+    Returns:
+        Instances in the input's pixel frame, class by class in increasing class id, components in
+        OpenCV's scan order. Masks of one component's instances never overlap and cover the component.
+
+    Raises:
+        InputError: wrong dtype or rank, an empty (0-size) input, non-finite scores, probabilities outside
+            ``[0, 1]``, or a background index outside the channels.
+    """
+    class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last)
+    h, w = class_map.shape
+    if class_map.dtype == np.uint8:
+        counts = cv2.calcHist([class_map], [0], None, [256], [0, 256]).ravel()
+    else:
+        counts = np.bincount(class_map.ravel(), minlength=background + 1)
+    classes = [int(c) for c in np.flatnonzero(counts) if c != background]
+    parts: list[_Part] = []
+    for c in classes:
+        parts.extend(_split_class(class_map == c, c, params))
+    if not parts:
+        return Instances.empty((h, w))
+    scores = [1.0] * len(parts)
+    if winning_prob is not None:
+        scores = [
+            float(winning_prob[p.y : p.y + p.mask.shape[0], p.x : p.x + p.mask.shape[1]][p.mask].mean())
+            for p in parts
+        ]
+    keep = [i for i, s in enumerate(scores) if s >= params.min_score]
+    if not keep:
+        return Instances.empty((h, w))
+    kept = [parts[i] for i in keep]
+    # The crops are tight and their oriented boxes known, so the result is assembled directly rather than
+    # through Instances.from_crops, which would trace every mask's outline again.
+    boxes = np.array([(q.x, q.y, q.x + q.mask.shape[1], q.y + q.mask.shape[0]) for q in kept], np.int32)
+    return Instances(
+        image_shape=(h, w),
+        class_id=np.array([q.class_id for q in kept], np.int32),
+        score=np.array([scores[i] for i in keep], np.float32),
+        xyxy=boxes.astype(np.float32),
+        obb=np.stack([q.obb for q in kept]).astype(np.float32),
+        area=np.array([q.area for q in kept], np.int64),
+        mask_box=boxes,
+        masks=tuple(q.mask for q in kept),
+    )
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One instance: a tight bool crop with its ``[0, 0]`` at frame pixel ``(x, y)``, its area and obb."""
+
+    class_id: int
+    x: int
+    y: int
+    mask: NDArray[np.bool_]
+    area: int
+    obb: NDArray[np.float32]
+
+
+def _class_map(
+    data: NDArray[np.generic], background: int, logits: bool, channels_last: bool
+) -> tuple[NDArray[Any], NDArray[np.float32] | None]:
+    """Validate the input; return the class map and, for score inputs, the winning-class probability."""
+    arr = np.asarray(data)
+    if isinstance(background, bool) or not isinstance(background, (int, np.integer)) or background < 0:
+        raise InputError(f"semantic_to_instances: background must be an integer >= 0, got {background!r}")
+    background = int(background)
+    if arr.ndim == 2:
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise InputError(
+                f"semantic_to_instances: a (H, W) class map must have an integer dtype, got {arr.dtype}"
+                " (pass per-class scores as (C, H, W))"
+            )
+        if arr.size == 0:
+            raise InputError(f"semantic_to_instances: the class map is empty, shape {arr.shape}")
+        if background > _MAX_CLASS_ID:
+            raise InputError(f"semantic_to_instances: background must be <= {_MAX_CLASS_ID}: {background}")
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > _MAX_CLASS_ID:
+            raise InputError(
+                f"semantic_to_instances: class ids must be in 0..{_MAX_CLASS_ID}, got values {lo}..{hi}"
+            )
+        cmap = arr if arr.dtype in (np.uint8, np.uint16) else arr.astype(np.uint16 if hi > 255 else np.uint8)
+        return np.asarray(cmap), None
+    if arr.ndim != 3:
+        raise InputError(
+            f"semantic_to_instances: expected a (H, W) class map or (C, H, W) scores, got shape {arr.shape}"
+        )
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(f"semantic_to_instances: per-class scores must be floating point, got {arr.dtype}")
+    scores = np.moveaxis(arr, -1, 0) if channels_last else arr
+    n_classes = scores.shape[0]
+    if scores.size == 0:
+        raise InputError(f"semantic_to_instances: the scores are empty, shape {arr.shape}")
+    if n_classes > _MAX_CLASS_ID + 1:
+        raise InputError(f"semantic_to_instances: at most {_MAX_CLASS_ID + 1} classes, got {n_classes}")
+    if background >= n_classes:
+        raise InputError(
+            f"semantic_to_instances: background channel {background} is outside the {n_classes} channels"
+            " (with scores, background is the index of the background channel)"
+        )
+    scores = scores.astype(np.float32, copy=False)
+    if not np.isfinite(scores).all():
+        raise InputError("semantic_to_instances: the per-class scores hold NaN or infinity")
+    cmap = np.argmax(scores, axis=0).astype(np.uint8 if n_classes <= 256 else np.uint16)
+    best = np.max(scores, axis=0)
+    if logits:
+        # the winning class's softmax probability, without materializing the whole softmax
+        prob = (1.0 / np.exp(scores - best).sum(axis=0)).astype(np.float32)
+    else:
+        if float(scores.min()) < -1e-6 or float(scores.max()) > 1 + 1e-6:
+            raise InputError(
+                "semantic_to_instances: probabilities must lie in [0, 1]"
+                f" (got {float(scores.min()):.3g}..{float(scores.max()):.3g}); pass logits=True for logits"
+            )
+        prob = best
+    return cmap, prob
+
+
+def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> list[_Part]:
+    """Instances of one class: its connected components, each split by watershed where it holds several."""
+    h, w = mask.shape
+    m8 = mask.view(np.uint8)
+    # Labels without stats, boxes from the outer contours: together several times cheaper than
+    # connectedComponentsWithStats, whose statistics pass costs more than the labelling itself.
+    _, labels = cv2.connectedComponents(m8, connectivity=8, ltype=cv2.CV_32S)
+    contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    kernel = np.ones((p.erosion_kernel, p.erosion_kernel), np.uint8)
+    comps: list[tuple[int, int, NDArray[np.bool_], int, NDArray[np.int32], _Pads, _Dist]] = []
+    for contour in contours:
+        x, y, cw, ch = cv2.boundingRect(contour)
+        if cw * ch < p.size_threshold:
+            continue
+        k = labels[int(contour[0, 0, 1]), int(contour[0, 0, 0])]
+        tight: NDArray[np.bool_] = labels[y : y + ch, x : x + cw] == k
+        area = int(np.count_nonzero(tight))
+        if area < p.size_threshold:
+            continue
+        dist: _Dist = None
+        pads = (0, 0, 0, 0)
+        if area >= 2 * max(p.size_threshold, 1):  # else it cannot hold two objects that would be kept
+            # A zero frame all around: the component ends there. On sides at the image edge the component
+            # is first mirrored: an object cut by the frame then gets a distance
+            # relief like that of a whole object (beyond-the-image as foreground, OpenCV's default, would
+            # turn a row of cut objects into one half-plane without necks; as background, it would shrink
+            # them to slivers).
+            e = min(ch, cw, _EDGE_PAD)
+            edge = (e * (y == 0), e * (y + ch == h), e * (x == 0), e * (x + cw == w))
+            pads = (edge[0] + _PAD, edge[1] + _PAD, edge[2] + _PAD, edge[3] + _PAD)
+            mirrored = cv2.copyMakeBorder(tight.view(np.uint8), *edge, cv2.BORDER_REFLECT)
+            padded = cv2.copyMakeBorder(mirrored, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_CONSTANT, value=0)
+            opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, kernel, iterations=2)
+            dist = np.asarray(cv2.distanceTransform(opened, cv2.DIST_L2, 3), np.float32)
+        comps.append((x, y, tight, area, np.asarray(contour, np.int32), pads, dist))
+    class_max = max((float(d.max()) for *_, d in comps if d is not None), default=0.0)
+    parts: list[_Part] = []
+    for x, y, tight, area, contour, pads, dist in comps:
+        pieces = None if dist is None else _watershed(tight, pads, dist, class_max, kernel, p)
+        if pieces is None:
+            # the component's outer contour is the instance's: its oriented box comes from it directly
+            parts.append(_Part(class_id, x, y, tight, area, points_obb(contour.reshape(-1, 2) + 0.5)))
+            continue
+        for dx, dy, piece, obb in pieces:
+            piece_area = int(np.count_nonzero(piece))
+            if piece_area >= p.size_threshold:
+                obb[:2] += (x, y)
+                parts.append(_Part(class_id, x + dx, y + dy, piece, piece_area, obb))
+    return parts
+
+
+def _watershed(
+    tight: NDArray[np.bool_],
+    pads: _Pads,
+    dist: NDArray[np.float32],
+    class_max: float,
+    kernel: NDArray[np.uint8],
+    p: SemanticParams,
+) -> list[tuple[int, int, NDArray[np.bool_], NDArray[np.float32]]] | None:
+    """Split one component into tight crops ``(x, y, mask, obb)`` in ``tight``'s frame; None if it is one.
+
+    ``dist`` is the distance transform of the opened (and mirrored at image edges) component, laid out as
+    ``tight`` padded by ``pads`` (top, bottom, left, right).
+    """
+    top = float(dist.max()) if p.per_component else class_max
+    if top <= 0.0:
+        return None
+    comp = np.asarray(cv2.copyMakeBorder(tight.view(np.uint8), *pads, cv2.BORDER_CONSTANT, value=0), np.uint8)
+    seeds: NDArray[np.uint8] = (dist > p.dist_threshold * top).view(np.uint8)
+    if p.erosion_iteration:
+        seeds = np.asarray(cv2.erode(seeds, kernel, iterations=p.erosion_iteration), np.uint8)
+    # seeds of mirrored objects count only where they reach into the component
+    n_seeds, seed_out = cv2.connectedComponents(seeds & comp, connectivity=8, ltype=cv2.CV_32S)
+    seed_lab: NDArray[np.int32] = np.asarray(seed_out, np.int32)
+    if n_seeds - 1 <= 1:
+        return None
+    # labels: 1 = outside the component, 2.. = seeds, 0 = the unknown band: the rest of the component
+    markers = seed_lab + 1
+    markers -= np.asarray(cv2.subtract(comp, seeds), np.uint8)  # saturating: 1 exactly on the unknown band
+    # OpenCV's watershed floods in order of colour difference to the neighbour that reaches a pixel. Inside
+    # the component the image is flat, so every front advances one pixel per step (fronts of equally shrunk
+    # seeds of overlapping discs meet near the line through the circles' crossing points, and only through
+    # the component); the outside is 255, so it reaches no component pixel before the seeds have flooded it
+    # all. Component pixels next to the outside still become ridge (-1), as do ridges between seeds: both
+    # are handed to a neighbouring instance below.
+    _, outside = cv2.threshold(comp, 0, 255, cv2.THRESH_BINARY_INV)
+    cv2.watershed(cv2.cvtColor(outside, cv2.COLOR_GRAY2BGR), markers)
+    lab = np.maximum(markers, 1).astype(np.uint16)  # 1 = outside or ridge, 2.. = instances
+    _fill_ridges(lab, comp.view(bool))
+    hi = np.asarray(cv2.dilate(lab, _BOX), np.uint16)
+    lo = np.asarray(cv2.erode(lab, _BOX), np.uint16)
+    edge = hi != lo  # every pixel with a neighbour of another label: all the regions' outlines
+    n = _merge_shallow(lab, hi, lo, edge, seed_lab, dist, n_seeds - 1, p.saddle_ratio)
+    if n <= 1:
+        return None
+    # A region's box and oriented box are those of its outline (they depend only on its convex hull), so
+    # only outline pixels are visited: no per-label full-crop scans, no contour tracing.
+    t, _, left, _ = pads
+    ys, xs = np.nonzero(edge & (lab > 1))
+    ids = lab[ys, xs].astype(np.intp) - 2
+    order = np.argsort(ids, kind="stable")
+    ids, pts = ids[order], np.stack([xs[order] - left, ys[order] - t], axis=1).astype(np.float32) + 0.5
+    bounds = np.searchsorted(ids, np.arange(n + 1))
+    out: list[tuple[int, int, NDArray[np.bool_], NDArray[np.float32]]] = []
+    for i in range(n):
+        if bounds[i] == bounds[i + 1]:
+            continue
+        q = pts[bounds[i] : bounds[i + 1]]
+        x0, y0 = int(q[:, 0].min()), int(q[:, 1].min())
+        x1, y1 = int(q[:, 0].max()) + 1, int(q[:, 1].max()) + 1
+        crop = lab[y0 + t : y1 + t, x0 + left : x1 + left] == i + 2
+        out.append((x0, y0, crop, points_obb(q)))
+    return out
+
+
+_BOX = np.ones((3, 3), np.uint8)
+
+
+def _fill_ridges(lab: NDArray[np.uint16], comp: NDArray[np.bool_]) -> None:
+    """Hand component pixels left as ridge (label 1) to the largest-labelled instance among their neighbours.
+
+    Ridges are one pixel wide, so one or two 3x3 dilations of the labels reach all of them.
+    """
+    todo = comp & (lab == 1)
+    while todo.any():
+        grown = cv2.dilate(lab, _BOX)
+        take = todo & (grown > 1)
+        if not take.any():
+            return
+        np.copyto(lab, grown, where=take)
+        todo &= ~take
+
+
+def _merge_shallow(
+    lab: NDArray[np.uint16],
+    hi: NDArray[np.uint16],
+    lo: NDArray[np.uint16],
+    edge: NDArray[np.bool_],
+    seed_lab: NDArray[np.int32],
+    dist: NDArray[np.float32],
+    n: int,
+    saddle_ratio: float,
+) -> int:
+    """Merge neighbouring regions not separated by a neck; relabel ``lab`` to 2..K+1 and return K.
+
+    ``lab`` holds 1 outside the component and 2..n+1 for the regions of seeds 1..n of ``seed_lab``; ``hi``
+    and ``lo`` are its 3x3 dilation and erosion, ``edge`` where they differ. Two regions are one object
+    when the distance on their common border (the saddle) reaches ``saddle_ratio`` of the smaller of their
+    two peaks: a thin rod's ridge dips a little where its jagged edge comes closer, which splits its seed,
+    but that is no neck between two objects.
+    """
+    border = edge & (lo > 1)  # pixels of the component with a neighbour of another region
+    if not border.any():
+        return n
+    a = lo[border].astype(np.int64) - 2
+    b = hi[border].astype(np.int64) - 2
+    key = a * n + b
+    order = np.argsort(key, kind="stable")
+    key, d = key[order], dist[border][order]
+    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    saddle = np.maximum.reduceat(d, first)
+    peak = np.zeros(n + 1, np.float32)
+    on = seed_lab > 0
+    np.maximum.at(peak, seed_lab[on], dist[on])
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    merged = False
+    for k, s in zip(key[first].tolist(), saddle.tolist(), strict=True):
+        i, j = divmod(k, n)
+        if s >= saddle_ratio * min(peak[i + 1], peak[j + 1]):
+            ri, rj = root(i), root(j)
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+                merged = True
+    if not merged:
+        return n
+    roots = np.array([root(i) for i in range(n)])
+    uniq, new = np.unique(roots, return_inverse=True)
+    lut = np.zeros(n + 2, np.uint16)
+    lut[:2] = (0, 1)
+    lut[2:] = new + 2
+    lab[...] = lut[lab]
+    return len(uniq)

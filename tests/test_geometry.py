@@ -1,0 +1,129 @@
+"""Geometry conventions: affine maps, letterbox, roi, oriented boxes."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeseg.errors import InputError
+from edgeseg.geometry import (
+    AxisAffine,
+    letterbox,
+    mask_obb,
+    mask_polygon,
+    obb_corners,
+    points_obb,
+    roi_pixels,
+    roi_to_frame,
+    validate_roi,
+)
+
+finite = st.floats(-1e4, 1e4, allow_nan=False)
+scale = st.floats(0.05, 20, allow_nan=False)
+affines = st.builds(AxisAffine, scale, scale, finite, finite)
+
+
+@settings(max_examples=100, deadline=None)
+@given(affines, affines, st.lists(st.tuples(finite, finite), min_size=1, max_size=5))
+def test_affine_inverse_and_composition_round_trip_points_and_boxes(
+    a: AxisAffine, b: AxisAffine, pts: list[tuple[float, float]]
+) -> None:
+    p = np.array(pts)
+    assert np.allclose(a.inverse().points(a.points(p)), p, rtol=1e-9, atol=1e-6)
+    assert np.allclose(a.then(b).points(p), b.points(a.points(p)), rtol=1e-9, atol=1e-6)
+    boxes = np.concatenate([p, p + 3.0], axis=1)
+    assert np.allclose(a.inverse().boxes(a.boxes(boxes)), boxes, rtol=1e-9, atol=1e-6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 2000), st.integers(1, 2000), st.integers(16, 1024), st.integers(16, 1024))
+def test_letterbox_fits_the_image_inside_the_input_centred(sh: int, sw: int, dh: int, dw: int) -> None:
+    lb = letterbox((sh, sw), (dh, dw))
+    assert lb.new_w <= dw
+    assert lb.new_h <= dh
+    assert 0 <= lb.left <= dw - lb.new_w
+    assert 0 <= lb.top <= dh - lb.new_h
+    assert abs((dw - lb.new_w) - 2 * lb.left) <= 1
+    assert abs((dh - lb.new_h) - 2 * lb.top) <= 1
+    # the image's far corner lands on the resized block's far corner (within rounding of the resize)
+    x, y = lb.to_model.points(np.array([sw, sh], float))
+    assert abs(x - (lb.left + lb.new_w)) <= 0.5 + 1e-9
+    assert abs(y - (lb.top + lb.new_h)) <= 0.5 + 1e-9
+    back = lb.to_model.inverse().points(lb.to_model.points(np.array([[0.0, 0.0], [sw, sh]])))
+    assert np.allclose(back, [[0, 0], [sw, sh]])
+
+
+def test_letterbox_matches_ultralytics_arithmetic_on_a_known_case() -> None:
+    # 810x1080 bus.jpg into 640x640: scale 0.5926, 480x640 block, 80 px padding left and right
+    lb = letterbox((1080, 810), (640, 640))
+    assert (lb.new_w, lb.new_h, lb.left, lb.top) == (480, 640, 80, 0)
+
+
+rois = st.tuples(st.floats(0, 0.6), st.floats(0, 0.6), st.floats(0.05, 0.4), st.floats(0.05, 0.4))
+
+
+@settings(max_examples=100, deadline=None)
+@given(rois, st.integers(8, 1000), st.integers(8, 1000))
+def test_roi_crop_maps_back_to_the_frame(roi: tuple[float, float, float, float], h: int, w: int) -> None:
+    x0, y0, x1, y1 = roi_pixels(roi, (h, w))
+    assert 0 <= x0 < x1 <= w
+    assert 0 <= y0 < y1 <= h
+    to_frame = roi_to_frame(roi, (h, w))
+    assert np.allclose(to_frame.points(np.array([[0.0, 0.0]])), [[x0, y0]])
+    assert np.allclose(to_frame.inverse().points(np.array([[x1, y1]], float)), [[x1 - x0, y1 - y0]])
+
+
+@pytest.mark.parametrize(
+    "roi", [(0.5, 0.5, 0.6, 0.2), (-0.1, 0, 0.5, 0.5), (0, 0, 0, 0.5), (0, 0, float("nan"), 1), (1, 2, 3)]
+)
+def test_invalid_rois_are_rejected(roi: tuple[float, ...]) -> None:
+    with pytest.raises(InputError, match="roi"):
+        validate_roi(roi)  # type: ignore[arg-type]
+
+
+@settings(max_examples=150, deadline=None)
+@given(finite, finite, st.floats(1, 500), st.floats(1, 500), st.floats(-720, 720))
+def test_oriented_boxes_follow_the_convention(cx: float, cy: float, a: float, b: float, angle: float) -> None:
+    corners = cv2.boxPoints(((cx, cy), (a, b), angle))
+    obb = points_obb(corners, pixel_extent=False)
+    w, h, ang = float(obb[2]), float(obb[3]), float(obb[4])
+    assert w >= h
+    assert -90.0 <= ang < 90.0
+    assert (w, h) == pytest.approx((max(a, b), min(a, b)), rel=1e-3, abs=1e-2)
+    # the corners of the canonical box are the input corners (as a set)
+    ours = obb_corners(obb)[0]
+    dist = np.linalg.norm(ours[:, None, :] - corners[None, :, :], axis=-1).min(axis=1)
+    assert dist.max() < 1e-2 * max(1.0, a, b, abs(cx), abs(cy))
+
+
+def test_angle_is_measured_from_x_towards_y() -> None:
+    # a box whose long side runs down-right at 30 deg (y down): angle +30
+    rad = math.radians(30)
+    direction = np.array([math.cos(rad), math.sin(rad)])
+    normal = np.array([-math.sin(rad), math.cos(rad)])
+    pts = np.array([s * 60 * direction + t * 10 * normal for s in (-1, 1) for t in (-1, 1)])
+    assert float(points_obb(pts, pixel_extent=False)[4]) == pytest.approx(30.0, abs=1e-3)
+
+
+def test_mask_obb_of_a_pixel_block_covers_whole_pixels() -> None:
+    m = np.ones((80, 240), bool)
+    assert mask_obb(m, (10, 20)).tolist() == pytest.approx([130.0, 60.0, 240.0, 80.0, 0.0], abs=1e-4)
+    assert mask_obb(np.ones((1, 1), bool)).tolist()[2:4] == pytest.approx([1.0, 1.0])
+
+
+def test_polygon_is_the_largest_part_in_frame_pixel_centres() -> None:
+    m = np.zeros((20, 30), bool)
+    m[2:4, 2:4] = True
+    m[5:15, 10:25] = True
+    poly = mask_polygon(m, (100, 200), tolerance=0.0)
+    assert poly[:, 0].min() == 110.5
+    assert poly[:, 0].max() == 124.5
+    assert poly[:, 1].min() == 205.5
+    assert poly[:, 1].max() == 214.5
+    with pytest.raises(InputError, match="tolerance"):
+        mask_polygon(m, tolerance=-1)

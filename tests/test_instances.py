@@ -1,0 +1,172 @@
+"""The result model: RLE and JSON round trips, pycocotools interop, indexing, concatenation, transforms."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from numpy.typing import NDArray
+from pycocotools import mask as coco_mask
+
+from edgeseg import Instances, rle
+from edgeseg.errors import InputError
+from edgeseg.geometry import AxisAffine, letterbox, roi_pixels, roi_to_frame
+
+FRAME = (37, 53)  # odd, non-square, so row/column mix-ups show
+
+
+@st.composite
+def placed_crops(draw: st.DrawFn) -> tuple[NDArray[np.bool_], tuple[int, int]]:
+    """A random non-empty bool crop and an origin that keeps it inside FRAME."""
+    ch, cw = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    crop = draw(arrays(np.bool_, (ch, cw)))
+    if not crop.any():
+        crop[draw(st.integers(0, ch - 1)), draw(st.integers(0, cw - 1))] = True
+    x0, y0 = draw(st.integers(0, FRAME[1] - cw)), draw(st.integers(0, FRAME[0] - ch))
+    return crop, (x0, y0)
+
+
+@st.composite
+def instance_sets(draw: st.DrawFn) -> Instances:
+    items = draw(st.lists(placed_crops(), min_size=0, max_size=5))
+    if not items:
+        return Instances.empty(FRAME)
+    n = len(items)
+    classes = draw(st.lists(st.integers(0, 9), min_size=n, max_size=n))
+    scores = draw(st.lists(st.floats(0, 1, width=32), min_size=n, max_size=n))
+    return Instances.from_crops(FRAME, classes, scores, [o for _, o in items], [c for c, _ in items])
+
+
+def _dense(crop: NDArray[np.bool_], origin: tuple[int, int]) -> NDArray[np.bool_]:
+    full = np.zeros(FRAME, bool)
+    full[origin[1] : origin[1] + crop.shape[0], origin[0] : origin[0] + crop.shape[1]] = crop
+    return full
+
+
+@settings(max_examples=150, deadline=None)
+@given(placed_crops())
+def test_rle_encode_decode_round_trip_gives_the_tight_crop(
+    item: tuple[NDArray[np.bool_], tuple[int, int]],
+) -> None:
+    crop, origin = item
+    counts = rle.encode_counts(crop, origin, FRAME)
+    assert sum(counts) == FRAME[0] * FRAME[1]
+    back, (x0, y0) = rle.decode_counts(rle.string_to_counts(rle.counts_to_string(counts)), FRAME)
+    assert np.array_equal(_dense(back, (x0, y0)), _dense(crop, origin))
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools vs numpy 2
+@settings(max_examples=150, deadline=None)
+@given(placed_crops())
+def test_rle_strings_are_identical_to_pycocotools_both_ways(
+    item: tuple[NDArray[np.bool_], tuple[int, int]],
+) -> None:
+    crop, origin = item
+    dense = _dense(crop, origin)
+    theirs = coco_mask.encode(np.asfortranarray(dense.astype(np.uint8)))
+    ours = rle.counts_to_string(rle.encode_counts(crop, origin, FRAME))
+    assert ours == theirs["counts"].decode("ascii")
+    # they decode ours, we decode theirs
+    assert np.array_equal(
+        coco_mask.decode({"size": list(FRAME), "counts": ours.encode()}).astype(bool), dense
+    )
+    back, o = rle.decode_counts(rle.string_to_counts(theirs["counts"].decode("ascii")), FRAME)
+    assert np.array_equal(_dense(back, o), dense)
+
+
+def _same(a: Instances, b: Instances) -> None:
+    assert a.image_shape == b.image_shape
+    assert len(a) == len(b)
+    assert np.array_equal(a.class_id, b.class_id)
+    assert np.array_equal(a.score, b.score)
+    assert np.array_equal(a.xyxy, b.xyxy)
+    assert np.array_equal(a.obb, b.obb)
+    assert np.array_equal(a.area, b.area)
+    assert np.array_equal(a.dense_masks(), b.dense_masks())
+
+
+@settings(max_examples=80, deadline=None)
+@given(instance_sets())
+def test_json_with_rle_masks_round_trips_exactly(inst: Instances) -> None:
+    _same(Instances.from_json(inst.to_json("rle")), inst)
+
+
+@settings(max_examples=40, deadline=None)
+@given(instance_sets())
+def test_json_with_polygons_round_trips_the_document(inst: Instances) -> None:
+    # polygons are outlines: the mask comes back rasterized, the serialized document is reproduced exactly
+    text = inst.to_json("polygon", polygon_tolerance=0.0)
+    again = Instances.from_json(text)
+    assert json.loads(again.to_json("polygon", polygon_tolerance=0.0)) == json.loads(text)
+
+
+def test_json_without_masks_cannot_be_read_back_as_instances() -> None:
+    inst = Instances.from_crops(FRAME, [1], [0.5], [(2, 3)], [np.ones((4, 4), bool)])
+    with pytest.raises(InputError, match="no segmentation"):
+        Instances.from_json(inst.to_json("none"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(instance_sets(), st.data())
+def test_bool_and_index_selection_and_concat_keep_rows_together(inst: Instances, data: st.DataObject) -> None:
+    n = len(inst)
+    keep = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)
+    picked = inst[keep]
+    by_index = inst[np.flatnonzero(keep)]
+    _same(picked, by_index)
+    rest = inst[~keep]
+    joined = Instances.concat([picked, rest])
+    order = np.concatenate([np.flatnonzero(keep), np.flatnonzero(~keep)]).astype(np.int64)
+    _same(joined, inst[order])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    instance_sets(),
+    st.tuples(st.floats(0, 0.5), st.floats(0, 0.5), st.floats(0.3, 0.5), st.floats(0.3, 0.5)),
+)
+def test_roi_compensation_round_trips_masks_boxes_and_points(
+    inst: Instances, roi: tuple[float, float, float, float]
+) -> None:
+    # instances found in a frame-sized picture are cut to the roi crop and mapped back to the frame
+    x0, y0, x1, y1 = roi_pixels(roi, FRAME)
+    to_frame = roi_to_frame(roi, FRAME)
+    in_crop = inst.transform(to_frame.inverse(), (y1 - y0, x1 - x0))
+    back = in_crop.transform(to_frame, FRAME)
+    # what lay inside the roi comes back pixel-exact; the rest was cut off
+    inside = np.zeros(FRAME, bool)
+    inside[y0:y1, x0:x1] = True
+    expected = [m & inside for m in inst.dense_masks() if (m & inside).any()]
+    assert np.array_equal(back.dense_masks(), np.array(expected, bool).reshape(-1, *FRAME))
+    pts = np.array([[0.0, 0.0], [3.25, 7.5], [52.0, 36.0]])
+    assert np.allclose(to_frame.inverse().then(to_frame).points(pts), pts)
+
+
+@settings(max_examples=60, deadline=None)
+@given(instance_sets())
+def test_letterbox_compensation_round_trips_masks_and_boxes(inst: Instances) -> None:
+    # frame -> 2x letterboxed model input (integer scale and padding) -> frame: exact
+    lb = letterbox(FRAME, (2 * FRAME[0] + 10, 2 * FRAME[1]))
+    assert lb.scale == 2.0
+    model = inst.transform(lb.to_model, (lb.dst_h, lb.dst_w))
+    back = model.transform(lb.to_model.inverse(), FRAME)
+    assert np.array_equal(back.dense_masks(), inst.dense_masks())
+    assert np.allclose(back.xyxy, inst.xyxy)
+    assert np.allclose(back.obb, inst.obb, atol=1e-4)
+
+
+def test_transform_maps_oriented_boxes_exactly_under_equal_scales() -> None:
+    inst = Instances.from_crops((100, 100), [0], [1.0], [(10, 20)], [np.ones((8, 30), bool)])
+    out = inst.transform(AxisAffine(0.5, 0.5, 3.0, 4.0), (60, 60))
+    cx, cy, w, h, a = out.obb[0].tolist()
+    assert (cx, cy, w, h) == pytest.approx((25 * 0.5 + 3, 24 * 0.5 + 4, 15, 4))
+    assert a == pytest.approx(inst.obb[0, 4])
+
+
+def test_empty_masks_are_an_error_not_a_silent_instance() -> None:
+    with pytest.raises(InputError, match="empty"):
+        Instances.from_crops(FRAME, [0], [1.0], [(0, 0)], [np.zeros((3, 3), bool)])

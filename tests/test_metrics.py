@@ -1,0 +1,79 @@
+"""Instance matching and panoptic quality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeseg import Instances
+from edgeseg.errors import InputError
+from edgeseg.metrics import mask_iou, match_instances, panoptic_quality
+
+
+def _boxes(shape: tuple[int, int], rects: list[tuple[int, int, int, int]], classes: list[int]) -> Instances:
+    lab = np.zeros(shape, np.int32)
+    for k, (x0, y0, x1, y1) in enumerate(rects, 1):
+        lab[y0:y1, x0:x1] = k
+    return Instances.from_label_image(lab, classes)
+
+
+def test_identical_instances_score_perfect_quality() -> None:
+    inst = _boxes((50, 80), [(0, 0, 10, 10), (20, 5, 40, 30)], [1, 2])
+    q = panoptic_quality(inst, inst)
+    assert (q.pq, q.sq, q.rq, q.tp, q.fp, q.fn, q.mean_matched_iou) == (1.0, 1.0, 1.0, 2, 0, 0, 1.0)
+
+
+def test_neither_side_holding_instances_is_perfect() -> None:
+    e = Instances.empty((10, 10))
+    assert panoptic_quality(e, e).pq == 1.0
+
+
+def test_a_shifted_mask_matches_with_its_iou_and_quality_is_per_class_mean() -> None:
+    truth = _boxes((40, 40), [(0, 0, 10, 10), (20, 20, 30, 30)], [0, 1])
+    pred = _boxes((40, 40), [(0, 0, 10, 8), (0, 30, 5, 35)], [0, 1])  # class 1: a miss and a false positive
+    q = panoptic_quality(pred, truth)
+    assert (q.tp, q.fp, q.fn) == (1, 1, 1)
+    # class 0: sq = 0.8, rq = 1 -> pq 0.8; class 1: pq 0 -> mean 0.4
+    assert q.pq == pytest.approx(0.4)
+    assert q.sq == pytest.approx(0.4)
+    assert q.rq == pytest.approx(0.5)
+    assert q.mean_matched_iou == pytest.approx(0.8)
+
+
+def test_instances_of_different_classes_never_match() -> None:
+    truth = _boxes((20, 20), [(0, 0, 10, 10)], [0])
+    pred = _boxes((20, 20), [(0, 0, 10, 10)], [1])
+    m = match_instances(pred, truth)
+    assert len(m.pred) == 0
+    assert m.unmatched_pred.tolist() == [0]
+    assert m.unmatched_truth.tolist() == [0]
+
+
+def test_iou_at_the_threshold_does_not_match() -> None:
+    truth = _boxes((20, 20), [(0, 0, 10, 10)], [0])
+    pred = _boxes((20, 20), [(0, 0, 10, 5)], [0])  # IoU exactly 0.5
+    assert len(match_instances(pred, truth).pred) == 0
+
+
+def test_mismatched_frames_and_thresholds_are_rejected() -> None:
+    a, b = Instances.empty((10, 10)), Instances.empty((10, 11))
+    with pytest.raises(InputError, match="frame"):
+        match_instances(a, b)
+    with pytest.raises(InputError, match="iou_threshold"):
+        match_instances(a, a, iou_threshold=1.0)
+
+
+rect = st.tuples(st.integers(0, 30), st.integers(0, 20), st.integers(1, 20), st.integers(1, 20))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rect, rect)
+def test_crop_iou_equals_dense_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> None:
+    shape = (40, 50)
+    ia = _boxes(shape, [(a[0], a[1], a[0] + a[2], a[1] + a[3])], [0])
+    ib = _boxes(shape, [(b[0], b[1], b[0] + b[2], b[1] + b[3])], [0])
+    da, db = ia.dense_masks()[0], ib.dense_masks()[0]
+    dense = np.count_nonzero(da & db) / np.count_nonzero(da | db)
+    assert mask_iou(ia, 0, ib, 0) == pytest.approx(dense)
