@@ -1,0 +1,119 @@
+"""ONNX Runtime backend (named ``ort`` so it does not shadow the ``onnxruntime`` package)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions
+from edgeseg.errors import ConfigError, ModelError
+from edgeseg.modelcard import ModelCard
+from edgeseg.preprocess import Prepared
+
+_ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "uint8": "tensor(uint8)"}
+_NP_TYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
+# 3 = errors only: tf2onnx exports (DeepLab) list initializers as graph inputs, which ORT warns about per load
+_LOG_SEVERITY = 3
+
+
+def check_providers(requested: tuple[str, ...]) -> list[str]:
+    """The providers to use (CPU when none are requested); raises ConfigError for one not installed."""
+    available = ort.get_available_providers()
+    wanted = list(requested) or ["CPUExecutionProvider"]
+    for p in wanted:
+        if p not in available:
+            hint = " (install onnxruntime-gpu for CUDA/TensorRT)" if p != "CPUExecutionProvider" else ""
+            raise ConfigError(
+                f"model.providers: {p!r} is not available in this onnxruntime "
+                f"(available: {', '.join(available)}){hint}"
+            )
+    return wanted
+
+
+class OrtBackend:
+    """Runs an ONNX model on ONNX Runtime, checked against its card at load and warmed up once."""
+
+    needs_tensor = True
+
+    def __init__(self, card: ModelCard, options: InferenceOptions = DEFAULT_INFERENCE) -> None:
+        self.card = card
+        if card.file is None:
+            raise ModelError(f"model {card.name!r}: the card names no model file ({card.source})")
+        path = Path(card.file)
+        if not path.is_file():
+            raise ModelError(f"model {card.name!r}: file not found: {path}")
+        if options.threads < 0:
+            raise ConfigError(f"model.threads: must be >= 0 (got {options.threads})")
+        providers = check_providers(options.providers)
+        so = ort.SessionOptions()
+        so.log_severity_level = _LOG_SEVERITY
+        so.intra_op_num_threads = options.threads
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"model {card.name!r}: cannot load {path}: {first}") from None
+        self._check_io()
+        self._input = card.input.name
+        self._outputs = list(card.output.names)
+        self._dtype = _NP_TYPES[card.input.dtype]
+        self._shape = card.input.shape
+        self.run_tensor(np.zeros(self._shape, self._dtype))  # warm-up: first run allocates and plans
+
+    def _check_io(self) -> None:
+        card, spec = self.card, self.card.input
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        if spec.name not in inputs:
+            raise ModelError(
+                f"model {card.name!r}: card input.name {spec.name!r} is not a model input "
+                f"(the model has {', '.join(inputs)})"
+            )
+        info = inputs[spec.name]
+        if info.type != _ORT_TYPES[spec.dtype]:
+            raise ModelError(
+                f"model {card.name!r}: input {spec.name!r} is {info.type}, the card says {spec.dtype}"
+            )
+        shape = list(info.shape)
+        want = list(spec.shape)
+        fixed_ok = len(shape) == len(want) and all(
+            not isinstance(d, int) or d <= 0 or d == w for d, w in zip(shape, want, strict=True)
+        )
+        if not fixed_ok:
+            raise ModelError(
+                f"model {card.name!r}: input {spec.name!r} has shape {shape}, the card says {want} "
+                f"({spec.layout} {spec.width}x{spec.height})"
+            )
+        outputs = {o.name for o in self.session.get_outputs()}
+        for name in card.output.names:
+            if name not in outputs:
+                raise ModelError(
+                    f"model {card.name!r}: card output {name!r} is not a model output "
+                    f"(the model has {', '.join(sorted(outputs))})"
+                )
+
+    def run_tensor(self, tensor: NDArray[np.generic]) -> dict[str, NDArray[np.float32]]:
+        """Outputs by name for one input tensor of the card's shape and dtype."""
+        if tensor.shape != self._shape or tensor.dtype != self._dtype:
+            raise ModelError(
+                f"model {self.card.name!r}: input {self._input!r} got {tensor.dtype} {tensor.shape}, "
+                f"expected {np.dtype(self._dtype).name} {self._shape}"
+            )
+        try:
+            values = self.session.run(self._outputs, {self._input: tensor})
+        except Exception as exc:  # an ORT failure in one frame names the model, not a pybind class
+            raise ModelError(
+                f"model {self.card.name!r}: inference failed: {str(exc).splitlines()[0]}"
+            ) from None
+        return {name: np.asarray(v) for name, v in zip(self._outputs, values, strict=True)}
+
+    def run(self, prepared: Prepared) -> dict[str, NDArray[np.float32]]:
+        if prepared.tensor is None:
+            raise ModelError(f"model {self.card.name!r}: onnxruntime needs an input tensor, got none")
+        return self.run_tensor(prepared.tensor)
+
+    def close(self) -> None:
+        # ORT frees the session when the last reference goes; dropping it here releases memory promptly
+        self.__dict__.pop("session", None)

@@ -1,0 +1,111 @@
+"""Semantic head: a per-pixel class output -> instances via :func:`edgeseg.semantic.semantic_to_instances`.
+
+Accepted outputs (the card's ``output.kind`` and ``output.layout``):
+
+- ``logits`` / ``probabilities``: ``[1, C, h, w]`` (nchw) or ``[1, h, w, C]`` (nhwc), ``C`` = classes;
+- ``sigmoid``: one foreground probability, ``[1, 1, h, w]``, ``[1, h, w, 1]`` or ``[1, h, w]``;
+- ``class_map``: argmax class ids (IMX500 DeepLab style), ``[1, h, w]``, ``[h, w]`` or ``[1, 1, h, w]``.
+
+The map covers the model input (any stride). The part of it that shows the frame region (letterbox
+padding dropped) is resampled once onto a grid of the map's own resolution (bilinear for scores, nearest for
+class ids), split into instances there, and the instances are mapped into frame pixels. Scores are the mean
+winning-class probability of each instance (1.0 for class maps, which carry no confidence).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgeseg.errors import ModelError
+from edgeseg.geometry import AxisAffine
+from edgeseg.heads import DecodeOptions
+from edgeseg.instances import Instances
+from edgeseg.modelcard import ModelCard
+from edgeseg.preprocess import Prepared
+from edgeseg.semantic import semantic_to_instances
+
+
+class SemanticHead:
+    def __init__(self, card: ModelCard) -> None:
+        self.card = card
+        self.nc = len(card.classes)
+
+    def _fail(self, msg: str) -> ModelError:
+        return ModelError(f"model {self.card.name!r}: output {self.card.output.name!r} {msg}")
+
+    def maps(self, outputs: dict[str, NDArray[np.float32]]) -> NDArray[np.float32]:
+        """The output as ``(C, h, w)`` float32 scores, or ``(1, h, w)`` float32 class ids for a class map."""
+        out = self.card.output
+        if out.name not in outputs:
+            raise self._fail(f"missing (the model returned {', '.join(outputs) or 'nothing'})")
+        t = np.asarray(outputs[out.name])
+        if t.size == 0:
+            raise self._fail(f"is empty (shape {t.shape})")
+        if np.issubdtype(t.dtype, np.floating) and not np.isfinite(t.max()):  # max() propagates NaN
+            raise self._fail("holds NaN or infinite values")
+        if out.kind in ("logits", "probabilities"):
+            want = f"[1, {self.nc}, h, w]" if out.layout == "nchw" else f"[1, h, w, {self.nc}]"
+            ch_axis = 1 if out.layout == "nchw" else 3
+            if t.ndim != 4 or t.shape[0] != 1 or t.shape[ch_axis] != self.nc:
+                raise self._fail(f"has shape {list(t.shape)}, expected {want} for {self.nc} classes")
+            chw = t[0] if out.layout == "nchw" else np.moveaxis(t[0], -1, 0)
+            return np.asarray(chw, np.float32)
+        hw = t.shape[-3:-1] if out.layout == "nhwc" and t.ndim == 4 else t.shape[-2:]
+        if t.ndim not in (2, 3, 4) or t.size != int(np.prod(hw)):
+            raise self._fail(f"has shape {list(t.shape)}, expected one map [1, h, w] or [1, 1, h, w]")
+        squeezed = t.reshape(hw)
+        if out.kind == "sigmoid":
+            p = np.asarray(squeezed, np.float32)
+            fg = 1 - self.card.background
+            probs = np.empty((2, *p.shape), np.float32)
+            probs[fg] = p
+            np.subtract(1.0, p, out=probs[self.card.background])
+            return probs
+        ids = np.asarray(squeezed)
+        if ids.min() < 0 or ids.max() >= self.nc:
+            raise self._fail(f"holds class ids outside 0..{self.nc - 1}")
+        return ids.astype(np.float32)[None]
+
+    def decode(
+        self, outputs: dict[str, NDArray[np.float32]], prepared: Prepared, options: DecodeOptions
+    ) -> Instances:
+        maps = self.maps(outputs)
+        spec = self.card.input
+        oh, ow = maps.shape[1:]
+        ch, cw = prepared.crop_shape
+        x0, y0, _, _ = prepared.crop_box or (0, 0, cw, ch)
+        # The frame region the model saw, in output-map px (continuous coords; excludes letterbox padding)
+        to_model = AxisAffine(1.0, 1.0, float(x0), float(y0)).then(prepared.to_frame.inverse())
+        to_out = to_model.then(AxisAffine(ow / spec.width, oh / spec.height))
+        u0, v0 = to_out.tx, to_out.ty
+        u1, v1 = cw * to_out.sx + u0, ch * to_out.sy + v0
+        # Instances are found at the map's own resolution (never upsampled first: the watershed cost grows
+        # with pixels, not information) and only their masks are mapped onto the frame afterwards.
+        ww = max(1, min(cw, round(u1 - u0)))
+        wh = max(1, min(ch, round(v1 - v0)))
+        sx, sy = (u1 - u0) / ww, (v1 - v0) / wh
+        is_map = self.card.output.kind == "class_map"
+        if (wh, ww) == (oh, ow) and abs(u0) < 1e-6 and abs(v0) < 1e-6 and abs(sx - 1) + abs(sy - 1) < 1e-9:
+            work = maps
+        else:
+            # work px -> output px, sampled at pixel indices (hence the half-pixel shifts)
+            m = np.array([[sx, 0.0, u0 + 0.5 * sx - 0.5], [0.0, sy, v0 + 0.5 * sy - 0.5]])
+            flags = (cv2.INTER_NEAREST if is_map else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
+            work = np.stack(
+                [cv2.warpAffine(c, m, (ww, wh), flags=flags, borderMode=cv2.BORDER_REPLICATE) for c in maps]
+            )
+        params = options.semantic or self.card.semantic
+        if is_map:
+            inst = semantic_to_instances(
+                np.rint(work[0]).astype(np.int32), params, background=self.card.background
+            )
+        else:
+            inst = semantic_to_instances(
+                work, params, background=self.card.background, logits=self.card.output.kind == "logits"
+            )
+        to_frame = AxisAffine(cw / ww, ch / wh, float(x0), float(y0))
+        if to_frame == AxisAffine() and (ch, cw) == prepared.frame_shape:
+            return inst
+        return inst.transform(to_frame, prepared.frame_shape)

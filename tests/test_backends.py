@@ -1,0 +1,177 @@
+"""Backends: ONNX Runtime checks at load, one-line errors, IMX500 hand-over, TensorRT import message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from edgeseg.backends import BACKENDS, InferenceOptions
+from edgeseg.backends.ort import OrtBackend
+from edgeseg.errors import ConfigError, MissingDependencyError, ModelError
+from edgeseg.frame import Frame
+from edgeseg.model import Model
+from edgeseg.modelcard import find_card
+
+SINET = "sinet_portrait_320"
+
+
+def _sinet_card(tmp_path: Path, assets: Path, **input_overrides: Any) -> Path:
+    doc = yaml.safe_load((Path(__file__).parents[1] / "models" / "cards" / f"{SINET}.yaml").read_text())
+    doc["file"] = str(assets / "models" / f"{SINET}.onnx")
+    doc["input"].update(input_overrides)
+    path = tmp_path / "sinet.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc)
+    assert "\n" not in text
+    return text
+
+
+def test_registry_has_the_three_backends_by_yaml_name() -> None:
+    assert set(BACKENDS) == {"onnxruntime", "tensorrt", "imx500"}
+
+
+def test_unknown_backend_name_is_a_config_error(assets_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"model\.backend: must be one of onnxruntime, tensorrt, imx500"):
+        Model.load(assets_dir / "models" / f"{SINET}.onnx", InferenceOptions(backend="openvino"))
+
+
+def test_unavailable_provider_is_a_config_error_listing_what_is_available(assets_dir: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        Model.load(
+            assets_dir / "models" / f"{SINET}.onnx", InferenceOptions(providers=("CUDAExecutionProvider",))
+        )
+    text = _one_line(info.value)
+    assert "model.providers: 'CUDAExecutionProvider' is not available" in text
+    assert "CPUExecutionProvider" in text
+
+
+def test_missing_model_file_is_one_line_model_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError) as info:
+        Model.load(tmp_path / "nothing.onnx")
+    assert "model file not found" in _one_line(info.value)
+
+
+def test_corrupt_model_file_is_one_line_model_error(tmp_path: Path, assets_dir: Path) -> None:
+    card = _sinet_card(tmp_path, assets_dir)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes((assets_dir / "models" / f"{SINET}.onnx").read_bytes()[:5000])
+    doc = yaml.safe_load(card.read_text())
+    doc["file"] = str(broken)
+    card.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ModelError) as info:
+        Model.load(card)
+    assert _one_line(info.value).startswith("model 'sinet-portrait': cannot load ")
+
+
+def test_card_input_name_that_the_model_lacks_is_a_model_error(tmp_path: Path, assets_dir: Path) -> None:
+    with pytest.raises(ModelError) as info:
+        Model.load(_sinet_card(tmp_path, assets_dir, name="image"))
+    assert "card input.name 'image' is not a model input (the model has data)" in _one_line(info.value)
+
+
+def test_card_input_shape_that_the_model_lacks_is_a_model_error(tmp_path: Path, assets_dir: Path) -> None:
+    with pytest.raises(ModelError) as info:
+        Model.load(_sinet_card(tmp_path, assets_dir, width=256))
+    assert "input 'data' has shape [1, 3, 320, 320], the card says [1, 3, 320, 256]" in _one_line(info.value)
+
+
+def test_card_input_layout_that_the_model_lacks_is_a_model_error(tmp_path: Path, assets_dir: Path) -> None:
+    with pytest.raises(ModelError, match=r"the card says \[1, 320, 320, 3\]"):
+        Model.load(_sinet_card(tmp_path, assets_dir, layout="nhwc"))
+
+
+def test_wrong_tensor_is_refused_before_onnxruntime_sees_it(assets_dir: Path) -> None:
+    backend = OrtBackend(find_card(assets_dir / "models" / f"{SINET}.onnx"))
+    with pytest.raises(ModelError) as info:
+        backend.run_tensor(np.zeros((1, 3, 300, 320), np.float32))
+    assert "got float32 (1, 3, 300, 320), expected float32 (1, 3, 320, 320)" in _one_line(info.value)
+
+
+def test_onnxruntime_runs_with_threads_and_returns_card_outputs(assets_dir: Path) -> None:
+    model = Model.load(assets_dir / "models" / f"{SINET}.onnx", InferenceOptions(threads=1))
+    prepared = model.preprocess(Frame(0, np.zeros((240, 320, 3), np.uint8), 0, 0.0))
+    outputs = model.infer(prepared)
+    assert list(outputs) == ["classifier/1"]
+    assert outputs["classifier/1"].shape == (1, 2, 320, 320)
+    model.close()
+
+
+# -- imx500 -----------------------------------------------------------------------------------------
+
+IMX_CARD = {
+    "name": "imx-deeplab",
+    "task": "semantic",
+    "input": {"name": "input", "width": 32, "height": 32},
+    "output": {"name": "mask", "kind": "class_map"},
+    "classes": ["background", "thing"],
+}
+
+
+def _imx_model(tmp_path: Path) -> Model:
+    path = tmp_path / "imx-deeplab.yaml"
+    path.write_text(yaml.safe_dump(IMX_CARD))
+    return Model.load(path, InferenceOptions(backend="imx500"))
+
+
+def test_imx500_hands_on_the_frames_tensors_mapped_through_the_tensor_roi(tmp_path: Path) -> None:
+    model = _imx_model(tmp_path)
+    class_map = np.zeros((32, 32), np.float32)
+    class_map[8:16, 8:24] = 1
+    # the sensor's network saw the right half of a 100x200 frame
+    frame = Frame(
+        0, np.zeros((100, 200, 3), np.uint8), 0, 0.0, tensors={"mask": class_map}, tensor_roi=(0.5, 0, 0.5, 1)
+    )
+    prepared = model.preprocess(frame)
+    assert prepared.tensor is None
+    inst = model.decode(model.infer(prepared), prepared)
+    assert inst.image_shape == (100, 200)
+    # model px x 8..24 -> 100 + x * 100/32; y 8..16 -> y * 100/32
+    assert inst.xyxy[0].tolist() == [125, 25, 175, 50]
+
+
+def test_imx500_frame_without_tensors_is_a_model_error(tmp_path: Path) -> None:
+    model = _imx_model(tmp_path)
+    prepared = model.preprocess(Frame(0, np.zeros((10, 10, 3), np.uint8), 0, 0.0))
+    with pytest.raises(ModelError, match="carries no on-sensor output tensors"):
+        model.infer(prepared)
+
+
+def test_imx500_missing_output_name_is_a_model_error(tmp_path: Path) -> None:
+    model = _imx_model(tmp_path)
+    frame = Frame(0, np.zeros((10, 10, 3), np.uint8), 0, 0.0, tensors={"other": np.zeros((4, 4), np.float32)})
+    with pytest.raises(ModelError, match=r"on-sensor output 'mask' missing \(the frame carries other\)"):
+        model.infer(model.preprocess(frame))
+
+
+# -- tensorrt ---------------------------------------------------------------------------------------
+
+
+def test_tensorrt_without_its_packages_says_what_to_install(assets_dir: Path) -> None:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("tensorrt is installed here")
+    with pytest.raises(MissingDependencyError) as info:
+        Model.load(
+            assets_dir / "models" / "yolov8n-seg_int8_320_dequant_fp32.onnx",
+            InferenceOptions(backend="tensorrt"),
+        )
+    assert "pip install edgeseg[tensorrt]" in _one_line(info.value)
+
+
+def test_loading_deeplab_prints_no_initializer_warnings(
+    assets_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # tf2onnx lists DeepLab's initializers as graph inputs; ORT warns ~270 lines per load at its default level
+    Model.load(assets_dir / "models" / "deeplabv3p_mnv2_dm05_portrait_513.onnx").close()
+    assert capfd.readouterr().err == ""

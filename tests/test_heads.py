@@ -1,0 +1,275 @@
+"""Heads on hand-made output tensors with known answers: NMS, prototype masks, semantic layouts, mapping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeseg.errors import ModelError
+from edgeseg.geometry import FULL_ROI
+from edgeseg.heads import DecodeOptions
+from edgeseg.heads.semantic import SemanticHead
+from edgeseg.heads.yolo_seg import YoloSegHead, _resize_src, interp_matrix, nms_per_class
+from edgeseg.modelcard import ModelCard, parse_card
+from edgeseg.preprocess import Prepared, Preprocessor
+from edgeseg.semantic import SemanticParams
+
+NO_SPLIT = DecodeOptions(semantic=SemanticParams(size_threshold=0))
+
+
+def _prepared(card: ModelCard, frame_hw: tuple[int, int]) -> Prepared:
+    geo = Preprocessor(card.input).geometry(frame_hw, FULL_ROI)
+    return Prepared(None, geo.to_frame, frame_hw, None, geo.crop)
+
+
+# -- yolo-seg ---------------------------------------------------------------------------------------
+
+YOLO = parse_card(
+    {
+        "name": "tiny-yolo",
+        "task": "yolo-seg",
+        "input": {"name": "images", "width": 32, "height": 32, "resize": "letterbox"},
+        "output": {"name": "output0", "protos": "output1"},
+        "classes": ["a", "b"],
+    },
+    "tiny.yaml",
+)
+
+
+def _yolo_outputs(rows: list[tuple[float, float, float, float, int, float, tuple[float, float]]]) -> dict:  # type: ignore[type-arg]
+    """rows: cx, cy, w, h (input px), class, score, mask coefficients; prototypes are +1 and -1 planes."""
+    det = np.zeros((1, 4 + 2 + 2, len(rows)), np.float32)
+    for a, (cx, cy, w, h, cls, score, coef) in enumerate(rows):
+        det[0, :4, a] = (cx, cy, w, h)
+        det[0, 4 + cls, a] = score
+        det[0, 6:, a] = coef
+    protos = np.stack([np.ones((8, 8)), -np.ones((8, 8))])[None].astype(np.float32)
+    return {"output0": det, "output1": protos}
+
+
+FULL, EMPTY = (1.0, 0.0), (0.0, 1.0)
+
+
+def test_yolo_class_aware_nms_threshold_and_empty_masks() -> None:
+    head = YoloSegHead(YOLO)
+    outputs = _yolo_outputs(
+        [
+            (10, 10, 8, 8, 0, 0.9, FULL),
+            (11, 10, 8, 8, 0, 0.8, FULL),  # same class, IoU 0.78 with the first: suppressed
+            (11, 10, 8, 8, 1, 0.7, FULL),  # other class: kept
+            (24, 24, 6, 6, 0, 0.6, EMPTY),  # kept by NMS, but its mask is empty: dropped and counted
+            (24, 8, 6, 6, 0, 0.25, FULL),  # not above the 0.25 threshold
+        ]
+    )
+    inst = head.decode(outputs, _prepared(YOLO, (32, 32)), DecodeOptions())
+    assert inst.class_id.tolist() == [0, 1]
+    np.testing.assert_allclose(inst.score, [0.9, 0.7])
+    np.testing.assert_allclose(inst.xyxy[0], [6, 6, 14, 14])
+    assert inst.area[0] == 64
+    assert inst.mask_box[0].tolist() == [6, 6, 14, 14]
+    assert head.dropped_empty == 1
+
+
+def test_yolo_options_override_the_card_thresholds() -> None:
+    head = YoloSegHead(YOLO)
+    outputs = _yolo_outputs([(10, 10, 8, 8, 0, 0.9, FULL), (11, 10, 8, 8, 0, 0.8, FULL)])
+    loose = head.decode(outputs, _prepared(YOLO, (32, 32)), DecodeOptions(iou_threshold=0.9))
+    strict = head.decode(outputs, _prepared(YOLO, (32, 32)), DecodeOptions(score_threshold=0.85))
+    capped = head.decode(outputs, _prepared(YOLO, (32, 32)), DecodeOptions(iou_threshold=0.9, max_det=1))
+    assert (len(loose), len(strict), len(capped)) == (2, 1, 1)
+
+
+def test_yolo_boxes_and_masks_land_in_frame_pixels_through_the_letterbox() -> None:
+    # a 64x32 frame letterboxes into 32x32 at scale 0.5 with 8 rows of padding on top
+    inst = YoloSegHead(YOLO).decode(
+        _yolo_outputs([(16, 16, 8, 8, 0, 0.9, FULL)]), _prepared(YOLO, (32, 64)), DecodeOptions()
+    )
+    assert inst.image_shape == (32, 64)
+    np.testing.assert_allclose(inst.xyxy[0], [24, 8, 40, 24])
+    assert inst.mask_box[0].tolist() == [24, 8, 40, 24]
+    assert inst.area[0] == 256
+
+
+def test_yolo_no_candidates_gives_empty_instances() -> None:
+    inst = YoloSegHead(YOLO).decode(
+        _yolo_outputs([(16, 16, 8, 8, 0, 0.1, FULL)]), _prepared(YOLO, (32, 32)), DecodeOptions()
+    )
+    assert len(inst) == 0
+    assert inst.image_shape == (32, 32)
+
+
+def test_yolo_nan_output_is_a_model_error_naming_model_and_tensor() -> None:
+    outputs = _yolo_outputs([(16, 16, 8, 8, 0, 0.9, FULL)])
+    outputs["output0"][0, 5, 0] = np.nan
+    with pytest.raises(ModelError, match="model 'tiny-yolo': output 'output0' holds NaN"):
+        YoloSegHead(YOLO).decode(outputs, _prepared(YOLO, (32, 32)), DecodeOptions())
+
+
+def test_yolo_unexpected_output_shape_is_a_model_error() -> None:
+    outputs = _yolo_outputs([(16, 16, 8, 8, 0, 0.9, FULL)])
+    outputs["output0"] = outputs["output0"][:, :7]
+    with pytest.raises(ModelError, match=r"output 'output0' has shape \(1, 7, 1\), expected \[1, 8, A\]"):
+        YoloSegHead(YOLO).decode(outputs, _prepared(YOLO, (32, 32)), DecodeOptions())
+
+
+def _nms_reference(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, thr: float) -> list[int]:
+    order = sorted(range(len(boxes)), key=lambda i: -scores[i])
+    keep: list[int] = []
+    for i in order:
+        ok = True
+        for k in keep:
+            if classes[k] != classes[i]:
+                continue
+            a, b = boxes[i], boxes[k]
+            iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+            ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+            inter = iw * ih
+            union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+            if inter / union > thr:
+                ok = False
+                break
+        if ok:
+            keep.append(i)
+    return keep
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.floats(0.1, 0.9))
+def test_nms_matches_a_plain_greedy_reference(seed: int, n: int, thr: float) -> None:
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 50, (n, 2))
+    wh = rng.uniform(2, 30, (n, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    scores = rng.permutation(n).astype(np.float32) / n + 0.01  # distinct scores: order is defined
+    classes = rng.integers(0, 3, n)
+    got = nms_per_class(boxes, scores, classes, thr).tolist()
+    assert got == _nms_reference(boxes.astype(np.float64), scores, classes, thr)
+
+
+@pytest.mark.parametrize(("n_in", "n_out"), [(8, 32), (80, 320), (13, 50), (50, 13)])
+def test_interp_matrix_reproduces_half_pixel_bilinear_resize(n_in: int, n_out: int) -> None:
+    x = np.random.default_rng(1).normal(size=(1, n_in)).astype(np.float32)
+    want = cv2.resize(x, (n_out, 1), interpolation=cv2.INTER_LINEAR)[0]
+    got = interp_matrix(_resize_src(n_out, n_in), n_in) @ x[0]
+    if n_out >= n_in:  # OpenCV's downscale uses area-like taps; the upscale taps are the same as PyTorch's
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(interp_matrix(_resize_src(n_out, n_in), n_in).sum(axis=1), 1.0)
+
+
+# -- semantic ---------------------------------------------------------------------------------------
+
+
+def _semantic_card(kind: str, layout: str = "nchw", resize: str = "stretch", classes: int = 3) -> ModelCard:
+    return parse_card(
+        {
+            "name": "tiny-sem",
+            "task": "semantic",
+            "input": {"name": "x", "width": 32, "height": 32, "resize": resize},
+            "output": {"name": "y", "kind": kind, "layout": layout},
+            "classes": ["bg", "a", "b"][:classes],
+        },
+        "tiny.yaml",
+    )
+
+
+def _class_map() -> np.ndarray:
+    m = np.zeros((32, 32), np.int64)
+    m[4:12, 4:12] = 1
+    m[20:28, 16:30] = 2
+    return m
+
+
+def _logits(class_map: np.ndarray, n: int = 3) -> np.ndarray:
+    return (np.eye(n, dtype=np.float32)[class_map] * 8.0 - 4.0).transpose(2, 0, 1)[None]
+
+
+def _decode(card: ModelCard, y: np.ndarray, frame_hw: tuple[int, int] = (32, 32)) -> Any:
+    return SemanticHead(card).decode({"y": y}, _prepared(card, frame_hw), NO_SPLIT)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_semantic_logits_in_either_layout_give_the_same_instances(layout: str) -> None:
+    y = _logits(_class_map())
+    if layout == "nhwc":
+        y = y.transpose(0, 2, 3, 1)
+    inst = _decode(_semantic_card("logits", layout), y)
+    assert sorted(inst.class_id.tolist()) == [1, 2]
+    boxes = {int(c): b.tolist() for c, b in zip(inst.class_id, inst.xyxy, strict=True)}
+    assert boxes == {1: [4, 4, 12, 12], 2: [16, 20, 30, 28]}
+    assert (inst.score > 0.99).all()
+
+
+def test_semantic_probabilities_and_class_map_agree() -> None:
+    cm = _class_map()
+    probs = np.eye(3, dtype=np.float32)[cm].transpose(2, 0, 1)[None]
+    from_probs = _decode(_semantic_card("probabilities"), probs)
+    from_map = _decode(_semantic_card("class_map"), cm[None].astype(np.float32))
+    assert sorted(map(tuple, from_probs.mask_box.tolist())) == sorted(map(tuple, from_map.mask_box.tolist()))
+    np.testing.assert_array_equal(from_map.score, 1.0)
+
+
+def test_semantic_sigmoid_foreground_becomes_class_one() -> None:
+    p = np.zeros((1, 32, 32, 1), np.float32)
+    p[0, 8:24, 8:16, 0] = 0.9
+    inst = _decode(_semantic_card("sigmoid", "nhwc", classes=2), p)
+    assert inst.class_id.tolist() == [1]
+    assert inst.xyxy[0].tolist() == [8, 8, 16, 24]
+    assert inst.score[0] == pytest.approx(0.9, abs=1e-3)
+
+
+def test_semantic_instances_are_mapped_through_letterbox_and_output_stride() -> None:
+    # output at half the input resolution; 64x32 frame letterboxed into 32x32 (scale 0.5, 8 rows on top)
+    cm = np.zeros((16, 16), np.int64)
+    cm[6:10, 4:8] = 1  # model-input px rows 12..20, cols 8..16
+    inst = _decode(_semantic_card("logits", resize="letterbox"), _logits(cm), frame_hw=(32, 64))
+    assert inst.image_shape == (32, 64)
+    assert inst.xyxy[0].tolist() == [16, 8, 32, 24]
+
+
+def test_semantic_nan_logits_are_a_model_error_naming_model_and_tensor() -> None:
+    y = _logits(_class_map())
+    y[0, 1, 3, 3] = np.nan
+    with pytest.raises(ModelError, match="model 'tiny-sem': output 'y' holds NaN"):
+        _decode(_semantic_card("logits"), y)
+
+
+@pytest.mark.parametrize(
+    ("kind", "shape", "message"),
+    [
+        ("logits", (1, 4, 32, 32), r"has shape \[1, 4, 32, 32\], expected \[1, 3, h, w\] for 3 classes"),
+        ("logits", (3, 32, 32), r"expected \[1, 3, h, w\]"),
+        ("class_map", (1, 2, 32, 32), r"expected one map"),
+    ],
+)
+def test_semantic_unexpected_output_shape_is_a_model_error(kind: str, shape: tuple, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ModelError, match=message):
+        _decode(_semantic_card(kind), np.zeros(shape, np.float32))
+
+
+def test_semantic_class_ids_outside_the_card_are_a_model_error() -> None:
+    cm = _class_map()[None].astype(np.float32)
+    cm[0, 0, 0] = 7
+    with pytest.raises(ModelError, match=r"class ids outside 0\.\.2"):
+        _decode(_semantic_card("class_map"), cm)
+
+
+def test_yolo_card_defaults_apply_when_options_leave_them_open() -> None:
+    doc = {
+        "name": "tiny-yolo",
+        "task": "yolo-seg",
+        "input": {"name": "images", "width": 32, "height": 32, "resize": "letterbox"},
+        "output": {"name": "output0", "protos": "output1"},
+        "classes": ["a", "b"],
+        "yolo_seg": {"score_threshold": 0.5, "iou_threshold": 0.9, "max_det": 5},
+    }
+    card = parse_card(doc, "tiny.yaml")
+    outputs = _yolo_outputs(
+        [(10, 10, 8, 8, 0, 0.9, FULL), (11, 10, 8, 8, 0, 0.8, FULL), (24, 24, 6, 6, 0, 0.45, FULL)]
+    )
+    inst = YoloSegHead(card).decode(outputs, _prepared(card, (32, 32)), DecodeOptions())
+    assert inst.score.tolist() == pytest.approx([0.9, 0.8])  # IoU 0.78 < 0.9 keeps both; 0.45 < 0.5 drops
