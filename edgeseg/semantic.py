@@ -259,7 +259,9 @@ def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> l
     _, labels = cv2.connectedComponents(m8, connectivity=8, ltype=cv2.CV_32S)
     contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     kernel = np.ones((p.erosion_kernel, p.erosion_kernel), np.uint8)
-    comps: list[tuple[int, int, NDArray[np.bool_], int, NDArray[np.int32], _Pads, _Dist]] = []
+    comps: list[
+        tuple[int, int, NDArray[np.bool_], NDArray[np.bool_], int, NDArray[np.int32], _Pads, _Dist]
+    ] = []
     for contour in contours:
         x, y, cw, ch = cv2.boundingRect(contour)
         if cw * ch < p.size_threshold:
@@ -271,7 +273,13 @@ def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> l
             continue
         dist: _Dist = None
         pads = (0, 0, 0, 0)
+        solid = tight
         if area >= 2 * max(p.size_threshold, 1):  # else it cannot hold two objects that would be kept
+            drawn = np.zeros((ch, cw), np.uint8)
+            cv2.drawContours(drawn, [contour], -1, 1, thickness=-1, offset=(-x, -y))
+            holes = drawn.view(bool) & (labels[y : y + ch, x : x + cw] <= 0)
+            if holes.any():
+                solid = tight | _bores(holes, tight)
             # A zero frame all around: the component ends there. On sides at the image edge the component
             # is first mirrored: an object cut by the frame then gets a distance
             # relief like that of a whole object (beyond-the-image as foreground, OpenCV's default, would
@@ -280,15 +288,15 @@ def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> l
             e = min(ch, cw, _EDGE_PAD)
             edge = (e * (y == 0), e * (y + ch == h), e * (x == 0), e * (x + cw == w))
             pads = (edge[0] + _PAD, edge[1] + _PAD, edge[2] + _PAD, edge[3] + _PAD)
-            mirrored = cv2.copyMakeBorder(tight.view(np.uint8), *edge, cv2.BORDER_REFLECT)
+            mirrored = cv2.copyMakeBorder(solid.view(np.uint8), *edge, cv2.BORDER_REFLECT)
             padded = cv2.copyMakeBorder(mirrored, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_CONSTANT, value=0)
             opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, kernel, iterations=2)
             dist = np.asarray(cv2.distanceTransform(opened, cv2.DIST_L2, 3), np.float32)
-        comps.append((x, y, tight, area, np.asarray(contour, np.int32), pads, dist))
+        comps.append((x, y, tight, solid, area, np.asarray(contour, np.int32), pads, dist))
     class_max = max((float(d.max()) for *_, d in comps if d is not None), default=0.0)
     parts: list[_Part] = []
-    for x, y, tight, area, contour, pads, dist in comps:
-        pieces = None if dist is None else _watershed(tight, pads, dist, class_max, kernel, p)
+    for x, y, tight, solid, area, contour, pads, dist in comps:
+        pieces = None if dist is None else _watershed(tight, solid, pads, dist, class_max, kernel, p)
         if pieces is None:
             # the component's outer contour is the instance's: its oriented box comes from it directly
             parts.append(_Part(class_id, x, y, tight, area, points_obb(contour.reshape(-1, 2) + 0.5)))
@@ -301,8 +309,30 @@ def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> l
     return parts
 
 
+def _bores(holes: NDArray[np.bool_], tight: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """The holes of a component that are an object's bore (a washer's or a nut's), to be filled for the split.
+
+    A ring's distance relief has no single peak, so its seed breaks into pieces around the ring and the ring
+    is over-split; with the bore filled it is one disc. A bore is as wide as the ring around it, the gap
+    enclosed between touching objects is a thin cusp: a hole counts as a bore when its inscribed radius
+    reaches half the component's largest distance to its edge. Filling the gaps too would fuse the objects
+    around them.
+    """
+    padded = cv2.copyMakeBorder(tight.view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    thickness = float(cv2.distanceTransform(padded, cv2.DIST_L2, 3).max())
+    n, out = cv2.connectedComponents(holes.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    hole_lab: NDArray[np.int32] = np.asarray(out, np.int32)
+    hole_dist: NDArray[np.float32] = np.asarray(cv2.distanceTransform(holes.view(np.uint8), cv2.DIST_L2, 3))
+    radius = np.zeros(n, np.float32)
+    np.maximum.at(radius, hole_lab.ravel(), hole_dist.ravel())
+    is_bore = radius >= 0.5 * thickness
+    is_bore[0] = False
+    return np.asarray(is_bore[hole_lab], dtype=bool)
+
+
 def _watershed(
     tight: NDArray[np.bool_],
+    solid: NDArray[np.bool_],
     pads: _Pads,
     dist: NDArray[np.float32],
     class_max: float,
@@ -311,13 +341,14 @@ def _watershed(
 ) -> list[tuple[int, int, NDArray[np.bool_], NDArray[np.float32]]] | None:
     """Split one component into tight crops ``(x, y, mask, obb)`` in ``tight``'s frame; None if it is one.
 
-    ``dist`` is the distance transform of the opened (and mirrored at image edges) component, laid out as
-    ``tight`` padded by ``pads`` (top, bottom, left, right).
+    ``solid`` is ``tight`` with its holes filled; the split is made on it and the masks are cut back to
+    ``tight``. ``dist`` is the distance transform of the opened (and mirrored at image edges) solid
+    component, laid out as ``tight`` padded by ``pads`` (top, bottom, left, right).
     """
     top = float(dist.max()) if p.per_component else class_max
     if top <= 0.0:
         return None
-    comp = np.asarray(cv2.copyMakeBorder(tight.view(np.uint8), *pads, cv2.BORDER_CONSTANT, value=0), np.uint8)
+    comp = np.asarray(cv2.copyMakeBorder(solid.view(np.uint8), *pads, cv2.BORDER_CONSTANT, value=0), np.uint8)
     seeds: NDArray[np.uint8] = (dist > p.dist_threshold * top).view(np.uint8)
     if p.erosion_iteration:
         seeds = np.asarray(cv2.erode(seeds, kernel, iterations=p.erosion_iteration), np.uint8)
@@ -360,7 +391,7 @@ def _watershed(
         q = pts[bounds[i] : bounds[i + 1]]
         x0, y0 = int(q[:, 0].min()), int(q[:, 1].min())
         x1, y1 = int(q[:, 0].max()) + 1, int(q[:, 1].max()) + 1
-        crop = lab[y0 + t : y1 + t, x0 + left : x1 + left] == i + 2
+        crop = (lab[y0 + t : y1 + t, x0 + left : x1 + left] == i + 2) & tight[y0:y1, x0:x1]
         out.append((x0, y0, crop, points_obb(q)))
     return out
 
