@@ -275,23 +275,22 @@ def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> l
         pads = (0, 0, 0, 0)
         solid = tight
         if area >= 2 * max(p.size_threshold, 1):  # else it cannot hold two objects that would be kept
+            # A zero frame all around: the component ends there. On sides at the image edge the component
+            # is first mirrored: an object cut by the frame then gets a distance relief like that of a
+            # whole object (beyond-the-image as foreground, OpenCV's default, would turn a row of cut
+            # objects into one half-plane without necks; as background, it would shrink them to slivers).
+            e = min(ch, cw, _EDGE_PAD)
+            edge = (e * (y == 0), e * (y + ch == h), e * (x == 0), e * (x + cw == w))
+            pads = (edge[0] + _PAD, edge[1] + _PAD, edge[2] + _PAD, edge[3] + _PAD)
+            dist = _relief(tight, edge, kernel)
             drawn = np.zeros((ch, cw), np.uint8)
             cv2.drawContours(drawn, [contour], -1, 1, thickness=-1, offset=(-x, -y))
             holes = drawn.view(bool) & (labels[y : y + ch, x : x + cw] <= 0)
             if holes.any():
-                solid = tight | _bores(holes, tight)
-            # A zero frame all around: the component ends there. On sides at the image edge the component
-            # is first mirrored: an object cut by the frame then gets a distance
-            # relief like that of a whole object (beyond-the-image as foreground, OpenCV's default, would
-            # turn a row of cut objects into one half-plane without necks; as background, it would shrink
-            # them to slivers).
-            e = min(ch, cw, _EDGE_PAD)
-            edge = (e * (y == 0), e * (y + ch == h), e * (x == 0), e * (x + cw == w))
-            pads = (edge[0] + _PAD, edge[1] + _PAD, edge[2] + _PAD, edge[3] + _PAD)
-            mirrored = cv2.copyMakeBorder(solid.view(np.uint8), *edge, cv2.BORDER_REFLECT)
-            padded = cv2.copyMakeBorder(mirrored, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_CONSTANT, value=0)
-            opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, kernel, iterations=2)
-            dist = np.asarray(cv2.distanceTransform(opened, cv2.DIST_L2, 3), np.float32)
+                bores = _bores(holes, float(dist.max()))
+                if bores is not None:
+                    solid = tight | bores
+                    dist = _relief(solid, edge, kernel)
         comps.append((x, y, tight, solid, area, np.asarray(contour, np.int32), pads, dist))
     class_max = max((float(d.max()) for *_, d in comps if d is not None), default=0.0)
     parts: list[_Part] = []
@@ -309,25 +308,41 @@ def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> l
     return parts
 
 
-def _bores(holes: NDArray[np.bool_], tight: NDArray[np.bool_]) -> NDArray[np.bool_]:
+def _relief(
+    comp: NDArray[np.bool_], edge: tuple[int, int, int, int], kernel: NDArray[np.uint8]
+) -> NDArray[np.float32]:
+    """Distance transform of a component crop, mirrored by ``edge`` (top, bottom, left, right) where it
+    meets the image edge, framed by ``_PAD`` zeros and opened (twice, as modlib does) first."""
+    mirrored = cv2.copyMakeBorder(comp.view(np.uint8), *edge, cv2.BORDER_REFLECT)
+    padded = cv2.copyMakeBorder(mirrored, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_CONSTANT, value=0)
+    opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, kernel, iterations=2)
+    return np.asarray(cv2.distanceTransform(opened, cv2.DIST_L2, 3), np.float32)
+
+
+def _bores(holes: NDArray[np.bool_], thickness: float) -> NDArray[np.bool_] | None:
     """The holes of a component that are an object's bore (a washer's or a nut's), to be filled for the split.
 
     A ring's distance relief has no single peak, so its seed breaks into pieces around the ring and the ring
     is over-split; with the bore filled it is one disc. A bore is as wide as the ring around it, the gap
     enclosed between touching objects is a thin cusp: a hole counts as a bore when its inscribed radius
-    reaches half the component's largest distance to its edge. Filling the gaps too would fuse the objects
-    around them.
+    reaches half of ``thickness``, the component's largest distance to its edge. Filling the gaps too would
+    fuse the objects around them. Returns None when no hole is a bore.
     """
-    padded = cv2.copyMakeBorder(tight.view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    thickness = float(cv2.distanceTransform(padded, cv2.DIST_L2, 3).max())
+    min_radius = 0.5 * thickness
     n, out = cv2.connectedComponents(holes.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
-    hole_lab: NDArray[np.int32] = np.asarray(out, np.int32)
-    hole_dist: NDArray[np.float32] = np.asarray(cv2.distanceTransform(holes.view(np.uint8), cv2.DIST_L2, 3))
-    radius = np.zeros(n, np.float32)
-    np.maximum.at(radius, hole_lab.ravel(), hole_dist.ravel())
-    is_bore = radius >= 0.5 * thickness
-    is_bore[0] = False
-    return np.asarray(is_bore[hole_lab], dtype=bool)
+    lab: NDArray[np.int32] = np.asarray(out, np.int32)
+    # a disc of the minimum radius must fit: smaller holes are ruled out without a distance transform
+    area = np.bincount(lab.ravel(), minlength=n)
+    big = [k for k in range(1, n) if area[k] >= np.pi * min_radius**2]
+    if not big:
+        return None
+    hole_dist = np.asarray(cv2.distanceTransform(holes.view(np.uint8), cv2.DIST_L2, 3), np.float32)
+    bores = np.zeros(holes.shape, bool)
+    for k in big:
+        own = lab == k
+        if float(hole_dist[own].max()) >= min_radius:
+            bores |= own
+    return bores if bores.any() else None
 
 
 def _watershed(
