@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+from numpy.typing import NDArray
+
+from edgeseg.annotate import annotate, hud_lines
 from edgeseg.errors import ConfigError
 from edgeseg.frame import Result
 from edgeseg.stats import PipelineStats
@@ -52,6 +56,17 @@ class SinkContext:
     stats: Callable[[], PipelineStats] = field(default=_no_stats)
     request_stop: Callable[[], None] = field(default=_no_stop)
     source_fps: Callable[[], float | None] = field(default=_no_fps)
+
+    def render(self, result: Result) -> NDArray[np.uint8]:
+        """The result drawn on a copy of its frame, with the pipeline's live figures as a HUD."""
+        stats = self.stats()
+        return annotate(
+            result.frame.image,
+            result.instances,
+            self.class_names,
+            hud=hud_lines(stats.fps, stats.latency_ms_p50, stats.latency_ms_p99, stats.dropped_total),
+            truth=result.frame.truth,
+        )
 
 
 SinkFactory = Callable[[Any, SinkContext], Sink | None]

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import cv2
 
-from edgeseg.annotate import annotate, hud_lines
 from edgeseg.errors import ConfigError
 from edgeseg.frame import Result
 from edgeseg.sinks.base import SinkContext
@@ -88,14 +87,7 @@ class DisplaySink:
         self._open = False
 
     def send(self, result: Result) -> None:
-        stats = self.ctx.stats()
-        img = annotate(
-            result.frame.image,
-            result.instances,
-            self.ctx.class_names,
-            hud=hud_lines(stats.fps, stats.latency_ms_p50, stats.latency_ms_p99, stats.dropped_total),
-            truth=result.frame.truth,
-        )
+        img = self.ctx.render(result)
         if not self._open:
             cv2.namedWindow(self.window, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
             cv2.resizeWindow(self.window, img.shape[1], img.shape[0])

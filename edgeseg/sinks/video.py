@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from edgeseg.annotate import annotate, hud_lines
 from edgeseg.errors import ConfigError
 from edgeseg.frame import Result
 from edgeseg.sinks.base import SinkContext, check_output_path
@@ -47,14 +46,7 @@ class VideoSink:
         self.frames_written = 0
 
     def send(self, result: Result) -> None:
-        stats = self.ctx.stats()
-        img = annotate(
-            result.frame.image,
-            result.instances,
-            self.ctx.class_names,
-            hud=hud_lines(stats.fps, stats.latency_ms_p50, stats.latency_ms_p99, stats.dropped_total),
-            truth=result.frame.truth,
-        )
+        img = self.ctx.render(result)
         if self._writer is None:
             self._open(img.shape[1], img.shape[0])
         assert self._writer is not None
