@@ -391,71 +391,23 @@ def card_from_onnx_metadata(path: Path) -> ModelCard:
 
 
 def read_onnx_metadata(path: Path) -> tuple[dict[str, str], list[str]]:
-    """``metadata_props`` and graph input names of an ONNX file, read straight from its protobuf.
+    """``metadata_props`` and graph input names of an ONNX file.
 
-    A few dozen lines of wire-format walking instead of a dependency on the ``onnx`` package; the large
-    graph fields are skipped by their length prefix, never decoded.
+    Read through onnxruntime (a core dependency) rather than the ``onnx`` package; the session is made
+    only when a model has no card, once at startup.
     """
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise ModelError(f"cannot read model file {path}: no such file")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from None
-    meta: dict[str, str] = {}
-    inputs: list[str] = []
-    try:
-        for fnum, value in _fields(data, 0, len(data)):
-            if fnum == 14 and isinstance(value, tuple):  # ModelProto.metadata_props
-                entry = {k: data[a:b].decode("utf-8") for k, (a, b) in _sub(data, value) if k in (1, 2)}
-                meta[str(entry.get(1, ""))] = str(entry.get(2, ""))
-            elif fnum == 7 and isinstance(value, tuple):  # ModelProto.graph
-                for gnum, gval in _fields(data, *value):
-                    if gnum == 11 and isinstance(gval, tuple):  # GraphProto.input -> ValueInfoProto.name
-                        names = [data[a:b].decode("utf-8") for k, (a, b) in _sub(data, gval) if k == 1]
-                        inputs.extend(names[:1])
-    except (IndexError, ValueError, UnicodeDecodeError):
-        raise ModelError(f"model file {path} is not a valid ONNX protobuf (corrupt or truncated)") from None
-    return meta, inputs
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = data[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _fields(data: bytes, start: int, end: int) -> list[tuple[int, int | tuple[int, int]]]:
-    """Top-level ``(field number, value)`` of a protobuf message; length-delimited values as byte spans."""
-    out: list[tuple[int, int | tuple[int, int]]] = []
-    pos = start
-    while pos < end:
-        key, pos = _varint(data, pos)
-        fnum, wire = key >> 3, key & 7
-        if wire == 0:
-            v, pos = _varint(data, pos)
-            out.append((fnum, v))
-        elif wire == 2:
-            n, pos = _varint(data, pos)
-            if pos + n > end:
-                raise ValueError("field runs past its message")
-            out.append((fnum, (pos, pos + n)))
-            pos += n
-        elif wire == 5:
-            pos += 4
-        elif wire == 1:
-            pos += 8
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-    if pos != end:
-        raise ValueError("message overruns its length")
-    return out
-
-
-def _sub(data: bytes, span: tuple[int, int]) -> list[tuple[int, tuple[int, int]]]:
-    return [(k, v) for k, v in _fields(data, *span) if isinstance(v, tuple)]
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for every parse failure
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"model file {path} is not a valid ONNX model (corrupt or truncated): {first}"
+        ) from None
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    return meta, [i.name for i in session.get_inputs()]

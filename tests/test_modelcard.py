@@ -122,7 +122,7 @@ def test_missing_model_file_is_reported_by_path(tmp_path: Path) -> None:
 def test_corrupt_onnx_without_card_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "junk.onnx"
     path.write_bytes(b"\xff\xff\xff\xff not a protobuf")
-    with pytest.raises(ModelError, match="not a valid ONNX protobuf"):
+    with pytest.raises(ModelError, match="not a valid ONNX model"):
         find_card(path)
 
 
