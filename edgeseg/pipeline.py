@@ -53,6 +53,9 @@ class Stages(Protocol):
 
     def decode(self, frame: Frame, prepared: Any, outputs: Any) -> Instances: ...
 
+    def close(self) -> None:
+        """Release the inference backend; called on the inference thread once it has stopped."""
+
 
 class ModelStages:
     """:class:`Stages` backed by the model facade, with the pipeline's ROI and decode options."""
@@ -96,6 +99,9 @@ class ModelStages:
 
     def decode(self, frame: Frame, prepared: Any, outputs: Any) -> Instances:
         return self.model.decode(outputs, prepared, self.options)
+
+    def close(self) -> None:
+        self.model.close()
 
 
 class StageQueue(Generic[T]):
@@ -244,7 +250,7 @@ class Pipeline:
             class_names=tuple(model.card.classes),
             stats=lambda: pipeline_box[0].stats() if pipeline_box else PipelineStats(),
             request_stop=lambda: pipeline_box[0].stop() if pipeline_box else None,
-            source_fps=lambda: config.source.fps,
+            source_fps=lambda: source.stats.fps or config.source.fps,
         )
         sinks = build_sinks(config.sinks, ctx)
         sinks.update(extra_sinks or {})
@@ -391,6 +397,10 @@ class Pipeline:
                     self._stats.discarded(1)
         finally:
             self._to_decode.close()
+            try:
+                self.stages.close()
+            except Exception as exc:
+                log.warning("closing the model failed: %s", exc)
 
     def _decode_loop(self) -> None:
         bad = _Throttle("decode")

@@ -61,6 +61,7 @@ class SquareStages:
     def __init__(self, infer_s: float = 0.0, bad: frozenset[int] = frozenset()) -> None:
         self.infer_s = infer_s
         self.bad = bad
+        self.closed = False
 
     def preprocess(self, frame: Frame) -> Any:
         if frame.index in self.bad:
@@ -74,6 +75,9 @@ class SquareStages:
 
     def decode(self, frame: Frame, prepared: Any, outputs: Any) -> Instances:
         return Instances.from_crops(frame.shape, [1], [0.9], [(2, 3)], [np.ones((4, 4), bool)])
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class CollectSink:
@@ -106,12 +110,14 @@ class RaisingSink:
 
 def test_file_source_loses_no_frame_even_with_a_slow_sink() -> None:
     sink = CollectSink(delay_s=0.002)
-    pipe = Pipeline(ListSource(60), SquareStages(infer_s=0.001), {"collect": sink}, queue_size=2)
+    stages = SquareStages(infer_s=0.001)
+    pipe = Pipeline(ListSource(60), stages, {"collect": sink}, queue_size=2)
     stats = pipe.run()
     assert [r.frame.index for r in sink.results] == list(range(60))
     assert stats.frames_read == stats.frames_done == 60
     assert stats.dropped_total == 0
     assert sink.closed
+    assert stages.closed
 
 
 def test_results_carry_monotonic_stage_stamps_and_full_frame_instances() -> None:

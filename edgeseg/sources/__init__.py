@@ -63,12 +63,14 @@ class SourceStats:
         reconnects: connection attempts after the first one (live sources), failed or not.
         state: one human line: ``"running"``, ``"connecting"``, ``"reconnecting in 2.0 s (attempt 3)"``,
             ``"uploading network firmware 40%"``, ``"ended"``, ``"closed"``.
+        fps: the nominal frame rate once known (a video file's header, the configured pace), else None.
     """
 
     frames: int = 0
     skipped: int = 0
     reconnects: int = 0
     state: str = "new"
+    fps: float | None = None
 
 
 @runtime_checkable

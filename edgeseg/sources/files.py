@@ -84,13 +84,14 @@ class _FileBase:
         self._size = size  # (W, H) to resize to, or None
         self._stop = threading.Event()
         self._pacer = Pacer(fps, self._stop)
+        self._fps = fps
         self._frames = 0
         self._skipped = 0
         self._state = "new"
 
     @property
     def stats(self) -> SourceStats:
-        return SourceStats(frames=self._frames, skipped=self._skipped, state=self._state)
+        return SourceStats(frames=self._frames, skipped=self._skipped, state=self._state, fps=self._fps)
 
     def _frame(self, index: int, decoded: NDArray[Any]) -> Frame:
         t_ns, wall = time.monotonic_ns(), time.time()
@@ -136,6 +137,9 @@ class VideoFileSource(_FileBase):
             raise SourceError(f"source {self.uri!r}: cannot decode {self.path} (not a video FFmpeg can read)")
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self._total = count if count > 0 else None
+        native = float(cap.get(cv2.CAP_PROP_FPS))
+        if self._fps is None and 0 < native < 1000:
+            self._fps = native
         self._cap = cap
         self._state = "running"
 
