@@ -199,6 +199,8 @@ class Pipeline:
         queue_size: capacity of each queue for file sources. Live sources keep only the newest frame in
             front of each stage, because any frame waiting behind another is already stale.
         max_frames: stop after this many frames read from the source.
+        owns_stages: close ``stages`` when the inference thread ends (the pipeline loaded the model);
+            stages handed in by a caller who reuses them stay open.
     """
 
     def __init__(
@@ -208,9 +210,11 @@ class Pipeline:
         sinks: Mapping[str, Sink] | Sequence[tuple[str, Sink]] = (),
         queue_size: int = 2,
         max_frames: int | None = None,
+        owns_stages: bool = False,
     ) -> None:
         self.source = source
         self.stages = stages
+        self.owns_stages = owns_stages
         self.sinks: dict[str, Sink] = dict(sinks.items() if isinstance(sinks, Mapping) else sinks)
         self.max_frames = max_frames
         self.error: EdgesegError | None = None
@@ -260,6 +264,7 @@ class Pipeline:
             sinks,
             queue_size=config.pipeline.queue_size,
             max_frames=config.pipeline.max_frames,
+            owns_stages=True,
         )
         pipeline_box.append(pipeline)
         return pipeline
@@ -397,10 +402,11 @@ class Pipeline:
                     self._stats.discarded(1)
         finally:
             self._to_decode.close()
-            try:
-                self.stages.close()
-            except Exception as exc:
-                log.warning("closing the model failed: %s", exc)
+            if self.owns_stages:
+                try:
+                    self.stages.close()
+                except Exception as exc:
+                    log.warning("closing the model failed: %s", exc)
 
     def _decode_loop(self) -> None:
         bad = _Throttle("decode")

@@ -111,7 +111,7 @@ class RaisingSink:
 def test_file_source_loses_no_frame_even_with_a_slow_sink() -> None:
     sink = CollectSink(delay_s=0.002)
     stages = SquareStages(infer_s=0.001)
-    pipe = Pipeline(ListSource(60), stages, {"collect": sink}, queue_size=2)
+    pipe = Pipeline(ListSource(60), stages, {"collect": sink}, queue_size=2, owns_stages=True)
     stats = pipe.run()
     assert [r.frame.index for r in sink.results] == list(range(60))
     assert stats.frames_read == stats.frames_done == 60
