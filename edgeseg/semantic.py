@@ -283,13 +283,14 @@ def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> l
             edge = (e * (y == 0), e * (y + ch == h), e * (x == 0), e * (x + cw == w))
             pads = (edge[0] + _PAD, edge[1] + _PAD, edge[2] + _PAD, edge[3] + _PAD)
             dist = _relief(tight, edge, kernel)
-            drawn = np.zeros((ch, cw), np.uint8)
-            cv2.drawContours(drawn, [contour], -1, 1, thickness=-1, offset=(-x, -y))
-            holes = drawn.view(bool) & (labels[y : y + ch, x : x + cw] <= 0)
-            if holes.any():
+            holes = _holes(
+                tight, labels[y : y + ch, x : x + cw] <= 0, np.asarray(contour, np.int32), (x, y), edge
+            )
+            if holes is not None:
                 bores = _bores(holes, float(dist.max()))
                 if bores is not None:
-                    solid = tight | bores
+                    top, _, left, _ = edge
+                    solid = tight | bores[top : top + ch, left : left + cw]
                     dist = _relief(solid, edge, kernel)
         comps.append((x, y, tight, solid, area, np.asarray(contour, np.int32), pads, dist))
     class_max = max((float(d.max()) for *_, d in comps if d is not None), default=0.0)
@@ -317,6 +318,31 @@ def _relief(
     padded = cv2.copyMakeBorder(mirrored, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_CONSTANT, value=0)
     opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, kernel, iterations=2)
     return np.asarray(cv2.distanceTransform(opened, cv2.DIST_L2, 3), np.float32)
+
+
+def _holes(
+    tight: NDArray[np.bool_],
+    free: NDArray[np.bool_],
+    contour: NDArray[np.int32],
+    origin: tuple[int, int],
+    edge: tuple[int, int, int, int],
+) -> NDArray[np.bool_] | None:
+    """The background enclosed by a component (``free`` marks pixels of no other component), or None.
+
+    At the image edge the component is mirrored by ``edge`` (top, bottom, left, right) first, so a washer
+    cut by the frame still encloses its bore; the holes are then in the mirrored crop's coordinates.
+    """
+    if any(edge):
+        shape = cv2.copyMakeBorder(tight.view(np.uint8), *edge, cv2.BORDER_REFLECT)
+        free = cv2.copyMakeBorder(free.view(np.uint8), *edge, cv2.BORDER_REFLECT).view(bool)
+        outlines, _ = cv2.findContours(shape, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        offset = (0, 0)
+    else:
+        shape, outlines, offset = tight.view(np.uint8), (contour,), (-origin[0], -origin[1])
+    drawn = np.zeros(shape.shape, np.uint8)
+    cv2.drawContours(drawn, list(outlines), -1, 1, thickness=-1, offset=offset)
+    holes = drawn.view(bool) & free & (shape == 0)
+    return holes if holes.any() else None
 
 
 def _bores(holes: NDArray[np.bool_], thickness: float) -> NDArray[np.bool_] | None:
