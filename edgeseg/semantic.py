@@ -235,11 +235,13 @@ def _class_map(
     scores = scores.astype(np.float32, copy=False)
     if not np.isfinite(scores).all():
         raise InputError("semantic_to_instances: the per-class scores hold NaN or infinity")
-    cmap = np.argmax(scores, axis=0).astype(np.uint8 if n_classes <= 256 else np.uint16)
-    best = np.max(scores, axis=0)
+    cmap, best = _argmax_channels(scores)
     if logits:
         # the winning class's softmax probability, without materializing the whole softmax
-        prob = (1.0 / np.exp(scores - best).sum(axis=0)).astype(np.float32)
+        total = np.zeros_like(best)
+        for channel in scores:
+            total += np.exp(channel - best)
+        prob = 1.0 / total
     else:
         if float(scores.min()) < -1e-6 or float(scores.max()) > 1 + 1e-6:
             raise InputError(
@@ -248,6 +250,21 @@ def _class_map(
             )
         prob = best
     return cmap, prob
+
+
+def _argmax_channels(scores: NDArray[np.float32]) -> tuple[NDArray[Any], NDArray[np.float32]]:
+    """Per-pixel argmax and max over the first axis of ``(C, H, W)``, first maximum winning on ties.
+
+    One contiguous pass per channel: several times faster than ``np.argmax(axis=0)``, which walks the
+    channels with a stride of ``H * W``.
+    """
+    cmap = np.zeros(scores.shape[1:], np.uint8 if len(scores) <= 256 else np.uint16)
+    best = scores[0].copy()
+    for c in range(1, len(scores)):
+        better = scores[c] > best
+        cmap[better] = c
+        np.maximum(best, scores[c], out=best)
+    return cmap, best
 
 
 def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> list[_Part]:

@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.typing import NDArray
 from scenes import BACKGROUND, SCENE_SETS, Scene
 
@@ -291,3 +293,17 @@ def test_voc_class_maps_split_close_to_their_instance_truth(assets_dir: Path, na
     assert q.pq >= VOC_FLOORS[name], f"{name}: {q}"
     assert q.mean_matched_iou >= 0.75, f"{name}: {q}"
     assert not math.isnan(q.sq)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), channels=st.integers(2, 6))
+def test_scores_split_exactly_like_their_argmax_class_map(seed: int, channels: int) -> None:
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(size=(channels, 6, 8)).astype(np.float32)
+    scores = np.stack([cv2.resize(c, (64, 48), interpolation=cv2.INTER_CUBIC) for c in coarse])
+    scores[1, :10] = scores[0, :10]  # exact ties: the first maximal channel must win, as in np.argmax
+    from_scores = semantic_to_instances(scores, background=0, logits=True)
+    from_map = semantic_to_instances(np.argmax(scores, axis=0).astype(np.uint8), background=0)
+    assert from_scores.class_id.tolist() == from_map.class_id.tolist()
+    assert from_scores.mask_box.tolist() == from_map.mask_box.tolist()
+    assert all((a == b).all() for a, b in zip(from_scores.masks, from_map.masks, strict=True))
