@@ -160,3 +160,27 @@ def test_doctor_reports_backends_cameras_and_displays(tmp_path: Path) -> None:
     assert done.returncode == 0
     for topic in ("onnxruntime", "tensorrt", "v4l2", "window (--display)", "pycocotools"):
         assert topic in done.stdout
+
+
+def test_eval_reports_coco_mask_ap_and_pq_on_real_ground_truth(
+    tmp_path: Path, assets_dir: Path, yolo: Path
+) -> None:
+    annotations = assets_dir / "datasets" / "voc2011_labelme_instances" / "annotations_coco.json"
+    done = edgeseg("eval", str(annotations), "--model", str(yolo), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ap_line = next(line for line in done.stdout.splitlines() if line.startswith("mask AP"))
+    pq_line = next(line for line in done.stdout.splitlines() if line.startswith("accuracy vs ground truth"))
+    # 3 VOC photos, 12 hand-drawn instances; yolov8n-seg int8 at 320 px measured AP 0.215, PQ 0.198 here.
+    assert float(ap_line.split()[2]) > 0.1
+    assert "over 3 images" in pq_line
+
+
+def test_bench_prints_a_stage_table_and_writes_the_latency_plot(tmp_path: Path, yolo: Path) -> None:
+    plot = tmp_path / "bench.png"
+    done = edgeseg("bench", "--model", str(yolo), "--frames", "10", "--plot", str(plot), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for stage in ("preprocess", "infer", "decode"):
+        assert stage in done.stdout
+    image = cv2.imread(str(plot))
+    assert image is not None
+    assert min(image.shape[:2]) > 100
