@@ -32,6 +32,7 @@ import yaml
 from edgeseg.errors import ConfigError, EdgesegError, InputError
 from edgeseg.geometry import Roi, validate_roi
 from edgeseg.semantic import SemanticParams
+from edgeseg.yamlfile import read_yaml
 
 PIPELINES_DIR = Path(__file__).resolve().parents[1] / "pipelines"
 DEFAULT_PIPELINE = PIPELINES_DIR / "demo.yaml"
@@ -199,17 +200,7 @@ def load_config(
         ConfigError: one line starting with the key path (or the file) and naming the allowed values.
     """
     file = Path(path) if path is not None else DEFAULT_PIPELINE
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{file}: cannot read pipeline file ({e.strerror or e})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{file}: invalid YAML{where}: {problem}") from None
+    raw = read_yaml(file, "pipeline file", ConfigError)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -32,10 +32,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import yaml
-
 from edgeseg.errors import InputError, ModelError
 from edgeseg.semantic import SemanticParams
+from edgeseg.yamlfile import read_yaml
 
 Task = Literal["semantic", "yolo-seg"]
 Layout = Literal["nchw", "nhwc"]
@@ -304,14 +303,7 @@ def _semantic_params(r: _Reader, doc: Any) -> SemanticParams:
 def load_card_file(path: str | Path, model_file: Path | None = None) -> ModelCard:
     """Read and validate a card YAML file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ModelError(f"cannot read model card {p}: {exc.strerror or exc}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ModelError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    doc = read_yaml(p, "model card", ModelError)
     return parse_card(doc, str(p), p.parent, model_file)
 
 

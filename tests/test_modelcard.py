@@ -109,7 +109,7 @@ def test_uint8_input_must_not_carry_a_normalization() -> None:
 def test_yaml_syntax_error_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("task: [semantic\n")
-    with pytest.raises(ModelError, match=r"bad\.yaml: not valid YAML") as info:
+    with pytest.raises(ModelError, match=r"bad\.yaml: invalid YAML at line") as info:
         load_card_file(path)
     assert "\n" not in str(info.value)
 
