@@ -16,7 +16,7 @@ import numpy as np
 from edgeseg.errors import InputError, MissingDependencyError
 from edgeseg.frame import Frame
 from edgeseg.instances import Instances
-from edgeseg.metrics import match_instances
+from edgeseg.metrics import class_counts, class_mean_quality, match_instances
 
 # PASCAL VOC class names and their COCO spelling, so VOC-labelled sets evaluate COCO-trained models
 VOC_TO_COCO = {
@@ -61,43 +61,22 @@ class PQAccumulator:
         self._per_class: dict[int, list[float]] = {}  # class -> [tp, fp, fn, iou_sum]
 
     def add(self, pred: Instances, truth: Instances) -> None:
-        m = match_instances(pred, truth, self.iou_threshold)
+        counts = class_counts(pred, truth, match_instances(pred, truth, self.iou_threshold))
         with self._lock:
             self._frames += 1
-            for i, iou in zip(m.pred, m.iou, strict=True):
-                acc = self._per_class.setdefault(int(pred.class_id[i]), [0, 0, 0, 0.0])
-                acc[0] += 1
-                acc[3] += float(iou)
-            for i in m.unmatched_pred:
-                self._per_class.setdefault(int(pred.class_id[i]), [0, 0, 0, 0.0])[1] += 1
-            for j in m.unmatched_truth:
-                self._per_class.setdefault(int(truth.class_id[j]), [0, 0, 0, 0.0])[2] += 1
+            for c, add in counts.items():
+                acc = self._per_class.setdefault(c, [0, 0, 0, 0.0])
+                for k in range(4):
+                    acc[k] += add[k]
 
     def result(self) -> Accuracy | None:
         """``None`` before the first frame."""
         with self._lock:
             if not self._frames:
                 return None
-            if not self._per_class:
-                return Accuracy(self._frames, 1.0, 1.0, 1.0, 0, 0, 0)
-            pqs, sqs, rqs = [], [], []
-            for tp, fp, fn, iou_sum in self._per_class.values():
-                denom = tp + 0.5 * fp + 0.5 * fn
-                sq = iou_sum / tp if tp else 0.0
-                rq = tp / denom if denom else 0.0
-                pqs.append(sq * rq)
-                sqs.append(sq)
-                rqs.append(rq)
-            totals = np.sum([v[:3] for v in self._per_class.values()], axis=0).astype(int)
-            return Accuracy(
-                self._frames,
-                float(np.mean(pqs)),
-                float(np.mean(sqs)),
-                float(np.mean(rqs)),
-                int(totals[0]),
-                int(totals[1]),
-                int(totals[2]),
-            )
+            pq, sq, rq = class_mean_quality(self._per_class)
+            tp, fp, fn = (int(sum(v[k] for v in self._per_class.values())) for k in range(3))
+            return Accuracy(self._frames, pq, sq, rq, tp, fp, fn)
 
 
 def _pycocotools() -> tuple[Any, Any]:

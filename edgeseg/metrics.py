@@ -119,31 +119,51 @@ def match_instances(pred: Instances, truth: Instances, iou_threshold: float = 0.
     )
 
 
-def panoptic_quality(pred: Instances, truth: Instances, iou_threshold: float = 0.5) -> PQResult:
-    """Panoptic quality of ``pred`` against ``truth`` (per class, then averaged; see the module docstring)."""
-    m = match_instances(pred, truth, iou_threshold)
-    classes = np.union1d(pred.class_id, truth.class_id)
-    if classes.size == 0:
-        return PQResult(1.0, 1.0, 1.0, 0, 0, 0, 1.0)
-    matched_class = pred.class_id[m.pred]
+def class_counts(pred: Instances, truth: Instances, m: Matches) -> dict[int, list[float]]:
+    """Per class ``[tp, fp, fn, sum of matched IoU]`` of one matching (every class of either side present)."""
+    counts: dict[int, list[float]] = {
+        int(c): [0, 0, 0, 0.0] for c in np.union1d(pred.class_id, truth.class_id)
+    }
+    for i, iou in zip(m.pred.tolist(), m.iou.tolist(), strict=True):
+        acc = counts[int(pred.class_id[i])]
+        acc[0] += 1
+        acc[3] += iou
+    for i in m.unmatched_pred.tolist():
+        counts[int(pred.class_id[i])][1] += 1
+    for j in m.unmatched_truth.tolist():
+        counts[int(truth.class_id[j])][2] += 1
+    return counts
+
+
+def class_mean_quality(counts: dict[int, list[float]]) -> tuple[float, float, float]:
+    """``(pq, sq, rq)``: each class's figures from its ``[tp, fp, fn, iou_sum]``, averaged over classes.
+
+    No class at all (nothing predicted, nothing true) is a perfect result: ``(1.0, 1.0, 1.0)``.
+    """
+    if not counts:
+        return 1.0, 1.0, 1.0
     pqs, sqs, rqs = [], [], []
-    for c in classes:
-        sel = matched_class == c
-        tp = int(np.count_nonzero(sel))
-        fp = int(np.count_nonzero(pred.class_id[m.unmatched_pred] == c))
-        fn = int(np.count_nonzero(truth.class_id[m.unmatched_truth] == c))
-        iou_sum = float(m.iou[sel].sum())
+    for tp, fp, fn, iou_sum in counts.values():
+        denom = tp + 0.5 * fp + 0.5 * fn
         sq = iou_sum / tp if tp else 0.0
-        rq = tp / (tp + 0.5 * fp + 0.5 * fn)
+        rq = tp / denom if denom else 0.0
         pqs.append(sq * rq)
         sqs.append(sq)
         rqs.append(rq)
+    return float(np.mean(pqs)), float(np.mean(sqs)), float(np.mean(rqs))
+
+
+def panoptic_quality(pred: Instances, truth: Instances, iou_threshold: float = 0.5) -> PQResult:
+    """Panoptic quality of ``pred`` against ``truth`` (per class, then averaged; see the module docstring)."""
+    m = match_instances(pred, truth, iou_threshold)
+    counts = class_counts(pred, truth, m)
+    pq, sq, rq = class_mean_quality(counts)
     return PQResult(
-        pq=float(np.mean(pqs)),
-        sq=float(np.mean(sqs)),
-        rq=float(np.mean(rqs)),
+        pq=pq,
+        sq=sq,
+        rq=rq,
         tp=len(m.pred),
         fp=len(m.unmatched_pred),
         fn=len(m.unmatched_truth),
-        mean_matched_iou=float(m.iou.mean()) if len(m.iou) else 0.0,
+        mean_matched_iou=float(m.iou.mean()) if len(m.iou) else (1.0 if not counts else 0.0),
     )
