@@ -146,35 +146,43 @@ def roi_to_frame(roi: Roi, frame_hw: tuple[int, int]) -> AxisAffine:
     return AxisAffine(1.0, 1.0, float(x0), float(y0))
 
 
-def canonical_obb(rect: tuple[tuple[float, float], tuple[float, float], float]) -> NDArray[np.float32]:
-    """Turn an OpenCV ``RotatedRect`` into ``(cx, cy, w, h, angle)`` in the convention above.
+def canonical_obbs(rects: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Turn ``(N, 5)`` OpenCV ``RotatedRect`` rows ``(cx, cy, w, h, angle)`` into the convention above.
 
-    OpenCV's own angle range has changed between versions, so the angle is derived from the corners.
+    OpenCV's own angle range has changed between versions, but in all of them the ``w`` side runs along
+    ``angle`` and the ``h`` side along ``angle - 90``, which is all this relies on.
     """
-    corners = cv2.boxPoints(rect)
-    e1 = corners[1] - corners[0]
-    e2 = corners[2] - corners[1]
-    l1, l2 = float(np.hypot(*e1)), float(np.hypot(*e2))
-    along, w, h = (e1, l1, l2) if l1 >= l2 else (e2, l2, l1)
-    angle = math.degrees(math.atan2(float(along[1]), float(along[0])))
-    angle = (angle + 90.0) % 180.0 - 90.0
-    if w - h < 1e-6 and angle >= 0:  # a square has two descriptions; keep the one in [-90, 0)
-        angle -= 90.0
-    return np.array([rect[0][0], rect[0][1], w, h, angle], dtype=np.float32)
+    r = np.asarray(rects, dtype=np.float64).reshape(-1, 5)
+    w, h, theta = r[:, 2], r[:, 3], r[:, 4]
+    h_longer = h >= w
+    long_side = np.where(h_longer, h, w)
+    short_side = np.where(h_longer, w, h)
+    angle = ((np.where(h_longer, theta - 90.0, theta) + 90.0) % 180.0 - 90.0).astype(np.float32)
+    angle[angle >= 90.0] -= 180.0  # a remainder just under 180 can round up to it
+    # a square has two descriptions; keep the one in [-90, 0)
+    angle = np.where((long_side - short_side < 1e-6) & (angle >= 0), angle - 90.0, angle)
+    return np.stack([r[:, 0], r[:, 1], long_side, short_side, angle], axis=1).astype(np.float32)
 
 
-def points_obb(points: NDArray[np.floating], pixel_extent: bool = True) -> NDArray[np.float32]:
-    """Minimum-area oriented box of ``(K, 2)`` points.
+def min_area_rect(points: NDArray[np.floating], pixel_extent: bool = True) -> tuple[float, ...]:
+    """OpenCV's minimum-area rectangle of ``(K, 2)`` points as a raw ``(cx, cy, w, h, angle)`` row.
 
     With ``pixel_extent`` the points are pixel centres and the box grows by one pixel in ``w`` and ``h``
-    so it covers whole pixels (a lone pixel is a 1x1 box, a 240x80 block a 240x80 box).
+    so it covers whole pixels (a lone pixel is a 1x1 box, a 240x80 block a 240x80 box). Rows are turned
+    into oriented boxes by :func:`canonical_obbs`, many at once.
     """
     pts = np.asarray(points, dtype=np.float32).reshape(-1, 2)
     if len(pts) == 0:
         raise InputError("cannot fit an oriented box to zero points")
     (cx, cy), (w, h), a = cv2.minAreaRect(pts)
     grow = 1.0 if pixel_extent else 0.0
-    return canonical_obb(((cx, cy), (w + grow, h + grow), a))
+    return (cx, cy, w + grow, h + grow, a)
+
+
+def points_obb(points: NDArray[np.floating], pixel_extent: bool = True) -> NDArray[np.float32]:
+    """Minimum-area oriented box ``(5,)`` of ``(K, 2)`` points (see :func:`min_area_rect`)."""
+    obb: NDArray[np.float32] = canonical_obbs(np.array(min_area_rect(points, pixel_extent)))[0]
+    return obb
 
 
 def obb_corners(obb: NDArray[np.floating]) -> NDArray[np.float32]:

@@ -18,7 +18,7 @@ algorithm fixes what modlib 1.5 gets wrong:
 - modlib scores every instance 1.0. Given class probabilities or logits, the score here is the mean
   winning-class probability over the instance's pixels.
 - modlib's oriented boxes are normalized by different frame sides before the angle is applied (wrong on
-  non-square frames). Here they are fitted in pixel space (:func:`edgeseg.geometry.points_obb`).
+  non-square frames). Here they are fitted in pixel space (:func:`edgeseg.geometry.min_area_rect`).
 
 Two additions of ours: a component cut by the image edge is mirrored across it before its distance
 transform, so cut objects keep markers of their true size; and neighbouring seeds whose regions meet at a
@@ -37,13 +37,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeseg.errors import InputError
-from edgeseg.geometry import points_obb
+from edgeseg.geometry import canonical_obbs, min_area_rect
 from edgeseg.instances import Instances
 
 _PAD = 2  # zero frame around each component crop, in pixels
 _EDGE_PAD = 48  # how far a component cut by the image edge is mirrored beyond it, in pixels
 _Pads = tuple[int, int, int, int]
-_Dist = NDArray[np.float32] | None
 _MAX_CLASS_ID = 65535
 
 
@@ -143,14 +142,11 @@ def semantic_to_instances(
     """
     class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last)
     h, w = class_map.shape
-    if class_map.dtype == np.uint8:
-        counts = cv2.calcHist([class_map], [0], None, [256], [0, 256]).ravel()
-    else:
-        counts = np.bincount(class_map.ravel(), minlength=background + 1)
-    classes = [int(c) for c in np.flatnonzero(counts) if c != background]
     parts: list[_Part] = []
-    for c in classes:
-        parts.extend(_split_class(class_map == c, c, params))
+    for c in _classes(class_map, background):
+        mask = class_map == c
+        if mask.any():
+            parts.extend(_split_class(mask, c, params))
     if not parts:
         return Instances.empty((h, w))
     scores = [1.0] * len(parts)
@@ -171,23 +167,36 @@ def semantic_to_instances(
         class_id=np.array([q.class_id for q in kept], np.int32),
         score=np.array([scores[i] for i in keep], np.float32),
         xyxy=boxes.astype(np.float32),
-        obb=np.stack([q.obb for q in kept]).astype(np.float32),
+        obb=canonical_obbs(np.array([q.rect for q in kept], np.float64)),
         area=np.array([q.area for q in kept], np.int64),
         mask_box=boxes,
         masks=tuple(q.mask for q in kept),
     )
 
 
+def _classes(class_map: NDArray[Any], background: int) -> list[int]:
+    """Candidate class ids of a map, background excluded (some may be absent: callers check)."""
+    lo, hi = (int(v) for v in cv2.minMaxLoc(class_map, (class_map != background).view(np.uint8))[:2])
+    if hi - lo >= _SCAN_CLASSES:  # a histogram pays off only over a wide range of ids
+        counts = np.bincount(class_map.ravel(), minlength=hi + 1)
+        return [int(c) for c in np.flatnonzero(counts) if c != background]
+    return [c for c in range(lo, hi + 1) if c != background]
+
+
+_SCAN_CLASSES = 24  # below this many ids between a map's smallest and largest, try each one
+
+
 @dataclass(frozen=True)
 class _Part:
-    """One instance: a tight bool crop with its ``[0, 0]`` at frame pixel ``(x, y)``, its area and obb."""
+    """One instance: a tight bool crop with its ``[0, 0]`` at frame pixel ``(x, y)``, its area and its
+    minimum-area rectangle as OpenCV gives it (turned into oriented boxes all at once at the end)."""
 
     class_id: int
     x: int
     y: int
     mask: NDArray[np.bool_]
     area: int
-    obb: NDArray[np.float32]
+    rect: tuple[float, ...]
 
 
 def _class_map(
@@ -267,8 +276,23 @@ def _argmax_channels(scores: NDArray[np.float32]) -> tuple[NDArray[Any], NDArray
     return cmap, best
 
 
+@dataclass(frozen=True)
+class _Relief:
+    """What the split of one component works on, laid out as its crop padded by ``pads``.
+
+    ``solid`` is the component with its bores filled (the split is made on it, the masks are cut back to
+    the component), ``dist`` the distance transform of the opened solid (mirrored where the component meets
+    the image edge) and ``bores`` the filled bores, or None.
+    """
+
+    pads: _Pads
+    solid: NDArray[np.uint8]
+    dist: NDArray[np.float32]
+    bores: NDArray[np.bool_] | None
+
+
 def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> list[_Part]:
-    """Instances of one class: its connected components, each split by watershed where it holds several."""
+    """Instances of one class: its connected components, each split where it holds several objects."""
     h, w = mask.shape
     m8 = mask.view(np.uint8)
     # Labels without stats, boxes from the outer contours: together several times cheaper than
@@ -276,62 +300,98 @@ def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> l
     _, labels = cv2.connectedComponents(m8, connectivity=8, ltype=cv2.CV_32S)
     contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     kernel = np.ones((p.erosion_kernel, p.erosion_kernel), np.uint8)
-    comps: list[
-        tuple[int, int, NDArray[np.bool_], NDArray[np.bool_], int, NDArray[np.int32], _Pads, _Dist]
-    ] = []
-    for contour in contours:
+    comps: list[tuple[int, int, NDArray[np.bool_], int, NDArray[np.int32], _Relief | None]] = []
+    for outline in contours:
+        contour: NDArray[np.int32] = np.asarray(outline, np.int32)
         x, y, cw, ch = cv2.boundingRect(contour)
         if cw * ch < p.size_threshold:
             continue
-        k = labels[int(contour[0, 0, 1]), int(contour[0, 0, 0])]
-        tight: NDArray[np.bool_] = labels[y : y + ch, x : x + cw] == k
+        box = labels[y : y + ch, x : x + cw]
+        tight: NDArray[np.bool_] = box == box[int(contour[0, 0, 1]) - y, int(contour[0, 0, 0]) - x]
         area = int(np.count_nonzero(tight))
         if area < p.size_threshold:
             continue
-        dist: _Dist = None
-        pads = (0, 0, 0, 0)
-        solid = tight
+        relief = None
         if area >= 2 * max(p.size_threshold, 1):  # else it cannot hold two objects that would be kept
-            # A zero frame all around: the component ends there. On sides at the image edge the component
-            # is first mirrored: an object cut by the frame then gets a distance relief like that of a
-            # whole object (beyond-the-image as foreground, OpenCV's default, would turn a row of cut
-            # objects into one half-plane without necks; as background, it would shrink them to slivers).
-            e = min(ch, cw, _EDGE_PAD)
-            edge = (e * (y == 0), e * (y + ch == h), e * (x == 0), e * (x + cw == w))
-            pads = (edge[0] + _PAD, edge[1] + _PAD, edge[2] + _PAD, edge[3] + _PAD)
-            dist = _relief(tight, edge, kernel)
-            holes = _holes(
-                tight, labels[y : y + ch, x : x + cw] <= 0, np.asarray(contour, np.int32), (x, y), edge
-            )
-            if holes is not None:
-                bores = _bores(holes, float(dist.max()))
-                if bores is not None:
-                    top, _, left, _ = edge
-                    solid = tight | bores[top : top + ch, left : left + cw]
-                    dist = _relief(solid, edge, kernel)
-        comps.append((x, y, tight, solid, area, np.asarray(contour, np.int32), pads, dist))
-    class_max = max((float(d.max()) for *_, d in comps if d is not None), default=0.0)
+            edge = min(ch, cw, _EDGE_PAD)
+            sides = (edge * (y == 0), edge * (y + ch == h), edge * (x == 0), edge * (x + cw == w))
+            relief = _relief(tight, box <= 0, contour, (x, y), sides, kernel, p.per_component)
+        comps.append((x, y, tight, area, contour, relief))
+    class_max = max((float(r.dist.max()) for *_, r in comps if r is not None), default=0.0)
     parts: list[_Part] = []
-    for x, y, tight, solid, area, contour, pads, dist in comps:
-        pieces = None if dist is None else _watershed(tight, solid, pads, dist, class_max, kernel, p)
+    for x, y, tight, area, contour, relief in comps:
+        pieces = None if relief is None else _split(tight, relief, class_max, kernel, p)
         if pieces is None:
             # the component's outer contour is the instance's: its oriented box comes from it directly
-            parts.append(_Part(class_id, x, y, tight, area, points_obb(contour.reshape(-1, 2) + 0.5)))
+            parts.append(_Part(class_id, x, y, tight, area, min_area_rect(contour.reshape(-1, 2) + 0.5)))
             continue
-        for dx, dy, piece, obb in pieces:
+        for dx, dy, piece, rect in pieces:
             piece_area = int(np.count_nonzero(piece))
             if piece_area >= p.size_threshold:
-                obb[:2] += (x, y)
-                parts.append(_Part(class_id, x + dx, y + dy, piece, piece_area, obb))
+                parts.append(
+                    _Part(class_id, x + dx, y + dy, piece, piece_area, (rect[0] + x, rect[1] + y, *rect[2:]))
+                )
     return parts
 
 
 def _relief(
-    comp: NDArray[np.bool_], edge: tuple[int, int, int, int], kernel: NDArray[np.uint8]
+    tight: NDArray[np.bool_],
+    free: NDArray[np.bool_],
+    contour: NDArray[np.int32],
+    origin: tuple[int, int],
+    sides: tuple[int, int, int, int],
+    kernel: NDArray[np.uint8],
+    may_skip: bool,
+) -> _Relief | None:
+    """Prepare a component's split; None when it is convex without holes and ``may_skip``.
+
+    (The distance transform of a convex set is concave, so its markers are one connected region: it holds
+    one object, and skipping it is most of the saving on scenes of separate objects. Not with distances
+    normalized per class, where every component's distance counts.)
+
+    On ``sides`` (top, bottom, left, right) at the image edge the component is first mirrored: an object cut
+    by the frame then gets a distance relief like that of a whole object (beyond-the-image as foreground,
+    OpenCV's default, would turn a row of cut objects into one half-plane without necks; as background, it
+    would shrink them to slivers). ``free`` marks the crop's pixels of no other component.
+    """
+    holes = _holes(tight, free, contour, origin, sides)
+    if may_skip and holes is None and _convex(contour):
+        return None
+    pads = (sides[0] + _PAD, sides[1] + _PAD, sides[2] + _PAD, sides[3] + _PAD)
+    dist = _distance(tight, sides, kernel)
+    bores = None if holes is None else _bores(holes, float(dist.max()))
+    solid = tight
+    if bores is not None:
+        top, _, left, _ = sides
+        solid = tight | bores[top : top + tight.shape[0], left : left + tight.shape[1]]
+        dist = _distance(solid, sides, kernel)
+        bores = np.asarray(
+            cv2.copyMakeBorder(bores.view(np.uint8), *(_PAD,) * 4, cv2.BORDER_CONSTANT, value=0)
+        )
+        bores = bores.view(bool)
+    comp = np.asarray(cv2.copyMakeBorder(solid.view(np.uint8), *pads, cv2.BORDER_CONSTANT, value=0), np.uint8)
+    if bores is not None:
+        bores &= comp.view(bool)  # mirrored bores beyond the image edge mark nothing
+    return _Relief(pads, comp, dist, bores)
+
+
+def _convex(contour: NDArray[np.int32]) -> bool:
+    """The outline has no concavity deeper than a pixel's staircase."""
+    if len(contour) < 4:
+        return True
+    try:
+        defects = cv2.convexityDefects(contour, cv2.convexHull(contour, returnPoints=False))
+    except cv2.error:  # OpenCV refuses some self-touching outlines; they are not convex anyway
+        return False
+    return defects is None or int(np.asarray(defects).reshape(-1, 4)[:, 3].max()) <= _CONVEX_DEPTH * 256
+
+
+def _distance(
+    comp: NDArray[np.bool_], sides: tuple[int, int, int, int], kernel: NDArray[np.uint8]
 ) -> NDArray[np.float32]:
-    """Distance transform of a component crop, mirrored by ``edge`` (top, bottom, left, right) where it
-    meets the image edge, framed by ``_PAD`` zeros and opened (twice, as modlib does) first."""
-    mirrored = cv2.copyMakeBorder(comp.view(np.uint8), *edge, cv2.BORDER_REFLECT)
+    """Distance transform of a component crop, mirrored by ``sides`` where it meets the image edge, framed
+    by ``_PAD`` zeros and opened (twice, as modlib does) first."""
+    mirrored = cv2.copyMakeBorder(comp.view(np.uint8), *sides, cv2.BORDER_REFLECT)
     padded = cv2.copyMakeBorder(mirrored, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_CONSTANT, value=0)
     opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, kernel, iterations=2)
     return np.asarray(cv2.distanceTransform(opened, cv2.DIST_L2, 3), np.float32)
@@ -342,16 +402,16 @@ def _holes(
     free: NDArray[np.bool_],
     contour: NDArray[np.int32],
     origin: tuple[int, int],
-    edge: tuple[int, int, int, int],
+    sides: tuple[int, int, int, int],
 ) -> NDArray[np.bool_] | None:
     """The background enclosed by a component (``free`` marks pixels of no other component), or None.
 
-    At the image edge the component is mirrored by ``edge`` (top, bottom, left, right) first, so a washer
+    At the image edge the component is mirrored by ``sides`` (top, bottom, left, right) first, so a washer
     cut by the frame still encloses its bore; the holes are then in the mirrored crop's coordinates.
     """
-    if any(edge):
-        shape = cv2.copyMakeBorder(tight.view(np.uint8), *edge, cv2.BORDER_REFLECT)
-        free = cv2.copyMakeBorder(free.view(np.uint8), *edge, cv2.BORDER_REFLECT).view(bool)
+    if any(sides):
+        shape = cv2.copyMakeBorder(tight.view(np.uint8), *sides, cv2.BORDER_REFLECT)
+        free = cv2.copyMakeBorder(free.view(np.uint8), *sides, cv2.BORDER_REFLECT).view(bool)
         outlines, _ = cv2.findContours(shape, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         offset = (0, 0)
     else:
@@ -363,113 +423,141 @@ def _holes(
 
 
 def _bores(holes: NDArray[np.bool_], thickness: float) -> NDArray[np.bool_] | None:
-    """The holes of a component that are an object's bore (a washer's or a nut's), to be filled for the split.
+    """The holes of a component that are an object's bore (a washer's or a nut's); None if there are none.
 
-    A ring's distance relief has no single peak, so its seed breaks into pieces around the ring and the ring
-    is over-split; with the bore filled it is one disc. A bore is as wide as the ring around it, the gap
-    enclosed between touching objects is a thin cusp: a hole counts as a bore when its inscribed radius
-    reaches half of ``thickness``, the component's largest distance to its edge. Filling the gaps too would
-    fuse the objects around them. Returns None when no hole is a bore.
+    A ring's distance relief has no single peak, so its seed would break into pieces around the ring; with
+    the bore filled it is one disc, and the bore itself marks the object (a ring has one bore). A bore is as
+    wide as the ring around it, the gap enclosed between touching objects is a thin cusp: a hole counts as
+    a bore when its inscribed radius reaches half of ``thickness``, the component's largest distance to its
+    edge. Filling the gaps too would fuse the objects around them.
     """
     min_radius = 0.5 * thickness
-    n, out = cv2.connectedComponents(holes.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
-    lab: NDArray[np.int32] = np.asarray(out, np.int32)
-    # a disc of the minimum radius must fit: smaller holes are ruled out without a distance transform
-    area = np.bincount(lab.ravel(), minlength=n)
-    big = [k for k in range(1, n) if area[k] >= np.pi * min_radius**2]
-    if not big:
-        return None
-    hole_dist = np.asarray(cv2.distanceTransform(holes.view(np.uint8), cv2.DIST_L2, 3), np.float32)
+    outlines, _ = cv2.findContours(holes.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     bores = np.zeros(holes.shape, bool)
-    for k in big:
-        own = lab == k
-        if float(hole_dist[own].max()) >= min_radius:
-            bores |= own
+    for outline in outlines:
+        x, y, w, h = cv2.boundingRect(outline)
+        # a disc of the minimum radius must fit: narrower holes are ruled out without a distance transform
+        if min(w, h) < 2 * min_radius:
+            continue
+        own = np.zeros((h + 2, w + 2), np.uint8)
+        cv2.drawContours(own, [outline], -1, 1, thickness=-1, offset=(1 - x, 1 - y))
+        own &= np.asarray(
+            cv2.copyMakeBorder(holes[y : y + h, x : x + w].view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT),
+            np.uint8,
+        )
+        if float(cv2.distanceTransform(own, cv2.DIST_L2, 3).max()) >= min_radius:
+            bores[y : y + h, x : x + w] |= own[1:-1, 1:-1].view(bool)
     return bores if bores.any() else None
 
 
-def _watershed(
-    tight: NDArray[np.bool_],
-    solid: NDArray[np.bool_],
-    pads: _Pads,
-    dist: NDArray[np.float32],
-    class_max: float,
-    kernel: NDArray[np.uint8],
-    p: SemanticParams,
-) -> list[tuple[int, int, NDArray[np.bool_], NDArray[np.float32]]] | None:
-    """Split one component into tight crops ``(x, y, mask, obb)`` in ``tight``'s frame; None if it is one.
+def _split(
+    tight: NDArray[np.bool_], relief: _Relief, class_max: float, kernel: NDArray[np.uint8], p: SemanticParams
+) -> list[tuple[int, int, NDArray[np.bool_], tuple[float, ...]]] | None:
+    """Split one component into tight crops ``(x, y, mask, rect)`` in ``tight``'s frame; None if it is one.
 
-    ``solid`` is ``tight`` with its holes filled; the split is made on it and the masks are cut back to
-    ``tight``. ``dist`` is the distance transform of the opened (and mirrored at image edges) solid
-    component, laid out as ``tight`` padded by ``pads`` (top, bottom, left, right).
+    Markers are the bores and the distance peaks (``dist > dist_threshold * top``, eroded) that hold no bore;
+    every pixel of the solid component goes to its nearest marker, and neighbouring regions without a neck
+    between them are merged again.
     """
+    dist, comp = relief.dist, relief.solid
     top = float(dist.max()) if p.per_component else class_max
     if top <= 0.0:
         return None
-    comp = np.asarray(cv2.copyMakeBorder(solid.view(np.uint8), *pads, cv2.BORDER_CONSTANT, value=0), np.uint8)
     seeds: NDArray[np.uint8] = (dist > p.dist_threshold * top).view(np.uint8)
     if p.erosion_iteration:
         seeds = np.asarray(cv2.erode(seeds, kernel, iterations=p.erosion_iteration), np.uint8)
-    # seeds of mirrored objects count only where they reach into the component
-    n_seeds, seed_out = cv2.connectedComponents(seeds & comp, connectivity=8, ltype=cv2.CV_32S)
-    seed_lab: NDArray[np.int32] = np.asarray(seed_out, np.int32)
-    if n_seeds - 1 <= 1:
+    seeds &= comp  # seeds of mirrored objects count only where they reach into the component
+    if relief.bores is not None:
+        n_seeds, seed_lab = cv2.connectedComponents(seeds, connectivity=8, ltype=cv2.CV_32S)
+        own_bore = np.zeros(n_seeds, bool)
+        own_bore[seed_lab[relief.bores]] = True
+        own_bore[0] = True
+        seeds = (~own_bore[seed_lab] | relief.bores).view(np.uint8)
+    # The markers' regions are found on a half-resolution grid (see _nearest_marker); the markers are
+    # max-pooled onto it, so none vanishes (two within a pixel of each other fuse: no neck lies between them)
+    pooled = _pool(seeds)
+    count, _ = cv2.connectedComponents(pooled, connectivity=8, ltype=cv2.CV_32S)
+    n = int(count) - 1
+    if n <= 1:
         return None
-    # labels: 1 = outside the component, 2.. = seeds, 0 = the unknown band: the rest of the component
-    markers = seed_lab + 1
-    markers -= np.asarray(cv2.subtract(comp, seeds), np.uint8)  # saturating: 1 exactly on the unknown band
-    # OpenCV's watershed floods in order of colour difference to the neighbour that reaches a pixel. Inside
-    # the component the image is flat, so every front advances one pixel per step (fronts of equally shrunk
-    # seeds of overlapping discs meet near the line through the circles' crossing points, and only through
-    # the component); the outside is 255, so it reaches no component pixel before the seeds have flooded it
-    # all. Component pixels next to the outside still become ridge (-1), as do ridges between seeds: both
-    # are handed to a neighbouring instance below.
-    _, outside = cv2.threshold(comp, 0, 255, cv2.THRESH_BINARY_INV)
-    cv2.watershed(cv2.cvtColor(outside, cv2.COLOR_GRAY2BGR), markers)
-    lab = np.maximum(markers, 1).astype(np.uint16)  # 1 = outside or ridge, 2.. = instances
-    _fill_ridges(lab, comp.view(bool))
+    near = _nearest_marker(pooled)
+    h, w = comp.shape
+    full = cv2.resize(near, (2 * near.shape[1], 2 * near.shape[0]), interpolation=cv2.INTER_NEAREST)
+    lab = np.ascontiguousarray(full[:h, :w], np.uint16)
+    lab *= comp  # 0 = outside the component, 1..n = the markers' regions
     hi = np.asarray(cv2.dilate(lab, _BOX), np.uint16)
     lo = np.asarray(cv2.erode(lab, _BOX), np.uint16)
     edge = hi != lo  # every pixel with a neighbour of another label: all the regions' outlines
-    n = _merge_shallow(lab, hi, lo, edge, seed_lab, dist, n_seeds - 1, p.saddle_ratio)
+    on = pooled.view(bool)
+    peak = np.zeros(n + 1, np.float32)
+    np.maximum.at(peak, near[on], _pool(dist)[on])
+    bore_region = np.zeros(n + 1, bool)
+    if relief.bores is not None:
+        bore_region[lab[relief.bores]] = True
+    n = _merge_shallow(lab, hi, lo, edge, dist, peak, bore_region, p.saddle_ratio)
     if n <= 1:
         return None
-    # A region's box and oriented box are those of its outline (they depend only on its convex hull), so
-    # only outline pixels are visited: no per-label full-crop scans, no contour tracing.
-    t, _, left, _ = pads
-    ys, xs = np.nonzero(edge & (lab > 1))
-    ids = lab[ys, xs].astype(np.intp) - 2
-    order = np.argsort(ids, kind="stable")
-    ids, pts = ids[order], np.stack([xs[order] - left, ys[order] - t], axis=1).astype(np.float32) + 0.5
-    bounds = np.searchsorted(ids, np.arange(n + 1))
-    out: list[tuple[int, int, NDArray[np.bool_], NDArray[np.float32]]] = []
-    for i in range(n):
-        if bounds[i] == bounds[i + 1]:
-            continue
-        q = pts[bounds[i] : bounds[i + 1]]
-        x0, y0 = int(q[:, 0].min()), int(q[:, 1].min())
-        x1, y1 = int(q[:, 0].max()) + 1, int(q[:, 1].max()) + 1
-        crop = (lab[y0 + t : y1 + t, x0 + left : x1 + left] == i + 2) & tight[y0:y1, x0:x1]
-        out.append((x0, y0, crop, points_obb(q)))
+    t, _, left, _ = relief.pads
+    out: list[tuple[int, int, NDArray[np.bool_], tuple[float, ...]]] = []
+    for i, (x0, y0, x1, y1, outline) in enumerate(_outlines(lab, edge, n)):
+        crop = (lab[y0:y1, x0:x1] == i + 1) & tight[y0 - t : y1 - t, x0 - left : x1 - left]
+        out.append((x0 - left, y0 - t, crop, min_area_rect(outline - (left, t))))
     return out
 
 
-_BOX = np.ones((3, 3), np.uint8)
+def _outlines(
+    lab: NDArray[np.uint16], edge: NDArray[np.bool_], n: int
+) -> list[tuple[int, int, int, int, NDArray[np.float32]]]:
+    """Box ``(x0, y0, x1, y1)`` and outline points of regions 1..n of ``lab`` (``edge``: all outline pixels).
 
-
-def _fill_ridges(lab: NDArray[np.uint16], comp: NDArray[np.bool_]) -> None:
-    """Hand component pixels left as ridge (label 1) to the largest-labelled instance among their neighbours.
-
-    Ridges are one pixel wide, so one or two 3x3 dilations of the labels reach all of them.
+    A region's box and oriented box depend only on its convex hull, so each row's leftmost and rightmost
+    outline pixel stand for the region: no per-region scans of the crop, no contour tracing.
     """
-    todo = comp & (lab == 1)
-    while todo.any():
-        grown = cv2.dilate(lab, _BOX)
-        take = todo & (grown > 1)
-        if not take.any():
-            return
-        np.copyto(lab, grown, where=take)
-        todo &= ~take
+    ys, xs = np.nonzero(edge & (lab > 0))
+    key = (lab[ys, xs].astype(np.int64) - 1) * lab.shape[0] + ys
+    order = np.argsort(key, kind="stable")  # row-major nonzero: x stays sorted within each (region, row)
+    key, xs = key[order], xs[order]
+    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    ends = np.concatenate((starts[1:], [len(key)])) - 1
+    row_key = key[starts]
+    region, row = np.divmod(row_key, lab.shape[0])
+    ends_pts = (
+        np.concatenate([np.stack([xs[starts], row], axis=1), np.stack([xs[ends], row], axis=1)], axis=1)
+        .reshape(-1, 2)
+        .astype(np.float32)
+        + 0.5
+    )
+    bounds = np.searchsorted(region, np.arange(n + 1))
+    out = []
+    for i in range(n):
+        a, b = bounds[i], bounds[i + 1]
+        if a == b:
+            continue
+        pts = ends_pts[2 * a : 2 * b]
+        x0, x1 = int(xs[starts[a:b]].min()), int(xs[ends[a:b]].max()) + 1
+        out.append((x0, int(row[a]), x1, int(row[b - 1]) + 1, pts))
+    return out
+
+
+def _pool(image: NDArray[Any]) -> NDArray[Any]:
+    """2x2 max-pooling (odd sizes: the last row or column pooled with zeros)."""
+    pooled = cv2.dilate(image, _POOL, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return np.ascontiguousarray(pooled[::2, ::2])
+
+
+def _nearest_marker(markers: NDArray[np.uint8]) -> NDArray[np.uint16]:
+    """Label every pixel with its nearest marker region (8-connected regions of ``markers``, labelled 1..n).
+
+    This runs on the half-resolution grid: it is the costliest step on a large cluster, and a grid twice
+    as coarse moves the boundaries between regions by a pixel at most.
+    """
+    _, near = cv2.distanceTransformWithLabels(1 - markers, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP)
+    return np.asarray(near, np.uint16)
+
+
+_BOX = np.ones((3, 3), np.uint8)
+_POOL = np.ones((2, 2), np.uint8)
+_CONVEX_DEPTH = 1.0  # deepest concavity, in pixels, that a convex object's digitized outline shows
 
 
 def _merge_shallow(
@@ -477,32 +565,31 @@ def _merge_shallow(
     hi: NDArray[np.uint16],
     lo: NDArray[np.uint16],
     edge: NDArray[np.bool_],
-    seed_lab: NDArray[np.int32],
     dist: NDArray[np.float32],
-    n: int,
+    peak: NDArray[np.float32],
+    bore: NDArray[np.bool_],
     saddle_ratio: float,
 ) -> int:
-    """Merge neighbouring regions not separated by a neck; relabel ``lab`` to 2..K+1 and return K.
+    """Merge neighbouring regions not separated by a neck; relabel ``lab`` to 1..K and return K.
 
-    ``lab`` holds 1 outside the component and 2..n+1 for the regions of seeds 1..n of ``seed_lab``; ``hi``
-    and ``lo`` are its 3x3 dilation and erosion, ``edge`` where they differ. Two regions are one object
-    when the distance on their common border (the saddle) reaches ``saddle_ratio`` of the smaller of their
-    two peaks: a thin rod's ridge dips a little where its jagged edge comes closer, which splits its seed,
-    but that is no neck between two objects.
+    ``lab`` holds 0 outside the component and 1..n for the regions of markers 1..n, whose largest
+    distance is ``peak[1..n]``; ``hi`` and ``lo`` are its 3x3 dilation and erosion, ``edge`` where they
+    differ. Two regions are one object when the distance on their common border (the saddle) reaches
+    ``saddle_ratio`` of the smaller of their two peaks: a thin rod's ridge dips a little where its jagged
+    edge comes closer, which splits its seed, but that is no neck between two objects. Two regions marked
+    by bores (``bore[1..n]``) stay apart: each bore is its own object's.
     """
-    border = edge & (lo > 1)  # pixels of the component with a neighbour of another region
+    n = len(peak) - 1
+    border = edge & (lo > 0)  # pixels of the component with a neighbour of another region
     if not border.any():
         return n
-    a = lo[border].astype(np.int64) - 2
-    b = hi[border].astype(np.int64) - 2
+    a = lo[border].astype(np.int64) - 1
+    b = hi[border].astype(np.int64) - 1
     key = a * n + b
     order = np.argsort(key, kind="stable")
     key, d = key[order], dist[border][order]
-    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    first = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
     saddle = np.maximum.reduceat(d, first)
-    peak = np.zeros(n + 1, np.float32)
-    on = seed_lab > 0
-    np.maximum.at(peak, seed_lab[on], dist[on])
     parent = list(range(n))
 
     def root(i: int) -> int:
@@ -514,6 +601,8 @@ def _merge_shallow(
     merged = False
     for k, s in zip(key[first].tolist(), saddle.tolist(), strict=True):
         i, j = divmod(k, n)
+        if bore[i + 1] and bore[j + 1]:
+            continue
         if s >= saddle_ratio * min(peak[i + 1], peak[j + 1]):
             ri, rj = root(i), root(j)
             if ri != rj:
@@ -523,8 +612,7 @@ def _merge_shallow(
         return n
     roots = np.array([root(i) for i in range(n)])
     uniq, new = np.unique(roots, return_inverse=True)
-    lut = np.zeros(n + 2, np.uint16)
-    lut[:2] = (0, 1)
-    lut[2:] = new + 2
+    lut = np.zeros(n + 1, np.uint16)
+    lut[1:] = new + 1
     lab[...] = lut[lab]
     return len(uniq)
