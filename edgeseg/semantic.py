@@ -29,6 +29,7 @@ Coordinates follow :mod:`edgeseg.geometry`; instances are in the pixel frame of 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,11 @@ class SemanticParams:
       below the peaks, the jagged ridge of one thin rod does not. In ``(0, 1]``.
     - ``min_score``: instances scoring below this are dropped (scores exist only for probability inputs;
       class-map instances score 1.0). In ``[0, 1]``.
+    - ``rods``: the objects are straight rods (bolts, pins, pencils) that may cross or meet in a T. A
+      crossing has no neck, so no distance relief splits it; with ``rods``, a component without bores that
+      straight bands of its own width explain is split into them, each pixel going to its nearest band (a
+      rod seen on both sides of another that crosses it stays one instance, a bolt keeps its head); other
+      components are split as usual. Off by default: other shapes (people, animals) are no rods.
     """
 
     erosion_kernel: int = 3
@@ -83,6 +89,7 @@ class SemanticParams:
     per_component: bool = True
     saddle_ratio: float = 0.8
     min_score: float = 0.0
+    rods: bool = False
 
     def __post_init__(self) -> None:
         for name in ("erosion_kernel", "dilate_kernel"):
@@ -98,8 +105,9 @@ class SemanticParams:
         s = self.min_score
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= float(s) <= 1.0:
             raise InputError(f"SemanticParams.min_score: must be in [0, 1], got {s!r}")
-        if not isinstance(self.per_component, bool):
-            raise InputError(f"SemanticParams.per_component: must be a bool, got {self.per_component!r}")
+        for name in ("per_component", "rods"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"SemanticParams.{name}: must be a bool, got {getattr(self, name)!r}")
 
 
 def _check_int(name: str, value: object, low: int, what: str) -> None:
@@ -289,6 +297,7 @@ class _Relief:
     solid: NDArray[np.uint8]
     dist: NDArray[np.float32]
     bores: NDArray[np.bool_] | None
+    encloses_bore: bool  # within the image (bores can also appear in the mirror beyond its edge)
 
 
 def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> list[_Part]:
@@ -320,18 +329,114 @@ def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> l
     class_max = max((float(r.dist.max()) for *_, r in comps if r is not None), default=0.0)
     parts: list[_Part] = []
     for x, y, tight, area, contour, relief in comps:
-        pieces = None if relief is None else _split(tight, relief, class_max, kernel, p)
-        if pieces is None:
-            # the component's outer contour is the instance's: its oriented box comes from it directly
-            parts.append(_Part(class_id, x, y, tight, area, min_area_rect(contour.reshape(-1, 2) + 0.5)))
-            continue
-        for dx, dy, piece, rect in pieces:
-            piece_area = int(np.count_nonzero(piece))
+        # the component's outer contour is the instance's if it is one: its oriented box comes from it
+        whole = (0, 0, tight, min_area_rect(contour.reshape(-1, 2) - (x, y) + 0.5))
+        pieces = None
+        if relief is not None:
+            if p.rods and not relief.encloses_bore:  # a ring's bore is no gap between rods
+                pieces = _piece_rods(whole)
+                pieces = pieces if len(pieces) > 1 else None
+            if pieces is None:
+                pieces = _split(tight, relief, class_max, kernel, p)
+                if p.rods:  # the relief's parts may still be rods that cross
+                    pieces = [r for q in pieces or [whole] for r in _piece_rods(q)]
+        for dx, dy, piece, rect in pieces or [whole]:  # rect in the component crop's frame
+            piece_area = area if piece is tight else int(np.count_nonzero(piece))
             if piece_area >= p.size_threshold:
                 parts.append(
                     _Part(class_id, x + dx, y + dy, piece, piece_area, (rect[0] + x, rect[1] + y, *rect[2:]))
                 )
     return parts
+
+
+def _rods(mask: NDArray[np.bool_]) -> list[tuple[int, int, NDArray[np.bool_], tuple[float, ...]]] | None:
+    """A component made of straight rods, one crop ``(x, y, mask, rect)`` per rod in ``mask``'s frame; None
+    when straight rods do not explain it.
+
+    The rods' half-width r is read from the distance transform (across a band its values spread evenly
+    over ``[0, r]``); the centre band (distance >= r/2) is explained by straight lines, strongest first
+    (Hough), each taking the centre pixels within r of it, while a line runs at least four widths. Every
+    pixel goes to its nearest line; if more than a tenth lie farther than a rod's head reaches from all of
+    them, something else is there, and the component is left to the distance relief.
+    """
+    min_len = 16.0 * _ROD_MIN_HALF_WIDTH
+    if math.hypot(*mask.shape) < min_len:
+        return None
+    m8 = np.asarray(cv2.copyMakeBorder(mask.view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0))
+    dist = np.asarray(cv2.distanceTransform(m8, cv2.DIST_L2, 3), np.float32)[1:-1, 1:-1]
+    half = float(np.percentile(dist[mask], 75)) / 0.75
+    min_len = 8.0 * half
+    if half < _ROD_MIN_HALF_WIDTH or math.hypot(*mask.shape) < min_len:
+        return None
+    band = (dist >= 0.5 * half).view(np.uint8).copy()
+    segments: list[tuple[float, float, float, float]] = []
+    while len(segments) < _MAX_RODS:
+        lines = cv2.HoughLines(band, 1, np.pi / 180, int(min_len))
+        if lines is None:
+            break
+        rho, theta = (float(v) for v in lines[0, 0])
+        c, s = math.cos(theta), math.sin(theta)
+        by, bx = np.nonzero(band)
+        on = np.abs(bx * c + by * s - rho) <= half
+        along = by[on] * c - bx[on] * s
+        extent = float(along.max() - along.min()) if len(along) else 0.0
+        if extent < min_len or len(along) < 0.6 * extent * half:  # short, or no solid band (ring tangents)
+            break
+        t0, t1 = float(along.min()), float(along.max())
+        segments.append((rho * c - t0 * s, rho * s + t0 * c, rho * c - t1 * s, rho * s + t1 * c))
+        band[by[on], bx[on]] = 0
+    if not segments:
+        return None
+    ys, xs = np.nonzero(mask)
+    px, py = xs.astype(np.float32), ys.astype(np.float32)
+    d = np.stack([_segment_distance(px, py, *q) for q in segments])
+    if float(np.mean(d.min(axis=0) <= 2.5 * half + 1.0)) < 0.9:
+        return None
+    if len(segments) == 1:
+        return [(0, 0, mask, min_area_rect(np.stack([px, py], axis=1) + 0.5))]
+    nearest = d.argmin(axis=0)
+    out = []
+    for k in range(len(segments)):
+        sel = nearest == k
+        if not sel.any():
+            continue
+        qx, qy = xs[sel], ys[sel]
+        x0, y0 = int(qx.min()), int(qy.min())
+        rod = np.zeros((int(qy.max()) - y0 + 1, int(qx.max()) - x0 + 1), bool)
+        rod[qy - y0, qx - x0] = True
+        out.append((x0, y0, rod, min_area_rect(np.stack([qx, qy], axis=1) + 0.5)))
+    return out
+
+
+def _piece_rods(
+    piece: tuple[int, int, NDArray[np.bool_], tuple[float, ...]],
+) -> list[tuple[int, int, NDArray[np.bool_], tuple[float, ...]]]:
+    """The rods of one crop ``(x, y, mask, rect)`` as crops in the same frame, or the crop itself.
+
+    Straight rods that cross or meet fill less than half of their oriented box; one rod, or anything
+    fuller, is left as it is.
+    """
+    x, y, mask, rect = piece
+    if np.count_nonzero(mask) >= 0.5 * rect[2] * rect[3]:
+        return [piece]
+    rods = _rods(mask)
+    if rods is None or len(rods) < 2:
+        return [piece]
+    return [(x + rx, y + ry, m, (r[0] + x, r[1] + y, *r[2:])) for rx, ry, m, r in rods]
+
+
+def _segment_distance(
+    px: NDArray[np.float32], py: NDArray[np.float32], x0: float, y0: float, x1: float, y1: float
+) -> NDArray[np.float32]:
+    """Distance of points to the segment (x0, y0)-(x1, y1)."""
+    dx, dy = x1 - x0, y1 - y0
+    t = np.clip(((px - x0) * dx + (py - y0) * dy) / max(dx * dx + dy * dy, 1e-9), 0.0, 1.0)
+    return np.asarray(np.hypot(px - x0 - t * dx, py - y0 - t * dy), np.float32)
+
+
+_ROD_MIN_HALF_WIDTH = 1.5  # pixels: thinner bands are no rods a distance transform can measure
+_MAX_RODS = 6
+_BORE_ROUNDNESS = 2.5  # largest area of a bore, in discs of its inscribed radius
 
 
 def _relief(
@@ -361,6 +466,10 @@ def _relief(
     dist = _distance(tight, sides, kernel)
     bores = None if holes is None else _bores(holes, float(dist.max()))
     solid = tight
+    encloses_bore = bores is not None
+    if bores is not None and any(sides):
+        inner = _holes(tight, free, contour, origin, (0, 0, 0, 0))
+        encloses_bore = inner is not None and _bores(inner, float(dist.max())) is not None
     if bores is not None:
         top, _, left, _ = sides
         solid = tight | bores[top : top + tight.shape[0], left : left + tight.shape[1]]
@@ -372,7 +481,7 @@ def _relief(
     comp = np.asarray(cv2.copyMakeBorder(solid.view(np.uint8), *pads, cv2.BORDER_CONSTANT, value=0), np.uint8)
     if bores is not None:
         bores &= comp.view(bool)  # mirrored bores beyond the image edge mark nothing
-    return _Relief(pads, comp, dist, bores)
+    return _Relief(pads, comp, dist, bores, encloses_bore)
 
 
 def _convex(contour: NDArray[np.int32]) -> bool:
@@ -427,9 +536,11 @@ def _bores(holes: NDArray[np.bool_], thickness: float) -> NDArray[np.bool_] | No
 
     A ring's distance relief has no single peak, so its seed would break into pieces around the ring; with
     the bore filled it is one disc, and the bore itself marks the object (a ring has one bore). A bore is as
-    wide as the ring around it, the gap enclosed between touching objects is a thin cusp: a hole counts as
-    a bore when its inscribed radius reaches half of ``thickness``, the component's largest distance to its
-    edge. Filling the gaps too would fuse the objects around them.
+    wide as the ring around it and round, the gap enclosed between touching objects is a thin cusp or, between
+    crossing rods, a polygon: a hole counts as a bore when its inscribed radius r reaches half of
+    ``thickness``, the component's largest distance to its edge, and its area is at most 2.5 pi r^2 (a disc
+    is 1, a hexagon 1.1, a half-covered disc 2, a triangle 5). Filling the gaps too would fuse the objects
+    around them.
     """
     min_radius = 0.5 * thickness
     outlines, _ = cv2.findContours(holes.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -445,7 +556,8 @@ def _bores(holes: NDArray[np.bool_], thickness: float) -> NDArray[np.bool_] | No
             cv2.copyMakeBorder(holes[y : y + h, x : x + w].view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT),
             np.uint8,
         )
-        if float(cv2.distanceTransform(own, cv2.DIST_L2, 3).max()) >= min_radius:
+        radius = float(cv2.distanceTransform(own, cv2.DIST_L2, 3).max())
+        if radius >= min_radius and np.count_nonzero(own) <= _BORE_ROUNDNESS * np.pi * radius**2:
             bores[y : y + h, x : x + w] |= own[1:-1, 1:-1].view(bool)
     return bores if bores.any() else None
 
@@ -487,40 +599,48 @@ def _split(
     lab *= comp  # 0 = outside the component, 1..n = the markers' regions
     hi = np.asarray(cv2.dilate(lab, _BOX), np.uint16)
     lo = np.asarray(cv2.erode(lab, _BOX), np.uint16)
-    edge = hi != lo  # every pixel with a neighbour of another label: all the regions' outlines
+    # every pixel with a neighbour of another label: the outlines of all regions, where all the rest happens
+    edge = np.flatnonzero(hi != lo)
+    edge_lab, edge_lo, edge_hi = lab.ravel()[edge], lo.ravel()[edge], hi.ravel()[edge]
     on = pooled.view(bool)
     peak = np.zeros(n + 1, np.float32)
     np.maximum.at(peak, near[on], _pool(dist)[on])
     bore_region = np.zeros(n + 1, bool)
     if relief.bores is not None:
         bore_region[lab[relief.bores]] = True
-    n = _merge_shallow(lab, hi, lo, edge, dist, peak, bore_region, p.saddle_ratio)
-    if n <= 1:
-        return None
+    lut = _merge_shallow(edge_lo, edge_hi, dist.ravel()[edge], peak, bore_region, p.saddle_ratio)
+    if lut is not None:
+        n = int(lut.max())
+        if n <= 1:
+            return None
+        lab, edge_lab = lut[lab], lut[edge_lab]
     t, _, left, _ = relief.pads
     out: list[tuple[int, int, NDArray[np.bool_], tuple[float, ...]]] = []
-    for i, (x0, y0, x1, y1, outline) in enumerate(_outlines(lab, edge, n)):
+    for i, (x0, y0, x1, y1, outline) in enumerate(_outlines(edge, edge_lab, w, n)):
         crop = (lab[y0:y1, x0:x1] == i + 1) & tight[y0 - t : y1 - t, x0 - left : x1 - left]
         out.append((x0 - left, y0 - t, crop, min_area_rect(outline - (left, t))))
     return out
 
 
 def _outlines(
-    lab: NDArray[np.uint16], edge: NDArray[np.bool_], n: int
+    edge: NDArray[np.intp], edge_lab: NDArray[np.uint16], width: int, n: int
 ) -> list[tuple[int, int, int, int, NDArray[np.float32]]]:
-    """Box ``(x0, y0, x1, y1)`` and outline points of regions 1..n of ``lab`` (``edge``: all outline pixels).
+    """Box ``(x0, y0, x1, y1)`` and outline points of regions 1..n, from the flat indices ``edge`` (ascending)
+    of pixels on outlines in an image ``width`` wide and their labels ``edge_lab`` (0: outside).
 
     A region's box and oriented box depend only on its convex hull, so each row's leftmost and rightmost
-    outline pixel stand for the region: no per-region scans of the crop, no contour tracing.
+    outline pixel stand for the region: no per-region scans of the crop, no contour tracing. (After a merge
+    some of these pixels lie inside the merged region; being its pixels, they change neither.)
     """
-    ys, xs = np.nonzero(edge & (lab > 0))
-    key = (lab[ys, xs].astype(np.int64) - 1) * lab.shape[0] + ys
-    order = np.argsort(key, kind="stable")  # row-major nonzero: x stays sorted within each (region, row)
+    inside = edge_lab > 0
+    ys, xs = np.divmod(edge[inside], width)
+    height = int(ys.max()) + 1
+    key = (edge_lab[inside].astype(np.int64) - 1) * height + ys
+    order = np.argsort(key, kind="stable")  # indices ascend, so x stays sorted within each (region, row)
     key, xs = key[order], xs[order]
     starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
     ends = np.concatenate((starts[1:], [len(key)])) - 1
-    row_key = key[starts]
-    region, row = np.divmod(row_key, lab.shape[0])
+    region, row = np.divmod(key[starts], height)
     ends_pts = (
         np.concatenate([np.stack([xs[starts], row], axis=1), np.stack([xs[ends], row], axis=1)], axis=1)
         .reshape(-1, 2)
@@ -561,31 +681,28 @@ _CONVEX_DEPTH = 1.0  # deepest concavity, in pixels, that a convex object's digi
 
 
 def _merge_shallow(
-    lab: NDArray[np.uint16],
-    hi: NDArray[np.uint16],
     lo: NDArray[np.uint16],
-    edge: NDArray[np.bool_],
+    hi: NDArray[np.uint16],
     dist: NDArray[np.float32],
     peak: NDArray[np.float32],
     bore: NDArray[np.bool_],
     saddle_ratio: float,
-) -> int:
-    """Merge neighbouring regions not separated by a neck; relabel ``lab`` to 1..K and return K.
+) -> NDArray[np.uint16] | None:
+    """Merge neighbouring regions not separated by a neck: a relabelling table (0 -> 0, regions 1..n to
+    1..K), or None when nothing merges.
 
-    ``lab`` holds 0 outside the component and 1..n for the regions of markers 1..n, whose largest
-    distance is ``peak[1..n]``; ``hi`` and ``lo`` are its 3x3 dilation and erosion, ``edge`` where they
-    differ. Two regions are one object when the distance on their common border (the saddle) reaches
-    ``saddle_ratio`` of the smaller of their two peaks: a thin rod's ridge dips a little where its jagged
-    edge comes closer, which splits its seed, but that is no neck between two objects. Two regions marked
-    by bores (``bore[1..n]``) stay apart: each bore is its own object's.
+    Regions 1..n have the largest distances ``peak[1..n]``; ``lo``, ``hi`` and ``dist`` are, on the pixels
+    of all the outlines, the 3x3 minimum and maximum label (0 outside the component) and the distance. Two
+    regions are one object when the distance on their common border (the saddle) reaches ``saddle_ratio``
+    of the smaller of their two peaks: a thin rod's ridge dips a little where its jagged edge comes closer,
+    which splits its seed, but that is no neck between two objects. Two regions marked by bores
+    (``bore[1..n]``) stay apart: each bore is its own object's.
     """
     n = len(peak) - 1
-    border = edge & (lo > 0)  # pixels of the component with a neighbour of another region
+    border = lo > 0  # pixels of the component with a neighbour of another region
     if not border.any():
-        return n
-    a = lo[border].astype(np.int64) - 1
-    b = hi[border].astype(np.int64) - 1
-    key = a * n + b
+        return None
+    key = (lo[border].astype(np.int64) - 1) * n + (hi[border].astype(np.int64) - 1)
     order = np.argsort(key, kind="stable")
     key, d = key[order], dist[border][order]
     first = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
@@ -609,10 +726,9 @@ def _merge_shallow(
                 parent[max(ri, rj)] = min(ri, rj)
                 merged = True
     if not merged:
-        return n
+        return None
     roots = np.array([root(i) for i in range(n)])
-    uniq, new = np.unique(roots, return_inverse=True)
+    _, new = np.unique(roots, return_inverse=True)
     lut = np.zeros(n + 1, np.uint16)
     lut[1:] = new + 1
-    lab[...] = lut[lab]
-    return len(uniq)
+    return lut

@@ -216,10 +216,15 @@ def panoptic(
 def tune(frames: list[SyntheticFrame], logits: list[NDArray[np.float32]]) -> tuple[SemanticParams, float]:
     """The ``semantic`` post-processing parameters with the best PQ on the validation frames."""
     best = (SemanticParams(), -1.0)
-    grid = itertools.product((3, 5, 7), (1, 2, 3), (0.2, 0.3, 0.4), (20, 40, 60), (0.6, 0.7, 0.8))
+    grid = itertools.product((3, 5), (1, 2, 3), (0.2, 0.3, 0.4), (40, 60), (0.7, 0.8, 0.9))
     for ek, ei, dt, st, sr in grid:
         p = SemanticParams(
-            erosion_kernel=ek, erosion_iteration=ei, dist_threshold=dt, size_threshold=st, saddle_ratio=sr
+            erosion_kernel=ek,
+            erosion_iteration=ei,
+            dist_threshold=dt,
+            size_threshold=st,
+            saddle_ratio=sr,
+            rods=True,  # bolts are straight rods that cross
         )
         pq = panoptic(frames, logits, p)
         if pq > best[1]:
@@ -263,6 +268,7 @@ semantic:
   dist_threshold: {sp.dist_threshold}
   size_threshold: {sp.size_threshold}
   saddle_ratio: {sp.saddle_ratio}
+  rods: {rods}
 """
 
 
@@ -371,6 +377,7 @@ def main() -> None:
         h=HEIGHT,
         classes=", ".join(CLASS_NAMES),
         sp=semantic,
+        rods=str(semantic.rods).lower(),
     )
     (args.out / "demo-parts.yaml").write_text(card)
     print(f"wrote {args.out / 'demo-parts.yaml'}")

@@ -134,7 +134,10 @@ def test_every_committed_pipeline_loads(pipeline: Path) -> None:
 
 def test_the_committed_schema_is_up_to_date() -> None:
     committed = json.loads((PIPELINES_DIR / "schema.json").read_text())
-    assert committed == config_json_schema(), "regenerate: edgeseg config-schema > pipelines/schema.json"
+    assert committed == config_json_schema(), (
+        "regenerate: python -c 'import json; from edgeseg.config import config_json_schema;"
+        " print(json.dumps(config_json_schema(), indent=2))' > pipelines/schema.json"
+    )
 
 
 def _validate(value: Any, schema: dict[str, Any], path: str = "") -> None:

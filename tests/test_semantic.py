@@ -81,6 +81,50 @@ def test_long_thin_rod_is_not_split_along_its_jagged_ridge() -> None:
     assert len(semantic_to_instances(cm)) == 1
 
 
+def _bolt(cm: NDArray[np.uint8], p0: tuple[int, int], p1: tuple[int, int], width: int = 8) -> None:
+    """A rod from p0 to p1 with a wider square head at p0."""
+    cv2.line(cm, p0, p1, 0, width)
+    cv2.circle(cm, p0, width, 0, -1)
+
+
+def test_crossing_rods_become_one_instance_each_with_rods_on() -> None:
+    cm = np.full((240, 320), BACKGROUND, np.uint8)
+    cv2.line(cm, (40, 60), (280, 180), 0, 9)  # under
+    cv2.line(cm, (60, 200), (260, 30), 0, 9)  # over: an X, no neck anywhere
+    assert len(semantic_to_instances(cm)) == 1
+    inst = semantic_to_instances(cm, SemanticParams(rods=True))
+    assert len(inst) == 2
+    assert inst.area.sum() == np.count_nonzero(cm == 0)  # the rods partition the component
+    angles = sorted(float(a) for a in inst.obb[:, 4])
+    assert angles == pytest.approx(
+        sorted([math.degrees(math.atan2(120, 240)), -math.degrees(math.atan2(170, 200))]), abs=3
+    )
+    assert inst.obb[:, 2].min() > 200  # each runs the whole length
+
+
+def test_rods_meeting_in_a_t_are_split_and_a_lone_bolt_with_its_head_is_not() -> None:
+    cm = np.full((240, 320), BACKGROUND, np.uint8)
+    _bolt(cm, (40, 120), (280, 120))
+    _bolt(cm, (160, 230), (160, 124))  # its tip touches the first one's side
+    assert len(semantic_to_instances(cm, SemanticParams(rods=True))) == 2
+    lone = np.full((240, 320), BACKGROUND, np.uint8)
+    _bolt(lone, (40, 60), (280, 170))
+    assert len(semantic_to_instances(lone, SemanticParams(rods=True))) == 1
+
+
+def test_rods_on_leaves_touching_discs_and_rings_as_they_were() -> None:
+    for scene in [SCENE_SETS["touching_discs"](0), SCENE_SETS["ellipses"](0)]:
+        off = semantic_to_instances(scene.class_map)
+        on = semantic_to_instances(scene.class_map, SemanticParams(rods=True))
+        assert len(on) == len(off)
+    rings = np.full((120, 200), BACKGROUND, np.uint8)
+    for cx in (60, 100, 140):
+        cv2.circle(rings, (cx, 60), 24, 0, -1)
+    for cx in (60, 100, 140):
+        cv2.circle(rings, (cx, 60), 10, int(BACKGROUND), -1)
+    assert len(semantic_to_instances(rings, SemanticParams(rods=True))) == 3
+
+
 def test_classes_are_split_separately_and_keep_their_ids() -> None:
     cm = np.full((100, 200), BACKGROUND, np.uint8)
     cm[20:80, 20:100] = 3
