@@ -306,11 +306,23 @@ def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> l
     m8 = mask.view(np.uint8)
     # Labels without stats, boxes from the outer contours: together several times cheaper than
     # connectedComponentsWithStats, whose statistics pass costs more than the labelling itself.
-    _, labels = cv2.connectedComponents(m8, connectivity=8, ltype=cv2.CV_32S)
-    contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    _, out = cv2.connectedComponents(m8, connectivity=8, ltype=cv2.CV_32S)
+    labels: NDArray[np.int32] = np.asarray(out, np.int32)
+    # two levels: outer outlines and the outlines of their holes (whose presence is all that is used)
+    contours, hierarchy = cv2.findContours(m8, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     kernel = np.ones((p.erosion_kernel, p.erosion_kernel), np.uint8)
     comps: list[tuple[int, int, NDArray[np.bool_], int, NDArray[np.int32], _Relief | None]] = []
-    for outline in contours:
+    links = hierarchy[0] if hierarchy is not None else np.zeros((0, 4), np.int32)
+    links_list = links.tolist()
+    for outline, (_, _, first_hole, parent) in zip(contours, links_list, strict=True):
+        if parent != -1:
+            continue
+        hole_width = 0  # the widest hole's narrower side, in pixels (a bore's diameter is at most that)
+        k = first_hole
+        while k != -1:
+            _, _, hw, hh = cv2.boundingRect(contours[k])
+            hole_width = max(hole_width, min(hw, hh))
+            k = links_list[k][0]
         contour: NDArray[np.int32] = np.asarray(outline, np.int32)
         x, y, cw, ch = cv2.boundingRect(contour)
         if cw * ch < p.size_threshold:
@@ -324,23 +336,23 @@ def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> l
         if area >= 2 * max(p.size_threshold, 1):  # else it cannot hold two objects that would be kept
             edge = min(ch, cw, _EDGE_PAD)
             sides = (edge * (y == 0), edge * (y + ch == h), edge * (x == 0), edge * (x + cw == w))
-            relief = _relief(tight, box <= 0, contour, (x, y), sides, kernel, p.per_component)
+            # a mirrored component can enclose holes of its own: their width is unknown
+            hole_width = _EDGE_PAD * 4 if any(sides) else hole_width
+            relief = _relief(tight, box, contour, (x, y), sides, hole_width, kernel, p.per_component)
         comps.append((x, y, tight, area, contour, relief))
     class_max = max((float(r.dist.max()) for *_, r in comps if r is not None), default=0.0)
     parts: list[_Part] = []
     for x, y, tight, area, contour, relief in comps:
-        # the component's outer contour is the instance's if it is one: its oriented box comes from it
-        whole = (0, 0, tight, min_area_rect(contour.reshape(-1, 2) - (x, y) + 0.5))
         pieces = None
         if relief is not None:
             if p.rods and not relief.encloses_bore:  # a ring's bore is no gap between rods
-                pieces = _piece_rods(whole)
+                pieces = _piece_rods(_whole(x, y, tight, contour))
                 pieces = pieces if len(pieces) > 1 else None
             if pieces is None:
                 pieces = _split(tight, relief, class_max, kernel, p)
                 if p.rods:  # the relief's parts may still be rods that cross
-                    pieces = [r for q in pieces or [whole] for r in _piece_rods(q)]
-        for dx, dy, piece, rect in pieces or [whole]:  # rect in the component crop's frame
+                    pieces = [r for q in pieces or [_whole(x, y, tight, contour)] for r in _piece_rods(q)]
+        for dx, dy, piece, rect in pieces or [_whole(x, y, tight, contour)]:  # rect: in the crop's frame
             piece_area = area if piece is tight else int(np.count_nonzero(piece))
             if piece_area >= p.size_threshold:
                 parts.append(
@@ -408,6 +420,13 @@ def _rods(mask: NDArray[np.bool_]) -> list[tuple[int, int, NDArray[np.bool_], tu
     return out
 
 
+def _whole(
+    x: int, y: int, tight: NDArray[np.bool_], contour: NDArray[np.int32]
+) -> tuple[int, int, NDArray[np.bool_], tuple[float, ...]]:
+    """A component as one crop of its own frame; its oriented box comes from its outer contour."""
+    return (0, 0, tight, min_area_rect(contour.reshape(-1, 2) - (x, y) + 0.5))
+
+
 def _piece_rods(
     piece: tuple[int, int, NDArray[np.bool_], tuple[float, ...]],
 ) -> list[tuple[int, int, NDArray[np.bool_], tuple[float, ...]]]:
@@ -441,10 +460,11 @@ _BORE_ROUNDNESS = 2.5  # largest area of a bore, in discs of its inscribed radiu
 
 def _relief(
     tight: NDArray[np.bool_],
-    free: NDArray[np.bool_],
+    box: NDArray[np.integer[Any]],
     contour: NDArray[np.int32],
     origin: tuple[int, int],
     sides: tuple[int, int, int, int],
+    hole_width: int,
     kernel: NDArray[np.uint8],
     may_skip: bool,
 ) -> _Relief | None:
@@ -457,18 +477,21 @@ def _relief(
     On ``sides`` (top, bottom, left, right) at the image edge the component is first mirrored: an object cut
     by the frame then gets a distance relief like that of a whole object (beyond-the-image as foreground,
     OpenCV's default, would turn a row of cut objects into one half-plane without necks; as background, it
-    would shrink them to slivers). ``free`` marks the crop's pixels of no other component.
+    would shrink them to slivers). ``box`` holds the labels of the crop's components; ``hole_width`` bounds
+    the width of the component's holes (0: it has none).
     """
-    holes = _holes(tight, free, contour, origin, sides)
-    if may_skip and holes is None and _convex(contour):
+    if may_skip and not hole_width and _convex(contour):
         return None
     pads = (sides[0] + _PAD, sides[1] + _PAD, sides[2] + _PAD, sides[3] + _PAD)
     dist = _distance(tight, sides, kernel)
+    holes = None
+    if hole_width >= float(dist.max()):  # else no hole is wide enough to be a bore (see _bores)
+        holes = _holes(tight, box <= 0, contour, origin, sides)
     bores = None if holes is None else _bores(holes, float(dist.max()))
     solid = tight
     encloses_bore = bores is not None
     if bores is not None and any(sides):
-        inner = _holes(tight, free, contour, origin, (0, 0, 0, 0))
+        inner = _holes(tight, box <= 0, contour, origin, (0, 0, 0, 0))
         encloses_bore = inner is not None and _bores(inner, float(dist.max())) is not None
     if bores is not None:
         top, _, left, _ = sides
