@@ -304,31 +304,32 @@ def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> l
     """Instances of one class: its connected components, each split where it holds several objects."""
     h, w = mask.shape
     m8 = mask.view(np.uint8)
-    # Labels without stats, boxes from the outer contours: together several times cheaper than
-    # connectedComponentsWithStats, whose statistics pass costs more than the labelling itself.
-    _, out = cv2.connectedComponents(m8, connectivity=8, ltype=cv2.CV_32S)
-    labels: NDArray[np.int32] = np.asarray(out, np.int32)
-    # two levels: outer outlines and the outlines of their holes (whose presence is all that is used)
+    # The outlines of the components and of their holes, two levels: drawing a component's outline filled,
+    # then its holes' emptied (their outlines, the component's own pixels, drawn again) gives its exact
+    # mask in its box, with no labelling pass over the whole frame.
     contours, hierarchy = cv2.findContours(m8, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     kernel = np.ones((p.erosion_kernel, p.erosion_kernel), np.uint8)
     comps: list[tuple[int, int, NDArray[np.bool_], int, NDArray[np.int32], _Relief | None]] = []
-    links = hierarchy[0] if hierarchy is not None else np.zeros((0, 4), np.int32)
-    links_list = links.tolist()
-    for outline, (_, _, first_hole, parent) in zip(contours, links_list, strict=True):
+    links = hierarchy[0].tolist() if hierarchy is not None else []
+    for outline, (_, _, first_hole, parent) in zip(contours, links, strict=True):
         if parent != -1:
             continue
-        hole_width = 0  # the widest hole's narrower side, in pixels (a bore's diameter is at most that)
-        k = first_hole
-        while k != -1:
-            _, _, hw, hh = cv2.boundingRect(contours[k])
-            hole_width = max(hole_width, min(hw, hh))
-            k = links_list[k][0]
         contour: NDArray[np.int32] = np.asarray(outline, np.int32)
         x, y, cw, ch = cv2.boundingRect(contour)
         if cw * ch < p.size_threshold:
             continue
-        box = labels[y : y + ch, x : x + cw]
-        tight: NDArray[np.bool_] = box == box[int(contour[0, 0, 1]) - y, int(contour[0, 0, 0]) - x]
+        drawn = np.zeros((ch, cw), np.uint8)
+        cv2.drawContours(drawn, [contour], -1, 1, thickness=cv2.FILLED, offset=(-x, -y))
+        hole_width = 0  # the widest hole's narrower side, in pixels (a bore's diameter is at most that)
+        k = first_hole
+        while k != -1:
+            cv2.drawContours(drawn, contours, k, 0, thickness=cv2.FILLED, offset=(-x, -y))
+            cv2.drawContours(drawn, contours, k, 1, thickness=1, offset=(-x, -y))
+            _, _, hw, hh = cv2.boundingRect(contours[k])
+            hole_width = max(hole_width, min(hw, hh))
+            k = links[k][0]
+        crop = mask[y : y + ch, x : x + cw]
+        tight: NDArray[np.bool_] = drawn.view(bool) & crop
         area = int(np.count_nonzero(tight))
         if area < p.size_threshold:
             continue
@@ -338,7 +339,7 @@ def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> l
             sides = (edge * (y == 0), edge * (y + ch == h), edge * (x == 0), edge * (x + cw == w))
             # a mirrored component can enclose holes of its own: their width is unknown
             hole_width = _EDGE_PAD * 4 if any(sides) else hole_width
-            relief = _relief(tight, box, contour, (x, y), sides, hole_width, kernel, p.per_component)
+            relief = _relief(tight, ~crop, contour, (x, y), sides, hole_width, kernel, p.per_component)
         comps.append((x, y, tight, area, contour, relief))
     class_max = max((float(r.dist.max()) for *_, r in comps if r is not None), default=0.0)
     parts: list[_Part] = []
@@ -460,7 +461,7 @@ _BORE_ROUNDNESS = 2.5  # largest area of a bore, in discs of its inscribed radiu
 
 def _relief(
     tight: NDArray[np.bool_],
-    box: NDArray[np.integer[Any]],
+    free: NDArray[np.bool_],
     contour: NDArray[np.int32],
     origin: tuple[int, int],
     sides: tuple[int, int, int, int],
@@ -477,7 +478,7 @@ def _relief(
     On ``sides`` (top, bottom, left, right) at the image edge the component is first mirrored: an object cut
     by the frame then gets a distance relief like that of a whole object (beyond-the-image as foreground,
     OpenCV's default, would turn a row of cut objects into one half-plane without necks; as background, it
-    would shrink them to slivers). ``box`` holds the labels of the crop's components; ``hole_width`` bounds
+    would shrink them to slivers). ``free`` marks the crop's pixels of no component; ``hole_width`` bounds
     the width of the component's holes (0: it has none).
     """
     if may_skip and not hole_width and _convex(contour):
@@ -486,12 +487,12 @@ def _relief(
     dist = _distance(tight, sides, kernel)
     holes = None
     if hole_width >= float(dist.max()):  # else no hole is wide enough to be a bore (see _bores)
-        holes = _holes(tight, box <= 0, contour, origin, sides)
+        holes = _holes(tight, free, contour, origin, sides)
     bores = None if holes is None else _bores(holes, float(dist.max()))
     solid = tight
     encloses_bore = bores is not None
     if bores is not None and any(sides):
-        inner = _holes(tight, box <= 0, contour, origin, (0, 0, 0, 0))
+        inner = _holes(tight, free, contour, origin, (0, 0, 0, 0))
         encloses_bore = inner is not None and _bores(inner, float(dist.max())) is not None
     if bores is not None:
         top, _, left, _ = sides
