@@ -351,3 +351,25 @@ def test_scores_split_exactly_like_their_argmax_class_map(seed: int, channels: i
     assert from_scores.class_id.tolist() == from_map.class_id.tolist()
     assert from_scores.mask_box.tolist() == from_map.mask_box.tolist()
     assert all((a == b).all() for a, b in zip(from_scores.masks, from_map.masks, strict=True))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    fill=st.floats(0.2, 0.9),
+    size=st.tuples(st.integers(3, 90), st.integers(3, 90)),
+    rods=st.booleans(),
+)
+def test_instances_partition_every_class_region_exactly(
+    seed: int, fill: float, size: tuple[int, int], rods: bool
+) -> None:
+    # random speckle of three classes: blobs with holes, necks and one-pixel bridges; nothing is dropped
+    rng = np.random.default_rng(seed)
+    cm = np.where(rng.random(size) < fill, rng.integers(0, 3, size), BACKGROUND).astype(np.uint8)
+    inst = semantic_to_instances(cm, SemanticParams(size_threshold=0, rods=rods))
+    cover = np.zeros(size, np.int32)
+    for c, m in zip(inst.class_id, inst.dense_masks(), strict=True):
+        assert (cm[m] == c).all()
+        cover += m
+    assert ((cover == 1) == (cm != BACKGROUND)).all()
+    assert (cover <= 1).all()
