@@ -1,4 +1,4 @@
-"""Semantic segmentation -> instances: connected components, then watershed to split touching objects.
+"""Semantic segmentation -> instances: connected components, then a marker flood to split touching objects.
 
 This is the Sony AI Camera (IMX500) instance flow: the network gives a class map (or per-class scores), and
 instances come from post-processing. :class:`SemanticParams` takes modlib's parameter names with modlib's
@@ -6,12 +6,13 @@ meaning, so values tuned for ``modlib.models.results.Segments.to_instance_segmen
 algorithm fixes what modlib 1.5 gets wrong:
 
 - modlib's class mask is 0/1, so its ``unknown == 255`` band is never set and watershed floods nothing: each
-  instance is only its eroded marker core. Here the whole component is flooded, so the instance masks
-  partition the component exactly (no foreground pixel is lost; watershed ridge pixels go to a neighbour).
+  instance is only its eroded marker core. Here every pixel of the component goes to its nearest marker
+  (the flood a watershed makes on a flat image, without its ridge pixels), so the instance masks partition
+  the component exactly: no foreground pixel is lost.
 - modlib runs the chain on the full frame per class and recomputes every mask with a full-frame comparison
   per label. Here each connected component is processed inside its own padded bounding box, and a component
-  that cannot hold two objects (fewer than two markers, or too small for two ``size_threshold`` objects) skips
-  watershed entirely.
+  that cannot hold two objects (convex, fewer than two markers, or too small for two ``size_threshold``
+  objects) skips the flood entirely.
 - modlib normalizes the distance transform per class, so a small object in a frame with a big one of the
   same class loses its marker (and, in modlib, disappears). Here the threshold is relative to each
   component's own largest distance by default (``per_component=True``).
@@ -20,9 +21,17 @@ algorithm fixes what modlib 1.5 gets wrong:
 - modlib's oriented boxes are normalized by different frame sides before the angle is applied (wrong on
   non-square frames). Here they are fitted in pixel space (:func:`edgeseg.geometry.min_area_rect`).
 
-Two additions of ours: a component cut by the image edge is mirrored across it before its distance
-transform, so cut objects keep markers of their true size; and neighbouring seeds whose regions meet at a
-distance close to their peaks (``saddle_ratio``) are merged, so a thin rod whose ridge dips is not split.
+Additions of ours: a component cut by the image edge is mirrored across it before its distance
+transform, so cut objects keep markers of their true size; neighbouring seeds whose regions meet at a
+distance close to their peaks (``saddle_ratio``) are merged, so a thin rod whose ridge dips is not split; a
+round hole as wide as the ring around it is a bore, and marks its ring (overlapping washers have no neck, but
+each has its bore); with ``rods``, straight rods that cross or meet in a T are told apart by line fitting.
+
+Where the time goes, and why it is small: convex components without holes hold one object and skip all
+of it (the distance transform of a convex set is concave: one marker); component masks are drawn from
+the outline hierarchy, so there is no labelling pass over the frame; every pixel of a split component goes
+to its nearest marker in one labelled distance transform on a half-resolution grid; boxes and oriented boxes
+come from the regions' outline pixels only.
 
 Coordinates follow :mod:`edgeseg.geometry`; instances are in the pixel frame of the input map.
 """
