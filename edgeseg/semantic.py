@@ -372,8 +372,8 @@ def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> l
 
 
 def _rods(mask: NDArray[np.bool_]) -> list[tuple[int, int, NDArray[np.bool_], tuple[float, ...]]] | None:
-    """A component made of straight rods, one crop ``(x, y, mask, rect)`` per rod in ``mask``'s frame; None
-    when straight rods do not explain it.
+    """A component made of two or more straight rods, one crop ``(x, y, mask, rect)`` per rod in ``mask``'s
+    frame; None when it is not that.
 
     The rods' half-width r is read from the distance transform (across a band its values spread evenly
     over ``[0, r]``); the centre band (distance >= r/2) is explained by straight lines, strongest first
@@ -407,15 +407,13 @@ def _rods(mask: NDArray[np.bool_]) -> list[tuple[int, int, NDArray[np.bool_], tu
         t0, t1 = float(along.min()), float(along.max())
         segments.append((rho * c - t0 * s, rho * s + t0 * c, rho * c - t1 * s, rho * s + t1 * c))
         band[by[on], bx[on]] = 0
-    if not segments:
+    if len(segments) < 2:  # one rod (a bolt with its head, say) is for the distance relief to judge
         return None
     ys, xs = np.nonzero(mask)
     px, py = xs.astype(np.float32), ys.astype(np.float32)
     d = np.stack([_segment_distance(px, py, *q) for q in segments])
     if float(np.mean(d.min(axis=0) <= 2.5 * half + 1.0)) < 0.9:
         return None
-    if len(segments) == 1:
-        return [(0, 0, mask, min_area_rect(np.stack([px, py], axis=1) + 0.5))]
     nearest = d.argmin(axis=0)
     out = []
     for k in range(len(segments)):
@@ -427,7 +425,7 @@ def _rods(mask: NDArray[np.bool_]) -> list[tuple[int, int, NDArray[np.bool_], tu
         rod = np.zeros((int(qy.max()) - y0 + 1, int(qx.max()) - x0 + 1), bool)
         rod[qy - y0, qx - x0] = True
         out.append((x0, y0, rod, min_area_rect(np.stack([qx, qy], axis=1) + 0.5)))
-    return out
+    return out if len(out) > 1 else None  # a line can win no pixel from its neighbours
 
 
 def _whole(
@@ -449,7 +447,7 @@ def _piece_rods(
     if np.count_nonzero(mask) >= 0.5 * rect[2] * rect[3]:
         return [piece]
     rods = _rods(mask)
-    if rods is None or len(rods) < 2:
+    if rods is None:
         return [piece]
     return [(x + rx, y + ry, m, (r[0] + x, r[1] + y, *r[2:])) for rx, ry, m, r in rods]
 
