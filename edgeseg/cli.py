@@ -168,9 +168,9 @@ def load_cli_config(args: argparse.Namespace) -> PipelineConfig:
 
     overrides = _overrides(args)
     config = load_config(args.pipeline, overrides)
-    if config.sinks.display.enabled and getattr(args, "display", None) is None:
-        from edgeseg.sinks.display import display_problem
+    from edgeseg.sinks.display import DisplaySinkConfig, display_problem
 
+    if config.sinks.section(DisplaySinkConfig).enabled and getattr(args, "display", None) is None:
         problem = display_problem()
         if problem is not None:
             log.warning("display turned off: %s", problem)

@@ -22,14 +22,15 @@ import math
 import os
 import re
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from edgeseg.errors import ConfigError, EdgesegError, InputError
+from edgeseg.fields import meta as _m
 from edgeseg.geometry import Roi, validate_roi
 from edgeseg.semantic import SemanticParams
 from edgeseg.yamlfile import read_yaml
@@ -37,26 +38,13 @@ from edgeseg.yamlfile import read_yaml
 PIPELINES_DIR = Path(__file__).resolve().parents[1] / "pipelines"
 DEFAULT_PIPELINE = PIPELINES_DIR / "demo.yaml"
 ENV_PREFIX = "EDGESEG__"
-MASK_FORMATS = ("rle", "polygon", "none")
+S = TypeVar("S")
 
 
 def _backends() -> tuple[str, ...]:
     from edgeseg.backends import BACKENDS
 
     return tuple(BACKENDS)
-
-
-def _m(
-    doc: str,
-    *,
-    gt: float | None = None,
-    ge: float | None = None,
-    le: float | None = None,
-    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
-    pattern: str | None = None,
-) -> dict[str, Any]:
-    """Field metadata: the description and constraints that both the loader and the schema read."""
-    return {"doc": doc, "gt": gt, "ge": ge, "le": le, "choices": choices, "pattern": pattern}
 
 
 _URI_DOC = (
@@ -136,40 +124,37 @@ class RuntimeConfig:
     stats_interval_s: float = field(default=5.0, metadata=_m("Seconds between stats reports.", gt=0))
 
 
-@dataclass(frozen=True)
-class DisplaySinkConfig:
-    """Window output."""
-
-    enabled: bool = field(default=False, metadata=_m("Show annotated frames in a window (needs a display)."))
-    window: str = field(default="edgeseg", metadata=_m("Window title.", pattern=r"\S"))
-
-
-@dataclass(frozen=True)
-class JsonlSinkConfig:
-    """JSON lines output."""
-
-    path: Path | None = field(default=None, metadata=_m("Write one JSON line per frame here (null: off)."))
-    mask_format: str = field(default="rle", metadata=_m("How masks are written.", choices=MASK_FORMATS))
-
-
-@dataclass(frozen=True)
-class VideoSinkConfig:
-    """Annotated video output."""
-
-    path: Path | None = field(default=None, metadata=_m("Write an annotated video here (null: off)."))
-    fps: float | None = field(default=None, metadata=_m("Frame rate (null: the source's, else 25).", gt=0))
-    codec: str = field(
-        default="mp4v", metadata=_m("FourCC of the video codec.", pattern=r"^[A-Za-z0-9 ]{4}$")
-    )
-
-
-@dataclass(frozen=True)
 class SinksConfig:
-    """Outputs; each sink has its own section."""
+    """The ``sinks`` section: one section per registered sink (:data:`edgeseg.sinks.SINKS`), by name.
 
-    display: DisplaySinkConfig = field(default_factory=DisplaySinkConfig, metadata=_m("Window output."))
-    jsonl: JsonlSinkConfig = field(default_factory=JsonlSinkConfig, metadata=_m("JSON lines output."))
-    video: VideoSinkConfig = field(default_factory=VideoSinkConfig, metadata=_m("Annotated video output."))
+    Each sink module declares its own section's dataclass; ``section(cls)`` gives one of them typed.
+    """
+
+    def __init__(self, sections: Mapping[str, Any] | None = None) -> None:
+        from edgeseg.sinks import SINKS
+
+        given = dict(sections or {})
+        self.sections: dict[str, Any] = {
+            name: given.pop(name, None) or spec.config() for name, spec in SINKS.items()
+        }
+        if given:
+            raise ConfigError(f"sinks: unknown sections {', '.join(sorted(given))}")
+
+    def __getitem__(self, name: str) -> Any:
+        return self.sections[name]
+
+    def section(self, cls: type[S]) -> S:
+        """The section whose dataclass is ``cls`` (e.g. ``DisplaySinkConfig``)."""
+        for value in self.sections.values():
+            if type(value) is cls:
+                return value
+        raise KeyError(cls.__name__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SinksConfig) and other.sections == self.sections
+
+    def __repr__(self) -> str:
+        return f"SinksConfig({self.sections!r})"
 
 
 @dataclass(frozen=True)
@@ -279,11 +264,7 @@ class _Loader:
                 prefix.rstrip(".") or "(top level)", "must be a section of key: value pairs", data
             )
         known = {f.name: f for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f"did you mean {close[0]}? " if close else ""
-                raise self.fail(f"{prefix}{key}", f"unknown key; {hint}(allowed: {', '.join(known)})")
+        self._check_keys(data, known, prefix, getattr(cls, "__secrets__", {}))
         if cls is SemanticParams:
             return self._semantic(data, prefix)
         hints = get_type_hints(cls)
@@ -298,7 +279,35 @@ class _Loader:
                 values[name] = self.build(hints[name], {}, key + ".")
         return cls(**values)
 
+    def _check_keys(
+        self, data: Mapping[Any, Any], known: Mapping[str, Any], prefix: str, secrets: Mapping[str, str]
+    ) -> None:
+        for key in data:
+            if key in secrets:
+                # the value itself is never echoed: it may be a password
+                raise self.fail(f"{prefix}{key}", secrets[key])
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise self.fail(f"{prefix}{key}", f"unknown key; {hint}(allowed: {', '.join(known)})")
+
+    def _sinks(self, data: Any, key: str) -> SinksConfig:
+        from edgeseg.sinks import SINKS
+
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise self.fail(key, "must be a section of key: value pairs", data)
+        self._check_keys(data, SINKS, key + ".", {})
+        return SinksConfig(
+            {
+                name: self.build(spec.config, data.get(name) or {}, f"{key}.{name}.")
+                for name, spec in SINKS.items()
+            }
+        )
+
     def convert(self, hint: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
+        if hint is SinksConfig:
+            return self._sinks(value, key)
         args = get_args(hint)
         if get_origin(hint) in (Union, types.UnionType):
             if value is None:
@@ -440,6 +449,11 @@ def _type_schema(hint: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
         return {"anyOf": [inner, {"type": "null"}]}
     if is_dataclass(hint):
         return _object_schema(hint)  # type: ignore[arg-type]
+    if hint is SinksConfig:
+        from edgeseg.sinks import SINKS
+
+        props = {name: {**_object_schema(s.config), "description": s.doc} for name, s in SINKS.items()}
+        return {"type": "object", "properties": props, "additionalProperties": False}
     if args == (str, ...):
         return {"type": "array", "items": {"type": "string"}}
     if len(args) == 4:

@@ -22,6 +22,7 @@ from edgeseg.errors import InputError
 from edgeseg.geometry import AxisAffine, mask_obb, mask_polygon
 
 MaskFormat = Literal["rle", "polygon", "none"]
+MASK_FORMATS: tuple[MaskFormat, ...] = ("rle", "polygon", "none")
 Index = int | slice | Sequence[int] | NDArray[np.integer] | NDArray[np.bool_]
 
 

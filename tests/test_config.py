@@ -37,7 +37,7 @@ def test_a_minimal_file_gets_every_default(tmp_path: Path) -> None:
     assert config == PipelineConfig(
         name="p", source=SourceConfig(), model=ModelConfig(path=tmp_path / "m.onnx")
     )
-    assert config.sinks.jsonl.mask_format == "rle"
+    assert config.sinks["jsonl"].mask_format == "rle"
     assert config.pipeline.queue_size == 2
 
 
@@ -57,7 +57,7 @@ def test_set_overrides_beat_env_which_beats_the_file(tmp_path: Path) -> None:
     }
     config = load_config(path, ["source.fps=9", "postprocess.semantic.dist_threshold=0.3"], env=env)
     assert config.source.fps == 9.0
-    assert config.sinks.jsonl.mask_format == "polygon"
+    assert config.sinks["jsonl"].mask_format == "polygon"
     assert config.postprocess.semantic == SemanticParams(dist_threshold=0.3)
     assert load_config(path, env=env).source.fps == 7.0
 

@@ -68,11 +68,12 @@ def test_video_sink_writes_every_frame_and_finalizes_the_file_on_close(tmp_path:
 
 @pytest.mark.parametrize("name", ["jsonl", "video"])
 def test_output_in_a_missing_folder_fails_at_build_time_naming_the_key(tmp_path: Path, name: str) -> None:
-    from edgeseg.config import JsonlSinkConfig, VideoSinkConfig
+    from edgeseg.sinks.jsonl import JsonlSinkConfig
+    from edgeseg.sinks.video import VideoSinkConfig
 
     section = (JsonlSinkConfig if name == "jsonl" else VideoSinkConfig)(path=tmp_path / "nope" / "x.out")
     with pytest.raises(ConfigError, match=rf"^sinks\.{name}\.path: folder .* does not exist"):
-        SINKS[name](section, SinkContext())
+        SINKS[name].create(section, SinkContext())
 
 
 def test_sinks_whose_section_leaves_them_off_are_not_built() -> None:

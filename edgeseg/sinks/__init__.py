@@ -1,36 +1,33 @@
-"""Sinks: where results go. ``SINKS`` maps each config section name (``sinks.<name>``) to a factory.
+"""Sinks: where results go. ``SINKS`` maps each sink's name (its ``sinks.<name>`` config section) to the
+:class:`SinkSpec` its module declares: the section's dataclass and the factory.
 
-Adding a sink is one new module with a ``create(section, ctx)`` factory, one config section and one
-entry here.
+Adding a sink is one new module that ends with ``SPEC = SinkSpec(...)`` and one entry in ``SINKS``; its
+config section, validation and JSON Schema follow from the spec.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edgeseg.sinks import display, jsonl, video
-from edgeseg.sinks.base import Sink, SinkContext, SinkFactory
+from edgeseg.sinks.base import LosslessSink, Sink, SinkContext, SinkFactory, SinkSpec
 from edgeseg.sinks.record import result_record
 
-SINKS: dict[str, SinkFactory] = {
-    "display": display.create,
-    "jsonl": jsonl.create,
-    "video": video.create,
-}
+if TYPE_CHECKING:
+    from edgeseg.config import SinksConfig
+
+SINKS: dict[str, SinkSpec] = {s.name: s for s in (display.SPEC, jsonl.SPEC, video.SPEC)}
 
 
-def build_sinks(config: Any, ctx: SinkContext) -> dict[str, Sink]:
-    """The sinks that ``config`` (a :class:`edgeseg.config.SinksConfig`) turns on, by name.
+def build_sinks(config: SinksConfig, ctx: SinkContext) -> dict[str, Sink]:
+    """The sinks that ``config`` turns on, by name.
 
     If one sink fails to build, those already built are closed before the error propagates.
     """
     built: dict[str, Sink] = {}
     try:
-        for name, factory in SINKS.items():
-            section = getattr(config, name, None)
-            if section is None:
-                continue
-            sink = factory(section, ctx)
+        for name, spec in SINKS.items():
+            sink = spec.create(config[name], ctx)
             if sink is not None:
                 built[name] = sink
     except BaseException:
@@ -40,4 +37,13 @@ def build_sinks(config: Any, ctx: SinkContext) -> dict[str, Sink]:
     return built
 
 
-__all__ = ["SINKS", "Sink", "SinkContext", "SinkFactory", "build_sinks", "result_record"]
+__all__ = [
+    "SINKS",
+    "LosslessSink",
+    "Sink",
+    "SinkContext",
+    "SinkFactory",
+    "SinkSpec",
+    "build_sinks",
+    "result_record",
+]

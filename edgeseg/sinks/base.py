@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +27,25 @@ class Sink(Protocol):
     def send(self, result: Result) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class LosslessSink(Protocol):
+    """A sink that must not lose a result it was handed (MQTT, through its on-disk spool).
+
+    The pipeline gives it a queue that never drops oldest (a full queue makes the producer wait, and only a
+    sink stuck for :data:`edgeseg.pipeline.LOSSLESS_PUT_TIMEOUT_S` loses results, counted), hands it every
+    result waiting at once (``send_batch``, so it can write them in one transaction), lets it drain its
+    queue at stop, and prints ``summary()`` lines at the end of the run.
+    """
+
+    def send(self, result: Result) -> None: ...
+
+    def send_batch(self, results: Sequence[Result]) -> None: ...
+
+    def close(self) -> None: ...
+
+    def summary(self) -> list[str]: ...
 
 
 def _no_stats() -> PipelineStats:
@@ -50,12 +69,20 @@ class SinkContext:
         stats: a live snapshot of the pipeline's figures (for HUDs and status messages).
         request_stop: asks the pipeline to stop (the display window's ``q`` key).
         source_fps: the source's frame rate once it is open, if it knows one.
+        model_path: the model file, for sinks that describe it (MQTT ``info``).
+        model_name: the model card's name.
+        source_uri: the source's URI.
+        state_dir: where a sink keeps state across restarts (the MQTT spool); see :mod:`edgeseg.statedir`.
     """
 
     class_names: tuple[str, ...] = ()
     stats: Callable[[], PipelineStats] = field(default=_no_stats)
     request_stop: Callable[[], None] = field(default=_no_stop)
     source_fps: Callable[[], float | None] = field(default=_no_fps)
+    model_path: Path | None = None
+    model_name: str = ""
+    source_uri: str = ""
+    state_dir: Path | None = None
 
     def render(self, result: Result) -> NDArray[np.uint8]:
         """The result drawn on a copy of its frame, with the pipeline's live figures as a HUD."""
@@ -71,6 +98,17 @@ class SinkContext:
 
 SinkFactory = Callable[[Any, SinkContext], Sink | None]
 """Builds a sink from its config section (``sinks.<name>``); ``None`` when the section leaves it off."""
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """What a sink module declares about itself: its name (the ``sinks.<name>`` section), the frozen
+    dataclass of that section (validated and documented by :mod:`edgeseg.config`) and its factory."""
+
+    name: str
+    config: type[Any]
+    create: SinkFactory
+    doc: str
 
 
 def check_output_path(path: Path, key: str) -> Path:

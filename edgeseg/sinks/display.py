@@ -10,19 +10,28 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 
 from edgeseg.errors import ConfigError
+from edgeseg.fields import meta
 from edgeseg.frame import Result
-from edgeseg.sinks.base import SinkContext
-
-if TYPE_CHECKING:
-    from edgeseg.config import DisplaySinkConfig
+from edgeseg.sinks.base import SinkContext, SinkSpec
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DisplaySinkConfig:
+    """Window output."""
+
+    enabled: bool = field(
+        default=False, metadata=meta("Show annotated frames in a window (needs a display).")
+    )
+    window: str = field(default="edgeseg", metadata=meta("Window title.", pattern=r"\S"))
+
 
 QUIT_KEYS = (ord("q"), 27)  # q, Esc
 
@@ -108,3 +117,6 @@ def create(section: DisplaySinkConfig, ctx: SinkContext) -> DisplaySink | None:
     if not section.enabled:
         return None
     return DisplaySink(section.window, ctx)
+
+
+SPEC = SinkSpec("display", DisplaySinkConfig, create, "Window output.")

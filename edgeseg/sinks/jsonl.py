@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edgeseg.errors import ConfigError
+from edgeseg.fields import meta
 from edgeseg.frame import Result
-from edgeseg.instances import MaskFormat
-from edgeseg.sinks.base import SinkContext, check_output_path
+from edgeseg.instances import MASK_FORMATS, MaskFormat
+from edgeseg.sinks.base import SinkContext, SinkSpec, check_output_path
 from edgeseg.sinks.record import result_record
 
-if TYPE_CHECKING:
-    from edgeseg.config import JsonlSinkConfig
+
+@dataclass(frozen=True)
+class JsonlSinkConfig:
+    """JSON lines output."""
+
+    path: Path | None = field(default=None, metadata=meta("Write one JSON line per frame here (null: off)."))
+    mask_format: str = field(default="rle", metadata=meta("How masks are written.", choices=MASK_FORMATS))
 
 
 class JsonlSink:
@@ -47,3 +53,6 @@ def create(section: JsonlSinkConfig, ctx: SinkContext) -> JsonlSink | None:
         return None
     mask_format: MaskFormat = section.mask_format  # type: ignore[assignment]
     return JsonlSink(section.path, mask_format, ctx.class_names)
+
+
+SPEC = SinkSpec("jsonl", JsonlSinkConfig, create, "JSON lines output.")

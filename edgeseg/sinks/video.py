@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from edgeseg.errors import ConfigError
+from edgeseg.fields import meta
 from edgeseg.frame import Result
-from edgeseg.sinks.base import SinkContext, check_output_path
-
-if TYPE_CHECKING:
-    from edgeseg.config import VideoSinkConfig
+from edgeseg.sinks.base import SinkContext, SinkSpec, check_output_path
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FPS = 25.0
+
+
+@dataclass(frozen=True)
+class VideoSinkConfig:
+    """Annotated video output."""
+
+    path: Path | None = field(default=None, metadata=meta("Write an annotated video here (null: off)."))
+    fps: float | None = field(default=None, metadata=meta("Frame rate (null: the source's, else 25).", gt=0))
+    codec: str = field(
+        default="mp4v", metadata=meta("FourCC of the video codec.", pattern=r"^[A-Za-z0-9 ]{4}$")
+    )
 
 
 class VideoSink:
@@ -75,3 +84,6 @@ def create(section: VideoSinkConfig, ctx: SinkContext) -> VideoSink | None:
     if section.path is None:
         return None
     return VideoSink(section.path, section.fps, section.codec, ctx)
+
+
+SPEC = SinkSpec("video", VideoSinkConfig, create, "Annotated video output.")

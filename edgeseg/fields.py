@@ -1,0 +1,23 @@
+"""Field metadata shared by every config dataclass (pipeline sections and each sink's own section).
+
+The loader in :mod:`edgeseg.config` validates values against it and the JSON Schema is generated from it, so
+a sink module can declare its section without importing the loader (which imports the sink registry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def meta(
+    doc: str,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    le: float | None = None,
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
+    pattern: str | None = None,
+) -> dict[str, Any]:
+    """Field metadata: the description and constraints that both the loader and the schema read."""
+    return {"doc": doc, "gt": gt, "ge": ge, "le": le, "choices": choices, "pattern": pattern}
