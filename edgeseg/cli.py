@@ -86,6 +86,17 @@ def _parser() -> argparse.ArgumentParser:
         help="write results: FILE.jsonl as JSON lines, FILE.mp4 / FILE.avi as annotated video",
     )
     run.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames from the source")
+    run.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="publish to an MQTT broker: mqtt://host[:port] or mqtts://host[:port] (sets sinks.mqtt.url)",
+    )
+    run.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where the MQTT spool and engine cache live (default: $STATE_DIRECTORY, else "
+        "~/.local/state/edgeseg)",
+    )
 
     bench = sub.add_parser(
         "bench",
@@ -156,6 +167,13 @@ def _overrides(args: argparse.Namespace) -> list[str]:
             out.append(f"sinks.video.path={_quoted(str(path.resolve()))}")
         else:
             raise InputError(f"--output: use a .jsonl, .mp4 or .avi file name (got {args.output!r})")
+    if getattr(args, "mqtt", None):
+        from edgeseg.mqtt.broker import parse_broker_url
+
+        parse_broker_url(args.mqtt, "--mqtt")
+        out.append(f"sinks.mqtt.url={_quoted(args.mqtt)}")
+    if getattr(args, "state_dir", None):
+        out.append(f"pipeline.state_dir={_quoted(str(Path(args.state_dir).resolve()))}")
     if getattr(args, "max_frames", None) is not None:
         if args.max_frames < 1:
             raise InputError(f"--max-frames: must be >= 1 (got {args.max_frames})")
@@ -253,6 +271,8 @@ def _run(args: argparse.Namespace) -> int:
     if pipeline.error is not None and stats.frames_done == 0:
         raise pipeline.error
     _print_summary(stats, accuracy, stopped=stop.is_set())
+    for line in pipeline.summary():
+        print(line)
     if pipeline.error is not None:
         raise pipeline.error
     return 0

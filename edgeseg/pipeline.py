@@ -24,7 +24,8 @@ from edgeseg.errors import EdgesegError, SourceError
 from edgeseg.frame import Frame, Result, StageTimes
 from edgeseg.geometry import Roi
 from edgeseg.instances import Instances
-from edgeseg.sinks import Sink
+from edgeseg.sinks import LosslessSink, Sink
+from edgeseg.statedir import state_dir
 from edgeseg.stats import PipelineStats, StatsRecorder
 
 if TYPE_CHECKING:
@@ -37,6 +38,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DRAIN_TIMEOUT_S = 1.0  # after stop(), sinks get this long to write what they hold before their queues are cut
+LOSSLESS_DRAIN_TIMEOUT_S = (
+    30.0  # ... and sinks that must not lose results (writing to a local spool) this long
+)
+LOSSLESS_QUEUE_SIZE = 16  # results (with their frames) waiting for a lossless sink; it takes them in batches
+LOSSLESS_PUT_TIMEOUT_S = (
+    5.0  # a lossless sink stuck this long loses the result (counted): the pipeline goes on
+)
 SOURCE_ERROR_LIMIT = 10  # consecutive failing reads after which a source counts as dead
 
 
@@ -72,7 +80,8 @@ class ModelStages:
         """Load (and warm up) the configured model with the configured ROI and post-processing."""
         from edgeseg.model import DecodeOptions, InferenceOptions, Model
 
-        m, p = config.model, config.postprocess
+        m, p, state = config.model, config.postprocess, config.pipeline.state_dir
+        cache = m.engine_cache_dir or (state_dir(state) / "engines" if state is not None else None)
         model = Model.load(
             m.path,
             InferenceOptions(
@@ -80,7 +89,7 @@ class ModelStages:
                 providers=m.providers,
                 threads=m.threads,
                 fp16=m.fp16,
-                engine_cache_dir=m.engine_cache_dir,
+                engine_cache_dir=cache,
             ),
         )
         options = DecodeOptions(
@@ -108,14 +117,23 @@ class StageQueue(Generic[T]):
     """A bounded FIFO between two threads.
 
     ``put`` on a full queue drops the oldest item (``drop_oldest``, live sources; counted in the stats under
-    ``name``) or waits for room (file sources). ``close`` lets the consumer drain what is left and then see
-    ``None``; ``abort`` empties the queue at once and returns how many items it threw away.
+    ``name``) or waits for room (file sources; at most ``put_timeout_s`` when given, after which the new item
+    is dropped, counted and logged). ``close`` lets the consumer drain what is left and then see ``None``;
+    ``abort`` empties the queue at once and returns how many items it threw away.
     """
 
-    def __init__(self, name: str, maxsize: int, drop_oldest: bool, stats: StatsRecorder) -> None:
+    def __init__(
+        self,
+        name: str,
+        maxsize: int,
+        drop_oldest: bool,
+        stats: StatsRecorder,
+        put_timeout_s: float | None = None,
+    ) -> None:
         self.name = name
         self.maxsize = max(1, maxsize)
         self.drop_oldest = drop_oldest
+        self.put_timeout_s = put_timeout_s
         self._stats = stats
         self._items: deque[T] = deque()
         self._cond = threading.Condition()
@@ -123,13 +141,24 @@ class StageQueue(Generic[T]):
 
     def put(self, item: T) -> bool:
         """Enqueue ``item``; ``False`` when the queue is closed (the item was not taken)."""
+        deadline = None if self.put_timeout_s is None else time.monotonic() + self.put_timeout_s
         with self._cond:
             while len(self._items) >= self.maxsize and not self._closed:
                 if self.drop_oldest:
                     self._items.popleft()
                     self._stats.dropped(self.name)
                     break
-                self._cond.wait()
+                if deadline is None:
+                    self._cond.wait()
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._stats.dropped(self.name)
+                    log.error(
+                        "%s has not taken a result for %g s: result lost", self.name, self.put_timeout_s
+                    )
+                    return True
+                self._cond.wait(left)
             if self._closed:
                 return False
             self._items.append(item)
@@ -146,6 +175,16 @@ class StageQueue(Generic[T]):
                 self._cond.notify_all()
                 return item
             return None
+
+    def get_batch(self, limit: int) -> list[T]:
+        """Everything waiting (at most ``limit``), waiting for at least one; ``[]`` once closed and empty."""
+        with self._cond:
+            while not self._items and not self._closed:
+                self._cond.wait()
+            batch = [self._items.popleft() for _ in range(min(limit, len(self._items)))]
+            if batch:
+                self._cond.notify_all()
+            return batch
 
     def close(self) -> None:
         with self._cond:
@@ -227,8 +266,12 @@ class Pipeline:
         self._to_infer: StageQueue[Frame] = StageQueue("infer", size, live, self._stats)
         self._to_decode: StageQueue[_Work] = StageQueue("decode", size, live, self._stats)
         self._to_sinks: dict[str, StageQueue[Result]] = {
-            name: StageQueue(f"sink:{name}", max(size, queue_size if not live else 2), live, self._stats)
-            for name in self.sinks
+            name: (
+                StageQueue(f"sink:{name}", LOSSLESS_QUEUE_SIZE, False, self._stats, LOSSLESS_PUT_TIMEOUT_S)
+                if isinstance(sink, LosslessSink)
+                else StageQueue(f"sink:{name}", max(size, queue_size if not live else 2), live, self._stats)
+            )
+            for name, sink in self.sinks.items()
         }
         self._source_thread = threading.Thread(target=self._read_loop, name="edgeseg-source", daemon=True)
         self._workers = [
@@ -248,13 +291,18 @@ class Pipeline:
 
         source = open_source(config.source)
         stages = ModelStages.from_config(config)
-        model = stages.model
+        card = stages.model.card
         pipeline_box: list[Pipeline] = []
         ctx = SinkContext(
-            class_names=tuple(model.card.classes),
+            class_names=tuple(card.classes),
             stats=lambda: pipeline_box[0].stats() if pipeline_box else PipelineStats(),
             request_stop=lambda: pipeline_box[0].stop() if pipeline_box else None,
             source_fps=lambda: source.stats.fps or config.source.fps,
+            model_path=card.file,
+            model_name=card.name,
+            background=card.background if card.task == "semantic" else None,
+            source_uri=config.source.uri,
+            state_dir=state_dir(config.pipeline.state_dir),
         )
         sinks = build_sinks(config.sinks, ctx)
         sinks.update(extra_sinks or {})
@@ -297,9 +345,13 @@ class Pipeline:
         """Wait until every stage and sink has finished (or ``timeout`` s passed); ``True`` when finished."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self._stop.is_set() and time.monotonic() - self._stop_at > DRAIN_TIMEOUT_S:
+            if self._stop.is_set():
                 # sinks that could not drain in time lose what they still hold (counted)
-                self._stats.discarded(sum(q.abort() for q in self._to_sinks.values()))
+                waited = time.monotonic() - self._stop_at
+                for name, q in self._to_sinks.items():
+                    lossless = isinstance(self.sinks[name], LosslessSink)
+                    if waited > (LOSSLESS_DRAIN_TIMEOUT_S if lossless else DRAIN_TIMEOUT_S):
+                        self._stats.discarded(q.abort())
             alive = [t for t in self._workers if t.is_alive()]
             if not self._stop.is_set() and self._source_thread.is_alive():
                 alive.append(self._source_thread)
@@ -429,18 +481,27 @@ class Pipeline:
             for q in self._to_sinks.values():
                 q.close()
 
+    def summary(self) -> list[str]:
+        """What the sinks that keep accounts (lossless sinks) report at the end of the run."""
+        return [line for s in self.sinks.values() if isinstance(s, LosslessSink) for line in s.summary()]
+
     def _sink_loop(self, name: str, sink: Sink) -> None:
         key = f"sink:{name}"
         bad = _Throttle(f"sink {name}")
         q = self._to_sinks[name]
+        lossless = isinstance(sink, LosslessSink)
         try:
-            while (result := q.get()) is not None:
+            while batch := q.get_batch(LOSSLESS_QUEUE_SIZE if lossless else 1):
                 t0 = time.monotonic_ns()
                 try:
-                    sink.send(result)
+                    if isinstance(sink, LosslessSink):
+                        sink.send_batch(batch)
+                    else:
+                        sink.send(batch[0])
                 except Exception as exc:
-                    self._stats.bad_frame(key)
-                    bad(result.frame.index, exc)
+                    for _ in batch:
+                        self._stats.bad_frame(key)
+                    bad(batch[-1].frame.index, exc)
                     continue
                 self._stats.stage(key, t0, time.monotonic_ns())
         finally:

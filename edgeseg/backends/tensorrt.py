@@ -3,7 +3,7 @@
 - ``tensorrt`` and ``pycuda`` are imported when this backend is created, never at package import; without
   them it raises :class:`MissingDependencyError` ("pip install edgeseg[tensorrt]").
 - Engines are cached in a writable directory (``engine_cache_dir``, else ``$EDGESEG_ENGINE_CACHE``, else
-  systemd's ``$STATE_DIRECTORY/engines``, else ``~/.cache/edgeseg/engines``) under a name keyed by the ONNX
+  ``engines/`` in the state directory of :mod:`edgeseg.statedir`) under a name keyed by the ONNX
   file's sha256, the TensorRT version, the GPU name and the precision. An engine from another TensorRT
   version or GPU therefore never matches and is rebuilt; one that fails to deserialize is rebuilt too.
   The file is written to a temporary name and renamed, so a crash mid-write never leaves a torn engine.
@@ -33,6 +33,7 @@ from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions
 from edgeseg.errors import ConfigError, MissingDependencyError, ModelError
 from edgeseg.modelcard import ModelCard
 from edgeseg.preprocess import Prepared
+from edgeseg.statedir import state_dir
 
 log = logging.getLogger(__name__)
 PROGRESS_S = 15.0
@@ -56,10 +57,7 @@ def default_cache_dir() -> Path:
     env = os.environ.get("EDGESEG_ENGINE_CACHE")
     if env:
         return Path(env)
-    state = os.environ.get("STATE_DIRECTORY")  # set by systemd's StateDirectory=
-    if state:
-        return Path(state.split(":")[0]) / "engines"
-    return Path.home() / ".cache" / "edgeseg" / "engines"
+    return state_dir() / "engines"
 
 
 def file_sha256(path: Path) -> str:

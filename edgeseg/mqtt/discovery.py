@@ -1,0 +1,90 @@
+"""Home Assistant MQTT discovery, device-based: one retained ``homeassistant/device/<device_id>/config``.
+
+The device gets sensors for FPS, latency (p50, p99) and each class count, a binary sensor "detected" (any
+instance in the latest result) and, when snapshots are on, an ``image`` entity. Every entity is available
+while ``<prefix>/<device_id>/status`` is ``online`` (Home Assistant's default payloads). The payload is sent
+again whenever Home Assistant announces itself on ``homeassistant/status`` (its birth message), and an
+empty retained payload on the same topic removes the device (``edgeseg mqtt forget``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from edgeseg import __version__
+from edgeseg.mqtt.topics import Topics, topic_name
+
+ORIGIN_URL = "https://github.com/edgeseg/edgeseg"
+
+
+def discovery_payload(
+    topics: Topics, model_name: str, counted_classes: Sequence[str], snapshot: bool
+) -> bytes:
+    """The retained discovery config for the device of ``topics``."""
+    did = topics.device_id
+
+    def uid(key: str) -> str:
+        return f"edgeseg_{did}_{key}"
+
+    def stat(key: str, name: str, template: str, unit: str) -> dict[str, Any]:
+        return {
+            "p": "sensor",
+            "unique_id": uid(key),
+            "name": name,
+            "state_topic": topics.stats,
+            "value_template": template,
+            "unit_of_measurement": unit,
+            "state_class": "measurement",
+            "entity_category": "diagnostic",
+        }
+
+    def count(key: str, name: str, topic: str) -> dict[str, Any]:
+        return {
+            "p": "sensor",
+            "unique_id": uid(key),
+            "name": name,
+            "state_topic": topic,
+            "state_class": "measurement",
+        }
+
+    cmps: dict[str, dict[str, Any]] = {
+        "fps": stat("fps", "FPS", "{{ value_json.fps }}", "fps"),
+        "latency_p50": stat("latency_p50", "Latency p50", "{{ value_json.latency_ms.p50 }}", "ms"),
+        "latency_p99": stat("latency_p99", "Latency p99", "{{ value_json.latency_ms.p99 }}", "ms"),
+        "count_all": count("count_all", "Count", topics.counts("all")),
+        "detected": {
+            "p": "binary_sensor",
+            "unique_id": uid("detected"),
+            "name": "Detected",
+            "state_topic": topics.counts("all"),
+            "value_template": "{{ 'ON' if value | int(0) > 0 else 'OFF' }}",
+            "device_class": "occupancy",
+        },
+    }
+    for name in counted_classes:
+        key = f"count_{topic_name(name)}"
+        cmps[key] = count(key, f"{name} count", topics.counts(name))
+    if snapshot:
+        cmps["snapshot"] = {
+            "p": "image",
+            "unique_id": uid("snapshot"),
+            "name": "Snapshot",
+            "image_topic": topics.snapshot,
+            "content_type": "image/jpeg",
+        }
+    doc = {
+        "dev": {
+            "ids": [f"edgeseg_{did}"],
+            "name": f"edgeseg {did}",
+            "mf": "edgeseg",
+            "mdl": model_name or "edgeseg",
+            "sw": __version__,
+        },
+        "o": {"name": "edgeseg", "sw": __version__, "url": ORIGIN_URL},
+        "avty_t": topics.status,
+        "qos": 1,
+        "cmps": cmps,
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()

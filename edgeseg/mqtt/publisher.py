@@ -1,0 +1,535 @@
+"""The MQTT connection: one thread that connects, reconnects, drains the spool and keeps retained state.
+
+Why one thread and paho's external-loop API (``loop_read``/``loop_write``/``loop_misc`` around our own
+``select``): every paho call happens on this thread, so there is no locking around the client, and a
+socketpair wakes the thread the moment the sink has stored new results.
+
+Delivery of ``results`` (at least once, ordered per stream):
+
+- messages are published from the spool at QoS 1 with at most ``max_inflight`` unacknowledged; a message is
+  deleted from the spool only in ``on_publish`` for its mid (the broker's PUBACK);
+- each connection is a fresh paho client with a clean session, so paho never resends on its own: on every
+  connect, whatever is still in the spool (unacknowledged in-flight messages, the outage's backlog, an
+  earlier run's leftovers) becomes the *replay* stream, published oldest first with ``"replay": true``,
+  while results stored after the connect form the *live* stream. Both are published in spool order, live
+  first when both are waiting, so each arrives in increasing ``seq``; a message that was in flight when the
+  link dropped may arrive twice (consumers dedupe on ``(boot_id, seq)``);
+- a message larger than the broker's maximum packet size (MQTT 5 CONNACK) is never sent (the broker would
+  drop the connection, and the same message would drop every reconnect): it is deleted and counted.
+
+Connection: the pipeline never waits for the broker. Failed attempts are retried with exponential backoff
+and jitter, capped at ``reconnect_max_s``, and logged in one line (the reason, the next attempt and its
+number; repeats of the same reason are logged every ``LOG_REPEAT`` attempts). On every connect: the
+subscriptions are made, the retained state (``info``, discovery, counts, snapshot) is published, then
+``status`` ``online`` last. The last will sets ``status`` ``offline``; a clean stop publishes it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import select
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edgeseg.mqtt.broker import BrokerAddress, Credentials
+from edgeseg.mqtt.spool import Spool
+from edgeseg.mqtt.topics import OFFLINE, ONLINE, Topics, as_replay
+
+log = logging.getLogger(__name__)
+
+LOG_REPEAT = 10  # a connect failure that repeats is logged again every this many attempts
+IDLE_WAIT_S = 0.5
+LATENCY_WINDOW = 512
+PACKET_OVERHEAD = 512  # fixed header, topic and properties on top of the payload, generously
+
+
+@dataclass(frozen=True)
+class PublisherSettings:
+    """How the link behaves (``sinks.mqtt`` keys of the same names)."""
+
+    protocol: str = "5"
+    keepalive_s: int = 30
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    max_inflight: int = 20
+    stats_interval_s: float = 10.0
+    connect_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class PublisherStats:
+    """The link's figures for ``stats`` and the run's summary.
+
+    Attributes:
+        connected: whether the broker is connected now.
+        connects: successful connections so far; ``reconnects`` is this minus the first.
+        acked: spooled messages the broker acknowledged (and that left the spool).
+        replayed: messages sent from a connect's backlog.
+        too_large: messages deleted unsent for exceeding the broker's maximum packet size.
+        skipped_retained: retained messages (snapshots) not sent for the same reason.
+        publish_ms_p50, publish_ms_p99: publish-to-PUBACK time of recent messages.
+        last_error: why the last connection attempt failed or the link dropped.
+    """
+
+    connected: bool = False
+    connects: int = 0
+    acked: int = 0
+    replayed: int = 0
+    too_large: int = 0
+    skipped_retained: int = 0
+    publish_ms_p50: float = float("nan")
+    publish_ms_p99: float = float("nan")
+    last_error: str | None = None
+
+    @property
+    def reconnects(self) -> int:
+        return max(0, self.connects - 1)
+
+
+@dataclass
+class _Retained:
+    payload: bytes
+    qos: int
+    sent: bool = False
+    not_before: float = 0.0
+
+
+@dataclass
+class _Link:
+    """State of one connection (a fresh paho client each time)."""
+
+    client: mqtt.Client
+    connected: bool = False
+    max_packet: int | None = None
+    pending: dict[int, tuple[int, int]] = field(default_factory=dict)  # mid -> (spool id, sent ns)
+    live_after: int = 0  # spool ids above this were stored after the connect: the live stream
+    replay_after: int = 0  # the replay stream's cursor, up to (and including) replay_last
+    replay_last: int = 0
+    dropped: str | None = None
+
+
+MessageHandler = Callable[[str, bytes], None]
+
+
+class Publisher:
+    """Publishes the spool and the retained state to one broker from a thread of its own.
+
+    Args:
+        address, credentials, client_id: where and as whom to connect.
+        spool: the results to deliver (shared with the sink, which appends).
+        topics: the device's topic names (status and last will).
+        settings: timings and limits.
+        stats_payload: builds the ``stats`` message; called on this thread every ``stats_interval_s``.
+    """
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        credentials: Credentials,
+        client_id: str,
+        spool: Spool,
+        topics: Topics,
+        settings: PublisherSettings,
+        stats_payload: Callable[[], bytes] | None = None,
+    ) -> None:
+        self.address = address
+        self.credentials = credentials
+        self.client_id = client_id
+        self.spool = spool
+        self.topics = topics
+        self.settings = settings
+        self._stats_payload = stats_payload
+        self._lock = threading.Lock()
+        self._retained: dict[str, _Retained] = {}
+        self._handlers: dict[str, MessageHandler] = {}
+        self._link: _Link | None = None
+        self._attempt = 0
+        self._next_attempt = 0.0
+        self._last_reason: str | None = None
+        self._next_stats = 0.0
+        self._stop = threading.Event()
+        self._flush_deadline = 0.0
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._thread = threading.Thread(target=self._run, name="edgeseg-mqtt", daemon=True)
+        self._acked_ids: list[int] = []
+        self._latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._s = PublisherStats()
+
+    # called from other threads ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """New messages are in the spool (or retained state changed): publish them now."""
+        with contextlib.suppress(OSError):  # a full pipe means a wake-up is already pending
+            self._wake_w.send(b"\0")
+
+    def set_retained(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Keep ``topic`` at ``payload`` (retained): sent if it changed, and again after a reconnect."""
+        with self._lock:
+            entry = self._retained.get(topic)
+            if entry is not None and entry.payload == payload and entry.qos == qos:
+                return
+            self._retained[topic] = _Retained(payload, qos)
+        self.wake()
+
+    def subscribe(self, topic: str, handler: MessageHandler) -> None:
+        """Call ``handler(topic, payload)`` on this thread for messages on ``topic`` (subscribed on every
+        connect, so commands keep working after a broker restart)."""
+        with self._lock:
+            self._handlers[topic] = handler
+
+    def resend_retained(self, topic: str, delay_s: float = 0.0) -> None:
+        """Send the retained ``topic`` again after ``delay_s`` (Home Assistant's birth message)."""
+        with self._lock:
+            entry = self._retained.get(topic)
+            if entry is not None:
+                entry.sent = False
+                entry.not_before = time.monotonic() + delay_s
+        self.wake()
+
+    def stats(self) -> PublisherStats:
+        with self._lock:
+            lat = np.fromiter(self._latency_ms, np.float64, len(self._latency_ms))
+            p50, p99 = np.percentile(lat, [50, 99]) if lat.size else (float("nan"), float("nan"))
+            return replace(self._s, publish_ms_p50=float(p50), publish_ms_p99=float(p99))
+
+    def close(self, flush_timeout_s: float) -> None:
+        """Stop: deliver what the spool holds while connected (for at most ``flush_timeout_s``), publish
+        ``status`` ``offline``, disconnect. What is left stays in the spool for the next start."""
+        self._flush_deadline = time.monotonic() + flush_timeout_s
+        self._stop.set()
+        self.wake()
+        if self._thread.is_alive():
+            self._thread.join(flush_timeout_s + self.settings.connect_timeout_s + 3.0)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # the thread ---------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._finished():
+                link = self._link
+                if link is None:
+                    if time.monotonic() >= self._next_attempt and not self._stop.is_set():
+                        self._connect()
+                    else:
+                        self._wait(min(IDLE_WAIT_S, max(0.0, self._next_attempt - time.monotonic())))
+                    continue
+                self._step(link)
+        except Exception:
+            log.exception("MQTT publisher failed; results stay in the spool for the next start")
+        finally:
+            self._goodbye()
+
+    def _finished(self) -> bool:
+        if not self._stop.is_set():
+            return False
+        link = self._link
+        if link is None or not link.connected or time.monotonic() >= self._flush_deadline:
+            return True
+        return not link.pending and not self.spool.read(0, 1)
+
+    def _wait(self, timeout: float) -> None:
+        readable, _, _ = select.select([self._wake_r], [], [], timeout)
+        if readable:
+            self._drain_wake()
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _step(self, link: _Link) -> None:
+        sock = link.client.socket()
+        if sock is None:
+            self._drop(link, link.dropped or "connection closed")
+            return
+        want_write = link.client.want_write()
+        timeout = 0.0 if want_write else IDLE_WAIT_S
+        if link.connected and self._stats_payload is not None:
+            timeout = min(timeout, max(0.0, self._next_stats - time.monotonic()))
+        try:
+            readable, writable, _ = select.select(
+                [sock, self._wake_r], [sock] if want_write else [], [], timeout
+            )
+        except (OSError, ValueError) as exc:  # the socket was closed under us
+            self._drop(link, str(exc))
+            return
+        if self._wake_r in readable:
+            self._drain_wake()
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        if sock in readable:
+            rc = link.client.loop_read()
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and (sock in writable or link.client.want_write()):
+            rc = link.client.loop_write()
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            rc = link.client.loop_misc()
+        self._flush_acks()
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or link.dropped is not None:
+            self._drop(link, link.dropped or mqtt.error_string(rc))
+            return
+        if link.connected:
+            self._publish_retained(link)
+            self._pump(link)
+            self._maybe_stats(link)
+
+    # connecting -----------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        s = self.settings
+        v5 = s.protocol == "5"
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if v5 else True,
+        )
+        client.connect_timeout = s.connect_timeout_s
+        client.will_set(self.topics.status, OFFLINE, qos=1, retain=True)
+        creds = self.credentials
+        if creds.username is not None:
+            client.username_pw_set(creds.username, creds.password)
+        link = _Link(client)
+        client.on_connect = lambda c, u, flags, rc, props: self._on_connect(link, rc, props)
+        client.on_disconnect = lambda c, u, flags, rc, props: self._on_disconnect(link, rc)
+        client.on_publish = lambda c, u, mid, rc, props: self._on_publish(link, mid, rc)
+        client.on_message = lambda c, u, msg: self._on_message(msg)
+        try:
+            if self.address.tls:
+                client.tls_set(
+                    ca_certs=str(creds.ca_file) if creds.ca_file else None,
+                    certfile=str(creds.cert_file) if creds.cert_file else None,
+                    keyfile=str(creds.key_file) if creds.key_file else None,
+                )
+            if v5:
+                client.connect(self.address.host, self.address.port, s.keepalive_s, clean_start=True)
+            else:
+                client.connect(self.address.host, self.address.port, s.keepalive_s)
+        except (OSError, ValueError) as exc:
+            self._failed(_describe(exc))
+            return
+        self._link = link
+
+    def _on_connect(self, link: _Link, rc: ReasonCode, props: Any) -> None:
+        if rc.is_failure:
+            hint = ""
+            if rc.value in (0x86, 0x87, 4, 5):  # bad user name or password / not authorized
+                hint = f" (check the MQTT credentials; from {self.credentials.origin})"
+            link.dropped = f"broker refused the connection: {rc}{hint}"
+            return
+        link.connected = True
+        link.max_packet = getattr(props, "MaximumPacketSize", None) if props is not None else None
+        self._flush_acks()
+        link.live_after = link.replay_last = self.spool.last_id()
+        link.replay_after = 0
+        with self._lock:
+            self._s = replace(self._s, connected=True, connects=self._s.connects + 1, last_error=None)
+            handlers = list(self._handlers)
+            for entry in self._retained.values():
+                entry.sent = False
+        for topic in handlers:
+            link.client.subscribe(topic, qos=1)
+        if self._attempt:
+            log.warning("connected to %s after %d failed attempt(s)", self.address, self._attempt)
+        else:
+            log.info("connected to %s", self.address)
+        self._attempt = 0
+        self._last_reason = None
+        self._next_stats = time.monotonic()
+        self._publish_retained(link, with_status=True)
+
+    def _on_disconnect(self, link: _Link, rc: ReasonCode) -> None:
+        if link.dropped is None:
+            link.dropped = f"disconnected: {rc}"
+
+    def _drop(self, link: _Link, reason: str) -> None:
+        was_connected = link.connected
+        sock = link.client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._link = None
+        with self._lock:
+            self._s = replace(self._s, connected=False, last_error=reason)
+        if self._stop.is_set():
+            return
+        if was_connected:
+            log.warning(
+                "lost the connection to %s (%s); %d message(s) in flight stay in the spool",
+                self.address,
+                reason,
+                len(link.pending),
+            )
+            self._attempt = 0
+        self._failed(reason)
+
+    def _failed(self, reason: str) -> None:
+        self._attempt += 1
+        s = self.settings
+        delay = min(s.reconnect_max_s, s.reconnect_min_s * 2 ** min(self._attempt - 1, 30))
+        delay *= random.uniform(0.5, 1.0)  # jitter: a fleet must not reconnect in lockstep
+        self._next_attempt = time.monotonic() + delay
+        with self._lock:
+            self._s = replace(self._s, last_error=reason)
+        message = "cannot connect to %s: %s; next attempt in %.1f s (attempt %d)"
+        args = (self.address, reason, delay, self._attempt)
+        if reason != self._last_reason or self._attempt % LOG_REPEAT == 0:
+            log.warning(message, *args)
+        else:
+            log.debug(message, *args)
+        self._last_reason = reason
+
+    # publishing -----------------------------------------------------------------------------------
+
+    def _publish_retained(self, link: _Link, with_status: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [(t, e) for t, e in self._retained.items() if not e.sent and e.not_before <= now]
+            for _, entry in due:
+                entry.sent = True
+        for topic, entry in due:
+            if link.max_packet is not None and len(entry.payload) + PACKET_OVERHEAD > link.max_packet:
+                log.warning(
+                    "%s: %d bytes is over the broker's packet limit of %d bytes; not sent",
+                    topic,
+                    len(entry.payload),
+                    link.max_packet,
+                )
+                with self._lock:
+                    self._s = replace(self._s, skipped_retained=self._s.skipped_retained + 1)
+                continue
+            link.client.publish(topic, entry.payload, qos=entry.qos, retain=True)
+        if with_status:
+            link.client.publish(self.topics.status, ONLINE, qos=1, retain=True)
+
+    def _pump(self, link: _Link) -> None:
+        room = self.settings.max_inflight - len(link.pending)
+        while room > 0:
+            replay = False
+            batch = self.spool.read(link.live_after, room)
+            if not batch:
+                batch = self.spool.read(link.replay_after, room, below_id=link.replay_last + 1)
+                replay = True
+            if not batch:
+                return
+            for entry in batch:
+                if replay:
+                    link.replay_after = entry.id
+                else:
+                    link.live_after = entry.id
+                payload = as_replay(entry.payload) if replay else entry.payload
+                if link.max_packet is not None and len(payload) + PACKET_OVERHEAD > link.max_packet:
+                    self._too_large(entry.id, len(payload), link.max_packet)
+                    continue
+                info = link.client.publish(entry.topic, payload, qos=1)
+                if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE):
+                    link.dropped = f"publish failed: {mqtt.error_string(info.rc)}"
+                    return
+                link.pending[info.mid] = (entry.id, time.monotonic_ns())
+                room -= 1
+                if replay:
+                    with self._lock:
+                        self._s = replace(self._s, replayed=self._s.replayed + 1)
+
+    def _too_large(self, spool_id: int, size: int, limit: int) -> None:
+        self.spool.delete([spool_id])
+        with self._lock:
+            self._s = replace(self._s, too_large=self._s.too_large + 1)
+            n = self._s.too_large
+        log.error(
+            "a results message of %d bytes is over the broker's packet limit of %d bytes: dropped (%d so "
+            "far; try sinks.mqtt.mask_format: polygon or none)",
+            size,
+            limit,
+            n,
+        )
+
+    def _on_publish(self, link: _Link, mid: int, rc: ReasonCode) -> None:
+        sent = link.pending.pop(mid, None)
+        if sent is None:
+            return  # a retained or stats message
+        if rc.is_failure:
+            # the broker refused this message (MQTT 5 PUBACK reason): it stays in the spool and is sent
+            # again after the next connect
+            log.warning("the broker refused a results message: %s", rc)
+            return
+        self._acked_ids.append(sent[0])
+        self._latency_ms.append((time.monotonic_ns() - sent[1]) / 1e6)
+
+    def _flush_acks(self) -> None:
+        if self._acked_ids:
+            ids, self._acked_ids = self._acked_ids, []
+            self.spool.delete(ids)
+            with self._lock:
+                self._s = replace(self._s, acked=self._s.acked + len(ids))
+
+    def _maybe_stats(self, link: _Link) -> None:
+        if self._stats_payload is None or time.monotonic() < self._next_stats:
+            return
+        self._next_stats = time.monotonic() + self.settings.stats_interval_s
+        link.client.publish(self.topics.stats, self._stats_payload(), qos=0)
+
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            handler = next(
+                (h for t, h in self._handlers.items() if mqtt.topic_matches_sub(t, msg.topic)), None
+            )
+        if handler is None:
+            return
+        try:
+            handler(msg.topic, bytes(msg.payload))
+        except Exception as exc:  # one bad message never stops the link
+            log.warning("handling a message on %s failed: %s", msg.topic, exc)
+
+    def _goodbye(self) -> None:
+        """Final stats and ``offline`` on a clean stop, then a clean disconnect (no last will)."""
+        link = self._link
+        self._link = None
+        if link is None or not link.connected:
+            return
+        try:
+            if self._stats_payload is not None:
+                link.client.publish(self.topics.stats, self._stats_payload(), qos=0)
+            info = link.client.publish(self.topics.status, OFFLINE, qos=1, retain=True)
+            deadline = time.monotonic() + 1.0
+            while not info.is_published() and time.monotonic() < deadline:
+                if link.client.loop(0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+                self._flush_acks()
+            self._flush_acks()
+            link.client.disconnect()
+            link.client.loop(0.05)
+        except Exception as exc:  # stopping anyway; the last will covers us
+            log.debug("clean MQTT disconnect failed: %s", exc)
+        with self._lock:
+            self._s = replace(self._s, connected=False)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running?)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror or exc})"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return text

@@ -1,0 +1,303 @@
+"""A bounded on-disk queue of outgoing MQTT messages that survives process restarts and power cuts.
+
+SQLite in WAL mode with ``synchronous=FULL``: a batch is durable once :meth:`Spool.append` returns, and a
+crash mid-write leaves the previous state, never a torn one. A message leaves the spool only through
+:meth:`Spool.delete`, which the publisher calls when the broker has acknowledged it (PUBACK), so every
+accepted message is either delivered or counted as dropped:
+
+- **overflow**: the spool holds at most ``max_bytes`` of messages (topic + payload); appending past that
+  drops the oldest messages first (AWS Greengrass' ``OverwriteOldestData``, EMQX's disk queue);
+- **expiry**: messages older than ``max_age_s`` are dropped;
+- **write failure**: a disk that is full (``SQLITE_FULL``) or failing makes :meth:`append` write nothing and
+  count the batch as lost; the caller goes on, and a later append succeeds once space is back.
+
+Each kind is counted in :class:`SpoolStats` and logged (the first time, then at most every
+``LOG_EVERY_S``). The file's size follows the stored bytes (``max_bytes`` plus SQLite's page overhead and a
+WAL kept under ``journal_size_limit``); pages freed by deletions are reused, not returned to the system.
+
+One connection, guarded by a lock: the sink thread appends while the publisher thread reads and deletes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeseg.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY_S = 10.0
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL,
+    size INTEGER NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class SpoolEntry:
+    """One stored message; ``id`` increases with the order of :meth:`Spool.append`."""
+
+    id: int
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    """A snapshot of the spool.
+
+    Attributes:
+        depth: messages stored (not yet acknowledged by the broker).
+        bytes: their size (topic + payload), the quantity ``max_bytes`` bounds.
+        oldest_age_s: age of the oldest stored message (``None`` when empty).
+        appended: messages stored since this process opened the spool.
+        dropped_overflow: oldest messages dropped to stay within ``max_bytes``.
+        dropped_expired: messages dropped for being older than ``max_age_s``.
+        write_failed: messages that could not be stored at all (disk full, I/O error).
+        file_bytes: size of the database file and its WAL on disk.
+    """
+
+    depth: int
+    bytes: int
+    oldest_age_s: float | None
+    appended: int
+    dropped_overflow: int
+    dropped_expired: int
+    write_failed: int
+    file_bytes: int
+
+    @property
+    def dropped(self) -> int:
+        """Every message the spool accepted or was offered and will never deliver."""
+        return self.dropped_overflow + self.dropped_expired + self.write_failed
+
+
+class _RateLimitedLog:
+    def __init__(self) -> None:
+        self._next = 0.0
+
+    def __call__(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + LOG_EVERY_S
+            log.warning(message, *args)
+
+
+class Spool:
+    """The on-disk queue. ``path`` is created (with its folder) when missing; an existing spool is reopened
+    with everything it held, so messages from a previous run are delivered after a restart.
+
+    Raises:
+        ConfigError: the file cannot be created or opened, or is not a spool.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        max_bytes: int,
+        max_age_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._appended = self._overflow = self._expired = self._failed = 0
+        self._log_overflow, self._log_failed = _RateLimitedLog(), _RateLimitedLog()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA journal_size_limit=1048576")
+            self._db.execute("PRAGMA wal_autocheckpoint=250")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute(_SCHEMA)
+            row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages").fetchone()
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"sinks.mqtt spool: cannot open {self.path}: {exc}") from None
+        self._depth, self._bytes = int(row[0]), int(row[1])
+        if self._depth:
+            log.info("spool %s holds %d messages from an earlier run", self.path, self._depth)
+
+    # writing --------------------------------------------------------------------------------------
+
+    def append(self, messages: Sequence[tuple[str, bytes]]) -> int:
+        """Store ``(topic, payload)`` messages in one transaction, in order; returns how many were stored.
+
+        Never raises for a full or failing disk: the batch is counted in ``write_failed`` and logged.
+        """
+        if not messages:
+            return 0
+        now = self._clock()
+        rows = [(t, p, now, len(t) + len(p)) for t, p in messages]
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO messages (topic, payload, created, size) VALUES (?, ?, ?, ?)", rows
+                )
+                added = sum(r[3] for r in rows)
+                expired = self._expire_locked(now)
+                overflow = self._trim_locked(self._bytes + added - expired[1])
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                self._failed += len(rows)
+                self._log_failed(
+                    "spool %s: cannot store %d message(s), they are lost (%d so far): %s",
+                    self.path,
+                    len(rows),
+                    self._failed,
+                    exc,
+                )
+                return 0
+            self._appended += len(rows)
+            self._depth += len(rows) - expired[0] - overflow[0]
+            self._bytes += added - expired[1] - overflow[1]
+            self._expired += expired[0]
+            self._overflow += overflow[0]
+            if overflow[0]:
+                self._log_overflow(
+                    "spool %s is full (%d bytes): dropped the %d oldest message(s) (%d so far)",
+                    self.path,
+                    self.max_bytes,
+                    overflow[0],
+                    self._overflow,
+                )
+            return len(rows)
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # SQLite may have ended the transaction itself
+            self._db.execute("ROLLBACK")
+
+    def _oldest_locked(self) -> float | None:
+        # messages are appended in time order, so the first id is the oldest (no index on created needed)
+        row = self._db.execute("SELECT created FROM messages ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else float(row[0])
+
+    def _expire_locked(self, now: float) -> tuple[int, int]:
+        cutoff = now - self.max_age_s
+        oldest = self._oldest_locked()
+        if oldest is None or oldest >= cutoff:
+            return 0, 0
+        n, size = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE created < ?", (cutoff,)
+        ).fetchone()
+        if n:
+            self._db.execute("DELETE FROM messages WHERE created < ?", (cutoff,))
+            log.warning("spool %s: dropped %d message(s) older than %g s", self.path, n, self.max_age_s)
+        return int(n), int(size)
+
+    def _trim_locked(self, total: int) -> tuple[int, int]:
+        """Delete the oldest rows until ``total`` bytes fit in ``max_bytes``; (rows, bytes) deleted."""
+        if total <= self.max_bytes:
+            return 0, 0
+        excess = total - self.max_bytes
+        ids: list[int] = []
+        freed = 0
+        for row_id, size in self._db.execute("SELECT id, size FROM messages ORDER BY id"):
+            ids.append(row_id)
+            freed += size
+            if freed >= excess:
+                break
+        self._db.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i in ids))
+        return len(ids), freed
+
+    # reading and acknowledging --------------------------------------------------------------------
+
+    def read(self, after_id: int, limit: int, below_id: int | None = None) -> list[SpoolEntry]:
+        """Up to ``limit`` messages with ``after_id < id`` (``< below_id`` when given), oldest first."""
+        upper = below_id if below_id is not None else 2**63 - 1
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT id, topic, payload FROM messages WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
+                    (after_id, upper, limit),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                self._log_failed("spool %s: cannot read: %s", self.path, exc)
+                return []
+        return [SpoolEntry(int(i), str(t), bytes(p)) for i, t, p in rows]
+
+    def last_id(self) -> int:
+        """The id of the newest stored message (0 when empty)."""
+        with self._lock:
+            row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
+        return int(row[0])
+
+    def delete(self, ids: Iterable[int]) -> None:
+        """Remove acknowledged messages (ids no longer stored are ignored)."""
+        keys = [(i,) for i in ids]
+        if not keys:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                n, size = 0, 0
+                for key in keys:
+                    row = self._db.execute("DELETE FROM messages WHERE id = ? RETURNING size", key).fetchone()
+                    if row is not None:
+                        n, size = n + 1, size + int(row[0])
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                # the rows stay and are sent again after a reconnect: a duplicate, never a loss
+                self._rollback()
+                self._log_failed("spool %s: cannot delete acknowledged messages: %s", self.path, exc)
+                return
+            self._depth -= n
+            self._bytes -= size
+
+    def expire(self) -> int:
+        """Drop messages older than ``max_age_s`` now (also done on every append); how many."""
+        with self._lock:
+            try:
+                n, size = self._expire_locked(self._clock())
+            except sqlite3.Error as exc:
+                self._log_failed("spool %s: cannot expire messages: %s", self.path, exc)
+                return 0
+            self._expired += n
+            self._depth -= n
+            self._bytes -= size
+            return n
+
+    def stats(self) -> SpoolStats:
+        with self._lock:
+            try:
+                created = self._oldest_locked()
+            except sqlite3.Error:
+                created = None
+            oldest = None if created is None else max(0.0, self._clock() - created)
+            return SpoolStats(
+                depth=self._depth,
+                bytes=self._bytes,
+                oldest_age_s=oldest,
+                appended=self._appended,
+                dropped_overflow=self._overflow,
+                dropped_expired=self._expired,
+                write_failed=self._failed,
+                file_bytes=sum(
+                    p.stat().st_size
+                    for p in (self.path, self.path.with_name(self.path.name + "-wal"))
+                    if p.exists()
+                ),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):  # the WAL is replayed at the next open
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.close()

@@ -1,0 +1,177 @@
+"""The MQTT contract: topic names under ``<prefix>/<device_id>/`` and the JSON payloads published there.
+
+Each JSON payload carries a ``schema`` field (``edgeseg.<kind>/<version>``) and has a JSON Schema in
+``edgeseg/schemas/<kind>.json`` that the tests validate every published message against.
+
+=====================  ==========================================================  =====  ========
+topic                  payload                                                     QoS    retained
+=====================  ==========================================================  =====  ========
+``status``             ``online`` / ``offline`` (last will ``offline``)             1      yes
+``info``               software, model (name, sha256), classes, source, frame size  1      yes
+``results``            one result record per frame, ``boot_id`` + ``seq``           1      no
+``counts/<class>``     instances of that class in the latest result (on change)    1      yes
+``counts/all``         instances of every class in the latest result (on change)   1      yes
+``stats``              FPS, latency, drops, stage times, spool, link, temperature  0      no
+``snapshot``           annotated JPEG, at most every ``snapshot_interval_s``       0      yes
+=====================  ==========================================================  =====  ========
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeseg import __version__
+
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
+RESULTS_SCHEMA = "edgeseg.results/1"
+INFO_SCHEMA = "edgeseg.info/1"
+STATS_SCHEMA = "edgeseg.stats/1"
+ONLINE, OFFLINE = b"online", b"offline"
+
+# ``replay`` is the first key of every results payload, so the publisher marks a message replayed by
+# swapping this fixed prefix instead of parsing and re-serializing a payload of several kilobytes
+_LIVE = b'{"replay":false,'
+_REPLAY = b'{"replay":true,'
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def topic_name(text: str) -> str:
+    """``text`` as one topic level: no ``/``, ``+``, ``#`` or spaces (``a b/c`` -> ``a_b_c``)."""
+    return _UNSAFE.sub("_", text).strip("_") or "_"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic of one device."""
+
+    prefix: str
+    device_id: str
+    discovery_prefix: str = "homeassistant"
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.device_id}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def info(self) -> str:
+        return f"{self.base}/info"
+
+    @property
+    def results(self) -> str:
+        return f"{self.base}/results"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.base}/stats"
+
+    @property
+    def snapshot(self) -> str:
+        return f"{self.base}/snapshot"
+
+    def counts(self, class_name: str) -> str:
+        """``counts/<class>``; ``counts("all")`` is the total."""
+        return f"{self.base}/counts/{topic_name(class_name)}"
+
+    @property
+    def discovery(self) -> str:
+        """Home Assistant device-based discovery."""
+        return f"{self.discovery_prefix}/device/{self.device_id}/config"
+
+    @property
+    def ha_status(self) -> str:
+        """Home Assistant's birth and last will (``online`` / ``offline``)."""
+        return f"{self.discovery_prefix}/status"
+
+
+def _dumps(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+
+
+def finite(value: float | None, digits: int = 3) -> float | None:
+    """JSON has no NaN: an unmeasured figure is ``null``."""
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), digits)
+
+
+def results_payload(record: Mapping[str, Any], boot_id: str, seq: int) -> bytes:
+    """A live ``results`` message: the record of :func:`edgeseg.sinks.record.result_record` with this topic's
+    ``seq`` and the process's ``boot_id``."""
+    doc = {"replay": False, "schema": RESULTS_SCHEMA, "boot_id": boot_id, **record, "seq": seq}
+    return _dumps(doc)
+
+
+def as_replay(payload: bytes) -> bytes:
+    """The same ``results`` message marked ``"replay": true`` (sent from the spool's backlog)."""
+    if payload.startswith(_LIVE):
+        return _REPLAY + payload[len(_LIVE) :]
+    return payload
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``info`` says about the model: card name, file and its sha256 (``None`` for on-sensor)."""
+
+    name: str
+    path: str | None
+    sha256: str | None
+
+
+def info_payload(
+    device_id: str,
+    boot_id: str,
+    started_at: float,
+    model: ModelInfo,
+    classes: Sequence[str],
+    source: str,
+    frame_size: tuple[int, int] | None,
+    mask_format: str,
+) -> bytes:
+    """The retained ``info`` message; ``frame_size`` is ``(width, height)`` once the first frame arrived."""
+    return _dumps(
+        {
+            "schema": INFO_SCHEMA,
+            "version": __version__,
+            "device_id": device_id,
+            "boot_id": boot_id,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
+            "started_at_unix": round(started_at, 3),
+            "model": {"name": model.name, "path": model.path, "sha256": model.sha256},
+            "classes": list(classes),
+            "source": source,
+            "frame": None if frame_size is None else {"width": frame_size[0], "height": frame_size[1]},
+            "mask_format": mask_format,
+        }
+    )
+
+
+def stats_payload(doc: Mapping[str, Any]) -> bytes:
+    """The ``stats`` message (built by the sink from the pipeline's, the spool's and the link's figures)."""
+    return _dumps({"schema": STATS_SCHEMA, **doc})
+
+
+def cpu_temperature_c(root: Path = Path("/sys/class/thermal")) -> float | None:
+    """The first thermal zone's temperature in °C (Raspberry Pi: the SoC), ``None`` where there is none."""
+    for zone in sorted(root.glob("thermal_zone*/temp")):
+        try:
+            return round(int(zone.read_text().strip()) / 1000.0, 1)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def load_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of one payload kind (``results``, ``info``, ``stats``, ``discovery``)."""
+    doc: dict[str, Any] = json.loads((SCHEMA_DIR / f"{kind}.json").read_text(encoding="utf-8"))
+    return doc

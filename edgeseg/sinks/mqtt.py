@@ -1,0 +1,391 @@
+"""``mqtt`` sink: results, counts, stats, snapshots and Home Assistant discovery, through an on-disk spool.
+
+The topic layout and payloads are in :mod:`edgeseg.mqtt.topics`, delivery in :mod:`edgeseg.mqtt.publisher`,
+the spool in :mod:`edgeseg.mqtt.spool`. This module turns results into messages: every result gets the next
+``seq`` and goes to the spool (a batch of results in one transaction) before anything is sent, so a result
+this sink accepted is delivered, or counted as dropped, even across a broker outage or a process restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import cv2
+import numpy as np
+
+from edgeseg.errors import ConfigError
+from edgeseg.fields import meta
+from edgeseg.frame import Result
+from edgeseg.instances import MASK_FORMATS, MaskFormat
+from edgeseg.mqtt.broker import (
+    SECRETS_HINT,
+    BrokerAddress,
+    Credentials,
+    device_id,
+    load_credentials,
+    parse_broker_url,
+)
+from edgeseg.mqtt.discovery import discovery_payload
+from edgeseg.mqtt.publisher import Publisher, PublisherSettings
+from edgeseg.mqtt.spool import Spool
+from edgeseg.mqtt.topics import (
+    ModelInfo,
+    Topics,
+    cpu_temperature_c,
+    finite,
+    info_payload,
+    results_payload,
+    stats_payload,
+)
+from edgeseg.sinks.base import SinkContext, SinkSpec
+from edgeseg.sinks.record import result_record
+from edgeseg.statedir import state_dir
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+_PREFIX_PATTERN = r"^[^#+/][^#+]*[^#+/]$|^[^#+/]$"
+
+
+@dataclass(frozen=True)
+class MqttSinkConfig:
+    """Publish to an MQTT broker (see the README's topic table)."""
+
+    __secrets__: ClassVar[Mapping[str, str]] = {
+        name: SECRETS_HINT for name in ("username", "password", "user", "pass", "passwd", "token", "secret")
+    }
+
+    url: str | None = field(
+        default=None, metadata=meta("Broker: mqtt://host[:port] or mqtts://host[:port] (null: off).")
+    )
+    device_id: str | None = field(
+        default=None,
+        metadata=meta("Topic level, client id and spool name (null: the hostname).", pattern=_ID_PATTERN),
+    )
+    prefix: str = field(default="edgeseg", metadata=meta("First topic level.", pattern=_PREFIX_PATTERN))
+    protocol: str = field(default="5", metadata=meta("MQTT protocol version.", choices=("5", "3.1.1")))
+    mask_format: str = field(default="rle", metadata=meta("Masks in results.", choices=MASK_FORMATS))
+    max_rate: float | None = field(
+        default=None, metadata=meta("Most results per second (null: every result).", gt=0)
+    )
+    keepalive_s: int = field(default=30, metadata=meta("MQTT keepalive in seconds.", ge=5))
+    reconnect_min_s: float = field(default=0.5, metadata=meta("First reconnect delay.", gt=0))
+    reconnect_max_s: float = field(default=30.0, metadata=meta("Longest reconnect delay.", gt=0))
+    max_inflight: int = field(default=20, metadata=meta("Results sent but not yet acknowledged.", ge=1))
+    stats_interval_s: float = field(default=10.0, metadata=meta("Seconds between stats messages.", gt=0))
+    snapshot_interval_s: float | None = field(
+        default=None, metadata=meta("Seconds between annotated JPEG snapshots (null: off).", gt=0)
+    )
+    snapshot_max_bytes: int = field(
+        default=256 * 1024, metadata=meta("Larger snapshots are skipped.", ge=1024)
+    )
+    snapshot_width: int = field(default=640, metadata=meta("Snapshots are scaled down to this width.", ge=16))
+    spool_max_bytes: int = field(
+        default=64 * MiB, metadata=meta("Spool size cap; the oldest results go first.", ge=4096)
+    )
+    spool_max_age_s: float = field(
+        default=7 * 86400.0, metadata=meta("Results older than this leave the spool unsent.", gt=0)
+    )
+    flush_timeout_s: float = field(
+        default=5.0, metadata=meta("At stop: longest wait for the broker to take the spool.", ge=0)
+    )
+    discovery: bool = field(default=True, metadata=meta("Publish Home Assistant MQTT discovery."))
+    discovery_prefix: str = field(
+        default="homeassistant", metadata=meta("Home Assistant discovery prefix.", pattern=_PREFIX_PATTERN)
+    )
+    username_file: Path | None = field(default=None, metadata=meta("File holding the user name."))
+    password_file: Path | None = field(default=None, metadata=meta("File holding the password."))
+    ca_file: Path | None = field(default=None, metadata=meta("mqtts: CA certificate (null: system CAs)."))
+    cert_file: Path | None = field(default=None, metadata=meta("mqtts: client certificate."))
+    key_file: Path | None = field(default=None, metadata=meta("mqtts: client key."))
+
+
+def spool_path(state: Path, device: str) -> Path:
+    return state / f"mqtt-spool-{device}.sqlite3"
+
+
+def _sha256(path: Path | None) -> str | None:
+    if path is None or not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class MqttSink:
+    """Spools every result and publishes it, with the device's retained state, from its own thread.
+
+    Args:
+        config: the ``sinks.mqtt`` section (``url`` set).
+        ctx: the pipeline's context (class names, live stats, model and source, state directory).
+        credentials: as :func:`edgeseg.mqtt.broker.load_credentials` found them.
+    """
+
+    def __init__(self, config: MqttSinkConfig, ctx: SinkContext, credentials: Credentials) -> None:
+        assert config.url is not None
+        self.config = config
+        self.ctx = ctx
+        self.address: BrokerAddress = parse_broker_url(config.url)
+        if config.reconnect_max_s < config.reconnect_min_s:
+            raise ConfigError(
+                f"sinks.mqtt.reconnect_max_s: must be >= reconnect_min_s ({config.reconnect_min_s:g})"
+            )
+        self.device_id = device_id(config.device_id)
+        self.topics = Topics(config.prefix, self.device_id, config.discovery_prefix)
+        self.boot_id = uuid.uuid4().hex
+        self.started_at = time.time()
+        self.mask_format: MaskFormat = config.mask_format  # type: ignore[assignment]
+        background = ctx.background
+        self.counted = [n for i, n in enumerate(ctx.class_names) if i != background]
+        self._model = ModelInfo(
+            ctx.model_name, str(ctx.model_path) if ctx.model_path else None, _sha256(ctx.model_path)
+        )
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._capped = 0
+        self._next_result_at = 0.0
+        self._next_snapshot_at = 0.0
+        self._snapshots_skipped = 0
+        self._frame_size: tuple[int, int] | None = None
+        self._counts: dict[str, int] | None = None
+        self.spool = Spool(
+            spool_path(ctx.state_dir or state_dir(), self.device_id),
+            config.spool_max_bytes,
+            config.spool_max_age_s,
+        )
+        self.publisher = Publisher(
+            self.address,
+            credentials,
+            self.device_id,
+            self.spool,
+            self.topics,
+            PublisherSettings(
+                protocol=config.protocol,
+                keepalive_s=config.keepalive_s,
+                reconnect_min_s=config.reconnect_min_s,
+                reconnect_max_s=config.reconnect_max_s,
+                max_inflight=config.max_inflight,
+                stats_interval_s=config.stats_interval_s,
+            ),
+            stats_payload=self._stats_payload,
+        )
+        self._publish_info()
+        if config.discovery:
+            self.publisher.set_retained(
+                self.topics.discovery,
+                discovery_payload(
+                    self.topics, ctx.model_name, self.counted, config.snapshot_interval_s is not None
+                ),
+            )
+            self.publisher.subscribe(self.topics.ha_status, self._on_ha_status)
+        self._publish_counts({name: 0 for name in self.counted})
+        self.publisher.start()
+        log.info("publishing to %s as %s (spool %s)", self.address, self.topics.base, self.spool.path)
+
+    # results ------------------------------------------------------------------------------------------
+
+    def send(self, result: Result) -> None:
+        self.send_batch([result])
+
+    def send_batch(self, results: Sequence[Result]) -> None:
+        """Spool the results (one transaction), then update counts, info and the snapshot."""
+        messages: list[tuple[str, bytes]] = []
+        for result in results:
+            if not self._admit():
+                continue
+            record = result_record(result, self._seq, self.mask_format, self.ctx.class_names)
+            messages.append((self.topics.results, results_payload(record, self.boot_id, self._seq)))
+            self._seq += 1
+        if messages:
+            self.spool.append(messages)  # counts and logs its own failures; never raises for a full disk
+            self.publisher.wake()
+        if not results:
+            return
+        latest = results[-1]
+        counts = dict.fromkeys(self.counted, 0)
+        for cid in latest.instances.class_id.tolist():
+            name = self._class_name(int(cid))
+            counts[name] = counts.get(name, 0) + 1
+        self._publish_counts(counts)
+        h, w = latest.frame.shape
+        if self._frame_size != (w, h):
+            self._frame_size = (w, h)
+            self._publish_info()
+        self._maybe_snapshot(latest)
+
+    def _admit(self) -> bool:
+        """The optional rate cap: a result over ``max_rate`` takes no ``seq`` and is counted."""
+        rate = self.config.max_rate
+        if rate is None:
+            return True
+        now = time.monotonic()
+        if now < self._next_result_at:
+            with self._lock:
+                self._capped += 1
+            return False
+        # schedule from the previous slot, not from now, so the long-run rate is max_rate exactly
+        self._next_result_at = max(self._next_result_at + 1.0 / rate, now - 1.0 / rate)
+        return True
+
+    def _class_name(self, cid: int) -> str:
+        names = self.ctx.class_names
+        return names[cid] if 0 <= cid < len(names) else str(cid)
+
+    def _publish_counts(self, counts: Mapping[str, int]) -> None:
+        if counts == self._counts:
+            return
+        self._counts = dict(counts)
+        for name, n in counts.items():
+            self.publisher.set_retained(self.topics.counts(name), str(n).encode())
+        self.publisher.set_retained(self.topics.counts("all"), str(sum(counts.values())).encode())
+
+    def _publish_info(self) -> None:
+        self.publisher.set_retained(
+            self.topics.info,
+            info_payload(
+                self.device_id,
+                self.boot_id,
+                self.started_at,
+                self._model,
+                self.ctx.class_names,
+                self.ctx.source_uri,
+                self._frame_size,
+                self.mask_format,
+            ),
+        )
+
+    def _maybe_snapshot(self, result: Result) -> None:
+        interval = self.config.snapshot_interval_s
+        now = time.monotonic()
+        if interval is None or now < self._next_snapshot_at:
+            return
+        self._next_snapshot_at = now + interval
+        img = self.ctx.render(result)
+        width = self.config.snapshot_width
+        if img.shape[1] > width:
+            height = max(1, round(img.shape[0] * width / img.shape[1]))
+            img = np.ascontiguousarray(cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA))
+        ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        data = jpeg.tobytes() if ok else b""
+        if not data or len(data) > self.config.snapshot_max_bytes:
+            self._snapshots_skipped += 1
+            log.warning(
+                "snapshot of frame %d skipped: %d bytes is over sinks.mqtt.snapshot_max_bytes (%d)",
+                result.frame.index,
+                len(data),
+                self.config.snapshot_max_bytes,
+            )
+            return
+        self.publisher.set_retained(self.topics.snapshot, data, qos=0)
+
+    def _on_ha_status(self, topic: str, payload: bytes) -> None:
+        if payload.strip() == b"online":
+            # Home Assistant restarted: send discovery again, after a random delay so a fleet of devices
+            # does not answer its birth message all at once (its documentation's advice)
+            self.publisher.resend_retained(self.topics.discovery, delay_s=random.uniform(0.0, 1.0))
+            for name in [*self.counted, "all"]:
+                self.publisher.resend_retained(self.topics.counts(name))
+
+    # figures --------------------------------------------------------------------------------------
+
+    def _stats_payload(self) -> bytes:
+        p = self.ctx.stats()
+        s = self.spool.stats()
+        link = self.publisher.stats()
+        with self._lock:
+            capped = self._capped
+        return stats_payload(
+            {
+                "device_id": self.device_id,
+                "boot_id": self.boot_id,
+                "time": round(time.time(), 3),
+                "uptime_s": round(time.time() - self.started_at, 3),
+                "fps": finite(p.fps, 2),
+                "fps_mean": finite(p.fps_mean, 2),
+                "latency_ms": {"p50": finite(p.latency_ms_p50), "p99": finite(p.latency_ms_p99)},
+                "frames": {"read": p.frames_read, "done": p.frames_done},
+                "stage_ms": {k: finite(v) for k, v in p.stage_ms.items()},
+                "drops": dict(p.drops),
+                "bad_frames": dict(p.bad_frames),
+                "results": {
+                    "published": self._seq,
+                    "capped": capped,
+                    "lost": s.dropped + link.too_large,
+                },
+                "spool": {
+                    "depth": s.depth,
+                    "bytes": s.bytes,
+                    "file_bytes": s.file_bytes,
+                    "oldest_age_s": finite(s.oldest_age_s),
+                    "dropped": s.dropped,
+                    "dropped_overflow": s.dropped_overflow,
+                    "dropped_expired": s.dropped_expired,
+                    "write_failed": s.write_failed,
+                },
+                "mqtt": {
+                    "connected": link.connected,
+                    "reconnects": link.reconnects,
+                    "acked": link.acked,
+                    "replayed": link.replayed,
+                    "too_large": link.too_large,
+                    "publish_ms": {"p50": finite(link.publish_ms_p50), "p99": finite(link.publish_ms_p99)},
+                },
+                "snapshots_skipped": self._snapshots_skipped + link.skipped_retained,
+                "cpu_temp_c": cpu_temperature_c(),
+            }
+        )
+
+    def summary(self) -> list[str]:
+        """Lines for the run's summary: what was published, what is left, what was lost."""
+        s = self.spool.stats()
+        link = self.publisher.stats()
+        lines = [
+            f"mqtt {self.address} as {self.topics.base}: {self._seq} results spooled, "
+            f"{link.acked} acknowledged by the broker, {link.reconnects} reconnects"
+        ]
+        if s.depth:
+            lines.append(
+                f"mqtt: {s.depth} results still in the spool {self.spool.path} (sent at the next start)"
+            )
+        lost = {
+            "spool overflow": s.dropped_overflow,
+            "expired": s.dropped_expired,
+            "spool write failed": s.write_failed,
+            "over the broker's packet limit": link.too_large,
+        }
+        if any(lost.values()):
+            lines.append(
+                "mqtt: LOST " + ", ".join(f"{n} ({why})" for why, n in lost.items() if n) + " results"
+            )
+        if self._capped:
+            lines.append(f"mqtt: {self._capped} results not published (over sinks.mqtt.max_rate)")
+        return lines
+
+    def close(self) -> None:
+        self.publisher.close(self.config.flush_timeout_s)
+        self.spool.close()
+
+
+def create(section: MqttSinkConfig, ctx: SinkContext) -> MqttSink | None:
+    if section.url is None:
+        return None
+    parse_broker_url(section.url)  # a malformed URL fails before the credentials are read
+    credentials = load_credentials(
+        section.username_file, section.password_file, section.ca_file, section.cert_file, section.key_file
+    )
+    return MqttSink(section, ctx, credentials)
+
+
+SPEC = SinkSpec("mqtt", MqttSinkConfig, create, "MQTT publishing with an on-disk spool.")

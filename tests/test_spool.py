@@ -1,0 +1,130 @@
+"""The MQTT spool: a real SQLite file that keeps every message until it is acknowledged, within its bounds."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeseg.errors import ConfigError
+from edgeseg.mqtt.spool import Spool
+
+
+def payloads(n: int, size: int = 100) -> list[tuple[str, bytes]]:
+    return [("t", i.to_bytes(4, "big") + b"x" * (size - 4)) for i in range(n)]
+
+
+def test_messages_survive_reopening_the_spool_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "spool.sqlite3"
+    spool = Spool(path, 1 << 20, 3600)
+    assert spool.append(payloads(5)) == 5
+    spool.close()
+    again = Spool(path, 1 << 20, 3600)
+    entries = again.read(0, 100)
+    assert [e.payload[:4] for e in entries] == [i.to_bytes(4, "big") for i in range(5)]
+    assert [e.id for e in entries] == sorted(e.id for e in entries)
+    assert again.stats().depth == 5
+    assert again.stats().bytes == 5 * 101
+
+
+def test_a_message_leaves_only_when_deleted_as_acknowledged(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 3600)
+    spool.append(payloads(4))
+    first = spool.read(0, 2)
+    spool.delete([e.id for e in first])
+    spool.delete([first[0].id])  # a duplicate PUBACK is harmless
+    rest = spool.read(0, 10)
+    assert [e.id for e in rest] == [first[1].id + 1, first[1].id + 2]
+    assert spool.stats().depth == 2
+    assert spool.stats().bytes == 2 * 101
+
+
+def test_read_between_two_ids_gives_the_replay_window(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 3600)
+    spool.append(payloads(10))
+    ids = [e.id for e in spool.read(0, 10)]
+    assert [e.id for e in spool.read(ids[2], 100, below_id=ids[6])] == ids[3:6]
+    assert spool.last_id() == ids[-1]
+
+
+def test_overflow_drops_the_oldest_and_counts_exactly_what_it_dropped(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.sqlite3", 1000, 3600)
+    for batch in range(10):
+        spool.append(payloads(3)[:3] if batch % 2 else payloads(1))
+    stats = spool.stats()
+    appended = 5 * 3 + 5 * 1
+    assert stats.bytes <= 1000
+    assert stats.depth == 1000 // 101
+    assert stats.dropped_overflow == appended - stats.depth
+    newest = spool.read(0, 100)
+    assert newest[-1].id == spool.last_id()  # the newest are kept
+
+
+def test_messages_older_than_the_age_bound_are_dropped_and_counted(tmp_path: Path) -> None:
+    now = [1000.0]
+    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 60, clock=lambda: now[0])
+    spool.append(payloads(3))
+    now[0] += 30
+    spool.append(payloads(2))
+    now[0] += 40  # the first three are 70 s old, the last two 40 s
+    assert spool.expire() == 3
+    stats = spool.stats()
+    assert (stats.depth, stats.dropped_expired, stats.oldest_age_s) == (2, 3, 40.0)
+
+
+def test_a_full_disk_loses_the_batch_counted_and_the_spool_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    spool = Spool(path, 1 << 30, 3600)
+    spool.append(payloads(1))
+    # SQLite's own page limit gives the exact error a full disk gives (SQLITE_FULL, "database or disk is
+    # full"), without needing root to mount a tiny filesystem
+    spool._db.execute("PRAGMA max_page_count=" + str(spool._db.execute("PRAGMA page_count").fetchone()[0]))
+    assert spool.append(payloads(50, size=4000)) == 0
+    stats = spool.stats()
+    assert (stats.depth, stats.write_failed) == (1, 50)
+    spool.delete([e.id for e in spool.read(0, 10)])  # space comes back as messages are acknowledged
+    assert spool.append(payloads(1)) == 1
+    assert [len(e.payload) for e in spool.read(0, 10)] == [100]
+
+
+def test_the_file_on_disk_stays_near_the_byte_cap(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    spool = Spool(path, 200_000, 3600)
+    for _ in range(200):
+        spool.append(payloads(10, size=3000))
+    stats = spool.stats()
+    assert stats.bytes <= 200_000
+    # pages freed by deletions are reused; the WAL is checkpointed every ~1 MB
+    assert stats.file_bytes < 200_000 * 2 + 2 * 1024 * 1024, stats
+
+
+def test_a_file_that_is_not_a_spool_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    path.write_bytes(b"not a database" * 100)
+    with pytest.raises(ConfigError, match=r"^sinks.mqtt spool: cannot open .*s\.sqlite3"):
+        Spool(path, 1000, 60)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 4), st.integers(0, 3)), min_size=1, max_size=30))
+def test_every_appended_message_is_stored_acknowledged_or_counted_as_dropped(
+    steps: list[tuple[int, int]],
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        spool = Spool(Path(folder) / "s.sqlite3", 700, 3600)
+        acked = 0
+        for n_append, n_ack in steps:
+            spool.append(payloads(n_append))
+            entries = spool.read(0, n_ack)
+            spool.delete([e.id for e in entries])
+            acked += len(entries)
+        stats = spool.stats()
+        assert stats.appended == stats.depth + acked + stats.dropped
+        assert stats.bytes <= 700
+        rows = sqlite3.connect(Path(folder) / "s.sqlite3").execute("SELECT COUNT(*) FROM messages").fetchone()
+        assert rows[0] == stats.depth
+        spool.close()
