@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgeseg")
 
 VIDEO_SUFFIXES = (".mp4", ".avi")
+EXIT_USAGE = 2  # bad usage, configuration or input: one line on stderr
+EXIT_LOST = 3  # the run ended, but results a sink had accepted were lost (the summary says which and where)
+EXIT_CODES = (
+    "exit status: 0 finished; 2 bad usage, configuration or input; 3 results that a sink had accepted were "
+    "lost (see the summary); 130 interrupted during start-up; doctor PIPELINE: 1 when a need is missing"
+)
 
 
 # arguments ------------------------------------------------------------------------------------------------
@@ -62,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeseg",
         description="Real-time instance segmentation on edge devices: camera to published results.",
-        epilog="Run 'edgeseg COMMAND --help' for the options of one command.",
+        epilog=f"Run 'edgeseg COMMAND --help' for the options of one command. {EXIT_CODES}.",
     )
     parser.add_argument("--version", action="version", version=f"edgeseg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -127,12 +133,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                     help="override any config key (repeatable)")  # fmt: skip
 
-    sub.add_parser(
+    doc = sub.add_parser(
         "doctor",
-        help="what this machine has: backends, cameras, displays, optional extras",
+        help="what this machine has (backends, cameras, displays, extras) and what a pipeline needs",
         description="List inference backends, cameras, displays and optional extras, and how to add what is "
-        "missing.",
+        "missing. With a pipeline file, also check what that pipeline needs (its broker answers, ...).",
     )
+    doc.add_argument("pipeline", nargs="?", metavar="PIPELINE", help="pipeline YAML to check")
+    from edgeseg.mqtt import tools as mqtt_tools
+
+    mqtt_tools.add_parser(sub)
     return parser
 
 
@@ -270,16 +280,21 @@ def _run(args: argparse.Namespace) -> int:
     progress.update(stats, final=True)
     if pipeline.error is not None and stats.frames_done == 0:
         raise pipeline.error
-    _print_summary(stats, accuracy, stopped=stop.is_set())
-    for line in pipeline.summary():
-        print(line)
+    reports = pipeline.reports()
+    lost = sum(r.lost for r in reports)
+    _print_summary(stats, accuracy, stopped=stop.is_set(), lost=lost)
+    for report in reports:
+        for line in report.lines:
+            print(line)
     if pipeline.error is not None:
         raise pipeline.error
-    return 0
+    return EXIT_LOST if lost else 0
 
 
-def _print_summary(stats: PipelineStats, accuracy: AccuracySink, stopped: bool) -> None:
+def _print_summary(stats: PipelineStats, accuracy: AccuracySink, stopped: bool, lost: int = 0) -> None:
     how = "stopped by signal" if stopped else "done"
+    if lost:
+        how = f"{how}, {lost} results LOST"
     print(
         f"{how}: {stats.frames_done} frames processed of {stats.frames_read} read in {stats.elapsed_s:.1f} s "
         f"({stats.fps_mean:.1f} fps); latency p50 {stats.latency_ms_p50:.1f} ms, "
@@ -322,14 +337,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging(args.verbose)
     from edgeseg import bench, doctor, evaluate
+    from edgeseg.mqtt import tools as mqtt_tools
 
-    commands = {"run": _run, "bench": bench.command, "eval": evaluate.command, "doctor": doctor.command}
+    commands = {
+        "run": _run,
+        "bench": bench.command,
+        "eval": evaluate.command,
+        "doctor": doctor.command,
+        "mqtt": mqtt_tools.command,
+    }
     try:
         return commands[args.command](args)
     except EdgesegError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"edgeseg: error: {message}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

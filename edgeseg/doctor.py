@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import glob
 import importlib.util
+import os
 import platform
 import shutil
 from dataclasses import dataclass
@@ -138,12 +139,54 @@ def checks() -> list[Check]:
     return out
 
 
+def pipeline_checks(path: str | None) -> list[Check]:
+    """What one pipeline needs: its model file, its state directory, and its broker answering."""
+    from edgeseg.config import load_config
+    from edgeseg.statedir import state_dir
+
+    config = load_config(path)
+    name = f"pipeline {config.name}"
+    model = config.model.path
+    out = [Check(name, "model", model.exists(), str(model), "fix model.path")]
+    state = state_dir(config.pipeline.state_dir)
+    parent = next((p for p in (state, *state.parents) if p.exists()), state)
+    writable = os.access(parent, os.W_OK)
+    out.append(Check(name, "state directory", writable, str(state), "set pipeline.state_dir or --state-dir"))
+    from edgeseg.sinks.mqtt import MqttSinkConfig
+
+    mqtt = config.sinks.section(MqttSinkConfig)
+    if mqtt.url is not None:
+        from edgeseg.mqtt.broker import load_credentials, parse_broker_url
+        from edgeseg.mqtt.tools import check
+
+        address = parse_broker_url(mqtt.url)
+        creds = load_credentials(
+            mqtt.username_file, mqtt.password_file, mqtt.ca_file, mqtt.cert_file, mqtt.key_file
+        )
+        problem = check(address, creds)
+        who = f" as {creds.username} ({creds.origin})" if creds.username else " (anonymous)"
+        out.append(
+            Check(
+                name,
+                "mqtt broker",
+                problem is None,
+                f"{address} answers{who}" if problem is None else problem,
+                "start the broker or fix sinks.mqtt.url / the MQTT credentials (the pipeline runs anyway and "
+                "spools results until the broker answers)",
+            )
+        )
+    return out
+
+
 def command(args: argparse.Namespace) -> int:
-    """Print the report; exit code 0 (missing extras are information, not errors)."""
-    for c in checks():
+    """Print the report; exit code 0, or 1 when a pipeline was given and one of its needs is missing
+    (missing extras are information, not errors)."""
+    pipeline = getattr(args, "pipeline", None)
+    own = pipeline_checks(pipeline) if pipeline else []
+    for c in [*checks(), *own]:
         mark = "ok " if c.ok else "-- "
         line = f"{mark} {c.area:<8} {c.name:<28} {c.detail}"
         if not c.ok and c.fix:
             line += f"\n{'':<41}fix: {c.fix}"
         print(line)
-    return 0
+    return 0 if all(c.ok for c in own) else 1

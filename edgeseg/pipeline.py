@@ -24,7 +24,7 @@ from edgeseg.errors import EdgesegError, SourceError
 from edgeseg.frame import Frame, Result, StageTimes
 from edgeseg.geometry import Roi
 from edgeseg.instances import Instances
-from edgeseg.sinks import LosslessSink, Sink
+from edgeseg.sinks import LosslessSink, Sink, SinkReport
 from edgeseg.statedir import state_dir
 from edgeseg.stats import PipelineStats, StatsRecorder
 
@@ -481,9 +481,20 @@ class Pipeline:
             for q in self._to_sinks.values():
                 q.close()
 
-    def summary(self) -> list[str]:
-        """What the sinks that keep accounts (lossless sinks) report at the end of the run."""
-        return [line for s in self.sinks.values() if isinstance(s, LosslessSink) for line in s.summary()]
+    def reports(self) -> list[SinkReport]:
+        """What the sinks that keep accounts (lossless sinks) report; call after :meth:`wait`. A result
+        that a lossless sink's queue had to drop counts as lost too."""
+        out: list[SinkReport] = []
+        drops = self.stats().drops
+        for name, sink in self.sinks.items():
+            if isinstance(sink, LosslessSink):
+                report = sink.report()
+                dropped = drops.get(f"sink:{name}", 0)
+                if dropped:
+                    line = f"{name}: LOST {dropped} results its queue could not hold (the sink was stuck)"
+                    report = SinkReport((*report.lines, line), report.lost + dropped)
+                out.append(report)
+        return out
 
     def _sink_loop(self, name: str, sink: Sink) -> None:
         key = f"sink:{name}"

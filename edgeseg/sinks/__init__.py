@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from edgeseg.sinks import display, jsonl, mqtt, video
-from edgeseg.sinks.base import LosslessSink, Sink, SinkContext, SinkFactory, SinkSpec
+from edgeseg.sinks.base import LosslessSink, Sink, SinkContext, SinkFactory, SinkReport, SinkSpec
 from edgeseg.sinks.record import result_record
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ __all__ = [
     "Sink",
     "SinkContext",
     "SinkFactory",
+    "SinkReport",
     "SinkSpec",
     "build_sinks",
     "result_record",

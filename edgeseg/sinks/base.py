@@ -36,7 +36,7 @@ class LosslessSink(Protocol):
     The pipeline gives it a queue that never drops oldest (a full queue makes the producer wait, and only a
     sink stuck for :data:`edgeseg.pipeline.LOSSLESS_PUT_TIMEOUT_S` loses results, counted), hands it every
     result waiting at once (``send_batch``, so it can write them in one transaction), lets it drain its
-    queue at stop, and prints ``summary()`` lines at the end of the run.
+    queue at stop, and prints its ``report()`` at the end of the run (whose ``lost`` makes the run fail).
     """
 
     def send(self, result: Result) -> None: ...
@@ -45,7 +45,16 @@ class LosslessSink(Protocol):
 
     def close(self) -> None: ...
 
-    def summary(self) -> list[str]: ...
+    def report(self) -> SinkReport: ...
+
+
+@dataclass(frozen=True)
+class SinkReport:
+    """A lossless sink's account of the run: summary lines, and how many results it accepted and will
+    never deliver (the run then exits with status 3)."""
+
+    lines: tuple[str, ...]
+    lost: int = 0
 
 
 def _no_stats() -> PipelineStats:

@@ -46,7 +46,7 @@ from edgeseg.mqtt.topics import (
     results_payload,
     stats_payload,
 )
-from edgeseg.sinks.base import SinkContext, SinkSpec
+from edgeseg.sinks.base import SinkContext, SinkReport, SinkSpec
 from edgeseg.sinks.record import result_record
 from edgeseg.statedir import state_dir
 
@@ -347,8 +347,8 @@ class MqttSink:
             }
         )
 
-    def summary(self) -> list[str]:
-        """Lines for the run's summary: what was published, what is left, what was lost."""
+    def report(self) -> SinkReport:
+        """The run's account: what was published, what is left for the next start, what was lost."""
         s = self.spool.stats()
         link = self.publisher.stats()
         lines = [
@@ -371,7 +371,7 @@ class MqttSink:
             )
         if self._capped:
             lines.append(f"mqtt: {self._capped} results not published (over sinks.mqtt.max_rate)")
-        return lines
+        return SinkReport(tuple(lines), sum(lost.values()))
 
     def close(self) -> None:
         self.publisher.close(self.config.flush_timeout_s)

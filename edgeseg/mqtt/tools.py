@@ -1,0 +1,226 @@
+"""``edgeseg mqtt listen`` / ``forget`` and the broker check of ``edgeseg doctor``: short-lived clients that
+share the sink's URL, credential and topic rules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edgeseg.errors import ConfigError, EdgesegError
+from edgeseg.mqtt.broker import BrokerAddress, Credentials, device_id, load_credentials, parse_broker_url
+from edgeseg.mqtt.topics import Topics
+
+ELIDE_OVER = 48  # characters of an RLE string shown by ``listen`` unless --raw
+
+
+class BrokerError(EdgesegError):
+    """The broker cannot be reached, or refuses the connection."""
+
+
+def connect(address: BrokerAddress, credentials: Credentials, timeout: float = 5.0) -> mqtt.Client:
+    """A connected client with its network loop running; :class:`BrokerError` in one line otherwise."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edgeseg-tool-{uuid.uuid4().hex[:8]}")
+    client.connect_timeout = timeout
+    if credentials.username is not None:
+        client.username_pw_set(credentials.username, credentials.password)
+    if address.tls:
+        client.tls_set(
+            ca_certs=str(credentials.ca_file) if credentials.ca_file else None,
+            certfile=str(credentials.cert_file) if credentials.cert_file else None,
+            keyfile=str(credentials.key_file) if credentials.key_file else None,
+        )
+    answer: list[Any] = []
+    ready = threading.Event()
+
+    def on_connect(c: mqtt.Client, u: Any, flags: Any, rc: Any, props: Any) -> None:
+        answer.append(rc)
+        ready.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(address.host, address.port, keepalive=30)
+    except (OSError, ValueError) as exc:
+        raise BrokerError(f"cannot connect to {address}: {exc}") from None
+    client.loop_start()
+    if not ready.wait(timeout) or answer[0].is_failure:
+        client.loop_stop()
+        why = f"refused the connection: {answer[0]}" if answer else f"no answer within {timeout:g} s"
+        raise BrokerError(f"broker {address} {why}")
+    return client
+
+
+def check(address: BrokerAddress, credentials: Credentials, timeout: float = 5.0) -> str | None:
+    """``None`` when the broker accepts a connection with these credentials, else why not."""
+    try:
+        client = connect(address, credentials, timeout)
+    except BrokerError as exc:
+        return str(exc)
+    client.disconnect()
+    client.loop_stop()
+    return None
+
+
+def describe(payload: bytes, raw: bool = False) -> str:
+    """A payload as one printable line: JSON compact (long RLE strings elided unless ``raw``), text as is,
+    binary as its size and kind."""
+    if payload[:3] == b"\xff\xd8\xff":
+        return f"<JPEG image, {len(payload)} bytes>"
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<{len(payload)} bytes of binary data>"
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text
+    if not raw:
+        doc = _elide(doc)
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def _elide(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        return {
+            k: (
+                f"<{len(v)} chars>"
+                if k == "counts" and isinstance(v, str) and len(v) > ELIDE_OVER
+                else _elide(v)
+            )
+            for k, v in doc.items()
+        }
+    if isinstance(doc, list):
+        return [_elide(v) for v in doc]
+    return doc
+
+
+def listen(
+    client: mqtt.Client,
+    topics: Sequence[str],
+    out: TextIO,
+    count: int | None = None,
+    timeout: float | None = None,
+    raw: bool = False,
+) -> int:
+    """Print ``topic payload`` lines for messages on ``topics`` until ``count`` messages or ``timeout`` s;
+    returns how many were printed."""
+    printed = 0
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        nonlocal printed
+        with lock:
+            if done.is_set():
+                return
+            flag = " (retained)" if msg.retain else ""
+            out.write(f"{msg.topic}{flag} {describe(bytes(msg.payload), raw)}\n")
+            out.flush()
+            printed += 1
+            if count is not None and printed >= count:
+                done.set()
+
+    client.on_message = on_message
+    for topic in topics:
+        client.subscribe(topic, qos=1)
+    done.wait(timeout)
+    done.set()
+    return printed
+
+
+def forget(client: mqtt.Client, topics: Topics, settle_s: float = 1.5) -> list[str]:
+    """Clear the device's retained messages (discovery, status, info, counts, snapshot) with empty retained
+    payloads, which removes it from Home Assistant; returns the topics cleared."""
+    found: set[str] = set()
+    lock = threading.Lock()
+
+    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain and msg.payload:
+            with lock:
+                found.add(msg.topic)
+
+    client.on_message = on_message
+    client.subscribe([(topics.discovery, 1), (f"{topics.base}/#", 1)])
+    time.sleep(settle_s)  # retained messages arrive right after the subscription
+    client.unsubscribe([topics.discovery, f"{topics.base}/#"])
+    with lock:
+        cleared = sorted(found)
+    for topic in cleared:
+        client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+    return cleared
+
+
+# the ``edgeseg mqtt`` command ----------------------------------------------------------------------------
+
+
+def _target(args: argparse.Namespace) -> tuple[BrokerAddress, Credentials, Topics]:
+    """Broker, credentials and topics from ``--url``/``--device-id``/``--prefix``, else the pipeline's
+    ``sinks.mqtt`` section."""
+    from edgeseg.config import load_config
+    from edgeseg.sinks.mqtt import MqttSinkConfig
+
+    section = MqttSinkConfig()
+    if args.pipeline is not None or not args.url:
+        section = load_config(args.pipeline).sinks.section(MqttSinkConfig)
+    url = args.url or section.url
+    if not url:
+        raise ConfigError("sinks.mqtt.url: no broker given (use --url mqtt://host[:port] or a pipeline file)")
+    address = parse_broker_url(url, "--url" if args.url else "sinks.mqtt.url")
+    creds = load_credentials(
+        section.username_file, section.password_file, section.ca_file, section.cert_file, section.key_file
+    )
+    topics = Topics(args.prefix or section.prefix, device_id(args.device_id or section.device_id))
+    return address, creds, topics
+
+
+def add_parser(sub: Any) -> None:
+    """The ``mqtt`` subcommand and its ``listen`` and ``forget`` actions."""
+    p = sub.add_parser(
+        "mqtt",
+        help="listen to a device's messages, or make a broker forget a device",
+        description="Helpers for the MQTT side of a pipeline. The broker, device id and credentials come "
+        "from --url/--device-id or the pipeline file's sinks.mqtt section.",
+    )
+    actions = p.add_subparsers(dest="mqtt_action", metavar="ACTION", required=True)
+    for name, text in (
+        ("listen", "print the messages a device publishes, decoded (like mosquitto_sub piped to jq)"),
+        ("forget", "clear the device's retained messages and its Home Assistant discovery"),
+    ):
+        a = actions.add_parser(name, help=text, description=text)
+        a.add_argument("pipeline", nargs="?", metavar="PIPELINE", help="pipeline YAML (default: demo)")
+        a.add_argument("--url", metavar="URL", help="broker, mqtt://host[:port] (default: sinks.mqtt.url)")
+        a.add_argument("--device-id", metavar="ID", help="device id (default: sinks.mqtt.device_id)")
+        a.add_argument("--prefix", metavar="PREFIX", help="topic prefix (default: sinks.mqtt.prefix)")
+        if name == "listen":
+            a.add_argument("--topic", action="append", metavar="TOPIC",
+                           help="topic filter (repeatable; default: <prefix>/<device_id>/#)")  # fmt: skip
+            a.add_argument("--count", type=int, metavar="N", help="exit after N messages")
+            a.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds")
+            a.add_argument("--raw", action="store_true", help="print RLE mask strings in full")
+
+
+def command(args: argparse.Namespace) -> int:
+    address, creds, topics = _target(args)
+    client = connect(address, creds)
+    try:
+        if args.mqtt_action == "listen":
+            listen(client, args.topic or [f"{topics.base}/#"], sys.stdout, args.count, args.timeout, args.raw)
+        else:
+            cleared = forget(client, topics)
+            print(f"cleared {len(cleared)} retained topic(s) of {topics.device_id} on {address}")
+            for topic in cleared:
+                print(f"  {topic}")
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return 0

@@ -1,0 +1,264 @@
+"""Real parts for the MQTT tests: a Mosquitto broker on a random loopback port, a paho subscriber that records
+everything it receives, and ``edgeseg run`` as a subprocess. Everything started here is stopped by the
+fixtures, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_MODEL = REPO / "models" / "demo-parts.onnx"
+
+
+def mosquitto_path() -> str:
+    """The broker binary; missing is a failure in CI (the test command installs it) and a skip elsewhere."""
+    exe = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if exe is None:
+        msg = "mosquitto not installed (apt-get install mosquitto; scripts/test.sh does it as root)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return exe
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    """One Mosquitto process; ``stop()`` and ``start()`` again on the same port model an outage.
+
+    Persistence is on, so the test subscriber's session (and the QoS 1 messages queued for it) outlive a
+    broker restart, as they would on a real installation.
+    """
+
+    def __init__(self, workdir: Path, extra_config: str = "") -> None:
+        self.exe = mosquitto_path()
+        self.workdir = workdir
+        self.port = free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            # started as root, Mosquitto drops to the 'mosquitto' user, which cannot read the test's files
+            f"user {getpass.getuser()}\n"
+            "persistence true\n"
+            f"persistence_location {workdir}/\n"
+            "max_queued_messages 0\n"
+            "max_inflight_messages 0\n" + extra_config
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "mosquitto.log"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([self.exe, "-c", str(self.config)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}") from None
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start listening")
+
+    def stop(self) -> None:
+        # SIGTERM, so Mosquitto saves its persistence file (the subscriber's session) as on a clean shutdown
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool
+    received: float
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Collector:
+    """A real paho subscriber (QoS 1, persistent session) recording every message it receives."""
+
+    def __init__(self, port: int, topics: Sequence[str] = ("#",)) -> None:
+        self.messages: list[Message] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}", clean_session=False
+        )
+        self.client.reconnect_delay_set(0.1, 0.5)
+        self._topics = topics
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port, keepalive=5)
+        self.client.loop_start()
+        assert self.wait(lambda: self.client.is_connected(), 10)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        for topic in self._topics:
+            client.subscribe(topic, qos=1)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(Message(msg.topic, bytes(msg.payload), bool(msg.retain), time.monotonic()))
+
+    def on(self, suffix: str) -> list[Message]:
+        with self._lock:
+            return [m for m in self.messages if m.topic.endswith(suffix)]
+
+    def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.05)
+        return predicate()
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def retained(port: int, topic: str, timeout: float = 3.0) -> dict[str, bytes]:
+    """The retained messages under ``topic`` as a fresh subscriber sees them."""
+    got: dict[str, bytes] = {}
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex[:8]}")
+
+    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain:
+            got[msg.topic] = bytes(msg.payload)
+
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    time.sleep(timeout)
+    client.disconnect()
+    client.loop_stop()
+    return got
+
+
+def edgeseg_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGESEG", "CREDENTIALS_DIRECTORY"))}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("DISPLAY", None)
+    env.pop("WAYLAND_DISPLAY", None)
+    env.update(extra)
+    return env
+
+
+class Edgeseg:
+    """``edgeseg run`` on the demo model and the synthetic scene, publishing to ``url``."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        url: str,
+        *args: str,
+        device: str = "cam1",
+        fps: float = 8.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.state = workdir / "state"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.stdout = workdir / f"stdout-{uuid.uuid4().hex[:6]}.txt"
+        self.stderr = self.stdout.with_name(self.stdout.name.replace("stdout", "stderr"))
+        cmd = [
+            sys.executable, "-m", "edgeseg", "run", "--mqtt", url, "--state-dir", str(self.state),
+            "--set", f"sinks.mqtt.device_id={device}", "--set", f"source.fps={fps}",
+            "--set", "sinks.mqtt.reconnect_min_s=0.2", "--set", "sinks.mqtt.reconnect_max_s=1",
+            "--set", "sinks.mqtt.stats_interval_s=1", *args,
+        ]  # fmt: skip
+        with self.stdout.open("w") as out, self.stderr.open("w") as err:
+            self.proc = subprocess.Popen(cmd, cwd=workdir, env=env or edgeseg_env(), stdout=out, stderr=err)
+
+    @property
+    def spool(self) -> Path:
+        return next(self.state.glob("mqtt-spool-*.sqlite3"))
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout)
+
+    def output(self) -> tuple[str, str]:
+        return self.stdout.read_text(), self.stderr.read_text()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path / "broker")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def results(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    return [m.json() for m in messages if m.topic.endswith("/results")]
+
+
+def in_order_per_stream(docs: Sequence[dict[str, Any]]) -> bool:
+    """Each (boot, live/replay) stream arrives in increasing ``seq``; a message seen before may come again
+    (re-delivery after a reconnect), a new one never comes before an older new one."""
+    last: dict[tuple[str, bool], int] = {}
+    seen: set[tuple[str, int]] = set()
+    for d in docs:
+        key = (d["boot_id"], d["replay"])
+        if (d["boot_id"], d["seq"]) in seen:
+            continue
+        seen.add((d["boot_id"], d["seq"]))
+        if d["seq"] <= last.get(key, -1):
+            return False
+        last[key] = d["seq"]
+    return True

@@ -1,0 +1,449 @@
+"""Publishing over MQTT against a real Mosquitto broker, a real paho subscriber and ``edgeseg run`` processes
+killed with real signals. Broker outages are real too: the broker process is stopped and started again."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from mqtt_harness import (
+    Broker,
+    Collector,
+    Edgeseg,
+    broker,  # noqa: F401 - the fixture
+    edgeseg_env,
+    in_order_per_stream,
+    results,
+    retained,
+)
+
+from edgeseg.mqtt.topics import load_schema
+
+SCHEMAS = {kind: load_schema(kind) for kind in ("results", "info", "stats", "discovery")}
+OUTAGE_S = 10.5
+
+
+def validate(kind: str, doc: Any) -> None:
+    jsonschema.validate(doc, SCHEMAS[kind], format_checker=jsonschema.FormatChecker())
+
+
+def spooled(path: Path) -> list[tuple[str, int]]:
+    """(boot_id, seq) of every results message in a spool file, in spool order."""
+    import json
+
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT payload FROM messages ORDER BY id").fetchall()
+    return [(d["boot_id"], d["seq"]) for d in (json.loads(r[0]) for r in rows)]
+
+
+def spool_bytes(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COALESCE(SUM(size), 0) FROM messages").fetchone()[0])
+
+
+def results_spooled(stdout: str) -> int:
+    match = re.search(r"(\d+) results spooled", stdout)
+    assert match, stdout
+    return int(match.group(1))
+
+
+def unique_results(collector: Collector) -> set[tuple[str, int]]:
+    return {(d["boot_id"], d["seq"]) for d in results(collector.on("/results"))}
+
+
+def stop(proc: Edgeseg, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+    proc.signal(sig)
+    try:
+        return proc.wait(timeout)
+    finally:
+        proc.kill()
+
+
+@pytest.fixture
+def collector(broker: Broker) -> Any:  # noqa: F811
+    c = Collector(broker.port)
+    yield c
+    c.close()
+
+
+def test_every_payload_validates_and_status_follows_the_process_to_its_sigkill(
+    tmp_path: Path,
+    broker: Broker,  # noqa: F811
+    collector: Collector,
+) -> None:
+    run = Edgeseg(tmp_path, broker.url, "--set", "sinks.mqtt.snapshot_interval_s=1")
+    try:
+        assert collector.wait(lambda: len(collector.on("/results")) >= 6 and collector.on("/stats"), 90), (
+            run.output()
+        )
+        assert collector.wait(lambda: collector.on("/snapshot"), 10)
+        assert retained(broker.port, "edgeseg/cam1/status") == {"edgeseg/cam1/status": b"online"}
+        run.kill()  # SIGKILL: no goodbye, the broker publishes the last will
+        assert collector.wait(lambda: collector.on("/status")[-1].payload == b"offline", 10)
+    finally:
+        run.kill()
+    assert retained(broker.port, "edgeseg/cam1/status") == {"edgeseg/cam1/status": b"offline"}
+    status = [m.payload for m in collector.on("edgeseg/cam1/status")]
+    assert status[0] == b"online"
+    for m in collector.on("/results"):
+        validate("results", m.json())
+    for m in collector.on("/stats"):
+        validate("stats", m.json())
+    info = collector.on("/info")[-1].json()
+    validate("info", info)
+    assert info["frame"] == {"width": 640, "height": 480}
+    assert info["classes"] == ["background", "nut", "washer", "bolt"]
+    validate("discovery", collector.on("homeassistant/device/cam1/config")[0].json())
+    assert collector.on("/snapshot")[0].payload[:2] == b"\xff\xd8"  # a JPEG
+    counts = {m.topic.rsplit("/", 1)[1] for m in collector.on("edgeseg/cam1/counts/all")}
+    assert counts == {"all"}
+    assert {m.topic for m in collector.messages if "/counts/" in m.topic} >= {
+        f"edgeseg/cam1/counts/{c}" for c in ("nut", "washer", "bolt", "all")
+    }
+    seqs = [d["seq"] for d in results(collector.on("/results"))]
+    assert seqs == list(range(len(seqs)))
+
+
+def test_online_is_published_after_info_and_discovery_on_every_connect(
+    tmp_path: Path,
+    broker: Broker,  # noqa: F811
+    collector: Collector,
+) -> None:
+    run = Edgeseg(tmp_path, broker.url)
+    try:
+        assert collector.wait(lambda: collector.on("/status"), 60), run.output()
+    finally:
+        stop(run)
+    order = [m.topic for m in collector.messages]
+    first_online = order.index("edgeseg/cam1/status")
+    assert "edgeseg/cam1/info" in order[:first_online]
+    assert "homeassistant/device/cam1/config" in order[:first_online]
+
+
+def test_a_clean_stop_delivers_the_spool_publishes_offline_and_exits_0(
+    tmp_path: Path,
+    broker: Broker,  # noqa: F811
+    collector: Collector,
+) -> None:
+    run = Edgeseg(tmp_path, broker.url)
+    assert collector.wait(lambda: len(collector.on("/results")) >= 5, 90), run.output()
+    assert stop(run) == 0
+    out, err = run.output()
+    n = results_spooled(out)
+    assert collector.wait(lambda: len(unique_results(collector)) == n, 10)
+    assert collector.on("/status")[-1].payload == b"offline"
+    assert spooled(run.spool) == []
+    assert "LOST" not in out
+    assert "Traceback" not in err
+
+
+def test_a_broker_outage_loses_nothing_and_each_stream_stays_in_order(
+    tmp_path: Path,
+    broker: Broker,  # noqa: F811
+    collector: Collector,
+) -> None:
+    run = Edgeseg(tmp_path, broker.url)
+    try:
+        assert collector.wait(lambda: len(collector.on("/results")) >= 5, 90), run.output()
+        broker.stop()
+        time.sleep(OUTAGE_S)
+        during = len(spooled(run.spool))
+        broker.start()
+        assert collector.wait(lambda: any(d["replay"] for d in results(collector.on("/results"))), 30)
+        time.sleep(2)  # live results flow again beside the replay
+    finally:
+        code = stop(run)
+    out, err = run.output()
+    assert code == 0, (out, err)
+    n = results_spooled(out)
+    docs = results(collector.on("/results"))
+    boot = docs[0]["boot_id"]
+    assert collector.wait(lambda: unique_results(collector) == {(boot, s) for s in range(n)}, 15), (
+        n,
+        sorted(unique_results(collector))[-5:],
+    )
+    docs = results(collector.on("/results"))
+    assert during >= 40  # ~8 results per second were spooled while the broker was down
+    assert in_order_per_stream(docs)
+    assert any(not d["replay"] for d in docs[-3:])  # the run ended on live results
+    assert spooled(run.spool) == []
+    assert "cannot connect to mqtt://127.0.0.1" in err  # the outage was logged ...
+    assert err.count("cannot connect") <= 3  # ... once per reason, not once per attempt
+
+
+def test_results_spooled_before_a_sigkill_during_an_outage_arrive_after_a_restart(
+    tmp_path: Path,
+    broker: Broker,  # noqa: F811
+    collector: Collector,
+) -> None:
+    first = Edgeseg(tmp_path, broker.url)
+    try:
+        assert collector.wait(lambda: len(collector.on("/results")) >= 5, 90), first.output()
+        broker.stop()
+        time.sleep(4)
+    finally:
+        first.kill()
+    before_kill = spooled(first.spool)
+    assert len(before_kill) >= 10
+    second = Edgeseg(tmp_path, broker.url)  # same state directory and device: the same spool
+    try:
+        time.sleep(3)
+        broker.start()
+        wanted = set(before_kill)
+        assert collector.wait(lambda: wanted <= unique_results(collector), 60), second.output()
+    finally:
+        assert stop(second) == 0
+    docs = results(collector.on("/results"))
+    replayed_first_boot = [d["seq"] for d in docs if d["boot_id"] == before_kill[0][0] and d["replay"]]
+    assert replayed_first_boot == sorted(set(replayed_first_boot))  # in order, no gaps out of order
+    assert in_order_per_stream(docs)
+    assert spooled(second.spool) == []
+
+
+def test_an_outage_longer_than_the_spool_keeps_it_within_its_cap_and_counts_every_drop(
+    tmp_path: Path,
+    broker: Broker,  # noqa: F811
+    collector: Collector,
+) -> None:
+    cap = 30_000
+    run = Edgeseg(tmp_path, broker.url, "--set", f"sinks.mqtt.spool_max_bytes={cap}")
+    try:
+        assert collector.wait(lambda: len(collector.on("/results")) >= 3, 90), run.output()
+        broker.stop()
+        sizes = []
+        for _ in range(int(OUTAGE_S)):
+            time.sleep(1)
+            sizes.append(spool_bytes(run.spool))
+        broker.start()
+        assert collector.wait(lambda: any(d["replay"] for d in results(collector.on("/results"))), 30)
+    finally:
+        code = stop(run)
+    out, err = run.output()
+    assert max(sizes) <= cap
+    assert run.spool.stat().st_size < 4 * cap + 2**20
+    n = results_spooled(out)
+    assert collector.wait(lambda: collector.on("/status")[-1].payload == b"offline", 10)
+    final = collector.on("/stats")[-1].json()
+    received = unique_results(collector)
+    dropped = final["spool"]["dropped_overflow"]
+    assert dropped > 0
+    assert dropped == n - len(received)
+    assert final["results"]["lost"] == dropped
+    assert code == 3, (out, err)  # results were lost: the run says so in its exit status ...
+    assert f"{dropped} (spool overflow)" in out  # ... and in its summary
+    assert re.search(r"spool .* is full .* dropped the \d+ oldest", err)  # and logged when it happened
+
+
+def test_home_assistant_birth_makes_the_device_send_discovery_again(
+    tmp_path: Path,
+    broker: Broker,  # noqa: F811
+    collector: Collector,
+) -> None:
+    run = Edgeseg(tmp_path, broker.url)
+    try:
+        assert collector.wait(lambda: collector.on("/status"), 60), run.output()
+        first = collector.on("homeassistant/device/cam1/config")
+        assert len(first) == 1
+        collector.publish("homeassistant/status", b"online")
+        assert collector.wait(lambda: len(collector.on("homeassistant/device/cam1/config")) == 2, 10)
+    finally:
+        stop(run)
+    doc = collector.on("homeassistant/device/cam1/config")[-1].json()
+    validate("discovery", doc)
+    assert doc["dev"]["ids"] == ["edgeseg_cam1"]
+    assert {c["p"] for c in doc["cmps"].values()} == {"sensor", "binary_sensor"}
+    assert {"count_nut", "count_washer", "count_bolt", "fps", "detected"} <= set(doc["cmps"])
+
+
+def test_forget_clears_discovery_and_the_device_retained_topics(
+    tmp_path: Path,
+    broker: Broker,  # noqa: F811
+    collector: Collector,
+) -> None:
+    run = Edgeseg(tmp_path, broker.url)
+    try:
+        assert collector.wait(lambda: collector.on("/status"), 60), run.output()
+    finally:
+        stop(run)
+    assert retained(broker.port, "homeassistant/device/cam1/config")
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "mqtt", "forget", "--url", broker.url, "--device-id", "cam1"],
+        env=edgeseg_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cleared" in done.stdout
+    assert retained(broker.port, "homeassistant/device/cam1/config") == {}
+    assert retained(broker.port, "edgeseg/cam1/#") == {}
+
+
+def test_a_snapshot_over_the_broker_packet_limit_is_skipped_without_a_reconnect_loop(tmp_path: Path) -> None:
+    small = Broker(tmp_path / "broker", extra_config="max_packet_size 24000\n")
+    small.start()
+    collector = Collector(small.port)
+    run = Edgeseg(
+        tmp_path,
+        small.url,
+        "--set",
+        "sinks.mqtt.snapshot_interval_s=1",
+        "--set",
+        "sinks.mqtt.snapshot_max_bytes=1000000",
+        "--set",
+        "sinks.mqtt.mask_format=none",
+    )
+    try:
+        assert collector.wait(lambda: len(collector.on("/stats")) >= 4, 90), run.output()
+    finally:
+        stop(run)
+        collector.close()
+        small.stop()
+    err = run.output()[1]
+    assert "over the broker's packet limit of 24000 bytes; not sent" in err
+    assert collector.on("/snapshot") == []
+    final = collector.on("/stats")[-1].json()
+    assert final["mqtt"]["reconnects"] == 0
+    assert final["snapshots_skipped"] >= 1
+
+
+def test_a_rate_cap_publishes_fewer_results_with_contiguous_seq_and_counts_the_rest(
+    tmp_path: Path,
+    broker: Broker,  # noqa: F811
+    collector: Collector,
+) -> None:
+    run = Edgeseg(tmp_path, broker.url, "--set", "sinks.mqtt.max_rate=2")
+    try:
+        assert collector.wait(lambda: len(collector.on("/stats")) >= 5, 90), run.output()
+    finally:
+        stop(run)
+    seqs = [d["seq"] for d in results(collector.on("/results"))]
+    assert seqs == list(range(len(seqs)))
+    final = collector.on("/stats")[-1].json()
+    assert final["results"]["capped"] > 0
+    assert final["results"]["published"] + final["results"]["capped"] == final["frames"]["done"]
+
+
+def test_a_broker_that_refuses_the_credentials_is_logged_and_retried_not_a_crash(tmp_path: Path) -> None:
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "edge", "right-secret"], check=True)
+    passwd.chmod(0o644)
+    locked = Broker(tmp_path / "broker", extra_config=f"password_file {passwd}\n")
+    locked.config.write_text(
+        locked.config.read_text().replace("allow_anonymous true", "allow_anonymous false")
+    )
+    locked.start()
+    env = edgeseg_env(EDGESEG_MQTT_USERNAME="edge", EDGESEG_MQTT_PASSWORD="wrong-secret")
+    try:
+        run = Edgeseg(tmp_path, locked.url, "--max-frames", "30", env=env)
+        code = run.wait(120)
+    finally:
+        locked.stop()
+    out, err = run.output()
+    assert code == 0, (out, err)  # nothing lost: the results wait in the spool for the right password
+    assert (
+        "broker refused the connection: Not authorized (check the MQTT credentials; from environment)" in err
+    )
+    assert err.count("refused") <= 3
+    assert "wrong-secret" not in out + err
+    assert re.search(r"\d+ results still in the spool", out)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--mqtt", "http://broker"], {}, "--mqtt: expected mqtt://host[:port] or mqtts://host[:port]"),
+        (["--mqtt", "mqtt://u:pw@broker"], {}, "--mqtt: no credentials in the URL; secrets are not read"),
+        (["--mqtt", "mqtt://broker:99999"], {}, "--mqtt: Port out of range"),
+        (
+            ["--mqtt", "mqtt://127.0.0.1:1", "--set", "sinks.mqtt.password=hunter2"],
+            {},
+            "sinks.mqtt.password: secrets are not read from pipeline files or EDGESEG__ variables",
+        ),
+        (
+            ["--mqtt", "mqtt://127.0.0.1:1"],
+            {"EDGESEG__SINKS__MQTT__PASSWORD": "hunter2"},
+            "sinks.mqtt.password: secrets are not read",
+        ),
+        (
+            ["--mqtt", "mqtt://127.0.0.1:1", "--set", "sinks.mqtt.password_file=/nonexistent/pw"],
+            {},
+            "sinks.mqtt.password_file: cannot read /nonexistent/pw: No such file or directory",
+        ),
+        (["--set", "sinks.mqtt.qos=2"], {}, "sinks.mqtt.qos: unknown key"),
+    ],
+)
+def test_bad_mqtt_settings_are_one_line_errors_before_the_first_frame(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "run", "--state-dir", str(tmp_path), *args],
+        env=edgeseg_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("edgeseg: error: ")
+    assert message in lines[0]
+    assert "hunter2" not in done.stderr
+
+
+def test_listen_prints_the_device_messages_decoded_one_per_line(
+    tmp_path: Path,
+    broker: Broker,  # noqa: F811
+    collector: Collector,
+) -> None:
+    run = Edgeseg(tmp_path, broker.url)
+    try:
+        assert collector.wait(lambda: collector.on("/status"), 60), run.output()
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeseg", "mqtt", "listen", "--url", broker.url, "--device-id", "cam1",
+             "--topic", "edgeseg/cam1/results", "--count", "3", "--timeout", "60"],
+            env=edgeseg_env(), capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+    finally:
+        stop(run)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        topic, _, payload = line.partition(" ")
+        assert topic == "edgeseg/cam1/results"
+        doc = json.loads(payload)
+        assert doc["schema"] == "edgeseg.results/1"
+        assert all(
+            i["segmentation"]["counts"].endswith(" chars>") or len(i["segmentation"]["counts"]) <= 48
+            for i in doc["instances"]
+        )
+
+
+def test_doctor_with_a_pipeline_checks_that_its_broker_answers(
+    tmp_path: Path,
+    broker: Broker,  # noqa: F811
+) -> None:
+    pipeline = tmp_path / "p.yaml"
+    model = Path(__file__).resolve().parents[1] / "models" / "demo-parts.onnx"
+    for url, code, words in (
+        (broker.url, 0, "answers (anonymous)"),
+        ("mqtt://127.0.0.1:1", 1, "cannot connect"),
+    ):
+        pipeline.write_text(f"model: {{path: {model}}}\nsinks: {{mqtt: {{url: '{url}'}}}}\n")
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeseg", "doctor", str(pipeline)],
+            env=edgeseg_env(), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == code, done.stdout + done.stderr
+        line = next(x for x in done.stdout.splitlines() if "mqtt broker" in x)
+        assert words in line
