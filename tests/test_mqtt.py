@@ -38,8 +38,6 @@ def validate(kind: str, doc: Any) -> None:
 
 def spooled(path: Path) -> list[tuple[str, int]]:
     """(boot_id, seq) of every results message in a spool file, in spool order."""
-    import json
-
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT payload FROM messages ORDER BY id").fetchall()
     return [(d["boot_id"], d["seq"]) for d in (json.loads(r[0]) for r in rows)]

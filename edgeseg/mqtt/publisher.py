@@ -59,7 +59,7 @@ PACKET_OVERHEAD = 512  # fixed header, topic and properties on top of the payloa
 class PublisherSettings:
     """How the link behaves (``sinks.mqtt`` keys of the same names)."""
 
-    protocol: str = "5"
+    protocol: str = "mqttv5"
     keepalive_s: int = 30
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
@@ -296,7 +296,7 @@ class Publisher:
 
     def _connect(self) -> None:
         s = self.settings
-        v5 = s.protocol == "5"
+        v5 = s.protocol == "mqttv5"
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,

@@ -73,7 +73,9 @@ class MqttSinkConfig:
         metadata=meta("Topic level, client id and spool name (null: the hostname).", pattern=_ID_PATTERN),
     )
     prefix: str = field(default="edgeseg", metadata=meta("First topic level.", pattern=_PREFIX_PATTERN))
-    protocol: str = field(default="5", metadata=meta("MQTT protocol version.", choices=("5", "3.1.1")))
+    protocol: str = field(
+        default="mqttv5", metadata=meta("MQTT protocol version.", choices=("mqttv5", "mqttv311"))
+    )
     mask_format: str = field(default="rle", metadata=meta("Masks in results.", choices=MASK_FORMATS))
     max_rate: float | None = field(
         default=None, metadata=meta("Most results per second (null: every result).", gt=0)
