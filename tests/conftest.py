@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mqtt_harness import Broker, Collector
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,3 +31,24 @@ def assets_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A Mosquitto broker on a random loopback port, stopped after the test."""
+    b = Broker(tmp_path / "broker")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+def collector(broker: Broker) -> Iterator[Collector]:
+    """A paho subscriber to everything on ``broker``."""
+    c = Collector(broker.port)
+    try:
+        yield c
+    finally:
+        c.close()

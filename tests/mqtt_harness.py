@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,9 +199,10 @@ class Edgeseg:
         device: str = "cam1",
         fps: float = 8.0,
         env: dict[str, str] | None = None,
+        state: Path | None = None,
     ) -> None:
         self.workdir = workdir
-        self.state = workdir / "state"
+        self.state = state or workdir / "state"
         workdir.mkdir(parents=True, exist_ok=True)
         self.stdout = workdir / f"stdout-{uuid.uuid4().hex[:6]}.txt"
         self.stderr = self.stdout.with_name(self.stdout.name.replace("stdout", "stderr"))
@@ -232,16 +233,6 @@ class Edgeseg:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path / "broker")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
 
 
 def results(messages: Sequence[Message]) -> list[dict[str, Any]]:

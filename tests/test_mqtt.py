@@ -4,12 +4,14 @@ killed with real signals. Broker outages are real too: the broker process is sto
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,8 @@ from mqtt_harness import (
     Broker,
     Collector,
     Edgeseg,
-    broker,  # noqa: F401 - the fixture
     edgeseg_env,
+    free_port,
     in_order_per_stream,
     results,
     retained,
@@ -66,16 +68,9 @@ def stop(proc: Edgeseg, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         proc.kill()
 
 
-@pytest.fixture
-def collector(broker: Broker) -> Any:  # noqa: F811
-    c = Collector(broker.port)
-    yield c
-    c.close()
-
-
 def test_every_payload_validates_and_status_follows_the_process_to_its_sigkill(
     tmp_path: Path,
-    broker: Broker,  # noqa: F811
+    broker: Broker,
     collector: Collector,
 ) -> None:
     run = Edgeseg(tmp_path, broker.url, "--set", "sinks.mqtt.snapshot_interval_s=1")
@@ -113,7 +108,7 @@ def test_every_payload_validates_and_status_follows_the_process_to_its_sigkill(
 
 def test_online_is_published_after_info_and_discovery_on_every_connect(
     tmp_path: Path,
-    broker: Broker,  # noqa: F811
+    broker: Broker,
     collector: Collector,
 ) -> None:
     run = Edgeseg(tmp_path, broker.url)
@@ -129,7 +124,7 @@ def test_online_is_published_after_info_and_discovery_on_every_connect(
 
 def test_a_clean_stop_delivers_the_spool_publishes_offline_and_exits_0(
     tmp_path: Path,
-    broker: Broker,  # noqa: F811
+    broker: Broker,
     collector: Collector,
 ) -> None:
     run = Edgeseg(tmp_path, broker.url)
@@ -146,7 +141,7 @@ def test_a_clean_stop_delivers_the_spool_publishes_offline_and_exits_0(
 
 def test_a_broker_outage_loses_nothing_and_each_stream_stays_in_order(
     tmp_path: Path,
-    broker: Broker,  # noqa: F811
+    broker: Broker,
     collector: Collector,
 ) -> None:
     run = Edgeseg(tmp_path, broker.url)
@@ -180,7 +175,7 @@ def test_a_broker_outage_loses_nothing_and_each_stream_stays_in_order(
 
 def test_results_spooled_before_a_sigkill_during_an_outage_arrive_after_a_restart(
     tmp_path: Path,
-    broker: Broker,  # noqa: F811
+    broker: Broker,
     collector: Collector,
 ) -> None:
     first = Edgeseg(tmp_path, broker.url)
@@ -209,7 +204,7 @@ def test_results_spooled_before_a_sigkill_during_an_outage_arrive_after_a_restar
 
 def test_an_outage_longer_than_the_spool_keeps_it_within_its_cap_and_counts_every_drop(
     tmp_path: Path,
-    broker: Broker,  # noqa: F811
+    broker: Broker,
     collector: Collector,
 ) -> None:
     cap = 30_000
@@ -243,7 +238,7 @@ def test_an_outage_longer_than_the_spool_keeps_it_within_its_cap_and_counts_ever
 
 def test_home_assistant_birth_makes_the_device_send_discovery_again(
     tmp_path: Path,
-    broker: Broker,  # noqa: F811
+    broker: Broker,
     collector: Collector,
 ) -> None:
     run = Edgeseg(tmp_path, broker.url)
@@ -264,7 +259,7 @@ def test_home_assistant_birth_makes_the_device_send_discovery_again(
 
 def test_forget_clears_discovery_and_the_device_retained_topics(
     tmp_path: Path,
-    broker: Broker,  # noqa: F811
+    broker: Broker,
     collector: Collector,
 ) -> None:
     run = Edgeseg(tmp_path, broker.url)
@@ -316,7 +311,7 @@ def test_a_snapshot_over_the_broker_packet_limit_is_skipped_without_a_reconnect_
 
 def test_a_rate_cap_publishes_fewer_results_with_contiguous_seq_and_counts_the_rest(
     tmp_path: Path,
-    broker: Broker,  # noqa: F811
+    broker: Broker,
     collector: Collector,
 ) -> None:
     run = Edgeseg(tmp_path, broker.url, "--set", "sinks.mqtt.max_rate=2")
@@ -400,7 +395,7 @@ def test_bad_mqtt_settings_are_one_line_errors_before_the_first_frame(
 
 def test_listen_prints_the_device_messages_decoded_one_per_line(
     tmp_path: Path,
-    broker: Broker,  # noqa: F811
+    broker: Broker,
     collector: Collector,
 ) -> None:
     run = Edgeseg(tmp_path, broker.url)
@@ -429,7 +424,7 @@ def test_listen_prints_the_device_messages_decoded_one_per_line(
 
 def test_doctor_with_a_pipeline_checks_that_its_broker_answers(
     tmp_path: Path,
-    broker: Broker,  # noqa: F811
+    broker: Broker,
 ) -> None:
     pipeline = tmp_path / "p.yaml"
     model = Path(__file__).resolve().parents[1] / "models" / "demo-parts.onnx"
@@ -445,3 +440,79 @@ def test_doctor_with_a_pipeline_checks_that_its_broker_answers(
         assert done.returncode == code, done.stdout + done.stderr
         line = next(x for x in done.stdout.splitlines() if "mqtt broker" in x)
         assert words in line
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 192 KB filesystem (tmpfs), so the spool meets a real ENOSPC."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_stops_spooling_with_a_counted_error_while_the_pipeline_goes_on(
+    tmp_path: Path, tiny_disk: Path
+) -> None:
+    run = Edgeseg(tmp_path, "mqtt://127.0.0.1:1", "--max-frames", "80", state=tiny_disk)  # no broker there
+    code = run.wait(180)
+    out, err = run.output()
+    assert code == 3, (out, err)  # results were lost ...
+    lost = re.search(r"mqtt: LOST (\d+) \(spool write failed\) results", out)
+    assert lost, out  # ... and the summary says how many and why
+    spooled_now = len(spooled(next(tiny_disk.glob("mqtt-spool-*.sqlite3"))))
+    assert int(lost.group(1)) + spooled_now == results_spooled(out)
+    assert re.search(r"done, \d+ results LOST: (\d+) frames processed", out)
+    assert int(re.search(r"(\d+) frames processed", out).group(1)) >= 40  # type: ignore[union-attr]
+    assert "database or disk is full" in err
+    assert err.count("cannot store") <= 3  # logged, not once per frame
+    assert "Traceback" not in err
+
+
+def _tls_material(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for localhost / 127.0.0.1, made with the openssl CLI."""
+    folder.mkdir()
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=edgeseg test CA")  # fmt: skip
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj",
+        "/CN=localhost")  # fmt: skip
+    (folder / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+        "server.pem", "-days", "2", "-extfile", "ext.cnf")  # fmt: skip
+    return folder / "ca.pem", folder / "server.pem", folder / "server.key"
+
+
+def test_mqtts_publishes_over_tls_and_an_unknown_ca_is_logged_and_retried(tmp_path: Path) -> None:
+    ca, cert, key = _tls_material(tmp_path / "tls")
+    tls_port = free_port()
+    tls_broker = Broker(
+        tmp_path / "broker",
+        extra_config=f"listener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n",
+    )
+    tls_broker.start()
+    collector = Collector(tls_broker.port)  # the plain listener
+    trusted = Edgeseg(tmp_path / "a", f"mqtts://localhost:{tls_port}", "--set", f"sinks.mqtt.ca_file={ca}")
+    untrusted = Edgeseg(tmp_path / "b", f"mqtts://localhost:{tls_port}", device="cam2")  # system CAs only
+    try:
+        assert collector.wait(lambda: len(collector.on("cam1/results")) >= 3, 90), trusted.output()
+        time.sleep(2)
+    finally:
+        stop(trusted)
+        stop(untrusted)
+        collector.close()
+        tls_broker.stop()
+    assert collector.on("cam2/results") == []
+    err = untrusted.output()[1]
+    assert "cannot connect to mqtts://localhost" in err
+    assert "certificate verify failed" in err

@@ -128,3 +128,14 @@ def test_every_appended_message_is_stored_acknowledged_or_counted_as_dropped(
         rows = sqlite3.connect(Path(folder) / "s.sqlite3").execute("SELECT COUNT(*) FROM messages").fetchone()
         assert rows[0] == stats.depth
         spool.close()
+
+
+def test_a_message_dropped_in_flight_and_then_acknowledged_is_not_counted_as_lost(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.sqlite3", 505, 3600)
+    spool.append(payloads(5))
+    in_flight = spool.read(0, 2)  # published, PUBACK pending
+    spool.append(payloads(2))  # overflow drops the two oldest: the ones in flight
+    assert spool.stats().dropped_overflow == 2
+    spool.delete([e.id for e in in_flight])  # their PUBACKs arrive: they were delivered after all
+    stats = spool.stats()
+    assert (stats.dropped_overflow, stats.depth) == (0, 5)

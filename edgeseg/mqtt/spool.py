@@ -8,6 +8,9 @@ accepted message is either delivered or counted as dropped:
 - **overflow**: the spool holds at most ``max_bytes`` of messages (topic + payload); appending past that
   drops the oldest messages first (AWS Greengrass' ``OverwriteOldestData``, EMQX's disk queue);
 - **expiry**: messages older than ``max_age_s`` are dropped;
+- a message dropped while it was in flight, whose PUBACK then arrives, was delivered after all: it is taken
+  off the dropped counts (the ids of recent drops are remembered for this). One that the broker received
+  but could not acknowledge before the link broke stays counted: the counts never under-state a loss;
 - **write failure**: a disk that is full (``SQLITE_FULL``) or failing makes :meth:`append` write nothing and
   count the batch as lost; the caller goes on, and a later append succeeds once space is back.
 
@@ -25,8 +28,9 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeseg.errors import ConfigError
@@ -34,6 +38,7 @@ from edgeseg.errors import ConfigError
 log = logging.getLogger(__name__)
 
 LOG_EVERY_S = 10.0
+RECENT_DROPS = 4096  # ids of dropped messages remembered, to spot the in-flight ones acknowledged later
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -84,6 +89,15 @@ class SpoolStats:
         return self.dropped_overflow + self.dropped_expired + self.write_failed
 
 
+@dataclass
+class _Drop:
+    """Rows one statement dropped, and why (``overflow`` or ``expired``)."""
+
+    reason: str
+    ids: list[int] = field(default_factory=list)
+    size: int = 0
+
+
 class _RateLimitedLog:
     def __init__(self) -> None:
         self._next = 0.0
@@ -117,6 +131,7 @@ class Spool:
         self._lock = threading.Lock()
         self._appended = self._overflow = self._expired = self._failed = 0
         self._log_overflow, self._log_failed = _RateLimitedLog(), _RateLimitedLog()
+        self._recent_drops: OrderedDict[int, str] = OrderedDict()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -152,7 +167,7 @@ class Spool:
                 )
                 added = sum(r[3] for r in rows)
                 expired = self._expire_locked(now)
-                overflow = self._trim_locked(self._bytes + added - expired[1])
+                overflow = self._trim_locked(self._bytes + added - expired.size)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
@@ -166,19 +181,31 @@ class Spool:
                 )
                 return 0
             self._appended += len(rows)
-            self._depth += len(rows) - expired[0] - overflow[0]
-            self._bytes += added - expired[1] - overflow[1]
-            self._expired += expired[0]
-            self._overflow += overflow[0]
-            if overflow[0]:
+            self._depth += len(rows)
+            self._bytes += added
+            self._dropped_locked(expired)
+            self._dropped_locked(overflow)
+            if overflow.ids:
                 self._log_overflow(
                     "spool %s is full (%d bytes): dropped the %d oldest message(s) (%d so far)",
                     self.path,
                     self.max_bytes,
-                    overflow[0],
+                    len(overflow.ids),
                     self._overflow,
                 )
             return len(rows)
+
+    def _dropped_locked(self, drop: _Drop) -> None:
+        self._depth -= len(drop.ids)
+        self._bytes -= drop.size
+        if drop.reason == "overflow":
+            self._overflow += len(drop.ids)
+        else:
+            self._expired += len(drop.ids)
+        for i in drop.ids:
+            self._recent_drops[i] = drop.reason
+        while len(self._recent_drops) > RECENT_DROPS:
+            self._recent_drops.popitem(last=False)
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # SQLite may have ended the transaction itself
@@ -189,33 +216,32 @@ class Spool:
         row = self._db.execute("SELECT created FROM messages ORDER BY id LIMIT 1").fetchone()
         return None if row is None else float(row[0])
 
-    def _expire_locked(self, now: float) -> tuple[int, int]:
+    def _expire_locked(self, now: float) -> _Drop:
         cutoff = now - self.max_age_s
         oldest = self._oldest_locked()
         if oldest is None or oldest >= cutoff:
-            return 0, 0
-        n, size = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE created < ?", (cutoff,)
-        ).fetchone()
-        if n:
-            self._db.execute("DELETE FROM messages WHERE created < ?", (cutoff,))
-            log.warning("spool %s: dropped %d message(s) older than %g s", self.path, n, self.max_age_s)
-        return int(n), int(size)
+            return _Drop("expired")
+        rows = self._db.execute("SELECT id, size FROM messages WHERE created < ?", (cutoff,)).fetchall()
+        self._db.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i, _ in rows))
+        if rows:
+            log.warning(
+                "spool %s: dropped %d message(s) older than %g s", self.path, len(rows), self.max_age_s
+            )
+        return _Drop("expired", [int(i) for i, _ in rows], sum(int(s) for _, s in rows))
 
-    def _trim_locked(self, total: int) -> tuple[int, int]:
-        """Delete the oldest rows until ``total`` bytes fit in ``max_bytes``; (rows, bytes) deleted."""
+    def _trim_locked(self, total: int) -> _Drop:
+        """Delete the oldest rows until ``total`` bytes fit in ``max_bytes``."""
+        drop = _Drop("overflow")
         if total <= self.max_bytes:
-            return 0, 0
+            return drop
         excess = total - self.max_bytes
-        ids: list[int] = []
-        freed = 0
         for row_id, size in self._db.execute("SELECT id, size FROM messages ORDER BY id"):
-            ids.append(row_id)
-            freed += size
-            if freed >= excess:
+            drop.ids.append(int(row_id))
+            drop.size += int(size)
+            if drop.size >= excess:
                 break
-        self._db.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i in ids))
-        return len(ids), freed
+        self._db.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i in drop.ids))
+        return drop
 
     # reading and acknowledging --------------------------------------------------------------------
 
@@ -260,19 +286,27 @@ class Spool:
                 return
             self._depth -= n
             self._bytes -= size
+            for (i,) in keys:
+                # acknowledged after it was dropped (it was in flight): delivered, so not a loss
+                reason = self._recent_drops.pop(i, None)
+                if reason == "overflow":
+                    self._overflow -= 1
+                elif reason == "expired":
+                    self._expired -= 1
 
     def expire(self) -> int:
         """Drop messages older than ``max_age_s`` now (also done on every append); how many."""
         with self._lock:
             try:
-                n, size = self._expire_locked(self._clock())
+                self._db.execute("BEGIN IMMEDIATE")
+                drop = self._expire_locked(self._clock())
+                self._db.execute("COMMIT")
             except sqlite3.Error as exc:
+                self._rollback()
                 self._log_failed("spool %s: cannot expire messages: %s", self.path, exc)
                 return 0
-            self._expired += n
-            self._depth -= n
-            self._bytes -= size
-            return n
+            self._dropped_locked(drop)
+            return len(drop.ids)
 
     def stats(self) -> SpoolStats:
         with self._lock:
