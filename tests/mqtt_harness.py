@@ -212,6 +212,7 @@ class Edgeseg:
             "--set", "sinks.mqtt.reconnect_min_s=0.2", "--set", "sinks.mqtt.reconnect_max_s=1",
             "--set", "sinks.mqtt.stats_interval_s=1", *args,
         ]  # fmt: skip
+        self.code: int | None = None
         with self.stdout.open("w") as out, self.stderr.open("w") as err:
             self.proc = subprocess.Popen(cmd, cwd=workdir, env=env or edgeseg_env(), stdout=out, stderr=err)
 
@@ -219,7 +220,7 @@ class Edgeseg:
     def spool(self) -> Path:
         return next(self.state.glob("mqtt-spool-*.sqlite3"))
 
-    def signal(self, sig: int) -> None:
+    def send(self, sig: int) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
 
@@ -228,6 +229,20 @@ class Edgeseg:
 
     def output(self) -> tuple[str, str]:
         return self.stdout.read_text(), self.stderr.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Send ``sig`` and wait for the exit status (SIGKILL after ``timeout`` s)."""
+        self.send(sig)
+        try:
+            return self.wait(timeout)
+        finally:
+            self.kill()
+
+    def __enter__(self) -> Edgeseg:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.code = self.stop()
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -60,14 +59,6 @@ def unique_results(collector: Collector) -> set[tuple[str, int]]:
     return {(d["boot_id"], d["seq"]) for d in results(collector.on("/results"))}
 
 
-def stop(proc: Edgeseg, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-    proc.signal(sig)
-    try:
-        return proc.wait(timeout)
-    finally:
-        proc.kill()
-
-
 def test_every_payload_validates_and_status_follows_the_process_to_its_sigkill(
     tmp_path: Path,
     broker: Broker,
@@ -97,8 +88,6 @@ def test_every_payload_validates_and_status_follows_the_process_to_its_sigkill(
     assert info["classes"] == ["background", "nut", "washer", "bolt"]
     validate("discovery", collector.on("homeassistant/device/cam1/config")[0].json())
     assert collector.on("/snapshot")[0].payload[:2] == b"\xff\xd8"  # a JPEG
-    counts = {m.topic.rsplit("/", 1)[1] for m in collector.on("edgeseg/cam1/counts/all")}
-    assert counts == {"all"}
     assert {m.topic for m in collector.messages if "/counts/" in m.topic} >= {
         f"edgeseg/cam1/counts/{c}" for c in ("nut", "washer", "bolt", "all")
     }
@@ -111,11 +100,8 @@ def test_online_is_published_after_info_and_discovery_on_every_connect(
     broker: Broker,
     collector: Collector,
 ) -> None:
-    run = Edgeseg(tmp_path, broker.url)
-    try:
+    with Edgeseg(tmp_path, broker.url) as run:
         assert collector.wait(lambda: collector.on("/status"), 60), run.output()
-    finally:
-        stop(run)
     order = [m.topic for m in collector.messages]
     first_online = order.index("edgeseg/cam1/status")
     assert "edgeseg/cam1/info" in order[:first_online]
@@ -129,7 +115,7 @@ def test_a_clean_stop_delivers_the_spool_publishes_offline_and_exits_0(
 ) -> None:
     run = Edgeseg(tmp_path, broker.url)
     assert collector.wait(lambda: len(collector.on("/results")) >= 5, 90), run.output()
-    assert stop(run) == 0
+    assert run.stop() == 0
     out, err = run.output()
     n = results_spooled(out)
     assert collector.wait(lambda: len(unique_results(collector)) == n, 10)
@@ -144,8 +130,7 @@ def test_a_broker_outage_loses_nothing_and_each_stream_stays_in_order(
     broker: Broker,
     collector: Collector,
 ) -> None:
-    run = Edgeseg(tmp_path, broker.url)
-    try:
+    with Edgeseg(tmp_path, broker.url) as run:
         assert collector.wait(lambda: len(collector.on("/results")) >= 5, 90), run.output()
         broker.stop()
         time.sleep(OUTAGE_S)
@@ -153,8 +138,7 @@ def test_a_broker_outage_loses_nothing_and_each_stream_stays_in_order(
         broker.start()
         assert collector.wait(lambda: any(d["replay"] for d in results(collector.on("/results"))), 30)
         time.sleep(2)  # live results flow again beside the replay
-    finally:
-        code = stop(run)
+    code = run.code
     out, err = run.output()
     assert code == 0, (out, err)
     n = results_spooled(out)
@@ -194,7 +178,7 @@ def test_results_spooled_before_a_sigkill_during_an_outage_arrive_after_a_restar
         wanted = set(before_kill)
         assert collector.wait(lambda: wanted <= unique_results(collector), 60), second.output()
     finally:
-        assert stop(second) == 0
+        assert second.stop() == 0
     docs = results(collector.on("/results"))
     replayed_first_boot = [d["seq"] for d in docs if d["boot_id"] == before_kill[0][0] and d["replay"]]
     assert replayed_first_boot == sorted(set(replayed_first_boot))  # in order, no gaps out of order
@@ -208,8 +192,7 @@ def test_an_outage_longer_than_the_spool_keeps_it_within_its_cap_and_counts_ever
     collector: Collector,
 ) -> None:
     cap = 30_000
-    run = Edgeseg(tmp_path, broker.url, "--set", f"sinks.mqtt.spool_max_bytes={cap}")
-    try:
+    with Edgeseg(tmp_path, broker.url, "--set", f"sinks.mqtt.spool_max_bytes={cap}") as run:
         assert collector.wait(lambda: len(collector.on("/results")) >= 3, 90), run.output()
         broker.stop()
         sizes = []
@@ -218,8 +201,7 @@ def test_an_outage_longer_than_the_spool_keeps_it_within_its_cap_and_counts_ever
             sizes.append(spool_bytes(run.spool))
         broker.start()
         assert collector.wait(lambda: any(d["replay"] for d in results(collector.on("/results"))), 30)
-    finally:
-        code = stop(run)
+    code = run.code
     out, err = run.output()
     assert max(sizes) <= cap
     assert run.spool.stat().st_size < 4 * cap + 2**20
@@ -241,15 +223,12 @@ def test_home_assistant_birth_makes_the_device_send_discovery_again(
     broker: Broker,
     collector: Collector,
 ) -> None:
-    run = Edgeseg(tmp_path, broker.url)
-    try:
+    with Edgeseg(tmp_path, broker.url) as run:
         assert collector.wait(lambda: collector.on("/status"), 60), run.output()
         first = collector.on("homeassistant/device/cam1/config")
         assert len(first) == 1
         collector.publish("homeassistant/status", b"online")
         assert collector.wait(lambda: len(collector.on("homeassistant/device/cam1/config")) == 2, 10)
-    finally:
-        stop(run)
     doc = collector.on("homeassistant/device/cam1/config")[-1].json()
     validate("discovery", doc)
     assert doc["dev"]["ids"] == ["edgeseg_cam1"]
@@ -262,11 +241,8 @@ def test_forget_clears_discovery_and_the_device_retained_topics(
     broker: Broker,
     collector: Collector,
 ) -> None:
-    run = Edgeseg(tmp_path, broker.url)
-    try:
+    with Edgeseg(tmp_path, broker.url) as run:
         assert collector.wait(lambda: collector.on("/status"), 60), run.output()
-    finally:
-        stop(run)
     assert retained(broker.port, "homeassistant/device/cam1/config")
     done = subprocess.run(
         [sys.executable, "-m", "edgeseg", "mqtt", "forget", "--url", broker.url, "--device-id", "cam1"],
@@ -285,7 +261,7 @@ def test_a_snapshot_over_the_broker_packet_limit_is_skipped_without_a_reconnect_
     small = Broker(tmp_path / "broker", extra_config="max_packet_size 24000\n")
     small.start()
     collector = Collector(small.port)
-    run = Edgeseg(
+    with Edgeseg(
         tmp_path,
         small.url,
         "--set",
@@ -294,11 +270,8 @@ def test_a_snapshot_over_the_broker_packet_limit_is_skipped_without_a_reconnect_
         "sinks.mqtt.snapshot_max_bytes=1000000",
         "--set",
         "sinks.mqtt.mask_format=none",
-    )
-    try:
+    ) as run:
         assert collector.wait(lambda: len(collector.on("/stats")) >= 4, 90), run.output()
-    finally:
-        stop(run)
         collector.close()
         small.stop()
     err = run.output()[1]
@@ -314,11 +287,8 @@ def test_a_rate_cap_publishes_fewer_results_with_contiguous_seq_and_counts_the_r
     broker: Broker,
     collector: Collector,
 ) -> None:
-    run = Edgeseg(tmp_path, broker.url, "--set", "sinks.mqtt.max_rate=2")
-    try:
+    with Edgeseg(tmp_path, broker.url, "--set", "sinks.mqtt.max_rate=2") as run:
         assert collector.wait(lambda: len(collector.on("/stats")) >= 5, 90), run.output()
-    finally:
-        stop(run)
     seqs = [d["seq"] for d in results(collector.on("/results"))]
     assert seqs == list(range(len(seqs)))
     final = collector.on("/stats")[-1].json()
@@ -398,16 +368,13 @@ def test_listen_prints_the_device_messages_decoded_one_per_line(
     broker: Broker,
     collector: Collector,
 ) -> None:
-    run = Edgeseg(tmp_path, broker.url)
-    try:
+    with Edgeseg(tmp_path, broker.url) as run:
         assert collector.wait(lambda: collector.on("/status"), 60), run.output()
         done = subprocess.run(
             [sys.executable, "-m", "edgeseg", "mqtt", "listen", "--url", broker.url, "--device-id", "cam1",
              "--topic", "edgeseg/cam1/results", "--count", "3", "--timeout", "60"],
             env=edgeseg_env(), capture_output=True, text=True, timeout=90,
         )  # fmt: skip
-    finally:
-        stop(run)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 3
@@ -469,8 +436,9 @@ def test_a_full_disk_stops_spooling_with_a_counted_error_while_the_pipeline_goes
     assert lost, out  # ... and the summary says how many and why
     spooled_now = len(spooled(next(tiny_disk.glob("mqtt-spool-*.sqlite3"))))
     assert int(lost.group(1)) + spooled_now == results_spooled(out)
-    assert re.search(r"done, \d+ results LOST: (\d+) frames processed", out)
-    assert int(re.search(r"(\d+) frames processed", out).group(1)) >= 40  # type: ignore[union-attr]
+    done = re.search(r"done, \d+ results LOST: (\d+) frames processed", out)
+    assert done, out
+    assert int(done.group(1)) == results_spooled(out)  # every frame went on to the sink, full disk or not
     assert "database or disk is full" in err
     assert err.count("cannot store") <= 3  # logged, not once per frame
     assert "Traceback" not in err
@@ -508,8 +476,8 @@ def test_mqtts_publishes_over_tls_and_an_unknown_ca_is_logged_and_retried(tmp_pa
         assert collector.wait(lambda: len(collector.on("cam1/results")) >= 3, 90), trusted.output()
         time.sleep(2)
     finally:
-        stop(trusted)
-        stop(untrusted)
+        trusted.stop()
+        untrusted.stop()
         collector.close()
         tls_broker.stop()
     assert collector.on("cam2/results") == []
