@@ -68,8 +68,8 @@ class Broker:
             f"user {getpass.getuser()}\n"
             "persistence true\n"
             f"persistence_location {workdir}/\n"
-            "max_queued_messages 0\n"
-            "max_inflight_messages 0\n" + extra_config
+            # not 0 (unlimited): Mosquitto 2.0.11 then drops a client whose QoS 1 publish an ACL denies
+            "max_queued_messages 100000\n" + extra_config
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "mosquitto.log"

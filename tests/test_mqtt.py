@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -484,3 +486,58 @@ def test_mqtts_publishes_over_tls_and_an_unknown_ca_is_logged_and_retried(tmp_pa
     err = untrusted.output()[1]
     assert "cannot connect to mqtts://localhost" in err
     assert "certificate verify failed" in err
+
+
+def test_results_the_broker_refuses_are_dropped_counted_and_do_not_hold_up_the_stop(tmp_path: Path) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text("topic read #\ntopic write edgeseg/cam1/status\ntopic write edgeseg/cam1/stats\n")
+    strict = Broker(tmp_path / "broker", extra_config=f"acl_file {acl}\n")
+    strict.start()
+    collector = Collector(strict.port)
+    try:
+        with Edgeseg(tmp_path, strict.url) as run:
+            assert collector.wait(
+                lambda: any(m.json()["mqtt"]["refused"] for m in collector.on("/stats")), 90
+            )
+            t0 = time.monotonic()
+        stop_s = time.monotonic() - t0
+    finally:
+        collector.close()
+        strict.stop()
+    out, err = run.output()
+    assert run.code == 3, (out, err)
+    assert re.search(r"mqtt: LOST .*\d+ \(refused by the broker\)", out)
+    assert "the broker refused a results message: Not authorized" in err
+    assert collector.on("/results") == []
+    assert stop_s < 5  # nothing left waiting for a PUBACK that will never come
+
+
+def test_a_broker_that_drops_every_connection_at_once_is_retried_with_growing_delays(tmp_path: Path) -> None:
+    """A listener that answers CONNECT with a valid MQTT 5 CONNACK and hangs up: the backoff must not reset
+    on such short-lived connections (it once reconnected ~500 times a minute)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    accepted: list[float] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(time.monotonic())
+            with conn:
+                conn.recv(4096)  # CONNECT
+                conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK: no session, success, no properties
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with Edgeseg(tmp_path, f"mqtt://127.0.0.1:{port}") as run:
+            time.sleep(8)
+    finally:
+        server.close()
+    assert run.code == 0, run.output()
+    # delays from reconnect_min_s 0.2 doubling up to reconnect_max_s 1 (with jitter): about a dozen in 8 s
+    assert 3 <= len(accepted) <= 20, len(accepted)
+    assert "lost the connection to mqtt://127.0.0.1" in run.output()[1]

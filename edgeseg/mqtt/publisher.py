@@ -49,6 +49,7 @@ from edgeseg.mqtt.topics import OFFLINE, ONLINE, Topics, as_replay
 
 log = logging.getLogger(__name__)
 
+STABLE_S = 10.0  # a connection that lasted this long resets the reconnect backoff
 LOG_REPEAT = 10  # a connect failure that repeats is logged again every this many attempts
 IDLE_WAIT_S = 0.5
 LATENCY_WINDOW = 512
@@ -78,6 +79,7 @@ class PublisherStats:
         acked: spooled messages the broker acknowledged (and that left the spool).
         replayed: messages sent from a connect's backlog.
         too_large: messages deleted unsent for exceeding the broker's maximum packet size.
+        refused: messages the broker refused in its PUBACK (MQTT 5 reason code), deleted.
         skipped_retained: retained messages (snapshots) not sent for the same reason.
         publish_ms_p50, publish_ms_p99: publish-to-PUBACK time of recent messages.
         last_error: why the last connection attempt failed or the link dropped.
@@ -88,6 +90,7 @@ class PublisherStats:
     acked: int = 0
     replayed: int = 0
     too_large: int = 0
+    refused: int = 0
     skipped_retained: int = 0
     publish_ms_p50: float = float("nan")
     publish_ms_p99: float = float("nan")
@@ -114,6 +117,7 @@ class _Link:
     connected: bool = False
     max_packet: int | None = None
     pending: dict[int, tuple[int, int]] = field(default_factory=dict)  # mid -> (spool id, sent ns)
+    connected_at: float = 0.0
     live_after: int = 0  # spool ids above this were stored after the connect: the live stream
     replay_after: int = 0  # the replay stream's cursor, up to (and including) replay_last
     replay_last: int = 0
@@ -166,6 +170,7 @@ class Publisher:
         self._wake_w.setblocking(False)
         self._thread = threading.Thread(target=self._run, name="edgeseg-mqtt", daemon=True)
         self._acked_ids: list[int] = []
+        self._refused_ids: list[int] = []
         self._latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._s = PublisherStats()
 
@@ -209,16 +214,24 @@ class Publisher:
             p50, p99 = np.percentile(lat, [50, 99]) if lat.size else (float("nan"), float("nan"))
             return replace(self._s, publish_ms_p50=float(p50), publish_ms_p99=float(p99))
 
-    def close(self, flush_timeout_s: float) -> None:
+    def close(self, flush_timeout_s: float) -> bool:
         """Stop: deliver what the spool holds while connected (for at most ``flush_timeout_s``), publish
-        ``status`` ``offline``, disconnect. What is left stays in the spool for the next start."""
+        ``status`` ``offline``, disconnect. What is left stays in the spool for the next start.
+
+        Returns whether the thread has ended; if not (a connect hanging in DNS), it is left behind, a daemon,
+        and the caller must not close what it still uses.
+        """
         self._flush_deadline = time.monotonic() + flush_timeout_s
         self._stop.set()
         self.wake()
         if self._thread.is_alive():
             self._thread.join(flush_timeout_s + self.settings.connect_timeout_s + 3.0)
+        if self._thread.is_alive():
+            log.warning("the MQTT publisher did not stop in time; leaving it behind")
+            return False
         self._wake_r.close()
         self._wake_w.close()
+        return True
 
     # the thread ---------------------------------------------------------------------------------------
 
@@ -288,8 +301,10 @@ class Publisher:
             self._drop(link, link.dropped or mqtt.error_string(rc))
             return
         if link.connected:
-            self._publish_retained(link)
+            # results first: a retained update sent ahead of a result delays its PUBACK by the peer's
+            # delayed ACK (~40 ms) when the broker leaves Nagle's algorithm on (Mosquitto's default)
             self._pump(link)
+            self._publish_retained(link)
             self._maybe_stats(link)
 
     # connecting -----------------------------------------------------------------------------------
@@ -304,6 +319,7 @@ class Publisher:
             clean_session=None if v5 else True,
         )
         client.connect_timeout = s.connect_timeout_s
+        client.on_socket_open = lambda c, u, sock: _no_delay(sock)
         client.will_set(self.topics.status, OFFLINE, qos=1, retain=True)
         creds = self.credentials
         if creds.username is not None:
@@ -352,8 +368,7 @@ class Publisher:
             log.warning("connected to %s after %d failed attempt(s)", self.address, self._attempt)
         else:
             log.info("connected to %s", self.address)
-        self._attempt = 0
-        self._last_reason = None
+        link.connected_at = time.monotonic()
         self._next_stats = time.monotonic()
         self._publish_retained(link, with_status=True)
 
@@ -373,13 +388,19 @@ class Publisher:
         if self._stop.is_set():
             return
         if was_connected:
+            lasted = time.monotonic() - link.connected_at
             log.warning(
-                "lost the connection to %s (%s); %d message(s) in flight stay in the spool",
+                "lost the connection to %s after %.1f s (%s); %d message(s) in flight stay in the spool",
                 self.address,
+                lasted,
                 reason,
                 len(link.pending),
             )
-            self._attempt = 0
+            if lasted >= STABLE_S:
+                # the backoff starts again only after a connection that held: a broker that drops us
+                # right after each connect is retried ever more slowly, not in a tight loop
+                self._attempt = 0
+                self._last_reason = None
         self._failed(reason)
 
     def _failed(self, reason: str) -> None:
@@ -468,17 +489,23 @@ class Publisher:
         if sent is None:
             return  # a retained or stats message
         if rc.is_failure:
-            # the broker refused this message (MQTT 5 PUBACK reason): it stays in the spool and is sent
-            # again after the next connect
-            log.warning("the broker refused a results message: %s", rc)
+            # the broker refused this message for good (MQTT 5 PUBACK reason, e.g. "Not authorized" by an
+            # ACL): sending it again would be refused again and hold up every stop, so it leaves the spool
+            # counted as lost
+            self._refused_ids.append(sent[0])
+            with self._lock:
+                self._s = replace(self._s, refused=self._s.refused + 1)
+                n = self._s.refused
+            log.error("the broker refused a results message: %s (%d so far); it is dropped", rc, n)
             return
         self._acked_ids.append(sent[0])
         self._latency_ms.append((time.monotonic_ns() - sent[1]) / 1e6)
 
     def _flush_acks(self) -> None:
-        if self._acked_ids:
+        if self._acked_ids or self._refused_ids:
             ids, self._acked_ids = self._acked_ids, []
-            self.spool.delete(ids)
+            self.spool.delete([*ids, *self._refused_ids])
+            self._refused_ids = []
             with self._lock:
                 self._s = replace(self._s, acked=self._s.acked + len(ids))
 
@@ -522,6 +549,12 @@ class Publisher:
             log.debug("clean MQTT disconnect failed: %s", exc)
         with self._lock:
             self._s = replace(self._s, connected=False)
+
+
+def _no_delay(sock: Any) -> None:
+    # results are small and latency matters more than packing: send each at once
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _describe(exc: BaseException) -> str:

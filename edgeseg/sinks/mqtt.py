@@ -35,8 +35,8 @@ from edgeseg.mqtt.broker import (
     parse_broker_url,
 )
 from edgeseg.mqtt.discovery import discovery_payload
-from edgeseg.mqtt.publisher import Publisher, PublisherSettings
-from edgeseg.mqtt.spool import Spool
+from edgeseg.mqtt.publisher import Publisher, PublisherSettings, PublisherStats
+from edgeseg.mqtt.spool import Spool, SpoolStats
 from edgeseg.mqtt.topics import (
     ModelInfo,
     Topics,
@@ -162,6 +162,7 @@ class MqttSink:
         self._snapshots_skipped = 0
         self._frame_size: tuple[int, int] | None = None
         self._counts: dict[str, int] | None = None
+        self._final: tuple[SpoolStats, PublisherStats] | None = None  # figures at close, for report()
         self.spool = Spool(
             spool_path(ctx.state_dir or state_dir(), self.device_id),
             config.spool_max_bytes,
@@ -324,7 +325,7 @@ class MqttSink:
                 "results": {
                     "published": self._seq,
                     "capped": capped,
-                    "lost": s.dropped + link.too_large,
+                    "lost": s.dropped + link.too_large + link.refused,
                 },
                 "spool": {
                     "depth": s.depth,
@@ -342,6 +343,7 @@ class MqttSink:
                     "acked": link.acked,
                     "replayed": link.replayed,
                     "too_large": link.too_large,
+                    "refused": link.refused,
                     "publish_ms": {"p50": finite(link.publish_ms_p50), "p99": finite(link.publish_ms_p99)},
                 },
                 "snapshots_skipped": self._snapshots_skipped + link.skipped_retained,
@@ -351,8 +353,7 @@ class MqttSink:
 
     def report(self) -> SinkReport:
         """The run's account: what was published, what is left for the next start, what was lost."""
-        s = self.spool.stats()
-        link = self.publisher.stats()
+        s, link = self._final or (self.spool.stats(), self.publisher.stats())
         lines = [
             f"mqtt {self.address} as {self.topics.base}: {self._seq} results spooled, "
             f"{link.acked} acknowledged by the broker, {link.reconnects} reconnects"
@@ -366,6 +367,7 @@ class MqttSink:
             "expired": s.dropped_expired,
             "spool write failed": s.write_failed,
             "over the broker's packet limit": link.too_large,
+            "refused by the broker": link.refused,
         }
         if any(lost.values()):
             lines.append(
@@ -376,8 +378,10 @@ class MqttSink:
         return SinkReport(tuple(lines), sum(lost.values()))
 
     def close(self) -> None:
-        self.publisher.close(self.config.flush_timeout_s)
-        self.spool.close()
+        stopped = self.publisher.close(self.config.flush_timeout_s)
+        self._final = (self.spool.stats(), self.publisher.stats())
+        if stopped:  # else the publisher thread may still use the spool; the process is ending anyway
+            self.spool.close()
 
 
 def create(section: MqttSinkConfig, ctx: SinkContext) -> MqttSink | None:
