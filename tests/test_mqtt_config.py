@@ -134,3 +134,16 @@ def test_topic_levels_never_contain_wildcards_or_separators() -> None:
     topics = Topics("edgeseg", "cam1")
     assert topics.counts("a/b") == "edgeseg/cam1/counts/a_b"
     assert topics.discovery == "homeassistant/device/cam1/config"
+
+
+def test_reconnect_delays_double_up_to_the_cap_with_jitter_below_the_plain_delay() -> None:
+    import itertools
+
+    from edgeseg.backoff import backoff_delays
+
+    plain = list(itertools.islice(backoff_delays(0.5, 4.0), 6))
+    assert plain == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    jittered = list(itertools.islice(backoff_delays(0.5, 4.0, jitter=0.5), 200))
+    caps = [*plain, *[4.0] * 194]
+    assert all(c * 0.5 <= d <= c for d, c in zip(jittered, caps, strict=True))
+    assert len({round(d, 6) for d in jittered[10:]}) > 100  # not in lockstep

@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import select
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,6 +42,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edgeseg.backoff import backoff_delays
 from edgeseg.mqtt.broker import BrokerAddress, Credentials
 from edgeseg.mqtt.spool import Spool
 from edgeseg.mqtt.topics import OFFLINE, ONLINE, Topics, as_replay
@@ -160,6 +160,7 @@ class Publisher:
         self._handlers: dict[str, MessageHandler] = {}
         self._link: _Link | None = None
         self._attempt = 0
+        self._delays = self._new_delays()
         self._next_attempt = 0.0
         self._last_reason: str | None = None
         self._next_stats = 0.0
@@ -400,14 +401,17 @@ class Publisher:
                 # the backoff starts again only after a connection that held: a broker that drops us
                 # right after each connect is retried ever more slowly, not in a tight loop
                 self._attempt = 0
+                self._delays = self._new_delays()
                 self._last_reason = None
         self._failed(reason)
 
+    def _new_delays(self) -> Iterator[float]:
+        # jitter: a fleet that lost the same broker must not reconnect in lockstep
+        return backoff_delays(self.settings.reconnect_min_s, self.settings.reconnect_max_s, jitter=0.5)
+
     def _failed(self, reason: str) -> None:
         self._attempt += 1
-        s = self.settings
-        delay = min(s.reconnect_max_s, s.reconnect_min_s * 2 ** min(self._attempt - 1, 30))
-        delay *= random.uniform(0.5, 1.0)  # jitter: a fleet must not reconnect in lockstep
+        delay = next(self._delays)
         self._next_attempt = time.monotonic() + delay
         with self._lock:
             self._s = replace(self._s, last_error=reason)

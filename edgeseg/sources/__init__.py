@@ -28,7 +28,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from edgeseg.backoff import backoff_delays
 from edgeseg.errors import SourceError
 from edgeseg.frame import Frame
 
@@ -207,14 +208,6 @@ def to_bgr(image: NDArray[Any]) -> NDArray[np.uint8]:
     elif image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     return np.asarray(image, dtype=np.uint8)
-
-
-def backoff_delays(initial_s: float, max_s: float) -> Iterator[float]:
-    """Reconnect delays: ``initial_s``, doubling each attempt, capped at ``max_s`` (endless)."""
-    delay = initial_s
-    while True:
-        yield min(delay, max_s)
-        delay = min(delay * 2, max_s)
 
 
 class Pacer:
