@@ -39,11 +39,12 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edgeseg.backoff import backoff_delays
 from edgeseg.mqtt.broker import BrokerAddress, Credentials
+from edgeseg.mqtt.client import describe_error, make_client, refusal, start_connect
 from edgeseg.mqtt.spool import Spool
 from edgeseg.mqtt.topics import OFFLINE, ONLINE, Topics, as_replay
 
@@ -312,46 +313,32 @@ class Publisher:
 
     def _connect(self) -> None:
         s = self.settings
-        v5 = s.protocol == "mqttv5"
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-            clean_session=None if v5 else True,
-        )
-        client.connect_timeout = s.connect_timeout_s
-        client.on_socket_open = lambda c, u, sock: _no_delay(sock)
-        client.will_set(self.topics.status, OFFLINE, qos=1, retain=True)
-        creds = self.credentials
-        if creds.username is not None:
-            client.username_pw_set(creds.username, creds.password)
+        try:
+            client = make_client(
+                self.address,
+                self.credentials,
+                self.client_id,
+                s.protocol,
+                s.connect_timeout_s,
+                will=(self.topics.status, OFFLINE),
+            )
+        except (OSError, ValueError) as exc:  # unusable TLS material
+            self._failed(describe_error(exc))
+            return
         link = _Link(client)
         client.on_connect = lambda c, u, flags, rc, props: self._on_connect(link, rc, props)
         client.on_disconnect = lambda c, u, flags, rc, props: self._on_disconnect(link, rc)
         client.on_publish = lambda c, u, mid, rc, props: self._on_publish(link, mid, rc)
         client.on_message = lambda c, u, msg: self._on_message(msg)
-        try:
-            if self.address.tls:
-                client.tls_set(
-                    ca_certs=str(creds.ca_file) if creds.ca_file else None,
-                    certfile=str(creds.cert_file) if creds.cert_file else None,
-                    keyfile=str(creds.key_file) if creds.key_file else None,
-                )
-            if v5:
-                client.connect(self.address.host, self.address.port, s.keepalive_s, clean_start=True)
-            else:
-                client.connect(self.address.host, self.address.port, s.keepalive_s)
-        except (OSError, ValueError) as exc:
-            self._failed(_describe(exc))
+        problem = start_connect(client, self.address, s.keepalive_s)
+        if problem is not None:
+            self._failed(problem)
             return
         self._link = link
 
     def _on_connect(self, link: _Link, rc: ReasonCode, props: Any) -> None:
         if rc.is_failure:
-            hint = ""
-            if rc.value in (0x86, 0x87, 4, 5):  # bad user name or password / not authorized
-                hint = f" (check the MQTT credentials; from {self.credentials.origin})"
-            link.dropped = f"broker refused the connection: {rc}{hint}"
+            link.dropped = refusal(rc, self.credentials)
             return
         link.connected = True
         link.max_packet = getattr(props, "MaximumPacketSize", None) if props is not None else None
@@ -553,20 +540,3 @@ class Publisher:
             log.debug("clean MQTT disconnect failed: %s", exc)
         with self._lock:
             self._s = replace(self._s, connected=False)
-
-
-def _no_delay(sock: Any) -> None:
-    # results are small and latency matters more than packing: send each at once
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (is the broker running?)"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the host name ({exc.strerror or exc})"
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return "timed out"
-    text = str(exc) or type(exc).__name__
-    return text

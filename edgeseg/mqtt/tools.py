@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeseg.errors import ConfigError, EdgesegError
 from edgeseg.mqtt.broker import BrokerAddress, Credentials, device_id, load_credentials, parse_broker_url
+from edgeseg.mqtt.client import describe_error, make_client, refusal, start_connect
 from edgeseg.mqtt.topics import Topics
 
 ELIDE_OVER = 48  # characters of an RLE string shown by ``listen`` unless --raw
@@ -28,16 +28,12 @@ class BrokerError(EdgesegError):
 
 def connect(address: BrokerAddress, credentials: Credentials, timeout: float = 5.0) -> mqtt.Client:
     """A connected client with its network loop running; :class:`BrokerError` in one line otherwise."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edgeseg-tool-{uuid.uuid4().hex[:8]}")
-    client.connect_timeout = timeout
-    if credentials.username is not None:
-        client.username_pw_set(credentials.username, credentials.password)
-    if address.tls:
-        client.tls_set(
-            ca_certs=str(credentials.ca_file) if credentials.ca_file else None,
-            certfile=str(credentials.cert_file) if credentials.cert_file else None,
-            keyfile=str(credentials.key_file) if credentials.key_file else None,
+    try:
+        client = make_client(
+            address, credentials, f"edgeseg-tool-{uuid.uuid4().hex[:8]}", connect_timeout_s=timeout
         )
+    except (OSError, ValueError) as exc:
+        raise BrokerError(f"cannot connect to {address}: {describe_error(exc)}") from None
     answer: list[Any] = []
     ready = threading.Event()
 
@@ -46,15 +42,14 @@ def connect(address: BrokerAddress, credentials: Credentials, timeout: float = 5
         ready.set()
 
     client.on_connect = on_connect
-    try:
-        client.connect(address.host, address.port, keepalive=30)
-    except (OSError, ValueError) as exc:
-        raise BrokerError(f"cannot connect to {address}: {exc}") from None
+    problem = start_connect(client, address, keepalive_s=30)
+    if problem is not None:
+        raise BrokerError(f"cannot connect to {address}: {problem}")
     client.loop_start()
     if not ready.wait(timeout) or answer[0].is_failure:
         client.loop_stop()
-        why = f"refused the connection: {answer[0]}" if answer else f"no answer within {timeout:g} s"
-        raise BrokerError(f"broker {address} {why}")
+        why = refusal(answer[0], credentials) if answer else f"no answer within {timeout:g} s"
+        raise BrokerError(f"{address}: {why}")
     return client
 
 
