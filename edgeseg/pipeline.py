@@ -45,6 +45,7 @@ LOSSLESS_QUEUE_SIZE = 16  # results (with their frames) waiting for a lossless s
 LOSSLESS_PUT_TIMEOUT_S = (
     5.0  # a lossless sink stuck this long loses the result (counted): the pipeline goes on
 )
+SOURCE_STOP_GRACE_S = 2.0  # after stop(), how long a source's read() in progress may take to return
 SOURCE_ERROR_LIMIT = 10  # consecutive failing reads after which a source counts as dead
 
 
@@ -353,7 +354,11 @@ class Pipeline:
                     if waited > (LOSSLESS_DRAIN_TIMEOUT_S if lossless else DRAIN_TIMEOUT_S):
                         self._stats.discarded(q.abort())
             alive = [t for t in self._workers if t.is_alive()]
-            if not self._stop.is_set() and self._source_thread.is_alive():
+            # a read() in progress (a frame being decoded or rendered) gets a moment to return: a process
+            # that exits while a thread is inside OpenCV can abort ("terminate called without an active
+            # exception", SIGABRT); only a read() stuck longer is left behind
+            grace = not self._stop.is_set() or time.monotonic() - self._stop_at < SOURCE_STOP_GRACE_S
+            if grace and self._source_thread.is_alive():
                 alive.append(self._source_thread)
             if not alive:
                 if self._source_thread.is_alive():

@@ -4,18 +4,9 @@ Why one thread and paho's external-loop API (``loop_read``/``loop_write``/``loop
 ``select``): every paho call happens on this thread, so there is no locking around the client, and a
 socketpair wakes the thread the moment the sink has stored new results.
 
-Delivery of ``results`` (at least once, ordered per stream):
-
-- messages are published from the spool at QoS 1 with at most ``max_inflight`` unacknowledged; a message is
-  deleted from the spool only in ``on_publish`` for its mid (the broker's PUBACK);
-- each connection is a fresh paho client with a clean session, so paho never resends on its own: on every
-  connect, whatever is still in the spool (unacknowledged in-flight messages, the outage's backlog, an
-  earlier run's leftovers) becomes the *replay* stream, published oldest first with ``"replay": true``,
-  while results stored after the connect form the *live* stream. Both are published in spool order, live
-  first when both are waiting, so each arrives in increasing ``seq``; a message that was in flight when the
-  link dropped may arrive twice (consumers dedupe on ``(boot_id, seq)``);
-- a message larger than the broker's maximum packet size (MQTT 5 CONNACK) is never sent (the broker would
-  drop the connection, and the same message would drop every reconnect): it is deleted and counted.
+Delivery of ``results`` (at least once, ordered per stream, never blocked by an undeliverable message) is
+:mod:`edgeseg.mqtt.delivery`'s; each connection is a fresh paho client with a clean session, so paho never
+resends on its own: the spool is the only queue.
 
 Connection: the pipeline never waits for the broker. Failed attempts are retried with exponential backoff
 and jitter, capped at ``reconnect_max_s``, and logged in one line (the reason, the next attempt and its
@@ -32,12 +23,10 @@ import select
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
@@ -45,16 +34,15 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edgeseg.backoff import backoff_delays
 from edgeseg.mqtt.broker import BrokerAddress, Credentials
 from edgeseg.mqtt.client import describe_error, make_client, refusal, start_connect
+from edgeseg.mqtt.delivery import PACKET_OVERHEAD, Delivery
 from edgeseg.mqtt.spool import Spool
-from edgeseg.mqtt.topics import OFFLINE, ONLINE, Topics, as_replay
+from edgeseg.mqtt.topics import OFFLINE, ONLINE, Topics
 
 log = logging.getLogger(__name__)
 
 STABLE_S = 10.0  # a connection that lasted this long resets the reconnect backoff
 LOG_REPEAT = 10  # a connect failure that repeats is logged again every this many attempts
 IDLE_WAIT_S = 0.5
-LATENCY_WINDOW = 512
-PACKET_OVERHEAD = 512  # fixed header, topic and properties on top of the payload, generously
 
 
 @dataclass(frozen=True)
@@ -117,11 +105,7 @@ class _Link:
     client: mqtt.Client
     connected: bool = False
     max_packet: int | None = None
-    pending: dict[int, tuple[int, int]] = field(default_factory=dict)  # mid -> (spool id, sent ns)
     connected_at: float = 0.0
-    live_after: int = 0  # spool ids above this were stored after the connect: the live stream
-    replay_after: int = 0  # the replay stream's cursor, up to (and including) replay_last
-    replay_last: int = 0
     dropped: str | None = None
 
 
@@ -171,9 +155,7 @@ class Publisher:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._thread = threading.Thread(target=self._run, name="edgeseg-mqtt", daemon=True)
-        self._acked_ids: list[int] = []
-        self._refused_ids: list[int] = []
-        self._latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.delivery = Delivery(spool, settings.max_inflight)
         self._s = PublisherStats()
 
     # called from other threads ----------------------------------------------------------------------
@@ -211,10 +193,17 @@ class Publisher:
         self.wake()
 
     def stats(self) -> PublisherStats:
+        d = self.delivery.figures()
         with self._lock:
-            lat = np.fromiter(self._latency_ms, np.float64, len(self._latency_ms))
-            p50, p99 = np.percentile(lat, [50, 99]) if lat.size else (float("nan"), float("nan"))
-            return replace(self._s, publish_ms_p50=float(p50), publish_ms_p99=float(p99))
+            return replace(
+                self._s,
+                acked=d.acked,
+                replayed=d.replayed,
+                too_large=d.too_large,
+                refused=d.refused,
+                publish_ms_p50=d.publish_ms_p50,
+                publish_ms_p99=d.publish_ms_p99,
+            )
 
     def close(self, flush_timeout_s: float) -> bool:
         """Stop: deliver what the spool holds while connected (for at most ``flush_timeout_s``), publish
@@ -259,7 +248,7 @@ class Publisher:
         link = self._link
         if link is None or not link.connected or time.monotonic() >= self._flush_deadline:
             return True
-        return not link.pending and not self.spool.read(0, 1)
+        return self.delivery.idle()
 
     def _wait(self, timeout: float) -> None:
         readable, _, _ = select.select([self._wake_r], [], [], timeout)
@@ -298,14 +287,14 @@ class Publisher:
             rc = link.client.loop_write()
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
             rc = link.client.loop_misc()
-        self._flush_acks()
+        self.delivery.flush()
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or link.dropped is not None:
             self._drop(link, link.dropped or mqtt.error_string(rc))
             return
         if link.connected:
             # results first: a retained update sent ahead of a result delays its PUBACK by the peer's
             # delayed ACK (~40 ms) when the broker leaves Nagle's algorithm on (Mosquitto's default)
-            self._pump(link)
+            link.dropped = self.delivery.pump(link.client, link.max_packet)
             self._publish_retained(link)
             self._maybe_stats(link)
 
@@ -328,7 +317,7 @@ class Publisher:
         link = _Link(client)
         client.on_connect = lambda c, u, flags, rc, props: self._on_connect(link, rc, props)
         client.on_disconnect = lambda c, u, flags, rc, props: self._on_disconnect(link, rc)
-        client.on_publish = lambda c, u, mid, rc, props: self._on_publish(link, mid, rc)
+        client.on_publish = lambda c, u, mid, rc, props: self.delivery.on_publish(mid, rc)
         client.on_message = lambda c, u, msg: self._on_message(msg)
         problem = start_connect(client, self.address, s.keepalive_s)
         if problem is not None:
@@ -342,9 +331,7 @@ class Publisher:
             return
         link.connected = True
         link.max_packet = getattr(props, "MaximumPacketSize", None) if props is not None else None
-        self._flush_acks()
-        link.live_after = link.replay_last = self.spool.last_id()
-        link.replay_after = 0
+        self.delivery.start()
         with self._lock:
             self._s = replace(self._s, connected=True, connects=self._s.connects + 1, last_error=None)
             handlers = list(self._handlers)
@@ -382,7 +369,7 @@ class Publisher:
                 self.address,
                 lasted,
                 reason,
-                len(link.pending),
+                self.delivery.in_flight,
             )
             if lasted >= STABLE_S:
                 # the backoff starts again only after a connection that held: a broker that drops us
@@ -433,73 +420,6 @@ class Publisher:
         if with_status:
             link.client.publish(self.topics.status, ONLINE, qos=1, retain=True)
 
-    def _pump(self, link: _Link) -> None:
-        room = self.settings.max_inflight - len(link.pending)
-        while room > 0:
-            replay = False
-            batch = self.spool.read(link.live_after, room)
-            if not batch:
-                batch = self.spool.read(link.replay_after, room, below_id=link.replay_last + 1)
-                replay = True
-            if not batch:
-                return
-            for entry in batch:
-                if replay:
-                    link.replay_after = entry.id
-                else:
-                    link.live_after = entry.id
-                payload = as_replay(entry.payload) if replay else entry.payload
-                if link.max_packet is not None and len(payload) + PACKET_OVERHEAD > link.max_packet:
-                    self._too_large(entry.id, len(payload), link.max_packet)
-                    continue
-                info = link.client.publish(entry.topic, payload, qos=1)
-                if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE):
-                    link.dropped = f"publish failed: {mqtt.error_string(info.rc)}"
-                    return
-                link.pending[info.mid] = (entry.id, time.monotonic_ns())
-                room -= 1
-                if replay:
-                    with self._lock:
-                        self._s = replace(self._s, replayed=self._s.replayed + 1)
-
-    def _too_large(self, spool_id: int, size: int, limit: int) -> None:
-        self.spool.delete([spool_id])
-        with self._lock:
-            self._s = replace(self._s, too_large=self._s.too_large + 1)
-            n = self._s.too_large
-        log.error(
-            "a results message of %d bytes is over the broker's packet limit of %d bytes: dropped (%d so "
-            "far; try sinks.mqtt.mask_format: polygon or none)",
-            size,
-            limit,
-            n,
-        )
-
-    def _on_publish(self, link: _Link, mid: int, rc: ReasonCode) -> None:
-        sent = link.pending.pop(mid, None)
-        if sent is None:
-            return  # a retained or stats message
-        if rc.is_failure:
-            # the broker refused this message for good (MQTT 5 PUBACK reason, e.g. "Not authorized" by an
-            # ACL): sending it again would be refused again and hold up every stop, so it leaves the spool
-            # counted as lost
-            self._refused_ids.append(sent[0])
-            with self._lock:
-                self._s = replace(self._s, refused=self._s.refused + 1)
-                n = self._s.refused
-            log.error("the broker refused a results message: %s (%d so far); it is dropped", rc, n)
-            return
-        self._acked_ids.append(sent[0])
-        self._latency_ms.append((time.monotonic_ns() - sent[1]) / 1e6)
-
-    def _flush_acks(self) -> None:
-        if self._acked_ids or self._refused_ids:
-            ids, self._acked_ids = self._acked_ids, []
-            self.spool.delete([*ids, *self._refused_ids])
-            self._refused_ids = []
-            with self._lock:
-                self._s = replace(self._s, acked=self._s.acked + len(ids))
-
     def _maybe_stats(self, link: _Link) -> None:
         if self._stats_payload is None or time.monotonic() < self._next_stats:
             return
@@ -532,8 +452,8 @@ class Publisher:
             while not info.is_published() and time.monotonic() < deadline:
                 if link.client.loop(0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     break
-                self._flush_acks()
-            self._flush_acks()
+                self.delivery.flush()
+            self.delivery.flush()
             link.client.disconnect()
             link.client.loop(0.05)
         except Exception as exc:  # stopping anyway; the last will covers us

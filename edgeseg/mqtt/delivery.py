@@ -1,0 +1,157 @@
+"""At-least-once delivery of the spool over a connection, in two ordered streams: live and replay.
+
+On every connect (:meth:`Delivery.start`), whatever is still in the spool (messages in flight when the link
+broke, the outage's backlog, an earlier run's leftovers) becomes the *replay* stream, sent oldest first with
+``"replay": true``; what the sink stores after the connect is the *live* stream. Both are sent in spool order,
+live first when both wait, at QoS 1 with at most ``max_inflight`` unacknowledged, so each arrives in
+increasing ``seq``; a message in flight when a link broke may arrive twice. A message leaves the spool when
+its PUBACK arrives (:meth:`Delivery.on_publish`), in batches (:meth:`Delivery.flush`).
+
+Messages that can never be delivered leave the spool counted, instead of blocking it: one larger than the
+broker's maximum packet size (the broker would drop the connection, on every reconnect), and one the broker
+refused in its PUBACK (MQTT 5 reason code, e.g. "Not authorized" by an ACL).
+
+Every method runs on the publisher's thread except :meth:`Delivery.figures`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edgeseg.mqtt.spool import Spool
+from edgeseg.mqtt.topics import as_replay
+
+log = logging.getLogger(__name__)
+
+PACKET_OVERHEAD = 512  # fixed header, topic and properties on top of the payload, generously
+LATENCY_WINDOW = 512
+
+
+@dataclass(frozen=True)
+class DeliveryFigures:
+    """acked: acknowledged and deleted; replayed: sent from a connect's backlog; too_large, refused: deleted
+    undelivered (see the module docstring); publish_ms_*: publish-to-PUBACK time of recent messages."""
+
+    acked: int = 0
+    replayed: int = 0
+    too_large: int = 0
+    refused: int = 0
+    publish_ms_p50: float = float("nan")
+    publish_ms_p99: float = float("nan")
+
+
+class Delivery:
+    """Sends the spool's messages over the current connection and deletes them when acknowledged."""
+
+    def __init__(self, spool: Spool, max_inflight: int) -> None:
+        self.spool = spool
+        self.max_inflight = max_inflight
+        self._pending: dict[int, tuple[int, int]] = {}  # mid -> (spool id, publish time ns)
+        self._live_after = 0  # spool ids above this were stored after the connect
+        self._replay_after = 0  # the replay stream's cursor, up to (and including) _replay_last
+        self._replay_last = 0
+        self._acked: list[int] = []
+        self._refused: list[int] = []
+        self._lock = threading.Lock()
+        self._latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._n = {"acked": 0, "replayed": 0, "too_large": 0, "refused": 0}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        """A new connection: everything in the spool now is the replay stream."""
+        self.flush()
+        self._pending.clear()  # a fresh client with a clean session resends nothing: we do, from the spool
+        self._live_after = self._replay_last = self.spool.last_id()
+        self._replay_after = 0
+
+    def idle(self) -> bool:
+        """Nothing in flight and nothing left to send."""
+        return not self._pending and not self.spool.read(0, 1)
+
+    def pump(self, client: mqtt.Client, max_packet: int | None) -> str | None:
+        """Publish until ``max_inflight`` messages are unacknowledged or nothing is left; ``None``, or why the
+        link must be dropped."""
+        room = self.max_inflight - len(self._pending)
+        while room > 0:
+            replay = False
+            batch = self.spool.read(self._live_after, room)
+            if not batch:
+                batch = self.spool.read(self._replay_after, room, below_id=self._replay_last + 1)
+                replay = True
+            if not batch:
+                return None
+            for entry in batch:
+                if replay:
+                    self._replay_after = entry.id
+                else:
+                    self._live_after = entry.id
+                payload = as_replay(entry.payload) if replay else entry.payload
+                if max_packet is not None and len(payload) + PACKET_OVERHEAD > max_packet:
+                    self._too_large(entry.id, len(payload), max_packet)
+                    continue
+                info = client.publish(entry.topic, payload, qos=1)
+                if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE):
+                    return f"publish failed: {mqtt.error_string(info.rc)}"
+                self._pending[info.mid] = (entry.id, time.monotonic_ns())
+                room -= 1
+                if replay:
+                    self._count("replayed")
+        return None
+
+    def on_publish(self, mid: int, rc: ReasonCode) -> None:
+        """paho's ``on_publish``: the broker's PUBACK for ``mid`` (other messages' mids are ignored)."""
+        sent = self._pending.pop(mid, None)
+        if sent is None:
+            return  # a retained or stats message
+        if rc.is_failure:
+            # refused for good: sending it again would be refused again and hold up every stop
+            self._refused.append(sent[0])
+            n = self._count("refused")
+            log.error("the broker refused a results message: %s (%d so far); it is dropped", rc, n)
+            return
+        self._acked.append(sent[0])
+        with self._lock:
+            self._latency_ms.append((time.monotonic_ns() - sent[1]) / 1e6)
+
+    def flush(self) -> None:
+        """Delete what was acknowledged (or refused) since the last flush, in one transaction."""
+        if self._acked or self._refused:
+            acked, self._acked = self._acked, []
+            self.spool.delete([*acked, *self._refused])
+            self._refused = []
+            self._count("acked", len(acked))
+
+    def figures(self) -> DeliveryFigures:
+        with self._lock:
+            lat = np.fromiter(self._latency_ms, np.float64, len(self._latency_ms))
+            n = dict(self._n)
+        p50, p99 = np.percentile(lat, [50, 99]) if lat.size else (float("nan"), float("nan"))
+        return DeliveryFigures(**n, publish_ms_p50=float(p50), publish_ms_p99=float(p99))
+
+    def _count(self, key: str, n: int = 1) -> int:
+        with self._lock:
+            self._n[key] += n
+            return self._n[key]
+
+    def _too_large(self, spool_id: int, size: int, limit: int) -> None:
+        self.spool.delete([spool_id])
+        n = self._count("too_large")
+        log.error(
+            "a results message of %d bytes is over the broker's packet limit of %d bytes: dropped (%d so "
+            "far; try sinks.mqtt.mask_format: polygon or none)",
+            size,
+            limit,
+            n,
+        )
