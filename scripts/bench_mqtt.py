@@ -430,8 +430,8 @@ def run_round(bench: Bench, condition: str, n: int) -> Round:
     if sink is None:
         return r
     link = sink.publisher.stats()
-    r.acked = link.acked
-    r.puback_ms_p50, r.puback_ms_p99 = link.publish_ms_p50, link.publish_ms_p99
+    r.acked = link.delivery.acked
+    r.puback_ms_p50, r.puback_ms_p99 = link.delivery.publish_ms_p50, link.delivery.publish_ms_p99
     r.spooled = sink.spool.stats().depth
     r.lost = sink.report().lost
     if condition == "up":
@@ -512,7 +512,7 @@ def bench_replay(bench: Bench, broker: Broker, results: Sequence[Result], n: int
             now = time.time()
             if not t_connect and link.connects:
                 t_connect = now
-            if not t_acked and link.acked >= n:
+            if not t_acked and link.delivery.acked >= n:
                 t_acked = now
             if t_acked and len(sub.received(sink.boot_id)) >= n:
                 break
@@ -521,7 +521,7 @@ def bench_replay(bench: Bench, broker: Broker, results: Sequence[Result], n: int
         if not t_connect or not t_acked or len(got) < n:
             raise RuntimeError(
                 f"replay incomplete after the timeout: connected={bool(t_connect)}, acked "
-                f"{sink.publisher.stats().acked} of {n}, received {len(got)} of {n}"
+                f"{sink.publisher.stats().delivery.acked} of {n}, received {len(got)} of {n}"
             )
         t_received = max(m.received for m in got.values())
         return Replay(

@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -34,7 +34,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edgeseg.backoff import backoff_delays
 from edgeseg.mqtt.broker import BrokerAddress, Credentials
 from edgeseg.mqtt.client import describe_error, make_client, refusal, start_connect
-from edgeseg.mqtt.delivery import PACKET_OVERHEAD, Delivery
+from edgeseg.mqtt.delivery import PACKET_OVERHEAD, Delivery, DeliveryFigures
 from edgeseg.mqtt.spool import Spool
 from edgeseg.mqtt.topics import OFFLINE, ONLINE, Topics
 
@@ -65,25 +65,16 @@ class PublisherStats:
     Attributes:
         connected: whether the broker is connected now.
         connects: successful connections so far; ``reconnects`` is this minus the first.
-        acked: spooled messages the broker acknowledged (and that left the spool).
-        replayed: messages sent from a connect's backlog.
-        too_large: messages deleted unsent for exceeding the broker's maximum packet size.
-        refused: messages the broker refused in its PUBACK (MQTT 5 reason code), deleted.
-        skipped_retained: retained messages (snapshots) not sent for the same reason.
-        publish_ms_p50, publish_ms_p99: publish-to-PUBACK time of recent messages.
+        skipped_retained: retained messages (snapshots) over the broker's maximum packet size, not sent.
         last_error: why the last connection attempt failed or the link dropped.
+        delivery: the results' figures (acknowledged, replayed, dropped undeliverable, PUBACK times).
     """
 
     connected: bool = False
     connects: int = 0
-    acked: int = 0
-    replayed: int = 0
-    too_large: int = 0
-    refused: int = 0
     skipped_retained: int = 0
-    publish_ms_p50: float = float("nan")
-    publish_ms_p99: float = float("nan")
     last_error: str | None = None
+    delivery: DeliveryFigures = field(default_factory=DeliveryFigures)
 
     @property
     def reconnects(self) -> int:
@@ -193,17 +184,9 @@ class Publisher:
         self.wake()
 
     def stats(self) -> PublisherStats:
-        d = self.delivery.figures()
+        figures = self.delivery.figures()
         with self._lock:
-            return replace(
-                self._s,
-                acked=d.acked,
-                replayed=d.replayed,
-                too_large=d.too_large,
-                refused=d.refused,
-                publish_ms_p50=d.publish_ms_p50,
-                publish_ms_p99=d.publish_ms_p99,
-            )
+            return replace(self._s, delivery=figures)
 
     def close(self, flush_timeout_s: float) -> bool:
         """Stop: deliver what the spool holds while connected (for at most ``flush_timeout_s``), publish

@@ -307,6 +307,7 @@ class MqttSink:
         p = self.ctx.stats()
         s = self.spool.stats()
         link = self.publisher.stats()
+        d = link.delivery
         with self._lock:
             capped = self._capped
         return stats_payload(
@@ -325,7 +326,7 @@ class MqttSink:
                 "results": {
                     "published": self._seq,
                     "capped": capped,
-                    "lost": s.dropped + link.too_large + link.refused,
+                    "lost": s.dropped + d.too_large + d.refused,
                 },
                 "spool": {
                     "depth": s.depth,
@@ -340,11 +341,11 @@ class MqttSink:
                 "mqtt": {
                     "connected": link.connected,
                     "reconnects": link.reconnects,
-                    "acked": link.acked,
-                    "replayed": link.replayed,
-                    "too_large": link.too_large,
-                    "refused": link.refused,
-                    "publish_ms": {"p50": finite(link.publish_ms_p50), "p99": finite(link.publish_ms_p99)},
+                    "acked": d.acked,
+                    "replayed": d.replayed,
+                    "too_large": d.too_large,
+                    "refused": d.refused,
+                    "publish_ms": {"p50": finite(d.publish_ms_p50), "p99": finite(d.publish_ms_p99)},
                 },
                 "snapshots_skipped": self._snapshots_skipped + link.skipped_retained,
                 "cpu_temp_c": cpu_temperature_c(),
@@ -356,7 +357,7 @@ class MqttSink:
         s, link = self._final or (self.spool.stats(), self.publisher.stats())
         lines = [
             f"mqtt {self.address} as {self.topics.base}: {self._seq} results spooled, "
-            f"{link.acked} acknowledged by the broker, {link.reconnects} reconnects"
+            f"{link.delivery.acked} acknowledged by the broker, {link.reconnects} reconnects"
         ]
         if s.depth:
             lines.append(
@@ -366,8 +367,8 @@ class MqttSink:
             "spool overflow": s.dropped_overflow,
             "expired": s.dropped_expired,
             "spool write failed": s.write_failed,
-            "over the broker's packet limit": link.too_large,
-            "refused by the broker": link.refused,
+            "over the broker's packet limit": link.delivery.too_large,
+            "refused by the broker": link.delivery.refused,
         }
         if any(lost.values()):
             lines.append(
