@@ -26,6 +26,7 @@ Errors name the card and the key path: ``demo.yaml: input.layout: must be one of
 from __future__ import annotations
 
 import ast
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -403,3 +404,12 @@ def read_onnx_metadata(path: Path) -> tuple[dict[str, str], list[str]]:
         ) from None
     meta = dict(session.get_modelmeta().custom_metadata_map)
     return meta, [i.name for i in session.get_inputs()]
+
+
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a model file (engine cache keys, the MQTT ``info`` message), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

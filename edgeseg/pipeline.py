@@ -488,16 +488,21 @@ class Pipeline:
 
     def reports(self) -> list[SinkReport]:
         """What the sinks that keep accounts (lossless sinks) report; call after :meth:`wait`. A result
-        that a lossless sink's queue had to drop counts as lost too."""
+        that a lossless sink's queue had to drop, or that its ``send_batch`` raised on, counts as lost too."""
         out: list[SinkReport] = []
-        drops = self.stats().drops
+        stats = self.stats()
         for name, sink in self.sinks.items():
             if isinstance(sink, LosslessSink):
                 report = sink.report()
-                dropped = drops.get(f"sink:{name}", 0)
-                if dropped:
-                    line = f"{name}: LOST {dropped} results its queue could not hold (the sink was stuck)"
-                    report = SinkReport((*report.lines, line), report.lost + dropped)
+                key = f"sink:{name}"
+                for n, why in (
+                    (stats.drops.get(key, 0), "its queue could not hold (the sink was stuck)"),
+                    (stats.bad_frames.get(key, 0), "the sink failed on (see the log)"),
+                ):
+                    if n:
+                        report = SinkReport(
+                            (*report.lines, f"{name}: LOST {n} results {why}"), report.lost + n
+                        )
                 out.append(report)
         return out
 

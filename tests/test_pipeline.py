@@ -225,3 +225,39 @@ def test_stats_windows_stay_bounded_over_many_frames() -> None:
     assert snap.latency_ms_p50 == pytest.approx(5.0)
     assert snap.stage_ms["infer"] == pytest.approx(2.0)
     assert len(rec._latency_ms) == 16
+
+
+class FlakyLosslessSink:
+    """A sink that must not lose results and whose every other batch raises."""
+
+    def __init__(self) -> None:
+        self.got: list[int] = []
+        self.calls = 0
+
+    def send(self, result: Result) -> None:
+        self.send_batch([result])
+
+    def send_batch(self, results: Any) -> None:
+        self.calls += 1
+        if self.calls % 2 == 0:
+            raise OSError("disk on fire")
+        self.got.extend(r.frame.index for r in results)
+
+    def close(self) -> None:
+        return None
+
+    def report(self) -> Any:
+        from edgeseg.sinks import SinkReport
+
+        return SinkReport(("flaky: fine",), 0)
+
+
+def test_results_a_lossless_sink_raised_on_are_reported_lost_not_just_counted_as_bad_frames() -> None:
+    sink = FlakyLosslessSink()
+    pipe = Pipeline(ListSource(12), SquareStages(), {"flaky": sink})
+    stats = pipe.run()
+    (report,) = pipe.reports()
+    failed = stats.bad_frames["sink:flaky"]
+    assert failed == 12 - len(sink.got) > 0
+    assert report.lost == failed
+    assert report.lines[-1] == f"flaky: LOST {failed} results the sink failed on (see the log)"

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions
 from edgeseg.errors import ConfigError, MissingDependencyError, ModelError
-from edgeseg.modelcard import ModelCard
+from edgeseg.modelcard import ModelCard, file_sha256
 from edgeseg.preprocess import Prepared
 from edgeseg.statedir import state_dir
 
@@ -58,14 +58,6 @@ def default_cache_dir() -> Path:
     if env:
         return Path(env)
     return state_dir() / "engines"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def engine_cache_path(

@@ -15,7 +15,6 @@ A secret's value never appears in a log line or an error message (:class:`Creden
 from __future__ import annotations
 
 import os
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from edgeseg.errors import ConfigError
+from edgeseg.mqtt.topics import sanitize
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 SECRETS_HINT = (
@@ -30,7 +30,6 @@ SECRETS_HINT = (
     "($CREDENTIALS_DIRECTORY/mqtt-username, mqtt-password), EDGESEG_MQTT_USERNAME / EDGESEG_MQTT_PASSWORD, "
     "or files named by sinks.mqtt.username_file / password_file"
 )
-_ID_RE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -74,8 +73,8 @@ def device_id(configured: str | None, env: Mapping[str, str] | None = None) -> s
     device never share any of them.
     """
     environ = os.environ if env is None else env
-    base = configured or _ID_RE.sub("-", socket.gethostname()).strip("-") or "edgeseg"
-    instance = _ID_RE.sub("-", environ.get("EDGESEG_INSTANCE", "")).strip("-")
+    base = configured or sanitize(socket.gethostname(), "-") or "edgeseg"
+    instance = sanitize(environ.get("EDGESEG_INSTANCE", ""), "-")
     return f"{base}-{instance}" if instance else base
 
 

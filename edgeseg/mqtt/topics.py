@@ -42,9 +42,15 @@ _REPLAY = b'{"replay":true,'
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
+def sanitize(text: str, fill: str) -> str:
+    """``text`` reduced to ``[A-Za-z0-9_-]`` (runs of anything else become ``fill``, none at the ends): safe
+    as a topic level, an MQTT client id and a Home Assistant object id."""
+    return _UNSAFE.sub(fill, text).strip(fill)
+
+
 def topic_name(text: str) -> str:
     """``text`` as one topic level: no ``/``, ``+``, ``#`` or spaces (``a b/c`` -> ``a_b_c``)."""
-    return _UNSAFE.sub("_", text).strip("_") or "_"
+    return sanitize(text, "_") or "_"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ this sink accepted is delivered, or counted as dropped, even across a broker out
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import threading
@@ -26,6 +25,7 @@ from edgeseg.errors import ConfigError
 from edgeseg.fields import meta
 from edgeseg.frame import Result
 from edgeseg.instances import MASK_FORMATS, MaskFormat
+from edgeseg.modelcard import file_sha256
 from edgeseg.mqtt.broker import (
     SECRETS_HINT,
     BrokerAddress,
@@ -117,13 +117,7 @@ def spool_path(state: Path, device: str) -> Path:
 
 
 def _sha256(path: Path | None) -> str | None:
-    if path is None or not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(path) if path is not None and path.is_file() else None
 
 
 class MqttSink:
@@ -157,6 +151,7 @@ class MqttSink:
         self._lock = threading.Lock()
         self._seq = 0
         self._capped = 0
+        self._unserializable = 0
         self._next_result_at = 0.0
         self._next_snapshot_at = 0.0
         self._snapshots_skipped = 0
@@ -208,8 +203,21 @@ class MqttSink:
         for result in results:
             if not self._admit():
                 continue
-            record = result_record(result, self._seq, self.mask_format, self.ctx.class_names)
-            messages.append((self.topics.results, results_payload(record, self.boot_id, self._seq)))
+            try:
+                record = result_record(result, self._seq, self.mask_format, self.ctx.class_names)
+                payload = results_payload(record, self.boot_id, self._seq)
+            except Exception as exc:  # one result that cannot be serialized never costs the batch
+                self._unserializable += 1
+                if self._unserializable <= 3 or self._unserializable % 100 == 0:
+                    log.error(
+                        "result of frame %d cannot be serialized, it is lost (%d so far): %s",
+                        result.frame.index,
+                        self._unserializable,
+                        exc,
+                        exc_info=self._unserializable <= 3,
+                    )
+                continue
+            messages.append((self.topics.results, payload))
             self._seq += 1
         if messages:
             self.spool.append(messages)  # counts and logs its own failures; never raises for a full disk
@@ -326,7 +334,7 @@ class MqttSink:
                 "results": {
                     "published": self._seq,
                     "capped": capped,
-                    "lost": s.dropped + d.too_large + d.refused,
+                    "lost": s.dropped + d.too_large + d.refused + self._unserializable,
                 },
                 "spool": {
                     "depth": s.depth,
@@ -367,6 +375,7 @@ class MqttSink:
             "spool overflow": s.dropped_overflow,
             "expired": s.dropped_expired,
             "spool write failed": s.write_failed,
+            "could not be serialized": self._unserializable,
             "over the broker's packet limit": link.delivery.too_large,
             "refused by the broker": link.delivery.refused,
         }
