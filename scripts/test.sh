@@ -6,7 +6,11 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=""
-  for pkg in xvfb; do dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"; done
+  # xvfb: display tests; mosquitto: the MQTT tests start their own broker; openssl: their TLS certificates.
+  # "install ok installed": a removed package keeps a dpkg record (config-files) that dpkg -s accepts
+  for pkg in xvfb mosquitto openssl; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+  done
   if [ -n "$missing" ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
