@@ -31,8 +31,9 @@ import yaml
 
 from edgeseg.errors import ConfigError, EdgesegError, InputError
 from edgeseg.fields import meta as _m
-from edgeseg.geometry import Roi, validate_roi
+from edgeseg.geometry import validate_roi
 from edgeseg.semantic import SemanticParams
+from edgeseg.sources.spec import SourceConfig as SourceConfig  # re-exported for callers of edgeseg.config
 from edgeseg.yamlfile import read_yaml
 
 PIPELINES_DIR = Path(__file__).resolve().parents[1] / "pipelines"
@@ -45,39 +46,6 @@ def _backends() -> tuple[str, ...]:
     from edgeseg.backends import BACKENDS
 
     return tuple(BACKENDS)
-
-
-_URI_DOC = (
-    "Source URI: synthetic:parts, a video file, an image folder or glob, v4l2:N, /dev/videoN, rtsp://..., "
-    "http(s)://..., gst:<pipeline>, picamera2:[N]"
-)
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    """Where frames come from (see :mod:`edgeseg.sources` for the URI forms)."""
-
-    uri: str = field(default="synthetic:parts", metadata=_m(_URI_DOC, pattern=r"\S"))
-    roi: Roi | None = field(
-        default=None, metadata=_m("Region to process, normalized [left, top, width, height].")
-    )
-    fps: float | None = field(
-        default=None, metadata=_m("Frame rate: asked of cameras, paces synthetic/files.", gt=0)
-    )
-    loop: bool = field(
-        default=False, metadata=_m("Files: start again at the end (endless, no frames_total).")
-    )
-    width: int | None = field(
-        default=None, metadata=_m("Frame width: camera request, synthetic size, file resize.", ge=1)
-    )
-    height: int | None = field(default=None, metadata=_m("Frame height (set with width).", ge=1))
-    reconnect_initial_s: float = field(
-        default=0.5, metadata=_m("Live: first reconnect delay (doubles each try).", gt=0)
-    )
-    reconnect_max_s: float = field(default=10.0, metadata=_m("Live sources: longest reconnect delay.", gt=0))
-    imx500_network: str | None = field(
-        default=None, metadata=_m("picamera2: IMX500 network (.rpk) for the sensor.")
-    )
 
 
 @dataclass(frozen=True)
@@ -162,6 +130,14 @@ class SinksConfig:
 
 
 @dataclass(frozen=True)
+class Override:
+    """One ``key.path=value`` override and the flag or variable it came from, named in error messages."""
+
+    text: str
+    origin: str = "--set"
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """A whole pipeline; ``name`` defaults to the YAML file's stem, ``source`` to ``synthetic:parts``."""
 
@@ -174,19 +150,23 @@ class PipelineConfig:
 
 
 def load_config(
-    path: str | Path | None, overrides: Sequence[str] = (), env: Mapping[str, str] | None = None
+    path: str | Path | None,
+    overrides: Sequence[str | Override] = (),
+    env: Mapping[str, str] | None = None,
 ) -> PipelineConfig:
     """Load, override and validate a pipeline.
 
     Args:
         path: the YAML file; ``None`` = ``pipelines/demo.yaml``.
-        overrides: ``"key.path=value"`` strings (``--set``); values are parsed as YAML (``3``, ``true``,
-            ``null``, ``[0, 0, 1, 1]``). They win over the environment.
+        overrides: ``"key.path=value"`` strings (``--set``) or :class:`Override` (a flag that stands for a
+            key); values are parsed as YAML (``3``, ``true``, ``null``, ``[0, 0, 1, 1]``). They win over the
+            environment.
         env: environment to read ``EDGESEG__SECTION__KEY=value`` variables from (``__`` separates the key
             path, keys are lower-cased); ``None`` = ``os.environ``.
 
     Raises:
-        ConfigError: one line starting with the key path (or the file) and naming the allowed values.
+        ConfigError: one line starting with the key path (or the file) and naming the allowed values, and
+            where the key came from in brackets (the file, ``--set``, ``--source``, ``env EDGESEG__...``).
     """
     file = Path(path) if path is not None else DEFAULT_PIPELINE
     raw = read_yaml(file, "pipeline file", ConfigError)
@@ -201,12 +181,16 @@ def load_config(
             key = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
             _set(raw, key, _parse_value(environ[name]), f"env {name}", origins)
     for item in overrides:
-        key, sep, value = item.partition("=")
+        override = item if isinstance(item, Override) else Override(item)
+        key, sep, value = override.text.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected key.path=value (e.g. source.uri=v4l2:0)")
-        _set(raw, key.strip(), _parse_value(value), "--set", origins)
+            raise ConfigError(
+                f"{override.origin} {override.text!r}: expected key.path=value (e.g. source.uri=v4l2:0)"
+            )
+        _set(raw, key.strip(), _parse_value(value), override.origin, origins)
     raw.setdefault("name", file.stem)
-    loader = _Loader(file.resolve().parent, origins)
+    shown = _shown(file)
+    loader = _Loader(file.resolve().parent, origins, shown)
     return loader.check(loader.build(PipelineConfig, raw, ""))
 
 
@@ -223,6 +207,13 @@ def config_json_schema() -> dict[str, Any]:
 
 
 # --- loading ------------------------------------------------------------------------------------------
+
+
+def _shown(file: Path) -> str:
+    """The pipeline file as the user would type it: as given, or the bundled one relative to the repo."""
+    if file == DEFAULT_PIPELINE or file.parent == PIPELINES_DIR:
+        return f"pipelines/{file.name}"
+    return str(file)
 
 
 def _parse_value(text: str) -> Any:
@@ -253,13 +244,22 @@ def _describe(value: Any) -> str:
 
 
 class _Loader:
-    def __init__(self, base: Path, origins: Mapping[str, str]) -> None:
+    def __init__(self, base: Path, origins: Mapping[str, str], file: str = "") -> None:
         self.base = base
         self.origins = origins
+        self.file = file
 
     def fail(self, key: str, message: str, value: Any = MISSING) -> ConfigError:
         got = "" if value is MISSING else f" (got {_describe(value)})"
-        origin = next((o for k, o in self.origins.items() if key == k or key.startswith(k + ".")), None)
+        # an override names its key or a key below it; an unknown section is named by the override inside it
+        origin = next(
+            (
+                o
+                for k, o in self.origins.items()
+                if key == k or key.startswith(k + ".") or k.startswith(key + ".")
+            ),
+            self.file,
+        )
         return ConfigError(f"{key}: {message}{got}" + (f" [{origin}]" if origin else ""))
 
     def build(self, cls: type[Any], data: Any, prefix: str) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import glob
 import importlib.util
 import os
 import platform
@@ -76,7 +75,9 @@ def checks() -> list[Check]:
             "--system-site-packages)",
         )
     )
-    cams = sorted(glob.glob("/dev/video*"))
+    from edgeseg.sources import list_cameras
+
+    cams = list_cameras()
     out.append(
         Check(
             "camera",

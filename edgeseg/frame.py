@@ -26,6 +26,8 @@ class Frame:
         tensor_roi: normalized region of ``image`` that the on-sensor network saw (IMX500 input crop).
         truth: ground-truth instances in ``image`` pixels, when the source knows them (synthetic scenes).
         source: the URI it came from, for messages.
+        file: the image file it was read from, as the folder listing or glob gave it (image sequences only).
+        damaged: the input was only partly decodable (a truncated JPEG; the decoder filled in the rest).
     """
 
     index: int
@@ -37,6 +39,8 @@ class Frame:
     tensor_roi: Roi | None = None
     truth: Instances | None = None
     source: str = ""
+    file: str | None = None
+    damaged: bool = False
 
     @property
     def shape(self) -> tuple[int, int]:

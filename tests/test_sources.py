@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import itertools
+import json
+import logging
+import shutil
 import threading
 import time
 from pathlib import Path
 
 import cv2
+import jsonschema
 import numpy as np
 import pytest
 
 from edgeseg.config import SourceConfig
 from edgeseg.errors import SourceError
+from edgeseg.frame import Result
+from edgeseg.instances import Instances
+from edgeseg.mqtt.topics import load_schema, results_payload
+from edgeseg.sinks.record import result_record
 from edgeseg.sources import Source, backoff_delays, open_source, parse_uri
 from edgeseg.sources.opencv_live import OpenCVLiveSource, opencv_has_gstreamer
 
@@ -233,10 +241,13 @@ def test_live_source_whose_first_connect_never_succeeds_stops_cleanly(tmp_path: 
     result: list[object] = []
     reader = threading.Thread(target=lambda: result.append(src.read()))
     reader.start()
-    _wait_until(lambda: src.stats.reconnects >= 3)
-    assert src.stats.state.startswith(("reconnecting in", "connecting"))
-    src.close()
-    reader.join(timeout=10)
+    try:
+        _wait_until(lambda: src.stats.reconnects >= 3)
+        assert src.stats.state.startswith(("waiting for source (attempt", "connecting"))
+        assert src.stats.last_error == f"cannot open {missing}"
+    finally:
+        src.close()
+        reader.join(timeout=10)
     assert not reader.is_alive()
     assert result == [None]
     assert src.stats.frames == 0
@@ -272,3 +283,81 @@ def test_gst_pipeline_needs_an_opencv_with_gstreamer() -> None:
     else:
         with pytest.raises(SourceError, match="no GStreamer support"):
             open_source("gst:videotestsrc ! appsink")
+
+
+def test_truncated_video_reports_the_frames_its_header_announces_against_those_decoded(
+    assets_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = (assets_dir / "video" / "pedestrians_crossing_640x360.mp4").read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 3 // 10])  # its index (moov) comes first, so it still opens
+    src = open_source(str(cut))
+    try:
+        indices = _drain(src)
+    finally:
+        src.close()
+    stats = src.stats
+    assert stats.expected == 188
+    assert 0 < stats.frames == len(indices) < 188
+    assert stats.missing == 188 - stats.frames - stats.skipped
+    assert stats.lost == stats.skipped + stats.missing
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"decoded {stats.frames}" in warnings[-1]
+    assert "of the 188 frames its header announces (truncated or damaged file" in warnings[-1]
+
+
+def test_no_intact_asset_video_is_reported_truncated_even_where_its_header_overstates(
+    assets_dir: Path,
+) -> None:
+    counts = {}
+    for video in sorted((assets_dir / "video").iterdir()):
+        src = open_source(str(video))
+        try:
+            _drain(src)
+        finally:
+            src.close()
+        assert (src.stats.skipped, src.stats.missing, src.stats.lost) == (0, 0, 0), video.name
+        counts[video.name] = (src.stats.frames, src.stats.expected)
+    # 682 chunks in its AVI index, 341 of them empty "repeat the previous frame" ones: the header overstates.
+    assert counts["crowd_topdown_1280x720_h264.avi"] == (341, 682)
+
+
+def test_a_paced_video_file_reports_its_own_frame_rate(tmp_path: Path) -> None:
+    _write_video(tmp_path / "v.avi", 3)  # 10 fps
+    src = open_source(SourceConfig(uri=str(tmp_path / "v.avi"), fps=200))
+    try:
+        assert _drain(src) == [0, 1, 2]
+    finally:
+        src.close()
+    assert src.stats.fps == 10
+
+
+def test_truncated_jpeg_is_processed_flagged_damaged_and_counted_with_its_file_name(
+    assets_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shutil.copy(assets_dir / "images" / "bus.jpg", tmp_path / "a1.jpg")
+    data = (assets_dir / "images" / "zidane.jpg").read_bytes()
+    (tmp_path / "a2.jpg").write_bytes(data[: len(data) // 2])  # libjpeg decodes the top half
+    (tmp_path / "a3.jpg").write_bytes(data[:100])  # headers only: nothing decodes
+    src = open_source(str(tmp_path))
+    try:
+        frames = []
+        while (frame := src.read()) is not None:
+            frames.append(frame)
+    finally:
+        src.close()
+    assert [(f.index, Path(f.file or "").name, f.damaged) for f in frames] == [
+        (0, "a1.jpg", False),
+        (1, "a2.jpg", True),
+    ]
+    assert frames[1].image.shape == (720, 1280, 3)
+    assert (src.stats.damaged, src.stats.skipped, src.stats.lost) == (1, 1, 2)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(tmp_path / "a2.jpg") in w and "frame 1" in w and "truncated JPEG" in w for w in warnings)
+
+    records = [result_record(Result(f, Instances.empty(f.shape)), seq) for seq, f in enumerate(frames)]
+    assert records[0]["file"] == str(tmp_path / "a1.jpg")
+    assert "damaged" not in records[0]
+    assert records[1]["damaged"] is True
+    for record in records:
+        jsonschema.validate(json.loads(results_payload(record, "0" * 32, 0)), load_schema("results"))

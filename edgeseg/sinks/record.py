@@ -20,7 +20,8 @@ def result_record(
     """A JSON-ready dict describing one result.
 
     Keys: ``seq`` (the sink's own 0-based count of records, so a consumer sees gaps), ``frame`` (the source's
-    frame index), ``wall_time`` (capture time, Unix seconds), ``source``, ``roi``, ``timings_ms``
+    frame index), ``wall_time`` (capture time, Unix seconds), ``source``, ``file`` (the image file, only for
+    image sequences), ``damaged`` (``true`` only when the input was partly decodable), ``roi``, ``timings_ms``
     (``preprocess``, ``infer``, ``decode``: time from the previous stamp to the end of that stage, queue waits
     included; ``latency``: capture to result), then ``height``, ``width`` and ``instances`` of
     :meth:`Instances.to_dict` (each instance also gets ``class_name`` when names are known).
@@ -31,6 +32,8 @@ def result_record(
         "frame": frame.index,
         "wall_time": frame.wall_time,
         "source": frame.source,
+        **({"file": frame.file} if frame.file is not None else {}),
+        **({"damaged": True} if frame.damaged else {}),
         "roi": [float(v) for v in frame.roi],
         "timings_ms": {
             "preprocess": _ms(t.ms("captured", "preprocessed")),

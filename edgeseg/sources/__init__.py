@@ -13,9 +13,14 @@ URIs (``SourceConfig.uri``):
 ==========================================  =========  ==================================================
 
 *Live* sources deliver frames at the sensor's pace whether or not anyone keeps up (the pipeline drops the
-oldest when busy) and reconnect with exponential backoff when the device or stream drops. *Offline* sources
-deliver every frame exactly once, as fast as they are consumed (or paced at ``fps``), and say how many there
-are in ``frames_total``.
+oldest when busy) and reconnect with exponential backoff when the device or stream drops, saying so in the log
+(throttled) and in ``stats.state``; after ``source.reconnect_timeout_s`` without a frame ``read()`` raises
+:class:`~edgeseg.errors.SourceError`. *Offline* sources deliver every frame exactly once, as fast as they are
+consumed (or paced at ``fps``), say how many there are in ``frames_total``, and count what they could not
+deliver whole (``stats.lost``).
+
+:func:`make_source` builds a source without touching the device; whoever owns it calls ``open()`` once.
+:func:`open_source` does both, for one-shot callers.
 
 Threading: ``read()`` is called by one thread; ``close()`` may be called from any thread at any time, also
 while ``read()`` blocks on a connection that never comes. After ``close()`` the next (or current) ``read()``
@@ -24,6 +29,7 @@ returns ``None`` within one device read timeout.
 
 from __future__ import annotations
 
+import glob
 import logging
 import re
 import threading
@@ -31,7 +37,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl
 
 import cv2
@@ -41,9 +47,7 @@ from numpy.typing import NDArray
 from edgeseg.backoff import backoff_delays
 from edgeseg.errors import SourceError
 from edgeseg.frame import Frame
-
-if TYPE_CHECKING:
-    from edgeseg.config import SourceConfig
+from edgeseg.sources.spec import SourceConfig
 
 log = logging.getLogger("edgeseg.sources")
 
@@ -61,17 +65,35 @@ class SourceStats:
     Attributes:
         frames: frames delivered by ``read()``.
         skipped: frames the source could not decode and skipped (corrupt video frames, unreadable images).
+        damaged: frames delivered although only partly decoded (a truncated JPEG, the rest filled in).
+        expected: frames a video file's header announces (None: unknown, live, or an image sequence).
+        missing: frames the header announces that the file turned out not to have (a truncated or damaged
+            file; known once it has ended).
         reconnects: connection attempts after the first one (live sources), failed or not.
-        state: one human line: ``"running"``, ``"connecting"``, ``"reconnecting in 2.0 s (attempt 3)"``,
-            ``"uploading network firmware 40%"``, ``"ended"``, ``"closed"``.
-        fps: the nominal frame rate once known (a video file's header, the configured pace), else None.
+        attempt: connection attempts since the last frame (live sources; 0 while frames flow).
+        last_error: why the last connection attempt or read failed (live sources), None before any failure.
+        state: one human line: ``"running"``, ``"connecting (attempt 3)"``, ``"waiting for source (attempt 3,
+            last error: cannot open /dev/video0)"``, ``"uploading network firmware 40%"``, ``"ended"``,
+            ``"closed"``.
+        fps: the nominal frame rate once known: a video file's own rate (also when ``fps`` paces it), the
+            configured pace, else None.
     """
 
     frames: int = 0
     skipped: int = 0
+    damaged: int = 0
+    expected: int | None = None
+    missing: int = 0
     reconnects: int = 0
+    attempt: int = 0
+    last_error: str | None = None
     state: str = "new"
     fps: float | None = None
+
+    @property
+    def lost(self) -> int:
+        """Input frames that did not reach the pipeline whole: skipped + damaged + missing."""
+        return self.skipped + self.damaged + self.missing
 
 
 @runtime_checkable
@@ -102,7 +124,8 @@ class Source(Protocol):
         """The next frame, blocking until one is there; ``None`` at the end or after ``close()``.
 
         Raises:
-            SourceError: the source failed for good (e.g. a file with no decodable frame at all).
+            SourceError: the source failed for good: a file with no decodable frame at all, a live source
+                without a frame for ``source.reconnect_timeout_s``.
         """
 
     def close(self) -> None:
@@ -237,19 +260,27 @@ class Pacer:
         return not self._stop.is_set()
 
 
-def open_source(source: str | SourceConfig) -> Source:
-    """Build the source for a URI or a :class:`~edgeseg.config.SourceConfig` and ``open()`` it.
+def make_source(source: str | SourceConfig) -> Source:
+    """Build the source for a URI or a :class:`SourceConfig` without opening it (touches no device or file).
 
-    URI options (``synthetic:parts?fps=10``) take precedence over the config's fields.
+    URI options (``synthetic:parts?fps=10``) take precedence over the config's fields. The caller calls
+    ``open()`` once, and ``close()`` in any case.
 
     Raises:
-        SourceError: unknown URI form, unknown option, missing file, or a device that can never work.
+        SourceError: unknown URI form, unknown or malformed option.
     """
-    from edgeseg.config import SourceConfig
-
     config = SourceConfig(uri=source) if isinstance(source, str) else source
     parsed = parse_uri(config.uri)
-    src = SOURCES[parsed.scheme](parsed, config)
+    return SOURCES[parsed.scheme](parsed, config)
+
+
+def open_source(source: str | SourceConfig) -> Source:
+    """:func:`make_source`, then ``open()`` (closed again if that fails): for one-shot callers and tests.
+
+    Raises:
+        SourceError: what :func:`make_source` raises, or a missing file or a device that can never work.
+    """
+    src = make_source(source)
     try:
         src.open()
     except BaseException:
@@ -258,7 +289,24 @@ def open_source(source: str | SourceConfig) -> Source:
     return src
 
 
-SourceFactory = Callable[[ParsedUri, "SourceConfig"], Source]
+def list_cameras() -> list[str]:
+    """This machine's V4L2 devices with their driver names, e.g. ``["/dev/video0 (HD Pro Webcam C920)"]``."""
+    cameras = []
+    for device in sorted(glob.glob("/dev/video*"), key=natural_key):
+        try:
+            name = Path("/sys/class/video4linux", Path(device).name, "name").read_text().strip()
+        except OSError:
+            name = ""
+        cameras.append(f"{device} ({name})" if name else device)
+    return cameras
+
+
+def natural_key(path: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders ``frame2.png`` before ``frame10.png``."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", path))
+
+
+SourceFactory = Callable[[ParsedUri, SourceConfig], Source]
 
 
 def _synthetic(parsed: ParsedUri, config: SourceConfig) -> Source:
@@ -305,8 +353,11 @@ __all__ = [
     "Pacer",
     "ParsedUri",
     "Source",
+    "SourceConfig",
     "SourceStats",
     "backoff_delays",
+    "list_cameras",
+    "make_source",
     "open_source",
     "parse_uri",
 ]

@@ -3,15 +3,17 @@
 A frame that cannot be decoded in the middle of a file (a corrupt packet, an unreadable image) is counted in
 ``stats.skipped``, logged with its position and skipped; it never ends the run. ``Frame.index`` is the
 frame's position in the file (or in the sorted image list), so a skipped frame leaves a gap and results stay
-aligned with the input.
+aligned with the input. A video that ends before the frames its header announces is reported at its end
+(``stats.missing``); a JPEG cut short, which libjpeg still decodes (its bottom filled in), is delivered with
+``Frame.damaged`` set and counted in ``stats.damaged``. ``stats.lost`` adds the three up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
-import re
 import threading
 import time
 from pathlib import Path
@@ -23,21 +25,18 @@ from numpy.typing import NDArray
 
 from edgeseg.errors import SourceError
 from edgeseg.frame import Frame
-from edgeseg.sources import Pacer, ParsedUri, SourceStats, to_bgr
+from edgeseg.sources import Pacer, ParsedUri, SourceStats, natural_key, to_bgr
+from edgeseg.stderr import native_stderr_silenced
 
 if TYPE_CHECKING:
-    from edgeseg.config import SourceConfig
+    from edgeseg.sources.spec import SourceConfig
 
 log = logging.getLogger("edgeseg.sources")
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 # Consecutive failed reads after which a video is taken to have ended rather than to hold a corrupt stretch.
 _MAX_BAD_RUN = 32
-
-
-def natural_key(path: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key that orders ``frame2.png`` before ``frame10.png``."""
-    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", path))
+_JPEG_TAIL = 4096  # bytes at the end of a JPEG searched for its end marker, past any padding
 
 
 def file_source(parsed: ParsedUri, config: SourceConfig) -> VideoFileSource | ImageSequenceSource:
@@ -68,6 +67,23 @@ def file_source(parsed: ParsedUri, config: SourceConfig) -> VideoFileSource | Im
     return VideoFileSource(parsed.uri, path, loop=config.loop, fps=config.fps, size=size)
 
 
+def truncated_jpeg(path: str) -> bool:
+    """Whether a JPEG file lacks its end-of-image marker (FF D9, trailing padding allowed): it was cut short.
+
+    A JPEG with data appended after its end marker (rare) is taken for a truncated one.
+    """
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\xff\xd8":
+                return False
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - _JPEG_TAIL))
+            tail = f.read()
+    except OSError:
+        return False
+    return not tail.rstrip(b"\0\r\n\t ").endswith(b"\xff\xd9")
+
+
 def _check_readable(uri: str, path: str) -> None:
     if not os.path.exists(path):
         raise SourceError(f"source {uri!r}: file not found: {path}")
@@ -87,26 +103,50 @@ class _FileBase:
         self._fps = fps
         self._frames = 0
         self._skipped = 0
+        self._damaged = 0
         self._state = "new"
 
     @property
     def stats(self) -> SourceStats:
-        return SourceStats(frames=self._frames, skipped=self._skipped, state=self._state, fps=self._fps)
+        return SourceStats(
+            frames=self._frames,
+            skipped=self._skipped,
+            damaged=self._damaged,
+            state=self._state,
+            fps=self._fps,
+        )
 
-    def _frame(self, index: int, decoded: NDArray[Any]) -> Frame:
+    def _frame(
+        self, index: int, decoded: NDArray[Any], file: str | None = None, damaged: bool = False
+    ) -> Frame:
         t_ns, wall = time.monotonic_ns(), time.time()
         image = to_bgr(decoded)
         if self._size is not None and (image.shape[1], image.shape[0]) != self._size:
             image = to_bgr(cv2.resize(image, self._size, interpolation=cv2.INTER_AREA))
         self._frames += 1
-        return Frame(index=index, image=image, t_capture_ns=t_ns, wall_time=wall, source=self.uri)
+        return Frame(
+            index=index,
+            image=image,
+            t_capture_ns=t_ns,
+            wall_time=wall,
+            source=self.uri,
+            file=file,
+            damaged=damaged,
+        )
 
 
 class VideoFileSource(_FileBase):
     """Every decodable frame of a video file (FFmpeg through OpenCV), ``(H, W, 3)`` uint8 BGR.
 
-    ``frames_total`` comes from the container header: some files overstate it (a header that says 682 frames
-    over 341 decodable ones exists), so treat it as an estimate for progress bars, not a promise.
+    ``frames_total`` (and ``stats.expected``) is the container header's frame count, which some files
+    overstate: an AVI may hold empty "repeat the previous frame" chunks that count as frames and decode to
+    nothing (``crowd_topdown_1280x720_h264.avi`` announces 682 frames at 50 fps, 341 of them empty). So fewer
+    frames than announced count as ``stats.missing`` (a truncated or damaged file) only when the video also
+    ends early in time: its latest frame timestamp falls short of the announced duration (count / fps) by
+    more than two frame periods. A file without timestamps is judged by the count alone.
+
+    ``stats.fps`` is the file's own frame rate, also when ``fps`` paces the reading: what an output video
+    must play at.
     """
 
     def __init__(
@@ -124,6 +164,21 @@ class VideoFileSource(_FileBase):
         self._total: int | None = None
         self._pos = 0  # index of the next frame in the file
         self._base = 0  # frames of earlier passes when looping
+        self._native_fps: float | None = None
+        self._last_ms = 0.0  # latest presentation time decoded in the first pass
+        self._checked = False  # the first pass has ended and was checked against the header
+        self._missing = 0
+
+    @property
+    def stats(self) -> SourceStats:
+        return SourceStats(
+            frames=self._frames,
+            skipped=self._skipped,
+            expected=self._total,
+            missing=self._missing,
+            state=self._state,
+            fps=self._fps,
+        )
 
     @property
     def frames_total(self) -> int | None:
@@ -138,8 +193,8 @@ class VideoFileSource(_FileBase):
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self._total = count if count > 0 else None
         native = float(cap.get(cv2.CAP_PROP_FPS))
-        if self._fps is None and 0 < native < 1000:
-            self._fps = native
+        if 0 < native < 1000:
+            self._native_fps = self._fps = native
         self._cap = cap
         self._state = "running"
 
@@ -162,12 +217,15 @@ class VideoFileSource(_FileBase):
                     log.warning(
                         "%s: skipped %d undecodable frame(s) before frame %d", self.path, bad, self._pos
                     )
+                if not self._checked:
+                    self._last_ms = max(self._last_ms, float(cap.get(cv2.CAP_PROP_POS_MSEC)))
                 frame = self._frame(self._base + self._pos, image)
                 self._pos += 1
                 return frame
             bad += 1
             self._pos += 1
             if bad >= _MAX_BAD_RUN or (self._total is not None and self._pos >= self._total):
+                self._check_complete()
                 if self._loop and self._frames:
                     self._base += self._pos - bad
                     self._pos, bad = 0, 0
@@ -180,6 +238,39 @@ class VideoFileSource(_FileBase):
         if not self._frames:
             raise SourceError(f"source {self.uri!r}: no decodable frame in {self.path}")
         return None
+
+    def _check_complete(self) -> None:
+        """At the first end of the file: count the frames its header announces that it did not hold."""
+        if self._checked:
+            return
+        self._checked = True
+        seen = self._frames + self._skipped
+        if self._total is None or seen >= self._total or not self._frames:
+            return
+        fps, span = self._native_fps, ""
+        if fps and self._last_ms > 0:
+            announced_ms = 1000 * self._total / fps
+            if self._last_ms + 2000 / fps >= announced_ms:
+                log.info(
+                    "%s: %d frames decode where the header announces %d, but they span all of its %.1f s "
+                    "(the header counts empty frames); nothing is missing",
+                    self.path,
+                    seen,
+                    self._total,
+                    announced_ms / 1000,
+                )
+                return
+            span = f"; it ends at {self._last_ms / 1000:.1f} s of {announced_ms / 1000:.1f} s"
+        self._missing = self._total - seen
+        skipped = f" (and skipped {self._skipped})" if self._skipped else ""
+        log.warning(
+            "source %r: decoded %d%s of the %d frames its header announces (truncated or damaged file%s)",
+            self.uri,
+            self._frames,
+            skipped,
+            self._total,
+            span,
+        )
 
     def close(self) -> None:
         self._stop.set()
@@ -237,12 +328,26 @@ class ImageSequenceSource(_FileBase):
             path = self.files[self._pos]
             index = self._base + self._pos
             self._pos += 1
-            image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+            damaged = truncated_jpeg(path)
+            # libjpeg prints "Premature end of JPEG file" on fd 2 itself; our warning below says it with the
+            # file and frame. Silencing fd 2 for this one decode of a known-damaged file (a few ms, rare)
+            # can only hide what another thread writes in those ms.
+            with native_stderr_silenced() if damaged else contextlib.nullcontext():
+                image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
             if image is None or image.dtype != np.uint8 or image.size == 0:
                 self._skipped += 1
-                log.warning("%s: skipped unreadable image %s (frame %d)", self.uri, path, index)
+                log.warning("source %r: skipped unreadable image %s (frame %d)", self.uri, path, index)
                 continue
-            return self._frame(index, image)
+            if damaged:
+                self._damaged += 1
+                log.warning(
+                    "source %r: %s (frame %d) is a truncated JPEG: processed anyway, its missing part "
+                    "filled in by the decoder",
+                    self.uri,
+                    path,
+                    index,
+                )
+            return self._frame(index, image, file=path, damaged=damaged)
         return None
 
     def close(self) -> None:

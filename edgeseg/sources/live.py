@@ -2,8 +2,14 @@
 
 A subclass says how to connect, grab one image and disconnect; this class owns the rest: the first connect
 may fail (the camera is plugged in later, the stream comes up later) and a dropped device is reconnected
-after ``initial_s, 2·initial_s, …, max_s`` seconds, forever, until ``close()``. Waits are interruptible, and
-a device call in flight is never torn down from under the reading thread.
+after ``initial_s, 2·initial_s, …, max_s`` seconds until a frame comes, ``close()`` is called, or
+``give_up_after_s`` pass without a frame (then ``read()`` raises :class:`~edgeseg.errors.SourceError`).
+Waits are interruptible, and a device call in flight is never torn down from under the reading thread.
+
+Every failure is logged at WARNING with its reason and the next attempt, throttled so that a camera unplugged
+for months does not flood the journal: attempts 1-3, then 10, 20, …, 90, then 100, 200, … (each line says
+which attempt is reported next), and any attempt that fails for a reason not reported yet in this outage.
+``stats.state`` always has the current line.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from edgeseg.errors import SourceError
 from edgeseg.frame import Frame
 from edgeseg.geometry import FULL_ROI, Roi
 from edgeseg.sources import SourceStats, backoff_delays
@@ -37,28 +44,53 @@ class Grab:
     tensor_roi: Roi | None = None
 
 
+def reported_attempt(attempt: int) -> bool:
+    """Whether a failed attempt is logged at WARNING: 1-3, then 10, 20, …, 90, 100, 200, …"""
+    return attempt <= 3 or (attempt >= 10 and attempt % 10 ** (len(str(attempt)) - 1) == 0)
+
+
+def _next_reported(attempt: int) -> int:
+    return next(k for k in range(attempt + 1, 10 * attempt + 10) if reported_attempt(k))
+
+
 class LiveSource(ABC):
-    """Base of live sources: ``read()`` returns the next grabbed frame, reconnecting as long as it takes."""
+    """Base of live sources: ``read()`` returns the next grabbed frame, reconnecting as long as allowed."""
 
     live = True
     frames_total: int | None = None
 
-    def __init__(self, uri: str, reconnect_initial_s: float = 0.5, reconnect_max_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        uri: str,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 10.0,
+        give_up_after_s: float | None = None,
+    ) -> None:
         self.uri = uri
         self._initial_s = reconnect_initial_s
         self._max_s = reconnect_max_s
+        self._give_up_after_s = give_up_after_s
         self._stop = threading.Event()
         self._io = threading.Lock()  # held while a device call is in flight
         self._connected = False
-        self._attempts = 0
+        self._attempts = 0  # connection attempts in all
+        self._tries = 0  # connection attempts since the last frame
         self._delays: Iterator[float] = backoff_delays(reconnect_initial_s, reconnect_max_s)
         self._frames = 0
+        self._connection_frames = 0  # frames since the current connection came up
+        self._last_frame = time.monotonic()  # or open() when no frame came yet
+        self._failure: str | None = None  # why the last attempt or read failed, not waited out yet
+        self._last_error: str | None = None
+        self._reported: set[str] = set()  # reasons logged at WARNING since the last frame
+        # A reason the subclass has already announced once (e.g. "waiting for /dev/video3 to appear"):
+        # retries that fail for it again are logged at DEBUG only.
+        self._announced: str | None = None
         self._state = "new"
 
     # --- what subclasses provide -------------------------------------------------------------------------
     @abstractmethod
-    def _connect(self) -> bool:
-        """Open the device; False (after logging why) when it is not there yet."""
+    def _connect(self) -> str | None:
+        """Open the device: None when connected, else why not in a few words (``"cannot open X"``)."""
 
     @abstractmethod
     def _grab(self) -> Grab | None:
@@ -75,45 +107,34 @@ class LiveSource(ABC):
     # --- the Source protocol -----------------------------------------------------------------------------
     @property
     def stats(self) -> SourceStats:
-        return SourceStats(frames=self._frames, reconnects=max(self._attempts - 1, 0), state=self._state)
+        return SourceStats(
+            frames=self._frames,
+            reconnects=max(self._attempts - 1, 0),
+            attempt=self._tries,
+            last_error=self._last_error,
+            state=self._state,
+        )
 
     def open(self) -> None:
         """Try the first connection now; a failure is not fatal (``read()`` keeps trying with backoff)."""
+        self._last_frame = time.monotonic()
         with self._io:
             if not self._stop.is_set():
                 self._try_connect()
 
     def read(self) -> Frame | None:
         while not self._stop.is_set():
+            if self._failure is not None:
+                self._back_off(self._failure)
+                self._failure = None
+                continue
             with self._io:
                 if self._stop.is_set():
                     break
-                if not self._connected and not self._try_connect():
-                    grab = None
-                elif (grab := self._grab()) is None:
-                    log.warning("%s: stream dropped after %d frame(s); reconnecting", self.uri, self._frames)
-                    self._disconnect()
-                    self._connected = False
+                grab = self._next_grab()
             if grab is not None:
-                self._delays = backoff_delays(self._initial_s, self._max_s)
-                self._state = self._running_state()
-                frame = Frame(
-                    index=self._frames,
-                    image=grab.image,
-                    t_capture_ns=grab.t_capture_ns,
-                    wall_time=grab.wall_time,
-                    roi=grab.roi,
-                    tensors=grab.tensors,
-                    tensor_roi=grab.tensor_roi,
-                    source=self.uri,
-                )
-                self._frames += 1
-                return frame
-            if not self._connected:
-                delay = next(self._delays)
-                self._state = f"reconnecting in {delay:.1f} s (attempt {self._attempts + 1})"
-                log.info("%s: %s", self.uri, self._state)
-                self._stop.wait(delay)
+                return self._deliver(grab)
+        self._state = "closed"  # also when a failure in flight wrote its line after close() wrote this
         return None
 
     def close(self) -> None:
@@ -130,6 +151,102 @@ class LiveSource(ABC):
         else:
             threading.Thread(target=self._release_when_free, name="edgeseg-source-close", daemon=True).start()
 
+    # --- the loop ----------------------------------------------------------------------------------------
+    def _next_grab(self) -> Grab | None:
+        """Connect when needed and grab one image; on failure record why (device lock held)."""
+        if not self._connected and not self._try_connect():
+            return None
+        grab = self._grab()
+        if grab is None:
+            self._connected = False
+            self._disconnect()
+            n = self._connection_frames
+            self._failed(f"stream dropped after {n} frame(s)" if n else "connected, but no frame came")
+        return grab
+
+    def _try_connect(self) -> bool:
+        self._attempts += 1
+        self._tries += 1
+        self._state = self._line("connecting")
+        started = time.monotonic()
+        reason = self._connect()
+        if reason is not None:
+            self._failed(reason)
+            return False
+        self._connected = True
+        self._connection_frames = 0
+        log.info("%s: connected in %.1f s (attempt %d)", self.uri, time.monotonic() - started, self._tries)
+        self._state = self._running_state()
+        return True
+
+    def _failed(self, reason: str) -> None:
+        self._failure = self._last_error = reason
+        self._state = self._line("waiting for source")
+
+    def _line(self, doing: str) -> str:
+        """A state line: ``connecting (attempt 3, last error: cannot open /dev/video0)``."""
+        details = [f"attempt {self._tries}"] if self._tries > 1 or (self._tries and self._last_error) else []
+        if self._last_error:
+            details.append(f"last error: {self._last_error}")
+        return f"{doing} ({', '.join(details)})" if details else doing
+
+    def _back_off(self, reason: str) -> None:
+        """Wait before the next attempt, or raise SourceError when the source has been silent too long."""
+        silent_s = time.monotonic() - self._last_frame
+        limit = self._give_up_after_s
+        k = self._tries
+        if limit is not None and silent_s >= limit:
+            self._state = f"gave up after {silent_s:.0f} s without a frame (last error: {reason})"
+            raise SourceError(
+                f"source {self.uri!r}: no frame for {silent_s:.1f} s, {k} connection attempt(s) failed, "
+                f"last error: {reason} (giving up after source.reconnect_timeout_s = {limit:g} s)"
+            )
+        delay = next(self._delays)
+        if limit is not None:
+            delay = min(delay, limit - silent_s)
+        if reason == self._announced:
+            level, message = logging.DEBUG, f"{reason}; next attempt in {delay:.3g} s (attempt {k})"
+        elif not k:
+            level, message = logging.WARNING, f"{reason}; reconnecting in {delay:.3g} s"
+        else:
+            new = reason not in self._reported
+            level = logging.WARNING if new or reported_attempt(k) else logging.DEBUG
+            message = f"attempt {k} failed: {reason}; next attempt in {delay:.3g} s"
+            if k >= 3:
+                message += f" (attempts are reported again at {_next_reported(k)})"
+        log.log(level, "source %r: %s", self.uri, message)
+        if level == logging.WARNING:
+            self._reported.add(reason)
+        self._stop.wait(delay)
+
+    def _deliver(self, grab: Grab) -> Frame:
+        now = time.monotonic()
+        if self._reported:
+            log.warning(
+                "source %r: frames flow again after a %.1f s gap (connected at attempt %d)",
+                self.uri,
+                now - self._last_frame,
+                self._tries,
+            )
+            self._reported.clear()
+        self._last_frame = now
+        self._tries = 0
+        self._delays = backoff_delays(self._initial_s, self._max_s)
+        self._state = self._running_state()
+        frame = Frame(
+            index=self._frames,
+            image=grab.image,
+            t_capture_ns=grab.t_capture_ns,
+            wall_time=grab.wall_time,
+            roi=grab.roi,
+            tensors=grab.tensors,
+            tensor_roi=grab.tensor_roi,
+            source=self.uri,
+        )
+        self._frames += 1
+        self._connection_frames += 1
+        return frame
+
     def _release_when_free(self) -> None:
         with self._io:
             self._release()
@@ -138,15 +255,3 @@ class LiveSource(ABC):
         if self._connected:
             self._connected = False
             self._disconnect()
-
-    def _try_connect(self) -> bool:
-        self._attempts += 1
-        self._state = "connecting"
-        started = time.monotonic()
-        self._connected = self._connect()
-        if self._connected:
-            log.info(
-                "%s: connected in %.1f s (attempt %d)", self.uri, time.monotonic() - started, self._attempts
-            )
-            self._state = self._running_state()
-        return self._connected

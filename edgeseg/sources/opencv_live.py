@@ -2,6 +2,8 @@
 
 * ``v4l2:N`` / ``/dev/videoN``: a USB camera through V4L2; ``width``, ``height`` and ``fps`` are asked of
   the driver (the camera may pick the nearest mode it has; a different size is logged once and delivered).
+  A device that does not exist is an error at ``open()`` naming the cameras there are, except under systemd
+  (``NOTIFY_SOCKET`` set), where it is waited for: a USB camera may enumerate after the service starts.
 * ``rtsp://…``, ``http(s)://…``: FFmpeg with open and read timeouts, so a dead stream is noticed in seconds
   (OpenCV's default read timeout is 30 s) and reconnected.
 * ``gst:<pipeline>``: a GStreamer pipeline that ends in ``appsink`` delivering BGR, e.g. the Jetson CSI
@@ -9,6 +11,14 @@
   nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true
   max-buffers=1``. Needs an OpenCV built with GStreamer (Jetson's system ``python3-opencv``; the pip wheels
   have none). Size and rate are set in the pipeline's caps.
+
+Every device call has a bounded wait. FFmpeg: ``stream_timeout_s`` (default :data:`STREAM_TIMEOUT_S`) as
+``CAP_PROP_OPEN_TIMEOUT_MSEC`` / ``CAP_PROP_READ_TIMEOUT_MSEC`` (OpenCV's defaults: 30 s). V4L2: OpenCV's
+backend ignores those; it opens the device non-blocking and a read waits in ``select()`` for at most
+``OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT`` seconds (default 10, read once per process at the first wait), then
+fails, and an unplugged camera fails at once (ENODEV): we set that variable to ``stream_timeout_s`` (unless
+the user set it) before the first V4L2 read. GStreamer: the backend's own 30 s open and read timeouts
+(setting the read timeout on an open capture stops its pipeline in OpenCV 4.x, so we leave it).
 
 Capture time is stamped when ``VideoCapture.read`` returns (monotonic ns): the closest the OpenCV API gets
 to the sensor.
@@ -18,21 +28,24 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
+import os
 import time
 from typing import TYPE_CHECKING
 
 import cv2
 
 from edgeseg.errors import SourceError
-from edgeseg.sources import ParsedUri, to_bgr
+from edgeseg.sources import ParsedUri, list_cameras, to_bgr
 from edgeseg.sources.live import Grab, LiveSource
+from edgeseg.sources.spec import under_service_manager
 
 if TYPE_CHECKING:
-    from edgeseg.config import SourceConfig
+    from edgeseg.sources.spec import SourceConfig
 
 log = logging.getLogger("edgeseg.sources")
 
-STREAM_TIMEOUT_S = 5.0  # FFmpeg open and read timeouts for network streams
+STREAM_TIMEOUT_S = 5.0  # longest wait of one open or read: a stalled camera or stream is noticed this fast
 
 
 @functools.cache
@@ -54,6 +67,8 @@ class OpenCVLiveSource(LiveSource):
         api: ``cv2.CAP_V4L2``, ``cv2.CAP_FFMPEG``, ``cv2.CAP_GSTREAMER`` or ``cv2.CAP_ANY``.
         width, height, fps: asked of V4L2 devices; ignored (with a warning) elsewhere.
         reconnect_initial_s, reconnect_max_s: backoff between connection attempts.
+        give_up_after_s: seconds without a frame after which ``read()`` raises SourceError (None: never).
+        stream_timeout_s: longest wait of one open or read (see the module docstring for V4L2).
     """
 
     def __init__(
@@ -67,10 +82,13 @@ class OpenCVLiveSource(LiveSource):
         fps: float | None = None,
         reconnect_initial_s: float = 0.5,
         reconnect_max_s: float = 10.0,
+        give_up_after_s: float | None = None,
+        stream_timeout_s: float = STREAM_TIMEOUT_S,
     ) -> None:
-        super().__init__(uri, reconnect_initial_s, reconnect_max_s)
+        super().__init__(uri, reconnect_initial_s, reconnect_max_s, give_up_after_s)
         self.target = target
         self.api = api
+        self._timeout_ms = max(1, round(stream_timeout_s * 1000))
         self._request = (width, height, fps)
         self._cap: cv2.VideoCapture | None = None
         self._size_warned = False
@@ -103,7 +121,15 @@ class OpenCVLiveSource(LiveSource):
             fps=config.fps if v4l2 else None,
             reconnect_initial_s=config.reconnect_initial_s,
             reconnect_max_s=config.reconnect_max_s,
+            give_up_after_s=config.give_up_after_s(),
         )
+
+    @property
+    def device(self) -> str | None:
+        """The V4L2 device file (``/dev/video0``), None for streams and pipelines."""
+        if self.api != cv2.CAP_V4L2:
+            return None
+        return f"/dev/video{self.target}" if isinstance(self.target, int) else self.target
 
     def open(self) -> None:
         if self.api == cv2.CAP_GSTREAMER and not opencv_has_gstreamer():
@@ -111,19 +137,46 @@ class OpenCVLiveSource(LiveSource):
                 f"source URI {self.uri!r}: this OpenCV has no GStreamer support (pip's opencv-python "
                 "is built without it); use a system OpenCV with it (Jetson: apt install python3-opencv)"
             )
+        device = self.device
+        if device is not None and not os.path.exists(device):
+            cameras = ", ".join(list_cameras()) or "none"
+            if not under_service_manager():
+                raise SourceError(
+                    f"source {self.uri!r}: no camera {device} on this machine (cameras: {cameras})"
+                )
+            self._announced = f"{device} does not exist"
+            log.warning(
+                "source %r: waiting for %s to appear (USB cameras may enumerate after boot; cameras now: %s)",
+                self.uri,
+                device,
+                cameras,
+            )
         super().open()
 
-    def _connect(self) -> bool:
+    def _connect(self) -> str | None:
+        device = self.device
         params: list[int] = []
-        if self.api == cv2.CAP_FFMPEG:
-            ms = int(STREAM_TIMEOUT_S * 1000)
+        if device is not None:
+            if not os.path.exists(device):
+                return f"{device} does not exist"
+            if not os.access(device, os.R_OK | os.W_OK):
+                return f"no permission to open {device} (is the user in the video group?)"
+            # OpenCV reads this once per process, at the first V4L2 wait: set it before any read.
+            os.environ.setdefault(
+                "OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", str(math.ceil(self._timeout_ms / 1000))
+            )
+        elif self.api == cv2.CAP_FFMPEG:
+            ms = self._timeout_ms
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
         cap = cv2.VideoCapture(self.target, self.api, params)
         if not cap.isOpened():
             cap.release()
-            log.warning("%s: cannot open %r", self.uri, self.target)
-            return False
-        if self.api == cv2.CAP_V4L2:
+            return (
+                f"cannot open {device} (busy, or not a capture device)"
+                if device
+                else f"cannot open {self.target}"
+            )
+        if device is not None:
             width, height, fps = self._request
             if width:
                 cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
@@ -132,7 +185,7 @@ class OpenCVLiveSource(LiveSource):
             if fps:
                 cap.set(cv2.CAP_PROP_FPS, fps)
         self._cap = cap
-        return True
+        return None
 
     def _grab(self) -> Grab | None:
         if self._cap is None:

@@ -38,7 +38,7 @@ from edgeseg.sources import ParsedUri, check_options, option_float, option_int
 from edgeseg.sources.live import Grab, LiveSource
 
 if TYPE_CHECKING:
-    from edgeseg.config import SourceConfig
+    from edgeseg.sources.spec import SourceConfig
 
 log = logging.getLogger("edgeseg.sources")
 
@@ -109,9 +109,10 @@ class Picamera2Source(LiveSource):
         roi: Roi | None = None,
         reconnect_initial_s: float = 0.5,
         reconnect_max_s: float = 10.0,
+        give_up_after_s: float | None = None,
         modules: Callable[[], Picamera2Modules] = import_picamera2,
     ) -> None:
-        super().__init__(uri, reconnect_initial_s, reconnect_max_s)
+        super().__init__(uri, reconnect_initial_s, reconnect_max_s, give_up_after_s)
         self.camera_num = camera_num
         self.network = network
         self._size = (width, height) if width and height else None
@@ -143,6 +144,7 @@ class Picamera2Source(LiveSource):
             roi=config.roi,
             reconnect_initial_s=config.reconnect_initial_s,
             reconnect_max_s=config.reconnect_max_s,
+            give_up_after_s=config.give_up_after_s(),
         )
 
     def open(self) -> None:
@@ -170,7 +172,7 @@ class Picamera2Source(LiveSource):
             )
         super().open()
 
-    def _connect(self) -> bool:
+    def _connect(self) -> str | None:
         modules = self._modules or self._modules_factory()
         try:
             camera = modules.Picamera2(self.camera_num)
@@ -184,10 +186,9 @@ class Picamera2Source(LiveSource):
             camera.configure(config)
             camera.start()
         except (RuntimeError, OSError, IndexError) as e:
-            log.warning("%s: cannot start camera %d: %s", self.uri, self.camera_num, e)
-            return False
+            return f"cannot start camera {self.camera_num}: {e}"
         self._camera = camera
-        return True
+        return None
 
     def _grab(self) -> Grab | None:
         camera = self._camera

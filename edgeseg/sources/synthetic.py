@@ -12,7 +12,7 @@ from edgeseg.sources import Pacer, ParsedUri, SourceStats, check_options, option
 from edgeseg.synthetic import PartsScene
 
 if TYPE_CHECKING:
-    from edgeseg.config import SourceConfig
+    from edgeseg.sources.spec import SourceConfig
 
 SCENES = ("parts",)
 OPTIONS = ("seed", "width", "height", "fps")

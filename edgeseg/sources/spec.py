@@ -1,0 +1,70 @@
+"""``SourceConfig``: the ``source`` section of a pipeline, owned by the sources package.
+
+It lives here, not in :mod:`edgeseg.config`, so that the sources never import the config loader (the loader
+imports the sources to check a URI); :mod:`edgeseg.config` re-exports it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from edgeseg.fields import meta as _m
+from edgeseg.geometry import Roi
+
+_URI_DOC = (
+    "Source URI: synthetic:parts, a video file, an image folder or glob, v4l2:N, /dev/videoN, rtsp://..., "
+    "http(s)://..., gst:<pipeline>, picamera2:[N]"
+)
+# Without a service manager to restart it, a process whose camera never comes back should end and say so.
+DEFAULT_RECONNECT_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where frames come from (see :mod:`edgeseg.sources` for the URI forms)."""
+
+    uri: str = field(default="synthetic:parts", metadata=_m(_URI_DOC, pattern=r"\S"))
+    roi: Roi | None = field(
+        default=None, metadata=_m("Region to process, normalized [left, top, width, height].")
+    )
+    fps: float | None = field(
+        default=None, metadata=_m("Frame rate: asked of cameras, paces synthetic/files.", gt=0)
+    )
+    loop: bool = field(
+        default=False, metadata=_m("Files: start again at the end (endless, no frames_total).")
+    )
+    width: int | None = field(
+        default=None, metadata=_m("Frame width: camera request, synthetic size, file resize.", ge=1)
+    )
+    height: int | None = field(default=None, metadata=_m("Frame height (set with width).", ge=1))
+    reconnect_initial_s: float = field(
+        default=0.5, metadata=_m("Live: first reconnect delay (doubles each try).", gt=0)
+    )
+    reconnect_max_s: float = field(default=10.0, metadata=_m("Live sources: longest reconnect delay.", gt=0))
+    reconnect_timeout_s: float | None = field(
+        default=None,
+        metadata=_m(
+            "Live: give up after this many seconds without a frame (0: never; null: never under systemd, "
+            "else 60).",
+            ge=0,
+        ),
+    )
+    imx500_network: str | None = field(
+        default=None, metadata=_m("picamera2: IMX500 network (.rpk) for the sensor.")
+    )
+
+    def give_up_after_s(self) -> float | None:
+        """Seconds without a frame after which a live source fails for good; None = it never gives up.
+
+        ``reconnect_timeout_s`` null means: never when a service manager runs us (``NOTIFY_SOCKET`` set,
+        systemd restarts and reports), else :data:`DEFAULT_RECONNECT_TIMEOUT_S`.
+        """
+        if self.reconnect_timeout_s is None:
+            return None if under_service_manager() else DEFAULT_RECONNECT_TIMEOUT_S
+        return self.reconnect_timeout_s or None
+
+
+def under_service_manager() -> bool:
+    """Whether systemd (or another ``sd_notify`` manager) runs this process: ``NOTIFY_SOCKET`` is set."""
+    return bool(os.environ.get("NOTIFY_SOCKET"))

@@ -1,0 +1,219 @@
+"""Live sources say what they are doing: a missing camera, a dead or stalled stream, and when they give up."""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import pytest
+
+from edgeseg.config import SourceConfig
+from edgeseg.errors import SourceError
+from edgeseg.frame import Frame
+from edgeseg.sources import list_cameras, make_source, open_source
+from edgeseg.sources.live import reported_attempt
+from edgeseg.sources.opencv_live import OpenCVLiveSource
+
+MISSING_DEVICES = ("v4l2:57", "/dev/video58")  # numbers no test machine has
+
+
+def _wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name == "edgeseg.sources"
+    ]
+
+
+class MjpegServer:
+    """A multipart MJPEG stream over HTTP (what IP cameras serve) of real video frames, that can stall."""
+
+    def __init__(self, jpegs: list[bytes]) -> None:
+        self.flowing = threading.Event()
+        self.flowing.set()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                try:
+                    for i in range(10**6):
+                        while not server.flowing.wait(0.1):
+                            pass  # stalled: the connection stays open, nothing is sent
+                        jpeg = jpegs[i % len(jpegs)]
+                        head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(
+                            jpeg
+                        )
+                        self.wfile.write(head + jpeg + b"\r\n")
+                        time.sleep(0.04)
+                except OSError:
+                    pass  # the client went away
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/stream.mjpg"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.flowing.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def mjpeg_server(assets_dir: Path) -> Iterator[MjpegServer]:
+    cap = cv2.VideoCapture(str(assets_dir / "video" / "pedestrians_crossing_640x360.mp4"))
+    jpegs = []
+    for _ in range(10):
+        ok, image = cap.read()
+        assert ok
+        jpegs.append(cv2.imencode(".jpg", cv2.resize(image, (320, 180)))[1].tobytes())
+    cap.release()
+    server = MjpegServer(jpegs)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("uri", MISSING_DEVICES)
+def test_a_camera_that_does_not_exist_is_an_immediate_one_line_error_listing_the_cameras(
+    uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    with pytest.raises(SourceError) as err:
+        open_source(uri)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"no camera /dev/video{uri[-2:]} on this machine" in message
+    assert f"(cameras: {', '.join(list_cameras()) or 'none'})" in message
+
+
+@pytest.mark.parametrize("uri", MISSING_DEVICES)
+def test_under_systemd_a_missing_camera_is_waited_for_with_one_warning_until_closed(
+    uri: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    caplog.set_level(logging.DEBUG, logger="edgeseg.sources")
+    src = open_source(SourceConfig(uri=uri, reconnect_initial_s=0.01, reconnect_max_s=0.02))
+    result: list[Frame | None] = []
+    reader = threading.Thread(target=lambda: result.append(src.read()))
+    reader.start()
+    try:
+        _wait_until(lambda: src.stats.attempt >= 5)
+        assert reader.is_alive()
+        assert src.stats.state.startswith("waiting for source (attempt")
+        assert src.stats.last_error == f"/dev/video{uri[-2:]} does not exist"
+    finally:
+        src.close()
+        reader.join(timeout=5)
+    assert not reader.is_alive()
+    assert result == [None]
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1
+    assert f"waiting for /dev/video{uri[-2:]} to appear" in warnings[0]
+
+
+def test_an_unreachable_stream_gives_up_after_reconnect_timeout_naming_attempts_and_last_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    uri = "rtsp://127.0.0.1:9/x"  # the discard port: nothing listens, the connection is refused at once
+    src = make_source(SourceConfig(uri=uri, reconnect_timeout_s=1.5))
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            src.open()
+            src.read()
+        except SourceError as e:
+            errors.append(e)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(timeout=15)
+    src.close()
+    reader.join(timeout=5)
+    assert len(errors) == 1
+    message = str(errors[0])
+    assert "\n" not in message
+    assert message.startswith(f"source {uri!r}: no frame for ")
+    assert f"{src.stats.attempt} connection attempt(s) failed" in message
+    assert src.stats.attempt >= 2
+    assert f"last error: cannot open {uri}" in message
+    assert "source.reconnect_timeout_s = 1.5 s" in message
+    assert f"attempt 1 failed: cannot open {uri}; next attempt in 0.5 s" in _warnings(caplog)[0]
+
+
+def test_reconnect_timeout_defaults_to_60_s_and_to_never_under_systemd(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert SourceConfig().give_up_after_s() == 60
+    assert SourceConfig(reconnect_timeout_s=0).give_up_after_s() is None
+    assert SourceConfig(reconnect_timeout_s=2.5).give_up_after_s() == 2.5
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    assert SourceConfig().give_up_after_s() is None
+    assert SourceConfig(reconnect_timeout_s=2.5).give_up_after_s() == 2.5
+
+
+def test_failed_attempts_are_logged_1_to_3_then_at_round_numbers() -> None:
+    logged = [k for k in range(1, 3001) if reported_attempt(k)]
+    assert logged == [1, 2, 3, *range(10, 100, 10), *range(100, 1000, 100), 1000, 2000, 3000]
+
+
+def test_a_stalled_stream_is_noticed_within_the_read_timeout_logged_and_reconnected(
+    mjpeg_server: MjpegServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = mjpeg_server.url
+    src = OpenCVLiveSource(
+        url, url, cv2.CAP_FFMPEG, reconnect_initial_s=0.1, reconnect_max_s=0.2, stream_timeout_s=1.0
+    )
+    frames: list[Frame] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set() and (frame := src.read()) is not None:
+            frames.append(frame)
+
+    src.open()
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        _wait_until(lambda: len(frames) >= 5)
+        mjpeg_server.flowing.clear()
+        _wait_until(lambda: src.stats.last_error is not None)
+        stalled_at = len(frames)
+        assert src.stats.last_error == f"stream dropped after {stalled_at} frame(s)"
+        _wait_until(lambda: src.stats.attempt >= 2)  # reconnects fail while the server stays silent
+        assert src.stats.last_error == f"cannot open {url}"
+        assert src.stats.state.endswith(f", last error: cannot open {url})")
+        assert len(frames) == stalled_at
+        mjpeg_server.flowing.set()
+        _wait_until(lambda: len(frames) >= stalled_at + 5)
+    finally:
+        stop.set()
+        src.close()
+        reader.join(timeout=10)
+    assert not reader.is_alive()
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert frames[-1].image.shape == (180, 320, 3)
+    warnings = _warnings(caplog)
+    assert warnings[0] == f"source {url!r}: stream dropped after {stalled_at} frame(s); reconnecting in 0.1 s"
+    assert warnings[1].startswith(f"source {url!r}: attempt 1 failed: cannot open {url}; next attempt in ")
+    assert warnings[-1].startswith(f"source {url!r}: frames flow again after a ")
