@@ -27,5 +27,9 @@ class SourceError(EdgesegError):
     """A frame source cannot be opened or has failed for good."""
 
 
+class SinkError(EdgesegError):
+    """A sink could not write a result (its file, its device); the result is counted as lost."""
+
+
 class MissingDependencyError(EdgesegError, ImportError):
     """An optional dependency (tensorrt, pycuda, picamera2) is needed but not installed."""

@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from edgeseg.sinks import display, jsonl, mqtt, video
-from edgeseg.sinks.base import LosslessSink, Sink, SinkContext, SinkFactory, SinkReport, SinkSpec
+from edgeseg.sinks.base import (
+    LosslessSink,
+    ReportingSink,
+    Sink,
+    SinkContext,
+    SinkFactory,
+    SinkReport,
+    SinkSpec,
+)
 from edgeseg.sinks.record import result_record
 
 if TYPE_CHECKING:
@@ -40,6 +48,7 @@ def build_sinks(config: SinksConfig, ctx: SinkContext) -> dict[str, Sink]:
 __all__ = [
     "SINKS",
     "LosslessSink",
+    "ReportingSink",
     "Sink",
     "SinkContext",
     "SinkFactory",

@@ -20,13 +20,29 @@ from edgeseg.stats import PipelineStats
 class Sink(Protocol):
     """Receives every result of a pipeline, on a thread of its own.
 
-    ``send`` may raise for one result (the pipeline counts it and goes on); ``close`` is called once at the
-    end, also after failures, and must finalize whatever the sink writes.
+    ``send`` may raise for one result (the pipeline counts that result as lost, names the sink in the
+    summary and goes on); ``close`` is called once at the end, also after failures, and must finalize
+    whatever the sink writes.
     """
 
     def send(self, result: Result) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReportingSink(Protocol):
+    """A sink that says what it writes where (the run's start-up line) and what it wrote (the summary)."""
+
+    def send(self, result: Result) -> None: ...
+
+    def close(self) -> None: ...
+
+    def describe(self) -> str:
+        """What goes where, e.g. ``out.jsonl (JSON lines)``."""
+
+    def report(self) -> SinkReport:
+        """Summary lines after ``close()``, and results it took but could not write (``lost``)."""
 
 
 @runtime_checkable
@@ -44,6 +60,8 @@ class LosslessSink(Protocol):
     def send_batch(self, results: Sequence[Result]) -> None: ...
 
     def close(self) -> None: ...
+
+    def describe(self) -> str: ...
 
     def report(self) -> SinkReport: ...
 
@@ -123,13 +141,28 @@ class SinkSpec:
 
 
 def check_output_path(path: Path, key: str) -> Path:
-    """``path`` if a file can be created there, else a :class:`ConfigError` naming the config ``key``."""
+    """``path`` if a file can be created there, else a :class:`ConfigError` naming the config ``key``.
+
+    The check creates (and removes) a file beside ``path`` for real: permission bits say nothing about
+    ``/proc``, a read-only mount or a full disk, and root passes every ``os.access`` test.
+    """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ConfigError(f"{key}: folder {parent} does not exist (for {path})")
     if path.is_dir():
         raise ConfigError(f"{key}: {path} is a folder, expected a file name")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{key}: {path} is not writable")
+    probe = probe_path(path)
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot create {path}: {exc.strerror or exc}") from None
     return path
+
+
+def probe_path(path: Path) -> Path:
+    """A scratch file beside ``path`` with the same suffix (writers pick their container by suffix)."""
+    return path.with_name(f".{path.stem}.edgeseg-probe-{os.getpid()}{path.suffix}")

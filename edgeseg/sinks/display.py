@@ -18,7 +18,7 @@ import cv2
 from edgeseg.errors import ConfigError
 from edgeseg.fields import meta
 from edgeseg.frame import Result
-from edgeseg.sinks.base import SinkContext, SinkSpec
+from edgeseg.sinks.base import SinkContext, SinkReport, SinkSpec
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,12 @@ class DisplaySink:
             cv2.destroyWindow(self.window)
             cv2.waitKey(1)
             self._open = False
+
+    def describe(self) -> str:
+        return f"window {self.window!r}"
+
+    def report(self) -> SinkReport:
+        return SinkReport(())
 
 
 def create(section: DisplaySinkConfig, ctx: SinkContext) -> DisplaySink | None:

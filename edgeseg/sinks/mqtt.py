@@ -360,6 +360,9 @@ class MqttSink:
             }
         )
 
+    def describe(self) -> str:
+        return f"{self.address} as {self.topics.base} (MQTT, spool {self.spool.path})"
+
     def report(self) -> SinkReport:
         """The run's account: what was published, what is left for the next start, what was lost."""
         s, link = self._final or (self.spool.stats(), self.publisher.stats())
