@@ -8,6 +8,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -43,9 +44,22 @@ def mosquitto_path() -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range.
+
+    A port from the ephemeral range (what ``bind(0)`` hands out) can be taken while the broker is down: a
+    client that keeps connecting to 127.0.0.1:P may get P as its own source port and connect to itself
+    (TCP simultaneous open), and the restarted broker then fails with "Address already in use".
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class Broker:
@@ -208,7 +222,7 @@ class Edgeseg:
         self.stderr = self.stdout.with_name(self.stdout.name.replace("stdout", "stderr"))
         cmd = [
             sys.executable, "-m", "edgeseg", "run", "--mqtt", url, "--state-dir", str(self.state),
-            "--set", f"sinks.mqtt.device_id={device}", "--set", f"source.fps={fps}",
+            "--set", f"sinks.mqtt.device_id={device}", "--source", f"synthetic:parts?fps={fps}",
             "--set", "sinks.mqtt.reconnect_min_s=0.2", "--set", "sinks.mqtt.reconnect_max_s=1",
             "--set", "sinks.mqtt.stats_interval_s=1", *args,
         ]  # fmt: skip
