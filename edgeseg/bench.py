@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -15,26 +16,34 @@ from numpy.typing import NDArray
 from edgeseg.annotate import annotate
 from edgeseg.errors import InputError, SourceError
 from edgeseg.frame import Result, StageTimes
+from edgeseg.sinks.base import check_output_path
 from edgeseg.sinks.record import result_record
 
+BENCH_SOURCE_TIMEOUT_S = 10.0  # how long bench waits for a live source that does not deliver
 STAGES = ("read", "preprocess", "infer", "decode", "annotate", "serialize")
 COLORS = ((160, 160, 160), (200, 130, 40), (40, 40, 220), (40, 170, 60), (0, 160, 230), (170, 60, 170))  # BGR
 
 
 def time_stages(args: argparse.Namespace) -> tuple[NDArray[np.float64], str]:
     """Per-frame milliseconds ``(N, len(STAGES))`` of the configured pipeline on one thread, and its title."""
-    from edgeseg.cli import load_cli_config
+    from edgeseg.cliconfig import load_cli_config
     from edgeseg.pipeline import ModelStages
     from edgeseg.sources import open_source
 
     if args.frames < 1 or args.warmup < 0:
         raise InputError(f"--frames must be >= 1 and --warmup >= 0 (got {args.frames}, {args.warmup})")
     config = load_cli_config(args)
-    source = open_source(config.source)
+    if config.source.reconnect_timeout_s is None:
+        # a benchmark is interactive: a camera that does not come back ends it instead of waiting forever
+        config = replace(config, source=replace(config.source, reconnect_timeout_s=BENCH_SOURCE_TIMEOUT_S))
     stages = ModelStages.from_config(config)
     names = tuple(stages.model.card.classes)
     rows: list[list[float]] = []
-    source.open()
+    try:
+        source = open_source(config.source)
+    except BaseException:
+        stages.model.close()
+        raise
     try:
         for i in range(args.warmup + args.frames):
             t0 = time.perf_counter_ns()
@@ -129,10 +138,17 @@ def plot(ms: NDArray[np.float64], title: str, names: Sequence[str] = STAGES) -> 
 
 
 def command(args: argparse.Namespace) -> int:
+    out = Path(args.plot)
+    if out.suffix.lower() != ".png":
+        raise InputError(f"--plot {args.plot}: the plot is a PNG image, use a .png file name")
+    check_output_path(out, "--plot")  # before minutes of timing, not after
     ms, title = time_stages(args)
     print(table(ms))
-    out = Path(args.plot)
-    if not cv2.imwrite(str(out), plot(ms, title)):
-        raise InputError(f"--plot: cannot write {out}")
+    try:
+        written = cv2.imwrite(str(out), plot(ms, title))
+    except cv2.error as exc:
+        raise InputError(f"--plot {out}: {exc.err or exc}") from None
+    if not written:
+        raise InputError(f"--plot {out}: cannot write the file")
     print(f"plot: {out}")
     return 0

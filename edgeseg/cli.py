@@ -1,4 +1,4 @@
-"""The ``edgeseg`` command: ``run``, ``bench``, ``eval`` and ``doctor``.
+"""The ``edgeseg`` command: ``run``, ``bench``, ``eval``, ``doctor``, ``pipelines`` and ``mqtt``.
 
 Errors that edgeseg raises on purpose (:class:`~edgeseg.errors.EdgesegError`) end the command with one line
 ``edgeseg: error: ...`` on stderr and exit code 2. Nothing else in the package prints or exits.
@@ -7,61 +7,40 @@ Errors that edgeseg raises on purpose (:class:`~edgeseg.errors.EdgesegError`) en
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import math
 import os
+import shutil
 import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
 from edgeseg import __version__
-from edgeseg.errors import EdgesegError, InputError
+from edgeseg.cliconfig import add_pipeline_args, bundled_pipelines, load_cli_config, pipeline_path
+from edgeseg.errors import EdgesegError
 from edgeseg.frame import Result
 from edgeseg.stats import PipelineStats
 
 if TYPE_CHECKING:
-    from edgeseg.config import PipelineConfig
+    from edgeseg.pipeline import Pipeline
+    from edgeseg.sinks import SinkReport
+    from edgeseg.sources import SourceStats
 
 log = logging.getLogger("edgeseg")
 
-VIDEO_SUFFIXES = (".mp4", ".avi")
+EXIT_OK = 0  # finished: the source ended, --max-frames was reached, or SIGTERM stopped it cleanly
 EXIT_USAGE = 2  # bad usage, configuration or input: one line on stderr
-EXIT_LOST = 3  # the run ended, but results a sink had accepted were lost (the summary says which and where)
+EXIT_LOST = 3  # something accepted was lost (the summary says what and where); wins over 0 and 130
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), during start-up or mid-run
 EXIT_CODES = (
-    "exit status: 0 finished; 2 bad usage, configuration or input; 3 results that a sink had accepted were "
-    "lost (see the summary); 130 interrupted during start-up; doctor PIPELINE: 1 when a need is missing"
+    "exit status: 0 finished (also when stopped by SIGTERM); 2 bad usage, configuration or input; "
+    "3 something accepted was lost: results a sink took and could not write, or input frames damaged, "
+    "skipped or failed (the summary says what and where; 3 wins over 0 and 130); 130 interrupted by SIGINT; "
+    "doctor PIPELINE: 1 when a need is missing"
 )
-
-
-# arguments ------------------------------------------------------------------------------------------------
-
-
-def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "pipeline",
-        nargs="?",
-        metavar="PIPELINE",
-        help="pipeline YAML file (default: the demo pipeline, pipelines/demo.yaml)",
-    )
-    p.add_argument("--source", metavar="URI", help="frame source: synthetic:parts, a video or image folder, "
-                   "v4l2:N, rtsp://..., gst:<pipeline>, picamera2: (overrides source.uri)")  # fmt: skip
-    p.add_argument(
-        "--model", metavar="PATH", help="model file (.onnx with a card beside it; overrides model.path)"
-    )
-    p.add_argument("--roi", metavar="L,T,W,H", help="normalized region of interest, e.g. 0.25,0,0.5,1")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override any config key, e.g. --set postprocess.score_threshold=0.4 (repeatable)",
-    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run a pipeline (default: the demo scene with live accuracy)",
         description="Run a pipeline until its source ends, --max-frames is reached, or SIGINT/SIGTERM.",
     )
-    _add_pipeline_args(run)
+    add_pipeline_args(run)
     run.add_argument(
         "--display",
         action=argparse.BooleanOptionalAction,
@@ -88,10 +67,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--output",
+        action="append",
         metavar="FILE",
-        help="write results: FILE.jsonl as JSON lines, FILE.mp4 / FILE.avi as annotated video",
+        help="write results: FILE.jsonl as JSON lines, FILE.mp4 / FILE.avi as annotated video "
+        "(repeatable, one per kind: --output a.jsonl --output a.mp4)",
     )
-    run.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames from the source")
+    run.add_argument(
+        "--max-frames",
+        type=int,
+        metavar="N",
+        help="stop after the source has delivered N frames (a live source's frames dropped while "
+        "inference is busy count too)",
+    )
     run.add_argument(
         "--mqtt",
         metavar="URL",
@@ -110,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Time read, preprocess, inference, decode, annotation and serialization frame by frame "
         "(one thread, so stages do not overlap), print a table and write a PNG plot.",
     )
-    _add_pipeline_args(bench)
+    add_pipeline_args(bench)
     bench.add_argument("--frames", type=int, default=200, metavar="N", help="frames to time (default 200)")
     bench.add_argument(
         "--warmup", type=int, default=10, metavar="N", help="untimed frames first (default 10)"
@@ -140,70 +127,27 @@ def _parser() -> argparse.ArgumentParser:
         "missing. With a pipeline file, also check what that pipeline needs (its broker answers, ...).",
     )
     doc.add_argument("pipeline", nargs="?", metavar="PIPELINE", help="pipeline YAML to check")
+    sub.add_parser(
+        "pipelines",
+        help="list the bundled pipelines ('edgeseg run NAME' runs one)",
+        description="The pipelines shipped in pipelines/, by name, with their first comment line.",
+    )
     from edgeseg.mqtt import tools as mqtt_tools
 
     mqtt_tools.add_parser(sub)
+    _add_verbose(sub)
     return parser
 
 
-def _quoted(value: str) -> str:
-    # JSON strings are valid YAML scalars, so paths and URIs with ':' or '#' survive --set parsing
-    return json.dumps(value)
-
-
-def _overrides(args: argparse.Namespace) -> list[str]:
-    """The ``key.path=value`` overrides the flags stand for, before the user's own ``--set``s."""
-    out: list[str] = []
-    if getattr(args, "source", None):
-        out.append(f"source.uri={_quoted(args.source)}")
-    if getattr(args, "model", None):
-        out.append(f"model.path={_quoted(str(Path(args.model).resolve()))}")
-    if getattr(args, "roi", None):
-        try:
-            roi = [float(v) for v in args.roi.split(",")]
-        except ValueError:
-            roi = []
-        if len(roi) != 4:
-            raise InputError(f"--roi: expected four numbers left,top,width,height (got {args.roi!r})")
-        out.append(f"source.roi={json.dumps(roi)}")
-    if getattr(args, "display", None) is not None:
-        out.append(f"sinks.display.enabled={'true' if args.display else 'false'}")
-    if getattr(args, "output", None):
-        path = Path(args.output)
-        suffix = path.suffix.lower()
-        if suffix == ".jsonl":
-            out.append(f"sinks.jsonl.path={_quoted(str(path.resolve()))}")
-        elif suffix in VIDEO_SUFFIXES:
-            out.append(f"sinks.video.path={_quoted(str(path.resolve()))}")
-        else:
-            raise InputError(f"--output: use a .jsonl, .mp4 or .avi file name (got {args.output!r})")
-    if getattr(args, "mqtt", None):
-        from edgeseg.mqtt.broker import parse_broker_url
-
-        parse_broker_url(args.mqtt, "--mqtt")
-        out.append(f"sinks.mqtt.url={_quoted(args.mqtt)}")
-    if getattr(args, "state_dir", None):
-        out.append(f"pipeline.state_dir={_quoted(str(Path(args.state_dir).resolve()))}")
-    if getattr(args, "max_frames", None) is not None:
-        if args.max_frames < 1:
-            raise InputError(f"--max-frames: must be >= 1 (got {args.max_frames})")
-        out.append(f"pipeline.max_frames={args.max_frames}")
-    return [*out, *args.overrides]
-
-
-def load_cli_config(args: argparse.Namespace) -> PipelineConfig:
-    from edgeseg.config import load_config
-
-    overrides = _overrides(args)
-    config = load_config(args.pipeline, overrides)
-    from edgeseg.sinks.display import DisplaySinkConfig, display_problem
-
-    if config.sinks.section(DisplaySinkConfig).enabled and getattr(args, "display", None) is None:
-        problem = display_problem()
-        if problem is not None:
-            log.warning("display turned off: %s", problem)
-            config = load_config(args.pipeline, [*overrides, "sinks.display.enabled=false"])
-    return config
+def _add_verbose(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``-v`` after the subcommand too (``edgeseg run -v``), at every level."""
+    for parser in sub.choices.values():
+        parser.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages"
+        )
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_verbose(action)
 
 
 # run ------------------------------------------------------------------------------------------------------
@@ -225,91 +169,225 @@ class AccuracySink:
         return None
 
 
-class _Progress:
-    """A progress bar with ETA on a terminal, else a stats line every ``interval_s``."""
+class TerminatedError(Exception):
+    """SIGTERM arrived before the pipeline was running: stop cleanly (exit 0, as systemd expects)."""
+
+
+class _Signals:
+    """SIGINT and SIGTERM for one run. During start-up (model load, source open) they interrupt at once:
+    SIGINT as KeyboardInterrupt, SIGTERM as :class:`TerminatedError`. Once the pipeline runs they only
+    record the signal, and the main loop stops the pipeline outside the handler."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.running = False
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signum
+        if not self.running:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise TerminatedError
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
+
+
+def status_text(stats: PipelineStats, source: SourceStats, total: int | None) -> str:
+    """The progress line: frames (of the total), rate, latency, ETA; the source's state while it is not
+    delivering (``waiting for source (attempt 3, last error: ...)``). Nothing unmeasured is shown."""
+    done = stats.frames_done
+    parts = [f"{done}/{total} frames ({min(done / total, 1):.0%})" if total else f"{done} frames"]
+    if math.isfinite(stats.fps):
+        parts.append(f"{stats.fps:.1f} fps")
+    if math.isfinite(stats.latency_ms_p50):
+        parts.append(f"latency p50 {stats.latency_ms_p50:.0f} ms")
+    if total and math.isfinite(stats.fps_mean) and stats.fps_mean > 0 and done < total:
+        parts.append(f"ETA {_fmt_duration((total - done) / stats.fps_mean)}")
+    if stats.dropped_total:
+        parts.append(f"dropped {stats.dropped_total}")
+    bad = sum(stats.bad_frames.values())
+    if bad:
+        parts.append(f"failed {bad}")
+    if source.state not in ("running", "ended", "closed", "new"):
+        parts.append(f"source: {source.state}")
+    return "  ".join(parts)
+
+
+class Progress:
+    """On a terminal, one status line rewritten in place every 0.25 s; otherwise one line every
+    ``interval_s`` (a log file or the journal keeps them)."""
 
     def __init__(self, stream: TextIO, total: int | None, interval_s: float) -> None:
         self.stream = stream
         self.total = total
         self.tty = stream.isatty()
-        self.interval_s = interval_s if not self.tty else 0.25
+        self.interval_s = 0.25 if self.tty else interval_s
         self._next = time.monotonic() + self.interval_s
+        self._shown = False
 
-    def update(self, stats: PipelineStats, final: bool = False) -> None:
+    def update(self, stats: PipelineStats, source: SourceStats) -> None:
         now = time.monotonic()
-        if now < self._next and not final:
+        if now < self._next:
             return
         self._next = now + self.interval_s
-        if self.tty and self.total:
-            done = stats.frames_done
-            frac = min(1.0, done / self.total)
-            eta = (self.total - done) / stats.fps_mean if stats.fps_mean > 0 else float("nan")
-            bar = "#" * int(frac * 30)
-            eta_s = f"{eta:4.0f}s" if eta == eta else "   ?s"
-            self.stream.write(f"\r[{bar:<30}] {done}/{self.total} {stats.fps:5.1f} fps  ETA {eta_s} ")
-            if final:
-                self.stream.write("\n")
-        elif not final:
-            self.stream.write(stats.line() + "\n")
+        text = status_text(stats, source, self.total)
+        if self.tty:
+            width = shutil.get_terminal_size().columns - 1
+            self.stream.write(f"\r{text[:width]}\x1b[K")
+            self._shown = True
+        else:
+            self.stream.write(text + "\n")
         self.stream.flush()
+
+    def end(self) -> None:
+        """Clear the in-place line before the summary is printed."""
+        if self._shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _startup_line(pipeline: Pipeline, pipeline_file: str) -> str:
+    from edgeseg.pipeline import ModelStages
+    from edgeseg.sinks import ReportingSink
+
+    assert isinstance(pipeline.stages, ModelStages)
+    model = pipeline.stages.model
+    outputs = [sink.describe() for name, sink in pipeline.sinks.items() if isinstance(sink, ReportingSink)]
+    return (
+        f"running {pipeline_file}: model {model.card.name} ({model.backend.description}) "
+        f"on {pipeline.source.uri}; writing "
+        + ("; ".join(outputs) if outputs else "nothing (no outputs: add --output FILE or --mqtt URL)")
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
     from edgeseg.pipeline import Pipeline
 
-    config = load_cli_config(args)
-    accuracy = AccuracySink()
-    pipeline = Pipeline.from_config(config, extra_sinks={"accuracy": accuracy})
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()  # only a flag here: the main loop below does the work, outside the signal handler
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    progress = _Progress(sys.stderr, pipeline.source.frames_total, config.pipeline.stats_interval_s)
+    signals = _Signals()
     try:
+        config = load_cli_config(args)
+        synthetic = config.source.uri.startswith("synthetic:")
+        accuracy = AccuracySink() if synthetic else None
+        pipeline = Pipeline.from_config(config, extra_sinks={"accuracy": accuracy} if accuracy else None)
         pipeline.start()
+        signals.running = True
+        path = pipeline_path(args.pipeline)
+        shown = "pipelines/demo.yaml" if path is None else args.pipeline
+        if path is not None and not os.path.exists(args.pipeline):
+            shown = f"pipelines/{path.name}"  # a bundled pipeline named without its file
+        print(f"edgeseg: {_startup_line(pipeline, shown)}", file=sys.stderr, flush=True)
+        total = pipeline.source.frames_total
+        if total is not None and config.pipeline.max_frames is not None:
+            total = min(total, config.pipeline.max_frames)
+        progress = Progress(sys.stderr, total, config.pipeline.stats_interval_s)
         while not pipeline.wait(0.1):
-            if stop.is_set():
+            if signals.received is not None:
                 pipeline.stop()
-            progress.update(pipeline.stats())
+            progress.update(pipeline.stats(), pipeline.source.stats)
+        progress.end()
+    except TerminatedError:
+        print("edgeseg: stopped by SIGTERM before the pipeline started", file=sys.stderr)
+        return EXIT_OK
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        signals.restore()
     stats = pipeline.stats()
-    progress.update(stats, final=True)
-    if pipeline.error is not None and stats.frames_done == 0:
+    if pipeline.error is not None and stats.frames_done == 0 and not stats.frames_read:
         raise pipeline.error
     reports = pipeline.reports()
-    lost = sum(r.lost for r in reports)
-    _print_summary(stats, accuracy, stopped=stop.is_set(), lost=lost)
-    for report in reports:
-        for line in report.lines:
-            print(line)
+    source = pipeline.source.stats
+    lost = sum(r.lost for r in reports) + source.lost + _failed_frames(stats)
+    how = {int(signal.SIGINT): "interrupted (SIGINT)", int(signal.SIGTERM): "stopped (SIGTERM)"}.get(
+        signals.received or 0, "done"
+    )
+    for line in summary(stats, source, reports, how, lost):
+        print(line)
+    if accuracy is not None and (acc := accuracy.pq.result()) is not None:
+        print(acc.line())
+    if lost:
+        if pipeline.error is not None:
+            print(f"edgeseg: error: {pipeline.error}", file=sys.stderr)
+        return EXIT_LOST
     if pipeline.error is not None:
         raise pipeline.error
-    return EXIT_LOST if lost else 0
+    return EXIT_INTERRUPTED if signals.received == signal.SIGINT else EXIT_OK
 
 
-def _print_summary(stats: PipelineStats, accuracy: AccuracySink, stopped: bool, lost: int = 0) -> None:
-    how = "stopped by signal" if stopped else "done"
-    if lost:
-        how = f"{how}, {lost} results LOST"
-    print(
-        f"{how}: {stats.frames_done} frames processed of {stats.frames_read} read in {stats.elapsed_s:.1f} s "
-        f"({stats.fps_mean:.1f} fps); latency p50 {stats.latency_ms_p50:.1f} ms, "
-        f"p99 {stats.latency_ms_p99:.1f} ms"
+def _failed_frames(stats: PipelineStats) -> int:
+    """Frames a stage raised on (sinks' failures are in their reports)."""
+    return sum(n for k, n in stats.bad_frames.items() if not k.startswith("sink:"))
+
+
+def summary(
+    stats: PipelineStats, source: SourceStats, reports: Sequence[SinkReport], how: str, lost: int
+) -> list[str]:
+    """The lines printed at the end of a run: what was done, what was written where, what was lost."""
+    head = (
+        f"{how}: {stats.frames_done} frames processed of {stats.frames_read} read in {stats.elapsed_s:.1f} s"
     )
+    if math.isfinite(stats.fps_mean):
+        head += f" ({stats.fps_mean:.1f} fps)"
+    if math.isfinite(stats.latency_ms_p50):
+        head += f"; latency p50 {stats.latency_ms_p50:.1f} ms, p99 {stats.latency_ms_p99:.1f} ms"
+    lines = [head]
     if stats.stage_ms:
-        print("stage medians: " + ", ".join(f"{k} {v:.1f} ms" for k, v in stats.stage_ms.items()))
-    drops = ", ".join(f"{k} {v}" for k, v in stats.drops.items() if v)
-    print(f"dropped: {stats.dropped_total}" + (f" ({drops})" if drops else "") +
-          (f"; discarded at stop: {stats.discarded}" if stats.discarded else ""))  # fmt: skip
-    if stats.bad_frames:
-        print("bad frames: " + ", ".join(f"{k} {v}" for k, v in stats.bad_frames.items()))
-    acc = accuracy.pq.result()
-    if acc is not None:
-        print(acc.line())
+        lines.append("stage medians: " + ", ".join(f"{k} {v:.1f} ms" for k, v in stats.stage_ms.items()))
+    lines += _source_lines(source)
+    if stats.dropped_total or stats.discarded:
+        drops = ", ".join(f"{k} {v}" for k, v in stats.drops.items() if v)
+        parts = []
+        if stats.dropped_total:
+            parts.append(f"dropped while a stage was busy: {stats.dropped_total} ({drops})")
+        if stats.discarded:
+            parts.append(f"discarded at stop: {stats.discarded}")
+        lines.append("; ".join(parts) + " (not lost: a live source keeps the newest frame)")
+    failed = {k: n for k, n in stats.bad_frames.items() if not k.startswith("sink:") and n}
+    if failed:
+        lines.append(
+            "LOST: frames a stage failed on: "
+            + ", ".join(f"{k} {n}" for k, n in failed.items())
+            + " (see the log)"
+        )
+    for report in reports:
+        lines += report.lines
+    if lost:
+        lines[0] = f"{how}, {lost} LOST: " + lines[0].split(": ", 1)[1]
+    return lines
+
+
+def _source_lines(source: SourceStats) -> list[str]:
+    lines = []
+    if source.missing:
+        lines.append(
+            f"source: LOST {source.missing} frames: the file holds {source.frames + source.skipped} of the "
+            f"{source.expected} its header announces (truncated or damaged file)"
+        )
+    if source.skipped:
+        lines.append(f"source: LOST {source.skipped} frames that could not be decoded (skipped; see the log)")
+    if source.damaged:
+        lines.append(
+            f"source: {source.damaged} damaged frames processed as far as they decoded (see the log)"
+        )
+    return lines
+
+
+def _pipelines(args: argparse.Namespace) -> int:
+    for name, path in bundled_pipelines().items():
+        about = ""
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("#") and "yaml-language-server" not in line:
+                about = line.lstrip("# ").strip()
+                break
+        print(f"{name:<24}{about}")
+    return EXIT_OK
 
 
 # entry point ----------------------------------------------------------------------------------------------
@@ -320,10 +398,10 @@ def _configure_logging(verbose: bool) -> None:
         # OpenCV and FFmpeg write their own warnings to stderr (e.g. "moov atom not found" next to our
         # "cannot decode" error); a user sees edgeseg's one line unless they ask for more with -v
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
         import cv2
 
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("edgeseg: %(levelname)s: %(message)s"))
     root = logging.getLogger("edgeseg")
@@ -341,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands = {
         "run": _run,
+        "pipelines": _pipelines,
         "bench": bench.command,
         "eval": evaluate.command,
         "doctor": doctor.command,
@@ -353,7 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edgeseg: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        print("edgeseg: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

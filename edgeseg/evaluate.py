@@ -102,7 +102,7 @@ def category_map(categories: Sequence[Mapping[str, Any]], class_names: Sequence[
 
 def command(args: argparse.Namespace) -> int:
     coco_cls, eval_cls = _pycocotools()
-    from edgeseg.cli import load_cli_config
+    from edgeseg.cliconfig import load_cli_config
     from edgeseg.pipeline import ModelStages
 
     ann_path = Path(args.annotations)

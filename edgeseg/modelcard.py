@@ -320,6 +320,8 @@ def find_card(model_path: str | Path, cards_dir: Path = REPO_CARDS) -> ModelCard
         if card.file is None:
             card = replace(card, file=_locate_model(p.with_suffix(".onnx").name, p.parent))
         return card
+    if p.is_dir():
+        raise ModelError(f"model path {p} is a folder: give a model file (.onnx, .rpk) or a card .yaml")
     if not p.is_file():
         raise ModelError(f"model file not found: {p}")
     for candidate in (p.with_suffix(".yaml"), p.with_suffix(".yml"), cards_dir / f"{p.stem}.yaml"):

@@ -24,7 +24,7 @@ from edgeseg.errors import EdgesegError, SourceError
 from edgeseg.frame import Frame, Result, StageTimes
 from edgeseg.geometry import Roi
 from edgeseg.instances import Instances
-from edgeseg.sinks import LosslessSink, Sink, SinkReport
+from edgeseg.sinks import LosslessSink, ReportingSink, Sink, SinkReport
 from edgeseg.statedir import state_dir
 from edgeseg.stats import PipelineStats, StatsRecorder
 
@@ -214,26 +214,33 @@ class _Work:
 
 
 class _Throttle:
-    """Logs the first few failures of one kind with a traceback, then one line per 100."""
+    """Logs the first few failures of one kind, then one line per 100; keeps the latest for the summary.
+
+    Tracebacks are for ``-v`` (debug logging) only: a user sees one line per failure.
+    """
 
     def __init__(self, what: str) -> None:
         self.what = what
         self.count = 0
+        self.last = ""
 
     def __call__(self, frame_index: int | None, exc: BaseException) -> None:
         self.count += 1
+        self.last = str(exc) or type(exc).__name__
         where = "" if frame_index is None else f" on frame {frame_index}"
+        trace = exc if log.isEnabledFor(logging.DEBUG) else None
         if self.count <= 3:
-            log.warning("%s failed%s: %s", self.what, where, exc, exc_info=exc)
+            log.warning("%s failed%s: %s", self.what, where, self.last, exc_info=trace)
         elif self.count % 100 == 0:
-            log.warning("%s has failed %d times (latest%s: %s)", self.what, self.count, where, exc)
+            log.warning("%s has failed %d times (latest%s: %s)", self.what, self.count, where, self.last)
 
 
 class Pipeline:
     """Runs ``source`` through ``stages`` into ``sinks``, each on its own thread.
 
     Args:
-        source: an unopened :class:`edgeseg.sources.Source`; the pipeline opens and closes it.
+        source: an unopened :class:`edgeseg.sources.Source`; :meth:`start` opens it (the pipeline is its
+            one owner) and the source thread closes it.
         stages: the per-frame work (:class:`ModelStages` in production).
         sinks: name -> sink; every result goes to each of them.
         queue_size: capacity of each queue for file sources. Live sources keep only the newest frame in
@@ -274,6 +281,7 @@ class Pipeline:
             )
             for name, sink in self.sinks.items()
         }
+        self._sink_failures = {name: _Throttle(f"sink {name}") for name in self.sinks}
         self._source_thread = threading.Thread(target=self._read_loop, name="edgeseg-source", daemon=True)
         self._workers = [
             threading.Thread(target=self._infer_loop, name="edgeseg-infer", daemon=True),
@@ -288,9 +296,9 @@ class Pipeline:
     def from_config(cls, config: PipelineConfig, extra_sinks: Mapping[str, Sink] | None = None) -> Pipeline:
         """Build source, model and sinks from a validated config (the model is loaded and warmed up here)."""
         from edgeseg.sinks import SinkContext, build_sinks
-        from edgeseg.sources import open_source
+        from edgeseg.sources import make_source
 
-        source = open_source(config.source)
+        source = make_source(config.source)
         stages = ModelStages.from_config(config)
         card = stages.model.card
         pipeline_box: list[Pipeline] = []
@@ -321,9 +329,22 @@ class Pipeline:
     # control ------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Open the source on the calling thread (so a source that can never work is an error here, before
+        any thread runs), then start the stage threads.
+
+        Raises:
+            SourceError: the source cannot be opened; the pipeline's model and sinks are closed.
+        """
         if self._started:
             return
         self._started = True
+        try:
+            self.source.open()
+        except BaseException as exc:
+            self._close_everything()
+            if isinstance(exc, EdgesegError) or not isinstance(exc, Exception):
+                raise
+            raise SourceError(f"cannot open source {self.source.uri}: {exc}") from exc
         self._stats.restart_clock()
         for t in self._workers:
             t.start()
@@ -369,6 +390,17 @@ class Pipeline:
                 return False
             alive[0].join(left)
 
+    def _close_everything(self) -> None:
+        for name, closable in (
+            ("source", self.source),
+            *self.sinks.items(),
+            *((("model", self.stages),) if self.owns_stages else ()),
+        ):
+            try:
+                closable.close()
+            except Exception as exc:
+                log.warning("closing %s failed: %s", name, exc)
+
     def run(self) -> PipelineStats:
         """Start, wait for the end of the source (or :meth:`stop` from another thread), return the stats."""
         self.start()
@@ -385,22 +417,15 @@ class Pipeline:
     # stage threads -------------------------------------------------------------------------------------
 
     def _fail(self, exc: EdgesegError) -> None:
+        # not logged as an error here: whoever runs the pipeline reports ``error`` once, in its own words
         if self.error is None:
             self.error = exc
         self._stats.failed(str(exc))
-        log.error("%s", exc)
+        log.debug("pipeline stops: %s", exc)
 
     def _read_loop(self) -> None:
         bad = _Throttle(f"source {self.source.uri}")
         try:
-            try:
-                self.source.open()
-            except EdgesegError as exc:
-                self._fail(exc)
-                return
-            except Exception as exc:  # a driver error is still one clear line for the user
-                self._fail(SourceError(f"cannot open source {self.source.uri}: {exc}"))
-                return
             n = 0
             failures = 0
             while not self._stop.is_set() and (self.max_frames is None or n < self.max_frames):
@@ -487,28 +512,26 @@ class Pipeline:
                 q.close()
 
     def reports(self) -> list[SinkReport]:
-        """What the sinks that keep accounts (lossless sinks) report; call after :meth:`wait`. A result
-        that a lossless sink's queue had to drop, or that its ``send_batch`` raised on, counts as lost too."""
+        """Each sink's account (call after :meth:`wait`): what a :class:`ReportingSink` says it wrote, and as
+        lost, every result a sink raised on, and every result a lossless sink's queue had to drop."""
         out: list[SinkReport] = []
         stats = self.stats()
         for name, sink in self.sinks.items():
+            report = sink.report() if isinstance(sink, ReportingSink) else SinkReport(())
+            key = f"sink:{name}"
+            failed = self._sink_failures[name]
+            losses = [(stats.bad_frames.get(key, 0), f"it failed on (last error: {failed.last})")]
             if isinstance(sink, LosslessSink):
-                report = sink.report()
-                key = f"sink:{name}"
-                for n, why in (
-                    (stats.drops.get(key, 0), "its queue could not hold (the sink was stuck)"),
-                    (stats.bad_frames.get(key, 0), "the sink failed on (see the log)"),
-                ):
-                    if n:
-                        report = SinkReport(
-                            (*report.lines, f"{name}: LOST {n} results {why}"), report.lost + n
-                        )
-                out.append(report)
+                losses.append((stats.drops.get(key, 0), "its queue could not hold (the sink was stuck)"))
+            for n, why in losses:
+                if n:
+                    report = SinkReport((*report.lines, f"{name}: LOST {n} results {why}"), report.lost + n)
+            out.append(report)
         return out
 
     def _sink_loop(self, name: str, sink: Sink) -> None:
         key = f"sink:{name}"
-        bad = _Throttle(f"sink {name}")
+        bad = self._sink_failures[name]
         q = self._to_sinks[name]
         lossless = isinstance(sink, LosslessSink)
         try:
@@ -530,4 +553,4 @@ class Pipeline:
                 sink.close()
             except Exception as exc:
                 self._stats.bad_frame(key)
-                log.warning("closing sink %s failed: %s", name, exc, exc_info=exc)
+                bad(None, exc)

@@ -56,23 +56,6 @@ class PipelineStats:
     def dropped_total(self) -> int:
         return sum(self.drops.values())
 
-    def line(self) -> str:
-        """One human-readable status line: ``123 frames  24.8 fps  latency p50 41.2 ms p99 55.0 ms ...``."""
-        parts = [
-            f"{self.frames_done} frames",
-            f"{self.fps:.1f} fps",
-            f"latency p50 {self.latency_ms_p50:.1f} ms p99 {self.latency_ms_p99:.1f} ms",
-        ]
-        stages = " ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items() if not k.startswith("sink:"))
-        if stages:
-            parts.append(f"[{stages} ms]")
-        if self.dropped_total:
-            parts.append(f"dropped {self.dropped_total}")
-        bad = sum(self.bad_frames.values())
-        if bad:
-            parts.append(f"bad frames {bad}")
-        return "  ".join(parts)
-
 
 class StatsRecorder:
     """Collects the figures of one pipeline run; :meth:`snapshot` turns them into :class:`PipelineStats`."""

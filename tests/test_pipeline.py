@@ -161,14 +161,13 @@ def test_a_sink_that_raises_is_isolated_from_the_pipeline_and_other_sinks() -> N
     assert good.closed
 
 
-def test_pipeline_whose_source_never_opened_stops_cleanly_and_reports_why() -> None:
+def test_a_source_that_cannot_open_fails_start_and_closes_sinks() -> None:
     sink = CollectSink()
     pipe = Pipeline(ListSource(10, fail_open=True), SquareStages(), {"c": sink})
-    stats = pipe.run()
-    assert stats.frames_done == 0
-    assert isinstance(pipe.error, SourceError)
-    assert stats.error == "cannot open test:list: no such camera"
+    with pytest.raises(SourceError, match=r"^cannot open test:list: no such camera$"):
+        pipe.start()
     assert sink.closed
+    assert pipe.stats().frames_done == 0
 
 
 def test_stop_ends_an_endless_live_run_and_closes_source_and_sinks() -> None:
@@ -260,4 +259,4 @@ def test_results_a_lossless_sink_raised_on_are_reported_lost_not_just_counted_as
     failed = stats.bad_frames["sink:flaky"]
     assert failed == 12 - len(sink.got) > 0
     assert report.lost == failed
-    assert report.lines[-1] == f"flaky: LOST {failed} results the sink failed on (see the log)"
+    assert report.lines[-1] == f"flaky: LOST {failed} results it failed on (last error: disk on fire)"

@@ -32,9 +32,11 @@ class InferenceOptions:
 
 
 class Backend(Protocol):
-    """Runs one model. ``needs_tensor`` is False when the outputs arrive with the frame (IMX500)."""
+    """Runs one model. ``needs_tensor`` is False when the outputs arrive with the frame (IMX500);
+    ``description`` names the runtime and device for the run's start-up line."""
 
     needs_tensor: bool
+    description: str
 
     def run(self, prepared: Prepared) -> dict[str, NDArray[np.float32]]:
         """Raw output tensors by name for one prepared frame."""

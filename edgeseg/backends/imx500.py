@@ -20,6 +20,7 @@ from edgeseg.preprocess import Prepared
 
 class Imx500Backend:
     needs_tensor = False
+    description = "imx500 (on the sensor)"
 
     def __init__(self, card: ModelCard, options: InferenceOptions = DEFAULT_INFERENCE) -> None:
         self.card = card

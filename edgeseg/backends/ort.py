@@ -57,6 +57,7 @@ class OrtBackend:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"model {card.name!r}: cannot load {path}: {first}") from None
         self._check_io()
+        self.description = f"onnxruntime: {', '.join(self.session.get_providers())}"
         self._input = card.input.name
         self._outputs = list(card.output.names)
         self._dtype = _NP_TYPES[card.input.dtype]

@@ -124,6 +124,7 @@ class TensorRTBackend:
     """
 
     needs_tensor = True
+    description = "tensorrt (GPU 0)"
 
     def __init__(
         self,

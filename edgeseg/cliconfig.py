@@ -1,0 +1,166 @@
+"""From command-line flags to a validated :class:`~edgeseg.config.PipelineConfig`, shared by every command.
+
+Each flag stands for config keys (``--source`` for ``source.uri``, ``--output x.jsonl`` for
+``sinks.jsonl.path``, ...), applied as overrides that name the flag in error messages. Paths are kept as typed
+(relative to the current directory), never resolved through symlinks, so messages show what the user wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+from edgeseg.config import ENV_PREFIX, PIPELINES_DIR, Override, PipelineConfig, load_config
+from edgeseg.errors import ConfigError, EdgesegError, InputError
+
+log = logging.getLogger("edgeseg")
+
+# --output suffix -> the sink key it sets
+OUTPUT_KINDS = {".jsonl": "sinks.jsonl.path", ".mp4": "sinks.video.path", ".avi": "sinks.video.path"}
+# settings of a camera that a file or a stream named by --source does not inherit from the pipeline file
+CAMERA_KEYS = ("fps", "width", "height")
+
+
+def add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    """The flags every command that runs a pipeline takes."""
+    p.add_argument(
+        "pipeline",
+        nargs="?",
+        metavar="PIPELINE",
+        help="pipeline YAML file, or the name of a bundled one (see 'edgeseg pipelines'; default: demo)",
+    )
+    p.add_argument(
+        "--source",
+        metavar="URI",
+        help="frame source instead of the pipeline's: synthetic:parts, a video or image folder, v4l2:N, "
+        "rtsp://..., gst:<pipeline>, picamera2:. A file or stream plays at its own rate and size (pace or "
+        "resize it with --set source.fps=... / source.width=...)",
+    )
+    p.add_argument(
+        "--model", metavar="PATH", help="model file (.onnx with a card beside it; overrides model.path)"
+    )
+    p.add_argument("--roi", metavar="L,T,W,H", help="normalized region of interest, e.g. 0.25,0,0.5,1")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override any config key, e.g. --set postprocess.score_threshold=0.4 (repeatable)",
+    )
+
+
+def bundled_pipelines() -> dict[str, Path]:
+    """The pipelines shipped in ``pipelines/``, by name."""
+    return {p.stem: p for p in sorted(PIPELINES_DIR.glob("*.yaml"))}
+
+
+def pipeline_path(name: str | None) -> Path | None:
+    """A pipeline argument as a file: a path as given, else a bundled pipeline of that name."""
+    if name is None:
+        return None
+    path = Path(name)
+    if path.exists() or path.suffix.lower() in (".yaml", ".yml") or os.sep in name:
+        return path
+    bundled = bundled_pipelines()
+    if name in bundled:
+        return bundled[name]
+    raise ConfigError(
+        f"pipeline {name!r}: no such file, and no bundled pipeline of that name "
+        f"(bundled: {', '.join(bundled)})"
+    )
+
+
+def _quoted(value: str) -> str:
+    # JSON strings are valid YAML scalars, so paths and URIs with ':' or '#' survive override parsing
+    return json.dumps(value)
+
+
+def _explicit(key: str, args: argparse.Namespace) -> bool:
+    """Whether the user set ``key`` with --set or an environment variable."""
+    env = ENV_PREFIX + "__".join(part.upper() for part in key.split("."))
+    return env in os.environ or any(o.partition("=")[0].strip() == key for o in args.overrides)
+
+
+def _source_overrides(uri: str, args: argparse.Namespace) -> list[Override]:
+    from edgeseg.sources import parse_uri
+
+    out = [Override(f"source.uri={_quoted(uri)}", "--source")]
+    try:
+        scheme = parse_uri(uri).scheme
+    except EdgesegError:
+        scheme = ""  # reported with the key path when the config is validated
+    if scheme not in ("synthetic", "v4l2", "picamera2", ""):
+        # a pipeline written for a camera (fps: 30) must not pace a 10 fps file to 30 fps
+        keys = [f"source.{k}" for k in CAMERA_KEYS if not _explicit(f"source.{k}", args)]
+        out += [Override(f"{key}=null", "--source") for key in keys]
+    return out
+
+
+def output_overrides(outputs: list[str]) -> list[Override]:
+    """``--output`` files (repeatable: one per kind) as sink path overrides."""
+    out: list[Override] = []
+    seen: dict[str, str] = {}
+    for output in outputs:
+        key = OUTPUT_KINDS.get(Path(output).suffix.lower())
+        if key is None:
+            raise InputError(f"--output {output}: use a .jsonl, .mp4 or .avi file name")
+        if key in seen:
+            raise InputError(
+                f"--output {output}: {seen[key]} is already written as {key.split('.')[1]} "
+                "(one --output per kind: .jsonl, .mp4/.avi)"
+            )
+        seen[key] = output
+        out.append(Override(f"{key}={_quoted(output)}", f"--output {output}"))
+    return out
+
+
+def cli_overrides(args: argparse.Namespace) -> list[Override | str]:
+    """The overrides the flags stand for, before the user's own ``--set``s."""
+    out: list[Override | str] = []
+    if getattr(args, "source", None):
+        out += _source_overrides(args.source, args)
+    if getattr(args, "model", None):
+        out.append(Override(f"model.path={_quoted(args.model)}", "--model"))
+    if getattr(args, "roi", None):
+        try:
+            roi = [float(v) for v in args.roi.split(",")]
+        except ValueError:
+            roi = []
+        if len(roi) != 4:
+            raise InputError(f"--roi: expected four numbers left,top,width,height (got {args.roi!r})")
+        out.append(Override(f"source.roi={json.dumps(roi)}", "--roi"))
+    if getattr(args, "display", None) is not None:
+        out.append(Override(f"sinks.display.enabled={'true' if args.display else 'false'}", "--display"))
+    out += output_overrides(getattr(args, "output", None) or [])
+    if getattr(args, "mqtt", None):
+        from edgeseg.mqtt.broker import parse_broker_url
+
+        parse_broker_url(args.mqtt, "--mqtt")
+        out.append(Override(f"sinks.mqtt.url={_quoted(args.mqtt)}", "--mqtt"))
+    if getattr(args, "state_dir", None):
+        out.append(Override(f"pipeline.state_dir={_quoted(args.state_dir)}", "--state-dir"))
+    if getattr(args, "max_frames", None) is not None:
+        if args.max_frames < 1:
+            raise InputError(f"--max-frames: must be >= 1 (got {args.max_frames})")
+        out.append(Override(f"pipeline.max_frames={args.max_frames}", "--max-frames"))
+    return [*out, *args.overrides]
+
+
+def load_cli_config(args: argparse.Namespace) -> PipelineConfig:
+    """The pipeline the flags describe; a display the pipeline asks for but this machine lacks is turned off
+    with a warning (unless ``--display`` asked for it: then opening it fails with the reason)."""
+    overrides = cli_overrides(args)
+    path = pipeline_path(args.pipeline)
+    config = load_config(path, overrides)
+    from edgeseg.sinks.display import DisplaySinkConfig, display_problem
+
+    if config.sinks.section(DisplaySinkConfig).enabled and getattr(args, "display", None) is None:
+        problem = display_problem()
+        if problem is not None:
+            log.warning("display turned off: %s", problem)
+            config = load_config(path, [*overrides, "sinks.display.enabled=false"])
+    return config
