@@ -454,3 +454,21 @@ def test_the_pipeline_opens_its_source_once(tmp_path: Path, clip: Path) -> None:
         VideoFileSource.open = original  # type: ignore[method-assign]
     assert opened == [1]
     assert stats.frames_done == 3
+
+
+def test_every_command_in_the_readme_parses_as_written() -> None:
+    import shlex
+
+    from edgeseg.cli import _parser
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    commands: list[str] = []
+    for block in readme.split("```bash\n")[1:]:
+        text = block.split("```", 1)[0].replace("\\\n", " ")
+        commands += [line.split("#", 1)[0] for line in text.splitlines() if line.startswith("edgeseg ")]
+    assert len(commands) >= 10
+    for command in commands:
+        try:
+            _parser().parse_args(shlex.split(command)[1:])
+        except SystemExit as exc:
+            raise AssertionError(f"README command does not parse: {command}") from exc

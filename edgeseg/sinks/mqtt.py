@@ -214,7 +214,7 @@ class MqttSink:
                         result.frame.index,
                         self._unserializable,
                         exc,
-                        exc_info=self._unserializable <= 3,
+                        exc_info=self._unserializable <= 3 and log.isEnabledFor(logging.DEBUG),
                     )
                 continue
             messages.append((self.topics.results, payload))
