@@ -169,8 +169,9 @@ class AccuracySink:
         return None
 
 
-class TerminatedError(Exception):
-    """SIGTERM arrived before the pipeline was running: stop cleanly (exit 0, as systemd expects)."""
+class TerminatedError(BaseException):
+    """SIGTERM arrived before the pipeline was running: stop cleanly (exit 0, as systemd expects). A
+    BaseException, like KeyboardInterrupt, so that no `except Exception` on the way turns it into an error."""
 
 
 class _Signals:

@@ -353,7 +353,13 @@ def test_sigint_mid_run_finalizes_outputs_and_exits_130(tmp_path: Path) -> None:
     assert f"jsonl: {written} results written" in stdout
 
 
-def test_sigint_during_start_up_exits_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sig", "code", "message"),
+    [(signal.SIGINT, 130, "edgeseg: interrupted"), (signal.SIGTERM, 0, "stopped by SIGTERM before")],
+)
+def test_a_signal_during_start_up_exits_130_for_sigint_and_0_for_sigterm(
+    tmp_path: Path, sig: int, code: int, message: str
+) -> None:
     # a stream server that accepts and never answers: the first connect blocks in start-up (FFmpeg open)
     connected = threading.Event()
     with socket.socket() as server:
@@ -371,13 +377,14 @@ def test_sigint_during_start_up_exits_130(tmp_path: Path) -> None:
         proc = spawn("run", "--source", f"http://127.0.0.1:{port}/stream.mjpg", cwd=tmp_path)
         try:
             assert connected.wait(120)
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             _, stderr = proc.communicate(timeout=30)
         finally:
             proc.kill()
             for conn in held:
                 conn.close()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
+    assert message in stderr
     assert "Traceback" not in stderr
 
 
