@@ -310,7 +310,7 @@ class Pipeline:
             model_path=card.file,
             model_name=card.name,
             background=card.background if card.task == "semantic" else None,
-            source_uri=config.source.uri,
+            source_uri=source.uri,  # as the source shows it: a stream password redacted
             state_dir=state_dir(config.pipeline.state_dir),
         )
         sinks = build_sinks(config.sinks, ctx)

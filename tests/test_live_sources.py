@@ -217,3 +217,20 @@ def test_a_stalled_stream_is_noticed_within_the_read_timeout_logged_and_reconnec
     assert warnings[0] == f"source {url!r}: stream dropped after {stalled_at} frame(s); reconnecting in 0.1 s"
     assert warnings[1].startswith(f"source {url!r}: attempt 1 failed: cannot open {url}; next attempt in ")
     assert warnings[-1].startswith(f"source {url!r}: frames flow again after a ")
+
+
+def test_a_stream_password_never_reaches_logs_errors_or_records(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    src = make_source(SourceConfig(uri="rtsp://admin:s3cret@127.0.0.1:9/x", reconnect_timeout_s=0.5))
+    assert src.uri == "rtsp://admin:***@127.0.0.1:9/x"  # what messages and Frame.source carry
+    src.open()  # a failed first connect is logged, not raised: read() retries until it gives up
+    try:
+        with pytest.raises(SourceError) as err:
+            src.read()
+    finally:
+        src.close()
+    assert "s3cret" not in str(err.value)
+    assert "s3cret" not in caplog.text
+    assert "admin:***@127.0.0.1:9/x" in str(err.value)

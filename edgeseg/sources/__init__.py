@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import cv2
 import numpy as np
@@ -183,6 +183,19 @@ def parse_uri(uri: str) -> ParsedUri:
                 f"source URI {uri!r}: cannot parse options {query!r} (use ?key=value&key=value)"
             ) from None
     return ParsedUri(uri, scheme, rest, options)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user info replaced by ``***`` (``rtsp://admin:***@cam/stream``), for
+    log lines, errors and records; anything that is not such a URL comes back unchanged."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def check_options(parsed: ParsedUri, allowed: tuple[str, ...]) -> None:
@@ -360,4 +373,5 @@ __all__ = [
     "make_source",
     "open_source",
     "parse_uri",
+    "redact_url",
 ]

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import cv2
 
 from edgeseg.errors import SourceError
-from edgeseg.sources import ParsedUri, list_cameras, to_bgr
+from edgeseg.sources import ParsedUri, list_cameras, redact_url, to_bgr
 from edgeseg.sources.live import Grab, LiveSource
 from edgeseg.sources.spec import under_service_manager
 
@@ -113,7 +113,7 @@ class OpenCVLiveSource(LiveSource):
             raise SourceError(f"source URI {parsed.uri!r}: gst: needs a pipeline ending in appsink")
         v4l2 = api == cv2.CAP_V4L2
         return cls(
-            parsed.uri,
+            redact_url(parsed.uri),  # the URI shows up in logs and in every published record
             target,
             api,
             width=config.width if v4l2 else None,
@@ -174,7 +174,7 @@ class OpenCVLiveSource(LiveSource):
             return (
                 f"cannot open {device} (busy, or not a capture device)"
                 if device
-                else f"cannot open {self.target}"
+                else f"cannot open {redact_url(str(self.target))}"
             )
         if device is not None:
             width, height, fps = self._request
