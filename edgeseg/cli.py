@@ -132,9 +132,9 @@ def _parser() -> argparse.ArgumentParser:
         help="list the bundled pipelines ('edgeseg run NAME' runs one)",
         description="The pipelines shipped in pipelines/, by name, with their first comment line.",
     )
-    from edgeseg.mqtt import tools as mqtt_tools
+    from edgeseg import mqtt_commands
 
-    mqtt_tools.add_parser(sub)
+    mqtt_commands.add_parser(sub)
     _add_verbose(sub)
     return parser
 
@@ -415,8 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edgeseg`` and ``python -m edgeseg``; returns the exit code."""
     args = _parser().parse_args(argv)
     _configure_logging(args.verbose)
-    from edgeseg import bench, doctor, evaluate
-    from edgeseg.mqtt import tools as mqtt_tools
+    from edgeseg import bench, doctor, evaluate, mqtt_commands
 
     commands = {
         "run": _run,
@@ -424,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench": bench.command,
         "eval": evaluate.command,
         "doctor": doctor.command,
-        "mqtt": mqtt_tools.command,
+        "mqtt": mqtt_commands.command,
     }
     try:
         return commands[args.command](args)

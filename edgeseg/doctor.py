@@ -158,7 +158,7 @@ def pipeline_checks(path: str | None) -> list[Check]:
     mqtt = config.sinks.section(MqttSinkConfig)
     if mqtt.url is not None:
         from edgeseg.mqtt.broker import load_credentials, parse_broker_url
-        from edgeseg.mqtt.tools import check
+        from edgeseg.mqtt_commands import check
 
         address = parse_broker_url(mqtt.url)
         creds = load_credentials(

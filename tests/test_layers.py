@@ -1,4 +1,5 @@
-"""Modules import downward only: no import cycles between edgeseg's modules (deferred imports included)."""
+"""Modules import downward only: no import cycles between edgeseg's modules, nor between its layers (a
+subpackage counts as one layer), deferred imports included."""
 
 from __future__ import annotations
 
@@ -79,9 +80,29 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def _layer(module: str) -> str:
+    return ".".join(module.split(".")[:2])  # edgeseg.sources.live -> edgeseg.sources
+
+
 def test_no_module_imports_back_up_the_layers() -> None:
     modules = _modules()
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
     assert "edgeseg.cli" in graph["edgeseg.__main__"]  # the walk sees imports at all
     cycle = _cycle(graph)
+    assert cycle is None, " -> ".join(cycle or [])
+
+
+def test_no_layer_imports_back_up_the_layers() -> None:
+    modules = _modules()
+    layers: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        if name == "edgeseg":
+            continue  # the package's front door re-exports from below
+        targets = {_layer(t) for t in _imports(name, path, modules)} - {_layer(name), "edgeseg"}
+        layers.setdefault(_layer(name), set()).update(targets)
+    for targets in list(layers.values()):
+        for target in targets:
+            layers.setdefault(target, set())
+    assert "edgeseg.mqtt" in layers["edgeseg.sinks"]
+    cycle = _cycle(layers)
     assert cycle is None, " -> ".join(cycle or [])
