@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 STABLE_S = 10.0  # a connection that lasted this long resets the reconnect backoff
 LOG_REPEAT = 10  # a connect failure that repeats is logged again every this many attempts
 IDLE_WAIT_S = 0.5
+GOODBYE_ACK_WAIT_S = 1.0  # at a clean stop, how long results in flight may take to be acknowledged
 
 
 @dataclass(frozen=True)
@@ -428,6 +429,14 @@ class Publisher:
         if link is None or not link.connected:
             return
         try:
+            # PUBACKs of results still in flight first: one that arrives after the final stats would leave
+            # them counting as dropped a result the broker has (acknowledged after its overflow drop)
+            deadline = time.monotonic() + GOODBYE_ACK_WAIT_S
+            while self.delivery.in_flight and time.monotonic() < deadline:
+                if link.client.loop(0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+                self.delivery.flush()
+            self.delivery.flush()
             if self._stats_payload is not None:
                 link.client.publish(self.topics.stats, self._stats_payload(), qos=0)
             info = link.client.publish(self.topics.status, OFFLINE, qos=1, retain=True)
