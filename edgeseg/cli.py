@@ -235,11 +235,15 @@ class Progress:
         self._next = time.monotonic() + self.interval_s
         self._shown = False
 
-    def update(self, stats: PipelineStats, source: SourceStats) -> None:
+    def due(self) -> bool:
+        """Whether the next line is due (the caller takes the figures only then)."""
         now = time.monotonic()
         if now < self._next:
-            return
+            return False
         self._next = now + self.interval_s
+        return True
+
+    def show(self, stats: PipelineStats, source: SourceStats) -> None:
         text = status_text(stats, source, self.total)
         if self.tty:
             width = shutil.get_terminal_size().columns - 1
@@ -276,8 +280,10 @@ def _run(args: argparse.Namespace) -> int:
     signals = _Signals()
     try:
         config = load_cli_config(args)
-        synthetic = config.source.uri.startswith("synthetic:")
-        accuracy = AccuracySink() if synthetic else None
+        from edgeseg.sources import parse_uri
+
+        # only a synthetic scene carries ground truth: elsewhere the sink would only time itself
+        accuracy = AccuracySink() if parse_uri(config.source.uri).scheme == "synthetic" else None
         pipeline = Pipeline.from_config(config, extra_sinks={"accuracy": accuracy} if accuracy else None)
         pipeline.start()
         signals.running = True
@@ -293,7 +299,8 @@ def _run(args: argparse.Namespace) -> int:
         while not pipeline.wait(0.1):
             if signals.received is not None:
                 pipeline.stop()
-            progress.update(pipeline.stats(), pipeline.source.stats)
+            if progress.due():
+                progress.show(pipeline.stats(), pipeline.source.stats)
         progress.end()
     except TerminatedError:
         print("edgeseg: stopped by SIGTERM before the pipeline started", file=sys.stderr)
@@ -305,7 +312,7 @@ def _run(args: argparse.Namespace) -> int:
         raise pipeline.error
     reports = pipeline.reports()
     source = pipeline.source.stats
-    lost = sum(r.lost for r in reports) + source.lost + _failed_frames(stats)
+    lost = sum(r.lost for r in reports) + source.lost + sum(_failed_stages(stats).values())
     how = {int(signal.SIGINT): "interrupted (SIGINT)", int(signal.SIGTERM): "stopped (SIGTERM)"}.get(
         signals.received or 0, "done"
     )
@@ -322,17 +329,19 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if signals.received == signal.SIGINT else EXIT_OK
 
 
-def _failed_frames(stats: PipelineStats) -> int:
-    """Frames a stage raised on (sinks' failures are in their reports)."""
-    return sum(n for k, n in stats.bad_frames.items() if not k.startswith("sink:"))
+def _failed_stages(stats: PipelineStats) -> dict[str, int]:
+    """Frames a stage raised on, by stage (a sink's failures are in its report)."""
+    return {k: n for k, n in stats.bad_frames.items() if n and not k.startswith("sink:")}
 
 
 def summary(
     stats: PipelineStats, source: SourceStats, reports: Sequence[SinkReport], how: str, lost: int
 ) -> list[str]:
     """The lines printed at the end of a run: what was done, what was written where, what was lost."""
+    outcome = f"{how}, {lost} LOST" if lost else how
     head = (
-        f"{how}: {stats.frames_done} frames processed of {stats.frames_read} read in {stats.elapsed_s:.1f} s"
+        f"{outcome}: {stats.frames_done} frames processed of {stats.frames_read} read in "
+        f"{stats.elapsed_s:.1f} s"
     )
     if math.isfinite(stats.fps_mean):
         head += f" ({stats.fps_mean:.1f} fps)"
@@ -350,7 +359,7 @@ def summary(
         if stats.discarded:
             parts.append(f"discarded at stop: {stats.discarded}")
         lines.append("; ".join(parts) + " (not lost: a live source keeps the newest frame)")
-    failed = {k: n for k, n in stats.bad_frames.items() if not k.startswith("sink:") and n}
+    failed = _failed_stages(stats)
     if failed:
         lines.append(
             "LOST: frames a stage failed on: "
@@ -359,8 +368,6 @@ def summary(
         )
     for report in reports:
         lines += report.lines
-    if lost:
-        lines[0] = f"{how}, {lost} LOST: " + lines[0].split(": ", 1)[1]
     return lines
 
 

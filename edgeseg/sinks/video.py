@@ -119,7 +119,8 @@ class VideoSink:
 
     def report(self) -> SinkReport:
         held = self.frames_written if self.frames_in_file is None else self.frames_in_file
-        lines = [f"video: {held} frames written to {self.path} at {self._rate:g} fps"]
+        rate = f" at {self._rate:g} fps" if self.frames_written else ""
+        lines = [f"video: {held} frames written to {self.path}{rate}"]
         lost = self.frames_written - held
         if lost:
             lines.append(

@@ -328,6 +328,8 @@ class ImageSequenceSource(_FileBase):
             path = self.files[self._pos]
             index = self._base + self._pos
             self._pos += 1
+            # read twice (2 bytes and the last 4 KB, then the decode) rather than decoding the bytes once:
+            # cv2.imdecode gives up on a truncated JPEG that cv2.imread still decodes
             damaged = truncated_jpeg(path)
             # libjpeg prints "Premature end of JPEG file" on fd 2 itself; our warning below says it with the
             # file and frame. Silencing fd 2 for this one decode of a known-damaged file (a few ms, rare)
