@@ -19,12 +19,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
 from edgeseg import __version__
-from edgeseg.cliconfig import add_pipeline_args, bundled_pipelines, load_cli_config, pipeline_path
+from edgeseg.cliconfig import add_pipeline_args, bundled_pipelines, load_pipeline, pipeline_path
 from edgeseg.errors import EdgesegError
 from edgeseg.frame import Result
 from edgeseg.stats import PipelineStats
 
 if TYPE_CHECKING:
+    from edgeseg.live import Outcome
     from edgeseg.pipeline import Pipeline
     from edgeseg.sinks import SinkReport
     from edgeseg.sources import SourceStats
@@ -175,16 +176,23 @@ class TerminatedError(BaseException):
 
 
 class _Signals:
-    """SIGINT and SIGTERM for one run. During start-up (model load, source open) they interrupt at once:
-    SIGINT as KeyboardInterrupt, SIGTERM as :class:`TerminatedError`. Once the pipeline runs they only
-    record the signal, and the main loop stops the pipeline outside the handler."""
+    """SIGINT, SIGTERM and SIGHUP for one run. During start-up (model load, source open) SIGINT and SIGTERM
+    interrupt at once: SIGINT as KeyboardInterrupt, SIGTERM as :class:`TerminatedError`. Once the pipeline
+    runs they only record the signal, and the main loop stops the pipeline outside the handler. SIGHUP
+    (reload) is only recorded, from the start: its default action would end the process."""
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.reload = False
         self.running = False
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._previous = {
+            s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        }
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.reload = True
+            return
         if self.received is None:
             self.received = signum
         if not self.running:
@@ -274,17 +282,57 @@ def _startup_line(pipeline: Pipeline, pipeline_file: str) -> str:
     )
 
 
+def reload_line(outcome: Outcome, file: str) -> str:
+    """The one line a reload (SIGHUP) logs: what it applied, what it could not, and why."""
+    parts = []
+    if outcome.applied:
+        shown = ", ".join(f"{k}={v}" for k, v in outcome.applied.items())
+        parts.append(f"applied {shown} (config_version {outcome.version})")
+    restart = sorted(k for k, why in outcome.rejected.items() if why.startswith("needs a restart"))
+    if restart:
+        parts.append(f"not applied, needs a restart: {', '.join(restart)}")
+    other = {k: why for k, why in outcome.rejected.items() if k not in restart}
+    if other:
+        parts.append("refused: " + "; ".join(f"{k}: {why}" for k, why in other.items()))
+    return f"reloaded {file}: " + ("; ".join(parts) if parts else "nothing changed")
+
+
+def _reload(pipeline: Pipeline, file: str) -> None:
+    if pipeline.control is None:
+        return
+    try:
+        outcome = pipeline.control.reload()
+    except EdgesegError as exc:
+        log.error("reload of %s failed, the running settings are unchanged: %s", file, exc)
+        return
+    line = reload_line(outcome, file)
+    if outcome.rejected:
+        log.warning("%s", line)
+    else:
+        print(f"edgeseg: {line}", file=sys.stderr, flush=True)
+
+
 def _run(args: argparse.Namespace) -> int:
+    from edgeseg.control import ControlSetup, describe_tuning
     from edgeseg.pipeline import Pipeline
 
     signals = _Signals()
     try:
-        config = load_cli_config(args)
+        loaded = load_pipeline(args)
+        config = loaded.config
         from edgeseg.sources import parse_uri
 
         # only a synthetic scene carries ground truth: elsewhere the sink would only time itself
         accuracy = AccuracySink() if parse_uri(config.source.uri).scheme == "synthetic" else None
-        pipeline = Pipeline.from_config(config, extra_sinks={"accuracy": accuracy} if accuracy else None)
+        setup = ControlSetup(
+            base=loaded.base,
+            file=loaded.file,
+            tuning=loaded.tuning.path,
+            reloader=lambda: load_pipeline(args).base,
+        )
+        pipeline = Pipeline.from_config(
+            config, extra_sinks={"accuracy": accuracy} if accuracy else None, setup=setup
+        )
         pipeline.start()
         signals.running = True
         path = pipeline_path(args.pipeline)
@@ -292,6 +340,8 @@ def _run(args: argparse.Namespace) -> int:
         if path is not None and not os.path.exists(args.pipeline):
             shown = f"pipelines/{path.name}"  # a bundled pipeline named without its file
         print(f"edgeseg: {_startup_line(pipeline, shown)}", file=sys.stderr, flush=True)
+        if loaded.tuning.values:
+            print(f"edgeseg: {describe_tuning(loaded.tuning)}", file=sys.stderr, flush=True)
         total = pipeline.source.frames_total
         if total is not None and config.pipeline.max_frames is not None:
             total = min(total, config.pipeline.max_frames)
@@ -299,6 +349,9 @@ def _run(args: argparse.Namespace) -> int:
         while not pipeline.wait(0.1):
             if signals.received is not None:
                 pipeline.stop()
+            elif signals.reload:
+                signals.reload = False
+                _reload(pipeline, shown)
             if progress.due():
                 progress.show(pipeline.stats(), pipeline.source.stats)
         progress.end()

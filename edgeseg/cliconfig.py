@@ -11,10 +11,20 @@ import argparse
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from edgeseg.config import ENV_PREFIX, PIPELINES_DIR, Override, PipelineConfig, load_config
+from edgeseg.config import (
+    DEFAULT_PIPELINE,
+    ENV_PREFIX,
+    PIPELINES_DIR,
+    Override,
+    PipelineConfig,
+    load_config,
+)
+from edgeseg.control import TuningFile, load_tuning, tuning_path
 from edgeseg.errors import ConfigError, EdgesegError, InputError
+from edgeseg.statedir import state_dir
 
 log = logging.getLogger("edgeseg")
 
@@ -150,11 +160,41 @@ def cli_overrides(args: argparse.Namespace) -> list[Override | str]:
     return [*out, *args.overrides]
 
 
-def load_cli_config(args: argparse.Namespace) -> PipelineConfig:
-    """The pipeline the flags describe; a display the pipeline asks for but this machine lacks is turned off
-    with a warning (unless ``--display`` asked for it: then opening it fails with the reason)."""
+@dataclass(frozen=True)
+class LoadedPipeline:
+    """A pipeline as the flags describe it.
+
+    Attributes:
+        config: what runs: the file, the environment, the flags, then the saved live tuning.
+        base: the same without the saved tuning (what a new save is compared with).
+        file: the pipeline YAML.
+        tuning: the saved live tuning (see :mod:`edgeseg.control`), empty when there is none.
+    """
+
+    config: PipelineConfig
+    base: PipelineConfig
+    file: Path
+    tuning: TuningFile
+
+
+def load_pipeline(args: argparse.Namespace) -> LoadedPipeline:
+    """The pipeline the flags describe, with its saved tuning (from the state directory) applied last."""
     overrides = cli_overrides(args)
-    path = pipeline_path(args.pipeline)
+    path = pipeline_path(args.pipeline) or DEFAULT_PIPELINE
+    base = _load(path, overrides, args)
+    tuning = load_tuning(tuning_path(state_dir(base.pipeline.state_dir), base.name))
+    config = _load(path, [*overrides, *tuning.overrides()], args) if tuning.values else base
+    return LoadedPipeline(config, base, path, tuning)
+
+
+def load_cli_config(args: argparse.Namespace) -> PipelineConfig:
+    """The configuration the flags describe, saved tuning included (:func:`load_pipeline`)."""
+    return load_pipeline(args).config
+
+
+def _load(path: Path, overrides: list[Override | str], args: argparse.Namespace) -> PipelineConfig:
+    """A display the pipeline asks for but this machine lacks is turned off with a warning (unless
+    ``--display`` asked for it: then opening it fails with the reason)."""
     config = load_config(path, overrides)
     from edgeseg.sinks.display import DisplaySinkConfig, display_problem
 

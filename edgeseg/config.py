@@ -16,24 +16,21 @@ are kept as written (relative to the directory the pipeline runs in).
 
 from __future__ import annotations
 
-import difflib
-import json
-import math
 import os
-import re
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 
 from edgeseg.errors import ConfigError, EdgesegError, InputError
 from edgeseg.fields import meta as _m
-from edgeseg.geometry import validate_roi
+from edgeseg.geometry import Roi, validate_roi
 from edgeseg.semantic import SemanticParams
 from edgeseg.sources.spec import SourceConfig as SourceConfig  # re-exported for callers of edgeseg.config
+from edgeseg.validate import FieldError, Validator, type_hints
 from edgeseg.yamlfile import read_yaml
 
 PIPELINES_DIR = Path(__file__).resolve().parents[1] / "pipelines"
@@ -66,19 +63,51 @@ class ModelConfig:
     )
 
 
+def _like(name: str) -> Any:
+    """A :class:`SemanticTuning` field: ``SemanticParams``' rule and description, null = the card's."""
+    source = next(f for f in fields(SemanticParams) if f.name == name)
+    doc = source.metadata["doc"].rstrip(".")
+    return field(default=None, metadata={**source.metadata, "doc": f"{doc} (null: model card)."})
+
+
+@dataclass(frozen=True)
+class SemanticTuning:
+    """Semantic -> instances (:class:`edgeseg.semantic.SemanticParams`); each null key keeps the card's."""
+
+    erosion_kernel: int | None = _like("erosion_kernel")
+    erosion_iteration: int | None = _like("erosion_iteration")
+    dilate_kernel: int | None = _like("dilate_kernel")
+    dilate_iteration: int | None = _like("dilate_iteration")
+    dist_threshold: float | None = _like("dist_threshold")
+    size_threshold: int | None = _like("size_threshold")
+    per_component: bool | None = _like("per_component")
+    saddle_ratio: float | None = _like("saddle_ratio")
+    min_score: float | None = _like("min_score")
+    rods: bool | None = _like("rods")
+
+    def over(self, params: SemanticParams) -> SemanticParams:
+        """``params`` (the card's) with every key set here replaced."""
+        given = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return replace(params, **given) if given else params
+
+
 @dataclass(frozen=True)
 class PostprocessConfig:
-    """Decoding and post-processing of the raw outputs."""
+    """Decoding and post-processing of the raw outputs; every null value is the model card's."""
 
     score_threshold: float | None = field(
-        default=None, metadata=_m("Min score (null: model card).", ge=0, le=1)
+        default=None, metadata=_m("Min score (yolo-seg; null: model card).", ge=0, le=1, live=True, step=0.01)
     )
-    iou_threshold: float = field(default=0.7, metadata=_m("NMS IoU threshold (yolo-seg).", gt=0, le=1))
-    max_det: int = field(default=300, metadata=_m("Most instances per frame.", ge=1))
-    semantic: SemanticParams | None = field(
-        default=None, metadata=_m("Semantic -> instances (null: model card).")
+    iou_threshold: float | None = field(
+        default=None,
+        metadata=_m("NMS IoU threshold (yolo-seg; null: model card).", gt=0, le=1, live=True, step=0.01),
     )
-    polygon_tolerance: float = field(default=1.0, metadata=_m("Polygon simplification in pixels.", ge=0))
+    max_det: int | None = field(
+        default=None, metadata=_m("Most instances per frame (yolo-seg; null: model card).", ge=1, live=True)
+    )
+    semantic: SemanticTuning = field(
+        default_factory=SemanticTuning, metadata=_m("Semantic -> instances (null: model card).")
+    )
 
 
 @dataclass(frozen=True)
@@ -179,7 +208,7 @@ def load_config(
     for name in sorted(environ):
         if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
             key = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
-            _set(raw, key, _parse_value(environ[name]), f"env {name}", origins)
+            set_key(raw, key, parse_value(environ[name]), f"env {name}", origins)
     for item in overrides:
         override = item if isinstance(item, Override) else Override(item)
         key, sep, value = override.text.partition("=")
@@ -187,11 +216,98 @@ def load_config(
             raise ConfigError(
                 f"{override.origin} {override.text!r}: expected key.path=value (e.g. source.uri=v4l2:0)"
             )
-        _set(raw, key.strip(), _parse_value(value), override.origin, origins)
+        set_key(raw, key.strip(), parse_value(value), override.origin, origins)
     raw.setdefault("name", file.stem)
-    shown = _shown(file)
-    loader = _Loader(file.resolve().parent, origins, shown)
+    return build_config(raw, file, origins)
+
+
+def build_config(raw: Mapping[str, Any], file: Path, origins: Mapping[str, str]) -> PipelineConfig:
+    """Validate a whole raw pipeline document (as read from ``file``, with ``origins``: key path -> where
+    an override came from, for messages). Raises :class:`ConfigError`."""
+    loader = _Loader(file.resolve().parent, origins, _shown(file))
     return loader.check(loader.build(PipelineConfig, raw, ""))
+
+
+def apply_changes(
+    config: PipelineConfig,
+    raw: Mapping[str, Any],
+    changes: Mapping[str, Any],
+    origin: str,
+    file: Path,
+) -> PipelineConfig:
+    """``config`` (whose document is ``raw``, see :func:`to_raw`) with ``changes`` (dotted key -> value)
+    validated exactly as :func:`load_config` would, rebuilding only the top-level sections they touch: a
+    live update costs a fraction of a whole load. Raises :class:`ConfigError` tagged ``[origin]``."""
+    doc = _copy(raw)
+    origins: dict[str, str] = {}
+    for key, value in changes.items():
+        set_key(doc, key, value, origin, origins)
+    loader = _Loader(file.resolve().parent, origins, _shown(file))
+    known = {f.name: f for f in fields(PipelineConfig)}
+    tops = {key.partition(".")[0] for key in changes}
+    if not tops <= known.keys() - {"name", "sinks"}:
+        return loader.check(loader.build(PipelineConfig, doc, ""))
+    hints = type_hints(PipelineConfig)
+    sections = {top: loader.convert(hints[top], doc[top], top, known[top].metadata) for top in tops}
+    return loader.check(replace(config, **sections))
+
+
+def _copy(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        return {k: _copy(v) for k, v in doc.items()}
+    return list(doc) if isinstance(doc, list) else doc
+
+
+def to_raw(value: Any) -> Any:
+    """A config (or any part of it) back as the plain document it was built from: sections as dicts,
+    tuples as lists, paths as strings. ``build_config(to_raw(c), ...) == c``."""
+    if isinstance(value, SinksConfig):
+        return {name: to_raw(section) for name, section in value.sections.items()}
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_raw(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple):
+        return [to_raw(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A raw document as dotted key path -> leaf value (lists are leaves)."""
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def field_meta(key: str) -> Mapping[str, Any] | None:
+    """The field metadata of a dotted key path of the pipeline config (``None``: no such leaf field)."""
+    from edgeseg.sinks import SINKS
+
+    cls: Any = PipelineConfig
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if cls is SinksConfig:
+            spec = SINKS.get(part)
+            if spec is None:
+                return None
+            cls = spec.config
+            continue
+        found = next((f for f in fields(cls) if f.name == part), None)
+        if found is None:
+            return None
+        hint = type_hints(cls)[part]
+        if get_origin(hint) in (Union, types.UnionType):
+            hint = next(a for a in get_args(hint) if a is not type(None))
+        if i == len(parts) - 1:
+            return None if is_dataclass(hint) or hint is SinksConfig else found.metadata
+        if not (is_dataclass(hint) or hint is SinksConfig):
+            return None
+        cls = hint
+    return None
 
 
 def config_json_schema() -> dict[str, Any]:
@@ -216,14 +332,16 @@ def _shown(file: Path) -> str:
     return str(file)
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
+    """An override's value as YAML (``3``, ``true``, ``null``, ``[0, 0, 1, 1]``); bad YAML stays text."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
 
 
-def _set(raw: dict[str, Any], key: str, value: Any, origin: str, origins: dict[str, str]) -> None:
+def set_key(raw: dict[str, Any], key: str, value: Any, origin: str, origins: dict[str, str]) -> None:
+    """Set ``key`` (a dotted path) in a raw document, creating sections on the way."""
     parts = key.split(".")
     node = raw
     for i, part in enumerate(parts[:-1]):
@@ -239,18 +357,13 @@ def _set(raw: dict[str, Any], key: str, value: Any, origin: str, origins: dict[s
     origins[key] = origin
 
 
-def _describe(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else json.dumps(value, default=str)
-
-
-class _Loader:
+class _Loader(Validator):
     def __init__(self, base: Path, origins: Mapping[str, str], file: str = "") -> None:
         self.base = base
         self.origins = origins
         self.file = file
 
     def fail(self, key: str, message: str, value: Any = MISSING) -> ConfigError:
-        got = "" if value is MISSING else f" (got {_describe(value)})"
         # an override names its key or a key below it; an unknown section is named by the override inside it
         origin = next(
             (
@@ -260,40 +373,19 @@ class _Loader:
             ),
             self.file,
         )
-        return ConfigError(f"{key}: {message}{got}" + (f" [{origin}]" if origin else ""))
+        return ConfigError(FieldError(key, message, value).text() + (f" [{origin}]" if origin else ""))
 
-    def build(self, cls: type[Any], data: Any, prefix: str) -> Any:
-        if not isinstance(data, dict):
-            raise self.fail(
-                prefix.rstrip(".") or "(top level)", "must be a section of key: value pairs", data
-            )
-        known = {f.name: f for f in fields(cls)}
-        self._check_keys(data, known, prefix, getattr(cls, "__secrets__", {}))
-        if cls is SemanticParams:
-            return self._semantic(data, prefix)
-        hints = get_type_hints(cls)
-        values: dict[str, Any] = {}
-        for name, f in known.items():
-            key = f"{prefix}{name}"
-            if name in data:
-                values[name] = self.convert(hints[name], data[name], key, f.metadata)
-            elif f.default is MISSING and f.default_factory is MISSING:
-                if not is_dataclass(hints[name]):
-                    raise self.fail(key, f"required ({f.metadata.get('doc', '')})")
-                values[name] = self.build(hints[name], {}, key + ".")
-        return cls(**values)
-
-    def _check_keys(
-        self, data: Mapping[Any, Any], known: Mapping[str, Any], prefix: str, secrets: Mapping[str, str]
-    ) -> None:
-        for key in data:
-            if key in secrets:
-                # the value itself is never echoed: it may be a password
-                raise self.fail(f"{prefix}{key}", secrets[key])
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f"did you mean {close[0]}? " if close else ""
-                raise self.fail(f"{prefix}{key}", f"unknown key; {hint}(allowed: {', '.join(known)})")
+    def special(self, hint: Any, value: Any, key: str) -> Any:
+        if hint is SinksConfig:
+            return self._sinks(value, key)
+        if hint == Roi:
+            try:
+                return validate_roi(value)
+            except InputError:
+                raise self.fail(
+                    key, "must be [left, top, width, height] inside the frame, normalized 0..1", value
+                ) from None
+        return MISSING
 
     def _sinks(self, data: Any, key: str) -> SinksConfig:
         from edgeseg.sinks import SINKS
@@ -301,7 +393,7 @@ class _Loader:
         data = {} if data is None else data
         if not isinstance(data, dict):
             raise self.fail(key, "must be a section of key: value pairs", data)
-        self._check_keys(data, SINKS, key + ".", {})
+        self.check_keys(data, SINKS, key + ".", {})
         return SinksConfig(
             {
                 name: self.build(spec.config, data.get(name) or {}, f"{key}.{name}.")
@@ -309,91 +401,9 @@ class _Loader:
             }
         )
 
-    def convert(self, hint: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
-        if hint is SinksConfig:
-            return self._sinks(value, key)
-        args = get_args(hint)
-        if get_origin(hint) in (Union, types.UnionType):
-            if value is None:
-                return None
-            hint = next(a for a in args if a is not type(None))
-            args = get_args(hint)
-        if is_dataclass(hint):
-            return self.build(hint, value if value is not None else {}, key + ".")  # type: ignore[arg-type]
-        if hint is bool:
-            if not isinstance(value, bool):
-                raise self.fail(key, "must be true or false", value)
-            return value
-        if hint is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise self.fail(key, "must be an integer", value)
-        elif hint is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise self.fail(key, "must be a number", value)
-            self._constrain(key, value, meta)
-            return float(value)
-        elif hint in (str, Path):
-            if not isinstance(value, str):
-                raise self.fail(key, "must be a string", value)
-            if hint is Path and not value.strip():
-                raise self.fail(key, "must be a path", value)
-        elif args == (str, ...):
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise self.fail(key, "must be a list of strings", value)
-            return tuple(value)
-        elif len(args) == 4:  # Roi
-            try:
-                return validate_roi(value)
-            except InputError:
-                raise self.fail(
-                    key, "must be [left, top, width, height] inside the frame, normalized 0..1", value
-                ) from None
-        self._constrain(key, value, meta)
-        return Path(value) if hint is Path else value
-
-    def _constrain(self, key: str, value: Any, meta: Mapping[str, Any]) -> None:
-        gt, ge, le = meta.get("gt"), meta.get("ge"), meta.get("le")
-        if isinstance(value, (int, float)):
-            if ge is not None and le is not None and not ge <= value <= le:
-                raise self.fail(key, f"must be in [{ge:g}, {le:g}]", value)
-            if gt is not None and le is not None and not gt < value <= le:
-                raise self.fail(key, f"must be in ({gt:g}, {le:g}]", value)
-            if gt is not None and not value > gt:
-                raise self.fail(key, f"must be > {gt:g}", value)
-            if ge is not None and not value >= ge:
-                raise self.fail(key, f"must be >= {ge:g}", value)
-        choices = meta.get("choices")
-        if callable(choices):
-            choices = choices()
-        if choices is not None and value not in choices:
-            raise self.fail(key, f"must be one of {', '.join(choices)}", value)
-        pattern = meta.get("pattern")
-        if pattern is not None and isinstance(value, str) and not re.search(pattern, value):
-            raise self.fail(key, "must not be empty" if pattern == r"\S" else f"must match {pattern}", value)
-
-    def _semantic(self, data: dict[str, Any], prefix: str) -> SemanticParams:
-        try:
-            return SemanticParams(**data)
-        except (InputError, TypeError) as e:
-            # SemanticParams validates itself ("SemanticParams.<field>: …"); keep its words, add our key path.
-            message = str(e)
-            if message.startswith("SemanticParams."):
-                key, _, rest = message[len("SemanticParams.") :].partition(": ")
-                raise self.fail(f"{prefix}{key}", rest) from None
-            raise self.fail(prefix.rstrip("."), message) from None
-
     def check(self, config: PipelineConfig) -> PipelineConfig:
         """Cross-field rules; paths resolved against the YAML folder (see the module docstring)."""
         src, model = config.source, config.model
-        if (src.width is None) != (src.height is None):
-            missing, given = ("height", "width") if src.height is None else ("width", "height")
-            raise self.fail(
-                f"source.{missing}", f"required when source.{given} is set (give both or neither)"
-            )
-        if src.reconnect_max_s < src.reconnect_initial_s:
-            raise self.fail(
-                "source.reconnect_max_s", f"must be >= reconnect_initial_s ({src.reconnect_initial_s:g})"
-            )
         from edgeseg.sources import parse_uri
 
         try:
@@ -426,7 +436,7 @@ class _Loader:
 
 
 def _object_schema(cls: type[Any]) -> dict[str, Any]:
-    hints = get_type_hints(cls)
+    hints = type_hints(cls)
     props: dict[str, Any] = {}
     required: list[str] = []
     for f in fields(cls):
@@ -439,7 +449,7 @@ def _object_schema(cls: type[Any]) -> dict[str, Any]:
             required.append(f.name)
         props[f.name] = prop
     schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
-    if cls.__doc__ and cls is not SemanticParams:
+    if cls.__doc__:
         schema["description"] = cls.__doc__.strip().splitlines()[0]
     if required:
         schema["required"] = required
@@ -451,6 +461,8 @@ def _type_schema(hint: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
     if get_origin(hint) in (Union, types.UnionType):
         inner = _type_schema(next(a for a in args if a is not type(None)), meta)
         return {"anyOf": [inner, {"type": "null"}]}
+    if hint is SemanticTuning:  # null: every key the card's (the loader reads a null section as empty)
+        return {"anyOf": [_object_schema(hint), {"type": "null"}]}
     if is_dataclass(hint):
         return _object_schema(hint)  # type: ignore[arg-type]
     if hint is SinksConfig:

@@ -18,6 +18,21 @@ def meta(
     le: float | None = None,
     choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
     pattern: str | None = None,
+    live: bool = False,
+    step: float | None = None,
 ) -> dict[str, Any]:
-    """Field metadata: the description and constraints that both the loader and the schema read."""
-    return {"doc": doc, "gt": gt, "ge": ge, "le": le, "choices": choices, "pattern": pattern}
+    """Field metadata: the description and constraints that both the loader and the schema read.
+
+    ``live``: the value may change while the pipeline runs (:mod:`edgeseg.control`); ``step``: the
+    increment a slider for it moves by (a live number's front-ends: Home Assistant, the tune window).
+    """
+    return {
+        "doc": doc,
+        "gt": gt,
+        "ge": ge,
+        "le": le,
+        "choices": choices,
+        "pattern": pattern,
+        "live": live,
+        "step": step,
+    }

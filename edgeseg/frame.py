@@ -66,8 +66,10 @@ class StageTimes:
 
 @dataclass(frozen=True, eq=False)
 class Result:
-    """A frame, the instances found in it (full-frame pixels) and its stage stamps."""
+    """A frame, the instances found in it (full-frame pixels), its stage stamps and the ``config_version``
+    of the settings it was processed with (0: a pipeline without live settings)."""
 
     frame: Frame
     instances: Instances
     times: StageTimes = field(default_factory=StageTimes)
+    config_version: int = 0

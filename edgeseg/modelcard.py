@@ -20,6 +20,11 @@ Schema (``x_norm = (x - mean) / std`` with ``x`` in 0..255, per channel in the c
     semantic: {erosion_kernel: 3, ...}                                 # SemanticParams defaults
     yolo_seg: {score_threshold: 0.25, iou_threshold: 0.7, max_det: 300}  # yolo-seg defaults
 
+Left out of a card: ``input.std`` is [1, 1, 1] for a uint8 input, else [255, 255, 255]; ``output.layout`` is
+the input's; a yolo-seg ``output.name``/``protos`` are ``output0``/``output1``; ``name`` is the stem of the
+model file the card was found for.
+
+Cards are checked by :class:`edgeseg.validate.Validator` against the fields' rules, like the pipeline YAML.
 Errors name the card and the key path: ``demo.yaml: input.layout: must be one of nchw, nhwc (got 'nhcw')``.
 """
 
@@ -29,12 +34,14 @@ import ast
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-from edgeseg.errors import InputError, ModelError
+from edgeseg.errors import ModelError
+from edgeseg.fields import meta as _m
 from edgeseg.semantic import SemanticParams
+from edgeseg.validate import FieldError, Validator
 from edgeseg.yamlfile import read_yaml
 
 Task = Literal["semantic", "yolo-seg"]
@@ -52,16 +59,22 @@ REPO_CARDS = Path(__file__).resolve().parents[1] / "models" / "cards"
 class InputSpec:
     """The model's one input tensor: ``(1, 3, height, width)`` (nchw) or ``(1, height, width, 3)`` (nhwc)."""
 
-    name: str
-    width: int
-    height: int
-    layout: Layout = "nchw"
-    color: Color = "rgb"
-    dtype: DType = "float32"
-    resize: Resize = "stretch"
-    pad_value: float = 114.0
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (255.0, 255.0, 255.0)
+    name: str = field(metadata=_m("Input tensor name.", pattern=r"\S"))
+    width: int = field(metadata=_m("Input width (px).", ge=1))
+    height: int = field(metadata=_m("Input height (px).", ge=1))
+    layout: Layout = field(default="nchw", metadata=_m("Where the channel axis is."))
+    color: Color = field(default="rgb", metadata=_m("Channel order."))
+    dtype: DType = field(default="float32", metadata=_m("Tensor element type."))
+    resize: Resize = field(default="stretch", metadata=_m("How a frame is fitted to the input."))
+    pad_value: float = field(default=114.0, metadata=_m("Letterbox padding (0..255).", ge=0, le=255))
+    mean: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0), metadata=_m("Subtracted per channel."))
+    std: tuple[float, float, float] = field(
+        default=(255.0, 255.0, 255.0), metadata=_m("Divided by, per channel.", gt=0)
+    )
+
+    def __post_init__(self) -> None:
+        if self.dtype == "uint8" and (self.mean != (0.0, 0.0, 0.0) or self.std != (1.0, 1.0, 1.0)):
+            raise FieldError("mean", "a uint8 input takes raw pixels: mean must be [0,0,0] and std [1,1,1]")
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -78,10 +91,10 @@ class OutputSpec:
     yolo-seg ``[1, nm, h, w]`` prototypes. ``layout`` says where a semantic map's channel axis is.
     """
 
-    name: str
-    kind: OutputKind = "logits"
-    layout: Layout = "nchw"
-    protos: str | None = None
+    name: str = field(metadata=_m("Output tensor name.", pattern=r"\S"))
+    kind: OutputKind = field(default="logits", metadata=_m("What a semantic map holds."))
+    layout: Layout = field(default="nchw", metadata=_m("Where a semantic map's channel axis is."))
+    protos: str | None = field(default=None, metadata=_m("yolo-seg prototypes tensor name.", pattern=r"\S"))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -90,101 +103,73 @@ class OutputSpec:
 
 @dataclass(frozen=True)
 class YoloSegDefaults:
-    score_threshold: float = 0.25
-    iou_threshold: float = 0.7
-    max_det: int = 300
+    score_threshold: float = field(default=0.25, metadata=_m("Detection score threshold.", ge=0, le=1))
+    iou_threshold: float = field(default=0.7, metadata=_m("NMS IoU threshold.", ge=0, le=1))
+    max_det: int = field(default=300, metadata=_m("Most detections kept.", ge=1))
 
 
 @dataclass(frozen=True)
 class ModelCard:
     """A validated model card; ``file`` is the resolved model path (``None`` for on-sensor networks)."""
 
-    name: str
-    task: Task
-    input: InputSpec
-    output: OutputSpec
-    classes: tuple[str, ...]
-    file: Path | None = None
-    background: int = 0
+    name: str = field(metadata=_m("Model name.", pattern=r"\S"))
+    task: Task = field(metadata=_m("semantic | yolo-seg."))
+    input: InputSpec = field(metadata=_m("The input tensor."))
+    output: OutputSpec = field(metadata=_m("The output tensor(s)."))
+    classes: tuple[str, ...] = field(metadata=_m("Class names, by class id.", ge=1))
+    file: Path | None = field(default=None, metadata=_m("Model file, relative to the card."))
+    background: int = field(default=0, metadata=_m("Background class id (semantic).", ge=0))
     semantic: SemanticParams = field(default_factory=SemanticParams)
     yolo_seg: YoloSegDefaults = field(default_factory=YoloSegDefaults)
-    source: str = ""  # where the card came from, for messages
+    source: str = ""  # where the card came from, for messages; not a key of the card
+
+    def __post_init__(self) -> None:
+        n = len(self.classes)
+        if self.task == "semantic" and self.background >= n:
+            raise FieldError("background", f"must index classes (0..{n - 1})", self.background)
+        if self.task == "semantic" and self.output.kind == "sigmoid" and n != 2:
+            raise FieldError("classes", "a sigmoid output has 2 classes (background, object)", self.classes)
+        if self.task != "yolo-seg" and self.output.protos is not None:
+            raise FieldError("output.protos", "only a yolo-seg model has prototypes", self.output.protos)
+        if self.task == "yolo-seg" and self.output.protos is None:
+            raise FieldError("output.protos", "required (a yolo-seg model has prototypes)")
 
 
-# -- validation helpers -----------------------------------------------------------------------------
-
-
-class _Reader:
-    """Reads typed values out of a YAML mapping and reports errors with the card and key path."""
-
+class _CardValidator(Validator):
     def __init__(self, source: str) -> None:
         self.source = source
 
-    def fail(self, path: str, msg: str) -> ModelError:
-        return ModelError(f"{self.source}: {path}: {msg}")
+    def fail(self, key: str, message: str, value: Any = MISSING) -> ModelError:
+        return ModelError(f"{self.source}: {FieldError(key, message, value).text()}")
 
-    def mapping(self, doc: Any, path: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
-        if doc is None:
-            return {}
-        if not isinstance(doc, Mapping):
-            raise self.fail(path or "<card>", f"must be a mapping, got {type(doc).__name__}")
-        unknown = sorted(set(map(str, doc)) - set(allowed))
-        if unknown:
-            where = f"{path}.{unknown[0]}" if path else unknown[0]
-            raise self.fail(where, f"unknown key (allowed: {', '.join(allowed)})")
-        return doc
-
-    def text(self, doc: Mapping[str, Any], key: str, path: str, default: str | None = None) -> str:
-        value = doc.get(key, default)
-        if not isinstance(value, str) or not value:
-            raise self.fail(_join(path, key), f"must be a non-empty string (got {value!r})")
-        return value
-
-    def choice(
-        self, doc: Mapping[str, Any], key: str, path: str, options: tuple[str, ...], default: str
-    ) -> str:
-        value = doc.get(key, default)
-        if value not in options:
-            raise self.fail(_join(path, key), f"must be one of {', '.join(options)} (got {value!r})")
-        return str(value)
-
-    def integer(
-        self, doc: Mapping[str, Any], key: str, path: str, lo: int, default: int | None = None
-    ) -> int:
-        value = doc.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise self.fail(_join(path, key), f"must be an integer >= {lo} (got {value!r})")
-        return value
-
-    def number(
-        self, doc: Mapping[str, Any], key: str, path: str, lo: float, hi: float, default: float
-    ) -> float:
-        value = doc.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-            raise self.fail(_join(path, key), f"must be a number in [{lo}, {hi}] (got {value!r})")
-        return float(value)
-
-    def triple(
-        self, doc: Mapping[str, Any], key: str, path: str, default: tuple[float, float, float], positive: bool
-    ) -> tuple[float, float, float]:
-        value = doc.get(key, default)
-        ok = isinstance(value, (list, tuple)) and len(value) == 3
-        ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-        if ok and positive:
-            ok = all(v > 0 for v in value)
-        if not ok:
-            what = "3 positive numbers" if positive else "3 numbers"
-            raise self.fail(_join(path, key), f"must be a list of {what} (got {value!r})")
-        return (float(value[0]), float(value[1]), float(value[2]))
+    def check_keys(
+        self, data: Mapping[Any, Any], known: Mapping[str, Any], prefix: str, secrets: Mapping[str, str]
+    ) -> None:
+        if not prefix:  # ModelCard.source is set by the loader, not by the card
+            known = {k: f for k, f in known.items() if k != "source"}
+        super().check_keys(data, known, prefix, secrets)
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-_TOP_KEYS = ("name", "file", "task", "input", "output", "classes", "background", "semantic", "yolo_seg")
-_INPUT_KEYS = ("name", "width", "height", "layout", "color", "dtype", "resize", "pad_value", "mean", "std")
-_OUTPUT_KEYS = ("name", "kind", "layout", "protos")
+def _with_defaults(doc: Any, model_file: Path | None) -> Any:
+    """The card document with the defaults that depend on other keys filled in (see the module docstring)."""
+    if not isinstance(doc, Mapping):
+        return doc  # the validator reports it
+    top = dict(doc)
+    if model_file is not None:
+        top.setdefault("name", model_file.stem)
+    inp, out = top.get("input"), top.get("output")
+    inp = inp if isinstance(inp, Mapping) else {}
+    if inp.get("dtype") == "uint8" and "std" not in inp:
+        top["input"] = {**inp, "std": [1, 1, 1]}
+    if isinstance(out, Mapping):
+        out = dict(out)
+        if "layout" in inp:
+            out.setdefault("layout", inp["layout"])
+        if top.get("task") == "yolo-seg":
+            out.setdefault("name", "output0")
+            out.setdefault("protos", "output1")
+        top["output"] = out
+    return top
 
 
 def parse_card(
@@ -195,110 +180,11 @@ def parse_card(
     ``base_dir`` resolves a relative ``file``; ``model_file``, when given, is the model the card was found
     for and wins over ``file``. Raises :class:`ModelError` naming ``source`` and the key path.
     """
-    r = _Reader(source)
-    if not isinstance(doc, Mapping):
-        raise r.fail("<card>", f"must be a mapping, got {type(doc).__name__}")
-    top = r.mapping(doc, "", _TOP_KEYS)
-    task = r.choice(top, "task", "", TASKS, "")
-    name = r.text(top, "name", "", default=(model_file.stem if model_file else None))
-
-    inp = r.mapping(top.get("input"), "input", _INPUT_KEYS)
-    if "input" not in top:
-        raise r.fail("input", "is required")
-    dtype = r.choice(inp, "dtype", "input", ("float32", "float16", "uint8"), "float32")
-    default_std = (1.0, 1.0, 1.0) if dtype == "uint8" else (255.0, 255.0, 255.0)
-    in_spec = InputSpec(
-        name=r.text(inp, "name", "input"),
-        width=r.integer(inp, "width", "input", 1),
-        height=r.integer(inp, "height", "input", 1),
-        layout=cast(Layout, r.choice(inp, "layout", "input", ("nchw", "nhwc"), "nchw")),
-        color=cast(Color, r.choice(inp, "color", "input", ("rgb", "bgr"), "rgb")),
-        dtype=cast(DType, dtype),
-        resize=cast(Resize, r.choice(inp, "resize", "input", ("stretch", "letterbox"), "stretch")),
-        pad_value=r.number(inp, "pad_value", "input", 0, 255, 114),
-        mean=r.triple(inp, "mean", "input", (0.0, 0.0, 0.0), positive=False),
-        std=r.triple(inp, "std", "input", default_std, positive=True),
-    )
-    if dtype == "uint8" and (in_spec.mean != (0.0, 0.0, 0.0) or in_spec.std != (1.0, 1.0, 1.0)):
-        raise r.fail("input.mean", "a uint8 input takes raw pixels: mean must be [0,0,0] and std [1,1,1]")
-
-    out = r.mapping(top.get("output"), "output", _OUTPUT_KEYS)
-    if "output" not in top:
-        raise r.fail("output", "is required")
-    if task == "yolo-seg":
-        out_spec = OutputSpec(
-            name=r.text(out, "name", "output", "output0"),
-            kind="logits",
-            protos=r.text(out, "protos", "output", "output1"),
-        )
-    else:
-        if "protos" in out:
-            raise r.fail("output.protos", "only a yolo-seg model has prototypes")
-        out_spec = OutputSpec(
-            name=r.text(out, "name", "output"),
-            kind=cast(
-                OutputKind,
-                r.choice(
-                    out, "kind", "output", ("logits", "probabilities", "sigmoid", "class_map"), "logits"
-                ),
-            ),
-            layout=cast(Layout, r.choice(out, "layout", "output", ("nchw", "nhwc"), in_spec.layout)),
-        )
-
-    classes_doc = top.get("classes")
-    if (
-        not isinstance(classes_doc, (list, tuple))
-        or not classes_doc
-        or not all(isinstance(c, str) and c for c in classes_doc)
-    ):
-        raise r.fail("classes", f"must be a non-empty list of class names (got {classes_doc!r})")
-    classes = tuple(classes_doc)
-    background = r.integer(top, "background", "", 0, 0)
-    if task == "semantic":
-        if background >= len(classes):
-            raise r.fail("background", f"must index classes (0..{len(classes) - 1}), got {background}")
-        if out_spec.kind == "sigmoid" and len(classes) != 2:
-            raise r.fail(
-                "classes", f"a sigmoid output has 2 classes (background, object), got {len(classes)}"
-            )
-
-    semantic = _semantic_params(r, top.get("semantic"))
-    yd = r.mapping(top.get("yolo_seg"), "yolo_seg", ("score_threshold", "iou_threshold", "max_det"))
-    yolo = YoloSegDefaults(
-        score_threshold=r.number(yd, "score_threshold", "yolo_seg", 0, 1, 0.25),
-        iou_threshold=r.number(yd, "iou_threshold", "yolo_seg", 0, 1, 0.7),
-        max_det=r.integer(yd, "max_det", "yolo_seg", 1, 300),
-    )
-
-    file: Path | None = model_file
-    if file is None and "file" in top:
-        rel = Path(r.text(top, "file", ""))
-        file = rel if rel.is_absolute() or base_dir is None else (base_dir / rel)
-    return ModelCard(
-        name=name,
-        task=cast(Task, task),
-        input=in_spec,
-        output=out_spec,
-        classes=classes,
-        file=file,
-        background=background,
-        semantic=semantic,
-        yolo_seg=yolo,
-        source=source,
-    )
-
-
-def _semantic_params(r: _Reader, doc: Any) -> SemanticParams:
-    if doc is None:
-        return SemanticParams()
-    if not isinstance(doc, Mapping):
-        raise r.fail("semantic", f"must be a mapping, got {type(doc).__name__}")
-    try:
-        return SemanticParams(**{str(k): v for k, v in doc.items()})
-    except TypeError as exc:  # unknown keyword
-        raise r.fail("semantic", str(exc).replace("SemanticParams.__init__() ", "")) from None
-    except InputError as exc:
-        raise r.fail("semantic", str(exc)) from None
+    card = _CardValidator(source).build(ModelCard, _with_defaults(doc, model_file))
+    file = model_file
+    if file is None and card.file is not None:
+        file = card.file if base_dir is None else base_dir / card.file  # an absolute card.file stays
+    return replace(card, file=file, source=source)
 
 
 def load_card_file(path: str | Path, model_file: Path | None = None) -> ModelCard:

@@ -22,15 +22,16 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from edgeseg.errors import EdgesegError, SourceError
 from edgeseg.frame import Frame, Result, StageTimes
-from edgeseg.geometry import Roi
 from edgeseg.instances import Instances
+from edgeseg.live import Controls, Outcome, Snapshot
 from edgeseg.sinks import LosslessSink, ReportingSink, Sink, SinkReport
 from edgeseg.statedir import state_dir
 from edgeseg.stats import PipelineStats, StatsRecorder
 
 if TYPE_CHECKING:
     from edgeseg.config import PipelineConfig
-    from edgeseg.model import DecodeOptions, Model
+    from edgeseg.control import ControlSetup
+    from edgeseg.model import Model
     from edgeseg.sources import Source
 
 log = logging.getLogger(__name__)
@@ -54,34 +55,35 @@ class Stages(Protocol):
 
     ``preprocess`` and ``infer`` run on the inference thread, ``decode`` on the post-processing thread, so
     decoding frame k overlaps inference of frame k+1. ``decode`` returns instances in full-frame pixels.
+    Both ``preprocess`` and ``decode`` get the frame's :class:`~edgeseg.live.Snapshot`: the settings current
+    when the frame was preprocessed.
     """
 
-    def preprocess(self, frame: Frame) -> Any: ...
+    def preprocess(self, frame: Frame, snapshot: Snapshot) -> Any: ...
 
     def infer(self, prepared: Any) -> Any: ...
 
-    def decode(self, frame: Frame, prepared: Any, outputs: Any) -> Instances: ...
+    def decode(self, frame: Frame, prepared: Any, outputs: Any, snapshot: Snapshot) -> Instances: ...
 
     def close(self) -> None:
         """Release the inference backend; called on the inference thread once it has stopped."""
 
 
 class ModelStages:
-    """:class:`Stages` backed by the model facade, with the pipeline's ROI and decode options."""
+    """:class:`Stages` backed by the model facade. Called without a snapshot (a bench, an evaluation), the
+    stages use ``snapshot``: the settings they were loaded with."""
 
-    def __init__(self, model: Model, roi: Roi | None = None, options: DecodeOptions | None = None) -> None:
-        from edgeseg.model import DecodeOptions
-
+    def __init__(self, model: Model, snapshot: Snapshot | None = None) -> None:
         self.model = model
-        self.roi = roi
-        self.options = DecodeOptions() if options is None else options
+        self.snapshot = Snapshot() if snapshot is None else snapshot
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> ModelStages:
         """Load (and warm up) the configured model with the configured ROI and post-processing."""
-        from edgeseg.model import DecodeOptions, InferenceOptions, Model
+        from edgeseg.control import snapshot
+        from edgeseg.model import InferenceOptions, Model
 
-        m, p, state = config.model, config.postprocess, config.pipeline.state_dir
+        m, state = config.model, config.pipeline.state_dir
         cache = m.engine_cache_dir or (state_dir(state) / "engines" if state is not None else None)
         model = Model.load(
             m.path,
@@ -93,22 +95,18 @@ class ModelStages:
                 engine_cache_dir=cache,
             ),
         )
-        options = DecodeOptions(
-            score_threshold=p.score_threshold,
-            iou_threshold=p.iou_threshold,
-            max_det=p.max_det,
-            semantic=p.semantic,
-        )
-        return cls(model, config.source.roi, options)
+        return cls(model, snapshot(config, model.card))
 
-    def preprocess(self, frame: Frame) -> Any:
-        return self.model.preprocess(frame, self.roi)
+    def preprocess(self, frame: Frame, snapshot: Snapshot | None = None) -> Any:
+        return self.model.preprocess(frame, (snapshot or self.snapshot).roi)
 
     def infer(self, prepared: Any) -> Any:
         return self.model.infer(prepared)
 
-    def decode(self, frame: Frame, prepared: Any, outputs: Any) -> Instances:
-        return self.model.decode(outputs, prepared, self.options)
+    def decode(
+        self, frame: Frame, prepared: Any, outputs: Any, snapshot: Snapshot | None = None
+    ) -> Instances:
+        return self.model.decode(outputs, prepared, (snapshot or self.snapshot).decode)
 
     def close(self) -> None:
         self.model.close()
@@ -208,6 +206,7 @@ class StageQueue(Generic[T]):
 @dataclass(frozen=True)
 class _Work:
     frame: Frame
+    snapshot: Snapshot
     prepared: Any
     outputs: Any
     times: StageTimes
@@ -248,6 +247,8 @@ class Pipeline:
         max_frames: stop after this many frames read from the source.
         owns_stages: close ``stages`` when the inference thread ends (the pipeline loaded the model);
             stages handed in by a caller who reuses them stay open.
+        control: the live settings (:meth:`update`); ``None``: the settings are fixed (an empty
+            :class:`~edgeseg.live.Snapshot`, for stages that need none).
     """
 
     def __init__(
@@ -258,8 +259,11 @@ class Pipeline:
         queue_size: int = 2,
         max_frames: int | None = None,
         owns_stages: bool = False,
+        control: Controls | None = None,
     ) -> None:
         self.source = source
+        self.control = control
+        self._fixed = Snapshot()
         self.stages = stages
         self.owns_stages = owns_stages
         self.sinks: dict[str, Sink] = dict(sinks.items() if isinstance(sinks, Mapping) else sinks)
@@ -293,14 +297,31 @@ class Pipeline:
         ]
 
     @classmethod
-    def from_config(cls, config: PipelineConfig, extra_sinks: Mapping[str, Sink] | None = None) -> Pipeline:
-        """Build source, model and sinks from a validated config (the model is loaded and warmed up here)."""
+    def from_config(
+        cls,
+        config: PipelineConfig,
+        extra_sinks: Mapping[str, Sink] | None = None,
+        setup: ControlSetup | None = None,
+    ) -> Pipeline:
+        """Build source, model, live control and sinks from a validated config (the model is loaded and
+        warmed up here); ``setup`` tells the control where the files and the saved tuning are."""
+        from edgeseg.control import Control, ControlSetup
         from edgeseg.sinks import SinkContext, build_sinks
         from edgeseg.sources import make_source
 
         source = make_source(config.source)
         stages = ModelStages.from_config(config)
         card = stages.model.card
+        s = setup or ControlSetup()
+        control = Control(
+            config,
+            card,
+            base=s.base,
+            file=s.file,
+            tuning=s.tuning,
+            reloader=s.reloader,
+            sensor_crops=not stages.model.backend.needs_tensor,
+        )
         pipeline_box: list[Pipeline] = []
         ctx = SinkContext(
             class_names=tuple(card.classes),
@@ -312,6 +333,7 @@ class Pipeline:
             background=card.background if card.task == "semantic" else None,
             source_uri=source.uri,  # as the source shows it: a stream password redacted
             state_dir=state_dir(config.pipeline.state_dir),
+            control=control,
         )
         sinks = build_sinks(config.sinks, ctx)
         sinks.update(extra_sinks or {})
@@ -322,11 +344,24 @@ class Pipeline:
             queue_size=config.pipeline.queue_size,
             max_frames=config.pipeline.max_frames,
             owns_stages=True,
+            control=control,
         )
         pipeline_box.append(pipeline)
         return pipeline
 
     # control ------------------------------------------------------------------------------------------
+
+    def update(self, changes: Mapping[str, Any], origin: str = "api") -> Outcome:
+        """Change the running pipeline (see :mod:`edgeseg.control`): the next frame preprocessed uses the
+        result. Thread-safe; never raises for bad input (it is in the outcome's ``rejected``)."""
+        if self.control is None:
+            why = "this pipeline was built without a configuration: nothing changes live"
+            return Outcome({}, dict.fromkeys(map(str, changes), why), 0)
+        return self.control.update(changes, origin)
+
+    def snapshot(self) -> Snapshot:
+        """The settings the next frame will be processed with."""
+        return self._fixed if self.control is None else self.control.current()
 
     def start(self) -> None:
         """Open the source on the calling thread (so a source that can never work is an error here, before
@@ -463,8 +498,9 @@ class Pipeline:
         try:
             while (frame := self._to_infer.get()) is not None:
                 t0 = time.monotonic_ns()
+                snap = self.snapshot()
                 try:
-                    prepared = self.stages.preprocess(frame)
+                    prepared = self.stages.preprocess(frame, snap)
                 except Exception as exc:
                     self._stats.bad_frame("preprocess")
                     bad_pre(frame.index, exc)
@@ -480,7 +516,7 @@ class Pipeline:
                 self._stats.stage("preprocess", t0, t1)
                 self._stats.stage("infer", t1, t2)
                 times = StageTimes(captured=frame.t_capture_ns, preprocessed=t1, inferred=t2)
-                if not self._to_decode.put(_Work(frame, prepared, outputs, times)):
+                if not self._to_decode.put(_Work(frame, snap, prepared, outputs, times)):
                     self._stats.discarded(1)
         finally:
             self._to_decode.close()
@@ -496,14 +532,15 @@ class Pipeline:
             while (work := self._to_decode.get()) is not None:
                 t0 = time.monotonic_ns()
                 try:
-                    instances = self.stages.decode(work.frame, work.prepared, work.outputs)
+                    instances = self.stages.decode(work.frame, work.prepared, work.outputs, work.snapshot)
                 except Exception as exc:
                     self._stats.bad_frame("decode")
                     bad(work.frame.index, exc)
                     continue
                 t1 = time.monotonic_ns()
                 self._stats.stage("decode", t0, t1)
-                result = Result(work.frame, instances, replace(work.times, decoded=t1, published=t1))
+                times = replace(work.times, decoded=t1, published=t1)
+                result = Result(work.frame, instances, times, work.snapshot.version)
                 self._stats.frame_done(work.frame.t_capture_ns, t1)
                 for q in self._to_sinks.values():
                     q.put(result)

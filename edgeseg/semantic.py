@@ -39,7 +39,7 @@ Coordinates follow :mod:`edgeseg.geometry`; instances are in the pixel frame of 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -47,8 +47,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeseg.errors import InputError
+from edgeseg.fields import meta as _m
 from edgeseg.geometry import canonical_obbs, min_area_rect
 from edgeseg.instances import Instances
+from edgeseg.validate import FieldError, check_fields
 
 _PAD = 2  # zero frame around each component crop, in pixels
 _EDGE_PAD = 48  # how far a component cut by the image edge is mirrored beyond it, in pixels
@@ -89,39 +91,32 @@ class SemanticParams:
       components are split as usual. Off by default: other shapes (people, animals) are no rods.
     """
 
-    erosion_kernel: int = 3
-    erosion_iteration: int = 1
-    dilate_kernel: int = 3
-    dilate_iteration: int = 2
-    dist_threshold: float = 0.6
-    size_threshold: int = 20
-    per_component: bool = True
-    saddle_ratio: float = 0.8
-    min_score: float = 0.0
-    rods: bool = False
+    erosion_kernel: int = field(default=3, metadata=_m("Opening/erosion kernel side (px).", ge=1, live=True))
+    erosion_iteration: int = field(default=1, metadata=_m("Marker erosions.", ge=0, live=True))
+    dilate_kernel: int = field(default=3, metadata=_m("modlib's dilation kernel.", ge=1, live=True))
+    dilate_iteration: int = field(default=2, metadata=_m("modlib's dilations.", ge=0, live=True))
+    dist_threshold: float = field(
+        default=0.6,
+        metadata=_m("Marker threshold, fraction of the peak distance.", gt=0, le=1, live=True, step=0.01),
+    )
+    size_threshold: int = field(
+        default=20, metadata=_m("Smaller components/instances are dropped (px).", ge=0, live=True, step=1)
+    )
+    per_component: bool = field(default=True, metadata=_m("Normalize the distance per component.", live=True))
+    saddle_ratio: float = field(
+        default=0.8, metadata=_m("Seeds meeting this high are one object.", gt=0, le=1, live=True, step=0.01)
+    )
+    min_score: float = field(
+        default=0.0, metadata=_m("Instances scoring below are dropped.", ge=0, le=1, live=True, step=0.01)
+    )
+    rods: bool = field(default=False, metadata=_m("Split crossing straight rods.", live=True))
 
     def __post_init__(self) -> None:
-        for name in ("erosion_kernel", "dilate_kernel"):
-            _check_int(name, getattr(self, name), 1, "an integer >= 1")
-        for name in ("erosion_iteration", "dilate_iteration", "size_threshold"):
-            _check_int(name, getattr(self, name), 0, "an integer >= 0")
-        d = self.dist_threshold
-        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 < float(d) <= 1.0:
-            raise InputError(f"SemanticParams.dist_threshold: must be in (0, 1], got {d!r}")
-        r = self.saddle_ratio
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 < float(r) <= 1.0:
-            raise InputError(f"SemanticParams.saddle_ratio: must be in (0, 1], got {r!r}")
-        s = self.min_score
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= float(s) <= 1.0:
-            raise InputError(f"SemanticParams.min_score: must be in [0, 1], got {s!r}")
-        for name in ("per_component", "rods"):
-            if not isinstance(getattr(self, name), bool):
-                raise InputError(f"SemanticParams.{name}: must be a bool, got {getattr(self, name)!r}")
-
-
-def _check_int(name: str, value: object, low: int, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < low:
-        raise InputError(f"SemanticParams.{name}: must be {what}, got {value!r}")
+        # built in code (a bench's grid search), not only from a checked YAML section
+        try:
+            check_fields(self)
+        except FieldError as e:
+            raise e.under("SemanticParams.") from None
 
 
 def semantic_to_instances(

@@ -58,7 +58,7 @@ def test_set_overrides_beat_env_which_beats_the_file(tmp_path: Path) -> None:
     config = load_config(path, ["source.fps=9", "postprocess.semantic.dist_threshold=0.3"], env=env)
     assert config.source.fps == 9.0
     assert config.sinks["jsonl"].mask_format == "polygon"
-    assert config.postprocess.semantic == SemanticParams(dist_threshold=0.3)
+    assert config.postprocess.semantic.over(SemanticParams()) == SemanticParams(dist_threshold=0.3)
     assert load_config(path, env=env).source.fps == 7.0
 
 
@@ -77,7 +77,7 @@ def test_relative_paths_in_the_file_follow_the_file_and_overrides_follow_the_cwd
         (M, ["sinks.jsonl.mask_format=bmp"],
          "sinks.jsonl.mask_format: must be one of rle, polygon, none (got 'bmp') [--set]"),
         (M + "postprocess: {semantic: {dist_threshold: 1.7}}", [],
-         "postprocess.semantic.dist_threshold: must be in (0, 1], got 1.7"),
+         "postprocess.semantic.dist_threshold: must be in (0, 1] (got 1.7)"),
         ("model: {path: m.onnx, backend: tensorflow}", [], "model.backend: must be one of onnxruntime, "),
         (M + "source: {fps: 0}", [], "source.fps: must be > 0 (got 0)"),
         (M + "pipeline: {queue_size: two}", [], "pipeline.queue_size: must be an integer (got 'two')"),

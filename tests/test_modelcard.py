@@ -70,15 +70,20 @@ def test_defaults_fill_what_the_card_leaves_out(tmp_path: Path) -> None:
     ("path", "value", "message"),
     [
         ("input.layout", "nhcw", "input.layout: must be one of nchw, nhwc (got 'nhcw')"),
-        ("input.width", 0, "input.width: must be an integer >= 1 (got 0)"),
-        ("input.std", [1, 0, 1], "input.std: must be a list of 3 positive numbers"),
-        ("input.colour", "rgb", "input.colour: unknown key"),
+        ("input.width", 0, "input.width: must be >= 1 (got 0)"),
+        ("input.std", [1, 0, 1], "input.std: each must be > 0 (got [1, 0, 1])"),
+        ("input.colour", "rgb", "input.colour: unknown key; did you mean color?"),
         ("output.kind", "softmax", "output.kind: must be one of logits, probabilities, sigmoid, class_map"),
         ("task", "detect", "task: must be one of semantic, yolo-seg"),
-        ("background", 7, "background: must index classes (0..3), got 7"),
-        ("classes", [], "classes: must be a non-empty list"),
-        ("semantic.dist_threshold", 1.7, "semantic: SemanticParams.dist_threshold: must be in (0, 1]"),
-        ("semantic.erosion_kernal", 3, "semantic: got an unexpected keyword argument 'erosion_kernal'"),
+        ("background", 7, "background: must index classes (0..3) (got 7)"),
+        ("classes", [], "classes: must list at least 1 (got [])"),
+        ("semantic.dist_threshold", 1.7, "semantic.dist_threshold: must be in (0, 1] (got 1.7)"),
+        ("semantic.erosion_kernal", 3, "semantic.erosion_kernal: unknown key; did you mean erosion_kernel?"),
+        ("input.pad_value", 300, "input.pad_value: must be in [0, 255] (got 300)"),
+        ("input.mean", [1, 2], "input.mean: must be a list of 3 numbers (got [1, 2])"),
+        ("output.protos", "p", "output.protos: only a yolo-seg model has prototypes (got 'p')"),
+        ("yolo_seg", {"max_det": 0}, "yolo_seg.max_det: must be >= 1 (got 0)"),
+        ("source", "x.yaml", "source: unknown key"),  # set by the loader, not by the card
     ],
 )
 def test_invalid_card_error_names_the_card_and_key_path(
@@ -91,6 +96,24 @@ def test_invalid_card_error_names_the_card_and_key_path(
     assert text.startswith(f"{card_path}: ")
     assert message in text
     assert "\n" not in text
+
+
+def test_card_that_is_no_mapping_is_one_line_error() -> None:
+    with pytest.raises(ModelError, match=r"^card\.yaml: \(top level\): must be a section"):
+        parse_card(["task", "semantic"], "card.yaml")
+
+
+def test_defaults_that_depend_on_other_keys() -> None:
+    doc = _with("input.dtype", "uint8")
+    doc["input"]["layout"] = "nhwc"
+    del doc["name"]
+    card = parse_card(doc, "card.yaml", model_file=Path("models/parts.onnx"))
+    assert (card.name, card.input.std, card.output.layout) == ("parts", (1.0, 1.0, 1.0), "nhwc")
+    yolo = {"task": "yolo-seg", "name": "y", "input": {"name": "images", "width": 8, "height": 8}}
+    card = parse_card({**yolo, "output": {}, "classes": ["a"]}, "card.yaml")
+    assert card.output.names == ("output0", "output1")
+    with pytest.raises(ModelError, match=r"card\.yaml: output\.protos: required"):
+        parse_card({**yolo, "output": {"protos": None}, "classes": ["a"]}, "card.yaml")
 
 
 def test_sigmoid_output_needs_exactly_two_classes() -> None:

@@ -31,7 +31,7 @@ from mqtt_harness import (
 
 from edgeseg.mqtt.topics import load_schema
 
-SCHEMAS = {kind: load_schema(kind) for kind in ("results", "info", "stats", "discovery")}
+SCHEMAS = {kind: load_schema(kind) for kind in ("results", "info", "stats", "discovery", "config_result")}
 OUTAGE_S = 10.5
 
 
@@ -234,7 +234,7 @@ def test_home_assistant_birth_makes_the_device_send_discovery_again(
     doc = collector.on("homeassistant/device/cam1/config")[-1].json()
     validate("discovery", doc)
     assert doc["dev"]["ids"] == ["edgeseg_cam1"]
-    assert {c["p"] for c in doc["cmps"].values()} == {"sensor", "binary_sensor"}
+    assert {c["p"] for c in doc["cmps"].values()} == {"sensor", "binary_sensor", "number", "button"}
     assert {"count_nut", "count_washer", "count_bolt", "fps", "detected"} <= set(doc["cmps"])
 
 

@@ -12,6 +12,7 @@ import pytest
 from edgeseg.errors import SourceError
 from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
+from edgeseg.live import Snapshot
 from edgeseg.pipeline import Pipeline, StageQueue
 from edgeseg.sources import SourceStats
 from edgeseg.stats import StatsRecorder
@@ -63,7 +64,7 @@ class SquareStages:
         self.bad = bad
         self.closed = False
 
-    def preprocess(self, frame: Frame) -> Any:
+    def preprocess(self, frame: Frame, snapshot: Snapshot) -> Any:
         if frame.index in self.bad:
             raise ValueError(f"corrupt frame {frame.index}")
         return frame.image
@@ -73,7 +74,7 @@ class SquareStages:
             time.sleep(self.infer_s)
         return prepared
 
-    def decode(self, frame: Frame, prepared: Any, outputs: Any) -> Instances:
+    def decode(self, frame: Frame, prepared: Any, outputs: Any, snapshot: Snapshot) -> Instances:
         return Instances.from_crops(frame.shape, [1], [0.9], [(2, 3)], [np.ones((4, 4), bool)])
 
     def close(self) -> None:

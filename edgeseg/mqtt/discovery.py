@@ -14,15 +14,32 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgeseg import __version__
+from edgeseg.live import Tunable
 from edgeseg.mqtt.topics import Topics, topic_name
 
 ORIGIN_URL = "https://github.com/edgeseg/edgeseg"
 
 
+# the thresholds a dashboard shows as sliders (the other live keys are changed by config/set)
+SLIDERS = (
+    "postprocess.score_threshold",
+    "postprocess.iou_threshold",
+    "postprocess.semantic.dist_threshold",
+    "postprocess.semantic.min_score",
+    "postprocess.semantic.size_threshold",
+)
+UNBOUNDED_MAX = 10000  # a number entity needs a max: what a slider without an upper bound spans
+
+
 def discovery_payload(
-    topics: Topics, model_name: str, counted_classes: Sequence[str], snapshot: bool
+    topics: Topics,
+    model_name: str,
+    counted_classes: Sequence[str],
+    snapshot: bool,
+    tunables: Sequence[Tunable] = (),
 ) -> bytes:
-    """The retained discovery config for the device of ``topics``."""
+    """The retained discovery config for the device of ``topics``; ``tunables`` (the pipeline's live keys)
+    among :data:`SLIDERS` become ``number`` entities, and a ``button`` saves the tuning."""
     did = topics.device_id
 
     def uid(key: str) -> str:
@@ -66,6 +83,31 @@ def discovery_payload(
     for name in counted_classes:
         key = f"count_{topic_name(name)}"
         cmps[key] = count(key, f"{name} count", topics.counts(name))
+    for t in tunables:
+        if t.key not in SLIDERS:
+            continue
+        key = topic_name(t.key.rpartition(".")[2])
+        cmps[key] = {
+            "p": "number",
+            "unique_id": uid(key),
+            "name": t.key.rpartition(".")[2].replace("_", " ").capitalize(),
+            "command_topic": topics.config_key_set(t.key),
+            "state_topic": topics.config_state(t.key),
+            "min": t.lo if t.lo is not None else 0,
+            "max": t.hi if t.hi is not None else UNBOUNDED_MAX,
+            "step": t.step or 1,
+            "mode": "slider" if t.hi is not None else "box",
+            "entity_category": "config",
+        }
+    if any(t.key in SLIDERS for t in tunables):
+        cmps["save_tuning"] = {
+            "p": "button",
+            "unique_id": uid("save_tuning"),
+            "name": "Save tuning",
+            "command_topic": topics.config_save,
+            "payload_press": "state",
+            "entity_category": "config",
+        }
     if snapshot:
         cmps["snapshot"] = {
             "p": "image",

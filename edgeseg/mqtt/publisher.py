@@ -23,12 +23,15 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edgeseg.backoff import backoff_delays
@@ -101,7 +104,22 @@ class _Link:
     dropped: str | None = None
 
 
-MessageHandler = Callable[[str, bytes], None]
+@dataclass(frozen=True)
+class Message:
+    """A message the broker delivered to one of our subscriptions; an MQTT 5 request may name the topic
+    and correlation data of its reply."""
+
+    topic: str
+    payload: bytes
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+MessageHandler = Callable[[Message], None]
+# replies waiting for the next step of the publisher thread: a request arrives only while connected and is
+# answered within the same step, so only a flood of requests that outruns the socket fills this; then the
+# oldest replies go first (a reply is only useful now)
+REPLY_QUEUE = 1024
 
 
 class Publisher:
@@ -135,6 +153,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._retained: dict[str, _Retained] = {}
         self._handlers: dict[str, MessageHandler] = {}
+        self._replies: deque[tuple[str, bytes, bytes | None]] = deque(maxlen=REPLY_QUEUE)
         self._link: _Link | None = None
         self._attempt = 0
         self._delays = self._new_delays()
@@ -169,8 +188,15 @@ class Publisher:
             self._retained[topic] = _Retained(payload, qos)
         self.wake()
 
+    def reply(self, topic: str, payload: bytes, correlation_data: bytes | None = None) -> None:
+        """Publish ``payload`` on ``topic`` once (QoS 1, not retained) when connected; with MQTT 5 and
+        ``correlation_data``, the reply carries it. Replies wait for a connection in a short queue."""
+        with self._lock:
+            self._replies.append((topic, payload, correlation_data))
+        self.wake()
+
     def subscribe(self, topic: str, handler: MessageHandler) -> None:
-        """Call ``handler(topic, payload)`` on this thread for messages on ``topic`` (subscribed on every
+        """Call ``handler(message)`` on this thread for messages on ``topic`` (subscribed on every
         connect, so commands keep working after a broker restart)."""
         with self._lock:
             self._handlers[topic] = handler
@@ -280,6 +306,7 @@ class Publisher:
             # delayed ACK (~40 ms) when the broker leaves Nagle's algorithm on (Mosquitto's default)
             link.dropped = self.delivery.pump(link.client, link.max_packet)
             self._publish_retained(link)
+            self._publish_replies(link)
             self._maybe_stats(link)
 
     # connecting -----------------------------------------------------------------------------------
@@ -404,6 +431,17 @@ class Publisher:
         if with_status:
             link.client.publish(self.topics.status, ONLINE, qos=1, retain=True)
 
+    def _publish_replies(self, link: _Link) -> None:
+        with self._lock:
+            replies = list(self._replies)
+            self._replies.clear()
+        for topic, payload, correlation in replies:
+            props = None
+            if correlation is not None and link.client.protocol == MQTTProtocolVersion.MQTTv5:
+                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                props.CorrelationData = correlation
+            link.client.publish(topic, payload, qos=1, retain=False, properties=props)
+
     def _maybe_stats(self, link: _Link) -> None:
         if self._stats_payload is None or time.monotonic() < self._next_stats:
             return
@@ -417,8 +455,15 @@ class Publisher:
             )
         if handler is None:
             return
+        props = getattr(msg, "properties", None)
+        message = Message(
+            msg.topic,
+            bytes(msg.payload),
+            getattr(props, "ResponseTopic", None) or None,
+            getattr(props, "CorrelationData", None),
+        )
         try:
-            handler(msg.topic, bytes(msg.payload))
+            handler(message)
         except Exception as exc:  # one bad message never stops the link
             log.warning("handling a message on %s failed: %s", msg.topic, exc)
 

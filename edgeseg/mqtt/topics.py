@@ -13,7 +13,14 @@ topic                  payload                                                  
 ``counts/all``         instances of every class in the latest result (on change)   1      yes
 ``stats``              FPS, latency, drops, stage times, spool, link, temperature  0      no
 ``snapshot``           annotated JPEG, at most every ``snapshot_interval_s``       0      yes
+``config/<key>/state``  the value in effect of each live key (dotted key path)     1      yes
+``config/result``      the reply to every change request (JSON)                    1      no
 =====================  ==========================================================  =====  ========
+
+In (subscribed): ``config/<key>/set`` (one value, JSON or a bare word), ``config/set`` (a JSON object
+``{key path: value}``; an MQTT 5 request's response topic and correlation data get the reply too),
+``config/save`` (``state``, the default: keep the live changes across restarts; ``yaml``: write them into the
+pipeline file), and Home Assistant's ``homeassistant/status``.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 RESULTS_SCHEMA = "edgeseg.results/1"
 INFO_SCHEMA = "edgeseg.info/1"
 STATS_SCHEMA = "edgeseg.stats/1"
+CONFIG_RESULT_SCHEMA = "edgeseg.config_result/1"
 ONLINE, OFFLINE = b"online", b"offline"
 
 # ``replay`` is the first key of every results payload, so the publisher marks a message replayed by
@@ -84,6 +92,33 @@ class Topics:
     @property
     def snapshot(self) -> str:
         return f"{self.base}/snapshot"
+
+    def config_state(self, key: str) -> str:
+        return f"{self.base}/config/{key}/state"
+
+    def config_key_set(self, key: str) -> str:
+        """``config/<key>/set``; ``config_key_set("+")`` subscribes to every key."""
+        return f"{self.base}/config/{key}/set"
+
+    @property
+    def config_set(self) -> str:
+        return f"{self.base}/config/set"
+
+    @property
+    def config_save(self) -> str:
+        return f"{self.base}/config/save"
+
+    @property
+    def config_result(self) -> str:
+        return f"{self.base}/config/result"
+
+    def config_key(self, topic: str) -> str | None:
+        """The key path of a ``config/<key>/set`` topic (``None`` for any other topic; an empty level is
+        an empty key, refused like any unknown one)."""
+        head, tail = f"{self.base}/config/", "/set"
+        if topic.startswith(head) and topic.endswith(tail) and len(topic) >= len(head) + len(tail):
+            return topic[len(head) : -len(tail)]
+        return None
 
     def counts(self, class_name: str) -> str:
         """``counts/<class>``; ``counts("all")`` is the total."""
@@ -160,6 +195,16 @@ def info_payload(
             "mask_format": mask_format,
         }
     )
+
+
+def config_result_payload(doc: Mapping[str, Any]) -> bytes:
+    """A reply on ``config/result`` (:meth:`edgeseg.live.Outcome.to_json` and where the request came)."""
+    return _dumps({"schema": CONFIG_RESULT_SCHEMA, **doc})
+
+
+def config_state_payload(value: Any) -> bytes:
+    """A ``config/<key>/state`` value: JSON (a number as Home Assistant's number entity reads it)."""
+    return _dumps(value) if isinstance(value, Mapping) else json.dumps(value).encode()
 
 
 def stats_payload(doc: Mapping[str, Any]) -> bytes:

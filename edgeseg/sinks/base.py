@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from edgeseg.annotate import annotate, hud_lines
 from edgeseg.errors import ConfigError
 from edgeseg.frame import Result
+from edgeseg.live import Controls
 from edgeseg.stats import PipelineStats
 
 
@@ -101,6 +102,8 @@ class SinkContext:
         background: the class id that is never an instance (semantic models), else ``None``.
         source_uri: the source's URI.
         state_dir: where a sink keeps state across restarts (the MQTT spool); see :mod:`edgeseg.statedir`.
+        control: the pipeline's live settings, for sinks that change them (MQTT ``config/*``); ``None``
+            when the pipeline has none.
     """
 
     class_names: tuple[str, ...] = ()
@@ -112,6 +115,7 @@ class SinkContext:
     background: int | None = None
     source_uri: str = ""
     state_dir: Path | None = None
+    control: Controls | None = None
 
     def render(self, result: Result) -> NDArray[np.uint8]:
         """The result drawn on a copy of its frame, with the pipeline's live figures as a HUD."""

@@ -34,10 +34,6 @@ class JsonlSink:
         self, path: Path, mask_format: MaskFormat = "rle", class_names: tuple[str, ...] = ()
     ) -> None:
         self.path = check_output_path(path, "sinks.jsonl.path")
-        if mask_format not in ("rle", "polygon", "none"):
-            raise ConfigError(
-                f"sinks.jsonl.mask_format: must be 'rle', 'polygon' or 'none', got {mask_format!r}"
-            )
         self.mask_format: MaskFormat = mask_format
         self.class_names = class_names
         self._seq = 0

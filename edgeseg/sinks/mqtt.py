@@ -21,7 +21,6 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
-from edgeseg.errors import ConfigError
 from edgeseg.fields import meta
 from edgeseg.frame import Result
 from edgeseg.instances import MASK_FORMATS, MaskFormat
@@ -35,7 +34,8 @@ from edgeseg.mqtt.broker import (
     parse_broker_url,
 )
 from edgeseg.mqtt.discovery import discovery_payload
-from edgeseg.mqtt.publisher import Publisher, PublisherSettings, PublisherStats
+from edgeseg.mqtt.publisher import Message, Publisher, PublisherSettings, PublisherStats
+from edgeseg.mqtt.remote import RemoteControl
 from edgeseg.mqtt.spool import Spool, SpoolStats
 from edgeseg.mqtt.topics import (
     ModelInfo,
@@ -49,6 +49,7 @@ from edgeseg.mqtt.topics import (
 from edgeseg.sinks.base import SinkContext, SinkReport, SinkSpec
 from edgeseg.sinks.record import result_record
 from edgeseg.statedir import state_dir
+from edgeseg.validate import FieldError
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,10 @@ class MqttSinkConfig:
     cert_file: Path | None = field(default=None, metadata=meta("mqtts: client certificate."))
     key_file: Path | None = field(default=None, metadata=meta("mqtts: client key."))
 
+    def __post_init__(self) -> None:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise FieldError("reconnect_max_s", f"must be >= reconnect_min_s ({self.reconnect_min_s:g})")
+
 
 def spool_path(state: Path, device: str) -> Path:
     return state / f"mqtt-spool-{device}.sqlite3"
@@ -134,10 +139,6 @@ class MqttSink:
         self.config = config
         self.ctx = ctx
         self.address: BrokerAddress = parse_broker_url(config.url)
-        if config.reconnect_max_s < config.reconnect_min_s:
-            raise ConfigError(
-                f"sinks.mqtt.reconnect_max_s: must be >= reconnect_min_s ({config.reconnect_min_s:g})"
-            )
         self.device_id = device_id(config.device_id)
         self.topics = Topics(config.prefix, self.device_id, config.discovery_prefix)
         self.boot_id = uuid.uuid4().hex
@@ -180,11 +181,18 @@ class MqttSink:
             stats_payload=self._stats_payload,
         )
         self._publish_info()
+        # live control: its state topics are retained before the first connect, so they go out before
+        # ``status`` ``online``, like every retained topic
+        self.remote = None if ctx.control is None else RemoteControl(self.publisher, self.topics, ctx.control)
         if config.discovery:
             self.publisher.set_retained(
                 self.topics.discovery,
                 discovery_payload(
-                    self.topics, ctx.model_name, self.counted, config.snapshot_interval_s is not None
+                    self.topics,
+                    ctx.model_name,
+                    self.counted,
+                    config.snapshot_interval_s is not None,
+                    self.remote.tunables if self.remote is not None else (),
                 ),
             )
             self.publisher.subscribe(self.topics.ha_status, self._on_ha_status)
@@ -301,8 +309,8 @@ class MqttSink:
             return
         self.publisher.set_retained(self.topics.snapshot, data, qos=0)
 
-    def _on_ha_status(self, topic: str, payload: bytes) -> None:
-        if payload.strip() == b"online":
+    def _on_ha_status(self, message: Message) -> None:
+        if message.payload.strip() == b"online":
             # Home Assistant restarted: send discovery again, after a random delay so a fleet of devices
             # does not answer its birth message all at once (its documentation's advice)
             self.publisher.resend_retained(self.topics.discovery, delay_s=random.uniform(0.0, 1.0))

@@ -21,10 +21,11 @@ def result_record(
 
     Keys: ``seq`` (the sink's own 0-based count of records, so a consumer sees gaps), ``frame`` (the source's
     frame index), ``wall_time`` (capture time, Unix seconds), ``source``, ``file`` (the image file, only for
-    image sequences), ``damaged`` (``true`` only when the input was partly decodable), ``roi``, ``timings_ms``
-    (``preprocess``, ``infer``, ``decode``: time from the previous stamp to the end of that stage, queue waits
-    included; ``latency``: capture to result), then ``height``, ``width`` and ``instances`` of
-    :meth:`Instances.to_dict` (each instance also gets ``class_name`` when names are known).
+    image sequences), ``damaged`` (``true`` only when the input was partly decodable),
+    ``config_version`` (the version of the live settings the frame was processed with), ``roi``,
+    ``timings_ms`` (``preprocess``, ``infer``, ``decode``: time from the previous stamp to the end of that
+    stage, queue waits included; ``latency``: capture to result), then ``height``, ``width`` and
+    ``instances`` of :meth:`Instances.to_dict` (each instance also gets ``class_name`` when names are known).
     """
     frame, t = result.frame, result.times
     record: dict[str, Any] = {
@@ -34,6 +35,7 @@ def result_record(
         "source": frame.source,
         **({"file": frame.file} if frame.file is not None else {}),
         **({"damaged": True} if frame.damaged else {}),
+        "config_version": result.config_version,
         "roi": [float(v) for v in frame.roi],
         "timings_ms": {
             "preprocess": _ms(t.ms("captured", "preprocessed")),

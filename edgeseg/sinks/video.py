@@ -45,12 +45,6 @@ class VideoSink:
         self, path: Path, fps: float | None = None, codec: str = "mp4v", ctx: SinkContext | None = None
     ) -> None:
         self.path = check_output_path(path, "sinks.video.path")
-        if len(codec) != 4:
-            raise ConfigError(
-                f"sinks.video.codec: must be a four-character code such as 'mp4v', got {codec!r}"
-            )
-        if fps is not None and not fps > 0:
-            raise ConfigError(f"sinks.video.fps: must be > 0, got {fps}")
         self.fps = fps
         self.codec = codec
         self.ctx = SinkContext() if ctx is None else ctx

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from edgeseg.fields import meta as _m
 from edgeseg.geometry import Roi
+from edgeseg.validate import FieldError
 
 _URI_DOC = (
     "Source URI: synthetic:parts, a video file, an image folder or glob, v4l2:N, /dev/videoN, rtsp://..., "
@@ -26,7 +27,8 @@ class SourceConfig:
 
     uri: str = field(default="synthetic:parts", metadata=_m(_URI_DOC, pattern=r"\S"))
     roi: Roi | None = field(
-        default=None, metadata=_m("Region to process, normalized [left, top, width, height].")
+        default=None,
+        metadata=_m("Region to process, normalized [left, top, width, height].", live=True),
     )
     fps: float | None = field(
         default=None, metadata=_m("Frame rate: asked of cameras, paces synthetic/files.", gt=0)
@@ -53,6 +55,15 @@ class SourceConfig:
     imx500_network: str | None = field(
         default=None, metadata=_m("picamera2: IMX500 network (.rpk) for the sensor.")
     )
+
+    def __post_init__(self) -> None:
+        if (self.width is None) != (self.height is None):
+            missing, given = ("height", "width") if self.height is None else ("width", "height")
+            raise FieldError(missing, f"required when source.{given} is set (give both or neither)")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise FieldError(
+                "reconnect_max_s", f"must be >= reconnect_initial_s ({self.reconnect_initial_s:g})"
+            )
 
     def give_up_after_s(self) -> float | None:
         """Seconds without a frame after which a live source fails for good; None = it never gives up.

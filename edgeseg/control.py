@@ -1,0 +1,399 @@
+"""Live control: the one way to change a running pipeline, and to keep the change.
+
+:meth:`Control.update` takes dotted key paths of the pipeline config and validates them by rebuilding the
+whole config with the same loader as the YAML (same messages, same key paths, cross-field rules included),
+then swaps in a new immutable :class:`~edgeseg.live.Snapshot` with the next ``config_version``. Stages read
+the current snapshot once per frame (a reference read, no lock), so an update never waits for a frame and a
+frame never sees half an update.
+
+Which keys change live is declared on the config fields (``live=True``): the post-processing thresholds and
+``source.roi`` (unless the sensor crops, on the IMX500). Everything else (model, source URI, sinks) is
+refused with "needs a restart". A live key that the loaded model does not use (``iou_threshold`` of a
+semantic model) is refused too, rather than accepted and ignored. Values reported are the ones in effect:
+a null ("the model card's") key reports the card's value.
+
+Persistence: :meth:`Control.save` writes the live changes (what differs from the files) to a tuning file in
+the state directory, which the loader applies last at the next start (:func:`load_tuning`); or, for an
+interactive user who asks, into the pipeline YAML itself, keeping its comments (:mod:`edgeseg.yamledit`).
+:meth:`Control.reload` (SIGHUP) re-reads the files and applies what changed there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeseg.config import Override, PipelineConfig, apply_changes, field_meta, flatten, to_raw
+from edgeseg.errors import ConfigError
+from edgeseg.geometry import FULL_ROI
+from edgeseg.heads import DecodeOptions
+from edgeseg.live import Outcome, Snapshot, Tunable, TunableKind
+from edgeseg.modelcard import ModelCard
+
+log = logging.getLogger(__name__)
+
+TUNING_HEADER = (
+    "# Live tuning of pipeline {name!r}, saved by edgeseg {when}. Applied over the pipeline file at every\n"
+    "# start (after --set and EDGESEG__ variables). Delete this file to go back to the file's values.\n"
+)
+REJECT_LOG_EVERY = 100  # after the first few, one log line per this many refused updates
+
+
+def snapshot(config: PipelineConfig, card: ModelCard, version: int = 1) -> Snapshot:
+    """The settings ``config`` gives a model of ``card``, every "null = the card's" value resolved."""
+    p, y = config.postprocess, card.yolo_seg
+    decode = DecodeOptions(
+        score_threshold=y.score_threshold if p.score_threshold is None else p.score_threshold,
+        iou_threshold=y.iou_threshold if p.iou_threshold is None else p.iou_threshold,
+        max_det=y.max_det if p.max_det is None else p.max_det,
+        semantic=p.semantic.over(card.semantic),
+    )
+    return Snapshot(version, config, config.source.roi, decode)
+
+
+def _effective(snap: Snapshot, key: str) -> Any:
+    """The value in effect for ``key`` (JSON-ready)."""
+    d = snap.decode
+    if key.startswith("postprocess.semantic.") and d.semantic is not None:
+        return getattr(d.semantic, key.rpartition(".")[2])
+    if key == "postprocess.score_threshold":
+        return d.score_threshold
+    if key == "postprocess.iou_threshold":
+        return d.iou_threshold
+    if key == "postprocess.max_det":
+        return d.max_det
+    if key == "source.roi":
+        return list(snap.roi or FULL_ROI)
+    assert snap.config is not None
+    return flatten(to_raw(snap.config)).get(key)
+
+
+@dataclass(frozen=True)
+class TuningFile:
+    """Saved live tuning: ``values`` (dotted key -> value) read from ``path`` (empty when there is none)."""
+
+    path: Path
+    values: Mapping[str, Any]
+
+    def overrides(self) -> list[Override]:
+        origin = f"saved tuning {self.path}"
+        return [Override(f"{key}={json.dumps(value)}", origin) for key, value in self.values.items()]
+
+
+def tuning_path(state: Path, pipeline_name: str) -> Path:
+    return state / f"tuning-{pipeline_name}.yaml"
+
+
+def load_tuning(path: Path) -> TuningFile:
+    """The saved tuning at ``path``; only live keys may be there (a hand-edited file is checked too)."""
+    from edgeseg.yamlfile import read_yaml
+
+    if not path.is_file():
+        return TuningFile(path, {})
+    doc = read_yaml(path, "saved tuning", ConfigError) or {}
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{path}: saved tuning must be a mapping of key.path: value")
+    for key in doc:
+        meta = field_meta(str(key))
+        if meta is None or not meta.get("live"):
+            raise ConfigError(
+                f"{path}: {key}: not a key that changes live, so it cannot be saved tuning "
+                "(put it in the pipeline file)"
+            )
+    return TuningFile(path, {str(k): v for k, v in doc.items()})
+
+
+@dataclass(frozen=True)
+class ControlSetup:
+    """What the command that runs a pipeline knows beyond its config (see :class:`Control`'s arguments)."""
+
+    base: PipelineConfig | None = None
+    file: Path | None = None
+    tuning: Path | None = None
+    reloader: Callable[[], PipelineConfig] | None = None
+
+
+class Control:
+    """The live settings of one pipeline.
+
+    Args:
+        config: the configuration the pipeline starts with (saved tuning applied).
+        card: the loaded model's card (its task decides which keys apply, its values fill the nulls).
+        base: the configuration the files and flags give, without saved tuning: what :meth:`save` compares
+            against. Default: ``config``.
+        file: the pipeline YAML (for messages, reload and write-back); default the demo pipeline.
+        tuning: where :meth:`save` writes; ``None``: saving is refused.
+        reloader: loads the files again (SIGHUP); ``None``: reload is refused.
+        sensor_crops: the ROI is applied on the sensor at start (IMX500): ``source.roi`` needs a restart.
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        card: ModelCard,
+        *,
+        base: PipelineConfig | None = None,
+        file: Path | None = None,
+        tuning: Path | None = None,
+        reloader: Callable[[], PipelineConfig] | None = None,
+        sensor_crops: bool = False,
+    ) -> None:
+        from edgeseg.config import DEFAULT_PIPELINE
+
+        self.card = card
+        self.file = file or DEFAULT_PIPELINE
+        self.tuning = tuning
+        self._reloader = reloader
+        self._sensor_crops = sensor_crops
+        self._base = base or config
+        self._snap = snapshot(config, card)
+        self._raw = to_raw(config)  # the current config as a document, to apply changes to
+        self._lock = threading.Lock()
+        self._watchers: list[Callable[[Outcome], None]] = []
+        self._rejected = 0
+
+    # reading -------------------------------------------------------------------------------------------
+
+    def current(self) -> Snapshot:
+        return self._snap  # one reference read: atomic, never blocks a frame
+
+    def value(self, key: str) -> Any:
+        return _effective(self._snap, key)
+
+    def tunables(self) -> list[Tunable]:
+        """Every key that changes live and applies to this model, with the value in effect."""
+        snap = self._snap
+        assert snap.config is not None
+        out = []
+        for key in flatten(to_raw(snap.config)):
+            meta = field_meta(key)
+            if meta is None or not meta.get("live") or self._inapplicable(key):
+                continue
+            value = _effective(snap, key)
+            kind: TunableKind = (
+                "roi"
+                if key == "source.roi"
+                else "bool"
+                if isinstance(value, bool)
+                else "integer"
+                if isinstance(value, int)
+                else "number"
+            )
+            lo = meta.get("ge") if meta.get("ge") is not None else meta.get("gt")
+            out.append(Tunable(key, value, kind, meta["doc"], lo, meta.get("le"), meta.get("step")))
+        return out
+
+    def watch(self, callback: Callable[[Outcome], None]) -> None:
+        self._watchers.append(callback)
+
+    # changing ------------------------------------------------------------------------------------------
+
+    def update(self, changes: Mapping[str, Any], origin: str = "api", *, quiet: bool = False) -> Outcome:
+        """Validate each change like the YAML, then apply the valid ones together as one new version.
+
+        ``changes`` maps dotted key paths to values (a mapping value stands for the keys below it). A
+        change that is invalid, needs a restart or does not apply to the model is rejected with the reason;
+        the others are applied. Never raises for bad input. ``quiet``: the caller logs the outcome.
+        """
+        flat = _flat_changes(changes)
+        with self._lock:
+            snap = self._snap
+            assert snap.config is not None
+            rejected: dict[str, str] = {}
+            wanted: dict[str, Any] = {}
+            for key, value in flat.items():
+                reason = self._not_live(key, value, origin)
+                if reason is None:
+                    wanted[key] = value
+                else:
+                    rejected[key] = reason
+            config, accepted = self._apply(snap.config, wanted, origin, rejected)
+            new = snap
+            if config != snap.config:
+                new = snapshot(config, self.card, snap.version + 1)
+                self._snap, self._raw = new, to_raw(config)
+            applied = {key: _effective(new, key) for key in accepted}
+            outcome = Outcome(applied, rejected, new.version)
+        if not quiet:
+            self._log(outcome, origin)
+        if applied:
+            for callback in list(self._watchers):
+                try:
+                    callback(outcome)
+                except Exception as exc:  # a front-end that fails must not undo or block the update
+                    log.warning("a watcher of the live settings failed: %s", exc)
+        return outcome
+
+    def _build(self, config: PipelineConfig, changes: Mapping[str, Any], origin: str) -> PipelineConfig:
+        return apply_changes(config, self._raw, changes, origin, self.file)
+
+    def _apply(
+        self, config: PipelineConfig, wanted: dict[str, Any], origin: str, rejected: dict[str, str]
+    ) -> tuple[PipelineConfig, dict[str, Any]]:
+        """The config with the valid ones of ``wanted`` (live keys) applied, and those; the others go to
+        ``rejected``. All together first: one validation in the usual case of valid changes."""
+        if not wanted:
+            return config, {}
+        try:
+            return self._build(config, wanted, origin), wanted
+        except ConfigError as e:
+            if len(wanted) == 1:
+                rejected.update(dict.fromkeys(wanted, _reason(str(e))))
+                return config, {}
+        valid = {}
+        for key, value in wanted.items():  # which of them is wrong
+            try:
+                self._build(config, {key: value}, origin)
+            except ConfigError as e:
+                rejected[key] = _reason(str(e))
+            else:
+                valid[key] = value
+        if not valid:
+            return config, {}
+        try:
+            return self._build(config, valid, origin), valid
+        except ConfigError as e:  # a rule across keys: each was valid alone
+            rejected.update(dict.fromkeys(valid, _reason(str(e))))
+            return config, {}
+
+    def _not_live(self, key: str, value: Any, origin: str) -> str | None:
+        """Why ``key`` cannot change now, or ``None``: not a key (the loader's words), not live, or not
+        used by the loaded model."""
+        meta = field_meta(key)
+        if meta is None:
+            assert self._snap.config is not None
+            try:
+                self._build(self._snap.config, {key: value}, origin)
+            except ConfigError as e:
+                return _reason(str(e))
+            return "is a section: give the keys below it (e.g. section.key: value)"
+        if not meta.get("live"):
+            return (
+                "needs a restart: it is read once at start (only the post-processing thresholds and "
+                "source.roi change live)"
+            )
+        return self._inapplicable(key)
+
+    def _inapplicable(self, key: str) -> str | None:
+        task = self.card.task
+        if key.startswith("postprocess.semantic.") and task != "semantic":
+            return f"has no effect: model {self.card.name} is a {task} model, not semantic"
+        yolo_keys = ("postprocess.score_threshold", "postprocess.iou_threshold", "postprocess.max_det")
+        if key in yolo_keys and task != "yolo-seg":
+            return f"has no effect: model {self.card.name} is a {task} model (yolo-seg only)"
+        if key == "source.roi" and self._sensor_crops:
+            return "needs a restart with the imx500 backend: the sensor crops at start"
+        return None
+
+    def _log(self, outcome: Outcome, origin: str) -> None:
+        if outcome.applied:
+            shown = ", ".join(f"{k}={v}" for k, v in outcome.applied.items())
+            log.info("config_version %d: %s (%s)", outcome.version, shown, origin)
+        if outcome.rejected:
+            self._rejected += 1
+            if self._rejected <= 3 or self._rejected % REJECT_LOG_EVERY == 0:
+                shown = "; ".join(f"{k}: {why}" for k, why in outcome.rejected.items())
+                log.warning("live change refused (%s, %d so far): %s", origin, self._rejected, shown)
+
+    # keeping -------------------------------------------------------------------------------------------
+
+    def changes(self) -> dict[str, Any]:
+        """The live keys whose value differs from what the files and flags say (what :meth:`save` keeps)."""
+        assert self._snap.config is not None
+        now, base = flatten(to_raw(self._snap.config)), flatten(to_raw(self._base))
+        return {
+            key: value
+            for key, value in now.items()
+            if value != base.get(key) and (meta := field_meta(key)) is not None and meta.get("live")
+        }
+
+    def save(self, into_yaml: bool = False) -> str:
+        """Write the live changes to the tuning file (``into_yaml``: into the pipeline YAML, comments kept,
+        and the tuning file is removed). Raises :class:`ConfigError` when it cannot write."""
+        with self._lock:
+            changes = self.changes()
+            config = self._snap.config
+            assert config is not None
+            if into_yaml:
+                from edgeseg.yamledit import write_back
+
+                write_back(self.file, changes)
+                self._base = config
+                if self.tuning is not None:
+                    self.tuning.unlink(missing_ok=True)
+                where = str(self.file)
+            else:
+                if self.tuning is None:
+                    raise ConfigError("this pipeline has no state directory to save its tuning in")
+                _write_tuning(self.tuning, config.name, changes)
+                where = str(self.tuning)
+        shown = ", ".join(f"{k}={v}" for k, v in changes.items()) or "nothing differs from the file"
+        line = f"saved {len(changes)} tuned values to {where}: {shown}"
+        log.info("%s", line)
+        return line
+
+    def reload(self) -> Outcome:
+        """Read the files again (SIGHUP) and apply the keys that changed there since start (or the last
+        reload). Keys that changed but need a restart are rejected with "needs a restart" and stay as they
+        are; live changes made meanwhile to other keys are kept. The caller logs the outcome.
+
+        Raises:
+            ConfigError: the files do not load (the running settings are unchanged).
+        """
+        if self._reloader is None:
+            raise ConfigError("this pipeline cannot reload its files")
+        new = self._reloader()
+        old, now = flatten(to_raw(self._base)), flatten(to_raw(new))
+        changed = {key: value for key, value in now.items() if old.get(key) != value}
+        self._base = new
+        return self.update(changed, "reload", quiet=True)
+
+
+def _flat_changes(changes: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in changes.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(_flat_changes(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def _reason(message: str) -> str:
+    """A loader message without its leading key path (the reply names the key)."""
+    head, sep, rest = message.partition(": ")
+    return rest if sep and " " not in head else message
+
+
+def _write_tuning(path: Path, name: str, values: Mapping[str, Any]) -> None:
+    """Write atomically (a crash leaves the old file or the new one, never half of one)."""
+    if not values:
+        path.unlink(missing_ok=True)
+        return
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    # one "key: value" line each, the value as JSON (valid YAML): a list stays on its line
+    body = "".join(f"{key}: {json.dumps(values[key])}\n" for key in sorted(values))
+    text = TUNING_HEADER.format(name=name, when=when) + body
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot save the tuning ({exc.strerror or exc})") from None
+
+
+def describe_tuning(tuning: TuningFile) -> str:
+    shown = ", ".join(f"{k}={v}" for k, v in tuning.values.items())
+    return f"applying saved tuning from {tuning.path}: {shown}"

@@ -1,0 +1,406 @@
+"""Live control (edgeseg.control): one validated update point, versioned snapshots carried by each frame,
+saved tuning, and reload."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mqtt_harness import edgeseg_env
+
+from edgeseg.config import Override, PipelineConfig, load_config
+from edgeseg.control import Control, load_tuning, tuning_path
+from edgeseg.errors import ConfigError
+from edgeseg.frame import Frame, Result
+from edgeseg.instances import Instances
+from edgeseg.live import Snapshot
+from edgeseg.modelcard import OutputSpec, find_card
+from edgeseg.pipeline import ModelStages, Pipeline
+from edgeseg.sources import make_source
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "pipelines" / "demo.yaml"
+DEMO_CARD = find_card(REPO / "models" / "demo-parts.onnx")
+DIST = "postprocess.semantic.dist_threshold"
+
+
+def _config(*overrides: str) -> PipelineConfig:
+    return load_config(DEMO, list(overrides), env={})
+
+
+def _control(*overrides: str, **kwargs: Any) -> Control:
+    return Control(_config(*overrides), DEMO_CARD, **kwargs)
+
+
+def test_a_valid_change_makes_a_new_version_with_the_value_in_effect() -> None:
+    control = _control()
+    before = control.current()
+    outcome = control.update({DIST: 0.35}, "test")
+    assert outcome.applied == {DIST: 0.35}
+    assert outcome.version == before.version + 1
+    after = control.current()
+    assert after.decode.semantic is not None
+    assert after.decode.semantic.dist_threshold == 0.35
+    # the card's other tuned values stay (rods, erosion): a key changes, not the whole section
+    assert after.decode.semantic.rods is True
+    assert after.decode.semantic.erosion_kernel == 5
+    assert before.decode.semantic is not None
+    assert before.decode.semantic.dist_threshold == 0.2
+
+
+def test_a_null_key_reports_the_model_cards_value() -> None:
+    control = _control()
+    values = {t.key: t.value for t in control.tunables()}
+    assert values[DIST] == DEMO_CARD.semantic.dist_threshold == 0.2
+    assert values["postprocess.semantic.rods"] is True
+    assert values["source.roi"] == [0.0, 0.0, 1.0, 1.0]
+    # a semantic model has no yolo-seg thresholds to tune
+    assert "postprocess.score_threshold" not in values
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (DIST, 1.7),
+        (DIST, "abc"),
+        ("postprocess.semantic.size_threshold", 2.5),
+        ("postprocess.semantic.rods", "yes"),
+        ("source.roi", [0, 0, 2, 1]),
+        ("postprocess.semantic.dist_treshold", 0.3),
+    ],
+)
+def test_an_invalid_value_is_refused_with_the_yaml_loaders_words(key: str, value: Any) -> None:
+    control = _control()
+    before = control.current()
+    outcome = control.update({key: value}, "test")
+    assert not outcome.applied
+    assert outcome.version == before.version
+    assert control.current() is before  # nothing changed, not even the version
+    with pytest.raises(ConfigError) as err:
+        load_config(DEMO, [f"{key}={json.dumps(value)}"], env={})
+    yaml_words = str(err.value).partition(": ")[2].rpartition(" [")[0]
+    assert outcome.rejected[key].startswith(yaml_words), (outcome.rejected[key], yaml_words)
+
+
+@pytest.mark.parametrize(
+    "key", ["model.path", "source.uri", "model.backend", "sinks.jsonl.path", "pipeline.queue_size"]
+)
+def test_keys_that_need_a_restart_are_refused_saying_so(key: str) -> None:
+    control = _control()
+    value = {"model.path": "/m.onnx", "source.uri": "v4l2:0", "model.backend": "onnxruntime"}.get(key)
+    value = value or ({"sinks.jsonl.path": "x.jsonl"}.get(key) or 3)
+    outcome = control.update({key: value}, "test")
+    assert outcome.rejected[key].startswith("needs a restart")
+    assert outcome.version == 1
+
+
+def test_a_key_the_model_does_not_use_is_refused_not_ignored() -> None:
+    outcome = _control().update({"postprocess.iou_threshold": 0.5}, "test")
+    assert "has no effect" in outcome.rejected["postprocess.iou_threshold"]
+
+
+def test_a_yolo_seg_models_null_thresholds_report_its_cards_values() -> None:
+    card = replace(DEMO_CARD, task="yolo-seg", output=OutputSpec("output0", protos="output1"))
+    control = Control(_config(), card)
+    values = {t.key: t.value for t in control.tunables()}
+    assert values["postprocess.score_threshold"] == card.yolo_seg.score_threshold
+    assert values["postprocess.iou_threshold"] == card.yolo_seg.iou_threshold
+    assert values["postprocess.max_det"] == card.yolo_seg.max_det
+    outcome = control.update({"postprocess.score_threshold": 0.4}, "test")
+    assert outcome.applied == {"postprocess.score_threshold": 0.4}
+    assert control.current().decode.score_threshold == 0.4
+
+
+def test_one_update_applies_its_valid_keys_together_and_names_each_refused_one() -> None:
+    control = _control()
+    outcome = control.update(
+        {DIST: 0.3, "postprocess.semantic.size_threshold": -1, "model.path": "x.onnx"}, "test"
+    )
+    assert outcome.applied == {DIST: 0.3}
+    assert set(outcome.rejected) == {"postprocess.semantic.size_threshold", "model.path"}
+    assert outcome.version == 2
+
+
+def test_a_section_value_stands_for_the_keys_below_it() -> None:
+    outcome = _control().update({"postprocess": {"semantic": {"dist_threshold": 0.3, "min_score": 0.1}}})
+    assert outcome.applied == {DIST: 0.3, "postprocess.semantic.min_score": 0.1}
+
+
+def test_the_roi_does_not_change_live_where_the_sensor_crops() -> None:
+    outcome = _control(sensor_crops=True).update({"source.roi": [0, 0, 0.5, 0.5]}, "test")
+    assert "needs a restart" in outcome.rejected["source.roi"]
+
+
+class RecordingStages:
+    """The real demo model, recording which snapshot each frame saw in preprocess and in decode."""
+
+    def __init__(self, inner: ModelStages) -> None:
+        self.inner = inner
+        self.pre: dict[int, Snapshot] = {}
+        self.dec: dict[int, Snapshot] = {}
+
+    def preprocess(self, frame: Frame, snapshot: Snapshot) -> Any:
+        self.pre[frame.index] = snapshot
+        return self.inner.preprocess(frame, snapshot)
+
+    def infer(self, prepared: Any) -> Any:
+        return self.inner.infer(prepared)
+
+    def decode(self, frame: Frame, prepared: Any, outputs: Any, snapshot: Snapshot) -> Instances:
+        self.dec[frame.index] = snapshot
+        return self.inner.decode(frame, prepared, outputs, snapshot)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.results: list[Result] = []
+        self.done_at: list[float] = []
+
+    def send(self, result: Result) -> None:
+        self.results.append(result)
+        self.done_at.append(time.monotonic())
+
+    def close(self) -> None:
+        return None
+
+
+def test_frames_keep_their_snapshot_through_every_stage_while_threads_update_and_a_burst_runs() -> None:
+    """Three threads change the threshold and the ROI while frames flow, then a burst of 1,000 updates:
+    every result's config_version is the snapshot its frame was preprocessed and decoded with, that
+    snapshot holds the values that version was given, and frames keep completing during the burst."""
+    config = _config("source.uri=synthetic:parts?seed=4", "source.width=320", "source.height=240")
+    control = Control(config, DEMO_CARD)
+    stages = RecordingStages(ModelStages.from_config(config))
+    sink = Collect()
+    pipe = Pipeline(make_source(config.source), stages, {"c": sink}, max_frames=400, control=control)
+    given: dict[int, tuple[float, list[float]]] = {1: (0.2, [0.0, 0.0, 1.0, 1.0])}
+    lock = threading.Lock()
+    burst: list[float] = []
+
+    def tune(seed: int, n: int, pause: float) -> None:
+        rng = random.Random(seed)
+        for _ in range(n):
+            dist = round(rng.uniform(0.1, 0.9), 3)
+            roi = [round(rng.uniform(0, 0.2), 3), 0.0, 0.8, 1.0]
+            bad = rng.random() < 0.3  # a refused change in the mix: it must not make a version
+            changes: dict[str, Any] = {DIST: dist, "source.roi": roi}
+            if bad:
+                changes = {DIST: 1.5 + dist}
+            outcome = pipe.update(changes, f"thread {seed}")
+            if outcome.ok:
+                with lock:
+                    given[outcome.version] = (dist, roi)
+            else:
+                assert not outcome.applied
+            time.sleep(pause)
+
+    pipe.start()
+    try:
+        threads = [threading.Thread(target=tune, args=(i, 15, 0.05)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        burst.append(time.monotonic())
+        tune(99, 1000, 0.0)
+        burst.append(time.monotonic())
+        time.sleep(0.5)
+    finally:
+        pipe.stop()
+        pipe.wait(30)
+    assert len(sink.results) >= 10
+    versions = set()
+    for r in sink.results:
+        i = r.frame.index
+        assert stages.pre[i] is stages.dec[i], f"frame {i} changed snapshot between stages"
+        snap = stages.pre[i]
+        assert r.config_version == snap.version
+        versions.add(snap.version)
+        dist, roi = given[snap.version]
+        assert snap.decode.semantic is not None
+        assert snap.decode.semantic.dist_threshold == dist
+        assert list(snap.roi or (0.0, 0.0, 1.0, 1.0)) == roi
+    assert len(versions) >= 3, "the frames should have seen several versions"
+    during = sum(1 for t in sink.done_at if burst[0] <= t <= burst[1])
+    assert during >= 1, f"no frame completed during the {burst[1] - burst[0]:.1f} s burst of 1,000 updates"
+
+
+def test_saved_tuning_holds_only_what_differs_from_the_file_and_is_applied_at_the_next_load(
+    tmp_path: Path,
+) -> None:
+    path = tuning_path(tmp_path, "demo")
+    control = _control(tuning=path)
+    control.update({DIST: 0.45, "postprocess.semantic.min_score": 0.0}, "test")  # min_score: the card's
+    line = control.save()
+    assert str(path) in line
+    saved = load_tuning(path)
+    assert dict(saved.values) == {DIST: 0.45, "postprocess.semantic.min_score": 0.0}
+    assert path.read_text().startswith("# Live tuning of pipeline 'demo'")
+    config = load_config(DEMO, saved.overrides(), env={})
+    assert config.postprocess.semantic.dist_threshold == 0.45
+
+
+def test_a_saved_tuning_file_with_a_key_that_needs_a_restart_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "tuning-demo.yaml"
+    path.write_text("model.path: /x.onnx\n")
+    with pytest.raises(ConfigError, match=r"tuning-demo.yaml: model.path: not a key that changes live"):
+        load_tuning(path)
+
+
+def test_a_bad_value_in_saved_tuning_names_the_file_as_its_origin(tmp_path: Path) -> None:
+    path = tmp_path / "tuning-demo.yaml"
+    path.write_text(f"{DIST}: 7\n")
+    with pytest.raises(ConfigError, match=r"\(0, 1\] \(got 7\) \[saved tuning .*tuning-demo.yaml\]"):
+        load_config(DEMO, load_tuning(path).overrides(), env={})
+
+
+def test_reload_applies_what_changed_in_the_file_and_refuses_a_new_model(tmp_path: Path) -> None:
+    file = tmp_path / "p.yaml"
+    text = DEMO.read_text().replace("../models/demo-parts.onnx", str(REPO / "models" / "demo-parts.onnx"))
+    file.write_text(text)
+    control = Control(
+        load_config(file, env={}), DEMO_CARD, file=file, reloader=lambda: load_config(file, env={})
+    )
+    control.update({"postprocess.semantic.min_score": 0.2}, "test")  # a live change the file lacks: kept
+    file.write_text(
+        text.replace("semantic: null", "semantic:\n    dist_threshold: 0.4").replace(
+            "demo-parts.onnx", "other.onnx"
+        )
+    )
+    outcome = control.reload()
+    assert outcome.applied == {DIST: 0.4}
+    assert list(outcome.rejected) == ["model.path"]
+    assert "needs a restart" in outcome.rejected["model.path"]
+    assert control.value("postprocess.semantic.min_score") == 0.2
+    assert control.reload().applied == {}  # nothing changed since
+
+
+def test_sighup_applies_a_changed_threshold_and_refuses_a_new_model_in_one_line(tmp_path: Path) -> None:
+    """A real ``edgeseg run`` process, a real SIGHUP: the file's new threshold reaches the next results, its
+    new model path is refused in the same single log line, and the run goes on."""
+    file = tmp_path / "p.yaml"
+    text = DEMO.read_text().replace("../models/demo-parts.onnx", str(REPO / "models" / "demo-parts.onnx"))
+    file.write_text(text)
+    out = tmp_path / "o.jsonl"
+    cmd = [sys.executable, "-m", "edgeseg", "run", str(file), "--state-dir", str(tmp_path / "st"),
+           "--source", "synthetic:parts?fps=10", "--output", str(out)]  # fmt: skip
+    err = tmp_path / "stderr.txt"
+    with err.open("w") as stderr:
+        proc = subprocess.Popen(cmd, env=edgeseg_env(), stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 60
+        while _lines(out) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _lines(out) >= 3, err.read_text()
+        file.write_text(
+            text.replace("semantic: null", "semantic:\n    dist_threshold: 0.4").replace(
+                "demo-parts.onnx", "other.onnx"
+            )
+        )
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while not _versions(out) >= {2} and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, err.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _versions(out) == {1, 2}
+    reload_lines = [line for line in err.read_text().splitlines() if "reload" in line]
+    assert len(reload_lines) == 1, err.read_text()
+    assert f"applied {DIST}=0.4 (config_version 2)" in reload_lines[0]
+    assert "not applied, needs a restart: model.path" in reload_lines[0]
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _versions(path: Path) -> set[int]:
+    if not path.exists():
+        return set()
+    return {json.loads(line)["config_version"] for line in path.read_text().splitlines() if line}
+
+
+def test_saving_into_the_yaml_changes_only_the_tuned_line_and_empties_the_saved_tuning(
+    tmp_path: Path,
+) -> None:
+    file = tmp_path / "p.yaml"
+    text = DEMO.read_text().replace("../models/demo-parts.onnx", str(REPO / "models" / "demo-parts.onnx"))
+    file.write_text(text)
+    tuning = tuning_path(tmp_path, "p")
+    control = Control(load_config(file, env={}), DEMO_CARD, file=file, tuning=tuning)
+    control.update({DIST: 0.3}, "test")
+    control.save()
+    assert tuning.is_file()
+    control.update({DIST: 0.35}, "test")
+    control.save(into_yaml=True)
+    assert not tuning.exists()
+    after = file.read_text().splitlines()
+    added = [line for line in after if line not in text.splitlines()]
+    assert added == ["  semantic:", "    dist_threshold: 0.35"], added
+    assert [line for line in text.splitlines() if line not in after] == ["  semantic: null"]
+    assert all(line in after for line in text.splitlines() if line.lstrip().startswith("#"))
+    assert load_config(file, env={}).postprocess.semantic.dist_threshold == 0.35
+    assert control.changes() == {}  # the file now says what runs
+
+
+LIVE_KEYS = [
+    DIST, "postprocess.semantic.size_threshold", "postprocess.semantic.rods", "source.roi",
+    "postprocess.semantic.min_score", "postprocess.semantic.erosion_kernel",
+    "postprocess.semantic.saddle_ratio",
+]  # fmt: skip
+VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-5, 500),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=5),
+    st.lists(st.floats(-0.5, 1.5), max_size=5),
+)
+
+
+def _loaded(key: str, value: Any) -> PipelineConfig | str:
+    """The demo config with ``--set key=value`` (origin "test"), or the loader's error text."""
+    try:
+        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20).removesuffix("\n...\n").strip()
+        return load_config(DEMO, [Override(f"{key}={text}", "test")], env={})
+    except ConfigError as e:
+        return str(e)
+
+
+@settings(max_examples=150, deadline=None)
+@given(key=st.sampled_from(LIVE_KEYS), value=VALUES)
+def test_a_live_update_is_accepted_exactly_when_the_loader_accepts_it(key: str, value: Any) -> None:
+    """One validator: whatever the value, ``update`` and ``load_config`` with ``--set`` agree: the same
+    config when valid, the same words when not."""
+    control = _control()
+    outcome = control.update({key: value}, "test")
+    if isinstance(value, float) and not math.isfinite(value):  # JSON has no NaN: no --set to compare with
+        assert key in outcome.rejected
+        return
+    expected = _loaded(key, value)
+    if isinstance(expected, str):
+        assert outcome.rejected[key] in expected
+        assert control.current().version == 1
+    else:
+        assert key in outcome.applied, outcome.rejected
+        assert control.current().config == expected

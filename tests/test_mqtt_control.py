@@ -1,0 +1,217 @@
+"""Live control over MQTT against a real Mosquitto and a real ``edgeseg run``: config/<key>/set, config/set,
+config/save, the retained config/<key>/state, replies (MQTT 5 correlation included) and a fuzz run."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import signal
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from mqtt_harness import Broker, Collector, Edgeseg, results, retained
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from test_mqtt import validate
+
+BASE = "edgeseg/cam1"
+DIST = "postprocess.semantic.dist_threshold"
+STATE = f"{BASE}/config/{DIST}/state"
+TYPO = "postprocess.semantic.dist_treshold"
+
+
+def _replies(collector: Collector) -> list[dict[str, Any]]:
+    return [m.json() for m in collector.on("/config/result")]
+
+
+def _reply_to(collector: Collector, topic: str, n: int = 1, timeout: float = 10) -> dict[str, Any]:
+    """The ``n``-th reply to a request sent on ``topic``."""
+    assert collector.wait(
+        lambda: len([r for r in _replies(collector) if r["request"] == topic]) >= n, timeout
+    )
+    return [r for r in _replies(collector) if r["request"] == topic][n - 1]
+
+
+def test_a_set_applies_retains_the_value_in_effect_and_bad_requests_change_nothing(
+    tmp_path: Path, broker: Broker, collector: Collector
+) -> None:
+    with Edgeseg(tmp_path, broker.url) as run:
+        assert collector.wait(lambda: collector.on(f"{BASE}/status"), 60), run.output()
+        order = [m.topic for m in collector.messages]
+        # every tunable's state is out before the device says it is online, with the card's value
+        assert STATE in order[: order.index(f"{BASE}/status")]
+        assert collector.on(STATE)[0].payload == b"0.2"
+        discovery = collector.on("homeassistant/device/cam1/config")[0].json()
+        validate("discovery", discovery)
+        slider = discovery["cmps"]["dist_threshold"]
+        assert slider["p"] == "number"
+        assert (slider["command_topic"], slider["state_topic"]) == (f"{BASE}/config/{DIST}/set", STATE)
+        assert (slider["min"], slider["max"]) == (0, 1)
+
+        set_topic = f"{BASE}/config/{DIST}/set"
+        collector.publish(set_topic, b"0.35")
+        reply = _reply_to(collector, set_topic)
+        validate("config_result", reply)
+        assert reply["ok"] is True
+        assert reply["applied"] == {DIST: 0.35}
+        version = reply["config_version"]
+        assert version == 2
+        assert collector.wait(lambda: collector.on(STATE)[-1].payload == b"0.35", 10)
+        assert retained(broker.port, STATE, 1.5) == {STATE: b"0.35"}
+        # results processed after the change carry its version
+        assert collector.wait(
+            lambda: any(d["config_version"] == version for d in results(collector.on("/results"))), 30
+        )
+
+        bad = [
+            (set_topic, b"abc", DIST, "must be a number (got 'abc')"),
+            (set_topic, b"1.7", DIST, "must be in (0, 1] (got 1.7)"),
+            (set_topic, b"true", DIST, "must be a number (got true)"),
+            (f"{BASE}/config/{TYPO}/set", b"0.3", TYPO, "unknown key; did you mean dist_threshold?"),
+            (f"{BASE}/config/model.path/set", b'"/tmp/other.onnx"', "model.path", "needs a restart"),
+            (f"{BASE}/config/set", b'{"postprocess.semantic": {"dist_threshold": ', "payload", "is not JSON"),
+            (f"{BASE}/config/set", b"[1, 2]", "payload", "must be a JSON object"),
+            (f"{BASE}/config/set", b"x" * (1 << 20), "payload", "is over the 65536-byte limit"),
+            (f"{BASE}/config/set", b"\xff\xfe", "payload", "is not UTF-8 text"),
+            (f"{BASE}/config/save", b"disk", "payload", "must be state or yaml"),
+        ]  # fmt: skip
+        for topic, payload, key, words in bad:
+            seen = len([r for r in _replies(collector) if r["request"] == topic])
+            collector.publish(topic, payload)
+            reply = _reply_to(collector, topic, seen + 1)
+            validate("config_result", reply)
+            assert reply["ok"] is False
+            assert reply["applied"] == {}
+            assert reply["config_version"] == version
+            assert words in reply["rejected"][key], (topic, reply)
+        # a refused value is never state: the only states are the start value and the one applied
+        assert [m.payload for m in collector.on(STATE)] == [b"0.2", b"0.35"]
+        assert retained(broker.port, STATE, 1.5) == {STATE: b"0.35"}
+        before = len(collector.on("/results"))
+        assert collector.wait(lambda: len(collector.on("/results")) > before + 3, 30), "results stopped"
+
+        # one request, several keys: the valid ones apply together, each refused one is named
+        collector.publish(f"{BASE}/config/set", json.dumps({DIST: 0.3, "source.uri": "v4l2:0"}).encode())
+        reply = _reply_to(collector, f"{BASE}/config/set", 5)
+        assert reply["applied"] == {DIST: 0.3}
+        assert list(reply["rejected"]) == ["source.uri"]
+        assert reply["config_version"] == version + 1
+
+        collector.publish(f"{BASE}/config/save", b"")
+        saved = _reply_to(collector, f"{BASE}/config/save", 2)
+        assert saved["ok"] is True
+        assert "tuning-demo.yaml" in saved["message"]
+    assert run.code == 0, run.output()
+    tuning = tmp_path / "state" / "tuning-demo.yaml"
+    assert tuning.read_text().rstrip().endswith(f"{DIST}: 0.3")
+
+    # the saved tuning is applied at the next start, said so, and is the retained state from the start
+    collector.publish(STATE, b"", retain=True)  # clear it: the new process must publish it itself
+    watcher = Collector(broker.port, [STATE, f"{BASE}/results"])
+    try:
+        with Edgeseg(tmp_path, broker.url) as again:
+            assert watcher.wait(lambda: watcher.on("/results"), 60), again.output()
+            assert [m.payload for m in watcher.on(STATE)] == [b"0.3"]
+    finally:
+        watcher.close()
+    said = r"applying saved tuning from .*tuning-demo.yaml: " + re.escape(DIST) + "=0.3"
+    assert re.search(said, again.output()[1])
+
+
+def test_an_mqtt5_request_gets_its_reply_on_its_response_topic_with_its_correlation_data(
+    tmp_path: Path, broker: Broker, collector: Collector
+) -> None:
+    got: list[tuple[str, bytes, bytes | None]] = []
+    done = threading.Event()
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"req-{uuid.uuid4().hex[:6]}",
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+
+    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        got.append((msg.topic, bytes(msg.payload), getattr(msg.properties, "CorrelationData", None)))
+        done.set()
+
+    client.on_message = on_message
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe("test/replies/42", qos=1)
+    client.loop_start()
+    try:
+        with Edgeseg(tmp_path, broker.url) as run:
+            assert collector.wait(lambda: collector.on(f"{BASE}/status"), 60), run.output()
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = "test/replies/42"
+            props.CorrelationData = b"\x00req-7"
+            payload = json.dumps({DIST: 0.4, "postprocess.semantic.min_score": 2}).encode()
+            client.publish(f"{BASE}/config/set", payload, qos=1, properties=props).wait_for_publish(5)
+            assert done.wait(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    _, body, correlation = got[0]
+    assert correlation == b"\x00req-7"
+    reply = json.loads(body)
+    validate("config_result", reply)
+    assert reply["applied"] == {DIST: 0.4}
+    assert "must be in [0, 1] (got 2)" in reply["rejected"]["postprocess.semantic.min_score"]
+    # and the same reply on config/result for everyone else
+    assert _reply_to(collector, f"{BASE}/config/set") == reply
+
+
+KEYS = [
+    DIST, "postprocess.semantic.size_threshold", "postprocess.semantic.rods", "source.roi",
+    "postprocess.semantic.min_score", "postprocess.score_threshold", "model.path", "sinks", "postprocess",
+    "x.y.z", "", "a/b", "a.", ".",
+]  # fmt: skip
+
+
+FUZZ_TOPICS = [f"{BASE}/config/set", f"{BASE}/config/{DIST}/set"]
+
+
+def _fuzz_message(rng: random.Random) -> tuple[str, bytes]:
+    kind = rng.randrange(4)
+    if kind == 0:  # one key, any value
+        key = rng.choice(KEYS)
+        value = rng.choice([rng.uniform(-2, 2), rng.randrange(-5, 500), True, None, "abc", [0, 0, 1, 1], {}])
+        return f"{BASE}/config/{key}/set", json.dumps(value).encode()
+    if kind == 1:  # a JSON object of keys
+        doc = {rng.choice(KEYS): rng.choice([rng.random(), -1, "x", [rng.random()] * 4]) for _ in range(3)}
+        return f"{BASE}/config/set", json.dumps(doc).encode()
+    if kind == 2:  # random bytes
+        return rng.choice([f"{BASE}/config/set", f"{BASE}/config/{DIST}/set"]), rng.randbytes(
+            rng.randrange(64)
+        )
+    text = rng.choice(['{"a":', "[" * 500, '{"' + "k" * 5000 + '": 1}', "nan", "1e999", "-0", "\u00e9"])
+    return rng.choice([f"{BASE}/config/set", f"{BASE}/config/{DIST}/set"]), text.encode()
+
+
+def test_a_thousand_random_payloads_on_the_config_topics_never_stop_the_pipeline(
+    tmp_path: Path, broker: Broker, collector: Collector
+) -> None:
+    rng = random.Random(1234)
+    with Edgeseg(tmp_path, broker.url) as run:
+        assert collector.wait(lambda: len(collector.on("/results")) >= 2, 60), run.output()
+        ours = 0  # requests on the device's config topics ("a/b" makes a topic it does not subscribe to)
+        for _ in range(1000):
+            topic, payload = _fuzz_message(rng)
+            ours += mqtt.topic_matches_sub(f"{BASE}/config/+/set", topic) or topic == f"{BASE}/config/set"
+            collector.client.publish(topic, payload, qos=1)
+        # every request gets a reply
+        assert collector.wait(lambda: len(_replies(collector)) >= ours, 120), (len(_replies(collector)), ours)
+        before = len(collector.on("/results"))
+        assert collector.wait(lambda: len(collector.on("/results")) >= before + 3, 30), "results stopped"
+        run.send(signal.SIGTERM)
+        assert run.wait(60) == 0, run.output()
+    for reply in _replies(collector):
+        validate("config_result", reply)
+    # the state only ever held values that were applied
+    applied = {
+        json.dumps(v).encode() for r in _replies(collector) for k, v in r["applied"].items() if k == DIST
+    }
+    assert {m.payload for m in collector.on(STATE)} <= applied | {b"0.2"}
