@@ -153,6 +153,7 @@ class Control:
         self._reloader = reloader
         self._sensor_crops = sensor_crops
         self._base = base or config
+        self._kept = config  # what a restart would run: the files, flags and saved tuning (see reset)
         self._snap = snapshot(config, card)
         self._raw = to_raw(config)  # the current config as a document, to apply changes to
         self._lock = threading.Lock()
@@ -334,10 +335,23 @@ class Control:
                     raise ConfigError("this pipeline has no state directory to save its tuning in")
                 _write_tuning(self.tuning, config.name, changes)
                 where = str(self.tuning)
+            self._kept = config
         shown = ", ".join(f"{k}={v}" for k, v in changes.items()) or "nothing differs from the file"
         line = f"saved {len(changes)} tuned values to {where}: {shown}"
         log.info("%s", line)
         return line
+
+    def reset(self) -> Outcome:
+        """Undo the live changes not saved: back to what a restart would run (the files, the flags and the
+        saved tuning as of the start or the last save)."""
+        assert self._snap.config is not None
+        now, kept = flatten(to_raw(self._snap.config)), flatten(to_raw(self._kept))
+        undo = {
+            key: kept.get(key)
+            for key, value in now.items()
+            if value != kept.get(key) and (meta := field_meta(key)) is not None and meta.get("live")
+        }
+        return self.update(undo, "reset")
 
     def reload(self) -> Outcome:
         """Read the files again (SIGHUP) and apply the keys that changed there since start (or the last

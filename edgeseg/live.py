@@ -95,5 +95,8 @@ class Controls(Protocol):
     def save(self, into_yaml: bool = False) -> str:
         """Keep the live changes across restarts; returns one line saying what was saved where."""
 
+    def reset(self) -> Outcome:
+        """Undo the live changes not saved (back to what a restart would run)."""
+
     def reload(self) -> Outcome:
         """Read the pipeline's files again and apply what changed there (SIGHUP)."""

@@ -404,3 +404,13 @@ def test_a_live_update_is_accepted_exactly_when_the_loader_accepts_it(key: str, 
     else:
         assert key in outcome.applied, outcome.rejected
         assert control.current().config == expected
+
+
+def test_reset_undoes_the_changes_not_saved_and_keeps_the_saved_ones(tmp_path: Path) -> None:
+    control = _control(tuning=tuning_path(tmp_path, "demo"))
+    control.update({DIST: 0.3}, "test")
+    control.save()
+    control.update({DIST: 0.5, "postprocess.semantic.min_score": 0.4}, "test")
+    outcome = control.reset()
+    assert outcome.applied == {DIST: 0.3, "postprocess.semantic.min_score": 0.0}
+    assert control.value(DIST) == 0.3
