@@ -7,6 +7,7 @@ each safe to call from a different thread in that order (one frame at a time per
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from edgeseg.heads import DEFAULT_DECODE, DecodeOptions, Head, create_head
 from edgeseg.instances import Instances
 from edgeseg.modelcard import ModelCard, find_card
 from edgeseg.preprocess import Prepared, Preprocessor
+from edgeseg.semantic import SplitView
 
 __all__ = ["DecodeOptions", "InferenceOptions", "Model", "Prepared"]
 
@@ -77,6 +79,18 @@ class Model:
     ) -> Instances:
         """Instances in full-frame pixels of the prepared frame."""
         return self.head.decode(outputs, prepared, options)
+
+    def explain(
+        self,
+        outputs: dict[str, NDArray[np.float32]],
+        prepared: Prepared,
+        options: DecodeOptions = DEFAULT_DECODE,
+    ) -> SplitView | None:
+        """What a semantic head's split saw (class map, distance relief, markers, instances) on its work grid,
+        with ``to_frame`` placing it on the frame; None for heads without a split (yolo-seg)."""
+        explain: Callable[[dict[str, NDArray[np.float32]], Prepared, DecodeOptions], SplitView] | None
+        explain = getattr(self.head, "explain", None)
+        return None if explain is None else explain(outputs, prepared, options)
 
     def close(self) -> None:
         self.backend.close()

@@ -34,6 +34,10 @@ to its nearest marker in one labelled distance transform on a half-resolution gr
 come from the regions' outline pixels only.
 
 Coordinates follow :mod:`edgeseg.geometry`; instances are in the pixel frame of the input map.
+
+:func:`explain_split` shows what the split saw (class map, distance relief, markers) beside its instances, so
+a user tuning the parameters sees why two parts merged: one marker spans both, or the neck between them is
+deeper than ``dist_threshold``.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from numpy.typing import NDArray
 
 from edgeseg.errors import InputError
 from edgeseg.fields import meta as _m
-from edgeseg.geometry import canonical_obbs, min_area_rect
+from edgeseg.geometry import AxisAffine, canonical_obbs, min_area_rect
 from edgeseg.instances import Instances
 from edgeseg.validate import FieldError, check_fields
 
@@ -186,6 +190,128 @@ def semantic_to_instances(
     )
 
 
+@dataclass(frozen=True, eq=False)
+class SplitView:
+    """What :func:`semantic_to_instances` saw when it split a map, in the input's pixel frame.
+
+    Attributes:
+        class_map: ``(H, W)`` int32 class ids (the per-pixel argmax for scores); ``background`` marks pixels
+            of no class.
+        relief: ``(H, W)`` float32 in ``[0, 1]``: each component's distance relief (distance transform of its
+            opened solid, bores filled, mirrored at the image edge) divided by the peak the markers are
+            thresholded against: the component's own (``per_component``) or its class's. 0 outside the
+            components (and where the opening removed a thin part). A component's maximum is 1 unless its
+            peak lies in the mirror beyond the image edge; with per-class peaks, only the class's biggest
+            component reaches 1 (components too small to hold two objects do not set the class's peak: theirs
+            is clipped to 1).
+        markers: ``(H, W)`` int32, 0 none, ``1..M`` the markers the flood starts from, after neighbouring
+            seeds were merged (``saddle_ratio``): the pixels above ``threshold`` (eroded) and the bores, one
+            label per final marker. A component that is not split (convex, too small to hold two kept
+            objects, or a single marker) shows its seeds as one marker, computed the same way. A component
+            that ``rods`` line fitting split shows its seeds labelled by the rod that holds them (the lines,
+            not the markers, made that split). Markers of parts below ``size_threshold`` are kept, so ``M``
+            can exceed the number of instances.
+        instances: what :func:`semantic_to_instances` returns for the same input and parameters.
+        threshold: the ``dist_threshold`` the markers were cut at (a level of ``relief``).
+        background: the background class id (class map) or channel (scores).
+        to_frame: maps these pixels onto the frame they came from (identity here;
+            :meth:`edgeseg.heads.semantic.SemanticHead.explain` sets it for its work grid).
+    """
+
+    class_map: NDArray[np.int32]
+    relief: NDArray[np.float32]
+    markers: NDArray[np.int32]
+    instances: Instances
+    threshold: float
+    background: int
+    to_frame: AxisAffine = field(default_factory=AxisAffine)
+
+    @property
+    def n_markers(self) -> int:
+        return int(self.markers.max(initial=0))
+
+
+def explain_split(
+    class_map_or_probs: NDArray[np.generic],
+    params: SemanticParams = SemanticParams(),
+    background: int = 255,
+    *,
+    logits: bool = False,
+    channels_last: bool = False,
+) -> SplitView:
+    """The class map, distance relief and markers behind :func:`semantic_to_instances`' result.
+
+    Same arguments and errors as :func:`semantic_to_instances`; see :class:`SplitView`. It runs the split
+    twice (once for the instances, once reporting its relief and markers), so it is for a tuning view, not
+    for every frame of a pipeline.
+    """
+    instances = semantic_to_instances(
+        class_map_or_probs, params, background, logits=logits, channels_last=channels_last
+    )
+    class_map, _ = _class_map(class_map_or_probs, background, logits, channels_last)
+    trace = _Trace(np.zeros(class_map.shape, np.float32), np.zeros(class_map.shape, np.int32))
+    for c in _classes(class_map, background):
+        mask = class_map == c
+        if mask.any():
+            _split_class(mask, c, params, trace)
+    return SplitView(
+        class_map=class_map.astype(np.int32),
+        relief=trace.relief,
+        markers=trace.markers,
+        instances=instances,
+        threshold=params.dist_threshold,
+        background=int(background),
+    )
+
+
+@dataclass
+class _Trace:
+    """Frame-sized arrays :func:`_split_class` fills for :func:`explain_split` (see :class:`SplitView`)."""
+
+    relief: NDArray[np.float32]
+    markers: NDArray[np.int32]
+    count: int = 0  # markers labelled so far
+
+    def add(
+        self,
+        x: int,
+        y: int,
+        tight: NDArray[np.bool_],
+        relief: _Relief,
+        top: float,
+        seeds: NDArray[np.int32] | None,
+        pieces: list[tuple[int, int, NDArray[np.bool_], tuple[float, ...]]] | None,
+        by_rods: bool,
+    ) -> None:
+        """One component at frame pixel ``(x, y)``: its relief normalized by ``top``, its labelled ``seeds``
+        (``relief``'s padded frame) relabelled by the rods ``pieces`` (``tight``'s frame) when ``by_rods``,
+        as one marker when ``pieces`` is None (not split)."""
+        ch, cw = tight.shape
+        t, _, left, _ = relief.pads
+        if top > 0:
+            norm = np.minimum(relief.dist[t : t + ch, left : left + cw] / top, 1.0)
+            self.relief[y : y + ch, x : x + cw][tight] = norm[tight]
+        if seeds is None:
+            return
+        lab = seeds[t : t + ch, left : left + cw]
+        if by_rods and pieces is not None:
+            on = lab > 0
+            lab = np.zeros_like(lab)
+            for k, (dx, dy, piece, _) in enumerate(pieces, 1):
+                ph, pw = piece.shape
+                lab[dy : dy + ph, dx : dx + pw][piece & on[dy : dy + ph, dx : dx + pw]] = k
+        elif pieces is None:
+            lab = (lab > 0).astype(np.int32)
+        values = np.unique(lab[lab > 0])
+        if not len(values):
+            return
+        lut = np.zeros(int(values[-1]) + 1, np.int32)
+        lut[values] = np.arange(self.count + 1, self.count + 1 + len(values), dtype=np.int32)
+        on = lab > 0
+        self.markers[y : y + ch, x : x + cw][on] = lut[lab[on]]
+        self.count += len(values)
+
+
 def _classes(class_map: NDArray[Any], background: int) -> list[int]:
     """Candidate class ids of a map, background excluded (some may be absent: callers check)."""
     lo, hi = (int(v) for v in cv2.minMaxLoc(class_map, (class_map != background).view(np.uint8))[:2])
@@ -304,8 +430,13 @@ class _Relief:
     encloses_bore: bool  # within the image (bores can also appear in the mirror beyond its edge)
 
 
-def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> list[_Part]:
-    """Instances of one class: its connected components, each split where it holds several objects."""
+def _split_class(
+    mask: NDArray[np.bool_], class_id: int, p: SemanticParams, trace: _Trace | None = None
+) -> list[_Part]:
+    """Instances of one class: its connected components, each split where it holds several objects.
+
+    With ``trace``, each component's relief and markers are also drawn into it (see :func:`explain_split`).
+    """
     h, w = mask.shape
     m8 = mask.view(np.uint8)
     # The outlines of the components and of their holes, two levels: drawing a component's outline filled,
@@ -314,6 +445,7 @@ def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> l
     contours, hierarchy = cv2.findContours(m8, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     kernel = np.ones((p.erosion_kernel, p.erosion_kernel), np.uint8)
     comps: list[tuple[int, int, NDArray[np.bool_], int, NDArray[np.int32], _Relief | None]] = []
+    shown: list[_Relief] = []  # with trace: every component's relief, also where the split skips it
     links = hierarchy[0].tolist() if hierarchy is not None else []
     for outline, (_, _, first_hole, parent) in zip(contours, links, strict=True):
         if parent != -1:
@@ -344,19 +476,40 @@ def _split_class(mask: NDArray[np.bool_], class_id: int, p: SemanticParams) -> l
             # a mirrored component can enclose holes of its own: their width is unknown
             hole_width = _EDGE_PAD * 4 if any(sides) else hole_width
             relief = _relief(tight, ~crop, contour, (x, y), sides, hole_width, kernel, p.per_component)
+        if trace is not None:
+            if relief is None:
+                edge = min(ch, cw, _EDGE_PAD)
+                sides = (edge * (y == 0), edge * (y + ch == h), edge * (x == 0), edge * (x + cw == w))
+                hole_width = _EDGE_PAD * 4 if any(sides) else hole_width
+            view = relief or _relief(tight, ~crop, contour, (x, y), sides, hole_width, kernel, False)
+            assert view is not None  # may_skip is off
+            shown.append(view)
         comps.append((x, y, tight, area, contour, relief))
     class_max = max((float(r.dist.max()) for *_, r in comps if r is not None), default=0.0)
     parts: list[_Part] = []
-    for x, y, tight, area, contour, relief in comps:
+    for k, (x, y, tight, area, contour, relief) in enumerate(comps):
         pieces = None
+        seeds: list[NDArray[np.int32]] | None = None if trace is None else []
+        by_rods = False
         if relief is not None:
             if p.rods and not relief.encloses_bore:  # a ring's bore is no gap between rods
                 pieces = _piece_rods(_whole(x, y, tight, contour))
                 pieces = pieces if len(pieces) > 1 else None
+                by_rods = pieces is not None
             if pieces is None:
-                pieces = _split(tight, relief, class_max, kernel, p)
+                pieces = _split(tight, relief, class_max, kernel, p, seeds)
                 if p.rods:  # the relief's parts may still be rods that cross
+                    split = pieces
                     pieces = [r for q in pieces or [_whole(x, y, tight, contour)] for r in _piece_rods(q)]
+                    by_rods = len(pieces) != len(split or [None])
+                    pieces = pieces if split is not None or by_rods else None
+        if trace is not None and seeds is not None:
+            view = shown[k]
+            own = float(view.dist.max())
+            top = own if p.per_component or (relief is None and class_max <= 0) else class_max
+            if not seeds:  # the split did not look at its markers: find them the same way, for the view
+                _split(tight, view, top, kernel, p, seeds)
+            trace.add(x, y, tight, view, top, seeds[0] if seeds else None, pieces, by_rods)
         for dx, dy, piece, rect in pieces or [_whole(x, y, tight, contour)]:  # rect: in the crop's frame
             piece_area = area if piece is tight else int(np.count_nonzero(piece))
             if piece_area >= p.size_threshold:
@@ -589,13 +742,19 @@ def _bores(holes: NDArray[np.bool_], thickness: float) -> NDArray[np.bool_] | No
 
 
 def _split(
-    tight: NDArray[np.bool_], relief: _Relief, class_max: float, kernel: NDArray[np.uint8], p: SemanticParams
+    tight: NDArray[np.bool_],
+    relief: _Relief,
+    class_max: float,
+    kernel: NDArray[np.uint8],
+    p: SemanticParams,
+    seeds_out: list[NDArray[np.int32]] | None = None,
 ) -> list[tuple[int, int, NDArray[np.bool_], tuple[float, ...]]] | None:
     """Split one component into tight crops ``(x, y, mask, rect)`` in ``tight``'s frame; None if it is one.
 
     Markers are the bores and the distance peaks (``dist > dist_threshold * top``, eroded) that hold no bore;
     every pixel of the solid component goes to its nearest marker, and neighbouring regions without a neck
-    between them are merged again.
+    between them are merged again. With ``seeds_out``, the markers (``relief``'s padded frame, labelled
+    1..n after merging; all 1 when the component is one) are appended to it, unless there are none.
     """
     dist, comp = relief.dist, relief.solid
     top = float(dist.max()) if p.per_component else class_max
@@ -617,6 +776,8 @@ def _split(
     count, _ = cv2.connectedComponents(pooled, connectivity=8, ltype=cv2.CV_32S)
     n = int(count) - 1
     if n <= 1:
+        if seeds_out is not None and n == 1:
+            seeds_out.append(seeds.astype(np.int32))
         return None
     near = _nearest_marker(pooled)
     h, w = comp.shape
@@ -638,8 +799,12 @@ def _split(
     if lut is not None:
         n = int(lut.max())
         if n <= 1:
+            if seeds_out is not None:
+                seeds_out.append(seeds.astype(np.int32))
             return None
         lab, edge_lab = lut[lab], lut[edge_lab]
+    if seeds_out is not None:
+        seeds_out.append((lab * seeds).astype(np.int32))
     t, _, left, _ = relief.pads
     out: list[tuple[int, int, NDArray[np.bool_], tuple[float, ...]]] = []
     for i, (x0, y0, x1, y1, outline) in enumerate(_outlines(edge, edge_lab, w, n)):

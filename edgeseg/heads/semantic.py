@@ -10,9 +10,14 @@ The map covers the model input (any stride). The part of it that shows the frame
 padding dropped) is resampled once onto a grid of the map's own resolution (bilinear for scores, nearest for
 class ids), split into instances there, and the instances are mapped into frame pixels. Scores are the mean
 winning-class probability of each instance (1.0 for class maps, which carry no confidence).
+
+:meth:`SemanticHead.explain` shows what the split saw on that work grid
+(:func:`edgeseg.semantic.explain_split`).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -24,13 +29,14 @@ from edgeseg.heads import DecodeOptions
 from edgeseg.instances import Instances
 from edgeseg.modelcard import ModelCard
 from edgeseg.preprocess import Prepared
-from edgeseg.semantic import semantic_to_instances
+from edgeseg.semantic import SplitView, explain_split, semantic_to_instances
 
 
 class SemanticHead:
     def __init__(self, card: ModelCard) -> None:
         self.card = card
         self.nc = len(card.classes)
+        self._logits = card.output.kind == "logits"
 
     def _fail(self, msg: str) -> ModelError:
         return ModelError(f"model {self.card.name!r}: output {self.card.output.name!r} {msg}")
@@ -71,6 +77,30 @@ class SemanticHead:
     def decode(
         self, outputs: dict[str, NDArray[np.float32]], prepared: Prepared, options: DecodeOptions
     ) -> Instances:
+        work, to_frame = self._work(outputs, prepared)
+        params = options.semantic or self.card.semantic
+        inst = semantic_to_instances(work, params, self.card.background, logits=self._logits)
+        ch, cw = prepared.crop_shape
+        if to_frame == AxisAffine() and (ch, cw) == prepared.frame_shape:
+            return inst
+        return inst.transform(to_frame, prepared.frame_shape)
+
+    def explain(
+        self, outputs: dict[str, NDArray[np.float32]], prepared: Prepared, options: DecodeOptions
+    ) -> SplitView:
+        """What the split saw, on the work grid :meth:`decode` splits on; the view's ``to_frame`` maps that
+        grid's pixels onto the frame (its instances are in work pixels, not yet mapped)."""
+        work, to_frame = self._work(outputs, prepared)
+        params = options.semantic or self.card.semantic
+        view = explain_split(work, params, self.card.background, logits=self._logits)
+        return replace(view, to_frame=to_frame)
+
+    def _work(
+        self, outputs: dict[str, NDArray[np.float32]], prepared: Prepared
+    ) -> tuple[NDArray[np.generic], AxisAffine]:
+        """The output resampled onto the work grid (the frame region at the map's resolution), as
+        ``(C, h, w)`` float32 scores or an ``(h, w)`` int32 class map, and the mapping from work pixels to
+        frame pixels."""
         maps = self.maps(outputs)
         spec = self.card.input
         oh, ow = maps.shape[1:]
@@ -96,16 +126,5 @@ class SemanticHead:
             work = np.stack(
                 [cv2.warpAffine(c, m, (ww, wh), flags=flags, borderMode=cv2.BORDER_REPLICATE) for c in maps]
             )
-        params = options.semantic or self.card.semantic
-        if is_map:
-            inst = semantic_to_instances(
-                np.rint(work[0]).astype(np.int32), params, background=self.card.background
-            )
-        else:
-            inst = semantic_to_instances(
-                work, params, background=self.card.background, logits=self.card.output.kind == "logits"
-            )
         to_frame = AxisAffine(cw / ww, ch / wh, float(x0), float(y0))
-        if to_frame == AxisAffine() and (ch, cw) == prepared.frame_shape:
-            return inst
-        return inst.transform(to_frame, prepared.frame_shape)
+        return (np.rint(work[0]).astype(np.int32) if is_map else work), to_frame
