@@ -36,6 +36,7 @@ EXIT_OK = 0  # finished: the source ended, --max-frames was reached, or SIGTERM 
 EXIT_USAGE = 2  # bad usage, configuration or input: one line on stderr
 EXIT_LOST = 3  # something accepted was lost (the summary says what and where); wins over 0 and 130
 EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), during start-up or mid-run
+WEB_DEFAULT = "127.0.0.1:8080"
 EXIT_CODES = (
     "exit status: 0 finished (also when stopped by SIGTERM); 2 bad usage, configuration or input; "
     "3 something accepted was lost: results a sink took and could not write, or input frames damaged, "
@@ -65,6 +66,20 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="show annotated frames in a window (default: as the pipeline file says)",
+    )
+    run.add_argument(
+        "--tune",
+        action="store_true",
+        help="tune mode: the display window with a trackbar per live threshold (keys: n next, [ ] step, "
+        "s save, r reset) and, for semantic models, what the split sees beside the frame",
+    )
+    run.add_argument(
+        "--web",
+        nargs="?",
+        const=WEB_DEFAULT,
+        metavar="HOST:PORT",
+        help=f"serve a page with the live stream, the figures and the sliders (default {WEB_DEFAULT}; any "
+        "other address than loopback needs a token: $CREDENTIALS_DIRECTORY/web-token or EDGESEG_WEB_TOKEN)",
     )
     run.add_argument(
         "--output",

@@ -145,6 +145,11 @@ def cli_overrides(args: argparse.Namespace) -> list[Override | str]:
         out.append(Override(f"source.roi={json.dumps(roi)}", "--roi"))
     if getattr(args, "display", None) is not None:
         out.append(Override(f"sinks.display.enabled={'true' if args.display else 'false'}", "--display"))
+    if getattr(args, "tune", False):
+        out.append(Override("sinks.display.enabled=true", "--tune"))
+        out.append(Override("sinks.display.tune=true", "--tune"))
+    if getattr(args, "web", None):
+        out.append(Override(f"sinks.web.listen={_quoted(args.web)}", "--web"))
     out += output_overrides(getattr(args, "output", None) or [])
     if getattr(args, "mqtt", None):
         from edgeseg.mqtt.broker import parse_broker_url
@@ -198,7 +203,8 @@ def _load(path: Path, overrides: list[Override | str], args: argparse.Namespace)
     config = load_config(path, overrides)
     from edgeseg.sinks.display import DisplaySinkConfig, display_problem
 
-    if config.sinks.section(DisplaySinkConfig).enabled and getattr(args, "display", None) is None:
+    asked = getattr(args, "display", None) is not None or getattr(args, "tune", False)
+    if config.sinks.section(DisplaySinkConfig).enabled and not asked:
         problem = display_problem()
         if problem is not None:
             log.warning("display turned off: %s", problem)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from edgeseg.geometry import FULL_ROI, Roi
 from edgeseg.instances import Instances
+
+if TYPE_CHECKING:
+    from edgeseg.semantic import SplitView
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,10 +70,12 @@ class StageTimes:
 
 @dataclass(frozen=True, eq=False)
 class Result:
-    """A frame, the instances found in it (full-frame pixels), its stage stamps and the ``config_version``
-    of the settings it was processed with (0: a pipeline without live settings)."""
+    """A frame, the instances found in it (full-frame pixels), its stage stamps, the ``config_version`` of
+    the settings it was processed with (0: a pipeline without live settings) and, in tune mode, what the
+    semantic split saw (``split_view``)."""
 
     frame: Frame
     instances: Instances
     times: StageTimes = field(default_factory=StageTimes)
     config_version: int = 0
+    split_view: SplitView | None = None

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from edgeseg.config import PipelineConfig
     from edgeseg.control import ControlSetup
     from edgeseg.model import Model
+    from edgeseg.semantic import SplitView
     from edgeseg.sources import Source
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,11 @@ class ModelStages:
         self, frame: Frame, prepared: Any, outputs: Any, snapshot: Snapshot | None = None
     ) -> Instances:
         return self.model.decode(outputs, prepared, (snapshot or self.snapshot).decode)
+
+    def explain(self, frame: Frame, prepared: Any, outputs: Any, snapshot: Snapshot) -> SplitView | None:
+        """What the semantic split saw for this frame (the tune window's side view); ``None`` for heads
+        without one."""
+        return self.model.explain(outputs, prepared, snapshot.decode)
 
     def close(self) -> None:
         self.model.close()
@@ -249,6 +255,8 @@ class Pipeline:
             stages handed in by a caller who reuses them stay open.
         control: the live settings (:meth:`update`); ``None``: the settings are fixed (an empty
             :class:`~edgeseg.live.Snapshot`, for stages that need none).
+        explain: also ask the stages (when they have ``explain``) what the split saw, into each result's
+            ``split_view`` (the tune window shows it; it costs a second pass of the split).
     """
 
     def __init__(
@@ -260,9 +268,11 @@ class Pipeline:
         max_frames: int | None = None,
         owns_stages: bool = False,
         control: Controls | None = None,
+        explain: bool = False,
     ) -> None:
         self.source = source
         self.control = control
+        self._explain = getattr(stages, "explain", None) if explain else None
         self._fixed = Snapshot()
         self.stages = stages
         self.owns_stages = owns_stages
@@ -307,6 +317,7 @@ class Pipeline:
         warmed up here); ``setup`` tells the control where the files and the saved tuning are."""
         from edgeseg.control import Control, ControlSetup
         from edgeseg.sinks import SinkContext, build_sinks
+        from edgeseg.sinks.display import DisplaySinkConfig
         from edgeseg.sources import make_source
 
         source = make_source(config.source)
@@ -345,6 +356,7 @@ class Pipeline:
             max_frames=config.pipeline.max_frames,
             owns_stages=True,
             control=control,
+            explain=config.sinks.section(DisplaySinkConfig).tune and "display" in sinks,
         )
         pipeline_box.append(pipeline)
         return pipeline
@@ -527,7 +539,7 @@ class Pipeline:
                     log.warning("closing the model failed: %s", exc)
 
     def _decode_loop(self) -> None:
-        bad = _Throttle("decode")
+        bad, bad_view = _Throttle("decode"), _Throttle("the split's view")
         try:
             while (work := self._to_decode.get()) is not None:
                 t0 = time.monotonic_ns()
@@ -540,7 +552,13 @@ class Pipeline:
                 t1 = time.monotonic_ns()
                 self._stats.stage("decode", t0, t1)
                 times = replace(work.times, decoded=t1, published=t1)
-                result = Result(work.frame, instances, times, work.snapshot.version)
+                view = None
+                if self._explain is not None:
+                    try:
+                        view = self._explain(work.frame, work.prepared, work.outputs, work.snapshot)
+                    except Exception as exc:  # the side view is a help, never a reason to lose the result
+                        bad_view(work.frame.index, exc)
+                result = Result(work.frame, instances, times, work.snapshot.version, view)
                 self._stats.frame_done(work.frame.t_capture_ns, t1)
                 for q in self._to_sinks.values():
                     q.put(result)

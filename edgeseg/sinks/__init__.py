@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgeseg.sinks import display, jsonl, mqtt, video
+from edgeseg.sinks import display, jsonl, mqtt, video, web
 from edgeseg.sinks.base import (
     LosslessSink,
     ReportingSink,
@@ -24,7 +24,7 @@ from edgeseg.sinks.record import result_record
 if TYPE_CHECKING:
     from edgeseg.config import SinksConfig
 
-SINKS: dict[str, SinkSpec] = {s.name: s for s in (display.SPEC, jsonl.SPEC, video.SPEC, mqtt.SPEC)}
+SINKS: dict[str, SinkSpec] = {s.name: s for s in (display.SPEC, jsonl.SPEC, video.SPEC, mqtt.SPEC, web.SPEC)}
 
 
 def build_sinks(config: SinksConfig, ctx: SinkContext) -> dict[str, Sink]:

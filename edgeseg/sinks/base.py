@@ -117,14 +117,18 @@ class SinkContext:
     state_dir: Path | None = None
     control: Controls | None = None
 
-    def render(self, result: Result) -> NDArray[np.uint8]:
-        """The result drawn on a copy of its frame, with the pipeline's live figures as a HUD."""
+    def render(self, result: Result, extra: Sequence[str] = ()) -> NDArray[np.uint8]:
+        """The result drawn on a copy of its frame, with the pipeline's live figures (and ``extra`` lines)
+        as a HUD."""
         stats = self.stats()
         return annotate(
             result.frame.image,
             result.instances,
             self.class_names,
-            hud=hud_lines(stats.fps, stats.latency_ms_p50, stats.latency_ms_p99, stats.dropped_total),
+            hud=[
+                *hud_lines(stats.fps, stats.latency_ms_p50, stats.latency_ms_p99, stats.dropped_total),
+                *extra,
+            ],
             truth=result.frame.truth,
         )
 

@@ -14,11 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 
+from edgeseg.annotate import PALETTE
 from edgeseg.errors import ConfigError
 from edgeseg.fields import meta
 from edgeseg.frame import Result
 from edgeseg.sinks.base import SinkContext, SinkReport, SinkSpec
+from edgeseg.sinks.tune import TunePanel
+from edgeseg.splitview import render_split_view
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,12 @@ class DisplaySinkConfig:
         default=False, metadata=meta("Show annotated frames in a window (needs a display).")
     )
     window: str = field(default="edgeseg", metadata=meta("Window title.", pattern=r"\S"))
+    tune: bool = field(
+        default=False,
+        metadata=meta(
+            "Trackbars for the live thresholds (keys: n, [ ], s save, r reset) and the split's view."
+        ),
+    )
 
 
 QUIT_KEYS = (ord("q"), 27)  # q, Esc
@@ -64,6 +74,24 @@ def _qt_platforms() -> set[str] | None:
     return {p.name for p in plugins.iterdir()}
 
 
+SYSTEM_FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype", "/usr/share/fonts")
+
+
+def _qt_fonts() -> None:
+    """Point Qt at the system's fonts when OpenCV's own folder does not exist.
+
+    opencv-python's Qt build sets ``QT_QPA_FONTDIR`` to ``cv2/qt/fonts`` at import but ships no fonts there,
+    so every text Qt draws (the trackbars' names) comes out blank; Qt reads the variable when the first
+    window opens, after this.
+    """
+    current = os.environ.get("QT_QPA_FONTDIR")
+    if current is None or Path(current).is_dir():
+        return
+    found = next((d for d in SYSTEM_FONT_DIRS if Path(d).is_dir()), None)
+    if found is not None:
+        os.environ["QT_QPA_FONTDIR"] = found
+
+
 def display_problem(env: dict[str, str] | None = None) -> str | None:
     """Why no window can be opened here, or ``None`` when one can."""
     env = dict(os.environ) if env is None else env
@@ -83,26 +111,42 @@ def display_problem(env: dict[str, str] | None = None) -> str | None:
 class DisplaySink:
     """Shows each result, annotated, in window ``window``; ``q``/Esc or closing the window stops the pipeline.
 
-    All HighGUI calls happen on the thread that calls :meth:`send` and :meth:`close` (the sink's thread).
-    Raises :class:`ConfigError` at construction when there is no usable display.
+    With ``tune`` (and a pipeline with live settings), the window gets a trackbar per live threshold
+    (:mod:`edgeseg.sinks.tune`) and, for results that carry one, the view of the semantic split beside the
+    frame. All HighGUI calls happen on the thread that calls :meth:`send` and :meth:`close` (the sink's
+    thread). Raises :class:`ConfigError` at construction when there is no usable display.
     """
 
-    def __init__(self, window: str = "edgeseg", ctx: SinkContext | None = None) -> None:
+    def __init__(self, window: str = "edgeseg", ctx: SinkContext | None = None, tune: bool = False) -> None:
         problem = display_problem()
         if problem is not None:
             raise ConfigError(f"sinks.display: {problem} (run with --no-display)")
+        _qt_fonts()
         self.window = window
         self.ctx = SinkContext() if ctx is None else ctx
+        control = self.ctx.control
+        self.panel = TunePanel(window, control) if tune and control is not None else None
         self._open = False
 
     def send(self, result: Result) -> None:
-        img = self.ctx.render(result)
+        img = self.ctx.render(result, self.panel.lines() if self.panel is not None else ())
+        if self.panel is not None and result.split_view is not None:
+            # a strip under the frame: class map, relief, markers side by side
+            h, w = img.shape[:2]
+            strip = render_split_view(result.split_view, PALETTE, (max(1, h // 2), w))
+            img = np.ascontiguousarray(np.vstack([img, strip]))
         if not self._open:
             cv2.namedWindow(self.window, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
             cv2.resizeWindow(self.window, img.shape[1], img.shape[0])
+            if self.panel is not None:
+                self.panel.create()
             self._open = True
+        elif self.panel is not None:
+            self.panel.sync()
         cv2.imshow(self.window, img)
         key = cv2.waitKey(1) & 0xFF
+        if self.panel is not None and self.panel.key(key):
+            return
         if key in QUIT_KEYS or cv2.getWindowProperty(self.window, cv2.WND_PROP_VISIBLE) < 1:
             self.ctx.request_stop()
 
@@ -122,7 +166,7 @@ class DisplaySink:
 def create(section: DisplaySinkConfig, ctx: SinkContext) -> DisplaySink | None:
     if not section.enabled:
         return None
-    return DisplaySink(section.window, ctx)
+    return DisplaySink(section.window, ctx, section.tune)
 
 
 SPEC = SinkSpec("display", DisplaySinkConfig, create, "Window output.")

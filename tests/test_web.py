@@ -1,0 +1,520 @@
+"""The web page (``sinks.web``): a real pipeline with the server on, read by real HTTP clients and by headless
+Chromium (Selenium). Everything started (pipelines, browsers, sockets) is stopped, also when a test fails."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeseg.config import load_config
+from edgeseg.control import ControlSetup
+from edgeseg.errors import ConfigError, MissingDependencyError
+from edgeseg.frame import Result
+from edgeseg.pipeline import Pipeline
+from edgeseg.sinks import SinkContext
+from edgeseg.sinks.web import WebSink, WebSinkConfig, create, load_token
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "pipelines" / "demo.yaml"
+DIST = "postprocess.semantic.dist_threshold"
+TOKEN = "3f9c2a7be1d04c55a8e6b1f27d90c4e1"  # what `openssl rand -hex 16` makes
+ROUTES = (("GET", "/"), ("GET", "/stream"), ("GET", "/api/state"),
+          ("POST", "/api/set"), ("POST", "/api/save"), ("POST", "/api/reset"))  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class CountSink:
+    """Notes the ``config_version`` of every result."""
+
+    def __init__(self) -> None:
+        self.versions: list[int] = []
+        self._lock = threading.Lock()
+
+    def send(self, result: Result) -> None:
+        with self._lock:
+            self.versions.append(result.config_version)
+
+    def close(self) -> None:
+        pass
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.versions)
+
+    def since(self, n: int) -> list[int]:
+        with self._lock:
+            return self.versions[n:]
+
+
+@dataclass
+class Running:
+    pipe: Pipeline
+    web: WebSink
+    count: CountSink
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+
+@contextmanager
+def running(tmp_path: Path, listen_host: str = "127.0.0.1", fps: int = 10) -> Iterator[Running]:
+    """The demo pipeline (a paced synthetic source, 320x240) with the web sink on ``listen_host``."""
+    port = free_port()
+    config = load_config(
+        DEMO,
+        [f"source.uri=synthetic:parts?fps={fps}", "source.width=320", "source.height=240",
+         f"sinks.web.listen={listen_host}:{port}", "sinks.web.stream_fps=20"],
+        env={},
+    )  # fmt: skip
+    count = CountSink()
+    pipe = Pipeline.from_config(
+        config, extra_sinks={"count": count}, setup=ControlSetup(tuning=tmp_path / "tuning.yaml")
+    )
+    try:
+        pipe.start()
+        web = pipe.sinks["web"]
+        assert isinstance(web, WebSink)
+        yield Running(pipe, web, count, port)
+    finally:
+        pipe.stop()
+        assert pipe.wait(30), "the pipeline did not stop"
+
+
+def request(
+    port: int, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One request; the body of a stream is not read (status and headers only)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        hdrs = dict(headers or {})
+        data = None
+        if method == "POST":
+            data = json.dumps({} if body is None else body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        content = b"" if path.startswith("/stream") and resp.status == 200 else resp.read()
+        return resp.status, resp.headers, content
+    finally:
+        conn.close()
+
+
+def read_frames(port: int, n: int, headers: dict[str, str] | None = None) -> list[np.ndarray]:
+    """Read ``/stream`` as a browser does and decode its first ``n`` JPEG parts."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    try:
+        conn.request("GET", "/stream", headers=headers or {})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        ctype = resp.headers["Content-Type"]
+        assert ctype.startswith("multipart/x-mixed-replace"), ctype
+        boundary = ctype.split("boundary=", 1)[1].encode()
+        frames = []
+        while len(frames) < n:
+            line = resp.fp.readline()
+            if not line:
+                raise AssertionError("the stream ended")
+            if line.strip() != b"--" + boundary:
+                continue
+            part: dict[str, str] = {}
+            while (header := resp.fp.readline().strip()) != b"":
+                name, _, value = header.decode().partition(":")
+                part[name.strip().lower()] = value.strip()
+            assert part["content-type"] == "image/jpeg"
+            data = resp.fp.read(int(part["content-length"]))
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            assert img is not None, "a part is not a JPEG"
+            frames.append(img)
+        return frames
+    finally:
+        conn.close()
+
+
+# the stream ---------------------------------------------------------------------------------------------
+
+
+def test_a_real_http_client_decodes_annotated_jpeg_frames_from_the_stream(tmp_path: Path) -> None:
+    with running(tmp_path) as r:
+        frames = read_frames(r.port, 3)
+        assert all(f.shape == (240, 320, 3) for f in frames)
+        assert r.web.frames_encoded >= 3
+        status, headers, page = request(r.port, "GET", "/")
+        assert status == 200
+        assert headers["Content-Type"].startswith("text/html")
+        assert b'<img id="stream" src="stream"' in page
+        assert b"://" not in page, "the page must load nothing from elsewhere (it works offline)"
+    report = r.web.report().lines
+    assert report[0].startswith("web: ")
+    assert "streamed to up to 1 viewers" in report[0]
+    assert r.web.describe() == f"web page http://127.0.0.1:{r.port}/ (loopback)"
+
+
+def test_two_viewers_share_one_encoding_of_each_frame(tmp_path: Path) -> None:
+    with running(tmp_path) as r:
+        got: dict[int, int] = {}
+        errors: list[BaseException] = []
+
+        def view(i: int) -> None:
+            try:
+                got[i] = len(read_frames(r.port, 6))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=view, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors
+        assert got == {0: 6, 1: 6}
+        assert r.web.max_viewers == 2
+        # every frame both viewers were sent was encoded once for both
+        assert r.web.frames_sent >= 12
+        assert r.web.frames_encoded < r.web.frames_sent
+
+
+def test_nobody_watching_costs_no_encoding(tmp_path: Path) -> None:
+    with running(tmp_path) as r:
+        wait_for(lambda: r.count.count() >= 5, 20, "results")
+        assert r.web.frames_encoded == 0
+
+
+def test_a_viewer_that_stops_reading_never_slows_the_pipeline(tmp_path: Path) -> None:
+    with running(tmp_path, fps=5) as r:
+        stuck = socket.socket()
+        try:
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+            stuck.connect(("127.0.0.1", r.port))
+            stuck.sendall(f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{r.port}\r\n\r\n".encode())
+            wait_for(lambda: r.web.frames_encoded >= 5, 20, "frames for the viewer")
+            n0, t0, encoded = r.count.count(), time.monotonic(), r.web.frames_encoded
+            time.sleep(3.0)  # the viewer reads nothing: its socket fills and stays full
+            rate = (r.count.count() - n0) / (time.monotonic() - t0)
+            assert rate > 4.0, f"{rate:.1f} results/s with a stuck viewer (source paced at 5)"
+            assert r.web.frames_encoded >= encoded + 10  # send() went on encoding, never waiting for it
+            assert r.pipe.stats().drops.get("sink:web", 0) == 0
+        finally:
+            stuck.close()
+
+
+def test_close_ends_open_streams_and_frees_the_port_within_two_seconds(tmp_path: Path) -> None:
+    with running(tmp_path) as r:
+        conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=10)
+        conn.request("GET", "/stream")
+        assert conn.getresponse().status == 200
+        wait_for(lambda: r.web.viewers == 1, 10, "the viewer")
+        t0 = time.monotonic()
+        r.web.close()
+        assert time.monotonic() - t0 < 2.5
+        conn.close()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", r.port))  # free again
+
+
+# live settings ------------------------------------------------------------------------------------------
+
+
+def test_set_applies_a_valid_value_refuses_an_invalid_one_and_the_next_results_carry_the_new_version(
+    tmp_path: Path,
+) -> None:
+    with running(tmp_path) as r:
+        status, _, body = request(
+            r.port, "POST", "/api/set", {DIST: 0.45, "postprocess.semantic.size_threshold": -3}
+        )
+        reply = json.loads(body)
+        assert status == 200
+        assert reply["ok"] is False
+        assert reply["applied"] == {DIST: 0.45}
+        assert "postprocess.semantic.size_threshold" in reply["rejected"]
+        version = reply["config_version"]
+        assert version == 2
+        assert r.pipe.control is not None
+        assert r.pipe.control.value(DIST) == 0.45
+        n = r.count.count()
+        wait_for(lambda: version in r.count.since(n), 20, "a result with the new config_version")
+
+        state = json.loads(request(r.port, "GET", "/api/state")[2])
+        assert state["config_version"] == version
+        assert {t["key"]: t["value"] for t in state["tunables"]}[DIST] == 0.45
+        assert {"fps", "latency_ms", "frames", "drops", "dropped_total"} <= set(state["stats"])
+
+        status, _, body = request(r.port, "POST", "/api/save", {"into": "state"})
+        assert status == 200, body
+        assert json.loads(body)["ok"], body
+        assert "dist_threshold: 0.45" in (tmp_path / "tuning.yaml").read_text()
+
+        request(r.port, "POST", "/api/set", {DIST: 0.6})
+        status, _, body = request(r.port, "POST", "/api/reset")
+        assert status == 200
+        assert json.loads(body)["applied"] == {DIST: 0.45}
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [("not json", "is not JSON"), ("[1, 2]", "must be a JSON object"), ("{}", "must be a JSON object")],
+)
+def test_a_malformed_set_request_is_a_400_saying_why(tmp_path: Path, body: str, why: str) -> None:
+    with running(tmp_path) as r:
+        conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=10)
+        try:
+            conn.request("POST", "/api/set", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            reply = json.loads(resp.read())
+        finally:
+            conn.close()
+        assert resp.status == 400
+        assert why in reply["rejected"]["payload"]
+        assert r.pipe.snapshot().version == 1
+
+
+def test_on_loopback_another_sites_host_or_origin_or_a_form_post_is_refused(tmp_path: Path) -> None:
+    with running(tmp_path) as r:
+        assert request(r.port, "GET", "/api/state", headers={"Host": "evil.example:80"})[0] == 403
+        assert request(r.port, "GET", "/api/state", headers={"Host": f"localhost:{r.port}"})[0] == 200
+        cross = {"Origin": "http://evil.example"}
+        assert request(r.port, "POST", "/api/set", {DIST: 0.5}, headers=cross)[0] == 403
+        form = {"Content-Type": "text/plain"}
+        assert request(r.port, "POST", "/api/set", {DIST: 0.5}, headers=form)[0] == 415
+        same = {"Origin": f"http://127.0.0.1:{r.port}"}
+        assert request(r.port, "POST", "/api/set", {DIST: 0.5}, headers=same)[0] == 200
+        assert r.pipe.snapshot().version == 2  # only the last one applied
+
+
+# the token ----------------------------------------------------------------------------------------------
+
+
+def test_off_loopback_every_route_needs_the_token_which_never_appears_in_a_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("EDGESEG_WEB_TOKEN", TOKEN)
+    caplog.set_level(logging.DEBUG, logger="edgeseg")
+    caplog.set_level(logging.DEBUG, logger="aiohttp")
+    with running(tmp_path, listen_host="0.0.0.0") as r:
+        for method, path in ROUTES:
+            assert request(r.port, method, path)[0] == 401, (method, path)
+            wrong = {"Authorization": "Bearer " + "0" * len(TOKEN)}
+            assert request(r.port, method, path, headers=wrong)[0] == 401, (method, path)
+            assert request(r.port, method, path + "?token=nope")[0] == 401, (method, path)
+        assert request(r.port, "GET", "/nowhere")[0] == 401  # unknown paths too: nothing to probe
+
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        for path in ("/", "/stream", "/api/state"):
+            assert request(r.port, "GET", path, headers=bearer)[0] == 200, path
+        assert request(r.port, "POST", "/api/set", {DIST: 0.3}, headers=bearer)[0] == 200
+        assert request(r.port, "POST", "/api/save", headers=bearer)[0] == 200
+        assert request(r.port, "POST", "/api/reset", headers=bearer)[0] == 200
+        assert len(read_frames(r.port, 2, bearer)) == 2
+
+        # ?token= once: 200 and a cookie that carries it from then on (the <img> stream, the page's calls)
+        status, headers, _ = request(r.port, "GET", f"/?token={TOKEN}")
+        assert status == 200
+        cookie = headers["Set-Cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=Strict" in cookie
+        jar = {"Cookie": cookie.split(";", 1)[0]}
+        assert request(r.port, "GET", "/api/state", headers=jar)[0] == 200
+        assert request(r.port, "GET", "/stream", headers=jar)[0] == 200
+        assert "token required" in r.web.describe()
+        assert TOKEN not in r.web.describe()
+    assert r.web.refused >= 3 * len(ROUTES)
+    assert any("refused" in line for line in r.web.report().lines)
+    assert caplog.records, "the test captured no log at all"
+    assert any("web page on http://0.0.0.0:" in rec.getMessage() for rec in caplog.records)
+    assert TOKEN not in caplog.text
+    assert all(TOKEN not in rec.getMessage() for rec in caplog.records)
+
+
+def test_off_loopback_without_a_token_the_sink_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.delenv("EDGESEG_WEB_TOKEN", raising=False)
+    port = free_port()
+    with pytest.raises(ConfigError, match=r"^sinks\.web\.listen: binding to 0\.0\.0\.0 needs a token: "):
+        create(WebSinkConfig(listen=f"0.0.0.0:{port}"), SinkContext())
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", port))  # nothing was left listening
+
+
+def test_the_token_comes_from_systemd_credentials_first_and_a_short_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "web-token").write_text(TOKEN + "\n")
+    env = {"CREDENTIALS_DIRECTORY": str(tmp_path), "EDGESEG_WEB_TOKEN": "x" * 20}
+    assert load_token(env) == (TOKEN, "$CREDENTIALS_DIRECTORY/web-token")
+    assert load_token({"EDGESEG_WEB_TOKEN": TOKEN}) == (TOKEN, "EDGESEG_WEB_TOKEN")
+    assert load_token({}) is None
+    with pytest.raises(ConfigError, match="has 6 characters") as err:
+        load_token({"EDGESEG_WEB_TOKEN": "secret"})
+    assert "secret" not in str(err.value)
+
+
+def test_a_token_in_the_pipeline_yaml_is_refused_pointing_to_the_credential() -> None:
+    with pytest.raises(ConfigError, match=r"sinks\.web\.token.*web-token"):
+        load_config(DEMO, [f"sinks.web.token={TOKEN}"], env={})
+
+
+# configuration ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "listen", ["8080", "localhost", "127.0.0.1:99999", "http://127.0.0.1:8080", "[zz]:80"]
+)
+def test_listen_must_be_host_colon_port(listen: str) -> None:
+    with pytest.raises(ConfigError, match=r"sinks\.web\.listen"):
+        load_config(DEMO, [f"sinks.web.listen={listen}"], env={})
+
+
+def test_the_sink_is_off_unless_listen_is_set_and_ipv6_loopback_works() -> None:
+    config = load_config(DEMO, [], env={})
+    assert config.sinks["web"].listen is None
+    assert create(config.sinks["web"], SinkContext()) is None
+    port = free_port()
+    try:
+        sink = create(WebSinkConfig(listen=f"[::1]:{port}"), SinkContext())
+    except ConfigError as exc:
+        if "Cannot assign requested address" in str(exc) or "not available" in str(exc):
+            pytest.skip(f"no IPv6 loopback here: {exc}")
+        raise
+    assert sink is not None
+    try:
+        assert sink.describe() == f"web page http://[::1]:{port}/ (loopback)"
+    finally:
+        sink.close()
+
+
+def test_a_port_in_use_is_a_config_error_naming_the_key_at_start() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(
+            ConfigError, match=rf"^sinks\.web\.listen: cannot listen on 127\.0\.0\.1:{port}: "
+        ):
+            create(WebSinkConfig(listen=f"127.0.0.1:{port}"), SinkContext())
+
+
+def test_without_aiohttp_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "aiohttp", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'edgeseg\[web\]'"):
+        create(WebSinkConfig(listen="127.0.0.1:8080"), SinkContext())
+
+
+# a real browser -----------------------------------------------------------------------------------------
+
+
+def browser_paths() -> tuple[str, str]:
+    """Chromium and its driver; missing is a failure in CI (scripts/test.sh installs them) and a skip here."""
+    chrome = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        chrome = None
+    if chrome is None or driver is None:
+        msg = (
+            "chromium, chromium-driver or selenium missing (apt-get install chromium chromium-driver; "
+            "pip install -e '.[dev]'; scripts/test.sh does both as root)"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return chrome, driver
+
+
+def chromium(chrome: str, driver: str) -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chrome
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900",
+                "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions"):  # fmt: skip
+        options.add_argument(arg)
+    return webdriver.Chrome(options=options, service=Service(executable_path=driver))
+
+
+def test_in_headless_chromium_moving_a_slider_changes_the_next_results(tmp_path: Path) -> None:
+    chrome, driver_path = browser_paths()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    shots = Path(os.environ.get("EDGESEG_SCREENSHOT_DIR") or tmp_path)
+    with running(tmp_path) as r:
+        control = r.pipe.control
+        assert control is not None
+        before = control.value(DIST)
+        browser = chromium(chrome, driver_path)
+        try:
+            browser.set_page_load_timeout(20)
+            browser.get(r.url)
+            wait = WebDriverWait(browser, 20)
+            slider = wait.until(
+                lambda b: b.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{DIST}"]')
+            )
+            assert float(slider.get_attribute("value")) == pytest.approx(before)
+            assert slider.get_attribute("min") == "0"
+            assert slider.get_attribute("max") == "1"
+            wait.until(
+                lambda b: b.execute_script("return document.getElementById('stream').naturalWidth") > 0
+            )
+            n = r.count.count()
+            slider.send_keys(Keys.ARROW_RIGHT * 5)  # a user moving the slider by keyboard: 5 steps of 0.01
+            want = round(before + 0.05, 2)
+            wait_for(lambda: control.value(DIST) == pytest.approx(want), 15, f"{DIST} = {want}")
+            version = control.current().version
+            assert version >= 2
+            wait_for(lambda: any(v >= version for v in r.count.since(n)), 15, "results with the new version")
+            wait.until(lambda b: f"config_version {version}" in b.find_element(By.ID, "reply").text)
+            reply = browser.find_element(By.ID, "reply")
+            assert f"applied {DIST} = {want}" in reply.text
+            assert reply.get_attribute("class") == "ok"
+
+            # a refused value is shown in red and the slider goes back to the value in effect
+            box = browser.find_element(By.CSS_SELECTOR, f'.row input[type=range][data-key="{DIST}"] + input')
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys("1.5" + Keys.TAB)
+            wait.until(lambda b: "REFUSED" in b.find_element(By.ID, "reply").text)
+            assert browser.find_element(By.ID, "reply").get_attribute("class") == "bad"
+            assert control.value(DIST) == pytest.approx(want)
+            wait.until(lambda b: "frames done" in b.find_element(By.ID, "figures").text)
+            time.sleep(1.2)  # one more poll of the figures, for the screenshot
+            shots.mkdir(parents=True, exist_ok=True)
+            shot = shots / "web-page.png"
+            assert browser.save_screenshot(str(shot))
+            assert shot.stat().st_size > 10_000
+        finally:
+            browser.quit()
