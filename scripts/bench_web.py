@@ -3,7 +3,7 @@
 
 Run: ``.venv/bin/python scripts/bench_web.py`` (about 2 minutes with the defaults on a 2-core machine).
 Options: ``--window S`` (seconds measured per block, default 8), ``--repeat N`` (rounds, default 3),
-``--viewers N`` (default 3), ``--stream-fps F`` (``sinks.web.stream_fps``, default 10: the sink's default),
+``--viewers N`` (default 3), ``--stream-fps F`` (``sinks.web.stream_fps``, default 5: the sink's default),
 ``--no-browser`` (HTTP stream clients only). Nothing is asserted: the ratios
 are printed with the issue's target (>= 0.95) next to them and never fail the run. Everything started
 (pipelines, browsers, client processes) is stopped at the end, also on errors or Ctrl-C.
@@ -11,7 +11,7 @@ are printed with the issue's target (>= 0.95) next to them and never fail the ru
 The pipeline is the demo one (``pipelines/demo.yaml``, the demo model) with the source
 ``synthetic:parts?seed=3``: not paced, so it runs as fast as it can (every frame processed) and any cost the
 viewers put on it shows as a lower frame rate. The web sink is on (``sinks.web.listen`` on a free loopback
-port, default ``stream_fps`` 10, quality 80). Conditions, alternated in blocks (idle, browsers, http, then
+port, default ``stream_fps`` 5, quality 80). Conditions, alternated in blocks (idle, browsers, http, then
 http, browsers, idle, ...) so drift hits all alike; each block starts a fresh pipeline, lets it run
 ``WARMUP_S``, connects the viewers and waits until each has received frames, then counts the results that
 reach a counting sink over the window:
@@ -298,7 +298,7 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=8.0, help="seconds measured per block (default 8)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds of the conditions (default 3)")
     ap.add_argument("--viewers", type=int, default=3, help="viewers in the watched conditions (default 3)")
-    ap.add_argument("--stream-fps", type=float, default=10.0, help="sinks.web.stream_fps (default 10)")
+    ap.add_argument("--stream-fps", type=float, default=5.0, help="sinks.web.stream_fps (default 5)")
     ap.add_argument("--no-browser", action="store_true", help="HTTP stream clients only")
     args = ap.parse_args()
     if args.window <= 0 or args.repeat < 1 or args.viewers < 1 or args.stream_fps <= 0:
