@@ -89,3 +89,49 @@ def test_keys_in_the_tune_window_change_the_threshold_of_the_next_results_and_sa
     assert versions == sorted(versions)  # once changed, every later result has the new settings
     assert versions[0] == 1
     assert versions[-1] == 2
+
+
+TRACKBAR = """
+import cv2, numpy as np, time
+from pathlib import Path
+from edgeseg.config import load_config
+from edgeseg.control import Control
+from edgeseg.frame import Frame, Result
+from edgeseg.modelcard import find_card
+from edgeseg.instances import Instances
+from edgeseg.sinks.base import SinkContext
+from edgeseg.sinks.display import DisplaySink
+control = Control(load_config(None, env={}), find_card("models/demo-parts.onnx"))
+sink = DisplaySink("edgeseg-tb", SinkContext(control=control), tune=True)
+img = np.full((120, 160, 3), 90, np.uint8)
+result = Result(Frame(0, img, time.monotonic_ns(), time.time()), Instances.empty((120, 160)))
+sink.send(result)
+print("version before", control.current().version)
+cv2.setTrackbarPos("dist_threshold", "edgeseg-tb", 35)  # as a drag does: HighGUI calls back, this thread
+sink.send(result)
+print("dist", control.value("postprocess.semantic.dist_threshold"), "version", control.current().version)
+cv2.setTrackbarPos("dist_threshold", "edgeseg-tb", 0)  # 0 is outside (0, 1]: refused, the bar goes back
+sink.send(result)
+print("after refusal", control.value("postprocess.semantic.dist_threshold"),
+      cv2.getTrackbarPos("dist_threshold", "edgeseg-tb"), "|", " / ".join(sink.panel.lines()))
+sink.close()
+"""
+
+
+def test_a_trackbar_moved_in_the_window_changes_the_live_value_and_a_refused_one_snaps_back(
+    xvfb: str,  # noqa: F811
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", TRACKBAR],
+        env=edgeseg_env(DISPLAY=xvfb),
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "version before 1" in done.stdout
+    assert "dist 0.35 version 2" in done.stdout
+    after = done.stdout.split("after refusal ")[1]
+    assert after.startswith("0.35 35 |"), done.stdout
+    assert "dist_threshold: must be in (0, 1] (got 0.0)" in after
