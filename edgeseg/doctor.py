@@ -131,6 +131,15 @@ def checks() -> list[Check]:
     out.append(
         Check(
             "extra",
+            "aiohttp (edgeseg run --web)",
+            _has("aiohttp"),
+            "installed" if _has("aiohttp") else "missing",
+            "pip install edgeseg[web]",
+        )
+    )
+    out.append(
+        Check(
+            "extra",
             "paho-mqtt",
             _has("paho"),
             "installed" if _has("paho") else "missing",
