@@ -157,12 +157,30 @@ def semantic_to_instances(
             ``[0, 1]``, or a background index outside the channels.
     """
     class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last)
-    h, w = class_map.shape
+    parts = _split_map(class_map, background, params)
+    return _assemble(parts, winning_prob, params, class_map.shape)
+
+
+def _split_map(
+    class_map: NDArray[Any], background: int, params: SemanticParams, trace: _Trace | None = None
+) -> list[_Part]:
+    """Every class's instances (``trace``: also report what the split saw, for :func:`explain_split`)."""
     parts: list[_Part] = []
     for c in _classes(class_map, background):
         mask = class_map == c
         if mask.any():
-            parts.extend(_split_class(mask, c, params))
+            parts.extend(_split_class(mask, c, params, trace))
+    return parts
+
+
+def _assemble(
+    parts: list[_Part],
+    winning_prob: NDArray[np.float32] | None,
+    params: SemanticParams,
+    shape: tuple[int, ...],
+) -> Instances:
+    """The instances of ``parts`` that score at least ``min_score``."""
+    h, w = int(shape[0]), int(shape[1])
     if not parts:
         return Instances.empty((h, w))
     scores = [1.0] * len(parts)
@@ -241,19 +259,14 @@ def explain_split(
 ) -> SplitView:
     """The class map, distance relief and markers behind :func:`semantic_to_instances`' result.
 
-    Same arguments and errors as :func:`semantic_to_instances`; see :class:`SplitView`. It runs the split
-    twice (once for the instances, once reporting its relief and markers), so it is for a tuning view, not
-    for every frame of a pipeline.
+    Same arguments and errors as :func:`semantic_to_instances`; see :class:`SplitView`. The instances come
+    from the same split that reports the relief and markers, so they are what ``semantic_to_instances``
+    returns for the same input.
     """
-    instances = semantic_to_instances(
-        class_map_or_probs, params, background, logits=logits, channels_last=channels_last
-    )
-    class_map, _ = _class_map(class_map_or_probs, background, logits, channels_last)
+    class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last)
     trace = _Trace(np.zeros(class_map.shape, np.float32), np.zeros(class_map.shape, np.int32))
-    for c in _classes(class_map, background):
-        mask = class_map == c
-        if mask.any():
-            _split_class(mask, c, params, trace)
+    parts = _split_map(class_map, background, params, trace)
+    instances = _assemble(parts, winning_prob, params, class_map.shape)
     return SplitView(
         class_map=class_map.astype(np.int32),
         relief=trace.relief,
