@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 
 from edgeseg.errors import EdgesegError
-from edgeseg.live import Controls, Outcome, Tunable
+from edgeseg.live import Controls, Outcome, Tunable, TunableKind
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +38,20 @@ class Slider:
 
     key: str
     name: str
+    kind: TunableKind
     lo: float
     step: float
     count: int
-    integer: bool
 
     @classmethod
     def of(cls, t: Tunable) -> Slider:
         name = t.key.rpartition(".")[2]
         if t.kind == "bool":
-            return cls(t.key, name, 0, 1, 1, True)
-        integer = t.kind == "integer"
-        step = t.step or (1.0 if integer else 0.01)
+            return cls(t.key, name, t.kind, 0, 1, 1)
+        step = t.step or (1.0 if t.kind == "integer" else 0.01)
         lo = t.lo if t.lo is not None else 0.0
         hi = t.hi if t.hi is not None else max(lo + 10 * step, UNBOUNDED_SPAN * float(t.value or 1))
-        return cls(t.key, name, lo, step, max(1, math.ceil((hi - lo) / step)), integer)
+        return cls(t.key, name, t.kind, lo, step, max(1, math.ceil((hi - lo) / step)))
 
     def position(self, value: object) -> int:
         if isinstance(value, bool):
@@ -61,10 +60,10 @@ class Slider:
         return min(self.count, max(0, round((v - self.lo) / self.step)))
 
     def value(self, position: int) -> float | int | bool:
-        if self.count == 1 and self.step == 1 and self.lo == 0 and self.integer:
+        if self.kind == "bool":
             return bool(position)
         v = self.lo + position * self.step
-        return int(round(v)) if self.integer else round(v, 6)
+        return int(round(v)) if self.kind == "integer" else round(v, 6)
 
 
 class TunePanel:
