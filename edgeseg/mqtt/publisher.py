@@ -70,6 +70,7 @@ class PublisherStats:
         connected: whether the broker is connected now.
         connects: successful connections so far; ``reconnects`` is this minus the first.
         skipped_retained: retained messages (snapshots) over the broker's maximum packet size, not sent.
+        replies_dropped: replies to ``config/*`` requests dropped unsent (a flood outran the socket).
         last_error: why the last connection attempt failed or the link dropped.
         delivery: the results' figures (acknowledged, replayed, dropped undeliverable, PUBACK times).
     """
@@ -77,6 +78,7 @@ class PublisherStats:
     connected: bool = False
     connects: int = 0
     skipped_retained: int = 0
+    replies_dropped: int = 0
     last_error: str | None = None
     delivery: DeliveryFigures = field(default_factory=DeliveryFigures)
 
@@ -192,6 +194,11 @@ class Publisher:
         """Publish ``payload`` on ``topic`` once (QoS 1, not retained) when connected; with MQTT 5 and
         ``correlation_data``, the reply carries it. Replies wait for a connection in a short queue."""
         with self._lock:
+            if len(self._replies) == REPLY_QUEUE:  # the oldest goes: count it, say it
+                dropped = self._s.replies_dropped + 1
+                self._s = replace(self._s, replies_dropped=dropped)
+                if dropped <= 3 or dropped % 100 == 0:
+                    log.warning("a reply to a config request was dropped unsent (%d so far)", dropped)
             self._replies.append((topic, payload, correlation_data))
         self.wake()
 

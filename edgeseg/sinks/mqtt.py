@@ -396,6 +396,8 @@ class MqttSink:
             )
         if self._capped:
             lines.append(f"mqtt: {self._capped} results not published (over sinks.mqtt.max_rate)")
+        if link.replies_dropped:
+            lines.append(f"mqtt: {link.replies_dropped} replies to config requests dropped unsent (a flood)")
         return SinkReport(tuple(lines), sum(lost.values()))
 
     def close(self) -> None:
