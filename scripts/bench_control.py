@@ -57,7 +57,6 @@ import json
 import logging
 import random
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -68,7 +67,13 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from bench_mqtt import Broker, busy_cpu_s, own_cpu_s  # scripts/ is on sys.path when run as a script
+from bench_mqtt import (  # scripts/ is on sys.path when run as a script
+    Broker,
+    busy_cpu_s,
+    median,
+    own_cpu_s,
+    r3,
+)
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeseg.config import PipelineConfig, load_config
@@ -179,15 +184,6 @@ class Block:
     final_version: int
     interference: Interference | None = None
     fps_during: float = float("nan")
-
-
-def median(values: Sequence[float]) -> float:
-    finite = [v for v in values if v == v and abs(v) != float("inf")]
-    return statistics.median(finite) if finite else float("nan")
-
-
-def r3(value: float) -> float | None:
-    return round(value, 3) if value == value and abs(value) != float("inf") else None
 
 
 # Waiting polls ``pipe.wait(0)`` (which never joins a thread) between short sleeps: a Ctrl-C that lands in

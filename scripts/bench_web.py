@@ -41,18 +41,18 @@ import logging
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench_control import CountSink  # scripts/ is on sys.path when run as a script
+from bench_mqtt import busy_cpu_s, median, own_cpu_s, r3
+
 from edgeseg.config import load_config
-from edgeseg.frame import Result
 from edgeseg.pipeline import Pipeline
 from edgeseg.sinks.web import WebSink
 
@@ -63,54 +63,10 @@ TARGET_RATIO = 0.95
 WARMUP_S = 1.0
 CONNECT_TIMEOUT_S = 30.0
 POLL_S = 0.05
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LABELS = {"idle": "0 viewers", "browsers": "headless Chromium", "http": "HTTP stream clients"}
 HTTP_CLIENT = (
     "import sys, urllib.request\nr = urllib.request.urlopen(sys.argv[1])\nwhile r.read1(1 << 16):\n    pass\n"
 )
-
-
-class CountSink:
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._lock = threading.Lock()
-
-    def send(self, result: Result) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self.times.append(now)
-
-    def close(self) -> None:
-        pass
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.times)
-
-    def between(self, t0: float, t1: float) -> int:
-        with self._lock:
-            return sum(1 for t in self.times if t0 <= t <= t1)
-
-
-def busy_cpu_s() -> float:
-    """CPU seconds every process on the machine has used (all cores), from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
-
-
-def own_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def median(values: Sequence[float]) -> float:
-    finite = [v for v in values if v == v and abs(v) != float("inf")]
-    return statistics.median(finite) if finite else float("nan")
-
-
-def r3(value: float) -> float | None:
-    return round(value, 3) if value == value and abs(value) != float("inf") else None
 
 
 def free_port() -> int:
@@ -246,11 +202,11 @@ def block(
                 raise RuntimeError(f"{n} viewers did not connect within {CONNECT_TIMEOUT_S:g} s")
         else:
             wait_running(pipe, 1.0)  # about as long as the viewers take to connect
-        busy0, own0, enc0, sent0 = busy_cpu_s(), own_cpu_s(), web.frames_encoded, web.frames_sent
+        busy0, own0, enc0, sent0 = busy_cpu_s(), own_cpu_s(()), web.frames_encoded, web.frames_sent
         t0 = time.monotonic()
         wait_running(pipe, window)
         t1 = time.monotonic()
-        others = max(0.0, (busy_cpu_s() - busy0) - (own_cpu_s() - own0)) / (t1 - t0)
+        others = max(0.0, (busy_cpu_s() - busy0) - (own_cpu_s(()) - own0)) / (t1 - t0)
         stats = pipe.stats()
         b = Block(
             condition,
@@ -353,7 +309,7 @@ def main() -> None:
             f"{paired(c):8.3f}{enc:11.2f}{median([b.sink_ms for b in bs]):9.2f}"
             f"{median([b.others_cores for b in bs]):8.2f}"
         )
-    doc: dict[str, Any] = {"fps_idle": r3(fps["idle"])}
+    doc: dict[str, Any] = {"bench": "web", "fps_idle": r3(fps["idle"])}
     headline = "browsers" if "browsers" in blocks else "http"
     for c in conditions[1:]:
         ratio = fps[c] / fps["idle"] if fps["idle"] > 0 else float("nan")
