@@ -213,7 +213,10 @@ def test_an_outage_longer_than_the_spool_keeps_it_within_its_cap_and_counts_ever
     received = unique_results(collector)
     dropped = final["spool"]["dropped_overflow"]
     assert dropped > 0
-    assert dropped == n - len(received)
+    # every result is received or counted dropped; a result the broker took just before it stopped but could
+    # not acknowledge may be both (the spool's contract: its counts never under-state a loss), and at most
+    # max_inflight (20) results are unacknowledged at once
+    assert n - len(received) <= dropped <= n - len(received) + 20
     assert final["results"]["lost"] == dropped
     assert code == 3, (out, err)  # results were lost: the run says so in its exit status ...
     assert f"{dropped} (spool overflow)" in out  # ... and in its summary
