@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mjpeg import MjpegServer, real_jpegs
 from mqtt_harness import Broker, Collector
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,3 +53,13 @@ def collector(broker: Broker) -> Iterator[Collector]:
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture
+def mjpeg_server(assets_dir: Path) -> Iterator[MjpegServer]:
+    """An MJPEG stream of real video frames on a loopback port; ``flowing.clear()`` stalls it."""
+    server = MjpegServer(real_jpegs(assets_dir))
+    try:
+        yield server
+    finally:
+        server.close()
