@@ -22,6 +22,7 @@ from edgeseg import __version__
 from edgeseg.cliconfig import add_pipeline_args, bundled_pipelines, load_pipeline, pipeline_path
 from edgeseg.errors import EdgesegError
 from edgeseg.frame import Result
+from edgeseg.journal import Formatter, echo, journal_lines, say, to_journal
 from edgeseg.stats import PipelineStats
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ EXIT_USAGE = 2  # bad usage, configuration or input: one line on stderr
 EXIT_LOST = 3  # something accepted was lost (the summary says what and where); wins over 0 and 130
 EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), during start-up or mid-run
 WEB_DEFAULT = "127.0.0.1:8080"
+JOURNAL_SUMMARY_S = 60.0  # into the journal, the figures line at most this often: months of lines add up
 EXIT_CODES = (
     "exit status: 0 finished (also when stopped by SIGTERM); 2 bad usage, configuration or input; "
     "3 something accepted was lost: results a sink took and could not write, or input frames damaged, "
@@ -143,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
         "missing. With a pipeline file, also check what that pipeline needs (its broker answers, ...).",
     )
     doc.add_argument("pipeline", nargs="?", metavar="PIPELINE", help="pipeline YAML to check")
+
     sub.add_parser(
         "pipelines",
         help="list the bundled pipelines ('edgeseg run NAME' runs one)",
@@ -225,12 +228,17 @@ def _fmt_duration(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
 
 
+STALE_S = 5.0  # a frame rate older than this is not shown as the current one
+
+
 def status_text(stats: PipelineStats, source: SourceStats, total: int | None) -> str:
     """The progress line: frames (of the total), rate, latency, ETA; the source's state while it is not
     delivering (``waiting for source (attempt 3, last error: ...)``). Nothing unmeasured is shown."""
     done = stats.frames_done
     parts = [f"{done}/{total} frames ({min(done / total, 1):.0%})" if total else f"{done} frames"]
-    if math.isfinite(stats.fps):
+    if done and stats.idle_s > STALE_S:
+        parts.append(f"no result for {stats.idle_s:.0f} s")
+    elif math.isfinite(stats.fps):
         parts.append(f"{stats.fps:.1f} fps")
     if math.isfinite(stats.latency_ms_p50):
         parts.append(f"latency p50 {stats.latency_ms_p50:.0f} ms")
@@ -248,13 +256,16 @@ def status_text(stats: PipelineStats, source: SourceStats, total: int | None) ->
 
 class Progress:
     """On a terminal, one status line rewritten in place every 0.25 s; otherwise one line every
-    ``interval_s`` (a log file or the journal keeps them)."""
+    ``interval_s`` (a log file keeps them), and into the journal at most one a minute, at info."""
 
     def __init__(self, stream: TextIO, total: int | None, interval_s: float) -> None:
         self.stream = stream
         self.total = total
         self.tty = stream.isatty()
-        self.interval_s = 0.25 if self.tty else interval_s
+        self.journal = to_journal(stream)
+        self.interval_s = max(interval_s, JOURNAL_SUMMARY_S) if self.journal else interval_s
+        if self.tty:
+            self.interval_s = 0.25
         self._next = time.monotonic() + self.interval_s
         self._shown = False
 
@@ -273,7 +284,7 @@ class Progress:
             self.stream.write(f"\r{text[:width]}\x1b[K")
             self._shown = True
         else:
-            self.stream.write(text + "\n")
+            self.stream.write((journal_lines(text, logging.INFO) if self.journal else text) + "\n")
         self.stream.flush()
 
     def end(self) -> None:
@@ -295,6 +306,15 @@ def _startup_line(pipeline: Pipeline, pipeline_file: str) -> str:
         f"on {pipeline.source.uri}; writing "
         + ("; ".join(outputs) if outputs else "nothing (no outputs: add --output FILE or --mqtt URL)")
     )
+
+
+def service_status(pipeline: Pipeline, total: int | None) -> str:
+    """The service manager's STATUS= line: the progress figures, then each sink's own state (MQTT link
+    and spool)."""
+    from edgeseg.sinks import StatusSink
+
+    states = [sink.status() for sink in pipeline.sinks.values() if isinstance(sink, StatusSink)]
+    return "; ".join([status_text(pipeline.stats(), pipeline.source.stats, total), *states])
 
 
 def reload_line(outcome: Outcome, file: str) -> str:
@@ -324,17 +344,22 @@ def _reload(pipeline: Pipeline, file: str) -> None:
     if outcome.rejected:
         log.warning("%s", line)
     else:
-        print(f"edgeseg: {line}", file=sys.stderr, flush=True)
+        say(line)
 
 
 def _run(args: argparse.Namespace) -> int:
     from edgeseg.control import ControlSetup, describe_tuning
     from edgeseg.pipeline import Pipeline
+    from edgeseg.sdnotify import Notifier
+    from edgeseg.watchdog import ServiceLink, StartupExtender
 
     signals = _Signals()
+    notifier = Notifier.from_env()
+    starting = StartupExtender(notifier)
     try:
         loaded = load_pipeline(args)
         config = loaded.config
+        starting.start(config.pipeline.start_timeout_s, "loading the model")
         from edgeseg.sources import parse_uri
 
         # only a synthetic scene carries ground truth: elsewhere the sink would only time itself
@@ -348,32 +373,44 @@ def _run(args: argparse.Namespace) -> int:
         pipeline = Pipeline.from_config(
             config, extra_sinks={"accuracy": accuracy} if accuracy else None, setup=setup
         )
+        starting.phase = lambda: f"opening {pipeline.source.uri}"
         pipeline.start()
+        starting.phase = lambda: f"waiting for the first result ({pipeline.source.stats.state})"
         signals.running = True
         path = pipeline_path(args.pipeline)
         shown = "pipelines/demo.yaml" if path is None else args.pipeline
         if path is not None and not os.path.exists(args.pipeline):
             shown = f"pipelines/{path.name}"  # a bundled pipeline named without its file
-        print(f"edgeseg: {_startup_line(pipeline, shown)}", file=sys.stderr, flush=True)
+        say(_startup_line(pipeline, shown))
         if loaded.tuning.values:
-            print(f"edgeseg: {describe_tuning(loaded.tuning)}", file=sys.stderr, flush=True)
+            say(describe_tuning(loaded.tuning))
         total = pipeline.source.frames_total
         if total is not None and config.pipeline.max_frames is not None:
             total = min(total, config.pipeline.max_frames)
         progress = Progress(sys.stderr, total, config.pipeline.stats_interval_s)
+        link = ServiceLink(notifier, lambda: service_status(pipeline, total))
         while not pipeline.wait(0.1):
             if signals.received is not None:
+                link.stopping(f"stopping ({signal.Signals(signals.received).name})")
                 pipeline.stop()
             elif signals.reload:
                 signals.reload = False
+                link.reloading()
                 _reload(pipeline, shown)
+                link.reloaded()
+            link.tick(pipeline)
+            if link.ready:
+                starting.stop()
             if progress.due():
                 progress.show(pipeline.stats(), pipeline.source.stats)
         progress.end()
+        link.stopping("finished")
     except TerminatedError:
-        print("edgeseg: stopped by SIGTERM before the pipeline started", file=sys.stderr)
+        notifier.stopping("stopped by SIGTERM before the pipeline started")
+        say("stopped by SIGTERM before the pipeline started")
         return EXIT_OK
     finally:
+        starting.stop()
         signals.restore()
     stats = pipeline.stats()
     if pipeline.error is not None and stats.frames_done == 0 and not stats.frames_read:
@@ -385,12 +422,12 @@ def _run(args: argparse.Namespace) -> int:
         signals.received or 0, "done"
     )
     for line in summary(stats, source, reports, how, lost):
-        print(line)
+        echo(line, logging.WARNING if "LOST" in line else logging.INFO)
     if accuracy is not None and (acc := accuracy.pq.result()) is not None:
-        print(acc.line())
+        echo(acc.line())
     if lost:
         if pipeline.error is not None:
-            print(f"edgeseg: error: {pipeline.error}", file=sys.stderr)
+            say(f"error: {pipeline.error}", logging.ERROR)
         return EXIT_LOST
     if pipeline.error is not None:
         raise pipeline.error
@@ -479,10 +516,12 @@ def _configure_logging(verbose: bool) -> None:
 
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("edgeseg: %(levelname)s: %(message)s"))
+    journal = to_journal(sys.stderr)
+    handler.setFormatter(Formatter(journal))
     root = logging.getLogger("edgeseg")
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # the journal keeps info (connections, engine builds, reloads) where `journalctl -p` can filter it out
+    root.setLevel(logging.DEBUG if verbose else logging.INFO if journal else logging.WARNING)
     root.propagate = False
 
 
@@ -504,10 +543,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[args.command](args)
     except EdgesegError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"edgeseg: error: {message}", file=sys.stderr)
+        say(f"error: {message}", logging.ERROR)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("edgeseg: interrupted", file=sys.stderr)
+        say("interrupted", logging.WARNING)
         return EXIT_INTERRUPTED
 
 

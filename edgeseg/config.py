@@ -119,6 +119,14 @@ class RuntimeConfig:
         default=None, metadata=_m("Stop after this many frames (null: no limit).", ge=1)
     )
     stats_interval_s: float = field(default=5.0, metadata=_m("Seconds between stats reports.", gt=0))
+    start_timeout_s: float = field(
+        default=1800.0,
+        metadata=_m(
+            "Longest start-up a service manager is asked to wait for (model load, TensorRT engine build, "
+            "IMX500 firmware upload, first result).",
+            gt=0,
+        ),
+    )
     state_dir: Path | None = field(
         default=None,
         metadata=_m("Spool and engine cache (null: $STATE_DIRECTORY, else ~/.local/state/edgeseg)."),

@@ -12,6 +12,7 @@ SIGINT/SIGTERM).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ from edgeseg.live import Controls, Outcome, Snapshot
 from edgeseg.sinks import LosslessSink, ReportingSink, Sink, SinkReport
 from edgeseg.statedir import state_dir
 from edgeseg.stats import PipelineStats, StatsRecorder
+from edgeseg.watchdog import Activity, Health
 
 if TYPE_CHECKING:
     from edgeseg.config import PipelineConfig
@@ -296,6 +298,16 @@ class Pipeline:
             for name, sink in self.sinks.items()
         }
         self._sink_failures = {name: _Throttle(f"sink {name}") for name in self.sinks}
+        # a source that marks its own device calls (a live source between reconnect attempts is waiting by
+        # choice, not stuck) is watched through its activity; any other through its whole read()
+        own = getattr(source, "activity", None)
+        self._source_activity = own if isinstance(own, Activity) else None
+        self._activity: dict[str, Activity] = {
+            "read": self._source_activity or Activity(),
+            "inference": Activity(),
+            "decode": Activity(),
+            **{f"sink {name}": Activity() for name in self.sinks},
+        }
         self._source_thread = threading.Thread(target=self._read_loop, name="edgeseg-source", daemon=True)
         self._workers = [
             threading.Thread(target=self._infer_loop, name="edgeseg-infer", daemon=True),
@@ -461,6 +473,27 @@ class Pipeline:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def health(self, limit_s: float) -> Health:
+        """Whether every stage makes progress (see :mod:`edgeseg.watchdog`): no call in flight longer than
+        ``limit_s``, every stage thread alive while the source is read, and a result within ``limit_s`` or
+        the source between connection attempts (then ``why`` is its state line)."""
+        now = time.monotonic()
+        for stage, activity in self._activity.items():
+            busy = activity.busy_for(now)
+            if busy > limit_s:
+                return Health(False, f"a {stage} call has not returned for {busy:.0f} s")
+        if self._started and not self._stop.is_set() and self._source_thread.is_alive():
+            dead = [t.name.removeprefix("edgeseg-") for t in self._workers if not t.is_alive()]
+            if dead:
+                return Health(False, f"the {', '.join(dead)} thread has ended")
+        source = self.source.stats
+        if source.attempt:
+            return Health(True, source.state)
+        idle = self._stats.idle_s()
+        if idle > limit_s:
+            return Health(False, f"no result for {idle:.0f} s")
+        return Health(True)
+
     # stage threads -------------------------------------------------------------------------------------
 
     def _fail(self, exc: EdgesegError) -> None:
@@ -472,12 +505,14 @@ class Pipeline:
 
     def _read_loop(self) -> None:
         bad = _Throttle(f"source {self.source.uri}")
+        reading = self._activity["read"] if self._source_activity is None else contextlib.nullcontext()
         try:
             n = 0
             failures = 0
             while not self._stop.is_set() and (self.max_frames is None or n < self.max_frames):
                 try:
-                    frame = self.source.read()
+                    with reading:
+                        frame = self.source.read()
                 except SourceError as exc:
                     self._fail(exc)
                     break
@@ -507,19 +542,22 @@ class Pipeline:
 
     def _infer_loop(self) -> None:
         bad_pre, bad_inf = _Throttle("preprocess"), _Throttle("inference")
+        busy = self._activity["inference"]
         try:
             while (frame := self._to_infer.get()) is not None:
                 t0 = time.monotonic_ns()
                 snap = self.snapshot()
                 try:
-                    prepared = self.stages.preprocess(frame, snap)
+                    with busy:
+                        prepared = self.stages.preprocess(frame, snap)
                 except Exception as exc:
                     self._stats.bad_frame("preprocess")
                     bad_pre(frame.index, exc)
                     continue
                 t1 = time.monotonic_ns()
                 try:
-                    outputs = self.stages.infer(prepared)
+                    with busy:
+                        outputs = self.stages.infer(prepared)
                 except Exception as exc:
                     self._stats.bad_frame("infer")
                     bad_inf(frame.index, exc)
@@ -540,11 +578,13 @@ class Pipeline:
 
     def _decode_loop(self) -> None:
         bad, bad_view = _Throttle("decode"), _Throttle("the split's view")
+        busy = self._activity["decode"]
         try:
             while (work := self._to_decode.get()) is not None:
                 t0 = time.monotonic_ns()
                 try:
-                    instances = self.stages.decode(work.frame, work.prepared, work.outputs, work.snapshot)
+                    with busy:
+                        instances = self.stages.decode(work.frame, work.prepared, work.outputs, work.snapshot)
                 except Exception as exc:
                     self._stats.bad_frame("decode")
                     bad(work.frame.index, exc)
@@ -555,7 +595,8 @@ class Pipeline:
                 view = None
                 if self._explain is not None:
                     try:
-                        view = self._explain(work.frame, work.prepared, work.outputs, work.snapshot)
+                        with busy:
+                            view = self._explain(work.frame, work.prepared, work.outputs, work.snapshot)
                     except Exception as exc:  # the side view is a help, never a reason to lose the result
                         bad_view(work.frame.index, exc)
                 result = Result(work.frame, instances, times, work.snapshot.version, view)
@@ -589,14 +630,16 @@ class Pipeline:
         bad = self._sink_failures[name]
         q = self._to_sinks[name]
         lossless = isinstance(sink, LosslessSink)
+        busy = self._activity[f"sink {name}"]
         try:
             while batch := q.get_batch(LOSSLESS_QUEUE_SIZE if lossless else 1):
                 t0 = time.monotonic_ns()
                 try:
-                    if isinstance(sink, LosslessSink):
-                        sink.send_batch(batch)
-                    else:
-                        sink.send(batch[0])
+                    with busy:
+                        if isinstance(sink, LosslessSink):
+                            sink.send_batch(batch)
+                        else:
+                            sink.send(batch[0])
                 except Exception as exc:
                     for _ in batch:
                         self._stats.bad_frame(key)

@@ -37,6 +37,7 @@ class PipelineStats:
         bad_frames: frames whose processing raised, per stage (``source``, ``preprocess``, ``infer``,
             ``decode``, ``sink:<name>``).
         error: why the pipeline stopped early (source failed to open, ...), else ``None``.
+        idle_s: seconds since the last result (since the start before the first).
     """
 
     frames_read: int = 0
@@ -51,6 +52,7 @@ class PipelineStats:
     discarded: int = 0
     bad_frames: Mapping[str, int] = field(default_factory=dict)
     error: str | None = None
+    idle_s: float = 0.0
 
     @property
     def dropped_total(self) -> int:
@@ -64,6 +66,7 @@ class StatsRecorder:
         self._lock = threading.Lock()
         self._window = window
         self._t0 = time.monotonic_ns()
+        self._last_done = self._t0
         self._read = 0
         self._done = 0
         self._done_times: deque[int] = deque(maxlen=window)
@@ -76,7 +79,12 @@ class StatsRecorder:
 
     def restart_clock(self) -> None:
         with self._lock:
-            self._t0 = time.monotonic_ns()
+            self._t0 = self._last_done = time.monotonic_ns()
+
+    def idle_s(self) -> float:
+        """Seconds since the last result (since the start before the first)."""
+        with self._lock:
+            return (time.monotonic_ns() - self._last_done) / 1e9
 
     def frame_read(self) -> None:
         with self._lock:
@@ -92,6 +100,7 @@ class StatsRecorder:
     def frame_done(self, captured_ns: int, done_ns: int) -> None:
         with self._lock:
             self._done += 1
+            self._last_done = done_ns
             self._done_times.append(done_ns)
             self._latency_ms.append((done_ns - captured_ns) / 1e6)
 
@@ -137,4 +146,5 @@ class StatsRecorder:
                 discarded=self._discarded,
                 bad_frames=dict(self._bad),
                 error=self._error,
+                idle_s=(now - self._last_done) / 1e9,
             )

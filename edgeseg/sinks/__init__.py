@@ -18,6 +18,7 @@ from edgeseg.sinks.base import (
     SinkFactory,
     SinkReport,
     SinkSpec,
+    StatusSink,
 )
 from edgeseg.sinks.record import result_record
 
@@ -54,6 +55,7 @@ __all__ = [
     "SinkFactory",
     "SinkReport",
     "SinkSpec",
+    "StatusSink",
     "build_sinks",
     "result_record",
 ]

@@ -67,6 +67,18 @@ class LosslessSink(Protocol):
     def report(self) -> SinkReport: ...
 
 
+@runtime_checkable
+class StatusSink(Protocol):
+    """A sink with a live state worth a service manager's status line (the MQTT link and its spool)."""
+
+    def send(self, result: Result) -> None: ...
+
+    def close(self) -> None: ...
+
+    def status(self) -> str:
+        """A few words, e.g. ``mqtt connected, spool 0``; cheap (called every few seconds)."""
+
+
 @dataclass(frozen=True)
 class SinkReport:
     """A lossless sink's account of the run: summary lines, and how many results it accepted and will

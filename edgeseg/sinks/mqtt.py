@@ -371,6 +371,14 @@ class MqttSink:
     def describe(self) -> str:
         return f"{self.address} as {self.topics.base} (MQTT, spool {self.spool.path})"
 
+    def status(self) -> str:
+        s, link = self.spool.stats(), self.publisher.stats()
+        state = "connected" if link.connected else f"disconnected ({link.last_error or 'connecting'})"
+        line = f"mqtt {state}, spool {s.depth}"
+        if s.depth and s.oldest_age_s is not None:
+            line += f" (oldest {s.oldest_age_s:.0f} s)"
+        return line + (f", {s.dropped} dropped" if s.dropped else "")
+
     def report(self) -> SinkReport:
         """The run's account: what was published, what is left for the next start, what was lost."""
         s, link = self._final or (self.spool.stats(), self.publisher.stats())

@@ -28,6 +28,7 @@ from edgeseg.errors import SourceError
 from edgeseg.frame import Frame
 from edgeseg.geometry import FULL_ROI, Roi
 from edgeseg.sources import SourceStats, backoff_delays
+from edgeseg.watchdog import Activity
 
 log = logging.getLogger("edgeseg.sources")
 
@@ -86,6 +87,9 @@ class LiveSource(ABC):
         # retries that fail for it again are logged at DEBUG only.
         self._announced: str | None = None
         self._state = "new"
+        # the device call in flight (connect, grab, disconnect), for the watchdog: waiting between attempts
+        # is this class's own bounded choice, a device call that never returns is a stall
+        self.activity = Activity()
 
     # --- what subclasses provide -------------------------------------------------------------------------
     @abstractmethod
@@ -156,10 +160,12 @@ class LiveSource(ABC):
         """Connect when needed and grab one image; on failure record why (device lock held)."""
         if not self._connected and not self._try_connect():
             return None
-        grab = self._grab()
+        with self.activity:
+            grab = self._grab()
         if grab is None:
             self._connected = False
-            self._disconnect()
+            with self.activity:
+                self._disconnect()
             n = self._connection_frames
             self._failed(f"stream dropped after {n} frame(s)" if n else "connected, but no frame came")
         return grab
@@ -169,7 +175,8 @@ class LiveSource(ABC):
         self._tries += 1
         self._state = self._line("connecting")
         started = time.monotonic()
-        reason = self._connect()
+        with self.activity:
+            reason = self._connect()
         if reason is not None:
             self._failed(reason)
             return False

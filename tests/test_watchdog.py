@@ -1,0 +1,389 @@
+"""The service manager's side of a run: systemd's notify protocol on a real datagram socket, played here.
+
+READY after the first result, WATCHDOG pings only while every stage makes progress (frames out, or a source
+whose reconnect attempts complete), STATUS with figures, RELOADING/READY around SIGHUP, STOPPING at the end;
+and log lines in journald's format when stderr is the journal stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mjpeg import MjpegServer
+
+from edgeseg.frame import Frame
+from edgeseg.instances import Instances
+from edgeseg.journal import Formatter, journal_lines, priority
+from edgeseg.pipeline import ModelStages, Pipeline
+from edgeseg.sdnotify import Notifier
+from edgeseg.sources import make_source
+from edgeseg.watchdog import ServiceLink
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_MODEL = REPO / "models" / "demo-parts.onnx"
+
+
+@dataclass(frozen=True)
+class Note:
+    at: float  # monotonic seconds
+    fields: dict[str, str]
+
+
+class Manager:
+    """systemd's end of ``$NOTIFY_SOCKET``: a datagram socket (a path, or an abstract name with ``@``) whose
+    messages are collected with their arrival time."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
+        self.sock.settimeout(0.2)
+        self.notes: list[Note] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+
+    def _collect(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            fields = dict(line.split("=", 1) for line in data.decode().split("\n") if "=" in line)
+            with self._lock:
+                self.notes.append(Note(time.monotonic(), fields))
+
+    def seen(self) -> list[Note]:
+        with self._lock:
+            return list(self.notes)
+
+    def wait_for(self, check: Callable[[Note], bool], timeout_s: float = 30.0, after: float = 0.0) -> Note:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for note in self.seen():
+                if note.at >= after and check(note):
+                    return note
+            time.sleep(0.05)
+        shown = "\n".join(str(n.fields) for n in self.seen()[-10:])
+        raise AssertionError(f"no such notification within {timeout_s} s; the last ones:\n{shown}")
+
+    def pings(self, since: float = 0.0, until: float = float("inf")) -> list[Note]:
+        return [n for n in self.seen() if since <= n.at <= until and n.fields.get("WATCHDOG") == "1"]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[Manager]:
+    m = Manager(str(tmp_path / "notify"))
+    try:
+        yield m
+    finally:
+        m.close()
+
+
+def _longest_gap(notes: list[Note]) -> float:
+    times = [n.at for n in notes]
+    return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+# the protocol ------------------------------------------------------------------------------------------
+
+
+def test_a_notification_reaches_an_abstract_socket_and_a_newline_cannot_forge_a_field() -> None:
+    m = Manager(f"@edgeseg-test-{uuid.uuid4().hex}")
+    try:
+        notifier = Notifier.from_env({"NOTIFY_SOCKET": m.address})
+        assert notifier.status("line one\nREADY=1")
+        note = m.wait_for(lambda n: "STATUS" in n.fields, timeout_s=5)
+        assert note.fields == {"STATUS": "line one READY=1"}
+    finally:
+        m.close()
+
+
+def test_the_watchdog_interval_is_taken_only_when_it_is_meant_for_this_process() -> None:
+    mine = {"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "3000000", "WATCHDOG_PID": str(os.getpid())}
+    assert Notifier.from_env(mine).watchdog_s == 3.0
+    assert Notifier.from_env({**mine, "WATCHDOG_PID": "1"}).watchdog_s is None
+    assert Notifier.from_env({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "2500000"}).watchdog_s == 2.5
+    assert not Notifier.from_env({}).enabled
+
+
+def test_a_manager_that_went_away_is_logged_once_and_never_raises(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    notifier = Notifier.from_env({"NOTIFY_SOCKET": str(tmp_path / "nobody-listens")})
+    with caplog.at_level(logging.WARNING):
+        assert not notifier.watchdog("x")
+        assert not notifier.watchdog("x")
+    assert len([r for r in caplog.records if "cannot notify" in r.getMessage()]) == 1
+    assert not notifier.enabled
+
+
+# a real run on a real network stream -------------------------------------------------------------------
+
+
+def test_a_run_on_a_stream_is_ready_pings_while_frames_flow_and_keeps_pinging_while_its_source_reconnects(
+    mjpeg_server: MjpegServer, tmp_path: Path
+) -> None:
+    """The stream stalls after frames flowed: the read times out (5 s), and the source's reconnect attempts
+    complete in bounded time (each open times out), so pings go on with STATUS "waiting for source" and
+    systemd does not restart the service; SIGHUP is bracketed by RELOADING=1 and READY=1; frames flowing
+    again are reported; SIGTERM sends STOPPING=1 and exits 0."""
+    watchdog_s = 8.0  # over the 5 s a stream read or open may take
+    m = Manager(f"@edgeseg-test-{uuid.uuid4().hex}")
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": m.address,
+        "WATCHDOG_USEC": str(int(watchdog_s * 1e6)),
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("JOURNAL_STREAM", None)
+    cmd = [sys.executable, "-m", "edgeseg", "run", "--source", mjpeg_server.url]
+    cmd += ["--set", "source.reconnect_initial_s=0.2", "--set", "source.reconnect_max_s=0.5"]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        ready = m.wait_for(lambda n: n.fields.get("READY") == "1", timeout_s=60)
+        assert ready.fields["MAINPID"] == str(proc.pid)
+        assert "frames" in ready.fields["STATUS"]
+        # frames flow: pings carry the figures
+        flowing = m.wait_for(lambda n: n.fields.get("WATCHDOG") == "1" and "fps" in n.fields["STATUS"])
+        assert "latency p50" in flowing.fields["STATUS"]
+        m.wait_for(lambda n: n.fields.get("WATCHDOG") == "1", after=flowing.at + 0.01)
+
+        mjpeg_server.flowing.clear()
+        stalled_at = time.monotonic()
+        waiting = m.wait_for(
+            lambda n: n.fields.get("WATCHDOG") == "1" and "waiting for source" in n.fields["STATUS"],
+            after=stalled_at,
+        )
+        assert "last error: " in waiting.fields["STATUS"]
+        # attempts keep completing: pings continue for longer than the watchdog interval
+        m.wait_for(
+            lambda n: n.fields.get("WATCHDOG") == "1" and "attempt 3" in n.fields["STATUS"],
+            after=waiting.at,
+            timeout_s=40,
+        )
+        outage = m.pings(since=stalled_at)
+        assert outage[-1].at - stalled_at > watchdog_s
+        assert all("stalled" not in n.fields.get("STATUS", "") for n in m.seen())
+
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGHUP)
+        reloading = m.wait_for(lambda n: n.fields.get("RELOADING") == "1", after=sent, timeout_s=10)
+        assert int(reloading.fields["MONOTONIC_USEC"]) > 0
+        m.wait_for(lambda n: n.fields.get("READY") == "1", after=reloading.at, timeout_s=10)
+
+        mjpeg_server.flowing.set()
+        back = time.monotonic()
+        m.wait_for(
+            lambda n: n.fields.get("WATCHDOG") == "1" and "waiting" not in n.fields["STATUS"], after=back
+        )
+        # never a gap that would have let the watchdog fire
+        assert _longest_gap(m.pings(since=ready.at)) < watchdog_s
+
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        m.close()
+    assert proc.returncode == 0, err
+    stopping = [n for n in m.seen() if n.fields.get("STOPPING") == "1"]
+    assert stopping
+    assert stopping[0].fields["STATUS"] == "stopping (SIGTERM)"
+    assert "reloaded" in err
+    assert out.startswith("stopped (SIGTERM)")
+
+
+def test_a_read_blocked_for_longer_than_the_interval_stops_the_pings(
+    mjpeg_server: MjpegServer, tmp_path: Path
+) -> None:
+    """The same stall with a 2 s watchdog: the stream read waits up to its 5 s timeout, longer than the
+    interval, so pings stop (systemd would restart the service) and the journal says which call stalled."""
+    m = Manager(f"@edgeseg-test-{uuid.uuid4().hex}")
+    env = {**os.environ, "NOTIFY_SOCKET": m.address, "WATCHDOG_USEC": "2000000"}
+    env.pop("JOURNAL_STREAM", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeseg", "run", "--source", mjpeg_server.url],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        m.wait_for(lambda n: n.fields.get("WATCHDOG") == "1" and "fps" in n.fields["STATUS"], timeout_s=60)
+        mjpeg_server.flowing.clear()
+        stalled_at = time.monotonic()
+        stalled = m.wait_for(lambda n: n.fields.get("STATUS", "").startswith("stalled"), after=stalled_at)
+        assert stalled.fields["STATUS"].startswith("stalled: a read call has not returned for ")
+        assert "WATCHDOG" not in stalled.fields
+        assert all(p.at < stalled.at for p in m.pings(since=stalled_at))
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        m.close()
+    assert "the pipeline has stalled (a read call has not returned for" in err
+
+
+# a stage that hangs ------------------------------------------------------------------------------------
+
+
+class HangingDecode(ModelStages):
+    """The real demo model, whose decode never returns from frame ``at`` on (until released)."""
+
+    def __init__(self, at: int) -> None:
+        from edgeseg.model import Model
+
+        super().__init__(Model.load(DEMO_MODEL))
+        self.at = at
+        self.release = threading.Event()
+
+    def decode(self, frame: Frame, prepared: object, outputs: object, snapshot: object = None) -> Instances:
+        if frame.index >= self.at:
+            self.release.wait()
+        return super().decode(frame, prepared, outputs)
+
+
+class DyingDecode(HangingDecode):
+    """The decode thread's work ends for good at frame ``at``: it raises what no stage catches."""
+
+    def decode(self, frame: Frame, prepared: object, outputs: object, snapshot: object = None) -> Instances:
+        if frame.index >= self.at:
+            raise SystemExit("the decode thread's work is gone")
+        return super().decode(frame, prepared, outputs)
+
+
+def _serve(pipeline: Pipeline, link: ServiceLink, until: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not until() and time.monotonic() < deadline:
+        link.tick(pipeline)
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("stages", "why"),
+    [(HangingDecode, "a decode call has not returned for"), (DyingDecode, "the decode thread has ended")],
+)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the dying thread
+def test_pings_stop_when_the_decode_stage_hangs_or_its_thread_dies(
+    manager: Manager, stages: type[HangingDecode], why: str
+) -> None:
+    watchdog_s = 1.0
+    notifier = Notifier(manager.address, int(watchdog_s * 1e6))
+    hanging = stages(at=40)
+    pipeline = Pipeline(make_source("synthetic:parts?seed=1&fps=30"), hanging)
+    link = ServiceLink(notifier, lambda: "figures")
+    pipeline.start()
+    try:
+        _serve(pipeline, link, lambda: len(manager.pings()) >= 3, timeout_s=30)
+        assert link.ready
+        assert len(manager.pings()) >= 3
+        assert pipeline.stats().frames_done < hanging.at, "the hang began before the pings were seen"
+        stalled_note: list[Note] = []
+
+        def stalled() -> bool:
+            stalled_note[:] = [n for n in manager.seen() if n.fields.get("STATUS", "").startswith("stalled")]
+            return bool(stalled_note)
+
+        _serve(pipeline, link, stalled, timeout_s=30)
+        assert stalled_note, "the stall was never reported"
+        assert why in stalled_note[0].fields["STATUS"]
+        # the manager keeps hearing STATUS but no ping for well over the interval: systemd would restart us
+        _serve(pipeline, link, lambda: False, timeout_s=3 * watchdog_s)
+        assert manager.pings(since=stalled_note[0].at) == []
+        last_ping = manager.pings()[-1].at
+        assert stalled_note[0].at - last_ping < 2.5 * watchdog_s
+    finally:
+        hanging.release.set()
+        pipeline.stop()
+        pipeline.wait(10)
+        notifier.close()
+
+
+# journald ----------------------------------------------------------------------------------------------
+
+
+def _journal_env(stream: Path) -> dict[str, str]:
+    st = os.stat(stream)
+    env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+    env.pop("NOTIFY_SOCKET", None)
+    return env
+
+
+def test_into_the_journal_every_line_carries_its_syslog_priority_and_no_prefix_of_ours(
+    tmp_path: Path,
+) -> None:
+    """stderr and stdout both connected to the journal (the unit's default): warnings <4>, errors <3>,
+    the start-up line and the summary <6>, a summary line saying LOST <4>."""
+    log = tmp_path / "journal.txt"
+    log.touch()
+    missing = tmp_path / "missing.mp4"
+    with open(log, "w") as stream:
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeseg", "run", "--source", str(missing)],
+            cwd=tmp_path, env=_journal_env(log), stdout=stream, stderr=stream, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert log.read_text().splitlines() == [f"<3>error: source '{missing}': file not found: {missing}"]
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    import cv2
+
+    for i in range(4):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    (frames / "002.png").write_bytes(b"not a png")
+    with open(log, "w") as stream:
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeseg", "run", "--source", str(frames)],
+            cwd=tmp_path, env=_journal_env(log), stdout=stream, stderr=stream, timeout=120,
+        )  # fmt: skip
+    lines = log.read_text().splitlines()
+    assert done.returncode == 3, lines
+    assert all(line[:3] in ("<3>", "<4>", "<6>") for line in lines), lines
+    assert any(line.startswith("<6>running ") for line in lines)
+    assert any(line.startswith("<4>") and "002.png" in line for line in lines)
+    assert any(line.startswith("<4>done, 1 LOST: 3 frames processed") for line in lines)
+    assert any(line.startswith("<4>source: LOST 1 frames") for line in lines)
+    assert not any("edgeseg: " in line for line in lines)
+
+
+def test_on_a_terminal_or_a_file_lines_keep_their_edgeseg_prefix(tmp_path: Path) -> None:
+    env = {**os.environ}
+    env.pop("JOURNAL_STREAM", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "run", "--source", str(tmp_path / "missing.mp4")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.stderr.startswith("edgeseg: error: source ")
+
+
+def test_a_multi_line_record_is_prefixed_on_every_line() -> None:
+    record = logging.LogRecord("edgeseg", logging.WARNING, __file__, 1, "one\ntwo", None, None)
+    assert Formatter(journal=True).format(record) == "<4>one\n<4>two"
+    assert Formatter(journal=False).format(record) == "edgeseg: WARNING: one\ntwo"
+    assert journal_lines("x", logging.DEBUG) == "<7>x"
+    assert [priority(v) for v in (50, 40, 30, 20, 10)] == [2, 3, 4, 6, 7]
