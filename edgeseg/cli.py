@@ -145,15 +145,18 @@ def _parser() -> argparse.ArgumentParser:
         "missing. With a pipeline file, also check what that pipeline needs (its broker answers, ...).",
     )
     doc.add_argument("pipeline", nargs="?", metavar="PIPELINE", help="pipeline YAML to check")
+    from edgeseg.doctor import add_service_args
 
+    add_service_args(doc)
     sub.add_parser(
         "pipelines",
         help="list the bundled pipelines ('edgeseg run NAME' runs one)",
         description="The pipelines shipped in pipelines/, by name, with their first comment line.",
     )
-    from edgeseg import mqtt_commands
+    from edgeseg import mqtt_commands, service
 
     mqtt_commands.add_parser(sub)
+    service.add_parser(sub)
     _add_verbose(sub)
     return parser
 
@@ -529,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edgeseg`` and ``python -m edgeseg``; returns the exit code."""
     args = _parser().parse_args(argv)
     _configure_logging(args.verbose)
-    from edgeseg import bench, doctor, evaluate, mqtt_commands
+    from edgeseg import bench, doctor, evaluate, mqtt_commands, service
 
     commands = {
         "run": _run,
@@ -538,6 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval": evaluate.command,
         "doctor": doctor.command,
         "mqtt": mqtt_commands.command,
+        "service": service.command,
     }
     try:
         return commands[args.command](args)

@@ -7,7 +7,17 @@ import importlib.util
 import os
 import platform
 import shutil
+import stat
+import statistics
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgeseg.config import PipelineConfig
+    from edgeseg.service import Layout
 
 
 @dataclass(frozen=True)
@@ -162,37 +172,279 @@ def pipeline_checks(path: str | None) -> list[Check]:
     parent = next((p for p in (state, *state.parents) if p.exists()), state)
     writable = os.access(parent, os.W_OK)
     out.append(Check(name, "state directory", writable, str(state), "set pipeline.state_dir or --state-dir"))
+    return out + broker_checks(name, config)
+
+
+def broker_checks(name: str, config: PipelineConfig, env: Mapping[str, str] | None = None) -> list[Check]:
+    """The broker answers with the credentials the pipeline would use (none when it has no MQTT sink)."""
     from edgeseg.sinks.mqtt import MqttSinkConfig
 
     mqtt = config.sinks.section(MqttSinkConfig)
-    if mqtt.url is not None:
-        from edgeseg.mqtt.broker import load_credentials, parse_broker_url
-        from edgeseg.mqtt_commands import check
+    if mqtt.url is None:
+        return []
+    from edgeseg.mqtt.broker import load_credentials, parse_broker_url
+    from edgeseg.mqtt_commands import check
 
-        address = parse_broker_url(mqtt.url)
-        creds = load_credentials(
-            mqtt.username_file, mqtt.password_file, mqtt.ca_file, mqtt.cert_file, mqtt.key_file
+    address = parse_broker_url(mqtt.url)
+    creds = load_credentials(
+        mqtt.username_file, mqtt.password_file, mqtt.ca_file, mqtt.cert_file, mqtt.key_file, env
+    )
+    problem = check(address, creds)
+    who = f" as {creds.username} ({creds.origin})" if creds.username else " (anonymous)"
+    fix = (
+        "start the broker or fix sinks.mqtt.url / the MQTT credentials (the pipeline runs anyway and spools "
+        "results until the broker answers)"
+    )
+    return [
+        Check(
+            name,
+            "mqtt broker",
+            problem is None,
+            f"{address} answers{who}" if problem is None else problem,
+            fix,
         )
-        problem = check(address, creds)
-        who = f" as {creds.username} ({creds.origin})" if creds.username else " (anonymous)"
-        out.append(
-            Check(
-                name,
-                "mqtt broker",
-                problem is None,
-                f"{address} answers{who}" if problem is None else problem,
-                "start the broker or fix sinks.mqtt.url / the MQTT credentials (the pipeline runs anyway and "
-                "spools results until the broker answers)",
-            )
-        )
+    ]
+
+
+# --- edgeseg doctor --service NAME -------------------------------------------------------------------------
+
+# systemd.time(7) units this check understands
+_SPAN_UNITS = {
+    "us": 1e-6, "usec": 1e-6, "ms": 1e-3, "msec": 1e-3, "": 1.0, "s": 1.0, "sec": 1.0, "second": 1.0,
+    "seconds": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hr": 3600.0,
+    "hour": 3600.0, "hours": 3600.0,
+}  # fmt: skip
+DEVICE_GROUPS_KEY = "DeviceAllow"
+LATENCY_FRAMES = 20
+LATENCY_MARGIN = 2  # pings come every half interval: a frame must fit twice into it
+
+
+def timespan_s(text: str) -> float:
+    """A systemd time span (``60s``, ``1min 30s``, ``90``) in seconds; ``ValueError`` when unreadable."""
+    import re
+
+    parts = re.findall(r"([0-9.]+)\s*([a-z]*)", text.strip())
+    if not parts or "".join(n + u for n, u in parts) != re.sub(r"\s+", "", text):
+        raise ValueError(text)
+    return sum(float(n) * _SPAN_UNITS[u] for n, u in parts)
+
+
+def unit_settings(root: Path, name: str) -> dict[str, list[str]]:
+    """The installed unit of ``edgeseg@NAME`` and its drop-ins, read as systemd would: key -> values in
+    order, an empty assignment resetting the list; ``%i`` expanded."""
+    from edgeseg.service import installed
+
+    out: dict[str, list[str]] = {}
+    for path in installed(root, name).values():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            key, sep, value = line.strip().partition("=")
+            if not sep or key.startswith(("#", ";", "[")):
+                continue
+            value = value.strip().replace("%i", name)
+            out[key.strip()] = [*out.get(key.strip(), []), value] if value else []
     return out
 
 
+def camera_nodes(uri: str, dev: Path) -> list[Path] | None:
+    """The device nodes (under ``dev``) a source opens; ``None`` for sources that open none."""
+    from edgeseg.sources import parse_uri
+
+    parsed = parse_uri(uri)
+    if parsed.scheme == "v4l2":
+        target = parsed.target
+        return [dev / f"video{target}" if target.isdigit() else dev / Path(target).relative_to("/dev")]
+    if parsed.scheme == "picamera2":
+        return sorted([*dev.glob("media*"), *dev.glob("video*"), *dev.glob("dma_heap/*")])
+    return None
+
+
+def _device_groups() -> dict[int, str]:
+    """Character device majors -> kernel device group names, from this machine's /proc/devices."""
+    out: dict[int, str] = {}
+    try:
+        text = Path("/proc/devices").read_text(encoding="utf-8").split("Block devices:")[0]
+    except OSError:
+        return out
+    for line in text.splitlines():
+        major, _, group = line.strip().partition(" ")
+        if major.isdigit():
+            out[int(major)] = group
+    return out
+
+
+def _node_check(node: Path, gids: set[int], allowed: list[str], majors: Mapping[int, str]) -> str | None:
+    """Why the service cannot read and write ``node``, or ``None``."""
+    import fnmatch
+
+    try:
+        st = node.stat()
+    except OSError:
+        return f"{node} does not exist (camera unplugged, or its driver not loaded)"
+    if not stat.S_ISCHR(st.st_mode):
+        return f"{node} is not a character device"
+    rw = stat.S_IRGRP | stat.S_IWGRP
+    if not (st.st_gid in gids and st.st_mode & rw == rw) and st.st_mode & 0o006 != 0o006:
+        return f"{node} (group {st.st_gid}, mode {stat.S_IMODE(st.st_mode):o}) is not rw for the groups"
+    group = majors.get(os.major(st.st_rdev))
+    specs = [a.split()[0] for a in allowed if "w" in a.split()[-1]]
+    by_group = group is not None and any(
+        fnmatch.fnmatch(group, s[5:]) for s in specs if s.startswith("char-")
+    )
+    if group is not None and not by_group and str(node) not in specs:
+        return f"{node} (device group {group}) is not in DeviceAllow="
+    return None
+
+
+def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
+    """What the installed ``edgeseg@NAME`` needs, as its unit and drop-ins under ``root`` say: its config,
+    its command, the camera device for its groups, its state directory, its broker, its model, and a
+    watchdog interval longer than the model's worst frame latency."""
+    from edgeseg.config import load_config
+    from edgeseg.errors import EdgesegError
+    from edgeseg.service import Layout
+
+    area, layout = "service", Layout(root)
+    settings = unit_settings(root, name)
+    install = f"edgeseg service install {name} --pipeline FILE"
+    if "ExecStart" not in settings:
+        return [
+            Check(area, "unit", False, f"no {layout.at('/etc/systemd/system/edgeseg@.service')}", install)
+        ]
+    command = settings["ExecStart"][-1].split()[0]
+    out = [Check(area, "command", os.access(command, os.X_OK), command, f"{install} --bin PATH")]
+    config_path = layout.at(layout.config(name))
+    try:
+        config = load_config(config_path, env={})
+    except EdgesegError as exc:
+        return [*out, Check(area, "config", False, str(exc), f"fix {config_path} or {install}")]
+    out.append(Check(area, "config", True, str(config_path)))
+    known = layout.groups()
+    groups = [g for value in settings.get("SupplementaryGroups", []) for g in value.split()]
+    missing = [g for g in groups if g not in known and not g.isdigit()]
+    out.append(
+        Check(
+            area,
+            "groups",
+            not missing,
+            f"SupplementaryGroups={' '.join(groups)}"
+            + (f": no group {', '.join(missing)} in {layout.at('/etc/group')}" if missing else ""),
+            "systemd fails the start (216/GROUP) on an unknown group: create it or reinstall",
+        )
+    )
+    nodes = camera_nodes(config.source.uri, layout.at("/dev"))
+    if nodes is not None:
+        gids = {known[g] if g in known else int(g) for g in groups if g in known or g.isdigit()}
+        allowed = settings.get(DEVICE_GROUPS_KEY, []) if settings.get("DevicePolicy") else []
+        problems = [
+            p
+            for n in nodes or [layout.at("/dev/video0")]
+            if (p := _node_check(n, gids, allowed, _device_groups()))
+        ]
+        out.append(
+            Check(
+                area,
+                "camera device",
+                not problems,
+                problems[0] if problems else f"{', '.join(str(n) for n in nodes)} rw for {' '.join(groups)}",
+                "plug in the camera; a node owned by another group needs that group in SupplementaryGroups= "
+                "(a drop-in) and DeviceAllow=",
+            )
+        )
+    out.append(_state_check(area, layout, settings, config))
+    creds = layout.at(layout.credentials(name))
+    out += broker_checks(area, config, {"CREDENTIALS_DIRECTORY": str(creds)} if creds.is_dir() else {})
+    model = config.model.path
+    readable = model.exists() and bool(model.stat().st_mode & stat.S_IROTH)
+    out.append(Check(area, "model", readable, str(model), "the dynamic user reads it as 'other': chmod o+r"))
+    cache = config.model.engine_cache_dir
+    state = Path("/var/lib/edgeseg") / name
+    if cache is not None:
+        inside = cache == state or state in cache.parents
+        fix = "set model.engine_cache_dir: null (engines then go to the state directory, its one writable)"
+        out.append(Check(area, "engine cache", inside, str(cache), fix))
+    return [*out, _watchdog_check(name, settings, config)]
+
+
+def _state_check(
+    area: str, layout: Layout, settings: Mapping[str, list[str]], config: PipelineConfig
+) -> Check:
+    """systemd creates StateDirectory= under /var/lib (as root) for the dynamic user: the service can write
+    nothing else (ProtectSystem=strict), so the pipeline must not name its own."""
+    state = settings.get("StateDirectory", [])
+    lib = layout.at("/var/lib")
+    fix = "keep StateDirectory=edgeseg/%i in the unit, remove pipeline.state_dir, and give /var/lib to root"
+    if not state:
+        return Check(area, "state directory", False, "no StateDirectory= in the unit", fix)
+    if config.pipeline.state_dir is not None:
+        why = (
+            f"pipeline.state_dir is {config.pipeline.state_dir}: the service may only write $STATE_DIRECTORY"
+        )
+        return Check(area, "state directory", False, why, fix)
+    if lib.exists() and not (lib.is_dir() and os.access(lib, os.W_OK)):
+        return Check(area, "state directory", False, f"{lib} is not a writable folder", fix)
+    return Check(area, "state directory", True, f"{lib}/{state[-1].split()[0]} (created by systemd)")
+
+
+def _watchdog_check(name: str, settings: Mapping[str, list[str]], config: PipelineConfig) -> Check:
+    """Time preprocess + inference + decode of a blank frame and compare the worst with WatchdogSec=."""
+    import numpy as np
+
+    from edgeseg.frame import Frame
+    from edgeseg.pipeline import ModelStages
+
+    values = settings.get("WatchdogSec", [])
+    area, fix = (
+        "service",
+        f"raise WatchdogSec= in a drop-in (edgeseg@{name}.service.d/) or use a faster model",
+    )
+    try:
+        watchdog = timespan_s(values[-1]) if values else 0.0
+    except ValueError:
+        return Check(area, "watchdog", False, f"WatchdogSec={values[-1]}: not a time span", fix)
+    if watchdog <= 0:
+        return Check(
+            area, "watchdog", False, "no WatchdogSec=: a stalled pipeline would not be restarted", fix
+        )
+    if config.model.backend == "imx500":
+        return Check(area, "watchdog", True, f"WatchdogSec={watchdog:g} s; inference runs on the sensor")
+    stages = ModelStages.from_config(config)
+    try:
+        image = np.zeros((config.source.height or 480, config.source.width or 640, 3), np.uint8)
+        times = []
+        for i in range(LATENCY_FRAMES):
+            start = time.perf_counter()
+            frame = Frame(i, image, time.monotonic_ns(), time.time())
+            prepared = stages.preprocess(frame)
+            stages.decode(frame, prepared, stages.infer(prepared))
+            times.append(time.perf_counter() - start)
+    finally:
+        stages.close()
+    worst, median = max(times), statistics.median(times)
+    detail = (
+        f"WatchdogSec={watchdog:g} s, worst frame {worst * 1000:.0f} ms (median {median * 1000:.0f} ms, "
+        f"{LATENCY_FRAMES} blank frames; needs {LATENCY_MARGIN}x margin)"
+    )
+    return Check(area, "watchdog", worst * LATENCY_MARGIN < watchdog, detail, fix)
+
+
+def add_service_args(p: argparse.ArgumentParser) -> None:
+    """``--service NAME [--root DIR]`` of ``edgeseg doctor``."""
+    p.add_argument(
+        "--service",
+        metavar="NAME",
+        help="also check what the installed service edgeseg@NAME needs (devices, state directory, broker, "
+        "model, watchdog interval against the model's frame latency)",
+    )
+    p.add_argument("--root", default="/", metavar="DIR", help="where the service is installed (default /)")
+
+
 def command(args: argparse.Namespace) -> int:
-    """Print the report; exit code 0, or 1 when a pipeline was given and one of its needs is missing
-    (missing extras are information, not errors)."""
+    """Print the report; exit code 0, or 1 when a pipeline or service was given and one of its needs is
+    missing (missing extras are information, not errors)."""
     pipeline = getattr(args, "pipeline", None)
     own = pipeline_checks(pipeline) if pipeline else []
+    if getattr(args, "service", None):
+        own += service_checks(args.service, Path(args.root))
     for c in [*checks(), *own]:
         mark = "ok " if c.ok else "-- "
         line = f"{mark} {c.area:<8} {c.name:<28} {c.detail}"

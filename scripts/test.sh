@@ -8,8 +8,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=""
   # xvfb: display tests; mosquitto: the MQTT tests start their own broker; openssl: their TLS certificates;
   # chromium + chromium-driver: the web page's browser test (Selenium); xdotool: the tune window's tests press its keys.
+  # systemd: systemd-analyze verify/security for the service unit (and libseccomp, whose filter the tests reuse).
   # "install ok installed": a removed package keeps a dpkg record (config-files) that dpkg -s accepts
-  for pkg in xvfb mosquitto openssl chromium chromium-driver xdotool; do
+  for pkg in xvfb mosquitto openssl chromium chromium-driver xdotool systemd; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
   done
   if [ -n "$missing" ]; then

@@ -247,6 +247,19 @@ def test_a_read_blocked_for_longer_than_the_interval_stops_the_pings(
     assert "the pipeline has stalled (a read call has not returned for" in err
 
 
+def test_the_jetson_prepare_step_asks_for_start_up_time_while_it_loads_the_model(manager: Manager) -> None:
+    env = {**os.environ, "NOTIFY_SOCKET": manager.address}
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "service", "prepare", "demo"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    note = manager.wait_for(lambda n: "EXTEND_TIMEOUT_USEC" in n.fields, timeout_s=5)
+    assert int(note.fields["EXTEND_TIMEOUT_USEC"]) == 30_000_000
+    assert note.fields["STATUS"].startswith("starting: preparing the model ")
+    assert note.fields["STATUS"].endswith("demo-parts.onnx")
+
+
 # a stage that hangs ------------------------------------------------------------------------------------
 
 

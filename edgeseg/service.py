@@ -1,0 +1,452 @@
+"""``edgeseg service install / uninstall / prepare``: run a pipeline as the systemd unit ``edgeseg@NAME``.
+
+Install writes, under a root folder (``/`` unless ``--root``): ``/etc/edgeseg/NAME.yaml`` (the pipeline with
+its relative paths made absolute), the template ``/etc/systemd/system/edgeseg@.service`` (its ``ExecStart=``
+pointing at this environment's ``edgeseg``), template drop-ins for what this machine has (the ``render``
+group, ``/dev/vchiq``, a Jetson), and ``edgeseg@NAME.service.d/50-edgeseg.conf`` (credentials, folders under
+/home). Every file is written whole, mode 0644, so a second install gives the same bytes; uninstall removes
+those files and the empty folders they leave, so the root is as it was. The unit runs as a dynamic user:
+there is no account to create or remove.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeseg.errors import ConfigError, EdgesegError
+
+if TYPE_CHECKING:
+    from edgeseg.config import PipelineConfig
+
+TEMPLATE = "edgeseg@.service"
+TEMPLATE_BIN = "/opt/edgeseg/venv/bin/edgeseg"  # ExecStart= of the shipped template, replaced on install
+UNIT_DIR = "/etc/systemd/system"
+CONFIG_DIR = "/etc/edgeseg"
+INSTANCE_DROPIN = "50-edgeseg.conf"
+HOST_DROPIN = "50-edgeseg-host.conf"
+JETSON_DROPIN = "60-edgeseg-jetson.conf"
+# what edgeseg.mqtt.broker and edgeseg.sinks.web read from $CREDENTIALS_DIRECTORY
+CREDENTIALS = ("mqtt-username", "mqtt-password", "mqtt-ca", "mqtt-cert", "mqtt-key", "web-token")
+# groups that only some boards have (Pi 5, Jetson): systemd fails the start (216/GROUP) on an unknown one
+OPTIONAL_GROUPS = ("render",)
+# device nodes without a kernel device group of their own; systemd 252 warns at every start for a missing path
+OPTIONAL_NODES = ("/dev/vchiq",)
+# what ProtectHome= hides
+HOMES = (Path("/home"), Path("/root"), Path("/run/user"))
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def unit_file(name: str) -> str:
+    """A file shipped in ``edgeseg/systemd/`` (``systemd/`` in the repository links to it)."""
+    return files("edgeseg").joinpath("systemd", name).read_text(encoding="utf-8")
+
+
+def check_name(name: str) -> str:
+    """Instance names are file names and ``%i``: letters, digits, ``_ . -`` (no systemd escaping needed)."""
+    if not name or not set(name) <= NAME_CHARS or name.startswith((".", "-")):
+        raise ConfigError(f"service name {name!r}: use letters, digits, '_', '.' or '-' (e.g. front-door)")
+    return name
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where an install puts things under ``root``; ``target`` paths are as the installed system sees them."""
+
+    root: Path
+
+    def at(self, target: str | Path) -> Path:
+        return self.root / str(target).lstrip("/")
+
+    def config(self, name: str) -> str:
+        return f"{CONFIG_DIR}/{name}.yaml"
+
+    def instance_dropin(self, name: str) -> str:
+        return f"{UNIT_DIR}/edgeseg@{name}.service.d/{INSTANCE_DROPIN}"
+
+    def credentials(self, name: str) -> str:
+        return f"{CONFIG_DIR}/credentials/{name}"
+
+    def template_files(self) -> tuple[str, ...]:
+        d = f"{UNIT_DIR}/edgeseg@.service.d"
+        return (f"{UNIT_DIR}/{TEMPLATE}", f"{d}/{HOST_DROPIN}", f"{d}/{JETSON_DROPIN}")
+
+    def instances(self) -> list[str]:
+        """Installed instances: those with our drop-in."""
+        found = self.at(UNIT_DIR).glob(f"edgeseg@?*.service.d/{INSTANCE_DROPIN}")
+        return sorted(p.parent.name[len("edgeseg@") : -len(".service.d")] for p in found)
+
+    def groups(self) -> dict[str, int]:
+        """The root's ``/etc/group``, name -> gid (empty when it has none)."""
+        out: dict[str, int] = {}
+        path = self.at("/etc/group")
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                parts = line.split(":")
+                if len(parts) >= 3 and parts[2].isdigit():
+                    out[parts[0]] = int(parts[2])
+        return out
+
+
+# --- the pipeline copy -------------------------------------------------------------------------------------
+
+
+def _absolute(value: str, base: Path) -> str | None:
+    """``value`` as the loader would resolve it from the pipeline's folder; ``None`` when already absolute."""
+    if value.startswith("~"):
+        return str(Path(value).expanduser())
+    return None if Path(value).is_absolute() else os.path.normpath(base / value)
+
+
+def installed_pipeline(pipeline: Path) -> str:
+    """The text of ``/etc/edgeseg/NAME.yaml``: the pipeline with the paths that are relative to its folder
+    (``model.path``, ``model.engine_cache_dir``, ``source.imx500_network``, a file ``source.uri``) made
+    absolute, comments and layout kept; it loads to the same configuration from any folder."""
+    from edgeseg.config import load_config
+    from edgeseg.sources import parse_uri
+    from edgeseg.yamledit import write_back
+    from edgeseg.yamlfile import read_yaml
+
+    original = load_config(pipeline, env={})
+    raw = read_yaml(pipeline, "pipeline file", ConfigError) or {}
+    base = pipeline.resolve().parent
+    changes: dict[str, str] = {}
+    keys = [("model", "path"), ("model", "engine_cache_dir"), ("source", "imx500_network")]
+    source = raw.get("source") if isinstance(raw.get("source"), dict) else {}
+    uri = source.get("uri") if isinstance(source, dict) else None
+    if isinstance(uri, str) and not uri.startswith("file:") and parse_uri(uri).scheme == "file":
+        keys.append(("source", "uri"))
+    for section, key in keys:
+        value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+        fixed = _absolute(value, base) if isinstance(value, str) else None
+        if fixed is not None:
+            changes[f"{section}.{key}"] = fixed
+    text = pipeline.read_text(encoding="utf-8")
+    if not changes:
+        return text
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / pipeline.name
+        copy.write_text(text, encoding="utf-8")
+        write_back(copy, changes)
+        moved = load_config(copy, env={})
+        text = copy.read_text(encoding="utf-8")
+    if (moved.model.path, moved.source.uri) != (original.model.path, original.source.uri):
+        raise ConfigError(f"{pipeline}: could not make its paths absolute for /etc/edgeseg; write them so")
+    return text
+
+
+# --- unit and drop-ins -------------------------------------------------------------------------------------
+
+
+def default_bin() -> Path:
+    """The ``edgeseg`` console script of the environment this runs from."""
+    here = Path(sys.executable).parent / "edgeseg"
+    found = here if here.exists() else shutil.which("edgeseg")
+    if found is None:
+        raise ConfigError("cannot find the 'edgeseg' command of this environment: pass --bin PATH")
+    return Path(found).absolute()
+
+
+def template_unit(bin_path: Path) -> str:
+    return unit_file(TEMPLATE).replace(TEMPLATE_BIN, str(bin_path))
+
+
+def host_dropin(layout: Layout) -> str | None:
+    """What only some machines have: the ``render`` group, ``/dev/vchiq``; ``None`` when nothing."""
+    groups = [g for g in OPTIONAL_GROUPS if g in layout.groups()]
+    nodes = [n for n in OPTIONAL_NODES if layout.at(n).exists()]
+    if not groups and not nodes:
+        return None
+    lines = ["# written by `edgeseg service install` for what this machine has", "[Service]"]
+    if groups:
+        lines.append(f"SupplementaryGroups={' '.join(groups)}")
+    lines += [f"DeviceAllow={n} rw" for n in nodes]
+    return "\n".join(lines) + "\n"
+
+
+def in_home(path: Path) -> bool:
+    return any(path == h or h in path.parents for h in HOMES)
+
+
+def home_binds(paths: Iterable[Path], homes: Iterable[Path] = HOMES) -> list[Path]:
+    """The folders of ``paths`` that lie under a home folder, outermost only, sorted."""
+    homes = tuple(homes)
+    under = sorted({p for p in paths if any(p == h or h in p.parents for h in homes)})
+    return [p for p in under if not any(q in p.parents for q in under)]
+
+
+def needed_folders(bin_path: Path, config: Any) -> list[Path]:
+    """The folders the service reads: its environment (and this package's source for an editable install,
+    when ``bin_path`` is this environment's), the model, the IMX500 network, a video file."""
+    out = [bin_path.parent.parent, bin_path.resolve().parent.parent]
+    if bin_path.parent == Path(sys.executable).parent:
+        out += [Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parent.parent]
+    for value in (config.model.path, config.source.imx500_network):
+        if value:
+            out.append(Path(value).parent)
+    if Path(config.source.uri).is_absolute():
+        out.append(Path(config.source.uri).parent)
+    return out
+
+
+def instance_dropin(layout: Layout, name: str, binds: list[Path], cache: Path | None) -> str:
+    """Credentials that exist (a listed file that is missing fails the start), and folders under /home."""
+    lines = [
+        f"# written by `edgeseg service install {name}`; run it again after adding a credential file",
+        "[Service]",
+    ]
+    creds = layout.credentials(name)
+    lines += [f"LoadCredential={c}:{creds}/{c}" for c in CREDENTIALS if layout.at(f"{creds}/{c}").is_file()]
+    if binds or cache:
+        lines.append("# under /home, which ProtectHome=yes would hide: show exactly these folders")
+        lines.append("ProtectHome=tmpfs")
+    if binds:
+        lines.append(f"BindReadOnlyPaths={' '.join(str(b) for b in binds)}")
+    if cache:
+        lines.append(f"BindPaths={cache}")
+    return "\n".join(lines) + "\n"
+
+
+# --- install / uninstall -----------------------------------------------------------------------------------
+
+
+def _write(layout: Layout, target: str, text: str, report: list[str]) -> bool:
+    path = layout.at(target)
+    if path.is_file() and path.read_text(encoding="utf-8") == text and (path.stat().st_mode & 0o777) == 0o644:
+        return False
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(0o644)
+    tmp.replace(path)
+    report.append(f"wrote {target}")
+    return True
+
+
+def _systemd_runs(layout: Layout) -> bool:
+    return layout.root == Path("/") and Path("/run/systemd/system").is_dir()
+
+
+def _systemctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False)
+
+
+def _must(*args: str) -> None:
+    done = _systemctl(*args)
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise EdgesegError(f"systemctl {' '.join(args)}: {why}")
+
+
+@dataclass(frozen=True)
+class InstallOptions:
+    name: str
+    pipeline: Path
+    root: Path = Path("/")
+    bin_path: Path | None = None
+    jetson: bool | None = None  # None: when /etc/nv_tegra_release exists under the root
+    start: bool = True
+
+
+def install(opts: InstallOptions) -> list[str]:
+    """Install (or bring up to date) ``edgeseg@NAME``; returns the report lines. Raises :class:`ConfigError`
+    when the pipeline is invalid or ``/etc/edgeseg/NAME.yaml`` holds something else (edited by hand?)."""
+    from edgeseg.config import load_config
+
+    name, layout = check_name(opts.name), Layout(opts.root)
+    bin_path = opts.bin_path or default_bin()
+    if not bin_path.is_absolute() or any(c.isspace() for c in str(bin_path)):
+        raise ConfigError(f"--bin {bin_path}: give an absolute path without spaces")
+    text = installed_pipeline(opts.pipeline)
+    config = load_config(opts.pipeline, env={})
+    target = layout.config(name)
+    existing = layout.at(target)
+    if existing.exists() and existing.read_text(encoding="utf-8") != text:
+        raise ConfigError(
+            f"{target} exists and differs from what {opts.pipeline} gives (edited by hand?): keep it and "
+            f"skip install, or remove it to install {opts.pipeline}"
+        )
+    report: list[str] = []
+    changed = _write(layout, target, text, report)
+    changed |= _write(layout, layout.template_files()[0], template_unit(bin_path), report)
+    host = host_dropin(layout)
+    if host is not None:
+        changed |= _write(layout, layout.template_files()[1], host, report)
+    jetson = layout.at("/etc/nv_tegra_release").exists() if opts.jetson is None else opts.jetson
+    if jetson:
+        jet = unit_file("jetson.conf").replace(TEMPLATE_BIN, str(bin_path))
+        changed |= _write(layout, layout.template_files()[2], jet, report)
+    binds = home_binds(needed_folders(bin_path, config))
+    cache = config.model.engine_cache_dir
+    cache = cache if cache is not None and in_home(Path(cache)) else None
+    changed |= _write(
+        layout, layout.instance_dropin(name), instance_dropin(layout, name, binds, cache), report
+    )
+    if binds or cache:
+        shown = " ".join(str(p) for p in [*binds, *([cache] if cache else [])])
+        report.append(f"under /home: the service sees only {shown} (ProtectHome=tmpfs + bind mounts)")
+    if not changed:
+        report.append(f"edgeseg@{name}: already installed, nothing changed")
+    unit = f"edgeseg@{name}.service"
+    if opts.start and _systemd_runs(layout):
+        _must("daemon-reload")
+        if changed and _systemctl("is-active", "--quiet", unit).returncode == 0:
+            _must("restart", unit)
+            report.append(f"restarted {unit}")
+        else:
+            _must("enable", "--now", unit)
+            report.append(f"enabled and started {unit}")
+        report.append(f"follow it: journalctl -u {unit} -f")
+    else:
+        report.append(f"to start it: systemctl daemon-reload && systemctl enable --now {unit}")
+    return report
+
+
+def uninstall(name: str, root: Path = Path("/")) -> list[str]:
+    """Remove what :func:`install` wrote for ``name`` (the template too when no instance is left), and the
+    folders that are left empty. The state directory (spool, engines, tuning) is kept."""
+    name, layout = check_name(name), Layout(root)
+    unit = f"edgeseg@{name}.service"
+    if name not in layout.instances():
+        return [f"{unit} is not installed: nothing to remove"]
+    report: list[str] = []
+    if _systemd_runs(layout):
+        _systemctl("disable", "--now", unit)  # fails harmlessly when it was never enabled
+        report.append(f"stopped and disabled {unit}")
+    targets = [layout.config(name), layout.instance_dropin(name)]
+    if layout.instances() == [name]:
+        targets += layout.template_files()
+    for target in targets:
+        path = layout.at(target)
+        if path.is_file():
+            path.unlink()
+            report.append(f"removed {target}")
+            _prune(layout, path.parent)
+    if _systemd_runs(layout):
+        _must("daemon-reload")
+    report.append(f"kept /var/lib/edgeseg/{name} (MQTT spool, engines, tuning): delete it to forget them")
+    return report
+
+
+def _prune(layout: Layout, folder: Path) -> None:
+    """Remove ``folder`` and its parents up to the root while they are empty."""
+    root = layout.root.resolve()
+    folder = folder.resolve()
+    while folder != root and root in folder.parents and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+
+
+# --- prepare -----------------------------------------------------------------------------------------------
+
+
+def prepare(config: PipelineConfig) -> None:
+    """Load the model once, as ``run`` would: a TensorRT engine is built and cached in the state directory
+    (progress in the log), so the service's start does not wait for it. Under systemd (an ``ExecStartPre=``
+    step) it asks for more start-up time while it works, as ``run`` does."""
+    from edgeseg.pipeline import ModelStages
+    from edgeseg.sdnotify import Notifier
+    from edgeseg.watchdog import StartupExtender
+
+    starting = StartupExtender(Notifier.from_env())
+    starting.start(config.pipeline.start_timeout_s, f"preparing the model {config.model.path}")
+    try:
+        ModelStages.from_config(config).close()
+    finally:
+        starting.stop()
+
+
+# --- command line ------------------------------------------------------------------------------------------
+
+
+def add_parser(sub: Any) -> None:
+    """The ``service`` subcommand and its ``install``, ``uninstall`` and ``prepare`` actions."""
+    p = sub.add_parser(
+        "service",
+        help="install a pipeline as the systemd service edgeseg@NAME (and remove it)",
+        description="Run a pipeline unattended as the systemd unit edgeseg@NAME (see systemd/README.md).",
+    )
+    actions = p.add_subparsers(dest="service_action", metavar="ACTION", required=True)
+    ins = actions.add_parser(
+        "install",
+        help="install or update edgeseg@NAME from a pipeline file (idempotent)",
+        description="Copy PIPELINE to /etc/edgeseg/NAME.yaml, write the unit and its drop-ins, then "
+        "daemon-reload and enable --now edgeseg@NAME when systemd runs (not with --root or --no-start).",
+    )
+    ins.add_argument("name", metavar="NAME", help="instance name, e.g. front-door")
+    ins.add_argument("--pipeline", required=True, metavar="FILE", help="pipeline YAML (or a bundled name)")
+    ins.add_argument("--bin", metavar="PATH", help="the edgeseg command to run (default: this environment's)")
+    ins.add_argument(
+        "--jetson",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add the Jetson drop-in: TensorRT engine built in ExecStartPre, CUDA devices "
+        "(default: when /etc/nv_tegra_release exists)",
+    )
+    ins.add_argument("--no-start", action="store_true", help="write the files only; print the commands")
+    uni = actions.add_parser(
+        "uninstall",
+        help="stop edgeseg@NAME and remove what install wrote",
+        description="Stop and disable edgeseg@NAME, then remove its config copy and drop-ins (the template "
+        "unit too when no instance is left). The state directory is kept.",
+    )
+    uni.add_argument("name", metavar="NAME", help="instance name")
+    for a in (ins, uni):
+        a.add_argument("--root", default="/", metavar="DIR", help="install under DIR (packaging, tests)")
+    pre = actions.add_parser(
+        "prepare",
+        help="load a pipeline's model once (builds and caches a TensorRT engine), then exit",
+        description="Load the pipeline's model as 'run' would, so that a TensorRT engine is built and cached "
+        "before the service starts (the Jetson drop-in runs this as ExecStartPre=).",
+    )
+    pre.add_argument("pipeline", metavar="PIPELINE", help="pipeline YAML (or a bundled name)")
+
+
+def command(args: argparse.Namespace) -> int:
+    from edgeseg.cliconfig import pipeline_path
+
+    if args.service_action == "prepare":
+        from edgeseg.config import load_config
+
+        prepare(load_config(pipeline_path(args.pipeline)))
+        return 0
+    if args.service_action == "install":
+        pipeline = pipeline_path(args.pipeline)
+        assert pipeline is not None
+        opts = InstallOptions(
+            args.name,
+            pipeline,
+            Path(args.root),
+            Path(args.bin) if args.bin else None,
+            args.jetson,
+            start=not args.no_start,
+        )
+        lines = install(opts)
+    else:
+        lines = uninstall(args.name, Path(args.root))
+    for line in lines:
+        print(line)
+    return 0
+
+
+def installed(root: Path, name: str) -> Mapping[str, Path]:
+    """The installed unit files of ``name`` that exist, in systemd's order (template, then its drop-ins,
+    then the instance's, by file name): what :mod:`edgeseg.doctor` reads."""
+    layout = Layout(root)
+    unit = layout.at(f"{UNIT_DIR}/{TEMPLATE}")
+    dropins = [
+        *layout.at(f"{UNIT_DIR}/edgeseg@.service.d").glob("*.conf"),
+        *layout.at(f"{UNIT_DIR}/edgeseg@{name}.service.d").glob("*.conf"),
+    ]
+    ordered = [unit] if unit.exists() else []
+    ordered += sorted(dropins, key=lambda p: p.name)
+    return {str(p.relative_to(layout.root)): p for p in ordered}
