@@ -476,7 +476,7 @@ class Pipeline:
     def health(self, limit_s: float) -> Health:
         """Whether every stage makes progress (see :mod:`edgeseg.watchdog`): no call in flight longer than
         ``limit_s``, every stage thread alive while the source is read, and a result within ``limit_s`` or
-        the source between connection attempts (then ``why`` is its state line)."""
+        the source waiting by design, e.g. between connection attempts (then ``why`` is its state line)."""
         now = time.monotonic()
         for stage, activity in self._activity.items():
             busy = activity.busy_for(now)
@@ -487,7 +487,7 @@ class Pipeline:
             if dead:
                 return Health(False, f"the {', '.join(dead)} thread has ended")
         source = self.source.stats
-        if source.attempt:
+        if source.waiting:
             return Health(True, source.state)
         idle = self._stats.idle_s()
         if idle > limit_s:

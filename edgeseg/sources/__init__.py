@@ -77,6 +77,9 @@ class SourceStats:
             ``"closed"``.
         fps: the nominal frame rate once known: a video file's own rate (also when ``fps`` paces it), the
             configured pace, else None.
+        waiting: the source works but has no frame for the pipeline, by design and for a while: between
+            connection attempts, or while a sensor loads its network. The watchdog is fed meanwhile, as long
+            as no device call hangs (``state`` says what it waits for).
     """
 
     frames: int = 0
@@ -89,6 +92,7 @@ class SourceStats:
     last_error: str | None = None
     state: str = "new"
     fps: float | None = None
+    waiting: bool = False
 
     @property
     def lost(self) -> int:

@@ -104,6 +104,11 @@ class LiveSource(ABC):
     def _disconnect(self) -> None:
         """Release the device; called with no device call in flight."""
 
+    def _preparing(self) -> bool:
+        """Whether the connected device is still getting ready and delivers nothing usable yet (a subclass
+        may say so, e.g. during a firmware upload): the source counts as waiting, not stuck."""
+        return False
+
     def _running_state(self) -> str:
         """The state line while frames flow (a subclass may report more, e.g. a firmware upload)."""
         return "running"
@@ -117,6 +122,7 @@ class LiveSource(ABC):
             attempt=self._tries,
             last_error=self._last_error,
             state=self._state,
+            waiting=self._tries > 0 or self._preparing(),
         )
 
     def open(self) -> None:
