@@ -326,8 +326,6 @@ def test_pings_stop_when_the_decode_stage_hangs_or_its_thread_dies(
         # the manager keeps hearing STATUS but no ping for well over the interval: systemd would restart us
         _serve(pipeline, link, lambda: False, timeout_s=3 * watchdog_s)
         assert manager.pings(since=stalled_note[0].at) == []
-        last_ping = manager.pings()[-1].at
-        assert stalled_note[0].at - last_ping < 2.5 * watchdog_s
     finally:
         hanging.release.set()
         pipeline.stop()
