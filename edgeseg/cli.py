@@ -1,4 +1,4 @@
-"""The ``edgeseg`` command: ``run``, ``bench``, ``eval``, ``doctor``, ``pipelines`` and ``mqtt``.
+"""The ``edgeseg`` command: ``run``, ``bench``, ``eval``, ``doctor``, ``pipelines``, ``mqtt``, ``selftest``.
 
 Errors that edgeseg raises on purpose (:class:`~edgeseg.errors.EdgesegError`) end the command with one line
 ``edgeseg: error: ...`` on stderr and exit code 2. Nothing else in the package prints or exits.
@@ -153,10 +153,11 @@ def _parser() -> argparse.ArgumentParser:
         help="list the bundled pipelines ('edgeseg run NAME' runs one)",
         description="The pipelines shipped in pipelines/, by name, with their first comment line.",
     )
-    from edgeseg import mqtt_commands, service
+    from edgeseg import mqtt_commands, selftest, service
 
     mqtt_commands.add_parser(sub)
     service.add_parser(sub)
+    selftest.add_parser(sub)
     _add_verbose(sub)
     return parser
 
@@ -532,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edgeseg`` and ``python -m edgeseg``; returns the exit code."""
     args = _parser().parse_args(argv)
     _configure_logging(args.verbose)
-    from edgeseg import bench, doctor, evaluate, mqtt_commands, service
+    from edgeseg import bench, doctor, evaluate, mqtt_commands, selftest, service
 
     commands = {
         "run": _run,
@@ -542,6 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "doctor": doctor.command,
         "mqtt": mqtt_commands.command,
         "service": service.command,
+        "selftest": selftest.command,
     }
     try:
         return commands[args.command](args)

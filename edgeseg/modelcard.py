@@ -6,6 +6,10 @@ A card is a small YAML file (schema below) found, for a model file ``<dir>/<stem
 2. ``models/cards/<stem>.yaml`` in the edgeseg source tree (cards for well-known third-party models),
 3. else it is derived from the ONNX metadata that Ultralytics exports carry (``task``, ``names``, ``imgsz``).
 
+An IMX500 network package (``.rpk``) runs on the camera's sensor, not here: its card is looked up in 1. and 2.
+whether or not the file is on this machine (a pipeline for the AI Camera loads on a machine without it), and
+an ``.rpk`` without a card is an error (it has no ONNX metadata to derive one from).
+
 Schema (``x_norm = (x - mean) / std`` with ``x`` in 0..255, per channel in the card's ``color`` order)::
 
     name: demo-parts
@@ -208,11 +212,17 @@ def find_card(model_path: str | Path, cards_dir: Path = REPO_CARDS) -> ModelCard
         return card
     if p.is_dir():
         raise ModelError(f"model path {p} is a folder: give a model file (.onnx, .rpk) or a card .yaml")
-    if not p.is_file():
+    on_sensor = p.suffix.lower() == ".rpk"
+    if not on_sensor and not p.is_file():
         raise ModelError(f"model file not found: {p}")
     for candidate in (p.with_suffix(".yaml"), p.with_suffix(".yml"), cards_dir / f"{p.stem}.yaml"):
         if candidate.is_file():
             return load_card_file(candidate, model_file=p)
+    if on_sensor:
+        raise ModelError(
+            f"no model card for the IMX500 network {p}: put {p.stem}.yaml beside it or in {cards_dir} "
+            "(input size, output kind and classes; see models/cards/imx500_network_deeplabv3plus.yaml)"
+        )
     return card_from_onnx_metadata(p)
 
 

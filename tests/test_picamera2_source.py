@@ -1,169 +1,39 @@
-"""The picamera2/IMX500 adapter against fakes of the two picamera2 classes it touches.
-
-picamera2 cannot be imported here (no libcamera). The fakes stand in at the narrowest boundary (the
-``Picamera2`` and ``IMX500`` classes) and reproduce what the real ones hand over: ``CnnOutputTensor`` as a
-flat float32 sequence reshaped in Fortran order by ``IMX500.get_outputs`` (``None`` on frames without a
-result), ``get_roi_scaled`` as an ``(x, y, w, h)`` tuple in main-stream pixels, ``ScalerCrop`` in sensor
-pixels, ``SensorTimestamp`` in CLOCK_BOOTTIME nanoseconds, and ``make_array`` as an ``(H, W, 3)`` uint8 array.
-"""
+"""The picamera2/IMX500 adapter against fakes of the two picamera2 classes it touches (tests/imx500_fake.py,
+which cites the picamera2 0.3.36 lines each behaviour copies)."""
 
 from __future__ import annotations
 
+import sys
 import time
+import types
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
+from imx500_fake import World, aspect_crop
 
 from edgeseg.config import SourceConfig
 from edgeseg.errors import MissingDependencyError, SourceError
 from edgeseg.sources import open_source, parse_uri
-from edgeseg.sources.picamera2 import Picamera2Modules, Picamera2Source
+from edgeseg.sources.picamera2 import Picamera2Source, import_picamera2
 
-OUTPUT_SHAPES = [(21, 17, 3), (5,)]  # as CnnOutputTensorInfo lists them (no batch axis)
-MAIN_WH = (640, 480)
-INFERENCE_ROI_PX = (80, 0, 480, 480)  # the square the network sees, in main-stream pixels
+OUTPUT_SHAPES: list[tuple[int, ...]] = [(21, 17, 3), (5,)]  # as CnnOutputTensorInfo lists them (no batch)
 
 
-def _flat_outputs(frame: int) -> list[float]:
+def _flat_outputs(frame: int) -> np.ndarray:
     total = sum(int(np.prod(s)) for s in OUTPUT_SHAPES)
-    return list(np.arange(total, dtype=np.float32) + 1000 * frame)
+    return np.arange(total, dtype=np.float32) + 1000 * frame
 
 
-class FakeRequest:
-    def __init__(self, camera: FakePicamera2, index: int) -> None:
-        self.picam2 = camera
-        self.index = index
-        self.released = False
-        self.metadata: dict[str, Any] = {
-            "ScalerCrop": (507, 380, 3042, 2280),
-            "SensorTimestamp": time.clock_gettime_ns(time.CLOCK_BOOTTIME) - 5_000_000,
-        }
-        if index >= camera.world.results_from:  # the network delivers once the firmware is up
-            self.metadata["CnnOutputTensor"] = _flat_outputs(index)
-            self.metadata["CnnOutputTensorInfo"] = b"\0" * 712
-
-    def get_metadata(self) -> dict[str, Any]:
-        return self.metadata
-
-    def make_array(self, stream: str) -> np.ndarray:
-        assert stream == "main"
-        w, h = self.picam2.configured["main"]["size"]
-        return np.full((h, w, 3), self.index % 256, np.uint8)
-
-    def release(self) -> None:
-        self.released = True
-
-
-class World:
-    """What the fakes share: the order things were built in, the requests handed out, failures to inject."""
-
-    def __init__(self, results_from: int = 2, fail_capture_at: int | None = None) -> None:
-        self.results_from = results_from
-        self.fail_capture_at = fail_capture_at
-        self.built: list[str] = []
-        self.requests: list[FakeRequest] = []
-        self.roi_abs: tuple[int, int, int, int] | None = None
-        self.closed = 0
-        self.captures = 0
-
-    def modules(self) -> Picamera2Modules:
-        world = self
-
-        class IMX500(FakeIMX500):
-            def __init__(self, network_file: str, camera_id: str = "") -> None:
-                super().__init__(world, network_file)
-
-        class Picamera2(FakePicamera2):
-            def __init__(self, camera_num: int = 0) -> None:
-                super().__init__(world, camera_num)
-
-        return Picamera2Modules(Picamera2=Picamera2, IMX500=IMX500)
-
-
-class FakeIMX500:
-    def __init__(self, world: World, network_file: str) -> None:
-        world.built.append("IMX500")
-        self.world = world
-        self.network_file = network_file
-        self.camera_num = 0
-        self._progress = 0
-
-    def get_outputs(self, metadata: dict[str, Any], add_batch: bool = False) -> list[np.ndarray] | None:
-        flat = metadata.get("CnnOutputTensor")
-        if not flat:
-            return None
-        values = np.fromiter(flat, dtype=np.float32)
-        outputs, offset = [], 0
-        for shape in OUTPUT_SHAPES:
-            size = int(np.prod(shape))
-            tensor = values[offset : offset + size].reshape(shape, order="F")
-            outputs.append(np.expand_dims(tensor, 0) if add_batch else tensor)
-            offset += size
-        return outputs
-
-    def get_roi_scaled(self, request: FakeRequest, stream: str = "main") -> tuple[int, int, int, int]:
-        assert request.picam2.configured[stream]["size"] == MAIN_WH
-        return INFERENCE_ROI_PX
-
-    def get_input_size(self) -> tuple[int, int]:
-        return (513, 513)
-
-    def get_fw_upload_progress(self, stage_req: int) -> tuple[int, int]:
-        self._progress = min(self._progress + 400_000, 1_000_000)
-        return (self._progress, 1_000_000) if stage_req == 2 else (0, 0)
-
-    def set_inference_roi_abs(self, roi: tuple[int, int, int, int]) -> None:
-        self.world.roi_abs = roi
-
-
-class FakePicamera2:
-    camera_properties: ClassVar[dict[str, tuple[int, int]]] = {"PixelArraySize": (4056, 3040)}
-
-    def __init__(self, world: World, camera_num: int) -> None:
-        world.built.append("Picamera2")
-        self.world = world
-        self.camera_num = camera_num
-        self.configured: dict[str, Any] = {}
-        self.started = False
-
-    def create_preview_configuration(
-        self, main: dict[str, Any], controls: dict[str, Any], buffer_count: int
-    ) -> dict[str, Any]:
-        return {"main": {"size": main.get("size", MAIN_WH), "format": main["format"]}, "controls": controls}
-
-    def configure(self, config: dict[str, Any]) -> None:
-        self.configured = config
-
-    def camera_configuration(self) -> dict[str, Any]:
-        return self.configured
-
-    def start(self) -> None:
-        self.started = True
-
-    def capture_request(self) -> FakeRequest:
-        assert self.started
-        self.world.captures += 1
-        if self.world.captures == self.world.fail_capture_at:
-            raise RuntimeError("Camera frontend has timed out!")
-        request = FakeRequest(self, len(self.world.requests))
-        self.world.requests.append(request)
-        return request
-
-    def stop(self) -> None:
-        self.started = False
-
-    def close(self) -> None:
-        self.world.closed += 1
-
-
-def _source(tmp_path: Path, world: World, **kwargs: Any) -> Picamera2Source:
+def _source(
+    tmp_path: Path, world: World, width: int = 640, height: int = 480, **kwargs: Any
+) -> Picamera2Source:
     network = tmp_path / "net.rpk"
     network.write_bytes(b"rpk")
-    config = SourceConfig(uri=f"picamera2:?network={network}&fps=15", width=640, height=480, **kwargs)
+    config = SourceConfig(uri=f"picamera2:?network={network}&fps=15", width=width, height=height, **kwargs)
     src = Picamera2Source.from_uri(parse_uri(config.uri), config)
-    src._modules_factory = world.modules  # the narrowest boundary: where the two classes come from
+    src._modules_factory = world.modules  # the narrowest boundary: where the picamera2 classes come from
     src.open()
     return src
 
@@ -176,50 +46,117 @@ def test_imx500_is_built_before_picamera2(tmp_path: Path) -> None:
 
 
 def test_on_sensor_outputs_are_attached_in_network_order_with_a_batch_axis(tmp_path: Path) -> None:
-    world = World(results_from=0)
+    world = World(results_from=0, shapes=OUTPUT_SHAPES)
     src = _source(tmp_path, world)
     frame = src.read()
     src.close()
     assert frame is not None
     assert frame.tensors is not None
     assert list(frame.tensors) == ["output0", "output1"]
-    flat = np.asarray(_flat_outputs(0), np.float32)
+    flat = _flat_outputs(0)
     first = flat[: 21 * 17 * 3].reshape((21, 17, 3), order="F")[None]
     assert frame.tensors["output0"].dtype == np.float32
     np.testing.assert_array_equal(frame.tensors["output0"], first)
     np.testing.assert_array_equal(frame.tensors["output1"], flat[21 * 17 * 3 :][None])
 
 
-def test_frames_without_a_network_result_carry_no_tensors_and_show_the_upload(tmp_path: Path) -> None:
-    world = World(results_from=2)
+def test_frames_during_the_upload_are_held_back_until_the_first_result(tmp_path: Path) -> None:
+    world = World(results_from=3, shapes=OUTPUT_SHAPES)
     src = _source(tmp_path, world)
-    frames = [src.read() for _ in range(3)]
-    state_after_first_result = src.stats.state
+    frames = [src.read() for _ in range(2)]
     src.close()
-    assert [f.tensors is None for f in frames if f is not None] == [True, True, False]
-    assert state_after_first_result == "running"
-    assert all(f is not None and f.image.shape == (480, 640, 3) for f in frames)
+    assert [f.index for f in frames if f is not None] == [0, 1]
+    assert all(f is not None and f.tensors is not None for f in frames)
+    assert len(world.requests) == 5  # three grabbed without results, not delivered
+    assert src.stats.frames == 2
 
 
-def test_firmware_upload_progress_is_the_state_until_the_first_result(tmp_path: Path) -> None:
-    world = World(results_from=10)
-    src = _source(tmp_path, world)
+def _states_while_uploading(world: World, src: Picamera2Source) -> list[tuple[str, bool]]:
+    """The source's state line and waiting flag at each capture (the device calls the upload spans)."""
+    seen: list[tuple[str, bool]] = []
+    capture = src._camera.capture_request
+
+    def spying() -> Any:
+        seen.append((src.stats.state, src.stats.waiting))
+        return capture()
+
+    src._camera.capture_request = spying
     src.read()
-    state = src.stats.state
+    return seen
+
+
+def test_the_upload_is_the_state_line_and_the_source_waits_until_the_first_result(tmp_path: Path) -> None:
+    world = World(results_from=3, shapes=OUTPUT_SHAPES)
+    src = _source(tmp_path, world)
+    after_open = src.stats.state
+    seen = _states_while_uploading(world, src)
+    after = src.stats
     src.close()
-    assert state == "uploading network firmware 40%"
+    assert after_open == "uploading network firmware"  # not "connecting" for the minutes the upload takes
+    assert seen == [
+        ("uploading network firmware", True),
+        ("uploading network firmware 40%", True),
+        ("uploading network firmware 80%", True),
+        ("uploading network firmware 100%", True),
+    ]
+    assert (after.state, after.waiting) == ("running", False)
 
 
-def test_input_tensor_roi_and_sensor_crop_are_normalized(tmp_path: Path) -> None:
-    world = World(results_from=0)
+def test_unreadable_upload_progress_is_an_upload_without_percentage_not_a_crash(tmp_path: Path) -> None:
+    world = World(results_from=3, shapes=OUTPUT_SHAPES, progress_readable=False)
+    src = _source(tmp_path, world)
+    seen = _states_while_uploading(world, src)
+    src.close()
+    assert seen == [("uploading network firmware", True)] * 4
+
+
+@pytest.mark.parametrize(
+    ("size", "zoom", "roi", "network_sees"),
+    [
+        ((640, 480), None, None, aspect_crop((640, 480))),  # 4:3 of the 4056x3040 sensor: 4053 wide
+        ((1280, 720), None, None, aspect_crop((1280, 720))),  # 16:9: the sensor is cropped top and bottom
+        ((640, 480), (1014, 760, 2028, 1520), (0.5, 0.25, 0.5, 0.5), (2028, 760, 1014, 1520)),  # zoom, roi
+    ],
+)
+def test_inference_crop_is_cut_to_the_image_and_mapped_with_what_the_network_saw(
+    tmp_path: Path,
+    size: tuple[int, int],
+    zoom: tuple[int, int, int, int] | None,
+    roi: tuple[float, float, float, float] | None,
+    network_sees: tuple[int, int, int, int],
+) -> None:
+    world = World(results_from=0, zoom=zoom)
+    src = _source(tmp_path, world, width=size[0], height=size[1], roi=roi)
+    frame = src.read()
+    src.close()
+    assert world.imx500 is not None
+    assert frame is not None
+    assert frame.tensor_roi is not None
+    assert world.imx500.config["roi"] == network_sees
+    cx, cy, cw, ch = world.requests[-1].metadata["ScalerCrop"]
+    x, y, w, h = network_sees
+    assert frame.tensor_roi == pytest.approx(((x - cx) / cw, (y - cy) / ch, w / cw, h / ch))
+    # once the crop is inside the image, picamera2's own mapping agrees (to its integer rounding)
+    px = world.imx500.get_roi_scaled(world.requests[-1])
+    normalized = (px[0] / size[0], px[1] / size[1], px[2] / size[0], px[3] / size[1])
+    assert frame.tensor_roi == pytest.approx(normalized, abs=2 / min(size))
+
+
+def test_sensor_crop_is_normalized_and_stamped_at_the_sensor(tmp_path: Path) -> None:
+    world = World(results_from=0, zoom=(507, 380, 3042, 2280))
     src = _source(tmp_path, world)
     before = time.monotonic_ns()
     frame = src.read()
     src.close()
     assert frame is not None
-    assert frame.tensor_roi == pytest.approx((0.125, 0.0, 0.75, 1.0))
     assert frame.roi == pytest.approx((0.125, 0.125, 0.75, 0.75))  # ScalerCrop over the pixel array
     assert frame.t_capture_ns < before  # stamped at the sensor, before the request was read
+
+
+def test_roi_outside_the_image_is_one_clear_line(tmp_path: Path) -> None:
+    world = World(results_from=0, zoom=(0, 0, 2028, 1520))
+    with pytest.raises(SourceError, match=r"source\.roi .* lies outside the image"):
+        _source(tmp_path, world, roi=(0.6, 0.6, 0.3, 0.3))
 
 
 def test_every_request_is_released(tmp_path: Path) -> None:
@@ -228,7 +165,7 @@ def test_every_request_is_released(tmp_path: Path) -> None:
     for _ in range(4):
         src.read()
     src.close()
-    assert len(world.requests) == 4
+    assert len(world.requests) == 6  # two held back during the upload
     assert all(r.released for r in world.requests)
     assert world.closed == 1
 
@@ -237,11 +174,11 @@ def test_roi_becomes_the_on_sensor_inference_crop(tmp_path: Path) -> None:
     world = World()
     src = _source(tmp_path, world, roi=(0.25, 0.25, 0.5, 0.5))
     src.close()
-    assert world.roi_abs == (1014, 760, 2028, 1520)
+    assert world.roi_calls == [(1014, 760, 2028, 1520)]
 
 
 def test_camera_failure_is_reconnected_without_reloading_the_network(tmp_path: Path) -> None:
-    world = World(fail_capture_at=2)
+    world = World(results_from=0, fail_capture_at=2)
     src = _source(tmp_path, world, reconnect_initial_s=0.001)
     frames = [src.read() for _ in range(3)]
     src.close()
@@ -251,7 +188,7 @@ def test_camera_failure_is_reconnected_without_reloading_the_network(tmp_path: P
 
 
 def test_plain_camera_without_network_attaches_nothing(tmp_path: Path) -> None:
-    world = World()
+    world = World(zoom=(507, 380, 3042, 2280))
     src = Picamera2Source("picamera2:", modules=world.modules)
     src.open()
     frame = src.read()
@@ -272,3 +209,27 @@ def test_missing_network_file_is_one_clear_line(tmp_path: Path) -> None:
 def test_without_picamera2_the_error_says_what_to_install() -> None:
     with pytest.raises(MissingDependencyError, match="apt install python3-picamera2"):
         open_source("picamera2:")
+
+
+@pytest.fixture
+def picamera2_0_3_17(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed picamera2 older than 0.3.22: ``Picamera2`` but no ``picamera2.devices.IMX500``."""
+    module = types.ModuleType("picamera2")
+    module.Picamera2 = object  # type: ignore[attr-defined]
+    module.__path__ = []  # a package whose submodule picamera2.devices has no IMX500
+    devices = types.ModuleType("picamera2.devices")
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    monkeypatch.setitem(sys.modules, "picamera2.devices", devices)
+
+
+@pytest.mark.usefixtures("picamera2_0_3_17")
+def test_plain_camera_works_with_a_picamera2_older_than_0_3_22() -> None:
+    assert import_picamera2(False).Picamera2 is object
+
+
+@pytest.mark.usefixtures("picamera2_0_3_17")
+def test_network_with_a_picamera2_older_than_0_3_22_says_which_version_is_needed() -> None:
+    with pytest.raises(
+        MissingDependencyError, match=r"needs picamera2 >= 0\.3\.22 \(picamera2\.devices\.IMX500\)"
+    ):
+        import_picamera2(True)

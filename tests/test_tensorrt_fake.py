@@ -1,8 +1,23 @@
 """TensorRT backend against stand-ins for ``tensorrt`` and ``pycuda.driver`` (neither installs here).
 
 The fakes reproduce the surface the backend uses (TensorRT 10 named-tensor API, pycuda contexts, page-locked
-buffers, device allocations, streams) and the one rule that bites in practice: a CUDA context is current
-per thread, so running the engine from another thread works only if the backend pushes its context.
+buffers, device allocations, streams) and the rules that bite on a device, each from the real source:
+
+- a CUDA context is current per thread and ``Device.make_context`` pushes the new one
+  (inducer/pycuda ``src/wrapper/wrap_cudadrv.cpp:1167``), so running from another thread works only if the
+  backend pushes its context; ``cuda.init()`` failures raise ``pycuda.driver.Error`` subclasses;
+- anything made in a context (TensorRT engine and execution context, stream, device and page-locked memory)
+  that is released after the context was detached fails ("context is destroyed", NVIDIA/TensorRT#1632,
+  inducer/pycuda#460): the fake records it in ``cuda.errors``;
+- a network with a dynamic input does not build without an optimization profile ("Network has dynamic or
+  shape inputs, but no optimization profile has been defined", NVIDIA/TensorRT#1116, #768), and
+  ``IExecutionContext.set_input_shape`` returns False for a shape outside the profile
+  (NVIDIA/TensorRT ``python/src/infer/pyCore.cpp:1309``, TensorRT 10);
+- ``OnnxParser.parse(bytes)`` cannot find external weight files (it has no path; ``parse_from_file`` has);
+- ``trt.nptype`` raises TypeError for bf16 and fp8 (``python/packaging/bindings_wheel/tensorrt/__init__.py``
+  ``nptype``, lines 172-194 in 10.x: "Could not resolve TensorRT datatype to an equivalent numpy datatype.");
+- TensorRT 11 has no ``BuilderFlag.FP16`` (``include/NvInfer.h`` 11.1; CHANGELOG 11.0: strongly typed only).
+
 What they cannot show, and what has not run on real hardware: engine build times, real kernels, FP16
 accuracy, and pycuda/TensorRT version quirks on a Jetson.
 """
@@ -11,8 +26,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,26 +42,37 @@ import pytest
 from edgeseg.backends import InferenceOptions
 from edgeseg.backends import tensorrt as trt_backend
 from edgeseg.backends.tensorrt import TensorRTBackend, engine_cache_path
-from edgeseg.errors import ConfigError, ModelError
+from edgeseg.errors import ConfigError, MissingDependencyError, ModelError
 from edgeseg.geometry import AxisAffine
 from edgeseg.modelcard import ModelCard, parse_card
 from edgeseg.preprocess import Prepared
 
 LAYOUT = [("images", "input", [1, 3, 8, 8]), ("out", "output", [1, 2, 8, 8])]
+NUMPY_TYPES = {"float32", "float16", "int8", "int32", "int64", "bool", "uint8"}  # tensorrt.nptype's mapping
 
 
 class FakeCuda:
     """``pycuda.driver``: contexts current per thread, device memory as numpy buffers keyed by address."""
 
-    def __init__(self) -> None:
+    class Error(Exception):
+        """``pycuda.driver.Error``, the base of LogicError/RuntimeError/MemoryError."""
+
+    def __init__(self, init_error: str | None = None) -> None:
         self.local = threading.local()
         self.memory: dict[int, np.ndarray] = {}
         self.next_address = 0x1000
         self.freed: list[int] = []
+        self.errors: list[str] = []  # releases after their context was destroyed
+        self.contexts: list[Any] = []
+        self.init_error = init_error
         fake = self
 
         class Context:
+            def __init__(self) -> None:
+                self.detached = False
+
             def push(self) -> None:
+                assert not self.detached, "push of a detached context"
                 fake._stack().append(self)
 
             def pop(self) -> None:
@@ -61,24 +91,39 @@ class FakeCuda:
 
             def make_context(self) -> Context:
                 ctx = Context()
-                ctx.push()
+                fake.contexts.append(ctx)
+                ctx.push()  # wrap_cudadrv.cpp:1167: the new context is current
                 return ctx
 
-        class Allocation:
+        class Allocation(Resource):
             def __init__(self, address: int) -> None:
+                super().__init__(fake, "device allocation")
                 self.address = address
+                self.freed = False
 
             def __int__(self) -> int:
                 return self.address
 
             def free(self) -> None:
+                self.check_context("free")
+                self.freed = True
                 fake.freed.append(self.address)
 
-        class Stream:
+            def __del__(self) -> None:
+                if not self.freed:
+                    self.check_context("garbage-collected")
+
+        class Stream(Resource):
             handle = 77
+
+            def __init__(self) -> None:
+                super().__init__(fake, "stream")
 
             def synchronize(self) -> None:
                 pass
+
+            def __del__(self) -> None:
+                self.check_context("garbage-collected")
 
         self.Device, self.Stream, self._Allocation = Device, Stream, Allocation
 
@@ -91,10 +136,14 @@ class FakeCuda:
         return self._stack()[-1] if self._stack() else None
 
     def init(self) -> None:
-        pass
+        if self.init_error is not None:
+            raise self.Error(self.init_error)
 
     def pagelocked_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        return np.empty(shape, dtype)
+        host = PageLocked(shape, dtype)
+        host.fill(0)  # uninitialised like the real one, but numpy warns about sums of garbage in the warm-up
+        host.owner = Resource(self, "page-locked buffer")
+        return host
 
     def mem_alloc(self, nbytes: int) -> Any:
         address = self.next_address
@@ -111,15 +160,58 @@ class FakeCuda:
         host.view(np.uint8).reshape(-1)[:] = self.memory[int(dev)]
 
 
-def make_trt(
-    cuda: FakeCuda, layout: list[tuple[str, str, list[int]]] = LAYOUT, version: str = "10.3.0"
-) -> Any:
-    """A ``tensorrt`` stand-in whose engines compute ``out = [sum over channels, max over channels]``."""
-    state = SimpleNamespace(builds=0, deserialized=0, flags=[], build_seconds=0.0, parse_ok=True, contexts=[])
+class Resource:
+    """Something made in the current CUDA context: releasing it once that context is detached is an error."""
 
-    class Engine:
-        def __init__(self, tensors: list[list[Any]]) -> None:
+    def __init__(self, cuda: FakeCuda, what: str) -> None:
+        self.cuda, self.what = cuda, what
+        self.ctx = cuda.current()
+        assert self.ctx is not None, f"{what} made with no current CUDA context"
+
+    def check_context(self, how: str) -> None:
+        if self.ctx.detached:
+            self.cuda.errors.append(f"{self.what} {how} after its context was destroyed")
+
+    def __del__(self) -> None:
+        self.check_context("released")
+
+
+class PageLocked(np.ndarray):
+    """``pagelocked_empty``'s array: its memory (``owner``) is freed with it, in its context."""
+
+    owner: Resource
+
+
+def make_trt(
+    cuda: FakeCuda,
+    layout: list[tuple[str, str, list[int]]] = LAYOUT,
+    version: str = "10.3.0",
+    dtypes: dict[str, str] | None = None,
+    compute: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None,
+) -> Any:
+    """A ``tensorrt`` stand-in whose engines compute ``out = [sum over channels, max over channels]`` of
+    ``images``, or ``compute(input)`` (outputs by name) when given."""
+    state = SimpleNamespace(
+        builds=0, deserialized=0, flags=[], build_seconds=0.0, parse_ok=True, contexts=[], profiles=[]
+    )
+    types = dtypes or {}
+
+    class TrtObject:
+        """An engine or execution context: TensorRT frees its memory in the current context when it goes."""
+
+        def __init__(self, what: str) -> None:
+            self.what = what
+            self.ctx = cuda.current()
+
+        def __del__(self) -> None:
+            if self.ctx is not None and self.ctx.detached:
+                cuda.errors.append(f"{self.what} destroyed after its context was destroyed")
+
+    class Engine(TrtObject):
+        def __init__(self, tensors: list[list[Any]], profile: dict[str, tuple[int, ...]]) -> None:
+            super().__init__("engine")
             self.tensors = tensors
+            self.profile = profile
             self.num_io_tensors = len(tensors)
 
         def get_tensor_name(self, i: int) -> str:
@@ -135,25 +227,32 @@ def make_trt(
             return list(self._t(name)[2])
 
         def get_tensor_dtype(self, name: str) -> str:
-            return "float32"
+            return types.get(name, "float32")
 
         def create_execution_context(self) -> Context:
             ctx = Context(self)
-            state.contexts.append(ctx)
+            state.contexts.append(weakref.ref(ctx))
             return ctx
 
-    class Context:
+    class Context(TrtObject):
         def __init__(self, engine: Engine) -> None:
+            super().__init__("execution context")
             self.engine = engine
             self.addresses: dict[str, int] = {}
             self.input_shapes: dict[str, tuple[int, ...]] = {}
             self.ran_in: list[Any] = []
 
-        def set_input_shape(self, name: str, shape: tuple[int, ...]) -> None:
+        def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+            if tuple(shape) != self.engine.profile.get(name):
+                return False  # outside the profile: TensorRT logs an error and returns False
             self.input_shapes[name] = tuple(shape)
+            return True
 
         def get_tensor_shape(self, name: str) -> list[int]:
             shape = self.engine.get_tensor_shape(name)
+            if name == "out" and -1 in shape:  # the output follows the input's height and width
+                _, _, h, w = self.get_tensor_shape("images")
+                return [1, 2, h, w]
             return list(self.input_shapes.get(name, shape))
 
         def set_tensor_address(self, name: str, address: int) -> None:
@@ -161,47 +260,111 @@ def make_trt(
             self.addresses[name] = address
 
         def execute_async_v3(self, stream_handle: int) -> bool:
-            if cuda.current() is None:  # what pycuda reports as "invalid resource handle"
+            if cuda.current() is None or state.fail_execute:  # pycuda: "invalid resource handle"
                 return False
             self.ran_in.append(cuda.current())
-            x = cuda.memory[self.addresses["images"]].view(np.float32).reshape(1, 3, 8, 8)
+            if compute is not None:
+                name = self.engine.tensors[0][0]
+                x = cuda.memory[self.addresses[name]].view(np.float32).reshape(self.get_tensor_shape(name))
+                for out_name, value in compute(x).items():
+                    raw = np.ascontiguousarray(value, np.float32).view(np.uint8).reshape(-1)
+                    cuda.memory[self.addresses[out_name]][:] = raw
+                return True
+            x = (
+                cuda.memory[self.addresses["images"]]
+                .view(np.float32)
+                .reshape(self.get_tensor_shape("images"))
+            )
             y = np.concatenate([x.sum(axis=1, keepdims=True), x.max(axis=1, keepdims=True)], axis=1)
             cuda.memory[self.addresses["out"]][:] = y.astype(np.float32).view(np.uint8).reshape(-1)
             return True
 
-    class Parser:
-        def __init__(self, network: Any, logger: Any) -> None:
-            self.network = network
-            self.num_errors = 0 if state.parse_ok else 1
+    state.fail_execute = False
 
-        def parse(self, data: bytes) -> bool:
-            return bool(state.parse_ok)
+    class Network:
+        def __init__(self) -> None:
+            self.inputs: list[Any] = []
+
+        @property
+        def num_inputs(self) -> int:
+            return len(self.inputs)
+
+        def get_input(self, i: int) -> Any:
+            return self.inputs[i]
+
+    class Parser:
+        def __init__(self, network: Network, logger: Any) -> None:
+            self.network = network
+            self.num_errors = 0
+
+        def parse(self, data: bytes, path: str | None = None) -> bool:
+            if b"external_data" in data and path is None:  # weights in a side file it cannot locate
+                return self._fail("Failed to open file: weights.bin (external data without a model path)")
+            if not state.parse_ok:
+                return self._fail("Unsupported ONNX op ConvInteger")
+            self.network.inputs = [
+                SimpleNamespace(name=n, shape=list(s)) for n, mode, s in layout if mode == "input"
+            ]
+            return True
+
+        def parse_from_file(self, path: str) -> bool:
+            return self.parse(Path(path).read_bytes(), path)
+
+        def _fail(self, desc: str) -> bool:
+            self.num_errors = 1
+            self.desc = desc
+            return False
 
         def get_error(self, i: int) -> Any:
-            return SimpleNamespace(desc=lambda: "Unsupported ONNX op ConvInteger")
+            return SimpleNamespace(desc=lambda: self.desc)
+
+    class Profile:
+        def __init__(self) -> None:
+            self.shapes: dict[str, tuple[int, ...]] = {}
+
+        def set_shape(self, name: str, min: Any, opt: Any, max: Any) -> None:
+            assert tuple(min) == tuple(opt) == tuple(max)
+            self.shapes[name] = tuple(opt)
 
     class Config:
+        def __init__(self) -> None:
+            self.profiles: list[Profile] = []
+
         def set_memory_pool_limit(self, pool: str, size: int) -> None:
             pass
 
         def set_flag(self, flag: str) -> None:
             state.flags.append(flag)
 
+        def add_optimization_profile(self, profile: Profile) -> int:
+            self.profiles.append(profile)
+            state.profiles.append(profile.shapes)
+            return len(self.profiles) - 1
+
     class Builder:
         def __init__(self, logger: Any) -> None:
             pass
 
-        def create_network(self, flags: int) -> Any:
+        def create_network(self, flags: int) -> Network:
             assert flags == 0
-            return SimpleNamespace()
+            return Network()
 
         def create_builder_config(self) -> Config:
             return Config()
 
-        def build_serialized_network(self, network: Any, config: Any) -> bytes:
+        def create_optimization_profile(self) -> Profile:
+            return Profile()
+
+        def build_serialized_network(self, network: Network, config: Config) -> bytes | None:
             state.builds += 1
             time.sleep(state.build_seconds)
-            return b"ENGINE:" + json.dumps({"version": trt.__version__, "tensors": layout}).encode()
+            dynamic = [t.name for t in network.inputs if -1 in t.shape]
+            profile = config.profiles[0].shapes if config.profiles else {}
+            if any(name not in profile for name in dynamic):
+                # "Network has dynamic or shape inputs, but no optimization profile has been defined."
+                return None
+            doc = {"version": trt.__version__, "tensors": layout, "profile": profile}
+            return b"ENGINE:" + json.dumps(doc).encode()
 
     class Runtime:
         def __init__(self, logger: Any) -> None:
@@ -214,7 +377,7 @@ def make_trt(
             if doc["version"] != trt.__version__:
                 return None
             state.deserialized += 1
-            return Engine(doc["tensors"])
+            return Engine(doc["tensors"], {k: tuple(v) for k, v in doc["profile"].items()})
 
     class Logger:
         WARNING = 2
@@ -222,6 +385,12 @@ def make_trt(
         def __init__(self, severity: int) -> None:
             pass
 
+    def nptype(trt_type: str) -> Any:
+        if trt_type not in NUMPY_TYPES:
+            raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+        return np.dtype(trt_type)
+
+    flags = {"FP16": "fp16"} if int(version.split(".")[0]) < 11 else {}
     trt = SimpleNamespace(
         __version__=version,
         Logger=Logger,
@@ -230,24 +399,34 @@ def make_trt(
         Runtime=Runtime,
         TensorIOMode=SimpleNamespace(INPUT="input", OUTPUT="output"),
         MemoryPoolType=SimpleNamespace(WORKSPACE="workspace"),
-        BuilderFlag=SimpleNamespace(FP16="fp16"),
-        nptype=lambda dt: np.dtype(dt),
+        BuilderFlag=SimpleNamespace(TF32="tf32", **flags),
+        nptype=nptype,
         state=state,
     )
     return trt
 
 
-def _card(tmp_path: Path, outputs: str = "out") -> ModelCard:
-    onnx = tmp_path / "tiny.onnx"
-    if not onnx.exists():
-        onnx.write_bytes(b"onnx-bytes-v1")
-    doc = {
+def _context(trt: Any) -> Any:
+    """The execution context made last (the fake holds it weakly, like nothing else would)."""
+    return trt.state.contexts[-1]()
+
+
+def _card_doc(outputs: str = "out") -> dict[str, Any]:
+    return {
         "name": "tiny",
         "task": "semantic",
         "input": {"name": "images", "width": 8, "height": 8},
         "output": {"name": outputs, "kind": "logits"},
         "classes": ["bg", "fg"],
     }
+
+
+def _card(tmp_path: Path, outputs: str = "out", **input_overrides: Any) -> ModelCard:
+    onnx = tmp_path / "tiny.onnx"
+    if not onnx.exists():
+        onnx.write_bytes(b"onnx-bytes-v1")
+    doc = _card_doc(outputs)
+    doc["input"].update(input_overrides)
     return parse_card(doc, "tiny.yaml", model_file=onnx)
 
 
@@ -274,17 +453,21 @@ def test_first_start_builds_and_caches_the_engine_later_starts_load_it(tmp_path:
     assert files[0].endswith(".engine")
 
 
-def test_cache_key_depends_on_onnx_bytes_tensorrt_version_gpu_and_precision(tmp_path: Path) -> None:
+def test_cache_key_depends_on_onnx_bytes_input_shape_tensorrt_version_gpu_and_precision(
+    tmp_path: Path,
+) -> None:
     onnx = tmp_path / "m.onnx"
-    base = engine_cache_path(tmp_path, onnx, "a" * 64, "10.3.0", "Orin", False)
-    assert base == engine_cache_path(tmp_path, onnx, "a" * 64, "10.3.0", "Orin", False)
+    shape = (1, 3, 8, 8)
+    base = engine_cache_path(tmp_path, onnx, "a" * 64, shape, "10.3.0", "Orin", False)
+    assert base == engine_cache_path(tmp_path, onnx, "a" * 64, shape, "10.3.0", "Orin", False)
     variants = [
-        engine_cache_path(tmp_path, onnx, "b" * 64, "10.3.0", "Orin", False),
-        engine_cache_path(tmp_path, onnx, "a" * 64, "10.7.0", "Orin", False),
-        engine_cache_path(tmp_path, onnx, "a" * 64, "10.3.0", "RTX 4090", False),
-        engine_cache_path(tmp_path, onnx, "a" * 64, "10.3.0", "Orin", True),
+        engine_cache_path(tmp_path, onnx, "b" * 64, shape, "10.3.0", "Orin", False),
+        engine_cache_path(tmp_path, onnx, "a" * 64, (1, 3, 16, 16), "10.3.0", "Orin", False),
+        engine_cache_path(tmp_path, onnx, "a" * 64, shape, "10.7.0", "Orin", False),
+        engine_cache_path(tmp_path, onnx, "a" * 64, shape, "10.3.0", "RTX 4090", False),
+        engine_cache_path(tmp_path, onnx, "a" * 64, shape, "10.3.0", "Orin", True),
     ]
-    assert len({base, *variants}) == 5
+    assert len({base, *variants}) == 6
 
 
 def test_a_new_tensorrt_version_rebuilds_instead_of_loading_the_old_engine(tmp_path: Path) -> None:
@@ -320,7 +503,7 @@ def test_every_io_tensor_is_bound_to_its_own_device_buffer_and_outputs_come_back
     cuda = FakeCuda()
     trt = make_trt(cuda)
     backend = _backend(tmp_path, trt, cuda)
-    ctx = trt.state.contexts[-1]
+    ctx = _context(trt)
     assert set(ctx.addresses) == {"images", "out"}
     assert len(set(ctx.addresses.values())) == 2
     x = np.random.default_rng(0).normal(size=(1, 3, 8, 8)).astype(np.float32)
@@ -349,7 +532,7 @@ def test_run_from_another_thread_uses_the_backends_own_context(tmp_path: Path) -
     t.join()
     np.testing.assert_allclose(result["out"]["out"][0, 0], 3.0)
     assert result["current_after"] is None
-    assert trt.state.contexts[-1].ran_in[-1] is backend._ctx
+    assert _context(trt).ran_in[-1] is backend._ctx
 
 
 def test_engine_input_shape_unlike_the_card_is_a_model_error(tmp_path: Path) -> None:
@@ -367,11 +550,45 @@ def test_card_output_the_engine_lacks_is_a_model_error(tmp_path: Path) -> None:
         _backend(tmp_path, make_trt(cuda), cuda, card=_card(tmp_path, outputs="logits"))
 
 
-def test_dynamic_input_is_fixed_to_the_card_shape(tmp_path: Path) -> None:
+DYNAMIC = [("images", "input", [-1, 3, -1, -1]), ("out", "output", [1, 2, -1, -1])]
+
+
+def test_dynamic_input_builds_with_a_profile_pinned_to_the_card_shape(tmp_path: Path) -> None:
     cuda = FakeCuda()
-    trt = make_trt(cuda, layout=[("images", "input", [-1, 3, 8, 8]), ("out", "output", [1, 2, 8, 8])])
-    _backend(tmp_path, trt, cuda)
-    assert trt.state.contexts[-1].input_shapes == {"images": (1, 3, 8, 8)}
+    trt = make_trt(cuda, layout=DYNAMIC)
+    backend = _backend(tmp_path, trt, cuda)
+    assert trt.state.profiles == [{"images": (1, 3, 8, 8)}]
+    assert _context(trt).input_shapes == {"images": (1, 3, 8, 8)}
+    out = backend.run(_prepared(np.ones((1, 3, 8, 8), np.float32)))
+    np.testing.assert_allclose(out["out"][0, 0], 3.0)
+    backend.close()
+
+
+def test_engines_for_other_input_shapes_are_cached_apart(tmp_path: Path) -> None:
+    cuda = FakeCuda()
+    trt = make_trt(cuda, layout=DYNAMIC)
+    _backend(tmp_path, trt, cuda).close()
+    card16 = parse_card(
+        {**_card_doc(), "input": {"name": "images", "width": 16, "height": 16}},
+        "tiny16.yaml",
+        model_file=tmp_path / "tiny.onnx",
+    )
+    _backend(tmp_path, trt, cuda, card=card16).close()
+    assert trt.state.builds == 2
+    assert trt.state.profiles == [{"images": (1, 3, 8, 8)}, {"images": (1, 3, 16, 16)}]
+
+
+def test_input_shape_the_engine_refuses_is_a_model_error(tmp_path: Path) -> None:
+    cuda = FakeCuda()
+    trt = make_trt(cuda, layout=DYNAMIC)
+    _backend(tmp_path, trt, cuda).close()
+    (engine,) = (tmp_path / "engines").iterdir()
+    doc = json.loads(engine.read_bytes()[7:])
+    doc["profile"] = {"images": [1, 3, 16, 16]}  # an engine built for another shape under this name
+    engine.write_bytes(b"ENGINE:" + json.dumps(doc).encode())
+    with pytest.raises(ModelError, match=r"does not accept input 'images' of shape \[1, 3, 8, 8\]"):
+        _backend(tmp_path, trt, cuda)
+    assert cuda.contexts[-1].detached
 
 
 def test_wrong_input_tensor_is_a_model_error(tmp_path: Path) -> None:
@@ -420,3 +637,119 @@ def test_build_reports_progress_with_elapsed_time(
     assert "building TensorRT engine for tiny.onnx" in text
     assert "s elapsed" in text
     assert "built engine" in text
+
+
+# -- what the real libraries do that the first fakes did not --------------------------------------------
+
+
+def test_fp16_on_tensorrt_11_is_a_config_error_not_an_attribute_error(tmp_path: Path) -> None:
+    cuda = FakeCuda()
+    with pytest.raises(ConfigError, match=r"model\.fp16: TensorRT 11\.1\.0 has no FP16 builder flag"):
+        _backend(tmp_path, make_trt(cuda, version="11.1.0"), cuda, fp16=True)
+    assert cuda.contexts == []  # refused before CUDA was touched
+
+
+def test_tensorrt_11_builds_fp32(tmp_path: Path) -> None:
+    cuda = FakeCuda()
+    trt = make_trt(cuda, version="11.1.0")
+    _backend(tmp_path, trt, cuda).close()
+    assert trt.state.builds == 1
+    assert trt.state.flags == []
+
+
+def test_bf16_engine_tensor_is_a_model_error_naming_it(tmp_path: Path) -> None:
+    cuda = FakeCuda()
+    trt = make_trt(cuda, dtypes={"out": "bf16"})
+    with pytest.raises(ModelError, match=r"engine tensor 'out' is bf16, which numpy cannot hold"):
+        _backend(tmp_path, trt, cuda)
+
+
+def test_engine_input_dtype_unlike_the_card_is_a_model_error_at_load(tmp_path: Path) -> None:
+    cuda = FakeCuda()
+    trt = make_trt(cuda, dtypes={"images": "float16"})
+    with pytest.raises(
+        ModelError, match=r"engine input 'images' is float16, the card says input\.dtype float32"
+    ):
+        _backend(tmp_path, trt, cuda)
+
+
+def test_close_releases_everything_before_the_context_is_detached(tmp_path: Path) -> None:
+    cuda = FakeCuda()
+    trt = make_trt(cuda)
+    backend = _backend(tmp_path, trt, cuda)
+    backend.run(_prepared(np.ones((1, 3, 8, 8), np.float32)))
+    backend.close()
+    del backend
+    assert cuda.contexts[-1].detached
+    assert cuda.errors == []
+    assert cuda.current() is None
+
+
+def test_failing_init_releases_and_detaches_its_context(tmp_path: Path) -> None:
+    cuda = FakeCuda()
+    trt = make_trt(cuda)
+    trt.state.fail_execute = True
+    with pytest.raises(ModelError, match="execute_async_v3 failed"):
+        _backend(tmp_path, trt, cuda)
+    assert cuda.contexts[-1].detached
+    assert cuda.current() is None
+    assert cuda.errors == []
+
+
+def test_cuda_init_failure_is_one_line_model_error(tmp_path: Path) -> None:
+    cuda = FakeCuda(init_error="cuInit failed: no CUDA-capable device is detected")
+    with pytest.raises(
+        ModelError, match=r"CUDA cannot start on GPU 0: cuInit failed: no CUDA-capable device"
+    ):
+        _backend(tmp_path, make_trt(cuda), cuda)
+
+
+def test_onnx_with_external_weights_is_parsed_from_its_path(tmp_path: Path) -> None:
+    cuda = FakeCuda()
+    trt = make_trt(cuda)
+    (tmp_path / "tiny.onnx").write_bytes(b"graph with external_data: weights.bin")
+    _backend(tmp_path, trt, cuda).close()
+    assert trt.state.builds == 1
+
+
+def test_engine_file_is_synced_before_the_rename_and_readable_by_other_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
+    cuda = FakeCuda()
+    backend = _backend(tmp_path, make_trt(cuda), cuda)
+    backend.close()
+    assert events == ["fsync", "replace"]
+    assert stat.S_IMODE(backend.engine_path.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize(
+    ("failing", "error", "says"),
+    [
+        ("pycuda.driver", ImportError("No module named 'pycuda'", name="pycuda"), "pip install edgeseg"),
+        (
+            "pycuda.driver",
+            ImportError("libcuda.so.1: cannot open shared object file", name="pycuda._driver"),
+            r"pycuda is installed but cannot load its libraries \(libcuda\.so\.1: cannot open",
+        ),
+        (
+            "tensorrt",
+            ImportError("libnvinfer.so.10: cannot open shared object file"),
+            r"tensorrt is installed but cannot load its libraries \(libnvinfer\.so\.10",
+        ),
+    ],
+)
+def test_missing_dependency_message_names_what_is_really_missing(
+    monkeypatch: pytest.MonkeyPatch, failing: str, error: ImportError, says: str
+) -> None:
+    def import_module(name: str) -> Any:
+        if name == failing:
+            raise error
+        return SimpleNamespace(__name__=name)
+
+    monkeypatch.setattr(trt_backend.importlib, "import_module", import_module)
+    with pytest.raises(MissingDependencyError, match=says):
+        trt_backend.import_tensorrt()

@@ -1,15 +1,26 @@
 """TensorRT 10 backend: engine built from the ONNX file once, cached, run with the tensor-address API.
 
 - ``tensorrt`` and ``pycuda`` are imported when this backend is created, never at package import; without
-  them it raises :class:`MissingDependencyError` ("pip install edgeseg[tensorrt]").
+  them it raises :class:`MissingDependencyError` ("pip install edgeseg[tensorrt]"), and when they are there
+  but the CUDA driver or libnvinfer they load is not, it says that instead.
 - Engines are cached in a writable directory (``engine_cache_dir``, else ``$EDGESEG_ENGINE_CACHE``, else
   ``engines/`` in the state directory of :mod:`edgeseg.statedir`) under a name keyed by the ONNX
-  file's sha256, the TensorRT version, the GPU name and the precision. An engine from another TensorRT
-  version or GPU therefore never matches and is rebuilt; one that fails to deserialize is rebuilt too.
-  The file is written to a temporary name and renamed, so a crash mid-write never leaves a torn engine.
+  file's sha256, the input shape, the TensorRT version, the GPU name and the precision. An engine from
+  another TensorRT version or GPU therefore never matches and is rebuilt; one that fails to deserialize
+  is rebuilt too.
+  The file is written to a temporary name, synced and renamed, so a crash mid-write or a power cut never
+  leaves a torn engine; it is readable by all (an engine holds no secret, and a manual run may share the
+  service's cache). The ONNX file is parsed from its path so that external weight files are found.
+- An ONNX input with dynamic dimensions gets an optimization profile fixed to the card's shape (TensorRT
+  refuses to build such a network without one).
+- ``fp16`` needs ``BuilderFlag.FP16``, which TensorRT 11 removed (its networks are strongly typed: the
+  precision comes from the ONNX file); there ``fp16: true`` is a ConfigError, not an AttributeError.
 - The build logs "building engine" and the elapsed time every ``PROGRESS_S`` seconds (minutes on a Jetson).
 - The CUDA context belongs to this backend, not to the importing thread (no ``pycuda.autoinit``): it is
   pushed around every call and popped after, so ``run`` works from the pipeline's inference thread.
+  Everything made in it (TensorRT context and engine, stream, buffers) is released before it is detached,
+  also when ``__init__`` fails: TensorRT objects outliving their context give "context is destroyed" errors
+  or a segfault at exit (NVIDIA/TensorRT#1632, inducer/pycuda#460).
 - I/O: page-locked host buffers and device buffers per tensor, bound once with ``set_tensor_address``; a
   run is copy in, ``execute_async_v3`` on the backend's stream, copy out, synchronize.
 """
@@ -17,6 +28,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import os
 import tempfile
@@ -41,15 +53,26 @@ WORKSPACE_BYTES = 1 << 30
 
 
 def import_tensorrt() -> tuple[Any, Any]:
-    """``(tensorrt, pycuda.driver)``, or MissingDependencyError naming the extra to install."""
-    try:
-        import pycuda.driver as cuda
-        import tensorrt as trt
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"the tensorrt backend needs tensorrt and pycuda ({exc.name} is missing): "
-            "pip install edgeseg[tensorrt] (on a Jetson, use JetPack's python3-libnvinfer)"
-        ) from None
+    """``(tensorrt, pycuda.driver)``, or MissingDependencyError saying what to install."""
+    modules = []
+    for package, module in (("pycuda", "pycuda.driver"), ("tensorrt", "tensorrt")):
+        try:
+            modules.append(importlib.import_module(module))
+        except ImportError as exc:
+            # a missing package names itself; a package whose shared libraries do not load (libcuda.so.1,
+            # libnvinfer.so.10) raises with name None or an inner module such as pycuda._driver
+            if exc.name in (package, module):
+                raise MissingDependencyError(
+                    f"the tensorrt backend needs tensorrt and pycuda ({package} is missing): "
+                    "pip install edgeseg[tensorrt] (on a Jetson, use JetPack's python3-libnvinfer)"
+                ) from None
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise MissingDependencyError(
+                f"{package} is installed but cannot load its libraries ({first}): the NVIDIA driver "
+                "(libcuda) or TensorRT (libnvinfer) is missing or from another CUDA version; on a Jetson, "
+                "install JetPack (apt install nvidia-jetpack)"
+            ) from None
+    cuda, trt = modules
     return trt, cuda
 
 
@@ -61,10 +84,18 @@ def default_cache_dir() -> Path:
 
 
 def engine_cache_path(
-    cache_dir: Path, onnx: Path, onnx_sha256: str, trt_version: str, gpu: str, fp16: bool
+    cache_dir: Path,
+    onnx: Path,
+    onnx_sha256: str,
+    input_shape: tuple[int, ...],
+    trt_version: str,
+    gpu: str,
+    fp16: bool,
 ) -> Path:
-    """Where the engine for this ONNX file, TensorRT version, GPU and precision lives."""
-    key = hashlib.sha256(f"{onnx_sha256}|trt={trt_version}|gpu={gpu}|fp16={fp16}".encode()).hexdigest()
+    """Where the engine for this ONNX file, input shape, TensorRT version, GPU and precision lives."""
+    shape = "x".join(str(d) for d in input_shape)
+    text = f"{onnx_sha256}|input={shape}|trt={trt_version}|gpu={gpu}|fp16={fp16}"
+    key = hashlib.sha256(text.encode()).hexdigest()
     return cache_dir / f"{onnx.stem}-{'fp16' if fp16 else 'fp32'}-{key[:20]}.engine"
 
 
@@ -78,16 +109,24 @@ class TensorBinding:
     is_input: bool
 
 
-def engine_bindings(engine: Any, trt: Any) -> list[TensorBinding]:
+def engine_bindings(engine: Any, trt: Any, model: str) -> list[TensorBinding]:
     """The engine's I/O tensors in engine order (TensorRT 10 named-tensor API)."""
     out = []
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
+        trt_dtype = engine.get_tensor_dtype(name)
+        try:
+            dtype = np.dtype(trt.nptype(trt_dtype))
+        except TypeError:  # bf16, fp8, int4, fp4: no numpy type (tensorrt/__init__.py nptype)
+            raise ModelError(
+                f"model {model!r}: engine tensor {name!r} is {trt_dtype}, which numpy cannot hold: "
+                "export the ONNX model with float32, float16 or uint8 inputs and outputs"
+            ) from None
         out.append(
             TensorBinding(
                 name=name,
                 shape=tuple(int(d) for d in engine.get_tensor_shape(name)),
-                dtype=np.dtype(trt.nptype(engine.get_tensor_dtype(name))),
+                dtype=dtype,
                 is_input=engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
             )
         )
@@ -108,6 +147,11 @@ def check_bindings(bindings: list[TensorBinding], card: ModelCard) -> None:
         raise ModelError(
             f"model {card.name!r}: engine input {spec.name!r} has shape {list(shape)}, "
             f"the card says {list(spec.shape)}"
+        )
+    if inputs[0].dtype != np.dtype(spec.dtype):
+        raise ModelError(
+            f"model {card.name!r}: engine input {spec.name!r} is {inputs[0].dtype}, "
+            f"the card says input.dtype {spec.dtype}"
         )
     for name in card.output.names:
         if name not in names or names[name].is_input:
@@ -140,21 +184,42 @@ class TensorRTBackend:
         self.card, self.trt, self.cuda = card, trt, cuda
         self.onnx = Path(card.file)
         self.fp16 = options.fp16
+        if self.fp16 and not hasattr(trt.BuilderFlag, "FP16"):
+            raise ConfigError(
+                f"model.fp16: TensorRT {trt.__version__} has no FP16 builder flag (removed in TensorRT 11, "
+                "whose precision comes from the ONNX file): set fp16: false or export the model in float16"
+            )
         self.cache_dir = options.engine_cache_dir or default_cache_dir()
         self._logger = trt.Logger(trt.Logger.WARNING)
-        cuda.init()
-        device = cuda.Device(0)
-        self.gpu = str(device.name())
-        self._ctx = device.make_context()  # made current on this thread; popped below, pushed per call
+        self._device: dict[str, Any] = {}
+        self._host: dict[str, NDArray[Any]] = {}
+        self.engine: Any = None
+        self.context: Any = None
+        self.stream: Any = None
+        try:
+            cuda.init()
+            device = cuda.Device(0)
+            self.gpu = str(device.name())
+            self._ctx = device.make_context()  # made current on this thread; popped below, pushed per call
+        except cuda.Error as exc:
+            raise ModelError(f"model {self.card.name!r}: CUDA cannot start on GPU 0: {exc}") from None
         try:
             self.engine_path = engine_cache_path(
-                self.cache_dir, self.onnx, file_sha256(self.onnx), str(trt.__version__), self.gpu, self.fp16
+                self.cache_dir,
+                self.onnx,
+                file_sha256(self.onnx),
+                card.input.shape,
+                str(trt.__version__),
+                self.gpu,
+                self.fp16,
             )
             self.engine = self._load_engine()
             self._setup_io()
             self._run_on_buffers()  # warm-up: first enqueue initializes kernels
-        finally:
-            self._ctx.pop()
+        except BaseException:
+            self._release()  # the context is current here: _release pops it
+            raise
+        self._ctx.pop()
 
     # -- engine -------------------------------------------------------------------------------------
 
@@ -189,11 +254,12 @@ class TensorRTBackend:
         builder = trt.Builder(self._logger)
         network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
         parser = trt.OnnxParser(network, self._logger)
-        if not parser.parse(self.onnx.read_bytes()):
+        if not parser.parse_from_file(str(self.onnx)):
             errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
             raise ModelError(f"model {self.card.name!r}: TensorRT cannot parse {self.onnx}: {errors}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+        self._fix_dynamic_inputs(builder, network, config)
         if self.fp16:
             config.set_flag(trt.BuilderFlag.FP16)
         log.info(
@@ -219,29 +285,55 @@ class TensorRTBackend:
         if plan is None:
             raise ModelError(f"model {self.card.name!r}: TensorRT failed to build an engine from {self.onnx}")
         data = bytes(plan)
+        self._write_engine(data)
+        log.info("built engine %s in %.1f s", self.engine_path, time.monotonic() - start)
+        return data
+
+    def _fix_dynamic_inputs(self, builder: Any, network: Any, config: Any) -> None:
+        """One optimization profile pinning every dynamic input to the card's shape (min = opt = max)."""
+        shape = self.card.input.shape
+        profile = None
+        for i in range(network.num_inputs):
+            tensor = network.get_input(i)
+            dims = tuple(int(d) for d in tensor.shape)
+            if all(d >= 0 for d in dims):
+                continue
+            if len(dims) != len(shape) or any(d not in (-1, w) for d, w in zip(dims, shape, strict=True)):
+                raise ModelError(
+                    f"model {self.card.name!r}: ONNX input {tensor.name!r} has shape {list(dims)}, "
+                    f"the card says {list(shape)}"
+                )
+            profile = profile or builder.create_optimization_profile()
+            profile.set_shape(tensor.name, shape, shape, shape)
+        if profile is not None:
+            config.add_optimization_profile(profile)
+
+    def _write_engine(self, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{self.engine_path.name}.")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+                f.flush()
+                os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide it from a run as another user
+                os.fsync(f.fileno())  # the rename must not reach the disk before the data
             os.replace(tmp, self.engine_path)
         except OSError:
             Path(tmp).unlink(missing_ok=True)
             raise
-        log.info("built engine %s in %.1f s", self.engine_path, time.monotonic() - start)
-        return data
 
     # -- I/O ----------------------------------------------------------------------------------------
 
     def _setup_io(self) -> None:
         cuda, card = self.cuda, self.card
-        self.bindings = engine_bindings(self.engine, self.trt)
+        self.bindings = engine_bindings(self.engine, self.trt, card.name)
         check_bindings(self.bindings, card)
         self.context = self.engine.create_execution_context()
         inp = next(b for b in self.bindings if b.is_input)
-        if -1 in inp.shape:
-            self.context.set_input_shape(inp.name, card.input.shape)
-        self._host: dict[str, NDArray[Any]] = {}
-        self._device: dict[str, Any] = {}
+        if -1 in inp.shape and not self.context.set_input_shape(inp.name, card.input.shape):
+            raise ModelError(
+                f"model {card.name!r}: the engine does not accept input {inp.name!r} of shape "
+                f"{list(card.input.shape)} (outside its optimization profile)"
+            )
         for b in self.bindings:
             shape = tuple(int(d) for d in self.context.get_tensor_shape(b.name))
             if any(d < 0 for d in shape):
@@ -250,8 +342,8 @@ class TensorRTBackend:
                 )
             host = cuda.pagelocked_empty(shape, b.dtype)
             dev = cuda.mem_alloc(host.nbytes)
-            self.context.set_tensor_address(b.name, int(dev))
             self._host[b.name], self._device[b.name] = host, dev
+            self.context.set_tensor_address(b.name, int(dev))
         self._input = inp.name
         self._outputs = [b.name for b in self.bindings if not b.is_input]
         self.stream = cuda.Stream()
@@ -286,7 +378,15 @@ class TensorRTBackend:
         if getattr(self, "_ctx", None) is None:
             return
         self._ctx.push()
+        self._release()
+
+    def _release(self) -> None:
+        """Free everything made in the context (it is current), newest first, then pop and detach it."""
         try:
+            self.context = None  # the execution context before the engine it came from
+            self.engine = None
+            self.stream = None
+            self._host.clear()
             for dev in self._device.values():
                 dev.free()
             self._device.clear()

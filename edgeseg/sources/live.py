@@ -113,6 +113,11 @@ class LiveSource(ABC):
         """The state line while frames flow (a subclass may report more, e.g. a firmware upload)."""
         return "running"
 
+    def _holds_back(self, grab: Grab) -> bool:
+        """Whether a grab is not delivered although the device works (a subclass may say so, e.g. images
+        that come without the results of a network still being uploaded): ``read()`` grabs the next one."""
+        return False
+
     # --- the Source protocol -----------------------------------------------------------------------------
     @property
     def stats(self) -> SourceStats:
@@ -142,8 +147,11 @@ class LiveSource(ABC):
                 if self._stop.is_set():
                     break
                 grab = self._next_grab()
-            if grab is not None:
+            if grab is not None and not self._holds_back(grab):
                 return self._deliver(grab)
+            if grab is not None:
+                self._last_frame = time.monotonic()  # the device delivers: not silent, even if held back
+                self._state = self._running_state()
         self._state = "closed"  # also when a failure in flight wrote its line after close() wrote this
         return None
 

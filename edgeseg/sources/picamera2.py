@@ -10,22 +10,34 @@ With a network, each frame carries what the sensor computed for it:
   flat ``CnnOutputTensor`` reshaped in Fortran order with the shapes in ``CnnOutputTensorInfo``). Frames the
   network has no result for (``get_outputs`` returns ``None``, e.g. during the firmware upload) carry
   ``tensors=None``.
-* ``Frame.tensor_roi``: the region of the image the network saw, normalized: ``IMX500.get_roi_scaled``
-  (the inference crop mapped into main-stream pixels) divided by the image size.
+* ``Frame.tensor_roi``: the region of the image the network saw, normalized: the inference crop (full-sensor
+  pixels) over the frame's ``ScalerCrop`` (the part of the sensor the image shows).
 
-``source.roi`` becomes the on-sensor inference crop (``IMX500.set_inference_roi_abs`` in full-sensor pixels),
-because the sensor only runs the network on that crop. ``IMX500(network)`` is built before ``Picamera2()``,
-as the firmware upload requires; the upload takes minutes the first time and shows in ``stats.state``
-(``"uploading network firmware 40%"``) and in the log, not as a hang.
+``source.roi`` (default: the whole sensor) becomes the on-sensor inference crop
+(``IMX500.set_inference_roi_abs`` in full-sensor pixels), because the sensor only runs the network on that
+crop. The network sees that crop whatever the image shows, so after each configure it is cut to its
+intersection with the ``ScalerCrop`` (as Sony modlib's ``AiCamera._verify_roi`` does, ``ai_camera.py``):
+with a main stream that is not 4:3 (picamera2 then crops the sensor to the stream's aspect ratio,
+``picamera2.py:1274-1280`` in 0.3.36), a zoom, or an roi crossing the image edge, a crop outside the image
+would put the network's output where the image shows something else (``IMX500.get_roi_scaled`` clips it to
+the image, ``imx500.py:536``, and so hides the shift).
+
+``IMX500(network)`` is built before ``Picamera2()``, as the firmware upload requires. The upload takes minutes
+the first time: until the first result ``stats.state`` is ``"uploading network firmware 40%"`` (or without the
+percentage when debugfs is not readable: picamera2 >= 0.3.35 then asserts in ``get_fw_upload_progress``,
+``imx500.py:373-379``), the source counts as waiting (the watchdog stays fed) and frames without results are
+not delivered, so they are neither published as empty nor counted as failed inference.
 
 picamera2 lives only on Raspberry Pi OS (``apt install python3-picamera2``); it is imported when the source
-opens. Tests pass fake ``Picamera2``/``IMX500`` classes through ``modules``.
+opens, and ``picamera2.devices.IMX500`` (picamera2 >= 0.3.22) only with a network. Tests pass fake
+``Picamera2``/``IMX500`` classes through ``modules``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -45,25 +57,46 @@ log = logging.getLogger("edgeseg.sources")
 OPTIONS = ("network", "fps", "width", "height")
 IMX500_SENSOR_WH = (4056, 3040)  # full pixel array: the coordinates of set_inference_roi_abs
 FW_NETWORK_STAGE = 2  # picamera2.devices.imx500.imx500.FW_NETWORK_STAGE
+IMX500_SINCE = "0.3.22"  # picamera2's CHANGELOG: "Add IMX500 support"
+Rect = tuple[float, float, float, float]
 
 
 class Picamera2Modules(NamedTuple):
-    """The two picamera2 classes the source uses (real ones, or fakes in tests)."""
+    """The picamera2 classes the source uses (real ones, or fakes in tests); IMX500 only with a network."""
 
     Picamera2: Callable[..., Any]
-    IMX500: Callable[..., Any]
+    IMX500: Callable[..., Any] | None
 
 
-def import_picamera2() -> Picamera2Modules:
-    """``picamera2.Picamera2`` and ``picamera2.devices.IMX500`` (MissingDependencyError: what to install)."""
+def import_picamera2(with_imx500: bool) -> Picamera2Modules:
+    """``picamera2.Picamera2`` and, ``with_imx500``, ``picamera2.devices.IMX500`` (MissingDependencyError
+    saying what to install)."""
     try:
         from picamera2 import Picamera2
-        from picamera2.devices import IMX500
     except ImportError as e:
         raise MissingDependencyError(
             f"picamera2 is only on Raspberry Pi OS: apt install python3-picamera2 ({e})"
         ) from None
+    if not with_imx500:
+        return Picamera2Modules(Picamera2, None)
+    try:
+        from picamera2.devices import IMX500
+    except ImportError:
+        raise MissingDependencyError(
+            f"source.imx500_network needs picamera2 >= {IMX500_SINCE} (picamera2.devices.IMX500), this is "
+            f"picamera2 {_installed_version()}: sudo apt update && "
+            "sudo apt install python3-picamera2 imx500-all"
+        ) from None
     return Picamera2Modules(Picamera2, IMX500)
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("picamera2")
+    except PackageNotFoundError:
+        return "of unknown version"
 
 
 def _rect(value: Any) -> tuple[float, float, float, float]:
@@ -74,7 +107,7 @@ def _rect(value: Any) -> tuple[float, float, float, float]:
     return (float(x), float(y), float(w), float(h))
 
 
-def _normalized(rect: Sequence[float], wh: tuple[int, int]) -> Roi | None:
+def _normalized(rect: Sequence[float], wh: tuple[float, float]) -> Roi | None:
     """A pixel rectangle as a normalized roi, clipped to the frame; None when empty."""
     x, y, w, h = rect
     left, top = min(max(x / wh[0], 0.0), 1.0), min(max(y / wh[1], 0.0), 1.0)
@@ -82,6 +115,12 @@ def _normalized(rect: Sequence[float], wh: tuple[int, int]) -> Roi | None:
     if width <= 0 or height <= 0:
         return None
     return validate_roi((left, top, width, height))
+
+
+def _intersection(a: Rect, b: Rect) -> Rect | None:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    return (x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
 
 
 class Picamera2Source(LiveSource):
@@ -93,8 +132,9 @@ class Picamera2Source(LiveSource):
         network: path of an IMX500 network package (``.rpk``), or None for a plain camera.
         width, height: main stream size (None: picamera2's default).
         fps: ``FrameRate`` control (None: the camera's default).
-        roi: on-sensor inference crop, normalized over the full sensor (network only).
-        modules: where the picamera2 classes come from (:func:`import_picamera2`; fakes in tests).
+        roi: on-sensor inference crop, normalized over the full sensor (network only; default all of it).
+        modules: where the picamera2 classes come from, given whether IMX500 is needed
+            (:func:`import_picamera2`; fakes in tests).
     """
 
     def __init__(
@@ -110,20 +150,26 @@ class Picamera2Source(LiveSource):
         reconnect_initial_s: float = 0.5,
         reconnect_max_s: float = 10.0,
         give_up_after_s: float | None = None,
-        modules: Callable[[], Picamera2Modules] = import_picamera2,
+        modules: Callable[[bool], Picamera2Modules] = import_picamera2,
     ) -> None:
         super().__init__(uri, reconnect_initial_s, reconnect_max_s, give_up_after_s)
         self.camera_num = camera_num
         self.network = network
         self._size = (width, height) if width and height else None
         self._fps = fps
-        self._roi = roi
+        sw, sh = IMX500_SENSOR_WH
+        fx, fy, fw, fh = roi or FULL_ROI
+        # what the user asked for, and what the network is set to see (cut to the image at each configure)
+        self._requested: Rect = (round(fx * sw), round(fy * sh), round(fw * sw), round(fh * sh))
+        self._inference_roi: Rect = self._requested
         self._modules_factory = modules
         self._modules: Picamera2Modules | None = None
         self._imx500: Any = None
         self._camera: Any = None
         self._results = 0  # frames that carried on-sensor outputs
         self._fw_decile = -1
+        self._upload = "uploading network firmware"
+        self._progress_readable = True
 
     @classmethod
     def from_uri(cls, parsed: ParsedUri, config: SourceConfig) -> Picamera2Source:
@@ -149,10 +195,10 @@ class Picamera2Source(LiveSource):
 
     def open(self) -> None:
         """Import picamera2, load the network onto the sensor (before ``Picamera2()``), start the camera."""
-        self._modules = self._modules_factory()
-        if self.network is not None:
-            if not os.path.isfile(self.network):
-                raise SourceError(f"source URI {self.uri!r}: IMX500 network not found: {self.network}")
+        if self.network is not None and not os.path.isfile(self.network):
+            raise SourceError(f"source URI {self.uri!r}: IMX500 network not found: {self.network}")
+        self._modules = self._modules_factory(self.network is not None)
+        if self.network is not None and self._modules.IMX500 is not None:
             try:
                 self._imx500 = self._modules.IMX500(self.network)
             except (RuntimeError, OSError) as e:
@@ -160,20 +206,14 @@ class Picamera2Source(LiveSource):
                     f"source URI {self.uri!r}: cannot load IMX500 network {self.network}: {e}"
                 ) from None
             self.camera_num = int(getattr(self._imx500, "camera_num", self.camera_num))
-            if self._roi is not None:
-                left, top, width, height = self._roi
-                sw, sh = IMX500_SENSOR_WH
-                self._imx500.set_inference_roi_abs(
-                    (round(left * sw), round(top * sh), round(width * sw), round(height * sh))
-                )
-            self._state = "uploading network firmware"
+            self._set_inference_roi(self._requested)
             log.info(
                 "%s: uploading network %s to the IMX500 (minutes the first time)", self.uri, self.network
             )
         super().open()
 
     def _connect(self) -> str | None:
-        modules = self._modules or self._modules_factory()
+        modules = self._modules or self._modules_factory(self.network is not None)
         try:
             camera = modules.Picamera2(self.camera_num)
             main: dict[str, Any] = {"format": "RGB888"}
@@ -185,10 +225,42 @@ class Picamera2Source(LiveSource):
             )
             camera.configure(config)
             camera.start()
+            if self._imx500 is not None:
+                self._fit_inference_roi(camera.capture_metadata())
         except (RuntimeError, OSError, IndexError) as e:
             return f"cannot start camera {self.camera_num}: {e}"
         self._camera = camera
         return None
+
+    def _fit_inference_roi(self, metadata: dict[str, Any]) -> None:
+        """Cut the requested inference crop to the image's ScalerCrop (SourceError when they do not meet)."""
+        crop = metadata.get("ScalerCrop")
+        if crop is None:
+            return
+        fit = _intersection(self._requested, _rect(crop))
+        if fit is None:
+            raise SourceError(
+                f"source {self.uri!r}: source.roi {self._requested} (sensor px) lies outside the image "
+                f"(ScalerCrop {_rect(crop)}): choose an roi inside it"
+            )
+        if fit != self._inference_roi:
+            log.info(
+                "%s: inference crop %s cut to the image's ScalerCrop %s: %s",
+                self.uri,
+                self._inference_roi,
+                _rect(crop),
+                fit,
+            )
+            self._set_inference_roi(fit)
+
+    @property
+    def inference_crop(self) -> Rect:
+        """The crop the network runs on, ``(x, y, w, h)`` in full-sensor pixels."""
+        return self._inference_roi
+
+    def _set_inference_roi(self, rect: Rect) -> None:
+        self._imx500.set_inference_roi_abs(tuple(round(v) for v in rect))
+        self._inference_roi = rect
 
     def _grab(self) -> Grab | None:
         camera = self._camera
@@ -211,7 +283,7 @@ class Picamera2Source(LiveSource):
                     self._results += 1
                 else:
                     self._report_firmware()
-                tensor_roi = _normalized(_rect(self._imx500.get_roi_scaled(request)), wh)
+                tensor_roi = self._tensor_roi(metadata, request, wh)
         finally:
             request.release()
         return Grab(
@@ -226,22 +298,43 @@ class Picamera2Source(LiveSource):
             finally:
                 camera.close()
 
+    def _tensor_roi(self, metadata: dict[str, Any], request: Any, wh: tuple[int, int]) -> Roi | None:
+        """The inference crop over this frame's ScalerCrop: the part of the image the network saw."""
+        crop = metadata.get("ScalerCrop")
+        if crop is None:  # no crop to map through: picamera2's own mapping
+            return _normalized(_rect(self._imx500.get_roi_scaled(request)), wh)
+        cx, cy, cw, ch = _rect(crop)
+        x, y, w, h = self._inference_roi
+        return _normalized((x - cx, y - cy, w, h), (cw, ch))
+
+    def _preparing(self) -> bool:
+        return self._imx500 is not None and not self._results
+
+    def _holds_back(self, grab: Grab) -> bool:
+        return self._preparing() and grab.tensors is None
+
     def _running_state(self) -> str:
-        if self._imx500 is not None and not self._results:
-            return self._state  # still uploading: keep the upload progress line
-        return "running"
+        return self._upload if self._preparing() else "running"
 
     def _report_firmware(self) -> None:
         """Surface the network upload progress while the sensor has produced no result yet."""
-        if self._results:
+        if self._results or not self._progress_readable:
             return
-        current, total = self._imx500.get_fw_upload_progress(FW_NETWORK_STAGE)
+        try:
+            current, total = self._imx500.get_fw_upload_progress(FW_NETWORK_STAGE)
+        except (AssertionError, OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
+            # picamera2 >= 0.3.35 asserts without debugfs access or its sudo helper; older ones read debugfs
+            self._progress_readable = False
+            log.info(
+                "%s: network upload progress is not readable (%s): waiting for the first result", self.uri, e
+            )
+            return
         if total:
             pct = 100 * current / total
-            self._state = f"uploading network firmware {pct:.0f}%"
+            self._upload = f"uploading network firmware {pct:.0f}%"
             if int(pct // 10) > self._fw_decile:
                 self._fw_decile = int(pct // 10)
-                log.info("%s: %s (%d of %d bytes)", self.uri, self._state, current, total)
+                log.info("%s: %s (%d of %d bytes)", self.uri, self._upload, current, total)
 
     def _capture_time(self, metadata: dict[str, Any]) -> int:
         """Sensor exposure start in ``time.monotonic_ns`` units (libcamera stamps CLOCK_BOOTTIME)."""

@@ -1,0 +1,305 @@
+"""Fakes of picamera2's ``Picamera2`` and ``IMX500`` classes that reproduce what the real ones do.
+
+picamera2 cannot be imported here (no libcamera). The fakes stand in at the narrowest boundary (the two
+classes) and copy the real behaviour from raspberrypi/picamera2 v0.3.36 (file/line of that tag):
+
+- ``IMX500.__init__`` sets the inference crop to the full sensor
+  (``picamera2/devices/imx500/imx500.py:366-367``); ``set_inference_roi_abs`` bounds it to the sensor and
+  keeps it in ``config['roi']`` (``imx500.py:687-716``).
+- ``get_fw_upload_progress`` asserts when debugfs is not readable (``imx500.py:373-379, 469-487``:
+  ``fw_progress`` is ``NONE`` without access to ``/sys/kernel/debug`` or the ``sudo -n`` helper) and returns
+  ``(0, 0)`` outside the requested stage.
+- ``get_outputs`` returns None without ``CnnOutputTensor``, else the flat float32 tensor cut and reshaped in
+  Fortran order with the shapes parsed from the 712-byte ``CnnOutputTensorInfo`` struct
+  (``imx500.py:660-685, 734-762``; ``[]`` shapes, hence ``[]`` outputs, for an all-zero struct).
+- ``get_roi_scaled`` is the inference crop bounded to the frame's ``ScalerCrop`` and scaled into main-stream
+  pixels, through the raw (sensor-mode) size with libcamera's integer ``Rectangle`` arithmetic
+  (``imx500.py:511-539``): a crop outside the image is clipped, not shifted.
+- ``get_input_size`` is the network's input, 320x320 for the zoo DeepLabV3+ (raspberrypi/imx500-models
+  README).
+- ``Picamera2.configure`` crops the sensor to the main stream's aspect ratio (``picamera2.py:1274-1280``:
+  ``ScalerCrops`` from libcamera with ``preserve_ar``), unless a zoom ``ScalerCrop`` is set; every frame's
+  metadata carries that ``ScalerCrop`` in full-sensor pixels and ``SensorTimestamp`` in CLOCK_BOOTTIME ns;
+  ``capture_metadata`` is the next frame's metadata (``picamera2.py:1962-1989``); ``make_array`` is
+  ``(H, W, 3)`` uint8.
+
+The world is a scene in full-sensor pixels (rectangles of a class id): the image shows it through the
+ScalerCrop, the network's class map shows it through the inference crop, so a test can check where a
+decoded instance lands in the image.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgeseg.sources.picamera2 import Picamera2Modules
+
+SENSOR = (4056, 3040)
+RAW_WH = (2028, 1520)  # the IMX500 sensor mode picamera2 picks for preview sizes
+NETWORK_WH = (320, 320)
+Rect = tuple[int, int, int, int]
+
+
+class OutputTensorInfo(ctypes.LittleEndianStructure):  # imx500.py:48-54
+    _fields_ = [
+        ("tensor_data_num", ctypes.c_uint32),
+        ("num_dimensions", ctypes.c_uint32),
+        ("size", ctypes.c_uint16 * 16),
+    ]
+
+
+class CnnOutputTensorInfoExported(ctypes.LittleEndianStructure):  # imx500.py:58-64
+    _fields_ = [
+        ("network_name", ctypes.c_char * 64),
+        ("num_tensors", ctypes.c_uint32),
+        ("info", OutputTensorInfo * 16),
+        ("frameCount", ctypes.c_uint8),
+    ]
+
+
+assert ctypes.sizeof(CnnOutputTensorInfoExported) == 712
+
+
+def tensor_info(shapes: list[tuple[int, ...]]) -> bytes:
+    """``CnnOutputTensorInfo`` as libcamera exports it."""
+    info = CnnOutputTensorInfoExported()
+    info.network_name = b"deeplabv3plus"
+    info.num_tensors = len(shapes)
+    for i, shape in enumerate(shapes):
+        info.info[i].tensor_data_num = i
+        info.info[i].num_dimensions = len(shape)
+        for k, d in enumerate(shape):
+            info.info[i].size[k] = d
+    return bytes(info)
+
+
+def bounded(a: Rect, b: Rect) -> Rect:
+    """libcamera ``Rectangle::boundedTo``."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    return (x0, y0, max(x1 - x0, 0), max(y1 - y0, 0))
+
+
+def scaled(r: Rect, num: tuple[int, int], den: tuple[int, int]) -> Rect:
+    """libcamera ``Rectangle::scaledBy`` (integer arithmetic)."""
+    return (
+        r[0] * num[0] // den[0],
+        r[1] * num[1] // den[1],
+        r[2] * num[0] // den[0],
+        r[3] * num[1] // den[1],
+    )
+
+
+def aspect_crop(wh: tuple[int, int]) -> Rect:
+    """The centred full-sensor crop with the main stream's aspect ratio (libcamera's ``ScalerCrops``)."""
+    sw, sh = SENSOR
+    if wh[0] * sh >= wh[1] * sw:  # wider than 4:3: full width
+        h = sw * wh[1] // wh[0]
+        return (0, (sh - h) // 2, sw, h)
+    w = sh * wh[0] // wh[1]
+    return ((sw - w) // 2, 0, w, sh)
+
+
+@dataclass
+class World:
+    """What the fakes share: the scene, the order things were built in, the requests, failures to inject.
+
+    ``shapes``/``values``: the network's outputs (default: a DeepLab class map of ``objects`` seen through the
+    inference crop). ``objects``: ``(class id, (x, y, w, h) in full-sensor px)``.
+    """
+
+    results_from: int = 2
+    fail_capture_at: int | None = None
+    progress_readable: bool = True
+    zoom: Rect | None = None  # a ScalerCrop set by the user; None: picamera2's aspect-ratio crop
+    objects: list[tuple[int, Rect]] = field(default_factory=list)
+    shapes: list[tuple[int, ...]] | None = None
+    built: list[str] = field(default_factory=list)
+    requests: list[FakeRequest] = field(default_factory=list)
+    roi_calls: list[Rect] = field(default_factory=list)
+    imx500: FakeIMX500 | None = None
+    closed: int = 0
+    captures: int = 0
+    frames: int = 0
+
+    def modules(self, with_imx500: bool = True) -> Picamera2Modules:
+        world = self
+
+        class IMX500(FakeIMX500):
+            def __init__(self, network_file: str, camera_id: str = "") -> None:
+                super().__init__(world, network_file)
+
+        class Picamera2(FakePicamera2):
+            def __init__(self, camera_num: int = 0) -> None:
+                super().__init__(world, camera_num)
+
+        return Picamera2Modules(Picamera2=Picamera2, IMX500=IMX500 if with_imx500 else None)
+
+    def render(self, view: Rect, wh: tuple[int, int]) -> np.ndarray:
+        """Class ids of the scene seen through ``view`` (full-sensor px) at ``wh`` pixels (at centres)."""
+        w, h = wh
+        xs = view[0] + (np.arange(w) + 0.5) * view[2] / w
+        ys = view[1] + (np.arange(h) + 0.5) * view[3] / h
+        out = np.zeros((h, w), np.float32)
+        for cls, (x, y, ow, oh) in self.objects:
+            inside = ((ys >= y) & (ys < y + oh))[:, None] & ((xs >= x) & (xs < x + ow))[None, :]
+            out[inside] = cls
+        return out
+
+    def outputs(self, frame: int) -> tuple[list[float], bytes]:
+        """``CnnOutputTensor`` and ``CnnOutputTensorInfo`` for a frame."""
+        if self.shapes is not None:
+            total = sum(int(np.prod(s)) for s in self.shapes)
+            return list(np.arange(total, dtype=np.float32) + 1000 * frame), tensor_info(self.shapes)
+        assert self.imx500 is not None
+        class_map = self.render(self.imx500.config["roi"], NETWORK_WH)
+        # listed as (h, w) and read back in Fortran order by get_outputs
+        return list(class_map.ravel(order="F")), tensor_info([class_map.shape])
+
+
+class FakeRequest:
+    def __init__(self, camera: FakePicamera2, index: int) -> None:
+        self.picam2 = camera
+        self.index = index
+        self.released = False
+        world = camera.world
+        self.metadata: dict[str, Any] = camera.next_metadata()
+        if world.imx500 is not None and index >= world.results_from:  # results once the firmware is up
+            self.metadata["CnnOutputTensor"], self.metadata["CnnOutputTensorInfo"] = world.outputs(index)
+
+    def get_metadata(self) -> dict[str, Any]:
+        return self.metadata
+
+    def make_array(self, stream: str) -> np.ndarray:
+        assert stream == "main"
+        world, wh = self.picam2.world, self.picam2.configured["main"]["size"]
+        if world.objects:
+            ids = world.render(self.metadata["ScalerCrop"], wh)
+            return np.repeat((ids * 10).astype(np.uint8)[:, :, None], 3, axis=2)
+        return np.full((wh[1], wh[0], 3), self.index % 256, np.uint8)
+
+    def release(self) -> None:
+        self.released = True
+
+
+class FakeIMX500:
+    class FwProgressType:  # imx500.py:302-305
+        NONE, DIRECT, INDIRECT = 0, 1, 2
+
+    def __init__(self, world: World, network_file: str) -> None:
+        world.built.append("IMX500")
+        world.imx500 = self
+        self.world = world
+        self.network_file = network_file
+        self.camera_num = 0
+        self.config: dict[str, Any] = {"network_file": network_file}
+        self.fw_progress = self.FwProgressType.DIRECT if world.progress_readable else self.FwProgressType.NONE
+        self._progress = 0
+        self.set_inference_roi_abs((0, 0, *SENSOR))  # imx500.py:366-367
+        world.roi_calls.clear()
+
+    def _fw_progress_read(self) -> str:
+        assert self.fw_progress != self.FwProgressType.NONE  # imx500.py:374
+        self._progress = min(self._progress + 400_000, 1_000_000)
+        return f"2 {self._progress} 1000000"
+
+    def get_fw_upload_progress(self, stage_req: int) -> tuple[int, int]:  # imx500.py:469-487
+        stage, block, size = (int(v) for v in self._fw_progress_read().split())
+        return (min(block, size), size) if stage == stage_req else (0, 0)
+
+    def get_outputs(self, metadata: dict[str, Any], add_batch: bool = False) -> list[np.ndarray] | None:
+        flat = metadata.get("CnnOutputTensor")
+        if not flat:
+            return None
+        values = np.fromiter(flat, dtype=np.float32)
+        outputs, offset = [], 0
+        for shape in self.get_output_shapes(metadata):
+            size = int(np.prod(shape))
+            tensor = values[offset : offset + size].reshape(shape, order="F")
+            outputs.append(np.expand_dims(tensor, 0) if add_batch else tensor)
+            offset += size
+        return outputs
+
+    def get_output_shapes(self, metadata: dict[str, Any]) -> list[tuple[int, ...]]:  # imx500.py:679-685
+        raw = metadata.get("CnnOutputTensorInfo")
+        if not raw:
+            return []
+        assert len(raw) == ctypes.sizeof(CnnOutputTensorInfoExported)
+        parsed = CnnOutputTensorInfoExported.from_buffer_copy(raw)
+        return [tuple(t.size[: t.num_dimensions]) for t in parsed.info[: parsed.num_tensors]]
+
+    def get_roi_scaled(self, request: FakeRequest, stream: str = "main") -> Rect:  # imx500.py:511-539
+        isp = tuple(request.picam2.camera_configuration()[stream]["size"])
+        sensor_crop = scaled(request.get_metadata()["ScalerCrop"], RAW_WH, SENSOR)
+        obj = scaled(bounded((0, 0, *SENSOR), self.config["roi"]), RAW_WH, SENSOR)
+        x, y, w, h = bounded(obj, sensor_crop)
+        return scaled((x - sensor_crop[0], y - sensor_crop[1], w, h), isp, sensor_crop[2:])  # type: ignore[arg-type]
+
+    def get_input_size(self) -> tuple[int, int]:
+        return NETWORK_WH
+
+    def set_inference_roi_abs(self, roi: tuple[int, int, int, int]) -> None:
+        self.config["roi"] = bounded(tuple(int(v) for v in roi), (0, 0, *SENSOR))  # type: ignore[arg-type]
+        self.world.roi_calls.append(self.config["roi"])
+
+
+class FakePicamera2:
+    camera_properties: ClassVar[dict[str, tuple[int, int]]] = {"PixelArraySize": SENSOR}
+
+    def __init__(self, world: World, camera_num: int) -> None:
+        world.built.append("Picamera2")
+        self.world = world
+        self.camera_num = camera_num
+        self.configured: dict[str, Any] = {}
+        self.started = False
+        self.scaler_crop: Rect = (0, 0, *SENSOR)
+
+    def create_preview_configuration(
+        self, main: dict[str, Any], controls: dict[str, Any], buffer_count: int
+    ) -> dict[str, Any]:
+        return {
+            "main": {"size": main.get("size", (640, 480)), "format": main["format"]},
+            "raw": {"size": RAW_WH},
+            "controls": controls,
+        }
+
+    def configure(self, config: dict[str, Any]) -> None:
+        self.configured = config
+        self.scaler_crop = self.world.zoom or aspect_crop(config["main"]["size"])
+
+    def camera_configuration(self) -> dict[str, Any]:
+        return self.configured
+
+    def start(self) -> None:
+        self.started = True
+
+    def next_metadata(self) -> dict[str, Any]:
+        self.world.frames += 1
+        return {
+            "ScalerCrop": self.scaler_crop,
+            "SensorTimestamp": time.clock_gettime_ns(time.CLOCK_BOOTTIME) - 5_000_000,
+        }
+
+    def capture_metadata(self) -> dict[str, Any]:
+        assert self.started
+        return self.next_metadata()
+
+    def capture_request(self) -> FakeRequest:
+        assert self.started
+        self.world.captures += 1
+        if self.world.captures == self.world.fail_capture_at:
+            raise RuntimeError("Camera frontend has timed out!")
+        request = FakeRequest(self, len(self.world.requests))
+        self.world.requests.append(request)
+        return request
+
+    def stop(self) -> None:
+        self.started = False
+
+    def close(self) -> None:
+        self.world.closed += 1

@@ -1,0 +1,96 @@
+"""``edgeseg selftest``: PASS on the CPU path here, FAIL with the measured difference when the engine's
+outputs are off, and its TensorRT and IMX500 halves against the fakes (tests/test_tensorrt_fake.py,
+tests/imx500_fake.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from imx500_fake import World
+from test_tensorrt_fake import FakeCuda, make_trt
+
+from edgeseg import selftest
+from edgeseg.backends import Backend, InferenceOptions
+from edgeseg.backends.ort import OrtBackend
+from edgeseg.backends.tensorrt import TensorRTBackend
+from edgeseg.cli import main
+from edgeseg.config import PipelineConfig, load_config
+from edgeseg.modelcard import ModelCard
+
+PIPELINES = Path(__file__).parents[1] / "pipelines"
+PERSON = 15
+
+
+def _fake_tensorrt(tmp_path: Path, offset: float) -> selftest.BackendFactory:
+    """TensorRT on the fakes, its engine computing the model with onnxruntime plus ``offset``."""
+
+    def factory(card: ModelCard, options: InferenceOptions) -> Backend:
+        ort = OrtBackend(card)
+        x = np.zeros(card.input.shape, np.float32)
+        shapes = {name: list(v.shape) for name, v in ort.run_tensor(x).items()}
+        layout = [(card.input.name, "input", list(card.input.shape))]
+        layout += [(name, "output", shape) for name, shape in shapes.items()]
+
+        def compute(x: np.ndarray) -> dict[str, np.ndarray]:
+            return {name: v + offset for name, v in ort.run_tensor(x).items()}
+
+        cuda = FakeCuda()
+        options = replace(options, backend="tensorrt", engine_cache_dir=tmp_path / "engines")
+        return TensorRTBackend(card, options, trt=make_trt(cuda, layout, compute=compute), cuda=cuda)
+
+    return factory
+
+
+def test_selftest_passes_on_the_cpu_path(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["selftest", "--frames", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "output logits: max |diff| 0 " in out
+    assert "PQ 1.000, mean mask IoU 1.000" in out
+    assert out.rstrip().endswith("PASS")
+
+
+def test_tensorrt_half_passes_when_the_engine_computes_the_model(tmp_path: Path) -> None:
+    config = load_config(PIPELINES / "demo.yaml", [])
+    report = selftest.run(config, 2, backend_factory=_fake_tensorrt(tmp_path, 0.0))
+    assert report.passed, report.text()
+    assert "tensorrt (GPU 0) against onnxruntime" in report.lines[0]
+
+
+def test_perturbed_engine_outputs_fail_with_the_measured_difference(tmp_path: Path) -> None:
+    config = load_config(PIPELINES / "demo.yaml", [])
+    report = selftest.run(config, 2, backend_factory=_fake_tensorrt(tmp_path, 0.5))
+    text = report.text()
+    assert text.endswith("FAIL")
+    assert "output logits: max |diff| 0.5 = " in text
+    assert "<- FAIL" in text
+
+
+def _aicam(tmp_path: Path) -> PipelineConfig:
+    network = tmp_path / "imx500_network_deeplabv3plus.rpk"
+    network.write_bytes(b"rpk")
+    config = load_config(PIPELINES / "aicam-imx500-deeplab.yaml", [])
+    source = replace(config.source, uri=f"picamera2:?network={network}", imx500_network=str(network))
+    return replace(config, source=source)
+
+
+def test_imx500_half_reports_the_upload_shapes_and_crop_and_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = World(results_from=3, objects=[(PERSON, (2300, 1200, 500, 700))])
+    report = selftest.run(_aicam(tmp_path), 3, modules=world.modules)
+    text = report.text()
+    assert report.passed, text
+    assert "uploading network firmware" in text
+    assert "output output0: shapes ['(1, 320, 320)'], the card says (1, 320, 320)" in text
+    assert "3 frames decoded: 3 instances" in text
+
+
+def test_imx500_half_fails_on_outputs_unlike_the_card(tmp_path: Path) -> None:
+    world: Any = World(results_from=0, shapes=[(160, 160)])
+    report = selftest.run(_aicam(tmp_path), 2, modules=world.modules)
+    assert report.text().endswith("FAIL")
+    assert "shapes ['(1, 160, 160)'], the card says (1, 320, 320) (class_map)  <- FAIL" in report.text()
