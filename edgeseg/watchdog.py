@@ -82,6 +82,7 @@ class ServiceLink:
         self._status = status
         self.ready = False
         self._stalled = False
+        self._stopping = False
         self._next = 0.0
         period = notifier.watchdog_s / 2 if notifier.watchdog_s else STATUS_INTERVAL_S
         self._period = min(period, STATUS_INTERVAL_S)
@@ -133,7 +134,10 @@ class ServiceLink:
             self.notifier.send({"READY": 1, "STATUS": self._status()})
 
     def stopping(self, why: str) -> None:
-        self.notifier.stopping(why)
+        """``STOPPING=1`` once, with the first reason given (a signal, or the source's end)."""
+        if not self._stopping:
+            self._stopping = True
+            self.notifier.stopping(why)
 
 
 class StartupExtender:
