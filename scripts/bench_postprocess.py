@@ -7,10 +7,19 @@ time a block of ``--block`` calls of one, then of the other. The first call of a
 not kept (it runs right after the other implementation, whose large allocations leave the allocator and
 the caches cold: on 480x640 maps that costs edgeseg ~20%); ``--block 1`` keeps every call of a strict
 call-by-call alternation instead.
-Reported per set: the median time of each (median over maps of the per-map median), the ratio
-modlib / edgeseg, the instance counts, and panoptic quality (PQ) and matched mask IoU of each against the
-ground truth (modlib's output converted to ``Instances`` outside the timed region). The last line is one
-JSON object with every figure.
+A third block times the floor: one ``cv2.connectedComponentsWithStats`` pass (8-connected) over the map's
+foreground (``class_map != 255``, the comparison included). A call that takes longer than ``--slow``
+seconds ends its block and is kept (at that scale a cold cache is noise), and a map's repeats stop once
+``--budget`` seconds were spent on it, so the hostile maps, where the old code took tens of seconds a
+call, keep a run to minutes.
+Reported per set: the median time of each (median over maps of the per-map median), the ratios
+modlib / edgeseg and edgeseg / connected components, the instance counts, and panoptic quality (PQ) and
+matched mask IoU of each against the ground truth (modlib's output converted to ``Instances`` outside the
+timed region). The ``hostile_*`` sets (noise, random blobs, thousands of tiny components, one huge ragged
+component, one class everywhere) bound the worst case; their truth is the plain connected components, so
+their PQ says only how much the split cut them up. The last line is one JSON object with every figure;
+its ``summary`` holds the median over sets of edgeseg / connected components, and the smallest
+modlib / edgeseg and largest edgeseg / connected components over all sets.
 
 Setup (once, from the repository root; modlib 1.5 pins old numpy/opencv, so it goes in without its deps,
 and it needs nothing else to import ``modlib.models.results``):
@@ -23,6 +32,11 @@ Run:
 
     .venv-bench/bin/python scripts/bench_postprocess.py            # 3 maps per set, 15 repeats of blocks of 3
     .venv-bench/bin/python scripts/bench_postprocess.py --seeds 5 --repeat 31
+    .venv-bench/bin/python scripts/bench_postprocess.py --sets hostile_noise,hostile_ragged
+
+To measure another tree with the same scenes (say a worktree of an older commit), put it first on the
+path: ``PYTHONPATH=/tmp/edgeseg-before .venv-bench/bin/python scripts/bench_postprocess.py``; the first
+line printed names the ``edgeseg`` that was imported.
 """
 
 from __future__ import annotations
@@ -35,13 +49,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from scenes import SCENE_SETS, Scene  # noqa: E402
+from scenes import BACKGROUND, HOSTILE_SETS, SCENE_SETS, Scene  # noqa: E402
 
+import edgeseg  # noqa: E402
 from edgeseg import Instances, SemanticParams, semantic_to_instances  # noqa: E402
 from edgeseg.metrics import panoptic_quality  # noqa: E402
 
@@ -69,8 +85,29 @@ def time_once(fn: Any, *args: Any) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
+def components_pass(cm: np.ndarray) -> Any:
+    """The floor: one labelling pass with statistics over the map's foreground."""
+    return cv2.connectedComponentsWithStats((cm != BACKGROUND).view(np.uint8), connectivity=8)
+
+
+def timed_block(fn: Any, cm: np.ndarray, block: int, slow: float, kept: list[float], *extra: Any) -> Any:
+    """``block`` calls of ``fn``, the first a warm-up unless ``block == 1`` or it is slow; the last result."""
+    out = None
+    for k in range(block):
+        dt, out = time_once(fn, cm, *extra)
+        if k or block == 1 or dt > slow:
+            kept.append(dt)
+        if dt > slow:
+            break
+    return out
+
+
 def bench_set(
-    name: str, scenes: list[Scene], params: SemanticParams, repeat: int, block: int, segments_cls: Any
+    name: str,
+    scenes: list[Scene],
+    params: SemanticParams,
+    opts: argparse.Namespace,
+    segments_cls: Any,
 ) -> dict[str, Any]:
     args = SimpleNamespace(
         erosion_kernel=params.erosion_kernel,
@@ -85,27 +122,28 @@ def bench_set(
     def run_modlib(cm: np.ndarray) -> Any:
         return segments_cls(cm).to_instance_segments(args)
 
-    t_mod, t_ours, pq_mod, pq_ours, iou_mod, iou_ours, n_truth, n_mod, n_ours = ([] for _ in range(9))
+    t_mod, t_ours, t_cc, pq_mod, pq_ours, iou_mod, iou_ours, n_truth, n_mod, n_ours = ([] for _ in range(10))
     for sc in scenes:
         cm = sc.class_map
-        tm, to = [], []
+        tm: list[float] = []
+        to: list[float] = []
+        tc: list[float] = []
         res_mod = res_ours = None
-        for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(opts.repeat):
             # a block of calls each; with blocks of 2 or more, the first call of a block (right after the
             # other implementation's, whose large allocations leave the allocator and caches cold) is not kept
-            for k in range(block):
-                dt, res_mod = time_once(run_modlib, cm)
-                if k or block == 1:
-                    tm.append(dt)
-            for k in range(block):
-                dt, res_ours = time_once(semantic_to_instances, cm, params)
-                if k or block == 1:
-                    to.append(dt)
+            res_mod = timed_block(run_modlib, cm, opts.block, opts.slow, tm)
+            res_ours = timed_block(semantic_to_instances, cm, opts.block, opts.slow, to, params)
+            timed_block(components_pass, cm, opts.block, opts.slow, tc)
+            if time.perf_counter() - start > opts.budget:
+                break
         truth = sc.truth()
         inst_mod = modlib_to_instances(res_mod, cm.shape)
         q_mod, q_ours = panoptic_quality(inst_mod, truth), panoptic_quality(res_ours, truth)
         t_mod.append(float(np.median(tm)))
         t_ours.append(float(np.median(to)))
+        t_cc.append(float(np.median(tc)))
         pq_mod.append(q_mod.pq)
         pq_ours.append(q_ours.pq)
         iou_mod.append(q_mod.mean_matched_iou)
@@ -114,6 +152,9 @@ def bench_set(
         n_mod.append(len(inst_mod))
         n_ours.append(len(res_ours))
     ms_mod, ms_ours = float(np.median(t_mod)) * 1e3, float(np.median(t_ours)) * 1e3
+    ms_cc = float(np.median(t_cc)) * 1e3
+    # ratios per map, then their median: the maps of a set differ in size of work
+    per_cc = float(np.median(np.asarray(t_ours) / np.asarray(t_cc)))
     return {
         "set": name,
         "shape": list(scenes[0].class_map.shape),
@@ -121,7 +162,10 @@ def bench_set(
         "objects_mean": float(np.mean(n_truth)),
         "modlib_ms": round(ms_mod, 3),
         "edgeseg_ms": round(ms_ours, 3),
-        "speedup": round(ms_mod / ms_ours, 2),
+        "cc_ms": round(ms_cc, 3),
+        "speedup": round(float(np.median(np.asarray(t_mod) / np.asarray(t_ours))), 2),
+        "edgeseg_per_cc": round(per_cc, 2),
+        "calls_kept": [len(to), len(tm)],
         "modlib_instances_mean": float(np.mean(n_mod)),
         "edgeseg_instances_mean": float(np.mean(n_ours)),
         "modlib_pq": round(float(np.mean(pq_mod)), 4),
@@ -137,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=15, help="timed blocks per map and implementation")
     ap.add_argument("--block", type=int, default=3, help="calls per block, the first a warm-up (1: keep all)")
     ap.add_argument("--dist-threshold", type=float, default=SemanticParams().dist_threshold)
+    ap.add_argument("--budget", type=float, default=4.0, help="seconds per map after which repeats stop")
+    ap.add_argument("--slow", type=float, default=0.25, help="a call this long (s) ends its block, kept")
+    ap.add_argument("--sets", default="", help="comma-separated set names (default: all, hostile included)")
     opts = ap.parse_args(argv)
     try:
         from modlib.models.results import Segments
@@ -144,27 +191,47 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modlib is not importable ({exc}); see this script's docstring for the setup", file=sys.stderr)
         return 2
     params = SemanticParams(dist_threshold=opts.dist_threshold)
+    every = {**SCENE_SETS, **HOSTILE_SETS}
+    names = [n for n in opts.sets.split(",") if n] or list(every)
+    unknown = [n for n in names if n not in every]
+    if unknown:
+        print(f"unknown sets {unknown}; known: {sorted(every)}", file=sys.stderr)
+        return 2
     rows = []
     head = (
-        f"{'set':<20} {'HxW':>8} {'obj':>5} | {'modlib ms':>9} {'edgeseg ms':>10} {'x':>6} | "
-        f"{'n mod':>6} {'n ours':>6} | {'PQ mod':>6} {'PQ ours':>7} | {'IoU mod':>7} {'IoU ours':>8}"
+        f"{'set':<20} {'HxW':>8} {'obj':>6} | {'modlib ms':>9} {'edgeseg ms':>10} {'CC ms':>6} "
+        f"{'mod/es':>7} {'es/CC':>6} | {'n mod':>6} {'n ours':>6} | {'PQ mod':>6} {'PQ ours':>7} | "
+        f"{'IoU mod':>7} {'IoU ours':>8}"
     )
+    print(f"edgeseg: {Path(edgeseg.__file__).parent}")
     print(f"params: {params}")
     print(head)
     print("-" * len(head))
-    for name, build in SCENE_SETS.items():
-        scenes = [build(seed) for seed in range(opts.seeds)]
-        r = bench_set(name, scenes, params, opts.repeat, opts.block, Segments)
+    for name in names:
+        scenes = [every[name](seed) for seed in range(opts.seeds)]
+        r = bench_set(name, scenes, params, opts, Segments)
         rows.append(r)
         print(
-            f"{name:<20} {r['shape'][0]:>4}x{r['shape'][1]:<4} {r['objects_mean']:>5.1f} | "
-            f"{r['modlib_ms']:>9.2f} {r['edgeseg_ms']:>10.2f} {r['speedup']:>6.1f} | "
+            f"{name:<20} {r['shape'][0]:>4}x{r['shape'][1]:<4} {r['objects_mean']:>6.0f} | "
+            f"{r['modlib_ms']:>9.2f} {r['edgeseg_ms']:>10.2f} {r['cc_ms']:>6.2f} "
+            f"{r['speedup']:>7.1f} {r['edgeseg_per_cc']:>6.1f} | "
             f"{r['modlib_instances_mean']:>6.1f} {r['edgeseg_instances_mean']:>6.1f} | "
             f"{r['modlib_pq']:>6.3f} {r['edgeseg_pq']:>7.3f} | "
             f"{r['modlib_matched_iou']:>7.3f} {r['edgeseg_matched_iou']:>8.3f}",
             flush=True,
         )
-    summary = {"bench": "postprocess", "repeat": opts.repeat, "block": opts.block, "sets": rows}
+    summary = {
+        "bench": "postprocess",
+        "edgeseg": str(Path(edgeseg.__file__).parent),
+        "repeat": opts.repeat,
+        "block": opts.block,
+        "summary": {
+            "edgeseg_per_cc_median": round(float(np.median([r["edgeseg_per_cc"] for r in rows])), 2),
+            "edgeseg_per_cc_max": max(r["edgeseg_per_cc"] for r in rows),
+            "speedup_min": min(r["speedup"] for r in rows),
+        },
+        "sets": rows,
+    }
     print(json.dumps(summary, separators=(",", ":")))
     return 0
 

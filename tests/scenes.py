@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -187,6 +188,85 @@ def edge_cut(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
     return p.done()
 
 
+def small_touching_large(seed: int = 0, h: int = 480, w: int = 640, n: int = 10) -> Scene:
+    """Large discs (r 18-45), each touched by one to three small discs (r 7-13) of the same class.
+
+    The small discs overlap their large neighbour by a quarter of their radius: the neck between them is
+    narrow, but a small disc's own distance peak is far below the large one's.
+    """
+    rng = np.random.default_rng(seed)
+    p = _Painter(f"small_touching_large[{seed}]", h, w)
+    placed: list[tuple[float, float, float]] = []
+    tries = 0
+    while len(placed) < n and tries < 5000:
+        tries += 1
+        big = rng.uniform(18, 45)
+        cx, cy = rng.uniform(big + 30, w - big - 30), rng.uniform(big + 30, h - big - 30)
+        if any(math.hypot(cx - x, cy - y) < big + rr + 34 for x, y, rr in placed):
+            continue
+        placed.append((cx, cy, big))
+        p.disc(0, cx, cy, big)
+        start = rng.uniform(0, 2 * math.pi)
+        for k in range(int(rng.integers(1, 4))):
+            r = rng.uniform(7, 13)
+            t = start + k * 2 * math.pi / 3 + rng.uniform(-0.3, 0.3)
+            d = big + 0.75 * r
+            p.disc(0, cx + d * math.cos(t), cy + d * math.sin(t), r)
+    return p.done()
+
+
+def _components(name: str, class_map: NDArray[np.uint8]) -> Scene:
+    """A scene whose truth is the plain 8-connected components of each class (hostile maps hold no objects
+    to split: the figures that count on them are time and the partition)."""
+    labels = np.zeros(class_map.shape, np.int32)
+    classes: list[int] = []
+    for c in np.unique(class_map):
+        if c == BACKGROUND:
+            continue
+        n, lab = cv2.connectedComponents((class_map == c).view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        on = lab > 0
+        labels[on] = lab[on] + len(classes)
+        classes.extend([int(c)] * (n - 1))
+    return Scene(name, class_map, labels, classes)
+
+
+def hostile_noise(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
+    """Uniform noise of three classes: every pixel a random class, tens of thousands of ragged components."""
+    rng = np.random.default_rng(seed)
+    return _components(f"hostile_noise[{seed}]", rng.integers(0, 3, (h, w)).astype(np.uint8))
+
+
+def hostile_blobs(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
+    """Smooth random blobs of three classes (the argmax of blurred noise), no background."""
+    rng = np.random.default_rng(seed)
+    fields = [cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 6) for _ in range(3)]
+    return _components(f"hostile_blobs[{seed}]", np.argmax(np.stack(fields), axis=0).astype(np.uint8))
+
+
+def hostile_tiny(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
+    """Thousands of tiny components: 5x5 squares (above the default size threshold) on a jittered grid,
+    of random classes."""
+    rng = np.random.default_rng(seed)
+    cm = np.full((h, w), BACKGROUND, np.uint8)
+    for y in range(1, h - 7, 8):
+        for x in range(1, w - 7, 8):
+            jy, jx = rng.integers(0, 3, 2)
+            cm[y + jy : y + jy + 5, x + jx : x + jx + 5] = rng.integers(0, 3)
+    return _components(f"hostile_tiny[{seed}]", cm)
+
+
+def hostile_ragged(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
+    """One huge ragged component of one class: 70% of the pixels, at random, thousands of holes."""
+    rng = np.random.default_rng(seed)
+    cm = np.where(rng.random((h, w)) < 0.7, 0, BACKGROUND).astype(np.uint8)
+    return _components(f"hostile_ragged[{seed}]", cm)
+
+
+def hostile_uniform(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
+    """Every pixel of one class (a camera facing a wall the model calls a table)."""
+    return _components(f"hostile_uniform[{seed}]", np.full((h, w), seed % 3, np.uint8))
+
+
 SCENE_SETS: dict[str, Callable[[int], Scene]] = {
     "touching_discs": touching_discs,
     "ellipses": ellipses,
@@ -194,6 +274,16 @@ SCENE_SETS: dict[str, Callable[[int], Scene]] = {
     "multi_class": multi_class,
     "small_beside_large": small_beside_large,
     "edge_cut": edge_cut,
+    "small_touching_large": small_touching_large,
+}
+
+# Maps no model should produce but a camera facing noise can: they bound the worst case, not the accuracy.
+HOSTILE_SETS: dict[str, Callable[[int], Scene]] = {
+    "hostile_noise": hostile_noise,
+    "hostile_blobs": hostile_blobs,
+    "hostile_tiny": hostile_tiny,
+    "hostile_ragged": hostile_ragged,
+    "hostile_uniform": hostile_uniform,
 }
 
 

@@ -1,0 +1,336 @@
+"""Per class: its connected components, found by tracing or labelling, each kept whole or split (within
+the map's budget)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgeseg.semantic.relief import Relief, is_convex, prepare, split_component
+from edgeseg.semantic.rods import piece_rods, whole_crop
+
+if TYPE_CHECKING:
+    from edgeseg.semantic import SemanticParams, _Trace
+
+EDGE_PAD = 48  # how far a component cut by the image edge is mirrored beyond it, in pixels
+MAX_HOLES = 64  # a component with more holes is speckle: none of them is searched for a bore
+# A class mask is labelled rather than traced when more than this fraction of the pixels in every
+# SAMPLE_STEP-th row differ from their left neighbour (scenes of objects: ~2%; noise: ~40%)
+SPECKLE_BORDERS = 0.08
+SAMPLE_STEP = 4
+MAX_TRACED = 256  # a class mask with more outlines (components and holes) is labelled
+FEW_PIXELS = 256  # up to this area, a component's oriented box is fitted to all its pixels
+
+
+class Part(NamedTuple):
+    """One instance: a tight bool crop with its ``[0, 0]`` at frame pixel ``(x, y)``, its area and its
+    minimum-area rectangle as OpenCV gives it (turned into oriented boxes all at once at the end). A
+    named tuple, not a frozen dataclass: a noise map makes thousands, and their construction showed."""
+
+    class_id: int
+    x: int
+    y: int
+    mask: NDArray[np.bool_]
+    area: int
+    rect: tuple[float, ...]
+
+
+def split_class(
+    mask: NDArray[np.bool_],
+    class_id: int,
+    p: SemanticParams,
+    budget: Budget,
+    trace: _Trace | None = None,
+) -> list[Part]:
+    """Instances of one class: its connected components, each split where it holds several objects.
+
+    Only the components that may hold two objects (see :func:`class_components`) are looked at one by one,
+    within ``budget``. With ``trace``, each component's relief and markers are also drawn into it (see
+    :func:`edgeseg.semantic.explain_split`).
+    """
+    h, w = mask.shape
+    kernel = np.ones((p.erosion_kernel, p.erosion_kernel), np.uint8)
+    found, may_split = class_components(mask.view(np.uint8), kernel, p, class_id, trace is None)
+    # A component kept whole is done at once; the others wait for the class's largest distance. They are
+    # prepared largest first, so that what the budget cannot pay for is the smallest.
+    comps: list[
+        Part
+        | tuple[
+            int,
+            int,
+            NDArray[np.bool_],
+            int,
+            NDArray[np.int32],
+            Relief | None,
+            NDArray[np.int32] | None,
+        ]
+        | None
+    ] = [None] * len(found)
+    shown: dict[int, Relief] = {}  # with trace: every component's relief, also where the split skips it
+    for k in sorted(range(len(found)), key=lambda k: (not may_split[k], -found[k].area)):
+        item = found[k]
+        if isinstance(item, Part):
+            comps[k] = item
+            continue
+        x, y, tight, area, outline, hole_width = item
+        if not may_split[k] and trace is None:
+            comps[k] = whole_part(class_id, x, y, tight, area, outline)
+            continue
+        contour, hole_width = (
+            outline_and_holes(tight, x, y, area) if outline is None else (outline, hole_width)
+        )
+        ch, cw = tight.shape
+        crop = mask[y : y + ch, x : x + cw]
+        edge = min(ch, cw, EDGE_PAD)
+        sides = (
+            edge * (y == 0),
+            edge * (y + ch == h),
+            edge * (x == 0),
+            edge * (x + cw == w),
+        )
+        # a mirrored component can enclose holes of its own: their width is unknown (unless it is speckle)
+        hole_width = max(0, EDGE_PAD * 4 if any(sides) and hole_width >= 0 else hole_width)
+        relief = None
+        # (the distance transform of a convex set is concave, so its markers are one connected region: it
+        # holds one object, and skipping it is most of the saving on scenes of separate objects; not with
+        # distances normalized per class, where every component's distance counts)
+        one = p.per_component and not hole_width and is_convex(contour)
+        if may_split[k] and not one and budget.take(tight.size):
+            relief = prepare(tight, ~crop, contour, (x, y), sides, hole_width, kernel)
+        if trace is not None:
+            shown[k] = relief or prepare(tight, ~crop, contour, (x, y), sides, hole_width, kernel)
+        comps[k] = (x, y, tight, area, contour, relief, outline)
+    reliefs = [c[5] for c in comps if c is not None and not isinstance(c, Part)]
+    class_max = max((float(r.dist.max()) for r in reliefs if r is not None), default=0.0)
+    parts: list[Part] = []
+    for k, comp in enumerate(comps):
+        assert comp is not None  # every component was prepared above
+        if isinstance(comp, Part):
+            parts.append(comp)
+            continue
+        x, y, tight, area, contour, relief, outline = comp
+        pieces = None
+        seeds: list[NDArray[np.int32]] | None = None if trace is None else []
+        by_rods = False
+        if relief is not None:
+            if p.rods and not relief.encloses_bore:  # a ring's bore is no gap between rods
+                pieces = piece_rods(whole_crop(x, y, tight, contour))
+                pieces = pieces if len(pieces) > 1 else None
+                by_rods = pieces is not None
+            if pieces is None:
+                pieces = split_component(tight, relief, class_max, kernel, p, seeds)
+                if p.rods:  # the relief's parts may still be rods that cross
+                    split_by_relief = pieces
+                    pieces = [
+                        r
+                        for q in split_by_relief or [whole_crop(x, y, tight, contour)]
+                        for r in piece_rods(q)
+                    ]
+                    by_rods = len(pieces) != len(split_by_relief or [None])
+                    pieces = pieces if split_by_relief is not None or by_rods else None
+        if trace is not None and seeds is not None:
+            view = shown[k]
+            own = float(view.dist.max())
+            top = own if p.per_component or (relief is None and class_max <= 0) else class_max
+            if not seeds:  # the split did not look at its markers: find them the same way, for the view
+                split_component(tight, view, top, kernel, p, seeds)
+            trace.add(x, y, tight, view, top, seeds[0] if seeds else None, pieces, by_rods)
+        if pieces is None:  # as when the split does not look at it, to the last bit of its oriented box
+            parts.append(whole_part(class_id, x, y, tight, area, outline))
+            continue
+        for dx, dy, piece, rect in pieces:  # rect: in the crop's frame
+            piece_area = int(np.count_nonzero(piece))
+            if piece_area >= p.size_threshold:
+                parts.append(
+                    Part(
+                        class_id,
+                        x + dx,
+                        y + dy,
+                        piece,
+                        piece_area,
+                        (rect[0] + x, rect[1] + y, *rect[2:]),
+                    )
+                )
+    return parts
+
+
+@dataclass
+class Budget:
+    """How much of a map the split may still look at, and how many components it had to leave whole.
+
+    The split of one component costs a few passes over its box plus a fixed overhead; a map of noise has
+    thousands of candidates, so without a bound one frame could take seconds.
+    """
+
+    components: int
+    pixels: int
+    unsplit: int = 0
+
+    def take(self, box_pixels: int) -> bool:
+        """Whether a component of this box may be split (and charge it); else count it unsplit."""
+        if self.components <= 0 or box_pixels > self.pixels:
+            self.unsplit += 1
+            return False
+        self.components -= 1
+        self.pixels -= box_pixels
+        return True
+
+
+class Comp(NamedTuple):
+    """A connected component: a tight bool crop with its ``[0, 0]`` at frame pixel ``(x, y)``, its area,
+    and, where tracing the class found them, its outer outline (frame pixels) and the narrower side of
+    its widest hole's box (see :func:`outline_and_holes`)."""
+
+    x: int
+    y: int
+    mask: NDArray[np.bool_]
+    area: int
+    outline: NDArray[np.int32] | None
+    hole_width: int
+
+
+def class_components(
+    m8: NDArray[np.uint8],
+    kernel: NDArray[np.uint8],
+    p: SemanticParams,
+    class_id: int,
+    finish: bool,
+) -> tuple[list[Part | Comp], list[bool]]:
+    """A class mask's components of at least ``size_threshold`` pixels, and whether each may hold two
+    objects: it has room for two kept ones, and the opening leaves it a pixel (one the opening erases is
+    thin or ragged: speckle, noise; its relief is flat, with no marker). With ``finish``, a labelled one
+    that cannot hold two is made an instance at once (a map of noise has thousands).
+
+    Outlines are traced when the mask's borders and outlines are few (a scene of objects: tracing is
+    several times cheaper than labelling, and the outlines are needed anyway); a mask of speckle, noise or
+    thousands of small components is labelled instead, and only the components that may be split are
+    traced later. The opening of a mask is the union of its components'
+    openings (a box that fits in the mask lies in one component), so one erosion of the whole mask tells
+    which components keep a pixel; beyond the image edge the mask counts as set, which keeps at least what
+    the split's mirroring keeps.
+    """
+    core = cv2.erode(m8, kernel, iterations=2).view(bool)
+    sample = m8[::SAMPLE_STEP]
+    if np.count_nonzero(sample[:, 1:] != sample[:, :-1]) > SPECKLE_BORDERS * sample.size:
+        return by_labelling(m8, core, p, class_id, finish)
+    traced = by_tracing(m8, core, p)
+    if traced is None:
+        return by_labelling(m8, core, p, class_id, finish)
+    return list(traced[0]), traced[1]
+
+
+def by_labelling(
+    m8: NDArray[np.uint8],
+    core: NDArray[np.bool_],
+    p: SemanticParams,
+    class_id: int,
+    finish: bool,
+) -> tuple[list[Part | Comp], list[bool]]:
+    """:func:`class_components` by one labelling pass (outlines are left for later: most components never
+    need one)."""
+    _, lab, st, _ = cv2.connectedComponentsWithStats(m8, connectivity=8, ltype=cv2.CV_32S)
+    labels, stats = np.asarray(lab, np.int32), np.asarray(st, np.int32)
+    area = stats[:, cv2.CC_STAT_AREA]
+    has_core = np.bincount(labels[core], minlength=len(area)) > 0
+    kept = np.flatnonzero(area >= p.size_threshold)
+    kept = kept[kept > 0]  # label 0 is the background
+    may = ((area[kept] >= 2 * max(p.size_threshold, 1)) & has_core[kept]).tolist()
+    comps: list[Part | Comp] = []
+    for k, (x, y, cw, ch, a), m in zip(kept.tolist(), stats[kept].tolist(), may, strict=True):
+        crop = labels[y : y + ch, x : x + cw] == k
+        comps.append(
+            Comp(x, y, crop, a, None, 0) if m or not finish else whole_part(class_id, x, y, crop, a, None)
+        )
+    return comps, may
+
+
+def by_tracing(
+    m8: NDArray[np.uint8], core: NDArray[np.bool_], p: SemanticParams
+) -> tuple[list[Comp], list[bool]] | None:
+    """:func:`class_components` from the outlines of the components and of their holes (two levels): drawing a
+    component's outline filled, then its holes' emptied (their outlines, the component's own pixels,
+    drawn again) gives its exact mask in its box. None when there are more outlines than labelling costs."""
+    contours, hierarchy = cv2.findContours(m8, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if len(contours) > MAX_TRACED:
+        return None
+    links = hierarchy[0].tolist() if hierarchy is not None else []
+    two = 2 * max(p.size_threshold, 1)
+    comps, may = [], []
+    for outline, (_, _, first_hole, parent) in zip(contours, links, strict=True):
+        if parent != -1:
+            continue
+        contour: NDArray[np.int32] = np.asarray(outline, np.int32)
+        x, y, cw, ch = cv2.boundingRect(contour)
+        if cw * ch < p.size_threshold:
+            continue
+        drawn = np.zeros((ch, cw), np.uint8)
+        cv2.drawContours(drawn, [contour], -1, 1, thickness=cv2.FILLED, offset=(-x, -y))
+        hole_width, holes = 0, 0
+        k = first_hole
+        while k != -1:
+            # one outline, not the whole list with an index: OpenCV converts every outline of the list
+            # on each call, which made this loop quadratic in the number of outlines
+            hole = [contours[k]]
+            cv2.drawContours(drawn, hole, -1, 0, thickness=cv2.FILLED, offset=(-x, -y))
+            cv2.drawContours(drawn, hole, -1, 1, thickness=1, offset=(-x, -y))
+            _, _, hw, hh = cv2.boundingRect(contours[k])
+            hole_width, holes = max(hole_width, min(hw, hh)), holes + 1
+            k = links[k][0]
+        tight: NDArray[np.bool_] = drawn.view(bool) & m8[y : y + ch, x : x + cw].view(bool)
+        area = int(np.count_nonzero(tight))
+        if area < p.size_threshold:
+            continue
+        comps.append(Comp(x, y, tight, area, contour, hole_width if holes <= MAX_HOLES else -1))
+        may.append(area >= two and bool(core[y : y + ch, x : x + cw][tight].any()))
+    return comps, may
+
+
+def whole_part(
+    class_id: int,
+    x: int,
+    y: int,
+    tight: NDArray[np.bool_],
+    area: int,
+    outline: NDArray[np.int32] | None,
+) -> Part:
+    """A component at frame pixel ``(x, y)`` as one instance. (Most components of a noisy map take this
+    path, so it is kept to a few OpenCV calls: a small one's oriented box comes from all its pixels.)"""
+    if outline is None and area <= FEW_PIXELS:
+        (cx, cy), (rw, rh), angle = cv2.minAreaRect(cv2.findNonZero(tight.view(np.uint8)))
+        cx, cy = cx + x, cy + y
+    else:
+        (cx, cy), (rw, rh), angle = cv2.minAreaRect(
+            outer_outline(tight, x, y) if outline is None else outline
+        )
+    # pixel centres, and boxes that cover whole pixels (as edgeseg.geometry.min_area_rect gives them)
+    return Part(class_id, x, y, tight, area, (cx + 0.5, cy + 0.5, rw + 1.0, rh + 1.0, angle))
+
+
+def outer_outline(tight: NDArray[np.bool_], x: int, y: int) -> NDArray[np.int32]:
+    """The outer outline of a component crop at frame pixel ``(x, y)``, in frame pixels."""
+    outlines, _ = cv2.findContours(
+        tight.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y)
+    )
+    return np.asarray(max(outlines, key=len), np.int32)
+
+
+def outline_and_holes(tight: NDArray[np.bool_], x: int, y: int, area: int) -> tuple[NDArray[np.int32], int]:
+    """The outer outline (frame pixels) of a component crop at ``(x, y)`` of ``area`` pixels and the
+    narrower side of its widest hole's box (a bore's diameter is at most that; 0: no hole; -1: so many
+    that they are speckle, not bores)."""
+    contour = outer_outline(tight, x, y)
+    filled = np.zeros(tight.shape, np.uint8)
+    cv2.drawContours(filled, [contour], -1, 1, thickness=cv2.FILLED, offset=(-x, -y))
+    if cv2.countNonZero(filled) == area:  # most components: no hole, and no labelling pass needed
+        return contour, 0
+    # the holes are the background regions (4-connected, as the component is 8-connected) off the border
+    around = cv2.copyMakeBorder((~tight).view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
+    stats = cv2.connectedComponentsWithStats(around, connectivity=4, ltype=cv2.CV_32S)[2]
+    holes = stats[2:]  # label 1 is the region around the component: the first pixel scanned is on the border
+    if len(holes) > MAX_HOLES:
+        return contour, -1
+    return contour, int(np.minimum(holes[:, cv2.CC_STAT_WIDTH], holes[:, cv2.CC_STAT_HEIGHT]).max(initial=0))

@@ -1,0 +1,114 @@
+"""Semantic -> instances on hostile maps (noise, speckle, thousands of components): the split stays a
+partition, and what its budget leaves whole is counted. (The time bound itself is measured side by side
+with modlib and a connected-components pass by scripts/bench_postprocess.py, not asserted here.)"""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+from scenes import BACKGROUND
+
+from edgeseg import semantic
+from edgeseg.semantic import SemanticParams, explain_split, semantic_to_instances
+
+KINDS = ("noise", "blobs", "tiny", "ragged", "uniform")
+
+
+def _hostile(kind: str, seed: int, h: int, w: int) -> NDArray[np.uint8]:
+    """Small versions of the bench's hostile maps (tests/scenes.py builds them at 480x640)."""
+    rng = np.random.default_rng(seed)
+    if kind == "noise":
+        return np.array([0, 1, 2, BACKGROUND], np.uint8)[rng.integers(0, 4, (h, w))]
+    if kind == "blobs":
+        fields = [cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 3) for _ in range(3)]
+        return np.argmax(np.stack(fields), axis=0).astype(np.uint8)
+    if kind == "tiny":
+        cm = np.full((h, w), BACKGROUND, np.uint8)
+        side = int(rng.integers(1, 6))
+        for y in range(0, h - side, side + 2):
+            for x in range(0, w - side, side + 2):
+                cm[y : y + side, x : x + side] = rng.integers(0, 3)
+        return cm
+    if kind == "ragged":
+        return np.where(rng.random((h, w)) < rng.uniform(0.55, 0.85), 1, BACKGROUND).astype(np.uint8)
+    return np.full((h, w), int(rng.integers(0, 3)), np.uint8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    kind=st.sampled_from(KINDS),
+    seed=st.integers(0, 2**31 - 1),
+    size=st.tuples(st.integers(8, 72), st.integers(8, 72)),
+    size_threshold=st.sampled_from([0, 20]),
+    rods=st.booleans(),
+)
+def test_hostile_maps_split_into_disjoint_instances_inside_their_class(
+    kind: str, seed: int, size: tuple[int, int], size_threshold: int, rods: bool
+) -> None:
+    cm = _hostile(kind, seed, *size)
+    params = SemanticParams(size_threshold=size_threshold, rods=rods)
+    inst = semantic_to_instances(cm, params)
+    cover = np.zeros(size, np.int32)
+    for c, m, area in zip(inst.class_id, inst.dense_masks(), inst.area, strict=True):
+        assert (cm[m] == c).all(), "an instance holds only pixels of its class"
+        assert area == np.count_nonzero(m) >= size_threshold
+        cover += m
+    assert (cover <= 1).all(), "instances never overlap"
+    if size_threshold == 0:  # nothing may be dropped: every pixel of a class is in one instance
+        assert ((cover == 1) == (cm != BACKGROUND)).all()
+    else:  # a component too small to keep is dropped whole, never partly
+        assert not (cover.astype(bool) & (cm == BACKGROUND)).any()
+    view = explain_split(cm, params)
+    assert view.instances.class_id.tolist() == inst.class_id.tolist()
+    assert all((a == b).all() for a, b in zip(view.instances.masks, inst.masks, strict=True))
+
+
+def _dumbbells(n: int) -> NDArray[np.uint8]:
+    """``n`` separate dumbbells of one class (two 6x6 squares joined by a bridge): each one is looked at by
+    the split (it is not convex, and the opening keeps its squares)."""
+    per_row = 20
+    rows = -(-n // per_row)
+    cm = np.full((rows * 9 + 3, per_row * 18 + 3), BACKGROUND, np.uint8)
+    for k in range(n):  # off the frame's edge, where the split would mirror them
+        y, x = 3 + 9 * (k // per_row), 3 + 18 * (k % per_row)
+        cm[y : y + 6, x : x + 6] = cm[y : y + 6, x + 9 : x + 15] = 0
+        cm[y + 2 : y + 4, x + 6 : x + 9] = 0
+    return cm
+
+
+def test_components_beyond_the_split_budget_are_kept_whole_and_counted() -> None:
+    extra = 30
+    cm = _dumbbells(semantic._SPLIT_COMPONENTS + extra)
+    view = explain_split(cm)
+    assert view.unsplit == extra
+    assert len(view.instances) == 2 * semantic._SPLIT_COMPONENTS + extra  # split: two squares each
+    assert view.instances.area.sum() == np.count_nonzero(cm != BACKGROUND)
+    assert explain_split(_dumbbells(semantic._SPLIT_COMPONENTS)).unsplit == 0
+
+
+def test_unsplit_components_are_logged_at_most_once_a_minute(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(semantic, "_unsplit_note", semantic._UnsplitNote())
+    cm = _dumbbells(semantic._SPLIT_COMPONENTS + 5)
+    with caplog.at_level(logging.WARNING, logger="edgeseg.semantic"):
+        for _ in range(3):
+            semantic_to_instances(cm)
+    notes = [r for r in caplog.records if "kept whole" in r.getMessage()]
+    assert len(notes) == 1
+    assert "5 components in 1 maps" in notes[0].getMessage()
+
+
+def test_speckle_that_the_opening_erases_stays_one_instance_per_component() -> None:
+    # no 5x5 block survives the opening, so no component has a relief to split: each is one instance
+    rng = np.random.default_rng(3)
+    speckle = np.where(rng.random((60, 80)) < 0.45, 0, BACKGROUND).astype(np.uint8)
+    inst = semantic_to_instances(speckle, SemanticParams(size_threshold=0))
+    n, _ = cv2.connectedComponents((speckle == 0).view(np.uint8), connectivity=8)
+    assert len(inst) == n - 1
