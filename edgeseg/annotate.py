@@ -57,7 +57,7 @@ def annotate(
         truth: ground truth of this frame; when given, the HUD also shows the frame's panoptic quality.
         alpha: mask opacity in [0, 1].
         boxes: ``"obb"`` oriented boxes, ``"xyxy"`` axis-aligned boxes or ``"none"``.
-        labels: draw ``name score`` above each instance.
+        labels: draw ``name score`` above each instance, ``#id name score`` when it has a track id.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise InputError(f"annotate needs an (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
@@ -89,7 +89,9 @@ def annotate(
         if labels:
             cid = int(instances.class_id[i])
             name = class_names[cid] if 0 <= cid < len(class_names) else str(cid)
-            _label(out, f"{name} {float(instances.score[i]):.2f}", (x0, y0), color, scale)
+            tid = -1 if instances.track_id is None else int(instances.track_id[i])
+            track = f"#{tid} " if tid >= 0 else ""
+            _label(out, f"{track}{name} {float(instances.score[i]):.2f}", (x0, y0), color, scale)
     lines = list(hud)
     if truth is not None:
         from edgeseg.metrics import panoptic_quality

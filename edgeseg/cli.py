@@ -23,7 +23,7 @@ from edgeseg.cliconfig import add_pipeline_args, bundled_pipelines, load_pipelin
 from edgeseg.errors import EdgesegError
 from edgeseg.frame import Result
 from edgeseg.journal import Formatter, echo, journal_lines, say, to_journal
-from edgeseg.stats import PipelineStats
+from edgeseg.stats import STREAM_PREFIX, PipelineStats
 
 if TYPE_CHECKING:
     from edgeseg.live import Outcome
@@ -177,16 +177,23 @@ def _add_verbose(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 class AccuracySink:
-    """Accumulates panoptic quality against the frames' ground truth (synthetic sources carry it)."""
+    """Accumulates panoptic quality, and tracking quality when a tracker runs, against the frames' ground
+    truth (synthetic sources carry it)."""
 
     def __init__(self) -> None:
         from edgeseg.evaluate import PQAccumulator
+        from edgeseg.metrics import TrackingAccumulator
 
         self.pq = PQAccumulator()
+        self.tracking = TrackingAccumulator()
 
     def send(self, result: Result) -> None:
-        if result.frame.truth is not None:
-            self.pq.add(result.instances, result.frame.truth)
+        truth = result.frame.truth
+        if truth is not None:
+            self.pq.add(result.instances, truth)
+            # tracking quality only where a tracker ran and the truth knows each part's track
+            if result.instances.track_id is not None and truth.track_id is not None:
+                self.tracking.add(result.instances, truth)
 
     def close(self) -> None:
         return None
@@ -429,6 +436,8 @@ def _run(args: argparse.Namespace) -> int:
         echo(line, logging.WARNING if "LOST" in line else logging.INFO)
     if accuracy is not None and (acc := accuracy.pq.result()) is not None:
         echo(acc.line())
+    if accuracy is not None and (tracking := accuracy.tracking.result()) is not None:
+        echo(tracking.line())
     if lost:
         if pipeline.error is not None:
             say(f"error: {pipeline.error}", logging.ERROR)
@@ -439,8 +448,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _failed_stages(stats: PipelineStats) -> dict[str, int]:
-    """Frames a stage raised on, by stage (a sink's failures are in its report)."""
-    return {k: n for k, n in stats.bad_frames.items() if n and not k.startswith("sink:")}
+    """Frames a stage raised on, by stage: lost (a sink's failures are in its report; a stream stage's
+    result went on without its work)."""
+    return {k: n for k, n in stats.bad_frames.items() if n and not k.startswith(("sink:", STREAM_PREFIX))}
 
 
 def summary(
@@ -468,6 +478,15 @@ def summary(
         if stats.discarded:
             parts.append(f"discarded at stop: {stats.discarded}")
         lines.append("; ".join(parts) + " (not lost: a live source keeps the newest frame)")
+    skipped = {
+        k.removeprefix(STREAM_PREFIX): n for k, n in stats.bad_frames.items() if k.startswith(STREAM_PREFIX)
+    }
+    if skipped:
+        lines.append(
+            "results passed on without a stream stage's work: "
+            + ", ".join(f"{k} failed on {n}" for k, n in skipped.items())
+            + " (not lost; see the log)"
+        )
     failed = _failed_stages(stats)
     if failed:
         lines.append(

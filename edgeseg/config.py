@@ -30,6 +30,7 @@ from edgeseg.fields import meta as _m
 from edgeseg.geometry import Roi, validate_roi
 from edgeseg.semantic import SemanticParams
 from edgeseg.sources.spec import SourceConfig as SourceConfig  # re-exported for callers of edgeseg.config
+from edgeseg.tracker import TrackerConfig
 from edgeseg.validate import FieldError, Validator, type_hints
 from edgeseg.yamlfile import read_yaml
 
@@ -183,6 +184,7 @@ class PipelineConfig:
     model: ModelConfig = field(metadata=_m("Model and inference backend."))
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig, metadata=_m("Post-processing."))
     pipeline: RuntimeConfig = field(default_factory=RuntimeConfig, metadata=_m("Threading and run length."))
+    tracker: TrackerConfig = field(default_factory=TrackerConfig, metadata=_m("Track ids across frames."))
     sinks: SinksConfig = field(default_factory=SinksConfig, metadata=_m("Outputs."))
 
 

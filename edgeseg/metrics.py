@@ -14,8 +14,10 @@ Conventions (those of COCO panoptic / panopticapi, without void handling):
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
+import lap
 import numpy as np
 from numpy.typing import NDArray
 
@@ -167,3 +169,131 @@ def panoptic_quality(pred: Instances, truth: Instances, iou_threshold: float = 0
         fn=len(m.unmatched_truth),
         mean_matched_iou=float(m.iou.mean()) if len(m.iou) else (1.0 if not counts else 0.0),
     )
+
+
+@dataclass(frozen=True)
+class TrackingScore:
+    """Identity and CLEAR-MOT figures of tracked predictions against tracked truth over a sequence.
+
+    ``idf1 = 2 idtp / (2 idtp + idfp + idfn)`` (Ristani et al. 2016): truth and predicted ids are paired
+    one-to-one over the whole sequence to maximize the frames where a pair matches. ``id_switches`` counts the
+    frames where a truth track is matched to another predicted id than the last one it was matched to, and
+    ``mota = 1 - (fn + fp + id_switches) / gt``. A sequence without any truth or prediction scores 1.0.
+    """
+
+    frames: int
+    idf1: float
+    idtp: int
+    idfp: int
+    idfn: int
+    id_switches: int
+    mota: float
+    tp: int
+    fp: int
+    fn: int
+    gt: int
+
+    def line(self) -> str:
+        return (
+            f"tracking vs ground truth over {self.frames} frames: IDF1 {self.idf1:.3f}, "
+            f"{self.id_switches} ID switches, MOTA {self.mota:.3f}"
+        )
+
+
+class TrackingAccumulator:
+    """Per-frame matches (class-aware mask IoU above the threshold, as :func:`match_instances`) of tracked
+    predictions to tracked truth, reduced to a :class:`TrackingScore` by :meth:`result`.
+
+    Predictions without a published track (``track_id`` < 0, or none at all) are not tracker output and are
+    left out. Memory grows with the number of distinct (truth id, predicted id) pairs that ever matched: a
+    few per track, fine for an evaluation run. Thread-safe, like :class:`edgeseg.evaluate.PQAccumulator`.
+    """
+
+    def __init__(self, iou_threshold: float = 0.5) -> None:
+        self.iou_threshold = iou_threshold
+        self._lock = threading.Lock()
+        self._frames = 0
+        self._pairs: dict[tuple[int, int], int] = {}  # (truth id, predicted id) -> frames matched
+        self._truth_n: dict[int, int] = {}
+        self._pred_n: dict[int, int] = {}
+        self._last: dict[int, int] = {}  # truth id -> predicted id it was last matched to
+        self._switches = self._tp = self._fp = self._fn = 0
+
+    def add(self, pred: Instances, truth: Instances) -> None:
+        if truth.track_id is None:
+            raise InputError("tracking accuracy needs truth with track ids")
+        tracked = pred[pred.track_id >= 0] if pred.track_id is not None else pred[:0]
+        m = match_instances(tracked, truth, self.iou_threshold)
+        pids = tracked.track_id.tolist() if tracked.track_id is not None else []
+        tids = truth.track_id.tolist()
+        with self._lock:
+            self._frames += 1
+            for g in tids:
+                self._truth_n[g] = self._truth_n.get(g, 0) + 1
+            for h in pids:
+                self._pred_n[h] = self._pred_n.get(h, 0) + 1
+            for i, j in zip(m.pred.tolist(), m.truth.tolist(), strict=True):
+                g, h = tids[j], pids[i]
+                self._pairs[g, h] = self._pairs.get((g, h), 0) + 1
+                if self._last.get(g, h) != h:
+                    self._switches += 1
+                self._last[g] = h
+            self._tp += len(m.pred)
+            self._fp += len(m.unmatched_pred)
+            self._fn += len(m.unmatched_truth)
+
+    def result(self) -> TrackingScore | None:
+        """The score so far; ``None`` before the first frame."""
+        with self._lock:
+            if not self._frames:
+                return None
+            idtp = _max_pairing(self._pairs)
+            n_truth, n_pred = sum(self._truth_n.values()), sum(self._pred_n.values())
+            gt = self._tp + self._fn
+            return TrackingScore(
+                frames=self._frames,
+                idf1=2 * idtp / (n_truth + n_pred) if n_truth + n_pred else 1.0,
+                idtp=idtp,
+                idfp=n_pred - idtp,
+                idfn=n_truth - idtp,
+                id_switches=self._switches,
+                mota=1.0 - (self._fn + self._fp + self._switches) / gt if gt else 1.0,
+                tp=self._tp,
+                fp=self._fp,
+                fn=self._fn,
+                gt=gt,
+            )
+
+
+def _max_pairing(pairs: dict[tuple[int, int], int]) -> int:
+    """The largest total of ``pairs[g, h]`` over one-to-one pairings of truth ids g and predicted ids h.
+
+    Solved per connected group of ids (a truth track overlaps a handful of predicted ones), so a long run's
+    thousands of ids never make one dense matrix.
+    """
+    parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def root(node: tuple[int, int]) -> tuple[int, int]:
+        while parent.setdefault(node, node) != node:
+            parent[node] = node = parent[parent[node]]
+        return node
+
+    for g, h in pairs:
+        parent[root((0, g))] = root((1, h))
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for g, h in pairs:
+        groups.setdefault(root((0, g)), []).append((g, h))
+    total = 0
+    for group in groups.values():
+        rows = sorted({g for g, _ in group})
+        cols = sorted({h for _, h in group})
+        if len(rows) == 1 or len(cols) == 1:
+            total += max(pairs[p] for p in group)
+            continue
+        gain = np.zeros((len(rows), len(cols)))
+        ri, ci = {g: k for k, g in enumerate(rows)}, {h: k for k, h in enumerate(cols)}
+        for g, h in group:
+            gain[ri[g], ci[h]] = pairs[g, h]
+        _, x, _ = lap.lapjv(gain.max() - gain, extend_cost=True)
+        total += int(sum(gain[r, c] for r, c in enumerate(x.tolist()) if c >= 0))
+    return total

@@ -27,7 +27,7 @@ from edgeseg.instances import Instances
 from edgeseg.live import Controls, Outcome, Snapshot
 from edgeseg.sinks import LosslessSink, ReportingSink, Sink, SinkReport
 from edgeseg.statedir import state_dir
-from edgeseg.stats import PipelineStats, StatsRecorder
+from edgeseg.stats import STREAM_PREFIX, PipelineStats, StatsRecorder
 from edgeseg.watchdog import Activity, Health
 
 if TYPE_CHECKING:
@@ -70,6 +70,25 @@ class Stages(Protocol):
 
     def close(self) -> None:
         """Release the inference backend; called on the inference thread once it has stopped."""
+
+
+class StreamStage(Protocol):
+    """A per-stream step after decode (the tracker; zones and events next): ``Result -> Result``.
+
+    Stream stages run in order on the decode thread, so each sees the stream's results in capture order.
+    Each is timed under its ``name`` in ``stage_ms``; one that raises on a frame is counted under
+    ``stream:<name>`` in ``bad_frames`` and the result goes on unchanged (not lost). ``close`` runs on the
+    decode thread at its end.
+    """
+
+    name: str
+
+    def process(self, result: Result) -> Result: ...
+
+    def reset(self) -> None:
+        """Forget the stream's state (a new stream starts)."""
+
+    def close(self) -> None: ...
 
 
 class ModelStages:
@@ -259,6 +278,8 @@ class Pipeline:
             :class:`~edgeseg.live.Snapshot`, for stages that need none).
         explain: also ask the stages (when they have ``explain``) what the split saw, into each result's
             ``split_view`` (the tune window shows it; it costs a second pass of the split).
+        stream_stages: run in order on each result after decode (:class:`StreamStage`); the pipeline
+            closes them.
     """
 
     def __init__(
@@ -271,8 +292,10 @@ class Pipeline:
         owns_stages: bool = False,
         control: Controls | None = None,
         explain: bool = False,
+        stream_stages: Sequence[StreamStage] = (),
     ) -> None:
         self.source = source
+        self.stream_stages = tuple(stream_stages)
         self.control = control
         self._explain = getattr(stages, "explain", None) if explain else None
         self._fixed = Snapshot()
@@ -360,6 +383,9 @@ class Pipeline:
         )
         sinks = build_sinks(config.sinks, ctx)
         sinks.update(extra_sinks or {})
+        from edgeseg.tracker import TrackerStage
+
+        stream = [TrackerStage(config.tracker)] if config.tracker.enabled else []
         pipeline = cls(
             source,
             stages,
@@ -369,6 +395,7 @@ class Pipeline:
             owns_stages=True,
             control=control,
             explain=config.sinks.section(DisplaySinkConfig).tune and "display" in sinks,
+            stream_stages=stream,
         )
         pipeline_box.append(pipeline)
         return pipeline
@@ -578,6 +605,7 @@ class Pipeline:
 
     def _decode_loop(self) -> None:
         bad, bad_view = _Throttle("decode"), _Throttle("the split's view")
+        bad_stream = [_Throttle(stage.name) for stage in self.stream_stages]
         busy = self._activity["decode"]
         try:
             while (work := self._to_decode.get()) is not None:
@@ -600,10 +628,27 @@ class Pipeline:
                     except Exception as exc:  # the side view is a help, never a reason to lose the result
                         bad_view(work.frame.index, exc)
                 result = Result(work.frame, instances, times, work.snapshot.version, view)
+                for stage, bad_stage in zip(self.stream_stages, bad_stream, strict=True):
+                    t2 = time.monotonic_ns()
+                    try:
+                        with busy:
+                            result = stage.process(result)
+                    except Exception as exc:  # a frame without tracking still goes to the sinks
+                        self._stats.bad_frame(STREAM_PREFIX + stage.name)
+                        bad_stage(work.frame.index, exc)
+                    t1 = time.monotonic_ns()
+                    self._stats.stage(stage.name, t2, t1)
+                if self.stream_stages:
+                    result = replace(result, times=replace(result.times, published=t1))
                 self._stats.frame_done(work.frame.t_capture_ns, t1)
                 for q in self._to_sinks.values():
                     q.put(result)
         finally:
+            for stage in self.stream_stages:
+                try:
+                    stage.close()
+                except Exception as exc:
+                    log.warning("closing %s failed: %s", stage.name, exc)
             for q in self._to_sinks.values():
                 q.close()
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+STREAM_PREFIX = "stream:"  # bad_frames key of a stream stage: its result went on without that stage's work
 WINDOW = 512  # frames kept for percentiles and rates: ~20 s at 25 fps, a few kB of floats
 
 

@@ -1,0 +1,327 @@
+"""Multi-object tracking on masks: fills ``Instances.track_id`` frame by frame (the ``tracker:`` section).
+
+BYTE-style association in three passes, each a linear assignment (``lap``) on ``1 - similarity``:
+
+1. confirmed tracks (seen now or lost for less than ``lost_s``) against high-score detections;
+2. the confirmed tracks left against low-score detections (an object whose score dipped keeps its id);
+3. tentative tracks against the high-score detections left; what is still left starts tentative tracks.
+
+Similarity is class-aware (other classes: 0) and mask based: each track's last mask is moved by its
+constant-velocity prediction to the frame's capture time, and its IoU with a detection's mask is computed on
+the crops' overlap only, for the pairs whose boxes overlap (box gate). Boxes of two objects passing each other
+overlap; their masks do not, so they keep their ids. Where masks cannot overlap (a new object at 5 fps has
+moved more than its size by the next frame), a centre-distance similarity (within ``max_distance`` box
+sizes, capped at ``FALLBACK_WEIGHT``, below a mask IoU of half) is the fallback. A new track starts with the
+median velocity of the confirmed tracks (a conveyor, a panning camera): the scene's motion is the best guess
+for an object not yet seen to move.
+
+Every duration is in seconds of the frames' capture timestamps (``Frame.t_capture_ns``), so a scene keeps
+its ids at 5, 10 or 30 fps, and an empty frame advances time like any other. A track gets an id once it
+has been matched for ``confirm_s`` (earlier detections of it get ``-1``); ids count up from 1 without gaps
+and are never reused, not even after a reset. The tracker resets itself when the source restarts: the frame
+index goes back, the capture time goes back, or more than ``reset_gap_s`` passes between two frames (a
+reconnect; nothing tracked before can be matched after it). A track that ends (lost for ``lost_s``, or
+predicted out of the frame) is deleted with all its state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import lap
+import numpy as np
+from numpy.typing import NDArray
+
+from edgeseg.fields import meta as _m
+from edgeseg.instances import Instances
+from edgeseg.validate import FieldError
+
+if TYPE_CHECKING:
+    from edgeseg.frame import Result
+
+UNCONFIRMED = -1  # the track_id of a detection that has no published track (yet)
+# The centre-distance fallback stays below this similarity, so a real mask overlap of half or more wins.
+FALLBACK_WEIGHT = 0.4
+# Velocity is smoothed over about this long: steady against the jitter of 30 fps boxes, quick at 5 fps.
+VELOCITY_TAU_S = 0.2
+# Slack on confirm_s, so capture times rounded to the nanosecond confirm after a whole number of frames.
+CONFIRM_SLACK_S = 1e-3
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Tracking: ids across frames for each instance (``Instances.track_id``)."""
+
+    enabled: bool = field(default=False, metadata=_m("Track instances across frames (fills track_id)."))
+    high_score: float = field(
+        default=0.6,
+        metadata=_m("Detections at or above this score match first and start tracks.", ge=0, le=1),
+    )
+    low_score: float = field(
+        default=0.1,
+        metadata=_m(
+            "Detections from this score up to high_score only continue tracks; below: ignored.", ge=0, le=1
+        ),
+    )
+    min_similarity: float = field(
+        default=0.1, metadata=_m("Least mask similarity (0..1) for a high-score match.", gt=0, le=1)
+    )
+    min_similarity_low: float = field(
+        default=0.3, metadata=_m("Least mask similarity (0..1) for a low-score match.", gt=0, le=1)
+    )
+    max_distance: float = field(
+        default=2.0,
+        metadata=_m(
+            "Fallback when masks cannot overlap: farthest centre offset from the prediction, in object "
+            "sizes (square root of the box area).",
+            gt=0,
+        ),
+    )
+    confirm_s: float = field(
+        default=0.05, metadata=_m("Seconds a new track must be matched in a row before it gets an id.", ge=0)
+    )
+    lost_s: float = field(
+        default=2.0, metadata=_m("Seconds a track unseen is kept to take its id back, then ends.", gt=0)
+    )
+    reset_gap_s: float = field(
+        default=5.0,
+        metadata=_m("A capture-time gap longer than this is a source restart: every track ends.", gt=0),
+    )
+
+    def __post_init__(self) -> None:
+        if self.low_score > self.high_score:
+            raise FieldError("low_score", f"must be <= high_score ({self.high_score:g})", self.low_score)
+        if self.reset_gap_s <= self.lost_s:
+            raise FieldError("reset_gap_s", f"must be > lost_s ({self.lost_s:g})", self.reset_gap_s)
+
+
+class _Track:
+    """One object's state; deleted as a whole when the track ends."""
+
+    __slots__ = ("area", "box", "class_id", "first_t", "id", "last_t", "mask", "velocity")
+
+    def __init__(
+        self, inst: Instances, i: int, box: list[int], t: float, velocity: tuple[float, float]
+    ) -> None:
+        self.class_id = int(inst.class_id[i])
+        self.id = UNCONFIRMED
+        self.first_t = t
+        self.velocity = velocity  # pixels per second
+        self.observe(inst, i, box, t)
+
+    def observe(self, inst: Instances, i: int, box: list[int], t: float) -> None:
+        """Detection ``i`` of ``inst`` (its ``mask_box`` row ``box``) is this object at time ``t``."""
+        self.mask = inst.masks[i]
+        self.box = box
+        self.area = int(inst.area[i])
+        self.last_t = t
+
+    def predicted(self, t: float) -> tuple[float, float, float, float]:
+        dx, dy = self.velocity[0] * (t - self.last_t), self.velocity[1] * (t - self.last_t)
+        return (self.box[0] + dx, self.box[1] + dy, self.box[2] + dx, self.box[3] + dy)
+
+
+class Tracker:
+    """Assigns track ids to each frame's instances; see the module docstring for the rules.
+
+    Not thread-safe: one tracker per stream, fed in capture order.
+    """
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+        self._last_t: float | None = None
+        self._last_index: int | None = None
+        self.resets = 0  # automatic resets (source restarts) so far
+
+    @property
+    def active(self) -> int:
+        """Tracks held now (tentative, confirmed and lost)."""
+        return len(self._tracks)
+
+    def reset(self) -> None:
+        """Forget every track (ids already given out are not given again)."""
+        self._tracks = []
+        self._last_t = None
+        self._last_index = None
+
+    def update(self, instances: Instances, t_capture_ns: int, index: int | None = None) -> Instances:
+        """``instances`` of the frame captured at ``t_capture_ns`` (monotonic ns) with ``track_id`` set.
+
+        ``index``: the frame's position in its source; when it goes back, the source has restarted.
+        """
+        t = t_capture_ns / 1e9
+        if self._restarted(t, index):
+            self.reset()
+            self.resets += 1
+        self._last_t, self._last_index = t, index
+        cfg = self.config
+        h, w = instances.image_shape
+        # tracks that ended: lost too long, or predicted wholly out of the frame
+        self._tracks = [
+            tr
+            for tr in self._tracks
+            if t - tr.last_t <= cfg.lost_s + CONFIRM_SLACK_S and _inside(tr.predicted(t), w, h)
+        ]
+        boxes = instances.mask_box.tolist()
+        ids = np.full(len(instances), UNCONFIRMED, np.int64)
+        score = instances.score
+        high = np.flatnonzero(score >= cfg.high_score)
+        low = np.flatnonzero((score >= cfg.low_score) & (score < cfg.high_score))
+        confirmed = [k for k, tr in enumerate(self._tracks) if tr.id != UNCONFIRMED]
+        tentative = [k for k, tr in enumerate(self._tracks) if tr.id == UNCONFIRMED]
+        matched: dict[int, int] = {}  # track index -> detection index
+        assign = (instances, boxes, t, matched)
+        left_tracks, left_high = self._assign(confirmed, high, cfg.min_similarity, *assign)
+        self._assign(left_tracks, low, cfg.min_similarity_low, *assign)
+        _, new = self._assign(tentative, left_high, cfg.min_similarity, *assign)
+        for k, j in matched.items():
+            tr, b = self._tracks[k], boxes[j]
+            dt = t - tr.last_t
+            if dt > 0:
+                # box centre displacement over dt; the first one sets the velocity, later ones smooth it
+                vx = (b[0] + b[2] - tr.box[0] - tr.box[2]) / (2 * dt)
+                vy = (b[1] + b[3] - tr.box[1] - tr.box[3]) / (2 * dt)
+                a = 1.0 - math.exp(-dt / VELOCITY_TAU_S) if tr.last_t > tr.first_t else 1.0
+                tr.velocity = (
+                    tr.velocity[0] + a * (vx - tr.velocity[0]),
+                    tr.velocity[1] + a * (vy - tr.velocity[1]),
+                )
+            tr.observe(instances, j, b, t)
+            if tr.id == UNCONFIRMED and t - tr.first_t + CONFIRM_SLACK_S >= cfg.confirm_s:
+                tr.id = self._next_id
+                self._next_id += 1
+            ids[j] = tr.id
+        # a tentative track missed once ends: a flicker never gets an id
+        kept = [tr for k, tr in enumerate(self._tracks) if k in matched or tr.id != UNCONFIRMED]
+        prior = self._scene_velocity(matched)
+        for j in new.tolist():
+            tr = _Track(instances, j, boxes[j], t, prior)
+            if cfg.confirm_s <= 0:
+                tr.id = self._next_id
+                self._next_id += 1
+                ids[j] = tr.id
+            kept.append(tr)
+        self._tracks = kept
+        return instances.with_track_ids(ids)
+
+    def _restarted(self, t: float, index: int | None) -> bool:
+        if self._last_t is None:
+            return False
+        went_back = index is not None and self._last_index is not None and index < self._last_index
+        return went_back or t < self._last_t or t - self._last_t > self.config.reset_gap_s
+
+    def _scene_velocity(self, matched: dict[int, int]) -> tuple[float, float]:
+        moving = [self._tracks[k].velocity for k in matched if self._tracks[k].id != UNCONFIRMED]
+        if not moving:
+            return (0.0, 0.0)
+        v = np.median(np.asarray(moving), axis=0)
+        return (float(v[0]), float(v[1]))
+
+    def _assign(
+        self,
+        tracks: list[int],
+        dets: NDArray[np.intp],
+        min_similarity: float,
+        inst: Instances,
+        boxes: list[list[int]],
+        t: float,
+        matched: dict[int, int],
+    ) -> tuple[list[int], NDArray[np.intp]]:
+        """Match ``tracks`` to ``dets`` into ``matched``; returns the tracks and detections left."""
+        if not tracks or not len(dets):
+            return tracks, dets
+        sim = self._similarity([self._tracks[k] for k in tracks], dets, inst, boxes, t)
+        _, x, _ = lap.lapjv(1.0 - sim, extend_cost=True, cost_limit=1.0 - min_similarity)
+        for r, c in enumerate(x.tolist()):
+            if c >= 0:
+                matched[tracks[r]] = int(dets[c])
+        left_tracks = [k for r, k in enumerate(tracks) if x[r] < 0]
+        taken = set(x[x >= 0].tolist())
+        return left_tracks, np.asarray([d for c, d in enumerate(dets.tolist()) if c not in taken], np.intp)
+
+    def _similarity(
+        self, tracks: list[_Track], dets: NDArray[np.intp], inst: Instances, boxes: list[list[int]], t: float
+    ) -> NDArray[np.float64]:
+        """``(len(tracks), len(dets))`` similarity: predicted mask IoU, else the capped distance fallback."""
+        shifts = np.asarray([tr.velocity for tr in tracks], np.float64) * np.asarray(
+            [[t - tr.last_t] for tr in tracks]
+        )
+        pb = np.asarray([tr.box for tr in tracks], np.float64) + np.tile(shifts, 2)
+        db = inst.mask_box[dets].astype(np.float64)
+        same = np.asarray([tr.class_id for tr in tracks])[:, None] == inst.class_id[dets][None, :]
+        # distance fallback, in object sizes: a box's, not the mask's, so a thin rod's is its length
+        size = np.sqrt(np.maximum(_box_area(pb)[:, None], _box_area(db)[None, :]))
+        dist = np.hypot(*(_centre(pb)[:, None, :] - _centre(db)[None, :, :]).transpose(2, 0, 1))
+        sim = FALLBACK_WEIGHT * np.clip(1.0 - dist / (self.config.max_distance * size), 0.0, None)
+        # mask IoU where the predicted box overlaps the detection's box (the gate)
+        ix = np.minimum(pb[:, None, 2], db[None, :, 2]) - np.maximum(pb[:, None, 0], db[None, :, 0])
+        iy = np.minimum(pb[:, None, 3], db[None, :, 3]) - np.maximum(pb[:, None, 1], db[None, :, 1])
+        gated = same & (ix > 0) & (iy > 0)
+        off = np.rint(shifts).astype(np.int64)
+        for r, c in zip(*np.nonzero(gated), strict=True):
+            tr, j = tracks[r], int(dets[c])
+            iou = _shifted_iou(tr, int(off[r, 0]), int(off[r, 1]), inst, j, boxes[j])
+            if iou > sim[r, c]:
+                sim[r, c] = iou
+        sim[~same] = 0.0
+        out: NDArray[np.float64] = sim
+        return out
+
+
+def _box_area(box: NDArray[np.float64]) -> NDArray[np.float64]:
+    area: NDArray[np.float64] = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+    return area
+
+
+def _inside(box: tuple[float, float, float, float], w: int, h: int) -> bool:
+    return box[2] > 0 and box[3] > 0 and box[0] < w and box[1] < h
+
+
+def _centre(box: NDArray[np.floating] | NDArray[np.integer]) -> NDArray[np.float64]:
+    b = np.asarray(box, np.float64)
+    return np.stack([(b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2], axis=-1)
+
+
+def _shifted_iou(tr: _Track, dx: int, dy: int, inst: Instances, j: int, box: list[int]) -> float:
+    """IoU of the track's mask moved by ``(dx, dy)`` with detection ``j``'s mask (at ``box``), on their
+    crops' overlap."""
+    ax0, ay0 = tr.box[0] + dx, tr.box[1] + dy
+    am = tr.mask
+    bx0, by0, bx1, by1 = box
+    x0, y0 = max(ax0, bx0), max(ay0, by0)
+    x1, y1 = min(ax0 + am.shape[1], bx1), min(ay0 + am.shape[0], by1)
+    if x1 <= x0 or y1 <= y0:
+        return 0.0
+    bm = inst.masks[j]
+    inter = int(
+        np.count_nonzero(
+            am[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0] & bm[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
+        )
+    )
+    union = tr.area + int(inst.area[j]) - inter
+    return inter / union if union else 0.0
+
+
+class TrackerStage:
+    """The tracker as a pipeline stream stage (:class:`edgeseg.pipeline.StreamStage`)."""
+
+    name = "track"
+
+    def __init__(self, config: TrackerConfig) -> None:
+        self.tracker = Tracker(config)
+
+    def process(self, result: Result) -> Result:
+        frame = result.frame
+        return replace(
+            result, instances=self.tracker.update(result.instances, frame.t_capture_ns, frame.index)
+        )
+
+    def reset(self) -> None:
+        self.tracker.reset()
+
+    def close(self) -> None:
+        self.tracker.reset()

@@ -1,0 +1,411 @@
+"""The tracker (edgeseg.tracker), its pipeline slot, and the tracking metrics (IDF1, ID switches, MOTA)."""
+
+from __future__ import annotations
+
+import tracemalloc
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_pipeline import CollectSink, ListSource, SquareStages
+
+from edgeseg.cli import summary
+from edgeseg.config import load_config
+from edgeseg.errors import ConfigError
+from edgeseg.frame import Result
+from edgeseg.instances import Instances
+from edgeseg.metrics import TrackingAccumulator, mask_iou
+from edgeseg.pipeline import Pipeline
+from edgeseg.tracker import UNCONFIRMED, Tracker, TrackerConfig, TrackerStage
+
+H, W = 240, 320
+NS = 1_000_000_000
+
+
+def rod(cx: float, cy: float, length: float = 70, width: float = 6, angle: float = 45) -> np.ndarray:
+    canvas = np.zeros((H, W), np.uint8)
+    pts = cv2.boxPoints(((cx, cy), (length, width), angle))
+    cv2.fillPoly(canvas, [np.round(pts).astype(np.int32)], 1)
+    return canvas.astype(bool)
+
+
+def disk(cx: float, cy: float, r: float = 8) -> np.ndarray:
+    canvas = np.zeros((H, W), np.uint8)
+    cv2.circle(canvas, (round(cx), round(cy)), round(r), 1, -1)
+    return canvas.astype(bool)
+
+
+def frame_of(
+    masks: list[np.ndarray], cls: list[int] | None = None, score: list[float] | None = None
+) -> Instances:
+    """Instances from full-frame masks (empty ones left out)."""
+    keep = [i for i, m in enumerate(masks) if m.any()]
+    if not keep:
+        return Instances.empty((H, W))
+    crops, origins = [], []
+    for i in keep:
+        ys, xs = np.nonzero(masks[i])
+        crops.append(masks[i][ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+        origins.append((int(xs.min()), int(ys.min())))
+    c = [0] * len(masks) if cls is None else cls
+    s = [0.9] * len(masks) if score is None else score
+    return Instances.from_crops((H, W), [c[i] for i in keep], [s[i] for i in keep], origins, crops)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / area)
+
+
+def run(tracker: Tracker, frames: list[Instances], fps: float, start: int = 0) -> list[Instances]:
+    return [tracker.update(f, round((start + k) * NS / fps), start + k) for k, f in enumerate(frames)]
+
+
+def passing_rods(fps: float, seconds: float = 3.0) -> list[Instances]:
+    """Two parallel 45-degree rods sliding past each other along their length, 14 px apart across it: at
+    the crossing their boxes nearly coincide, their masks never touch."""
+    out = []
+    for k in range(round(seconds * fps)):
+        t = k / fps
+        along = -60 + 60 * t  # px along the rods' axis, at 60 px/s: side by side at t = 1 s
+        ux, uy = np.cos(np.pi / 4), np.sin(np.pi / 4)
+        nx, ny = -uy, ux
+        a = (160 + along * ux + 7 * nx, 120 + along * uy + 7 * ny)
+        b = (160 - along * ux - 7 * nx, 120 - along * uy - 7 * ny)
+        out.append(frame_of([rod(*a), rod(*b)]))
+    return out
+
+
+# --- association ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fps", [5, 10, 30])
+def test_objects_whose_boxes_overlap_but_masks_never_touch_keep_their_ids(fps: float) -> None:
+    frames = passing_rods(fps)
+    assert max(box_iou(f.xyxy[0], f.xyxy[1]) for f in frames if len(f) == 2) > 0.5
+    assert all(not (f.dense_masks()[0] & f.dense_masks()[1]).any() for f in frames)
+    # each rod stays on its own side of the shared axis: ids ordered by that side never change
+    across = np.array([-1.0, 1.0]) / np.sqrt(2)
+    ids = {
+        tuple(f.track_id[np.argsort(f.obb[:, :2] @ across)].tolist())
+        for f in run(Tracker(), frames, fps)
+        if f.track_id is not None and len(f) == 2 and (f.track_id >= 0).all()
+    }
+    assert len(ids) == 1
+    assert len(set(next(iter(ids)))) == 2
+
+
+def moving_disks(fps: float, seconds: float = 4.0) -> tuple[list[Instances], list[list[int]]]:
+    """Five disks on straight paths (two of them cross), and which disk each instance is."""
+    starts = [(30, 40), (30, 200), (290, 120), (60, 120), (160, 30)]
+    vel = [(60, 30), (60, -30), (-50, 0), (0, 0), (0, 40)]
+    frames, who = [], []
+    for k in range(round(seconds * fps)):
+        t = k / fps
+        pos = [(x + vx * t, y + vy * t) for (x, y), (vx, vy) in zip(starts, vel, strict=True)]
+        inside = [i for i, (x, y) in enumerate(pos) if 10 < x < W - 10 and 10 < y < H - 10]
+        frames.append(frame_of([disk(*pos[i]) for i in inside], cls=[i % 2 for i in inside]))
+        who.append(inside)
+    return frames, who
+
+
+@pytest.mark.parametrize("fps", [5, 10, 30])
+def test_the_same_scene_at_5_10_and_30_fps_gives_each_object_one_id(fps: float) -> None:
+    frames, who = moving_disks(fps)
+    ids_of: dict[int, set[int]] = {}
+    for out, objects in zip(run(Tracker(), frames, fps), who, strict=True):
+        assert out.track_id is not None
+        for obj, tid in zip(objects, out.track_id.tolist(), strict=True):
+            if tid != UNCONFIRMED:
+                ids_of.setdefault(obj, set()).add(tid)
+    assert sorted(ids_of) == [0, 1, 2, 3, 4]
+    assert all(len(ids) == 1 for ids in ids_of.values()), ids_of
+    assert len({next(iter(ids)) for ids in ids_of.values()}) == 5
+
+
+def test_an_object_of_another_class_never_takes_an_id() -> None:
+    cfg = TrackerConfig(confirm_s=0)
+    tracker = Tracker(cfg)
+    first = tracker.update(frame_of([disk(100, 100)], cls=[0]), 0)
+    second = tracker.update(frame_of([disk(101, 100)], cls=[1]), NS // 10)
+    assert first.track_id is not None
+    assert second.track_id is not None
+    assert first.track_id[0] != second.track_id[0]
+
+
+def test_a_low_score_detection_continues_a_track_but_never_starts_one() -> None:
+    tracker = Tracker(TrackerConfig(confirm_s=0))
+    seen = tracker.update(frame_of([disk(100, 100)]), 0)
+    dipped = tracker.update(frame_of([disk(102, 100), disk(200, 100)], score=[0.3, 0.3]), NS // 10)
+    assert seen.track_id is not None
+    assert dipped.track_id is not None
+    assert dipped.track_id.tolist() == [seen.track_id[0], UNCONFIRMED]
+
+
+# --- time -------------------------------------------------------------------------------------------------
+
+
+def test_a_track_lost_for_less_than_lost_s_on_empty_frames_takes_its_id_back() -> None:
+    tracker = Tracker(TrackerConfig(lost_s=1.0))
+    seen = run(tracker, [frame_of([disk(100, 100)])] * 5, 10)
+    gone = run(tracker, [Instances.empty((H, W))] * 8, 10, start=5)
+    back = run(tracker, [frame_of([disk(100, 100)])], 10, start=13)
+    assert all(g.track_id is not None and len(g.track_id) == 0 for g in gone)
+    assert back[0].track_id is not None
+    assert seen[-1].track_id is not None
+    assert back[0].track_id[0] == seen[-1].track_id[0] != UNCONFIRMED
+
+
+def test_empty_frames_advance_time_so_an_id_does_not_come_back_after_lost_s() -> None:
+    tracker = Tracker(TrackerConfig(lost_s=1.0))
+    seen = run(tracker, [frame_of([disk(100, 100)])] * 5, 10)
+    run(tracker, [Instances.empty((H, W))] * 15, 10, start=5)  # 1.5 s of frames with nothing in them
+    back = run(tracker, [frame_of([disk(100, 100)])] * 3, 10, start=20)
+    old = seen[-1].track_id
+    assert old is not None
+    assert old[0] != UNCONFIRMED
+    assert all(b.track_id is not None and b.track_id[0] != old[0] for b in back)
+    assert tracker.active == 1
+
+
+def test_unconfirmed_detections_get_no_id_and_a_one_frame_flicker_never_does() -> None:
+    tracker = Tracker(TrackerConfig(confirm_s=0.2))
+    out = run(
+        tracker,
+        [frame_of([disk(100, 100), disk(200, 100) if k == 1 else np.zeros((H, W), bool)]) for k in range(4)],
+        10,
+    )
+    assert [o.track_id.tolist() for o in out if o.track_id is not None] == [
+        [UNCONFIRMED],
+        [UNCONFIRMED, UNCONFIRMED],
+        [1],
+        [1],
+    ]
+    # and the results stay valid JSON for the results schema (track_id: an integer)
+    doc = out[0].to_dict()
+    assert doc["instances"][0]["track_id"] == -1
+    assert Instances.from_dict(doc).track_id is not None
+
+
+# --- resets -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("restart", ["index goes back", "capture-time gap", "reset()"])
+def test_a_source_restart_forgets_every_track_and_never_reuses_an_id(restart: str) -> None:
+    tracker = Tracker()
+    frames = [frame_of([disk(100, 100)])] * 5
+    before = run(tracker, frames, 10, start=50)
+    if restart == "index goes back":
+        # a file source starting again: the index goes back, capture time goes on
+        after = [tracker.update(f, (60 + k) * NS // 10, k) for k, f in enumerate(frames)]
+    elif restart == "capture-time gap":
+        after = run(tracker, frames, 10, start=50 + 10 * 60)  # a minute without frames: a reconnect
+    else:
+        tracker.reset()
+        after = run(tracker, frames, 10, start=55)
+    assert before[-1].track_id is not None
+    assert after[-1].track_id is not None
+    assert after[-1].track_id[0] > before[-1].track_id[0]
+    assert tracker.active == 1
+    assert tracker.resets == (0 if restart == "reset()" else 1)
+
+
+def test_memory_stays_flat_over_100000_tracks() -> None:
+    tracker = Tracker(TrackerConfig(confirm_s=0, lost_s=0.1, reset_gap_s=1.0))
+    batch = frame_of([disk(20 + 30 * (i % 10), 30 + 40 * (i // 10)) for i in range(50)])
+    t = 0
+
+    def tracks(n: int) -> None:
+        nonlocal t
+        for _ in range(n // len(batch)):
+            t += NS // 5  # longer than lost_s: the last batch's tracks end, this one's start
+            tracker.update(batch, t)
+
+    tracks(10_000)
+    tracemalloc.start()
+    try:
+        start = tracemalloc.take_snapshot()
+        tracks(100_000)
+        grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(start, "filename"))
+    finally:
+        tracemalloc.stop()
+    assert grown < 1_000_000
+    assert tracker.active == len(batch)
+
+
+# --- properties -------------------------------------------------------------------------------------------
+
+step = st.tuples(
+    st.lists(st.tuples(st.integers(15, W - 15), st.integers(15, H - 15), st.integers(0, 1)), max_size=6),
+    st.integers(1, 20),  # frame interval, in 1/20 s
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(step, min_size=1, max_size=25))
+def test_ids_are_unique_per_frame_only_grow_and_never_come_back_after_lost_s(
+    steps: list[tuple[list[tuple[int, int, int]], int]],
+) -> None:
+    cfg = TrackerConfig(lost_s=0.5, reset_gap_s=2.0)
+    tracker = Tracker(cfg)
+    t_ns, highest = 0, 0
+    last_seen: dict[int, int] = {}
+    for objects, gap in steps:
+        t_ns += gap * NS // 20
+        out = tracker.update(
+            frame_of([disk(x, y) for x, y, _ in objects], cls=[c for *_, c in objects]), t_ns
+        )
+        assert out.track_id is not None
+        ids = [i for i in out.track_id.tolist() if i != UNCONFIRMED]
+        assert len(ids) == len(set(ids))
+        new = [i for i in ids if i not in last_seen]
+        assert all(i > highest for i in new)
+        highest = max([highest, *new])
+        for i in ids:
+            if i in last_seen:
+                assert t_ns - last_seen[i] <= (cfg.lost_s + 0.01) * NS
+            last_seen[i] = t_ns
+
+
+# --- config and pipeline ----------------------------------------------------------------------------------
+
+
+def test_the_tracker_is_off_by_default_and_on_in_the_demo() -> None:
+    assert load_config(None).tracker.enabled
+    assert not TrackerConfig().enabled
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("tracker.low_score=0.9", "tracker.low_score: must be <= high_score (0.6) (got 0.9)"),
+        ("tracker.reset_gap_s=1", "tracker.reset_gap_s: must be > lost_s (2) (got 1.0)"),
+        ("tracker.lost_s=0", "tracker.lost_s: "),
+    ],
+)
+def test_bad_tracker_settings_are_one_line_naming_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+class RaisingStage:
+    name = "zones"
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def process(self, result: Result) -> Result:
+        if result.frame.index == 3:
+            raise RuntimeError("zone polygon broke")
+        return result
+
+    def reset(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_stream_stages_run_in_order_are_timed_and_a_failure_passes_the_result_on() -> None:
+    sink, failing = CollectSink(), RaisingStage()
+    pipe = Pipeline(
+        ListSource(12, period_s=0.02),
+        SquareStages(),
+        {"c": sink},
+        stream_stages=[TrackerStage(TrackerConfig()), failing],
+    )
+    stats = pipe.run()
+    assert [r.frame.index for r in sink.results] == list(range(12))
+    ids = [r.instances.track_id.tolist() for r in sink.results if r.instances.track_id is not None]
+    assert len(ids) == 12
+    assert len({tuple(i) for i in ids[-5:]}) == 1
+    assert ids[-1][0] != UNCONFIRMED
+    assert stats.bad_frames == {"stream:zones": 1}
+    # the frame went on without that stage's work: reported, not counted as lost
+    lines = summary(stats, pipe.source.stats, pipe.reports(), "done", 0)
+    passed_on = "results passed on without a stream stage's work: zones failed on 1 (not lost; see the log)"
+    assert passed_on in lines
+    assert not any("LOST" in line for line in lines)
+    assert {"track", "zones"} <= set(stats.stage_ms)
+    assert failing.closed
+    assert all(r.times.published >= r.times.decoded for r in sink.results)
+
+
+# --- metrics ----------------------------------------------------------------------------------------------
+
+
+def random_sequence(rng: np.random.Generator) -> list[tuple[Instances, Instances]]:
+    """Truth tracks of disks on random walks; predictions: the truth jittered, with id swaps, new ids,
+    misses, unpublished (-1) and false detections."""
+    n, frames = int(rng.integers(2, 6)), int(rng.integers(5, 30))
+    pos = rng.uniform(30, [W - 30, H - 30], (n, 2))
+    cls = rng.integers(0, 2, n)
+    pred_id = np.arange(n) + 100
+    seq = []
+    for _ in range(frames):
+        pos = np.clip(pos + rng.normal(0, 6, (n, 2)), 20, [W - 20, H - 20])
+        present = [i for i in range(n) if rng.random() > 0.1]
+        truth = frame_of([disk(*pos[i], 10) for i in present], cls=[int(cls[i]) for i in present])
+        truth = truth.with_track_ids(np.asarray(present, np.int64))
+        if rng.random() < 0.15:  # an id switch between two tracks, or a fresh id
+            a, b = rng.integers(0, n, 2)
+            pred_id[a], pred_id[b] = pred_id[b], pred_id[a]
+            if a == b:
+                pred_id[a] = pred_id.max() + 1
+        shown = [i for i in present if rng.random() > 0.1]
+        jitter = rng.normal(0, 2.5, (len(shown), 2))
+        masks = [disk(*(pos[i] + jitter[k]), 10) for k, i in enumerate(shown)]
+        classes = [int(cls[i]) for i in shown]
+        ids = [int(pred_id[i]) if rng.random() > 0.1 else UNCONFIRMED for i in shown]
+        if rng.random() < 0.3:
+            masks.append(disk(*rng.uniform(20, [W - 20, H - 20]), 10))
+            classes.append(0)
+            ids.append(int(rng.integers(500, 503)))
+        pred = frame_of(masks, cls=classes).with_track_ids(np.asarray(ids, np.int64))
+        seq.append((pred, truth))
+    return seq
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_idf1_switches_and_mota_equal_motmetrics_on_random_sequences(seed: int) -> None:
+    mm = pytest.importorskip("motmetrics")
+    seq = random_sequence(np.random.default_rng(seed))
+    ours = TrackingAccumulator()
+    theirs = mm.MOTAccumulator(auto_id=True)
+    for pred, truth in seq:
+        ours.add(pred, truth)
+        assert pred.track_id is not None
+        assert truth.track_id is not None
+        shown = pred[pred.track_id >= 0]
+        dist = np.full((len(truth), len(shown)), np.nan)
+        for j in range(len(truth)):
+            for i in range(len(shown)):
+                iou = mask_iou(shown, i, truth, j)
+                if iou > 0.5 and shown.class_id[i] == truth.class_id[j]:
+                    dist[j, i] = 1 - iou
+        assert shown.track_id is not None
+        theirs.update(truth.track_id.tolist(), shown.track_id.tolist(), dist)
+    summary = mm.metrics.create().compute(theirs, metrics=["idf1", "num_switches", "mota"], name="x")
+    got = ours.result()
+    assert got is not None
+    assert got.idf1 == pytest.approx(float(summary["idf1"].iloc[0]), abs=1e-9)
+    assert got.id_switches == int(summary["num_switches"].iloc[0])
+    assert got.mota == pytest.approx(float(summary["mota"].iloc[0]), abs=1e-9)
+
+
+def test_a_perfect_tracker_scores_idf1_and_mota_one() -> None:
+    acc = TrackingAccumulator()
+    for _pred, truth in random_sequence(np.random.default_rng(0)):
+        assert truth.track_id is not None
+        acc.add(replace(truth, track_id=truth.track_id + 7), truth)
+    got = acc.result()
+    assert got is not None
+    assert (got.idf1, got.mota, got.id_switches) == (1.0, 1.0, 0)
