@@ -317,12 +317,13 @@ def test_pings_stop_when_the_decode_stage_hangs_or_its_thread_dies(
         stalled_note: list[Note] = []
 
         def stalled() -> bool:
+            # on a busy machine "no result for 1 s" may come first; the STATUS then names the stalled call
             stalled_note[:] = [n for n in manager.seen() if n.fields.get("STATUS", "").startswith("stalled")]
-            return bool(stalled_note)
+            return any(why in n.fields["STATUS"] for n in stalled_note)
 
         _serve(pipeline, link, stalled, timeout_s=30)
         assert stalled_note, "the stall was never reported"
-        assert why in stalled_note[0].fields["STATUS"]
+        assert any(why in n.fields["STATUS"] for n in stalled_note), [n.fields for n in stalled_note]
         # the manager keeps hearing STATUS but no ping for well over the interval: systemd would restart us
         _serve(pipeline, link, lambda: False, timeout_s=3 * watchdog_s)
         assert manager.pings(since=stalled_note[0].at) == []
