@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import cv2
@@ -45,6 +45,8 @@ def annotate(
     alpha: float = 0.45,
     boxes: BoxStyle = "obb",
     labels: bool = True,
+    zones: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    lines: Mapping[str, Sequence[tuple[float, float]]] | None = None,
 ) -> NDArray[np.uint8]:
     """A new BGR image with ``instances`` drawn on a copy of ``image``.
 
@@ -58,6 +60,9 @@ def annotate(
         alpha: mask opacity in [0, 1].
         boxes: ``"obb"`` oriented boxes, ``"xyxy"`` axis-aligned boxes or ``"none"``.
         labels: draw ``name score`` above each instance, ``#id name score`` when it has a track id.
+        zones, lines: polygons and segments by name in normalized frame coordinates (the pipeline's
+            ``zones:``/``lines:``), drawn under the instances with their names; a line has a tick on its
+            ``in`` side.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise InputError(f"annotate needs an (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
@@ -69,6 +74,7 @@ def annotate(
     h, w = out.shape[:2]
     scale = max(0.35, min(h, w) / 900)
     thick = max(1, round(scale * 2))
+    _regions(out, zones or {}, lines or {}, scale, thick)
     for i in range(len(instances)):
         color = class_color(int(instances.class_id[i]))
         x0, y0, x1, y1 = (int(v) for v in instances.mask_box[i])
@@ -92,15 +98,49 @@ def annotate(
             tid = -1 if instances.track_id is None else int(instances.track_id[i])
             track = f"#{tid} " if tid >= 0 else ""
             _label(out, f"{track}{name} {float(instances.score[i]):.2f}", (x0, y0), color, scale)
-    lines = list(hud)
+    text = list(hud)
     if truth is not None:
         from edgeseg.metrics import panoptic_quality
 
         pq = panoptic_quality(instances, truth)
-        lines.append(f"PQ {pq.pq:.2f}  ({pq.tp} matched, {pq.fp} false, {pq.fn} missed)")
-    if lines:
-        _hud(out, lines, scale)
+        text.append(f"PQ {pq.pq:.2f}  ({pq.tp} matched, {pq.fp} false, {pq.fn} missed)")
+    if text:
+        _hud(out, text, scale)
     return out
+
+
+REGION_COLOR = (0, 215, 255)  # BGR amber: neither a class colour nor the HUD's white
+
+
+def _regions(
+    img: NDArray[np.uint8],
+    zones: Mapping[str, Sequence[tuple[float, float]]],
+    lines: Mapping[str, Sequence[tuple[float, float]]],
+    scale: float,
+    thick: int,
+) -> None:
+    h, w = img.shape[:2]
+    size = np.asarray([w - 1, h - 1], np.float64)
+    for name, polygon in zones.items():
+        pts = np.rint(np.asarray(polygon, np.float64) * size).astype(np.int32)
+        cv2.polylines(img, [pts], True, REGION_COLOR, thick, lineType=cv2.LINE_AA)
+        _label(img, name, (int(pts[:, 0].min()), int(pts[:, 1].min())), REGION_COLOR, scale)
+    for name, seg in lines.items():
+        a, b = (np.asarray(p, np.float64) * size for p in seg[:2])
+        cv2.line(img, tuple(np.rint(a).astype(int)), tuple(np.rint(b).astype(int)), REGION_COLOR, thick + 1)
+        d = b - a
+        n = np.asarray([-d[1], d[0]]) / max(float(np.hypot(*d)), 1e-9)  # the "in" side
+        mid = (a + b) / 2
+        tip = mid + n * max(8.0, 20 * scale)
+        cv2.arrowedLine(
+            img,
+            tuple(np.rint(mid).astype(int)),
+            tuple(np.rint(tip).astype(int)),
+            REGION_COLOR,
+            thick,
+            tipLength=0.4,
+        )
+        _label(img, name, (int(min(a[0], b[0])), int(min(a[1], b[1]))), REGION_COLOR, scale)
 
 
 def _label(

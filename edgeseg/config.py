@@ -33,6 +33,7 @@ from edgeseg.sources.spec import SourceConfig as SourceConfig  # re-exported for
 from edgeseg.tracker import TrackerConfig
 from edgeseg.validate import FieldError, Validator, type_hints
 from edgeseg.yamlfile import read_yaml
+from edgeseg.zones import NAME_PATTERN, LineConfig, Points, ZoneConfig, check_name, check_points
 
 PIPELINES_DIR = Path(__file__).resolve().parents[1] / "pipelines"
 DEFAULT_PIPELINE = PIPELINES_DIR / "demo.yaml"
@@ -185,6 +186,12 @@ class PipelineConfig:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig, metadata=_m("Post-processing."))
     pipeline: RuntimeConfig = field(default_factory=RuntimeConfig, metadata=_m("Threading and run length."))
     tracker: TrackerConfig = field(default_factory=TrackerConfig, metadata=_m("Track ids across frames."))
+    zones: dict[str, ZoneConfig] = field(
+        default_factory=dict, metadata=_m("Named zones (polygons) counting tracks; needs the tracker.")
+    )
+    lines: dict[str, LineConfig] = field(
+        default_factory=dict, metadata=_m("Named counting lines (segments); needs the tracker.")
+    )
     sinks: SinksConfig = field(default_factory=SinksConfig, metadata=_m("Outputs."))
 
 
@@ -277,6 +284,8 @@ def to_raw(value: Any) -> Any:
         return {f.name: to_raw(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, tuple):
         return [to_raw(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_raw(v) for k, v in value.items()}
     if isinstance(value, Path):
         return str(value)
     return value
@@ -388,6 +397,17 @@ class _Loader(Validator):
     def special(self, hint: Any, value: Any, key: str) -> Any:
         if hint is SinksConfig:
             return self._sinks(value, key)
+        if hint == Points:
+            return check_points(value, key, self.fail)
+        if get_origin(hint) is dict:
+            item = get_args(hint)[1]
+            value = {} if value is None else value
+            if not isinstance(value, dict):
+                raise self.fail(key, "must be a section of name: {...} entries", value)
+            return {
+                check_name(name, f"{key}.{name}", self.fail): self.build(item, body, f"{key}.{name}.")
+                for name, body in value.items()
+            }
         if hint == Roi:
             try:
                 return validate_roi(value)
@@ -423,6 +443,9 @@ class _Loader(Validator):
         uri = src.uri
         if parsed.scheme == "file" and not uri.startswith("file:"):
             uri = self._path(uri, "source.uri")
+        if (config.zones or config.lines) and not config.tracker.enabled:
+            what = "zones" if config.zones else "lines"
+            raise self.fail(what, "count tracks: needs tracker.enabled: true")
         network = src.imx500_network and self._path(src.imx500_network, "source.imx500_network")
         cache = model.engine_cache_dir and Path(
             self._path(str(model.engine_cache_dir), "model.engine_cache_dir")
@@ -475,6 +498,22 @@ def _type_schema(hint: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
         return {"anyOf": [_object_schema(hint), {"type": "null"}]}
     if is_dataclass(hint):
         return _object_schema(hint)  # type: ignore[arg-type]
+    if hint == Points:
+        return {
+            "type": "array",
+            "items": {
+                "type": "array",
+                "items": {"type": "number", "minimum": 0, "maximum": 1},
+                "minItems": 2,
+                "maxItems": 2,
+            },
+        }
+    if get_origin(hint) is dict:
+        return {
+            "type": "object",
+            "propertyNames": {"pattern": NAME_PATTERN},
+            "additionalProperties": _object_schema(get_args(hint)[1]),
+        }
     if hint is SinksConfig:
         from edgeseg.sinks import SINKS
 

@@ -13,6 +13,7 @@ from edgeseg.geometry import FULL_ROI, Roi
 from edgeseg.instances import Instances
 
 if TYPE_CHECKING:
+    from edgeseg.events import Event
     from edgeseg.semantic import SplitView
 
 
@@ -72,10 +73,19 @@ class StageTimes:
 class Result:
     """A frame, the instances found in it (full-frame pixels), its stage stamps, the ``config_version`` of
     the settings it was processed with (0: a pipeline without live settings) and, in tune mode, what the
-    semantic split saw (``split_view``)."""
+    semantic split saw (``split_view``), and the track events of this frame (``events``, see
+    :mod:`edgeseg.events`).
+
+    ``final``: not a frame's result but the carrier of the events the stream stages made when the pipeline
+    stopped (``end`` for every track still held): its ``frame`` is the stream's last frame again, its
+    ``instances`` are empty. The pipeline gives it only to sinks that publish events (``takes_final_events``
+    set on the sink), never to image sinks.
+    """
 
     frame: Frame
     instances: Instances
     times: StageTimes = field(default_factory=StageTimes)
     config_version: int = 0
     split_view: SplitView | None = None
+    events: tuple[Event, ...] = ()
+    final: bool = False

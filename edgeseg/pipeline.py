@@ -33,6 +33,7 @@ from edgeseg.watchdog import Activity, Health
 if TYPE_CHECKING:
     from edgeseg.config import PipelineConfig
     from edgeseg.control import ControlSetup
+    from edgeseg.events import Event
     from edgeseg.model import Model
     from edgeseg.semantic import SplitView
     from edgeseg.sources import Source
@@ -78,7 +79,10 @@ class StreamStage(Protocol):
     Stream stages run in order on the decode thread, so each sees the stream's results in capture order.
     Each is timed under its ``name`` in ``stage_ms``; one that raises on a frame is counted under
     ``stream:<name>`` in ``bad_frames`` and the result goes on unchanged (not lost). ``close`` runs on the
-    decode thread at its end.
+    decode thread at its end and may return the stage's final events (:mod:`edgeseg.events`: the ``end`` of
+    every track still held); the pipeline sends them, after the last result, on one last
+    :class:`~edgeseg.frame.Result` with ``final=True`` (the last frame again, no instances) to the sinks
+    that publish events (``takes_final_events = True``: JSON lines, MQTT); image sinks never get it.
     """
 
     name: str
@@ -88,7 +92,7 @@ class StreamStage(Protocol):
     def reset(self) -> None:
         """Forget the stream's state (a new stream starts)."""
 
-    def close(self) -> None: ...
+    def close(self) -> Sequence[Event] | None: ...
 
 
 class ModelStages:
@@ -380,12 +384,21 @@ class Pipeline:
             source_uri=source.uri,  # as the source shows it: a stream password redacted
             state_dir=state_dir(config.pipeline.state_dir),
             control=control,
+            zones={n: z.polygon for n, z in config.zones.items()} if config.tracker.enabled else {},
+            lines={n: ln.points for n, ln in config.lines.items()} if config.tracker.enabled else {},
         )
         sinks = build_sinks(config.sinks, ctx)
         sinks.update(extra_sinks or {})
+        from edgeseg.events import EventSequence
         from edgeseg.tracker import TrackerStage
+        from edgeseg.zones import ZoneStage
 
-        stream = [TrackerStage(config.tracker)] if config.tracker.enabled else []
+        stream: list[StreamStage] = []
+        if config.tracker.enabled:
+            sequence = EventSequence()  # one event_seq per stream, across its stages
+            stream.append(TrackerStage(config.tracker, sequence))
+            if config.zones or config.lines:
+                stream.append(ZoneStage(config.zones, config.lines, config.tracker.lost_s, sequence))
         pipeline = cls(
             source,
             stages,
@@ -607,6 +620,7 @@ class Pipeline:
         bad, bad_view = _Throttle("decode"), _Throttle("the split's view")
         bad_stream = [_Throttle(stage.name) for stage in self.stream_stages]
         busy = self._activity["decode"]
+        last: Result | None = None
         try:
             while (work := self._to_decode.get()) is not None:
                 t0 = time.monotonic_ns()
@@ -641,14 +655,27 @@ class Pipeline:
                 if self.stream_stages:
                     result = replace(result, times=replace(result.times, published=t1))
                 self._stats.frame_done(work.frame.t_capture_ns, t1)
+                last = result
                 for q in self._to_sinks.values():
                     q.put(result)
         finally:
+            final: list[Event] = []
             for stage in self.stream_stages:
                 try:
-                    stage.close()
+                    final.extend(stage.close() or ())
                 except Exception as exc:
                     log.warning("closing %s failed: %s", stage.name, exc)
+            if final and last is not None:
+                carrier = replace(
+                    last,
+                    instances=Instances.empty(last.frame.shape),
+                    events=tuple(final),
+                    final=True,
+                    split_view=None,
+                )
+                for name, q in self._to_sinks.items():
+                    if getattr(self.sinks[name], "takes_final_events", False):
+                        q.put(carrier)
             for q in self._to_sinks.values():
                 q.close()
 
@@ -686,8 +713,9 @@ class Pipeline:
                         else:
                             sink.send(batch[0])
                 except Exception as exc:
-                    for _ in batch:
-                        self._stats.bad_frame(key)
+                    for r in batch:
+                        if not r.final:  # the carrier of the final events is not a frame's result
+                            self._stats.bad_frame(key)
                     bad(batch[-1].frame.index, exc)
                     continue
                 self._stats.stage(key, t0, time.monotonic_ns())

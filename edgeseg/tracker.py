@@ -17,7 +17,9 @@ for an object not yet seen to move.
 
 Every duration is in seconds of the frames' capture timestamps (``Frame.t_capture_ns``), so a scene keeps
 its ids at 5, 10 or 30 fps, and an empty frame advances time like any other. A track gets an id once it
-has been matched for ``confirm_s`` (earlier detections of it get ``-1``); ids count up from 1 without gaps
+has been matched for ``confirm_s`` (earlier detections of it get ``-1``), except what the stream's first
+frame (after a reset too) shows, which was there before the stream began and gets ids at once (as ByteTrack
+activates its first frame's tracks); ids count up from 1 without gaps
 and are never reused, not even after a reset. The tracker resets itself when the source restarts: the frame
 index goes back, the capture time goes back, or more than ``reset_gap_s`` passes between two frames (a
 reconnect; nothing tracked before can be matched after it). A track that ends (lost for ``lost_s``, or
@@ -34,6 +36,7 @@ import lap
 import numpy as np
 from numpy.typing import NDArray
 
+from edgeseg.events import Event, EventSequence
 from edgeseg.fields import meta as _m
 from edgeseg.instances import Instances
 from edgeseg.validate import FieldError
@@ -136,14 +139,29 @@ class Tracker:
         self._last_t: float | None = None
         self._last_index: int | None = None
         self.resets = 0  # automatic resets (source restarts) so far
+        # confirmed tracks that got their id / ended in the last update: (track id, class id)
+        self.born: list[tuple[int, int]] = []
+        self.ended: list[tuple[int, int]] = []
+        self._ended_by_reset: list[tuple[int, int]] = []
 
     @property
     def active(self) -> int:
         """Tracks held now (tentative, confirmed and lost)."""
         return len(self._tracks)
 
+    def confirmed(self) -> list[tuple[int, int]]:
+        """The confirmed tracks held now (seen or lost for less than ``lost_s``): (track id, class id)."""
+        return [(tr.id, tr.class_id) for tr in self._tracks if tr.id != UNCONFIRMED]
+
+    def take_ended(self) -> list[tuple[int, int]]:
+        """The confirmed tracks ended by :meth:`reset` since the last update (no update will report them)."""
+        ended, self._ended_by_reset = self._ended_by_reset, []
+        return ended
+
     def reset(self) -> None:
-        """Forget every track (ids already given out are not given again)."""
+        """Forget every track (ids already given out are not given again); the confirmed ones are reported
+        in ``ended`` by the next update."""
+        self._ended_by_reset.extend(self.confirmed())
         self._tracks = []
         self._last_t = None
         self._last_index = None
@@ -157,15 +175,20 @@ class Tracker:
         if self._restarted(t, index):
             self.reset()
             self.resets += 1
+        # what a stream's first frame shows was there before it began, not a flicker: ids at once
+        first = self._last_t is None
         self._last_t, self._last_index = t, index
         cfg = self.config
         h, w = instances.image_shape
+        self.born, self.ended, self._ended_by_reset = [], self._ended_by_reset, []
         # tracks that ended: lost too long, or predicted wholly out of the frame
-        self._tracks = [
-            tr
-            for tr in self._tracks
-            if t - tr.last_t <= cfg.lost_s + CONFIRM_SLACK_S and _inside(tr.predicted(t), w, h)
-        ]
+        alive = []
+        for tr in self._tracks:
+            if t - tr.last_t <= cfg.lost_s + CONFIRM_SLACK_S and _inside(tr.predicted(t), w, h):
+                alive.append(tr)
+            elif tr.id != UNCONFIRMED:
+                self.ended.append((tr.id, tr.class_id))
+        self._tracks = alive
         boxes = instances.mask_box.tolist()
         ids = np.full(len(instances), UNCONFIRMED, np.int64)
         score = instances.score
@@ -194,16 +217,18 @@ class Tracker:
             if tr.id == UNCONFIRMED and t - tr.first_t + CONFIRM_SLACK_S >= cfg.confirm_s:
                 tr.id = self._next_id
                 self._next_id += 1
+                self.born.append((tr.id, tr.class_id))
             ids[j] = tr.id
         # a tentative track missed once ends: a flicker never gets an id
         kept = [tr for k, tr in enumerate(self._tracks) if k in matched or tr.id != UNCONFIRMED]
         prior = self._scene_velocity(matched)
         for j in new.tolist():
             tr = _Track(instances, j, boxes[j], t, prior)
-            if cfg.confirm_s <= 0:
+            if cfg.confirm_s <= 0 or first:
                 tr.id = self._next_id
                 self._next_id += 1
                 ids[j] = tr.id
+                self.born.append((tr.id, tr.class_id))
             kept.append(tr)
         self._tracks = kept
         return instances.with_track_ids(ids)
@@ -307,21 +332,48 @@ def _shifted_iou(tr: _Track, dx: int, dy: int, inst: Instances, j: int, box: lis
 
 
 class TrackerStage:
-    """The tracker as a pipeline stream stage (:class:`edgeseg.pipeline.StreamStage`)."""
+    """The tracker as a pipeline stream stage (:class:`edgeseg.pipeline.StreamStage`): fills ``track_id``
+    and adds a ``new`` event for each track confirmed and an ``end`` event for each that ended (all still
+    held end at :meth:`close`)."""
 
     name = "track"
 
-    def __init__(self, config: TrackerConfig) -> None:
+    def __init__(self, config: TrackerConfig, sequence: EventSequence | None = None) -> None:
         self.tracker = Tracker(config)
+        self.sequence = sequence or EventSequence()
+        self._born_at: dict[int, int] = {}  # confirmed track id -> capture ns of its first confirmed frame
+        self._last: tuple[int, float] = (0, 0.0)  # the last frame's capture ns and wall time
 
     def process(self, result: Result) -> Result:
         frame = result.frame
-        return replace(
-            result, instances=self.tracker.update(result.instances, frame.t_capture_ns, frame.index)
+        resets, before = self.tracker.resets, self._last
+        instances = self.tracker.update(result.instances, frame.t_capture_ns, frame.index)
+        self._last = (frame.t_capture_ns, frame.wall_time)
+        # tracks ended by a source restart end at the old stream's last frame, not at the new one's time
+        ended = self._events(
+            self.tracker.ended, [], *(before if self.tracker.resets > resets else self._last)
         )
+        born = self._events([], self.tracker.born, *self._last)
+        return replace(result, instances=instances, events=(*result.events, *ended, *born))
+
+    def _events(
+        self, ended: list[tuple[int, int]], born: list[tuple[int, int]], t_ns: int, wall: float
+    ) -> list[Event]:
+        out = []
+        for tid, cid in ended:
+            start = self._born_at.pop(tid, t_ns)
+            seq = self.sequence.take()
+            out.append(Event("end", seq, tid, cid, t_ns, wall, duration_s=max(0, t_ns - start) / 1e9))
+        for tid, cid in born:
+            self._born_at[tid] = t_ns
+            out.append(Event("new", self.sequence.take(), tid, cid, t_ns, wall))
+        return out
 
     def reset(self) -> None:
         self.tracker.reset()
 
-    def close(self) -> None:
+    def close(self) -> list[Event]:
+        """``end`` for every track still held (and any ended by a reset), at the last frame's time."""
         self.tracker.reset()
+        t_ns, wall = self._last
+        return self._events(self.tracker.take_ended(), [], t_ns, wall)

@@ -161,6 +161,10 @@ def _validate(value: Any, schema: dict[str, Any], path: str = "") -> None:
     if kind == "object":
         assert set(schema.get("required", ())) <= set(value), f"{path}: missing {schema.get('required')}"
         for key, item in value.items():
+            if "properties" not in schema:  # a named mapping (zones, lines): every entry the same section
+                assert re.search(schema["propertyNames"]["pattern"], key), f"{path}.{key}: bad name"
+                _validate(item, schema["additionalProperties"], f"{path}.{key}")
+                continue
             assert key in schema["properties"], f"{path}.{key}: not in schema"
             _validate(item, schema["properties"][key], f"{path}.{key}")
     if kind == "array":

@@ -40,9 +40,9 @@ def validate(kind: str, doc: Any) -> None:
 
 
 def spooled(path: Path) -> list[tuple[str, int]]:
-    """(boot_id, seq) of every results message in a spool file, in spool order."""
+    """(boot_id, seq) of every results message in a spool file, in spool order (events share the spool)."""
     with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT payload FROM messages ORDER BY id").fetchall()
+        rows = db.execute("SELECT payload FROM messages WHERE topic LIKE '%/results' ORDER BY id").fetchall()
     return [(d["boot_id"], d["seq"]) for d in (json.loads(r[0]) for r in rows)]
 
 
@@ -194,7 +194,9 @@ def test_an_outage_longer_than_the_spool_keeps_it_within_its_cap_and_counts_ever
     collector: Collector,
 ) -> None:
     cap = 30_000
-    with Edgeseg(tmp_path, broker.url, "--set", f"sinks.mqtt.spool_max_bytes={cap}") as run:
+    # results only: track events share the spool and its loss counters (tests/test_mqtt_events.py)
+    no_events = ("--set", "tracker.enabled=false", "--set", "lines={}")
+    with Edgeseg(tmp_path, broker.url, "--set", f"sinks.mqtt.spool_max_bytes={cap}", *no_events) as run:
         assert collector.wait(lambda: len(collector.on("/results")) >= 3, 90), run.output()
         broker.stop()
         sizes = []
@@ -433,7 +435,9 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
 def test_a_full_disk_stops_spooling_with_a_counted_error_while_the_pipeline_goes_on(
     tmp_path: Path, tiny_disk: Path
 ) -> None:
-    run = Edgeseg(tmp_path, "mqtt://127.0.0.1:1", "--max-frames", "80", state=tiny_disk)  # no broker there
+    # results only: track events share the spool and its loss counters (tests/test_mqtt_events.py)
+    no_events = ("--set", "tracker.enabled=false", "--set", "lines={}")
+    run = Edgeseg(tmp_path, "mqtt://127.0.0.1:1", "--max-frames", "80", *no_events, state=tiny_disk)
     code = run.wait(180)
     out, err = run.output()
     assert code == 3, (out, err)  # results were lost ...

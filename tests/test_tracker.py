@@ -176,10 +176,12 @@ def test_empty_frames_advance_time_so_an_id_does_not_come_back_after_lost_s() ->
 
 def test_unconfirmed_detections_get_no_id_and_a_one_frame_flicker_never_does() -> None:
     tracker = Tracker(TrackerConfig(confirm_s=0.2))
+    tracker.update(Instances.empty((H, W)), 0, 0)  # the stream has begun: later arrivals must confirm
     out = run(
         tracker,
         [frame_of([disk(100, 100), disk(200, 100) if k == 1 else np.zeros((H, W), bool)]) for k in range(4)],
         10,
+        start=1,
     )
     assert [o.track_id.tolist() for o in out if o.track_id is not None] == [
         [UNCONFIRMED],
@@ -191,6 +193,18 @@ def test_unconfirmed_detections_get_no_id_and_a_one_frame_flicker_never_does() -
     doc = out[0].to_dict()
     assert doc["instances"][0]["track_id"] == -1
     assert Instances.from_dict(doc).track_id is not None
+
+
+def test_what_the_first_frame_of_a_stream_shows_gets_ids_at_once() -> None:
+    """Objects in view when the stream begins were there before it: no confirmation wait (as ByteTrack
+    activates its first frame's tracks), after a restart too."""
+    tracker = Tracker(TrackerConfig(confirm_s=0.2))
+    out = run(tracker, [frame_of([disk(100, 100), disk(200, 100)])] * 2, 10)
+    assert [o.track_id.tolist() for o in out if o.track_id is not None] == [[1, 2], [1, 2]]
+    tracker.reset()
+    again = run(tracker, [frame_of([disk(100, 100)])], 10, start=5)
+    assert again[0].track_id is not None
+    assert again[0].track_id.tolist() == [3]
 
 
 # --- resets -----------------------------------------------------------------------------------------------

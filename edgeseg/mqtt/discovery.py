@@ -1,6 +1,7 @@
 """Home Assistant MQTT discovery, device-based: one retained ``homeassistant/device/<device_id>/config``.
 
-The device gets sensors for FPS, latency (p50, p99) and each class count, a binary sensor "detected" (any
+The device gets sensors for FPS, latency (p50, p99), each class count, each zone's ``inside``/``entered``/
+``exited`` and each line's ``in``/``out`` per class, a binary sensor "detected" (any
 instance in the latest result) and, when snapshots are on, an ``image`` entity. Every entity is available
 while ``<prefix>/<device_id>/status`` is ``online`` (Home Assistant's default payloads). The payload is sent
 again whenever Home Assistant announces itself on ``homeassistant/status`` (its birth message), and an
@@ -37,6 +38,8 @@ def discovery_payload(
     counted_classes: Sequence[str],
     snapshot: bool,
     tunables: Sequence[Tunable] = (),
+    zones: Sequence[str] = (),
+    lines: Sequence[str] = (),
 ) -> bytes:
     """The retained discovery config for the device of ``topics``; ``tunables`` (the pipeline's live keys)
     among :data:`SLIDERS` become ``number`` entities, and a ``button`` saves the tuning."""
@@ -83,6 +86,28 @@ def discovery_payload(
     for name in counted_classes:
         key = f"count_{topic_name(name)}"
         cmps[key] = count(key, f"{name} count", topics.counts(name))
+    # zones and lines: per class, a sensor for each figure of the retained JSON count
+    for kind, names, figures in (
+        (
+            "zone",
+            zones,
+            (("inside", "measurement"), ("entered", "total_increasing"), ("exited", "total_increasing")),
+        ),
+        ("line", lines, (("in", "total_increasing"), ("out", "total_increasing"))),
+    ):
+        for name in names:
+            for cls in counted_classes:
+                topic = topics.zone_counts(name, cls) if kind == "zone" else topics.line_counts(name, cls)
+                for figure, state_class in figures:
+                    key = f"{kind}_{topic_name(name)}_{topic_name(cls)}_{figure}"
+                    cmps[key] = {
+                        "p": "sensor",
+                        "unique_id": uid(key),
+                        "name": f"{name} {cls} {figure}",
+                        "state_topic": topic,
+                        "value_template": f"{{{{ value_json['{figure}'] }}}}",
+                        "state_class": state_class,
+                    }
     for t in tunables:
         if t.key not in SLIDERS:
             continue

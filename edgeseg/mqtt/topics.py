@@ -11,6 +11,9 @@ topic                  payload                                                  
 ``results``            one result record per frame, ``boot_id`` + ``seq``           1      no
 ``counts/<class>``     instances of that class in the latest result (on change)    1      yes
 ``counts/all``         instances of every class in the latest result (on change)   1      yes
+``events``             one track event per message (``new``, ``end``, zones, lines)  1      no
+``zones/<zone>/<cls>``  ``{"inside", "entered", "exited"}`` of a zone (on change)   1      yes
+``lines/<line>/<cls>``  ``{"in", "out"}`` crossings of a line (on change)           1      yes
 ``stats``              FPS, latency, drops, stage times, spool, link, temperature  0      no
 ``snapshot``           annotated JPEG, at most every ``snapshot_interval_s``       0      yes
 ``config/<key>/state``  the value in effect of each live key (dotted key path)     1      yes
@@ -38,6 +41,7 @@ from edgeseg import __version__
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 RESULTS_SCHEMA = "edgeseg.results/1"
+EVENTS_SCHEMA = "edgeseg.events/1"
 INFO_SCHEMA = "edgeseg.info/1"
 STATS_SCHEMA = "edgeseg.stats/1"
 CONFIG_RESULT_SCHEMA = "edgeseg.config_result/1"
@@ -120,6 +124,18 @@ class Topics:
             return topic[len(head) : -len(tail)]
         return None
 
+    @property
+    def events(self) -> str:
+        return f"{self.base}/events"
+
+    def zone_counts(self, zone: str, class_name: str) -> str:
+        """``zones/<zone>/<class>``: the zone's figures for that class (retained)."""
+        return f"{self.base}/zones/{topic_name(zone)}/{topic_name(class_name)}"
+
+    def line_counts(self, line: str, class_name: str) -> str:
+        """``lines/<line>/<class>``: the line's crossings for that class (retained)."""
+        return f"{self.base}/lines/{topic_name(line)}/{topic_name(class_name)}"
+
     def counts(self, class_name: str) -> str:
         """``counts/<class>``; ``counts("all")`` is the total."""
         return f"{self.base}/counts/{topic_name(class_name)}"
@@ -153,8 +169,15 @@ def results_payload(record: Mapping[str, Any], boot_id: str, seq: int) -> bytes:
     return _dumps(doc)
 
 
+def event_payload(event: Mapping[str, Any], boot_id: str, source: str) -> bytes:
+    """An ``events`` message: one event of :meth:`edgeseg.events.Event.to_dict`, with the process's
+    ``boot_id`` and the stream's source. ``replay`` first, like ``results``, so a replay is marked alike."""
+    return _dumps({"replay": False, "schema": EVENTS_SCHEMA, "boot_id": boot_id, "source": source, **event})
+
+
 def as_replay(payload: bytes) -> bytes:
-    """The same ``results`` message marked ``"replay": true`` (sent from the spool's backlog)."""
+    """The same ``results`` or ``events`` message marked ``"replay": true`` (sent from the spool's
+    backlog)."""
     if payload.startswith(_LIVE):
         return _REPLAY + payload[len(_LIVE) :]
     return payload
@@ -223,6 +246,6 @@ def cpu_temperature_c(root: Path = Path("/sys/class/thermal")) -> float | None:
 
 
 def load_schema(kind: str) -> dict[str, Any]:
-    """The JSON Schema of one payload kind (``results``, ``info``, ``stats``, ``discovery``)."""
+    """The JSON Schema of one payload kind (``results``, ``events``, ``info``, ``stats``, ``discovery``)."""
     doc: dict[str, Any] = json.loads((SCHEMA_DIR / f"{kind}.json").read_text(encoding="utf-8"))
     return doc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -116,6 +116,8 @@ class SinkContext:
         state_dir: where a sink keeps state across restarts (the MQTT spool); see :mod:`edgeseg.statedir`.
         control: the pipeline's live settings, for sinks that change them (MQTT ``config/*``); ``None``
             when the pipeline has none.
+        zones, lines: the pipeline's zones (polygons) and counting lines (segments) by name, normalized
+            frame coordinates: their counts are published, the annotator draws them.
     """
 
     class_names: tuple[str, ...] = ()
@@ -128,6 +130,8 @@ class SinkContext:
     source_uri: str = ""
     state_dir: Path | None = None
     control: Controls | None = None
+    zones: Mapping[str, Sequence[tuple[float, float]]] = field(default_factory=dict)
+    lines: Mapping[str, Sequence[tuple[float, float]]] = field(default_factory=dict)
 
     def render(self, result: Result, extra: Sequence[str] = ()) -> NDArray[np.uint8]:
         """The result drawn on a copy of its frame, with the pipeline's live figures (and ``extra`` lines)
@@ -142,6 +146,8 @@ class SinkContext:
                 *extra,
             ],
             truth=result.frame.truth,
+            zones=self.zones,
+            lines=self.lines,
         )
 
 

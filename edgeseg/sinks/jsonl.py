@@ -30,6 +30,8 @@ class JsonlSink:
     complete line before the error is raised, so the file never ends in a partial record. ``close`` fsyncs.
     """
 
+    takes_final_events = True  # the pipeline's last record: the events made at shutdown (``final``)
+
     def __init__(
         self, path: Path, mask_format: MaskFormat = "rle", class_names: tuple[str, ...] = ()
     ) -> None:

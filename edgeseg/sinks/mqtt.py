@@ -8,6 +8,7 @@ this sink accepted is delivered, or counted as dropped, even across a broker out
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -21,6 +22,7 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
+from edgeseg.events import Counts, Event
 from edgeseg.fields import meta
 from edgeseg.frame import Result
 from edgeseg.instances import MASK_FORMATS, MaskFormat
@@ -41,6 +43,7 @@ from edgeseg.mqtt.topics import (
     ModelInfo,
     Topics,
     cpu_temperature_c,
+    event_payload,
     finite,
     info_payload,
     results_payload,
@@ -80,6 +83,15 @@ class MqttSinkConfig:
     mask_format: str = field(default="rle", metadata=meta("Masks in results.", choices=MASK_FORMATS))
     max_rate: float | None = field(
         default=None, metadata=meta("Most results per second (null: every result).", gt=0)
+    )
+    max_events_per_s: float = field(
+        default=20.0,
+        metadata=meta(
+            "Most track events per second of capture time on the events topic (bursts up to one second's "
+            "worth); the rest are counted as suppressed. An end or zone exit always follows a published "
+            "new or zone enter.",
+            gt=0,
+        ),
     )
     keepalive_s: int = field(default=30, metadata=meta("MQTT keepalive in seconds.", ge=5))
     reconnect_min_s: float = field(default=0.5, metadata=meta("First reconnect delay.", gt=0))
@@ -125,6 +137,61 @@ def _sha256(path: Path | None) -> str | None:
     return file_sha256(path) if path is not None and path.is_file() else None
 
 
+class EventCap:
+    """The per-stream rate cap on published events: a token bucket of ``rate`` per second of capture time,
+    holding at most one second's worth (at least 1).
+
+    ``new``, ``zone_enter``, ``line_cross`` and ``loiter`` take a token or are suppressed. An ``end`` or
+    ``zone_exit`` is published exactly when its ``new`` / ``zone_enter`` was, so a consumer never sees half
+    a pair; every later event of a track whose ``new`` was suppressed is suppressed too. State is per live
+    track and dropped at its ``end``.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self._t: int | None = None
+        self._hidden: set[int] = set()  # tracks whose new was suppressed
+        self._inside: set[tuple[int, str]] = set()  # (track, zone) whose enter was published
+        self.published = 0
+        self.suppressed = 0
+
+    def admit(self, e: Event) -> bool:
+        ok = self._decide(e)
+        if ok:
+            self.published += 1
+        else:
+            self.suppressed += 1
+        return ok
+
+    def _decide(self, e: Event) -> bool:
+        if self._t is not None and e.t_capture_ns > self._t:
+            self.tokens = min(self.capacity, self.tokens + (e.t_capture_ns - self._t) / 1e9 * self.rate)
+        self._t = e.t_capture_ns if self._t is None else max(self._t, e.t_capture_ns)
+        if e.kind == "end":
+            hidden = e.track_id in self._hidden
+            self._hidden.discard(e.track_id)
+            self._inside = {k for k in self._inside if k[0] != e.track_id} if self._inside else self._inside
+            return not hidden
+        if e.track_id in self._hidden:
+            return False
+        if e.kind == "zone_exit":
+            key = (e.track_id, e.zone or "")
+            if key in self._inside:
+                self._inside.discard(key)
+                return True
+            return False
+        if self.tokens < 1.0:
+            if e.kind == "new":
+                self._hidden.add(e.track_id)
+            return False
+        self.tokens -= 1.0
+        if e.kind == "zone_enter":
+            self._inside.add((e.track_id, e.zone or ""))
+        return True
+
+
 class MqttSink:
     """Spools every result and publishes it, with the device's retained state, from its own thread.
 
@@ -158,6 +225,9 @@ class MqttSink:
         self._snapshots_skipped = 0
         self._frame_size: tuple[int, int] | None = None
         self._counts: dict[str, int] | None = None
+        self.event_cap = EventCap(config.max_events_per_s)
+        self.zone_counts = Counts()
+        self._events_lost = 0
         self._final: tuple[SpoolStats, PublisherStats] | None = None  # figures at close, for report()
         self.spool = Spool(
             spool_path(ctx.state_dir or state_dir(), self.device_id),
@@ -193,23 +263,35 @@ class MqttSink:
                     self.counted,
                     config.snapshot_interval_s is not None,
                     self.remote.tunables if self.remote is not None else (),
+                    tuple(ctx.zones),
+                    tuple(ctx.lines),
                 ),
             )
             self.publisher.subscribe(self.topics.ha_status, self._on_ha_status)
         self._publish_counts({name: 0 for name in self.counted})
+        for cid in range(len(ctx.class_names)):
+            if cid == background:
+                continue
+            for kind, names in (("zones", ctx.zones), ("lines", ctx.lines)):
+                for zone in names:
+                    self._publish_zone_counts(kind, zone, cid)
         self.publisher.start()
         log.info("publishing to %s as %s (spool %s)", self.address, self.topics.base, self.spool.path)
 
     # results ------------------------------------------------------------------------------------------
 
+    takes_final_events = True  # the events made at shutdown (``end``) are published too
+
     def send(self, result: Result) -> None:
         self.send_batch([result])
 
     def send_batch(self, results: Sequence[Result]) -> None:
-        """Spool the results (one transaction), then update counts, info and the snapshot."""
+        """Spool the results and their events (one transaction), then update counts, info and the
+        snapshot. A ``final`` result (see :class:`edgeseg.frame.Result`) publishes its events only."""
         messages: list[tuple[str, bytes]] = []
         for result in results:
-            if not self._admit():
+            self._events(result, messages)
+            if result.final or not self._admit():
                 continue
             try:
                 record = result_record(result, self._seq, self.mask_format, self.ctx.class_names)
@@ -230,6 +312,7 @@ class MqttSink:
         if messages:
             self.spool.append(messages)  # counts and logs its own failures; never raises for a full disk
             self.publisher.wake()
+        results = [r for r in results if not r.final]
         if not results:
             return
         latest = results[-1]
@@ -243,6 +326,29 @@ class MqttSink:
             self._frame_size = (w, h)
             self._publish_info()
         self._maybe_snapshot(latest)
+
+    def _events(self, result: Result, messages: list[tuple[str, bytes]]) -> None:
+        """The result's events as ``events`` messages (those the rate cap admits, each before its result's
+        message), and the retained zone and line counts they change (counted before the cap: exact)."""
+        if not result.events:
+            return
+        names, source = self.ctx.class_names, result.frame.source
+        for e in result.events:
+            if not self.event_cap.admit(e):
+                continue
+            try:
+                messages.append((self.topics.events, event_payload(e.to_dict(names), self.boot_id, source)))
+            except Exception as exc:  # never expected: the fields are plain numbers and names
+                self._events_lost += 1
+                log.error("event %d cannot be serialized, it is lost: %s", e.event_seq, exc)
+        for kind, name, cid in sorted(self.zone_counts.apply(result.events)):
+            self._publish_zone_counts(kind, name, cid)
+
+    def _publish_zone_counts(self, kind: str, name: str, cid: int) -> None:
+        figures = self.zone_counts.figures(kind, name, cid)
+        cls = self._class_name(cid)
+        topic = self.topics.zone_counts(name, cls) if kind == "zones" else self.topics.line_counts(name, cls)
+        self.publisher.set_retained(topic, json.dumps(figures, separators=(",", ":")).encode())
 
     def _admit(self) -> bool:
         """The optional rate cap: a result over ``max_rate`` takes no ``seq`` and is counted."""
@@ -344,6 +450,10 @@ class MqttSink:
                     "capped": capped,
                     "lost": s.dropped + d.too_large + d.refused + self._unserializable,
                 },
+                "events": {
+                    "published": self.event_cap.published,
+                    "suppressed": self.event_cap.suppressed,
+                },
                 "spool": {
                     "depth": s.depth,
                     "bytes": s.bytes,
@@ -404,6 +514,16 @@ class MqttSink:
             )
         if self._capped:
             lines.append(f"mqtt: {self._capped} results not published (over sinks.mqtt.max_rate)")
+        cap = self.event_cap
+        if cap.published or cap.suppressed:
+            lines.append(
+                f"mqtt: {cap.published} events published"
+                + (
+                    f", {cap.suppressed} suppressed (over sinks.mqtt.max_events_per_s)"
+                    if cap.suppressed
+                    else ""
+                )
+            )
         if link.replies_dropped:
             lines.append(f"mqtt: {link.replies_dropped} replies to config requests dropped unsent (a flood)")
         return SinkReport(tuple(lines), sum(lost.values()))

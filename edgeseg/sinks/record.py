@@ -25,7 +25,10 @@ def result_record(
     ``config_version`` (the version of the live settings the frame was processed with), ``roi``,
     ``timings_ms`` (``preprocess``, ``infer``, ``decode``: time from the previous stamp to the end of that
     stage, queue waits included; ``latency``: capture to result), then ``height``, ``width`` and
-    ``instances`` of :meth:`Instances.to_dict` (each instance also gets ``class_name`` when names are known).
+    ``instances`` of :meth:`Instances.to_dict` (each instance also gets ``class_name`` when names are known),
+    then ``events``: the frame's track events (:meth:`edgeseg.events.Event.to_dict`, in ``event_seq``
+    order; ``[]`` when none). ``final: true`` marks the record that carries the events made when the
+    pipeline stopped (its frame is the last frame again, with no instances).
     """
     frame, t = result.frame, result.times
     record: dict[str, Any] = {
@@ -35,6 +38,7 @@ def result_record(
         "source": frame.source,
         **({"file": frame.file} if frame.file is not None else {}),
         **({"damaged": True} if frame.damaged else {}),
+        **({"final": True} if result.final else {}),
         "config_version": result.config_version,
         "roi": [float(v) for v in frame.roi],
         "timings_ms": {
@@ -49,4 +53,5 @@ def result_record(
         for item in record["instances"]:
             cid = item["class_id"]
             item["class_name"] = class_names[cid] if 0 <= cid < len(class_names) else str(cid)
+    record["events"] = [e.to_dict(class_names) for e in result.events]
     return record

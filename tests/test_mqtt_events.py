@@ -1,0 +1,111 @@
+"""Track events and zone/line counts over MQTT (issue 19): a real Mosquitto, ``edgeseg run`` on the demo
+(whose pipeline has a counting line across the belt), a broker restart in the middle."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from mqtt_harness import Broker, Collector, Edgeseg
+
+from edgeseg.events import Event
+from edgeseg.mqtt.discovery import discovery_payload
+from edgeseg.mqtt.topics import Topics, load_schema
+from edgeseg.sinks.mqtt import EventCap
+
+NS = 1_000_000_000
+EVENTS = load_schema("events")
+
+
+def validate_event(doc: Any) -> None:
+    jsonschema.validate(doc, EVENTS, format_checker=jsonschema.FormatChecker())
+
+
+def test_events_arrive_one_per_message_schema_valid_and_none_lost_across_a_broker_restart(
+    tmp_path: Path,
+    broker: Broker,
+    collector: Collector,
+) -> None:
+    run = Edgeseg(tmp_path, broker.url, "--set", "sinks.mqtt.max_events_per_s=1000")
+    try:
+        assert collector.wait(lambda: len(collector.on("/events")) >= 3, 120), run.output()
+        broker.stop()
+        time.sleep(4)
+        broker.start()
+        assert collector.wait(lambda: any(m.json()["replay"] for m in collector.on("/events")), 60), (
+            run.output()
+        )
+        crossed = lambda: any(m.json()["kind"] == "line_cross" for m in collector.on("/events"))  # noqa: E731
+        assert collector.wait(crossed, 90), run.output()
+        assert run.stop() == 0
+    finally:
+        run.kill()
+    out, err = run.output()
+    assert "Traceback" not in err
+    published = re.search(r"mqtt: (\d+) events published", out)
+    assert published, out
+    assert collector.wait(
+        lambda: len({m.json()["event_seq"] for m in collector.on("/events")}) >= int(published[1]), 10
+    )
+    docs = [m.json() for m in collector.on("edgeseg/cam1/events")]
+    for doc in docs:
+        validate_event(doc)  # one event per message: an object, never a list
+    seqs = sorted({d["event_seq"] for d in docs})
+    assert seqs == list(range(int(published[1])))  # none lost across the outage (duplicates allowed: QoS 1)
+    by_seq = {d["event_seq"]: d for d in docs}
+    news = {d["track_id"] for d in by_seq.values() if d["kind"] == "new"}
+    ends = {d["track_id"] for d in by_seq.values() if d["kind"] == "end"}
+    assert news
+    assert news == ends
+    crossings = [d for d in by_seq.values() if d["kind"] == "line_cross"]
+    assert crossings
+    assert {d["direction"] for d in crossings} == {"in"}
+    # retained counts: one JSON object per line and class, the last one equals the crossings seen
+    counts = {m.topic: m.json() for m in collector.messages if "/lines/belt/" in m.topic}
+    for doc in counts.values():
+        jsonschema.validate(doc, {**EVENTS["$defs"]["line_counts"], "$defs": EVENTS["$defs"]})
+    assert sum(doc["in"] for doc in counts.values()) == len(crossings)
+    discovery = collector.on("homeassistant/device/cam1/config")[0].json()
+    assert "line_belt_nut_in" in discovery["cmps"]
+    stats = collector.on("/stats")[-1].json()
+    assert stats["events"]["suppressed"] == 0
+
+
+def test_a_flickering_scene_is_capped_per_second_of_capture_time_and_pairs_stay_whole() -> None:
+    cap = EventCap(5.0)
+    events = []
+    seq = 0
+    # 100 tracks a second for 10 s, each new, into a zone, out, end within the second
+    for k in range(1000):
+        t = k * NS // 100
+        tid = k + 1
+        for kind, zone in (("new", None), ("zone_enter", "z"), ("zone_exit", "z"), ("end", None)):
+            events.append(Event(kind, seq, tid, 0, t, 0.0, zone=zone))  # type: ignore[arg-type]
+            seq += 1
+    sent = [e for e in events if cap.admit(e)]
+    assert cap.published + cap.suppressed == len(events)
+    opening = [e for e in sent if e.kind in ("new", "zone_enter")]
+    assert len(opening) <= 5 * 10 + 5  # the rate, plus one second's burst
+    assert cap.suppressed > 3000
+    news = {e.track_id for e in sent if e.kind == "new"}
+    assert {e.track_id for e in sent if e.kind == "end"} == news
+    enters = [(e.track_id, e.zone) for e in sent if e.kind == "zone_enter"]
+    exits = [(e.track_id, e.zone) for e in sent if e.kind == "zone_exit"]
+    assert enters == exits
+    assert {t for t, _ in enters} <= news
+    assert not cap._hidden
+    assert not cap._inside
+
+
+def test_discovery_has_a_sensor_per_zone_figure_and_class() -> None:
+    topics = Topics("edgeseg", "cam1", "homeassistant")
+    doc = json.loads(discovery_payload(topics, "demo", ["nut", "bolt"], False, (), ["reject"], ["belt"]))
+    cmps = doc["cmps"]
+    assert cmps["zone_reject_nut_inside"]["state_topic"] == "edgeseg/cam1/zones/reject/nut"
+    assert cmps["zone_reject_bolt_entered"]["state_class"] == "total_increasing"
+    assert cmps["line_belt_bolt_out"]["value_template"] == "{{ value_json['out'] }}"
+    jsonschema.validate(doc, load_schema("discovery"))
