@@ -467,6 +467,42 @@ def chromium(chrome: str, driver: str) -> Any:
     return webdriver.Chrome(options=options, service=Service(executable_path=driver))
 
 
+def test_a_slider_moved_while_replies_are_slow_is_not_pulled_back_to_an_older_value(tmp_path: Path) -> None:
+    """Each key press sends a request; replies that come back after the next press (a slow device) must not
+    put the slider back to the value they answer, or the next press counts from there and a step is lost."""
+    chrome, driver_path = browser_paths()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with running(tmp_path) as r:
+        control = r.pipe.control
+        assert control is not None
+        before = control.value(DIST)
+        update = control.update
+
+        def slow_update(changes: Any, origin: str = "api") -> Any:
+            time.sleep(0.4)  # replies arrive after the next key press
+            return update(changes, origin)
+
+        control.update = slow_update  # type: ignore[method-assign]
+        browser = chromium(chrome, driver_path)
+        try:
+            browser.get(r.url)
+            slider = WebDriverWait(browser, 20).until(
+                lambda b: b.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{DIST}"]')
+            )
+            for _ in range(5):
+                slider.send_keys(Keys.ARROW_RIGHT)
+                time.sleep(0.15)
+            want = round(before + 0.05, 2)
+            wait_for(lambda: control.value(DIST) == pytest.approx(want), 15, f"{DIST} = {want}")
+            time.sleep(1.0)  # the last replies and a refresh have come back
+            assert float(slider.get_attribute("value")) == pytest.approx(want)
+        finally:
+            browser.quit()
+
+
 def test_in_headless_chromium_moving_a_slider_changes_the_next_results(tmp_path: Path) -> None:
     chrome, driver_path = browser_paths()
     from selenium.webdriver.common.by import By
