@@ -164,9 +164,11 @@ class StartupExtender:
             self._thread.start()
 
     def stop(self) -> None:
+        """Stop asking (idempotent: the CLI's loop calls it each turn once the service is ready)."""
         self._done.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(1.0)
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(1.0)
 
     def _run(self, limit_s: float) -> None:
         started = time.monotonic()

@@ -305,7 +305,7 @@ def test_pings_stop_when_the_decode_stage_hangs_or_its_thread_dies(
 ) -> None:
     watchdog_s = 1.0
     notifier = Notifier(manager.address, int(watchdog_s * 1e6))
-    hanging = stages(at=40)
+    hanging = stages(at=150)  # source frame index: 5 s at 30 fps, time for READY and three pings first
     pipeline = Pipeline(make_source("synthetic:parts?seed=1&fps=30"), hanging)
     link = ServiceLink(notifier, lambda: "figures")
     pipeline.start()
