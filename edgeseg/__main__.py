@@ -1,7 +1,5 @@
 """``python -m edgeseg``: the same as the ``edgeseg`` command."""
 
-import sys
+from edgeseg.cli import entry
 
-from edgeseg.cli import main
-
-sys.exit(main())
+entry()

@@ -13,10 +13,11 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from edgeseg import __version__
 from edgeseg.cliconfig import add_pipeline_args, bundled_pipelines, load_pipeline, pipeline_path
@@ -575,5 +576,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def entry() -> NoReturn:
+    """The ``edgeseg`` command: :func:`main`, then the exit. A daemon thread still inside a device or codec
+    call (a read left behind after its grace, see :meth:`Pipeline.wait`) would abort a normal exit in the
+    C++ runtime's teardown ("terminate called without an active exception", SIGABRT) and the exit code
+    would be lost: the process then ends without that teardown, once everything has been written."""
+    code = main()
+    left = [t.name for t in threading.enumerate() if t.daemon and t.is_alive()]
+    if left:
+        log.debug("exiting with threads still running: %s", ", ".join(left))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -4,6 +4,7 @@ Chromium (Selenium). Everything started (pipelines, browsers, sockets) is stoppe
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import logging
 import os
@@ -498,6 +499,45 @@ def test_a_slider_moved_while_replies_are_slow_is_not_pulled_back_to_an_older_va
             want = round(before + 0.05, 2)
             wait_for(lambda: control.value(DIST) == pytest.approx(want), 15, f"{DIST} = {want}")
             time.sleep(1.0)  # the last replies and a refresh have come back
+            assert float(slider.get_attribute("value")) == pytest.approx(want)
+        finally:
+            browser.quit()
+
+
+def test_a_slider_moved_by_several_steps_ends_on_the_last_step_when_the_server_answers_out_of_order(
+    tmp_path: Path,
+) -> None:
+    """The server handles requests concurrently: if the page sent a step before the previous one was
+    answered, a slow first request could be applied last and the setting end on an older step (seen in CI)."""
+    chrome, driver_path = browser_paths()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with running(tmp_path) as r:
+        control = r.pipe.control
+        assert control is not None
+        before = control.value(DIST)
+        update = control.update
+        calls = itertools.count()
+
+        def first_is_slow(changes: Any, origin: str = "api") -> Any:
+            if next(calls) == 0:
+                time.sleep(1.0)  # any later request handled meanwhile would be overwritten by this one
+            return update(changes, origin)
+
+        control.update = first_is_slow  # type: ignore[method-assign]
+        browser = chromium(chrome, driver_path)
+        try:
+            browser.get(r.url)
+            slider = WebDriverWait(browser, 20).until(
+                lambda b: b.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{DIST}"]')
+            )
+            slider.send_keys(Keys.ARROW_RIGHT * 5)
+            want = round(before + 0.05, 2)
+            wait_for(lambda: control.value(DIST) == pytest.approx(want), 15, f"{DIST} = {want}")
+            time.sleep(2.0)  # anything still on its way has arrived
+            assert control.value(DIST) == pytest.approx(want)
             assert float(slider.get_attribute("value")) == pytest.approx(want)
         finally:
             browser.quit()

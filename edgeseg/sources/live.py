@@ -152,6 +152,10 @@ class LiveSource(ABC):
             if grab is not None:
                 self._last_frame = time.monotonic()  # the device delivers: not silent, even if held back
                 self._state = self._running_state()
+        # close() may have handed the release to a thread of its own: return only once the device is
+        # released, so no thread is left inside the device's library when the process exits (that aborts it)
+        with self._io:
+            self._release()
         self._state = "closed"  # also when a failure in flight wrote its line after close() wrote this
         return None
 
