@@ -58,7 +58,14 @@ class ModelConfig:
     providers: tuple[str, ...] = field(
         default=(), metadata=_m("ONNX Runtime execution providers (empty: CPU).")
     )
-    threads: int = field(default=0, metadata=_m("Intra-op threads (0: runtime default).", ge=0))
+    threads: int = field(default=0, metadata=_m("Intra-op threads (0: one per usable core).", ge=0))
+    spin: bool | None = field(
+        default=None,
+        metadata=_m(
+            "ONNX Runtime: idle intra-op threads spin, waiting for work (null: only where cores are left"
+            " over for them; a spinning thread takes its core from the decode and source threads)."
+        ),
+    )
     fp16: bool = field(default=False, metadata=_m("TensorRT: build FP16 engines."))
     engine_cache_dir: Path | None = field(
         default=None, metadata=_m("TensorRT engine cache (null: state dir).")

@@ -117,6 +117,7 @@ class ModelStages:
                 backend=m.backend,
                 providers=m.providers,
                 threads=m.threads,
+                spin=m.spin,
                 fp16=m.fp16,
                 engine_cache_dir=cache,
             ),

@@ -69,6 +69,7 @@ def _options(config: PipelineConfig) -> InferenceOptions:
         backend=m.backend,
         providers=m.providers,
         threads=m.threads,
+        spin=m.spin,
         fp16=m.fp16,
         engine_cache_dir=m.engine_cache_dir,
     )

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from edgeseg.backends import BACKENDS, InferenceOptions
-from edgeseg.backends.ort import OrtBackend
+from edgeseg.backends.ort import OrtBackend, thread_plan, usable_cores
 from edgeseg.errors import ConfigError, MissingDependencyError, ModelError
 from edgeseg.frame import Frame
 from edgeseg.model import Model
@@ -175,3 +175,34 @@ def test_loading_deeplab_prints_no_initializer_warnings(
     # tf2onnx lists DeepLab's initializers as graph inputs; ORT warns ~270 lines per load at its default level
     Model.load(assets_dir / "models" / "deeplabv3p_mnv2_dm05_portrait_513.onnx").close()
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("threads", "spin", "cores", "plan"),
+    [
+        (
+            0,
+            None,
+            2,
+            (2, False),
+        ),  # auto: every core, and no spinning: the threads would take the decode's core
+        (0, None, 8, (8, False)),
+        (1, None, 2, (1, True)),  # a core left over: spinning costs no other stage its core
+        (2, None, 2, (2, False)),
+        (0, True, 2, (2, True)),  # said explicitly: as said
+        (3, False, 8, (3, False)),
+    ],
+)
+def test_the_thread_plan_gives_inference_every_core_and_spins_only_with_a_core_to_spare(
+    threads: int, spin: bool | None, cores: int, plan: tuple[int, bool]
+) -> None:
+    assert thread_plan(threads, spin, cores) == plan
+
+
+def test_the_session_runs_with_the_planned_threads_and_says_so(assets_dir: Path) -> None:
+    model = Model.load(assets_dir / "models" / f"{SINET}.onnx", InferenceOptions(threads=0))
+    backend = model.backend
+    assert isinstance(backend, OrtBackend)
+    assert backend.threads == usable_cores()
+    assert f"{usable_cores()} threads (not spinning)" in backend.description
+    model.close()

@@ -22,11 +22,13 @@ from edgeseg.preprocess import Prepared
 @dataclass(frozen=True)
 class InferenceOptions:
     """How to run a model: ``backend`` name, ONNX Runtime ``providers`` (empty = CPU), intra-op ``threads``
-    (0 = runtime default), ``fp16`` TensorRT engines, and where TensorRT engines are cached."""
+    (0 = one per usable core), whether idle intra-op threads ``spin`` (None = only where cores are left
+    over for them), ``fp16`` TensorRT engines, and where TensorRT engines are cached."""
 
     backend: str = "onnxruntime"
     providers: tuple[str, ...] = ()
     threads: int = 0
+    spin: bool | None = None
     fp16: bool = False
     engine_cache_dir: Path | None = None
 

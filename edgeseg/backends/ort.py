@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,27 @@ def check_providers(requested: tuple[str, ...]) -> list[str]:
     return wanted
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container or ``taskset`` may allow fewer
+    than the machine has)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_plan(threads: int, spin: bool | None, cores: int) -> tuple[int, bool]:
+    """Intra-op threads and whether they spin, for a model that shares ``cores`` with the pipeline's other
+    threads (source, decode, sinks).
+
+    Every core goes to inference (0 = auto): its parallel sections are short, and between them, and while
+    a frame is decoded, the threads sleep instead of spinning (onnxruntime's default), so the decode and
+    source threads get the cores back at once. Spinning saves a wake-up per parallel section only where a
+    core is left over for it, i.e. when fewer threads than cores were asked for."""
+    n = threads if threads > 0 else cores
+    return n, (n < cores) if spin is None else spin
+
+
 class OrtBackend:
     """Runs an ONNX model on ONNX Runtime, checked against its card at load and warmed up once."""
 
@@ -50,14 +72,19 @@ class OrtBackend:
         providers = check_providers(options.providers)
         so = ort.SessionOptions()
         so.log_severity_level = _LOG_SEVERITY
-        so.intra_op_num_threads = options.threads
+        self.threads, self.spin = thread_plan(options.threads, options.spin, usable_cores())
+        so.intra_op_num_threads = self.threads
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"model {card.name!r}: cannot load {path}: {first}") from None
         self._check_io()
-        self.description = f"onnxruntime: {', '.join(self.session.get_providers())}"
+        spinning = "spinning" if self.spin else "not spinning"
+        self.description = (
+            f"onnxruntime: {', '.join(self.session.get_providers())}, {self.threads} threads ({spinning})"
+        )
         self._input = card.input.name
         self._outputs = list(card.output.names)
         self._dtype = _NP_TYPES[card.input.dtype]
