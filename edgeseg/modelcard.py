@@ -92,17 +92,24 @@ class OutputSpec:
     """The output tensor(s) the head reads.
 
     ``name`` is the semantic map (or, for yolo-seg, the ``[1, 4+nc+nm, A]`` detections); ``protos`` the
-    yolo-seg ``[1, nm, h, w]`` prototypes. ``layout`` says where a semantic map's channel axis is.
+    yolo-seg ``[1, nm, h, w]`` prototypes; ``confidence`` a class map's per-pixel probability, same shape.
+    ``layout`` says where a semantic map's channel axis is.
     """
 
     name: str = field(metadata=_m("Output tensor name.", pattern=r"\S"))
     kind: OutputKind = field(default="logits", metadata=_m("What a semantic map holds."))
     layout: Layout = field(default="nchw", metadata=_m("Where a semantic map's channel axis is."))
     protos: str | None = field(default=None, metadata=_m("yolo-seg prototypes tensor name.", pattern=r"\S"))
+    confidence: str | None = field(
+        default=None,
+        metadata=_m(
+            "class_map: the tensor with each pixel's class probability (scores instances).", pattern=r"\S"
+        ),
+    )
 
     @property
     def names(self) -> tuple[str, ...]:
-        return (self.name,) if self.protos is None else (self.name, self.protos)
+        return (self.name, *(n for n in (self.protos, self.confidence) if n is not None))
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,12 @@ class ModelCard:
             raise FieldError("output.protos", "only a yolo-seg model has prototypes", self.output.protos)
         if self.task == "yolo-seg" and self.output.protos is None:
             raise FieldError("output.protos", "required (a yolo-seg model has prototypes)")
+        if self.output.confidence is not None and self.output.kind != "class_map":
+            raise FieldError(
+                "output.confidence",
+                "only a class_map output has a separate confidence",
+                self.output.confidence,
+            )
 
 
 class _CardValidator(Validator):

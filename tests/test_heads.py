@@ -258,6 +258,64 @@ def test_semantic_class_ids_outside_the_card_are_a_model_error() -> None:
         _decode(_semantic_card("class_map"), cm)
 
 
+def _confident_card() -> ModelCard:
+    return parse_card(
+        {
+            "name": "tiny-sem",
+            "task": "semantic",
+            "input": {"name": "x", "width": 32, "height": 32},
+            "output": {"name": "y", "kind": "class_map", "confidence": "p"},
+            "classes": ["bg", "a", "b"],
+        },
+        "tiny.yaml",
+    )
+
+
+def test_a_class_map_with_its_confidence_scores_each_instance_by_the_mean_confidence_of_its_pixels() -> None:
+    card = _confident_card()
+    cm = _class_map().astype(np.uint8)[None, None]
+    conf = np.full((1, 1, 32, 32), 0.9, np.float32)
+    conf[0, 0, 4:8, 4:12] = 0.5  # half of instance 1
+    inst = SemanticHead(card).decode({"y": cm, "p": conf}, _prepared(card, (64, 64)), NO_SPLIT)
+    scores = {int(c): float(s) for c, s in zip(inst.class_id, inst.score, strict=True)}
+    assert scores == pytest.approx({1: 0.7, 2: 0.9})
+    assert inst.xyxy.tolist() == [[8, 8, 24, 24], [32, 40, 60, 56]]  # masks mapped onto the 64x64 frame
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        (
+            np.full((1, 1, 16, 16), 0.5, np.float32),
+            r"output 'p' has shape \[16, 16\], the class map \[32, 32\]",
+        ),
+        (np.full((1, 1, 32, 32), 1.5, np.float32), r"output 'p' holds values outside \[0, 1\]"),
+        (np.full((1, 1, 32, 32), np.nan, np.float32), r"output 'p' holds values outside \[0, 1\]"),
+    ],
+)
+def test_a_confidence_map_that_does_not_fit_its_class_map_is_a_model_error_naming_the_tensor(
+    conf: np.ndarray, message: str
+) -> None:
+    card = _confident_card()
+    cm = _class_map().astype(np.uint8)[None, None]
+    with pytest.raises(ModelError, match=message):
+        SemanticHead(card).decode({"y": cm, "p": conf}, _prepared(card, (32, 32)), NO_SPLIT)
+
+
+def test_a_confidence_tensor_is_only_accepted_beside_a_class_map() -> None:
+    with pytest.raises(ModelError, match=r"output\.confidence"):
+        parse_card(
+            {
+                "name": "x",
+                "task": "semantic",
+                "input": {"name": "x", "width": 32, "height": 32},
+                "output": {"name": "y", "kind": "logits", "confidence": "p"},
+                "classes": ["bg", "a"],
+            },
+            "x.yaml",
+        )
+
+
 def test_yolo_card_defaults_apply_when_options_leave_them_open() -> None:
     doc = {
         "name": "tiny-yolo",

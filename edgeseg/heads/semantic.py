@@ -18,6 +18,7 @@ winning-class probability of each instance (1.0 for class maps, which carry no c
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import cv2
 import numpy as np
@@ -38,17 +39,13 @@ class SemanticHead:
         self.nc = len(card.classes)
         self._logits = card.output.kind == "logits"
 
-    def _fail(self, msg: str) -> ModelError:
-        return ModelError(f"model {self.card.name!r}: output {self.card.output.name!r} {msg}")
+    def _fail(self, msg: str, tensor: str | None = None) -> ModelError:
+        return ModelError(f"model {self.card.name!r}: output {tensor or self.card.output.name!r} {msg}")
 
-    def maps(self, outputs: dict[str, NDArray[np.float32]]) -> NDArray[np.float32]:
-        """The output as ``(C, h, w)`` float32 scores, or ``(1, h, w)`` float32 class ids for a class map."""
+    def maps(self, outputs: dict[str, NDArray[np.float32]]) -> NDArray[np.generic]:
+        """The output as ``(C, h, w)`` float32 scores, or an ``(h, w)`` uint8/uint16 class map."""
         out = self.card.output
-        if out.name not in outputs:
-            raise self._fail(f"missing (the model returned {', '.join(outputs) or 'nothing'})")
-        t = np.asarray(outputs[out.name])
-        if t.size == 0:
-            raise self._fail(f"is empty (shape {t.shape})")
+        t = self._tensor(outputs, out.name)
         if np.issubdtype(t.dtype, np.floating) and not np.isfinite(t.max()):  # max() propagates NaN
             raise self._fail("holds NaN or infinite values")
         if out.kind in ("logits", "probabilities"):
@@ -58,10 +55,7 @@ class SemanticHead:
                 raise self._fail(f"has shape {list(t.shape)}, expected {want} for {self.nc} classes")
             chw = t[0] if out.layout == "nchw" else np.moveaxis(t[0], -1, 0)
             return np.asarray(chw, np.float32)
-        hw = t.shape[-3:-1] if out.layout == "nhwc" and t.ndim == 4 else t.shape[-2:]
-        if t.ndim not in (2, 3, 4) or t.size != int(np.prod(hw)):
-            raise self._fail(f"has shape {list(t.shape)}, expected one map [1, h, w] or [1, 1, h, w]")
-        squeezed = t.reshape(hw)
+        squeezed = self._plane(t, out.name)
         if out.kind == "sigmoid":
             p = np.asarray(squeezed, np.float32)
             fg = 1 - self.card.background
@@ -72,14 +66,47 @@ class SemanticHead:
         ids = np.asarray(squeezed)
         if ids.min() < 0 or ids.max() >= self.nc:
             raise self._fail(f"holds class ids outside 0..{self.nc - 1}")
-        return ids.astype(np.float32)[None]
+        # cv2.warpAffine takes uint8 and uint16, and the split wants an integer map
+        return ids.astype(np.uint8 if self.nc <= 256 else np.uint16, copy=False)
+
+    def confidence(
+        self, outputs: dict[str, NDArray[np.float32]], shape: tuple[int, ...]
+    ) -> NDArray[np.float32] | None:
+        """A class map's per-pixel probability (the card's ``output.confidence``), ``(h, w)`` float32."""
+        name = self.card.output.confidence
+        if name is None:
+            return None
+        c = self._plane(self._tensor(outputs, name), name)
+        if c.shape != shape:
+            raise self._fail(f"has shape {list(c.shape)}, the class map {list(shape)}", name)
+        conf = np.asarray(c, np.float32)
+        if not (conf.min() >= 0.0 and conf.max() <= 1.0):  # also false for NaN
+            raise self._fail("holds values outside [0, 1]", name)
+        return conf
+
+    def _tensor(self, outputs: dict[str, NDArray[np.float32]], name: str) -> NDArray[np.generic]:
+        if name not in outputs:
+            raise self._fail(f"missing (the model returned {', '.join(outputs) or 'nothing'})", name)
+        t = np.asarray(outputs[name])
+        if t.size == 0:
+            raise self._fail(f"is empty (shape {t.shape})", name)
+        return t
+
+    def _plane(self, t: NDArray[np.generic], name: str) -> NDArray[np.generic]:
+        """A one-map tensor (``[h, w]``, ``[1, h, w]``, ``[1, 1, h, w]``, ``[1, h, w, 1]``) as ``(h, w)``."""
+        hw = t.shape[-3:-1] if self.card.output.layout == "nhwc" and t.ndim == 4 else t.shape[-2:]
+        if t.ndim not in (2, 3, 4) or t.size != int(np.prod(hw)):
+            raise self._fail(f"has shape {list(t.shape)}, expected one map [1, h, w] or [1, 1, h, w]", name)
+        return t.reshape(hw)
 
     def decode(
         self, outputs: dict[str, NDArray[np.float32]], prepared: Prepared, options: DecodeOptions
     ) -> Instances:
-        work, to_frame = self._work(outputs, prepared)
+        work, confidence, to_frame = self._work(outputs, prepared)
         params = options.semantic or self.card.semantic
-        inst = semantic_to_instances(work, params, self.card.background, logits=self._logits)
+        inst = semantic_to_instances(
+            work, params, self.card.background, logits=self._logits, confidence=confidence
+        )
         ch, cw = prepared.crop_shape
         if to_frame == AxisAffine() and (ch, cw) == prepared.frame_shape:
             return inst
@@ -90,20 +117,22 @@ class SemanticHead:
     ) -> SplitView:
         """What the split saw, on the work grid :meth:`decode` splits on; the view's ``to_frame`` maps that
         grid's pixels onto the frame (its instances are in work pixels, not yet mapped)."""
-        work, to_frame = self._work(outputs, prepared)
+        work, _, to_frame = self._work(outputs, prepared)
         params = options.semantic or self.card.semantic
         view = explain_split(work, params, self.card.background, logits=self._logits)
         return replace(view, to_frame=to_frame)
 
     def _work(
         self, outputs: dict[str, NDArray[np.float32]], prepared: Prepared
-    ) -> tuple[NDArray[np.generic], AxisAffine]:
+    ) -> tuple[NDArray[np.generic], NDArray[np.float32] | None, AxisAffine]:
         """The output resampled onto the work grid (the frame region at the map's resolution), as
-        ``(C, h, w)`` float32 scores or an ``(h, w)`` int32 class map, and the mapping from work pixels to
-        frame pixels."""
+        ``(C, h, w)`` float32 scores or an ``(h, w)`` integer class map (with its confidence map, if the
+        model gives one), and the mapping from work pixels to frame pixels."""
         maps = self.maps(outputs)
+        is_map = maps.ndim == 2
+        confidence = self.confidence(outputs, maps.shape) if is_map else None
         spec = self.card.input
-        oh, ow = maps.shape[1:]
+        oh, ow = maps.shape[-2:]
         ch, cw = prepared.crop_shape
         x0, y0, _, _ = prepared.crop_box or (0, 0, cw, ch)
         # The frame region the model saw, in output-map px (continuous coords; excludes letterbox padding)
@@ -116,15 +145,19 @@ class SemanticHead:
         ww = max(1, min(cw, round(u1 - u0)))
         wh = max(1, min(ch, round(v1 - v0)))
         sx, sy = (u1 - u0) / ww, (v1 - v0) / wh
-        is_map = self.card.output.kind == "class_map"
-        if (wh, ww) == (oh, ow) and abs(u0) < 1e-6 and abs(v0) < 1e-6 and abs(sx - 1) + abs(sy - 1) < 1e-9:
-            work = maps
-        else:
-            # work px -> output px, sampled at pixel indices (hence the half-pixel shifts)
-            m = np.array([[sx, 0.0, u0 + 0.5 * sx - 0.5], [0.0, sy, v0 + 0.5 * sy - 0.5]])
-            flags = (cv2.INTER_NEAREST if is_map else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
-            work = np.stack(
-                [cv2.warpAffine(c, m, (ww, wh), flags=flags, borderMode=cv2.BORDER_REPLICATE) for c in maps]
-            )
         to_frame = AxisAffine(cw / ww, ch / wh, float(x0), float(y0))
-        return (np.rint(work[0]).astype(np.int32) if is_map else work), to_frame
+        if (wh, ww) == (oh, ow) and abs(u0) < 1e-6 and abs(v0) < 1e-6 and abs(sx - 1) + abs(sy - 1) < 1e-9:
+            return maps, confidence, to_frame
+        # work px -> output px, sampled at pixel indices (hence the half-pixel shifts)
+        m = np.array([[sx, 0.0, u0 + 0.5 * sx - 0.5], [0.0, sy, v0 + 0.5 * sy - 0.5]])
+
+        def warp(plane: NDArray[Any], interpolation: int) -> NDArray[Any]:
+            flags = interpolation | cv2.WARP_INVERSE_MAP
+            return np.asarray(
+                cv2.warpAffine(plane, m, (ww, wh), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+            )
+
+        if is_map:
+            conf = None if confidence is None else np.asarray(warp(confidence, cv2.INTER_LINEAR), np.float32)
+            return warp(maps, cv2.INTER_NEAREST), conf, to_frame
+        return np.stack([warp(c, cv2.INTER_LINEAR) for c in maps]), None, to_frame

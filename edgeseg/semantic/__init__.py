@@ -158,6 +158,7 @@ def semantic_to_instances(
     *,
     logits: bool = False,
     channels_last: bool = False,
+    confidence: NDArray[np.floating[Any]] | None = None,
 ) -> Instances:
     """Split a semantic segmentation into instances.
 
@@ -175,6 +176,8 @@ def semantic_to_instances(
         logits: the scores are logits, not probabilities. Said explicitly rather than guessed, because a
             confident probability map and a small-valued logit map can look alike.
         channels_last: the scores are ``(H, W, C)``.
+        confidence: with a class map, the probability of each pixel's class ``(H, W)`` (a network that
+            takes the argmax itself can return it beside the map); an instance then scores its mean.
 
     Returns:
         Instances in the input's pixel frame, class by class in increasing class id, components in
@@ -185,6 +188,8 @@ def semantic_to_instances(
             ``[0, 1]``, or a background index outside the channels.
     """
     class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last)
+    if confidence is not None:
+        winning_prob = _confidence(confidence, class_map.shape, winning_prob)
     parts, unsplit = _split_map(class_map, background, params)
     _unsplit_note.add(unsplit)
     return _assemble(parts, winning_prob, params, class_map.shape)
@@ -410,6 +415,24 @@ def _classes(class_map: NDArray[Any], background: int) -> list[int]:
         counts = np.bincount(class_map.ravel(), minlength=hi + 1)
         return [int(c) for c in np.flatnonzero(counts) if c != background]
     return [c for c in range(lo, hi + 1) if c != background]
+
+
+def _confidence(
+    confidence: NDArray[np.floating[Any]], shape: tuple[int, ...], winning_prob: NDArray[np.float32] | None
+) -> NDArray[np.float32]:
+    """The confidence map, checked: a class map's companion of the same shape, finite, in ``[0, 1]``."""
+    if winning_prob is not None:
+        raise InputError("semantic_to_instances: confidence goes with a class map; scores carry their own")
+    conf = np.asarray(confidence)
+    if conf.shape != shape or not np.issubdtype(conf.dtype, np.floating):
+        raise InputError(
+            f"semantic_to_instances: confidence must be a float map of the class map's shape {shape},"
+            f" got {conf.dtype} {conf.shape}"
+        )
+    lo, hi = float(conf.min()), float(conf.max())
+    if not (lo >= 0.0 and hi <= 1.0):  # also false for NaN
+        raise InputError(f"semantic_to_instances: confidence must be in [0, 1], got values {lo}..{hi}")
+    return conf.astype(np.float32, copy=False)
 
 
 def _class_map(
