@@ -333,8 +333,11 @@ def _belt(sc: _Scene, period: int, rng: np.random.Generator) -> NDArray[np.uint8
     seam = int(rng.integers(period))
     lum[:, seam : seam + max(2, round(3 * s))] -= 18  # the splice where the belt was joined
     base = np.array(_BELTS[int(rng.integers(len(_BELTS)))]) * rng.uniform(0.85, 1.15)
-    belt = base + lum[..., None] * rng.uniform(0.9, 1.1, 3)
-    return np.clip(belt, 0, 255).astype(np.uint8)
+    gain = rng.uniform(0.9, 1.1, 3)
+    belt = np.empty((h, period, 3), np.uint8)
+    for y in range(0, h, 32):  # in strips: the whole belt in float64 at once peaked near 100 MB
+        belt[y : y + 32] = np.clip(base + lum[y : y + 32, :, None] * gain, 0, 255)
+    return belt
 
 
 class PartsScene:
