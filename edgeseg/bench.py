@@ -1,13 +1,16 @@
-"""``edgeseg bench``: stage-by-stage timing of one pipeline, as a table and a PNG plot drawn with OpenCV."""
+"""``edgeseg bench``: stage-by-stage timing of one pipeline, as a table and a PNG plot drawn with OpenCV, and
+the frame rate that pipeline reaches on its threads on this machine."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -19,16 +22,36 @@ from edgeseg.frame import Result, StageTimes
 from edgeseg.sinks.base import check_output_path
 from edgeseg.sinks.record import result_record
 
+if TYPE_CHECKING:
+    from edgeseg.config import PipelineConfig
+
 BENCH_SOURCE_TIMEOUT_S = 10.0  # how long bench waits for a live source that does not deliver
+THREADED_S = 8.0  # how long bench runs the real threaded pipeline to measure its rate
 STAGES = ("read", "preprocess", "infer", "decode", "annotate", "serialize")
+# the clock of each stage's CPU time: 1 the thread's; 2 the process's for infer, whose work onnxruntime
+# spreads over its intra-op threads (which also count the time those threads spin waiting for work)
+CPU_CLOCK = (1, 1, 2, 1, 1, 1)
 COLORS = ((160, 160, 160), (200, 130, 40), (40, 40, 220), (40, 170, 60), (0, 160, 230), (170, 60, 170))  # BGR
 
 
-def time_stages(args: argparse.Namespace) -> tuple[NDArray[np.float64], str]:
-    """Per-frame milliseconds ``(N, len(STAGES))`` of the configured pipeline on one thread, and its title."""
+@dataclass(frozen=True)
+class Timing:
+    """Per-frame milliseconds ``(N, len(STAGES))`` of one pipeline's stages on one thread, and its source."""
+
+    wall_ms: NDArray[np.float64]
+    cpu_ms: NDArray[np.float64]
+    title: str
+    live: bool  # the source goes on reading while the pipeline is busy (frames it cannot take are dropped)
+    pace_fps: float | None  # the source delivers at most this many frames a second (None: no pace)
+
+
+def _clocks() -> tuple[int, int, int]:
+    return time.perf_counter_ns(), time.thread_time_ns(), time.process_time_ns()
+
+
+def bench_config(args: argparse.Namespace) -> PipelineConfig:
+    """The configuration the flags describe; a live source that stops delivering is given up after a while."""
     from edgeseg.cliconfig import load_cli_config
-    from edgeseg.pipeline import ModelStages
-    from edgeseg.sources import open_source
 
     if args.frames < 1 or args.warmup < 0:
         raise InputError(f"--frames must be >= 1 and --warmup >= 0 (got {args.frames}, {args.warmup})")
@@ -36,46 +59,105 @@ def time_stages(args: argparse.Namespace) -> tuple[NDArray[np.float64], str]:
     if config.source.reconnect_timeout_s is None:
         # a benchmark is interactive: a camera that does not come back ends it instead of waiting forever
         config = replace(config, source=replace(config.source, reconnect_timeout_s=BENCH_SOURCE_TIMEOUT_S))
+    return config
+
+
+def time_stages(config: PipelineConfig, frames: int, warmup: int) -> Timing:
+    """Wall and CPU time of each stage of the configured pipeline, frame by frame on one thread."""
+    from edgeseg.pipeline import ModelStages
+    from edgeseg.sources import open_source, option_float, parse_uri
+
     stages = ModelStages.from_config(config)
     names = tuple(stages.model.card.classes)
-    rows: list[list[float]] = []
+    wall: list[NDArray[np.float64]] = []
+    cpu: list[NDArray[np.float64]] = []
     try:
         source = open_source(config.source)
     except BaseException:
         stages.model.close()
         raise
     try:
-        for i in range(args.warmup + args.frames):
-            t0 = time.perf_counter_ns()
+        for i in range(warmup + frames):
+            marks = [_clocks()]
             frame = source.read()
             if frame is None:
                 break
-            t1 = time.perf_counter_ns()
+            marks.append(_clocks())
             prepared = stages.preprocess(frame)
-            t2 = time.perf_counter_ns()
+            marks.append(_clocks())
             outputs = stages.infer(prepared)
-            t3 = time.perf_counter_ns()
+            marks.append(_clocks())
             instances = stages.decode(frame, prepared, outputs)
-            t4 = time.perf_counter_ns()
+            marks.append(_clocks())
             annotate(frame.image, instances, names)
-            t5 = time.perf_counter_ns()
+            marks.append(_clocks())
             json.dumps(result_record(Result(frame, instances, StageTimes()), i, "rle", names))
-            t6 = time.perf_counter_ns()
-            if i >= args.warmup:
-                rows.append(
-                    [
-                        (b - a) / 1e6
-                        for a, b in zip((t0, t1, t2, t3, t4, t5), (t1, t2, t3, t4, t5, t6), strict=True)
-                    ]
-                )
+            marks.append(_clocks())
+            if i >= warmup:
+                ms = np.diff(np.asarray(marks, np.float64), axis=0) / 1e6  # (stage, clock)
+                wall.append(ms[:, 0])
+                cpu.append(ms[np.arange(len(STAGES)), CPU_CLOCK])
     finally:
         source.close()
         stages.model.close()
-    if not rows:
-        raise SourceError(
-            f"source {config.source.uri} ended before the {args.warmup} warm-up frames were read"
+    if not wall:
+        raise SourceError(f"source {config.source.uri} ended before the {warmup} warm-up frames were read")
+    return Timing(
+        np.asarray(wall),
+        np.asarray(cpu),
+        f"{config.name}: {stages.model.card.name}",
+        bool(getattr(source, "live", False)),
+        option_float(parse_uri(config.source.uri), "fps", config.source.fps),
+    )
+
+
+def threaded_fps(config: PipelineConfig, seconds: float) -> tuple[float, int]:
+    """Frames done per second by the real pipeline on its threads over ``seconds`` (``nan`` when fewer than
+    two frames were done), and the frames done: its model and stream stages, and as ``edgeseg run`` the
+    accuracy sink of a synthetic source, but none of its outputs (no file written, nothing published or
+    shown)."""
+    from edgeseg.cli import AccuracySink
+    from edgeseg.config import SinksConfig
+    from edgeseg.pipeline import Pipeline
+    from edgeseg.sources import parse_uri
+
+    synthetic = parse_uri(config.source.uri).scheme == "synthetic"
+    pipeline = Pipeline.from_config(
+        replace(config, sinks=SinksConfig()), extra_sinks={"accuracy": AccuracySink()} if synthetic else None
+    )
+    pipeline.start()
+    pipeline.wait(seconds)
+    pipeline.stop()
+    pipeline.wait()
+    if pipeline.error is not None:
+        raise pipeline.error
+    stats = pipeline.stats()
+    return stats.fps, stats.frames_done
+
+
+def rate_bounds(
+    wall_ms: NDArray[np.float64], cpu_ms: NDArray[np.float64], cores: int, live: bool, pace_fps: float | None
+) -> dict[str, float]:
+    """The frames per second each limit of a threaded pipeline allows, by what the limit is, from the median
+    stage times ``(len(STAGES),)``: the source's pace, the slowest stage, and the CPU the stages need per
+    frame from ``cores`` cores. A live source reads on while the stages are busy (the frames they cannot
+    take are dropped): its reads' CPU time is spent at its own rate, not per frame done."""
+    slowest = int(np.argmax(wall_ms))
+    bounds = {f"slowest stage {STAGES[slowest]} {wall_ms[slowest]:.1f} ms": 1000 / float(wall_ms[slowest])}
+    if pace_fps is not None:
+        bounds[f"source pace {pace_fps:g} fps"] = pace_fps
+    if live:
+        reads_per_s = min(pace_fps or np.inf, 1000 / float(wall_ms[0]))
+        source_ms_per_s, per_frame = reads_per_s * float(cpu_ms[0]), float(cpu_ms[1:].sum())
+        cpu = (
+            f"{cores} cores: {cores * 1000} ms CPU/s less {source_ms_per_s:.0f} for the source's reads, "
+            f"over {per_frame:.1f} ms CPU per frame"
         )
-    return np.asarray(rows), f"{config.name}: {stages.model.card.name}"
+    else:
+        source_ms_per_s, per_frame = 0.0, float(cpu_ms.sum())
+        cpu = f"{cores} cores: {cores * 1000} ms CPU/s over {per_frame:.1f} ms CPU per frame"
+    bounds[cpu] = max(cores * 1000 - source_ms_per_s, 0.0) / per_frame
+    return bounds
 
 
 def table(ms: NDArray[np.float64]) -> str:
@@ -88,11 +170,35 @@ def table(ms: NDArray[np.float64]) -> str:
         lines.append(f"{name:<12}{med[k]:>11.2f}{p90:>9.2f}{p99:>9.2f}{med[k] / med.sum():>8.0%}")
     t50, t90, t99 = np.percentile(total, [50, 90, 99])
     lines.append(f"{'total':<12}{t50:>11.2f}{t90:>9.2f}{t99:>9.2f}")
-    slowest = STAGES[int(np.argmax(med))]
-    lines.append(
-        f"{len(ms)} frames; one thread: {1000 / t50:.1f} fps; a threaded pipeline approaches "
-        f"{1000 / med.max():.1f} fps (its slowest stage, {slowest})"
+    lines.append(f"{len(ms)} frames; one thread: {1000 / t50:.1f} fps")
+    return "\n".join(lines)
+
+
+def prediction(timing: Timing, measured_fps: float, measured_frames: int) -> str:
+    """The lines after the table: the model's bounds, and the predicted rate of the threaded pipeline (the
+    measured one; the model's where the measurement got fewer than two frames)."""
+    cores = len(os.sched_getaffinity(0))
+    bounds = rate_bounds(
+        np.median(timing.wall_ms, axis=0),
+        np.median(timing.cpu_ms, axis=0),
+        cores,
+        timing.live,
+        timing.pace_fps,
     )
+    model = min(bounds.values())
+    lines = [
+        f"model: {model:.1f} fps, the least of: " + "; ".join(f"{k}: {v:.1f} fps" for k, v in bounds.items())
+    ]
+    if np.isfinite(measured_fps):
+        lines.append(
+            f"predicted pipeline rate: {measured_fps:.1f} fps (frames done per second, measured: the "
+            f"pipeline ran {THREADED_S:g} s on its threads without outputs, {measured_frames} frames done)"
+        )
+    else:
+        lines.append(
+            f"predicted pipeline rate: {model:.1f} fps (frames done per second, the model's: the pipeline "
+            f"ran {THREADED_S:g} s on its threads and did {measured_frames} frames, too few to measure)"
+        )
     return "\n".join(lines)
 
 
@@ -142,10 +248,12 @@ def command(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".png":
         raise InputError(f"--plot {args.plot}: the plot is a PNG image, use a .png file name")
     check_output_path(out, "--plot")  # before minutes of timing, not after
-    ms, title = time_stages(args)
-    print(table(ms))
+    config = bench_config(args)
+    timing = time_stages(config, args.frames, args.warmup)
+    print(table(timing.wall_ms), flush=True)
+    print(prediction(timing, *threaded_fps(config, THREADED_S)))
     try:
-        written = cv2.imwrite(str(out), plot(ms, title))
+        written = cv2.imwrite(str(out), plot(timing.wall_ms, timing.title))
     except cv2.error as exc:
         raise InputError(f"--plot {out}: {exc.err or exc}") from None
     if not written:

@@ -1,0 +1,58 @@
+"""``edgeseg bench``'s prediction of the threaded pipeline's rate (issue 18, target 4). How close it comes to
+``edgeseg run`` is measured by scripts/bench_prediction.py, not asserted here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeseg import cli
+from edgeseg.bench import rate_bounds
+
+#                    read  preprocess infer decode annotate serialize
+WALL = np.array([20.0, 2.0, 100.0, 40.0, 5.0, 3.0])
+CPU = np.array(
+    [20.0, 2.0, 150.0, 40.0, 5.0, 3.0]
+)  # infer: onnxruntime's intra-op threads, more CPU than wall
+
+
+def test_the_prediction_is_bounded_by_the_cores_when_the_stages_together_need_more_cpu_than_there_is() -> (
+    None
+):
+    bounds = rate_bounds(WALL, CPU, cores=2, live=False, pace_fps=None)
+    # the slowest stage alone would allow 10 fps; 2 cores give 2000 ms CPU/s over 220 ms CPU per frame
+    assert min(bounds.values()) == pytest.approx(2000 / 220)
+    assert min(bounds, key=bounds.__getitem__).startswith("2 cores")
+
+
+def test_with_cores_to_spare_the_slowest_stage_bounds_the_prediction() -> None:
+    bounds = rate_bounds(WALL, CPU, cores=8, live=False, pace_fps=None)
+    assert min(bounds.values()) == pytest.approx(10.0)
+    assert min(bounds, key=bounds.__getitem__).startswith("slowest stage infer")
+
+
+def test_a_paced_source_caps_the_prediction_at_its_pace() -> None:
+    bounds = rate_bounds(WALL, CPU, cores=8, live=True, pace_fps=5.0)
+    assert min(bounds.values()) == 5.0
+
+
+def test_a_live_source_spends_cpu_on_frames_the_pipeline_drops() -> None:
+    # reads at its 30 fps pace whatever the stages take: 30 x 20 ms = 600 ms CPU/s is not the stages'
+    bounds = rate_bounds(WALL, CPU, cores=2, live=True, pace_fps=30.0)
+    assert min(bounds.values()) == pytest.approx((2000 - 600) / 200)
+
+
+def test_bench_prints_the_model_and_the_predicted_pipeline_rate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plot = tmp_path / "bench.png"
+    assert cli.main(["bench", "--frames", "5", "--warmup", "1", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    model = next(line for line in out.splitlines() if line.startswith("model: "))
+    assert "cores: " in model
+    assert "ms CPU per frame" in model
+    predicted = next(line for line in out.splitlines() if line.startswith("predicted pipeline rate: "))
+    assert float(predicted.split()[3]) > 0
+    assert plot.is_file()
