@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 
 import cv2
+import numpy as np
 import pytest
 from mjpeg import MjpegServer
 
@@ -15,7 +18,7 @@ from edgeseg.config import SourceConfig
 from edgeseg.errors import SourceError
 from edgeseg.frame import Frame
 from edgeseg.sources import list_cameras, make_source, open_source
-from edgeseg.sources.live import reported_attempt
+from edgeseg.sources.live import Grab, LiveSource, reported_attempt
 from edgeseg.sources.opencv_live import OpenCVLiveSource
 
 MISSING_DEVICES = ("v4l2:57", "/dev/video58")  # numbers no test machine has
@@ -177,3 +180,58 @@ def test_a_stream_password_never_reaches_logs_errors_or_records(
     assert "s3cret" not in str(err.value)
     assert "s3cret" not in caplog.text
     assert "admin:***@127.0.0.1:9/x" in str(err.value)
+
+
+class _SlowDevice(LiveSource):
+    """A device whose grab blocks until released and whose release takes a while (as ``cap.release()``
+    of an FFmpeg stream can): records when it was disconnected."""
+
+    def __init__(self) -> None:
+        super().__init__("slow:")
+        self.in_grab = threading.Event()
+        self.let_grab_return = threading.Event()
+        self.disconnected_at: float | None = None
+
+    def _connect(self) -> str | None:
+        return None
+
+    def _grab(self) -> Grab | None:
+        self.in_grab.set()
+        self.let_grab_return.wait(10)
+        return Grab(np.zeros((4, 4, 3), np.uint8), time.monotonic_ns(), time.time())
+
+    def _disconnect(self) -> None:
+        time.sleep(0.3)
+        self.disconnected_at = time.monotonic()
+
+
+def test_a_read_interrupted_by_close_returns_only_once_the_device_is_released() -> None:
+    """close() during a grab hands the release to a thread of its own; the reader must not return first, or
+    the process may exit while that thread is inside the device's library (SIGABRT at exit, seen in CI)."""
+    source = _SlowDevice()
+    source.open()
+    reader = threading.Thread(target=lambda: [None for _ in iter(source.read, None)])  # as the pipeline reads
+    reader.start()
+    assert source.in_grab.wait(5)
+    source.close()  # the grab holds the device: the release waits for it
+    source.let_grab_return.set()
+    reader.join(5)
+    assert not reader.is_alive()
+    returned_at = time.monotonic()
+    assert source.disconnected_at is not None
+    assert source.disconnected_at <= returned_at
+
+
+def test_the_edgeseg_command_keeps_its_exit_code_when_a_thread_is_still_inside_a_call() -> None:
+    """A daemon thread left in a blocking call at exit: the command ends at once, with main()'s exit code."""
+    code = (
+        "import threading, time\n"
+        "from edgeseg import cli\n"
+        "threading.Thread(target=time.sleep, args=(60,), name='edgeseg-source', daemon=True).start()\n"
+        "cli.main = lambda: 3\n"
+        "print('summary', flush=False)\n"
+        "cli.entry()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 3
+    assert done.stdout == "summary\n"  # written out before the exit
