@@ -33,8 +33,9 @@ each has its bore); with ``rods``, straight rods that cross or meet in a T are t
 Where the time goes, and why it is bounded: one labelling pass per class finds the components with their
 areas and boxes, and one erosion of the class mask tells which of them keep a pixel after the opening;
 only components that could hold two kept objects and keep such a pixel are looked at one by one, inside
-their own box (a component left whole costs a crop and an oriented box). Convex components without holes
-hold one object and skip the rest (the distance transform of a convex set is concave: one marker); every
+their own box (a component left whole costs a crop and an oriented box). Convex components with at most
+one hole hold one object and skip the rest (the distance transform of a convex set is concave: one marker;
+objects that meet leave a dent, and two rings have two bores); every
 pixel of a split component goes to its nearest marker in one labelled distance transform on a
 half-resolution grid; boxes and oriented boxes come from the regions' outline pixels only. A map of noise
 or speckle has thousands of candidates, so each map's split has a budget (components and box pixels,

@@ -76,12 +76,12 @@ def split_class(
         if isinstance(item, Part):
             comps[k] = item
             continue
-        x, y, tight, area, outline, hole_width = item
+        x, y, tight, area, outline, hole_width, holes = item
         if not may_split[k] and trace is None:
             comps[k] = whole_part(class_id, x, y, tight, area, outline)
             continue
-        contour, hole_width = (
-            outline_and_holes(tight, x, y, area) if outline is None else (outline, hole_width)
+        contour, hole_width, holes = (
+            outline_and_holes(tight, x, y, area) if outline is None else (outline, hole_width, holes)
         )
         ch, cw = tight.shape
         crop = mask[y : y + ch, x : x + cw]
@@ -96,9 +96,11 @@ def split_class(
         hole_width = max(0, EDGE_PAD * 4 if any(sides) and hole_width >= 0 else hole_width)
         relief = None
         # (the distance transform of a convex set is concave, so its markers are one connected region: it
-        # holds one object, and skipping it is most of the saving on scenes of separate objects; not with
+        # holds one object, and skipping it is most of the saving on scenes of separate objects; so does a
+        # convex outline around one hole, a lone washer or nut: objects that meet leave a dent, and a second
+        # ring brings a second bore; not at the image edge, whose mirror can enclose holes, nor with
         # distances normalized per class, where every component's distance counts)
-        one = p.per_component and not hole_width and is_convex(contour)
+        one = p.per_component and (not hole_width or (holes == 1 and not any(sides))) and is_convex(contour)
         if may_split[k] and not one and budget.take(tight.size):
             relief = prepare(tight, ~crop, contour, (x, y), sides, hole_width, kernel)
         if trace is not None:
@@ -117,13 +119,15 @@ def split_class(
         seeds: list[NDArray[np.int32]] | None = None if trace is None else []
         by_rods = False
         if relief is not None:
-            if p.rods and not relief.encloses_bore:  # a ring's bore is no gap between rods
+            tried_whole = p.rods and not relief.encloses_bore  # a ring's bore is no gap between rods
+            if tried_whole:
                 pieces = piece_rods(whole_crop(x, y, tight, contour))
                 pieces = pieces if len(pieces) > 1 else None
                 by_rods = pieces is not None
             if pieces is None:
                 pieces = split_component(tight, relief, class_max, kernel, p, seeds)
-                if p.rods:  # the relief's parts may still be rods that cross
+                # the relief's parts may still be rods that cross (unsplit, it was tried whole above)
+                if p.rods and (pieces is not None or not tried_whole):
                     split_by_relief = pieces
                     pieces = [
                         r
@@ -182,8 +186,8 @@ class Budget:
 
 class Comp(NamedTuple):
     """A connected component: a tight bool crop with its ``[0, 0]`` at frame pixel ``(x, y)``, its area,
-    and, where tracing the class found them, its outer outline (frame pixels) and the narrower side of
-    its widest hole's box (see :func:`outline_and_holes`)."""
+    and, where tracing the class found them, its outer outline (frame pixels), the narrower side of its
+    widest hole's box and its number of holes (see :func:`outline_and_holes`)."""
 
     x: int
     y: int
@@ -191,6 +195,7 @@ class Comp(NamedTuple):
     area: int
     outline: NDArray[np.int32] | None
     hole_width: int
+    holes: int
 
 
 def class_components(
@@ -243,7 +248,7 @@ def by_labelling(
     for k, (x, y, cw, ch, a), m in zip(kept.tolist(), stats[kept].tolist(), may, strict=True):
         crop = labels[y : y + ch, x : x + cw] == k
         comps.append(
-            Comp(x, y, crop, a, None, 0) if m or not finish else whole_part(class_id, x, y, crop, a, None)
+            Comp(x, y, crop, a, None, 0, 0) if m or not finish else whole_part(class_id, x, y, crop, a, None)
         )
     return comps, may
 
@@ -284,7 +289,7 @@ def by_tracing(
         area = int(np.count_nonzero(tight))
         if area < p.size_threshold:
             continue
-        comps.append(Comp(x, y, tight, area, contour, hole_width if holes <= MAX_HOLES else -1))
+        comps.append(Comp(x, y, tight, area, contour, hole_width if holes <= MAX_HOLES else -1, holes))
         may.append(area >= two and bool(core[y : y + ch, x : x + cw][tight].any()))
     return comps, may
 
@@ -318,19 +323,22 @@ def outer_outline(tight: NDArray[np.bool_], x: int, y: int) -> NDArray[np.int32]
     return np.asarray(max(outlines, key=len), np.int32)
 
 
-def outline_and_holes(tight: NDArray[np.bool_], x: int, y: int, area: int) -> tuple[NDArray[np.int32], int]:
-    """The outer outline (frame pixels) of a component crop at ``(x, y)`` of ``area`` pixels and the
+def outline_and_holes(
+    tight: NDArray[np.bool_], x: int, y: int, area: int
+) -> tuple[NDArray[np.int32], int, int]:
+    """The outer outline (frame pixels) of a component crop at ``(x, y)`` of ``area`` pixels, the
     narrower side of its widest hole's box (a bore's diameter is at most that; 0: no hole; -1: so many
-    that they are speckle, not bores)."""
+    that they are speckle, not bores) and its number of holes."""
     contour = outer_outline(tight, x, y)
     filled = np.zeros(tight.shape, np.uint8)
     cv2.drawContours(filled, [contour], -1, 1, thickness=cv2.FILLED, offset=(-x, -y))
     if cv2.countNonZero(filled) == area:  # most components: no hole, and no labelling pass needed
-        return contour, 0
+        return contour, 0, 0
     # the holes are the background regions (4-connected, as the component is 8-connected) off the border
     around = cv2.copyMakeBorder((~tight).view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
     stats = cv2.connectedComponentsWithStats(around, connectivity=4, ltype=cv2.CV_32S)[2]
     holes = stats[2:]  # label 1 is the region around the component: the first pixel scanned is on the border
     if len(holes) > MAX_HOLES:
-        return contour, -1
-    return contour, int(np.minimum(holes[:, cv2.CC_STAT_WIDTH], holes[:, cv2.CC_STAT_HEIGHT]).max(initial=0))
+        return contour, -1, len(holes)
+    width = int(np.minimum(holes[:, cv2.CC_STAT_WIDTH], holes[:, cv2.CC_STAT_HEIGHT]).max(initial=0))
+    return contour, width, len(holes)

@@ -38,12 +38,14 @@ def fit_rods(
     band = (dist >= 0.5 * half).view(np.uint8).copy()
     segments: list[tuple[float, float, float, float]] = []
     while len(segments) < MAX_RODS:
+        by, bx = np.nonzero(band)
+        if len(by) < int(min_len):  # no line can get more votes than there are pixels: skip the transform
+            break
         lines = cv2.HoughLines(band, 1, np.pi / 180, int(min_len))
         if lines is None:
             break
         rho, theta = (float(v) for v in lines[0, 0])
         c, s = math.cos(theta), math.sin(theta)
-        by, bx = np.nonzero(band)
         on = np.abs(bx * c + by * s - rho) <= half
         along = by[on] * c - bx[on] * s
         extent = float(along.max() - along.min()) if len(along) else 0.0

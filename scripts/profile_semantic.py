@@ -1,0 +1,151 @@
+"""Time ``semantic_to_instances`` on the demo's class maps and check its output against a reference tree.
+
+The maps are the demo scenes' (``edgeseg.synthetic.PartsScene(640, 480, seed=s).frame(f)``): (a) their
+ground-truth class maps and (b) the reference model's argmax (``models/reference/demo-parts-v1.onnx``),
+split with the demo card's parameters (``models/demo-parts.yaml``). With ``--reference DIR`` (a copy of
+``edgeseg/semantic`` from another version, say ``/tmp/semantic_orig/semantic``) both are timed alternately
+in the same process, call by call, the median ms per frame and their ratio printed, and every instance
+compared (class, box, area, mask, oriented box). ``--profile`` prints cProfile's top entries instead.
+
+    .venv/bin/python scripts/profile_semantic.py --reference /tmp/semantic_orig/semantic
+    .venv/bin/python scripts/profile_semantic.py --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import importlib.util
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edgeseg.instances import Instances
+from edgeseg.modelcard import find_card
+from edgeseg.semantic import SemanticParams, semantic_to_instances
+from edgeseg.synthetic import PartsScene
+
+REPO = Path(__file__).resolve().parents[1]
+Split = Callable[[NDArray[np.uint8], SemanticParams, int], Instances]
+
+
+def demo_maps(seeds: list[int], frames: list[int]) -> dict[str, list[NDArray[np.uint8]]]:
+    """Ground-truth and reference-model class maps of the demo scenes."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(REPO / "models/reference/demo-parts-v1.onnx"))
+    truth, model = [], []
+    for s in seeds:
+        scene = PartsScene(640, 480, seed=s)
+        for f in frames:
+            frame = scene.frame(f)
+            truth.append(np.asarray(frame.class_map, np.uint8))
+            image = (frame.image[:, :, ::-1].transpose(2, 0, 1)[None] / 255).astype(np.float32)
+            logits = session.run(["logits"], {"image": image})[0][0]
+            model.append(logits.argmax(0).astype(np.uint8))
+    return {"truth": truth, "model": model}
+
+
+def load_reference(path: Path) -> Split:
+    """``semantic_to_instances`` of a copy of the ``edgeseg.semantic`` package at ``path``.
+
+    The copy imports its modules as ``edgeseg.semantic.*``, so it is loaded under that name, its modules
+    are set aside, and this tree's are put back.
+    """
+    ours = {k: v for k, v in sys.modules.items() if k.startswith("edgeseg.semantic")}
+    for k in ours:
+        del sys.modules[k]
+    spec = importlib.util.spec_from_file_location(
+        "edgeseg.semantic", path / "__init__.py", submodule_search_locations=[str(path)]
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        for k in [k for k in sys.modules if k.startswith("edgeseg.semantic")]:
+            del sys.modules[k]
+        sys.modules.update(ours)
+    split: Split = module.semantic_to_instances
+    assert split is not semantic_to_instances
+    return split
+
+
+def differences(a: Instances, b: Instances) -> list[str]:
+    """What differs between two results (empty: identical)."""
+    if len(a) != len(b):
+        return [f"{len(a)} vs {len(b)} instances"]
+    out = []
+    for name in ("class_id", "xyxy", "area", "mask_box", "obb", "score"):
+        if not np.array_equal(getattr(a, name), getattr(b, name)):
+            out.append(name)
+    if any(not np.array_equal(m, n) for m, n in zip(a.masks, b.masks, strict=True)):
+        out.append("masks")
+    return out
+
+
+def timed(split: Split, cmap: NDArray[np.uint8], params: SemanticParams) -> tuple[float, Instances]:
+    t0 = time.perf_counter()
+    result = split(cmap, params, 0)
+    return (time.perf_counter() - t0) * 1e3, result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=10, help="scene seeds 0..N-1")
+    ap.add_argument("--frames", default="250", help="comma-separated frame indices")
+    ap.add_argument("--repeat", type=int, default=9, help="timed calls per map and implementation")
+    ap.add_argument("--reference", type=Path, help="a copy of edgeseg/semantic to compare with")
+    ap.add_argument("--profile", action="store_true", help="print cProfile's top entries")
+    args = ap.parse_args()
+    params = find_card(str(REPO / "models/demo-parts.yaml")).semantic
+    maps = demo_maps(list(range(args.seeds)), [int(f) for f in args.frames.split(",")])
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(args.repeat):
+            for cmaps in maps.values():
+                for cmap in cmaps:
+                    semantic_to_instances(cmap, params, 0)
+        prof.disable()
+        for key in ("cumulative", "tottime"):
+            pstats.Stats(prof).sort_stats(key).print_stats(25)
+        return
+    reference = load_reference(args.reference) if args.reference else None
+    for name, cmaps in maps.items():
+        new_ms: list[float] = []
+        old_ms: list[float] = []
+        diffs = 0
+        for i, cmap in enumerate(cmaps):
+            new_t, old_t = [], []
+            for _ in range(args.repeat):  # alternating, call by call: the same load on both
+                t, new = timed(semantic_to_instances, cmap, params)
+                new_t.append(t)
+                if reference is not None:
+                    t, old = timed(reference, cmap, params)
+                    old_t.append(t)
+                    found = differences(new, old)
+                    if found:
+                        diffs += 1
+                        print(f"  {name} map {i}: differs in {', '.join(found)}")
+            new_ms.append(statistics.median(new_t))
+            if old_t:
+                old_ms.append(statistics.median(old_t))
+        line = f"{name:6s} {len(cmaps)} maps: new {statistics.median(new_ms):6.2f} ms"
+        if old_ms:
+            ratio = statistics.median(o / n for o, n in zip(old_ms, new_ms, strict=True))
+            line += f"  reference {statistics.median(old_ms):6.2f} ms  speed-up x{ratio:.2f}"
+            line += f"  identical: {'yes' if not diffs else f'NO ({diffs} calls differ)'}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
