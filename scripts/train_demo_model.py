@@ -3,8 +3,8 @@
 Dev-time only. PyTorch lives in its own venv (CPU wheel):
 
     python3 -m venv .venv-train
-    .venv-train/bin/pip install torch==2.13.0 onnx onnxruntime numpy opencv-python pyyaml
-    .venv-train/bin/python scripts/train_demo_model.py            # ~15 min on 2 cores
+    .venv-train/bin/pip install torch==2.13.0 onnx onnxruntime numpy opencv-python-headless pyyaml lap
+    .venv-train/bin/python scripts/train_demo_model.py            # ~20 min on 2 idle cores
 
 Data: ``--scenes`` training scenes with seeds 1000, 1001, ... (``--frames`` frames each, indices 37 + 211 k),
 rendered at 640x480, the model's input size. Never trained on: the validation scenes (seeds 100..115,
@@ -12,11 +12,17 @@ frame 300: per-epoch figures, and the grid search of the card's ``semantic`` pos
 scenes (seeds 200..229, frame 400: the unbiased figures in the card) and the test scenes (seeds 0..9,
 frame 250: tests/test_demo_model.py).
 
-The net is a small U-Net that computes at half resolution but reads and writes full-resolution pixels: the
-640x480 input is folded losslessly into 12 channels at 320x240 (pixel unshuffle), and the logits come back
-at 640x480 (pixel shuffle, one depthwise-separable layer beside the input pixels, plus a bilinear
-upsampling of coarse logits). Part boundaries thus land on the right frame pixel, which the watershed that
-splits touching parts depends on. Loss: pixel-weighted cross-entropy (class boundaries and the belt between
+The net is a small U-Net that runs every layer at a quarter of the resolution or less: a stride-4 stem reads
+each 4x4 block of pixels (pixel unshuffle and a linear layer in one), and each block's 4x4 logits come back
+from 64 channels there (pixel shuffle), from the block's features plus a linear function of its own pixels,
+so part boundaries still land on the right frame pixel, which the watershed that splits touching parts
+depends on. Decoder stages add (rather than concatenate) the coarser stage's features, projected before they
+are upsampled. The ONNX file takes the frame's bytes (uint8 RGB planes: no float conversion on the host) and
+returns the class map (uint8) and each pixel's class probability, computed in the graph as on the IMX500;
+the argmax and probability are taken per 4x4 block before the pixels are put in place, because onnxruntime's
+softmax and argmax over the class axis of a full-resolution tensor cost more than the whole net. The model
+before this design (logits at full resolution, 4x the inference time) is kept in models/reference/ for
+scripts/bench_demo_model.py. Loss: pixel-weighted cross-entropy (class boundaries and the belt between
 touching parts weigh more) plus soft Dice over the part classes, on random crops with flips and photometric
 jitter. Tensors are channels-last, which makes oneDNN's CPU convolutions ~1.7x faster here. The card is
 written beside the ONNX file in the schema ``edgeseg.modelcard`` loads; the last stdout line is one JSON
@@ -55,7 +61,8 @@ VAL_INDEX = 300
 HOLDOUT_SEEDS = tuple(range(200, 230))  # untouched by training and tuning: unbiased figures for the card
 HOLDOUT_INDEX = 400
 NUM_CLASSES = len(CLASS_NAMES)
-STRIDE = 16  # input sides must be multiples of this (unshuffle 2 x three stride-2 stages)
+PIXEL_FEATURES = 32  # hidden units of the per-block network that places boundaries inside a block
+STRIDE = 32  # input sides must be multiples of this (a stride-4 stem, three stride-2 stages)
 
 
 def render(seed: int, indices: tuple[int, ...]) -> list[SyntheticFrame]:
@@ -66,6 +73,11 @@ def render(seed: int, indices: tuple[int, ...]) -> list[SyntheticFrame]:
 def render_many(jobs: list[tuple[int, tuple[int, ...]]], workers: int) -> list[SyntheticFrame]:
     with ProcessPoolExecutor(workers) as pool:
         return [f for chunk in pool.map(render, *zip(*jobs, strict=True)) for f in chunk]
+
+
+def planes(bgr: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """What the deployed model reads: ``(H, W, 3)`` BGR -> ``(1, 3, H, W)`` RGB uint8 (the card's input)."""
+    return np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1)[None])
 
 
 def to_input(bgr: NDArray[np.uint8]) -> NDArray[np.float32]:
@@ -93,41 +105,93 @@ class DSBlock(nn.Module):
         return F.relu(x + self.bn2(self.pw(F.relu(self.bn1(self.dw(x))))))
 
 
-class PartsNet(nn.Module):
-    """``(N, 3, H, W)`` RGB in [0, 1] -> ``(N, 4, H, W)`` class logits; H and W multiples of 16."""
+class Merge(nn.Module):
+    """A decoder stage: the coarser features, projected to the finer stage's width *before* the bilinear
+    upsampling (the two commute; the projection then runs on a quarter of the pixels), added to the finer
+    features' own projection (a sum, not a concatenation: no copy), then a residual block."""
 
-    def __init__(self, c0: int = 32, c1: int = 32, c2: int = 64, c3: int = 96) -> None:
+    def __init__(self, coarse: int, fine: int) -> None:
         super().__init__()
-        self.e0 = nn.Sequential(cbr(12, c0), DSBlock(c0))
+        self.proj_coarse = nn.Conv2d(coarse, fine, 1, bias=False)
+        self.proj_fine = nn.Conv2d(fine, fine, 1, bias=False)
+        self.bn = nn.BatchNorm2d(fine)
+        self.block = DSBlock(fine)
+
+    def forward(self, coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(self.proj_coarse(coarse), fine.shape[2:], mode="bilinear", align_corners=False)
+        out: torch.Tensor = self.block(F.relu(self.bn(up + self.proj_fine(fine))))
+        return out
+
+
+class PartsNet(nn.Module):
+    """``(N, 3, H, W)`` RGB in [0, 1] -> ``(N, 4, H, W)`` class logits; H and W multiples of 32.
+
+    Every layer runs at a quarter of the resolution or less. The stem reads each ``4x4`` block of pixels
+    (a stride-4 convolution: pixel unshuffle and a linear layer in one), and each block's ``4x4`` logits
+    come back from 64 channels there (pixel shuffle): a block's pixels are told apart by the features of
+    the block plus a linear function of its own pixels (``skip``)."""
+
+    def __init__(self, c0: int = 24, c1: int = 32, c2: int = 48, c3: int = 64) -> None:
+        super().__init__()
+        self.c0 = c0
+        self.stem = nn.Conv2d(3, c0 + PIXEL_FEATURES, 4, 4, bias=False)
+        self.e0 = nn.Sequential(nn.BatchNorm2d(c0), nn.ReLU(inplace=True), DSBlock(c0))
         self.e1 = nn.Sequential(cbr(c0, c1, 2), DSBlock(c1))
         self.e2 = nn.Sequential(cbr(c1, c2, 2), DSBlock(c2), DSBlock(c2))
-        self.e3 = nn.Sequential(cbr(c2, c3, 2), DSBlock(c3), DSBlock(c3, 2), DSBlock(c3, 4), DSBlock(c3, 8))
-        self.d2 = nn.Sequential(cbr(c3 + c2, c2, k=1), DSBlock(c2))
-        self.d1 = nn.Sequential(cbr(c2 + c1, c1, k=1), DSBlock(c1))
-        self.d0 = nn.Sequential(cbr(c1 + c0, c0, k=1), DSBlock(c0))
-        self.coarse = nn.Conv2d(c0, NUM_CLASSES, 1)
-        self.fine = nn.Conv2d(c0, 4 * 8, 1)  # 8 full-resolution channels after the pixel shuffle
-        self.refine = nn.Sequential(  # full resolution: the features beside the input pixels they came from
-            nn.Conv2d(11, 11, 3, 1, 1, groups=11),
-            nn.Conv2d(11, 8, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(8, NUM_CLASSES, 1),
-        )
+        self.e3 = nn.Sequential(cbr(c2, c3, 2), DSBlock(c3), DSBlock(c3, 2), DSBlock(c3, 4))
+        self.d2 = Merge(c3, c2)
+        self.d1 = Merge(c2, c1)
+        self.d0 = Merge(c1, c0)
+        self.context = nn.Conv2d(c0, PIXEL_FEATURES, 1)  # what the block's surroundings say to its pixels
+        self.pixels = nn.Conv2d(PIXEL_FEATURES, NUM_CLASSES * 16, 1, bias=False)
+        self.head = nn.Conv2d(c0, NUM_CLASSES * 16, 1)  # 4x4 sub-pixels of each class
 
-    @staticmethod
-    def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, size=like.shape[2:], mode="bilinear", align_corners=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        e0 = self.e0(F.pixel_unshuffle(x, 2))
+    def blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` -> the logits of each 4x4 block, ``(N, 4 * 16, H/4, W/4)``."""
+        stem = self.stem(x)
+        e0 = self.e0(stem[:, : self.c0])
         e1 = self.e1(e0)
         e2 = self.e2(e1)
         e3 = self.e3(e2)
-        d2 = self.d2(torch.cat([self._up(e3, e2), e2], 1))
-        d1 = self.d1(torch.cat([self._up(d2, e1), e1], 1))
-        d0 = self.d0(torch.cat([self._up(d1, e0), e0], 1))
-        fine = self.refine(torch.cat([F.pixel_shuffle(self.fine(d0), 2), x], 1))
-        return self._up(self.coarse(d0), x) + fine
+        d2 = self.d2(e3, e2)
+        d1 = self.d1(d2, e1)
+        d0 = self.d0(d1, e0)
+        # each sub-pixel's logits: the context's, plus a small per-block network over the block's own pixels
+        # and its context (nonlinear: where in the block a boundary runs depends on the pixels' colours)
+        pixels = F.relu(stem[:, self.c0 :] + self.context(d0))
+        out: torch.Tensor = self.head(d0) + self.pixels(pixels)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.blocks(x), 4)
+
+
+class Deployed(nn.Module):
+    """What the ONNX file computes: RGB uint8 ``(1, 3, H, W)`` (the host only splits the camera's bytes
+    into planes) -> the class id of each pixel, uint8 ``(1, 1, H, W)``, and the probability of that class,
+    float32 ``(1, 1, H, W)``. The argmax happens in the graph, as on the IMX500, so decoding starts from
+    a class map. It is taken on each block's logits, before the pixels are put back in place: onnxruntime's
+    softmax and argmax over the class axis of a full-resolution tensor cost more than the whole net."""
+
+    def __init__(self, net: PartsNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.net.blocks(rgb.float() * (1.0 / 255.0))
+        per_class = [logits[:, 16 * k : 16 * (k + 1)] for k in range(NUM_CLASSES)]
+        # elementwise over the classes' planes: onnxruntime's reductions over a non-last axis are slow
+        top = per_class[0]
+        for lg in per_class[1:]:
+            top = torch.maximum(top, lg)
+        total = torch.exp(per_class[0] - top)
+        for lg in per_class[1:]:
+            total = total + torch.exp(lg - top)
+        conf = torch.reciprocal(total)
+        ids = torch.full_like(top, NUM_CLASSES - 1, dtype=torch.uint8)
+        for k in range(NUM_CLASSES - 2, -1, -1):  # the first class at the maximum, as argmax takes
+            ids = torch.where(per_class[k] == top, torch.tensor(k, dtype=torch.uint8), ids)
+        return F.pixel_shuffle(ids, 4), F.pixel_shuffle(conf, 4)
 
 
 def pixel_weights(frame: SyntheticFrame) -> NDArray[np.uint8]:
@@ -244,20 +308,19 @@ CARD = """\
 name: demo-parts
 file: demo-parts.onnx
 task: semantic
-input:
+input:  # bytes: the graph scales them
   name: image
   width: {w}
   height: {h}
   layout: nchw
   color: rgb
-  dtype: float32
+  dtype: uint8
   resize: stretch
   pad_value: 114
-  mean: [0.0, 0.0, 0.0]
-  std: [255.0, 255.0, 255.0]
-output:
-  name: logits
-  kind: logits
+output:  # the argmax and its probability are computed in the graph
+  name: classes
+  kind: class_map
+  confidence: confidence
 classes: [{classes}]
 background: 0
 semantic:
@@ -272,30 +335,42 @@ semantic:
 """
 
 
-def export(model: nn.Module, path: Path, frame: SyntheticFrame) -> float:
-    """Write the ONNX file; return the largest |onnxruntime - torch| logit difference on a real frame."""
+def export(model: PartsNet, path: Path, frames: list[SyntheticFrame]) -> float:
+    """Write the ONNX file; return the fraction of pixels whose class onnxruntime and torch disagree on,
+    over ``frames`` (only pixels with two near-equal top logits may differ)."""
     model.eval()
-    x = torch.from_numpy(to_input(frame.image))
+    deployed = Deployed(model).eval()
+    x = torch.from_numpy(planes(frames[0].image))
     torch.onnx.export(
-        model, (x,), str(path), input_names=["image"], output_names=["logits"], opset_version=17, dynamo=False
+        deployed,
+        (x,),
+        str(path),
+        input_names=["image"],
+        output_names=["classes", "confidence"],
+        opset_version=17,
+        dynamo=False,
     )
-    with torch.no_grad():
-        ref = model(x).numpy()
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(["logits"], {"image": x.numpy()})[0]
-    return float(np.abs(got - ref).max())
+    differ = 0
+    for f in frames:
+        with torch.no_grad():
+            ref = deployed(torch.from_numpy(planes(f.image)))[0].numpy()
+        got = sess.run(["classes"], {"image": planes(f.image)})[0]
+        differ += int((got != ref).sum())
+    return differ / (len(frames) * HEIGHT * WIDTH)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--scenes", type=int, default=160, help="training scenes (seeds 1000, 1001, ...)")
     ap.add_argument("--frames", type=int, default=8, help="frames per training scene")
-    ap.add_argument("--steps", type=int, default=1500, help="optimizer steps")
+    ap.add_argument("--steps", type=int, default=2500, help="optimizer steps")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--crop", type=int, default=320, help=f"square training crop (multiple of {STRIDE})")
     ap.add_argument("--lr", type=float, default=4e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / "models")
+    ap.add_argument("--checkpoint", type=Path, help="also save the trained weights (torch state_dict) here")
     args = ap.parse_args()
     if args.crop % STRIDE:
         ap.error(f"--crop must be a multiple of {STRIDE}")
@@ -351,12 +426,14 @@ def main() -> None:
     print(f"hold-out: mIoU {holdout_miou:.4f}, PQ {holdout_pq:.4f}")
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.checkpoint is not None:
+        torch.save(model.state_dict(), args.checkpoint)
     onnx_path = args.out / "demo-parts.onnx"
-    diff = export(model, onnx_path, val[0])
+    differ = export(model, onnx_path, val)
     onnx_bytes = onnx_path.stat().st_size
-    print(f"exported {onnx_path} ({onnx_bytes} bytes); max |onnxruntime - torch| logit difference {diff:.2e}")
-    if diff > 1e-3:
-        raise SystemExit(f"onnxruntime output differs from torch by {diff:.2e}")
+    print(f"exported {onnx_path} ({onnx_bytes} bytes); ORT and torch differ on {differ:.1e} of the pixels")
+    if differ > 1e-4:
+        raise SystemExit(f"onnxruntime's class map differs from torch's on {differ:.1e} of the pixels")
     card = CARD.format(
         command=" ".join(["scripts/train_demo_model.py", *sys.argv[1:]]),
         train_seeds=f"{TRAIN_SEED0}..{TRAIN_SEED0 + args.scenes - 1}",

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""The demo model against the one it replaced (issue 18, target 1 and 3), measured side by side in one run.
+
+Both models run through the pipeline's own stages (``ModelStages``: the card's preprocessing, the
+configured onnxruntime session, the semantic head), on the same frames:
+
+1. preprocess, inference and decode time per frame, median over ``--rounds`` alternating rounds:
+   ``infer_ratio`` (target <= 0.25) and ``decode_ratio`` (target <= 0.3), new over reference;
+2. accuracy at frame resolution against the generator's exact ground truth: PQ (target >= 0.82) and mIoU
+   (target >= 0.92) on the test scenes (seeds 0..9, frame 250, as tests/test_demo_model.py) and the
+   hold-out scenes (seeds 200..229, frame 400, never used in training or tuning);
+3. peak RSS of ``edgeseg run --max-frames 300`` (the demo pipeline, paced at 30 fps) with each model, in
+   alternating child processes: ``rss_ratio`` (target <= 0.5).
+
+The reference is ``models/reference/demo-parts-v1.onnx``, the demo model before this issue. Threads: the
+pipeline's own choice (``model.threads: 0``) unless ``--threads`` is given. The last line is one JSON
+object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edgeseg.config import load_config  # noqa: E402
+from edgeseg.evaluate import PQAccumulator  # noqa: E402
+from edgeseg.frame import Frame  # noqa: E402
+from edgeseg.heads.semantic import SemanticHead  # noqa: E402
+from edgeseg.pipeline import ModelStages  # noqa: E402
+from edgeseg.synthetic import PartsScene, SyntheticFrame  # noqa: E402
+
+MODELS = {"reference": REPO / "models/reference/demo-parts-v1.onnx", "new": REPO / "models/demo-parts.onnx"}
+TEST = (tuple(range(10)), 250)
+HOLDOUT = (tuple(range(200, 230)), 400)
+CLASSES = 4
+
+
+@dataclass
+class Times:
+    preprocess: list[float]
+    infer: list[float]
+    decode: list[float]
+
+
+def stages_for(model: Path, threads: int | None) -> ModelStages:
+    overrides = [f"model.path={json.dumps(str(model))}"]
+    if threads is not None:
+        overrides.append(f"model.threads={threads}")
+    return ModelStages.from_config(load_config(str(REPO / "pipelines/demo.yaml"), overrides))
+
+
+def time_frames(stages: ModelStages, frames: list[Frame]) -> Times:
+    t = Times([], [], [])
+    for f in frames:
+        t0 = time.perf_counter()
+        p = stages.preprocess(f)
+        t1 = time.perf_counter()
+        out = stages.infer(p)
+        t2 = time.perf_counter()
+        stages.decode(f, p, out)
+        t3 = time.perf_counter()
+        t.preprocess.append((t1 - t0) * 1e3)
+        t.infer.append((t2 - t1) * 1e3)
+        t.decode.append((t3 - t2) * 1e3)
+    return t
+
+
+def accuracy(stages: ModelStages, scenes: list[SyntheticFrame]) -> tuple[float, float]:
+    """PQ of the pipeline's instances and mIoU of the model's class map, summed over the scenes."""
+    acc = PQAccumulator()
+    conf = np.zeros(CLASSES * CLASSES, np.int64)
+    head = stages.model.head
+    assert isinstance(head, SemanticHead)
+    for i, s in enumerate(scenes):
+        f = Frame(i, s.image, 0, 0.0)
+        p = stages.preprocess(f)
+        outputs = stages.infer(p)
+        acc.add(stages.decode(f, p, outputs), s.instances())
+        maps = head.maps(outputs)  # the model's own resolution is the frame's (640x480) for both models
+        ids = maps if maps.ndim == 2 else maps.argmax(0)
+        conf += np.bincount(s.class_map.ravel() * CLASSES + ids.ravel(), minlength=conf.size)
+    c = conf.reshape(CLASSES, CLASSES)
+    iou = np.diag(c) / (c.sum(0) + c.sum(1) - np.diag(c))
+    res = acc.result()
+    return (0.0 if res is None else res.pq), float(iou.mean())
+
+
+# A child starts with its parent's peak RSS (Linux carries it over fork and exec), so the run is started by a
+# small launcher whose own children's peak is then the run's alone.
+LAUNCHER = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+if done.returncode:
+    sys.exit(f"exit {done.returncode}: {done.stderr[-500:]}")
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def peak_rss_mb(model: Path) -> float:
+    """Peak RSS of a child ``edgeseg run --max-frames 300`` on the demo pipeline with ``model``."""
+    run = [sys.executable, "-m", "edgeseg", "run", "--max-frames", "300", "--set", f"model.path={model}"]
+    done = subprocess.run([sys.executable, "-c", LAUNCHER, *run], cwd=REPO, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(run)}: {done.stderr.strip()}")
+    return int(done.stdout) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds (default 3)")
+    ap.add_argument("--frames", type=int, default=40, help="frames per timing round (default 40)")
+    ap.add_argument("--threads", type=int, help="inference threads (default: the pipeline's choice)")
+    ap.add_argument("--no-rss", action="store_true", help="skip the two edgeseg run child processes")
+    args = ap.parse_args()
+
+    stages = {k: stages_for(p, args.threads) for k, p in MODELS.items()}
+    scene = PartsScene(640, 480, seed=5)
+    frames = [Frame(i, scene.frame(7 * i).image, 0, 0.0) for i in range(args.frames)]
+    for s in stages.values():
+        time_frames(s, frames[:3])  # warm-up
+    rounds: dict[str, list[Times]] = {k: [] for k in stages}
+    for r in range(args.rounds):
+        for k in list(stages) if r % 2 == 0 else list(stages)[::-1]:
+            rounds[k].append(time_frames(stages[k], frames))
+
+    def med(k: str, stage: str) -> float:
+        return statistics.median(statistics.median(getattr(t, stage)) for t in rounds[k])
+
+    def ratio(stage: str) -> float:
+        per_round = [
+            statistics.median(getattr(n, stage)) / statistics.median(getattr(o, stage))
+            for n, o in zip(rounds["new"], rounds["reference"], strict=True)
+        ]
+        return statistics.median(per_round)
+
+    print(f"{'ms per frame (median)':<24}{'reference':>10}{'new':>10}{'new/ref':>9}  target")
+    targets = {"preprocess": "", "infer": "<= 0.25", "decode": "<= 0.30"}
+    for stage, target in targets.items():
+        ref, new = med("reference", stage), med("new", stage)
+        print(f"{stage:<24}{ref:>10.2f}{new:>10.2f}{ratio(stage):>9.3f}  {target}")
+
+    sets = {"test": TEST, "holdout": HOLDOUT}
+    quality: dict[str, dict[str, tuple[float, float]]] = {k: {} for k in stages}
+    for name, (seeds, index) in sets.items():
+        scenes = [PartsScene(640, 480, seed=s).frame(index) for s in seeds]
+        for k in stages:
+            quality[k][name] = accuracy(stages[k], scenes)
+    for k in stages:
+        figures = "   ".join(f"{n}: PQ {pq:.4f}, mIoU {miou:.4f}" for n, (pq, miou) in quality[k].items())
+        print(f"{k:<10} {figures}")
+    print("targets    PQ >= 0.82 and mIoU >= 0.92 on both sets")
+
+    rss: dict[str, float] = {}
+    if not args.no_rss:
+        for s in stages.values():
+            s.model.close()
+        for k, path in MODELS.items():
+            rss[k] = peak_rss_mb(path)
+        print(
+            f"peak RSS of edgeseg run --max-frames 300: reference {rss['reference']:.0f} MB, "
+            f"new {rss['new']:.0f} MB, ratio {rss['new'] / rss['reference']:.2f} (target <= 0.5)"
+        )
+    print(
+        json.dumps(
+            {
+                **{f"{k}_{s}_ms": round(med(k, s), 2) for k in stages for s in targets},
+                **{f"{s}_ratio": round(ratio(s), 3) for s in targets},
+                **{f"{k}_{n}_pq": round(q[n][0], 4) for k, q in quality.items() for n in sets},
+                **{f"{k}_{n}_miou": round(q[n][1], 4) for k, q in quality.items() for n in sets},
+                **{f"{k}_peak_rss_mb": round(v, 1) for k, v in rss.items()},
+                **({"rss_ratio": round(rss["new"] / rss["reference"], 3)} if rss else {}),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
