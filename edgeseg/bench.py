@@ -116,8 +116,8 @@ def threaded_fps(config: PipelineConfig, seconds: float) -> tuple[float, int]:
     two frames were done), and the frames done: its model and stream stages, and as ``edgeseg run`` the
     accuracy sink of a synthetic source, but none of its outputs (no file written, nothing published or
     shown)."""
-    from edgeseg.cli import AccuracySink
     from edgeseg.config import SinksConfig
+    from edgeseg.evaluate import AccuracySink
     from edgeseg.pipeline import Pipeline
     from edgeseg.sources import parse_uri
 

