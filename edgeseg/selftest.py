@@ -31,6 +31,7 @@ from edgeseg.model import Model
 
 DEFAULT_FRAMES = 20
 RELATIVE_TOLERANCE = {False: 1e-3, True: 2e-2}  # of the output's range, by fp16
+CLASS_MAP_TOLERANCE = 0.01  # share of a class map's pixels whose class may differ (near-ties)
 MIN_QUALITY = 0.9  # PQ and mean mask IoU of the decoded instances against onnxruntime's
 UPLOAD_TIMEOUT_S = 900.0  # the first upload of a network takes minutes
 ROI_TOLERANCE = 2e-3  # normalized: a few pixels of integer rounding in picamera2's crops
@@ -91,6 +92,9 @@ def check_backend(
             f"against {model.backend.description}, loaded in {load_s:.1f} s"
         )
         diff, scale = dict.fromkeys(model.card.output.names, 0.0), dict.fromkeys(model.card.output.names, 0.0)
+        # a class map is compared by the pixels whose class differs (a near-tie may flip in reduced precision)
+        ids = model.card.output.name if model.card.output.kind == "class_map" else None
+        differ = total = 0
         times: list[float] = []
         pairs: list[tuple[Instances, Instances]] = []
         for frame in synthetic_frames(frames):
@@ -104,11 +108,22 @@ def check_backend(
                 if a.shape != b.shape:
                     report.add(f"output {name}: shape {a.shape}, onnxruntime gives {b.shape}", ok=False)
                     return report
+                if name == ids:
+                    differ, total = differ + int(np.count_nonzero(a != b)), total + b.size
+                    continue
                 diff[name] = max(diff[name], float(np.max(np.abs(a - b))))
                 scale[name] = max(scale[name], float(np.max(b) - np.min(b)))
             pairs.append((model.decode(got, prepared), model.decode(want, prepared)))
         tolerance = RELATIVE_TOLERANCE[options.fp16]
         for name in diff:
+            if name == ids:
+                share = differ / max(total, 1)
+                report.add(
+                    f"output {name}: {share:.2%} of pixels differ ({differ} of {total}; tolerance "
+                    f"{CLASS_MAP_TOLERANCE:.0%})",
+                    ok=share <= CLASS_MAP_TOLERANCE,
+                )
+                continue
             relative = diff[name] / max(scale[name], 1e-12)
             report.add(
                 f"output {name}: max |diff| {diff[name]:.3g} = {relative:.2e} of its range {scale[name]:.3g} "

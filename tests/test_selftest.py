@@ -26,21 +26,29 @@ PERSON = 15
 
 
 def _fake_tensorrt(tmp_path: Path, offset: float) -> selftest.BackendFactory:
-    """TensorRT on the fakes, its engine computing the model with onnxruntime plus ``offset``."""
+    """TensorRT on the fakes, its engine computing the model with onnxruntime, its float outputs scaled by
+    ``1 - offset``."""
 
     def factory(card: ModelCard, options: InferenceOptions) -> Backend:
         ort = OrtBackend(card)
-        x = np.zeros(card.input.shape, np.float32)
-        shapes = {name: list(v.shape) for name, v in ort.run_tensor(x).items()}
+        x = np.zeros(card.input.shape, np.dtype(card.input.dtype))
+        outputs = ort.run_tensor(x)
+        shapes = {name: list(v.shape) for name, v in outputs.items()}
+        dtypes = {card.input.name: card.input.dtype, **{name: str(v.dtype) for name, v in outputs.items()}}
         layout = [(card.input.name, "input", list(card.input.shape))]
         layout += [(name, "output", shape) for name, shape in shapes.items()]
 
         def compute(x: np.ndarray) -> dict[str, np.ndarray]:
-            return {name: v + offset for name, v in ort.run_tensor(x).items()}
+            # the float outputs (the confidence, a probability) are scaled down by ``offset``: a wrong engine
+            # whose values still pass the head's checks; the class map is left as it is
+            out = ort.run_tensor(x).items()
+            return {name: v * (1 - offset) if v.dtype.kind == "f" else v for name, v in out}
 
         cuda = FakeCuda()
         options = replace(options, backend="tensorrt", engine_cache_dir=tmp_path / "engines")
-        return TensorRTBackend(card, options, trt=make_trt(cuda, layout, compute=compute), cuda=cuda)
+        return TensorRTBackend(
+            card, options, trt=make_trt(cuda, layout, dtypes=dtypes, compute=compute), cuda=cuda
+        )
 
     return factory
 
@@ -48,7 +56,8 @@ def _fake_tensorrt(tmp_path: Path, offset: float) -> selftest.BackendFactory:
 def test_selftest_passes_on_the_cpu_path(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["selftest", "--frames", "2"]) == 0
     out = capsys.readouterr().out
-    assert "output logits: max |diff| 0 " in out
+    assert "output classes: 0.00% of pixels differ (0 of 614400; tolerance 1%)" in out
+    assert "output confidence: max |diff| 0 " in out
     assert "PQ 1.000, mean mask IoU 1.000" in out
     assert out.rstrip().endswith("PASS")
 
@@ -65,7 +74,7 @@ def test_perturbed_engine_outputs_fail_with_the_measured_difference(tmp_path: Pa
     report = selftest.run(config, 2, backend_factory=_fake_tensorrt(tmp_path, 0.5))
     text = report.text()
     assert text.endswith("FAIL")
-    assert "output logits: max |diff| 0.5 = " in text
+    assert "output confidence: max |diff| 0.5 = " in text
     assert "<- FAIL" in text
 
 

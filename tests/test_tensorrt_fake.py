@@ -265,9 +265,11 @@ def make_trt(
             self.ran_in.append(cuda.current())
             if compute is not None:
                 name = self.engine.tensors[0][0]
-                x = cuda.memory[self.addresses[name]].view(np.float32).reshape(self.get_tensor_shape(name))
+                dtype = np.dtype(types.get(name, "float32"))  # the bytes hold the engine's own tensor types
+                x = cuda.memory[self.addresses[name]].view(dtype).reshape(self.get_tensor_shape(name))
                 for out_name, value in compute(x).items():
-                    raw = np.ascontiguousarray(value, np.float32).view(np.uint8).reshape(-1)
+                    out_type = np.dtype(types.get(out_name, "float32"))
+                    raw = np.ascontiguousarray(value, out_type).view(np.uint8).reshape(-1)
                     cuda.memory[self.addresses[out_name]][:] = raw
                 return True
             x = (

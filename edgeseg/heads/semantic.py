@@ -117,9 +117,9 @@ class SemanticHead:
     ) -> SplitView:
         """What the split saw, on the work grid :meth:`decode` splits on; the view's ``to_frame`` maps that
         grid's pixels onto the frame (its instances are in work pixels, not yet mapped)."""
-        work, _, to_frame = self._work(outputs, prepared)
+        work, confidence, to_frame = self._work(outputs, prepared)
         params = options.semantic or self.card.semantic
-        view = explain_split(work, params, self.card.background, logits=self._logits)
+        view = explain_split(work, params, self.card.background, logits=self._logits, confidence=confidence)
         return replace(view, to_frame=to_frame)
 
     def _work(

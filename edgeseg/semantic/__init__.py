@@ -339,6 +339,7 @@ def explain_split(
     *,
     logits: bool = False,
     channels_last: bool = False,
+    confidence: NDArray[np.floating[Any]] | None = None,
 ) -> SplitView:
     """The class map, distance relief and markers behind :func:`semantic_to_instances`' result.
 
@@ -347,6 +348,8 @@ def explain_split(
     returns for the same input.
     """
     class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last)
+    if confidence is not None:
+        winning_prob = _confidence(confidence, class_map.shape, winning_prob)
     trace = _Trace(np.zeros(class_map.shape, np.float32), np.zeros(class_map.shape, np.int32))
     parts, unsplit = _split_map(class_map, background, params, trace)
     instances = _assemble(parts, winning_prob, params, class_map.shape)
