@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import importlib.util
+import json
 import pstats
 import statistics
 import sys
@@ -120,6 +121,7 @@ def main() -> None:
             pstats.Stats(prof).sort_stats(key).print_stats(25)
         return
     reference = load_reference(args.reference) if args.reference else None
+    figures: dict[str, dict[str, float | int]] = {}
     for name, cmaps in maps.items():
         new_ms: list[float] = []
         old_ms: list[float] = []
@@ -140,11 +142,16 @@ def main() -> None:
             if old_t:
                 old_ms.append(statistics.median(old_t))
         line = f"{name:6s} {len(cmaps)} maps: new {statistics.median(new_ms):6.2f} ms"
+        figures[name] = {"maps": len(cmaps), "new_ms": round(statistics.median(new_ms), 3)}
         if old_ms:
             ratio = statistics.median(o / n for o, n in zip(old_ms, new_ms, strict=True))
             line += f"  reference {statistics.median(old_ms):6.2f} ms  speed-up x{ratio:.2f}"
             line += f"  identical: {'yes' if not diffs else f'NO ({diffs} calls differ)'}"
+            figures[name]["reference_ms"] = round(statistics.median(old_ms), 3)
+            figures[name]["speedup"] = round(ratio, 3)
+            figures[name]["calls_differing"] = diffs
         print(line)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":
