@@ -186,11 +186,10 @@ def semantic_to_instances(
 
     Raises:
         InputError: wrong dtype or rank, an empty (0-size) input, non-finite scores, probabilities outside
-            ``[0, 1]``, or a background index outside the channels.
+            ``[0, 1]``, a background index outside the channels, or a confidence that is not a ``[0, 1]``
+            map of the class map's shape (or comes with scores).
     """
-    class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last)
-    if confidence is not None:
-        winning_prob = _confidence(confidence, class_map.shape, winning_prob)
+    class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last, confidence)
     parts, unsplit = _split_map(class_map, background, params)
     _unsplit_note.add(unsplit)
     return _assemble(parts, winning_prob, params, class_map.shape)
@@ -347,9 +346,7 @@ def explain_split(
     from the same split that reports the relief and markers, so they are what ``semantic_to_instances``
     returns for the same input.
     """
-    class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last)
-    if confidence is not None:
-        winning_prob = _confidence(confidence, class_map.shape, winning_prob)
+    class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last, confidence)
     trace = _Trace(np.zeros(class_map.shape, np.float32), np.zeros(class_map.shape, np.int32))
     parts, unsplit = _split_map(class_map, background, params, trace)
     instances = _assemble(parts, winning_prob, params, class_map.shape)
@@ -440,9 +437,24 @@ def _confidence(
 
 
 def _class_map(
+    data: NDArray[np.generic],
+    background: int,
+    logits: bool,
+    channels_last: bool,
+    confidence: NDArray[np.floating[Any]] | None = None,
+) -> tuple[NDArray[Any], NDArray[np.float32] | None]:
+    """Validate the input; return the class map and the winning-class probability: from the scores, or the
+    confidence given beside a class map (None: a class map alone carries none)."""
+    class_map, winning_prob = _split_input(data, background, logits, channels_last)
+    if confidence is None:
+        return class_map, winning_prob
+    return class_map, _confidence(confidence, class_map.shape, winning_prob)
+
+
+def _split_input(
     data: NDArray[np.generic], background: int, logits: bool, channels_last: bool
 ) -> tuple[NDArray[Any], NDArray[np.float32] | None]:
-    """Validate the input; return the class map and, for score inputs, the winning-class probability."""
+    """The class map and, for score inputs, the winning-class probability, after validating the input."""
     arr = np.asarray(data)
     if isinstance(background, bool) or not isinstance(background, (int, np.integer)) or background < 0:
         raise InputError(f"semantic_to_instances: background must be an integer >= 0, got {background!r}")
