@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -177,7 +176,9 @@ def table(ms: NDArray[np.float64]) -> str:
 def prediction(timing: Timing, measured_fps: float, measured_frames: int) -> str:
     """The lines after the table: the model's bounds, and the predicted rate of the threaded pipeline (the
     measured one; the model's where the measurement got fewer than two frames)."""
-    cores = len(os.sched_getaffinity(0))
+    from edgeseg.backends.ort import usable_cores
+
+    cores = usable_cores()  # the cores onnxruntime's thread plan counts too
     bounds = rate_bounds(
         np.median(timing.wall_ms, axis=0),
         np.median(timing.cpu_ms, axis=0),

@@ -154,8 +154,7 @@ class LiveSource(ABC):
                 self._state = self._running_state()
         # close() may have handed the release to a thread of its own: return only once the device is
         # released, so no thread is left inside the device's library when the process exits (that aborts it)
-        with self._io:
-            self._release()
+        self._release_when_free()
         self._state = "closed"  # also when a failure in flight wrote its line after close() wrote this
         return None
 
