@@ -24,6 +24,11 @@ and are never reused, not even after a reset. The tracker resets itself when the
 index goes back, the capture time goes back, or more than ``reset_gap_s`` passes between two frames (a
 reconnect; nothing tracked before can be matched after it). A track that ends (lost for ``lost_s``, or
 predicted out of the frame) is deleted with all its state.
+
+Touching objects that the segmentation merged into one detection keep their tracks: when one detection
+holds the predicted masks of two or more confirmed tracks seen in the last frame (each at least
+``SPLIT_COVER`` inside it) and its area is about theirs together, it is split between them, each pixel to
+the nearest predicted mask (``split_merged``). ``update`` then returns more instances than it was given.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+import cv2
 import lap
 import numpy as np
 from numpy.typing import NDArray
@@ -49,6 +55,12 @@ UNCONFIRMED = -1  # the track_id of a detection that has no published track (yet
 FALLBACK_WEIGHT = 0.4
 # Velocity is smoothed over about this long: steady against the jitter of 30 fps boxes, quick at 5 fps.
 VELOCITY_TAU_S = 0.2
+# Splitting a merged detection: each track's predicted mask must lie this much inside it, and its area must
+# be within these ratios of the tracks' areas together (smaller: one object tracked twice; larger: the
+# detection holds more than those tracks). Each piece keeps at least SPLIT_MIN_PIECE of its track's area.
+SPLIT_COVER = 0.6
+SPLIT_AREA_RATIO = (0.75, 1.3)
+SPLIT_MIN_PIECE = 0.3
 # Slack on confirm_s, so capture times rounded to the nanosecond confirm after a whole number of frames.
 CONFIRM_SLACK_S = 1e-3
 
@@ -88,6 +100,13 @@ class TrackerConfig:
     lost_s: float = field(
         default=2.0, metadata=_m("Seconds a track unseen is kept to take its id back, then ends.", gt=0)
     )
+    split_merged: bool = field(
+        default=True,
+        metadata=_m(
+            "Split a detection that holds two or more confirmed tracks' predicted masks (touching objects "
+            "segmented as one) between them."
+        ),
+    )
     reset_gap_s: float = field(
         default=5.0,
         metadata=_m("A capture-time gap longer than this is a source restart: every track ends.", gt=0),
@@ -103,7 +122,7 @@ class TrackerConfig:
 class _Track:
     """One object's state; deleted as a whole when the track ends."""
 
-    __slots__ = ("area", "box", "class_id", "first_t", "id", "last_t", "mask", "velocity")
+    __slots__ = ("area", "box", "carry", "class_id", "first_t", "id", "last_t", "mask", "velocity")
 
     def __init__(
         self, inst: Instances, i: int, box: list[int], t: float, velocity: tuple[float, float]
@@ -118,8 +137,14 @@ class _Track:
         """Detection ``i`` of ``inst`` (its ``mask_box`` row ``box``) is this object at time ``t``."""
         self.mask = inst.masks[i]
         self.box = box
+        self.carry = (0.0, 0.0)  # sub-pixel motion a split piece's whole-pixel placement left out
         self.area = int(inst.area[i])
         self.last_t = t
+
+    def offset(self, t: float) -> tuple[float, float]:
+        """The predicted move of the mask from its last observation to ``t``, in pixels."""
+        dt = t - self.last_t
+        return (self.velocity[0] * dt + self.carry[0], self.velocity[1] * dt + self.carry[1])
 
     def predicted(self, t: float) -> tuple[float, float, float, float]:
         dx, dy = self.velocity[0] * (t - self.last_t), self.velocity[1] * (t - self.last_t)
@@ -176,7 +201,7 @@ class Tracker:
             self.reset()
             self.resets += 1
         # what a stream's first frame shows was there before it began, not a flicker: ids at once
-        first = self._last_t is None
+        first, previous_t = self._last_t is None, self._last_t
         self._last_t, self._last_index = t, index
         cfg = self.config
         h, w = instances.image_shape
@@ -189,14 +214,19 @@ class Tracker:
             elif tr.id != UNCONFIRMED:
                 self.ended.append((tr.id, tr.class_id))
         self._tracks = alive
+        pinned: dict[int, int] = {}  # track index -> its piece of a split detection
+        if cfg.split_merged and previous_t is not None:
+            instances, pinned = self._split_merged(instances, t, previous_t)
         boxes = instances.mask_box.tolist()
         ids = np.full(len(instances), UNCONFIRMED, np.int64)
         score = instances.score
-        high = np.flatnonzero(score >= cfg.high_score)
-        low = np.flatnonzero((score >= cfg.low_score) & (score < cfg.high_score))
-        confirmed = [k for k, tr in enumerate(self._tracks) if tr.id != UNCONFIRMED]
+        free = np.ones(len(instances), bool)
+        free[list(pinned.values())] = False
+        high = np.flatnonzero(free & (score >= cfg.high_score))
+        low = np.flatnonzero(free & (score >= cfg.low_score) & (score < cfg.high_score))
+        confirmed = [k for k, tr in enumerate(self._tracks) if tr.id != UNCONFIRMED and k not in pinned]
         tentative = [k for k, tr in enumerate(self._tracks) if tr.id == UNCONFIRMED]
-        matched: dict[int, int] = {}  # track index -> detection index
+        matched = dict(pinned)  # track index -> detection index
         assign = (instances, boxes, t, matched)
         left_tracks, left_high = self._assign(confirmed, high, cfg.min_similarity, *assign)
         self._assign(left_tracks, low, cfg.min_similarity_low, *assign)
@@ -204,6 +234,15 @@ class Tracker:
         for k, j in matched.items():
             tr, b = self._tracks[k], boxes[j]
             dt = t - tr.last_t
+            if k in pinned:
+                # a piece's box is the split's guess, not a measurement of motion: the velocity is kept, so
+                # one split cannot skew the next; and the piece was placed by the prediction rounded to whole
+                # pixels: the rest is carried, or a long merge's pieces drift a fraction of a pixel a frame
+                ox, oy = tr.offset(t)
+                tr.observe(instances, j, b, t)
+                tr.carry = (ox - round(ox), oy - round(oy))
+                ids[j] = tr.id
+                continue
             if dt > 0:
                 # box centre displacement over dt; the first one sets the velocity, later ones smooth it
                 vx = (b[0] + b[2] - tr.box[0] - tr.box[2]) / (2 * dt)
@@ -245,6 +284,63 @@ class Tracker:
             return (0.0, 0.0)
         v = np.median(np.asarray(moving), axis=0)
         return (float(v[0]), float(v[1]))
+
+    def _split_merged(self, inst: Instances, t: float, previous_t: float) -> tuple[Instances, dict[int, int]]:
+        """``inst`` with each detection that merged confirmed tracks (see the module docstring) replaced,
+        in place, by one piece per track; and which piece is whose (track index -> detection index)."""
+        recent = [k for k, tr in enumerate(self._tracks) if tr.id != UNCONFIRMED and tr.last_t == previous_t]
+        if len(recent) < 2 or not len(inst):
+            return inst, {}
+        tracks = [self._tracks[k] for k in recent]
+        off = np.rint(np.asarray([tr.offset(t) for tr in tracks])).astype(np.int64)
+        # candidates: the predicted box centre inside the detection's box, same class
+        centre = _centre(np.asarray([tr.box for tr in tracks])) + off
+        db = inst.mask_box
+        inside = (
+            (np.asarray([tr.class_id for tr in tracks])[:, None] == inst.class_id[None, :])
+            & (centre[:, None, 0] >= db[None, :, 0])
+            & (centre[:, None, 0] < db[None, :, 2])
+            & (centre[:, None, 1] >= db[None, :, 1])
+            & (centre[:, None, 1] < db[None, :, 3])
+        )
+        splits: dict[int, tuple[list[int], list[NDArray[np.bool_]]]] = {}
+        for j in np.flatnonzero(inside.sum(axis=0) >= 2).tolist():
+            box = db[j].tolist()
+            held = [
+                r
+                for r in np.flatnonzero(inside[:, j]).tolist()
+                if _shifted_overlap(tracks[r], int(off[r, 0]), int(off[r, 1]), inst, j, box)
+                >= SPLIT_COVER * tracks[r].area
+            ]
+            ratio = int(inst.area[j]) / max(1, sum(tracks[r].area for r in held))
+            if len(held) >= 2 and SPLIT_AREA_RATIO[0] <= ratio <= SPLIT_AREA_RATIO[1]:
+                moved = [(tracks[r], int(off[r, 0]), int(off[r, 1])) for r in held]
+                pieces = _split_by_nearest(inst.masks[j], box, moved)
+                if pieces is not None:
+                    splits[j] = ([recent[r] for r in held], pieces)
+        if not splits:
+            return inst, {}
+        parts, pinned, n = [], {}, 0
+        for j in range(len(inst)):
+            if j not in splits:
+                parts.append(inst[j])
+                n += 1
+                continue
+            owners, pieces = splits[j]
+            x0, y0 = int(db[j, 0]), int(db[j, 1])
+            parts.append(
+                Instances.from_crops(
+                    inst.image_shape,
+                    [int(inst.class_id[j])] * len(pieces),
+                    [float(inst.score[j])] * len(pieces),
+                    [(x0, y0)] * len(pieces),
+                    pieces,
+                )
+            )
+            for k in owners:
+                pinned[k] = n
+                n += 1
+        return Instances.concat(parts), pinned
 
     def _assign(
         self,
@@ -311,24 +407,54 @@ def _centre(box: NDArray[np.floating] | NDArray[np.integer]) -> NDArray[np.float
     return np.stack([(b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2], axis=-1)
 
 
-def _shifted_iou(tr: _Track, dx: int, dy: int, inst: Instances, j: int, box: list[int]) -> float:
-    """IoU of the track's mask moved by ``(dx, dy)`` with detection ``j``'s mask (at ``box``), on their
-    crops' overlap."""
+def _shifted_overlap(tr: _Track, dx: int, dy: int, inst: Instances, j: int, box: list[int]) -> int:
+    """Pixels the track's mask moved by ``(dx, dy)`` shares with detection ``j``'s mask (at ``box``),
+    counted on their crops' overlap."""
     ax0, ay0 = tr.box[0] + dx, tr.box[1] + dy
     am = tr.mask
     bx0, by0, bx1, by1 = box
     x0, y0 = max(ax0, bx0), max(ay0, by0)
     x1, y1 = min(ax0 + am.shape[1], bx1), min(ay0 + am.shape[0], by1)
     if x1 <= x0 or y1 <= y0:
-        return 0.0
+        return 0
     bm = inst.masks[j]
-    inter = int(
+    return int(
         np.count_nonzero(
             am[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0] & bm[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
         )
     )
+
+
+def _shifted_iou(tr: _Track, dx: int, dy: int, inst: Instances, j: int, box: list[int]) -> float:
+    """IoU of the track's mask moved by ``(dx, dy)`` with detection ``j``'s mask (at ``box``)."""
+    inter = _shifted_overlap(tr, dx, dy, inst, j, box)
     union = tr.area + int(inst.area[j]) - inter
     return inter / union if union else 0.0
+
+
+def _split_by_nearest(
+    mask: NDArray[np.bool_], box: list[int], held: list[tuple[_Track, int, int]]
+) -> list[NDArray[np.bool_]] | None:
+    """``mask`` (at ``box``) cut into one piece per track: each pixel goes to the nearest of the tracks'
+    predicted masks (pixels two of them claim seed neither). None when a piece would be too small."""
+    h, w = mask.shape
+    seeds = np.zeros((len(held), h, w), bool)
+    for k, (tr, dx, dy) in enumerate(held):
+        ax0, ay0 = tr.box[0] + dx - box[0], tr.box[1] + dy - box[1]
+        y0, x0 = max(0, ay0), max(0, ax0)
+        y1, x1 = min(h, ay0 + tr.mask.shape[0]), min(w, ax0 + tr.mask.shape[1])
+        seeds[k, y0:y1, x0:x1] = tr.mask[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0]
+    seeds &= mask & (seeds.sum(axis=0) == 1)
+    dist = np.stack(
+        [cv2.distanceTransform(np.where(s, 0, 255).astype(np.uint8), cv2.DIST_L2, 3) for s in seeds]
+    )
+    nearest = dist.argmin(axis=0)
+    pieces = [mask & (nearest == k) for k in range(len(held))]
+    if any(
+        np.count_nonzero(p) < SPLIT_MIN_PIECE * tr.area for p, (tr, _, _) in zip(pieces, held, strict=True)
+    ):
+        return None
+    return pieces
 
 
 class TrackerStage:

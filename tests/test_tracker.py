@@ -129,6 +129,79 @@ def test_the_same_scene_at_5_10_and_30_fps_gives_each_object_one_id(fps: float) 
     assert len({next(iter(ids)) for ids in ids_of.values()}) == 5
 
 
+def block(x0: float, y0: float, w: float = 30, h: float = 24) -> np.ndarray:
+    canvas = np.zeros((H, W), bool)
+    canvas[round(y0) : round(y0 + h), round(x0) : round(x0 + w)] = True
+    return canvas
+
+
+def touching_blocks(fps: float, merged: tuple[float, float] = (1.0, 2.0)) -> list[tuple[Instances, list]]:
+    """Two blocks riding a belt at 50 px/s, 4 px apart; from ``merged[0]`` to ``merged[1]`` seconds the
+    segmentation fills the gap and gives one detection for both. Each frame: detections, true masks."""
+    out = []
+    for k in range(round(3 * fps)):
+        t = k / fps
+        a, b = block(20 + 50 * t, 100), block(54 + 50 * t, 100)
+        if merged[0] <= t < merged[1]:
+            gap = np.zeros((H, W), bool)
+            gap[100:124, round(50 + 50 * t) : round(54 + 50 * t)] = True
+            out.append((frame_of([a | b | gap]), [a, b]))
+        else:
+            out.append((frame_of([a, b]), [a, b]))
+    return out
+
+
+def full_mask(inst: Instances, i: int) -> np.ndarray:
+    canvas = np.zeros(inst.image_shape, bool)
+    x0, y0, x1, y1 = inst.mask_box[i].tolist()
+    canvas[y0:y1, x0:x1] = inst.masks[i]
+    return canvas
+
+
+@pytest.mark.parametrize("fps", [5, 10, 30])
+def test_touching_objects_segmented_as_one_keep_their_ids_and_get_their_own_masks(fps: float) -> None:
+    scene = touching_blocks(fps)
+    outs = run(Tracker(), [det for det, _ in scene], fps)
+    before = outs[round(0.8 * fps)]
+    assert before.track_id is not None and sorted(before.track_id.tolist()) == [1, 2]
+    merged_frames = [k for k in range(len(scene)) if 1.0 <= k / fps < 2.0]
+    for k in merged_frames:
+        out, truth = outs[k], scene[k][1]
+        assert len(scene[k][0]) == 1 and len(out) == 2, k
+        assert out.track_id is not None
+        # each piece is its block, with the id that block had before the merge
+        left = int(np.argmin(out.mask_box[:, 0]))
+        assert out.track_id[left] == 1 and out.track_id[1 - left] == 2
+        for piece, true in ((left, truth[0]), (1 - left, truth[1])):
+            got = full_mask(out, piece)
+            assert (got & true).sum() / (got | true).sum() > 0.8
+    after = outs[-1]
+    assert after.track_id is not None and sorted(after.track_id.tolist()) == [1, 2]
+
+
+def test_with_split_merged_off_a_merged_detection_stays_one_instance() -> None:
+    scene = touching_blocks(10)
+    outs = run(Tracker(TrackerConfig(split_merged=False)), [det for det, _ in scene], 10)
+    assert all(len(out) == len(det) for out, (det, _) in zip(outs, scene, strict=True))
+
+
+def test_a_detection_that_holds_more_than_its_tracks_or_one_track_is_not_split() -> None:
+    fps = 10
+    tracker = Tracker()
+    for k in range(5):
+        tracker.update(frame_of([disk(60 + 5 * k, 120), disk(90 + 5 * k, 120)]), round(k * NS / fps), k)
+    # one blob three times the two disks' area, holding both: more than those two objects
+    big = disk(100, 120, r=25)
+    out = tracker.update(frame_of([big]), round(5 * NS / fps), 5)
+    assert len(out) == 1
+    # one disk tracked alone, its detection grown by an untracked neighbour: one track, nothing to split
+    alone = Tracker()
+    for k in range(5):
+        alone.update(frame_of([disk(60 + 5 * k, 120)]), round(k * NS / fps), k)
+    out = alone.update(frame_of([disk(85, 120) | disk(100, 120)]), round(5 * NS / fps), 5)
+    assert len(out) == 1
+
+
 def test_an_object_of_another_class_never_takes_an_id() -> None:
     cfg = TrackerConfig(confirm_s=0)
     tracker = Tracker(cfg)
