@@ -10,14 +10,14 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any, TextIO
-
-import paho.mqtt.client as mqtt
+from typing import TYPE_CHECKING, Any, TextIO
 
 from edgeseg.errors import ConfigError, EdgesegError
 from edgeseg.mqtt.broker import BrokerAddress, Credentials, device_id, load_credentials, parse_broker_url
-from edgeseg.mqtt.client import describe_error, make_client, refusal, start_connect
 from edgeseg.mqtt.topics import Topics
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
 
 ELIDE_OVER = 48  # characters of an RLE string shown by ``listen`` unless --raw
 
@@ -28,6 +28,10 @@ class BrokerError(EdgesegError):
 
 def connect(address: BrokerAddress, credentials: Credentials, timeout: float = 5.0) -> mqtt.Client:
     """A connected client with its network loop running; :class:`BrokerError` in one line otherwise."""
+    # paho (with ssl: ~8 MB of RSS) only for a command that talks to a broker: every command builds the
+    # argument parser from this module
+    from edgeseg.mqtt.client import describe_error, make_client, refusal, start_connect
+
     try:
         client = make_client(
             address, credentials, f"edgeseg-tool-{uuid.uuid4().hex[:8]}", connect_timeout_s=timeout

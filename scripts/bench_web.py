@@ -54,7 +54,7 @@ from bench_mqtt import busy_cpu_s, median, own_cpu_s, r3
 
 from edgeseg.config import load_config
 from edgeseg.pipeline import Pipeline
-from edgeseg.sinks.web import WebSink
+from edgeseg.sinks.webserver import WebSink
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "pipelines" / "demo.yaml"

@@ -29,7 +29,8 @@ from edgeseg.errors import ConfigError, MissingDependencyError
 from edgeseg.frame import Result
 from edgeseg.pipeline import Pipeline
 from edgeseg.sinks import SinkContext
-from edgeseg.sinks.web import WebSink, WebSinkConfig, create, load_token
+from edgeseg.sinks.web import WebSinkConfig, create, load_token
+from edgeseg.sinks.webserver import WebSink
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "pipelines" / "demo.yaml"

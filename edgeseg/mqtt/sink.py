@@ -1,0 +1,454 @@
+"""The ``mqtt`` sink itself: :class:`MqttSink` and the event cap (the section and its factory are in
+:mod:`edgeseg.sinks.mqtt`). Imported only when ``sinks.mqtt.url`` is set, so a run that does not publish
+never loads paho, sqlite3 or ssl."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgeseg.events import Counts, Event
+from edgeseg.frame import Result
+from edgeseg.instances import MaskFormat
+from edgeseg.modelcard import file_sha256
+from edgeseg.mqtt.broker import (
+    BrokerAddress,
+    Credentials,
+    device_id,
+    parse_broker_url,
+)
+from edgeseg.mqtt.discovery import discovery_payload
+from edgeseg.mqtt.publisher import Message, Publisher, PublisherSettings, PublisherStats
+from edgeseg.mqtt.remote import RemoteControl
+from edgeseg.mqtt.spool import Spool, SpoolStats
+from edgeseg.mqtt.topics import (
+    ModelInfo,
+    Topics,
+    cpu_temperature_c,
+    event_payload,
+    finite,
+    info_payload,
+    results_payload,
+    stats_payload,
+)
+from edgeseg.sinks.base import SinkContext, SinkReport
+from edgeseg.sinks.mqtt import MqttSinkConfig
+from edgeseg.sinks.record import result_record
+from edgeseg.statedir import state_dir
+
+log = logging.getLogger(__name__)
+
+
+def spool_path(state: Path, device: str) -> Path:
+    return state / f"mqtt-spool-{device}.sqlite3"
+
+
+def _sha256(path: Path | None) -> str | None:
+    return file_sha256(path) if path is not None and path.is_file() else None
+
+
+class EventCap:
+    """The per-stream rate cap on published events: a token bucket of ``rate`` per second of capture time,
+    holding at most one second's worth (at least 1).
+
+    ``new``, ``zone_enter``, ``line_cross`` and ``loiter`` take a token or are suppressed. An ``end`` or
+    ``zone_exit`` is published exactly when its ``new`` / ``zone_enter`` was, so a consumer never sees half
+    a pair; every later event of a track whose ``new`` was suppressed is suppressed too. State is per live
+    track and dropped at its ``end``.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self._t: int | None = None
+        self._hidden: set[int] = set()  # tracks whose new was suppressed
+        self._inside: set[tuple[int, str]] = set()  # (track, zone) whose enter was published
+        self.published = 0
+        self.suppressed = 0
+
+    def admit(self, e: Event) -> bool:
+        ok = self._decide(e)
+        if ok:
+            self.published += 1
+        else:
+            self.suppressed += 1
+        return ok
+
+    def _decide(self, e: Event) -> bool:
+        if self._t is not None and e.t_capture_ns > self._t:
+            self.tokens = min(self.capacity, self.tokens + (e.t_capture_ns - self._t) / 1e9 * self.rate)
+        self._t = e.t_capture_ns if self._t is None else max(self._t, e.t_capture_ns)
+        if e.kind == "end":
+            hidden = e.track_id in self._hidden
+            self._hidden.discard(e.track_id)
+            self._inside = {k for k in self._inside if k[0] != e.track_id} if self._inside else self._inside
+            return not hidden
+        if e.track_id in self._hidden:
+            return False
+        if e.kind == "zone_exit":
+            key = (e.track_id, e.zone or "")
+            if key in self._inside:
+                self._inside.discard(key)
+                return True
+            return False
+        if self.tokens < 1.0:
+            if e.kind == "new":
+                self._hidden.add(e.track_id)
+            return False
+        self.tokens -= 1.0
+        if e.kind == "zone_enter":
+            self._inside.add((e.track_id, e.zone or ""))
+        return True
+
+
+class MqttSink:
+    """Spools every result and publishes it, with the device's retained state, from its own thread.
+
+    Args:
+        config: the ``sinks.mqtt`` section (``url`` set).
+        ctx: the pipeline's context (class names, live stats, model and source, state directory).
+        credentials: as :func:`edgeseg.mqtt.broker.load_credentials` found them.
+    """
+
+    def __init__(self, config: MqttSinkConfig, ctx: SinkContext, credentials: Credentials) -> None:
+        assert config.url is not None
+        self.config = config
+        self.ctx = ctx
+        self.address: BrokerAddress = parse_broker_url(config.url)
+        self.device_id = device_id(config.device_id)
+        self.topics = Topics(config.prefix, self.device_id, config.discovery_prefix)
+        self.boot_id = uuid.uuid4().hex
+        self.started_at = time.time()
+        self.mask_format: MaskFormat = config.mask_format  # type: ignore[assignment]
+        background = ctx.background
+        self.counted = [n for i, n in enumerate(ctx.class_names) if i != background]
+        self._model = ModelInfo(
+            ctx.model_name, str(ctx.model_path) if ctx.model_path else None, _sha256(ctx.model_path)
+        )
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._capped = 0
+        self._unserializable = 0
+        self._next_result_at = 0.0
+        self._next_snapshot_at = 0.0
+        self._snapshots_skipped = 0
+        self._frame_size: tuple[int, int] | None = None
+        self._counts: dict[str, int] | None = None
+        self.event_cap = EventCap(config.max_events_per_s)
+        self.zone_counts = Counts()
+        self._events_lost = 0
+        self._final: tuple[SpoolStats, PublisherStats] | None = None  # figures at close, for report()
+        self.spool = Spool(
+            spool_path(ctx.state_dir or state_dir(), self.device_id),
+            config.spool_max_bytes,
+            config.spool_max_age_s,
+        )
+        self.publisher = Publisher(
+            self.address,
+            credentials,
+            self.device_id,
+            self.spool,
+            self.topics,
+            PublisherSettings(
+                protocol=config.protocol,
+                keepalive_s=config.keepalive_s,
+                reconnect_min_s=config.reconnect_min_s,
+                reconnect_max_s=config.reconnect_max_s,
+                max_inflight=config.max_inflight,
+                stats_interval_s=config.stats_interval_s,
+            ),
+            stats_payload=self._stats_payload,
+        )
+        self._publish_info()
+        # live control: its state topics are retained before the first connect, so they go out before
+        # ``status`` ``online``, like every retained topic
+        self.remote = None if ctx.control is None else RemoteControl(self.publisher, self.topics, ctx.control)
+        if config.discovery:
+            self.publisher.set_retained(
+                self.topics.discovery,
+                discovery_payload(
+                    self.topics,
+                    ctx.model_name,
+                    self.counted,
+                    config.snapshot_interval_s is not None,
+                    self.remote.tunables if self.remote is not None else (),
+                    tuple(ctx.zones),
+                    tuple(ctx.lines),
+                ),
+            )
+            self.publisher.subscribe(self.topics.ha_status, self._on_ha_status)
+        self._publish_counts({name: 0 for name in self.counted})
+        for cid in range(len(ctx.class_names)):
+            if cid == background:
+                continue
+            for kind, names in (("zones", ctx.zones), ("lines", ctx.lines)):
+                for zone in names:
+                    self._publish_zone_counts(kind, zone, cid)
+        self.publisher.start()
+        log.info("publishing to %s as %s (spool %s)", self.address, self.topics.base, self.spool.path)
+
+    # results ------------------------------------------------------------------------------------------
+
+    takes_final_events = True  # the events made at shutdown (``end``) are published too
+
+    def send(self, result: Result) -> None:
+        self.send_batch([result])
+
+    def send_batch(self, results: Sequence[Result]) -> None:
+        """Spool the results and their events (one transaction), then update counts, info and the
+        snapshot. A ``final`` result (see :class:`edgeseg.frame.Result`) publishes its events only."""
+        messages: list[tuple[str, bytes]] = []
+        for result in results:
+            self._events(result, messages)
+            if result.final or not self._admit():
+                continue
+            try:
+                record = result_record(result, self._seq, self.mask_format, self.ctx.class_names)
+                payload = results_payload(record, self.boot_id, self._seq)
+            except Exception as exc:  # one result that cannot be serialized never costs the batch
+                self._unserializable += 1
+                if self._unserializable <= 3 or self._unserializable % 100 == 0:
+                    log.error(
+                        "result of frame %d cannot be serialized, it is lost (%d so far): %s",
+                        result.frame.index,
+                        self._unserializable,
+                        exc,
+                        exc_info=self._unserializable <= 3 and log.isEnabledFor(logging.DEBUG),
+                    )
+                continue
+            messages.append((self.topics.results, payload))
+            self._seq += 1
+        if messages:
+            self.spool.append(messages)  # counts and logs its own failures; never raises for a full disk
+            self.publisher.wake()
+        results = [r for r in results if not r.final]
+        if not results:
+            return
+        latest = results[-1]
+        counts = dict.fromkeys(self.counted, 0)
+        for cid in latest.instances.class_id.tolist():
+            name = self._class_name(int(cid))
+            counts[name] = counts.get(name, 0) + 1
+        self._publish_counts(counts)
+        h, w = latest.frame.shape
+        if self._frame_size != (w, h):
+            self._frame_size = (w, h)
+            self._publish_info()
+        self._maybe_snapshot(latest)
+
+    def _events(self, result: Result, messages: list[tuple[str, bytes]]) -> None:
+        """The result's events as ``events`` messages (those the rate cap admits, each before its result's
+        message), and the retained zone and line counts they change (counted before the cap: exact)."""
+        if not result.events:
+            return
+        names, source = self.ctx.class_names, result.frame.source
+        for e in result.events:
+            if not self.event_cap.admit(e):
+                continue
+            try:
+                messages.append((self.topics.events, event_payload(e.to_dict(names), self.boot_id, source)))
+            except Exception as exc:  # never expected: the fields are plain numbers and names
+                self._events_lost += 1
+                log.error("event %d cannot be serialized, it is lost: %s", e.event_seq, exc)
+        for kind, name, cid in sorted(self.zone_counts.apply(result.events)):
+            self._publish_zone_counts(kind, name, cid)
+
+    def _publish_zone_counts(self, kind: str, name: str, cid: int) -> None:
+        figures = self.zone_counts.figures(kind, name, cid)
+        cls = self._class_name(cid)
+        topic = self.topics.zone_counts(name, cls) if kind == "zones" else self.topics.line_counts(name, cls)
+        self.publisher.set_retained(topic, json.dumps(figures, separators=(",", ":")).encode())
+
+    def _admit(self) -> bool:
+        """The optional rate cap: a result over ``max_rate`` takes no ``seq`` and is counted."""
+        rate = self.config.max_rate
+        if rate is None:
+            return True
+        now = time.monotonic()
+        if now < self._next_result_at:
+            with self._lock:
+                self._capped += 1
+            return False
+        # schedule from the previous slot, not from now, so the long-run rate is max_rate exactly
+        self._next_result_at = max(self._next_result_at + 1.0 / rate, now - 1.0 / rate)
+        return True
+
+    def _class_name(self, cid: int) -> str:
+        names = self.ctx.class_names
+        return names[cid] if 0 <= cid < len(names) else str(cid)
+
+    def _publish_counts(self, counts: Mapping[str, int]) -> None:
+        if counts == self._counts:
+            return
+        self._counts = dict(counts)
+        for name, n in counts.items():
+            self.publisher.set_retained(self.topics.counts(name), str(n).encode())
+        self.publisher.set_retained(self.topics.counts("all"), str(sum(counts.values())).encode())
+
+    def _publish_info(self) -> None:
+        self.publisher.set_retained(
+            self.topics.info,
+            info_payload(
+                self.device_id,
+                self.boot_id,
+                self.started_at,
+                self._model,
+                self.ctx.class_names,
+                self.ctx.source_uri,
+                self._frame_size,
+                self.mask_format,
+            ),
+        )
+
+    def _maybe_snapshot(self, result: Result) -> None:
+        interval = self.config.snapshot_interval_s
+        now = time.monotonic()
+        if interval is None or now < self._next_snapshot_at:
+            return
+        self._next_snapshot_at = now + interval
+        img = self.ctx.render(result)
+        width = self.config.snapshot_width
+        if img.shape[1] > width:
+            height = max(1, round(img.shape[0] * width / img.shape[1]))
+            img = np.ascontiguousarray(cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA))
+        ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        data = jpeg.tobytes() if ok else b""
+        if not data or len(data) > self.config.snapshot_max_bytes:
+            self._snapshots_skipped += 1
+            log.warning(
+                "snapshot of frame %d skipped: %d bytes is over sinks.mqtt.snapshot_max_bytes (%d)",
+                result.frame.index,
+                len(data),
+                self.config.snapshot_max_bytes,
+            )
+            return
+        self.publisher.set_retained(self.topics.snapshot, data, qos=0)
+
+    def _on_ha_status(self, message: Message) -> None:
+        if message.payload.strip() == b"online":
+            # Home Assistant restarted: send discovery again, after a random delay so a fleet of devices
+            # does not answer its birth message all at once (its documentation's advice)
+            self.publisher.resend_retained(self.topics.discovery, delay_s=random.uniform(0.0, 1.0))
+            for name in [*self.counted, "all"]:
+                self.publisher.resend_retained(self.topics.counts(name))
+
+    # figures --------------------------------------------------------------------------------------
+
+    def _stats_payload(self) -> bytes:
+        p = self.ctx.stats()
+        s = self.spool.stats()
+        link = self.publisher.stats()
+        d = link.delivery
+        with self._lock:
+            capped = self._capped
+        return stats_payload(
+            {
+                "device_id": self.device_id,
+                "boot_id": self.boot_id,
+                "time": round(time.time(), 3),
+                "uptime_s": round(time.time() - self.started_at, 3),
+                "fps": finite(p.fps, 2),
+                "fps_mean": finite(p.fps_mean, 2),
+                "latency_ms": {"p50": finite(p.latency_ms_p50), "p99": finite(p.latency_ms_p99)},
+                "frames": {"read": p.frames_read, "done": p.frames_done},
+                "stage_ms": {k: finite(v) for k, v in p.stage_ms.items()},
+                "drops": dict(p.drops),
+                "bad_frames": dict(p.bad_frames),
+                "results": {
+                    "published": self._seq,
+                    "capped": capped,
+                    "lost": s.dropped + d.too_large + d.refused + self._unserializable,
+                },
+                "events": {
+                    "published": self.event_cap.published,
+                    "suppressed": self.event_cap.suppressed,
+                },
+                "spool": {
+                    "depth": s.depth,
+                    "bytes": s.bytes,
+                    "file_bytes": s.file_bytes,
+                    "oldest_age_s": finite(s.oldest_age_s),
+                    "dropped": s.dropped,
+                    "dropped_overflow": s.dropped_overflow,
+                    "dropped_expired": s.dropped_expired,
+                    "write_failed": s.write_failed,
+                },
+                "mqtt": {
+                    "connected": link.connected,
+                    "reconnects": link.reconnects,
+                    "acked": d.acked,
+                    "replayed": d.replayed,
+                    "too_large": d.too_large,
+                    "refused": d.refused,
+                    "publish_ms": {"p50": finite(d.publish_ms_p50), "p99": finite(d.publish_ms_p99)},
+                },
+                "snapshots_skipped": self._snapshots_skipped + link.skipped_retained,
+                "cpu_temp_c": cpu_temperature_c(),
+            }
+        )
+
+    def describe(self) -> str:
+        return f"{self.address} as {self.topics.base} (MQTT, spool {self.spool.path})"
+
+    def status(self) -> str:
+        s, link = self.spool.stats(), self.publisher.stats()
+        state = "connected" if link.connected else f"disconnected ({link.last_error or 'connecting'})"
+        line = f"mqtt {state}, spool {s.depth}"
+        if s.depth and s.oldest_age_s is not None:
+            line += f" (oldest {s.oldest_age_s:.0f} s)"
+        return line + (f", {s.dropped} dropped" if s.dropped else "")
+
+    def report(self) -> SinkReport:
+        """The run's account: what was published, what is left for the next start, what was lost."""
+        s, link = self._final or (self.spool.stats(), self.publisher.stats())
+        lines = [
+            f"mqtt {self.address} as {self.topics.base}: {self._seq} results spooled, "
+            f"{link.delivery.acked} acknowledged by the broker, {link.reconnects} reconnects"
+        ]
+        if s.depth:
+            lines.append(
+                f"mqtt: {s.depth} results still in the spool {self.spool.path} (sent at the next start)"
+            )
+        lost = {
+            "spool overflow": s.dropped_overflow,
+            "expired": s.dropped_expired,
+            "spool write failed": s.write_failed,
+            "could not be serialized": self._unserializable,
+            "over the broker's packet limit": link.delivery.too_large,
+            "refused by the broker": link.delivery.refused,
+        }
+        if any(lost.values()):
+            lines.append(
+                "mqtt: LOST " + ", ".join(f"{n} ({why})" for why, n in lost.items() if n) + " results"
+            )
+        if self._capped:
+            lines.append(f"mqtt: {self._capped} results not published (over sinks.mqtt.max_rate)")
+        cap = self.event_cap
+        if cap.published or cap.suppressed:
+            lines.append(
+                f"mqtt: {cap.published} events published"
+                + (
+                    f", {cap.suppressed} suppressed (over sinks.mqtt.max_events_per_s)"
+                    if cap.suppressed
+                    else ""
+                )
+            )
+        if link.replies_dropped:
+            lines.append(f"mqtt: {link.replies_dropped} replies to config requests dropped unsent (a flood)")
+        return SinkReport(tuple(lines), sum(lost.values()))
+
+    def close(self) -> None:
+        stopped = self.publisher.close(self.config.flush_timeout_s)
+        self._final = (self.spool.stats(), self.publisher.stats())
+        if stopped:  # else the publisher thread may still use the spool; the process is ending anyway
+            self.spool.close()
