@@ -8,7 +8,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from test_pipeline import CollectSink, ListSource, SquareStages
 
@@ -163,20 +163,66 @@ def test_touching_objects_segmented_as_one_keep_their_ids_and_get_their_own_mask
     scene = touching_blocks(fps)
     outs = run(Tracker(), [det for det, _ in scene], fps)
     before = outs[round(0.8 * fps)]
-    assert before.track_id is not None and sorted(before.track_id.tolist()) == [1, 2]
+    assert before.track_id is not None
+    assert sorted(before.track_id.tolist()) == [1, 2]
     merged_frames = [k for k in range(len(scene)) if 1.0 <= k / fps < 2.0]
     for k in merged_frames:
         out, truth = outs[k], scene[k][1]
-        assert len(scene[k][0]) == 1 and len(out) == 2, k
+        assert len(scene[k][0]) == 1, k
+        assert len(out) == 2, k
         assert out.track_id is not None
         # each piece is its block, with the id that block had before the merge
         left = int(np.argmin(out.mask_box[:, 0]))
-        assert out.track_id[left] == 1 and out.track_id[1 - left] == 2
+        assert out.track_id[left] == 1
+        assert out.track_id[1 - left] == 2
         for piece, true in ((left, truth[0]), (1 - left, truth[1])):
             got = full_mask(out, piece)
             assert (got & true).sum() / (got | true).sum() > 0.8
     after = outs[-1]
-    assert after.track_id is not None and sorted(after.track_id.tolist()) == [1, 2]
+    assert after.track_id is not None
+    assert sorted(after.track_id.tolist()) == [1, 2]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    widths=st.lists(st.integers(12, 40), min_size=2, max_size=3),
+    gap=st.integers(1, 6),
+    speed=st.floats(-80, 80),
+    fps=st.sampled_from([5, 10, 30]),
+)
+def test_a_split_detection_is_cut_into_disjoint_pieces_that_cover_it_exactly(
+    widths: list[int], gap: int, speed: float, fps: int
+) -> None:
+    tracker = Tracker()
+    x0 = 120 - sum(widths) // 2
+
+    def blocks(t: float) -> list[np.ndarray]:
+        out, x = [], x0 + speed * t
+        for w in widths:
+            out.append(block(x, 100, w=w, h=20))
+            x += w + gap
+        return out
+
+    for k in range(4):
+        before = tracker.update(frame_of(blocks(k / fps)), round(k * NS / fps), k)
+    parts = blocks(4 / fps)
+    merged = np.zeros((H, W), bool)
+    merged[100:120, parts[0].any(axis=0).argmax() : W - parts[-1][:, ::-1].any(axis=0).argmax()] = True
+    det = frame_of([merged], score=[0.8])
+    out = tracker.update(det, round(4 * NS / fps), 4)
+    assert out.track_id is not None
+    event("split" if len(out) > 1 else "not split")
+    if len(out) == 1:  # not split: the detection passes through untouched
+        assert np.array_equal(full_mask(out, 0), merged)
+        return
+    pieces = [full_mask(out, i) for i in range(len(out))]
+    assert len(out) == len(widths)
+    assert np.array_equal(np.sum(pieces, axis=0), merged.astype(int))  # disjoint, and cover it exactly
+    assert before.track_id is not None
+    assert sorted(out.track_id.tolist()) == sorted(before.track_id.tolist())  # one piece per track
+    assert np.all(out.track_id > 0)
+    assert np.all(out.score == np.float32(0.8))
+    assert np.all(out.area == [p.sum() for p in pieces])
 
 
 def test_with_split_merged_off_a_merged_detection_stays_one_instance() -> None:
