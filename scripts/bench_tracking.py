@@ -12,9 +12,11 @@ edgeseg uses them; `trackers` takes them as ``timestamp`` with ``frame_rate`` se
 counts frames only (``track_buffer`` 30 frames at every rate, as its users run it). The peers keep their
 defaults otherwise. Scores per tracker, rate and set: IDF1, ID switches, MOTA (edgeseg.metrics: per-frame
 class-aware mask IoU > 0.5; a peer's boxes are mapped back to the detections they came from, so all are
-scored on the same masks). Then the cost per frame at 50 masked objects on 640x480 frames, trackers called
-in turn on each frame, medians: edgeseg's (masks) next to `trackers`' and Ultralytics' (boxes only, their
-cheapest input). The last line is one JSON object.
+scored on the same masks). edgeseg splits a detection that merged two of its tracks (``split_merged``, its
+default), so it is also scored with that off, on exactly the detections every peer gets. Then the cost per
+frame at 50 masked objects on 640x480 frames, trackers called in turn on each frame, medians: edgeseg's
+(masks) next to `trackers`' and Ultralytics' (boxes only, their cheapest input). The last line is one
+JSON object.
 
 Setup (dev-time only: neither peer is ever a dependency of edgeseg; Ultralytics is AGPL and needs torch):
 
@@ -48,7 +50,7 @@ import numpy as np
 
 from edgeseg.instances import Instances
 from edgeseg.metrics import TrackingAccumulator, TrackingScore
-from edgeseg.tracker import Tracker
+from edgeseg.tracker import Tracker, TrackerConfig
 
 SCENE_FPS = 30.0
 STEPS = {30: 1, 10: 3, 5: 6}
@@ -168,10 +170,15 @@ def objects50(frames: int, seed: int = 0) -> list[Instances]:
 # --- trackers --------------------------------------------------------------------------------------------
 
 
-def edgeseg_tracker(fps: int) -> Track:
-    tracker = Tracker()
+def edgeseg_tracker(fps: int, config: TrackerConfig | None = None) -> Track:
+    tracker = Tracker(config)
     index = iter(range(10**9))
     return lambda det, t_ns: tracker.update(det, t_ns, next(index))
+
+
+def edgeseg_unsplit(fps: int) -> Track:
+    """edgeseg with ``split_merged`` off: every tracker scored on exactly the detections it was given."""
+    return edgeseg_tracker(fps, TrackerConfig(split_merged=False))
 
 
 def trackers_bytetrack(fps: int) -> Track:
@@ -233,6 +240,7 @@ def ultralytics_bytetrack(fps: int) -> Track:
 
 TRACKERS: dict[str, Callable[[int], Track]] = {
     "edgeseg": edgeseg_tracker,
+    "edgeseg (split_merged off)": edgeseg_unsplit,
     "trackers.ByteTrack": trackers_bytetrack,
     "ultralytics.BYTETracker": ultralytics_bytetrack,
 }
@@ -304,12 +312,12 @@ def main() -> int:
     if "crossing" in args.sets:
         sets["crossing"] = [crossing(1000 + s, args.frames) for s in range(args.crossing_seeds)]
     report: dict[str, Any] = {"scores": {}, "cost_ms": {}}
-    print(f"{'set':9} {'fps':>3}  {'tracker':24} {'IDF1':>6} {'IDsw':>5} {'MOTA':>6}")
+    print(f"{'set':9} {'fps':>3}  {'tracker':27} {'IDF1':>6} {'IDsw':>5} {'MOTA':>6}")
     for set_name, seqs in sets.items():
         for fps in STEPS:
             for name, make in trackers.items():
                 r = score(make, iter(seqs), fps)
-                print(f"{set_name:9} {fps:>3}  {name:24} {r.idf1:6.3f} {r.id_switches:5d} {r.mota:6.3f}")
+                print(f"{set_name:9} {fps:>3}  {name:27} {r.idf1:6.3f} {r.id_switches:5d} {r.mota:6.3f}")
                 report["scores"].setdefault(set_name, {}).setdefault(str(fps), {})[name] = {
                     "idf1": round(r.idf1, 4),
                     "id_switches": r.id_switches,
@@ -317,7 +325,7 @@ def main() -> int:
                 }
     report["cost_ms"] = {k: round(v, 3) for k, v in cost(trackers, args.cost_frames).items()}
     for name, ms in report["cost_ms"].items():
-        print(f"cost per frame, 50 objects 640x480: {name:24} {ms:7.3f} ms (median)")
+        print(f"cost per frame, 50 objects 640x480: {name:27} {ms:7.3f} ms (median)")
     print(json.dumps(report, separators=(",", ":")))
     return 0
 
