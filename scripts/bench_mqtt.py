@@ -79,12 +79,12 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from edgeseg.config import load_config
 from edgeseg.frame import Result
 from edgeseg.mqtt.broker import Credentials
-from edgeseg.mqtt.sink import MqttSink
 from edgeseg.mqtt.spool import Spool
 from edgeseg.mqtt.topics import Topics, results_payload
 from edgeseg.pipeline import ModelStages, Pipeline
 from edgeseg.sinks import SinkContext
 from edgeseg.sinks.mqtt import MqttSinkConfig
+from edgeseg.sinks.mqtt_sink import MqttSink
 from edgeseg.sinks.record import result_record
 from edgeseg.stats import PipelineStats
 from edgeseg.synthetic import PartsScene

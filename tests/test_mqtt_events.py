@@ -14,8 +14,8 @@ from mqtt_harness import Broker, Collector, Edgeseg
 
 from edgeseg.events import Event
 from edgeseg.mqtt.discovery import discovery_payload
-from edgeseg.mqtt.sink import EventCap
 from edgeseg.mqtt.topics import Topics, load_schema
+from edgeseg.sinks.mqtt_sink import EventCap
 
 NS = 1_000_000_000
 EVENTS = load_schema("events")

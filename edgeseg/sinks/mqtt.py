@@ -20,7 +20,7 @@ from edgeseg.sinks.base import SinkContext, SinkSpec
 from edgeseg.validate import FieldError
 
 if TYPE_CHECKING:
-    from edgeseg.mqtt.sink import MqttSink
+    from edgeseg.sinks.mqtt_sink import MqttSink
 
 MiB = 1024 * 1024
 _ID_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -103,7 +103,7 @@ def create(section: MqttSinkConfig, ctx: SinkContext) -> MqttSink | None:
         section.username_file, section.password_file, section.ca_file, section.cert_file, section.key_file
     )
     # the sink (paho, sqlite3, ssl: ~10 MB of RSS) is imported only by a run that publishes
-    from edgeseg.mqtt.sink import MqttSink
+    from edgeseg.sinks.mqtt_sink import MqttSink
 
     return MqttSink(section, ctx, credentials)
 

@@ -23,10 +23,12 @@ from edgeseg.errors import ConfigError, EdgesegError
 from edgeseg.frame import Result
 from edgeseg.live import Outcome, Tunable
 from edgeseg.sinks.base import SinkContext, SinkReport
-from edgeseg.sinks.web import TOKEN_COOKIE, TOKEN_HINT, WebSinkConfig, is_loopback, split_listen
+from edgeseg.sinks.webaccess import TOKEN_COOKIE, TOKEN_HINT, is_loopback, split_listen
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from edgeseg.sinks.web import WebSinkConfig
 
     Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -1,6 +1,6 @@
-"""The ``mqtt`` sink itself: :class:`MqttSink` and the event cap (the section and its factory are in
-:mod:`edgeseg.sinks.mqtt`). Imported only when ``sinks.mqtt.url`` is set, so a run that does not publish
-never loads paho, sqlite3 or ssl."""
+"""The ``mqtt`` sink itself: :class:`MqttSink` and the event cap. The section and its factory are in
+:mod:`edgeseg.sinks.mqtt`, which imports this module only when ``sinks.mqtt.url`` is set, so a run that does
+not publish never loads paho, sqlite3 or ssl."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -41,9 +42,11 @@ from edgeseg.mqtt.topics import (
     stats_payload,
 )
 from edgeseg.sinks.base import SinkContext, SinkReport
-from edgeseg.sinks.mqtt import MqttSinkConfig
 from edgeseg.sinks.record import result_record
 from edgeseg.statedir import state_dir
+
+if TYPE_CHECKING:
+    from edgeseg.sinks.mqtt import MqttSinkConfig
 
 log = logging.getLogger(__name__)
 
