@@ -29,6 +29,9 @@ Touching objects that the segmentation merged into one detection keep their trac
 holds the predicted masks of two or more confirmed tracks seen in the last frame (each at least
 ``SPLIT_COVER`` inside it) and its area is about theirs together, it is split between them, each pixel to
 the nearest predicted mask (``split_merged``). ``update`` then returns more instances than it was given.
+A detection that overlaps its track's predicted mask poorly while holding part of another confirmed track's
+(the two cut across, or merged and not split) keeps the track's id, but not its shape: the track keeps its
+last good mask and motion and moves on as predicted, so the next good view of each object finds its own track.
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ VELOCITY_TAU_S = 0.2
 SPLIT_COVER = 0.6
 SPLIT_AREA_RATIO = (0.75, 1.3)
 SPLIT_MIN_PIECE = 0.3
+# A detection is a poor view of a confirmed track when their (predicted) mask IoU is under KEEP_SHAPE_BELOW
+# and it also holds SHARED_VIEW of another confirmed track's predicted mask: two touching objects merged or
+# cut across by the segmentation. The track then keeps its last good shape and moves on as predicted.
+KEEP_SHAPE_BELOW = 0.5
+SHARED_VIEW = 0.1
 # Slack on confirm_s, so capture times rounded to the nanosecond confirm after a whole number of frames.
 CONFIRM_SLACK_S = 1e-3
 
@@ -146,6 +154,14 @@ class _Track:
         dt = t - self.last_t
         return (self.velocity[0] * dt + self.carry[0], self.velocity[1] * dt + self.carry[1])
 
+    def coast(self, t: float) -> None:
+        """Seen at ``t`` where its prediction puts it: mask, area and velocity kept."""
+        ox, oy = self.offset(t)
+        dx, dy = round(ox), round(oy)
+        self.box = [self.box[0] + dx, self.box[1] + dy, self.box[2] + dx, self.box[3] + dy]
+        self.carry = (ox - dx, oy - dy)
+        self.last_t = t
+
     def predicted(self, t: float) -> tuple[float, float, float, float]:
         dx, dy = self.velocity[0] * (t - self.last_t), self.velocity[1] * (t - self.last_t)
         return (self.box[0] + dx, self.box[1] + dy, self.box[2] + dx, self.box[3] + dy)
@@ -227,10 +243,12 @@ class Tracker:
         confirmed = [k for k, tr in enumerate(self._tracks) if tr.id != UNCONFIRMED and k not in pinned]
         tentative = [k for k, tr in enumerate(self._tracks) if tr.id == UNCONFIRMED]
         matched = dict(pinned)  # track index -> detection index
-        assign = (instances, boxes, t, matched)
+        similar: dict[int, float] = {}  # track index -> the similarity it was matched at
+        assign = (instances, boxes, t, matched, similar)
         left_tracks, left_high = self._assign(confirmed, high, cfg.min_similarity, *assign)
         self._assign(left_tracks, low, cfg.min_similarity_low, *assign)
         _, new = self._assign(tentative, left_high, cfg.min_similarity, *assign)
+        predicted = np.asarray([tr.predicted(t) for tr in self._tracks], np.float64).reshape(-1, 4)
         for k, j in matched.items():
             tr, b = self._tracks[k], boxes[j]
             dt = t - tr.last_t
@@ -241,6 +259,16 @@ class Tracker:
                 ox, oy = tr.offset(t)
                 tr.observe(instances, j, b, t)
                 tr.carry = (ox - round(ox), oy - round(oy))
+                ids[j] = tr.id
+                continue
+            if (
+                tr.id != UNCONFIRMED
+                and not _at_edge(tr.box, w, h)
+                and self._poor_view(k, instances, j, t, predicted)
+            ):
+                # a poor view of a known object (cut across, or half of a merge): its shape and motion are
+                # kept and it moves on as predicted, so the next good view still finds the right track
+                tr.coast(t)
                 ids[j] = tr.id
                 continue
             if dt > 0:
@@ -277,6 +305,26 @@ class Tracker:
             return False
         went_back = index is not None and self._last_index is not None and index < self._last_index
         return went_back or t < self._last_t or t - self._last_t > self.config.reset_gap_s
+
+    def _poor_view(self, k: int, inst: Instances, j: int, t: float, boxes: NDArray[np.float64]) -> bool:
+        """Detection ``j`` overlaps track ``k``'s predicted mask poorly and another confirmed track's too:
+        two touching objects segmented as one, or cut across between them. ``boxes``: every track's
+        predicted box at ``t``."""
+        tr = self._tracks[k]
+        ox, oy = tr.offset(t)
+        db = inst.mask_box[j].tolist()
+        iou = _shifted_iou(tr, round(ox), round(oy), inst, j, db)
+        if not 0.0 < iou < KEEP_SHAPE_BELOW:
+            return False
+        near = (boxes[:, 0] < db[2]) & (boxes[:, 2] > db[0]) & (boxes[:, 1] < db[3]) & (boxes[:, 3] > db[1])
+        for o in np.flatnonzero(near).tolist():
+            other = self._tracks[o]
+            if o == k or other.id == UNCONFIRMED or other.class_id != tr.class_id:
+                continue
+            px, py = other.offset(t)
+            if _shifted_overlap(other, round(px), round(py), inst, j, db) >= SHARED_VIEW * other.area:
+                return True
+        return False
 
     def _scene_velocity(self, matched: dict[int, int]) -> tuple[float, float]:
         moving = [self._tracks[k].velocity for k in matched if self._tracks[k].id != UNCONFIRMED]
@@ -351,8 +399,10 @@ class Tracker:
         boxes: list[list[int]],
         t: float,
         matched: dict[int, int],
+        similar: dict[int, float],
     ) -> tuple[list[int], NDArray[np.intp]]:
-        """Match ``tracks`` to ``dets`` into ``matched``; returns the tracks and detections left."""
+        """Match ``tracks`` to ``dets`` into ``matched`` (and the pairs' similarity into ``similar``);
+        returns the tracks and detections left."""
         if not tracks or not len(dets):
             return tracks, dets
         sim = self._similarity([self._tracks[k] for k in tracks], dets, inst, boxes, t)
@@ -360,6 +410,7 @@ class Tracker:
         for r, c in enumerate(x.tolist()):
             if c >= 0:
                 matched[tracks[r]] = int(dets[c])
+                similar[tracks[r]] = float(sim[r, c])
         left_tracks = [k for r, k in enumerate(tracks) if x[r] < 0]
         taken = set(x[x >= 0].tolist())
         return left_tracks, np.asarray([d for c, d in enumerate(dets.tolist()) if c not in taken], np.intp)
@@ -423,6 +474,11 @@ def _shifted_overlap(tr: _Track, dx: int, dy: int, inst: Instances, j: int, box:
             am[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0] & bm[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
         )
     )
+
+
+def _at_edge(box: list[int], w: int, h: int) -> bool:
+    """The box touches the frame's border: part of the object may be outside, so its shape may change."""
+    return box[0] <= 0 or box[1] <= 0 or box[2] >= w or box[3] >= h
 
 
 def _shifted_iou(tr: _Track, dx: int, dy: int, inst: Instances, j: int, box: list[int]) -> float:

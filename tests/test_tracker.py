@@ -225,6 +225,39 @@ def test_a_split_detection_is_cut_into_disjoint_pieces_that_cover_it_exactly(
     assert np.all(out.area == [p.sum() for p in pieces])
 
 
+def cut_across(fps: float) -> list[tuple[Instances, list[np.ndarray]]]:
+    """Two blocks riding a belt side by side (a 30x24 and a 40x24, 2 px apart); in every other frame from 1 s
+    to 2 s the segmentation cuts them across instead of between them: one detection is both blocks' top
+    half, the other both bottom halves. Each frame: detections, true masks."""
+    out = []
+    for k in range(round(3 * fps)):
+        t = k / fps
+        a, b = block(20 + 50 * t, 100, w=30), block(52 + 50 * t, 100, w=40)
+        if 1.0 <= t < 2.0 and k % 2:
+            both = a | b
+            both[100:124, round(50 + 50 * t) : round(52 + 50 * t)] = True
+            top, bottom = both.copy(), both.copy()
+            top[112:] = False
+            bottom[:112] = False
+            out.append((frame_of([top, bottom]), [a, b]))
+        else:
+            out.append((frame_of([a, b]), [a, b]))
+    return out
+
+
+@pytest.mark.parametrize("fps", [10, 30])
+def test_objects_cut_across_by_the_segmentation_get_their_own_ids_back(fps: float) -> None:
+    scene = cut_across(fps)
+    outs = run(Tracker(), [det for det, _ in scene], fps)
+    for k, (out, (_, truth)) in enumerate(zip(outs, scene, strict=True)):
+        if (k % 2 and 1.0 <= k / fps < 2.0) or k < 2:
+            continue  # a cut frame (no detection is either block), or before the ids are given
+        assert out.track_id is not None
+        for i in range(len(out)):
+            which = 0 if (full_mask(out, i) & truth[0]).sum() > (full_mask(out, i) & truth[1]).sum() else 1
+            assert out.track_id[i] == which + 1, (k, out.track_id.tolist())
+
+
 def test_with_split_merged_off_a_merged_detection_stays_one_instance() -> None:
     scene = touching_blocks(10)
     outs = run(Tracker(TrackerConfig(split_merged=False)), [det for det, _ in scene], 10)
