@@ -4,7 +4,7 @@ Dev-time only. PyTorch lives in its own venv (CPU wheel):
 
     python3 -m venv .venv-train
     .venv-train/bin/pip install torch==2.13.0 onnx onnxruntime numpy opencv-python-headless pyyaml lap
-    .venv-train/bin/python scripts/train_demo_model.py            # ~20 min on 2 idle cores
+    .venv-train/bin/python scripts/train_demo_model.py            # ~40 min on 2 idle cores (8000 steps)
 
 Data: ``--scenes`` training scenes with seeds 1000, 1001, ... (``--frames`` frames each, indices 37 + 211 k),
 rendered at 640x480, the model's input size. Never trained on: the validation scenes (seeds 100..115,
@@ -364,7 +364,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--scenes", type=int, default=160, help="training scenes (seeds 1000, 1001, ...)")
     ap.add_argument("--frames", type=int, default=8, help="frames per training scene")
-    ap.add_argument("--steps", type=int, default=2500, help="optimizer steps")
+    ap.add_argument("--steps", type=int, default=8000, help="optimizer steps")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--crop", type=int, default=320, help=f"square training crop (multiple of {STRIDE})")
     ap.add_argument("--lr", type=float, default=4e-3)
