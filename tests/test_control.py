@@ -29,6 +29,7 @@ from edgeseg.instances import Instances
 from edgeseg.live import Snapshot
 from edgeseg.modelcard import OutputSpec, find_card
 from edgeseg.pipeline import ModelStages, Pipeline
+from edgeseg.semantic import SemanticParams
 from edgeseg.sources import make_source
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,9 +55,10 @@ def test_a_valid_change_makes_a_new_version_with_the_value_in_effect() -> None:
     after = control.current()
     assert after.decode.semantic is not None
     assert after.decode.semantic.dist_threshold == 0.35
-    # the card's other tuned values stay (rods, erosion): a key changes, not the whole section
+    # the card's other tuned values (rods, size, saddle: not the defaults) stay: one key changes
     assert after.decode.semantic.rods is True
-    assert after.decode.semantic.erosion_kernel == 5
+    assert replace(after.decode.semantic, dist_threshold=0.2) == DEMO_CARD.semantic
+    assert DEMO_CARD.semantic.size_threshold != SemanticParams().size_threshold
     assert before.decode.semantic is not None
     assert before.decode.semantic.dist_threshold == 0.2
 
