@@ -248,7 +248,8 @@ class Tracker:
         left_tracks, left_high = self._assign(confirmed, high, cfg.min_similarity, *assign)
         self._assign(left_tracks, low, cfg.min_similarity_low, *assign)
         _, new = self._assign(tentative, left_high, cfg.min_similarity, *assign)
-        predicted = np.asarray([tr.predicted(t) for tr in self._tracks], np.float64).reshape(-1, 4)
+        # decided before any track moves on, so no track's verdict depends on which was updated first
+        poor = self._poor_views(matched, similar, instances, t)
         for k, j in matched.items():
             tr, b = self._tracks[k], boxes[j]
             dt = t - tr.last_t
@@ -261,11 +262,7 @@ class Tracker:
                 tr.carry = (ox - round(ox), oy - round(oy))
                 ids[j] = tr.id
                 continue
-            if (
-                tr.id != UNCONFIRMED
-                and not _at_edge(tr.box, w, h)
-                and self._poor_view(k, instances, j, t, predicted)
-            ):
+            if k in poor:
                 # a poor view of a known object (cut across, or half of a merge): its shape and motion are
                 # kept and it moves on as predicted, so the next good view still finds the right track
                 tr.coast(t)
@@ -306,25 +303,43 @@ class Tracker:
         went_back = index is not None and self._last_index is not None and index < self._last_index
         return went_back or t < self._last_t or t - self._last_t > self.config.reset_gap_s
 
-    def _poor_view(self, k: int, inst: Instances, j: int, t: float, boxes: NDArray[np.float64]) -> bool:
-        """Detection ``j`` overlaps track ``k``'s predicted mask poorly and another confirmed track's too:
-        two touching objects segmented as one, or cut across between them. ``boxes``: every track's
-        predicted box at ``t``."""
-        tr = self._tracks[k]
-        ox, oy = tr.offset(t)
-        db = inst.mask_box[j].tolist()
-        iou = _shifted_iou(tr, round(ox), round(oy), inst, j, db)
-        if not 0.0 < iou < KEEP_SHAPE_BELOW:
-            return False
-        near = (boxes[:, 0] < db[2]) & (boxes[:, 2] > db[0]) & (boxes[:, 1] < db[3]) & (boxes[:, 3] > db[1])
-        for o in np.flatnonzero(near).tolist():
-            other = self._tracks[o]
-            if o == k or other.id == UNCONFIRMED or other.class_id != tr.class_id:
+    def _poor_views(
+        self, matched: dict[int, int], similar: dict[int, float], inst: Instances, t: float
+    ) -> set[int]:
+        """The confirmed tracks, away from the frame's edge, whose detection overlaps their predicted mask
+        poorly and holds part of another confirmed track's too: two touching objects segmented as one, or
+        cut across between them."""
+        h, w = inst.image_shape
+        # a similarity of KEEP_SHAPE_BELOW or more is a mask IoU that high (the fallback stays below it)
+        candidates = [
+            k
+            for k, s in similar.items()
+            if s < KEEP_SHAPE_BELOW
+            and self._tracks[k].id != UNCONFIRMED
+            and not _at_edge(self._tracks[k].box, w, h)
+        ]
+        if not candidates:
+            return set()
+        boxes = np.asarray([tr.predicted(t) for tr in self._tracks], np.float64)
+        poor = set()
+        for k in candidates:
+            tr, j = self._tracks[k], matched[k]
+            ox, oy = tr.offset(t)
+            db = inst.mask_box[j].tolist()
+            if not 0.0 < _shifted_iou(tr, round(ox), round(oy), inst, j, db) < KEEP_SHAPE_BELOW:
                 continue
-            px, py = other.offset(t)
-            if _shifted_overlap(other, round(px), round(py), inst, j, db) >= SHARED_VIEW * other.area:
-                return True
-        return False
+            near = (
+                (boxes[:, 0] < db[2]) & (boxes[:, 2] > db[0]) & (boxes[:, 1] < db[3]) & (boxes[:, 3] > db[1])
+            )
+            for o in np.flatnonzero(near).tolist():
+                other = self._tracks[o]
+                if o == k or other.id == UNCONFIRMED or other.class_id != tr.class_id:
+                    continue
+                px, py = other.offset(t)
+                if _shifted_overlap(other, round(px), round(py), inst, j, db) >= SHARED_VIEW * other.area:
+                    poor.add(k)
+                    break
+        return poor
 
     def _scene_velocity(self, matched: dict[int, int]) -> tuple[float, float]:
         moving = [self._tracks[k].velocity for k in matched if self._tracks[k].id != UNCONFIRMED]
