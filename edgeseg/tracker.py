@@ -13,7 +13,9 @@ overlap; their masks do not, so they keep their ids. Where masks cannot overlap 
 moved more than its size by the next frame), a centre-distance similarity (within ``max_distance`` box
 sizes, capped at ``FALLBACK_WEIGHT``, below a mask IoU of half) is the fallback. A new track starts with the
 median velocity of the confirmed tracks (a conveyor, a panning camera): the scene's motion is the best guess
-for an object not yet seen to move.
+for an object not yet seen to move. On the stream's second frame no track has been seen to move: the velocity
+that brings the most tracks onto a detection of their class is taken as the scene's (a fast conveyor at 5 fps
+moves each part most of its length, onto the place its neighbour had).
 
 Every duration is in seconds of the frames' capture timestamps (``Frame.t_capture_ns``), so a scene keeps
 its ids at 5, 10 or 30 fps, and an empty frame advances time like any other. A track gets an id once it
@@ -29,9 +31,12 @@ Touching objects that the segmentation merged into one detection keep their trac
 holds the predicted masks of two or more confirmed tracks seen in the last frame (each at least
 ``SPLIT_COVER`` inside it) and its area is about theirs together, it is split between them, each pixel to
 the nearest predicted mask (``split_merged``). ``update`` then returns more instances than it was given.
-A detection that overlaps its track's predicted mask poorly while holding part of another confirmed track's
-(the two cut across, or merged and not split) keeps the track's id, but not its shape: the track keeps its
-last good mask and motion and moves on as predicted, so the next good view of each object finds its own track.
+A detection that overlaps its track's predicted mask poorly, or is much larger than it, while holding part of
+another confirmed track's (the two cut across, or merged and not split) keeps the track's id, but not its
+shape: the track keeps its last good mask and motion and moves on as predicted, so the next good view of each
+object finds its own track. The other way round, detections that are pieces of one confirmed track's object
+(each mostly inside its predicted mask, none most of it, together about its area, none holding another
+track's object) are joined into one instance (``join_fragments``); ``update`` then returns fewer instances.
 """
 
 from __future__ import annotations
@@ -64,11 +69,22 @@ VELOCITY_TAU_S = 0.2
 SPLIT_COVER = 0.6
 SPLIT_AREA_RATIO = (0.75, 1.3)
 SPLIT_MIN_PIECE = 0.3
-# A detection is a poor view of a confirmed track when their (predicted) mask IoU is under KEEP_SHAPE_BELOW
-# and it also holds SHARED_VIEW of another confirmed track's predicted mask: two touching objects merged or
-# cut across by the segmentation. The track then keeps its last good shape and moves on as predicted.
+# Joining fragments: each lies at least FRAGMENT_INSIDE inside one confirmed track's predicted mask, none is
+# more than FRAGMENT_MAX of its area (a view of most of the object is that object), and together they are
+# SPLIT_AREA_RATIO of its area.
+FRAGMENT_INSIDE = 0.7
+FRAGMENT_MAX = 0.7
+# A detection is a poor view of a confirmed track when their (predicted) mask IoU is under KEEP_SHAPE_BELOW or
+# it is more than GROWN times the track's area, and it also holds SHARED_VIEW of another confirmed track's
+# predicted mask: two touching objects merged or cut across by the segmentation. The track then keeps its
+# last good shape and moves on as predicted.
 KEEP_SHAPE_BELOW = 0.5
+GROWN = 1.3
 SHARED_VIEW = 0.1
+# The scene's motion, guessed on the stream's second frame, must bring at least CONSENSUS_MIN tracks within
+# CONSENSUS_TOLERANCE of their size from a detection.
+CONSENSUS_MIN = 2
+CONSENSUS_TOLERANCE = 0.25
 # Slack on confirm_s, so capture times rounded to the nanosecond confirm after a whole number of frames.
 CONFIRM_SLACK_S = 1e-3
 
@@ -113,6 +129,13 @@ class TrackerConfig:
         metadata=_m(
             "Split a detection that holds two or more confirmed tracks' predicted masks (touching objects "
             "segmented as one) between them."
+        ),
+    )
+    join_fragments: bool = field(
+        default=True,
+        metadata=_m(
+            "Join detections that are pieces of one confirmed track's object (one object segmented as "
+            "several) into one instance."
         ),
     )
     reset_gap_s: float = field(
@@ -230,9 +253,13 @@ class Tracker:
             elif tr.id != UNCONFIRMED:
                 self.ended.append((tr.id, tr.class_id))
         self._tracks = alive
+        if previous_t is not None and not any(tr.last_t > tr.first_t for tr in alive):
+            self._guess_scene_motion(instances, t)
         pinned: dict[int, int] = {}  # track index -> its piece of a split detection
         if cfg.split_merged and previous_t is not None:
             instances, pinned = self._split_merged(instances, t, previous_t)
+        if cfg.join_fragments and previous_t is not None:
+            instances, pinned = self._join_fragments(instances, pinned, t, previous_t)
         boxes = instances.mask_box.tolist()
         ids = np.full(len(instances), UNCONFIRMED, np.int64)
         score = instances.score
@@ -306,17 +333,16 @@ class Tracker:
     def _poor_views(
         self, matched: dict[int, int], similar: dict[int, float], inst: Instances, t: float
     ) -> set[int]:
-        """The confirmed tracks, away from the frame's edge, whose detection overlaps their predicted mask
-        poorly and holds part of another confirmed track's too: two touching objects segmented as one, or
-        cut across between them."""
-        h, w = inst.image_shape
+        """The confirmed tracks whose detection overlaps their predicted mask poorly, or is much larger than
+        it, and holds part of another confirmed track's too: two touching objects segmented as one, or cut
+        across between them. At the frame's edge too: an object coming in grows, but it holds no other
+        track's object unless the segmentation merged them."""
         # a similarity of KEEP_SHAPE_BELOW or more is a mask IoU that high (the fallback stays below it)
         candidates = [
             k
             for k, s in similar.items()
-            if s < KEEP_SHAPE_BELOW
+            if (s < KEEP_SHAPE_BELOW or inst.area[matched[k]] > GROWN * self._tracks[k].area)
             and self._tracks[k].id != UNCONFIRMED
-            and not _at_edge(self._tracks[k].box, w, h)
         ]
         if not candidates:
             return set()
@@ -326,7 +352,8 @@ class Tracker:
             tr, j = self._tracks[k], matched[k]
             ox, oy = tr.offset(t)
             db = inst.mask_box[j].tolist()
-            if not 0.0 < _shifted_iou(tr, round(ox), round(oy), inst, j, db) < KEEP_SHAPE_BELOW:
+            iou = _shifted_iou(tr, round(ox), round(oy), inst, j, db)
+            if not (0.0 < iou < KEEP_SHAPE_BELOW or inst.area[j] > GROWN * tr.area):
                 continue
             near = (
                 (boxes[:, 0] < db[2]) & (boxes[:, 2] > db[0]) & (boxes[:, 1] < db[3]) & (boxes[:, 3] > db[1])
@@ -335,11 +362,41 @@ class Tracker:
                 other = self._tracks[o]
                 if o == k or other.id == UNCONFIRMED or other.class_id != tr.class_id:
                     continue
-                px, py = other.offset(t)
-                if _shifted_overlap(other, round(px), round(py), inst, j, db) >= SHARED_VIEW * other.area:
+                if _holds(other, t, inst, j, db):
                     poor.add(k)
                     break
         return poor
+
+    def _guess_scene_motion(self, inst: Instances, t: float) -> None:
+        """No track has been seen to move yet (the stream's second frame): the velocity that brings the
+        most tracks onto a detection of their class (within ``CONSENSUS_TOLERANCE`` of their size) is the
+        scene's motion, and the tracks it brings there start with it. Without it, a conveyor's parts are
+        predicted where they were, which is where the part behind them is now."""
+        if len(self._tracks) < CONSENSUS_MIN or not len(inst):
+            return
+        tb = np.asarray([tr.box for tr in self._tracks], np.float64)
+        dt = np.asarray([t - tr.last_t for tr in self._tracks])[:, None]
+        tc, dc = _centre(tb), _centre(inst.mask_box)
+        size = np.sqrt(_box_area(tb))
+        same = np.asarray([tr.class_id for tr in self._tracks])[:, None] == inst.class_id[None, :]
+        moves = (dc[None, :, :] - tc[:, None, :]) / dt[:, :, None]  # (tracks, dets, 2) px/s
+        near = same & (
+            np.hypot(*(moves * dt[:, :, None]).transpose(2, 0, 1)) <= self.config.max_distance * size[:, None]
+        )
+        candidates = np.concatenate([np.zeros((1, 2)), moves[near]])
+        # (candidates, tracks, dets): is detection d where candidate v puts track r?
+        where = tc[None, :, :] + candidates[:, None, :] * dt[None, :, :]
+        miss = np.hypot(*(dc[None, None, :, :] - where[:, :, None, :]).transpose(3, 0, 1, 2))
+        fits = same[None] & (miss <= CONSENSUS_TOLERANCE * size[None, :, None])
+        support = fits.any(axis=2).sum(axis=1)
+        # most support; between equals, the slowest
+        best = int(np.lexsort((np.hypot(candidates[:, 0], candidates[:, 1]), -support))[0])
+        if support[best] < CONSENSUS_MIN or not candidates[best].any():
+            return
+        for r in np.flatnonzero(fits[best].any(axis=1)).tolist():
+            d = int(np.argmin(np.where(fits[best, r], miss[best, r], np.inf)))
+            v = moves[r, d]
+            self._tracks[r].velocity = (float(v[0]), float(v[1]))
 
     def _scene_velocity(self, matched: dict[int, int]) -> tuple[float, float]:
         moving = [self._tracks[k].velocity for k in matched if self._tracks[k].id != UNCONFIRMED]
@@ -347,6 +404,71 @@ class Tracker:
             return (0.0, 0.0)
         v = np.median(np.asarray(moving), axis=0)
         return (float(v[0]), float(v[1]))
+
+    def _join_fragments(
+        self, inst: Instances, pinned: dict[int, int], t: float, previous_t: float
+    ) -> tuple[Instances, dict[int, int]]:
+        """``inst`` with the detections that are fragments of one confirmed track's object (each lies at
+        least ``FRAGMENT_INSIDE`` inside its predicted mask, none is most of it, and together they are about
+        its area) joined into one instance, in place of the first of them; and ``pinned`` (track index ->
+        its piece of a split detection) renumbered; a piece joined with its track's fragments stays pinned."""
+        recent = [k for k, tr in enumerate(self._tracks) if tr.id != UNCONFIRMED and tr.last_t == previous_t]
+        if not recent or len(inst) < 2:
+            return inst, pinned
+        db = inst.mask_box
+        boxes = db.tolist()
+        piece_of = {j: k for k, j in pinned.items()}
+        tracks = [self._tracks[k] for k in recent]
+        off = np.rint(np.asarray([tr.offset(t) for tr in tracks])).astype(np.int64)
+        pb = np.asarray([tr.box for tr in tracks], np.int64) + np.tile(off, 2)
+        area = np.asarray([tr.area for tr in tracks])
+        # candidates: same class, boxes overlapping, and small enough to be a piece (most of the object
+        # seen at once is that object); a track needs two
+        near = (
+            (np.asarray([tr.class_id for tr in tracks])[:, None] == inst.class_id[None, :])
+            & (db[None, :, 0] < pb[:, None, 2])
+            & (db[None, :, 2] > pb[:, None, 0])
+            & (db[None, :, 1] < pb[:, None, 3])
+            & (db[None, :, 3] > pb[:, None, 1])
+            & (inst.area[None, :] <= FRAGMENT_MAX * area[:, None])
+        )
+        joined: dict[int, list[int]] = {}  # first fragment -> all of them
+        taken: set[int] = set()
+        for r in np.flatnonzero(near.sum(axis=1) >= 2).tolist():
+            k, tr = recent[r], tracks[r]
+            ox, oy = int(off[r, 0]), int(off[r, 1])
+            parts = [
+                j
+                for j in np.flatnonzero(near[r]).tolist()
+                if j not in taken
+                and piece_of.get(j, k) == k
+                and _shifted_overlap(tr, ox, oy, inst, j, boxes[j]) >= FRAGMENT_INSIDE * int(inst.area[j])
+            ]
+            if len(parts) < 2:
+                continue
+            # a part that holds much of another track's predicted mask is that object, not a fragment
+            others = [
+                o for o in self._tracks if o is not tr and o.id != UNCONFIRMED and o.class_id == tr.class_id
+            ]
+            parts = [
+                j for j in parts if j in piece_of or not any(_holds(o, t, inst, j, boxes[j]) for o in others)
+            ]
+            ratio = sum(int(inst.area[j]) for j in parts) / max(1, tr.area)
+            if len(parts) >= 2 and SPLIT_AREA_RATIO[0] <= ratio <= SPLIT_AREA_RATIO[1]:
+                joined[parts[0]] = parts
+                taken.update(parts)
+        if not joined:
+            return inst, pinned
+        out: list[Instances] = []
+        renumbered: dict[int, int] = {}  # detection index -> its index in the output
+        for j in range(len(inst)):
+            if j in joined:
+                out.append(_union(inst, joined[j]))
+                renumbered.update((f, len(out) - 1) for f in joined[j])
+            elif j not in taken:
+                out.append(inst[j])
+                renumbered[j] = len(out) - 1
+        return Instances.concat(out), {k: renumbered[j] for k, j in pinned.items()}
 
     def _split_merged(self, inst: Instances, t: float, previous_t: float) -> tuple[Instances, dict[int, int]]:
         """``inst`` with each detection that merged confirmed tracks (see the module docstring) replaced,
@@ -491,16 +613,31 @@ def _shifted_overlap(tr: _Track, dx: int, dy: int, inst: Instances, j: int, box:
     )
 
 
-def _at_edge(box: list[int], w: int, h: int) -> bool:
-    """The box touches the frame's border: part of the object may be outside, so its shape may change."""
-    return box[0] <= 0 or box[1] <= 0 or box[2] >= w or box[3] >= h
-
-
 def _shifted_iou(tr: _Track, dx: int, dy: int, inst: Instances, j: int, box: list[int]) -> float:
     """IoU of the track's mask moved by ``(dx, dy)`` with detection ``j``'s mask (at ``box``)."""
     inter = _shifted_overlap(tr, dx, dy, inst, j, box)
     union = tr.area + int(inst.area[j]) - inter
     return inter / union if union else 0.0
+
+
+def _holds(tr: _Track, t: float, inst: Instances, j: int, box: list[int]) -> bool:
+    """Detection ``j`` holds ``SHARED_VIEW`` or more of the track's mask predicted at ``t``."""
+    ox, oy = tr.offset(t)
+    return _shifted_overlap(tr, round(ox), round(oy), inst, j, box) >= SHARED_VIEW * tr.area
+
+
+def _union(inst: Instances, rows: list[int]) -> Instances:
+    """Detections ``rows`` of ``inst`` as one instance: their masks' union, the first one's class, the
+    area-weighted mean of their scores."""
+    b = inst.mask_box[rows]
+    x0, y0, x1, y1 = int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max())
+    mask = np.zeros((y1 - y0, x1 - x0), bool)
+    for j, (bx, by, _, _) in zip(rows, b.tolist(), strict=True):
+        m = inst.masks[j]
+        mask[by - y0 : by - y0 + m.shape[0], bx - x0 : bx - x0 + m.shape[1]] |= m
+    area = inst.area[rows].astype(np.float64)
+    score = float((inst.score[rows] * area).sum() / area.sum())
+    return Instances.from_crops(inst.image_shape, [int(inst.class_id[rows[0]])], [score], [(x0, y0)], [mask])
 
 
 def _split_by_nearest(

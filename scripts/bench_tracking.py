@@ -12,8 +12,9 @@ edgeseg uses them; `trackers` takes them as ``timestamp`` with ``frame_rate`` se
 counts frames only (``track_buffer`` 30 frames at every rate, as its users run it). The peers keep their
 defaults otherwise. Scores per tracker, rate and set: IDF1, ID switches, MOTA (edgeseg.metrics: per-frame
 class-aware mask IoU > 0.5; a peer's boxes are mapped back to the detections they came from, so all are
-scored on the same masks). edgeseg splits a detection that merged two of its tracks (``split_merged``, its
-default), so it is also scored with that off, on exactly the detections every peer gets. Then the cost per
+scored on the same masks). edgeseg splits a detection that merged two of its tracks and joins the pieces of
+one (``split_merged``, ``join_fragments``, its defaults), so it is also scored with both off, on exactly the
+detections every peer gets. Then the cost per
 frame at 50 masked objects on 640x480 frames, trackers called in turn on each frame, medians: edgeseg's
 (masks) next to `trackers`' and Ultralytics' (boxes only, their cheapest input). The last line is one
 JSON object.
@@ -176,9 +177,10 @@ def edgeseg_tracker(fps: int, config: TrackerConfig | None = None) -> Track:
     return lambda det, t_ns: tracker.update(det, t_ns, next(index))
 
 
-def edgeseg_unsplit(fps: int) -> Track:
-    """edgeseg with ``split_merged`` off: every tracker scored on exactly the detections it was given."""
-    return edgeseg_tracker(fps, TrackerConfig(split_merged=False))
+def edgeseg_as_given(fps: int) -> Track:
+    """edgeseg with ``split_merged`` and ``join_fragments`` off: every tracker scored on exactly the
+    detections it was given."""
+    return edgeseg_tracker(fps, TrackerConfig(split_merged=False, join_fragments=False))
 
 
 def trackers_bytetrack(fps: int) -> Track:
@@ -240,7 +242,7 @@ def ultralytics_bytetrack(fps: int) -> Track:
 
 TRACKERS: dict[str, Callable[[int], Track]] = {
     "edgeseg": edgeseg_tracker,
-    "edgeseg (split_merged off)": edgeseg_unsplit,
+    "edgeseg (detections as given)": edgeseg_as_given,
     "trackers.ByteTrack": trackers_bytetrack,
     "ultralytics.BYTETracker": ultralytics_bytetrack,
 }

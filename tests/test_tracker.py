@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tracemalloc
 from dataclasses import replace
 
@@ -279,6 +280,115 @@ def test_a_detection_that_holds_more_than_its_tracks_or_one_track_is_not_split()
         alone.update(frame_of([disk(60 + 5 * k, 120)]), round(k * NS / fps), k)
     out = alone.update(frame_of([disk(85, 120) | disk(100, 120)]), round(5 * NS / fps), 5)
     assert len(out) == 1
+
+
+def belt_row(fps: float, seconds: float = 1.2, speed: float = 125.0) -> list[list[np.ndarray]]:
+    """Four 30x24 blocks in a row, 4 px apart, on a belt at ``speed`` px/s: at 5 fps each moves 25 px a
+    frame, so a block's old place is mostly where the block behind it is now."""
+    return [
+        [block(20 + 34 * i + speed * k / fps, 100) for i in range(4)] for k in range(round(seconds * fps))
+    ]
+
+
+@pytest.mark.parametrize("fps", [5, 10])
+def test_a_fast_belt_keeps_its_ids_from_the_stream_s_second_frame(fps: float) -> None:
+    frames = belt_row(fps)
+    outs = run(Tracker(), [frame_of(f) for f in frames], fps)
+    for out in outs:
+        assert out.track_id is not None
+        # left to right, the same four ids in every frame
+        assert out.track_id[np.argsort(out.mask_box[:, 0])].tolist() == [1, 2, 3, 4]
+
+
+def test_a_belt_at_rest_is_not_given_a_motion_it_does_not_have() -> None:
+    frames = belt_row(5, speed=0.0)
+    outs = run(Tracker(), [frame_of(f) for f in frames], 5)
+    assert all(o.track_id is not None and sorted(o.track_id.tolist()) == [1, 2, 3, 4] for o in outs)
+
+
+def neighbour_merges(fps: float) -> list[tuple[Instances, list[np.ndarray]]]:
+    """Two 30x24 blocks 4 px apart on a belt at 50 px/s. In the first frame at 1 s the segmentation gives the
+    front block one detection with the gap and the back block's front 30% (a third bigger than the block; too
+    little of the back block for a split), and the back block's rest another; until 1.5 s it then merges
+    both blocks into one detection. Each frame: detections, true masks."""
+    out = []
+    for k in range(round(3 * fps)):
+        t = k / fps
+        x = 20 + 50 * t
+        back, front = block(x, 100), block(x + 34, 100)
+        gap = np.zeros((H, W), bool)
+        gap[100:124, round(x + 30) : round(x + 34)] = True
+        if k == math.ceil(fps):
+            swallowed, rest = back.copy(), back.copy()
+            swallowed[:, : round(x + 21)] = False
+            rest[:, round(x + 21) :] = False
+            out.append((frame_of([rest, front | swallowed | gap]), [back, front]))
+        elif 1.0 <= t < 1.5:
+            out.append((frame_of([back | front | gap]), [back, front]))
+        else:
+            out.append((frame_of([back, front]), [back, front]))
+    return out
+
+
+@pytest.mark.parametrize("fps", [10, 30])
+def test_a_track_whose_detection_swallowed_part_of_a_neighbour_keeps_its_own_shape(fps: float) -> None:
+    scene = neighbour_merges(fps)
+    outs = run(Tracker(), [det for det, _ in scene], fps)
+    for k, (out, (_, truth)) in enumerate(zip(outs, scene, strict=True)):
+        if k < 2 or k == math.ceil(fps):
+            continue
+        assert out.track_id is not None
+        assert len(out) == 2, k  # merged frames are split in two
+        for i in range(len(out)):
+            got = full_mask(out, i)
+            which = 0 if (got & truth[0]).sum() > (got & truth[1]).sum() else 1
+            assert out.track_id[i] == which + 1, (k, out.track_id.tolist())
+            # each piece stays near its block: the front track kept its own shape, not the swallowing
+            # detection's (had it taken that, its pieces would drift down to an IoU of 0.4)
+            assert (got & truth[which]).sum() / (got | truth[which]).sum() > 0.7, k
+
+
+def in_pieces(fps: float) -> list[tuple[Instances, np.ndarray]]:
+    """One 40x24 block on a belt at 50 px/s; from 1 s to 2 s the segmentation sees it, every other frame, as
+    two pieces (its top and bottom thirds with a gap between). Each frame: detections, true mask."""
+    out = []
+    for k in range(round(3 * fps)):
+        t = k / fps
+        whole = block(20 + 50 * t, 100, w=40)
+        if 1.0 <= t < 2.0 and k % 2:
+            top, bottom = whole.copy(), whole.copy()
+            top[110:] = False
+            bottom[:114] = False
+            out.append((frame_of([top, bottom], score=[0.9, 0.7]), whole))
+        else:
+            out.append((frame_of([whole]), whole))
+    return out
+
+
+@pytest.mark.parametrize("fps", [10, 30])
+def test_an_object_segmented_in_pieces_is_one_instance_with_its_id(fps: float) -> None:
+    scene = in_pieces(fps)
+    outs = run(Tracker(), [det for det, _ in scene], fps)
+    for (det, whole), out in zip(scene, outs, strict=True):
+        assert len(out) == 1
+        assert out.track_id is not None
+        assert out.track_id.tolist() == [1]
+        got = full_mask(out, 0)
+        assert not (got & ~whole).any()
+        if len(det) == 2:  # the pieces joined: exactly their pixels, their area-weighted score
+            assert np.array_equal(got, full_mask(det, 0) | full_mask(det, 1))
+            areas = det.area.astype(float)
+            assert out.score[0] == pytest.approx((det.score * areas).sum() / areas.sum(), rel=1e-6)
+
+
+def test_with_join_fragments_off_or_for_objects_tracked_apart_pieces_stay_apart() -> None:
+    scene = in_pieces(10)
+    outs = run(Tracker(TrackerConfig(join_fragments=False)), [det for det, _ in scene], 10)
+    assert [len(o) for o in outs] == [len(det) for det, _ in scene]
+    # two small blocks tracked side by side, 2 px apart: each is its own object, not a piece of the other
+    pair = [frame_of([block(60 + 5 * k, 100, w=14), block(76 + 5 * k, 100, w=14)]) for k in range(8)]
+    outs = run(Tracker(), pair, 10)
+    assert all(len(o) == 2 for o in outs)
 
 
 def test_an_object_of_another_class_never_takes_an_id() -> None:
