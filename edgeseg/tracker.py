@@ -104,8 +104,9 @@ class TrackerConfig:
             "Detections from this score up to high_score only continue tracks; below: ignored.", ge=0, le=1
         ),
     )
+    # ByteTrack's first association takes a cost of up to match_thresh 0.8 (1 - IoU): an IoU of 0.2
     min_similarity: float = field(
-        default=0.1, metadata=_m("Least mask similarity (0..1) for a high-score match.", gt=0, le=1)
+        default=0.2, metadata=_m("Least mask similarity (0..1) for a high-score match.", gt=0, le=1)
     )
     min_similarity_low: float = field(
         default=0.3, metadata=_m("Least mask similarity (0..1) for a low-score match.", gt=0, le=1)
@@ -113,8 +114,8 @@ class TrackerConfig:
     max_distance: float = field(
         default=2.0,
         metadata=_m(
-            "Fallback when masks cannot overlap: farthest centre offset from the prediction, in object "
-            "sizes (square root of the box area).",
+            "Fallback when masks cannot overlap: a centre offset from the prediction of this many object "
+            "sizes (square root of the box area) scores 0, none scores 0.4; a match needs min_similarity.",
             gt=0,
         ),
     )
@@ -333,16 +334,17 @@ class Tracker:
     def _poor_views(
         self, matched: dict[int, int], similar: dict[int, float], inst: Instances, t: float
     ) -> set[int]:
-        """The confirmed tracks whose detection overlaps their predicted mask poorly, or is much larger than
-        it, and holds part of another confirmed track's too: two touching objects segmented as one, or cut
-        across between them. At the frame's edge too: an object coming in grows, but it holds no other
-        track's object unless the segmentation merged them."""
+        """The confirmed tracks, away from the frame's edge, whose detection overlaps their predicted mask
+        poorly, or is much larger than it, and holds part of another confirmed track's too: two touching
+        objects segmented as one, or cut across between them."""
+        h, w = inst.image_shape
         # a similarity of KEEP_SHAPE_BELOW or more is a mask IoU that high (the fallback stays below it)
         candidates = [
             k
             for k, s in similar.items()
             if (s < KEEP_SHAPE_BELOW or inst.area[matched[k]] > GROWN * self._tracks[k].area)
             and self._tracks[k].id != UNCONFIRMED
+            and not _at_edge(self._tracks[k].box, w, h)
         ]
         if not candidates:
             return set()
@@ -618,6 +620,11 @@ def _shifted_iou(tr: _Track, dx: int, dy: int, inst: Instances, j: int, box: lis
     inter = _shifted_overlap(tr, dx, dy, inst, j, box)
     union = tr.area + int(inst.area[j]) - inter
     return inter / union if union else 0.0
+
+
+def _at_edge(box: list[int], w: int, h: int) -> bool:
+    """The box touches the frame's border: part of the object may be outside, so its shape may change."""
+    return box[0] <= 0 or box[1] <= 0 or box[2] >= w or box[3] >= h
 
 
 def _holds(tr: _Track, t: float, inst: Instances, j: int, box: list[int]) -> bool:
