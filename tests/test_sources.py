@@ -210,6 +210,26 @@ def test_paced_synthetic_source_stops_when_closed_from_another_thread() -> None:
     assert src.read() is None
 
 
+def test_a_paced_synthetic_scene_moves_on_in_real_time_when_read_slowly() -> None:
+    # a camera at 50 fps read every ~70 ms: each frame is the scene as it is at its capture time, so the
+    # indices skip the frames nobody read (the tracker's velocities then hold at any reading rate)
+    src = open_source("synthetic:parts?width=320&height=240&fps=50")
+    try:
+        frames = []
+        for _ in range(6):
+            frame = src.read()
+            assert frame is not None
+            frames.append(frame)
+            time.sleep(0.07)
+    finally:
+        src.close()
+    t0 = frames[0].t_capture_ns
+    for frame in frames:
+        assert frame.index == pytest.approx((frame.t_capture_ns - t0) / 20e6, abs=1)
+    assert frames[-1].index >= 15
+    assert src.stats.frames == 6
+
+
 def test_backoff_doubles_up_to_the_maximum() -> None:
     assert list(itertools.islice(backoff_delays(0.5, 4.0), 6)) == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
 

@@ -255,25 +255,33 @@ class Pacer:
 
     A consumer that falls behind gets a frame at once (the camera has one ready) and then waits for the next
     tick of the original clock: it is never handed a catch-up burst. Waits end early when ``stop`` is set.
+    ``tick`` numbers the clock tick of the frame just handed out (0 for the first; ticks a consumer fell
+    behind by are skipped, as a camera's sequence number skips the frames nobody read); unpaced, it counts
+    the frames.
     """
 
     def __init__(self, fps: float | None, stop: threading.Event) -> None:
         self._period_ns = round(1e9 / fps) if fps else 0
         self._stop = stop
+        self._start_ns = 0
         self._next_ns = 0  # next tick; 0 = clock not started
+        self.tick = -1
 
     def wait(self) -> bool:
         """Sleep until the next tick; False when stopped meanwhile."""
-        if self._period_ns:
-            now = time.monotonic_ns()
-            if self._next_ns > now:
-                if self._stop.wait((self._next_ns - now) / 1e9):
-                    return False
-                now = self._next_ns
-            if not self._next_ns:
-                self._next_ns = now + self._period_ns
-            else:
-                self._next_ns += self._period_ns * (1 + (now - self._next_ns) // self._period_ns)
+        if not self._period_ns:
+            self.tick += 1
+            return not self._stop.is_set()
+        now = time.monotonic_ns()
+        if self._next_ns > now:
+            if self._stop.wait((self._next_ns - now) / 1e9):
+                return False
+            now = self._next_ns
+        if not self._next_ns:
+            self._start_ns, self._next_ns = now, now + self._period_ns
+        else:
+            self._next_ns += self._period_ns * (1 + (now - self._next_ns) // self._period_ns)
+        self.tick = (self._next_ns - self._start_ns) // self._period_ns - 1
         return not self._stop.is_set()
 
 

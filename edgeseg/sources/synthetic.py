@@ -19,11 +19,13 @@ OPTIONS = ("seed", "width", "height", "fps")
 
 
 class SyntheticSource:
-    """Frames ``0, 1, 2, …`` of a :class:`~edgeseg.synthetic.PartsScene`, each with ``Frame.truth`` set.
+    """Frames of a :class:`~edgeseg.synthetic.PartsScene`, each with ``Frame.truth`` set.
 
     It behaves as a live camera (``live`` is True): with ``fps`` set it delivers one frame every ``1/fps``
-    seconds however fast it is read; without ``fps`` it renders as fast as it is read (a camera faster than
-    any pipeline, which is what the latency benchmark needs). It never ends.
+    seconds however fast it is read, and the scene moves on in real time: a reader that falls behind gets the
+    scene as it is now (frame indices skip what nobody read), so motion per second of capture time is the
+    scene's at any reading rate; without ``fps`` it renders frames ``0, 1, 2, …`` as fast as it is read (a
+    camera faster than any pipeline, which is what the latency benchmark needs). It never ends.
     """
 
     live = True
@@ -38,7 +40,7 @@ class SyntheticSource:
         self._stop = threading.Event()
         self._pacer = Pacer(fps, self._stop)
         self._scene: PartsScene | None = None
-        self._index = 0
+        self._delivered = 0
         self._state = "new"
 
     @classmethod
@@ -59,7 +61,7 @@ class SyntheticSource:
 
     @property
     def stats(self) -> SourceStats:
-        return SourceStats(frames=self._index, state=self._state)
+        return SourceStats(frames=self._delivered, state=self._state)
 
     def open(self) -> None:
         try:
@@ -73,16 +75,17 @@ class SyntheticSource:
         if self._scene is None or not self._pacer.wait():
             return None
         t_ns, wall = time.monotonic_ns(), time.time()
-        rendered = self._scene.frame(self._index)
+        index = self._pacer.tick
+        rendered = self._scene.frame(index)
         frame = Frame(
-            index=self._index,
+            index=index,
             image=rendered.image,
             t_capture_ns=t_ns,
             wall_time=wall,
             truth=rendered.instances(),
             source=self.uri,
         )
-        self._index += 1
+        self._delivered += 1
         return frame
 
     def close(self) -> None:
