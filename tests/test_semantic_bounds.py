@@ -52,7 +52,7 @@ def test_hostile_maps_split_into_disjoint_instances_inside_their_class(
     kind: str, seed: int, size: tuple[int, int], size_threshold: int, rods: bool
 ) -> None:
     cm = _hostile(kind, seed, *size)
-    params = SemanticParams(size_threshold=size_threshold, rods=rods)
+    params = SemanticParams(size_threshold=size_threshold, rods=rods, max_instances=100_000)  # no cap here
     inst = semantic_to_instances(cm, params)
     cover = np.zeros(size, np.int32)
     for c, m, area in zip(inst.class_id, inst.dense_masks(), inst.area, strict=True):
@@ -102,7 +102,58 @@ def test_unsplit_components_are_logged_at_most_once_a_minute(
             semantic_to_instances(cm)
     notes = [r for r in caplog.records if "kept whole" in r.getMessage()]
     assert len(notes) == 1
-    assert "5 components in 1 maps" in notes[0].getMessage()
+    assert "5 components kept whole unsplit and 0 instances beyond max_instances dropped, in 1 maps" in (
+        notes[0].getMessage()
+    )
+
+
+def test_a_map_of_noise_keeps_its_max_instances_largest_components_and_counts_the_rest(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cm = _hostile("noise", 5, 120, 160)
+    every = semantic_to_instances(cm, SemanticParams(size_threshold=4, max_instances=100_000))
+    assert len(every) > 60
+    view = explain_split(cm, SemanticParams(size_threshold=4, max_instances=50))
+    kept = view.instances
+    assert len(kept) == 50
+    assert view.dropped == len(every) - 50
+    # noise components are never split: the kept ones are the 50 largest, each exactly as it was
+    assert kept.area.min() >= np.sort(every.area)[::-1][50]
+    whole = {
+        (int(c), *map(int, b), m.tobytes())
+        for c, b, m in zip(every.class_id, every.mask_box, every.masks, strict=True)
+    }
+    assert all(
+        (int(c), *map(int, b), m.tobytes()) in whole
+        for c, b, m in zip(kept.class_id, kept.mask_box, kept.masks, strict=True)
+    )
+    monkeypatch.setattr(semantic, "_unsplit_note", semantic._UnsplitNote())
+    with caplog.at_level(logging.WARNING, logger="edgeseg.semantic"):
+        semantic_to_instances(cm, SemanticParams(size_threshold=4, max_instances=50))
+    assert f"{len(every) - 50} instances beyond max_instances dropped" in caplog.text
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kind=st.sampled_from(KINDS),
+    seed=st.integers(0, 2**31 - 1),
+    size=st.tuples(st.integers(8, 72), st.integers(8, 72)),
+    cap=st.integers(1, 12),
+)
+def test_no_map_gives_more_than_max_instances_and_they_still_partition_their_pixels(
+    kind: str, seed: int, size: tuple[int, int], cap: int
+) -> None:
+    cm = _hostile(kind, seed, *size)
+    view = explain_split(cm, SemanticParams(size_threshold=0, max_instances=cap))
+    inst = view.instances
+    assert len(inst) <= cap
+    cover = np.zeros(size, np.int32)
+    for c, m in zip(inst.class_id, inst.dense_masks(), strict=True):
+        assert (cm[m] == c).all()
+        cover += m
+    assert (cover <= 1).all()
+    if view.dropped == 0:  # nothing left out: every pixel of a class is in one instance
+        assert ((cover == 1) == (cm != BACKGROUND)).all()
 
 
 def test_speckle_that_the_opening_erases_stays_one_instance_per_component() -> None:

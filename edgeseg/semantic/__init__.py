@@ -41,7 +41,9 @@ half-resolution grid; boxes and oriented boxes come from the regions' outline pi
 or speckle has thousands of candidates, so each map's split has a budget (components and box pixels,
 largest components first); what it cannot look at stays whole and is counted (:attr:`SplitView.unsplit`,
 and a log line at most once a minute), and a component with more holes than any object has (speckle) is
-not searched for bores.
+not searched for bores. A map keeps at most ``max_instances`` instances, of its largest components: the others
+are never cropped or fitted (a map of noise has thousands of components, each an instance to build, publish
+and track), and they are counted (:attr:`SplitView.dropped`, the same log line).
 
 Coordinates follow :mod:`edgeseg.geometry`; instances are in the pixel frame of the input map.
 
@@ -67,7 +69,7 @@ from edgeseg.errors import InputError
 from edgeseg.fields import meta as _m
 from edgeseg.geometry import AxisAffine, canonical_obbs
 from edgeseg.instances import Instances
-from edgeseg.semantic.components import Budget, Part, split_class
+from edgeseg.semantic.components import Budget, Part, largest, split_class
 from edgeseg.semantic.relief import Relief
 from edgeseg.validate import FieldError, check_fields
 
@@ -113,6 +115,10 @@ class SemanticParams:
       straight bands of its own width explain is split into them, each pixel going to its nearest band (a
       rod seen on both sides of another that crosses it stays one instance, a bolt keeps its head); other
       components are split as usual. Off by default: other shapes (people, animals) are no rods.
+    - ``max_instances``: at most this many instances per map, the largest; the rest are dropped and
+      counted (:attr:`SplitView.dropped`, and the log line about the budget). A map of noise has thousands of
+      components, each an instance to build, publish and track: without a bound one bad frame costs as much
+      as a hundred good ones. As ``max_det`` of YOLO-seg heads (300).
     """
 
     erosion_kernel: int = field(default=3, metadata=_m("Opening/erosion kernel side (px).", ge=1, live=True))
@@ -143,6 +149,12 @@ class SemanticParams:
         metadata=_m("Instances scoring below are dropped.", ge=0, le=1, live=True, step=0.01),
     )
     rods: bool = field(default=False, metadata=_m("Split crossing straight rods.", live=True))
+    max_instances: int = field(
+        default=300,
+        metadata=_m(
+            "Most instances per map, largest first; the rest are dropped and counted.", ge=1, live=True
+        ),
+    )
 
     def __post_init__(self) -> None:
         # built in code (a bench's grid search), not only from a checked YAML section
@@ -190,8 +202,8 @@ def semantic_to_instances(
             map of the class map's shape (or comes with scores).
     """
     class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last, confidence)
-    parts, unsplit = _split_map(class_map, background, params)
-    _unsplit_note.add(unsplit)
+    parts, budget = _split_map(class_map, background, params)
+    _unsplit_note.add(budget.unsplit, budget.dropped)
     return _assemble(parts, winning_prob, params, class_map.shape)
 
 
@@ -200,9 +212,10 @@ def _split_map(
     background: int,
     params: SemanticParams,
     trace: _Trace | None = None,
-) -> tuple[list[Part], int]:
-    """Every class's instances and how many components the budget left unsplit (``trace``: also report
-    what the split saw, for :func:`explain_split`)."""
+) -> tuple[list[Part], Budget]:
+    """Every class's instances (the ``max_instances`` largest, in their order) and the budget, which counts
+    the components it left unsplit and the instances dropped (``trace``: also report what the split saw, for
+    :func:`explain_split`)."""
     h, w = class_map.shape
     budget = Budget(_SPLIT_COMPONENTS, int(_SPLIT_FRAMES * h * w))
     parts: list[Part] = []
@@ -210,7 +223,11 @@ def _split_map(
         mask = class_map == c
         if mask.any():
             parts.extend(split_class(mask, c, params, budget, trace))
-    return parts, budget.unsplit
+    if len(parts) > params.max_instances:
+        budget.dropped += len(parts) - params.max_instances
+        keep = largest([q.area for q in parts], params.max_instances)
+        parts = [parts[i] for i in keep]
+    return parts, budget
 
 
 class _UnsplitNote:
@@ -219,28 +236,27 @@ class _UnsplitNote:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._count = 0
+        self._dropped = 0
         self._maps = 0
         self._last = -math.inf
 
-    def add(self, unsplit: int) -> None:
-        if not unsplit:
+    def add(self, unsplit: int, dropped: int) -> None:
+        if not unsplit and not dropped:
             return
         with self._lock:
             self._count += unsplit
+            self._dropped += dropped
             self._maps += 1
             now = time.monotonic()
             if now - self._last < _UNSPLIT_NOTE_S:
                 return
-            count, maps, self._count, self._maps, self._last = (
-                self._count,
-                self._maps,
-                0,
-                0,
-                now,
-            )
+            count, lost, maps = self._count, self._dropped, self._maps
+            self._count, self._dropped, self._maps, self._last = 0, 0, 0, now
         _log.warning(
-            "semantic split budget: %d components in %d maps kept whole unsplit (a map of noise or speckle?)",
+            "semantic split budget: %d components kept whole unsplit and %d instances beyond max_instances "
+            "dropped, in %d maps (a map of noise or speckle?)",
             count,
+            lost,
             maps,
         )
 
@@ -313,6 +329,8 @@ class SplitView:
         unsplit: components that might hold several objects but were kept whole because the map's split
             budget was spent (noise, speckle: thousands of ragged components); 0 on scenes of objects.
             :func:`semantic_to_instances` counts them too, in a log line at most once a minute.
+        dropped: instances beyond ``max_instances`` (the smallest), left out of ``instances``; counted in the
+            same log line.
         to_frame: maps these pixels onto the frame they came from (identity here;
             :meth:`edgeseg.heads.semantic.SemanticHead.explain` sets it for its work grid).
     """
@@ -325,6 +343,7 @@ class SplitView:
     background: int
     to_frame: AxisAffine = field(default_factory=AxisAffine)
     unsplit: int = 0
+    dropped: int = 0
 
     @property
     def n_markers(self) -> int:
@@ -348,7 +367,7 @@ def explain_split(
     """
     class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last, confidence)
     trace = _Trace(np.zeros(class_map.shape, np.float32), np.zeros(class_map.shape, np.int32))
-    parts, unsplit = _split_map(class_map, background, params, trace)
+    parts, budget = _split_map(class_map, background, params, trace)
     instances = _assemble(parts, winning_prob, params, class_map.shape)
     return SplitView(
         class_map=class_map.astype(np.int32),
@@ -357,7 +376,8 @@ def explain_split(
         instances=instances,
         threshold=params.dist_threshold,
         background=int(background),
-        unsplit=unsplit,
+        unsplit=budget.unsplit,
+        dropped=budget.dropped,
     )
 
 

@@ -54,7 +54,7 @@ def split_class(
     """
     h, w = mask.shape
     kernel = np.ones((p.erosion_kernel, p.erosion_kernel), np.uint8)
-    found, may_split = class_components(mask.view(np.uint8), kernel, p, class_id, trace is None)
+    found, may_split = class_components(mask.view(np.uint8), kernel, p, class_id, trace is None, budget)
     # A component kept whole is done at once; the others wait for the class's largest distance. They are
     # prepared largest first, so that what the budget cannot pay for is the smallest.
     comps: list[
@@ -173,6 +173,7 @@ class Budget:
     components: int
     pixels: int
     unsplit: int = 0
+    dropped: int = 0  # instances beyond max_instances
 
     def take(self, box_pixels: int) -> bool:
         """Whether a component of this box may be split (and charge it); else count it unsplit."""
@@ -204,6 +205,7 @@ def class_components(
     p: SemanticParams,
     class_id: int,
     finish: bool,
+    budget: Budget,
 ) -> tuple[list[Part | Comp], list[bool]]:
     """A class mask's components of at least ``size_threshold`` pixels, and whether each may hold two
     objects: it has room for two kept ones, and the opening leaves it a pixel (one the opening erases is
@@ -221,10 +223,10 @@ def class_components(
     core = cv2.erode(m8, kernel, iterations=2).view(bool)
     sample = m8[::SAMPLE_STEP]
     if np.count_nonzero(sample[:, 1:] != sample[:, :-1]) > SPECKLE_BORDERS * sample.size:
-        return by_labelling(m8, core, p, class_id, finish)
+        return by_labelling(m8, core, p, class_id, finish, budget)
     traced = by_tracing(m8, core, p)
     if traced is None:
-        return by_labelling(m8, core, p, class_id, finish)
+        return by_labelling(m8, core, p, class_id, finish, budget)
     return list(traced[0]), traced[1]
 
 
@@ -234,15 +236,20 @@ def by_labelling(
     p: SemanticParams,
     class_id: int,
     finish: bool,
+    budget: Budget,
 ) -> tuple[list[Part | Comp], list[bool]]:
     """:func:`class_components` by one labelling pass (outlines are left for later: most components never
-    need one)."""
+    need one). Only the ``max_instances`` largest components are made (the map keeps no more instances);
+    the others are counted dropped."""
     _, lab, st, _ = cv2.connectedComponentsWithStats(m8, connectivity=8, ltype=cv2.CV_32S)
     labels, stats = np.asarray(lab, np.int32), np.asarray(st, np.int32)
     area = stats[:, cv2.CC_STAT_AREA]
     has_core = np.bincount(labels[core], minlength=len(area)) > 0
     kept = np.flatnonzero(area >= p.size_threshold)
     kept = kept[kept > 0]  # label 0 is the background
+    if len(kept) > p.max_instances:
+        budget.dropped += len(kept) - p.max_instances
+        kept = kept[largest(area[kept].tolist(), p.max_instances)]
     may = ((area[kept] >= 2 * max(p.size_threshold, 1)) & has_core[kept]).tolist()
     comps: list[Part | Comp] = []
     for k, (x, y, cw, ch, a), m in zip(kept.tolist(), stats[kept].tolist(), may, strict=True):
@@ -251,6 +258,14 @@ def by_labelling(
             Comp(x, y, crop, a, None, 0, 0) if m or not finish else whole_part(class_id, x, y, crop, a, None)
         )
     return comps, may
+
+
+def largest(areas: list[int], n: int) -> list[int]:
+    """The indices of the ``n`` largest of ``areas``, in increasing order (ties: the earlier ones)."""
+    if len(areas) <= n:
+        return list(range(len(areas)))
+    order = np.argsort(-np.asarray(areas, np.int64), kind="stable")[:n]
+    return sorted(order.tolist())
 
 
 def by_tracing(
