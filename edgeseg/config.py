@@ -93,6 +93,7 @@ class SemanticTuning:
     saddle_ratio: float | None = _like("saddle_ratio")
     min_score: float | None = _like("min_score")
     rods: bool | None = _like("rods")
+    max_instances: int | None = _like("max_instances")
 
     def over(self, params: SemanticParams) -> SemanticParams:
         """``params`` (the card's) with every key set here replaced."""
