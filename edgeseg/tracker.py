@@ -374,13 +374,14 @@ class Tracker:
         most tracks onto a detection of their class (within ``CONSENSUS_TOLERANCE`` of their size) is the
         scene's motion, and the tracks it brings there start with it. Without it, a conveyor's parts are
         predicted where they were, which is where the part behind them is now."""
-        if len(self._tracks) < CONSENSUS_MIN or not len(inst):
+        tracks = [tr for tr in self._tracks if tr.last_t < t]  # a frame at the same time shows no motion
+        if len(tracks) < CONSENSUS_MIN or not len(inst):
             return
-        tb = np.asarray([tr.box for tr in self._tracks], np.float64)
-        dt = np.asarray([t - tr.last_t for tr in self._tracks])[:, None]
+        tb = np.asarray([tr.box for tr in tracks], np.float64)
+        dt = np.asarray([t - tr.last_t for tr in tracks])[:, None]
         tc, dc = _centre(tb), _centre(inst.mask_box)
         size = np.sqrt(_box_area(tb))
-        same = np.asarray([tr.class_id for tr in self._tracks])[:, None] == inst.class_id[None, :]
+        same = np.asarray([tr.class_id for tr in tracks])[:, None] == inst.class_id[None, :]
         moves = (dc[None, :, :] - tc[:, None, :]) / dt[:, :, None]  # (tracks, dets, 2) px/s
         near = same & (
             np.hypot(*(moves * dt[:, :, None]).transpose(2, 0, 1)) <= self.config.max_distance * size[:, None]
@@ -398,7 +399,7 @@ class Tracker:
         for r in np.flatnonzero(fits[best].any(axis=1)).tolist():
             d = int(np.argmin(np.where(fits[best, r], miss[best, r], np.inf)))
             v = moves[r, d]
-            self._tracks[r].velocity = (float(v[0]), float(v[1]))
+            tracks[r].velocity = (float(v[0]), float(v[1]))
 
     def _scene_velocity(self, matched: dict[int, int]) -> tuple[float, float]:
         moving = [self._tracks[k].velocity for k in matched if self._tracks[k].id != UNCONFIRMED]

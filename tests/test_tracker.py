@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import tracemalloc
+import warnings
 from dataclasses import replace
 
 import cv2
@@ -298,6 +299,15 @@ def test_a_fast_belt_keeps_its_ids_from_the_stream_s_second_frame(fps: float) ->
         assert out.track_id is not None
         # left to right, the same four ids in every frame
         assert out.track_id[np.argsort(out.mask_box[:, 0])].tolist() == [1, 2, 3, 4]
+
+
+def test_two_frames_with_the_same_capture_time_keep_the_ids_without_a_warning() -> None:
+    tracker = Tracker()
+    frame = frame_of([block(20, 100), block(60, 100)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a division by the zero interval would warn
+        outs = [tracker.update(frame, t, k) for k, t in enumerate((0, 0, NS // 10))]
+    assert all(o.track_id is not None and o.track_id.tolist() == [1, 2] for o in outs)
 
 
 def test_a_belt_at_rest_is_not_given_a_motion_it_does_not_have() -> None:
