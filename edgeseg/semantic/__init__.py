@@ -69,7 +69,7 @@ from edgeseg.errors import InputError
 from edgeseg.fields import meta as _m
 from edgeseg.geometry import AxisAffine, canonical_obbs
 from edgeseg.instances import Instances
-from edgeseg.semantic.components import Budget, Part, largest, split_class
+from edgeseg.semantic.components import Budget, Part, areas, find_components, largest, split_class
 from edgeseg.semantic.relief import Relief
 from edgeseg.validate import FieldError, check_fields
 
@@ -218,15 +218,24 @@ def _split_map(
     :func:`explain_split`)."""
     h, w = class_map.shape
     budget = Budget(_SPLIT_COMPONENTS, int(_SPLIT_FRAMES * h * w))
+    classes = [(c, m) for c in _classes(class_map, background) if (m := class_map == c).any()]
+    found = [find_components(m.view(np.uint8), params) for _, m in classes]
+    # the map's largest components across its classes, before any is cropped or fitted
+    sizes = [areas(f) for f in found]
+    keeps: list[list[bool] | None] = [None] * len(found)
+    total = sum(len(a) for a in sizes)
+    if total > params.max_instances:
+        budget.dropped += total - params.max_instances
+        chosen = np.zeros(total, bool)
+        chosen[largest([a for each in sizes for a in each], params.max_instances)] = True
+        ends = np.cumsum([len(a) for a in sizes])
+        keeps = [part.tolist() for part in np.split(chosen, ends[:-1])]
     parts: list[Part] = []
-    for c in _classes(class_map, background):
-        mask = class_map == c
-        if mask.any():
-            parts.extend(split_class(mask, c, params, budget, trace))
+    for (c, mask), components, keep in zip(classes, found, keeps, strict=True):
+        parts.extend(split_class(mask, c, params, budget, components, keep, trace))
     if len(parts) > params.max_instances:
         budget.dropped += len(parts) - params.max_instances
-        keep = largest([q.area for q in parts], params.max_instances)
-        parts = [parts[i] for i in keep]
+        parts = [parts[i] for i in largest([q.area for q in parts], params.max_instances)]
     return parts, budget
 
 

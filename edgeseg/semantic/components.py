@@ -44,17 +44,20 @@ def split_class(
     class_id: int,
     p: SemanticParams,
     budget: Budget,
+    components: Found,
+    keep: list[bool] | None = None,
     trace: _Trace | None = None,
 ) -> list[Part]:
-    """Instances of one class: its connected components, each split where it holds several objects.
+    """Instances of one class: its ``components`` (see :func:`find_components`; with ``keep``, only those it
+    marks, in their order), each split where it holds several objects.
 
-    Only the components that may hold two objects (see :func:`class_components`) are looked at one by one,
-    within ``budget``. With ``trace``, each component's relief and markers are also drawn into it (see
+    Only the components that may hold two objects are looked at one by one, within ``budget``. With
+    ``trace``, each component's relief and markers are also drawn into it (see
     :func:`edgeseg.semantic.explain_split`).
     """
     h, w = mask.shape
-    kernel = np.ones((p.erosion_kernel, p.erosion_kernel), np.uint8)
-    found, may_split = class_components(mask.view(np.uint8), kernel, p, class_id, trace is None, budget)
+    kernel = kernel_of(p)
+    found, may_split = made(components, keep, class_id, trace is None)
     # A component kept whole is done at once; the others wait for the class's largest distance. They are
     # prepared largest first, so that what the budget cannot pay for is the smallest.
     comps: list[
@@ -199,18 +202,28 @@ class Comp(NamedTuple):
     holes: int
 
 
-def class_components(
-    m8: NDArray[np.uint8],
-    kernel: NDArray[np.uint8],
-    p: SemanticParams,
-    class_id: int,
-    finish: bool,
-    budget: Budget,
-) -> tuple[list[Part | Comp], list[bool]]:
+class Labelled(NamedTuple):
+    """A class mask labelled in one pass: its labels and stats, the labels of its components of at least
+    ``size_threshold`` pixels, and whether each of those may hold two objects. Their crops are made only for
+    the components the map keeps (:func:`made`)."""
+
+    labels: NDArray[np.int32]
+    stats: NDArray[np.int32]
+    kept: NDArray[np.intp]
+    may: list[bool]
+
+
+Found = Labelled | tuple[list[Comp], list[bool]]
+
+
+def kernel_of(p: SemanticParams) -> NDArray[np.uint8]:
+    return np.ones((p.erosion_kernel, p.erosion_kernel), np.uint8)
+
+
+def find_components(m8: NDArray[np.uint8], p: SemanticParams) -> Found:
     """A class mask's components of at least ``size_threshold`` pixels, and whether each may hold two
     objects: it has room for two kept ones, and the opening leaves it a pixel (one the opening erases is
-    thin or ragged: speckle, noise; its relief is flat, with no marker). With ``finish``, a labelled one
-    that cannot hold two is made an instance at once (a map of noise has thousands).
+    thin or ragged: speckle, noise; its relief is flat, with no marker).
 
     Outlines are traced when the mask's borders and outlines are few (a scene of objects: tracing is
     several times cheaper than labelling, and the outlines are needed anyway); a mask of speckle, noise or
@@ -220,44 +233,67 @@ def class_components(
     which components keep a pixel; beyond the image edge the mask counts as set, which keeps at least what
     the split's mirroring keeps.
     """
-    core = cv2.erode(m8, kernel, iterations=2).view(bool)
+    core = cv2.erode(m8, kernel_of(p), iterations=2).view(bool)
     sample = m8[::SAMPLE_STEP]
     if np.count_nonzero(sample[:, 1:] != sample[:, :-1]) > SPECKLE_BORDERS * sample.size:
-        return by_labelling(m8, core, p, class_id, finish, budget)
+        return by_labelling(m8, core, p)
     traced = by_tracing(m8, core, p)
-    if traced is None:
-        return by_labelling(m8, core, p, class_id, finish, budget)
-    return list(traced[0]), traced[1]
+    return by_labelling(m8, core, p) if traced is None else traced
 
 
-def by_labelling(
-    m8: NDArray[np.uint8],
-    core: NDArray[np.bool_],
-    p: SemanticParams,
-    class_id: int,
-    finish: bool,
-    budget: Budget,
+def areas(found: Found) -> list[int]:
+    """The pixel counts of the components ``found``, in their order."""
+    if isinstance(found, Labelled):
+        out: list[int] = found.stats[found.kept, cv2.CC_STAT_AREA].tolist()
+        return out
+    return [c.area for c in found[0]]
+
+
+def made(
+    found: Found, keep: list[bool] | None, class_id: int, finish: bool
 ) -> tuple[list[Part | Comp], list[bool]]:
-    """:func:`class_components` by one labelling pass (outlines are left for later: most components never
-    need one). Only the ``max_instances`` largest components are made (the map keeps no more instances);
-    the others are counted dropped."""
+    """The components ``found`` (those ``keep`` marks), and whether each may hold two objects. With
+    ``finish``, a labelled one that cannot hold two is made an instance at once (a map of noise has
+    thousands)."""
+    if not isinstance(found, Labelled):
+        comps, may = found
+        if keep is None:
+            return list(comps), may
+        return [c for c, k in zip(comps, keep, strict=True) if k], [
+            m for m, k in zip(may, keep, strict=True) if k
+        ]
+    labels, stats = found.labels, found.stats
+    out: list[Part | Comp] = []
+    may_out: list[bool] = []
+    rows = zip(
+        found.kept.tolist(),
+        stats[found.kept].tolist(),
+        found.may,
+        keep or [True] * len(found.may),
+        strict=True,
+    )
+    for k, (x, y, cw, ch, a), m, wanted in rows:
+        if not wanted:
+            continue
+        crop = labels[y : y + ch, x : x + cw] == k
+        out.append(
+            Comp(x, y, crop, a, None, 0, 0) if m or not finish else whole_part(class_id, x, y, crop, a, None)
+        )
+        may_out.append(m)
+    return out, may_out
+
+
+def by_labelling(m8: NDArray[np.uint8], core: NDArray[np.bool_], p: SemanticParams) -> Labelled:
+    """:func:`find_components` by one labelling pass (outlines are left for later: most components never
+    need one)."""
     _, lab, st, _ = cv2.connectedComponentsWithStats(m8, connectivity=8, ltype=cv2.CV_32S)
     labels, stats = np.asarray(lab, np.int32), np.asarray(st, np.int32)
     area = stats[:, cv2.CC_STAT_AREA]
     has_core = np.bincount(labels[core], minlength=len(area)) > 0
     kept = np.flatnonzero(area >= p.size_threshold)
     kept = kept[kept > 0]  # label 0 is the background
-    if len(kept) > p.max_instances:
-        budget.dropped += len(kept) - p.max_instances
-        kept = kept[largest(area[kept].tolist(), p.max_instances)]
     may = ((area[kept] >= 2 * max(p.size_threshold, 1)) & has_core[kept]).tolist()
-    comps: list[Part | Comp] = []
-    for k, (x, y, cw, ch, a), m in zip(kept.tolist(), stats[kept].tolist(), may, strict=True):
-        crop = labels[y : y + ch, x : x + cw] == k
-        comps.append(
-            Comp(x, y, crop, a, None, 0, 0) if m or not finish else whole_part(class_id, x, y, crop, a, None)
-        )
-    return comps, may
+    return Labelled(labels, stats, kept, may)
 
 
 def largest(areas: list[int], n: int) -> list[int]:
