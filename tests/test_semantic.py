@@ -382,3 +382,46 @@ def test_instances_partition_every_class_region_exactly(
         cover += m
     assert ((cover == 1) == (cm != BACKGROUND)).all()
     assert (cover <= 1).all()
+
+
+def _washer(cm: NDArray[np.uint8], cx: int, cy: int, ragged: int = 0, seed: int = 0) -> None:
+    """A washer (outer radius 20, bore 7) of class 0 drawn into ``cm``; ``ragged``: its outer edge bitten by
+    notches up to that many pixels deep, as a segmentation model's outline is."""
+    ring = np.zeros(cm.shape, np.uint8)
+    cv2.circle(ring, (cx, cy), 20, 1, -1)
+    rng = np.random.default_rng(seed)
+    for a in rng.uniform(0, 2 * np.pi, 12 if ragged else 0):
+        r = 20 - rng.uniform(0, ragged)
+        cv2.circle(ring, (round(cx + (r + 3) * math.cos(a)), round(cy + (r + 3) * math.sin(a))), 3, 0, -1)
+    cv2.circle(ring, (cx, cy), 7, 0, -1)
+    cm[ring.astype(bool)] = 0
+
+
+def test_a_lone_washer_with_a_ragged_outline_is_one_instance_without_a_split(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # notches up to 2 px deep: no neck between two objects, so the split is not even prepared
+    import edgeseg.semantic.components as components
+
+    prepared = []
+    real = components.prepare
+    monkeypatch.setattr(components, "prepare", lambda *a, **k: prepared.append(1) or real(*a, **k))
+    cm = np.full((120, 160), BACKGROUND, np.uint8)
+    _washer(cm, 80, 60, ragged=2)
+    inst = semantic_to_instances(cm, SemanticParams(size_threshold=20, dist_threshold=0.2, saddle_ratio=0.7))
+    assert len(inst) == 1
+    assert not prepared
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.7])
+def test_a_washer_touching_a_solid_part_is_still_split_in_two(angle: float) -> None:
+    # one component with one bore, and a narrow neck where a solid disc (radius 12) meets a ring (20, bore 8)
+    cm = np.full((120, 200), BACKGROUND, np.uint8)
+    both = np.zeros(cm.shape, np.uint8)
+    cv2.circle(both, (60, 60), 20, 1, -1)
+    cv2.circle(both, (60, 60), 8, 0, -1)
+    cv2.circle(both, (round(60 + 31 * math.cos(angle)), round(60 + 31 * math.sin(angle))), 12, 1, -1)
+    cm[both.astype(bool)] = 0
+    inst = semantic_to_instances(cm, SemanticParams(size_threshold=20, dist_threshold=0.2, saddle_ratio=0.7))
+    assert len(inst) == 2
+    assert sorted(inst.area.tolist())[0] > 0.8 * math.pi * 12**2  # the disc is one of the two, whole

@@ -86,15 +86,15 @@ def prepare(
     return Relief(pads, comp, dist, bores, encloses_bore)
 
 
-def is_convex(contour: NDArray[np.int32]) -> bool:
-    """The outline has no concavity deeper than a pixel's staircase."""
+def is_convex(contour: NDArray[np.int32], depth: float = CONVEX_DEPTH) -> bool:
+    """The outline has no concavity deeper than ``depth`` pixels (by default a pixel's staircase)."""
     if len(contour) < 4:
         return True
     try:
         defects = cv2.convexityDefects(contour, cv2.convexHull(contour, returnPoints=False))
     except cv2.error:  # OpenCV refuses some self-touching outlines; they are not convex anyway
         return False
-    return defects is None or int(np.asarray(defects).reshape(-1, 4)[:, 3].max()) <= CONVEX_DEPTH * 256
+    return defects is None or int(np.asarray(defects).reshape(-1, 4)[:, 3].max()) <= depth * 256
 
 
 def relief_distance(
