@@ -42,8 +42,9 @@ or speckle has thousands of candidates, so each map's split has a budget (compon
 largest components first); what it cannot look at stays whole and is counted (:attr:`SplitView.unsplit`,
 and a log line at most once a minute), and a component with more holes than any object has (speckle) is
 not searched for bores. A map keeps at most ``max_instances`` instances, of its largest components: the others
-are never cropped or fitted (a map of noise has thousands of components, each an instance to build, publish
-and track), and they are counted (:attr:`SplitView.dropped`, the same log line).
+are never fitted, and a labelled class crops only its ``max_instances`` largest (a map of noise has thousands
+of components, each an instance to build, publish and track); what is left out is counted
+(:attr:`SplitView.dropped`, the same log line).
 
 Coordinates follow :mod:`edgeseg.geometry`; instances are in the pixel frame of the input map.
 
@@ -69,7 +70,7 @@ from edgeseg.errors import InputError
 from edgeseg.fields import meta as _m
 from edgeseg.geometry import AxisAffine, canonical_obbs
 from edgeseg.instances import Instances
-from edgeseg.semantic.components import Budget, Part, areas, find_components, largest, split_class
+from edgeseg.semantic.components import Budget, Part, find_components, largest, split_class
 from edgeseg.semantic.relief import Relief
 from edgeseg.validate import FieldError, check_fields
 
@@ -220,8 +221,9 @@ def _split_map(
     budget = Budget(_SPLIT_COMPONENTS, int(_SPLIT_FRAMES * h * w))
     classes = [(c, m) for c in _classes(class_map, background) if (m := class_map == c).any()]
     found = [find_components(m.view(np.uint8), params) for _, m in classes]
-    # the map's largest components across its classes, before any is cropped or fitted
-    sizes = [areas(f) for f in found]
+    budget.dropped += sum(f.beyond for f in found)
+    # the map's largest components across its classes, before any is fitted or split
+    sizes = [[c.area for c in f.comps] for f in found]
     keeps: list[list[bool] | None] = [None] * len(found)
     total = sum(len(a) for a in sizes)
     if total > params.max_instances:

@@ -60,7 +60,10 @@ def split_class(
     """
     h, w = mask.shape
     kernel = kernel_of(p)
-    found, may_split = made(components, keep, class_id, trace is None)
+    found, may_split = components.comps, components.may
+    if keep is not None:
+        found = [c for c, wanted in zip(found, keep, strict=True) if wanted]
+        may_split = [m for m, wanted in zip(may_split, keep, strict=True) if wanted]
     # A component kept whole is done at once; the others wait for the class's largest distance. They are
     # prepared largest first, so that what the budget cannot pay for is the smallest.
     comps: list[
@@ -78,11 +81,7 @@ def split_class(
     ] = [None] * len(found)
     shown: dict[int, Relief] = {}  # with trace: every component's relief, also where the split skips it
     for k in sorted(range(len(found)), key=lambda k: (not may_split[k], -found[k].area)):
-        item = found[k]
-        if isinstance(item, Part):
-            comps[k] = item
-            continue
-        x, y, tight, area, outline, hole_width, holes = item
+        x, y, tight, area, outline, hole_width, holes = found[k]
         if not may_split[k] and trace is None:
             comps[k] = whole_part(class_id, x, y, tight, area, outline)
             continue
@@ -210,18 +209,14 @@ class Comp(NamedTuple):
     holes: int
 
 
-class Labelled(NamedTuple):
-    """A class mask labelled in one pass: its labels and stats, the labels of its components of at least
-    ``size_threshold`` pixels, and whether each of those may hold two objects. Their crops are made only for
-    the components the map keeps (:func:`made`)."""
+class Found(NamedTuple):
+    """A class mask's components of at least ``size_threshold`` pixels, in scan order, and whether each may
+    hold two objects; a labelled mask keeps only its ``max_instances`` largest, and ``beyond`` counts the
+    others, never cropped."""
 
-    labels: NDArray[np.int32]
-    stats: NDArray[np.int32]
-    kept: NDArray[np.intp]
+    comps: list[Comp]
     may: list[bool]
-
-
-Found = Labelled | tuple[list[Comp], list[bool]]
+    beyond: int = 0
 
 
 def kernel_of(p: SemanticParams) -> NDArray[np.uint8]:
@@ -249,59 +244,24 @@ def find_components(m8: NDArray[np.uint8], p: SemanticParams) -> Found:
     return by_labelling(m8, core, p) if traced is None else traced
 
 
-def areas(found: Found) -> list[int]:
-    """The pixel counts of the components ``found``, in their order."""
-    if isinstance(found, Labelled):
-        out: list[int] = found.stats[found.kept, cv2.CC_STAT_AREA].tolist()
-        return out
-    return [c.area for c in found[0]]
-
-
-def made(
-    found: Found, keep: list[bool] | None, class_id: int, finish: bool
-) -> tuple[list[Part | Comp], list[bool]]:
-    """The components ``found`` (those ``keep`` marks), and whether each may hold two objects. With
-    ``finish``, a labelled one that cannot hold two is made an instance at once (a map of noise has
-    thousands)."""
-    if not isinstance(found, Labelled):
-        comps, may = found
-        if keep is None:
-            return list(comps), may
-        return [c for c, k in zip(comps, keep, strict=True) if k], [
-            m for m, k in zip(may, keep, strict=True) if k
-        ]
-    labels, stats = found.labels, found.stats
-    out: list[Part | Comp] = []
-    may_out: list[bool] = []
-    rows = zip(
-        found.kept.tolist(),
-        stats[found.kept].tolist(),
-        found.may,
-        keep or [True] * len(found.may),
-        strict=True,
-    )
-    for k, (x, y, cw, ch, a), m, wanted in rows:
-        if not wanted:
-            continue
-        crop = labels[y : y + ch, x : x + cw] == k
-        out.append(
-            Comp(x, y, crop, a, None, 0, 0) if m or not finish else whole_part(class_id, x, y, crop, a, None)
-        )
-        may_out.append(m)
-    return out, may_out
-
-
-def by_labelling(m8: NDArray[np.uint8], core: NDArray[np.bool_], p: SemanticParams) -> Labelled:
+def by_labelling(m8: NDArray[np.uint8], core: NDArray[np.bool_], p: SemanticParams) -> Found:
     """:func:`find_components` by one labelling pass (outlines are left for later: most components never
-    need one)."""
+    need one). Only the ``max_instances`` largest components are cropped: the map keeps no more, and a map
+    of noise has thousands."""
     _, lab, st, _ = cv2.connectedComponentsWithStats(m8, connectivity=8, ltype=cv2.CV_32S)
     labels, stats = np.asarray(lab, np.int32), np.asarray(st, np.int32)
     area = stats[:, cv2.CC_STAT_AREA]
     has_core = np.bincount(labels[core], minlength=len(area)) > 0
     kept = np.flatnonzero(area >= p.size_threshold)
     kept = kept[kept > 0]  # label 0 is the background
+    beyond = max(0, len(kept) - p.max_instances)
+    kept = kept[largest(area[kept].tolist(), p.max_instances)]
     may = ((area[kept] >= 2 * max(p.size_threshold, 1)) & has_core[kept]).tolist()
-    return Labelled(labels, stats, kept, may)
+    comps = [
+        Comp(x, y, labels[y : y + ch, x : x + cw] == k, a, None, 0, 0)
+        for k, (x, y, cw, ch, a) in zip(kept.tolist(), stats[kept].tolist(), strict=True)
+    ]
+    return Found(comps, may, beyond)
 
 
 def largest(areas: list[int], n: int) -> list[int]:
@@ -312,10 +272,8 @@ def largest(areas: list[int], n: int) -> list[int]:
     return sorted(order.tolist())
 
 
-def by_tracing(
-    m8: NDArray[np.uint8], core: NDArray[np.bool_], p: SemanticParams
-) -> tuple[list[Comp], list[bool]] | None:
-    """:func:`class_components` from the outlines of the components and of their holes (two levels): drawing a
+def by_tracing(m8: NDArray[np.uint8], core: NDArray[np.bool_], p: SemanticParams) -> Found | None:
+    """:func:`find_components` from the outlines of the components and of their holes (two levels): drawing a
     component's outline filled, then its holes' emptied (their outlines, the component's own pixels,
     drawn again) gives its exact mask in its box. None when there are more outlines than labelling costs."""
     contours, hierarchy = cv2.findContours(m8, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
@@ -350,7 +308,7 @@ def by_tracing(
             continue
         comps.append(Comp(x, y, tight, area, contour, hole_width if holes <= MAX_HOLES else -1, holes))
         may.append(area >= two and bool(core[y : y + ch, x : x + cw][tight].any()))
-    return comps, may
+    return Found(comps, may)
 
 
 def whole_part(
