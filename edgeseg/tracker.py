@@ -85,6 +85,8 @@ SHARED_VIEW = 0.1
 # CONSENSUS_TOLERANCE of their size from a detection.
 CONSENSUS_MIN = 2
 CONSENSUS_TOLERANCE = 0.25
+CONSENSUS_TRACKS = 64  # the largest tracks the guess looks at
+CONSENSUS_NEAREST = 3  # candidate moves per track: to its nearest detections of its class
 # Slack on confirm_s, so capture times rounded to the nanosecond confirm after a whole number of frames.
 CONFIRM_SLACK_S = 1e-3
 
@@ -357,24 +359,35 @@ class Tracker:
             iou = _shifted_iou(tr, round(ox), round(oy), inst, j, db)
             if not (0.0 < iou < KEEP_SHAPE_BELOW or inst.area[j] > GROWN * tr.area):
                 continue
-            near = (
-                (boxes[:, 0] < db[2]) & (boxes[:, 2] > db[0]) & (boxes[:, 1] < db[3]) & (boxes[:, 3] > db[1])
-            )
-            for o in np.flatnonzero(near).tolist():
-                other = self._tracks[o]
-                if o == k or other.id == UNCONFIRMED or other.class_id != tr.class_id:
-                    continue
-                if _holds(other, t, inst, j, db):
-                    poor.add(k)
-                    break
+            if self._holds_another(tr, boxes, inst, j, t):
+                poor.add(k)
         return poor
+
+    def _holds_another(
+        self, tr: _Track, boxes: NDArray[np.float64], inst: Instances, j: int, t: float
+    ) -> bool:
+        """Detection ``j`` holds ``SHARED_VIEW`` or more of the predicted mask of a confirmed track of
+        ``tr``'s class other than ``tr`` (``boxes``: every track's predicted box, to look at near ones)."""
+        db = inst.mask_box[j].tolist()
+        near = (boxes[:, 0] < db[2]) & (boxes[:, 2] > db[0]) & (boxes[:, 1] < db[3]) & (boxes[:, 3] > db[1])
+        for o in np.flatnonzero(near).tolist():
+            other = self._tracks[o]
+            if other is tr or other.id == UNCONFIRMED or other.class_id != tr.class_id:
+                continue
+            ox, oy = other.offset(t)
+            if _shifted_overlap(other, round(ox), round(oy), inst, j, db) >= SHARED_VIEW * other.area:
+                return True
+        return False
 
     def _guess_scene_motion(self, inst: Instances, t: float) -> None:
         """No track has been seen to move yet (the stream's second frame): the velocity that brings the
         most tracks onto a detection of their class (within ``CONSENSUS_TOLERANCE`` of their size) is the
         scene's motion, and the tracks it brings there start with it. Without it, a conveyor's parts are
-        predicted where they were, which is where the part behind them is now."""
+        predicted where they were, which is where the part behind them is now. The candidates are each
+        track's moves to its ``CONSENSUS_NEAREST`` nearest detections, for the ``CONSENSUS_TRACKS`` largest
+        tracks: a bounded cost whatever the frame holds."""
         tracks = [tr for tr in self._tracks if tr.last_t < t]  # a frame at the same time shows no motion
+        tracks = sorted(tracks, key=lambda tr: -tr.area)[:CONSENSUS_TRACKS]
         if len(tracks) < CONSENSUS_MIN or not len(inst):
             return
         tb = np.asarray([tr.box for tr in tracks], np.float64)
@@ -382,23 +395,25 @@ class Tracker:
         tc, dc = _centre(tb), _centre(inst.mask_box)
         size = np.sqrt(_box_area(tb))
         same = np.asarray([tr.class_id for tr in tracks])[:, None] == inst.class_id[None, :]
-        moves = (dc[None, :, :] - tc[:, None, :]) / dt[:, :, None]  # (tracks, dets, 2) px/s
-        near = same & (
-            np.hypot(*(moves * dt[:, :, None]).transpose(2, 0, 1)) <= self.config.max_distance * size[:, None]
-        )
-        candidates = np.concatenate([np.zeros((1, 2)), moves[near]])
-        # (candidates, tracks, dets): is detection d where candidate v puts track r?
-        where = tc[None, :, :] + candidates[:, None, :] * dt[None, :, :]
-        miss = np.hypot(*(dc[None, None, :, :] - where[:, :, None, :]).transpose(3, 0, 1, 2))
-        fits = same[None] & (miss <= CONSENSUS_TOLERANCE * size[None, :, None])
-        support = fits.any(axis=2).sum(axis=1)
-        # most support; between equals, the slowest
-        best = int(np.lexsort((np.hypot(candidates[:, 0], candidates[:, 1]), -support))[0])
-        if support[best] < CONSENSUS_MIN or not candidates[best].any():
+        gap = np.where(same, np.hypot(*(dc[None, :, :] - tc[:, None, :]).transpose(2, 0, 1)), np.inf)
+        nearest = np.argsort(gap, axis=1)[:, :CONSENSUS_NEAREST]
+        rows = np.repeat(np.arange(len(tracks)), nearest.shape[1])
+        cols = nearest.ravel()
+        reach = gap[rows, cols] <= self.config.max_distance * size[rows]
+        moves = (dc[cols[reach]] - tc[rows[reach]]) / dt[rows[reach]]  # px/s
+        best, best_support, best_fits = np.zeros(2), 0, np.zeros(len(tracks), bool)
+        # most support; between equals, the slowest (standing still first)
+        for v in sorted([np.zeros(2), *moves], key=lambda v: float(np.hypot(*v))):
+            miss = np.hypot(*(dc[None, :, :] - (tc + v * dt)[:, None, :]).transpose(2, 0, 1))
+            fits = (same & (miss <= CONSENSUS_TOLERANCE * size[:, None])).any(axis=1)
+            if int(fits.sum()) > best_support:
+                best, best_support, best_fits = v, int(fits.sum()), fits
+        if best_support < CONSENSUS_MIN or not best.any():
             return
-        for r in np.flatnonzero(fits[best].any(axis=1)).tolist():
-            d = int(np.argmin(np.where(fits[best, r], miss[best, r], np.inf)))
-            v = moves[r, d]
+        for r in np.flatnonzero(best_fits).tolist():
+            # each track starts with its own move to the detection the scene's motion brings it onto
+            miss = np.where(same[r], np.hypot(*(dc - (tc[r] + best * dt[r])).T), np.inf)
+            v = (dc[int(np.argmin(miss))] - tc[r]) / dt[r]
             tracks[r].velocity = (float(v[0]), float(v[1]))
 
     def _scene_velocity(self, matched: dict[int, int]) -> tuple[float, float]:
@@ -437,6 +452,7 @@ class Tracker:
         )
         joined: dict[int, list[int]] = {}  # first fragment -> all of them
         taken: set[int] = set()
+        predicted = np.asarray([o.predicted(t) for o in self._tracks], np.float64)
         for r in np.flatnonzero(near.sum(axis=1) >= 2).tolist():
             k, tr = recent[r], tracks[r]
             ox, oy = int(off[r, 0]), int(off[r, 1])
@@ -450,12 +466,7 @@ class Tracker:
             if len(parts) < 2:
                 continue
             # a part that holds much of another track's predicted mask is that object, not a fragment
-            others = [
-                o for o in self._tracks if o is not tr and o.id != UNCONFIRMED and o.class_id == tr.class_id
-            ]
-            parts = [
-                j for j in parts if j in piece_of or not any(_holds(o, t, inst, j, boxes[j]) for o in others)
-            ]
+            parts = [j for j in parts if j in piece_of or not self._holds_another(tr, predicted, inst, j, t)]
             ratio = sum(int(inst.area[j]) for j in parts) / max(1, tr.area)
             if len(parts) >= 2 and SPLIT_AREA_RATIO[0] <= ratio <= SPLIT_AREA_RATIO[1]:
                 joined[parts[0]] = parts
@@ -626,12 +637,6 @@ def _shifted_iou(tr: _Track, dx: int, dy: int, inst: Instances, j: int, box: lis
 def _at_edge(box: list[int], w: int, h: int) -> bool:
     """The box touches the frame's border: part of the object may be outside, so its shape may change."""
     return box[0] <= 0 or box[1] <= 0 or box[2] >= w or box[3] >= h
-
-
-def _holds(tr: _Track, t: float, inst: Instances, j: int, box: list[int]) -> bool:
-    """Detection ``j`` holds ``SHARED_VIEW`` or more of the track's mask predicted at ``t``."""
-    ox, oy = tr.offset(t)
-    return _shifted_overlap(tr, round(ox), round(oy), inst, j, box) >= SHARED_VIEW * tr.area
 
 
 def _union(inst: Instances, rows: list[int]) -> Instances:

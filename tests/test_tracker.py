@@ -310,6 +310,24 @@ def test_two_frames_with_the_same_capture_time_keep_the_ids_without_a_warning() 
     assert all(o.track_id is not None and o.track_id.tolist() == [1, 2] for o in outs)
 
 
+def test_guessing_the_scene_s_motion_costs_little_memory_however_many_objects_a_frame_holds() -> None:
+    # 500 small disks 12 px apart: every track has dozens of detections within reach
+    grid = [(6 + 12 * (i % 25), 6 + 12 * (i // 25)) for i in range(500)]
+    first = frame_of([disk(x, y, r=3) for x, y in grid])
+    second = frame_of([disk(x + 4, y, r=3) for x, y in grid])
+    tracker = Tracker()
+    tracker.update(first, 0, 0)
+    tracemalloc.start()
+    try:
+        out = tracker.update(second, NS // 10, 1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MB"
+    assert out.track_id is not None
+    assert (out.track_id > 0).all()
+
+
 def test_a_belt_at_rest_is_not_given_a_motion_it_does_not_have() -> None:
     frames = belt_row(5, speed=0.0)
     outs = run(Tracker(), [frame_of(f) for f in frames], 5)
