@@ -247,6 +247,11 @@ def cut_across(fps: float) -> list[tuple[Instances, list[np.ndarray]]]:
     return out
 
 
+def block_of(mask: np.ndarray, truth: list[np.ndarray]) -> int:
+    """Which of two true blocks ``mask`` holds more of (0 or 1)."""
+    return 0 if (mask & truth[0]).sum() > (mask & truth[1]).sum() else 1
+
+
 @pytest.mark.parametrize("fps", [10, 30])
 def test_objects_cut_across_by_the_segmentation_get_their_own_ids_back(fps: float) -> None:
     scene = cut_across(fps)
@@ -256,8 +261,7 @@ def test_objects_cut_across_by_the_segmentation_get_their_own_ids_back(fps: floa
             continue  # a cut frame (no detection is either block), or before the ids are given
         assert out.track_id is not None
         for i in range(len(out)):
-            which = 0 if (full_mask(out, i) & truth[0]).sum() > (full_mask(out, i) & truth[1]).sum() else 1
-            assert out.track_id[i] == which + 1, (k, out.track_id.tolist())
+            assert out.track_id[i] == block_of(full_mask(out, i), truth) + 1, (k, out.track_id.tolist())
 
 
 def test_with_split_merged_off_a_merged_detection_stays_one_instance() -> None:
@@ -369,7 +373,7 @@ def test_a_track_whose_detection_swallowed_part_of_a_neighbour_keeps_its_own_sha
         assert len(out) == 2, k  # merged frames are split in two
         for i in range(len(out)):
             got = full_mask(out, i)
-            which = 0 if (got & truth[0]).sum() > (got & truth[1]).sum() else 1
+            which = block_of(got, truth)
             assert out.track_id[i] == which + 1, (k, out.track_id.tolist())
             # each piece stays near its block: the front track kept its own shape, not the swallowing
             # detection's (had it taken that, its pieces would drift down to an IoU of 0.4)
