@@ -340,11 +340,12 @@ class Tracker:
         poorly, or is much larger than it, and holds part of another confirmed track's too: two touching
         objects segmented as one, or cut across between them."""
         h, w = inst.image_shape
+        areas = inst.area.tolist()
         # a similarity of KEEP_SHAPE_BELOW or more is a mask IoU that high (the fallback stays below it)
         candidates = [
             k
             for k, s in similar.items()
-            if (s < KEEP_SHAPE_BELOW or inst.area[matched[k]] > GROWN * self._tracks[k].area)
+            if (s < KEEP_SHAPE_BELOW or areas[matched[k]] > GROWN * self._tracks[k].area)
             and self._tracks[k].id != UNCONFIRMED
             and not _at_edge(self._tracks[k].box, w, h)
         ]
@@ -452,7 +453,7 @@ class Tracker:
         )
         joined: dict[int, list[int]] = {}  # first fragment -> all of them
         taken: set[int] = set()
-        predicted = np.asarray([o.predicted(t) for o in self._tracks], np.float64)
+        predicted: NDArray[np.float64] | None = None  # every track's predicted box, once a piece needs it
         for r in np.flatnonzero(near.sum(axis=1) >= 2).tolist():
             k, tr = recent[r], tracks[r]
             ox, oy = int(off[r, 0]), int(off[r, 1])
@@ -466,6 +467,8 @@ class Tracker:
             if len(parts) < 2:
                 continue
             # a part that holds much of another track's predicted mask is that object, not a fragment
+            if predicted is None:
+                predicted = np.asarray([o.predicted(t) for o in self._tracks], np.float64)
             parts = [j for j in parts if j in piece_of or not self._holds_another(tr, predicted, inst, j, t)]
             ratio = sum(int(inst.area[j]) for j in parts) / max(1, tr.area)
             if len(parts) >= 2 and SPLIT_AREA_RATIO[0] <= ratio <= SPLIT_AREA_RATIO[1]:
