@@ -16,6 +16,7 @@ from scenes import BACKGROUND
 
 from edgeseg import semantic
 from edgeseg.semantic import SemanticParams, explain_split, semantic_to_instances
+from edgeseg.semantic.components import hole_count
 
 KINDS = ("noise", "blobs", "tiny", "ragged", "uniform")
 
@@ -163,3 +164,46 @@ def test_speckle_that_the_opening_erases_stays_one_instance_per_component() -> N
     inst = semantic_to_instances(speckle, SemanticParams(size_threshold=0))
     n, _ = cv2.connectedComponents((speckle == 0).view(np.uint8), connectivity=8)
     assert len(inst) == n - 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    size=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    density=st.floats(0.3, 0.95),
+)
+def test_the_hole_count_from_2x2_patterns_equals_the_enclosed_background_regions(
+    seed: int, size: tuple[int, int], density: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    n, labels = cv2.connectedComponents((rng.random(size) < density).view(np.uint8), connectivity=8)
+    if n < 2:
+        return
+    tight = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    # labelled: the background regions (4-connected) that do not reach the crop's frame
+    around = cv2.copyMakeBorder((~tight).view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
+    holes = cv2.connectedComponents(around, connectivity=4)[0] - 2  # less the component and the outside
+    assert hole_count(tight) == holes
+
+
+def test_a_speckled_component_is_kept_whole_without_a_split_and_counted() -> None:
+    # solid blocks, large enough to hold markers, joined by a froth of hundreds of holes: no object's shape
+    rng = np.random.default_rng(4)
+    cm = np.where(rng.random((90, 120)) < 0.8, 0, BACKGROUND).astype(np.uint8)
+    cm[10:40, 10:40] = cm[50:80, 70:100] = 0
+    n, labels = cv2.connectedComponents((cm == 0).view(np.uint8), connectivity=8)
+    big = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    view = explain_split(cm, SemanticParams(size_threshold=0))
+    assert view.unsplit == 1
+    assert any(np.array_equal(m, big) for m in view.instances.dense_masks())
+    assert len(view.instances) == n - 1
+
+
+def test_a_map_of_hundreds_of_split_candidates_gets_a_smaller_budget_and_counts_the_rest() -> None:
+    n = 4 * semantic._SCENE_CANDIDATES
+    budget = semantic._split_components(n)
+    assert 0 < budget < semantic._SPLIT_COMPONENTS
+    assert semantic._split_components(semantic._SCENE_CANDIDATES) == semantic._SPLIT_COMPONENTS
+    view = explain_split(_dumbbells(n))
+    assert view.unsplit == n - budget
+    assert len(view.instances) == n + budget  # the ones split: two squares each

@@ -39,12 +39,14 @@ objects that meet leave a dent, and two rings have two bores); every
 pixel of a split component goes to its nearest marker in one labelled distance transform on a
 half-resolution grid; boxes and oriented boxes come from the regions' outline pixels only. A map of noise
 or speckle has thousands of candidates, so each map's split has a budget (components and box pixels,
-largest components first); what it cannot look at stays whole and is counted (:attr:`SplitView.unsplit`,
-and a log line at most once a minute), and a component with more holes than any object has (speckle) is
-not searched for bores. A map keeps at most ``max_instances`` instances, of its largest components: the others
-are never fitted, and a labelled class crops only its ``max_instances`` largest (a map of noise has thousands
-of components, each an instance to build, publish and track); what is left out is counted
-(:attr:`SplitView.dropped`, the same log line).
+largest components first; fewer components when a map has more candidates than a scene of objects, such as
+random blobs); what it cannot look at stays whole and is counted (:attr:`SplitView.unsplit`, and a log line
+at most once a minute). A component with more holes than any object has (speckle, counted its holes from
+2x2 patterns, without labelling them) stays whole and is counted too. A map keeps at most ``max_instances``
+instances, of its largest components: the others are never fitted, and a labelled class crops only those
+that can be among the map's ``max_instances`` largest (a map of noise has thousands of components, each an
+instance to build, publish and track); what is left out is counted (:attr:`SplitView.dropped`, the same log
+line).
 
 Coordinates follow :mod:`edgeseg.geometry`; instances are in the pixel frame of the input map.
 
@@ -70,7 +72,7 @@ from edgeseg.errors import InputError
 from edgeseg.fields import meta as _m
 from edgeseg.geometry import AxisAffine, canonical_obbs
 from edgeseg.instances import Instances
-from edgeseg.semantic.components import Budget, Part, find_components, largest, split_class
+from edgeseg.semantic.components import Budget, Found, Part, find_components, largest, split_class
 from edgeseg.semantic.relief import Relief
 from edgeseg.validate import FieldError, check_fields
 
@@ -80,6 +82,11 @@ _MAX_CLASS_ID = 65535
 # map of random blobs, whose hundreds of candidates each cost a few passes over their box.
 _SPLIT_COMPONENTS = 32
 _SPLIT_FRAMES = 1.5
+# A scene of objects has a few dozen components that may hold two objects (the bench's densest scene 37,
+# the demo model's maps at most 26). Hundreds (random blobs, a model that hallucinates) make no scene of
+# objects, and splitting some of them tells little: beyond this many, the budget of components falls in
+# proportion, so such a map costs less than a dense scene rather than as much.
+_SCENE_CANDIDATES = 64
 _UNSPLIT_NOTE_S = 60.0  # at most one log line per this many seconds about components left unsplit
 _log = logging.getLogger(__name__)
 _SCAN_CLASSES = 24  # below this many ids between a map's smallest and largest, try each one
@@ -218,20 +225,28 @@ def _split_map(
     the components it left unsplit and the instances dropped (``trace``: also report what the split saw, for
     :func:`explain_split`)."""
     h, w = class_map.shape
-    budget = Budget(_SPLIT_COMPONENTS, int(_SPLIT_FRAMES * h * w))
     classes = [(c, m) for c in _classes(class_map, background) if (m := class_map == c).any()]
-    found = [find_components(m.view(np.uint8), params) for _, m in classes]
-    budget.dropped += sum(f.beyond for f in found)
+    found: list[Found] = []
+    for _, m in classes:
+        found.append(find_components(m.view(np.uint8), params, [c.area for f in found for c in f.comps]))
     # the map's largest components across its classes, before any is fitted or split
     sizes = [[c.area for c in f.comps] for f in found]
     keeps: list[list[bool] | None] = [None] * len(found)
     total = sum(len(a) for a in sizes)
     if total > params.max_instances:
-        budget.dropped += total - params.max_instances
         chosen = np.zeros(total, bool)
         chosen[largest([a for each in sizes for a in each], params.max_instances)] = True
         ends = np.cumsum([len(a) for a in sizes])
         keeps = [part.tolist() for part in np.split(chosen, ends[:-1])]
+    candidates = sum(
+        sum(may if keep is None else (m and k for m, k in zip(may, keep, strict=True)))
+        for (_, may, _), keep in zip(found, keeps, strict=True)
+    )
+    budget = Budget(
+        _split_components(candidates),
+        int(_SPLIT_FRAMES * h * w),
+        dropped=max(0, total - params.max_instances) + sum(f.beyond for f in found),
+    )
     parts: list[Part] = []
     for (c, mask), components, keep in zip(classes, found, keeps, strict=True):
         parts.extend(split_class(mask, c, params, budget, components, keep, trace))
@@ -239,6 +254,13 @@ def _split_map(
         budget.dropped += len(parts) - params.max_instances
         parts = [parts[i] for i in largest([q.area for q in parts], params.max_instances)]
     return parts, budget
+
+
+def _split_components(candidates: int) -> int:
+    """How many components the split may look at, in a map with this many that may hold two objects."""
+    if candidates <= _SCENE_CANDIDATES:
+        return _SPLIT_COMPONENTS
+    return _SPLIT_COMPONENTS * _SCENE_CANDIDATES // candidates
 
 
 class _UnsplitNote:

@@ -82,7 +82,9 @@ def split_class(
     shown: dict[int, Relief] = {}  # with trace: every component's relief, also where the split skips it
     for k in sorted(range(len(found)), key=lambda k: (not may_split[k], -found[k].area)):
         x, y, tight, area, outline, hole_width, holes = found[k]
-        if not may_split[k] and trace is None:
+        # once the budget is spent, what is left is kept whole without a look (a look costs too)
+        spent = may_split[k] and not budget.room(tight.size)
+        if (not may_split[k] or spent) and trace is None:
             comps[k] = whole_part(class_id, x, y, tight, area, outline)
             continue
         contour, hole_width, holes = (
@@ -111,7 +113,10 @@ def split_class(
             (not hole_width and is_convex(contour))
             or (holes == 1 and not any(sides) and is_convex(contour, RING_DENT))
         )
-        if may_split[k] and not one and budget.take(tight.size):
+        # (a component with more holes than any object has is speckle: its relief is a froth of tiny peaks
+        # that marks no object, and the outlines of its holes would make the split cost a few passes over
+        # each of thousands of them)
+        if may_split[k] and not spent and not one and budget.take(tight.size, speckle=holes > MAX_HOLES):
             relief = prepare(tight, ~crop, contour, (x, y), sides, hole_width, kernel)
         if trace is not None:
             shown[k] = relief or prepare(tight, ~crop, contour, (x, y), sides, hole_width, kernel)
@@ -154,7 +159,7 @@ def split_class(
                 split_component(tight, view, top, kernel, p, seeds)
             trace.add(x, y, tight, view, top, seeds[0] if seeds else None, pieces, by_rods)
         if pieces is None:  # as when the split does not look at it, to the last bit of its oriented box
-            parts.append(whole_part(class_id, x, y, tight, area, outline))
+            parts.append(whole_part(class_id, x, y, tight, area, contour if area > FEW_PIXELS else outline))
             continue
         for dx, dy, piece, rect in pieces:  # rect: in the crop's frame
             piece_area = int(np.count_nonzero(piece))
@@ -185,9 +190,17 @@ class Budget:
     unsplit: int = 0
     dropped: int = 0  # instances beyond max_instances
 
-    def take(self, box_pixels: int) -> bool:
-        """Whether a component of this box may be split (and charge it); else count it unsplit."""
+    def room(self, box_pixels: int) -> bool:
+        """Whether a component of this box could still be split; else count it unsplit."""
         if self.components <= 0 or box_pixels > self.pixels:
+            self.unsplit += 1
+            return False
+        return True
+
+    def take(self, box_pixels: int, speckle: bool = False) -> bool:
+        """Whether a component of this box may be split (and charge it); else (also for ``speckle``,
+        which is never split) count it unsplit."""
+        if speckle or self.components <= 0 or box_pixels > self.pixels:
             self.unsplit += 1
             return False
         self.components -= 1
@@ -223,10 +236,12 @@ def kernel_of(p: SemanticParams) -> NDArray[np.uint8]:
     return np.ones((p.erosion_kernel, p.erosion_kernel), np.uint8)
 
 
-def find_components(m8: NDArray[np.uint8], p: SemanticParams) -> Found:
+def find_components(m8: NDArray[np.uint8], p: SemanticParams, before: list[int] | None = None) -> Found:
     """A class mask's components of at least ``size_threshold`` pixels, and whether each may hold two
     objects: it has room for two kept ones, and the opening leaves it a pixel (one the opening erases is
-    thin or ragged: speckle, noise; its relief is flat, with no marker).
+    thin or ragged: speckle, noise; its relief is flat, with no marker). ``before``: the areas of the map's
+    components found so far, in other classes (a labelled mask does not crop what cannot be among the map's
+    ``max_instances`` largest).
 
     Outlines are traced when the mask's borders and outlines are few (a scene of objects: tracing is
     several times cheaper than labelling, and the outlines are needed anyway); a mask of speckle, noise or
@@ -239,23 +254,29 @@ def find_components(m8: NDArray[np.uint8], p: SemanticParams) -> Found:
     core = cv2.erode(m8, kernel_of(p), iterations=2).view(bool)
     sample = m8[::SAMPLE_STEP]
     if np.count_nonzero(sample[:, 1:] != sample[:, :-1]) > SPECKLE_BORDERS * sample.size:
-        return by_labelling(m8, core, p)
+        return by_labelling(m8, core, p, before or [])
     traced = by_tracing(m8, core, p)
-    return by_labelling(m8, core, p) if traced is None else traced
+    return by_labelling(m8, core, p, before or []) if traced is None else traced
 
 
-def by_labelling(m8: NDArray[np.uint8], core: NDArray[np.bool_], p: SemanticParams) -> Found:
+def by_labelling(
+    m8: NDArray[np.uint8], core: NDArray[np.bool_], p: SemanticParams, before: list[int]
+) -> Found:
     """:func:`find_components` by one labelling pass (outlines are left for later: most components never
-    need one). Only the ``max_instances`` largest components are cropped: the map keeps no more, and a map
-    of noise has thousands."""
+    need one). Only the components that can be among the map's ``max_instances`` largest (beside those of
+    areas ``before``) are cropped: a map of noise has thousands."""
     _, lab, st, _ = cv2.connectedComponentsWithStats(m8, connectivity=8, ltype=cv2.CV_32S)
     labels, stats = np.asarray(lab, np.int32), np.asarray(st, np.int32)
     area = stats[:, cv2.CC_STAT_AREA]
     has_core = np.bincount(labels[core], minlength=len(area)) > 0
     kept = np.flatnonzero(area >= p.size_threshold)
     kept = kept[kept > 0]  # label 0 is the background
-    beyond = max(0, len(kept) - p.max_instances)
+    n = len(kept)
     kept = kept[largest(area[kept].tolist(), p.max_instances)]
+    if len(before) + len(kept) > p.max_instances:  # none smaller than the max_instances-th largest so far
+        so_far = np.concatenate((np.asarray(before, np.int64), area[kept]))
+        kept = kept[area[kept] >= np.partition(so_far, -p.max_instances)[-p.max_instances]]
+    beyond = n - len(kept)
     may = ((area[kept] >= 2 * max(p.size_threshold, 1)) & has_core[kept]).tolist()
     comps = [
         Comp(x, y, labels[y : y + ch, x : x + cw] == k, a, None, 0, 0)
@@ -291,23 +312,29 @@ def by_tracing(m8: NDArray[np.uint8], core: NDArray[np.bool_], p: SemanticParams
             continue
         drawn = np.zeros((ch, cw), np.uint8)
         cv2.drawContours(drawn, [contour], -1, 1, thickness=cv2.FILLED, offset=(-x, -y))
-        hole_width, holes = 0, 0
+        own = []
         k = first_hole
         while k != -1:
-            # one outline, not the whole list with an index: OpenCV converts every outline of the list
-            # on each call, which made this loop quadratic in the number of outlines
-            hole = [contours[k]]
-            cv2.drawContours(drawn, hole, -1, 0, thickness=cv2.FILLED, offset=(-x, -y))
-            cv2.drawContours(drawn, hole, -1, 1, thickness=1, offset=(-x, -y))
-            _, _, hw, hh = cv2.boundingRect(contours[k])
-            hole_width, holes = max(hole_width, min(hw, hh)), holes + 1
+            own.append(contours[k])
             k = links[k][0]
-        tight: NDArray[np.bool_] = drawn.view(bool) & m8[y : y + ch, x : x + cw].view(bool)
+        hole_width, holes = 0, len(own)
+        if own:
+            # only this component's holes, not the whole list with an index: OpenCV converts every outline
+            # of the list on each call, which made this quadratic in the number of outlines. (An outline
+            # pixel is the component's, so emptying all holes before drawing their outlines back is the
+            # same as doing it hole by hole.)
+            cv2.drawContours(drawn, own, -1, 0, thickness=cv2.FILLED, offset=(-x, -y))
+            cv2.drawContours(drawn, own, -1, 1, thickness=1, offset=(-x, -y))
+            hole_width = max(min(cv2.boundingRect(hole)[2:]) for hole in own)
+        # (without holes, the filled outline is the component: the pixels the trace ran around)
+        tight: NDArray[np.bool_] = drawn.view(bool)
+        if own:
+            tight = tight & m8[y : y + ch, x : x + cw].view(bool)
         area = int(np.count_nonzero(tight))
         if area < p.size_threshold:
             continue
         comps.append(Comp(x, y, tight, area, contour, hole_width if holes <= MAX_HOLES else -1, holes))
-        may.append(area >= two and bool(core[y : y + ch, x : x + cw][tight].any()))
+        may.append(area >= two and bool((core[y : y + ch, x : x + cw] & tight).any()))
     return Found(comps, may)
 
 
@@ -351,6 +378,9 @@ def outline_and_holes(
     cv2.drawContours(filled, [contour], -1, 1, thickness=cv2.FILLED, offset=(-x, -y))
     if cv2.countNonZero(filled) == area:  # most components: no hole, and no labelling pass needed
         return contour, 0, 0
+    count = hole_count(tight)
+    if count > MAX_HOLES:  # speckle: labelling its thousands of holes would cost several labelling passes
+        return contour, -1, count
     # the holes are the background regions (4-connected, as the component is 8-connected) off the border
     around = cv2.copyMakeBorder((~tight).view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
     stats = cv2.connectedComponentsWithStats(around, connectivity=4, ltype=cv2.CV_32S)[2]
@@ -359,3 +389,17 @@ def outline_and_holes(
         return contour, -1, len(holes)
     width = int(np.minimum(holes[:, cv2.CC_STAT_WIDTH], holes[:, cv2.CC_STAT_HEIGHT]).max(initial=0))
     return contour, width, len(holes)
+
+
+# 2x2 patterns of an image, numbered a + 2b + 4c + 8d (a b / c d): the weight of each in 4 x Euler number
+# of the 8-connected foreground (Gray's bit quads: one pixel set +1, three set -1, the two diagonals -2)
+_QUAD_WEIGHT = np.array([0, 1, 1, 0, 1, 0, -2, -1, 1, -2, 0, -1, 0, -1, -1, 0], np.int64)
+
+
+def hole_count(tight: NDArray[np.bool_]) -> int:
+    """The number of holes (4-connected background regions enclosed) of a crop holding one 8-connected
+    component: one minus its Euler number, from counts of 2x2 patterns, in a few passes over the crop
+    whatever the number of holes (labelling them costs much more when they are thousands)."""
+    q = cv2.copyMakeBorder(tight.view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    code = q[:-1, :-1] + 2 * q[:-1, 1:] + 4 * q[1:, :-1] + 8 * q[1:, 1:]
+    return 1 - int(np.bincount(code.ravel(), minlength=16) @ _QUAD_WEIGHT) // 4

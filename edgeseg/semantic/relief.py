@@ -472,14 +472,15 @@ def merge_shallow(
 
     pairs: list[tuple[int, int]] = []
     joins: dict[int, tuple[float, int]] = {}  # a lower peak's region: the saddle and neighbour it joins
+    peaks, bores, lowers = peak.tolist(), bore.tolist(), None if lower is None else lower.tolist()
     for k, s in zip(key[first].tolist(), saddle.tolist(), strict=True):
         i, j = divmod(k, n)
-        if (bore[i + 1] and bore[j + 1]) or s < saddle_ratio * min(peak[i + 1], peak[j + 1]):
+        if (bores[i + 1] and bores[j + 1]) or s < saddle_ratio * min(peaks[i + 1], peaks[j + 1]):
             continue
-        if lower is not None and (lower[i + 1] or lower[j + 1]):
+        if lowers is not None and (lowers[i + 1] or lowers[j + 1]):
             # a lower peak's region joins the one neighbour it is most connected to: where it lies in the
             # neck between two objects, it must not join them into one
-            a, b = (i, j) if peak[i + 1] <= peak[j + 1] else (j, i)
+            a, b = (i, j) if peaks[i + 1] <= peaks[j + 1] else (j, i)
             if a not in joins or s > joins[a][0]:
                 joins[a] = (s, b)
         else:
@@ -497,8 +498,8 @@ def merge_shallow(
             merged = True
     if not merged:
         return None, None
-    roots = np.array([root(i) for i in range(n)])
-    _, new = np.unique(roots, return_inverse=True)
+    roots = [root(i) for i in range(n)]
+    rank = {r: k for k, r in enumerate(sorted(set(roots)), 1)}  # (np.unique costs more for a few dozen)
     lut = np.zeros(n + 1, np.uint16)
-    lut[1:] = new + 1
+    lut[1:] = [rank[r] for r in roots]
     return lut, joined
