@@ -236,11 +236,18 @@ def hostile_noise(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
     return _components(f"hostile_noise[{seed}]", rng.integers(0, 3, (h, w)).astype(np.uint8))
 
 
-def hostile_blobs(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
-    """Smooth random blobs of three classes (the argmax of blurred noise), no background."""
+def hostile_blobs(seed: int = 0, h: int = 480, w: int = 640, sigma: float = 6) -> Scene:
+    """Smooth random blobs of three classes (the argmax of noise blurred by ``sigma``), no background."""
     rng = np.random.default_rng(seed)
-    fields = [cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 6) for _ in range(3)]
-    return _components(f"hostile_blobs[{seed}]", np.argmax(np.stack(fields), axis=0).astype(np.uint8))
+    fields = [cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), sigma) for _ in range(3)]
+    name = "hostile_blobs" if sigma == 6 else "hostile_big_blobs"
+    return _components(f"{name}[{seed}]", np.argmax(np.stack(fields), axis=0).astype(np.uint8))
+
+
+def hostile_big_blobs(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
+    """Fewer, larger random blobs: a few dozen ragged components, each one the split looks at (fewer than
+    the hundreds that shrink the split's budget)."""
+    return hostile_blobs(seed, h, w, sigma=20)
 
 
 def hostile_tiny(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
@@ -281,6 +288,7 @@ SCENE_SETS: dict[str, Callable[[int], Scene]] = {
 HOSTILE_SETS: dict[str, Callable[[int], Scene]] = {
     "hostile_noise": hostile_noise,
     "hostile_blobs": hostile_blobs,
+    "hostile_big_blobs": hostile_big_blobs,
     "hostile_tiny": hostile_tiny,
     "hostile_ragged": hostile_ragged,
     "hostile_uniform": hostile_uniform,
