@@ -66,6 +66,13 @@ class ModelConfig:
             " over for them; a spinning thread takes its core from the decode and source threads)."
         ),
     )
+    float_convs: bool | None = field(
+        default=None,
+        metadata=_m(
+            "ONNX Runtime: run dynamically quantized convolutions (ConvInteger) as float ones, weights"
+            " dequantized at load (null: on x86-64 CPUs, where it measured ~4x faster)."
+        ),
+    )
     fp16: bool = field(default=False, metadata=_m("TensorRT: build FP16 engines."))
     engine_cache_dir: Path | None = field(
         default=None, metadata=_m("TensorRT engine cache (null: state dir).")

@@ -118,6 +118,7 @@ class ModelStages:
                 providers=m.providers,
                 threads=m.threads,
                 spin=m.spin,
+                float_convs=m.float_convs,
                 fp16=m.fp16,
                 engine_cache_dir=cache,
             ),

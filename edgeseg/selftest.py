@@ -71,6 +71,7 @@ def _options(config: PipelineConfig) -> InferenceOptions:
         providers=m.providers,
         threads=m.threads,
         spin=m.spin,
+        float_convs=m.float_convs,
         fp16=m.fp16,
         engine_cache_dir=m.engine_cache_dir,
     )

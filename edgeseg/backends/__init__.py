@@ -23,12 +23,15 @@ from edgeseg.preprocess import Prepared
 class InferenceOptions:
     """How to run a model: ``backend`` name, ONNX Runtime ``providers`` (empty = CPU), intra-op ``threads``
     (0 = one per usable core), whether idle intra-op threads ``spin`` (None = only where cores are left
-    over for them), ``fp16`` TensorRT engines, and where TensorRT engines are cached."""
+    over for them), whether ONNX Runtime runs dynamically quantized convolutions as float ones
+    (``float_convs``, None = on an x86-64 CPU, see :mod:`edgeseg.backends.floatconv`), ``fp16`` TensorRT
+    engines, and where TensorRT engines are cached."""
 
     backend: str = "onnxruntime"
     providers: tuple[str, ...] = ()
     threads: int = 0
     spin: bool | None = None
+    float_convs: bool | None = None
     fp16: bool = False
     engine_cache_dir: Path | None = None
 

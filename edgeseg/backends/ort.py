@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 
-from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions
+from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, floatconv
 from edgeseg.errors import ConfigError, ModelError
 from edgeseg.modelcard import ModelCard
 from edgeseg.preprocess import Prepared
@@ -18,15 +20,16 @@ _ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "uint8":
 _NP_TYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
 # 3 = errors only: tf2onnx exports (DeepLab) list initializers as graph inputs, which ORT warns about per load
 _LOG_SEVERITY = 3
+_CPU = "CPUExecutionProvider"
 
 
 def check_providers(requested: tuple[str, ...]) -> list[str]:
     """The providers to use (CPU when none are requested); raises ConfigError for one not installed."""
     available = ort.get_available_providers()
-    wanted = list(requested) or ["CPUExecutionProvider"]
+    wanted = list(requested) or [_CPU]
     for p in wanted:
         if p not in available:
-            hint = " (install onnxruntime-gpu for CUDA/TensorRT)" if p != "CPUExecutionProvider" else ""
+            hint = " (install onnxruntime-gpu for CUDA/TensorRT)" if p != _CPU else ""
             raise ConfigError(
                 f"model.providers: {p!r} is not available in this onnxruntime "
                 f"(available: {', '.join(available)}){hint}"
@@ -78,21 +81,39 @@ class OrtBackend:
         # the memory pattern plans one block for every intermediate tensor of a run on top of the arena's
         # own: measured on the demo model, +18 MB of peak RSS for no measurable speed
         so.enable_mem_pattern = False
+        model, self.float_convs = self._model(path, options.float_convs, providers)
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+            self.session = ort.InferenceSession(model, sess_options=so, providers=providers)
         except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"model {card.name!r}: cannot load {path}: {first}") from None
         self._check_io()
         spinning = "spinning" if self.spin else "not spinning"
+        floats = f", {self.float_convs} int8 convolutions run in float" if self.float_convs else ""
         self.description = (
             f"onnxruntime: {', '.join(self.session.get_providers())}, {self.threads} threads ({spinning})"
+            f"{floats}"
         )
         self._input = card.input.name
         self._outputs = list(card.output.names)
         self._dtype = _NP_TYPES[card.input.dtype]
         self._shape = card.input.shape
         self.run_tensor(np.zeros(self._shape, self._dtype))  # warm-up: first run allocates and plans
+
+    def _model(self, path: Path, float_convs: bool | None, providers: list[str]) -> tuple[str | bytes, int]:
+        """What the session loads: the file's path, or its bytes with its dynamically quantized convolutions
+        made float ones, and how many were (see :mod:`edgeseg.backends.floatconv`)."""
+        if float_convs is None:  # measured on x86-64 only: elsewhere, int8 kernels may win
+            float_convs = platform.machine().lower() in ("x86_64", "amd64") and providers == [_CPU]
+        if not float_convs:
+            return str(path), 0
+        try:
+            model, count = floatconv.float_convs(path.read_bytes())
+        except OSError as exc:
+            raise ModelError(f"model {self.card.name!r}: cannot read {path}: {exc.strerror}") from None
+        except DecodeError:  # not an ONNX file: onnxruntime names the problem when it loads the path
+            return str(path), 0
+        return (model, count) if count else (str(path), 0)
 
     def _check_io(self) -> None:
         card, spec = self.card, self.card.input
