@@ -2,12 +2,17 @@
 """edgeseg run vs Ultralytics' sequential predict loop, same model and video, side by side (issue 18).
 
 Model ``yolov8n-seg_int8_320.onnx`` and video ``pedestrians_crossing_640x360.mp4`` (188 frames) from
-``../shared/assets``. Each round runs both, one after the other, as fresh processes (the order swaps every
-round):
+``../shared/assets``. Each round runs the three sides below one after the other, as fresh processes (each
+goes first in turn):
 
 - edgeseg: ``.venv/bin/edgeseg run pipelines/video-file.yaml --source VIDEO --model MODEL --output T.jsonl
   --set sinks.video.path=null --no-display``: the real CLI and threaded pipeline, a video file read at the
   pipeline's pace (no frame dropped), results WRITTEN as JSON lines (polygon masks), no annotated video.
+  Its default on x86-64 runs the model's dynamically quantized convolutions as float ones (see
+  ``edgeseg/backends/floatconv.py``); the JSON line reports how many of the int8 graph's instances the
+  float run matches (same class, box IoU >= 0.5).
+- edgeseg-int8: the same with ``--set model.float_convs=false``: the graph exactly as given, so the
+  pipeline alone against Ultralytics' loop.
 - Ultralytics: ``YOLO(MODEL, task="segment").predict(source=VIDEO, stream=True, imgsz=320, device="cpu")``
   in the reference env, a loop that only counts the results (nothing written, no masks serialized).
 
@@ -22,7 +27,8 @@ Figures per side and round:
 - ``proc_fps``: frames / wall time of the whole process (interpreter start, imports, model load included).
 - edgeseg's own summary ``fps_mean`` (source open to end; model load out, first frame in) is shown too.
 
-``ratio`` = edgeseg fps / Ultralytics fps per round; the target is the median ratio >= 1.10. No assertion:
+``ratio`` = edgeseg fps / Ultralytics fps per round (and the same for edgeseg-int8); the target is the median
+ratio >= 1.10. No assertion:
 the last stdout line is one JSON object with the figures.
 
 Reference env (dev time only; Ultralytics is AGPL and never an edgeseg dependency): ``.venv-track`` (see
@@ -87,11 +93,12 @@ def run_child(name: str, cmd: list[str], env: dict[str, str], timeout: float) ->
     return p.stdout, p.stderr, wall
 
 
-def run_edgeseg(tmp: Path, timeout: float) -> dict[str, float]:
-    out = tmp / "edgeseg.jsonl"
+def run_edgeseg(tmp: Path, timeout: float, float_convs: bool) -> dict[str, float]:
+    out = tmp / f"edgeseg-float-convs-{float_convs}.jsonl"
     exe = str(ROOT / ".venv" / "bin" / "edgeseg")
     cmd = [exe, "run", "pipelines/video-file.yaml", "--source", str(VIDEO), "--model", str(MODEL)]
     cmd += ["--output", str(out), "--set", "sinks.video.path=null", "--no-display"]
+    cmd += ["--set", f"model.float_convs={str(float_convs).lower()}"]
     stdout, stderr, wall = run_child("edgeseg run", cmd, dict(os.environ), timeout)
     m = re.search(r"(\d+) frames processed of (\d+) read in [\d.]+ s \(([\d.]+) fps\)", stdout)
     if m is None:
@@ -107,6 +114,43 @@ def run_edgeseg(tmp: Path, timeout: float) -> dict[str, float]:
         "fps_mean": float(m.group(3)),
         "ort_threads": int(threads.group(1)) if threads else -1,
     }
+
+
+def box_iou(a: list[float], b: list[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def agreement(given: Path, floats: Path) -> dict[str, float]:
+    """How far the float-conv run's results are from the int8 graph's: each int8 instance (by score) is
+    matched to the unmatched float one of its class whose box overlaps it most, at IoU >= 0.5."""
+    frames = [
+        {
+            r["frame"]: r["instances"]
+            for r in map(json.loads, p.read_text().splitlines())
+            if not r.get("final")
+        }
+        for p in (given, floats)
+    ]
+    n_given = n_float = 0
+    ious: list[float] = []
+    for f, mine in frames[0].items():
+        theirs = frames[1].get(f, [])
+        n_given, n_float, free = n_given + len(mine), n_float + len(theirs), set(range(len(theirs)))
+        for a in sorted(mine, key=lambda a: -a["score"]):
+            cands = [(box_iou(a["bbox_xyxy"], theirs[j]["bbox_xyxy"]), j) for j in free
+                     if theirs[j]["class_id"] == a["class_id"]]  # fmt: skip
+            best, j = max(cands, default=(0.0, -1))
+            if best >= 0.5:
+                free.discard(j)
+                ious.append(best)
+    return {
+        "int8_instances": n_given, "float_instances": n_float, "matched": len(ious),
+        "matched_share": round(len(ious) / max(n_given, 1), 4),
+        "matched_box_iou_median": round(statistics.median(ious), 4) if ious else 0.0,
+    }  # fmt: skip
 
 
 def run_ultralytics(python: str, tmp: Path, timeout: float) -> dict[str, float]:
@@ -136,48 +180,67 @@ def main() -> None:
         if not path.exists():
             fail(f"{what} not found: {path} (assets: ../shared/assets; ref env: scripts/setup_ref_env.sh)")
 
-    rows: list[tuple[dict[str, float], dict[str, float]]] = []
+    rows: list[tuple[dict[str, float], dict[str, float], dict[str, float]]] = []
+    sides = ["edgeseg", "edgeseg-int8", "ultralytics"]
     with tempfile.TemporaryDirectory(prefix="bench-vs-ul-") as d:
         tmp = Path(d)
         for i in range(args.rounds):
             runs: dict[str, dict[str, float]] = {}
-            for side in ("edgeseg", "ultralytics") if i % 2 == 0 else ("ultralytics", "edgeseg"):
-                if side == "edgeseg":
-                    runs[side] = run_edgeseg(tmp, args.timeout)
-                else:
+            for side in sides[i % 3 :] + sides[: i % 3]:  # each side goes first in turn
+                if side == "ultralytics":
                     runs[side] = run_ultralytics(args.ref_python, tmp, args.timeout)
+                else:
+                    runs[side] = run_edgeseg(tmp, args.timeout, float_convs=side == "edgeseg")
                 print(f"round {i + 1}: {side} {runs[side]['fps']:.2f} fps", file=sys.stderr, flush=True)
-            rows.append((runs["edgeseg"], runs["ultralytics"]))
+            rows.append((runs["edgeseg"], runs["ultralytics"], runs["edgeseg-int8"]))
+        agree = agreement(tmp / "edgeseg-float-convs-False.jsonl", tmp / "edgeseg-float-convs-True.jsonl")
 
-    es, ul = rows[0]
+    es, ul, _ = rows[0]
     print(f"model {MODEL.name}, video {VIDEO.name}; edgeseg writes JSONL, Ultralytics only iterates")
+    print(
+        "edgeseg runs the int8 convolutions in float (model.float_convs, its default on x86-64); "
+        "edgeseg-int8 runs the graph as given (model.float_convs=false)"
+    )
     print(
         f"threads: edgeseg ORT {es['ort_threads']} intra-op; Ultralytics ORT default (one per physical "
         f"core), torch {ul['torch_threads']} (Ultralytics' own default: min(8, cores - 1))"
     )
-    print(f"{'round':<6}{'edgeseg fps':>12}{'ultra fps':>11}{'ratio':>8}{'es proc':>9}{'ul proc':>9}"
-          f"{'es mean':>9}{'frames es/jsonl/ul':>20}")  # fmt: skip
-    ratios = []
-    for i, (es, ul) in enumerate(rows):
+    print(f"{'round':<6}{'edgeseg fps':>12}{'ultra fps':>11}{'ratio':>8}{'es-int8':>9}{'ratio':>7}"
+          f"{'es proc':>9}{'ul proc':>9}{'es mean':>9}{'frames es/jsonl/int8/ul':>25}")  # fmt: skip
+    ratios, ratios_int8 = [], []
+    for i, (es, ul, e8) in enumerate(rows):
         ratios.append(es["fps"] / ul["fps"])
-        frames = f"{es['frames']}/{es['jsonl_lines']}/{ul['frames']}"
-        print(f"{i + 1:<6}{es['fps']:>12.2f}{ul['fps']:>11.2f}{ratios[-1]:>8.3f}{es['proc_fps']:>9.2f}"
-              f"{ul['proc_fps']:>9.2f}{es['fps_mean']:>9.2f}{frames:>20}")  # fmt: skip
-    median = statistics.median(ratios)
-    frames_ok = all(es["frames"] == es["jsonl_lines"] == ul["frames"] == FRAMES for es, ul in rows)
+        ratios_int8.append(e8["fps"] / ul["fps"])
+        frames = f"{es['frames']}/{es['jsonl_lines']}/{e8['frames']}/{ul['frames']}"
+        print(f"{i + 1:<6}{es['fps']:>12.2f}{ul['fps']:>11.2f}{ratios[-1]:>8.3f}{e8['fps']:>9.2f}"
+              f"{ratios_int8[-1]:>7.3f}{es['proc_fps']:>9.2f}{ul['proc_fps']:>9.2f}{es['fps_mean']:>9.2f}"
+              f"{frames:>25}")  # fmt: skip
+    median, median_int8 = statistics.median(ratios), statistics.median(ratios_int8)
+    frames_ok = all(
+        es["frames"] == es["jsonl_lines"] == e8["frames"] == ul["frames"] == FRAMES for es, ul, e8 in rows
+    )
     print(
-        f"median ratio {median:.3f} (target >= {TARGET}); frames {'all' if frames_ok else 'NOT all'} {FRAMES}"
+        f"median ratio {median:.3f} (target >= {TARGET}), graph as given {median_int8:.3f}; "
+        f"frames {'all' if frames_ok else 'NOT all'} {FRAMES}"
+    )
+    print(
+        f"float convolutions vs the int8 graph (last round): {agree['matched']} of {agree['int8_instances']} "
+        f"instances matched ({agree['matched_share']:.1%}; same class, box IoU >= 0.5, median "
+        f"{agree['matched_box_iou_median']:.3f}); the float run found {agree['float_instances']}"
     )
     print(json.dumps({
-        "edgeseg_fps": [round(es["fps"], 3) for es, _ in rows],
-        "ultralytics_fps": [round(ul["fps"], 3) for _, ul in rows],
+        "edgeseg_fps": [round(es["fps"], 3) for es, _, _ in rows],
+        "edgeseg_int8_fps": [round(e8["fps"], 3) for _, _, e8 in rows],
+        "ultralytics_fps": [round(ul["fps"], 3) for _, ul, _ in rows],
         "ratios": [round(r, 4) for r in ratios], "ratio_median": round(median, 4), "target": TARGET,
-        "edgeseg_proc_fps": [round(es["proc_fps"], 3) for es, _ in rows],
-        "ultralytics_proc_fps": [round(ul["proc_fps"], 3) for _, ul in rows],
-        "edgeseg_fps_mean": [es["fps_mean"] for es, _ in rows],
+        "ratios_int8": [round(r, 4) for r in ratios_int8], "ratio_int8_median": round(median_int8, 4),
+        "agreement": agree,
+        "edgeseg_proc_fps": [round(es["proc_fps"], 3) for es, _, _ in rows],
+        "ultralytics_proc_fps": [round(ul["proc_fps"], 3) for _, ul, _ in rows],
+        "edgeseg_fps_mean": [es["fps_mean"] for es, _, _ in rows],
         "frames": FRAMES, "frames_ok": frames_ok,
-        "edgeseg_frames": [es["frames"] for es, _ in rows],
-        "ultralytics_frames": [ul["frames"] for _, ul in rows],
+        "edgeseg_frames": [es["frames"] for es, _, _ in rows],
+        "ultralytics_frames": [ul["frames"] for _, ul, _ in rows],
     }))  # fmt: skip
 
 
