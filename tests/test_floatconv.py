@@ -102,6 +102,27 @@ def test_convolutions_quantized_by_onnxruntime_run_as_float_convs_of_their_int8_
     assert np.abs(given - exact).max() < 0.15 * np.abs(exact).max()
 
 
+def test_int8_weights_shared_by_two_convolutions_become_two_float_weights(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.normal(0, 0.3, (3, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 12, 12]) for n in ("x", "y")]
+    graph = helper.make_graph(nodes, "shared", io[:1], io[1:], [w])
+    net = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.save(net, tmp_path / "float.onnx")
+    quantize_dynamic(tmp_path / "float.onnx", tmp_path / "int8.onnx", weight_type=QuantType.QInt8)
+    rewritten, count = float_convs((tmp_path / "int8.onnx").read_bytes())
+    assert count == 2
+    onnx.checker.check_model(onnx.load_from_string(rewritten))
+    x = rng.normal(0, 1, (1, 3, 12, 12)).astype(np.float32)
+    exact = _run(net.SerializeToString(), x)
+    assert np.abs(_run(rewritten, x) - exact).max() < 0.05 * np.abs(exact).max()
+
+
 def test_a_model_without_dynamically_quantized_convolutions_is_returned_as_it_is() -> None:
     model = _conv_net(np.random.default_rng(2)).SerializeToString()
     assert float_convs(model) == (model, 0)

@@ -164,7 +164,11 @@ def float_convs(model: bytes) -> tuple[bytes, int]:
         w = (wq.astype(np.float32) - wz.astype(np.float32).reshape(per_out)) * ws.astype(np.float32).reshape(
             per_out
         )
-        weight = g.initializer.add(name=f"{n.input[1]}/float", data_type=_FLOAT, raw_data=w.tobytes())
+        name = f"{n.input[1]}/float"
+        while name in inits:  # int8 weights shared by two convolutions, each with its own scale
+            name += "'"
+        weight = g.initializer.add(name=name, data_type=_FLOAT, raw_data=w.tobytes())
+        inits[name] = weight
         weight.dims.extend(w.shape)
         conv = classes["Node"](
             name=f"{n.name}/float" if n.name else "",  # where names are given, they are unique
