@@ -117,10 +117,12 @@ def float_convs(model: bytes) -> tuple[bytes, int]:
     g = m.graph
     if any(t.data_location == 1 for t in g.initializer):  # external data: read from bytes, it would be lost
         return model, 0
+    # the same Python objects throughout (a protobuf implementation may hand out a new wrapper per access)
+    all_nodes = list(g.node)
     inits = {t.name: t for t in g.initializer}
-    made = {o: n for n in g.node for o in n.output}
+    made = {o: n for n in all_nodes for o in n.output}
     users: dict[str, list[Any]] = {}
-    for n in g.node:
+    for n in all_nodes:
         for i in n.input:
             users.setdefault(i, []).append(n)
 
@@ -130,7 +132,7 @@ def float_convs(model: bytes) -> tuple[bytes, int]:
 
     gone: set[int] = set()
     replaced: dict[int, Any] = {}
-    for n in g.node:
+    for n in all_nodes:
         if n.op_type != "ConvInteger" or n.domain or len(n.input) < 3 or n.input[1] not in inits:
             continue
         quant = made.get(n.input[0])
@@ -167,9 +169,8 @@ def float_convs(model: bytes) -> tuple[bytes, int]:
         name = f"{n.input[1]}/float"
         while name in inits:  # int8 weights shared by two convolutions, each with its own scale
             name += "'"
-        weight = g.initializer.add(name=name, data_type=_FLOAT, raw_data=w.tobytes())
+        weight = classes["Tensor"](name=name, data_type=_FLOAT, dims=w.shape, raw_data=w.tobytes())
         inits[name] = weight
-        weight.dims.extend(w.shape)
         conv = classes["Node"](
             name=f"{n.name}/float" if n.name else "",  # where names are given, they are unique
             op_type="Conv",
@@ -181,7 +182,7 @@ def float_convs(model: bytes) -> tuple[bytes, int]:
         gone |= {id(cast), id(scale)}
     if not replaced:
         return model, 0
-    nodes = [replaced.get(id(n), n) for n in g.node if id(n) not in gone]
+    nodes = [replaced.get(id(n), n) for n in all_nodes if id(n) not in gone]
     # the quantizations and scale products that nothing reads any more go too, and so do the int8 weights
     outputs = {v.name for v in g.output}
     while True:
@@ -191,9 +192,17 @@ def float_convs(model: bytes) -> tuple[bytes, int]:
             break
         nodes = left
     read = {i for n in nodes for i in n.input} | {v.name for v in g.input}
-    weights = [t for t in g.initializer if t.name in read]
+    # copies, so that clearing the repeated fields cannot take the kept messages with them
+    kept_nodes = [_copy(classes["Node"], n) for n in nodes]
+    weights = [_copy(classes["Tensor"], t) for name, t in inits.items() if name in read]
     del g.node[:]
-    g.node.extend(nodes)
+    g.node.extend(kept_nodes)
     del g.initializer[:]
     g.initializer.extend(weights)
     return m.SerializeToString(), len(replaced)
+
+
+def _copy(cls: Any, message: Any) -> Any:
+    out = cls()
+    out.CopyFrom(message)
+    return out
