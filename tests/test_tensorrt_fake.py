@@ -14,6 +14,8 @@ buffers, device allocations, streams) and the rules that bite on a device, each 
   ``IExecutionContext.set_input_shape`` returns False for a shape outside the profile
   (NVIDIA/TensorRT ``python/src/infer/pyCore.cpp:1309``, TensorRT 10);
 - ``OnnxParser.parse(bytes)`` cannot find external weight files (it has no path; ``parse_from_file`` has);
+  the parser has no importer for ``ConvInteger`` (onnx-tensorrt ``docs/operators.md``, TensorRT 10:
+  "ConvInteger | N");
 - ``trt.nptype`` raises TypeError for bf16 and fp8 (``python/packaging/bindings_wheel/tensorrt/__init__.py``
   ``nptype``, lines 172-194 in 10.x: "Could not resolve TensorRT datatype to an equivalent numpy datatype.");
 - TensorRT 11 has no ``BuilderFlag.FP16`` (``include/NvInfer.h`` 11.1; CHANGELOG 11.0: strongly typed only).
@@ -302,6 +304,8 @@ def make_trt(
         def parse(self, data: bytes, path: str | None = None) -> bool:
             if b"external_data" in data and path is None:  # weights in a side file it cannot locate
                 return self._fail("Failed to open file: weights.bin (external data without a model path)")
+            if b"ConvInteger" in data:  # onnx-tensorrt docs/operators.md: "ConvInteger | N"
+                return self._fail("No importer registered for op: ConvInteger")
             if not state.parse_ok:
                 return self._fail("Unsupported ONNX op ConvInteger")
             self.network.inputs = [
@@ -616,6 +620,35 @@ def test_onnx_the_parser_rejects_is_a_model_error_with_its_reasons(tmp_path: Pat
         ModelError, match=r"TensorRT cannot parse .*tiny\.onnx: Unsupported ONNX op ConvInteger"
     ):
         _backend(tmp_path, trt, cuda)
+
+
+def _quantized_net(path: Path) -> None:
+    """A net of two convolutions quantized by quantize_dynamic (ConvInteger), written to ``path``."""
+    from onnx import TensorProto, helper, numpy_helper, save
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(0, 0.3, (3, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["images", "w"], ["c"], pads=[1, 1, 1, 1])]
+    nodes.append(helper.make_node("Conv", ["c", "w"], ["out"], pads=[1, 1, 1, 1]))
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 8, 8]) for n in ("images", "out")]
+    graph = helper.make_graph(nodes, "tiny", io[:1], io[1:], [w])
+    save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8),
+        path.with_suffix(".f32"),
+    )
+    quantize_dynamic(path.with_suffix(".f32"), path, weight_type=QuantType.QInt8)
+
+
+def test_a_dynamically_quantized_model_reaches_tensorrt_with_float_convolutions(tmp_path: Path) -> None:
+    _quantized_net(tmp_path / "tiny.onnx")
+    assert b"ConvInteger" in (tmp_path / "tiny.onnx").read_bytes()
+    cuda = FakeCuda()
+    trt = make_trt(cuda)
+    _backend(tmp_path, trt, cuda).close()  # the default: the parser never sees a ConvInteger
+    assert trt.state.builds == 1
+    options = InferenceOptions(backend="tensorrt", float_convs=False, engine_cache_dir=tmp_path / "other")
+    with pytest.raises(ModelError, match=r"TensorRT cannot parse .*tiny\.onnx: No importer .* ConvInteger"):
+        TensorRTBackend(_card(tmp_path), options, trt=trt, cuda=cuda)
 
 
 def test_unwritable_cache_dir_is_a_config_error(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@
   is rebuilt too.
   The file is written to a temporary name, synced and renamed, so a crash mid-write or a power cut never
   leaves a torn engine; it is readable by all (an engine holds no secret, and a manual run may share the
-  service's cache). The ONNX file is parsed from its path so that external weight files are found.
+  service's cache). The ONNX file is parsed from its path so that external weight files are found; a model
+  with dynamically quantized convolutions (``ConvInteger``, which TensorRT cannot import) is given to it with
+  float ones instead (:mod:`edgeseg.backends.floatconv`), unless ``float_convs`` is False.
 - An ONNX input with dynamic dimensions gets an optimization profile fixed to the card's shape (TensorRT
   refuses to build such a network without one).
 - ``fp16`` needs ``BuilderFlag.FP16``, which TensorRT 11 removed (its networks are strongly typed: the
@@ -39,9 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 
-from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions
+from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, floatconv
 from edgeseg.errors import ConfigError, MissingDependencyError, ModelError
 from edgeseg.modelcard import ModelCard, file_sha256
 from edgeseg.preprocess import Prepared
@@ -184,6 +187,7 @@ class TensorRTBackend:
         self.card, self.trt, self.cuda = card, trt, cuda
         self.onnx = Path(card.file)
         self.fp16 = options.fp16
+        self.float_convs = options.float_convs is not False  # null too: TensorRT cannot run ConvInteger
         if self.fp16 and not hasattr(trt.BuilderFlag, "FP16"):
             raise ConfigError(
                 f"model.fp16: TensorRT {trt.__version__} has no FP16 builder flag (removed in TensorRT 11, "
@@ -239,6 +243,22 @@ class TensorRTBackend:
             )
         return engine
 
+    def _parse(self, parser: Any) -> bool:
+        """Parse the ONNX file. TensorRT has no importer for ``ConvInteger`` (onnx-tensorrt's
+        ``docs/operators.md``: "ConvInteger | N"), so a model quantized by onnxruntime's ``quantize_dynamic``
+        reaches it with those convolutions made float ones (:mod:`edgeseg.backends.floatconv`), from bytes
+        with the file's path beside them for external weights; ``model.float_convs: false`` keeps the
+        graph as it is."""
+        if self.float_convs:
+            try:
+                data, count = floatconv.float_convs(self.onnx.read_bytes())
+            except DecodeError:  # not an ONNX file: TensorRT's parser names the problem
+                count = 0
+            if count:
+                log.info("%s: %d int8 convolutions given to TensorRT as float ones", self.onnx.name, count)
+                return bool(parser.parse(data, str(self.onnx)))
+        return bool(parser.parse_from_file(str(self.onnx)))
+
     def build_engine(self) -> bytes:
         """Build the serialized engine from the ONNX file and write it atomically to the cache."""
         trt = self.trt
@@ -254,7 +274,7 @@ class TensorRTBackend:
         builder = trt.Builder(self._logger)
         network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
         parser = trt.OnnxParser(network, self._logger)
-        if not parser.parse_from_file(str(self.onnx)):
+        if not self._parse(parser):
             errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
             raise ModelError(f"model {self.card.name!r}: TensorRT cannot parse {self.onnx}: {errors}")
         config = builder.create_builder_config()
