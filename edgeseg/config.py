@@ -69,8 +69,9 @@ class ModelConfig:
     float_convs: bool | None = field(
         default=None,
         metadata=_m(
-            "ONNX Runtime: run dynamically quantized convolutions (ConvInteger) as float ones, weights"
-            " dequantized at load (null: on x86-64 CPUs, where it measured ~4x faster)."
+            "Run dynamically quantized convolutions (ConvInteger) as float ones, weights dequantized at load"
+            " (null: with onnxruntime on x86-64 CPUs, where it measured ~4x faster; with TensorRT, which"
+            " cannot run them, always)."
         ),
     )
     fp16: bool = field(default=False, metadata=_m("TensorRT: build FP16 engines."))

@@ -23,9 +23,9 @@ from edgeseg.preprocess import Prepared
 class InferenceOptions:
     """How to run a model: ``backend`` name, ONNX Runtime ``providers`` (empty = CPU), intra-op ``threads``
     (0 = one per usable core), whether idle intra-op threads ``spin`` (None = only where cores are left
-    over for them), whether ONNX Runtime runs dynamically quantized convolutions as float ones
-    (``float_convs``, None = on an x86-64 CPU, see :mod:`edgeseg.backends.floatconv`), ``fp16`` TensorRT
-    engines, and where TensorRT engines are cached."""
+    over for them), whether dynamically quantized convolutions run as float ones (``float_convs``, None =
+    with ONNX Runtime on an x86-64 CPU, with TensorRT always; see :mod:`edgeseg.backends.floatconv`),
+    ``fp16`` TensorRT engines, and where TensorRT engines are cached."""
 
     backend: str = "onnxruntime"
     providers: tuple[str, ...] = ()
