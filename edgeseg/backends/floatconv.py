@@ -19,10 +19,12 @@ only the fields used here; every other field, ``onnx``'s included, passes throug
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 
 # onnx.proto's field numbers (onnx/onnx.proto): only what the rewrite reads or writes
@@ -105,6 +107,15 @@ def _array(t: Any) -> NDArray[Any] | None:
         values = np.asarray(t.int32_data).astype(dtype)
     shape = tuple(t.dims)
     return values.reshape(shape) if values.size == int(np.prod(shape)) else None
+
+
+def float_convs_of(path: Path) -> tuple[bytes, int]:
+    """:func:`float_convs` of the file at ``path``; no bytes and 0 when it is no ONNX file (the runtime that
+    loads the path then names the problem). Raises OSError when it cannot be read."""
+    try:
+        return float_convs(path.read_bytes())
+    except DecodeError:
+        return b"", 0
 
 
 def float_convs(model: bytes) -> tuple[bytes, int]:

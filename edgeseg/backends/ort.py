@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 
 from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, floatconv
@@ -108,11 +107,9 @@ class OrtBackend:
         if not float_convs:
             return str(path), 0
         try:
-            model, count = floatconv.float_convs(path.read_bytes())
+            model, count = floatconv.float_convs_of(path)
         except OSError as exc:
             raise ModelError(f"model {self.card.name!r}: cannot read {path}: {exc.strerror}") from None
-        except DecodeError:  # not an ONNX file: onnxruntime names the problem when it loads the path
-            return str(path), 0
         return (model, count) if count else (str(path), 0)
 
     def _check_io(self) -> None:

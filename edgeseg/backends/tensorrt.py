@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 
 from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, floatconv
@@ -251,9 +250,11 @@ class TensorRTBackend:
         graph as it is."""
         if self.float_convs:
             try:
-                data, count = floatconv.float_convs(self.onnx.read_bytes())
-            except DecodeError:  # not an ONNX file: TensorRT's parser names the problem
-                count = 0
+                data, count = floatconv.float_convs_of(self.onnx)
+            except OSError as exc:
+                raise ModelError(
+                    f"model {self.card.name!r}: cannot read {self.onnx}: {exc.strerror}"
+                ) from None
             if count:
                 log.info("%s: %d int8 convolutions given to TensorRT as float ones", self.onnx.name, count)
                 return bool(parser.parse(data, str(self.onnx)))
