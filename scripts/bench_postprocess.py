@@ -15,11 +15,11 @@ call, keep a run to minutes.
 Reported per set: the median time of each (median over maps of the per-map median), the ratios
 modlib / edgeseg and edgeseg / connected components, the instance counts, and panoptic quality (PQ) and
 matched mask IoU of each against the ground truth (modlib's output converted to ``Instances`` outside the
-timed region). The ``hostile_*`` sets (noise, random blobs, thousands of tiny components, one huge ragged
-component, one class everywhere) bound the worst case; their truth is the plain connected components, so
-their PQ says only how much the split cut them up. The last line is one JSON object with every figure;
-its ``summary`` holds the median over sets of edgeseg / connected components, and the smallest
-modlib / edgeseg and largest edgeseg / connected components over all sets.
+timed region). The ``hostile_*`` sets (noise, random blobs small and large, thousands of tiny components,
+one huge ragged component, one class everywhere) bound the worst case; their truth is the plain connected
+components, so their PQ says only how much the split cut them up. The last line is one JSON object with
+every figure; its ``summary`` holds the median over sets of edgeseg / connected components, and the
+smallest modlib / edgeseg and largest edgeseg / connected components over all sets.
 
 Setup (once, from the repository root; modlib 1.5 pins old numpy/opencv, so it goes in without its deps,
 and it needs nothing else to import ``modlib.models.results``):
