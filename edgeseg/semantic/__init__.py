@@ -227,15 +227,18 @@ def _split_map(
     h, w = class_map.shape
     classes = [(c, m) for c in _classes(class_map, background) if (m := class_map == c).any()]
     found: list[Found] = []
+    sizes: list[list[int]] = []  # each class's component areas
+    areas: list[int] = []  # all of them so far (a labelled class crops none that cannot make the cut)
     for _, m in classes:
-        found.append(find_components(m.view(np.uint8), params, [c.area for f in found for c in f.comps]))
+        found.append(find_components(m.view(np.uint8), params, areas))
+        sizes.append([c.area for c in found[-1].comps])
+        areas.extend(sizes[-1])
     # the map's largest components across its classes, before any is fitted or split
-    sizes = [[c.area for c in f.comps] for f in found]
     keeps: list[list[bool] | None] = [None] * len(found)
-    total = sum(len(a) for a in sizes)
+    total = len(areas)
     if total > params.max_instances:
         chosen = np.zeros(total, bool)
-        chosen[largest([a for each in sizes for a in each], params.max_instances)] = True
+        chosen[largest(areas, params.max_instances)] = True
         ends = np.cumsum([len(a) for a in sizes])
         keeps = [part.tolist() for part in np.split(chosen, ends[:-1])]
     candidates = sum(

@@ -198,9 +198,9 @@ class Budget:
         return True
 
     def take(self, box_pixels: int, speckle: bool = False) -> bool:
-        """Whether a component of this box may be split (and charge it); else (also for ``speckle``,
-        which is never split) count it unsplit."""
-        if speckle or self.components <= 0 or box_pixels > self.pixels:
+        """Charge a component of this box that :meth:`room` let through; a ``speckle`` one is never split,
+        only counted unsplit."""
+        if speckle:
             self.unsplit += 1
             return False
         self.components -= 1
