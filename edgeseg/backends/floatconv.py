@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 
 # onnx.proto's field numbers (onnx/onnx.proto): only what the rewrite reads or writes
@@ -64,6 +62,9 @@ _DTYPES = {_FLOAT: np.float32, _UINT8: np.uint8, _INT8: np.int8}
 @functools.cache
 def _classes() -> dict[str, Any]:
     """Message classes for the subset of onnx.proto in ``_SCHEMA`` ("*": repeated, "+": packed)."""
+    # imported here: protobuf adds ~9 MB of RSS, which a model without such convolutions never needs
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
     types = {
         "string": descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
         "bytes": descriptor_pb2.FieldDescriptorProto.TYPE_BYTES,
@@ -112,8 +113,13 @@ def _array(t: Any) -> NDArray[Any] | None:
 def float_convs_of(path: Path) -> tuple[bytes, int]:
     """:func:`float_convs` of the file at ``path``; no bytes and 0 when it is no ONNX file (the runtime that
     loads the path then names the problem). Raises OSError when it cannot be read."""
+    model = path.read_bytes()
+    if b"ConvInteger" not in model:
+        return model, 0
+    from google.protobuf.message import DecodeError
+
     try:
-        return float_convs(path.read_bytes())
+        return float_convs(model)
     except DecodeError:
         return b"", 0
 
