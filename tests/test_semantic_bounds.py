@@ -17,6 +17,7 @@ from scenes import BACKGROUND
 from edgeseg import semantic
 from edgeseg.semantic import SemanticParams, explain_split, semantic_to_instances
 from edgeseg.semantic.components import hole_count
+from edgeseg.semantic.relief import nearest_with_distance
 
 KINDS = ("noise", "blobs", "tiny", "ragged", "uniform")
 
@@ -184,6 +185,33 @@ def test_the_hole_count_from_2x2_patterns_equals_the_enclosed_background_regions
     around = cv2.copyMakeBorder((~tight).view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
     holes = cv2.connectedComponents(around, connectivity=4)[0] - 2  # less the component and the outside
     assert hole_count(tight) == holes
+
+
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    size=st.tuples(st.integers(1, 60), st.integers(1, 60)),
+    density=st.floats(0.01, 0.4),
+)
+def test_each_pixel_takes_the_marker_of_its_nearest_marker_pixel_as_opencv_labels_regions(
+    seed: int, size: tuple[int, int], density: float
+) -> None:
+    # nearest_with_distance reads OpenCV's per-pixel labels as the on pixels numbered in raster order; the
+    # reference labels the on pixels' connected regions instead (each lies in one marker)
+    rng = np.random.default_rng(seed)
+    count, markers = cv2.connectedComponents((rng.random(size) < density).view(np.uint8), connectivity=8)
+    markers = np.asarray(markers, np.int32)
+    on = (markers > 0) & (rng.random(size) < 0.7)
+    if not on.any():
+        return
+    d_ref, regions = cv2.distanceTransformWithLabels(
+        (~on).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP
+    )
+    lut = np.zeros(int(regions.max()) + 1, np.int32)
+    lut[regions[on]] = markers[on]
+    d, near = nearest_with_distance(on, markers)
+    assert np.array_equal(d, d_ref)
+    assert np.array_equal(near, lut[regions])
+    assert set(np.unique(near)) <= set(range(1, count))
 
 
 def test_a_speckled_component_is_kept_whole_without_a_split_and_counted() -> None:
