@@ -17,7 +17,12 @@ modlib / edgeseg and edgeseg / connected components, the instance counts, and pa
 matched mask IoU of each against the ground truth (modlib's output converted to ``Instances`` outside the
 timed region). The ``hostile_*`` sets (noise, random blobs small and large, thousands of tiny components,
 one huge ragged component, one class everywhere) bound the worst case; their truth is the plain connected
-components, so their PQ says only how much the split cut them up. The last line is one JSON object with
+components, so their PQ says only how much the split cut them up. modlib's PQ is 0 on every set, and
+that is modlib's output, not a conversion error: its ``Segments.get_mask`` gives 0/1 masks
+(``modlib/models/results.py``: ``(self.mask == id).astype(np.uint8)``), so in ``to_instance_segments`` the
+watershed's unknown band (``markers[unknown == 255] = 0``) is never set, every pixel keeps a label, the
+watershed grows nothing, and each instance is its eroded marker (a disc of ~3000 pixels comes out as ~400).
+The last line is one JSON object with
 every figure; its ``summary`` holds the median over sets of edgeseg / connected components, and the
 smallest modlib / edgeseg and largest edgeseg / connected components over all sets.
 
