@@ -62,7 +62,7 @@ _DTYPES = {_FLOAT: np.float32, _UINT8: np.uint8, _INT8: np.int8}
 @functools.cache
 def _classes() -> dict[str, Any]:
     """Message classes for the subset of onnx.proto in ``_SCHEMA`` ("*": repeated, "+": packed)."""
-    # imported here: protobuf adds ~9 MB of RSS, which a model without such convolutions never needs
+    # imported here, as only a model with such convolutions needs protobuf at all
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     types = {
