@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 
 # onnx.proto's field numbers (onnx/onnx.proto): only what the rewrite reads or writes
@@ -62,7 +63,7 @@ _DTYPES = {_FLOAT: np.float32, _UINT8: np.uint8, _INT8: np.int8}
 @functools.cache
 def _classes() -> dict[str, Any]:
     """Message classes for the subset of onnx.proto in ``_SCHEMA`` ("*": repeated, "+": packed)."""
-    # imported here, as only a model with such convolutions needs protobuf at all
+    # imported here: building descriptors costs ~50 ms of start-up, which only such a model needs
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     types = {
@@ -113,13 +114,8 @@ def _array(t: Any) -> NDArray[Any] | None:
 def float_convs_of(path: Path) -> tuple[bytes, int]:
     """:func:`float_convs` of the file at ``path``; no bytes and 0 when it is no ONNX file (the runtime that
     loads the path then names the problem). Raises OSError when it cannot be read."""
-    model = path.read_bytes()
-    if b"ConvInteger" not in model:
-        return model, 0
-    from google.protobuf.message import DecodeError
-
     try:
-        return float_convs(model)
+        return float_convs(path.read_bytes())
     except DecodeError:
         return b"", 0
 
