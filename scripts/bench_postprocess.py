@@ -39,9 +39,16 @@ Run:
     .venv-bench/bin/python scripts/bench_postprocess.py --seeds 5 --repeat 31
     .venv-bench/bin/python scripts/bench_postprocess.py --sets hostile_noise,hostile_ragged
 
-To measure another tree with the same scenes (say a worktree of an older commit), put it first on the
-path: ``PYTHONPATH=/tmp/edgeseg-before .venv-bench/bin/python scripts/bench_postprocess.py``; the first
-line printed names the ``edgeseg`` that was imported.
+To compare with another version in the same run, give a copy of its ``edgeseg/semantic`` package: its
+``semantic_to_instances`` is timed in a fourth block of the same alternation (so a machine that gets busier
+half-way through slows both alike), and each set gains its time, its PQ and the ratio reference / edgeseg:
+
+    git archive HEAD~1 edgeseg | tar -x -C /tmp/before
+    .venv-bench/bin/python scripts/bench_postprocess.py --reference /tmp/before/edgeseg/semantic
+
+(To run the whole bench on another tree instead, put it first on the path:
+``PYTHONPATH=/tmp/edgeseg-before .venv-bench/bin/python scripts/bench_postprocess.py``; the first line
+printed names the ``edgeseg`` that was imported.)
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from profile_semantic import Split, load_reference  # noqa: E402
 from scenes import BACKGROUND, HOSTILE_SETS, SCENE_SETS, Scene  # noqa: E402
 
 import edgeseg  # noqa: E402
@@ -113,6 +121,7 @@ def bench_set(
     params: SemanticParams,
     opts: argparse.Namespace,
     segments_cls: Any,
+    reference: Split | None = None,
 ) -> dict[str, Any]:
     args = SimpleNamespace(
         erosion_kernel=params.erosion_kernel,
@@ -128,12 +137,15 @@ def bench_set(
         return segments_cls(cm).to_instance_segments(args)
 
     t_mod, t_ours, t_cc, pq_mod, pq_ours, iou_mod, iou_ours, n_truth, n_mod, n_ours = ([] for _ in range(10))
+    t_ref: list[float] = []
+    pq_ref: list[float] = []
     for sc in scenes:
         cm = sc.class_map
         tm: list[float] = []
         to: list[float] = []
         tc: list[float] = []
-        res_mod = res_ours = None
+        tr: list[float] = []
+        res_mod = res_ours = res_ref = None
         start = time.perf_counter()
         for _ in range(opts.repeat):
             # a block of calls each; with blocks of 2 or more, the first call of a block (right after the
@@ -141,6 +153,8 @@ def bench_set(
             res_mod = timed_block(run_modlib, cm, opts.block, opts.slow, tm)
             res_ours = timed_block(semantic_to_instances, cm, opts.block, opts.slow, to, params)
             timed_block(components_pass, cm, opts.block, opts.slow, tc)
+            if reference is not None:
+                res_ref = timed_block(reference, cm, opts.block, opts.slow, tr, params, BACKGROUND)
             if time.perf_counter() - start > opts.budget:
                 break
         truth = sc.truth()
@@ -149,6 +163,9 @@ def bench_set(
         t_mod.append(float(np.median(tm)))
         t_ours.append(float(np.median(to)))
         t_cc.append(float(np.median(tc)))
+        if reference is not None:
+            t_ref.append(float(np.median(tr)))
+            pq_ref.append(panoptic_quality(res_ref, truth).pq)
         pq_mod.append(q_mod.pq)
         pq_ours.append(q_ours.pq)
         iou_mod.append(q_mod.mean_matched_iou)
@@ -160,6 +177,15 @@ def bench_set(
     ms_cc = float(np.median(t_cc)) * 1e3
     # ratios per map, then their median: the maps of a set differ in size of work
     per_cc = float(np.median(np.asarray(t_ours) / np.asarray(t_cc)))
+    before = {}
+    if reference is not None:
+        before = {
+            "reference_ms": round(float(np.median(t_ref)) * 1e3, 3),
+            "reference_per_cc": round(float(np.median(np.asarray(t_ref) / np.asarray(t_cc))), 2),
+            "reference_speedup": round(float(np.median(np.asarray(t_mod) / np.asarray(t_ref))), 2),
+            "reference_over_edgeseg": round(float(np.median(np.asarray(t_ref) / np.asarray(t_ours))), 2),
+            "reference_pq": round(float(np.mean(pq_ref)), 4),
+        }
     return {
         "set": name,
         "shape": list(scenes[0].class_map.shape),
@@ -177,6 +203,7 @@ def bench_set(
         "edgeseg_pq": round(float(np.mean(pq_ours)), 4),
         "modlib_matched_iou": round(float(np.mean(iou_mod)), 4),
         "edgeseg_matched_iou": round(float(np.mean(iou_ours)), 4),
+        **before,
     }
 
 
@@ -189,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=4.0, help="seconds per map after which repeats stop")
     ap.add_argument("--slow", type=float, default=0.25, help="a call this long (s) ends its block, kept")
     ap.add_argument("--sets", default="", help="comma-separated set names (default: all, hostile included)")
+    ap.add_argument(
+        "--reference", type=Path, help="a copy of another version's edgeseg/semantic, timed alongside"
+    )
     opts = ap.parse_args(argv)
     try:
         from modlib.models.results import Segments
@@ -196,6 +226,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modlib is not importable ({exc}); see this script's docstring for the setup", file=sys.stderr)
         return 2
     params = SemanticParams(dist_threshold=opts.dist_threshold)
+    reference = None
+    if opts.reference is not None:
+        if not (opts.reference / "__init__.py").is_file():
+            print(
+                f"--reference {opts.reference}: no __init__.py (give .../edgeseg/semantic)", file=sys.stderr
+            )
+            return 2
+        reference = load_reference(opts.reference)
     every = {**SCENE_SETS, **HOSTILE_SETS}
     names = [n for n in opts.sets.split(",") if n] or list(every)
     unknown = [n for n in names if n not in every]
@@ -207,22 +245,31 @@ def main(argv: list[str] | None = None) -> int:
         f"{'set':<20} {'HxW':>8} {'obj':>6} | {'modlib ms':>9} {'edgeseg ms':>10} {'CC ms':>6} "
         f"{'mod/es':>7} {'es/CC':>6} | {'n mod':>6} {'n ours':>6} | {'PQ mod':>6} {'PQ ours':>7} | "
         f"{'IoU mod':>7} {'IoU ours':>8}"
+        + ("" if reference is None else f" | {'ref ms':>8} {'ref/es':>6} {'ref/CC':>6} {'PQ ref':>6}")
     )
     print(f"edgeseg: {Path(edgeseg.__file__).parent}")
     print(f"params: {params}")
+    if opts.reference is not None:
+        print(f"reference: {opts.reference}")
     print(head)
     print("-" * len(head))
     for name in names:
         scenes = [every[name](seed) for seed in range(opts.seeds)]
-        r = bench_set(name, scenes, params, opts, Segments)
+        r = bench_set(name, scenes, params, opts, Segments, reference)
         rows.append(r)
+        ref_cols = ""
+        if reference is not None:
+            ref_cols = (
+                f" | {r['reference_ms']:>8.2f} {r['reference_over_edgeseg']:>6.2f}"
+                f" {r['reference_per_cc']:>6.1f} {r['reference_pq']:>6.3f}"
+            )
         print(
             f"{name:<20} {r['shape'][0]:>4}x{r['shape'][1]:<4} {r['objects_mean']:>6.0f} | "
             f"{r['modlib_ms']:>9.2f} {r['edgeseg_ms']:>10.2f} {r['cc_ms']:>6.2f} "
             f"{r['speedup']:>7.1f} {r['edgeseg_per_cc']:>6.1f} | "
             f"{r['modlib_instances_mean']:>6.1f} {r['edgeseg_instances_mean']:>6.1f} | "
             f"{r['modlib_pq']:>6.3f} {r['edgeseg_pq']:>7.3f} | "
-            f"{r['modlib_matched_iou']:>7.3f} {r['edgeseg_matched_iou']:>8.3f}",
+            f"{r['modlib_matched_iou']:>7.3f} {r['edgeseg_matched_iou']:>8.3f}{ref_cols}",
             flush=True,
         )
     summary = {
@@ -230,10 +277,22 @@ def main(argv: list[str] | None = None) -> int:
         "edgeseg": str(Path(edgeseg.__file__).parent),
         "repeat": opts.repeat,
         "block": opts.block,
+        "reference": None if opts.reference is None else str(opts.reference),
         "summary": {
             "edgeseg_per_cc_median": round(float(np.median([r["edgeseg_per_cc"] for r in rows])), 2),
             "edgeseg_per_cc_max": max(r["edgeseg_per_cc"] for r in rows),
             "speedup_min": min(r["speedup"] for r in rows),
+            **(
+                {}
+                if reference is None
+                else {
+                    "reference_per_cc_median": round(
+                        float(np.median([r["reference_per_cc"] for r in rows])), 2
+                    ),
+                    "reference_per_cc_max": max(r["reference_per_cc"] for r in rows),
+                    "reference_speedup_min": min(r["reference_speedup"] for r in rows),
+                }
+            ),
         },
         "sets": rows,
     }
