@@ -94,6 +94,32 @@ def test_components_beyond_the_split_budget_are_kept_whole_and_counted() -> None
     assert explain_split(_dumbbells(semantic._SPLIT_COMPONENTS)).unsplit == 0
 
 
+def _diagonal_dumbbells(n: int, side: int = 80, step: int = 12) -> NDArray[np.uint8]:
+    """``n`` dumbbells of one class side by side, each two 6x6 squares joined by a diagonal bridge: each
+    one's box is nearly ``side`` squared and the boxes overlap, so together they cover the map many times."""
+    cm = np.full((side + 6, side + 6 + step * (n - 1)), BACKGROUND, np.uint8)
+    for k in range(n):
+        x = 3 + step * k
+        cm[3:9, x : x + 6] = cm[side - 3 : side + 3, x + side - 6 : x + side] = 0
+        cv2.line(cm, (x + 5, 8), (x + side - 6, side - 3), 0, 2)
+    return cm
+
+
+def test_components_beyond_the_split_budget_of_box_pixels_are_kept_whole_and_counted() -> None:
+    n = 8
+    cm = _diagonal_dumbbells(n)
+    stats = cv2.connectedComponentsWithStats((cm == 0).view(np.uint8), connectivity=8)[2][1:]
+    assert len(stats) == n
+    box = int(stats[0, cv2.CC_STAT_WIDTH] * stats[0, cv2.CC_STAT_HEIGHT])
+    assert (stats[:, cv2.CC_STAT_WIDTH] * stats[:, cv2.CC_STAT_HEIGHT] == box).all()
+    split = int(semantic._SPLIT_FRAMES * cm.size) // box
+    assert 0 < split < n
+    view = explain_split(cm)
+    assert view.unsplit == n - split
+    assert len(view.instances) == n + split  # the ones split: two halves each
+    assert view.instances.area.sum() == np.count_nonzero(cm != BACKGROUND)
+
+
 def test_unsplit_components_are_logged_at_most_once_a_minute(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -229,9 +255,14 @@ def test_a_speckled_component_is_kept_whole_without_a_split_and_counted() -> Non
 
 def test_a_map_of_hundreds_of_split_candidates_gets_a_smaller_budget_and_counts_the_rest() -> None:
     n = 4 * semantic._SCENE_CANDIDATES
-    budget = semantic._split_components(n)
+    frame = 480 * 640
+    budget, pixels = semantic._split_budget(n, frame)
     assert 0 < budget < semantic._SPLIT_COMPONENTS
-    assert semantic._split_components(semantic._SCENE_CANDIDATES) == semantic._SPLIT_COMPONENTS
+    assert 0 < pixels < semantic._SPLIT_FRAMES * frame
+    assert semantic._split_budget(semantic._SCENE_CANDIDATES, frame) == (
+        semantic._SPLIT_COMPONENTS,
+        int(semantic._SPLIT_FRAMES * frame),
+    )
     view = explain_split(_dumbbells(n))
     assert view.unsplit == n - budget
     assert len(view.instances) == n + budget  # the ones split: two squares each

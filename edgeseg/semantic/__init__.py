@@ -39,8 +39,8 @@ objects that meet leave a dent, and two rings have two bores); every
 pixel of a split component goes to its nearest marker in one labelled distance transform on a
 half-resolution grid; boxes and oriented boxes come from the regions' outline pixels only. A map of noise
 or speckle has thousands of candidates, so each map's split has a budget (components and box pixels,
-largest components first; fewer components when a map has more candidates than a scene of objects, such as
-random blobs); what it cannot look at stays whole and is counted (:attr:`SplitView.unsplit`, and a log line
+largest components first; a smaller budget when a map has more candidates than a scene of objects, such
+as random blobs); what it cannot look at stays whole and is counted (:attr:`SplitView.unsplit`, and a log line
 at most once a minute). A component with more holes than any object has (speckle, counted its holes from
 2x2 patterns, without labelling them) stays whole and is counted too. A map keeps at most ``max_instances``
 instances, of its largest components: the others are never fitted, and a labelled class crops only those
@@ -77,15 +77,16 @@ from edgeseg.semantic.relief import Relief
 from edgeseg.validate import FieldError, check_fields
 
 _MAX_CLASS_ID = 65535
-# The split looks at no more components, and boxes of no more frames' pixels, per map: three times
-# what a scene of objects needs (the bench's scenes split at most 11 components a map), and a bound on a
-# map of random blobs, whose hundreds of candidates each cost a few passes over their box.
+# The split looks at no more components, and boxes of no more frames' pixels, per map: three times the
+# components a scene of objects needs (the bench's scenes split at most 11 a map), and a third more box
+# pixels than the most the bench's scenes take (0.74 of a frame: big touching discs; the demo model's maps
+# 0.25). A split costs a few passes over its box, so the pixels bound a map of large ragged blobs.
 _SPLIT_COMPONENTS = 32
-_SPLIT_FRAMES = 1.5
+_SPLIT_FRAMES = 1.0
 # A scene of objects has a few dozen components that may hold two objects (the bench's densest scene 37,
 # the demo model's maps at most 26). Hundreds (random blobs, a model that hallucinates) make no scene of
-# objects, and splitting some of them tells little: beyond this many, the budget of components falls in
-# proportion, so such a map costs less than a dense scene rather than as much.
+# objects, and splitting some of them tells little: beyond this many, both budgets fall in proportion, so
+# such a map costs less than a dense scene rather than as much.
 _SCENE_CANDIDATES = 64
 _UNSPLIT_NOTE_S = 60.0  # at most one log line per this many seconds about components left unsplit
 _log = logging.getLogger(__name__)
@@ -246,8 +247,7 @@ def _split_map(
         for (_, may, _), keep in zip(found, keeps, strict=True)
     )
     budget = Budget(
-        _split_components(candidates),
-        int(_SPLIT_FRAMES * h * w),
+        *_split_budget(candidates, h * w),
         dropped=max(0, total - params.max_instances) + sum(f.beyond for f in found),
     )
     parts: list[Part] = []
@@ -259,11 +259,15 @@ def _split_map(
     return parts, budget
 
 
-def _split_components(candidates: int) -> int:
-    """How many components the split may look at, in a map with this many that may hold two objects."""
+def _split_budget(candidates: int, frame_pixels: int) -> tuple[int, int]:
+    """How many components the split may look at, and how many pixels of their boxes, in a map of
+    ``frame_pixels`` with ``candidates`` components that may hold two objects."""
     if candidates <= _SCENE_CANDIDATES:
-        return _SPLIT_COMPONENTS
-    return _SPLIT_COMPONENTS * _SCENE_CANDIDATES // candidates
+        return _SPLIT_COMPONENTS, int(_SPLIT_FRAMES * frame_pixels)
+    return (
+        _SPLIT_COMPONENTS * _SCENE_CANDIDATES // candidates,
+        int(_SPLIT_FRAMES * frame_pixels) * _SCENE_CANDIDATES // candidates,
+    )
 
 
 class _UnsplitNote:
