@@ -36,6 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "pipelines" / "demo.yaml"
 DEMO_CARD = find_card(REPO / "models" / "demo-parts.onnx")
 DIST = "postprocess.semantic.dist_threshold"
+assert DEMO_CARD.semantic is not None
+CARD_DIST = DEMO_CARD.semantic.dist_threshold
+assert CARD_DIST != 0.35  # the tests change it to 0.35
 
 
 def _config(*overrides: str) -> PipelineConfig:
@@ -57,16 +60,16 @@ def test_a_valid_change_makes_a_new_version_with_the_value_in_effect() -> None:
     assert after.decode.semantic.dist_threshold == 0.35
     # the card's other tuned values (rods, size, saddle: not the defaults) stay: one key changes
     assert after.decode.semantic.rods is True
-    assert replace(after.decode.semantic, dist_threshold=0.2) == DEMO_CARD.semantic
+    assert replace(after.decode.semantic, dist_threshold=CARD_DIST) == DEMO_CARD.semantic
     assert DEMO_CARD.semantic.size_threshold != SemanticParams().size_threshold
     assert before.decode.semantic is not None
-    assert before.decode.semantic.dist_threshold == 0.2
+    assert before.decode.semantic.dist_threshold == CARD_DIST
 
 
 def test_a_null_key_reports_the_model_cards_value() -> None:
     control = _control()
     values = {t.key: t.value for t in control.tunables()}
-    assert values[DIST] == DEMO_CARD.semantic.dist_threshold == 0.2
+    assert values[DIST] == CARD_DIST
     assert values["postprocess.semantic.rods"] is True
     assert values["source.roi"] == [0.0, 0.0, 1.0, 1.0]
     # a semantic model has no yolo-seg thresholds to tune

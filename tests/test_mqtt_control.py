@@ -19,9 +19,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from test_mqtt import validate
 
+from edgeseg.modelcard import find_card
+
 BASE = "edgeseg/cam1"
 DIST = "postprocess.semantic.dist_threshold"
 STATE = f"{BASE}/config/{DIST}/state"
+_card = find_card(Path(__file__).resolve().parents[1] / "models" / "demo-parts.onnx").semantic
+assert _card is not None
+CARD_DIST = json.dumps(_card.dist_threshold).encode()  # the state before any change
+assert CARD_DIST != b"0.35"  # the value the tests set
 TYPO = "postprocess.semantic.dist_treshold"
 
 
@@ -45,7 +51,7 @@ def test_a_set_applies_retains_the_value_in_effect_and_bad_requests_change_nothi
         order = [m.topic for m in collector.messages]
         # every tunable's state is out before the device says it is online, with the card's value
         assert STATE in order[: order.index(f"{BASE}/status")]
-        assert collector.on(STATE)[0].payload == b"0.2"
+        assert collector.on(STATE)[0].payload == CARD_DIST
         discovery = collector.on("homeassistant/device/cam1/config")[0].json()
         validate("discovery", discovery)
         slider = discovery["cmps"]["dist_threshold"]
@@ -90,7 +96,7 @@ def test_a_set_applies_retains_the_value_in_effect_and_bad_requests_change_nothi
             assert reply["config_version"] == version
             assert words in reply["rejected"][key], (topic, reply)
         # a refused value is never state: the only states are the start value and the one applied
-        assert [m.payload for m in collector.on(STATE)] == [b"0.2", b"0.35"]
+        assert [m.payload for m in collector.on(STATE)] == [CARD_DIST, b"0.35"]
         assert retained(broker.port, STATE, 1.5) == {STATE: b"0.35"}
         before = len(collector.on("/results"))
         assert collector.wait(lambda: len(collector.on("/results")) > before + 3, 30), "results stopped"
@@ -214,4 +220,4 @@ def test_a_thousand_random_payloads_on_the_config_topics_never_stop_the_pipeline
     applied = {
         json.dumps(v).encode() for r in _replies(collector) for k, v in r["applied"].items() if k == DIST
     }
-    assert {m.payload for m in collector.on(STATE)} <= applied | {b"0.2"}
+    assert {m.payload for m in collector.on(STATE)} <= applied | {CARD_DIST}

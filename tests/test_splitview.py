@@ -17,7 +17,7 @@ from edgeseg.heads.semantic import SemanticHead
 from edgeseg.heads.yolo_seg import YoloSegHead
 from edgeseg.instances import Instances
 from edgeseg.model import Model
-from edgeseg.modelcard import parse_card
+from edgeseg.modelcard import find_card, parse_card
 from edgeseg.preprocess import Prepared, Preprocessor
 from edgeseg.semantic import SemanticParams, SplitView, explain_split, semantic_to_instances
 from edgeseg.sources import SourceConfig, make_source
@@ -200,7 +200,9 @@ def demo_view() -> SplitView:
 def test_demo_model_explains_a_synthetic_frame_on_its_work_grid(demo_view: SplitView) -> None:
     assert demo_view.class_map.shape == (480, 640)  # the demo model's output is the frame's 640x480 grid
     assert demo_view.markers.shape == demo_view.relief.shape == (480, 640)
-    assert demo_view.threshold == 0.2  # the card's semantic section
+    card = find_card(MODELS / "demo-parts.onnx").semantic
+    assert card is not None
+    assert demo_view.threshold == card.dist_threshold  # the card's semantic section
     assert demo_view.background == 0
     assert demo_view.n_markers >= 1
     assert len(demo_view.instances) >= 1

@@ -15,7 +15,12 @@ import pytest
 from mqtt_harness import edgeseg_env
 from test_display import xvfb  # noqa: F401  (the fixture)
 
+from edgeseg.modelcard import find_card
+
 DIST = "postprocess.semantic.dist_threshold"
+_card = find_card(Path(__file__).resolve().parents[1] / "models" / "demo-parts.onnx").semantic
+assert _card is not None
+CARD_DIST = _card.dist_threshold
 
 
 def _xdotool() -> str:
@@ -78,7 +83,8 @@ def test_keys_in_the_tune_window_change_the_threshold_of_the_next_results_and_sa
         press("s")
         tuning = state / "tuning-demo.yaml"
         assert _wait(tuning.is_file, 10), err.read_text()
-        assert tuning.read_text().rstrip().endswith(f"{DIST}: 0.21")
+        # "]" steps the trackbar by 0.01 from the card's value
+        assert tuning.read_text().rstrip().endswith(f"{DIST}: {round(CARD_DIST + 0.01, 2)}")
         press("q")
         assert proc.wait(30) == 0, err.read_text()
     finally:
