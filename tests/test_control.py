@@ -39,6 +39,7 @@ DIST = "postprocess.semantic.dist_threshold"
 assert DEMO_CARD.semantic is not None
 CARD_DIST = DEMO_CARD.semantic.dist_threshold
 assert CARD_DIST != 0.35  # the tests change it to 0.35
+CARD_MIN_SCORE = DEMO_CARD.semantic.min_score
 
 
 def _config(*overrides: str) -> PipelineConfig:
@@ -251,7 +252,7 @@ def test_saved_tuning_holds_only_what_differs_from_the_file_and_is_applied_at_th
 ) -> None:
     path = tuning_path(tmp_path, "demo")
     control = _control(tuning=path)
-    control.update({DIST: 0.45, "postprocess.semantic.min_score": 0.0}, "test")  # min_score: the card's
+    control.update({DIST: 0.45, "postprocess.semantic.min_score": 0.0}, "test")
     line = control.save()
     assert str(path) in line
     saved = load_tuning(path)
@@ -417,5 +418,5 @@ def test_reset_undoes_the_changes_not_saved_and_keeps_the_saved_ones(tmp_path: P
     control.save()
     control.update({DIST: 0.5, "postprocess.semantic.min_score": 0.4}, "test")
     outcome = control.reset()
-    assert outcome.applied == {DIST: 0.3, "postprocess.semantic.min_score": 0.0}
+    assert outcome.applied == {DIST: 0.3, "postprocess.semantic.min_score": CARD_MIN_SCORE}
     assert control.value(DIST) == 0.3
