@@ -325,7 +325,7 @@ def tune(frames: list[SyntheticFrame], logits: list[NDArray[np.float32]]) -> tup
 CARD = """\
 # Demo model for the synthetic:parts source (nuts, washers, bolts on a conveyor), trained by
 #   {command}
-# on edgeseg.synthetic.PartsScene seeds {train_seeds} ({frames} frames each, 640x480), validated on
+# {trained_on}, validated on
 # held-out seeds {val_seeds} (frame {val_index}); tests/test_demo_model.py tests seeds 0..9.
 # Validation at 640x480: mIoU {miou:.4f} (IoU background, nut, washer, bolt: {per_class});
 # PQ {pq:.4f} with the semantic parameters below (grid-searched on these validation seeds, so optimistic).
@@ -470,8 +470,12 @@ def main() -> None:
         raise SystemExit(f"onnxruntime's class map differs from torch's on {differ:.1e} of the pixels")
     card = CARD.format(
         command=" ".join(["scripts/train_demo_model.py", *sys.argv[1:]]),
-        train_seeds=f"{TRAIN_SEED0}..{TRAIN_SEED0 + args.scenes - 1}",
-        frames=args.frames,
+        trained_on=(
+            f"on edgeseg.synthetic.PartsScene seeds {TRAIN_SEED0}..{TRAIN_SEED0 + args.scenes - 1}"
+            f" ({args.frames} frames each, 640x480)"
+            if args.steps
+            else "not trained by this run (--steps 0: only tuned)"
+        ),
         val_seeds=f"{VAL_SEEDS[0]}..{VAL_SEEDS[-1]}",
         val_index=VAL_INDEX,
         miou=per_class.mean(),
