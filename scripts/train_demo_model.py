@@ -23,6 +23,9 @@ this script (``min_score`` in the search since the fifth run; the fourth run's w
     .venv-train/bin/python scripts/train_demo_model.py --init /tmp/w4.pt --scenes 800 --frames 6 \
         --steps 6000 --lr 5e-4 --checkpoint /tmp/w5.pt
 
+The checkpoints are not kept. To go on from the bundled model, start from its ONNX file
+(``--init models/demo-parts.onnx``): the weights are read back from it (``load_exported``).
+
 Data: ``--scenes`` training scenes with seeds 1000, 1001, ... (``--frames`` frames each, indices 37 + 211 k),
 rendered at 640x480, the model's input size. Never trained on: the validation scenes (seeds 100..163,
 frame 300: per-epoch figures, and the grid search of the card's ``semantic`` post-processing), the hold-out
@@ -213,6 +216,47 @@ class Deployed(nn.Module):
         return F.pixel_shuffle(ids, 4), F.pixel_shuffle(conf, 4)
 
 
+def load_exported(model: PartsNet, path: Path) -> None:
+    """Set ``model``'s weights to those of an ONNX file this script exported, for ``--init`` where the
+    weights (``--checkpoint``) are gone: the exporter folds each batch norm that follows a convolution into
+    it, so those convolutions take the folded weights and bias and their norms become identities. Every
+    other tensor keeps its own name in the file."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    tensors = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
+    state = model.state_dict()
+    named = {k[len("net.") :]: v for k, v in tensors.items() if k.startswith("net.")}
+    # the folded pairs, in the order the convolutions run, which is the order the modules were made in
+    folded = [
+        (tensors[n.input[1]], tensors[n.input[2]])
+        for n in graph.node
+        if n.op_type == "Conv" and not n.input[1].startswith("net.")
+    ]
+    pairs = [
+        (conv, norm)
+        for module in model.modules()
+        for conv, norm in (
+            [(module.dw, module.bn1), (module.pw, module.bn2)]
+            if isinstance(module, DSBlock)
+            else [(module[0], module[1])]
+            if isinstance(module, nn.Sequential) and isinstance(module[0], nn.Conv2d)
+            else []
+        )
+    ]
+    if len(pairs) != len(folded) or set(named) - set(state):
+        raise SystemExit(f"{path}: not a model this script exported (its tensors do not fit PartsNet)")
+    with torch.no_grad():
+        for (conv, norm), (weight, bias) in zip(pairs, folded, strict=True):
+            conv.weight.copy_(weight)
+            norm.weight.fill_(1.0)
+            norm.bias.copy_(bias)
+            norm.running_mean.zero_()
+            norm.running_var.fill_(1.0 - norm.eps)
+    model.load_state_dict({**model.state_dict(), **named})
+
+
 def pixel_weights(frame: SyntheticFrame) -> NDArray[np.uint8]:
     """Loss weight of each pixel: 1, +2 next to a class boundary, +8 on belt between two nearby parts.
 
@@ -398,7 +442,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / "models")
     ap.add_argument("--checkpoint", type=Path, help="also save the trained weights (torch state_dict) here")
-    ap.add_argument("--init", type=Path, help="start from these weights (a --checkpoint file), not at random")
+    ap.add_argument(
+        "--init",
+        type=Path,
+        help="start from these weights (a --checkpoint file, or an ONNX file this script wrote)",
+    )
     args = ap.parse_args()
     if args.crop % STRIDE:
         ap.error(f"--crop must be a multiple of {STRIDE}")
@@ -424,7 +472,10 @@ def main() -> None:
 
     model = PartsNet().to(memory_format=torch.channels_last)  # ~1.7x faster convolutions on CPU
     if args.init is not None:
-        model.load_state_dict(torch.load(args.init, weights_only=True))
+        if args.init.suffix == ".onnx":
+            load_exported(model, args.init)
+        else:
+            model.load_state_dict(torch.load(args.init, weights_only=True))
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     total = max(args.steps, 1)  # OneCycleLR refuses 0 steps
