@@ -220,13 +220,12 @@ def load_exported(model: PartsNet, path: Path) -> None:
     """Set ``model``'s weights to those of an ONNX file this script exported, for ``--init`` where the
     weights (``--checkpoint``) are gone: the exporter folds each batch norm that follows a convolution into
     it, so those convolutions take the folded weights and bias and their norms become identities. Every
-    other tensor keeps its own name in the file."""
+    other tensor keeps its own name in the file, and every weight of ``model`` must come from the file."""
     import onnx
     from onnx import numpy_helper
 
     graph = onnx.load(str(path)).graph
     tensors = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
-    state = model.state_dict()
     named = {k[len("net.") :]: v for k, v in tensors.items() if k.startswith("net.")}
     # the folded pairs, in the order the convolutions run, which is the order the modules were made in
     folded = [
@@ -234,27 +233,28 @@ def load_exported(model: PartsNet, path: Path) -> None:
         for n in graph.node
         if n.op_type == "Conv" and not n.input[1].startswith("net.")
     ]
-    pairs = [
-        (conv, norm)
-        for module in model.modules()
-        for conv, norm in (
-            [(module.dw, module.bn1), (module.pw, module.bn2)]
-            if isinstance(module, DSBlock)
-            else [(module[0], module[1])]
-            if isinstance(module, nn.Sequential) and isinstance(module[0], nn.Conv2d)
-            else []
-        )
-    ]
-    if len(pairs) != len(folded) or set(named) - set(state):
+    pairs: list[tuple[str, nn.Conv2d, str, nn.BatchNorm2d]] = []
+    for name, module in model.named_modules():
+        if isinstance(module, DSBlock):
+            pairs += [(f"{name}.dw", module.dw, f"{name}.bn1", module.bn1)]
+            pairs += [(f"{name}.pw", module.pw, f"{name}.bn2", module.bn2)]
+        elif isinstance(module, nn.Sequential) and isinstance(module[0], nn.Conv2d):
+            pairs += [(f"{name}.0", module[0], f"{name}.1", module[1])]
+    state = model.state_dict()
+    from_pairs = {f"{c}.weight" for c, _, _, _ in pairs} | {
+        f"{n}.{k}" for _, _, n, _ in pairs for k in ("weight", "bias", "running_mean", "running_var")
+    }
+    wanted = {k for k in state if not k.endswith("num_batches_tracked")}  # training bookkeeping, not weights
+    if len(pairs) != len(folded) or set(named) | from_pairs != wanted:
         raise SystemExit(f"{path}: not a model this script exported (its tensors do not fit PartsNet)")
     with torch.no_grad():
-        for (conv, norm), (weight, bias) in zip(pairs, folded, strict=True):
+        for (_, conv, _, norm), (weight, bias) in zip(pairs, folded, strict=True):
             conv.weight.copy_(weight)
             norm.weight.fill_(1.0)
             norm.bias.copy_(bias)
             norm.running_mean.zero_()
             norm.running_var.fill_(1.0 - norm.eps)
-    model.load_state_dict({**model.state_dict(), **named})
+    model.load_state_dict({**state, **named})
 
 
 def pixel_weights(frame: SyntheticFrame) -> NDArray[np.uint8]:
