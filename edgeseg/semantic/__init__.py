@@ -81,7 +81,7 @@ _MAX_CLASS_ID = 65535
 # components a scene of objects needs (the bench's scenes split at most 11 a map), and a seventh more box
 # pixels than the most the bench's scenes take (0.74 of a frame: big touching discs; the demo model's maps
 # 0.25). A split costs a few passes over its box, so the pixels bound a map of large ragged blobs (at a
-# whole frame they let those take 20-22x one connected-components pass, at 0.85 17-19x); a component whose
+# whole frame they let those take 20-22x one connected-components pass, at 0.85 17-20x); a component whose
 # box is most of the frame (one class everywhere, one huge ragged blob) is kept whole, and counted.
 _SPLIT_COMPONENTS = 32
 _SPLIT_FRAMES = 0.85
