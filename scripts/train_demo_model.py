@@ -244,13 +244,14 @@ def load_exported(model: PartsNet, path: Path) -> None:
     # the stem: the convolutions that read the bytes, with the byte scale folded in (see Deployed)
     as_float = {n.output[0] for n in graph.node if n.op_type == "Cast" and n.input[0] == graph.input[0].name}
     stem = [n for n in graph.node if n.op_type == "Conv" and n.input[0] in as_float]
-    if stem:  # files written before the stem was split keep it whole, as net.stem.weight
-        named["stem.weight"] = torch.cat([tensors[n.input[1]] for n in stem]) / BYTE_SCALE
+    halves = [tensors[n.input[1]] for n in stem]  # the block's own features first, then its pixels'
+    if halves:  # files written before the stem was split keep it whole, as net.stem.weight
+        named["stem.weight"] = torch.cat(halves) / BYTE_SCALE
     # the folded pairs, in the order the convolutions run, which is the order the modules were made in
     folded = [
         (tensors[n.input[1]], tensors[n.input[2]])
         for n in graph.node
-        if n.op_type == "Conv" and n not in stem and not n.input[1].startswith("net.")
+        if n.op_type == "Conv" and n.input[0] not in as_float and not n.input[1].startswith("net.")
     ]
     pairs: list[tuple[str, nn.Conv2d, str, nn.BatchNorm2d]] = []
     for name, module in model.named_modules():
@@ -264,7 +265,8 @@ def load_exported(model: PartsNet, path: Path) -> None:
         f"{n}.{k}" for _, _, n, _ in pairs for k in ("weight", "bias", "running_mean", "running_var")
     }
     wanted = {k for k in state if not k.endswith("num_batches_tracked")}  # training bookkeeping, not weights
-    if len(pairs) != len(folded) or set(named) | from_pairs != wanted:
+    own_first = not halves or (len(halves) == 2 and halves[0].shape[0] == model.c0)
+    if len(pairs) != len(folded) or set(named) | from_pairs != wanted or not own_first:
         raise SystemExit(f"{path}: not a model this script exported (its tensors do not fit PartsNet)")
     with torch.no_grad():
         for (_, conv, _, norm), (weight, bias) in zip(pairs, folded, strict=True):
