@@ -19,7 +19,9 @@ from scenes import BACKGROUND, SCENE_SETS, Scene
 
 from edgeseg import Instances, SemanticParams, semantic_to_instances
 from edgeseg.errors import InputError
+from edgeseg.geometry import min_area_rect
 from edgeseg.metrics import match_instances, panoptic_quality
+from edgeseg.semantic.rods import piece_rods
 
 
 def _two_discs(h: int = 200, w: int = 300, r: int = 50, gap: int = 90) -> NDArray[np.uint8]:
@@ -123,6 +125,22 @@ def test_rods_on_leaves_touching_discs_and_rings_as_they_were() -> None:
     for cx in (60, 100, 140):
         cv2.circle(rings, (cx, 60), 10, int(BACKGROUND), -1)
     assert len(semantic_to_instances(rings, SemanticParams(rods=True))) == 3
+
+
+def test_a_piece_around_a_bore_is_a_ring_and_not_cut_into_rods() -> None:
+    x = np.zeros((240, 320), np.uint8)
+    cv2.line(x, (40, 60), (280, 180), 1, 9)
+    cv2.line(x, (60, 200), (260, 30), 1, 9)
+    bore = np.zeros((240, 320), np.uint8)
+    cv2.circle(bore, (156, 118), 3, 1, -1)  # where the two rods cross
+    mask = x.view(bool) & ~bore.view(bool)
+    ys, xs = np.nonzero(mask)
+    piece = (0, 0, mask, min_area_rect(np.stack([xs, ys], axis=1) + 0.5))
+    assert len(piece_rods(piece)) == 2
+    assert piece_rods(piece, bore.view(bool)) == [piece]
+    elsewhere = np.zeros((240, 320), bool)
+    elsewhere[5, 5] = True  # a bore outside the piece's outline (another piece's) does not make it a ring
+    assert len(piece_rods(piece, elsewhere)) == 2
 
 
 def test_classes_are_split_separately_and_keep_their_ids() -> None:

@@ -318,8 +318,11 @@ def _assemble(
         return Instances.empty((h, w))
     scores = [1.0] * len(parts)
     if winning_prob is not None:
+        # (cv2.mean under a mask: half the time of indexing a crop with it, then numpy's mean)
         scores = [
-            float(winning_prob[p.y : p.y + p.mask.shape[0], p.x : p.x + p.mask.shape[1]][p.mask].mean())
+            cv2.mean(
+                winning_prob[p.y : p.y + p.mask.shape[0], p.x : p.x + p.mask.shape[1]], p.mask.view(np.uint8)
+            )[0]
             for p in parts
         ]
     keep = [i for i, s in enumerate(scores) if s >= params.min_score]

@@ -141,13 +141,15 @@ def split_class(
                 by_rods = pieces is not None
             if pieces is None:
                 pieces = split_component(tight, relief, class_max, kernel, p, seeds)
-                # the relief's parts may still be rods that cross (unsplit, it was tried whole above)
+                # the relief's parts may still be rods that cross, unless they are rings; unsplit, a
+                # component around a bore is tried whole after all (between three rods, a gap can look round)
                 if p.rods and (pieces is not None or not tried_whole):
                     split_by_relief = pieces
+                    rings = relief.crop_bores() if pieces is not None and relief.encloses_bore else None
                     pieces = [
                         r
                         for q in split_by_relief or [whole_crop(x, y, tight, contour)]
-                        for r in piece_rods(q)
+                        for r in piece_rods(q, rings)
                     ]
                     by_rods = len(pieces) != len(split_by_relief or [None])
                     pieces = pieces if split_by_relief is not None or by_rods else None
@@ -163,7 +165,7 @@ def split_class(
             continue
         for dx, dy, piece, rect in pieces:  # rect: in the crop's frame
             piece_area = int(np.count_nonzero(piece))
-            if piece_area >= p.size_threshold:
+            if piece_area >= max(p.size_threshold, 1):  # (a region of only bore has no pixel)
                 parts.append(
                     Part(
                         class_id,

@@ -39,6 +39,14 @@ class Relief:
     dist: NDArray[np.float32]
     bores: NDArray[np.bool_] | None
     encloses_bore: bool  # within the image (bores can also appear in the mirror beyond its edge)
+    shape: tuple[int, int]  # the component crop's
+
+    def crop_bores(self) -> NDArray[np.bool_] | None:
+        """The bores in the component crop's frame, or None."""
+        if self.bores is None:
+            return None
+        t, _, left, _ = self.pads
+        return self.bores[t : t + self.shape[0], left : left + self.shape[1]]
 
 
 def prepare(
@@ -83,7 +91,7 @@ def prepare(
     )
     if bores is not None:
         bores &= comp.view(bool)  # mirrored bores beyond the image edge mark nothing
-    return Relief(pads, comp, dist, bores, encloses_bore)
+    return Relief(pads, comp, dist, bores, encloses_bore, (tight.shape[0], tight.shape[1]))
 
 
 def is_convex(contour: NDArray[np.int32], depth: float = CONVEX_DEPTH) -> bool:
@@ -145,8 +153,9 @@ def find_bores(holes: NDArray[np.bool_], thickness: float) -> NDArray[np.bool_] 
     wide as the ring around it and round, the gap enclosed between touching objects is a thin cusp or, between
     crossing rods, a polygon: a hole counts as a bore when its inscribed radius r reaches half of
     ``thickness``, the component's largest distance to its edge, and its area is at most 2.5 pi r^2 (a disc
-    is 1, a hexagon 1.1, a half-covered disc 2, a triangle 5). Filling the gaps too would fuse the objects
-    around them.
+    is 1, a hexagon 1.1, a half-covered disc 2, a right isosceles triangle 1.85, an equilateral one 1.65: the
+    gap between three rods that cross can pass, which is why a component around a bore is still tried as
+    rods when the relief leaves it whole). Filling the gaps too would fuse the objects around them.
     """
     min_radius = 0.5 * thickness
     outlines, _ = cv2.findContours(holes.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

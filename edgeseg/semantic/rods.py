@@ -84,19 +84,35 @@ def whole_crop(
 
 def piece_rods(
     piece: tuple[int, int, NDArray[np.bool_], tuple[float, ...]],
+    bores: NDArray[np.bool_] | None = None,
 ) -> list[tuple[int, int, NDArray[np.bool_], tuple[float, ...]]]:
     """The rods of one crop ``(x, y, mask, rect)`` as crops in the same frame, or the crop itself.
 
     Straight rods that cross or meet fill less than half of their oriented box; one rod, or anything
-    fuller, is left as it is.
+    fuller, is left as it is, and so is a ring: a crop around one of the ``bores`` (its component's, in the
+    same frame), whose hole leaves it less than half full too.
     """
     x, y, mask, rect = piece
-    if np.count_nonzero(mask) >= 0.5 * rect[2] * rect[3]:
+    if np.count_nonzero(mask) >= 0.5 * rect[2] * rect[3] or (bores is not None and encloses(piece, bores)):
         return [piece]
     rods = fit_rods(mask)
     if rods is None:
         return [piece]
     return [(x + rx, y + ry, m, (r[0] + x, r[1] + y, *r[2:])) for rx, ry, m, r in rods]
+
+
+def encloses(piece: tuple[int, int, NDArray[np.bool_], tuple[float, ...]], marked: NDArray[np.bool_]) -> bool:
+    """Whether the outline of a crop ``(x, y, mask, rect)`` encloses a ``marked`` pixel (same frame as the
+    crop's origin; marked pixels are outside the mask)."""
+    x, y, mask, _ = piece
+    h, w = mask.shape
+    inside = marked[y : y + h, x : x + w]
+    if not inside.any():
+        return False
+    outlines, _ = cv2.findContours(mask.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros((h, w), np.uint8)
+    cv2.drawContours(filled, outlines, -1, 1, thickness=cv2.FILLED)
+    return bool((filled.view(bool) & inside).any())
 
 
 def segment_distance(
