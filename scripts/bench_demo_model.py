@@ -10,7 +10,11 @@ configured onnxruntime session, the semantic head), on the same frames:
    (target >= 0.92) on the test scenes (seeds 0..9, frame 250, as tests/test_demo_model.py) and the
    hold-out scenes (seeds 200..229, frame 400, never used in training or tuning);
 3. peak RSS of ``edgeseg run --max-frames 300`` (the demo pipeline, paced at 30 fps) with each model, in
-   alternating child processes: ``rss_ratio`` (target <= 0.5).
+   alternating child processes: ``rss_ratio`` (target <= 0.5). This weighs the models alone: both runs
+   have today's code. With ``--before DIR``, a checkout of the product as it was when issue 18 was filed
+   (``mkdir DIR && git archive 65a21f9 | tar -x -C DIR``: its code, its own demo pipeline and model, which
+   is the reference model) runs the same command between the other two, and ``rss_ratio_before`` is
+   today's run over that one: the memory the product as a whole gave back.
 
 The reference is ``models/reference/demo-parts-v1.onnx``, the demo model before this issue. Threads: the
 pipeline's own choice (``model.threads: 0``) unless ``--threads`` is given. The last line is one JSON
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -107,10 +112,15 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
-def peak_rss_mb(model: Path) -> float:
-    """Peak RSS of a child ``edgeseg run --max-frames 300`` on the demo pipeline with ``model``."""
-    run = [sys.executable, "-m", "edgeseg", "run", "--max-frames", "300", "--set", f"model.path={model}"]
-    done = subprocess.run([sys.executable, "-c", LAUNCHER, *run], cwd=REPO, capture_output=True, text=True)
+def peak_rss_mb(model: Path | None, tree: Path = REPO) -> float:
+    """Peak RSS of a child ``edgeseg run --max-frames 300`` on the demo pipeline with ``model`` (None: the
+    pipeline's own), the ``edgeseg`` package of the checkout ``tree``."""
+    run = [sys.executable, "-m", "edgeseg", "run", "--max-frames", "300"]
+    run += [] if model is None else ["--set", f"model.path={model}"]
+    env = {**os.environ, "PYTHONPATH": str(tree)}  # (-m finds the package in the working folder first)
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, *run], cwd=tree, env=env, capture_output=True, text=True
+    )
     if done.returncode:
         raise SystemExit(f"{' '.join(run)}: {done.stderr.strip()}")
     return int(done.stdout) / 1024
@@ -121,7 +131,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds (default 3)")
     ap.add_argument("--frames", type=int, default=40, help="frames per timing round (default 40)")
     ap.add_argument("--threads", type=int, help="inference threads (default: the pipeline's choice)")
-    ap.add_argument("--no-rss", action="store_true", help="skip the two edgeseg run child processes")
+    ap.add_argument("--no-rss", action="store_true", help="skip the edgeseg run child processes")
+    ap.add_argument("--before", type=Path, help="a checkout of the product before issue 18, for its peak RSS")
     args = ap.parse_args()
 
     stages = {k: stages_for(p, args.threads) for k, p in MODELS.items()}
@@ -165,12 +176,21 @@ def main() -> None:
     if not args.no_rss:
         for s in stages.values():
             s.model.close()
-        for k, path in MODELS.items():
-            rss[k] = peak_rss_mb(path)
+        rss["reference"] = peak_rss_mb(MODELS["reference"])
+        if args.before is not None:
+            if not (args.before / "edgeseg" / "__init__.py").is_file():
+                raise SystemExit(f"--before {args.before}: no edgeseg package there")
+            rss["before"] = peak_rss_mb(None, args.before.resolve())
+        rss["new"] = peak_rss_mb(MODELS["new"])
         print(
             f"peak RSS of edgeseg run --max-frames 300: reference {rss['reference']:.0f} MB, "
             f"new {rss['new']:.0f} MB, ratio {rss['new'] / rss['reference']:.2f} (target <= 0.5)"
         )
+        if "before" in rss:
+            print(
+                f"  the product before ({args.before}): {rss['before']:.0f} MB, "
+                f"new / before {rss['new'] / rss['before']:.2f}"
+            )
     print(
         json.dumps(
             {
@@ -180,6 +200,7 @@ def main() -> None:
                 **{f"{k}_{n}_miou": round(q[n][1], 4) for k, q in quality.items() for n in sets},
                 **{f"{k}_peak_rss_mb": round(v, 1) for k, v in rss.items()},
                 **({"rss_ratio": round(rss["new"] / rss["reference"], 3)} if rss else {}),
+                **({"rss_ratio_before": round(rss["new"] / rss["before"], 3)} if "before" in rss else {}),
             }
         )
     )
