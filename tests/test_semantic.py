@@ -21,6 +21,8 @@ from edgeseg import Instances, SemanticParams, semantic_to_instances
 from edgeseg.errors import InputError
 from edgeseg.geometry import min_area_rect
 from edgeseg.metrics import match_instances, panoptic_quality
+from edgeseg.semantic.components import mirror_encloses
+from edgeseg.semantic.relief import find_holes
 from edgeseg.semantic.rods import piece_rods
 
 
@@ -363,6 +365,40 @@ def test_voc_class_maps_split_close_to_their_instance_truth(assets_dir: Path, na
     assert q.pq >= VOC_FLOORS[name], f"{name}: {q}"
     assert q.mean_matched_iou >= 0.75, f"{name}: {q}"
     assert not math.isnan(q.sq)
+
+
+def test_the_mirror_at_the_image_edge_encloses_background_only_where_the_crop_meets_it_twice() -> None:
+    disc = np.zeros((30, 40), np.uint8)
+    cv2.circle(disc, (20, -5), 18, 1, -1)  # cut by the top edge: one run along it
+    ring = disc.copy()
+    cv2.circle(ring, (20, -5), 9, 0, -1)  # a washer cut across its bore: two runs
+    top, corner = (20, 0, 0, 0), (20, 0, 20, 0)
+    assert not mirror_encloses(disc.view(bool), top, 0)
+    assert mirror_encloses(ring.view(bool), top, 0)
+    assert mirror_encloses(disc.view(bool), corner, 0)
+    assert mirror_encloses(disc.view(bool), top, 1)  # its own holes, mirrored, are for the split to judge
+    assert not mirror_encloses(ring.view(bool), (0, 0, 0, 0), 0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), fill=st.floats(0.3, 0.8), side=st.integers(0, 3))
+def test_a_crop_the_mirror_cannot_close_gets_no_hole_from_it(seed: int, fill: float, side: int) -> None:
+    rng = np.random.default_rng(seed)
+    m8 = (rng.random((24, 30)) < fill).view(np.uint8)
+    n, lab, st_, _ = cv2.connectedComponentsWithStats(m8, connectivity=8)
+    if n < 2:
+        return
+    k = 1 + int(np.argmax(st_[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h = (int(v) for v in st_[k, :4])
+    tight = lab[y : y + h, x : x + w] == k
+    sides = tuple(min(h, w, 8) * (i == side) for i in range(4))  # (as the split: no deeper than the crop)
+    filled = np.zeros(tight.shape, np.uint8)
+    outlines, _ = cv2.findContours(tight.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(filled, outlines, -1, 1, thickness=cv2.FILLED)
+    tight = filled.view(bool)  # its own holes filled: only the mirror's count
+    if mirror_encloses(tight, sides, 0):
+        return
+    assert find_holes(tight, ~tight, outlines[0], (0, 0), sides) is None
 
 
 @settings(max_examples=25, deadline=None)

@@ -100,12 +100,14 @@ def split_class(
             edge * (x + cw == w),
         )
         # a mirrored component can enclose holes of its own: their width is unknown (unless it is speckle)
-        hole_width = max(0, EDGE_PAD * 4 if any(sides) and hole_width >= 0 else hole_width)
+        if hole_width >= 0 and mirror_encloses(tight, sides, holes):
+            hole_width = EDGE_PAD * 4
+        hole_width = max(0, hole_width)
         relief = None
         # (the distance transform of a convex set is concave, so its markers are one connected region: it
         # holds one object, and skipping it is most of the saving on scenes of separate objects; so does a
         # convex outline around one hole, a lone washer or nut: objects that meet leave a dent, and a second
-        # ring brings a second bore; not at the image edge, whose mirror can enclose holes, nor with
+        # ring brings a second bore; not at the image edge where the mirror may enclose holes, nor with
         # distances normalized per class, where every component's distance counts. Around a bore, notches
         # up to RING_DENT deep count as convex: a model's outline of a washer is ragged by a pixel or two,
         # and a part touching a ring leaves a deeper dent)
@@ -338,6 +340,20 @@ def by_tracing(m8: NDArray[np.uint8], core: NDArray[np.bool_], p: SemanticParams
         comps.append(Comp(x, y, tight, area, contour, hole_width if holes <= MAX_HOLES else -1, holes))
         may.append(area >= two and bool((core[y : y + ch, x : x + cw] & tight).any()))
     return Found(comps, may)
+
+
+def mirror_encloses(tight: NDArray[np.bool_], sides: tuple[int, int, int, int], holes: int) -> bool:
+    """Whether a component crop mirrored by ``sides`` (top, bottom, left, right) at the image edge may enclose
+    background that it does not (a ``holes``-free crop that meets one side along one run of pixels cannot:
+    the mirror's new holes would have to reach that side between two runs; a washer cut across its bore
+    meets the edge twice)."""
+    if not any(sides):
+        return False
+    if holes or sum(1 for s in sides if s) > 1:
+        return True
+    top, bottom, left, _ = sides
+    line = tight[0] if top else tight[-1] if bottom else tight[:, 0] if left else tight[:, -1]
+    return int(line[0]) + np.count_nonzero(line[1:] & ~line[:-1]) > 1
 
 
 def whole_part(
