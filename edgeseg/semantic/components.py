@@ -353,7 +353,7 @@ def mirror_encloses(tight: NDArray[np.bool_], sides: tuple[int, int, int, int], 
         return True
     top, bottom, left, _ = sides
     line = tight[0] if top else tight[-1] if bottom else tight[:, 0] if left else tight[:, -1]
-    return int(line[0]) + np.count_nonzero(line[1:] & ~line[:-1]) > 1
+    return int(line[0]) + int(np.count_nonzero(line[1:] & ~line[:-1])) > 1
 
 
 def whole_part(
