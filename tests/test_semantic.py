@@ -145,6 +145,17 @@ def test_a_piece_around_a_bore_is_a_ring_and_not_cut_into_rods() -> None:
     assert len(piece_rods(piece, elsewhere)) == 2
 
 
+@pytest.mark.parametrize("radius", [7, 9, 12])
+def test_a_part_touching_a_ring_is_split_off_however_ragged_lone_rings_may_be(radius: int) -> None:
+    # (a ring's outline with dents up to RING_DENT deep is taken for one ragged ring without a look: a
+    # part of this size leaves a deeper dent where it touches)
+    cm = np.full((120, 160), BACKGROUND, np.uint8)
+    cv2.circle(cm, (60, 60), 24, 0, -1)
+    cv2.circle(cm, (60, 60), 10, int(BACKGROUND), -1)
+    cv2.circle(cm, (82 + radius, 60), radius, 0, -1)
+    assert len(semantic_to_instances(cm)) == 2
+
+
 def test_classes_are_split_separately_and_keep_their_ids() -> None:
     cm = np.full((100, 200), BACKGROUND, np.uint8)
     cm[20:80, 20:100] = 3
