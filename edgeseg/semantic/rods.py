@@ -71,7 +71,7 @@ def fit_rods(
         x0, y0 = int(qx.min()), int(qy.min())
         rod = np.zeros((int(qy.max()) - y0 + 1, int(qx.max()) - x0 + 1), bool)
         rod[qy - y0, qx - x0] = True
-        out.append((x0, y0, rod, min_area_rect(np.stack([qx, qy], axis=1) + 0.5)))
+        out.append((x0, y0, rod, min_area_rect(row_ends(qx, qy) + 0.5)))
     return out if len(out) > 1 else None  # a line can win no pixel from its neighbours
 
 
@@ -113,6 +113,16 @@ def encloses(piece: tuple[int, int, NDArray[np.bool_], tuple[float, ...]], marke
     filled = np.zeros((h, w), np.uint8)
     cv2.drawContours(filled, outlines, -1, 1, thickness=cv2.FILLED)
     return bool((filled.view(bool) & inside).any())
+
+
+def row_ends(xs: NDArray[np.intp], ys: NDArray[np.intp]) -> NDArray[np.float32]:
+    """The first and last of each row's pixels ``(xs, ys)``, given in raster order, as ``(K, 2)`` points: they
+    have the same convex hull as all of them, so the same oriented box, for a fraction of the points (a rod
+    has a few thousand pixels, and the hull's cost was a sixth of its fit)."""
+    first = np.flatnonzero(np.concatenate(([True], ys[1:] != ys[:-1])))
+    last = np.concatenate((first[1:], [len(ys)])) - 1
+    idx = np.concatenate((first, last))
+    return np.stack([xs[idx], ys[idx]], axis=1).astype(np.float32)
 
 
 def segment_distance(
