@@ -23,7 +23,7 @@ from edgeseg.geometry import min_area_rect
 from edgeseg.metrics import match_instances, panoptic_quality
 from edgeseg.semantic.components import mirror_encloses
 from edgeseg.semantic.relief import find_holes
-from edgeseg.semantic.rods import piece_rods
+from edgeseg.semantic.rods import piece_rods, row_ends
 
 
 def _two_discs(h: int = 200, w: int = 300, r: int = 50, gap: int = 90) -> NDArray[np.uint8]:
@@ -410,6 +410,24 @@ def test_a_crop_the_mirror_cannot_close_gets_no_hole_from_it(seed: int, fill: fl
     if mirror_encloses(tight, sides, 0):
         return
     assert find_holes(tight, ~tight, outlines[0], (0, 0), sides) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    fill=st.floats(0.05, 0.95),
+    size=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+)
+def test_the_ends_of_each_row_give_the_oriented_box_of_all_the_pixels(
+    seed: int, fill: float, size: tuple[int, int]
+) -> None:
+    ys, xs = np.nonzero(np.random.default_rng(seed).random(size) < fill)
+    if not len(ys):
+        return
+    every = min_area_rect(np.stack([xs, ys], axis=1) + 0.5)
+    ends = min_area_rect(row_ends(xs, ys) + 0.5)
+    assert every[2] * every[3] == pytest.approx(ends[2] * ends[3], rel=1e-5, abs=1e-4)
+    assert every[:2] == pytest.approx(ends[:2], abs=1e-3)
 
 
 @settings(max_examples=25, deadline=None)
