@@ -38,6 +38,7 @@ Run:
     .venv-bench/bin/python scripts/bench_postprocess.py            # 3 maps per set, 15 repeats of blocks of 3
     .venv-bench/bin/python scripts/bench_postprocess.py --seeds 5 --repeat 31
     .venv-bench/bin/python scripts/bench_postprocess.py --sets hostile_noise,hostile_ragged
+    .venv-bench/bin/python scripts/bench_postprocess.py --rods     # edgeseg with rods: true (line fits)
 
 To compare with another version in the same run, give a copy of its ``edgeseg/semantic`` package: its
 ``semantic_to_instances`` is timed in a fourth block of the same alternation (so a machine that gets busier
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=15, help="timed blocks per map and implementation")
     ap.add_argument("--block", type=int, default=3, help="calls per block, the first a warm-up (1: keep all)")
     ap.add_argument("--dist-threshold", type=float, default=SemanticParams().dist_threshold)
+    ap.add_argument("--rods", action="store_true", help="edgeseg fits crossing rods too (modlib has none)")
     ap.add_argument("--budget", type=float, default=4.0, help="seconds per map after which repeats stop")
     ap.add_argument("--slow", type=float, default=0.25, help="a call this long (s) ends its block, kept")
     ap.add_argument("--sets", default="", help="comma-separated set names (default: all, hostile included)")
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         print(f"modlib is not importable ({exc}); see this script's docstring for the setup", file=sys.stderr)
         return 2
-    params = SemanticParams(dist_threshold=opts.dist_threshold)
+    params = SemanticParams(dist_threshold=opts.dist_threshold, rods=opts.rods)
     reference = None
     if opts.reference is not None:
         if not (opts.reference / "__init__.py").is_file():

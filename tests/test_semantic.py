@@ -21,9 +21,9 @@ from edgeseg import Instances, SemanticParams, semantic_to_instances
 from edgeseg.errors import InputError
 from edgeseg.geometry import min_area_rect
 from edgeseg.metrics import match_instances, panoptic_quality
-from edgeseg.semantic.components import mirror_encloses
+from edgeseg.semantic.components import Budget, mirror_encloses
 from edgeseg.semantic.relief import find_holes
-from edgeseg.semantic.rods import piece_rods, row_ends
+from edgeseg.semantic.rods import FIT_COST, piece_rods, row_ends
 
 
 def _two_discs(h: int = 200, w: int = 300, r: int = 50, gap: int = 90) -> NDArray[np.uint8]:
@@ -143,6 +143,22 @@ def test_a_piece_around_a_bore_is_a_ring_and_not_cut_into_rods() -> None:
     elsewhere = np.zeros((240, 320), bool)
     elsewhere[5, 5] = True  # a bore outside the piece's outline (another piece's) does not make it a ring
     assert len(piece_rods(piece, elsewhere)) == 2
+
+
+def test_a_line_fit_is_paid_from_the_split_budget_or_not_made_and_counted() -> None:
+    x = np.zeros((240, 320), np.uint8)
+    cv2.line(x, (40, 60), (280, 180), 1, 9)
+    cv2.line(x, (60, 200), (260, 30), 1, 9)
+    mask = x.view(bool)
+    ys, xs = np.nonzero(mask)
+    piece = (0, 0, mask, min_area_rect(np.stack([xs, ys], axis=1) + 0.5))
+    cost = FIT_COST * len(xs)
+    poor = Budget(components=32, pixels=cost - 1)
+    assert piece_rods(piece, afford=poor.afford) == [piece]
+    assert (poor.unsplit, poor.pixels) == (1, cost - 1)
+    rich = Budget(components=32, pixels=3 * cost)
+    assert len(piece_rods(piece, afford=rich.afford)) == 2
+    assert (rich.unsplit, rich.pixels, rich.components) == (0, 2 * cost, 32)
 
 
 @pytest.mark.parametrize("radius", [7, 9, 12])

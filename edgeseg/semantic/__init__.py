@@ -40,9 +40,10 @@ pixel of a split component goes to its nearest marker in one labelled distance t
 half-resolution grid; boxes and oriented boxes come from the regions' outline pixels only. A map of noise
 or speckle has thousands of candidates, so each map's split has a budget (components and box pixels,
 largest components first; a smaller budget when a map has more candidates than a scene of objects, such
-as random blobs); what it cannot look at stays whole and is counted (:attr:`SplitView.unsplit`, and a log line
-at most once a minute). A component with more holes than any object has (speckle, counted its holes from
-2x2 patterns, without labelling them) stays whole and is counted too. A map keeps at most ``max_instances``
+as random blobs; with ``rods``, the line fits are paid from the same pixels, after the reliefs); what it
+cannot look at stays whole and is counted (:attr:`SplitView.unsplit`, and a log line at most once a
+minute). A component with more holes than any object has (speckle, counted its holes from 2x2 patterns,
+without labelling them) stays whole and is counted too. A map keeps at most ``max_instances``
 instances, of its largest components: the others are never fitted, and a labelled class crops only those
 that can be among the map's ``max_instances`` largest (a map of noise has thousands of components, each an
 instance to build, publish and track); what is left out is counted (:attr:`SplitView.dropped`, the same log
@@ -80,9 +81,10 @@ _MAX_CLASS_ID = 65535
 # The split looks at no more components, and boxes of no more frames' pixels, per map: three times the
 # components a scene of objects needs (the bench's scenes split at most 11 a map), and a seventh more box
 # pixels than the most the bench's scenes take (0.74 of a frame: big touching discs; the demo model's maps
-# 0.25). A split costs a few passes over its box, so the pixels bound a map of large ragged blobs (at a
-# whole frame they let those take 20-22x one connected-components pass, at 0.85 17-20x); a component whose
-# box is most of the frame (one class everywhere, one huge ragged blob) is kept whole, and counted.
+# 0.25 with their line fits). A split costs a few passes over its box, so the pixels bound a map of large
+# ragged blobs (at a whole frame they let those take 20-22x one connected-components pass, at 0.85 17-20x;
+# with rods, before the fits were paid from them, 24-33x); a component whose box is most of the frame (one
+# class everywhere, one huge ragged blob) is kept whole, and counted.
 _SPLIT_COMPONENTS = 32
 _SPLIT_FRAMES = 0.85
 # A scene of objects has a few dozen components that may hold two objects (the bench's densest scene 37,

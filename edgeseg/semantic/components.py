@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeseg.semantic.relief import Relief, is_convex, prepare, split_component
-from edgeseg.semantic.rods import piece_rods, whole_crop
+from edgeseg.semantic.rods import FIT_COST, piece_rods, whole_crop
 
 if TYPE_CHECKING:
     from edgeseg.semantic import SemanticParams, _Trace
@@ -77,6 +77,7 @@ def split_class(
             NDArray[np.int32],
             Relief | None,
             NDArray[np.int32] | None,
+            list[tuple[int, int, NDArray[np.bool_], tuple[float, ...]]] | None,
         ]
         | None
     ] = [None] * len(found)
@@ -119,11 +120,18 @@ def split_class(
         # (a component with more holes than any object has is speckle: its relief is a froth of tiny peaks
         # that marks no object, and the outlines of its holes would make the split cost a few passes over
         # each of thousands of them)
-        if may_split[k] and not spent and not one and budget.take(tight.size, speckle=holes > MAX_HOLES):
+        look = may_split[k] and not spent and not one
+        # (without a hole there is no bore to tell it from rods: with rods it is tried as rods first, if the
+        # budget pays for the fit, and one that rods explain needs no relief; [] when they do not)
+        rods = None
+        if look and p.rods and p.per_component and not hole_width and budget.pixels >= FIT_COST * area:
+            tried = piece_rods(whole_crop(x, y, tight, contour), afford=budget.afford)
+            rods = tried if len(tried) > 1 and budget.take(0) else []
+        if look and not rods and budget.room(tight.size) and budget.take(tight.size, holes > MAX_HOLES):
             relief = prepare(tight, ~crop, contour, (x, y), sides, hole_width, kernel)
         if trace is not None:
             shown[k] = relief or prepare(tight, ~crop, contour, (x, y), sides, hole_width, kernel)
-        comps[k] = (x, y, tight, area, contour, relief, outline)
+        comps[k] = (x, y, tight, area, contour, relief, outline, rods)
     reliefs = [c[5] for c in comps if c is not None and not isinstance(c, Part)]
     class_max = max((float(r.dist.max()) for r in reliefs if r is not None), default=0.0)
     parts: list[Part] = []
@@ -132,14 +140,16 @@ def split_class(
         if isinstance(comp, Part):
             parts.append(comp)
             continue
-        x, y, tight, area, contour, relief, outline = comp
+        x, y, tight, area, contour, relief, outline, rods = comp
         pieces = None
         seeds: list[NDArray[np.int32]] | None = None if trace is None else []
         by_rods = False
-        if relief is not None:
+        if rods:
+            pieces, by_rods = rods, True
+        elif relief is not None:
             tried_whole = p.rods and not relief.encloses_bore  # a ring's bore is no gap between rods
-            if tried_whole:
-                pieces = piece_rods(whole_crop(x, y, tight, contour))
+            if tried_whole and rods is None:
+                pieces = piece_rods(whole_crop(x, y, tight, contour), afford=budget.afford)
                 pieces = pieces if len(pieces) > 1 else None
                 by_rods = pieces is not None
             if pieces is None:
@@ -152,7 +162,7 @@ def split_class(
                     pieces = [
                         r
                         for q in split_by_relief or [whole_crop(x, y, tight, contour)]
-                        for r in piece_rods(q, rings)
+                        for r in piece_rods(q, rings, budget.afford)
                     ]
                     by_rods = len(pieces) != len(split_by_relief or [None])
                     pieces = pieces if split_by_relief is not None or by_rods else None
@@ -200,6 +210,15 @@ class Budget:
         if self.components <= 0 or box_pixels > self.pixels:
             self.unsplit += 1
             return False
+        return True
+
+    def afford(self, cost: int) -> bool:
+        """Charge a fit of straight rods ``cost`` pixels, if those left pay for it; else count its crop
+        unsplit (it stays as it is). It takes no component: it looks at one a relief was taken for."""
+        if cost > self.pixels:
+            self.unsplit += 1
+            return False
+        self.pixels -= cost
         return True
 
     def take(self, box_pixels: int, speckle: bool = False) -> bool:

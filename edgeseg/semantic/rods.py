@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -12,6 +13,11 @@ from edgeseg.geometry import min_area_rect
 
 ROD_MIN_HALF_WIDTH = 1.5  # pixels: thinner bands are no rods a distance transform can measure
 MAX_RODS = 6
+# The split's budget is counted in pixels of the boxes its reliefs look at; a fit takes about this many times
+# a relief's time per box pixel, per pixel of its crop (measured 3.8-4.1x on random blobs, where fits fail at
+# the first line, 6x on the demo model's maps, where most succeed: the line transform votes every centre
+# pixel at 180 angles)
+FIT_COST = 4
 
 
 def fit_rods(
@@ -85,15 +91,20 @@ def whole_crop(
 def piece_rods(
     piece: tuple[int, int, NDArray[np.bool_], tuple[float, ...]],
     bores: NDArray[np.bool_] | None = None,
+    afford: Callable[[int], bool] | None = None,
 ) -> list[tuple[int, int, NDArray[np.bool_], tuple[float, ...]]]:
     """The rods of one crop ``(x, y, mask, rect)`` as crops in the same frame, or the crop itself.
 
     Straight rods that cross or meet fill less than half of their oriented box; one rod, or anything
     fuller, is left as it is, and so is a ring: a crop around one of the ``bores`` (its component's, in the
-    same frame), whose hole leaves it less than half full too.
+    same frame), whose hole leaves it less than half full too. ``afford(cost)`` says whether the split's
+    budget pays for a fit (``FIT_COST`` per pixel of the crop), else the crop is left as it is.
     """
     x, y, mask, rect = piece
-    if np.count_nonzero(mask) >= 0.5 * rect[2] * rect[3] or (bores is not None and encloses(piece, bores)):
+    area = int(np.count_nonzero(mask))
+    if area >= 0.5 * rect[2] * rect[3] or (bores is not None and encloses(piece, bores)):
+        return [piece]
+    if afford is not None and not afford(FIT_COST * area):
         return [piece]
     rods = fit_rods(mask)
     if rods is None:
