@@ -373,9 +373,11 @@ class SplitView:
         instances: what :func:`semantic_to_instances` returns for the same input and parameters.
         threshold: the ``dist_threshold`` the markers were cut at (a level of ``relief``).
         background: the background class id (class map) or channel (scores).
-        unsplit: components that might hold several objects but were kept whole because the map's split
-            budget was spent (noise, speckle: thousands of ragged components); 0 on scenes of objects.
-            :func:`semantic_to_instances` counts them too, in a log line at most once a minute.
+        unsplit: components (or, with ``rods``, crops not fitted as rods) that might hold several objects
+            but were kept whole because the map's split budget was spent (noise, speckle: thousands of ragged
+            components); 0 on the bench's scenes of objects, but for a crop or two of the densest with
+            ``rods`` (touching discs over three quarters of the frame). :func:`semantic_to_instances` counts
+            them too, in a log line at most once a minute.
         dropped: instances beyond ``max_instances`` (the smallest), left out of ``instances``; counted in the
             same log line.
         to_frame: maps these pixels onto the frame they came from (identity here;
