@@ -298,7 +298,7 @@ class _UnsplitNote:
             self._count, self._dropped, self._maps, self._last = 0, 0, 0, now
         _log.warning(
             "semantic split budget: %d components kept whole unsplit and %d instances beyond max_instances "
-            "dropped, in %d maps (a map of noise or speckle?)",
+            "dropped, in %d maps (maps of noise or speckle, or a scene denser than the split budget)",
             count,
             lost,
             maps,
