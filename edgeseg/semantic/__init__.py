@@ -81,10 +81,10 @@ _MAX_CLASS_ID = 65535
 # The split looks at no more components, and boxes of no more frames' pixels, per map: three times the
 # components a scene of objects needs (the bench's scenes split at most 11 a map), and a seventh more box
 # pixels than the most the bench's scenes take (0.74 of a frame: big touching discs; the demo model's maps
-# 0.25 with their line fits). A split costs a few passes over its box, so the pixels bound a map of large
-# ragged blobs (at a whole frame they let those take 20-22x one connected-components pass, at 0.85 17-20x;
-# with rods, before the fits were paid from them, 24-33x); a component whose box is most of the frame (one
-# class everywhere, one huge ragged blob) is kept whole, and counted.
+# 0.25, and their line fits ~0.05 more). A split costs a few passes over its box, so the pixels bound a map
+# of large ragged blobs (at a whole frame they let those take 20-22x one connected-components pass, at 0.85
+# 17-20x; with rods, before the fits were paid from them, 23-33x); a component whose box is most of the
+# frame (one class everywhere, one huge ragged blob) is kept whole, and counted.
 _SPLIT_COMPONENTS = 32
 _SPLIT_FRAMES = 0.85
 # A scene of objects has a few dozen components that may hold two objects (the bench's densest scene 37,

@@ -126,7 +126,9 @@ def split_class(
         rods = None
         if look and p.rods and p.per_component and not hole_width and budget.pixels >= FIT_COST * area:
             tried = piece_rods(whole_crop(x, y, tight, contour), afford=budget.afford)
-            rods = tried if len(tried) > 1 and budget.take(0) else []
+            rods = tried if len(tried) > 1 else []
+            if rods:
+                budget.take(0)  # a component looked at, as one a relief is taken for
         if look and not rods and budget.room(tight.size) and budget.take(tight.size, holes > MAX_HOLES):
             relief = prepare(tight, ~crop, contour, (x, y), sides, hole_width, kernel)
         if trace is not None:
