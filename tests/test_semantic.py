@@ -21,6 +21,7 @@ from edgeseg import Instances, SemanticParams, semantic_to_instances
 from edgeseg.errors import InputError
 from edgeseg.geometry import min_area_rect
 from edgeseg.metrics import match_instances, panoptic_quality
+from edgeseg.semantic import explain_split
 from edgeseg.semantic.components import Budget, mirror_encloses
 from edgeseg.semantic.relief import find_holes
 from edgeseg.semantic.rods import FIT_COST, piece_rods, row_ends
@@ -159,6 +160,18 @@ def test_a_line_fit_is_paid_from_the_split_budget_or_not_made_and_counted() -> N
     rich = Budget(components=32, pixels=3 * cost)
     assert len(piece_rods(piece, afford=rich.afford)) == 2
     assert (rich.unsplit, rich.pixels, rich.components) == (0, 2 * cost, 32)
+
+
+def test_a_crossing_of_rods_full_of_speckle_is_kept_whole_and_counted_with_rods_on() -> None:
+    cm = np.full((240, 320), BACKGROUND, np.uint8)
+    cv2.line(cm, (40, 60), (280, 180), 0, 15)
+    cv2.line(cm, (60, 200), (260, 30), 0, 15)
+    deep = cv2.distanceTransform((cm == 0).view(np.uint8), cv2.DIST_L2, 3) >= 4
+    ys, xs = np.nonzero(deep)
+    pick = np.random.default_rng(0).choice(len(ys), 400, replace=False)
+    cm[ys[pick], xs[pick]] = BACKGROUND  # 400 one-pixel holes: speckle, no rods to fit
+    view = explain_split(cm, SemanticParams(rods=True))
+    assert (len(view.instances), view.unsplit) == (1, 1)
 
 
 @pytest.mark.parametrize("radius", [7, 9, 12])

@@ -121,10 +121,12 @@ def split_class(
         # that marks no object, and the outlines of its holes would make the split cost a few passes over
         # each of thousands of them)
         look = may_split[k] and not spent and not one
-        # (without a hole there is no bore to tell it from rods: with rods it is tried as rods first, if the
-        # budget pays for the fit, and one that rods explain needs no relief; [] when they do not)
+        # (without a hole, nor one its mirror may enclose, there is no bore to tell it from rods: with rods
+        # it is tried as rods first, if the budget pays for the fit, and one that rods explain needs no
+        # relief; [] when they do not)
         rods = None
-        if look and p.rods and p.per_component and not hole_width and budget.pixels >= FIT_COST * area:
+        rods_first = p.rods and p.per_component and not (holes or hole_width)
+        if look and rods_first and budget.pixels >= FIT_COST * area:
             tried = piece_rods(whole_crop(x, y, tight, contour), afford=budget.afford)
             rods = tried if len(tried) > 1 else []
             if rods:
