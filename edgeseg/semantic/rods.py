@@ -128,8 +128,9 @@ def encloses(piece: tuple[int, int, NDArray[np.bool_], tuple[float, ...]], marke
 
 def row_ends(xs: NDArray[np.intp], ys: NDArray[np.intp]) -> NDArray[np.float32]:
     """The first and last of each row's pixels ``(xs, ys)``, given in raster order, as ``(K, 2)`` points: they
-    have the same convex hull as all of them, so the same oriented box, for a fraction of the points (a rod
-    has a few thousand pixels, and the hull's cost was a sixth of its fit)."""
+    have the same convex hull as all of them, so a smallest oriented box as small, for a fraction of the
+    points (a rod has a few thousand pixels, and the hull's cost was a sixth of its fit). (Where a hull has
+    several smallest boxes, OpenCV may pick another: a handful of pixels, never a rod's.)"""
     first = np.flatnonzero(np.concatenate(([True], ys[1:] != ys[:-1])))
     last = np.concatenate((first[1:], [len(ys)])) - 1
     idx = np.concatenate((first, last))
