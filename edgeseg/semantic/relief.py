@@ -39,14 +39,13 @@ class Relief:
     dist: NDArray[np.float32]
     bores: NDArray[np.bool_] | None
     encloses_bore: bool  # within the image (bores can also appear in the mirror beyond its edge)
-    shape: tuple[int, int]  # the component crop's
 
     def crop_bores(self) -> NDArray[np.bool_] | None:
         """The bores in the component crop's frame, or None."""
         if self.bores is None:
             return None
-        t, _, left, _ = self.pads
-        return self.bores[t : t + self.shape[0], left : left + self.shape[1]]
+        top, bottom, left, right = self.pads
+        return self.bores[top : self.bores.shape[0] - bottom, left : self.bores.shape[1] - right]
 
 
 def prepare(
@@ -91,7 +90,7 @@ def prepare(
     )
     if bores is not None:
         bores &= comp.view(bool)  # mirrored bores beyond the image edge mark nothing
-    return Relief(pads, comp, dist, bores, encloses_bore, (tight.shape[0], tight.shape[1]))
+    return Relief(pads, comp, dist, bores, encloses_bore)
 
 
 def is_convex(contour: NDArray[np.int32], depth: float = CONVEX_DEPTH) -> bool:
