@@ -134,6 +134,8 @@ def main() -> None:
     ap.add_argument("--no-rss", action="store_true", help="skip the edgeseg run child processes")
     ap.add_argument("--before", type=Path, help="a checkout of the product before issue 18, for its peak RSS")
     args = ap.parse_args()
+    if args.before is not None and (args.no_rss or not (args.before / "edgeseg" / "__init__.py").is_file()):
+        ap.error(f"--before {args.before}: needs the RSS runs and a checkout with an edgeseg package")
 
     stages = {k: stages_for(p, args.threads) for k, p in MODELS.items()}
     scene = PartsScene(640, 480, seed=5)
@@ -178,8 +180,6 @@ def main() -> None:
             s.model.close()
         rss["reference"] = peak_rss_mb(MODELS["reference"])
         if args.before is not None:
-            if not (args.before / "edgeseg" / "__init__.py").is_file():
-                raise SystemExit(f"--before {args.before}: no edgeseg package there")
             rss["before"] = peak_rss_mb(None, args.before.resolve())
         rss["new"] = peak_rss_mb(MODELS["new"])
         print(
