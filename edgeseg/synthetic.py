@@ -253,7 +253,10 @@ def _tile(sc: _Scene, t: int) -> tuple[_Part, ...]:
                 mid = (lo + hi) / 2
                 trial = replace(cand, u=q.u + mid * math.cos(a), y=q.y + mid * math.sin(a))
                 lo, hi = (mid, hi) if _overlaps(q, trial, sc.width / 2) else (lo, mid)
-            depth = rng.uniform(-1, 2) if rng.random() < 0.5 else rng.uniform(2, 0.4 * min(cand.ext, q.ext))
+            # (ext is in frame pixels: below ~1/3 of 640x480 the bound falls under 2, and numpy refuses a
+            # range whose high is below its low)
+            deep = max(2.0, 0.4 * min(cand.ext, q.ext))
+            depth = rng.uniform(-1, 2) if rng.random() < 0.5 else rng.uniform(2, deep)
             d = hi - depth * sc.scale
             cand = replace(cand, u=q.u + d * math.cos(a), y=q.y + d * math.sin(a))
             if not t * sc.tile <= cand.u < (t + 1) * sc.tile:
