@@ -397,10 +397,10 @@ class PartsScene:
         t0, t1 = math.floor((-margin - shift) / sc.tile), math.floor((w + margin - shift) / sc.tile)
         parts = sorted((p for t in range(t0, t1 + 1) for p in _tile(sc, t)), key=lambda p: p.z)
         start = int(-round(shift)) % self._period
-        if start + w <= self._period:
-            img = self._belt[:, start : start + w].astype(np.float32)
-        else:
-            img = self._belt[:, np.arange(start, start + w) % self._period].astype(np.float32)
+        img = np.empty((h, w, 3), np.float32)
+        seen = min(w, self._period - start)  # the belt from start to its end, then again from its start
+        img[:, :seen] = self._belt[:, start : start + seen]
+        img[:, seen:] = self._belt[:, : w - seen]
         inst = np.zeros((h, w), np.int32)
         cmap = np.zeros((h, w), np.uint8)
         drawn: list[tuple[_Part, int, tuple[int, int, int, int]]] = []
@@ -465,8 +465,10 @@ class PartsScene:
         keep = 1 - cv2.GaussianBlur(shadow, (0, 0), self._shadow_sigma) * self._shadow_k
         keep *= 1 - warped[..., 3]
         region = img[y0:y1, x0:x1]
-        region *= keep[..., None]
-        region += warped[..., :3]
+        # in place, by OpenCV on whole pixels: numpy's broadcast over the 3 channels of a strided view took
+        # ten times as long, for the same float32 products and sums
+        cv2.multiply(region, cv2.merge((keep, keep, keep)), dst=region)
+        cv2.add(region, cv2.cvtColor(warped, cv2.COLOR_BGRA2BGR), dst=region)
         inst[y0:y1, x0:x1][mask] = label
         cmap[y0:y1, x0:x1][mask] = p.cls
         return area, (x0, y0, x1, y1)
@@ -480,7 +482,7 @@ class PartsScene:
         gy = 0.08 * math.sin(2 * math.pi * index / period[1] + ph[1])
         gain = 1 + 0.04 * math.sin(index * 2.1 + ph[2]) + 0.05 * math.sin(2 * math.pi * index / 997 + ph[3])
         light = self._vignette * (gain + gx * self._xn + gy * self._yn)
-        lit = np.asarray(cv2.multiply(img, cv2.resize(np.repeat(light[..., None], 3, 2), (w, h))), np.float32)
+        lit = np.asarray(cv2.multiply(img, cv2.resize(np.repeat(light[..., None], 3, 2), (w, h)), dst=img))
         if rng.random() < 0.1:
             k = int(rng.integers(3, 10) * self._sc.scale) | 1
             lit = np.asarray(cv2.blur(lit, (k, 1)), np.float32)
