@@ -170,3 +170,23 @@ def test_transform_maps_oriented_boxes_exactly_under_equal_scales() -> None:
 def test_empty_masks_are_an_error_not_a_silent_instance() -> None:
     with pytest.raises(InputError, match="empty"):
         Instances.from_crops(FRAME, [0], [1.0], [(0, 0)], [np.zeros((3, 3), bool)])
+
+
+@given(
+    arrays(np.int32, st.tuples(st.integers(1, 24), st.integers(1, 24)), elements=st.integers(0, 6)),
+    st.integers(0, 3),
+)
+def test_a_label_image_gives_each_present_label_its_own_pixels_and_box(
+    labels: NDArray[np.int32], extra: int
+) -> None:
+    k = int(labels.max()) + extra  # labels up to k, some of them absent from the image
+    classes = np.arange(k, dtype=np.int32) % 3
+    inst = Instances.from_label_image(labels, classes)
+    present = [i for i in range(1, k + 1) if (labels == i).any()]
+    assert len(inst) == len(present)
+    for row, i in enumerate(present):
+        ys, xs = np.nonzero(labels == i)
+        x0, y0, x1, y1 = inst.mask_box[row].tolist()
+        assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        np.testing.assert_array_equal(inst.masks[row], labels[y0:y1, x0:x1] == i)
+        assert inst.class_id[row] == classes[i - 1]
