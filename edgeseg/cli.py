@@ -530,7 +530,7 @@ def _configure_logging(verbose: bool) -> None:
     root.propagate = False
 
 
-def _tune_malloc() -> None:
+def tune_malloc() -> None:
     """Frames, maps and masks (hundreds of KB each) are allocated and freed every frame by several threads,
     and a frame is freed by another thread than the one that made it. Two glibc settings:
 
@@ -551,7 +551,7 @@ def _tune_malloc() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edgeseg`` and ``python -m edgeseg``; returns the exit code."""
-    _tune_malloc()
+    tune_malloc()
     args = _parser().parse_args(argv)
     _configure_logging(args.verbose)
     from edgeseg import bench, doctor, evaluate, mqtt_commands, selftest, service

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.backends.ort import usable_cores
+from edgeseg.cli import tune_malloc
 from edgeseg.config import load_config
 from edgeseg.frame import Frame
 from edgeseg.pipeline import ModelStages, Pipeline
@@ -99,6 +100,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="inference threads (overrides model.threads)")
     ap.add_argument("--memory-fps", type=float, default=200.0, help="camera rate of the memory run")
     args = ap.parse_args()
+    tune_malloc()  # as the edgeseg command does: the pipeline measured is the one a user runs
     overrides = [f"model.path={json.dumps(str(Path(args.model).resolve()))}"] if args.model else []
     if args.threads is not None:
         overrides.append(f"model.threads={args.threads}")
