@@ -531,8 +531,10 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def tune_malloc() -> None:
-    """Frames, maps and masks (hundreds of KB each) are allocated and freed every frame by several threads,
-    and a frame is freed by another thread than the one that made it. Two glibc settings:
+    """Set glibc's malloc for a pipeline (the ``edgeseg`` command does at start; an embedding program may).
+
+    Frames, maps and masks (hundreds of KB each) are allocated and freed every frame by several threads, and
+    a frame is freed by another thread than the one that made it. Two settings:
 
     - a fixed mmap threshold (256 KB): glibc would otherwise raise it and serve such blocks from per-thread
       heaps that keep their peak (measured on the demo: 19 MB more peak RSS);
