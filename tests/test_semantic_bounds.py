@@ -161,6 +161,23 @@ def test_a_map_of_noise_keeps_its_max_instances_largest_components_and_counts_th
     assert f"{len(every) - 50} instances beyond max_instances dropped" in caplog.text
 
 
+def test_among_equal_specks_of_several_classes_the_earliest_are_kept_and_the_rest_counted() -> None:
+    # 2x2 specks of three classes in rows (class by row), all of one size: the cut has only ties to break
+    cm = np.full((120, 160), BACKGROUND, np.uint8)
+    for y in range(0, 120, 4):
+        for x in range(0, 160, 4):
+            cm[y : y + 2, x : x + 2] = (y // 4) % 3
+    total = 30 * 40
+    view = explain_split(cm, SemanticParams(size_threshold=4, max_instances=25))
+    kept = view.instances
+    assert len(kept) == 25
+    assert view.dropped == total - 25
+    # ties go to the earlier: class 0 first, then the scan order (row by row)
+    assert (kept.class_id == 0).all()
+    firsts = sorted((int(y), int(x)) for x, y in kept.mask_box[:, :2])
+    assert firsts == [(y, x) for y in range(0, 120, 12) for x in range(0, 160, 4)][:25]
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     kind=st.sampled_from(KINDS),

@@ -301,9 +301,11 @@ def by_labelling(
     kept = kept[kept > 0]  # label 0 is the background
     n = len(kept)
     kept = kept[largest(area[kept].tolist(), p.max_instances)]
-    if len(before) + len(kept) > p.max_instances:  # none smaller than the max_instances-th largest so far
-        so_far = np.concatenate((np.asarray(before, np.int64), area[kept]))
-        kept = kept[area[kept] >= np.partition(so_far, -p.max_instances)[-p.max_instances]]
+    if len(before) + len(kept) > p.max_instances:
+        # only those among the max_instances largest so far, ties to the earlier, as the map's cut decides
+        # them (on a map of equal specks every later class crops none; a bound on the area kept them all)
+        top = np.asarray(largest([*before, *area[kept].tolist()], p.max_instances))
+        kept = kept[top[top >= len(before)] - len(before)]
     beyond = n - len(kept)
     may = ((area[kept] >= 2 * max(p.size_threshold, 1)) & has_core[kept]).tolist()
     comps = [
