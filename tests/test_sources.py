@@ -225,7 +225,9 @@ def test_a_paced_synthetic_scene_moves_on_in_real_time_when_read_slowly() -> Non
         src.close()
     t0 = frames[0].t_capture_ns
     for frame in frames:
-        assert frame.index == pytest.approx((frame.t_capture_ns - t0) / 20e6, abs=1)
+        # a frame's capture time lies in its tick's 20 ms (once, a time read after the tick was chosen lay in
+        # the next one, when the thread was preempted in between)
+        assert 0 <= (frame.t_capture_ns - t0) / 20e6 - frame.index < 1
     assert frames[-1].index >= 15
     assert src.stats.frames == 6
 

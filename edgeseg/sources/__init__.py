@@ -257,7 +257,8 @@ class Pacer:
     tick of the original clock: it is never handed a catch-up burst. Waits end early when ``stop`` is set.
     ``tick`` numbers the clock tick of the frame just handed out (0 for the first; ticks a consumer fell
     behind by are skipped, as a camera's sequence number skips the frames nobody read); unpaced, it counts
-    the frames.
+    the frames. ``now_ns`` is the ``time.monotonic_ns()`` the tick was chosen at: the frame's capture time,
+    which lies in its tick's period (a time read later, after a preemption, may lie in the next one).
     """
 
     def __init__(self, fps: float | None, stop: threading.Event) -> None:
@@ -266,13 +267,15 @@ class Pacer:
         self._start_ns = 0
         self._next_ns = 0  # next tick; 0 = clock not started
         self.tick = -1
+        self.now_ns = 0
 
     def wait(self) -> bool:
         """Sleep until the next tick; False when stopped meanwhile."""
+        now = time.monotonic_ns()
         if not self._period_ns:
             self.tick += 1
+            self.now_ns = now
             return not self._stop.is_set()
-        now = time.monotonic_ns()
         if self._next_ns > now:
             if self._stop.wait((self._next_ns - now) / 1e9):
                 return False
@@ -282,6 +285,7 @@ class Pacer:
         else:
             self._next_ns += self._period_ns * (1 + (now - self._next_ns) // self._period_ns)
         self.tick = (self._next_ns - self._start_ns) // self._period_ns - 1
+        self.now_ns = now
         return not self._stop.is_set()
 
 

@@ -74,8 +74,7 @@ class SyntheticSource:
         """The next scene frame (``(H, W, 3)`` uint8 BGR) with its ground-truth instances in ``truth``."""
         if self._scene is None or not self._pacer.wait():
             return None
-        t_ns, wall = time.monotonic_ns(), time.time()
-        index = self._pacer.tick
+        t_ns, wall, index = self._pacer.now_ns, time.time(), self._pacer.tick
         rendered = self._scene.frame(index)
         frame = Frame(
             index=index,
