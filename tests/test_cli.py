@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -212,8 +213,6 @@ def test_the_demo_run_reuses_freed_memory_instead_of_faulting_in_fresh_pages_eve
     # space back at once and the next frame faulted it in again, ~5,000-7,000 pages a frame and a third of
     # the run's CPU time in the kernel. Counted as the difference between a short and a longer run, so
     # start-up is out.
-    import resource
-
     def faults(frames: int) -> int:
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
         done = edgeseg("run", "--max-frames", str(frames), cwd=tmp_path)

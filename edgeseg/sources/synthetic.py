@@ -74,7 +74,8 @@ class SyntheticSource:
         """The next scene frame (``(H, W, 3)`` uint8 BGR) with its ground-truth instances in ``truth``."""
         if self._scene is None or not self._pacer.wait():
             return None
-        t_ns, wall, index = self._pacer.now_ns, time.time(), self._pacer.tick
+        t_ns, index = self._pacer.now_ns, self._pacer.tick
+        wall = time.time() - (time.monotonic_ns() - t_ns) / 1e9  # the same instant on the wall clock
         rendered = self._scene.frame(index)
         frame = Frame(
             index=index,
