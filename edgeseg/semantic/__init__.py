@@ -73,7 +73,15 @@ from edgeseg.errors import InputError
 from edgeseg.fields import meta as _m
 from edgeseg.geometry import AxisAffine, canonical_obbs
 from edgeseg.instances import Instances
-from edgeseg.semantic.components import Budget, Found, Part, find_components, largest, split_class
+from edgeseg.semantic.components import (
+    Budget,
+    Found,
+    Labelled,
+    Part,
+    find_components,
+    largest,
+    split_class,
+)
 from edgeseg.semantic.relief import Relief
 from edgeseg.validate import FieldError, check_fields
 
@@ -231,12 +239,12 @@ def _split_map(
     :func:`explain_split`)."""
     h, w = class_map.shape
     classes = [(c, m) for c in _classes(class_map, background) if (m := class_map == c).any()]
-    found: list[Found] = []
+    found: list[Found | Labelled] = []
     sizes: list[list[int]] = []  # each class's component areas
-    areas: list[int] = []  # all of them so far (a labelled class crops none that cannot make the cut)
+    areas: list[int] = []  # all of them so far (a labelled class keeps none that cannot make the cut)
     for _, m in classes:
         found.append(find_components(m.view(np.uint8), params, areas))
-        sizes.append([c.area for c in found[-1].comps])
+        sizes.append(found[-1].areas)
         areas.extend(sizes[-1])
     # the map's largest components across its classes, before any is fitted or split
     keeps: list[list[bool] | None] = [None] * len(found)
@@ -247,8 +255,8 @@ def _split_map(
         ends = np.cumsum([len(a) for a in sizes])
         keeps = [part.tolist() for part in np.split(chosen, ends[:-1])]
     candidates = sum(
-        sum(may if keep is None else (m and k for m, k in zip(may, keep, strict=True)))
-        for (_, may, _), keep in zip(found, keeps, strict=True)
+        sum(f.may if keep is None else (m and k for m, k in zip(f.may, keep, strict=True)))
+        for f, keep in zip(found, keeps, strict=True)
     )
     budget = Budget(
         *_split_budget(candidates, h * w),
@@ -256,7 +264,7 @@ def _split_map(
     )
     parts: list[Part] = []
     for (c, mask), components, keep in zip(classes, found, keeps, strict=True):
-        parts.extend(split_class(mask, c, params, budget, components, keep, trace))
+        parts.extend(split_class(mask, c, params, budget, components.select(keep), trace))
     if len(parts) > params.max_instances:
         budget.dropped += len(parts) - params.max_instances
         parts = [parts[i] for i in largest([q.area for q in parts], params.max_instances)]

@@ -49,11 +49,10 @@ def split_class(
     p: SemanticParams,
     budget: Budget,
     components: Found,
-    keep: list[bool] | None = None,
     trace: _Trace | None = None,
 ) -> list[Part]:
-    """Instances of one class: its ``components`` (see :func:`find_components`; with ``keep``, only those it
-    marks, in their order), each split where it holds several objects.
+    """Instances of one class: its ``components`` (see :func:`find_components`), each split where it holds
+    several objects.
 
     Only the components that may hold two objects are looked at one by one, within ``budget``. With
     ``trace``, each component's relief and markers are also drawn into it (see
@@ -62,9 +61,6 @@ def split_class(
     h, w = mask.shape
     kernel = kernel_of(p)
     found, may_split = components.comps, components.may
-    if keep is not None:
-        found = [c for c, wanted in zip(found, keep, strict=True) if wanted]
-        may_split = [m for m, wanted in zip(may_split, keep, strict=True) if wanted]
     # A component kept whole is done at once; the others wait for the class's largest distance. They are
     # prepared largest first, so that what the budget cannot pay for is the smallest.
     comps: list[
@@ -259,12 +255,53 @@ class Found(NamedTuple):
     may: list[bool]
     beyond: int = 0
 
+    @property
+    def areas(self) -> list[int]:
+        return [c.area for c in self.comps]
+
+    def select(self, keep: list[bool] | None) -> Found:
+        """The components ``keep`` marks (None: all), in their order."""
+        if keep is None:
+            return self
+        return Found(
+            [c for c, wanted in zip(self.comps, keep, strict=True) if wanted],
+            [m for m, wanted in zip(self.may, keep, strict=True) if wanted],
+            self.beyond,
+        )
+
+
+class Labelled(NamedTuple):
+    """A labelled class mask's components that may be among the map's ``max_instances`` largest, not yet
+    cropped (:meth:`select` crops those that are: on a map of noise, each class can hold the map's whole cut
+    until the later classes are labelled), as :class:`Found` has them otherwise: ``labels`` the mask's label
+    image, ``ids`` their labels, ``boxes`` their ``(x, y, width, height)``."""
+
+    labels: NDArray[np.int32]
+    ids: list[int]
+    boxes: list[tuple[int, int, int, int]]
+    areas: list[int]
+    may: list[bool]
+    beyond: int
+
+    def select(self, keep: list[bool] | None) -> Found:
+        """The components ``keep`` marks (None: all), cropped, in their order."""
+        chosen = range(len(self.ids)) if keep is None else [i for i, wanted in enumerate(keep) if wanted]
+        comps = []
+        for i in chosen:
+            x, y, cw, ch = self.boxes[i]
+            comps.append(
+                Comp(x, y, self.labels[y : y + ch, x : x + cw] == self.ids[i], self.areas[i], None, 0, 0)
+            )
+        return Found(comps, [self.may[i] for i in chosen], self.beyond)
+
 
 def kernel_of(p: SemanticParams) -> NDArray[np.uint8]:
     return np.ones((p.erosion_kernel, p.erosion_kernel), np.uint8)
 
 
-def find_components(m8: NDArray[np.uint8], p: SemanticParams, before: list[int] | None = None) -> Found:
+def find_components(
+    m8: NDArray[np.uint8], p: SemanticParams, before: list[int] | None = None
+) -> Found | Labelled:
     """A class mask's components of at least ``size_threshold`` pixels, and whether each may hold two
     objects: it has room for two kept ones, and the opening leaves it a pixel (one the opening erases is
     thin or ragged: speckle, noise; its relief is flat, with no marker). ``before``: the areas of the map's
@@ -289,10 +326,10 @@ def find_components(m8: NDArray[np.uint8], p: SemanticParams, before: list[int] 
 
 def by_labelling(
     m8: NDArray[np.uint8], core: NDArray[np.bool_], p: SemanticParams, before: list[int]
-) -> Found:
+) -> Labelled:
     """:func:`find_components` by one labelling pass (outlines are left for later: most components never
     need one). Only the components that can be among the map's ``max_instances`` largest (beside those of
-    areas ``before``) are cropped: a map of noise has thousands."""
+    areas ``before``) are kept, uncropped: a map of noise has thousands."""
     _, lab, st, _ = cv2.connectedComponentsWithStats(m8, connectivity=8, ltype=cv2.CV_32S)
     labels, stats = np.asarray(lab, np.int32), np.asarray(st, np.int32)
     area = stats[:, cv2.CC_STAT_AREA]
@@ -308,11 +345,8 @@ def by_labelling(
         kept = kept[top[top >= len(before)] - len(before)]
     beyond = n - len(kept)
     may = ((area[kept] >= 2 * max(p.size_threshold, 1)) & has_core[kept]).tolist()
-    comps = [
-        Comp(x, y, labels[y : y + ch, x : x + cw] == k, a, None, 0, 0)
-        for k, (x, y, cw, ch, a) in zip(kept.tolist(), stats[kept].tolist(), strict=True)
-    ]
-    return Found(comps, may, beyond)
+    boxes = [(x, y, cw, ch) for x, y, cw, ch in stats[kept, :4].tolist()]
+    return Labelled(labels, kept.tolist(), boxes, area[kept].tolist(), may, beyond)
 
 
 def largest(areas: list[int], n: int) -> list[int]:
