@@ -208,14 +208,19 @@ def mask_obb(mask: NDArray[np.bool_], origin: tuple[int, int] = (0, 0)) -> NDArr
     Fitted to the outer contours of all the mask's parts, so a mask split by an occluder keeps one box
     around all of it.
     """
-    contours = _external_contours(mask)
-    if not contours:
-        raise InputError("cannot fit an oriented box to an empty mask")
-    pts = np.concatenate(contours).reshape(-1, 2).astype(np.float32) + 0.5
-    obb = points_obb(pts)
+    obb: NDArray[np.float32] = canonical_obbs(np.array(mask_rect(mask)))[0]
     obb[0] += origin[0]
     obb[1] += origin[1]
     return obb
+
+
+def mask_rect(mask: NDArray[np.bool_]) -> tuple[float, ...]:
+    """:func:`mask_obb` in the crop's pixels, as a raw row of :func:`min_area_rect` (for
+    :func:`canonical_obbs` to turn many at once)."""
+    contours = _external_contours(mask)
+    if not contours:
+        raise InputError("cannot fit an oriented box to an empty mask")
+    return min_area_rect(np.concatenate(contours).reshape(-1, 2).astype(np.float32) + 0.5)
 
 
 def mask_polygon(

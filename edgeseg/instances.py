@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from edgeseg import rle
 from edgeseg.errors import InputError
-from edgeseg.geometry import AxisAffine, mask_obb, mask_polygon
+from edgeseg.geometry import AxisAffine, canonical_obbs, mask_polygon, mask_rect
 
 MaskFormat = Literal["rle", "polygon", "none"]
 MASK_FORMATS: tuple[MaskFormat, ...] = ("rle", "polygon", "none")
@@ -110,7 +110,7 @@ class Instances:
             raise InputError(f"{len(org)} mask origins for {n} masks")
         tight: list[NDArray[np.bool_]] = []
         boxes = np.zeros((n, 4), np.int32)
-        obbs = np.zeros((n, 5), np.float32)
+        rects: list[tuple[float, ...]] = []
         area = np.zeros(n, np.int64)
         for i, m in enumerate(masks):
             m = np.asarray(m)
@@ -130,8 +130,10 @@ class Instances:
             crop = np.ascontiguousarray(m[r0:r1, c0:c1])
             tight.append(crop)
             boxes[i] = (ox + c0, oy + r0, ox + c1, oy + r1)
-            obbs[i] = mask_obb(crop, (ox + c0, oy + r0))
+            rects.append(mask_rect(crop))
             area[i] = int(np.count_nonzero(crop))
+        obbs = canonical_obbs(np.array(rects, np.float64).reshape(-1, 5))
+        obbs[:, :2] += boxes[:, :2]  # (as mask_obb adds its origin)
         return cls(
             image_shape=(h, w),
             class_id=np.asarray(class_id, dtype=np.int32).reshape(n),

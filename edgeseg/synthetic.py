@@ -63,6 +63,8 @@ class SyntheticFrame:
         instance_track: ``(K,)`` int64 identity of the physical part, stable across frames of one scene.
         unoccluded_area: ``(K,)`` int64 pixels instance ``k`` would cover inside the frame with nothing on
             top of it (visible fraction = visible pixels / this).
+        instance_box: ``(K, 4)`` int32 ``(x0, y0, x1, y1)``, a box inside the frame that holds every pixel of
+            instance ``k`` (the patch it was drawn in).
     """
 
     image: NDArray[np.uint8]
@@ -71,11 +73,21 @@ class SyntheticFrame:
     instance_class: NDArray[np.int32]
     instance_track: NDArray[np.int64]
     unoccluded_area: NDArray[np.int64]
+    instance_box: NDArray[np.int32]
 
     def instances(self) -> Instances:
         """Ground truth as :class:`~edgeseg.instances.Instances` (score 1, track ids set)."""
-        inst = Instances.from_label_image(self.instance_map, self.instance_class)
-        return inst.with_track_ids(self.instance_track)
+        # each instance's pixels from its drawing patch (the demo source does this every frame: finding
+        # them in the whole map took half of it)
+        lab = self.instance_map
+        return Instances.from_crops(
+            lab.shape,
+            self.instance_class,
+            np.ones(len(self.instance_class), np.float32),
+            self.instance_box[:, :2],
+            [lab[y0:y1, x0:x1] == k for k, (x0, y0, x1, y1) in enumerate(self.instance_box.tolist(), 1)],
+            track_id=self.instance_track,
+        )
 
 
 @dataclass(frozen=True)
@@ -423,6 +435,7 @@ class PartsScene:
             instance_class=cls,
             instance_track=np.array([p.track for p, _, _ in drawn], np.int64),
             unoccluded_area=np.array([area for _, area, _ in drawn], np.int64),
+            instance_box=np.array([box for _, _, box in drawn], np.int32).reshape(-1, 4),
         )
 
     def _paint(

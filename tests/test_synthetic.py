@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeseg.errors import InputError
+from edgeseg.instances import Instances
 from edgeseg.synthetic import CLASS_NAMES, PartsScene, SyntheticFrame
 
 
@@ -172,6 +173,24 @@ def test_labels_are_consistent_for_any_seed_and_index(seed: int, index: int):
     assert f.instance_map.max() == k
     assert (np.bincount(f.instance_map.ravel(), minlength=k + 1)[1:] > 0).all()
     assert len(f.instance_track) == len(set(f.instance_track.tolist())) == k
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    width=st.sampled_from([320, 640]),
+    seed=st.integers(0, 2**20),
+    index=st.integers(0, 200_000),
+)
+def test_ground_truth_instances_are_the_instance_maps_labels(width: int, seed: int, index: int):
+    # instances() crops each instance from the patch it was drawn in; the map itself is the definition
+    f = PartsScene(width, width * 3 // 4, seed=seed).frame(index)
+    got = f.instances()
+    want = Instances.from_label_image(f.instance_map, f.instance_class).with_track_ids(f.instance_track)
+    for field in ("class_id", "score", "xyxy", "obb", "area", "mask_box", "track_id"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
+    assert len(got.masks) == len(want.masks)
+    for a, b in zip(got.masks, want.masks, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @settings(max_examples=12, deadline=None)
