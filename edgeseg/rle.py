@@ -21,23 +21,28 @@ def encode_counts(crop: NDArray[np.bool_], origin: tuple[int, int], image_hw: tu
     ch, cw = crop.shape
     if x0 < 0 or y0 < 0 or x0 + cw > w or y0 + ch > h:
         raise InputError(f"mask crop at {origin} of size {cw}x{ch} does not fit a {w}x{h} image")
-    strip = np.zeros((cw, h), dtype=np.int8)  # column-major: one row per image column
-    strip[:, y0 : y0 + ch] = crop.T
-    flat = strip.ravel()
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], change, [flat.size]))
-    runs = np.diff(bounds).tolist()
-    if flat.size and flat[0] == 1:
-        runs.insert(0, 0)
-    if not runs:
-        runs = [0]
-    runs[0] += x0 * h
-    trailing = (w - x0 - cw) * h
-    if len(runs) % 2 == 1:
-        runs[-1] += trailing
-    elif trailing:
-        runs.append(trailing)
-    return [int(r) for r in runs]
+    # The crop's columns framed by a zero above and below, in column-major order: every change of value
+    # in the image's column-major order is one in there (the pixels between the crop's columns are zeros)
+    col = ch + 2
+    framed = np.zeros((cw, col), np.int8)
+    framed[:, 1:-1] = crop.T
+    flat = framed.ravel()
+    at = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    # ... at image index (x0 + column) * h + y0 - 1 + row
+    change = (x0 + at // col) * h + (y0 - 1) + at % col
+    if ch == h and len(change) > 1:
+        # a crop as tall as the image: a run of ones going on into the next column ends and starts again
+        # at the same index in the frame; in the image it is one run
+        twice = change[1:] == change[:-1]
+        drop = np.zeros(len(change), bool)
+        drop[1:] |= twice
+        drop[:-1] |= twice
+        change = change[~drop]
+    # (a run of ones at the image's end ends at its size: no run of zeros after it)
+    change = change[change < h * w]
+    bounds = np.concatenate(([0], change, [h * w]))
+    runs: list[int] = np.diff(bounds).tolist()
+    return runs
 
 
 def decode_counts(counts: list[int], image_hw: tuple[int, int]) -> tuple[NDArray[np.bool_], tuple[int, int]]:
@@ -69,16 +74,19 @@ def decode_counts(counts: list[int], image_hw: tuple[int, int]) -> tuple[NDArray
 def counts_to_string(counts: list[int]) -> str:
     """pycocotools' compressed string form of uncompressed counts."""
     out = bytearray()
+    put = out.append
     for i, count in enumerate(counts):
         x = count - counts[i - 2] if i > 2 else count
-        more = True
-        while more:
+        if -16 <= x < 16:  # one group (most differences between runs two apart are small)
+            put((x & 0x1F) + 48)
+            continue
+        while True:
             c = x & 0x1F
             x >>= 5
-            more = x != -1 if c & 0x10 else x != 0
-            if more:
-                c |= 0x20
-            out.append(c + 48)
+            if x == (-1 if c & 0x10 else 0):
+                put(c + 48)
+                break
+            put(c + 80)  # (c | 0x20) + 48: more groups follow
     return out.decode("ascii")
 
 

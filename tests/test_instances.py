@@ -78,6 +78,21 @@ def test_rle_strings_are_identical_to_pycocotools_both_ways(
     assert np.array_equal(_dense(back, o), dense)
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools vs numpy 2
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_rle_strings_match_pycocotools_for_crops_up_to_the_whole_frame(data: st.DataObject) -> None:
+    # crops as tall as the frame (a run of ones going on into the next column), at its last pixel, empty
+    h, w = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 6))
+    ch, cw = data.draw(st.integers(1, h)), data.draw(st.integers(1, w))
+    crop = data.draw(arrays(np.bool_, (ch, cw)))
+    origin = data.draw(st.integers(0, w - cw)), data.draw(st.integers(0, h - ch))
+    dense = np.zeros((h, w), bool)
+    dense[origin[1] : origin[1] + ch, origin[0] : origin[0] + cw] = crop
+    theirs = coco_mask.encode(np.asfortranarray(dense.astype(np.uint8)))
+    assert rle.counts_to_string(rle.encode_counts(crop, origin, (h, w))) == theirs["counts"].decode("ascii")
+
+
 def _same(a: Instances, b: Instances) -> None:
     assert a.image_shape == b.image_shape
     assert len(a) == len(b)
