@@ -2,9 +2,13 @@
 """Pipeline benchmark (issues 4 and 18), measured side by side in one run.
 
 1. the full threaded pipeline at the DEFAULT configuration (thread counts and onnxruntime's spinning chosen
-   by the pipeline) with the sinks a device runs (JSONL), against the best inference-only FPS of the same
-   model at ANY intra-op thread count (1..cores, each its own session, spinning as onnxruntime defaults):
-   ``fps_ratio`` (target >= 0.9); the pipeline with the video sink on as well is reported beside it;
+   by the pipeline) with the sinks a device runs (JSON lines and MQTT), against the best inference-only FPS
+   of the same model at ANY intra-op thread count (1..cores, each its own session, spinning as onnxruntime
+   defaults): ``fps_ratio`` (target >= 0.9); beside it the pipeline with JSON lines only
+   (``fps_ratio_jsonl``) and with the video sink on as well (``fps_ratio_video``). The MQTT sink publishes
+   every result (QoS 1, through its spool) to a Mosquitto this script starts on a free loopback port and
+   stops at the end; nothing subscribes, as a device's fleet broker runs elsewhere (``--no-mqtt``: leave it
+   out, for a machine without ``mosquitto``);
 2. capture-to-result latency p50/p99 with a live source at twice the pipeline's rate:
    ``latency_p99_over_p50`` (target <= 1.5), and p99 over the median single-frame processing time
    (preprocess + infer + decode, one thread);
@@ -20,12 +24,16 @@ The last line is one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
 import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,9 +41,12 @@ from edgeseg.backends.ort import usable_cores
 from edgeseg.cli import tune_malloc
 from edgeseg.config import load_config
 from edgeseg.frame import Frame
+from edgeseg.mqtt.broker import Credentials
 from edgeseg.pipeline import ModelStages, Pipeline
 from edgeseg.sinks import Sink, SinkContext
 from edgeseg.sinks.jsonl import JsonlSink
+from edgeseg.sinks.mqtt import MqttSinkConfig
+from edgeseg.sinks.mqtt_sink import MqttSink
 from edgeseg.sinks.video import VideoSink
 from edgeseg.sources import SourceStats
 from edgeseg.synthetic import PartsScene
@@ -90,6 +101,22 @@ class ReplaySource:
         self.closed.set()
 
 
+@contextlib.contextmanager
+def mosquitto(workdir: Path) -> Iterator[Any]:
+    """A Mosquitto on a free loopback port for the run (``bench_mqtt.Broker``), stopped at the end."""
+    from bench_mqtt import Broker  # (bench_mqtt imports this module, so not at the top)
+
+    exe = shutil.which("mosquitto") or shutil.which("/usr/sbin/mosquitto")
+    if exe is None:
+        raise SystemExit("mosquitto not found (apt-get install mosquitto), or run with --no-mqtt")
+    broker = Broker(exe, workdir)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("pipeline", nargs="?", help="pipeline YAML (default: demo)")
@@ -99,6 +126,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating inference-only/pipeline rounds")
     ap.add_argument("--threads", type=int, help="inference threads (overrides model.threads)")
     ap.add_argument("--memory-fps", type=float, default=200.0, help="camera rate of the memory run")
+    ap.add_argument("--no-mqtt", action="store_true", help="no MQTT sink (no Mosquitto needed)")
     args = ap.parse_args()
     tune_malloc()  # as the edgeseg command does: the pipeline measured is the one a user runs
     overrides = [f"model.path={json.dumps(str(Path(args.model).resolve()))}"] if args.model else []
@@ -130,20 +158,26 @@ def main() -> None:
         for k in range(1, cores + 1)
     }
     infer_runs: dict[int, list[float]] = {k: [] for k in alone}
-    pipeline_runs, video_runs = [], []
-    with tempfile.TemporaryDirectory() as tmp:
+    runs: dict[str, list[float]] = {"device": [], "jsonl": [], "video": []}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        broker = None if args.no_mqtt else stack.enter_context(mosquitto(Path(tmp) / "broker"))
 
-        def pipeline_fps(with_video: bool) -> float:
-            ctx = SinkContext(class_names=names)
+        def pipeline_fps(kind: str) -> float:
+            ctx = SinkContext(class_names=names, state_dir=Path(tmp) / f"state-{kind}")
             sinks: dict[str, Sink] = {"jsonl": JsonlSink(Path(tmp) / "r.jsonl", "rle", names)}
-            if with_video:
+            if kind != "jsonl" and broker is not None:
+                cfg = MqttSinkConfig(
+                    url=f"mqtt://127.0.0.1:{broker.port}", device_id="bench", discovery=False
+                )
+                sinks["mqtt"] = MqttSink(cfg, ctx, Credentials())
+            if kind == "video":
                 sinks["video"] = VideoSink(Path(tmp) / "r.mp4", 25, ctx=ctx)
             pipe = Pipeline(ReplaySource(images, n), stages, sinks)
             t0 = time.perf_counter()
             full = pipe.run()
             return full.frames_done / (time.perf_counter() - t0)
 
-        for _ in range(args.rounds):
+        for r in range(args.rounds):
             for k, st in alone.items():
                 for p in prepared[:3]:
                     st.infer(p)
@@ -151,17 +185,19 @@ def main() -> None:
                 for i in range(n):
                     st.infer(prepared[i % 50])
                 infer_runs[k].append(n / (time.perf_counter() - t0))
-            pipeline_runs.append(pipeline_fps(False))
-            video_runs.append(pipeline_fps(True))
+            for kind in runs if r % 2 == 0 else reversed(runs):
+                runs[kind].append(pipeline_fps(kind))
     for st in alone.values():
         st.model.close()
     best_k = max(infer_runs, key=lambda k: statistics.median(infer_runs[k]))
     fps_infer = statistics.median(infer_runs[best_k])
-    fps_pipeline = statistics.median(pipeline_runs)
-    fps_video = statistics.median(video_runs)
     best_per_round = [max(infer_runs[k][r] for k in infer_runs) for r in range(args.rounds)]
-    ratio = statistics.median(p / i for p, i in zip(pipeline_runs, best_per_round, strict=True))
-    video_ratio = statistics.median(p / i for p, i in zip(video_runs, best_per_round, strict=True))
+    fps = {kind: statistics.median(v) for kind, v in runs.items()}
+    ratios = {
+        kind: statistics.median(p / i for p, i in zip(v, best_per_round, strict=True))
+        for kind, v in runs.items()
+    }
+    fps_pipeline = fps["device"]
 
     # 2. latency with a live source faster than the pipeline: a camera at twice the pipeline's rate
     camera_fps = 2 * fps_pipeline
@@ -182,8 +218,11 @@ def main() -> None:
     lat_spread = lat.latency_ms_p99 / lat.latency_ms_p50
     threads = ", ".join(f"{k}: {statistics.median(v):.1f}" for k, v in infer_runs.items())
     print(f"{'inference only, by threads':<32}{threads} fps; best {fps_infer:.1f} ({best_k} threads)")
-    print(f"{'pipeline, default (jsonl)':<32}{fps_pipeline:8.1f} fps   ratio {ratio:.2f} (target >= 0.9)")
-    print(f"{'pipeline, jsonl + video':<32}{fps_video:8.1f} fps   ratio {video_ratio:.2f}")
+    device = "jsonl" if args.no_mqtt else "jsonl + mqtt"
+    labels = {"device": f"default ({device})", "jsonl": "jsonl only", "video": f"{device} + video"}
+    for kind, label in labels.items():
+        target = " (target >= 0.9)" if kind == "device" else ""
+        print(f"{'pipeline, ' + label:<32}{fps[kind]:8.1f} fps   ratio {ratios[kind]:.2f}{target}")
     print(f"{'single-frame processing':<32}{median_single_ms:8.1f} ms (median)")
     print(
         f"{'live latency p50 / p99':<32}{lat.latency_ms_p50:8.1f} / {lat.latency_ms_p99:.1f} ms   "
@@ -197,8 +236,10 @@ def main() -> None:
     by_threads = {k: round(statistics.median(v), 2) for k, v in infer_runs.items()}
     print(json.dumps({
         "cores": cores, "fps_infer_by_threads": by_threads, "fps_infer_best": round(fps_infer, 2),
-        "fps_pipeline": round(fps_pipeline, 2), "fps_ratio": round(ratio, 3),
-        "fps_pipeline_video": round(fps_video, 2), "fps_ratio_video": round(video_ratio, 3),
+        "mqtt": not args.no_mqtt,
+        "fps_pipeline": round(fps_pipeline, 2), "fps_ratio": round(ratios["device"], 3),
+        "fps_pipeline_jsonl": round(fps["jsonl"], 2), "fps_ratio_jsonl": round(ratios["jsonl"], 3),
+        "fps_pipeline_video": round(fps["video"], 2), "fps_ratio_video": round(ratios["video"], 3),
         "median_single_ms": round(median_single_ms, 2), "latency_p50_ms": round(lat.latency_ms_p50, 2),
         "latency_p99_ms": round(lat.latency_ms_p99, 2), "latency_p99_over_p50": round(lat_spread, 3),
         "latency_p99_over_single": round(lat_ratio, 3),
