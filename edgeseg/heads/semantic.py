@@ -64,7 +64,7 @@ class SemanticHead:
             np.subtract(1.0, p, out=probs[self.card.background])
             return probs
         ids = np.asarray(squeezed)
-        if ids.min() < 0 or ids.max() >= self.nc:
+        if (not np.issubdtype(ids.dtype, np.unsignedinteger) and ids.min() < 0) or ids.max() >= self.nc:
             raise self._fail(f"holds class ids outside 0..{self.nc - 1}")
         # cv2.warpAffine takes uint8 and uint16, and the split wants an integer map
         return ids.astype(np.uint8 if self.nc <= 256 else np.uint16, copy=False)

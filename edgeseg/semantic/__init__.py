@@ -546,13 +546,14 @@ def _split_input(
             raise InputError(f"semantic_to_instances: the class map is empty, shape {arr.shape}")
         if background > _MAX_CLASS_ID:
             raise InputError(f"semantic_to_instances: background must be <= {_MAX_CLASS_ID}: {background}")
+        if arr.dtype in (np.uint8, np.uint16):  # every value is a valid id: no pass over the map
+            return arr, None
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi > _MAX_CLASS_ID:
             raise InputError(
                 f"semantic_to_instances: class ids must be in 0..{_MAX_CLASS_ID}, got values {lo}..{hi}"
             )
-        cmap = arr if arr.dtype in (np.uint8, np.uint16) else arr.astype(np.uint16 if hi > 255 else np.uint8)
-        return np.asarray(cmap), None
+        return arr.astype(np.uint16 if hi > 255 else np.uint8), None
     if arr.ndim != 3:
         raise InputError(
             f"semantic_to_instances: expected a (H, W) class map or (C, H, W) scores, got shape {arr.shape}"
