@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Literal
 
 import cv2
@@ -319,6 +320,16 @@ class Instances:
 
     # serialization --------------------------------------------------------------------------------
 
+    @cached_property
+    def _rle(self) -> tuple[str, ...]:
+        """Each mask as a COCO RLE string, encoded once: each sink that publishes a result asks (JSON lines
+        and MQTT both, on a device)."""
+        h, w = self.image_shape
+        return tuple(
+            rle.counts_to_string(rle.encode_counts(m, (int(x0), int(y0)), (h, w)))
+            for m, (x0, y0) in zip(self.masks, self.mask_box[:, :2].tolist(), strict=True)
+        )
+
     def to_dict(self, mask_format: MaskFormat = "rle", polygon_tolerance: float = 1.0) -> dict[str, Any]:
         """A JSON-ready dict; masks as COCO RLE (``{"size": [H, W], "counts": str}``), polygons or none."""
         if mask_format not in ("rle", "polygon", "none"):
@@ -339,9 +350,7 @@ class Instances:
             if self.track_id is not None:
                 item["track_id"] = int(self.track_id[i])
             if mask_format == "rle":
-                x0, y0 = int(self.mask_box[i, 0]), int(self.mask_box[i, 1])
-                counts = rle.encode_counts(self.masks[i], (x0, y0), (h, w))
-                item["segmentation"] = {"size": [h, w], "counts": rle.counts_to_string(counts)}
+                item["segmentation"] = {"size": [h, w], "counts": self._rle[i]}
             elif mask_format == "polygon":
                 assert src.polygons is not None
                 item["segmentation"] = [[float(v) for v in src.polygons[i].reshape(-1)]]
