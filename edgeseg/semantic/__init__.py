@@ -45,9 +45,8 @@ cannot look at stays whole and is counted (:attr:`SplitView.unsplit`, and a log 
 minute). A component with more holes than any object has (speckle, counted its holes from 2x2 patterns,
 without labelling them) stays whole and is counted too. A map keeps at most ``max_instances``
 instances, of its largest components: the others are never fitted, and a labelled class crops only those
-that can be among the map's ``max_instances`` largest (a map of noise has thousands of components, each an
-instance to build, publish and track); what is left out is counted (:attr:`SplitView.dropped`, the same log
-line).
+in that cut, once every class is labelled (a map of noise has thousands of components, each an instance to
+build, publish and track); what is left out is counted (:attr:`SplitView.dropped`, the same log line).
 
 Coordinates follow :mod:`edgeseg.geometry`; instances are in the pixel frame of the input map.
 
