@@ -324,11 +324,8 @@ class Instances:
     def _rle(self) -> tuple[str, ...]:
         """Each mask as a COCO RLE string, encoded once: each sink that publishes a result asks (JSON lines
         and MQTT both, on a device)."""
-        h, w = self.image_shape
-        return tuple(
-            rle.counts_to_string(rle.encode_counts(m, (int(x0), int(y0)), (h, w)))
-            for m, (x0, y0) in zip(self.masks, self.mask_box[:, :2].tolist(), strict=True)
-        )
+        origins = [(x0, y0) for x0, y0 in self.mask_box[:, :2].tolist()]
+        return tuple(rle.encode(self.masks, origins, self.image_shape))
 
     def to_dict(self, mask_format: MaskFormat = "rle", polygon_tolerance: float = 1.0) -> dict[str, Any]:
         """A JSON-ready dict; masks as COCO RLE (``{"size": [H, W], "counts": str}``), polygons or none."""

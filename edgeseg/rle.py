@@ -8,41 +8,13 @@ Masks here are crops placed in the frame, so encoding and decoding never build a
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import NDArray
 
 from edgeseg.errors import InputError
-
-
-def encode_counts(crop: NDArray[np.bool_], origin: tuple[int, int], image_hw: tuple[int, int]) -> list[int]:
-    """Uncompressed COCO counts of a bool ``crop`` whose pixel ``[0, 0]`` is frame pixel ``origin`` (x, y)."""
-    h, w = image_hw
-    x0, y0 = origin
-    ch, cw = crop.shape
-    if x0 < 0 or y0 < 0 or x0 + cw > w or y0 + ch > h:
-        raise InputError(f"mask crop at {origin} of size {cw}x{ch} does not fit a {w}x{h} image")
-    # The crop's columns framed by a zero above and below, in column-major order: every change of value
-    # in the image's column-major order is one in there (the pixels between the crop's columns are zeros)
-    col = ch + 2
-    framed = np.zeros((cw, col), np.int8)
-    framed[:, 1:-1] = crop.T
-    flat = framed.ravel()
-    at = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    # ... at image index (x0 + column) * h + y0 - 1 + row
-    change = (x0 + at // col) * h + (y0 - 1) + at % col
-    if ch == h and len(change) > 1:
-        # a crop as tall as the image: a run of ones going on into the next column ends and starts again
-        # at the same index in the frame; in the image it is one run
-        twice = change[1:] == change[:-1]
-        drop = np.zeros(len(change), bool)
-        drop[1:] |= twice
-        drop[:-1] |= twice
-        change = change[~drop]
-    # (a run of ones at the image's end ends at its size: no run of zeros after it)
-    change = change[change < h * w]
-    bounds = np.concatenate(([0], change, [h * w]))
-    runs: list[int] = np.diff(bounds).tolist()
-    return runs
 
 
 def decode_counts(counts: list[int], image_hw: tuple[int, int]) -> tuple[NDArray[np.bool_], tuple[int, int]]:
@@ -71,23 +43,76 @@ def decode_counts(counts: list[int], image_hw: tuple[int, int]) -> tuple[NDArray
     return np.ascontiguousarray(strip[y0:y1]), (x0, y0)
 
 
-def counts_to_string(counts: list[int]) -> str:
-    """pycocotools' compressed string form of uncompressed counts."""
-    out = bytearray()
-    put = out.append
-    for i, count in enumerate(counts):
-        x = count - counts[i - 2] if i > 2 else count
-        if -16 <= x < 16:  # one group (most differences between runs two apart are small)
-            put((x & 0x1F) + 48)
-            continue
-        while True:
-            c = x & 0x1F
-            x >>= 5
-            if x == (-1 if c & 0x10 else 0):
-                put(c + 48)
-                break
-            put(c + 80)  # (c | 0x20) + 48: more groups follow
-    return out.decode("ascii")
+def encode(
+    crops: Sequence[NDArray[np.bool_]], origins: Sequence[tuple[int, int]], image_hw: tuple[int, int]
+) -> list[str]:
+    """pycocotools' compressed strings of bool ``crops``, each with its pixel ``[0, 0]`` at frame pixel
+    ``origins[i]`` (x, y), in an image of ``image_hw``.
+
+    All of them in one pass of numpy (a result's masks are a few dozen, each string ~200 characters: one
+    Python loop per character or numpy's fixed cost per mask was most of what publishing a result cost).
+    """
+    h, w = image_hw
+    n = len(crops)
+    if len(origins) != n:
+        raise InputError(f"{len(origins)} origins for {n} mask crops")
+    if n == 0:
+        return []
+    # Each crop's columns framed by a zero above and below, in column-major order, one after the other:
+    # every change of value in the image's column-major order is one in there (pixels between the crop's
+    # columns are zeros), and a crop's frame starts and ends with a zero, so no change spans two crops.
+    flat: list[NDArray[np.int8]] = []
+    dims = np.empty((n, 4), np.int64)  # x0, y0, column length (ch + 2), start in the concatenation
+    at = 0
+    for i, (crop, (x0, y0)) in enumerate(zip(crops, origins, strict=True)):
+        ch, cw = crop.shape
+        if x0 < 0 or y0 < 0 or x0 + cw > w or y0 + ch > h:
+            raise InputError(f"mask crop at {(x0, y0)} of size {cw}x{ch} does not fit a {w}x{h} image")
+        framed = np.zeros((cw, ch + 2), np.int8)
+        framed[:, 1:-1] = crop.T
+        flat.append(framed.ravel())
+        dims[i] = (x0, y0, ch + 2, at)
+        at += framed.size
+    joined = np.concatenate(flat)
+    pos = np.flatnonzero(joined[1:] != joined[:-1]) + 1
+    owner = np.searchsorted(dims[:, 3], pos, side="right") - 1
+    x0s, y0s, col, first = dims[owner].T
+    local = pos - first
+    # ... at image index (x0 + column) * h + y0 - 1 + row
+    change = (x0s + local // col) * h + (y0s - 1) + local % col
+    # a crop as tall as the image: a run of ones going on into the next column ends and starts again at one
+    # index of the image, where it is one run; and a run at the image's end leaves no run of zeros after it
+    twice = (change[1:] == change[:-1]) & (owner[1:] == owner[:-1])
+    keep = change < h * w
+    keep[1:] &= ~twice
+    keep[:-1] &= ~twice
+    change, owner = change[keep], owner[keep]
+    # the counts of crop k: its changes' differences, from 0 and up to the image's size
+    per = np.bincount(owner, minlength=n) + 1
+    ends = np.cumsum(per)
+    starts = ends - per
+    bound = np.full(int(ends[-1]), h * w, np.int64)
+    bound[np.arange(len(change)) + owner] = change
+    counts = bound - np.concatenate(([0], bound[:-1]))
+    counts[starts] = bound[starts]
+    # the string: each count after a crop's third as a difference to the one two places back, in the fewest
+    # 5-bit groups that hold it as a signed number, least significant first, 0x20 on all but the last, + 48
+    idx = np.arange(len(counts))
+    x = counts.copy()
+    late = idx - np.repeat(starts, per) >= 3
+    x[late] -= counts[idx[late] - 2]
+    groups = np.ones(len(x), np.int64)
+    limit = 16
+    while (wide := (x >= limit) | (x < -limit)).any():
+        groups += wide
+        limit <<= 5
+    value = np.repeat(np.arange(len(x)), groups)
+    shift = np.arange(len(value)) - np.repeat(np.cumsum(groups) - groups, groups)
+    code = (x[value] >> (5 * shift)) & 0x1F
+    code[shift < groups[value] - 1] |= 0x20
+    text = (code + 48).astype(np.uint8).tobytes().decode("ascii")
+    cut = np.concatenate(([0], np.cumsum(groups)[ends - 1])).tolist()
+    return [text[a:b] for a, b in itertools.pairwise(cut)]
 
 
 def string_to_counts(s: str) -> list[int]:

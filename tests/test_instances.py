@@ -53,9 +53,9 @@ def test_rle_encode_decode_round_trip_gives_the_tight_crop(
     item: tuple[NDArray[np.bool_], tuple[int, int]],
 ) -> None:
     crop, origin = item
-    counts = rle.encode_counts(crop, origin, FRAME)
+    counts = rle.string_to_counts(rle.encode([crop], [origin], FRAME)[0])
     assert sum(counts) == FRAME[0] * FRAME[1]
-    back, (x0, y0) = rle.decode_counts(rle.string_to_counts(rle.counts_to_string(counts)), FRAME)
+    back, (x0, y0) = rle.decode_counts(counts, FRAME)
     assert np.array_equal(_dense(back, (x0, y0)), _dense(crop, origin))
 
 
@@ -68,7 +68,7 @@ def test_rle_strings_are_identical_to_pycocotools_both_ways(
     crop, origin = item
     dense = _dense(crop, origin)
     theirs = coco_mask.encode(np.asfortranarray(dense.astype(np.uint8)))
-    ours = rle.counts_to_string(rle.encode_counts(crop, origin, FRAME))
+    (ours,) = rle.encode([crop], [origin], FRAME)
     assert ours == theirs["counts"].decode("ascii")
     # they decode ours, we decode theirs
     assert np.array_equal(
@@ -81,16 +81,22 @@ def test_rle_strings_are_identical_to_pycocotools_both_ways(
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools vs numpy 2
 @settings(max_examples=200, deadline=None)
 @given(st.data())
-def test_rle_strings_match_pycocotools_for_crops_up_to_the_whole_frame(data: st.DataObject) -> None:
-    # crops as tall as the frame (a run of ones going on into the next column), at its last pixel, empty
-    h, w = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 6))
-    ch, cw = data.draw(st.integers(1, h)), data.draw(st.integers(1, w))
-    crop = data.draw(arrays(np.bool_, (ch, cw)))
-    origin = data.draw(st.integers(0, w - cw)), data.draw(st.integers(0, h - ch))
-    dense = np.zeros((h, w), bool)
-    dense[origin[1] : origin[1] + ch, origin[0] : origin[0] + cw] = crop
-    theirs = coco_mask.encode(np.asfortranarray(dense.astype(np.uint8)))
-    assert rle.counts_to_string(rle.encode_counts(crop, origin, (h, w))) == theirs["counts"].decode("ascii")
+def test_rle_strings_of_several_crops_match_pycocotools_one_by_one(data: st.DataObject) -> None:
+    # all crops of a result are encoded at once; among them crops as tall as the frame (a run of ones going on
+    # into the next column), ones ending at its last pixel, empty ones, and large counts (a 1000-wide frame)
+    h, w = data.draw(st.sampled_from([(1, 3), (4, 1), (5, 6), (6, 5), (3, 1000)]))
+    crops, origins, dense = [], [], []
+    for _ in range(data.draw(st.integers(0, 4))):
+        ch, cw = data.draw(st.integers(1, h)), data.draw(st.integers(1, min(w, 8)))
+        crop = data.draw(arrays(np.bool_, (ch, cw)))
+        origin = data.draw(st.integers(0, w - cw)), data.draw(st.integers(0, h - ch))
+        full = np.zeros((h, w), np.uint8)
+        full[origin[1] : origin[1] + ch, origin[0] : origin[0] + cw] = crop
+        crops.append(crop)
+        origins.append(origin)
+        dense.append(full)
+    theirs = [coco_mask.encode(np.asfortranarray(d))["counts"].decode("ascii") for d in dense]
+    assert rle.encode(crops, origins, (h, w)) == theirs
 
 
 def _same(a: Instances, b: Instances) -> None:
