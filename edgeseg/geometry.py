@@ -179,12 +179,6 @@ def min_area_rect(points: NDArray[np.floating], pixel_extent: bool = True) -> tu
     return (cx, cy, w + grow, h + grow, a)
 
 
-def points_obb(points: NDArray[np.floating], pixel_extent: bool = True) -> NDArray[np.float32]:
-    """Minimum-area oriented box ``(5,)`` of ``(K, 2)`` points (see :func:`min_area_rect`)."""
-    obb: NDArray[np.float32] = canonical_obbs(np.array(min_area_rect(points, pixel_extent)))[0]
-    return obb
-
-
 def obb_corners(obb: NDArray[np.floating]) -> NDArray[np.float32]:
     """Corners ``(N, 4, 2)`` of ``(N, 5)`` oriented boxes, in order around the box."""
     o = np.asarray(obb, dtype=np.float64).reshape(-1, 5)
@@ -202,21 +196,13 @@ def _external_contours(mask: NDArray[np.bool_]) -> list[NDArray[np.int32]]:
     return [np.asarray(c, dtype=np.int32) for c in contours]
 
 
-def mask_obb(mask: NDArray[np.bool_], origin: tuple[int, int] = (0, 0)) -> NDArray[np.float32]:
-    """Oriented box ``(5,)`` of a bool mask crop whose pixel ``[0, 0]`` sits at frame pixel ``origin`` (x, y).
+def mask_rect(mask: NDArray[np.bool_]) -> tuple[float, ...]:
+    """The smallest oriented box of a bool mask crop, in the crop's pixels, as a raw row of
+    :func:`min_area_rect` (for :func:`canonical_obbs` to turn many at once).
 
     Fitted to the outer contours of all the mask's parts, so a mask split by an occluder keeps one box
     around all of it.
     """
-    obb: NDArray[np.float32] = canonical_obbs(np.array(mask_rect(mask)))[0]
-    obb[0] += origin[0]
-    obb[1] += origin[1]
-    return obb
-
-
-def mask_rect(mask: NDArray[np.bool_]) -> tuple[float, ...]:
-    """:func:`mask_obb` in the crop's pixels, as a raw row of :func:`min_area_rect` (for
-    :func:`canonical_obbs` to turn many at once)."""
     contours = _external_contours(mask)
     if not contours:
         raise InputError("cannot fit an oriented box to an empty mask")

@@ -134,7 +134,7 @@ class Instances:
             rects.append(mask_rect(crop))
             area[i] = int(np.count_nonzero(crop))
         obbs = canonical_obbs(np.array(rects, np.float64).reshape(-1, 5))
-        obbs[:, :2] += boxes[:, :2]  # (as mask_obb adds its origin)
+        obbs[:, :2] += boxes[:, :2]  # from the crop's pixels to the frame's
         return cls(
             image_shape=(h, w),
             class_id=np.asarray(class_id, dtype=np.int32).reshape(n),

@@ -13,15 +13,22 @@ from hypothesis import strategies as st
 from edgeseg.errors import InputError
 from edgeseg.geometry import (
     AxisAffine,
+    canonical_obbs,
     letterbox,
-    mask_obb,
     mask_polygon,
+    min_area_rect,
     obb_corners,
-    points_obb,
     roi_pixels,
     roi_to_frame,
     validate_roi,
 )
+from edgeseg.instances import Instances
+
+
+def _obb(points: np.ndarray) -> np.ndarray:
+    """The canonical oriented box of points (no pixel extent)."""
+    return canonical_obbs(np.array(min_area_rect(points, pixel_extent=False)))[0]
+
 
 finite = st.floats(-1e4, 1e4, allow_nan=False)
 scale = st.floats(0.05, 20, allow_nan=False)
@@ -90,7 +97,7 @@ def test_invalid_rois_are_rejected(roi: tuple[float, ...]) -> None:
 @given(finite, finite, st.floats(1, 500), st.floats(1, 500), st.floats(-720, 720))
 def test_oriented_boxes_follow_the_convention(cx: float, cy: float, a: float, b: float, angle: float) -> None:
     corners = cv2.boxPoints(((cx, cy), (a, b), angle))
-    obb = points_obb(corners, pixel_extent=False)
+    obb = _obb(corners)
     w, h, ang = float(obb[2]), float(obb[3]), float(obb[4])
     assert w >= h
     assert -90.0 <= ang < 90.0
@@ -107,13 +114,15 @@ def test_angle_is_measured_from_x_towards_y() -> None:
     direction = np.array([math.cos(rad), math.sin(rad)])
     normal = np.array([-math.sin(rad), math.cos(rad)])
     pts = np.array([s * 60 * direction + t * 10 * normal for s in (-1, 1) for t in (-1, 1)])
-    assert float(points_obb(pts, pixel_extent=False)[4]) == pytest.approx(30.0, abs=1e-3)
+    assert float(_obb(pts)[4]) == pytest.approx(30.0, abs=1e-3)
 
 
-def test_mask_obb_of_a_pixel_block_covers_whole_pixels() -> None:
+def test_the_oriented_box_of_a_pixel_block_covers_whole_pixels() -> None:
     m = np.ones((80, 240), bool)
-    assert mask_obb(m, (10, 20)).tolist() == pytest.approx([130.0, 60.0, 240.0, 80.0, 0.0], abs=1e-4)
-    assert mask_obb(np.ones((1, 1), bool)).tolist()[2:4] == pytest.approx([1.0, 1.0])
+    block = Instances.from_crops((200, 300), [0], [1.0], [(10, 20)], [m])
+    assert block.obb[0].tolist() == pytest.approx([130.0, 60.0, 240.0, 80.0, 0.0], abs=1e-4)
+    pixel = Instances.from_crops((1, 1), [0], [1.0], [(0, 0)], [np.ones((1, 1), bool)])
+    assert pixel.obb[0].tolist()[2:4] == pytest.approx([1.0, 1.0])
 
 
 def test_polygon_is_the_largest_part_in_frame_pixel_centres() -> None:
