@@ -14,7 +14,11 @@ configured onnxruntime session, the semantic head), on the same frames:
    have today's code. With ``--before DIR``, a checkout of the product as it was when issue 18 was filed
    (``mkdir DIR && git archive 65a21f9 | tar -x -C DIR``: its code, its own demo pipeline and model, which
    is the reference model) runs the same command between the other two, and ``rss_ratio_before`` is
-   today's run over that one: the memory the product as a whole gave back.
+   today's run over that one: the memory the product as a whole gave back. The same runs give each one's
+   stage medians inside the running pipeline (``edgeseg run``'s summary): ``pipeline_decode_ms``;
+4. with ``--before``, that checkout's own stages also time the same frames, alone, in a child process
+   between the rounds of 1: ``decode_ratio_before`` and ``infer_ratio_before``, today's demo over the
+   product as it was when the issue was filed (its argmax on the CPU and its split included).
 
 The reference is ``models/reference/demo-parts-v1.onnx``, the demo model before this issue. Threads: the
 pipeline's own choice (``model.threads: 0``) unless ``--threads`` is given. The last line is one JSON
@@ -26,10 +30,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
-import time
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +42,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from stage_times import Times, time_frames  # noqa: E402
 
 from edgeseg.config import load_config  # noqa: E402
 from edgeseg.evaluate import PQAccumulator  # noqa: E402
@@ -51,34 +59,11 @@ HOLDOUT = (tuple(range(200, 230)), 400)
 CLASSES = 4
 
 
-@dataclass
-class Times:
-    preprocess: list[float]
-    infer: list[float]
-    decode: list[float]
-
-
 def stages_for(model: Path, threads: int | None) -> ModelStages:
     overrides = [f"model.path={json.dumps(str(model))}"]
     if threads is not None:
         overrides.append(f"model.threads={threads}")
     return ModelStages.from_config(load_config(str(REPO / "pipelines/demo.yaml"), overrides))
-
-
-def time_frames(stages: ModelStages, frames: list[Frame]) -> Times:
-    t = Times([], [], [])
-    for f in frames:
-        t0 = time.perf_counter()
-        p = stages.preprocess(f)
-        t1 = time.perf_counter()
-        out = stages.infer(p)
-        t2 = time.perf_counter()
-        stages.decode(f, p, out)
-        t3 = time.perf_counter()
-        t.preprocess.append((t1 - t0) * 1e3)
-        t.infer.append((t2 - t1) * 1e3)
-        t.decode.append((t3 - t2) * 1e3)
-    return t
 
 
 def accuracy(stages: ModelStages, scenes: list[SyntheticFrame]) -> tuple[float, float]:
@@ -102,19 +87,28 @@ def accuracy(stages: ModelStages, scenes: list[SyntheticFrame]) -> tuple[float, 
 
 
 # A child starts with its parent's peak RSS (Linux carries it over fork and exec), so the run is started by a
-# small launcher whose own children's peak is then the run's alone.
+# small launcher whose own children's peak is then the run's alone; it passes the run's summary on.
 LAUNCHER = """
 import resource, subprocess, sys
-done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+done = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 if done.returncode:
     sys.exit(f"exit {done.returncode}: {done.stderr[-500:]}")
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print(done.stdout)
 """
 
 
-def peak_rss_mb(model: Path | None, tree: Path = REPO) -> float:
-    """Peak RSS of a child ``edgeseg run --max-frames 300`` on the demo pipeline with ``model`` (None: the
-    pipeline's own), the ``edgeseg`` package of the checkout ``tree``."""
+@dataclass
+class Run:
+    """One child ``edgeseg run``: its peak RSS and the stage medians of its summary (ms, by stage)."""
+
+    peak_rss_mb: float
+    stage_ms: dict[str, float]
+
+
+def demo_run(model: Path | None, tree: Path = REPO) -> Run:
+    """A child ``edgeseg run --max-frames 300`` on the demo pipeline with ``model`` (None: the pipeline's
+    own), the ``edgeseg`` package of the checkout ``tree``."""
     run = [sys.executable, "-m", "edgeseg", "run", "--max-frames", "300"]
     run += [] if model is None else ["--set", f"model.path={model}"]
     env = {**os.environ, "PYTHONPATH": str(tree)}  # (-m finds the package in the working folder first)
@@ -123,7 +117,29 @@ def peak_rss_mb(model: Path | None, tree: Path = REPO) -> float:
     )
     if done.returncode:
         raise SystemExit(f"{' '.join(run)}: {done.stderr.strip()}")
-    return int(done.stdout) / 1024
+    rss, _, summary = done.stdout.partition("\n")
+    medians = re.search(r"^stage medians: (.*)$", summary, re.MULTILINE)
+    if medians is None:
+        raise SystemExit(f"{' '.join(run)}: no 'stage medians' line in its summary:\n{summary}")
+    stage_ms = {k: float(v) for k, v in re.findall(r"([\w:]+) ([\d.]+) ms", medians.group(1))}
+    return Run(int(rss) / 1024, stage_ms)
+
+
+def time_checkout(tree: Path, images: Path, threads: int | None) -> Times:
+    """The stages of the checkout ``tree``'s demo pipeline on the frames in ``images``, in a child."""
+    overrides = [] if threads is None else [f"model.threads={threads}"]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts/stage_times.py"), str(images), *overrides],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise SystemExit(f"timing the stages of {tree}: {done.stderr.strip()[-800:]}")
+    times = json.loads(done.stdout.strip().splitlines()[-1])
+    return Times(times["preprocess"], times["infer"], times["decode"])
 
 
 def main() -> None:
@@ -132,7 +148,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=40, help="frames per timing round (default 40)")
     ap.add_argument("--threads", type=int, help="inference threads (default: the pipeline's choice)")
     ap.add_argument("--no-rss", action="store_true", help="skip the edgeseg run child processes")
-    ap.add_argument("--before", type=Path, help="a checkout of the product before issue 18, for its peak RSS")
+    ap.add_argument(
+        "--before", type=Path, help="a checkout of the product before issue 18: its stages and peak RSS"
+    )
     args = ap.parse_args()
     if args.before is not None and (args.no_rss or not (args.before / "edgeseg" / "__init__.py").is_file()):
         ap.error(f"--before {args.before}: needs the RSS runs and a checkout with an edgeseg package")
@@ -142,26 +160,38 @@ def main() -> None:
     frames = [Frame(i, scene.frame(7 * i).image, 0, 0.0) for i in range(args.frames)]
     for s in stages.values():
         time_frames(s, frames[:3])  # warm-up
-    rounds: dict[str, list[Times]] = {k: [] for k in stages}
-    for r in range(args.rounds):
-        for k in list(stages) if r % 2 == 0 else list(stages)[::-1]:
-            rounds[k].append(time_frames(stages[k], frames))
+    rounds: dict[str, list[Times]] = {k: [] for k in [*stages, *(["before"] if args.before else [])]}
+    with tempfile.TemporaryDirectory() as tmp:
+        images = Path(tmp) / "images.npy"
+        np.save(images, np.stack([f.image for f in frames]))
+        for r in range(args.rounds):
+            for k in list(rounds) if r % 2 == 0 else list(rounds)[::-1]:
+                if k == "before":
+                    rounds[k].append(time_checkout(args.before.resolve(), images, args.threads))
+                else:
+                    rounds[k].append(time_frames(stages[k], frames))
 
     def med(k: str, stage: str) -> float:
         return statistics.median(statistics.median(getattr(t, stage)) for t in rounds[k])
 
-    def ratio(stage: str) -> float:
+    def ratio(stage: str, over: str = "reference") -> float:
         per_round = [
             statistics.median(getattr(n, stage)) / statistics.median(getattr(o, stage))
-            for n, o in zip(rounds["new"], rounds["reference"], strict=True)
+            for n, o in zip(rounds["new"], rounds[over], strict=True)
         ]
         return statistics.median(per_round)
 
-    print(f"{'ms per frame (median)':<24}{'reference':>10}{'new':>10}{'new/ref':>9}  target")
+    before = "before" in rounds
+    print(
+        f"{'ms per frame (median)':<24}{'reference':>10}{'new':>10}{'new/ref':>9}"
+        + (f"{'before':>10}{'new/before':>11}" if before else "")
+        + "  target"
+    )
     targets = {"preprocess": "", "infer": "<= 0.25", "decode": "<= 0.30"}
     for stage, target in targets.items():
         ref, new = med("reference", stage), med("new", stage)
-        print(f"{stage:<24}{ref:>10.2f}{new:>10.2f}{ratio(stage):>9.3f}  {target}")
+        then = f"{med('before', stage):>10.2f}{ratio(stage, 'before'):>11.3f}" if before else ""
+        print(f"{stage:<24}{ref:>10.2f}{new:>10.2f}{ratio(stage):>9.3f}{then}  {target}")
 
     sets = {"test": TEST, "holdout": HOLDOUT}
     quality: dict[str, dict[str, tuple[float, float]]] = {k: {} for k in stages}
@@ -174,14 +204,15 @@ def main() -> None:
         print(f"{k:<10} {figures}")
     print("targets    PQ >= 0.82 and mIoU >= 0.92 on both sets")
 
-    rss: dict[str, float] = {}
+    runs: dict[str, Run] = {}
     if not args.no_rss:
         for s in stages.values():
             s.model.close()
-        rss["reference"] = peak_rss_mb(MODELS["reference"])
+        runs["reference"] = demo_run(MODELS["reference"])
         if args.before is not None:
-            rss["before"] = peak_rss_mb(None, args.before.resolve())
-        rss["new"] = peak_rss_mb(MODELS["new"])
+            runs["before"] = demo_run(None, args.before.resolve())
+        runs["new"] = demo_run(MODELS["new"])
+        rss = {k: r.peak_rss_mb for k, r in runs.items()}
         print(
             f"peak RSS of edgeseg run --max-frames 300: reference {rss['reference']:.0f} MB, "
             f"new {rss['new']:.0f} MB, ratio {rss['new'] / rss['reference']:.2f} (target <= 0.5)"
@@ -191,16 +222,35 @@ def main() -> None:
                 f"  the product before ({args.before}): {rss['before']:.0f} MB, "
                 f"new / before {rss['new'] / rss['before']:.2f}"
             )
+        inside = ", ".join(
+            f"{k} {r.stage_ms.get('infer', float('nan')):.1f} / {r.stage_ms.get('decode', float('nan')):.1f}"
+            for k, r in runs.items()
+        )
+        print(f"  inside those runs, infer / decode stage medians (ms): {inside}")
     print(
         json.dumps(
             {
-                **{f"{k}_{s}_ms": round(med(k, s), 2) for k in stages for s in targets},
+                **{f"{k}_{s}_ms": round(med(k, s), 2) for k in rounds for s in targets},
                 **{f"{s}_ratio": round(ratio(s), 3) for s in targets},
+                **({f"{s}_ratio_before": round(ratio(s, "before"), 3) for s in targets} if before else {}),
                 **{f"{k}_{n}_pq": round(q[n][0], 4) for k, q in quality.items() for n in sets},
                 **{f"{k}_{n}_miou": round(q[n][1], 4) for k, q in quality.items() for n in sets},
-                **{f"{k}_peak_rss_mb": round(v, 1) for k, v in rss.items()},
-                **({"rss_ratio": round(rss["new"] / rss["reference"], 3)} if rss else {}),
-                **({"rss_ratio_before": round(rss["new"] / rss["before"], 3)} if "before" in rss else {}),
+                **{f"{k}_peak_rss_mb": round(r.peak_rss_mb, 1) for k, r in runs.items()},
+                **{
+                    f"{k}_pipeline_{s}_ms": r.stage_ms.get(s)
+                    for k, r in runs.items()
+                    for s in ("infer", "decode")
+                },
+                **(
+                    {"rss_ratio": round(runs["new"].peak_rss_mb / runs["reference"].peak_rss_mb, 3)}
+                    if runs
+                    else {}
+                ),
+                **(
+                    {"rss_ratio_before": round(runs["new"].peak_rss_mb / runs["before"].peak_rss_mb, 3)}
+                    if "before" in runs
+                    else {}
+                ),
             }
         )
     )
