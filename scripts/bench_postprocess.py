@@ -22,9 +22,12 @@ that is modlib's output, not a conversion error: its ``Segments.get_mask`` gives
 (``modlib/models/results.py``: ``(self.mask == id).astype(np.uint8)``), so in ``to_instance_segments`` the
 watershed's unknown band (``markers[unknown == 255] = 0``) is never set, every pixel keeps a label, the
 watershed grows nothing, and each instance is its eroded marker (a disc of ~3000 pixels comes out as ~400).
-The last line is one JSON object with
-every figure; its ``summary`` holds the median over sets of edgeseg / connected components, and the
-smallest modlib / edgeseg and largest edgeseg / connected components over all sets.
+Each set also gets modlib / connected components (``modlib_per_cc``): where it is under 10, being 10x
+faster than modlib means taking less time than the labelling pass alone, below any split that labels
+the map. The last line is one JSON object with every figure; its ``summary`` holds the median over sets
+of edgeseg / connected components, the smallest modlib / edgeseg and largest edgeseg / connected
+components over all sets, and the sets under 10x modlib, apart (``under_10x``) from those where 10x
+modlib is below one labelling pass (``under_10x_below_floor``).
 
 Setup (once, from the repository root; modlib 1.5 pins old numpy/opencv, so it goes in without its deps,
 and it needs nothing else to import ``modlib.models.results``):
@@ -197,6 +200,7 @@ def bench_set(
         "cc_ms": round(ms_cc, 3),
         "speedup": round(float(np.median(np.asarray(t_mod) / np.asarray(t_ours))), 2),
         "edgeseg_per_cc": round(per_cc, 2),
+        "modlib_per_cc": round(float(np.median(np.asarray(t_mod) / np.asarray(t_cc))), 2),
         "calls_kept": [len(to), len(tm)],
         "modlib_instances_mean": float(np.mean(n_mod)),
         "edgeseg_instances_mean": float(np.mean(n_ours)),
@@ -245,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     head = (
         f"{'set':<20} {'HxW':>8} {'obj':>6} | {'modlib ms':>9} {'edgeseg ms':>10} {'CC ms':>6} "
-        f"{'mod/es':>7} {'es/CC':>6} | {'n mod':>6} {'n ours':>6} | {'PQ mod':>6} {'PQ ours':>7} | "
+        f"{'mod/es':>7} {'es/CC':>6} {'mod/CC':>6} | {'n mod':>6} {'n ours':>6} | "
+        f"{'PQ mod':>6} {'PQ ours':>7} | "
         f"{'IoU mod':>7} {'IoU ours':>8}"
         + ("" if reference is None else f" | {'ref ms':>8} {'ref/es':>6} {'ref/CC':>6} {'PQ ref':>6}")
     )
@@ -268,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:<20} {r['shape'][0]:>4}x{r['shape'][1]:<4} {r['objects_mean']:>6.0f} | "
             f"{r['modlib_ms']:>9.2f} {r['edgeseg_ms']:>10.2f} {r['cc_ms']:>6.2f} "
-            f"{r['speedup']:>7.1f} {r['edgeseg_per_cc']:>6.1f} | "
+            f"{r['speedup']:>7.1f} {r['edgeseg_per_cc']:>6.1f} {r['modlib_per_cc']:>6.1f} | "
             f"{r['modlib_instances_mean']:>6.1f} {r['edgeseg_instances_mean']:>6.1f} | "
             f"{r['modlib_pq']:>6.3f} {r['edgeseg_pq']:>7.3f} | "
             f"{r['modlib_matched_iou']:>7.3f} {r['edgeseg_matched_iou']:>8.3f}{ref_cols}",
@@ -284,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             "edgeseg_per_cc_median": round(float(np.median([r["edgeseg_per_cc"] for r in rows])), 2),
             "edgeseg_per_cc_max": max(r["edgeseg_per_cc"] for r in rows),
             "speedup_min": min(r["speedup"] for r in rows),
+            "under_10x": [r["set"] for r in rows if r["speedup"] < 10 and r["modlib_per_cc"] >= 10],
+            "under_10x_below_floor": [
+                r["set"] for r in rows if r["speedup"] < 10 and r["modlib_per_cc"] < 10
+            ],
             **(
                 {}
                 if reference is None
