@@ -276,9 +276,9 @@ def split_component(
         seeds_out.append((lab * seeds).astype(np.int32))
     t, _, left, _ = relief.pads
     out: list[tuple[int, int, NDArray[np.bool_], tuple[float, ...]]] = []
-    for i, (x0, y0, x1, y1, outline) in enumerate(region_outlines(edge, edge_lab, w, n)):
-        crop = (lab[y0:y1, x0:x1] == i + 1) & tight[y0 - t : y1 - t, x0 - left : x1 - left]
-        out.append((x0 - left, y0 - t, crop, min_area_rect(outline - (left, t))))
+    for label, x0, y0, x1, y1, outline in region_outlines(edge, edge_lab, w, (left, t)):
+        crop = (lab[y0:y1, x0:x1] == label) & tight[y0 - t : y1 - t, x0 - left : x1 - left]
+        out.append((x0 - left, y0 - t, crop, min_area_rect(outline)))
     return out
 
 
@@ -336,10 +336,12 @@ def region_edges(
 
 
 def region_outlines(
-    edge: NDArray[np.intp], edge_lab: NDArray[np.uint16], width: int, n: int
-) -> list[tuple[int, int, int, int, NDArray[np.float32]]]:
-    """Box ``(x0, y0, x1, y1)`` and outline points of regions 1..n, from the flat indices ``edge`` (ascending)
-    of pixels on outlines in an image ``width`` wide and their labels ``edge_lab`` (0: outside).
+    edge: NDArray[np.intp], edge_lab: NDArray[np.uint16], width: int, origin: tuple[int, int] = (0, 0)
+) -> list[tuple[int, int, int, int, int, NDArray[np.float32]]]:
+    """Label, box ``(x0, y0, x1, y1)`` and outline points of every region, in increasing label order, from
+    the flat indices ``edge`` (ascending) of pixels on outlines in an image ``width`` wide and their labels
+    ``edge_lab`` (0: outside). The points are pixel centres less ``origin`` ``(x, y)``; the boxes are in
+    the image's pixels.
 
     A region's box and oriented box depend only on its convex hull, so each row's leftmost and rightmost
     outline pixel stand for the region: no per-region scans of the crop, no contour tracing. (After a merge
@@ -354,25 +356,25 @@ def region_outlines(
     starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
     ends = np.concatenate((starts[1:], [len(key)])) - 1
     region, row = np.divmod(key[starts], height)
-    ends_pts = (
-        np.concatenate(
-            [np.stack([xs[starts], row], axis=1), np.stack([xs[ends], row], axis=1)],
-            axis=1,
-        )
-        .reshape(-1, 2)
-        .astype(np.float32)
-        + 0.5
+    lo, hi = xs[starts], xs[ends]
+    ends_pts = np.empty((len(starts), 2, 2), np.float32)  # (row, its left and right end, x and y)
+    ends_pts[:, 0, 0], ends_pts[:, 1, 0] = lo, hi
+    ends_pts[:, :, 1] = row[:, None]
+    ends_pts += (0.5 - origin[0], 0.5 - origin[1])
+    pts = ends_pts.reshape(-1, 2)
+    first = np.flatnonzero(np.concatenate(([True], region[1:] != region[:-1])))  # each region's first row
+    after = np.concatenate((first[1:], [len(region)]))
+    boxes = zip(
+        (region[first] + 1).tolist(),
+        np.minimum.reduceat(lo, first).tolist(),
+        row[first].tolist(),
+        (np.maximum.reduceat(hi, first) + 1).tolist(),
+        (row[after - 1] + 1).tolist(),
+        first.tolist(),
+        after.tolist(),
+        strict=True,
     )
-    bounds = np.searchsorted(region, np.arange(n + 1))
-    out = []
-    for i in range(n):
-        a, b = bounds[i], bounds[i + 1]
-        if a == b:
-            continue
-        pts = ends_pts[2 * a : 2 * b]
-        x0, x1 = int(xs[starts[a:b]].min()), int(xs[ends[a:b]].max()) + 1
-        out.append((x0, int(row[a]), x1, int(row[b - 1]) + 1, pts))
-    return out
+    return [(label, x0, y0, x1, y1, pts[2 * a : 2 * b]) for label, x0, y0, x1, y1, a, b in boxes]
 
 
 def pool2(image: NDArray[Any]) -> NDArray[Any]:
