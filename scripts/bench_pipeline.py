@@ -12,7 +12,13 @@
 2. capture-to-result latency p50/p99 with a live source at twice the pipeline's rate:
    ``latency_p99_over_p50`` (target <= 1.5), and p99 over the median single-frame processing time
    (preprocess + infer + decode, one thread);
-3. resident memory growth over ``--frames`` frames of a live run, after warm-up: ``rss_growth_mb`` (< 10).
+3. resident memory growth over ``--frames`` frames of a live run, after warm-up: ``rss_growth_mb`` (< 10);
+4. where the CPU goes in the default pipeline runs of 1: CPU milliseconds a frame by thread (the pipeline's
+   threads by name, the rest, onnxruntime's and OpenCV's pools and the MQTT client's, as ``native``), read
+   from ``/proc/self/task`` while they run, and what they imply: ``fps_ceiling``, the rate with every core
+   busy all the time at that CPU a frame, and ``fps_ceiling_ratio``, that over the best inference-only rate.
+   Where it is under 0.9, no scheduling of these stages reaches ``fps_ratio`` 0.9 on this machine without
+   cutting the CPU a frame itself.
 
 Frames are pre-rendered synthetic conveyor scenes replayed by a source that costs no CPU, as a camera's
 sensor and ISP cost the host none; the synthetic:parts source renders on the host's cores and would take
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -50,6 +57,64 @@ from edgeseg.sinks.mqtt_sink import MqttSink
 from edgeseg.sinks.video import VideoSink
 from edgeseg.sources import SourceStats
 from edgeseg.synthetic import PartsScene
+
+
+class ThreadCpu:
+    """CPU time of this process's threads while it is entered, by thread name: a Python thread by its own
+    name, any other (a pool of a native library) as ``native``. Threads are sampled every ``period`` s from
+    ``/proc/self/task``, so a thread's last ``period`` before it ends may be missed."""
+
+    def __init__(self, period: float = 0.05) -> None:
+        self.period = period
+        self._first: dict[int, int] = {}
+        self._last: dict[int, int] = {}
+        self._names: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._run, name="bench-cpu-sampler", daemon=True)
+
+    @staticmethod
+    def _ticks() -> dict[int, int]:
+        out = {}
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                out[int(tid)] = int(fields[11]) + int(fields[12])  # utime + stime
+        return out
+
+    def _sample(self) -> None:
+        self._names.update({t.native_id: t.name for t in threading.enumerate() if t.native_id is not None})
+        now = self._ticks()
+        for tid, ticks in now.items():
+            self._first.setdefault(tid, 0 if self._started else ticks)
+        self._last.update(now)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self._sample()
+
+    def __enter__(self) -> ThreadCpu:
+        self._started = False
+        self._sample()
+        self._started = True  # threads that appear later started from zero
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._sampler.join()
+        self._sample()
+
+    def ms_by_name(self) -> dict[str, float]:
+        """CPU milliseconds while entered, by thread name (this sampler left out)."""
+        tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+        out: dict[str, float] = {}
+        for tid, ticks in self._last.items():
+            name = self._names.get(tid, "native")
+            if name == self._sampler.name:
+                continue
+            out[name] = out.get(name, 0.0) + (ticks - self._first.get(tid, ticks)) * tick_ms
+        return out
 
 
 def rss_mb() -> float:
@@ -162,6 +227,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         broker = None if args.no_mqtt else stack.enter_context(mosquitto(Path(tmp) / "broker"))
 
+        cpu_runs: list[dict[str, float]] = []  # CPU ms a frame by thread, each default (device) run
+
         def pipeline_fps(kind: str) -> float:
             ctx = SinkContext(class_names=names, state_dir=Path(tmp) / f"state-{kind}")
             sinks: dict[str, Sink] = {"jsonl": JsonlSink(Path(tmp) / "r.jsonl", "rle", names)}
@@ -173,9 +240,13 @@ def main() -> None:
             if kind == "video":
                 sinks["video"] = VideoSink(Path(tmp) / "r.mp4", 25, ctx=ctx)
             pipe = Pipeline(ReplaySource(images, n), stages, sinks)
-            t0 = time.perf_counter()
-            full = pipe.run()
-            return full.frames_done / (time.perf_counter() - t0)
+            with ThreadCpu() as cpu:
+                t0 = time.perf_counter()
+                full = pipe.run()
+                fps = full.frames_done / (time.perf_counter() - t0)
+            if kind == "device":
+                cpu_runs.append({k: v / full.frames_done for k, v in cpu.ms_by_name().items()})
+            return fps
 
         for r in range(args.rounds):
             for k, st in alone.items():
@@ -198,6 +269,14 @@ def main() -> None:
         for kind, v in runs.items()
     }
     fps_pipeline = fps["device"]
+
+    names_seen = sorted(
+        {k for run in cpu_runs for k in run},
+        key=lambda k: -statistics.median(run.get(k, 0.0) for run in cpu_runs),
+    )
+    cpu_ms = {k: statistics.median(run.get(k, 0.0) for run in cpu_runs) for k in names_seen}
+    cpu_total = statistics.median(sum(run.values()) for run in cpu_runs)
+    fps_ceiling = cores * 1000 / cpu_total
 
     # 2. latency with a live source faster than the pipeline: a camera at twice the pipeline's rate
     camera_fps = 2 * fps_pipeline
@@ -223,6 +302,12 @@ def main() -> None:
     for kind, label in labels.items():
         target = " (target >= 0.9)" if kind == "device" else ""
         print(f"{'pipeline, ' + label:<32}{fps[kind]:8.1f} fps   ratio {ratios[kind]:.2f}{target}")
+    by_thread = ", ".join(f"{k} {v:.1f}" for k, v in cpu_ms.items() if v >= 0.05)
+    print(f"{'CPU a frame, default pipeline':<32}{cpu_total:8.1f} ms: {by_thread}")
+    print(
+        f"{'ceiling at that CPU a frame':<32}{fps_ceiling:8.1f} fps on {cores} cores   "
+        f"ratio {fps_ceiling / fps_infer:.2f} (the most fps_ratio reaches at this CPU a frame)"
+    )
     print(f"{'single-frame processing':<32}{median_single_ms:8.1f} ms (median)")
     print(
         f"{'live latency p50 / p99':<32}{lat.latency_ms_p50:8.1f} / {lat.latency_ms_p99:.1f} ms   "
@@ -240,6 +325,9 @@ def main() -> None:
         "fps_pipeline": round(fps_pipeline, 2), "fps_ratio": round(ratios["device"], 3),
         "fps_pipeline_jsonl": round(fps["jsonl"], 2), "fps_ratio_jsonl": round(ratios["jsonl"], 3),
         "fps_pipeline_video": round(fps["video"], 2), "fps_ratio_video": round(ratios["video"], 3),
+        "cpu_ms_per_frame": round(cpu_total, 2),
+        "cpu_ms_per_frame_by_thread": {k: round(v, 2) for k, v in cpu_ms.items()},
+        "fps_ceiling": round(fps_ceiling, 2), "fps_ceiling_ratio": round(fps_ceiling / fps_infer, 3),
         "median_single_ms": round(median_single_ms, 2), "latency_p50_ms": round(lat.latency_ms_p50, 2),
         "latency_p99_ms": round(lat.latency_ms_p99, 2), "latency_p99_over_p50": round(lat_spread, 3),
         "latency_p99_over_single": round(lat_ratio, 3),
