@@ -42,12 +42,18 @@ def time_frames(stages: Any, frames: list[Any]) -> Times:
 
 
 def main(argv: list[str]) -> None:
+    from pathlib import Path
+
     import numpy as np
 
+    import edgeseg
     from edgeseg.config import load_config
     from edgeseg.frame import Frame
     from edgeseg.pipeline import ModelStages
 
+    here = Path.cwd().resolve()
+    if not Path(edgeseg.__file__).resolve().is_relative_to(here):
+        raise SystemExit(f"imported {edgeseg.__file__}, not the edgeseg of {here}: put {here} on PYTHONPATH")
     stages = ModelStages.from_config(load_config("pipelines/demo.yaml", argv[1:]))
     frames = [Frame(i, image, 0, 0.0) for i, image in enumerate(np.load(argv[0]))]
     time_frames(stages, frames[:3])  # warm-up
