@@ -13,12 +13,12 @@
    ``latency_p99_over_p50`` (target <= 1.5), and p99 over the median single-frame processing time
    (preprocess + infer + decode, one thread);
 3. resident memory growth over ``--frames`` frames of a live run, after warm-up: ``rss_growth_mb`` (< 10);
-4. where the CPU goes in the default pipeline runs of 1: CPU milliseconds a frame by thread (the pipeline's
-   threads by name, the rest, onnxruntime's and OpenCV's pools and the MQTT client's, as ``native``), read
-   from ``/proc/self/task`` while they run, and what they imply: ``fps_ceiling``, the rate with every core
-   busy all the time at that CPU a frame, and ``fps_ceiling_ratio``, that over the best inference-only rate.
-   Where it is under 0.9, no scheduling of these stages reaches ``fps_ratio`` 0.9 on this machine without
-   cutting the CPU a frame itself.
+4. where the CPU goes in the default pipeline runs of 1: CPU milliseconds a frame by thread (Python threads
+   by name: the pipeline's stages and sinks, the MQTT publisher; onnxruntime's and OpenCV's pools as
+   ``native``), read from ``/proc/self/task`` while they run, and what they imply: ``fps_ceiling``, the rate
+   with every core busy all the time at that CPU a frame, and ``fps_ceiling_ratio``, that over the best
+   inference-only rate. Where it is under 0.9, no scheduling of these stages reaches ``fps_ratio`` 0.9 on
+   this machine without cutting the CPU a frame itself.
 
 Frames are pre-rendered synthetic conveyor scenes replayed by a source that costs no CPU, as a camera's
 sensor and ISP cost the host none; the synthetic:parts source renders on the host's cores and would take
@@ -69,6 +69,7 @@ class ThreadCpu:
         self._first: dict[int, int] = {}
         self._last: dict[int, int] = {}
         self._names: dict[int, str] = {}
+        self._started = False  # once entered, a thread seen for the first time started from zero
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._run, name="bench-cpu-sampler", daemon=True)
 
@@ -94,9 +95,8 @@ class ThreadCpu:
             self._sample()
 
     def __enter__(self) -> ThreadCpu:
-        self._started = False
         self._sample()
-        self._started = True  # threads that appear later started from zero
+        self._started = True
         self._sampler.start()
         return self
 
