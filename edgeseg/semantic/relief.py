@@ -336,7 +336,7 @@ def region_edges(
 
 
 def region_outlines(
-    edge: NDArray[np.intp], edge_lab: NDArray[np.uint16], width: int, origin: tuple[int, int] = (0, 0)
+    edge: NDArray[np.intp], edge_lab: NDArray[np.uint16], width: int, origin: tuple[int, int]
 ) -> list[tuple[int, int, int, int, int, NDArray[np.float32]]]:
     """Label, box ``(x0, y0, x1, y1)`` and outline points of every region, in increasing label order, from
     the flat indices ``edge`` (ascending) of pixels on outlines in an image ``width`` wide and their labels
