@@ -349,32 +349,46 @@ def region_outlines(
     """
     inside = edge_lab > 0
     ys, xs = np.divmod(edge[inside], width)
-    height = int(ys.max()) + 1
-    key = (edge_lab[inside].astype(np.int64) - 1) * height + ys
+    height = int(ys[-1]) + 1
+    key = edge_lab[inside].astype(np.intp)
+    key *= height
+    key += ys
     order = np.argsort(key, kind="stable")  # indices ascend, so x stays sorted within each (region, row)
     key, xs = key[order], xs[order]
-    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
-    ends = np.concatenate((starts[1:], [len(key)])) - 1
+    starts = run_starts(key)
+    lo = xs[starts]
+    hi = np.empty_like(lo)  # each (region, row)'s last pixel: the one before the next one's first
+    hi[:-1] = xs[starts[1:] - 1]
+    hi[-1] = xs[-1]
     region, row = np.divmod(key[starts], height)
-    lo, hi = xs[starts], xs[ends]
     ends_pts = np.empty((len(starts), 2, 2), np.float32)  # (row, its left and right end, x and y)
     ends_pts[:, 0, 0], ends_pts[:, 1, 0] = lo, hi
-    ends_pts[:, :, 1] = row[:, None]
-    ends_pts += (0.5 - origin[0], 0.5 - origin[1])
+    ends_pts[:, :, 0] += 0.5 - origin[0]
+    ends_pts[:, :, 1] = (row + (0.5 - origin[1]))[:, None]
     pts = ends_pts.reshape(-1, 2)
-    first = np.flatnonzero(np.concatenate(([True], region[1:] != region[:-1])))  # each region's first row
-    after = np.concatenate((first[1:], [len(region)]))
+    first = run_starts(region)  # each region's first row
+    last = np.empty_like(first)
+    last[:-1] = first[1:] - 1
+    last[-1] = len(region) - 1
     boxes = zip(
-        (region[first] + 1).tolist(),
+        region[first].tolist(),
         np.minimum.reduceat(lo, first).tolist(),
         row[first].tolist(),
-        (np.maximum.reduceat(hi, first) + 1).tolist(),
-        (row[after - 1] + 1).tolist(),
+        np.maximum.reduceat(hi, first).tolist(),
+        row[last].tolist(),
         first.tolist(),
-        after.tolist(),
+        last.tolist(),
         strict=True,
     )
-    return [(label, x0, y0, x1, y1, pts[2 * a : 2 * b]) for label, x0, y0, x1, y1, a, b in boxes]
+    return [(label, x0, y0, x1 + 1, y1 + 1, pts[2 * a : 2 * b + 2]) for label, x0, y0, x1, y1, a, b in boxes]
+
+
+def run_starts(values: NDArray[Any]) -> NDArray[np.intp]:
+    """Where each run of equal ``values`` (not empty) starts."""
+    change = np.empty(len(values), bool)
+    change[0] = True
+    np.not_equal(values[1:], values[:-1], out=change[1:])
+    return np.flatnonzero(change)
 
 
 def pool2(image: NDArray[Any]) -> NDArray[Any]:
@@ -472,7 +486,7 @@ def merge_shallow(
     key = (lo[border].astype(np.int64) - 1) * n + (hi[border].astype(np.int64) - 1)
     order = np.argsort(key, kind="stable")
     key, d = key[order], dist[border][order]
-    first = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    first = run_starts(key)
     saddle = np.maximum.reduceat(d, first)
     parent = list(range(n))
 
