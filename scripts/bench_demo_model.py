@@ -10,12 +10,13 @@ configured onnxruntime session, the semantic head), on the same frames:
    (target >= 0.92) on the test scenes (seeds 0..9, frame 250, as tests/test_demo_model.py) and the
    hold-out scenes (seeds 200..229, frame 400, never used in training or tuning);
 3. peak RSS of ``edgeseg run --max-frames 300`` (the demo pipeline, paced at 30 fps) with each model, in
-   alternating child processes: ``rss_ratio`` (target <= 0.5). This weighs the models alone: both runs
-   have today's code. With ``--before DIR``, a checkout of the product as it was when issue 18 was filed
-   (``mkdir DIR && git archive 65a21f9 | tar -x -C DIR``: its code, its own demo pipeline and model, which
-   is the reference model) runs the same command between the other two, and ``rss_ratio_before`` is
-   today's run over that one: the memory the product as a whole gave back. The same runs give each one's
-   stage medians inside the running pipeline (``edgeseg run``'s summary): ``pipeline_decode_ms``;
+   alternating child processes (median of ``--rss-rounds``): ``rss_ratio`` (target <= 0.5). This weighs the
+   models alone: both runs have today's code. With ``--before DIR``, a checkout of the product as it was
+   when issue 18 was filed (``mkdir DIR && git archive 65a21f9 | tar -x -C DIR``: its code, its own demo
+   pipeline and model, which is the reference model) runs the same command between the other two, and
+   ``rss_ratio_before`` is today's run over that one: the memory the product as a whole gave back. The same
+   runs give each one's stage medians inside the running pipeline (``edgeseg run``'s summary):
+   ``pipeline_decode_ms``;
 4. with ``--before``, that checkout's own stages also time the same frames, alone, in a child process
    between the rounds of 1: ``decode_ratio_before`` and ``infer_ratio_before``, today's demo over the
    product as it was when the issue was filed (its argmax on the CPU and its split included).
@@ -125,6 +126,15 @@ def demo_run(model: Path | None, tree: Path = REPO) -> Run:
     return Run(int(rss) / 1024, stage_ms)
 
 
+def median_run(runs: list[Run]) -> Run:
+    """The median peak RSS of ``runs``, and the median of each stage's medians."""
+    stages = set.intersection(*(set(r.stage_ms) for r in runs))
+    return Run(
+        statistics.median(r.peak_rss_mb for r in runs),
+        {k: statistics.median(r.stage_ms[k] for r in runs) for k in stages},
+    )
+
+
 def time_checkout(tree: Path, images: Path, threads: int | None) -> Times:
     """The stages of the checkout ``tree``'s demo pipeline on the frames in ``images``, in a child."""
     overrides = [] if threads is None else [f"model.threads={threads}"]
@@ -149,9 +159,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="inference threads (default: the pipeline's choice)")
     ap.add_argument("--no-rss", action="store_true", help="skip the edgeseg run child processes")
     ap.add_argument(
+        "--rss-rounds", type=int, default=3, help="alternating edgeseg run rounds, medians (default 3)"
+    )
+    ap.add_argument(
         "--before", type=Path, help="a checkout of the product before issue 18: its stages and peak RSS"
     )
     args = ap.parse_args()
+    if args.rss_rounds < 1:
+        ap.error("--rss-rounds must be >= 1")
     if args.before is not None and (args.no_rss or not (args.before / "edgeseg" / "__init__.py").is_file()):
         ap.error(f"--before {args.before}: needs the RSS runs and a checkout with an edgeseg package")
 
@@ -208,14 +223,27 @@ def main() -> None:
     if not args.no_rss:
         for s in stages.values():
             s.model.close()
-        runs["reference"] = demo_run(MODELS["reference"])
+        jobs = {"reference": (MODELS["reference"], REPO), "new": (MODELS["new"], REPO)}
         if args.before is not None:
-            runs["before"] = demo_run(None, args.before.resolve())
-        runs["new"] = demo_run(MODELS["new"])
+            jobs = {
+                "reference": jobs["reference"],
+                "before": (None, args.before.resolve()),
+                "new": jobs["new"],
+            }
+        each: dict[str, list[Run]] = {k: [] for k in jobs}
+        for r in range(args.rss_rounds):  # one run's peak moves by a few MB from run to run
+            for k in list(jobs) if r % 2 == 0 else list(jobs)[::-1]:
+                each[k].append(demo_run(*jobs[k]))
+        runs = {k: median_run(v) for k, v in each.items()}
         rss = {k: r.peak_rss_mb for k, r in runs.items()}
+        spread = ", ".join(
+            f"{k} {min(r.peak_rss_mb for r in v):.0f}-{max(r.peak_rss_mb for r in v):.0f}"
+            for k, v in each.items()
+        )
         print(
-            f"peak RSS of edgeseg run --max-frames 300: reference {rss['reference']:.0f} MB, "
-            f"new {rss['new']:.0f} MB, ratio {rss['new'] / rss['reference']:.2f} (target <= 0.5)"
+            f"peak RSS of edgeseg run --max-frames 300 (median of {args.rss_rounds}): reference "
+            f"{rss['reference']:.0f} MB, new {rss['new']:.0f} MB, ratio {rss['new'] / rss['reference']:.2f}"
+            f" (target <= 0.5); range {spread} MB"
         )
         if "before" in rss:
             print(
