@@ -461,7 +461,7 @@ class PartsScene:
         h, w = inst.shape
         sdx, sdy = self._shadow
         pad = abs(sdx) + abs(sdy) + 3 * self._shadow_sigma + 1
-        reach = p.ext + pad + 1  # a third of the parts laid out lie wholly outside the frame
+        reach = p.ext + pad + 1  # over a quarter of the parts laid out lie wholly outside the frame
         if x + reach <= 0 or x - reach >= w or p.y + reach <= 0 or p.y - reach >= h:
             return None
         a = math.radians(p.angle(x))
