@@ -220,16 +220,14 @@ def main() -> None:
     print("targets    PQ >= 0.82 and mIoU >= 0.92 on both sets")
 
     runs: dict[str, Run] = {}
+    rss: dict[str, float] = {}
     if not args.no_rss:
         for s in stages.values():
             s.model.close()
-        jobs = {"reference": (MODELS["reference"], REPO), "new": (MODELS["new"], REPO)}
-        if args.before is not None:
-            jobs = {
-                "reference": jobs["reference"],
-                "before": (None, args.before.resolve()),
-                "new": jobs["new"],
-            }
+        jobs: dict[str, tuple[Path | None, Path]] = {"reference": (MODELS["reference"], REPO)}
+        if args.before is not None:  # between the other two
+            jobs["before"] = (None, args.before.resolve())
+        jobs["new"] = (MODELS["new"], REPO)
         each: dict[str, list[Run]] = {k: [] for k in jobs}
         for r in range(args.rss_rounds):  # one run's peak moves by a few MB from run to run
             for k in list(jobs) if r % 2 == 0 else list(jobs)[::-1]:
@@ -263,22 +261,14 @@ def main() -> None:
                 **({f"{s}_ratio_before": round(ratio(s, "before"), 3) for s in targets} if before else {}),
                 **{f"{k}_{n}_pq": round(q[n][0], 4) for k, q in quality.items() for n in sets},
                 **{f"{k}_{n}_miou": round(q[n][1], 4) for k, q in quality.items() for n in sets},
-                **{f"{k}_peak_rss_mb": round(r.peak_rss_mb, 1) for k, r in runs.items()},
+                **{f"{k}_peak_rss_mb": round(v, 1) for k, v in rss.items()},
                 **{
                     f"{k}_pipeline_{s}_ms": r.stage_ms.get(s)
                     for k, r in runs.items()
                     for s in ("infer", "decode")
                 },
-                **(
-                    {"rss_ratio": round(runs["new"].peak_rss_mb / runs["reference"].peak_rss_mb, 3)}
-                    if runs
-                    else {}
-                ),
-                **(
-                    {"rss_ratio_before": round(runs["new"].peak_rss_mb / runs["before"].peak_rss_mb, 3)}
-                    if "before" in runs
-                    else {}
-                ),
+                **({"rss_ratio": round(rss["new"] / rss["reference"], 3)} if rss else {}),
+                **({"rss_ratio_before": round(rss["new"] / rss["before"], 3)} if "before" in rss else {}),
             }
         )
     )
