@@ -7,8 +7,6 @@ Errors that edgeseg raises on purpose (:class:`~edgeseg.errors.EdgesegError`) en
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import logging
 import math
 import os
@@ -25,6 +23,7 @@ from edgeseg import __version__
 from edgeseg.cliconfig import add_pipeline_args, bundled_pipelines, load_pipeline, pipeline_path
 from edgeseg.errors import EdgesegError
 from edgeseg.journal import Formatter, echo, journal_lines, say, to_journal
+from edgeseg.malloc import tune_malloc
 from edgeseg.stats import STREAM_PREFIX, PipelineStats
 
 if TYPE_CHECKING:
@@ -34,8 +33,6 @@ if TYPE_CHECKING:
     from edgeseg.sources import SourceStats
 
 log = logging.getLogger("edgeseg")
-_M_TOP_PAD, _M_MMAP_THRESHOLD = -2, -3  # glibc malloc.h
-_TOP_PAD = 32 << 20
 
 EXIT_OK = 0  # finished: the source ended, --max-frames was reached, or SIGTERM stopped it cleanly
 EXIT_USAGE = 2  # bad usage, configuration or input: one line on stderr
@@ -416,6 +413,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     for line in summary(stats, source, reports, how, lost):
         echo(line, logging.WARNING if "LOST" in line else logging.INFO)
+    if pipeline.thread_plan is not None:
+        echo(f"inference threads: {pipeline.thread_plan}")
     if accuracy is not None and (acc := accuracy.pq.result()) is not None:
         echo(acc.line())
     if accuracy is not None and (tracking := accuracy.tracking.result()) is not None:
@@ -528,27 +527,6 @@ def _configure_logging(verbose: bool) -> None:
     # the journal keeps info (connections, engine builds, reloads) where `journalctl -p` can filter it out
     root.setLevel(logging.DEBUG if verbose else logging.INFO if journal else logging.WARNING)
     root.propagate = False
-
-
-def tune_malloc() -> None:
-    """Set glibc's malloc for a pipeline (the ``edgeseg`` command does at start; an embedding program may).
-
-    Frames, maps and masks (hundreds of KB each) are allocated and freed every frame by several threads, and
-    a frame is freed by another thread than the one that made it. Two settings:
-
-    - a fixed mmap threshold (256 KB): glibc would otherwise raise it and serve such blocks from per-thread
-      heaps that keep their peak (measured on the demo: 19 MB more peak RSS);
-    - 32 MB of free space kept at the top of each heap: without it, a heap gives back its top as soon as
-      a frame's blocks are freed, and the next frame's come fresh from the kernel, page by page. Measured
-      on the demo (`edgeseg run --max-frames 300`, 2-core AMD EPYC): ~6,900 page faults a frame, 34 ms of
-      kernel time a frame and 17 fps, against ~150, 8 ms and 22-26 fps, for 11 MB more peak RSS (166 ->
-      178 MB).
-
-    Elsewhere (musl, macOS) nothing changes."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None)
-        libc.mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
-        libc.mallopt(_M_TOP_PAD, _TOP_PAD)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

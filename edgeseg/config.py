@@ -58,7 +58,14 @@ class ModelConfig:
     providers: tuple[str, ...] = field(
         default=(), metadata=_m("ONNX Runtime execution providers (empty: CPU).")
     )
-    threads: int = field(default=0, metadata=_m("Intra-op threads (0: one per usable core).", ge=0))
+    threads: int = field(
+        default=0,
+        metadata=_m(
+            "Intra-op threads (0: one per usable core, then one fewer once frames flow where that keeps the"
+            " slower of inference and post-processing as fast; the run's summary says which).",
+            ge=0,
+        ),
+    )
     spin: bool | None = field(
         default=None,
         metadata=_m(

@@ -28,6 +28,7 @@ from edgeseg.live import Controls, Outcome, Snapshot
 from edgeseg.sinks import LosslessSink, ReportingSink, Sink, SinkReport
 from edgeseg.statedir import state_dir
 from edgeseg.stats import STREAM_PREFIX, PipelineStats, StatsRecorder
+from edgeseg.threadplan import ThreadCount, ThreadTrial
 from edgeseg.watchdog import Activity, Health
 
 if TYPE_CHECKING:
@@ -124,6 +125,11 @@ class ModelStages:
             ),
         )
         return cls(model, snapshot(config, model.card))
+
+    @property
+    def thread_count(self) -> ThreadCount | None:
+        """The backend's CPU thread count where the pipeline may choose it (:mod:`edgeseg.threadplan`)."""
+        return self.model.backend.thread_count
 
     def preprocess(self, frame: Frame, snapshot: Snapshot | None = None) -> Any:
         return self.model.preprocess(frame, (snapshot or self.snapshot).roi)
@@ -304,6 +310,10 @@ class Pipeline:
         self.stream_stages = tuple(stream_stages)
         self.control = control
         self._explain = getattr(stages, "explain", None) if explain else None
+        knob: ThreadCount | None = getattr(stages, "thread_count", None)
+        self._thread_count = knob
+        # a count already cut to one (by an earlier pipeline on the same stages) has nothing left to try
+        self._trial = ThreadTrial(knob.threads) if knob is not None and knob.threads > 1 else None
         self._fixed = Snapshot()
         self.stages = stages
         self.owns_stages = owns_stages
@@ -512,6 +522,11 @@ class Pipeline:
         return self._stats.snapshot()
 
     @property
+    def thread_plan(self) -> str | None:
+        """What the trial of inference's thread count decided, and why (None: no trial, or not decided)."""
+        return None if self._trial is None else self._trial.outcome
+
+    @property
     def stopping(self) -> bool:
         return self._stop.is_set()
 
@@ -610,6 +625,8 @@ class Pipeline:
                 times = StageTimes(captured=frame.t_capture_ns, preprocessed=t1, inferred=t2)
                 if not self._to_decode.put(_Work(frame, snap, prepared, outputs, times)):
                     self._stats.discarded(1)
+                if self._trial is not None and not self._plan_threads(self._trial, (t2 - t0) / 1e6):
+                    break
         finally:
             self._to_decode.close()
             if self.owns_stages:
@@ -617,6 +634,23 @@ class Pipeline:
                     self.stages.close()
                 except Exception as exc:
                     log.warning("closing the model failed: %s", exc)
+
+    def _plan_threads(self, trial: ThreadTrial, inference_ms: float) -> bool:
+        """Feed the thread trial one frame's inference time and make the change it asks for; False when the
+        model can no longer run."""
+        if trial.done:
+            return True
+        threads = trial.inferred(inference_ms)
+        if threads is not None and self._thread_count is not None:
+            with self._activity["inference"]:
+                try:
+                    self._thread_count.set_threads(threads)
+                except EdgesegError as exc:
+                    self._fail(exc)
+                    return False
+            if self._thread_count.threads != threads:
+                trial.not_made(self._thread_count.threads)
+        return True
 
     def _decode_loop(self) -> None:
         bad, bad_view = _Throttle("decode"), _Throttle("the split's view")
@@ -656,6 +690,8 @@ class Pipeline:
                     self._stats.stage(stage.name, t2, t1)
                 if self.stream_stages:
                     result = replace(result, times=replace(result.times, published=t1))
+                if self._trial is not None:
+                    self._trial.postprocessed((t1 - t0) / 1e6)
                 self._stats.frame_done(work.frame.t_capture_ns, t1)
                 last = result
                 for q in self._to_sinks.values():

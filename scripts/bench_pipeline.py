@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 
 from edgeseg.backends.ort import usable_cores
-from edgeseg.cli import tune_malloc
 from edgeseg.config import load_config
 from edgeseg.frame import Frame
+from edgeseg.malloc import tune_malloc
 from edgeseg.mqtt.broker import Credentials
 from edgeseg.pipeline import ModelStages, Pipeline
 from edgeseg.sinks import Sink, SinkContext
@@ -228,6 +228,7 @@ def main() -> None:
         broker = None if args.no_mqtt else stack.enter_context(mosquitto(Path(tmp) / "broker"))
 
         cpu_runs: list[dict[str, float]] = []  # CPU ms a frame by thread, each default (device) run
+        plans: list[str] = []  # what the pipelines' trials of inference's thread count decided
 
         def pipeline_fps(kind: str) -> float:
             ctx = SinkContext(class_names=names, state_dir=Path(tmp) / f"state-{kind}")
@@ -246,6 +247,8 @@ def main() -> None:
                 fps = full.frames_done / (time.perf_counter() - t0)
             if kind == "device":
                 cpu_runs.append({k: v / full.frames_done for k, v in cpu.ms_by_name().items()})
+            if pipe.thread_plan is not None:
+                plans.append(pipe.thread_plan)
             return fps
 
         for r in range(args.rounds):
@@ -308,6 +311,8 @@ def main() -> None:
         f"{'ceiling at that CPU a frame':<32}{fps_ceiling:8.1f} fps on {cores} cores   "
         f"ratio {fps_ceiling / fps_infer:.2f} (the most fps_ratio reaches at this CPU a frame)"
     )
+    plan = plans[0] if plans else "no trial (model.threads set, or one core)"
+    print(f"{'inference threads':<32}{plan}")
     print(f"{'single-frame processing':<32}{median_single_ms:8.1f} ms (median)")
     print(
         f"{'live latency p50 / p99':<32}{lat.latency_ms_p50:8.1f} / {lat.latency_ms_p99:.1f} ms   "
@@ -321,7 +326,7 @@ def main() -> None:
     by_threads = {k: round(statistics.median(v), 2) for k, v in infer_runs.items()}
     print(json.dumps({
         "cores": cores, "fps_infer_by_threads": by_threads, "fps_infer_best": round(fps_infer, 2),
-        "mqtt": not args.no_mqtt,
+        "mqtt": not args.no_mqtt, "threads": getattr(stages.model.backend, "threads", None),
         "fps_pipeline": round(fps_pipeline, 2), "fps_ratio": round(ratios["device"], 3),
         "fps_pipeline_jsonl": round(fps["jsonl"], 2), "fps_ratio_jsonl": round(ratios["jsonl"], 3),
         "fps_pipeline_video": round(fps["video"], 2), "fps_ratio_video": round(ratios["video"], 3),

@@ -209,7 +209,7 @@ def test_the_demo_run_reuses_freed_memory_instead_of_faulting_in_fresh_pages_eve
     tmp_path: Path,
 ) -> None:
     # Each frame's blocks (frame, float canvases, label maps: ~25 MB on the demo) are freed by other threads
-    # than the one that made them; without the heaps' kept top (edgeseg.cli.tune_malloc), glibc gave that
+    # than the one that made them; without the heaps' kept top (edgeseg.malloc.tune_malloc), glibc gave that
     # space back at once and the next frame faulted it in again, ~5,000-7,000 pages a frame and a third of
     # the run's CPU time in the kernel. Counted as the difference between a short and a longer run, so
     # start-up is out.

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from edgeseg.errors import ConfigError
 from edgeseg.modelcard import ModelCard
 from edgeseg.preprocess import Prepared
+from edgeseg.threadplan import ThreadCount
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,12 @@ class InferenceOptions:
 
 class Backend(Protocol):
     """Runs one model. ``needs_tensor`` is False when the outputs arrive with the frame (IMX500);
-    ``description`` names the runtime and device for the run's start-up line."""
+    ``description`` names the runtime and device for the run's start-up line; ``thread_count`` is set where
+    the pipeline may choose the CPU threads inference runs on (:mod:`edgeseg.threadplan`)."""
 
     needs_tensor: bool
     description: str
+    thread_count: ThreadCount | None
 
     def run(self, prepared: Prepared) -> dict[str, NDArray[np.float32]]:
         """Raw output tensors by name for one prepared frame."""

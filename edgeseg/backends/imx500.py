@@ -16,10 +16,12 @@ from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions
 from edgeseg.errors import ModelError
 from edgeseg.modelcard import ModelCard
 from edgeseg.preprocess import Prepared
+from edgeseg.threadplan import ThreadCount
 
 
 class Imx500Backend:
     needs_tensor = False
+    thread_count: ThreadCount | None = None  # the sensor runs the network
     description = "imx500 (on the sensor)"
 
     def __init__(self, card: ModelCard, options: InferenceOptions = DEFAULT_INFERENCE) -> None:

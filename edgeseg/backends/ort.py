@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import platform
 from pathlib import Path
@@ -12,14 +14,18 @@ from numpy.typing import NDArray
 
 from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, floatconv
 from edgeseg.errors import ConfigError, ModelError
+from edgeseg.malloc import release_free_memory
 from edgeseg.modelcard import ModelCard
 from edgeseg.preprocess import Prepared
+from edgeseg.threadplan import ThreadCount
 
 _ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "uint8": "tensor(uint8)"}
 _NP_TYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
 # 3 = errors only: tf2onnx exports (DeepLab) list initializers as graph inputs, which ORT warns about per load
 _LOG_SEVERITY = 3
 _CPU = "CPUExecutionProvider"
+
+log = logging.getLogger(__name__)
 
 
 def check_providers(requested: tuple[str, ...]) -> list[str]:
@@ -57,6 +63,23 @@ def thread_plan(threads: int, spin: bool | None, cores: int) -> tuple[int, bool]
     return n, (n < cores) if spin is None else spin
 
 
+@functools.cache
+def _share_arena() -> None:
+    """Give onnxruntime's environment one CPU arena for the sessions of this process, instead of one each.
+
+    A session re-made with another thread count (:meth:`OrtBackend.set_threads`) then reuses the pages its
+    predecessor touched. With an arena of its own, made on the inference thread, the demo's peak RSS grew by
+    14-20 MB over a run (187.9 MB against 171.6 with the shared arena, 170.8 without any re-made session)."""
+    cpu = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(cpu, ort.OrtArenaCfg(0, -1, -1, -1))  # onnxruntime's defaults
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    """What tells a file replaced or rewritten on disk: its inode, size and modification time."""
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 class OrtBackend:
     """Runs an ONNX model on ONNX Runtime, checked against its card at load and warmed up once."""
 
@@ -71,33 +94,80 @@ class OrtBackend:
             raise ModelError(f"model {card.name!r}: file not found: {path}")
         if options.threads < 0:
             raise ConfigError(f"model.threads: must be >= 0 (got {options.threads})")
-        providers = check_providers(options.providers)
-        so = ort.SessionOptions()
-        so.log_severity_level = _LOG_SEVERITY
-        self.threads, self.spin = thread_plan(options.threads, options.spin, usable_cores())
-        so.intra_op_num_threads = self.threads
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
-        # the memory pattern plans one block for every intermediate tensor of a run on top of the arena's
-        # own: measured on the demo model, +18 MB of peak RSS for no measurable speed
-        so.enable_mem_pattern = False
-        model, self.float_convs = self._model(path, options.float_convs, providers)
-        try:
-            self.session = ort.InferenceSession(model, sess_options=so, providers=providers)
-        except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"model {card.name!r}: cannot load {path}: {first}") from None
+        self._providers = check_providers(options.providers)
+        self._path, self._options, self._cores = path, options, usable_cores()
+        self._file = _identity(path)  # what was loaded, for a session made again (set_threads)
+        threads, spin = thread_plan(options.threads, options.spin, self._cores)
+        # the thread count left to us may be changed once frames flow (edgeseg.threadplan)
+        self.thread_count: ThreadCount | None = self if options.threads == 0 and threads > 1 else None
+        self._use(*self._session(threads, spin), threads, spin)
         self._check_io()
-        spinning = "spinning" if self.spin else "not spinning"
-        floats = f", {self.float_convs} int8 convolutions run in float" if self.float_convs else ""
-        self.description = (
-            f"onnxruntime: {', '.join(self.session.get_providers())}, {self.threads} threads ({spinning})"
-            f"{floats}"
-        )
         self._input = card.input.name
         self._outputs = list(card.output.names)
         self._dtype = _NP_TYPES[card.input.dtype]
         self._shape = card.input.shape
-        self.run_tensor(np.zeros(self._shape, self._dtype))  # warm-up: first run allocates and plans
+        self._warm_up()
+
+    def _session(self, threads: int, spin: bool) -> tuple[ort.InferenceSession, int]:
+        """A session on ``threads`` intra-op threads, and how many int8 convolutions it runs in float."""
+        so = ort.SessionOptions()
+        so.log_severity_level = _LOG_SEVERITY
+        so.intra_op_num_threads = threads
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        # the memory pattern plans one block for every intermediate tensor of a run on top of the arena's
+        # own: measured on the demo model, +18 MB of peak RSS for no measurable speed
+        so.enable_mem_pattern = False
+        _share_arena()
+        so.add_session_config_entry("session.use_env_allocators", "1")
+        model, float_convs = self._model(self._path, self._options.float_convs, self._providers)
+        try:
+            return ort.InferenceSession(model, sess_options=so, providers=self._providers), float_convs
+        except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"model {self.card.name!r}: cannot load {self._path}: {first}") from None
+
+    def _use(self, session: ort.InferenceSession, float_convs: int, threads: int, spin: bool) -> None:
+        self.session, self.float_convs, self.threads, self.spin = session, float_convs, threads, spin
+        floats = f", {float_convs} int8 convolutions run in float" if float_convs else ""
+        self.description = (
+            f"onnxruntime: {', '.join(session.get_providers())}, {threads} "
+            f"thread{'s' if threads > 1 else ''} ({'spinning' if spin else 'not spinning'}){floats}"
+        )
+
+    def _warm_up(self) -> None:
+        self.run_tensor(np.zeros(self._shape, self._dtype))  # the first run allocates and plans
+
+    def set_threads(self, threads: int) -> None:
+        """Re-make the session with ``threads`` intra-op threads, not spinning unless ``model.spin`` says so
+        (the cores they leave are the other stages'), and warm it up. Call it between frames, on the thread
+        that runs them. Where the model file changed on disk since it was loaded, nothing changes (and
+        ``threads`` says so); ModelError where the file could be loaded again with neither thread count."""
+        try:
+            same = _identity(self._path) == self._file
+        except OSError:
+            same = False
+        if not same:
+            log.warning(
+                "model %r: %s changed on disk since it was loaded; inference goes on with %d threads",
+                self.card.name,
+                self._path,
+                self.threads,
+            )
+            return
+        previous = self.threads, self.spin
+        # the running session goes first: made while it lived, the new one would add what making it takes
+        # to the run's peak memory. It was made on the loading thread, whose heap would keep the pages it
+        # frees resident: given back, the demo's peak RSS is that of a run on one thread from the start
+        # (166.3 MB), not 3.5 MB more.
+        del self.session
+        release_free_memory()
+        try:
+            planned = thread_plan(threads, bool(self._options.spin), self._cores)
+            self._use(*self._session(*planned), *planned)
+        except ModelError as exc:
+            log.warning("%s; inference goes on with %d threads", exc, previous[0])
+            self._use(*self._session(*previous), *previous)
+        self._warm_up()
 
     def _model(self, path: Path, float_convs: bool | None, providers: list[str]) -> tuple[str | bytes, int]:
         """What the session loads: the file's path, or its bytes with its dynamically quantized convolutions

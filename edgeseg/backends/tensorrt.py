@@ -48,6 +48,7 @@ from edgeseg.errors import ConfigError, MissingDependencyError, ModelError
 from edgeseg.modelcard import ModelCard, file_sha256
 from edgeseg.preprocess import Prepared
 from edgeseg.statedir import state_dir
+from edgeseg.threadplan import ThreadCount
 
 log = logging.getLogger(__name__)
 PROGRESS_S = 15.0
@@ -170,6 +171,7 @@ class TensorRTBackend:
     """
 
     needs_tensor = True
+    thread_count: ThreadCount | None = None  # the GPU runs the network
     description = "tensorrt (GPU 0)"
 
     def __init__(

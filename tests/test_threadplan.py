@@ -1,0 +1,252 @@
+"""Inference's thread count chosen from the stages' measured costs: the trial's rules, the ONNX Runtime
+session re-made between frames, and a real pipeline on the demo model deciding both ways."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeseg import threadplan
+from edgeseg.backends import InferenceOptions
+from edgeseg.backends.ort import OrtBackend
+from edgeseg.frame import Frame
+from edgeseg.instances import Instances
+from edgeseg.live import Snapshot
+from edgeseg.model import Model
+from edgeseg.pipeline import ModelStages, Pipeline
+from edgeseg.sources import SourceStats
+from edgeseg.synthetic import PartsScene
+from edgeseg.threadplan import (
+    GIVE_UP_FRAMES,
+    MIN_POSTPROCESSED,
+    SETTLE_FRAMES,
+    WINDOW_FRAMES,
+    ThreadCount,
+    ThreadTrial,
+)
+
+DEMO_MODEL = Path(__file__).parents[1] / "models" / "demo-parts.onnx"
+
+
+def window(trial: ThreadTrial, inference_ms: float, postprocess_ms: float) -> int | None:
+    """Feed one settle period and one window of steady times; what the trial asked for at its end."""
+    asked = None
+    for _ in range(SETTLE_FRAMES):
+        assert trial.inferred(inference_ms * 50) is None  # settling: not counted, however slow
+    for _ in range(WINDOW_FRAMES):
+        trial.postprocessed(postprocess_ms)
+        asked = trial.inferred(inference_ms)
+    return asked
+
+
+def test_inference_keeps_every_thread_where_it_is_the_slower_stage() -> None:
+    trial = ThreadTrial(2)
+    assert window(trial, inference_ms=100.0, postprocess_ms=10.0) is None
+    assert trial.done
+    assert trial.threads == 2
+    assert trial.outcome is not None
+    assert "inference is the slower stage, all 2 kept" in trial.outcome
+
+
+def test_one_thread_fewer_is_kept_where_the_slower_stage_got_no_slower() -> None:
+    trial = ThreadTrial(2)
+    assert window(trial, inference_ms=12.0, postprocess_ms=18.0) == 1
+    assert not trial.done
+    assert window(trial, inference_ms=16.0, postprocess_ms=15.0) is None
+    assert trial.done
+    assert trial.threads == 1
+    assert trial.outcome == (
+        "1 thread: inference 16.0 ms a frame, post-processing 15.0 (kept), "
+        "against 2 threads: inference 12.0 ms a frame, post-processing 18.0"
+    )
+
+
+def test_the_threads_come_back_where_one_fewer_made_the_slower_stage_slower() -> None:
+    trial = ThreadTrial(4)
+    assert window(trial, inference_ms=10.0, postprocess_ms=9.0) == 3
+    assert window(trial, inference_ms=14.0, postprocess_ms=8.0) == 4
+    assert trial.done
+    assert trial.threads == 4
+    assert trial.outcome is not None
+    assert trial.outcome.startswith("4 threads: inference 10.0 ms")
+
+
+def test_a_window_short_of_post_processed_frames_ends_the_trial_with_nothing_changed() -> None:
+    trial = ThreadTrial(2)
+    for _ in range(MIN_POSTPROCESSED - 1):
+        trial.postprocessed(50.0)
+    for _ in range(GIVE_UP_FRAMES):
+        assert trial.inferred(10.0) is None
+    assert trial.done
+    assert trial.threads == 2
+    assert trial.outcome == "2 threads kept: too few frames were post-processed to compare"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    threads=st.integers(1, 8),
+    times=st.lists(
+        st.tuples(st.floats(0.0, 500.0), st.one_of(st.none(), st.floats(0.0, 500.0))),
+        max_size=3 * (SETTLE_FRAMES + WINDOW_FRAMES),
+    ),
+)
+def test_the_trial_asks_for_one_thread_fewer_at_most_once_and_only_ever_back(
+    threads: int, times: list[tuple[float, float | None]]
+) -> None:
+    trial = ThreadTrial(threads)
+    asked = []
+    for inference_ms, postprocess_ms in times:
+        if postprocess_ms is not None:
+            trial.postprocessed(postprocess_ms)
+        if (n := trial.inferred(inference_ms)) is not None:
+            asked.append(n)
+            assert trial.threads == n
+    assert asked in ([], [threads - 1], [threads - 1, threads])
+    assert threads > 1 or not asked
+    assert trial.threads in (threads, threads - 1)
+
+
+def test_the_session_is_remade_with_fewer_threads_and_gives_the_same_outputs() -> None:
+    model = Model.load(DEMO_MODEL, InferenceOptions(threads=0))
+    backend = model.backend
+    assert isinstance(backend, OrtBackend)
+    frame = np.random.default_rng(3).integers(0, 256, backend.card.input.shape, np.uint8)
+    before = backend.run_tensor(frame)
+    backend.set_threads(1)
+    after = backend.run_tensor(frame)
+    assert backend.threads == 1
+    assert "1 thread (not spinning)" in backend.description
+    for name, values in before.items():
+        np.testing.assert_allclose(after[name], values, rtol=1e-5, atol=1e-6)
+    model.close()
+
+
+def test_a_session_that_cannot_be_remade_leaves_the_running_one(tmp_path: Path) -> None:
+    shutil.copy(DEMO_MODEL, tmp_path / "demo-parts.onnx")
+    shutil.copy(DEMO_MODEL.with_suffix(".yaml"), tmp_path / "demo-parts.yaml")
+    model = Model.load(tmp_path / "demo-parts.onnx", InferenceOptions(threads=2))
+    backend = model.backend
+    assert isinstance(backend, OrtBackend)
+    (tmp_path / "demo-parts.onnx").write_bytes(b"replaced on disk by half an upload")
+    backend.set_threads(1)
+    assert backend.threads == 2
+    assert "2 threads" in backend.description
+    backend.run_tensor(np.zeros(backend.card.input.shape, np.uint8))
+    model.close()
+
+
+class SlowPostprocessing:
+    """The demo model's stages, with ``extra_s`` of waiting added to each frame's decode."""
+
+    def __init__(self, stages: ModelStages, extra_s: float, skip_decode: bool = False) -> None:
+        self.stages, self.extra_s, self.skip_decode = stages, extra_s, skip_decode
+
+    @property
+    def thread_count(self) -> ThreadCount | None:
+        return self.stages.thread_count
+
+    def preprocess(self, frame: Frame, snapshot: Snapshot) -> Any:
+        return self.stages.preprocess(frame, snapshot)
+
+    def infer(self, prepared: Any) -> Any:
+        return self.stages.infer(prepared)
+
+    def decode(self, frame: Frame, prepared: Any, outputs: Any, snapshot: Snapshot) -> Instances:
+        if self.skip_decode:
+            return Instances.empty(frame.shape)
+        time.sleep(self.extra_s)
+        return self.stages.decode(frame, prepared, outputs, snapshot)
+
+    def close(self) -> None:
+        self.stages.close()
+
+
+class SceneFrames:
+    """``n`` frames of the demo's conveyor scene, as a file source delivers them: every one, when asked."""
+
+    uri = "test:scene"
+    live = False
+
+    def __init__(self, n: int) -> None:
+        scene = PartsScene(640, 480, seed=2)
+        self.images = [scene.frame(i).image for i in range(4)]
+        self.n, self.i = n, 0
+
+    @property
+    def frames_total(self) -> int:
+        return self.n
+
+    @property
+    def stats(self) -> SourceStats:
+        return SourceStats(frames=self.i)
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Frame | None:
+        if self.i >= self.n:
+            return None
+        self.i += 1
+        return Frame(self.i - 1, self.images[self.i % 4], time.monotonic_ns(), time.time())
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def short_trial(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows of a few frames, and two usable cores whatever the machine has."""
+    monkeypatch.setattr(threadplan, "SETTLE_FRAMES", 2)
+    monkeypatch.setattr(threadplan, "WINDOW_FRAMES", 8)
+    monkeypatch.setattr(threadplan, "MIN_POSTPROCESSED", 4)
+    monkeypatch.setattr("edgeseg.backends.ort.usable_cores", lambda: 2)
+
+
+def demo_stages(**options: Any) -> ModelStages:
+    return ModelStages(Model.load(DEMO_MODEL, InferenceOptions(**options)))
+
+
+@pytest.mark.usefixtures("short_trial")
+def test_a_pipeline_slowed_by_post_processing_gives_inference_one_thread_fewer_and_loses_no_frame() -> None:
+    # post-processing waits 80 ms a frame: far more than the demo model's inference on one thread
+    stages = SlowPostprocessing(demo_stages(), extra_s=0.08)
+    pipe = Pipeline(SceneFrames(30), stages)
+    stats = pipe.run()
+    backend = stages.stages.model.backend
+    assert isinstance(backend, OrtBackend)
+    assert backend.threads == 1
+    assert pipe.thread_plan is not None
+    assert pipe.thread_plan.startswith("1 thread: ")
+    assert "(kept), against 2 threads" in pipe.thread_plan
+    assert stats.frames_done == 30
+    assert stats.dropped_total == 0
+    assert not stats.bad_frames
+    stages.close()
+
+
+@pytest.mark.usefixtures("short_trial")
+def test_a_pipeline_whose_inference_is_the_slower_stage_keeps_every_thread() -> None:
+    stages = SlowPostprocessing(demo_stages(), extra_s=0.0, skip_decode=True)
+    pipe = Pipeline(SceneFrames(30), stages)
+    pipe.run()
+    assert stages.stages.model.backend.thread_count is not None
+    assert pipe.thread_plan is not None
+    assert "inference is the slower stage, all 2 kept" in pipe.thread_plan
+    stages.close()
+
+
+@pytest.mark.usefixtures("short_trial")
+def test_a_thread_count_set_in_the_config_is_never_tried() -> None:
+    stages = demo_stages(threads=2)
+    assert stages.thread_count is None
+    pipe = Pipeline(SceneFrames(30), stages)
+    pipe.run()
+    assert pipe.thread_plan is None
+    stages.close()
