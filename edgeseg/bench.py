@@ -110,10 +110,19 @@ def time_stages(config: PipelineConfig, frames: int, warmup: int) -> Timing:
     )
 
 
-def threaded_fps(config: PipelineConfig, seconds: float) -> tuple[float, int]:
-    """Frames done per second by the real pipeline on its threads over ``seconds`` (``nan`` when fewer than
-    two frames were done), and the frames done: its model and stream stages, and as ``edgeseg run`` the
-    accuracy sink of a synthetic source, but none of its outputs (no file written, nothing published or
+@dataclass(frozen=True)
+class ThreadedRun:
+    """What the real pipeline did on its threads: frames done per second (``nan`` under two), frames done,
+    and what its trial of inference's thread count decided (None: no trial, see :mod:`edgeseg.threadplan`)."""
+
+    fps: float
+    frames: int
+    thread_plan: str | None
+
+
+def threaded_run(config: PipelineConfig, seconds: float) -> ThreadedRun:
+    """The real pipeline on its threads for ``seconds``: its model and stream stages, and as ``edgeseg run``
+    the accuracy sink of a synthetic source, but none of its outputs (no file written, nothing published or
     shown)."""
     from edgeseg.config import SinksConfig
     from edgeseg.evaluate import AccuracySink
@@ -131,7 +140,7 @@ def threaded_fps(config: PipelineConfig, seconds: float) -> tuple[float, int]:
     if pipeline.error is not None:
         raise pipeline.error
     stats = pipeline.stats()
-    return stats.fps, stats.frames_done
+    return ThreadedRun(stats.fps, stats.frames_done, pipeline.thread_plan)
 
 
 def rate_bounds(
@@ -173,9 +182,10 @@ def table(ms: NDArray[np.float64]) -> str:
     return "\n".join(lines)
 
 
-def prediction(timing: Timing, measured_fps: float, measured_frames: int) -> str:
+def prediction(timing: Timing, run: ThreadedRun) -> str:
     """The lines after the table: the model's bounds, and the predicted rate of the threaded pipeline (the
-    measured one; the model's where the measurement got fewer than two frames)."""
+    measured one; the model's where the measurement got fewer than two frames), with the thread count that
+    run chose for inference."""
     from edgeseg.backends.ort import usable_cores
 
     cores = usable_cores()  # the cores onnxruntime's thread plan counts too
@@ -190,16 +200,18 @@ def prediction(timing: Timing, measured_fps: float, measured_frames: int) -> str
     lines = [
         f"model: {model:.1f} fps, the least of: " + "; ".join(f"{k}: {v:.1f} fps" for k, v in bounds.items())
     ]
-    if np.isfinite(measured_fps):
+    if np.isfinite(run.fps):
         lines.append(
-            f"predicted pipeline rate: {measured_fps:.1f} fps (frames done per second, measured: the "
-            f"pipeline ran {THREADED_S:g} s on its threads without outputs, {measured_frames} frames done)"
+            f"predicted pipeline rate: {run.fps:.1f} fps (frames done per second, measured: the "
+            f"pipeline ran {THREADED_S:g} s on its threads without outputs, {run.frames} frames done)"
         )
     else:
         lines.append(
             f"predicted pipeline rate: {model:.1f} fps (frames done per second, the model's: the pipeline "
-            f"ran {THREADED_S:g} s on its threads and did {measured_frames} frames, too few to measure)"
+            f"ran {THREADED_S:g} s on its threads and did {run.frames} frames, too few to measure)"
         )
+    if run.thread_plan is not None:
+        lines.append(f"inference threads in that run: {run.thread_plan}")
     return "\n".join(lines)
 
 
@@ -252,7 +264,7 @@ def command(args: argparse.Namespace) -> int:
     config = bench_config(args)
     timing = time_stages(config, args.frames, args.warmup)
     print(table(timing.wall_ms), flush=True)
-    print(prediction(timing, *threaded_fps(config, THREADED_S)))
+    print(prediction(timing, threaded_run(config, THREADED_S)))
     try:
         written = cv2.imwrite(str(out), plot(timing.wall_ms, timing.title))
     except cv2.error as exc:

@@ -10,9 +10,12 @@ So a trial, once per run: after :data:`SETTLE_FRAMES` frames, the median time a 
 (preprocess + inference) and of the post-processing thread (decode + tracking, zones...) are measured over
 :data:`WINDOW_FRAMES` frames. If post-processing takes at least :data:`TRY_SHARE` of inference's time, the
 session is re-made with one thread fewer and the same is measured again. The fewer threads are kept unless
-the slower of the two stages got slower by more than :data:`TOLERANCE` (a tie keeps them: a core's worth of
-CPU is left to the rest). Measured on the demo model on 2 cores (``scripts/bench_pipeline.py --threads 1``
-against the default, 3 alternated pairs): 48.4 against 46.2 fps, and live latency p50 35 against 44 ms.
+the slower of the two stages got slower by more than :data:`TOLERANCE`: a tie keeps them, as a core's worth
+of CPU is left to the rest, and on a shared machine two windows of the same settings differ by up to 8%.
+
+Measured on the demo model on 2 cores (``scripts/bench_pipeline.py`` against ``--threads 2``, the choice
+before the trial, 3 alternated pairs; medians): the trial kept one thread each time; pipeline 48.8 against
+44.6 fps, CPU 35.2 against 40.4 ms a frame, live latency p50 37 against 45 ms and p99 47 against 63 ms.
 """
 
 from __future__ import annotations

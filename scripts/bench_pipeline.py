@@ -22,7 +22,8 @@
 
 Frames are pre-rendered synthetic conveyor scenes replayed by a source that costs no CPU, as a camera's
 sensor and ISP cost the host none; the synthetic:parts source renders on the host's cores and would take
-them from the pipeline on a 2-core machine. ``--threads`` overrides the pipeline's thread choice.
+them from the pipeline on a 2-core machine. ``--threads`` overrides the pipeline's thread choice (and with it
+the trial of ``edgeseg/threadplan.py``, whose decision is printed).
 
 The last line is one JSON object with the figures.
 """

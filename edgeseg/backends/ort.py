@@ -69,7 +69,7 @@ def _share_arena() -> None:
 
     A session re-made with another thread count (:meth:`OrtBackend.set_threads`) then reuses the pages its
     predecessor touched. With an arena of its own, made on the inference thread, the demo's peak RSS grew by
-    14-20 MB over a run (187.9 MB against 171.6 with the shared arena, 170.8 without any re-made session)."""
+    14-20 MB over the run that followed (single runs: 187.9 MB, against 171.6 with the shared arena)."""
     cpu = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
     ort.create_and_register_allocator(cpu, ort.OrtArenaCfg(0, -1, -1, -1))  # onnxruntime's defaults
 
