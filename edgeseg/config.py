@@ -61,8 +61,8 @@ class ModelConfig:
     threads: int = field(
         default=0,
         metadata=_m(
-            "Intra-op threads (0: one per usable core, then one fewer once frames flow where that keeps the"
-            " slower of inference and post-processing as fast; the run's summary says which).",
+            "Intra-op threads (0: one per usable core, or one fewer while that keeps the slower of inference"
+            " and post-processing as fast, as measured while frames flow; the run's summary says which).",
             ge=0,
         ),
     )

@@ -28,7 +28,7 @@ from edgeseg.live import Controls, Outcome, Snapshot
 from edgeseg.sinks import LosslessSink, ReportingSink, Sink, SinkReport
 from edgeseg.statedir import state_dir
 from edgeseg.stats import STREAM_PREFIX, PipelineStats, StatsRecorder
-from edgeseg.threadplan import ThreadCount, ThreadTrial
+from edgeseg.threadplan import ThreadCount, ThreadPlanner
 from edgeseg.watchdog import Activity, Health
 
 if TYPE_CHECKING:
@@ -312,8 +312,8 @@ class Pipeline:
         self._explain = getattr(stages, "explain", None) if explain else None
         knob: ThreadCount | None = getattr(stages, "thread_count", None)
         self._thread_count = knob
-        # a count already cut to one (by an earlier pipeline on the same stages) has nothing left to try
-        self._trial = ThreadTrial(knob.threads) if knob is not None and knob.threads > 1 else None
+        # stages shared with an earlier pipeline start from the count it left
+        self._planner = None if knob is None else ThreadPlanner(knob.most_threads, knob.threads)
         self._fixed = Snapshot()
         self.stages = stages
         self.owns_stages = owns_stages
@@ -523,8 +523,9 @@ class Pipeline:
 
     @property
     def thread_plan(self) -> str | None:
-        """What the trial of inference's thread count decided, and why (None: no trial, or not decided)."""
-        return None if self._trial is None else self._trial.outcome
+        """What was last decided about inference's thread count, and why (None: nothing to decide, or not
+        yet)."""
+        return None if self._planner is None else self._planner.outcome
 
     @property
     def stopping(self) -> bool:
@@ -625,7 +626,7 @@ class Pipeline:
                 times = StageTimes(captured=frame.t_capture_ns, preprocessed=t1, inferred=t2)
                 if not self._to_decode.put(_Work(frame, snap, prepared, outputs, times)):
                     self._stats.discarded(1)
-                if self._trial is not None and not self._plan_threads(self._trial, (t2 - t0) / 1e6):
+                if self._planner is not None and not self._plan_threads(self._planner, (t2 - t0) / 1e6):
                     break
         finally:
             self._to_decode.close()
@@ -635,12 +636,10 @@ class Pipeline:
                 except Exception as exc:
                     log.warning("closing the model failed: %s", exc)
 
-    def _plan_threads(self, trial: ThreadTrial, inference_ms: float) -> bool:
-        """Feed the thread trial one frame's inference time and make the change it asks for; False when the
-        model can no longer run."""
-        if trial.done:
-            return True
-        threads = trial.inferred(inference_ms)
+    def _plan_threads(self, planner: ThreadPlanner, inference_ms: float) -> bool:
+        """Feed the thread planner one frame's inference time and make the change it asks for; False when
+        the model can no longer run."""
+        threads = planner.inferred(inference_ms)
         if threads is not None and self._thread_count is not None:
             with self._activity["inference"]:
                 try:
@@ -649,7 +648,7 @@ class Pipeline:
                     self._fail(exc)
                     return False
             if self._thread_count.threads != threads:
-                trial.not_made(self._thread_count.threads)
+                planner.not_made(self._thread_count.threads)
         return True
 
     def _decode_loop(self) -> None:
@@ -690,8 +689,8 @@ class Pipeline:
                     self._stats.stage(stage.name, t2, t1)
                 if self.stream_stages:
                     result = replace(result, times=replace(result.times, published=t1))
-                if self._trial is not None:
-                    self._trial.postprocessed((t1 - t0) / 1e6)
+                if self._planner is not None:
+                    self._planner.postprocessed((t1 - t0) / 1e6)
                 self._stats.frame_done(work.frame.t_capture_ns, t1)
                 last = result
                 for q in self._to_sinks.values():

@@ -1,4 +1,4 @@
-"""Inference's thread count chosen from the stages' measured costs: the trial's rules, the ONNX Runtime
+"""Inference's thread count chosen from the stages' measured costs: the planner's rules, the ONNX Runtime
 session re-made between frames, and a real pipeline on the demo model deciding both ways."""
 
 from __future__ import annotations
@@ -24,93 +24,123 @@ from edgeseg.pipeline import ModelStages, Pipeline
 from edgeseg.sources import SourceStats
 from edgeseg.synthetic import PartsScene
 from edgeseg.threadplan import (
+    COOLDOWN_S,
     GIVE_UP_FRAMES,
     MIN_POSTPROCESSED,
     SETTLE_FRAMES,
     WINDOW_FRAMES,
     ThreadCount,
-    ThreadTrial,
+    ThreadPlanner,
 )
 
 DEMO_MODEL = Path(__file__).parents[1] / "models" / "demo-parts.onnx"
 
 
-def window(trial: ThreadTrial, inference_ms: float, postprocess_ms: float) -> int | None:
-    """Feed one settle period and one window of steady times; what the trial asked for at its end."""
+class Clock:
+    """Seconds that pass only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def window(planner: ThreadPlanner, inference_ms: float, postprocess_ms: float) -> int | None:
+    """Feed one settle period and one window of steady times; what the planner asked for at its end."""
     asked = None
     for _ in range(SETTLE_FRAMES):
-        assert trial.inferred(inference_ms * 50) is None  # settling: not counted, however slow
+        assert planner.inferred(inference_ms * 50) is None  # settling: not counted, however slow
     for _ in range(WINDOW_FRAMES):
-        trial.postprocessed(postprocess_ms)
-        asked = trial.inferred(inference_ms)
+        planner.postprocessed(postprocess_ms)
+        asked = planner.inferred(inference_ms)
     return asked
 
 
-def test_inference_keeps_every_thread_where_it_is_the_slower_stage() -> None:
-    trial = ThreadTrial(2)
-    assert window(trial, inference_ms=100.0, postprocess_ms=10.0) is None
-    assert trial.done
-    assert trial.threads == 2
-    assert trial.outcome is not None
-    assert "inference is the slower stage, all 2 kept" in trial.outcome
+def test_inference_keeps_every_thread_while_it_is_the_slower_stage_and_loses_one_when_it_is_not() -> None:
+    planner = ThreadPlanner(2, 2, Clock())
+    assert window(planner, inference_ms=100.0, postprocess_ms=10.0) is None
+    assert planner.threads == 2
+    assert planner.outcome is not None
+    assert planner.outcome.endswith("inference is the slower stage, 2 threads kept")
+    assert window(planner, inference_ms=100.0, postprocess_ms=10.0) is None
+    # the scene filled up: post-processing now takes as long as inference
+    assert window(planner, inference_ms=20.0, postprocess_ms=20.0) == 1
 
 
 def test_one_thread_fewer_is_kept_where_the_slower_stage_got_no_slower() -> None:
-    trial = ThreadTrial(2)
-    assert window(trial, inference_ms=12.0, postprocess_ms=18.0) == 1
-    assert not trial.done
-    assert window(trial, inference_ms=16.0, postprocess_ms=15.0) is None
-    assert trial.done
-    assert trial.threads == 1
-    assert trial.outcome == (
+    planner = ThreadPlanner(2, 2, Clock())
+    assert window(planner, inference_ms=12.0, postprocess_ms=18.0) == 1
+    assert window(planner, inference_ms=16.0, postprocess_ms=15.0) is None
+    assert planner.threads == 1
+    assert planner.trials == 1
+    assert planner.outcome == (
         "1 thread: inference 16.0 ms a frame, post-processing 15.0 (kept), "
         "against 2 threads: inference 12.0 ms a frame, post-processing 18.0"
     )
 
 
 def test_the_threads_come_back_where_one_fewer_made_the_slower_stage_slower() -> None:
-    trial = ThreadTrial(4)
-    assert window(trial, inference_ms=10.0, postprocess_ms=9.0) == 3
-    assert window(trial, inference_ms=14.0, postprocess_ms=8.0) == 4
-    assert trial.done
-    assert trial.threads == 4
-    assert trial.outcome is not None
-    assert trial.outcome.startswith("4 threads: inference 10.0 ms")
+    planner = ThreadPlanner(4, 4, Clock())
+    assert window(planner, inference_ms=10.0, postprocess_ms=9.0) == 3
+    assert window(planner, inference_ms=14.0, postprocess_ms=8.0) == 4
+    assert planner.threads == 4
+    assert planner.outcome is not None
+    assert planner.outcome.startswith("4 threads: inference 10.0 ms")
 
 
-def test_a_window_short_of_post_processed_frames_ends_the_trial_with_nothing_changed() -> None:
-    trial = ThreadTrial(2)
+def test_every_thread_is_tried_again_once_the_scene_empties_but_not_before_the_cooldown() -> None:
+    clock = Clock()
+    planner = ThreadPlanner(2, 2, clock)
+    assert window(planner, inference_ms=12.0, postprocess_ms=18.0) == 1
+    assert window(planner, inference_ms=16.0, postprocess_ms=15.0) is None  # 1 thread kept
+    clock.now += COOLDOWN_S - 1
+    assert window(planner, inference_ms=16.0, postprocess_ms=2.0) is None
+    clock.now += 2
+    assert window(planner, inference_ms=16.0, postprocess_ms=2.0) == 2
+    assert window(planner, inference_ms=10.0, postprocess_ms=2.0) is None  # 2 threads kept
+    assert planner.threads == 2
+    assert planner.trials == 2
+    assert planner.outcome is not None
+    assert planner.outcome.startswith("2 threads: inference 10.0 ms a frame, post-processing 2.0 (kept)")
+
+
+def test_a_window_short_of_post_processed_frames_decides_nothing() -> None:
+    planner = ThreadPlanner(2, 2, Clock())
     for _ in range(MIN_POSTPROCESSED - 1):
-        trial.postprocessed(50.0)
+        planner.postprocessed(50.0)
     for _ in range(GIVE_UP_FRAMES):
-        assert trial.inferred(10.0) is None
-    assert trial.done
-    assert trial.threads == 2
-    assert trial.outcome == "2 threads kept: too few frames were post-processed to compare"
+        assert planner.inferred(10.0) is None
+    assert planner.threads == 2
+    assert planner.outcome == "2 threads kept: too few frames were post-processed"
 
 
 @settings(max_examples=60, deadline=None)
 @given(
-    threads=st.integers(1, 8),
-    times=st.lists(
-        st.tuples(st.floats(0.0, 500.0), st.one_of(st.none(), st.floats(0.0, 500.0))),
-        max_size=3 * (SETTLE_FRAMES + WINDOW_FRAMES),
+    most=st.integers(2, 8),
+    steps=st.lists(
+        st.tuples(st.floats(0.0, 500.0), st.one_of(st.none(), st.floats(0.0, 500.0)), st.floats(0.0, 30.0)),
+        max_size=6 * (SETTLE_FRAMES + WINDOW_FRAMES),
     ),
 )
-def test_the_trial_asks_for_one_thread_fewer_at_most_once_and_only_ever_back(
-    threads: int, times: list[tuple[float, float | None]]
+def test_the_planner_only_swaps_between_all_threads_and_one_fewer_and_at_most_twice_a_cooldown(
+    most: int, steps: list[tuple[float, float | None, float]]
 ) -> None:
-    trial = ThreadTrial(threads)
-    asked = []
-    for inference_ms, postprocess_ms in times:
+    clock = Clock()
+    planner = ThreadPlanner(most, most, clock)
+    asked: list[tuple[float, int]] = []
+    for inference_ms, postprocess_ms, seconds in steps:
+        clock.now += seconds
         if postprocess_ms is not None:
-            trial.postprocessed(postprocess_ms)
-        if (n := trial.inferred(inference_ms)) is not None:
-            asked.append(n)
-            assert trial.threads == n
-    assert asked in ([], [threads - 1], [threads - 1, threads])
-    assert threads > 1 or not asked
-    assert trial.threads in (threads, threads - 1)
+            planner.postprocessed(postprocess_ms)
+        previous = planner.threads
+        if (n := planner.inferred(inference_ms)) is not None:
+            assert n in (most - 1, most)
+            assert n != previous
+            assert planner.threads == n
+            asked.append((clock.now, n))
+    for k, (t, _) in enumerate(asked):
+        assert sum(1 for u, _ in asked[k:] if u - t < COOLDOWN_S) <= 2
 
 
 def test_the_session_is_remade_with_fewer_threads_and_gives_the_same_outputs() -> None:
@@ -201,7 +231,7 @@ class SceneFrames:
 
 
 @pytest.fixture
-def short_trial(monkeypatch: pytest.MonkeyPatch) -> None:
+def short_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Windows of a few frames, and two usable cores whatever the machine has."""
     monkeypatch.setattr(threadplan, "SETTLE_FRAMES", 2)
     monkeypatch.setattr(threadplan, "WINDOW_FRAMES", 8)
@@ -213,7 +243,7 @@ def demo_stages(**options: Any) -> ModelStages:
     return ModelStages(Model.load(DEMO_MODEL, InferenceOptions(**options)))
 
 
-@pytest.mark.usefixtures("short_trial")
+@pytest.mark.usefixtures("short_windows")
 def test_a_pipeline_slowed_by_post_processing_gives_inference_one_thread_fewer_and_loses_no_frame() -> None:
     # post-processing waits 80 ms a frame: far more than the demo model's inference on one thread
     stages = SlowPostprocessing(demo_stages(), extra_s=0.08)
@@ -231,18 +261,18 @@ def test_a_pipeline_slowed_by_post_processing_gives_inference_one_thread_fewer_a
     stages.close()
 
 
-@pytest.mark.usefixtures("short_trial")
+@pytest.mark.usefixtures("short_windows")
 def test_a_pipeline_whose_inference_is_the_slower_stage_keeps_every_thread() -> None:
     stages = SlowPostprocessing(demo_stages(), extra_s=0.0, skip_decode=True)
     pipe = Pipeline(SceneFrames(30), stages)
     pipe.run()
     assert stages.stages.model.backend.thread_count is not None
     assert pipe.thread_plan is not None
-    assert "inference is the slower stage, all 2 kept" in pipe.thread_plan
+    assert pipe.thread_plan.endswith("inference is the slower stage, 2 threads kept")
     stages.close()
 
 
-@pytest.mark.usefixtures("short_trial")
+@pytest.mark.usefixtures("short_windows")
 def test_a_thread_count_set_in_the_config_is_never_tried() -> None:
     stages = demo_stages(threads=2)
     assert stages.thread_count is None

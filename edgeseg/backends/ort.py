@@ -100,6 +100,7 @@ class OrtBackend:
         threads, spin = thread_plan(options.threads, options.spin, self._cores)
         # the thread count left to us may be changed once frames flow (edgeseg.threadplan)
         self.thread_count: ThreadCount | None = self if options.threads == 0 and threads > 1 else None
+        self.most_threads = threads
         self._use(*self._session(threads, spin), threads, spin)
         self._check_io()
         self._input = card.input.name
