@@ -113,7 +113,8 @@ def time_stages(config: PipelineConfig, frames: int, warmup: int) -> Timing:
 @dataclass(frozen=True)
 class ThreadedRun:
     """What the real pipeline did on its threads: frames done per second (``nan`` under two), frames done,
-    and what its trial of inference's thread count decided (None: no trial, see :mod:`edgeseg.threadplan`)."""
+    and what its planner last decided about inference's thread count (None: nothing to decide, or not yet;
+    see :mod:`edgeseg.threadplan`)."""
 
     fps: float
     frames: int

@@ -83,7 +83,6 @@ class ThreadPlanner:
         self.most = most  # the count at load: one thread per usable core
         self.threads = threads  # the count now
         self.outcome: str | None = None
-        self.trials = 0
         self._clock = clock
         self._next_trial = clock()  # the first may start at once
         self._lock = threading.Lock()
@@ -151,7 +150,6 @@ class ThreadPlanner:
         if self._clock() < self._next_trial:
             return None
         self._before = costs
-        self.trials += 1
         return self._change(target)
 
     def _change(self, threads: int) -> int | None:

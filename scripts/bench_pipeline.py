@@ -23,7 +23,7 @@
 Frames are pre-rendered synthetic conveyor scenes replayed by a source that costs no CPU, as a camera's
 sensor and ISP cost the host none; the synthetic:parts source renders on the host's cores and would take
 them from the pipeline on a 2-core machine. ``--threads`` overrides the pipeline's thread choice (and with it
-the trial of ``edgeseg/threadplan.py``, whose decision is printed).
+the planner of ``edgeseg/threadplan.py``, whose first decision is printed).
 
 The last line is one JSON object with the figures.
 """
@@ -229,7 +229,7 @@ def main() -> None:
         broker = None if args.no_mqtt else stack.enter_context(mosquitto(Path(tmp) / "broker"))
 
         cpu_runs: list[dict[str, float]] = []  # CPU ms a frame by thread, each default (device) run
-        plans: list[str] = []  # what the pipelines' trials of inference's thread count decided
+        plans: list[str] = []  # what the pipelines' planners decided about inference's threads
 
         def pipeline_fps(kind: str) -> float:
             ctx = SinkContext(class_names=names, state_dir=Path(tmp) / f"state-{kind}")
@@ -312,7 +312,7 @@ def main() -> None:
         f"{'ceiling at that CPU a frame':<32}{fps_ceiling:8.1f} fps on {cores} cores   "
         f"ratio {fps_ceiling / fps_infer:.2f} (the most fps_ratio reaches at this CPU a frame)"
     )
-    plan = plans[0] if plans else "no trial (model.threads set, or one core)"
+    plan = plans[0] if plans else "not planned (model.threads set, or one core)"
     print(f"{'inference threads':<32}{plan}")
     print(f"{'single-frame processing':<32}{median_single_ms:8.1f} ms (median)")
     print(
