@@ -133,7 +133,7 @@ def split_class(
             shown[k] = relief or prepare(tight, ~crop, contour, (x, y), sides, hole_width, kernel)
         comps[k] = (x, y, tight, area, contour, relief, outline, rods)
     reliefs = [c[5] for c in comps if c is not None and not isinstance(c, Part)]
-    class_max = max((float(r.dist.max()) for r in reliefs if r is not None), default=0.0)
+    class_max = max((r.peak for r in reliefs if r is not None), default=0.0)
     parts: list[Part] = []
     for k, comp in enumerate(comps):
         assert comp is not None  # every component was prepared above
@@ -168,7 +168,7 @@ def split_class(
                     pieces = pieces if split_by_relief is not None or by_rods else None
         if trace is not None and seeds is not None:
             view = shown[k]
-            own = float(view.dist.max())
+            own = view.peak
             top = own if p.per_component or (relief is None and class_max <= 0) else class_max
             if not seeds:  # the split did not look at its markers: find them the same way, for the view
                 split_component(tight, view, top, kernel, p, seeds)

@@ -31,12 +31,13 @@ class Relief:
 
     ``solid`` is the component with its bores filled (the split is made on it, the masks are cut back to
     the component), ``dist`` the distance transform of the opened solid (mirrored where the component meets
-    the image edge) and ``bores`` the filled bores, or None.
+    the image edge), ``peak`` its largest value, and ``bores`` the filled bores, or None.
     """
 
     pads: Pads
     solid: NDArray[np.uint8]
     dist: NDArray[np.float32]
+    peak: float
     bores: NDArray[np.bool_] | None
     encloses_bore: bool  # within the image (bores can also appear in the mirror beyond its edge)
 
@@ -67,19 +68,21 @@ def prepare(
     """
     pads = (sides[0] + PAD, sides[1] + PAD, sides[2] + PAD, sides[3] + PAD)
     dist = relief_distance(tight, sides, kernel)
+    peak = float(dist.max())
     holes = None
-    if hole_width >= float(dist.max()):  # else no hole is wide enough to be a bore (see find_bores)
+    if hole_width >= peak:  # else no hole is wide enough to be a bore (see find_bores)
         holes = find_holes(tight, free, contour, origin, sides)
-    bores = None if holes is None else find_bores(holes, float(dist.max()))
+    bores = None if holes is None else find_bores(holes, peak)
     solid = tight
     encloses_bore = bores is not None
     if bores is not None and any(sides):
         inner = find_holes(tight, free, contour, origin, (0, 0, 0, 0))
-        encloses_bore = inner is not None and find_bores(inner, float(dist.max())) is not None
+        encloses_bore = inner is not None and find_bores(inner, peak) is not None
     if bores is not None:
         top, _, left, _ = sides
         solid = tight | bores[top : top + tight.shape[0], left : left + tight.shape[1]]
         dist = relief_distance(solid, sides, kernel)
+        peak = float(dist.max())
         bores = np.asarray(
             cv2.copyMakeBorder(bores.view(np.uint8), *(PAD,) * 4, cv2.BORDER_CONSTANT, value=0)
         )
@@ -90,7 +93,7 @@ def prepare(
     )
     if bores is not None:
         bores &= comp.view(bool)  # mirrored bores beyond the image edge mark nothing
-    return Relief(pads, comp, dist, bores, encloses_bore)
+    return Relief(pads, comp, dist, peak, bores, encloses_bore)
 
 
 def is_convex(contour: NDArray[np.int32], depth: float = CONVEX_DEPTH) -> bool:
@@ -109,8 +112,8 @@ def relief_distance(
 ) -> NDArray[np.float32]:
     """Distance transform of a component crop, mirrored by ``sides`` where it meets the image edge, framed
     by ``PAD`` zeros and opened (twice, as modlib does) first."""
-    mirrored = cv2.copyMakeBorder(comp.view(np.uint8), *sides, cv2.BORDER_REFLECT)
-    padded = cv2.copyMakeBorder(mirrored, PAD, PAD, PAD, PAD, cv2.BORDER_CONSTANT, value=0)
+    mirrored = cv2.copyMakeBorder(comp.view(np.uint8), *sides, cv2.BORDER_REFLECT) if any(sides) else comp
+    padded = cv2.copyMakeBorder(mirrored.view(np.uint8), PAD, PAD, PAD, PAD, cv2.BORDER_CONSTANT, value=0)
     opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, kernel, iterations=2)
     return np.asarray(cv2.distanceTransform(opened, cv2.DIST_L2, 3), np.float32)
 
@@ -201,7 +204,7 @@ def split_component(
     there are none.
     """
     dist, comp = relief.dist, relief.solid
-    top = float(dist.max()) if p.per_component else class_max
+    top = relief.peak if p.per_component else class_max
     if top <= 0.0:
         return None
     seeds: NDArray[np.uint8] = (dist > p.dist_threshold * top).view(np.uint8)
@@ -217,9 +220,11 @@ def split_component(
     cut = p.dist_threshold * top
     # The markers' regions are found on a half-resolution grid (see flood_regions); the markers are max-pooled
     # onto it, so none vanishes (two within a pixel of each other fuse: no neck lies between them)
-    pdist = pool2(dist)
     high = pool2(seeds)
-    low = lower_peaks(pdist, comp, relief.pads, cut, p) if p.per_component else None
+    # (a lower peak is at least low_peak_floor high: under a cut below it there is none to look for, and a
+    # component with one marker needs no pooled relief)
+    pdist = pool2(dist) if p.per_component and cut >= low_peak_floor(p) else None
+    low = None if pdist is None else lower_peaks(pdist, comp, relief.pads, cut, p)
     pooled = high if low is None else np.asarray(high | low.view(np.uint8), np.uint8)
     count, lab_markers = cv2.connectedComponents(pooled, connectivity=8, ltype=cv2.CV_32S)
     markers = np.asarray(lab_markers, np.int32)
@@ -230,6 +235,8 @@ def split_component(
         if seeds_out is not None and n == 1:
             seeds_out.append(seeds.astype(np.int32))
         return None
+    if pdist is None:
+        pdist = pool2(dist)
     near, lower, near_tall = flood_regions(markers, n, None if low is None else high, pdist, cut)
     w = comp.shape[1]
     lab = upsample(near, comp)  # 0 = outside the component, 1..n = the markers' regions
@@ -299,7 +306,7 @@ def lower_peaks(
     mirrored, a strip along the edge (shading, a cut background object) bulges into a peak on the edge at
     every widening, so there a lower peak tells nothing.
     """
-    floor = max(LOW_PEAK, math.sqrt(p.size_threshold / math.pi))
+    floor = low_peak_floor(p)
     low = (pdist >= floor) & (pdist <= cut) & (pdist >= cv2.dilate(pdist, BOX)) & pool2(comp).view(bool)
     h, w = comp.shape
     top, bottom, left, right = pads
@@ -313,6 +320,11 @@ def lower_peaks(
     if right > PAD:
         low[:, (w - right - 2) // 2 :] = False
     return low if low.any() else None
+
+
+def low_peak_floor(p: SemanticParams) -> float:
+    """The least height of a lower peak: a disc that size would be kept, and its part is no ragged edge."""
+    return max(LOW_PEAK, math.sqrt(p.size_threshold / math.pi))
 
 
 def upsample(near: NDArray[np.uint16], comp: NDArray[np.uint8]) -> NDArray[np.uint16]:
