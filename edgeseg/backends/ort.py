@@ -157,9 +157,9 @@ class OrtBackend:
             return
         previous = self.threads, self.spin
         # the running session goes first: made while it lived, the new one would add what making it takes
-        # to the run's peak memory. It was made on the loading thread, whose heap would keep the pages it
-        # frees resident: given back, the demo's peak RSS is that of a run on one thread from the start
-        # (166.3 MB), not 3.5 MB more.
+        # to the run's peak memory. The pages it frees are given back before the new one is made: measured
+        # when each thread had a heap of its own (the old session's was the loading thread's), the demo's
+        # peak RSS was then that of a run on one thread from the start (166.3 MB), not 3.5 MB more.
         del self.session
         release_free_memory()
         try:
