@@ -25,6 +25,7 @@ from edgeseg.errors import EdgesegError, SourceError
 from edgeseg.frame import Frame, Result, StageTimes
 from edgeseg.instances import Instances
 from edgeseg.live import Controls, Outcome, Snapshot
+from edgeseg.preprocess import Prepared
 from edgeseg.sinks import LosslessSink, ReportingSink, Sink, SinkReport
 from edgeseg.statedir import state_dir
 from edgeseg.stats import STREAM_PREFIX, PipelineStats, StatsRecorder
@@ -624,6 +625,8 @@ class Pipeline:
                 self._stats.stage("preprocess", t0, t1)
                 self._stats.stage("infer", t1, t2)
                 times = StageTimes(captured=frame.t_capture_ns, preprocessed=t1, inferred=t2)
+                if isinstance(prepared, Prepared):
+                    prepared = prepared.spent()
                 if not self._to_decode.put(_Work(frame, snap, prepared, outputs, times)):
                     self._stats.discarded(1)
                 if self._planner is not None and not self._plan_threads(self._planner, (t2 - t0) / 1e6):
