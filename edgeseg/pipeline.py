@@ -252,6 +252,14 @@ class _Work:
     times: StageTimes
 
 
+@dataclass(frozen=True)
+class _Threads:
+    """The model's inference thread count, where the pipeline may choose it, and what chooses it."""
+
+    knob: ThreadCount
+    planner: ThreadPlanner
+
+
 class _Throttle:
     """Logs the first few failures of one kind, then one line per 100; keeps the latest for the summary.
 
@@ -312,9 +320,10 @@ class Pipeline:
         self.control = control
         self._explain = getattr(stages, "explain", None) if explain else None
         knob: ThreadCount | None = getattr(stages, "thread_count", None)
-        self._thread_count = knob
         # stages shared with an earlier pipeline start from the count it left
-        self._planner = None if knob is None else ThreadPlanner(knob.most_threads, knob.threads)
+        self._threads = (
+            None if knob is None else _Threads(knob, ThreadPlanner(knob.most_threads, knob.threads))
+        )
         self._fixed = Snapshot()
         self.stages = stages
         self.owns_stages = owns_stages
@@ -526,7 +535,7 @@ class Pipeline:
     def thread_plan(self) -> str | None:
         """What was last decided about inference's thread count, and why (None: nothing to decide, or not
         yet)."""
-        return None if self._planner is None else self._planner.outcome
+        return None if self._threads is None else self._threads.planner.outcome
 
     @property
     def stopping(self) -> bool:
@@ -629,7 +638,7 @@ class Pipeline:
                     prepared = prepared.spent()
                 if not self._to_decode.put(_Work(frame, snap, prepared, outputs, times)):
                     self._stats.discarded(1)
-                if self._planner is not None and not self._plan_threads(self._planner, (t2 - t0) / 1e6):
+                if self._threads is not None and not self._plan_threads(self._threads, (t2 - t0) / 1e6):
                     break
         finally:
             self._to_decode.close()
@@ -639,19 +648,19 @@ class Pipeline:
                 except Exception as exc:
                     log.warning("closing the model failed: %s", exc)
 
-    def _plan_threads(self, planner: ThreadPlanner, inference_ms: float) -> bool:
+    def _plan_threads(self, plan: _Threads, inference_ms: float) -> bool:
         """Feed the thread planner one frame's inference time and make the change it asks for; False when
         the model can no longer run."""
-        threads = planner.inferred(inference_ms)
-        if threads is not None and self._thread_count is not None:
+        threads = plan.planner.inferred(inference_ms)
+        if threads is not None:
             with self._activity["inference"]:
                 try:
-                    self._thread_count.set_threads(threads)
+                    plan.knob.set_threads(threads)
                 except EdgesegError as exc:
                     self._fail(exc)
                     return False
-            if self._thread_count.threads != threads:
-                planner.not_made(self._thread_count.threads)
+            if plan.knob.threads != threads:
+                plan.planner.not_made(plan.knob.threads)
         return True
 
     def _decode_loop(self) -> None:
@@ -692,8 +701,8 @@ class Pipeline:
                     self._stats.stage(stage.name, t2, t1)
                 if self.stream_stages:
                     result = replace(result, times=replace(result.times, published=t1))
-                if self._planner is not None:
-                    self._planner.postprocessed((t1 - t0) / 1e6)
+                if self._threads is not None:
+                    self._threads.planner.postprocessed((t1 - t0) / 1e6)
                 self._stats.frame_done(work.frame.t_capture_ns, t1)
                 last = result
                 for q in self._to_sinks.values():
