@@ -28,6 +28,7 @@ from edgeseg.frame import Frame
 from edgeseg.instances import Instances
 from edgeseg.metrics import match_instances
 from edgeseg.model import Model
+from edgeseg.pipeline import inference_options
 
 DEFAULT_FRAMES = 20
 RELATIVE_TOLERANCE = {False: 1e-3, True: 2e-2}  # of the output's range, by fp16
@@ -64,24 +65,11 @@ def synthetic_frames(n: int, width: int = 640, height: int = 480) -> Iterator[Fr
         yield Frame(i, scene.frame(i * 5).image, time.monotonic_ns(), time.time())
 
 
-def _options(config: PipelineConfig) -> InferenceOptions:
-    m = config.model
-    return InferenceOptions(
-        backend=m.backend,
-        providers=m.providers,
-        threads=m.threads,
-        spin=m.spin,
-        float_convs=m.float_convs,
-        fp16=m.fp16,
-        engine_cache_dir=m.engine_cache_dir,
-    )
-
-
 def check_backend(
     config: PipelineConfig, frames: int, backend_factory: BackendFactory = create_backend
 ) -> Report:
     """The configured backend against onnxruntime on the CPU, on the same preprocessed frames."""
-    options = _options(config)
+    options = inference_options(config)
     started = time.monotonic()
     model = Model.load(config.model.path, InferenceOptions())  # the CPU reference
     candidate = backend_factory(model.card, options)
@@ -171,7 +159,7 @@ def check_imx500(
     from edgeseg.sources import parse_uri
     from edgeseg.sources.picamera2 import Picamera2Source
 
-    model = Model.load(config.model.path, _options(config))
+    model = Model.load(config.model.path, inference_options(config))
     source = Picamera2Source.from_uri(parse_uri(config.source.uri), config.source)
     if modules is not None:
         source._modules_factory = modules
