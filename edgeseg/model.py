@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,8 +22,27 @@ from edgeseg.instances import Instances
 from edgeseg.modelcard import ModelCard, find_card
 from edgeseg.preprocess import Prepared, Preprocessor
 from edgeseg.semantic import SplitView
+from edgeseg.statedir import state_dir
+
+if TYPE_CHECKING:
+    from edgeseg.config import PipelineConfig
 
 __all__ = ["DecodeOptions", "InferenceOptions", "Model", "Prepared"]
+
+
+def inference_options(config: PipelineConfig) -> InferenceOptions:
+    """The ``model`` section's inference settings; TensorRT engines are cached under the state folder's
+    ``engines`` when the configuration names a state folder and no ``model.engine_cache_dir``."""
+    m, state = config.model, config.pipeline.state_dir
+    return InferenceOptions(
+        backend=m.backend,
+        providers=m.providers,
+        threads=m.threads,
+        spin=m.spin,
+        float_convs=m.float_convs,
+        fp16=m.fp16,
+        engine_cache_dir=m.engine_cache_dir or (state_dir(state) / "engines" if state is not None else None),
+    )
 
 
 class Model:

@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from edgeseg.backends import InferenceOptions
 from edgeseg.errors import EdgesegError, SourceError
 from edgeseg.frame import Frame, Result, StageTimes
 from edgeseg.instances import Instances
@@ -98,21 +97,6 @@ class StreamStage(Protocol):
     def close(self) -> Sequence[Event] | None: ...
 
 
-def inference_options(config: PipelineConfig) -> InferenceOptions:
-    """The ``model`` section's inference settings; TensorRT engines are cached under the state folder's
-    ``engines`` when the configuration names a state folder and no ``model.engine_cache_dir``."""
-    m, state = config.model, config.pipeline.state_dir
-    return InferenceOptions(
-        backend=m.backend,
-        providers=m.providers,
-        threads=m.threads,
-        spin=m.spin,
-        float_convs=m.float_convs,
-        fp16=m.fp16,
-        engine_cache_dir=m.engine_cache_dir or (state_dir(state) / "engines" if state is not None else None),
-    )
-
-
 class ModelStages:
     """:class:`Stages` backed by the model facade. Called without a snapshot (a bench, an evaluation), the
     stages use ``snapshot``: the settings they were loaded with."""
@@ -125,7 +109,7 @@ class ModelStages:
     def from_config(cls, config: PipelineConfig) -> ModelStages:
         """Load (and warm up) the configured model with the configured ROI and post-processing."""
         from edgeseg.control import snapshot
-        from edgeseg.model import Model
+        from edgeseg.model import Model, inference_options
 
         model = Model.load(config.model.path, inference_options(config))
         return cls(model, snapshot(config, model.card))

@@ -27,8 +27,7 @@ from edgeseg.errors import InputError
 from edgeseg.frame import Frame
 from edgeseg.instances import Instances
 from edgeseg.metrics import match_instances
-from edgeseg.model import Model
-from edgeseg.pipeline import inference_options
+from edgeseg.model import Model, inference_options
 
 DEFAULT_FRAMES = 20
 RELATIVE_TOLERANCE = {False: 1e-3, True: 2e-2}  # of the output's range, by fp16
