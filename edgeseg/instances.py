@@ -265,6 +265,14 @@ class Instances:
             out[i, y0:y1, x0:x1] = m
         return out
 
+    def class_map(self, background: int = 0) -> NDArray[np.int32]:
+        """``(H, W)`` the class of each pixel's instance, ``background`` where none is (where masks overlap,
+        the later instance's): semantic segmentation from instances, for evaluation."""
+        out = np.full(self.image_shape, background, np.int32)
+        for c, m, (x0, y0, x1, y1) in zip(self.class_id, self.masks, self.mask_box, strict=True):
+            out[y0:y1, x0:x1][m] = c
+        return out
+
     def with_polygons(self, tolerance: float = 1.0) -> Instances:
         """A copy carrying simplified outlines (Douglas-Peucker ``tolerance`` in pixels)."""
         polys = tuple(

@@ -21,6 +21,7 @@ Schema (``x_norm = (x - mean) / std`` with ``x`` in 0..255, per channel in the c
     # yolo-seg instead: output: {name: output0, protos: output1}
     classes: [background, nut, washer, bolt]
     background: 0                  # semantic only
+    contact: 4                     # semantic only, optional: the class of pixels where parts touch
     semantic: {erosion_kernel: 3, ...}                                 # SemanticParams defaults
     yolo_seg: {score_threshold: 0.25, iou_threshold: 0.7, max_det: 300}  # yolo-seg defaults
 
@@ -130,14 +131,31 @@ class ModelCard:
     classes: tuple[str, ...] = field(metadata=_m("Class names, by class id.", ge=1))
     file: Path | None = field(default=None, metadata=_m("Model file, relative to the card."))
     background: int = field(default=0, metadata=_m("Background class id (semantic).", ge=0))
+    contact: int | None = field(
+        default=None,
+        metadata=_m("Class id of the pixels where parts touch, if the model draws them (semantic).", ge=0),
+    )
     semantic: SemanticParams = field(default_factory=SemanticParams)
     yolo_seg: YoloSegDefaults = field(default_factory=YoloSegDefaults)
     source: str = ""  # where the card came from, for messages; not a key of the card
+
+    @property
+    def never_instances(self) -> frozenset[int]:
+        """The class ids no instance has: a semantic model's background and contact classes."""
+        if self.task != "semantic":
+            return frozenset()
+        return frozenset(c for c in (self.background, self.contact) if c is not None)
 
     def __post_init__(self) -> None:
         n = len(self.classes)
         if self.task == "semantic" and self.background >= n:
             raise FieldError("background", f"must index classes (0..{n - 1})", self.background)
+        if self.contact is not None and (self.task != "semantic" or self.output.kind == "sigmoid"):
+            raise FieldError("contact", "only a semantic model with a class per channel or id has one")
+        if self.contact is not None and not (self.contact < n and self.contact != self.background):
+            raise FieldError(
+                "contact", f"must index classes (0..{n - 1}) other than the background", self.contact
+            )
         if self.task == "semantic" and self.output.kind == "sigmoid" and n != 2:
             raise FieldError("classes", "a sigmoid output has 2 classes (background, object)", self.classes)
         if self.task != "yolo-seg" and self.output.protos is not None:

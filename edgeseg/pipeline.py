@@ -389,7 +389,7 @@ class Pipeline:
             source_fps=lambda: source.stats.fps or config.source.fps,
             model_path=card.file,
             model_name=card.name,
-            background=card.background if card.task == "semantic" else None,
+            never_instances=card.never_instances,
             source_uri=source.uri,  # as the source shows it: a stream password redacted
             state_dir=state_dir(config.pipeline.state_dir),
             control=control,

@@ -211,3 +211,14 @@ def test_a_label_image_gives_each_present_label_its_own_pixels_and_box(
         assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
         np.testing.assert_array_equal(inst.masks[row], labels[y0:y1, x0:x1] == i)
         assert inst.class_id[row] == classes[i - 1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(inst=instance_sets())
+def test_the_class_map_of_instances_has_the_last_covering_instance_class_and_background_elsewhere(
+    inst: Instances,
+) -> None:
+    want = np.full(FRAME, -1, np.int32)
+    for c, m in zip(inst.class_id, inst.dense_masks(), strict=True):
+        want[m] = c
+    assert (inst.class_map(background=-1) == want).all()

@@ -541,3 +541,78 @@ def test_a_washer_touching_a_solid_part_is_still_split_in_two(angle: float) -> N
     inst = semantic_to_instances(cm, SemanticParams(size_threshold=20, dist_threshold=0.2, saddle_ratio=0.7))
     assert len(inst) == 2
     assert sorted(inst.area.tolist())[0] > 0.8 * math.pi * 12**2  # the disc is one of the two, whole
+
+
+# --- a model's contact class -----------------------------------------------------------------------------
+
+CONTACT = 4
+
+
+def _with_contact(cm: NDArray[np.uint8], labels: NDArray[np.int32], radius: int = 2) -> NDArray[np.uint8]:
+    """``cm`` with CONTACT on every part pixel within ``radius`` of another part (``labels``: the parts)."""
+    box = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    lab = labels.astype(np.uint16)
+    hi = cv2.dilate(lab, box)
+    lo = cv2.erode(np.where(lab == 0, np.uint16(65535), lab), box)
+    out = cm.copy()
+    out[(lab > 0) & ((hi > lab) | (lo < lab))] = CONTACT
+    return out
+
+
+def test_touching_discs_apart_by_a_contact_class_are_labelled_not_split_and_get_the_contact_back() -> None:
+    cm = _two_discs()
+    labels = np.zeros(cm.shape, np.int32)
+    cv2.circle(labels, (100, 100), 50, 1, -1)
+    cv2.circle(labels, (190, 100), 50, 2, -1)  # drawn second, on top: it owns the lens where they overlap
+    drawn = _with_contact(cm, labels)
+    inst = semantic_to_instances(drawn, SemanticParams(dist_threshold=1.0), contact=CONTACT)
+    # dist_threshold 1.0 would keep the discs one instance in a split: here the contact alone parts them
+    assert len(inst) == 2 and set(inst.class_id.tolist()) == {1}
+    masks = inst.dense_masks()
+    assert not (masks[0] & masks[1]).any()
+    assert ((masks[0] | masks[1]) == (cm == 1)).all()  # the contact pixels went back to the discs
+    for m, k in zip(masks, (1, 2) if inst.xyxy[0, 0] < inst.xyxy[1, 0] else (2, 1), strict=True):
+        assert (m & (labels == k)).sum() / (labels == k).sum() > 0.97
+
+
+def test_contact_pixels_no_part_reaches_join_none_and_the_background_is_no_contact_class() -> None:
+    cm = np.full((60, 60), BACKGROUND, np.uint8)
+    cm[10:30, 10:30] = 1
+    cm[40:50, 40:50] = CONTACT  # a blob of contact alone: there is no part to give it to
+    inst = semantic_to_instances(cm, contact=CONTACT)
+    assert len(inst) == 1 and int(inst.area[0]) == 400
+    with pytest.raises(InputError, match="contact class 255 is the background"):
+        semantic_to_instances(cm, contact=BACKGROUND)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    fill=st.floats(0.2, 0.9),
+    size=st.tuples(st.integers(3, 90), st.integers(3, 90)),
+)
+def test_with_a_contact_class_instances_are_the_components_and_contact_pixels_join_one_beside_them(
+    seed: int, fill: float, size: tuple[int, int]
+) -> None:
+    # random speckle of three part classes and contact pixels: every part pixel is in exactly the instance of
+    # its component, and a contact pixel is in at most one instance, which it touches within the reach
+    rng = np.random.default_rng(seed)
+    cm = np.where(rng.random(size) < fill, rng.integers(0, 3, size), BACKGROUND).astype(np.uint8)
+    cm[rng.random(size) < 0.2] = CONTACT
+    inst = semantic_to_instances(cm, SemanticParams(size_threshold=0, max_instances=100_000), contact=CONTACT)
+    parts = (cm != BACKGROUND) & (cm != CONTACT)
+    n_components = sum(
+        cv2.connectedComponents((cm == c).view(np.uint8), connectivity=8)[0] - 1 for c in range(3)
+    )
+    assert len(inst) == n_components
+    cover = np.zeros(size, np.int32)
+    for c, m in zip(inst.class_id, inst.dense_masks(), strict=True):
+        assert (cm[m] == c).all() or ((cm[m] == c) | (cm[m] == CONTACT)).all()
+        own = m & (cm == c)
+        assert cv2.connectedComponents(own.view(np.uint8), connectivity=8)[0] == 2  # one component
+        reach = cv2.dilate(own.view(np.uint8), np.ones((7, 7), np.uint8)).view(bool)  # three 3x3 steps
+        assert not (m & ~own & ~reach).any()
+        cover += m
+    assert (cover <= 1).all()
+    assert ((cover == 1) | ~parts).all()
+    assert not (cover[cm == BACKGROUND]).any()

@@ -105,7 +105,12 @@ class SemanticHead:
         work, confidence, to_frame = self._work(outputs, prepared)
         params = options.semantic or self.card.semantic
         inst = semantic_to_instances(
-            work, params, self.card.background, logits=self._logits, confidence=confidence
+            work,
+            params,
+            self.card.background,
+            logits=self._logits,
+            confidence=confidence,
+            contact=self.card.contact,
         )
         ch, cw = prepared.crop_shape
         if to_frame == AxisAffine() and (ch, cw) == prepared.frame_shape:
@@ -119,7 +124,14 @@ class SemanticHead:
         grid's pixels onto the frame (its instances are in work pixels, not yet mapped)."""
         work, confidence, to_frame = self._work(outputs, prepared)
         params = options.semantic or self.card.semantic
-        view = explain_split(work, params, self.card.background, logits=self._logits, confidence=confidence)
+        view = explain_split(
+            work,
+            params,
+            self.card.background,
+            logits=self._logits,
+            confidence=confidence,
+            contact=self.card.contact,
+        )
         return replace(view, to_frame=to_frame)
 
     def _work(

@@ -28,7 +28,10 @@ Additions of ours: a component cut by the image edge is mirrored across it befor
 transform, so cut objects keep markers of their true size; neighbouring seeds whose regions meet at a
 distance close to their peaks (``saddle_ratio``) are merged, so a thin rod whose ridge dips is not split; a
 round hole as wide as the ring around it is a bore, and marks its ring (overlapping washers have no neck, but
-each has its bore); with ``rods``, straight rods that cross or meet in a T are told apart by line fitting.
+each has its bore); with ``rods``, straight rods that cross or meet in a T are told apart by line fitting. And a model may draw
+where parts touch, as a class of its own (``contact``): touching parts are then apart in the map, so each
+component is one instance and nothing is split (the bundled demo model does: its decode is a labelling pass
+per class), and the contact pixels join the parts beside them.
 
 Where the time goes, and why it is bounded: one labelling pass per class finds the components with their
 areas and boxes, and one erosion of the class mask tells which of them keep a pixel after the opening;
@@ -81,6 +84,7 @@ from edgeseg.semantic.components import (
     largest,
     split_class,
 )
+from edgeseg.semantic.contact import grow_into
 from edgeseg.semantic.relief import Relief
 from edgeseg.validate import FieldError, check_fields
 
@@ -139,6 +143,9 @@ class SemanticParams:
       counted (:attr:`SplitView.dropped`, and the log line about the budget). A map of noise has thousands of
       components, each an instance to build, publish and track: without a bound one bad frame costs as much
       as a hundred good ones. As ``max_det`` of YOLO-seg heads (300).
+
+    With a model that draws where parts touch (``contact`` of :func:`semantic_to_instances`, a card's
+    ``contact``), nothing is split: only ``size_threshold``, ``min_score`` and ``max_instances`` apply.
     """
 
     erosion_kernel: int = field(default=3, metadata=_m("Opening/erosion kernel side (px).", ge=1, live=True))
@@ -192,6 +199,7 @@ def semantic_to_instances(
     logits: bool = False,
     channels_last: bool = False,
     confidence: NDArray[np.floating[Any]] | None = None,
+    contact: int | None = None,
 ) -> Instances:
     """Split a semantic segmentation into instances.
 
@@ -211,6 +219,10 @@ def semantic_to_instances(
         channels_last: the scores are ``(H, W, C)``.
         confidence: with a class map, the probability of each pixel's class ``(H, W)`` (a network that
             takes the argmax itself can return it beside the map); an instance then scores its mean.
+        contact: the class id (or channel) of the pixels where a part touches another, for a model that
+            draws them: touching parts are then apart in the map, so each connected component is one
+            instance (nothing is split: the parameters of the split are not used), and each contact pixel
+            joins a part beside it (:mod:`edgeseg.semantic.contact`). None: the model has no such class.
 
     Returns:
         Instances in the input's pixel frame, class by class in increasing class id, components in
@@ -218,11 +230,11 @@ def semantic_to_instances(
 
     Raises:
         InputError: wrong dtype or rank, an empty (0-size) input, non-finite scores, probabilities outside
-            ``[0, 1]``, a background index outside the channels, or a confidence that is not a ``[0, 1]``
-            map of the class map's shape (or comes with scores).
+            ``[0, 1]``, a background index outside the channels, a confidence that is not a ``[0, 1]``
+            map of the class map's shape (or comes with scores), or a contact class that is the background.
     """
     class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last, confidence)
-    parts, budget = _split_map(class_map, background, params)
+    parts, budget = _split_map(class_map, background, params, _contact(contact, background))
     _unsplit_note.add(budget.unsplit, budget.dropped)
     return _assemble(parts, winning_prob, params, class_map.shape)
 
@@ -231,18 +243,21 @@ def _split_map(
     class_map: NDArray[Any],
     background: int,
     params: SemanticParams,
+    contact: int | None = None,
     trace: _Trace | None = None,
 ) -> tuple[list[Part], Budget]:
     """Every class's instances (the ``max_instances`` largest, in their order) and the budget, which counts
-    the components it left unsplit and the instances dropped (``trace``: also report what the split saw, for
-    :func:`explain_split`)."""
+    the components it left unsplit and the instances dropped (``contact``: the contact class, see
+    :func:`semantic_to_instances`; ``trace``: also report what the split saw, for :func:`explain_split`)."""
     h, w = class_map.shape
-    classes = [(c, m) for c in _classes(class_map, background) if (m := class_map == c).any()]
+    ids = [c for c in _classes(class_map, background) if c != contact]
+    classes = [(c, m) for c in ids if (m := class_map == c).any()]
     found: list[Found | Labelled] = []
     sizes: list[list[int]] = []  # each class's component areas
     areas: list[int] = []  # all of them so far (a labelled class keeps none that cannot make the cut)
     for _, m in classes:
-        found.append(find_components(m.view(np.uint8), params, areas))
+        # (a model that draws the contacts between parts has split them: no component holds two)
+        found.append(find_components(m.view(np.uint8), params, areas, splits=contact is None))
         sizes.append(found[-1].areas)
         areas.extend(sizes[-1])
     # the map's largest components across its classes, before any is fitted or split
@@ -267,7 +282,26 @@ def _split_map(
     if len(parts) > params.max_instances:
         budget.dropped += len(parts) - params.max_instances
         parts = [parts[i] for i in largest([q.area for q in parts], params.max_instances)]
+    if contact is not None:
+        parts = grow_into(parts, class_map == contact)
     return parts, budget
+
+
+def _contact(contact: int | None, background: int) -> int | None:
+    """The contact class id, checked (any id a class map may hold, but not the background)."""
+    if contact is None:
+        return None
+    if (
+        isinstance(contact, bool)
+        or not isinstance(contact, (int, np.integer))
+        or not 0 <= contact <= _MAX_CLASS_ID
+    ):
+        raise InputError(
+            f"semantic_to_instances: contact must be a class id in 0..{_MAX_CLASS_ID}, got {contact!r}"
+        )
+    if contact == background:
+        raise InputError(f"semantic_to_instances: contact class {contact} is the background")
+    return int(contact)
 
 
 def _split_budget(candidates: int, frame_pixels: int) -> tuple[int, int]:
@@ -414,6 +448,7 @@ def explain_split(
     logits: bool = False,
     channels_last: bool = False,
     confidence: NDArray[np.floating[Any]] | None = None,
+    contact: int | None = None,
 ) -> SplitView:
     """The class map, distance relief and markers behind :func:`semantic_to_instances`' result.
 
@@ -423,7 +458,7 @@ def explain_split(
     """
     class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last, confidence)
     trace = _Trace(np.zeros(class_map.shape, np.float32), np.zeros(class_map.shape, np.int32))
-    parts, budget = _split_map(class_map, background, params, trace)
+    parts, budget = _split_map(class_map, background, params, _contact(contact, background), trace)
     instances = _assemble(parts, winning_prob, params, class_map.shape)
     return SplitView(
         class_map=class_map.astype(np.int32),

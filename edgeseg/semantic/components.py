@@ -300,13 +300,14 @@ def kernel_of(p: SemanticParams) -> NDArray[np.uint8]:
 
 
 def find_components(
-    m8: NDArray[np.uint8], p: SemanticParams, before: list[int] | None = None
+    m8: NDArray[np.uint8], p: SemanticParams, before: list[int] | None = None, splits: bool = True
 ) -> Found | Labelled:
     """A class mask's components of at least ``size_threshold`` pixels, and whether each may hold two
     objects: it has room for two kept ones, and the opening leaves it a pixel (one the opening erases is
     thin or ragged: speckle, noise; its relief is flat, with no marker). ``before``: the areas of the map's
     components found so far, in other classes (a labelled mask does not crop what cannot be among the map's
-    ``max_instances`` largest).
+    ``max_instances`` largest). ``splits`` False: none may (a model that draws the contacts between parts
+    has split them), and no opening is made.
 
     Outlines are traced when the mask's borders and outlines are few (a scene of objects: tracing is
     several times cheaper than labelling, and the outlines are needed anyway); a mask of speckle, noise or
@@ -316,24 +317,27 @@ def find_components(
     which components keep a pixel; beyond the image edge the mask counts as set, which keeps at least what
     the split's mirroring keeps.
     """
-    core = np.asarray(cv2.erode(m8, kernel_of(p), iterations=2), np.uint8)
+    core = np.asarray(cv2.erode(m8, kernel_of(p), iterations=2), np.uint8) if splits else None
     sample = m8[::SAMPLE_STEP]
     if np.count_nonzero(sample[:, 1:] != sample[:, :-1]) > SPECKLE_BORDERS * sample.size:
-        return by_labelling(m8, core.view(bool), p, before or [])
+        return by_labelling(m8, core, p, before or [])
     traced = by_tracing(m8, core, p)
-    return by_labelling(m8, core.view(bool), p, before or []) if traced is None else traced
+    return by_labelling(m8, core, p, before or []) if traced is None else traced
 
 
 def by_labelling(
-    m8: NDArray[np.uint8], core: NDArray[np.bool_], p: SemanticParams, before: list[int]
+    m8: NDArray[np.uint8], core: NDArray[np.uint8] | None, p: SemanticParams, before: list[int]
 ) -> Labelled:
     """:func:`find_components` by one labelling pass (outlines are left for later: most components never
     need one). Only the components that can be among the map's ``max_instances`` largest (beside those of
-    areas ``before``) are kept, uncropped: a map of noise has thousands."""
+    areas ``before``) are kept, uncropped: a map of noise has thousands. (``core``: the opened mask, None
+    when no component may be split.)"""
     _, lab, st, _ = cv2.connectedComponentsWithStats(m8, connectivity=8, ltype=cv2.CV_32S)
     labels, stats = np.asarray(lab, np.int32), np.asarray(st, np.int32)
     area = stats[:, cv2.CC_STAT_AREA]
-    has_core = np.bincount(labels[core], minlength=len(area)) > 0
+    has_core = np.zeros(len(area), bool)
+    if core is not None:
+        has_core = np.bincount(labels[core.view(bool)], minlength=len(area)) > 0
     kept = np.flatnonzero(area >= p.size_threshold)
     kept = kept[kept > 0]  # label 0 is the background
     n = len(kept)
@@ -357,7 +361,7 @@ def largest(areas: list[int], n: int) -> list[int]:
     return sorted(order.tolist())
 
 
-def by_tracing(m8: NDArray[np.uint8], core: NDArray[np.uint8], p: SemanticParams) -> Found | None:
+def by_tracing(m8: NDArray[np.uint8], core: NDArray[np.uint8] | None, p: SemanticParams) -> Found | None:
     """:func:`find_components` from the outlines of the components and of their holes (two levels): drawing a
     component's outline filled, then its holes' emptied (their outlines, the component's own pixels,
     drawn again) gives its exact mask in its box. None when there are more outlines than labelling costs."""
@@ -399,7 +403,11 @@ def by_tracing(m8: NDArray[np.uint8], core: NDArray[np.uint8], p: SemanticParams
             continue
         comps.append(Comp(x, y, tight, area, contour, hole_width if holes <= MAX_HOLES else -1, holes))
         # (the core's largest value under the component: one OpenCV call, a third of numpy's & and any)
-        may.append(area >= two and cv2.minMaxLoc(core[y : y + ch, x : x + cw], tight.view(np.uint8))[1] > 0)
+        may.append(
+            core is not None
+            and area >= two
+            and cv2.minMaxLoc(core[y : y + ch, x : x + cw], tight.view(np.uint8))[1] > 0
+        )
     return Found(comps, may)
 
 

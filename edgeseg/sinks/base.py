@@ -111,7 +111,8 @@ class SinkContext:
         source_fps: the source's frame rate once it is open, if it knows one.
         model_path: the model file, for sinks that describe it (MQTT ``info``).
         model_name: the model card's name.
-        background: the class id that is never an instance (semantic models), else ``None``.
+        never_instances: the class ids no instance has (a semantic model's background and contact
+            classes): not counted.
         source_uri: the source's URI.
         state_dir: where a sink keeps state across restarts (the MQTT spool); see :mod:`edgeseg.statedir`.
         control: the pipeline's live settings, for sinks that change them (MQTT ``config/*``); ``None``
@@ -126,7 +127,7 @@ class SinkContext:
     source_fps: Callable[[], float | None] = field(default=_no_fps)
     model_path: Path | None = None
     model_name: str = ""
-    background: int | None = None
+    never_instances: frozenset[int] = frozenset()
     source_uri: str = ""
     state_dir: Path | None = None
     control: Controls | None = None

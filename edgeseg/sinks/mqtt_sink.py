@@ -133,8 +133,7 @@ class MqttSink:
         self.boot_id = uuid.uuid4().hex
         self.started_at = time.time()
         self.mask_format: MaskFormat = config.mask_format  # type: ignore[assignment]
-        background = ctx.background
-        self.counted = [n for i, n in enumerate(ctx.class_names) if i != background]
+        self.counted = [n for i, n in enumerate(ctx.class_names) if i not in ctx.never_instances]
         self._model = ModelInfo(
             ctx.model_name, str(ctx.model_path) if ctx.model_path else None, _sha256(ctx.model_path)
         )
@@ -192,7 +191,7 @@ class MqttSink:
             self.publisher.subscribe(self.topics.ha_status, self._on_ha_status)
         self._publish_counts({name: 0 for name in self.counted})
         for cid in range(len(ctx.class_names)):
-            if cid == background:
+            if cid in ctx.never_instances:
                 continue
             for kind, names in (("zones", ctx.zones), ("lines", ctx.lines)):
                 for zone in names:
