@@ -13,9 +13,12 @@ import jsonschema
 from mqtt_harness import Broker, Collector, Edgeseg
 
 from edgeseg.events import Event
+from edgeseg.mqtt.broker import Credentials
 from edgeseg.mqtt.discovery import discovery_payload
 from edgeseg.mqtt.topics import Topics, load_schema
-from edgeseg.sinks.mqtt_sink import EventCap
+from edgeseg.sinks.base import SinkContext
+from edgeseg.sinks.mqtt import MqttSinkConfig
+from edgeseg.sinks.mqtt_sink import EventCap, MqttSink
 
 NS = 1_000_000_000
 EVENTS = load_schema("events")
@@ -109,3 +112,18 @@ def test_discovery_has_a_sensor_per_zone_figure_and_class() -> None:
     assert cmps["zone_reject_bolt_entered"]["state_class"] == "total_increasing"
     assert cmps["line_belt_bolt_out"]["value_template"] == "{{ value_json['out'] }}"
     jsonschema.validate(doc, load_schema("discovery"))
+
+
+def test_the_classes_no_instance_has_are_never_counted_nor_announced(tmp_path: Path) -> None:
+    # a semantic model's background and its contact class (where parts touch) are classes of its map, not
+    # of parts: no count topic, no Home Assistant sensor
+    ctx = SinkContext(
+        class_names=("background", "nut", "contact", "bolt"),
+        never_instances=frozenset({0, 2}),
+        state_dir=tmp_path,
+    )
+    sink = MqttSink(MqttSinkConfig(url="mqtt://127.0.0.1:1", device_id="cam1"), ctx, Credentials())
+    try:
+        assert sink.counted == ["nut", "bolt"]  # the count topics and the discovery's sensors
+    finally:
+        sink.close()

@@ -567,7 +567,8 @@ def test_touching_discs_apart_by_a_contact_class_are_labelled_not_split_and_get_
     drawn = _with_contact(cm, labels)
     inst = semantic_to_instances(drawn, SemanticParams(dist_threshold=1.0), contact=CONTACT)
     # dist_threshold 1.0 would keep the discs one instance in a split: here the contact alone parts them
-    assert len(inst) == 2 and set(inst.class_id.tolist()) == {1}
+    assert len(inst) == 2
+    assert set(inst.class_id.tolist()) == {1}
     masks = inst.dense_masks()
     assert not (masks[0] & masks[1]).any()
     assert ((masks[0] | masks[1]) == (cm == 1)).all()  # the contact pixels went back to the discs
@@ -580,7 +581,8 @@ def test_contact_pixels_no_part_reaches_join_none_and_the_background_is_no_conta
     cm[10:30, 10:30] = 1
     cm[40:50, 40:50] = CONTACT  # a blob of contact alone: there is no part to give it to
     inst = semantic_to_instances(cm, contact=CONTACT)
-    assert len(inst) == 1 and int(inst.area[0]) == 400
+    assert len(inst) == 1
+    assert int(inst.area[0]) == 400
     with pytest.raises(InputError, match="contact class 255 is the background"):
         semantic_to_instances(cm, contact=BACKGROUND)
 

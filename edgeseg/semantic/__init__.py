@@ -28,10 +28,11 @@ Additions of ours: a component cut by the image edge is mirrored across it befor
 transform, so cut objects keep markers of their true size; neighbouring seeds whose regions meet at a
 distance close to their peaks (``saddle_ratio``) are merged, so a thin rod whose ridge dips is not split; a
 round hole as wide as the ring around it is a bore, and marks its ring (overlapping washers have no neck, but
-each has its bore); with ``rods``, straight rods that cross or meet in a T are told apart by line fitting. And a model may draw
-where parts touch, as a class of its own (``contact``): touching parts are then apart in the map, so each
-component is one instance and nothing is split (the bundled demo model does: its decode is a labelling pass
-per class), and the contact pixels join the parts beside them.
+each has its bore); with ``rods``, straight rods that cross or meet in a T are told apart by line fitting.
+
+A model may also draw where parts touch, as a class of its own (``contact``; the boundary class of the
+three-class U-Nets of cell segmentation): touching parts are then apart in the map, so each component is one
+instance and nothing is split (a labelling pass per class), and the contact pixels join the parts beside them.
 
 Where the time goes, and why it is bounded: one labelling pass per class finds the components with their
 areas and boxes, and one erosion of the class mask tells which of them keep a pixel after the opening;
