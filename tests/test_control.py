@@ -118,6 +118,17 @@ def test_a_key_the_model_does_not_use_is_refused_not_ignored() -> None:
     assert "has no effect" in outcome.rejected["postprocess.iou_threshold"]
 
 
+def test_a_model_that_draws_where_parts_touch_offers_no_split_parameter_and_refuses_them() -> None:
+    card = replace(DEMO_CARD, classes=(*DEMO_CARD.classes, "contact"), contact=len(DEMO_CARD.classes))
+    control = Control(_config(), card)
+    offered = {t.key.removeprefix("postprocess.semantic.") for t in control.tunables()}
+    assert offered >= {"size_threshold", "min_score", "max_instances"}
+    assert not offered & {"dist_threshold", "erosion_kernel", "saddle_ratio", "rods"}
+    outcome = control.update({DIST: 0.35, "postprocess.semantic.min_score": 0.5}, "test")
+    assert "nothing is split" in outcome.rejected[DIST]
+    assert outcome.applied == {"postprocess.semantic.min_score": 0.5}
+
+
 def test_a_yolo_seg_models_null_thresholds_report_its_cards_values() -> None:
     card = replace(DEMO_CARD, task="yolo-seg", output=OutputSpec("output0", protos="output1"))
     control = Control(_config(), card)

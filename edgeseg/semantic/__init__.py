@@ -107,6 +107,8 @@ _SCENE_CANDIDATES = 64
 _UNSPLIT_NOTE_S = 60.0  # at most one log line per this many seconds about components left unsplit
 _log = logging.getLogger(__name__)
 _SCAN_CLASSES = 24  # below this many ids between a map's smallest and largest, try each one
+# the parameters that still apply when a model draws where parts touch (``contact``): nothing is split
+CONTACT_PARAMS = ("size_threshold", "min_score", "max_instances")
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,8 @@ class SemanticParams:
       as a hundred good ones. As ``max_det`` of YOLO-seg heads (300).
 
     With a model that draws where parts touch (``contact`` of :func:`semantic_to_instances`, a card's
-    ``contact``), nothing is split: only ``size_threshold``, ``min_score`` and ``max_instances`` apply.
+    ``contact``), nothing is split: only those in ``CONTACT_PARAMS`` apply (``size_threshold``,
+    ``min_score``, ``max_instances``).
     """
 
     erosion_kernel: int = field(default=3, metadata=_m("Opening/erosion kernel side (px).", ge=1, live=True))
