@@ -86,6 +86,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgeseg.evaluate import PQAccumulator  # noqa: E402
+from edgeseg.instances import Instances  # noqa: E402
 from edgeseg.semantic import SemanticParams, semantic_to_instances  # noqa: E402
 from edgeseg.synthetic import CLASS_NAMES, PartsScene, SyntheticFrame  # noqa: E402
 
@@ -427,21 +428,31 @@ def iou(pairs: list[tuple[NDArray[np.uint8], NDArray[np.uint8]]], n: int) -> NDA
     return out
 
 
+def decoded(logits: list[NDArray[np.float32]], params: SemanticParams, labels: Labels) -> list[Instances]:
+    return [semantic_to_instances(lg, params, 0, logits=True, contact=labels.contact_id) for lg in logits]
+
+
+def panoptic(frames: list[SyntheticFrame], instances: list[Instances]) -> float:
+    """Panoptic quality over all frames (matches summed per class, then PQ), at frame resolution."""
+    acc = PQAccumulator()
+    for f, inst in zip(frames, instances, strict=True):
+        acc.add(inst, f.instances())
+    res = acc.result()
+    return 0.0 if res is None else res.pq
+
+
 def accuracy(
     frames: list[SyntheticFrame], logits: list[NDArray[np.float32]], params: SemanticParams, labels: Labels
 ) -> tuple[NDArray[np.float64], float]:
-    """IoU of each part class and the background, and panoptic quality (matches summed per class over all
-    frames, then PQ), at frame resolution. The IoU is the class map's; with the contact class, that of the
-    class map the decoded instances make (a contact pixel has its part's class; one left over, the
-    background's)."""
-    acc = PQAccumulator()
-    pairs = []
-    for f, lg in zip(frames, logits, strict=True):
-        inst = semantic_to_instances(lg, params, 0, logits=True, contact=labels.contact_id)
-        acc.add(inst, f.instances())
-        pairs.append((f.class_map, (inst.class_map() if labels.contact else lg.argmax(0)).astype(np.uint8)))
-    res = acc.result()
-    return iou(pairs, len(CLASS_NAMES)), 0.0 if res is None else res.pq
+    """IoU of each part class and the background, and panoptic quality, at frame resolution. The IoU is the
+    class map's; with the contact class, that of the class map the decoded instances make (a contact pixel
+    has its part's class; one left over, the background's)."""
+    instances = decoded(logits, params, labels)
+    pairs = [
+        (f.class_map, (inst.class_map() if labels.contact else lg.argmax(0)).astype(np.uint8))
+        for f, lg, inst in zip(frames, logits, instances, strict=True)
+    ]
+    return iou(pairs, len(CLASS_NAMES)), panoptic(frames, instances)
 
 
 def tune(
@@ -451,7 +462,7 @@ def tune(
     contact class nothing is split, so only the smallest part kept and the lowest score kept matter)."""
 
     def pq_of(p: SemanticParams) -> float:
-        return accuracy(frames, logits, p, labels)[1]
+        return panoptic(frames, decoded(logits, p, labels))
 
     best = (SemanticParams(), -1.0)
     grid: Iterable[SemanticParams] = (
