@@ -17,8 +17,9 @@ winning-class probability of each instance (1.0 for class maps, which carry no c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -31,6 +32,8 @@ from edgeseg.instances import Instances
 from edgeseg.modelcard import ModelCard
 from edgeseg.preprocess import Prepared
 from edgeseg.semantic import SplitView, explain_split, semantic_to_instances
+
+_Split = TypeVar("_Split", Instances, SplitView)
 
 
 class SemanticHead:
@@ -102,16 +105,7 @@ class SemanticHead:
     def decode(
         self, outputs: dict[str, NDArray[np.float32]], prepared: Prepared, options: DecodeOptions
     ) -> Instances:
-        work, confidence, to_frame = self._work(outputs, prepared)
-        params = options.semantic or self.card.semantic
-        inst = semantic_to_instances(
-            work,
-            params,
-            self.card.background,
-            logits=self._logits,
-            confidence=confidence,
-            contact=self.card.contact,
-        )
+        inst, to_frame = self._split(semantic_to_instances, outputs, prepared, options)
         ch, cw = prepared.crop_shape
         if to_frame == AxisAffine() and (ch, cw) == prepared.frame_shape:
             return inst
@@ -122,17 +116,29 @@ class SemanticHead:
     ) -> SplitView:
         """What the split saw, on the work grid :meth:`decode` splits on; the view's ``to_frame`` maps that
         grid's pixels onto the frame (its instances are in work pixels, not yet mapped)."""
+        view, to_frame = self._split(explain_split, outputs, prepared, options)
+        return replace(view, to_frame=to_frame)
+
+    def _split(
+        self,
+        how: Callable[..., _Split],
+        outputs: dict[str, NDArray[np.float32]],
+        prepared: Prepared,
+        options: DecodeOptions,
+    ) -> tuple[_Split, AxisAffine]:
+        """``how`` (:func:`semantic_to_instances` or :func:`explain_split`, which take the same arguments) on
+        the work grid, with the card's classes and the parameters in effect, and the mapping from the work
+        grid's pixels onto the frame."""
         work, confidence, to_frame = self._work(outputs, prepared)
-        params = options.semantic or self.card.semantic
-        view = explain_split(
+        out = how(
             work,
-            params,
+            options.semantic or self.card.semantic,
             self.card.background,
             logits=self._logits,
             confidence=confidence,
             contact=self.card.contact,
         )
-        return replace(view, to_frame=to_frame)
+        return out, to_frame
 
     def _work(
         self, outputs: dict[str, NDArray[np.float32]], prepared: Prepared
