@@ -288,6 +288,11 @@ def test_out_of_range_params_are_rejected_naming_the_field(field: str, value: fl
         (np.full((3, 8, 8), np.nan, np.float32), {"background": 0}, "NaN"),
         (np.full((3, 8, 8), 0.3, np.float32), {"background": 3}, "outside the 3 channels"),
         (np.full((3, 8, 8), 0.3, np.float32), {}, "outside the 3 channels"),
+        (
+            np.full((3, 8, 8), 0.3, np.float32),
+            {"background": 0, "contact": 3},
+            "contact channel 3 is outside",
+        ),
         (np.full((3, 8, 8), 4.0, np.float32), {"background": 0}, "logits=True"),
         (np.zeros((3, 8, 8), np.int32), {"background": 0}, "floating point"),
         (np.full((8, 8), -1, np.int32), {}, "class ids must be"),

@@ -238,7 +238,9 @@ def semantic_to_instances(
             map of the class map's shape (or comes with scores), or a contact class that is the background.
     """
     class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last, confidence)
-    parts, budget = _split_map(class_map, background, params, _contact(contact, background))
+    parts, budget = _split_map(
+        class_map, background, params, _contact(contact, background, class_map_or_probs, channels_last)
+    )
     _unsplit_note.add(budget.unsplit, budget.dropped)
     return _assemble(parts, winning_prob, params, class_map.shape)
 
@@ -291,8 +293,11 @@ def _split_map(
     return parts, budget
 
 
-def _contact(contact: int | None, background: int) -> int | None:
-    """The contact class id, checked (any id a class map may hold, but not the background)."""
+def _contact(
+    contact: int | None, background: int, data: NDArray[np.generic], channels_last: bool
+) -> int | None:
+    """The contact class id, checked: any id a class map may hold (with scores, one of their channels), but
+    not the background."""
     if contact is None:
         return None
     if (
@@ -305,6 +310,11 @@ def _contact(contact: int | None, background: int) -> int | None:
         )
     if contact == background:
         raise InputError(f"semantic_to_instances: contact class {contact} is the background")
+    channels = np.shape(data)[-1 if channels_last else 0] if np.ndim(data) == 3 else None
+    if channels is not None and contact >= channels:
+        raise InputError(
+            f"semantic_to_instances: contact channel {contact} is outside the {channels} channels"
+        )
     return int(contact)
 
 
@@ -462,7 +472,9 @@ def explain_split(
     """
     class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last, confidence)
     trace = _Trace(np.zeros(class_map.shape, np.float32), np.zeros(class_map.shape, np.int32))
-    parts, budget = _split_map(class_map, background, params, _contact(contact, background), trace)
+    parts, budget = _split_map(
+        class_map, background, params, _contact(contact, background, class_map_or_probs, channels_last), trace
+    )
     instances = _assemble(parts, winning_prob, params, class_map.shape)
     return SplitView(
         class_map=class_map.astype(np.int32),
