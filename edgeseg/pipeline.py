@@ -17,8 +17,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from edgeseg.errors import EdgesegError, SourceError
@@ -29,7 +30,7 @@ from edgeseg.preprocess import Prepared
 from edgeseg.sinks import LosslessSink, ReportingSink, Sink, SinkReport
 from edgeseg.statedir import state_dir
 from edgeseg.stats import STREAM_PREFIX, PipelineStats, StatsRecorder
-from edgeseg.threadplan import ThreadCount, ThreadPlanner
+from edgeseg.threadplan import Plan, ThreadCount, ThreadPlanner
 from edgeseg.watchdog import Activity, Health
 
 if TYPE_CHECKING:
@@ -247,6 +248,85 @@ class _Threads:
     planner: ThreadPlanner
 
 
+def _run_name(name: str, k: int, sep: str = " ") -> str:
+    """The first inference thread's own name, the others' with their number (from 2)."""
+    return name if k == 0 else f"{name}{sep}{k + 1}"
+
+
+class _Runs:
+    """The inference threads' turns. The first ``active`` of them take frames; each frame's work leaves (for
+    decode, or dropped) in the order the frames were taken, whichever run ends first; and a change of plan
+    (:meth:`change`) is made while no thread is inside a frame and none starts one."""
+
+    def __init__(self, threads: int) -> None:
+        self.active = 1
+        self._cond = threading.Condition()
+        self._take = threading.Lock()  # one thread at a time waits for the next frame
+        self._inside = 0  # threads between their turn and the frame's leaving
+        self._taken = 0  # frames taken, each numbered in turn
+        self._left = 0  # frames that have left, in that order
+        self._changing = False
+        self._closed = False
+        self._running = threads  # threads not yet ended
+
+    def take(self, worker: int, get: Callable[[], Frame | None]) -> tuple[Frame, int] | None:
+        """Thread ``worker``'s next frame and its number, once it is among the active; None: no more."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._closed or (worker < self.active and not self._changing))
+            if self._closed:
+                return None
+            self._inside += 1
+        with self._take:
+            frame = get()
+            number = self._taken
+            self._taken += frame is not None
+        if frame is None:
+            with self._cond:
+                self._inside -= 1
+                self._closed = True
+                self._cond.notify_all()
+            return None
+        return frame, number
+
+    def leave(self, number: int, send: Callable[[], None] | None) -> None:
+        """Frame ``number`` leaves (``send``; None: it was dropped) once every earlier one has."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._left == number)
+            try:
+                if send is not None:
+                    send()
+            finally:
+                self._left += 1
+                self._inside -= 1
+                self._cond.notify_all()
+
+    def change(self, apply: Callable[[], None]) -> None:
+        """Call ``apply`` once no thread is inside a frame (one may be waiting for the next from the source:
+        then once it has run it), none starting one meanwhile."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._changing)
+            self._changing = True
+            try:
+                self._cond.wait_for(lambda: self._inside == 0 or self._closed)
+                if not self._closed:
+                    apply()
+            finally:
+                self._changing = False
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """No thread takes another frame."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def ended(self) -> bool:
+        """Count one thread as ended; True for the last one."""
+        with self._cond:
+            self._running -= 1
+            return self._running == 0
+
+
 class _Throttle:
     """Logs the first few failures of one kind, then one line per 100; keeps the latest for the summary.
 
@@ -309,8 +389,14 @@ class Pipeline:
         knob: ThreadCount | None = getattr(stages, "thread_count", None)
         # stages shared with an earlier pipeline start from the count it left
         self._threads = (
-            None if knob is None else _Threads(knob, ThreadPlanner(knob.most_threads, knob.threads))
+            None
+            if knob is None
+            else _Threads(knob, ThreadPlanner(knob.most_threads, knob.threads, runs=True))
         )
+        # a thread per core for inference runs side by side, where the planner may ask for them
+        runs = 1 if self._threads is None else self._threads.planner.most
+        self._runs = _Runs(runs)
+        self._bad_preprocess, self._bad_inference = _Throttle("preprocess"), _Throttle("inference")
         self._fixed = Snapshot()
         self.stages = stages
         self.owns_stages = owns_stages
@@ -340,13 +426,18 @@ class Pipeline:
         self._source_activity = own if isinstance(own, Activity) else None
         self._activity: dict[str, Activity] = {
             "read": self._source_activity or Activity(),
-            "inference": Activity(),
+            **{_run_name("inference", k): Activity() for k in range(runs)},
             "decode": Activity(),
             **{f"sink {name}": Activity() for name in self.sinks},
         }
         self._source_thread = threading.Thread(target=self._read_loop, name="edgeseg-source", daemon=True)
         self._workers = [
-            threading.Thread(target=self._infer_loop, name="edgeseg-infer", daemon=True),
+            *(
+                threading.Thread(
+                    target=self._infer_loop, args=(k,), name=_run_name("edgeseg-infer", k, "-"), daemon=True
+                )
+                for k in range(runs)
+            ),
             threading.Thread(target=self._decode_loop, name="edgeseg-decode", daemon=True),
             *(
                 threading.Thread(target=self._sink_loop, args=(n, s), name=f"edgeseg-sink-{n}", daemon=True)
@@ -595,59 +686,88 @@ class Pipeline:
             except Exception as exc:
                 log.warning("closing source %s failed: %s", self.source.uri, exc)
 
-    def _infer_loop(self) -> None:
-        bad_pre, bad_inf = _Throttle("preprocess"), _Throttle("inference")
-        busy = self._activity["inference"]
+    def _infer_loop(self, worker: int) -> None:
+        busy = self._activity[_run_name("inference", worker)]
         try:
-            while (frame := self._to_infer.get()) is not None:
-                t0 = time.monotonic_ns()
-                snap = self.snapshot()
+            while (taken := self._runs.take(worker, self._to_infer.get)) is not None:
+                frame, number = taken
+                done = None
                 try:
-                    with busy:
-                        prepared = self.stages.preprocess(frame, snap)
-                except Exception as exc:
-                    self._stats.bad_frame("preprocess")
-                    bad_pre(frame.index, exc)
-                    continue
-                t1 = time.monotonic_ns()
-                try:
-                    with busy:
-                        outputs = self.stages.infer(prepared)
-                except Exception as exc:
-                    self._stats.bad_frame("infer")
-                    bad_inf(frame.index, exc)
-                    continue
-                t2 = time.monotonic_ns()
-                self._stats.stage("preprocess", t0, t1)
-                self._stats.stage("infer", t1, t2)
-                times = StageTimes(captured=frame.t_capture_ns, preprocessed=t1, inferred=t2)
-                if isinstance(prepared, Prepared):
-                    prepared = prepared.spent()
-                if not self._to_decode.put(_Work(frame, snap, prepared, outputs, times)):
-                    self._stats.discarded(1)
-                if self._threads is not None and not self._plan_threads(self._threads, (t2 - t0) / 1e6):
-                    break
+                    done = self._infer(frame, busy)
+                finally:
+                    self._runs.leave(number, None if done is None else partial(self._to_decoding, done[0]))
+                planned = (
+                    done is None or self._threads is None or self._plan_threads(self._threads, done[1], busy)
+                )
+                if not planned:
+                    self._runs.close()
         finally:
-            self._to_decode.close()
-            if self.owns_stages:
-                try:
-                    self.stages.close()
-                except Exception as exc:
-                    log.warning("closing the model failed: %s", exc)
+            if self._runs.ended():
+                self._to_decode.close()
+                if self.owns_stages:
+                    try:
+                        self.stages.close()
+                    except Exception as exc:
+                        log.warning("closing the model failed: %s", exc)
 
-    def _plan_threads(self, plan: _Threads, inference_ms: float) -> bool:
-        """Feed the thread planner one frame's inference time and make the change it asks for; False when
-        the model can no longer run."""
-        threads = plan.planner.inferred(inference_ms)
-        if threads is not None:
-            with self._activity["inference"]:
+    def _infer(self, frame: Frame, busy: Activity) -> tuple[_Work, float] | None:
+        """One frame preprocessed and run, and the milliseconds both took; None where either failed (logged
+        and counted)."""
+        t0 = time.monotonic_ns()
+        snap = self.snapshot()
+        try:
+            with busy:
+                prepared = self.stages.preprocess(frame, snap)
+        except Exception as exc:
+            self._stats.bad_frame("preprocess")
+            self._bad_preprocess(frame.index, exc)
+            return None
+        t1 = time.monotonic_ns()
+        try:
+            with busy:
+                outputs = self.stages.infer(prepared)
+        except Exception as exc:
+            self._stats.bad_frame("infer")
+            self._bad_inference(frame.index, exc)
+            return None
+        t2 = time.monotonic_ns()
+        self._stats.stage("preprocess", t0, t1)
+        self._stats.stage("infer", t1, t2)
+        times = StageTimes(captured=frame.t_capture_ns, preprocessed=t1, inferred=t2)
+        if isinstance(prepared, Prepared):
+            prepared = prepared.spent()
+        return _Work(frame, snap, prepared, outputs, times), (t2 - t0) / 1e6
+
+    def _to_decoding(self, work: _Work) -> None:
+        if not self._to_decode.put(work):
+            self._stats.discarded(1)
+
+    def _plan_threads(self, plan: _Threads, inference_ms: float, busy: Activity) -> bool:
+        """Feed the thread planner one frame's inference time and make the change it asks for (``busy``: the
+        calling inference thread's activity, while a session is made); False when the model can no longer
+        run."""
+        change = plan.planner.inferred(inference_ms)
+        if change is None:
+            return True
+        failed: list[EdgesegError] = []
+
+        def apply() -> None:
+            if change.threads != plan.knob.threads:
                 try:
-                    plan.knob.set_threads(threads)
+                    with busy:
+                        plan.knob.set_threads(change.threads)
                 except EdgesegError as exc:
-                    self._fail(exc)
-                    return False
-            if plan.knob.threads != threads:
-                plan.planner.not_made(plan.knob.threads)
+                    failed.append(exc)
+                    return
+                if plan.knob.threads != change.threads:
+                    plan.planner.not_made(Plan(self._runs.active, plan.knob.threads))
+                    return
+            self._runs.active = change.runs
+
+        self._runs.change(apply)
+        if failed:
+            self._fail(failed[0])
+            return False
         return True
 
     def _decode_loop(self) -> None:

@@ -22,7 +22,10 @@
 
 Frames are pre-rendered synthetic conveyor scenes replayed by a source that costs no CPU, as a camera's
 sensor and ISP cost the host none; the synthetic:parts source renders on the host's cores and would take
-them from the pipeline on a 2-core machine. ``--threads`` overrides the pipeline's thread choice (and with it
+them from the pipeline on a 2-core machine. ``--video`` replays a clip's first 50 frames instead, decoded
+before the run, for a model of real scenes: issue 18's second target compares the pipeline with Ultralytics
+on ``yolov8n-seg_int8_320.onnx`` and ``pedestrians_crossing_640x360.mp4``, and this gives that model's
+``fps_ratio`` (``pipelines/video-file.yaml --model ... --video ...``). ``--threads`` overrides the pipeline's thread choice (and with it
 the planner of ``edgeseg/threadplan.py``, whose first decision is printed).
 
 The last line is one JSON object with the figures.
@@ -43,6 +46,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from edgeseg.backends.ort import usable_cores
@@ -167,6 +171,21 @@ class ReplaySource:
         self.closed.set()
 
 
+def video_frames(path: str, count: int) -> list[np.ndarray]:
+    """The first ``count`` frames of the video at ``path`` (all of them if it has fewer), decoded once."""
+    cap = cv2.VideoCapture(path)
+    images = []
+    while len(images) < count:
+        ok, img = cap.read()
+        if not ok:
+            break
+        images.append(img)
+    cap.release()
+    if not images:
+        raise SystemExit(f"--video {path}: no frame could be decoded")
+    return images
+
+
 @contextlib.contextmanager
 def mosquitto(workdir: Path) -> Iterator[Any]:
     """A Mosquitto on a free loopback port for the run (``bench_mqtt.Broker``), stopped at the end."""
@@ -193,6 +212,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="inference threads (overrides model.threads)")
     ap.add_argument("--memory-fps", type=float, default=200.0, help="camera rate of the memory run")
     ap.add_argument("--no-mqtt", action="store_true", help="no MQTT sink (no Mosquitto needed)")
+    ap.add_argument(
+        "--video", help="replay the first 50 frames of this video (default: synthetic conveyor scenes)"
+    )
     args = ap.parse_args()
     tune_malloc()  # as the edgeseg command does: the pipeline measured is the one a user runs
     overrides = [f"model.path={json.dumps(str(Path(args.model).resolve()))}"] if args.model else []
@@ -201,16 +223,20 @@ def main() -> None:
     config = load_config(args.pipeline, overrides)
     stages = ModelStages.from_config(config)
     names = tuple(stages.model.card.classes)
-    scene = PartsScene(640, 480, seed=1)
-    images = [scene.frame(i).image for i in range(50)]
+    images = (
+        video_frames(args.video, 50)
+        if args.video
+        else [PartsScene(640, 480, seed=1).frame(i).image for i in range(50)]
+    )
+    k = len(images)
     n = args.timing_frames
 
     # 1. inference only (every thread count) vs the whole pipeline, same frames, alternated over rounds
     #    (the machine is shared: each round's ratio compares neighbours in time; medians are reported)
-    frames = [Frame(i, images[i % 50], 0, 0.0) for i in range(n)]
-    prepared = [stages.preprocess(f) for f in frames[:50]]
+    frames = [Frame(i, images[i % k], 0, 0.0) for i in range(n)]
+    prepared = [stages.preprocess(f) for f in frames[:k]]
     single = []
-    for f in frames[:50]:
+    for f in frames[:k]:
         s0 = time.perf_counter()
         p = stages.preprocess(f)
         stages.decode(f, p, stages.infer(p))
@@ -258,7 +284,7 @@ def main() -> None:
                     st.infer(p)
                 t0 = time.perf_counter()
                 for i in range(n):
-                    st.infer(prepared[i % 50])
+                    st.infer(prepared[i % k])
                 infer_runs[k].append(n / (time.perf_counter() - t0))
             for kind in runs if r % 2 == 0 else reversed(runs):
                 runs[kind].append(pipeline_fps(kind))

@@ -1,9 +1,11 @@
-"""Inference's thread count chosen from the stages' measured costs: the planner's rules, the ONNX Runtime
-session re-made between frames, and a real pipeline on the demo model deciding both ways."""
+"""Inference's thread count, and its runs side by side, chosen from the stages' measured costs: the planner's
+rules, the ONNX Runtime session re-made between frames, a real pipeline on the demo model deciding each way,
+and runs side by side handing frames on in order."""
 
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from hypothesis import strategies as st
 from edgeseg import threadplan
 from edgeseg.backends import InferenceOptions
 from edgeseg.backends.ort import OrtBackend
-from edgeseg.frame import Frame
+from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
 from edgeseg.live import Snapshot
 from edgeseg.model import Model
@@ -29,6 +31,7 @@ from edgeseg.threadplan import (
     MIN_POSTPROCESSED,
     SETTLE_FRAMES,
     WINDOW_FRAMES,
+    Plan,
     ThreadCount,
     ThreadPlanner,
 )
@@ -46,13 +49,19 @@ class Clock:
         return self.now
 
 
-def window(planner: ThreadPlanner, inference_ms: float, postprocess_ms: float) -> int | None:
-    """Feed one settle period and one window of steady times; what the planner asked for at its end."""
+def window(
+    planner: ThreadPlanner, inference_ms: float, postprocess_ms: float, clock: Clock | None = None
+) -> Plan | None:
+    """Feed one settle period and one window of steady times; what the planner asked for at its end. With
+    ``clock``, each frame takes its inference time on it, divided among the plan's runs (frames wait for
+    inference all the time); without, no time passes."""
     asked = None
     for _ in range(SETTLE_FRAMES):
         assert planner.inferred(inference_ms * 50) is None  # settling: not counted, however slow
     for _ in range(WINDOW_FRAMES):
         planner.postprocessed(postprocess_ms)
+        if clock is not None:
+            clock.now += inference_ms / 1000 / planner.plan.runs
         asked = planner.inferred(inference_ms)
     return asked
 
@@ -65,12 +74,12 @@ def test_inference_keeps_every_thread_while_it_is_the_slower_stage_and_loses_one
     assert planner.outcome.endswith("inference is the slower stage, 2 threads kept")
     assert window(planner, inference_ms=100.0, postprocess_ms=10.0) is None
     # the scene filled up: post-processing now takes as long as inference
-    assert window(planner, inference_ms=20.0, postprocess_ms=20.0) == 1
+    assert window(planner, inference_ms=20.0, postprocess_ms=20.0) == Plan(1, 1)
 
 
 def test_one_thread_fewer_is_kept_where_the_slower_stage_got_no_slower() -> None:
     planner = ThreadPlanner(2, 2, Clock())
-    assert window(planner, inference_ms=12.0, postprocess_ms=18.0) == 1
+    assert window(planner, inference_ms=12.0, postprocess_ms=18.0) == Plan(1, 1)
     assert window(planner, inference_ms=16.0, postprocess_ms=15.0) is None
     assert planner.threads == 1
     assert planner.outcome == (
@@ -81,8 +90,8 @@ def test_one_thread_fewer_is_kept_where_the_slower_stage_got_no_slower() -> None
 
 def test_the_threads_come_back_where_one_fewer_made_the_slower_stage_slower() -> None:
     planner = ThreadPlanner(4, 4, Clock())
-    assert window(planner, inference_ms=10.0, postprocess_ms=9.0) == 3
-    assert window(planner, inference_ms=14.0, postprocess_ms=8.0) == 4
+    assert window(planner, inference_ms=10.0, postprocess_ms=9.0) == Plan(1, 3)
+    assert window(planner, inference_ms=14.0, postprocess_ms=8.0) == Plan(1, 4)
     assert planner.threads == 4
     assert planner.outcome is not None
     assert planner.outcome.startswith("4 threads: inference 10.0 ms")
@@ -91,12 +100,12 @@ def test_the_threads_come_back_where_one_fewer_made_the_slower_stage_slower() ->
 def test_every_thread_is_tried_again_once_the_scene_empties_but_not_before_the_cooldown() -> None:
     clock = Clock()
     planner = ThreadPlanner(2, 2, clock)
-    assert window(planner, inference_ms=12.0, postprocess_ms=18.0) == 1
+    assert window(planner, inference_ms=12.0, postprocess_ms=18.0) == Plan(1, 1)
     assert window(planner, inference_ms=16.0, postprocess_ms=15.0) is None  # 1 thread kept
     clock.now += COOLDOWN_S - 1
     assert window(planner, inference_ms=16.0, postprocess_ms=2.0) is None
     clock.now += 2
-    assert window(planner, inference_ms=16.0, postprocess_ms=2.0) == 2
+    assert window(planner, inference_ms=16.0, postprocess_ms=2.0) == Plan(1, 2)
     assert window(planner, inference_ms=10.0, postprocess_ms=2.0) is None  # 2 threads kept
     assert planner.threads == 2
     assert planner.outcome is not None
@@ -134,14 +143,88 @@ def test_the_planner_only_swaps_between_all_threads_and_one_fewer_and_at_most_tw
         clock.now += seconds
         if postprocess_ms is not None:
             planner.postprocessed(postprocess_ms)
-        previous = planner.threads
-        if (n := planner.inferred(inference_ms)) is not None:
-            assert n in (most - 1, most)
-            assert n != previous
-            assert planner.threads == n
-            asked.append((clock.now, n))
+        previous = planner.plan
+        if (plan := planner.inferred(inference_ms)) is not None:
+            assert plan in (Plan(1, most - 1), Plan(1, most))
+            assert plan != previous
+            assert planner.plan == plan
+            asked.append((clock.now, plan.threads))
     for k, (t, _) in enumerate(asked):
         assert sum(1 for u, _ in asked[k:] if u - t < COOLDOWN_S) <= 2
+
+
+def test_frames_waiting_for_inference_are_run_side_by_side_where_that_is_faster_by_a_tenth() -> None:
+    clock = Clock()
+    planner = ThreadPlanner(2, 2, clock, runs=True)
+    assert window(planner, inference_ms=30.0, postprocess_ms=5.0, clock=clock) == Plan(2, 1)
+    # two runs of one thread each: 45 ms a frame each, 22.5 a frame with both, against 30
+    assert window(planner, inference_ms=45.0, postprocess_ms=6.0, clock=clock) is None
+    assert planner.plan == Plan(2, 1)
+    assert planner.outcome == (
+        "2 runs at once of 1 thread: inference 45.0 ms a frame each (22.5 with all), post-processing 6.0 "
+        "(kept), against 2 threads: inference 30.0 ms a frame, post-processing 5.0"
+    )
+
+
+def test_runs_side_by_side_that_gain_under_a_tenth_are_given_up() -> None:
+    clock = Clock()
+    planner = ThreadPlanner(2, 2, clock, runs=True)
+    assert window(planner, inference_ms=30.0, postprocess_ms=5.0, clock=clock) == Plan(2, 1)
+    assert window(planner, inference_ms=56.0, postprocess_ms=5.0, clock=clock) == Plan(1, 2)
+    assert planner.outcome is not None
+    assert planner.outcome.startswith("2 threads: inference 30.0 ms a frame, post-processing 5.0 (kept)")
+
+
+def test_no_runs_side_by_side_while_frames_come_slower_than_inference_takes_them() -> None:
+    clock = Clock()
+    planner = ThreadPlanner(2, 2, clock, runs=True)
+    for _ in range(SETTLE_FRAMES):
+        planner.inferred(30.0)
+    for _ in range(WINDOW_FRAMES):  # a camera at 10 fps: a frame every 100 ms, 30 of them inference's
+        clock.now += 0.1
+        planner.postprocessed(5.0)
+        assert planner.inferred(30.0) is None
+    assert planner.plan == Plan(1, 2)
+    assert planner.outcome is not None
+    assert planner.outcome.endswith("inference is the slower stage, idle 70% of the time, 2 threads kept")
+
+
+def test_runs_side_by_side_are_given_up_once_post_processing_holds_the_frames_back() -> None:
+    clock = Clock()
+    planner = ThreadPlanner(2, 2, clock, runs=True)
+    assert window(planner, inference_ms=30.0, postprocess_ms=5.0, clock=clock) == Plan(2, 1)
+    assert window(planner, inference_ms=40.0, postprocess_ms=5.0, clock=clock) is None  # kept
+    clock.now += COOLDOWN_S
+    # the scene filled up: post-processing takes 18 ms a frame, against 20 ms of inference's with both runs
+    assert window(planner, inference_ms=40.0, postprocess_ms=18.0, clock=clock) == Plan(1, 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    most=st.integers(2, 8),
+    steps=st.lists(
+        st.tuples(st.floats(0.0, 500.0), st.one_of(st.none(), st.floats(0.0, 500.0)), st.floats(0.0, 30.0)),
+        max_size=6 * (SETTLE_FRAMES + WINDOW_FRAMES),
+    ),
+)
+def test_with_runs_the_planner_only_asks_for_its_three_plans_and_at_most_twice_a_cooldown(
+    most: int, steps: list[tuple[float, float | None, float]]
+) -> None:
+    clock = Clock()
+    planner = ThreadPlanner(most, most, clock, runs=True)
+    asked: list[float] = []
+    for inference_ms, postprocess_ms, seconds in steps:
+        clock.now += seconds
+        if postprocess_ms is not None:
+            planner.postprocessed(postprocess_ms)
+        previous = planner.plan
+        if (plan := planner.inferred(inference_ms)) is not None:
+            assert plan in (Plan(1, most - 1), Plan(1, most), Plan(most, 1))
+            assert plan != previous
+            assert planner.plan == plan
+            asked.append(clock.now)
+    for k, t in enumerate(asked):
+        assert sum(1 for u in asked[k:] if u - t < COOLDOWN_S) <= 2
 
 
 def test_the_session_is_remade_with_fewer_threads_and_gives_the_same_outputs() -> None:
@@ -262,15 +345,102 @@ def test_a_pipeline_slowed_by_post_processing_gives_inference_one_thread_fewer_a
     stages.close()
 
 
+class Frames:
+    """Collects the frame indices of the results, in the order the sinks got them."""
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+
+    def send(self, result: Result) -> None:
+        self.indices.append(result.frame.index)
+
+    def close(self) -> None:
+        pass
+
+
 @pytest.mark.usefixtures("short_windows")
-def test_a_pipeline_whose_inference_is_the_slower_stage_keeps_every_thread() -> None:
+def test_a_pipeline_waiting_on_inference_tries_frames_side_by_side_and_keeps_their_order() -> None:
     stages = SlowPostprocessing(demo_stages(), extra_s=0.0, skip_decode=True)
-    pipe = Pipeline(SceneFrames(30), stages)
-    pipe.run()
+    out = Frames()
+    pipe = Pipeline(SceneFrames(40), stages, {"frames": out})
+    stats = pipe.run()
     assert stages.stages.model.backend.thread_count is not None
     assert pipe.thread_plan is not None
-    assert pipe.thread_plan.endswith("inference is the slower stage, 2 threads kept")
+    # which plan wins is the machine's to say; that the runs were tried and judged is the planner's
+    assert "2 runs at once of 1 thread: " in pipe.thread_plan
+    assert "against" in pipe.thread_plan
+    assert out.indices == list(range(40))
+    assert stats.frames_done == 40
+    assert not stats.bad_frames
     stages.close()
+
+
+class SleepKnob:
+    """A backend's thread count that costs nothing to change."""
+
+    def __init__(self) -> None:
+        self.threads = self.most_threads = 2
+        self.changes: list[int] = []
+
+    def set_threads(self, threads: int) -> None:
+        self.threads = threads
+        self.changes.append(threads)
+
+
+class SleepingInference:
+    """Stages whose inference sleeps a random 5-25 ms (so runs side by side finish out of order, and two of
+    them take half the time a frame) and fails on the frames in ``bad``; decode costs nothing."""
+
+    def __init__(self, bad: set[int]) -> None:
+        self.knob = SleepKnob()
+        self.bad = bad
+        self.rng = np.random.default_rng(5)
+        self.lock = threading.Lock()
+        self.active = 0
+        self.most_active = 0
+
+    @property
+    def thread_count(self) -> ThreadCount:
+        return self.knob
+
+    def preprocess(self, frame: Frame, snapshot: Snapshot) -> Any:
+        return frame.index
+
+    def infer(self, prepared: Any) -> Any:
+        with self.lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+            pause = float(self.rng.uniform(0.005, 0.025))
+        try:
+            time.sleep(pause)
+            if prepared in self.bad:
+                raise RuntimeError(f"frame {prepared} is bad")
+            return prepared
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def decode(self, frame: Frame, prepared: Any, outputs: Any, snapshot: Snapshot) -> Instances:
+        assert outputs == frame.index
+        return Instances.empty(frame.shape)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.usefixtures("short_windows")
+def test_runs_side_by_side_hand_on_every_frame_in_order_and_a_failing_one_holds_back_none() -> None:
+    stages = SleepingInference(bad={3, 25, 26, 58})
+    out = Frames()
+    pipe = Pipeline(SceneFrames(80), stages, {"frames": out})
+    stats = pipe.run()
+    assert stages.knob.changes == [1]  # one thread each for the two runs, made once
+    assert stages.most_active == 2
+    assert pipe.thread_plan is not None
+    assert pipe.thread_plan.startswith("2 runs at once of 1 thread: ")
+    assert "(kept)" in pipe.thread_plan.split("against")[0]
+    assert out.indices == [i for i in range(80) if i not in stages.bad]
+    assert stats.bad_frames == {"infer": 4}
 
 
 @pytest.mark.usefixtures("short_windows")
