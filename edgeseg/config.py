@@ -61,8 +61,10 @@ class ModelConfig:
     threads: int = field(
         default=0,
         metadata=_m(
-            "Intra-op threads (0: one per usable core, or one fewer while that keeps the slower of inference"
-            " and post-processing as fast, as measured while frames flow; the run's summary says which).",
+            "Intra-op threads (0: chosen while frames flow, the run's summary says how: one per usable core;"
+            " one fewer while that keeps the slower of inference and post-processing as fast; or, where"
+            " frames wait for inference, one per core each running its own frame where that is faster by a"
+            " tenth, which holds a frame's intermediate tensors per core). Set, frames run one at a time.",
             ge=0,
         ),
     )

@@ -258,8 +258,8 @@ class _Runs:
     decode, or dropped) in the order the frames were taken, whichever run ends first; and a change of plan
     (:meth:`change`) is made while no thread is inside a frame and none starts one."""
 
-    def __init__(self, threads: int) -> None:
-        self.active = 1
+    def __init__(self, threads: int, active: int) -> None:
+        self.active = active
         self._cond = threading.Condition()
         self._take = threading.Lock()  # one thread at a time waits for the next frame
         self._inside = 0  # threads between their turn and the frame's leaving
@@ -391,11 +391,11 @@ class Pipeline:
         self._threads = (
             None
             if knob is None
-            else _Threads(knob, ThreadPlanner(knob.most_threads, knob.threads, runs=True))
+            else _Threads(knob, ThreadPlanner(knob.most_threads, Plan(knob.runs, knob.threads), runs=True))
         )
         # a thread per core for inference runs side by side, where the planner may ask for them
-        runs = 1 if self._threads is None else self._threads.planner.most
-        self._runs = _Runs(runs)
+        runs = 1 if knob is None else max(knob.most_threads, knob.runs)
+        self._runs = _Runs(runs, 1 if knob is None else knob.runs)
         self._bad_preprocess, self._bad_inference = _Throttle("preprocess"), _Throttle("inference")
         self._fixed = Snapshot()
         self.stages = stages
@@ -760,9 +760,9 @@ class Pipeline:
                     failed.append(exc)
                     return
                 if plan.knob.threads != change.threads:
-                    plan.planner.not_made(Plan(self._runs.active, plan.knob.threads))
+                    plan.planner.not_made(Plan(plan.knob.runs, plan.knob.threads))
                     return
-            self._runs.active = change.runs
+            self._runs.active = plan.knob.runs = change.runs
 
         self._runs.change(apply)
         if failed:

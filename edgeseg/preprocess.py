@@ -64,8 +64,9 @@ class Preprocessor:
 
     def __init__(self, spec: InputSpec) -> None:
         self.spec = spec
-        self._key: tuple[tuple[int, int], Roi] | None = None
-        self._geo: _Geometry | None = None
+        # the last geometry and its key, as one value: inference threads running frames side by side read
+        # and replace it, and a key must never be read with another key's geometry
+        self._cached: tuple[tuple[tuple[int, int], Roi], _Geometry] | None = None
         order = [2, 1, 0] if spec.color == "rgb" else [0, 1, 2]  # frame planes are B, G, R
         self._order = order
         self._mean = np.asarray(spec.mean, np.float32)
@@ -75,8 +76,9 @@ class Preprocessor:
     def geometry(self, frame_hw: tuple[int, int], roi: Roi = FULL_ROI) -> _Geometry:
         """Crop, resize and padding for a frame size and ROI (cached until either changes)."""
         key = ((int(frame_hw[0]), int(frame_hw[1])), roi)
-        if self._geo is not None and key == self._key:
-            return self._geo
+        cached = self._cached
+        if cached is not None and cached[0] == key:
+            return cached[1]
         spec = self.spec
         x0, y0, x1, y1 = roi_pixels(roi, frame_hw)
         ch, cw = y1 - y0, x1 - x0
@@ -96,7 +98,7 @@ class Preprocessor:
                 (0, 0, 0, 0),
                 to_model.inverse().then(crop_to_frame),
             )
-        self._key, self._geo = key, geo
+        self._cached = (key, geo)
         return geo
 
     def resized(self, image: NDArray[np.uint8], roi: Roi = FULL_ROI) -> tuple[NDArray[np.uint8], _Geometry]:

@@ -63,10 +63,12 @@ log = logging.getLogger(__name__)
 
 class ThreadCount(Protocol):
     """A backend whose intra-op thread count may be changed between frames (on the inference thread):
-    ``threads`` now, ``most_threads`` as it was loaded."""
+    ``threads`` now, ``most_threads`` as it was loaded; ``runs``: the frames a pipeline last ran on it at
+    once (the pipeline's to set: a later pipeline on the same backend starts from its plan)."""
 
     threads: int
     most_threads: int
+    runs: int
 
     def set_threads(self, threads: int) -> None: ...
 
@@ -88,24 +90,30 @@ class Plan:
 
 @dataclass(frozen=True)
 class Costs:
-    """Median milliseconds a frame of an inference run and of the post-processing thread under ``plan``."""
+    """Median milliseconds a frame of an inference run and of the post-processing thread under ``plan``, the
+    share of the window the runs were inside frames (``busy``) and the window's wall-clock milliseconds a
+    frame, all runs together (``window_ms``; None where no time passed)."""
 
     plan: Plan
     inference_ms: float
     postprocess_ms: float
-    busy: float = 1.0  # the share of the window the runs were inside frames
+    busy: float = 1.0
+    window_ms: float | None = None
 
     @property
     def frame_ms(self) -> float:
-        """Inference's milliseconds a frame with its runs all busy."""
-        return self.inference_ms / self.plan.runs
+        """Inference's milliseconds a frame: a run's median; with runs side by side, the window's wall time a
+        frame (how much they overlap is the cores' to say, not a division's)."""
+        if self.plan.runs == 1 or self.window_ms is None:
+            return self.inference_ms / self.plan.runs
+        return self.window_ms
 
     @property
     def slowest_ms(self) -> float:
         return max(self.frame_ms, self.postprocess_ms)
 
     def __str__(self) -> str:
-        each = "" if self.plan.runs == 1 else f" each ({self.frame_ms:.1f} with all)"
+        each = "" if self.plan.runs == 1 else f" each (one every {self.frame_ms:.1f} ms from all)"
         return (
             f"{self.plan}: inference {self.inference_ms:.1f} ms a frame{each}, "
             f"post-processing {self.postprocess_ms:.1f}"
@@ -121,10 +129,14 @@ class ThreadPlanner:
     pipeline then has a thread per core ready for them."""
 
     def __init__(
-        self, most: int, threads: int, clock: Callable[[], float] = time.monotonic, runs: bool = False
+        self,
+        most: int,
+        plan: Plan,
+        clock: Callable[[], float] = time.monotonic,
+        runs: bool = False,
     ) -> None:
         self.most = most  # the count at load: one thread per usable core
-        self.plan = Plan(1, threads)  # the plan now
+        self.plan = plan  # the plan now
         self.outcome: str | None = None
         self._runs = runs and most > 1
         self._clock = clock
@@ -133,7 +145,7 @@ class ThreadPlanner:
         self._inference: list[float] = []
         self._postprocess: list[float] = []
         self._seen = 0  # inference frames since the start, the last change or the last window
-        self._since = 0.0  # when the window's first frame started
+        self._since = self._first = 0.0  # when the window's first frame started, and ended
         self._before: Costs | None = None  # during a trial, the costs of the plan it started from
 
     @property
@@ -154,7 +166,7 @@ class ThreadPlanner:
                 return None
             now = self._clock()
             if not self._inference:
-                self._since = now - ms / 1000
+                self._since, self._first = now - ms / 1000, now
             self._inference.append(ms)
             if len(self._inference) < WINDOW_FRAMES or len(self._postprocess) < MIN_POSTPROCESSED:
                 if self._seen >= GIVE_UP_FRAMES:
@@ -162,10 +174,13 @@ class ThreadPlanner:
                     if self.outcome is None:
                         self._decide(f"{self.plan} kept: too few frames were post-processed")
                 return None
-            wall = (now - self._since) * 1000 * self.plan.runs
-            busy = 1.0 if wall <= 0 else min(1.0, sum(self._inference) / wall)
+            wall, ends = (now - self._since) * 1000, (now - self._first) * 1000
             costs = Costs(
-                self.plan, statistics.median(self._inference), statistics.median(self._postprocess), busy
+                self.plan,
+                statistics.median(self._inference),
+                statistics.median(self._postprocess),
+                1.0 if wall <= 0 else min(1.0, sum(self._inference) / (wall * self.plan.runs)),
+                None if ends <= 0 else ends / (len(self._inference) - 1),
             )
             self._restart_window()
             return self._judge(costs)
@@ -211,13 +226,14 @@ class ThreadPlanner:
             target = every
         else:
             if self.outcome is None:  # the first window, with nothing to try
-                why = (
-                    "post-processing takes over half of inference's time"
-                    if plan != every
-                    else "inference is the slower stage"
-                    if not self._runs or costs.busy >= BUSY_SHARE
-                    else f"inference is the slower stage, idle {1 - costs.busy:.0%} of the time"
-                )
+                if plan.runs > 1:
+                    why = "frames wait for inference"
+                elif plan != every:
+                    why = "post-processing takes over half of inference's time"
+                elif self._runs and costs.busy < BUSY_SHARE:
+                    why = f"inference is the slower stage, idle {1 - costs.busy:.0%} of the time"
+                else:
+                    why = "inference is the slower stage"
                 self._decide(f"{costs}; {why}, {plan} kept")
             return None
         if self._clock() < self._next_trial:

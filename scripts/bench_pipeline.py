@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Pipeline benchmark (issues 4 and 18), measured side by side in one run.
 
-1. the full threaded pipeline at the DEFAULT configuration (thread counts and onnxruntime's spinning chosen
-   by the pipeline) with the sinks a device runs (JSON lines and MQTT), against the best inference-only FPS
-   of the same model at ANY intra-op thread count (1..cores, each its own session, spinning as onnxruntime
-   defaults): ``fps_ratio`` (target >= 0.9); beside it the pipeline with JSON lines only
+1. the full threaded pipeline at the DEFAULT configuration (thread counts, frames run side by side and
+   onnxruntime's spinning chosen by the pipeline) with the sinks a device runs (JSON lines and MQTT), against
+   the best inference-only FPS of the same model at ANY intra-op thread count (1..cores, each its own
+   session, spinning as onnxruntime defaults): ``fps_ratio`` (target >= 0.9); and, stricter, against
+   inference alone with a run of one thread per core at once on one session (``fps_ratio_side_by_side``),
+   the most a pipeline that runs frames side by side could reach; beside it the pipeline with JSON lines only
    (``fps_ratio_jsonl``) and with the video sink on as well (``fps_ratio_video``). The MQTT sink publishes
    every result (QoS 1, through its spool) to a Mosquitto this script starts on a free loopback port and
    stops at the end; nothing subscribes, as a device's fleet broker runs elsewhere (``--no-mqtt``: leave it
@@ -25,8 +27,9 @@ sensor and ISP cost the host none; the synthetic:parts source renders on the hos
 them from the pipeline on a 2-core machine. ``--video`` replays a clip's first 50 frames instead, decoded
 before the run, for a model of real scenes: issue 18's second target compares the pipeline with Ultralytics
 on ``yolov8n-seg_int8_320.onnx`` and ``pedestrians_crossing_640x360.mp4``, and this gives that model's
-``fps_ratio`` (``pipelines/video-file.yaml --model ... --video ...``). ``--threads`` overrides the pipeline's thread choice (and with it
-the planner of ``edgeseg/threadplan.py``, whose first decision is printed).
+``fps_ratio`` (``pipelines/video-file.yaml --model ... --video ...``). ``--threads`` overrides the
+pipeline's thread choice (and with it the planner of ``edgeseg/threadplan.py``, whose first decision is
+printed: a pipeline that shares the model with an earlier one starts from the plan that one left).
 
 The last line is one JSON object with the figures.
 """
@@ -186,6 +189,31 @@ def video_frames(path: str, count: int) -> list[np.ndarray]:
     return images
 
 
+def infer_side_by_side(stages: ModelStages, prepared: list[Any], n: int, runs: int) -> float:
+    """Frames per second of ``n`` inferences of ``prepared`` (in turn) by ``runs`` threads at once, each
+    taking the next frame, on the one session of ``stages``."""
+    for p in prepared[:3]:
+        stages.infer(p)
+    turn = iter(range(n))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                i = next(turn, None)
+            if i is None:
+                return
+            stages.infer(prepared[i % len(prepared)])
+
+    threads = [threading.Thread(target=work) for _ in range(runs)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return n / (time.perf_counter() - t0)
+
+
 @contextlib.contextmanager
 def mosquitto(workdir: Path) -> Iterator[Any]:
     """A Mosquitto on a free loopback port for the run (``bench_mqtt.Broker``), stopped at the end."""
@@ -228,15 +256,15 @@ def main() -> None:
         if args.video
         else [PartsScene(640, 480, seed=1).frame(i).image for i in range(50)]
     )
-    k = len(images)
+    n_images = len(images)
     n = args.timing_frames
 
     # 1. inference only (every thread count) vs the whole pipeline, same frames, alternated over rounds
     #    (the machine is shared: each round's ratio compares neighbours in time; medians are reported)
-    frames = [Frame(i, images[i % k], 0, 0.0) for i in range(n)]
-    prepared = [stages.preprocess(f) for f in frames[:k]]
+    frames = [Frame(i, images[i % n_images], 0, 0.0) for i in range(n)]
+    prepared = [stages.preprocess(f) for f in frames[:n_images]]
     single = []
-    for f in frames[:k]:
+    for f in frames[:n_images]:
         s0 = time.perf_counter()
         p = stages.preprocess(f)
         stages.decode(f, p, stages.infer(p))
@@ -250,6 +278,7 @@ def main() -> None:
         for k in range(1, cores + 1)
     }
     infer_runs: dict[int, list[float]] = {k: [] for k in alone}
+    side_by_side: list[float] = []  # inference only, a run of one thread per core at once
     runs: dict[str, list[float]] = {"device": [], "jsonl": [], "video": []}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         broker = None if args.no_mqtt else stack.enter_context(mosquitto(Path(tmp) / "broker"))
@@ -284,8 +313,9 @@ def main() -> None:
                     st.infer(p)
                 t0 = time.perf_counter()
                 for i in range(n):
-                    st.infer(prepared[i % k])
+                    st.infer(prepared[i % n_images])
                 infer_runs[k].append(n / (time.perf_counter() - t0))
+            side_by_side.append(infer_side_by_side(alone[1], prepared, n, cores))
             for kind in runs if r % 2 == 0 else reversed(runs):
                 runs[kind].append(pipeline_fps(kind))
     for st in alone.values():
@@ -294,6 +324,8 @@ def main() -> None:
     fps_infer = statistics.median(infer_runs[best_k])
     best_per_round = [max(infer_runs[k][r] for k in infer_runs) for r in range(args.rounds)]
     fps = {kind: statistics.median(v) for kind, v in runs.items()}
+    fps_side = statistics.median(side_by_side)
+    ratio_side = statistics.median(p / i for p, i in zip(runs["device"], side_by_side, strict=True))
     ratios = {
         kind: statistics.median(p / i for p, i in zip(v, best_per_round, strict=True))
         for kind, v in runs.items()
@@ -327,6 +359,10 @@ def main() -> None:
     lat_spread = lat.latency_ms_p99 / lat.latency_ms_p50
     threads = ", ".join(f"{k}: {statistics.median(v):.1f}" for k, v in infer_runs.items())
     print(f"{'inference only, by threads':<32}{threads} fps; best {fps_infer:.1f} ({best_k} threads)")
+    print(
+        f"{'inference only, side by side':<32}{fps_side:8.1f} fps ({cores} runs of 1 thread at once); "
+        f"default pipeline over it {ratio_side:.2f}"
+    )
     device = "jsonl" if args.no_mqtt else "jsonl + mqtt"
     labels = {"device": f"default ({device})", "jsonl": "jsonl only", "video": f"{device} + video"}
     for kind, label in labels.items():
@@ -353,6 +389,7 @@ def main() -> None:
     by_threads = {k: round(statistics.median(v), 2) for k, v in infer_runs.items()}
     print(json.dumps({
         "cores": cores, "fps_infer_by_threads": by_threads, "fps_infer_best": round(fps_infer, 2),
+        "fps_infer_side_by_side": round(fps_side, 2), "fps_ratio_side_by_side": round(ratio_side, 3),
         "mqtt": not args.no_mqtt, "threads": getattr(stages.model.backend, "threads", None),
         "fps_pipeline": round(fps_pipeline, 2), "fps_ratio": round(ratios["device"], 3),
         "fps_pipeline_jsonl": round(fps["jsonl"], 2), "fps_ratio_jsonl": round(ratios["jsonl"], 3),

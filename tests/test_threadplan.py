@@ -67,7 +67,7 @@ def window(
 
 
 def test_inference_keeps_every_thread_while_it_is_the_slower_stage_and_loses_one_when_it_is_not() -> None:
-    planner = ThreadPlanner(2, 2, Clock())
+    planner = ThreadPlanner(2, Plan(1, 2), Clock())
     assert window(planner, inference_ms=100.0, postprocess_ms=10.0) is None
     assert planner.threads == 2
     assert planner.outcome is not None
@@ -78,7 +78,7 @@ def test_inference_keeps_every_thread_while_it_is_the_slower_stage_and_loses_one
 
 
 def test_one_thread_fewer_is_kept_where_the_slower_stage_got_no_slower() -> None:
-    planner = ThreadPlanner(2, 2, Clock())
+    planner = ThreadPlanner(2, Plan(1, 2), Clock())
     assert window(planner, inference_ms=12.0, postprocess_ms=18.0) == Plan(1, 1)
     assert window(planner, inference_ms=16.0, postprocess_ms=15.0) is None
     assert planner.threads == 1
@@ -89,7 +89,7 @@ def test_one_thread_fewer_is_kept_where_the_slower_stage_got_no_slower() -> None
 
 
 def test_the_threads_come_back_where_one_fewer_made_the_slower_stage_slower() -> None:
-    planner = ThreadPlanner(4, 4, Clock())
+    planner = ThreadPlanner(4, Plan(1, 4), Clock())
     assert window(planner, inference_ms=10.0, postprocess_ms=9.0) == Plan(1, 3)
     assert window(planner, inference_ms=14.0, postprocess_ms=8.0) == Plan(1, 4)
     assert planner.threads == 4
@@ -99,7 +99,7 @@ def test_the_threads_come_back_where_one_fewer_made_the_slower_stage_slower() ->
 
 def test_every_thread_is_tried_again_once_the_scene_empties_but_not_before_the_cooldown() -> None:
     clock = Clock()
-    planner = ThreadPlanner(2, 2, clock)
+    planner = ThreadPlanner(2, Plan(1, 2), clock)
     assert window(planner, inference_ms=12.0, postprocess_ms=18.0) == Plan(1, 1)
     assert window(planner, inference_ms=16.0, postprocess_ms=15.0) is None  # 1 thread kept
     clock.now += COOLDOWN_S - 1
@@ -116,7 +116,7 @@ def test_every_thread_is_tried_again_once_the_scene_empties_but_not_before_the_c
 
 
 def test_a_window_short_of_post_processed_frames_decides_nothing() -> None:
-    planner = ThreadPlanner(2, 2, Clock())
+    planner = ThreadPlanner(2, Plan(1, 2), Clock())
     for _ in range(MIN_POSTPROCESSED - 1):
         planner.postprocessed(50.0)
     for _ in range(GIVE_UP_FRAMES):
@@ -137,7 +137,7 @@ def test_the_planner_only_swaps_between_all_threads_and_one_fewer_and_at_most_tw
     most: int, steps: list[tuple[float, float | None, float]]
 ) -> None:
     clock = Clock()
-    planner = ThreadPlanner(most, most, clock)
+    planner = ThreadPlanner(most, Plan(1, most), clock)
     asked: list[tuple[float, int]] = []
     for inference_ms, postprocess_ms, seconds in steps:
         clock.now += seconds
@@ -155,20 +155,20 @@ def test_the_planner_only_swaps_between_all_threads_and_one_fewer_and_at_most_tw
 
 def test_frames_waiting_for_inference_are_run_side_by_side_where_that_is_faster_by_a_tenth() -> None:
     clock = Clock()
-    planner = ThreadPlanner(2, 2, clock, runs=True)
+    planner = ThreadPlanner(2, Plan(1, 2), clock, runs=True)
     assert window(planner, inference_ms=30.0, postprocess_ms=5.0, clock=clock) == Plan(2, 1)
     # two runs of one thread each: 45 ms a frame each, 22.5 a frame with both, against 30
     assert window(planner, inference_ms=45.0, postprocess_ms=6.0, clock=clock) is None
     assert planner.plan == Plan(2, 1)
     assert planner.outcome == (
-        "2 runs at once of 1 thread: inference 45.0 ms a frame each (22.5 with all), post-processing 6.0 "
-        "(kept), against 2 threads: inference 30.0 ms a frame, post-processing 5.0"
+        "2 runs at once of 1 thread: inference 45.0 ms a frame each (one every 22.5 ms from all), "
+        "post-processing 6.0 (kept), against 2 threads: inference 30.0 ms a frame, post-processing 5.0"
     )
 
 
 def test_runs_side_by_side_that_gain_under_a_tenth_are_given_up() -> None:
     clock = Clock()
-    planner = ThreadPlanner(2, 2, clock, runs=True)
+    planner = ThreadPlanner(2, Plan(1, 2), clock, runs=True)
     assert window(planner, inference_ms=30.0, postprocess_ms=5.0, clock=clock) == Plan(2, 1)
     assert window(planner, inference_ms=56.0, postprocess_ms=5.0, clock=clock) == Plan(1, 2)
     assert planner.outcome is not None
@@ -177,7 +177,7 @@ def test_runs_side_by_side_that_gain_under_a_tenth_are_given_up() -> None:
 
 def test_no_runs_side_by_side_while_frames_come_slower_than_inference_takes_them() -> None:
     clock = Clock()
-    planner = ThreadPlanner(2, 2, clock, runs=True)
+    planner = ThreadPlanner(2, Plan(1, 2), clock, runs=True)
     for _ in range(SETTLE_FRAMES):
         planner.inferred(30.0)
     for _ in range(WINDOW_FRAMES):  # a camera at 10 fps: a frame every 100 ms, 30 of them inference's
@@ -191,7 +191,7 @@ def test_no_runs_side_by_side_while_frames_come_slower_than_inference_takes_them
 
 def test_runs_side_by_side_are_given_up_once_post_processing_holds_the_frames_back() -> None:
     clock = Clock()
-    planner = ThreadPlanner(2, 2, clock, runs=True)
+    planner = ThreadPlanner(2, Plan(1, 2), clock, runs=True)
     assert window(planner, inference_ms=30.0, postprocess_ms=5.0, clock=clock) == Plan(2, 1)
     assert window(planner, inference_ms=40.0, postprocess_ms=5.0, clock=clock) is None  # kept
     clock.now += COOLDOWN_S
@@ -211,7 +211,7 @@ def test_with_runs_the_planner_only_asks_for_its_three_plans_and_at_most_twice_a
     most: int, steps: list[tuple[float, float | None, float]]
 ) -> None:
     clock = Clock()
-    planner = ThreadPlanner(most, most, clock, runs=True)
+    planner = ThreadPlanner(most, Plan(1, most), clock, runs=True)
     asked: list[float] = []
     for inference_ms, postprocess_ms, seconds in steps:
         clock.now += seconds
@@ -380,6 +380,7 @@ class SleepKnob:
 
     def __init__(self) -> None:
         self.threads = self.most_threads = 2
+        self.runs = 1
         self.changes: list[int] = []
 
     def set_threads(self, threads: int) -> None:
@@ -441,6 +442,16 @@ def test_runs_side_by_side_hand_on_every_frame_in_order_and_a_failing_one_holds_
     assert "(kept)" in pipe.thread_plan.split("against")[0]
     assert out.indices == [i for i in range(80) if i not in stages.bad]
     assert stats.bad_frames == {"infer": 4}
+    # a later pipeline on the same stages starts from that plan: frames side by side from the first
+    stages.most_active = 0
+    again = Frames()
+    pipe = Pipeline(SceneFrames(20), stages, {"frames": again})
+    pipe.run()
+    assert stages.knob.changes == [1]
+    assert stages.most_active == 2
+    assert pipe.thread_plan is not None
+    assert pipe.thread_plan.endswith("frames wait for inference, 2 runs at once of 1 thread kept")
+    assert again.indices == [i for i in range(20) if i not in stages.bad]
 
 
 @pytest.mark.usefixtures("short_windows")

@@ -101,6 +101,7 @@ class OrtBackend:
         # the thread count left to us may be changed once frames flow (edgeseg.threadplan)
         self.thread_count: ThreadCount | None = self if options.threads == 0 and threads > 1 else None
         self.most_threads = threads
+        self.runs = 1  # frames a pipeline runs on the session at once (edgeseg.threadplan)
         self._use(*self._session(threads, spin), threads, spin)
         self._check_io()
         self._input = card.input.name
