@@ -1,4 +1,5 @@
-"""Inference's thread count, chosen from the stages' measured costs while frames flow.
+"""Inference's thread count, and whether it runs frames side by side, chosen from the stages' measured costs
+while frames flow.
 
 At load, onnxruntime gets one intra-op thread per usable core (:func:`edgeseg.backends.ort.thread_plan`):
 right where inference is the slow stage, as for YOLOv8n-seg or DeepLabV3+. Where post-processing takes about
@@ -23,11 +24,11 @@ thread per core, each running its own frame on the same session (:class:`Plan`).
 is the better use of the cores: onnxruntime's threads share out one frame's operators with a wait at each,
 where runs side by side never wait for each other. Measured on two cores, inference alone: YOLOv8n-seg at 320
 ran at 1.8-1.9x one thread's rate with two runs and 1.4-1.65x with two threads, the demo model at 1.7-2.0x
-against 1.3-1.6x.
-A frame then takes one thread's time, and each run holds its own intermediate tensors, so the runs are kept
-only where the slower stage is faster with them by more than :data:`TOLERANCE`, and given up (for every
-thread on one run) once post-processing holds the frames back or the runs sit idle over half of the time
-(:data:`IDLE_SHARE`: the camera got slower than one run of every thread could take).
+against 1.3-1.6x. A frame then takes one thread's time, and each run holds its own intermediate tensors,
+so the runs are kept only where the frames come faster with them by more than :data:`TOLERANCE` (judged by
+the wall time a frame over each window: how far runs overlap is for the cores to say), and given up (for
+every thread on one run) once post-processing holds the frames back or the runs sit idle over half of the
+time (:data:`IDLE_SHARE`: the camera got slower than one run of every thread could take).
 
 Measured on the demo model on 2 cores (``scripts/bench_pipeline.py`` against ``--threads 2``, the choice
 before the trial, 3 alternated pairs; medians): the trial kept one thread each time; pipeline 48.8 against
