@@ -749,24 +749,20 @@ class Pipeline:
         change = plan.planner.inferred(inference_ms)
         if change is None:
             return True
-        failed: list[EdgesegError] = []
 
         def apply() -> None:
             if change.threads != plan.knob.threads:
-                try:
-                    with busy:
-                        plan.knob.set_threads(change.threads)
-                except EdgesegError as exc:
-                    failed.append(exc)
-                    return
+                with busy:
+                    plan.knob.set_threads(change.threads)
                 if plan.knob.threads != change.threads:
                     plan.planner.not_made(Plan(plan.knob.runs, plan.knob.threads))
                     return
             self._runs.active = plan.knob.runs = change.runs
 
-        self._runs.change(apply)
-        if failed:
-            self._fail(failed[0])
+        try:
+            self._runs.change(apply)
+        except EdgesegError as exc:
+            self._fail(exc)
             return False
         return True
 

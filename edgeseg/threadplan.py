@@ -149,10 +149,6 @@ class ThreadPlanner:
         self._since = self._first = 0.0  # when the window's first frame started, and ended
         self._before: Costs | None = None  # during a trial, the costs of the plan it started from
 
-    @property
-    def threads(self) -> int:
-        return self.plan.threads
-
     def postprocessed(self, ms: float) -> None:
         with self._lock:
             if self._seen > SETTLE_FRAMES:

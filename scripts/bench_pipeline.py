@@ -49,7 +49,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from edgeseg.backends.ort import usable_cores
@@ -63,7 +62,7 @@ from edgeseg.sinks.jsonl import JsonlSink
 from edgeseg.sinks.mqtt import MqttSinkConfig
 from edgeseg.sinks.mqtt_sink import MqttSink
 from edgeseg.sinks.video import VideoSink
-from edgeseg.sources import SourceStats
+from edgeseg.sources import SourceStats, open_source
 from edgeseg.synthetic import PartsScene
 
 
@@ -175,15 +174,15 @@ class ReplaySource:
 
 
 def video_frames(path: str, count: int) -> list[np.ndarray]:
-    """The first ``count`` frames of the video at ``path`` (all of them if it has fewer), decoded once."""
-    cap = cv2.VideoCapture(path)
+    """The first ``count`` frames of the video at ``path`` (all of them if it has fewer), decoded once by the
+    pipeline's own file source."""
+    source = open_source(path)
     images = []
-    while len(images) < count:
-        ok, img = cap.read()
-        if not ok:
-            break
-        images.append(img)
-    cap.release()
+    try:
+        while len(images) < count and (frame := source.read()) is not None:
+            images.append(frame.image)
+    finally:
+        source.close()
     if not images:
         raise SystemExit(f"--video {path}: no frame could be decoded")
     return images

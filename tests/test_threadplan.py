@@ -69,7 +69,7 @@ def window(
 def test_inference_keeps_every_thread_while_it_is_the_slower_stage_and_loses_one_when_it_is_not() -> None:
     planner = ThreadPlanner(2, Plan(1, 2), Clock())
     assert window(planner, inference_ms=100.0, postprocess_ms=10.0) is None
-    assert planner.threads == 2
+    assert planner.plan.threads == 2
     assert planner.outcome is not None
     assert planner.outcome.endswith("inference is the slower stage, 2 threads kept")
     assert window(planner, inference_ms=100.0, postprocess_ms=10.0) is None
@@ -81,7 +81,7 @@ def test_one_thread_fewer_is_kept_where_the_slower_stage_got_no_slower() -> None
     planner = ThreadPlanner(2, Plan(1, 2), Clock())
     assert window(planner, inference_ms=12.0, postprocess_ms=18.0) == Plan(1, 1)
     assert window(planner, inference_ms=16.0, postprocess_ms=15.0) is None
-    assert planner.threads == 1
+    assert planner.plan.threads == 1
     assert planner.outcome == (
         "1 thread: inference 16.0 ms a frame, post-processing 15.0 (kept), "
         "against 2 threads: inference 12.0 ms a frame, post-processing 18.0"
@@ -92,7 +92,7 @@ def test_the_threads_come_back_where_one_fewer_made_the_slower_stage_slower() ->
     planner = ThreadPlanner(4, Plan(1, 4), Clock())
     assert window(planner, inference_ms=10.0, postprocess_ms=9.0) == Plan(1, 3)
     assert window(planner, inference_ms=14.0, postprocess_ms=8.0) == Plan(1, 4)
-    assert planner.threads == 4
+    assert planner.plan.threads == 4
     assert planner.outcome is not None
     assert planner.outcome.startswith("4 threads: inference 10.0 ms")
 
@@ -107,7 +107,7 @@ def test_every_thread_is_tried_again_once_the_scene_empties_but_not_before_the_c
     clock.now += 2
     assert window(planner, inference_ms=16.0, postprocess_ms=2.0) == Plan(1, 2)
     assert window(planner, inference_ms=10.0, postprocess_ms=2.0) is None  # 2 threads kept
-    assert planner.threads == 2
+    assert planner.plan.threads == 2
     assert planner.outcome is not None
     assert planner.outcome == (
         "2 threads: inference 10.0 ms a frame, post-processing 2.0 (kept), "
@@ -121,7 +121,7 @@ def test_a_window_short_of_post_processed_frames_decides_nothing() -> None:
         planner.postprocessed(50.0)
     for _ in range(GIVE_UP_FRAMES):
         assert planner.inferred(10.0) is None
-    assert planner.threads == 2
+    assert planner.plan.threads == 2
     assert planner.outcome == "2 threads kept: too few frames were post-processed"
 
 
