@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -458,16 +459,27 @@ def browser_paths() -> tuple[str, str]:
     return chrome, driver
 
 
-def chromium(chrome: str, driver: str) -> Any:
+@contextmanager
+def chromium(chrome: str, driver: str) -> Iterator[Any]:
+    """A headless Chromium, quit on leaving. Its profile and its temporary files (the folder of its
+    singleton socket, which it leaves behind in $TMPDIR when the driver quits it) live in a folder of their
+    own under /tmp, removed afterwards: a short path, as a socket's path may not pass 107 bytes."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = chrome
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900",
-                "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions"):  # fmt: skip
-        options.add_argument(arg)
-    return webdriver.Chrome(options=options, service=Service(executable_path=driver))
+    with tempfile.TemporaryDirectory(prefix="edgeseg-chromium-") as tmp:
+        options = webdriver.ChromeOptions()
+        options.binary_location = chrome
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900",
+                    "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
+                    f"--user-data-dir={tmp}/profile"):  # fmt: skip
+            options.add_argument(arg)
+        service = Service(executable_path=driver, env={**os.environ, "TMPDIR": tmp})
+        browser = webdriver.Chrome(options=options, service=service)
+        try:
+            yield browser
+        finally:
+            browser.quit()
 
 
 def test_a_slider_moved_while_replies_are_slow_is_not_pulled_back_to_an_older_value(tmp_path: Path) -> None:
@@ -489,8 +501,7 @@ def test_a_slider_moved_while_replies_are_slow_is_not_pulled_back_to_an_older_va
             return update(changes, origin)
 
         control.update = slow_update  # type: ignore[method-assign]
-        browser = chromium(chrome, driver_path)
-        try:
+        with chromium(chrome, driver_path) as browser:
             browser.get(r.url)
             slider = WebDriverWait(browser, 20).until(
                 lambda b: b.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{DIST}"]')
@@ -502,8 +513,6 @@ def test_a_slider_moved_while_replies_are_slow_is_not_pulled_back_to_an_older_va
             wait_for(lambda: control.value(DIST) == pytest.approx(want), 15, f"{DIST} = {want}")
             time.sleep(1.0)  # the last replies and a refresh have come back
             assert float(slider.get_attribute("value")) == pytest.approx(want)
-        finally:
-            browser.quit()
 
 
 def test_a_slider_moved_by_several_steps_ends_on_the_last_step_when_the_server_answers_out_of_order(
@@ -529,8 +538,7 @@ def test_a_slider_moved_by_several_steps_ends_on_the_last_step_when_the_server_a
             return update(changes, origin)
 
         control.update = first_is_slow  # type: ignore[method-assign]
-        browser = chromium(chrome, driver_path)
-        try:
+        with chromium(chrome, driver_path) as browser:
             browser.get(r.url)
             slider = WebDriverWait(browser, 20).until(
                 lambda b: b.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{DIST}"]')
@@ -541,8 +549,6 @@ def test_a_slider_moved_by_several_steps_ends_on_the_last_step_when_the_server_a
             time.sleep(2.0)  # anything still on its way has arrived
             assert control.value(DIST) == pytest.approx(want)
             assert float(slider.get_attribute("value")) == pytest.approx(want)
-        finally:
-            browser.quit()
 
 
 def test_in_headless_chromium_moving_a_slider_changes_the_next_results(tmp_path: Path) -> None:
@@ -556,8 +562,7 @@ def test_in_headless_chromium_moving_a_slider_changes_the_next_results(tmp_path:
         control = r.pipe.control
         assert control is not None
         before = control.value(DIST)
-        browser = chromium(chrome, driver_path)
-        try:
+        with chromium(chrome, driver_path) as browser:
             browser.set_page_load_timeout(20)
             browser.get(r.url)
             wait = WebDriverWait(browser, 20)
@@ -595,5 +600,3 @@ def test_in_headless_chromium_moving_a_slider_changes_the_next_results(tmp_path:
             shot = shots / "web-page.png"
             assert browser.save_screenshot(str(shot))
             assert shot.stat().st_size > 10_000
-        finally:
-            browser.quit()
