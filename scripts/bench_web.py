@@ -43,6 +43,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,16 +91,20 @@ class Browsers:
         assert chrome is not None
         assert driver is not None
         self.drivers: list[Any] = []
+        # their profiles and temporary files (the folders of their singleton sockets, which they leave in
+        # $TMPDIR when the driver quits them) in one folder, removed on close
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgeseg-bench-chromium-")
+        service_env = {**os.environ, "TMPDIR": self._tmp.name}
         try:
-            for _ in range(n):
+            for k in range(n):
                 options = webdriver.ChromeOptions()
                 options.binary_location = chrome
                 for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900",
-                            "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions"):  # fmt: skip
+                            "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
+                            f"--user-data-dir={self._tmp.name}/profile-{k}"):  # fmt: skip
                     options.add_argument(arg)
-                self.drivers.append(
-                    webdriver.Chrome(options=options, service=Service(executable_path=driver))
-                )
+                service = Service(executable_path=driver, env=service_env)
+                self.drivers.append(webdriver.Chrome(options=options, service=service))
         except BaseException:
             self.close()
             raise
@@ -119,6 +124,7 @@ class Browsers:
             except Exception as exc:
                 print(f"  note: a browser did not quit: {exc}", flush=True)
         self.drivers.clear()
+        self._tmp.cleanup()
 
 
 class HttpClients:
