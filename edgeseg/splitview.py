@@ -13,6 +13,10 @@ from a :class:`~edgeseg.semantic.SplitView` (:func:`edgeseg.semantic.explain_spl
 - the markers (each its own colour) over the dimmed relief, with the instance outlines: one marker spanning
   both parts means one instance; two markers and one outline means they were merged (``saddle_ratio``) or
   one part fell under ``size_threshold``.
+
+For a model that draws where parts touch (a card's ``contact``), nothing is split: the middle panel shows the
+contact pixels instead of a relief, and each component is one marker (a gap in the contact band is where two
+parts became one).
 """
 
 from __future__ import annotations
@@ -64,9 +68,19 @@ def render_split_view(
         cells = [(round(k * (w + _GAP) / 3), 0, round((k + 1) * (w + _GAP) / 3) - _GAP, h) for k in range(3)]
     out = np.full((h, w, 3), _FILL, np.uint8)
     n_inst, n_mark = len(view.instances), view.n_markers
+    middle: tuple[_Draw, str, list[NDArray[np.int32]], tuple[int, int, int]] = (
+        (_relief_panel(view), f"distance relief (threshold {view.threshold:.2f})", _contours(view), _LEVEL)
+        if view.contact is None
+        else (
+            _contact_panel(view, view.contact),
+            f"contact (class {view.contact}): nothing split",
+            [],
+            _LEVEL,
+        )
+    )
     panels: tuple[tuple[_Draw, str, list[NDArray[np.int32]], tuple[int, int, int]], ...] = (
         (_ClassPanel(view, class_colors), "class map", [], _OUTLINE),
-        (_relief_panel(view), f"distance relief (threshold {view.threshold:.2f})", _contours(view), _LEVEL),
+        middle,
         (
             _marker_panel(view),
             f"{n_mark} marker{'s' * (n_mark != 1)} -> {n_inst} instance{'s' * (n_inst != 1)}",
@@ -124,6 +138,19 @@ def _viridis(relief: NDArray[np.float32], gain: float = 1.0) -> NDArray[np.uint8
 
 def _relief_panel(view: SplitView) -> _Draw:
     return lambda pw, ph: _viridis(_shrink(view.relief, pw, ph))
+
+
+def _contact_panel(view: SplitView, contact: int) -> _Draw:
+    """Where a model that draws contacts put them (white), over its parts (grey)."""
+
+    def draw(pw: int, ph: int) -> NDArray[np.uint8]:
+        ids = _shrink(view.class_map, pw, ph)
+        out = np.zeros((ph, pw, 3), np.uint8)
+        out[ids != view.background] = 64
+        out[ids == contact] = 255
+        return out
+
+    return draw
 
 
 def _marker_panel(view: SplitView) -> _Draw:

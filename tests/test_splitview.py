@@ -226,3 +226,33 @@ def test_render_split_view_draws_every_panel_of_a_small_map() -> None:
     thirds = [image[k * 200 : (k + 1) * 200] for k in range(3)]  # stacked: the map is wider than tall
     assert all(t.reshape(-1, 3).std(axis=0).sum() > 0 for t in thirds)
     assert (image[..., 1] == 255).any()  # class 1 in the second colour
+
+
+def test_a_model_that_draws_contacts_shows_them_instead_of_a_relief_and_each_component_as_one_marker() -> (
+    None
+):
+    """Nothing is split with a contact class, so the view must not show a relief the decode never used: the
+    middle panel shows the contact pixels, and the markers are the components the labelling found."""
+    contact = 4
+    cm = _two_discs()
+    band = np.zeros(cm.shape, bool)
+    band[:, 143:148] = True  # a contact band across the neck where the discs meet
+    cm[band & (cm == 1)] = contact
+    view = explain_split(cm, SemanticParams(dist_threshold=1.0), BACKGROUND, contact=contact)
+    _assert_same(
+        view.instances,
+        semantic_to_instances(cm, SemanticParams(dist_threshold=1.0), BACKGROUND, contact=contact),
+    )
+    assert len(view.instances) == 2
+    assert view.contact == contact
+    assert not view.relief.any()
+    assert view.n_markers == 2
+    parts = (cm == 1) & ~band
+    assert ((view.markers > 0) == parts).all()  # the components before their contact pixels joined them
+    image = render_split_view(view, ((0, 0, 255), (0, 255, 0)), (600, 300))
+    middle = image[200:400]
+    assert (middle == 255).all(axis=2).any()  # the contact band, white
+    plain = render_split_view(
+        explain_split(_two_discs(), SemanticParams(dist_threshold=1.0), BACKGROUND), size=(600, 300)
+    )
+    assert not (plain[200:400] == 255).all(axis=2)[40:].any()  # a relief panel has no white (but its caption)

@@ -283,12 +283,16 @@ def _split_map(
         dropped=max(0, total - params.max_instances) + sum(f.beyond for f in found),
     )
     parts: list[Part] = []
+    # (nothing is split with a contact class: no relief to show, and each component is its own marker)
+    relief_trace = trace if contact is None else None
     for (c, mask), components, keep in zip(classes, found, keeps, strict=True):
-        parts.extend(split_class(mask, c, params, budget, components.select(keep), trace))
+        parts.extend(split_class(mask, c, params, budget, components.select(keep), relief_trace))
     if len(parts) > params.max_instances:
         budget.dropped += len(parts) - params.max_instances
         parts = [parts[i] for i in largest([q.area for q in parts], params.max_instances)]
     if contact is not None:
+        if trace is not None:
+            trace.mark(parts)
         parts = grow_into(parts, class_map == contact)
     return parts, budget
 
@@ -437,6 +441,9 @@ class SplitView:
             same log line.
         to_frame: maps these pixels onto the frame they came from (identity here;
             :meth:`edgeseg.heads.semantic.SemanticHead.explain` sets it for its work grid).
+        contact: the class of the pixels where parts touch, for a model that draws them (``contact`` of
+            :func:`semantic_to_instances`); None otherwise. Nothing is then split: ``relief`` is 0
+            everywhere, and each component of a class is one marker, before its contact pixels join it.
     """
 
     class_map: NDArray[np.int32]
@@ -448,6 +455,7 @@ class SplitView:
     to_frame: AxisAffine = field(default_factory=AxisAffine)
     unsplit: int = 0
     dropped: int = 0
+    contact: int | None = None
 
     @property
     def n_markers(self) -> int:
@@ -472,9 +480,8 @@ def explain_split(
     """
     class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last, confidence)
     trace = _Trace(np.zeros(class_map.shape, np.float32), np.zeros(class_map.shape, np.int32))
-    parts, budget = _split_map(
-        class_map, background, params, _contact(contact, background, class_map_or_probs, channels_last), trace
-    )
+    contact = _contact(contact, background, class_map_or_probs, channels_last)
+    parts, budget = _split_map(class_map, background, params, contact, trace)
     instances = _assemble(parts, winning_prob, params, class_map.shape)
     return SplitView(
         class_map=class_map.astype(np.int32),
@@ -485,6 +492,7 @@ def explain_split(
         background=int(background),
         unsplit=budget.unsplit,
         dropped=budget.dropped,
+        contact=contact,
     )
 
 
@@ -534,6 +542,13 @@ class _Trace:
         on = lab > 0
         self.markers[y : y + ch, x : x + cw][on] = lut[lab[on]]
         self.count += len(values)
+
+    def mark(self, parts: list[Part]) -> None:
+        """Each of ``parts`` as one marker of its own pixels (a model that draws contacts: no split)."""
+        for q in parts:
+            self.count += 1
+            mh, mw = q.mask.shape
+            self.markers[q.y : q.y + mh, q.x : q.x + mw][q.mask] = self.count
 
 
 def _classes(class_map: NDArray[Any], background: int) -> list[int]:
