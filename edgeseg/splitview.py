@@ -41,6 +41,9 @@ _OUTLINE = (255, 255, 255)  # instance outlines
 _LEVEL = (64, 64, 255)  # the threshold contour: red, which viridis lacks
 _SUB = 4  # fractional bits of the outline points (cv2.polylines shift)
 _Draw = Callable[[int, int], NDArray[np.uint8]]  # a panel at (width, height)
+_Panel = tuple[
+    _Draw, str, list[NDArray[np.int32]], tuple[int, int, int]
+]  # drawing, caption, outlines, colour
 
 
 def render_split_view(
@@ -68,7 +71,7 @@ def render_split_view(
         cells = [(round(k * (w + _GAP) / 3), 0, round((k + 1) * (w + _GAP) / 3) - _GAP, h) for k in range(3)]
     out = np.full((h, w, 3), _FILL, np.uint8)
     n_inst, n_mark = len(view.instances), view.n_markers
-    middle: tuple[_Draw, str, list[NDArray[np.int32]], tuple[int, int, int]] = (
+    middle: _Panel = (
         (_relief_panel(view), f"distance relief (threshold {view.threshold:.2f})", _contours(view), _LEVEL)
         if view.contact is None
         else (
@@ -78,7 +81,7 @@ def render_split_view(
             _LEVEL,
         )
     )
-    panels: tuple[tuple[_Draw, str, list[NDArray[np.int32]], tuple[int, int, int]], ...] = (
+    panels: tuple[_Panel, ...] = (
         (_ClassPanel(view, class_colors), "class map", [], _OUTLINE),
         middle,
         (
