@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import time
+from collections.abc import Callable
 
 _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -2, -3, -8  # glibc malloc.h
 _TOP_PAD = 32 << 20
@@ -44,3 +46,28 @@ def release_free_memory() -> None:
     would keep those pages resident beside the new ones)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).malloc_trim(0)
+
+
+TRIM_EVERY_S = 60.0
+
+
+class Trim:
+    """:func:`release_free_memory` at most once every ``every_s`` seconds, for a pipeline to call after each
+    frame. Between trims, the blocks freed into the heap (its top pad, see :func:`tune_malloc`, and the holes
+    between live blocks) stay resident, and a long run's memory creeps although nothing leaks: on the demo
+    with JSON lines and MQTT to a broker (``scripts/soak.py``, 2-core AMD EPYC) from 166 to 183 MB over 11
+    minutes, where a trim each minute found it back at 157-168 MB. A trim took 1-2 ms, and the pages it gives
+    back cost a few thousand page faults when the heap grows again: once a minute, nothing to see."""
+
+    def __init__(self, every_s: float = TRIM_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every, self._clock = every_s, clock
+        self._next = clock() + every_s
+
+    def __call__(self) -> bool:
+        """Trim if the time has come; whether it did."""
+        now = self._clock()
+        if now < self._next:
+            return False
+        self._next = now + self._every
+        release_free_memory()
+        return True

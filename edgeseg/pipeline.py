@@ -26,6 +26,7 @@ from edgeseg.errors import EdgesegError, SourceError
 from edgeseg.frame import Frame, Result, StageTimes
 from edgeseg.instances import Instances
 from edgeseg.live import Controls, Outcome, Snapshot
+from edgeseg.malloc import Trim
 from edgeseg.preprocess import Prepared
 from edgeseg.sinks import LosslessSink, ReportingSink, Sink, SinkReport
 from edgeseg.statedir import state_dir
@@ -770,6 +771,7 @@ class Pipeline:
         bad, bad_view = _Throttle("decode"), _Throttle("the split's view")
         bad_stream = [_Throttle(stage.name) for stage in self.stream_stages]
         busy = self._activity["decode"]
+        trim = Trim()
         last: Result | None = None
         try:
             while (work := self._to_decode.get()) is not None:
@@ -810,6 +812,7 @@ class Pipeline:
                 last = result
                 for q in self._to_sinks.values():
                     q.put(result)
+                trim()
         finally:
             final: list[Event] = []
             for stage in self.stream_stages:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from edgeseg import malloc
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Four threads that each allocate and free blocks the size of a pipeline's maps and masks (under the mmap
@@ -54,3 +56,20 @@ def test_pipeline_threads_share_one_heap_instead_of_one_each() -> None:
     # and the video-file pipeline ~19 MB of peak RSS (edgeseg/malloc.py)
     assert heaps("default") > 1  # the probe does make glibc give its threads heaps of their own
     assert heaps("tuned") == 1
+
+
+def test_a_long_run_gives_free_heap_pages_back_once_a_minute_not_on_every_frame(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[float] = []
+    now = [100.0]
+    monkeypatch.setattr(malloc, "release_free_memory", lambda: calls.append(now[0]))
+    trim = malloc.Trim(clock=lambda: now[0])
+    for _ in range(200):  # frames every 0.5 s for 100 s
+        now[0] += 0.5
+        trim()
+    assert calls == [160.0]  # the first a minute after the start
+    now[0] = 220.0
+    assert trim()
+    assert not trim()
+    assert calls == [160.0, 220.0]
