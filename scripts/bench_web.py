@@ -36,6 +36,7 @@ The last line of the output is one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -43,7 +44,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +58,9 @@ from edgeseg.pipeline import Pipeline
 from edgeseg.sinks.webserver import WebSink
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from browser import headless_chromium  # noqa: E402  (the browser the web page's tests drive)
+
 PIPELINE = REPO / "pipelines" / "demo.yaml"
 SOURCE = "source.uri=synthetic:parts?seed=3"
 TARGET_RATIO = 0.95
@@ -83,28 +86,15 @@ class Browsers:
     """``n`` headless Chromium instances, started once; each block points them at its page."""
 
     def __init__(self, n: int) -> None:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
         chrome = shutil.which("chromium") or shutil.which("chromium-browser")
         driver = shutil.which("chromedriver")
         assert chrome is not None
         assert driver is not None
         self.drivers: list[Any] = []
-        # their profiles and temporary files (the folders of their singleton sockets, which they leave in
-        # $TMPDIR when the driver quits them) in one folder, removed on close
-        self._tmp = tempfile.TemporaryDirectory(prefix="edgeseg-bench-chromium-")
-        service_env = {**os.environ, "TMPDIR": self._tmp.name}
+        self._browsers = contextlib.ExitStack()
         try:
-            for k in range(n):
-                options = webdriver.ChromeOptions()
-                options.binary_location = chrome
-                for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900",
-                            "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
-                            f"--user-data-dir={self._tmp.name}/profile-{k}"):  # fmt: skip
-                    options.add_argument(arg)
-                service = Service(executable_path=driver, env=service_env)
-                self.drivers.append(webdriver.Chrome(options=options, service=service))
+            for _ in range(n):
+                self.drivers.append(self._browsers.enter_context(headless_chromium(chrome, driver)))
         except BaseException:
             self.close()
             raise
@@ -118,13 +108,11 @@ class Browsers:
             d.get("about:blank")
 
     def close(self) -> None:
-        for d in self.drivers:
-            try:
-                d.quit()
-            except Exception as exc:
-                print(f"  note: a browser did not quit: {exc}", flush=True)
         self.drivers.clear()
-        self._tmp.cleanup()
+        try:
+            self._browsers.close()
+        except Exception as exc:
+            print(f"  note: a browser did not quit: {exc}", flush=True)
 
 
 class HttpClients:

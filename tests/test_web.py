@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from browser import headless_chromium
 
 from edgeseg.config import load_config
 from edgeseg.control import ControlSetup
@@ -459,29 +459,6 @@ def browser_paths() -> tuple[str, str]:
     return chrome, driver
 
 
-@contextmanager
-def chromium(chrome: str, driver: str) -> Iterator[Any]:
-    """A headless Chromium, quit on leaving. Its profile and its temporary files (the folder of its
-    singleton socket, which it leaves behind in $TMPDIR when the driver quits it) live in a folder of their
-    own under /tmp, removed afterwards: a short path, as a socket's path may not pass 107 bytes."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    with tempfile.TemporaryDirectory(prefix="edgeseg-chromium-") as tmp:
-        options = webdriver.ChromeOptions()
-        options.binary_location = chrome
-        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900",
-                    "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
-                    f"--user-data-dir={tmp}/profile"):  # fmt: skip
-            options.add_argument(arg)
-        service = Service(executable_path=driver, env={**os.environ, "TMPDIR": tmp})
-        browser = webdriver.Chrome(options=options, service=service)
-        try:
-            yield browser
-        finally:
-            browser.quit()
-
-
 def test_a_slider_moved_while_replies_are_slow_is_not_pulled_back_to_an_older_value(tmp_path: Path) -> None:
     """Each key press sends a request; replies that come back after the next press (a slow device) must not
     put the slider back to the value they answer, or the next press counts from there and a step is lost."""
@@ -501,7 +478,7 @@ def test_a_slider_moved_while_replies_are_slow_is_not_pulled_back_to_an_older_va
             return update(changes, origin)
 
         control.update = slow_update  # type: ignore[method-assign]
-        with chromium(chrome, driver_path) as browser:
+        with headless_chromium(chrome, driver_path) as browser:
             browser.get(r.url)
             slider = WebDriverWait(browser, 20).until(
                 lambda b: b.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{DIST}"]')
@@ -538,7 +515,7 @@ def test_a_slider_moved_by_several_steps_ends_on_the_last_step_when_the_server_a
             return update(changes, origin)
 
         control.update = first_is_slow  # type: ignore[method-assign]
-        with chromium(chrome, driver_path) as browser:
+        with headless_chromium(chrome, driver_path) as browser:
             browser.get(r.url)
             slider = WebDriverWait(browser, 20).until(
                 lambda b: b.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{DIST}"]')
@@ -562,7 +539,7 @@ def test_in_headless_chromium_moving_a_slider_changes_the_next_results(tmp_path:
         control = r.pipe.control
         assert control is not None
         before = control.value(DIST)
-        with chromium(chrome, driver_path) as browser:
+        with headless_chromium(chrome, driver_path) as browser:
             browser.set_page_load_timeout(20)
             browser.get(r.url)
             wait = WebDriverWait(browser, 20)
