@@ -427,17 +427,6 @@ def _watchdog_check(name: str, settings: Mapping[str, list[str]], config: Pipeli
     return Check(area, "watchdog", worst * LATENCY_MARGIN < watchdog, detail, fix)
 
 
-def add_service_args(p: argparse.ArgumentParser) -> None:
-    """``--service NAME [--root DIR]`` of ``edgeseg doctor``."""
-    p.add_argument(
-        "--service",
-        metavar="NAME",
-        help="also check what the installed service edgeseg@NAME needs (devices, state directory, broker, "
-        "model, watchdog interval against the model's frame latency)",
-    )
-    p.add_argument("--root", default="/", metavar="DIR", help="where the service is installed (default /)")
-
-
 def command(args: argparse.Namespace) -> int:
     """Print the report; exit code 0, or 1 when a pipeline or service was given and one of its needs is
     missing (missing extras are information, not errors)."""

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.resources import files
@@ -26,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from edgeseg.errors import ConfigError, EdgesegError
 
 if TYPE_CHECKING:
+    import subprocess
+
     from edgeseg.config import PipelineConfig
 
 TEMPLATE = "edgeseg@.service"
@@ -133,6 +133,8 @@ def installed_pipeline(pipeline: Path) -> str:
     text = pipeline.read_text(encoding="utf-8")
     if not changes:
         return text
+    import tempfile
+
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / pipeline.name
         copy.write_text(text, encoding="utf-8")
@@ -237,6 +239,8 @@ def _systemd_runs(layout: Layout) -> bool:
 
 
 def _systemctl(*args: str) -> subprocess.CompletedProcess[str]:
+    import subprocess
+
     return subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False)
 
 

@@ -188,14 +188,19 @@ def test_bench_prints_a_stage_table_and_writes_the_latency_plot(tmp_path: Path, 
     assert min(image.shape[:2]) > 100
 
 
-def test_a_run_that_neither_publishes_nor_serves_the_page_never_loads_paho_sqlite_or_asyncio() -> None:
+def test_a_run_that_neither_publishes_nor_serves_the_page_never_loads_paho_asyncio_or_other_commands() -> (
+    None
+):
     """Every command builds the same parser and sink registry; the MQTT client (paho, ssl, sqlite3) and the
-    web server (aiohttp, asyncio) cost ~15 MB of RSS and are loaded only by a run that uses them."""
+    web server (aiohttp, asyncio) cost ~15 MB of RSS and are loaded only by a run that uses them. The other
+    subcommands' modules, and what they alone need (subprocess), are not loaded by a run either."""
     probe = (
         "import sys\n"
         "from edgeseg import cli\n"
         "code = cli.main(['run', '--max-frames', '3', '--source', 'synthetic:parts?width=320&height=240'])\n"
-        "heavy = {'paho', 'sqlite3', 'ssl', 'asyncio', 'aiohttp'} & {m.split('.')[0] for m in sys.modules}\n"
+        "top = {m.split('.')[0] for m in sys.modules}\n"
+        "heavy = {'paho', 'sqlite3', 'ssl', 'asyncio', 'aiohttp', 'subprocess'} & top\n"
+        "heavy |= {'edgeseg.bench', 'edgeseg.doctor'} & set(sys.modules)\n"
         "print('loaded:', ','.join(sorted(heavy)))\n"
         "sys.exit(code)\n"
     )
