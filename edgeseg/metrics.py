@@ -14,6 +14,7 @@ Conventions (those of COCO panoptic / panopticapi, without void handling):
 
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass
 
@@ -205,19 +206,29 @@ class TrackingAccumulator:
     predictions to tracked truth, reduced to a :class:`TrackingScore` by :meth:`result`.
 
     Predictions without a published track (``track_id`` < 0, or none at all) are not tracker output and are
-    left out. Memory grows with the number of distinct (truth id, predicted id) pairs that ever matched: a
-    few per track, fine for an evaluation run. Thread-safe, like :class:`edgeseg.evaluate.PQAccumulator`.
+    left out. Thread-safe, like :class:`edgeseg.evaluate.PQAccumulator`.
+
+    Memory stays bounded over a run of any length. A group of ids that matched one another (a truth track,
+    the predicted ids it met, the other truth tracks those met) whose ids have all been absent for
+    ``settle_after`` frames is settled: its share of the identity pairing is added to a total, and its tallies
+    are dropped. This is exact while no id comes back after such an absence (a part that left the frame, a
+    track the tracker gave up: 300 frames are 10 s at 30 fps, five times the tracker's default ``lost_s``);
+    one that does is counted as a new id. ``None`` keeps every tally.
     """
 
-    def __init__(self, iou_threshold: float = 0.5) -> None:
+    def __init__(self, iou_threshold: float = 0.5, settle_after: int | None = 300) -> None:
+        if settle_after is not None and settle_after < 1:
+            raise ValueError(f"settle_after must be >= 1 or None, got {settle_after}")
         self.iou_threshold = iou_threshold
+        self.settle_after = settle_after
         self._lock = threading.Lock()
         self._frames = 0
         self._pairs: dict[tuple[int, int], int] = {}  # (truth id, predicted id) -> frames matched
-        self._truth_n: dict[int, int] = {}
-        self._pred_n: dict[int, int] = {}
         self._last: dict[int, int] = {}  # truth id -> predicted id it was last matched to
-        self._switches = self._tp = self._fp = self._fn = 0
+        # the ids of the pairs not yet settled -> the frame each was last present in
+        self._seen: dict[tuple[int, int], int] = {}  # (0, truth id) or (1, predicted id) -> frame
+        self._settled_idtp = 0
+        self._truth_n = self._pred_n = self._switches = self._tp = self._fp = self._fn = 0
 
     def add(self, pred: Instances, truth: Instances) -> None:
         if truth.track_id is None:
@@ -228,27 +239,50 @@ class TrackingAccumulator:
         tids = truth.track_id.tolist()
         with self._lock:
             self._frames += 1
-            for g in tids:
-                self._truth_n[g] = self._truth_n.get(g, 0) + 1
-            for h in pids:
-                self._pred_n[h] = self._pred_n.get(h, 0) + 1
+            self._truth_n += len(tids)
+            self._pred_n += len(pids)
+            seen = self._seen
+            for node in itertools.chain(((0, g) for g in tids), ((1, h) for h in pids)):
+                if node in seen:
+                    seen[node] = self._frames
             for i, j in zip(m.pred.tolist(), m.truth.tolist(), strict=True):
                 g, h = tids[j], pids[i]
                 self._pairs[g, h] = self._pairs.get((g, h), 0) + 1
+                seen[0, g] = seen[1, h] = self._frames
                 if self._last.get(g, h) != h:
                     self._switches += 1
                 self._last[g] = h
             self._tp += len(m.pred)
             self._fp += len(m.unmatched_pred)
             self._fn += len(m.unmatched_truth)
+            # a third of the horizon apart: each settling looks at the groups of 1 1/3 horizons at most
+            if self.settle_after is not None and self._frames % max(1, self.settle_after // 3) == 0:
+                self._settle(self._frames - self.settle_after)
+
+    def held(self) -> int:
+        """How many tallies are held (pairs and ids): what settling keeps bounded."""
+        with self._lock:
+            return len(self._pairs) + len(self._last) + len(self._seen)
+
+    def _settle(self, before: int) -> None:
+        """Settle the groups whose ids were all last present at or before frame ``before``."""
+        seen = self._seen
+        for group in _groups(self._pairs):
+            if all(seen[0, g] <= before and seen[1, h] <= before for g, h in group):
+                self._settled_idtp += _group_pairing(self._pairs, group)
+                for g, h in group:
+                    del self._pairs[g, h]
+                    self._last.pop(g, None)
+                    seen.pop((0, g), None)
+                    seen.pop((1, h), None)
 
     def result(self) -> TrackingScore | None:
         """The score so far; ``None`` before the first frame."""
         with self._lock:
             if not self._frames:
                 return None
-            idtp = _max_pairing(self._pairs)
-            n_truth, n_pred = sum(self._truth_n.values()), sum(self._pred_n.values())
+            idtp = self._settled_idtp + sum(_group_pairing(self._pairs, g) for g in _groups(self._pairs))
+            n_truth, n_pred = self._truth_n, self._pred_n
             gt = self._tp + self._fn
             return TrackingScore(
                 frames=self._frames,
@@ -265,12 +299,10 @@ class TrackingAccumulator:
             )
 
 
-def _max_pairing(pairs: dict[tuple[int, int], int]) -> int:
-    """The largest total of ``pairs[g, h]`` over one-to-one pairings of truth ids g and predicted ids h.
-
-    Solved per connected group of ids (a truth track overlaps a handful of predicted ones), so a long run's
-    thousands of ids never make one dense matrix.
-    """
+def _groups(pairs: dict[tuple[int, int], int]) -> list[list[tuple[int, int]]]:
+    """The pairs grouped by connected ids: a truth track and the predicted ids it met, and the other truth
+    tracks those met. The identity pairing is solved per group, so a long run's thousands of ids never make
+    one dense matrix."""
     parent: dict[tuple[int, int], tuple[int, int]] = {}
 
     def root(node: tuple[int, int]) -> tuple[int, int]:
@@ -283,17 +315,19 @@ def _max_pairing(pairs: dict[tuple[int, int], int]) -> int:
     groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for g, h in pairs:
         groups.setdefault(root((0, g)), []).append((g, h))
-    total = 0
-    for group in groups.values():
-        rows = sorted({g for g, _ in group})
-        cols = sorted({h for _, h in group})
-        if len(rows) == 1 or len(cols) == 1:
-            total += max(pairs[p] for p in group)
-            continue
-        gain = np.zeros((len(rows), len(cols)))
-        ri, ci = {g: k for k, g in enumerate(rows)}, {h: k for k, h in enumerate(cols)}
-        for g, h in group:
-            gain[ri[g], ci[h]] = pairs[g, h]
-        _, x, _ = lap.lapjv(gain.max() - gain, extend_cost=True)
-        total += int(sum(gain[r, c] for r, c in enumerate(x.tolist()) if c >= 0))
-    return total
+    return list(groups.values())
+
+
+def _group_pairing(pairs: dict[tuple[int, int], int], group: list[tuple[int, int]]) -> int:
+    """The largest total of ``pairs[g, h]`` over one-to-one pairings of the truth ids g and predicted ids h
+    of one group."""
+    rows = sorted({g for g, _ in group})
+    cols = sorted({h for _, h in group})
+    if len(rows) == 1 or len(cols) == 1:
+        return max(pairs[p] for p in group)
+    gain = np.zeros((len(rows), len(cols)))
+    ri, ci = {g: k for k, g in enumerate(rows)}, {h: k for k, h in enumerate(cols)}
+    for g, h in group:
+        gain[ri[g], ci[h]] = pairs[g, h]
+    _, x, _ = lap.lapjv(gain.max() - gain, extend_cost=True)
+    return int(sum(gain[r, c] for r, c in enumerate(x.tolist()) if c >= 0))

@@ -709,6 +709,83 @@ def test_idf1_switches_and_mota_equal_motmetrics_on_random_sequences(seed: int) 
     assert got.mota == pytest.approx(float(summary["mota"].iloc[0]), abs=1e-9)
 
 
+def conveyor_sequence(rng: np.random.Generator, frames: int) -> list[tuple[Instances, Instances]]:
+    """Parts crossing the frame one after another, each present for 10-40 frames and never again; predictions:
+    the truth with one-frame misses, ids swapped between two parts in view, a part's id replaced mid-way by a
+    fresh one, and false detections with ids of their own."""
+    live: dict[int, list[float]] = {}  # truth id -> [x, y, frames left, predicted id]
+    next_truth, next_pred = 0, 1000
+    seq = []
+    for _ in range(frames):
+        if len(live) < 4 and rng.random() < 0.3:
+            live[next_truth] = [20.0, float(rng.uniform(20, H - 20)), float(rng.integers(10, 41)), next_pred]
+            next_truth, next_pred = next_truth + 1, next_pred + 1
+        for g in list(live):
+            live[g][0] += 7
+            live[g][2] -= 1
+            if live[g][2] < 0 or live[g][0] > W - 20:
+                del live[g]
+        ids = list(live)
+        if len(ids) >= 2 and rng.random() < 0.05:
+            a, b = rng.choice(ids, 2, replace=False)
+            live[a][3], live[b][3] = live[b][3], live[a][3]
+        if ids and rng.random() < 0.03:
+            live[ids[int(rng.integers(len(ids)))]][3] = next_pred
+            next_pred += 1
+        truth = frame_of([disk(live[g][0], live[g][1], 10) for g in ids], cls=[g % 2 for g in ids])
+        truth = truth.with_track_ids(np.asarray(ids, np.int64))
+        shown = [g for g in ids if rng.random() > 0.1]
+        masks = [disk(live[g][0] + rng.normal(0, 2), live[g][1], 10) for g in shown]
+        classes, pids = [g % 2 for g in shown], [int(live[g][3]) for g in shown]
+        if rng.random() < 0.1:
+            masks.append(disk(*rng.uniform(20, [W - 20, H - 20]), 10))
+            classes.append(0)
+            pids.append(next_pred)
+            next_pred += 1
+        seq.append((frame_of(masks, cls=classes).with_track_ids(np.asarray(pids, np.int64)), truth))
+    return seq
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_settled_tracks_give_the_scores_of_a_run_that_keeps_every_tally(seed: int) -> None:
+    mm = pytest.importorskip("motmetrics")
+    settled, kept = TrackingAccumulator(settle_after=25), TrackingAccumulator(settle_after=None)
+    theirs = mm.MOTAccumulator(auto_id=True)
+    for pred, truth in conveyor_sequence(np.random.default_rng(seed), 600):
+        settled.add(pred, truth)
+        kept.add(pred, truth)
+        assert pred.track_id is not None
+        assert truth.track_id is not None
+        dist = np.full((len(truth), len(pred)), np.nan)
+        for j in range(len(truth)):
+            for i in range(len(pred)):
+                iou = mask_iou(pred, i, truth, j)
+                if iou > 0.5 and pred.class_id[i] == truth.class_id[j]:
+                    dist[j, i] = 1 - iou
+        theirs.update(truth.track_id.tolist(), pred.track_id.tolist(), dist)
+    assert settled.result() == kept.result()
+    got = settled.result()
+    assert got is not None
+    assert 0 < got.idtp < got.tp  # swaps and fresh ids cost identity: the pairing had something to solve
+    summary = mm.metrics.create().compute(theirs, metrics=["idf1", "num_switches", "mota"], name="x")
+    assert got.idf1 == pytest.approx(float(summary["idf1"].iloc[0]), abs=1e-9)
+    assert got.id_switches == int(summary["num_switches"].iloc[0])
+    assert got.mota == pytest.approx(float(summary["mota"].iloc[0]), abs=1e-9)
+
+
+def test_a_long_run_holds_the_tallies_of_the_tracks_in_view_not_of_every_track_it_saw() -> None:
+    settled, kept = TrackingAccumulator(settle_after=25), TrackingAccumulator(settle_after=None)
+    held = []
+    for k, (pred, truth) in enumerate(conveyor_sequence(np.random.default_rng(7), 1500)):
+        settled.add(pred, truth)
+        kept.add(pred, truth)
+        if k % 100 == 99:
+            held.append(settled.held())
+    assert max(held) < 120  # about the tracks of the last 50 frames: 4 in view, a few ids each
+    assert kept.held() > 5 * max(held)  # one run's every track: it grows with the run
+    assert settled.result() == kept.result()
+
+
 def test_a_perfect_tracker_scores_idf1_and_mota_one() -> None:
     acc = TrackingAccumulator()
     for _pred, truth in random_sequence(np.random.default_rng(0)):
