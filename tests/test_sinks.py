@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from edgeseg.config import load_config
 from edgeseg.errors import ConfigError
 from edgeseg.frame import Frame, Result, StageTimes
 from edgeseg.instances import Instances
 from edgeseg.sinks import SINKS, SinkContext, result_record
-from edgeseg.sinks.jsonl import JsonlSink
+from edgeseg.sinks.jsonl import JsonlSink, rotated
 from edgeseg.sinks.video import VideoSink
 
 
@@ -44,6 +48,106 @@ def test_jsonl_writes_one_flushed_record_per_result_that_round_trips_the_instanc
     assert [i["class_name"] for i in records[0]["instances"]] == ["nut", "washer"]
     back = Instances.from_dict(records[2])
     assert [m.tolist() for m in back.masks] == [m.tolist() for m in results[2].instances.masks]
+
+
+def result_with(index: int, parts: int) -> Result:
+    """A result of ``parts`` instances: its JSON line grows with them."""
+    crops = [np.ones((2 + k % 5, 3), bool) for k in range(parts)]
+    inst = Instances.from_crops(
+        (48, 64), [1] * parts, [0.5] * parts, [(k % 60, k % 40) for k in range(parts)], crops
+    )
+    t0 = time.monotonic_ns()
+    return Result(Frame(index, np.zeros((48, 64, 3), np.uint8), t0, 1.0e9 + index), inst, StageTimes(t0))
+
+
+def rolled_lines(path: Path, keep: int) -> list[list[bytes]]:
+    """The lines of a rolling JSON lines file and its full files, oldest file first."""
+    files = [rotated(path, k) for k in range(keep, 0, -1)] + [path]
+    return [f.read_bytes().splitlines(keepends=True) for f in files if f.exists()]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    parts=st.lists(st.integers(0, 30), min_size=1, max_size=40),
+    max_bytes=st.integers(300, 4000),
+    keep=st.integers(1, 3),
+)
+def test_a_rolling_jsonl_keeps_the_newest_whole_lines_in_files_under_max_bytes(
+    tmp_path_factory: pytest.TempPathFactory, parts: list[int], max_bytes: int, keep: int
+) -> None:
+    path = tmp_path_factory.mktemp("roll") / "out.jsonl"
+    sink = JsonlSink(path, max_bytes=max_bytes, keep=keep)
+    for i, n in enumerate(parts):
+        sink.send(result_with(i, n))
+    sink.close()
+    assert not rotated(path, keep + 1).exists()
+    files = rolled_lines(path, keep)
+    for lines in files:
+        assert sum(map(len, lines)) <= max_bytes or len(lines) == 1  # a longer line gets a file of its own
+    seqs = [json.loads(line)["seq"] for lines in files for line in lines]
+    assert seqs == list(range(len(parts) - len(seqs), len(parts)))  # the newest, in order, none cut
+    assert sink.rotations == len(files) - 1 or sink.rotations > keep
+    assert f"({sink.rotations} rotations)" in sink.report().lines[0]
+
+
+def test_a_rolling_jsonl_continues_its_file_at_a_start_and_cuts_a_partial_last_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "out.jsonl"
+    first = JsonlSink(path, max_bytes=1 << 20)
+    for i in range(3):
+        first.send(make_result(i))
+    first.close()
+    with path.open("ab") as f:
+        f.write(b'{"seq":3,"frame":')  # a power cut mid-line
+    with caplog.at_level(logging.WARNING, logger="edgeseg.sinks.jsonl"):
+        second = JsonlSink(path, max_bytes=1 << 20)
+    assert "ended in a partial line (17 bytes), cut off" in caplog.text
+    for i in range(2):
+        second.send(make_result(i))
+    second.close()
+    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [0, 1, 2, 0, 1]
+    JsonlSink(path).close()  # without max_bytes, one file for one run: emptied at the start
+    assert path.read_bytes() == b""
+
+
+def test_a_rotation_that_fails_loses_no_line_and_is_reported_and_tried_again_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "out.jsonl"
+    blocker = rotated(path, 1)
+    blocker.mkdir()
+    (blocker / "x").write_text("a folder where the full file would go")
+    sink = JsonlSink(path, max_bytes=4096, keep=1)
+    with caplog.at_level(logging.WARNING, logger="edgeseg.sinks.jsonl"):
+        for i in range(40):
+            sink.send(make_result(i))
+    size = path.stat().st_size
+    assert size > 2 * 4096
+    assert caplog.text.count("cannot rotate") == 1
+    report = sink.report().lines
+    tries = int(report[1].split()[1])
+    assert 1 < tries <= size // 4096 + 1 < 40  # tried again once per 4096 bytes more, not at every line
+    assert "rotations failed (last: cannot rotate" in report[1]
+    assert report[1].endswith("the file grew past max_bytes, no line was lost")
+    (blocker / "x").unlink()
+    blocker.rmdir()
+    sent = 40
+    while not sink.rotations and sent < 100:  # the next try, after 4096 bytes more, succeeds
+        sink.send(make_result(sent))
+        sent += 1
+    sink.close()
+    assert sink.rotations == 1
+    seqs = [json.loads(line)["seq"] for lines in rolled_lines(path, 1) for line in lines]
+    assert seqs == list(range(sent))
+    assert len(rolled_lines(path, 1)[1]) == 1  # the line that came when the rotation succeeded
+
+
+def test_a_rolling_jsonl_needs_max_bytes_of_a_few_lines_at_least() -> None:
+    with pytest.raises(ConfigError, match=r"sinks\.jsonl\.max_bytes: must be >= 4096 \(got 100\)"):
+        load_config(None, ["sinks.jsonl.max_bytes=100"])
+    with pytest.raises(ConfigError, match=r"sinks\.jsonl\.keep: must be >= 1 \(got 0\)"):
+        load_config(None, ["sinks.jsonl.keep=0"])
 
 
 def test_record_of_a_result_with_missing_stamps_is_valid_json() -> None:
