@@ -6,6 +6,7 @@ import math
 import tracemalloc
 import warnings
 from dataclasses import replace
+from typing import Any
 
 import cv2
 import numpy as np
@@ -19,7 +20,7 @@ from edgeseg.config import load_config
 from edgeseg.errors import ConfigError
 from edgeseg.frame import Result
 from edgeseg.instances import Instances
-from edgeseg.metrics import TrackingAccumulator, mask_iou
+from edgeseg.metrics import TrackingAccumulator, TrackingScore, mask_iou
 from edgeseg.pipeline import Pipeline
 from edgeseg.tracker import UNCONFIRMED, Tracker, TrackerConfig, TrackerStage
 
@@ -690,19 +691,27 @@ def test_idf1_switches_and_mota_equal_motmetrics_on_random_sequences(seed: int) 
     theirs = mm.MOTAccumulator(auto_id=True)
     for pred, truth in seq:
         ours.add(pred, truth)
-        assert pred.track_id is not None
-        assert truth.track_id is not None
-        shown = pred[pred.track_id >= 0]
-        dist = np.full((len(truth), len(shown)), np.nan)
-        for j in range(len(truth)):
-            for i in range(len(shown)):
-                iou = mask_iou(shown, i, truth, j)
-                if iou > 0.5 and shown.class_id[i] == truth.class_id[j]:
-                    dist[j, i] = 1 - iou
-        assert shown.track_id is not None
-        theirs.update(truth.track_id.tolist(), shown.track_id.tolist(), dist)
+        motmetrics_update(theirs, pred, truth)
+    assert_scores_as_motmetrics(ours.result(), mm, theirs)
+
+
+def motmetrics_update(theirs: Any, pred: Instances, truth: Instances) -> None:
+    """One frame into a ``motmetrics.MOTAccumulator``: the published tracks, class-aware mask IoU > 0.5."""
+    assert pred.track_id is not None
+    assert truth.track_id is not None
+    shown = pred[pred.track_id >= 0]
+    dist = np.full((len(truth), len(shown)), np.nan)
+    for j in range(len(truth)):
+        for i in range(len(shown)):
+            iou = mask_iou(shown, i, truth, j)
+            if iou > 0.5 and shown.class_id[i] == truth.class_id[j]:
+                dist[j, i] = 1 - iou
+    assert shown.track_id is not None
+    theirs.update(truth.track_id.tolist(), shown.track_id.tolist(), dist)
+
+
+def assert_scores_as_motmetrics(got: TrackingScore | None, mm: Any, theirs: Any) -> None:
     summary = mm.metrics.create().compute(theirs, metrics=["idf1", "num_switches", "mota"], name="x")
-    got = ours.result()
     assert got is not None
     assert got.idf1 == pytest.approx(float(summary["idf1"].iloc[0]), abs=1e-9)
     assert got.id_switches == int(summary["num_switches"].iloc[0])
@@ -754,23 +763,12 @@ def test_settled_tracks_give_the_scores_of_a_run_that_keeps_every_tally(seed: in
     for pred, truth in conveyor_sequence(np.random.default_rng(seed), 600):
         settled.add(pred, truth)
         kept.add(pred, truth)
-        assert pred.track_id is not None
-        assert truth.track_id is not None
-        dist = np.full((len(truth), len(pred)), np.nan)
-        for j in range(len(truth)):
-            for i in range(len(pred)):
-                iou = mask_iou(pred, i, truth, j)
-                if iou > 0.5 and pred.class_id[i] == truth.class_id[j]:
-                    dist[j, i] = 1 - iou
-        theirs.update(truth.track_id.tolist(), pred.track_id.tolist(), dist)
+        motmetrics_update(theirs, pred, truth)
     assert settled.result() == kept.result()
     got = settled.result()
     assert got is not None
     assert 0 < got.idtp < got.tp  # swaps and fresh ids cost identity: the pairing had something to solve
-    summary = mm.metrics.create().compute(theirs, metrics=["idf1", "num_switches", "mota"], name="x")
-    assert got.idf1 == pytest.approx(float(summary["idf1"].iloc[0]), abs=1e-9)
-    assert got.id_switches == int(summary["num_switches"].iloc[0])
-    assert got.mota == pytest.approx(float(summary["mota"].iloc[0]), abs=1e-9)
+    assert_scores_as_motmetrics(got, mm, theirs)
 
 
 def test_a_long_run_holds_the_tallies_of_the_tracks_in_view_not_of_every_track_it_saw() -> None:
