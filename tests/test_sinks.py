@@ -107,6 +107,11 @@ def test_a_rolling_jsonl_continues_its_file_at_a_start_and_cuts_a_partial_last_l
         second.send(make_result(i))
     second.close()
     assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [0, 1, 2, 0, 1]
+    whole = path.read_bytes()
+    with path.open("ab") as f:
+        f.write(b"x" * 150_000)  # a partial line longer than the chunks the start reads back
+    JsonlSink(path, max_bytes=1 << 20).close()
+    assert path.read_bytes() == whole
     JsonlSink(path).close()  # without max_bytes, one file for one run: emptied at the start
     assert path.read_bytes() == b""
 
