@@ -15,8 +15,8 @@ Every ``--sample-s`` seconds it reads the run's resident memory, open file descr
 - ``fds`` and ``threads``: their least and most over the samples after warm-up (a leak of either shows as a
   range);
 - what arrived: the results the run says it finished (its summary), the JSON lines written (one a result,
-  and the stream's final record), and the results the subscriber received: distinct sequence numbers,
-  duplicates, and the gaps in ``0..n-1``;
+  and the stream's final record; in every file of a rolling one, ``--set sinks.jsonl.max_bytes=...``), and
+  the results the subscriber received: distinct sequence numbers, duplicates, and the gaps in ``0..n-1``;
 - the run's exit status and summary.
 
 The run is ``--minutes`` long at the source's pace (``--max-frames`` = minutes x 60 x ``--fps``). The
@@ -106,7 +106,8 @@ def main() -> None:
         finally:
             subscriber.close()
             broker.stop()
-        lines = sum(1 for _ in (tmp / "results.jsonl").open()) if (tmp / "results.jsonl").exists() else 0
+        # (with sinks.jsonl.max_bytes the lines are spread over results.jsonl and its full files .1, .2, ...)
+        lines = sum(sum(1 for _ in f.open()) for f in tmp.glob("results.jsonl*"))
         seqs = {s for got in subscriber.by_boot.values() for s in got}
     summary = output[output.find("done:") :] if "done:" in output else output[-3000:]
     print(summary.rstrip())
