@@ -145,11 +145,14 @@ class JsonlSink:
             moved = True
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            if moved:  # the current file keeps its name, so a reader of PATH misses nothing
-                with contextlib.suppress(OSError):
-                    os.replace(rotated(self.path, 1), self.path)
             self._rotate_failures += 1
             self._rotate_error = f"cannot rotate {self.path}: {exc.strerror or exc}"
+            if moved:  # the current file keeps its name, so a reader of PATH misses nothing
+                try:
+                    os.replace(rotated(self.path, 1), self.path)
+                except OSError as back:
+                    where = rotated(self.path, 1)
+                    self._rotate_error += f", nor rename it back ({back.strerror}): lines go on into {where}"
             if self._rotate_failures == 1:
                 log.warning("jsonl: %s; lines go on into the current file", self._rotate_error)
             # tried again once the file has grown by max_bytes more, not at every line (each try fsyncs)
