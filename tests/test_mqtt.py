@@ -548,3 +548,43 @@ def test_a_broker_that_drops_every_connection_at_once_is_retried_with_growing_de
     # delays from reconnect_min_s 0.2 doubling up to reconnect_max_s 1 (with jitter): about a dozen in 8 s
     assert 3 <= len(accepted) <= 20, len(accepted)
     assert "lost the connection to mqtt://127.0.0.1" in run.output()[1]
+
+
+def test_a_retained_topic_with_a_min_interval_sends_the_first_change_then_the_last_and_flushes_at_stop(
+    tmp_path: Path, broker: Broker, collector: Collector
+) -> None:
+    from edgeseg.mqtt.broker import Credentials, parse_broker_url
+    from edgeseg.mqtt.publisher import Publisher, PublisherSettings
+    from edgeseg.mqtt.spool import Spool
+    from edgeseg.mqtt.topics import Topics
+
+    topics = Topics("edgeseg", "cam1")
+    spool = Spool(tmp_path / "spool.sqlite3", 1 << 20, 3600.0)
+    publisher = Publisher(
+        parse_broker_url(broker.url), Credentials(), "cam1", spool, topics, PublisherSettings()
+    )
+    held, free = topics.counts("nut"), topics.counts("washer")
+    interval = 4.0
+    publisher.set_retained(held, b"1", min_interval_s=interval)
+    publisher.start()
+    try:
+        assert collector.wait(lambda: collector.on(held), 10)
+        for n in (2, 3, 4, 5):  # all within the interval: only the last goes out, once it has passed
+            publisher.set_retained(held, str(n).encode(), min_interval_s=interval)
+        for n in (1, 2, 3):  # without an interval every change goes out
+            publisher.set_retained(free, str(n).encode())
+            assert collector.wait(lambda n=n: [m.payload for m in collector.on(free)][-1:] == [b"%d" % n], 10)
+        assert collector.wait(lambda: len(collector.on(held)) == 2, interval + 10)
+        first, last = collector.on(held)
+        assert (first.payload, last.payload) == (b"1", b"5")
+        assert last.received - first.received >= 0.8 * interval
+        publisher.set_retained(held, b"6", min_interval_s=interval)  # held back, then the stop comes
+    finally:
+        assert publisher.close(flush_timeout_s=2.0)
+        spool.close()
+    assert collector.wait(
+        lambda: collector.on(topics.status)[-1:] and collector.on(topics.status)[-1].payload == b"offline", 10
+    )
+    order = [(m.topic, m.payload) for m in collector.messages]
+    assert order.index((held, b"6")) < order.index((topics.status, b"offline"))
+    assert retained(broker.port, held) == {held: b"6"}

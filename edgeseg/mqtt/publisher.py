@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import select
 import socket
 import threading
@@ -93,6 +94,7 @@ class _Retained:
     qos: int
     sent: bool = False
     not_before: float = 0.0
+    last_sent: float = -math.inf
 
 
 @dataclass
@@ -162,6 +164,7 @@ class Publisher:
         self._next_attempt = 0.0
         self._last_reason: str | None = None
         self._next_stats = 0.0
+        self._next_retained = math.inf  # when the next retained topic held back is due
         self._stop = threading.Event()
         self._flush_deadline = 0.0
         self._wake_r, self._wake_w = socket.socketpair()
@@ -181,13 +184,21 @@ class Publisher:
         with contextlib.suppress(OSError):  # a full pipe means a wake-up is already pending
             self._wake_w.send(b"\0")
 
-    def set_retained(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """Keep ``topic`` at ``payload`` (retained): sent if it changed, and again after a reconnect."""
+    def set_retained(self, topic: str, payload: bytes, qos: int = 1, min_interval_s: float = 0.0) -> None:
+        """Keep ``topic`` at ``payload`` (retained): sent if it changed, and again after a reconnect.
+
+        ``min_interval_s``: a change this soon after the topic was last sent waits until then and goes out
+        as the value it has by that time; the last value is always sent, at the latest when the publisher
+        stops (before ``offline``)."""
         with self._lock:
             entry = self._retained.get(topic)
             if entry is not None and entry.payload == payload and entry.qos == qos:
                 return
-            self._retained[topic] = _Retained(payload, qos)
+            if entry is None:
+                self._retained[topic] = _Retained(payload, qos)
+            else:
+                entry.payload, entry.qos, entry.sent = payload, qos, False
+                entry.not_before = entry.last_sent + min_interval_s
         self.wake()
 
     def reply(self, topic: str, payload: bytes, correlation_data: bytes | None = None) -> None:
@@ -286,8 +297,11 @@ class Publisher:
             return
         want_write = link.client.want_write()
         timeout = 0.0 if want_write else IDLE_WAIT_S
-        if link.connected and self._stats_payload is not None:
-            timeout = min(timeout, max(0.0, self._next_stats - time.monotonic()))
+        if link.connected:
+            now = time.monotonic()
+            timeout = min(timeout, max(0.0, self._next_retained - now))
+            if self._stats_payload is not None:
+                timeout = min(timeout, max(0.0, self._next_stats - now))
         try:
             readable, writable, _ = select.select(
                 [sock, self._wake_r], [sock] if want_write else [], [], timeout
@@ -417,12 +431,17 @@ class Publisher:
 
     # publishing -----------------------------------------------------------------------------------
 
-    def _publish_retained(self, link: _Link, with_status: bool = False) -> None:
+    def _publish_retained(self, link: _Link, with_status: bool = False, all_now: bool = False) -> None:
+        """The retained topics due (``all_now``: every one not sent yet, whatever its delay)."""
         now = time.monotonic()
         with self._lock:
-            due = [(t, e) for t, e in self._retained.items() if not e.sent and e.not_before <= now]
+            unsent = [(t, e) for t, e in self._retained.items() if not e.sent]
+            due = unsent if all_now else [(t, e) for t, e in unsent if e.not_before <= now]
             for _, entry in due:
                 entry.sent = True
+                entry.last_sent = now
+            # the step's select wakes for the next one held back (a change with nothing after it)
+            self._next_retained = min((e.not_before for _, e in unsent if not e.sent), default=math.inf)
         for topic, entry in due:
             if link.max_packet is not None and len(entry.payload) + PACKET_OVERHEAD > link.max_packet:
                 log.warning(
@@ -489,6 +508,7 @@ class Publisher:
                     break
                 self.delivery.flush()
             self.delivery.flush()
+            self._publish_retained(link, all_now=True)  # the last state, before offline
             if self._stats_payload is not None:
                 link.client.publish(self.topics.stats, self._stats_payload(), qos=0)
             info = link.client.publish(self.topics.status, OFFLINE, qos=1, retain=True)

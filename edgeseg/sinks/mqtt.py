@@ -59,6 +59,15 @@ class MqttSinkConfig:
             gt=0,
         ),
     )
+    counts_interval_s: float = field(
+        default=1.0,
+        metadata=meta(
+            "Least seconds between two updates of a retained count topic: a change sooner waits, and the "
+            "count it has by then is sent (the last is always sent; 0: every change). Results carry every "
+            "frame's instances.",
+            ge=0,
+        ),
+    )
     keepalive_s: int = field(default=30, metadata=meta("MQTT keepalive in seconds.", ge=5))
     reconnect_min_s: float = field(default=0.5, metadata=meta("First reconnect delay.", gt=0))
     reconnect_max_s: float = field(default=30.0, metadata=meta("Longest reconnect delay.", gt=0))

@@ -293,9 +293,13 @@ class MqttSink:
         if counts == self._counts:
             return
         self._counts = dict(counts)
+        # per-frame counts flicker (a detection missed in one frame): a count topic holds still for
+        # counts_interval_s, so a Home Assistant sensor records a state a second, not one per frame
+        every = self.config.counts_interval_s
         for name, n in counts.items():
-            self.publisher.set_retained(self.topics.counts(name), str(n).encode())
-        self.publisher.set_retained(self.topics.counts("all"), str(sum(counts.values())).encode())
+            self.publisher.set_retained(self.topics.counts(name), str(n).encode(), min_interval_s=every)
+        total = str(sum(counts.values())).encode()
+        self.publisher.set_retained(self.topics.counts("all"), total, min_interval_s=every)
 
     def _publish_info(self) -> None:
         self.publisher.set_retained(
