@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import pytest
+from videofile import frame_count
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,15 +33,6 @@ def edgeseg(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Completed
         text=True,
         timeout=timeout,
     )
-
-
-def frame_count(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ import logging
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from videofile import frame_count
 
 from edgeseg.config import load_config
 from edgeseg.errors import ConfigError
@@ -168,11 +168,59 @@ def test_video_sink_writes_every_frame_and_finalizes_the_file_on_close(tmp_path:
     for i in range(7):
         sink.send(make_result(i))
     sink.close()
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    assert n == 7
+    assert frame_count(path) == 7
+
+
+def test_video_segments_hold_segment_s_of_video_each_and_a_closed_one_is_whole_while_the_next_is_written(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "out.mp4"
+    (tmp_path / "out-notes.mp4").write_bytes(b"not ours")
+    sink = VideoSink(path, fps=10, segment_s=1.0)
+    for i in range(15):
+        sink.send(make_result(i))
+    # the process could die now: the first second is a finished file already
+    first = tmp_path / "out-20231114T221320.500Z.mp4"  # frame 0's capture time, 1700000000.5, in UTC
+    assert sink.files[0] == first
+    assert frame_count(first) == 10
+    for i in range(15, 25):
+        sink.send(make_result(i))
+    sink.close()
+    assert [frame_count(f) for f in sink.files] == [10, 10, 5]
+    assert sorted(sink.files) == sink.files
+    assert not path.exists()
+    assert sink.report().lost == 0
+    assert sink.report().lines[0].startswith(f"video: 25 frames written to 3 files {tmp_path}/out-*.mp4")
+
+
+def test_video_segments_beyond_keep_go_oldest_first_earlier_runs_included_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "out.mp4"
+    others = [tmp_path / "out-notes.mp4", tmp_path / "out.mp4", tmp_path / "other-20231114T221320.500Z.mp4"]
+    for other in others:
+        other.write_bytes(b"not ours")
+    first = VideoSink(path, fps=10, segment_s=0.5, keep=2)
+    for i in range(12):  # 3 files of 5, 5 and 2 frames
+        first.send(make_result(i))
+    first.close()
+    assert first.removed == 1
+    assert [f.exists() for f in first.files] == [False, True, True]
+    second = VideoSink(path, fps=10, segment_s=0.5, keep=2)  # a restart, later frames
+    for i in range(100, 103):
+        second.send(make_result(i))
+    second.close()
+    assert [f.exists() for f in first.files] == [False, False, True]
+    assert second.files[0].exists()
+    assert "1 old ones deleted (keep 2)" in second.report().lines[0]
+    assert all(other.read_bytes() == b"not ours" for other in others)
+
+
+def test_video_keep_needs_segments_and_segment_s_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match=r"sinks\.video\.keep: needs segment_s"):
+        load_config(None, ["sinks.video.path=x.mp4", "sinks.video.keep=3"])
+    with pytest.raises(ConfigError, match=r"sinks\.video\.segment_s: must be > 0 \(got 0\)"):
+        load_config(None, ["sinks.video.path=x.mp4", "sinks.video.segment_s=0"])
 
 
 @pytest.mark.parametrize("name", ["jsonl", "video"])
