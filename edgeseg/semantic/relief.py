@@ -104,7 +104,8 @@ def is_convex(contour: NDArray[np.int32], depth: float = CONVEX_DEPTH) -> bool:
         defects = cv2.convexityDefects(contour, cv2.convexHull(contour, returnPoints=False))
     except cv2.error:  # OpenCV refuses some self-touching outlines; they are not convex anyway
         return False
-    return defects is None or int(np.asarray(defects).reshape(-1, 4)[:, 3].max()) <= depth * 256
+    # no defect is None up to OpenCV 5.0, an empty array from 5.1 on
+    return defects is None or int(np.asarray(defects).reshape(-1, 4)[:, 3].max(initial=0)) <= depth * 256
 
 
 def relief_distance(

@@ -48,7 +48,7 @@ def fit_rods(
         if len(by) < int(min_len):  # no line can get more votes than there are pixels: skip the transform
             break
         lines = cv2.HoughLines(band, 1, np.pi / 180, int(min_len))
-        if lines is None:
+        if lines is None or len(lines) == 0:  # no line: None up to OpenCV 5.0, empty from 5.1
             break
         rho, theta = (float(v) for v in lines[0, 0])
         c, s = math.cos(theta), math.sin(theta)
