@@ -180,14 +180,16 @@ def test_video_segments_hold_segment_s_of_video_each_and_a_closed_one_is_whole_w
     for i in range(15):
         sink.send(make_result(i))
     # the process could die now: the first second is a finished file already
-    first = tmp_path / "out-20231114T221320.500Z.mp4"  # frame 0's capture time, 1700000000.5, in UTC
-    assert sink.files[0] == first
+    # named by their first frame's capture time, 1700000000.5 + index, in UTC
+    made = [tmp_path / f"out-20231114T2213{s}.500Z.mp4" for s in ("20", "30", "40")]
+    first = made[0]
+    assert sorted(tmp_path.glob("out-2*.mp4")) == made[:2]
     assert frame_count(first) == 10
     for i in range(15, 25):
         sink.send(make_result(i))
     sink.close()
-    assert [frame_count(f) for f in sink.files] == [10, 10, 5]
-    assert sorted(sink.files) == sink.files
+    assert sorted(tmp_path.glob("out-2*.mp4")) == made
+    assert [frame_count(f) for f in made] == [10, 10, 5]
     assert not path.exists()
     assert sink.report().lost == 0
     assert sink.report().lines[0].startswith(f"video: 25 frames written to 3 files {tmp_path}/out-*.mp4")
@@ -200,18 +202,21 @@ def test_video_segments_beyond_keep_go_oldest_first_earlier_runs_included_and_no
     others = [tmp_path / "out-notes.mp4", tmp_path / "out.mp4", tmp_path / "other-20231114T221320.500Z.mp4"]
     for other in others:
         other.write_bytes(b"not ours")
+    made = [tmp_path / f"out-20231114T2213{s}.500Z.mp4" for s in ("20", "25", "30")]  # frames 0, 5, 10
+    later = tmp_path / "out-20231114T221500.500Z.mp4"  # frame 100
     first = VideoSink(path, fps=10, segment_s=0.5, keep=2)
     for i in range(12):  # 3 files of 5, 5 and 2 frames
         first.send(make_result(i))
     first.close()
     assert first.removed == 1
-    assert [f.exists() for f in first.files] == [False, True, True]
+    assert first.opened == 3
+    assert [f.exists() for f in made] == [False, True, True]
     second = VideoSink(path, fps=10, segment_s=0.5, keep=2)  # a restart, later frames
     for i in range(100, 103):
         second.send(make_result(i))
     second.close()
-    assert [f.exists() for f in first.files] == [False, False, True]
-    assert second.files[0].exists()
+    assert [f.exists() for f in made] == [False, False, True]
+    assert later.exists()
     assert "1 old ones deleted (keep 2)" in second.report().lines[0]
     assert all(other.read_bytes() == b"not ours" for other in others)
 

@@ -96,7 +96,7 @@ class VideoSink:
         self._in_file = 0
         self.frames_written = 0
         self.frames_in_files = 0  # frames the closed files hold, read back
-        self.files: list[Path] = []  # the files written, closed or not
+        self.opened = 0  # files written, closed or not (a service's segments: only counted)
         self.removed = 0  # old segment files deleted for keep
         self._probe()
 
@@ -125,7 +125,7 @@ class VideoSink:
         if self._writer is not None and self._per_file and self._in_file >= self._per_file:
             self._finish()
         if self._writer is None:
-            width, height = self._size if self.files else (img.shape[1], img.shape[0])
+            width, height = self._size if self.opened else (img.shape[1], img.shape[0])
             self._open(width, height, result.frame.wall_time)
         assert self._writer is not None
         if (img.shape[1], img.shape[0]) != self._size:
@@ -142,12 +142,12 @@ class VideoSink:
         )
         if not writer.isOpened():
             raise SinkError(f"OpenCV cannot open {target} for writing with codec {self.codec!r}")
-        if not self.files:
+        if not self.opened:
             log.info("writing %dx%d video at %.2f fps to %s", width, height, fps, target)
         self._writer, self._size, self._rate, self._file = writer, (width, height), float(fps), target
         self._per_file = 0 if self.segment_s is None else max(1, round(self.segment_s * fps))
         self._in_file = 0
-        self.files.append(target)
+        self.opened += 1
         self._prune()
 
     def _segment_path(self, wall_time: float) -> Path:
@@ -214,9 +214,7 @@ class VideoSink:
             lines = [f"video: {held} frames written to {self.path}{rate}"]
         else:
             removed = f", {self.removed} old ones deleted (keep {self.keep})" if self.removed else ""
-            lines = [
-                f"video: {held} frames written to {len(self.files)} files {self._pattern()}{rate}{removed}"
-            ]
+            lines = [f"video: {held} frames written to {self.opened} files {self._pattern()}{rate}{removed}"]
         lost = self.frames_written - held
         if lost:
             where = self.path if self.segment_s is None else self._pattern()
