@@ -221,6 +221,20 @@ def test_video_segments_beyond_keep_go_oldest_first_earlier_runs_included_and_no
     assert all(other.read_bytes() == b"not ours" for other in others)
 
 
+def test_an_old_segment_that_cannot_be_deleted_is_reported_and_recording_goes_on(tmp_path: Path) -> None:
+    stuck = tmp_path / "out-20200101T000000.000Z.mp4"  # the oldest by name, and a folder: unlink fails
+    stuck.mkdir()
+    sink = VideoSink(tmp_path / "out.mp4", fps=10, segment_s=0.5, keep=1)
+    for i in range(12):
+        sink.send(make_result(i))
+    sink.close()
+    assert stuck.is_dir()
+    assert sink.report().lost == 0
+    assert sink.prune_failures == 4  # tried at each of the 3 opens and at the close
+    assert "could not be deleted for keep=1" in sink.report().lines[1]
+    assert sink.frames_in_files == 12
+
+
 def test_video_keep_needs_segments_and_segment_s_must_be_positive() -> None:
     with pytest.raises(ConfigError, match=r"sinks\.video\.keep: needs segment_s"):
         load_config(None, ["sinks.video.path=x.mp4", "sinks.video.keep=3"])

@@ -98,6 +98,8 @@ class VideoSink:
         self.frames_in_files = 0  # frames the closed files hold, read back
         self.opened = 0  # files written, closed or not (a service's segments: only counted)
         self.removed = 0  # old segment files deleted for keep
+        self.prune_failures = 0
+        self._prune_error: str | None = None
         self._probe()
 
     def _probe(self) -> None:
@@ -180,7 +182,7 @@ class VideoSink:
         try:
             mine = sorted(p for p in folder.iterdir() if self._segment.fullmatch(p.name))
         except OSError as exc:
-            log.warning("video: cannot list %s to keep %d segments: %s", folder, self.keep, exc)
+            self._prune_failed(f"cannot list {folder}: {exc.strerror or exc}")
             return
         for old in mine[: max(0, len(mine) - self.keep)]:
             if old == self._file and self._writer is not None:
@@ -189,7 +191,14 @@ class VideoSink:
                 old.unlink()
                 self.removed += 1
             except OSError as exc:
-                log.warning("video: cannot delete the old segment %s: %s", old, exc)
+                self._prune_failed(f"cannot delete {old}: {exc.strerror or exc}")
+
+    def _prune_failed(self, why: str) -> None:
+        """Nothing recorded is lost, but the folder outgrows ``keep``: logged once, in the summary."""
+        self.prune_failures += 1
+        if self._prune_error is None:
+            log.warning("video: %s; the folder holds more than keep=%d segments", why, self.keep)
+        self._prune_error = why
 
     def close(self) -> None:
         if self._writer is None:
@@ -215,6 +224,11 @@ class VideoSink:
         else:
             removed = f", {self.removed} old ones deleted (keep {self.keep})" if self.removed else ""
             lines = [f"video: {held} frames written to {self.opened} files {self._pattern()}{rate}{removed}"]
+        if self._prune_error is not None:
+            lines.append(
+                f"video: {self.prune_failures} times old segments could not be deleted for keep={self.keep} "
+                f"(last: {self._prune_error}); no frame was lost"
+            )
         lost = self.frames_written - held
         if lost:
             where = self.path if self.segment_s is None else self._pattern()
