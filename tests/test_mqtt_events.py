@@ -10,12 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
+import pytest
 from mqtt_harness import Broker, Collector, Edgeseg
 
 from edgeseg.events import Event
+from edgeseg.frame import Frame, Result
+from edgeseg.instances import Instances
 from edgeseg.mqtt.broker import Credentials
 from edgeseg.mqtt.discovery import discovery_payload
 from edgeseg.mqtt.topics import Topics, load_schema
+from edgeseg.sinks import mqtt_sink
 from edgeseg.sinks.base import SinkContext
 from edgeseg.sinks.mqtt import MqttSinkConfig
 from edgeseg.sinks.mqtt_sink import EventCap, MqttSink
@@ -127,3 +132,32 @@ def test_the_classes_no_instance_has_are_never_counted_nor_announced(tmp_path: P
         assert sink.counted == ["nut", "bolt"]  # the count topics and the discovery's sensors
     finally:
         sink.close()
+
+
+def test_an_event_that_cannot_be_serialized_is_lost_counted_and_reported_and_the_others_go_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = mqtt_sink.event_payload
+
+    def payload(event: dict[str, Any], boot_id: str, source: str) -> bytes:
+        if event["event_seq"] == 1:
+            raise ValueError("Out of range float values are not JSON compliant")
+        return real(event, boot_id, source)
+
+    monkeypatch.setattr(mqtt_sink, "event_payload", payload)
+    ctx = SinkContext(class_names=("nut",), state_dir=tmp_path)
+    sink = MqttSink(MqttSinkConfig(url="mqtt://127.0.0.1:1", device_id="cam1"), ctx, Credentials())
+    events = tuple(Event("new", seq, seq + 1, 0, seq * NS, 0.0) for seq in range(3))  # type: ignore[arg-type]
+    frame = Frame(0, np.zeros((48, 64, 3), np.uint8), 0, 1.0e9, source="test")
+    try:
+        sink.send(Result(frame, Instances.empty((48, 64)), events=events))
+        stats = json.loads(sink._stats_payload())
+    finally:
+        sink.close()
+    report = sink.report()
+    assert "mqtt: LOST 1 events (could not be serialized)" in report.lines
+    assert "mqtt: 2 events published" in report.lines
+    assert report.lost == 1  # so the run does not end "done" with exit status 0
+    assert stats["events"] == {"published": 2, "suppressed": 0, "lost": 1}
+    jsonschema.validate(stats, load_schema("stats"))
+    assert sink.spool.stats().depth == 3  # the two events and the result, spooled for the next start

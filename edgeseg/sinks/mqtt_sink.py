@@ -376,8 +376,9 @@ class MqttSink:
                     "lost": s.dropped + d.too_large + d.refused + self._unserializable,
                 },
                 "events": {
-                    "published": self.event_cap.published,
+                    "published": self.event_cap.published - self._events_lost,
                     "suppressed": self.event_cap.suppressed,
+                    "lost": self._events_lost,
                 },
                 "spool": {
                     "depth": s.depth,
@@ -437,12 +438,14 @@ class MqttSink:
             lines.append(
                 "mqtt: LOST " + ", ".join(f"{n} ({why})" for why, n in lost.items() if n) + " results"
             )
+        if self._events_lost:
+            lines.append(f"mqtt: LOST {self._events_lost} events (could not be serialized)")
         if self._capped:
             lines.append(f"mqtt: {self._capped} results not published (over sinks.mqtt.max_rate)")
         cap = self.event_cap
         if cap.published or cap.suppressed:
             lines.append(
-                f"mqtt: {cap.published} events published"
+                f"mqtt: {cap.published - self._events_lost} events published"
                 + (
                     f", {cap.suppressed} suppressed (over sinks.mqtt.max_events_per_s)"
                     if cap.suppressed
@@ -451,7 +454,7 @@ class MqttSink:
             )
         if link.replies_dropped:
             lines.append(f"mqtt: {link.replies_dropped} replies to config requests dropped unsent (a flood)")
-        return SinkReport(tuple(lines), sum(lost.values()))
+        return SinkReport(tuple(lines), sum(lost.values()) + self._events_lost)
 
     def close(self) -> None:
         stopped = self.publisher.close(self.config.flush_timeout_s)
