@@ -28,7 +28,7 @@ from edgeseg.instances import Instances
 from edgeseg.live import Controls, Outcome, Snapshot
 from edgeseg.malloc import Trim
 from edgeseg.preprocess import Prepared
-from edgeseg.sinks import LosslessSink, ReportingSink, Sink, SinkReport
+from edgeseg.sinks import HealthSink, LosslessSink, ReportingSink, Sink, SinkReport
 from edgeseg.statedir import state_dir
 from edgeseg.stats import STREAM_PREFIX, PipelineStats, StatsRecorder
 from edgeseg.threadplan import Plan, ThreadCount, ThreadPlanner
@@ -633,6 +633,9 @@ class Pipeline:
             dead = [t.name.removeprefix("edgeseg-") for t in self._workers if not t.is_alive()]
             if dead:
                 return Health(False, f"the {', '.join(dead)} thread has ended")
+            for name, sink in self.sinks.items():
+                if isinstance(sink, HealthSink) and (why := sink.failure()) is not None:
+                    return Health(False, f"sink {name}: {why}")
         source = self.source.stats
         if source.waiting:
             return Health(True, source.state)

@@ -20,16 +20,23 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from mjpeg import MjpegServer
+from mqtt_harness import Broker
 
 from edgeseg.frame import Frame
 from edgeseg.instances import Instances
 from edgeseg.journal import Formatter, journal_lines, priority
+from edgeseg.mqtt.broker import Credentials
+from edgeseg.mqtt.publisher import Publisher
 from edgeseg.pipeline import ModelStages, Pipeline
 from edgeseg.sdnotify import Notifier
+from edgeseg.sinks.base import SinkContext
+from edgeseg.sinks.mqtt import MqttSinkConfig
+from edgeseg.sinks.mqtt_sink import MqttSink
 from edgeseg.sources import make_source
 from edgeseg.watchdog import ServiceLink
 
@@ -332,6 +339,54 @@ def test_pings_stop_when_the_decode_stage_hangs_or_its_thread_dies(
         pipeline.stop()
         pipeline.wait(10)
         notifier.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_pings_stop_when_the_mqtt_publisher_thread_dies_and_the_summary_says_so(
+    manager: Manager, broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a real broker and publisher, until the publisher's thread meets an error nothing in it expects: the
+    # sink's thread still spools every result, so only the sink's own health can tell the watchdog
+    step = Publisher._step
+    broken = threading.Event()
+
+    def step_until_broken(self: Publisher, link: Any) -> None:
+        if broken.is_set():
+            raise RuntimeError("an error nothing expected")
+        step(self, link)
+
+    monkeypatch.setattr(Publisher, "_step", step_until_broken)
+    watchdog_s = 1.0
+    notifier = Notifier(manager.address, int(watchdog_s * 1e6))
+    ctx = SinkContext(class_names=("background", "nut", "washer", "bolt"), state_dir=tmp_path)
+    sink = MqttSink(MqttSinkConfig(url=broker.url, device_id="cam1"), ctx, Credentials())
+    pipeline = Pipeline(make_source("synthetic:parts?seed=1&fps=30"), HangingDecode(at=10**9), {"mqtt": sink})
+    link = ServiceLink(notifier, lambda: "figures")
+    pipeline.start()
+    try:
+        _serve(pipeline, link, lambda: len(manager.pings()) >= 3, timeout_s=30)
+        assert len(manager.pings()) >= 3
+        assert sink.publisher.stats().delivery.acked > 0
+        broken.set()
+        why = "sink mqtt: the MQTT publisher has stopped (RuntimeError: an error nothing expected)"
+
+        def stalled() -> list[Note]:
+            return [n for n in manager.seen() if n.fields.get("STATUS", "").startswith(f"stalled: {why}")]
+
+        _serve(pipeline, link, lambda: bool(stalled()), timeout_s=30)
+        assert stalled(), [n.fields for n in manager.seen()[-5:]]
+        _serve(pipeline, link, lambda: False, timeout_s=3 * watchdog_s)
+        assert manager.pings(since=stalled()[0].at) == []  # systemd would restart the service
+        assert "publisher stopped (RuntimeError" in sink.status()
+    finally:
+        pipeline.stop()
+        pipeline.wait(10)
+        notifier.close()
+    report = sink.report()
+    assert "mqtt: the publisher stopped during the run (RuntimeError: an error nothing expected);" in (
+        "\n".join(report.lines)
+    )
+    assert report.lost == 0  # what it could not send is in the spool, for the next start
 
 
 # journald ----------------------------------------------------------------------------------------------

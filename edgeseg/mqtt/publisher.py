@@ -73,6 +73,8 @@ class PublisherStats:
         skipped_retained: retained messages (snapshots) over the broker's maximum packet size, not sent.
         replies_dropped: replies to ``config/*`` requests dropped unsent (a flood outran the socket).
         last_error: why the last connection attempt failed or the link dropped.
+        ended: why the publisher's thread ended before it was closed (an error nothing here expected):
+            nothing is published from then on, and what is spooled waits for the next start.
         delivery: the results' figures (acknowledged, replayed, dropped undeliverable, PUBACK times).
     """
 
@@ -81,6 +83,7 @@ class PublisherStats:
     skipped_retained: int = 0
     replies_dropped: int = 0
     last_error: str | None = None
+    ended: str | None = None
     delivery: DeliveryFigures = field(default_factory=DeliveryFigures)
 
     @property
@@ -265,8 +268,10 @@ class Publisher:
                         self._wait(min(IDLE_WAIT_S, max(0.0, self._next_attempt - time.monotonic())))
                     continue
                 self._step(link)
-        except Exception:
+        except Exception as exc:
             log.exception("MQTT publisher failed; results stay in the spool for the next start")
+            with self._lock:
+                self._s = replace(self._s, ended=f"{type(exc).__name__}: {exc}")
         finally:
             self._goodbye()
 

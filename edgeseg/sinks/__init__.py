@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from edgeseg.sinks import display, jsonl, mqtt, video, web
 from edgeseg.sinks.base import (
+    HealthSink,
     LosslessSink,
     ReportingSink,
     Sink,
@@ -48,6 +49,7 @@ def build_sinks(config: SinksConfig, ctx: SinkContext) -> dict[str, Sink]:
 
 __all__ = [
     "SINKS",
+    "HealthSink",
     "LosslessSink",
     "ReportingSink",
     "Sink",

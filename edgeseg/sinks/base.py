@@ -79,6 +79,19 @@ class StatusSink(Protocol):
         """A few words, e.g. ``mqtt connected, spool 0``; cheap (called every few seconds)."""
 
 
+@runtime_checkable
+class HealthSink(Protocol):
+    """A sink that delivers from a thread of its own (the MQTT publisher), which the pipeline's health, and
+    so the service's watchdog, must cover too: results a sink spools but can no longer send are a stall."""
+
+    def send(self, result: Result) -> None: ...
+
+    def close(self) -> None: ...
+
+    def failure(self) -> str | None:
+        """Why the sink can no longer deliver (its thread has ended), or None; cheap."""
+
+
 @dataclass(frozen=True)
 class SinkReport:
     """A lossless sink's account of the run: summary lines, and how many results it accepted and will

@@ -407,9 +407,17 @@ class MqttSink:
     def describe(self) -> str:
         return f"{self.address} as {self.topics.base} (MQTT, spool {self.spool.path})"
 
+    def failure(self) -> str | None:
+        ended = self.publisher.stats().ended
+        return (
+            None if ended is None else f"the MQTT publisher has stopped ({ended}); results wait in the spool"
+        )
+
     def status(self) -> str:
         s, link = self.spool.stats(), self.publisher.stats()
         state = "connected" if link.connected else f"disconnected ({link.last_error or 'connecting'})"
+        if link.ended is not None:
+            state = f"publisher stopped ({link.ended})"
         line = f"mqtt {state}, spool {s.depth}"
         if s.depth and s.oldest_age_s is not None:
             line += f" (oldest {s.oldest_age_s:.0f} s)"
@@ -422,6 +430,8 @@ class MqttSink:
             f"mqtt {self.address} as {self.topics.base}: {self._seq} results spooled, "
             f"{link.delivery.acked} acknowledged by the broker, {link.reconnects} reconnects"
         ]
+        if link.ended is not None:
+            lines.append(f"mqtt: the publisher stopped during the run ({link.ended}); nothing was sent after")
         if s.depth:
             lines.append(
                 f"mqtt: {s.depth} results still in the spool {self.spool.path} (sent at the next start)"
