@@ -376,7 +376,7 @@ class MqttSink:
                     "lost": s.dropped + d.too_large + d.refused + self._unserializable,
                 },
                 "events": {
-                    "published": self.event_cap.published - self._events_lost,
+                    "published": self._events_published,
                     "suppressed": self.event_cap.suppressed,
                     "lost": self._events_lost,
                 },
@@ -406,6 +406,11 @@ class MqttSink:
 
     def describe(self) -> str:
         return f"{self.address} as {self.topics.base} (MQTT, spool {self.spool.path})"
+
+    @property
+    def _events_published(self) -> int:
+        # the cap admitted them all; those that could not be serialized never reached the spool
+        return self.event_cap.published - self._events_lost
 
     def failure(self) -> str | None:
         ended = self.publisher.stats().ended
@@ -455,7 +460,7 @@ class MqttSink:
         cap = self.event_cap
         if cap.published or cap.suppressed:
             lines.append(
-                f"mqtt: {cap.published - self._events_lost} events published"
+                f"mqtt: {self._events_published} events published"
                 + (
                     f", {cap.suppressed} suppressed (over sinks.mqtt.max_events_per_s)"
                     if cap.suppressed
