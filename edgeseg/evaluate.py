@@ -16,7 +16,14 @@ import numpy as np
 from edgeseg.errors import InputError, MissingDependencyError
 from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
-from edgeseg.metrics import TrackingAccumulator, class_counts, class_mean_quality, match_instances
+from edgeseg.metrics import (
+    Pairs,
+    TrackingAccumulator,
+    class_counts,
+    class_mean_quality,
+    iou_pairs,
+    match_pairs,
+)
 
 # PASCAL VOC class names and their COCO spelling, so VOC-labelled sets evaluate COCO-trained models
 VOC_TO_COCO = {
@@ -60,8 +67,12 @@ class PQAccumulator:
         self._frames = 0
         self._per_class: dict[int, list[float]] = {}  # class -> [tp, fp, fn, iou_sum]
 
-    def add(self, pred: Instances, truth: Instances) -> None:
-        counts = class_counts(pred, truth, match_instances(pred, truth, self.iou_threshold))
+    def add(self, pred: Instances, truth: Instances, pairs: Pairs | None = None) -> None:
+        """One frame. ``pairs``: :func:`edgeseg.metrics.iou_pairs` of the frame at this threshold, where the
+        caller has them."""
+        if pairs is None:
+            pairs = iou_pairs(pred, truth, self.iou_threshold)
+        counts = class_counts(pred, truth, match_pairs(pairs, len(pred), len(truth)))
         with self._lock:
             self._frames += 1
             for c, add in counts.items():
@@ -177,17 +188,20 @@ class AccuracySink:
     """Accumulates panoptic quality, and tracking quality when a tracker runs, against the frames' ground
     truth (synthetic sources carry it)."""
 
-    def __init__(self) -> None:
-        self.pq = PQAccumulator()
-        self.tracking = TrackingAccumulator()
+    def __init__(self, iou_threshold: float = 0.5) -> None:
+        self.iou_threshold = iou_threshold
+        self.pq = PQAccumulator(iou_threshold)
+        self.tracking = TrackingAccumulator(iou_threshold)
 
     def send(self, result: Result) -> None:
         truth = result.frame.truth
         if truth is not None:
-            self.pq.add(result.instances, truth)
+            # the masks' overlaps, once for both matchings (they were most of this sink's time)
+            pairs = iou_pairs(result.instances, truth, self.iou_threshold)
+            self.pq.add(result.instances, truth, pairs)
             # tracking quality only where a tracker ran and the truth knows each part's track
             if result.instances.track_id is not None and truth.track_id is not None:
-                self.tracking.add(result.instances, truth)
+                self.tracking.add(result.instances, truth, pairs)
 
     def close(self) -> None:
         return None

@@ -25,6 +25,9 @@ from numpy.typing import NDArray
 from edgeseg.errors import InputError
 from edgeseg.instances import Instances
 
+# same-class (IoU, prediction index, truth index) above a matching's threshold: see iou_pairs
+Pairs = list[tuple[float, int, int]]
+
 
 @dataclass(frozen=True)
 class Matches:
@@ -78,13 +81,14 @@ def mask_iou(a: Instances, i: int, b: Instances, j: int) -> float:
     return inter / union if union else 0.0
 
 
-def match_instances(pred: Instances, truth: Instances, iou_threshold: float = 0.5) -> Matches:
-    """Class-aware one-to-one matching by mask IoU (greedy, highest first; IoU must exceed the threshold)."""
+def iou_pairs(pred: Instances, truth: Instances, iou_threshold: float = 0.5) -> Pairs:
+    """Every same-class pair whose mask IoU is above the threshold, as ``(iou, pred index, truth index)``:
+    the costly part of :func:`match_instances`, which several matchings of one frame can share."""
     if pred.image_shape != truth.image_shape:
         raise InputError(f"cannot match instances of frame {pred.image_shape} against {truth.image_shape}")
     if not 0.0 <= iou_threshold < 1.0:
         raise InputError(f"iou_threshold must be in [0, 1), got {iou_threshold}")
-    pairs: list[tuple[float, int, int]] = []
+    pairs: Pairs = []
     pb, tb = pred.mask_box.astype(np.int64), truth.mask_box.astype(np.int64)
     for i in range(len(pred)):
         # candidates: same class and overlapping boxes
@@ -99,7 +103,18 @@ def match_instances(pred: Instances, truth: Instances, iou_threshold: float = 0.
             iou = mask_iou(pred, i, truth, cj)
             if iou > iou_threshold:
                 pairs.append((iou, i, cj))
-    pairs.sort(key=lambda t: (-t[0], t[1], t[2]))
+    return pairs
+
+
+def match_instances(pred: Instances, truth: Instances, iou_threshold: float = 0.5) -> Matches:
+    """Class-aware one-to-one matching by mask IoU (greedy, highest first; IoU must exceed the threshold)."""
+    return match_pairs(iou_pairs(pred, truth, iou_threshold), len(pred), len(truth))
+
+
+def match_pairs(pairs: Pairs, n_pred: int, n_truth: int) -> Matches:
+    """The greedy one-to-one matching of ``n_pred`` predictions and ``n_truth`` truth instances over
+    ``pairs`` (see :func:`iou_pairs`)."""
+    pairs = sorted(pairs, key=lambda t: (-t[0], t[1], t[2]))
     used_p: set[int] = set()
     used_t: set[int] = set()
     mp: list[int] = []
@@ -117,8 +132,8 @@ def match_instances(pred: Instances, truth: Instances, iou_threshold: float = 0.
         pred=np.asarray(mp, np.int64),
         truth=np.asarray(mt, np.int64),
         iou=np.asarray(mi, np.float64),
-        unmatched_pred=np.asarray([i for i in range(len(pred)) if i not in used_p], np.int64),
-        unmatched_truth=np.asarray([j for j in range(len(truth)) if j not in used_t], np.int64),
+        unmatched_pred=np.asarray([i for i in range(n_pred) if i not in used_p], np.int64),
+        unmatched_truth=np.asarray([j for j in range(n_truth) if j not in used_t], np.int64),
     )
 
 
@@ -230,12 +245,18 @@ class TrackingAccumulator:
         self._settled_idtp = 0
         self._truth_n = self._pred_n = self._switches = self._tp = self._fp = self._fn = 0
 
-    def add(self, pred: Instances, truth: Instances) -> None:
+    def add(self, pred: Instances, truth: Instances, pairs: Pairs | None = None) -> None:
+        """One frame. ``pairs``: :func:`iou_pairs` of all of ``pred`` at this threshold, where the caller has
+        them (one frame's PQ takes the same)."""
         if truth.track_id is None:
             raise InputError("tracking accuracy needs truth with track ids")
-        tracked = pred[pred.track_id >= 0] if pred.track_id is not None else pred[:0]
-        m = match_instances(tracked, truth, self.iou_threshold)
-        pids = tracked.track_id.tolist() if tracked.track_id is not None else []
+        ids = pred.track_id if pred.track_id is not None else np.full(len(pred), -1, np.int64)
+        shown = np.flatnonzero(ids >= 0).tolist()
+        if pairs is None:
+            pairs = iou_pairs(pred, truth, self.iou_threshold)
+        at = {i: k for k, i in enumerate(shown)}  # a tracked prediction's index among the tracked ones
+        m = match_pairs([(iou, at[i], j) for iou, i, j in pairs if i in at], len(shown), len(truth))
+        pids = ids[shown].tolist()
         tids = truth.track_id.tolist()
         with self._lock:
             self._frames += 1

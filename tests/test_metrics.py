@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from edgeseg import Instances
 from edgeseg.errors import InputError
-from edgeseg.metrics import mask_iou, match_instances, panoptic_quality
+from edgeseg.evaluate import AccuracySink, PQAccumulator
+from edgeseg.frame import Frame, Result, StageTimes
+from edgeseg.metrics import TrackingAccumulator, mask_iou, match_instances, panoptic_quality
 
 
 def _boxes(shape: tuple[int, int], rects: list[tuple[int, int, int, int]], classes: list[int]) -> Instances:
@@ -77,3 +79,42 @@ def test_crop_iou_equals_dense_iou(a: tuple[int, int, int, int], b: tuple[int, i
     da, db = ia.dense_masks()[0], ib.dense_masks()[0]
     dense = np.count_nonzero(da & db) / np.count_nonzero(da | db)
     assert mask_iou(ia, 0, ib, 0) == pytest.approx(dense)
+
+
+def _crops(
+    shape: tuple[int, int], rects: list[tuple[int, int, int, int]], classes: list[int], ids: list[int]
+) -> Instances:
+    """Instances of filled rectangles that may overlap one another, each with its track id."""
+    return Instances.from_crops(
+        shape,
+        classes,
+        np.ones(len(rects), np.float32),
+        [(x, y) for x, y, _, _ in rects],
+        [np.ones((h, w), bool) for _, _, w, h in rects],
+        track_id=np.asarray(ids, np.int64),
+    )
+
+
+frame_rects = st.lists(st.tuples(rect, st.integers(0, 1), st.integers(-1, 3)), min_size=1, max_size=6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(frame_rects, frame_rects), min_size=1, max_size=4))
+def test_the_accuracy_sink_scores_as_each_accumulator_alone_with_the_overlaps_found_once(
+    frames: list[tuple[list[tuple[tuple[int, int, int, int], int, int]], ...]],
+) -> None:
+    """One set of mask overlaps serves both matchings: PQ over every prediction, tracking over the tracked
+    ones only (track id >= 0), even where predictions overlap and two could claim one truth."""
+    shape = (40, 50)
+    sink, pq, tracking = AccuracySink(), PQAccumulator(), TrackingAccumulator()
+    for preds, truths in frames:
+        pred = _crops(shape, [r for r, _, _ in preds], [c for _, c, _ in preds], [t for _, _, t in preds])
+        truth = _crops(shape, [r for r, _, _ in truths], [c for _, c, _ in truths], list(range(len(truths))))
+        sink.send(
+            Result(Frame(0, np.zeros((*shape, 3), np.uint8), 0, 0.0, truth=truth), pred, StageTimes(), 0)
+        )
+        pq.add(pred, truth)
+        assert pred.track_id is not None
+        tracking.add(pred[pred.track_id >= 0], truth)
+    assert sink.pq.result() == pq.result()
+    assert sink.tracking.result() == tracking.result()
