@@ -222,3 +222,28 @@ def test_the_class_map_of_instances_has_the_last_covering_instance_class_and_bac
     for c, m in zip(inst.class_id, inst.dense_masks(), strict=True):
         want[m] = c
     assert (inst.class_map(background=-1) == want).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    arrays(np.bool_, st.tuples(st.integers(1, 12), st.integers(1, 12))),
+    st.integers(-14, FRAME[1] + 2),
+    st.integers(-14, FRAME[0] + 2),
+)
+def test_a_crop_anywhere_is_clipped_to_the_frame_and_trimmed_to_its_set_pixels(
+    crop: NDArray[np.bool_], x0: int, y0: int
+) -> None:
+    h, w = FRAME
+    big = np.zeros((h + 40, w + 40), bool)  # the frame at (20, 20) of a larger canvas
+    big[y0 + 20 : y0 + 20 + crop.shape[0], x0 + 20 : x0 + 20 + crop.shape[1]] = crop
+    dense = big[20 : 20 + h, 20 : 20 + w]
+    if not dense.any():
+        with pytest.raises(InputError, match="empty inside"):
+            Instances.from_crops(FRAME, [0], [1.0], [(x0, y0)], [crop])
+        return
+    inst = Instances.from_crops(FRAME, [0], [1.0], [(x0, y0)], [crop])
+    ys, xs = np.nonzero(dense)
+    box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+    assert inst.mask_box[0].tolist() == box
+    assert np.array_equal(inst.masks[0], dense[box[1] : box[3], box[0] : box[2]])
+    assert inst.area[0] == np.count_nonzero(dense)
