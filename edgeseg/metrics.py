@@ -251,9 +251,10 @@ class TrackingAccumulator:
         if truth.track_id is None:
             raise InputError("tracking accuracy needs truth with track ids")
         ids = pred.track_id if pred.track_id is not None else np.full(len(pred), -1, np.int64)
-        shown = np.flatnonzero(ids >= 0).tolist()
+        tracked = ids >= 0
+        shown = np.flatnonzero(tracked).tolist()
         if pairs is None:  # only the tracked predictions' overlaps
-            m = match_instances(pred[ids >= 0], truth, self.iou_threshold)
+            m = match_instances(pred[tracked], truth, self.iou_threshold)
         else:
             at = {i: k for k, i in enumerate(shown)}  # a tracked prediction's index among the tracked ones
             m = match_pairs([(iou, at[i], j) for iou, i, j in pairs if i in at], len(shown), len(truth))
