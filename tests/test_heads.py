@@ -12,9 +12,16 @@ from hypothesis import strategies as st
 
 from edgeseg.errors import ModelError
 from edgeseg.geometry import FULL_ROI
-from edgeseg.heads import DecodeOptions
+from edgeseg.heads import DecodeOptions, yolo_seg
 from edgeseg.heads.semantic import SemanticHead
-from edgeseg.heads.yolo_seg import YoloSegHead, _resize_src, interp_matrix, nms_per_class
+from edgeseg.heads.yolo_seg import (
+    YoloSegHead,
+    _axis,
+    _resize_src,
+    _upsample_window,
+    interp_matrix,
+    nms_per_class,
+)
 from edgeseg.modelcard import ModelCard, parse_card
 from edgeseg.preprocess import Prepared, Preprocessor
 from edgeseg.semantic import SemanticParams
@@ -159,6 +166,36 @@ def test_interp_matrix_reproduces_half_pixel_bilinear_resize(n_in: int, n_out: i
     if n_out >= n_in:  # OpenCV's downscale uses area-like taps; the upscale taps are the same as PyTorch's
         np.testing.assert_allclose(got, want, atol=1e-5)
     np.testing.assert_allclose(interp_matrix(_resize_src(n_out, n_in), n_in).sum(axis=1), 1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.tuples(st.integers(4, 40), st.integers(4, 40)),
+    st.tuples(st.integers(8, 400), st.integers(8, 400)),
+    st.sampled_from([0, 10**9]),
+)
+def test_a_box_upsampled_in_one_product_or_in_column_blocks_gets_the_logits_of_the_full_maps(
+    seed: int, proto_hw: tuple[int, int], crop_hw: tuple[int, int], one_product_macs: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    (ph, pw), (h, w) = proto_hw, crop_hw
+    ay = _axis(interp_matrix(_resize_src(h, ph), ph))
+    ax = _axis(interp_matrix(_resize_src(w, pw), pw))
+    protos = rng.normal(size=(ph, pw)).astype(np.float32)
+    r0, r1 = sorted(rng.choice(h + 1, 2, replace=False).tolist())
+    c0, c1 = sorted(rng.choice(w + 1, 2, replace=False).tolist())
+    # the prototype window the decode takes for that box: the taps its rows and columns reach
+    py0, py1 = int(ay.lo[r0]), int(ay.hi[r1 - 1]) + 1
+    px0, px1 = int(ax.lo[c0]), int(ax.hi[c1 - 1]) + 1
+    want = ay.weights[r0:r1] @ protos @ ax.weights[c0:c1].T
+    old = yolo_seg.ONE_PRODUCT_MACS
+    yolo_seg.ONE_PRODUCT_MACS = one_product_macs  # 0: blocks only; 10**9: one product for every box
+    try:
+        got = _upsample_window(protos[py0:py1, px0:px1], ay, ax, (r0, r1, c0, c1), (py0, px0))
+    finally:
+        yolo_seg.ONE_PRODUCT_MACS = old
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 # -- semantic ---------------------------------------------------------------------------------------
