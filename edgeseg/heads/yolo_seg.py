@@ -135,7 +135,7 @@ def _upsample_window(
     py0, px0 = window_origin
     rows = ay.weights[r0:r1, py0 : py0 + logits.shape[0]] @ logits  # (h, pw)
     if rows.size * (c1 - c0) <= ONE_PRODUCT_MACS:
-        return rows @ ax.weights[c0:c1, px0 : px0 + rows.shape[1]].T
+        return np.asarray(rows @ ax.weights[c0:c1, px0 : px0 + rows.shape[1]].T, np.float32)
     out = np.empty((r1 - r0, c1 - c0), np.float32)
     for b0 in range(c0, c1, COLUMN_BLOCK):
         b1 = min(b0 + COLUMN_BLOCK, c1)
