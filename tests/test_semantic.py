@@ -7,6 +7,7 @@ comments), so a regression fails the test but platform noise (OpenCV versions, f
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -623,3 +624,110 @@ def test_with_a_contact_class_instances_are_the_components_and_contact_pixels_jo
     assert (cover <= 1).all()
     assert ((cover == 1) | ~parts).all()
     assert not (cover[cm == BACKGROUND]).any()
+
+
+# --- a model's contact map (touching) --------------------------------------------------------------------
+
+
+def _touching(labels: NDArray[np.int32], radius: int = 2) -> NDArray[np.bool_]:
+    """Every pixel with two different parts of ``labels`` within ``radius`` (belt pixels too)."""
+    box = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    lab = labels.astype(np.uint16)
+    hi = cv2.dilate(lab, box)
+    lo = cv2.erode(np.where(lab == 0, np.uint16(65535), lab), box)
+    return np.asarray((lo < hi) & (hi > 0), bool)
+
+
+def test_touching_discs_are_split_at_a_contact_map_and_keep_every_pixel_of_their_class() -> None:
+    cm = _two_discs()
+    labels = np.zeros(cm.shape, np.int32)
+    cv2.circle(labels, (100, 100), 50, 1, -1)
+    cv2.circle(labels, (190, 100), 50, 2, -1)
+    p = SemanticParams(dist_threshold=1.0)  # a relief split would keep them one: the map alone parts them
+    inst = semantic_to_instances(cm, p, touching=_touching(labels))
+    assert len(inst) == 2
+    masks = inst.dense_masks()
+    assert not (masks[0] & masks[1]).any()
+    assert ((masks[0] | masks[1]) == (cm == 1)).all()
+    for m, k in zip(masks, (1, 2) if inst.xyxy[0, 0] < inst.xyxy[1, 0] else (2, 1), strict=True):
+        assert (m & (labels == k)).sum() / (labels == k).sum() > 0.97
+    # no contact drawn: one part
+    assert len(semantic_to_instances(cm, p, touching=np.zeros(cm.shape, bool))) == 1
+
+
+@pytest.mark.parametrize(("rods", "parts"), [(True, 2), (False, 3)])
+def test_a_rod_seen_on_both_sides_of_a_rod_that_crosses_it_is_one_part_with_rods(
+    rods: bool, parts: int
+) -> None:
+    cm = np.full((200, 200), BACKGROUND, np.uint8)
+    labels = np.zeros(cm.shape, np.int32)
+    cv2.line(labels, (100, 10), (100, 190), 1, 12)  # under
+    cv2.line(labels, (10, 96), (190, 104), 2, 12)  # on top: the one under shows on both sides of it
+    cm[labels > 0] = 1
+    inst = semantic_to_instances(cm, SemanticParams(rods=rods), touching=_touching(labels))
+    assert len(inst) == parts
+    if rods:
+        under = inst.dense_masks()[int(np.argmax(inst.xyxy[:, 3] - inst.xyxy[:, 1]))]
+        assert (under & (labels == 1)).sum() / (labels == 1).sum() > 0.95
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    discs=st.integers(1, 12),
+    keep=st.floats(0.5, 1.0),
+    noise=st.floats(0.0, 0.1),
+    rods=st.booleans(),
+)
+def test_with_a_contact_map_instances_partition_each_component_of_their_class(
+    seed: int, discs: int, keep: float, noise: float, rods: bool
+) -> None:
+    # overlapping discs and bars of three classes; the contact map drawn from them with gaps (keep) and specks
+    # (noise): every part pixel is in exactly one instance, of its class, within one component of it
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((90, 120), np.int32)
+    classes = rng.integers(0, 3, discs + 1)
+    for k in range(1, discs + 1):
+        x, y = int(rng.integers(0, 120)), int(rng.integers(0, 90))
+        if rng.random() < 0.5:
+            cv2.circle(labels, (x, y), int(rng.integers(4, 25)), k, -1)
+        else:
+            cv2.line(
+                labels,
+                (x, y),
+                (int(rng.integers(0, 120)), int(rng.integers(0, 90))),
+                k,
+                int(rng.integers(3, 12)),
+            )
+    cm = np.where(labels > 0, classes[labels], BACKGROUND).astype(np.uint8)
+    touching = (_touching(labels) & (rng.random(labels.shape) < keep)) | (rng.random(labels.shape) < noise)
+    p = SemanticParams(size_threshold=0, max_instances=100_000, rods=rods)
+    inst = semantic_to_instances(cm, p, touching=touching)
+    cover = np.zeros(labels.shape, np.int32)
+    for c, m in zip(inst.class_id, inst.dense_masks(), strict=True):
+        assert (cm[m] == c).all()
+        comps = cv2.connectedComponents((cm == c).view(np.uint8), connectivity=8)[1]
+        assert len(np.unique(comps[m])) == 1
+        cover += m
+    assert (cover == (cm != BACKGROUND)).all()  # with size_threshold 0 no piece is dropped
+
+
+@pytest.mark.parametrize(
+    ("touching", "extra", "message"),
+    [
+        (np.zeros((5, 6), bool), {}, "touching must be a bool or 0/1 map of the class map's shape (6, 6)"),
+        (np.full((6, 6), 2, np.uint8), {}, "touching must hold 0 and 1, got values 2..2"),
+        (np.zeros((6, 6), np.float32), {}, "got float32 (6, 6)"),
+        (
+            np.zeros((6, 6), bool),
+            {"contact": 3},
+            "a contact map (touching) and a contact class are exclusive",
+        ),
+    ],
+)
+def test_a_bad_contact_map_is_refused_in_one_line(
+    touching: NDArray[np.generic], extra: dict[str, int], message: str
+) -> None:
+    cm = np.zeros((6, 6), np.uint8)
+    with pytest.raises(InputError, match=re.escape(message)):
+        semantic_to_instances(cm, touching=touching, **extra)

@@ -33,6 +33,8 @@ each has its bore); with ``rods``, straight rods that cross or meet in a T are t
 A model may also draw where parts touch, as a class of its own (``contact``; the boundary class of the
 three-class U-Nets of cell segmentation): touching parts are then apart in the map, so each component is one
 instance and nothing is split (a labelling pass per class), and the contact pixels join the parts beside them.
+Or it may give a contact map beside the class map (``touching``), its pixels keeping their class: a component
+is then split only at its cores, the pixels off the map (:mod:`edgeseg.semantic.cores`).
 
 Where the time goes, and why it is bounded: one labelling pass per class finds the components with their
 areas and boxes, and one erosion of the class mask tells which of them keep a pixel after the opening;
@@ -86,6 +88,7 @@ from edgeseg.semantic.components import (
     split_class,
 )
 from edgeseg.semantic.contact import grow_into
+from edgeseg.semantic.cores import split_by_cores
 from edgeseg.semantic.relief import Relief
 from edgeseg.validate import FieldError, check_fields
 
@@ -109,6 +112,8 @@ _log = logging.getLogger(__name__)
 _SCAN_CLASSES = 24  # below this many ids between a map's smallest and largest, try each one
 # the parameters that still apply when a model draws where parts touch (``contact``): nothing is split
 CONTACT_PARAMS = ("size_threshold", "min_score", "max_instances")
+# the parameters that apply when a model gives a contact map beside its class map (``touching``)
+TOUCHING_PARAMS = (*CONTACT_PARAMS, "rods")
 
 
 @dataclass(frozen=True)
@@ -204,6 +209,7 @@ def semantic_to_instances(
     channels_last: bool = False,
     confidence: NDArray[np.floating[Any]] | None = None,
     contact: int | None = None,
+    touching: NDArray[np.generic] | None = None,
 ) -> Instances:
     """Split a semantic segmentation into instances.
 
@@ -227,6 +233,10 @@ def semantic_to_instances(
             draws them: touching parts are then apart in the map, so each connected component is one
             instance (nothing is split: the parameters of the split are not used), and each contact pixel
             joins a part beside it (:mod:`edgeseg.semantic.contact`). None: the model has no such class.
+        touching: ``(H, W)`` bool (or 0/1 integers), a model's contact map: the pixels where a part touches
+            another, which keep their class in the map. A component is split only where it holds two or
+            more cores off the map, each pixel going to its nearest core (:mod:`edgeseg.semantic.cores`;
+            of the parameters, those in ``TOUCHING_PARAMS`` apply). Not with ``contact``.
 
     Returns:
         Instances in the input's pixel frame, class by class in increasing class id, components in
@@ -235,11 +245,13 @@ def semantic_to_instances(
     Raises:
         InputError: wrong dtype or rank, an empty (0-size) input, non-finite scores, probabilities outside
             ``[0, 1]``, a background index outside the channels, a confidence that is not a ``[0, 1]``
-            map of the class map's shape (or comes with scores), or a contact class that is the background.
+            map of the class map's shape (or comes with scores), a contact class that is the background,
+            or a contact map that is not a 0/1 map of the class map's shape (or comes with ``contact``).
     """
     class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last, confidence)
+    contact = _contact(contact, background, class_map_or_probs, channels_last)
     parts, budget = _split_map(
-        class_map, background, params, _contact(contact, background, class_map_or_probs, channels_last)
+        class_map, background, params, contact, touching=_touching(touching, class_map.shape, contact)
     )
     _unsplit_note.add(budget.unsplit, budget.dropped)
     return _assemble(parts, winning_prob, params, class_map.shape)
@@ -251,10 +263,12 @@ def _split_map(
     params: SemanticParams,
     contact: int | None = None,
     trace: _Trace | None = None,
+    touching: NDArray[np.bool_] | None = None,
 ) -> tuple[list[Part], Budget]:
     """Every class's instances (the ``max_instances`` largest, in their order) and the budget, which counts
-    the components it left unsplit and the instances dropped (``contact``: the contact class, see
-    :func:`semantic_to_instances`; ``trace``: also report what the split saw, for :func:`explain_split`)."""
+    the components it left unsplit and the instances dropped (``contact``, ``touching``: the contact class or
+    map, see :func:`semantic_to_instances`; ``trace``: also report what the split saw, for
+    :func:`explain_split`)."""
     h, w = class_map.shape
     ids = [c for c in _classes(class_map, background) if c != contact]
     classes = [(c, m) for c in ids if (m := class_map == c).any()]
@@ -262,8 +276,10 @@ def _split_map(
     sizes: list[list[int]] = []  # each class's component areas
     areas: list[int] = []  # all of them so far (a labelled class keeps none that cannot make the cut)
     for _, m in classes:
-        # (a model that draws the contacts between parts has split them: no component holds two)
-        found.append(find_components(m.view(np.uint8), params, areas, splits=contact is None))
+        # (a model that draws the contacts between parts has split them, or says where to: no relief)
+        found.append(
+            find_components(m.view(np.uint8), params, areas, splits=contact is None and touching is None)
+        )
         sizes.append(found[-1].areas)
         areas.extend(sizes[-1])
     # the map's largest components across its classes, before any is fitted or split
@@ -283,16 +299,19 @@ def _split_map(
         dropped=max(0, total - params.max_instances) + sum(f.beyond for f in found),
     )
     parts: list[Part] = []
-    # (nothing is split with a contact class: no relief to show, and each component is its own marker)
-    relief_trace = trace if contact is None else None
+    # (nothing is split by reliefs with a contact class or map: no relief to show; each part is a marker)
+    relief_trace = trace if contact is None and touching is None else None
     for (c, mask), components, keep in zip(classes, found, keeps, strict=True):
-        parts.extend(split_class(mask, c, params, budget, components.select(keep), relief_trace))
+        if touching is None:
+            parts.extend(split_class(mask, c, params, budget, components.select(keep), relief_trace))
+        else:
+            parts.extend(split_by_cores(components.select(keep), c, touching, params, budget))
     if len(parts) > params.max_instances:
         budget.dropped += len(parts) - params.max_instances
         parts = [parts[i] for i in largest([q.area for q in parts], params.max_instances)]
+    if trace is not None and relief_trace is None:
+        trace.mark(parts)
     if contact is not None:
-        if trace is not None:
-            trace.mark(parts)
         parts = grow_into(parts, class_map == contact)
     return parts, budget
 
@@ -320,6 +339,28 @@ def _contact(
             f"semantic_to_instances: contact channel {contact} is outside the {channels} channels"
         )
     return int(contact)
+
+
+def _touching(
+    touching: NDArray[np.generic] | None, shape: tuple[int, ...], contact: int | None
+) -> NDArray[np.bool_] | None:
+    """The contact map, checked: 0/1 (or bool) of the class map's shape, and not beside a contact class."""
+    if touching is None:
+        return None
+    if contact is not None:
+        raise InputError("semantic_to_instances: a contact map (touching) and a contact class are exclusive")
+    arr = np.asarray(touching)
+    if arr.shape != shape or not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer)):
+        raise InputError(
+            f"semantic_to_instances: touching must be a bool or 0/1 map of the class map's shape {shape},"
+            f" got {arr.dtype} {arr.shape}"
+        )
+    if arr.dtype == np.bool_:
+        return arr
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi > 1:
+        raise InputError(f"semantic_to_instances: touching must hold 0 and 1, got values {lo}..{hi}")
+    return arr.astype(bool)
 
 
 def _split_budget(candidates: int, frame_pixels: int) -> tuple[int, int]:
@@ -444,6 +485,9 @@ class SplitView:
         contact: the class of the pixels where parts touch, for a model that draws them (``contact`` of
             :func:`semantic_to_instances`); None otherwise. Nothing is then split: ``relief`` is 0
             everywhere, and each component of a class is one marker, before its contact pixels join it.
+        touching: a model's contact map (``touching`` of :func:`semantic_to_instances`), bool; None
+            otherwise. Components are then split at their cores, not by reliefs: ``relief`` is 0
+            everywhere, and each instance is one marker.
     """
 
     class_map: NDArray[np.int32]
@@ -456,6 +500,7 @@ class SplitView:
     unsplit: int = 0
     dropped: int = 0
     contact: int | None = None
+    touching: NDArray[np.bool_] | None = None
 
     @property
     def n_markers(self) -> int:
@@ -471,6 +516,7 @@ def explain_split(
     channels_last: bool = False,
     confidence: NDArray[np.floating[Any]] | None = None,
     contact: int | None = None,
+    touching: NDArray[np.generic] | None = None,
 ) -> SplitView:
     """The class map, distance relief and markers behind :func:`semantic_to_instances`' result.
 
@@ -481,7 +527,8 @@ def explain_split(
     class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last, confidence)
     trace = _Trace(np.zeros(class_map.shape, np.float32), np.zeros(class_map.shape, np.int32))
     contact = _contact(contact, background, class_map_or_probs, channels_last)
-    parts, budget = _split_map(class_map, background, params, contact, trace)
+    touching = _touching(touching, class_map.shape, contact)
+    parts, budget = _split_map(class_map, background, params, contact, trace, touching)
     instances = _assemble(parts, winning_prob, params, class_map.shape)
     return SplitView(
         class_map=class_map.astype(np.int32),
@@ -493,6 +540,7 @@ def explain_split(
         unsplit=budget.unsplit,
         dropped=budget.dropped,
         contact=contact,
+        touching=touching,
     )
 
 

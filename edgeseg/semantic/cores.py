@@ -1,0 +1,137 @@
+"""A model's contact map: where parts touch, drawn by the model beside its class map.
+
+Unlike a contact class (:mod:`edgeseg.semantic.contact`), a pixel of the map keeps its part's class, so the
+class map loses nothing. A component's pixels off the map are its cores: a component with two or more cores
+of ``CORE_PIXELS`` or more is split, every pixel going to its nearest core (one labelled distance transform
+in its box); with ``rods``, regions that do not touch and lie along one straight line (a rod seen on both
+sides of another that crosses it) are one part again. No distance relief, no line transform: on the demo
+model's maps this decode took 0.46 of the split's time (stop 48, experiments/contact-map).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgeseg.semantic.components import Budget, Found, Part, whole_part
+from edgeseg.semantic.relief import region_edges
+
+if TYPE_CHECKING:
+    from edgeseg.semantic import SemanticParams
+
+# A core smaller than this is a speck the contact map left, no object's (a part's core is its area less a
+# band two pixels deep along its contacts)
+CORE_PIXELS = 20
+# A component with more cores than this is no scene of parts but a noisy contact map: it is kept whole (and
+# counted unsplit), as each core costs a pass over the component's box
+MAX_CORES = 64
+# Rod halves are looked for among at most this many regions (a crossing makes three): the pairs cost grows
+# as the square of their number
+JOIN_REGIONS = 16
+ROD_ELONGATION = 2.0  # a region is a rod's half when its smallest box is at least this many times as long
+ROD_ANGLE = 0.17  # sine of the largest angle (~10 degrees) between two halves of one rod
+ROD_OFFSET = 2.0  # pixels beyond half the rod's width that a half's centre may lie off the other's axis
+
+
+def split_by_cores(
+    components: Found, class_id: int, touching: NDArray[np.bool_], p: SemanticParams, budget: Budget
+) -> list[Part]:
+    """The parts of one class's ``components``, each split at the model's contact map ``touching`` (the
+    map's frame) where it holds two to ``MAX_CORES`` cores (more: kept whole, counted in ``budget``)."""
+    parts: list[Part] = []
+    two = 2 * max(p.size_threshold, 1)
+    for x, y, tight, area, outline, _, _ in components.comps:
+        ch, cw = tight.shape
+        regions = nearest_core(tight, touching[y : y + ch, x : x + cw]) if area >= two else None
+        if regions is not None and regions[1] > MAX_CORES:
+            budget.unsplit += 1
+            regions = None
+        if regions is None:
+            parts.append(whole_part(class_id, x, y, tight, area, outline))
+            continue
+        lab, n = regions
+        if p.rods and 3 <= n <= JOIN_REGIONS:  # (two regions of one connected component always touch)
+            lab, n = join_rod_halves(lab, n)
+        for k in range(1, n + 1):
+            piece = (lab == k).view(np.uint8)
+            bx, by, bw, bh = cv2.boundingRect(piece)
+            if not bw:
+                continue
+            crop = piece[by : by + bh, bx : bx + bw].view(bool)
+            piece_area = int(np.count_nonzero(crop))
+            if piece_area >= max(p.size_threshold, 1):
+                parts.append(whole_part(class_id, x + bx, y + by, crop, piece_area, None))
+    return parts
+
+
+def nearest_core(
+    tight: NDArray[np.bool_], touching: NDArray[np.bool_]
+) -> tuple[NDArray[np.int32], int] | None:
+    """A component crop's pixels labelled 1..n by their nearest core (0 outside it), or None when it has
+    fewer than two cores of ``CORE_PIXELS``; only n when it has more than ``MAX_CORES`` (an empty label
+    image: nothing is split)."""
+    core = (tight & ~touching).view(np.uint8)
+    count, lab, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=8, ltype=cv2.CV_32S)
+    big = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] >= CORE_PIXELS) + 1
+    if len(big) < 2:
+        return None
+    if len(big) > MAX_CORES:
+        return np.zeros((0, 0), np.int32), len(big)
+    number = np.zeros(count, np.int32)
+    number[big] = np.arange(1, len(big) + 1, dtype=np.int32)
+    markers = np.take(number, np.asarray(lab, np.int32))
+    on = markers > 0
+    _, near = cv2.distanceTransformWithLabels(
+        (~on).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    # OpenCV numbers the on pixels 1, 2, ... in raster order
+    lut = np.concatenate((np.zeros(1, np.int32), markers[on]))
+    owner = np.take(lut, np.asarray(near, np.int32))
+    owner *= tight
+    return owner, len(big)
+
+
+def join_rod_halves(lab: NDArray[np.int32], n: int) -> tuple[NDArray[np.int32], int]:
+    """Regions 1..n of ``lab`` with each pair that does not touch but lies along one straight line (two
+    elongated regions, nearly parallel, each centre near the other's axis) made one, renumbered 1..m."""
+    _, _, lo, hi = region_edges(lab.astype(np.uint16))
+    inner = lo > 0
+    touch = set(zip(lo[inner].tolist(), hi[inner].tolist(), strict=True))
+    axes: dict[int, tuple[float, float, float, float, float]] = {}
+    for k in range(1, n + 1):
+        pts = cv2.findNonZero((lab == k).view(np.uint8))
+        if pts is None or len(pts) < CORE_PIXELS:
+            continue
+        _, (w, h), _ = cv2.minAreaRect(pts)
+        if max(w, h) < ROD_ELONGATION * min(w, h):
+            continue
+        vx, vy, cx, cy = (float(v) for v in cv2.fitLine(pts, cv2.DIST_L2, 0, 0.01, 0.01).ravel())
+        axes[k] = (vx, vy, cx, cy, min(w, h))
+    parent = list(range(n + 1))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i, a in axes.items():
+        for j, b in axes.items():
+            if j <= i or (i, j) in touch:
+                continue
+            if abs(a[0] * b[1] - a[1] * b[0]) > ROD_ANGLE:
+                continue
+            off_a = abs((b[2] - a[2]) * a[1] - (b[3] - a[3]) * a[0])
+            off_b = abs((a[2] - b[2]) * b[1] - (a[3] - b[3]) * b[0])
+            if max(off_a, off_b) <= 0.5 * max(a[4], b[4]) + ROD_OFFSET:
+                ri, rj = root(i), root(j)
+                parent[max(ri, rj)] = min(ri, rj)
+    roots = [root(i) for i in range(n + 1)]
+    if roots == list(range(n + 1)):
+        return lab, n
+    kept = sorted(set(roots[1:]))
+    lut = np.zeros(n + 1, np.int32)
+    lut[1:] = [kept.index(r) + 1 for r in roots[1:]]
+    return np.take(lut, lab), len(kept)
