@@ -36,7 +36,6 @@ from edgeseg.geometry import FULL_ROI
 from edgeseg.heads import DecodeOptions
 from edgeseg.live import Outcome, Snapshot, Tunable, TunableKind
 from edgeseg.modelcard import ModelCard
-from edgeseg.semantic import CONTACT_PARAMS
 
 log = logging.getLogger(__name__)
 
@@ -288,8 +287,12 @@ class Control:
         if key.startswith("postprocess.semantic.") and task != "semantic":
             return f"has no effect: model {self.card.name} is a {task} model, not semantic"
         semantic = key.removeprefix("postprocess.semantic.")
-        if semantic != key and self.card.contact is not None and semantic not in CONTACT_PARAMS:
-            return f"has no effect: model {self.card.name} draws where parts touch, so nothing is split"
+        kept = self.card.split_params
+        if semantic != key and kept is not None and semantic not in kept:
+            return (
+                f"has no effect: model {self.card.name} draws where parts touch, so nothing is split by"
+                " distance reliefs"
+            )
         yolo_keys = ("postprocess.score_threshold", "postprocess.iou_threshold", "postprocess.max_det")
         if key in yolo_keys and task != "yolo-seg":
             return f"has no effect: model {self.card.name} is a {task} model (yolo-seg only)"

@@ -22,6 +22,8 @@ Schema (``x_norm = (x - mean) / std`` with ``x`` in 0..255, per channel in the c
     classes: [background, nut, washer, bolt]
     background: 0                  # semantic only
     contact: 4                     # semantic only, optional: the class of pixels where parts touch
+    # or, with a class_map output: output: {..., contact: touching}, a 0/1 map of where parts touch (the
+    # pixels keep their class in the map)
     semantic: {erosion_kernel: 3, ...}                                 # SemanticParams defaults
     yolo_seg: {score_threshold: 0.25, iou_threshold: 0.7, max_det: 300}  # yolo-seg defaults
 
@@ -45,7 +47,7 @@ from typing import Any, Literal
 
 from edgeseg.errors import ModelError
 from edgeseg.fields import meta as _m
-from edgeseg.semantic import SemanticParams
+from edgeseg.semantic import CONTACT_PARAMS, TOUCHING_PARAMS, SemanticParams
 from edgeseg.validate import FieldError, Validator
 from edgeseg.yamlfile import read_yaml
 
@@ -93,8 +95,9 @@ class OutputSpec:
     """The output tensor(s) the head reads.
 
     ``name`` is the semantic map (or, for yolo-seg, the ``[1, 4+nc+nm, A]`` detections); ``protos`` the
-    yolo-seg ``[1, nm, h, w]`` prototypes; ``confidence`` a class map's per-pixel probability, same shape.
-    ``layout`` says where a semantic map's channel axis is.
+    yolo-seg ``[1, nm, h, w]`` prototypes; ``confidence`` a class map's per-pixel probability, same shape;
+    ``contact`` a class map's contact map, same shape, 0/1: where a part touches another (the pixels keep
+    their class). ``layout`` says where a semantic map's channel axis is.
     """
 
     name: str = field(metadata=_m("Output tensor name.", pattern=r"\S"))
@@ -107,10 +110,16 @@ class OutputSpec:
             "class_map: the tensor with each pixel's class probability (scores instances).", pattern=r"\S"
         ),
     )
+    contact: str | None = field(
+        default=None,
+        metadata=_m(
+            "class_map: the tensor marking where parts touch (0/1; splits instances).", pattern=r"\S"
+        ),
+    )
 
     @property
     def names(self) -> tuple[str, ...]:
-        return (self.name, *(n for n in (self.protos, self.confidence) if n is not None))
+        return (self.name, *(n for n in (self.protos, self.confidence, self.contact) if n is not None))
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,16 @@ class ModelCard:
             return frozenset()
         return frozenset(c for c in (self.background, self.contact) if c is not None)
 
+    @property
+    def split_params(self) -> tuple[str, ...] | None:
+        """The semantic parameters that still apply when the model draws where parts touch (a contact class
+        or map: nothing is split by distance reliefs); None when all do."""
+        if self.contact is not None:
+            return CONTACT_PARAMS
+        if self.output.contact is not None:
+            return TOUCHING_PARAMS
+        return None
+
     def __post_init__(self) -> None:
         n = len(self.classes)
         if self.task == "semantic" and self.background >= n:
@@ -162,6 +181,12 @@ class ModelCard:
             raise FieldError("output.protos", "only a yolo-seg model has prototypes", self.output.protos)
         if self.task == "yolo-seg" and self.output.protos is None:
             raise FieldError("output.protos", "required (a yolo-seg model has prototypes)")
+        if self.output.contact is not None and (self.output.kind != "class_map" or self.contact is not None):
+            raise FieldError(
+                "output.contact",
+                "only a class_map output has a contact map, and not beside a contact class",
+                self.output.contact,
+            )
         if self.output.confidence is not None and self.output.kind != "class_map":
             raise FieldError(
                 "output.confidence",

@@ -73,13 +73,15 @@ def render_split_view(
     n_inst, n_mark = len(view.instances), view.n_markers
     middle: _Panel = (
         (_relief_panel(view), f"distance relief (threshold {view.threshold:.2f})", _contours(view), _LEVEL)
-        if view.contact is None
+        if view.contact is None and view.touching is None
         else (
-            _contact_panel(view, view.contact),
+            _contact_panel(view, view.class_map == view.contact),
             f"contact (class {view.contact}): nothing split",
             [],
             _LEVEL,
         )
+        if view.touching is None
+        else (_contact_panel(view, view.touching), "contact map: split at its cores", [], _LEVEL)
     )
     panels: tuple[_Panel, ...] = (
         (_ClassPanel(view, class_colors), "class map", [], _OUTLINE),
@@ -143,14 +145,13 @@ def _relief_panel(view: SplitView) -> _Draw:
     return lambda pw, ph: _viridis(_shrink(view.relief, pw, ph))
 
 
-def _contact_panel(view: SplitView, contact: int) -> _Draw:
-    """Where a model that draws contacts put them (white), over its parts (grey)."""
+def _contact_panel(view: SplitView, where: NDArray[np.bool_]) -> _Draw:
+    """Where a model that draws contacts (a class or a map) put them (white), over its parts (grey)."""
 
     def draw(pw: int, ph: int) -> NDArray[np.uint8]:
-        ids = _shrink(view.class_map, pw, ph)
         out = np.zeros((ph, pw, 3), np.uint8)
-        out[ids != view.background] = 64
-        out[ids == contact] = 255
+        out[_shrink(view.class_map, pw, ph) != view.background] = 64
+        out[_shrink(where.view(np.uint8), pw, ph).view(bool)] = 255
         return out
 
     return draw

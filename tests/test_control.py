@@ -129,6 +129,19 @@ def test_a_model_that_draws_where_parts_touch_offers_no_split_parameter_and_refu
     assert outcome.applied == {"postprocess.semantic.min_score": 0.5}
 
 
+def test_a_model_with_a_contact_map_offers_the_size_score_and_rods_and_refuses_the_relief_parameters() -> (
+    None
+):
+    card = replace(DEMO_CARD, output=replace(DEMO_CARD.output, kind="class_map", contact="contact"))
+    control = Control(_config(), card)
+    offered = {t.key.removeprefix("postprocess.semantic.") for t in control.tunables()}
+    assert offered >= {"size_threshold", "min_score", "max_instances", "rods"}
+    assert not offered & {"dist_threshold", "erosion_kernel", "saddle_ratio"}
+    outcome = control.update({DIST: 0.35, "postprocess.semantic.rods": False}, "test")
+    assert "nothing is split by distance reliefs" in outcome.rejected[DIST]
+    assert outcome.applied == {"postprocess.semantic.rods": False}
+
+
 def test_a_yolo_seg_models_null_thresholds_report_its_cards_values() -> None:
     card = replace(DEMO_CARD, task="yolo-seg", output=OutputSpec("output0", protos="output1"))
     control = Control(_config(), card)

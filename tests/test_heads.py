@@ -353,6 +353,66 @@ def test_a_confidence_tensor_is_only_accepted_beside_a_class_map() -> None:
         )
 
 
+def _touching_card(**card: Any) -> ModelCard:
+    return parse_card(
+        {
+            "name": "tiny-touch",
+            "task": "semantic",
+            "input": {"name": "x", "width": 32, "height": 32},
+            "output": {"name": "y", "kind": "class_map", "contact": "t"},
+            "classes": ["bg", "a", "b"],
+            **card,
+        },
+        "tiny.yaml",
+    )
+
+
+def test_a_class_map_with_a_contact_map_is_split_where_the_model_says_parts_touch() -> None:
+    card = _touching_card(semantic={"size_threshold": 4})
+    cm = np.zeros((1, 1, 32, 32), np.uint8)
+    cm[0, 0, 8:24, 4:28] = 1  # one block of class a: two parts side by side
+    touch = np.zeros((1, 1, 32, 32), np.uint8)
+    inst = SemanticHead(card).decode({"y": cm, "t": touch}, _prepared(card, (64, 64)), NO_SPLIT)
+    assert len(inst) == 1
+    touch[0, 0, 8:24, 15:17] = 1  # where they meet
+    inst = SemanticHead(card).decode({"y": cm, "t": touch}, _prepared(card, (64, 64)), NO_SPLIT)
+    assert sorted(inst.xyxy.tolist()) == [[8, 16, 32, 48], [32, 16, 56, 48]]  # mapped onto the 64x64 frame
+
+
+@pytest.mark.parametrize(
+    ("touch", "message"),
+    [
+        (np.zeros((1, 1, 16, 16), np.uint8), r"output 't' has shape \[16, 16\], the class map \[32, 32\]"),
+        (np.full((1, 1, 32, 32), 2, np.uint8), r"output 't' holds values other than 0 and 1"),
+        (np.zeros((1, 1, 32, 32), np.float32), r"output 't' must hold 0/1 integers, got float32"),
+    ],
+)
+def test_a_contact_map_that_does_not_fit_its_class_map_is_a_model_error_naming_the_tensor(
+    touch: np.ndarray, message: str
+) -> None:
+    card = _touching_card()
+    cm = _class_map().astype(np.uint8)[None, None]
+    with pytest.raises(ModelError, match=message):
+        SemanticHead(card).decode({"y": cm, "t": touch}, _prepared(card, (32, 32)), NO_SPLIT)
+
+
+@pytest.mark.parametrize(
+    ("card", "message"),
+    [
+        (
+            {"output": {"name": "y", "kind": "logits", "contact": "t"}},
+            "output.contact: only a class_map output",
+        ),
+        ({"contact": 2}, "and not beside a contact class"),
+    ],
+)
+def test_a_contact_map_is_only_accepted_beside_a_class_map_and_without_a_contact_class(
+    card: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ModelError, match=message):
+        _touching_card(**card)
+
+
 def test_yolo_card_defaults_apply_when_options_leave_them_open() -> None:
     doc = {
         "name": "tiny-yolo",

@@ -256,3 +256,23 @@ def test_a_model_that_draws_contacts_shows_them_instead_of_a_relief_and_each_com
         explain_split(_two_discs(), SemanticParams(dist_threshold=1.0), BACKGROUND), size=(600, 300)
     )
     assert not (plain[200:400] == 255).all(axis=2)[40:].any()  # a relief panel has no white (but its caption)
+
+
+def test_a_model_with_a_contact_map_shows_it_instead_of_a_relief_and_each_instance_as_one_marker() -> None:
+    cm = _two_discs()
+    band = np.zeros(cm.shape, bool)
+    band[:, 143:148] = True  # where the discs meet
+    touching = band & (cm == 1)
+    view = explain_split(cm, SemanticParams(dist_threshold=1.0), BACKGROUND, touching=touching)
+    _assert_same(
+        view.instances,
+        semantic_to_instances(cm, SemanticParams(dist_threshold=1.0), BACKGROUND, touching=touching),
+    )
+    assert len(view.instances) == 2
+    assert view.touching is not None
+    assert (view.touching == touching).all()
+    assert not view.relief.any()
+    assert view.n_markers == 2
+    assert ((view.markers > 0) == (cm == 1)).all()  # the instances cover the class, the band included
+    middle = render_split_view(view, ((0, 0, 255), (0, 255, 0)), (600, 300))[200:400]
+    assert (middle == 255).all(axis=2).any()  # the contact map, white

@@ -87,6 +87,22 @@ class SemanticHead:
             raise self._fail("holds values outside [0, 1]", name)
         return conf
 
+    def touching(
+        self, outputs: dict[str, NDArray[np.float32]], shape: tuple[int, ...]
+    ) -> NDArray[np.uint8] | None:
+        """A class map's contact map (the card's ``output.contact``), ``(h, w)`` uint8 0/1."""
+        name = self.card.output.contact
+        if name is None:
+            return None
+        t = self._plane(self._tensor(outputs, name), name)
+        if t.shape != shape:
+            raise self._fail(f"has shape {list(t.shape)}, the class map {list(shape)}", name)
+        if t.dtype != np.bool_ and not np.issubdtype(t.dtype, np.integer):
+            raise self._fail(f"must hold 0/1 integers, got {t.dtype}", name)
+        if int(t.min()) < 0 or int(t.max()) > 1:
+            raise self._fail("holds values other than 0 and 1", name)
+        return np.asarray(t, np.uint8)  # (cv2.warpAffine takes uint8, not bool)
+
     def _tensor(self, outputs: dict[str, NDArray[np.float32]], name: str) -> NDArray[np.generic]:
         if name not in outputs:
             raise self._fail(f"missing (the model returned {', '.join(outputs) or 'nothing'})", name)
@@ -129,7 +145,7 @@ class SemanticHead:
         """``how`` (:func:`semantic_to_instances` or :func:`explain_split`, which take the same arguments) on
         the work grid, with the card's classes and the parameters in effect, and the mapping from the work
         grid's pixels onto the frame."""
-        work, confidence, to_frame = self._work(outputs, prepared)
+        work, confidence, touching, to_frame = self._work(outputs, prepared)
         out = how(
             work,
             options.semantic or self.card.semantic,
@@ -137,18 +153,20 @@ class SemanticHead:
             logits=self._logits,
             confidence=confidence,
             contact=self.card.contact,
+            touching=touching,
         )
         return out, to_frame
 
     def _work(
         self, outputs: dict[str, NDArray[np.float32]], prepared: Prepared
-    ) -> tuple[NDArray[np.generic], NDArray[np.float32] | None, AxisAffine]:
+    ) -> tuple[NDArray[np.generic], NDArray[np.float32] | None, NDArray[np.uint8] | None, AxisAffine]:
         """The output resampled onto the work grid (the frame region at the map's resolution), as
-        ``(C, h, w)`` float32 scores or an ``(h, w)`` integer class map (with its confidence map, if the
-        model gives one), and the mapping from work pixels to frame pixels."""
+        ``(C, h, w)`` float32 scores or an ``(h, w)`` integer class map (with its confidence and contact
+        maps, if the model gives them), and the mapping from work pixels to frame pixels."""
         maps = self.maps(outputs)
         is_map = maps.ndim == 2
         confidence = self.confidence(outputs, maps.shape) if is_map else None
+        touching = self.touching(outputs, maps.shape) if is_map else None
         spec = self.card.input
         oh, ow = maps.shape[-2:]
         ch, cw = prepared.crop_shape
@@ -165,7 +183,7 @@ class SemanticHead:
         sx, sy = (u1 - u0) / ww, (v1 - v0) / wh
         to_frame = AxisAffine(cw / ww, ch / wh, float(x0), float(y0))
         if (wh, ww) == (oh, ow) and abs(u0) < 1e-6 and abs(v0) < 1e-6 and abs(sx - 1) + abs(sy - 1) < 1e-9:
-            return maps, confidence, to_frame
+            return maps, confidence, touching, to_frame
         # work px -> output px, sampled at pixel indices (hence the half-pixel shifts)
         m = np.array([[sx, 0.0, u0 + 0.5 * sx - 0.5], [0.0, sy, v0 + 0.5 * sy - 0.5]])
 
@@ -177,5 +195,6 @@ class SemanticHead:
 
         if is_map:
             conf = None if confidence is None else np.asarray(warp(confidence, cv2.INTER_LINEAR), np.float32)
-            return warp(maps, cv2.INTER_NEAREST), conf, to_frame
-        return np.stack([warp(c, cv2.INTER_LINEAR) for c in maps]), None, to_frame
+            touch = None if touching is None else warp(touching, cv2.INTER_NEAREST)
+            return warp(maps, cv2.INTER_NEAREST), conf, touch, to_frame
+        return np.stack([warp(c, cv2.INTER_LINEAR) for c in maps]), None, None, to_frame
