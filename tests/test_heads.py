@@ -295,17 +295,23 @@ def test_semantic_class_ids_outside_the_card_are_a_model_error() -> None:
         _decode(_semantic_card("class_map"), cm)
 
 
-def _confident_card() -> ModelCard:
+def _class_map_card(companions: dict[str, str], **card: Any) -> ModelCard:
+    """A card of a class map ``y`` with the tensors ``companions`` names beside it (confidence, contact)."""
     return parse_card(
         {
             "name": "tiny-sem",
             "task": "semantic",
             "input": {"name": "x", "width": 32, "height": 32},
-            "output": {"name": "y", "kind": "class_map", "confidence": "p"},
+            "output": {"name": "y", "kind": "class_map", **companions},
             "classes": ["bg", "a", "b"],
+            **card,
         },
         "tiny.yaml",
     )
+
+
+def _confident_card() -> ModelCard:
+    return _class_map_card({"confidence": "p"})
 
 
 def test_a_class_map_with_its_confidence_scores_each_instance_by_the_mean_confidence_of_its_pixels() -> None:
@@ -354,17 +360,7 @@ def test_a_confidence_tensor_is_only_accepted_beside_a_class_map() -> None:
 
 
 def _touching_card(**card: Any) -> ModelCard:
-    return parse_card(
-        {
-            "name": "tiny-touch",
-            "task": "semantic",
-            "input": {"name": "x", "width": 32, "height": 32},
-            "output": {"name": "y", "kind": "class_map", "contact": "t"},
-            "classes": ["bg", "a", "b"],
-            **card,
-        },
-        "tiny.yaml",
-    )
+    return _class_map_card({"contact": "t"}, **card)
 
 
 def test_a_class_map_with_a_contact_map_is_split_where_the_model_says_parts_touch() -> None:

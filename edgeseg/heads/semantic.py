@@ -79,10 +79,7 @@ class SemanticHead:
         name = self.card.output.confidence
         if name is None:
             return None
-        c = self._plane(self._tensor(outputs, name), name)
-        if c.shape != shape:
-            raise self._fail(f"has shape {list(c.shape)}, the class map {list(shape)}", name)
-        conf = np.asarray(c, np.float32)
+        conf = np.asarray(self._companion(outputs, name, shape), np.float32)
         if not (conf.min() >= 0.0 and conf.max() <= 1.0):  # also false for NaN
             raise self._fail("holds values outside [0, 1]", name)
         return conf
@@ -94,14 +91,21 @@ class SemanticHead:
         name = self.card.output.contact
         if name is None:
             return None
-        t = self._plane(self._tensor(outputs, name), name)
-        if t.shape != shape:
-            raise self._fail(f"has shape {list(t.shape)}, the class map {list(shape)}", name)
+        t = self._companion(outputs, name, shape)
         if t.dtype != np.bool_ and not np.issubdtype(t.dtype, np.integer):
             raise self._fail(f"must hold 0/1 integers, got {t.dtype}", name)
         if int(t.min()) < 0 or int(t.max()) > 1:
             raise self._fail("holds values other than 0 and 1", name)
         return np.asarray(t, np.uint8)  # (cv2.warpAffine takes uint8, not bool)
+
+    def _companion(
+        self, outputs: dict[str, NDArray[np.float32]], name: str, shape: tuple[int, ...]
+    ) -> NDArray[np.generic]:
+        """The one-map tensor ``name`` that goes with the class map, checked to have its ``shape``."""
+        t = self._plane(self._tensor(outputs, name), name)
+        if t.shape != shape:
+            raise self._fail(f"has shape {list(t.shape)}, the class map {list(shape)}", name)
+        return t
 
     def _tensor(self, outputs: dict[str, NDArray[np.float32]], name: str) -> NDArray[np.generic]:
         if name not in outputs:
