@@ -87,7 +87,8 @@ class SemanticHead:
     def touching(
         self, outputs: dict[str, NDArray[np.float32]], shape: tuple[int, ...]
     ) -> NDArray[np.uint8] | None:
-        """A class map's contact map (the card's ``output.contact``), ``(h, w)`` uint8 0/1."""
+        """A class map's contact map (the card's ``output.contact``), ``(h, w)`` uint8 0/1 (a bool view of
+        it is what the split takes)."""
         name = self.card.output.contact
         if name is None:
             return None
@@ -163,7 +164,7 @@ class SemanticHead:
 
     def _work(
         self, outputs: dict[str, NDArray[np.float32]], prepared: Prepared
-    ) -> tuple[NDArray[np.generic], NDArray[np.float32] | None, NDArray[np.uint8] | None, AxisAffine]:
+    ) -> tuple[NDArray[np.generic], NDArray[np.float32] | None, NDArray[np.bool_] | None, AxisAffine]:
         """The output resampled onto the work grid (the frame region at the map's resolution), as
         ``(C, h, w)`` float32 scores or an ``(h, w)`` integer class map (with its confidence and contact
         maps, if the model gives them), and the mapping from work pixels to frame pixels."""
@@ -171,6 +172,7 @@ class SemanticHead:
         is_map = maps.ndim == 2
         confidence = self.confidence(outputs, maps.shape) if is_map else None
         touching = self.touching(outputs, maps.shape) if is_map else None
+        touching_bool = None if touching is None else touching.view(bool)  # checked 0/1: no pass to convert
         spec = self.card.input
         oh, ow = maps.shape[-2:]
         ch, cw = prepared.crop_shape
@@ -187,7 +189,7 @@ class SemanticHead:
         sx, sy = (u1 - u0) / ww, (v1 - v0) / wh
         to_frame = AxisAffine(cw / ww, ch / wh, float(x0), float(y0))
         if (wh, ww) == (oh, ow) and abs(u0) < 1e-6 and abs(v0) < 1e-6 and abs(sx - 1) + abs(sy - 1) < 1e-9:
-            return maps, confidence, touching, to_frame
+            return maps, confidence, touching_bool, to_frame
         # work px -> output px, sampled at pixel indices (hence the half-pixel shifts)
         m = np.array([[sx, 0.0, u0 + 0.5 * sx - 0.5], [0.0, sy, v0 + 0.5 * sy - 0.5]])
 
@@ -199,6 +201,6 @@ class SemanticHead:
 
         if is_map:
             conf = None if confidence is None else np.asarray(warp(confidence, cv2.INTER_LINEAR), np.float32)
-            touch = None if touching is None else warp(touching, cv2.INTER_NEAREST)
+            touch = None if touching is None else warp(touching, cv2.INTER_NEAREST).view(bool)
             return warp(maps, cv2.INTER_NEAREST), conf, touch, to_frame
         return np.stack([warp(c, cv2.INTER_LINEAR) for c in maps]), None, None, to_frame
