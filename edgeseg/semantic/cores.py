@@ -4,8 +4,9 @@ Unlike a contact class (:mod:`edgeseg.semantic.contact`), a pixel of the map kee
 class map loses nothing. A component's pixels off the map are its cores: a component with two or more cores
 of ``CORE_PIXELS`` or more is split, every pixel going to its nearest core (one labelled distance transform
 in its box); with ``rods``, regions that do not touch and lie along one straight line (a rod seen on both
-sides of another that crosses it) are one part again. No distance relief, no line transform: on the demo
-model's maps this decode took 0.46 of the split's time (stop 48, experiments/contact-map).
+sides of another that crosses it) are one part again. No distance relief, no line transform: on the scenes
+of the demo model, with that model fine-tuned to draw the map, this decode took 0.46 of the split's time (an
+experiment recorded on the branch exp/contact-map).
 """
 
 from __future__ import annotations
