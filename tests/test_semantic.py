@@ -554,12 +554,17 @@ def test_a_washer_touching_a_solid_part_is_still_split_in_two(angle: float) -> N
 CONTACT = 4
 
 
-def _with_contact(cm: NDArray[np.uint8], labels: NDArray[np.int32], radius: int = 2) -> NDArray[np.uint8]:
-    """``cm`` with CONTACT on every part pixel within ``radius`` of another part (``labels``: the parts)."""
+def _neighbours(labels: NDArray[np.int32], radius: int) -> tuple[NDArray[np.uint16], ...]:
+    """The parts ``labels`` (uint16), and each pixel's lowest and highest part within ``radius`` (the lowest
+    65535 where none is)."""
     box = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
     lab = labels.astype(np.uint16)
-    hi = cv2.dilate(lab, box)
-    lo = cv2.erode(np.where(lab == 0, np.uint16(65535), lab), box)
+    return lab, cv2.erode(np.where(lab == 0, np.uint16(65535), lab), box), cv2.dilate(lab, box)
+
+
+def _with_contact(cm: NDArray[np.uint8], labels: NDArray[np.int32], radius: int = 2) -> NDArray[np.uint8]:
+    """``cm`` with CONTACT on every part pixel within ``radius`` of another part (``labels``: the parts)."""
+    lab, lo, hi = _neighbours(labels, radius)
     out = cm.copy()
     out[(lab > 0) & ((hi > lab) | (lo < lab))] = CONTACT
     return out
@@ -631,10 +636,7 @@ def test_with_a_contact_class_instances_are_the_components_and_contact_pixels_jo
 
 def _touching(labels: NDArray[np.int32], radius: int = 2) -> NDArray[np.bool_]:
     """Every pixel with two different parts of ``labels`` within ``radius`` (belt pixels too)."""
-    box = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-    lab = labels.astype(np.uint16)
-    hi = cv2.dilate(lab, box)
-    lo = cv2.erode(np.where(lab == 0, np.uint16(65535), lab), box)
+    _, lo, hi = _neighbours(labels, radius)
     return np.asarray((lo < hi) & (hi > 0), bool)
 
 

@@ -46,14 +46,12 @@ def split_by_cores(
     two = 2 * max(p.size_threshold, 1)
     for x, y, tight, area, outline, _, _ in components.comps:
         ch, cw = tight.shape
-        regions = nearest_core(tight, touching[y : y + ch, x : x + cw]) if area >= two else None
-        if regions is not None and regions[1] > MAX_CORES:
+        lab, n = nearest_core(tight, touching[y : y + ch, x : x + cw]) if area >= two else (None, 0)
+        if n > MAX_CORES:
             budget.unsplit += 1
-            regions = None
-        if regions is None:
+        if lab is None:
             parts.append(whole_part(class_id, x, y, tight, area, outline))
             continue
-        lab, n = regions
         if p.rods and 3 <= n <= JOIN_REGIONS:  # (two regions of one connected component always touch)
             lab, n = join_rod_halves(lab, n)
         for k in range(1, n + 1):
@@ -70,17 +68,14 @@ def split_by_cores(
 
 def nearest_core(
     tight: NDArray[np.bool_], touching: NDArray[np.bool_]
-) -> tuple[NDArray[np.int32], int] | None:
-    """A component crop's pixels labelled 1..n by their nearest core (0 outside it), or None when it has
-    fewer than two cores of ``CORE_PIXELS``; only n when it has more than ``MAX_CORES`` (an empty label
-    image: nothing is split)."""
+) -> tuple[NDArray[np.int32] | None, int]:
+    """A component crop's number n of cores of ``CORE_PIXELS`` and its pixels labelled 1..n by their
+    nearest core (0 outside it); no labels (None) unless n is 2 to ``MAX_CORES``."""
     core = (tight & ~touching).view(np.uint8)
     count, lab, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=8, ltype=cv2.CV_32S)
     big = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] >= CORE_PIXELS) + 1
-    if len(big) < 2:
-        return None
-    if len(big) > MAX_CORES:
-        return np.zeros((0, 0), np.int32), len(big)
+    if not 2 <= len(big) <= MAX_CORES:
+        return None, len(big)
     number = np.zeros(count, np.int32)
     number[big] = np.arange(1, len(big) + 1, dtype=np.int32)
     markers = np.take(number, np.asarray(lab, np.int32))
