@@ -6,12 +6,12 @@ Dev-time only. PyTorch lives in its own venv (CPU wheel):
     .venv-train/bin/pip install torch==2.13.0 onnx onnxruntime numpy opencv-python-headless pyyaml lap
     .venv-train/bin/python scripts/train_demo_model.py            # ~40 min on 2 idle cores (8000 steps)
 
-The bundled model is that run continued four times from its weights (``--init``: a fresh schedule, more
-scenes, a lower rate at the end), as its card says; each run adds ~25 min. With the post-processing tuned by
-this script (``min_score`` in the search since the fifth run; the fourth run's weights tuned that way with
-``--steps 0``, which trains nothing, gave test PQ 0.830 and hold-out 0.827 where its own card had 0.818 and
-0.819), the test PQ went 0.801 -> 0.791 -> 0.802 -> 0.818 -> 0.836 and the hold-out PQ 0.793 -> 0.815 ->
-0.820 -> 0.819 -> 0.826 (mIoU 0.918 -> 0.934 and 0.914 -> 0.925):
+The model before the contact map (below; git 111e2a5) is that run continued four times from its weights
+(``--init``: a fresh schedule, more scenes, a lower rate at the end), as its card says; each run adds ~25 min.
+With the post-processing tuned by this script (``min_score`` in the search since the fifth run; the fourth
+run's weights tuned that way with ``--steps 0``, which trains nothing, gave test PQ 0.830 and hold-out 0.827
+where its own card had 0.818 and 0.819), the test PQ went 0.801 -> 0.791 -> 0.802 -> 0.818 -> 0.836 and the
+hold-out PQ 0.793 -> 0.815 -> 0.820 -> 0.819 -> 0.826 (mIoU 0.918 -> 0.934 and 0.914 -> 0.925):
 
     .venv-train/bin/python scripts/train_demo_model.py --checkpoint /tmp/w1.pt --out /tmp/m1
     .venv-train/bin/python scripts/train_demo_model.py --init /tmp/w1.pt --scenes 320 --steps 6000 --lr 1e-3 \
@@ -23,36 +23,49 @@ this script (``min_score`` in the search since the fifth run; the fourth run's w
     .venv-train/bin/python scripts/train_demo_model.py --init /tmp/w4.pt --scenes 800 --frames 6 \
         --steps 6000 --lr 5e-4 --checkpoint /tmp/w5.pt
 
-The checkpoints are not kept. To go on from the bundled model, start from its ONNX file
-(``--init models/demo-parts.onnx``): the weights are read back from it (``load_exported``).
+The checkpoints are not kept. To go on from the bundled model, start from its ONNX file (``--init
+models/demo-parts.onnx``): the weights are read back from it (``load_exported``).
 
-``--contact`` also teaches the net where parts touch, as a fifth class (a part's pixels within CONTACT_RADIUS
-of another part), which its card declares (``contact: 4``): decoding is then a labelling pass per class with
-nothing split, 0.40x the bundled model's decode on the same 40 frames (4.4 against 11.0 ms a frame). Tried
-from the bundled model's weights (its four classes loaded, the fifth from scratch) in two runs, then tuned
-with ``--steps 0``; it is not bundled: hold-out PQ 0.807 against the bundled model's 0.826 (test 0.836 both,
-validation 0.818 against 0.837), hold-out mIoU 0.918 (of the class map its instances make) against 0.925.
-Gaps in its contact bands merge touching parts:
+``--contact-map`` adds a second output, a contact map: the pixels with two different parts within
+CONTACT_RADIUS (the belt between them included), drawn by a small branch on the class head's inputs
+(ContactBranch) and cut at a logit searched on the validation scenes, which the graph applies (a uint8 0/1
+map). The class map stays the net's own, and the card declares the map (``output.contact``): decoding splits a
+component only where the map leaves two or more cores (edgeseg.semantic.cores), in about 0.4x the time of the
+split by distance reliefs (scripts/bench_demo_model.py). The bundled model's branch was trained by the scratch
+scripts of the branch exp/contact-map, in the same three stages (validation PQ 0.8254, hold-out 0.8260, test
+0.8386 after this script's tuning); these three runs of this script reached validation PQ 0.8163 -> 0.8261 ->
+0.8274 and hold-out 0.7998 -> 0.8137 -> 0.8171 (~25 min in all). Its three runs, from the model without the
+map (``--init`` an ONNX file keeps the batch norms it folded in inference mode: in training mode a fine-tune
+starts from another function and loses ~0.015 mIoU; ``--freeze-norms`` keeps them so in the runs that follow).
+The model before the map is in git, at 111e2a5:
 
-    .venv-train/bin/python scripts/train_demo_model.py --contact --init models/demo-parts.onnx --scenes 800 \
-        --frames 6 --steps 5000 --lr 1e-3 --checkpoint /tmp/c1.pt --out /tmp/c1
-    .venv-train/bin/python scripts/train_demo_model.py --contact --init /tmp/c1.pt --scenes 800 --frames 6 \
-        --steps 5000 --lr 5e-4 --checkpoint /tmp/c2.pt --out /tmp/c2
+    git show 111e2a5:models/demo-parts.onnx > /tmp/parts.onnx
+    .venv-train/bin/python scripts/train_demo_model.py --contact-map --init /tmp/parts.onnx \
+        --branch-only --scenes 600 --frames 2 --steps 3000 --batch 16 --crop 192 --lr 2e-3 \
+        --checkpoint /tmp/c1.pt --out /tmp/c1
+    .venv-train/bin/python scripts/train_demo_model.py --contact-map --init /tmp/c1.pt --freeze-norms \
+        --scenes 400 --frames 4 --steps 3000 --crop 256 --lr 3e-4 --checkpoint /tmp/c2.pt --out /tmp/c2
+    .venv-train/bin/python scripts/train_demo_model.py --contact-map --init /tmp/c2.pt --freeze-norms \
+        --scenes 600 --frames 3 --steps 5000 --crop 256 --lr 2e-4 --checkpoint /tmp/c3.pt
+
+A contact *class* instead (a part's own pixels near another part taken out of the class map, which the card
+then declares as ``contact``) was tried from the same weights and dropped: hold-out PQ 0.807 against 0.826,
+because gaps in its bands merge touching parts and its pixels are lost to the parts' classes.
 
 Data: ``--scenes`` training scenes with seeds 1000, 1001, ... (``--frames`` frames each, indices 37 + 211 k),
-rendered at 640x480, the model's input size. Never trained on: the validation scenes (seeds 100..163,
-frame 300: per-epoch figures, and the grid search of the card's ``semantic`` post-processing), the hold-out
-scenes (seeds 200..229, frame 400: the unbiased figures in the card) and the test scenes (seeds 0..9,
-frame 250: tests/test_demo_model.py).
+rendered at 640x480, the model's input size. Never trained on: the validation scenes (seeds 100..163, frame
+300: per-epoch figures, and the grid search of the card's ``semantic`` post-processing), the hold-out scenes
+(seeds 200..229, frame 400: the unbiased figures in the card) and the test scenes (seeds 0..9, frame 250:
+tests/test_demo_model.py).
 
 The net is a small U-Net that runs every layer at a quarter of the resolution or less: a stride-4 stem reads
 each 4x4 block of pixels (pixel unshuffle and a linear layer in one), and each block's 4x4 logits come back
-from 64 channels there (pixel shuffle), from the block's features plus a linear function of its own pixels,
-so part boundaries still land on the right frame pixel, which the watershed that splits touching parts
-depends on. Decoder stages add (rather than concatenate) the coarser stage's features, projected before they
-are upsampled. The ONNX file takes the frame's bytes (uint8 RGB planes: no float conversion on the host) and
-returns the class map (uint8) and each pixel's class probability, computed in the graph as on the IMX500;
-the argmax and probability are taken per 4x4 block before the pixels are put in place, because onnxruntime's
+from 64 channels there (pixel shuffle), from the block's features plus a linear function of its own pixels, so
+part boundaries still land on the right frame pixel, which the watershed that splits touching parts depends
+on. Decoder stages add (rather than concatenate) the coarser stage's features, projected before they are
+upsampled. The ONNX file takes the frame's bytes (uint8 RGB planes: no float conversion on the host) and
+returns the class map (uint8) and each pixel's class probability, computed in the graph as on the IMX500; the
+argmax and probability are taken per 4x4 block before the pixels are put in place, because onnxruntime's
 softmax and argmax over the class axis of a full-resolution tensor cost more than the whole net. The model
 before this design (logits at full resolution, 4x the inference time) is kept in models/reference/ for
 scripts/bench_demo_model.py. Loss: pixel-weighted cross-entropy (class boundaries and the belt between
@@ -96,11 +109,18 @@ VAL_SEEDS = tuple(range(100, 164))  # 64 frames: the grid search of the post-pro
 VAL_INDEX = 300
 HOLDOUT_SEEDS = tuple(range(200, 230))  # untouched by training and tuning: unbiased figures for the card
 HOLDOUT_INDEX = 400
-CONTACT_RADIUS = 2  # --contact: a part's pixels this near another part are the contact class
+CONTACT_RADIUS = 2  # --contact-map: pixels with two different parts this near are where parts touch
+CONTACT_POS_WEIGHT = 3.0  # --contact-map: its pixels are ~4% of a frame; the loss weighs them up
+CONTACT_THRESHOLDS = (
+    -1.5,
+    -1.0,
+    -0.5,
+    0.0,
+)  # --contact-map: the logit above which a pixel is contact, searched
 PIXEL_FEATURES = 32  # hidden units of the per-block network that places boundaries inside a block
 BYTE_SCALE = 1.0 / 255.0  # the deployed model reads bytes; the net was trained on [0, 1]
 STRIDE = 32  # input sides must be multiples of this (a stride-4 stem, three stride-2 stages)
-SIZE_THRESHOLDS = (40, 60, 80, 100, 120, 140, 160)  # --contact: the smallest part kept, searched
+SIZE_THRESHOLDS = (40, 60, 80, 100, 120)  # --contact-map: the smallest part kept, searched
 MIN_SCORES = (0.5, 0.6, 0.7, 0.75, 0.8, 0.82, 0.84, 0.86, 0.88, 0.9, 0.91, 0.92, 0.93, 0.94, 0.95)
 
 
@@ -162,15 +182,36 @@ class Merge(nn.Module):
         return out
 
 
+class ContactBranch(nn.Module):
+    """--contact-map: the logit of each pixel lying where two parts touch, ``(N, 16, H/4, W/4)`` per 4x4
+    block, from what the class head reads: the block's features through two residual blocks (dilations 1
+    and 2: a contact band runs along a boundary between parts, a few blocks long), plus a linear function of
+    the pixels' features, as the class head has."""
+
+    def __init__(self, c0: int) -> None:
+        super().__init__()
+        self.proj = cbr(c0, c0, k=1)
+        self.blocks = nn.Sequential(DSBlock(c0), DSBlock(c0, 2))
+        self.head = nn.Conv2d(c0, 16, 1)
+        self.pixels = nn.Conv2d(PIXEL_FEATURES, 16, 1, bias=False)
+
+    def forward(self, block: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.head(self.blocks(self.proj(block))) + self.pixels(pixels)
+        return out
+
+
 class PartsNet(nn.Module):
-    """``(N, 3, H, W)`` RGB in [0, 1] -> ``(N, classes, H, W)`` class logits; H and W multiples of 32.
+    """``(N, 3, H, W)`` RGB in [0, 1] -> ``(N, classes, H, W)`` class logits, and with ``contact_map`` each
+    pixel's contact logit ``(N, H, W)``; H and W multiples of 32.
 
     Every layer runs at a quarter of the resolution or less. The stem reads each ``4x4`` block of pixels
     (a stride-4 convolution: pixel unshuffle and a linear layer in one), and each block's ``4x4`` logits
     come back from 64 channels there (pixel shuffle): a block's pixels are told apart by the features of
     the block plus a linear function of its own pixels (``skip``)."""
 
-    def __init__(self, classes: int, c0: int = 24, c1: int = 32, c2: int = 48, c3: int = 64) -> None:
+    def __init__(
+        self, classes: int, contact_map: bool = False, c0: int = 24, c1: int = 32, c2: int = 48, c3: int = 64
+    ) -> None:
         super().__init__()
         self.c0 = c0
         self.classes = classes
@@ -185,13 +226,15 @@ class PartsNet(nn.Module):
         self.context = nn.Conv2d(c0, PIXEL_FEATURES, 1)  # what the block's surroundings say to its pixels
         self.pixels = nn.Conv2d(PIXEL_FEATURES, classes * 16, 1, bias=False)
         self.head = nn.Conv2d(c0, classes * 16, 1)  # 4x4 sub-pixels of each class
+        # made last: load_exported pairs the file's folded convolutions with the modules in this order
+        self.contact = ContactBranch(c0) if contact_map else None
+        self.frozen_norms: tuple[nn.BatchNorm2d, ...] = ()  # kept in inference mode by train()
 
-    def blocks(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` -> the logits of each 4x4 block, ``(N, 4 * 16, H/4, W/4)``."""
-        stem = self.stem(x)
-        block, pixels = self.features(stem[:, : self.c0], stem[:, self.c0 :])
-        out: torch.Tensor = self.head(block) + self.pixels(pixels)
-        return out
+    def train(self, mode: bool = True) -> PartsNet:
+        super().train(mode)
+        for norm in self.frozen_norms:
+            norm.eval()
+        return self
 
     def features(self, own: torch.Tensor, pixel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What the head reads, from the stem's two parts (the block's own features, ``c0`` channels, and
@@ -207,22 +250,30 @@ class PartsNet(nn.Module):
         d0 = self.d0(d1, e0)
         return d0, F.relu(pixel + self.context(d0))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pixel_shuffle(self.blocks(x), 4)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        stem = self.stem(x)
+        block, pixels = self.features(stem[:, : self.c0], stem[:, self.c0 :])
+        logits = F.pixel_shuffle(self.head(block) + self.pixels(pixels), 4)
+        if self.contact is None:
+            return logits, None
+        return logits, F.pixel_shuffle(self.contact(block, pixels), 4)[:, 0]
 
 
 class Deployed(nn.Module):
     """What the ONNX file computes: RGB uint8 ``(1, 3, H, W)`` (the host only splits the camera's bytes
-    into planes) -> the class id of each pixel, uint8 ``(1, 1, H, W)``, and the probability of that class,
-    float32 ``(1, 1, H, W)``. The argmax happens in the graph, as on the IMX500, so decoding starts from
-    a class map. It is taken on each block's logits, before the pixels are put back in place: onnxruntime's
-    softmax and argmax over the class axis of a full-resolution tensor cost more than the whole net."""
+    into planes) -> the class id of each pixel, uint8 ``(1, 1, H, W)``, the probability of that class,
+    float32 ``(1, 1, H, W)``, and with a contact branch the contact map, uint8 0/1 ``(1, 1, H, W)`` (its
+    logit above ``threshold``, which is folded into the branch's bias). The argmax happens in the graph, as
+    on the IMX500, so decoding starts from a class map. It is taken on each block's logits, before the pixels
+    are put back in place: onnxruntime's softmax and argmax over the class axis of a full-resolution tensor
+    cost more than the whole net."""
 
-    def __init__(self, net: PartsNet) -> None:
+    def __init__(self, net: PartsNet, threshold: float = 0.0) -> None:
         super().__init__()
         self.net = net
+        self.threshold = threshold
 
-    def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # The byte scale is folded into the stem's weights (no pass over the frame), and the stem is two
         # convolutions, one per part, rather than one sliced: onnxruntime then fuses each with what follows
         # in its blocked layout instead of converting the stem's output back for the slice (-20% here).
@@ -252,14 +303,25 @@ class Deployed(nn.Module):
         ids = torch.full_like(top, self.net.classes - 1, dtype=torch.uint8)
         for k in range(self.net.classes - 2, -1, -1):  # the first class at the maximum, as argmax takes
             ids = torch.where(per_class[k] == top, torch.tensor(k, dtype=torch.uint8), ids)
-        return F.pixel_shuffle(ids, 4), F.pixel_shuffle(conf, 4)
+        out = (F.pixel_shuffle(ids, 4), F.pixel_shuffle(conf, 4))
+        branch = self.net.contact
+        if branch is None:
+            return out
+        # made after the class head's convolutions: load_exported finds the branch's by that order
+        features = branch.blocks(branch.proj(block))
+        logit = F.conv2d(features, branch.head.weight, branch.head.bias - self.threshold)
+        logit = logit + branch.pixels(pixels)
+        return (*out, F.pixel_shuffle((logit > 0).to(torch.uint8), 4))
 
 
-def load_exported(model: PartsNet, path: Path) -> None:
+def load_exported(model: PartsNet, path: Path) -> bool:
     """Set ``model``'s weights to those of an ONNX file this script exported, for ``--init`` where the
     weights (``--checkpoint``) are gone: the exporter folds each batch norm that follows a convolution into
     it, so those convolutions take the folded weights and bias and their norms become identities. Every
-    other tensor keeps its own name in the file, and every weight of ``model`` must come from the file."""
+    other tensor keeps its own name in the file, and every weight of ``model`` must come from the file, but
+    for a contact branch the file does not have (the model before the map: the branch keeps its
+    initialization). Return whether the branch came from the file. A branch from the file keeps the
+    threshold the file applies in its bias (a fine-tune starts at that operating point)."""
     import onnx
     from onnx import numpy_helper
 
@@ -272,21 +334,26 @@ def load_exported(model: PartsNet, path: Path) -> None:
     halves = [tensors[n.input[1]] for n in stem]  # the block's own features first, then its pixels'
     if halves:  # files written before the stem was split keep it whole, as net.stem.weight
         named["stem.weight"] = torch.cat(halves) / BYTE_SCALE
-    # the head: convolutions after the context's, one pair per class (see Deployed), those reading the
-    # block's features (the context's input) first; files written before the head was split keep it whole
+    # after the context's convolution: the head, one pair per class (see Deployed), those reading the
+    # block's features (the context's input) first (files written before the head was split keep it whole),
+    # then a contact branch's: its folded ones, and its head, whose bias has the threshold in it
     convs = [n for n in graph.node if n.op_type == "Conv"]
     context = next((k for k, n in enumerate(convs) if n.input[1] == "net.context.weight"), len(convs))
-    head = [n for n in convs[context + 1 :] if not n.input[1].startswith("net.")]
+    unnamed = [n for n in convs[context + 1 :] if not n.input[1].startswith("net.")]
+    head, branch = unnamed[: 2 * model.classes], unnamed[2 * model.classes :]
     by_class = [n for n in head if n.input[0] == convs[context].input[0]]
     per_pixel = [n for n in head if n not in by_class]
     if head:
         named["head.weight"] = torch.cat([tensors[n.input[1]] for n in by_class])
         named["head.bias"] = torch.cat([tensors[n.input[2]] for n in by_class])
         named["pixels.weight"] = torch.cat([tensors[n.input[1]] for n in per_pixel])
+    branch_head = [n for n in convs if n.input[1] == "net.contact.head.weight"]
+    if branch_head:
+        named["contact.head.bias"] = tensors[branch_head[0].input[2]]
     # the folded pairs, in the order the convolutions run, which is the order the modules were made in
     folded = [
         (tensors[n.input[1]], tensors[n.input[2]])
-        for n in convs[:context]
+        for n in convs[:context] + branch
         if n.input[0] not in as_float and not n.input[1].startswith("net.")
     ]
     pairs: list[tuple[str, nn.Conv2d, str, nn.BatchNorm2d]] = []
@@ -297,11 +364,17 @@ def load_exported(model: PartsNet, path: Path) -> None:
         elif isinstance(module, nn.Sequential) and isinstance(module[0], nn.Conv2d):
             pairs += [(f"{name}.0", module[0], f"{name}.1", module[1])]
     state = model.state_dict()
+    wanted = {k for k in state if not k.endswith("num_batches_tracked")}  # training bookkeeping, not weights
+    has_branch = bool(branch_head)
+    if model.contact is not None and not has_branch:  # the branch starts from its initialization
+        pairs = [p for p in pairs if not p[0].startswith("contact.")]
+        wanted = {k for k in wanted if not k.startswith("contact.")}
     from_pairs = {f"{c}.weight" for c, _, _, _ in pairs} | {
         f"{n}.{k}" for _, _, n, _ in pairs for k in ("weight", "bias", "running_mean", "running_var")
     }
-    wanted = {k for k in state if not k.endswith("num_batches_tracked")}  # training bookkeeping, not weights
     own_first = not halves or (len(halves) == 2 and halves[0].shape[0] == model.c0)
+    if has_branch and model.contact is None:
+        raise SystemExit(f"{path}: has a contact map (--contact-map)")
     if len(pairs) != len(folded) or set(named) | from_pairs != wanted or not own_first:
         raise SystemExit(f"{path}: not a model this script exported (its tensors do not fit PartsNet)")
     with torch.no_grad():
@@ -311,108 +384,110 @@ def load_exported(model: PartsNet, path: Path) -> None:
             norm.bias.copy_(bias)
             norm.running_mean.zero_()
             norm.running_var.fill_(1.0 - norm.eps)
-    for key in ("head.weight", "head.bias", "pixels.weight"):
-        # a file without the contact class starts a --contact net: it gives the classes it has, the contact
-        # class keeps its initialization
-        have, want = named[key].shape[0], state[key].shape[0]
-        if have > want:
-            raise SystemExit(f"{path}: has {have // 16} classes, the net {want // 16} (--contact?)")
-        named[key] = torch.cat([named[key], state[key][have:]])
     model.load_state_dict({**state, **named})
+    return has_branch
 
 
-def near_other(inst: NDArray[np.uint16], radius: int) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
-    """Pixels with two different parts within ``radius`` (any pixel), and part pixels with another part
-    that near."""
+def between_parts(inst: NDArray[np.uint16], radius: int) -> NDArray[np.bool_]:
+    """Pixels with two different parts within ``radius`` (any pixel: part or belt)."""
     box = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
     hi = cv2.dilate(inst, box)
     lo = cv2.erode(np.where(inst == 0, np.uint16(65535), inst), box)
-    return (lo < hi) & (hi > 0), (inst > 0) & ((hi > inst) | (lo < inst))
+    out: NDArray[np.bool_] = (lo < hi) & (hi > 0)
+    return out
 
 
-@dataclass(frozen=True)
-class Labels:
-    """What the net learns: the parts' classes (CLASS_NAMES) and, with ``contact``, one more: the pixels of
-    a part within CONTACT_RADIUS of another part. Touching parts are then apart in the class map, so the card
-    declares that class (``contact``) and decoding is a labelling pass, not a split by distance reliefs and
-    line fits (see edgeseg.semantic)."""
+def weights(frame: SyntheticFrame) -> NDArray[np.uint8]:
+    """Class-loss weight of each pixel: 1, +2 next to a class boundary, +8 on belt between two nearby parts.
 
-    contact: bool
+    Instances come from the class map, so the pixels that decide PQ are the boundaries and, above all, the
+    thin strips of belt between touching parts: filled in, two parts become one.
+    """
+    inst = frame.instance_map.astype(np.uint16)
+    edge = cv2.morphologyEx(frame.class_map, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    gap = (inst == 0) & between_parts(inst, 3)
+    return (1 + 2 * edge + 8 * gap).astype(np.uint8)
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return (*CLASS_NAMES, "contact") if self.contact else CLASS_NAMES
 
-    @property
-    def contact_id(self) -> int | None:
-        return len(CLASS_NAMES) if self.contact else None
-
-    def target(self, frame: SyntheticFrame) -> NDArray[np.uint8]:
-        """The class map the net learns for ``frame``."""
-        if self.contact_id is None:
-            return frame.class_map
-        out = frame.class_map.copy()
-        out[near_other(frame.instance_map.astype(np.uint16), CONTACT_RADIUS)[1]] = self.contact_id
-        return out
-
-    def weights(self, frame: SyntheticFrame) -> NDArray[np.uint8]:
-        """Loss weight of each pixel: 1, +2 next to a class boundary, +8 on belt between two nearby parts,
-        and with ``contact`` +8 on a contact.
-
-        Instances come from the class map, so the pixels that decide PQ are the boundaries and, above all,
-        the thin strips between touching parts: belt or contact, filled in, two parts become one.
-        """
-        inst = frame.instance_map.astype(np.uint16)
-        edge = cv2.morphologyEx(self.target(frame), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
-        gap = (inst == 0) & near_other(inst, 3)[0]  # belt with two different parts within 3 px
-        weight = 1 + 2 * edge + 8 * gap
-        if self.contact:
-            weight += 8 * near_other(inst, CONTACT_RADIUS)[1]
-        return weight.astype(np.uint8)
+def touching(frame: SyntheticFrame) -> NDArray[np.uint8]:
+    """--contact-map: the contact map the branch learns, 0/1."""
+    return between_parts(frame.instance_map.astype(np.uint16), CONTACT_RADIUS).astype(np.uint8)
 
 
 def batch(
-    data: tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]],
+    images: NDArray[np.uint8],
+    labels: tuple[NDArray[np.uint8], ...],
     rng: np.random.Generator,
     size: int,
     crop: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, list[NDArray[np.uint8]]]:
     """Random ``crop``-square crops with flips and photometric jitter: inputs ``(N, 3, c, c)`` (channels
-    last in memory), class labels and pixel weights ``(N, c, c)``."""
-    images, maps, weights = data
-    xs, ys, ws = [], [], []
+    last in memory), and the same crops of each of ``labels``' per-pixel maps, ``(N, c, c)``."""
+    xs: list[NDArray[np.float32]] = []
+    ys: list[list[NDArray[np.uint8]]] = [[] for _ in labels]
     for k in rng.integers(len(images), size=size):
         y0, x0 = int(rng.integers(HEIGHT - crop + 1)), int(rng.integers(WIDTH - crop + 1))
         win = (k, slice(y0, y0 + crop), slice(x0, x0 + crop))
-        img, cmap, w = images[win][..., ::-1].astype(np.float32), maps[win], weights[win]  # BGR -> RGB
+        img, maps = images[win][..., ::-1].astype(np.float32), [m[win] for m in labels]  # BGR -> RGB
         if rng.random() < 0.5:
-            img, cmap, w = img[:, ::-1], cmap[:, ::-1], w[:, ::-1]
+            img, maps = img[:, ::-1], [m[:, ::-1] for m in maps]
         if rng.random() < 0.5:
-            img, cmap, w = img[::-1], cmap[::-1], w[::-1]
+            img, maps = img[::-1], [m[::-1] for m in maps]
         img = img * rng.uniform(0.8, 1.2) * rng.uniform(0.95, 1.05, 3) + rng.uniform(-15, 15)
         xs.append(np.clip(img, 0, 255) / 255.0)
-        ys.append(cmap)
-        ws.append(w)
+        for out, m in zip(ys, maps, strict=True):
+            out.append(m)
     x = torch.from_numpy(np.stack(xs).astype(np.float32)).permute(0, 3, 1, 2)  # NHWC memory = channels last
-    y = torch.from_numpy(np.stack(ys).astype(np.int64))
-    return x, y, torch.from_numpy(np.stack(ws).astype(np.float32))
+    return x, [np.stack(m) for m in ys]
 
 
-def loss_fn(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Pixel-weighted cross-entropy plus soft Dice over the part classes."""
+def soft_dice(prob: torch.Tensor, target: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    inter = (prob * target).sum(dims)
+    return 1 - (2 * inter + 1) / (prob.sum(dims) + target.sum(dims) + 1)
+
+
+def loss_fn(
+    out: tuple[torch.Tensor, torch.Tensor | None],
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    contact: torch.Tensor | None,
+) -> torch.Tensor:
+    """Pixel-weighted cross-entropy plus soft Dice over the part classes; with a contact map, its binary
+    cross-entropy (the contact pixels weighed up) plus its soft Dice."""
+    logits, contact_logits = out
     ce = (F.cross_entropy(logits, target, reduction="none") * weight).sum() / weight.sum()
     prob = F.softmax(logits, 1)[:, 1:]
     tgt = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
-    inter = (prob * tgt).sum((0, 2, 3))
-    dice = 1 - (2 * inter + 1) / (prob.sum((0, 2, 3)) + tgt.sum((0, 2, 3)) + 1)
-    return ce + dice.mean()
+    loss = ce + soft_dice(prob, tgt, (0, 2, 3)).mean()
+    if contact_logits is None or contact is None:
+        return loss
+    pos = torch.tensor(CONTACT_POS_WEIGHT)
+    bce = F.binary_cross_entropy_with_logits(contact_logits, contact, pos_weight=pos)
+    return loss + bce + soft_dice(torch.sigmoid(contact_logits), contact, (0, 1, 2))
 
 
-def predict(model: nn.Module, frames: list[SyntheticFrame]) -> list[NDArray[np.float32]]:
-    """``(C, H, W)`` logits of each frame."""
+@dataclass(frozen=True)
+class Prediction:
+    """What the deployed model gives for a frame (its contact map as logits: the threshold is searched)."""
+
+    classes: NDArray[np.uint8]
+    confidence: NDArray[np.float32]
+    contact: NDArray[np.float32] | None
+
+    def decode(self, params: SemanticParams, threshold: float) -> Instances:
+        touch = None if self.contact is None else self.contact > threshold
+        return semantic_to_instances(self.classes, params, 0, confidence=self.confidence, touching=touch)
+
+
+def predict(model: PartsNet, frames: list[SyntheticFrame]) -> list[Prediction]:
     model.eval()
+    out = []
     with torch.no_grad():
-        out = [model(torch.from_numpy(to_input(f.image)))[0].numpy() for f in frames]
+        for f in frames:
+            logits, contact = model(torch.from_numpy(to_input(f.image)))
+            conf, classes = F.softmax(logits[0], 0).max(0)
+            touch = None if contact is None else contact[0].numpy()
+            out.append(Prediction(classes.numpy().astype(np.uint8), conf.numpy(), touch))
     model.train()
     return out
 
@@ -428,71 +503,60 @@ def iou(pairs: list[tuple[NDArray[np.uint8], NDArray[np.uint8]]], n: int) -> NDA
     return out
 
 
-def decoded(logits: list[NDArray[np.float32]], params: SemanticParams, labels: Labels) -> list[Instances]:
-    return [semantic_to_instances(lg, params, 0, logits=True, contact=labels.contact_id) for lg in logits]
-
-
-def panoptic(frames: list[SyntheticFrame], instances: list[Instances]) -> float:
+def panoptic(
+    frames: list[SyntheticFrame], preds: list[Prediction], params: SemanticParams, threshold: float
+) -> float:
     """Panoptic quality over all frames (matches summed per class, then PQ), at frame resolution."""
     acc = PQAccumulator()
-    for f, inst in zip(frames, instances, strict=True):
-        acc.add(inst, f.instances())
+    for f, pred in zip(frames, preds, strict=True):
+        acc.add(pred.decode(params, threshold), f.instances())
     res = acc.result()
     return 0.0 if res is None else res.pq
 
 
-def accuracy(
-    frames: list[SyntheticFrame], logits: list[NDArray[np.float32]], params: SemanticParams, labels: Labels
-) -> tuple[NDArray[np.float64], float]:
-    """IoU of each part class and the background, and panoptic quality, at frame resolution. The IoU is the
-    class map's; with the contact class, that of the class map the decoded instances make (a contact pixel
-    has its part's class; one left over, the background's)."""
-    instances = decoded(logits, params, labels)
-    pairs = [
-        (f.class_map, (inst.class_map() if labels.contact else lg.argmax(0)).astype(np.uint8))
-        for f, lg, inst in zip(frames, logits, instances, strict=True)
-    ]
-    return iou(pairs, len(CLASS_NAMES)), panoptic(frames, instances)
+def class_iou(frames: list[SyntheticFrame], preds: list[Prediction]) -> NDArray[np.float64]:
+    """IoU of the background and each part class, at frame resolution."""
+    return iou([(f.class_map, p.classes) for f, p in zip(frames, preds, strict=True)], len(CLASS_NAMES))
 
 
-def tune(
-    frames: list[SyntheticFrame], logits: list[NDArray[np.float32]], labels: Labels
-) -> tuple[SemanticParams, float]:
-    """The ``semantic`` post-processing parameters with the best PQ on the validation frames (with the
-    contact class nothing is split, so only the smallest part kept and the lowest score kept matter)."""
-
-    def pq_of(p: SemanticParams) -> float:
-        return panoptic(frames, decoded(logits, p, labels))
-
-    best = (SemanticParams(), -1.0)
-    grid: Iterable[SemanticParams] = (
-        (SemanticParams(size_threshold=st) for st in SIZE_THRESHOLDS)
-        if labels.contact
+def tune(frames: list[SyntheticFrame], preds: list[Prediction]) -> tuple[SemanticParams, float, float]:
+    """The ``semantic`` post-processing parameters, and with a contact map the threshold of its logit, with
+    the best PQ on the validation frames: ``(params, threshold, PQ)``."""
+    grid: Iterable[tuple[SemanticParams, float]] = (
+        (
+            (SemanticParams(size_threshold=st, min_score=ms, rods=True), th)
+            for th, st, ms in itertools.product(CONTACT_THRESHOLDS, SIZE_THRESHOLDS, (0.9, 0.92, 0.94))
+        )
+        if preds[0].contact is not None
         else (
-            SemanticParams(
-                erosion_kernel=ek,
-                erosion_iteration=ei,
-                dist_threshold=dt,
-                size_threshold=st,
-                saddle_ratio=sr,
-                rods=True,  # bolts are straight rods that cross
+            (
+                SemanticParams(
+                    erosion_kernel=ek,
+                    erosion_iteration=ei,
+                    dist_threshold=dt,
+                    size_threshold=st,
+                    saddle_ratio=sr,
+                    rods=True,  # bolts are straight rods that cross
+                ),
+                0.0,
             )
             for ek, ei, dt, st, sr in itertools.product(
                 (3, 5), (1, 2, 3), (0.2, 0.3, 0.4), (40, 60), (0.7, 0.8, 0.9)
             )
         )
     )
-    for p in grid:
-        pq = pq_of(p)
-        if pq > best[1]:
-            best = (p, pq)
+    best = (SemanticParams(), 0.0, -1.0)
+    for p, th in grid:
+        pq = panoptic(frames, preds, p, th)
+        if pq > best[2]:
+            best = (p, th, pq)
     # then the score below which an instance is dropped, for those parameters: the model's fragments (a
     # sliver of a neighbour's class along a boundary, a part cut in two) are the pixels it is least sure of
     for ms in MIN_SCORES:
         p = replace(best[0], min_score=ms)
-        pq = pq_of(p)
-        if pq > best[1]:
-            best = (p, pq)
+        pq = panoptic(frames, preds, p, best[1])
+        if pq > best[2]:
+            best = (p, best[1], pq)
     return best
 
 
@@ -521,9 +585,12 @@ output:  # the argmax and its probability are computed in the graph
   name: classes
   kind: class_map
   confidence: confidence
-classes: [{classes}]
+{contact}classes: [{classes}]
 background: 0
 {semantic}"""
+CONTACT = """\
+  contact: contact  # where parts touch, 0/1: its logit above {threshold} (in the graph)
+"""
 SPLIT = """\
 semantic:
   erosion_kernel: {sp.erosion_kernel}
@@ -536,37 +603,36 @@ semantic:
   min_score: {sp.min_score}
   rods: {rods}
 """
-LABELLED = """\
-contact: {contact}  # the model draws where parts touch: each component is one part, nothing is split
-semantic:
+TOUCHING = """\
+semantic:  # a part is split only where the contact map leaves two or more cores
   size_threshold: {sp.size_threshold}
   min_score: {sp.min_score}
+  rods: {rods}
 """
 
 
-def export(model: PartsNet, path: Path, frames: list[SyntheticFrame]) -> float:
-    """Write the ONNX file; return the fraction of pixels whose class onnxruntime and torch disagree on,
-    over ``frames`` (only pixels with two near-equal top logits may differ)."""
+def export(
+    model: PartsNet, path: Path, frames: list[SyntheticFrame], threshold: float
+) -> tuple[float, float]:
+    """Write the ONNX file; return the fractions of pixels whose class, and whose contact, onnxruntime and
+    torch disagree on over ``frames`` (only pixels with two near-equal top logits, or a contact logit at the
+    threshold, may differ)."""
     model.eval()
-    deployed = Deployed(model).eval()
+    deployed = Deployed(model, threshold).eval()
+    names = ["classes", "confidence"] + ([] if model.contact is None else ["contact"])
     x = torch.from_numpy(planes(frames[0].image))
     torch.onnx.export(
-        deployed,
-        (x,),
-        str(path),
-        input_names=["image"],
-        output_names=["classes", "confidence"],
-        opset_version=17,
-        dynamo=False,
+        deployed, (x,), str(path), input_names=["image"], output_names=names, opset_version=17, dynamo=False
     )
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    differ = 0
+    differ = np.zeros(2)
     for f in frames:
         with torch.no_grad():
-            ref = deployed(torch.from_numpy(planes(f.image)))[0].numpy()
-        got = sess.run(["classes"], {"image": planes(f.image)})[0]
-        differ += int((got != ref).sum())
-    return differ / (len(frames) * HEIGHT * WIDTH)
+            ref = deployed(torch.from_numpy(planes(f.image)))
+        got = sess.run(None, {"image": planes(f.image)})
+        differ += [int((got[k] != ref[k].numpy()).sum()) for k in (0, -1)]
+    differ /= len(frames) * HEIGHT * WIDTH
+    return float(differ[0]), float(differ[1]) if model.contact is not None else 0.0
 
 
 def main() -> None:
@@ -586,16 +652,27 @@ def main() -> None:
         help="start from these weights (a --checkpoint file, or an ONNX file this script wrote)",
     )
     ap.add_argument(
-        "--contact",
+        "--contact-map",
         action="store_true",
-        help="also learn where parts touch, as a class of its own (the card's contact: decoding labels)",
+        help="also learn where parts touch, as a map of its own (the card's output.contact)",
+    )
+    ap.add_argument(
+        "--branch-only",
+        action="store_true",
+        help="--contact-map: train only the contact branch, the rest of the net as --init has it",
+    )
+    ap.add_argument(
+        "--freeze-norms",
+        action="store_true",
+        help="keep the batch norms of the --init weights in inference mode (always so from an ONNX file)",
     )
     args = ap.parse_args()
-    labels = Labels(args.contact)
     if args.crop % STRIDE:
         ap.error(f"--crop must be a multiple of {STRIDE}")
     if args.steps < 0 or (args.steps == 0 and args.init is None):
         ap.error("--steps must be > 0, or 0 with --init (no training: tune and export those weights)")
+    if args.branch_only and not (args.contact_map and args.init):
+        ap.error("--branch-only needs --contact-map and --init (the net it trains a branch for)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -604,45 +681,57 @@ def main() -> None:
     idx = tuple(37 + 211 * k for k in range(args.frames))
     scenes = args.scenes if args.steps else 0  # --steps 0 trains nothing, so renders nothing to train on
     train = render_many([(TRAIN_SEED0 + s, idx) for s in range(scenes)], args.threads)
-    data = (
-        np.array([f.image for f in train], np.uint8).reshape(-1, HEIGHT, WIDTH, 3),
-        np.array([labels.target(f) for f in train], np.uint8).reshape(-1, HEIGHT, WIDTH),
-        np.array([labels.weights(f) for f in train], np.uint8).reshape(-1, HEIGHT, WIDTH),
+    images = np.array([f.image for f in train], np.uint8).reshape(-1, HEIGHT, WIDTH, 3)
+    labels = tuple(
+        np.array([make(f) for f in train], np.uint8).reshape(-1, HEIGHT, WIDTH)
+        for make in ((lambda f: f.class_map), weights, *((touching,) if args.contact_map else ()))
     )
     del train  # the instance maps are not needed any more; they would double the memory
     val = render_many([(s, (VAL_INDEX,)) for s in VAL_SEEDS], args.threads)
     render_s = time.perf_counter() - t0
-    print(f"rendered {len(data[0])} training + {len(val)} validation frames in {render_s:.0f} s", flush=True)
+    print(f"rendered {len(images)} training + {len(val)} validation frames in {render_s:.0f} s", flush=True)
 
-    model = PartsNet(len(labels.names)).to(
+    model = PartsNet(len(CLASS_NAMES), args.contact_map).to(
         memory_format=torch.channels_last
     )  # ~1.7x faster convolutions on CPU
+    fresh: tuple[nn.Module, ...] = ()  # modules --init does not give
     if args.init is not None:
         if args.init.suffix == ".onnx":
-            load_exported(model, args.init)
+            if not load_exported(model, args.init) and model.contact is not None:
+                fresh = (model.contact,)
         else:
             model.load_state_dict(torch.load(args.init, weights_only=True))
+        if args.freeze_norms or args.init.suffix == ".onnx":
+            fresh_norms = {id(m) for f in fresh for m in f.modules()}
+            model.frozen_norms = tuple(
+                m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and id(m) not in fresh_norms
+            )
+        if args.branch_only and model.contact is not None:
+            branch = {id(q) for q in model.contact.parameters()}
+            for q in model.parameters():
+                q.requires_grad_(id(q) in branch)
+    model.train()
     params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    trained = [q for q in model.parameters() if q.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=args.lr, weight_decay=1e-4)
     total = max(args.steps, 1)  # OneCycleLR refuses 0 steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total, pct_start=0.15)
-    steps_per_epoch = max(1, len(data[0]) // args.batch)
+    steps_per_epoch = max(1, len(images) // args.batch)
     t1 = time.perf_counter()
     losses: list[float] = []
     for step in range(1, args.steps + 1):
-        x, y, w = batch(data, rng, args.batch, args.crop)
-        loss = loss_fn(model(x), y, w)
+        x, crops = batch(images, labels, rng, args.batch, args.crop)
+        y, w = torch.from_numpy(crops[0].astype(np.int64)), torch.from_numpy(crops[1].astype(np.float32))
+        contact = torch.from_numpy(crops[2].astype(np.float32)) if args.contact_map else None
+        loss = loss_fn(model(x), y, w, contact)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         losses.append(loss.item())
         if step % steps_per_epoch == 0 or step == args.steps:
-            pairs = [
-                (labels.target(f), lg.argmax(0).astype(np.uint8))
-                for f, lg in zip(val, predict(model, val), strict=True)
-            ]
-            miou = float(iou(pairs, len(labels.names)).mean())  # of the net's classes
+            preds = predict(model, val)
+            miou = float(class_iou(val, preds).mean())
             loss_mean = np.mean(losses[-steps_per_epoch:])
             print(
                 f"epoch {step / steps_per_epoch:5.2f}  step {step:5d}  loss {loss_mean:.4f}"
@@ -652,22 +741,29 @@ def main() -> None:
     train_s = time.perf_counter() - t1
     if args.checkpoint is not None:
         torch.save(model.state_dict(), args.checkpoint)
-    val_logits = predict(model, val)
-    semantic, pq = tune(val, val_logits, labels)
-    per_class, _ = accuracy(val, val_logits, semantic, labels)
-    print(f"validation: mIoU {per_class.mean():.4f}, PQ {pq:.4f} with {semantic}")
+    val_preds = predict(model, val)
+    semantic, threshold, pq = tune(val, val_preds)
+    per_class = class_iou(val, val_preds)
+    at = f", contact logit > {threshold}" if args.contact_map else ""
+    print(f"validation: mIoU {per_class.mean():.4f}, PQ {pq:.4f} with {semantic}{at}")
     holdout = render_many([(s, (HOLDOUT_INDEX,)) for s in HOLDOUT_SEEDS], args.threads)
-    holdout_iou, holdout_pq = accuracy(holdout, predict(model, holdout), semantic, labels)
-    holdout_miou = float(holdout_iou.mean())
+    holdout_preds = predict(model, holdout)
+    holdout_miou = float(class_iou(holdout, holdout_preds).mean())
+    holdout_pq = panoptic(holdout, holdout_preds, semantic, threshold)
     print(f"hold-out: mIoU {holdout_miou:.4f}, PQ {holdout_pq:.4f}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     onnx_path = args.out / "demo-parts.onnx"
-    differ = export(model, onnx_path, val)
+    differ, differ_contact = export(model, onnx_path, val, threshold)
     onnx_bytes = onnx_path.stat().st_size
-    print(f"exported {onnx_path} ({onnx_bytes} bytes); ORT and torch differ on {differ:.1e} of the pixels")
-    if differ > 1e-4:
-        raise SystemExit(f"onnxruntime's class map differs from torch's on {differ:.1e} of the pixels")
+    print(
+        f"exported {onnx_path} ({onnx_bytes} bytes); ORT and torch differ on {differ:.1e} of the pixels'"
+        f" classes and {differ_contact:.1e} of their contact"
+    )
+    if max(differ, differ_contact) > 1e-4:
+        raise SystemExit(
+            f"onnxruntime's maps differ from torch's on {max(differ, differ_contact):.1e} of the pixels"
+        )
     card = CARD.format(
         command=" ".join(["scripts/train_demo_model.py", *sys.argv[1:]]),
         trained_on=(
@@ -690,9 +786,10 @@ def main() -> None:
         params=params,
         w=WIDTH,
         h=HEIGHT,
-        classes=", ".join(labels.names),
-        semantic=(LABELLED if labels.contact else SPLIT).format(
-            contact=labels.contact_id, sp=semantic, rods=str(semantic.rods).lower()
+        contact=CONTACT.format(threshold=threshold) if args.contact_map else "",
+        classes=", ".join(CLASS_NAMES),
+        semantic=(TOUCHING if args.contact_map else SPLIT).format(
+            sp=semantic, rods=str(semantic.rods).lower()
         ),
     )
     (args.out / "demo-parts.yaml").write_text(card)
@@ -703,6 +800,7 @@ def main() -> None:
         "pq": round(pq, 4),
         "holdout_miou": round(holdout_miou, 4),
         "holdout_pq": round(holdout_pq, 4),
+        "contact_threshold": threshold if args.contact_map else None,
         "train_s": round(train_s, 1),
         "render_s": round(render_s, 1),
         "onnx_bytes": onnx_bytes,

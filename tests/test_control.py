@@ -35,11 +35,19 @@ from edgeseg.sources import make_source
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "pipelines" / "demo.yaml"
 DEMO_CARD = find_card(REPO / "models" / "demo-parts.onnx")
-DIST = "postprocess.semantic.dist_threshold"
+# the demo model draws where parts touch (a contact map): its live split parameters are the smallest part
+# kept, the lowest score kept and the rods; the distance relief's do not apply to it
+SCORE = "postprocess.semantic.min_score"
+SIZE = "postprocess.semantic.size_threshold"
+RELIEF = "postprocess.semantic.dist_threshold"
 assert DEMO_CARD.semantic is not None
-CARD_DIST = DEMO_CARD.semantic.dist_threshold
-assert CARD_DIST != 0.35  # the tests change it to 0.35
-CARD_MIN_SCORE = DEMO_CARD.semantic.min_score
+CARD_SCORE = DEMO_CARD.semantic.min_score
+assert CARD_SCORE != 0.35  # the tests change it to 0.35
+CARD_SIZE = DEMO_CARD.semantic.size_threshold
+
+
+# the demo model as if it gave no contact map: its components are split by distance reliefs
+SPLIT_CARD = replace(DEMO_CARD, output=replace(DEMO_CARD.output, contact=None))
 
 
 def _config(*overrides: str) -> PipelineConfig:
@@ -53,25 +61,26 @@ def _control(*overrides: str, **kwargs: Any) -> Control:
 def test_a_valid_change_makes_a_new_version_with_the_value_in_effect() -> None:
     control = _control()
     before = control.current()
-    outcome = control.update({DIST: 0.35}, "test")
-    assert outcome.applied == {DIST: 0.35}
+    outcome = control.update({SCORE: 0.35}, "test")
+    assert outcome.applied == {SCORE: 0.35}
     assert outcome.version == before.version + 1
     after = control.current()
     assert after.decode.semantic is not None
-    assert after.decode.semantic.dist_threshold == 0.35
-    # the card's other tuned values (rods, size, saddle: not the defaults) stay: one key changes
+    assert after.decode.semantic.min_score == 0.35
+    # the card's other tuned values (rods, size: not the defaults) stay: one key changes
     assert after.decode.semantic.rods is True
-    assert replace(after.decode.semantic, dist_threshold=CARD_DIST) == DEMO_CARD.semantic
+    assert replace(after.decode.semantic, min_score=CARD_SCORE) == DEMO_CARD.semantic
     assert DEMO_CARD.semantic.size_threshold != SemanticParams().size_threshold
     assert before.decode.semantic is not None
-    assert before.decode.semantic.dist_threshold == CARD_DIST
+    assert before.decode.semantic.min_score == CARD_SCORE
 
 
 def test_a_null_key_reports_the_model_cards_value() -> None:
     control = _control()
     values = {t.key: t.value for t in control.tunables()}
-    assert values[DIST] == CARD_DIST
+    assert values[SCORE] == CARD_SCORE
     assert values["postprocess.semantic.rods"] is True
+    assert RELIEF not in values  # the model draws where parts touch
     assert values["source.roi"] == [0.0, 0.0, 1.0, 1.0]
     # a semantic model has no yolo-seg thresholds to tune
     assert "postprocess.score_threshold" not in values
@@ -80,8 +89,8 @@ def test_a_null_key_reports_the_model_cards_value() -> None:
 @pytest.mark.parametrize(
     ("key", "value"),
     [
-        (DIST, 1.7),
-        (DIST, "abc"),
+        (SCORE, 1.7),
+        (SCORE, "abc"),
         ("postprocess.semantic.size_threshold", 2.5),
         ("postprocess.semantic.rods", "yes"),
         ("source.roi", [0, 0, 2, 1]),
@@ -119,27 +128,34 @@ def test_a_key_the_model_does_not_use_is_refused_not_ignored() -> None:
 
 
 def test_a_model_that_draws_where_parts_touch_offers_no_split_parameter_and_refuses_them() -> None:
-    card = replace(DEMO_CARD, classes=(*DEMO_CARD.classes, "contact"), contact=len(DEMO_CARD.classes))
+    card = replace(SPLIT_CARD, classes=(*DEMO_CARD.classes, "contact"), contact=len(DEMO_CARD.classes))
     control = Control(_config(), card)
     offered = {t.key.removeprefix("postprocess.semantic.") for t in control.tunables()}
     assert offered >= {"size_threshold", "min_score", "max_instances"}
     assert not offered & {"dist_threshold", "erosion_kernel", "saddle_ratio", "rods"}
-    outcome = control.update({DIST: 0.35, "postprocess.semantic.min_score": 0.5}, "test")
-    assert "nothing is split" in outcome.rejected[DIST]
-    assert outcome.applied == {"postprocess.semantic.min_score": 0.5}
+    outcome = control.update({RELIEF: 0.35, SCORE: 0.5}, "test")
+    assert "nothing is split" in outcome.rejected[RELIEF]
+    assert outcome.applied == {SCORE: 0.5}
 
 
 def test_a_model_with_a_contact_map_offers_the_size_score_and_rods_and_refuses_the_relief_parameters() -> (
     None
 ):
-    card = replace(DEMO_CARD, output=replace(DEMO_CARD.output, kind="class_map", contact="contact"))
-    control = Control(_config(), card)
+    assert DEMO_CARD.output.contact == "contact"
+    control = Control(_config(), DEMO_CARD)
     offered = {t.key.removeprefix("postprocess.semantic.") for t in control.tunables()}
     assert offered >= {"size_threshold", "min_score", "max_instances", "rods"}
     assert not offered & {"dist_threshold", "erosion_kernel", "saddle_ratio"}
-    outcome = control.update({DIST: 0.35, "postprocess.semantic.rods": False}, "test")
-    assert "nothing is split by distance reliefs" in outcome.rejected[DIST]
+    outcome = control.update({RELIEF: 0.35, "postprocess.semantic.rods": False}, "test")
+    assert "nothing is split by distance reliefs" in outcome.rejected[RELIEF]
     assert outcome.applied == {"postprocess.semantic.rods": False}
+
+
+def test_without_a_contact_map_the_distance_reliefs_parameters_are_offered() -> None:
+    control = Control(_config(), SPLIT_CARD)
+    offered = {t.key.removeprefix("postprocess.semantic.") for t in control.tunables()}
+    assert offered >= {"dist_threshold", "erosion_kernel", "saddle_ratio", "rods", "min_score"}
+    assert control.update({RELIEF: 0.35}, "test").applied == {RELIEF: 0.35}
 
 
 def test_a_yolo_seg_models_null_thresholds_report_its_cards_values() -> None:
@@ -156,17 +172,15 @@ def test_a_yolo_seg_models_null_thresholds_report_its_cards_values() -> None:
 
 def test_one_update_applies_its_valid_keys_together_and_names_each_refused_one() -> None:
     control = _control()
-    outcome = control.update(
-        {DIST: 0.3, "postprocess.semantic.size_threshold": -1, "model.path": "x.onnx"}, "test"
-    )
-    assert outcome.applied == {DIST: 0.3}
-    assert set(outcome.rejected) == {"postprocess.semantic.size_threshold", "model.path"}
+    outcome = control.update({SCORE: 0.3, SIZE: -1, "model.path": "x.onnx"}, "test")
+    assert outcome.applied == {SCORE: 0.3}
+    assert set(outcome.rejected) == {SIZE, "model.path"}
     assert outcome.version == 2
 
 
 def test_a_section_value_stands_for_the_keys_below_it() -> None:
-    outcome = _control().update({"postprocess": {"semantic": {"dist_threshold": 0.3, "min_score": 0.1}}})
-    assert outcome.applied == {DIST: 0.3, "postprocess.semantic.min_score": 0.1}
+    outcome = _control().update({"postprocess": {"semantic": {"size_threshold": 30, "min_score": 0.1}}})
+    assert outcome.applied == {SIZE: 30, SCORE: 0.1}
 
 
 def test_the_roi_does_not_change_live_where_the_sensor_crops() -> None:
@@ -226,16 +240,16 @@ def test_frames_keep_their_snapshot_through_every_stage_while_threads_update_and
     def tune(seed: int, n: int, pause: float) -> None:
         rng = random.Random(seed)
         for _ in range(n):
-            dist = round(rng.uniform(0.1, 0.9), 3)
+            score = round(rng.uniform(0.1, 0.9), 3)
             roi = [round(rng.uniform(0, 0.2), 3), 0.0, 0.8, 1.0]
             bad = rng.random() < 0.3  # a refused change in the mix: it must not make a version
-            changes: dict[str, Any] = {DIST: dist, "source.roi": roi}
+            changes: dict[str, Any] = {SCORE: score, "source.roi": roi}
             if bad:
-                changes = {DIST: 1.5 + dist}
+                changes = {SCORE: 1.5 + score}
             outcome = pipe.update(changes, f"thread {seed}")
             if outcome.ok:
                 with lock:
-                    given[outcome.version] = (dist, roi)
+                    given[outcome.version] = (score, roi)
             else:
                 assert not outcome.applied
             time.sleep(pause)
@@ -262,9 +276,9 @@ def test_frames_keep_their_snapshot_through_every_stage_while_threads_update_and
         snap = stages.pre[i]
         assert r.config_version == snap.version
         versions.add(snap.version)
-        dist, roi = given[snap.version]
+        score, roi = given[snap.version]
         assert snap.decode.semantic is not None
-        assert snap.decode.semantic.dist_threshold == dist
+        assert snap.decode.semantic.min_score == score
         assert list(snap.roi or (0.0, 0.0, 1.0, 1.0)) == roi
     assert len(versions) >= 3, "the frames should have seen several versions"
     during = sum(1 for t in sink.done_at if burst[0] <= t <= burst[1])
@@ -276,14 +290,14 @@ def test_saved_tuning_holds_only_what_differs_from_the_file_and_is_applied_at_th
 ) -> None:
     path = tuning_path(tmp_path, "demo")
     control = _control(tuning=path)
-    control.update({DIST: 0.45, "postprocess.semantic.min_score": 0.0}, "test")
+    control.update({SCORE: 0.45, SIZE: 0}, "test")
     line = control.save()
     assert str(path) in line
     saved = load_tuning(path)
-    assert dict(saved.values) == {DIST: 0.45, "postprocess.semantic.min_score": 0.0}
+    assert dict(saved.values) == {SCORE: 0.45, SIZE: 0}
     assert path.read_text().startswith("# Live tuning of pipeline 'demo'")
     config = load_config(DEMO, saved.overrides(), env={})
-    assert config.postprocess.semantic.dist_threshold == 0.45
+    assert config.postprocess.semantic.min_score == 0.45
 
 
 def test_a_saved_tuning_file_with_a_key_that_needs_a_restart_is_an_error_naming_it(tmp_path: Path) -> None:
@@ -295,8 +309,8 @@ def test_a_saved_tuning_file_with_a_key_that_needs_a_restart_is_an_error_naming_
 
 def test_a_bad_value_in_saved_tuning_names_the_file_as_its_origin(tmp_path: Path) -> None:
     path = tmp_path / "tuning-demo.yaml"
-    path.write_text(f"{DIST}: 7\n")
-    with pytest.raises(ConfigError, match=r"\(0, 1\] \(got 7\) \[saved tuning .*tuning-demo.yaml\]"):
+    path.write_text(f"{SCORE}: 7\n")
+    with pytest.raises(ConfigError, match=r"\[0, 1\] \(got 7\) \[saved tuning .*tuning-demo.yaml\]"):
         load_config(DEMO, load_tuning(path).overrides(), env={})
 
 
@@ -307,17 +321,17 @@ def test_reload_applies_what_changed_in_the_file_and_refuses_a_new_model(tmp_pat
     control = Control(
         load_config(file, env={}), DEMO_CARD, file=file, reloader=lambda: load_config(file, env={})
     )
-    control.update({"postprocess.semantic.min_score": 0.2}, "test")  # a live change the file lacks: kept
+    control.update({SIZE: 30}, "test")  # a live change the file lacks: kept
     file.write_text(
-        text.replace("semantic: null", "semantic:\n    dist_threshold: 0.4").replace(
+        text.replace("semantic: null", "semantic:\n    min_score: 0.4").replace(
             "demo-parts.onnx", "other.onnx"
         )
     )
     outcome = control.reload()
-    assert outcome.applied == {DIST: 0.4}
+    assert outcome.applied == {SCORE: 0.4}
     assert list(outcome.rejected) == ["model.path"]
     assert "needs a restart" in outcome.rejected["model.path"]
-    assert control.value("postprocess.semantic.min_score") == 0.2
+    assert control.value(SIZE) == 30
     assert control.reload().applied == {}  # nothing changed since
 
 
@@ -339,7 +353,7 @@ def test_sighup_applies_a_changed_threshold_and_refuses_a_new_model_in_one_line(
             time.sleep(0.2)
         assert _lines(out) >= 3, err.read_text()
         file.write_text(
-            text.replace("semantic: null", "semantic:\n    dist_threshold: 0.4").replace(
+            text.replace("semantic: null", "semantic:\n    min_score: 0.4").replace(
                 "demo-parts.onnx", "other.onnx"
             )
         )
@@ -356,7 +370,7 @@ def test_sighup_applies_a_changed_threshold_and_refuses_a_new_model_in_one_line(
     assert _versions(out) == {1, 2}
     reload_lines = [line for line in err.read_text().splitlines() if "reload" in line]
     assert len(reload_lines) == 1, err.read_text()
-    assert f"applied {DIST}=0.4 (config_version 2)" in reload_lines[0]
+    assert f"applied {SCORE}=0.4 (config_version 2)" in reload_lines[0]
     assert "not applied, needs a restart: model.path" in reload_lines[0]
 
 
@@ -378,26 +392,22 @@ def test_saving_into_the_yaml_changes_only_the_tuned_line_and_empties_the_saved_
     file.write_text(text)
     tuning = tuning_path(tmp_path, "p")
     control = Control(load_config(file, env={}), DEMO_CARD, file=file, tuning=tuning)
-    control.update({DIST: 0.3}, "test")
+    control.update({SCORE: 0.3}, "test")
     control.save()
     assert tuning.is_file()
-    control.update({DIST: 0.35}, "test")
+    control.update({SCORE: 0.35}, "test")
     control.save(into_yaml=True)
     assert not tuning.exists()
     after = file.read_text().splitlines()
     added = [line for line in after if line not in text.splitlines()]
-    assert added == ["  semantic:", "    dist_threshold: 0.35"], added
+    assert added == ["  semantic:", "    min_score: 0.35"], added
     assert [line for line in text.splitlines() if line not in after] == ["  semantic: null"]
     assert all(line in after for line in text.splitlines() if line.lstrip().startswith("#"))
-    assert load_config(file, env={}).postprocess.semantic.dist_threshold == 0.35
+    assert load_config(file, env={}).postprocess.semantic.min_score == 0.35
     assert control.changes() == {}  # the file now says what runs
 
 
-LIVE_KEYS = [
-    DIST, "postprocess.semantic.size_threshold", "postprocess.semantic.rods", "source.roi",
-    "postprocess.semantic.min_score", "postprocess.semantic.erosion_kernel",
-    "postprocess.semantic.saddle_ratio",
-]  # fmt: skip
+LIVE_KEYS = [SCORE, SIZE, "postprocess.semantic.rods", "source.roi", "postprocess.semantic.max_instances"]
 VALUES = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.integers(-5, 500),
@@ -438,9 +448,9 @@ def test_a_live_update_is_accepted_exactly_when_the_loader_accepts_it(key: str, 
 
 def test_reset_undoes_the_changes_not_saved_and_keeps_the_saved_ones(tmp_path: Path) -> None:
     control = _control(tuning=tuning_path(tmp_path, "demo"))
-    control.update({DIST: 0.3}, "test")
+    control.update({SCORE: 0.3}, "test")
     control.save()
-    control.update({DIST: 0.5, "postprocess.semantic.min_score": 0.4}, "test")
+    control.update({SCORE: 0.5, SIZE: 30}, "test")
     outcome = control.reset()
-    assert outcome.applied == {DIST: 0.3, "postprocess.semantic.min_score": CARD_MIN_SCORE}
-    assert control.value(DIST) == 0.3
+    assert outcome.applied == {SCORE: 0.3, SIZE: CARD_SIZE}
+    assert control.value(SCORE) == 0.3

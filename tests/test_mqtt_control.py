@@ -22,12 +22,13 @@ from test_mqtt import validate
 from edgeseg.modelcard import find_card
 
 BASE = "edgeseg/cam1"
-DIST = "postprocess.semantic.dist_threshold"
-STATE = f"{BASE}/config/{DIST}/state"
+SCORE = "postprocess.semantic.min_score"  # a slider: the demo model's lowest score kept
+SIZE = "postprocess.semantic.size_threshold"
+STATE = f"{BASE}/config/{SCORE}/state"
 _card = find_card(Path(__file__).resolve().parents[1] / "models" / "demo-parts.onnx").semantic
 assert _card is not None
-CARD_DIST = json.dumps(_card.dist_threshold).encode()  # the state before any change
-assert CARD_DIST != b"0.35"  # the value the tests set
+CARD_SCORE = json.dumps(_card.min_score).encode()  # the state before any change
+assert CARD_SCORE != b"0.35"  # the value the tests set
 TYPO = "postprocess.semantic.dist_treshold"
 
 
@@ -51,20 +52,20 @@ def test_a_set_applies_retains_the_value_in_effect_and_bad_requests_change_nothi
         order = [m.topic for m in collector.messages]
         # every tunable's state is out before the device says it is online, with the card's value
         assert STATE in order[: order.index(f"{BASE}/status")]
-        assert collector.on(STATE)[0].payload == CARD_DIST
+        assert collector.on(STATE)[0].payload == CARD_SCORE
         discovery = collector.on("homeassistant/device/cam1/config")[0].json()
         validate("discovery", discovery)
-        slider = discovery["cmps"]["dist_threshold"]
+        slider = discovery["cmps"]["min_score"]
         assert slider["p"] == "number"
-        assert (slider["command_topic"], slider["state_topic"]) == (f"{BASE}/config/{DIST}/set", STATE)
+        assert (slider["command_topic"], slider["state_topic"]) == (f"{BASE}/config/{SCORE}/set", STATE)
         assert (slider["min"], slider["max"]) == (0, 1)
 
-        set_topic = f"{BASE}/config/{DIST}/set"
+        set_topic = f"{BASE}/config/{SCORE}/set"
         collector.publish(set_topic, b"0.35")
         reply = _reply_to(collector, set_topic)
         validate("config_result", reply)
         assert reply["ok"] is True
-        assert reply["applied"] == {DIST: 0.35}
+        assert reply["applied"] == {SCORE: 0.35}
         version = reply["config_version"]
         assert version == 2
         assert collector.wait(lambda: collector.on(STATE)[-1].payload == b"0.35", 10)
@@ -75,9 +76,9 @@ def test_a_set_applies_retains_the_value_in_effect_and_bad_requests_change_nothi
         )
 
         bad = [
-            (set_topic, b"abc", DIST, "must be a number (got 'abc')"),
-            (set_topic, b"1.7", DIST, "must be in (0, 1] (got 1.7)"),
-            (set_topic, b"true", DIST, "must be a number (got true)"),
+            (set_topic, b"abc", SCORE, "must be a number (got 'abc')"),
+            (set_topic, b"1.7", SCORE, "must be in [0, 1] (got 1.7)"),
+            (set_topic, b"true", SCORE, "must be a number (got true)"),
             (f"{BASE}/config/{TYPO}/set", b"0.3", TYPO, "unknown key; did you mean dist_threshold?"),
             (f"{BASE}/config/model.path/set", b'"/tmp/other.onnx"', "model.path", "needs a restart"),
             (f"{BASE}/config/set", b'{"postprocess.semantic": {"dist_threshold": ', "payload", "is not JSON"),
@@ -96,15 +97,15 @@ def test_a_set_applies_retains_the_value_in_effect_and_bad_requests_change_nothi
             assert reply["config_version"] == version
             assert words in reply["rejected"][key], (topic, reply)
         # a refused value is never state: the only states are the start value and the one applied
-        assert [m.payload for m in collector.on(STATE)] == [CARD_DIST, b"0.35"]
+        assert [m.payload for m in collector.on(STATE)] == [CARD_SCORE, b"0.35"]
         assert retained(broker.port, STATE, 1.5) == {STATE: b"0.35"}
         before = len(collector.on("/results"))
         assert collector.wait(lambda: len(collector.on("/results")) > before + 3, 30), "results stopped"
 
         # one request, several keys: the valid ones apply together, each refused one is named
-        collector.publish(f"{BASE}/config/set", json.dumps({DIST: 0.3, "source.uri": "v4l2:0"}).encode())
+        collector.publish(f"{BASE}/config/set", json.dumps({SCORE: 0.3, "source.uri": "v4l2:0"}).encode())
         reply = _reply_to(collector, f"{BASE}/config/set", 5)
-        assert reply["applied"] == {DIST: 0.3}
+        assert reply["applied"] == {SCORE: 0.3}
         assert list(reply["rejected"]) == ["source.uri"]
         assert reply["config_version"] == version + 1
 
@@ -114,7 +115,7 @@ def test_a_set_applies_retains_the_value_in_effect_and_bad_requests_change_nothi
         assert "tuning-demo.yaml" in saved["message"]
     assert run.code == 0, run.output()
     tuning = tmp_path / "state" / "tuning-demo.yaml"
-    assert tuning.read_text().rstrip().endswith(f"{DIST}: 0.3")
+    assert tuning.read_text().rstrip().endswith(f"{SCORE}: 0.3")
 
     # the saved tuning is applied at the next start, said so, and is the retained state from the start
     collector.publish(STATE, b"", retain=True)  # clear it: the new process must publish it itself
@@ -125,7 +126,7 @@ def test_a_set_applies_retains_the_value_in_effect_and_bad_requests_change_nothi
             assert [m.payload for m in watcher.on(STATE)] == [b"0.3"]
     finally:
         watcher.close()
-    said = r"applying saved tuning from .*tuning-demo.yaml: " + re.escape(DIST) + "=0.3"
+    said = r"applying saved tuning from .*tuning-demo.yaml: " + re.escape(SCORE) + "=0.3"
     assert re.search(said, again.output()[1])
 
 
@@ -154,7 +155,7 @@ def test_an_mqtt5_request_gets_its_reply_on_its_response_topic_with_its_correlat
             props = Properties(PacketTypes.PUBLISH)
             props.ResponseTopic = "test/replies/42"
             props.CorrelationData = b"\x00req-7"
-            payload = json.dumps({DIST: 0.4, "postprocess.semantic.min_score": 2}).encode()
+            payload = json.dumps({SCORE: 0.4, SIZE: -2}).encode()
             client.publish(f"{BASE}/config/set", payload, qos=1, properties=props).wait_for_publish(5)
             assert done.wait(10)
     finally:
@@ -164,20 +165,19 @@ def test_an_mqtt5_request_gets_its_reply_on_its_response_topic_with_its_correlat
     assert correlation == b"\x00req-7"
     reply = json.loads(body)
     validate("config_result", reply)
-    assert reply["applied"] == {DIST: 0.4}
-    assert "must be in [0, 1] (got 2)" in reply["rejected"]["postprocess.semantic.min_score"]
+    assert reply["applied"] == {SCORE: 0.4}
+    assert "must be >= 0 (got -2)" in reply["rejected"][SIZE]
     # and the same reply on config/result for everyone else
     assert _reply_to(collector, f"{BASE}/config/set") == reply
 
 
 KEYS = [
-    DIST, "postprocess.semantic.size_threshold", "postprocess.semantic.rods", "source.roi",
-    "postprocess.semantic.min_score", "postprocess.score_threshold", "model.path", "sinks", "postprocess",
-    "x.y.z", "", "a/b", "a.", ".",
+    SCORE, SIZE, "postprocess.semantic.rods", "source.roi", "postprocess.semantic.dist_threshold",
+    "postprocess.score_threshold", "model.path", "sinks", "postprocess", "x.y.z", "", "a/b", "a.", ".",
 ]  # fmt: skip
 
 
-FUZZ_TOPICS = [f"{BASE}/config/set", f"{BASE}/config/{DIST}/set"]
+FUZZ_TOPICS = [f"{BASE}/config/set", f"{BASE}/config/{SCORE}/set"]
 
 
 def _fuzz_message(rng: random.Random) -> tuple[str, bytes]:
@@ -190,11 +190,11 @@ def _fuzz_message(rng: random.Random) -> tuple[str, bytes]:
         doc = {rng.choice(KEYS): rng.choice([rng.random(), -1, "x", [rng.random()] * 4]) for _ in range(3)}
         return f"{BASE}/config/set", json.dumps(doc).encode()
     if kind == 2:  # random bytes
-        return rng.choice([f"{BASE}/config/set", f"{BASE}/config/{DIST}/set"]), rng.randbytes(
+        return rng.choice([f"{BASE}/config/set", f"{BASE}/config/{SCORE}/set"]), rng.randbytes(
             rng.randrange(64)
         )
     text = rng.choice(['{"a":', "[" * 500, '{"' + "k" * 5000 + '": 1}', "nan", "1e999", "-0", "\u00e9"])
-    return rng.choice([f"{BASE}/config/set", f"{BASE}/config/{DIST}/set"]), text.encode()
+    return rng.choice([f"{BASE}/config/set", f"{BASE}/config/{SCORE}/set"]), text.encode()
 
 
 def test_a_thousand_random_payloads_on_the_config_topics_never_stop_the_pipeline(
@@ -218,6 +218,6 @@ def test_a_thousand_random_payloads_on_the_config_topics_never_stop_the_pipeline
         validate("config_result", reply)
     # the state only ever held values that were applied
     applied = {
-        json.dumps(v).encode() for r in _replies(collector) for k, v in r["applied"].items() if k == DIST
+        json.dumps(v).encode() for r in _replies(collector) for k, v in r["applied"].items() if k == SCORE
     }
-    assert {m.payload for m in collector.on(STATE)} <= applied | {CARD_DIST}
+    assert {m.payload for m in collector.on(STATE)} <= applied | {CARD_SCORE}

@@ -17,10 +17,10 @@ from test_display import xvfb  # noqa: F401  (the fixture)
 
 from edgeseg.modelcard import find_card
 
-DIST = "postprocess.semantic.dist_threshold"
+SCORE = "postprocess.semantic.min_score"
 _card = find_card(Path(__file__).resolve().parents[1] / "models" / "demo-parts.onnx").semantic
 assert _card is not None
-CARD_DIST = _card.dist_threshold
+CARD_SCORE = _card.min_score
 
 
 def _xdotool() -> str:
@@ -77,14 +77,15 @@ def test_keys_in_the_tune_window_change_the_threshold_of_the_next_results_and_sa
                     subprocess.run([xdotool, "key", "--window", window, key], env=env, capture_output=True)
                 time.sleep(0.3)
 
-        # the trackbars: erosion_kernel, erosion_iteration, dist_threshold, ...: select the third, step it up
-        press("n", "n", "bracketright")
+        # the trackbars of the demo model (it draws where parts touch): size_threshold, min_score, ...: select
+        # the second, step it up
+        press("n", "bracketright")
         assert _wait(lambda: any(r["config_version"] == 2 for r in _records(out)), 30), err.read_text()
         press("s")
         tuning = state / "tuning-demo.yaml"
         assert _wait(tuning.is_file, 10), err.read_text()
         # "]" steps the trackbar by 0.01 from the card's value
-        assert tuning.read_text().rstrip().endswith(f"{DIST}: {round(CARD_DIST + 0.01, 2)}")
+        assert tuning.read_text().rstrip().endswith(f"{SCORE}: {round(CARD_SCORE + 0.01, 2)}")
         press("q")
         assert proc.wait(30) == 0, err.read_text()
     finally:
@@ -99,6 +100,7 @@ def test_keys_in_the_tune_window_change_the_threshold_of_the_next_results_and_sa
 
 TRACKBAR = """
 import cv2, numpy as np, time
+from dataclasses import replace
 from pathlib import Path
 from edgeseg.config import load_config
 from edgeseg.control import Control
@@ -107,7 +109,11 @@ from edgeseg.modelcard import find_card
 from edgeseg.instances import Instances
 from edgeseg.sinks.base import SinkContext
 from edgeseg.sinks.display import DisplaySink
-control = Control(load_config(None, env={}), find_card("models/demo-parts.onnx"))
+card = find_card("models/demo-parts.onnx")
+# as if the model gave no contact map: its components are split by distance reliefs, whose threshold's
+# trackbar starts at 0, a value outside its range
+card = replace(card, output=replace(card.output, contact=None))
+control = Control(load_config(None, env={}), card)
 sink = DisplaySink("edgeseg-tb", SinkContext(control=control), tune=True)
 img = np.full((120, 160, 3), 90, np.uint8)
 result = Result(Frame(0, img, time.monotonic_ns(), time.time()), Instances.empty((120, 160)))

@@ -35,7 +35,7 @@ from edgeseg.sinks.webserver import WebSink
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "pipelines" / "demo.yaml"
-DIST = "postprocess.semantic.dist_threshold"
+SCORE = "postprocess.semantic.min_score"  # a slider: the demo model's lowest score kept
 TOKEN = "3f9c2a7be1d04c55a8e6b1f27d90c4e1"  # what `openssl rand -hex 16` makes
 ROUTES = (("GET", "/"), ("GET", "/stream"), ("GET", "/api/state"),
           ("POST", "/api/set"), ("POST", "/api/save"), ("POST", "/api/reset"))  # fmt: skip
@@ -255,34 +255,34 @@ def test_set_applies_a_valid_value_refuses_an_invalid_one_and_the_next_results_c
 ) -> None:
     with running(tmp_path) as r:
         status, _, body = request(
-            r.port, "POST", "/api/set", {DIST: 0.45, "postprocess.semantic.size_threshold": -3}
+            r.port, "POST", "/api/set", {SCORE: 0.45, "postprocess.semantic.size_threshold": -3}
         )
         reply = json.loads(body)
         assert status == 200
         assert reply["ok"] is False
-        assert reply["applied"] == {DIST: 0.45}
+        assert reply["applied"] == {SCORE: 0.45}
         assert "postprocess.semantic.size_threshold" in reply["rejected"]
         version = reply["config_version"]
         assert version == 2
         assert r.pipe.control is not None
-        assert r.pipe.control.value(DIST) == 0.45
+        assert r.pipe.control.value(SCORE) == 0.45
         n = r.count.count()
         wait_for(lambda: version in r.count.since(n), 20, "a result with the new config_version")
 
         state = json.loads(request(r.port, "GET", "/api/state")[2])
         assert state["config_version"] == version
-        assert {t["key"]: t["value"] for t in state["tunables"]}[DIST] == 0.45
+        assert {t["key"]: t["value"] for t in state["tunables"]}[SCORE] == 0.45
         assert {"fps", "latency_ms", "frames", "drops", "dropped_total"} <= set(state["stats"])
 
         status, _, body = request(r.port, "POST", "/api/save", {"into": "state"})
         assert status == 200, body
         assert json.loads(body)["ok"], body
-        assert "dist_threshold: 0.45" in (tmp_path / "tuning.yaml").read_text()
+        assert "min_score: 0.45" in (tmp_path / "tuning.yaml").read_text()
 
-        request(r.port, "POST", "/api/set", {DIST: 0.6})
+        request(r.port, "POST", "/api/set", {SCORE: 0.6})
         status, _, body = request(r.port, "POST", "/api/reset")
         assert status == 200
-        assert json.loads(body)["applied"] == {DIST: 0.45}
+        assert json.loads(body)["applied"] == {SCORE: 0.45}
 
 
 @pytest.mark.parametrize(
@@ -308,11 +308,11 @@ def test_on_loopback_another_sites_host_or_origin_or_a_form_post_is_refused(tmp_
         assert request(r.port, "GET", "/api/state", headers={"Host": "evil.example:80"})[0] == 403
         assert request(r.port, "GET", "/api/state", headers={"Host": f"localhost:{r.port}"})[0] == 200
         cross = {"Origin": "http://evil.example"}
-        assert request(r.port, "POST", "/api/set", {DIST: 0.5}, headers=cross)[0] == 403
+        assert request(r.port, "POST", "/api/set", {SCORE: 0.5}, headers=cross)[0] == 403
         form = {"Content-Type": "text/plain"}
-        assert request(r.port, "POST", "/api/set", {DIST: 0.5}, headers=form)[0] == 415
+        assert request(r.port, "POST", "/api/set", {SCORE: 0.5}, headers=form)[0] == 415
         same = {"Origin": f"http://127.0.0.1:{r.port}"}
-        assert request(r.port, "POST", "/api/set", {DIST: 0.5}, headers=same)[0] == 200
+        assert request(r.port, "POST", "/api/set", {SCORE: 0.5}, headers=same)[0] == 200
         assert r.pipe.snapshot().version == 2  # only the last one applied
 
 
@@ -337,7 +337,7 @@ def test_off_loopback_every_route_needs_the_token_which_never_appears_in_a_log(
         bearer = {"Authorization": f"Bearer {TOKEN}"}
         for path in ("/", "/stream", "/api/state"):
             assert request(r.port, "GET", path, headers=bearer)[0] == 200, path
-        assert request(r.port, "POST", "/api/set", {DIST: 0.3}, headers=bearer)[0] == 200
+        assert request(r.port, "POST", "/api/set", {SCORE: 0.3}, headers=bearer)[0] == 200
         assert request(r.port, "POST", "/api/save", headers=bearer)[0] == 200
         assert request(r.port, "POST", "/api/reset", headers=bearer)[0] == 200
         assert len(read_frames(r.port, 2, bearer)) == 2
@@ -470,7 +470,7 @@ def test_a_slider_moved_while_replies_are_slow_is_not_pulled_back_to_an_older_va
     with running(tmp_path) as r:
         control = r.pipe.control
         assert control is not None
-        before = control.value(DIST)
+        before = control.value(SCORE)
         update = control.update
 
         def slow_update(changes: Any, origin: str = "api") -> Any:
@@ -481,13 +481,13 @@ def test_a_slider_moved_while_replies_are_slow_is_not_pulled_back_to_an_older_va
         with headless_chromium(chrome, driver_path) as browser:
             browser.get(r.url)
             slider = WebDriverWait(browser, 20).until(
-                lambda b: b.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{DIST}"]')
+                lambda b: b.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{SCORE}"]')
             )
             for _ in range(5):
                 slider.send_keys(Keys.ARROW_RIGHT)
                 time.sleep(0.15)
             want = round(before + 0.05, 2)
-            wait_for(lambda: control.value(DIST) == pytest.approx(want), 15, f"{DIST} = {want}")
+            wait_for(lambda: control.value(SCORE) == pytest.approx(want), 15, f"{SCORE} = {want}")
             time.sleep(1.0)  # the last replies and a refresh have come back
             assert float(slider.get_attribute("value")) == pytest.approx(want)
 
@@ -505,7 +505,7 @@ def test_a_slider_moved_by_several_steps_ends_on_the_last_step_when_the_server_a
     with running(tmp_path) as r:
         control = r.pipe.control
         assert control is not None
-        before = control.value(DIST)
+        before = control.value(SCORE)
         update = control.update
         calls = itertools.count()
 
@@ -518,13 +518,13 @@ def test_a_slider_moved_by_several_steps_ends_on_the_last_step_when_the_server_a
         with headless_chromium(chrome, driver_path) as browser:
             browser.get(r.url)
             slider = WebDriverWait(browser, 20).until(
-                lambda b: b.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{DIST}"]')
+                lambda b: b.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{SCORE}"]')
             )
             slider.send_keys(Keys.ARROW_RIGHT * 5)
             want = round(before + 0.05, 2)
-            wait_for(lambda: control.value(DIST) == pytest.approx(want), 15, f"{DIST} = {want}")
+            wait_for(lambda: control.value(SCORE) == pytest.approx(want), 15, f"{SCORE} = {want}")
             time.sleep(2.0)  # anything still on its way has arrived
-            assert control.value(DIST) == pytest.approx(want)
+            assert control.value(SCORE) == pytest.approx(want)
             assert float(slider.get_attribute("value")) == pytest.approx(want)
 
 
@@ -538,13 +538,13 @@ def test_in_headless_chromium_moving_a_slider_changes_the_next_results(tmp_path:
     with running(tmp_path) as r:
         control = r.pipe.control
         assert control is not None
-        before = control.value(DIST)
+        before = control.value(SCORE)
         with headless_chromium(chrome, driver_path) as browser:
             browser.set_page_load_timeout(20)
             browser.get(r.url)
             wait = WebDriverWait(browser, 20)
             slider = wait.until(
-                lambda b: b.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{DIST}"]')
+                lambda b: b.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{SCORE}"]')
             )
             assert float(slider.get_attribute("value")) == pytest.approx(before)
             assert slider.get_attribute("min") == "0"
@@ -555,22 +555,22 @@ def test_in_headless_chromium_moving_a_slider_changes_the_next_results(tmp_path:
             n = r.count.count()
             slider.send_keys(Keys.ARROW_RIGHT * 5)  # a user moving the slider by keyboard: 5 steps of 0.01
             want = round(before + 0.05, 2)
-            wait_for(lambda: control.value(DIST) == pytest.approx(want), 15, f"{DIST} = {want}")
+            wait_for(lambda: control.value(SCORE) == pytest.approx(want), 15, f"{SCORE} = {want}")
             version = control.current().version
             assert version >= 2
             wait_for(lambda: any(v >= version for v in r.count.since(n)), 15, "results with the new version")
             wait.until(lambda b: f"config_version {version}" in b.find_element(By.ID, "reply").text)
             reply = browser.find_element(By.ID, "reply")
-            assert f"applied {DIST} = {want}" in reply.text
+            assert f"applied {SCORE} = {want}" in reply.text
             assert reply.get_attribute("class") == "ok"
 
             # a refused value is shown in red and the slider goes back to the value in effect
-            box = browser.find_element(By.CSS_SELECTOR, f'.row input[type=range][data-key="{DIST}"] + input')
+            box = browser.find_element(By.CSS_SELECTOR, f'.row input[type=range][data-key="{SCORE}"] + input')
             box.send_keys(Keys.CONTROL, "a")
             box.send_keys("1.5" + Keys.TAB)
             wait.until(lambda b: "REFUSED" in b.find_element(By.ID, "reply").text)
             assert browser.find_element(By.ID, "reply").get_attribute("class") == "bad"
-            assert control.value(DIST) == pytest.approx(want)
+            assert control.value(SCORE) == pytest.approx(want)
             wait.until(lambda b: "frames done" in b.find_element(By.ID, "figures").text)
             time.sleep(1.2)  # one more poll of the figures, for the screenshot
             shots.mkdir(parents=True, exist_ok=True)

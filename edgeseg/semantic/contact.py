@@ -12,9 +12,9 @@ from numpy.typing import NDArray
 
 from edgeseg.semantic.components import Part, whole_part
 
-# A contact pixel this many steps (3x3) or fewer from a part's own pixels joins the part; the bands that
-# ``scripts/train_demo_model.py --contact`` teaches are two pixels deep on each side of a contact. Pixels no
-# part reaches (a blob of contact alone) join none: there is no part to give them to.
+# A contact pixel this many steps (3x3) or fewer from a part's own pixels joins the part: a band two pixels
+# deep on each side of a contact (as the demo model was taught to draw its contact map) is crossed with one to
+# spare. Pixels no part reaches (a blob of contact alone) join none: there is no part to give them to.
 GROW_STEPS = 3
 _STEP = np.ones((3, 3), np.uint8)
 
