@@ -394,8 +394,12 @@ class TensorRTBackend:
             self._run_on_buffers()
         finally:
             self._ctx.pop()
-        # host buffers are reused by the next call: hand out copies
-        return {name: np.array(self._host[name], np.float32) for name in self.card.output.names}
+        # host buffers are reused by the next call: hand out copies. Integer outputs (a class map, a contact
+        # map) keep their type, as onnxruntime gives them: the head refuses a contact map of floats
+        return {
+            name: np.array(self._host[name], np.float32 if self._host[name].dtype.kind == "f" else None)
+            for name in self.card.output.names
+        }
 
     def close(self) -> None:
         if getattr(self, "_ctx", None) is None:
