@@ -694,17 +694,17 @@ def main() -> None:
     model = PartsNet(len(CLASS_NAMES), args.contact_map).to(
         memory_format=torch.channels_last
     )  # ~1.7x faster convolutions on CPU
-    fresh: tuple[nn.Module, ...] = ()  # modules --init does not give
     if args.init is not None:
+        fresh_branch = False  # a contact branch --init does not give keeps its norms in training mode
         if args.init.suffix == ".onnx":
-            if not load_exported(model, args.init) and model.contact is not None:
-                fresh = (model.contact,)
+            fresh_branch = not load_exported(model, args.init) and model.contact is not None
         else:
             model.load_state_dict(torch.load(args.init, weights_only=True))
         if args.freeze_norms or args.init.suffix == ".onnx":
-            fresh_norms = {id(m) for f in fresh for m in f.modules()}
             model.frozen_norms = tuple(
-                m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and id(m) not in fresh_norms
+                m
+                for name, m in model.named_modules()
+                if isinstance(m, nn.BatchNorm2d) and not (fresh_branch and name.startswith("contact."))
             )
         if args.branch_only and model.contact is not None:
             branch = {id(q) for q in model.contact.parameters()}
