@@ -11,10 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-from numpy.typing import NDArray
-
-from edgeseg.backends import DEFAULT_INFERENCE, Backend, InferenceOptions, create_backend
+from edgeseg.backends import DEFAULT_INFERENCE, Backend, InferenceOptions, Outputs, create_backend
 from edgeseg.frame import Frame
 from edgeseg.geometry import FULL_ROI, AxisAffine, Roi, roi_pixels, stretch
 from edgeseg.heads import DEFAULT_DECODE, DecodeOptions, Head, create_head
@@ -87,13 +84,13 @@ class Model:
         to_frame = to_frame.then(AxisAffine(1.0, 1.0, float(x0), float(y0)))
         return Prepared(None, to_frame, frame.shape, frame.tensors, crop)
 
-    def infer(self, prepared: Prepared) -> dict[str, NDArray[np.float32]]:
+    def infer(self, prepared: Prepared) -> Outputs:
         """Raw output tensors by name."""
         return self.backend.run(prepared)
 
     def decode(
         self,
-        outputs: dict[str, NDArray[np.float32]],
+        outputs: Outputs,
         prepared: Prepared,
         options: DecodeOptions = DEFAULT_DECODE,
     ) -> Instances:
@@ -102,13 +99,13 @@ class Model:
 
     def explain(
         self,
-        outputs: dict[str, NDArray[np.float32]],
+        outputs: Outputs,
         prepared: Prepared,
         options: DecodeOptions = DEFAULT_DECODE,
     ) -> SplitView | None:
         """What a semantic head's split saw (class map, distance relief, markers, instances) on its work grid,
         with ``to_frame`` placing it on the frame; None for heads without a split (yolo-seg)."""
-        explain: Callable[[dict[str, NDArray[np.float32]], Prepared, DecodeOptions], SplitView] | None
+        explain: Callable[[Outputs, Prepared, DecodeOptions], SplitView] | None
         explain = getattr(self.head, "explain", None)
         return None if explain is None else explain(outputs, prepared, options)
 

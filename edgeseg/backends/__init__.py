@@ -19,6 +19,10 @@ from edgeseg.modelcard import ModelCard
 from edgeseg.preprocess import Prepared
 from edgeseg.threadplan import ThreadCount
 
+Outputs = dict[str, NDArray[np.generic]]
+"""A model's raw output tensors by name: float scores, or integer maps (a class map, a contact map) where the
+graph computes them (onnxruntime hands them out in the graph's own type; so must every backend)."""
+
 
 @dataclass(frozen=True)
 class InferenceOptions:
@@ -46,7 +50,7 @@ class Backend(Protocol):
     description: str
     thread_count: ThreadCount | None
 
-    def run(self, prepared: Prepared) -> dict[str, NDArray[np.float32]]:
+    def run(self, prepared: Prepared) -> Outputs:
         """Raw output tensors by name for one prepared frame."""
         ...
 

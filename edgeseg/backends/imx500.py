@@ -10,9 +10,8 @@ Networks with many outputs have returned zeroed tensor info on some firmware, so
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import NDArray
 
-from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions
+from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, Outputs
 from edgeseg.errors import ModelError
 from edgeseg.modelcard import ModelCard
 from edgeseg.preprocess import Prepared
@@ -27,7 +26,7 @@ class Imx500Backend:
     def __init__(self, card: ModelCard, options: InferenceOptions = DEFAULT_INFERENCE) -> None:
         self.card = card
 
-    def run(self, prepared: Prepared) -> dict[str, NDArray[np.float32]]:
+    def run(self, prepared: Prepared) -> Outputs:
         """The on-sensor outputs the card names; ModelError when a frame carries none or the wrong ones."""
         card = self.card
         if prepared.attached is None:
@@ -35,7 +34,7 @@ class Imx500Backend:
                 f"model {card.name!r}: the frame carries no on-sensor output tensors "
                 "(the IMX500 delivered no result for it, or the source is not picamera2 with a network)"
             )
-        out: dict[str, NDArray[np.float32]] = {}
+        out: Outputs = {}
         for name in card.output.names:
             if name not in prepared.attached:
                 raise ModelError(

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, floatconv
+from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, Outputs, floatconv
 from edgeseg.errors import ConfigError, ModelError
 from edgeseg.malloc import release_free_memory
 from edgeseg.modelcard import ModelCard
@@ -226,7 +226,7 @@ class OrtBackend:
                     f"(the model has {', '.join(sorted(outputs))})"
                 )
 
-    def run_tensor(self, tensor: NDArray[np.generic]) -> dict[str, NDArray[np.float32]]:
+    def run_tensor(self, tensor: NDArray[np.generic]) -> Outputs:
         """Outputs by name for one input tensor of the card's shape and dtype."""
         if tensor.shape != self._shape or tensor.dtype != self._dtype:
             raise ModelError(
@@ -235,9 +235,7 @@ class OrtBackend:
             )
         return self._run(tensor)
 
-    def _run(
-        self, tensor: NDArray[np.generic], options: ort.RunOptions | None = None
-    ) -> dict[str, NDArray[np.float32]]:
+    def _run(self, tensor: NDArray[np.generic], options: ort.RunOptions | None = None) -> Outputs:
         try:
             values = self.session.run(self._outputs, {self._input: tensor}, options)
         except Exception as exc:  # an ORT failure in one frame names the model, not a pybind class
@@ -246,7 +244,7 @@ class OrtBackend:
             ) from None
         return {name: np.asarray(v) for name, v in zip(self._outputs, values, strict=True)}
 
-    def run(self, prepared: Prepared) -> dict[str, NDArray[np.float32]]:
+    def run(self, prepared: Prepared) -> Outputs:
         if prepared.tensor is None:
             raise ModelError(f"model {self.card.name!r}: onnxruntime needs an input tensor, got none")
         return self.run_tensor(prepared.tensor)

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, floatconv
+from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, Outputs, floatconv
 from edgeseg.errors import ConfigError, MissingDependencyError, ModelError
 from edgeseg.modelcard import ModelCard, file_sha256
 from edgeseg.preprocess import Prepared
@@ -380,7 +380,7 @@ class TensorRTBackend:
             cuda.memcpy_dtoh_async(self._host[name], self._device[name], self.stream)
         self.stream.synchronize()
 
-    def run(self, prepared: Prepared) -> dict[str, NDArray[np.float32]]:
+    def run(self, prepared: Prepared) -> Outputs:
         tensor = prepared.tensor
         host_in = self._host[self._input]
         if tensor is None or tensor.shape != host_in.shape:

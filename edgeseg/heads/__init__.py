@@ -10,9 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-from numpy.typing import NDArray
-
+from edgeseg.backends import Outputs
 from edgeseg.errors import ModelError
 from edgeseg.semantic import SemanticParams
 
@@ -43,9 +41,7 @@ DEFAULT_DECODE = DecodeOptions()
 class Head(Protocol):
     """Decodes one model's outputs for one prepared frame."""
 
-    def decode(
-        self, outputs: dict[str, NDArray[np.float32]], prepared: Prepared, options: DecodeOptions
-    ) -> Instances: ...
+    def decode(self, outputs: Outputs, prepared: Prepared, options: DecodeOptions) -> Instances: ...
 
 
 def _semantic(card: ModelCard) -> Head:

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from edgeseg.backends import Outputs
 from edgeseg.errors import ModelError
 from edgeseg.geometry import AxisAffine
 from edgeseg.heads import DecodeOptions
@@ -45,7 +46,7 @@ class SemanticHead:
     def _fail(self, msg: str, tensor: str | None = None) -> ModelError:
         return ModelError(f"model {self.card.name!r}: output {tensor or self.card.output.name!r} {msg}")
 
-    def maps(self, outputs: dict[str, NDArray[np.float32]]) -> NDArray[np.generic]:
+    def maps(self, outputs: Outputs) -> NDArray[np.generic]:
         """The output as ``(C, h, w)`` float32 scores, or an ``(h, w)`` uint8/uint16 class map."""
         out = self.card.output
         t = self._tensor(outputs, out.name)
@@ -72,9 +73,7 @@ class SemanticHead:
         # cv2.warpAffine takes uint8 and uint16, and the split wants an integer map
         return ids.astype(np.uint8 if self.nc <= 256 else np.uint16, copy=False)
 
-    def confidence(
-        self, outputs: dict[str, NDArray[np.float32]], shape: tuple[int, ...]
-    ) -> NDArray[np.float32] | None:
+    def confidence(self, outputs: Outputs, shape: tuple[int, ...]) -> NDArray[np.float32] | None:
         """A class map's per-pixel probability (the card's ``output.confidence``), ``(h, w)`` float32."""
         name = self.card.output.confidence
         if name is None:
@@ -84,9 +83,7 @@ class SemanticHead:
             raise self._fail("holds values outside [0, 1]", name)
         return conf
 
-    def touching(
-        self, outputs: dict[str, NDArray[np.float32]], shape: tuple[int, ...]
-    ) -> NDArray[np.uint8] | None:
+    def touching(self, outputs: Outputs, shape: tuple[int, ...]) -> NDArray[np.uint8] | None:
         """A class map's contact map (the card's ``output.contact``), ``(h, w)`` uint8 0/1 (a bool view of
         it is what the split takes)."""
         name = self.card.output.contact
@@ -99,16 +96,14 @@ class SemanticHead:
             raise self._fail("holds values other than 0 and 1", name)
         return np.asarray(t, np.uint8)  # (cv2.warpAffine takes uint8, not bool)
 
-    def _companion(
-        self, outputs: dict[str, NDArray[np.float32]], name: str, shape: tuple[int, ...]
-    ) -> NDArray[np.generic]:
+    def _companion(self, outputs: Outputs, name: str, shape: tuple[int, ...]) -> NDArray[np.generic]:
         """The one-map tensor ``name`` that goes with the class map, checked to have its ``shape``."""
         t = self._plane(self._tensor(outputs, name), name)
         if t.shape != shape:
             raise self._fail(f"has shape {list(t.shape)}, the class map {list(shape)}", name)
         return t
 
-    def _tensor(self, outputs: dict[str, NDArray[np.float32]], name: str) -> NDArray[np.generic]:
+    def _tensor(self, outputs: Outputs, name: str) -> NDArray[np.generic]:
         if name not in outputs:
             raise self._fail(f"missing (the model returned {', '.join(outputs) or 'nothing'})", name)
         t = np.asarray(outputs[name])
@@ -123,18 +118,14 @@ class SemanticHead:
             raise self._fail(f"has shape {list(t.shape)}, expected one map [1, h, w] or [1, 1, h, w]", name)
         return t.reshape(hw)
 
-    def decode(
-        self, outputs: dict[str, NDArray[np.float32]], prepared: Prepared, options: DecodeOptions
-    ) -> Instances:
+    def decode(self, outputs: Outputs, prepared: Prepared, options: DecodeOptions) -> Instances:
         inst, to_frame = self._split(semantic_to_instances, outputs, prepared, options)
         ch, cw = prepared.crop_shape
         if to_frame == AxisAffine() and (ch, cw) == prepared.frame_shape:
             return inst
         return inst.transform(to_frame, prepared.frame_shape)
 
-    def explain(
-        self, outputs: dict[str, NDArray[np.float32]], prepared: Prepared, options: DecodeOptions
-    ) -> SplitView:
+    def explain(self, outputs: Outputs, prepared: Prepared, options: DecodeOptions) -> SplitView:
         """What the split saw, on the work grid :meth:`decode` splits on; the view's ``to_frame`` maps that
         grid's pixels onto the frame (its instances are in work pixels, not yet mapped)."""
         view, to_frame = self._split(explain_split, outputs, prepared, options)
@@ -143,7 +134,7 @@ class SemanticHead:
     def _split(
         self,
         how: Callable[..., _Split],
-        outputs: dict[str, NDArray[np.float32]],
+        outputs: Outputs,
         prepared: Prepared,
         options: DecodeOptions,
     ) -> tuple[_Split, AxisAffine]:
@@ -163,7 +154,7 @@ class SemanticHead:
         return out, to_frame
 
     def _work(
-        self, outputs: dict[str, NDArray[np.float32]], prepared: Prepared
+        self, outputs: Outputs, prepared: Prepared
     ) -> tuple[NDArray[np.generic], NDArray[np.float32] | None, NDArray[np.bool_] | None, AxisAffine]:
         """The output resampled onto the work grid (the frame region at the map's resolution), as
         ``(C, h, w)`` float32 scores or an ``(h, w)`` integer class map (with its confidence and contact

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from edgeseg.backends import Outputs
 from edgeseg.errors import ModelError
 from edgeseg.heads import DecodeOptions
 from edgeseg.instances import Instances
@@ -189,9 +190,7 @@ class YoloSegHead:
         self._axes_key: tuple[object, ...] | None = None
         self._axes: tuple[_AxisMap, _AxisMap] | None = None
 
-    def _tensors(
-        self, outputs: dict[str, NDArray[np.float32]]
-    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    def _tensors(self, outputs: Outputs) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         card = self.card
         det_name, proto_name = card.output.name, str(card.output.protos)
         for name in (det_name, proto_name):
@@ -230,9 +229,7 @@ class YoloSegHead:
             self._axes_key = key
         return self._axes
 
-    def decode(
-        self, outputs: dict[str, NDArray[np.float32]], prepared: Prepared, options: DecodeOptions
-    ) -> Instances:
+    def decode(self, outputs: Outputs, prepared: Prepared, options: DecodeOptions) -> Instances:
         det, protos = self._tensors(outputs)
         nc = self.nc
         defaults = self.card.yolo_seg
