@@ -388,30 +388,20 @@ def load_exported(model: PartsNet, path: Path) -> bool:
     return has_branch
 
 
-def between_parts(inst: NDArray[np.uint16], radius: int) -> NDArray[np.bool_]:
-    """Pixels with two different parts within ``radius`` (any pixel: part or belt)."""
-    box = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-    hi = cv2.dilate(inst, box)
-    lo = cv2.erode(np.where(inst == 0, np.uint16(65535), inst), box)
-    out: NDArray[np.bool_] = (lo < hi) & (hi > 0)
-    return out
-
-
 def weights(frame: SyntheticFrame) -> NDArray[np.uint8]:
     """Class-loss weight of each pixel: 1, +2 next to a class boundary, +8 on belt between two nearby parts.
 
     Instances come from the class map, so the pixels that decide PQ are the boundaries and, above all, the
     thin strips of belt between touching parts: filled in, two parts become one.
     """
-    inst = frame.instance_map.astype(np.uint16)
     edge = cv2.morphologyEx(frame.class_map, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
-    gap = (inst == 0) & between_parts(inst, 3)
+    gap = (frame.instance_map == 0) & frame.between_parts(3)
     return (1 + 2 * edge + 8 * gap).astype(np.uint8)
 
 
 def touching(frame: SyntheticFrame) -> NDArray[np.uint8]:
     """--contact-map: the contact map the branch learns, 0/1."""
-    return between_parts(frame.instance_map.astype(np.uint16), CONTACT_RADIUS).astype(np.uint8)
+    return frame.between_parts(CONTACT_RADIUS).astype(np.uint8)
 
 
 def batch(
