@@ -22,9 +22,9 @@ from edgeseg.synthetic import CLASS_NAMES, PartsScene, SyntheticFrame
 MODELS = Path(__file__).resolve().parents[1] / "models"
 TEST_SEEDS = range(10)
 TEST_INDEX = 250
-# measured on these frames: mIoU 0.9302, PQ 0.8386 (scripts/bench_demo_model.py); floors a little below
+# measured on these frames: mIoU 0.9299, PQ 0.8446 (scripts/bench_demo_model.py); floors a little below
 MIOU_FLOOR = 0.925
-PQ_FLOOR = 0.83
+PQ_FLOOR = 0.84
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def end_to_end(held_out) -> Accuracy:
     return res
 
 
-def test_held_out_end_to_end_panoptic_quality_is_at_least_0_83(end_to_end: Accuracy):
+def test_held_out_end_to_end_panoptic_quality_is_at_least_0_84(end_to_end: Accuracy):
     assert end_to_end.pq >= PQ_FLOOR, describe(end_to_end)
 
 
