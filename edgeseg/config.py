@@ -75,6 +75,18 @@ class ModelConfig:
             " over for them; a spinning thread takes its core from the decode and source threads)."
         ),
     )
+    nice: int = field(
+        default=5,
+        metadata=_m(
+            "Linux: inference (and the thread pools it makes) runs this many nice steps below the pipeline's"
+            " other threads, so decoding, publishing and the camera get a core as soon as they have work and"
+            " results come at a steadier latency, for the same frame rate (0: the same priority). Lowered"
+            " once, a thread cannot be raised back without privileges: a shared machine's other programs"
+            " keep their share over inference.",
+            ge=0,
+            le=19,
+        ),
+    )
     float_convs: bool | None = field(
         default=None,
         metadata=_m(

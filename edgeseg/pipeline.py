@@ -28,6 +28,7 @@ from edgeseg.instances import Instances
 from edgeseg.live import Controls, Outcome, Snapshot
 from edgeseg.malloc import Trim
 from edgeseg.preprocess import Prepared
+from edgeseg.priority import call_lowered, lower_this_thread
 from edgeseg.sinks import HealthSink, LosslessSink, ReportingSink, Sink, SinkReport
 from edgeseg.statedir import state_dir
 from edgeseg.stats import STREAM_PREFIX, PipelineStats, StatsRecorder
@@ -103,18 +104,22 @@ class ModelStages:
     """:class:`Stages` backed by the model facade. Called without a snapshot (a bench, an evaluation), the
     stages use ``snapshot``: the settings they were loaded with."""
 
-    def __init__(self, model: Model, snapshot: Snapshot | None = None) -> None:
+    def __init__(self, model: Model, snapshot: Snapshot | None = None, inference_nice: int = 0) -> None:
         self.model = model
         self.snapshot = Snapshot() if snapshot is None else snapshot
+        self.inference_nice = inference_nice  # nice steps below the pipeline (edgeseg.priority)
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> ModelStages:
-        """Load (and warm up) the configured model with the configured ROI and post-processing."""
+        """Load (and warm up) the configured model with the configured ROI and post-processing, on a thread
+        as far below the caller's priority as inference will run (``model.nice``: the backend's thread
+        pools start there)."""
         from edgeseg.control import snapshot
         from edgeseg.model import Model, inference_options
 
-        model = Model.load(config.model.path, inference_options(config))
-        return cls(model, snapshot(config, model.card))
+        nice = config.model.nice
+        model = call_lowered(lambda: Model.load(config.model.path, inference_options(config)), nice)
+        return cls(model, snapshot(config, model.card), nice)
 
     @property
     def thread_count(self) -> ThreadCount | None:
@@ -398,6 +403,7 @@ class Pipeline:
         runs = 1 if knob is None else max(knob.most_threads, knob.runs)
         self._runs = _Runs(runs, 1 if knob is None else knob.runs)
         self._bad_preprocess, self._bad_inference = _Throttle("preprocess"), _Throttle("inference")
+        self._inference_nice = int(getattr(stages, "inference_nice", 0))
         self._fixed = Snapshot()
         self.stages = stages
         self.owns_stages = owns_stages
@@ -691,6 +697,7 @@ class Pipeline:
                 log.warning("closing source %s failed: %s", self.source.uri, exc)
 
     def _infer_loop(self, worker: int) -> None:
+        lower_this_thread(self._inference_nice)
         busy = self._activity[_run_name("inference", worker)]
         try:
             while (taken := self._runs.take(worker, self._to_infer.get)) is not None:
