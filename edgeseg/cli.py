@@ -294,8 +294,10 @@ def _startup_line(pipeline: Pipeline, pipeline_file: str) -> str:
     assert isinstance(pipeline.stages, ModelStages)
     model = pipeline.stages.model
     outputs = [sink.describe() for name, sink in pipeline.sinks.items() if isinstance(sink, ReportingSink)]
+    nice = pipeline.stages.inference_nice if sys.platform == "linux" else 0
+    lowered = f", nice +{nice}" if nice else ""
     return (
-        f"running {pipeline_file}: model {model.card.name} ({model.backend.description}) "
+        f"running {pipeline_file}: model {model.card.name} ({model.backend.description}{lowered}) "
         f"on {pipeline.source.uri}; writing "
         + ("; ".join(outputs) if outputs else "nothing (no outputs: add --output FILE or --mqtt URL)")
     )

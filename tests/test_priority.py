@@ -17,6 +17,7 @@ from edgeseg.frame import Frame
 from edgeseg.instances import Instances
 from edgeseg.pipeline import ModelStages, Pipeline
 from edgeseg.priority import MAX_NICE, call_lowered, lower_this_thread, thread_nice
+from tests.test_cli import edgeseg
 from tests.test_pipeline import ListSource
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="only Linux threads have nice values")
@@ -109,3 +110,14 @@ def test_an_error_of_what_runs_lowered_reaches_the_caller() -> None:
 def test_a_nice_step_outside_0_to_19_is_refused_with_its_key() -> None:
     with pytest.raises(ConfigError, match=r"model\.nice"):
         load_config(None, ["model.nice=20"])
+
+
+@pytest.mark.parametrize(("step", "said"), [("3", ", nice +3)"), ("0", " threads (not spinning))")])
+def test_the_start_up_line_says_how_far_below_the_pipeline_inference_runs(
+    step: str, said: str, tmp_path: Path
+) -> None:
+    done = edgeseg("run", "--max-frames", "2", "--set", f"model.nice={step}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    start = [line for line in done.stderr.splitlines() if line.startswith("edgeseg: running ")]
+    assert len(start) == 1, done.stderr
+    assert said in start[0], start[0]
