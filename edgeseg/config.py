@@ -80,9 +80,9 @@ class ModelConfig:
         metadata=_m(
             "Linux: inference (and the thread pools it makes) runs this many nice steps below the pipeline's"
             " other threads, so decoding, publishing and the camera get a core as soon as they have work and"
-            " results come at a steadier latency, for the same frame rate (0: the same priority). Lowered"
-            " once, a thread cannot be raised back without privileges: a shared machine's other programs"
-            " keep their share over inference.",
+            " results come at a steadier latency (the frame rate stays within a few percent: README)."
+            " 0: the same priority. Lowered once, a thread cannot be raised back without privileges: a shared"
+            " machine's other programs keep their share over inference.",
             ge=0,
             le=19,
         ),
