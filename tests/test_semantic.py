@@ -24,6 +24,7 @@ from edgeseg.geometry import min_area_rect
 from edgeseg.metrics import match_instances, panoptic_quality
 from edgeseg.semantic import explain_split
 from edgeseg.semantic.components import Budget, mirror_encloses
+from edgeseg.semantic.cores import CORE_PIXELS, MAX_CORES, nearest_core
 from edgeseg.semantic.relief import find_holes
 from edgeseg.semantic.rods import FIT_COST, piece_rods, row_ends
 
@@ -733,3 +734,36 @@ def test_a_bad_contact_map_is_refused_in_one_line(
     cm = np.zeros((6, 6), np.uint8)
     with pytest.raises(InputError, match=re.escape(message)):
         semantic_to_instances(cm, touching=touching, **extra)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    contact=st.sampled_from([0.0, 0.02, 0.1, 0.3, 0.6]),
+    size=st.tuples(st.integers(8, 48), st.integers(8, 48)),
+)
+def test_a_component_is_split_at_its_cores_exactly_where_labelling_them_finds_two_to_max(
+    seed: int, contact: float, size: tuple[int, int]
+) -> None:
+    # the shortcuts (no contact pixel in the component, too few pixels off the contacts for two cores) must
+    # never skip a component that labelling its pixels off the contacts would have split
+    rng = np.random.default_rng(seed)
+    blob = cv2.GaussianBlur(rng.random(size).astype(np.float32), (0, 0), 2) > 0.5
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(blob.view(np.uint8), connectivity=8)
+    if n < 2:
+        return
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    tight = lab == k
+    touching = rng.random(size) < contact
+    # a band of contact across the middle, so that two cores are common
+    touching[:, size[1] // 2 - 1 : size[1] // 2 + 1] |= rng.random() < 0.5
+    owner, cores = nearest_core(tight, int(np.count_nonzero(tight)), touching)
+    _, _, core_stats, _ = cv2.connectedComponentsWithStats((tight & ~touching).view(np.uint8), connectivity=8)
+    big = int(np.count_nonzero(core_stats[1:, cv2.CC_STAT_AREA] >= CORE_PIXELS))
+    if 2 <= big <= MAX_CORES:
+        assert owner is not None
+        assert cores == big
+        assert set(np.unique(owner[tight]).tolist()) <= set(range(1, big + 1))
+        assert not owner[~tight].any()
+    else:
+        assert owner is None
