@@ -4,9 +4,10 @@ Behind a live camera a CPU backend keeps every core busy, and the decode, sink a
 wait for a core behind it: a frame's latency then depends on where the scheduler happens to be in
 inference's slices. Run a few nice steps lower, inference yields a core as soon as another stage has work;
 the other stages' work has to be done anyway, so the rate should not change. Measured on the demo model on 2
-cores, alternated pairs in one process: a live source at twice the pipeline's rate (8 pairs), latency p99
-44 ms against 49, p99/p50 1.39 against 1.50; from a file with JSON lines and MQTT (8 pairs), 71.7 fps against
-74.5, pairs 0.86-1.09 (median 0.98: the machine's noise; a cost of a few percent is not ruled out).
+cores, alternated pairs in one process: a live source at twice the pipeline's rate (two sets of 8 pairs),
+latency p99 44 and 42 ms against 49 and 51, p99/p50 1.39 and 1.41 against 1.50 and 1.65; from a file with
+JSON lines and MQTT (8 pairs), 71.7 fps against 74.5, pairs 0.86-1.09 (median 0.98: the machine's noise; a
+cost of a few percent is not ruled out).
 
 A thread inherits its creator's nice value, so the model is loaded on a lowered thread too
 (:func:`call_lowered`): onnxruntime's intra-op pool, made with the session, then runs at inference's level.
