@@ -11,8 +11,9 @@ cost of a few percent is not ruled out).
 
 A thread inherits its creator's nice value, so the model is loaded on a lowered thread too
 (:func:`call_lowered`): onnxruntime's intra-op pool, made with the session, then runs at inference's level.
-An unprivileged process may raise a nice value but never lower it again, so a level is a step above the
-main thread's, never above the thread's own: lowering twice is lowering once. Elsewhere than on Linux a
+An unprivileged process may raise a nice value but never lower it again, so a thread is set to the main
+thread's value plus the step, and left as it is where it already runs that low or lower: lowering twice is
+lowering once. Elsewhere than on Linux a
 thread has no nice value of its own (``setpriority`` would lower the whole process), and nothing is done.
 """
 
