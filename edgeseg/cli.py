@@ -294,7 +294,7 @@ def _startup_line(pipeline: Pipeline, pipeline_file: str) -> str:
     assert isinstance(pipeline.stages, ModelStages)
     model = pipeline.stages.model
     outputs = [sink.describe() for name, sink in pipeline.sinks.items() if isinstance(sink, ReportingSink)]
-    nice = pipeline.stages.inference_nice if sys.platform == "linux" else 0
+    nice = pipeline.stages.inference_nice
     lowered = f", nice +{nice}" if nice else ""
     return (
         f"running {pipeline_file}: model {model.card.name} ({model.backend.description}{lowered}) "

@@ -28,7 +28,7 @@ from edgeseg.instances import Instances
 from edgeseg.live import Controls, Outcome, Snapshot
 from edgeseg.malloc import Trim
 from edgeseg.preprocess import Prepared
-from edgeseg.priority import call_lowered, lower_this_thread
+from edgeseg.priority import call_lowered, could_not_lower, lower_this_thread, lowers
 from edgeseg.sinks import HealthSink, LosslessSink, ReportingSink, Sink, SinkReport
 from edgeseg.statedir import state_dir
 from edgeseg.stats import STREAM_PREFIX, PipelineStats, StatsRecorder
@@ -117,9 +117,9 @@ class ModelStages:
         from edgeseg.control import snapshot
         from edgeseg.model import Model, inference_options
 
-        nice = config.model.nice
+        nice = config.model.nice if lowers(config.model.nice) else 0
         model = call_lowered(lambda: Model.load(config.model.path, inference_options(config)), nice)
-        return cls(model, snapshot(config, model.card), nice)
+        return cls(model, snapshot(config, model.card), 0 if could_not_lower() else nice)
 
     @property
     def thread_count(self) -> ThreadCount | None:

@@ -13,8 +13,9 @@ A thread inherits its creator's nice value, so the model is loaded on a lowered 
 (:func:`call_lowered`): onnxruntime's intra-op pool, made with the session, then runs at inference's level.
 An unprivileged process may raise a nice value but never lower it again, so a thread is set to the main
 thread's value plus the step, and left as it is where it already runs that low or lower: lowering twice is
-lowering once. Elsewhere than on Linux a
-thread has no nice value of its own (``setpriority`` would lower the whole process), and nothing is done.
+lowering once. Elsewhere than on Linux a thread has no nice value of its own (``setpriority`` would lower
+the whole process), and nothing is done. Where lowering fails (a sandbox that forbids ``setpriority``),
+:func:`could_not_lower` says so, so the run does not claim a priority it does not have.
 """
 
 from __future__ import annotations
@@ -29,7 +30,17 @@ from typing import TypeVar
 T = TypeVar("T")
 MAX_NICE = 19
 log = logging.getLogger(__name__)
-_warned = threading.Event()
+_failed = threading.Event()
+
+
+def lowers(step: int) -> bool:
+    """Whether a step of ``step`` lowers anything here (a positive step, on Linux)."""
+    return step > 0 and sys.platform == "linux"
+
+
+def could_not_lower() -> bool:
+    """Whether lowering a thread failed in this process (logged once, at the first failure)."""
+    return _failed.is_set()
 
 
 def thread_nice() -> int | None:
@@ -42,7 +53,7 @@ def thread_nice() -> int | None:
 def lower_this_thread(step: int) -> None:
     """Run the calling thread ``step`` nice steps below the main thread (at most nice 19). A failure is
     logged once and the thread runs on at its own level."""
-    if step <= 0 or sys.platform != "linux":
+    if not lowers(step):
         return
     tid = threading.get_native_id()
     try:
@@ -51,15 +62,15 @@ def lower_this_thread(step: int) -> None:
         if os.getpriority(os.PRIO_PROCESS, tid) < level:
             os.setpriority(os.PRIO_PROCESS, tid, level)
     except OSError as exc:
-        if not _warned.is_set():
-            _warned.set()
+        if not _failed.is_set():
+            _failed.set()
             log.warning("inference runs at the pipeline's priority: cannot lower it (%s)", exc)
 
 
 def call_lowered(fn: Callable[[], T], step: int) -> T:
     """``fn()`` on a thread of its own lowered by ``step`` (see :func:`lower_this_thread`), so the threads it
     starts stay that low; its result, or its exception raised here."""
-    if step <= 0 or sys.platform != "linux":
+    if not lowers(step):
         return fn()
     result: list[T] = []
     error: list[BaseException] = []

@@ -6,11 +6,13 @@ from __future__ import annotations
 import glob
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edgeseg import priority
 from edgeseg.config import load_config
 from edgeseg.errors import ConfigError, ModelError
 from edgeseg.frame import Frame
@@ -121,3 +123,19 @@ def test_the_start_up_line_says_how_far_below_the_pipeline_inference_runs(
     start = [line for line in done.stderr.splitlines() if line.startswith("edgeseg: running ")]
     assert len(start) == 1, done.stderr
     assert said in start[0], start[0]
+
+
+def test_where_lowering_is_refused_the_run_goes_on_says_so_once_and_claims_no_nice(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(which: int, who: int, prio: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(priority, "_failed", threading.Event())
+    monkeypatch.setattr(os, "setpriority", refuse)
+    stages, started = run_demo("model.nice=3")
+    assert stages.inference_nice == 0  # what the start-up line shows
+    assert started == {main_nice()}
+    assert stages.infer_nices == {main_nice()}
+    refused = [r for r in caplog.records if "cannot lower" in r.getMessage()]
+    assert len(refused) == 1, caplog.text
