@@ -26,7 +26,7 @@ from edgeseg.semantic import explain_split
 from edgeseg.semantic.components import Budget, mirror_encloses
 from edgeseg.semantic.cores import CORE_PIXELS, MAX_CORES, nearest_core
 from edgeseg.semantic.relief import find_holes
-from edgeseg.semantic.rods import FIT_COST, piece_rods, row_ends
+from edgeseg.semantic.rods import FIT_COST, label_row_ends, piece_rods, row_ends
 
 
 def _two_discs(h: int = 200, w: int = 300, r: int = 50, gap: int = 90) -> NDArray[np.uint8]:
@@ -468,6 +468,31 @@ def test_the_ends_of_each_row_have_the_hull_and_the_smallest_box_of_all_the_pixe
     # pixels two, and OpenCV's pick depends on the vertex it starts from)
     every, fewer = min_area_rect(pts, pixel_extent=False), min_area_rect(ends, pixel_extent=False)
     assert every[2] * every[3] == pytest.approx(fewer[2] * fewer[3], rel=1e-5, abs=1e-4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(1, 8),
+    size=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    blocky=st.booleans(),
+)
+def test_the_row_ends_of_every_region_at_once_are_each_regions_own(
+    seed: int, n: int, size: tuple[int, int], blocky: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    lab = rng.integers(0, n + 1, size).astype(np.int32)
+    if blocky:  # regions of many pixels and long runs, some rows without a region, some regions absent
+        coarse = rng.integers(0, n + 1, (3, 4)).astype(np.uint8)
+        lab = cv2.resize(coarse, size[::-1], interpolation=cv2.INTER_NEAREST).astype(np.int32)
+    ends = label_row_ends(lab, n)
+    assert len(ends) == n + 1
+    assert not len(ends[0])
+    for k in range(1, n + 1):
+        ys, xs = np.nonzero(lab == k)  # (in raster order)
+        want = row_ends(xs, ys) if len(xs) else np.empty((0, 2), np.float32)
+        assert ends[k].dtype == np.float32
+        assert ends[k].tolist() == want.tolist()
 
 
 @settings(max_examples=25, deadline=None)

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from edgeseg.semantic.components import Budget, Found, Part, whole_part
 from edgeseg.semantic.relief import region_edges
-from edgeseg.semantic.rods import row_ends
+from edgeseg.semantic.rods import label_row_ends
 
 if TYPE_CHECKING:
     from edgeseg.semantic import SemanticParams
@@ -107,14 +107,17 @@ def join_rod_halves(lab: NDArray[np.int32], n: int) -> tuple[NDArray[np.int32], 
     inner = lo > 0
     touch = set(zip(lo[inner].tolist(), hi[inner].tolist(), strict=True))
     axes: dict[int, tuple[float, float, float, float, float]] = {}
+    sizes = np.bincount(lab.ravel(), minlength=n + 1).tolist()
+    # (each row's ends have the same smallest box as all the pixels, for a fraction of the cost; those of
+    # every region come from one pass over the box's runs)
+    ends = label_row_ends(lab, n)
     for k in range(1, n + 1):
-        pts = cv2.findNonZero((lab == k).view(np.uint8))
-        if pts is None or len(pts) < CORE_PIXELS:
+        if sizes[k] < CORE_PIXELS:
             continue
-        flat = pts.reshape(-1, 2)  # (each row's ends have the same smallest box, for a fraction of the cost)
-        _, (w, h), _ = cv2.minAreaRect(row_ends(flat[:, 0], flat[:, 1]))
+        _, (w, h), _ = cv2.minAreaRect(ends[k])
         if max(w, h) < ROD_ELONGATION * min(w, h):
             continue
+        pts = cv2.findNonZero((lab == k).view(np.uint8))
         vx, vy, cx, cy = (float(v) for v in cv2.fitLine(pts, cv2.DIST_L2, 0, 0.01, 0.01).ravel())
         axes[k] = (vx, vy, cx, cy, min(w, h))
     parent = list(range(n + 1))

@@ -137,6 +137,39 @@ def row_ends(xs: NDArray[np.intp], ys: NDArray[np.intp]) -> NDArray[np.float32]:
     return np.stack([xs[idx], ys[idx]], axis=1).astype(np.float32)
 
 
+def label_row_ends(lab: NDArray[np.int32], n: int) -> list[NDArray[np.float32]]:
+    """:func:`row_ends` of each of the regions 1..n of the label image ``lab`` (index k: region k's; index 0
+    and a region without pixels: empty), from one pass over its runs: the first and last pixel of a region
+    in a row are the start of its first run there and the end of its last."""
+    w = lab.shape[1]
+    flat = np.ascontiguousarray(lab).ravel()
+    change = np.ones(flat.size + 1, bool)  # change[i]: pixel i starts a run (so pixel i - 1 ends one)
+    np.not_equal(flat[1:], flat[:-1], out=change[1:-1])
+    change[::w] = True  # every row starts a run (and the pixel before it ends one)
+    starts = np.flatnonzero(change[:-1])
+    labels = flat[starts]
+    set_ = labels > 0
+    ends = np.flatnonzero(change[1:])[set_]
+    starts, labels = starts[set_], labels[set_]
+    out = [np.empty((0, 2), np.float32)] * (n + 1)
+    if not len(starts):
+        return out
+    order = np.argsort(labels, kind="stable")  # each region's runs, still in raster order
+    starts, ends, labels = starts[order], ends[order], labels[order]
+    rows = starts // w
+    first = np.flatnonzero(np.concatenate(([True], (labels[1:] != labels[:-1]) | (rows[1:] != rows[:-1]))))
+    last = np.concatenate((first[1:], [len(starts)])) - 1
+    ys = rows[first]
+    firsts = np.stack((starts[first] - ys * w, ys), axis=1).astype(np.float32)
+    lasts = np.stack((ends[last] - ys * w, ys), axis=1).astype(np.float32)
+    bounds = np.searchsorted(labels[first], np.arange(n + 2)).tolist()
+    for k in range(1, n + 1):
+        a, b = bounds[k], bounds[k + 1]
+        if a < b:
+            out[k] = np.concatenate((firsts[a:b], lasts[a:b]))
+    return out
+
+
 def segment_distance(
     px: NDArray[np.float32],
     py: NDArray[np.float32],
