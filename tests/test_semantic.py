@@ -545,6 +545,21 @@ def _washer(cm: NDArray[np.uint8], cx: int, cy: int, ragged: int = 0, seed: int 
     cm[ring.astype(bool)] = 0
 
 
+@pytest.mark.parametrize("contact_map", [False, True])
+def test_a_part_lying_in_the_bore_of_another_of_its_class_is_its_own_instance(contact_map: bool) -> None:
+    cm = np.full((60, 70), BACKGROUND, np.uint8)
+    _washer(cm, 35, 30)
+    cv2.circle(cm, (35, 30), 3, 0, -1)  # a pin in the washer's bore, clear of it
+    pin = np.zeros(cm.shape, np.uint8)
+    cv2.circle(pin, (35, 30), 3, 1, -1)
+    touching = np.zeros(cm.shape, bool) if contact_map else None
+    inst = semantic_to_instances(cm, SemanticParams(size_threshold=0), touching=touching)
+    masks = sorted(inst.dense_masks(), key=lambda m: int(m.sum()))
+    assert len(masks) == 2
+    assert (masks[0] == pin.view(bool)).all()
+    assert (masks[1] == ((cm == 0) & ~pin.view(bool))).all()
+
+
 def test_a_lone_washer_with_a_ragged_outline_is_one_instance_without_a_split(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
