@@ -798,12 +798,18 @@ def test_a_component_is_split_at_its_cores_exactly_where_labelling_them_finds_tw
     # a band of contact across the middle, so that two cores are common
     touching[:, size[1] // 2 - 1 : size[1] // 2 + 1] |= rng.random() < 0.5
     owner, cores = nearest_core(tight, int(np.count_nonzero(tight)), touching)
-    _, _, core_stats, _ = cv2.connectedComponentsWithStats((tight & ~touching).view(np.uint8), connectivity=8)
-    big = int(np.count_nonzero(core_stats[1:, cv2.CC_STAT_AREA] >= CORE_PIXELS))
-    if 2 <= big <= MAX_CORES:
+    _, core_lab, core_stats, _ = cv2.connectedComponentsWithStats(
+        (tight & ~touching).view(np.uint8), connectivity=8
+    )
+    big = np.flatnonzero(core_stats[1:, cv2.CC_STAT_AREA] >= CORE_PIXELS) + 1
+    if 2 <= len(big) <= MAX_CORES:
         assert owner is not None
-        assert cores == big
-        assert set(np.unique(owner[tight]).tolist()) <= set(range(1, big + 1))
+        assert cores == len(big)
+        assert set(np.unique(owner[tight]).tolist()) <= set(range(1, len(big) + 1))
         assert not owner[~tight].any()
+        # each core is one region, its own
+        labels = [np.unique(owner[core_lab == c]).tolist() for c in big]
+        assert all(len(one) == 1 for one in labels)
+        assert len({one[0] for one in labels}) == len(big)
     else:
         assert owner is None

@@ -81,23 +81,19 @@ def nearest_core(
         return None, 0
     # (each label's pixels counted by numpy: OpenCV's statistics cost more than that on a component's box)
     count, lab = cv2.connectedComponents(core, connectivity=8, ltype=cv2.CV_32S)
-    big = (
-        np.flatnonzero(np.bincount(np.asarray(lab, np.int32).ravel(), minlength=count)[1:] >= CORE_PIXELS) + 1
-    )
-    if not 2 <= len(big) <= MAX_CORES:
-        return None, len(big)
-    number = np.zeros(count, np.int32)
-    number[big] = np.arange(1, len(big) + 1, dtype=np.int32)
-    markers = np.take(number, np.asarray(lab, np.int32))
-    on = markers > 0
+    off = np.bincount(np.asarray(lab, np.int32).ravel(), minlength=count) < CORE_PIXELS
+    off[0] = True  # the component's contacts and what lies outside it
+    n = count - int(np.count_nonzero(off))
+    if not 2 <= n <= MAX_CORES:
+        return None, n
+    # every pixel takes the label of its nearest core: OpenCV labels the cores (the 8-connected components
+    # of the zero pixels) 1..n itself, in the raster order of their first pixels
     _, near = cv2.distanceTransformWithLabels(
-        (~on).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+        np.take(off, np.asarray(lab, np.int32)).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP
     )
-    # OpenCV numbers the on pixels 1, 2, ... in raster order
-    lut = np.concatenate((np.zeros(1, np.int32), markers[on]))
-    owner = np.take(lut, np.asarray(near, np.int32))
+    owner = np.asarray(near, np.int32)
     owner *= tight
-    return owner, len(big)
+    return owner, n
 
 
 def join_rod_halves(lab: NDArray[np.int32], n: int) -> tuple[NDArray[np.int32], int]:
