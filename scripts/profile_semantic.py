@@ -2,7 +2,9 @@
 
 The maps are the demo scenes' (``edgeseg.synthetic.PartsScene(640, 480, seed=s).frame(f)``): (a) their
 ground-truth class maps and (b) the reference model's argmax (``models/reference/demo-parts-v1.onnx``),
-split with the demo card's parameters (``models/demo-parts.yaml``). With ``--reference DIR`` (a copy of
+split with the demo card's parameters (``models/demo-parts.yaml``) by distance reliefs; (c) the demo model's
+own class map, split where its contact map says, with its confidence (the demo pipeline's decode, as
+``edgeseg.semantic.cores`` does it). With ``--reference DIR`` (a copy of
 ``edgeseg/semantic`` from another version, say ``/tmp/semantic_orig/semantic``) both are timed alternately
 in the same process, call by call, the median ms per frame and their ratio printed, and every instance
 compared (class, box, area, mask, oriented box). ``--profile`` prints cProfile's top entries instead.
@@ -33,24 +35,34 @@ from edgeseg.semantic import SemanticParams, semantic_to_instances
 from edgeseg.synthetic import PartsScene
 
 REPO = Path(__file__).resolve().parents[1]
-Split = Callable[[NDArray[np.uint8], SemanticParams, int], Instances]
+Split = Callable[..., Instances]
+# a class map and what the split takes beside it (the demo model's confidence and contact maps)
+Call = tuple[NDArray[np.uint8], dict[str, NDArray[np.generic]]]
 
 
-def demo_maps(seeds: list[int], frames: list[int]) -> dict[str, list[NDArray[np.uint8]]]:
-    """Ground-truth and reference-model class maps of the demo scenes."""
+def demo_maps(seeds: list[int], frames: list[int]) -> dict[str, list[Call]]:
+    """Ground-truth and reference-model class maps of the demo scenes, and the demo model's own outputs."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(REPO / "models/reference/demo-parts-v1.onnx"))
-    truth, model = [], []
+    demo = onnxruntime.InferenceSession(str(REPO / "models/demo-parts.onnx"))
+    truth: list[Call] = []
+    model: list[Call] = []
+    contact: list[Call] = []
     for s in seeds:
         scene = PartsScene(640, 480, seed=s)
         for f in frames:
             frame = scene.frame(f)
-            truth.append(np.asarray(frame.class_map, np.uint8))
-            image = (frame.image[:, :, ::-1].transpose(2, 0, 1)[None] / 255).astype(np.float32)
+            truth.append((np.asarray(frame.class_map, np.uint8), {}))
+            planes = frame.image[:, :, ::-1].transpose(2, 0, 1)[None]
+            image = (planes / 255).astype(np.float32)
             logits = session.run(["logits"], {"image": image})[0][0]
-            model.append(logits.argmax(0).astype(np.uint8))
-    return {"truth": truth, "model": model}
+            model.append((logits.argmax(0).astype(np.uint8), {}))
+            classes, confidence, touching = (
+                t.reshape(480, 640) for t in demo.run(None, {"image": np.ascontiguousarray(planes)})
+            )
+            contact.append((classes, {"confidence": confidence, "touching": touching}))
+    return {"truth": truth, "model": model, "contact": contact}
 
 
 def load_reference(path: Path) -> Split:
@@ -90,12 +102,27 @@ def differences(a: Instances, b: Instances) -> list[str]:
             out.append(name)
     if any(not np.array_equal(m, n) for m, n in zip(a.masks, b.masks, strict=True)):
         out.append("masks")
-    return out
+    return ["the order only"] if out and _listed(a) == _listed(b) else out
 
 
-def timed(split: Split, cmap: NDArray[np.uint8], params: SemanticParams) -> tuple[float, Instances]:
+def _listed(inst: Instances) -> list[tuple[object, ...]]:
+    """Every instance of ``inst`` as plain values, sorted: the same for two results that differ in order."""
+    rows = zip(
+        inst.class_id.tolist(),
+        inst.xyxy.tolist(),
+        inst.area.tolist(),
+        inst.mask_box.tolist(),
+        inst.obb.tolist(),
+        inst.score.tolist(),
+        (m.tobytes() for m in inst.masks),
+        strict=True,
+    )
+    return sorted((c, *xyxy, area, *box, *obb, score, mask) for c, xyxy, area, box, obb, score, mask in rows)
+
+
+def timed(split: Split, call: Call, params: SemanticParams) -> tuple[float, Instances]:
     t0 = time.perf_counter()
-    result = split(cmap, params, 0)
+    result = split(call[0], params, 0, **call[1])
     return (time.perf_counter() - t0) * 1e3, result
 
 
@@ -113,26 +140,26 @@ def main() -> None:
         prof = cProfile.Profile()
         prof.enable()
         for _ in range(args.repeat):
-            for cmaps in maps.values():
-                for cmap in cmaps:
-                    semantic_to_instances(cmap, params, 0)
+            for calls in maps.values():
+                for cmap, extra in calls:
+                    semantic_to_instances(cmap, params, 0, **extra)
         prof.disable()
         for key in ("cumulative", "tottime"):
             pstats.Stats(prof).sort_stats(key).print_stats(25)
         return
     reference = load_reference(args.reference) if args.reference else None
     figures: dict[str, dict[str, float | int]] = {}
-    for name, cmaps in maps.items():
+    for name, calls in maps.items():
         new_ms: list[float] = []
         old_ms: list[float] = []
         diffs = 0
-        for i, cmap in enumerate(cmaps):
+        for i, call in enumerate(calls):
             new_t, old_t = [], []
             for _ in range(args.repeat):  # alternating, call by call: the same load on both
-                t, new = timed(semantic_to_instances, cmap, params)
+                t, new = timed(semantic_to_instances, call, params)
                 new_t.append(t)
                 if reference is not None:
-                    t, old = timed(reference, cmap, params)
+                    t, old = timed(reference, call, params)
                     old_t.append(t)
                     found = differences(new, old)
                     if found:
@@ -141,8 +168,8 @@ def main() -> None:
             new_ms.append(statistics.median(new_t))
             if old_t:
                 old_ms.append(statistics.median(old_t))
-        line = f"{name:6s} {len(cmaps)} maps: new {statistics.median(new_ms):6.2f} ms"
-        figures[name] = {"maps": len(cmaps), "new_ms": round(statistics.median(new_ms), 3)}
+        line = f"{name:7s} {len(calls)} maps: new {statistics.median(new_ms):6.2f} ms"
+        figures[name] = {"maps": len(calls), "new_ms": round(statistics.median(new_ms), 3)}
         if old_ms:
             ratio = statistics.median(o / n for o, n in zip(old_ms, new_ms, strict=True))
             line += f"  reference {statistics.median(old_ms):6.2f} ms  speed-up x{ratio:.2f}"
