@@ -148,9 +148,9 @@ def label_row_ends(lab: NDArray[np.int32], n: int) -> list[NDArray[np.float32]]:
     change[::w] = True  # every row starts a run (and the pixel before it ends one)
     starts = np.flatnonzero(change[:-1])
     labels = flat[starts]
-    set_ = labels > 0
-    ends = np.flatnonzero(change[1:])[set_]
-    starts, labels = starts[set_], labels[set_]
+    labelled = labels > 0
+    ends = np.flatnonzero(change[1:])[labelled]
+    starts, labels = starts[labelled], labels[labelled]
     out = [np.empty((0, 2), np.float32)] * (n + 1)
     if not len(starts):
         return out
