@@ -40,7 +40,6 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
@@ -142,17 +141,15 @@ class Checkout:
     """The stages of the checkout ``tree``'s demo pipeline on the frames in ``images``, in a child process
     (``scripts/stage_times.py``) that times one frame when asked."""
 
-    def __init__(self, tree: Path, images: Path, threads: int | None, log: IO[str]) -> None:
+    def __init__(self, tree: Path, images: Path, threads: int | None) -> None:
         overrides = [] if threads is None else [f"model.threads={threads}"]
-        # (its log goes to a file: a pipe nobody reads until the end would stop the child once full)
-        self._log = log
         self._child = subprocess.Popen(
             [sys.executable, str(REPO / "scripts/stage_times.py"), str(images), *overrides],
             cwd=tree,
             env={**os.environ, "PYTHONPATH": str(tree)},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=self._log,
+            stderr=subprocess.PIPE,
             text=True,
         )
         self._tree = tree
@@ -163,8 +160,8 @@ class Checkout:
         line = self._child.stdout.readline()
         if not line:
             self._child.wait()
-            self._log.seek(0)
-            raise SystemExit(f"timing the stages of {self._tree}: {self._log.read().strip()[-800:]}")
+            err = self._child.stderr.read() if self._child.stderr else ""
+            raise SystemExit(f"timing the stages of {self._tree}: {err.strip()[-800:]}")
         return line
 
     def time(self, index: int) -> tuple[float, float, float]:
@@ -205,10 +202,10 @@ def main() -> None:
     for s in stages.values():
         time_frames(s, frames[:3])  # warm-up
     rounds: dict[str, list[Times]] = {k: [] for k in [*stages, *(["before"] if args.before else [])]}
-    with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "before.log", "w+") as log:
+    with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "images.npy"
         np.save(images, np.stack([f.image for f in frames]))
-        checkout = None if args.before is None else Checkout(args.before.resolve(), images, args.threads, log)
+        checkout = None if args.before is None else Checkout(args.before.resolve(), images, args.threads)
         try:
             for r in range(args.rounds):
                 times = {k: Times([], [], []) for k in rounds}
