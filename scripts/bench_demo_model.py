@@ -17,11 +17,9 @@ configured onnxruntime session, the semantic head), on the same frames:
    ``rss_ratio_before`` is today's run over that one: the memory the product as a whole gave back. The same
    runs give each one's stage medians inside the running pipeline (``edgeseg run``'s summary):
    ``pipeline_decode_ms``;
-4. with ``--before``, that checkout's own stages also time the same frames, in a child process that times
-   one frame at a time when asked, interleaved frame by frame with the rounds of 1 (so that the machine's
-   load, which moves within seconds here, weighs on both alike): ``decode_ratio_before`` and
-   ``infer_ratio_before``, today's demo over the product as it was when the issue was filed (its argmax on
-   the CPU and its split included).
+4. with ``--before``, that checkout's own stages also time the same frames, alone, in a child process
+   between the rounds of 1: ``decode_ratio_before`` and ``infer_ratio_before``, today's demo over the
+   product as it was when the issue was filed (its argmax on the CPU and its split included).
 
 The reference is ``models/reference/demo-parts-v1.onnx``, the demo model before this issue. Threads: the
 pipeline's own choice (``model.threads: 0``) unless ``--threads`` is given. The last line is one JSON
@@ -47,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from stage_times import Times, time_frame, time_frames  # noqa: E402
+from stage_times import Times, time_frames  # noqa: E402
 
 from edgeseg.config import load_config  # noqa: E402
 from edgeseg.evaluate import PQAccumulator  # noqa: E402
@@ -137,45 +135,21 @@ def median_run(runs: list[Run]) -> Run:
     )
 
 
-class Checkout:
-    """The stages of the checkout ``tree``'s demo pipeline on the frames in ``images``, in a child process
-    (``scripts/stage_times.py``) that times one frame when asked."""
-
-    def __init__(self, tree: Path, images: Path, threads: int | None) -> None:
-        overrides = [] if threads is None else [f"model.threads={threads}"]
-        self._child = subprocess.Popen(
-            [sys.executable, str(REPO / "scripts/stage_times.py"), str(images), *overrides],
-            cwd=tree,
-            env={**os.environ, "PYTHONPATH": str(tree)},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._tree = tree
-        self._reply()
-
-    def _reply(self) -> str:
-        assert self._child.stdout is not None
-        line = self._child.stdout.readline()
-        if not line:
-            self._child.wait()
-            err = self._child.stderr.read() if self._child.stderr else ""
-            raise SystemExit(f"timing the stages of {self._tree}: {err.strip()[-800:]}")
-        return line
-
-    def time(self, index: int) -> tuple[float, float, float]:
-        """Frame ``index``'s preprocess, infer and decode times (ms)."""
-        assert self._child.stdin is not None
-        self._child.stdin.write(f"{index}\n")
-        self._child.stdin.flush()
-        pre, infer, decode = json.loads(self._reply())
-        return pre, infer, decode
-
-    def close(self) -> None:
-        if self._child.stdin is not None:
-            self._child.stdin.close()
-        self._child.wait(timeout=60)
+def time_checkout(tree: Path, images: Path, threads: int | None) -> Times:
+    """The stages of the checkout ``tree``'s demo pipeline on the frames in ``images``, in a child."""
+    overrides = [] if threads is None else [f"model.threads={threads}"]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts/stage_times.py"), str(images), *overrides],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise SystemExit(f"timing the stages of {tree}: {done.stderr.strip()[-800:]}")
+    times = json.loads(done.stdout.strip().splitlines()[-1])
+    return Times(times["preprocess"], times["infer"], times["decode"])
 
 
 def main() -> None:
@@ -205,20 +179,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "images.npy"
         np.save(images, np.stack([f.image for f in frames]))
-        checkout = None if args.before is None else Checkout(args.before.resolve(), images, args.threads)
-        try:
-            for r in range(args.rounds):
-                times = {k: Times([], [], []) for k in rounds}
-                # in turn frame by frame, each frame's order the last one's reversed
-                for i, f in enumerate(frames):
-                    for k in list(rounds) if (r + i) % 2 == 0 else list(rounds)[::-1]:
-                        one = checkout.time(i) if checkout and k == "before" else time_frame(stages[k], f)
-                        times[k].add(one)
-                for k, t in times.items():
-                    rounds[k].append(t)
-        finally:
-            if checkout is not None:
-                checkout.close()
+        for r in range(args.rounds):
+            for k in list(rounds) if r % 2 == 0 else list(rounds)[::-1]:
+                if k == "before":
+                    rounds[k].append(time_checkout(args.before.resolve(), images, args.threads))
+                else:
+                    rounds[k].append(time_frames(stages[k], frames))
 
     def med(k: str, stage: str) -> float:
         return statistics.median(statistics.median(getattr(t, stage)) for t in rounds[k])

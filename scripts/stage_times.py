@@ -2,9 +2,8 @@
 
 It imports nothing from ``edgeseg``: a child process started with another checkout's ``edgeseg`` on its
 path times that checkout's stages with the same code (``python stage_times.py IMAGES.npy [OVERRIDE...]``,
-run in the checkout's folder: its demo pipeline on the frames saved by the parent). It warms up, prints
-``ready``, then for each frame index read from its input prints that frame's times as one JSON list
-``[preprocess, infer, decode]`` (ms), so that the parent can interleave them with its own frame by frame.
+run in the checkout's folder: its demo pipeline, the frames saved by the parent, one JSON line of the
+times).
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 
@@ -24,29 +23,21 @@ class Times:
     infer: list[float]
     decode: list[float]
 
-    def add(self, times: tuple[float, float, float]) -> None:
-        self.preprocess.append(times[0])
-        self.infer.append(times[1])
-        self.decode.append(times[2])
-
-
-def time_frame(stages: Any, frame: Any) -> tuple[float, float, float]:
-    """``frame`` through ``stages.preprocess``, ``.infer`` and ``.decode`` in turn: each stage's ms."""
-    t0 = time.perf_counter()
-    p = stages.preprocess(frame)
-    t1 = time.perf_counter()
-    out = stages.infer(p)
-    t2 = time.perf_counter()
-    stages.decode(frame, p, out)
-    t3 = time.perf_counter()
-    return (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
-
 
 def time_frames(stages: Any, frames: list[Any]) -> Times:
-    """Each frame through the stages (:func:`time_frame`)."""
+    """Each frame through ``stages.preprocess``, ``.infer`` and ``.decode`` in turn, each stage timed."""
     t = Times([], [], [])
     for f in frames:
-        t.add(time_frame(stages, f))
+        t0 = time.perf_counter()
+        p = stages.preprocess(f)
+        t1 = time.perf_counter()
+        out = stages.infer(p)
+        t2 = time.perf_counter()
+        stages.decode(f, p, out)
+        t3 = time.perf_counter()
+        t.preprocess.append((t1 - t0) * 1e3)
+        t.infer.append((t2 - t1) * 1e3)
+        t.decode.append((t3 - t2) * 1e3)
     return t
 
 
@@ -66,9 +57,7 @@ def main(argv: list[str]) -> None:
     stages = ModelStages.from_config(load_config("pipelines/demo.yaml", argv[1:]))
     frames = [Frame(i, image, 0, 0.0) for i, image in enumerate(np.load(argv[0]))]
     time_frames(stages, frames[:3])  # warm-up
-    print("ready", flush=True)
-    for line in sys.stdin:
-        print(json.dumps(time_frame(stages, frames[int(line)])), flush=True)
+    print(json.dumps(asdict(time_frames(stages, frames))))
 
 
 if __name__ == "__main__":
