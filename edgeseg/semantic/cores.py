@@ -80,8 +80,9 @@ def nearest_core(
     if left == area or left < 2 * CORE_PIXELS:
         return None, 0
     # (each label's pixels counted by numpy: OpenCV's statistics cost more than that on a component's box)
-    count, lab = cv2.connectedComponents(core, connectivity=8, ltype=cv2.CV_32S)
-    off = np.bincount(np.asarray(lab, np.int32).ravel(), minlength=count) < CORE_PIXELS
+    count, labels = cv2.connectedComponents(core, connectivity=8, ltype=cv2.CV_32S)
+    lab = np.asarray(labels, np.int32)
+    off = np.bincount(lab.ravel(), minlength=count) < CORE_PIXELS
     off[0] = True  # the component's contacts and what lies outside it
     n = count - int(np.count_nonzero(off))
     if not 2 <= n <= MAX_CORES:
@@ -89,7 +90,7 @@ def nearest_core(
     # every pixel takes the label of its nearest core: OpenCV labels the cores (the 8-connected components
     # of the zero pixels) 1..n itself, in the raster order of their first pixels
     _, near = cv2.distanceTransformWithLabels(
-        np.take(off, np.asarray(lab, np.int32)).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP
+        np.take(off, lab).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP
     )
     owner = np.asarray(near, np.int32)
     owner *= tight
