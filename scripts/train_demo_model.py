@@ -638,6 +638,23 @@ def export(
     return float(differ[0]), float(differ[1])
 
 
+def write_onnx(model: PartsNet, out: Path, frames: list[SyntheticFrame], threshold: float) -> Path:
+    """Export ``model`` to ``out/demo-parts.onnx`` (see :func:`export`), say how far onnxruntime's maps are
+    from torch's on ``frames``, and stop where they differ on more than 1e-4 of the pixels."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "demo-parts.onnx"
+    differ, differ_contact = export(model, path, frames, threshold)
+    print(
+        f"exported {path} ({path.stat().st_size} bytes); ORT and torch differ on {differ:.1e} of the pixels'"
+        f" classes and {differ_contact:.1e} of their contact"
+    )
+    if max(differ, differ_contact) > 1e-4:
+        raise SystemExit(
+            f"onnxruntime's maps differ from torch's on {max(differ, differ_contact):.1e} of the pixels"
+        )
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--scenes", type=int, default=160, help="training scenes (seeds 1000, 1001, ...)")
@@ -724,13 +741,7 @@ def main() -> None:
             for q in model.parameters():
                 q.requires_grad_(id(q) in branch)
     if args.export_only:
-        # the file's contact threshold is in its branch's bias already (load_exported)
-        args.out.mkdir(parents=True, exist_ok=True)
-        differ, differ_contact = export(model, args.out / "demo-parts.onnx", val, 0.0)
-        print(
-            f"exported {args.out / 'demo-parts.onnx'}; ORT and torch differ on {differ:.1e} of the pixels'"
-            f" classes and {differ_contact:.1e} of their contact"
-        )
+        write_onnx(model, args.out, val, 0.0)  # (the file's contact threshold is in its branch's bias)
         return
     model.train()
     params = sum(p.numel() for p in model.parameters())
@@ -774,18 +785,8 @@ def main() -> None:
     holdout_pq = panoptic(holdout, holdout_preds, semantic, threshold)
     print(f"hold-out: mIoU {holdout_miou:.4f}, PQ {holdout_pq:.4f}")
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    onnx_path = args.out / "demo-parts.onnx"
-    differ, differ_contact = export(model, onnx_path, val, threshold)
+    onnx_path = write_onnx(model, args.out, val, threshold)
     onnx_bytes = onnx_path.stat().st_size
-    print(
-        f"exported {onnx_path} ({onnx_bytes} bytes); ORT and torch differ on {differ:.1e} of the pixels'"
-        f" classes and {differ_contact:.1e} of their contact"
-    )
-    if max(differ, differ_contact) > 1e-4:
-        raise SystemExit(
-            f"onnxruntime's maps differ from torch's on {max(differ, differ_contact):.1e} of the pixels"
-        )
     card = CARD.format(
         command=" ".join(["scripts/train_demo_model.py", *sys.argv[1:]]),
         trained_on=(
