@@ -25,6 +25,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.journal import Formatter, echo, journal_lines, say, to_journal
 from edgeseg.malloc import tune_malloc
 from edgeseg.stats import STREAM_PREFIX, PipelineStats
+from edgeseg.threadplan import serial_opencv
 
 if TYPE_CHECKING:
     from edgeseg.live import Outcome
@@ -563,6 +564,7 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edgeseg`` and ``python -m edgeseg``; returns the exit code."""
     tune_malloc()
+    serial_opencv()
     args = _parser().parse_args(argv)
     _configure_logging(args.verbose)
     try:

@@ -67,6 +67,7 @@ from edgeseg.sinks.mqtt_sink import MqttSink
 from edgeseg.sinks.video import VideoSink
 from edgeseg.sources import SourceStats, open_source
 from edgeseg.synthetic import PartsScene
+from edgeseg.threadplan import serial_opencv
 
 
 class ThreadCpu:
@@ -247,6 +248,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     tune_malloc()  # as the edgeseg command does: the pipeline measured is the one a user runs
+    serial_opencv()
     overrides = [f"model.path={json.dumps(str(Path(args.model).resolve()))}"] if args.model else []
     if args.threads is not None:
         overrides.append(f"model.threads={args.threads}")

@@ -4,7 +4,10 @@ and runs side by side handing frames on in order."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -436,3 +439,33 @@ def test_a_thread_count_set_in_the_config_is_never_tried() -> None:
     pipe.run()
     assert pipe.thread_plan is None
     stages.close()
+
+
+# OpenCV's pool size is process-wide: each case runs the edgeseg command in a child process, after the child
+# gave the pool 4 threads (what OpenCV itself makes on a 4-core device), and reports the size it ended with
+POOL_PROBE = """
+import cv2
+from edgeseg.cli import main
+cv2.setNumThreads(4)
+main(["pipelines"])
+print("opencv threads", cv2.getNumThreads())
+"""
+
+
+def opencv_threads_after_the_command(env: dict[str, str]) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", POOL_PROBE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout.strip().splitlines()[-1].split()[-1])
+
+
+def test_the_edgeseg_command_makes_opencv_calls_without_its_pool_unless_the_user_sized_the_pool() -> None:
+    env = {k: v for k, v in os.environ.items() if k != threadplan.OPENCV_THREADS_ENV}
+    assert opencv_threads_after_the_command(env) == 1
+    assert opencv_threads_after_the_command({**env, threadplan.OPENCV_THREADS_ENV: "3"}) == 4
