@@ -74,14 +74,16 @@ def serial_opencv() -> None:
 
     The pipeline already keeps the cores busy with threads of its own (inference, post-processing, sinks).
     OpenCV's pool (one thread per core) shares out each call among its threads, which then wait for the
-    next call spinning: on the small crops and maps of post-processing that doubled its CPU for the same
-    wall time. Measured on 2 cores (AMD EPYC), one thread calling, alternated with a pool of 2: the demo
-    model's decode 3.6 against 3.8 ms a frame, its CPU 3.7 against 7.4 ms; ``semantic_to_instances`` on the
-    bench's scene sets 0.95-1.15x the time for 0.49-0.61x the CPU (on maps of noise, whose labelling the
-    pool shares out, 1.0-1.3x the time for 0.7-0.8x the CPU); DeepLabV3+ on 1280x720 frames, preprocess and
-    decode 7.1 against 7.1 ms, CPU 7.6 against 11.3 ms. In the demo pipeline with JSON lines and MQTT, 6
-    alternated pairs: 78.8 against 70.5 fps, 23.1 against 25.1 ms of CPU a frame; YOLOv8n-seg on a video,
-    whose decode makes few OpenCV calls, 34.1 against 33.5 fps."""
+    next call spinning: on the small crops and maps of post-processing that bought no time. Measured on 2
+    cores (AMD EPYC), alternated with a pool of 2. Post-processing alone, calls back to back (where the
+    pool spins the most): the demo model's decode 3.6 against 3.8 ms a frame, on 3.7 against 7.4 ms of CPU;
+    ``semantic_to_instances`` on the bench's scene sets 0.95-1.15x the time on 0.49-0.61x the CPU (on maps
+    of noise, whose labelling the pool shares out, 1.0-1.3x the time on 0.7-0.8x the CPU); DeepLabV3+ on
+    1280x720 frames, preprocess and decode 7.1 ms either way, on 7.6 against 11.3 ms of CPU. In the demo
+    pipeline with JSON lines and MQTT, where the pool's threads took ~0.5 ms of CPU a frame (6 pairs in one
+    process, two sittings): 78.8 against 70.5 fps and 62.6 against 61.3, on 23.1 against 25.1 and 28.2
+    against 28.9 ms of CPU a frame; YOLOv8n-seg on a video, whose decode makes few OpenCV calls: 34.1
+    against 33.5 fps."""
     if OPENCV_THREADS_ENV not in os.environ:
         cv2.setNumThreads(1)
 
