@@ -75,15 +75,14 @@ def serial_opencv() -> None:
     The pipeline already keeps the cores busy with threads of its own (inference, post-processing, sinks).
     OpenCV's pool (one thread per core) shares out each call among its threads, which then wait for the
     next call spinning: on the small crops and maps of post-processing that bought no time. Measured on 2
-    cores (AMD EPYC), alternated with a pool of 2. Post-processing alone, calls back to back (where the
-    pool spins the most): the demo model's decode 3.6 against 3.8 ms a frame, on 3.7 against 7.4 ms of CPU;
-    ``semantic_to_instances`` on the bench's scene sets 0.95-1.15x the time on 0.49-0.61x the CPU (on maps
-    of noise, whose labelling the pool shares out, 1.0-1.3x the time on 0.7-0.8x the CPU); DeepLabV3+ on
-    1280x720 frames, preprocess and decode 7.1 ms either way, on 7.6 against 11.3 ms of CPU. In the demo
-    pipeline with JSON lines and MQTT, where the pool's threads took ~0.5 ms of CPU a frame (6 pairs in one
-    process, two sittings): 78.8 against 70.5 fps and 62.6 against 61.3, on 23.1 against 25.1 and 28.2
-    against 28.9 ms of CPU a frame; YOLOv8n-seg on a video, whose decode makes few OpenCV calls: 34.1
-    against 33.5 fps."""
+    cores (AMD EPYC), alternated with a pool of 2. Post-processing alone, calls back to back, where the pool
+    spins the most (``scripts/bench_opencv_pool.py``): the demo model's decode 0.91-0.98x the time on
+    0.52-0.56x the CPU; ``semantic_to_instances`` on the post-processing bench's scene sets 0.91-1.03x the
+    time on 0.48-0.64x the CPU, on its hostile maps 0.85-1.32x the time (noise, tiny and ragged ones slower:
+    their labelling is what the pool shares out) on 0.43-0.79x the CPU. Inside the demo pipeline with JSON
+    lines and MQTT the pool's threads took ~0.5 ms of CPU a frame, and the rate did not tell the two apart:
+    one thread over the pool 1.12, 1.03 and 0.98 in three sittings of 6 pairs (the last with this script).
+    Where it counts is a host that does post-processing alone (the AI Camera's), or shares its cores."""
     if OPENCV_THREADS_ENV not in os.environ:
         cv2.setNumThreads(1)
 
