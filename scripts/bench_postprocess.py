@@ -24,7 +24,19 @@ watershed's unknown band (``markers[unknown == 255] = 0``) is never set, every p
 watershed grows nothing, and each instance is its eroded marker (a disc of ~3000 pixels comes out as ~400).
 Each set also gets modlib / connected components (``modlib_per_cc``): where it is under 10, being 10x
 faster than modlib means taking less time than the labelling pass alone, below any split that labels
-the map. The last line is one JSON object with every figure; its ``summary`` holds the median over sets
+the map.
+The allocator is set the same for both, whatever the order of the sets: every implementation first runs
+once on every map of every set, untimed, and glibc's malloc is pinned (mmap threshold 32 MB, trim
+threshold 1 GB), so a block freed goes back to the heap and serves the next call. With glibc's defaults,
+modlib's full-frame arrays came fresh from the kernel, page by page, on some sets and not on others,
+depending on what the process had run before: touching_discs timed first, 14,000 page faults and
+80-106 ms a call; timed right after edge_cut, 459 faults and 41-53 ms; after the untimed pass over every
+set, touching_discs, multi_class and edge_cut paid 10,000-16,500 faults a call (67-123 ms, against none
+and 34-62 ms pinned, in the same sitting). Until this pinning, the sets timed first were measured at about
+half modlib's speed. ``--glibc-defaults`` leaves malloc as glibc sets it (after the same untimed pass).
+Each set's ``page_faults_per_call`` (edgeseg, modlib: the median over the kept calls) shows what a call
+still pays.
+The last line is one JSON object with every figure; its ``summary`` holds the median over sets
 of edgeseg / connected components, the smallest modlib / edgeseg and largest edgeseg / connected
 components over all sets, and the sets under 10x modlib, apart (``under_10x``) from those where 10x
 modlib is below one labelling pass (``under_10x_below_floor``).
@@ -58,7 +70,9 @@ printed names the ``edgeseg`` that was imported.)
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -69,6 +83,7 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc malloc.h
 sys.path.insert(0, str(REPO / "tests"))
 
 from profile_semantic import Split, load_reference  # noqa: E402
@@ -96,10 +111,13 @@ def modlib_to_instances(result: Any, shape: tuple[int, int]) -> Instances:
     )
 
 
-def time_once(fn: Any, *args: Any) -> tuple[float, Any]:
+def time_once(fn: Any, *args: Any) -> tuple[float, int, Any]:
+    """Wall time and minor page faults of one call, and its result."""
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0 = time.perf_counter()
     out = fn(*args)
-    return time.perf_counter() - t0, out
+    dt = time.perf_counter() - t0
+    return dt, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0, out
 
 
 def components_pass(cm: np.ndarray) -> Any:
@@ -107,26 +125,24 @@ def components_pass(cm: np.ndarray) -> Any:
     return cv2.connectedComponentsWithStats((cm != BACKGROUND).view(np.uint8), connectivity=8)
 
 
-def timed_block(fn: Any, cm: np.ndarray, block: int, slow: float, kept: list[float], *extra: Any) -> Any:
-    """``block`` calls of ``fn``, the first a warm-up unless ``block == 1`` or it is slow; the last result."""
+def timed_block(
+    fn: Any, cm: np.ndarray, block: int, slow: float, kept: list[float], faults: list[int], *extra: Any
+) -> Any:
+    """``block`` calls of ``fn``, the first a warm-up unless ``block == 1`` or it is slow; the last result.
+    The kept calls' times go to ``kept``, their page faults to ``faults``."""
     out = None
     for k in range(block):
-        dt, out = time_once(fn, cm, *extra)
+        dt, flt, out = time_once(fn, cm, *extra)
         if k or block == 1 or dt > slow:
             kept.append(dt)
+            faults.append(flt)
         if dt > slow:
             break
     return out
 
 
-def bench_set(
-    name: str,
-    scenes: list[Scene],
-    params: SemanticParams,
-    opts: argparse.Namespace,
-    segments_cls: Any,
-    reference: Split | None = None,
-) -> dict[str, Any]:
+def modlib_call(segments_cls: Any, params: SemanticParams) -> Any:
+    """modlib's ``Segments(mask).to_instance_segments(args)`` with edgeseg's parameter values."""
     args = SimpleNamespace(
         erosion_kernel=params.erosion_kernel,
         erosion_iteration=params.erosion_iteration,
@@ -140,6 +156,42 @@ def bench_set(
     def run_modlib(cm: np.ndarray) -> Any:
         return segments_cls(cm).to_instance_segments(args)
 
+    return run_modlib
+
+
+def pin_allocator() -> None:
+    """glibc's malloc set to serve every block of a 480x640 map from its heap and to keep the heap's free
+    pages (mmap threshold 32 MB, trim threshold 1 GB): no call then pays page faults for memory that an
+    earlier call freed, whatever ran before (see the docstring)."""
+    libc = ctypes.CDLL(None)
+    libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+
+
+def warm_up(
+    sets: dict[str, list[Scene]], params: SemanticParams, run_modlib: Any, reference: Split | None
+) -> None:
+    """One call of each implementation on every map of every set, before any is timed (see the docstring:
+    the allocator's state after them is that of a process that has run a while)."""
+    for scenes in sets.values():
+        for sc in scenes:
+            run_modlib(sc.class_map)
+            semantic_to_instances(sc.class_map, params)
+            components_pass(sc.class_map)
+            if reference is not None:
+                reference(sc.class_map, params, BACKGROUND)
+
+
+def bench_set(
+    name: str,
+    scenes: list[Scene],
+    params: SemanticParams,
+    opts: argparse.Namespace,
+    run_modlib: Any,
+    reference: Split | None = None,
+) -> dict[str, Any]:
+    f_mod: list[int] = []
+    f_ours: list[int] = []
     t_mod, t_ours, t_cc, pq_mod, pq_ours, iou_mod, iou_ours, n_truth, n_mod, n_ours = ([] for _ in range(10))
     t_ref: list[float] = []
     pq_ref: list[float] = []
@@ -154,11 +206,11 @@ def bench_set(
         for _ in range(opts.repeat):
             # a block of calls each; with blocks of 2 or more, the first call of a block (right after the
             # other implementation's, whose large allocations leave the allocator and caches cold) is not kept
-            res_mod = timed_block(run_modlib, cm, opts.block, opts.slow, tm)
-            res_ours = timed_block(semantic_to_instances, cm, opts.block, opts.slow, to, params)
-            timed_block(components_pass, cm, opts.block, opts.slow, tc)
+            res_mod = timed_block(run_modlib, cm, opts.block, opts.slow, tm, f_mod)
+            res_ours = timed_block(semantic_to_instances, cm, opts.block, opts.slow, to, f_ours, params)
+            timed_block(components_pass, cm, opts.block, opts.slow, tc, [])
             if reference is not None:
-                res_ref = timed_block(reference, cm, opts.block, opts.slow, tr, params, BACKGROUND)
+                res_ref = timed_block(reference, cm, opts.block, opts.slow, tr, [], params, BACKGROUND)
             if time.perf_counter() - start > opts.budget:
                 break
         truth = sc.truth()
@@ -202,6 +254,7 @@ def bench_set(
         "edgeseg_per_cc": round(per_cc, 2),
         "modlib_per_cc": round(float(np.median(np.asarray(t_mod) / np.asarray(t_cc))), 2),
         "calls_kept": [len(to), len(tm)],
+        "page_faults_per_call": [int(np.median(f_ours)), int(np.median(f_mod))],
         "modlib_instances_mean": float(np.mean(n_mod)),
         "edgeseg_instances_mean": float(np.mean(n_ours)),
         "modlib_pq": round(float(np.mean(pq_mod)), 4),
@@ -221,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rods", action="store_true", help="edgeseg fits crossing rods too (modlib has none)")
     ap.add_argument("--budget", type=float, default=4.0, help="seconds per map after which repeats stop")
     ap.add_argument("--slow", type=float, default=0.25, help="a call this long (s) ends its block, kept")
+    ap.add_argument(
+        "--glibc-defaults",
+        action="store_true",
+        help="leave malloc as glibc sets it (modlib's times then depend on what the process ran before)",
+    )
     ap.add_argument("--sets", default="", help="comma-separated set names (default: all, hostile included)")
     ap.add_argument(
         "--reference", type=Path, help="a copy of another version's edgeseg/semantic, timed alongside"
@@ -246,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown sets {unknown}; known: {sorted(every)}", file=sys.stderr)
         return 2
+    sets = {name: [every[name](seed) for seed in range(opts.seeds)] for name in names}
+    run_modlib = modlib_call(Segments, params)
+    if not opts.glibc_defaults:
+        pin_allocator()
+    warm_up(sets, params, run_modlib, reference)
     rows = []
     head = (
         f"{'set':<20} {'HxW':>8} {'obj':>6} | {'modlib ms':>9} {'edgeseg ms':>10} {'CC ms':>6} "
@@ -255,14 +318,14 @@ def main(argv: list[str] | None = None) -> int:
         + ("" if reference is None else f" | {'ref ms':>8} {'ref/es':>6} {'ref/CC':>6} {'PQ ref':>6}")
     )
     print(f"edgeseg: {Path(edgeseg.__file__).parent}")
+    print(f"malloc: {'glibc defaults' if opts.glibc_defaults else 'pinned'} (see the docstring)")
     print(f"params: {params}")
     if opts.reference is not None:
         print(f"reference: {opts.reference}")
     print(head)
     print("-" * len(head))
-    for name in names:
-        scenes = [every[name](seed) for seed in range(opts.seeds)]
-        r = bench_set(name, scenes, params, opts, Segments, reference)
+    for name, scenes in sets.items():
+        r = bench_set(name, scenes, params, opts, run_modlib, reference)
         rows.append(r)
         ref_cols = ""
         if reference is not None:
@@ -284,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         "edgeseg": str(Path(edgeseg.__file__).parent),
         "repeat": opts.repeat,
         "block": opts.block,
+        "allocator": "glibc defaults" if opts.glibc_defaults else "pinned",
         "reference": None if opts.reference is None else str(opts.reference),
         "summary": {
             "edgeseg_per_cc_median": round(float(np.median([r["edgeseg_per_cc"] for r in rows])), 2),
