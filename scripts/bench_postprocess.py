@@ -171,8 +171,9 @@ def pin_allocator() -> None:
 def warm_up(
     sets: dict[str, list[Scene]], params: SemanticParams, run_modlib: Any, reference: Split | None
 ) -> None:
-    """One call of each implementation on every map of every set, before any is timed (see the docstring:
-    the allocator's state after them is that of a process that has run a while)."""
+    """One call of each implementation on every map of every set, before any is timed: the heap grows to
+    what the largest of them needs here, so no timed call pays for the heap's first pages (see the
+    docstring)."""
     for scenes in sets.values():
         for sc in scenes:
             run_modlib(sc.class_map)
