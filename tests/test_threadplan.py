@@ -25,7 +25,7 @@ from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
 from edgeseg.live import Snapshot
 from edgeseg.model import Model
-from edgeseg.pipeline import ModelStages, Pipeline
+from edgeseg.pipeline import ModelStages, Pipeline, _Runs
 from edgeseg.sources import SourceStats
 from edgeseg.synthetic import PartsScene
 from edgeseg.threadplan import (
@@ -429,6 +429,43 @@ def test_runs_side_by_side_hand_on_every_frame_in_order_and_a_failing_one_holds_
     assert pipe.thread_plan is not None
     assert pipe.thread_plan.endswith("frames wait for inference, 2 runs at once of 1 thread kept")
     assert again.indices == [i for i in range(20) if i not in stages.bad]
+
+
+def test_a_run_ending_before_an_earlier_frame_takes_the_next_one_and_frames_still_leave_in_order() -> None:
+    runs = _Runs(threads=2, active=2)
+    frames = iter(Frame(i, np.zeros((2, 2, 3), np.uint8), 0, 0.0) for i in range(10))
+    sent: list[int] = []
+    sender = lambda n: lambda: sent.append(n)  # noqa: E731
+
+    def take(worker: int) -> int:
+        taken = runs.take(worker, lambda: next(frames))
+        assert taken is not None
+        return taken[1]
+
+    assert take(0) == 0  # run A holds frame 0 from here on
+    assert take(1) == 1
+    ended = threading.Thread(target=runs.leave, args=(1, sender(1)), daemon=True)
+    ended.start()  # run B ends first: it does not wait for frame 0 ...
+    ended.join(2)
+    assert not ended.is_alive()
+    assert take(1) == 2  # ... and takes the next frame meanwhile
+    runs.leave(2, sender(2))
+    assert sent == []  # nothing leaves before frame 0
+    # three frames in flight (one more than the runs): B waits for frame 0 before it takes a fourth
+    fourth: list[int] = []
+    waiting = threading.Thread(target=lambda: fourth.append(take(1)), daemon=True)
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive()
+    assert fourth == []
+    runs.leave(0, sender(0))  # frame 0 ends: it leaves, then the two that waited for it, in order
+    waiting.join(5)
+    assert sent == [0, 1, 2]
+    assert fourth == [3]
+    runs.leave(3, None)  # a dropped frame takes its turn too
+    assert take(0) == 4
+    runs.leave(4, sender(4))
+    assert sent == [0, 1, 2, 4]
 
 
 @pytest.mark.usefixtures("short_windows")
