@@ -265,9 +265,10 @@ class _Runs:
     (:meth:`change`) is made while no thread is inside a frame and none starts one.
 
     A run that ends before an earlier frame's run does not wait for it: it leaves its work to go out with
-    that frame and takes the next one, so its core is not idle meanwhile (with two runs of the demo model on
-    two cores the wait was ~2.5 ms a frame, a tenth of the cores). At most one frame more than there are
-    runs is in flight, so a run stuck on a frame holds back at most one finished frame of each other run.
+    that frame and takes the next one, so its core is not idle meanwhile (two runs of the demo model on two
+    cores: 1.90 cores busy against 1.79 when each waited its turn, ``scripts/bench_runs.py``). At most one
+    frame more than there are runs is in flight (taken and not yet gone), so a run stuck on a frame holds
+    back at most as many finished frames as there are runs.
     """
 
     def __init__(self, threads: int, active: int) -> None:
@@ -283,8 +284,8 @@ class _Runs:
         self._running = threads  # threads not yet ended
 
     def take(self, worker: int, get: Callable[[], Frame | None]) -> tuple[Frame, int] | None:
-        """Thread ``worker``'s next frame and its number, once it is among the active and fewer than
-        ``active + 1`` frames are in flight; None: no more."""
+        """Thread ``worker``'s next frame and its number, once it is among the active and at most
+        ``active`` frames are in flight; None: no more."""
         with self._cond:
             self._cond.wait_for(
                 lambda: (

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_pipeline import ReplaySource, mosquitto  # noqa: E402
+from bench_pipeline import ReplaySource, device_sinks, mosquitto  # noqa: E402
 from scenes import HOSTILE_SETS, SCENE_SETS  # noqa: E402
 
 from edgeseg.backends.ort import usable_cores  # noqa: E402
@@ -45,13 +45,8 @@ from edgeseg.config import load_config  # noqa: E402
 from edgeseg.frame import Frame  # noqa: E402
 from edgeseg.malloc import tune_malloc  # noqa: E402
 from edgeseg.model import Model  # noqa: E402
-from edgeseg.mqtt.broker import Credentials  # noqa: E402
 from edgeseg.pipeline import ModelStages, Pipeline  # noqa: E402
 from edgeseg.semantic import SemanticParams, semantic_to_instances  # noqa: E402
-from edgeseg.sinks import Sink, SinkContext  # noqa: E402
-from edgeseg.sinks.jsonl import JsonlSink  # noqa: E402
-from edgeseg.sinks.mqtt import MqttSinkConfig  # noqa: E402
-from edgeseg.sinks.mqtt_sink import MqttSink  # noqa: E402
 from edgeseg.synthetic import PartsScene  # noqa: E402
 
 
@@ -89,12 +84,7 @@ def pipeline_pairs(frames: int, rounds: int, pool: int, mqtt: bool) -> dict[str,
         broker = stack.enter_context(mosquitto(Path(tmp) / "broker")) if mqtt else None
 
         def run(tag: str) -> tuple[float, float]:
-            ctx = SinkContext(class_names=names, state_dir=Path(tmp) / f"state-{tag}")
-            sinks: dict[str, Sink] = {"jsonl": JsonlSink(Path(tmp) / "r.jsonl", "rle", names)}
-            if broker is not None:
-                url = f"mqtt://127.0.0.1:{broker.port}"
-                cfg = MqttSinkConfig(url=url, device_id="bench", discovery=False)
-                sinks["mqtt"] = MqttSink(cfg, ctx, Credentials())
+            sinks = device_sinks(names, Path(tmp), tag, None if broker is None else broker.port)
             c0, t0 = time.process_time(), time.perf_counter()
             done = Pipeline(ReplaySource(images, frames), stages, sinks).run().frames_done
             return done / (time.perf_counter() - t0), (time.process_time() - c0) / done * 1e3

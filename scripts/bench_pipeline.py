@@ -217,6 +217,17 @@ def infer_side_by_side(stages: ModelStages, prepared: list[Any], n: int, runs: i
     return n / (time.perf_counter() - t0)
 
 
+def device_sinks(names: tuple[str, ...], workdir: Path, tag: str, broker_port: int | None) -> dict[str, Sink]:
+    """The sinks a device runs: JSON lines (RLE masks) and, with ``broker_port``, MQTT to the broker on that
+    loopback port (every result, QoS 1, through a spool in ``workdir/state-TAG``; no discovery)."""
+    sinks: dict[str, Sink] = {"jsonl": JsonlSink(workdir / "r.jsonl", "rle", names)}
+    if broker_port is not None:
+        ctx = SinkContext(class_names=names, state_dir=workdir / f"state-{tag}")
+        cfg = MqttSinkConfig(url=f"mqtt://127.0.0.1:{broker_port}", device_id="bench", discovery=False)
+        sinks["mqtt"] = MqttSink(cfg, ctx, Credentials())
+    return sinks
+
+
 @contextlib.contextmanager
 def mosquitto(workdir: Path) -> Iterator[Any]:
     """A Mosquitto on a free loopback port for the run (``bench_mqtt.Broker``), stopped at the end."""
@@ -291,14 +302,10 @@ def main() -> None:
         plans: list[str] = []  # what the pipelines' planners decided about inference's threads
 
         def pipeline_fps(kind: str, measured: bool = True) -> float:
-            ctx = SinkContext(class_names=names, state_dir=Path(tmp) / f"state-{kind}")
-            sinks: dict[str, Sink] = {"jsonl": JsonlSink(Path(tmp) / "r.jsonl", "rle", names)}
-            if kind != "jsonl" and broker is not None:
-                cfg = MqttSinkConfig(
-                    url=f"mqtt://127.0.0.1:{broker.port}", device_id="bench", discovery=False
-                )
-                sinks["mqtt"] = MqttSink(cfg, ctx, Credentials())
+            port = None if kind == "jsonl" or broker is None else broker.port
+            sinks = device_sinks(names, Path(tmp), kind, port)
             if kind == "video":
+                ctx = SinkContext(class_names=names, state_dir=Path(tmp) / f"state-{kind}")
                 sinks["video"] = VideoSink(Path(tmp) / "r.mp4", 25, ctx=ctx)
             pipe = Pipeline(ReplaySource(images, n), stages, sinks)
             with ThreadCpu() as cpu:

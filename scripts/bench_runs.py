@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Frames side by side: this tree's turn-taking of the inference runs (``edgeseg.pipeline._Runs``) against
+another checkout's, alternated in one process on the demo pipeline.
+
+The demo pipeline as ``scripts/bench_pipeline.py`` runs it at its default settings (pre-rendered frames,
+JSON lines and MQTT to a Mosquitto started on loopback; ``--no-mqtt``: JSON lines only), ``--frames`` a run.
+The first run lets the thread planner decide, as a device's first seconds do; the pairs then run on the plan
+it kept, the two turn-takings alternated over ``--pairs`` (everything else is this tree's). The comparison
+means something only where the plan is two or more runs at once, which each run's line shows. Per run: its
+rate and how many of the cores the process kept busy (its CPU time over the wall time). The last line is one
+JSON object: the medians, and ``fps_ratio``, the median over pairs of this tree's rate over the other's.
+
+    mkdir -p /tmp/before && git archive HEAD~1 edgeseg | tar -x -C /tmp/before
+    .venv/bin/python scripts/bench_runs.py --reference /tmp/before
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from bench_pipeline import ReplaySource, device_sinks, mosquitto  # noqa: E402
+
+import edgeseg.pipeline  # noqa: E402
+from edgeseg.config import load_config  # noqa: E402
+from edgeseg.malloc import tune_malloc  # noqa: E402
+from edgeseg.pipeline import ModelStages, Pipeline  # noqa: E402
+from edgeseg.synthetic import PartsScene  # noqa: E402
+from edgeseg.threadplan import serial_opencv  # noqa: E402
+
+
+def reference_runs(checkout: Path) -> type:
+    """The ``_Runs`` class of the checkout's ``edgeseg/pipeline.py`` (its other names come from this tree)."""
+    path = checkout / "edgeseg" / "pipeline.py"
+    spec = importlib.util.spec_from_file_location("reference_pipeline", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--reference {checkout}: no edgeseg/pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (its dataclasses look their module up)
+    spec.loader.exec_module(module)
+    runs: type = module._Runs
+    return runs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--reference", type=Path, required=True, help="a checkout with an edgeseg package")
+    ap.add_argument("--frames", type=int, default=400, help="frames a run (default 400)")
+    ap.add_argument("--pairs", type=int, default=8, help="alternated pairs (default 8)")
+    ap.add_argument("--no-mqtt", action="store_true", help="the pipeline without its MQTT sink")
+    args = ap.parse_args()
+    if args.frames < 50 or args.pairs < 1:
+        ap.error("--frames must be >= 50 and --pairs >= 1")
+    tune_malloc()  # as the edgeseg command does
+    serial_opencv()
+    turns = {"this": edgeseg.pipeline._Runs, "reference": reference_runs(args.reference)}
+    stages = ModelStages.from_config(load_config(None, []))
+    names = tuple(stages.model.card.classes)
+    images = [PartsScene(640, 480, seed=1).frame(i).image for i in range(50)]
+    runs: dict[str, list[tuple[float, float]]] = {"this": [], "reference": []}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        broker = None if args.no_mqtt else stack.enter_context(mosquitto(Path(tmp) / "broker"))
+
+        def run(kind: str, tag: str) -> tuple[float, float, str]:
+            edgeseg.pipeline._Runs = turns[kind]  # type: ignore[misc]
+            sinks = device_sinks(names, Path(tmp), tag, None if broker is None else broker.port)
+            pipe = Pipeline(ReplaySource(images, args.frames), stages, sinks)
+            c0, t0 = os.times(), time.perf_counter()
+            done = pipe.run().frames_done
+            wall, c1 = time.perf_counter() - t0, os.times()
+            busy = (c1.user - c0.user + c1.system - c0.system) / wall
+            return done / wall, busy, pipe.thread_plan or "not planned"
+
+        print(f"first run (the planner decides): {run('this', 'plan')[2]}", flush=True)
+        for r in range(args.pairs):
+            for kind in ("reference", "this") if r % 2 == 0 else ("this", "reference"):
+                fps, busy, plan = run(kind, f"{r}-{kind}")
+                runs[kind].append((fps, busy))
+                print(f"{kind:9s} {fps:6.1f} fps, cores busy {busy:.2f}; {plan.split(':')[0]}", flush=True)
+    stages.close()
+    pairs = list(zip(runs["this"], runs["reference"], strict=True))
+    figures = {
+        "bench": "runs",
+        "reference": str(args.reference),
+        "mqtt": broker is not None,
+        "fps": round(statistics.median(x[0] for x in runs["this"]), 2),
+        "fps_reference": round(statistics.median(x[0] for x in runs["reference"]), 2),
+        "cores_busy": round(statistics.median(x[1] for x in runs["this"]), 3),
+        "cores_busy_reference": round(statistics.median(x[1] for x in runs["reference"]), 3),
+        "fps_ratio": round(statistics.median(a[0] / b[0] for a, b in pairs), 3),
+        "fps_ratio_pairs": [round(a[0] / b[0], 3) for a, b in pairs],
+    }
+    print(
+        f"this tree {figures['fps']:.1f} fps against {figures['fps_reference']:.1f} (pairs: median "
+        f"{figures['fps_ratio']:.3f}); cores busy {figures['cores_busy']:.2f} against "
+        f"{figures['cores_busy_reference']:.2f}"
+    )
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
