@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_pipeline import ReplaySource, device_sinks, mosquitto  # noqa: E402
+from bench_pipeline import device_run, mosquitto  # noqa: E402
 from scenes import HOSTILE_SETS, SCENE_SETS  # noqa: E402
 
 from edgeseg.backends.ort import usable_cores  # noqa: E402
@@ -45,7 +45,7 @@ from edgeseg.config import load_config  # noqa: E402
 from edgeseg.frame import Frame  # noqa: E402
 from edgeseg.malloc import tune_malloc  # noqa: E402
 from edgeseg.model import Model  # noqa: E402
-from edgeseg.pipeline import ModelStages, Pipeline  # noqa: E402
+from edgeseg.pipeline import ModelStages  # noqa: E402
 from edgeseg.semantic import SemanticParams, semantic_to_instances  # noqa: E402
 from edgeseg.synthetic import PartsScene  # noqa: E402
 
@@ -77,17 +77,14 @@ def demo_decodes(model: Model) -> list[Callable[[], object]]:
 def pipeline_pairs(frames: int, rounds: int, pool: int, mqtt: bool) -> dict[str, float]:
     """The demo pipeline's rate and CPU a frame, one OpenCV thread against the pool, alternated pairs."""
     stages = ModelStages.from_config(load_config(None, []))
-    names = tuple(stages.model.card.classes)
     images = [PartsScene(640, 480, seed=1).frame(i).image for i in range(50)]
     runs: dict[int, list[tuple[float, float]]] = {1: [], pool: []}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         broker = stack.enter_context(mosquitto(Path(tmp) / "broker")) if mqtt else None
 
         def run(tag: str) -> tuple[float, float]:
-            sinks = device_sinks(names, Path(tmp), tag, None if broker is None else broker.port)
-            c0, t0 = time.process_time(), time.perf_counter()
-            done = Pipeline(ReplaySource(images, frames), stages, sinks).run().frames_done
-            return done / (time.perf_counter() - t0), (time.process_time() - c0) / done * 1e3
+            done = device_run(stages, images, frames, Path(tmp), tag, None if broker is None else broker.port)
+            return done.fps, done.cpu_ms_per_frame
 
         run("plan")  # the thread planner decides on the first run; the pairs run on its plan
         for r in range(rounds):

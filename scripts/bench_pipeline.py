@@ -49,6 +49,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +227,35 @@ def device_sinks(names: tuple[str, ...], workdir: Path, tag: str, broker_port: i
         cfg = MqttSinkConfig(url=f"mqtt://127.0.0.1:{broker_port}", device_id="bench", discovery=False)
         sinks["mqtt"] = MqttSink(cfg, ctx, Credentials())
     return sinks
+
+
+@dataclass(frozen=True)
+class DeviceRun:
+    fps: float
+    cpu_ms_per_frame: float  # the process's, every thread included
+    plan: str  # what the thread planner decided, or "not planned"
+
+    @property
+    def cores_busy(self) -> float:
+        return self.cpu_ms_per_frame * self.fps / 1000
+
+
+def device_run(
+    stages: ModelStages,
+    images: list[np.ndarray],
+    frames: int,
+    workdir: Path,
+    tag: str,
+    broker_port: int | None,
+) -> DeviceRun:
+    """One pipeline run of ``frames`` replayed ``images`` with the sinks a device runs (see
+    :func:`device_sinks`)."""
+    names = tuple(stages.model.card.classes)
+    pipe = Pipeline(ReplaySource(images, frames), stages, device_sinks(names, workdir, tag, broker_port))
+    c0, t0 = time.process_time(), time.perf_counter()
+    done = pipe.run().frames_done
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return DeviceRun(done / wall, cpu / done * 1e3, pipe.thread_plan or "not planned")
 
 
 @contextlib.contextmanager

@@ -20,22 +20,20 @@ import argparse
 import contextlib
 import importlib.util
 import json
-import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_pipeline import ReplaySource, device_sinks, mosquitto  # noqa: E402
+from bench_pipeline import DeviceRun, device_run, mosquitto  # noqa: E402
 
 import edgeseg.pipeline  # noqa: E402
 from edgeseg.config import load_config  # noqa: E402
 from edgeseg.malloc import tune_malloc  # noqa: E402
-from edgeseg.pipeline import ModelStages, Pipeline  # noqa: E402
+from edgeseg.pipeline import ModelStages  # noqa: E402
 from edgeseg.synthetic import PartsScene  # noqa: E402
 from edgeseg.threadplan import serial_opencv  # noqa: E402
 
@@ -66,28 +64,26 @@ def main() -> None:
     serial_opencv()
     turns = {"this": edgeseg.pipeline._Runs, "reference": reference_runs(args.reference)}
     stages = ModelStages.from_config(load_config(None, []))
-    names = tuple(stages.model.card.classes)
     images = [PartsScene(640, 480, seed=1).frame(i).image for i in range(50)]
     runs: dict[str, list[tuple[float, float]]] = {"this": [], "reference": []}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         broker = None if args.no_mqtt else stack.enter_context(mosquitto(Path(tmp) / "broker"))
 
-        def run(kind: str, tag: str) -> tuple[float, float, str]:
+        def run(kind: str, tag: str) -> DeviceRun:
             edgeseg.pipeline._Runs = turns[kind]  # type: ignore[misc]
-            sinks = device_sinks(names, Path(tmp), tag, None if broker is None else broker.port)
-            pipe = Pipeline(ReplaySource(images, args.frames), stages, sinks)
-            c0, t0 = os.times(), time.perf_counter()
-            done = pipe.run().frames_done
-            wall, c1 = time.perf_counter() - t0, os.times()
-            busy = (c1.user - c0.user + c1.system - c0.system) / wall
-            return done / wall, busy, pipe.thread_plan or "not planned"
+            port = None if broker is None else broker.port
+            return device_run(stages, images, args.frames, Path(tmp), tag, port)
 
-        print(f"first run (the planner decides): {run('this', 'plan')[2]}", flush=True)
+        print(f"first run (the planner decides): {run('this', 'plan').plan}", flush=True)
         for r in range(args.pairs):
             for kind in ("reference", "this") if r % 2 == 0 else ("this", "reference"):
-                fps, busy, plan = run(kind, f"{r}-{kind}")
-                runs[kind].append((fps, busy))
-                print(f"{kind:9s} {fps:6.1f} fps, cores busy {busy:.2f}; {plan.split(':')[0]}", flush=True)
+                done = run(kind, f"{r}-{kind}")
+                runs[kind].append((done.fps, done.cores_busy))
+                print(
+                    f"{kind:9s} {done.fps:6.1f} fps, cores busy {done.cores_busy:.2f}; "
+                    f"{done.plan.split(':')[0]}",
+                    flush=True,
+                )
     stages.close()
     pairs = list(zip(runs["this"], runs["reference"], strict=True))
     figures = {
