@@ -523,6 +523,8 @@ class Publisher:
                     break
                 self.delivery.flush()
             self.delivery.flush()
+            if not info.is_published():  # a clean disconnect drops the last will: the broker may keep online
+                log.warning("the broker did not acknowledge status offline; it may still show online")
             link.client.disconnect()
             link.client.loop(0.05)
         except Exception as exc:  # stopping anyway; the last will covers us
