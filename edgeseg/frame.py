@@ -89,3 +89,7 @@ class Result:
     split_view: SplitView | None = None
     events: tuple[Event, ...] = ()
     final: bool = False
+    # its JSON record, encoded once for every sink that publishes it (see edgeseg.sinks.record.encoded_record)
+    _encoded: dict[tuple[str, tuple[str, ...]], str] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )

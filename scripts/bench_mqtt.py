@@ -85,7 +85,7 @@ from edgeseg.pipeline import ModelStages, Pipeline
 from edgeseg.sinks import SinkContext
 from edgeseg.sinks.mqtt import MqttSinkConfig
 from edgeseg.sinks.mqtt_sink import MqttSink
-from edgeseg.sinks.record import result_record
+from edgeseg.sinks.record import encoded_record
 from edgeseg.stats import PipelineStats
 from edgeseg.synthetic import PartsScene
 
@@ -634,7 +634,7 @@ def main() -> None:
             Pipeline(ReplaySource(images, len(images)), stages, {"collect": collector}).run()
             results = collector.results
             payloads = [
-                results_payload(result_record(r, i, "rle", names), "0" * 32, i) for i, r in enumerate(results)
+                results_payload(encoded_record(r, "rle", names), "0" * 32, i) for i, r in enumerate(results)
             ]
 
             # 1 + 2: alternating rounds

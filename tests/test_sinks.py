@@ -11,14 +11,17 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_instances import instance_sets
 from videofile import frame_count
 
 from edgeseg.config import load_config
 from edgeseg.errors import ConfigError
 from edgeseg.frame import Frame, Result, StageTimes
-from edgeseg.instances import Instances
+from edgeseg.instances import MASK_FORMATS, Instances, MaskFormat
+from edgeseg.mqtt.topics import RESULTS_SCHEMA, results_payload
 from edgeseg.sinks import SINKS, SinkContext, result_record
 from edgeseg.sinks.jsonl import JsonlSink, rotated
+from edgeseg.sinks.record import encoded_record
 from edgeseg.sinks.video import VideoSink
 
 
@@ -48,6 +51,41 @@ def test_jsonl_writes_one_flushed_record_per_result_that_round_trips_the_instanc
     assert [i["class_name"] for i in records[0]["instances"]] == ["nut", "washer"]
     back = Instances.from_dict(records[2])
     assert [m.tolist() for m in back.masks] == [m.tolist() for m in results[2].instances.masks]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    instance_sets(),
+    st.sampled_from(MASK_FORMATS),
+    st.text(max_size=6),
+    st.integers(0, 2**40),
+)
+def test_a_result_is_encoded_once_and_its_json_line_and_mqtt_payload_hold_its_record_as_before(
+    instances: Instances, mask_format: MaskFormat, source: str, seq: int
+) -> None:
+    names = ("background", "nut", "wäsher")
+    frame = Frame(7, np.zeros((*instances.image_shape, 3), np.uint8), 5, 1.7e9, source=source)
+    result = Result(frame, instances, StageTimes(5, 6, 8, 9, 9))
+    text = encoded_record(result, mask_format, names)
+    assert encoded_record(result, mask_format, names) is text
+    record = result_record(result, seq, mask_format, names)
+    line = f'{{"seq":{seq},{text}'
+    # byte for byte what the JSON lines sink wrote when each sink encoded the record itself
+    assert line == json.dumps(record, separators=(",", ":"))
+    payload = json.loads(results_payload(text, "ab" * 16, seq))
+    assert list(payload) == ["replay", "schema", "boot_id", *record]
+    assert payload == {"replay": False, "schema": RESULTS_SCHEMA, "boot_id": "ab" * 16, **record}
+
+
+def test_a_record_json_cannot_hold_is_written_by_no_sink(tmp_path: Path) -> None:
+    frame = Frame(0, np.zeros((48, 64, 3), np.uint8), 0, float("nan"))  # a clock gone wrong
+    bad = Result(frame, Instances.empty((48, 64)))
+    sink = JsonlSink(tmp_path / "out.jsonl")
+    with pytest.raises(ValueError, match="JSON compliant"):
+        sink.send(bad)  # the pipeline counts it lost for this sink, and a reader sees the gap
+    sink.send(make_result(1))
+    sink.close()
+    assert [json.loads(line)["seq"] for line in (tmp_path / "out.jsonl").read_text().splitlines()] == [1]
 
 
 def result_with(index: int, parts: int) -> Result:

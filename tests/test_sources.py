@@ -20,7 +20,7 @@ from edgeseg.errors import SourceError
 from edgeseg.frame import Result
 from edgeseg.instances import Instances
 from edgeseg.mqtt.topics import load_schema, results_payload
-from edgeseg.sinks.record import result_record
+from edgeseg.sinks.record import encoded_record, result_record
 from edgeseg.sources import Source, backoff_delays, open_source, parse_uri
 from edgeseg.sources.opencv_live import OpenCVLiveSource, opencv_has_gstreamer
 
@@ -377,9 +377,11 @@ def test_truncated_jpeg_is_processed_flagged_damaged_and_counted_with_its_file_n
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(str(tmp_path / "a2.jpg") in w and "frame 1" in w and "truncated JPEG" in w for w in warnings)
 
-    records = [result_record(Result(f, Instances.empty(f.shape)), seq) for seq, f in enumerate(frames)]
+    results = [Result(f, Instances.empty(f.shape)) for f in frames]
+    records = [result_record(r, seq) for seq, r in enumerate(results)]
     assert records[0]["file"] == str(tmp_path / "a1.jpg")
     assert "damaged" not in records[0]
     assert records[1]["damaged"] is True
-    for record in records:
-        jsonschema.validate(json.loads(results_payload(record, "0" * 32, 0)), load_schema("results"))
+    schema = load_schema("results")
+    for r in results:
+        jsonschema.validate(json.loads(results_payload(encoded_record(r), "0" * 32, 0)), schema)

@@ -162,11 +162,11 @@ def finite(value: float | None, digits: int = 3) -> float | None:
     return round(float(value), digits)
 
 
-def results_payload(record: Mapping[str, Any], boot_id: str, seq: int) -> bytes:
-    """A live ``results`` message: the record of :func:`edgeseg.sinks.record.result_record` with this topic's
-    ``seq`` and the process's ``boot_id``."""
-    doc = {"replay": False, "schema": RESULTS_SCHEMA, "boot_id": boot_id, **record, "seq": seq}
-    return _dumps(doc)
+def results_payload(record: str, boot_id: str, seq: int) -> bytes:
+    """A live ``results`` message: a result's record (the text of :func:`edgeseg.sinks.record.encoded_record`)
+    with this topic's ``seq``, after ``replay``, ``schema`` and the process's ``boot_id``."""
+    head = _dumps({"replay": False, "schema": RESULTS_SCHEMA, "boot_id": boot_id, "seq": seq})
+    return head[:-1] + b"," + record.encode()
 
 
 def event_payload(event: Mapping[str, Any], boot_id: str, source: str) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from edgeseg.fields import meta
 from edgeseg.frame import Result
 from edgeseg.instances import MASK_FORMATS, MaskFormat
 from edgeseg.sinks.base import SinkContext, SinkReport, SinkSpec, check_output_path
-from edgeseg.sinks.record import result_record
+from edgeseg.sinks.record import encoded_record
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +107,9 @@ class JsonlSink:
                 )
 
     def send(self, result: Result) -> None:
-        record = result_record(result, self._seq, self.mask_format, self.class_names)
-        self._seq += 1  # a record that could not be written leaves a gap a reader can see
-        self._write((json.dumps(record, separators=(",", ":")) + "\n").encode())
+        seq, self._seq = self._seq, self._seq + 1  # a record that could not be written leaves a gap
+        text = encoded_record(result, self.mask_format, self.class_names)
+        self._write(f'{{"seq":{seq},{text}\n'.encode())
         self.written += 1
 
     def _write(self, data: bytes) -> None:

@@ -42,7 +42,7 @@ from edgeseg.mqtt.topics import (
     stats_payload,
 )
 from edgeseg.sinks.base import SinkContext, SinkReport
-from edgeseg.sinks.record import result_record
+from edgeseg.sinks.record import encoded_record
 from edgeseg.statedir import state_dir
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ class MqttSink:
             if result.final or not self._admit():
                 continue
             try:
-                record = result_record(result, self._seq, self.mask_format, self.ctx.class_names)
+                record = encoded_record(result, self.mask_format, self.ctx.class_names)
                 payload = results_payload(record, self.boot_id, self._seq)
             except Exception as exc:  # one result that cannot be serialized never costs the batch
                 self._unserializable += 1

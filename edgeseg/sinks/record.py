@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 from edgeseg.frame import Result
 from edgeseg.instances import MaskFormat
+
+# the sinks' threads get each result at about the same moment: the second to ask waits for the first's
+# encoding instead of making its own
+_ENCODING = threading.Lock()
 
 
 def _ms(value: float) -> float | None:
@@ -55,3 +61,24 @@ def result_record(
             item["class_name"] = class_names[cid] if 0 <= cid < len(class_names) else str(cid)
     record["events"] = [e.to_dict(class_names) for e in result.events]
     return record
+
+
+def encoded_record(result: Result, mask_format: MaskFormat = "rle", class_names: Sequence[str] = ()) -> str:
+    """The JSON text of :func:`result_record` from the member after ``seq`` on (``"frame":...}``), so that a
+    sink puts its own ``seq`` (and what else it adds) in front: ``'{"seq":%d,' % seq + text``.
+
+    Encoded once per result, mask format and class names, whichever sink asks first: on a device the JSON
+    lines and the MQTT sink publish every result alike, and its encoding was most of what each paid for it.
+    Raises ValueError for a value JSON cannot hold (NaN, infinity): such a record is not written at all.
+    """
+    key = (mask_format, tuple(class_names))
+    text = result._encoded.get(key)
+    if text is not None:
+        return text
+    with _ENCODING:
+        text = result._encoded.get(key)
+        if text is None:
+            record = result_record(result, 0, mask_format, class_names)
+            del record["seq"]
+            text = result._encoded[key] = json.dumps(record, separators=(",", ":"), allow_nan=False)[1:]
+    return text
