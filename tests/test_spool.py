@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edgeseg.errors import ConfigError
-from edgeseg.mqtt.spool import Spool
+from edgeseg.mqtt.delivery import Delivery
+from edgeseg.mqtt.spool import Spool, SpoolEntry
 
 
 def payloads(n: int, size: int = 100) -> list[tuple[str, bytes]]:
@@ -139,3 +145,50 @@ def test_a_message_dropped_in_flight_and_then_acknowledged_is_not_counted_as_los
     spool.delete([e.id for e in in_flight])  # their PUBACKs arrive: they were delivered after all
     stats = spool.stats()
     assert (stats.dropped_overflow, stats.depth) == (0, 5)
+
+
+class Publishes:
+    """Stands in for paho's ``Client.publish`` alone (``client.py``: it returns an ``MQTTMessageInfo`` with
+    ``rc`` and ``mid``, queueing the message when the socket is busy), recording what was published."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0) -> SimpleNamespace:
+        self.sent.append(payload)
+        return SimpleNamespace(rc=MQTTErrorCode.MQTT_ERR_SUCCESS, mid=len(self.sent))
+
+
+class CountedReads(Spool):
+    reads = 0
+
+    def read(self, after_id: int, limit: int, below_id: int | None = None) -> list[SpoolEntry]:
+        self.reads += 1
+        return super().read(after_id, limit, below_id)
+
+
+def test_delivery_sends_the_backlog_as_replay_then_new_messages_and_reads_the_spool_only_for_more(
+    tmp_path: Path,
+) -> None:
+    puback = ReasonCode(PacketTypes.PUBACK)
+    spool = CountedReads(tmp_path / "s.sqlite3", 1 << 20, 3600)
+    spool.append([("t", b'{"replay":false,"n":%d}' % i) for i in range(3)])  # an earlier run's
+    delivery, client = Delivery(spool, max_inflight=2), Publishes()
+    delivery.start()  # a connect: what the spool holds becomes the replay stream
+    assert delivery.pump(client, None) is None
+    assert delivery.in_flight == 2
+    for mid in (1, 2):
+        delivery.on_publish(mid, puback)
+    delivery.flush()
+    assert delivery.pump(client, None) is None
+    delivery.on_publish(3, puback)
+    delivery.flush()
+    assert [json.loads(p) for p in client.sent] == [{"replay": True, "n": i} for i in range(3)]
+    before = spool.reads
+    for _ in range(3):  # a wake-up with nothing stored since: both streams were read to their end
+        assert delivery.pump(client, None) is None
+    assert spool.reads == before
+    spool.append([("t", b'{"replay":false,"n":3}'), ("t", b'{"replay":false,"n":4}')])
+    assert delivery.pump(client, None) is None
+    assert [json.loads(p) for p in client.sent[3:]] == [{"replay": False, "n": 3}, {"replay": False, "n": 4}]
+    assert spool.stats().depth == 2  # acknowledged ones left, the two in flight stay

@@ -59,6 +59,7 @@ class Delivery:
         self._live_after = 0  # spool ids above this were stored after the connect
         self._replay_after = 0  # the replay stream's cursor, up to (and including) _replay_last
         self._replay_last = 0
+        self._read_at = -1  # the spool's append count when the live stream was last read to its end
         self._acked: list[int] = []
         self._refused: list[int] = []
         self._lock = threading.Lock()
@@ -75,6 +76,7 @@ class Delivery:
         self._pending.clear()  # a fresh client with a clean session resends nothing: we do, from the spool
         self._live_after = self._replay_last = self.spool.last_id()
         self._replay_after = 0
+        self._read_at = -1
 
     def idle(self) -> bool:
         """Nothing in flight and nothing left to send."""
@@ -85,11 +87,19 @@ class Delivery:
         link must be dropped."""
         room = self.max_inflight - len(self._pending)
         while room > 0:
-            replay = False
-            batch = self.spool.read(self._live_after, room)
-            if not batch:
+            # (each stream is read again only when it may hold more: the live one once the sink stored
+            # something since it was read to its end, the replay one until it was)
+            replay, batch = False, []
+            appended = self.spool.appended
+            if appended != self._read_at:
+                batch = self.spool.read(self._live_after, room)
+                if len(batch) < room:
+                    self._read_at = appended
+            if not batch and self._replay_after < self._replay_last:
                 batch = self.spool.read(self._replay_after, room, below_id=self._replay_last + 1)
                 replay = True
+                if not batch:
+                    self._replay_after = self._replay_last
             if not batch:
                 return None
             for entry in batch:

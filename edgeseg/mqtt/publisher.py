@@ -198,10 +198,14 @@ class Publisher:
             if entry is not None and entry.payload == payload and entry.qos == qos:
                 return
             if entry is None:
-                self._retained[topic] = _Retained(payload, qos)
+                entry = self._retained[topic] = _Retained(payload, qos)
             else:
                 entry.payload, entry.qos, entry.sent = payload, qos, False
                 entry.not_before = entry.last_sent + min_interval_s
+            # a change held back no longer than one already pending needs no wake-up: the thread wakes for
+            # that one anyway (counts change at every frame and are held back for seconds)
+            if entry.not_before >= self._next_retained:
+                return
         self.wake()
 
     def reply(self, topic: str, payload: bytes, correlation_data: bytes | None = None) -> None:

@@ -245,6 +245,12 @@ class Spool:
 
     # reading and acknowledging --------------------------------------------------------------------
 
+    @property
+    def appended(self) -> int:
+        """Messages stored since this process opened the spool (read without the lock: a reader that saw
+        this count before it read the spool may skip reading again until it changes)."""
+        return self._appended
+
     def read(self, after_id: int, limit: int, below_id: int | None = None) -> list[SpoolEntry]:
         """Up to ``limit`` messages with ``after_id < id`` (``< below_id`` when given), oldest first."""
         upper = below_id if below_id is not None else 2**63 - 1
