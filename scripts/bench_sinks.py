@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""What publishing a result costs a device: the CPU a result of the sinks a device runs (JSON lines, and MQTT
+to a broker with its publisher thread), this tree against another checkout, in alternated child processes.
+
+Each child (``--rounds`` of each, alternated) makes ``--results`` results of the demo pipeline (its own
+stages, on pre-rendered synthetic frames, as ``scripts/bench_pipeline.py`` replays them), then hands each
+result to both sinks at ``--rate`` results a second, each sink on a thread of its own as the pipeline runs
+them, the MQTT sink publishing to a Mosquitto on loopback that this script starts, and waits until the
+broker has acknowledged every result. Measured per result: each sink thread's CPU (``thread_time``) and the
+MQTT publisher thread's (its ``/proc`` schedstat, in nanoseconds). The results are made before the
+sinks start, so nothing else runs meanwhile; the broker's own CPU is not counted. The last line is one JSON
+object: the medians over rounds, and ``cpu_ratio``, this tree's total over the reference's (median over
+the alternated pairs).
+
+    mkdir -p /tmp/before && git archive HEAD~1 | tar -x -C /tmp/before
+    .venv/bin/python scripts/bench_sinks.py --reference /tmp/before
+
+The reference's ``edgeseg`` must have the sink and pipeline classes this script's children use
+(``JsonlSink``, ``MqttSink``, ``Pipeline``: any checkout from stop 55 on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+THREADS = ("jsonl", "mqtt", "publisher")
+
+
+class Keep:
+    """A sink that keeps every result."""
+
+    def __init__(self) -> None:
+        self.results: list[Any] = []
+
+    def send(self, result: Any) -> None:
+        self.results.append(result)
+
+    def close(self) -> None:
+        pass
+
+
+def schedstat_ms(native_id: int) -> float:
+    """CPU milliseconds a thread of this process has run (the kernel's count, in nanoseconds)."""
+    return int(Path(f"/proc/self/task/{native_id}/schedstat").read_text().split()[0]) / 1e6
+
+
+def child(port: int, n: int, rate: float, workdir: Path) -> dict[str, float]:
+    """One round in this process, with the ``edgeseg`` on its path: CPU ms a result by thread."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from bench_pipeline import ReplaySource, device_sinks
+
+    from edgeseg.config import load_config
+    from edgeseg.malloc import tune_malloc
+    from edgeseg.pipeline import ModelStages, Pipeline
+    from edgeseg.synthetic import PartsScene
+
+    tune_malloc()
+    stages = ModelStages.from_config(load_config(None, []))
+    images = [PartsScene(640, 480, seed=1).frame(i).image for i in range(50)]
+    keep = Keep()
+    Pipeline(ReplaySource(images, n), stages, {"keep": keep}).run()
+    stages.close()
+    sinks = device_sinks(tuple(stages.model.card.classes), workdir, "child", port)
+    mqtt = sinks["mqtt"]
+    publisher = next(t for t in threading.enumerate() if t.name == "edgeseg-mqtt")
+    assert publisher.native_id is not None
+    cpu: dict[str, float] = {}
+
+    def feed(name: str, q: queue.Queue[Any]) -> None:
+        c0 = time.thread_time()
+        while (result := q.get()) is not None:
+            sinks[name].send(result)
+        cpu[name] = (time.thread_time() - c0) * 1e3
+
+    queues: dict[str, queue.Queue[Any]] = {name: queue.Queue() for name in sinks}
+    threads = [threading.Thread(target=feed, args=(name, q)) for name, q in queues.items()]
+    p0 = schedstat_ms(publisher.native_id)
+    for t in threads:
+        t.start()
+    start = time.monotonic()
+    for k, result in enumerate(keep.results):
+        time.sleep(max(0.0, start + k / rate - time.monotonic()))
+        for q in queues.values():
+            q.put(result)
+    for q in queues.values():
+        q.put(None)
+    for t in threads:
+        t.join()
+    spool = mqtt.spool  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while spool.stats().depth and time.monotonic() < deadline:
+        time.sleep(0.02)
+    cpu["publisher"] = schedstat_ms(publisher.native_id) - p0
+    left = spool.stats().depth
+    for sink in sinks.values():
+        sink.close()
+    if left:
+        raise SystemExit(f"{left} results were still in the spool after 30 s")
+    return {name: ms / len(keep.results) for name, ms in cpu.items()}
+
+
+def run_child(tree: Path, port: int, n: int, rate: float, workdir: Path) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    args = [sys.executable, __file__, "--child", str(port), "--results", str(n), "--rate", str(rate)]
+    done = subprocess.run(
+        [*args, "--workdir", str(workdir)], cwd=tree, env=env, capture_output=True, text=True
+    )
+    if done.returncode:
+        raise SystemExit(f"child in {tree} failed:\n{done.stderr[-2000:]}")
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--reference", type=Path, help="a checkout with an edgeseg package")
+    ap.add_argument("--results", type=int, default=300, help="results a round (default 300)")
+    ap.add_argument("--rounds", type=int, default=4, help="alternated rounds of each (default 4)")
+    ap.add_argument("--rate", type=float, default=60.0, help="results a second (default 60)")
+    ap.add_argument("--child", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    ap.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child is not None:
+        print(json.dumps(child(args.child, args.results, args.rate, args.workdir)))
+        return
+    if args.reference is None or not (args.reference / "edgeseg" / "__init__.py").is_file():
+        ap.error("--reference must be a checkout with an edgeseg package")
+    if args.results < 50 or args.rounds < 1 or args.rate <= 0:
+        ap.error("--results must be >= 50, --rounds >= 1 and --rate > 0")
+    sys.path.insert(0, str(REPO / "scripts"))
+    from bench_pipeline import mosquitto
+
+    trees = {"this": REPO, "reference": args.reference.resolve()}
+    rounds: dict[str, list[dict[str, float]]] = {k: [] for k in trees}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        broker = stack.enter_context(mosquitto(Path(tmp) / "broker"))
+        for r in range(args.rounds):
+            for kind in ("reference", "this") if r % 2 == 0 else ("this", "reference"):
+                workdir = Path(tmp) / f"{kind}-{r}"
+                workdir.mkdir()
+                got = run_child(trees[kind], broker.port, args.results, args.rate, workdir)
+                rounds[kind].append(got)
+                each = ", ".join(f"{k} {got[k]:.3f}" for k in THREADS)
+                print(f"{kind:9s} CPU ms a result: {each}; total {sum(got.values()):.3f}", flush=True)
+    medians = {
+        kind: {k: round(statistics.median(g[k] for g in got), 3) for k in THREADS}
+        for kind, got in rounds.items()
+    }
+    totals = {kind: [sum(g.values()) for g in got] for kind, got in rounds.items()}
+    ratio = statistics.median(a / b for a, b in zip(totals["this"], totals["reference"], strict=True))
+    for kind in trees:
+        each = ", ".join(f"{k} {v:.3f}" for k, v in medians[kind].items())
+        print(f"{kind:9s} median CPU ms a result: {each}; total {statistics.median(totals[kind]):.3f}")
+    print(f"this tree over the reference: {ratio:.3f} (median over {args.rounds} alternated pairs)")
+    print(
+        json.dumps(
+            {
+                "bench": "sinks",
+                "reference": str(args.reference),
+                "results": args.results,
+                "rate": args.rate,
+                "cpu_ms_per_result": medians["this"],
+                "cpu_ms_per_result_reference": medians["reference"],
+                "cpu_ms_total": round(statistics.median(totals["this"]), 3),
+                "cpu_ms_total_reference": round(statistics.median(totals["reference"]), 3),
+                "cpu_ratio": round(ratio, 3),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
