@@ -22,6 +22,11 @@ that is modlib's output, not a conversion error: its ``Segments.get_mask`` gives
 (``modlib/models/results.py``: ``(self.mask == id).astype(np.uint8)``), so in ``to_instance_segments`` the
 watershed's unknown band (``markers[unknown == 255] = 0``) is never set, every pixel keeps a label, the
 watershed grows nothing, and each instance is its eroded marker (a disc of ~3000 pixels comes out as ~400).
+A fourth block times edgeseg again on one OpenCV thread, as the ``edgeseg`` command runs it
+(``edgeseg.threadplan.serial_opencv``: the pipeline's own threads keep the cores busy), the others keeping
+OpenCV's pool (as modlib runs by default): ``edgeseg_serial_ms`` and ``speedup_serial`` (modlib / that). The
+pool shares out each labelling pass, so maps that are mostly labelling (noise, tiny specks, one ragged
+component) take longer on one thread, at about half the CPU (``scripts/bench_opencv_pool.py``).
 Each set also gets modlib / connected components (``modlib_per_cc``): where it is under 10, being 10x
 faster than modlib means taking less time than the labelling pass alone, below any split that labels
 the map.
@@ -37,9 +42,10 @@ half modlib's speed. ``--glibc-defaults`` leaves malloc as glibc sets it (after 
 Each set's ``page_faults_per_call`` (edgeseg, modlib: the median over the kept calls) shows what a call
 still pays.
 The last line is one JSON object with every figure; its ``summary`` holds the median over sets
-of edgeseg / connected components, the smallest modlib / edgeseg and largest edgeseg / connected
-components over all sets, and the sets under 10x modlib, apart (``under_10x``) from those where 10x
-modlib is below one labelling pass (``under_10x_below_floor``).
+of edgeseg / connected components, the smallest modlib / edgeseg (``speedup_min``; on one OpenCV thread,
+``speedup_serial_min``) and largest edgeseg / connected components over all sets, and the sets under 10x
+modlib, apart (``under_10x``) from those where 10x modlib is below one labelling pass
+(``under_10x_below_floor``).
 
 Setup (once, from the repository root; modlib 1.5 pins old numpy/opencv, so it goes in without its deps,
 and it needs nothing else to import ``modlib.models.results``):
@@ -70,11 +76,13 @@ printed names the ``edgeseg`` that was imported.)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -141,6 +149,18 @@ def timed_block(
     return out
 
 
+@contextlib.contextmanager
+def one_opencv_thread() -> Iterator[None]:
+    """OpenCV's calls on the calling thread, without its pool, while entered (the edgeseg command's
+    setting); the pool's size as it was afterwards."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
 def modlib_call(segments_cls: Any, params: SemanticParams) -> Any:
     """modlib's ``Segments(mask).to_instance_segments(args)`` with edgeseg's parameter values."""
     args = SimpleNamespace(
@@ -194,6 +214,7 @@ def bench_set(
     f_mod: list[int] = []
     f_ours: list[int] = []
     t_mod, t_ours, t_cc, pq_mod, pq_ours, iou_mod, iou_ours, n_truth, n_mod, n_ours = ([] for _ in range(10))
+    t_serial: list[float] = []
     t_ref: list[float] = []
     pq_ref: list[float] = []
     for sc in scenes:
@@ -201,6 +222,7 @@ def bench_set(
         tm: list[float] = []
         to: list[float] = []
         tc: list[float] = []
+        ts: list[float] = []
         tr: list[float] = []
         res_mod = res_ours = res_ref = None
         start = time.perf_counter()
@@ -210,6 +232,8 @@ def bench_set(
             res_mod = timed_block(run_modlib, cm, opts.block, opts.slow, tm, f_mod)
             res_ours = timed_block(semantic_to_instances, cm, opts.block, opts.slow, to, f_ours, params)
             timed_block(components_pass, cm, opts.block, opts.slow, tc, [])
+            with one_opencv_thread():
+                timed_block(semantic_to_instances, cm, opts.block, opts.slow, ts, [], params)
             if reference is not None:
                 res_ref = timed_block(reference, cm, opts.block, opts.slow, tr, [], params, BACKGROUND)
             if time.perf_counter() - start > opts.budget:
@@ -220,6 +244,7 @@ def bench_set(
         t_mod.append(float(np.median(tm)))
         t_ours.append(float(np.median(to)))
         t_cc.append(float(np.median(tc)))
+        t_serial.append(float(np.median(ts)))
         if reference is not None:
             t_ref.append(float(np.median(tr)))
             pq_ref.append(panoptic_quality(res_ref, truth).pq)
@@ -252,6 +277,8 @@ def bench_set(
         "edgeseg_ms": round(ms_ours, 3),
         "cc_ms": round(ms_cc, 3),
         "speedup": round(float(np.median(np.asarray(t_mod) / np.asarray(t_ours))), 2),
+        "edgeseg_serial_ms": round(float(np.median(t_serial)) * 1e3, 3),
+        "speedup_serial": round(float(np.median(np.asarray(t_mod) / np.asarray(t_serial))), 2),
         "edgeseg_per_cc": round(per_cc, 2),
         "modlib_per_cc": round(float(np.median(np.asarray(t_mod) / np.asarray(t_cc))), 2),
         "calls_kept": [len(to), len(tm)],
@@ -313,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     head = (
         f"{'set':<20} {'HxW':>8} {'obj':>6} | {'modlib ms':>9} {'edgeseg ms':>10} {'CC ms':>6} "
-        f"{'mod/es':>7} {'es/CC':>6} {'mod/CC':>6} | {'n mod':>6} {'n ours':>6} | "
+        f"{'mod/es':>7} {'es/CC':>6} {'mod/CC':>6} | {'es1 ms':>7} {'mod/es1':>7} | "
+        f"{'n mod':>6} {'n ours':>6} | "
         f"{'PQ mod':>6} {'PQ ours':>7} | "
         f"{'IoU mod':>7} {'IoU ours':>8}"
         + ("" if reference is None else f" | {'ref ms':>8} {'ref/es':>6} {'ref/CC':>6} {'PQ ref':>6}")
@@ -338,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<20} {r['shape'][0]:>4}x{r['shape'][1]:<4} {r['objects_mean']:>6.0f} | "
             f"{r['modlib_ms']:>9.2f} {r['edgeseg_ms']:>10.2f} {r['cc_ms']:>6.2f} "
             f"{r['speedup']:>7.1f} {r['edgeseg_per_cc']:>6.1f} {r['modlib_per_cc']:>6.1f} | "
+            f"{r['edgeseg_serial_ms']:>7.2f} {r['speedup_serial']:>7.2f} | "
             f"{r['modlib_instances_mean']:>6.1f} {r['edgeseg_instances_mean']:>6.1f} | "
             f"{r['modlib_pq']:>6.3f} {r['edgeseg_pq']:>7.3f} | "
             f"{r['modlib_matched_iou']:>7.3f} {r['edgeseg_matched_iou']:>8.3f}{ref_cols}",
@@ -354,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             "edgeseg_per_cc_median": round(float(np.median([r["edgeseg_per_cc"] for r in rows])), 2),
             "edgeseg_per_cc_max": max(r["edgeseg_per_cc"] for r in rows),
             "speedup_min": min(r["speedup"] for r in rows),
+            "speedup_serial_min": min(r["speedup_serial"] for r in rows),
             "under_10x": [r["set"] for r in rows if r["speedup"] < 10 and r["modlib_per_cc"] >= 10],
             "under_10x_below_floor": [
                 r["set"] for r in rows if r["speedup"] < 10 and r["modlib_per_cc"] < 10
