@@ -73,7 +73,7 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from bench_pipeline import ReplaySource  # scripts/ is on sys.path when this file is run as a script
+from bench_pipeline import Collector, ReplaySource  # scripts/ is on sys.path when run as a script
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgeseg.config import load_config
@@ -307,19 +307,6 @@ class Broker:
 
 
 # pipeline rounds ----------------------------------------------------------------------------------------
-
-
-class Collector:
-    """A sink that keeps the results (the real results whose payloads the spool and replay runs use)."""
-
-    def __init__(self) -> None:
-        self.results: list[Result] = []
-
-    def send(self, result: Result) -> None:
-        self.results.append(result)
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass

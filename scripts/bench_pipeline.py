@@ -57,7 +57,7 @@ import numpy as np
 
 from edgeseg.backends.ort import usable_cores
 from edgeseg.config import load_config
-from edgeseg.frame import Frame
+from edgeseg.frame import Frame, Result
 from edgeseg.malloc import tune_malloc
 from edgeseg.mqtt.broker import Credentials
 from edgeseg.pipeline import ModelStages, Pipeline
@@ -176,6 +176,19 @@ class ReplaySource:
 
     def close(self) -> None:
         self.closed.set()
+
+
+class Collector:
+    """A sink that keeps the results (real results for a bench to publish)."""
+
+    def __init__(self) -> None:
+        self.results: list[Result] = []
+
+    def send(self, result: Result) -> None:
+        self.results.append(result)
+
+    def close(self) -> None:
+        pass
 
 
 def video_frames(path: str, count: int) -> list[np.ndarray]:

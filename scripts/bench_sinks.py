@@ -39,19 +39,6 @@ REPO = Path(__file__).resolve().parents[1]
 THREADS = ("jsonl", "mqtt", "publisher")
 
 
-class Keep:
-    """A sink that keeps every result."""
-
-    def __init__(self) -> None:
-        self.results: list[Any] = []
-
-    def send(self, result: Any) -> None:
-        self.results.append(result)
-
-    def close(self) -> None:
-        pass
-
-
 def schedstat_ms(native_id: int) -> float:
     """CPU milliseconds a thread of this process has run (the kernel's count, in nanoseconds)."""
     return int(Path(f"/proc/self/task/{native_id}/schedstat").read_text().split()[0]) / 1e6
@@ -60,7 +47,7 @@ def schedstat_ms(native_id: int) -> float:
 def child(port: int, n: int, rate: float, workdir: Path) -> dict[str, float]:
     """One round in this process, with the ``edgeseg`` on its path: CPU ms a result by thread."""
     sys.path.insert(0, str(REPO / "scripts"))
-    from bench_pipeline import ReplaySource, device_sinks
+    from bench_pipeline import Collector, ReplaySource, device_sinks
 
     from edgeseg.config import load_config
     from edgeseg.malloc import tune_malloc
@@ -70,7 +57,7 @@ def child(port: int, n: int, rate: float, workdir: Path) -> dict[str, float]:
     tune_malloc()
     stages = ModelStages.from_config(load_config(None, []))
     images = [PartsScene(640, 480, seed=1).frame(i).image for i in range(50)]
-    keep = Keep()
+    keep = Collector()
     Pipeline(ReplaySource(images, n), stages, {"keep": keep}).run()
     stages.close()
     sinks = device_sinks(tuple(stages.model.card.classes), workdir, "child", port)
