@@ -15,8 +15,8 @@ the alternated pairs).
     mkdir -p /tmp/before && git archive HEAD~1 | tar -x -C /tmp/before
     .venv/bin/python scripts/bench_sinks.py --reference /tmp/before
 
-The reference's ``edgeseg`` must have the sink and pipeline classes this script's children use
-(``JsonlSink``, ``MqttSink``, ``Pipeline``: any checkout from stop 55 on).
+A child runs this tree's scripts on the other checkout's ``edgeseg``, which must build the sinks as
+``bench_pipeline.device_sinks`` does (``JsonlSink``, ``MqttSink`` and their settings as they are now).
 """
 
 from __future__ import annotations

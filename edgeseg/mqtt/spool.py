@@ -247,8 +247,9 @@ class Spool:
 
     @property
     def appended(self) -> int:
-        """Messages stored since this process opened the spool (read without the lock: a reader that saw
-        this count before it read the spool may skip reading again until it changes)."""
+        """Messages stored since this process opened the spool. :meth:`append` is the only way in, and counts
+        them after its commit: a reader that took this count before it read the spool to its end has seen
+        everything stored until the count changes (read without the lock)."""
         return self._appended
 
     def read(self, after_id: int, limit: int, below_id: int | None = None) -> list[SpoolEntry]:

@@ -215,8 +215,8 @@ class MqttSink:
             if result.final or not self._admit():
                 continue
             try:
-                record = encoded_record(result, self.mask_format, self.ctx.class_names)
-                payload = results_payload(record, self.boot_id, self._seq)
+                text = encoded_record(result, self.mask_format, self.ctx.class_names)
+                payload = results_payload(text, self.boot_id, self._seq)
             except Exception as exc:  # one result that cannot be serialized never costs the batch
                 self._unserializable += 1
                 if self._unserializable <= 3 or self._unserializable % 100 == 0:
