@@ -16,7 +16,7 @@ from scenes import BACKGROUND
 
 from edgeseg import semantic
 from edgeseg.semantic import SemanticParams, explain_split, semantic_to_instances
-from edgeseg.semantic.components import hole_count
+from edgeseg.semantic.components import hole_count, label, label_speckled
 from edgeseg.semantic.relief import nearest_with_distance
 
 KINDS = ("noise", "blobs", "tiny", "ragged", "uniform")
@@ -133,6 +133,31 @@ def test_unsplit_components_are_logged_at_most_once_a_minute(
     assert "5 components kept whole unsplit and 0 instances beyond max_instances dropped, in 1 maps" in (
         notes[0].getMessage()
     )
+
+
+def test_speckled_classes_labelled_side_by_side_give_the_instances_labelled_one_after_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cm = _hostile("noise", 3, 120, 160)
+    speckled = [(cm == c).view(np.uint8) for c in (0, 1, 2)]
+    masks = [*speckled, np.zeros_like(speckled[0])]  # and one that is not speckled
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    side_by_side = label_speckled(masks)
+    assert side_by_side[3] is None
+    for m, labelled in zip(speckled, side_by_side[:3], strict=True):
+        assert labelled is not None
+        one = label(m)
+        assert np.array_equal(labelled[0], one[0])
+        assert np.array_equal(labelled[1], one[1])
+    params = SemanticParams(size_threshold=4, max_instances=80)
+    together = semantic_to_instances(cm, params)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)  # one core: in turn
+    alone = semantic_to_instances(cm, params)
+    assert len(together) == len(alone) == 80
+    for a, b in zip(together.masks, alone.masks, strict=True):
+        assert np.array_equal(a, b)
+    assert np.array_equal(together.mask_box, alone.mask_box)
+    assert np.array_equal(together.class_id, alone.class_id)
 
 
 def test_a_map_of_noise_keeps_its_max_instances_largest_components_and_counts_the_rest(

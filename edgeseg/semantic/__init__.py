@@ -37,7 +37,7 @@ Or it may give a contact map beside the class map (``touching``), its pixels kee
 is then split only at its cores, the pixels off the map (:mod:`edgeseg.semantic.cores`).
 
 Where the time goes, and why it is bounded: one labelling pass per class finds the components with their
-areas and boxes, and one erosion of the class mask tells which of them keep a pixel after the opening;
+areas and boxes (the passes of speckled masks side by side on the cores), and one erosion of the class mask tells which of them keep a pixel after the opening;
 only components that could hold two kept objects and keep such a pixel are looked at one by one, inside
 their own box (a component left whole costs a crop and an oriented box). Convex components with at most
 one hole hold one object and skip the rest (the distance transform of a convex set is concave: one marker;
@@ -84,6 +84,7 @@ from edgeseg.semantic.components import (
     Labelled,
     Part,
     find_components,
+    label_speckled,
     largest,
     split_class,
 )
@@ -275,11 +276,11 @@ def _split_map(
     found: list[Found | Labelled] = []
     sizes: list[list[int]] = []  # each class's component areas
     areas: list[int] = []  # all of them so far (a labelled class keeps none that cannot make the cut)
-    for _, m in classes:
+    masks = [m.view(np.uint8) for _, m in classes]
+    for m8, labels in zip(masks, label_speckled(masks), strict=True):
         # (a model that draws the contacts between parts has split them, or says where to: no relief)
-        found.append(
-            find_components(m.view(np.uint8), params, areas, splits=contact is None and touching is None)
-        )
+        splits = contact is None and touching is None
+        found.append(find_components(m8, params, areas, splits=splits, labels=labels))
         sizes.append(found[-1].areas)
         areas.extend(sizes[-1])
     # the map's largest components across its classes, before any is fitted or split

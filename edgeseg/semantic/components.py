@@ -3,6 +3,8 @@ the map's budget)."""
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -299,8 +301,49 @@ def kernel_of(p: SemanticParams) -> NDArray[np.uint8]:
     return np.ones((p.erosion_kernel, p.erosion_kernel), np.uint8)
 
 
+Labels = tuple[NDArray[np.int32], NDArray[np.int32]]  # a labelling pass: the label image and the statistics
+
+
+def is_speckle(m8: NDArray[np.uint8]) -> bool:
+    """Whether a class mask is labelled rather than traced: noise, speckle, thousands of small components."""
+    sample = m8[::SAMPLE_STEP]
+    return bool(np.count_nonzero(sample[:, 1:] != sample[:, :-1]) > SPECKLE_BORDERS * sample.size)
+
+
+def label(m8: NDArray[np.uint8]) -> Labels:
+    _, lab, st, _ = cv2.connectedComponentsWithStats(m8, connectivity=8, ltype=cv2.CV_32S)
+    return np.asarray(lab, np.int32), np.asarray(st, np.int32)
+
+
+def label_speckled(masks: list[NDArray[np.uint8]]) -> list[Labels | None]:
+    """The labelling pass of each speckled class mask (None for the others), two or more side by side on
+    threads of their own where the process may run on two or more cores.
+
+    On a map of noise these passes are most of the split's time (4-5 ms each at 480x640, one per class), and
+    the edgeseg command runs OpenCV's calls without its pool (:func:`edgeseg.threadplan.serial_opencv`), so
+    nothing else would spread them over the cores. OpenCV lets go of the GIL while it labels. On the
+    post-processing bench's noise maps (three classes on two cores: two passes' time instead of three), on one
+    OpenCV thread, modlib (with OpenCV's pool) over edgeseg went from 0.98 and 0.99 to 1.05 and 1.13 in
+    alternated runs of ``scripts/bench_postprocess.py``."""
+    speckled = [k for k, m in enumerate(masks) if is_speckle(m)]
+    out: list[Labels | None] = [None] * len(masks)
+    workers = min(len(speckled), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    if workers < 2:
+        for k in speckled:
+            out[k] = label(masks[k])
+        return out
+    with ThreadPoolExecutor(workers, thread_name_prefix="edgeseg-label") as pool:
+        for k, labels in zip(speckled, pool.map(label, [masks[k] for k in speckled]), strict=True):
+            out[k] = labels
+    return out
+
+
 def find_components(
-    m8: NDArray[np.uint8], p: SemanticParams, before: list[int] | None = None, splits: bool = True
+    m8: NDArray[np.uint8],
+    p: SemanticParams,
+    before: list[int] | None = None,
+    splits: bool = True,
+    labels: Labels | None = None,
 ) -> Found | Labelled:
     """A class mask's components of at least ``size_threshold`` pixels, and whether each may hold two
     objects: it has room for two kept ones, and the opening leaves it a pixel (one the opening erases is
@@ -315,25 +358,28 @@ def find_components(
     traced later. The opening of a mask is the union of its components'
     openings (a box that fits in the mask lies in one component), so one erosion of the whole mask tells
     which components keep a pixel; beyond the image edge the mask counts as set, which keeps at least what
-    the split's mirroring keeps.
+    the split's mirroring keeps. ``labels``: the mask's labelling pass where it is speckled (see
+    :func:`label_speckled`), None where it is not.
     """
     core = np.asarray(cv2.erode(m8, kernel_of(p), iterations=2), np.uint8) if splits else None
-    sample = m8[::SAMPLE_STEP]
-    if np.count_nonzero(sample[:, 1:] != sample[:, :-1]) > SPECKLE_BORDERS * sample.size:
-        return by_labelling(m8, core, p, before or [])
+    if labels is not None:
+        return by_labelling(m8, core, p, before or [], labels)
     traced = by_tracing(m8, core, p)
     return by_labelling(m8, core, p, before or []) if traced is None else traced
 
 
 def by_labelling(
-    m8: NDArray[np.uint8], core: NDArray[np.uint8] | None, p: SemanticParams, before: list[int]
+    m8: NDArray[np.uint8],
+    core: NDArray[np.uint8] | None,
+    p: SemanticParams,
+    before: list[int],
+    labelled: Labels | None = None,
 ) -> Labelled:
     """:func:`find_components` by one labelling pass (outlines are left for later: most components never
-    need one). Only the components that can be among the map's ``max_instances`` largest (beside those of
-    areas ``before``) are kept, uncropped: a map of noise has thousands. (``core``: the opened mask, None
-    when no component may be split.)"""
-    _, lab, st, _ = cv2.connectedComponentsWithStats(m8, connectivity=8, ltype=cv2.CV_32S)
-    labels, stats = np.asarray(lab, np.int32), np.asarray(st, np.int32)
+    need one; ``labelled``: the pass, already made). Only the components that can be among the map's
+    ``max_instances`` largest (beside those of areas ``before``) are kept, uncropped: a map of noise has
+    thousands. (``core``: the opened mask, None when no component may be split.)"""
+    labels, stats = label(m8) if labelled is None else labelled
     area = stats[:, cv2.CC_STAT_AREA]
     has_core = np.zeros(len(area), bool)
     if core is not None:
