@@ -5,6 +5,7 @@ with modlib and a connected-components pass by scripts/bench_postprocess.py, not
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -135,6 +136,16 @@ def test_unsplit_components_are_logged_at_most_once_a_minute(
     )
 
 
+@pytest.fixture
+def opencv_without_pool() -> Iterator[None]:
+    """OpenCV's calls on the calling thread, as the edgeseg command runs them; its pool back afterwards."""
+    pool = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    yield
+    cv2.setNumThreads(pool)
+
+
+@pytest.mark.usefixtures("opencv_without_pool")
 def test_speckled_classes_labelled_side_by_side_give_the_instances_labelled_one_after_another(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -317,17 +317,21 @@ def label(m8: NDArray[np.uint8]) -> Labels:
 
 def label_speckled(masks: list[NDArray[np.uint8]]) -> list[Labels | None]:
     """The labelling pass of each speckled class mask (None for the others), two or more side by side on
-    threads of their own where the process may run on two or more cores.
+    threads of their own where OpenCV runs its calls without its pool and the process may run on two or
+    more cores.
 
     On a map of noise these passes are most of the split's time (4-5 ms each at 480x640, one per class), and
     the edgeseg command runs OpenCV's calls without its pool (:func:`edgeseg.threadplan.serial_opencv`), so
     nothing else would spread them over the cores. OpenCV lets go of the GIL while it labels. On the
     post-processing bench's noise maps (three classes on two cores: two passes' time instead of three), on one
     OpenCV thread, modlib (with OpenCV's pool) over edgeseg went from 0.98 and 0.99 to 1.05 and 1.13 in
-    alternated runs of ``scripts/bench_postprocess.py``."""
+    alternated runs of ``scripts/bench_postprocess.py``. With OpenCV's pool, which shares out each pass
+    already, passes side by side only crowded the cores (1.05 and 1.06 against 1.16 and 1.08): they run in
+    turn."""
     speckled = [k for k, m in enumerate(masks) if is_speckle(m)]
     out: list[Labels | None] = [None] * len(masks)
-    workers = min(len(speckled), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    workers = min(len(speckled), cores) if cv2.getNumThreads() == 1 else 1
     if workers < 2:
         for k in speckled:
             out[k] = label(masks[k])
