@@ -187,7 +187,7 @@ def prediction(timing: Timing, run: ThreadedRun) -> str:
     """The lines after the table: the model's bounds, and the predicted rate of the threaded pipeline (the
     measured one; the model's where the measurement got fewer than two frames), with the thread count that
     run chose for inference."""
-    from edgeseg.backends.ort import usable_cores
+    from edgeseg.threadplan import usable_cores
 
     cores = usable_cores()  # the cores onnxruntime's thread plan counts too
     bounds = rate_bounds(

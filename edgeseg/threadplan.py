@@ -68,6 +68,15 @@ log = logging.getLogger(__name__)
 OPENCV_THREADS_ENV = "OPENCV_FOR_THREADS_NUM"
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container or ``taskset`` may allow fewer
+    than the machine has)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def serial_opencv() -> None:
     """Run each OpenCV call on the thread that makes it, without OpenCV's pool (the ``edgeseg`` command does
     at start; an embedding program may), unless :data:`OPENCV_THREADS_ENV` says otherwise.

@@ -40,7 +40,6 @@ sys.path.insert(0, str(REPO / "scripts"))
 from bench_pipeline import device_run, mosquitto  # noqa: E402
 from scenes import HOSTILE_SETS, SCENE_SETS  # noqa: E402
 
-from edgeseg.backends.ort import usable_cores  # noqa: E402
 from edgeseg.config import load_config  # noqa: E402
 from edgeseg.frame import Frame  # noqa: E402
 from edgeseg.malloc import tune_malloc  # noqa: E402
@@ -48,6 +47,7 @@ from edgeseg.model import Model  # noqa: E402
 from edgeseg.pipeline import ModelStages  # noqa: E402
 from edgeseg.semantic import SemanticParams, semantic_to_instances  # noqa: E402
 from edgeseg.synthetic import PartsScene  # noqa: E402
+from edgeseg.threadplan import usable_cores  # noqa: E402
 
 
 def timed(calls: list[Callable[[], object]]) -> tuple[float, float]:

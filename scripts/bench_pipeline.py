@@ -55,7 +55,6 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.backends.ort import usable_cores
 from edgeseg.config import load_config
 from edgeseg.frame import Frame, Result
 from edgeseg.malloc import tune_malloc
@@ -68,7 +67,7 @@ from edgeseg.sinks.mqtt_sink import MqttSink
 from edgeseg.sinks.video import VideoSink
 from edgeseg.sources import SourceStats, open_source
 from edgeseg.synthetic import PartsScene
-from edgeseg.threadplan import serial_opencv
+from edgeseg.threadplan import serial_opencv, usable_cores
 
 
 class ThreadCpu:

@@ -152,7 +152,7 @@ def test_speckled_classes_labelled_side_by_side_give_the_instances_labelled_one_
     cm = _hostile("noise", 3, 120, 160)
     speckled = [(cm == c).view(np.uint8) for c in (0, 1, 2)]
     masks = [*speckled, np.zeros_like(speckled[0])]  # and one that is not speckled
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr("edgeseg.semantic.components.usable_cores", lambda: 2)
     side_by_side = label_speckled(masks)
     assert side_by_side[3] is None
     for m, labelled in zip(speckled, side_by_side[:3], strict=True):
@@ -162,7 +162,7 @@ def test_speckled_classes_labelled_side_by_side_give_the_instances_labelled_one_
         assert np.array_equal(labelled[1], one[1])
     params = SemanticParams(size_threshold=4, max_instances=80)
     together = semantic_to_instances(cm, params)
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)  # one core: in turn
+    monkeypatch.setattr("edgeseg.semantic.components.usable_cores", lambda: 1)  # one core: in turn
     alone = semantic_to_instances(cm, params)
     assert len(together) == len(alone) == 80
     for a, b in zip(together.masks, alone.masks, strict=True):

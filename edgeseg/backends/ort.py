@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import platform
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from edgeseg.errors import ConfigError, ModelError
 from edgeseg.malloc import release_free_memory
 from edgeseg.modelcard import ModelCard
 from edgeseg.preprocess import Prepared
-from edgeseg.threadplan import ThreadCount
+from edgeseg.threadplan import ThreadCount, usable_cores
 
 _ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "uint8": "tensor(uint8)"}
 _NP_TYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
@@ -44,15 +43,6 @@ def check_providers(requested: tuple[str, ...]) -> list[str]:
                 f"(available: {', '.join(available)}){hint}"
             )
     return wanted
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity: a container or ``taskset`` may allow fewer
-    than the machine has)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def thread_plan(threads: int, spin: bool | None, cores: int) -> tuple[int, bool]:

@@ -3,7 +3,6 @@ the map's budget)."""
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -14,6 +13,7 @@ from numpy.typing import NDArray
 
 from edgeseg.semantic.relief import Relief, is_convex, prepare, split_component
 from edgeseg.semantic.rods import FIT_COST, piece_rods, whole_crop
+from edgeseg.threadplan import usable_cores
 
 if TYPE_CHECKING:
     from edgeseg.semantic import SemanticParams, _Trace
@@ -330,8 +330,8 @@ def label_speckled(masks: list[NDArray[np.uint8]]) -> list[Labels | None]:
     turn."""
     speckled = [k for k, m in enumerate(masks) if is_speckle(m)]
     out: list[Labels | None] = [None] * len(masks)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    workers = min(len(speckled), cores) if cv2.getNumThreads() == 1 else 1
+    # (most maps have no speckled mask: nothing more is asked of them)
+    workers = min(len(speckled), usable_cores()) if len(speckled) > 1 and cv2.getNumThreads() == 1 else 1
     if workers < 2:
         for k in speckled:
             out[k] = label(masks[k])
