@@ -52,8 +52,9 @@ def annotate(
 
     Args:
         image: ``(H, W, 3)`` uint8 BGR, the frame the instances' pixel coordinates refer to.
-        instances: results in ``image`` pixels; masks are blended from their crops (cost grows with the
-            objects' area, not the frame's).
+        instances: results in ``image`` pixels; each mask pixel is the frame's blended once with the
+            instance's class colour (the later instance's where masks overlap), under every outline, box and
+            label.
         class_names: names by class id; ids without a name are drawn as numbers.
         hud: lines of text for the top-left corner (frame rate, latency, ...).
         truth: ground truth of this frame; when given, the HUD also shows the frame's panoptic quality.
@@ -75,20 +76,30 @@ def annotate(
     scale = max(0.35, min(h, w) / 900)
     thick = max(1, round(scale * 2))
     _regions(out, zones or {}, lines or {}, scale, thick)
-    for i in range(len(instances)):
-        color = class_color(int(instances.class_id[i]))
+    n = len(instances)
+    colors = [class_color(int(c)) for c in instances.class_id]
+    if n and alpha > 0:
+        # the masks painted in their colours on one layer, blended with the frame by OpenCV in one pass and
+        # copied back under them: a blend and a copy per mask's box cost more than the frame's one
+        layer = np.empty_like(out)  # (only its pixels under a mask are read)
+        covered = np.zeros((h, w), np.uint8)
+        for i in range(n):
+            x0, y0, x1, y1 = (int(v) for v in instances.mask_box[i])
+            crop = instances.masks[i]
+            layer[y0:y1, x0:x1][crop] = colors[i]
+            covered[y0:y1, x0:x1] |= crop.view(np.uint8)
+        cv2.addWeighted(out, 1 - alpha, layer, alpha, 0.0, dst=layer)
+        cv2.copyTo(layer, covered, dst=out)
+    corners = np.round(obb_corners(instances.obb) - 0.5).astype(np.int32) if boxes == "obb" else None
+    for i in range(n):
+        color = colors[i]
         x0, y0, x1, y1 = (int(v) for v in instances.mask_box[i])
-        crop = instances.masks[i]
-        region = out[y0:y1, x0:x1]
-        # OpenCV blends the whole crop box and numpy copies it back under the mask: a boolean-indexed
-        # float blend of the same pixels took most of the time of drawing a frame
-        tinted = cv2.addWeighted(region, 1 - alpha, np.full_like(region, color), alpha, 0.0)
-        np.copyto(region, tinted, where=crop[:, :, None])
-        contours, _ = cv2.findContours(crop.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(region, contours, -1, color, 1, lineType=cv2.LINE_AA)
-        if boxes == "obb":
-            pts = np.round(obb_corners(instances.obb[i])[0] - 0.5).astype(np.int32)
-            cv2.polylines(out, [pts], True, color, thick, lineType=cv2.LINE_AA)
+        contours, _ = cv2.findContours(
+            instances.masks[i].view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0)
+        )
+        cv2.drawContours(out, contours, -1, color, 1, lineType=cv2.LINE_AA)
+        if corners is not None:
+            cv2.polylines(out, [corners[i]], True, color, thick, lineType=cv2.LINE_AA)
         elif boxes == "xyxy":
             bx0, by0, bx1, by1 = (round(float(v)) for v in instances.xyxy[i])
             cv2.rectangle(out, (bx0, by0), (bx1 - 1, by1 - 1), color, thick)

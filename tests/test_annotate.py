@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeseg.annotate import annotate
+from edgeseg.annotate import annotate, class_color
 from edgeseg.errors import InputError
 from edgeseg.instances import Instances
 
@@ -39,6 +39,23 @@ def test_masks_are_blended_only_inside_the_instances() -> None:
     far = np.zeros_like(dense)
     far[45:, :40] = True  # away from both instances
     assert (out[far] == 100).all()
+
+
+def test_a_mask_pixel_is_blended_once_with_its_class_colour_the_later_ones_where_masks_overlap() -> None:
+    img = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    first, second = np.ones((20, 20), bool), np.ones((10, 30), bool)
+    inst = Instances.from_crops((40, 50), [1, 2], [0.9, 0.8], [(5, 5), (15, 20)], [first, second])
+    alpha = 0.45
+    out = annotate(img, inst, labels=False, boxes="none", alpha=alpha)
+
+    def blended(y: int, x: int, class_id: int) -> np.ndarray:
+        color = np.array(class_color(class_id), np.float64)
+        return np.clip(np.round(img[y, x] * (1 - alpha) + color * alpha), 0, 255)
+
+    # away from the outlines (drawn over the tint): inside the first only, and inside both
+    assert np.abs(out[10, 10] - blended(10, 10, 1)).max() <= 1
+    assert np.abs(out[22, 20] - blended(22, 20, 2)).max() <= 1
+    assert np.array_equal(out[35, 5], img[35, 5])  # outside both
 
 
 def test_ground_truth_adds_live_accuracy_to_the_hud() -> None:
