@@ -78,13 +78,14 @@ def annotate(
     _regions(out, zones or {}, lines or {}, scale, thick)
     n = len(instances)
     colors = [class_color(int(c)) for c in instances.class_id]
+    mask_boxes = [[int(v) for v in box] for box in instances.mask_box.tolist()]
     if n and alpha > 0:
         # the masks painted in their colours on one layer, blended with the frame by OpenCV in one pass and
         # copied back under them: a blend and a copy per mask's box cost more than the frame's one
         layer = np.empty_like(out)  # (only its pixels under a mask are read)
         covered = np.zeros((h, w), np.uint8)
         for i in range(n):
-            x0, y0, x1, y1 = (int(v) for v in instances.mask_box[i])
+            x0, y0, x1, y1 = mask_boxes[i]
             crop = instances.masks[i]
             layer[y0:y1, x0:x1][crop] = colors[i]
             covered[y0:y1, x0:x1] |= crop.view(np.uint8)
@@ -93,7 +94,7 @@ def annotate(
     corners = np.round(obb_corners(instances.obb) - 0.5).astype(np.int32) if boxes == "obb" else None
     for i in range(n):
         color = colors[i]
-        x0, y0, x1, y1 = (int(v) for v in instances.mask_box[i])
+        x0, y0 = mask_boxes[i][:2]
         contours, _ = cv2.findContours(
             instances.masks[i].view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0)
         )
