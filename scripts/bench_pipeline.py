@@ -455,6 +455,8 @@ def main() -> None:
         "fps_infer_side_by_side": round(fps_side, 2), "fps_ratio_side_by_side": round(ratio_side, 3),
         "mqtt": not args.no_mqtt, "threads": getattr(stages.model.backend, "threads", None),
         "fps_pipeline": round(fps_pipeline, 2), "fps_ratio": round(ratios["device"], 3),
+        "rounds_fps_infer_best": [round(v, 2) for v in best_per_round],
+        "rounds_fps_pipeline": [round(v, 2) for v in runs["device"]],
         "fps_pipeline_first": round(first_fps, 2), "fps_ratio_first": round(ratio_first, 3),
         "fps_pipeline_jsonl": round(fps["jsonl"], 2), "fps_ratio_jsonl": round(ratios["jsonl"], 3),
         "fps_pipeline_video": round(fps["video"], 2), "fps_ratio_video": round(ratios["video"], 3),
