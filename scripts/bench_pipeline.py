@@ -48,7 +48,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,6 +268,56 @@ def device_run(
     done = pipe.run().frames_done
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return DeviceRun(done / wall, cpu / done * 1e3, pipe.thread_plan or "not planned")
+
+
+def alternated_device_runs(
+    setups: dict[str, Callable[[], None]], frames: int, pairs: int, mqtt: bool = True
+) -> dict[str, list[DeviceRun]]:
+    """Device runs of the demo pipeline (pre-rendered frames, JSON lines and, with ``mqtt``, MQTT to a
+    Mosquitto started on loopback) in this process, ``frames`` a run: first one with the first of the two
+    ``setups`` (each a function that puts its variant in place), in which the thread planner decides, as a
+    device's first seconds do; then ``pairs`` of the two alternated, on the plan it kept. Each run's line is
+    printed; returns the pairs' runs by setup."""
+    tune_malloc()  # as the edgeseg command does
+    serial_opencv()
+    first, second = setups
+    stages = ModelStages.from_config(load_config(None, []))
+    images = [PartsScene(640, 480, seed=1).frame(i).image for i in range(50)]
+    runs: dict[str, list[DeviceRun]] = {first: [], second: []}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        port = stack.enter_context(mosquitto(Path(tmp) / "broker")).port if mqtt else None
+
+        def run(kind: str, tag: str) -> DeviceRun:
+            setups[kind]()
+            return device_run(stages, images, frames, Path(tmp), tag, port)
+
+        print(f"first run (the planner decides): {run(first, 'plan').plan}", flush=True)
+        for r in range(pairs):
+            for kind in (second, first) if r % 2 == 0 else (first, second):
+                done = run(kind, f"{r}-{kind}")
+                runs[kind].append(done)
+                print(
+                    f"{kind:9s} {done.fps:6.1f} fps, CPU {done.cpu_ms_per_frame:5.2f} ms a frame, cores busy "
+                    f"{done.cores_busy:.2f}; {done.plan.split(':')[0]}",
+                    flush=True,
+                )
+    stages.close()
+    return runs
+
+
+def paired_figures(runs: dict[str, list[DeviceRun]]) -> dict[str, Any]:
+    """The medians of :func:`alternated_device_runs`' runs (the second setup's under ``*_reference``), and
+    the first's over the second's, median over the pairs (and each pair's rate ratio)."""
+    this, reference = runs.values()
+    pairs = list(zip(this, reference, strict=True))
+    out: dict[str, Any] = {}
+    for key in ("fps", "cores_busy", "cpu_ms_per_frame"):
+        out[key] = round(statistics.median(getattr(d, key) for d in this), 3)
+        out[f"{key}_reference"] = round(statistics.median(getattr(d, key) for d in reference), 3)
+    out["fps_ratio"] = round(statistics.median(a.fps / b.fps for a, b in pairs), 3)
+    out["cpu_ratio"] = round(statistics.median(a.cpu_ms_per_frame / b.cpu_ms_per_frame for a, b in pairs), 3)
+    out["fps_ratio_pairs"] = [round(a.fps / b.fps, 3) for a, b in pairs]
+    return out
 
 
 @contextlib.contextmanager

@@ -17,25 +17,17 @@ JSON object: the medians, and ``fps_ratio``, the median over pairs of this tree'
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
-import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_pipeline import DeviceRun, device_run, mosquitto  # noqa: E402
+from bench_pipeline import alternated_device_runs, paired_figures  # noqa: E402
 
 import edgeseg.pipeline  # noqa: E402
-from edgeseg.config import load_config  # noqa: E402
-from edgeseg.malloc import tune_malloc  # noqa: E402
-from edgeseg.pipeline import ModelStages  # noqa: E402
-from edgeseg.synthetic import PartsScene  # noqa: E402
-from edgeseg.threadplan import serial_opencv  # noqa: E402
 
 
 def reference_runs(checkout: Path) -> type:
@@ -60,43 +52,16 @@ def main() -> None:
     args = ap.parse_args()
     if args.frames < 50 or args.pairs < 1:
         ap.error("--frames must be >= 50 and --pairs >= 1")
-    tune_malloc()  # as the edgeseg command does
-    serial_opencv()
     turns = {"this": edgeseg.pipeline._Runs, "reference": reference_runs(args.reference)}
-    stages = ModelStages.from_config(load_config(None, []))
-    images = [PartsScene(640, 480, seed=1).frame(i).image for i in range(50)]
-    runs: dict[str, list[tuple[float, float]]] = {"this": [], "reference": []}
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        broker = None if args.no_mqtt else stack.enter_context(mosquitto(Path(tmp) / "broker"))
 
-        def run(kind: str, tag: str) -> DeviceRun:
-            edgeseg.pipeline._Runs = turns[kind]  # type: ignore[misc]
-            port = None if broker is None else broker.port
-            return device_run(stages, images, args.frames, Path(tmp), tag, port)
+    def use(kind: str) -> None:
+        edgeseg.pipeline._Runs = turns[kind]  # type: ignore[misc]
 
-        print(f"first run (the planner decides): {run('this', 'plan').plan}", flush=True)
-        for r in range(args.pairs):
-            for kind in ("reference", "this") if r % 2 == 0 else ("this", "reference"):
-                done = run(kind, f"{r}-{kind}")
-                runs[kind].append((done.fps, done.cores_busy))
-                print(
-                    f"{kind:9s} {done.fps:6.1f} fps, cores busy {done.cores_busy:.2f}; "
-                    f"{done.plan.split(':')[0]}",
-                    flush=True,
-                )
-    stages.close()
-    pairs = list(zip(runs["this"], runs["reference"], strict=True))
-    figures = {
-        "bench": "runs",
-        "reference": str(args.reference),
-        "mqtt": broker is not None,
-        "fps": round(statistics.median(x[0] for x in runs["this"]), 2),
-        "fps_reference": round(statistics.median(x[0] for x in runs["reference"]), 2),
-        "cores_busy": round(statistics.median(x[1] for x in runs["this"]), 3),
-        "cores_busy_reference": round(statistics.median(x[1] for x in runs["reference"]), 3),
-        "fps_ratio": round(statistics.median(a[0] / b[0] for a, b in pairs), 3),
-        "fps_ratio_pairs": [round(a[0] / b[0], 3) for a, b in pairs],
-    }
+    runs = alternated_device_runs(
+        {kind: lambda kind=kind: use(kind) for kind in turns}, args.frames, args.pairs, not args.no_mqtt
+    )
+    figures = {"bench": "runs", "reference": str(args.reference), "mqtt": not args.no_mqtt}
+    figures |= paired_figures(runs)
     print(
         f"this tree {figures['fps']:.1f} fps against {figures['fps_reference']:.1f} (pairs: median "
         f"{figures['fps_ratio']:.3f}); cores busy {figures['cores_busy']:.2f} against "
