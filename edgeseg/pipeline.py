@@ -209,11 +209,19 @@ class StageQueue(Generic[T]):
                 return item
             return None
 
-    def get_batch(self, limit: int) -> list[T]:
-        """Everything waiting (at most ``limit``), waiting for at least one; ``[]`` once closed and empty."""
+    def get_batch(self, limit: int, linger_s: float = 0.0) -> list[T]:
+        """Everything waiting (at most ``limit``), waiting for at least one; with ``linger_s``, unless the
+        queue is full or closed by then, it sleeps that long and takes what came meanwhile as well; ``[]``
+        once closed and empty."""
         with self._cond:
             while not self._items and not self._closed:
                 self._cond.wait()
+            linger = linger_s > 0 and len(self._items) < limit and not self._closed
+        if linger:
+            # asleep, not waiting on the condition: each put would wake the consumer (a context switch a
+            # result, what the batch is there to spare); a stop meanwhile waits at most this long
+            time.sleep(linger_s)
+        with self._cond:
             batch = [self._items.popleft() for _ in range(min(limit, len(self._items)))]
             if batch:
                 self._cond.notify_all()
@@ -890,9 +898,12 @@ class Pipeline:
         bad = self._sink_failures[name]
         q = self._to_sinks[name]
         lossless = isinstance(sink, LosslessSink)
+        limit = LOSSLESS_QUEUE_SIZE if lossless else 1
+        # (a lossless sink may gather the results that come within its linger_s into one batch)
+        linger_s = float(getattr(sink, "linger_s", 0.0)) if lossless else 0.0
         busy = self._activity[f"sink {name}"]
         try:
-            while batch := q.get_batch(LOSSLESS_QUEUE_SIZE if lossless else 1):
+            while batch := q.get_batch(limit, linger_s):
                 t0 = time.monotonic_ns()
                 try:
                     with busy:

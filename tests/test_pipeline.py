@@ -218,6 +218,23 @@ def test_stage_queue_never_holds_more_than_its_size(drop_oldest: bool) -> None:
         assert q.abort() == 3
 
 
+def test_a_batch_lingers_for_items_that_follow_the_first_but_not_once_the_queue_is_closed() -> None:
+    q: StageQueue[int] = StageQueue("q", 16, False, StatsRecorder())
+    q.put(0)
+    later = threading.Timer(0.05, lambda: [q.put(i) for i in (1, 2)])
+    later.start()
+    assert q.get_batch(16, linger_s=0.5) == [0, 1, 2]  # the two that came within the linger go with the first
+    q.put(3)
+    q.close()  # a stop: what waits goes at once
+    got: list[list[int]] = []
+    taker = threading.Thread(target=lambda: got.append(q.get_batch(16, linger_s=60.0)))
+    taker.start()
+    taker.join(5)
+    assert not taker.is_alive()
+    assert got == [[3]]
+    assert q.get_batch(16, linger_s=60.0) == []
+
+
 def test_stats_windows_stay_bounded_over_many_frames() -> None:
     rec = StatsRecorder(window=16)
     for i in range(10_000):

@@ -52,7 +52,8 @@ class LosslessSink(Protocol):
 
     The pipeline gives it a queue that never drops oldest (a full queue makes the producer wait, and only a
     sink stuck for :data:`edgeseg.pipeline.LOSSLESS_PUT_TIMEOUT_S` loses results, counted), hands it every
-    result waiting at once (``send_batch``, so it can write them in one transaction), lets it drain its
+    result waiting at once (``send_batch``, so it can write them in one transaction; with a ``linger_s``
+    attribute, also those that come within that many seconds of the first), lets it drain its
     queue at stop, and prints its ``report()`` at the end of the run (whose ``lost`` makes the run fail).
     """
 

@@ -127,6 +127,7 @@ class MqttSink:
         assert config.url is not None
         self.config = config
         self.ctx = ctx
+        self.linger_s = config.linger_s  # the pipeline gathers the results that come within it into a batch
         self.address: BrokerAddress = parse_broker_url(config.url)
         self.device_id = device_id(config.device_id)
         self.topics = Topics(config.prefix, self.device_id, config.discovery_prefix)
