@@ -32,7 +32,7 @@ from edgeseg.priority import call_lowered, could_not_lower, lower_this_thread, l
 from edgeseg.sinks import HealthSink, LosslessSink, ReportingSink, Sink, SinkReport
 from edgeseg.statedir import state_dir
 from edgeseg.stats import STREAM_PREFIX, PipelineStats, StatsRecorder
-from edgeseg.threadplan import Plan, ThreadCount, ThreadPlanner
+from edgeseg.threadplan import Plan, ThreadCount, ThreadPlanner, planner_for
 from edgeseg.watchdog import Activity, Health
 
 if TYPE_CHECKING:
@@ -424,12 +424,8 @@ class Pipeline:
         self.control = control
         self._explain = getattr(stages, "explain", None) if explain else None
         knob: ThreadCount | None = getattr(stages, "thread_count", None)
-        # stages shared with an earlier pipeline start from the count it left
-        self._threads = (
-            None
-            if knob is None
-            else _Threads(knob, ThreadPlanner(knob.most_threads, Plan(knob.runs, knob.threads), runs=True))
-        )
+        # stages shared with an earlier pipeline start from the count it left, and wait out its cooldown
+        self._threads = None if knob is None else _Threads(knob, planner_for(knob))
         # a thread per core for inference runs side by side, where the planner may ask for them
         runs = 1 if knob is None else max(knob.most_threads, knob.runs)
         self._runs = _Runs(runs, 1 if knob is None else knob.runs)

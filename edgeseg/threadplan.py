@@ -28,7 +28,11 @@ against 1.3-1.6x. A frame then takes one thread's time, and each run holds its o
 so the runs are kept only where the frames come faster with them by more than :data:`TOLERANCE` (judged by
 the wall time a frame over each window: how far runs overlap is for the cores to say), and given up (for
 every thread on one run) once post-processing holds the frames back or the runs sit idle over half of the
-time (:data:`IDLE_SHARE`: the camera got slower than one run of every thread could take).
+time (:data:`IDLE_SHARE`: the camera got slower than one run of every thread could take). Their trial
+measures them over two windows between two of one run (one before, one after) and compares the means: a
+shared machine's speed drifts by a tenth or more over the seconds a trial takes, and one window of each, the
+runs' always second, would put the drift into the comparison. On the demo's device pipeline (2 cores), the
+runs held side by side gave 1.27x the rate of one run of two threads (``scripts/bench_planner.py``).
 
 Measured on the demo model on 2 cores (``scripts/bench_pipeline.py`` against ``--threads 2``, the choice
 before the trial, 3 alternated pairs; medians): the trial kept one thread each time; pipeline 48.8 against
@@ -42,6 +46,7 @@ import os
 import statistics
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -143,9 +148,11 @@ class Costs:
             return self.inference_ms / self.plan.runs
         return self.window_ms
 
-    @property
-    def slowest_ms(self) -> float:
-        return max(self.frame_ms, self.postprocess_ms)
+    def slowest(self, by_wall: bool = False) -> float:
+        """The slower stage's milliseconds a frame; ``by_wall``: inference's by the window's wall time a
+        frame whatever the plan."""
+        wall = self.window_ms if by_wall and self.window_ms is not None else self.frame_ms
+        return max(wall, self.postprocess_ms)
 
     def __str__(self) -> str:
         each = "" if self.plan.runs == 1 else f" each (one every {self.frame_ms:.1f} ms from all)"
@@ -181,7 +188,10 @@ class ThreadPlanner:
         self._postprocess: list[float] = []
         self._seen = 0  # inference frames since the start, the last change or the last window
         self._since = self._first = 0.0  # when the window's first frame started, and ended
-        self._before: Costs | None = None  # during a trial, the costs of the plan it started from
+        # during a trial: its windows so far (the first on the plan it started from), and the plans of the
+        # windows still to come after the one under way
+        self._trial: list[Costs] = []
+        self._schedule: list[Plan] = []
 
     def postprocessed(self, ms: float) -> None:
         with self._lock:
@@ -220,22 +230,16 @@ class ThreadPlanner:
         """The change asked for could not be made (the backend said why); ``kept`` runs on."""
         with self._lock:
             self._decide(f"{kept} kept: a session on {_threads(self.plan.threads)} could not be made")
-            self.plan, self._before = kept, None
+            self.plan, self._trial, self._schedule = kept, [], []
             self._next_trial = self._clock() + COOLDOWN_S
             self._restart_window()
 
     def _judge(self, costs: Costs) -> Plan | None:
-        before = self._before
-        if before is not None:  # the window of the plan tried ends the trial
-            self._before = None
-            self._next_trial = self._clock() + COOLDOWN_S
-            # the plan that holds less is kept unless the other's slower stage is faster by TOLERANCE
-            less, more = sorted((before, costs), key=lambda c: c.plan)
-            if less.slowest_ms <= more.slowest_ms * (1 + TOLERANCE):
-                self._decide(f"{less} (kept), against {more}")
-                return self._change(less.plan)
-            self._decide(f"{more} (kept), against {less}")
-            return self._change(more.plan)
+        if self._trial:
+            self._trial.append(costs)
+            if self._schedule:
+                return self._change(self._schedule.pop(0))
+            return self._end_trial()
         plan, every = self.plan, Plan(1, self.most)
         if plan == every and costs.postprocess_ms >= TRY_SHARE * costs.inference_ms:
             target = Plan(1, self.most - 1)
@@ -268,9 +272,30 @@ class ThreadPlanner:
                 self._decide(f"{costs}; {why}, {plan} kept")
             return None
         if self._clock() < self._next_trial:
+            if self.outcome is None:  # a later pipeline's first window (planner_for)
+                self._decide(
+                    f"{costs}; {plan} kept: an earlier pipeline's trial ended under {COOLDOWN_S:.0f} s ago"
+                )
             return None
-        self._before = costs
+        self._trial = [costs]
+        # runs side by side against one run: the plan tried gets a second window, then the plan started from
+        # a second one, so that each plan's windows centre on the same moment (see the module's docstring)
+        self._schedule = [target, plan] if target.runs != plan.runs else []
         return self._change(target)
+
+    def _end_trial(self) -> Plan | None:
+        """Keep the plan that holds less unless the other's slower stage is faster by ``TOLERANCE``, over the
+        trial's windows of each (their means). Runs side by side against one run are judged by the
+        windows' wall time a frame, as only that tells how far the runs overlap."""
+        windows, self._trial = self._trial, []
+        self._next_trial = self._clock() + COOLDOWN_S
+        less, more = (_mean([c for c in windows if c.plan == p]) for p in sorted({c.plan for c in windows}))
+        mixed = less.plan.runs != more.plan.runs
+        if less.slowest(mixed) <= more.slowest(mixed) * (1 + TOLERANCE):
+            self._decide(f"{less} (kept), against {more}")
+            return self._change(less.plan)
+        self._decide(f"{more} (kept), against {less}")
+        return self._change(more.plan)
 
     def _change(self, plan: Plan) -> Plan | None:
         if plan == self.plan:
@@ -287,6 +312,36 @@ class ThreadPlanner:
         self._inference.clear()
         self._postprocess.clear()
         self._seen = 0
+
+
+# each backend's latest planner (see planner_for)
+_latest: weakref.WeakKeyDictionary[ThreadCount, ThreadPlanner] = weakref.WeakKeyDictionary()
+
+
+def planner_for(knob: ThreadCount) -> ThreadPlanner:
+    """The planner of a new pipeline whose inference runs on ``knob``. It starts from the plan the backend
+    runs now; where an earlier pipeline planned on the same backend, it also waits out that one's cooldown
+    before it tries another plan. The ``edgeseg`` command's pipeline loads a model of its own, but a bench
+    or an embedding program that runs pipelines one after another on the same stages would otherwise pay a
+    trial (a session re-made, and maybe re-made again) in each."""
+    planner = ThreadPlanner(knob.most_threads, Plan(knob.runs, knob.threads), runs=True)
+    earlier = _latest.get(knob)
+    if earlier is not None:
+        planner._next_trial = earlier._next_trial
+    _latest[knob] = planner
+    return planner
+
+
+def _mean(windows: list[Costs]) -> Costs:
+    """The costs of one plan over ``windows`` of it: each figure's mean."""
+    walls = [c.window_ms for c in windows if c.window_ms is not None]
+    return Costs(
+        windows[0].plan,
+        statistics.fmean(c.inference_ms for c in windows),
+        statistics.fmean(c.postprocess_ms for c in windows),
+        statistics.fmean(c.busy for c in windows),
+        statistics.fmean(walls) if walls else None,
+    )
 
 
 def _threads(n: int) -> str:

@@ -21,9 +21,11 @@
    with every core busy all the time at that CPU a frame, and ``fps_ceiling_ratio``, that over the best
    inference-only rate. Where it is under 0.9, no scheduling of these stages reaches ``fps_ratio`` 0.9 on
    this machine without cutting the CPU a frame itself;
-5. the first pipeline run, outside the rounds: the one in which the planner decides (and tries) inference's
-   threads, so its rate includes the trial (``fps_ratio_first``). The rounds' pipelines start from the plan
-   it kept, as a device runs once its first seconds are over.
+5. the first pipeline run, outside the rounds (``--timing-frames`` frames, at least 400): the one in which
+   the planner decides (and tries) inference's threads, so its rate includes the trial (``fps_ratio_first``).
+   The rounds' pipelines start from the plan it kept and make no trial of their own (the planner's cooldown
+   holds for the later pipelines on the same model: ``later_trials`` counts any), as a device runs once its
+   first seconds are over.
 
 Frames are pre-rendered synthetic conveyor scenes replayed by a source that costs no CPU, as a camera's
 sensor and ISP cost the host none; the synthetic:parts source renders on the host's cores and would take
@@ -126,6 +128,11 @@ class ThreadCpu:
                 continue
             out[name] = out.get(name, 0.0) + (ticks - self._first.get(tid, ticks)) * tick_ms
         return out
+
+
+# the first pipeline's frames at least: a trial of runs side by side takes four windows of the planner's
+# (edgeseg/threadplan.py: 4 x (10 + 60) frames)
+FIRST_RUN_FRAMES = 400
 
 
 def rss_mb() -> float:
@@ -393,13 +400,13 @@ def main() -> None:
         cpu_runs: list[dict[str, float]] = []  # CPU ms a frame by thread, each default (device) run
         plans: list[str] = []  # what the pipelines' planners decided about inference's threads
 
-        def pipeline_fps(kind: str, measured: bool = True) -> float:
+        def pipeline_fps(kind: str, measured: bool = True, frames: int = n) -> float:
             port = None if kind == "jsonl" or broker is None else broker.port
             sinks = device_sinks(names, Path(tmp), kind, port)
             if kind == "video":
                 ctx = SinkContext(class_names=names, state_dir=Path(tmp) / f"state-{kind}")
                 sinks["video"] = VideoSink(Path(tmp) / "r.mp4", 25, ctx=ctx)
-            pipe = Pipeline(ReplaySource(images, n), stages, sinks)
+            pipe = Pipeline(ReplaySource(images, frames), stages, sinks)
             with ThreadCpu() as cpu:
                 t0 = time.perf_counter()
                 full = pipe.run()
@@ -414,7 +421,7 @@ def main() -> None:
         # trial, a window on the trial's plan) and later pipelines on the same backend start from that plan,
         # as a device does after its first seconds. So the first run is its own, with every sink, outside the
         # rounds: in the rounds every kind runs on the plan kept, and none pays the trial for the others.
-        first_fps = pipeline_fps("device", measured=False)
+        first_fps = pipeline_fps("device", measured=False, frames=max(n, FIRST_RUN_FRAMES))
         for r in range(args.rounds):
             for k, st in alone.items():
                 for p in prepared[:3]:
@@ -483,7 +490,9 @@ def main() -> None:
         f"ratio {fps_ceiling / fps_infer:.2f} (the most fps_ratio reaches at this CPU a frame)"
     )
     plan = plans[0] if plans else "not planned (model.threads set, or one core)"
-    print(f"{'inference threads':<32}{plan}")
+    # (a later pipeline on the same stages waits out the first one's cooldown: edgeseg.threadplan.planner_for)
+    later_trials = sum("(kept), against" in p for p in plans[1:])
+    print(f"{'inference threads':<32}{plan}; trials in the rounds' runs: {later_trials}")
     ratio_first = first_fps / best_per_round[0]
     print(
         f"{'first run, planner deciding':<32}{first_fps:8.1f} fps   ratio {ratio_first:.2f} "
@@ -504,6 +513,7 @@ def main() -> None:
         "cores": cores, "fps_infer_by_threads": by_threads, "fps_infer_best": round(fps_infer, 2),
         "fps_infer_side_by_side": round(fps_side, 2), "fps_ratio_side_by_side": round(ratio_side, 3),
         "mqtt": not args.no_mqtt, "threads": getattr(stages.model.backend, "threads", None),
+        "runs": getattr(stages.model.backend, "runs", None), "later_trials": later_trials,
         "fps_pipeline": round(fps_pipeline, 2), "fps_ratio": round(ratios["device"], 3),
         "rounds_fps_infer_best": [round(v, 2) for v in best_per_round],
         "rounds_fps_pipeline": [round(v, 2) for v in runs["device"]],

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""The thread planner's choice between frames run side by side and one run on every thread, and what the
+choice is worth, on the demo's device pipeline.
+
+The pipeline as ``scripts/bench_pipeline.py`` runs it at its default settings (pre-rendered frames, JSON lines
+and MQTT to a Mosquitto started on loopback), in this process:
+
+1. ``--starts`` fresh starts, each ``--frames`` frames, from one run on every thread with a planner that made
+   no trial yet, as a device's first seconds: which plan each start kept (``edgeseg/threadplan.py``). With
+   ``--reference DIR``, the planner of another checkout's ``edgeseg/threadplan.py`` (the rest is this tree's)
+   starts in turn with this tree's;
+2. ``--pairs`` alternated pairs of runs with each plan held (no planner changes it): two runs side by side of
+   one thread each, and one run of every thread. ``fps_ratio``: the first's rate over the second's, median of
+   the pairs; ``cpu_ratio`` likewise for the CPU a frame.
+
+The last line is one JSON object with the figures.
+
+    mkdir -p /tmp/before && git archive HEAD~1 edgeseg | tar -x -C /tmp/before
+    .venv/bin/python scripts/bench_planner.py --reference /tmp/before
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import statistics
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from bench_pipeline import DeviceRun, device_run, mosquitto  # noqa: E402
+
+import edgeseg.pipeline  # noqa: E402
+from edgeseg.backends.ort import OrtBackend  # noqa: E402
+from edgeseg.config import load_config  # noqa: E402
+from edgeseg.malloc import tune_malloc  # noqa: E402
+from edgeseg.pipeline import ModelStages  # noqa: E402
+from edgeseg.synthetic import PartsScene  # noqa: E402
+from edgeseg.threadplan import Plan, ThreadCount, ThreadPlanner, serial_opencv  # noqa: E402
+
+
+def reference_planner(checkout: Path) -> Callable[[ThreadCount], Any]:
+    """A fresh planner of the checkout's ``edgeseg/threadplan.py`` for a backend, from the plan it runs."""
+    path = checkout / "edgeseg" / "threadplan.py"
+    spec = importlib.util.spec_from_file_location("reference_threadplan", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--reference {checkout}: no edgeseg/threadplan.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (its dataclasses look their module up)
+    spec.loader.exec_module(module)
+    return lambda knob: module.ThreadPlanner(
+        knob.most_threads, module.Plan(knob.runs, knob.threads), runs=True
+    )
+
+
+class HeldPlan(ThreadPlanner):
+    """A planner that never asks for a change: the plan the backend was given is the run's."""
+
+    def inferred(self, ms: float) -> Plan | None:
+        return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--frames", type=int, default=600, help="frames a run (default 600)")
+    ap.add_argument("--starts", type=int, default=6, help="fresh starts of each planner (default 6)")
+    ap.add_argument("--pairs", type=int, default=6, help="alternated pairs of the two plans held (default 6)")
+    ap.add_argument("--reference", type=Path, help="a checkout whose planner starts in turn with this tree's")
+    args = ap.parse_args()
+    if args.frames < 300 or args.starts < 0 or args.pairs < 0:
+        ap.error("--frames must be >= 300 (a trial takes ~300 frames), --starts and --pairs >= 0")
+
+    tune_malloc()  # as the edgeseg command does
+    serial_opencv()
+    stages = ModelStages.from_config(load_config(None, []))
+    backend = stages.model.backend
+    if not isinstance(backend, OrtBackend) or backend.thread_count is None:
+        raise SystemExit("the demo model's backend has no thread count to plan (one usable core?)")
+    most = backend.most_threads
+    images = [PartsScene(640, 480, seed=1).frame(i).image for i in range(50)]
+
+    planners: dict[str, Callable[[ThreadCount], Any]] = {
+        "this": lambda knob: ThreadPlanner(knob.most_threads, Plan(knob.runs, knob.threads), runs=True)
+    }
+    if args.reference is not None:
+        planners["reference"] = reference_planner(args.reference)
+
+    def run(plan: Plan, planner: Callable[[ThreadCount], Any], tag: str) -> DeviceRun:
+        if backend.threads != plan.threads:
+            backend.set_threads(plan.threads)
+        backend.runs = plan.runs
+        edgeseg.pipeline.planner_for = planner  # type: ignore[assignment]  # the next pipeline's
+        return device_run(stages, images, args.frames, Path(tmp), tag, port)
+
+    kept: dict[str, list[str]] = {k: [] for k in planners}
+    start_fps: dict[str, list[float]] = {k: [] for k in planners}
+    held: dict[str, list[DeviceRun]] = {"side_by_side": [], "one_run": []}
+    plans = {"side_by_side": Plan(most, 1), "one_run": Plan(1, most)}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        port = stack.enter_context(mosquitto(Path(tmp) / "broker")).port
+        for i in range(args.starts):
+            for name in planners if i % 2 == 0 else reversed(planners):
+                done = run(Plan(1, most), planners[name], f"start-{i}-{name}")
+                kept[name].append(done.plan.split(":")[0])
+                start_fps[name].append(done.fps)
+                print(f"start {i} {name:9s} {done.fps:6.1f} fps; {done.plan}", flush=True)
+        for i in range(args.pairs):
+            for name in plans if i % 2 == 0 else reversed(plans):
+                done = run(
+                    plans[name], lambda knob: HeldPlan(most, Plan(knob.runs, knob.threads)), f"{i}-{name}"
+                )
+                held[name].append(done)
+                print(
+                    f"held {name:12s} {done.fps:6.1f} fps, CPU {done.cpu_ms_per_frame:5.2f} ms a frame, "
+                    f"cores busy {done.cores_busy:.2f}",
+                    flush=True,
+                )
+    stages.close()
+
+    figures: dict[str, Any] = {"bench": "planner", "cores": most}
+    for name in planners:
+        counts = Counter(kept[name])
+        figures[f"kept_{name}"] = dict(counts)
+        if start_fps[name]:
+            figures[f"start_fps_{name}"] = round(statistics.median(start_fps[name]), 2)
+        print(f"{name} planner, {args.starts} starts: kept {dict(counts)}")
+    if args.pairs:
+        pairs = list(zip(held["side_by_side"], held["one_run"], strict=True))
+        figures.update(
+            fps_side_by_side=round(statistics.median(d.fps for d in held["side_by_side"]), 2),
+            fps_one_run=round(statistics.median(d.fps for d in held["one_run"]), 2),
+            fps_ratio=round(statistics.median(a.fps / b.fps for a, b in pairs), 3),
+            cpu_ratio=round(statistics.median(a.cpu_ms_per_frame / b.cpu_ms_per_frame for a, b in pairs), 3),
+            fps_ratio_pairs=[round(a.fps / b.fps, 3) for a, b in pairs],
+        )
+        print(
+            f"held plans: {Plan(most, 1)} {figures['fps_side_by_side']:.1f} fps against {Plan(1, most)} "
+            f"{figures['fps_one_run']:.1f} (pairs: median {figures['fps_ratio']:.3f}; CPU a frame "
+            f"{figures['cpu_ratio']:.3f})"
+        )
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
