@@ -281,6 +281,7 @@ class ThreadPlanner:
         # runs side by side against one run: the plan tried gets a second window, then the plan started from
         # a second one, so that each plan's windows centre on the same moment (see the module's docstring)
         self._schedule = [target, plan] if target.runs != plan.runs else []
+        self._decide(f"{costs}; trying {target}")  # (what a run that ends during the trial reports)
         return self._change(target)
 
     def _end_trial(self) -> Plan | None:
