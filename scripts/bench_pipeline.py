@@ -258,6 +258,10 @@ class DeviceRun:
     def cores_busy(self) -> float:
         return self.cpu_ms_per_frame * self.fps / 1000
 
+    def __str__(self) -> str:
+        cpu = f"CPU {self.cpu_ms_per_frame:5.2f} ms a frame"
+        return f"{self.fps:6.1f} fps, {cpu}, cores busy {self.cores_busy:.2f}"
+
 
 def device_run(
     stages: ModelStages,
@@ -303,11 +307,7 @@ def alternated_device_runs(
             for kind in (second, first) if r % 2 == 0 else (first, second):
                 done = run(kind, f"{r}-{kind}")
                 runs[kind].append(done)
-                print(
-                    f"{kind:9s} {done.fps:6.1f} fps, CPU {done.cpu_ms_per_frame:5.2f} ms a frame, cores busy "
-                    f"{done.cores_busy:.2f}; {done.plan.split(':')[0]}",
-                    flush=True,
-                )
+                print(f"{kind:9s} {done}; {done.plan.split(':')[0]}", flush=True)
     stages.close()
     return runs
 

@@ -10,8 +10,9 @@ and MQTT to a Mosquitto started on loopback), in this process:
    ``--reference DIR``, the planner of another checkout's ``edgeseg/threadplan.py`` (the rest is this tree's)
    starts in turn with this tree's;
 2. ``--pairs`` alternated pairs of runs with each plan held (no planner changes it): two runs side by side of
-   one thread each, and one run of every thread. ``fps_ratio``: the first's rate over the second's, median of
-   the pairs; ``cpu_ratio`` likewise for the CPU a frame.
+   one thread each (``fps``, ``cpu_ms_per_frame``, ``cores_busy``: medians), and one run of every thread
+   (``*_reference``). ``fps_ratio``: the first's rate over the second's, median of the pairs; ``cpu_ratio``
+   likewise for the CPU a frame.
 
 The last line is one JSON object with the figures.
 
@@ -36,7 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_pipeline import DeviceRun, device_run, mosquitto  # noqa: E402
+from bench_pipeline import DeviceRun, device_run, mosquitto, paired_figures  # noqa: E402
 
 import edgeseg.pipeline  # noqa: E402
 from edgeseg.backends.ort import OrtBackend  # noqa: E402
@@ -118,11 +119,7 @@ def main() -> None:
                     plans[name], lambda knob: HeldPlan(most, Plan(knob.runs, knob.threads)), f"{i}-{name}"
                 )
                 held[name].append(done)
-                print(
-                    f"held {name:12s} {done.fps:6.1f} fps, CPU {done.cpu_ms_per_frame:5.2f} ms a frame, "
-                    f"cores busy {done.cores_busy:.2f}",
-                    flush=True,
-                )
+                print(f"held {name:12s} {done}", flush=True)
     stages.close()
 
     figures: dict[str, Any] = {"bench": "planner", "cores": most}
@@ -133,17 +130,10 @@ def main() -> None:
             figures[f"start_fps_{name}"] = round(statistics.median(start_fps[name]), 2)
         print(f"{name} planner, {args.starts} starts: kept {dict(counts)}")
     if args.pairs:
-        pairs = list(zip(held["side_by_side"], held["one_run"], strict=True))
-        figures.update(
-            fps_side_by_side=round(statistics.median(d.fps for d in held["side_by_side"]), 2),
-            fps_one_run=round(statistics.median(d.fps for d in held["one_run"]), 2),
-            fps_ratio=round(statistics.median(a.fps / b.fps for a, b in pairs), 3),
-            cpu_ratio=round(statistics.median(a.cpu_ms_per_frame / b.cpu_ms_per_frame for a, b in pairs), 3),
-            fps_ratio_pairs=[round(a.fps / b.fps, 3) for a, b in pairs],
-        )
+        figures |= paired_figures(held)  # side by side, and one run under *_reference
         print(
-            f"held plans: {Plan(most, 1)} {figures['fps_side_by_side']:.1f} fps against {Plan(1, most)} "
-            f"{figures['fps_one_run']:.1f} (pairs: median {figures['fps_ratio']:.3f}; CPU a frame "
+            f"held plans: {Plan(most, 1)} {figures['fps']:.1f} fps against {Plan(1, most)} "
+            f"{figures['fps_reference']:.1f} (pairs: median {figures['fps_ratio']:.3f}; CPU a frame "
             f"{figures['cpu_ratio']:.3f})"
         )
     print(json.dumps(figures))
