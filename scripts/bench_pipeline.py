@@ -418,9 +418,10 @@ def main() -> None:
             return fps
 
         # The planner decides on the first pipeline over its first ~140 frames (a window on every thread, a
-        # trial, a window on the trial's plan) and later pipelines on the same backend start from that plan,
-        # as a device does after its first seconds. So the first run is its own, with every sink, outside the
-        # rounds: in the rounds every kind runs on the plan kept, and none pays the trial for the others.
+        # trial, a window on the trial's plan; ~280 for runs side by side: two windows of each) and later
+        # pipelines on the same backend start from that plan, as a device does after its first seconds. So
+        # the first run is its own, with every sink, outside the rounds: in the rounds every kind runs on
+        # the plan kept, and none pays the trial for the others.
         first_fps = pipeline_fps("device", measured=False, frames=max(n, FIRST_RUN_FRAMES))
         for r in range(args.rounds):
             for k, st in alone.items():
