@@ -21,7 +21,7 @@
    with every core busy all the time at that CPU a frame, and ``fps_ceiling_ratio``, that over the best
    inference-only rate. Where it is under 0.9, no scheduling of these stages reaches ``fps_ratio`` 0.9 on
    this machine without cutting the CPU a frame itself;
-5. the first pipeline run, outside the rounds (``--timing-frames`` frames, at least 400): the one in which
+5. the first pipeline run, outside the rounds (``--timing-frames`` frames, at least 700): the one in which
    the planner decides (and tries) inference's threads, so its rate includes the trial (``fps_ratio_first``).
    The rounds' pipelines start from the plan it kept and make no trial of their own (the planner's cooldown
    holds for the later pipelines on the same model: ``later_trials`` counts any), as a device runs once its
@@ -130,9 +130,9 @@ class ThreadCpu:
         return out
 
 
-# the first pipeline's frames at least: a trial of runs side by side takes four windows of the planner's
-# (edgeseg/threadplan.py: 4 x (10 + 60) frames)
-FIRST_RUN_FRAMES = 400
+# the first pipeline's frames at least: a trial of runs side by side takes the planner's first four windows,
+# eight where it measures each plan twice more (edgeseg/threadplan.py: 4 or 8 x (10 + 60) frames)
+FIRST_RUN_FRAMES = 700
 
 
 def rss_mb() -> float:

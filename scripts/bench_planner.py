@@ -6,7 +6,9 @@ The pipeline as ``scripts/bench_pipeline.py`` runs it at its default settings (p
 and MQTT to a Mosquitto started on loopback), in this process:
 
 1. ``--starts`` fresh starts, each ``--frames`` frames, from one run on every thread with a planner that made
-   no trial yet, as a device's first seconds: which plan each start kept (``edgeseg/threadplan.py``). With
+   no trial yet, as a device's first seconds: which plan each start kept (``edgeseg/threadplan.py``), and in
+   how many of them this tree's trial read the plans under a tenth apart and measured each twice more
+   (``measured_twice_more``). With
    ``--reference DIR``, the planner of another checkout's ``edgeseg/threadplan.py`` (the rest is this tree's)
    starts in turn with this tree's;
 2. ``--pairs`` alternated pairs of runs with each plan held (no planner changes it): two runs side by side of
@@ -26,6 +28,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -62,6 +65,17 @@ def reference_planner(checkout: Path) -> Callable[[ThreadCount], Any]:
     )
 
 
+class Retrials(logging.Handler):
+    """Counts this tree's planner's trials that measured each plan twice more (from its log)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += "measuring each twice more" in record.getMessage()
+
+
 class HeldPlan(ThreadPlanner):
     """A planner that never asks for a change: the plan the backend was given is the run's."""
 
@@ -71,13 +85,18 @@ class HeldPlan(ThreadPlanner):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("--frames", type=int, default=600, help="frames a run (default 600)")
+    ap.add_argument("--frames", type=int, default=900, help="frames a run (default 900)")
     ap.add_argument("--starts", type=int, default=6, help="fresh starts of each planner (default 6)")
     ap.add_argument("--pairs", type=int, default=6, help="alternated pairs of the two plans held (default 6)")
     ap.add_argument("--reference", type=Path, help="a checkout whose planner starts in turn with this tree's")
     args = ap.parse_args()
-    if args.frames < 300 or args.starts < 0 or args.pairs < 0:
-        ap.error("--frames must be >= 300 (a trial takes ~300 frames), --starts and --pairs >= 0")
+    if args.frames < 600 or args.starts < 0 or args.pairs < 0:
+        ap.error(
+            "--frames must be >= 600 (a trial takes ~350 frames, ~630 measured twice more), --starts >= 0"
+        )
+    retrials = Retrials()
+    logging.getLogger("edgeseg.threadplan").addHandler(retrials)
+    logging.getLogger("edgeseg.threadplan").setLevel(logging.INFO)
 
     tune_malloc()  # as the edgeseg command does
     serial_opencv()
@@ -103,14 +122,17 @@ def main() -> None:
 
     kept: dict[str, list[str]] = {k: [] for k in planners}
     start_fps: dict[str, list[float]] = {k: [] for k in planners}
+    twice = dict.fromkeys(planners, 0)  # starts whose trial measured each plan twice more
     held: dict[str, list[DeviceRun]] = {"side_by_side": [], "one_run": []}
     plans = {"side_by_side": Plan(most, 1), "one_run": Plan(1, most)}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         port = stack.enter_context(mosquitto(Path(tmp) / "broker")).port
         for i in range(args.starts):
             for name in planners if i % 2 == 0 else reversed(planners):
+                before = retrials.count
                 done = run(Plan(1, most), planners[name], f"start-{i}-{name}")
-                kept[name].append(done.plan.split(":")[0])
+                kept[name].append(str(Plan(backend.runs, backend.threads)))
+                twice[name] += retrials.count > before
                 start_fps[name].append(done.fps)
                 print(f"start {i} {name:9s} {done.fps:6.1f} fps; {done.plan}", flush=True)
         for i in range(args.pairs):
@@ -126,9 +148,12 @@ def main() -> None:
     for name in planners:
         counts = Counter(kept[name])
         figures[f"kept_{name}"] = dict(counts)
+        figures[f"measured_twice_more_{name}"] = twice[name]
         if start_fps[name]:
             figures[f"start_fps_{name}"] = round(statistics.median(start_fps[name]), 2)
-        print(f"{name} planner, {args.starts} starts: kept {dict(counts)}")
+        print(
+            f"{name} planner, {args.starts} starts: kept {dict(counts)}; measured twice more: {twice[name]}"
+        )
     if args.pairs:
         figures |= paired_figures(held)  # side by side, and one run under *_reference
         print(
