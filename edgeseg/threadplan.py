@@ -159,7 +159,16 @@ class Costs:
         return max(wall, self.postprocess_ms)
 
     def __str__(self) -> str:
-        each = "" if self.plan.runs == 1 else f" each (one every {self.frame_ms:.1f} ms from all)"
+        return self.describe()
+
+    def describe(self, by_wall: bool = False) -> str:
+        """The figures :meth:`slowest` compares: with ``by_wall``, one run's wall time a frame as well."""
+        if self.plan.runs > 1:
+            each = f" each (one every {self.frame_ms:.1f} ms from all)"
+        elif by_wall and self.window_ms is not None:
+            each = f" (one every {self.window_ms:.1f} ms)"
+        else:
+            each = ""
         return (
             f"{self.plan}: inference {self.inference_ms:.1f} ms a frame{each}, "
             f"post-processing {self.postprocess_ms:.1f}"
@@ -304,14 +313,17 @@ class ThreadPlanner:
             # halve its weight (the plans' true gap on the demo pipeline, 1.27x, is far outside a tenth)
             start, other = windows[0].plan, windows[1].plan
             self._schedule = [other, other, start]
-            self._decide(f"{more}, against {less}: under a tenth apart, measuring each twice more")
+            self._decide(
+                f"{more.describe(True)}, against {less.describe(True)}: "
+                "under a tenth apart, measuring each twice more"
+            )
             return None
         self._trial = []
         self._next_trial = self._clock() + COOLDOWN_S
         if tie:
-            self._decide(f"{less} (kept), against {more}")
+            self._decide(f"{less.describe(mixed)} (kept), against {more.describe(mixed)}")
             return self._change(less.plan)
-        self._decide(f"{more} (kept), against {less}")
+        self._decide(f"{more.describe(mixed)} (kept), against {less.describe(mixed)}")
         return self._change(more.plan)
 
     def _change(self, plan: Plan) -> Plan | None:

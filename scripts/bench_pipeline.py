@@ -418,7 +418,8 @@ def main() -> None:
             return fps
 
         # The planner decides on the first pipeline over its first ~140 frames (a window on every thread, a
-        # trial, a window on the trial's plan; ~280 for runs side by side: two windows of each) and later
+        # trial, a window on the trial's plan; ~280 for runs side by side: two windows of each, ~560 where
+        # they read within a tenth of each other and each is measured twice more) and later
         # pipelines on the same backend start from that plan, as a device does after its first seconds. So
         # the first run is its own, with every sink, outside the rounds: in the rounds every kind runs on
         # the plan kept, and none pays the trial for the others.

@@ -176,7 +176,8 @@ def test_frames_waiting_for_inference_are_run_side_by_side_where_that_is_faster_
     assert planner.plan == Plan(2, 1)
     assert planner.outcome == (
         "2 runs at once of 1 thread: inference 45.0 ms a frame each (one every 22.5 ms from all), "
-        "post-processing 6.0 (kept), against 2 threads: inference 30.0 ms a frame, post-processing 5.0"
+        "post-processing 6.0 (kept), against 2 threads: inference 30.0 ms a frame (one every 30.0 ms), "
+        "post-processing 5.0"
     )
 
 
@@ -196,7 +197,9 @@ def test_runs_side_by_side_that_gain_under_a_tenth_over_two_rounds_of_windows_ar
     assert window(planner, inference_ms=30.0, postprocess_ms=5.0, clock=clock) is None
     assert planner.plan == Plan(1, 2)
     assert planner.outcome is not None
-    assert planner.outcome.startswith("2 threads: inference 30.0 ms a frame, post-processing 5.0 (kept)")
+    assert planner.outcome.startswith(
+        "2 threads: inference 30.0 ms a frame (one every 30.0 ms), post-processing 5.0 (kept)"
+    )
 
 
 def test_runs_side_by_side_read_as_slow_as_one_run_in_a_slow_moment_are_kept_once_measured_again() -> None:
@@ -215,7 +218,8 @@ def test_runs_side_by_side_read_as_slow_as_one_run_in_a_slow_moment_are_kept_onc
     assert planner.plan == Plan(2, 1)
     assert planner.outcome == (
         "2 runs at once of 1 thread: inference 51.0 ms a frame each (one every 25.5 ms from all), "
-        "post-processing 5.0 (kept), against 2 threads: inference 30.0 ms a frame, post-processing 5.0"
+        "post-processing 5.0 (kept), against 2 threads: inference 30.0 ms a frame (one every 30.0 ms), "
+        "post-processing 5.0"
     )
     # and the next trial waits out the cooldown
     assert window(planner, inference_ms=40.0, postprocess_ms=30.0, clock=clock) is None
@@ -234,7 +238,8 @@ def test_a_machine_slowing_down_during_a_trial_favours_neither_plan() -> None:
     # (the first window of each alone kept one run: 28.05 ms a frame is not a tenth under 30)
     assert planner.outcome == (
         "2 runs at once of 1 thread: inference 58.7 ms a frame each (one every 29.3 ms from all), "
-        "post-processing 5.0 (kept), against 2 threads: inference 34.5 ms a frame, post-processing 5.0"
+        "post-processing 5.0 (kept), against 2 threads: inference 34.5 ms a frame (one every 34.5 ms), "
+        "post-processing 5.0"
     )
 
 
