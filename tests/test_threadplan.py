@@ -69,6 +69,12 @@ def window(
     return asked
 
 
+def windows(planner: ThreadPlanner, clock: Clock, *inference_ms: float) -> list[Plan | None]:
+    """:func:`window` for each of ``inference_ms`` in turn (post-processing 5 ms a frame): what the planner
+    asked for at the end of each."""
+    return [window(planner, ms, postprocess_ms=5.0, clock=clock) for ms in inference_ms]
+
+
 def test_inference_keeps_every_thread_while_it_is_the_slower_stage_and_loses_one_when_it_is_not() -> None:
     planner = ThreadPlanner(2, Plan(1, 2), Clock())
     assert window(planner, inference_ms=100.0, postprocess_ms=10.0) is None
@@ -184,17 +190,11 @@ def test_frames_waiting_for_inference_are_run_side_by_side_where_that_is_faster_
 def test_runs_side_by_side_that_gain_under_a_tenth_over_two_rounds_of_windows_are_given_up() -> None:
     clock = Clock()
     planner = ThreadPlanner(2, Plan(1, 2), clock, runs=True)
-    assert window(planner, inference_ms=30.0, postprocess_ms=5.0, clock=clock) == Plan(2, 1)
-    assert window(planner, inference_ms=56.0, postprocess_ms=5.0, clock=clock) is None
-    assert window(planner, inference_ms=56.0, postprocess_ms=5.0, clock=clock) == Plan(1, 2)
-    # 28 ms a frame against 30: within a tenth; each plan is measured twice more
-    assert window(planner, inference_ms=30.0, postprocess_ms=5.0, clock=clock) is None
+    # two runs: 28 ms a frame against 30, within a tenth; each plan is measured twice more
+    assert windows(planner, clock, 30.0, 56.0, 56.0, 30.0) == [Plan(2, 1), None, Plan(1, 2), None]
     assert planner.outcome is not None
     assert planner.outcome.endswith("under a tenth apart, measuring each twice more")
-    assert window(planner, inference_ms=30.0, postprocess_ms=5.0, clock=clock) == Plan(2, 1)
-    assert window(planner, inference_ms=56.0, postprocess_ms=5.0, clock=clock) is None
-    assert window(planner, inference_ms=56.0, postprocess_ms=5.0, clock=clock) == Plan(1, 2)
-    assert window(planner, inference_ms=30.0, postprocess_ms=5.0, clock=clock) is None
+    assert windows(planner, clock, 30.0, 56.0, 56.0, 30.0) == [Plan(2, 1), None, Plan(1, 2), None]
     assert planner.plan == Plan(1, 2)
     assert planner.outcome is not None
     assert planner.outcome.startswith(
@@ -205,16 +205,10 @@ def test_runs_side_by_side_that_gain_under_a_tenth_over_two_rounds_of_windows_ar
 def test_runs_side_by_side_read_as_slow_as_one_run_in_a_slow_moment_are_kept_once_measured_again() -> None:
     clock = Clock()
     planner = ThreadPlanner(2, Plan(1, 2), clock, runs=True)
-    assert window(planner, inference_ms=30.0, postprocess_ms=5.0, clock=clock) == Plan(2, 1)
     # the machine was slow while the runs ran: 31 ms a frame, against 30 with one run
-    assert window(planner, inference_ms=62.0, postprocess_ms=5.0, clock=clock) is None
-    assert window(planner, inference_ms=62.0, postprocess_ms=5.0, clock=clock) == Plan(1, 2)
-    assert window(planner, inference_ms=30.0, postprocess_ms=5.0, clock=clock) is None
-    assert window(planner, inference_ms=30.0, postprocess_ms=5.0, clock=clock) == Plan(2, 1)
+    assert windows(planner, clock, 30.0, 62.0, 62.0, 30.0) == [Plan(2, 1), None, Plan(1, 2), None]
     # ... and not since: 20 ms a frame
-    assert window(planner, inference_ms=40.0, postprocess_ms=5.0, clock=clock) is None
-    assert window(planner, inference_ms=40.0, postprocess_ms=5.0, clock=clock) == Plan(1, 2)
-    assert window(planner, inference_ms=30.0, postprocess_ms=5.0, clock=clock) == Plan(2, 1)
+    assert windows(planner, clock, 30.0, 40.0, 40.0, 30.0) == [Plan(2, 1), None, Plan(1, 2), Plan(2, 1)]
     assert planner.plan == Plan(2, 1)
     assert planner.outcome == (
         "2 runs at once of 1 thread: inference 51.0 ms a frame each (one every 25.5 ms from all), "
@@ -230,10 +224,12 @@ def test_a_machine_slowing_down_during_a_trial_favours_neither_plan() -> None:
     planner = ThreadPlanner(2, Plan(1, 2), clock, runs=True)
     # two runs give a frame in 0.85 of one run's time throughout, while every window takes a tenth longer
     # than the one before: 30 ms a frame, then 28.05 and 30.6 with the runs, then 39 again without
-    assert window(planner, inference_ms=30.0, postprocess_ms=5.0, clock=clock) == Plan(2, 1)
-    assert window(planner, inference_ms=2 * 28.05, postprocess_ms=5.0, clock=clock) is None
-    assert window(planner, inference_ms=2 * 30.6, postprocess_ms=5.0, clock=clock) == Plan(1, 2)
-    assert window(planner, inference_ms=39.0, postprocess_ms=5.0, clock=clock) == Plan(2, 1)
+    assert windows(planner, clock, 30.0, 2 * 28.05, 2 * 30.6, 39.0) == [
+        Plan(2, 1),
+        None,
+        Plan(1, 2),
+        Plan(2, 1),
+    ]
     assert planner.outcome is not None
     # (the first window of each alone kept one run: 28.05 ms a frame is not a tenth under 30)
     assert planner.outcome == (
