@@ -322,11 +322,10 @@ class ThreadPlanner:
             return None
         self._trial = []
         self._next_trial = self._clock() + COOLDOWN_S
-        if tie:
-            self._decide(f"{less.describe(mixed)} (kept), against {more.describe(mixed)}")
-            return self._change(less.plan)
-        self._decide(f"{more.describe(mixed)} (kept), against {less.describe(mixed)}")
-        return self._change(more.plan)
+        kept, rival = (less, more) if tie else (more, less)
+        over = f"; over {len(windows) // 2} windows of each" if len(windows) >= EXTENDED_WINDOWS else ""
+        self._decide(f"{kept.describe(mixed)} (kept), against {rival.describe(mixed)}{over}")
+        return self._change(kept.plan)
 
     def _change(self, plan: Plan) -> Plan | None:
         if plan == self.plan:

@@ -200,6 +200,7 @@ def test_runs_side_by_side_that_gain_under_a_tenth_over_two_rounds_of_windows_ar
     assert planner.outcome.startswith(
         "2 threads: inference 30.0 ms a frame (one every 30.0 ms), post-processing 5.0 (kept)"
     )
+    assert planner.outcome.endswith("; over 4 windows of each")
 
 
 def test_runs_side_by_side_read_as_slow_as_one_run_in_a_slow_moment_are_kept_once_measured_again() -> None:
@@ -213,7 +214,7 @@ def test_runs_side_by_side_read_as_slow_as_one_run_in_a_slow_moment_are_kept_onc
     assert planner.outcome == (
         "2 runs at once of 1 thread: inference 51.0 ms a frame each (one every 25.5 ms from all), "
         "post-processing 5.0 (kept), against 2 threads: inference 30.0 ms a frame (one every 30.0 ms), "
-        "post-processing 5.0"
+        "post-processing 5.0; over 4 windows of each"
     )
     # and the next trial waits out the cooldown
     assert window(planner, inference_ms=40.0, postprocess_ms=30.0, clock=clock) is None
