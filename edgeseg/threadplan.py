@@ -35,7 +35,7 @@ runs' always second, would put the drift into the comparison. Where the two read
 of each other, it measures each plan twice more (the same way round) and decides on all eight windows: a
 slow second in one window is what reads a wide gap as a tie. On the demo's device pipeline (2 cores),
 the runs held side by side gave 1.27x the rate of one run of two threads (``scripts/bench_planner.py``), so
-a trial that keeps one run there costs a quarter of the rate until the next.
+a trial that keeps one run there costs a fifth of the rate until the next.
 
 Measured on the demo model bundled before its contact map (git 111e2a5; its decode took about as long as
 its inference) on 2 cores (``scripts/bench_pipeline.py`` against ``--threads 2``, the choice before the trial,
