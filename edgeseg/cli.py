@@ -24,6 +24,7 @@ from edgeseg.cliconfig import add_pipeline_args, bundled_pipelines, load_pipelin
 from edgeseg.errors import EdgesegError
 from edgeseg.journal import Formatter, echo, journal_lines, say, to_journal
 from edgeseg.malloc import tune_malloc
+from edgeseg.procmem import Resident, resident
 from edgeseg.stats import STREAM_PREFIX, PipelineStats
 from edgeseg.threadplan import serial_opencv
 
@@ -225,9 +226,12 @@ def _fmt_duration(seconds: float) -> str:
 STALE_S = 5.0  # a frame rate older than this is not shown as the current one
 
 
-def status_text(stats: PipelineStats, source: SourceStats, total: int | None) -> str:
-    """The progress line: frames (of the total), rate, latency, ETA; the source's state while it is not
-    delivering (``waiting for source (attempt 3, last error: ...)``). Nothing unmeasured is shown."""
+def status_text(
+    stats: PipelineStats, source: SourceStats, total: int | None, memory: Resident | None = None
+) -> str:
+    """The progress line: frames (of the total), rate, latency, ETA, resident memory; the source's state
+    while it is not delivering (``waiting for source (attempt 3, last error: ...)``). Nothing unmeasured is
+    shown."""
     done = stats.frames_done
     parts = [f"{done}/{total} frames ({min(done / total, 1):.0%})" if total else f"{done} frames"]
     if done and stats.idle_s > STALE_S:
@@ -238,6 +242,8 @@ def status_text(stats: PipelineStats, source: SourceStats, total: int | None) ->
         parts.append(f"latency p50 {stats.latency_ms_p50:.0f} ms")
     if total and math.isfinite(stats.fps_mean) and stats.fps_mean > 0 and done < total:
         parts.append(f"ETA {_fmt_duration((total - done) / stats.fps_mean)}")
+    if memory is not None:
+        parts.append(f"RSS {memory.now_mb:.0f} MB")
     if stats.dropped_total:
         parts.append(f"dropped {stats.dropped_total}")
     bad = sum(stats.bad_frames.values())
@@ -272,7 +278,7 @@ class Progress:
         return True
 
     def show(self, stats: PipelineStats, source: SourceStats) -> None:
-        text = status_text(stats, source, self.total)
+        text = status_text(stats, source, self.total, resident())
         if self.tty:
             width = shutil.get_terminal_size().columns - 1
             self.stream.write(f"\r{text[:width]}\x1b[K")
@@ -310,7 +316,7 @@ def service_status(pipeline: Pipeline, total: int | None) -> str:
     from edgeseg.sinks import StatusSink
 
     states = [sink.status() for sink in pipeline.sinks.values() if isinstance(sink, StatusSink)]
-    return "; ".join([status_text(pipeline.stats(), pipeline.source.stats, total), *states])
+    return "; ".join([status_text(pipeline.stats(), pipeline.source.stats, total, resident()), *states])
 
 
 def reload_line(outcome: Outcome, file: str) -> str:
@@ -426,6 +432,8 @@ def _run(args: argparse.Namespace) -> int:
         echo(acc.line())
     if accuracy is not None and (tracking := accuracy.tracking.result()) is not None:
         echo(tracking.line())
+    if (memory := resident()) is not None:
+        echo(memory.line())
     if lost:
         if pipeline.error is not None:
             say(f"error: {pipeline.error}", logging.ERROR)
