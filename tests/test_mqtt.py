@@ -84,6 +84,8 @@ def test_every_payload_validates_and_status_follows_the_process_to_its_sigkill(
         validate("results", m.json())
     for m in collector.on("/stats"):
         validate("stats", m.json())
+    memory = collector.on("/stats")[-1].json()["memory_mb"]  # the device process's own, from /proc
+    assert 0 < memory["resident"] <= memory["peak"]
     info = collector.on("/info")[-1].json()
     validate("info", info)
     assert info["frame"] == {"width": 640, "height": 480}
