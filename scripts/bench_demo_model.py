@@ -29,9 +29,12 @@ object with the figures.
 from __future__ import annotations
 
 import argparse
+import atexit
+import functools
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -107,12 +110,40 @@ class Run:
     stage_ms: dict[str, float]
 
 
+# The checkout before issue 18 was written for OpenCV up to 5.0, whose HoughLines returns None where it finds
+# no line; 5.1 returns an empty array, and that code then fails on its first rod-shaped component (today's
+# edgeseg/semantic/rods.py takes either). Its children get 5.0's return back from this sitecustomize.
+OPENCV_50_HOUGH = """
+import cv2
+_hough_lines = cv2.HoughLines
+def _none_when_empty(*args, **kwargs):
+    lines = _hough_lines(*args, **kwargs)
+    return None if lines is not None and len(lines) == 0 else lines
+cv2.HoughLines = _none_when_empty
+"""
+
+
+@functools.cache
+def opencv50_shim() -> Path:
+    """A folder holding that sitecustomize, removed when this script ends."""
+    shim = Path(tempfile.mkdtemp(prefix="opencv50-"))
+    atexit.register(shutil.rmtree, shim, ignore_errors=True)
+    (shim / "sitecustomize.py").write_text(OPENCV_50_HOUGH)
+    return shim
+
+
+def child_env(tree: Path) -> dict[str, str]:
+    """The environment of a child that runs the ``edgeseg`` package of the checkout ``tree``."""
+    path = [str(tree)] if tree == REPO else [str(tree), str(opencv50_shim())]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+
+
 def demo_run(model: Path | None, tree: Path = REPO) -> Run:
     """A child ``edgeseg run --max-frames 300`` on the demo pipeline with ``model`` (None: the pipeline's
     own), the ``edgeseg`` package of the checkout ``tree``."""
     run = [sys.executable, "-m", "edgeseg", "run", "--max-frames", "300"]
     run += [] if model is None else ["--set", f"model.path={model}"]
-    env = {**os.environ, "PYTHONPATH": str(tree)}  # (-m finds the package in the working folder first)
+    env = child_env(tree)  # (-m finds the package in the working folder first)
     done = subprocess.run(
         [sys.executable, "-c", LAUNCHER, *run], cwd=tree, env=env, capture_output=True, text=True
     )
@@ -138,7 +169,7 @@ def median_run(runs: list[Run]) -> Run:
 def time_checkout(tree: Path, images: Path, threads: int | None) -> Times:
     """The stages of the checkout ``tree``'s demo pipeline on the frames in ``images``, in a child."""
     overrides = [] if threads is None else [f"model.threads={threads}"]
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = child_env(tree)
     done = subprocess.run(
         [sys.executable, str(REPO / "scripts/stage_times.py"), str(images), *overrides],
         cwd=tree,
