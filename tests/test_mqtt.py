@@ -243,7 +243,7 @@ def test_home_assistant_birth_makes_the_device_send_discovery_again(
     validate("discovery", doc)
     assert doc["dev"]["ids"] == ["edgeseg_cam1"]
     assert {c["p"] for c in doc["cmps"].values()} == {"sensor", "binary_sensor", "number", "button"}
-    assert {"count_nut", "count_washer", "count_bolt", "fps", "detected"} <= set(doc["cmps"])
+    assert {"count_nut", "count_washer", "count_bolt", "fps", "memory", "detected"} <= set(doc["cmps"])
 
 
 def test_forget_clears_discovery_and_the_device_retained_topics(

@@ -73,6 +73,13 @@ def discovery_payload(
         "fps": stat("fps", "FPS", "{{ value_json.fps }}", "fps"),
         "latency_p50": stat("latency_p50", "Latency p50", "{{ value_json.latency_ms.p50 }}", "ms"),
         "latency_p99": stat("latency_p99", "Latency p99", "{{ value_json.latency_ms.p99 }}", "ms"),
+        # (Home Assistant's MQTT sensor reads the string None as unknown: a device without /proc)
+        "memory": stat(
+            "memory",
+            "Resident memory",
+            "{{ value_json.memory_mb.resident if value_json.memory_mb else None }}",
+            "MB",
+        ),
         "count_all": count("count_all", "Count", topics.counts("all")),
         "detected": {
             "p": "binary_sensor",
