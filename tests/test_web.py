@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -273,6 +274,8 @@ def test_set_applies_a_valid_value_refuses_an_invalid_one_and_the_next_results_c
         assert state["config_version"] == version
         assert {t["key"]: t["value"] for t in state["tunables"]}[SCORE] == 0.45
         assert {"fps", "latency_ms", "frames", "drops", "dropped_total"} <= set(state["stats"])
+        memory = state["stats"]["memory_mb"]  # this process's, from /proc
+        assert 0 < memory["resident"] <= memory["peak"]
 
         status, _, body = request(r.port, "POST", "/api/save", {"into": "state"})
         assert status == 200, body
@@ -572,6 +575,8 @@ def test_in_headless_chromium_moving_a_slider_changes_the_next_results(tmp_path:
             assert browser.find_element(By.ID, "reply").get_attribute("class") == "bad"
             assert control.value(SCORE) == pytest.approx(want)
             wait.until(lambda b: "frames done" in b.find_element(By.ID, "figures").text)
+            shown = browser.find_element(By.ID, "figures").text
+            assert re.search(r"resident memory \(peak\)\s+[\d.]+ \([\d.]+\) MB", shown), shown
             time.sleep(1.2)  # one more poll of the figures, for the screenshot
             shots.mkdir(parents=True, exist_ok=True)
             shot = shots / "web-page.png"
