@@ -31,16 +31,19 @@ class Resident:
 
 def resident(status: Path = STATUS) -> Resident | None:
     """This process's :class:`Resident` memory, from ``status`` (a ``/proc/PID/status`` file); None where it
-    cannot be read or lacks either figure (not Linux, /proc not mounted)."""
+    cannot be read or lacks either figure (not Linux, /proc not mounted, a form it does not know)."""
     try:
-        text = status.read_text()
+        text = status.read_text(errors="replace")  # (the Name line is any bytes a process set)
     except OSError:
         return None
     kb: dict[str, int] = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key in ("VmRSS", "VmHWM"):
-            kb[key] = int(value.split()[0])  # "  153344 kB"
+            try:
+                kb[key] = int(value.split()[0])  # "  153344 kB"
+            except (ValueError, IndexError):  # (an emulated /proc: a status line never stops a run)
+                return None
     if len(kb) < 2:
         return None
     return Resident(kb["VmRSS"] / 1024, kb["VmHWM"] / 1024)

@@ -39,10 +39,12 @@ def test_a_status_file_in_the_kernels_format_gives_both_figures_in_mb(tmp_path: 
     assert resident(status) == Resident(now_mb=150.0, peak_mb=154.0)
 
 
-def test_memory_is_unknown_without_proc_or_without_either_figure(tmp_path: Path) -> None:
+def test_memory_is_unknown_without_proc_without_either_figure_or_in_another_form(tmp_path: Path) -> None:
     assert resident(tmp_path / "missing") is None
     status = tmp_path / "status"
     status.write_text("Name:\tedgeseg\nVmRSS:\t  153600 kB\n")  # no VmHWM (a kernel before 2.6.32)
+    assert resident(status) is None
+    status.write_text("VmHWM:\t\nVmRSS:\t  n/a kB\n")  # a form it does not know
     assert resident(status) is None
 
 
