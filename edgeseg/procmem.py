@@ -20,10 +20,6 @@ class Resident:
     now_mb: float
     peak_mb: float
 
-    def figures(self) -> dict[str, float]:
-        """The ``stats`` message's ``memory_mb`` (``edgeseg/schemas/stats.json``)."""
-        return {"resident": round(self.now_mb, 1), "peak": round(self.peak_mb, 1)}
-
     def line(self) -> str:
         """The summary's line."""
         return f"memory: peak {self.peak_mb:.0f} MB resident, {self.now_mb:.0f} MB at the end"
@@ -47,3 +43,10 @@ def resident(status: Path = STATUS) -> Resident | None:
     if len(kb) < 2:
         return None
     return Resident(kb["VmRSS"] / 1024, kb["VmHWM"] / 1024)
+
+
+def memory_mb() -> dict[str, float] | None:
+    """This process's memory as the MQTT ``stats`` message and the web page give it, ``{"resident": MB,
+    "peak": MB}`` (``edgeseg/schemas/stats.json``); None where it is unknown."""
+    r = resident()
+    return None if r is None else {"resident": round(r.now_mb, 1), "peak": round(r.peak_mb, 1)}

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.cli import status_text
-from edgeseg.procmem import Resident, resident
+from edgeseg.procmem import Resident, memory_mb, resident
 from edgeseg.sources import SourceStats
 from edgeseg.stats import PipelineStats
 
@@ -46,6 +46,14 @@ def test_memory_is_unknown_without_proc_without_either_figure_or_in_another_form
     assert resident(status) is None
     status.write_text("VmHWM:\t\nVmRSS:\t  n/a kB\n")  # a form it does not know
     assert resident(status) is None
+
+
+def test_the_stats_message_and_the_web_page_get_both_figures_to_a_tenth_of_a_mb() -> None:
+    figures = memory_mb()
+    assert figures is not None
+    assert set(figures) == {"resident", "peak"}
+    assert 0 < figures["resident"] <= figures["peak"]
+    assert all(round(v, 1) == v for v in figures.values())
 
 
 def test_the_status_line_shows_resident_memory_only_when_it_is_known() -> None:

@@ -41,7 +41,7 @@ from edgeseg.mqtt.topics import (
     results_payload,
     stats_payload,
 )
-from edgeseg.procmem import resident
+from edgeseg.procmem import memory_mb
 from edgeseg.sinks.base import SinkContext, SinkReport
 from edgeseg.sinks.record import encoded_record
 from edgeseg.statedir import state_dir
@@ -357,7 +357,6 @@ class MqttSink:
         s = self.spool.stats()
         link = self.publisher.stats()
         d = link.delivery
-        memory = resident()
         with self._lock:
             capped = self._capped
         return stats_payload(
@@ -404,7 +403,7 @@ class MqttSink:
                 },
                 "snapshots_skipped": self._snapshots_skipped + link.skipped_retained,
                 "cpu_temp_c": cpu_temperature_c(),
-                "memory_mb": None if memory is None else memory.figures(),
+                "memory_mb": memory_mb(),
             }
         )
 

@@ -22,7 +22,7 @@ import numpy as np
 from edgeseg.errors import ConfigError, EdgesegError
 from edgeseg.frame import Result
 from edgeseg.live import Outcome, Tunable
-from edgeseg.procmem import resident
+from edgeseg.procmem import memory_mb
 from edgeseg.sinks.base import SinkContext, SinkReport
 from edgeseg.sinks.webaccess import TOKEN_COOKIE, TOKEN_HINT, is_loopback, split_listen
 
@@ -385,7 +385,6 @@ class WebSink:
         """What ``/api/state`` answers: the pipeline's figures, the settings version and the tunables."""
         p = self.ctx.stats()
         control = self.ctx.control
-        memory = resident()
         return {
             "stats": {
                 "fps": _finite(p.fps),
@@ -398,7 +397,7 @@ class WebSink:
                 "bad_frames": dict(p.bad_frames),
                 "stage_ms": {k: _finite(v) for k, v in p.stage_ms.items()},
                 "error": p.error,
-                "memory_mb": None if memory is None else memory.figures(),
+                "memory_mb": memory_mb(),
             },
             "config_version": control.current().version if control is not None else 0,
             "tunables": [_tunable_json(t) for t in control.tunables()] if control is not None else [],
