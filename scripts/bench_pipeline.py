@@ -62,6 +62,7 @@ from edgeseg.frame import Frame, Result
 from edgeseg.malloc import tune_malloc
 from edgeseg.mqtt.broker import Credentials
 from edgeseg.pipeline import ModelStages, Pipeline
+from edgeseg.procmem import resident
 from edgeseg.sinks import Sink, SinkContext
 from edgeseg.sinks.jsonl import JsonlSink
 from edgeseg.sinks.mqtt import MqttSinkConfig
@@ -136,10 +137,8 @@ FIRST_RUN_FRAMES = 700
 
 
 def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    memory = resident()
+    return float("nan") if memory is None else memory.now_mb
 
 
 class ReplaySource:

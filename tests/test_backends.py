@@ -212,7 +212,7 @@ def test_the_session_runs_with_the_planned_threads_and_says_so(assets_dir: Path)
 
 
 ARENA_PROBE = """
-import re, sys
+import sys
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from pathlib import Path
@@ -220,9 +220,10 @@ from edgeseg.backends import InferenceOptions
 from edgeseg.backends.ort import OrtBackend
 from edgeseg.malloc import tune_malloc
 from edgeseg.modelcard import find_card
+from edgeseg.procmem import resident as memory
 
 def resident():
-    return int(re.search(r"VmRSS:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
+    return memory().now_mb
 
 tune_malloc()  # as the edgeseg command does at start
 card = find_card(Path(sys.argv[1]))
