@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from videofile import frame_count
 
@@ -194,6 +195,25 @@ def test_a_run_that_neither_publishes_nor_serves_the_page_never_loads_paho_async
         "heavy = {'paho', 'sqlite3', 'ssl', 'asyncio', 'aiohttp', 'subprocess'} & top\n"
         "heavy |= {'edgeseg.bench', 'edgeseg.doctor'} & set(sys.modules)\n"
         "print('loaded:', ','.join(sorted(heavy)))\n"
+        "sys.exit(code)\n"
+    )
+    cmd = [sys.executable, "-c", probe]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "loaded: \n" in done.stdout, done.stdout[-500:]
+
+
+def test_a_run_that_hashes_nothing_never_loads_openssl(tmp_path: Path) -> None:
+    """hashlib loads OpenSSL's libcrypto (3.6 MB resident); only the MQTT sink and TensorRT's engine cache
+    hash anything, so a camera, video or image run without them leaves it out. (The synthetic source
+    cannot: numpy.random imports secrets, whose hmac loads it.)"""
+    for k in range(3):
+        cv2.imwrite(str(tmp_path / f"{k}.png"), np.full((48, 64, 3), 40 * k, np.uint8))
+    probe = (
+        "import sys\n"
+        "from edgeseg import cli\n"
+        f"code = cli.main(['run', '--source', {str(tmp_path)!r}])\n"
+        "print('loaded:', ','.join(sorted({'_hashlib', 'hashlib'} & set(sys.modules))))\n"
         "sys.exit(code)\n"
     )
     cmd = [sys.executable, "-c", probe]
