@@ -47,6 +47,7 @@ _MATERIAL_P: dict[int, dict[str, float]] = {
     _WASHER: {"steel": 0.35, "zinc": 0.5, "brass": 0.15},
     _BOLT: {"steel": 0.5, "zinc": 0.3, "brass": 0.05, "oxide": 0.15},
 }
+_NOISE_STEPS = 25  # the sensor noise table's int8 steps per unit of its standard deviation
 _BELTS = ((58.0, 58.0, 58.0), (60.0, 78.0, 60.0), (82.0, 70.0, 56.0), (88.0, 88.0, 86.0), (40.0, 42.0, 46.0))
 
 
@@ -390,7 +391,15 @@ class PartsScene:
         self._period = -(-4 * width // 16) * 16  # a multiple of every enlargement factor in _belt
         self._belt = _belt(self._sc, self._period, rng)
         self._textures: dict[_Part, tuple[NDArray[np.float32], NDArray[np.float32]]] = {}
-        self._noise = rng.normal(0, 1, (height + 32, width + 32, 3)).astype(np.float32)
+        # sensor noise: one table of N(0, 1) draws, a window of it per frame. Kept in int8 steps of
+        # 1/_NOISE_STEPS (cut at +-5.08): a quarter of float32's 4.1 MB at 640x480, and a frame's noise
+        # differs from the float table's by at most 1/50 of sigma (0.15 grey levels). Drawn by rows,
+        # the same numbers as one call, without its 8 MB of float64 at once.
+        rows, cols = height + 32, width + 32
+        self._noise = np.empty((rows, cols, 3), np.int8)
+        for y in range(0, rows, 64):
+            block = rng.normal(0, 1, (min(64, rows - y), cols, 3)) * _NOISE_STEPS
+            self._noise[y : y + 64] = np.clip(np.rint(block), -127, 127)
         self._noise_sigma = rng.uniform(2.0, 6.0)
         # lighting is smooth, so it is computed on a coarse grid and resized
         yy, xx = np.mgrid[0 : height // 16 + 1, 0 : width // 16 + 1].astype(np.float32)
@@ -528,5 +537,5 @@ class PartsScene:
         ox, oy = rng.integers(0, 32, 2)
         sigma = self._noise_sigma * rng.uniform(0.8, 1.2)
         noise = self._noise[oy : oy + h, ox : ox + w]
-        out = cv2.addWeighted(img, 1.0, noise, sigma, 0.0, dtype=cv2.CV_8U)  # saturates at 0 and 255
+        out = cv2.addWeighted(img, 1.0, noise, sigma / _NOISE_STEPS, 0.0, dtype=cv2.CV_8U)  # saturates
         return np.asarray(out, np.uint8)
