@@ -181,26 +181,34 @@ def test_bench_prints_a_stage_table_and_writes_the_latency_plot(tmp_path: Path, 
     assert min(image.shape[:2]) > 100
 
 
+def loaded_by_run(run_args: list[str], packages: set[str], modules: frozenset[str] = frozenset()) -> set[str]:
+    """Which of the top-level ``packages`` and of the ``modules`` a process that ran ``edgeseg run`` with
+    ``run_args`` (and succeeded) has loaded."""
+    probe = (
+        "import sys\n"
+        "from edgeseg import cli\n"
+        f"code = cli.main(['run', *{run_args!r}])\n"
+        "top = {m.split('.')[0] for m in sys.modules}\n"
+        f"loaded = (top & set({sorted(packages)!r})) | (set(sys.modules) & set({sorted(modules)!r}))\n"
+        "print('loaded:', ','.join(sorted(loaded)))\n"
+        "sys.exit(code)\n"
+    )
+    cmd = [sys.executable, "-c", probe]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("loaded:"))
+    return {m for m in line.removeprefix("loaded:").strip().split(",") if m}
+
+
 def test_a_run_that_neither_publishes_nor_serves_the_page_never_loads_paho_asyncio_or_other_commands() -> (
     None
 ):
     """Every command builds the same parser and sink registry; the MQTT client (paho, ssl, sqlite3) and the
     web server (aiohttp, asyncio) cost ~15 MB of RSS and are loaded only by a run that uses them. The other
     subcommands' modules, and what they alone need (subprocess), are not loaded by a run either."""
-    probe = (
-        "import sys\n"
-        "from edgeseg import cli\n"
-        "code = cli.main(['run', '--max-frames', '3', '--source', 'synthetic:parts?width=320&height=240'])\n"
-        "top = {m.split('.')[0] for m in sys.modules}\n"
-        "heavy = {'paho', 'sqlite3', 'ssl', 'asyncio', 'aiohttp', 'subprocess'} & top\n"
-        "heavy |= {'edgeseg.bench', 'edgeseg.doctor'} & set(sys.modules)\n"
-        "print('loaded:', ','.join(sorted(heavy)))\n"
-        "sys.exit(code)\n"
-    )
-    cmd = [sys.executable, "-c", probe]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "loaded: \n" in done.stdout, done.stdout[-500:]
+    run = ["--max-frames", "3", "--source", "synthetic:parts?width=320&height=240"]
+    heavy = {"paho", "sqlite3", "ssl", "asyncio", "aiohttp", "subprocess"}
+    assert loaded_by_run(run, heavy, frozenset({"edgeseg.bench", "edgeseg.doctor"})) == set()
 
 
 def test_a_run_that_hashes_nothing_never_loads_openssl(tmp_path: Path) -> None:
@@ -209,17 +217,7 @@ def test_a_run_that_hashes_nothing_never_loads_openssl(tmp_path: Path) -> None:
     cannot: numpy.random imports secrets, whose hmac loads it.)"""
     for k in range(3):
         cv2.imwrite(str(tmp_path / f"{k}.png"), np.full((48, 64, 3), 40 * k, np.uint8))
-    probe = (
-        "import sys\n"
-        "from edgeseg import cli\n"
-        f"code = cli.main(['run', '--source', {str(tmp_path)!r}])\n"
-        "print('loaded:', ','.join(sorted({'_hashlib', 'hashlib'} & set(sys.modules))))\n"
-        "sys.exit(code)\n"
-    )
-    cmd = [sys.executable, "-c", probe]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "loaded: \n" in done.stdout, done.stdout[-500:]
+    assert loaded_by_run(["--source", str(tmp_path)], {"_hashlib", "hashlib"}) == set()
 
 
 def test_the_demo_run_reuses_freed_memory_instead_of_faulting_in_fresh_pages_every_frame(
