@@ -13,8 +13,9 @@
    out, for a machine without ``mosquitto``);
 2. capture-to-result latency p50/p99 with a live source at twice the pipeline's rate:
    ``latency_p99_over_p50`` (target <= 1.5), and p99 over the median single-frame processing time
-   (preprocess + infer + decode, one thread); over about a full window of the run's statistics (512
-   results, what a device's ``stats`` report), or ``--timing-frames`` if more;
+   (preprocess + infer + decode, one thread); over about a full window of the run's statistics (its
+   last 512 results, as a device's ``stats`` report them), for which the camera delivers at least 1024
+   frames (it drops about half);
 3. resident memory growth over ``--frames`` frames of a live run, after warm-up: ``rss_growth_mb`` (< 10);
 4. where the CPU goes in the default pipeline runs of 1: CPU milliseconds a frame by thread (Python threads
    by name: the pipeline's stages and sinks, the MQTT publisher; onnxruntime's and OpenCV's pools as
