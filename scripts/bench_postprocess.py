@@ -27,6 +27,11 @@ A fourth block times edgeseg again on one OpenCV thread, as the ``edgeseg`` comm
 OpenCV's pool (as modlib runs by default): ``edgeseg_serial_ms`` and ``speedup_serial`` (modlib / that). The
 pool shares out each labelling pass, so maps that are mostly labelling (noise, tiny specks, one ragged
 component) take longer on one thread, at about half the CPU (``scripts/bench_opencv_pool.py``).
+The ``contact_*`` and ``hostile_contact_*`` sets give edgeseg a contact map beside the class map (the split
+at a model's contact map, ``edgeseg.semantic.cores``, as the demo model's pipeline decodes): touching discs
+with their contacts drawn, and hostile blobs (small, then large) with contact maps of noise, of blobs and of
+specks. modlib, which takes no contact map, gets the same class maps; the JSON line summarizes these sets
+apart (``contact_summary``), so the class maps' figures stay comparable run to run.
 Each set also gets modlib / connected components (``modlib_per_cc``): where it is under 10, being 10x
 faster than modlib means taking less time than the labelling pass alone, below any split that labels
 the map.
@@ -41,9 +46,9 @@ and 34-62 ms pinned, in the same sitting). Until this pinning, the sets timed fi
 half modlib's speed. ``--glibc-defaults`` leaves malloc as glibc sets it (after the same untimed pass).
 Each set's ``page_faults_per_call`` (edgeseg, modlib: the median over the kept calls) shows what a call
 still pays.
-The last line is one JSON object with every figure; its ``summary`` holds the median over sets
-of edgeseg / connected components, the smallest modlib / edgeseg (``speedup_min``; on one OpenCV thread,
-``speedup_serial_min``) and largest edgeseg / connected components over all sets, and the sets under 10x
+The last line is one JSON object with every figure; its ``summary`` holds, over the class-map sets, the
+median of edgeseg / connected components, the smallest modlib / edgeseg (``speedup_min``; on one OpenCV
+thread, ``speedup_serial_min``) and largest edgeseg / connected components, and the sets under 10x
 modlib, apart (``under_10x``) from those where 10x modlib is below one labelling pass
 (``under_10x_below_floor``).
 
@@ -78,6 +83,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import json
 import resource
 import sys
@@ -95,7 +101,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc malloc.h
 sys.path.insert(0, str(REPO / "tests"))
 
 from profile_semantic import Split, load_reference  # noqa: E402
-from scenes import BACKGROUND, HOSTILE_SETS, SCENE_SETS, Scene  # noqa: E402
+from scenes import BACKGROUND, CONTACT_SETS, HOSTILE_SETS, SCENE_SETS, Scene  # noqa: E402
 
 import edgeseg  # noqa: E402
 from edgeseg import Instances, SemanticParams, semantic_to_instances  # noqa: E402
@@ -197,10 +203,10 @@ def warm_up(
     for scenes in sets.values():
         for sc in scenes:
             run_modlib(sc.class_map)
-            semantic_to_instances(sc.class_map, params)
+            semantic_to_instances(sc.class_map, params, touching=sc.touching)
             components_pass(sc.class_map)
             if reference is not None:
-                reference(sc.class_map, params, BACKGROUND)
+                reference(sc.class_map, params, BACKGROUND, touching=sc.touching)
 
 
 def bench_set(
@@ -225,17 +231,20 @@ def bench_set(
         ts: list[float] = []
         tr: list[float] = []
         res_mod = res_ours = res_ref = None
+        # (a contact map goes to the split beside the class map; modlib takes none: it gets the class map)
+        ours = functools.partial(semantic_to_instances, params=params, touching=sc.touching)
+        theirs = functools.partial(reference or semantic_to_instances, params=params, touching=sc.touching)
         start = time.perf_counter()
         for _ in range(opts.repeat):
             # a block of calls each; with blocks of 2 or more, the first call of a block (right after the
             # other implementation's, whose large allocations leave the allocator and caches cold) is not kept
             res_mod = timed_block(run_modlib, cm, opts.block, opts.slow, tm, f_mod)
-            res_ours = timed_block(semantic_to_instances, cm, opts.block, opts.slow, to, f_ours, params)
+            res_ours = timed_block(ours, cm, opts.block, opts.slow, to, f_ours)
             timed_block(components_pass, cm, opts.block, opts.slow, tc, [])
             with one_opencv_thread():
-                timed_block(semantic_to_instances, cm, opts.block, opts.slow, ts, [], params)
+                timed_block(ours, cm, opts.block, opts.slow, ts, [])
             if reference is not None:
-                res_ref = timed_block(reference, cm, opts.block, opts.slow, tr, [], params, BACKGROUND)
+                res_ref = timed_block(theirs, cm, opts.block, opts.slow, tr, [])
             if time.perf_counter() - start > opts.budget:
                 break
         truth = sc.truth()
@@ -293,6 +302,27 @@ def bench_set(
     }
 
 
+def summarize(rows: list[dict[str, Any]], reference: bool) -> dict[str, Any] | None:
+    """The median over ``rows`` (sets) of edgeseg / connected components, the smallest modlib / edgeseg
+    (with OpenCV's pool and on one thread) and largest edgeseg / connected components, and the sets under
+    10x modlib (apart those where 10x modlib is below one labelling pass); None without rows."""
+    if not rows:
+        return None
+    out: dict[str, Any] = {
+        "edgeseg_per_cc_median": round(float(np.median([r["edgeseg_per_cc"] for r in rows])), 2),
+        "edgeseg_per_cc_max": max(r["edgeseg_per_cc"] for r in rows),
+        "speedup_min": min(r["speedup"] for r in rows),
+        "speedup_serial_min": min(r["speedup_serial"] for r in rows),
+        "under_10x": [r["set"] for r in rows if r["speedup"] < 10 and r["modlib_per_cc"] >= 10],
+        "under_10x_below_floor": [r["set"] for r in rows if r["speedup"] < 10 and r["modlib_per_cc"] < 10],
+    }
+    if reference:
+        out["reference_per_cc_median"] = round(float(np.median([r["reference_per_cc"] for r in rows])), 2)
+        out["reference_per_cc_max"] = max(r["reference_per_cc"] for r in rows)
+        out["reference_speedup_min"] = min(r["reference_speedup"] for r in rows)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3, help="maps per scene set")
@@ -326,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         reference = load_reference(opts.reference)
-    every = {**SCENE_SETS, **HOSTILE_SETS}
+    every = {**SCENE_SETS, **HOSTILE_SETS, **CONTACT_SETS}
     names = [n for n in opts.sets.split(",") if n] or list(every)
     unknown = [n for n in names if n not in every]
     if unknown:
@@ -379,27 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         "block": opts.block,
         "allocator": "glibc defaults" if opts.glibc_defaults else "pinned",
         "reference": None if opts.reference is None else str(opts.reference),
-        "summary": {
-            "edgeseg_per_cc_median": round(float(np.median([r["edgeseg_per_cc"] for r in rows])), 2),
-            "edgeseg_per_cc_max": max(r["edgeseg_per_cc"] for r in rows),
-            "speedup_min": min(r["speedup"] for r in rows),
-            "speedup_serial_min": min(r["speedup_serial"] for r in rows),
-            "under_10x": [r["set"] for r in rows if r["speedup"] < 10 and r["modlib_per_cc"] >= 10],
-            "under_10x_below_floor": [
-                r["set"] for r in rows if r["speedup"] < 10 and r["modlib_per_cc"] < 10
-            ],
-            **(
-                {}
-                if reference is None
-                else {
-                    "reference_per_cc_median": round(
-                        float(np.median([r["reference_per_cc"] for r in rows])), 2
-                    ),
-                    "reference_per_cc_max": max(r["reference_per_cc"] for r in rows),
-                    "reference_speedup_min": min(r["reference_speedup"] for r in rows),
-                }
-            ),
-        },
+        "summary": summarize([r for r in rows if r["set"] not in CONTACT_SETS], reference is not None),
+        # the split at a contact map apart: its sets would move the class maps' medians
+        "contact_summary": summarize([r for r in rows if r["set"] in CONTACT_SETS], reference is not None),
         "sets": rows,
     }
     print(json.dumps(summary, separators=(",", ":")))

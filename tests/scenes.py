@@ -24,12 +24,15 @@ Field = Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.float64]
 
 @dataclass
 class Scene:
-    """A class map, its instance label image (0 = none, k = instance k) and the class of each instance."""
+    """A class map, its instance label image (0 = none, k = instance k) and the class of each instance;
+    ``touching``: a contact map drawn beside the class map (where parts touch, as the demo model draws
+    it), for the split at a contact map (``semantic_to_instances(..., touching=...)``)."""
 
     name: str
     class_map: NDArray[np.uint8]
     labels: NDArray[np.int32]
     classes: list[int] = field(default_factory=list)
+    touching: NDArray[np.bool_] | None = None
 
     def truth(self) -> Instances:
         return Instances.from_label_image(self.labels, np.asarray(self.classes, np.int32))
@@ -274,6 +277,58 @@ def hostile_uniform(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
     return _components(f"hostile_uniform[{seed}]", np.full((h, w), seed % 3, np.uint8))
 
 
+def between_parts(labels: NDArray[np.int32], radius: int = 2) -> NDArray[np.bool_]:
+    """Pixels with two different parts of ``labels`` within ``radius`` px (a square window), belt pixels
+    too: the contact map the demo model is taught (``edgeseg.synthetic.SyntheticFrame.between_parts``)."""
+    box = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    lab = labels.astype(np.uint16)
+    hi = cv2.dilate(lab, box)
+    lo = cv2.erode(np.where(lab == 0, np.uint16(65535), lab), box)
+    out: NDArray[np.bool_] = (lo < hi) & (hi > 0)
+    return out
+
+
+def contact_discs(seed: int = 0) -> Scene:
+    """:func:`touching_discs` with the contact map drawn where the discs touch: what a model that draws
+    contacts gives on a scene of parts."""
+    sc = touching_discs(seed)
+    sc.name, sc.touching = f"contact_discs[{seed}]", between_parts(sc.labels)
+    return sc
+
+
+def _smooth_half(rng: np.random.Generator, h: int, w: int, sigma: float) -> NDArray[np.bool_]:
+    """About half the pixels, in smooth random blobs of width ~``sigma``."""
+    field = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), sigma)
+    out: NDArray[np.bool_] = field > np.median(field)
+    return out
+
+
+def hostile_contact_noise(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
+    """:func:`hostile_blobs` with a contact map of noise (every pixel a contact at random, half of them)."""
+    sc = hostile_blobs(seed, h, w)
+    sc.name = f"hostile_contact_noise[{seed}]"
+    sc.touching = np.random.default_rng(seed + 1000).random((h, w)) < 0.5
+    return sc
+
+
+def hostile_contact_blobs(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
+    """:func:`hostile_blobs` with a contact map of smooth blobs as wide as the class blobs: components cut
+    into dozens of cores each."""
+    sc = hostile_blobs(seed, h, w)
+    sc.name = f"hostile_contact_blobs[{seed}]"
+    sc.touching = _smooth_half(np.random.default_rng(seed + 1000), h, w, 3)
+    return sc
+
+
+def hostile_contact_specks(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
+    """:func:`hostile_big_blobs` with specks of contact (5% of the pixels): large components whose cores
+    are one region each, pierced by hundreds of holes."""
+    sc = hostile_big_blobs(seed, h, w)
+    sc.name = f"hostile_contact_specks[{seed}]"
+    sc.touching = np.random.default_rng(seed + 1000).random((h, w)) < 0.05
+    return sc
+
+
 SCENE_SETS: dict[str, Callable[[int], Scene]] = {
     "touching_discs": touching_discs,
     "ellipses": ellipses,
@@ -292,6 +347,15 @@ HOSTILE_SETS: dict[str, Callable[[int], Scene]] = {
     "hostile_tiny": hostile_tiny,
     "hostile_ragged": hostile_ragged,
     "hostile_uniform": hostile_uniform,
+}
+
+
+# The split at a model's contact map (edgeseg.semantic.cores): on parts, and on maps no model should draw.
+CONTACT_SETS: dict[str, Callable[[int], Scene]] = {
+    "contact_discs": contact_discs,
+    "hostile_contact_noise": hostile_contact_noise,
+    "hostile_contact_blobs": hostile_contact_blobs,
+    "hostile_contact_specks": hostile_contact_specks,
 }
 
 
