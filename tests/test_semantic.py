@@ -24,7 +24,7 @@ from edgeseg.geometry import min_area_rect
 from edgeseg.metrics import match_instances, panoptic_quality
 from edgeseg.semantic import explain_split
 from edgeseg.semantic.components import Budget, mirror_encloses
-from edgeseg.semantic.cores import CORE_PIXELS, MAX_CORES, nearest_core
+from edgeseg.semantic.cores import CORE_PIXELS, MAX_CORES, off_contacts, owners
 from edgeseg.semantic.relief import find_holes
 from edgeseg.semantic.rods import FIT_COST, label_row_ends, piece_rods, row_ends
 
@@ -797,7 +797,8 @@ def test_a_component_is_split_at_its_cores_exactly_where_labelling_them_finds_tw
     touching = rng.random(size) < contact
     # a band of contact across the middle, so that two cores are common
     touching[:, size[1] // 2 - 1 : size[1] // 2 + 1] |= rng.random() < 0.5
-    owner, cores = nearest_core(tight, int(np.count_nonzero(tight)), touching)
+    core = off_contacts(tight, int(np.count_nonzero(tight)), touching)
+    owner, cores = (None, 0) if core is None else owners(tight, core)
     _, core_lab, core_stats, _ = cv2.connectedComponentsWithStats(
         (tight & ~touching).view(np.uint8), connectivity=8
     )

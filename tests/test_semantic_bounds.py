@@ -121,6 +121,89 @@ def test_components_beyond_the_split_budget_of_box_pixels_are_kept_whole_and_cou
     assert view.instances.area.sum() == np.count_nonzero(cm != BACKGROUND)
 
 
+def _bridges(cm: NDArray[np.uint8]) -> NDArray[np.bool_]:
+    """A contact map on the bridges of :func:`_dumbbells`' dumbbells: each one two cores, its squares."""
+    touching = np.zeros(cm.shape, bool)
+    part = (cm != BACKGROUND).view(np.uint8)
+    squares = cv2.morphologyEx(part, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)).view(bool)
+    touching[part.view(bool) & ~squares] = True
+    return touching
+
+
+def test_components_beyond_the_contact_map_split_budget_are_kept_whole_and_counted() -> None:
+    extra = 30  # (32 + 30 candidates: under the count beyond which the budget shrinks)
+    cm = _dumbbells(semantic._SPLIT_COMPONENTS + extra)
+    view = explain_split(cm, touching=_bridges(cm))
+    assert view.unsplit == extra
+    assert len(view.instances) == 2 * semantic._SPLIT_COMPONENTS + extra  # split: two squares each
+    assert view.instances.area.sum() == np.count_nonzero(cm != BACKGROUND)
+    cm = _dumbbells(semantic._SPLIT_COMPONENTS)
+    view = explain_split(cm, touching=_bridges(cm))
+    assert view.unsplit == 0
+    assert len(view.instances) == 2 * semantic._SPLIT_COMPONENTS
+
+
+def test_a_component_across_the_whole_map_is_still_split_at_its_contact_map() -> None:
+    # (rods that cross from corner to corner: at the relief's budget of box pixels it would be kept whole)
+    cm = np.full((120, 160), BACKGROUND, np.uint8)
+    labels = np.zeros(cm.shape, np.int32)
+    cv2.line(labels, (0, 0), (159, 119), 1, 9)
+    cv2.line(labels, (0, 119), (159, 0), 2, 9)
+    cm[labels > 0] = 0
+    hi = cv2.dilate(labels.astype(np.uint16), np.ones((5, 5), np.uint8))
+    lo = cv2.erode(np.where(labels == 0, 65535, labels).astype(np.uint16), np.ones((5, 5), np.uint8))
+    view = explain_split(cm, SemanticParams(rods=True), touching=(lo < hi) & (hi > 0))
+    assert view.unsplit == 0
+    assert len(view.instances) == 2
+
+
+CONTACT_KINDS = ("noise", "blobs", "specks", "none", "all")
+
+
+def _contact(kind: str, seed: int, h: int, w: int) -> NDArray[np.bool_]:
+    """Contact maps no model should draw, for the split at a contact map (tests/scenes.py's, small)."""
+    rng = np.random.default_rng(seed)
+    if kind == "noise":
+        return rng.random((h, w)) < 0.5
+    if kind == "blobs":
+        field = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 3)
+        return field > np.median(field)
+    if kind == "specks":
+        return rng.random((h, w)) < 0.05
+    return np.full((h, w), kind == "all")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    kind=st.sampled_from(KINDS),
+    contact=st.sampled_from(CONTACT_KINDS),
+    seed=st.integers(0, 2**31 - 1),
+    size=st.tuples(st.integers(8, 96), st.integers(8, 96)),
+    size_threshold=st.sampled_from([0, 20]),
+    rods=st.booleans(),
+)
+def test_hostile_maps_split_at_hostile_contact_maps_into_disjoint_instances_inside_their_component(
+    kind: str, contact: str, seed: int, size: tuple[int, int], size_threshold: int, rods: bool
+) -> None:
+    cm = _hostile(kind, seed, *size)
+    touching = _contact(contact, seed, *size)
+    params = SemanticParams(size_threshold=size_threshold, rods=rods, max_instances=100_000)
+    inst = semantic_to_instances(cm, params, touching=touching)
+    cover = np.zeros(size, np.int32)
+    for c, m, area in zip(inst.class_id, inst.dense_masks(), inst.area, strict=True):
+        assert (cm[m] == c).all(), "an instance holds only pixels of its class"
+        comps = cv2.connectedComponents((cm == c).view(np.uint8), connectivity=8)[1]
+        assert len(np.unique(comps[m])) == 1, "an instance lies in one component of its class"
+        assert area == np.count_nonzero(m) >= size_threshold
+        cover += m
+    assert (cover <= 1).all(), "instances never overlap"
+    if size_threshold == 0:
+        assert ((cover == 1) == (cm != BACKGROUND)).all()
+    view = explain_split(cm, params, touching=touching)
+    assert view.instances.class_id.tolist() == inst.class_id.tolist()
+    assert all((a == b).all() for a, b in zip(view.instances.masks, inst.masks, strict=True))
+
+
 def test_unsplit_components_are_logged_at_most_once_a_minute(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -88,9 +88,10 @@ from edgeseg.semantic.components import (
     label_speckled,
     largest,
     split_class,
+    with_boxes,
 )
 from edgeseg.semantic.contact import grow_into
-from edgeseg.semantic.cores import split_by_cores
+from edgeseg.semantic.cores import contact_cores, split_by_cores
 from edgeseg.semantic.relief import Relief
 from edgeseg.validate import FieldError, check_fields
 
@@ -104,6 +105,11 @@ _MAX_CLASS_ID = 65535
 # frame (one class everywhere, one huge ragged blob) is kept whole, and counted.
 _SPLIT_COMPONENTS = 32
 _SPLIT_FRAMES = 0.85
+# At a model's contact map a look costs fewer passes over the box (its cores labelled, one labelled distance
+# transform) and needs no margin: the boxes of a whole frame, so that one component across the frame (rods
+# that cross) is still split. The demo model's maps take at most 0.27 of a frame, and 18 components (112
+# maps of test, validation and hold-out seeds).
+_CONTACT_FRAMES = 1.0
 # A scene of objects has a few dozen components that may hold two objects (the bench's densest scene 37,
 # the demo model's maps at most 26). Hundreds (random blobs, a model that hallucinates) make no scene of
 # objects, and splitting some of them tells little: beyond this many, both budgets fall in proportion, so
@@ -288,29 +294,34 @@ def _split_map(
     keeps: list[list[bool] | None] = [None] * len(found)
     total = len(areas)
     if total > params.max_instances:
-        chosen = np.zeros(total, bool)
-        chosen[largest(areas, params.max_instances)] = True
+        cut = np.zeros(total, bool)
+        cut[largest(areas, params.max_instances)] = True
         ends = np.cumsum([len(a) for a in sizes])
-        keeps = [part.tolist() for part in np.split(chosen, ends[:-1])]
-    candidates = sum(
-        sum(f.may if keep is None else (m and k for m, k in zip(f.may, keep, strict=True)))
-        for f, keep in zip(found, keeps, strict=True)
+        keeps = [part.tolist() for part in np.split(cut, ends[:-1])]
+    chosen = [f.select(keep) for f, keep in zip(found, keeps, strict=True)]
+    # the components the split may look at: those that may hold two objects, or two cores of a contact map
+    cores = [contact_cores(f, touching, params) for f in chosen] if touching is not None else None
+    candidates = (
+        sum(sum(f.may) for f in chosen)
+        if cores is None
+        else sum(c is not None for of_class in cores for c in of_class)
     )
     budget = Budget(
-        *_split_budget(candidates, h * w),
+        *_split_budget(candidates, h * w, _SPLIT_FRAMES if cores is None else _CONTACT_FRAMES),
         dropped=max(0, total - params.max_instances) + sum(f.beyond for f in found),
     )
     parts: list[Part] = []
     # (nothing is split by reliefs with a contact class or map: no relief to show; each part is a marker)
     relief_trace = trace if contact is None and touching is None else None
-    for (c, mask), components, keep in zip(classes, found, keeps, strict=True):
-        if touching is None:
-            parts.extend(split_class(mask, c, params, budget, components.select(keep), relief_trace))
+    for k, ((c, mask), components) in enumerate(zip(classes, chosen, strict=True)):
+        if cores is None:
+            parts.extend(split_class(mask, c, params, budget, components, relief_trace))
         else:
-            parts.extend(split_by_cores(components.select(keep), c, touching, params, budget))
+            parts.extend(split_by_cores(components, cores[k], c, params, budget))
     if len(parts) > params.max_instances:
         budget.dropped += len(parts) - params.max_instances
         parts = [parts[i] for i in largest([q.area for q in parts], params.max_instances)]
+    parts = with_boxes(parts)
     if trace is not None and relief_trace is None:
         trace.mark(parts)
     if contact is not None:
@@ -365,14 +376,15 @@ def _touching(
     return arr.astype(bool)
 
 
-def _split_budget(candidates: int, frame_pixels: int) -> tuple[int, int]:
-    """How many components the split may look at, and how many pixels of their boxes, in a map of
-    ``frame_pixels`` with ``candidates`` components that may hold two objects."""
+def _split_budget(candidates: int, frame_pixels: int, frames: float = _SPLIT_FRAMES) -> tuple[int, int]:
+    """How many components the split may look at, and how many pixels of their boxes (``frames`` of the
+    map's ``frame_pixels``), in a map with ``candidates`` components that may hold two objects."""
+    pixels = int(frames * frame_pixels)
     if candidates <= _SCENE_CANDIDATES:
-        return _SPLIT_COMPONENTS, int(_SPLIT_FRAMES * frame_pixels)
+        return _SPLIT_COMPONENTS, pixels
     return (
         _SPLIT_COMPONENTS * _SCENE_CANDIDATES // candidates,
-        int(_SPLIT_FRAMES * frame_pixels) * _SCENE_CANDIDATES // candidates,
+        pixels * _SCENE_CANDIDATES // candidates,
     )
 
 

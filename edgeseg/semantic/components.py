@@ -34,15 +34,16 @@ RING_DENT = 5.0
 
 class Part(NamedTuple):
     """One instance: a tight bool crop with its ``[0, 0]`` at frame pixel ``(x, y)``, its area and its
-    minimum-area rectangle as OpenCV gives it (turned into oriented boxes all at once at the end). A
-    named tuple, not a frozen dataclass: a noise map makes thousands, and their construction showed."""
+    minimum-area rectangle as OpenCV gives it (turned into oriented boxes all at once at the end; None
+    until :func:`with_boxes` where it is found only for the parts kept). A named tuple, not a frozen
+    dataclass: a noise map makes thousands, and their construction showed."""
 
     class_id: int
     x: int
     y: int
     mask: NDArray[np.bool_]
     area: int
-    rect: tuple[float, ...]
+    rect: tuple[float, ...] | None
 
 
 def split_class(
@@ -494,6 +495,14 @@ def whole_part(
         )
     # pixel centres, and boxes that cover whole pixels (as edgeseg.geometry.min_area_rect gives them)
     return Part(class_id, x, y, tight, area, (cx + 0.5, cy + 0.5, rw + 1.0, rh + 1.0, angle))
+
+
+def with_boxes(parts: list[Part]) -> list[Part]:
+    """``parts``, each with its minimum-area rectangle (those that have none get it from their pixels, as
+    :func:`whole_part` finds it)."""
+    return [
+        q if q.rect is not None else whole_part(q.class_id, q.x, q.y, q.mask, q.area, None) for q in parts
+    ]
 
 
 def outer_outline(tight: NDArray[np.bool_], x: int, y: int) -> NDArray[np.int32]:

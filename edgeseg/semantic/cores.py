@@ -7,6 +7,12 @@ in its box); with ``rods``, regions that do not touch and lie along one straight
 sides of another that crosses it) are one part again. No distance relief, no line transform: on the scenes
 of the demo model, with that model fine-tuned to draw the map, this decode took 0.46 of the split's time (an
 experiment recorded on the branch exp/contact-map).
+
+The map's split budget (:func:`edgeseg.semantic._split_budget`) pays for the components looked at, the
+largest first; what it cannot pay for is kept whole and counted. A model facing what it was not trained on
+can draw a contact map of noise: on the hostile blobs of ``scripts/bench_postprocess.py`` with contact maps
+of noise or blobs, looking at every component took 59-65 ms a 480x640 map (38-43x one labelling pass, twice
+modlib's time on the same class maps), within the budget 18 ms (11.5x).
 """
 
 from __future__ import annotations
@@ -38,16 +44,42 @@ ROD_ANGLE = 0.17  # sine of the largest angle (~10 degrees) between two halves o
 ROD_OFFSET = 2.0  # pixels beyond half the rod's width that a half's centre may lie off the other's axis
 
 
-def split_by_cores(
-    components: Found, class_id: int, touching: NDArray[np.bool_], p: SemanticParams, budget: Budget
-) -> list[Part]:
-    """The parts of one class's ``components``, each split at the model's contact map ``touching`` (the
-    map's frame) where it holds two to ``MAX_CORES`` cores (more: kept whole, counted in ``budget``)."""
-    parts: list[Part] = []
+def contact_cores(
+    components: Found, touching: NDArray[np.bool_], p: SemanticParams
+) -> list[NDArray[np.uint8] | None]:
+    """Each of ``components``' pixels off the contact map ``touching`` (the map's frame), as a uint8 crop of
+    its box, where it may hold two cores: ``2 * size_threshold`` pixels or more, some of them on the map and
+    ``2 * CORE_PIXELS`` off it; None where it cannot. These are the components the split looks at, which the
+    map's budget pays for."""
     two = 2 * max(p.size_threshold, 1)
-    for x, y, tight, area, outline, _, _ in components.comps:
+    out: list[NDArray[np.uint8] | None] = []
+    for x, y, tight, area, *_ in components.comps:
         ch, cw = tight.shape
-        lab, n = nearest_core(tight, area, touching[y : y + ch, x : x + cw]) if area >= two else (None, 0)
+        out.append(off_contacts(tight, area, touching[y : y + ch, x : x + cw]) if area >= two else None)
+    return out
+
+
+def split_by_cores(
+    components: Found,
+    cores: list[NDArray[np.uint8] | None],
+    class_id: int,
+    p: SemanticParams,
+    budget: Budget,
+) -> list[Part]:
+    """The parts of one class's ``components``, each split at the model's contact map where its pixels off
+    the map (``cores``, see :func:`contact_cores`) hold two to ``MAX_CORES`` cores (more: kept whole,
+    counted in ``budget``), within ``budget``: it pays for the largest components first (a look costs a few
+    passes over the component's box), and what it cannot pay for is kept whole and counted. A piece's
+    oriented box is left for :func:`edgeseg.semantic.components.with_boxes` (on a map of noise most pieces
+    are beyond ``max_instances``)."""
+    comps = components.comps
+    paid = [False] * len(comps)
+    for k in sorted((k for k, c in enumerate(cores) if c is not None), key=lambda k: -comps[k].area):
+        box = comps[k].mask.size
+        paid[k] = budget.room(box) and budget.take(box)
+    parts: list[Part] = []
+    for (x, y, tight, area, outline, _, _), core, look in zip(comps, cores, paid, strict=True):
+        lab, n = owners(tight, core) if look and core is not None else (None, 0)
         if n > MAX_CORES:
             budget.unsplit += 1
         if lab is None:
@@ -63,22 +95,25 @@ def split_by_cores(
             crop = piece[by : by + bh, bx : bx + bw].view(bool)
             piece_area = int(np.count_nonzero(crop))
             if piece_area >= max(p.size_threshold, 1):
-                parts.append(whole_part(class_id, x + bx, y + by, crop, piece_area, None))
+                parts.append(Part(class_id, x + bx, y + by, crop, piece_area, None))
     return parts
 
 
-def nearest_core(
+def off_contacts(
     tight: NDArray[np.bool_], area: int, touching: NDArray[np.bool_]
-) -> tuple[NDArray[np.int32] | None, int]:
-    """A component crop (of ``area`` pixels)'s number n of cores of ``CORE_PIXELS`` (0 where it cannot have
-    two) and its pixels labelled 1..n by their nearest core (0 outside it); no labels (None) unless n is 2
-    to ``MAX_CORES``."""
+) -> NDArray[np.uint8] | None:
+    """A component crop (of ``area`` pixels)'s pixels off the contact map ``touching`` (uint8 0/1), or None
+    where they cannot make two cores: no contact pixel in it (four in ten of the demo model's components),
+    or too few pixels off the contacts (either way, no labelling pass)."""
     core = (tight & ~touching).view(np.uint8)
     left = cv2.countNonZero(core)
-    # no contact pixel in it (one core: four in ten of the demo model's components), or too few pixels off
-    # the contacts for two cores: no labelling pass
-    if left == area or left < 2 * CORE_PIXELS:
-        return None, 0
+    return None if left == area or left < 2 * CORE_PIXELS else core
+
+
+def owners(tight: NDArray[np.bool_], core: NDArray[np.uint8]) -> tuple[NDArray[np.int32] | None, int]:
+    """A component crop's number n of cores of ``CORE_PIXELS`` among its pixels off the contacts (``core``,
+    see :func:`off_contacts`) and its pixels labelled 1..n by their nearest core (0 outside it); no labels
+    (None) unless n is 2 to ``MAX_CORES``."""
     # (each label's pixels counted by numpy: OpenCV's statistics cost more than that on a component's box)
     count, labels = cv2.connectedComponents(core, connectivity=8, ltype=cv2.CV_32S)
     lab = np.asarray(labels, np.int32)
