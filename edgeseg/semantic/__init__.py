@@ -49,11 +49,14 @@ or speckle has thousands of candidates, so each map's split has a budget (compon
 largest components first; a smaller budget when a map has more candidates than a scene of objects, such
 as random blobs; with ``rods``, the line fits are paid from the same pixels, after the reliefs); what it
 cannot look at stays whole and is counted (:attr:`SplitView.unsplit`, and a log line at most once a
-minute). A component with more holes than any object has (speckle, counted its holes from 2x2 patterns,
-without labelling them) stays whole and is counted too. A map keeps at most ``max_instances``
-instances, of its largest components: the others are never fitted, and a labelled class crops only those
-in that cut, once every class is labelled (a map of noise has thousands of components, each an instance to
-build, publish and track); what is left out is counted (:attr:`SplitView.dropped`, the same log line).
+minute). At a contact map the same budget pays for the components whose cores are looked at (largest
+first; a frame's box pixels, as a look there costs fewer passes), and a piece gets its oriented box only
+once it is among the ``max_instances`` kept. A component with more holes than any object has (speckle,
+counted its holes from 2x2 patterns, without labelling them) stays whole and is counted too. A map keeps
+at most ``max_instances`` instances, of its largest components: the others are never fitted, and a labelled
+class crops only those in that cut, once every class is labelled (a map of noise has thousands of
+components, each an instance to build, publish and track); what is left out is counted
+(:attr:`SplitView.dropped`, the same log line).
 
 Coordinates follow :mod:`edgeseg.geometry`; instances are in the pixel frame of the input map.
 
