@@ -2,7 +2,8 @@
 
 The maps are the demo scenes' (``edgeseg.synthetic.PartsScene(640, 480, seed=s).frame(f)``): (a) their
 ground-truth class maps and (b) the reference model's argmax (``models/reference/demo-parts-v1.onnx``),
-split with the demo card's parameters (``models/demo-parts.yaml``) by distance reliefs; (c) the demo model's
+split with the demo card's parameters (``models/demo-parts.yaml``) by distance reliefs, and (b') its logits
+themselves (``scores``: the split takes the argmax and the winning class's probability); (c) the demo model's
 own class map, split where its contact map says, with its confidence (the demo pipeline's decode, as
 ``edgeseg.semantic.cores`` does it). With ``--reference DIR`` (a copy of
 ``edgeseg/semantic`` from another version, say ``/tmp/semantic_orig/semantic``) both are timed alternately
@@ -25,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,17 +39,19 @@ from edgeseg.synthetic import PartsScene
 REPO = Path(__file__).resolve().parents[1]
 Split = Callable[..., Instances]
 # a class map and what the split takes beside it (the demo model's confidence and contact maps)
-Call = tuple[NDArray[np.uint8], dict[str, NDArray[np.generic]]]
+Call = tuple[NDArray[np.generic], dict[str, Any]]
 
 
 def demo_maps(seeds: list[int], frames: list[int]) -> dict[str, list[Call]]:
-    """Ground-truth and reference-model class maps of the demo scenes, and the demo model's own outputs."""
+    """Ground-truth and reference-model class maps of the demo scenes, the reference model's logits, and the
+    demo model's own outputs."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(REPO / "models/reference/demo-parts-v1.onnx"))
     demo = onnxruntime.InferenceSession(str(REPO / "models/demo-parts.onnx"))
     truth: list[Call] = []
     model: list[Call] = []
+    scores: list[Call] = []
     contact: list[Call] = []
     for s in seeds:
         scene = PartsScene(640, 480, seed=s)
@@ -58,11 +62,12 @@ def demo_maps(seeds: list[int], frames: list[int]) -> dict[str, list[Call]]:
             image = (planes / 255).astype(np.float32)
             logits = session.run(["logits"], {"image": image})[0][0]
             model.append((logits.argmax(0).astype(np.uint8), {}))
+            scores.append((logits, {"logits": True}))
             classes, confidence, touching = (
                 t.reshape(480, 640) for t in demo.run(None, {"image": np.ascontiguousarray(planes)})
             )
             contact.append((classes, {"confidence": confidence, "touching": touching}))
-    return {"truth": truth, "model": model, "contact": contact}
+    return {"truth": truth, "model": model, "scores": scores, "contact": contact}
 
 
 def load_reference(path: Path) -> Split:
@@ -97,12 +102,16 @@ def differences(a: Instances, b: Instances) -> list[str]:
     if len(a) != len(b):
         return [f"{len(a)} vs {len(b)} instances"]
     out = []
-    for name in ("class_id", "xyxy", "area", "mask_box", "obb", "score"):
+    for name in ("class_id", "xyxy", "area", "mask_box", "obb"):
         if not np.array_equal(getattr(a, name), getattr(b, name)):
             out.append(name)
     if any(not np.array_equal(m, n) for m, n in zip(a.masks, b.masks, strict=True)):
         out.append("masks")
-    return ["the order only"] if out and _listed(a) == _listed(b) else out
+    if out and _listed(a) == _listed(b):
+        return ["the order only"]
+    if not out and not np.array_equal(a.score, b.score):  # same instances, scores rounded otherwise
+        out.append(f"score (by {float(np.abs(a.score - b.score).max()):.1e} at most)")
+    return out
 
 
 def _listed(inst: Instances) -> list[tuple[object, ...]]:
