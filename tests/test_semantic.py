@@ -509,6 +509,22 @@ def test_scores_split_exactly_like_their_argmax_class_map(seed: int, channels: i
     assert all((a == b).all() for a, b in zip(from_scores.masks, from_map.masks, strict=True))
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), channels=st.sampled_from([2, 3, 255, 256, 257, 300]))
+def test_the_class_map_of_scores_is_their_argmax_channels_first_or_last_past_256_classes(
+    seed: int, channels: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=(channels, 9, 11)).astype(np.float32)
+    scores[1, :3] = scores[0, :3]  # exact ties: the first maximal channel wins
+    scores[-1, 5:] = scores[:, 5:].max(axis=0)  # ... the last one too, where it ties the first
+    want = np.argmax(scores, axis=0)
+    first = explain_split(scores, background=0, logits=True).class_map
+    last = explain_split(np.moveaxis(scores, 0, -1), background=0, logits=True, channels_last=True).class_map
+    assert (first == want).all()
+    assert (last == want).all()
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
