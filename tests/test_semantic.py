@@ -23,7 +23,7 @@ from edgeseg.errors import InputError
 from edgeseg.geometry import min_area_rect
 from edgeseg.metrics import match_instances, panoptic_quality
 from edgeseg.semantic import explain_split
-from edgeseg.semantic.components import Budget, mirror_encloses
+from edgeseg.semantic.components import Budget, mirror_encloses, whole_part
 from edgeseg.semantic.cores import CORE_PIXELS, MAX_CORES, off_contacts, owners
 from edgeseg.semantic.relief import find_holes
 from edgeseg.semantic.rods import FIT_COST, label_row_ends, piece_rods, row_ends
@@ -507,6 +507,18 @@ def test_scores_split_exactly_like_their_argmax_class_map(seed: int, channels: i
     assert from_scores.class_id.tolist() == from_map.class_id.tolist()
     assert from_scores.mask_box.tolist() == from_map.mask_box.tolist()
     assert all((a == b).all() for a, b in zip(from_scores.masks, from_map.masks, strict=True))
+
+
+def test_the_oriented_box_of_a_piece_in_two_parts_covers_both() -> None:
+    # (a split's piece can lie apart: each pixel goes to its nearest core, across a bay of the background)
+    tight = np.zeros((40, 100), bool)
+    tight[5:35, 0:30] = True
+    tight[10:30, 70:100] = True
+    part = whole_part(1, 10, 20, tight, int(np.count_nonzero(tight)), None)
+    ys, xs = np.nonzero(tight)
+    want = min_area_rect(np.stack([xs + 10, ys + 20], axis=1) + 0.5)
+    assert part.rect is not None
+    assert part.rect[2] * part.rect[3] == pytest.approx(want[2] * want[3], rel=1e-4)
 
 
 @settings(max_examples=25, deadline=None)

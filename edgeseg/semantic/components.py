@@ -490,9 +490,7 @@ def whole_part(
         (cx, cy), (rw, rh), angle = cv2.minAreaRect(cv2.findNonZero(tight.view(np.uint8)))
         cx, cy = cx + x, cy + y
     else:
-        (cx, cy), (rw, rh), angle = cv2.minAreaRect(
-            outer_outline(tight, x, y) if outline is None else outline
-        )
+        (cx, cy), (rw, rh), angle = cv2.minAreaRect(outer_points(tight, x, y) if outline is None else outline)
     # pixel centres, and boxes that cover whole pixels (as edgeseg.geometry.min_area_rect gives them)
     return Part(class_id, x, y, tight, area, (cx + 0.5, cy + 0.5, rw + 1.0, rh + 1.0, angle))
 
@@ -503,6 +501,16 @@ def with_boxes(parts: list[Part]) -> list[Part]:
     return [
         q if q.rect is not None else whole_part(q.class_id, q.x, q.y, q.mask, q.area, None) for q in parts
     ]
+
+
+def outer_points(tight: NDArray[np.bool_], x: int, y: int) -> NDArray[np.int32]:
+    """The points of every outer outline of a crop at frame pixel ``(x, y)``, in frame pixels: those of one
+    component, or of the parts of a split's piece, which can lie apart (each pixel goes to its nearest core
+    or marker, across a bay of the background), all of which its oriented box covers."""
+    outlines, _ = cv2.findContours(
+        tight.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y)
+    )
+    return np.asarray(outlines[0] if len(outlines) == 1 else np.concatenate(outlines), np.int32)
 
 
 def outer_outline(tight: NDArray[np.bool_], x: int, y: int) -> NDArray[np.int32]:
