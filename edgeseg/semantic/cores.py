@@ -11,8 +11,8 @@ experiment recorded on the branch exp/contact-map).
 The map's split budget (:func:`edgeseg.semantic._split_budget`) pays for the components looked at, the
 largest first; what it cannot pay for is kept whole and counted. A model facing what it was not trained on
 can draw a contact map of noise: on the hostile blobs of ``scripts/bench_postprocess.py`` with contact maps
-of noise or blobs, looking at every component took 59-71 ms a 480x640 map (38-47x one labelling pass, about
-twice modlib's time on the same class maps), within the budget 18-22 ms (11-14x; two runs).
+of noise or blobs, looking at every component took 59-88 ms a 480x640 map (38-50x one labelling pass, about
+twice modlib's time on the same class maps), within the budget 18-28 ms (11-16x; three runs).
 """
 
 from __future__ import annotations
