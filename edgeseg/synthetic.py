@@ -91,14 +91,20 @@ class SyntheticFrame:
         )
 
     def between_parts(self, radius: int) -> NDArray[np.bool_]:
-        """Pixels (of a part or of the belt) with two different parts within ``radius`` px (a square
-        window): where parts touch or nearly do. The demo model's contact map is taught this at radius 2."""
-        inst = self.instance_map.astype(np.uint16)
-        box = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-        hi = cv2.dilate(inst, box)
-        lo = cv2.erode(np.where(inst == 0, np.uint16(65535), inst), box)
-        out: NDArray[np.bool_] = (lo < hi) & (hi > 0)
-        return out
+        """:func:`between_parts` of this frame's parts: the demo model's contact map is taught it at
+        radius 2."""
+        return between_parts(self.instance_map, radius)
+
+
+def between_parts(labels: NDArray[np.integer], radius: int) -> NDArray[np.bool_]:
+    """Pixels (of a part or of the background) with two different parts of the label image ``labels`` (0:
+    none; at most 65534 parts) within ``radius`` px (a square window): where parts touch or nearly do."""
+    lab = labels.astype(np.uint16)
+    box = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    hi = cv2.dilate(lab, box)
+    lo = cv2.erode(np.where(lab == 0, np.uint16(65535), lab), box)
+    out: NDArray[np.bool_] = (lo < hi) & (hi > 0)
+    return out
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeseg import Instances
+from edgeseg.synthetic import between_parts
 
 BACKGROUND = 255
 Field = Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.float64]]
@@ -277,22 +278,11 @@ def hostile_uniform(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
     return _components(f"hostile_uniform[{seed}]", np.full((h, w), seed % 3, np.uint8))
 
 
-def between_parts(labels: NDArray[np.int32], radius: int = 2) -> NDArray[np.bool_]:
-    """Pixels with two different parts of ``labels`` within ``radius`` px (a square window), belt pixels
-    too: the contact map the demo model is taught (``edgeseg.synthetic.SyntheticFrame.between_parts``)."""
-    box = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-    lab = labels.astype(np.uint16)
-    hi = cv2.dilate(lab, box)
-    lo = cv2.erode(np.where(lab == 0, np.uint16(65535), lab), box)
-    out: NDArray[np.bool_] = (lo < hi) & (hi > 0)
-    return out
-
-
 def contact_discs(seed: int = 0) -> Scene:
     """:func:`touching_discs` with the contact map drawn where the discs touch: what a model that draws
     contacts gives on a scene of parts."""
     sc = touching_discs(seed)
-    sc.name, sc.touching = f"contact_discs[{seed}]", between_parts(sc.labels)
+    sc.name, sc.touching = f"contact_discs[{seed}]", between_parts(sc.labels, 2)
     return sc
 
 

@@ -27,6 +27,7 @@ from edgeseg.semantic.components import Budget, mirror_encloses, whole_part
 from edgeseg.semantic.cores import CORE_PIXELS, MAX_CORES, off_contacts, owners
 from edgeseg.semantic.relief import find_holes
 from edgeseg.semantic.rods import FIT_COST, label_row_ends, piece_rods, row_ends
+from edgeseg.synthetic import between_parts
 
 
 def _two_discs(h: int = 200, w: int = 300, r: int = 50, gap: int = 90) -> NDArray[np.uint8]:
@@ -703,10 +704,9 @@ def test_with_a_contact_class_instances_are_the_components_and_contact_pixels_jo
 # --- a model's contact map (touching) --------------------------------------------------------------------
 
 
-def _touching(labels: NDArray[np.int32], radius: int = 2) -> NDArray[np.bool_]:
-    """Every pixel with two different parts of ``labels`` within ``radius`` (belt pixels too)."""
-    _, lo, hi = _neighbours(labels, radius)
-    return np.asarray((lo < hi) & (hi > 0), bool)
+def _touching(labels: NDArray[np.int32]) -> NDArray[np.bool_]:
+    """The contact map of ``labels``' parts as the demo model is taught it (radius 2)."""
+    return between_parts(labels, 2)
 
 
 def test_touching_discs_are_split_at_a_contact_map_and_keep_every_pixel_of_their_class() -> None:

@@ -19,6 +19,7 @@ from edgeseg import semantic
 from edgeseg.semantic import SemanticParams, explain_split, semantic_to_instances
 from edgeseg.semantic.components import hole_count, label, label_speckled
 from edgeseg.semantic.relief import nearest_with_distance
+from edgeseg.synthetic import between_parts
 
 KINDS = ("noise", "blobs", "tiny", "ragged", "uniform")
 
@@ -121,9 +122,7 @@ def test_a_component_across_the_whole_map_is_still_split_at_its_contact_map() ->
     cv2.line(labels, (0, 0), (159, 119), 1, 9)
     cv2.line(labels, (0, 119), (159, 0), 2, 9)
     cm[labels > 0] = 0
-    hi = cv2.dilate(labels.astype(np.uint16), np.ones((5, 5), np.uint8))
-    lo = cv2.erode(np.where(labels == 0, 65535, labels).astype(np.uint16), np.ones((5, 5), np.uint8))
-    view = explain_split(cm, SemanticParams(rods=True), touching=(lo < hi) & (hi > 0))
+    view = explain_split(cm, SemanticParams(rods=True), touching=between_parts(labels, 2))
     assert view.unsplit == 0
     assert len(view.instances) == 2
 
