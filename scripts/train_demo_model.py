@@ -60,7 +60,7 @@ weights continued so on an H200 (2026-12-04: ``--contact-map --init models/demo-
 --scenes 1500 --frames 3 --steps 6000 --batch 32``, ``--crop 256 --lr 2e-4`` and ``--crop 320 --lr 1e-4``,
 5-6.5 min of training each) came no further: validation mIoU 0.9295 and 0.9298 where they start at 0.9299,
 and the first's PQ 0.8295 against 0.8329 (hold-out 0.8193). Six times the last run's crops taught this net
-nothing more: its size, not its training, holds it where it is, so the bundled file stays.
+nothing more (its size, it seems, more than its training holds it there), so the bundled file stays.
 
 A contact *class* instead (a part's own pixels near another part taken out of the class map, which the card
 then declares as ``contact``) was tried from the same weights and dropped: hold-out PQ 0.807 against 0.826,
