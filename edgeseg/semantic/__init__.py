@@ -324,12 +324,11 @@ def _split_map(
     if len(parts) > params.max_instances:
         budget.dropped += len(parts) - params.max_instances
         parts = [parts[i] for i in largest([q.area for q in parts], params.max_instances)]
-    parts = with_boxes(parts)
     if trace is not None and relief_trace is None:
         trace.mark(parts)
     if contact is not None:
         parts = grow_into(parts, class_map == contact)
-    return parts, budget
+    return with_boxes(parts), budget  # (after the contact pixels are given: a part that gains is boxed once)
 
 
 def _contact(

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edgeseg.semantic.components import Part, whole_part
+from edgeseg.semantic.components import Part
 
 # A contact pixel this many steps (3x3) or fewer from a part's own pixels joins the part: a band two pixels
 # deep on each side of a contact (as the demo model was taught to draw its contact map) is crossed with one to
@@ -21,7 +21,8 @@ _STEP = np.ones((3, 3), np.uint8)
 
 def grow_into(parts: list[Part], contact: NDArray[np.bool_]) -> list[Part]:
     """``parts`` (in a frame of ``contact``'s shape) with each contact pixel given to a part nearest it, one
-    3x3 step at a time (of two as near, the later part). Parts that gain no pixel are returned as they are."""
+    3x3 step at a time (of two as near, the later part). Parts that gain no pixel are returned as they are;
+    those that gain have no rectangle yet (:func:`~edgeseg.semantic.components.with_boxes`)."""
     if not parts:
         return parts
     box = cv2.boundingRect(contact.view(np.uint8))
@@ -61,8 +62,8 @@ def grow_into(parts: list[Part], contact: NDArray[np.bool_]) -> list[Part]:
         tight = mine[my : my + th, mx : mx + tw]
         # (a part partly outside the labels' box keeps its own pixels there: paste them back)
         fx, fy = bx0 + x0 + mx, by0 + y0 + my
-        grown = _union(q, tight, fx, fy)
-        out[k] = whole_part(q.class_id, grown[0], grown[1], grown[2], int(np.count_nonzero(grown[2])), None)
+        ux, uy, both = _union(q, tight, fx, fy)
+        out[k] = Part(q.class_id, ux, uy, both, int(np.count_nonzero(both)), None)
     return out
 
 
