@@ -86,7 +86,12 @@ def split_class(
         # once the budget is spent, what is left is kept whole without a look (a look costs too)
         spent = may_split[k] and not budget.room(tight.size)
         if (not may_split[k] or spent) and trace is None:
-            comps[k] = whole_part(class_id, x, y, tight, area, outline)
+            # (without its outline at hand, its box waits for with_boxes: it may be cut, or grow)
+            comps[k] = (
+                Part(class_id, x, y, tight, area, None)
+                if outline is None
+                else whole_part(class_id, x, y, tight, area, outline)
+            )
             continue
         contour, hole_width, holes = (
             outline_and_holes(tight, x, y, area) if outline is None else (outline, hole_width, holes)
