@@ -30,8 +30,12 @@ component) take longer on one thread, at about half the CPU (``scripts/bench_ope
 The ``contact_*`` and ``hostile_contact_*`` sets give edgeseg a contact map beside the class map (the split
 at a model's contact map, ``edgeseg.semantic.cores``, as the demo model's pipeline decodes): touching discs
 with their contacts drawn, and hostile blobs (small, then large) with contact maps of noise, of blobs and of
-specks. modlib, which takes no contact map, gets the same class maps; the JSON line summarizes these sets
-apart (``contact_summary``), so the class maps' figures stay comparable run to run.
+specks. ``contact_class_discs`` and ``hostile_contact_class`` draw the contacts in the class map itself, as a
+class of their own (a model's contact class, ``edgeseg.semantic.contact``: each component one part, the
+contact pixels given back to the parts beside them): the discs' pixels where two touch, and noise of three
+classes with a quarter of its pixels of the contact class. modlib, which takes no contact map, gets the
+same class maps (a contact class as a class of its own); the JSON line summarizes these sets apart
+(``contact_summary``), so the class maps' figures stay comparable run to run.
 Each set also gets modlib / connected components (``modlib_per_cc``): where it is under 10, being 10x
 faster than modlib means taking less time than the labelling pass alone, below any split that labels
 the map.
@@ -203,10 +207,10 @@ def warm_up(
     for scenes in sets.values():
         for sc in scenes:
             run_modlib(sc.class_map)
-            semantic_to_instances(sc.class_map, params, touching=sc.touching)
+            semantic_to_instances(sc.class_map, params, touching=sc.touching, contact=sc.contact)
             components_pass(sc.class_map)
             if reference is not None:
-                reference(sc.class_map, params, BACKGROUND, touching=sc.touching)
+                reference(sc.class_map, params, BACKGROUND, touching=sc.touching, contact=sc.contact)
 
 
 def bench_set(
@@ -231,9 +235,11 @@ def bench_set(
         ts: list[float] = []
         tr: list[float] = []
         res_mod = res_ours = res_ref = None
-        # (a contact map goes to the split beside the class map; modlib takes none: it gets the class map)
-        ours = functools.partial(semantic_to_instances, params=params, touching=sc.touching)
-        theirs = functools.partial(reference or semantic_to_instances, params=params, touching=sc.touching)
+        # (a contact map or class goes to the split beside the class map; modlib takes neither: it gets the
+        # class map, a contact class one class more)
+        given = {"touching": sc.touching, "contact": sc.contact}
+        ours = functools.partial(semantic_to_instances, params=params, **given)
+        theirs = functools.partial(reference or semantic_to_instances, params=params, **given)
         start = time.perf_counter()
         for _ in range(opts.repeat):
             # a block of calls each; with blocks of 2 or more, the first call of a block (right after the

@@ -20,6 +20,7 @@ from edgeseg import Instances
 from edgeseg.synthetic import between_parts
 
 BACKGROUND = 255
+CONTACT_CLASS = 3  # the contact class of the scenes that draw one (their parts are of classes 0..2)
 Field = Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.float64]]
 
 
@@ -27,13 +28,16 @@ Field = Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.float64]
 class Scene:
     """A class map, its instance label image (0 = none, k = instance k) and the class of each instance;
     ``touching``: a contact map drawn beside the class map (where parts touch, as the demo model draws
-    it), for the split at a contact map (``semantic_to_instances(..., touching=...)``)."""
+    it), for the split at a contact map (``semantic_to_instances(..., touching=...)``); ``contact``: the
+    class id of the contact pixels drawn in the class map itself (``semantic_to_instances(...,
+    contact=...)``), their truth the parts they belong to."""
 
     name: str
     class_map: NDArray[np.uint8]
     labels: NDArray[np.int32]
     classes: list[int] = field(default_factory=list)
     touching: NDArray[np.bool_] | None = None
+    contact: int | None = None
 
     def truth(self) -> Instances:
         return Instances.from_label_image(self.labels, np.asarray(self.classes, np.int32))
@@ -319,6 +323,24 @@ def hostile_contact_specks(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
     return sc
 
 
+def contact_class_discs(seed: int = 0) -> Scene:
+    """:func:`touching_discs` with the discs' pixels where they touch (two different discs within 2 px)
+    drawn as a contact class: what a model that draws one gives on a scene of parts."""
+    sc = touching_discs(seed)
+    sc.name, sc.contact = f"contact_class_discs[{seed}]", CONTACT_CLASS
+    sc.class_map[between_parts(sc.labels, 2) & (sc.labels > 0)] = CONTACT_CLASS
+    return sc
+
+
+def hostile_contact_class(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
+    """:func:`hostile_noise` with a quarter of its pixels, at random, of the contact class: the
+    worst case measured for a contact class (more or fewer contact pixels, or a background, cost less)."""
+    sc = hostile_noise(seed, h, w)
+    sc.name, sc.contact = f"hostile_contact_class[{seed}]", CONTACT_CLASS
+    sc.class_map[np.random.default_rng(seed + 1000).random((h, w)) < 0.25] = CONTACT_CLASS
+    return sc
+
+
 SCENE_SETS: dict[str, Callable[[int], Scene]] = {
     "touching_discs": touching_discs,
     "ellipses": ellipses,
@@ -340,12 +362,15 @@ HOSTILE_SETS: dict[str, Callable[[int], Scene]] = {
 }
 
 
-# The split at a model's contact map (edgeseg.semantic.cores): on parts, and on maps no model should draw.
+# The split at a model's contact map (edgeseg.semantic.cores) and the parts of a model's contact class
+# (edgeseg.semantic.contact): on parts, and on maps no model should draw.
 CONTACT_SETS: dict[str, Callable[[int], Scene]] = {
     "contact_discs": contact_discs,
     "hostile_contact_noise": hostile_contact_noise,
     "hostile_contact_blobs": hostile_contact_blobs,
     "hostile_contact_specks": hostile_contact_specks,
+    "contact_class_discs": contact_class_discs,
+    "hostile_contact_class": hostile_contact_class,
 }
 
 
