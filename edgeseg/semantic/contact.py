@@ -44,12 +44,15 @@ def grow_into(parts: list[Part], contact: NDArray[np.bool_]) -> list[Part]:
             labels[qy0 - y0 : qy1 - y0, qx0 - x0 : qx1 - x0][own] = k
     todo = contact[y0:y1, x0:x1].copy()
     for _ in range(GROW_STEPS):
-        np.copyto(labels, cv2.dilate(labels, _STEP), where=todo)  # 0 where no part is a step away yet
+        # 0 where no part is a step away yet (OpenCV's copy under a mask: numpy's where= took 20x as long
+        # on a mask of noise)
+        cv2.copyTo(cv2.dilate(labels, _STEP), todo.view(np.uint8), labels)
         todo &= labels == 0
         if not todo.any():
             break
     taken = contact[y0:y1, x0:x1] & ~todo
-    gained = np.flatnonzero(np.bincount(labels[taken].astype(np.intp), minlength=len(parts) + 1)[1:])
+    counts = np.bincount(labels[taken].astype(np.intp), minlength=len(parts) + 1)[1:]  # pixels each gains
+    gained = np.flatnonzero(counts)
     out = list(parts)
     for k in gained.tolist():
         q = parts[k]
@@ -60,10 +63,11 @@ def grow_into(parts: list[Part], contact: NDArray[np.bool_]) -> list[Part]:
         mine = labels[by0:by1, bx0:bx1] == k + 1
         mx, my, tw, th = cv2.boundingRect(mine.view(np.uint8))
         tight = mine[my : my + th, mx : mx + tw]
-        # (a part partly outside the labels' box keeps its own pixels there: paste them back)
         fx, fy = bx0 + x0 + mx, by0 + y0 + my
-        ux, uy, both = _union(q, tight, fx, fy)
-        out[k] = Part(q.class_id, ux, uy, both, int(np.count_nonzero(both)), None)
+        # (a part partly outside the labels' box keeps its own pixels there: paste them back)
+        inside = x0 <= q.x and y0 <= q.y and q.x + mw <= x1 and q.y + mh <= y1
+        ux, uy, both = (fx, fy, np.ascontiguousarray(tight)) if inside else _union(q, tight, fx, fy)
+        out[k] = Part(q.class_id, ux, uy, both, q.area + int(counts[k]), None)
     return out
 
 
