@@ -258,6 +258,14 @@ def hostile_big_blobs(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
     return hostile_blobs(seed, h, w, sigma=20)
 
 
+def hostile_many_classes(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
+    """Small random blobs of 21 classes (a VOC model's count; the argmax of noise blurred by 3 px), no
+    background: every class spread over the whole frame, each its own labelling pass."""
+    rng = np.random.default_rng(seed)
+    fields = [cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 3) for _ in range(21)]
+    return _components(f"hostile_many_classes[{seed}]", np.argmax(np.stack(fields), axis=0).astype(np.uint8))
+
+
 def hostile_tiny(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
     """Thousands of tiny components: 5x5 squares (above the default size threshold) on a jittered grid,
     of random classes."""
@@ -356,6 +364,7 @@ HOSTILE_SETS: dict[str, Callable[[int], Scene]] = {
     "hostile_noise": hostile_noise,
     "hostile_blobs": hostile_blobs,
     "hostile_big_blobs": hostile_big_blobs,
+    "hostile_many_classes": hostile_many_classes,
     "hostile_tiny": hostile_tiny,
     "hostile_ragged": hostile_ragged,
     "hostile_uniform": hostile_uniform,
