@@ -17,7 +17,8 @@ from scenes import BACKGROUND
 
 from edgeseg import semantic
 from edgeseg.semantic import SemanticParams, explain_split, semantic_to_instances
-from edgeseg.semantic.components import hole_count, label, label_speckled
+from edgeseg.semantic.components import hole_count
+from edgeseg.semantic.labelling import classes_of, label
 from edgeseg.semantic.relief import nearest_with_distance
 from edgeseg.synthetic import between_parts
 
@@ -207,19 +208,20 @@ def test_speckled_classes_labelled_side_by_side_give_the_instances_labelled_one_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cm = _hostile("noise", 3, 120, 160)
-    speckled = [(cm == c).view(np.uint8) for c in (0, 1, 2)]
-    masks = [*speckled, np.zeros_like(speckled[0])]  # and one that is not speckled
-    monkeypatch.setattr("edgeseg.semantic.components.usable_cores", lambda: 2)
-    side_by_side = label_speckled(masks)
-    assert side_by_side[3] is None
-    for m, labelled in zip(speckled, side_by_side[:3], strict=True):
-        assert labelled is not None
-        one = label(m)
-        assert np.array_equal(labelled[0], one[0])
-        assert np.array_equal(labelled[1], one[1])
+    cm[:, :40] = 7  # and a class that is not speckled
+    monkeypatch.setattr("edgeseg.semantic.labelling.usable_cores", lambda: 2)
+    side_by_side = classes_of(cm, [0, 1, 2, 7], None)
+    assert [found.class_id for found in side_by_side] == [0, 1, 2, 7]
+    assert side_by_side[3].labels is None  # (traced)
+    for found in side_by_side[:3]:
+        assert found.labels is not None
+        assert found.mask is not None
+        one = label(found.mask)
+        assert np.array_equal(found.labels.image, one.image)
+        assert np.array_equal(found.labels.stats, one.stats)
     params = SemanticParams(size_threshold=4, max_instances=80)
     together = semantic_to_instances(cm, params)
-    monkeypatch.setattr("edgeseg.semantic.components.usable_cores", lambda: 1)  # one core: in turn
+    monkeypatch.setattr("edgeseg.semantic.labelling.usable_cores", lambda: 1)  # one core: in turn
     alone = semantic_to_instances(cm, params)
     assert len(together) == len(alone) == 80
     for a, b in zip(together.masks, alone.masks, strict=True):

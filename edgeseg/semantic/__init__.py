@@ -90,13 +90,14 @@ from edgeseg.semantic.components import (
     Labelled,
     Part,
     find_components,
-    label_speckled,
+    kernel_of,
     largest,
     split_class,
     with_boxes,
 )
 from edgeseg.semantic.contact import grow_into
 from edgeseg.semantic.cores import contact_cores, split_by_cores
+from edgeseg.semantic.labelling import classes_of
 from edgeseg.semantic.relief import Relief
 from edgeseg.validate import FieldError, check_fields
 
@@ -284,17 +285,20 @@ def _split_map(
     :func:`explain_split`)."""
     h, w = class_map.shape
     ids = [c for c in _classes(class_map, background) if c != contact]
-    classes = [(c, m) for c in ids if (m := class_map == c).any()]
+    # (a model that draws the contacts between parts has split them, or says where to: no relief)
+    splits = contact is None and touching is None
+    classes = classes_of(class_map, ids, kernel_of(params) if splits else None)
     found: list[Found | Labelled] = []
     sizes: list[list[int]] = []  # each class's component areas
-    areas: list[int] = []  # all of them so far (a labelled class keeps none that cannot make the cut)
-    masks = [m.view(np.uint8) for _, m in classes]
-    for m8, labels in zip(masks, label_speckled(masks), strict=True):
-        # (a model that draws the contacts between parts has split them, or says where to: no relief)
-        splits = contact is None and touching is None
-        found.append(find_components(m8, params, areas, splits=splits, labels=labels))
+    areas: list[int] = []  # all of them so far
+    # the max_instances largest so far: a labelled class keeps none that ranks below them (they are all
+    # earlier, so which of those below they are does not matter)
+    above: list[int] = []
+    for _, m8, labels in classes:
+        found.append(find_components(m8, params, above, splits=splits, labels=labels))
         sizes.append(found[-1].areas)
         areas.extend(sizes[-1])
+        above = sorted([*above, *sizes[-1]], reverse=True)[: params.max_instances]
     # the map's largest components across its classes, before any is fitted or split
     keeps: list[list[bool] | None] = [None] * len(found)
     total = len(areas)
@@ -318,9 +322,9 @@ def _split_map(
     parts: list[Part] = []
     # (nothing is split by reliefs with a contact class or map: no relief to show; each part is a marker)
     relief_trace = trace if contact is None and touching is None else None
-    for k, ((c, mask), components) in enumerate(zip(classes, chosen, strict=True)):
+    for k, ((c, _, _), components) in enumerate(zip(classes, chosen, strict=True)):
         if cores is None:
-            parts.extend(split_class(mask, c, params, budget, components, relief_trace))
+            parts.extend(split_class(class_map, c, params, budget, components, relief_trace))
         else:
             parts.extend(split_by_cores(components, cores[k], c, params, budget))
     if len(parts) > params.max_instances:

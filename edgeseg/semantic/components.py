@@ -3,28 +3,22 @@ the map's budget)."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from edgeseg.semantic.labelling import MAX_TRACED, Labels, label
 from edgeseg.semantic.relief import Relief, is_convex, prepare, split_component
 from edgeseg.semantic.rods import FIT_COST, piece_rods, whole_crop
-from edgeseg.threadplan import usable_cores
 
 if TYPE_CHECKING:
     from edgeseg.semantic import SemanticParams, _Trace
 
 EDGE_PAD = 48  # how far a component cut by the image edge is mirrored beyond it, in pixels
 MAX_HOLES = 64  # a component with more holes is speckle: none of them is searched for a bore
-# A class mask is labelled rather than traced when more than this fraction of the pixels in every
-# SAMPLE_STEP-th row differ from their left neighbour (scenes of objects: ~2%; noise: ~40%)
-SPECKLE_BORDERS = 0.08
-SAMPLE_STEP = 4
-MAX_TRACED = 256  # a class mask with more outlines (components and holes) is labelled
 FEW_PIXELS = 256
 # Around one bore, an outline whose concavities are at most this deep (px) holds one object. On 104 demo-model
 # maps (the 40 of scripts/bench_demo_model.py, the 64 validation scenes) the washers and nuts that split have
@@ -47,21 +41,21 @@ class Part(NamedTuple):
 
 
 def split_class(
-    mask: NDArray[np.bool_],
+    class_map: NDArray[Any],
     class_id: int,
     p: SemanticParams,
     budget: Budget,
     components: Found,
     trace: _Trace | None = None,
 ) -> list[Part]:
-    """Instances of one class: its ``components`` (see :func:`find_components`), each split where it holds
-    several objects.
+    """Instances of one class of ``class_map``: its ``components`` (see :func:`find_components`), each split
+    where it holds several objects.
 
     Only the components that may hold two objects are looked at one by one, within ``budget``. With
     ``trace``, each component's relief and markers are also drawn into it (see
     :func:`edgeseg.semantic.explain_split`).
     """
-    h, w = mask.shape
+    h, w = class_map.shape
     kernel = kernel_of(p)
     found, may_split = components.comps, components.may
     # A component kept whole is done at once; the others wait for the class's largest distance. They are
@@ -97,7 +91,7 @@ def split_class(
             outline_and_holes(tight, x, y, area) if outline is None else (outline, hole_width, holes)
         )
         ch, cw = tight.shape
-        crop = mask[y : y + ch, x : x + cw]
+        off = class_map[y : y + ch, x : x + cw] != class_id  # the crop's pixels of other classes
         edge = min(ch, cw, EDGE_PAD)
         sides = (
             edge * (y == 0),
@@ -136,9 +130,9 @@ def split_class(
             if rods:
                 budget.take(0)  # a component looked at, as one a relief is taken for
         if look and not rods and budget.room(tight.size) and budget.take(tight.size, holes > MAX_HOLES):
-            relief = prepare(tight, ~crop, contour, (x, y), sides, hole_width, kernel)
+            relief = prepare(tight, off, contour, (x, y), sides, hole_width, kernel)
         if trace is not None:
-            shown[k] = relief or prepare(tight, ~crop, contour, (x, y), sides, hole_width, kernel)
+            shown[k] = relief or prepare(tight, off, contour, (x, y), sides, hole_width, kernel)
         comps[k] = (x, y, tight, area, contour, relief, outline, rods)
     reliefs = [c[5] for c in comps if c is not None and not isinstance(c, Part)]
     class_max = max((r.peak for r in reliefs if r is not None), default=0.0)
@@ -307,49 +301,8 @@ def kernel_of(p: SemanticParams) -> NDArray[np.uint8]:
     return np.ones((p.erosion_kernel, p.erosion_kernel), np.uint8)
 
 
-Labels = tuple[NDArray[np.int32], NDArray[np.int32]]  # a labelling pass: the label image and the statistics
-
-
-def is_speckle(m8: NDArray[np.uint8]) -> bool:
-    """Whether a class mask is labelled rather than traced: noise, speckle, thousands of small components."""
-    sample = m8[::SAMPLE_STEP]
-    return bool(np.count_nonzero(sample[:, 1:] != sample[:, :-1]) > SPECKLE_BORDERS * sample.size)
-
-
-def label(m8: NDArray[np.uint8]) -> Labels:
-    _, lab, st, _ = cv2.connectedComponentsWithStats(m8, connectivity=8, ltype=cv2.CV_32S)
-    return np.asarray(lab, np.int32), np.asarray(st, np.int32)
-
-
-def label_speckled(masks: list[NDArray[np.uint8]]) -> list[Labels | None]:
-    """The labelling pass of each speckled class mask (None for the others), two or more side by side on
-    threads of their own where OpenCV runs its calls without its pool and the process may run on two or
-    more cores.
-
-    On a map of noise these passes are most of the split's time (4-5 ms each at 480x640, one per class), and
-    the edgeseg command runs OpenCV's calls without its pool (:func:`edgeseg.threadplan.serial_opencv`), so
-    nothing else would spread them over the cores. OpenCV lets go of the GIL while it labels. On the
-    post-processing bench's noise maps (three classes on two cores: two passes' time instead of three), on one
-    OpenCV thread, modlib (with OpenCV's pool) over edgeseg went from 0.98 and 0.99 to 1.05 and 1.13 in
-    alternated runs of ``scripts/bench_postprocess.py``. With OpenCV's pool, which shares out each pass
-    already, passes side by side only crowded the cores (1.05 and 1.06 against 1.16 and 1.08): they run in
-    turn."""
-    speckled = [k for k, m in enumerate(masks) if is_speckle(m)]
-    out: list[Labels | None] = [None] * len(masks)
-    # (most maps have no speckled mask: nothing more is asked of them)
-    workers = min(len(speckled), usable_cores()) if len(speckled) > 1 and cv2.getNumThreads() == 1 else 1
-    if workers < 2:
-        for k in speckled:
-            out[k] = label(masks[k])
-        return out
-    with ThreadPoolExecutor(workers, thread_name_prefix="edgeseg-label") as pool:
-        for k, labels in zip(speckled, pool.map(label, [masks[k] for k in speckled]), strict=True):
-            out[k] = labels
-    return out
-
-
 def find_components(
-    m8: NDArray[np.uint8],
+    m8: NDArray[np.uint8] | None,
     p: SemanticParams,
     before: list[int] | None = None,
     splits: bool = True,
@@ -358,9 +311,9 @@ def find_components(
     """A class mask's components of at least ``size_threshold`` pixels, and whether each may hold two
     objects: it has room for two kept ones, and the opening leaves it a pixel (one the opening erases is
     thin or ragged: speckle, noise; its relief is flat, with no marker). ``before``: the areas of the map's
-    components found so far, in other classes (a labelled mask does not crop what cannot be among the map's
-    ``max_instances`` largest). ``splits`` False: none may (a model that draws the contacts between parts
-    has split them), and no opening is made.
+    largest components found so far, in other classes (a labelled mask does not crop what cannot be among
+    the map's ``max_instances`` largest). ``splits`` False: none may (a model that draws the contacts
+    between parts has split them), and no opening is made.
 
     Outlines are traced when the mask's borders and outlines are few (a scene of objects: tracing is
     several times cheaper than labelling, and the outlines are needed anyway); a mask of speckle, noise or
@@ -368,40 +321,47 @@ def find_components(
     traced later. The opening of a mask is the union of its components'
     openings (a box that fits in the mask lies in one component), so one erosion of the whole mask tells
     which components keep a pixel; beyond the image edge the mask counts as set, which keeps at least what
-    the split's mirroring keeps. ``labels``: the mask's labelling pass where it is speckled (see
-    :func:`label_speckled`), None where it is not.
+    the split's mirroring keeps. ``labels``: the mask's labelling where it is labelled rather than traced
+    (see :func:`edgeseg.semantic.labelling.classes_of`), None where it is traced; ``m8`` None: the labelling
+    is the whole map's, which says which components keep a pixel.
     """
+    if m8 is None:
+        if labels is None:
+            raise ValueError("find_components: a class without its mask must come labelled")
+        return by_labelling(labels, None, p, before or [])
     core = np.asarray(cv2.erode(m8, kernel_of(p), iterations=2), np.uint8) if splits else None
     if labels is not None:
-        return by_labelling(m8, core, p, before or [], labels)
+        return by_labelling(labels, core, p, before or [])
     traced = by_tracing(m8, core, p)
-    return by_labelling(m8, core, p, before or []) if traced is None else traced
+    return by_labelling(label(m8), core, p, before or []) if traced is None else traced
 
 
 def by_labelling(
-    m8: NDArray[np.uint8],
+    labelled: Labels,
     core: NDArray[np.uint8] | None,
     p: SemanticParams,
     before: list[int],
-    labelled: Labels | None = None,
 ) -> Labelled:
-    """:func:`find_components` by one labelling pass (outlines are left for later: most components never
-    need one; ``labelled``: the pass, already made). Only the components that can be among the map's
-    ``max_instances`` largest (beside those of areas ``before``) are kept, uncropped: a map of noise has
-    thousands. (``core``: the opened mask, None when no component may be split.)"""
-    labels, stats = label(m8) if labelled is None else labelled
+    """:func:`find_components` from a class mask's labelling (outlines are left for later: most components
+    never need one). Only the components that can be among the map's ``max_instances`` largest (beside
+    ``before``) are kept, uncropped: a map of noise has thousands. (``core``: the opened mask, None when no
+    component may be split or the labelling says which keep a pixel.)"""
+    labels, stats, ids, cored = labelled
     area = stats[:, cv2.CC_STAT_AREA]
     has_core = np.zeros(len(area), bool)
-    if core is not None:
+    if cored is not None:
+        has_core = cored
+    elif core is not None:
         has_core = np.bincount(labels[core.view(bool)], minlength=len(area)) > 0
-    kept = np.flatnonzero(area >= p.size_threshold)
-    kept = kept[kept > 0]  # label 0 is the background
+    if ids is None:
+        ids = np.arange(1, len(area))  # label 0 is the background
+    kept = ids[area[ids] >= p.size_threshold]
     n = len(kept)
-    kept = kept[largest(area[kept].tolist(), p.max_instances)]
-    if len(before) + len(kept) > p.max_instances:
+    if len(before) + n > p.max_instances:
         # only those among the max_instances largest so far, ties to the earlier, as the map's cut decides
         # them (on a map of equal specks every later class crops none; a bound on the area kept them all)
-        top = np.asarray(largest([*before, *area[kept].tolist()], p.max_instances))
+        both = np.concatenate([np.asarray(before, np.int64), area[kept]])
+        top = np.sort(np.argsort(-both, kind="stable")[: p.max_instances])
         kept = kept[top[top >= len(before)] - len(before)]
     beyond = n - len(kept)
     may = ((area[kept] >= 2 * max(p.size_threshold, 1)) & has_core[kept]).tolist()

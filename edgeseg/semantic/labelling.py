@@ -1,0 +1,246 @@
+"""The labelling passes of a map's class masks: a pass per mask, or one pass for every class at once.
+
+A class mask with many outlines (noise, speckle, hundreds of small blobs) is labelled rather than traced,
+and each such mask is a labelling pass over the whole frame. A map of many classes each spread over the
+frame (the 21 of a VOC model facing a scene it was not trained for) then costs as many passes. OpenCV labels
+only binary images, so one pass labels all the classes on a grid twice the map's size each way: a map pixel
+``(y, x)`` is grid pixel ``(2y, 2x)``, and the grid pixel between two neighbours is set where they are of one
+class. The grid's components, at even coordinates, are the map's 4-connected class components; two of one
+class that touch only at a corner are joined afterwards by a union of their labels. (No binary image can
+draw that join: a 2x2 block whose two diagonals hold two classes joins both, and any two set pixels that
+touch are one component.) The grid costs about eight passes over the map, so it pays where at least that
+many masks are labelled.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgeseg.threadplan import usable_cores
+
+# A class mask is labelled rather than traced when more than this fraction of the pixels in every
+# SAMPLE_STEP-th row differ from their left neighbour (scenes of objects: ~2%; noise: ~40%)
+SPECKLE_BORDERS = 0.08
+SAMPLE_STEP = 4
+MAX_TRACED = 256  # a class mask with more outlines (components and holes) is labelled
+# A mask whose outlines are estimated at more than this many is labelled without tracing it first (the
+# estimate is within 0.5-2.5x of the count on the post-processing bench's maps; a wrong guess costs time only)
+SURE_LABELLED = 2 * MAX_TRACED
+# One pass for all classes when the masks that are not speckled would cost more than this many passes each
+# on its own: a labelled one LABELLED_PASSES (its pass, its opening and the count of what the opening keeps),
+# a traced one a pass per OUTLINES_A_PASS outlines estimated at 480x640 (each traced outline is a crop drawn;
+# a labelling crops only those among the map's max_instances largest; a pass costs in proportion to the map's
+# pixels). The grid costs about eight passes, and
+# the opening of every class at once. A speckled mask does not count: on noise the grid holds tens of
+# thousands of components and corner joins, and costs more than a pass per class (whose passes run side by
+# side on two cores). scripts/bench_labelling.py times the choice against both ways.
+GRID_PASSES = 10.0
+LABELLED_PASSES = 1.5
+OUTLINES_A_PASS = 160
+
+
+class Labels(NamedTuple):
+    """A class mask's labelling: the label image (shared by every class of a one-pass map), each label's
+    statistics in OpenCV's layout (``cv2.CC_STAT_*`` columns), the class's labels (None: every label but 0)
+    and which of its labels keep a pixel after the opening (None: not known here)."""
+
+    image: NDArray[np.int32]
+    stats: NDArray[np.int32]
+    ids: NDArray[np.intp] | None = None
+    cored: NDArray[np.bool_] | None = None
+
+
+class Sample(NamedTuple):
+    """What every SAMPLE_STEP-th row of a class map says of each class id: the pixels where its mask
+    changes along the row, its runs, its pixels."""
+
+    borders: NDArray[np.intp]
+    runs: NDArray[np.intp]
+    pixels: NDArray[np.intp]
+    size: int
+
+    def speckled(self, c: int) -> bool:
+        """Whether class ``c``'s mask is noise, speckle, thousands of small components."""
+        return bool(self.borders[c] > SPECKLE_BORDERS * self.size)
+
+    def outlines(self, c: int) -> float:
+        """About how many outlines class ``c``'s mask has: k components of height h cross h / SAMPLE_STEP
+        sampled rows each, a run a row, and cover about k h^2 pixels, so k = SAMPLE_STEP runs^2 / pixels."""
+        return SAMPLE_STEP * float(self.runs[c]) ** 2 / max(int(self.pixels[c]), 1)
+
+
+def sample(class_map: NDArray[Any]) -> Sample:
+    rows = np.ascontiguousarray(class_map[::SAMPLE_STEP])
+    flat = rows.ravel()
+    start = np.empty(flat.size, bool)  # where a run starts: a change of class, or a row's first pixel
+    start[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=start[1:])
+    start[:: rows.shape[1]] = True
+    at = np.flatnonzero(start)
+    classes = flat[at]
+    n = int(classes.max()) + 1
+    runs = np.bincount(classes, minlength=n)
+    pixels = np.bincount(classes, weights=np.diff(at, append=flat.size), minlength=n).astype(np.intp)
+    # a run is two borders of its class's mask, less the ends of the rows
+    first = np.bincount(rows[:, 0], minlength=n)
+    borders = 2 * runs - first - np.bincount(rows[:, -1], minlength=n)
+    return Sample(borders, runs, pixels, rows.size)
+
+
+def label(m8: NDArray[np.uint8]) -> Labels:
+    _, lab, st, _ = cv2.connectedComponentsWithStats(m8, connectivity=8, ltype=cv2.CV_32S)
+    return Labels(np.asarray(lab, np.int32), np.asarray(st, np.int32))
+
+
+class ClassMask(NamedTuple):
+    """A class present in the map: its id, its mask (None where the map's one pass labelled it: no mask is
+    made) and its labelling (None: it is traced)."""
+
+    class_id: int
+    mask: NDArray[np.uint8] | None
+    labels: Labels | None
+
+
+def classes_of(
+    class_map: NDArray[Any], class_ids: list[int], kernel: NDArray[np.uint8] | None
+) -> list[ClassMask]:
+    """Those of ``class_ids`` present in ``class_map``, each with its mask and, where it is labelled rather
+    than traced (speckled, or with more outlines than tracing pays for), its labelling. One pass for all
+    of those where they are many (see the module), with which of their components keep a pixel after an
+    opening by ``kernel`` (twice, as :func:`edgeseg.semantic.components.find_components` opens; None: no
+    opening); otherwise a pass each, two or more side by side on threads of their own where OpenCV runs its
+    calls without its pool and the process may run on two or more cores.
+
+    On a map of noise these passes are most of the split's time (4-5 ms each at 480x640, one per class), and
+    the edgeseg command runs OpenCV's calls without its pool (:func:`edgeseg.threadplan.serial_opencv`), so
+    nothing else would spread them over the cores. OpenCV lets go of the GIL while it labels. On the
+    post-processing bench's noise maps (three classes on two cores: two passes' time instead of three), on one
+    OpenCV thread, modlib (with OpenCV's pool) over edgeseg went from 0.98 and 0.99 to 1.05 and 1.13 in
+    alternated runs of ``scripts/bench_postprocess.py``. With OpenCV's pool, which shares out each pass
+    already, passes side by side only crowded the cores (1.05 and 1.06 against 1.16 and 1.08): they run in
+    turn."""
+    seen = sample(class_map)
+    speckled = {c: seen.speckled(c) for c in class_ids if c < len(seen.runs) and seen.runs[c]}
+    chosen = {c for c, noisy in speckled.items() if noisy or seen.outlines(c) > SURE_LABELLED}
+    # what the masks that are not speckled would cost on their own, in labelling passes
+    per_pass = OUTLINES_A_PASS * class_map.size / (480 * 640)
+    cost = sum(
+        LABELLED_PASSES if c in chosen else seen.outlines(c) / per_pass
+        for c, noisy in speckled.items()
+        if not noisy
+    )
+    every = label_map(class_map, kernel) if cost >= GRID_PASSES else None
+    if every is not None:  # (it labels every class: none is traced)
+        chosen = set(speckled)
+    out = []
+    for c in class_ids:
+        if every is not None and c in chosen:
+            out.append(ClassMask(c, None, every[c]))
+        elif (mask := class_map == c).any():
+            out.append(ClassMask(c, mask.view(np.uint8), None))
+    if every is not None:
+        return out
+    apart = [k for k, found in enumerate(out) if found.class_id in chosen]
+    masks = [m for k in apart if (m := out[k].mask) is not None]
+    workers = min(len(masks), usable_cores()) if len(masks) > 1 and cv2.getNumThreads() == 1 else 1
+    if workers < 2:
+        labelled = [label(m) for m in masks]
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="edgeseg-label") as pool:
+            labelled = list(pool.map(label, masks))
+    for k, labels in zip(apart, labelled, strict=True):
+        out[k] = out[k]._replace(labels=labels)
+    return out
+
+
+class MapLabels:
+    """Every class of a map labelled in one pass (see the module): :meth:`__getitem__` gives a class's
+    :class:`Labels`."""
+
+    def __init__(
+        self,
+        image: NDArray[np.int32],
+        stats: NDArray[np.int32],
+        classes: NDArray[Any],
+        cored: NDArray[np.bool_] | None,
+    ) -> None:
+        self.image, self.stats, self.cored = image, stats, cored
+        # (label 0 and those a union took in hold no pixel, and no class)
+        held = np.flatnonzero(stats[:, cv2.CC_STAT_AREA])
+        self._order = held[np.argsort(classes[held], kind="stable")]
+        self._sorted = classes[self._order]
+
+    def __getitem__(self, c: int) -> Labels:
+        lo, hi = np.searchsorted(self._sorted, [c, c + 1])
+        return Labels(self.image, self.stats, self._order[lo:hi], self.cored)
+
+
+def label_map(class_map: NDArray[Any], kernel: NDArray[np.uint8] | None = None) -> MapLabels:
+    """Every class component of ``class_map`` (8-connected, as :func:`label` finds in each class's mask), in
+    one labelling pass of the map's grid (see the module); with ``kernel``, which keep a pixel after the
+    class masks' opening (an erosion by ``kernel`` twice; beyond the image edge a mask counts as set).
+
+    (Labelling the map's halves side by side on two cores, joined at the seam as at a corner, was slower:
+    26.2 and 31.2 ms a map of 21 classes against 27.9 and 33.4, alternated call by call.)"""
+    h, w = class_map.shape
+    grid = np.zeros((2 * h - 1, 2 * w - 1), np.uint8)
+    grid[::2, ::2] = 1
+    np.equal(class_map[:, :-1], class_map[:, 1:], out=grid[::2, 1::2].view(bool))
+    np.equal(class_map[:-1], class_map[1:], out=grid[1::2, ::2].view(bool))
+    n, labels, st, _ = cv2.connectedComponentsWithStats(grid, connectivity=8, ltype=cv2.CV_32S)
+    at = np.ascontiguousarray(np.asarray(labels, np.int32)[::2, ::2])
+    # the boxes in map pixels (a box's extremes are map pixels: a bridge lies between two)
+    stats = np.asarray(st, np.int32).copy()
+    x0, y0 = stats[:, cv2.CC_STAT_LEFT] // 2, stats[:, cv2.CC_STAT_TOP] // 2
+    x1 = (stats[:, cv2.CC_STAT_LEFT] + stats[:, cv2.CC_STAT_WIDTH] - 1) // 2
+    y1 = (stats[:, cv2.CC_STAT_TOP] + stats[:, cv2.CC_STAT_HEIGHT] - 1) // 2
+    ends_a, ends_b = [], []
+    for a, b, same in (
+        (at[:-1, :-1], at[1:, 1:], class_map[:-1, :-1] == class_map[1:, 1:]),
+        (at[:-1, 1:], at[1:, :-1], class_map[:-1, 1:] == class_map[1:, :-1]),
+    ):
+        corner = same & (a != b)
+        ends_a.append(a[corner])
+        ends_b.append(b[corner])
+    u = np.concatenate(ends_a)
+    image = at
+    if len(u):
+        root = union(n, u, np.concatenate(ends_b))
+        image = root[at]
+        for ends, join in ((x0, np.minimum), (y0, np.minimum), (x1, np.maximum), (y1, np.maximum)):
+            join.at(ends, root, ends.copy())
+    stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP] = x0, y0
+    stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT] = x1 - x0 + 1, y1 - y0 + 1
+    flat = image.ravel()
+    stats[:, cv2.CC_STAT_AREA] = np.bincount(flat, minlength=n)
+    classes = np.zeros(n, class_map.dtype)
+    classes[flat] = class_map.ravel()
+    cored = None
+    if kernel is not None:
+        # a pixel whose neighbourhood holds one class is kept by that class's opening
+        core = cv2.erode(class_map, kernel, iterations=2) == cv2.dilate(class_map, kernel, iterations=2)
+        cored = np.bincount(flat[core.ravel()], minlength=n) > 0
+    return MapLabels(image, stats, classes, cored)
+
+
+def union(n: int, u: NDArray[np.int32], v: NDArray[np.int32]) -> NDArray[np.int32]:
+    """Each of labels ``0..n-1``'s root once the pairs ``(u, v)`` are joined: the least label of its set."""
+    parent = np.arange(n, dtype=np.int32)
+    while True:
+        pu, pv = parent[u], parent[v]
+        apart = pu != pv
+        if not apart.any():
+            return parent
+        u, v, pu, pv = u[apart], v[apart], pu[apart], pv[apart]
+        # each root points to a smaller one: no cycle, and the least of a set ends as its root
+        np.minimum.at(parent, np.maximum(pu, pv), np.minimum(pu, pv))
+        while True:
+            up = parent[parent]
+            if np.array_equal(up, parent):
+                break
+            parent = up

@@ -1,0 +1,113 @@
+"""The labelling of a map's classes: one pass for all of them gives each class the components, areas, boxes
+and opened pixels a pass over its own mask gives, and the split chooses it for maps of many busy classes."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+from edgeseg.instances import Instances
+from edgeseg.semantic import SemanticParams, labelling, semantic_to_instances
+from edgeseg.semantic.labelling import classes_of, label_map
+
+KERNEL = np.ones((3, 3), np.uint8)
+
+
+@st.composite
+def class_maps(draw: st.DrawFn) -> NDArray[np.generic]:
+    """Small maps of 1-6 classes: noise, or noise scaled up into blocks (corners where two classes cross)."""
+    h, w = draw(st.integers(1, 24)), draw(st.integers(1, 24))
+    classes = draw(st.integers(1, 6))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    cm = rng.integers(0, classes, (h, w)).astype(np.uint8)
+    scale = draw(st.integers(1, 3))
+    cm = np.repeat(np.repeat(cm, scale, axis=0), scale, axis=1)
+    return cm.astype(np.uint16) * 1000 if draw(st.booleans()) else cm
+
+
+def _same_as_a_pass_per_class(cm: NDArray[np.generic]) -> None:
+    every = label_map(cm, KERNEL)
+    assert every.cored is not None
+    for c in np.unique(cm).tolist():
+        mask = (cm == c).view(np.uint8)
+        n, own, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
+        ids = every[c].ids
+        assert ids is not None
+        assert len(ids) == n - 1
+        on = mask.view(bool)
+        # each component of the mask is one label of the map's pass, and each of those one component
+        pairs = np.unique(np.stack([own[on], every.image[on]], axis=1), axis=0)
+        assert len(pairs) == n - 1
+        assert sorted(pairs[:, 1].tolist()) == sorted(ids.tolist())
+        assert np.array_equal(every.stats[pairs[:, 1]], stats[pairs[:, 0]])  # boxes and areas
+        opened = np.bincount(own[cv2.erode(mask, KERNEL, iterations=2).view(bool)], minlength=n) > 0
+        assert np.array_equal(every.cored[pairs[:, 1]], opened[pairs[:, 0]])
+
+
+@settings(max_examples=150, deadline=None)
+@given(class_maps())
+def test_one_pass_over_the_map_gives_each_class_the_components_of_a_pass_over_its_mask(
+    cm: NDArray[np.generic],
+) -> None:
+    _same_as_a_pass_per_class(cm)
+
+
+def test_a_checkerboard_joins_each_class_across_every_corner() -> None:
+    cm = (np.indices((9, 11)).sum(axis=0) % 2).astype(np.uint8)
+    every = label_map(cm)
+    assert [len(ids) for ids in (every[0].ids, every[1].ids) if ids is not None] == [1, 1]
+    _same_as_a_pass_per_class(cm)
+
+
+def _blobs(classes: int, sigma: float, seed: int = 0, h: int = 160, w: int = 200) -> NDArray[np.uint8]:
+    rng = np.random.default_rng(seed)
+    fields = [cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), sigma) for _ in range(classes)]
+    return np.argmax(np.stack(fields), axis=0).astype(np.uint8)
+
+
+def test_small_blobs_of_many_classes_are_labelled_in_one_pass() -> None:
+    cm = _blobs(21, 2.0)
+    found = classes_of(cm, list(range(21)), KERNEL)
+    assert [f.class_id for f in found] == list(range(21))
+    assert all(f.mask is None and f.labels is not None for f in found)
+
+
+def test_a_scene_of_objects_is_traced_and_noise_is_labelled_a_mask_at_a_time() -> None:
+    scene = np.full((120, 160), 255, np.uint8)
+    cv2.circle(scene, (40, 60), 20, 0, -1)
+    cv2.circle(scene, (100, 60), 25, 1, -1)
+    assert all(f.labels is None for f in classes_of(scene, [0, 1], KERNEL))
+    noise = np.random.default_rng(0).integers(0, 21, (120, 160)).astype(np.uint8)
+    found = classes_of(noise, list(range(21)), KERNEL)
+    # (the grid of noise holds a corner join at every other pixel: a pass each costs less)
+    assert all(f.mask is not None and f.labels is not None for f in found)
+
+
+def _instances(out: Instances, cm: NDArray[np.uint8], contact: int | None) -> list[tuple[int, bytes]]:
+    """Each instance's class and frame pixels, less those of the contact class (which go to the later of two
+    parts as near: their order differs between the ways)."""
+    found = []
+    for c, (x0, y0, x1, y1), mask in zip(out.class_id, out.mask_box, out.masks, strict=True):
+        own = mask & (cm[y0:y1, x0:x1] != contact)
+        ys, xs = np.nonzero(own)
+        found.append((int(c), ((ys + y0) * cm.shape[1] + xs + x0).tobytes()))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("contact", [None, 11])
+def test_one_pass_gives_the_instances_of_a_pass_per_class(
+    monkeypatch: pytest.MonkeyPatch, contact: int | None
+) -> None:
+    cm = _blobs(12, 3.0, seed=3)
+    assert classes_of(cm, list(range(12)), KERNEL)[0].mask is None  # (one pass)
+    # every instance kept (the cut of max_instances breaks ties by the order of the labels, which differs)
+    params = SemanticParams(size_threshold=4, max_instances=100_000)
+    one = semantic_to_instances(cm, params, contact=contact)
+    monkeypatch.setattr(labelling, "GRID_PASSES", float("inf"))
+    apart = semantic_to_instances(cm, params, contact=contact)
+    assert len(one) > 300
+    assert _instances(one, cm, contact) == _instances(apart, cm, contact)
