@@ -1,0 +1,98 @@
+"""How ``semantic_to_instances`` labels a map's classes: a pass each, or one pass for all (the choice of
+:func:`edgeseg.semantic.labelling.classes_of`), against both choices forced, on maps of 3 to 21 classes.
+
+Each map is the argmax of ``classes`` random fields blurred by ``sigma`` (smooth random blobs; ``sigma`` 0:
+uniform noise), 480x640, no background. For each, the script prints the class masks' outlines (components
+and holes, counted by ``cv2.findContours``) beside the estimate the choice reads from every fourth row, and
+the median ms of ``semantic_to_instances`` three ways, alternated call by call on one OpenCV thread (as the
+``edgeseg`` command runs): as it chooses, with a pass per class mask (traced where it is not speckled nor
+estimated to have more outlines than tracing pays for), and with one pass for all. ``chosen / best`` is the
+choice's time over the better of the two forced ones: 1.0 where it chose right, above where it did not.
+The last line is JSON.
+
+    .venv/bin/python scripts/bench_labelling.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgeseg.semantic import SemanticParams, labelling, semantic_to_instances
+
+MAPS = [(s, c) for s in (3, 4, 6, 10, 16) for c in (3, 8, 21)] + [(0, c) for c in (3, 8, 21)]
+
+
+def class_map(sigma: float, classes: int, seed: int) -> NDArray[np.uint8]:
+    rng = np.random.default_rng(seed)
+    if sigma == 0:
+        return rng.integers(0, classes, (480, 640)).astype(np.uint8)
+    fields = [
+        cv2.GaussianBlur(rng.random((480, 640)).astype(np.float32), (0, 0), sigma) for _ in range(classes)
+    ]
+    return np.argmax(np.stack(fields), axis=0).astype(np.uint8)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=7, help="timed calls per map and way")
+    args = ap.parse_args()
+    cv2.setNumThreads(1)
+    logging.disable(logging.WARNING)  # (the split budget's note on maps of noise)
+    params = SemanticParams()
+    grid_passes = labelling.GRID_PASSES
+    ways = {"chosen": grid_passes, "apart": float("inf"), "one_pass": 0.0}
+    print(
+        f"{'sigma':>5} {'classes':>7} {'outlines':>8} {'estimate':>8} {'one pass?':>9} | "
+        f"{'chosen ms':>9} {'apart ms':>8} {'one pass ms':>11} {'chosen/best':>11}"
+    )
+    rows = []
+    for sigma, classes in MAPS:
+        cm = class_map(sigma, classes, seed=sigma * 100 + classes)
+        seen = labelling.sample(cm)
+        outlines = sum(
+            len(cv2.findContours((cm == c).view(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)[0])
+            for c in range(classes)
+        )
+        estimate = sum(seen.outlines(c) for c in range(classes))
+        labelling.GRID_PASSES = grid_passes
+        picked = labelling.classes_of(cm, list(range(classes)), None)[0].mask is None
+        times: dict[str, list[float]] = {way: [] for way in ways}
+        for _ in range(args.repeat + 1):  # the first round warms up
+            for way, passes in ways.items():
+                labelling.GRID_PASSES = passes
+                t0 = time.perf_counter()
+                semantic_to_instances(cm, params)
+                times[way].append(time.perf_counter() - t0)
+        ms = {way: statistics.median(t[1:]) * 1e3 for way, t in times.items()}
+        ratio = ms["chosen"] / min(ms["apart"], ms["one_pass"])
+        print(
+            f"{sigma:5d} {classes:7d} {outlines:8d} {estimate:8.0f} {'yes' if picked else 'no':>9} | "
+            f"{ms['chosen']:9.2f} {ms['apart']:8.2f} {ms['one_pass']:11.2f} {ratio:11.2f}"
+        )
+        rows.append(
+            {
+                "sigma": sigma,
+                "classes": classes,
+                "outlines": outlines,
+                "estimate": round(estimate),
+                "one_pass": picked,
+                **{f"{w}_ms": round(v, 3) for w, v in ms.items()},
+                "chosen_over_best": round(ratio, 3),
+            }
+        )
+    labelling.GRID_PASSES = grid_passes
+    worst = max(r["chosen_over_best"] for r in rows)
+    print(f"worst chosen / best: {worst:.2f}")
+    print(json.dumps({"bench": "labelling", "worst_chosen_over_best": worst, "maps": rows}))
+
+
+if __name__ == "__main__":
+    main()
