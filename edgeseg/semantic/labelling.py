@@ -85,7 +85,10 @@ def sample(class_map: NDArray[Any]) -> Sample:
     classes = flat[at]
     n = int(classes.max()) + 1
     runs = np.bincount(classes, minlength=n)
-    pixels = np.bincount(classes, weights=np.diff(at, append=flat.size), minlength=n).astype(np.intp)
+    lengths = np.empty(len(at), np.intp)
+    np.subtract(at[1:], at[:-1], out=lengths[:-1])
+    lengths[-1] = flat.size - at[-1]
+    pixels = np.bincount(classes, weights=lengths, minlength=n).astype(np.intp)
     # a run is two borders of its class's mask, less the ends of the rows
     first = np.bincount(rows[:, 0], minlength=n)
     borders = 2 * runs - first - np.bincount(rows[:, -1], minlength=n)
