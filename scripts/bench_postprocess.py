@@ -17,9 +17,9 @@ modlib / edgeseg and edgeseg / connected components, the instance counts, and pa
 matched mask IoU of each against the ground truth (modlib's output converted to ``Instances`` outside the
 timed region). The ``hostile_*`` sets (noise, random blobs small and large, small blobs of 21 classes,
 thousands of tiny components, one huge ragged component, one class everywhere) bound the worst case; their
-truth is the plain connected components, so their PQ says only how much the split cut them up. Of them,
-``hostile_many_classes`` is where edgeseg is furthest from one labelling pass: each of 21 classes spread
-over the frame takes a labelling pass of its own. modlib's PQ is 0 on every set, and
+truth is the plain connected components, so their PQ says only how much the split cut them up
+(``hostile_many_classes``: all 21 classes labelled in one pass, ``edgeseg.semantic.labelling``, where a pass
+per class took 54-69x one pass of the map). modlib's PQ is 0 on every set, and
 that is modlib's output, not a conversion error: its ``Segments.get_mask`` gives 0/1 masks
 (``modlib/models/results.py``: ``(self.mask == id).astype(np.uint8)``), so in ``to_instance_segments`` the
 watershed's unknown band (``markers[unknown == 255] = 0``) is never set, every pixel keeps a label, the

@@ -36,11 +36,13 @@ instance and nothing is split (a labelling pass per class), and the contact pixe
 Or it may give a contact map beside the class map (``touching``), its pixels keeping their class: a component
 is then split only at its cores, the pixels off the map (:mod:`edgeseg.semantic.cores`).
 
-Where the time goes, and why it is bounded: one labelling pass per class finds the components with their
-areas and boxes (the passes of speckled masks side by side on the cores: a map of many classes, each spread
-over the frame, costs as many passes, 56-60x one pass of the whole map for small blobs of 21 classes,
-``scripts/bench_postprocess.py``'s ``hostile_many_classes``, where modlib is 2.1-2.6x slower still), and one
-erosion of the class mask tells which of them keep a pixel after the opening;
+Where the time goes, and why it is bounded: a class's components, with their areas and boxes, come from
+its mask's outlines (a scene of objects) or from a labelling pass (noise, speckle, hundreds of small blobs;
+the passes of speckled masks side by side on the cores), and a map of many such classes, each spread over
+the frame, is labelled in one pass for all of them (:mod:`edgeseg.semantic.labelling`; small blobs of 21
+classes, ``scripts/bench_postprocess.py``'s ``hostile_many_classes``: 19-21x one labelling pass of the
+whole map, where a pass per class took 54-69x; modlib is 7.5-8.3x slower); one erosion of the class mask
+tells which components keep a pixel after the opening;
 only components that could hold two kept objects and keep such a pixel are looked at one by one, inside
 their own box (a component left whole costs a crop and an oriented box). Convex components with at most
 one hole hold one object and skip the rest (the distance transform of a convex set is concave: one marker;
