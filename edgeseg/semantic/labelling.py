@@ -8,8 +8,8 @@ only binary images, so one pass labels all the classes on a grid twice the map's
 class. The grid's components, at even coordinates, are the map's 4-connected class components; two of one
 class that touch only at a corner are joined afterwards by a union of their labels. (No binary image can
 draw that join: a 2x2 block whose two diagonals hold two classes joins both, and any two set pixels that
-touch are one component.) The grid costs about eight passes over the map, so it pays where at least that
-many masks are labelled.
+touch are one component.) The grid costs about eight passes over the map, so it pays only where the masks
+would cost more on their own (:func:`classes_of` estimates it from every fourth row of the map).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ SURE_LABELLED = 2 * MAX_TRACED
 # One pass for all classes when the masks that are not speckled would cost more than this many passes each
 # on its own: a labelled one LABELLED_PASSES (its pass, its opening and the count of what the opening keeps),
 # a traced one a pass per OUTLINES_A_PASS outlines estimated at 480x640 (each traced outline is a crop drawn;
-# a labelling crops only those among the map's max_instances largest; a pass costs in proportion to the map's
-# pixels). The grid costs about eight passes, and
-# the opening of every class at once. A speckled mask does not count: on noise the grid holds tens of
-# thousands of components and corner joins, and costs more than a pass per class (whose passes run side by
-# side on two cores). scripts/bench_labelling.py times the choice against both ways.
+# a labelling crops only those among the map's max_instances largest; a pass costs in proportion to the
+# map's pixels). The grid costs about eight passes, and opens every class at once. A speckled mask does not
+# count: on noise the grid holds tens of thousands of components and corner joins, and costs more than a
+# pass per class (whose passes run side by side on two cores). scripts/bench_labelling.py times the choice
+# against both ways.
 GRID_PASSES = 10.0
 LABELLED_PASSES = 1.5
 OUTLINES_A_PASS = 160
@@ -113,11 +113,12 @@ def classes_of(
     class_map: NDArray[Any], class_ids: list[int], kernel: NDArray[np.uint8] | None
 ) -> list[ClassMask]:
     """Those of ``class_ids`` present in ``class_map``, each with its mask and, where it is labelled rather
-    than traced (speckled, or with more outlines than tracing pays for), its labelling. One pass for all
-    of those where they are many (see the module), with which of their components keep a pixel after an
-    opening by ``kernel`` (twice, as :func:`edgeseg.semantic.components.find_components` opens; None: no
-    opening); otherwise a pass each, two or more side by side on threads of their own where OpenCV runs its
-    calls without its pool and the process may run on two or more cores.
+    than traced (speckled, or with more outlines than tracing pays for), its labelling. Where the masks
+    would cost more passes on their own than :data:`GRID_PASSES`, one pass labels every class (see the
+    module; no mask is made), with which of their components keep a pixel after an opening by ``kernel``
+    (twice, as :func:`edgeseg.semantic.components.find_components` opens; None: no opening); otherwise each
+    labelled mask takes a pass of its own, two or more side by side on threads of their own where OpenCV
+    runs its calls without its pool and the process may run on two or more cores.
 
     On a map of noise these passes are most of the split's time (4-5 ms each at 480x640, one per class), and
     the edgeseg command runs OpenCV's calls without its pool (:func:`edgeseg.threadplan.serial_opencv`), so
