@@ -2,12 +2,12 @@
 :func:`edgeseg.semantic.labelling.classes_of`), against both choices forced, on maps of 3 to 21 classes.
 
 Each map is the argmax of ``classes`` random fields blurred by ``sigma`` (smooth random blobs; ``sigma`` 0:
-uniform noise), 480x640, no background. For each, the script prints the class masks' outlines (components
-and holes, counted by ``cv2.findContours``) beside the estimate the choice reads from every fourth row, and
-the median ms of ``semantic_to_instances`` three ways, alternated call by call on one OpenCV thread (as the
-``edgeseg`` command runs): as it chooses, with a pass per class mask (traced where it is not speckled nor
-estimated to have more outlines than tracing pays for), and with one pass for all. ``chosen / best`` is the
-choice's time over the better of the two forced ones: 1.0 where it chose right, above where it did not.
+uniform noise), 480x640 (``--shape``), no background. For each, the script prints the class masks' outlines
+(components and holes, counted by ``cv2.findContours``) beside the estimate the choice reads from every fourth
+row, and the median ms of ``semantic_to_instances`` three ways, alternated call by call on one OpenCV thread
+(as the ``edgeseg`` command runs): as it chooses, with a pass per class mask (traced where it is not speckled
+nor estimated to have more outlines than tracing pays for), and with one pass for all. ``chosen / best`` is
+the choice's time over the better of the two forced ones: 1.0 where it chose right, above where it did not.
 The last line is JSON.
 
     .venv/bin/python scripts/bench_labelling.py
@@ -43,7 +43,9 @@ def class_map(sigma: float, classes: int, seed: int) -> NDArray[np.uint8]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=7, help="timed calls per map and way")
+    ap.add_argument("--shape", default="480x640", help="the maps' HxW (default 480x640)")
     args = ap.parse_args()
+    h, w = (int(v) for v in args.shape.split("x"))
     cv2.setNumThreads(1)
     logging.disable(logging.WARNING)  # (the split budget's note on maps of noise)
     params = SemanticParams()
@@ -55,7 +57,7 @@ def main() -> None:
     )
     rows = []
     for sigma, classes in MAPS:
-        cm = class_map(sigma, classes, seed=sigma * 100 + classes)
+        cm = class_map(sigma, classes, seed=sigma * 100 + classes, shape=(h, w))
         seen = labelling.sample(cm)
         outlines = sum(
             len(cv2.findContours((cm == c).view(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)[0])
@@ -91,7 +93,7 @@ def main() -> None:
     labelling.GRID_PASSES = grid_passes
     worst = max(r["chosen_over_best"] for r in rows)
     print(f"worst chosen / best: {worst:.2f}")
-    print(json.dumps({"bench": "labelling", "worst_chosen_over_best": worst, "maps": rows}))
+    print(json.dumps({"bench": "labelling", "shape": [h, w], "worst_chosen_over_best": worst, "maps": rows}))
 
 
 if __name__ == "__main__":

@@ -35,10 +35,11 @@ SURE_LABELLED = 2 * MAX_TRACED
 # on its own: a labelled one LABELLED_PASSES (its pass, its opening and the count of what the opening keeps),
 # a traced one a pass per OUTLINES_A_PASS outlines estimated at 480x640 (each traced outline is a crop drawn;
 # a labelling crops only those among the map's max_instances largest; a pass costs in proportion to the
-# map's pixels). The grid costs about eight passes, and opens every class at once. A speckled mask does not
-# count: on noise the grid holds tens of thousands of components and corner joins, and costs more than a
-# pass per class (whose passes run side by side on two cores). scripts/bench_labelling.py times the choice
-# against both ways.
+# map's pixels, but no less than at 480x640: on smaller maps the calls' own costs weigh, and a pass per class
+# was as fast as the grid or faster there, scripts/bench_labelling.py --shape 120x160). The grid costs about
+# eight passes, and opens every class at once. A speckled mask does not count: on noise the grid holds tens
+# of thousands of components and corner joins, and costs more than a pass per class (whose passes run side
+# by side on two cores). scripts/bench_labelling.py times the choice against both ways.
 GRID_PASSES = 10.0
 LABELLED_PASSES = 1.5
 OUTLINES_A_PASS = 160
@@ -132,7 +133,7 @@ def classes_of(
     speckled = {c: seen.speckled(c) for c in class_ids if c < len(seen.runs) and seen.runs[c]}
     chosen = {c for c, noisy in speckled.items() if noisy or seen.outlines(c) > SURE_LABELLED}
     # what the masks that are not speckled would cost on their own, in labelling passes
-    per_pass = OUTLINES_A_PASS * class_map.size / (480 * 640)
+    per_pass = OUTLINES_A_PASS * max(1.0, class_map.size / (480 * 640))
     cost = sum(
         LABELLED_PASSES if c in chosen else seen.outlines(c) / per_pass
         for c, noisy in speckled.items()
