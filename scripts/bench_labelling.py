@@ -30,14 +30,13 @@ from edgeseg.semantic import SemanticParams, labelling, semantic_to_instances
 MAPS = [(s, c) for s in (3, 4, 6, 10, 16) for c in (3, 8, 21)] + [(0, c) for c in (3, 8, 21)]
 
 
-def class_map(sigma: float, classes: int, seed: int) -> NDArray[np.uint8]:
+def class_map(sigma: float, classes: int, seed: int, shape: tuple[int, int]) -> NDArray[np.uint8]:
     rng = np.random.default_rng(seed)
     if sigma == 0:
-        return rng.integers(0, classes, (480, 640)).astype(np.uint8)
-    fields = [
-        cv2.GaussianBlur(rng.random((480, 640)).astype(np.float32), (0, 0), sigma) for _ in range(classes)
-    ]
-    return np.argmax(np.stack(fields), axis=0).astype(np.uint8)
+        return rng.integers(0, classes, shape).astype(np.uint8)
+    fields = [cv2.GaussianBlur(rng.random(shape).astype(np.float32), (0, 0), sigma) for _ in range(classes)]
+    blobs: NDArray[np.uint8] = np.argmax(np.stack(fields), axis=0).astype(np.uint8)
+    return blobs
 
 
 def main() -> None:
@@ -63,7 +62,7 @@ def main() -> None:
             len(cv2.findContours((cm == c).view(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)[0])
             for c in range(classes)
         )
-        estimate = sum(seen.outlines(c) for c in range(classes))
+        estimate = sum(seen.outlines(c) for c in range(min(classes, len(seen.runs))))
         labelling.GRID_PASSES = grid_passes
         picked = labelling.classes_of(cm, list(range(classes)), None)[0].mask is None
         times: dict[str, list[float]] = {way: [] for way in ways}
