@@ -62,7 +62,7 @@ def main() -> None:
             len(cv2.findContours((cm == c).view(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)[0])
             for c in range(classes)
         )
-        estimate = sum(seen.outlines(c) for c in range(min(classes, len(seen.runs))))
+        estimate = sum(seen.outlines[: min(classes, len(seen.outlines))])
         labelling.GRID_PASSES = grid_passes
         picked = labelling.classes_of(cm, list(range(classes)), None)[0].mask is None
         times: dict[str, list[float]] = {way: [] for way in ways}

@@ -57,22 +57,15 @@ class Labels(NamedTuple):
 
 
 class Sample(NamedTuple):
-    """What every SAMPLE_STEP-th row of a class map says of each class id: the pixels where its mask
-    changes along the row, its runs, its pixels."""
+    """What every SAMPLE_STEP-th row of a class map says of each class id ``c`` (lists indexed by ``c``):
+    whether ``c`` shows there, whether its mask is speckled (noise, speckle, thousands of small components:
+    more than SPECKLE_BORDERS of the sampled pixels are where the mask changes along a row), and about how
+    many outlines it has (k components of height h cross h / SAMPLE_STEP sampled rows each, a run a row,
+    and cover about k h^2 pixels, so k = SAMPLE_STEP runs^2 / pixels)."""
 
-    borders: NDArray[np.intp]
-    runs: NDArray[np.intp]
-    pixels: NDArray[np.intp]
-    size: int
-
-    def speckled(self, c: int) -> bool:
-        """Whether class ``c``'s mask is noise, speckle, thousands of small components."""
-        return bool(self.borders[c] > SPECKLE_BORDERS * self.size)
-
-    def outlines(self, c: int) -> float:
-        """About how many outlines class ``c``'s mask has: k components of height h cross h / SAMPLE_STEP
-        sampled rows each, a run a row, and cover about k h^2 pixels, so k = SAMPLE_STEP runs^2 / pixels."""
-        return SAMPLE_STEP * float(self.runs[c]) ** 2 / max(int(self.pixels[c]), 1)
+    shown: list[bool]
+    speckled: list[bool]
+    outlines: list[float]
 
 
 def sample(class_map: NDArray[Any]) -> Sample:
@@ -89,11 +82,15 @@ def sample(class_map: NDArray[Any]) -> Sample:
     lengths = np.empty(len(at), np.intp)
     np.subtract(at[1:], at[:-1], out=lengths[:-1])
     lengths[-1] = flat.size - at[-1]
-    pixels = np.bincount(classes, weights=lengths, minlength=n).astype(np.intp)
+    pixels = np.bincount(classes, weights=lengths, minlength=n)
     # a run is two borders of its class's mask, less the ends of the rows
     first = np.bincount(rows[:, 0], minlength=n)
     borders = 2 * runs - first - np.bincount(rows[:, -1], minlength=n)
-    return Sample(borders, runs, pixels, rows.size)
+    return Sample(
+        (runs > 0).tolist(),
+        (borders > SPECKLE_BORDERS * rows.size).tolist(),
+        (SAMPLE_STEP * runs.astype(np.float64) ** 2 / np.maximum(pixels, 1)).tolist(),
+    )
 
 
 def label(m8: NDArray[np.uint8]) -> Labels:
@@ -130,12 +127,13 @@ def classes_of(
     already, passes side by side only crowded the cores (1.05 and 1.06 against 1.16 and 1.08): they run in
     turn."""
     seen = sample(class_map)
-    speckled = {c: seen.speckled(c) for c in class_ids if c < len(seen.runs) and seen.runs[c]}
-    chosen = {c for c, noisy in speckled.items() if noisy or seen.outlines(c) > SURE_LABELLED}
+    n = len(seen.shown)
+    speckled = {c: seen.speckled[c] for c in class_ids if c < n and seen.shown[c]}
+    chosen = {c for c, noisy in speckled.items() if noisy or seen.outlines[c] > SURE_LABELLED}
     # what the masks that are not speckled would cost on their own, in labelling passes
     per_pass = OUTLINES_A_PASS * max(1.0, class_map.size / (480 * 640))
     cost = sum(
-        LABELLED_PASSES if c in chosen else seen.outlines(c) / per_pass
+        LABELLED_PASSES if c in chosen else seen.outlines[c] / per_pass
         for c, noisy in speckled.items()
         if not noisy
     )
