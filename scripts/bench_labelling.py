@@ -3,11 +3,12 @@
 
 Each map is the argmax of ``classes`` random fields blurred by ``sigma`` (smooth random blobs; ``sigma`` 0:
 uniform noise), 480x640 (``--shape``), no background. For each, the script prints the class masks' outlines
-(components and holes, counted by ``cv2.findContours``) beside the estimate the choice reads from every fourth
-row, and the median ms of ``semantic_to_instances`` three ways, alternated call by call on one OpenCV thread
-(as the ``edgeseg`` command runs): as it chooses, with a pass per class mask (traced where it is not speckled
-nor estimated to have more outlines than tracing pays for), and with one pass for all. ``chosen / best`` is
-the choice's time over the better of the two forced ones: 1.0 where it chose right, above where it did not.
+(components and holes, counted by ``cv2.findContours``) beside the estimate the choice reads from every
+seventh row, and the median ms of ``semantic_to_instances`` three ways, alternated call by call on one OpenCV
+thread (as the ``edgeseg`` command runs): as it chooses, with a pass per class mask (traced where it is not
+speckled nor estimated to have more outlines than tracing pays for), and with one pass for all.
+``chosen / best`` is the choice's time over the better of the two forced ones: 1.0 where it chose right,
+above where it did not.
 The last line is JSON.
 
     .venv/bin/python scripts/bench_labelling.py

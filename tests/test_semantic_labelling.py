@@ -104,7 +104,7 @@ def _both_ways(cm: NDArray[np.uint8], contact: int | None) -> tuple[Instances, I
     params = SemanticParams(size_threshold=4, max_instances=100_000)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(labelling, "GRID_PASSES", 0.0)
-        # (one pass, for the classes every fourth row shows: those it misses are traced)
+        # (one pass, for the classes every seventh row shows: those it misses are traced)
         assert any(f.mask is None for f in classes_of(cm, [int(c) for c in np.unique(cm)], KERNEL))
         one = semantic_to_instances(cm, params, contact=contact)
         patch.setattr(labelling, "GRID_PASSES", float("inf"))
