@@ -91,7 +91,6 @@ def split_class(
             outline_and_holes(tight, x, y, area) if outline is None else (outline, hole_width, holes)
         )
         ch, cw = tight.shape
-        off = class_map[y : y + ch, x : x + cw] != class_id  # the crop's pixels of other classes
         edge = min(ch, cw, EDGE_PAD)
         sides = (
             edge * (y == 0),
@@ -130,9 +129,13 @@ def split_class(
             if rods:
                 budget.take(0)  # a component looked at, as one a relief is taken for
         if look and not rods and budget.room(tight.size) and budget.take(tight.size, holes > MAX_HOLES):
-            relief = prepare(tight, off, contour, (x, y), sides, hole_width, kernel)
+            relief = prepare(
+                tight, off_class(class_map, class_id, x, y, tight), contour, (x, y), sides, hole_width, kernel
+            )
         if trace is not None:
-            shown[k] = relief or prepare(tight, off, contour, (x, y), sides, hole_width, kernel)
+            shown[k] = relief or prepare(
+                tight, off_class(class_map, class_id, x, y, tight), contour, (x, y), sides, hole_width, kernel
+            )
         comps[k] = (x, y, tight, area, contour, relief, outline, rods)
     reliefs = [c[5] for c in comps if c is not None and not isinstance(c, Part)]
     class_max = max((r.peak for r in reliefs if r is not None), default=0.0)
@@ -295,6 +298,16 @@ class Labelled(NamedTuple):
                 Comp(x, y, self.labels[y : y + ch, x : x + cw] == self.ids[i], self.areas[i], None, 0, 0)
             )
         return Found(comps, [self.may[i] for i in chosen], self.beyond)
+
+
+def off_class(
+    class_map: NDArray[Any], class_id: int, x: int, y: int, tight: NDArray[np.bool_]
+) -> NDArray[np.bool_]:
+    """The pixels of a component crop's box (at ``(x, y)``, the shape of ``tight``) that are not of its
+    class."""
+    ch, cw = tight.shape
+    off: NDArray[np.bool_] = class_map[y : y + ch, x : x + cw] != class_id
+    return off
 
 
 def kernel_of(p: SemanticParams) -> NDArray[np.uint8]:

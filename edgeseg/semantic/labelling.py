@@ -59,18 +59,18 @@ class Labels(NamedTuple):
 
 
 class Sample(NamedTuple):
-    """What every SAMPLE_STEP-th row of a class map says of each class id ``c`` (lists indexed by ``c``):
-    whether ``c`` shows there, whether its mask is speckled (noise, speckle, thousands of small components:
-    more than SPECKLE_BORDERS of the sampled pixels are where the mask changes along a row), and about how
-    many outlines it has (k components of height h cross h / SAMPLE_STEP sampled rows each, a run a row,
-    and cover about k h^2 pixels, so k = SAMPLE_STEP runs^2 / pixels)."""
+    """What every SAMPLE_STEP-th row of a class map says of the classes it shows (keyed by class id):
+    whether a class's mask is speckled (noise, speckle, thousands of small components: more than
+    SPECKLE_BORDERS of the sampled pixels are where the mask changes along a row), and about how many
+    outlines it has (k components of height h cross h / SAMPLE_STEP sampled rows each, a run a row, and
+    cover about k h^2 pixels, so k = SAMPLE_STEP runs^2 / pixels)."""
 
-    shown: list[bool]
-    speckled: list[bool]
-    outlines: list[float]
+    speckled: dict[int, bool]
+    outlines: dict[int, float]
 
 
-def sample(class_map: NDArray[Any]) -> Sample:
+def sample(class_map: NDArray[Any], class_ids: list[int]) -> Sample:
+    """:class:`Sample` of those of ``class_ids`` that every SAMPLE_STEP-th row of ``class_map`` shows."""
     rows = np.ascontiguousarray(class_map[::SAMPLE_STEP])
     flat = rows.ravel()
     start = np.empty(flat.size, bool)  # where a run starts: a change of class, or a row's first pixel
@@ -78,21 +78,28 @@ def sample(class_map: NDArray[Any]) -> Sample:
     np.not_equal(flat[1:], flat[:-1], out=start[1:])
     start[:: rows.shape[1]] = True
     at = np.flatnonzero(start)
-    classes = flat[at]
-    n = int(classes.max()) + 1
-    runs = np.bincount(classes, minlength=n)
+    run_classes = flat[at]
+    # each run's class as its index in class_ids (len(class_ids): another class), so that the counts are as
+    # long as class_ids whatever the ids (a 16-bit map's may reach 65535)
+    ids = np.asarray(class_ids, np.int64)
+    k = len(ids)
+    index = np.full(int(run_classes.max()) + 1, k, np.intp)
+    ids = ids[ids < len(index)]
+    index[ids] = np.arange(len(ids))
+    runs_of = index[run_classes]
+    runs = np.bincount(runs_of, minlength=k + 1)
     lengths = np.empty(len(at), np.intp)
     np.subtract(at[1:], at[:-1], out=lengths[:-1])
     lengths[-1] = flat.size - at[-1]
-    pixels = np.bincount(classes, weights=lengths, minlength=n)
+    pixels = np.bincount(runs_of, weights=lengths, minlength=k + 1)
     # a run is two borders of its class's mask, less the ends of the rows
-    first = np.bincount(rows[:, 0], minlength=n)
-    borders = 2 * runs - first - np.bincount(rows[:, -1], minlength=n)
-    return Sample(
-        (runs > 0).tolist(),
-        (borders > SPECKLE_BORDERS * rows.size).tolist(),
-        (SAMPLE_STEP * runs.astype(np.float64) ** 2 / np.maximum(pixels, 1)).tolist(),
-    )
+    first = np.bincount(index[rows[:, 0]], minlength=k + 1)
+    borders = 2 * runs - first - np.bincount(index[rows[:, -1]], minlength=k + 1)
+    shown = np.flatnonzero(runs[: len(ids)])
+    keys = ids[shown].tolist()
+    speckled = (borders[shown] > SPECKLE_BORDERS * rows.size).tolist()
+    outlines = (SAMPLE_STEP * runs[shown].astype(np.float64) ** 2 / pixels[shown]).tolist()
+    return Sample(dict(zip(keys, speckled, strict=True)), dict(zip(keys, outlines, strict=True)))
 
 
 def label(m8: NDArray[np.uint8]) -> Labels:
@@ -128,9 +135,8 @@ def classes_of(
     alternated runs of ``scripts/bench_postprocess.py``. With OpenCV's pool, which shares out each pass
     already, passes side by side only crowded the cores (1.05 and 1.06 against 1.16 and 1.08): they run in
     turn."""
-    seen = sample(class_map)
-    n = len(seen.shown)
-    speckled = {c: seen.speckled[c] for c in class_ids if c < n and seen.shown[c]}
+    seen = sample(class_map, class_ids)
+    speckled = seen.speckled
     chosen = {c for c, noisy in speckled.items() if noisy or seen.outlines[c] > SURE_LABELLED}
     # what the masks that are not speckled would cost on their own, in labelling passes
     per_pass = OUTLINES_A_PASS * max(1.0, class_map.size / (480 * 640))
