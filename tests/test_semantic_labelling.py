@@ -133,3 +133,16 @@ def test_maps_of_blobs_give_the_same_instances_either_way(
     cm = _blobs(classes, sigma, seed, *size)
     one, apart = _both_ways(cm, None)
     assert _instances(one, cm, None) == _instances(apart, cm, None)
+
+
+def test_the_sample_reads_the_asked_classes_of_a_16_bit_map_and_estimates_their_outlines() -> None:
+    cm = np.full((160, 200), 60000, np.uint16)
+    cm[20:120, 130:190] = 65535  # one block
+    for y in range(0, 160, 16):  # 80 squares of 9x9
+        for x in range(0, 120, 16):
+            cm[y : y + 9, x : x + 9] = 3
+    seen = labelling.sample(cm, [3, 7, 60000, 65535])
+    assert sorted(seen.outlines) == [3, 60000, 65535]  # (7 is not in the map)
+    assert seen.outlines[3] == pytest.approx(80, rel=0.5)
+    assert seen.outlines[65535] == pytest.approx(1, abs=1.5)
+    assert not any(seen.speckled.values())
