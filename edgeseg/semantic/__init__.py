@@ -255,8 +255,11 @@ def semantic_to_instances(
             of the parameters, those in ``TOUCHING_PARAMS`` apply). Not with ``contact``.
 
     Returns:
-        Instances in the input's pixel frame, class by class in increasing class id, components in
-        OpenCV's scan order. Masks of one component's instances never overlap and cover the component.
+        Instances in the input's pixel frame, class by class in increasing class id, components in the
+        order OpenCV's tracing or labelling gives them (a map labelled in one pass for all its classes
+        numbers them otherwise than a pass per class: of components of equal area, which make the
+        ``max_instances`` cut can differ). Masks of one component's instances never overlap and cover the
+        component.
 
     Raises:
         InputError: wrong dtype or rank, an empty (0-size) input, non-finite scores, probabilities outside
