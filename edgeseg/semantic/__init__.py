@@ -296,8 +296,8 @@ def _split_map(
     found: list[Found | Labelled] = []
     sizes: list[list[int]] = []  # each class's component areas
     areas: list[int] = []  # all of them so far
-    # the max_instances largest so far: a labelled class keeps none that ranks below them (they are all
-    # earlier, so which of those below they are does not matter)
+    # the max_instances largest so far: whether a later class's component can make the cut depends on them
+    # alone (on a tie, an earlier one ranks first)
     above: list[int] = []
     for _, m8, labels in classes:
         found.append(find_components(m8, params, above, splits=splits, labels=labels))
