@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from edgeseg.instances import Instances
-from edgeseg.semantic import SemanticParams, labelling, semantic_to_instances
+from edgeseg.semantic import SemanticParams, explain_split, labelling, semantic_to_instances
 from edgeseg.semantic.labelling import classes_of, label_map
 
 KERNEL = np.ones((3, 3), np.uint8)
@@ -146,3 +146,20 @@ def test_the_sample_reads_the_asked_classes_of_a_16_bit_map_and_estimates_their_
     assert seen.outlines[3] == pytest.approx(80, rel=0.5)
     assert seen.outlines[65535] == pytest.approx(1, abs=1.5)
     assert not any(seen.speckled.values())
+
+
+def test_a_map_labelled_in_one_pass_is_explained_with_the_instances_it_gives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cm = _blobs(9, 3.0, seed=5, h=96, w=128)
+    monkeypatch.setattr(labelling, "GRID_PASSES", 0.0)
+    params = SemanticParams(size_threshold=0, max_instances=100_000)
+    inst = semantic_to_instances(cm, params)
+    view = explain_split(cm, params)
+    assert view.instances.class_id.tolist() == inst.class_id.tolist()
+    assert all((a == b).all() for a, b in zip(view.instances.masks, inst.masks, strict=True))
+    cover = np.zeros(cm.shape, np.int32)
+    for c, m in zip(inst.class_id, inst.dense_masks(), strict=True):
+        assert (cm[m] == c).all()
+        cover += m
+    assert (cover == 1).all()  # every pixel in one instance: no background, no size threshold
