@@ -373,8 +373,7 @@ def by_labelling(
     if len(before) + n > p.max_instances:
         # only those among the max_instances largest so far, ties to the earlier, as the map's cut decides
         # them (on a map of equal specks every later class crops none; a bound on the area kept them all)
-        both = np.concatenate([np.asarray(before, np.int64), area[kept]])
-        top = np.sort(np.argsort(-both, kind="stable")[: p.max_instances])
+        top = largest(np.concatenate([np.asarray(before, np.int64), area[kept]]), p.max_instances)
         kept = kept[top[top >= len(before)] - len(before)]
     beyond = n - len(kept)
     may = ((area[kept] >= 2 * max(p.size_threshold, 1)) & has_core[kept]).tolist()
@@ -382,12 +381,11 @@ def by_labelling(
     return Labelled(labels, kept.tolist(), boxes, area[kept].tolist(), may, beyond)
 
 
-def largest(areas: list[int], n: int) -> list[int]:
+def largest(areas: list[int] | NDArray[np.integer], n: int) -> NDArray[np.intp]:
     """The indices of the ``n`` largest of ``areas``, in increasing order (ties: the earlier ones)."""
     if len(areas) <= n:
-        return list(range(len(areas)))
-    order = np.argsort(-np.asarray(areas, np.int64), kind="stable")[:n]
-    return sorted(order.tolist())
+        return np.arange(len(areas))
+    return np.sort(np.argsort(-np.asarray(areas, np.int64), kind="stable")[:n])
 
 
 def by_tracing(m8: NDArray[np.uint8], core: NDArray[np.uint8] | None, p: SemanticParams) -> Found | None:

@@ -146,11 +146,9 @@ def classes_of(
         if not noisy
     )
     every = label_map(class_map, kernel) if cost >= GRID_PASSES else None
-    if every is not None:  # (it labels every class: none is traced)
-        chosen = set(speckled)
     out = []
     for c in class_ids:
-        if every is not None and c in chosen:
+        if every is not None and c in speckled:  # (the one pass labels every class the sample shows)
             out.append(ClassMask(c, None, every[c]))
         elif (mask := class_map == c).any():
             out.append(ClassMask(c, mask.view(np.uint8), None))
