@@ -220,6 +220,56 @@ def test_scores_come_from_probabilities() -> None:
     assert semantic_to_instances(probs, SemanticParams(min_score=0.7), background=0).class_id.tolist() == [1]
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    channels=st.integers(2, 24),
+    scale=st.sampled_from([0.5, 8.0, 60.0]),
+    shift=st.sampled_from([0.0, 85.0, -85.0]),
+    minus_inf=st.booleans(),
+)
+def test_an_instance_from_logits_scores_the_mean_softmax_of_its_winning_class(
+    seed: int, channels: int, scale: float, shift: float, minus_inf: bool
+) -> None:
+    # large or shifted logits take the subtraction of the best (their exps would leave float32), small
+    # ones the sum of exps made during the argmax; -infinity beside a finite logit is a probability of 0
+    rng = np.random.default_rng(seed)
+    logits = (rng.normal(size=(channels, 7, 9)) * scale + shift).astype(np.float32)
+    if minus_inf:
+        losers = rng.random(logits.shape) < 0.3
+        losers[logits.argmax(axis=0)[None] == np.arange(channels)[:, None, None]] = False
+        logits[losers] = -np.inf
+    params = SemanticParams(size_threshold=0, max_instances=10_000)
+    inst = semantic_to_instances(logits, params, background=0, logits=True)
+    wide = logits.astype(np.float64)
+    wins = 1 / np.exp(wide - wide.max(axis=0)).sum(axis=0)
+    assert len(inst) > 0 or (logits.argmax(axis=0) == 0).all()
+    for mask, score in zip(inst.dense_masks(), inst.score, strict=True):
+        assert score == pytest.approx(wins[mask].mean(), rel=1e-5)
+
+
+@pytest.mark.parametrize("shift", [0.0, 100.0])
+@pytest.mark.parametrize(
+    ("value", "every_channel"),
+    [(np.nan, False), (np.inf, False), (-np.inf, True)],
+    ids=["nan", "inf", "no_finite"],
+)
+def test_a_logit_that_gives_no_probability_is_named_by_its_pixel(
+    value: float, every_channel: bool, shift: float
+) -> None:
+    logits = np.random.default_rng(0).normal(size=(5, 12, 16)).astype(np.float32) + shift
+    logits[slice(None) if every_channel else 3, 7, 11] = value
+    with pytest.raises(InputError, match=r"at pixel \(row 7, column 11\)"):
+        semantic_to_instances(logits, background=0, logits=True)
+
+
+def test_probabilities_holding_nan_are_refused() -> None:
+    probs = np.full((3, 8, 8), 1 / 3, np.float32)
+    probs[1, 2, 5] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        semantic_to_instances(probs, background=0)
+
+
 def test_class_map_instances_score_one() -> None:
     assert semantic_to_instances(_two_discs()).score.tolist() == [1.0, 1.0]
 

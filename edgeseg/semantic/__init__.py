@@ -104,6 +104,8 @@ from edgeseg.semantic.relief import Relief
 from edgeseg.validate import FieldError, check_fields
 
 _MAX_CLASS_ID = 65535
+# logits whose exps are summed as they are in float32 (1.2e-38 to 3.4e38): exp(80) is 5.5e34, exp(-80) 1.8e-35
+_EXP_MARGIN = 80.0
 # The split looks at no more components, and boxes of no more frames' pixels, per map: three times the
 # components a scene of objects needs (the bench's scenes split at most 11 a map), and a seventh more box
 # pixels than the most the bench's scenes take (0.74 of a frame: big touching discs; the demo model's maps
@@ -713,33 +715,26 @@ def _split_input(
         )
     # (one plane per class, each contiguous: OpenCV takes them without a copy)
     scores = np.ascontiguousarray(scores, np.float32)
-    if not np.isfinite(scores).all():
-        raise InputError("semantic_to_instances: the per-class scores hold NaN or infinity")
-    cmap, best = _argmax_channels(scores)
-    if logits:
-        # the winning class's softmax probability, without materializing the whole softmax (OpenCV's exp:
-        # a third of numpy's time, within a float's rounding of it)
-        total = np.zeros_like(best)
-        step = np.empty_like(best)
-        for channel in scores:
-            cv2.exp(cv2.subtract(channel, best, dst=step), dst=step)
-            cv2.add(total, step, dst=total)
-        prob = np.divide(1.0, total, out=total)
-    else:
-        if float(scores.min()) < -1e-6 or float(scores.max()) > 1 + 1e-6:
+    cmap, best, exp_total = _argmax_channels(scores, exps=logits)
+    if not logits:
+        least, most = float(scores.min()), float(scores.max())  # NaN if any is
+        if not (least >= -1e-6 and most <= 1 + 1e-6):
+            if math.isnan(least) or math.isnan(most):
+                raise InputError("semantic_to_instances: the per-class scores hold NaN")
             raise InputError(
                 "semantic_to_instances: probabilities must lie in [0, 1]"
-                f" (got {float(scores.min()):.3g}..{float(scores.max()):.3g}); pass logits=True for logits"
+                f" (got {least:.3g}..{most:.3g}); pass logits=True for logits"
             )
-        prob = best
-    return cmap, prob
+        return cmap, best
+    return cmap, _winning_probability(scores, best, exp_total)
 
 
 def _argmax_channels(
-    scores: NDArray[np.float32],
-) -> tuple[NDArray[Any], NDArray[np.float32]]:
+    scores: NDArray[np.float32], exps: bool = False
+) -> tuple[NDArray[Any], NDArray[np.float32], NDArray[np.float32] | None]:
     """Per-pixel argmax and max over the first axis of ``(C, H, W)`` (contiguous), first maximum winning on
-    ties.
+    ties, and with ``exps`` the sum over the channels of ``exp(score)`` (None without), in the same pass:
+    each plane is read from memory once, while it is in cache.
 
     One contiguous pass per channel, by OpenCV (compare, copy under the mask, max): ``np.argmax(axis=0)``
     walks the channels with a stride of ``H * W``, and numpy's assignment under a boolean mask took several
@@ -750,9 +745,47 @@ def _argmax_channels(
     cmap = np.zeros(scores.shape[1:], np.uint8 if len(scores) <= 256 else np.uint16)
     best = scores[0].copy()
     plane = np.empty_like(cmap)
+    total = cv2.exp(scores[0]) if exps else None
+    step = np.empty_like(best)
     for c in range(1, len(scores)):
         better = cv2.compare(scores[c], best, cv2.CMP_GT)
         plane.fill(c)
         cv2.copyTo(plane, better, cmap)
         cv2.max(best, scores[c], dst=best)
-    return cmap, best
+        if total is not None:
+            cv2.add(total, cv2.exp(scores[c], dst=step), dst=total)
+    return cmap, best, total
+
+
+def _winning_probability(
+    logits: NDArray[np.float32], best: NDArray[np.float32], exp_total: NDArray[np.float32] | None
+) -> NDArray[np.float32]:
+    """The softmax probability of each pixel's winning class, ``exp(best) / sum exp(logits)``, from the sum
+    :func:`_argmax_channels` made; where the logits are too large (or too small) for that sum in float32,
+    ``1 / sum exp(logits - best)`` from the logits again.
+
+    Checks the logits on the way, on one plane rather than all of them: a NaN makes its pixel's sum NaN,
+    and so does +infinity (``inf - inf``) and a pixel whose every logit is -infinity. A logit of -infinity
+    beside a finite one is a probability of 0, as softmax has it.
+    """
+    lo, hi = cv2.minMaxLoc(best)[:2]
+    if exp_total is not None and lo > -_EXP_MARGIN and hi < _EXP_MARGIN - math.log(len(logits)):
+        # (every exp and their sum finite, the winner's exp a normal float: its share is exact to a float's
+        # rounding, as the subtraction's below)
+        prob = exp_total
+        cv2.divide(cv2.exp(best), exp_total, dst=prob)
+    else:
+        total = np.zeros_like(best)
+        step = np.empty_like(best)
+        for channel in logits:
+            cv2.exp(cv2.subtract(channel, best, dst=step), dst=step)
+            cv2.add(total, step, dst=total)
+        prob = np.divide(1.0, total, out=total)
+    bad = ~np.isfinite(prob)
+    if bad.any():
+        y, x = np.argwhere(bad)[0]
+        raise InputError(
+            f"semantic_to_instances: the per-class scores at pixel (row {y}, column {x}) hold NaN or"
+            " +infinity, or no finite value"
+        )
+    return prob
