@@ -38,6 +38,12 @@ contact pixels given back to the parts beside them): the discs' pixels where two
 classes with a quarter of its pixels of the contact class. modlib, which takes no contact map, gets the
 same class maps (a contact class as a class of its own); the JSON line summarizes these sets apart
 (``contact_summary``), so the class maps' figures stay comparable run to run.
+The ``hostile_scores_*`` sets give edgeseg logits instead of a class map (``logits=True``, channel 0 the
+background): 21 channels of small blobs (a VOC model facing a scene it was not trained for) and 3 channels
+of noise. edgeseg takes their argmax and the winning probability itself; modlib, which takes no scores, is
+timed on the class map its user makes of them (``np.argmax`` over the channels, the background set to 255,
+timed with it), and the connected-components pass is that class map's. Summarized apart too
+(``scores_summary``): reading 21 float planes is work no labelling pass of the class map does.
 Each set also gets modlib / connected components (``modlib_per_cc``): where it is under 10, being 10x
 faster than modlib means taking less time than the labelling pass alone, below any split that labels
 the map.
@@ -107,7 +113,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc malloc.h
 sys.path.insert(0, str(REPO / "tests"))
 
 from profile_semantic import Split, load_reference  # noqa: E402
-from scenes import BACKGROUND, CONTACT_SETS, HOSTILE_SETS, SCENE_SETS, Scene  # noqa: E402
+from scenes import BACKGROUND, CONTACT_SETS, HOSTILE_SETS, SCENE_SETS, SCORE_SETS, Scene  # noqa: E402
 
 import edgeseg  # noqa: E402
 from edgeseg import Instances, SemanticParams, semantic_to_instances  # noqa: E402
@@ -200,6 +206,22 @@ def pin_allocator() -> None:
     libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
 
 
+def modlib_class_map(logits: np.ndarray) -> np.ndarray:
+    """The class map a modlib user makes of logits, channel 0 the background: their argmax, the background
+    set to modlib's 255."""
+    winner = np.argmax(logits, axis=0)
+    return np.where(winner == 0, BACKGROUND, winner).astype(np.uint8)
+
+
+def edgeseg_input(sc: Scene) -> tuple[np.ndarray, dict[str, Any]]:
+    """What edgeseg gets for a scene: its logits where it has them (with their background channel), else its
+    class map; and the contact map or class beside it."""
+    given: dict[str, Any] = {"touching": sc.touching, "contact": sc.contact}
+    if sc.logits is not None:
+        return sc.logits, {**given, "background": 0, "logits": True}
+    return sc.class_map, given
+
+
 def warm_up(
     sets: dict[str, list[Scene]], params: SemanticParams, run_modlib: Any, reference: Split | None
 ) -> None:
@@ -208,11 +230,12 @@ def warm_up(
     docstring)."""
     for scenes in sets.values():
         for sc in scenes:
-            run_modlib(sc.class_map)
-            semantic_to_instances(sc.class_map, params, touching=sc.touching, contact=sc.contact)
+            data, given = edgeseg_input(sc)
+            run_modlib(data if sc.logits is None else modlib_class_map(data))
+            semantic_to_instances(data, params, **given)
             components_pass(sc.class_map)
             if reference is not None:
-                reference(sc.class_map, params, BACKGROUND, touching=sc.touching, contact=sc.contact)
+                reference(data, params, **{"background": BACKGROUND, **given})
 
 
 def bench_set(
@@ -238,21 +261,22 @@ def bench_set(
         tr: list[float] = []
         res_mod = res_ours = res_ref = None
         # (a contact map or class goes to the split beside the class map; modlib takes neither: it gets the
-        # class map, a contact class one class more)
-        given = {"touching": sc.touching, "contact": sc.contact}
+        # class map, a contact class one class more; nor scores: its time includes the argmax its user makes)
+        data, given = edgeseg_input(sc)
+        modlib = run_modlib if sc.logits is None else lambda logits: run_modlib(modlib_class_map(logits))
         ours = functools.partial(semantic_to_instances, params=params, **given)
         theirs = functools.partial(reference or semantic_to_instances, params=params, **given)
         start = time.perf_counter()
         for _ in range(opts.repeat):
             # a block of calls each; with blocks of 2 or more, the first call of a block (right after the
             # other implementation's, whose large allocations leave the allocator and caches cold) is not kept
-            res_mod = timed_block(run_modlib, cm, opts.block, opts.slow, tm, f_mod)
-            res_ours = timed_block(ours, cm, opts.block, opts.slow, to, f_ours)
+            res_mod = timed_block(modlib, data, opts.block, opts.slow, tm, f_mod)
+            res_ours = timed_block(ours, data, opts.block, opts.slow, to, f_ours)
             timed_block(components_pass, cm, opts.block, opts.slow, tc, [])
             with one_opencv_thread():
-                timed_block(ours, cm, opts.block, opts.slow, ts, [])
+                timed_block(ours, data, opts.block, opts.slow, ts, [])
             if reference is not None:
-                res_ref = timed_block(theirs, cm, opts.block, opts.slow, tr, [])
+                res_ref = timed_block(theirs, data, opts.block, opts.slow, tr, [])
             if time.perf_counter() - start > opts.budget:
                 break
         truth = sc.truth()
@@ -364,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         reference = load_reference(opts.reference)
-    every = {**SCENE_SETS, **HOSTILE_SETS, **CONTACT_SETS}
+    every = {**SCENE_SETS, **HOSTILE_SETS, **CONTACT_SETS, **SCORE_SETS}
     names = [n for n in opts.sets.split(",") if n] or list(every)
     unknown = [n for n in names if n not in every]
     if unknown:
@@ -417,9 +441,13 @@ def main(argv: list[str] | None = None) -> int:
         "block": opts.block,
         "allocator": "glibc defaults" if opts.glibc_defaults else "pinned",
         "reference": None if opts.reference is None else str(opts.reference),
-        "summary": summarize([r for r in rows if r["set"] not in CONTACT_SETS], reference is not None),
-        # the split at a contact map apart: its sets would move the class maps' medians
+        "summary": summarize(
+            [r for r in rows if r["set"] not in CONTACT_SETS and r["set"] not in SCORE_SETS],
+            reference is not None,
+        ),
+        # the split at a contact map, and of scores, apart: their sets would move the class maps' medians
         "contact_summary": summarize([r for r in rows if r["set"] in CONTACT_SETS], reference is not None),
+        "scores_summary": summarize([r for r in rows if r["set"] in SCORE_SETS], reference is not None),
         "sets": rows,
     }
     print(json.dumps(summary, separators=(",", ":")))

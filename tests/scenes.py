@@ -30,7 +30,9 @@ class Scene:
     ``touching``: a contact map drawn beside the class map (where parts touch, as the demo model draws
     it), for the split at a contact map (``semantic_to_instances(..., touching=...)``); ``contact``: the
     class id of the contact pixels drawn in the class map itself (``semantic_to_instances(...,
-    contact=...)``), their truth the parts they belong to."""
+    contact=...)``), their truth the parts they belong to; ``logits``: per-class logits ``(C, H, W)``, channel
+    0 the background, whose argmax is the class map (``semantic_to_instances(logits, background=0,
+    logits=True)``)."""
 
     name: str
     class_map: NDArray[np.uint8]
@@ -38,6 +40,7 @@ class Scene:
     classes: list[int] = field(default_factory=list)
     touching: NDArray[np.bool_] | None = None
     contact: int | None = None
+    logits: NDArray[np.float32] | None = None
 
     def truth(self) -> Instances:
         return Instances.from_label_image(self.labels, np.asarray(self.classes, np.int32))
@@ -290,6 +293,29 @@ def hostile_uniform(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
     return _components(f"hostile_uniform[{seed}]", np.full((h, w), seed % 3, np.uint8))
 
 
+def _scores_scene(name: str, logits: NDArray[np.float32]) -> Scene:
+    """A scene given as logits (channel 0 the background), its truth the components of their argmax."""
+    winner = np.argmax(logits, axis=0)
+    sc = _components(name, np.where(winner == 0, BACKGROUND, winner).astype(np.uint8))
+    sc.logits = logits
+    return sc
+
+
+def hostile_scores_many(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
+    """The logits of a VOC model (21 channels, the first the background) facing a scene it was not trained
+    for: blurred noise (3 px) spread about +-10, every class in small blobs over the whole frame."""
+    rng = np.random.default_rng(seed)
+    fields = [cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 3) for _ in range(21)]
+    return _scores_scene(f"hostile_scores_many[{seed}]", (np.stack(fields) - 0.5) * 300)
+
+
+def hostile_scores_noise(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
+    """Logits of three channels (the first the background) drawn at random for every pixel: a noisy model's
+    scores, its argmax noise of two classes on the background."""
+    logits = np.random.default_rng(seed).normal(0, 4, (3, h, w)).astype(np.float32)
+    return _scores_scene(f"hostile_scores_noise[{seed}]", logits)
+
+
 def contact_discs(seed: int = 0) -> Scene:
     """:func:`touching_discs` with the contact map drawn where the discs touch: what a model that draws
     contacts gives on a scene of parts."""
@@ -380,6 +406,12 @@ CONTACT_SETS: dict[str, Callable[[int], Scene]] = {
     "hostile_contact_specks": hostile_contact_specks,
     "contact_class_discs": contact_class_discs,
     "hostile_contact_class": hostile_contact_class,
+}
+
+# Per-class logits instead of a class map: the argmax and the winning probability read every channel.
+SCORE_SETS: dict[str, Callable[[int], Scene]] = {
+    "hostile_scores_many": hostile_scores_many,
+    "hostile_scores_noise": hostile_scores_noise,
 }
 
 

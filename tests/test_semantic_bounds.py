@@ -179,6 +179,39 @@ def test_hostile_maps_split_into_disjoint_instances_inside_one_component_of_thei
     assert all((a == b).all() for a, b in zip(view.instances.masks, inst.masks, strict=True))
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    channels=st.integers(2, 24),
+    sigma=st.sampled_from([0.0, 1.5, 4.0]),
+    size=st.tuples(st.integers(8, 80), st.integers(8, 80)),
+)
+def test_hostile_logits_split_into_instances_that_partition_their_argmax(
+    seed: int, channels: int, sigma: float, size: tuple[int, int]
+) -> None:
+    # logits of noise or blurred noise over up to 24 channels, channel 0 the background: the instances are
+    # those of the argmax's class map, and each scores its pixels' mean winning probability
+    rng = np.random.default_rng(seed)
+    planes = [rng.normal(0, 1, size).astype(np.float32) for _ in range(channels)]
+    if sigma:
+        planes = [cv2.GaussianBlur(p, (0, 0), sigma) * 10 for p in planes]
+    logits = np.stack(planes)
+    winner = np.argmax(logits, axis=0)
+    cm = np.where(winner == 0, BACKGROUND, winner).astype(np.uint8)
+    params = SemanticParams(size_threshold=0, max_instances=100_000)
+    inst = semantic_to_instances(logits, params, background=0, logits=True)
+    from_map = semantic_to_instances(cm, params)
+    assert inst.class_id.tolist() == from_map.class_id.tolist()
+    assert all((a == b).all() for a, b in zip(inst.masks, from_map.masks, strict=True))
+    cover = np.zeros(size, np.int32)
+    for m in inst.dense_masks():
+        cover += m
+    assert ((cover == 1) == (winner != 0)).all()
+    wide = logits.astype(np.float64)
+    wins = 1 / np.exp(wide - wide.max(axis=0)).sum(axis=0)
+    assert inst.score == pytest.approx([wins[m].mean() for m in inst.dense_masks()], rel=1e-5)
+
+
 def test_unsplit_components_are_logged_at_most_once_a_minute(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
