@@ -22,7 +22,7 @@ from edgeseg import Instances, SemanticParams, semantic_to_instances
 from edgeseg.errors import InputError
 from edgeseg.geometry import min_area_rect
 from edgeseg.metrics import match_instances, panoptic_quality
-from edgeseg.semantic import explain_split
+from edgeseg.semantic import channels_first, explain_split
 from edgeseg.semantic.components import Budget, mirror_encloses, whole_part
 from edgeseg.semantic.cores import CORE_PIXELS, MAX_CORES, off_contacts, owners
 from edgeseg.semantic.relief import find_holes
@@ -586,6 +586,25 @@ def test_the_class_map_of_scores_is_their_argmax_channels_first_or_last_past_256
     last = explain_split(np.moveaxis(scores, 0, -1), background=0, logits=True, channels_last=True).class_map
     assert (first == want).all()
     assert (last == want).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.tuples(st.integers(1, 40), st.integers(1, 40), st.integers(1, 70)),
+    dtype=st.sampled_from([np.float32, np.float64, np.float16]),
+    strided=st.booleans(),
+)
+def test_channels_first_moves_the_channel_axis_to_contiguous_float32_planes(
+    seed: int, shape: tuple[int, int, int], dtype: type, strided: bool
+) -> None:
+    hwc = np.random.default_rng(seed).normal(size=shape).astype(dtype)
+    if strided:  # a view of every other column, as a crop of a larger output would be
+        hwc = np.repeat(hwc, 2, axis=1)[:, ::2]
+    planes = channels_first(hwc)
+    assert planes.dtype == np.float32
+    assert planes.flags.c_contiguous
+    assert np.array_equal(planes, np.moveaxis(hwc, -1, 0).astype(np.float32))
 
 
 @settings(max_examples=200, deadline=None)

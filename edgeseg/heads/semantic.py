@@ -32,7 +32,7 @@ from edgeseg.heads import DecodeOptions
 from edgeseg.instances import Instances
 from edgeseg.modelcard import ModelCard
 from edgeseg.preprocess import Prepared
-from edgeseg.semantic import SplitView, explain_split, semantic_to_instances
+from edgeseg.semantic import SplitView, channels_first, explain_split, semantic_to_instances
 
 _Split = TypeVar("_Split", Instances, SplitView)
 
@@ -57,8 +57,7 @@ class SemanticHead:
             ch_axis = 1 if out.layout == "nchw" else 3
             if t.ndim != 4 or t.shape[0] != 1 or t.shape[ch_axis] != self.nc:
                 raise self._fail(f"has shape {list(t.shape)}, expected {want} for {self.nc} classes")
-            chw = t[0] if out.layout == "nchw" else np.moveaxis(t[0], -1, 0)
-            return np.asarray(chw, np.float32)
+            return np.asarray(t[0], np.float32) if out.layout == "nchw" else channels_first(t[0])
         squeezed = self._plane(t, out.name)
         if out.kind == "sigmoid":
             p = np.asarray(squeezed, np.float32)
