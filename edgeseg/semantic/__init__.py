@@ -732,8 +732,9 @@ def _split_input(
 
 def channels_first(scores: NDArray[np.generic]) -> NDArray[np.float32]:
     """``(H, W, C)`` scores as ``(C, H, W)`` float32, each plane contiguous: OpenCV's transpose of the
-    ``(H * W, C)`` matrix, which goes through it block by block (21 channels of 480x640: 3.9 ms, where
-    numpy's copy of the axes moved took 25 ms, reading one value per channel and pixel at a stride)."""
+    ``(H * W, C)`` matrix, which goes through it block by block, where numpy's copy of the moved axis reads
+    at a stride of ``C`` (the split of 21 channels of 480x640 logits given channels last took 0.5-0.6x the
+    time with it, ``scripts/bench_scores.py --reference``)."""
     h, w, c = scores.shape
     flat = np.ascontiguousarray(scores, np.float32).reshape(h * w, c)
     return np.asarray(cv2.transpose(flat), np.float32).reshape(c, h, w)
@@ -750,9 +751,10 @@ def _argmax_channels(
     walks the channels with a stride of ``H * W``, and numpy's assignment under a boolean mask took several
     times OpenCV's copy. The exps summed here, not in a second pass over the channels that subtracts the
     best first (and without a pass over them all for NaN: see :func:`_winning_probability`), the split of
-    logits took 0.88-0.92x the time: the reference demo model's (4 classes, 480x640,
-    ``scripts/profile_semantic.py --reference``), instances the same, scores within 6e-8; 21 channels of
-    blobs (``scripts/bench_postprocess.py``'s ``hostile_scores_many``), 41.6 against 47.3 ms.
+    logits took 0.91x the time on the reference demo model's (4 classes, 480x640,
+    ``scripts/profile_semantic.py --reference``; instances the same, scores within 6e-8) and 0.80-0.90x on
+    21 channels of blobs (``scripts/bench_scores.py``, ``scripts/bench_postprocess.py``'s
+    ``hostile_scores_many``).
     """
     cmap = np.zeros(scores.shape[1:], np.uint8 if len(scores) <= 256 else np.uint16)
     best = scores[0].copy()

@@ -1,0 +1,142 @@
+"""What per-class scores cost ``semantic_to_instances`` over their class map, side by side in one run.
+
+For each map of ``tests/scenes.py``'s ``SCORE_SETS`` (logits, channel 0 the background: 21 channels of small
+blobs, 3 of noise; 480x640), channels first ``(C, H, W)`` and channels last ``(H, W, C)``, alternated call by
+call on one OpenCV thread (as the ``edgeseg`` command runs), the median ms of:
+
+- ``scores``: ``semantic_to_instances(logits, background=0, logits=True)``;
+- ``class map``: the same on their argmax (the background set to 255): the split alone. ``scores`` less this
+  is what reading the scores costs (argmax, winning probability, their checks, each instance's mean);
+- ``numpy``: the argmax and the winning softmax probability as numpy gives them, straight
+  (``np.argmax``, ``1 / sum(exp(x - max))`` over the channel axis): the plain way, for scale;
+- ``CC``: one ``cv2.connectedComponentsWithStats`` pass over the class map's foreground (the floor of issue
+  17's bound);
+- with ``--reference DIR`` (a copy of another version's ``edgeseg/semantic``), that version's
+  ``semantic_to_instances`` on the same logits, and whether it gives the same instances (scores within 1e-5).
+
+The last line is JSON.
+
+    .venv/bin/python scripts/bench_scores.py [--reference /tmp/before/edgeseg/semantic]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from profile_semantic import load_reference  # noqa: E402
+from scenes import BACKGROUND, SCORE_SETS  # noqa: E402
+
+from edgeseg.instances import Instances  # noqa: E402
+from edgeseg.semantic import SemanticParams, semantic_to_instances  # noqa: E402
+
+
+def numpy_way(logits: NDArray[np.float32], axis: int) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+    """The argmax and the winning softmax probability, as numpy gives them straight."""
+    best = logits.max(axis=axis, keepdims=True)
+    return np.argmax(logits, axis=axis), 1 / np.exp(logits - best).sum(axis=axis)
+
+
+def same(a: Instances, b: Instances) -> bool:
+    return (
+        a.class_id.tolist() == b.class_id.tolist()
+        and np.array_equal(a.mask_box, b.mask_box)
+        and all(np.array_equal(x, y) for x, y in zip(a.masks, b.masks, strict=True))
+        and np.allclose(a.score, b.score, rtol=0, atol=1e-5)
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=2, help="maps per set")
+    ap.add_argument("--repeat", type=int, default=9, help="timed calls per map and way")
+    ap.add_argument("--reference", type=Path, help="a copy of another version's edgeseg/semantic")
+    args = ap.parse_args()
+    cv2.setNumThreads(1)
+    logging.disable(logging.WARNING)  # (the split budget's note on maps of noise)
+    reference = load_reference(args.reference) if args.reference else None
+    params = SemanticParams()
+    print(
+        f"{'map':<24} {'layout':>6} | {'scores':>7} {'class map':>9} {'numpy':>7} {'CC':>6} | "
+        f"{'scores/CC':>9} {'(scores-map)/CC':>15}"
+        + ("" if reference is None else f" | {'ref':>7} {'ref/new':>7} same")
+    )
+    rows = []
+    for name, make in SCORE_SETS.items():
+        for seed in range(args.seeds):
+            scene = make(seed)
+            assert scene.logits is not None
+            cm = scene.class_map
+            for layout in ("chw", "hwc"):
+                last = layout == "hwc"
+                logits = np.ascontiguousarray(np.moveaxis(scene.logits, 0, -1)) if last else scene.logits
+                ways: dict[str, Callable[[], Any]] = {
+                    "scores": lambda x=logits, last=last: semantic_to_instances(
+                        x, params, 0, logits=True, channels_last=last
+                    ),
+                    "class_map": lambda cm=cm: semantic_to_instances(cm, params, BACKGROUND),
+                    "numpy": lambda x=logits, last=last: numpy_way(x, -1 if last else 0),
+                    "cc": lambda cm=cm: cv2.connectedComponentsWithStats(
+                        (cm != BACKGROUND).view(np.uint8), connectivity=8
+                    ),
+                }
+                if reference is not None:
+                    ways["reference"] = lambda x=logits, last=last: reference(
+                        x, params, 0, logits=True, channels_last=last
+                    )
+                times: dict[str, list[float]] = {k: [] for k in ways}
+                out: dict[str, Any] = {}
+                for _ in range(args.repeat):
+                    for k, way in ways.items():
+                        t0 = time.perf_counter()
+                        out[k] = way()
+                        times[k].append((time.perf_counter() - t0) * 1e3)
+                ms = {k: statistics.median(v) for k, v in times.items()}
+                row: dict[str, Any] = {
+                    "map": f"{name}[{seed}]",
+                    "layout": layout,
+                    **{f"{k}_ms": round(v, 3) for k, v in ms.items()},
+                    "scores_per_cc": round(ms["scores"] / ms["cc"], 2),
+                    "reading_per_cc": round((ms["scores"] - ms["class_map"]) / ms["cc"], 2),
+                }
+                line = (
+                    f"{row['map']:<24} {layout:>6} | {ms['scores']:7.2f} {ms['class_map']:9.2f} "
+                    f"{ms['numpy']:7.2f} {ms['cc']:6.2f} | {row['scores_per_cc']:9.1f} "
+                    f"{row['reading_per_cc']:15.1f}"
+                )
+                if reference is not None:
+                    row["reference_over_new"] = round(ms["reference"] / ms["scores"], 3)
+                    row["same_as_reference"] = same(out["scores"], out["reference"])
+                    line += f" | {ms['reference']:7.2f} {row['reference_over_new']:7.2f}"
+                    line += f" {row['same_as_reference']}"
+                print(line, flush=True)
+                rows.append(row)
+    summary: dict[str, Any] = {
+        "scores_per_cc_max": max(r["scores_per_cc"] for r in rows),
+        "reading_per_cc_max": max(r["reading_per_cc"] for r in rows),
+    }
+    if reference is not None:
+        for layout in ("chw", "hwc"):
+            ratios = [r["reference_over_new"] for r in rows if r["layout"] == layout]
+            summary[f"reference_over_new_{layout}_median"] = round(statistics.median(ratios), 3)
+        summary["same_as_reference"] = all(r["same_as_reference"] for r in rows)
+    out = {"bench": "scores", "repeat": args.repeat, "summary": summary, "rows": rows}
+    print(json.dumps(out, separators=(",", ":")))
+
+
+if __name__ == "__main__":
+    main()
