@@ -717,7 +717,7 @@ def _split_input(
     # (one plane per class, each contiguous: OpenCV takes them without a copy)
     scores = channels_first(arr) if channels_last else np.ascontiguousarray(arr, np.float32)
     cmap, best, exp_total = _argmax_channels(scores, exps=logits)
-    if not logits:
+    if exp_total is None:  # probabilities
         least, most = float(scores.min()), float(scores.max())  # NaN if any is
         if not (least >= -1e-6 and most <= 1 + 1e-6):
             if math.isnan(least) or math.isnan(most):
@@ -772,7 +772,7 @@ def _argmax_channels(
 
 
 def _winning_probability(
-    logits: NDArray[np.float32], best: NDArray[np.float32], exp_total: NDArray[np.float32] | None
+    logits: NDArray[np.float32], best: NDArray[np.float32], exp_total: NDArray[np.float32]
 ) -> NDArray[np.float32]:
     """The softmax probability of each pixel's winning class, ``exp(best) / sum exp(logits)``, from the sum
     :func:`_argmax_channels` made; where the logits are too large (or too small) for that sum in float32,
@@ -783,7 +783,7 @@ def _winning_probability(
     beside a finite one is a probability of 0, as softmax has it.
     """
     lo, hi = cv2.minMaxLoc(best)[:2]
-    if exp_total is not None and lo > -_EXP_MARGIN and hi < _EXP_MARGIN - math.log(len(logits)):
+    if lo > -_EXP_MARGIN and hi < _EXP_MARGIN - math.log(len(logits)):
         # (every exp and their sum finite, the winner's exp a normal float: its share is exact to a float's
         # rounding, as the subtraction's below)
         prob = exp_total
