@@ -113,7 +113,15 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc malloc.h
 sys.path.insert(0, str(REPO / "tests"))
 
 from profile_semantic import Split, load_reference  # noqa: E402
-from scenes import BACKGROUND, CONTACT_SETS, HOSTILE_SETS, SCENE_SETS, SCORE_SETS, Scene  # noqa: E402
+from scenes import (  # noqa: E402
+    BACKGROUND,
+    CONTACT_SETS,
+    HOSTILE_SETS,
+    SCENE_SETS,
+    SCORE_SETS,
+    Scene,
+    argmax_class_map,
+)
 
 import edgeseg  # noqa: E402
 from edgeseg import Instances, SemanticParams, semantic_to_instances  # noqa: E402
@@ -206,13 +214,6 @@ def pin_allocator() -> None:
     libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
 
 
-def modlib_class_map(logits: np.ndarray) -> np.ndarray:
-    """The class map a modlib user makes of logits, channel 0 the background: their argmax, the background
-    set to modlib's 255."""
-    winner = np.argmax(logits, axis=0)
-    return np.where(winner == 0, BACKGROUND, winner).astype(np.uint8)
-
-
 def edgeseg_input(sc: Scene) -> tuple[np.ndarray, dict[str, Any]]:
     """What edgeseg gets for a scene: its logits where it has them (with their background channel), else its
     class map; and the contact map or class beside it."""
@@ -231,7 +232,7 @@ def warm_up(
     for scenes in sets.values():
         for sc in scenes:
             data, given = edgeseg_input(sc)
-            run_modlib(data if sc.logits is None else modlib_class_map(data))
+            run_modlib(data if sc.logits is None else argmax_class_map(data))
             semantic_to_instances(data, params, **given)
             components_pass(sc.class_map)
             if reference is not None:
@@ -263,7 +264,7 @@ def bench_set(
         # (a contact map or class goes to the split beside the class map; modlib takes neither: it gets the
         # class map, a contact class one class more; nor scores: its time includes the argmax its user makes)
         data, given = edgeseg_input(sc)
-        modlib = run_modlib if sc.logits is None else lambda logits: run_modlib(modlib_class_map(logits))
+        modlib = run_modlib if sc.logits is None else lambda logits: run_modlib(argmax_class_map(logits))
         ours = functools.partial(semantic_to_instances, params=params, **given)
         theirs = functools.partial(reference or semantic_to_instances, params=params, **given)
         start = time.perf_counter()

@@ -293,10 +293,16 @@ def hostile_uniform(seed: int = 0, h: int = 480, w: int = 640) -> Scene:
     return _components(f"hostile_uniform[{seed}]", np.full((h, w), seed % 3, np.uint8))
 
 
+def argmax_class_map(scores: NDArray[np.floating]) -> NDArray[np.uint8]:
+    """The class map of per-class scores ``(C, H, W)``, channel 0 the background: their argmax, the
+    background set to :data:`BACKGROUND` (what a modlib user makes of a model's scores)."""
+    winner = np.argmax(scores, axis=0)
+    return np.where(winner == 0, BACKGROUND, winner).astype(np.uint8)
+
+
 def _scores_scene(name: str, logits: NDArray[np.float32]) -> Scene:
     """A scene given as logits (channel 0 the background), its truth the components of their argmax."""
-    winner = np.argmax(logits, axis=0)
-    sc = _components(name, np.where(winner == 0, BACKGROUND, winner).astype(np.uint8))
+    sc = _components(name, argmax_class_map(logits))
     sc.logits = logits
     return sc
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
-from scenes import BACKGROUND
+from scenes import BACKGROUND, argmax_class_map
 
 from edgeseg import semantic
 from edgeseg.semantic import SemanticParams, explain_split, semantic_to_instances
@@ -196,8 +196,7 @@ def test_hostile_logits_split_into_instances_that_partition_their_argmax(
     if sigma:
         planes = [cv2.GaussianBlur(p, (0, 0), sigma) * 10 for p in planes]
     logits = np.stack(planes)
-    winner = np.argmax(logits, axis=0)
-    cm = np.where(winner == 0, BACKGROUND, winner).astype(np.uint8)
+    cm = argmax_class_map(logits)
     params = SemanticParams(size_threshold=0, max_instances=100_000)
     inst = semantic_to_instances(logits, params, background=0, logits=True)
     from_map = semantic_to_instances(cm, params)
@@ -206,7 +205,7 @@ def test_hostile_logits_split_into_instances_that_partition_their_argmax(
     cover = np.zeros(size, np.int32)
     for m in inst.dense_masks():
         cover += m
-    assert ((cover == 1) == (winner != 0)).all()
+    assert ((cover == 1) == (cm != BACKGROUND)).all()
     wide = logits.astype(np.float64)
     wins = 1 / np.exp(wide - wide.max(axis=0)).sum(axis=0)
     assert inst.score == pytest.approx([wins[m].mean() for m in inst.dense_masks()], rel=1e-5)
