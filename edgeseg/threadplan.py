@@ -16,7 +16,12 @@ A trial re-makes the session (between two frames, on the inference thread) and m
 fewer threads are kept unless the slower of the two stages is slower with them by more than
 :data:`TOLERANCE`: a tie keeps them, as a core's worth of CPU is left to the rest, and on a shared machine two
 windows of the same settings differ by up to 8%. After a trial, the next waits :data:`COOLDOWN_S`, so a scene
-that keeps changing costs a re-made session every few minutes at most.
+that keeps changing costs a re-made session every few minutes at most; and a trial whose plan lost is not made
+again while the plan kept measures what it did in that trial (each stage within :data:`TOLERANCE`, the runs'
+busy share within a tenth). Where runs side by side are idle over half the time yet one run of every thread
+falls behind the camera, that trial would otherwise be made, and lost, every cooldown, each time frames at the
+worse plan and two sessions re-made (the demo at 30 fps on 2 cores runs near there: two runs of 36 ms a frame
+each, busy about half the time, against one run of 2 threads at a frame every 39 ms).
 
 Where inference is the slower stage and frames wait for it (its runs inside frames :data:`BUSY_SHARE` of the
 window: a file, or a camera faster than inference), the planner tries frames side by side instead: one
@@ -207,6 +212,9 @@ class ThreadPlanner:
         # windows still to come after the one under way
         self._trial: list[Costs] = []
         self._schedule: list[Plan] = []
+        # the plan the last trial tried and lost to the one it started from, and that plan's costs in it
+        self._lost: tuple[Plan, Costs] | None = None
+        self._lost_said: tuple[Plan, Costs] | None = None  # (said once per trial lost)
 
     def postprocessed(self, ms: float) -> None:
         with self._lock:
@@ -292,6 +300,13 @@ class ThreadPlanner:
                     f"{costs}; {plan} kept: an earlier pipeline's trial ended under {COOLDOWN_S:.0f} s ago"
                 )
             return None
+        if self._lost is not None and self._lost[0] == target and _alike(costs, self._lost[1]):
+            # what lost to this plan at these costs would lose again: a trial costs frames at the worse plan
+            # (and two sessions re-made); one is made again once the costs have moved
+            if self._lost_said is not self._lost:
+                self._lost_said = self._lost
+                self._decide(f"{costs}; {target} not tried again: it lost to {plan} at these costs")
+            return None
         self._trial = [costs]
         # runs side by side against one run: the plan tried gets a second window, then the plan started from
         # a second one, so that each plan's windows centre on the same moment (see the module's docstring)
@@ -323,6 +338,7 @@ class ThreadPlanner:
         self._trial = []
         self._next_trial = self._clock() + COOLDOWN_S
         kept, rival = (less, more) if tie else (more, less)
+        self._lost = (rival.plan, kept) if kept.plan == windows[0].plan else None
         over = f"; over {len(windows) // 2} windows of each" if len(windows) >= EXTENDED_WINDOWS else ""
         self._decide(f"{kept.describe(mixed)} (kept), against {rival.describe(mixed)}{over}")
         return self._change(kept.plan)
@@ -360,6 +376,19 @@ def planner_for(knob: ThreadCount) -> ThreadPlanner:
         planner._next_trial = earlier._next_trial
     _latest[knob] = planner
     return planner
+
+
+def _alike(now: Costs, then: Costs) -> bool:
+    """Whether a window's costs are those of an earlier one of the same plan, to the planner's tolerance: its
+    stages' milliseconds a frame within a tenth of each other, and the share of the time its runs were busy
+    within a tenth of the window."""
+    return (
+        now.plan == then.plan
+        and abs(now.inference_ms - then.inference_ms) <= TOLERANCE * max(now.inference_ms, then.inference_ms)
+        and abs(now.postprocess_ms - then.postprocess_ms)
+        <= TOLERANCE * max(now.postprocess_ms, then.postprocess_ms)
+        and abs(now.busy - then.busy) <= TOLERANCE
+    )
 
 
 def _mean(windows: list[Costs]) -> Costs:

@@ -254,6 +254,41 @@ def test_no_runs_side_by_side_while_frames_come_slower_than_inference_takes_them
     assert planner.outcome.endswith("inference is the slower stage, idle 70% of the time, 2 threads kept")
 
 
+def paced(planner: ThreadPlanner, clock: Clock, inference_ms: float, every_ms: float) -> Plan | None:
+    """One settle period and one window of a run's frames ``inference_ms`` long, one ending every
+    ``every_ms`` of the clock (a camera, or inference, sets the pace), post-processing 5 ms a frame."""
+    for _ in range(SETTLE_FRAMES):
+        assert planner.inferred(inference_ms) is None
+    asked = None
+    for _ in range(WINDOW_FRAMES):
+        clock.now += every_ms / 1000
+        planner.postprocessed(5.0)
+        asked = planner.inferred(inference_ms)
+    return asked
+
+
+def test_a_plan_that_lost_its_trial_is_not_tried_again_until_the_costs_move() -> None:
+    clock = Clock()
+    planner = ThreadPlanner(2, Plan(2, 1), clock, runs=True)
+    # two runs of 30 ms a frame behind a camera at 30 fps: idle over half the time, so one run is tried; it
+    # takes 40 ms a frame, slower than the camera, and the runs are kept
+    assert paced(planner, clock, 30.0, 33.3) == Plan(1, 2)
+    assert paced(planner, clock, 40.0, 40.0) is None
+    assert paced(planner, clock, 40.0, 40.0) == Plan(2, 1)
+    assert paced(planner, clock, 30.0, 33.3) is None
+    assert planner.plan == Plan(2, 1)
+    # a cooldown later, at the same costs, the trial would lose again: none is made, and that is said once
+    clock.now += COOLDOWN_S
+    assert paced(planner, clock, 31.0, 33.3) is None
+    said = planner.outcome
+    assert said is not None
+    assert said.endswith("; 2 threads not tried again: it lost to 2 runs at once of 1 thread at these costs")
+    assert paced(planner, clock, 30.0, 33.3) is None
+    assert planner.outcome == said
+    # the frames got lighter (a third less inference a frame): one run may keep up now, so it is tried
+    assert paced(planner, clock, 20.0, 33.3) == Plan(1, 2)
+
+
 def test_runs_side_by_side_are_given_up_once_post_processing_holds_the_frames_back() -> None:
     clock = Clock()
     planner = ThreadPlanner(2, Plan(1, 2), clock, runs=True)
