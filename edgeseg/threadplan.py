@@ -20,8 +20,8 @@ that keeps changing costs a re-made session every few minutes at most; and a tri
 again while the plan kept measures what it did in that trial (each stage within :data:`TOLERANCE`, the runs'
 busy share within a tenth). Where runs side by side are idle over half the time yet one run of every thread
 falls behind the camera, that trial would otherwise be made, and lost, every cooldown, each time frames at the
-worse plan and two sessions re-made (the demo at 30 fps on 2 cores runs near there: two runs of 36 ms a frame
-each, busy about half the time, against one run of 2 threads at a frame every 39 ms).
+worse plan and two sessions re-made (the demo at 30 fps on 2 cores runs near there, its runs busy about half
+the time).
 
 Where inference is the slower stage and frames wait for it (its runs inside frames :data:`BUSY_SHARE` of the
 window: a file, or a camera faster than inference), the planner tries frames side by side instead: one
