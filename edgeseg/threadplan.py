@@ -367,13 +367,14 @@ _latest: weakref.WeakKeyDictionary[ThreadCount, ThreadPlanner] = weakref.WeakKey
 def planner_for(knob: ThreadCount) -> ThreadPlanner:
     """The planner of a new pipeline whose inference runs on ``knob``. It starts from the plan the backend
     runs now; where an earlier pipeline planned on the same backend, it also waits out that one's cooldown
-    before it tries another plan. The ``edgeseg`` command's pipeline loads a model of its own, but a bench
+    before it tries another plan, and does not try again the plan that lost that one's last trial at the same
+    costs. The ``edgeseg`` command's pipeline loads a model of its own, but a bench
     or an embedding program that runs pipelines one after another on the same stages would otherwise pay a
     trial (a session re-made, and maybe re-made again) in each."""
     planner = ThreadPlanner(knob.most_threads, Plan(knob.runs, knob.threads), runs=True)
     earlier = _latest.get(knob)
     if earlier is not None:
-        planner._next_trial = earlier._next_trial
+        planner._next_trial, planner._lost = earlier._next_trial, earlier._lost
     _latest[knob] = planner
     return planner
 
