@@ -289,6 +289,25 @@ def test_a_plan_that_lost_its_trial_is_not_tried_again_until_the_costs_move() ->
     assert paced(planner, clock, 20.0, 33.3) == Plan(1, 2)
 
 
+def test_a_later_pipeline_on_the_same_backend_does_not_try_again_what_lost_the_earlier_ones_trial() -> None:
+    clock, knob = Clock(), SleepKnob()
+    knob.runs, knob.threads = 2, 1
+    first = threadplan.planner_for(knob, clock)
+    assert [paced(first, clock, *ms) for ms in ((30.0, 33.3), (40.0, 40.0), (40.0, 40.0), (30.0, 33.3))] == [
+        Plan(1, 2),
+        None,
+        Plan(2, 1),
+        None,
+    ]
+    later = threadplan.planner_for(knob, clock)
+    clock.now += COOLDOWN_S
+    assert paced(later, clock, 30.0, 33.3) is None
+    assert later.outcome is not None
+    assert later.outcome.endswith(
+        "2 threads not tried again: it lost to 2 runs at once of 1 thread at these costs"
+    )
+
+
 def test_runs_side_by_side_are_given_up_once_post_processing_holds_the_frames_back() -> None:
     clock = Clock()
     planner = ThreadPlanner(2, Plan(1, 2), clock, runs=True)
