@@ -368,9 +368,9 @@ def planner_for(knob: ThreadCount, clock: Callable[[], float] = time.monotonic) 
     """The planner of a new pipeline whose inference runs on ``knob``. It starts from the plan the backend
     runs now; where an earlier pipeline planned on the same backend, it also waits out that one's cooldown
     before it tries another plan, and does not try again the plan that lost that one's last trial at the same
-    costs. The ``edgeseg`` command's pipeline loads a model of its own, but a bench
-    or an embedding program that runs pipelines one after another on the same stages would otherwise pay a
-    trial (a session re-made, and maybe re-made again) in each."""
+    costs. The ``edgeseg`` command's pipeline loads a model of its own, but a bench or an embedding program
+    that runs pipelines one after another on the same stages would otherwise pay a trial (a session re-made,
+    and maybe re-made again) in each. ``clock``: the planner's (a test's own)."""
     planner = ThreadPlanner(knob.most_threads, Plan(knob.runs, knob.threads), clock, runs=True)
     earlier = _latest.get(knob)
     if earlier is not None:
