@@ -53,18 +53,23 @@ class Clock:
 
 
 def window(
-    planner: ThreadPlanner, inference_ms: float, postprocess_ms: float, clock: Clock | None = None
+    planner: ThreadPlanner,
+    inference_ms: float,
+    postprocess_ms: float,
+    clock: Clock | None = None,
+    every_ms: float | None = None,
 ) -> Plan | None:
     """Feed one settle period and one window of steady times; what the planner asked for at its end. With
     ``clock``, each frame takes its inference time on it, divided among the plan's runs (frames wait for
-    inference all the time); without, no time passes."""
+    inference all the time), or with ``every_ms`` one frame ends every ``every_ms`` (a camera sets the pace);
+    without, no time passes."""
     asked = None
     for _ in range(SETTLE_FRAMES):
         assert planner.inferred(inference_ms * 50) is None  # settling: not counted, however slow
     for _ in range(WINDOW_FRAMES):
         planner.postprocessed(postprocess_ms)
         if clock is not None:
-            clock.now += inference_ms / 1000 / planner.plan.runs
+            clock.now += (inference_ms / planner.plan.runs if every_ms is None else every_ms) / 1000
         asked = planner.inferred(inference_ms)
     return asked
 
@@ -255,16 +260,8 @@ def test_no_runs_side_by_side_while_frames_come_slower_than_inference_takes_them
 
 
 def paced(planner: ThreadPlanner, clock: Clock, inference_ms: float, every_ms: float) -> Plan | None:
-    """One settle period and one window of a run's frames ``inference_ms`` long, one ending every
-    ``every_ms`` of the clock (a camera, or inference, sets the pace), post-processing 5 ms a frame."""
-    for _ in range(SETTLE_FRAMES):
-        assert planner.inferred(inference_ms) is None
-    asked = None
-    for _ in range(WINDOW_FRAMES):
-        clock.now += every_ms / 1000
-        planner.postprocessed(5.0)
-        asked = planner.inferred(inference_ms)
-    return asked
+    """:func:`window` with one frame ending every ``every_ms``, post-processing 5 ms a frame."""
+    return window(planner, inference_ms, 5.0, clock, every_ms)
 
 
 def test_a_plan_that_lost_its_trial_is_not_tried_again_until_the_costs_move() -> None:
