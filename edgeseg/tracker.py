@@ -41,7 +41,9 @@ track's object) are joined into one instance (``join_fragments``); ``update`` th
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -57,6 +59,8 @@ from edgeseg.validate import FieldError
 
 if TYPE_CHECKING:
     from edgeseg.frame import Result
+
+log = logging.getLogger(__name__)
 
 UNCONFIRMED = -1  # the track_id of a detection that has no published track (yet)
 # The centre-distance fallback stays below this similarity, so a real mask overlap of half or more wins.
@@ -87,8 +91,20 @@ CONSENSUS_MIN = 2
 CONSENSUS_TOLERANCE = 0.25
 CONSENSUS_TRACKS = 64  # the largest tracks the guess looks at
 CONSENSUS_NEAREST = 3  # candidate moves per track: to its nearest detections of its class
+CONSENSUS_FIT = 8  # a track fits a move when one of its this many nearest detections lies where it brings it
 # Slack on confirm_s, so capture times rounded to the nanosecond confirm after a whole number of frames.
 CONFIRM_SLACK_S = 1e-3
+# An update compares masks (a track's predicted mask with a detection's, on their crops' overlap) for at
+# most this many frames' pixels, each comparison counted as LOOK_FLOOR pixels at least (its calls' own
+# cost). A scene of objects takes a few comparisons per track: the demo model's conveyor scenes 0.13 of a
+# frame's pixels (median; 0.33 at most). Nested rings of one class, every box over every other (198 at
+# 640x480), took 189 ms an update where their split took 21 ms; 7 ms with the budget
+# (``scripts/bench_tracking.py --sets hostile``). Past the budget a pair keeps the centre-distance
+# similarity, and no merged detection is split, no fragments joined, no view judged poor; counted
+# (``Tracker.unlooked``) and logged at most once a minute.
+LOOK_FRAMES = 4.0
+LOOK_FLOOR = 2048
+_UNLOOKED_NOTE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -193,6 +209,34 @@ class _Track:
         return (self.box[0] + dx, self.box[1] + dy, self.box[2] + dx, self.box[3] + dy)
 
 
+class _Looks:
+    """The mask comparisons an update may still make (pixels left of its budget) and how many it refused."""
+
+    __slots__ = ("budget", "left", "refused")
+
+    def __init__(self, pixels: int) -> None:
+        self.budget = self.left = pixels
+        self.refused = 0
+
+    @property
+    def spent(self) -> bool:
+        """No comparison can be paid for any more."""
+        return self.left < LOOK_FLOOR
+
+    def refuse(self, count: int) -> None:
+        """``count`` comparisons not asked for, the budget being spent."""
+        self.refused += count
+
+    def take(self, pixels: int) -> bool:
+        """Whether a comparison over ``pixels`` is paid for (and paid)."""
+        cost = max(pixels, LOOK_FLOOR)
+        if cost > self.left:
+            self.refused += 1
+            return False
+        self.left -= cost
+        return True
+
+
 class Tracker:
     """Assigns track ids to each frame's instances; see the module docstring for the rules.
 
@@ -206,6 +250,9 @@ class Tracker:
         self._last_t: float | None = None
         self._last_index: int | None = None
         self.resets = 0  # automatic resets (source restarts) so far
+        self.unlooked = 0  # mask comparisons refused by the updates' budgets so far (LOOK_FRAMES)
+        self.looked = 0  # pixels the last update's mask comparisons were counted (LOOK_FLOOR at least each)
+        self._unlooked_note = (0, -math.inf)  # refused since the last log line, and when that was
         # confirmed tracks that got their id / ended in the last update: (track id, class id)
         self.born: list[tuple[int, int]] = []
         self.ended: list[tuple[int, int]] = []
@@ -247,6 +294,7 @@ class Tracker:
         self._last_t, self._last_index = t, index
         cfg = self.config
         h, w = instances.image_shape
+        looks = _Looks(int(LOOK_FRAMES * h * w))
         self.born, self.ended, self._ended_by_reset = [], self._ended_by_reset, []
         # tracks that ended: lost too long, or predicted wholly out of the frame
         alive = []
@@ -260,9 +308,9 @@ class Tracker:
             self._guess_scene_motion(instances, t)
         pinned: dict[int, int] = {}  # track index -> its piece of a split detection
         if cfg.split_merged and previous_t is not None:
-            instances, pinned = self._split_merged(instances, t, previous_t)
+            instances, pinned = self._split_merged(instances, t, previous_t, looks)
         if cfg.join_fragments and previous_t is not None:
-            instances, pinned = self._join_fragments(instances, pinned, t, previous_t)
+            instances, pinned = self._join_fragments(instances, pinned, t, previous_t, looks)
         boxes = instances.mask_box.tolist()
         ids = np.full(len(instances), UNCONFIRMED, np.int64)
         score = instances.score
@@ -274,12 +322,12 @@ class Tracker:
         tentative = [k for k, tr in enumerate(self._tracks) if tr.id == UNCONFIRMED]
         matched = dict(pinned)  # track index -> detection index
         similar: dict[int, float] = {}  # track index -> the similarity it was matched at
-        assign = (instances, boxes, t, matched, similar)
+        assign = (instances, boxes, t, matched, similar, looks)
         left_tracks, left_high = self._assign(confirmed, high, cfg.min_similarity, *assign)
         self._assign(left_tracks, low, cfg.min_similarity_low, *assign)
         _, new = self._assign(tentative, left_high, cfg.min_similarity, *assign)
         # decided before any track moves on, so no track's verdict depends on which was updated first
-        poor = self._poor_views(matched, similar, instances, t)
+        poor = self._poor_views(matched, similar, instances, t, looks)
         for k, j in matched.items():
             tr, b = self._tracks[k], boxes[j]
             dt = t - tr.last_t
@@ -325,7 +373,27 @@ class Tracker:
                 self.born.append((tr.id, tr.class_id))
             kept.append(tr)
         self._tracks = kept
+        self.looked = looks.budget - looks.left
+        self._count_unlooked(looks.refused)
         return instances.with_track_ids(ids)
+
+    def _count_unlooked(self, refused: int) -> None:
+        if not refused:
+            return
+        self.unlooked += refused
+        pending, last = self._unlooked_note
+        pending += refused
+        now = time.monotonic()
+        if now - last < _UNLOOKED_NOTE_S:
+            self._unlooked_note = (pending, last)
+            return
+        self._unlooked_note = (0, now)
+        log.warning(
+            "tracker budget: %d mask comparisons left out (frames of many overlapping objects of one class,"
+            " such as a model facing what it was not trained for): those pairs compared by their distance"
+            " only, no detection split or joined there",
+            pending,
+        )
 
     def _restarted(self, t: float, index: int | None) -> bool:
         if self._last_t is None:
@@ -334,7 +402,7 @@ class Tracker:
         return went_back or t < self._last_t or t - self._last_t > self.config.reset_gap_s
 
     def _poor_views(
-        self, matched: dict[int, int], similar: dict[int, float], inst: Instances, t: float
+        self, matched: dict[int, int], similar: dict[int, float], inst: Instances, t: float, looks: _Looks
     ) -> set[int]:
         """The confirmed tracks, away from the frame's edge, whose detection overlaps their predicted mask
         poorly, or is much larger than it, and holds part of another confirmed track's too: two touching
@@ -357,28 +425,36 @@ class Tracker:
             tr, j = self._tracks[k], matched[k]
             ox, oy = tr.offset(t)
             db = inst.mask_box[j].tolist()
-            iou = _shifted_iou(tr, round(ox), round(oy), inst, j, db)
-            if not (0.0 < iou < KEEP_SHAPE_BELOW or inst.area[j] > GROWN * tr.area):
+            iou = _shifted_iou(tr, round(ox), round(oy), inst, j, db, looks)
+            if iou is None or not (0.0 < iou < KEEP_SHAPE_BELOW or inst.area[j] > GROWN * tr.area):
                 continue
-            if self._holds_another(tr, boxes, inst, j, t):
+            if self._holds_another(tr, boxes, inst, j, t, looks):  # (unknown: not poor)
                 poor.add(k)
         return poor
 
     def _holds_another(
-        self, tr: _Track, boxes: NDArray[np.float64], inst: Instances, j: int, t: float
-    ) -> bool:
+        self, tr: _Track, boxes: NDArray[np.float64], inst: Instances, j: int, t: float, looks: _Looks
+    ) -> bool | None:
         """Detection ``j`` holds ``SHARED_VIEW`` or more of the predicted mask of a confirmed track of
-        ``tr``'s class other than ``tr`` (``boxes``: every track's predicted box, to look at near ones)."""
+        ``tr``'s class other than ``tr`` (``boxes``: every track's predicted box, to look at near ones);
+        None where the budget left a near one unseen and none seen holds it."""
         db = inst.mask_box[j].tolist()
         near = (boxes[:, 0] < db[2]) & (boxes[:, 2] > db[0]) & (boxes[:, 1] < db[3]) & (boxes[:, 3] > db[1])
+        unseen = False
         for o in np.flatnonzero(near).tolist():
             other = self._tracks[o]
             if other is tr or other.id == UNCONFIRMED or other.class_id != tr.class_id:
                 continue
+            if looks.spent:
+                looks.refuse(1)
+                return None
             ox, oy = other.offset(t)
-            if _shifted_overlap(other, round(ox), round(oy), inst, j, db) >= SHARED_VIEW * other.area:
+            shared = _shifted_overlap(other, round(ox), round(oy), inst, j, db, looks)
+            if shared is None:
+                unseen = True
+            elif shared >= SHARED_VIEW * other.area:
                 return True
-        return False
+        return None if unseen else False
 
     def _guess_scene_motion(self, inst: Instances, t: float) -> None:
         """No track has been seen to move yet (the stream's second frame): the velocity that brings the
@@ -386,7 +462,10 @@ class Tracker:
         scene's motion, and the tracks it brings there start with it. Without it, a conveyor's parts are
         predicted where they were, which is where the part behind them is now. The candidates are each
         track's moves to its ``CONSENSUS_NEAREST`` nearest detections, for the ``CONSENSUS_TRACKS`` largest
-        tracks: a bounded cost whatever the frame holds."""
+        tracks, and a track fits a move where one of its ``CONSENSUS_FIT`` nearest detections lies where the
+        move brings it (the move to where it went is among its nearest, or it would not be a candidate):
+        a cost bounded by those three, whatever the frame holds (against every detection, the second frame of
+        300 took 104-112 ms; ``scripts/bench_tracking.py --sets hostile``, its worst update)."""
         tracks = [tr for tr in self._tracks if tr.last_t < t]  # a frame at the same time shows no motion
         tracks = sorted(tracks, key=lambda tr: -tr.area)[:CONSENSUS_TRACKS]
         if len(tracks) < CONSENSUS_MIN or not len(inst):
@@ -397,16 +476,19 @@ class Tracker:
         size = np.sqrt(_box_area(tb))
         same = np.asarray([tr.class_id for tr in tracks])[:, None] == inst.class_id[None, :]
         gap = np.where(same, np.hypot(*(dc[None, :, :] - tc[:, None, :]).transpose(2, 0, 1)), np.inf)
-        nearest = np.argsort(gap, axis=1)[:, :CONSENSUS_NEAREST]
+        order = np.argsort(gap, axis=1)
+        nearest = order[:, :CONSENSUS_NEAREST]
         rows = np.repeat(np.arange(len(tracks)), nearest.shape[1])
         cols = nearest.ravel()
         reach = gap[rows, cols] <= self.config.max_distance * size[rows]
         moves = (dc[cols[reach]] - tc[rows[reach]]) / dt[rows[reach]]  # px/s
+        fit = order[:, :CONSENSUS_FIT]
+        fit_at, fit_same = dc[fit], np.take_along_axis(same, fit, axis=1)
         best, best_support, best_fits = np.zeros(2), 0, np.zeros(len(tracks), bool)
         # most support; between equals, the slowest (standing still first)
         for v in sorted([np.zeros(2), *moves], key=lambda v: float(np.hypot(*v))):
-            miss = np.hypot(*(dc[None, :, :] - (tc + v * dt)[:, None, :]).transpose(2, 0, 1))
-            fits = (same & (miss <= CONSENSUS_TOLERANCE * size[:, None])).any(axis=1)
+            miss = np.hypot(*(fit_at - (tc + v * dt)[:, None, :]).transpose(2, 0, 1))
+            fits = (fit_same & (miss <= CONSENSUS_TOLERANCE * size[:, None])).any(axis=1)
             if int(fits.sum()) > best_support:
                 best, best_support, best_fits = v, int(fits.sum()), fits
         if best_support < CONSENSUS_MIN or not best.any():
@@ -425,7 +507,7 @@ class Tracker:
         return (float(v[0]), float(v[1]))
 
     def _join_fragments(
-        self, inst: Instances, pinned: dict[int, int], t: float, previous_t: float
+        self, inst: Instances, pinned: dict[int, int], t: float, previous_t: float, looks: _Looks
     ) -> tuple[Instances, dict[int, int]]:
         """``inst`` with the detections that are fragments of one confirmed track's object (each lies at
         least ``FRAGMENT_INSIDE`` inside its predicted mask, none is most of it, and together they are about
@@ -455,6 +537,9 @@ class Tracker:
         taken: set[int] = set()
         predicted: NDArray[np.float64] | None = None  # every track's predicted box, once a piece needs it
         for r in np.flatnonzero(near.sum(axis=1) >= 2).tolist():
+            if looks.spent:
+                looks.refuse(1)  # (each track left is one join not looked at)
+                continue
             k, tr = recent[r], tracks[r]
             ox, oy = int(off[r, 0]), int(off[r, 1])
             parts = [
@@ -462,32 +547,33 @@ class Tracker:
                 for j in np.flatnonzero(near[r]).tolist()
                 if j not in taken
                 and piece_of.get(j, k) == k
-                and _shifted_overlap(tr, ox, oy, inst, j, boxes[j]) >= FRAGMENT_INSIDE * int(inst.area[j])
+                and (_shifted_overlap(tr, ox, oy, inst, j, boxes[j], looks) or 0)
+                >= FRAGMENT_INSIDE * int(inst.area[j])
             ]
             if len(parts) < 2:
                 continue
-            # a part that holds much of another track's predicted mask is that object, not a fragment
+            # a part that holds much of another track's predicted mask is that object, not a fragment (one
+            # the budget left unknown is not taken for a fragment either)
             if predicted is None:
                 predicted = np.asarray([o.predicted(t) for o in self._tracks], np.float64)
-            parts = [j for j in parts if j in piece_of or not self._holds_another(tr, predicted, inst, j, t)]
+            parts = [
+                j
+                for j in parts
+                if j in piece_of or self._holds_another(tr, predicted, inst, j, t, looks) is False
+            ]
             ratio = sum(int(inst.area[j]) for j in parts) / max(1, tr.area)
             if len(parts) >= 2 and SPLIT_AREA_RATIO[0] <= ratio <= SPLIT_AREA_RATIO[1]:
                 joined[parts[0]] = parts
                 taken.update(parts)
         if not joined:
             return inst, pinned
-        out: list[Instances] = []
-        renumbered: dict[int, int] = {}  # detection index -> its index in the output
-        for j in range(len(inst)):
-            if j in joined:
-                out.append(_union(inst, joined[j]))
-                renumbered.update((f, len(out) - 1) for f in joined[j])
-            elif j not in taken:
-                out.append(inst[j])
-                renumbered[j] = len(out) - 1
-        return Instances.concat(out), {k: renumbered[j] for k, j in pinned.items()}
+        out, at = _rebuilt(inst, {j: _union(inst, parts) for j, parts in joined.items()}, taken)
+        first = {f: j for j, parts in joined.items() for f in parts}  # a fragment -> its union's place
+        return out, {k: at[first.get(j, j)] for k, j in pinned.items()}
 
-    def _split_merged(self, inst: Instances, t: float, previous_t: float) -> tuple[Instances, dict[int, int]]:
+    def _split_merged(
+        self, inst: Instances, t: float, previous_t: float, looks: _Looks
+    ) -> tuple[Instances, dict[int, int]]:
         """``inst`` with each detection that merged confirmed tracks (see the module docstring) replaced,
         in place, by one piece per track; and which piece is whose (track index -> detection index)."""
         recent = [k for k, tr in enumerate(self._tracks) if tr.id != UNCONFIRMED and tr.last_t == previous_t]
@@ -507,42 +593,42 @@ class Tracker:
         )
         splits: dict[int, tuple[list[int], list[NDArray[np.bool_]]]] = {}
         for j in np.flatnonzero(inside.sum(axis=0) >= 2).tolist():
+            if looks.spent:
+                looks.refuse(1)  # (each detection left is one split not looked at)
+                continue
             box = db[j].tolist()
-            held = [
-                r
+            cover = {
+                r: _shifted_overlap(tracks[r], int(off[r, 0]), int(off[r, 1]), inst, j, box, looks)
                 for r in np.flatnonzero(inside[:, j]).tolist()
-                if _shifted_overlap(tracks[r], int(off[r, 0]), int(off[r, 1]), inst, j, box)
-                >= SPLIT_COVER * tracks[r].area
-            ]
+            }
+            if None in cover.values():  # (not split unless every track it may hold is seen)
+                continue
+            held = [r for r, shared in cover.items() if (shared or 0) >= SPLIT_COVER * tracks[r].area]
             ratio = int(inst.area[j]) / max(1, sum(tracks[r].area for r in held))
-            if len(held) >= 2 and SPLIT_AREA_RATIO[0] <= ratio <= SPLIT_AREA_RATIO[1]:
+            # (the split costs a distance transform of the detection's box per track)
+            if (
+                len(held) >= 2
+                and SPLIT_AREA_RATIO[0] <= ratio <= SPLIT_AREA_RATIO[1]
+                and looks.take(len(held) * inst.masks[j].size)
+            ):
                 moved = [(tracks[r], int(off[r, 0]), int(off[r, 1])) for r in held]
                 pieces = _split_by_nearest(inst.masks[j], box, moved)
                 if pieces is not None:
                     splits[j] = ([recent[r] for r in held], pieces)
         if not splits:
             return inst, {}
-        parts, pinned, n = [], {}, 0
-        for j in range(len(inst)):
-            if j not in splits:
-                parts.append(inst[j])
-                n += 1
-                continue
-            owners, pieces = splits[j]
-            x0, y0 = int(db[j, 0]), int(db[j, 1])
-            parts.append(
-                Instances.from_crops(
-                    inst.image_shape,
-                    [int(inst.class_id[j])] * len(pieces),
-                    [float(inst.score[j])] * len(pieces),
-                    [(x0, y0)] * len(pieces),
-                    pieces,
-                )
+        new = {
+            j: Instances.from_crops(
+                inst.image_shape,
+                [int(inst.class_id[j])] * len(pieces),
+                [float(inst.score[j])] * len(pieces),
+                [(int(db[j, 0]), int(db[j, 1]))] * len(pieces),
+                pieces,
             )
-            for k in owners:
-                pinned[k] = n
-                n += 1
-        return Instances.concat(parts), pinned
+            for j, (_, pieces) in splits.items()
+        }
+        out, at = _rebuilt(inst, new, set())
+        return out, {k: at[j] + n for j, (owners, _) in splits.items() for n, k in enumerate(owners)}
 
     def _assign(
         self,
@@ -554,12 +640,13 @@ class Tracker:
         t: float,
         matched: dict[int, int],
         similar: dict[int, float],
+        looks: _Looks,
     ) -> tuple[list[int], NDArray[np.intp]]:
         """Match ``tracks`` to ``dets`` into ``matched`` (and the pairs' similarity into ``similar``);
         returns the tracks and detections left."""
         if not tracks or not len(dets):
             return tracks, dets
-        sim = self._similarity([self._tracks[k] for k in tracks], dets, inst, boxes, t)
+        sim = self._similarity([self._tracks[k] for k in tracks], dets, inst, boxes, t, looks)
         _, x, _ = lap.lapjv(1.0 - sim, extend_cost=True, cost_limit=1.0 - min_similarity)
         for r, c in enumerate(x.tolist()):
             if c >= 0:
@@ -570,9 +657,16 @@ class Tracker:
         return left_tracks, np.asarray([d for c, d in enumerate(dets.tolist()) if c not in taken], np.intp)
 
     def _similarity(
-        self, tracks: list[_Track], dets: NDArray[np.intp], inst: Instances, boxes: list[list[int]], t: float
+        self,
+        tracks: list[_Track],
+        dets: NDArray[np.intp],
+        inst: Instances,
+        boxes: list[list[int]],
+        t: float,
+        looks: _Looks,
     ) -> NDArray[np.float64]:
-        """``(len(tracks), len(dets))`` similarity: predicted mask IoU, else the capped distance fallback."""
+        """``(len(tracks), len(dets))`` similarity: predicted mask IoU, else (or where ``looks`` pays for no
+        comparison) the capped distance fallback."""
         shifts = np.asarray([tr.velocity for tr in tracks], np.float64) * np.asarray(
             [[t - tr.last_t] for tr in tracks]
         )
@@ -588,10 +682,14 @@ class Tracker:
         iy = np.minimum(pb[:, None, 3], db[None, :, 3]) - np.maximum(pb[:, None, 1], db[None, :, 1])
         gated = same & (ix > 0) & (iy > 0)
         off = np.rint(shifts).astype(np.int64)
-        for r, c in zip(*np.nonzero(gated), strict=True):
+        pairs = list(zip(*np.nonzero(gated), strict=True))
+        for n, (r, c) in enumerate(pairs):
+            if looks.spent:
+                looks.refuse(len(pairs) - n)
+                break
             tr, j = tracks[r], int(dets[c])
-            iou = _shifted_iou(tr, int(off[r, 0]), int(off[r, 1]), inst, j, boxes[j])
-            if iou > sim[r, c]:
+            iou = _shifted_iou(tr, int(off[r, 0]), int(off[r, 1]), inst, j, boxes[j], looks)
+            if iou is not None and iou > sim[r, c]:
                 sim[r, c] = iou
         sim[~same] = 0.0
         out: NDArray[np.float64] = sim
@@ -612,9 +710,11 @@ def _centre(box: NDArray[np.floating] | NDArray[np.integer]) -> NDArray[np.float
     return np.stack([(b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2], axis=-1)
 
 
-def _shifted_overlap(tr: _Track, dx: int, dy: int, inst: Instances, j: int, box: list[int]) -> int:
+def _shifted_overlap(
+    tr: _Track, dx: int, dy: int, inst: Instances, j: int, box: list[int], looks: _Looks
+) -> int | None:
     """Pixels the track's mask moved by ``(dx, dy)`` shares with detection ``j``'s mask (at ``box``),
-    counted on their crops' overlap."""
+    counted on their crops' overlap; None where ``looks`` does not pay for it."""
     ax0, ay0 = tr.box[0] + dx, tr.box[1] + dy
     am = tr.mask
     bx0, by0, bx1, by1 = box
@@ -622,6 +722,8 @@ def _shifted_overlap(tr: _Track, dx: int, dy: int, inst: Instances, j: int, box:
     x1, y1 = min(ax0 + am.shape[1], bx1), min(ay0 + am.shape[0], by1)
     if x1 <= x0 or y1 <= y0:
         return 0
+    if not looks.take((x1 - x0) * (y1 - y0)):
+        return None
     bm = inst.masks[j]
     return int(
         np.count_nonzero(
@@ -630,9 +732,14 @@ def _shifted_overlap(tr: _Track, dx: int, dy: int, inst: Instances, j: int, box:
     )
 
 
-def _shifted_iou(tr: _Track, dx: int, dy: int, inst: Instances, j: int, box: list[int]) -> float:
-    """IoU of the track's mask moved by ``(dx, dy)`` with detection ``j``'s mask (at ``box``)."""
-    inter = _shifted_overlap(tr, dx, dy, inst, j, box)
+def _shifted_iou(
+    tr: _Track, dx: int, dy: int, inst: Instances, j: int, box: list[int], looks: _Looks
+) -> float | None:
+    """IoU of the track's mask moved by ``(dx, dy)`` with detection ``j``'s mask (at ``box``); None where
+    ``looks`` does not pay for it."""
+    inter = _shifted_overlap(tr, dx, dy, inst, j, box, looks)
+    if inter is None:
+        return None
     union = tr.area + int(inst.area[j]) - inter
     return inter / union if union else 0.0
 
@@ -640,6 +747,33 @@ def _shifted_iou(tr: _Track, dx: int, dy: int, inst: Instances, j: int, box: lis
 def _at_edge(box: list[int], w: int, h: int) -> bool:
     """The box touches the frame's border: part of the object may be outside, so its shape may change."""
     return box[0] <= 0 or box[1] <= 0 or box[2] >= w or box[3] >= h
+
+
+def _rebuilt(inst: Instances, new: dict[int, Instances], gone: set[int]) -> tuple[Instances, list[int]]:
+    """``inst`` with detection ``j`` replaced by the instances ``new[j]`` and those in ``gone`` left out, in
+    order, and where each detection (the first of its replacement) now is (-1: gone). The detections kept
+    as they are go in runs, one selection each: a frame of hundreds of detections is rebuilt in a few
+    calls, not one per detection."""
+    parts: list[Instances] = []
+    at = [-1] * len(inst)
+    run: list[int] = []
+    n = 0
+    for j in range(len(inst)):
+        if j in gone and j not in new:
+            continue
+        at[j] = n
+        if j in new:
+            if run:
+                parts.append(inst[np.asarray(run)])
+                run = []
+            parts.append(new[j])
+            n += len(new[j])
+        else:
+            run.append(j)
+            n += 1
+    if run:
+        parts.append(inst[np.asarray(run)])
+    return Instances.concat(parts), at
 
 
 def _union(inst: Instances, rows: list[int]) -> Instances:

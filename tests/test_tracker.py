@@ -15,6 +15,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from test_pipeline import CollectSink, ListSource, SquareStages
 
+import edgeseg.tracker as tracker_module
 from edgeseg.cli import summary
 from edgeseg.config import load_config
 from edgeseg.errors import ConfigError
@@ -22,7 +23,7 @@ from edgeseg.frame import Result
 from edgeseg.instances import Instances
 from edgeseg.metrics import TrackingAccumulator, TrackingScore, mask_iou
 from edgeseg.pipeline import Pipeline
-from edgeseg.tracker import UNCONFIRMED, Tracker, TrackerConfig, TrackerStage
+from edgeseg.tracker import LOOK_FRAMES, UNCONFIRMED, Tracker, TrackerConfig, TrackerStage
 
 H, W = 240, 320
 NS = 1_000_000_000
@@ -331,6 +332,50 @@ def test_guessing_the_scene_s_motion_costs_little_memory_however_many_objects_a_
     assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MB"
     assert out.track_id is not None
     assert (out.track_id > 0).all()
+
+
+def nested_rings(shift: int) -> Instances:
+    """Square rings of one class, one pixel wide and one apart, around the frame's centre (moved by
+    ``shift``): a hundred objects whose boxes all overlap, each track's predicted box over every detection."""
+    yy, xx = np.mgrid[:H, :W]
+    ring = np.maximum(abs(yy - H // 2 - shift), abs(xx - W // 2 - shift))
+    return frame_of([(ring == r) for r in range(2, min(H, W) // 2 - 2, 2)])
+
+
+def test_a_frame_of_overlapping_objects_costs_no_more_mask_comparisons_than_the_budget(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    granted: list[int] = []  # pixels of each comparison made (each is paid for before it is made)
+    take = tracker_module._Looks.take
+
+    def spy(self: Any, pixels: int) -> bool:
+        paid = bool(take(self, pixels))
+        if paid:
+            granted.append(max(pixels, tracker_module.LOOK_FLOOR))
+        return paid
+
+    monkeypatch.setattr(tracker_module._Looks, "take", spy)
+    tracker = Tracker()
+    frames = [nested_rings(k % 2) for k in range(4)]
+    assert len(frames[0]) > 50
+    pairs = 0
+    for k, frame in enumerate(frames):
+        granted.clear()
+        out = tracker.update(frame, k * NS // 30, k)
+        assert sum(granted) <= LOOK_FRAMES * H * W
+        assert out.track_id is not None
+        assert len(out) == len(frame)
+        pairs += len(frame) ** 2
+    # (every ring's box holds every smaller one's: without the budget each update compares about all pairs)
+    assert tracker.unlooked > pairs // 4
+    assert sum("tracker budget" in r.getMessage() for r in caplog.records) == 1  # once a minute at most
+
+
+def test_a_scene_of_objects_is_compared_in_full_within_the_budget() -> None:
+    tracker = Tracker()
+    run(tracker, [frame_of(f) for f in belt_row(30)], 30)
+    run(tracker, passing_rods(30), 30, start=1000)
+    assert tracker.unlooked == 0
 
 
 def test_a_belt_at_rest_is_not_given_a_motion_it_does_not_have() -> None:
