@@ -16,8 +16,17 @@ scored on the same masks). edgeseg splits a detection that merged two of its tra
 one (``split_merged``, ``join_fragments``, its defaults), so it is also scored with both off, on exactly the
 detections every peer gets. Then the cost per
 frame at 50 masked objects on 640x480 frames, trackers called in turn on each frame, medians: edgeseg's
-(masks) next to `trackers`' and Ultralytics' (boxes only, their cheapest input). The last line is one
-JSON object.
+(masks) next to `trackers`' and Ultralytics' (boxes only, their cheapest input).
+
+``--sets hostile`` (no peer needed: ``.venv/bin/python scripts/bench_tracking.py --sets hostile``): edgeseg's
+tracker on maps no model should draw, each the instances ``semantic_to_instances`` makes of it, the map moved
+2 px a frame: the hostile class maps of ``tests/scenes.py`` and nested rings of one class (every box over
+every other, each track compared with every detection). Per map, ms an update (median and worst, after the
+first), against the split's own ms on the same maps; mask comparisons the update's budget left out
+(``edgeseg.tracker.LOOK_FRAMES``); and on the conveyor scenes how much of the budget an update uses (frames
+of pixels). With ``--reference DIR`` (another version's ``edgeseg/tracker.py`` under DIR, e.g. ``git archive
+HEAD | tar -x -C DIR``), that version is timed on the same instances and the conveyor's track ids compared.
+The last line is one JSON object.
 
 Setup (dev-time only: neither peer is ever a dependency of edgeseg; Ultralytics is AGPL and needs torch):
 
@@ -171,6 +180,105 @@ def objects50(frames: int, seed: int = 0) -> list[Instances]:
 # --- trackers --------------------------------------------------------------------------------------------
 
 
+def rings(shift: int, h: int = 480, w: int = 640) -> np.ndarray:
+    """A class map of nested square rings, one pixel wide and one apart, of classes 0 and 1 in turn (255
+    between), around the frame's centre moved ``shift`` px right: every ring's box holds every smaller one."""
+    yy, xx = np.mgrid[:h, :w]
+    r = np.maximum(abs(yy - h // 2), abs(xx - w // 2 - shift))
+    return np.where(r % 2 == 0, (r // 2) % 2, 255).astype(np.uint8)
+
+
+def hostile_maps(frames: int) -> dict[str, list[np.ndarray]]:
+    """Each hostile class map of tests/scenes.py (seed 0), and the rings, moved 2 px right a frame."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from scenes import HOSTILE_SETS
+
+    out = {
+        name: [np.roll(make(0).class_map, 2 * i, axis=1) for i in range(frames)]
+        for name, make in HOSTILE_SETS.items()
+    }
+    out["nested_rings"] = [rings(2 * i) for i in range(frames)]
+    return out
+
+
+def tracker_module(reference: Path | None) -> Any:
+    """edgeseg.tracker, or the one under ``reference`` (another version's checkout)."""
+    if reference is None:
+        import edgeseg.tracker
+
+        return edgeseg.tracker
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reference_tracker", reference / "edgeseg" / "tracker.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (its dataclasses look their module up)
+    spec.loader.exec_module(module)
+    return module
+
+
+def worst_case(frames: int, conveyors: list[Sequence], reference: Path | None) -> dict[str, Any]:
+    """The ``hostile`` figures (see the module docstring)."""
+    import logging
+
+    from edgeseg.semantic import SemanticParams, semantic_to_instances
+
+    logging.getLogger("edgeseg").setLevel(logging.ERROR)  # (the budgets' notes)
+    versions = {"edgeseg": tracker_module(None)}
+    if reference is not None:
+        versions["reference"] = tracker_module(reference)
+    report: dict[str, Any] = {}
+    print(
+        f"{'map':22} {'objects':>7} {'split ms':>9}"
+        + "".join(f" {v + ' ms (worst)':>24}" for v in versions)
+        + f" {'left out':>9}"
+    )
+    for name, maps in hostile_maps(frames).items():
+        split_ms, dets = [], []
+        for m in maps:
+            t0 = time.perf_counter()
+            dets.append(semantic_to_instances(m, SemanticParams(), 255))
+            split_ms.append((time.perf_counter() - t0) * 1e3)
+        row: dict[str, Any] = {"objects": len(dets[0]), "split_ms": round(statistics.median(split_ms), 2)}
+        for v, module in versions.items():
+            tracker = module.Tracker(module.TrackerConfig())
+            ms = []
+            for i, d in enumerate(dets):
+                t0 = time.perf_counter()
+                tracker.update(d, round(i * 1e9 / SCENE_FPS), i)
+                ms.append((time.perf_counter() - t0) * 1e3)
+            row[f"{v}_ms"] = round(statistics.median(ms[1:]), 2)
+            row[f"{v}_worst_ms"] = round(max(ms[1:]), 2)
+            row[f"{v}_over_split"] = round(statistics.median(ms[1:]) / row["split_ms"], 2)
+            if v == "edgeseg":
+                row["left_out"] = tracker.unlooked
+        report[name] = row
+        cells = "".join(f" {row[v + '_ms']:>12.1f} ({row[v + '_worst_ms']:>7.1f})   " for v in versions)
+        print(f"{name:22} {row['objects']:>7} {row['split_ms']:>9.1f}{cells} {row['left_out']:>9}")
+    used, same, total = [], 0, 0
+    for seq in conveyors:
+        trackers = {v: module.Tracker(module.TrackerConfig()) for v, module in versions.items()}
+        for i, (det, _) in enumerate(seq):
+            out = {v: tr.update(det, round(i * 1e9 / SCENE_FPS), i) for v, tr in trackers.items()}
+            used.append(trackers["edgeseg"].looked / (640 * 480))
+            total += 1
+            same += len({tuple(o.track_id.tolist()) for o in out.values()}) == 1
+    if used:
+        report["conveyor_budget_used"] = {
+            "median": round(statistics.median(used), 3),
+            "max": round(max(used), 3),
+        }
+        print(
+            f"conveyor: an update's mask comparisons used {statistics.median(used):.3f} of a frame's pixels"
+            f" (median), {max(used):.3f} at most, of a budget of {versions['edgeseg'].LOOK_FRAMES:g}"
+        )
+        if reference is not None:
+            report["conveyor_same_ids"] = f"{same}/{total}"
+            print(f"conveyor: the same track ids as the reference in {same} of {total} frames")
+    return report
+
+
 def edgeseg_tracker(fps: int, config: TrackerConfig | None = None) -> Track:
     tracker = Tracker(config)
     index = iter(range(10**9))
@@ -298,7 +406,11 @@ def cost(trackers: dict[str, Callable[[int], Track]], frames: int) -> dict[str, 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sets", default="conveyor,crossing", help="comma-separated: conveyor, crossing")
+    ap.add_argument(
+        "--sets", default="conveyor,crossing", help="comma-separated: conveyor, crossing, hostile"
+    )
+    ap.add_argument("--hostile-frames", type=int, default=12, help="frames per hostile map (default 12)")
+    ap.add_argument("--reference", type=Path, help="with hostile: another version's checkout, timed beside")
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--crossing-seeds", type=int, default=10)
     ap.add_argument("--cost-frames", type=int, default=300)
@@ -307,11 +419,16 @@ def main() -> int:
     import edgeseg
 
     print(f"edgeseg from {Path(edgeseg.__file__).parent}")
+    chosen = args.sets.split(",")
+    if chosen == ["hostile"]:  # (the worst case alone: no peer, no scoring)
+        conveyors = list(conveyor(range(300, 303), args.frames, args.cache).values())
+        print(json.dumps({"hostile": worst_case(args.hostile_frames, conveyors, args.reference)}))
+        return 0
     trackers = available()
     sets: dict[str, list[Sequence]] = {}
-    if "conveyor" in args.sets:
+    if "conveyor" in chosen:
         sets["conveyor"] = list(conveyor(range(300, 310), args.frames, args.cache).values())
-    if "crossing" in args.sets:
+    if "crossing" in chosen:
         sets["crossing"] = [crossing(1000 + s, args.frames) for s in range(args.crossing_seeds)]
     report: dict[str, Any] = {"scores": {}, "cost_ms": {}}
     print(f"{'set':9} {'fps':>3}  {'tracker':27} {'IDF1':>6} {'IDsw':>5} {'MOTA':>6}")
@@ -325,6 +442,8 @@ def main() -> int:
                     "id_switches": r.id_switches,
                     "mota": round(r.mota, 4),
                 }
+    if "hostile" in chosen:
+        report["hostile"] = worst_case(args.hostile_frames, sets.get("conveyor", []), args.reference)
     report["cost_ms"] = {k: round(v, 3) for k, v in cost(trackers, args.cost_frames).items()}
     for name, ms in report["cost_ms"].items():
         print(f"cost per frame, 50 objects 640x480: {name:27} {ms:7.3f} ms (median)")
