@@ -95,15 +95,15 @@ CONSENSUS_FIT = 8  # a track fits a move when one of its this many nearest detec
 # Slack on confirm_s, so capture times rounded to the nanosecond confirm after a whole number of frames.
 CONFIRM_SLACK_S = 1e-3
 # An update compares masks (a track's predicted mask with a detection's, on their crops' overlap) for at
-# most this many frames' pixels, each comparison counted as LOOK_FLOOR pixels at least (its calls' own
-# cost). A scene of objects takes a few comparisons per track: the demo model's conveyor scenes 0.13 of a
-# frame's pixels (median; 0.33 at most). Nested rings of one class, every box over every other (198 at
-# 640x480), took 189 ms an update where their split took 21 ms; 7 ms with the budget
-# (``scripts/bench_tracking.py --sets hostile``). Past the budget a pair keeps the centre-distance
-# similarity, and no merged detection is split, no fragments joined, no view judged poor; counted
-# (``Tracker.unlooked``) and logged at most once a minute.
+# most LOOK_FRAMES frames' pixels and at most LOOKS_MOST times: a comparison counts as a LOOKS_MOST-th of
+# the budget at least (its calls' own cost, whatever the frame's size). A scene of objects takes a few
+# comparisons per track: the demo model's conveyor scenes 0.13 of a frame's pixels (median; 0.33 at most).
+# Nested rings of one class, every box over every other (198 at 640x480), took 189 ms an update where their
+# split took 21 ms; 7 ms with the budget (``scripts/bench_tracking.py --sets hostile``). Past the budget a
+# pair keeps the centre-distance similarity, and no merged detection is split, no fragments joined, no view
+# judged poor; counted (``Tracker.unlooked``) and logged at most once a minute.
 LOOK_FRAMES = 4.0
-LOOK_FLOOR = 2048
+LOOKS_MOST = 600
 _UNLOOKED_NOTE_S = 60.0
 
 
@@ -212,16 +212,17 @@ class _Track:
 class _Looks:
     """The mask comparisons an update may still make (pixels left of its budget) and how many it refused."""
 
-    __slots__ = ("budget", "left", "refused")
+    __slots__ = ("budget", "floor", "left", "refused")
 
     def __init__(self, pixels: int) -> None:
         self.budget = self.left = pixels
+        self.floor = max(1, pixels // LOOKS_MOST)  # what a comparison costs at least
         self.refused = 0
 
     @property
     def spent(self) -> bool:
         """No comparison can be paid for any more."""
-        return self.left < LOOK_FLOOR
+        return self.left < self.floor
 
     def refuse(self, count: int) -> None:
         """``count`` comparisons not asked for, the budget being spent."""
@@ -229,7 +230,7 @@ class _Looks:
 
     def take(self, pixels: int) -> bool:
         """Whether a comparison over ``pixels`` is paid for (and paid)."""
-        cost = max(pixels, LOOK_FLOOR)
+        cost = max(pixels, self.floor)
         if cost > self.left:
             self.refused += 1
             return False
@@ -251,7 +252,7 @@ class Tracker:
         self._last_index: int | None = None
         self.resets = 0  # automatic resets (source restarts) so far
         self.unlooked = 0  # mask comparisons refused by the updates' budgets so far (LOOK_FRAMES)
-        self.looked = 0  # pixels the last update's mask comparisons were counted (LOOK_FLOOR at least each)
+        self.looked = 0  # pixels the last update's mask comparisons were counted (see LOOKS_MOST)
         self._unlooked_note = (0, -math.inf)  # refused since the last log line, and when that was
         # confirmed tracks that got their id / ended in the last update: (track id, class id)
         self.born: list[tuple[int, int]] = []

@@ -23,7 +23,7 @@ from edgeseg.frame import Result
 from edgeseg.instances import Instances
 from edgeseg.metrics import TrackingAccumulator, TrackingScore, mask_iou
 from edgeseg.pipeline import Pipeline
-from edgeseg.tracker import LOOK_FRAMES, UNCONFIRMED, Tracker, TrackerConfig, TrackerStage
+from edgeseg.tracker import LOOK_FRAMES, LOOKS_MOST, UNCONFIRMED, Tracker, TrackerConfig, TrackerStage
 
 H, W = 240, 320
 NS = 1_000_000_000
@@ -351,7 +351,7 @@ def test_a_frame_of_overlapping_objects_costs_no_more_mask_comparisons_than_the_
     def spy(self: Any, pixels: int) -> bool:
         paid = bool(take(self, pixels))
         if paid:
-            granted.append(max(pixels, tracker_module.LOOK_FLOOR))
+            granted.append(max(pixels, self.floor))
         return paid
 
     monkeypatch.setattr(tracker_module._Looks, "take", spy)
@@ -363,6 +363,7 @@ def test_a_frame_of_overlapping_objects_costs_no_more_mask_comparisons_than_the_
         granted.clear()
         out = tracker.update(frame, k * NS // 30, k)
         assert sum(granted) <= LOOK_FRAMES * H * W
+        assert len(granted) <= LOOKS_MOST
         assert out.track_id is not None
         assert len(out) == len(frame)
         pairs += len(frame) ** 2
