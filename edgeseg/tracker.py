@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -55,6 +54,7 @@ from numpy.typing import NDArray
 from edgeseg.events import Event, EventSequence
 from edgeseg.fields import meta as _m
 from edgeseg.instances import Instances
+from edgeseg.logtally import LogTally
 from edgeseg.validate import FieldError
 
 if TYPE_CHECKING:
@@ -104,7 +104,6 @@ CONFIRM_SLACK_S = 1e-3
 # judged poor; counted (``Tracker.unlooked``) and logged at most once a minute.
 LOOK_FRAMES = 4.0
 LOOKS_MOST = 600
-_UNLOOKED_NOTE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -253,7 +252,12 @@ class Tracker:
         self.resets = 0  # automatic resets (source restarts) so far
         self.unlooked = 0  # mask comparisons refused by the updates' budgets so far (LOOK_FRAMES)
         self.looked = 0  # pixels the last update's mask comparisons were counted (see LOOKS_MOST)
-        self._unlooked_note = (0, -math.inf)  # refused since the last log line, and when that was
+        self._unlooked_note = LogTally(
+            log,
+            "tracker budget: %d mask comparisons left out (frames of many overlapping objects of one class,"
+            " such as a model facing what it was not trained for): those pairs compared by their distance"
+            " only, no detection split or joined there",
+        )
         # confirmed tracks that got their id / ended in the last update: (track id, class id)
         self.born: list[tuple[int, int]] = []
         self.ended: list[tuple[int, int]] = []
@@ -375,26 +379,9 @@ class Tracker:
             kept.append(tr)
         self._tracks = kept
         self.looked = looks.budget - looks.left
-        self._count_unlooked(looks.refused)
+        self.unlooked += looks.refused
+        self._unlooked_note.add(looks.refused)
         return instances.with_track_ids(ids)
-
-    def _count_unlooked(self, refused: int) -> None:
-        if not refused:
-            return
-        self.unlooked += refused
-        pending, last = self._unlooked_note
-        pending += refused
-        now = time.monotonic()
-        if now - last < _UNLOOKED_NOTE_S:
-            self._unlooked_note = (pending, last)
-            return
-        self._unlooked_note = (0, now)
-        log.warning(
-            "tracker budget: %d mask comparisons left out (frames of many overlapping objects of one class,"
-            " such as a model facing what it was not trained for): those pairs compared by their distance"
-            " only, no detection split or joined there",
-            pending,
-        )
 
     def _restarted(self, t: float, index: int | None) -> bool:
         if self._last_t is None:

@@ -214,7 +214,7 @@ def test_hostile_logits_split_into_instances_that_partition_their_argmax(
 def test_unsplit_components_are_logged_at_most_once_a_minute(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(semantic, "_unsplit_note", semantic._UnsplitNote())
+    monkeypatch.setattr(semantic, "_unsplit_note", semantic._unsplit_tally())
     cm = _dumbbells(semantic._SPLIT_COMPONENTS + 5)
     with caplog.at_level(logging.WARNING, logger="edgeseg.semantic"):
         for _ in range(3):
@@ -282,7 +282,7 @@ def test_a_map_of_noise_keeps_its_max_instances_largest_components_and_counts_th
         (int(c), *map(int, b), m.tobytes()) in whole
         for c, b, m in zip(kept.class_id, kept.mask_box, kept.masks, strict=True)
     )
-    monkeypatch.setattr(semantic, "_unsplit_note", semantic._UnsplitNote())
+    monkeypatch.setattr(semantic, "_unsplit_note", semantic._unsplit_tally())
     with caplog.at_level(logging.WARNING, logger="edgeseg.semantic"):
         semantic_to_instances(cm, SemanticParams(size_threshold=4, max_instances=50))
     assert f"{len(every) - 50} instances beyond max_instances dropped" in caplog.text

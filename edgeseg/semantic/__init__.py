@@ -73,8 +73,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +84,7 @@ from edgeseg.errors import InputError
 from edgeseg.fields import meta as _m
 from edgeseg.geometry import AxisAffine, canonical_obbs
 from edgeseg.instances import Instances
+from edgeseg.logtally import LogTally
 from edgeseg.semantic.components import (
     Budget,
     Found,
@@ -125,7 +124,6 @@ _CONTACT_FRAMES = 1.0
 # objects, and splitting some of them tells little: beyond this many, both budgets fall in proportion, so
 # such a map costs less than a dense scene rather than as much.
 _SCENE_CANDIDATES = 64
-_UNSPLIT_NOTE_S = 60.0  # at most one log line per this many seconds about components left unsplit
 _log = logging.getLogger(__name__)
 _SCAN_CLASSES = 24  # below this many ids between a map's smallest and largest, try each one
 # the parameters that still apply when a model draws where parts touch (``contact``): nothing is split
@@ -276,7 +274,8 @@ def semantic_to_instances(
     parts, budget = _split_map(
         class_map, background, params, contact, touching=_touching(touching, class_map.shape, contact)
     )
-    _unsplit_note.add(budget.unsplit, budget.dropped)
+    if budget.unsplit or budget.dropped:
+        _unsplit_note.add(budget.unsplit, budget.dropped, 1)
     return _assemble(parts, winning_prob, params, class_map.shape)
 
 
@@ -405,38 +404,16 @@ def _split_budget(candidates: int, frame_pixels: int, frames: float = _SPLIT_FRA
     )
 
 
-class _UnsplitNote:
-    """Counts components the budget left whole and says so in the log, at most once a minute."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._count = 0
-        self._dropped = 0
-        self._maps = 0
-        self._last = -math.inf
-
-    def add(self, unsplit: int, dropped: int) -> None:
-        if not unsplit and not dropped:
-            return
-        with self._lock:
-            self._count += unsplit
-            self._dropped += dropped
-            self._maps += 1
-            now = time.monotonic()
-            if now - self._last < _UNSPLIT_NOTE_S:
-                return
-            count, lost, maps = self._count, self._dropped, self._maps
-            self._count, self._dropped, self._maps, self._last = 0, 0, 0, now
-        _log.warning(
-            "semantic split budget: %d components kept whole unsplit and %d instances beyond max_instances "
-            "dropped, in %d maps (maps of noise or speckle, or a scene denser than the split budget)",
-            count,
-            lost,
-            maps,
-        )
+def _unsplit_tally() -> LogTally:
+    """What the split budgets left out, logged at most once a minute."""
+    return LogTally(
+        _log,
+        "semantic split budget: %d components kept whole unsplit and %d instances beyond max_instances "
+        "dropped, in %d maps (maps of noise or speckle, or a scene denser than the split budget)",
+    )
 
 
-_unsplit_note = _UnsplitNote()
+_unsplit_note = _unsplit_tally()
 
 
 def _assemble(
