@@ -10,13 +10,20 @@ overlap: nearly every one is kept, the worst case for rows). Per count and kind:
 ``--repeats``) and peak traced memory of the matrix (``matrix_most`` above the count), the rows
 (``matrix_most=0``) and the default (``NMS_MATRIX``), which must keep the same boxes. Up to ``max_det`` 300
 kept. The matrix is skipped above ``--matrix-most`` candidates (default 8400: it takes seconds and over a
-gigabyte there). The last line is one JSON object.
+gigabyte there).
+
+Then the whole decode of such a frame (``YoloSegHead.decode``: NMS, masks upsampled to the frame and
+outlined): the outputs of a 320 model (80 classes, 2100 anchors, 32 prototypes of 80x80) drawn at random, a
+640x360 frame, a score threshold of 0, boxes of 5-60 or 100-320 model pixels: ms (median of 3), instances,
+and those dropped past the masks' budget (``yolo_seg.MASK_FRAMES``), beside the same with no budget.
+The last line is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import sys
 import time
@@ -24,7 +31,11 @@ import tracemalloc
 
 import numpy as np
 
-from edgeseg.heads.yolo_seg import NMS_MATRIX, nms_per_class
+from edgeseg.geometry import FULL_ROI
+from edgeseg.heads import DecodeOptions, yolo_seg
+from edgeseg.heads.yolo_seg import NMS_MATRIX, YoloSegHead, nms_per_class
+from edgeseg.modelcard import parse_card
+from edgeseg.preprocess import Prepared, Preprocessor
 
 MAX_DET = 300
 
@@ -64,6 +75,40 @@ def measure(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, most: in
     }
 
 
+def decode_noise(large: bool, budget: float) -> dict[str, float]:
+    """One frame of random 320 YOLO-seg outputs decoded (see the module docstring), ``MASK_FRAMES`` set
+    to ``budget``."""
+    card = parse_card(
+        {
+            "name": "noise-320",
+            "task": "yolo-seg",
+            "input": {"name": "images", "width": 320, "height": 320, "resize": "letterbox"},
+            "output": {"name": "output0", "protos": "output1"},
+            "classes": [f"c{k}" for k in range(80)],
+        },
+        "noise.yaml",
+    )
+    rng = np.random.default_rng(0)
+    det = rng.normal(0, 1, (1, 116, 2100)).astype(np.float32)
+    det[0, 0:2] = rng.uniform(0, 320, (2, 2100))
+    det[0, 2:4] = rng.uniform(*((100, 320) if large else (5, 60)), (2, 2100))
+    det[0, 4:84] = rng.random((80, 2100))
+    outputs = {"output0": det, "output1": rng.normal(0, 1, (1, 32, 80, 80)).astype(np.float32)}
+    geo = Preprocessor(card.input).geometry((360, 640), FULL_ROI)
+    prepared = Prepared(None, geo.to_frame, (360, 640), None, geo.crop)
+    saved, yolo_seg.MASK_FRAMES = yolo_seg.MASK_FRAMES, budget
+    try:
+        times = []
+        for _ in range(3):
+            head = YoloSegHead(card)
+            t0 = time.perf_counter()
+            inst = head.decode(outputs, prepared, DecodeOptions(score_threshold=0.0))
+            times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        yolo_seg.MASK_FRAMES = saved
+    return {"ms": round(statistics.median(times), 2), "instances": len(inst), "dropped": head.dropped_budget}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--counts", default="30,100,300,1000,2100,8400", help="candidate counts")
@@ -95,7 +140,22 @@ def main() -> int:
                 f"{kind:8} {n:>10} {row['kept']['count']:>5}  {matrix} "
                 f"{row['rows']['ms']:>8.2f} ({row['rows']['peak_mb']:>5.2f}) {row['default']['ms']:>11.2f}"
             )
-    print(json.dumps({"nms_matrix": NMS_MATRIX, "max_det": MAX_DET, **report}, separators=(",", ":")))
+    decode: dict[str, dict[str, dict[str, float]]] = {}
+    logging.getLogger("edgeseg").setLevel(logging.ERROR)  # (the budget's note, once per head made)
+    for large in (False, True):
+        boxes = "large" if large else "small"
+        decode[boxes] = {
+            "budget": decode_noise(large, yolo_seg.MASK_FRAMES),
+            "none": decode_noise(large, np.inf),
+        }
+        got, free = decode[boxes]["budget"], decode[boxes]["none"]
+        print(
+            f"decode, random 320 outputs, {boxes} boxes, score threshold 0: {got['ms']:.1f} ms, "
+            f"{got['instances']} instances, {got['dropped']} dropped past the budget of "
+            f"{yolo_seg.MASK_FRAMES:g} frames; without it {free['ms']:.1f} ms, {free['instances']} instances"
+        )
+    out = {"nms_matrix": NMS_MATRIX, "max_det": MAX_DET, **report, "decode": decode}
+    print(json.dumps(out, separators=(",", ":")))
     return 0
 
 

@@ -84,6 +84,18 @@ def test_yolo_class_aware_nms_threshold_and_empty_masks() -> None:
     assert head.dropped_empty == 1
 
 
+def test_yolo_masks_past_the_frame_s_budget_are_the_lowest_scores_dropped_and_counted() -> None:
+    # 30 boxes of 24x24 on a 32x32 frame, none suppressed (IoU threshold 1): their boxes sum to 17 frames
+    rows = [(12 + i % 6, 12 + i // 6, 24, 24, i % 2, 0.99 - i / 100, FULL) for i in range(30)]
+    head = YoloSegHead(YOLO)
+    inst = head.decode(_yolo_outputs(rows), _prepared(YOLO, (32, 32)), DecodeOptions(iou_threshold=1.0))
+    fit = int(yolo_seg.MASK_FRAMES * 32 * 32) // (24 * 24)
+    assert len(inst) == fit
+    np.testing.assert_allclose(inst.score, [0.99 - i / 100 for i in range(fit)])
+    assert head.dropped_budget == 30 - fit
+    assert head.dropped_empty == 0
+
+
 def test_yolo_options_override_the_card_thresholds() -> None:
     head = YoloSegHead(YOLO)
     outputs = _yolo_outputs([(10, 10, 8, 8, 0, 0.9, FULL), (11, 10, 8, 8, 0, 0.8, FULL)])

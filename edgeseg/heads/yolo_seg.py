@@ -26,6 +26,7 @@ from edgeseg.backends import Outputs
 from edgeseg.errors import ModelError
 from edgeseg.heads import DecodeOptions
 from edgeseg.instances import Instances
+from edgeseg.logtally import LogTally
 from edgeseg.modelcard import ModelCard
 from edgeseg.preprocess import Prepared
 
@@ -145,6 +146,11 @@ def _upsample_window(
     return out
 
 
+# A frame's masks are made (upsampled to the frame, and outlined) for at most this many times the pixels of
+# the region the model saw, summed over their boxes in score order: those past it are dropped and counted. A
+# scene's boxes sum to a few frames at most (each object's box is in it once); the boxes of a noisy model at a
+# score threshold of 0 to a hundred or more (``scripts/bench_nms.py``).
+MASK_FRAMES = 8.0
 # Up to this many candidates, NMS computes every pair's IoU at once (a matrix of 1 MB); beyond, one row per
 # kept box (scripts/bench_nms.py: at 30 candidates 0.1 against 0.6 ms; at 2100, 55 ms and 84 MB against
 # 5-12 ms and 0.1 MB)
@@ -164,7 +170,7 @@ def nms_per_class(
     ``boxes`` ``(N, 4)`` xyxy. A box is suppressed by a higher-scored kept box of the same class whose IoU
     with it is ``> iou`` (torchvision's rule). Up to ``matrix_most`` boxes, the IoUs of every pair are one
     vectorized ``(N, N)`` pass; beyond, each kept box's IoUs with the boxes after it are one row, until
-    ``max_det`` are kept: memory ``O(N)`` and time ``O(N * kept)``. (The matrix took 1.5-2 s and 1.3 GB for
+    ``max_det`` are kept: memory ``O(N)`` and time ``O(N * kept)``. (The matrix took 1-2 s and 1.3 GB for
     the 8400 candidates of a 640 model at a score threshold of 0, a live setting or a noisy model;
     ``scripts/bench_nms.py``.)
     """
@@ -216,7 +222,8 @@ class YoloSegHead:
     """Decodes YOLO-seg outputs into :class:`Instances` in full-frame pixels.
 
     ``dropped_empty`` counts kept detections whose mask came out empty (thin or tiny objects): they are
-    dropped, never emitted with an empty mask, and logged at debug level.
+    dropped, never emitted with an empty mask, and logged at debug level. ``dropped_budget`` counts those
+    past a frame's mask budget (:data:`MASK_FRAMES`), logged at most once a minute.
     """
 
     def __init__(self, card: ModelCard) -> None:
@@ -225,6 +232,12 @@ class YoloSegHead:
         self.card = card
         self.nc = len(card.classes)
         self.dropped_empty = 0
+        self.dropped_budget = 0
+        self._budget_note = LogTally(
+            log,
+            f"{card.name}: %d detections dropped past the masks' budget (the lowest scores of frames whose"
+            " boxes cover the frame many times over: a noisy model, or a score threshold near 0)",
+        )
         self._axes_key: tuple[object, ...] | None = None
         self._axes: tuple[_AxisMap, _AxisMap] | None = None
 
@@ -307,10 +320,16 @@ class YoloSegHead:
         r0s = np.ceil(cb[:, 1]).astype(np.int64)
         c1s = np.ceil(cb[:, 2]).astype(np.int64)
         r1s = np.ceil(cb[:, 3]).astype(np.int64)
+        left = MASK_FRAMES * (x1 - x0) * (y1 - y0)
+        over = 0
         for i in range(len(keep)):
             c0, r0, c1, r1 = int(c0s[i]), int(r0s[i]), int(c1s[i]), int(r1s[i])
             if c1 <= c0 or r1 <= r0:
                 continue
+            left -= (r1 - r0) * (c1 - c0)
+            if left < 0:
+                over = len(keep) - i
+                break
             py0, py1 = int(ay.lo[r0]), int(ay.hi[r1 - 1]) + 1
             px0, px1 = int(ax.lo[c0]), int(ax.hi[c1 - 1]) + 1
             window = protos[:, py0:py1, px0:px1]
@@ -322,7 +341,9 @@ class YoloSegHead:
             crops.append(mask)
             origins.append((x0 + c0, y0 + r0))
             rows.append(i)
-        dropped = len(keep) - len(rows)
+        self.dropped_budget += over
+        self._budget_note.add(over)
+        dropped = len(keep) - len(rows) - over
         if dropped:
             self.dropped_empty += dropped
             log.debug("%s: dropped %d detections with empty masks", self.card.name, dropped)
