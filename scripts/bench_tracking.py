@@ -24,8 +24,9 @@ tracker on maps no model should draw, each the instances ``semantic_to_instances
 every other, each track compared with every detection). Per map, ms an update (median and worst, after the
 first), against the split's own ms on the same maps; mask comparisons the update's budget left out
 (``edgeseg.tracker.LOOK_FRAMES``); and on the conveyor scenes how much of the budget an update uses (frames
-of pixels). With ``--reference DIR`` (another version's ``edgeseg/tracker.py`` under DIR, e.g. ``git archive
-HEAD | tar -x -C DIR``), that version is timed on the same instances and the conveyor's track ids compared.
+of pixels) and its ms. With ``--reference DIR`` (another version's ``edgeseg/tracker.py`` under DIR, e.g.
+``git archive HEAD | tar -x -C DIR``), that version is timed on the same instances (on the conveyor, the
+two in turn on each frame) and the conveyor's track ids compared.
 The last line is one JSON object.
 
 Setup (dev-time only: neither peer is ever a dependency of edgeseg; Ultralytics is AGPL and needs torch):
@@ -257,10 +258,15 @@ def worst_case(frames: int, conveyors: list[Sequence], reference: Path | None) -
         cells = "".join(f" {row[v + '_ms']:>12.1f} ({row[v + '_worst_ms']:>7.1f})   " for v in versions)
         print(f"{name:22} {row['objects']:>7} {row['split_ms']:>9.1f}{cells} {row['left_out']:>9}")
     used, same, total = [], 0, 0
+    update_ms: dict[str, list[float]] = {v: [] for v in versions}
     for seq in conveyors:
         trackers = {v: module.Tracker(module.TrackerConfig()) for v, module in versions.items()}
         for i, (det, _) in enumerate(seq):
-            out = {v: tr.update(det, round(i * 1e9 / SCENE_FPS), i) for v, tr in trackers.items()}
+            out = {}
+            for v, tr in list(trackers.items())[:: 1 if i % 2 else -1]:  # (in turn, first one then the other)
+                t0 = time.perf_counter()
+                out[v] = tr.update(det, round(i * 1e9 / SCENE_FPS), i)
+                update_ms[v].append((time.perf_counter() - t0) * 1e3)
             used.append(trackers["edgeseg"].looked / (640 * 480))
             total += 1
             same += len({tuple(o.track_id.tolist()) for o in out.values()}) == 1
@@ -272,6 +278,11 @@ def worst_case(frames: int, conveyors: list[Sequence], reference: Path | None) -
         print(
             f"conveyor: an update's mask comparisons used {statistics.median(used):.3f} of a frame's pixels"
             f" (median), {max(used):.3f} at most, of a budget of {versions['edgeseg'].LOOK_FRAMES:g}"
+        )
+        report["conveyor_ms"] = {v: round(statistics.median(ms), 3) for v, ms in update_ms.items()}
+        print(
+            "conveyor: ms an update (median): "
+            + ", ".join(f"{v} {m}" for v, m in report["conveyor_ms"].items())
         )
         if reference is not None:
             report["conveyor_same_ids"] = f"{same}/{total}"
