@@ -235,8 +235,9 @@ class YoloSegHead:
         self.dropped_budget = 0
         self._budget_note = LogTally(
             log,
-            f"{card.name}: %d detections dropped past the masks' budget (the lowest scores of frames whose"
-            " boxes cover the frame many times over: a noisy model, or a score threshold near 0)",
+            card.name.replace("%", "%%") + ": %d detections dropped past the masks' budget (the lowest scores"
+            " of frames whose boxes cover the frame many times over: a noisy model, or a score threshold"
+            " near 0)",
         )
         self._axes_key: tuple[object, ...] | None = None
         self._axes: tuple[_AxisMap, _AxisMap] | None = None
