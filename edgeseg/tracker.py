@@ -96,13 +96,14 @@ CONSENSUS_FIT = 8  # a track fits a move when one of its this many nearest detec
 CONFIRM_SLACK_S = 1e-3
 # An update compares masks (a track's predicted mask with a detection's, on their crops' overlap) for at
 # most LOOK_FRAMES frames' pixels and at most LOOKS_MOST times: a comparison counts as a LOOKS_MOST-th of
-# the budget at least (its calls' own cost, whatever the frame's size). A scene of objects takes a few
-# comparisons per track: the demo model's conveyor scenes 0.13 of a frame's pixels (median; 0.33 at most).
-# Nested rings of one class, every box over every other (198 at 640x480), took 189 ms an update where their
-# split took 21 ms; 7 ms with the budget (``scripts/bench_tracking.py --sets hostile``). Past the budget a
-# pair keeps the centre-distance similarity, and no merged detection is split, no fragments joined, no view
-# judged poor; counted (``Tracker.unlooked``) and logged at most once a minute.
-LOOK_FRAMES = 4.0
+# the budget at least (its calls' own cost, whatever the frame's size). Scenes of objects take a few
+# comparisons per track: the demo model's conveyor 0.36 of a frame's pixels (median; 1.1 at most), YOLOv8n-seg
+# on a street of pedestrians close to the camera 0.9 (3.3 at most). Nested rings of one class, every box over
+# every other (198 at 640x480), took 189 ms an update where their split took 16-21 ms; 7-8 ms with the budget
+# (``scripts/bench_tracking.py --sets hostile``). Past the budget a pair keeps the centre-distance
+# similarity, and no merged detection is split, no fragments joined, no view judged poor; counted
+# (``Tracker.unlooked``) and logged at most once a minute.
+LOOK_FRAMES = 16.0
 LOOKS_MOST = 600
 
 
