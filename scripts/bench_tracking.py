@@ -23,10 +23,12 @@ tracker on maps no model should draw, each the instances ``semantic_to_instances
 2 px a frame: the hostile class maps of ``tests/scenes.py`` and nested rings of one class (every box over
 every other, each track compared with every detection). Per map, ms an update (median and worst, after the
 first), against the split's own ms on the same maps; mask comparisons the update's budget left out
-(``edgeseg.tracker.LOOK_FRAMES``); and on the conveyor scenes how much of the budget an update uses (frames
-of pixels) and its ms. With ``--reference DIR`` (another version's ``edgeseg/tracker.py`` under DIR, e.g.
-``git archive HEAD | tar -x -C DIR``), that version is timed on the same instances (on the conveyor, the
-two in turn on each frame) and the conveyor's track ids compared.
+(``edgeseg.tracker.LOOK_FRAMES``). Then on real scenes, the conveyor's (the demo model, seeds 300-302) and a
+street's (YOLOv8n-seg on ``pedestrians_crossing_640x360.mp4``, its 188 frames, where ``../shared/assets``
+holds them): how much of the budget an update uses (frames of pixels) and its ms. With ``--reference DIR``
+(another version's ``edgeseg/tracker.py`` under DIR, e.g. ``git archive HEAD | tar -x -C DIR``), that
+version is timed on the same instances (on real scenes, the two in turn on each frame) and their track ids
+compared.
 The last line is one JSON object.
 
 Setup (dev-time only: neither peer is ever a dependency of edgeseg; Ultralytics is AGPL and needs torch):
@@ -219,8 +221,77 @@ def tracker_module(reference: Path | None) -> Any:
     return module
 
 
-def worst_case(frames: int, conveyors: list[Sequence], reference: Path | None) -> dict[str, Any]:
-    """The ``hostile`` figures (see the module docstring)."""
+def video_detections(frames: int) -> list[Instances]:
+    """YOLOv8n-seg's detections (int8, 320) on the first ``frames`` of the pedestrians clip of
+    ``../shared/assets`` (``EDGESEG_ASSETS``), through the video-file pipeline's stages; none without them."""
+    import os
+
+    from edgeseg.config import load_config
+    from edgeseg.frame import Frame
+    from edgeseg.pipeline import ModelStages
+
+    assets = Path(os.environ.get("EDGESEG_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
+    model, clip = (
+        assets / "models/yolov8n-seg_int8_320.onnx",
+        assets / "video/pedestrians_crossing_640x360.mp4",
+    )
+    if not (model.is_file() and clip.is_file()):
+        print(f"video: {model} or {clip} missing; skipped")
+        return []
+    repo = Path(__file__).resolve().parents[1]
+    stages = ModelStages.from_config(
+        load_config(str(repo / "pipelines/video-file.yaml"), [f"model.path={json.dumps(str(model))}"])
+    )
+    cap = cv2.VideoCapture(str(clip))
+    out: list[Instances] = []
+    while len(out) < frames:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frame = Frame(index=len(out), image=image, t_capture_ns=0, wall_time=0.0)
+        prepared = stages.preprocess(frame)
+        out.append(stages.decode(frame, prepared, stages.infer(prepared)))
+    cap.release()
+    return out
+
+
+def in_turn(name: str, seqs: list[list[Instances]], versions: dict[str, Any]) -> dict[str, Any]:
+    """Each version's tracker on ``seqs`` of a real scene, the versions in turn on each frame: the budget an
+    update uses, its ms, and (with a reference) in how many frames the track ids are the same."""
+    used, same, total = [], 0, 0
+    update_ms: dict[str, list[float]] = {v: [] for v in versions}
+    for seq in seqs:
+        trackers = {v: module.Tracker(module.TrackerConfig()) for v, module in versions.items()}
+        for i, det in enumerate(seq):
+            out = {}
+            for v, tr in list(trackers.items())[:: 1 if i % 2 else -1]:  # (in turn, first one then the other)
+                t0 = time.perf_counter()
+                out[v] = tr.update(det, round(i * 1e9 / SCENE_FPS), i)
+                update_ms[v].append((time.perf_counter() - t0) * 1e3)
+            h, w = det.image_shape
+            used.append(trackers["edgeseg"].looked / (h * w))
+            total += 1
+            same += len({tuple(o.track_id.tolist()) for o in out.values()}) == 1
+    report: dict[str, Any] = {
+        "budget_used": {"median": round(statistics.median(used), 3), "max": round(max(used), 3)},
+        "ms": {v: round(statistics.median(ms), 3) for v, ms in update_ms.items()},
+    }
+    print(
+        f"{name}: an update's mask comparisons used {statistics.median(used):.3f} of a frame's pixels"
+        f" (median), {max(used):.3f} at most, of a budget of {versions['edgeseg'].LOOK_FRAMES:g};"
+        " ms an update (median): " + ", ".join(f"{v} {m}" for v, m in report["ms"].items())
+    )
+    if len(versions) > 1:
+        report["same_ids"] = f"{same}/{total}"
+        print(f"{name}: the same track ids as the reference in {same} of {total} frames")
+    return report
+
+
+def worst_case(
+    frames: int, scenes: dict[str, list[list[Instances]]], reference: Path | None
+) -> dict[str, Any]:
+    """The ``hostile`` figures (see the module docstring); ``scenes``: real scenes' detections, each run by
+    every version in turn."""
     import logging
 
     from edgeseg.semantic import SemanticParams, semantic_to_instances
@@ -257,36 +328,8 @@ def worst_case(frames: int, conveyors: list[Sequence], reference: Path | None) -
         report[name] = row
         cells = "".join(f" {row[v + '_ms']:>12.1f} ({row[v + '_worst_ms']:>7.1f})   " for v in versions)
         print(f"{name:22} {row['objects']:>7} {row['split_ms']:>9.1f}{cells} {row['left_out']:>9}")
-    used, same, total = [], 0, 0
-    update_ms: dict[str, list[float]] = {v: [] for v in versions}
-    for seq in conveyors:
-        trackers = {v: module.Tracker(module.TrackerConfig()) for v, module in versions.items()}
-        for i, (det, _) in enumerate(seq):
-            out = {}
-            for v, tr in list(trackers.items())[:: 1 if i % 2 else -1]:  # (in turn, first one then the other)
-                t0 = time.perf_counter()
-                out[v] = tr.update(det, round(i * 1e9 / SCENE_FPS), i)
-                update_ms[v].append((time.perf_counter() - t0) * 1e3)
-            used.append(trackers["edgeseg"].looked / (640 * 480))
-            total += 1
-            same += len({tuple(o.track_id.tolist()) for o in out.values()}) == 1
-    if used:
-        report["conveyor_budget_used"] = {
-            "median": round(statistics.median(used), 3),
-            "max": round(max(used), 3),
-        }
-        print(
-            f"conveyor: an update's mask comparisons used {statistics.median(used):.3f} of a frame's pixels"
-            f" (median), {max(used):.3f} at most, of a budget of {versions['edgeseg'].LOOK_FRAMES:g}"
-        )
-        report["conveyor_ms"] = {v: round(statistics.median(ms), 3) for v, ms in update_ms.items()}
-        print(
-            "conveyor: ms an update (median): "
-            + ", ".join(f"{v} {m}" for v, m in report["conveyor_ms"].items())
-        )
-        if reference is not None:
-            report["conveyor_same_ids"] = f"{same}/{total}"
-            print(f"conveyor: the same track ids as the reference in {same} of {total} frames")
+    for name, seqs in scenes.items():
+        report[name] = in_turn(name, seqs, versions)
     return report
 
 
@@ -432,8 +475,14 @@ def main() -> int:
     print(f"edgeseg from {Path(edgeseg.__file__).parent}")
     chosen = args.sets.split(",")
     if chosen == ["hostile"]:  # (the worst case alone: no peer, no scoring)
-        conveyors = list(conveyor(range(300, 303), args.frames, args.cache).values())
-        print(json.dumps({"hostile": worst_case(args.hostile_frames, conveyors, args.reference)}))
+        scenes = {
+            "conveyor": [
+                [d for d, _ in seq] for seq in conveyor(range(300, 303), args.frames, args.cache).values()
+            ]
+        }
+        if video := video_detections(args.frames * 2):
+            scenes["video"] = [video]
+        print(json.dumps({"hostile": worst_case(args.hostile_frames, scenes, args.reference)}))
         return 0
     trackers = available()
     sets: dict[str, list[Sequence]] = {}
@@ -454,7 +503,10 @@ def main() -> int:
                     "mota": round(r.mota, 4),
                 }
     if "hostile" in chosen:
-        report["hostile"] = worst_case(args.hostile_frames, sets.get("conveyor", []), args.reference)
+        conveyors = [[d for d, _ in seq] for seq in sets.get("conveyor", [])]
+        report["hostile"] = worst_case(
+            args.hostile_frames, {"conveyor": conveyors} if conveyors else {}, args.reference
+        )
     report["cost_ms"] = {k: round(v, 3) for k, v in cost(trackers, args.cost_frames).items()}
     for name, ms in report["cost_ms"].items():
         print(f"cost per frame, 50 objects 640x480: {name:27} {ms:7.3f} ms (median)")
