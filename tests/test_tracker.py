@@ -336,7 +336,7 @@ def test_guessing_the_scene_s_motion_costs_little_memory_however_many_objects_a_
 
 def nested_rings(shift: int) -> Instances:
     """Square rings of one class, one pixel wide and one apart, around the frame's centre (moved by
-    ``shift``): a hundred objects whose boxes all overlap, each track's predicted box over every detection."""
+    ``shift``): 58 objects whose boxes all overlap, each track's predicted box over every detection."""
     yy, xx = np.mgrid[:H, :W]
     ring = np.maximum(abs(yy - H // 2 - shift), abs(xx - W // 2 - shift))
     return frame_of([(ring == r) for r in range(2, min(H, W) // 2 - 2, 2)])
