@@ -12,7 +12,8 @@ from a :class:`~edgeseg.semantic.SplitView` (:func:`edgeseg.semantic.explain_spl
   ``dist_threshold`` cuts the neck;
 - the markers (each its own colour) over the dimmed relief, with the instance outlines: one marker spanning
   both parts means one instance; two markers and one outline means they were merged (``saddle_ratio``) or
-  one part fell under ``size_threshold``.
+  one part fell under ``size_threshold``. On a map of noise the view draws the reliefs and markers of only
+  so many components the split did not look at; the caption says how many it left out (``unshown``).
 
 For a model that draws where parts touch (a card's ``contact``), nothing is split: the middle panel shows the
 contact pixels instead of a relief, and each component is one marker (a gap in the contact band is where two
@@ -88,7 +89,8 @@ def render_split_view(
         middle,
         (
             _marker_panel(view),
-            f"{n_mark} marker{'s' * (n_mark != 1)} -> {n_inst} instance{'s' * (n_inst != 1)}",
+            f"{n_mark} marker{'s' * (n_mark != 1)} -> {n_inst} instance{'s' * (n_inst != 1)}"
+            + (f", {view.unshown} not drawn" if view.unshown else ""),
             _instance_outlines(view),
             _OUTLINE,
         ),

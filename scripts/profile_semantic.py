@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -71,7 +72,14 @@ def demo_maps(seeds: list[int], frames: list[int]) -> dict[str, list[Call]]:
 
 
 def load_reference(path: Path) -> Split:
-    """``semantic_to_instances`` of a copy of the ``edgeseg.semantic`` package at ``path``.
+    """``semantic_to_instances`` of a copy of the ``edgeseg.semantic`` package at ``path``."""
+    split: Split = load_reference_module(path).semantic_to_instances
+    assert split is not semantic_to_instances
+    return split
+
+
+def load_reference_module(path: Path) -> ModuleType:
+    """A copy of the ``edgeseg.semantic`` package at ``path``.
 
     The copy imports its modules as ``edgeseg.semantic.*``, so it is loaded under that name, its modules
     are set aside, and this tree's are put back.
@@ -92,9 +100,7 @@ def load_reference(path: Path) -> Split:
         for k in [k for k in sys.modules if k.startswith("edgeseg.semantic")]:
             del sys.modules[k]
         sys.modules.update(ours)
-    split: Split = module.semantic_to_instances
-    assert split is not semantic_to_instances
-    return split
+    return module
 
 
 def differences(a: Instances, b: Instances) -> list[str]:

@@ -68,6 +68,20 @@ def test_components_beyond_the_split_budget_are_kept_whole_and_counted() -> None
     assert explain_split(_dumbbells(semantic._SPLIT_COMPONENTS)).unsplit == 0
 
 
+def test_the_view_draws_components_the_split_skips_within_a_budget_of_its_own_and_counts_the_rest() -> None:
+    n = 132  # (past 64 candidates the split's budget shrinks: it looks at 32 * 64 // 132 of them)
+    cm = _dumbbells(n)
+    view = explain_split(cm)
+    looked = semantic._SPLIT_COMPONENTS * semantic._SCENE_CANDIDATES // n
+    assert view.unsplit == n - looked
+    assert view.unshown == n - looked - semantic._VIEW_COMPONENTS
+    one = cv2.connectedComponents((cm != BACKGROUND).view(np.uint8), connectivity=8)[1]
+    for drawn in (view.relief > 0, view.markers > 0):
+        assert len(np.unique(one[drawn])) == looked + semantic._VIEW_COMPONENTS
+    assert view.instances.to_dict() == semantic_to_instances(cm).to_dict()  # the view's budget splits nothing
+    assert explain_split(_dumbbells(semantic._SPLIT_COMPONENTS + 30)).unshown == 0
+
+
 def _diagonal_dumbbells(n: int, side: int = 80, step: int = 12) -> NDArray[np.uint8]:
     """``n`` dumbbells of one class side by side, each two 6x6 squares joined by a diagonal bridge: each
     one's box is nearly ``side`` squared and the boxes overlap, so together they cover the map many times."""

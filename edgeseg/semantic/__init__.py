@@ -124,6 +124,12 @@ _CONTACT_FRAMES = 1.0
 # objects, and splitting some of them tells little: beyond this many, both budgets fall in proportion, so
 # such a map costs less than a dense scene rather than as much.
 _SCENE_CANDIDATES = 64
+# explain_split also draws the relief and markers of components the split does not look at, which costs what
+# a look costs: on a map of noise or random blobs (300 components kept) that made the view 5-8x the split
+# (130 ms against 17-23 at 480x640). It draws at most this many such components, and boxes of at most this
+# many frames' pixels, largest first; a scene of objects has fewer.
+_VIEW_COMPONENTS = 64
+_VIEW_FRAMES = 1.0
 _log = logging.getLogger(__name__)
 _SCAN_CLASSES = 24  # below this many ids between a map's smallest and largest, try each one
 # the parameters that still apply when a model draws where parts touch (``contact``): nothing is split
@@ -488,6 +494,9 @@ class SplitView:
             them too, in a log line at most once a minute.
         dropped: instances beyond ``max_instances`` (the smallest), left out of ``instances``; counted in the
             same log line.
+        unshown: components the split did not look at (kept whole without a look, or past its budget) whose
+            relief and markers this view leaves out (0 in both), because the view's own budget for them was
+            spent: a map of noise has hundreds (see :data:`_VIEW_COMPONENTS`); 0 on a scene of objects.
         to_frame: maps these pixels onto the frame they came from (identity here;
             :meth:`edgeseg.heads.semantic.SemanticHead.explain` sets it for its work grid).
         contact: the class of the pixels where parts touch, for a model that draws them (``contact`` of
@@ -507,6 +516,7 @@ class SplitView:
     to_frame: AxisAffine = field(default_factory=AxisAffine)
     unsplit: int = 0
     dropped: int = 0
+    unshown: int = 0
     contact: int | None = None
     touching: NDArray[np.bool_] | None = None
 
@@ -533,7 +543,12 @@ def explain_split(
     returns for the same input.
     """
     class_map, winning_prob = _class_map(class_map_or_probs, background, logits, channels_last, confidence)
-    trace = _Trace(np.zeros(class_map.shape, np.float32), np.zeros(class_map.shape, np.int32))
+    trace = _Trace(
+        np.zeros(class_map.shape, np.float32),
+        np.zeros(class_map.shape, np.int32),
+        _VIEW_COMPONENTS,
+        int(_VIEW_FRAMES * class_map.size),
+    )
     contact = _contact(contact, background, class_map_or_probs, channels_last)
     touching = _touching(touching, class_map.shape, contact)
     parts, budget = _split_map(class_map, background, params, contact, trace, touching)
@@ -547,6 +562,7 @@ def explain_split(
         background=int(background),
         unsplit=budget.unsplit,
         dropped=budget.dropped,
+        unshown=trace.unshown,
         contact=contact,
         touching=touching,
     )
@@ -554,11 +570,26 @@ def explain_split(
 
 @dataclass
 class _Trace:
-    """Frame-sized arrays :func:`split_class` fills for :func:`explain_split` (see :class:`SplitView`)."""
+    """Frame-sized arrays :func:`split_class` fills for :func:`explain_split` (see :class:`SplitView`), and
+    what is left of its budget for the components the split does not look at (see :data:`_VIEW_COMPONENTS`):
+    ``components`` and ``pixels`` of their boxes, and how many it left out (``unshown``)."""
 
     relief: NDArray[np.float32]
     markers: NDArray[np.int32]
+    components: int
+    pixels: int
     count: int = 0  # markers labelled so far
+    unshown: int = 0
+
+    def afford(self, box_pixels: int) -> bool:
+        """Charge the relief and markers of a component of this box that the split does not look at, if the
+        budget pays for them; else count it unshown."""
+        if self.components <= 0 or box_pixels > self.pixels:
+            self.unshown += 1
+            return False
+        self.components -= 1
+        self.pixels -= box_pixels
+        return True
 
     def add(
         self,

@@ -53,7 +53,8 @@ def split_class(
 
     Only the components that may hold two objects are looked at one by one, within ``budget``. With
     ``trace``, each component's relief and markers are also drawn into it (see
-    :func:`edgeseg.semantic.explain_split`).
+    :func:`edgeseg.semantic.explain_split`): those the split looked at, and the others (largest first,
+    after the candidates) while the trace's own budget pays for their reliefs.
     """
     h, w = class_map.shape
     kernel = kernel_of(p)
@@ -74,12 +75,15 @@ def split_class(
         ]
         | None
     ] = [None] * len(found)
-    shown: dict[int, Relief] = {}  # with trace: every component's relief, also where the split skips it
+    # with trace: the relief of every component the split looked at, and of those it skips while the view's
+    # own budget pays for them
+    shown: dict[int, Relief] = {}
     for k in sorted(range(len(found)), key=lambda k: (not may_split[k], -found[k].area)):
         x, y, tight, area, outline, hole_width, holes = found[k]
         # once the budget is spent, what is left is kept whole without a look (a look costs too)
         spent = may_split[k] and not budget.room(tight.size)
-        if (not may_split[k] or spent) and trace is None:
+        aside = not may_split[k] or spent  # the split will not look at it; the view may, on its own budget
+        if aside and (trace is None or not trace.afford(tight.size)):
             # (without its outline at hand, its box waits for with_boxes: it may be cut, or grow)
             comps[k] = (
                 Part(class_id, x, y, tight, area, None)
@@ -132,7 +136,7 @@ def split_class(
             relief = prepare(
                 tight, off_class(class_map, class_id, x, y, tight), contour, (x, y), sides, hole_width, kernel
             )
-        if trace is not None:
+        if trace is not None and (relief is not None or aside or trace.afford(tight.size)):
             shown[k] = relief or prepare(
                 tight, off_class(class_map, class_id, x, y, tight), contour, (x, y), sides, hole_width, kernel
             )
@@ -147,7 +151,7 @@ def split_class(
             continue
         x, y, tight, area, contour, relief, outline, rods = comp
         pieces = None
-        seeds: list[NDArray[np.int32]] | None = None if trace is None else []
+        seeds: list[NDArray[np.int32]] | None = [] if k in shown else None
         by_rods = False
         if rods:
             pieces, by_rods = rods, True
@@ -171,7 +175,7 @@ def split_class(
                     ]
                     by_rods = len(pieces) != len(split_by_relief or [None])
                     pieces = pieces if split_by_relief is not None or by_rods else None
-        if trace is not None and seeds is not None:
+        if trace is not None and seeds is not None:  # (seeds: only for a component the view shows)
             view = shown[k]
             own = view.peak
             top = own if p.per_component or (relief is None and class_max <= 0) else class_max
