@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 from scenes import BACKGROUND, SCENE_SETS, Scene
 
-from edgeseg import Instances, SemanticParams, semantic_to_instances
+from edgeseg import Instances, SemanticParams, semantic, semantic_to_instances
 from edgeseg.errors import InputError
 from edgeseg.geometry import min_area_rect
 from edgeseg.metrics import match_instances, panoptic_quality
@@ -587,6 +588,27 @@ def test_the_class_map_of_scores_is_their_argmax_channels_first_or_last_past_256
     last = explain_split(np.moveaxis(scores, 0, -1), background=0, logits=True, channels_last=True).class_map
     assert (first == want).all()
     assert (last == want).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.tuples(st.sampled_from([2, 3, 6, 257]), st.integers(1, 30), st.integers(1, 30)),
+    band=st.integers(1, 400),
+)
+def test_scores_read_band_by_band_give_what_whole_planes_give(
+    seed: int, shape: tuple[int, int, int], band: int
+) -> None:
+    scores = np.random.default_rng(seed).normal(0, 3, shape).astype(np.float32)
+    scores[1, ::3] = scores[0, ::3]  # exact ties: the first maximal channel wins
+    with mock.patch.object(semantic, "_BAND_PIXELS", 1 << 30):
+        whole = semantic._argmax_channels(scores, exps=True)
+    with mock.patch.object(semantic, "_BAND_PIXELS", band):
+        banded = semantic._argmax_channels(scores, exps=True)
+    assert np.array_equal(whole[0], np.argmax(scores, axis=0))
+    assert np.array_equal(whole[1], scores.max(axis=0))
+    assert banded[2] is not None
+    assert [np.array_equal(a, b) for a, b in zip(whole, banded, strict=True)] == [True] * 3
 
 
 @settings(max_examples=40, deadline=None)

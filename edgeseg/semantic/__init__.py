@@ -105,6 +105,7 @@ from edgeseg.validate import FieldError, check_fields
 _MAX_CLASS_ID = 65535
 # logits whose exps are summed as they are in float32 (1.2e-38 to 3.4e38): exp(80) is 5.5e34, exp(-80) 1.8e-35
 _EXP_MARGIN = 80.0
+_BAND_PIXELS = 1 << 16  # scores are read in bands of about this many pixels (see _argmax_channels)
 # The split looks at no more components, and boxes of no more frames' pixels, per map: three times the
 # components a scene of objects needs (the bench's scenes split at most 11 a map), and a seventh more box
 # pixels than the most the bench's scenes take (0.74 of a frame: big touching discs; the demo model's maps
@@ -763,19 +764,34 @@ def _argmax_channels(
     ``scripts/profile_semantic.py --reference``; instances the same, scores within 6e-8) and 0.80-0.90x on
     21 channels of blobs (``scripts/bench_scores.py``, ``scripts/bench_postprocess.py``'s
     ``hostile_scores_many``).
+
+    A large map goes through the channels band by band, :data:`_BAND_PIXELS` at a time: at 480x640 a float
+    plane is 1.2 MB, and with the running max, sum and classes beside it each step's arrays left a core's
+    cache before the next step read them (the split of 21 channels of 480x640 logits took 0.87-0.91x the
+    time, ``scripts/bench_scores.py --reference``; a map of two bands or less, which fits, is read whole:
+    at 240x320 bands were slower).
     """
-    cmap = np.zeros(scores.shape[1:], np.uint8 if len(scores) <= 256 else np.uint16)
-    best = scores[0].copy()
-    plane = np.empty_like(cmap)
-    total = cv2.exp(scores[0]) if exps else None
-    step = np.empty_like(best)
-    for c in range(1, len(scores)):
-        better = cv2.compare(scores[c], best, cv2.CMP_GT)
-        plane.fill(c)
-        cv2.copyTo(plane, better, cmap)
-        cv2.max(best, scores[c], dst=best)
-        if total is not None:
-            cv2.add(total, cv2.exp(scores[c], dst=step), dst=total)
+    c, h, w = scores.shape
+    cmap = np.zeros((h, w), np.uint8 if c <= 256 else np.uint16)
+    best = np.empty((h, w), np.float32)
+    total = np.empty((h, w), np.float32) if exps else None
+    rows = h if h * w <= 2 * _BAND_PIXELS else max(1, _BAND_PIXELS // w)
+    plane = np.empty((rows, w), cmap.dtype)
+    step = np.empty((rows, w), np.float32)
+    for y in range(0, h, rows):
+        band = slice(y, y + rows)
+        top, classes = best[band], cmap[band]
+        fill, ex = plane[: len(top)], step[: len(top)]
+        np.copyto(top, scores[0, band])
+        sums = None if total is None else cv2.exp(scores[0, band], dst=total[band])
+        for k in range(1, c):
+            channel = scores[k, band]
+            better = cv2.compare(channel, top, cv2.CMP_GT)
+            fill.fill(k)
+            cv2.copyTo(fill, better, classes)
+            cv2.max(top, channel, dst=top)
+            if sums is not None:
+                cv2.add(sums, cv2.exp(channel, dst=ex), dst=sums)
     return cmap, best, total
 
 
