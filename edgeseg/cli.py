@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from edgeseg import __version__
+from edgeseg import __version__, logtally
 from edgeseg.cliconfig import add_pipeline_args, bundled_pipelines, load_pipeline, pipeline_path
 from edgeseg.errors import EdgesegError
 from edgeseg.journal import Formatter, echo, journal_lines, say, to_journal
@@ -377,6 +377,7 @@ def _run(args: argparse.Namespace) -> int:
             config, extra_sinks={"accuracy": accuracy} if accuracy else None, setup=setup
         )
         starting.phase = lambda: f"opening {pipeline.source.uri}"
+        tallies = logtally.totals()
         pipeline.start()
         starting.phase = lambda: f"waiting for the first result ({pipeline.source.stats.state})"
         signals.running = True
@@ -426,6 +427,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     for line in summary(stats, source, reports, how, lost):
         echo(line, logging.WARNING if "LOST" in line else logging.INFO)
+    for line in logtally.since(tallies):  # (what a budget left out is no loss: the run said so as it went)
+        echo(f"over the run, {line}")
     if pipeline.thread_plan is not None:
         echo(f"inference threads: {pipeline.thread_plan}")
     if accuracy is not None and (acc := accuracy.pq.result()) is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -148,6 +149,23 @@ def test_explicit_display_without_a_display_is_an_error_not_an_abort(tmp_path: P
         "edgeseg: error: sinks.display: no display: DISPLAY and WAYLAND_DISPLAY are unset "
         "(run with --no-display)"
     ]
+
+
+def test_the_summary_says_what_a_post_processing_budget_left_out_over_the_run(tmp_path: Path) -> None:
+    run = ("run", "--source", "synthetic:parts", "--max-frames", "12")
+    capped = edgeseg(*run, "--set", "postprocess.semantic.max_instances=2", cwd=tmp_path)
+    assert capped.returncode == 0, capped.stderr
+    said = [line for line in capped.stdout.splitlines() if line.startswith("over the run, ")]
+    assert len(said) == 1, capped.stdout
+    dropped, maps = (
+        int(n)
+        for n in re.findall(r"and (\d+) instances beyond max_instances dropped, in (\d+) maps", said[0])[0]
+    )
+    assert dropped > 0
+    assert 1 <= maps <= 12
+    plain = edgeseg(*run, cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert "over the run" not in plain.stdout + plain.stderr
 
 
 def test_doctor_reports_backends_cameras_and_displays(tmp_path: Path) -> None:
