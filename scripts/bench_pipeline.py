@@ -22,7 +22,10 @@
    ``native``), read from ``/proc/self/task`` while they run, and what they imply: ``fps_ceiling``, the rate
    with every core busy all the time at that CPU a frame, and ``fps_ceiling_ratio``, that over the best
    inference-only rate. Where it is under 0.9, no scheduling of these stages reaches ``fps_ratio`` 0.9 on
-   this machine without cutting the CPU a frame itself;
+   this machine without cutting the CPU a frame itself. The Mosquitto this script starts takes CPU of its
+   own for every message, on the same cores, where a device's fleet broker runs on another machine:
+   ``broker_cpu_ms_per_frame`` (from ``/proc/PID/stat``), and ``fps_ceiling_with_broker_ratio``, the
+   ceiling with it counted;
 5. the first pipeline run, outside the rounds (``--timing-frames`` frames, at least 700): the one in which
    the planner decides (and tries) inference's threads, so its rate includes the trial (``fps_ratio_first``).
    The rounds' pipelines start from the plan it kept and make no trial of their own (the planner's cooldown
@@ -121,6 +124,13 @@ class ThreadCpu:
         self._stop.set()
         self._sampler.join()
         self._sample()
+
+    @staticmethod
+    def process_ms(pid: int) -> float:
+        """CPU milliseconds process ``pid`` has used so far (all its threads)."""
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
     def ms_by_name(self) -> dict[str, float]:
         """CPU milliseconds while entered, by thread name (this sampler left out)."""
@@ -405,6 +415,7 @@ def main() -> None:
         broker = None if args.no_mqtt else stack.enter_context(mosquitto(Path(tmp) / "broker"))
 
         cpu_runs: list[dict[str, float]] = []  # CPU ms a frame by thread, each default (device) run
+        broker_runs: list[float] = []  # the Mosquitto process's CPU ms a frame, each default run
         plans: list[str] = []  # what the pipelines' planners decided about inference's threads
 
         def pipeline_fps(kind: str, measured: bool = True, frames: int = n) -> float:
@@ -414,12 +425,16 @@ def main() -> None:
                 ctx = SinkContext(class_names=names, state_dir=Path(tmp) / f"state-{kind}")
                 sinks["video"] = VideoSink(Path(tmp) / "r.mp4", 25, ctx=ctx)
             pipe = Pipeline(ReplaySource(images, frames), stages, sinks)
+            broker_pid = None if port is None or broker is None or broker.proc is None else broker.proc.pid
+            b0 = 0.0 if broker_pid is None else ThreadCpu.process_ms(broker_pid)
             with ThreadCpu() as cpu:
                 t0 = time.perf_counter()
                 full = pipe.run()
                 fps = full.frames_done / (time.perf_counter() - t0)
             if kind == "device" and measured:
                 cpu_runs.append({k: v / full.frames_done for k, v in cpu.ms_by_name().items()})
+                if broker_pid is not None:
+                    broker_runs.append((ThreadCpu.process_ms(broker_pid) - b0) / full.frames_done)
             if pipe.thread_plan is not None:
                 plans.append(pipe.thread_plan)
             return fps
@@ -463,6 +478,8 @@ def main() -> None:
     cpu_ms = {k: statistics.median(run.get(k, 0.0) for run in cpu_runs) for k in names_seen}
     cpu_total = statistics.median(sum(run.values()) for run in cpu_runs)
     fps_ceiling = cores * 1000 / cpu_total
+    broker_ms = statistics.median(broker_runs) if broker_runs else 0.0
+    fps_ceiling_broker = cores * 1000 / (cpu_total + broker_ms)
 
     # 2. latency with a live source faster than the pipeline: a camera at twice the pipeline's rate, for
     # enough frames that about a full window of the run's statistics is published (it drops half of them)
@@ -499,6 +516,12 @@ def main() -> None:
         f"{'ceiling at that CPU a frame':<32}{fps_ceiling:8.1f} fps on {cores} cores   "
         f"ratio {fps_ceiling / fps_infer:.2f} (the most fps_ratio reaches at this CPU a frame)"
     )
+    if broker_runs:
+        print(
+            f"{'+ the Mosquitto on this machine':<32}{broker_ms:8.1f} ms a frame (a device's fleet broker "
+            f"runs elsewhere): ceiling with it {fps_ceiling_broker:.1f} fps, "
+            f"ratio {fps_ceiling_broker / fps_infer:.2f}"
+        )
     plan = plans[0] if plans else "not planned (model.threads set, or one core)"
     # (a later pipeline on the same stages waits out the first one's cooldown: edgeseg.threadplan.planner_for)
     later_trials = sum("(kept), against" in p for p in plans[1:])
@@ -533,6 +556,8 @@ def main() -> None:
         "cpu_ms_per_frame": round(cpu_total, 2),
         "cpu_ms_per_frame_by_thread": {k: round(v, 2) for k, v in cpu_ms.items()},
         "fps_ceiling": round(fps_ceiling, 2), "fps_ceiling_ratio": round(fps_ceiling / fps_infer, 3),
+        "broker_cpu_ms_per_frame": round(broker_ms, 2),
+        "fps_ceiling_with_broker_ratio": round(fps_ceiling_broker / fps_infer, 3),
         "median_single_ms": round(median_single_ms, 2), "latency_p50_ms": round(lat.latency_ms_p50, 2),
         "latency_p99_ms": round(lat.latency_ms_p99, 2), "latency_p99_over_p50": round(lat_spread, 3),
         "latency_p99_over_single": round(lat_ratio, 3),
