@@ -40,8 +40,8 @@ Where the time goes, and why it is bounded: a class's components, with their are
 its mask's outlines (a scene of objects) or from a labelling pass (noise, speckle, hundreds of small blobs;
 the passes of speckled masks side by side on the cores), and a map of many such classes, each spread over
 the frame, is labelled in one pass for all of them (:mod:`edgeseg.semantic.labelling`; small blobs of 21
-classes, ``scripts/bench_postprocess.py``'s ``hostile_many_classes``: 19-21x one labelling pass of the
-whole map, where a pass per class took 54-69x; modlib is 6.8-8.3x slower); one erosion of the class mask
+classes, ``scripts/bench_postprocess.py``'s ``hostile_many_classes``: 19.0-19.8x one labelling pass of the
+whole map, where a pass per class took 54-69x; modlib is 7.9-8.2x slower); one erosion of the class mask
 tells which components keep a pixel after the opening;
 only components that could hold two kept objects and keep such a pixel are looked at one by one, inside
 their own box (a component left whole costs a crop and an oriented box). Convex components with at most
