@@ -17,10 +17,8 @@ exits 1 where they are not). The last line is JSON.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
-import logging
 import statistics
 import sys
 import time
@@ -28,12 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from profile_semantic import load_reference_module  # noqa: E402
+from profile_semantic import bench_arguments  # noqa: E402
 from scenes import HOSTILE_SETS, SCENE_SETS  # noqa: E402
 
 from edgeseg.semantic import SemanticParams, explain_split, semantic_to_instances  # noqa: E402
@@ -46,14 +42,8 @@ def timed(call: Callable[[], Any]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, default=3, help="maps per set")
-    ap.add_argument("--repeat", type=int, default=7, help="timed calls per map and way")
-    ap.add_argument("--reference", type=Path, help="another version's edgeseg/semantic package")
-    args = ap.parse_args()
-    cv2.setNumThreads(1)
-    logging.disable(logging.WARNING)  # (the split budget's note on maps of noise)
-    reference = load_reference_module(args.reference).explain_split if args.reference else None
+    args, module = bench_arguments(__doc__, seeds=3, repeat=7)
+    reference = None if module is None else module.explain_split
     params = SemanticParams()
     print(f"{'set':22s} {'split ms':>9s} {'view ms':>9s} {'view/split':>10s} {'unshown':>8s}", end="")
     print(f" {'ref view':>9s} {'ref/split':>9s}" if reference else "")

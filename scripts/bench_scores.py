@@ -23,9 +23,7 @@ The last line is JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import statistics
 import sys
 import time
@@ -40,7 +38,7 @@ from numpy.typing import NDArray
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from profile_semantic import differences, load_reference  # noqa: E402
+from profile_semantic import bench_arguments, differences  # noqa: E402
 from scenes import BACKGROUND, SCORE_SETS  # noqa: E402
 
 from edgeseg.semantic import SemanticParams, semantic_to_instances  # noqa: E402
@@ -53,14 +51,8 @@ def numpy_way(logits: NDArray[np.float32], axis: int) -> tuple[NDArray[np.intp],
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, default=2, help="maps per set")
-    ap.add_argument("--repeat", type=int, default=9, help="timed calls per map and way")
-    ap.add_argument("--reference", type=Path, help="a copy of another version's edgeseg/semantic")
-    args = ap.parse_args()
-    cv2.setNumThreads(1)
-    logging.disable(logging.WARNING)  # (the split budget's note on maps of noise)
-    reference = load_reference(args.reference) if args.reference else None
+    args, module = bench_arguments(__doc__, seeds=2, repeat=9)
+    reference = None if module is None else module.semantic_to_instances
     params = SemanticParams()
     print(
         f"{'map':<24} {'layout':>6} | {'scores':>7} {'class map':>9} {'numpy':>7} {'CC':>6} | "

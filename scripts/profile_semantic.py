@@ -20,6 +20,7 @@ import argparse
 import cProfile
 import importlib.util
 import json
+import logging
 import pstats
 import statistics
 import sys
@@ -29,6 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -69,6 +71,20 @@ def demo_maps(seeds: list[int], frames: list[int]) -> dict[str, list[Call]]:
             )
             contact.append((classes, {"confidence": confidence, "touching": touching}))
     return {"truth": truth, "model": model, "scores": scores, "contact": contact}
+
+
+def bench_arguments(doc: str, seeds: int, repeat: int) -> tuple[argparse.Namespace, ModuleType | None]:
+    """The arguments of a bench of the split over the bench's maps (``--seeds``, ``--repeat``,
+    ``--reference DIR``) and the reference package they name (None without); OpenCV on one thread, as the
+    ``edgeseg`` command runs it, and the split budget's log note off (maps of noise say it every call)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=seeds, help="maps per set")
+    ap.add_argument("--repeat", type=int, default=repeat, help="timed calls per map and way")
+    ap.add_argument("--reference", type=Path, help="a copy of another version's edgeseg/semantic")
+    args = ap.parse_args()
+    cv2.setNumThreads(1)
+    logging.disable(logging.WARNING)
+    return args, load_reference_module(args.reference) if args.reference else None
 
 
 def load_reference(path: Path) -> Split:
