@@ -204,8 +204,9 @@ def label_map(class_map: NDArray[Any], kernel: NDArray[np.uint8] | None = None) 
 
     The components' boxes, areas and classes come from the label image's runs along its rows (a few per
     component), not from OpenCV's statistics of the grid, which cost as much as its labelling (four times
-    the map's pixels, the bridges included), nor from a count over every pixel: 21 classes of small blobs
-    at 480x640, 12.0 -> 9.1 ms a map (``scripts/bench_labelling.py``).
+    the map's pixels, the bridges included), nor from a count over every pixel: the split of 21 classes of
+    small blobs at 480x640 took 0.87-0.88x the time (``scripts/bench_postprocess.py --reference``'s
+    ``hostile_many_classes``, three runs), the same labels, boxes and areas.
 
     (Labelling the map's halves side by side on two cores, joined at the seam as at a corner, was slower:
     26.2 and 31.2 ms a map of 21 classes against 27.9 and 33.4, alternated call by call.)"""
