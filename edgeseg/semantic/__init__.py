@@ -767,10 +767,10 @@ def _argmax_channels(
 
     A large map goes through the channels band by band, :data:`_BAND_PIXELS` at a time: at 480x640 a float
     plane is 1.2 MB, and with the running max, sum and classes beside it each step's arrays left a core's
-    cache before the next step read them (the split of 21 channels of 480x640 logits took 0.87-0.91x the
-    time on one OpenCV thread, as the ``edgeseg`` command runs, ``scripts/bench_scores.py --reference``;
-    0.97x with OpenCV's pool, ``scripts/bench_postprocess.py``); a map of two bands or less, which fits, is
-    read whole (at 240x320 bands were slower).
+    cache before the next step read them (the split of 21 channels of 480x640 logits took 0.87-0.94x the
+    time on one OpenCV thread, as the ``edgeseg`` command runs, ``scripts/bench_scores.py --reference``, three
+    runs; 0.97x with OpenCV's pool, ``scripts/bench_postprocess.py``; bands of 32,768 pixels read the same);
+    a map of two bands or less, which fits, is read whole (at 240x320 bands were slower).
     """
     c, h, w = scores.shape
     cmap = np.zeros((h, w), np.uint8 if c <= 256 else np.uint16)
