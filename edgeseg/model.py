@@ -109,5 +109,12 @@ class Model:
         explain = getattr(self.head, "explain", None)
         return None if explain is None else explain(outputs, prepared, options)
 
+    def decode_view(self, view: SplitView, prepared: Prepared) -> Instances:
+        """What :meth:`decode` gives, from :meth:`explain`'s view of the same outputs and options (the view's
+        instances are its split's): a frame with a view is split once, not twice."""
+        from edgeseg.heads.semantic import on_frame
+
+        return on_frame(view.instances, view.to_frame, prepared)
+
     def close(self) -> None:
         self.backend.close()

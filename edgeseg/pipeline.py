@@ -142,6 +142,10 @@ class ModelStages:
         without one."""
         return self.model.explain(outputs, prepared, snapshot.decode)
 
+    def decode_view(self, view: SplitView, prepared: Any) -> Instances:
+        """:meth:`decode`'s instances from :meth:`explain`'s view of the same frame."""
+        return self.model.decode_view(view, prepared)
+
     def close(self) -> None:
         self.model.close()
 
@@ -423,6 +427,7 @@ class Pipeline:
         self.stream_stages = tuple(stream_stages)
         self.control = control
         self._explain = getattr(stages, "explain", None) if explain else None
+        self._decode_view = getattr(stages, "decode_view", None) if explain else None
         knob: ThreadCount | None = getattr(stages, "thread_count", None)
         # stages shared with an earlier pipeline start from the count it left, and wait out its cooldown
         self._threads = None if knob is None else _Threads(knob, planner_for(knob))
@@ -813,16 +818,6 @@ class Pipeline:
         try:
             while (work := self._to_decode.get()) is not None:
                 t0 = time.monotonic_ns()
-                try:
-                    with busy:
-                        instances = self.stages.decode(work.frame, work.prepared, work.outputs, work.snapshot)
-                except Exception as exc:
-                    self._stats.bad_frame("decode")
-                    bad(work.frame.index, exc)
-                    continue
-                t1 = time.monotonic_ns()
-                self._stats.stage("decode", t0, t1)
-                times = replace(work.times, decoded=t1, published=t1)
                 view = None
                 if self._explain is not None:
                     try:
@@ -830,6 +825,21 @@ class Pipeline:
                             view = self._explain(work.frame, work.prepared, work.outputs, work.snapshot)
                     except Exception as exc:  # the side view is a help, never a reason to lose the result
                         bad_view(work.frame.index, exc)
+                try:
+                    with busy:
+                        # (a frame with a view takes the view's split: the same instances, split once)
+                        instances = (
+                            self.stages.decode(work.frame, work.prepared, work.outputs, work.snapshot)
+                            if view is None or self._decode_view is None
+                            else self._decode_view(view, work.prepared)
+                        )
+                except Exception as exc:
+                    self._stats.bad_frame("decode")
+                    bad(work.frame.index, exc)
+                    continue
+                t1 = time.monotonic_ns()
+                self._stats.stage("decode", t0, t1)
+                times = replace(work.times, decoded=t1, published=t1)
                 result = Result(work.frame, instances, times, work.snapshot.version, view)
                 for stage, bad_stage in zip(self.stream_stages, bad_stream, strict=True):
                     t2 = time.monotonic_ns()

@@ -13,12 +13,14 @@ import pytest
 from edgeseg.backends import InferenceOptions
 from edgeseg.errors import SourceError
 from edgeseg.frame import Frame, Result
+from edgeseg.heads import semantic as semantic_head
 from edgeseg.instances import Instances
 from edgeseg.live import Snapshot
 from edgeseg.model import Model
 from edgeseg.pipeline import ModelStages, Pipeline, StageQueue
 from edgeseg.sources import SourceStats
 from edgeseg.stats import StatsRecorder
+from edgeseg.synthetic import PartsScene
 
 
 class ListSource:
@@ -316,3 +318,36 @@ def test_a_frame_waiting_for_decode_no_longer_holds_its_model_input() -> None:
     assert len(sink.results) == 6
     assert stages.inferred_with_tensor == 6
     assert stages.decoded_with_tensor == [False] * 6
+
+
+class SceneSource(ListSource):
+    """``n`` frames of the demo's conveyor scene, as a file source gives them."""
+
+    def read(self) -> Frame | None:
+        if self._i >= self.n:
+            return None
+        image = PartsScene(640, 480, seed=3).frame(5 * self._i).image
+        frame = Frame(self._i, image, time.monotonic_ns(), time.time(), source=self.uri)
+        self._i += 1
+        return frame
+
+
+def test_a_frame_with_the_splits_view_is_split_once_and_gets_the_instances_decode_gives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stages = ModelStages(Model.load(Path(__file__).parents[1] / "models" / "demo-parts.onnx"))
+    plain, tuned = CollectSink(), CollectSink()
+    Pipeline(SceneSource(4), stages, {"c": plain}).run()
+    splits: list[int] = []
+    split = semantic_head.semantic_to_instances
+
+    def counted(*args: Any, **kwargs: Any) -> Instances:
+        splits.append(1)
+        return split(*args, **kwargs)
+
+    monkeypatch.setattr(semantic_head, "semantic_to_instances", counted)
+    Pipeline(SceneSource(4), stages, {"c": tuned}, explain=True, owns_stages=True).run()
+    assert splits == []  # the view's split gave the instances
+    assert all(r.split_view is not None for r in tuned.results)
+    assert [r.instances.to_dict() for r in tuned.results] == [r.instances.to_dict() for r in plain.results]
+    assert sum(len(r.instances) for r in plain.results) > 0

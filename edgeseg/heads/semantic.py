@@ -119,10 +119,7 @@ class SemanticHead:
 
     def decode(self, outputs: Outputs, prepared: Prepared, options: DecodeOptions) -> Instances:
         inst, to_frame = self._split(semantic_to_instances, outputs, prepared, options)
-        ch, cw = prepared.crop_shape
-        if to_frame == AxisAffine() and (ch, cw) == prepared.frame_shape:
-            return inst
-        return inst.transform(to_frame, prepared.frame_shape)
+        return on_frame(inst, to_frame, prepared)
 
     def explain(self, outputs: Outputs, prepared: Prepared, options: DecodeOptions) -> SplitView:
         """What the split saw, on the work grid :meth:`decode` splits on; the view's ``to_frame`` maps that
@@ -194,3 +191,12 @@ class SemanticHead:
             touch = None if touching is None else warp(touching, cv2.INTER_NEAREST).view(bool)
             return warp(maps, cv2.INTER_NEAREST), conf, touch, to_frame
         return np.stack([warp(c, cv2.INTER_LINEAR) for c in maps]), None, None, to_frame
+
+
+def on_frame(inst: Instances, to_frame: AxisAffine, prepared: Prepared) -> Instances:
+    """Instances of a split's work grid (``to_frame``: its pixels onto the frame's) in the prepared frame's
+    pixels, as :meth:`SemanticHead.decode` gives them."""
+    ch, cw = prepared.crop_shape
+    if to_frame == AxisAffine() and (ch, cw) == prepared.frame_shape:
+        return inst
+    return inst.transform(to_frame, prepared.frame_shape)
