@@ -1,4 +1,4 @@
-"""The split's side view (``explain_split``, the tune window's and web page's strip) against the split itself
+"""The split's side view (``explain_split``, the strip of the tune window) against the split itself
 (``semantic_to_instances``), on the post-processing bench's maps (``tests/scenes.py``: scenes of objects and
 the hostile sets), 480x640, one OpenCV thread (as the ``edgeseg`` command runs).
 
