@@ -95,13 +95,18 @@ class ThreadCpu:
         self._sampler = threading.Thread(target=self._run, name="bench-cpu-sampler", daemon=True)
 
     @staticmethod
+    def stat_ticks(path: str) -> int:
+        """utime + stime, in clock ticks, of a ``/proc/.../stat`` file."""
+        stat = Path(path).read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return int(fields[11]) + int(fields[12])
+
+    @staticmethod
     def _ticks() -> dict[int, int]:
         out = {}
         for tid in os.listdir("/proc/self/task"):
             with contextlib.suppress(OSError):
-                stat = Path(f"/proc/self/task/{tid}/stat").read_text()
-                fields = stat[stat.rindex(")") + 2 :].split()
-                out[int(tid)] = int(fields[11]) + int(fields[12])  # utime + stime
+                out[int(tid)] = ThreadCpu.stat_ticks(f"/proc/self/task/{tid}/stat")
         return out
 
     def _sample(self) -> None:
@@ -129,9 +134,7 @@ class ThreadCpu:
     @staticmethod
     def process_ms(pid: int) -> float:
         """CPU milliseconds process ``pid`` has used so far (all its threads)."""
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+        return ThreadCpu.stat_ticks(f"/proc/{pid}/stat") * 1000 / os.sysconf("SC_CLK_TCK")
 
     def ms_by_name(self) -> dict[str, float]:
         """CPU milliseconds while entered, by thread name (this sampler left out)."""

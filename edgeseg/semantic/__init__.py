@@ -547,8 +547,7 @@ def explain_split(
     trace = _Trace(
         np.zeros(class_map.shape, np.float32),
         np.zeros(class_map.shape, np.int32),
-        _VIEW_COMPONENTS,
-        int(_VIEW_FRAMES * class_map.size),
+        Budget(_VIEW_COMPONENTS, int(_VIEW_FRAMES * class_map.size)),
     )
     contact = _contact(contact, background, class_map_or_probs, channels_last)
     touching = _touching(touching, class_map.shape, contact)
@@ -563,7 +562,7 @@ def explain_split(
         background=int(background),
         unsplit=budget.unsplit,
         dropped=budget.dropped,
-        unshown=trace.unshown,
+        unshown=trace.budget.unsplit,
         contact=contact,
         touching=touching,
     )
@@ -572,25 +571,18 @@ def explain_split(
 @dataclass
 class _Trace:
     """Frame-sized arrays :func:`split_class` fills for :func:`explain_split` (see :class:`SplitView`), and
-    what is left of its budget for the components the split does not look at (see :data:`_VIEW_COMPONENTS`):
-    ``components`` and ``pixels`` of their boxes, and how many it left out (``unshown``)."""
+    the view's own budget for the components the split does not look at (see :data:`_VIEW_COMPONENTS`; its
+    ``unsplit`` counts those the view leaves out)."""
 
     relief: NDArray[np.float32]
     markers: NDArray[np.int32]
-    components: int
-    pixels: int
+    budget: Budget
     count: int = 0  # markers labelled so far
-    unshown: int = 0
 
     def afford(self, box_pixels: int) -> bool:
         """Charge the relief and markers of a component of this box that the split does not look at, if the
-        budget pays for them; else count it unshown."""
-        if self.components <= 0 or box_pixels > self.pixels:
-            self.unshown += 1
-            return False
-        self.components -= 1
-        self.pixels -= box_pixels
-        return True
+        view's budget pays for them; else count it left out."""
+        return self.budget.room(box_pixels) and self.budget.take(box_pixels)
 
     def add(
         self,
