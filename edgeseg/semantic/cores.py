@@ -135,9 +135,6 @@ def owners(tight: NDArray[np.bool_], core: NDArray[np.uint8]) -> tuple[NDArray[n
 def join_rod_halves(lab: NDArray[np.int32], n: int) -> tuple[NDArray[np.int32], int]:
     """Regions 1..n of ``lab`` with each pair that does not touch but lies along one straight line (two
     elongated regions, nearly parallel, each centre near the other's axis) made one, renumbered 1..m."""
-    _, _, lo, hi = region_edges(lab.astype(np.uint16))
-    inner = lo > 0
-    touch = set(zip(lo[inner].tolist(), hi[inner].tolist(), strict=True))
     axes: dict[int, tuple[float, float, float, float, float]] = {}
     sizes = np.bincount(lab.ravel(), minlength=n + 1).tolist()
     # (each row's ends have the same smallest box as all the pixels, for a fraction of the cost; those of
@@ -152,6 +149,23 @@ def join_rod_halves(lab: NDArray[np.int32], n: int) -> tuple[NDArray[np.int32], 
         pts = cv2.findNonZero((lab == k).view(np.uint8))
         vx, vy, cx, cy = (float(v) for v in cv2.fitLine(pts, cv2.DIST_L2, 0, 0.01, 0.01).ravel())
         axes[k] = (vx, vy, cx, cy, min(w, h))
+    in_line = [
+        (i, j)
+        for i, a in axes.items()
+        for j, b in axes.items()
+        if j > i
+        and abs(a[0] * b[1] - a[1] * b[0]) <= ROD_ANGLE
+        and max(
+            abs((b[2] - a[2]) * a[1] - (b[3] - a[3]) * a[0]),
+            abs((a[2] - b[2]) * b[1] - (a[3] - b[3]) * b[0]),
+        )
+        <= 0.5 * max(a[4], b[4]) + ROD_OFFSET
+    ]
+    if not in_line:  # (half the demo's calls have fewer than two elongated regions: no pass for contacts)
+        return lab, n
+    _, _, lo, hi = region_edges(lab.astype(np.uint16))
+    inner = lo > 0
+    touch = set(zip(lo[inner].tolist(), hi[inner].tolist(), strict=True))
     parent = list(range(n + 1))
 
     def root(i: int) -> int:
@@ -159,17 +173,10 @@ def join_rod_halves(lab: NDArray[np.int32], n: int) -> tuple[NDArray[np.int32], 
             i = parent[i]
         return i
 
-    for i, a in axes.items():
-        for j, b in axes.items():
-            if j <= i or (i, j) in touch:
-                continue
-            if abs(a[0] * b[1] - a[1] * b[0]) > ROD_ANGLE:
-                continue
-            off_a = abs((b[2] - a[2]) * a[1] - (b[3] - a[3]) * a[0])
-            off_b = abs((a[2] - b[2]) * b[1] - (a[3] - b[3]) * b[0])
-            if max(off_a, off_b) <= 0.5 * max(a[4], b[4]) + ROD_OFFSET:
-                ri, rj = root(i), root(j)
-                parent[max(ri, rj)] = min(ri, rj)
+    for i, j in in_line:
+        if (i, j) not in touch:
+            ri, rj = root(i), root(j)
+            parent[max(ri, rj)] = min(ri, rj)
     roots = [root(i) for i in range(n + 1)]
     if roots == list(range(n + 1)):
         return lab, n
