@@ -23,9 +23,9 @@ from edgeseg import Instances, SemanticParams, semantic, semantic_to_instances
 from edgeseg.errors import InputError
 from edgeseg.geometry import min_area_rect
 from edgeseg.metrics import match_instances, panoptic_quality
-from edgeseg.semantic import channels_first, explain_split
+from edgeseg.semantic import Confidence, channels_first, explain_split
 from edgeseg.semantic.components import Budget, mirror_encloses, whole_part
-from edgeseg.semantic.cores import CORE_PIXELS, MAX_CORES, off_contacts, owners
+from edgeseg.semantic.cores import CORE_PIXELS, MAX_CORES, join_rod_halves, off_contacts, owners
 from edgeseg.semantic.relief import find_holes
 from edgeseg.semantic.rods import FIT_COST, label_row_ends, piece_rods, row_ends
 from edgeseg.synthetic import between_parts
@@ -274,6 +274,31 @@ def test_probabilities_holding_nan_are_refused() -> None:
 
 def test_class_map_instances_score_one() -> None:
     assert semantic_to_instances(_two_discs()).score.tolist() == [1.0, 1.0]
+
+
+def test_a_class_maps_confidence_scores_its_instances_checked_or_not_and_a_bad_one_is_refused() -> None:
+    cm = _two_discs()
+    conf = np.full(cm.shape, 0.8, np.float32)
+    plain = semantic_to_instances(cm, confidence=conf)
+    assert plain.score.tolist() == pytest.approx([0.8, 0.8])
+    checked = semantic_to_instances(cm, confidence=Confidence.checked(conf, cm.shape))
+    assert checked.score.tolist() == plain.score.tolist()
+    assert [m.tolist() for m in checked.masks] == [m.tolist() for m in plain.masks]
+    bad = [
+        (np.full(cm.shape, 1.5, np.float32), "confidence must be in [0, 1], got values 1.5..1.5"),
+        (np.full(cm.shape, np.nan, np.float32), "confidence must be in [0, 1], got values nan..nan"),
+        (
+            np.full(cm.shape, 1, np.uint8),
+            f"confidence must be a float map of the class map's shape {cm.shape}",
+        ),
+        (np.full((4, 4), 0.5, np.float32), "got float32 (4, 4)"),
+    ]
+    for values, message in bad:
+        with pytest.raises(InputError, match=re.escape(message)):
+            semantic_to_instances(cm, confidence=values)
+    # one checked for another map is checked again against this one
+    with pytest.raises(InputError, match=re.escape("got float32 (4, 4)")):
+        semantic_to_instances(cm, confidence=Confidence.checked(np.full((4, 4), 0.5, np.float32), (4, 4)))
 
 
 def test_oriented_box_of_rotated_rect_on_non_square_frame_is_exact() -> None:
@@ -832,6 +857,30 @@ def test_a_rod_seen_on_both_sides_of_a_rod_that_crosses_it_is_one_part_with_rods
     if rods:
         under = inst.dense_masks()[int(np.argmax(inst.xyxy[:, 3] - inst.xyxy[:, 1]))]
         assert (under & (labels == 1)).sum() / (labels == 1).sum() > 0.95
+
+
+@pytest.mark.parametrize(
+    ("second", "joined"),
+    [
+        ((60, 20, 95, 26), True),  # in line with the first, apart from it
+        ((41, 20, 95, 26), False),  # in line, but touching it: the split already put a contact between them
+        ((60, 40, 95, 46), False),  # parallel, off its axis
+        ((60, 5, 66, 40), False),  # across it
+    ],
+)
+def test_two_halves_of_a_rod_are_joined_only_when_in_line_and_apart(
+    second: tuple[int, int, int, int], joined: bool
+) -> None:
+    lab = np.zeros((60, 100), np.int32)
+    lab[20:27, 5:41] = 1
+    x0, y0, x1, y1 = second
+    lab[y0 : y1 + 1, x0 : x1 + 1] = 2
+    cv2.circle(lab, (20, 48), 8, 3, -1)  # round: never a rod's half
+    out, n = join_rod_halves(lab, 3)
+    assert n == (2 if joined else 3)
+    assert (out[lab == 1] == out[lab == 2][0]).all() == joined
+    assert len(np.unique(out[lab == 3])) == 1
+    assert (out > 0).sum() == (lab > 0).sum()
 
 
 @settings(max_examples=100, deadline=None)

@@ -26,13 +26,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeseg.backends import Outputs
-from edgeseg.errors import ModelError
+from edgeseg.errors import InputError, ModelError
 from edgeseg.geometry import AxisAffine
 from edgeseg.heads import DecodeOptions
 from edgeseg.instances import Instances
 from edgeseg.modelcard import ModelCard
 from edgeseg.preprocess import Prepared
-from edgeseg.semantic import SplitView, channels_first, explain_split, semantic_to_instances
+from edgeseg.semantic import Confidence, SplitView, channels_first, explain_split, semantic_to_instances
 
 _Split = TypeVar("_Split", Instances, SplitView)
 
@@ -72,15 +72,16 @@ class SemanticHead:
         # cv2.warpAffine takes uint8 and uint16, and the split wants an integer map
         return ids.astype(np.uint8 if self.nc <= 256 else np.uint16, copy=False)
 
-    def confidence(self, outputs: Outputs, shape: tuple[int, ...]) -> NDArray[np.float32] | None:
+    def confidence(self, outputs: Outputs, shape: tuple[int, ...]) -> Confidence | None:
         """A class map's per-pixel probability (the card's ``output.confidence``), ``(h, w)`` float32."""
         name = self.card.output.confidence
         if name is None:
             return None
         conf = np.asarray(self._companion(outputs, name, shape), np.float32)
-        if not (conf.min() >= 0.0 and conf.max() <= 1.0):  # also false for NaN
-            raise self._fail("holds values outside [0, 1]", name)
-        return conf
+        try:
+            return Confidence.checked(conf, shape)
+        except InputError:
+            raise self._fail("holds values outside [0, 1]", name) from None
 
     def touching(self, outputs: Outputs, shape: tuple[int, ...]) -> NDArray[np.uint8] | None:
         """A class map's contact map (the card's ``output.contact``), ``(h, w)`` uint8 0/1 (a bool view of
@@ -151,7 +152,7 @@ class SemanticHead:
 
     def _work(
         self, outputs: Outputs, prepared: Prepared
-    ) -> tuple[NDArray[np.generic], NDArray[np.float32] | None, NDArray[np.bool_] | None, AxisAffine]:
+    ) -> tuple[NDArray[np.generic], Confidence | None, NDArray[np.bool_] | None, AxisAffine]:
         """The output resampled onto the work grid (the frame region at the map's resolution), as
         ``(C, h, w)`` float32 scores or an ``(h, w)`` integer class map (with its confidence and contact
         maps, if the model gives them), and the mapping from work pixels to frame pixels."""
@@ -187,7 +188,12 @@ class SemanticHead:
             )
 
         if is_map:
-            conf = None if confidence is None else np.asarray(warp(confidence, cv2.INTER_LINEAR), np.float32)
+            # (a linear blend of values in [0, 1] stays in it: still checked)
+            conf = (
+                None
+                if confidence is None
+                else Confidence(np.asarray(warp(confidence.values, cv2.INTER_LINEAR), np.float32))
+            )
             touch = None if touching is None else warp(touching, cv2.INTER_NEAREST).view(bool)
             return warp(maps, cv2.INTER_NEAREST), conf, touch, to_frame
         return np.stack([warp(c, cv2.INTER_LINEAR) for c in maps]), None, None, to_frame

@@ -230,7 +230,7 @@ def semantic_to_instances(
     *,
     logits: bool = False,
     channels_last: bool = False,
-    confidence: NDArray[np.floating[Any]] | None = None,
+    confidence: NDArray[np.floating[Any]] | Confidence | None = None,
     contact: int | None = None,
     touching: NDArray[np.generic] | None = None,
 ) -> Instances:
@@ -251,7 +251,8 @@ def semantic_to_instances(
             confident probability map and a small-valued logit map can look alike.
         channels_last: the scores are ``(H, W, C)``.
         confidence: with a class map, the probability of each pixel's class ``(H, W)`` (a network that
-            takes the argmax itself can return it beside the map); an instance then scores its mean.
+            takes the argmax itself can return it beside the map); an instance then scores its mean. A
+            :class:`Confidence` is one checked already.
         contact: the class id (or channel) of the pixels where a part touches another, for a model that
             draws them: touching parts are then apart in the map, so each connected component is one
             instance (nothing is split: the parameters of the split are not used), and each contact pixel
@@ -533,7 +534,7 @@ def explain_split(
     *,
     logits: bool = False,
     channels_last: bool = False,
-    confidence: NDArray[np.floating[Any]] | None = None,
+    confidence: NDArray[np.floating[Any]] | Confidence | None = None,
     contact: int | None = None,
     touching: NDArray[np.generic] | None = None,
 ) -> SplitView:
@@ -640,22 +641,44 @@ def _classes(class_map: NDArray[Any], background: int) -> list[int]:
     return [c for c in range(lo, hi + 1) if c != background]
 
 
+@dataclass(frozen=True)
+class Confidence:
+    """A class map's per-pixel confidence, checked once (:meth:`checked`): float32, in ``[0, 1]``. The
+    split takes it as it takes an unchecked map, without reading it through again: a model's head checks its
+    output itself, to name the output in its error (on the demo model that second pass over 480x640 floats
+    was 3% of the decode)."""
+
+    values: NDArray[np.float32]
+
+    @classmethod
+    def checked(cls, confidence: NDArray[np.floating[Any]], shape: tuple[int, ...]) -> Confidence:
+        """``confidence`` as a float map of ``shape``, finite, in ``[0, 1]``; InputError where it is not."""
+        conf = np.asarray(confidence)
+        if conf.shape != shape or not np.issubdtype(conf.dtype, np.floating):
+            raise InputError(
+                f"semantic_to_instances: confidence must be a float map of the class map's shape {shape},"
+                f" got {conf.dtype} {conf.shape}"
+            )
+        lo, hi = float(conf.min()), float(conf.max())
+        if not (lo >= 0.0 and hi <= 1.0):  # also false for NaN
+            raise InputError(f"semantic_to_instances: confidence must be in [0, 1], got values {lo}..{hi}")
+        return cls(conf.astype(np.float32, copy=False))
+
+
 def _confidence(
-    confidence: NDArray[np.floating[Any]], shape: tuple[int, ...], winning_prob: NDArray[np.float32] | None
+    confidence: NDArray[np.floating[Any]] | Confidence,
+    shape: tuple[int, ...],
+    winning_prob: NDArray[np.float32] | None,
 ) -> NDArray[np.float32]:
-    """The confidence map, checked: a class map's companion of the same shape, finite, in ``[0, 1]``."""
+    """The confidence map, checked (unless it is a :class:`Confidence` of the class map's shape): a class
+    map's companion of the same shape, finite, in ``[0, 1]``."""
     if winning_prob is not None:
         raise InputError("semantic_to_instances: confidence goes with a class map; scores carry their own")
-    conf = np.asarray(confidence)
-    if conf.shape != shape or not np.issubdtype(conf.dtype, np.floating):
-        raise InputError(
-            f"semantic_to_instances: confidence must be a float map of the class map's shape {shape},"
-            f" got {conf.dtype} {conf.shape}"
-        )
-    lo, hi = float(conf.min()), float(conf.max())
-    if not (lo >= 0.0 and hi <= 1.0):  # also false for NaN
-        raise InputError(f"semantic_to_instances: confidence must be in [0, 1], got values {lo}..{hi}")
-    return conf.astype(np.float32, copy=False)
+    if isinstance(confidence, Confidence) and confidence.values.shape == shape:
+        return confidence.values
+    return Confidence.checked(
+        confidence.values if isinstance(confidence, Confidence) else confidence, shape
+    ).values
 
 
 def _class_map(
@@ -663,7 +686,7 @@ def _class_map(
     background: int,
     logits: bool,
     channels_last: bool,
-    confidence: NDArray[np.floating[Any]] | None = None,
+    confidence: NDArray[np.floating[Any]] | Confidence | None = None,
 ) -> tuple[NDArray[Any], NDArray[np.float32] | None]:
     """Validate the input; return the class map and the winning-class probability: from the scores, or the
     confidence given beside a class map (None: a class map alone carries none)."""
