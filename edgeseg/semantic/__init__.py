@@ -645,8 +645,8 @@ def _classes(class_map: NDArray[Any], background: int) -> list[int]:
 class Confidence:
     """A class map's per-pixel confidence, checked once (:meth:`checked`): float32, in ``[0, 1]``. The
     split takes it as it takes an unchecked map, without reading it through again: a model's head checks its
-    output itself, to name the output in its error (on the demo model that second pass over 480x640 floats
-    was 3% of the decode)."""
+    output itself, to name the output in its error, and a second check read every float of the map twice
+    more (a small share of the demo's decode, below what ``scripts/bench_decode.py`` tells apart)."""
 
     values: NDArray[np.float32]
 
