@@ -646,7 +646,9 @@ class Confidence:
     """A class map's per-pixel confidence, checked once (:meth:`checked`): float32, in ``[0, 1]``. The
     split takes it as it takes an unchecked map, without reading it through again: a model's head checks its
     output itself, to name the output in its error, and a second check read every float of the map twice
-    more (a small share of the demo's decode, below what ``scripts/bench_decode.py`` tells apart)."""
+    more (a small share of the demo's decode, below what ``scripts/bench_decode.py`` tells apart). Make one
+    with :meth:`checked`: the constructor trusts its caller (the head wraps the resampling of a checked map,
+    whose linear blends stay in ``[0, 1]``)."""
 
     values: NDArray[np.float32]
 
