@@ -102,10 +102,10 @@ def split_by_cores(
 def off_contacts(
     tight: NDArray[np.bool_], area: int, touching: NDArray[np.bool_]
 ) -> NDArray[np.uint8] | None:
-    """A component crop (of ``area`` pixels)'s pixels off the contact map ``touching`` (uint8 0/1), or None
+    """A component crop (of ``area`` pixels)'s pixels off the contact map ``touching`` (uint8, 255), or None
     where they cannot make two cores: no contact pixel in it (four in ten of the demo model's components),
     or too few pixels off the contacts (either way, no labelling pass)."""
-    core = (tight & ~touching).view(np.uint8)
+    core = cv2.compare(tight.view(np.uint8), touching.view(np.uint8), cv2.CMP_GT)  # (one pass, not two)
     left = cv2.countNonZero(core)
     return None if left == area or left < 2 * CORE_PIXELS else core
 
@@ -113,9 +113,12 @@ def off_contacts(
 def owners(tight: NDArray[np.bool_], core: NDArray[np.uint8]) -> tuple[NDArray[np.int32] | None, int]:
     """A component crop's number n of cores of ``CORE_PIXELS`` among its pixels off the contacts (``core``,
     see :func:`off_contacts`) and its pixels labelled 1..n by their nearest core (0 outside it); no labels
-    (None) unless n is 2 to ``MAX_CORES``."""
-    # (each label's pixels counted by numpy: OpenCV's statistics cost more than that on a component's box)
+    (None) unless n is 2 to ``MAX_CORES``. (With fewer than two regions off the contacts, n is how many
+    there are, of any size: no core is counted where there cannot be two.)"""
     count, labels = cv2.connectedComponents(core, connectivity=8, ltype=cv2.CV_32S)
+    if count < 3:  # one region off the contacts (two in three of the demo's calls) or none: no two cores
+        return None, count - 1
+    # (each label's pixels counted by numpy: OpenCV's statistics cost more than that on a component's box)
     lab = np.asarray(labels, np.int32)
     off = np.bincount(lab.ravel(), minlength=count) < CORE_PIXELS
     off[0] = True  # the component's contacts and what lies outside it
