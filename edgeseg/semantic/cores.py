@@ -105,7 +105,7 @@ def off_contacts(
     """A component crop (of ``area`` pixels)'s pixels off the contact map ``touching`` (uint8, 255), or None
     where they cannot make two cores: no contact pixel in it (four in ten of the demo model's components),
     or too few pixels off the contacts (either way, no labelling pass)."""
-    core = cv2.compare(tight.view(np.uint8), touching.view(np.uint8), cv2.CMP_GT)  # (one pass, not two)
+    core = np.asarray(cv2.compare(tight.view(np.uint8), touching.view(np.uint8), cv2.CMP_GT), np.uint8)
     left = cv2.countNonZero(core)
     return None if left == area or left < 2 * CORE_PIXELS else core
 
