@@ -24,7 +24,7 @@ from edgeseg.errors import InputError
 from edgeseg.geometry import min_area_rect
 from edgeseg.metrics import match_instances, panoptic_quality
 from edgeseg.semantic import Confidence, channels_first, explain_split
-from edgeseg.semantic.components import Budget, mirror_encloses, whole_part
+from edgeseg.semantic.components import Budget, by_tracing, mirror_encloses, whole_part
 from edgeseg.semantic.cores import CORE_PIXELS, MAX_CORES, join_rod_halves, off_contacts, owners
 from edgeseg.semantic.relief import find_holes
 from edgeseg.semantic.rods import FIT_COST, label_row_ends, piece_rods, row_ends
@@ -857,6 +857,47 @@ def test_a_rod_seen_on_both_sides_of_a_rod_that_crosses_it_is_one_part_with_rods
     if rods:
         under = inst.dense_masks()[int(np.argmax(inst.xyxy[:, 3] - inst.xyxy[:, 1]))]
         assert (under & (labels == 1)).sum() / (labels == 1).sum() > 0.95
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shapes=st.integers(1, 12),
+    size=st.tuples(st.integers(8, 64), st.integers(8, 64)),
+)
+def test_traced_components_are_exactly_what_labelling_finds_whether_their_boxes_meet_or_not(
+    seed: int, shapes: int, size: tuple[int, int]
+) -> None:
+    # rings with discs in their bores, bars across each other's boxes, lone discs: each traced component's
+    # crop holds its own pixels and no other's, whether its box meets another's (its outline drawn) or not
+    # (the mask's pixels there copied)
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(size, np.uint8)
+    h, w = size
+    for _ in range(shapes):
+        x, y, r = int(rng.integers(0, w)), int(rng.integers(0, h)), int(rng.integers(2, 12))
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            cv2.circle(mask, (x, y), r, 1, -1)
+        elif kind == 1:
+            cv2.circle(mask, (x, y), r + 3, 1, 2)  # a ring
+            cv2.circle(mask, (x, y), max(0, r - 4), 1, -1)  # and, for some, a disc in its bore
+        else:
+            cv2.line(mask, (x, y), (int(rng.integers(0, w)), int(rng.integers(0, h))), 1, 1 + int(r // 4))
+    found = by_tracing(mask, None, SemanticParams(size_threshold=0))
+    assert found is not None
+    n, lab = cv2.connectedComponents(mask, connectivity=8)
+    assert len(found.comps) == n - 1
+    seen = set()
+    for x, y, tight, area, *_ in found.comps:
+        ch, cw = tight.shape
+        ids = np.unique(lab[y : y + ch, x : x + cw][tight])
+        assert len(ids) == 1
+        assert ids[0] > 0
+        assert np.array_equal(tight, lab[y : y + ch, x : x + cw] == ids[0])  # all of it, and tight
+        assert area == int(np.count_nonzero(lab == ids[0]))
+        seen.add(int(ids[0]))
+    assert seen == set(range(1, n))
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ the map's budget)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -402,33 +403,38 @@ def by_tracing(m8: NDArray[np.uint8], core: NDArray[np.uint8] | None, p: Semanti
     links = hierarchy[0].tolist() if hierarchy is not None else []
     two = 2 * max(p.size_threshold, 1)
     comps, may = [], []
-    for outline, (_, _, first_hole, parent) in zip(contours, links, strict=True):
-        if parent != -1:
-            continue
-        contour: NDArray[np.int32] = np.asarray(outline, np.int32)
-        x, y, cw, ch = cv2.boundingRect(contour)
+    outer = [k for k, link in enumerate(links) if link[3] == -1]
+    boxes = [cv2.boundingRect(contours[k]) for k in outer]
+    alone = _alone(boxes)
+    for k_outer, (x, y, cw, ch), apart in zip(outer, boxes, alone, strict=True):
         if cw * ch < p.size_threshold:
             continue
-        drawn = np.zeros((ch, cw), np.uint8)
-        cv2.drawContours(drawn, [contour], -1, 1, thickness=cv2.FILLED, offset=(-x, -y))
+        contour: NDArray[np.int32] = np.asarray(contours[k_outer], np.int32)
         own = []
-        k = first_hole
+        k = links[k_outer][2]
         while k != -1:
             own.append(contours[k])
             k = links[k][0]
         hole_width, holes = 0, len(own)
         if own:
-            # only this component's holes, not the whole list with an index: OpenCV converts every outline
-            # of the list on each call, which made this quadratic in the number of outlines. (An outline
-            # pixel is the component's, so emptying all holes before drawing their outlines back is the
-            # same as doing it hole by hole.)
-            cv2.drawContours(drawn, own, -1, 0, thickness=cv2.FILLED, offset=(-x, -y))
-            cv2.drawContours(drawn, own, -1, 1, thickness=1, offset=(-x, -y))
             hole_width = max(min(cv2.boundingRect(hole)[2:]) for hole in own)
-        # (without holes, the filled outline is the component: the pixels the trace ran around)
-        tight: NDArray[np.bool_] = drawn.view(bool)
-        if own:
-            tight = tight & m8[y : y + ch, x : x + cw].view(bool)
+        if apart:
+            # no other component's box meets this one's, so the mask's pixels there are the component's: a
+            # copy of them, instead of its outline drawn filled and its holes emptied
+            tight: NDArray[np.bool_] = m8[y : y + ch, x : x + cw].copy().view(bool)
+        else:
+            drawn = np.zeros((ch, cw), np.uint8)
+            cv2.drawContours(drawn, [contour], -1, 1, thickness=cv2.FILLED, offset=(-x, -y))
+            # (without holes, the filled outline is the component: the pixels the trace ran around)
+            tight = drawn.view(bool)
+            if own:
+                # only this component's holes, not the whole list with an index: OpenCV converts every
+                # outline of the list on each call, which made this quadratic in the number of outlines. (An
+                # outline pixel is the component's, so emptying all holes before drawing their outlines back
+                # is the same as doing it hole by hole.)
+                cv2.drawContours(drawn, own, -1, 0, thickness=cv2.FILLED, offset=(-x, -y))
+                cv2.drawContours(drawn, own, -1, 1, thickness=1, offset=(-x, -y))
+                tight = tight & m8[y : y + ch, x : x + cw].view(bool)
         area = int(np.count_nonzero(tight))
         if area < p.size_threshold:
             continue
@@ -440,6 +446,19 @@ def by_tracing(m8: NDArray[np.uint8], core: NDArray[np.uint8] | None, p: Semanti
             and cv2.minMaxLoc(core[y : y + ch, x : x + cw], tight.view(np.uint8))[1] > 0
         )
     return Found(comps, may)
+
+
+def _alone(boxes: Sequence[Sequence[int]]) -> list[bool]:
+    """For each box ``(x, y, w, h)``, whether it meets none of the others."""
+    if len(boxes) < 2:
+        return [True] * len(boxes)
+    b = np.asarray(boxes, np.int64)
+    x0, y0 = b[:, 0], b[:, 1]
+    x1, y1 = x0 + b[:, 2], y0 + b[:, 3]
+    meet = (x0[:, None] < x1[None, :]) & (x0[None, :] < x1[:, None])
+    meet &= (y0[:, None] < y1[None, :]) & (y0[None, :] < y1[:, None])
+    alone: list[bool] = (meet.sum(axis=1) == 1).tolist()  # (each box meets itself)
+    return alone
 
 
 def mirror_encloses(tight: NDArray[np.bool_], sides: tuple[int, int, int, int], holes: int) -> bool:
