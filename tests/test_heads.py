@@ -413,6 +413,7 @@ def test_a_class_map_with_a_contact_map_is_split_where_the_model_says_parts_touc
     [
         (np.zeros((1, 1, 16, 16), np.uint8), r"output 't' has shape \[16, 16\], the class map \[32, 32\]"),
         (np.full((1, 1, 32, 32), 2, np.uint8), r"output 't' holds values other than 0 and 1"),
+        (np.full((1, 1, 32, 32), -1, np.int8), r"output 't' holds values other than 0 and 1"),
         (np.zeros((1, 1, 32, 32), np.float32), r"output 't' must hold 0/1 integers, got float32"),
     ],
 )

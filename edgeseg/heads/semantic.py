@@ -17,6 +17,7 @@ winning-class probability of each instance (1.0 for class maps, which carry no c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -92,7 +93,7 @@ class SemanticHead:
         t = self._companion(outputs, name, shape)
         if t.dtype != np.bool_ and not np.issubdtype(t.dtype, np.integer):
             raise self._fail(f"must hold 0/1 integers, got {t.dtype}", name)
-        if int(t.min()) < 0 or int(t.max()) > 1:
+        if (not np.issubdtype(t.dtype, np.unsignedinteger) and int(t.min()) < 0) or int(t.max()) > 1:
             raise self._fail("holds values other than 0 and 1", name)
         return np.asarray(t, np.uint8)  # (cv2.warpAffine takes uint8, not bool)
 
@@ -114,7 +115,7 @@ class SemanticHead:
     def _plane(self, t: NDArray[np.generic], name: str) -> NDArray[np.generic]:
         """A one-map tensor (``[h, w]``, ``[1, h, w]``, ``[1, 1, h, w]``, ``[1, h, w, 1]``) as ``(h, w)``."""
         hw = t.shape[-3:-1] if self.card.output.layout == "nhwc" and t.ndim == 4 else t.shape[-2:]
-        if t.ndim not in (2, 3, 4) or t.size != int(np.prod(hw)):
+        if t.ndim not in (2, 3, 4) or t.size != math.prod(hw):
             raise self._fail(f"has shape {list(t.shape)}, expected one map [1, h, w] or [1, 1, h, w]", name)
         return t.reshape(hw)
 
