@@ -394,9 +394,10 @@ def largest(areas: list[int] | NDArray[np.integer], n: int) -> NDArray[np.intp]:
 
 
 def by_tracing(m8: NDArray[np.uint8], core: NDArray[np.uint8] | None, p: SemanticParams) -> Found | None:
-    """:func:`find_components` from the outlines of the components and of their holes (two levels): drawing a
-    component's outline filled, then its holes' emptied (their outlines, the component's own pixels,
-    drawn again) gives its exact mask in its box. None when there are more outlines than labelling costs."""
+    """:func:`find_components` from the outlines of the components and of their holes (two levels) of a 0/1
+    mask: drawing a component's outline filled, then its holes' emptied (their outlines, the component's own
+    pixels, drawn again) gives its exact mask in its box; where no other component's box meets that box, the
+    mask's pixels there are that mask, copied. None when there are more outlines than labelling costs."""
     contours, hierarchy = cv2.findContours(m8, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     if len(contours) > MAX_TRACED:
         return None

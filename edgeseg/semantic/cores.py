@@ -102,9 +102,9 @@ def split_by_cores(
 def off_contacts(
     tight: NDArray[np.bool_], area: int, touching: NDArray[np.bool_]
 ) -> NDArray[np.uint8] | None:
-    """A component crop (of ``area`` pixels)'s pixels off the contact map ``touching`` (uint8, 255), or None
-    where they cannot make two cores: no contact pixel in it (four in ten of the demo model's components),
-    or too few pixels off the contacts (either way, no labelling pass)."""
+    """A component crop (of ``area`` pixels)'s pixels off the contact map ``touching`` (uint8: 255 there, 0
+    elsewhere), or None where they cannot make two cores: no contact pixel in it (four in ten of the demo
+    model's components), or too few pixels off the contacts (either way, no labelling pass)."""
     core = np.asarray(cv2.compare(tight.view(np.uint8), touching.view(np.uint8), cv2.CMP_GT), np.uint8)
     left = cv2.countNonZero(core)
     return None if left == area or left < 2 * CORE_PIXELS else core
