@@ -6,7 +6,9 @@ round runs ``edgeseg bench`` on the pipeline, then at once ``edgeseg run`` on th
 bench's predicted rate (its ``predicted pipeline rate:`` line), run's measured rate (the ``(N fps)`` of its
 summary: frames processed per second over the run) and their error. Options: ``--pipeline`` (default
 ``pipelines/demo.yaml``), ``--rounds N`` (default 2), ``--frames N`` / ``--warmup N`` (bench's, default 60 and
-5), ``--max-frames N`` (run's, default 300). The last line is JSON with the figures; nothing is asserted.
+5), ``--max-frames N`` (run's, default 300). Both run in a temporary folder, where the outputs a pipeline
+names with relative paths go (the bundled video-file pipeline writes an annotated video and JSON lines). The
+last line is JSON with the figures; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ PREDICTED = re.compile(r"^predicted pipeline rate: ([0-9.]+) fps", re.MULTILINE)
 MEASURED = re.compile(r"frames processed of \d+ read in [0-9.]+ s \(([0-9.]+) fps\)")
 
 
-def edgeseg(*args: str) -> str:
-    """stdout and stderr of one ``edgeseg`` command; exits with its output when it fails."""
-    done = subprocess.run([str(EDGESEG), *args], cwd=ROOT, capture_output=True, text=True)
+def edgeseg(*args: str, cwd: Path) -> str:
+    """stdout and stderr of one ``edgeseg`` command run in ``cwd`` (where a pipeline's relative output paths
+    then lead); exits with its output when it fails."""
+    done = subprocess.run([str(EDGESEG), *args], cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"edgeseg {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     return done.stdout + done.stderr
@@ -52,13 +55,15 @@ def main() -> None:
     args = parser.parse_args()
     predicted: list[float] = []
     measured: list[float] = []
+    # (a pipeline file named by its path, from here; a bundled one by its name)
+    pipeline = str(Path(args.pipeline).resolve()) if Path(args.pipeline).is_file() else args.pipeline
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.rounds):
             bench = edgeseg(
-                "bench", args.pipeline, "--frames", str(args.frames),
-                "--warmup", str(args.warmup), "--plot", str(Path(tmp) / "bench.png"),
+                "bench", pipeline, "--frames", str(args.frames),
+                "--warmup", str(args.warmup), "--plot", str(Path(tmp) / "bench.png"), cwd=Path(tmp),
             )  # fmt: skip
-            run = edgeseg("run", args.pipeline, "--max-frames", str(args.max_frames))
+            run = edgeseg("run", pipeline, "--max-frames", str(args.max_frames), cwd=Path(tmp))
             predicted.append(figure(PREDICTED, bench, "predicted pipeline rate"))
             measured.append(figure(MEASURED, run, "measured rate"))
             print(

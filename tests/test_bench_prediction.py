@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from edgeseg import cli
-from edgeseg.bench import rate_bounds
+from edgeseg.bench import bench_outputs, rate_bounds
+from edgeseg.config import load_config
+from edgeseg.sinks.display import DisplaySinkConfig
+from edgeseg.sinks.jsonl import JsonlSinkConfig
+from edgeseg.sinks.mqtt import MqttSinkConfig
+from edgeseg.sinks.video import VideoSinkConfig
 
 #                    read  preprocess infer decode annotate serialize
 WALL = np.array([20.0, 2.0, 100.0, 40.0, 5.0, 3.0])
@@ -56,3 +61,43 @@ def test_bench_prints_the_model_and_the_predicted_pipeline_rate(
     predicted = next(line for line in out.splitlines() if line.startswith("predicted pipeline rate: "))
     assert float(predicted.split()[3]) > 0
     assert plot.is_file()
+
+
+def test_the_bench_writes_the_configured_files_elsewhere_and_names_the_outputs_it_leaves_out(
+    tmp_path: Path,
+) -> None:
+    config = load_config(
+        None,
+        [
+            f"sinks.jsonl.path={tmp_path / 'out.jsonl'}",
+            f"sinks.video.path={tmp_path / 'out.mp4'}",
+            "sinks.mqtt.url=mqtt://127.0.0.1:1",
+            "sinks.display.enabled=true",
+        ],
+    )
+    folder = tmp_path / "bench"
+    sinks, left_out = bench_outputs(config.sinks, folder)
+    assert sinks.section(JsonlSinkConfig).path == folder / "jsonl-out.jsonl"
+    assert sinks.section(VideoSinkConfig).path == folder / "video-out.mp4"
+    assert sinks.section(MqttSinkConfig).url is None
+    assert not sinks.section(DisplaySinkConfig).enabled
+    assert left_out == ("display", "mqtt")
+    # nothing configured: nothing written, nothing left out
+    none, nothing = bench_outputs(load_config(None, []).sinks, folder)
+    assert none.section(JsonlSinkConfig).path is None
+    assert nothing == ()
+
+
+def test_bench_counts_the_json_lines_it_would_write_and_says_what_it_leaves_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    plot = tmp_path / "bench.png"
+    args = ["bench", "--frames", "3", "--warmup", "1", "--plot", str(plot)]
+    args += ["--set", "sinks.jsonl.path=out.jsonl", "--set", "sinks.mqtt.url=mqtt://127.0.0.1:1"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    predicted = next(line for line in out.splitlines() if line.startswith("predicted pipeline rate: "))
+    assert "writing its jsonl output to a temporary folder" in predicted
+    assert "not in that rate: the mqtt output" in out
+    assert not (tmp_path / "out.jsonl").exists()  # the run's file is not the bench's
