@@ -676,11 +676,11 @@ def _confidence(
     map's companion of the same shape, finite, in ``[0, 1]``."""
     if winning_prob is not None:
         raise InputError("semantic_to_instances: confidence goes with a class map; scores carry their own")
-    if isinstance(confidence, Confidence) and confidence.values.shape == shape:
-        return confidence.values
-    return Confidence.checked(
-        confidence.values if isinstance(confidence, Confidence) else confidence, shape
-    ).values
+    if isinstance(confidence, Confidence):
+        if confidence.values.shape == shape:
+            return confidence.values
+        confidence = confidence.values  # checked for another map: checked again against this one
+    return Confidence.checked(confidence, shape).values
 
 
 def _class_map(
