@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from edgeseg.instances import Instances
 from edgeseg.semantic import SemanticParams, explain_split, labelling, semantic_to_instances
-from edgeseg.semantic.labelling import classes_of, label_map
+from edgeseg.semantic.labelling import classes_of, label, label_map
 
 KERNEL = np.ones((3, 3), np.uint8)
 
@@ -54,6 +54,19 @@ def test_one_pass_over_the_map_gives_each_class_the_components_of_a_pass_over_it
     cm: NDArray[np.generic],
 ) -> None:
     _same_as_a_pass_per_class(cm)
+
+
+@settings(max_examples=150, deadline=None)
+@given(class_maps(), st.integers(0, 5))
+def test_a_mask_has_the_same_components_whichever_algorithm_labels_it(
+    cm: NDArray[np.generic], c: int
+) -> None:
+    mask = (cm == cm.flat[c % cm.size]).view(np.uint8)
+    fast, default = label(mask, speckled=False), label(mask, speckled=True)
+    want = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
+    for got in (fast, default):
+        assert np.array_equal(got.image, want[1])
+        assert np.array_equal(got.stats, want[2])
 
 
 def test_a_checkerboard_joins_each_class_across_every_corner() -> None:
