@@ -236,7 +236,7 @@ def label_map(class_map: NDArray[Any], kernel: NDArray[np.uint8] | None = None) 
         ends_a.append(a[corner])
         ends_b.append(b[corner])
     u = np.concatenate(ends_a)
-    image = at if not len(u) else union(n, u, np.concatenate(ends_b))[at]
+    image = at if not len(u) else np.take(union(n, u, np.concatenate(ends_b)), at)
     flat = image.ravel()
     first, length = row_runs(image)
     run_label = flat[first]
