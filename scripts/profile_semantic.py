@@ -9,8 +9,12 @@ own class map, split where its contact map says, with its confidence (the demo p
 ``edgeseg/semantic`` from another version, say ``/tmp/semantic_orig/semantic``) both are timed alternately
 in the same process, call by call, the median ms per frame and their ratio printed, and every instance
 compared (class, box, area, mask, oriented box). ``--profile`` prints cProfile's top entries instead.
+``--photos`` takes (b), (b') and (c) of the shared assets' real photos instead (``bus.jpg``, ``zidane.jpg``
+and the others, stretched to 640x480): scenes the models were not trained for, their maps full of small parts
+that score low.
 
     .venv/bin/python scripts/profile_semantic.py --reference /tmp/semantic_orig/semantic
+    .venv/bin/python scripts/profile_semantic.py --photos --reference /tmp/semantic_orig/semantic
     .venv/bin/python scripts/profile_semantic.py --profile
 """
 
@@ -21,6 +25,7 @@ import cProfile
 import importlib.util
 import json
 import logging
+import os
 import pstats
 import statistics
 import sys
@@ -48,29 +53,48 @@ Call = tuple[NDArray[np.generic], dict[str, Any]]
 def demo_maps(seeds: list[int], frames: list[int]) -> dict[str, list[Call]]:
     """Ground-truth and reference-model class maps of the demo scenes, the reference model's logits, and the
     demo model's own outputs."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(REPO / "models/reference/demo-parts-v1.onnx"))
-    demo = onnxruntime.InferenceSession(str(REPO / "models/demo-parts.onnx"))
+    images = []
     truth: list[Call] = []
-    model: list[Call] = []
-    scores: list[Call] = []
-    contact: list[Call] = []
     for s in seeds:
         scene = PartsScene(640, 480, seed=s)
         for f in frames:
             frame = scene.frame(f)
             truth.append((np.asarray(frame.class_map, np.uint8), {}))
-            planes = frame.image[:, :, ::-1].transpose(2, 0, 1)[None]
-            image = (planes / 255).astype(np.float32)
-            logits = session.run(["logits"], {"image": image})[0][0]
-            model.append((logits.argmax(0).astype(np.uint8), {}))
-            scores.append((logits, {"logits": True}))
-            classes, confidence, touching = (
-                t.reshape(480, 640) for t in demo.run(None, {"image": np.ascontiguousarray(planes)})
-            )
-            contact.append((classes, {"confidence": confidence, "touching": touching}))
-    return {"truth": truth, "model": model, "scores": scores, "contact": contact}
+            images.append(frame.image)
+    return {"truth": truth, **model_maps(images)}
+
+
+def photo_maps() -> dict[str, list[Call]]:
+    """The models' outputs on the real photos of the shared assets (``$EDGESEG_ASSETS/images``, default
+    ``../shared/assets``), each stretched to 640x480: scenes the demo models were not trained for."""
+    assets = Path(os.environ.get("EDGESEG_ASSETS", REPO.parent / "shared" / "assets")) / "images"
+    paths = sorted(assets.glob("*.jpg")) + sorted(assets.glob("*.png"))
+    if not paths:
+        raise SystemExit(f"profile_semantic: no photos in {assets} (set EDGESEG_ASSETS)")
+    return model_maps([cv2.resize(cv2.imread(str(p)), (640, 480)) for p in paths])
+
+
+def model_maps(images: list[NDArray[np.uint8]]) -> dict[str, list[Call]]:
+    """The reference model's class maps and logits, and the demo model's own outputs, of 640x480 BGR
+    ``images``."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(REPO / "models/reference/demo-parts-v1.onnx"))
+    demo = onnxruntime.InferenceSession(str(REPO / "models/demo-parts.onnx"))
+    model: list[Call] = []
+    scores: list[Call] = []
+    contact: list[Call] = []
+    for bgr in images:
+        planes = bgr[:, :, ::-1].transpose(2, 0, 1)[None]
+        image = (planes / 255).astype(np.float32)
+        logits = session.run(["logits"], {"image": image})[0][0]
+        model.append((logits.argmax(0).astype(np.uint8), {}))
+        scores.append((logits, {"logits": True}))
+        classes, confidence, touching = (
+            t.reshape(480, 640) for t in demo.run(None, {"image": np.ascontiguousarray(planes)})
+        )
+        contact.append((classes, {"confidence": confidence, "touching": touching}))
+    return {"model": model, "scores": scores, "contact": contact}
 
 
 def bench_arguments(doc: str, seeds: int, repeat: int) -> tuple[argparse.Namespace, ModuleType | None]:
@@ -164,9 +188,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=9, help="timed calls per map and implementation")
     ap.add_argument("--reference", type=Path, help="a copy of edgeseg/semantic to compare with")
     ap.add_argument("--profile", action="store_true", help="print cProfile's top entries")
+    ap.add_argument("--photos", action="store_true", help="the shared assets' photos instead of demo scenes")
     args = ap.parse_args()
     params = find_card(str(REPO / "models/demo-parts.yaml")).semantic
-    maps = demo_maps(list(range(args.seeds)), [int(f) for f in args.frames.split(",")])
+    maps = (
+        photo_maps()
+        if args.photos
+        else demo_maps(list(range(args.seeds)), [int(f) for f in args.frames.split(",")])
+    )
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()

@@ -24,7 +24,7 @@ from edgeseg.errors import InputError
 from edgeseg.geometry import min_area_rect
 from edgeseg.metrics import match_instances, panoptic_quality
 from edgeseg.semantic import Confidence, channels_first, explain_split
-from edgeseg.semantic.components import Budget, by_tracing, mirror_encloses, whole_part
+from edgeseg.semantic.components import Budget, Part, by_tracing, mirror_encloses, with_boxes
 from edgeseg.semantic.cores import CORE_PIXELS, MAX_CORES, join_rod_halves, off_contacts, owners
 from edgeseg.semantic.relief import find_holes
 from edgeseg.semantic.rods import FIT_COST, label_row_ends, piece_rods, row_ends
@@ -592,7 +592,7 @@ def test_the_oriented_box_of_a_piece_in_two_parts_covers_both() -> None:
     tight = np.zeros((40, 100), bool)
     tight[5:35, 0:30] = True
     tight[10:30, 70:100] = True
-    part = whole_part(1, 10, 20, tight, int(np.count_nonzero(tight)), None)
+    (part,) = with_boxes([Part(1, 10, 20, tight, int(np.count_nonzero(tight)), None)])
     ys, xs = np.nonzero(tight)
     want = min_area_rect(np.stack([xs + 10, ys + 20], axis=1) + 0.5)
     assert part.rect is not None
@@ -1024,3 +1024,26 @@ def test_a_component_is_split_at_its_cores_exactly_where_labelling_them_finds_tw
         assert len({one[0] for one in labels}) == len(big)
     else:
         assert owner is None
+
+
+@pytest.mark.parametrize("size", [6, 30])  # boxed from all its pixels, and from its traced outline
+def test_only_the_parts_that_score_at_least_min_score_are_boxed(
+    monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    import edgeseg.semantic.components as components
+
+    boxed: list[int] = []
+    real = components._box
+    monkeypatch.setattr(components, "_box", lambda q: boxed.append(q.area) or real(q))
+    cm = np.full((120, 300), BACKGROUND, np.uint8)
+    confidence = np.ones(cm.shape, np.float32)
+    for k, x in enumerate((40, 140, 240)):
+        cv2.ellipse(cm, (x, 60), (size, size // 2 + 1), 30 * k, 0, 360, 1, -1)
+    confidence[:, 100:200] = 0.5  # the middle part scores 0.5
+    inst = semantic_to_instances(cm, SemanticParams(size_threshold=0, min_score=0.9), confidence=confidence)
+    assert len(inst) == 2
+    assert sorted(boxed) == sorted(inst.area.tolist())
+    for obb, mask, (x0, y0, _, _) in zip(inst.obb, inst.masks, inst.mask_box, strict=True):
+        ys, xs = np.nonzero(mask)
+        want = min_area_rect(np.stack([xs + x0, ys + y0], axis=1) + 0.5)
+        assert obb[2] * obb[3] == pytest.approx(want[2] * want[3], rel=1e-4)

@@ -350,7 +350,7 @@ def _split_map(
         trace.mark(parts)
     if contact is not None:
         parts = grow_into(parts, class_map == contact)
-    return with_boxes(parts), budget  # (after the contact pixels are given: a part that gains is boxed once)
+    return parts, budget  # (boxed by _assemble: only the parts it keeps)
 
 
 def _contact(
@@ -430,7 +430,7 @@ def _assemble(
     params: SemanticParams,
     shape: tuple[int, ...],
 ) -> Instances:
-    """The instances of ``parts`` that score at least ``min_score``."""
+    """The instances of ``parts`` that score at least ``min_score``, each boxed (:func:`with_boxes`)."""
     h, w = int(shape[0]), int(shape[1])
     if not parts:
         return Instances.empty((h, w))
@@ -446,7 +446,7 @@ def _assemble(
     keep = [i for i, s in enumerate(scores) if s >= params.min_score]
     if not keep:
         return Instances.empty((h, w))
-    kept = [parts[i] for i in keep]
+    kept = with_boxes([parts[i] for i in keep])
     # The crops are tight and their oriented boxes known, so the result is assembled directly rather than
     # through Instances.from_crops, which would trace every mask's outline again.
     boxes = np.array(

@@ -30,8 +30,9 @@ RING_DENT = 5.0
 class Part(NamedTuple):
     """One instance: a tight bool crop with its ``[0, 0]`` at frame pixel ``(x, y)``, its area and its
     minimum-area rectangle as OpenCV gives it (turned into oriented boxes all at once at the end; None
-    until :func:`with_boxes` where it is found only for the parts kept). A named tuple, not a frozen
-    dataclass: a noise map makes thousands, and their construction showed."""
+    until :func:`with_boxes`, which finds it only for the parts kept, from ``outline`` where the split
+    traced one: the part's outer outline in frame pixels). A named tuple, not a frozen dataclass: a noise
+    map makes thousands, and their construction showed."""
 
     class_id: int
     x: int
@@ -39,6 +40,7 @@ class Part(NamedTuple):
     mask: NDArray[np.bool_]
     area: int
     rect: tuple[float, ...] | None
+    outline: NDArray[np.int32] | None = None
 
 
 def split_class(
@@ -85,12 +87,7 @@ def split_class(
         spent = may_split[k] and not budget.room(tight.size)
         aside = not may_split[k] or spent  # the split will not look at it; the view may, on its own budget
         if aside and (trace is None or not trace.afford(tight.size)):
-            # (without its outline at hand, its box waits for with_boxes: it may be cut, or grow)
-            comps[k] = (
-                Part(class_id, x, y, tight, area, None)
-                if outline is None
-                else whole_part(class_id, x, y, tight, area, outline)
-            )
+            comps[k] = Part(class_id, x, y, tight, area, None, outline)
             continue
         contour, hole_width, holes = (
             outline_and_holes(tight, x, y, area) if outline is None else (outline, hole_width, holes)
@@ -184,7 +181,7 @@ def split_class(
                 split_component(tight, view, top, kernel, p, seeds)
             trace.add(x, y, tight, view, top, seeds[0] if seeds else None, pieces, by_rods)
         if pieces is None:  # as when the split does not look at it, to the last bit of its oriented box
-            parts.append(whole_part(class_id, x, y, tight, area, contour if area > FEW_PIXELS else outline))
+            parts.append(Part(class_id, x, y, tight, area, None, contour if area > FEW_PIXELS else outline))
             continue
         for dx, dy, piece, rect in pieces:  # rect: in the crop's frame
             piece_area = int(np.count_nonzero(piece))
@@ -476,31 +473,28 @@ def mirror_encloses(tight: NDArray[np.bool_], sides: tuple[int, int, int, int], 
     return int(line[0]) + int(np.count_nonzero(line[1:] & ~line[:-1])) > 1
 
 
-def whole_part(
-    class_id: int,
-    x: int,
-    y: int,
-    tight: NDArray[np.bool_],
-    area: int,
-    outline: NDArray[np.int32] | None,
-) -> Part:
-    """A component at frame pixel ``(x, y)`` as one instance. (Most components of a noisy map take this
-    path, so it is kept to a few OpenCV calls: a small one's oriented box comes from all its pixels.)"""
-    if outline is None and area <= FEW_PIXELS:
-        (cx, cy), (rw, rh), angle = cv2.minAreaRect(cv2.findNonZero(tight.view(np.uint8)))
-        cx, cy = cx + x, cy + y
-    else:
-        (cx, cy), (rw, rh), angle = cv2.minAreaRect(outer_points(tight, x, y) if outline is None else outline)
-    # pixel centres, and boxes that cover whole pixels (as edgeseg.geometry.min_area_rect gives them)
-    return Part(class_id, x, y, tight, area, (cx + 0.5, cy + 0.5, rw + 1.0, rh + 1.0, angle))
-
-
 def with_boxes(parts: list[Part]) -> list[Part]:
-    """``parts``, each with its minimum-area rectangle (those that have none get it from their pixels, as
-    :func:`whole_part` finds it)."""
-    return [
-        q if q.rect is not None else whole_part(q.class_id, q.x, q.y, q.mask, q.area, None) for q in parts
-    ]
+    """``parts``, each with its minimum-area rectangle: those that have none get it from their outline,
+    or from their pixels without one.
+
+    The split leaves whole components' boxes to this, after the ``max_instances`` cut and the
+    ``min_score`` filter: on a scene the model was not trained for, most parts score under the demo card's
+    ``min_score``; on the demo model's maps of the shared assets' photos, boxing only the parts kept took
+    the split 0.85x the time (``scripts/profile_semantic.py --photos --reference``)."""
+    return [q if q.rect is not None else q._replace(rect=_box(q), outline=None) for q in parts]
+
+
+def _box(q: Part) -> tuple[float, ...]:
+    """The minimum-area rectangle of a part as OpenCV gives it, for pixel centres, widened to cover whole
+    pixels (as :func:`edgeseg.geometry.min_area_rect` gives it). (Most parts of a noisy map are small: their
+    box comes from all their pixels, fewer OpenCV calls than an outline.)"""
+    if q.outline is None and q.area <= FEW_PIXELS:
+        (cx, cy), (rw, rh), angle = cv2.minAreaRect(cv2.findNonZero(q.mask.view(np.uint8)))
+        cx, cy = cx + q.x, cy + q.y
+    else:
+        outline = outer_points(q.mask, q.x, q.y) if q.outline is None else q.outline
+        (cx, cy), (rw, rh), angle = cv2.minAreaRect(outline)
+    return (cx + 0.5, cy + 0.5, rw + 1.0, rh + 1.0, angle)
 
 
 def outer_points(tight: NDArray[np.bool_], x: int, y: int) -> NDArray[np.int32]:

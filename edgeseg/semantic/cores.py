@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edgeseg.semantic.components import Budget, Found, Part, whole_part
+from edgeseg.semantic.components import Budget, Found, Part
 from edgeseg.semantic.relief import region_edges
 from edgeseg.semantic.rods import label_row_ends
 
@@ -83,7 +83,7 @@ def split_by_cores(
         if n > MAX_CORES:
             budget.unsplit += 1
         if lab is None:
-            parts.append(whole_part(class_id, x, y, tight, area, outline))
+            parts.append(Part(class_id, x, y, tight, area, None, outline))
             continue
         if p.rods and 3 <= n <= JOIN_REGIONS:  # (two regions of one connected component always touch)
             lab, n = join_rod_halves(lab, n)
