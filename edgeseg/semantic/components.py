@@ -348,7 +348,7 @@ def find_components(
     if labels is not None:
         return by_labelling(labels, core, p, before or [])
     traced = by_tracing(m8, core, p)
-    return by_labelling(label(m8, False), core, p, before or []) if traced is None else traced
+    return by_labelling(label(m8, speckled=False), core, p, before or []) if traced is None else traced
 
 
 def by_labelling(
