@@ -79,8 +79,10 @@ Run:
     .venv-bench/bin/python scripts/bench_postprocess.py --rods     # edgeseg with rods: true (line fits)
 
 To compare with another version in the same run, give a copy of its ``edgeseg/semantic`` package: its
-``semantic_to_instances`` is timed in a fourth block of the same alternation (so a machine that gets busier
-half-way through slows both alike), and each set gains its time, its PQ and the ratio reference / edgeseg:
+``semantic_to_instances`` is timed in a fifth block of the same alternation (so a machine that gets busier
+half-way through slows both alike), and in a sixth on one OpenCV thread, and each set gains its time, its PQ
+and the ratios reference / edgeseg, with OpenCV's pool and on one thread (``ref1/es1``: where a change
+shows only on one thread, as the ``edgeseg`` command runs):
 
     git archive HEAD~1 edgeseg | tar -x -C /tmp/before
     .venv-bench/bin/python scripts/bench_postprocess.py --reference /tmp/before/edgeseg/semantic
@@ -252,6 +254,7 @@ def bench_set(
     t_mod, t_ours, t_cc, pq_mod, pq_ours, iou_mod, iou_ours, n_truth, n_mod, n_ours = ([] for _ in range(10))
     t_serial: list[float] = []
     t_ref: list[float] = []
+    t_ref_serial: list[float] = []
     pq_ref: list[float] = []
     for sc in scenes:
         cm = sc.class_map
@@ -260,6 +263,7 @@ def bench_set(
         tc: list[float] = []
         ts: list[float] = []
         tr: list[float] = []
+        trs: list[float] = []
         res_mod = res_ours = res_ref = None
         # (a contact map or class goes to the split beside the class map; modlib takes neither: it gets the
         # class map, a contact class one class more; nor scores: its time includes the argmax its user makes)
@@ -278,6 +282,8 @@ def bench_set(
                 timed_block(ours, data, opts.block, opts.slow, ts, [])
             if reference is not None:
                 res_ref = timed_block(theirs, data, opts.block, opts.slow, tr, [])
+                with one_opencv_thread():
+                    timed_block(theirs, data, opts.block, opts.slow, trs, [])
             if time.perf_counter() - start > opts.budget:
                 break
         truth = sc.truth()
@@ -289,6 +295,7 @@ def bench_set(
         t_serial.append(float(np.median(ts)))
         if reference is not None:
             t_ref.append(float(np.median(tr)))
+            t_ref_serial.append(float(np.median(trs)))
             pq_ref.append(panoptic_quality(res_ref, truth).pq)
         pq_mod.append(q_mod.pq)
         pq_ours.append(q_ours.pq)
@@ -308,6 +315,10 @@ def bench_set(
             "reference_per_cc": round(float(np.median(np.asarray(t_ref) / np.asarray(t_cc))), 2),
             "reference_speedup": round(float(np.median(np.asarray(t_mod) / np.asarray(t_ref))), 2),
             "reference_over_edgeseg": round(float(np.median(np.asarray(t_ref) / np.asarray(t_ours))), 2),
+            "reference_serial_ms": round(float(np.median(t_ref_serial)) * 1e3, 3),
+            "reference_over_edgeseg_serial": round(
+                float(np.median(np.asarray(t_ref_serial) / np.asarray(t_serial))), 2
+            ),
             "reference_pq": round(float(np.mean(pq_ref)), 4),
         }
     return {
@@ -407,7 +418,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{'n mod':>6} {'n ours':>6} | "
         f"{'PQ mod':>6} {'PQ ours':>7} | "
         f"{'IoU mod':>7} {'IoU ours':>8}"
-        + ("" if reference is None else f" | {'ref ms':>8} {'ref/es':>6} {'ref/CC':>6} {'PQ ref':>6}")
+        + (
+            ""
+            if reference is None
+            else f" | {'ref ms':>8} {'ref/es':>6} {'ref/CC':>6} {'ref1/es1':>8} {'PQ ref':>6}"
+        )
     )
     print(f"edgeseg: {Path(edgeseg.__file__).parent}")
     print(f"malloc: {'glibc defaults' if opts.glibc_defaults else 'pinned'} (see the docstring)")
@@ -423,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         if reference is not None:
             ref_cols = (
                 f" | {r['reference_ms']:>8.2f} {r['reference_over_edgeseg']:>6.2f}"
-                f" {r['reference_per_cc']:>6.1f} {r['reference_pq']:>6.3f}"
+                f" {r['reference_per_cc']:>6.1f} {r['reference_over_edgeseg_serial']:>8.2f}"
+                f" {r['reference_pq']:>6.3f}"
             )
         print(
             f"{name:<20} {r['shape'][0]:>4}x{r['shape'][1]:<4} {r['objects_mean']:>6.0f} | "
