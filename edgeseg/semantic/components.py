@@ -481,7 +481,7 @@ def with_boxes(parts: list[Part]) -> list[Part]:
     ``min_score`` filter: on a scene the model was not trained for, most parts score under the demo card's
     ``min_score``; on the demo model's maps of the shared assets' photos, boxing only the parts kept took
     the split 0.85x the time (``scripts/profile_semantic.py --photos --reference``)."""
-    return [q if q.rect is not None else q._replace(rect=_box(q), outline=None) for q in parts]
+    return [q if q.rect is not None else Part(q.class_id, q.x, q.y, q.mask, q.area, _box(q)) for q in parts]
 
 
 def _box(q: Part) -> tuple[float, ...]:
