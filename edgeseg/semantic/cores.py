@@ -137,15 +137,13 @@ def owners(tight: NDArray[np.bool_], core: NDArray[np.uint8]) -> tuple[NDArray[n
 
 def join_rod_halves(lab: NDArray[np.int32], n: int) -> tuple[NDArray[np.int32], int]:
     """Regions 1..n of ``lab`` with each pair that does not touch but lies along one straight line (two
-    elongated regions, nearly parallel, each centre near the other's axis) made one, renumbered 1..m."""
+    elongated regions, nearly parallel, each centre near the other's axis) made one, renumbered 1..m. Each
+    region holds ``CORE_PIXELS`` or more, as those of :func:`owners` do (each holds its core)."""
     axes: dict[int, tuple[float, float, float, float, float]] = {}
-    sizes = np.bincount(lab.ravel(), minlength=n + 1).tolist()
     # (each row's ends have the same smallest box as all the pixels, for a fraction of the cost; those of
     # every region come from one pass over the box's runs)
     ends = label_row_ends(lab, n)
     for k in range(1, n + 1):
-        if sizes[k] < CORE_PIXELS:
-            continue
         _, (w, h), _ = cv2.minAreaRect(ends[k])
         if max(w, h) < ROD_ELONGATION * min(w, h):
             continue
