@@ -61,25 +61,28 @@ def encode(
     # Each crop's columns framed by a zero above and below, in column-major order, one after the other:
     # every change of value in the image's column-major order is one in there (pixels between the crop's
     # columns are zeros), and a crop's frame starts and ends with a zero, so no change spans two crops.
-    flat: list[NDArray[np.int8]] = []
-    dims = np.empty((n, 4), np.int64)  # x0, y0, column length (ch + 2), start in the concatenation
-    at = 0
-    for i, (crop, (x0, y0)) in enumerate(zip(crops, origins, strict=True)):
-        ch, cw = crop.shape
-        if x0 < 0 or y0 < 0 or x0 + cw > w or y0 + ch > h:
-            raise InputError(f"mask crop at {(x0, y0)} of size {cw}x{ch} does not fit a {w}x{h} image")
-        framed = np.zeros((cw, ch + 2), np.int8)
-        framed[:, 1:-1] = crop.T
-        flat.append(framed.ravel())
-        dims[i] = (x0, y0, ch + 2, at)
-        at += framed.size
-    joined = np.concatenate(flat)
+    shapes = [crop.shape for crop in crops]
+    dims = np.array([(x0, y0, ch, cw) for (ch, cw), (x0, y0) in zip(shapes, origins, strict=True)], np.int64)
+    x0s, y0s, chs, cws = dims.T
+    if (dims[:, :2] < 0).any() or (x0s + cws > w).any() or (y0s + chs > h).any():
+        i = int(np.flatnonzero((dims[:, :2] < 0).any(axis=1) | (x0s + cws > w) | (y0s + chs > h))[0])
+        origin = (int(x0s[i]), int(y0s[i]))
+        raise InputError(f"mask crop at {origin} of size {cws[i]}x{chs[i]} does not fit a {w}x{h} image")
+    col = chs + 2  # a column's length, framed
+    size = col * cws
+    start = np.cumsum(size) - size  # each crop's start in the concatenation
+    joined = np.zeros(int(start[-1] + size[-1]), np.int8)
+    for crop, (ch, cw), at in zip(crops, shapes, start.tolist(), strict=True):
+        joined[at : at + (ch + 2) * cw].reshape(cw, ch + 2)[:, 1:-1] = crop.T
     pos = np.flatnonzero(joined[1:] != joined[:-1]) + 1
-    owner = np.searchsorted(dims[:, 3], pos, side="right") - 1
-    x0s, y0s, col, first = dims[owner].T
-    local = pos - first
-    # ... at image index (x0 + column) * h + y0 - 1 + row
-    change = (x0s + local // col) * h + (y0s - 1) + local % col
+    owner = np.searchsorted(start, pos, side="right") - 1
+    local = pos - start[owner]
+    c = col[owner]
+    # the change at (column, row) of its crop's frame is at image index (x0 + column) * h + y0 - 1 + row,
+    # and local = column * c + row: the column from a float division (exact: local < 2**53), not two integer
+    # ones (a quarter of the encoding's time on masks of noise)
+    column = (local / c).astype(np.int64)
+    change = (x0s * h + y0s - 1)[owner] + local + column * (h - c)
     # a crop as tall as the image: a run of ones going on into the next column ends and starts again at one
     # index of the image, where it is one run; and a run at the image's end leaves no run of zeros after it
     twice = (change[1:] == change[:-1]) & (owner[1:] == owner[:-1])
@@ -97,21 +100,31 @@ def encode(
     counts[starts] = bound[starts]
     # the string: each count after a crop's third as a difference to the one two places back, in the fewest
     # 5-bit groups that hold it as a signed number, least significant first, 0x20 on all but the last, + 48
-    idx = np.arange(len(counts))
     x = counts.copy()
-    late = idx - np.repeat(starts, per) >= 3
-    x[late] -= counts[idx[late] - 2]
+    x[2:] -= counts[:-2]
+    for k in range(3):  # (a crop's first three counts are its own)
+        head = starts[per > k] + k
+        x[head] = counts[head]
     groups = np.ones(len(x), np.int64)
+    wider: list[NDArray[np.bool_]] = []  # wider[g]: the values that take more than g + 1 groups
     limit = 16
     while (wide := (x >= limit) | (x < -limit)).any():
         groups += wide
+        wider.append(wide)
         limit <<= 5
-    value = np.repeat(np.arange(len(x)), groups)
-    shift = np.arange(len(value)) - np.repeat(np.cumsum(groups) - groups, groups)
-    code = (x[value] >> (5 * shift)) & 0x1F
-    code[shift < groups[value] - 1] |= 0x20
-    text = (code + 48).astype(np.uint8).tobytes().decode("ascii")
-    cut = np.concatenate(([0], np.cumsum(groups)[ends - 1])).tolist()
+    first = np.cumsum(groups) - groups  # each value's first character
+    code = np.empty(int(first[-1] + groups[-1]), np.uint8)
+    # a value's g-th character: its bits 5g to 5g + 4, 0x20 where another follows, + 48 (set group by group:
+    # most values take one, and expanding every value to its characters cost a quarter of the encoding)
+    for g in range(len(wider) + 1):
+        some = slice(None) if g == 0 else np.flatnonzero(wider[g - 1])
+        char = ((x[some] >> (5 * g)) & 0x1F).astype(np.uint8)
+        if g < len(wider):
+            char |= wider[g][some].view(np.uint8) << 5
+        char += 48
+        code[first[some] + g] = char
+    text = code.tobytes().decode("ascii")
+    cut = np.concatenate(([0], (first + groups)[ends - 1])).tolist()
     return [text[a:b] for a, b in itertools.pairwise(cut)]
 
 
