@@ -11,10 +11,15 @@ in the same process, call by call, the median ms per frame and their ratio print
 compared (class, box, area, mask, oriented box). ``--profile`` prints cProfile's top entries instead.
 ``--photos`` takes (b), (b') and (c) of the shared assets' real photos instead (``bus.jpg``, ``zidane.jpg``
 and the others, stretched to 640x480): scenes the models were not trained for, their maps full of small parts
-that score low.
+that score low; ``--video CLIP`` takes them of a clip's frames (every 6th of its first 120), such as the
+street of ``pedestrians_crossing_640x360.mp4``, (c) on the frame's own grid as the demo pipeline's head
+resamples the maps. ``--serial``: OpenCV on one thread, as the ``edgeseg`` command runs it (without it,
+OpenCV's pool shares out the labelling passes).
 
     .venv/bin/python scripts/profile_semantic.py --reference /tmp/semantic_orig/semantic
     .venv/bin/python scripts/profile_semantic.py --photos --reference /tmp/semantic_orig/semantic
+    .venv/bin/python scripts/profile_semantic.py --serial --reference /tmp/semantic_orig/semantic \
+        --video ../shared/assets/video/pedestrians_crossing_640x360.mp4
     .venv/bin/python scripts/profile_semantic.py --profile
 """
 
@@ -43,6 +48,7 @@ from edgeseg.instances import Instances
 from edgeseg.modelcard import find_card
 from edgeseg.semantic import SemanticParams, semantic_to_instances
 from edgeseg.synthetic import PartsScene
+from edgeseg.threadplan import serial_opencv
 
 REPO = Path(__file__).resolve().parents[1]
 Split = Callable[..., Instances]
@@ -72,6 +78,38 @@ def photo_maps() -> dict[str, list[Call]]:
     if not paths:
         raise SystemExit(f"profile_semantic: no photos in {assets} (set EDGESEG_ASSETS)")
     return model_maps([cv2.resize(cv2.imread(str(p)), (640, 480)) for p in paths])
+
+
+def video_maps(path: Path) -> dict[str, list[Call]]:
+    """The models' outputs on every 6th of the first 120 frames of the clip at ``path``: the reference
+    model's of the frames stretched to 640x480, and the demo pipeline's split inputs as its head makes them
+    (the demo model's maps resampled onto the frame's own grid, 640x360 for a 16:9 clip)."""
+    from edgeseg.config import load_config
+    from edgeseg.frame import Frame
+    from edgeseg.pipeline import ModelStages
+
+    stages = ModelStages.from_config(load_config(None, []))
+    cap = cv2.VideoCapture(str(path))
+    images, contact = [], []
+    for i in range(120):
+        ok, image = cap.read()
+        if not ok:
+            break
+        if i % 6:
+            continue
+        images.append(cv2.resize(image, (640, 480)))
+        frame = Frame(i, image, time.monotonic_ns(), time.time())
+        prepared = stages.preprocess(frame)
+        # (the head's own resampling: the split's inputs exactly as the pipeline's decode makes them)
+        classes, confidence, touching, _ = stages.model.head._work(stages.infer(prepared), prepared)
+        # (the confidence as an array: a reference tree's split takes no Confidence of this one)
+        values = None if confidence is None else confidence.values
+        contact.append((classes, {"confidence": values, "touching": touching}))
+    cap.release()
+    stages.close()
+    if not images:
+        raise SystemExit(f"profile_semantic: no frame read from {path}")
+    return {**model_maps(images), "contact": contact}
 
 
 def model_maps(images: list[NDArray[np.uint8]]) -> dict[str, list[Call]]:
@@ -189,13 +227,18 @@ def main() -> None:
     ap.add_argument("--reference", type=Path, help="a copy of edgeseg/semantic to compare with")
     ap.add_argument("--profile", action="store_true", help="print cProfile's top entries")
     ap.add_argument("--photos", action="store_true", help="the shared assets' photos instead of demo scenes")
+    ap.add_argument("--video", type=Path, help="a clip's frames instead of demo scenes")
+    ap.add_argument("--serial", action="store_true", help="OpenCV on one thread, as the edgeseg command runs")
     args = ap.parse_args()
+    if args.serial:
+        serial_opencv()
     params = find_card(str(REPO / "models/demo-parts.yaml")).semantic
-    maps = (
-        photo_maps()
-        if args.photos
-        else demo_maps(list(range(args.seeds)), [int(f) for f in args.frames.split(",")])
-    )
+    if args.video is not None:
+        maps = video_maps(args.video)
+    elif args.photos:
+        maps = photo_maps()
+    else:
+        maps = demo_maps(list(range(args.seeds)), [int(f) for f in args.frames.split(",")])
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
