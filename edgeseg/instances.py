@@ -343,17 +343,24 @@ class Instances:
         src = self
         if mask_format == "polygon" and self.polygons is None:
             src = self.with_polygons(polygon_tolerance)
+        # (each field converted whole: an element at a time was most of what a dict cost)
+        classes = np.asarray(self.class_id, np.int64).tolist()
+        scores = np.asarray(self.score, np.float64).tolist()
+        boxes = np.asarray(self.xyxy, np.float64).tolist()
+        obbs = np.asarray(self.obb, np.float64).tolist()
+        areas = np.asarray(self.area, np.int64).tolist()
+        tracks = None if self.track_id is None else np.asarray(self.track_id, np.int64).tolist()
         items: list[dict[str, Any]] = []
         for i in range(len(self)):
             item: dict[str, Any] = {
-                "class_id": int(self.class_id[i]),
-                "score": float(self.score[i]),
-                "bbox_xyxy": [float(v) for v in self.xyxy[i]],
-                "obb": [float(v) for v in self.obb[i]],
-                "area": int(self.area[i]),
+                "class_id": classes[i],
+                "score": scores[i],
+                "bbox_xyxy": boxes[i],
+                "obb": obbs[i],
+                "area": areas[i],
             }
-            if self.track_id is not None:
-                item["track_id"] = int(self.track_id[i])
+            if tracks is not None:
+                item["track_id"] = tracks[i]
             if mask_format == "rle":
                 item["segmentation"] = {"size": [h, w], "counts": self._rle[i]}
             elif mask_format == "polygon":
