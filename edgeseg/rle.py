@@ -80,7 +80,7 @@ def encode(
     c = col[owner]
     # the change at (column, row) of its crop's frame is at image index (x0 + column) * h + y0 - 1 + row,
     # and local = column * c + row: the column from a float division (exact: local < 2**53), not two integer
-    # ones (a quarter of the encoding's time on masks of noise)
+    # ones, the slowest step on masks of noise
     column = (local / c).astype(np.int64)
     change = (x0s * h + y0s - 1)[owner] + local + column * (h - c)
     # a crop as tall as the image: a run of ones going on into the next column ends and starts again at one
@@ -115,7 +115,7 @@ def encode(
     first = np.cumsum(groups) - groups  # each value's first character
     code = np.empty(int(first[-1] + groups[-1]), np.uint8)
     # a value's g-th character: its bits 5g to 5g + 4, 0x20 where another follows, + 48 (set group by group:
-    # most values take one, and expanding every value to its characters cost a quarter of the encoding)
+    # most values take one, and expanding every value to its characters was the slowest step)
     for g in range(len(wider) + 1):
         some = slice(None) if g == 0 else np.flatnonzero(wider[g - 1])
         char = ((x[some] >> (5 * g)) & 0x1F).astype(np.uint8)

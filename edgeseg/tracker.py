@@ -665,7 +665,7 @@ class Tracker:
         # distance fallback, in object sizes: a box's, not the mask's, so a thin rod's is its length
         size = np.sqrt(np.maximum(_box_area(pb)[:, None], _box_area(db)[None, :]))
         cp, cd = _centre(pb), _centre(db)
-        # (the coordinates' differences apart: one (n, m, 2) array transposed took 1.6x the time at 300x300)
+        # (the coordinates' differences apart: one (n, m, 2) array, transposed, took longer at 300x300)
         dist = np.hypot(cp[:, None, 0] - cd[None, :, 0], cp[:, None, 1] - cd[None, :, 1])
         sim = FALLBACK_WEIGHT * np.clip(1.0 - dist / (self.config.max_distance * size), 0.0, None)
         # mask IoU where the predicted box overlaps the detection's box (the gate)
