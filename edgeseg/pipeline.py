@@ -903,7 +903,9 @@ class Pipeline:
         key = f"sink:{name}"
         bad = self._sink_failures[name]
         q = self._to_sinks[name]
-        lossless = isinstance(sink, LosslessSink)
+        # (checked once: isinstance against a runtime-checkable Protocol looks its members up on every call)
+        send_batch = sink.send_batch if isinstance(sink, LosslessSink) else None
+        lossless = send_batch is not None
         limit = LOSSLESS_QUEUE_SIZE if lossless else 1
         # (a lossless sink may gather the results that come within its linger_s into one batch)
         linger_s = float(getattr(sink, "linger_s", 0.0)) if lossless else 0.0
@@ -913,8 +915,8 @@ class Pipeline:
                 t0 = time.monotonic_ns()
                 try:
                     with busy:
-                        if isinstance(sink, LosslessSink):
-                            sink.send_batch(batch)
+                        if send_batch is not None:
+                            send_batch(batch)
                         else:
                             sink.send(batch[0])
                 except Exception as exc:
