@@ -28,13 +28,18 @@ import argparse
 import json
 import logging
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from edgeseg.semantic import SemanticParams, labelling, semantic_to_instances
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from scenes import hostile_tiny
 
 MAPS = [(s, c) for s in (3, 4, 6, 10, 16) for c in (3, 8, 21)] + [(0, c) for c in (3, 8, 21)]
 
@@ -48,24 +53,13 @@ def class_map(sigma: float, classes: int, seed: int, shape: tuple[int, int]) -> 
     return blobs
 
 
-def specks(seed: int, shape: tuple[int, int]) -> NDArray[np.uint8]:
-    """5x5 squares of 3 classes on a jittered grid of 8 pixels, no class between them (255)."""
-    rng = np.random.default_rng(seed)
-    cm = np.full(shape, 255, np.uint8)
-    for y in range(1, shape[0] - 7, 8):
-        for x in range(1, shape[1] - 7, 8):
-            jy, jx = rng.integers(0, 3, 2)
-            cm[y + jy : y + jy + 5, x + jx : x + jx + 5] = rng.integers(0, 3)
-    return cm
-
-
 def algorithms(repeat: int, shape: tuple[int, int]) -> None:
     """The ``--algorithms`` comparison (see the module)."""
     rng = np.random.default_rng(0)
     kinds = {
         "noise": class_map(0, 3, 0, shape),
         "ragged": np.where(rng.random(shape) < 0.7, 0, 1).astype(np.uint8),
-        "specks": specks(0, shape),
+        "specks": hostile_tiny(0, *shape).class_map,
         "blobs": class_map(3, 8, 1, shape),
     }
     algos = {"default": cv2.CCL_DEFAULT, "grana": cv2.CCL_GRANA}

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
 SETS = ("touching_discs", "multi_class", "hostile_noise", "hostile_blobs", "hostile_tiny", "hostile_ragged")
 NAMES = ("background", "nut", "washer", "bolt")
 
@@ -55,7 +56,6 @@ def demo_results(frames: int) -> list[Any]:
 
 
 def scene_results(name: str, maps: int) -> list[Any]:
-    sys.path.insert(0, str(REPO / "tests"))
     import scenes
 
     from edgeseg.semantic import SemanticParams, semantic_to_instances
