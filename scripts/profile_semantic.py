@@ -109,16 +109,16 @@ def video_maps(path: Path) -> dict[str, list[Call]]:
     stages.close()
     if not images:
         raise SystemExit(f"profile_semantic: no frame read from {path}")
-    return {**model_maps(images), "contact": contact}
+    return {**model_maps(images, demo=False), "contact": contact}
 
 
-def model_maps(images: list[NDArray[np.uint8]]) -> dict[str, list[Call]]:
-    """The reference model's class maps and logits, and the demo model's own outputs, of 640x480 BGR
-    ``images``."""
+def model_maps(images: list[NDArray[np.uint8]], demo: bool = True) -> dict[str, list[Call]]:
+    """The reference model's class maps and logits, and (with ``demo``) the demo model's own outputs, of
+    640x480 BGR ``images``."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(REPO / "models/reference/demo-parts-v1.onnx"))
-    demo = onnxruntime.InferenceSession(str(REPO / "models/demo-parts.onnx"))
+    own = onnxruntime.InferenceSession(str(REPO / "models/demo-parts.onnx")) if demo else None
     model: list[Call] = []
     scores: list[Call] = []
     contact: list[Call] = []
@@ -128,11 +128,13 @@ def model_maps(images: list[NDArray[np.uint8]]) -> dict[str, list[Call]]:
         logits = session.run(["logits"], {"image": image})[0][0]
         model.append((logits.argmax(0).astype(np.uint8), {}))
         scores.append((logits, {"logits": True}))
-        classes, confidence, touching = (
-            t.reshape(480, 640) for t in demo.run(None, {"image": np.ascontiguousarray(planes)})
-        )
-        contact.append((classes, {"confidence": confidence, "touching": touching}))
-    return {"model": model, "scores": scores, "contact": contact}
+        if own is not None:
+            classes, confidence, touching = (
+                t.reshape(480, 640) for t in own.run(None, {"image": np.ascontiguousarray(planes)})
+            )
+            contact.append((classes, {"confidence": confidence, "touching": touching}))
+    maps = {"model": model, "scores": scores}
+    return maps if own is None else {**maps, "contact": contact}
 
 
 def bench_arguments(doc: str, seeds: int, repeat: int) -> tuple[argparse.Namespace, ModuleType | None]:
