@@ -26,9 +26,12 @@ watershed's unknown band (``markers[unknown == 255] = 0``) is never set, every p
 watershed grows nothing, and each instance is its eroded marker (a disc of ~3000 pixels comes out as ~400).
 A fourth block times edgeseg again on one OpenCV thread, as the ``edgeseg`` command runs it
 (``edgeseg.threadplan.serial_opencv``: the pipeline's own threads keep the cores busy), the others keeping
-OpenCV's pool (as modlib runs by default): ``edgeseg_serial_ms`` and ``speedup_serial`` (modlib / that). The
-pool shares out each labelling pass, so maps that are mostly labelling (noise, tiny specks, one ragged
-component) take longer on one thread, at about half the CPU (``scripts/bench_opencv_pool.py``).
+OpenCV's pool (as modlib runs by default): ``edgeseg_serial_ms`` and ``speedup_serial`` (modlib / that); the
+floor's pass is timed on one thread too, beside it: ``edgeseg_per_cc_serial``, the split over the floor both
+as the ``edgeseg`` command runs them. The pool shares out each labelling pass, so maps that are mostly
+labelling (noise, tiny specks, one ragged component) take longer on one thread, at about half the CPU
+(``scripts/bench_opencv_pool.py``), and a map whose split is mostly not (one thread's calls are cheaper to
+start) can take less.
 The ``contact_*`` and ``hostile_contact_*`` sets give edgeseg a contact map beside the class map (the split
 at a model's contact map, ``edgeseg.semantic.cores``, as the demo model's pipeline decodes): touching discs
 with their contacts drawn, and hostile blobs (small, then large) with contact maps of noise, of blobs and of
@@ -60,7 +63,8 @@ Each set's ``page_faults_per_call`` (edgeseg, modlib: the median over the kept c
 still pays.
 The last line is one JSON object with every figure; its ``summary`` holds, over the class-map sets, the
 median of edgeseg / connected components, the smallest modlib / edgeseg (``speedup_min``; on one OpenCV
-thread, ``speedup_serial_min``) and largest edgeseg / connected components, and the sets under 10x
+thread, ``speedup_serial_min``) and largest edgeseg / connected components (both on one thread as well:
+``edgeseg_per_cc_serial_median``, ``_max``), and the sets under 10x
 modlib, apart (``under_10x``) from those where 10x modlib is below one labelling pass
 (``under_10x_below_floor``).
 
@@ -253,6 +257,7 @@ def bench_set(
     f_ours: list[int] = []
     t_mod, t_ours, t_cc, pq_mod, pq_ours, iou_mod, iou_ours, n_truth, n_mod, n_ours = ([] for _ in range(10))
     t_serial: list[float] = []
+    t_cc_serial: list[float] = []
     t_ref: list[float] = []
     t_ref_serial: list[float] = []
     pq_ref: list[float] = []
@@ -262,6 +267,7 @@ def bench_set(
         to: list[float] = []
         tc: list[float] = []
         ts: list[float] = []
+        tcs: list[float] = []
         tr: list[float] = []
         trs: list[float] = []
         res_mod = res_ours = res_ref = None
@@ -280,6 +286,7 @@ def bench_set(
             timed_block(components_pass, cm, opts.block, opts.slow, tc, [])
             with one_opencv_thread():
                 timed_block(ours, data, opts.block, opts.slow, ts, [])
+                timed_block(components_pass, cm, opts.block, opts.slow, tcs, [])
             if reference is not None:
                 res_ref = timed_block(theirs, data, opts.block, opts.slow, tr, [])
                 with one_opencv_thread():
@@ -293,6 +300,7 @@ def bench_set(
         t_ours.append(float(np.median(to)))
         t_cc.append(float(np.median(tc)))
         t_serial.append(float(np.median(ts)))
+        t_cc_serial.append(float(np.median(tcs)))
         if reference is not None:
             t_ref.append(float(np.median(tr)))
             t_ref_serial.append(float(np.median(trs)))
@@ -332,6 +340,8 @@ def bench_set(
         "speedup": round(float(np.median(np.asarray(t_mod) / np.asarray(t_ours))), 2),
         "edgeseg_serial_ms": round(float(np.median(t_serial)) * 1e3, 3),
         "speedup_serial": round(float(np.median(np.asarray(t_mod) / np.asarray(t_serial))), 2),
+        "cc_serial_ms": round(float(np.median(t_cc_serial)) * 1e3, 3),
+        "edgeseg_per_cc_serial": round(float(np.median(np.asarray(t_serial) / np.asarray(t_cc_serial))), 2),
         "edgeseg_per_cc": round(per_cc, 2),
         "modlib_per_cc": round(float(np.median(np.asarray(t_mod) / np.asarray(t_cc))), 2),
         "calls_kept": [len(to), len(tm)],
@@ -355,6 +365,10 @@ def summarize(rows: list[dict[str, Any]], reference: bool) -> dict[str, Any] | N
     out: dict[str, Any] = {
         "edgeseg_per_cc_median": round(float(np.median([r["edgeseg_per_cc"] for r in rows])), 2),
         "edgeseg_per_cc_max": max(r["edgeseg_per_cc"] for r in rows),
+        "edgeseg_per_cc_serial_median": round(
+            float(np.median([r["edgeseg_per_cc_serial"] for r in rows])), 2
+        ),
+        "edgeseg_per_cc_serial_max": max(r["edgeseg_per_cc_serial"] for r in rows),
         "speedup_min": min(r["speedup"] for r in rows),
         "speedup_serial_min": min(r["speedup_serial"] for r in rows),
         "under_10x": [r["set"] for r in rows if r["speedup"] < 10 and r["modlib_per_cc"] >= 10],
@@ -414,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     head = (
         f"{'set':<20} {'HxW':>8} {'obj':>6} | {'modlib ms':>9} {'edgeseg ms':>10} {'CC ms':>6} "
-        f"{'mod/es':>7} {'es/CC':>6} {'mod/CC':>6} | {'es1 ms':>7} {'mod/es1':>7} | "
+        f"{'mod/es':>7} {'es/CC':>6} {'mod/CC':>6} | {'es1 ms':>7} {'mod/es1':>7} {'es1/CC1':>7} | "
         f"{'n mod':>6} {'n ours':>6} | "
         f"{'PQ mod':>6} {'PQ ours':>7} | "
         f"{'IoU mod':>7} {'IoU ours':>8}"
@@ -445,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<20} {r['shape'][0]:>4}x{r['shape'][1]:<4} {r['objects_mean']:>6.0f} | "
             f"{r['modlib_ms']:>9.2f} {r['edgeseg_ms']:>10.2f} {r['cc_ms']:>6.2f} "
             f"{r['speedup']:>7.1f} {r['edgeseg_per_cc']:>6.1f} {r['modlib_per_cc']:>6.1f} | "
-            f"{r['edgeseg_serial_ms']:>7.2f} {r['speedup_serial']:>7.2f} | "
+            f"{r['edgeseg_serial_ms']:>7.2f} {r['speedup_serial']:>7.2f}"
+            f" {r['edgeseg_per_cc_serial']:>7.1f} | "
             f"{r['modlib_instances_mean']:>6.1f} {r['edgeseg_instances_mean']:>6.1f} | "
             f"{r['modlib_pq']:>6.3f} {r['edgeseg_pq']:>7.3f} | "
             f"{r['modlib_matched_iou']:>7.3f} {r['edgeseg_matched_iou']:>8.3f}{ref_cols}",
