@@ -30,8 +30,8 @@ OpenCV's pool (as modlib runs by default): ``edgeseg_serial_ms`` and ``speedup_s
 floor's pass is timed on one thread too, beside it: ``edgeseg_per_cc_serial``, the split over the floor both
 as the ``edgeseg`` command runs them. The pool shares out each labelling pass, so maps that are mostly
 labelling (noise, tiny specks, one ragged component) take longer on one thread, at about half the CPU
-(``scripts/bench_opencv_pool.py``), and a map whose split is mostly not (one thread's calls are cheaper to
-start) can take less.
+(``scripts/bench_opencv_pool.py``), unless the split runs them side by side (without OpenCV's pool it
+labels a map's classes on threads of its own, ``edgeseg.semantic.labelling.classes_of``).
 The ``contact_*`` and ``hostile_contact_*`` sets give edgeseg a contact map beside the class map (the split
 at a model's contact map, ``edgeseg.semantic.cores``, as the demo model's pipeline decodes): touching discs
 with their contacts drawn, and hostile blobs (small, then large) with contact maps of noise, of blobs and of
