@@ -64,16 +64,17 @@ def encode(
     shapes = [crop.shape for crop in crops]
     dims = np.array([(x0, y0, ch, cw) for (ch, cw), (x0, y0) in zip(shapes, origins, strict=True)], np.int64)
     x0s, y0s, chs, cws = dims.T
-    if (dims[:, :2] < 0).any() or (x0s + cws > w).any() or (y0s + chs > h).any():
-        i = int(np.flatnonzero((dims[:, :2] < 0).any(axis=1) | (x0s + cws > w) | (y0s + chs > h))[0])
+    outside = np.flatnonzero((dims[:, :2] < 0).any(axis=1) | (x0s + cws > w) | (y0s + chs > h))
+    if len(outside):
+        i = int(outside[0])
         origin = (int(x0s[i]), int(y0s[i]))
         raise InputError(f"mask crop at {origin} of size {cws[i]}x{chs[i]} does not fit a {w}x{h} image")
     col = chs + 2  # a column's length, framed
     size = col * cws
     start = np.cumsum(size) - size  # each crop's start in the concatenation
     joined = np.zeros(int(start[-1] + size[-1]), np.int8)
-    for crop, (ch, cw), at in zip(crops, shapes, start.tolist(), strict=True):
-        joined[at : at + (ch + 2) * cw].reshape(cw, ch + 2)[:, 1:-1] = crop.T
+    for crop, (ch, cw), at, n_at in zip(crops, shapes, start.tolist(), size.tolist(), strict=True):
+        joined[at : at + n_at].reshape(cw, ch + 2)[:, 1:-1] = crop.T
     pos = np.flatnonzero(joined[1:] != joined[:-1]) + 1
     owner = np.searchsorted(start, pos, side="right") - 1
     local = pos - start[owner]

@@ -100,6 +100,15 @@ def test_rle_strings_of_several_crops_match_pycocotools_one_by_one(data: st.Data
     assert rle.encode(crops, origins, (h, w)) == theirs
 
 
+@pytest.mark.parametrize("origin", [(-1, 0), (0, -1), (8, 0), (0, 6)])
+def test_rle_encode_names_the_first_crop_that_does_not_fit_the_image(origin: tuple[int, int]) -> None:
+    crops = [np.ones((2, 3), bool), np.ones((4, 3), bool)]
+    with pytest.raises(
+        InputError, match=rf"mask crop at \({origin[0]}, {origin[1]}\) of size 3x4 does not fit"
+    ):
+        rle.encode(crops, [(0, 0), origin], (9, 10))
+
+
 def _same(a: Instances, b: Instances) -> None:
     assert a.image_shape == b.image_shape
     assert len(a) == len(b)
