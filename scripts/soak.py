@@ -6,12 +6,14 @@ child process (the demo pipeline unless a pipeline YAML is given) publishing to 
 127.0.0.1 port, with a real paho subscriber (QoS 1, a child process: ``scripts/bench_mqtt.py``'s) and JSON
 lines written to a temporary folder; both are stopped and the folder removed at the end, also on errors.
 
-Every ``--sample-s`` seconds it reads the run's resident memory, open file descriptors and threads from
-``/proc``. Printed at the end:
+Every ``--sample-s`` seconds it reads the run's resident memory (and of it the anonymous part: the heaps
+and arenas, not the mapped libraries and model), open file descriptors and threads from ``/proc``. Printed
+at the end:
 
 - ``rss_mb_first`` (the first sample after ``--warm-s``), ``rss_mb_max``, ``rss_mb_last``, and
   ``rss_mb_per_hour``: the least-squares slope of the samples of the run's second half (a cache that fills
-  up early does not count; a leak does);
+  up early does not count; a leak does); ``anon_mb_first``, ``anon_mb_max``, ``anon_mb_last`` the same for
+  the anonymous part;
 - ``fds`` and ``threads``: their least and most over the samples after warm-up (a leak of either shows as a
   range);
 - what arrived: the results the run says it finished (its summary), the JSON lines written (one a result,
@@ -43,18 +45,19 @@ from bench_mqtt import DEVICE, Broker, Subscriber  # scripts/ is on sys.path whe
 REPO = Path(__file__).resolve().parents[1]
 
 
-def sample(pid: int) -> tuple[float, int, int] | None:
-    """Resident MB, open descriptors and threads of process ``pid``; None once it is gone."""
+def sample(pid: int) -> tuple[float, float, int, int] | None:
+    """Resident MB, its anonymous MB, open descriptors and threads of ``pid``; None once it is gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         fds = len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return None
     rss = re.search(r"VmRSS:\s+(\d+)", status)
+    anon = re.search(r"RssAnon:\s+(\d+)", status)
     threads = re.search(r"Threads:\s+(\d+)", status)
-    if rss is None or threads is None:  # a zombie has no memory lines
+    if rss is None or anon is None or threads is None:  # a zombie has no memory lines
         return None
-    return int(rss.group(1)) / 1024, fds, int(threads.group(1))
+    return int(rss.group(1)) / 1024, int(anon.group(1)) / 1024, fds, int(threads.group(1))
 
 
 def main() -> None:
@@ -88,14 +91,17 @@ def main() -> None:
             run = subprocess.Popen(
                 command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )
-            samples: list[tuple[float, float, int, int]] = []
+            samples: list[tuple[float, float, float, int, int]] = []
             t0 = time.monotonic()
             while run.poll() is None:
                 got = sample(run.pid)
                 if got is not None:
                     samples.append((time.monotonic() - t0, *got))
-                    t, rss, fds, threads = samples[-1]
-                    print(f"{t:7.0f} s  rss {rss:6.1f} MB  fds {fds:3d}  threads {threads:3d}", flush=True)
+                    t, rss, anon, fds, threads = samples[-1]
+                    print(
+                        f"{t:7.0f} s  rss {rss:6.1f} MB (anon {anon:6.1f})  fds {fds:3d}  threads {threads}",
+                        flush=True,
+                    )
                 time.sleep(args.sample_s)
             output = run.stdout.read() if run.stdout is not None else ""
             status = run.wait()
@@ -131,12 +137,16 @@ def main() -> None:
         "rss_mb_last": round(warm[-1][1], 1) if warm else None,
         "rss_mb_median_second_half": round(statistics.median(s[1] for s in late), 1) if late else None,
         "rss_mb_per_hour": None if slope is None else round(slope, 2),
-        "fds": [min(s[2] for s in warm), max(s[2] for s in warm)] if warm else None,
-        "threads": [min(s[3] for s in warm), max(s[3] for s in warm)] if warm else None,
+        "anon_mb_first": round(warm[0][2], 1) if warm else None,
+        "anon_mb_max": round(max(s[2] for s in warm), 1) if warm else None,
+        "anon_mb_last": round(warm[-1][2], 1) if warm else None,
+        "fds": [min(s[3] for s in warm), max(s[3] for s in warm)] if warm else None,
+        "threads": [min(s[4] for s in warm), max(s[4] for s in warm)] if warm else None,
     }
     print(
         f"resident memory: {figures['rss_mb_first']} MB after warm-up, at most {figures['rss_mb_max']}, "
-        f"{figures['rss_mb_last']} at the end; {figures['rss_mb_per_hour']} MB/hour over the second half"
+        f"{figures['rss_mb_last']} at the end; {figures['rss_mb_per_hour']} MB/hour over the second half; "
+        f"anonymous {figures['anon_mb_first']}, at most {figures['anon_mb_max']}, {figures['anon_mb_last']}"
     )
     print(f"descriptors {figures['fds']}, threads {figures['threads']} (least, most after warm-up)")
     print(
