@@ -82,6 +82,26 @@ def test_messages_older_than_the_age_bound_are_dropped_and_counted(tmp_path: Pat
     assert (stats.depth, stats.dropped_expired, stats.oldest_age_s) == (2, 3, 40.0)
 
 
+def test_messages_past_the_age_bound_are_never_read_even_with_no_append_since(tmp_path: Path) -> None:
+    # a device powered off for longer than the bound, or a source stalled while the broker was away: the
+    # next read (or opening the spool) drops them, and the count says so
+    now = [1000.0]
+    path = tmp_path / "s.sqlite3"
+    spool = Spool(path, 1 << 20, 60, clock=lambda: now[0])
+    spool.append(payloads(3))
+    now[0] += 30
+    spool.append(payloads(2))
+    now[0] += 40
+    assert [e.payload[:4] for e in spool.read(0, 100)] == [i.to_bytes(4, "big") for i in (0, 1)]
+    assert spool.stats().dropped_expired == 3
+    spool.close()
+    now[0] += 100
+    again = Spool(path, 1 << 20, 60, clock=lambda: now[0])
+    stats = again.stats()
+    assert (stats.depth, stats.bytes, stats.dropped_expired, stats.oldest_age_s) == (0, 0, 2, None)
+    assert again.read(0, 100) == []
+
+
 def test_a_full_disk_loses_the_batch_counted_and_the_spool_goes_on(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
     spool = Spool(path, 1 << 30, 3600)

@@ -7,7 +7,8 @@ accepted message is either delivered or counted as dropped:
 
 - **overflow**: the spool holds at most ``max_bytes`` of messages (topic + payload); appending past that
   drops the oldest messages first (AWS Greengrass' ``OverwriteOldestData``, EMQX's disk queue);
-- **expiry**: messages older than ``max_age_s`` are dropped;
+- **expiry**: messages older than ``max_age_s`` are dropped, when the spool opens and before every append
+  and read: one stored before a long power-off, or while nothing was appended, is never sent late;
 - a message dropped while it was in flight, whose PUBACK then arrives, was delivered after all: it is taken
   off the dropped counts (the ids of recent drops are remembered for this). One that the broker received
   but could not acknowledge before the link broke stays counted: the counts never under-state a loss;
@@ -145,6 +146,7 @@ class Spool:
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"sinks.mqtt spool: cannot open {self.path}: {exc}") from None
         self._depth, self._bytes = int(row[0]), int(row[1])
+        self._expire_now_locked()  # (no other thread has the spool yet)
         if self._depth:
             log.info("spool %s holds %d messages from an earlier run", self.path, self._depth)
 
@@ -256,6 +258,7 @@ class Spool:
         """Up to ``limit`` messages with ``after_id < id`` (``< below_id`` when given), oldest first."""
         upper = below_id if below_id is not None else 2**63 - 1
         with self._lock:
+            self._expire_now_locked()
             try:
                 rows = self._db.execute(
                     "SELECT id, topic, payload FROM messages WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
@@ -312,18 +315,27 @@ class Spool:
                     self._expired -= 1
 
     def expire(self) -> int:
-        """Drop messages older than ``max_age_s`` now (also done on every append); how many."""
+        """Drop messages older than ``max_age_s`` now (also done on opening, and on every append and read);
+        how many."""
         with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                drop = self._expire_locked(self._clock())
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                self._log_failed("spool %s: cannot expire messages: %s", self.path, exc)
+            return self._expire_now_locked()
+
+    def _expire_now_locked(self) -> int:
+        now = self._clock()
+        try:
+            # the oldest row's time alone decides, so a read with nothing to expire writes nothing
+            oldest = self._oldest_locked()
+            if oldest is None or oldest >= now - self.max_age_s:
                 return 0
-            self._dropped_locked(drop)
-            return len(drop.ids)
+            self._db.execute("BEGIN IMMEDIATE")
+            drop = self._expire_locked(now)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            self._log_failed("spool %s: cannot expire messages: %s", self.path, exc)
+            return 0
+        self._dropped_locked(drop)
+        return len(drop.ids)
 
     def stats(self) -> SpoolStats:
         with self._lock:
