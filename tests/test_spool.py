@@ -135,36 +135,64 @@ def test_a_file_that_is_not_a_spool_is_a_clear_error(tmp_path: Path) -> None:
         Spool(path, 1000, 60)
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 4), st.integers(0, 3)), min_size=1, max_size=30))
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 4), st.integers(0, 3), st.integers(0, 3), st.booleans()),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_every_appended_message_is_stored_acknowledged_or_counted_as_dropped(
-    steps: list[tuple[int, int]],
+    steps: list[tuple[int, int, int, bool]],
 ) -> None:
+    # each step: append, publish some (read), let time pass, maybe append again while they are in flight
+    # (which may expire or overflow them), then their PUBACKs arrive
+    now = [0.0]
     with tempfile.TemporaryDirectory() as folder:
-        spool = Spool(Path(folder) / "s.sqlite3", 700, 3600)
+        spool = Spool(Path(folder) / "s.sqlite3", 700, 5, clock=lambda: now[0])
         acked = 0
-        for n_append, n_ack in steps:
+        for n_append, n_ack, wait_s, again in steps:
             spool.append(payloads(n_append))
-            entries = spool.read(0, n_ack)
-            spool.delete([e.id for e in entries])
-            acked += len(entries)
+            in_flight = spool.read(0, n_ack)
+            now[0] += wait_s
+            if again:
+                overflow = spool.stats().dropped_overflow
+                spool.append(payloads(1))
+                if spool.stats().dropped_overflow > overflow:  # no more than needed was dropped
+                    assert spool.stats().bytes > 700 - 101
+            spool.delete([e.id for e in in_flight])
+            acked += len(in_flight)
         stats = spool.stats()
         assert stats.appended == stats.depth + acked + stats.dropped
         assert stats.bytes <= 700
-        rows = sqlite3.connect(Path(folder) / "s.sqlite3").execute("SELECT COUNT(*) FROM messages").fetchone()
-        assert rows[0] == stats.depth
+        rows = sqlite3.connect(Path(folder) / "s.sqlite3").execute("SELECT COUNT(*), SUM(size) FROM messages")
+        assert rows.fetchone() == (stats.depth, stats.bytes or None)
         spool.close()
 
 
-def test_a_message_dropped_in_flight_and_then_acknowledged_is_not_counted_as_lost(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "s.sqlite3", 505, 3600)
-    spool.append(payloads(5))
+@pytest.mark.parametrize("reason", ["overflow", "expired"])
+def test_a_message_dropped_in_flight_and_then_acknowledged_is_not_counted_as_lost(
+    tmp_path: Path, reason: str
+) -> None:
+    now = [0.0]
+    spool = Spool(tmp_path / "s.sqlite3", 505, 60, clock=lambda: now[0])
+    spool.append(payloads(3))
+    now[0] += 30
+    spool.append(payloads(2))
     in_flight = spool.read(0, 2)  # published, PUBACK pending
-    spool.append(payloads(2))  # overflow drops the two oldest: the ones in flight
-    assert spool.stats().dropped_overflow == 2
+    if reason == "overflow":
+        spool.append(payloads(2))  # drops the two oldest: the ones in flight
+    else:
+        now[0] += 40  # the first three expire: two of them in flight
+        spool.append(payloads(1))
+    stats = spool.stats()
+    assert (stats.dropped_overflow, stats.dropped_expired) == ((2, 0) if reason == "overflow" else (0, 3))
     spool.delete([e.id for e in in_flight])  # their PUBACKs arrive: they were delivered after all
     stats = spool.stats()
-    assert (stats.dropped_overflow, stats.depth) == (0, 5)
+    assert (stats.dropped_overflow, stats.dropped_expired, stats.dropped) == (
+        (0, 0, 0) if reason == "overflow" else (0, 1, 1)
+    )
 
 
 class Publishes:
