@@ -16,8 +16,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edgeseg.errors import ConfigError
-from edgeseg.mqtt.delivery import Delivery
+from edgeseg.mqtt.delivery import PACKET_OVERHEAD, Delivery
 from edgeseg.mqtt.spool import Spool, SpoolEntry
+from edgeseg.mqtt.topics import as_replay
 
 
 def payloads(n: int, size: int = 100) -> list[tuple[str, bytes]]:
@@ -201,9 +202,11 @@ class Publishes:
 
     def __init__(self) -> None:
         self.sent: list[bytes] = []
+        self.qos: set[int] = set()
 
     def publish(self, topic: str, payload: bytes, qos: int = 0) -> SimpleNamespace:
         self.sent.append(payload)
+        self.qos.add(qos)
         return SimpleNamespace(rc=MQTTErrorCode.MQTT_ERR_SUCCESS, mid=len(self.sent))
 
 
@@ -240,3 +243,131 @@ def test_delivery_sends_the_backlog_as_replay_then_new_messages_and_reads_the_sp
     assert delivery.pump(client, None) is None
     assert [json.loads(p) for p in client.sent[3:]] == [{"replay": False, "n": 3}, {"replay": False, "n": 4}]
     assert spool.stats().depth == 2  # acknowledged ones left, the two in flight stay
+
+
+PUBACK = ReasonCode(PacketTypes.PUBACK)
+
+
+def numbered(first: int, n: int) -> list[tuple[str, bytes]]:
+    return [("t", b'{"replay":false,"n":%d}' % i) for i in range(first, first + n)]
+
+
+def sent_numbers(client: Publishes) -> list[tuple[int, bool]]:
+    return [(json.loads(p)["n"], json.loads(p)["replay"]) for p in client.sent]
+
+
+def test_delivery_keeps_at_most_max_inflight_unacknowledged_at_qos_1_and_counts_what_it_sends(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 3600)
+    spool.append(numbered(0, 7))
+    delivery, client = Delivery(spool, max_inflight=3), Publishes()
+    delivery.start()
+    delivery.pump(client, None)
+    assert (delivery.in_flight, len(client.sent)) == (3, 3)
+    delivery.on_publish(2, PUBACK)  # acknowledgements may come in any order
+    delivery.pump(client, None)
+    assert (delivery.in_flight, len(client.sent)) == (3, 4)
+    for mid in (1, 3, 4):
+        delivery.on_publish(mid, PUBACK)
+    delivery.flush()
+    delivery.pump(client, None)
+    assert client.qos == {1}
+    assert sent_numbers(client) == [(i, True) for i in range(7)]
+    figures = delivery.figures()
+    assert (figures.acked, figures.replayed, spool.stats().depth) == (4, 7, 3)
+    assert figures.publish_ms_p50 >= 0
+
+
+def test_live_results_go_before_the_rest_of_the_backlog(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 3600)
+    spool.append(numbered(0, 4))  # the outage's backlog
+    delivery, client = Delivery(spool, max_inflight=2), Publishes()
+    delivery.start()
+    delivery.pump(client, None)
+    spool.append(numbered(4, 1))  # a live result while the backlog is being sent
+    for mid in (1, 2):
+        delivery.on_publish(mid, PUBACK)
+    delivery.pump(client, None)
+    delivery.on_publish(3, PUBACK)
+    delivery.on_publish(4, PUBACK)
+    delivery.pump(client, None)
+    assert sent_numbers(client) == [(0, True), (1, True), (4, False), (2, True), (3, True)]
+
+
+def test_messages_in_flight_when_the_link_broke_are_sent_again_after_the_connect(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 3600)
+    delivery, client = Delivery(spool, max_inflight=4), Publishes()
+    delivery.start()
+    spool.append(numbered(0, 3))
+    delivery.pump(client, None)
+    delivery.on_publish(1, PUBACK)
+    delivery.start()  # the link broke with 1 and 2 unacknowledged: a reconnect
+    assert delivery.in_flight == 0
+    delivery.pump(client, None)
+    assert sent_numbers(client) == [(0, False), (1, False), (2, False), (1, True), (2, True)]
+    assert spool.stats().depth == 2
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_a_message_over_the_broker_packet_limit_is_dropped_counted_and_the_rest_go_on(
+    tmp_path: Path, over: int
+) -> None:
+    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 3600)
+    big = b'{"replay":false,"n":1,"pad":"' + b"x" * 2000 + b'"}'
+    spool.append([*numbered(0, 1), ("t", big), *numbered(2, 1)])
+    delivery, client = Delivery(spool, max_inflight=8), Publishes()
+    delivery.start()
+    limit = len(as_replay(big)) + PACKET_OVERHEAD - over  # the replayed payload is what is sent
+    delivery.pump(client, limit)
+    assert [n for n, _ in sent_numbers(client)] == ([0, 2] if over else [0, 1, 2])
+    assert delivery.figures().too_large == over
+    assert spool.stats().depth == 3 - over  # the dropped one left the spool; the rest wait for PUBACKs
+
+
+def test_a_message_the_broker_refuses_is_dropped_counted_and_never_sent_again(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 3600)
+    delivery, client = Delivery(spool, max_inflight=4), Publishes()
+    delivery.start()
+    spool.append(numbered(0, 2))
+    delivery.pump(client, None)
+    delivery.on_publish(1, ReasonCode(PacketTypes.PUBACK, "Not authorized"))
+    delivery.on_publish(2, PUBACK)
+    delivery.flush()
+    figures = delivery.figures()
+    assert (figures.refused, figures.acked, spool.stats().depth) == (1, 1, 0)
+    delivery.start()  # a reconnect replays nothing: the refused one is gone
+    delivery.pump(client, None)
+    assert len(client.sent) == 2
+
+
+def test_a_live_backlog_larger_than_the_window_goes_out_without_waiting_for_another_result(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 3600)
+    delivery, client = Delivery(spool, max_inflight=2), Publishes()
+    delivery.start()
+    spool.append(numbered(0, 4))  # a burst of results while the window is full
+    delivery.pump(client, None)
+    for mid in (1, 2):
+        delivery.on_publish(mid, PUBACK)
+    delivery.pump(client, None)  # nothing stored since the last pump: the rest of the burst still goes
+    assert sent_numbers(client) == [(i, False) for i in range(4)]
+
+
+def test_delivery_is_idle_only_with_nothing_in_flight_and_nothing_stored(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 3600)
+    delivery, client = Delivery(spool, max_inflight=1), Publishes()
+    delivery.start()
+    assert delivery.idle()
+    spool.append(numbered(0, 2))
+    assert not delivery.idle()  # stored, not sent
+    delivery.pump(client, None)
+    delivery.on_publish(1, PUBACK)
+    delivery.flush()
+    assert not delivery.idle()  # one acknowledged, one still stored
+    delivery.pump(client, None)
+    assert not delivery.idle()  # the last one in flight
+    delivery.on_publish(2, PUBACK)
+    delivery.flush()
+    assert delivery.idle()
