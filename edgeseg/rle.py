@@ -21,7 +21,12 @@ def decode_counts(counts: list[int], image_hw: tuple[int, int]) -> tuple[NDArray
     """Tight bool crop and its origin (x, y) from uncompressed COCO counts; an empty mask gives a 0x0 crop."""
     h, w = image_hw
     c = np.asarray(counts, dtype=np.int64)
-    if c.ndim != 1 or (c < 0).any() or int(c.sum()) != h * w:
+    if c.ndim != 1:
+        raise InputError(f"RLE counts must be a flat list of integers, got shape {list(c.shape)}")
+    if (c < 0).any():
+        at = int(np.flatnonzero(c < 0)[0])
+        raise InputError(f"RLE counts hold a negative count {int(c[at])} at {at}")
+    if int(c.sum()) != h * w:
         raise InputError(f"RLE counts do not add up to the {w}x{h} image size ({int(c.sum())} != {h * w})")
     ends = np.cumsum(c)
     starts = ends - c
@@ -138,7 +143,7 @@ def string_to_counts(s: str) -> list[int]:
         x, k, more = 0, 0, True
         while more:
             if p >= len(data):
-                raise InputError("RLE string ends in the middle of a count")
+                raise InputError(f"RLE string ends in the middle of a count at {p}")
             c = data[p] - 48
             if not 0 <= c < 64:
                 raise InputError(f"RLE string has an invalid character {chr(data[p])!r} at {p}")

@@ -56,7 +56,47 @@ def test_rle_encode_decode_round_trip_gives_the_tight_crop(
     counts = rle.string_to_counts(rle.encode([crop], [origin], FRAME)[0])
     assert sum(counts) == FRAME[0] * FRAME[1]
     back, (x0, y0) = rle.decode_counts(counts, FRAME)
+    ys, xs = np.nonzero(_dense(crop, origin))
+    assert (x0, y0, back.shape) == (xs.min(), ys.min(), (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1))
     assert np.array_equal(_dense(back, (x0, y0)), _dense(crop, origin))
+
+
+@pytest.mark.parametrize("zeros_at", [0, 1, 2, 3, 5])
+def test_rle_counts_with_runs_of_length_zero_decode_like_those_without(zeros_at: int) -> None:
+    # pycocotools writes none after the first, but a foreign encoder may: an empty run changes nothing
+    counts = [40, 3, 30, 5, FRAME[0] * FRAME[1] - 78]
+    crop, origin = rle.decode_counts(counts, FRAME)
+    padded = [*counts[:zeros_at], 0, 0, *counts[zeros_at:]]
+    got, at = rle.decode_counts(padded, FRAME)
+    assert (at, got.tolist()) == (origin, crop.tolist())
+
+
+def test_rle_counts_of_an_empty_mask_decode_to_an_empty_crop() -> None:
+    crop, origin = rle.decode_counts([FRAME[0] * FRAME[1]], FRAME)
+    assert (crop.shape, origin) == ((0, 0), (0, 0))
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ([10, -2, FRAME[0] * FRAME[1] - 8], "negative count -2 at 1"),
+        ([[1, 2]], "must be a flat list"),
+        ([5, 5], r"do not add up to the 53x37 image size \(10 != 1961\)"),
+    ],
+)
+def test_rle_counts_that_cannot_be_a_mask_of_the_image_are_a_clear_error(
+    counts: list[int], message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        rle.decode_counts(counts, FRAME)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"), [("P", "ends in the middle of a count at 1"), ("2p", "'p' at 1")]
+)
+def test_rle_strings_that_are_not_counts_are_a_clear_error(text: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        rle.string_to_counts(text)
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools vs numpy 2
