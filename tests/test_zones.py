@@ -28,7 +28,7 @@ from edgeseg.pipeline import Pipeline
 from edgeseg.sinks.jsonl import JsonlSink
 from edgeseg.sinks.record import result_record
 from edgeseg.tracker import TrackerConfig, TrackerStage
-from edgeseg.zones import LineConfig, LineGeometry, ZoneConfig, ZoneCounter, ZoneStage
+from edgeseg.zones import LineConfig, LineGeometry, ZoneConfig, ZoneCounter, ZoneStage, anchor_points
 
 NS = 1_000_000_000
 W, H = 640, 480
@@ -545,3 +545,100 @@ def test_a_source_restart_ends_every_track_at_the_old_streams_time_and_nothing_c
     assert {e.track_id for e in ended} == before
     assert all(e.t_capture_ns == round(39 * NS / 10) and (e.duration_s or 0) >= 0 for e in ended)
     assert zones.counter.active == len({e.track_id for e in events if e.kind == "new"} - before)
+
+
+def test_anchor_points_are_the_box_centre_at_its_bottom_its_middle_or_its_top() -> None:
+    box = np.array([[64.0, 48.0, 192.0, 144.0]])
+    got = {a: anchor_points(box, a, W, H).tolist() for a in ("bottom_center", "center", "top_center")}
+    assert got == {"bottom_center": [[0.2, 0.3]], "center": [[0.2, 0.2]], "top_center": [[0.2, 0.1]]}
+
+
+def test_a_step_touches_the_segment_only_where_it_meets_it() -> None:
+    geo = LineGeometry(LineConfig(points=((0.4, 0.5), (0.6, 0.5))))
+    assert geo.touches((0.5, 0.4), (0.5, 0.6))  # through it
+    assert geo.touches((0.5, 0.4), (0.5, 0.5))  # onto it
+    assert not geo.touches((0.5, 0.3), (0.5, 0.4))  # towards it, on one side: its extension meets it
+    assert not geo.touches((0.5, 0.7), (0.5, 0.6))
+    assert not geo.touches((0.2, 0.4), (0.2, 0.6))  # across the line beyond the segment's end
+    assert geo.touches((0.45, 0.5), (0.7, 0.5))  # along the line, partly on the segment
+    assert not geo.touches((0.7, 0.5), (0.8, 0.5))  # along the line, beyond its end
+    assert geo.touches((0.3, 0.4), (0.7, 0.6))  # a slanted step through its middle
+    diagonal = LineGeometry(LineConfig(points=((0.4, 0.4), (0.6, 0.6))))
+    assert diagonal.touches((0.3, 0.7), (0.7, 0.3))
+    assert not diagonal.touches((0.1, 0.4), (0.4, 0.1))  # across the line, short of the segment
+
+
+def test_a_track_unseen_for_longer_than_lost_s_ends_and_not_before() -> None:
+    zone = ZoneConfig(polygon=((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)), enter_s=0.0)
+    counter = ZoneCounter({"z": zone}, {}, lost_s=2.0)
+    counter.observe(0, 0.0, [1], [0], [[1]], [[]])
+    assert counter.observe(2 * NS, 0.0, [2], [0], [[1]], [[]])[0].track_id == 2  # track 1: unseen for 2 s
+    assert counter.active == 2
+    events = counter.observe(2 * NS + NS // 100, 0.0, [2], [0], [[1]], [[]])
+    assert [(e.kind, e.track_id, e.duration_s) for e in events] == [("zone_exit", 1, pytest.approx(2.01))]
+    assert counter.active == 1
+
+
+def strip(x0: int, width: int = 100) -> Instances:
+    """A 10-row strip of ``width`` columns from column ``x0``, track 1."""
+    return Instances.from_crops(
+        (H, W), [0], [0.9], [(x0, 200)], [np.ones((10, width), bool)], track_id=np.asarray([1], np.int64)
+    )
+
+
+@pytest.mark.parametrize(
+    ("min_fraction", "inside_at", "outside_below"),
+    [(0.5, 75, 25), (0.875, 100, 63)],  # band 0.5: in from min + 0.25 (at most 1), out below min - 0.25
+)
+def test_mask_fraction_evidence_changes_at_the_edges_of_the_band(
+    min_fraction: float, inside_at: int, outside_below: int
+) -> None:
+    zone = ZoneConfig(
+        polygon=((0.5, 0.0), (1.0, 0.0), (1.0, 1.0), (0.5, 1.0)), min_fraction=min_fraction, fraction_band=0.5
+    )
+    counter = ZoneCounter({"z": zone}, {})
+    edge = round(0.5 * (W - 1))  # the zone's first column (its raster spans the frame's 0..W-1 pixels)
+
+    def evidence(columns_inside: int) -> int:
+        return counter.evidence(strip(edge - (100 - columns_inside)))[0][0][0]
+
+    assert [evidence(k) for k in (inside_at, inside_at - 1)] == [1, 0]
+    assert [evidence(k) for k in (outside_below, outside_below - 1)] == [0, -1]
+
+
+def test_anchor_evidence_is_on_the_edge_within_the_margin() -> None:
+    zone = ZoneConfig(polygon=((0.5, 0.0), (1.0, 0.0), (1.0, 1.0), (0.5, 1.0)), margin=0.05, anchor="center")
+    counter = ZoneCounter({"z": zone}, {})
+    # the strip's centre, as a fraction of the width, is 0.5 plus (a little more or less than) the margin
+    at = {d: counter.evidence(strip(round((0.5 + d) * W) - 50))[0][0][0] for d in (0.06, 0.04, -0.04, -0.06)}
+    assert at == {0.06: 1, 0.04: 0, -0.04: 0, -0.06: -1}
+
+
+def test_a_track_the_tracker_ends_inside_a_zone_exits_in_the_same_result_with_its_stay() -> None:
+    zone = ZoneConfig(polygon=((0.5, 0.0), (1.0, 0.0), (1.0, 1.0), (0.5, 1.0)), enter_s=0.2, loiter_s=1.0)
+    stage = ZoneStage({"z": zone}, {}, lost_s=2.0)
+    events: list[tuple[int, str, float | None]] = []
+    for k in range(20):  # 2 s inside at 10 fps: enters at 0.2 s, loiters at 1.2 s
+        events += [
+            (k, e.kind, e.duration_s) for e in stage.process(result_of(square(500, 200), k, 10.0)).events
+        ]
+    end = Event("end", 0, 1, 0, round(25 * NS / 10), 0.0, duration_s=2.5)
+    out = stage.process(result_of(Instances.empty((H, W)), 25, 10.0, (end,)))
+    events += [(25, e.kind, e.duration_s) for e in out.events]
+    assert [(k, kind) for k, kind, _ in events] == [
+        (2, "zone_enter"),
+        (12, "loiter"),
+        (25, "end"),
+        (25, "zone_exit"),
+    ]
+    assert events[1][2] == pytest.approx(1.0)
+    assert events[3][2] == pytest.approx(2.3)  # from its entry at 0.2 s to the end at 2.5 s
+    assert stage.counter.active == 0
+
+
+def test_frames_with_the_same_capture_time_are_not_a_source_restart() -> None:
+    zone = ZoneConfig(polygon=((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)), enter_s=0.0)
+    counter = ZoneCounter({"z": zone}, {})
+    kinds = [e.kind for _ in range(3) for e in counter.observe(NS, 0.0, [1], [0], [[1]], [[]])]
+    assert kinds == ["zone_enter"]
+    assert counter.active == 1
