@@ -20,6 +20,7 @@ from edgeseg.geometry import (
     obb_corners,
     roi_pixels,
     roi_to_frame,
+    stretch,
     validate_roi,
 )
 from edgeseg.instances import Instances
@@ -104,8 +105,13 @@ def test_oriented_boxes_follow_the_convention(cx: float, cy: float, a: float, b:
     assert (w, h) == pytest.approx((max(a, b), min(a, b)), rel=1e-3, abs=1e-2)
     # the corners of the canonical box are the input corners (as a set)
     ours = obb_corners(obb)[0]
-    dist = np.linalg.norm(ours[:, None, :] - corners[None, :, :], axis=-1).min(axis=1)
-    assert dist.max() < 1e-2 * max(1.0, a, b, abs(cx), abs(cy))
+    dist = np.linalg.norm(ours[:, None, :] - corners[None, :, :], axis=-1)
+    tol = 1e-2 * max(1.0, a, b, abs(cx), abs(cy))
+    assert dist.min(axis=1).max() < tol
+    assert dist.min(axis=0).max() < tol  # each input corner is one of ours: four distinct corners
+    # in order around the box: its sides are w, h, w, h
+    sides = np.linalg.norm(np.roll(ours, -1, axis=0) - ours, axis=1)
+    assert sides == pytest.approx([w, h, w, h], abs=tol)
 
 
 def test_angle_is_measured_from_x_towards_y() -> None:
@@ -136,3 +142,27 @@ def test_polygon_is_the_largest_part_in_frame_pixel_centres() -> None:
     assert poly[:, 1].max() == 214.5
     with pytest.raises(InputError, match="tolerance"):
         mask_polygon(m, tolerance=-1)
+
+
+def test_exact_figures_of_the_small_conversions() -> None:
+    # a roi in pixels, a stretch, and a letterbox with an odd padding (Ultralytics puts the extra pixel at
+    # the bottom: top = round(16.5 - 0.1))
+    assert roi_pixels((0.25, 0.5, 0.5, 0.25), (480, 640)) == (160, 240, 480, 360)
+    assert stretch((480, 640), (320, 320)) == AxisAffine(0.5, 2 / 3)
+    lb = letterbox((100, 200), (65, 64))
+    assert (lb.new_w, lb.new_h, lb.left, lb.top) == (64, 32, 0, 16)
+
+
+@pytest.mark.parametrize(
+    ("rect", "obb"),
+    [
+        ((5, 6, 10, 20, 30), (5, 6, 20, 10, -60)),  # h the longer side: it runs along angle - 90
+        ((5, 6, 20, 10, 30), (5, 6, 20, 10, 30)),
+        ((5, 6, 10, 10, 30), (5, 6, 10, 10, -60)),  # a square: the description in [-90, 0)
+        ((5, 6, 10, 10, -30), (5, 6, 10, 10, -30)),
+    ],
+)
+def test_canonical_oriented_boxes_of_known_rectangles(
+    rect: tuple[float, ...], obb: tuple[float, ...]
+) -> None:
+    assert canonical_obbs(np.array([rect], float))[0].tolist() == pytest.approx(obb)
