@@ -88,9 +88,10 @@ def main() -> None:
                 *(a for kv in args.set for a in ("--set", kv)),
             ]  # fmt: skip
             print(" ".join(command), flush=True)
-            run = subprocess.Popen(
-                command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
+            # its output goes to a file, not a pipe read at the end: two hours of progress lines filled one,
+            # and the run's summary then blocked on it
+            log = (tmp / "run.log").open("w")
+            run = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
             samples: list[tuple[float, float, float, int, int]] = []
             t0 = time.monotonic()
             while run.poll() is None:
@@ -103,8 +104,9 @@ def main() -> None:
                         flush=True,
                     )
                 time.sleep(args.sample_s)
-            output = run.stdout.read() if run.stdout is not None else ""
             status = run.wait()
+            log.close()
+            output = (tmp / "run.log").read_text()
             # what the broker still holds for the subscriber arrives before the count
             done = re.search(r"^done: (\d+) frames processed", output, re.MULTILINE)
             finished = int(done.group(1)) if done else -1
