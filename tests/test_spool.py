@@ -252,6 +252,14 @@ def numbered(first: int, n: int) -> list[tuple[str, bytes]]:
     return [("t", b'{"replay":false,"n":%d}' % i) for i in range(first, first + n)]
 
 
+def connected(tmp_path: Path, max_inflight: int) -> tuple[Spool, Delivery, Publishes]:
+    """An empty spool and its delivery, just connected."""
+    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 3600)
+    delivery = Delivery(spool, max_inflight)
+    delivery.start()
+    return spool, delivery, Publishes()
+
+
 def sent_numbers(client: Publishes) -> list[tuple[int, bool]]:
     return [(json.loads(p)["n"], json.loads(p)["replay"]) for p in client.sent]
 
@@ -296,9 +304,7 @@ def test_live_results_go_before_the_rest_of_the_backlog(tmp_path: Path) -> None:
 
 
 def test_messages_in_flight_when_the_link_broke_are_sent_again_after_the_connect(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 3600)
-    delivery, client = Delivery(spool, max_inflight=4), Publishes()
-    delivery.start()
+    spool, delivery, client = connected(tmp_path, max_inflight=4)
     spool.append(numbered(0, 3))
     delivery.pump(client, None)
     delivery.on_publish(1, PUBACK)
@@ -326,9 +332,7 @@ def test_a_message_over_the_broker_packet_limit_is_dropped_counted_and_the_rest_
 
 
 def test_a_message_the_broker_refuses_is_dropped_counted_and_never_sent_again(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 3600)
-    delivery, client = Delivery(spool, max_inflight=4), Publishes()
-    delivery.start()
+    spool, delivery, client = connected(tmp_path, max_inflight=4)
     spool.append(numbered(0, 2))
     delivery.pump(client, None)
     delivery.on_publish(1, ReasonCode(PacketTypes.PUBACK, "Not authorized"))
@@ -344,9 +348,7 @@ def test_a_message_the_broker_refuses_is_dropped_counted_and_never_sent_again(tm
 def test_a_live_backlog_larger_than_the_window_goes_out_without_waiting_for_another_result(
     tmp_path: Path,
 ) -> None:
-    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 3600)
-    delivery, client = Delivery(spool, max_inflight=2), Publishes()
-    delivery.start()
+    spool, delivery, client = connected(tmp_path, max_inflight=2)
     spool.append(numbered(0, 4))  # a burst of results while the window is full
     delivery.pump(client, None)
     for mid in (1, 2):
@@ -356,9 +358,7 @@ def test_a_live_backlog_larger_than_the_window_goes_out_without_waiting_for_anot
 
 
 def test_delivery_is_idle_only_with_nothing_in_flight_and_nothing_stored(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 3600)
-    delivery, client = Delivery(spool, max_inflight=1), Publishes()
-    delivery.start()
+    spool, delivery, client = connected(tmp_path, max_inflight=1)
     assert delivery.idle()
     spool.append(numbered(0, 2))
     assert not delivery.idle()  # stored, not sent
