@@ -20,9 +20,12 @@ from edgeseg.errors import InputError
 def decode_counts(counts: list[int], image_hw: tuple[int, int]) -> tuple[NDArray[np.bool_], tuple[int, int]]:
     """Tight bool crop and its origin (x, y) from uncompressed COCO counts; an empty mask gives a 0x0 crop."""
     h, w = image_hw
-    c = np.asarray(counts, dtype=np.int64)
+    try:
+        c = np.asarray(counts, dtype=np.int64)
+    except (TypeError, ValueError):  # ragged lists, strings, None
+        c = np.zeros((0, 0), np.int64)
     if c.ndim != 1:
-        raise InputError(f"RLE counts must be a flat list of integers, got shape {list(c.shape)}")
+        raise InputError(f"RLE counts must be a flat list of integers, got {str(counts)[:40]}")
     if (c < 0).any():
         at = int(np.flatnonzero(c < 0)[0])
         raise InputError(f"RLE counts hold a negative count {int(c[at])} at {at}")

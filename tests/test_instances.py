@@ -80,7 +80,9 @@ def test_rle_counts_of_an_empty_mask_decode_to_an_empty_crop() -> None:
     ("counts", "message"),
     [
         ([10, -2, FRAME[0] * FRAME[1] - 8], "negative count -2 at 1"),
-        ([[1, 2]], "must be a flat list"),
+        ([[1, 2]], r"must be a flat list of integers, got \[\[1, 2\]\]"),
+        ([[1, 2], [3]], "must be a flat list"),
+        (["a", 1], "must be a flat list"),
         ([5, 5], r"do not add up to the 53x37 image size \(10 != 1961\)"),
     ],
 )
