@@ -60,7 +60,12 @@ def checks() -> list[Check]:
         import onnxruntime as ort
 
         providers = ", ".join(ort.get_available_providers())
-        out.append(Check("backend", "onnxruntime", True, f"{ort.__version__}: {providers}"))
+        telemetry = "off" if os.environ.get("ORT_DISABLE_TELEMETRY") == "1" else "left to onnxruntime"
+        out.append(
+            Check(
+                "backend", "onnxruntime", True, f"{ort.__version__}: {providers}; its telemetry {telemetry}"
+            )
+        )
     else:
         out.append(Check("backend", "onnxruntime", False, "not installed", "pip install onnxruntime"))
     trt, pycuda = _has("tensorrt"), _has("pycuda")

@@ -171,8 +171,37 @@ def test_the_summary_says_what_a_post_processing_budget_left_out_over_the_run(tm
 def test_doctor_reports_backends_cameras_and_displays(tmp_path: Path) -> None:
     done = edgeseg("doctor", cwd=tmp_path)
     assert done.returncode == 0
+    assert "its telemetry off" in done.stdout
     for topic in ("onnxruntime", "tensorrt", "v4l2", "window (--display)", "pycocotools"):
         assert topic in done.stdout
+
+
+def test_a_run_leaves_onnxruntime_telemetry_off_unless_its_owner_turns_it_on(tmp_path: Path) -> None:
+    # onnxruntime 1.29 on writes a device id and an event store (to upload) under ~/.cache/Microsoft at import
+    env = {k: v for k, v in _env().items() if k != "ORT_DISABLE_TELEMETRY"}
+    store = Path(".cache", "Microsoft", "DeveloperTools")
+    homes = {name: tmp_path / name for name in ("plain", "edgeseg", "owner")}
+    for home in homes.values():
+        home.mkdir()
+    plain = "import onnxruntime; onnxruntime.InferenceSession('models/demo-parts.onnx')"
+    subprocess.run(
+        [sys.executable, "-c", plain], cwd=REPO, env={**env, "HOME": str(homes["plain"])}, check=True
+    )
+    if not (homes["plain"] / store).exists():
+        pytest.skip(f"this onnxruntime keeps no telemetry store (nothing in {store} after a session)")
+    run = ["run", "--max-frames", "3"]
+    for name, extra in (("edgeseg", {}), ("owner", {"ORT_DISABLE_TELEMETRY": "0"})):
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeseg", *run],
+            cwd=tmp_path,
+            env={**env, "HOME": str(homes[name]), **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+    assert not (homes["edgeseg"] / store).exists()
+    assert (homes["owner"] / store).exists()  # the owner's own setting wins
 
 
 def test_eval_reports_coco_mask_ap_and_pq_on_real_ground_truth(
