@@ -22,9 +22,10 @@ def decode_counts(counts: list[int], image_hw: tuple[int, int]) -> tuple[NDArray
     h, w = image_hw
     try:
         c = np.asarray(counts, dtype=np.int64)
+        is_flat = c.ndim == 1
     except (TypeError, ValueError):  # ragged lists, strings, None
-        c = np.zeros((0, 0), np.int64)
-    if c.ndim != 1:
+        is_flat = False
+    if not is_flat:
         raise InputError(f"RLE counts must be a flat list of integers, got {str(counts)[:40]}")
     if (c < 0).any():
         at = int(np.flatnonzero(c < 0)[0])

@@ -102,7 +102,11 @@ def main() -> None:
         for site in todo:
             args.module.write_text(ast.unparse(mutated(tree, site)))
             run = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", *args.tests]
-            if subprocess.run(run, capture_output=True, timeout=600).returncode == 0:
+            try:
+                passed = subprocess.run(run, capture_output=True, timeout=600).returncode == 0
+            except subprocess.TimeoutExpired:  # a mutant that hangs the tests is caught by them
+                passed = False
+            if passed:
                 survived.append(f"{site[0]}:{site[1]}  {lines[site[0] - 1].strip()}")
                 print("survived", survived[-1], flush=True)
     finally:

@@ -89,23 +89,22 @@ def main() -> None:
             ]  # fmt: skip
             print(" ".join(command), flush=True)
             # its output goes to a file, not a pipe read at the end: two hours of progress lines filled one,
-            # and the run's summary then blocked on it
-            log = (tmp / "run.log").open("w")
-            run = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+            # and the run's main thread then waited on its next line
             samples: list[tuple[float, float, float, int, int]] = []
-            t0 = time.monotonic()
-            while run.poll() is None:
-                got = sample(run.pid)
-                if got is not None:
-                    samples.append((time.monotonic() - t0, *got))
-                    t, rss, anon, fds, threads = samples[-1]
-                    print(
-                        f"{t:7.0f} s  rss {rss:6.1f} MB (anon {anon:6.1f})  fds {fds:3d}  threads {threads}",
-                        flush=True,
-                    )
-                time.sleep(args.sample_s)
-            status = run.wait()
-            log.close()
+            with (tmp / "run.log").open("w") as log:
+                run = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+                t0 = time.monotonic()
+                while run.poll() is None:
+                    got = sample(run.pid)
+                    if got is not None:
+                        samples.append((time.monotonic() - t0, *got))
+                        t, rss, anon, fds, threads = samples[-1]
+                        print(
+                            f"{t:7.0f} s  rss {rss:6.1f} MB (anon {anon:6.1f})  fds {fds}  threads {threads}",
+                            flush=True,
+                        )
+                    time.sleep(args.sample_s)
+                status = run.wait()
             output = (tmp / "run.log").read_text()
             # what the broker still holds for the subscriber arrives before the count
             done = re.search(r"^done: (\d+) frames processed", output, re.MULTILINE)
