@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 from edgeseg import __version__, logtally
 from edgeseg.cliconfig import add_pipeline_args, bundled_pipelines, load_pipeline, pipeline_path
 from edgeseg.errors import EdgesegError
-from edgeseg.journal import Formatter, echo, journal_lines, say, to_journal
+from edgeseg.journal import Formatter, Handler, echo, journal_lines, left_out, put, say, to_journal
 from edgeseg.malloc import tune_malloc
 from edgeseg.procmem import Resident, resident
 from edgeseg.stats import STREAM_PREFIX, PipelineStats
@@ -281,17 +281,15 @@ class Progress:
         text = status_text(stats, source, self.total, resident())
         if self.tty:
             width = shutil.get_terminal_size().columns - 1
-            self.stream.write(f"\r{text[:width]}\x1b[K")
+            put(self.stream, f"\r{text[:width]}\x1b[K")
             self._shown = True
         else:
-            self.stream.write((journal_lines(text, logging.INFO) if self.journal else text) + "\n")
-        self.stream.flush()
+            put(self.stream, (journal_lines(text, logging.INFO) if self.journal else text) + "\n")
 
     def end(self) -> None:
         """Clear the in-place line before the summary is printed."""
         if self._shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
+            put(self.stream, "\r\x1b[K")
 
 
 def _startup_line(pipeline: Pipeline, pipeline_file: str) -> str:
@@ -429,6 +427,8 @@ def _run(args: argparse.Namespace) -> int:
         echo(line, logging.WARNING if "LOST" in line else logging.INFO)
     for line in logtally.since(tallies):  # (what a budget left out is no loss: the run said so as it went)
         echo(f"over the run, {line}")
+    if skipped := left_out():
+        echo(f"over the run, nothing was reading stderr: lines of log and progress left out: {skipped}")
     if pipeline.thread_plan is not None:
         echo(f"inference threads: {pipeline.thread_plan}")
     if accuracy is not None and (acc := accuracy.pq.result()) is not None:
@@ -537,7 +537,7 @@ def _configure_logging(verbose: bool) -> None:
         import cv2
 
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = Handler(sys.stderr)
     journal = to_journal(sys.stderr)
     handler.setFormatter(Formatter(journal))
     root = logging.getLogger("edgeseg")

@@ -5,16 +5,29 @@ stream that matches it goes to journald, which takes a ``<N>`` prefix on each li
 (``<3>`` error ... ``<7>`` debug; sd-daemon(3)) and stamps time, unit and process itself. Such lines get the
 priority and nothing else of ours, so ``journalctl -p warning -u edgeseg@x`` shows warnings and errors only.
 Anywhere else a line reads ``edgeseg: ...`` (log records ``edgeseg: WARNING: ...``).
+
+The command's own lines on stderr (log records, progress, its messages) never wait long on whoever reads it:
+the thread writing one may be the main thread, which also acts on SIGTERM and feeds the watchdog, or a stage
+of the pipeline. A reader that stopped reading (a stuck log shipper, a parent that reads only at the end)
+fills a pipe in 64 KB; from then on lines are left out, counted, and the count is said when the stream takes
+lines again and in the run's summary (:func:`left_out`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import sys
+import threading
 from typing import TextIO
 
 PREFIX = "edgeseg: "
+# the longest a line waits for a stream that was taking lines: a reader that is alive drains a pipe in far
+# less; once one line was left out, the next ones do not wait at all until the stream takes one again
+PATIENCE_S = 1.0
+# characters written at a time: at most PIPE_BUF bytes in UTF-8, which a pipe with room takes whole
+CHUNK = select.PIPE_BUF // 4
 
 
 def priority(level: int) -> int:
@@ -48,12 +61,83 @@ def journal_lines(text: str, level: int) -> str:
     return "\n".join(mark + line for line in (text.splitlines() or [""]))
 
 
+class _Outlet:
+    """The state of the process's stderr as the lines of :func:`put` found it (one for all threads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stuck = False  # the last line was left out: the next ones do not wait
+        self.unsaid = 0  # lines left out since the last one written
+        self.cut = False  # a line was left out part-way: the next text starts on a new line
+        self.total = 0
+
+
+_outlet = _Outlet()
+
+
+def _takes(fd: int, wait_s: float) -> bool:
+    """Whether the stream at ``fd`` takes a chunk now, or within ``wait_s``: a pipe with room for PIPE_BUF
+    bytes, a socket with room in its buffer, a terminal not held by ^S; a file always does. A broken stream
+    counts as taking it, so that the write says what is wrong."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return bool(poller.poll(round(wait_s * 1000)))
+
+
+def put(stream: TextIO, text: str) -> None:
+    """Write ``text`` (whole lines, or a terminal's line rewritten in place) to ``stream`` unless that would
+    wait on its reader (see the module's docstring); thread-safe."""
+    try:
+        fd: int | None = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        fd = None  # a stream in memory never waits
+    out = _outlet
+    with out.lock:
+        if fd is not None and not _takes(fd, 0.0 if out.stuck else PATIENCE_S):
+            out.stuck, out.unsaid, out.total = True, out.unsaid + 1, out.total + 1
+            return
+        out.stuck = False
+        if out.unsaid:
+            notice = f"nothing was reading stderr: lines of log and progress left out here: {out.unsaid}"
+            journal = to_journal(stream)
+            shown = journal_lines(notice, logging.WARNING) if journal else f"{PREFIX}WARNING: {notice}"
+            text = ("\n" if out.cut else "") + shown + "\n" + text
+            out.unsaid, out.cut = 0, False
+        for start in range(0, len(text), CHUNK):
+            if start and fd is not None and not _takes(fd, 0.0):
+                out.stuck, out.cut, out.unsaid, out.total = True, True, 1, out.total + 1
+                return
+            stream.write(text[start : start + CHUNK])
+            stream.flush()
+
+
+def left_out() -> int:
+    """Lines :func:`put` has left out in this process."""
+    with _outlet.lock:
+        return _outlet.total
+
+
+class Handler(logging.Handler):
+    """Log records to ``stream`` through :func:`put`."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            put(self.stream, self.format(record) + "\n")
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
 def say(text: str, level: int = logging.INFO, stream: TextIO | None = None) -> None:
     """Write one message of the command's own (start-up line, reload, error) to stderr (or ``stream``)."""
     out = sys.stderr if stream is None else stream
     line = journal_lines(text, level) if to_journal(out) else PREFIX + text
-    out.write(line + "\n")
-    out.flush()
+    put(out, line + "\n")
 
 
 def echo(text: str, level: int = logging.INFO, stream: TextIO | None = None) -> None:

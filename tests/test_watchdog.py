@@ -7,9 +7,12 @@ and log lines in journald's format when stderr is the journal stream.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,6 +30,7 @@ import pytest
 from mjpeg import MjpegServer
 from mqtt_harness import Broker
 
+from edgeseg import journal
 from edgeseg.frame import Frame
 from edgeseg.instances import Instances
 from edgeseg.journal import Formatter, journal_lines, priority
@@ -454,3 +458,93 @@ def test_a_multi_line_record_is_prefixed_on_every_line() -> None:
     assert Formatter(journal=False).format(record) == "edgeseg: WARNING: one\ntwo"
     assert journal_lines("x", logging.DEBUG) == "<7>x"
     assert [priority(v) for v in (50, 40, 30, 20, 10)] == [2, 3, 4, 6, 7]
+
+
+# nobody reads stderr ---------------------------------------------------------------------------------------
+
+
+def _small_pipe() -> tuple[int, int]:
+    """A pipe of one page: full once a line sits in it (Linux counts a pipe's room in pages)."""
+    read, write = os.pipe()
+    fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)
+    return read, write
+
+
+def _drain(fd: int) -> str:
+    os.set_blocking(fd, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def test_lines_a_full_pipe_cannot_take_are_left_out_counted_and_said_once_it_drains(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(journal, "_outlet", journal._Outlet())
+    monkeypatch.setattr(journal, "PATIENCE_S", 0.05)
+    read, write = _small_pipe()
+    with open(write, "w") as stream, open(read, "rb", buffering=0):
+        started = time.monotonic()
+        for i in range(200):
+            journal.put(stream, f"line {i}\n")
+        assert time.monotonic() - started < 10  # (a hang, not a timing: a blocking write never returns)
+        taken = _drain(read)
+        assert taken.startswith("line 0\n")
+        left = 200 - taken.count("\n")
+        assert left > 0
+        assert journal.left_out() == left
+
+        journal.put(stream, "line 200\n")
+        notice = "edgeseg: WARNING: nothing was reading stderr: lines of log and progress left out here:"
+        assert _drain(read) == f"{notice} {left}\nline 200\n"
+        # a text longer than the pipe takes whole is written while it has room, and the rest left out
+        long = "x" * (3 * journal.CHUNK) + "\n"
+        journal.put(stream, long)
+        cut = _drain(read)
+        assert long.startswith(cut)
+        assert 0 < len(cut) < len(long)
+        journal.put(stream, "next\n")
+        assert _drain(read) == f"\n{notice} 1\nnext\n"
+        assert journal.left_out() == left + 1
+
+
+def test_a_run_whose_stderr_nobody_reads_keeps_pinging_the_watchdog_and_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    """stderr a pipe that is full before the run starts and that nobody reads: the run goes on (the main
+    thread, which feeds the watchdog and acts on signals, never waits on it, nor do the stages); read again,
+    it says how many lines it left out, and so does the summary."""
+    m = Manager(f"@edgeseg-test-{uuid.uuid4().hex}")
+    env = {**os.environ, "NOTIFY_SOCKET": m.address, "WATCHDOG_USEC": "2000000"}
+    env.pop("JOURNAL_STREAM", None)
+    read, write = _small_pipe()
+    os.write(write, b"." * 4096)
+    cmd = [sys.executable, "-m", "edgeseg", "run", "--set", "pipeline.stats_interval_s=0.05"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=write, text=True)
+    os.close(write)
+    try:
+        ready = m.wait_for(lambda n: n.fields.get("READY") == "1", timeout_s=60)
+        m.wait_for(lambda n: n.fields.get("WATCHDOG") == "1", after=ready.at + 3, timeout_s=10)
+        assert _longest_gap(m.pings(since=ready.at)) < 2.0
+        assert _drain(read) == "." * 4096
+        os.set_blocking(read, True)
+        said = os.read(read, 4096)
+        assert re.match(
+            rb"edgeseg: WARNING: nothing was reading stderr: lines of log and progress left out here: \d+\n",
+            said,
+        )
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        os.close(read)
+        m.close()
+    assert proc.returncode == 0
+    assert out.startswith("stopped (SIGTERM)")
+    assert re.search(
+        r"over the run, nothing was reading stderr: lines of log and progress left out: \d+\n", out
+    )
