@@ -28,7 +28,8 @@ downward); ``out``: the other way.
 **State**: per confirmed track, per zone and line, a few numbers; all purged when the track ends (the
 tracker's ``end`` event, or not seen for more than the tracker's ``lost_s``). A track that ends inside a
 zone gets its ``zone_exit`` in the same frame as its ``end`` (also at shutdown, from :meth:`ZoneStage.close`),
-so ``inside`` counts go back to 0.
+so ``inside`` counts go back to 0; its time inside runs to where a seen exit would have put it: ``exit_s``
+after it was last seen (or first seen outside), never counting the time it went unseen before it ended.
 
 **Event bound**: per track, ``new`` + ``end``; per track and zone at most ``1 + life / (enter_s + exit_s)``
 enter/exit pairs (a stay and an absence each last at least ``enter_s``/``exit_s``) plus one ``loiter``
@@ -266,7 +267,7 @@ class ZoneCounter:
         self._tracks: dict[int, _TrackState] = {}
         self._rasters: dict[tuple[int, int], list[NDArray[np.bool_]]] = {}
         self.counts = Counts()
-        self._last_t: float | None = None
+        self._last: tuple[int, float] | None = None  # the previous frame's capture ns and wall time
 
     @property
     def active(self) -> int:
@@ -294,11 +295,13 @@ class ZoneCounter:
         """
         t = t_ns / 1e9
         events: list[Event] = []
-        if self._last_t is not None and t < self._last_t:  # the source restarted: nothing carries over
-            ended = [*ended, *self._tracks]
-        self._last_t = t
+        at = (t_ns, wall)
+        if self._last is not None and t_ns < self._last[0]:
+            # the source restarted: nothing carries over, and what ended, ended with the old stream
+            ended, at = [*ended, *self._tracks], self._last
+        self._last = (t_ns, wall)
         for tid in ended:
-            self._end(tid, t_ns, wall, events)
+            self._end(tid, *at, events)
         for tid in [k for k, st in self._tracks.items() if t - st.last_t > self.lost_s + SLACK_S]:
             self._end(tid, t_ns, wall, events)
         for i, tid in enumerate(track_ids):
@@ -323,7 +326,7 @@ class ZoneCounter:
         for tid in list(self._tracks):
             self._end(tid, t_ns, wall, events)
         self.counts.apply(events)
-        self._last_t = None
+        self._last = None
         return events
 
     def _event(self, kind: Any, tid: int, st: _TrackState, t_ns: int, wall: float, **kw: Any) -> Event:
@@ -335,8 +338,12 @@ class ZoneCounter:
             return
         for k, zs in enumerate(st.zones):
             if zs.inside:
-                name = self._zone_list[k][0]
-                dur = t_ns / 1e9 - zs.entered_t
+                name, cfg = self._zone_list[k]
+                # the stay ends where an exit seen would have: exit_s after the track was first seen outside
+                # or, unseen since, last seen; not the lost_s it went unseen, nor an outage before a restart
+                out_from = st.last_t if zs.pending is None else zs.pending
+                left = min(out_from + cfg.exit_s, t_ns / 1e9)
+                dur = max(0.0, left - zs.entered_t)
                 events.append(self._event("zone_exit", tid, st, t_ns, wall, zone=name, duration_s=dur))
 
     def _zone_step(

@@ -575,8 +575,42 @@ def test_a_track_unseen_for_longer_than_lost_s_ends_and_not_before() -> None:
     assert counter.observe(2 * NS, 0.0, [2], [0], [[1]], [[]])[0].track_id == 2  # track 1: unseen for 2 s
     assert counter.active == 2
     events = counter.observe(2 * NS + NS // 100, 0.0, [2], [0], [[1]], [[]])
-    assert [(e.kind, e.track_id, e.duration_s) for e in events] == [("zone_exit", 1, pytest.approx(2.01))]
+    # its stay: to exit_s (0.5) after it was last seen, not the 2 s it went unseen
+    assert [(e.kind, e.track_id, e.duration_s) for e in events] == [("zone_exit", 1, pytest.approx(0.5))]
     assert counter.active == 1
+
+
+def test_a_track_that_ends_inside_stays_until_exit_s_after_it_was_last_seen_or_first_seen_outside() -> None:
+    zone = ZoneConfig(polygon=((0.0, 0.0), (0.5, 0.0), (0.5, 1.0), (0.0, 1.0)), enter_s=0.0, exit_s=1.0)
+
+    def stay(evidence: list[int], end_at_s: float) -> float:
+        """Track 1 with ``evidence`` at 0, 0.1, 0.2 s ..., ended by the tracker at ``end_at_s``."""
+        counter = ZoneCounter({"z": zone}, {}, lost_s=5.0)
+        for i, e in enumerate(evidence):
+            counter.observe(i * NS // 10, 0.0, [1], [0], [[e]], [[]])
+        (exit_event,) = counter.observe(int(end_at_s * NS), 0.0, [], [], [], [], ended=[1])
+        assert exit_event.kind == "zone_exit"
+        assert exit_event.t_capture_ns == int(end_at_s * NS)
+        assert exit_event.duration_s is not None
+        return exit_event.duration_s
+
+    assert stay([1, 1, 1, 1], end_at_s=4.0) == pytest.approx(0.3 + 1.0)  # last seen inside at 0.3 s
+    assert stay([1, 1, -1, -1], end_at_s=4.0) == pytest.approx(0.2 + 1.0)  # first seen outside at 0.2 s
+    assert stay([1, -1, 0, 1], end_at_s=4.0) == pytest.approx(0.3 + 1.0)  # back inside: no exit pending
+    assert stay([1, 1, 1, 1], end_at_s=0.8) == pytest.approx(0.8)  # ended before exit_s had passed
+
+
+def test_when_the_capture_time_goes_back_tracks_inside_exit_at_the_old_streams_last_frame() -> None:
+    zone = ZoneConfig(polygon=((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)), enter_s=0.0)
+    counter = ZoneCounter({"z": zone}, {})
+    counter.observe(10 * NS, 100.0, [1], [0], [[1]], [[]])
+    counter.observe(12 * NS, 102.0, [1], [0], [[1]], [[]])
+    events = counter.observe(1 * NS, 200.0, [7], [0], [[1]], [[]])
+    assert [(e.kind, e.track_id, e.t_capture_ns, e.wall_time) for e in events] == [
+        ("zone_exit", 1, 12 * NS, 102.0),
+        ("zone_enter", 7, 1 * NS, 200.0),
+    ]
+    assert events[0].duration_s == pytest.approx(2.0)
 
 
 def strip(x0: int, width: int = 100) -> Instances:
@@ -632,7 +666,7 @@ def test_a_track_the_tracker_ends_inside_a_zone_exits_in_the_same_result_with_it
         (25, "zone_exit"),
     ]
     assert events[1][2] == pytest.approx(1.0)
-    assert events[3][2] == pytest.approx(2.3)  # from its entry at 0.2 s to the end at 2.5 s
+    assert events[3][2] == pytest.approx(2.2)  # from its entry at 0.2 s to exit_s (0.5) after 1.9 s
     assert stage.counter.active == 0
 
 
