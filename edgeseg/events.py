@@ -40,7 +40,7 @@ class Event:
         line: the line (``line_cross``).
         direction: ``in`` or ``out`` (``line_cross``, see :class:`edgeseg.zones.LineConfig`).
         duration_s: seconds of capture time: inside the zone (``zone_exit``, ``loiter``), the track's life
-            from its first confirmed frame (``end``).
+            from its first confirmed frame to the last it was seen in (``end``).
     """
 
     kind: EventKind

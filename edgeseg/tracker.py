@@ -259,21 +259,23 @@ class Tracker:
             " such as a model facing what it was not trained for): those pairs compared by their distance"
             " only, no detection split or joined there",
         )
-        # confirmed tracks that got their id / ended in the last update: (track id, class id)
+        # confirmed tracks that got their id in the last update: (track id, class id); that ended in it:
+        # (track id, class id, capture time it was last seen in, s)
         self.born: list[tuple[int, int]] = []
-        self.ended: list[tuple[int, int]] = []
-        self._ended_by_reset: list[tuple[int, int]] = []
+        self.ended: list[tuple[int, int, float]] = []
+        self._ended_by_reset: list[tuple[int, int, float]] = []
 
     @property
     def active(self) -> int:
         """Tracks held now (tentative, confirmed and lost)."""
         return len(self._tracks)
 
-    def confirmed(self) -> list[tuple[int, int]]:
-        """The confirmed tracks held now (seen or lost for less than ``lost_s``): (track id, class id)."""
-        return [(tr.id, tr.class_id) for tr in self._tracks if tr.id != UNCONFIRMED]
+    def confirmed(self) -> list[tuple[int, int, float]]:
+        """The confirmed tracks held now (seen or lost for less than ``lost_s``): (track id, class id,
+        capture time it was last seen in, s)."""
+        return [(tr.id, tr.class_id, tr.last_t) for tr in self._tracks if tr.id != UNCONFIRMED]
 
-    def take_ended(self) -> list[tuple[int, int]]:
+    def take_ended(self) -> list[tuple[int, int, float]]:
         """The confirmed tracks ended by :meth:`reset` since the last update (no update will report them)."""
         ended, self._ended_by_reset = self._ended_by_reset, []
         return ended
@@ -308,7 +310,7 @@ class Tracker:
             if t - tr.last_t <= cfg.lost_s + CONFIRM_SLACK_S and _inside(tr.predicted(t), w, h):
                 alive.append(tr)
             elif tr.id != UNCONFIRMED:
-                self.ended.append((tr.id, tr.class_id))
+                self.ended.append((tr.id, tr.class_id, tr.last_t))
         self._tracks = alive
         if previous_t is not None and not any(tr.last_t > tr.first_t for tr in alive):
             self._guess_scene_motion(instances, t)
@@ -832,13 +834,14 @@ class TrackerStage:
         return replace(result, instances=instances, events=(*result.events, *ended, *born))
 
     def _events(
-        self, ended: list[tuple[int, int]], born: list[tuple[int, int]], t_ns: int, wall: float
+        self, ended: list[tuple[int, int, float]], born: list[tuple[int, int]], t_ns: int, wall: float
     ) -> list[Event]:
         out = []
-        for tid, cid in ended:
-            start = self._born_at.pop(tid, t_ns)
+        for tid, cid, seen_t in ended:
+            # its life: to the last frame it was seen in, not through the lost_s unseen before it ended
+            start = self._born_at.pop(tid, t_ns) / 1e9
             seq = self.sequence.take()
-            out.append(Event("end", seq, tid, cid, t_ns, wall, duration_s=max(0, t_ns - start) / 1e9))
+            out.append(Event("end", seq, tid, cid, t_ns, wall, duration_s=max(0.0, seen_t - start)))
         for tid, cid in born:
             self._born_at[tid] = t_ns
             out.append(Event("new", self.sequence.take(), tid, cid, t_ns, wall))

@@ -676,3 +676,16 @@ def test_frames_with_the_same_capture_time_are_not_a_source_restart() -> None:
     kinds = [e.kind for _ in range(3) for e in counter.observe(NS, 0.0, [1], [0], [[1]], [[]])]
     assert kinds == ["zone_enter"]
     assert counter.active == 1
+
+
+def test_a_tracks_life_in_its_end_event_runs_to_the_last_frame_it_was_seen_in() -> None:
+    """Seen for 1 s at 10 fps, then gone: it ends once unseen for lost_s (2 s), and its life is the 0.9 s
+    from its first frame to its last, not the 2.9 s to the frame that ended it."""
+    stage = TrackerStage(TrackerConfig(enabled=True, lost_s=2.0))
+    events: list[Event] = []
+    for k in range(40):
+        inst = square(100 + 5 * k, 200, track=-1) if k < 10 else Instances.empty((H, W))
+        events += stage.process(result_of(inst, k, 10.0)).events
+    (end,) = [e for e in events if e.kind == "end"]
+    assert end.t_capture_ns > round(2.9 * NS)
+    assert end.duration_s == pytest.approx(0.9)
