@@ -641,6 +641,7 @@ def test_the_tracker_is_off_by_default_and_on_in_the_demo() -> None:
     [
         ("tracker.low_score=0.9", "tracker.low_score: must be <= high_score (0.6) (got 0.9)"),
         ("tracker.reset_gap_s=1", "tracker.reset_gap_s: must be > lost_s (2) (got 1.0)"),
+        ("tracker.reset_gap_s=2", "tracker.reset_gap_s: must be > lost_s (2) (got 2.0)"),
         ("tracker.lost_s=0", "tracker.lost_s: "),
     ],
 )
@@ -649,6 +650,38 @@ def test_bad_tracker_settings_are_one_line_naming_the_key(override: str, message
         load_config(None, [override])
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
+
+
+def test_settings_at_their_limits_are_taken() -> None:
+    assert load_config(None, ["tracker.low_score=0.6"]).tracker.low_score == 0.6  # = high_score
+    assert load_config(None, ["tracker.reset_gap_s=2.001"]).tracker.reset_gap_s == 2.001
+
+
+def test_a_box_touching_the_frame_from_outside_is_out_and_one_on_its_border_is_at_its_edge() -> None:
+    w, h = 640, 480
+    assert not tracker_module._inside((-10, 5, 0, 20), w, h)  # its right side on the frame's left border
+    assert not tracker_module._inside((5, -10, 20, 0), w, h)
+    assert not tracker_module._inside((w, 5, w + 10, 20), w, h)
+    assert not tracker_module._inside((5, h, 20, h + 10), w, h)
+    assert tracker_module._inside((-10, -10, 1, 1), w, h)
+    assert tracker_module._inside((w - 1, h - 1, w + 10, h + 10), w, h)
+    edges = [[0, 5, 20, 20], [5, 0, 20, 20], [5, 5, w, 20], [5, 5, 20, h]]
+    assert all(tracker_module._at_edge(box, w, h) for box in edges)
+    assert not tracker_module._at_edge([1, 1, w - 1, h - 1], w, h)
+
+
+def test_mask_comparisons_are_paid_from_the_budget_at_least_its_floor_each_until_it_is_spent() -> None:
+    looks = tracker_module._Looks(LOOKS_MOST * 10)
+    assert looks.floor == 10
+    assert looks.take(1)  # a tiny comparison still costs the floor
+    assert looks.left == LOOKS_MOST * 10 - 10
+    assert looks.take(looks.left - 10)
+    assert not looks.spent
+    assert looks.take(10)  # exactly what is left
+    assert looks.spent
+    assert not looks.take(1)
+    assert not looks.take(1)
+    assert looks.refused == 2
 
 
 class RaisingStage:
@@ -838,3 +871,15 @@ def test_a_perfect_tracker_scores_idf1_and_mota_one() -> None:
     got = acc.result()
     assert got is not None
     assert (got.idf1, got.mota, got.id_switches) == (1.0, 1.0, 0)
+
+
+def test_the_mask_iou_of_a_moved_track_counts_its_overlap_once_in_the_union() -> None:
+    track_inst = Instances.from_crops((40, 40), [0], [0.9], [(0, 0)], [np.ones((10, 10), bool)])  # 100 px
+    det = Instances.from_crops((40, 40), [0], [0.9], [(2, 5)], [np.ones((10, 20), bool)])  # 200 px
+    track = tracker_module._Track(track_inst, 0, track_inst.mask_box[0].tolist(), 0.0, (0.0, 0.0))
+    looks = tracker_module._Looks(10**6)
+    box = det.mask_box[0].tolist()
+    # moved by (dx, dy) = (4, 3): rows 3..12, columns 4..13 against rows 5..14, columns 2..21: 8 x 10 px
+    iou = tracker_module._shifted_iou(track, 4, 3, det, 0, box, looks)
+    assert iou == pytest.approx(80 / (100 + 200 - 80))
+    assert tracker_module._shifted_iou(track, 30, 0, det, 0, box, looks) == 0.0
