@@ -427,14 +427,17 @@ def test_a_track_whose_detection_swallowed_part_of_a_neighbour_keeps_its_own_sha
             assert (got & truth[which]).sum() / (got | truth[which]).sum() > 0.7, k
 
 
-def in_pieces(fps: float) -> list[tuple[Instances, np.ndarray]]:
-    """One 40x24 block on a belt at 50 px/s; from 1 s to 2 s the segmentation sees it, every other frame, as
-    two pieces (its top and bottom thirds with a gap between). Each frame: detections, true mask."""
+def in_pieces(
+    fps: float, speed: float = 50, seconds: float = 3.0, pieces: tuple[float, float] = (1.0, 2.0)
+) -> list[tuple[Instances, np.ndarray]]:
+    """One 40x24 block on a belt at ``speed`` px/s for ``seconds``; in ``pieces`` the segmentation sees it,
+    every other frame, as two pieces (its top and bottom thirds with a gap between). Each frame: detections,
+    true mask."""
     out = []
-    for k in range(round(3 * fps)):
+    for k in range(round(seconds * fps)):
         t = k / fps
-        whole = block(20 + 50 * t, 100, w=40)
-        if 1.0 <= t < 2.0 and k % 2:
+        whole = block(20 + speed * t, 100, w=40)
+        if pieces[0] <= t < pieces[1] and k % 2:
             top, bottom = whole.copy(), whole.copy()
             top[110:] = False
             bottom[:114] = False
@@ -444,9 +447,11 @@ def in_pieces(fps: float) -> list[tuple[Instances, np.ndarray]]:
     return out
 
 
-@pytest.mark.parametrize("fps", [10, 30])
-def test_an_object_segmented_in_pieces_is_one_instance_with_its_id(fps: float) -> None:
-    scene = in_pieces(fps)
+@pytest.mark.parametrize(("fps", "speed"), [(10, 50), (30, 50), (10, 200)])
+def test_an_object_segmented_in_pieces_is_one_instance_with_its_id(fps: float, speed: float) -> None:
+    """At 200 px/s and 10 fps the block moves half its width a frame: its pieces are looked for where it is
+    predicted to be now, not where it was."""
+    scene = in_pieces(fps, speed) if speed <= 50 else in_pieces(fps, speed, seconds=1.3, pieces=(0.5, 1.2))
     outs = run(Tracker(), [det for det, _ in scene], fps)
     for (det, whole), out in zip(scene, outs, strict=True):
         assert len(out) == 1
