@@ -17,12 +17,19 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edgeseg.errors import ConfigError
 from edgeseg.mqtt.delivery import PACKET_OVERHEAD, Delivery
-from edgeseg.mqtt.spool import Spool, SpoolEntry
+from edgeseg.mqtt.spool import Clocks, Spool, SpoolEntry
 from edgeseg.mqtt.topics import as_replay
 
 
 def payloads(n: int, size: int = 100) -> list[tuple[str, bytes]]:
     return [("t", i.to_bytes(4, "big") + b"x" * (size - 4)) for i in range(n)]
+
+
+def clocks(now: list[float], wall_offset: list[float] | None = None, boot: str = "boot-1") -> Clocks:
+    """Clocks where time passes when a test adds to ``now[0]``; ``wall_offset[0]`` steps the wall clock
+    alone (an NTP step)."""
+    step = [0.0] if wall_offset is None else wall_offset
+    return Clocks(wall=lambda: now[0] + step[0], since_boot=lambda: now[0], boot=lambda: boot)
 
 
 def test_messages_survive_reopening_the_spool_in_order(tmp_path: Path) -> None:
@@ -73,7 +80,7 @@ def test_overflow_drops_the_oldest_and_counts_exactly_what_it_dropped(tmp_path: 
 
 def test_messages_older_than_the_age_bound_are_dropped_and_counted(tmp_path: Path) -> None:
     now = [1000.0]
-    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 60, clock=lambda: now[0])
+    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 60, clocks=clocks(now))
     spool.append(payloads(3))
     now[0] += 30
     spool.append(payloads(2))
@@ -88,7 +95,7 @@ def test_messages_past_the_age_bound_are_never_read_even_with_no_append_since(tm
     # next read (or opening the spool) drops them, and the count says so
     now = [1000.0]
     path = tmp_path / "s.sqlite3"
-    spool = Spool(path, 1 << 20, 60, clock=lambda: now[0])
+    spool = Spool(path, 1 << 20, 60, clocks=clocks(now))
     spool.append(payloads(3))
     now[0] += 30
     spool.append(payloads(2))
@@ -97,10 +104,78 @@ def test_messages_past_the_age_bound_are_never_read_even_with_no_append_since(tm
     assert spool.stats().dropped_expired == 3
     spool.close()
     now[0] += 100
-    again = Spool(path, 1 << 20, 60, clock=lambda: now[0])
+    again = Spool(path, 1 << 20, 60, clocks=clocks(now))
     stats = again.stats()
     assert (stats.depth, stats.bytes, stats.dropped_expired, stats.oldest_age_s) == (0, 0, 2, None)
     assert again.read(0, 100) == []
+
+
+DAY = 86400.0
+
+
+def test_a_wall_clock_step_after_boot_does_not_age_the_messages_stored_before_it(tmp_path: Path) -> None:
+    # a Raspberry Pi boots at the time it last saved, after 30 days off, and NTP sets it right 10 s later
+    now, wall = [1000.0], [0.0]
+    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 3600, clocks=clocks(now, wall))
+    spool.append(payloads(3))
+    now[0] += 10
+    wall[0] = 30 * DAY
+    spool.append(payloads(2))
+    now[0] += 10
+    assert len(spool.read(0, 100)) == 5
+    stats = spool.stats()
+    assert (stats.depth, stats.dropped_expired, stats.oldest_age_s) == (5, 0, 20.0)
+    now[0] += 3600 - 15  # the first three are 3605 s old: past the bound, the last two not
+    assert spool.expire() == 3
+
+
+def test_a_step_while_no_run_had_the_spool_open_is_found_by_the_next_run_in_the_same_boot(
+    tmp_path: Path,
+) -> None:
+    now, wall = [1000.0], [0.0]
+    path = tmp_path / "s.sqlite3"
+    spool = Spool(path, 1 << 20, 3600, clocks=clocks(now, wall))
+    spool.append(payloads(3))
+    spool.close()
+    now[0] += 10
+    wall[0] = 30 * DAY
+    again = Spool(path, 1 << 20, 3600, clocks=clocks(now, wall))
+    stats = again.stats()
+    assert (stats.depth, stats.dropped_expired, stats.oldest_age_s) == (3, 0, 10.0)
+
+
+def test_messages_from_an_earlier_boot_age_by_the_wall_clock(tmp_path: Path) -> None:
+    # stored with the clock right, then 30 days off: they are 30 days old
+    now = [1000.0]
+    path = tmp_path / "s.sqlite3"
+    spool = Spool(path, 1 << 20, 3600, clocks=clocks(now, boot="boot-1"))
+    spool.append(payloads(3))
+    spool.close()
+    later = [50.0]  # seconds since the new boot
+    again = Spool(path, 1 << 20, 3600, clocks=clocks(later, [1000.0 + 30 * DAY - 50.0], boot="boot-2"))
+    stats = again.stats()
+    assert (stats.depth, stats.dropped_expired) == (0, 3)
+
+
+def test_a_clock_set_back_ages_the_messages_by_the_time_that_passed(tmp_path: Path) -> None:
+    now, wall = [1000.0], [DAY]  # booted a day ahead
+    spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 3600, clocks=clocks(now, wall))
+    spool.append(payloads(2))
+    wall[0] = 0.0
+    now[0] += 3601
+    assert spool.expire() == 2  # not kept for a day more
+
+
+def test_a_spool_from_before_the_clock_table_opens_and_keeps_its_messages(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    now = [1000.0]
+    Spool(path, 1 << 20, 3600, clocks=clocks(now)).append(payloads(2))
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE clock")
+    db.commit()
+    db.close()
+    again = Spool(path, 1 << 20, 3600, clocks=clocks(now))
+    assert [e.payload[:4] for e in again.read(0, 10)] == [i.to_bytes(4, "big") for i in (0, 1)]
 
 
 def test_a_full_disk_loses_the_batch_counted_and_the_spool_goes_on(tmp_path: Path) -> None:
@@ -151,7 +226,7 @@ def test_every_appended_message_is_stored_acknowledged_or_counted_as_dropped(
     # (which may expire or overflow them), then their PUBACKs arrive
     now = [0.0]
     with tempfile.TemporaryDirectory() as folder:
-        spool = Spool(Path(folder) / "s.sqlite3", 700, 5, clock=lambda: now[0])
+        spool = Spool(Path(folder) / "s.sqlite3", 700, 5, clocks=clocks(now))
         acked = 0
         for n_append, n_ack, wait_s, again in steps:
             spool.append(payloads(n_append))
@@ -177,7 +252,7 @@ def test_a_message_dropped_in_flight_and_then_acknowledged_is_not_counted_as_los
     tmp_path: Path, reason: str
 ) -> None:
     now = [0.0]
-    spool = Spool(tmp_path / "s.sqlite3", 505, 60, clock=lambda: now[0])
+    spool = Spool(tmp_path / "s.sqlite3", 505, 60, clocks=clocks(now))
     spool.append(payloads(3))
     now[0] += 30
     spool.append(payloads(2))

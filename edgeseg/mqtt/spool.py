@@ -8,7 +8,11 @@ accepted message is either delivered or counted as dropped:
 - **overflow**: the spool holds at most ``max_bytes`` of messages (topic + payload); appending past that
   drops the oldest messages first (AWS Greengrass' ``OverwriteOldestData``, EMQX's disk queue);
 - **expiry**: messages older than ``max_age_s`` are dropped, when the spool opens and before every append
-  and read: one stored before a long power-off, or while nothing was appended, is never sent late;
+  and read: one stored before a long power-off, or while nothing was appended, is never sent late. A
+  message's age is the time that passed since it was stored, not a step of the wall clock: a device without
+  a clock of its own (a Raspberry Pi has none) boots at the time it last saved and jumps to the right time
+  when NTP reaches it, and the messages stored in that boot before the jump are re-stamped by it (the spool
+  keeps the boot's id and the offset of the wall clock from the time since boot; :class:`Clocks`);
 - a message dropped while it was in flight, whose PUBACK then arrives, was delivered after all: it is taken
   off the dropped counts (the ids of recent drops are remembered for this). One that the broker received
   but could not acknowledge before the link broke stays counted: the counts never under-state a loss;
@@ -40,6 +44,9 @@ log = logging.getLogger(__name__)
 
 LOG_EVERY_S = 10.0
 RECENT_DROPS = 4096  # ids of dropped messages remembered, to spot the in-flight ones acknowledged later
+# a change of the wall clock against the time since boot larger than this is a step (NTP slews by 0.5 ms a
+# second at most: an hour of it moves the clock 1.8 s)
+STEP_S = 60.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -49,6 +56,32 @@ CREATE TABLE IF NOT EXISTS messages (
     size INTEGER NOT NULL
 )
 """
+# one row: the boot the newest messages were stored in, the wall clock's offset from the time since boot
+# they were stamped with, and the first id stored in that boot
+_CLOCK_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS clock (boot TEXT NOT NULL, skew REAL NOT NULL, first_id INTEGER NOT NULL)"
+)
+
+
+def _since_boot() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)  # (suspend included, as the wall clock goes on through it)
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Clocks:
+    """Where the spool reads the time: the wall clock it stamps messages with, the seconds since boot it
+    checks that clock against, and the boot's id (None where unknown: every opening is then a new boot)."""
+
+    wall: Callable[[], float] = time.time
+    since_boot: Callable[[], float] = _since_boot
+    boot: Callable[[], str | None] = _boot_id
 
 
 @dataclass(frozen=True)
@@ -123,12 +156,12 @@ class Spool:
         path: Path,
         max_bytes: int,
         max_age_s: float,
-        clock: Callable[[], float] = time.time,
+        clocks: Clocks = Clocks(),
     ) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
-        self._clock = clock
+        self._clocks = clocks
         self._lock = threading.Lock()
         self._appended = self._overflow = self._expired = self._failed = 0
         self._log_overflow, self._log_failed = _RateLimitedLog(), _RateLimitedLog()
@@ -142,13 +175,53 @@ class Spool:
             self._db.execute("PRAGMA wal_autocheckpoint=250")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.execute(_SCHEMA)
+            self._db.execute(_CLOCK_SCHEMA)
             row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages").fetchone()
+            self._skew, self._first_id = self._boot_clock()
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"sinks.mqtt spool: cannot open {self.path}: {exc}") from None
         self._depth, self._bytes = int(row[0]), int(row[1])
         self._expire_now_locked()  # (no other thread has the spool yet)
         if self._depth:
             log.info("spool %s holds %d messages from an earlier run", self.path, self._depth)
+
+    def _boot_clock(self) -> tuple[float, int]:
+        """The wall clock's offset from the time since boot that this boot's messages were stamped with, and
+        the first id stored in this boot: kept from an earlier run in the same boot, else begun now."""
+        boot = self._clocks.boot()
+        row = self._db.execute("SELECT boot, skew, first_id FROM clock").fetchone()
+        if boot is not None and row is not None and row[0] == boot:
+            return float(row[1]), int(row[2])
+        skew = self._clocks.wall() - self._clocks.since_boot()
+        seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
+        first_id = (0 if seq is None else int(seq[0])) + 1
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("DELETE FROM clock")
+        self._db.execute("INSERT INTO clock VALUES (?, ?, ?)", (boot or "", skew, first_id))
+        self._db.execute("COMMIT")
+        return skew, first_id
+
+    def _now_locked(self) -> float:
+        """The wall clock's time; where it stepped since this boot's messages were stamped, they are
+        re-stamped by the step first (in the caller's transaction, if any)."""
+        now = self._clocks.wall()
+        skew = now - self._clocks.since_boot()
+        step = skew - self._skew
+        if abs(step) > STEP_S:
+            self._db.execute("SAVEPOINT restamp")  # (a transaction of its own, or part of the caller's)
+            try:
+                stamped = (step, self._first_id)
+                self._db.execute("UPDATE messages SET created = created + ? WHERE id >= ?", stamped)
+                self._db.execute("UPDATE clock SET skew = ?", (skew,))
+            except sqlite3.Error:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK TO restamp")
+                    self._db.execute("RELEASE restamp")
+                raise
+            self._db.execute("RELEASE restamp")
+            self._skew = skew
+            log.info("the wall clock stepped by %+.0f s: the messages stored since boot are re-stamped", step)
+        return now
 
     # writing --------------------------------------------------------------------------------------
 
@@ -159,11 +232,11 @@ class Spool:
         """
         if not messages:
             return 0
-        now = self._clock()
-        rows = [(t, p, now, len(t) + len(p)) for t, p in messages]
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                now = self._now_locked()
+                rows = [(t, p, now, len(t) + len(p)) for t, p in messages]
                 self._db.executemany(
                     "INSERT INTO messages (topic, payload, created, size) VALUES (?, ?, ?, ?)", rows
                 )
@@ -173,11 +246,11 @@ class Spool:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
-                self._failed += len(rows)
+                self._failed += len(messages)
                 self._log_failed(
                     "spool %s: cannot store %d message(s), they are lost (%d so far): %s",
                     self.path,
-                    len(rows),
+                    len(messages),
                     self._failed,
                     exc,
                 )
@@ -321,8 +394,8 @@ class Spool:
             return self._expire_now_locked()
 
     def _expire_now_locked(self) -> int:
-        now = self._clock()
         try:
+            now = self._now_locked()
             # the oldest row's time alone decides, so a read with nothing to expire writes nothing
             oldest = self._oldest_locked()
             if oldest is None or oldest >= now - self.max_age_s:
@@ -340,10 +413,10 @@ class Spool:
     def stats(self) -> SpoolStats:
         with self._lock:
             try:
-                created = self._oldest_locked()
+                now, created = self._now_locked(), self._oldest_locked()
             except sqlite3.Error:
-                created = None
-            oldest = None if created is None else max(0.0, self._clock() - created)
+                now, created = self._clocks.wall(), None
+            oldest = None if created is None else max(0.0, now - created)
             return SpoolStats(
                 depth=self._depth,
                 bytes=self._bytes,
