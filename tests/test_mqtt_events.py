@@ -161,3 +161,18 @@ def test_an_event_that_cannot_be_serialized_is_lost_counted_and_reported_and_the
     assert stats["events"] == {"published": 2, "suppressed": 0, "lost": 1}
     jsonschema.validate(stats, load_schema("stats"))
     assert sink.spool.stats().depth == 3  # the two events and the result, spooled for the next start
+
+
+def test_uptime_counts_the_time_that_passed_whatever_the_wall_clock_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = SinkContext(class_names=("nut",), state_dir=tmp_path)
+    sink = MqttSink(MqttSinkConfig(url="mqtt://127.0.0.1:1", device_id="cam1"), ctx, Credentials())
+    try:
+        stepped = time.time() - 30 * 86400  # NTP sets a clock that booted a month ahead back
+        monkeypatch.setattr(mqtt_sink.time, "time", lambda: stepped)
+        stats = json.loads(sink._stats_payload())
+    finally:
+        sink.close()
+    assert 0 <= stats["uptime_s"] < 60
+    jsonschema.validate(stats, load_schema("stats"))

@@ -134,6 +134,7 @@ class MqttSink:
         self.topics = Topics(config.prefix, self.device_id, config.discovery_prefix)
         self.boot_id = uuid.uuid4().hex
         self.started_at = time.time()
+        self._started = time.monotonic()  # (uptime from the wall clock would take in an NTP step)
         self.mask_format: MaskFormat = config.mask_format  # type: ignore[assignment]
         self.counted = [n for i, n in enumerate(ctx.class_names) if i not in ctx.never_instances]
         self._model = ModelInfo(
@@ -364,7 +365,7 @@ class MqttSink:
                 "device_id": self.device_id,
                 "boot_id": self.boot_id,
                 "time": round(time.time(), 3),
-                "uptime_s": round(time.time() - self.started_at, 3),
+                "uptime_s": round(time.monotonic() - self._started, 3),
                 "fps": finite(p.fps, 2),
                 "fps_mean": finite(p.fps_mean, 2),
                 "latency_ms": {"p50": finite(p.latency_ms_p50), "p99": finite(p.latency_ms_p99)},
