@@ -111,6 +111,13 @@ def manager(tmp_path: Path) -> Iterator[Manager]:
         m.close()
 
 
+def _reap(proc: subprocess.Popen[str]) -> None:
+    """Kill a run that a failed check left running."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
 def _longest_gap(notes: list[Note]) -> float:
     times = [n.at for n in notes]
     return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
@@ -216,9 +223,7 @@ def test_a_run_on_a_stream_is_ready_pings_while_frames_flow_and_keeps_pinging_wh
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        _reap(proc)
         m.close()
     assert proc.returncode == 0, err
     stopping = [n for n in m.seen() if n.fields.get("STOPPING") == "1"]
@@ -251,9 +256,7 @@ def test_a_read_blocked_for_longer_than_the_interval_stops_the_pings(
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        _reap(proc)
         m.close()
     assert "the pipeline has stalled (a read call has not returned for" in err
 
@@ -538,9 +541,7 @@ def test_a_run_whose_stderr_nobody_reads_keeps_pinging_the_watchdog_and_stops_on
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        _reap(proc)
         os.close(read)
         m.close()
     assert proc.returncode == 0
