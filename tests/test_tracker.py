@@ -134,8 +134,9 @@ def test_the_same_scene_at_5_10_and_30_fps_gives_each_object_one_id(fps: float) 
 
 
 def block(x0: float, y0: float, w: float = 30, h: float = 24) -> np.ndarray:
+    """A ``w`` x ``h`` block at ``(x0, y0)``, clipped to the frame (a negative start would wrap round)."""
     canvas = np.zeros((H, W), bool)
-    canvas[round(y0) : round(y0 + h), round(x0) : round(x0 + w)] = True
+    canvas[max(0, round(y0)) : max(0, round(y0 + h)), max(0, round(x0)) : max(0, round(x0 + w))] = True
     return canvas
 
 
@@ -888,3 +889,26 @@ def test_the_mask_iou_of_a_moved_track_counts_its_overlap_once_in_the_union() ->
     iou = tracker_module._shifted_iou(track, 4, 3, det, 0, box, looks)
     assert iou == pytest.approx(80 / (100 + 200 - 80))
     assert tracker_module._shifted_iou(track, 30, 0, det, 0, box, looks) == 0.0
+
+
+@pytest.mark.parametrize("heading", ["right", "left", "down", "up"])
+def test_a_track_that_leaves_the_frame_ends_once_predicted_wholly_outside_not_after_lost_s(
+    heading: str,
+) -> None:
+    """A 30x24 block at 100 px/s leaves the frame; the track ends within two frames of its last sighting
+    (where its motion puts it wholly outside), not lost_s (2 s) later."""
+    tracker = Tracker(TrackerConfig(lost_s=2.0))
+    vx, vy = {"right": (100, 0), "left": (-100, 0), "down": (0, 100), "up": (0, -100)}[heading]
+    seen, ended = None, None
+    for k in range(40):
+        t = k / 10
+        mask = block(W / 2 - 15 + vx * t, H / 2 - 12 + vy * t)
+        tracker.update(frame_of([mask]), round(t * NS))
+        if mask.any():
+            seen = t
+        if tracker.ended:
+            ended = t
+            break
+    assert seen is not None
+    assert ended is not None
+    assert seen < ended <= seen + 0.2 + 1e-9  # not while it is in sight, nor lost_s after
