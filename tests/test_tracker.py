@@ -921,3 +921,13 @@ def test_a_track_that_leaves_the_frame_ends_once_predicted_wholly_outside_not_af
     assert seen is not None
     assert ended is not None
     assert seen < ended <= seen + 0.2 + 1e-9  # not while it is in sight, nor lost_s after
+
+
+def test_an_update_counts_the_pixels_its_mask_comparisons_looked_at_within_its_budget() -> None:
+    tracker = Tracker()
+    for k in range(3):
+        tracker.update(frame_of([disk(100 + 3 * k, 100), disk(140 + 3 * k, 100)]), k * NS // 10)
+    # each track's mask against its detection's, over their crops' overlap: at least the two disks' areas
+    assert 2 * math.pi * 8**2 * 0.9 < tracker.looked <= LOOK_FRAMES * H * W
+    tracker.update(Instances.empty((H, W)), 3 * NS // 10)
+    assert tracker.looked == 0
