@@ -931,3 +931,22 @@ def test_an_update_counts_the_pixels_its_mask_comparisons_looked_at_within_its_b
     assert 2 * math.pi * 8**2 * 0.9 < tracker.looked <= LOOK_FRAMES * H * W
     tracker.update(Instances.empty((H, W)), 3 * NS // 10)
     assert tracker.looked == 0
+
+
+def test_ids_count_up_from_one_without_gaps_whichever_way_a_track_gets_its_id_and_after_a_restart() -> None:
+    tracker = Tracker(TrackerConfig(confirm_s=0.05))
+    spots = [(40, 40), (120, 40), (200, 40), (40, 160), (120, 160)]
+
+    def frame(k: int, t_s: float, shown: int) -> list[int]:
+        out = tracker.update(frame_of([disk(*spots[i]) for i in range(shown)]), round(t_s * NS), k)
+        assert out.track_id is not None
+        return sorted(i for i in out.track_id.tolist() if i != UNCONFIRMED)
+
+    assert frame(0, 0.0, 2) == [1, 2]  # the stream's first frame: ids at once
+    assert frame(1, 0.1, 3) == [1, 2]  # a newcomer waits confirm_s for its id
+    assert frame(2, 0.2, 3) == [1, 2, 3]
+    assert frame(3, 0.3, 4) == [1, 2, 3]
+    assert frame(4, 0.4, 4) == [1, 2, 3, 4]
+    assert tracker.born == [(4, 0)]
+    assert frame(0, 0.5, 2) == [5, 6]  # the source restarted (its index went back): new ids, none reused
+    assert sorted(tid for tid, _, _ in tracker.ended) == [1, 2, 3, 4]
