@@ -950,3 +950,42 @@ def test_ids_count_up_from_one_without_gaps_whichever_way_a_track_gets_its_id_an
     assert tracker.born == [(4, 0)]
     assert frame(0, 0.5, 2) == [5, 6]  # the source restarted (its index went back): new ids, none reused
     assert sorted(tid for tid, _, _ in tracker.ended) == [1, 2, 3, 4]
+
+
+def test_a_track_unseen_for_lost_s_is_kept_and_one_unseen_for_longer_ends() -> None:
+    tracker = Tracker(TrackerConfig(confirm_s=0, lost_s=2.0))
+    tracker.update(frame_of([disk(100, 100)]), round(0.2 * NS), 0)
+    tracker.update(Instances.empty((H, W)), round(2.2 * NS), 1)  # unseen for lost_s to the nanosecond
+    assert tracker.ended == []
+    assert tracker.active == 1
+    tracker.update(Instances.empty((H, W)), round(2.3 * NS), 2)
+    assert [tid for tid, _, _ in tracker.ended] == [1]
+
+
+def test_scores_at_the_thresholds_count_as_at_or_above_them() -> None:
+    cfg = TrackerConfig(confirm_s=0, high_score=0.6, low_score=0.3)
+    tracker = Tracker(cfg)
+    tracker.update(frame_of([disk(100, 100)], score=[0.6]), 0, 0)  # at high_score: starts a track
+    assert tracker.born == [(1, 0)]
+    out = tracker.update(frame_of([disk(102, 100)], score=[0.3]), NS // 10, 1)  # at low_score: continues it
+    assert out.track_id is not None
+    assert out.track_id.tolist() == [1]
+
+
+def test_with_confirm_s_0_a_newcomer_gets_its_id_in_its_first_frame() -> None:
+    tracker = Tracker(TrackerConfig(confirm_s=0))
+    tracker.update(frame_of([disk(100, 100)]), 0, 0)
+    out = tracker.update(frame_of([disk(100, 100), disk(200, 100)]), NS // 10, 1)
+    assert out.track_id is not None
+    assert sorted(out.track_id.tolist()) == [1, 2]
+
+
+def test_a_frame_with_the_same_time_or_index_as_the_last_is_no_restart() -> None:
+    tracker = Tracker(TrackerConfig(confirm_s=0))
+    tracker.update(frame_of([disk(100, 100)]), NS, 5)
+    tracker.update(frame_of([disk(101, 100)]), NS, 6)  # two frames captured at the same time
+    tracker.update(frame_of([disk(102, 100)]), 2 * NS, 6)  # a source that gave one index twice
+    out = tracker.update(frame_of([disk(103, 100)]), 3 * NS, 7)
+    assert tracker.resets == 0
+    assert out.track_id is not None
+    assert out.track_id.tolist() == [1]
