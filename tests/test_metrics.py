@@ -44,6 +44,23 @@ def test_a_shifted_mask_matches_with_its_iou_and_quality_is_per_class_mean() -> 
     assert q.mean_matched_iou == pytest.approx(0.8)
 
 
+def test_quality_counts_a_false_positive_and_a_miss_as_half_a_match_each_per_class() -> None:
+    truth = _boxes(
+        (60, 60),
+        [(0, 0, 10, 10), (20, 0, 30, 10), (0, 20, 10, 30), (20, 20, 30, 30), (40, 20, 50, 30)],
+        [0, 0, 1, 1, 1],
+    )
+    pred = _boxes((60, 60), [(0, 0, 10, 8), (20, 0, 30, 6), (40, 0, 45, 5), (0, 20, 10, 30)], [0, 0, 0, 1])
+    q = panoptic_quality(pred, truth)
+    assert (q.tp, q.fp, q.fn) == (3, 1, 2)
+    # class 0: IoUs 0.8 and 0.6, one false positive: sq 0.7, rq 2 / 2.5 = 0.8, pq 0.56
+    # class 1: one exact match, two misses: sq 1, rq 1 / 2 = 0.5, pq 0.5
+    assert q.pq == pytest.approx((0.56 + 0.5) / 2)
+    assert q.sq == pytest.approx((0.7 + 1.0) / 2)
+    assert q.rq == pytest.approx((0.8 + 0.5) / 2)
+    assert q.mean_matched_iou == pytest.approx((0.8 + 0.6 + 1.0) / 3)
+
+
 def test_instances_of_different_classes_never_match() -> None:
     truth = _boxes((20, 20), [(0, 0, 10, 10)], [0])
     pred = _boxes((20, 20), [(0, 0, 10, 10)], [1])
