@@ -764,8 +764,8 @@ def _rebuilt(inst: Instances, new: dict[int, Instances], gone: set[int]) -> tupl
         else:
             run.append(j)
             n += 1
-    if run:
-        parts.append(inst[np.asarray(run)])
+    if run or not parts:  # (every detection gone: an empty frame of the same size)
+        parts.append(inst[np.asarray(run, np.int64)])
     return Instances.concat(parts), at
 
 

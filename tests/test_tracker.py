@@ -989,3 +989,35 @@ def test_a_frame_with_the_same_time_or_index_as_the_last_is_no_restart() -> None
     assert tracker.resets == 0
     assert out.track_id is not None
     assert out.track_id.tolist() == [1]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(1, 8),
+    plan=st.lists(st.sampled_from(["keep", "gone", "one", "two"]), min_size=8, max_size=8),
+)
+def test_a_rebuilt_frame_keeps_the_order_and_says_where_each_detection_went(n: int, plan: list[str]) -> None:
+    """Detections kept as they are, left out, or replaced by one or two instances: the rest keep their order,
+    and ``at`` points at each detection's place (its replacement's first instance), -1 where it is gone."""
+    inst = Instances.from_crops(
+        (H, W), list(range(n)), [0.5] * n, [(10 * j, 0) for j in range(n)], [np.ones((4, 4), bool)] * n
+    )
+    sizes = {"one": 1, "two": 2}
+
+    def replacement(j: int, k: int) -> Instances:
+        crops = [np.ones((3, 3), bool)] * k
+        return Instances.from_crops(
+            (H, W), [100 + j] * k, [0.7] * k, [(10 * j, 50 + 10 * i) for i in range(k)], crops
+        )
+
+    new = {j: replacement(j, sizes[p]) for j, p in enumerate(plan[:n]) if p in sizes}
+    gone = {j for j, p in enumerate(plan[:n]) if p == "gone"}
+    out, at = tracker_module._rebuilt(inst, new, gone)
+    expected: list[int] = []  # class ids in order: a detection's own, or its replacement's
+    for j in range(n):
+        if j in gone:
+            assert at[j] == -1
+            continue
+        assert at[j] == len(expected)
+        expected += [100 + j] * len(new[j]) if j in new else [j]
+    assert out.class_id.tolist() == expected
