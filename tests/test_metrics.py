@@ -82,6 +82,10 @@ def test_mismatched_frames_and_thresholds_are_rejected() -> None:
         match_instances(a, b)
     with pytest.raises(InputError, match="iou_threshold"):
         match_instances(a, a, iou_threshold=1.0)
+    with pytest.raises(InputError, match="iou_threshold"):
+        match_instances(a, a, iou_threshold=-0.1)
+    truth = _boxes((20, 20), [(0, 0, 10, 10)], [0])
+    assert len(match_instances(_boxes((20, 20), [(0, 0, 1, 1)], [0]), truth, iou_threshold=0.0).pred) == 1
 
 
 rect = st.tuples(st.integers(0, 30), st.integers(0, 20), st.integers(1, 20), st.integers(1, 20))

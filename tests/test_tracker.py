@@ -861,6 +861,7 @@ def test_settled_tracks_give_the_scores_of_a_run_that_keeps_every_tally(seed: in
     assert settled.result() == kept.result()
     got = settled.result()
     assert got is not None
+    assert got.frames == 600
     assert 0 < got.idtp < got.tp  # swaps and fresh ids cost identity: the pairing had something to solve
     assert_scores_as_motmetrics(got, mm, theirs)
 
