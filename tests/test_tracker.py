@@ -141,18 +141,22 @@ def block(x0: float, y0: float, w: float = 30, h: float = 24) -> np.ndarray:
 
 
 def touching_blocks(
-    fps: float, merged: tuple[float, float] = (1.0, 2.0), speed: float = 50
+    fps: float, merged: tuple[float, float] = (1.0, 2.0), speed: float = 50, down: bool = False
 ) -> list[tuple[Instances, list]]:
-    """Two blocks riding a belt at ``speed`` px/s, 4 px apart; from ``merged[0]`` to ``merged[1]`` seconds
-    the segmentation fills the gap and gives one detection for both, then a second more of them apart. Each
-    frame: detections, true masks."""
+    """Two blocks riding a belt at ``speed`` px/s (rightwards, or with ``down`` downwards), 4 px apart; from
+    ``merged[0]`` to ``merged[1]`` seconds the segmentation fills the gap and gives one detection for both,
+    then a second more of them apart. Each frame: detections, true masks."""
     out = []
     for k in range(round((merged[1] + 1) * fps)):
         t = k / fps
-        a, b = block(20 + speed * t, 100), block(54 + speed * t, 100)
-        if merged[0] <= t < merged[1]:
-            gap = np.zeros((H, W), bool)
+        gap = np.zeros((H, W), bool)
+        if down:
+            a, b = block(100, 20 + speed * t, w=24, h=30), block(100, 54 + speed * t, w=24, h=30)
+            gap[round(50 + speed * t) : round(54 + speed * t), 100:124] = True
+        else:
+            a, b = block(20 + speed * t, 100), block(54 + speed * t, 100)
             gap[100:124, round(50 + speed * t) : round(54 + speed * t)] = True
+        if merged[0] <= t < merged[1]:
             out.append((frame_of([a | b | gap]), [a, b]))
         else:
             out.append((frame_of([a, b]), [a, b]))
@@ -167,14 +171,21 @@ def full_mask(inst: Instances, i: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("fps", "speed", "until"), [(5, 50, 2.0), (10, 50, 2.0), (30, 50, 2.0), (30, 6, 4.0)]
+    ("fps", "speed", "until", "down"),
+    [
+        (5, 50, 2.0, False),
+        (10, 50, 2.0, False),
+        (30, 50, 2.0, False),
+        (30, 6, 4.0, False),
+        (30, 6, 4.0, True),
+    ],
 )
 def test_touching_objects_segmented_as_one_keep_their_ids_and_get_their_own_masks(
-    fps: float, speed: float, until: float
+    fps: float, speed: float, until: float, down: bool
 ) -> None:
     """At 6 px/s and 30 fps the pieces move a fifth of a pixel a frame: placed on whole pixels, they keep
     the fractions left out, or they would lag 18 px behind their blocks after 3 s merged."""
-    scene = touching_blocks(fps, (1.0, until), speed)
+    scene = touching_blocks(fps, (1.0, until), speed, down)
     outs = run(Tracker(), [det for det, _ in scene], fps)
     before = outs[round(0.8 * fps)]
     assert before.track_id is not None
@@ -186,7 +197,7 @@ def test_touching_objects_segmented_as_one_keep_their_ids_and_get_their_own_mask
         assert len(out) == 2, k
         assert out.track_id is not None
         # each piece is its block, with the id that block had before the merge
-        left = int(np.argmin(out.mask_box[:, 0]))
+        left = int(np.argmin(out.mask_box[:, 1 if down else 0]))  # (the first block: left, or on top)
         assert out.track_id[left] == 1
         assert out.track_id[1 - left] == 2
         for piece, true in ((left, truth[0]), (1 - left, truth[1])):
