@@ -816,11 +816,17 @@ def motmetrics_update(theirs: Any, pred: Instances, truth: Instances) -> None:
 
 
 def assert_scores_as_motmetrics(got: TrackingScore | None, mm: Any, theirs: Any) -> None:
-    summary = mm.metrics.create().compute(theirs, metrics=["idf1", "num_switches", "mota"], name="x")
+    names = ["idf1", "idtp", "idfp", "idfn", "num_switches", "mota", "num_false_positives", "num_misses"]
+    summary = mm.metrics.create().compute(theirs, metrics=names, name="x")
     assert got is not None
     assert got.idf1 == pytest.approx(float(summary["idf1"].iloc[0]), abs=1e-9)
+    assert (got.idtp, got.idfp, got.idfn) == tuple(int(summary[k].iloc[0]) for k in ("idtp", "idfp", "idfn"))
     assert got.id_switches == int(summary["num_switches"].iloc[0])
     assert got.mota == pytest.approx(float(summary["mota"].iloc[0]), abs=1e-9)
+    assert (got.fp, got.fn) == (
+        int(summary["num_false_positives"].iloc[0]),
+        int(summary["num_misses"].iloc[0]),
+    )
 
 
 def conveyor_sequence(rng: np.random.Generator, frames: int) -> list[tuple[Instances, Instances]]:
