@@ -1039,3 +1039,14 @@ def test_a_rebuilt_frame_keeps_the_order_and_says_where_each_detection_went(n: i
         assert at[j] == len(expected)
         expected += [100 + j] * len(new[j]) if j in new else [j]
     assert out.class_id.tolist() == expected
+
+
+def test_frames_without_truth_or_predictions_score_one_and_nothing_is_none() -> None:
+    acc = TrackingAccumulator()
+    assert acc.result() is None
+    empty = Instances.empty((H, W)).with_track_ids(np.zeros(0, np.int64))
+    for _ in range(3):
+        acc.add(empty, empty)
+    got = acc.result()
+    assert got is not None
+    assert (got.frames, got.idf1, got.mota, got.gt) == (3, 1.0, 1.0, 0)
