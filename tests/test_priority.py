@@ -35,7 +35,7 @@ def task_nices() -> dict[int, int]:
     for path in glob.glob("/proc/self/task/*/stat"):
         try:
             text = Path(path).read_text()
-        except FileNotFoundError:  # the thread ended meanwhile
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended before the open, or after it
             continue
         out[int(path.split("/")[4])] = int(text[text.rfind(")") + 2 :].split()[16])
     return out
