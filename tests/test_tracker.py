@@ -1050,3 +1050,13 @@ def test_frames_without_truth_or_predictions_score_one_and_nothing_is_none() -> 
     got = acc.result()
     assert got is not None
     assert (got.frames, got.idf1, got.mota, got.gt) == (3, 1.0, 1.0, 0)
+
+
+def test_as_many_predictions_as_truth_with_a_new_id_halfway_score_idf1_one_half() -> None:
+    acc = TrackingAccumulator()
+    truth = frame_of([disk(100, 100)]).with_track_ids(np.asarray([1], np.int64))
+    for pred_id in (1, 1, 2, 2):
+        acc.add(truth.with_track_ids(np.asarray([pred_id], np.int64)), truth)
+    got = acc.result()
+    assert got is not None
+    assert (got.idtp, got.idf1, got.id_switches, got.mota) == (2, 0.5, 1, 0.75)
