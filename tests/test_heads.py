@@ -458,3 +458,66 @@ def test_yolo_card_defaults_apply_when_options_leave_them_open() -> None:
     )
     inst = YoloSegHead(card).decode(outputs, _prepared(card, (32, 32)), DecodeOptions())
     assert inst.score.tolist() == pytest.approx([0.9, 0.8])  # IoU 0.78 < 0.9 keeps both; 0.45 < 0.5 drops
+
+
+def _ramp_card(resize: str, height: int, width: int) -> ModelCard:
+    return parse_card(
+        {
+            "name": "ramp",
+            "task": "yolo-seg",
+            "input": {"name": "images", "width": width, "height": height, "resize": resize},
+            "output": {"name": "output0", "protos": "output1"},
+            "classes": ["a"],
+        },
+        "ramp.yaml",
+    )
+
+
+@pytest.mark.parametrize(
+    ("resize", "frame_hw", "to_input"),
+    [
+        ("stretch", (48, 80), ((0.5, 0.0), (0.5, 0.0))),  # half the size each way
+        ("letterbox", (20, 50), ((0.8, 4.0), (0.8, 0.0))),  # 0.8 each way, 4 px of padding above and below
+        ("letterbox", (48, 40), ((0.5, 0.0), (0.5, 10.0))),  # 0.5 each way, 10 px of padding left and right
+    ],
+)
+def test_mask_taps_sample_the_prototypes_where_each_frame_pixel_centre_lies(
+    resize: str, frame_hw: tuple[int, int], to_input: tuple[tuple[float, float], tuple[float, float]]
+) -> None:
+    """Prototypes that are a ramp (each one's value its own row, or column) come out, at every frame pixel,
+    as the prototype position its centre lies at (prototype-centre units, clamped at the edges): the frame
+    pixel centre y + 0.5 is at (y + 0.5) * scale + offset in the model's 24x40 input, a quarter of that in
+    the 6x10 prototypes."""
+    card = _ramp_card(resize, 24, 40)
+    ay, ax = yolo_seg.affine_axes(_prepared(card, frame_hw), (24, 40), (6, 10))
+    for taps, n, n_proto, (scale, offset) in (
+        (ay, frame_hw[0], 6, to_input[0]),
+        (ax, frame_hw[1], 10, to_input[1]),
+    ):
+        want = np.clip(((np.arange(n) + 0.5) * scale + offset) / 4 - 0.5, 0, n_proto - 1)
+        np.testing.assert_allclose(taps.weights @ np.arange(n_proto, dtype=np.float32), want, atol=1e-5)
+
+
+@pytest.mark.parametrize(("resize", "native"), [("letterbox", True), ("stretch", False)])
+def test_ultralytics_grid_is_taken_for_a_letterboxed_input_four_times_the_prototypes_and_only_then(
+    resize: str, native: bool
+) -> None:
+    card = _ramp_card(resize, 24, 40)
+    prepared = _prepared(card, (20, 50))
+    got = YoloSegHead(card)._mask_axes(prepared, (6, 10))
+    want = (
+        yolo_seg.ultralytics_native_axes(prepared.crop_shape, (6, 10))
+        if native
+        else yolo_seg.affine_axes(prepared, (24, 40), (6, 10))
+    )
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g.weights, w.weights)
+    other = (
+        yolo_seg.affine_axes(prepared, (24, 40), (6, 10))
+        if native
+        else yolo_seg.ultralytics_native_axes(prepared.crop_shape, (6, 10))
+    )
+    assert any(
+        g.weights.shape != o.weights.shape or not np.array_equal(g.weights, o.weights)
+        for g, o in zip(got, other, strict=True)
+    )
