@@ -24,7 +24,16 @@ from edgeseg.errors import InputError
 from edgeseg.geometry import min_area_rect
 from edgeseg.metrics import match_instances, panoptic_quality
 from edgeseg.semantic import Confidence, channels_first, explain_split
-from edgeseg.semantic.components import Budget, Part, by_tracing, mirror_encloses, with_boxes
+from edgeseg.semantic.components import (
+    BATCH_CROP,
+    BATCH_FROM,
+    FEW_PIXELS,
+    Budget,
+    Part,
+    by_tracing,
+    mirror_encloses,
+    with_boxes,
+)
 from edgeseg.semantic.cores import CORE_PIXELS, MAX_CORES, join_rod_halves, off_contacts, owners
 from edgeseg.semantic.relief import find_holes
 from edgeseg.semantic.rods import FIT_COST, label_row_ends, piece_rods, row_ends
@@ -573,6 +582,38 @@ def test_the_row_ends_of_every_region_at_once_are_each_regions_own(
         assert ends[k].tolist() == want.tolist()
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    count=st.sampled_from([1, 3, BATCH_FROM - 1, BATCH_FROM, 40]),
+    fill=st.floats(0.05, 1.0),
+)
+def test_small_parts_get_opencvs_rectangle_of_every_pixel_to_the_bit(
+    seed: int, count: int, fill: float
+) -> None:
+    # (many boxed at once from their rows' end pixels; sparse crops have empty rows and pieces apart, lines
+    # and single pixels give OpenCV's degenerate hulls; crops of more than BATCH_CROP pixels are boxed alone)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for h, w in rng.integers(1, [41, 65], size=(count, 2)).tolist():
+        tight = rng.random((h, w)) < fill
+        tight[rng.integers(h), rng.integers(w)] = True
+        parts.append(
+            Part(2, int(rng.integers(0, 600)), int(rng.integers(0, 400)), tight, int(tight.sum()), None)
+        )
+    line = np.eye(30, 40, dtype=bool)  # a part of few pixels in a crop of more than BATCH_CROP
+    assert line.size > BATCH_CROP
+    parts.insert(int(rng.integers(len(parts) + 1)), Part(2, 7, 9, line, 30, None))
+    for part in with_boxes(parts):
+        (cx, cy), (rw, rh), angle = cv2.minAreaRect(cv2.findNonZero(part.mask.view(np.uint8)))
+        cx, cy = cx + part.x, cy + part.y
+        assert part.rect is not None
+        if part.area <= FEW_PIXELS:
+            assert part.rect == (cx + 0.5, cy + 0.5, rw + 1.0, rh + 1.0, angle)
+        else:  # (boxed from its outline, in frame pixels: the same hull, a float's rounding apart)
+            assert part.rect[2] * part.rect[3] == pytest.approx((rw + 1.0) * (rh + 1.0), rel=1e-5)
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), channels=st.integers(2, 6))
 def test_scores_split_exactly_like_their_argmax_class_map(seed: int, channels: int) -> None:
@@ -1030,11 +1071,13 @@ def test_a_component_is_split_at_its_cores_exactly_where_labelling_them_finds_tw
 def test_only_the_parts_that_score_at_least_min_score_are_boxed(
     monkeypatch: pytest.MonkeyPatch, size: int
 ) -> None:
-    import edgeseg.semantic.components as components
-
     boxed: list[int] = []
-    real = components._box
-    monkeypatch.setattr(components, "_box", lambda q: boxed.append(q.area) or real(q))
+
+    def spy(parts: list[Part]) -> list[Part]:
+        boxed.extend(q.area for q in parts if q.rect is None)
+        return with_boxes(parts)
+
+    monkeypatch.setattr(semantic, "with_boxes", spy)
     cm = np.full((120, 300), BACKGROUND, np.uint8)
     confidence = np.ones(cm.shape, np.float32)
     for k, x in enumerate((40, 140, 240)):
