@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeseg.errors import ModelError
-from edgeseg.geometry import FULL_ROI
+from edgeseg.geometry import FULL_ROI, Roi
 from edgeseg.heads import DecodeOptions, yolo_seg
 from edgeseg.heads.semantic import SemanticHead
 from edgeseg.heads.yolo_seg import (
@@ -31,8 +31,8 @@ from edgeseg.semantic import SemanticParams
 NO_SPLIT = DecodeOptions(semantic=SemanticParams(size_threshold=0))
 
 
-def _prepared(card: ModelCard, frame_hw: tuple[int, int]) -> Prepared:
-    geo = Preprocessor(card.input).geometry(frame_hw, FULL_ROI)
+def _prepared(card: ModelCard, frame_hw: tuple[int, int], roi: Roi = FULL_ROI) -> Prepared:
+    geo = Preprocessor(card.input).geometry(frame_hw, roi)
     return Prepared(None, geo.to_frame, frame_hw, None, geo.crop)
 
 
@@ -474,25 +474,35 @@ def _ramp_card(resize: str, height: int, width: int) -> ModelCard:
 
 
 @pytest.mark.parametrize(
-    ("resize", "frame_hw", "to_input"),
+    ("resize", "frame_hw", "roi", "to_input"),
     [
-        ("stretch", (48, 80), ((0.5, 0.0), (0.5, 0.0))),  # half the size each way
-        ("letterbox", (20, 50), ((0.8, 4.0), (0.8, 0.0))),  # 0.8 each way, 4 px of padding above and below
-        ("letterbox", (48, 40), ((0.5, 0.0), (0.5, 10.0))),  # 0.5 each way, 10 px of padding left and right
+        ("stretch", (48, 80), FULL_ROI, ((0.5, 0.0), (0.5, 0.0))),  # half the size each way
+        # 0.8 each way, 4 px of padding above and below
+        ("letterbox", (20, 50), FULL_ROI, ((0.8, 4.0), (0.8, 0.0))),
+        # 0.5 each way, 10 px of padding left and right
+        ("letterbox", (48, 40), FULL_ROI, ((0.5, 0.0), (0.5, 10.0))),
+        # the 48x80 crop at (40, 24) of a 96x160 frame: the taps are the crop's pixels'
+        ("stretch", (96, 160), (0.25, 0.25, 0.5, 0.5), ((0.5, 0.0), (0.5, 0.0))),
+        # the 20x50 crop at (80, 48) of a 80x200 frame
+        ("letterbox", (80, 200), (0.4, 0.6, 0.25, 0.25), ((0.8, 4.0), (0.8, 0.0))),
     ],
 )
 def test_mask_taps_sample_the_prototypes_where_each_frame_pixel_centre_lies(
-    resize: str, frame_hw: tuple[int, int], to_input: tuple[tuple[float, float], tuple[float, float]]
+    resize: str,
+    frame_hw: tuple[int, int],
+    roi: Roi,
+    to_input: tuple[tuple[float, float], tuple[float, float]],
 ) -> None:
-    """Prototypes that are a ramp (each one's value its own row, or column) come out, at every frame pixel,
-    as the prototype position its centre lies at (prototype-centre units, clamped at the edges): the frame
-    pixel centre y + 0.5 is at (y + 0.5) * scale + offset in the model's 24x40 input, a quarter of that in
-    the 6x10 prototypes."""
+    """Prototypes that are a ramp (each one's value its own row, or column) come out, at every pixel of
+    the frame or its ROI crop, as the prototype position its centre lies at (prototype-centre units,
+    clamped at the edges): the crop pixel centre y + 0.5 is at (y + 0.5) * scale + offset in the model's
+    24x40 input, a quarter of that in the 6x10 prototypes."""
     card = _ramp_card(resize, 24, 40)
-    ay, ax = yolo_seg.affine_axes(_prepared(card, frame_hw), (24, 40), (6, 10))
+    prepared = _prepared(card, frame_hw, roi)
+    ay, ax = yolo_seg.affine_axes(prepared, (24, 40), (6, 10))
     for taps, n, n_proto, (scale, offset) in (
-        (ay, frame_hw[0], 6, to_input[0]),
-        (ax, frame_hw[1], 10, to_input[1]),
+        (ay, prepared.crop_shape[0], 6, to_input[0]),
+        (ax, prepared.crop_shape[1], 10, to_input[1]),
     ):
         want = np.clip(((np.arange(n) + 0.5) * scale + offset) / 4 - 0.5, 0, n_proto - 1)
         np.testing.assert_allclose(taps.weights @ np.arange(n_proto, dtype=np.float32), want, atol=1e-5)
