@@ -22,7 +22,10 @@ from edgeseg.model import Model
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "yolov8n_seg_320_ultralytics.json").read_text())
 CASES = GOLDEN["cases"]
-MIN_MASK_IOU = 0.98
+# Pixels a mask may differ from Ultralytics' by, as a share of its area (and 2 more): all 91 were identical
+# when this was set, so only a pixel at a prototype's zero crossing, where onnxruntime's rounding differs,
+# may flip; a half-pixel shift of the mapping moves a mask's whole outline
+MAX_APART = 0.001
 
 
 def _rle_mask(seg: dict) -> np.ndarray:  # type: ignore[type-arg]
@@ -73,8 +76,9 @@ def test_decode_matches_ultralytics_retina_masks(assets_dir: Path, case: dict) -
         np.testing.assert_allclose(inst.xyxy[i], ref, atol=1e-2)
         assert inst.score[i] == pytest.approx(d["confidence"], abs=1e-5)
         ref_mask = _rle_mask(d["mask_retina"])
-        iou = np.logical_and(dense[i], ref_mask).sum() / max(np.logical_or(dense[i], ref_mask).sum(), 1)
-        assert iou >= MIN_MASK_IOU, f"mask IoU {iou:.4f} for class {d['class_id']}"
+        apart = np.count_nonzero(dense[i] ^ ref_mask)
+        bound = MAX_APART * np.count_nonzero(ref_mask) + 2
+        assert apart <= bound, f"{apart} pixels apart from Ultralytics' mask, class {d['class_id']}"
 
 
 def test_parity_covers_both_models_and_real_detections() -> None:
