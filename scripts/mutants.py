@@ -21,6 +21,7 @@ import argparse
 import ast
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -97,13 +98,17 @@ def main() -> None:
         first, last = (int(v) for v in args.lines.split("-"))
         todo = [s for s in todo if first <= s[0] <= last]
     lines = original.splitlines()
+    # the tests' own child processes (``python -m edgeseg ...``) import the mutated tree too, not the
+    # checkout an editable install points at
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     survived = []
     try:
         for site in todo:
             args.module.write_text(ast.unparse(mutated(tree, site)))
             run = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", *args.tests]
             try:
-                passed = subprocess.run(run, capture_output=True, timeout=600).returncode == 0
+                passed = subprocess.run(run, capture_output=True, timeout=600, env=env).returncode == 0
             except subprocess.TimeoutExpired:  # a mutant that hangs the tests is caught by them
                 passed = False
             if passed:
