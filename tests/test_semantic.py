@@ -23,10 +23,11 @@ from edgeseg import Instances, SemanticParams, semantic, semantic_to_instances
 from edgeseg.errors import InputError
 from edgeseg.geometry import min_area_rect
 from edgeseg.metrics import match_instances, panoptic_quality
-from edgeseg.semantic import Confidence, channels_first, explain_split
+from edgeseg.semantic import Confidence, channels_first, components, explain_split
 from edgeseg.semantic.components import (
     BATCH_CROP,
     BATCH_FROM,
+    BATCH_MOST,
     FEW_PIXELS,
     Budget,
     Part,
@@ -587,12 +588,14 @@ def test_the_row_ends_of_every_region_at_once_are_each_regions_own(
     seed=st.integers(0, 2**31 - 1),
     count=st.sampled_from([1, 3, BATCH_FROM - 1, BATCH_FROM, 40]),
     fill=st.floats(0.05, 1.0),
+    most=st.sampled_from([BATCH_FROM, BATCH_MOST]),
 )
 def test_small_parts_get_opencvs_rectangle_of_every_pixel_to_the_bit(
-    seed: int, count: int, fill: float
+    seed: int, count: int, fill: float, most: int
 ) -> None:
-    # (many boxed at once from their rows' end pixels; sparse crops have empty rows and pieces apart, lines
-    # and single pixels give OpenCV's degenerate hulls; crops of more than BATCH_CROP pixels are boxed alone)
+    # (many boxed at once from their rows' end pixels, at most `most` at a time; sparse crops have empty rows
+    # and pieces apart, lines and single pixels give OpenCV's degenerate hulls; crops of more than BATCH_CROP
+    # pixels are boxed alone)
     rng = np.random.default_rng(seed)
     parts = []
     for h, w in rng.integers(1, [41, 65], size=(count, 2)).tolist():
@@ -604,7 +607,9 @@ def test_small_parts_get_opencvs_rectangle_of_every_pixel_to_the_bit(
     line = np.eye(30, 40, dtype=bool)  # a part of few pixels in a crop of more than BATCH_CROP
     assert line.size > BATCH_CROP
     parts.insert(int(rng.integers(len(parts) + 1)), Part(2, 7, 9, line, 30, None))
-    for part in with_boxes(parts):
+    with mock.patch.object(components, "BATCH_MOST", most):
+        boxed = with_boxes(parts)
+    for part in boxed:
         (cx, cy), (rw, rh), angle = cv2.minAreaRect(cv2.findNonZero(part.mask.view(np.uint8)))
         cx, cy = cx + part.x, cy + part.y
         assert part.rect is not None

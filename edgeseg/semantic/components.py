@@ -506,6 +506,9 @@ BATCH_FROM = 16
 # A crop of more pixels is boxed on its own: the batch's work and memory go by the crops' pixels, and a
 # part of few pixels can have a large box (a diagonal line)
 BATCH_CROP = 4 * FEW_PIXELS
+# Crops boxed together at most: the batch's arrays (9 bytes a crop pixel) stay under 5 MB however many parts
+# a map keeps (max_instances has no upper bound)
+BATCH_MOST = 512
 
 
 def few_pixel_rects(masks: list[NDArray[np.bool_]]) -> list[Rect]:
@@ -518,11 +521,11 @@ def few_pixel_rects(masks: list[NDArray[np.bool_]]) -> list[Rect]:
     blobs took 0.87x the time, of noise 0.92x, the same boxes (``scripts/bench_postprocess.py
     --reference``'s ``hostile_many_classes``, ``hostile_noise``; the sets of objects 0.99-1.01x)."""
     batch = [i for i, m in enumerate(masks) if m.size <= BATCH_CROP]
-    found = (
-        dict(zip(batch, _rects_at_once([masks[i] for i in batch]), strict=True))
-        if len(batch) >= BATCH_FROM
-        else {}
-    )
+    found: dict[int, Rect] = {}
+    if len(batch) >= BATCH_FROM:
+        for start in range(0, len(batch), BATCH_MOST):
+            chunk = batch[start : start + BATCH_MOST]
+            found.update(zip(chunk, _rects_at_once([masks[i] for i in chunk]), strict=True))
     return [
         found[i] if i in found else cv2.minAreaRect(cv2.findNonZero(m.view(np.uint8)))
         for i, m in enumerate(masks)
