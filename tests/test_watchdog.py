@@ -513,6 +513,25 @@ def test_lines_a_full_pipe_cannot_take_are_left_out_counted_and_said_once_it_dra
         assert journal.left_out() == left + 1
 
 
+def test_a_line_waits_for_a_reader_that_is_slow_but_alive_and_nothing_is_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(journal, "_outlet", journal._Outlet())
+    monkeypatch.setattr(journal, "PATIENCE_S", 60.0)  # (the line goes out as soon as the reader reads)
+    read, write = _small_pipe()
+    with open(write, "w") as stream, open(read, "rb", buffering=0):
+        stream.write("x" * 4096)  # the pipe full
+        stream.flush()
+        taken: list[bytes] = []
+        reader = threading.Timer(0.3, lambda: taken.append(os.read(read, 4096)))
+        reader.start()
+        journal.put(stream, "waited\n")
+        reader.join()
+        assert taken == [b"x" * 4096]
+        assert _drain(read) == "waited\n"
+        assert journal.left_out() == 0
+
+
 def test_a_run_whose_stderr_nobody_reads_keeps_pinging_the_watchdog_and_stops_on_sigterm(
     tmp_path: Path,
 ) -> None:
