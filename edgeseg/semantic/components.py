@@ -475,8 +475,9 @@ def mirror_encloses(tight: NDArray[np.bool_], sides: tuple[int, int, int, int], 
 
 
 def with_boxes(parts: list[Part]) -> list[Part]:
-    """``parts``, each with its minimum-area rectangle: those that have none get it from their outline,
-    or from their rows' end pixels without one (:func:`few_pixel_rects`, for the small ones all at once).
+    """``parts``, each with its minimum-area rectangle: those that have none get it from their outline
+    (traced now where the split traced none), or, parts of few pixels without one, from their pixels
+    (:func:`few_pixel_rects`, many at once).
 
     The split leaves whole components' boxes to this, after the ``max_instances`` cut and the
     ``min_score`` filter: on a scene the model was not trained for, most parts score under the demo card's
