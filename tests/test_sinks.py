@@ -53,6 +53,21 @@ def test_jsonl_writes_one_flushed_record_per_result_that_round_trips_the_instanc
     assert [m.tolist() for m in back.masks] == [m.tolist() for m in results[2].instances.masks]
 
 
+def test_a_record_names_every_class_its_card_names_and_gives_timings_to_the_microsecond() -> None:
+    names = ("background", "nut")
+    inst = Instances.from_crops(
+        (48, 64), [0, 1, 2], [0.9, 0.8, 0.7], [(0, 0)] * 3, [np.ones((2, 2), bool)] * 3
+    )
+    t0 = 10_000_000_000
+    times = StageTimes(t0, t0 + 1_000_457, t0 + 3_000_457, t0 + 4_500_000, t0 + 4_512_345)
+    record = result_record(
+        Result(Frame(0, np.zeros((48, 64, 3), np.uint8), t0, 1.0), inst, times), 0, "rle", names
+    )
+    # (a class beyond the card's names keeps its id as its name)
+    assert [i["class_name"] for i in record["instances"]] == ["background", "nut", "2"]
+    assert record["timings_ms"] == {"preprocess": 1.0, "infer": 2.0, "decode": 1.5, "latency": 4.512}
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     instance_sets(),
