@@ -9,6 +9,7 @@ import math
 import tracemalloc
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import cv2
 import jsonschema
@@ -20,7 +21,7 @@ from test_pipeline import CollectSink, ListSource, SquareStages
 
 from edgeseg.config import config_json_schema, load_config
 from edgeseg.errors import ConfigError
-from edgeseg.events import Event, EventSequence
+from edgeseg.events import Counts, Event, EventKind, EventSequence
 from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
 from edgeseg.mqtt.topics import load_schema
@@ -689,3 +690,37 @@ def test_a_tracks_life_in_its_end_event_runs_to_the_last_frame_it_was_seen_in() 
     (end,) = [e for e in events if e.kind == "end"]
     assert end.t_capture_ns > round(2.9 * NS)
     assert end.duration_s == pytest.approx(0.9)
+
+
+def test_counts_keep_who_is_inside_between_an_enter_and_its_exit_and_each_lines_directions() -> None:
+    counts = Counts()
+
+    def event(kind: EventKind, **where: Any) -> Event:
+        return Event(kind, 0, 1, 2, 0, 0.0, **where)
+
+    assert counts.apply([event("zone_enter", zone="z")]) == {("zones", "z", 2)}
+    assert counts.figures("zones", "z", 2) == {"inside": 1, "entered": 1, "exited": 0}
+    counts.apply([event("zone_exit", zone="z", duration_s=1.0), event("loiter", zone="z", duration_s=5.0)])
+    assert counts.figures("zones", "z", 2) == {"inside": 0, "entered": 1, "exited": 1}
+    assert counts.apply([event("line_cross", line="l", direction="out")]) == {("lines", "l", 2)}
+    assert counts.figures("lines", "l", 2) == {"in": 0, "out": 1}
+    assert counts.figures("lines", "m", 2) == {"in": 0, "out": 0}  # (one never crossed)
+    assert counts.apply([event("new"), event("end", duration_s=2.0)]) == set()
+
+
+def test_an_events_json_gives_its_times_to_the_microsecond_and_names_its_class() -> None:
+    exit_ = Event("zone_exit", 3, 7, 0, 12_345_678_901, 1_700_000_000.1234567, zone="z", duration_s=1.23456)
+    assert exit_.to_dict(("nut",)) == {
+        "kind": "zone_exit",
+        "event_seq": 3,
+        "track_id": 7,
+        "class_id": 0,
+        "class_name": "nut",
+        "wall_time": 1_700_000_000.123457,
+        "t_capture_s": 12.345679,
+        "zone": "z",
+        "duration_s": 1.235,
+    }
+    # (a class beyond the card's names keeps its id as its name; no names, no class_name)
+    assert Event("new", 4, 8, 1, 0, 0.0).to_dict(("nut",))["class_name"] == "1"
+    assert "class_name" not in Event("new", 4, 8, 1, 0, 0.0).to_dict()
