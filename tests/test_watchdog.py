@@ -137,6 +137,21 @@ def test_a_notification_reaches_an_abstract_socket_and_a_newline_cannot_forge_a_
         m.close()
 
 
+def test_a_reload_says_when_it_began_on_the_monotonic_clock_in_microseconds_and_close_lets_go(
+    manager: Manager,
+) -> None:
+    # (systemd >= 253 with Type=notify-reload wants MONOTONIC_USEC beside RELOADING=1)
+    notifier = Notifier.from_env({"NOTIFY_SOCKET": manager.address})
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    assert notifier.reloading()
+    after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    note = manager.wait_for(lambda n: "RELOADING" in n.fields, timeout_s=5)
+    assert note.fields["RELOADING"] == "1"
+    assert before <= int(note.fields["MONOTONIC_USEC"]) <= after
+    notifier.close()
+    assert not notifier.status("after close")  # (its socket is gone: nothing sent, nothing raised)
+
+
 def test_the_watchdog_interval_is_taken_only_when_it_is_meant_for_this_process() -> None:
     mine = {"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "3000000", "WATCHDOG_PID": str(os.getpid())}
     assert Notifier.from_env(mine).watchdog_s == 3.0
