@@ -157,6 +157,90 @@ def test_write_back_keeps_the_files_indentation(tmp_path: Path) -> None:
     )
 
 
+def test_write_back_indents_by_two_where_the_file_has_no_nested_block_section(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("a: 1\nb: {x: 1}\n")  # (a flow mapping on its key's line says nothing of the step)
+
+    write_back(path, {"c.d": 2})
+
+    assert path.read_text() == "a: 1\nb: {x: 1}\nc:\n  d: 2\n"
+
+
+@pytest.mark.parametrize("key", ["source..fps", " source.fps", "source.fps "])
+def test_write_back_refuses_what_is_not_a_key_path(tmp_path: Path, key: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("source:\n  uri: v4l2:0\n")
+
+    with pytest.raises(ConfigError, match="not a key path"):
+        write_back(path, {key: 1})
+
+    assert path.read_text() == "source:\n  uri: v4l2:0\n"
+
+
+@pytest.mark.parametrize(
+    ("before", "changes", "after"),
+    [
+        pytest.param(  # the block scalar's lines go, the blank line after it and the next key stay
+            "source:\n  uri: |\n    rtsp://cam/1\n    more\n\n  fps: 5  # the rate\n",
+            {"source.uri": "v4l2:0"},
+            "source:\n  uri: v4l2:0\n\n  fps: 5  # the rate\n",
+            id="block-scalar",
+        ),
+        pytest.param(
+            "source:\n  uri: >-\n    rtsp://cam/1\n\n\nmodel:\n  path: m.onnx\n",
+            {"source.uri": "v4l2:0"},
+            "source:\n  uri: v4l2:0\n\n\nmodel:\n  path: m.onnx\n",
+            id="folded-scalar-before-blank-lines",
+        ),
+        pytest.param(  # a null section inside another: its keys one step deeper, the comment in its column
+            "sinks:\n  jsonl: null  # off\n  mqtt:\n    host: h\n",
+            {"sinks.jsonl.path": "out.jsonl"},
+            "sinks:\n  jsonl:       # off\n    path: out.jsonl\n  mqtt:\n    host: h\n",
+            id="nested-null-section",
+        ),
+        pytest.param(  # a new section after sections apart gets a blank line; a new value does not
+            "source:\n  uri: x\n\nmodel:\n  path: m\n",
+            {"a.b": 1},
+            "source:\n  uri: x\n\nmodel:\n  path: m\n\na:\n  b: 1\n",
+            id="new-section-after-blank",
+        ),
+        pytest.param(
+            "source:\n  uri: x\n\nmodel:\n  path: m\n",
+            {"debug": True},
+            "source:\n  uri: x\n\nmodel:\n  path: m\ndebug: true\n",
+            id="new-value-after-blank",
+        ),
+        pytest.param(  # the whole file indented: its step is 4, from its nested section
+            "  source:\n      uri: x\n  model: null\n",
+            {"model.path": "m"},
+            "  source:\n      uri: x\n  model:\n      path: m\n",
+            id="indented-file",
+        ),
+        pytest.param(  # a block list's items go; the comment line after it stays
+            "source:\n  roi:\n    - 0\n    - 0\n  # the crop\n  fps: 5\n",
+            {"source.roi": [0.1, 0.1, 0.5, 0.5]},
+            "source:\n  roi: [0.1, 0.1, 0.5, 0.5]\n  # the crop\n  fps: 5\n",
+            id="block-list",
+        ),
+        pytest.param(  # a value on the line below its key comes up; the key's comment follows it
+            "source:\n  uri: x\n  roi:  # the crop\n    [0, 0, 1, 1]\nmodel: m\n",
+            {"source.roi": [0.1, 0.1, 0.5, 0.5]},
+            "source:\n  uri: x\n  roi: [0.1, 0.1, 0.5, 0.5] # the crop\nmodel: m\n",
+            id="value-below-its-key",
+        ),
+    ],
+)
+def test_write_back_edits_each_layout_to_exactly_this_text(
+    tmp_path: Path, before: str, changes: dict[str, Any], after: str
+) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(before)
+
+    write_back(path, changes)
+
+    assert path.read_text() == after
+
+
 def test_write_back_keeps_every_other_line_byte_for_byte(tmp_path: Path) -> None:
     text = (
         "source:\n"
@@ -295,7 +379,7 @@ def test_write_back_refuses_a_key_path_that_crosses_a_value(tmp_path: Path) -> N
     [
         ("- a\n- b\n", "the file is not a mapping of sections (got list)"),
         ("# only a comment\n", "the file is not a mapping of sections (the file is empty)"),
-        ("a: [1, 2\nb: 3\n", "invalid YAML at line "),
+        ("a: [1, 2\nb: 3\n", "invalid YAML at line 2, column 2: expected ',' or ']', but got ':'"),
     ],
 )
 def test_write_back_refuses_a_file_that_is_not_a_pipeline(tmp_path: Path, text: str, reason: str) -> None:
