@@ -178,6 +178,21 @@ def test_one_update_applies_its_valid_keys_together_and_names_each_refused_one()
     assert outcome.version == 2
 
 
+def test_each_applied_change_is_logged_and_refusals_only_the_first_three_then_every_hundredth(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    control = _control()
+    with caplog.at_level("INFO", logger="edgeseg.control"):
+        control.update({SCORE: 0.3}, "mqtt")
+        for _ in range(205):
+            control.update({SIZE: -1}, "web")
+        control.update({SIZE: 30}, "web", quiet=True)
+    lines = [r.getMessage() for r in caplog.records if r.name == "edgeseg.control"]
+    assert lines[0] == f"config_version 2: {SCORE}=0.3 (mqtt)"
+    refused = [line.split(": ", 1)[0] for line in lines[1:]]
+    assert refused == [f"live change refused (web, {n} so far)" for n in (1, 2, 3, 100, 200)]
+
+
 def test_a_section_value_stands_for_the_keys_below_it() -> None:
     outcome = _control().update({"postprocess": {"semantic": {"size_threshold": 30, "min_score": 0.1}}})
     assert outcome.applied == {SIZE: 30, SCORE: 0.1}
