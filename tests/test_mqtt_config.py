@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,7 +14,16 @@ from hypothesis import strategies as st
 from edgeseg.config import load_config
 from edgeseg.errors import ConfigError
 from edgeseg.mqtt.broker import BrokerAddress, device_id, load_credentials, parse_broker_url
-from edgeseg.mqtt.topics import Topics, as_replay, results_payload, topic_name
+from edgeseg.mqtt.topics import (
+    ModelInfo,
+    Topics,
+    as_replay,
+    cpu_temperature_c,
+    finite,
+    info_payload,
+    results_payload,
+    topic_name,
+)
 from edgeseg.sinks.mqtt import MqttSinkConfig
 
 HOSTS = st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9-]{0,10}){0,2}", fullmatch=True)
@@ -147,3 +158,49 @@ def test_reconnect_delays_double_up_to_the_cap_with_jitter_below_the_plain_delay
     caps = [*plain, *[4.0] * 194]
     assert all(c * 0.5 <= d <= c for d, c in zip(jittered, caps, strict=True))
     assert len({round(d, 6) for d in jittered[10:]}) > 100  # not in lockstep
+
+
+@pytest.mark.parametrize(
+    ("topic", "key"),
+    [
+        ("edgeseg/cam1/config/postprocess.semantic.min_score/set", "postprocess.semantic.min_score"),
+        ("edgeseg/cam1/config//set", ""),  # (an empty level: an empty key, refused like any unknown one)
+        ("edgeseg/cam1/config/set", None),  # (the whole-document topic: its "/set" overlaps the head's "/")
+        ("edgeseg/cam1/config/a/state", None),
+        ("edgeseg/cam1/configs/a/set", None),
+        ("edgeseg/cam2/config/a/set", None),
+    ],
+)
+def test_a_config_key_is_read_only_from_this_devices_key_set_topics(topic: str, key: str | None) -> None:
+    assert Topics("edgeseg", "cam1").config_key(topic) == key
+
+
+def test_an_unmeasured_figure_is_null_and_a_measured_one_rounded() -> None:
+    assert [finite(v) for v in (None, math.nan, math.inf, -math.inf)] == [None] * 4
+    assert finite(np.float32(1.23456)) == 1.235
+    assert type(finite(np.float32(1.23456))) is float
+    assert finite(48.26, digits=1) == 48.3
+
+
+def test_the_cpu_temperature_is_the_first_readable_thermal_zones_in_degrees(tmp_path: Path) -> None:
+    assert cpu_temperature_c(tmp_path) is None  # (a machine without thermal zones)
+    for name, text in (
+        ("thermal_zone0", "not a number\n"),
+        ("thermal_zone1", "48312\n"),
+        ("thermal_zone2", "9\n"),
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "temp").write_text(text)
+    assert cpu_temperature_c(tmp_path) == 48.3
+
+
+def test_info_says_the_frame_size_once_known_and_when_the_run_started() -> None:
+    model = ModelInfo("demo-parts", "models/demo-parts.onnx", "ab" * 32)
+    before = json.loads(
+        info_payload("cam1", "0" * 32, 1_700_000_000.12345, model, ["nut"], "synthetic:", None, "rle")
+    )
+    assert before["frame"] is None
+    assert before["started_at"] == "2023-11-14T22:13:20Z"
+    assert before["started_at_unix"] == 1_700_000_000.123
+    after = json.loads(info_payload("cam1", "0" * 32, 0.0, model, ["nut"], "synthetic:", (640, 480), "rle"))
+    assert after["frame"] == {"width": 640, "height": 480}
