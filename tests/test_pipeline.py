@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from edgeseg.heads import semantic as semantic_head
 from edgeseg.instances import Instances
 from edgeseg.live import Snapshot
 from edgeseg.model import Model
-from edgeseg.pipeline import ModelStages, Pipeline, StageQueue
+from edgeseg.pipeline import ModelStages, Pipeline, StageQueue, _Throttle
 from edgeseg.sources import SourceStats
 from edgeseg.stats import StatsRecorder
 from edgeseg.synthetic import PartsScene
@@ -351,3 +352,22 @@ def test_a_frame_with_the_splits_view_is_split_once_and_gets_the_instances_decod
     assert all(r.split_view is not None for r in tuned.results)
     assert [r.instances.to_dict() for r in tuned.results] == [r.instances.to_dict() for r in plain.results]
     assert sum(len(r.instances) for r in plain.results) > 0
+
+
+def test_a_stages_failures_are_logged_three_times_then_once_a_hundred_with_the_latest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    throttle = _Throttle("decode")
+    with caplog.at_level(logging.WARNING, logger="edgeseg.pipeline"):
+        for k in range(1, 251):
+            throttle(k, ValueError(f"bad map {k}"))
+        throttle(None, RuntimeError())
+    lines = [r.getMessage() for r in caplog.records if r.name == "edgeseg.pipeline"]
+    assert lines == [
+        "decode failed on frame 1: bad map 1",
+        "decode failed on frame 2: bad map 2",
+        "decode failed on frame 3: bad map 3",
+        "decode has failed 100 times (latest on frame 100: bad map 100)",
+        "decode has failed 200 times (latest on frame 200: bad map 200)",
+    ]
+    assert (throttle.count, throttle.last) == (251, "RuntimeError")  # (for the summary)
