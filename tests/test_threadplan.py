@@ -650,3 +650,29 @@ def test_the_edgeseg_command_makes_opencv_calls_without_its_pool_unless_the_user
     env = {k: v for k, v in os.environ.items() if k != threadplan.OPENCV_THREADS_ENV}
     assert opencv_threads_after_the_command(env) == 1
     assert opencv_threads_after_the_command({**env, threadplan.OPENCV_THREADS_ENV: "3"}) == 4
+
+
+@pytest.mark.parametrize(
+    ("postprocess_ms", "asked"),
+    [(15.0, Plan(1, 1)), (14.9, None)],  # (TRY_SHARE: post-processing at three quarters of inference's time)
+)
+def test_one_thread_fewer_is_tried_from_three_quarters_of_inferences_time_on(
+    postprocess_ms: float, asked: Plan | None
+) -> None:
+    assert (
+        window(ThreadPlanner(2, Plan(1, 2), Clock()), inference_ms=20.0, postprocess_ms=postprocess_ms)
+        == asked
+    )
+
+
+@pytest.mark.parametrize(
+    ("slower_ms", "kept"),
+    [(22.0, Plan(1, 1)), (22.1, Plan(1, 2))],  # (TOLERANCE: a tenth slower than the 20.0 ms of every thread)
+)
+def test_one_thread_fewer_is_kept_while_the_slower_stage_is_at_most_a_tenth_slower(
+    slower_ms: float, kept: Plan
+) -> None:
+    planner = ThreadPlanner(2, Plan(1, 2), Clock())
+    assert window(planner, inference_ms=16.0, postprocess_ms=20.0) == Plan(1, 1)
+    window(planner, inference_ms=slower_ms, postprocess_ms=12.0)
+    assert planner.plan == kept
