@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -299,3 +300,56 @@ def test_a_crop_anywhere_is_clipped_to_the_frame_and_trimmed_to_its_set_pixels(
     assert inst.mask_box[0].tolist() == box
     assert np.array_equal(inst.masks[0], dense[box[1] : box[3], box[0] : box[2]])
     assert inst.area[0] == np.count_nonzero(dense)
+
+
+def test_bad_parts_of_instances_are_clear_errors_naming_what_is_wrong() -> None:
+    one = Instances.from_crops((8, 8), [1], [0.9], [(0, 0)], [np.ones((2, 2), bool)])
+    with pytest.raises(InputError, match=r"Instances.track_id has shape \(2,\), expected \(1,\)"):
+        replace(one, track_id=np.array([1, 2], np.int64))
+    with pytest.raises(InputError, match="mask 1 must be a 2-D bool array, got uint8 with shape"):
+        Instances.from_crops(
+            (8, 8), [1, 1], [0.9, 0.9], [(0, 0), (2, 2)], [np.ones((2, 2), bool), np.ones((2, 2), np.uint8)]
+        )
+    with pytest.raises(InputError, match="label image must be a 2-D integer array, got float64"):
+        Instances.from_label_image(np.zeros((4, 4)), [1])
+
+
+def test_a_slice_selects_rows_and_the_class_map_is_0_where_no_instance_is() -> None:
+    crops = [np.ones((1, 1), bool)] * 4
+    inst = Instances.from_crops(
+        (4, 4), [1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4], [(0, 0), (1, 1), (2, 2), (3, 3)], crops
+    )
+    assert inst[1:3].class_id.tolist() == [2, 3]
+    assert inst[::-2].class_id.tolist() == [4, 2]
+    assert inst.class_map().tolist() == [[1, 0, 0, 0], [0, 2, 0, 0], [0, 0, 3, 0], [0, 0, 0, 4]]
+
+
+def test_a_polygon_wholly_outside_the_frame_reads_back_as_an_empty_mask_error() -> None:
+    doc = {"height": 10, "width": 10, "instances": [{"segmentation": [[20.0, 20.0, 25.0, 20.0, 25.0, 25.0]]}]}
+    with pytest.raises(InputError, match=r"instances\[0\].segmentation is an empty mask"):
+        Instances.from_dict(doc)
+
+
+def test_instances_that_carry_polygons_serialize_those_as_they_are() -> None:
+    inst = Instances.from_crops((20, 20), [1], [0.9], [(2, 3)], [np.ones((6, 8), bool)]).with_polygons(1.0)
+    square = np.array([[1.0, 1.0], [15.0, 1.0], [15.0, 15.0], [1.0, 15.0]], np.float32)
+    carried = replace(inst, polygons=(square,))
+    assert carried.to_dict("polygon")["instances"][0]["segmentation"] == [square.ravel().tolist()]
+
+
+def test_rectangles_read_back_from_their_polygons_are_the_same_pixels_where_they_lie() -> None:
+    # (a rectangle's outline runs through its corner pixels' centres: filled, it is the rectangle again; one
+    # thinner than the outline's 1 px tolerance may come back thinner, as a polygon is a lossy outline)
+    crops = [np.ones((3, 5), bool), np.ones((1, 1), bool), np.ones((4, 3), bool)]
+    inst = Instances.from_crops((12, 16), [1, 2, 3], [0.9, 0.8, 0.7], [(0, 0), (7, 4), (13, 8)], crops)
+    back = Instances.from_dict(inst.to_dict("polygon"))
+    assert back.mask_box.tolist() == [[0, 0, 5, 3], [7, 4, 8, 5], [13, 8, 16, 12]]
+    assert [m.tolist() for m in back.masks] == [m.tolist() for m in inst.masks]
+
+
+@pytest.mark.parametrize("label", [-1, 3])
+def test_a_label_image_with_labels_beyond_its_classes_is_a_clear_error(label: int) -> None:
+    labels = np.zeros((4, 4), np.int32)
+    labels[1, 1] = label
+    with pytest.raises(InputError, match=r"label image holds labels outside 0\.\.2"):
+        Instances.from_label_image(labels, [5, 6])
