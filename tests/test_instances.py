@@ -353,3 +353,15 @@ def test_a_label_image_with_labels_beyond_its_classes_is_a_clear_error(label: in
     labels[1, 1] = label
     with pytest.raises(InputError, match=r"label image holds labels outside 0\.\.2"):
         Instances.from_label_image(labels, [5, 6])
+
+
+def test_a_transform_drops_the_instances_that_land_wholly_outside_and_clips_those_that_touch() -> None:
+    # (a frame's instances mapped into an ROI crop of it: x and y shifted by -10, into 20x20)
+    crops = [np.ones((2, 2), bool)] * 8
+    # each pair: one with a column or row inside the crop, one just outside it
+    origins = [(29, 15), (30, 15), (15, 29), (15, 30), (9, 15), (8, 15), (15, 9), (15, 8)]
+    inst = Instances.from_crops((40, 40), list(range(1, 9)), [0.5] * 8, origins, crops)
+    out = inst.transform(AxisAffine(1.0, 1.0, -10.0, -10.0), (20, 20))
+    assert out.class_id.tolist() == [1, 3, 5, 7]
+    assert out.mask_box.tolist() == [[19, 5, 20, 7], [5, 19, 7, 20], [0, 5, 1, 7], [5, 0, 7, 1]]
+    assert out.area.tolist() == [2, 2, 2, 2]
