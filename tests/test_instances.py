@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -365,3 +366,13 @@ def test_a_transform_drops_the_instances_that_land_wholly_outside_and_clips_thos
     assert out.class_id.tolist() == [1, 3, 5, 7]
     assert out.mask_box.tolist() == [[19, 5, 20, 7], [5, 19, 7, 20], [0, 5, 1, 7], [5, 0, 7, 1]]
     assert out.area.tolist() == [2, 2, 2, 2]
+
+
+def test_an_isotropic_transform_keeps_an_oriented_boxs_angle_and_scales_its_sides() -> None:
+    canvas = np.zeros((60, 60), np.uint8)
+    cv2.ellipse(canvas, (30, 30), (25, 8), 30, 0, 360, 1, -1)
+    inst = Instances.from_crops((60, 60), [1], [1.0], [(0, 0)], [canvas.view(bool)])
+    out = inst.transform(AxisAffine(2.0, 2.0, 5.0, -3.0), (120, 120))
+    cx, cy, w, h, a = inst.obb[0].tolist()
+    assert a != 0.0
+    assert out.obb[0].tolist() == pytest.approx([cx * 2 + 5, cy * 2 - 3, w * 2, h * 2, a])
