@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,3 +64,26 @@ def mjpeg_server(assets_dir: Path) -> Iterator[MjpegServer]:
         yield server
     finally:
         server.close()
+
+
+class FakeClock:
+    """The monotonic clock, stopped: ``now`` (seconds) moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def monotonic_ns(self) -> int:
+        return round(self.now * 1e9)
+
+
+@pytest.fixture
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """``time.monotonic`` and ``time.monotonic_ns`` read a :class:`FakeClock` for the test (a module that
+    bound them at import, as ``threading`` did, keeps the real ones)."""
+    clock = FakeClock()
+    monkeypatch.setattr(time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(time, "monotonic_ns", clock.monotonic_ns)
+    return clock

@@ -6,24 +6,10 @@ import logging
 import threading
 
 import pytest
+from conftest import FakeClock
 
 from edgeseg import logtally
 from edgeseg.logtally import LogTally
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    c = Clock()
-    monkeypatch.setattr(logtally.time, "monotonic", c)
-    return c
 
 
 def _said(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -31,30 +17,30 @@ def _said(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_the_first_count_is_said_at_once_and_later_ones_summed_into_one_line_a_minute(
-    clock: Clock, caplog: pytest.LogCaptureFixture
+    fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
     tally = LogTally(logging.getLogger("edgeseg.test_logtally"), "left %d whole and dropped %d (minute test)")
     tally.add(2, 1)
     assert _said(caplog) == ["left 2 whole and dropped 1 (minute test)"]
     for _ in range(5):
-        clock.now += 10.0
+        fake_clock.now += 10.0
         tally.add(1, 3)
     tally.add(0, 0)  # (nothing to count: no line, no sum)
     assert len(_said(caplog)) == 1
-    clock.now += 9.999  # 59.999 s after the first line
+    fake_clock.now += 9.999  # 59.999 s after the first line
     tally.add(1, 0)
     assert len(_said(caplog)) == 1
-    clock.now += 0.001
+    fake_clock.now += 0.001
     tally.add(0, 2)
     assert _said(caplog)[1:] == ["left 6 whole and dropped 17 (minute test)"]
-    clock.now += 60.0
+    fake_clock.now += 60.0
     tally.add(1, 1)  # (the sums start again after each line)
     assert _said(caplog)[2:] == ["left 1 whole and dropped 1 (minute test)"]
 
 
 def test_the_runs_summary_says_what_was_counted_since_its_mark_by_every_tally_of_a_message(
-    clock: Clock,
+    fake_clock: FakeClock,
 ) -> None:
     log = logging.getLogger("edgeseg.test_logtally")
     message, other = "skipped %d looks (summary test)", "kept %d unsplit (summary test)"
@@ -69,7 +55,7 @@ def test_the_runs_summary_says_what_was_counted_since_its_mark_by_every_tally_of
     assert logtally.totals()[message] == (9,)
 
 
-def test_counts_added_from_many_threads_at_once_are_summed_exactly(clock: Clock) -> None:
+def test_counts_added_from_many_threads_at_once_are_summed_exactly(fake_clock: FakeClock) -> None:
     log = logging.getLogger("edgeseg.test_logtally")
     message = "dropped %d and %d (threads test)"
     mark = logtally.totals()

@@ -5,61 +5,48 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import FakeClock
 
-from edgeseg import stats
 from edgeseg.stats import PipelineStats, StatsRecorder
 
 MS = 1_000_000
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.ns = 5_000 * MS
-
-    def __call__(self) -> int:
-        return self.ns
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    c = Clock()
-    monkeypatch.setattr(stats.time, "monotonic_ns", c)
-    return c
-
-
-def test_before_two_results_there_is_no_rate_and_no_latency(clock: Clock) -> None:
+def test_before_two_results_there_is_no_rate_and_no_latency(fake_clock: FakeClock) -> None:
     rec = StatsRecorder()
     first = rec.snapshot()
     assert math.isnan(first.fps)
     assert math.isnan(first.fps_mean)
     assert math.isnan(first.latency_ms_p50)
-    clock.ns += 100 * MS
-    rec.frame_done(clock.ns - 30 * MS, clock.ns)
+    fake_clock.now += 0.1
+    rec.frame_done(fake_clock.monotonic_ns() - 30 * MS, fake_clock.monotonic_ns())
     one = rec.snapshot()
     assert math.isnan(one.fps)
     assert one.fps_mean == pytest.approx(10.0)  # one result in 0.1 s
     assert one.latency_ms_p50 == one.latency_ms_p99 == pytest.approx(30.0)
-    rec.frame_done(clock.ns - 30 * MS, clock.ns)  # (two results at one instant: no span to divide by)
+    # (two results at one instant: no span to divide by)
+    rec.frame_done(fake_clock.monotonic_ns() - 30 * MS, fake_clock.monotonic_ns())
     assert math.isnan(rec.snapshot().fps)
     idle = StatsRecorder()
-    clock.ns += 1_000 * MS
+    fake_clock.now += 1.0
     assert math.isnan(idle.snapshot().fps_mean)  # (time passed, no result: no rate, not 0)
-    clock.ns += 50 * MS
-    idle.frame_done(clock.ns, clock.ns)
-    clock.ns += 50 * MS
-    idle.frame_done(clock.ns, clock.ns)
+    fake_clock.now += 0.05
+    idle.frame_done(fake_clock.monotonic_ns(), fake_clock.monotonic_ns())
+    fake_clock.now += 0.05
+    idle.frame_done(fake_clock.monotonic_ns(), fake_clock.monotonic_ns())
     assert idle.snapshot().fps == pytest.approx(20.0)  # two results 50 ms apart
     empty = PipelineStats()  # (what a run that never started reports)
     assert (empty.frames_read, empty.frames_done, empty.discarded, empty.dropped_total) == (0, 0, 0, 0)
     assert math.isnan(empty.fps)
 
 
-def test_rate_latency_and_stage_times_come_from_the_last_window_of_frames_only(clock: Clock) -> None:
+def test_rate_latency_and_stage_times_come_from_the_last_window_of_frames_only(fake_clock: FakeClock) -> None:
     rec = StatsRecorder(window=10)
     for k in range(30):  # 20 frames 100 ms apart, then 10 frames 40 ms apart
-        clock.ns += (100 if k < 20 else 40) * MS
-        rec.stage("decode", clock.ns - (9 if k < 20 else 3) * MS, clock.ns)
-        rec.frame_done(clock.ns - (k + 1) * MS, clock.ns)
+        fake_clock.now += 0.1 if k < 20 else 0.04
+        now = fake_clock.monotonic_ns()
+        rec.stage("decode", now - (9 if k < 20 else 3) * MS, now)
+        rec.frame_done(now - (k + 1) * MS, now)
     s = rec.snapshot()
     assert s.fps == pytest.approx(25.0)  # (the 10 kept: 9 gaps of 40 ms)
     assert s.stage_ms == {"decode": pytest.approx(3.0)}
@@ -70,7 +57,7 @@ def test_rate_latency_and_stage_times_come_from_the_last_window_of_frames_only(c
     assert s.fps_mean == pytest.approx(30 / 2.4)
 
 
-def test_counters_add_up_over_the_run_and_only_the_first_failure_is_kept(clock: Clock) -> None:
+def test_counters_add_up_over_the_run_and_only_the_first_failure_is_kept(fake_clock: FakeClock) -> None:
     rec = StatsRecorder()
     for _ in range(3):
         rec.frame_read()
@@ -90,17 +77,17 @@ def test_counters_add_up_over_the_run_and_only_the_first_failure_is_kept(clock: 
     assert s.bad_frames == {"decode": 2}
 
 
-def test_idle_time_runs_from_the_last_result_and_the_clock_restarts_on_demand(clock: Clock) -> None:
+def test_idle_time_runs_from_the_last_result_and_the_clock_restarts_on_demand(fake_clock: FakeClock) -> None:
     rec = StatsRecorder()
-    clock.ns += 2_000 * MS
+    fake_clock.now += 2.0
     assert rec.idle_s() == pytest.approx(2.0)  # (no result yet: since the start)
-    rec.frame_done(clock.ns, clock.ns)
-    clock.ns += 500 * MS
+    rec.frame_done(fake_clock.monotonic_ns(), fake_clock.monotonic_ns())
+    fake_clock.now += 0.5
     assert rec.idle_s() == pytest.approx(0.5)
     assert rec.snapshot().idle_s == pytest.approx(0.5)
     assert rec.snapshot().elapsed_s == pytest.approx(2.5)
     rec.restart_clock()
-    clock.ns += 250 * MS
+    fake_clock.now += 0.25
     s = rec.snapshot()
     assert s.elapsed_s == pytest.approx(0.25)
     assert s.idle_s == pytest.approx(0.25)
