@@ -676,3 +676,18 @@ def test_one_thread_fewer_is_kept_while_the_slower_stage_is_at_most_a_tenth_slow
     assert window(planner, inference_ms=16.0, postprocess_ms=20.0) == Plan(1, 1)
     window(planner, inference_ms=slower_ms, postprocess_ms=12.0)
     assert planner.plan == kept
+
+
+@pytest.mark.parametrize(
+    ("postprocess_ms", "asked"),
+    [(8.0, None), (7.9, Plan(1, 2))],  # (RETURN_SHARE: under half of inference's 16 ms)
+)
+def test_every_thread_is_tried_again_once_post_processing_takes_under_half_of_inferences_time(
+    postprocess_ms: float, asked: Plan | None
+) -> None:
+    clock = Clock()
+    planner = ThreadPlanner(2, Plan(1, 2), clock)
+    assert window(planner, inference_ms=12.0, postprocess_ms=18.0) == Plan(1, 1)
+    assert window(planner, inference_ms=16.0, postprocess_ms=15.0) is None  # 1 thread kept
+    clock.now += COOLDOWN_S + 1
+    assert window(planner, inference_ms=16.0, postprocess_ms=postprocess_ms) == asked
