@@ -5,7 +5,7 @@ Run: ``.venv/bin/python scripts/mutants.py edgeseg/mqtt/spool.py tests/test_spoo
 
 One mutant at a time, the module's source is parsed, one site changed, written back in place of the module,
 and the tests run (``pytest -x``, stopped at the first failure); the module's own text is put back at the
-end, also on errors and Ctrl-C (so do not edit or test that module while it runs). The sites: each
+end, also on errors, Ctrl-C and SIGTERM (so do not edit or test that module while it runs). The sites: each
 comparison (``<`` and ``<=``, ``==`` and ``!=``, ``in``, ``is`` turned into their neighbour), each ``+ - * /``
 (``+`` and ``-`` swapped, ``*`` into ``/``), each ``and``/``or`` swapped, each integer literal plus one, and
 each ``if`` condition negated. A mutant the tests pass is printed with its line: either the tests miss a
@@ -22,6 +22,7 @@ import ast
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,9 @@ def main() -> None:
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     survived = []
+    # SIGTERM (pkill) ends the run like Ctrl-C: subprocess.run kills the test run under way, and the module's
+    # own text is put back (the default action left the module mutated and that pytest running on)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         for site in todo:
             args.module.write_text(ast.unparse(mutated(tree, site)))
