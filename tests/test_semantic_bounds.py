@@ -255,7 +255,7 @@ def test_speckled_classes_labelled_side_by_side_give_the_instances_labelled_one_
 ) -> None:
     cm = _hostile("noise", 3, 120, 160)
     cm[:, :40] = 7  # and a class that is not speckled
-    monkeypatch.setattr("edgeseg.semantic.labelling.usable_cores", lambda: 2)
+    monkeypatch.setattr("edgeseg.sidework.helpers", lambda: 1)
     side_by_side = classes_of(cm, [0, 1, 2, 7], None)
     assert [found.class_id for found in side_by_side] == [0, 1, 2, 7]
     assert side_by_side[3].labels is None  # (traced)
@@ -267,7 +267,7 @@ def test_speckled_classes_labelled_side_by_side_give_the_instances_labelled_one_
         assert np.array_equal(found.labels.stats, one.stats)
     params = SemanticParams(size_threshold=4, max_instances=80)
     together = semantic_to_instances(cm, params)
-    monkeypatch.setattr("edgeseg.semantic.labelling.usable_cores", lambda: 1)  # one core: in turn
+    monkeypatch.setattr("edgeseg.sidework.helpers", lambda: 0)  # one core: in turn
     alone = semantic_to_instances(cm, params)
     assert len(together) == len(alone) == 80
     for a, b in zip(together.masks, alone.masks, strict=True):

@@ -14,14 +14,14 @@ would cost more on their own (:func:`classes_of` estimates that from every seven
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import functools
 from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edgeseg.threadplan import usable_cores
+from edgeseg import sidework
 
 # A class mask is labelled rather than traced when more than this fraction of the pixels in every
 # SAMPLE_STEP-th row differ from their left neighbour (scenes of objects: ~2%; noise: ~40%)
@@ -141,8 +141,8 @@ def classes_of(
     would cost more passes on their own than :data:`GRID_PASSES`, one pass labels every class (see the
     module; no mask is made), with which of their components keep a pixel after an opening by ``kernel``
     (twice, as :func:`edgeseg.semantic.components.find_components` opens; None: no opening); otherwise each
-    labelled mask takes a pass of its own, two or more side by side on threads of their own where OpenCV
-    runs its calls without its pool and the process may run on two or more cores.
+    labelled mask takes a pass of its own, side by side on the process's helper threads
+    (:mod:`edgeseg.sidework`) where OpenCV runs its calls without its pool.
 
     On a map of noise these passes are most of the split's time (4-5 ms each at 480x640, one per class), and
     the edgeseg command runs OpenCV's calls without its pool (:func:`edgeseg.threadplan.serial_opencv`), so
@@ -174,12 +174,8 @@ def classes_of(
     apart = [k for k, found in enumerate(out) if found.class_id in chosen]
     masks = [m for k in apart if (m := out[k].mask) is not None]
     noisy = [speckled[out[k].class_id] for k in apart]
-    workers = min(len(masks), usable_cores()) if len(masks) > 1 and cv2.getNumThreads() == 1 else 1
-    if workers < 2:
-        labelled = [label(m, s) for m, s in zip(masks, noisy, strict=True)]
-    else:
-        with ThreadPoolExecutor(workers, thread_name_prefix="edgeseg-label") as pool:
-            labelled = list(pool.map(label, masks, noisy))
+    calls = [functools.partial(label, m, s) for m, s in zip(masks, noisy, strict=True)]
+    labelled = sidework.side_by_side(calls) if cv2.getNumThreads() == 1 else [call() for call in calls]
     for k, labels in zip(apart, labelled, strict=True):
         out[k] = out[k]._replace(labels=labels)
     return out
