@@ -8,22 +8,24 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
-from scenes import BACKGROUND, SCENE_SETS, Scene
+from scenes import BACKGROUND, SCENE_SETS, Scene, hostile_scores_many
 
-from edgeseg import Instances, SemanticParams, semantic, semantic_to_instances
+from edgeseg import Instances, SemanticParams, semantic, semantic_to_instances, sidework
 from edgeseg.errors import InputError
 from edgeseg.geometry import min_area_rect
 from edgeseg.metrics import match_instances, panoptic_quality
-from edgeseg.semantic import Confidence, channels_first, components, explain_split
+from edgeseg.semantic import Confidence, components, explain_split
+from edgeseg.semantic import scores as scores_module
 from edgeseg.semantic.components import (
     BATCH_CROP,
     BATCH_FROM,
@@ -38,7 +40,16 @@ from edgeseg.semantic.components import (
 from edgeseg.semantic.cores import CORE_PIXELS, MAX_CORES, join_rod_halves, off_contacts, owners
 from edgeseg.semantic.relief import find_holes
 from edgeseg.semantic.rods import FIT_COST, label_row_ends, piece_rods, row_ends
+from edgeseg.semantic.scores import argmax_channels, channels_first
 from edgeseg.synthetic import between_parts
+
+
+@pytest.fixture(params=[0, 1], ids=["one_core", "a_helper"])
+def helpers(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Scores read on one core (the exps summed in the argmax's pass), or with a helper thread (summed
+    there, beside the split)."""
+    with mock.patch.object(sidework, "helpers", return_value=request.param):
+        yield int(request.param)
 
 
 def _two_discs(h: int = 200, w: int = 300, r: int = 50, gap: int = 90) -> NDArray[np.uint8]:
@@ -231,7 +242,7 @@ def test_scores_come_from_probabilities() -> None:
     assert semantic_to_instances(probs, SemanticParams(min_score=0.7), background=0).class_id.tolist() == [1]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 2**31 - 1),
     channels=st.integers(2, 24),
@@ -240,7 +251,7 @@ def test_scores_come_from_probabilities() -> None:
     minus_inf=st.booleans(),
 )
 def test_an_instance_from_logits_scores_the_mean_softmax_of_its_winning_class(
-    seed: int, channels: int, scale: float, shift: float, minus_inf: bool
+    seed: int, channels: int, scale: float, shift: float, minus_inf: bool, helpers: int
 ) -> None:
     # large or shifted logits take the subtraction of the best (their exps would leave float32), small
     # ones the sum of exps made during the argmax; -infinity beside a finite logit is a probability of 0
@@ -259,6 +270,25 @@ def test_an_instance_from_logits_scores_the_mean_softmax_of_its_winning_class(
         assert score == pytest.approx(wins[mask].mean(), rel=1e-5)
 
 
+@pytest.mark.parametrize("logits", [True, False], ids=["logits", "probabilities"])
+def test_scores_split_the_same_to_the_bit_on_one_core_and_with_helpers(logits: bool) -> None:
+    # a map of more than two bands: its rows read side by side, the probability made beside the split
+    sc = hostile_scores_many(3, 400, 400)
+    assert sc.logits is not None
+    assert sc.logits[0].size > 2 * scores_module.BAND_PIXELS
+    scores = sc.logits if logits else np.exp(sc.logits / 40) / np.exp(sc.logits / 40).sum(axis=0)
+    got = {}
+    for helpers in (0, 1, 3):
+        with mock.patch.object(sidework, "helpers", return_value=helpers):
+            got[helpers] = semantic_to_instances(scores.astype(np.float32), background=0, logits=logits)
+    one = got[0]
+    assert len(one) > 50
+    for other in (got[1], got[3]):
+        assert np.array_equal(one.score, other.score)
+        assert np.array_equal(one.mask_box, other.mask_box)
+        assert all(np.array_equal(a, b) for a, b in zip(one.masks, other.masks, strict=True))
+
+
 @pytest.mark.parametrize("shift", [0.0, 100.0])
 @pytest.mark.parametrize(
     ("value", "channels"),
@@ -266,7 +296,7 @@ def test_an_instance_from_logits_scores_the_mean_softmax_of_its_winning_class(
     ids=["nan_first", "nan", "nan_last", "inf_first", "inf_last", "no_finite"],
 )
 def test_a_logit_that_gives_no_probability_is_named_by_its_pixel(
-    value: float, channels: int | slice, shift: float
+    value: float, channels: int | slice, shift: float, helpers: int
 ) -> None:
     # (OpenCV's max keeps a NaN only where it comes second: one in the first channel is not in the best)
     logits = np.random.default_rng(0).normal(size=(5, 12, 16)).astype(np.float32) + shift
@@ -275,7 +305,7 @@ def test_a_logit_that_gives_no_probability_is_named_by_its_pixel(
         semantic_to_instances(logits, background=0, logits=True)
 
 
-def test_probabilities_holding_nan_are_refused() -> None:
+def test_probabilities_holding_nan_are_refused(helpers: int) -> None:
     probs = np.full((3, 8, 8), 1 / 3, np.float32)
     probs[1, 2, 5] = np.nan
     with pytest.raises(InputError, match="NaN"):
@@ -666,16 +696,21 @@ def test_the_class_map_of_scores_is_their_argmax_channels_first_or_last_past_256
     seed=st.integers(0, 2**31 - 1),
     shape=st.tuples(st.sampled_from([2, 3, 6, 257]), st.integers(1, 30), st.integers(1, 30)),
     band=st.integers(1, 400),
+    helpers=st.integers(0, 3),
 )
-def test_scores_read_band_by_band_give_what_whole_planes_give(
-    seed: int, shape: tuple[int, int, int], band: int
+def test_scores_read_band_by_band_or_rows_side_by_side_give_what_whole_planes_give(
+    seed: int, shape: tuple[int, int, int], band: int, helpers: int
 ) -> None:
     scores = np.random.default_rng(seed).normal(0, 3, shape).astype(np.float32)
     scores[1, ::3] = scores[0, ::3]  # exact ties: the first maximal channel wins
-    with mock.patch.object(semantic, "_BAND_PIXELS", 1 << 30):
-        whole = semantic._argmax_channels(scores, exps=True)
-    with mock.patch.object(semantic, "_BAND_PIXELS", band):
-        banded = semantic._argmax_channels(scores, exps=True)
+    with mock.patch.object(scores_module, "BAND_PIXELS", 1 << 30):
+        whole = argmax_channels(scores, exps=True)
+    with (
+        mock.patch.object(scores_module, "BAND_PIXELS", band),
+        mock.patch.object(scores_module, "SIDE_BAND_PIXELS", band),
+        mock.patch.object(sidework, "helpers", return_value=helpers),
+    ):
+        banded = argmax_channels(scores, exps=True)
     assert np.array_equal(whole[0], np.argmax(scores, axis=0))
     assert np.array_equal(whole[1], scores.max(axis=0))
     assert banded[2] is not None

@@ -33,7 +33,8 @@ from edgeseg.heads import DecodeOptions
 from edgeseg.instances import Instances
 from edgeseg.modelcard import ModelCard
 from edgeseg.preprocess import Prepared
-from edgeseg.semantic import Confidence, SplitView, channels_first, explain_split, semantic_to_instances
+from edgeseg.semantic import Confidence, SplitView, explain_split, semantic_to_instances
+from edgeseg.semantic.scores import channels_first
 
 _Split = TypeVar("_Split", Instances, SplitView)
 

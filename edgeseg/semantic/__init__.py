@@ -72,7 +72,7 @@ deeper than ``dist_threshold``.
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,12 +100,10 @@ from edgeseg.semantic.contact import grow_into
 from edgeseg.semantic.cores import contact_cores, split_by_cores
 from edgeseg.semantic.labelling import classes_of
 from edgeseg.semantic.relief import Relief
+from edgeseg.semantic.scores import channels_first, read_scores
 from edgeseg.validate import FieldError, check_fields
 
 _MAX_CLASS_ID = 65535
-# logits whose exps are summed as they are in float32 (1.2e-38 to 3.4e38): exp(80) is 5.5e34, exp(-80) 1.8e-35
-_EXP_MARGIN = 80.0
-_BAND_PIXELS = 1 << 16  # scores are read in bands of about this many pixels (see _argmax_channels)
 # The split looks at no more components, and boxes of no more frames' pixels, per map: three times the
 # components a scene of objects needs (the bench's scenes split at most 11 a map), and a seventh more box
 # pixels than the most the bench's scenes take (0.74 of a frame: big touching discs; the demo model's maps
@@ -282,9 +280,10 @@ def semantic_to_instances(
     parts, budget = _split_map(
         class_map, background, params, contact, touching=_touching(touching, class_map.shape, contact)
     )
+    prob = winning_prob()
     if budget.unsplit or budget.dropped:
         _unsplit_note.add(budget.unsplit, budget.dropped, 1)
-    return _assemble(parts, winning_prob, params, class_map.shape)
+    return _assemble(parts, prob, params, class_map.shape)
 
 
 def _split_map(
@@ -553,7 +552,7 @@ def explain_split(
     contact = _contact(contact, background, class_map_or_probs, channels_last)
     touching = _touching(touching, class_map.shape, contact)
     parts, budget = _split_map(class_map, background, params, contact, trace, touching)
-    instances = _assemble(parts, winning_prob, params, class_map.shape)
+    instances = _assemble(parts, winning_prob(), params, class_map.shape)
     return SplitView(
         class_map=class_map.astype(np.int32),
         relief=trace.relief,
@@ -670,11 +669,11 @@ class Confidence:
 def _confidence(
     confidence: NDArray[np.floating[Any]] | Confidence,
     shape: tuple[int, ...],
-    winning_prob: NDArray[np.float32] | None,
+    scores: bool,
 ) -> NDArray[np.float32]:
     """The confidence map, checked (unless it is a :class:`Confidence` of the class map's shape): a class
-    map's companion of the same shape, finite, in ``[0, 1]``."""
-    if winning_prob is not None:
+    map's companion of the same shape, finite, in ``[0, 1]``; an error beside ``scores``."""
+    if scores:
         raise InputError("semantic_to_instances: confidence goes with a class map; scores carry their own")
     if isinstance(confidence, Confidence):
         if confidence.values.shape == shape:
@@ -689,18 +688,29 @@ def _class_map(
     logits: bool,
     channels_last: bool,
     confidence: NDArray[np.floating[Any]] | Confidence | None = None,
-) -> tuple[NDArray[Any], NDArray[np.float32] | None]:
+) -> tuple[NDArray[Any], Probability]:
     """Validate the input; return the class map and the winning-class probability: from the scores, or the
     confidence given beside a class map (None: a class map alone carries none)."""
     class_map, winning_prob = _split_input(data, background, logits, channels_last)
     if confidence is None:
         return class_map, winning_prob
-    return class_map, _confidence(confidence, class_map.shape, winning_prob)
+    given = _confidence(confidence, class_map.shape, scores=np.ndim(data) == 3)
+    return class_map, lambda: given
+
+
+# the winning-class probability of every pixel of a map, or None: a call, as the scores' is made on a helper
+# thread while the split runs (edgeseg.semantic.scores), and it raises there for scores that hold no
+# probabilities or logits
+Probability = Callable[[], NDArray[np.float32] | None]
+
+
+def _no_probability() -> None:
+    return None
 
 
 def _split_input(
     data: NDArray[np.generic], background: int, logits: bool, channels_last: bool
-) -> tuple[NDArray[Any], NDArray[np.float32] | None]:
+) -> tuple[NDArray[Any], Probability]:
     """The class map and, for score inputs, the winning-class probability, after validating the input."""
     arr = np.asarray(data)
     if isinstance(background, bool) or not isinstance(background, (int, np.integer)) or background < 0:
@@ -717,13 +727,13 @@ def _split_input(
         if background > _MAX_CLASS_ID:
             raise InputError(f"semantic_to_instances: background must be <= {_MAX_CLASS_ID}: {background}")
         if arr.dtype in (np.uint8, np.uint16):  # every value is a valid id: no pass over the map
-            return arr, None
+            return arr, _no_probability
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi > _MAX_CLASS_ID:
             raise InputError(
                 f"semantic_to_instances: class ids must be in 0..{_MAX_CLASS_ID}, got values {lo}..{hi}"
             )
-        return arr.astype(np.uint16 if hi > 255 else np.uint8), None
+        return arr.astype(np.uint16 if hi > 255 else np.uint8), _no_probability
     if arr.ndim != 3:
         raise InputError(
             f"semantic_to_instances: expected a (H, W) class map or (C, H, W) scores, got shape {arr.shape}"
@@ -742,106 +752,5 @@ def _split_input(
         )
     # (one plane per class, each contiguous: OpenCV takes them without a copy)
     scores = channels_first(arr) if channels_last else np.ascontiguousarray(arr, np.float32)
-    cmap, best, exp_total = _argmax_channels(scores, exps=logits)
-    if exp_total is None:  # probabilities
-        least, most = float(scores.min()), float(scores.max())  # NaN if any is
-        if not (least >= -1e-6 and most <= 1 + 1e-6):
-            if math.isnan(least) or math.isnan(most):
-                raise InputError("semantic_to_instances: the per-class scores hold NaN")
-            raise InputError(
-                "semantic_to_instances: probabilities must lie in [0, 1]"
-                f" (got {least:.3g}..{most:.3g}); pass logits=True for logits"
-            )
-        return cmap, best
-    return cmap, _winning_probability(scores, best, exp_total)
-
-
-def channels_first(scores: NDArray[np.generic]) -> NDArray[np.float32]:
-    """``(H, W, C)`` scores as ``(C, H, W)`` float32, each plane contiguous: OpenCV's transpose of the
-    ``(H * W, C)`` matrix, which goes through it block by block, where numpy's copy of the moved axis reads
-    at a stride of ``C`` (the split of 21 channels of 480x640 logits given channels last took 0.5-0.6x the
-    time with it, ``scripts/bench_scores.py --reference``)."""
-    h, w, c = scores.shape
-    flat = np.ascontiguousarray(scores, np.float32).reshape(h * w, c)
-    return np.asarray(cv2.transpose(flat), np.float32).reshape(c, h, w)
-
-
-def _argmax_channels(
-    scores: NDArray[np.float32], exps: bool = False
-) -> tuple[NDArray[Any], NDArray[np.float32], NDArray[np.float32] | None]:
-    """Per-pixel argmax and max over the first axis of ``(C, H, W)`` (contiguous), first maximum winning on
-    ties, and with ``exps`` the sum over the channels of ``exp(score)`` (None without), in the same pass:
-    each plane is read from memory once, while it is in cache.
-
-    One contiguous pass per channel, by OpenCV (compare, copy under the mask, max): ``np.argmax(axis=0)``
-    walks the channels with a stride of ``H * W``, and numpy's assignment under a boolean mask took several
-    times OpenCV's copy. The exps summed here, not in a second pass over the channels that subtracts the
-    best first (and without a pass over them all for NaN: see :func:`_winning_probability`), the split of
-    logits took 0.91x the time on the reference demo model's (4 classes, 480x640,
-    ``scripts/profile_semantic.py --reference``; instances the same, scores within 6e-8) and 0.80-0.90x on
-    21 channels of blobs (``scripts/bench_scores.py``, ``scripts/bench_postprocess.py``'s
-    ``hostile_scores_many``).
-
-    A large map goes through the channels band by band, :data:`_BAND_PIXELS` at a time: at 480x640 a float
-    plane is 1.2 MB, and with the running max, sum and classes beside it each step's arrays left a core's
-    cache before the next step read them (the split of 21 channels of 480x640 logits took 0.87-0.94x the
-    time on one OpenCV thread, as the ``edgeseg`` command runs, ``scripts/bench_scores.py --reference``, three
-    runs; 0.97x with OpenCV's pool, ``scripts/bench_postprocess.py``; bands of 32,768 pixels read the same);
-    a map of two bands or less, which fits, is read whole (at 240x320 bands were slower).
-    """
-    c, h, w = scores.shape
-    cmap = np.zeros((h, w), np.uint8 if c <= 256 else np.uint16)
-    best = np.empty((h, w), np.float32)
-    total = np.empty((h, w), np.float32) if exps else None
-    rows = h if h * w <= 2 * _BAND_PIXELS else max(1, _BAND_PIXELS // w)
-    plane = np.empty((rows, w), cmap.dtype)
-    step = np.empty((rows, w), np.float32)
-    for y in range(0, h, rows):
-        band = slice(y, y + rows)
-        top, classes = best[band], cmap[band]
-        fill, ex = plane[: len(top)], step[: len(top)]
-        np.copyto(top, scores[0, band])
-        sums = None if total is None else cv2.exp(scores[0, band], dst=total[band])
-        for k in range(1, c):
-            channel = scores[k, band]
-            better = cv2.compare(channel, top, cv2.CMP_GT)
-            fill.fill(k)
-            cv2.copyTo(fill, better, classes)
-            cv2.max(top, channel, dst=top)
-            if sums is not None:
-                cv2.add(sums, cv2.exp(channel, dst=ex), dst=sums)
-    return cmap, best, total
-
-
-def _winning_probability(
-    logits: NDArray[np.float32], best: NDArray[np.float32], exp_total: NDArray[np.float32]
-) -> NDArray[np.float32]:
-    """The softmax probability of each pixel's winning class, ``exp(best) / sum exp(logits)``, from the sum
-    :func:`_argmax_channels` made; where the logits are too large (or too small) for that sum in float32,
-    ``1 / sum exp(logits - best)`` from the logits again.
-
-    Checks the logits on the way, on one plane rather than all of them: a NaN makes its pixel's sum NaN,
-    and so does +infinity (``inf - inf``) and a pixel whose every logit is -infinity. A logit of -infinity
-    beside a finite one is a probability of 0, as softmax has it.
-    """
-    lo, hi = cv2.minMaxLoc(best)[:2]
-    if lo > -_EXP_MARGIN and hi < _EXP_MARGIN - math.log(len(logits)):
-        # (every exp and their sum finite, the winner's exp a normal float: its share is exact to a float's
-        # rounding, as the subtraction's below)
-        prob = exp_total
-        cv2.divide(cv2.exp(best), exp_total, dst=prob)
-    else:
-        total = np.zeros_like(best)
-        step = np.empty_like(best)
-        for channel in logits:
-            cv2.exp(cv2.subtract(channel, best, dst=step), dst=step)
-            cv2.add(total, step, dst=total)
-        prob = np.divide(1.0, total, out=total)
-    bad = ~np.isfinite(prob)
-    if bad.any():
-        y, x = np.argwhere(bad)[0]
-        raise InputError(
-            f"semantic_to_instances: the per-class scores at pixel (row {y}, column {x}) hold NaN or"
-            " +infinity, or no finite value"
-        )
-    return prob
+    class_map, winning_prob = read_scores(scores, logits)
+    return class_map, winning_prob.result
