@@ -312,6 +312,42 @@ def test_probabilities_holding_nan_are_refused(helpers: int) -> None:
         semantic_to_instances(probs, background=0)
 
 
+@pytest.mark.parametrize("shift", [-100.0, -78.0, 75.0, 87.0])
+def test_logits_near_and_past_the_edge_of_float32_exps_score_their_softmax(
+    shift: float, helpers: int
+) -> None:
+    # the sum of the exps serves for winners in (-80, 80 - log 21 = 76.96) of 21 channels; past them it may
+    # leave float32 (at 87 it does) or the winner's exp be no normal float (below -87.3): the logits are read
+    # again, less the winner, and the score is the softmax all the same
+    rng = np.random.default_rng(7)
+    logits = (rng.normal(size=(21, 16, 20)) + shift).astype(np.float32)
+    logits[0, :, :10] = shift + 9  # (the background's channel wins the left half)
+    inst = semantic_to_instances(logits, SemanticParams(size_threshold=0), background=0, logits=True)
+    wide = logits.astype(np.float64)
+    wins = 1 / np.exp(wide - wide.max(axis=0)).sum(axis=0)
+    assert len(inst) > 0
+    for mask, score in zip(inst.dense_masks(), inst.score, strict=True):
+        assert score == pytest.approx(wins[mask].mean(), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("value", "taken"),
+    [(1 + 5e-7, True), (-5e-7, True), (1 + 5e-6, False), (-5e-6, False)],
+    ids=["a_rounding_over_1", "a_rounding_under_0", "over_1", "under_0"],
+)
+def test_probabilities_are_taken_to_within_a_float_rounding_of_0_and_1(
+    value: float, taken: bool, helpers: int
+) -> None:
+    probs = np.zeros((3, 8, 8), np.float32)
+    probs[1] = 1.0
+    probs[:, 3, 3] = (1.0, 0.0, value)  # (the background wins the pixel, or the one score past 1)
+    if taken:
+        assert len(semantic_to_instances(probs, background=0)) == 1
+    else:
+        with pytest.raises(InputError, match=r"probabilities must lie in \[0, 1\]"):
+            semantic_to_instances(probs, background=0)
+
+
 def test_class_map_instances_score_one() -> None:
     assert semantic_to_instances(_two_discs()).score.tolist() == [1.0, 1.0]
 
