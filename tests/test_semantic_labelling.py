@@ -3,6 +3,8 @@ and opened pixels a pass over its own mask gives, and the split chooses it for m
 
 from __future__ import annotations
 
+from unittest import mock
+
 import cv2
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
+from edgeseg import sidework
 from edgeseg.instances import Instances
 from edgeseg.semantic import SemanticParams, explain_split, labelling, semantic_to_instances
 from edgeseg.semantic.labelling import classes_of, label, label_map
@@ -54,6 +57,26 @@ def test_one_pass_over_the_map_gives_each_class_the_components_of_a_pass_over_it
     cm: NDArray[np.generic],
 ) -> None:
     _same_as_a_pass_per_class(cm)
+
+
+@settings(max_examples=150, deadline=None)
+@given(class_maps(), st.integers(1, 3))
+def test_a_map_labelled_in_bands_side_by_side_gives_the_labels_of_one_grid_in_their_order(
+    cm: NDArray[np.generic], helpers: int
+) -> None:
+    whole = label_map(cm, KERNEL)
+    with (
+        mock.patch.object(labelling, "SIDE_PIXELS", 1),
+        mock.patch.object(sidework, "helpers", return_value=helpers),
+        mock.patch.object(cv2, "getNumThreads", return_value=1),
+    ):
+        _same_as_a_pass_per_class(cm)
+        bands = label_map(cm, KERNEL)
+    # one label for one label, in the same order (of their first pixels: what breaks ties of area)
+    pairs = np.unique(np.stack([whole.image.ravel(), bands.image.ravel()], axis=1), axis=0)
+    assert len(pairs) == len(np.unique(whole.image))
+    assert np.array_equal(np.argsort(pairs[:, 1]), np.arange(len(pairs)))
+    assert np.array_equal(whole.stats[pairs[:, 0]], bands.stats[pairs[:, 1]])
 
 
 @settings(max_examples=150, deadline=None)
