@@ -348,6 +348,12 @@ def test_probabilities_are_taken_to_within_a_float_rounding_of_0_and_1(
             semantic_to_instances(probs, background=0)
 
 
+def test_a_confidence_beside_scores_is_refused() -> None:
+    scores = np.full((3, 8, 8), 1 / 3, np.float32)
+    with pytest.raises(InputError, match="confidence goes with a class map; scores carry their own"):
+        semantic_to_instances(scores, background=0, confidence=np.ones((8, 8), np.float32))
+
+
 def test_class_map_instances_score_one() -> None:
     assert semantic_to_instances(_two_discs()).score.tolist() == [1.0, 1.0]
 

@@ -104,6 +104,10 @@ from edgeseg.semantic.scores import channels_first, read_scores
 from edgeseg.validate import FieldError, check_fields
 
 _MAX_CLASS_ID = 65535
+# The winning-class probability of every pixel of a map, or None, as a call: the scores' is made on a helper
+# thread while the split runs (edgeseg.semantic.scores), and raises there for scores that hold no
+# probabilities or logits.
+Probability = Callable[[], NDArray[np.float32] | None]
 # The split looks at no more components, and boxes of no more frames' pixels, per map: three times the
 # components a scene of objects needs (the bench's scenes split at most 11 a map), and a seventh more box
 # pixels than the most the bench's scenes take (0.74 of a frame: big touching discs; the demo model's maps
@@ -667,14 +671,10 @@ class Confidence:
 
 
 def _confidence(
-    confidence: NDArray[np.floating[Any]] | Confidence,
-    shape: tuple[int, ...],
-    scores: bool,
+    confidence: NDArray[np.floating[Any]] | Confidence, shape: tuple[int, ...]
 ) -> NDArray[np.float32]:
     """The confidence map, checked (unless it is a :class:`Confidence` of the class map's shape): a class
-    map's companion of the same shape, finite, in ``[0, 1]``; an error beside ``scores``."""
-    if scores:
-        raise InputError("semantic_to_instances: confidence goes with a class map; scores carry their own")
+    map's companion of the same shape, finite, in ``[0, 1]``."""
     if isinstance(confidence, Confidence):
         if confidence.values.shape == shape:
             return confidence.values
@@ -689,19 +689,15 @@ def _class_map(
     channels_last: bool,
     confidence: NDArray[np.floating[Any]] | Confidence | None = None,
 ) -> tuple[NDArray[Any], Probability]:
-    """Validate the input; return the class map and the winning-class probability: from the scores, or the
-    confidence given beside a class map (None: a class map alone carries none)."""
+    """Validate the input; return the class map and the call that gives the winning-class probability: of
+    the scores, or the confidence given beside a class map (None: a class map alone carries none)."""
+    if confidence is not None and np.ndim(data) == 3:
+        raise InputError("semantic_to_instances: confidence goes with a class map; scores carry their own")
     class_map, winning_prob = _split_input(data, background, logits, channels_last)
     if confidence is None:
         return class_map, winning_prob
-    given = _confidence(confidence, class_map.shape, scores=np.ndim(data) == 3)
+    given = _confidence(confidence, class_map.shape)
     return class_map, lambda: given
-
-
-# the winning-class probability of every pixel of a map, or None: a call, as the scores' is made on a helper
-# thread while the split runs (edgeseg.semantic.scores), and it raises there for scores that hold no
-# probabilities or logits
-Probability = Callable[[], NDArray[np.float32] | None]
 
 
 def _no_probability() -> None:
