@@ -7,8 +7,8 @@ is all the host does. The helpers are made once, one fewer than the usable cores
 other), and live as long as the process: a pool made per call cost its threads' start each time.
 
 Only calls of tens of microseconds or more gain: each call back into Python takes the GIL, and two threads
-that take it thousands of times a map wait on each other for longer than they save (the argmax of 21 planes
-of 480x640 read in bands of 16,384 pixels on two threads took 2.5x the time of one thread).
+that take it thousands of times a map wait on each other for longer than they save (so the argmax reads
+larger bands side by side than it does alone: :data:`edgeseg.semantic.scores.SIDE_BAND_PIXELS`).
 """
 
 from __future__ import annotations

@@ -220,9 +220,10 @@ def label_map(class_map: NDArray[Any], kernel: NDArray[np.uint8] | None = None) 
 
     Where OpenCV runs its calls without its pool (which shares out the labelling itself), a large map's
     bands of rows are labelled side by side on the helper threads (:mod:`edgeseg.sidework`), each on a grid of
-    its own, and joined where they meet: on two cores the labelling of 21 classes of small blobs at 480x640
-    took 0.82x the time, their split 0.90x (a scratch probe alternating both ways call by call, medians of
-    40); the same labels, numbered otherwise but in the same order (of their first pixels)."""
+    its own, and joined where they meet: on two cores the split of 21 classes of small blobs at 480x640 took
+    0.89-0.91x the time on one OpenCV thread (``scripts/bench_postprocess.py --reference``'s
+    ``hostile_many_classes``, two runs); the same labels, numbered otherwise but in the same order (of their
+    first pixels)."""
     h, w = class_map.shape
     bands = (
         min(sidework.helpers() + 1, h) if cv2.getNumThreads() == 1 and class_map.size >= SIDE_PIXELS else 1
@@ -288,9 +289,8 @@ def corner_joins(
     the one above it where they are of one class (the diagonals across come with the corners: where a side
     joins them, it is one of those or on a grid).
 
-    The map's uint8 comparisons by OpenCV, then the labels at the few blocks found: numpy's comparison of
-    the labels of every diagonal pair took twice the time (0.43 against 0.20 ms on 21 classes of small blobs
-    at 480x640, 1,088 joins)."""
+    The blocks are found by OpenCV's comparisons of the map's uint8 values, and the labels read at those
+    few only, rather than numpy comparing the int32 labels of every diagonal pair."""
     none = np.zeros(0, np.int32)
     us, vs = [none], [none]
     tl, tr, bl, br = class_map[:-1, :-1], class_map[:-1, 1:], class_map[1:, :-1], class_map[1:, 1:]

@@ -8,10 +8,10 @@ check too), and the split reads the probability only once it has its instances. 
 summed in the argmax's own pass, while each plane is in cache.
 
 On 21 channels of 480x640 logits of small blobs on two cores (``scripts/bench_postprocess.py
---reference``'s ``hostile_scores_many``, against the argmax and exps in one pass on one thread), the split
-took 0.90x the time with OpenCV's pool and 0.83x on one OpenCV thread, the same instances; the sets of
-class maps 0.99-1.02x (their labelling passes side by side on the same helpers: noise 0.88x, tiny specks
-0.78x on one thread, where a pool of threads had been made for each map).
+--reference``'s ``hostile_scores_many``, against the argmax and exps in one pass on one thread; two runs), the
+split took 0.88-0.90x the time with OpenCV's pool and 0.83x on one OpenCV thread, the same instances; the
+sets of class maps 0.97-1.03x (their labelling passes side by side on the same helpers: noise 0.88-0.92x,
+tiny specks 0.76-0.78x on one thread, where a pool of threads had been made for each map).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from edgeseg.errors import InputError
 # logits whose exps are summed as they are in float32 (1.2e-38 to 3.4e38): exp(80) is 5.5e34, exp(-80) 1.8e-35
 EXP_MARGIN = 80.0
 BAND_PIXELS = 1 << 16  # one thread reads the scores in bands of about this many pixels (see argmax_channels)
-# Threads side by side read bands of this many: each OpenCV call takes the GIL again as it returns, and the
-# calls on bands of 65,536 pixels were short enough that the two threads waited on each other (the argmax
-# of 21 planes of 480x640 took as long as on one thread; halves read whole, 0.7-0.75x)
+# Threads side by side read bands of this many: each OpenCV call takes the GIL again as it returns, and on
+# bands of BAND_PIXELS the two threads' calls were short enough that they waited on each other more than
+# they gained (at 480x640 a half of the rows is read whole)
 SIDE_BAND_PIXELS = 1 << 18
 
 
