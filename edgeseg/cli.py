@@ -22,7 +22,17 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 from edgeseg import __version__, logtally
 from edgeseg.cliconfig import add_pipeline_args, bundled_pipelines, load_pipeline, pipeline_path
 from edgeseg.errors import EdgesegError
-from edgeseg.journal import Formatter, Handler, echo, journal_lines, left_out, put, say, to_journal
+from edgeseg.journal import (
+    Formatter,
+    Handler,
+    echo,
+    journal_lines,
+    left_out,
+    put,
+    say,
+    summary_left_out,
+    to_journal,
+)
 from edgeseg.malloc import tune_malloc
 from edgeseg.procmem import Resident, resident
 from edgeseg.stats import STREAM_PREFIX, PipelineStats
@@ -437,6 +447,8 @@ def _run(args: argparse.Namespace) -> int:
         echo(tracking.line())
     if (memory := resident()) is not None:
         echo(memory.line())
+    if unsaid := summary_left_out():
+        say(f"nothing was reading stdout: lines of the run's summary left out: {unsaid}", logging.WARNING)
     if lost:
         if pipeline.error is not None:
             say(f"error: {pipeline.error}", logging.ERROR)

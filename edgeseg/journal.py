@@ -10,7 +10,8 @@ The command's own lines on stderr (log records, progress, its messages) never wa
 the thread writing one may be the main thread, which also acts on SIGTERM and feeds the watchdog, or a stage
 of the pipeline. A reader that stopped reading (a stuck log shipper, a parent that reads only at the end)
 fills a pipe in 64 KB; from then on lines are left out, counted, and the count is said when the stream takes
-lines again and in the run's summary (:func:`left_out`).
+lines again and in the run's summary (:func:`left_out`). The summary on stdout is written the same way, so a
+run ends whoever reads its stdout; what it left out of the summary, stderr says (:func:`summary_left_out`).
 """
 
 from __future__ import annotations
@@ -62,9 +63,11 @@ def journal_lines(text: str, level: int) -> str:
 
 
 class _Outlet:
-    """The state of the process's stderr as the lines of :func:`put` found it (one for all threads)."""
+    """The state of a stream of the process as the lines written to it found it (one for all threads):
+    ``name`` the stream's, ``lines`` what its lines are, for the notice of those left out."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "stderr", lines: str = "lines of log and progress") -> None:
+        self.name, self.lines = name, lines
         self.lock = threading.Lock()
         self.stuck = False  # the last line was left out: the next ones do not wait
         self.unsaid = 0  # lines left out since the last one written
@@ -72,7 +75,8 @@ class _Outlet:
         self.total = 0
 
 
-_outlet = _Outlet()
+_outlet = _Outlet()  # stderr's: the command's log, progress and messages (put, say)
+_summary_outlet = _Outlet("stdout", "lines of the run's summary")  # stdout's (echo)
 
 
 def _takes(fd: int, wait_s: float) -> bool:
@@ -84,21 +88,22 @@ def _takes(fd: int, wait_s: float) -> bool:
     return bool(poller.poll(round(wait_s * 1000)))
 
 
-def put(stream: TextIO, text: str) -> None:
+def put(stream: TextIO, text: str, outlet: _Outlet | None = None) -> None:
     """Write ``text`` (whole lines, or a terminal's line rewritten in place) to ``stream`` unless that would
-    wait on its reader (see the module's docstring); thread-safe."""
+    wait on its reader (see the module's docstring); thread-safe. ``outlet``: the stream's state (None:
+    stderr's)."""
     try:
         fd: int | None = stream.fileno()
     except (OSError, ValueError, AttributeError):
         fd = None  # a stream in memory never waits
-    out = _outlet
+    out = _outlet if outlet is None else outlet
     with out.lock:
         if fd is not None and not _takes(fd, 0.0 if out.stuck else PATIENCE_S):
             out.stuck, out.unsaid, out.total = True, out.unsaid + 1, out.total + 1
             return
         out.stuck = False
         if out.unsaid:
-            notice = f"nothing was reading stderr: lines of log and progress left out here: {out.unsaid}"
+            notice = f"nothing was reading {out.name}: {out.lines} left out here: {out.unsaid}"
             journal = to_journal(stream)
             shown = journal_lines(notice, logging.WARNING) if journal else f"{PREFIX}WARNING: {notice}"
             text = ("\n" if out.cut else "") + shown + "\n" + text
@@ -112,9 +117,15 @@ def put(stream: TextIO, text: str) -> None:
 
 
 def left_out() -> int:
-    """Lines :func:`put` has left out in this process."""
+    """Lines :func:`put` has left out of stderr in this process."""
     with _outlet.lock:
         return _outlet.total
+
+
+def summary_left_out() -> int:
+    """Lines :func:`echo` has left out of stdout in this process."""
+    with _summary_outlet.lock:
+        return _summary_outlet.total
 
 
 class Handler(logging.Handler):
@@ -141,10 +152,12 @@ def say(text: str, level: int = logging.INFO, stream: TextIO | None = None) -> N
 
 
 def echo(text: str, level: int = logging.INFO, stream: TextIO | None = None) -> None:
-    """Write a line of output (the run's summary) to stdout (or ``stream``), as is on a terminal."""
+    """Write a line of output (the run's summary) to stdout (or ``stream``), as is on a terminal, unless
+    that would wait on its reader as :func:`put` has it: a run whose stdout nobody reads (a parent that
+    reads stderr only, a stalled journal) ends all the same, and says how many lines it left out
+    (:func:`summary_left_out`)."""
     out = sys.stdout if stream is None else stream
-    out.write((journal_lines(text, level) if to_journal(out) else text) + "\n")
-    out.flush()
+    put(out, (journal_lines(text, level) if to_journal(out) else text) + "\n", _summary_outlet)
 
 
 class Formatter(logging.Formatter):

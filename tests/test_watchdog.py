@@ -547,6 +547,53 @@ def test_a_line_waits_for_a_reader_that_is_slow_but_alive_and_nothing_is_left_ou
         assert journal.left_out() == 0
 
 
+def test_summary_lines_a_full_stdout_cannot_take_are_left_out_counted_apart_from_stderrs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(journal, "_outlet", journal._Outlet())
+    monkeypatch.setattr(journal, "_summary_outlet", journal._Outlet("stdout", "lines of the run's summary"))
+    monkeypatch.setattr(journal, "PATIENCE_S", 0.05)
+    read, write = _small_pipe()
+    with open(write, "w") as stream, open(read, "rb", buffering=0):
+        stream.write("x")  # (one byte: the pipe has no page of room left)
+        stream.flush()
+        for i in range(5):
+            journal.echo(f"summary {i}", stream=stream)
+        assert journal.summary_left_out() == 5
+        assert journal.left_out() == 0
+        assert _drain(read) == "x"
+        journal.echo("summary 5", stream=stream)
+        notice = "edgeseg: WARNING: nothing was reading stdout: lines of the run's summary left out here: 5"
+        assert _drain(read) == f"{notice}\nsummary 5\n"
+
+
+def test_a_run_whose_stdout_nobody_reads_ends_and_says_on_stderr_what_it_left_out_of_the_summary(
+    tmp_path: Path,
+) -> None:
+    """stdout a pipe that is full before the run starts and that nobody reads (a parent that reads stderr
+    only, a stalled journal): the run's summary no longer holds it at its end forever."""
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    read, write = _small_pipe()
+    os.write(write, b"." * 4096)
+    cmd = [sys.executable, "-m", "edgeseg", "run", "--max-frames", "20"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=write, stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        _reap(proc)
+    try:
+        assert _drain(read) == "." * 4096  # nothing of the summary got in, nor waits to
+    finally:
+        os.close(read)
+    assert proc.returncode == 0
+    said = re.search(
+        r"edgeseg: nothing was reading stdout: lines of the run's summary left out: (\d+)\n", err
+    )
+    assert said is not None, err
+    assert int(said.group(1)) >= 3  # (done, stage medians, memory at least)
+
+
 def test_a_run_whose_stderr_nobody_reads_keeps_pinging_the_watchdog_and_stops_on_sigterm(
     tmp_path: Path,
 ) -> None:
