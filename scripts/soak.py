@@ -14,6 +14,9 @@ at the end:
   ``rss_mb_per_hour``: the least-squares slope of the samples of the run's second half (a cache that fills
   up early does not count; a leak does); ``anon_mb_first``, ``anon_mb_max``, ``anon_mb_last`` the same for
   the anonymous part;
+- ``threads_last_changed_s`` and ``rss_mb_per_hour_since``: where the run's thread count last changed (the
+  pipeline's planner trying or keeping runs of inference side by side, whose tensors step the memory), the
+  slope of the samples from ``--warm-s`` after it, if they span a quarter of the run or more;
 - ``fds`` and ``threads``: their least and most over the samples after warm-up (a leak of either shows as a
   range);
 - what arrived: the results the run says it finished (its summary), the JSON lines written (one a result,
@@ -120,9 +123,13 @@ def main() -> None:
     print(summary.rstrip())
     warm = [s for s in samples if s[0] >= args.warm_s] or samples
     late = [s for s in warm if s[0] >= warm[-1][0] / 2] if warm else []
-    slope = (
-        float(np.polyfit([s[0] for s in late], [s[1] for s in late], 1)[0]) * 3600 if len(late) > 2 else None
-    )
+    slope = _per_hour(late)
+    # the samples since the run's thread count last changed, after a warm-up of their own: the pipeline's
+    # planner trying or keeping another plan (runs of inference side by side hold tensors of their own)
+    # steps the memory, which the second half's slope reads as growth where the plan changed within it
+    changed = max((i for i in range(1, len(warm)) if warm[i][4] != warm[i - 1][4]), default=0)
+    steady = [s for s in warm if s[0] >= warm[changed][0] + args.warm_s] if changed else []
+    steady_slope = _per_hour(steady) if steady and steady[-1][0] - steady[0][0] >= warm[-1][0] / 4 else None
     gaps = finished - len(seqs & set(range(max(finished, 0)))) if finished >= 0 else None
     figures = {
         "bench": "soak",
@@ -138,6 +145,8 @@ def main() -> None:
         "rss_mb_last": round(warm[-1][1], 1) if warm else None,
         "rss_mb_median_second_half": round(statistics.median(s[1] for s in late), 1) if late else None,
         "rss_mb_per_hour": None if slope is None else round(slope, 2),
+        "threads_last_changed_s": round(warm[changed][0]) if changed else None,
+        "rss_mb_per_hour_since": None if steady_slope is None else round(steady_slope, 2),
         "anon_mb_first": round(warm[0][2], 1) if warm else None,
         "anon_mb_max": round(max(s[2] for s in warm), 1) if warm else None,
         "anon_mb_last": round(warm[-1][2], 1) if warm else None,
@@ -149,12 +158,24 @@ def main() -> None:
         f"{figures['rss_mb_last']} at the end; {figures['rss_mb_per_hour']} MB/hour over the second half; "
         f"anonymous {figures['anon_mb_first']}, at most {figures['anon_mb_max']}, {figures['anon_mb_last']}"
     )
+    if changed:
+        print(
+            f"threads last changed at {figures['threads_last_changed_s']} s (the planner's plan): from "
+            f"--warm-s after, {figures['rss_mb_per_hour_since']} MB/hour (None: under a quarter of the run)"
+        )
     print(f"descriptors {figures['fds']}, threads {figures['threads']} (least, most after warm-up)")
     print(
         f"results: {finished} done, {lines} JSON lines, {len(seqs)} received over MQTT "
         f"({figures['mqtt_missing']} missing, {figures['mqtt_duplicates']} duplicates)"
     )
     print(json.dumps(figures))
+
+
+def _per_hour(samples: list[tuple[float, float, float, int, int]]) -> float | None:
+    """The least-squares slope of the samples' resident MB, per hour (None: fewer than three)."""
+    if len(samples) < 3:
+        return None
+    return float(np.polyfit([s[0] for s in samples], [s[1] for s in samples], 1)[0]) * 3600
 
 
 def _received(subscriber: Subscriber) -> int:
