@@ -179,7 +179,7 @@ def classes_of(
     masks = [m for k in apart if (m := out[k].mask) is not None]
     noisy = [speckled[out[k].class_id] for k in apart]
     calls = [functools.partial(label, m, s) for m, s in zip(masks, noisy, strict=True)]
-    labelled = sidework.side_by_side(calls) if cv2.getNumThreads() == 1 else [call() for call in calls]
+    labelled = sidework.side_by_side(calls) if _side_helpers() else [call() for call in calls]
     for k, labels in zip(apart, labelled, strict=True):
         out[k] = out[k]._replace(labels=labels)
     return out
@@ -225,9 +225,7 @@ def label_map(class_map: NDArray[Any], kernel: NDArray[np.uint8] | None = None) 
     ``hostile_many_classes``, two runs); the same labels, numbered otherwise but in the same order (of their
     first pixels)."""
     h, w = class_map.shape
-    bands = (
-        min(sidework.helpers() + 1, h) if cv2.getNumThreads() == 1 and class_map.size >= SIDE_PIXELS else 1
-    )
+    bands = min(_side_helpers() + 1, h) if class_map.size >= SIDE_PIXELS else 1
     edges = [h * k // bands for k in range(bands + 1)]
     pieces = sidework.side_by_side(
         [functools.partial(_grid_labels, class_map[y0:y1]) for y0, y1 in itertools.pairwise(edges)]
@@ -266,6 +264,12 @@ def label_map(class_map: NDArray[Any], kernel: NDArray[np.uint8] | None = None) 
         core = cv2.erode(class_map, kernel, iterations=2) == cv2.dilate(class_map, kernel, iterations=2)
         cored = np.bincount(flat[core.ravel()], minlength=n) > 0
     return MapLabels(image, stats, classes, cored)
+
+
+def _side_helpers() -> int:
+    """The helper threads labelling passes share: none where OpenCV runs its own pool, which shares out each
+    pass itself (passes side by side then only crowded the cores)."""
+    return sidework.helpers() if cv2.getNumThreads() == 1 else 0
 
 
 def _grid_labels(class_map: NDArray[Any]) -> tuple[int, NDArray[np.int32]]:
