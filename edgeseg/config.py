@@ -396,6 +396,13 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def yaml_value(value: Any) -> str:
+    """A plain value (JSON types) as one line of YAML that :func:`parse_value` reads back as it. Not JSON:
+    a float under 1e-4 is ``5e-05`` there, which YAML 1.1 (PyYAML) reads as a string; PyYAML writes
+    ``5.0e-05``."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 30).removesuffix("\n...\n").strip()
+
+
 def set_key(raw: dict[str, Any], key: str, value: Any, origin: str, origins: dict[str, str]) -> None:
     """Set ``key`` (a dotted path) in a raw document, creating sections on the way."""
     parts = key.split(".")

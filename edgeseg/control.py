@@ -20,7 +20,6 @@ interactive user who asks, into the pipeline YAML itself, keeping its comments (
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -30,7 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeseg.config import Override, PipelineConfig, apply_changes, field_meta, flatten, to_raw
+from edgeseg.config import (
+    Override,
+    PipelineConfig,
+    apply_changes,
+    field_meta,
+    flatten,
+    to_raw,
+    yaml_value,
+)
 from edgeseg.errors import ConfigError
 from edgeseg.geometry import FULL_ROI
 from edgeseg.heads import DecodeOptions
@@ -84,7 +91,7 @@ class TuningFile:
 
     def overrides(self) -> list[Override]:
         origin = f"saved tuning {self.path}"
-        return [Override(f"{key}={json.dumps(value)}", origin) for key, value in self.values.items()]
+        return [Override(f"{key}={yaml_value(value)}", origin) for key, value in self.values.items()]
 
 
 def tuning_path(state: Path, pipeline_name: str) -> Path:
@@ -400,8 +407,8 @@ def _write_tuning(path: Path, name: str, values: Mapping[str, Any]) -> None:
         path.unlink(missing_ok=True)
         return
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    # one "key: value" line each, the value as JSON (valid YAML): a list stays on its line
-    body = "".join(f"{key}: {json.dumps(values[key])}\n" for key in sorted(values))
+    # one "key: value" line each, the value in flow style: a list stays on its line
+    body = "".join(f"{key}: {yaml_value(values[key])}\n" for key in sorted(values))
     text = TUNING_HEADER.format(name=name, when=when) + body
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

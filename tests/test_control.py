@@ -315,6 +315,18 @@ def test_saved_tuning_holds_only_what_differs_from_the_file_and_is_applied_at_th
     assert config.postprocess.semantic.min_score == 0.45
 
 
+def test_a_saved_tiny_threshold_loads_back_as_a_number_at_the_next_start(tmp_path: Path) -> None:
+    """JSON writes 5e-05, which YAML 1.1 (PyYAML) reads as a string: the next start failed on the file."""
+    path = tuning_path(tmp_path, "demo")
+    control = _control(tuning=path)
+    assert control.update({SCORE: 5e-05}, "test").ok
+    control.save()
+    saved = load_tuning(path)
+    assert dict(saved.values) == {SCORE: 5e-05}
+    config = load_config(DEMO, saved.overrides(), env={})
+    assert config.postprocess.semantic.min_score == 5e-05
+
+
 def test_a_saved_tuning_file_with_a_key_that_needs_a_restart_is_an_error_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "tuning-demo.yaml"
     path.write_text("model.path: /x.onnx\n")
