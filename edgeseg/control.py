@@ -357,7 +357,7 @@ class Control:
 
     def reset(self) -> Outcome:
         """Undo the live changes not saved: back to what a restart would run (the files, the flags and the
-        saved tuning as of the start or the last save)."""
+        saved tuning as of the start, the last save or the values the last reload applied)."""
         assert self._snap.config is not None
         now, kept = flatten(to_raw(self._snap.config)), flatten(to_raw(self._kept))
         undo = {
@@ -381,7 +381,12 @@ class Control:
         old, now = flatten(to_raw(self._base)), flatten(to_raw(new))
         changed = {key: value for key, value in now.items() if old.get(key) != value}
         self._base = new
-        return self.update(changed, "reload", quiet=True)
+        outcome = self.update(changed, "reload", quiet=True)
+        if outcome.applied:  # a restart now runs the file's new values: a reset goes back to them
+            kept = {key: changed[key] for key in outcome.applied}
+            with self._lock:
+                self._kept = apply_changes(self._kept, to_raw(self._kept), kept, "reload", self.file)
+        return outcome
 
 
 def _flat_changes(changes: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:

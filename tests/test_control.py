@@ -362,6 +362,22 @@ def test_reload_applies_what_changed_in_the_file_and_refuses_a_new_model(tmp_pat
     assert control.reload().applied == {}  # nothing changed since
 
 
+def test_reset_after_a_reload_goes_back_to_the_reloaded_files_values(tmp_path: Path) -> None:
+    """What a restart would run now is the file as reloaded: a reset went back to the file as it was at start,
+    undoing the SIGHUP."""
+    file = tmp_path / "p.yaml"
+    text = DEMO.read_text().replace("../models/demo-parts.onnx", str(REPO / "models" / "demo-parts.onnx"))
+    file.write_text(text)
+    control = Control(
+        load_config(file, env={}), DEMO_CARD, file=file, reloader=lambda: load_config(file, env={})
+    )
+    file.write_text(text.replace("semantic: null", "semantic:\n    min_score: 0.4"))
+    assert control.reload().applied == {SCORE: 0.4}
+    control.update({SCORE: 0.45, SIZE: 30}, "test")
+    assert control.reset().applied == {SCORE: 0.4, SIZE: CARD_SIZE}
+    assert control.value(SCORE) == 0.4
+
+
 def test_sighup_applies_a_changed_threshold_and_refuses_a_new_model_in_one_line(tmp_path: Path) -> None:
     """A real ``edgeseg run`` process, a real SIGHUP: the file's new threshold reaches the next results, its
     new model path is refused in the same single log line, and the run goes on."""
