@@ -147,3 +147,42 @@ def test_a_trackbar_moved_in_the_window_changes_the_live_value_and_a_refused_one
     after = done.stdout.split("after refusal ")[1]
     assert after.startswith("0.35 35 |"), done.stdout
     assert "dist_threshold: must be in (0, 1] (got 0.0)" in after
+
+
+STEP_PAST_END = """
+import cv2
+from edgeseg.config import load_config
+from edgeseg.control import Control
+from edgeseg.modelcard import find_card
+from edgeseg.sinks.tune import KEY_DOWN, KEY_NEXT, KEY_UP, TunePanel
+control = Control(load_config(None, env={}), find_card("models/demo-parts.onnx"))
+cv2.namedWindow("edgeseg-step")
+panel = TunePanel("edgeseg-step", control)
+panel.create()
+key = "postprocess.semantic.size_threshold"  # no upper bound: its trackbar ends at 4x the card's value
+while panel.sliders[panel.selected].key != key:
+    panel.key(KEY_NEXT)
+end = panel.sliders[panel.selected].count
+control.update({key: 10 * end}, "mqtt")  # past the trackbar's end, as MQTT or the web page may set it
+panel.key(KEY_UP)
+print("up", control.value(key) - 10 * end)
+panel.key(KEY_DOWN)
+panel.key(KEY_DOWN)
+print("down", control.value(key) - 10 * end)
+"""
+
+
+def test_a_step_from_a_value_past_the_trackbars_end_moves_it_one_step_that_way(
+    xvfb: str,  # noqa: F811
+) -> None:
+    """Set over MQTT past the trackbar's end, a value stepped up in the window fell to the trackbar's end."""
+    done = subprocess.run(
+        [sys.executable, "-c", STEP_PAST_END],
+        env=edgeseg_env(DISPLAY=xvfb),
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["up", "1", "down", "-1"], done.stdout

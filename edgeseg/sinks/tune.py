@@ -54,10 +54,15 @@ class Slider:
         return cls(t.key, name, t.kind, lo, step, max(1, math.ceil((hi - lo) / step)))
 
     def position(self, value: object) -> int:
+        return min(self.count, max(0, self.steps(value)))
+
+    def steps(self, value: object) -> int:
+        """The position of ``value`` on an endless trackbar (set over MQTT or the web page, an unbounded
+        value may lie past this one's end)."""
         if isinstance(value, bool):
             return int(value)
         v = float(value) if isinstance(value, (int, float)) else self.lo
-        return min(self.count, max(0, round((v - self.lo) / self.step)))
+        return round((v - self.lo) / self.step)
 
     def value(self, position: int) -> float | int | bool:
         if self.kind == "bool":
@@ -123,8 +128,10 @@ class TunePanel:
         if key == KEY_NEXT:
             self.selected = (self.selected + 1) % len(self.sliders)
         elif key in (KEY_UP, KEY_DOWN):
-            position = slider.position(self.control.value(slider.key)) + (1 if key == KEY_UP else -1)
-            self._apply(slider, slider.value(min(slider.count, max(0, position))))
+            at = slider.steps(self.control.value(slider.key))
+            position = max(0, at + (1 if key == KEY_UP else -1))
+            # from a value past the trackbar's end, a step goes on from it: the end would lower it
+            self._apply(slider, slider.value(position if at > slider.count else min(slider.count, position)))
         elif key == KEY_SAVE:
             try:
                 self._say(self.control.save())
