@@ -283,6 +283,7 @@ class ZoneCounter:
         zone_evidence: Sequence[Sequence[int]],
         line_points: Sequence[Sequence[tuple[float, float]]],
         ended: Sequence[int] = (),
+        ended_at: tuple[int, float] | None = None,
     ) -> list[Event]:
         """One frame: the events it makes.
 
@@ -292,10 +293,11 @@ class ZoneCounter:
             zone_evidence: per instance, per zone: +1 clearly inside, -1 clearly outside, 0 on the edge.
             line_points: per instance, per line: the anchor point (normalized).
             ended: tracks the tracker ended in this frame.
+            ended_at: the capture ns and wall time it ended them at (default: this frame's).
         """
         t = t_ns / 1e9
         events: list[Event] = []
-        at = (t_ns, wall)
+        at = (t_ns, wall) if ended_at is None else ended_at
         if self._last is not None and t_ns < self._last[0]:
             # the source restarted: nothing carries over, and what ended, ended with the old stream
             ended, at = [*ended, *self._tracks], self._last
@@ -477,7 +479,10 @@ class ZoneStage:
     def process(self, result: Result) -> Result:
         frame, inst = result.frame, result.instances
         self._last = (frame.t_capture_ns, frame.wall_time)
-        ended = [e.track_id for e in result.events if e.kind == "end"]
+        ends = [e for e in result.events if e.kind == "end"]
+        ended = [e.track_id for e in ends]
+        # a source restart's tracks end at the old stream's last frame, not this one: their exits too
+        ended_at = (ends[0].t_capture_ns, ends[0].wall_time) if ends else None
         ids = inst.track_id
         if ids is None:
             track_ids: list[int] = []
@@ -487,7 +492,14 @@ class ZoneStage:
             track_ids = ids.tolist()
             zone_ev, line_pts = self.counter.evidence(inst)
         events = self.counter.observe(
-            frame.t_capture_ns, frame.wall_time, track_ids, inst.class_id.tolist(), zone_ev, line_pts, ended
+            frame.t_capture_ns,
+            frame.wall_time,
+            track_ids,
+            inst.class_id.tolist(),
+            zone_ev,
+            line_pts,
+            ended,
+            ended_at,
         )
         if self._pending:
             events, self._pending = [*self._pending, *events], []

@@ -8,6 +8,7 @@ import json
 import math
 import tracemalloc
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -612,6 +613,32 @@ def test_when_the_capture_time_goes_back_tracks_inside_exit_at_the_old_streams_l
         ("zone_enter", 7, 1 * NS, 200.0),
     ]
     assert events[0].duration_s == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("restart", ["gap", "index"])
+def test_a_track_inside_that_a_source_restart_ends_exits_with_its_end_at_the_old_streams_last_frame(
+    restart: str,
+) -> None:
+    """A camera back after a minute (a gap over reset_gap_s) or a looping file (the frame index goes back):
+    the tracker ends its tracks at the old stream's last frame; their zone_exit came at the new stream's
+    first, so the zone had them inside through the outage."""
+    sequence = EventSequence()
+    tracker = TrackerStage(TrackerConfig(enabled=True), sequence)
+    zone = ZoneConfig(polygon=((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)), enter_s=0.0)
+    zones = ZoneStage({"z": zone}, {}, 2.0, sequence)
+    events: list[Event] = []
+    for k in range(10):
+        events += zones.process(tracker.process(result_of(square(300, 200, track=-1), k, 10.0))).events
+    after = result_of(Instances.empty((H, W)), 610 if restart == "gap" else 11, 10.0)
+    if restart == "index":
+        after = replace(after, frame=replace(after.frame, index=0))
+    events += zones.process(tracker.process(after)).events
+    end, exit_ = [e for e in events if e.kind in ("end", "zone_exit")]
+    assert (end.kind, exit_.kind) == ("end", "zone_exit")
+    assert (
+        (exit_.t_capture_ns, exit_.wall_time) == (end.t_capture_ns, end.wall_time) == (9 * NS // 10, 1000.9)
+    )
+    assert exit_.duration_s == pytest.approx(0.9)  # entered at 0, last seen at 0.9 s
 
 
 def strip(x0: int, width: int = 100) -> Instances:
