@@ -344,6 +344,7 @@ def field_meta(key: str) -> Mapping[str, Any] | None:
     from edgeseg.sinks import SINKS
 
     cls: Any = PipelineConfig
+    named: Any = None  # the entries' dataclass of a section of named entries (zones), its name next
     parts = key.split(".")
     for i, part in enumerate(parts):
         if cls is SinksConfig:
@@ -352,15 +353,20 @@ def field_meta(key: str) -> Mapping[str, Any] | None:
                 return None
             cls = spec.config
             continue
+        if named is not None:  # an entry's name (zones.<name>): its keys are the dataclass's
+            cls, named = named, None
+            continue
         found = next((f for f in fields(cls) if f.name == part), None)
         if found is None:
             return None
         hint = type_hints(cls)[part]
         if get_origin(hint) in (Union, types.UnionType):
             hint = next(a for a in get_args(hint) if a is not type(None))
+        if get_origin(hint) is dict:
+            named = get_args(hint)[1]
         if i == len(parts) - 1:
-            return None if is_dataclass(hint) or hint is SinksConfig else found.metadata
-        if not (is_dataclass(hint) or hint is SinksConfig):
+            return None if is_dataclass(hint) or hint is SinksConfig or named else found.metadata
+        if named is None and not (is_dataclass(hint) or hint is SinksConfig):
             return None
         cls = hint
     return None

@@ -378,6 +378,25 @@ def test_reset_after_a_reload_goes_back_to_the_reloaded_files_values(tmp_path: P
     assert control.value(SCORE) == 0.4
 
 
+def test_a_changed_line_or_a_new_zone_needs_a_restart_not_keys_below_it(tmp_path: Path) -> None:
+    """A key of a named zone or line is a value, read once at start: it was refused as "a section: give the
+    keys below it", and a zone added to the file by a reload with nonsense (anchor "required")."""
+    file = tmp_path / "p.yaml"
+    text = DEMO.read_text().replace("../models/demo-parts.onnx", str(REPO / "models" / "demo-parts.onnx"))
+    file.write_text(text)
+    control = Control(
+        load_config(file, env={}), DEMO_CARD, file=file, reloader=lambda: load_config(file, env={})
+    )
+    refused = control.update({"lines.belt.dead_band": 0.05}, "test").rejected
+    assert refused["lines.belt.dead_band"].startswith("needs a restart"), refused
+    text = text.replace("    anchor: center\n", "    anchor: center\n    dead_band: 0.05\n", 1)
+    file.write_text(text + "zones:\n  door: {polygon: [[0, 0], [1, 0], [1, 1]]}\n")
+    outcome = control.reload()
+    assert outcome.applied == {}
+    assert {"lines.belt.dead_band", "zones.door.polygon", "zones.door.anchor"} <= outcome.rejected.keys()
+    assert all(why.startswith("needs a restart") for why in outcome.rejected.values()), outcome.rejected
+
+
 def test_sighup_applies_a_changed_threshold_and_refuses_a_new_model_in_one_line(tmp_path: Path) -> None:
     """A real ``edgeseg run`` process, a real SIGHUP: the file's new threshold reaches the next results, its
     new model path is refused in the same single log line, and the run goes on."""
