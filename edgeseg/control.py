@@ -380,6 +380,8 @@ class Control:
         new = self._reloader()
         old, now = flatten(to_raw(self._base)), flatten(to_raw(new))
         changed = {key: value for key, value in now.items() if old.get(key) != value}
+        # a key gone from the files (a zone removed) changed too; a live key never goes (it has a default)
+        changed.update(dict.fromkeys(sorted(old.keys() - now.keys())))
         self._base = new
         outcome = self.update(changed, "reload", quiet=True)
         if outcome.applied:  # a restart now runs the file's new values: a reset goes back to them

@@ -397,6 +397,21 @@ def test_a_changed_line_or_a_new_zone_needs_a_restart_not_keys_below_it(tmp_path
     assert all(why.startswith("needs a restart") for why in outcome.rejected.values()), outcome.rejected
 
 
+def test_reload_says_a_zone_removed_from_the_file_needs_a_restart(tmp_path: Path) -> None:
+    """The zone still counts until a restart: the reload said "nothing changed"."""
+    file = tmp_path / "p.yaml"
+    text = DEMO.read_text().replace("../models/demo-parts.onnx", str(REPO / "models" / "demo-parts.onnx"))
+    file.write_text(text + "zones:\n  door: {polygon: [[0, 0], [1, 0], [1, 1]]}\n")
+    control = Control(
+        load_config(file, env={}), DEMO_CARD, file=file, reloader=lambda: load_config(file, env={})
+    )
+    file.write_text(text)
+    outcome = control.reload()
+    assert "zones.door.polygon" in outcome.rejected
+    assert all(why.startswith("needs a restart") for why in outcome.rejected.values()), outcome.rejected
+    assert control.reload().rejected == {}  # reported once
+
+
 def test_sighup_applies_a_changed_threshold_and_refuses_a_new_model_in_one_line(tmp_path: Path) -> None:
     """A real ``edgeseg run`` process, a real SIGHUP: the file's new threshold reaches the next results, its
     new model path is refused in the same single log line, and the run goes on."""
