@@ -104,6 +104,12 @@ class ZoneConfig:
     def __post_init__(self) -> None:
         if len(self.polygon) < 3:
             raise FieldError("polygon", "must have at least 3 points [x, y]", _raw(self.polygon))
+        if _crosses_itself(self.polygon):  # corners out of order: not the zone meant
+            raise FieldError(
+                "polygon",
+                "must not cross itself (list its corners in order round the zone)",
+                _raw(self.polygon),
+            )
         if abs(_signed_area(self.polygon)) < 1e-9:
             raise FieldError(
                 "polygon", "must enclose an area (its points lie on one line)", _raw(self.polygon)
@@ -143,6 +149,22 @@ def _signed_area(points: Points) -> float:
     return 0.5 * sum(
         x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(points, (*points[1:], points[0]), strict=True)
     )
+
+
+def _crosses_itself(points: Points) -> bool:
+    """Whether two edges that share no corner cross (each one's ends strictly either side of the other)."""
+
+    def turn(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> float:
+        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+
+    n = len(points)
+    edges = [(points[i], points[(i + 1) % n]) for i in range(n)]
+    for i in range(n):
+        for j in range(i + 2, n - (i == 0)):  # not the next edge, nor (from the first) the last
+            (p, q), (r, u) = edges[i], edges[j]
+            if turn(r, u, p) * turn(r, u, q) < 0 and turn(p, q, r) * turn(p, q, u) < 0:
+                return True
+    return False
 
 
 def check_points(value: Any, key: str, fail: Callable[..., Exception]) -> Points:

@@ -30,6 +30,7 @@ from edgeseg.pipeline import Pipeline
 from edgeseg.sinks.jsonl import JsonlSink
 from edgeseg.sinks.record import result_record
 from edgeseg.tracker import TrackerConfig, TrackerStage
+from edgeseg.validate import FieldError
 from edgeseg.zones import LineConfig, LineGeometry, ZoneConfig, ZoneCounter, ZoneStage, anchor_points
 
 NS = 1_000_000_000
@@ -52,6 +53,15 @@ ZONE = "zones={reject: {polygon: [[0.6, 0], [1, 0], [1, 1], [0.6, 1]]}}"
         ("zones={reject: {polygon: [[0, 0], [0.5, 0], [1.5, 1]]}}", "zones.reject.polygon: each point must"),
         ("zones={reject: {polygon: [[0, 0], [0.5, 0.5], [1, 1]]}}", "zones.reject.polygon: must enclose"),
         ("zones={reject: {polygon: [0, 0, 1]}}", "zones.reject.polygon: must be a list of [x, y] points"),
+        # corners out of order (a bow-tie): the symmetric one was said to "lie on one line", the other taken
+        (
+            "zones={reject: {polygon: [[0.2, 0.2], [0.8, 0.8], [0.8, 0.2], [0.2, 0.8]]}}",
+            "zones.reject.polygon: must not cross itself",
+        ),
+        (
+            "zones={reject: {polygon: [[0.1, 0.1], [0.9, 0.8], [0.9, 0.1], [0.1, 0.9]]}}",
+            "zones.reject.polygon: must not cross itself",
+        ),
         (
             "zones={reject: {polygon: [[0, 0], [1, 0], [1, 1]], enter_s: -1}}",
             "zones.reject.enter_s: must be >= 0",
@@ -72,6 +82,28 @@ def test_bad_zones_and_lines_are_one_line_naming_the_key(override: str, message:
     text = str(err.value)
     assert text.startswith(message), text
     assert "\n" not in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(st.integers(0, 35), min_size=3, max_size=12, unique=True),
+    swap=st.integers(0, 11),
+)
+def test_a_zone_with_its_corners_in_order_round_it_is_taken_and_out_of_order_refused(
+    steps: list[int], swap: int
+) -> None:
+    """Corners on a circle (10 degrees apart at least): in order round it, a simple polygon; with two
+    neighbours swapped (4 corners or more), one whose edges cross."""
+    corners = [
+        (0.5 + 0.4 * math.cos(math.radians(10 * k)), 0.5 + 0.4 * math.sin(math.radians(10 * k)))
+        for k in sorted(steps)
+    ]
+    ZoneConfig(polygon=tuple(corners))
+    if len(corners) >= 4:
+        k = swap % len(corners)
+        corners[k], corners[(k + 1) % len(corners)] = corners[(k + 1) % len(corners)], corners[k]
+        with pytest.raises(FieldError, match="must not cross itself"):
+            ZoneConfig(polygon=tuple(corners))
 
 
 def test_zones_need_the_tracker_and_load_from_yaml(tmp_path: Path) -> None:
