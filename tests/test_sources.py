@@ -131,6 +131,31 @@ def test_looping_file_restarts_and_keeps_counting(tmp_path: Path) -> None:
     assert indices == list(range(7))
 
 
+
+def test_looping_a_raw_stream_file_that_cannot_seek_back_starts_again_from_its_first_frame(
+    tmp_path: Path,
+) -> None:
+    # A raw stream without an index (rpicam-vid's default .h264, a .mjpeg of concatenated JPEGs) "seeks"
+    # to frame 0 without error and then decodes nothing: the loop must not spin on it for ever.
+    clip = tmp_path / "clip.mjpeg"
+    with clip.open("wb") as f:
+        for i in range(3):
+            f.write(cv2.imencode(".jpg", np.full((48, 64, 3), 40 * i, np.uint8))[1].tobytes())
+    src = open_source(SourceConfig(uri=str(clip), loop=True))
+    frames: list[tuple[int, int]] = []
+
+    def read_seven() -> None:
+        while len(frames) < 7 and (frame := src.read()) is not None:
+            frames.append((frame.index, round(frame.image[0, 0, 0] / 40)))
+
+    reader = threading.Thread(target=read_seven, daemon=True)
+    reader.start()
+    reader.join(20)
+    src.close()
+    reader.join(5)
+    assert [index for index, _ in frames] == list(range(7))
+    assert [level for _, level in frames] == [0, 1, 2, 0, 1, 2, 0]
+
 @pytest.mark.parametrize(
     ("make", "expected"),
     [

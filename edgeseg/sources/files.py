@@ -168,6 +168,8 @@ class VideoFileSource(_FileBase):
         self._last_ms = 0.0  # latest presentation time decoded in the first pass
         self._checked = False  # the first pass has ended and was checked against the header
         self._missing = 0
+        # frames delivered when the loop last started the file again: a pass that adds none ends the loop
+        self._frames_at_rewind = 0
 
     @property
     def stats(self) -> SourceStats:
@@ -226,11 +228,18 @@ class VideoFileSource(_FileBase):
             self._pos += 1
             if bad >= _MAX_BAD_RUN or (self._total is not None and self._pos >= self._total):
                 self._check_complete()
-                if self._loop and self._frames:
+                if self._loop and self._frames > self._frames_at_rewind:
                     self._base += self._pos - bad
                     self._pos, bad = 0, 0
-                    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                    continue
+                    self._frames_at_rewind = self._frames
+                    reopened = self._reopen(cap)
+                    if reopened is not None:
+                        cap = reopened
+                        continue
+                elif self._loop and self._frames:
+                    log.warning(
+                        "source %r: a pass of %s decoded no frame: the loop ends", self.uri, self.path
+                    )
                 break
         if self._stop.is_set():
             return None
@@ -238,6 +247,20 @@ class VideoFileSource(_FileBase):
         if not self._frames:
             raise SourceError(f"source {self.uri!r}: no decodable frame in {self.path}")
         return None
+
+    def _reopen(self, cap: cv2.VideoCapture) -> cv2.VideoCapture | None:
+        """The file opened again at its first frame (None, logged, when it no longer opens). Not a seek to
+        frame 0: a raw stream without an index (rpicam-vid's default .h264, a .mjpeg) takes that seek
+        without error and then decodes nothing."""
+        cap.release()
+        self._cap = None
+        again = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG)
+        if not again.isOpened():
+            again.release()
+            log.warning("source %r: cannot open %s again to loop it: the source ends", self.uri, self.path)
+            return None
+        self._cap = again
+        return again
 
     def _check_complete(self) -> None:
         """At the first end of the file: count the frames its header announces that it did not hold."""
