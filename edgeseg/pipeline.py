@@ -744,6 +744,9 @@ class Pipeline:
                 )
                 if not planned:
                     self._runs.close()
+                    # the model can no longer run: nothing may wait for it (a file source's read blocks on a
+                    # full queue that no inference thread takes from, and the run never ends)
+                    self.stop()
         finally:
             if self._runs.ended():
                 self._to_decode.close()

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -21,12 +22,13 @@ from hypothesis import strategies as st
 from edgeseg import threadplan
 from edgeseg.backends import InferenceOptions
 from edgeseg.backends.ort import OrtBackend
+from edgeseg.errors import ModelError
 from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
 from edgeseg.live import Snapshot
 from edgeseg.model import Model
 from edgeseg.pipeline import ModelStages, Pipeline, _Runs
-from edgeseg.sources import SourceStats
+from edgeseg.sources import SourceStats, make_source
 from edgeseg.synthetic import PartsScene
 from edgeseg.threadplan import (
     COOLDOWN_S,
@@ -573,6 +575,38 @@ def test_runs_side_by_side_hand_on_every_frame_in_order_and_a_failing_one_holds_
     assert pipe.thread_plan is not None
     assert pipe.thread_plan.endswith("frames wait for inference, 2 runs at once of 1 thread kept")
     assert again.indices == [i for i in range(20) if i not in stages.bad]
+
+
+class BrokenKnob(SleepKnob):
+    """A backend whose session cannot be made again with any thread count (out of memory, say)."""
+
+    def set_threads(self, threads: int) -> None:
+        raise ModelError("model 'm': cannot load m.onnx: not enough memory")
+
+
+@pytest.mark.usefixtures("short_windows")
+def test_a_model_that_can_no_longer_run_stops_a_file_run_with_its_error_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(200):
+        writer.write(np.full((48, 64, 3), i, np.uint8))
+    writer.release()
+    stages = SleepingInference(bad=set())
+    stages.knob = BrokenKnob()
+    out = Frames()
+    pipe = Pipeline(make_source(str(clip)), stages, {"frames": out})
+    pipe.start()
+    try:
+        # the source must not go on filling a queue that nothing takes from any more
+        assert pipe.wait(15), "the pipeline did not end after its model failed"
+    finally:
+        pipe.stop()
+        pipe.wait(5)
+    assert isinstance(pipe.error, ModelError)
+    assert "not enough memory" in str(pipe.error)
+    assert 0 < len(out.indices) < 200
 
 
 def test_a_run_ending_before_an_earlier_frame_takes_the_next_one_and_frames_still_leave_in_order() -> None:
