@@ -451,6 +451,49 @@ def test_sighup_applies_a_changed_threshold_and_refuses_a_new_model_in_one_line(
     assert "not applied, needs a restart: model.path" in reload_lines[0]
 
 
+def test_sighup_on_a_file_saved_in_another_encoding_keeps_the_run_going_and_says_why_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """A pipeline file edited on the device and saved as Latin-1 (or UTF-16 by a Windows editor) is not
+    UTF-8: the reload fails in one line naming the file, the run goes on as it was, SIGTERM ends it with 0."""
+    file = tmp_path / "p.yaml"
+    text = DEMO.read_text().replace("../models/demo-parts.onnx", str(REPO / "models" / "demo-parts.onnx"))
+    file.write_text(text)
+    out = tmp_path / "o.jsonl"
+    cmd = [sys.executable, "-m", "edgeseg", "run", str(file), "--state-dir", str(tmp_path / "st"),
+           "--source", "synthetic:parts?fps=10", "--output", str(out)]  # fmt: skip
+    err = tmp_path / "stderr.txt"
+    with err.open("w") as stderr:
+        proc = subprocess.Popen(cmd, env=edgeseg_env(), stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 60
+        while _lines(out) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _lines(out) >= 3, err.read_text()
+        file.write_bytes(("# conveyor at 20 \u00b0C\n" + text).encode("latin-1"))
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "reload" not in err.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        seen = _lines(out)
+        time.sleep(1.5)
+        assert proc.poll() is None, err.read_text()
+        assert _lines(out) > seen  # results still come
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, err.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = err.read_text()
+    assert "Traceback" not in log
+    reload_lines = [line for line in log.splitlines() if "reload" in line]
+    assert len(reload_lines) == 1, log
+    assert "the running settings are unchanged" in reload_lines[0]
+    assert f"{file}: " in reload_lines[0]
+    assert "UTF-8" in reload_lines[0]
+
+
 def _lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
