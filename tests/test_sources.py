@@ -113,6 +113,22 @@ def test_unreadable_image_in_a_folder_is_counted_and_skipped(tmp_path: Path) -> 
     assert src.stats.skipped == 1
 
 
+def test_16_bit_images_are_delivered_as_8_bit_not_skipped_as_unreadable(tmp_path: Path) -> None:
+    # machine-vision and scientific cameras save 16-bit PNG/TIFF; OpenCV reads them: nothing is lost
+    cv2.imwrite(str(tmp_path / "a1.png"), np.full((8, 8, 3), 0x1234, np.uint16))
+    cv2.imwrite(str(tmp_path / "a2.tiff"), np.full((8, 8), 0xFF00, np.uint16))  # grey becomes BGR
+    cv2.imwrite(str(tmp_path / "a3.png"), np.full((8, 8, 3), 7, np.uint8))
+    src = open_source(str(tmp_path))
+    frames = []
+    while (frame := src.read()) is not None:
+        frames.append(frame)
+    src.close()
+    assert [f.index for f in frames] == [0, 1, 2]
+    assert all(f.image.shape == (8, 8, 3) and f.image.dtype == np.uint8 for f in frames)
+    assert [int(f.image[0, 0, 0]) for f in frames] == [0x12, 0xFF, 7]
+    assert src.stats.lost == 0
+
+
 def test_file_frames_are_resized_when_width_and_height_are_set(tmp_path: Path) -> None:
     _write_video(tmp_path / "v.avi", 3)
     src = open_source(SourceConfig(uri=str(tmp_path / "v.avi"), width=32, height=24))
@@ -129,7 +145,6 @@ def test_looping_file_restarts_and_keeps_counting(tmp_path: Path) -> None:
     src.close()
     assert src.frames_total is None
     assert indices == list(range(7))
-
 
 
 def test_looping_a_raw_stream_file_that_cannot_seek_back_starts_again_from_its_first_frame(
@@ -155,6 +170,7 @@ def test_looping_a_raw_stream_file_that_cannot_seek_back_starts_again_from_its_f
     reader.join(5)
     assert [index for index, _ in frames] == list(range(7))
     assert [level for _, level in frames] == [0, 1, 2, 0, 1, 2, 0]
+
 
 @pytest.mark.parametrize(
     ("make", "expected"),

@@ -305,7 +305,8 @@ class VideoFileSource(_FileBase):
 
 
 class ImageSequenceSource(_FileBase):
-    """Every readable image of a sorted list of files, ``(H, W, 3)`` uint8 BGR (grey and BGRA converted).
+    """Every readable image of a sorted list of files, ``(H, W, 3)`` uint8 BGR (grey, BGRA and 16-bit
+    converted).
 
     Images may differ in size (downstream derives transforms per frame).
     """
@@ -359,6 +360,9 @@ class ImageSequenceSource(_FileBase):
             # can only hide what another thread writes in those ms.
             with native_stderr_silenced() if damaged else contextlib.nullcontext():
                 image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+            if image is not None and image.dtype == np.uint16:
+                # a 16-bit PNG or TIFF (machine-vision cameras): its top 8 bits, as imread's own conversion
+                image = np.right_shift(image, 8).astype(np.uint8)
             if image is None or image.dtype != np.uint8 or image.size == 0:
                 self._skipped += 1
                 log.warning("source %r: skipped unreadable image %s (frame %d)", self.uri, path, index)
