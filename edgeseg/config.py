@@ -32,7 +32,7 @@ from edgeseg.semantic import SemanticParams
 from edgeseg.sources.spec import SourceConfig as SourceConfig  # re-exported for callers of edgeseg.config
 from edgeseg.tracker import TrackerConfig
 from edgeseg.validate import FieldError, Validator, type_hints
-from edgeseg.yamlfile import read_yaml
+from edgeseg.yamlfile import load, read_yaml
 from edgeseg.zones import NAME_PATTERN, LineConfig, Points, ZoneConfig, check_name, check_points
 
 PIPELINES_DIR = Path(__file__).resolve().parents[1] / "pipelines"
@@ -397,16 +397,9 @@ def _shown(file: Path) -> str:
 def parse_value(text: str) -> Any:
     """An override's value as YAML (``3``, ``true``, ``null``, ``[0, 0, 1, 1]``); bad YAML stays text."""
     try:
-        return yaml.safe_load(text)
+        return load(text)
     except yaml.YAMLError:
         return text
-
-
-def yaml_value(value: Any) -> str:
-    """A plain value (JSON types) as one line of YAML that :func:`parse_value` reads back as it. Not JSON:
-    a float under 1e-4 is ``5e-05`` there, which YAML 1.1 (PyYAML) reads as a string; PyYAML writes
-    ``5.0e-05``."""
-    return yaml.safe_dump(value, default_flow_style=True, width=1 << 30).removesuffix("\n...\n").strip()
 
 
 def set_key(raw: dict[str, Any], key: str, value: Any, origin: str, origins: dict[str, str]) -> None:

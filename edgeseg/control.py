@@ -29,20 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeseg.config import (
-    Override,
-    PipelineConfig,
-    apply_changes,
-    field_meta,
-    flatten,
-    to_raw,
-    yaml_value,
-)
+from edgeseg.config import Override, PipelineConfig, apply_changes, field_meta, flatten, to_raw
 from edgeseg.errors import ConfigError
 from edgeseg.geometry import FULL_ROI
 from edgeseg.heads import DecodeOptions
 from edgeseg.live import Outcome, Snapshot, Tunable, TunableKind
 from edgeseg.modelcard import ModelCard
+from edgeseg.yamlfile import one_line, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +84,7 @@ class TuningFile:
 
     def overrides(self) -> list[Override]:
         origin = f"saved tuning {self.path}"
-        return [Override(f"{key}={yaml_value(value)}", origin) for key, value in self.values.items()]
+        return [Override(f"{key}={one_line(value)}", origin) for key, value in self.values.items()]
 
 
 def tuning_path(state: Path, pipeline_name: str) -> Path:
@@ -100,8 +93,6 @@ def tuning_path(state: Path, pipeline_name: str) -> Path:
 
 def load_tuning(path: Path) -> TuningFile:
     """The saved tuning at ``path``; only live keys may be there (a hand-edited file is checked too)."""
-    from edgeseg.yamlfile import read_yaml
-
     if not path.is_file():
         return TuningFile(path, {})
     doc = read_yaml(path, "saved tuning", ConfigError) or {}
@@ -415,7 +406,7 @@ def _write_tuning(path: Path, name: str, values: Mapping[str, Any]) -> None:
         return
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     # one "key: value" line each, the value in flow style: a list stays on its line
-    body = "".join(f"{key}: {yaml_value(values[key])}\n" for key in sorted(values))
+    body = "".join(f"{key}: {one_line(values[key])}\n" for key in sorted(values))
     text = TUNING_HEADER.format(name=name, when=when) + body
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 import yaml
 
 from edgeseg.errors import ConfigError
+from edgeseg.yamlfile import Loader, load, one_line
 
 __all__ = ["write_back"]
 
@@ -42,7 +43,7 @@ def write_back(path: Path, changes: Mapping[str, Any]) -> None:
         _flatten(path, key, value, settings)
     try:
         text = path.read_bytes().decode("utf-8")
-        expected = yaml.safe_load(text)
+        expected = load(text)
     except OSError as exc:
         _fail(path, exc.strerror or str(exc))
     except UnicodeDecodeError as exc:
@@ -64,7 +65,7 @@ def write_back(path: Path, changes: Mapping[str, Any]) -> None:
             continue  # already so: keep its spelling (0.50, quotes)
         root = None  # stays so if an earlier edit broke the file (it parsed before)
         with contextlib.suppress(yaml.YAMLError):
-            root = yaml.compose("".join(lines), Loader=yaml.SafeLoader)
+            root = yaml.compose("".join(lines), Loader=Loader)
         if not isinstance(root, yaml.MappingNode):
             _fail(path, LAYOUT)
         _edit(path, lines, root, parts, value)
@@ -73,7 +74,7 @@ def write_back(path: Path, changes: Mapping[str, Any]) -> None:
     if new_text == original:
         return
     try:
-        same = yaml.safe_load(new_text) == expected
+        same = load(new_text) == expected
     except yaml.YAMLError:
         same = False
     if not same:
@@ -113,13 +114,6 @@ def _plain(path: Path, key: str, value: Any) -> Any:
         raise ConfigError(f"{path}: {key}: cannot write a {type(value).__name__} value into YAML") from None
 
 
-def _render(value: Any) -> str:
-    """``value`` as a one-line YAML flow scalar or collection, as PyYAML reads it back."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30, allow_unicode=True)
-    text = text.removesuffix("\n...\n").strip()
-    return json.dumps(value) if "\n" in text else text
-
-
 def _edit(path: Path, lines: list[str], root: yaml.MappingNode, parts: tuple[str, ...], value: Any) -> None:
     """Set ``parts`` to ``value`` in ``lines``, located with ``root``, their node tree."""
     step = 2  # the file's indentation step: that of its first nested block mapping, else 2
@@ -139,7 +133,7 @@ def _edit(path: Path, lines: list[str], root: yaml.MappingNode, parts: tuple[str
         key, old = pairs[part]
         line, col = key.start_mark.line, key.start_mark.column
         if i == len(parts) - 1:  # the new value on the key's line, instead of the old one's lines
-            _put(lines, key, old, _render(value))
+            _put(lines, key, old, one_line(value))
         elif old.tag == "tag:yaml.org,2002:null":  # `part: null`, `~` or nothing: `part:`, the rest below
             _put(lines, key, old, "")
             lines[line + 1 : line + 1] = _chain(parts[i + 1 :], value, col + step, step)
@@ -152,8 +146,8 @@ def _edit(path: Path, lines: list[str], root: yaml.MappingNode, parts: tuple[str
 
 def _chain(parts: tuple[str, ...], value: Any, indent: int, step: int) -> list[str]:
     """The lines of ``parts[0]: {parts[1]: ... value}`` in block style, the first key at ``indent``."""
-    *sections, name = (" " * (indent + n * step) + _render(part) for n, part in enumerate(parts))
-    return [f"{section}:\n" for section in sections] + [f"{name}: {_render(value)}\n"]
+    *sections, name = (" " * (indent + n * step) + one_line(part) for n, part in enumerate(parts))
+    return [f"{section}:\n" for section in sections] + [f"{name}: {one_line(value)}\n"]
 
 
 def _section_end(lines: list[str], start: int, col: int) -> int:

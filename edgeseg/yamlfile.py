@@ -1,13 +1,48 @@
-"""Reading a YAML file (pipeline or model card) with one-line errors that name the file and the spot."""
+"""Reading YAML (pipelines, model cards, overrides, saved tuning) with one-line errors that name the file and
+the spot, and floats read as YAML 1.2 and JSON write them."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from edgeseg.errors import EdgesegError
+
+
+class Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1), but a float in exponent form without a dot or without the exponent's
+    sign (``1e-3``, ``2E-1``, ``1.0e5``) is a number, as YAML 1.2 and JSON have it, not the string YAML 1.1
+    makes of it: a threshold written so was refused as "must be a number (got '1e-3')"."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, which quotes a string that :class:`Loader` would read as a float (``"1e3"``)."""
+
+
+for _resolves in (Loader, _Dumper):
+    _resolves.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
+
+
+def load(text: str) -> Any:
+    """The document of YAML ``text`` (:class:`Loader`); raises ``yaml.YAMLError`` where it is invalid."""
+    return yaml.load(text, Loader=Loader)  # (a SafeLoader: no Python objects)
+
+
+def one_line(value: Any) -> str:
+    """A plain value (JSON types) as a one-line YAML flow scalar or collection that :func:`load` reads back
+    as it (and PyYAML's own loader: a float under 1e-4 is ``5.0e-05``, where JSON's ``5e-05`` is a string to
+    YAML 1.1)."""
+    text = yaml.dump(value, Dumper=_Dumper, default_flow_style=True, width=1 << 30, allow_unicode=True)
+    text = text.removesuffix("\n...\n").strip()
+    return json.dumps(value) if "\n" in text else text
 
 
 def read_yaml(path: Path, what: str, error: type[EdgesegError]) -> Any:
@@ -22,7 +57,7 @@ def read_yaml(path: Path, what: str, error: type[EdgesegError]) -> Any:
             f"{exc.start}); save it as UTF-8"
         ) from None
     try:
-        return yaml.safe_load(text)
+        return load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

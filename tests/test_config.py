@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgeseg.config import (
     DEFAULT_PIPELINE,
@@ -21,6 +23,7 @@ from edgeseg.config import (
 )
 from edgeseg.errors import ConfigError
 from edgeseg.semantic import SemanticParams
+from edgeseg.yamlfile import load, one_line
 
 PIPELINES = sorted(PIPELINES_DIR.glob("*.yaml"))
 M = "model: {path: m.onnx}\n"
@@ -60,6 +63,38 @@ def test_set_overrides_beat_env_which_beats_the_file(tmp_path: Path) -> None:
     assert config.sinks["jsonl"].mask_format == "polygon"
     assert config.postprocess.semantic.over(SemanticParams()) == SemanticParams(dist_threshold=0.3)
     assert load_config(path, env=env).source.fps == 7.0
+
+
+def test_floats_in_exponent_form_are_numbers_in_the_file_in_set_and_in_the_environment(
+    tmp_path: Path,
+) -> None:
+    """YAML 1.1 (PyYAML) reads ``1e-3`` as a string: each was refused as "must be a number (got '1e-3')"."""
+    path = _write(
+        tmp_path, "source: {fps: 1E1}\nmodel: {path: m.onnx}\npostprocess: {semantic: {min_score: 1e-3}}\n"
+    )
+    config = load_config(
+        path, ["postprocess.semantic.dist_threshold=5e-1"], env={"EDGESEG__SOURCE__FPS": "2.5e+1"}
+    )
+    assert config.postprocess.semantic.over(SemanticParams()) == SemanticParams(
+        min_score=0.001, dist_threshold=0.5
+    )
+    assert config.source.fps == 25.0
+    assert load_config(path, env={}).source.fps == 10.0
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+        lambda inner: st.lists(inner, max_size=4),
+        max_leaves=8,
+    )
+)
+def test_a_value_written_on_one_line_reads_back_as_it_was_by_ours_and_pyyamls_loader(value: Any) -> None:
+    """Saved tuning and edited pipelines are written so (text ``1e3`` quoted, ``5e-05`` as ``5.0e-05``)."""
+    text = one_line(value)
+    assert "\n" not in text
+    assert load(text) == value
+    assert yaml.safe_load(text) == value
 
 
 def test_relative_paths_in_the_file_follow_the_file_and_overrides_follow_the_cwd(tmp_path: Path) -> None:
