@@ -3,6 +3,7 @@ saved tuning, and reload."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -342,12 +344,8 @@ def test_a_bad_value_in_saved_tuning_names_the_file_as_its_origin(tmp_path: Path
 
 
 def test_reload_applies_what_changed_in_the_file_and_refuses_a_new_model(tmp_path: Path) -> None:
-    file = tmp_path / "p.yaml"
-    text = DEMO.read_text().replace("../models/demo-parts.onnx", str(REPO / "models" / "demo-parts.onnx"))
-    file.write_text(text)
-    control = Control(
-        load_config(file, env={}), DEMO_CARD, file=file, reloader=lambda: load_config(file, env={})
-    )
+    file, text = _demo_copy(tmp_path)
+    control = _reloading(file)
     control.update({SIZE: 30}, "test")  # a live change the file lacks: kept
     file.write_text(
         text.replace("semantic: null", "semantic:\n    min_score: 0.4").replace(
@@ -365,12 +363,8 @@ def test_reload_applies_what_changed_in_the_file_and_refuses_a_new_model(tmp_pat
 def test_reset_after_a_reload_goes_back_to_the_reloaded_files_values(tmp_path: Path) -> None:
     """What a restart would run now is the file as reloaded: a reset went back to the file as it was at start,
     undoing the SIGHUP."""
-    file = tmp_path / "p.yaml"
-    text = DEMO.read_text().replace("../models/demo-parts.onnx", str(REPO / "models" / "demo-parts.onnx"))
-    file.write_text(text)
-    control = Control(
-        load_config(file, env={}), DEMO_CARD, file=file, reloader=lambda: load_config(file, env={})
-    )
+    file, text = _demo_copy(tmp_path)
+    control = _reloading(file)
     file.write_text(text.replace("semantic: null", "semantic:\n    min_score: 0.4"))
     assert control.reload().applied == {SCORE: 0.4}
     control.update({SCORE: 0.45, SIZE: 30}, "test")
@@ -381,12 +375,8 @@ def test_reset_after_a_reload_goes_back_to_the_reloaded_files_values(tmp_path: P
 def test_a_changed_line_or_a_new_zone_needs_a_restart_not_keys_below_it(tmp_path: Path) -> None:
     """A key of a named zone or line is a value, read once at start: it was refused as "a section: give the
     keys below it", and a zone added to the file by a reload with nonsense (anchor "required")."""
-    file = tmp_path / "p.yaml"
-    text = DEMO.read_text().replace("../models/demo-parts.onnx", str(REPO / "models" / "demo-parts.onnx"))
-    file.write_text(text)
-    control = Control(
-        load_config(file, env={}), DEMO_CARD, file=file, reloader=lambda: load_config(file, env={})
-    )
+    file, text = _demo_copy(tmp_path)
+    control = _reloading(file)
     refused = control.update({"lines.belt.dead_band": 0.05}, "test").rejected
     assert refused["lines.belt.dead_band"].startswith("needs a restart"), refused
     text = text.replace("    anchor: center\n", "    anchor: center\n    dead_band: 0.05\n", 1)
@@ -399,12 +389,8 @@ def test_a_changed_line_or_a_new_zone_needs_a_restart_not_keys_below_it(tmp_path
 
 def test_reload_says_a_zone_removed_from_the_file_needs_a_restart(tmp_path: Path) -> None:
     """The zone still counts until a restart: the reload said "nothing changed"."""
-    file = tmp_path / "p.yaml"
-    text = DEMO.read_text().replace("../models/demo-parts.onnx", str(REPO / "models" / "demo-parts.onnx"))
-    file.write_text(text + "zones:\n  door: {polygon: [[0, 0], [1, 0], [1, 1]]}\n")
-    control = Control(
-        load_config(file, env={}), DEMO_CARD, file=file, reloader=lambda: load_config(file, env={})
-    )
+    file, text = _demo_copy(tmp_path, "zones:\n  door: {polygon: [[0, 0], [1, 0], [1, 1]]}\n")
+    control = _reloading(file)
     file.write_text(text)
     outcome = control.reload()
     assert "zones.door.polygon" in outcome.rejected
@@ -415,20 +401,9 @@ def test_reload_says_a_zone_removed_from_the_file_needs_a_restart(tmp_path: Path
 def test_sighup_applies_a_changed_threshold_and_refuses_a_new_model_in_one_line(tmp_path: Path) -> None:
     """A real ``edgeseg run`` process, a real SIGHUP: the file's new threshold reaches the next results, its
     new model path is refused in the same single log line, and the run goes on."""
-    file = tmp_path / "p.yaml"
-    text = DEMO.read_text().replace("../models/demo-parts.onnx", str(REPO / "models" / "demo-parts.onnx"))
-    file.write_text(text)
-    out = tmp_path / "o.jsonl"
-    cmd = [sys.executable, "-m", "edgeseg", "run", str(file), "--state-dir", str(tmp_path / "st"),
-           "--source", "synthetic:parts?fps=10", "--output", str(out)]  # fmt: skip
-    err = tmp_path / "stderr.txt"
-    with err.open("w") as stderr:
-        proc = subprocess.Popen(cmd, env=edgeseg_env(), stdout=subprocess.DEVNULL, stderr=stderr)
-    try:
-        deadline = time.monotonic() + 60
-        while _lines(out) < 3 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _lines(out) >= 3, err.read_text()
+    file, text = _demo_copy(tmp_path)
+    out, err = tmp_path / "o.jsonl", tmp_path / "stderr.txt"
+    with _running(file, out, err) as proc:
         file.write_text(
             text.replace("semantic: null", "semantic:\n    min_score: 0.4").replace(
                 "demo-parts.onnx", "other.onnx"
@@ -440,10 +415,6 @@ def test_sighup_applies_a_changed_threshold_and_refuses_a_new_model_in_one_line(
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, err.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert _versions(out) == {1, 2}
     reload_lines = [line for line in err.read_text().splitlines() if "reload" in line]
     assert len(reload_lines) == 1, err.read_text()
@@ -456,20 +427,9 @@ def test_sighup_on_a_file_saved_in_another_encoding_keeps_the_run_going_and_says
 ) -> None:
     """A pipeline file edited on the device and saved as Latin-1 (or UTF-16 by a Windows editor) is not
     UTF-8: the reload fails in one line naming the file, the run goes on as it was, SIGTERM ends it with 0."""
-    file = tmp_path / "p.yaml"
-    text = DEMO.read_text().replace("../models/demo-parts.onnx", str(REPO / "models" / "demo-parts.onnx"))
-    file.write_text(text)
-    out = tmp_path / "o.jsonl"
-    cmd = [sys.executable, "-m", "edgeseg", "run", str(file), "--state-dir", str(tmp_path / "st"),
-           "--source", "synthetic:parts?fps=10", "--output", str(out)]  # fmt: skip
-    err = tmp_path / "stderr.txt"
-    with err.open("w") as stderr:
-        proc = subprocess.Popen(cmd, env=edgeseg_env(), stdout=subprocess.DEVNULL, stderr=stderr)
-    try:
-        deadline = time.monotonic() + 60
-        while _lines(out) < 3 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _lines(out) >= 3, err.read_text()
+    file, text = _demo_copy(tmp_path)
+    out, err = tmp_path / "o.jsonl", tmp_path / "stderr.txt"
+    with _running(file, out, err) as proc:
         file.write_bytes(("# conveyor at 20 \u00b0C\n" + text).encode("latin-1"))
         proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
@@ -481,10 +441,6 @@ def test_sighup_on_a_file_saved_in_another_encoding_keeps_the_run_going_and_says
         assert _lines(out) > seen  # results still come
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, err.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     log = err.read_text()
     assert "Traceback" not in log
     reload_lines = [line for line in log.splitlines() if "reload" in line]
@@ -492,6 +448,42 @@ def test_sighup_on_a_file_saved_in_another_encoding_keeps_the_run_going_and_says
     assert "the running settings are unchanged" in reload_lines[0]
     assert f"{file}: " in reload_lines[0]
     assert "UTF-8" in reload_lines[0]
+
+
+def _demo_copy(tmp_path: Path, extra: str = "") -> tuple[Path, str]:
+    """The demo pipeline written to ``tmp_path`` (its model by absolute path) with ``extra`` after it, and its
+    text without ``extra``."""
+    file = tmp_path / "p.yaml"
+    text = DEMO.read_text().replace("../models/demo-parts.onnx", str(REPO / "models" / "demo-parts.onnx"))
+    file.write_text(text + extra)
+    return file, text
+
+
+def _reloading(file: Path) -> Control:
+    """The control of a run of ``file`` that a reload reads again."""
+    return Control(
+        load_config(file, env={}), DEMO_CARD, file=file, reloader=lambda: load_config(file, env={})
+    )
+
+
+@contextlib.contextmanager
+def _running(file: Path, out: Path, err: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``edgeseg run`` of ``file`` (JSON lines to ``out``, stderr to ``err``) once it has written three
+    results; killed at the end if it still runs."""
+    cmd = [sys.executable, "-m", "edgeseg", "run", str(file), "--state-dir", str(out.parent / "st"),
+           "--source", "synthetic:parts?fps=10", "--output", str(out)]  # fmt: skip
+    with err.open("w") as stderr:
+        proc = subprocess.Popen(cmd, env=edgeseg_env(), stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 60
+        while _lines(out) < 3 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert _lines(out) >= 3, err.read_text()
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _lines(path: Path) -> int:
@@ -507,9 +499,7 @@ def _versions(path: Path) -> set[int]:
 def test_saving_into_the_yaml_changes_only_the_tuned_line_and_empties_the_saved_tuning(
     tmp_path: Path,
 ) -> None:
-    file = tmp_path / "p.yaml"
-    text = DEMO.read_text().replace("../models/demo-parts.onnx", str(REPO / "models" / "demo-parts.onnx"))
-    file.write_text(text)
+    file, text = _demo_copy(tmp_path)
     tuning = tuning_path(tmp_path, "p")
     control = Control(load_config(file, env={}), DEMO_CARD, file=file, tuning=tuning)
     control.update({SCORE: 0.3}, "test")

@@ -133,15 +133,7 @@ sink.close()
 def test_a_trackbar_moved_in_the_window_changes_the_live_value_and_a_refused_one_snaps_back(
     xvfb: str,  # noqa: F811
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", TRACKBAR],
-        env=edgeseg_env(DISPLAY=xvfb),
-        cwd=Path(__file__).resolve().parents[1],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _in_window(TRACKBAR, xvfb)
     assert "version before 1" in done.stdout
     assert "dist 0.35 version 2" in done.stdout
     after = done.stdout.split("after refusal ")[1]
@@ -176,13 +168,19 @@ def test_a_step_from_a_value_past_the_trackbars_end_moves_it_one_step_that_way(
     xvfb: str,  # noqa: F811
 ) -> None:
     """Set over MQTT past the trackbar's end, a value stepped up in the window fell to the trackbar's end."""
+    done = _in_window(STEP_PAST_END, xvfb)
+    assert done.stdout.split() == ["up", "1", "down", "-1"], done.stdout
+
+
+def _in_window(script: str, display: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run by Python in the repository on X display ``display``; it must succeed."""
     done = subprocess.run(
-        [sys.executable, "-c", STEP_PAST_END],
-        env=edgeseg_env(DISPLAY=xvfb),
+        [sys.executable, "-c", script],
+        env=edgeseg_env(DISPLAY=display),
         cwd=Path(__file__).resolve().parents[1],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["up", "1", "down", "-1"], done.stdout
+    return done
