@@ -30,6 +30,7 @@ decoded instance lands in the image.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import time
 from dataclasses import dataclass, field
@@ -115,6 +116,7 @@ class World:
 
     results_from: int = 2
     fail_capture_at: int | None = None
+    stall_capture_at: int | None = None  # that capture's request never completes (a frontend timeout)
     progress_readable: bool = True
     zoom: Rect | None = None  # a ScalerCrop set by the user; None: picamera2's aspect-ratio crop
     objects: list[tuple[int, Rect]] = field(default_factory=list)
@@ -258,6 +260,7 @@ class FakePicamera2:
         self.configured: dict[str, Any] = {}
         self.started = False
         self.scaler_crop: Rect = (0, 0, *SENSOR)
+        self.stalled_jobs = 0  # capture jobs queued that will never complete
 
     def create_preview_configuration(
         self, main: dict[str, Any], controls: dict[str, Any], buffer_count: int
@@ -289,16 +292,31 @@ class FakePicamera2:
         assert self.started
         return self.next_metadata()
 
-    def capture_request(self) -> FakeRequest:
+    def capture_request(self, wait: bool | float | None = None) -> FakeRequest:
         assert self.started
         self.world.captures += 1
         if self.world.captures == self.world.fail_capture_at:
             raise RuntimeError("Camera frontend has timed out!")
+        if self.world.captures == self.world.stall_capture_at:
+            # picamera2.py:1508-1535 (0.3.36): the job is queued and waited for, a number being the longest
+            # wait (concurrent.futures' TimeoutError); None or True wait for ever (raspberrypi/picamera2#1086)
+            if wait is None or wait is True:
+                raise AssertionError("capture_request() would wait for ever on a camera that stalled")
+            self.stalled_jobs += 1
+            time.sleep(float(wait))
+            raise concurrent.futures.TimeoutError()
         request = FakeRequest(self, len(self.world.requests))
         self.world.requests.append(request)
         return request
 
+    def cancel_all_and_flush(self) -> None:  # picamera2.py:1354-1366
+        self.stalled_jobs = 0
+
     def stop(self) -> None:
+        # picamera2.py:1394-1406: with its event loop in a thread (no preview: NullPreview's), stop() is a job
+        # queued behind the others and waited for without a timeout
+        if self.stalled_jobs:
+            raise AssertionError("stop() would wait for ever behind a capture job that never completes")
         self.started = False
 
     def close(self) -> None:

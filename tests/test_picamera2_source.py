@@ -76,9 +76,9 @@ def _states_while_uploading(world: World, src: Picamera2Source) -> list[tuple[st
     seen: list[tuple[str, bool]] = []
     capture = src._camera.capture_request
 
-    def spying() -> Any:
+    def spying(wait: bool | float | None = None) -> Any:
         seen.append((src.stats.state, src.stats.waiting))
-        return capture()
+        return capture(wait)
 
     src._camera.capture_request = spying
     src.read()
@@ -185,6 +185,24 @@ def test_camera_failure_is_reconnected_without_reloading_the_network(tmp_path: P
     assert [f.index for f in frames if f is not None] == [0, 1, 2]
     assert world.built == ["IMX500", "Picamera2", "Picamera2"]
     assert src.stats.reconnects == 1
+
+
+def test_a_camera_that_stalls_is_given_up_on_after_the_capture_timeout_and_opened_again(
+    tmp_path: Path,
+) -> None:
+    """A camera whose frontend timed out completes no request: capture_request() without a timeout waited for
+    ever (raspberrypi/picamera2#1086), and a stop() queued behind the abandoned capture would too."""
+    world = World(results_from=0, stall_capture_at=2)
+    src = _source(tmp_path, world, reconnect_initial_s=0.001)
+    src._capture_timeout_s = 0.2  # (5 s, or three frame times of a slower camera)
+    started = time.monotonic()
+    frames = [src.read() for _ in range(3)]
+    waited = time.monotonic() - started
+    src.close()
+    assert [f.index for f in frames if f is not None] == [0, 1, 2]
+    assert world.built == ["IMX500", "Picamera2", "Picamera2"]
+    assert src.stats.reconnects == 1
+    assert 0.2 <= waited < 10
 
 
 def test_plain_camera_without_network_attaches_nothing(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import TimeoutError as JobTimeout
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -57,6 +58,10 @@ log = logging.getLogger("edgeseg.sources")
 OPTIONS = ("network", "fps", "width", "height")
 IMX500_SENSOR_WH = (4056, 3040)  # full pixel array: the coordinates of set_inference_roi_abs
 FW_NETWORK_STAGE = 2  # picamera2.devices.imx500.imx500.FW_NETWORK_STAGE
+# Longest wait for one frame (at least CAPTURE_FRAMES frame times at the camera's rate): a camera whose
+# frontend timed out completes no request, and picamera2 waits for one for ever (raspberrypi/picamera2#1086)
+CAPTURE_TIMEOUT_S = 5.0
+CAPTURE_FRAMES = 3
 IMX500_SINCE = "0.3.22"  # picamera2's CHANGELOG: "Add IMX500 support"
 Rect = tuple[float, float, float, float]
 
@@ -135,6 +140,8 @@ class Picamera2Source(LiveSource):
         roi: on-sensor inference crop, normalized over the full sensor (network only; default all of it).
         modules: where the picamera2 classes come from, given whether IMX500 is needed
             (:func:`import_picamera2`; fakes in tests).
+        capture_timeout_s: longest wait for a frame (at least :data:`CAPTURE_FRAMES` frame times at
+            ``fps``); then the camera is closed and opened again, as after a failed capture.
     """
 
     def __init__(
@@ -151,12 +158,14 @@ class Picamera2Source(LiveSource):
         reconnect_max_s: float = 10.0,
         give_up_after_s: float | None = None,
         modules: Callable[[bool], Picamera2Modules] = import_picamera2,
+        capture_timeout_s: float = CAPTURE_TIMEOUT_S,
     ) -> None:
         super().__init__(uri, reconnect_initial_s, reconnect_max_s, give_up_after_s)
         self.camera_num = camera_num
         self.network = network
         self._size = (width, height) if width and height else None
         self._fps = fps
+        self._capture_timeout_s = max(capture_timeout_s, CAPTURE_FRAMES / fps) if fps else capture_timeout_s
         sw, sh = IMX500_SENSOR_WH
         fx, fy, fw, fh = roi or FULL_ROI
         # what the user asked for, and what the network is set to see (cut to the image at each configure)
@@ -265,7 +274,14 @@ class Picamera2Source(LiveSource):
     def _grab(self) -> Grab | None:
         camera = self._camera
         try:
-            request = camera.capture_request()
+            # (a number: picamera2 waits that long, then raises; since 0.3.22's dispatch_functions)
+            request = camera.capture_request(wait=self._capture_timeout_s)
+        except JobTimeout:
+            # The capture's job stays queued, and a stop() queued behind it would wait for it for ever
+            # (picamera2.py:1404 in 0.3.36): cancelled first, as cancel_all_and_flush's docstring says to.
+            camera.cancel_all_and_flush()
+            log.warning("%s: no frame came in %g s: the camera stalled", self.uri, self._capture_timeout_s)
+            return None
         except (RuntimeError, OSError) as e:
             log.warning("%s: capture failed: %s", self.uri, e)
             return None
