@@ -117,6 +117,10 @@ class World:
     results_from: int = 2
     fail_capture_at: int | None = None
     stall_capture_at: int | None = None  # that capture's request never completes (a frontend timeout)
+    stall_metadata_at: int | None = None  # likewise the request of that capture_metadata()
+    fail_metadata_at: int | None = None
+    cameras_open: int = 0
+    metadata_calls: int = 0
     progress_readable: bool = True
     zoom: Rect | None = None  # a ScalerCrop set by the user; None: picamera2's aspect-ratio crop
     objects: list[tuple[int, Rect]] = field(default_factory=list)
@@ -254,6 +258,11 @@ class FakePicamera2:
     camera_properties: ClassVar[dict[str, tuple[int, int]]] = {"PixelArraySize": SENSOR}
 
     def __init__(self, world: World, camera_num: int) -> None:
+        if world.cameras_open:
+            # picamera2.py:314-368, 574 (0.3.36): libcamera's acquire() fails on a camera that is open (in
+            # this process too), and __init__ says so
+            raise RuntimeError("Camera __init__ sequence did not complete.")
+        world.cameras_open += 1
         world.built.append("Picamera2")
         self.world = world
         self.camera_num = camera_num
@@ -288,9 +297,24 @@ class FakePicamera2:
             "SensorTimestamp": time.clock_gettime_ns(time.CLOCK_BOOTTIME) - 5_000_000,
         }
 
-    def capture_metadata(self) -> dict[str, Any]:
+    def capture_metadata(self, wait: bool | float | None = None) -> dict[str, Any]:
         assert self.started
+        self.world.metadata_calls += 1
+        if self.world.metadata_calls == self.world.fail_metadata_at:
+            raise RuntimeError("Camera frontend has timed out!")
+        if self.world.metadata_calls == self.world.stall_metadata_at:
+            self._stall(wait)
         return self.next_metadata()
+
+    def _stall(self, wait: bool | float | None) -> None:
+        """A job whose request never completes: picamera2.py:1508-1535 (0.3.36) queues it and waits, a number
+        being the longest wait (concurrent.futures' TimeoutError); None or True wait for ever
+        (raspberrypi/picamera2#1086)."""
+        if wait is None or wait is True:
+            raise AssertionError("picamera2 would wait for ever on a camera that stalled")
+        self.stalled_jobs += 1
+        time.sleep(float(wait))
+        raise concurrent.futures.TimeoutError()
 
     def capture_request(self, wait: bool | float | None = None) -> FakeRequest:
         assert self.started
@@ -298,13 +322,7 @@ class FakePicamera2:
         if self.world.captures == self.world.fail_capture_at:
             raise RuntimeError("Camera frontend has timed out!")
         if self.world.captures == self.world.stall_capture_at:
-            # picamera2.py:1508-1535 (0.3.36): the job is queued and waited for, a number being the longest
-            # wait (concurrent.futures' TimeoutError); None or True wait for ever (raspberrypi/picamera2#1086)
-            if wait is None or wait is True:
-                raise AssertionError("capture_request() would wait for ever on a camera that stalled")
-            self.stalled_jobs += 1
-            time.sleep(float(wait))
-            raise concurrent.futures.TimeoutError()
+            self._stall(wait)
         request = FakeRequest(self, len(self.world.requests))
         self.world.requests.append(request)
         return request
@@ -319,5 +337,8 @@ class FakePicamera2:
             raise AssertionError("stop() would wait for ever behind a capture job that never completes")
         self.started = False
 
-    def close(self) -> None:
+    def close(self) -> None:  # picamera2.py:704-716: stops a started camera first
+        if self.started:
+            self.stop()
         self.world.closed += 1
+        self.world.cameras_open -= 1

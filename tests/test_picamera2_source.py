@@ -27,13 +27,20 @@ def _flat_outputs(frame: int) -> np.ndarray:
 
 
 def _source(
-    tmp_path: Path, world: World, width: int = 640, height: int = 480, **kwargs: Any
+    tmp_path: Path,
+    world: World,
+    width: int = 640,
+    height: int = 480,
+    capture_timeout_s: float | None = None,
+    **kwargs: Any,
 ) -> Picamera2Source:
     network = tmp_path / "net.rpk"
     network.write_bytes(b"rpk")
     config = SourceConfig(uri=f"picamera2:?network={network}&fps=15", width=width, height=height, **kwargs)
     src = Picamera2Source.from_uri(parse_uri(config.uri), config)
     src._modules_factory = world.modules  # the narrowest boundary: where the picamera2 classes come from
+    if capture_timeout_s is not None:  # (5 s, or three frame times of a slower camera)
+        src._capture_timeout_s = capture_timeout_s
     src.open()
     return src
 
@@ -193,8 +200,7 @@ def test_a_camera_that_stalls_is_given_up_on_after_the_capture_timeout_and_opene
     """A camera whose frontend timed out completes no request: capture_request() without a timeout waited for
     ever (raspberrypi/picamera2#1086), and a stop() queued behind the abandoned capture would too."""
     world = World(results_from=0, stall_capture_at=2)
-    src = _source(tmp_path, world, reconnect_initial_s=0.001)
-    src._capture_timeout_s = 0.2  # (5 s, or three frame times of a slower camera)
+    src = _source(tmp_path, world, reconnect_initial_s=0.001, capture_timeout_s=0.2)
     started = time.monotonic()
     frames = [src.read() for _ in range(3)]
     waited = time.monotonic() - started
@@ -203,6 +209,23 @@ def test_a_camera_that_stalls_is_given_up_on_after_the_capture_timeout_and_opene
     assert world.built == ["IMX500", "Picamera2", "Picamera2"]
     assert src.stats.reconnects == 1
     assert 0.2 <= waited < 10
+
+
+@pytest.mark.parametrize("fault", ["stall", "fail"])
+def test_a_camera_whose_first_frame_does_not_come_is_closed_and_opened_again(
+    tmp_path: Path, fault: str
+) -> None:
+    """The crop is fitted to the first frame's metadata after start: a stall there waited for ever, and a
+    failure left the camera open, so that every later try failed to open it ("Camera __init__ sequence did
+    not complete")."""
+    world = World(results_from=0, **{f"{fault}_metadata_at": 1})
+    src = _source(tmp_path, world, reconnect_initial_s=0.001, capture_timeout_s=0.2)
+    frame = src.read()
+    src.close()
+    assert frame is not None
+    assert world.built == ["IMX500", "Picamera2", "Picamera2"]
+    assert world.cameras_open == 0
+    assert src.stats.reconnects == 1
 
 
 def test_plain_camera_without_network_attaches_nothing(tmp_path: Path) -> None:

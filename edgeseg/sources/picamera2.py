@@ -225,6 +225,12 @@ class Picamera2Source(LiveSource):
         modules = self._modules or self._modules_factory(self.network is not None)
         try:
             camera = modules.Picamera2(self.camera_num)
+        except (RuntimeError, OSError, IndexError) as e:
+            return f"cannot start camera {self.camera_num}: {e}"
+        self._camera = (
+            camera  # (from here a failure closes it: the next try could not open it while it lives)
+        )
+        try:
             main: dict[str, Any] = {"format": "RGB888"}
             if self._size is not None:
                 main["size"] = self._size
@@ -235,10 +241,12 @@ class Picamera2Source(LiveSource):
             camera.configure(config)
             camera.start()
             if self._imx500 is not None:
-                self._fit_inference_roi(camera.capture_metadata())
-        except (RuntimeError, OSError, IndexError) as e:
-            return f"cannot start camera {self.camera_num}: {e}"
-        self._camera = camera
+                self._fit_inference_roi(camera.capture_metadata(wait=self._capture_timeout_s))
+        except (RuntimeError, OSError, IndexError, JobTimeout) as e:
+            if isinstance(e, JobTimeout):
+                camera.cancel_all_and_flush()  # (see _grab)
+            self._disconnect()
+            return f"cannot start camera {self.camera_num}: {e or self._stalled()}"
         return None
 
     def _fit_inference_roi(self, metadata: dict[str, Any]) -> None:
@@ -280,7 +288,7 @@ class Picamera2Source(LiveSource):
             # The capture's job stays queued, and a stop() queued behind it would wait for it for ever
             # (picamera2.py:1404 in 0.3.36): cancelled first, as cancel_all_and_flush's docstring says to.
             camera.cancel_all_and_flush()
-            log.warning("%s: no frame came in %g s: the camera stalled", self.uri, self._capture_timeout_s)
+            log.warning("%s: %s", self.uri, self._stalled())
             return None
         except (RuntimeError, OSError) as e:
             log.warning("%s: capture failed: %s", self.uri, e)
@@ -305,6 +313,9 @@ class Picamera2Source(LiveSource):
         return Grab(
             image=image, t_capture_ns=t_ns, wall_time=wall, roi=roi, tensors=tensors, tensor_roi=tensor_roi
         )
+
+    def _stalled(self) -> str:
+        return f"no frame came in {self._capture_timeout_s:g} s: the camera stalled"
 
     def _disconnect(self) -> None:
         camera, self._camera = self._camera, None
