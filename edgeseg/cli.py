@@ -386,9 +386,16 @@ def _run(args: argparse.Namespace) -> int:
         )
         starting.phase = lambda: f"opening {pipeline.source.uri}"
         tallies = logtally.totals()
-        pipeline.start()
+        try:
+            pipeline.start()
+            signals.running = True
+        except (TerminatedError, KeyboardInterrupt):
+            # a signal once the source opened, before the main loop takes signals over: the stage threads
+            # may run, and are stopped and waited for (the outputs finalized, no thread left inside OpenCV)
+            pipeline.stop()
+            pipeline.wait()
+            raise
         starting.phase = lambda: f"waiting for the first result ({pipeline.source.stats.state})"
-        signals.running = True
         path = pipeline_path(args.pipeline)
         shown = "pipelines/demo.yaml" if path is None else args.pipeline
         if path is not None and not os.path.exists(args.pipeline):

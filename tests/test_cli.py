@@ -8,6 +8,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -284,3 +285,27 @@ def test_the_demo_run_reuses_freed_memory_instead_of_faulting_in_fresh_pages_eve
 
     per_frame = (faults(90) - faults(30)) / 60
     assert per_frame < 1500, f"{per_frame:.0f} page faults a frame"
+
+
+def test_a_sigterm_as_the_pipeline_starts_stops_its_threads_and_finalizes_its_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the source's opening and the main loop, SIGTERM still interrupts as during start-up: the run
+    ended "stopped before the pipeline started" with its stage threads running (the process then exited
+    without waiting for what they write)."""
+    from edgeseg import cli
+    from edgeseg.pipeline import Pipeline
+
+    start = Pipeline.start
+
+    def start_then_sigterm(self: Pipeline) -> None:
+        start(self)
+        signal.raise_signal(signal.SIGTERM)  # (its handler runs at once, on this thread)
+
+    monkeypatch.setattr(Pipeline, "start", start_then_sigterm)
+    out = tmp_path / "o.jsonl"
+    code = cli.main(
+        ["run", "--source", "synthetic:parts?fps=30", "--output", str(out), "--max-frames", "900"]
+    )
+    assert code == 0
+    assert [t.name for t in threading.enumerate() if t.name.startswith("edgeseg-")] == []
