@@ -21,7 +21,6 @@ interactive user who asks, into the pipeline YAML itself, keeping its comments (
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeseg.atomic import replace_file
 from edgeseg.config import Override, PipelineConfig, apply_changes, field_meta, flatten, to_raw
 from edgeseg.errors import ConfigError
 from edgeseg.geometry import FULL_ROI
@@ -400,7 +400,7 @@ def _reason(message: str) -> str:
 
 
 def _write_tuning(path: Path, name: str, values: Mapping[str, Any]) -> None:
-    """Write atomically (a crash leaves the old file or the new one, never half of one)."""
+    """Write atomically (:func:`edgeseg.atomic.replace_file`)."""
     if not values:
         path.unlink(missing_ok=True)
         return
@@ -410,12 +410,7 @@ def _write_tuning(path: Path, name: str, values: Mapping[str, Any]) -> None:
     text = TUNING_HEADER.format(name=name, when=when) + body
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_file(path, text.encode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot save the tuning ({exc.strerror or exc})") from None
 

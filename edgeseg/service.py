@@ -21,6 +21,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeseg.atomic import replace_file
 from edgeseg.errors import ConfigError, EdgesegError
 
 if TYPE_CHECKING:
@@ -226,10 +227,7 @@ def _write(layout: Layout, target: str, text: str, report: list[str]) -> bool:
     if path.is_file() and path.read_text(encoding="utf-8") == text and (path.stat().st_mode & 0o777) == 0o644:
         return False
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    replace_file(path, text.encode("utf-8"), 0o644)
     report.append(f"wrote {target}")
     return True
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
 
+from edgeseg.atomic import replace_file
 from edgeseg.errors import ConfigError
 from edgeseg.yamlfile import Loader, load, one_line
 
@@ -186,7 +186,7 @@ def _put(lines: list[str], key: yaml.Node, old: yaml.Node, value: str) -> None:
 
 
 def _replace(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file next to ``path``, fsync it, and rename it over ``path``."""
+    """``data`` over ``path`` (:func:`edgeseg.atomic.replace_file`), with the file's owner and mode."""
     target = Path(os.path.realpath(path))
     try:
         info = target.stat()
@@ -195,23 +195,8 @@ def _replace(path: Path, data: bytes) -> None:
     except OSError as exc:
         _fail(path, f"the file is not writable ({exc.strerror or exc})")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        replace_file(target, data, info.st_mode & 0o7777, (info.st_uid, info.st_gid))
     except OSError as exc:
-        _fail(path, f"cannot create a file in {target.parent} ({exc.strerror or exc})")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            with contextlib.suppress(OSError):  # only root may give the file back to its owner
-                os.fchown(out.fileno(), info.st_uid, info.st_gid)
-            os.fchmod(out.fileno(), info.st_mode & 0o7777)  # after chown, which clears set-id bits
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        _fail(path, f"cannot write {tmp} ({exc.strerror or exc}); the file is unchanged")
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        folder = os.open(target.parent, os.O_RDONLY)
-        os.fsync(folder)
-        os.close(folder)
+        _fail(
+            path, f"cannot write a new copy in {target.parent} ({exc.strerror or exc}); the file is unchanged"
+        )

@@ -429,7 +429,7 @@ def test_write_back_reports_a_temp_file_that_cannot_be_created(tmp_path: Path) -
     path = tmp_path / ("p" * 250 + ".yaml")
     path.write_text("a: 1\n")
 
-    with pytest.raises(ConfigError, match=r"tuning back: cannot create a file in .*name too long"):
+    with pytest.raises(ConfigError, match=r"tuning back: cannot write a new copy in .*name too long"):
         write_back(path, {"a": 2})
 
     assert path.read_text() == "a: 1\n"
@@ -457,7 +457,7 @@ def test_write_back_leaves_the_file_whole_when_the_write_fails(tmp_path: Path) -
     with _file_size_limit(len(before) // 2), pytest.raises(ConfigError) as info:
         write_back(path, TUNING)
 
-    assert "cannot write the tuning back: cannot write" in str(info.value)
+    assert "cannot write the tuning back: cannot write a new copy" in str(info.value)
     assert "the file is unchanged" in str(info.value)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["demo.yaml"]

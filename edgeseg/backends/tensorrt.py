@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from edgeseg.atomic import replace_file
 from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, Outputs, floatconv
 from edgeseg.errors import ConfigError, MissingDependencyError, ModelError
 from edgeseg.modelcard import ModelCard, file_sha256
@@ -332,17 +333,8 @@ class TensorRTBackend:
             config.add_optimization_profile(profile)
 
     def _write_engine(self, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{self.engine_path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide it from a run as another user
-                os.fsync(f.fileno())  # the rename must not reach the disk before the data
-            os.replace(tmp, self.engine_path)
-        except OSError:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # (readable by all: a run as another user shares the cache)
+        replace_file(self.engine_path, data, 0o644)
 
     # -- I/O ----------------------------------------------------------------------------------------
 
