@@ -134,7 +134,8 @@ def roi_pixels(roi: Roi, frame_hw: tuple[int, int]) -> tuple[int, int, int, int]
     """Integer pixel crop ``(x0, y0, x1, y1)`` of a normalized roi in a ``(H, W)`` frame (never empty)."""
     left, top, width, height = validate_roi(roi)
     h, w = frame_hw
-    x0, y0 = int(round(left * w)), int(round(top * h))
+    # a roi thinner than half a pixel at the far edge starts where the frame ends: it gets the last pixel
+    x0, y0 = min(int(round(left * w)), w - 1), min(int(round(top * h)), h - 1)
     x1 = max(x0 + 1, min(w, int(round((left + width) * w))))
     y1 = max(y0 + 1, min(h, int(round((top + height) * h))))
     return x0, y0, x1, y1

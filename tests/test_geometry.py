@@ -86,6 +86,31 @@ def test_roi_crop_maps_back_to_the_frame(roi: tuple[float, float, float, float],
     assert np.allclose(to_frame.inverse().points(np.array([[x1, y1]], float)), [[x1 - x0, y1 - y0]])
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(0, 1, exclude_max=True),
+    st.floats(0, 1, exclude_max=True),
+    st.floats(0, 1),
+    st.floats(0, 1),
+    st.integers(1, 2000),
+    st.integers(1, 2000),
+)
+def test_any_valid_roi_is_at_least_one_pixel_inside_the_frame(
+    left: float, top: float, fw: float, fh: float, h: int, w: int
+) -> None:
+    # a roi thinner than half a pixel at the far edge of the frame, anywhere validate_roi lets it be
+    roi = (left, top, max((1 - left) * fw, 1e-9), max((1 - top) * fh, 1e-9))
+    x0, y0, x1, y1 = roi_pixels(roi, (h, w))
+    assert 0 <= x0 < x1 <= w
+    assert 0 <= y0 < y1 <= h
+
+
+def test_a_roi_thinner_than_half_a_pixel_at_the_far_edge_is_the_last_pixel() -> None:
+    # 0.9995 * 640 rounds to 640, the far edge itself: the crop used to start there, empty, and resizing
+    # it failed inside OpenCV
+    assert roi_pixels((0.9995, 0.9995, 0.0005, 0.0005), (480, 640)) == (639, 479, 640, 480)
+
+
 @pytest.mark.parametrize(
     "roi", [(0.5, 0.5, 0.6, 0.2), (-0.1, 0, 0.5, 0.5), (0, 0, 0, 0.5), (0, 0, float("nan"), 1), (1, 2, 3)]
 )

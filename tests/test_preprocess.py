@@ -104,6 +104,16 @@ def test_a_bright_pixel_maps_back_to_where_it_was() -> None:
     np.testing.assert_allclose(centre, [355, 205], atol=1.0)
 
 
+def test_a_roi_at_the_far_corner_thinner_than_half_a_pixel_gives_the_corner_pixel() -> None:
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[479, 639] = (10, 20, 30)
+    for resize in ("letterbox", "stretch"):
+        spec = InputSpec(name="x", width=8, height=8, resize=resize)  # type: ignore[arg-type]
+        img, geo = Preprocessor(spec).resized(frame, (0.9995, 0.9995, 0.0005, 0.0005))
+        assert geo.crop == (639, 479, 640, 480)
+        assert (img == (10, 20, 30)).all(axis=2).all()
+
+
 def test_geometry_is_rederived_when_the_frame_size_changes() -> None:
     pre = Preprocessor(InputSpec(name="x", width=64, height=64, resize="letterbox"))
     small = pre(np.zeros((32, 64, 3), np.uint8))[1]
