@@ -248,13 +248,15 @@ class YoloSegHead:
         for name in (det_name, proto_name):
             if name not in outputs:
                 raise ModelError(f"model {card.name!r}: output {name!r} missing (got {', '.join(outputs)})")
-        protos = np.asarray(outputs[proto_name])
+        # float32 whatever the graph gives (no copy when it is): box edges and mask logits worked out in a
+        # float16 export's own type come out a quarter of an input pixel off, and flip mask pixels
+        protos = np.asarray(outputs[proto_name], np.float32)
         if protos.ndim != 4 or protos.shape[0] != 1:
             raise ModelError(
                 f"model {card.name!r}: output {proto_name!r} has shape {protos.shape}, expected [1, nm, h, w]"
             )
         nm = protos.shape[1]
-        det = np.asarray(outputs[det_name])
+        det = np.asarray(outputs[det_name], np.float32)
         if det.ndim != 3 or det.shape[0] != 1 or det.shape[1] != 4 + self.nc + nm:
             raise ModelError(
                 f"model {card.name!r}: output {det_name!r} has shape {det.shape}, expected "
