@@ -131,6 +131,20 @@ def test_yolo_nan_output_is_a_model_error_naming_model_and_tensor() -> None:
         YoloSegHead(YOLO).decode(outputs, _prepared(YOLO, (32, 32)), DecodeOptions())
 
 
+@pytest.mark.parametrize(
+    ("tensor", "index"), [("output0", (0, 2, 0)), ("output0", (0, 7, 0)), ("output1", (0, 1, 3, 3))]
+)
+def test_yolo_minus_infinity_in_an_output_is_a_model_error_as_plus_infinity_is(
+    tensor: str, index: tuple[int, ...]
+) -> None:
+    # a float16 graph overflows to -inf as readily as to +inf; the check read only the maximum, so a box
+    # width or mask coefficient of -inf turned the detection into "no detections" without a word
+    outputs = _yolo_outputs([(16, 16, 8, 8, 0, 0.9, FULL)])
+    outputs[tensor][index] = -np.inf
+    with pytest.raises(ModelError, match=f"model 'tiny-yolo': output '{tensor}' holds NaN or infinite"):
+        YoloSegHead(YOLO).decode(outputs, _prepared(YOLO, (32, 32)), DecodeOptions())
+
+
 def test_yolo_float16_outputs_decode_as_the_same_values_in_float32() -> None:
     # a float16 export (Ultralytics half=True) hands its outputs to us in float16: box edges and mask logits
     # worked out in it were off by up to a quarter of an input pixel (half a frame pixel at 1280x720) and

@@ -262,9 +262,10 @@ class YoloSegHead:
                 f"model {card.name!r}: output {det_name!r} has shape {det.shape}, expected "
                 f"[1, {4 + self.nc + nm}, A] (4 box + {self.nc} classes + {nm} mask coefficients)"
             )
-        # max() propagates NaN: one cheap pass catches a broken graph before it turns into "no detections"
+        # max() and min() propagate NaN: two cheap passes catch a broken graph before it turns into "no
+        # detections" (min() for -inf, which a float16 graph overflows to as readily as to +inf)
         for name, t in ((det_name, det), (proto_name, protos)):
-            if t.size and not np.isfinite(t.max()):
+            if t.size and not (np.isfinite(t.max()) and np.isfinite(t.min())):
                 raise ModelError(f"model {card.name!r}: output {name!r} holds NaN or infinite values")
         return det[0], protos[0]
 
