@@ -71,3 +71,55 @@ def test_a_display_variable_pointing_at_no_server_is_refused_too() -> None:
     done = run_python(SHOW, {"DISPLAY": ":250"})
     assert done.returncode == 1
     assert "the X server DISPLAY=:250 does not answer" in done.stderr
+
+
+SERVER_DIES = """
+import os, signal, sys, time
+import numpy as np
+from edgeseg.frame import Frame, Result
+from edgeseg.instances import Instances
+from edgeseg.sinks.base import SinkContext
+from edgeseg.sinks.display import DisplaySink
+stops = []
+sink = DisplaySink("edgeseg-test", SinkContext(request_stop=lambda: stops.append(1)))
+img = np.full((120, 160, 3), 90, np.uint8)
+inst = Instances.from_crops((120, 160), [1], [0.9], [(20, 20)], [np.ones((30, 40), bool)])
+def send(i):
+    sink.send(Result(Frame(i, img, time.monotonic_ns(), time.time()), inst))
+for i in range(3):
+    send(i)
+os.kill(int(sys.argv[1]), signal.SIGKILL)  # the X server dies (a session ends, Xvfb killed)
+time.sleep(0.5)
+for i in range(3, 10):
+    send(i)
+sink.close()
+print("stops", len(stops) > 0)
+"""
+
+
+def test_an_x_server_that_dies_mid_run_stops_the_run_instead_of_exiting_the_process() -> None:
+    # Qt's xcb plugin calls exit(1) at the next event it processes on a broken X connection: the process
+    # vanished with status 1, no summary, an MP4 being written left unreadable
+    exe = shutil.which("Xvfb")
+    if exe is None:
+        pytest.fail("Xvfb is not installed (scripts/test.sh installs it: apt-get install xvfb)")
+    display = f":{190 + os.getpid() % 50}"
+    server = subprocess.Popen([exe, display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        sock = Path(f"/tmp/.X11-unix/X{display[1:]}")
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+        env.update(DISPLAY=display, PYTHONPATH=str(REPO))
+        done = subprocess.run([sys.executable, "-c", SERVER_DIES, str(server.pid)],
+                              env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        server.kill()
+        server.wait(5)
+        Path(f"/tmp/.X11-unix/X{display[1:]}").unlink(missing_ok=True)  # a killed Xvfb leaves it behind
+    assert done.returncode == 0, done.stderr
+    assert "stops True" in done.stdout
+    assert f"the X server DISPLAY={display} stopped answering" in done.stderr

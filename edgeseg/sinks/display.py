@@ -127,6 +127,21 @@ class DisplaySink:
         control = self.ctx.control
         self.panel = TunePanel(window, control) if tune and control is not None else None
         self._open = False
+        self._x11 = os.environ.get("DISPLAY", "")
+        self._server_lost = False
+
+    def _server_gone(self) -> bool:
+        """Whether the X server has stopped answering (then no HighGUI call is made again).
+
+        Checked before every HighGUI call: on a broken X connection Qt's xcb plugin calls ``exit(1)`` at the
+        next event it processes, which ended the whole process (status 1, no summary, an MP4 being written
+        left unreadable); a connect to its socket costs far less than drawing the frame.
+        """
+        if not self._server_lost and self._x11 and not _x_server_answers(self._x11):
+            self._server_lost = True
+            log.warning("display: the X server DISPLAY=%s stopped answering; stopping the run", self._x11)
+            self.ctx.request_stop()
+        return self._server_lost
 
     def send(self, result: Result) -> None:
         img = self.ctx.render(result, self.panel.lines() if self.panel is not None else ())
@@ -135,6 +150,8 @@ class DisplaySink:
             h, w = img.shape[:2]
             strip = render_split_view(result.split_view, PALETTE, (max(1, h // 2), w))
             img = np.ascontiguousarray(np.vstack([img, strip]))
+        if self._server_gone():
+            return
         if not self._open:
             cv2.namedWindow(self.window, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
             cv2.resizeWindow(self.window, img.shape[1], img.shape[0])
@@ -151,7 +168,7 @@ class DisplaySink:
             self.ctx.request_stop()
 
     def close(self) -> None:
-        if self._open:
+        if self._open and not self._server_gone():
             cv2.destroyWindow(self.window)
             cv2.waitKey(1)
             self._open = False
