@@ -92,9 +92,11 @@ class Running:
 
 
 @contextmanager
-def running(tmp_path: Path, listen_host: str = "127.0.0.1", fps: int = 10) -> Iterator[Running]:
+def running(
+    tmp_path: Path, listen_host: str = "127.0.0.1", fps: int = 10, port: int | None = None
+) -> Iterator[Running]:
     """The demo pipeline (a paced synthetic source, 320x240) with the web sink on ``listen_host``."""
-    port = free_port()
+    port = free_port() if port is None else port
     config = load_config(
         DEMO,
         [f"source.uri=synthetic:parts?fps={fps}", "source.width=320", "source.height=240",
@@ -582,3 +584,22 @@ def test_in_headless_chromium_moving_a_slider_changes_the_next_results(tmp_path:
             shot = shots / "web-page.png"
             assert browser.save_screenshot(str(shot))
             assert shot.stat().st_size > 10_000
+
+
+def test_an_open_page_picks_the_stream_up_again_when_the_server_comes_back(tmp_path: Path) -> None:
+    """A service restarted (systemctl restart, the watchdog, a crash): Chromium fires no event on the end of
+    an MJPEG stream, so the page went on showing the last frame for good while its figures said "live"."""
+    chrome, driver_path = browser_paths()
+    port = free_port()
+    with headless_chromium(chrome, driver_path) as browser:
+        with running(tmp_path, port=port) as r:
+            browser.get(r.url)
+            wait_for(lambda: r.web.viewers == 1, 20, "the page's stream")
+        time.sleep(2.5)  # down for a few of the page's refreshes, as a restarting service is
+        with running(tmp_path, port=port) as again:
+            wait_for(lambda: again.web.viewers == 1, 15, "the page to open the stream again")
+            wait_for(
+                lambda: browser.execute_script("return document.getElementById('stream').naturalWidth") > 0,
+                10,
+                "a frame",
+            )
