@@ -201,6 +201,25 @@ def test_a_rotation_that_fails_loses_no_line_and_is_reported_and_tried_again_lat
     assert len(rolled_lines(path, 1)[1]) == 1  # the line that came when the rotation succeeded
 
 
+def test_a_rolling_jsonl_whose_file_was_deleted_or_moved_away_starts_a_new_one_at_the_next_rotation(
+    tmp_path: Path,
+) -> None:
+    # someone freeing space (rm out.jsonl), or logrotate moving it: the sink wrote on into the deleted (or
+    # moved) file for good, growing past max_bytes without bound, every rotation failing on the missing name
+    path = tmp_path / "out.jsonl"
+    sink = JsonlSink(path, max_bytes=4096, keep=2)
+    for i in range(10):
+        sink.send(make_result(i))
+    path.unlink()
+    for i in range(10, 60):
+        sink.send(make_result(i))
+    sink.close()
+    assert sink.report().lines == (f"jsonl: 60 results written to {path} ({sink.rotations} rotations)",)
+    assert path.stat().st_size <= 4096
+    seqs = [json.loads(line)["seq"] for lines in rolled_lines(path, 2) for line in lines]
+    assert seqs == list(range(60 - len(seqs), 60))
+
+
 def test_a_rolling_jsonl_needs_max_bytes_of_a_few_lines_at_least() -> None:
     with pytest.raises(ConfigError, match=r"sinks\.jsonl\.max_bytes: must be >= 4096 \(got 100\)"):
         load_config(None, ["sinks.jsonl.max_bytes=100"])

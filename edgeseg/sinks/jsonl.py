@@ -137,11 +137,14 @@ class JsonlSink:
         moved = False
         try:
             os.fsync(self._fd)
-            for k in range(self.keep - 1, 0, -1):
-                if rotated(self.path, k).exists():
-                    os.replace(rotated(self.path, k), rotated(self.path, k + 1))
-            os.replace(self.path, rotated(self.path, 1))
-            moved = True
+            # PATH deleted (space freed by hand) or moved away (logrotate) under the open file: nothing to
+            # rename, and writing on into that file would grow it past max_bytes for good; a new PATH it is
+            if self.path.exists():
+                for k in range(self.keep - 1, 0, -1):
+                    if rotated(self.path, k).exists():
+                        os.replace(rotated(self.path, k), rotated(self.path, k + 1))
+                os.replace(self.path, rotated(self.path, 1))
+                moved = True
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             self._rotate_failures += 1
