@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -29,12 +30,14 @@ sink.close()
 """
 
 
-@pytest.fixture
-def xvfb() -> Iterator[str]:
+@contextlib.contextmanager
+def _xvfb_server(first: int) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A real Xvfb on a display from ``first`` on (one a process: tests in parallel do not meet), and its
+    name; killed at the end, its socket removed (a killed Xvfb leaves it behind)."""
     exe = shutil.which("Xvfb")
     if exe is None:
         pytest.fail("Xvfb is not installed (scripts/test.sh installs it: apt-get install xvfb)")
-    display = f":{90 + os.getpid() % 100}"
+    display = f":{first + os.getpid() % 50}"
     proc = subprocess.Popen([exe, display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     sock = Path(f"/tmp/.X11-unix/X{display[1:]}")
@@ -43,10 +46,17 @@ def xvfb() -> Iterator[str]:
             break
         time.sleep(0.05)
     try:
-        yield display
+        yield proc, display
     finally:
         proc.terminate()
         proc.wait(5)
+        sock.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def xvfb() -> Iterator[str]:
+    with _xvfb_server(90) as (_, display):
+        yield display
 
 
 def run_python(code: str, env_update: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -88,7 +98,7 @@ def send(i):
     sink.send(Result(Frame(i, img, time.monotonic_ns(), time.time()), inst))
 for i in range(3):
     send(i)
-os.kill(int(sys.argv[1]), signal.SIGKILL)  # the X server dies (a session ends, Xvfb killed)
+os.kill(SERVER_PID, signal.SIGKILL)  # the X server dies (a session ends, Xvfb killed)
 time.sleep(0.5)
 for i in range(3, 10):
     send(i)
@@ -100,26 +110,8 @@ print("stops", len(stops) > 0)
 def test_an_x_server_that_dies_mid_run_stops_the_run_instead_of_exiting_the_process() -> None:
     # Qt's xcb plugin calls exit(1) at the next event it processes on a broken X connection: the process
     # vanished with status 1, no summary, an MP4 being written left unreadable
-    exe = shutil.which("Xvfb")
-    if exe is None:
-        pytest.fail("Xvfb is not installed (scripts/test.sh installs it: apt-get install xvfb)")
-    display = f":{190 + os.getpid() % 50}"
-    server = subprocess.Popen([exe, display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        sock = Path(f"/tmp/.X11-unix/X{display[1:]}")
-        for _ in range(100):
-            if sock.exists():
-                break
-            time.sleep(0.05)
-        env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-        env.update(DISPLAY=display, PYTHONPATH=str(REPO))
-        done = subprocess.run([sys.executable, "-c", SERVER_DIES, str(server.pid)],
-                              env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
-    finally:
-        server.kill()
-        server.wait(5)
-        Path(f"/tmp/.X11-unix/X{display[1:]}").unlink(missing_ok=True)  # a killed Xvfb leaves it behind
+    with _xvfb_server(190) as (server, display):
+        done = run_python(SERVER_DIES.replace("SERVER_PID", str(server.pid)), {"DISPLAY": display})
     assert done.returncode == 0, done.stderr
     assert "stops True" in done.stdout
     assert f"the X server DISPLAY={display} stopped answering" in done.stderr
