@@ -177,6 +177,12 @@ def test_every_request_is_released(tmp_path: Path) -> None:
     assert world.closed == 1
 
 
+def test_the_cameras_frame_rate_is_the_sources(tmp_path: Path) -> None:
+    src = _source(tmp_path, World())  # (fps=15 in its URI)
+    src.close()
+    assert src.stats.fps == 15.0
+
+
 def test_roi_becomes_the_on_sensor_inference_crop(tmp_path: Path) -> None:
     world = World()
     src = _source(tmp_path, world, roi=(0.25, 0.25, 0.5, 0.5))

@@ -244,6 +244,27 @@ def test_synthetic_source_carries_ground_truth_and_honours_uri_options() -> None
     assert frames[0].t_capture_ns < frames[1].t_capture_ns  # type: ignore[union-attr]
 
 
+def test_a_paced_source_says_its_rate_and_a_recording_of_it_plays_at_that_rate(tmp_path: Path) -> None:
+    """The demo's scene is paced at 30 fps: its recording was written at the video sink's fallback of 25 and
+    played a fifth too slow."""
+    from edgeseg import cli
+
+    for uri, fps in (("synthetic:parts?fps=30", 30.0), ("synthetic:parts", None)):  # (unpaced: no rate)
+        src = open_source(uri)
+        src.close()
+        assert src.stats.fps == fps
+    video = tmp_path / "demo.mp4"
+    assert (
+        cli.main(["run", "--source", "synthetic:parts?fps=30", "--output", str(video), "--max-frames", "5"])
+        == 0
+    )
+    cap = cv2.VideoCapture(str(video))
+    try:
+        assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(30.0)
+    finally:
+        cap.release()
+
+
 def test_paced_synthetic_source_stops_when_closed_from_another_thread() -> None:
     src = open_source("synthetic:parts?width=320&height=240&fps=0.01")  # one frame per 100 s
     assert src.read() is not None

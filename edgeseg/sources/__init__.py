@@ -76,7 +76,7 @@ class SourceStats:
             last error: cannot open /dev/video0)"``, ``"uploading network firmware 40%"``, ``"ended"``,
             ``"closed"``.
         fps: the nominal frame rate once known: a video file's own rate (also when ``fps`` paces it), the
-            configured pace, else None.
+            configured pace, a live device's or stream's own rate, else None (an output video's rate).
         waiting: the source works but has no frame for the pipeline, by design and for a while: between
             connection attempts, or while a sensor loads its network. The watchdog is fed meanwhile, as long
             as no device call hangs (``state`` says what it waits for).

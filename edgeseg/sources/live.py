@@ -109,6 +109,10 @@ class LiveSource(ABC):
         may say so, e.g. during a firmware upload): the source counts as waiting, not stuck."""
         return False
 
+    def _nominal_fps(self) -> float | None:
+        """The device's frame rate, where it says (``stats.fps``: an output video's rate)."""
+        return None
+
     def _running_state(self) -> str:
         """The state line while frames flow (a subclass may report more, e.g. a firmware upload)."""
         return "running"
@@ -127,6 +131,7 @@ class LiveSource(ABC):
             attempt=self._tries,
             last_error=self._last_error,
             state=self._state,
+            fps=self._nominal_fps(),
             waiting=self._tries > 0 or self._preparing(),
         )
 

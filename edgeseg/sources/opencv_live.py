@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgeseg.sources")
 
+MIN_FPS, MAX_FPS = 1.0, 240.0  # a device's or stream's own rate outside this is no frame rate (stats.fps)
 STREAM_TIMEOUT_S = 5.0  # longest wait of one open or read: a stalled camera or stream is noticed this fast
 
 
@@ -90,6 +91,7 @@ class OpenCVLiveSource(LiveSource):
         self.api = api
         self._timeout_ms = max(1, round(stream_timeout_s * 1000))
         self._request = (width, height, fps)
+        self._fps: float | None = None  # the device's or stream's own rate, once connected
         self._cap: cv2.VideoCapture | None = None
         self._size_warned = False
 
@@ -184,6 +186,9 @@ class OpenCVLiveSource(LiveSource):
                 cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
             if fps:
                 cap.set(cv2.CAP_PROP_FPS, fps)
+        reported = float(cap.get(cv2.CAP_PROP_FPS))
+        # (a stream's container may say 0, or its clock's 90000: no rate to record a video at)
+        self._fps = reported if MIN_FPS <= reported <= MAX_FPS else None
         self._cap = cap
         return None
 
@@ -202,6 +207,9 @@ class OpenCVLiveSource(LiveSource):
                 "%s: asked for %dx%d, the device delivers %dx%d", self.uri, width, height, *image.shape[1::-1]
             )
         return Grab(image=image, t_capture_ns=t_ns, wall_time=wall)
+
+    def _nominal_fps(self) -> float | None:
+        return self._fps
 
     def _disconnect(self) -> None:
         if self._cap is not None:

@@ -337,6 +337,9 @@ class Picamera2Source(LiveSource):
     def _preparing(self) -> bool:
         return self._imx500 is not None and not self._results
 
+    def _nominal_fps(self) -> float | None:
+        return self._fps
+
     def _holds_back(self, grab: Grab) -> bool:
         return self._preparing() and grab.tensors is None
 

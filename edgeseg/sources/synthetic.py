@@ -38,6 +38,7 @@ class SyntheticSource:
         self._size = (width, height)
         self._seed = seed
         self._stop = threading.Event()
+        self._fps = fps
         self._pacer = Pacer(fps, self._stop)
         self._scene: PartsScene | None = None
         self._delivered = 0
@@ -61,7 +62,7 @@ class SyntheticSource:
 
     @property
     def stats(self) -> SourceStats:
-        return SourceStats(frames=self._delivered, state=self._state)
+        return SourceStats(frames=self._delivered, state=self._state, fps=self._fps)
 
     def open(self) -> None:
         try:
