@@ -591,3 +591,65 @@ def test_a_retained_topic_with_a_min_interval_sends_the_first_change_then_the_la
     order = [(m.topic, m.payload) for m in collector.messages]
     assert order.index((held, b"6")) < order.index((topics.status, b"offline"))
     assert retained(broker.port, held) == {held: b"6"}
+
+
+def _publish_mqtt311_to_a_broker_limited_to_2000_bytes(
+    tmp_path: Path, results: list[bytes], retained: dict[str, tuple[bytes, int]]
+) -> tuple[set[int], Any, Collector]:
+    """Publish ``results`` and ``retained`` (topic -> payload, QoS) over MQTT 3.1.1, which has no CONNACK
+    property for the broker's packet limit, to a Mosquitto that hangs up on a packet over 2000 bytes; the
+    ``n`` of every result received, the publisher's stats and what the subscriber got, once the spool is
+    empty (or 20 s passed)."""
+    from edgeseg.mqtt.broker import Credentials, parse_broker_url
+    from edgeseg.mqtt.publisher import Publisher, PublisherSettings
+    from edgeseg.mqtt.spool import Spool
+    from edgeseg.mqtt.topics import Topics
+
+    small = Broker(tmp_path / "broker", extra_config="max_packet_size 2000\n")
+    small.start()
+    collector = Collector(small.port)
+    topics = Topics("edgeseg", "cam1")
+    spool = Spool(tmp_path / "spool.sqlite3", 1 << 20, 3600.0)
+    spool.append([(topics.results, payload) for payload in results])
+    settings = PublisherSettings(protocol="mqttv311", reconnect_min_s=0.1, reconnect_max_s=0.5)
+    publisher = Publisher(parse_broker_url(small.url), Credentials(), "cam1", spool, topics, settings)
+    for topic, (payload, qos) in retained.items():
+        publisher.set_retained(topic, payload, qos=qos)
+    publisher.start()
+    try:
+        collector.wait(lambda: spool.stats().depth == 0, 20)
+    finally:
+        assert publisher.close(flush_timeout_s=2.0)
+        spool.close()
+        collector.close()
+        small.stop()
+    return {json.loads(m.payload)["n"] for m in collector.on("/results")}, publisher.stats(), collector
+
+
+def _numbered(n: int, pad: int = 0) -> bytes:
+    return b'{"replay":false,"n":%d,"pad":"%s"}' % (n, b"x" * pad)
+
+
+def test_an_mqtt311_result_the_broker_hangs_up_on_is_dropped_counted_and_the_rest_go_on(
+    tmp_path: Path,
+) -> None:
+    """The broker hung up on that result at every reconnect, for ever, and nothing stored after it was
+    delivered."""
+    results = [_numbered(0), _numbered(1, pad=5000), *(_numbered(n) for n in range(2, 6))]
+    received, stats, _ = _publish_mqtt311_to_a_broker_limited_to_2000_bytes(tmp_path, results, {})
+    assert received == {0, 2, 3, 4, 5}
+    assert stats.delivery.too_large == 1
+
+
+def test_an_mqtt311_retained_snapshot_the_broker_hangs_up_on_is_skipped_and_no_result_is_blamed(
+    tmp_path: Path,
+) -> None:
+    retained = {"edgeseg/cam1/info": (b"{}", 1), "edgeseg/cam1/snapshot": (b"J" * 5000, 0)}
+    results = [_numbered(n) for n in range(6)]
+    received, stats, collector = _publish_mqtt311_to_a_broker_limited_to_2000_bytes(
+        tmp_path, results, retained
+    )
+    assert received == set(range(6))
+    assert (stats.delivery.too_large, stats.skipped_retained) == (0, 1)
+    assert collector.on("/snapshot") == []
+    assert [m.payload for m in collector.on("/info")][-1:] == [b"{}"]

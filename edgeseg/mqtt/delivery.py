@@ -9,7 +9,9 @@ its PUBACK arrives (:meth:`Delivery.on_publish`), in batches (:meth:`Delivery.fl
 
 Messages that can never be delivered leave the spool counted, instead of blocking it: one larger than the
 broker's maximum packet size (the broker would drop the connection, on every reconnect), and one the broker
-refused in its PUBACK (MQTT 5 reason code, e.g. "Not authorized" by an ACL).
+refused in its PUBACK (MQTT 5 reason code, e.g. "Not authorized" by an ACL). A broker that does not announce
+its packet limit (MQTT 3.1.1 cannot) gives itself away by hanging up on such a message each time it is sent
+(:class:`HangUps`).
 
 Every method runs on the publisher's thread except :meth:`Delivery.figures`.
 """
@@ -34,6 +36,13 @@ log = logging.getLogger(__name__)
 
 PACKET_OVERHEAD = 512  # fixed header, topic and properties on top of the payload, generously
 LATENCY_WINDOW = 512
+# links lost in a row with the same message the largest unconfirmed: the broker hangs up on that message (a
+# message that is fine is confirmed within milliseconds of a connect, so one drop or two is chance)
+SUSPECT_DROPS = 3
+UNCONFIRMED_KEPT = 4096  # (a link with QoS 0 messages only confirms none of them)
+
+# a results message: its spool id; a retained one: its topic and the hash of its payload
+MessageKey = int | tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ class Delivery:
         self.spool = spool
         self.max_inflight = max_inflight
         self._pending: dict[int, tuple[int, int]] = {}  # mid -> (spool id, publish time ns)
+        self.hang_ups = HangUps()
         self._live_after = 0  # spool ids above this were stored after the connect
         self._replay_after = 0  # the replay stream's cursor, up to (and including) _replay_last
         self._replay_last = 0
@@ -115,6 +125,7 @@ class Delivery:
                 if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE):
                     return f"publish failed: {mqtt.error_string(info.rc)}"
                 self._pending[info.mid] = (entry.id, time.monotonic_ns())
+                self.hang_ups.sent(info.mid, entry.id, len(payload))
                 room -= 1
                 if replay:
                     self._count("replayed")
@@ -122,6 +133,7 @@ class Delivery:
 
     def on_publish(self, mid: int, rc: ReasonCode) -> None:
         """paho's ``on_publish``: the broker's PUBACK for ``mid`` (other messages' mids are ignored)."""
+        self.hang_ups.acked(mid)
         sent = self._pending.pop(mid, None)
         if sent is None:
             return  # a retained or stats message
@@ -134,6 +146,10 @@ class Delivery:
         self._acked.append(sent[0])
         with self._lock:
             self._latency_ms.append((time.monotonic_ns() - sent[1]) / 1e6)
+
+    def hung_up_on(self, spool_id: int, size: int) -> None:
+        """:class:`HangUps` found the broker hangs up on this message: drop it, counted as too large."""
+        self._too_large(spool_id, size, None)
 
     def flush(self) -> None:
         """Delete what was acknowledged (or refused) since the last flush, in one transaction."""
@@ -155,9 +171,18 @@ class Delivery:
             self._n[key] += n
             return self._n[key]
 
-    def _too_large(self, spool_id: int, size: int, limit: int) -> None:
+    def _too_large(self, spool_id: int, size: int, limit: int | None) -> None:
         self.spool.delete([spool_id])
         n = self._count("too_large")
+        if limit is None:
+            log.error(
+                "the broker hung up each of the last %d times a results message of %d bytes was sent: taken "
+                "as over its packet limit, dropped (%d so far; try sinks.mqtt.mask_format: polygon or none)",
+                SUSPECT_DROPS,
+                size,
+                n,
+            )
+            return
         log.error(
             "a results message of %d bytes is over the broker's packet limit of %d bytes: dropped (%d so "
             "far; try sinks.mqtt.mask_format: polygon or none)",
@@ -165,3 +190,49 @@ class Delivery:
             limit,
             n,
         )
+
+
+class HangUps:
+    """Finds the message a broker hangs up on, where it did not announce its packet limit.
+
+    The broker reads a connection's packets in order, so a PUBACK confirms every packet sent before the one
+    it acknowledges; a broker that hangs up on a packet confirms nothing from there on. A message that was
+    the largest unconfirmed one at ``SUSPECT_DROPS`` lost links in a row is the one (:meth:`lost`).
+    Messages are known by a key: a results message by its spool id, a retained one by its topic and the hash
+    of its payload.
+    """
+
+    def __init__(self) -> None:
+        self._sent: list[tuple[int | None, MessageKey, int]] = []  # (QoS 1 mid, key, size), in send order
+        self._suspect: tuple[MessageKey | None, int] = (None, 0)  # (key, lost links in a row)
+
+    def connected(self) -> None:
+        self._sent.clear()
+
+    def sent(self, mid: int | None, key: MessageKey, size: int) -> None:
+        """``mid``: that of a QoS 1 publish, whose PUBACK confirms it; ``None`` for QoS 0."""
+        self._sent.append((mid, key, size))
+        if len(self._sent) > UNCONFIRMED_KEPT:
+            del self._sent[0]
+
+    def acked(self, mid: int) -> None:
+        for i, (sent_mid, _, _) in enumerate(self._sent):
+            if sent_mid == mid:
+                if any(key == self._suspect[0] for _, key, _ in self._sent[: i + 1]):
+                    self._suspect = (None, 0)
+                del self._sent[: i + 1]
+                return
+
+    def lost(self) -> tuple[MessageKey, int] | None:
+        """The link broke: the key and size of the message the broker hangs up on, once it is known."""
+        if not self._sent:
+            self._suspect = (None, 0)
+            return None
+        _, key, size = max(self._sent, key=lambda sent: sent[2])
+        self._sent.clear()
+        drops = self._suspect[1] + 1 if self._suspect[0] == key else 1
+        self._suspect = (key, drops)
+        if drops < SUSPECT_DROPS:
+            return None
+        self._suspect = (None, 0)
+        return key, size

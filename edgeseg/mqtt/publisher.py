@@ -38,7 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edgeseg.backoff import backoff_delays
 from edgeseg.mqtt.broker import BrokerAddress, Credentials
 from edgeseg.mqtt.client import describe_error, make_client, refusal, start_connect
-from edgeseg.mqtt.delivery import PACKET_OVERHEAD, Delivery, DeliveryFigures
+from edgeseg.mqtt.delivery import PACKET_OVERHEAD, SUSPECT_DROPS, Delivery, DeliveryFigures, MessageKey
 from edgeseg.mqtt.spool import Spool
 from edgeseg.mqtt.topics import OFFLINE, ONLINE, Topics
 
@@ -96,6 +96,7 @@ class _Retained:
     payload: bytes
     qos: int
     sent: bool = False
+    hung_up: bool = False  # the broker hangs up on this payload (:class:`HangUps`): not sent again
     not_before: float = 0.0
     last_sent: float = -math.inf
 
@@ -200,7 +201,7 @@ class Publisher:
             if entry is None:
                 entry = self._retained[topic] = _Retained(payload, qos)
             else:
-                entry.payload, entry.qos, entry.sent = payload, qos, False
+                entry.payload, entry.qos, entry.sent, entry.hung_up = payload, qos, False, False
                 entry.not_before = entry.last_sent + min_interval_s
             # a change held back no longer than one already pending needs no wake-up: the thread wakes for
             # that one anyway (counts change at every frame and are held back for seconds)
@@ -373,6 +374,7 @@ class Publisher:
         link.connected = True
         link.max_packet = getattr(props, "MaximumPacketSize", None) if props is not None else None
         self.delivery.start()
+        self.delivery.hang_ups.connected()
         with self._lock:
             self._s = replace(self._s, connected=True, connects=self._s.connects + 1, last_error=None)
             handlers = list(self._handlers)
@@ -401,6 +403,8 @@ class Publisher:
         self._link = None
         with self._lock:
             self._s = replace(self._s, connected=False, last_error=reason)
+        if was_connected and link.max_packet is None:  # (one that announced it was never sent more)
+            self._hung_up(self.delivery.hang_ups.lost())
         if self._stop.is_set():
             return
         if was_connected:
@@ -419,6 +423,29 @@ class Publisher:
                 self._delays = self._new_delays()
                 self._last_reason = None
         self._failed(reason)
+
+    def _hung_up(self, found: tuple[MessageKey, int] | None) -> None:
+        """Never send again what the broker hangs up on: a results message, or a retained payload."""
+        if found is None:
+            return
+        key, size = found
+        if isinstance(key, int):
+            self.delivery.hung_up_on(key, size)
+            return
+        topic, payload_hash = key
+        with self._lock:
+            entry = self._retained.get(topic)
+            if entry is None or hash(entry.payload) != payload_hash:
+                return  # changed since: the new value gets its own chance
+            entry.hung_up = True
+            self._s = replace(self._s, skipped_retained=self._s.skipped_retained + 1)
+        log.warning(
+            "%s: the broker hung up each of the last %d times its %d bytes were sent (over its packet "
+            "limit?); not sent again until it changes",
+            topic,
+            SUSPECT_DROPS,
+            size,
+        )
 
     def _new_delays(self) -> Iterator[float]:
         # jitter: a fleet that lost the same broker must not reconnect in lockstep
@@ -452,6 +479,8 @@ class Publisher:
             # the step's select wakes for the next one held back (a change with nothing after it)
             self._next_retained = min((e.not_before for _, e in unsent if not e.sent), default=math.inf)
         for topic, entry in due:
+            if entry.hung_up:
+                continue
             if link.max_packet is not None and len(entry.payload) + PACKET_OVERHEAD > link.max_packet:
                 log.warning(
                     "%s: %d bytes is over the broker's packet limit of %d bytes; not sent",
@@ -462,7 +491,9 @@ class Publisher:
                 with self._lock:
                     self._s = replace(self._s, skipped_retained=self._s.skipped_retained + 1)
                 continue
-            link.client.publish(topic, entry.payload, qos=entry.qos, retain=True)
+            payload, qos = entry.payload, entry.qos
+            info = link.client.publish(topic, payload, qos=qos, retain=True)
+            self.delivery.hang_ups.sent(info.mid if qos else None, (topic, hash(payload)), len(payload))
         if with_status:
             link.client.publish(self.topics.status, ONLINE, qos=1, retain=True)
 
