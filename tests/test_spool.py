@@ -144,6 +144,23 @@ def test_a_step_while_no_run_had_the_spool_open_is_found_by_the_next_run_in_the_
     assert (stats.depth, stats.dropped_expired, stats.oldest_age_s) == (3, 0, 10.0)
 
 
+def test_a_step_first_seen_by_an_append_the_full_disk_refused_still_restamps_the_messages_before_it(
+    tmp_path: Path,
+) -> None:
+    now, wall = [1000.0], [0.0]
+    spool = Spool(tmp_path / "s.sqlite3", 1 << 30, 3600, clocks=clocks(now, wall))
+    spool.append(payloads(3))
+    now[0] += 10
+    wall[0] = 30 * DAY  # NTP sets the clock right while the disk is full
+    spool._db.execute("PRAGMA max_page_count=" + str(spool._db.execute("PRAGMA page_count").fetchone()[0]))
+    assert spool.append(payloads(50, size=4000)) == 0
+    spool._db.execute("PRAGMA max_page_count=1073741823")  # space is back
+    now[0] += 10
+    assert len(spool.read(0, 100)) == 3
+    stats = spool.stats()
+    assert (stats.depth, stats.dropped_expired, stats.oldest_age_s) == (3, 0, 20.0)
+
+
 def test_messages_from_an_earlier_boot_age_by_the_wall_clock(tmp_path: Path) -> None:
     # stored with the clock right, then 30 days off: they are 30 days old
     now = [1000.0]

@@ -233,6 +233,7 @@ class Spool:
         if not messages:
             return 0
         with self._lock:
+            skew = self._skew  # a re-stamp in this transaction is undone with it: then it is still to do
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 now = self._now_locked()
@@ -246,6 +247,7 @@ class Spool:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
+                self._skew = skew
                 self._failed += len(messages)
                 self._log_failed(
                     "spool %s: cannot store %d message(s), they are lost (%d so far): %s",
