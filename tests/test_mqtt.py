@@ -593,25 +593,28 @@ def test_a_retained_topic_with_a_min_interval_sends_the_first_change_then_the_la
     assert retained(broker.port, held) == {held: b"6"}
 
 
-def _publish_mqtt311_to_a_broker_limited_to_2000_bytes(
-    tmp_path: Path, results: list[bytes], retained: dict[str, tuple[bytes, int]]
+def _publish_to_a_broker_limited_to_2000_bytes(
+    tmp_path: Path,
+    results: list[bytes],
+    retained: dict[str, tuple[bytes, int]],
+    protocol: str = "mqttv311",
+    limit: str = "max_packet_size",
 ) -> tuple[set[int], Any, Collector]:
-    """Publish ``results`` and ``retained`` (topic -> payload, QoS) over MQTT 3.1.1, which has no CONNACK
-    property for the broker's packet limit, to a Mosquitto that hangs up on a packet over 2000 bytes; the
-    ``n`` of every result received, the publisher's stats and what the subscriber got, once the spool is
-    empty (or 20 s passed)."""
+    """Publish ``results`` and ``retained`` (topic -> payload, QoS) to a Mosquitto whose ``limit`` is 2000
+    bytes and that hangs up on a message over it without announcing the limit; the ``n`` of every result
+    received, the publisher's stats and what the subscriber got, once the spool is empty (or 20 s passed)."""
     from edgeseg.mqtt.broker import Credentials, parse_broker_url
     from edgeseg.mqtt.publisher import Publisher, PublisherSettings
     from edgeseg.mqtt.spool import Spool
     from edgeseg.mqtt.topics import Topics
 
-    small = Broker(tmp_path / "broker", extra_config="max_packet_size 2000\n")
+    small = Broker(tmp_path / "broker", extra_config=f"{limit} 2000\n")
     small.start()
     collector = Collector(small.port)
     topics = Topics("edgeseg", "cam1")
     spool = Spool(tmp_path / "spool.sqlite3", 1 << 20, 3600.0)
     spool.append([(topics.results, payload) for payload in results])
-    settings = PublisherSettings(protocol="mqttv311", reconnect_min_s=0.1, reconnect_max_s=0.5)
+    settings = PublisherSettings(protocol=protocol, reconnect_min_s=0.1, reconnect_max_s=0.5)
     publisher = Publisher(parse_broker_url(small.url), Credentials(), "cam1", spool, topics, settings)
     for topic, (payload, qos) in retained.items():
         publisher.set_retained(topic, payload, qos=qos)
@@ -630,13 +633,23 @@ def _numbered(n: int, pad: int = 0) -> bytes:
     return b'{"replay":false,"n":%d,"pad":"%s"}' % (n, b"x" * pad)
 
 
-def test_an_mqtt311_result_the_broker_hangs_up_on_is_dropped_counted_and_the_rest_go_on(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("protocol", "limit"),
+    [
+        # MQTT 3.1.1 has no CONNACK property to announce the limit
+        ("mqttv311", "max_packet_size"),
+        # Mosquitto 2.0.11 (Debian 12, Raspberry Pi OS) announces no message_size_limit and refuses the
+        # message with PUBACK reason 0x95, which is not a PUBACK code: paho calls it a protocol error
+        ("mqttv5", "message_size_limit"),
+    ],
+)
+def test_a_result_the_broker_hangs_up_on_is_dropped_counted_and_the_rest_go_on(
+    tmp_path: Path, protocol: str, limit: str
 ) -> None:
     """The broker hung up on that result at every reconnect, for ever, and nothing stored after it was
     delivered."""
     results = [_numbered(0), _numbered(1, pad=5000), *(_numbered(n) for n in range(2, 6))]
-    received, stats, _ = _publish_mqtt311_to_a_broker_limited_to_2000_bytes(tmp_path, results, {})
+    received, stats, _ = _publish_to_a_broker_limited_to_2000_bytes(tmp_path, results, {}, protocol, limit)
     assert received == {0, 2, 3, 4, 5}
     assert stats.delivery.too_large == 1
 
@@ -646,9 +659,7 @@ def test_an_mqtt311_retained_snapshot_the_broker_hangs_up_on_is_skipped_and_no_r
 ) -> None:
     retained = {"edgeseg/cam1/info": (b"{}", 1), "edgeseg/cam1/snapshot": (b"J" * 5000, 0)}
     results = [_numbered(n) for n in range(6)]
-    received, stats, collector = _publish_mqtt311_to_a_broker_limited_to_2000_bytes(
-        tmp_path, results, retained
-    )
+    received, stats, collector = _publish_to_a_broker_limited_to_2000_bytes(tmp_path, results, retained)
     assert received == set(range(6))
     assert (stats.delivery.too_large, stats.skipped_retained) == (0, 1)
     assert collector.on("/snapshot") == []
