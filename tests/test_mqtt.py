@@ -661,6 +661,7 @@ def test_an_mqtt311_retained_snapshot_the_broker_hangs_up_on_is_skipped_and_no_r
     results = [_numbered(n) for n in range(6)]
     received, stats, collector = _publish_to_a_broker_limited_to_2000_bytes(tmp_path, results, retained)
     assert received == set(range(6))
-    assert (stats.delivery.too_large, stats.skipped_retained) == (0, 1)
+    assert stats.delivery.too_large == 0
+    assert stats.skipped_retained >= 1  # (at each connect after the broker hung up on it)
     assert collector.on("/snapshot") == []
     assert [m.payload for m in collector.on("/info")][-1:] == [b"{}"]

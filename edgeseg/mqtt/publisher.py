@@ -96,7 +96,9 @@ class _Retained:
     payload: bytes
     qos: int
     sent: bool = False
-    hung_up: bool = False  # the broker hangs up on this payload (:class:`HangUps`): not sent again
+    # the smallest payload of this topic the broker hung up on (:class:`HangUps`): none as big is sent (a
+    # snapshot changes at every interval; each would cost the link three drops)
+    hung_up_at: int | None = None
     not_before: float = 0.0
     last_sent: float = -math.inf
 
@@ -201,7 +203,7 @@ class Publisher:
             if entry is None:
                 entry = self._retained[topic] = _Retained(payload, qos)
             else:
-                entry.payload, entry.qos, entry.sent, entry.hung_up = payload, qos, False, False
+                entry.payload, entry.qos, entry.sent = payload, qos, False
                 entry.not_before = entry.last_sent + min_interval_s
             # a change held back no longer than one already pending needs no wake-up: the thread wakes for
             # that one anyway (counts change at every frame and are held back for seconds)
@@ -432,16 +434,15 @@ class Publisher:
         if isinstance(key, int):
             self.delivery.hung_up_on(key, size)
             return
-        topic, payload_hash = key
+        topic, _ = key
         with self._lock:
             entry = self._retained.get(topic)
-            if entry is None or hash(entry.payload) != payload_hash:
-                return  # changed since: the new value gets its own chance
-            entry.hung_up = True
-            self._s = replace(self._s, skipped_retained=self._s.skipped_retained + 1)
+            if entry is None:
+                return
+            entry.hung_up_at = size if entry.hung_up_at is None else min(entry.hung_up_at, size)
         log.warning(
             "%s: the broker hung up each of the last %d times its %d bytes were sent (over its packet "
-            "limit?); not sent again until it changes",
+            "limit?); nothing as big is sent to it again",
             topic,
             SUSPECT_DROPS,
             size,
@@ -479,7 +480,15 @@ class Publisher:
             # the step's select wakes for the next one held back (a change with nothing after it)
             self._next_retained = min((e.not_before for _, e in unsent if not e.sent), default=math.inf)
         for topic, entry in due:
-            if entry.hung_up:
+            if entry.hung_up_at is not None and len(entry.payload) >= entry.hung_up_at:
+                log.warning(
+                    "%s: %d bytes; the broker hung up on %d; not sent",
+                    topic,
+                    len(entry.payload),
+                    entry.hung_up_at,
+                )
+                with self._lock:
+                    self._s = replace(self._s, skipped_retained=self._s.skipped_retained + 1)
                 continue
             if link.max_packet is not None and len(entry.payload) + PACKET_OVERHEAD > link.max_packet:
                 log.warning(
