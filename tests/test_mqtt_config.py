@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from edgeseg.config import load_config
 from edgeseg.errors import ConfigError
 from edgeseg.mqtt.broker import BrokerAddress, device_id, load_credentials, parse_broker_url
+from edgeseg.mqtt.discovery import discovery_payload
 from edgeseg.mqtt.topics import (
     ModelInfo,
     Topics,
@@ -145,6 +147,19 @@ def test_topic_levels_never_contain_wildcards_or_separators() -> None:
     topics = Topics("edgeseg", "cam1")
     assert topics.counts("a/b") == "edgeseg/cam1/counts/a_b"
     assert topics.discovery == "homeassistant/device/cam1/config"
+
+
+def test_labels_in_a_script_without_ascii_letters_each_get_a_topic_and_a_sensor_of_their_own() -> None:
+    # a model labelled in Chinese or Cyrillic: every class was counts/_ and Home Assistant got one sensor
+    classes = ["人", "车", "自行车", "человек"]
+    topics = Topics("edgeseg", "cam1")
+    levels = [topics.counts(name).rpartition("/")[2] for name in classes]
+    assert len(set(levels)) == len(classes)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", level) for level in levels)
+    doc = json.loads(discovery_payload(topics, "m", classes, False, (), (), ()))
+    counts = [key for key in doc["cmps"] if key.startswith("count_") and key != "count_all"]
+    assert len(counts) == len(classes)
+    assert topic_name("traffic light/#1+") == "traffic_light_1"  # a name with ASCII in it keeps its topic
 
 
 def test_reconnect_delays_double_up_to_the_cap_with_jitter_below_the_plain_delay() -> None:

@@ -61,8 +61,11 @@ def sanitize(text: str, fill: str) -> str:
 
 
 def topic_name(text: str) -> str:
-    """``text`` as one topic level: no ``/``, ``+``, ``#`` or spaces (``a b/c`` -> ``a_b_c``)."""
-    return sanitize(text, "_") or "_"
+    """``text`` as one topic level: no ``/``, ``+``, ``#`` or spaces (``a b/c`` -> ``a_b_c``); a name with
+    nothing of ``[A-Za-z0-9]`` in it (``人``, ``человек``) as its punycode (``gmq``, ``b1afbucs4d``)."""
+    # (punycode is one-to-one: labels in Chinese or Cyrillic would all be reduced to "_", one topic and one
+    # Home Assistant sensor for every class)
+    return sanitize(text, "_") or sanitize(text.encode("punycode").decode("ascii"), "_") or "_"
 
 
 @dataclass(frozen=True)
