@@ -16,7 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edgeseg.errors import ConfigError
-from edgeseg.mqtt.delivery import PACKET_OVERHEAD, Delivery
+from edgeseg.mqtt.delivery import PACKET_OVERHEAD, Delivery, HangUps
 from edgeseg.mqtt.spool import Clocks, Spool, SpoolEntry
 from edgeseg.mqtt.topics import as_replay
 
@@ -421,6 +421,23 @@ def test_a_message_over_the_broker_packet_limit_is_dropped_counted_and_the_rest_
     assert [n for n, _ in sent_numbers(client)] == ([0, 2] if over else [0, 1, 2])
     assert delivery.figures().too_large == over
     assert spool.stats().depth == 3 - over  # the dropped one left the spool; the rest wait for PUBACKs
+
+
+def test_a_message_is_blamed_for_hang_ups_only_at_three_in_a_row_with_no_puback_confirming_it() -> None:
+    hang_ups = HangUps()
+
+    def link(confirmed: bool) -> tuple[object, int] | None:
+        hang_ups.connected()
+        hang_ups.sent(1, 7, 5000)
+        hang_ups.sent(None, ("snapshot", 0), 900)  # QoS 0: nothing confirms it but a later PUBACK
+        hang_ups.sent(2, 8, 100)
+        if confirmed:
+            hang_ups.acked(2)  # the broker read everything sent before it too
+        return hang_ups.lost()
+
+    assert [link(False), link(False), link(True), link(False), link(False)] == [None] * 5
+    assert link(False) == (7, 5000)
+    assert link(False) is None  # blamed once: the count starts again
 
 
 def test_a_message_the_broker_refuses_is_dropped_counted_and_never_sent_again(tmp_path: Path) -> None:
