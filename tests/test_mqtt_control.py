@@ -171,6 +171,49 @@ def test_an_mqtt5_request_gets_its_reply_on_its_response_topic_with_its_correlat
     assert _reply_to(collector, f"{BASE}/config/set") == reply
 
 
+def test_a_request_whose_response_topic_has_a_wildcard_is_answered_only_on_config_result_and_the_link_goes_on(
+    tmp_path: Path, broker: Broker, collector: Collector
+) -> None:
+    """Mosquitto forwards a response topic with a wildcard; paho refuses to publish on it, which ended the
+    publisher thread: nothing was published any more (a retained request did it again at every start)."""
+    got: list[bytes] = []
+    done = threading.Event()
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"req-{uuid.uuid4().hex[:6]}",
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+
+    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        got.append(bytes(msg.payload))
+        done.set()
+
+    def request(value: float, response_topic: str) -> None:
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = response_topic
+        payload = json.dumps({SCORE: value}).encode()
+        client.publish(f"{BASE}/config/set", payload, qos=1, properties=props).wait_for_publish(5)
+
+    client.on_message = on_message
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe("test/replies/42", qos=1)
+    client.loop_start()
+    try:
+        with Edgeseg(tmp_path, broker.url) as run:
+            assert collector.wait(lambda: collector.on(f"{BASE}/status"), 60), run.output()
+            request(0.4, "test/replies/#")
+            request(0.35, "test/replies/42")
+            assert done.wait(10), run.output()
+            stats = len(collector.on(f"{BASE}/stats"))
+            assert collector.wait(lambda: len(collector.on(f"{BASE}/stats")) >= stats + 2, 10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert run.code == 0, run.output()
+    assert json.loads(got[0])["applied"] == {SCORE: 0.35}
+    assert [r["applied"] for r in _replies(collector)] == [{SCORE: 0.4}, {SCORE: 0.35}]
+
+
 KEYS = [
     SCORE, SIZE, "postprocess.semantic.rods", "source.roi", "postprocess.semantic.dist_threshold",
     "postprocess.score_threshold", "model.path", "sinks", "postprocess", "x.y.z", "", "a/b", "a.", ".",

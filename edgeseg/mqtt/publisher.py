@@ -164,6 +164,7 @@ class Publisher:
         self._retained: dict[str, _Retained] = {}
         self._handlers: dict[str, MessageHandler] = {}
         self._replies: deque[tuple[str, bytes, bytes | None]] = deque(maxlen=REPLY_QUEUE)
+        self._unsendable_replies = 0
         self._link: _Link | None = None
         self._attempt = 0
         self._delays = self._new_delays()
@@ -515,7 +516,13 @@ class Publisher:
             if correlation is not None and link.client.protocol == MQTTProtocolVersion.MQTTv5:
                 props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
                 props.CorrelationData = correlation
-            link.client.publish(topic, payload, qos=1, retain=False, properties=props)
+            try:
+                link.client.publish(topic, payload, qos=1, retain=False, properties=props)
+            except ValueError as exc:  # a request's response topic with a wildcard: the broker forwards it
+                self._unsendable_replies += 1
+                n = self._unsendable_replies
+                if n <= 3 or n % 100 == 0:
+                    log.warning("a reply on %r was not sent (%d so far): %s", topic, n, exc)
 
     def _maybe_stats(self, link: _Link) -> None:
         if self._stats_payload is None or time.monotonic() < self._next_stats:
