@@ -176,7 +176,11 @@ def _target(args: argparse.Namespace) -> tuple[BrokerAddress, Credentials, Topic
     creds = load_credentials(
         section.username_file, section.password_file, section.ca_file, section.cert_file, section.key_file
     )
-    topics = Topics(args.prefix or section.prefix, device_id(args.device_id or section.device_id))
+    topics = Topics(
+        args.prefix or section.prefix,
+        device_id(args.device_id or section.device_id),
+        section.discovery_prefix,
+    )
     return address, creds, topics
 
 

@@ -267,6 +267,24 @@ def test_forget_clears_discovery_and_the_device_retained_topics(
     assert retained(broker.port, "edgeseg/cam1/#") == {}
 
 
+def test_forget_with_a_pipeline_clears_the_discovery_under_its_discovery_prefix(
+    tmp_path: Path, broker: Broker, collector: Collector
+) -> None:
+    pipeline = tmp_path / "p.yaml"
+    model = Path(__file__).resolve().parents[1] / "models" / "demo-parts.onnx"
+    mqtt = f"{{url: '{broker.url}', device_id: cam1, discovery_prefix: ha}}"
+    pipeline.write_text(f"model: {{path: {model}}}\nsinks: {{mqtt: {mqtt}}}\n")
+    collector.publish("ha/device/cam1/config", b"{}", retain=True)
+    collector.publish("edgeseg/cam1/status", b"online", retain=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "mqtt", "forget", str(pipeline)],
+        env=edgeseg_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert retained(broker.port, "ha/device/cam1/config") == {}
+    assert retained(broker.port, "edgeseg/cam1/#") == {}
+
+
 def test_a_snapshot_over_the_broker_packet_limit_is_skipped_without_a_reconnect_loop(tmp_path: Path) -> None:
     small = Broker(tmp_path / "broker", extra_config="max_packet_size 24000\n")
     small.start()
