@@ -3,12 +3,14 @@ config/save, the retained config/<key>/state, replies (MQTT 5 correlation includ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
 import signal
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,32 +137,14 @@ def test_an_mqtt5_request_gets_its_reply_on_its_response_topic_with_its_correlat
 ) -> None:
     got: list[tuple[str, bytes, bytes | None]] = []
     done = threading.Event()
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"req-{uuid.uuid4().hex[:6]}",
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
-
-    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        got.append((msg.topic, bytes(msg.payload), getattr(msg.properties, "CorrelationData", None)))
-        done.set()
-
-    client.on_message = on_message
-    client.connect("127.0.0.1", broker.port)
-    client.subscribe("test/replies/42", qos=1)
-    client.loop_start()
-    try:
-        with Edgeseg(tmp_path, broker.url) as run:
-            assert collector.wait(lambda: collector.on(f"{BASE}/status"), 60), run.output()
-            props = Properties(PacketTypes.PUBLISH)
-            props.ResponseTopic = "test/replies/42"
-            props.CorrelationData = b"\x00req-7"
-            payload = json.dumps({SCORE: 0.4, SIZE: -2}).encode()
-            client.publish(f"{BASE}/config/set", payload, qos=1, properties=props).wait_for_publish(5)
-            assert done.wait(10)
-    finally:
-        client.loop_stop()
-        client.disconnect()
+    with _mqtt5_client(broker, "test/replies/42", got, done) as client, Edgeseg(tmp_path, broker.url) as run:
+        assert collector.wait(lambda: collector.on(f"{BASE}/status"), 60), run.output()
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = "test/replies/42"
+        props.CorrelationData = b"\x00req-7"
+        payload = json.dumps({SCORE: 0.4, SIZE: -2}).encode()
+        client.publish(f"{BASE}/config/set", payload, qos=1, properties=props).wait_for_publish(5)
+        assert done.wait(10)
     _, body, correlation = got[0]
     assert correlation == b"\x00req-7"
     reply = json.loads(body)
@@ -176,17 +160,8 @@ def test_a_request_whose_response_topic_has_a_wildcard_is_answered_only_on_confi
 ) -> None:
     """Mosquitto forwards a response topic with a wildcard; paho refuses to publish on it, which ended the
     publisher thread: nothing was published any more (a retained request did it again at every start)."""
-    got: list[bytes] = []
+    got: list[tuple[str, bytes, bytes | None]] = []
     done = threading.Event()
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"req-{uuid.uuid4().hex[:6]}",
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
-
-    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        got.append(bytes(msg.payload))
-        done.set()
 
     def request(value: float, response_topic: str) -> None:
         props = Properties(PacketTypes.PUBLISH)
@@ -194,24 +169,43 @@ def test_a_request_whose_response_topic_has_a_wildcard_is_answered_only_on_confi
         payload = json.dumps({SCORE: value}).encode()
         client.publish(f"{BASE}/config/set", payload, qos=1, properties=props).wait_for_publish(5)
 
+    with _mqtt5_client(broker, "test/replies/42", got, done) as client, Edgeseg(tmp_path, broker.url) as run:
+        assert collector.wait(lambda: collector.on(f"{BASE}/status"), 60), run.output()
+        request(0.4, "test/replies/#")
+        request(0.35, "test/replies/42")
+        assert done.wait(10), run.output()
+        stats = len(collector.on(f"{BASE}/stats"))
+        assert collector.wait(lambda: len(collector.on(f"{BASE}/stats")) >= stats + 2, 10)
+    assert run.code == 0, run.output()
+    assert json.loads(got[0][1])["applied"] == {SCORE: 0.35}
+    assert [r["applied"] for r in _replies(collector)] == [{SCORE: 0.4}, {SCORE: 0.35}]
+
+
+@contextlib.contextmanager
+def _mqtt5_client(
+    broker: Broker, topic: str, got: list[tuple[str, bytes, bytes | None]], done: threading.Event
+) -> Iterator[mqtt.Client]:
+    """A running MQTT 5 client subscribed to ``topic``: each message it gets (topic, payload, correlation
+    data) goes into ``got``, and sets ``done``."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"req-{uuid.uuid4().hex[:6]}",
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+
+    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        got.append((msg.topic, bytes(msg.payload), getattr(msg.properties, "CorrelationData", None)))
+        done.set()
+
     client.on_message = on_message
     client.connect("127.0.0.1", broker.port)
-    client.subscribe("test/replies/42", qos=1)
+    client.subscribe(topic, qos=1)
     client.loop_start()
     try:
-        with Edgeseg(tmp_path, broker.url) as run:
-            assert collector.wait(lambda: collector.on(f"{BASE}/status"), 60), run.output()
-            request(0.4, "test/replies/#")
-            request(0.35, "test/replies/42")
-            assert done.wait(10), run.output()
-            stats = len(collector.on(f"{BASE}/stats"))
-            assert collector.wait(lambda: len(collector.on(f"{BASE}/stats")) >= stats + 2, 10)
+        yield client
     finally:
         client.loop_stop()
         client.disconnect()
-    assert run.code == 0, run.output()
-    assert json.loads(got[0])["applied"] == {SCORE: 0.35}
-    assert [r["applied"] for r in _replies(collector)] == [{SCORE: 0.4}, {SCORE: 0.35}]
 
 
 KEYS = [

@@ -449,6 +449,11 @@ class Publisher:
             size,
         )
 
+    def _skip_retained(self, why: str) -> None:
+        log.warning("%s; not sent", why)
+        with self._lock:
+            self._s = replace(self._s, skipped_retained=self._s.skipped_retained + 1)
+
     def _new_delays(self) -> Iterator[float]:
         # jitter: a fleet that lost the same broker must not reconnect in lockstep
         return backoff_delays(self.settings.reconnect_min_s, self.settings.reconnect_max_s, jitter=0.5)
@@ -481,25 +486,14 @@ class Publisher:
             # the step's select wakes for the next one held back (a change with nothing after it)
             self._next_retained = min((e.not_before for _, e in unsent if not e.sent), default=math.inf)
         for topic, entry in due:
-            if entry.hung_up_at is not None and len(entry.payload) >= entry.hung_up_at:
-                log.warning(
-                    "%s: %d bytes; the broker hung up on %d; not sent",
-                    topic,
-                    len(entry.payload),
-                    entry.hung_up_at,
-                )
-                with self._lock:
-                    self._s = replace(self._s, skipped_retained=self._s.skipped_retained + 1)
+            size = len(entry.payload)
+            if entry.hung_up_at is not None and size >= entry.hung_up_at:
+                self._skip_retained(f"{topic}: {size} bytes; the broker hung up on {entry.hung_up_at}")
                 continue
-            if link.max_packet is not None and len(entry.payload) + PACKET_OVERHEAD > link.max_packet:
-                log.warning(
-                    "%s: %d bytes is over the broker's packet limit of %d bytes; not sent",
-                    topic,
-                    len(entry.payload),
-                    link.max_packet,
+            if link.max_packet is not None and size + PACKET_OVERHEAD > link.max_packet:
+                self._skip_retained(
+                    f"{topic}: {size} bytes is over the broker's packet limit of {link.max_packet} bytes"
                 )
-                with self._lock:
-                    self._s = replace(self._s, skipped_retained=self._s.skipped_retained + 1)
                 continue
             payload, qos = entry.payload, entry.qos
             info = link.client.publish(topic, payload, qos=qos, retain=True)
