@@ -201,6 +201,13 @@ def needed_folders(bin_path: Path, config: Any) -> list[Path]:
     return out
 
 
+def unit_path(path: Path | str) -> str:
+    """``path`` as one word of a systemd path list: quoted, since a bare space or ':' splits it (and a bind
+    of the first part fails the start), with ``%`` doubled, which systemd would expand as a specifier."""
+    escaped = str(path).replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{escaped}"'
+
+
 def instance_dropin(layout: Layout, name: str, binds: list[Path], cache: Path | None) -> str:
     """Credentials that exist (a listed file that is missing fails the start), and folders under /home."""
     lines = [
@@ -213,9 +220,9 @@ def instance_dropin(layout: Layout, name: str, binds: list[Path], cache: Path | 
         lines.append("# under /home, which ProtectHome=yes would hide: show exactly these folders")
         lines.append("ProtectHome=tmpfs")
     if binds:
-        lines.append(f"BindReadOnlyPaths={' '.join(str(b) for b in binds)}")
+        lines.append(f"BindReadOnlyPaths={' '.join(unit_path(b) for b in binds)}")
     if cache:
-        lines.append(f"BindPaths={cache}")
+        lines.append(f"BindPaths={unit_path(cache)}")
     return "\n".join(lines) + "\n"
 
 

@@ -88,6 +88,23 @@ def test_jetson_drop_in_passes_systemd_analyze_verify_with_empty_stderr(tmp_path
 
 
 @needs_analyze
+def test_folders_under_home_with_spaces_colons_or_percent_reach_systemd_as_one_path_each(
+    tmp_path: Path,
+) -> None:
+    # a folder such as '/home/pi/TensorRT engines' was written bare: systemd split it at the space (or ':')
+    # and bound '/home/pi/TensorRT', which does not exist, so the service failed to start (226/NAMESPACE)
+    pipeline = tmp_path / "spaced.yaml"
+    cache = "/home/pi/TensorRT engines/50%:off"
+    model = "backend: onnxruntime"
+    pipeline.write_text(_demo().replace(model, f"{model}\n  engine_cache_dir: '{cache}'"))
+    _install(tmp_path, pipeline=pipeline)
+    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
+    assert (done.returncode, done.stderr) == (0, "")
+    dropin = (tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/50-edgeseg.conf").read_text()
+    assert re.findall(r"^BindPaths=(.*)$", dropin, re.M) == ['"/home/pi/TensorRT engines/50%%:off"']
+
+
+@needs_analyze
 def test_installed_unit_exposure_is_at_most_2_5(tmp_path: Path) -> None:
     _install(tmp_path)
     assert _exposure(tmp_path, "edgeseg@front-door.service") <= 2.5
