@@ -606,6 +606,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted", logging.WARNING)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise
+        # `edgeseg pipelines | head -1`: the reader has what it wanted, as with --count. What is still
+        # buffered goes nowhere, instead of a second traceback from the interpreter's flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe or socket whose reading end is closed (so a BrokenPipeError from elsewhere,
+    a camera's or a broker's socket, is not taken for the reader leaving)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no stdout at all, or not a file
+        return False
 
 
 def entry() -> NoReturn:

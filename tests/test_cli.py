@@ -177,6 +177,19 @@ def test_doctor_reports_backends_cameras_and_displays(tmp_path: Path) -> None:
         assert topic in done.stdout
 
 
+def test_a_reader_that_closes_the_pipe_ends_a_listing_quietly_with_exit_0(tmp_path: Path) -> None:
+    # `edgeseg pipelines | head -1`: the reader is gone before the listing is written
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeseg", "pipelines"], cwd=tmp_path, env=_env(), stdout=write,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    os.close(write)
+    os.close(read)
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (0, "")
+
+
 def test_a_run_leaves_onnxruntime_telemetry_off_unless_its_owner_turns_it_on(tmp_path: Path) -> None:
     # onnxruntime 1.29 on writes a device id and an event store (to upload) under ~/.cache/Microsoft when
     # imported, except where CI is set (a device's environment never has it)
