@@ -114,6 +114,7 @@ def listen(
     printed = 0
     done = threading.Event()
     lock = threading.Lock()
+    failed: list[OSError] = []
 
     def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         nonlocal printed
@@ -121,8 +122,15 @@ def listen(
             if done.is_set():
                 return
             flag = " (retained)" if msg.retain else ""
-            out.write(f"{msg.topic}{flag} {describe(bytes(msg.payload), raw)}\n")
-            out.flush()
+            try:
+                out.write(f"{msg.topic}{flag} {describe(bytes(msg.payload), raw)}\n")
+                out.flush()
+            except OSError as exc:
+                # raised here, it would end paho's network thread and leave the wait below without an end
+                # (`edgeseg mqtt listen | head -1`): the caller's thread raises it
+                failed.append(exc)
+                done.set()
+                return
             printed += 1
             if count is not None and printed >= count:
                 done.set()
@@ -132,6 +140,8 @@ def listen(
         client.subscribe(topic, qos=1)
     done.wait(timeout)
     done.set()
+    if failed:
+        raise failed[0]
     return printed
 
 

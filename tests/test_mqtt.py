@@ -417,6 +417,37 @@ def test_listen_prints_the_device_messages_decoded_one_per_line(
         )
 
 
+def test_listen_piped_to_a_reader_that_stops_exits_0_instead_of_hanging(
+    tmp_path: Path,
+    broker: Broker,
+    collector: Collector,
+) -> None:
+    # `edgeseg mqtt listen | head -1`: the write that fails is in paho's network thread, which died of it,
+    # and listen waited for messages it could no longer see, forever
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeseg", "mqtt", "listen", "--url", broker.url, "--topic", "t/#"],
+        env=edgeseg_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    try:
+        got = threading.Thread(target=proc.stdout.readline, daemon=True)
+        got.start()
+        while got.is_alive() and proc.poll() is None:
+            collector.publish("t/x", b"hello")
+            got.join(0.1)
+        proc.stdout.close()  # what head does after its line
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            collector.publish("t/x", b"hello")
+            time.sleep(0.1)
+        assert proc.poll() == 0
+        assert proc.stderr.read() == ""
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_doctor_with_a_pipeline_checks_that_its_broker_answers(
     tmp_path: Path,
     broker: Broker,
