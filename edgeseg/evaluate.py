@@ -142,6 +142,13 @@ def command(args: argparse.Namespace) -> int:
         if read is None:
             raise InputError(f"cannot read image {path} (listed in {ann_path})")
         img = np.asarray(read, np.uint8)
+        listed = (info.get("width"), info.get("height"))
+        if listed != (img.shape[1], img.shape[0]):
+            # the masks are drawn at the listed size: at another, they would miss the objects without a word
+            raise InputError(
+                f"image {path} is {img.shape[1]}x{img.shape[0]} but {ann_path} gives {listed[0]}x{listed[1]} "
+                "for it (resized after labelling?)"
+            )
         frame = Frame(int(info["id"]), img, 0, 0.0, source=str(path))
         prepared = stages.preprocess(frame)
         pred = stages.decode(frame, prepared, stages.infer(prepared))

@@ -232,6 +232,27 @@ def test_eval_reports_coco_mask_ap_and_pq_on_real_ground_truth(
     assert "over 3 images" in pq_line
 
 
+def test_eval_of_images_at_another_size_than_their_annotations_is_a_one_line_error(
+    tmp_path: Path, assets_dir: Path, yolo: Path
+) -> None:
+    # images resized after labelling: the masks, drawn at the annotations' size, landed in the top-left
+    # corner of the photo and the run reported AP 0.000 with exit status 0
+    dataset = assets_dir / "datasets" / "voc2011_labelme_instances"
+    annotations = tmp_path / "annotations.json"
+    annotations.write_text((dataset / "annotations_coco.json").read_text())
+    for image in (dataset / "JPEGImages").glob("*.jpg"):
+        img = cv2.imread(str(image))
+        (tmp_path / "JPEGImages").mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / "JPEGImages" / image.name), cv2.resize(img, None, fx=2, fy=2))
+    done = edgeseg("eval", str(annotations), "--model", str(yolo), cwd=tmp_path)
+    assert done.returncode == 2, done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert re.match(
+        r"edgeseg: error: image \S+/JPEGImages/2011_000003\.jpg is 1000x676 but \S+ gives 500x338", lines[0]
+    )
+
+
 def test_bench_prints_a_stage_table_and_writes_the_latency_plot(tmp_path: Path, yolo: Path) -> None:
     plot = tmp_path / "bench.png"
     done = edgeseg("bench", "--model", str(yolo), "--frames", "10", "--plot", str(plot), cwd=tmp_path)
