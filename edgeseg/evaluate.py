@@ -111,6 +111,31 @@ def category_map(categories: Sequence[Mapping[str, Any]], class_names: Sequence[
     return out
 
 
+# what eval and pycocotools read of a COCO file's entries (a missing one was a KeyError traceback)
+COCO_FIELDS = {
+    "images": ("id", "file_name", "width", "height"),
+    "categories": ("id", "name"),
+    "annotations": ("id", "image_id", "category_id", "segmentation", "area", "iscrowd"),
+}
+
+
+def check_coco(doc: Any, ann_path: Path) -> None:
+    """:class:`InputError` in one line when ``doc`` is not a COCO instance segmentation file eval can use."""
+    try:
+        for key, fields in COCO_FIELDS.items():
+            for k, entry in enumerate(doc.get(key, []) if key == "annotations" else doc[key]):
+                missing = [f for f in fields if f not in entry]
+                if missing:
+                    raise InputError(
+                        f"{ann_path}: {key}[{k}] has no {missing[0]!r} (eval needs COCO instance masks)"
+                    )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{ann_path} is not a COCO annotations file: {exc}") from None
+    if not doc["images"]:
+        # an empty set would report mask AP 0.000 as if the model had missed everything
+        raise InputError(f"{ann_path} lists no images")
+
+
 def command(args: argparse.Namespace) -> int:
     coco_cls, eval_cls = _pycocotools()
     from edgeseg.cliconfig import load_cli_config
@@ -124,6 +149,7 @@ def command(args: argparse.Namespace) -> int:
         images, categories = doc["images"], doc["categories"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{ann_path} is not a COCO annotations file: {exc}") from None
+    check_coco(doc, ann_path)
     image_dir = Path(args.images) if args.images else ann_path.parent
     stages = ModelStages.from_config(load_cli_config(args))
     names = tuple(stages.model.card.classes)
@@ -142,7 +168,7 @@ def command(args: argparse.Namespace) -> int:
         if read is None:
             raise InputError(f"cannot read image {path} (listed in {ann_path})")
         img = np.asarray(read, np.uint8)
-        listed = (info.get("width"), info.get("height"))
+        listed = (info["width"], info["height"])
         if listed != (img.shape[1], img.shape[0]):
             # the masks are drawn at the listed size: at another, they would miss the objects without a word
             raise InputError(

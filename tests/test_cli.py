@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -9,7 +10,9 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -230,6 +233,33 @@ def test_eval_reports_coco_mask_ap_and_pq_on_real_ground_truth(
     # 3 VOC photos, 12 hand-drawn instances; yolov8n-seg int8 at 320 px measured AP 0.215, PQ 0.198 here.
     assert float(ap_line.split()[2]) > 0.1
     assert "over 3 images" in pq_line
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (lambda d: d.update(images=[]), "lists no images"),  # was mask AP 0.000 and exit status 0
+        (lambda d: d["images"][0].pop("file_name"), "images[0] has no 'file_name'"),
+        (lambda d: d["categories"][0].pop("name"), "categories[0] has no 'name'"),
+        # a detection (bounding box) file: the masks eval needs are not there
+        (lambda d: [a.pop("segmentation") for a in d["annotations"]], "annotations[0] has no 'segmentation'"),
+        (lambda d: [a.pop("iscrowd") for a in d["annotations"]], "annotations[0] has no 'iscrowd'"),
+    ],
+    ids=["no-images", "image-without-file-name", "category-without-name", "boxes-only", "no-iscrowd"],
+)
+def test_eval_of_an_annotations_file_it_cannot_use_is_a_one_line_error(
+    tmp_path: Path, assets_dir: Path, yolo: Path, spoil: Callable[[dict[str, Any]], object], message: str
+) -> None:
+    # before, all but the first were a KeyError traceback and exit status 1
+    dataset = assets_dir / "datasets" / "voc2011_labelme_instances"
+    doc = json.loads((dataset / "annotations_coco.json").read_text())
+    spoil(doc)
+    annotations = tmp_path / "annotations.json"
+    annotations.write_text(json.dumps(doc))
+    done = edgeseg("eval", str(annotations), "--images", str(dataset), "--model", str(yolo), cwd=tmp_path)
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+    assert done.stderr.startswith(f"edgeseg: error: {annotations}")
+    assert message in done.stderr
 
 
 def test_eval_of_images_at_another_size_than_their_annotations_is_a_one_line_error(
