@@ -24,7 +24,8 @@ frame (after a reset too) shows, which was there before the stream began and get
 activates its first frame's tracks); ids count up from 1 without gaps
 and are never reused, not even after a reset. The tracker resets itself when the source restarts: the frame
 index goes back, the capture time goes back, or more than ``reset_gap_s`` passes between two frames (a
-reconnect; nothing tracked before can be matched after it). A track that ends (lost for ``lost_s``, or
+reconnect; nothing tracked before can be matched after it), or the frame's size changes (a camera back
+at another resolution: a track's pixels would mean another place). A track that ends (lost for ``lost_s``, or
 predicted out of the frame) is deleted with all its state.
 
 Touching objects that the segmentation merged into one detection keep their tracks: when one detection
@@ -250,6 +251,7 @@ class Tracker:
         self._next_id = 1
         self._last_t: float | None = None
         self._last_index: int | None = None
+        self._last_shape: tuple[int, int] | None = None
         self.resets = 0  # automatic resets (source restarts) so far
         self.unlooked = 0  # mask comparisons refused by the updates' budgets so far (LOOK_FRAMES)
         self.looked = 0  # pixels the last update's mask comparisons were counted (see LOOKS_MOST)
@@ -287,6 +289,7 @@ class Tracker:
         self._tracks = []
         self._last_t = None
         self._last_index = None
+        self._last_shape = None
 
     def update(self, instances: Instances, t_capture_ns: int, index: int | None = None) -> Instances:
         """``instances`` of the frame captured at ``t_capture_ns`` (monotonic ns) with ``track_id`` set.
@@ -294,12 +297,12 @@ class Tracker:
         ``index``: the frame's position in its source; when it goes back, the source has restarted.
         """
         t = t_capture_ns / 1e9
-        if self._restarted(t, index):
+        if self._restarted(t, index, instances.image_shape):
             self.reset()
             self.resets += 1
         # what a stream's first frame shows was there before it began, not a flicker: ids at once
         first, previous_t = self._last_t is None, self._last_t
-        self._last_t, self._last_index = t, index
+        self._last_t, self._last_index, self._last_shape = t, index, instances.image_shape
         cfg = self.config
         h, w = instances.image_shape
         looks = _Looks(int(LOOK_FRAMES * h * w))
@@ -386,11 +389,13 @@ class Tracker:
         self._unlooked_note.add(looks.refused)
         return instances.with_track_ids(ids)
 
-    def _restarted(self, t: float, index: int | None) -> bool:
+    def _restarted(self, t: float, index: int | None, shape: tuple[int, int]) -> bool:
         if self._last_t is None:
             return False
         went_back = index is not None and self._last_index is not None and index < self._last_index
-        return went_back or t < self._last_t or t - self._last_t > self.config.reset_gap_s
+        # a frame of another size (a camera back at another resolution): the tracks' pixels mean other places
+        resized = shape != self._last_shape
+        return went_back or resized or t < self._last_t or t - self._last_t > self.config.reset_gap_s
 
     def _poor_views(
         self, matched: dict[int, int], similar: dict[int, float], inst: Instances, t: float, looks: _Looks

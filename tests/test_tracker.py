@@ -19,7 +19,7 @@ import edgeseg.tracker as tracker_module
 from edgeseg.cli import summary
 from edgeseg.config import load_config
 from edgeseg.errors import ConfigError
-from edgeseg.frame import Result
+from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
 from edgeseg.metrics import TrackingAccumulator, TrackingScore, mask_iou
 from edgeseg.pipeline import Pipeline
@@ -595,6 +595,40 @@ def test_a_source_restart_forgets_every_track_and_never_reuses_an_id(restart: st
     assert after[-1].track_id[0] > before[-1].track_id[0]
     assert tracker.active == 1
     assert tracker.resets == (0 if restart == "reset()" else 1)
+
+
+def test_a_frame_size_change_is_a_new_stream_and_no_other_object_takes_an_id_by_its_old_pixels() -> None:
+    """A camera that reconnects within reset_gap_s at another resolution: pixel coordinates before and
+    after mean different places, so a part now where a track's pixels were must not take its id (a zone or
+    line would see that track jump across the frame)."""
+
+    def parts(shape: tuple[int, int], centres: list[tuple[int, int]], r: int) -> Instances:
+        crop = np.zeros((2 * r + 1, 2 * r + 1), np.uint8)
+        cv2.circle(crop, (r, r), r, 1, -1)
+        origins = [(cx - r, cy - r) for cx, cy in centres]
+        n = len(centres)
+        return Instances.from_crops(shape, [0] * n, [0.9] * n, origins, [crop.astype(bool)] * n)
+
+    stage = TrackerStage(TrackerConfig())
+    for k in range(10):
+        stage.process(
+            Result(
+                Frame(k, np.zeros((1, 1, 3), np.uint8), k * NS // 10, 1000.0), parts((H, W), [(150, 100)], 8)
+            )
+        )
+    # 1 s later at twice the size: the part is at (300, 200) now, another one at its old pixels
+    after = stage.process(
+        Result(
+            Frame(10, np.zeros((1, 1, 3), np.uint8), 2 * NS, 1002.0),
+            parts((2 * H, 2 * W), [(300, 200), (150, 100)], 16),
+        )
+    )
+    assert after.instances.track_id is not None
+    assert 1 not in after.instances.track_id.tolist()
+    assert [(e.kind, e.track_id, e.t_capture_ns) for e in after.events if e.kind == "end"] == [
+        ("end", 1, 9 * NS // 10)
+    ]
+    assert stage.tracker.resets == 1
 
 
 def test_memory_stays_flat_over_100000_tracks() -> None:
