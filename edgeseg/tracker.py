@@ -643,7 +643,17 @@ class Tracker:
         if not tracks or not len(dets):
             return tracks, dets
         sim = self._similarity([self._tracks[k] for k in tracks], dets, inst, boxes, t, looks)
-        _, x, _ = lap.lapjv(1.0 - sim, extend_cost=True, cost_limit=1.0 - min_similarity)
+        cost, limit = 1.0 - sim, 1.0 - min_similarity
+        # only the tracks and detections with a pair within the limit go to lap: with a cost limit it solves
+        # a square of (tracks + detections) a side, and a storm of short-lived detections (rain, a model
+        # facing what it was not trained for) leaves thousands of lost tracks for lost_s: 100 MB an update
+        # at 3,000 of them. Those left out could match nothing anyway.
+        within = cost <= limit
+        rows, cols = np.flatnonzero(within.any(axis=1)), np.flatnonzero(within.any(axis=0))
+        x = np.full(len(tracks), -1, np.intp)
+        if len(rows):
+            _, picked, _ = lap.lapjv(cost[np.ix_(rows, cols)], extend_cost=True, cost_limit=limit)
+            x[rows] = np.where(picked >= 0, cols[picked], -1)
         for r, c in enumerate(x.tolist()):
             if c >= 0:
                 matched[tracks[r]] = int(dets[c])

@@ -631,6 +631,38 @@ def test_a_frame_size_change_is_a_new_stream_and_no_other_object_takes_an_id_by_
     assert stage.tracker.resets == 1
 
 
+def test_a_storm_of_short_lived_detections_costs_memory_in_proportion_to_the_tracks_not_their_square() -> (
+    None
+):
+    """Rain, or a model facing what it was not trained for: 300 detections a frame, each somewhere new,
+    leave thousands of lost tracks held for lost_s. An update's memory may grow with tracks x detections
+    (their similarities), not with (tracks + detections) squared (lap's square with a cost limit: 87 MB at
+    3,000 tracks, 320 MB at 6,000, on a device with 512 MB)."""
+    h, w, per_frame, frames = 480, 640, 300, 10
+    places = [(8 * i + 4, 8 * j + 4) for j in range(h // 8) for i in range(w // 8)]
+
+    def blobs(at: list[tuple[int, int]]) -> Instances:
+        n = len(at)
+        return Instances.from_crops(
+            (h, w), [0] * n, [0.9] * n, [(x - 1, y - 1) for x, y in at], [np.ones((3, 3), bool)] * n
+        )
+
+    tracker = Tracker(TrackerConfig(confirm_s=0))
+    for k in range(frames):
+        tracker.update(blobs(places[per_frame * k : per_frame * (k + 1)]), k * NS // 30, k)
+    lost = tracker.active
+    storm = blobs(places[per_frame * frames : per_frame * (frames + 1)])
+    tracemalloc.start()
+    try:
+        tracker.update(storm, frames * NS // 30, frames)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert lost == per_frame * frames
+    one_matrix = lost * per_frame * 8  # tracks x detections float64: 7.2 MB
+    assert peak < 8 * one_matrix
+
+
 def test_memory_stays_flat_over_100000_tracks() -> None:
     tracker = Tracker(TrackerConfig(confirm_s=0, lost_s=0.1, reset_gap_s=1.0))
     batch = frame_of([disk(20 + 30 * (i % 10), 30 + 40 * (i // 10)) for i in range(50)])
