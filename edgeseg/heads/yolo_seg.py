@@ -262,10 +262,11 @@ class YoloSegHead:
                 f"model {card.name!r}: output {det_name!r} has shape {det.shape}, expected "
                 f"[1, {4 + self.nc + nm}, A] (4 box + {self.nc} classes + {nm} mask coefficients)"
             )
-        # max() and min() propagate NaN: two cheap passes catch a broken graph before it turns into "no
-        # detections" (min() for -inf, which a float16 graph overflows to as readily as to +inf)
+        # A sum is NaN or infinite where any value is NaN, +inf or -inf (which a float16 graph overflows to
+        # as readily): one cheap pass, not a max and a min, catches a broken graph before it turns into "no
+        # detections" (a head's pixel coordinates, scores and coefficients sum far from float32's limit)
         for name, t in ((det_name, det), (proto_name, protos)):
-            if t.size and not (np.isfinite(t.max()) and np.isfinite(t.min())):
+            if t.size and not np.isfinite(np.add.reduce(t, axis=None)):
                 raise ModelError(f"model {card.name!r}: output {name!r} holds NaN or infinite values")
         return det[0], protos[0]
 
