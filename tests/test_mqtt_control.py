@@ -132,6 +132,28 @@ def test_a_set_applies_retains_the_value_in_effect_and_bad_requests_change_nothi
     assert re.search(said, again.output()[1])
 
 
+def test_both_ends_of_every_home_assistant_slider_are_values_the_device_applies(
+    tmp_path: Path, broker: Broker, collector: Collector
+) -> None:
+    # Home Assistant's number entity sends min + k * step (an integral float as an int: "0", not "0.0"); a
+    # slider end the device refuses is a position the user drags to and sees snap back. The model without
+    # a contact map splits touching parts by distance: dist_threshold (> 0) is a slider
+    v1 = Path(__file__).resolve().parents[1] / "models" / "reference" / "demo-parts-v1.onnx"
+    with Edgeseg(tmp_path, broker.url, "--set", f"model.path={v1}") as run:
+        assert collector.wait(lambda: collector.on(f"{BASE}/status"), 60), run.output()
+        cmps = collector.on("homeassistant/device/cam1/config")[0].json()["cmps"]
+        sliders = {k: c for k, c in cmps.items() if c["p"] == "number"}
+        assert "dist_threshold" in sliders  # exclusive lower bound: > 0
+        for name, slider in sorted(sliders.items()):
+            for end in (slider["min"], slider["max"]):
+                value = int(end) if float(end).is_integer() else end
+                topic = slider["command_topic"]
+                seen = len([r for r in _replies(collector) if r["request"] == topic])
+                collector.publish(topic, str(value).encode())
+                reply = _reply_to(collector, topic, seen + 1)
+                assert reply["ok"] is True, (name, value, reply["rejected"])
+
+
 def test_an_mqtt5_request_gets_its_reply_on_its_response_topic_with_its_correlation_data(
     tmp_path: Path, broker: Broker, collector: Collector
 ) -> None:

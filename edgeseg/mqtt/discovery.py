@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgeseg import __version__
+from edgeseg.config import field_meta
 from edgeseg.live import Tunable
 from edgeseg.mqtt.topics import Topics, topic_name
 
@@ -30,6 +31,16 @@ SLIDERS = (
     "postprocess.semantic.size_threshold",
 )
 UNBOUNDED_MAX = 10000  # a number entity needs a max: what a slider without an upper bound spans
+
+
+def _slider_min(t: Tunable, step: float) -> float:
+    """The lowest value a slider offers: ``lo``, or a step above it where ``lo`` is an exclusive bound
+    (``gt``: ``dist_threshold``, ``iou_threshold`` > 0), which the device refuses."""
+    lo = t.lo if t.lo is not None else 0
+    meta = field_meta(t.key)
+    if meta is not None and meta.get("ge") is None and meta.get("gt") is not None:
+        return round(lo + step, 6)
+    return lo
 
 
 def discovery_payload(
@@ -119,15 +130,16 @@ def discovery_payload(
         if t.key not in SLIDERS:
             continue
         key = topic_name(t.key.rpartition(".")[2])
+        step = t.step or 1
         cmps[key] = {
             "p": "number",
             "unique_id": uid(key),
             "name": t.key.rpartition(".")[2].replace("_", " ").capitalize(),
             "command_topic": topics.config_key_set(t.key),
             "state_topic": topics.config_state(t.key),
-            "min": t.lo if t.lo is not None else 0,
+            "min": _slider_min(t, step),
             "max": t.hi if t.hi is not None else UNBOUNDED_MAX,
-            "step": t.step or 1,
+            "step": step,
             "mode": "slider" if t.hi is not None else "box",
             "entity_category": "config",
         }
