@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -244,6 +245,37 @@ def test_home_assistant_birth_makes_the_device_send_discovery_again(
     assert doc["dev"]["ids"] == ["edgeseg_cam1"]
     assert {c["p"] for c in doc["cmps"].values()} == {"sensor", "binary_sensor", "number", "button"}
     assert {"count_nut", "count_washer", "count_bolt", "fps", "memory", "detected"} <= set(doc["cmps"])
+
+
+def test_a_component_gone_after_a_model_change_is_removed_from_home_assistant(
+    tmp_path: Path,
+    broker: Broker,
+    collector: Collector,
+) -> None:
+    # Home Assistant keeps a component a device discovery payload merely omits: it removes one sent as
+    # {"p": <platform>} only. The second model calls the nut a hexnut: "nut count" must go, not stay at 0
+    models = Path(__file__).resolve().parents[1] / "models"
+    other = tmp_path / "model"
+    other.mkdir()
+    shutil.copy(models / "demo-parts.onnx", other / "demo-parts.onnx")
+    card = (models / "demo-parts.yaml").read_text()
+    assert "classes: [background, nut, washer, bolt]" in card
+    (other / "demo-parts.yaml").write_text(card.replace("[background, nut,", "[background, hexnut,"))
+    topic = "homeassistant/device/cam1/config"
+    with Edgeseg(tmp_path, broker.url) as run:
+        assert collector.wait(lambda: collector.on(topic), 60), run.output()
+    assert collector.on(topic)[-1].json()["cmps"]["count_nut"]["p"] == "sensor"
+    with Edgeseg(tmp_path, broker.url, "--set", f"model.path={other / 'demo-parts.onnx'}") as run:
+        assert collector.wait(lambda: len(collector.on(topic)) >= 2, 60), run.output()
+    doc = collector.on(topic)[-1].json()
+    validate("discovery", doc)
+    assert doc["cmps"]["count_hexnut"]["p"] == "sensor"
+    assert doc["cmps"]["count_nut"] == {"p": "sensor"}
+    assert doc["cmps"]["count_washer"]["unique_id"] == "edgeseg_cam1_count_washer"
+    # a third start with the same model has nothing left to remove
+    with Edgeseg(tmp_path, broker.url, "--set", f"model.path={other / 'demo-parts.onnx'}") as run:
+        assert collector.wait(lambda: len(collector.on(topic)) >= 3, 60), run.output()
+    assert "count_nut" not in collector.on(topic)[-1].json()["cmps"]
 
 
 def test_forget_clears_discovery_and_the_device_retained_topics(

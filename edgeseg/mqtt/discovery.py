@@ -11,7 +11,7 @@ empty retained payload on the same topic removes the device (``edgeseg mqtt forg
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edgeseg import __version__
@@ -51,9 +51,11 @@ def discovery_payload(
     tunables: Sequence[Tunable] = (),
     zones: Sequence[str] = (),
     lines: Sequence[str] = (),
+    previous: Mapping[str, str] | None = None,
 ) -> bytes:
     """The retained discovery config for the device of ``topics``; ``tunables`` (the pipeline's live keys)
-    among :data:`SLIDERS` become ``number`` entities, and a ``button`` saves the tuning."""
+    among :data:`SLIDERS` become ``number`` entities, and a ``button`` saves the tuning. ``previous``: the
+    components announced before (:func:`components`); those this config lacks are sent for removal."""
     did = topics.device_id
 
     def uid(key: str) -> str:
@@ -160,6 +162,10 @@ def discovery_payload(
             "image_topic": topics.snapshot,
             "content_type": "image/jpeg",
         }
+    # Home Assistant keeps a component a device payload merely omits (the count of a class the new model
+    # lacks, a zone taken out, a slider of another head): one sent as its platform alone is removed
+    for key, platform in (previous or {}).items():
+        cmps.setdefault(key, {"p": platform})
     doc = {
         "dev": {
             "ids": [f"edgeseg_{did}"],
@@ -174,3 +180,9 @@ def discovery_payload(
         "cmps": cmps,
     }
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def components(payload: bytes) -> dict[str, str]:
+    """The components a discovery payload announces (not those it removes): key -> platform."""
+    cmps = json.loads(payload)["cmps"]
+    return {key: c["p"] for key, c in cmps.items() if len(c) > 1}

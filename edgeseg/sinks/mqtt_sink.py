@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from edgeseg.atomic import replace_file
 from edgeseg.events import Counts, Event
 from edgeseg.frame import Result
 from edgeseg.instances import MaskFormat
@@ -27,7 +28,7 @@ from edgeseg.mqtt.broker import (
     device_id,
     parse_broker_url,
 )
-from edgeseg.mqtt.discovery import discovery_payload
+from edgeseg.mqtt.discovery import components, discovery_payload
 from edgeseg.mqtt.publisher import Message, Publisher, PublisherSettings, PublisherStats
 from edgeseg.mqtt.remote import RemoteControl
 from edgeseg.mqtt.spool import Spool, SpoolStats
@@ -54,6 +55,24 @@ log = logging.getLogger(__name__)
 
 def spool_path(state: Path, device: str) -> Path:
     return state / f"mqtt-spool-{device}.sqlite3"
+
+
+def discovered_path(state: Path, device: str) -> Path:
+    """The Home Assistant components the last start announced (to remove those the next one lacks)."""
+    return state / f"discovery-{device}.json"
+
+
+def _announced(path: Path) -> dict[str, str]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("%s cannot be read, no Home Assistant component is removed: %s", path, exc)
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {str(k): v for k, v in doc.items() if isinstance(v, str)}
 
 
 def _sha256(path: Path | None) -> str | None:
@@ -179,18 +198,22 @@ class MqttSink:
         # ``status`` ``online``, like every retained topic
         self.remote = None if ctx.control is None else RemoteControl(self.publisher, self.topics, ctx.control)
         if config.discovery:
-            self.publisher.set_retained(
-                self.topics.discovery,
-                discovery_payload(
-                    self.topics,
-                    ctx.model_name,
-                    self.counted,
-                    config.snapshot_interval_s is not None,
-                    self.remote.tunables if self.remote is not None else (),
-                    tuple(ctx.zones),
-                    tuple(ctx.lines),
-                ),
+            announced = discovered_path(self.spool.path.parent, self.device_id)
+            discovery = discovery_payload(
+                self.topics,
+                ctx.model_name,
+                self.counted,
+                config.snapshot_interval_s is not None,
+                self.remote.tunables if self.remote is not None else (),
+                tuple(ctx.zones),
+                tuple(ctx.lines),
+                _announced(announced),
             )
+            self.publisher.set_retained(self.topics.discovery, discovery)
+            try:
+                replace_file(announced, json.dumps(components(discovery), sort_keys=True).encode())
+            except OSError as exc:
+                log.warning("%s cannot be written: %s", announced, exc)
             self.publisher.subscribe(self.topics.ha_status, self._on_ha_status)
         self._publish_counts({name: 0 for name in self.counted})
         for cid in range(len(ctx.class_names)):
