@@ -185,7 +185,11 @@ class Control:
                 if isinstance(value, int)
                 else "number"
             )
-            lo = meta.get("ge") if meta.get("ge") is not None else meta.get("gt")
+            lo = meta.get("ge")
+            if lo is None and meta.get("gt") is not None:
+                # an exclusive bound is no value a slider may offer (dragged to its end, the change was
+                # refused, in Home Assistant, the window and the web page alike): the first step above it
+                lo = round(meta["gt"] + (meta.get("step") or (1 if kind == "integer" else 0.01)), 6)
             out.append(Tunable(key, value, kind, meta["doc"], lo, meta.get("le"), meta.get("step")))
         return out
 

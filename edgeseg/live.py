@@ -65,7 +65,8 @@ TunableKind = Literal["number", "integer", "bool", "roi"]
 @dataclass(frozen=True)
 class Tunable:
     """A key that may change while the pipeline runs and applies to its model, with its value in effect
-    and the range a slider for it may span (``lo``/``hi`` ``None``: unbounded on that side)."""
+    and the range a slider for it may span (``lo``/``hi`` ``None``: unbounded on that side; above an
+    exclusive bound, ``lo`` is the first step past it: every value a slider offers is one the key takes)."""
 
     key: str
     value: Any

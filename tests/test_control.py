@@ -60,6 +60,18 @@ def _control(*overrides: str, **kwargs: Any) -> Control:
     return Control(_config(*overrides), DEMO_CARD, **kwargs)
 
 
+@pytest.mark.parametrize("card", [DEMO_CARD, SPLIT_CARD], ids=["contact map", "distance reliefs"])
+def test_both_ends_of_every_tunables_range_are_values_the_key_takes(card: Any) -> None:
+    """A slider spans lo..hi in the window, the web page and Home Assistant: dist_threshold's lo was its
+    exclusive bound 0, refused when a slider was dragged to its end."""
+    control = Control(_config(), card)
+    for t in control.tunables():
+        for end in (t.lo, t.hi):
+            if end is not None and t.kind in ("number", "integer"):
+                value = int(end) if t.kind == "integer" else end
+                assert control.update({t.key: value}, "test").rejected == {}, (t.key, value)
+
+
 def test_a_valid_change_makes_a_new_version_with_the_value_in_effect() -> None:
     control = _control()
     before = control.current()

@@ -110,10 +110,12 @@ from edgeseg.instances import Instances
 from edgeseg.sinks.base import SinkContext
 from edgeseg.sinks.display import DisplaySink
 card = find_card("models/demo-parts.onnx")
-# as if the model gave no contact map: its components are split by distance reliefs, whose threshold's
-# trackbar starts at 0, a value outside its range
+# as if the model gave no contact map: its components are split by distance reliefs, by a threshold in (0, 1]
 card = replace(card, output=replace(card.output, contact=None))
 control = Control(load_config(None, env={}), card)
+# a trackbar wider than the key's range (its 0 a value the key refuses), for a refusal to snap back from
+tunables = control.tunables
+control.tunables = lambda: [replace(t, lo=0.0) if t.key.endswith("dist_threshold") else t for t in tunables()]
 sink = DisplaySink("edgeseg-tb", SinkContext(control=control), tune=True)
 img = np.full((120, 160, 3), 90, np.uint8)
 result = Result(Frame(0, img, time.monotonic_ns(), time.time()), Instances.empty((120, 160)))

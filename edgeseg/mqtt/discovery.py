@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edgeseg import __version__
-from edgeseg.config import field_meta
 from edgeseg.live import Tunable
 from edgeseg.mqtt.topics import Topics, topic_name
 
@@ -31,16 +30,6 @@ SLIDERS = (
     "postprocess.semantic.size_threshold",
 )
 UNBOUNDED_MAX = 10000  # a number entity needs a max: what a slider without an upper bound spans
-
-
-def _slider_min(t: Tunable, step: float) -> float:
-    """The lowest value a slider offers: ``lo``, or a step above it where ``lo`` is an exclusive bound
-    (``gt``: ``dist_threshold``, ``iou_threshold`` > 0), which the device refuses."""
-    lo = t.lo if t.lo is not None else 0
-    meta = field_meta(t.key)
-    if meta is not None and meta.get("ge") is None and meta.get("gt") is not None:
-        return round(lo + step, 6)
-    return lo
 
 
 def discovery_payload(
@@ -139,7 +128,7 @@ def discovery_payload(
             "name": t.key.rpartition(".")[2].replace("_", " ").capitalize(),
             "command_topic": topics.config_key_set(t.key),
             "state_topic": topics.config_state(t.key),
-            "min": _slider_min(t, step),
+            "min": t.lo if t.lo is not None else 0,
             "max": t.hi if t.hi is not None else UNBOUNDED_MAX,
             "step": step,
             "mode": "slider" if t.hi is not None else "box",
