@@ -164,15 +164,22 @@ def checks() -> list[Check]:
     return out
 
 
-def pipeline_checks(path: str | None) -> list[Check]:
-    """What one pipeline needs: its model file, its state directory, and its broker answering."""
+def pipeline_checks(path: str | None, dev: Path = Path("/dev")) -> list[Check]:
+    """What one pipeline needs: its camera's device node (under ``dev``), its model file, its state
+    directory, and its broker answering."""
     from edgeseg.config import load_config
     from edgeseg.statedir import state_dir
 
     config = load_config(path)
     name = f"pipeline {config.name}"
+    out = []
+    nodes = camera_nodes(config.source.uri, dev)
+    if nodes is not None:
+        missing = [n for n in nodes if not n.exists()] if nodes else [dev / "video0"]
+        detail = f"{missing[0]} does not exist" if missing else ", ".join(str(n) for n in nodes)
+        out.append(Check(name, "camera", not missing, detail, "plug in the camera, or fix source.uri"))
     model = config.model.path
-    out = [Check(name, "model", model.exists(), str(model), "fix model.path")]
+    out.append(Check(name, "model", model.exists(), str(model), "fix model.path"))
     state = state_dir(config.pipeline.state_dir)
     parent = next((p for p in (state, *state.parents) if p.exists()), state)
     writable = os.access(parent, os.W_OK)

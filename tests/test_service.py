@@ -313,3 +313,21 @@ def test_the_cpu_pipeline_runs_under_the_units_memory_deny_write_execute_filter(
     assert run.stdout.startswith("done: ")
     assert (tmp_path / "out.jsonl").read_text().count("\n") >= 1
     assert "acknowledged by the broker" in run.stdout
+
+
+def test_doctor_with_a_pipeline_fails_when_its_camera_is_missing(tmp_path: Path) -> None:
+    # README: `edgeseg doctor PIPELINE` exits 1 when one of the pipeline's needs is missing; a USB camera
+    # pipeline needs its camera (`edgeseg run` stops at once with "no camera /dev/video7")
+    from edgeseg.doctor import pipeline_checks
+
+    pipeline, dev = tmp_path / "cam.yaml", tmp_path / "dev"
+    pipeline.write_text(_demo().replace("synthetic:parts?fps=30", "v4l2:7"))
+    if not Path("/dev/video7").exists():
+        assert [c.ok for c in pipeline_checks(str(pipeline)) if c.name == "camera"] == [False]
+    dev.mkdir()
+    camera = [c for c in pipeline_checks(str(pipeline), dev) if c.name == "camera"]
+    assert [c.ok for c in camera] == [False]
+    assert "video7" in camera[0].detail
+    (dev / "video7").touch()
+    assert [c.ok for c in pipeline_checks(str(pipeline), dev) if c.name == "camera"] == [True]
+    assert not [c for c in pipeline_checks(str(DEMO), dev) if c.name == "camera"]  # synthetic: no device
