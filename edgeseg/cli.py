@@ -118,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="where the MQTT spool and engine cache live (default: $STATE_DIRECTORY, else "
+        help="where the MQTT spool, engine cache and saved tuning live (default: $STATE_DIRECTORY, else "
         "~/.local/state/edgeseg)",
     )
 
