@@ -366,6 +366,28 @@ def test_off_loopback_every_route_needs_the_token_which_never_appears_in_a_log(
     assert all(TOKEN not in rec.getMessage() for rec in caplog.records)
 
 
+def raw_request(port: int, head: bytes) -> bytes:
+    """Send ``head`` (a request line and headers, as bytes on the wire) and return the status line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head + b"Connection: close\r\n\r\n")
+        return s.makefile("rb").readline().strip()
+
+
+def test_off_loopback_a_token_that_is_not_utf8_is_refused_like_a_wrong_one_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp keeps a header's bytes that are not UTF-8 as surrogates: encoding them again raised, so any
+    client on the LAN got a 500 and put aiohttp's traceback in the journal, once a request, uncounted."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("EDGESEG_WEB_TOKEN", TOKEN)
+    with running(tmp_path, listen_host="0.0.0.0") as r:
+        for header in (b"Authorization: Bearer \xff\xfe", b"Cookie: edgeseg_token=\xff\xfe"):
+            head = b"GET /api/state HTTP/1.1\r\nHost: device\r\n" + header + b"\r\n"
+            assert raw_request(r.port, head) == b"HTTP/1.1 401 Unauthorized", header
+        assert r.web.refused == 2
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR or rec.exc_info]
+
+
 def test_off_loopback_without_a_token_the_sink_refuses_to_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

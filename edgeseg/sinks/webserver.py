@@ -65,6 +65,12 @@ def _tunable_json(t: Tunable) -> dict[str, Any]:
     }
 
 
+def _wire_bytes(text: str) -> bytes:
+    """A header's or query's text as the bytes the client sent: aiohttp keeps bytes that are not UTF-8 as
+    surrogates, which a plain ``encode()`` refuses (a 500 and a traceback for anyone, before the token)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def _page() -> bytes:
     return importlib.resources.files("edgeseg.sinks").joinpath("web_page.html").read_bytes()
 
@@ -207,10 +213,10 @@ class WebSink:
         """The token the request carries: ``Authorization: Bearer``, else ``?token=``, else the cookie."""
         header = request.headers.get("Authorization", "")
         if header[:7].lower() == "bearer ":
-            return header[7:].strip().encode()
+            return _wire_bytes(header[7:].strip())
         if "token" in request.query:
-            return request.query["token"].encode()
-        return request.cookies.get(TOKEN_COOKIE, "").encode()
+            return _wire_bytes(request.query["token"])
+        return _wire_bytes(request.cookies.get(TOKEN_COOKIE, ""))
 
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Every request passes here first, unknown paths too: the token, the Host, POSTs as JSON."""
@@ -262,7 +268,7 @@ class WebSink:
 
     async def _on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         if self._token is not None and hmac.compare_digest(
-            request.query.get("token", "").encode(), self._token
+            _wire_bytes(request.query.get("token", "")), self._token
         ):
             # a header, not response.set_cookie(): aiohttp has written its cookies by the time this runs; the
             # token's characters (load_token) need no quoting in a cookie
