@@ -30,7 +30,7 @@ from edgeseg.control import ControlSetup
 from edgeseg.errors import ConfigError, MissingDependencyError
 from edgeseg.frame import Result
 from edgeseg.pipeline import Pipeline
-from edgeseg.sinks import SinkContext
+from edgeseg.sinks import SinkContext, webserver
 from edgeseg.sinks.web import WebSinkConfig, create, load_token
 from edgeseg.sinks.webserver import WebSink
 
@@ -386,6 +386,77 @@ def test_off_loopback_a_token_that_is_not_utf8_is_refused_like_a_wrong_one_witho
             assert raw_request(r.port, head) == b"HTTP/1.1 401 Unauthorized", header
         assert r.web.refused == 2
     assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR or rec.exc_info]
+
+
+def closed_by_server(socks: list[socket.socket]) -> int:
+    """How many of ``socks`` the server has closed (an end of stream or a reset), without waiting."""
+    closed = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            closed += s.recv(1) == b""
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed += 1
+    return closed
+
+
+def test_off_loopback_a_connection_that_sends_no_whole_request_is_closed_after_the_idle_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp keeps such a connection for an hour (3630 s): silent ones and ones that stop halfway through
+    their headers, before any token is seen, piled up until the process ran out of file descriptors."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("EDGESEG_WEB_TOKEN", TOKEN)
+    assert webserver.IDLE_TIMEOUT_S <= 30
+    monkeypatch.setattr(webserver, "IDLE_TIMEOUT_S", 1.5)
+    with running(tmp_path, listen_host="0.0.0.0") as r:
+        socks = [socket.create_connection(("127.0.0.1", r.port), timeout=10) for _ in range(6)]
+        try:
+            for s in socks[3:]:
+                s.sendall(b"GET /api/state HTTP/1.1\r\nHost: device\r\nAuthorization: Bea")
+            assert closed_by_server(socks) == 0
+            time.sleep(3.0)
+            assert closed_by_server(socks) == len(socks)
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
+            assert request(r.port, "GET", "/api/state", headers=bearer)[0] == 200
+        finally:
+            for s in socks:
+                s.close()
+
+
+def test_off_loopback_connections_beyond_the_cap_are_closed_at_once_so_descriptors_stay_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under systemd's soft limit of 1024 descriptors, a LAN client holding a few hundred connections made
+    the other sinks fail to open files or reconnect; the web page may be refused meanwhile, not the rest."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("EDGESEG_WEB_TOKEN", TOKEN)
+    cap = webserver.MAX_CONNECTIONS
+    assert cap <= 256
+    with running(tmp_path, listen_host="0.0.0.0") as r:
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(cap + 40):
+                s = socket.create_connection(("127.0.0.1", r.port), timeout=10)
+                s.sendall(b"GET / HTTP/1.1\r\nHost: device\r\n")  # and never the rest
+                socks.append(s)
+            wait_for(lambda: closed_by_server(socks) >= 40, 10, "the connections beyond the cap to close")
+            time.sleep(0.5)
+            assert closed_by_server(socks) == 40  # the first `cap` are kept (until the idle timeout)
+        finally:
+            for s in socks:
+                s.close()
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+
+        def page_back() -> bool:
+            try:
+                return request(r.port, "GET", "/api/state", headers=bearer)[0] == 200
+            except ConnectionError:  # refused until the server has seen the connections go
+                return False
+
+        wait_for(page_back, 10, "the page to answer again")
 
 
 def test_off_loopback_without_a_token_the_sink_refuses_to_start(

@@ -21,7 +21,9 @@ origin (another site's page cannot drive it). On any other address every request
 must carry the token: ``Authorization: Bearer <token>``, or ``?token=<token>`` once in the URL, after which
 an HttpOnly, SameSite=Strict cookie carries it. The token comes from ``$CREDENTIALS_DIRECTORY/web-token``
 (systemd ``LoadCredential=``), else ``EDGESEG_WEB_TOKEN``; without one such a bind is refused at start. It is
-never logged (at most its length), and the access log (debug) shows paths without their query.
+never logged (at most its length), and the access log (debug) shows paths without their query. Before any
+token is seen, at most 128 connections are kept (those beyond are closed at once, so the rest of the
+pipeline keeps its file descriptors) and one without a whole request within 10 s is closed.
 """
 
 from __future__ import annotations

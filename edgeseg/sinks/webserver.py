@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024  # a change request is a few bytes
+# connections at once, before any request or token is seen: under systemd's soft limit of 1024 descriptors
+# the rest of the pipeline (files, the camera, MQTT) keeps its own; those beyond are closed at once
+MAX_CONNECTIONS = 128
+# a connection without a whole request in this time is closed (aiohttp's default keeps it for an hour)
+IDLE_TIMEOUT_S = 10.0
 MAX_VIEWERS = 32  # streams at once; each costs a socket write per frame, never an encoding
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 2.0
@@ -114,6 +119,7 @@ class WebSink:
         self._closing = False
         self._closed = False
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self._start_error: BaseException | None = None
         self._ready = threading.Event()
         self.port = port
@@ -189,21 +195,28 @@ class WebSink:
         app.router.add_post("/api/reset", self._handle_reset)
         app.on_response_prepare.append(self._on_prepare)
         self._runner = web.AppRunner(
-            app, access_log_class=_access_logger_class(), handle_signals=False, shutdown_timeout=1.0
+            app,
+            access_log_class=_access_logger_class(),
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            keepalive_timeout=IDLE_TIMEOUT_S,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, port, reuse_address=True)
-        await site.start()
-        if port == 0:  # "any free port": say which
-            server = getattr(site, "_server", None)
-            sockets = getattr(server, "sockets", None) or ()
-            if sockets:
-                self.port = int(sockets[0].getsockname()[1])
+        http = self._runner.server
+        assert http is not None
+        # not web.TCPSite: each connection passes _Gate first, which hands it to aiohttp or closes it
+        self._listener = await asyncio.get_running_loop().create_server(
+            lambda: _Gate(http), self.host, port, reuse_address=True
+        )
+        if port == 0 and self._listener.sockets:  # "any free port": say which
+            self.port = int(self._listener.sockets[0].getsockname()[1])
 
     async def _cleanup(self) -> None:
         self._closing = True
         if self._new_frame is not None:
             self._new_frame.set()  # viewers waiting for a frame see the flag and end their stream
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -474,6 +487,23 @@ class WebSink:
         if self.refused:
             lines.append(f"web: {self.refused} requests refused without a valid token")
         return SinkReport(tuple(lines))
+
+
+class _Gate(asyncio.Protocol):
+    """A new connection's first protocol: it hands the connection to aiohttp's server, or closes it when
+    :data:`MAX_CONNECTIONS` are open. Counted here, not in the factory: asyncio makes the protocols of a
+    burst of connections before any is registered, so the factory's count would lag by up to a backlog."""
+
+    def __init__(self, http: web.Server) -> None:
+        self._http = http
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if len(self._http.connections) >= MAX_CONNECTIONS:
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        handler = self._http()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
 
 
 def _access_logger_class() -> Any:
