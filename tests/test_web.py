@@ -236,6 +236,39 @@ def test_a_viewer_that_stops_reading_never_slows_the_pipeline(tmp_path: Path) ->
             stuck.close()
 
 
+def test_a_viewer_that_takes_no_frame_for_the_stall_timeout_loses_its_stream_and_stops_costing_encodings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that stops reading without closing (a paused player, a peer gone without a FIN, a script)
+    held one of the stream's slots for good, and the pipeline went on encoding frames for nobody."""
+    caplog.set_level(logging.INFO, logger="edgeseg")
+    assert webserver.STALL_TIMEOUT_S <= 60
+    monkeypatch.setattr(webserver, "STALL_TIMEOUT_S", 1.5)
+    with running(tmp_path, fps=5) as r:
+        stuck = socket.socket()
+        try:
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+            stuck.connect(("127.0.0.1", r.port))
+            stuck.sendall(f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{r.port}\r\n\r\n".encode())
+            wait_for(lambda: r.web.viewers == 1, 10, "the viewer")
+            # the kernel takes a few MB for a peer that reads nothing (here 20 s of frames) before a write
+            # waits; a small send buffer on the server's side of this connection makes that seconds
+            server = r.web._runner.server if r.web._runner is not None else None
+            assert server is not None
+            (handler,) = server.connections
+            assert handler.transport is not None
+            handler.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            wait_for(lambda: r.web.viewers == 0, 15, "the stalled viewer's stream to end")
+            encoded = r.web.frames_encoded
+            time.sleep(1.0)
+            assert r.web.frames_encoded <= encoded + 1  # one may have been on its way
+            assert len(read_frames(r.port, 2)) == 2  # a viewer that reads is served as before
+        finally:
+            stuck.close()
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR or rec.exc_info]
+    assert any("took no frame for 1.5 s" in rec.getMessage() for rec in caplog.records)
+
+
 def test_close_ends_open_streams_and_frees_the_port_within_two_seconds(tmp_path: Path) -> None:
     with running(tmp_path) as r:
         conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=10)

@@ -41,6 +41,9 @@ MAX_BODY = 64 * 1024  # a change request is a few bytes
 MAX_CONNECTIONS = 128
 # a connection without a whole request in this time is closed (aiohttp's default keeps it for an hour)
 IDLE_TIMEOUT_S = 10.0
+# a viewer whose socket takes no frame in this time has stopped reading (a paused player, a peer gone without
+# a FIN): its stream ends, or it would hold a slot for good and keep the pipeline encoding for nobody
+STALL_TIMEOUT_S = 30.0
 MAX_VIEWERS = 32  # streams at once; each costs a socket write per frame, never an encoding
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 2.0
@@ -331,10 +334,17 @@ class WebSink:
                 head = (
                     f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
                 ).encode()
-                await response.write(head + jpeg + b"\r\n")  # waits while the viewer's socket is full
+                # waits while the viewer's socket is full
+                await asyncio.wait_for(response.write(head + jpeg + b"\r\n"), STALL_TIMEOUT_S)
                 self.frames_sent += 1
         except ConnectionError:
             pass  # the viewer left
+        except asyncio.TimeoutError:
+            log.info(
+                "web: a viewer at %s took no frame for %g s; its stream ends", request.remote, STALL_TIMEOUT_S
+            )
+            if request.transport is not None:
+                request.transport.abort()  # half a frame is written: nothing more can go on this connection
         finally:
             self._viewers -= 1
         return response
