@@ -10,7 +10,9 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -490,6 +492,47 @@ def test_off_loopback_connections_beyond_the_cap_are_closed_at_once_so_descripto
                 return False
 
         wait_for(page_back, 10, "the page to answer again")
+
+
+def test_malformed_requests_put_no_traceback_on_a_runs_stderr_and_sigterm_still_ends_it_with_status_0(
+    tmp_path: Path,
+) -> None:
+    """aiohttp logs a request it cannot parse as an error with its traceback, to a logger with no handler:
+    Python's last resort printed ten lines to stderr (the journal) for each one any client on the LAN sent,
+    before any token is checked, where a run promises no traceback without -v."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "EDGESEG_WEB_TOKEN": TOKEN}
+    env.pop("CREDENTIALS_DIRECTORY", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeseg", "run", str(DEMO), "--source", "synthetic:parts?fps=5",
+         "--set", "source.width=320", "--set", "source.height=240", "--web", f"0.0.0.0:{port}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+
+        def serving() -> bool:
+            assert proc.poll() is None, "the run ended"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                return False
+            return True
+
+        wait_for(serving, 60, "the web page")
+        for line in (b"GET /\xff HTTP/1.1", b"GET /a b HTTP/1.1", b"GET / HTTP/9.9", b"GET / HTTP/1.1\r\nX"):
+            assert raw_request(port, line + b"\r\nHost: device\r\n").startswith(b"HTTP/1.0 400"), line
+        bearer = f"Authorization: Bearer {TOKEN}\r\n".encode()
+        assert (
+            raw_request(port, b"GET /api/state HTTP/1.1\r\nHost: device\r\n" + bearer) == b"HTTP/1.1 200 OK"
+        )
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "Error handling request" not in stderr, stderr
 
 
 def test_off_loopback_without_a_token_the_sink_refuses_to_start(

@@ -203,6 +203,7 @@ class WebSink:
             handle_signals=False,
             shutdown_timeout=1.0,
             keepalive_timeout=IDLE_TIMEOUT_S,
+            logger=_server_logger(),
         )
         await self._runner.setup()
         http = self._runner.server
@@ -514,6 +515,33 @@ class _Gate(asyncio.Protocol):
         handler = self._http()
         transport.set_protocol(handler)
         handler.connection_made(transport)
+
+
+class _ServerLogFilter(logging.Filter):
+    """aiohttp's own log (``Error handling request`` with a traceback, as an error, for every request it
+    cannot parse) through edgeseg's handler: a client's malformed request is debug, anything else one line
+    with the exception, and the traceback only when debugging (``-v``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        if log.isEnabledFor(logging.DEBUG) or record.exc_info is None:
+            return True
+        exc = record.exc_info[1]
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            return False  # the client's fault, from anyone who can connect: not a line a request
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        record.msg = f"web: {record.getMessage()}: {type(exc).__name__}" + (f": {first}" if first else "")
+        record.args = ()
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def _server_logger() -> logging.Logger:
+    server_log = logging.getLogger(f"{__name__}.aiohttp")
+    if not any(isinstance(f, _ServerLogFilter) for f in server_log.filters):
+        server_log.addFilter(_ServerLogFilter())
+    return server_log
 
 
 def _access_logger_class() -> Any:
