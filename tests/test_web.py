@@ -327,7 +327,12 @@ def test_set_applies_a_valid_value_refuses_an_invalid_one_and_the_next_results_c
 
 @pytest.mark.parametrize(
     ("body", "why"),
-    [("not json", "is not JSON"), ("[1, 2]", "must be a JSON object"), ("{}", "must be a JSON object")],
+    [
+        ("not json", "is not JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ("{}", "must be a JSON object"),
+        ("[" * 30_000 + "]" * 30_000, "is not JSON"),  # nested deeper than Python's recursion limit
+    ],
 )
 def test_a_malformed_set_request_is_a_400_saying_why(tmp_path: Path, body: str, why: str) -> None:
     with running(tmp_path) as r:

@@ -357,7 +357,10 @@ class WebSink:
 
     async def _json_body(self, request: web.Request) -> Any:
         text = await request.text()
-        return json.loads(text) if text.strip() else {}
+        try:
+            return json.loads(text) if text.strip() else {}
+        except RecursionError:  # nested deeper than the interpreter recurses: still the sender's mistake
+            raise ValueError("nested too deeply") from None
 
     async def _handle_set(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
