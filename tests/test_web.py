@@ -3,6 +3,7 @@ Chromium (Selenium). Everything started (pipelines, browsers, sockets) is stoppe
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import itertools
 import json
@@ -220,22 +221,15 @@ def test_nobody_watching_costs_no_encoding(tmp_path: Path) -> None:
 
 
 def test_a_viewer_that_stops_reading_never_slows_the_pipeline(tmp_path: Path) -> None:
-    with running(tmp_path, fps=5) as r:
-        stuck = socket.socket()
-        try:
-            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
-            stuck.connect(("127.0.0.1", r.port))
-            stuck.sendall(f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{r.port}\r\n\r\n".encode())
-            wait_for(lambda: r.web.frames_encoded >= 5, 20, "frames for the viewer")
-            n0, encoded = r.count.count(), r.web.frames_encoded
-            time.sleep(3.0)  # the viewer reads nothing: its socket fills and stays full
-            # no rate is asserted (the machine may be busy): results went on, the sink went on encoding, and
-            # its queue never overflowed, i.e. send() never waited for the stuck viewer
-            assert r.count.count() - n0 >= 2
-            assert r.web.frames_encoded > encoded
-            assert r.pipe.stats().drops.get("sink:web", 0) == 0
-        finally:
-            stuck.close()
+    with running(tmp_path, fps=5) as r, _stuck_viewer(r.port):
+        wait_for(lambda: r.web.frames_encoded >= 5, 20, "frames for the viewer")
+        n0, encoded = r.count.count(), r.web.frames_encoded
+        time.sleep(3.0)  # the viewer reads nothing: its socket fills and stays full
+        # no rate is asserted (the machine may be busy): results went on, the sink went on encoding, and
+        # its queue never overflowed, i.e. send() never waited for the stuck viewer
+        assert r.count.count() - n0 >= 2
+        assert r.web.frames_encoded > encoded
+        assert r.pipe.stats().drops.get("sink:web", 0) == 0
 
 
 def test_a_viewer_that_takes_no_frame_for_the_stall_timeout_loses_its_stream_and_stops_costing_encodings(
@@ -246,29 +240,35 @@ def test_a_viewer_that_takes_no_frame_for_the_stall_timeout_loses_its_stream_and
     caplog.set_level(logging.INFO, logger="edgeseg")
     assert webserver.STALL_TIMEOUT_S <= 60
     monkeypatch.setattr(webserver, "STALL_TIMEOUT_S", 1.5)
-    with running(tmp_path, fps=5) as r:
-        stuck = socket.socket()
-        try:
-            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
-            stuck.connect(("127.0.0.1", r.port))
-            stuck.sendall(f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{r.port}\r\n\r\n".encode())
-            wait_for(lambda: r.web.viewers == 1, 10, "the viewer")
-            # the kernel takes a few MB for a peer that reads nothing (here 20 s of frames) before a write
-            # waits; a small send buffer on the server's side of this connection makes that seconds
-            server = r.web._runner.server if r.web._runner is not None else None
-            assert server is not None
-            (handler,) = server.connections
-            assert handler.transport is not None
-            handler.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-            wait_for(lambda: r.web.viewers == 0, 15, "the stalled viewer's stream to end")
-            encoded = r.web.frames_encoded
-            time.sleep(1.0)
-            assert r.web.frames_encoded <= encoded + 1  # one may have been on its way
-            assert len(read_frames(r.port, 2)) == 2  # a viewer that reads is served as before
-        finally:
-            stuck.close()
+    with running(tmp_path, fps=5) as r, _stuck_viewer(r.port):
+        wait_for(lambda: r.web.viewers == 1, 10, "the viewer")
+        # the kernel takes a few MB for a peer that reads nothing (here 20 s of frames) before a write
+        # waits; a small send buffer on the server's side of this connection makes that seconds
+        server = r.web._runner.server if r.web._runner is not None else None
+        assert server is not None
+        (handler,) = server.connections
+        assert handler.transport is not None
+        handler.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        wait_for(lambda: r.web.viewers == 0, 15, "the stalled viewer's stream to end")
+        encoded = r.web.frames_encoded
+        time.sleep(1.0)
+        assert r.web.frames_encoded <= encoded + 1  # one may have been on its way
+        assert len(read_frames(r.port, 2)) == 2  # a viewer that reads is served as before
     assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR or rec.exc_info]
     assert any("took no frame for 1.5 s" in rec.getMessage() for rec in caplog.records)
+
+
+@contextlib.contextmanager
+def _stuck_viewer(port: int) -> Iterator[socket.socket]:
+    """A viewer of the stream on ``port`` that reads nothing, with a small receive window."""
+    stuck = socket.socket()
+    try:
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        stuck.connect(("127.0.0.1", port))
+        stuck.sendall(f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        yield stuck
+    finally:
+        stuck.close()
 
 
 def test_close_ends_open_streams_and_frees_the_port_within_two_seconds(tmp_path: Path) -> None:
