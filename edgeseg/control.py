@@ -151,6 +151,9 @@ class Control:
         self._reloader = reloader
         self._sensor_crops = sensor_crops
         self._base = base or config
+        # live keys a reload could not apply (the sensor crops, the model does not use them) -> their value
+        # before it: the file's new one waits for a restart, so a save must not keep the running one over it
+        self._pending: dict[str, Any] = {}
         self._kept = config  # what a restart would run: the files, flags and saved tuning (see reset)
         self._snap = snapshot(config, card)
         self._raw = to_raw(config)  # the current config as a document, to apply changes to
@@ -317,7 +320,7 @@ class Control:
     def changes(self) -> dict[str, Any]:
         """The live keys whose value differs from what the files and flags say (what :meth:`save` keeps)."""
         assert self._snap.config is not None
-        now, base = flatten(to_raw(self._snap.config)), flatten(to_raw(self._base))
+        now, base = flatten(to_raw(self._snap.config)), {**flatten(to_raw(self._base)), **self._pending}
         return {
             key: value
             for key, value in now.items()
@@ -335,7 +338,7 @@ class Control:
                 from edgeseg.yamledit import write_back
 
                 write_back(self.file, changes)
-                self._base = config
+                self._base, self._pending = config, {}
                 if self.tuning is not None:
                     self.tuning.unlink(missing_ok=True)
                 where = str(self.file)
@@ -379,6 +382,11 @@ class Control:
         changed.update(dict.fromkeys(sorted(old.keys() - now.keys())))
         self._base = new
         outcome = self.update(changed, "reload", quiet=True)
+        for key in outcome.rejected:  # the value before the first reload that could not apply it
+            if (meta := field_meta(key)) is not None and meta.get("live"):
+                self._pending.setdefault(key, old.get(key))
+        for key in outcome.applied:
+            self._pending.pop(key, None)
         if outcome.applied:  # a restart now runs the file's new values: a reset goes back to them
             kept = {key: changed[key] for key in outcome.applied}
             with self._lock:

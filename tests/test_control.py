@@ -410,6 +410,31 @@ def test_reload_says_a_zone_removed_from_the_file_needs_a_restart(tmp_path: Path
     assert control.reload().rejected == {}  # reported once
 
 
+def test_an_roi_edited_in_the_file_where_the_sensor_crops_is_not_saved_over_by_the_next_save(
+    tmp_path: Path,
+) -> None:
+    """On the IMX500 a SIGHUP says a new ``source.roi`` in the file needs a restart; a later save (of a
+    threshold) wrote the ROI still running into the saved tuning, which then won over the file's at that
+    restart: the edit was lost."""
+    file, text = _demo_copy(tmp_path)
+    tuning = tuning_path(tmp_path, "p")
+    control = Control(
+        load_config(file, env={}),
+        DEMO_CARD,
+        file=file,
+        tuning=tuning,
+        reloader=lambda: load_config(file, env={}),
+        sensor_crops=True,
+    )
+    file.write_text(text.replace("source:\n", "source:\n  roi: [0.1, 0.1, 0.8, 0.8]\n", 1))
+    assert "needs a restart" in control.reload().rejected["source.roi"]
+    assert control.update({SCORE: 0.3}, "test").ok
+    control.save()
+    assert dict(load_tuning(tuning).values) == {SCORE: 0.3}
+    restarted = load_config(file, load_tuning(tuning).overrides(), env={})
+    assert restarted.source.roi == (0.1, 0.1, 0.8, 0.8)
+
+
 def test_sighup_applies_a_changed_threshold_and_refuses_a_new_model_in_one_line(tmp_path: Path) -> None:
     """A real ``edgeseg run`` process, a real SIGHUP: the file's new threshold reaches the next results, its
     new model path is refused in the same single log line, and the run goes on."""
