@@ -340,7 +340,7 @@ class Control:
                 write_back(self.file, changes)
                 self._base, self._pending = config, {}
                 if self.tuning is not None:
-                    self.tuning.unlink(missing_ok=True)
+                    _remove_tuning(self.tuning)
                 where = str(self.file)
             else:
                 if self.tuning is None:
@@ -414,7 +414,7 @@ def _reason(message: str) -> str:
 def _write_tuning(path: Path, name: str, values: Mapping[str, Any]) -> None:
     """Write atomically (:func:`edgeseg.atomic.replace_file`)."""
     if not values:
-        path.unlink(missing_ok=True)
+        _remove_tuning(path)
         return
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     # one "key: value" line each, the value in flow style: a list stays on its line
@@ -425,6 +425,14 @@ def _write_tuning(path: Path, name: str, values: Mapping[str, Any]) -> None:
         replace_file(path, text.encode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot save the tuning ({exc.strerror or exc})") from None
+
+
+def _remove_tuning(path: Path) -> None:
+    # a state directory gone read-only (an SD card remounted after an error) fails here too: one line
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot remove the saved tuning ({exc.strerror or exc})") from None
 
 
 def describe_tuning(tuning: TuningFile) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import signal
 import subprocess
@@ -591,6 +592,51 @@ def test_a_live_update_is_accepted_exactly_when_the_loader_accepts_it(key: str, 
     else:
         assert key in outcome.applied, outcome.rejected
         assert control.current().config == expected
+
+
+@contextlib.contextmanager
+def _read_only_state_dir(tmp_path: Path) -> Iterator[Path]:
+    """A state directory holding ``tuning-demo.yaml`` (min_score 0.3) that has become read-only, as an SD
+    card remounted read-only after an error: a file system of its own (root writes into a folder with no
+    write permission), else a folder without it."""
+    state = tmp_path / "state"
+    state.mkdir()
+    mounted = os.geteuid() == 0
+    if mounted:
+        mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(state)], check=False)
+        if mount.returncode != 0:
+            pytest.skip("root without the right to mount: no read-only file system to save into")
+    try:
+        tuning_path(state, "demo").write_text(f"{SCORE}: 0.3\n")
+        if mounted:
+            subprocess.run(["mount", "-o", "remount,ro", str(state)], check=True)
+        else:
+            state.chmod(0o555)
+        yield state
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(state)], check=True)
+        else:
+            state.chmod(0o755)
+
+
+@pytest.mark.parametrize("into_yaml", [False, True], ids=["state", "yaml"])
+def test_a_save_that_cannot_remove_the_saved_tuning_says_so_in_one_line(
+    tmp_path: Path, into_yaml: bool
+) -> None:
+    """A save with nothing left to keep (the value tuned back to the file's), or into the YAML, removes the
+    tuning file; where the state directory had become read-only that raised a bare OSError, not the
+    ConfigError a save promises: MQTT's config/save got no reply at all, the web page a 500."""
+    file, _ = _demo_copy(tmp_path)
+    with _read_only_state_dir(tmp_path) as state:
+        tuning = tuning_path(state, "demo")
+        config = load_config(file, load_tuning(tuning).overrides(), env={})
+        control = Control(config, DEMO_CARD, base=load_config(file, env={}), file=file, tuning=tuning)
+        control.update({SCORE: None}, "test")  # back to the file's: nothing differs
+        with pytest.raises(ConfigError, match=r"tuning-demo.yaml: cannot remove the saved tuning \(") as e:
+            control.save(into_yaml=into_yaml)
+        assert "\n" not in str(e.value)
+        assert tuning.is_file()
 
 
 def test_reset_undoes_the_changes_not_saved_and_keeps_the_saved_ones(tmp_path: Path) -> None:
