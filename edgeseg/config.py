@@ -296,7 +296,9 @@ def apply_changes(
     origins: dict[str, str] = {}
     for key, value in changes.items():
         set_key(doc, key, value, origin, origins)
-    loader = _Loader(file.resolve().parent, origins, _shown(file))
+    # the paths in ``config`` are resolved already, or were given relative to the working directory (a
+    # flag): resolving them against the file's folder again would move the latter
+    loader = _Loader(file.resolve().parent, origins, _shown(file), resolve=False)
     known = {f.name: f for f in fields(PipelineConfig)}
     tops = {key.partition(".")[0] for key in changes}
     if not tops <= known.keys() - {"name", "sinks"}:
@@ -420,10 +422,11 @@ def set_key(raw: dict[str, Any], key: str, value: Any, origin: str, origins: dic
 
 
 class _Loader(Validator):
-    def __init__(self, base: Path, origins: Mapping[str, str], file: str = "") -> None:
+    def __init__(self, base: Path, origins: Mapping[str, str], file: str = "", resolve: bool = True) -> None:
         self.base = base
         self.origins = origins
         self.file = file
+        self.resolve = resolve
 
     def fail(self, key: str, message: str, value: Any = MISSING) -> ConfigError:
         # an override names its key or a key below it; an unknown section is named by the override inside it
@@ -503,7 +506,7 @@ class _Loader(Validator):
 
     def _path(self, value: str, key: str) -> str:
         path = Path(value).expanduser()
-        if path.is_absolute() or key in self.origins:
+        if path.is_absolute() or key in self.origins or not self.resolve:
             return str(path)
         return os.path.normpath(self.base / path)
 

@@ -555,6 +555,28 @@ def test_saving_into_the_yaml_changes_only_the_tuned_line_and_empties_the_saved_
     assert control.changes() == {}  # the file now says what runs
 
 
+def test_a_source_given_on_the_command_line_stays_as_given_through_live_changes_and_saves(
+    tmp_path: Path,
+) -> None:
+    """``--source clip.mp4`` is relative to where edgeseg was started, not to the pipeline file's folder: a
+    live change resolved it against the folder (each change validates the whole config again), and after a
+    save into the YAML a SIGHUP that changed nothing said "not applied, needs a restart: source.uri"."""
+    file, _ = _demo_copy(tmp_path)
+    flags = [Override('source.uri="clip.mp4"', "--source")]
+    control = Control(
+        load_config(file, flags, env={}),
+        DEMO_CARD,
+        file=file,
+        reloader=lambda: load_config(file, flags, env={}),
+    )
+    assert control.update({SCORE: 0.3}, "test").ok
+    assert control.current().config is not None
+    assert control.current().config.source.uri == "clip.mp4"
+    control.save(into_yaml=True)
+    outcome = control.reload()
+    assert (outcome.applied, outcome.rejected) == ({}, {})
+
+
 LIVE_KEYS = [SCORE, SIZE, "postprocess.semantic.rods", "source.roi", "postprocess.semantic.max_instances"]
 VALUES = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
