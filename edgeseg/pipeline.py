@@ -611,7 +611,13 @@ class Pipeline:
                 for name, q in self._to_sinks.items():
                     lossless = isinstance(self.sinks[name], LosslessSink)
                     if waited > (LOSSLESS_DRAIN_TIMEOUT_S if lossless else DRAIN_TIMEOUT_S):
-                        self._stats.discarded(q.abort())
+                        if lossless:
+                            # results handed to a sink that must keep them: lost (its report says so, the
+                            # run exits 3), as when its queue cannot hold them mid-run
+                            if n := q.abort():
+                                self._stats.dropped(q.name, n)
+                        else:
+                            self._stats.discarded(q.abort())
             alive = [t for t in self._workers if t.is_alive()]
             # a read() in progress (a frame being decoded or rendered) gets a moment to return: a process
             # that exits while a thread is inside OpenCV can abort ("terminate called without an active

@@ -371,3 +371,58 @@ def test_a_stages_failures_are_logged_three_times_then_once_a_hundred_with_the_l
         "decode has failed 200 times (latest on frame 200: bad map 200)",
     ]
     assert (throttle.count, throttle.last) == (251, "RuntimeError")  # (for the summary)
+
+
+class StuckLosslessSink:
+    """A lossless sink whose first batch hangs (a spool on a stalled disk) until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.took = threading.Event()
+        self.got: list[int] = []
+
+    def send(self, result: Result) -> None:
+        self.send_batch([result])
+
+    def send_batch(self, results: Any) -> None:
+        self.took.set()
+        self.release.wait(30)
+        self.got.extend(r.frame.index for r in results)
+
+    def close(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return "a spool"
+
+    def report(self) -> Any:
+        from edgeseg.sinks import SinkReport
+
+        return SinkReport((), 0)
+
+
+def test_results_a_lossless_sink_could_not_take_before_its_drain_at_stop_ended_are_reported_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import edgeseg.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "LOSSLESS_DRAIN_TIMEOUT_S", 0.2)
+    sink = StuckLosslessSink()
+    pipe = Pipeline(ListSource(10), SquareStages(), {"spool": sink})
+    pipe.start()
+    assert sink.took.wait(10)
+    deadline = time.monotonic() + 10
+    while pipe.stats().frames_done < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pipe.stop()  # SIGTERM while the spool is stuck
+    assert not pipe.wait(timeout=1.0)  # (the drain has ended; the sink is still inside its batch)
+    sink.release.set()
+    assert pipe.wait(timeout=10)
+    stats = pipe.stats()
+    (report,) = pipe.reports()
+    assert stats.frames_done == 10
+    # the results the sink never got were handed to it to keep: lost, and the run says so (exit 3)
+    assert report.lost == 10 - len(sink.got) > 0
+    assert report.lines == (
+        f"spool: LOST {report.lost} results its queue could not hold (the sink was stuck)",
+    )
