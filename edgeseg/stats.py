@@ -17,6 +17,8 @@ import numpy as np
 
 STREAM_PREFIX = "stream:"  # bad_frames key of a stream stage: its result went on without that stage's work
 WINDOW = 512  # frames kept for percentiles and rates: ~20 s at 25 fps, a few kB of floats
+PAUSE_S = 5.0  # no result for longer than this, and than PAUSE_GAPS of the window's mean gap, is a pause ...
+PAUSE_GAPS = 4  # ... of the stream (a camera gone), not its pace: the rate restarts when results come back
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,8 @@ class PipelineStats:
         frames_read: frames the source delivered.
         frames_done: results handed to the sinks.
         elapsed_s: seconds since the pipeline started.
-        fps: results per second over the recent window (``nan`` before two results).
+        fps: results per second over the recent window, since the stream last paused (``nan`` before two
+            results).
         fps_mean: results per second over the whole run.
         latency_ms_p50, latency_ms_p99: capture-to-result latency over the recent window, in ms.
         stage_ms: median duration in ms of each stage (``preprocess``, ``infer``, ``decode``,
@@ -100,6 +103,14 @@ class StatsRecorder:
 
     def frame_done(self, captured_ns: int, done_ns: int) -> None:
         with self._lock:
+            times = self._done_times
+            if len(times) >= 2:  # (the pace is known)
+                gap = done_ns - times[-1]
+                mean = (times[-1] - times[0]) / (len(times) - 1)
+                if gap > PAUSE_S * 1e9 and gap > PAUSE_GAPS * mean:
+                    # a rate over a window that spans the pause would be the pause's (0.2 fps for the 20 s
+                    # after a 10 minute outage at 25 fps), not the stream's
+                    times.clear()
             self._done += 1
             self._last_done = done_ns
             self._done_times.append(done_ns)

@@ -91,3 +91,21 @@ def test_idle_time_runs_from_the_last_result_and_the_clock_restarts_on_demand(fa
     s = rec.snapshot()
     assert s.elapsed_s == pytest.approx(0.25)
     assert s.idle_s == pytest.approx(0.25)
+
+
+def test_the_rate_after_a_pause_of_the_stream_is_the_rate_since_it_came_back(fake_clock: FakeClock) -> None:
+    rec = StatsRecorder()
+    for _ in range(100):  # 4 s at 25 fps
+        fake_clock.now += 0.04
+        rec.frame_done(fake_clock.monotonic_ns() - 30 * MS, fake_clock.monotonic_ns())
+    fake_clock.now += 600.0  # the camera was gone for 10 minutes
+    for _ in range(50):  # and has been back for 2 s, at 25 fps again
+        fake_clock.now += 0.04
+        rec.frame_done(fake_clock.monotonic_ns() - 30 * MS, fake_clock.monotonic_ns())
+    assert rec.snapshot().fps == pytest.approx(25.0)  # (not 149 results over the 606 s the window spans)
+    assert rec.snapshot().frames_done == 150
+    slow = StatsRecorder()  # a stream that is slow by nature is no pause: its rate stays measured
+    for _ in range(5):
+        fake_clock.now += 20.0
+        slow.frame_done(fake_clock.monotonic_ns() - 30 * MS, fake_clock.monotonic_ns())
+    assert slow.snapshot().fps == pytest.approx(0.05)
