@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
@@ -362,6 +362,7 @@ def _run(args: argparse.Namespace) -> int:
     from edgeseg.evaluate import AccuracySink
     from edgeseg.pipeline import Pipeline
     from edgeseg.sdnotify import Notifier
+    from edgeseg.sinks import LosslessSink
     from edgeseg.watchdog import ServiceLink, StartupExtender
 
     signals = _Signals()
@@ -440,7 +441,8 @@ def _run(args: argparse.Namespace) -> int:
     how = {int(signal.SIGINT): "interrupted (SIGINT)", int(signal.SIGTERM): "stopped (SIGTERM)"}.get(
         signals.received or 0, "done"
     )
-    for line in summary(stats, source, reports, how, lost):
+    lossless = [name for name, sink in pipeline.sinks.items() if isinstance(sink, LosslessSink)]
+    for line in summary(stats, source, reports, how, lost, lossless):
         echo(line, logging.WARNING if "LOST" in line else logging.INFO)
     for line in logtally.since(tallies):  # (what a budget left out is no loss: the run said so as it went)
         echo(f"over the run, {line}")
@@ -472,9 +474,15 @@ def _failed_stages(stats: PipelineStats) -> dict[str, int]:
 
 
 def summary(
-    stats: PipelineStats, source: SourceStats, reports: Sequence[SinkReport], how: str, lost: int
+    stats: PipelineStats,
+    source: SourceStats,
+    reports: Sequence[SinkReport],
+    how: str,
+    lost: int,
+    lossless: Collection[str] = (),
 ) -> list[str]:
-    """The lines printed at the end of a run: what was done, what was written where, what was lost."""
+    """The lines printed at the end of a run: what was done, what was written where, what was lost
+    (``lossless``: the sinks whose queue's drops are losses, each in its report, not drops by design)."""
     outcome = f"{how}, {lost} LOST" if lost else how
     head = (
         f"{outcome}: {stats.frames_done} frames processed of {stats.frames_read} read in "
@@ -488,11 +496,13 @@ def summary(
     if stats.stage_ms:
         lines.append("stage medians: " + ", ".join(f"{k} {v:.1f} ms" for k, v in stats.stage_ms.items()))
     lines += _source_lines(source)
-    if stats.dropped_total or stats.discarded:
-        drops = ", ".join(f"{k} {v}" for k, v in stats.drops.items() if v)
+    kept = {f"sink:{name}" for name in lossless}
+    dropped = {k: v for k, v in stats.drops.items() if v and k not in kept}
+    if dropped or stats.discarded:
+        drops = ", ".join(f"{k} {v}" for k, v in dropped.items())
         parts = []
-        if stats.dropped_total:
-            parts.append(f"dropped while a stage was busy: {stats.dropped_total} ({drops})")
+        if dropped:
+            parts.append(f"dropped while a stage was busy: {sum(dropped.values())} ({drops})")
         if stats.discarded:
             parts.append(f"discarded at stop: {stats.discarded}")
         lines.append("; ".join(parts) + " (not lost: a live source keeps the newest frame)")

@@ -426,3 +426,26 @@ def test_results_a_lossless_sink_could_not_take_before_its_drain_at_stop_ended_a
     assert report.lines == (
         f"spool: LOST {report.lost} results its queue could not hold (the sink was stuck)",
     )
+
+
+def test_the_summary_does_not_call_the_results_a_lossless_sinks_queue_could_not_hold_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import edgeseg.pipeline as pipeline_module
+    from edgeseg.cli import summary
+
+    monkeypatch.setattr(pipeline_module, "LOSSLESS_PUT_TIMEOUT_S", 0.05)
+    sink = StuckLosslessSink()
+    pipe = Pipeline(ListSource(30), SquareStages(), {"spool": sink})
+    pipe.start()
+    deadline = time.monotonic() + 10
+    while pipe.stats().frames_done < 30 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sink.release.set()
+    assert pipe.wait(timeout=10)
+    stats, reports = pipe.stats(), pipe.reports()
+    lost = sum(r.lost for r in reports)
+    assert lost == stats.drops["sink:spool"] == 30 - len(sink.got) > 0
+    lines = summary(stats, pipe.source.stats, reports, "done", lost, lossless=("spool",))
+    assert f"spool: LOST {lost} results its queue could not hold (the sink was stuck)" in lines
+    assert not any("not lost" in line for line in lines), lines
