@@ -348,6 +348,19 @@ def test_semantic_instances_are_mapped_through_letterbox_and_output_stride() -> 
     assert inst.xyxy[0].tolist() == [16, 8, 32, 24]
 
 
+@pytest.mark.parametrize(("n", "frame_hw", "col"), [(8, (14, 13), 3), (11, (14, 8), 5)])
+def test_an_object_one_output_column_wide_inside_the_letterboxed_frame_region_is_found(
+    n: int, frame_hw: tuple[int, int], col: int
+) -> None:
+    # The frame region spans 7.5 (resp. ~6.2) columns of an n-column map: a work grid with fewer columns
+    # than that samples the map more than a column apart, and nearest sampling skips a whole column.
+    cm = np.zeros((1, n, n), np.uint8)
+    cm[0, :, col] = 1
+    card = _semantic_card("class_map", resize="letterbox")
+    inst = SemanticHead(card).decode({"y": cm}, _prepared(card, frame_hw), NO_SPLIT)
+    assert inst.class_id.tolist() == [1]
+
+
 def test_semantic_nan_logits_are_a_model_error_naming_model_and_tensor() -> None:
     y = _logits(_class_map())
     y[0, 1, 3, 3] = np.nan

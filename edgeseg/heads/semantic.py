@@ -174,8 +174,11 @@ class SemanticHead:
         u1, v1 = cw * to_out.sx + u0, ch * to_out.sy + v0
         # Instances are found at the map's own resolution (never upsampled first: the watershed cost grows
         # with pixels, not information) and only their masks are mapped onto the frame afterwards.
-        ww = max(1, min(cw, round(u1 - u0)))
-        wh = max(1, min(ch, round(v1 - v0)))
+        # Rounded up: a grid coarser than the region samples the map more than a pixel apart, and nearest
+        # sampling would skip a whole row or column of it (an object one output pixel wide would vanish).
+        # (The tolerance keeps a float error over a whole count from adding a pixel.)
+        ww = max(1, min(cw, math.ceil(u1 - u0 - 1e-6)))
+        wh = max(1, min(ch, math.ceil(v1 - v0 - 1e-6)))
         sx, sy = (u1 - u0) / ww, (v1 - v0) / wh
         to_frame = AxisAffine(cw / ww, ch / wh, float(x0), float(y0))
         if (wh, ww) == (oh, ow) and abs(u0) < 1e-6 and abs(v0) < 1e-6 and abs(sx - 1) + abs(sy - 1) < 1e-9:
