@@ -301,10 +301,13 @@ class Instances:
             x1, y1 = max(x0 + 1, int(np.floor(fx1 + 0.5))), max(y0 + 1, int(np.floor(fy1 + 0.5)))
             if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
                 continue
-            if (x1 - x0, y1 - y0) == (m.shape[1], m.shape[0]):
-                res = m
-            else:
-                res = cv2.resize(m.view(np.uint8), (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST) > 0
+            # Each new pixel takes the old pixel under its centre (one on an edge: the one before it, as the
+            # box's rounding has it), on the one grid every instance shares: a mask resized within its own
+            # box moved the borders between instances (two instances split from one component came to
+            # share pixels, and to leave others to neither)
+            res = m[_under(y0, y1, affine.sy, affine.ty, int(b[1]), m.shape[0])][
+                :, _under(x0, x1, affine.sx, affine.tx, int(b[0]), m.shape[1])
+            ]
             vis = res[max(0, -y0) : h - y0, max(0, -x0) : w - x0]
             if not vis.any():
                 continue
@@ -432,6 +435,18 @@ class Instances:
         if not isinstance(doc, dict):
             raise InputError("instances JSON must be an object")
         return cls.from_dict(doc)
+
+
+def _under(start: int, stop: int, scale: float, shift: float, first: int, n: int) -> NDArray[np.intp]:
+    """Along one axis of :meth:`Instances.transform`: for each new pixel ``start .. stop - 1``, the old pixel
+    (of ``n``, from ``first``) under its centre, where the mapping ``scale``, ``shift`` takes old pixels to
+    new; a centre on the edge between two goes to the first, as ``transform`` rounds a box's ends. (Clipped:
+    a box widened to one pixel, or a float's rounding, may reach past the mask.)"""
+    under: NDArray[np.intp] = (
+        np.ceil((np.arange(start, stop) + 0.5 - shift) / scale).astype(np.intp) - 1 - first
+    )
+    np.clip(under, 0, n - 1, out=under)
+    return under
 
 
 def _rasterize_polygon(

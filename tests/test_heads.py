@@ -361,6 +361,28 @@ def test_an_object_one_output_column_wide_inside_the_letterboxed_frame_region_is
     assert inst.class_id.tolist() == [1]
 
 
+@pytest.mark.parametrize("frame_hw", [(45, 45), (50, 37)])
+def test_instances_split_from_one_component_share_no_frame_pixel_and_leave_none_of_it_out(
+    frame_hw: tuple[int, int],
+) -> None:
+    # two touching discs, split in the map; mapped onto a frame 1.4x (and 1.56 by 1.16x) the map's size,
+    # each frame pixel belongs to the instance whose map pixel lies under its centre (on the edge between
+    # two, the first: as the boxes are rounded), and to no other
+    cm = np.zeros((32, 32), np.uint8)
+    cv2.circle(cm, (10, 16), 7, 1, -1)
+    cv2.circle(cm, (22, 16), 7, 1, -1)
+    card = _semantic_card("class_map")
+    options = DecodeOptions(semantic=SemanticParams(size_threshold=4))
+    inst = SemanticHead(card).decode({"y": cm[None]}, _prepared(card, frame_hw), options)
+    assert len(inst) == 2
+    h, w = frame_hw
+    rows = np.ceil((np.arange(h) + 0.5) * 32 / h).astype(int) - 1
+    cols = np.ceil((np.arange(w) + 0.5) * 32 / w).astype(int) - 1
+    cover = inst.dense_masks().sum(axis=0)
+    assert cover.max() == 1
+    assert np.array_equal(cover == 1, cm[rows][:, cols] == 1)
+
+
 def test_semantic_nan_logits_are_a_model_error_naming_model_and_tensor() -> None:
     y = _logits(_class_map())
     y[0, 1, 3, 3] = np.nan
