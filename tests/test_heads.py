@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tracemalloc
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeseg.errors import ModelError
-from edgeseg.geometry import FULL_ROI, Roi
+from edgeseg.geometry import FULL_ROI, Roi, obb_corners
 from edgeseg.heads import DecodeOptions, yolo_seg
 from edgeseg.heads.semantic import SemanticHead
 from edgeseg.heads.yolo_seg import (
@@ -381,6 +382,61 @@ def test_instances_split_from_one_component_share_no_frame_pixel_and_leave_none_
     cover = inst.dense_masks().sum(axis=0)
     assert cover.max() == 1
     assert np.array_equal(cover == 1, cm[rows][:, cols] == 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    map_hw=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    ids=st.lists(st.integers(0, 2), min_size=81, max_size=81),
+    input_wh=st.tuples(st.integers(4, 40), st.integers(4, 40)),
+    frame_hw=st.tuples(st.integers(1, 50), st.integers(1, 50)),
+    resize=st.sampled_from(["letterbox", "stretch"]),
+    roi=st.tuples(st.floats(0, 0.9), st.floats(0, 0.9), st.floats(0.05, 1), st.floats(0.05, 1)),
+)
+def test_semantic_instances_on_the_frame_are_tight_disjoint_and_boxed_around_their_pixels(
+    map_hw: tuple[int, int],
+    ids: list[int],
+    input_wh: tuple[int, int],
+    frame_hw: tuple[int, int],
+    resize: str,
+    roi: tuple[float, float, float, float],
+) -> None:
+    h, w = map_hw
+    cm = np.array(ids[: h * w], np.uint8).reshape(h, w)
+    card = parse_card(
+        {
+            "name": "tiny-sem",
+            "task": "semantic",
+            "input": {"name": "x", "width": input_wh[0], "height": input_wh[1], "resize": resize},
+            "output": {"name": "y", "kind": "class_map"},
+            "classes": ["bg", "a", "b"],
+        },
+        "tiny.yaml",
+    )
+    left, top = roi[:2]
+    prepared = _prepared(card, frame_hw, (left, top, min(roi[2], 1 - left), min(roi[3], 1 - top)))
+    head = SemanticHead(card)
+    inst = head.decode({"y": cm[None]}, prepared, NO_SPLIT)
+    # Under equal scales an oriented box is mapped exactly, not refitted: the corner of a map pixel on a
+    # slanted edge lies up to (sqrt(2) - 1) / 2 of that pixel outside it, and so may a frame pixel's centre
+    to_frame = head.explain({"y": cm[None]}, prepared, NO_SPLIT).to_frame
+    slack = (math.sqrt(2) - 1) / 2 * max(to_frame.sx, to_frame.sy) + 1e-3
+    x0, y0, _, _ = prepared.crop_box or (0, 0, 0, 0)
+    ch, cw = prepared.crop_shape
+    cover = np.zeros(frame_hw, np.int32)
+    for i, (m, box) in enumerate(zip(inst.masks, inst.mask_box.tolist(), strict=True)):
+        bx0, by0, bx1, by1 = box
+        assert x0 <= bx0 < bx1 <= x0 + cw  # inside the ROI
+        assert y0 <= by0 < by1 <= y0 + ch
+        assert m.shape == (by1 - by0, bx1 - bx0)
+        assert all(edge.any() for edge in (m[0], m[-1], m[:, 0], m[:, -1]))  # a tight crop
+        assert inst.area[i] == np.count_nonzero(m)
+        corners = obb_corners(inst.obb[i : i + 1])[0].reshape(-1, 1, 2)
+        for r, c in zip(*np.nonzero(m), strict=True):
+            centre = (float(bx0 + c + 0.5), float(by0 + r + 0.5))
+            assert cv2.pointPolygonTest(corners, centre, True) >= -slack
+        cover[by0:by1, bx0:bx1] += m
+    assert cover.max(initial=0) <= 1  # instances apart in the map are apart on the frame
 
 
 def test_semantic_nan_logits_are_a_model_error_naming_model_and_tensor() -> None:
