@@ -78,6 +78,16 @@ def test_overflow_drops_the_oldest_and_counts_exactly_what_it_dropped(tmp_path: 
     assert newest[-1].id == spool.last_id()  # the newest are kept
 
 
+def test_a_message_larger_than_the_whole_cap_is_dropped_alone_not_with_the_backlog(tmp_path: Path) -> None:
+    # making room for it would drop every stored message, and then it too, as it still would not fit
+    spool = Spool(tmp_path / "s.sqlite3", 1000, 3600)
+    spool.append(payloads(5))
+    assert spool.append([("t", b"y" * 2000), *payloads(2)]) == 2
+    stats = spool.stats()
+    assert (stats.depth, stats.bytes, stats.dropped_overflow) == (7, 707, 1)
+    assert [len(e.payload) for e in spool.read(0, 100)] == [100] * 7
+
+
 def test_messages_older_than_the_age_bound_are_dropped_and_counted(tmp_path: Path) -> None:
     now = [1000.0]
     spool = Spool(tmp_path / "s.sqlite3", 1 << 20, 60, clocks=clocks(now))

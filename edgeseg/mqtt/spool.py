@@ -6,7 +6,8 @@ crash mid-write leaves the previous state, never a torn one. A message leaves th
 accepted message is either delivered or counted as dropped:
 
 - **overflow**: the spool holds at most ``max_bytes`` of messages (topic + payload); appending past that
-  drops the oldest messages first (AWS Greengrass' ``OverwriteOldestData``, EMQX's disk queue);
+  drops the oldest messages first (AWS Greengrass' ``OverwriteOldestData``, EMQX's disk queue); a message
+  larger than ``max_bytes`` on its own is dropped alone, never stored;
 - **expiry**: messages older than ``max_age_s`` are dropped, when the spool opens and before every append
   and read: one stored before a long power-off, or while nothing was appended, is never sent late. A
   message's age is the time that passed since it was stored, not a step of the wall clock: a device without
@@ -238,6 +239,11 @@ class Spool:
                 self._db.execute("BEGIN IMMEDIATE")
                 now = self._now_locked()
                 rows = [(t, p, now, len(t) + len(p)) for t, p in messages]
+                # a message larger than the whole cap can never be stored: making room for it would drop
+                # every message the spool holds, and then itself
+                too_big = sum(1 for r in rows if r[3] > self.max_bytes)
+                if too_big:
+                    rows = [r for r in rows if r[3] <= self.max_bytes]
                 self._db.executemany(
                     "INSERT INTO messages (topic, payload, created, size) VALUES (?, ?, ?, ?)", rows
                 )
@@ -268,6 +274,15 @@ class Spool:
                     self.path,
                     self.max_bytes,
                     len(overflow.ids),
+                    self._overflow,
+                )
+            if too_big:
+                self._overflow += too_big
+                log.warning(
+                    "spool %s: %d message(s) larger than its cap of %d bytes dropped (%d dropped so far)",
+                    self.path,
+                    too_big,
+                    self.max_bytes,
                     self._overflow,
                 )
             return len(rows)
