@@ -735,6 +735,19 @@ def test_a_result_the_broker_hangs_up_on_is_dropped_counted_and_the_rest_go_on(
     assert stats.delivery.too_large == 1
 
 
+def test_a_result_within_the_announced_packet_limit_is_delivered_and_one_over_it_dropped(
+    tmp_path: Path,
+) -> None:
+    """The packet limit is the whole PUBLISH packet (header, topic, packet id, properties and payload): a
+    result of 1900 bytes fits a limit of 2000, and was dropped as too large by a 512-byte guess."""
+    results = [_numbered(0), _numbered(1, pad=1869), _numbered(2, pad=1990), _numbered(3)]
+    assert len(results[1]) == 1900
+    received, stats, _ = _publish_to_a_broker_limited_to_2000_bytes(tmp_path, results, {}, "mqttv5")
+    assert received == {0, 1, 3}
+    assert stats.delivery.too_large == 1
+    assert stats.reconnects == 0  # (the one over it was never sent: announced, the limit is known)
+
+
 def test_an_mqtt311_retained_snapshot_the_broker_hangs_up_on_is_skipped_and_no_result_is_blamed(
     tmp_path: Path,
 ) -> None:

@@ -16,7 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edgeseg.errors import ConfigError
-from edgeseg.mqtt.delivery import PACKET_OVERHEAD, Delivery, HangUps
+from edgeseg.mqtt.delivery import Delivery, HangUps, packet_size
 from edgeseg.mqtt.spool import Clocks, Spool, SpoolEntry
 from edgeseg.mqtt.topics import as_replay
 
@@ -426,7 +426,7 @@ def test_a_message_over_the_broker_packet_limit_is_dropped_counted_and_the_rest_
     spool.append([*numbered(0, 1), ("t", big), *numbered(2, 1)])
     delivery, client = Delivery(spool, max_inflight=8), Publishes()
     delivery.start()
-    limit = len(as_replay(big)) + PACKET_OVERHEAD - over  # the replayed payload is what is sent
+    limit = packet_size("t", as_replay(big)) - over  # the replayed payload is what is sent
     delivery.pump(client, limit)
     assert [n for n, _ in sent_numbers(client)] == ([0, 2] if over else [0, 1, 2])
     assert delivery.figures().too_large == over

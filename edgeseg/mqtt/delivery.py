@@ -34,7 +34,6 @@ from edgeseg.mqtt.topics import as_replay
 
 log = logging.getLogger(__name__)
 
-PACKET_OVERHEAD = 512  # fixed header, topic and properties on top of the payload, generously
 LATENCY_WINDOW = 512
 # links lost in a row with the same message the largest unconfirmed: the broker hangs up on that message (a
 # message that is fine is confirmed within milliseconds of a connect, so one drop or two is chance)
@@ -43,6 +42,15 @@ UNCONFIRMED_KEPT = 4096  # (a link with QoS 0 messages only confirms none of the
 
 # a results message: its spool id; a retained one: its topic and the hash of its payload
 MessageKey = int | tuple[str, int]
+
+
+def packet_size(topic: str, payload: bytes) -> int:
+    """The size of the MQTT 5 PUBLISH packet that carries ``payload`` on ``topic`` at QoS 1 with no
+    properties: what a broker's maximum packet size bounds (a guess at the overhead would drop results that
+    fit; MQTT 3.1.1's packet, the same less the properties' length byte, never announces a limit)."""
+    remaining = 2 + len(topic.encode()) + 2 + 1 + len(payload)  # topic, packet id, properties' length
+    header = 2 if remaining < 128 else 3 if remaining < 16_384 else 4 if remaining < 2_097_152 else 5
+    return header + remaining
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,7 @@ class Delivery:
                 else:
                     self._live_after = entry.id
                 payload = as_replay(entry.payload) if replay else entry.payload
-                if max_packet is not None and len(payload) + PACKET_OVERHEAD > max_packet:
+                if max_packet is not None and packet_size(entry.topic, payload) > max_packet:
                     self._too_large(entry.id, len(payload), max_packet)
                     continue
                 info = client.publish(entry.topic, payload, qos=1)

@@ -38,7 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edgeseg.backoff import backoff_delays
 from edgeseg.mqtt.broker import BrokerAddress, Credentials
 from edgeseg.mqtt.client import describe_error, make_client, refusal, start_connect
-from edgeseg.mqtt.delivery import PACKET_OVERHEAD, SUSPECT_DROPS, Delivery, DeliveryFigures, MessageKey
+from edgeseg.mqtt.delivery import SUSPECT_DROPS, Delivery, DeliveryFigures, MessageKey, packet_size
 from edgeseg.mqtt.spool import Spool
 from edgeseg.mqtt.topics import OFFLINE, ONLINE, Topics
 
@@ -490,7 +490,7 @@ class Publisher:
             if entry.hung_up_at is not None and size >= entry.hung_up_at:
                 self._skip_retained(f"{topic}: {size} bytes; the broker hung up on {entry.hung_up_at}")
                 continue
-            if link.max_packet is not None and size + PACKET_OVERHEAD > link.max_packet:
+            if link.max_packet is not None and packet_size(topic, entry.payload) > link.max_packet:
                 self._skip_retained(
                     f"{topic}: {size} bytes is over the broker's packet limit of {link.max_packet} bytes"
                 )
