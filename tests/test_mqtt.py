@@ -3,6 +3,7 @@ killed with real signals. Broker outages are real too: the broker process is sto
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -632,6 +633,60 @@ def test_a_broker_that_drops_every_connection_at_once_is_retried_with_growing_de
     # delays from reconnect_min_s 0.2 doubling up to reconnect_max_s 1 (with jitter): about a dozen in 8 s
     assert 3 <= len(accepted) <= 20, len(accepted)
     assert "lost the connection to mqtt://127.0.0.1" in run.output()[1]
+
+
+def test_a_link_that_stalls_after_each_connect_drops_no_result_as_too_large(tmp_path: Path) -> None:
+    """A link that lets the CONNACK through and then nothing (a weak radio link): each connection ends in our
+    keepalive timeout with the backlog's first results unacknowledged. That is no broker hanging up on a
+    message, yet after three the largest of them was deleted as over the packet limit, one result lost per
+    three stalls."""
+    from edgeseg.mqtt.broker import Credentials, parse_broker_url
+    from edgeseg.mqtt.publisher import Publisher, PublisherSettings
+    from edgeseg.mqtt.spool import Spool
+    from edgeseg.mqtt.topics import Topics
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    conns: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conns.append(conn)
+            with contextlib.suppress(OSError):
+                conn.recv(4096)  # CONNECT
+                conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK: success, no properties (no packet limit)
+                while conn.recv(65536):  # then silence: what is sent is swallowed, nothing comes back
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    topics = Topics("edgeseg", "cam1")
+    spool = Spool(tmp_path / "spool.sqlite3", 1 << 20, 3600.0)
+    spool.append([(topics.results, _numbered(n, pad=500 if n == 1 else 0)) for n in range(4)])
+    settings = PublisherSettings(keepalive_s=1, reconnect_min_s=0.1, reconnect_max_s=0.2)
+    publisher = Publisher(
+        parse_broker_url(f"mqtt://127.0.0.1:{port}"), Credentials(), "cam1", spool, topics, settings
+    )
+    publisher.start()
+    try:
+        deadline = time.monotonic() + 30
+        while publisher.stats().connects < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        assert publisher.close(flush_timeout_s=0.5)
+        server.close()
+        for conn in conns:
+            conn.close()
+        thread.join(5)
+    stats = publisher.stats()
+    assert stats.connects >= 5, stats
+    assert stats.delivery.too_large == 0
+    assert spool.stats().depth == 4
+    spool.close()
 
 
 def test_a_retained_topic_with_a_min_interval_sends_the_first_change_then_the_last_and_flushes_at_stop(

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 STABLE_S = 10.0  # a connection that lasted this long resets the reconnect backoff
 LOG_REPEAT = 10  # a connect failure that repeats is logged again every this many attempts
 IDLE_WAIT_S = 0.5
+KEEPALIVE_TIMEOUT = 0x8D  # the reason code paho gives when our keepalive ends the link (and a broker's)
 GOODBYE_ACK_WAIT_S = 1.0  # at a clean stop, how long results in flight may take to be acknowledged
 
 
@@ -112,6 +113,9 @@ class _Link:
     max_packet: int | None = None
     connected_at: float = 0.0
     dropped: str | None = None
+    # ended by a keepalive timeout (ours, or the broker's DISCONNECT saying so): the link stalled, which
+    # says nothing about the message sent last (:class:`HangUps` looks for a broker that hangs up at once)
+    timed_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -394,6 +398,8 @@ class Publisher:
         self._publish_retained(link, with_status=True)
 
     def _on_disconnect(self, link: _Link, rc: ReasonCode) -> None:
+        if rc.value == KEEPALIVE_TIMEOUT:
+            link.timed_out = True
         if link.dropped is None:
             link.dropped = f"disconnected: {rc}"
 
@@ -406,7 +412,8 @@ class Publisher:
         self._link = None
         with self._lock:
             self._s = replace(self._s, connected=False, last_error=reason)
-        if was_connected and link.max_packet is None:  # (one that announced it was never sent more)
+        # (a broker that announced its limit was never sent more)
+        if was_connected and link.max_packet is None and not link.timed_out:
             self._hung_up(self.delivery.hang_ups.lost())
         if self._stop.is_set():
             return
