@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -607,28 +607,14 @@ def test_results_the_broker_refuses_are_dropped_counted_and_do_not_hold_up_the_s
 def test_a_broker_that_drops_every_connection_at_once_is_retried_with_growing_delays(tmp_path: Path) -> None:
     """A listener that answers CONNECT with a valid MQTT 5 CONNACK and hangs up: the backoff must not reset
     on such short-lived connections (it once reconnected ~500 times a minute)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
     accepted: list[float] = []
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            accepted.append(time.monotonic())
-            with conn:
-                conn.recv(4096)  # CONNECT
-                conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK: no session, success, no properties
+    def hang_up(conn: socket.socket) -> None:
+        accepted.append(time.monotonic())
+        conn.close()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        with Edgeseg(tmp_path, f"mqtt://127.0.0.1:{port}") as run:
-            time.sleep(8)
-    finally:
-        server.close()
+    with _connack_then(hang_up) as port, Edgeseg(tmp_path, f"mqtt://127.0.0.1:{port}") as run:
+        time.sleep(8)
     assert run.code == 0, run.output()
     # delays from reconnect_min_s 0.2 doubling up to reconnect_max_s 1 (with jitter): about a dozen in 8 s
     assert 3 <= len(accepted) <= 20, len(accepted)
@@ -645,8 +631,39 @@ def test_a_link_that_stalls_after_each_connect_drops_no_result_as_too_large(tmp_
     from edgeseg.mqtt.spool import Spool
     from edgeseg.mqtt.topics import Topics
 
+    def swallow(conn: socket.socket) -> None:
+        with conn:
+            while conn.recv(65536):  # silence: what is sent is swallowed, nothing comes back
+                pass
+
+    topics = Topics("edgeseg", "cam1")
+    spool = Spool(tmp_path / "spool.sqlite3", 1 << 20, 3600.0)
+    spool.append([(topics.results, _numbered(n, pad=500 if n == 1 else 0)) for n in range(4)])
+    settings = PublisherSettings(keepalive_s=1, reconnect_min_s=0.1, reconnect_max_s=0.2)
+    with _connack_then(swallow) as port:
+        publisher = Publisher(
+            parse_broker_url(f"mqtt://127.0.0.1:{port}"), Credentials(), "cam1", spool, topics, settings
+        )
+        publisher.start()
+        try:
+            deadline = time.monotonic() + 30
+            while publisher.stats().connects < 5 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            assert publisher.close(flush_timeout_s=0.5)
+    stats = publisher.stats()
+    assert stats.connects >= 5, stats
+    assert stats.delivery.too_large == 0
+    assert spool.stats().depth == 4
+    spool.close()
+
+
+@contextlib.contextmanager
+def _connack_then(after: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A listener on a loopback port (yielded) that answers each CONNECT with an MQTT 5 CONNACK (success, no
+    session, no properties: no packet limit) and then hands the connection to ``after``, on a thread of its
+    own; closed with every connection at the end."""
     server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
     conns: list[socket.socket] = []
 
     def serve() -> None:
@@ -658,35 +675,18 @@ def test_a_link_that_stalls_after_each_connect_drops_no_result_as_too_large(tmp_
             conns.append(conn)
             with contextlib.suppress(OSError):
                 conn.recv(4096)  # CONNECT
-                conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK: success, no properties (no packet limit)
-                while conn.recv(65536):  # then silence: what is sent is swallowed, nothing comes back
-                    pass
+                conn.sendall(b"\x20\x03\x00\x00\x00")
+                threading.Thread(target=after, args=(conn,), daemon=True).start()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    topics = Topics("edgeseg", "cam1")
-    spool = Spool(tmp_path / "spool.sqlite3", 1 << 20, 3600.0)
-    spool.append([(topics.results, _numbered(n, pad=500 if n == 1 else 0)) for n in range(4)])
-    settings = PublisherSettings(keepalive_s=1, reconnect_min_s=0.1, reconnect_max_s=0.2)
-    publisher = Publisher(
-        parse_broker_url(f"mqtt://127.0.0.1:{port}"), Credentials(), "cam1", spool, topics, settings
-    )
-    publisher.start()
     try:
-        deadline = time.monotonic() + 30
-        while publisher.stats().connects < 5 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        yield server.getsockname()[1]
     finally:
-        assert publisher.close(flush_timeout_s=0.5)
         server.close()
         for conn in conns:
             conn.close()
         thread.join(5)
-    stats = publisher.stats()
-    assert stats.connects >= 5, stats
-    assert stats.delivery.too_large == 0
-    assert spool.stats().depth == 4
-    spool.close()
 
 
 def test_a_retained_topic_with_a_min_interval_sends_the_first_change_then_the_last_and_flushes_at_stop(
