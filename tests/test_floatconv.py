@@ -164,3 +164,26 @@ def test_a_truncated_int8_model_is_still_one_model_error(tmp_path: Path, assets_
         Model.load(tmp_path / "card.yaml", InferenceOptions(float_convs=True))
     assert str(info.value).startswith("model 'sinet-portrait': cannot load ")
     assert "\n" not in str(info.value)
+
+
+def test_an_int8_model_with_a_damaged_tensor_name_is_one_model_error(tmp_path: Path) -> None:
+    # a byte of a tensor's name damaged on disk (an SD card's bit flip) into no UTF-8: protobuf parses the
+    # file, the rewrite cannot read the name back
+    onnx.save(_conv_net(np.random.default_rng(4)), tmp_path / "float.onnx")
+    quantize_dynamic(tmp_path / "float.onnx", tmp_path / "int8.onnx", weight_type=QuantType.QInt8)
+    int8 = (tmp_path / "int8.onnx").read_bytes()
+    assert b"\n\x02r1" in int8  # what the second convolution's quantization reads (field 1: a node's input)
+    (tmp_path / "int8.onnx").write_bytes(int8.replace(b"\n\x02r1", b"\n\x02r\xc9"))
+    card = {
+        "name": "damaged",
+        "file": "int8.onnx",
+        "task": "semantic",
+        "input": {"name": "x", "width": 24, "height": 24},
+        "output": {"name": "y"},
+        "classes": ["a", "b", "c", "d"],
+    }
+    (tmp_path / "card.yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(ModelError) as info:
+        Model.load(tmp_path / "card.yaml", InferenceOptions(float_convs=True))
+    assert str(info.value).startswith("model 'damaged': cannot load ")
+    assert "\n" not in str(info.value)

@@ -116,7 +116,7 @@ def float_convs_of(path: Path) -> tuple[bytes, int]:
     loads the path then names the problem). Raises OSError when it cannot be read."""
     try:
         return float_convs(path.read_bytes())
-    except DecodeError:
+    except (DecodeError, UnicodeDecodeError):  # protobuf checks a name's UTF-8 only once it is read
         return b"", 0
 
 
