@@ -146,22 +146,35 @@ def float_convs(model: bytes) -> tuple[bytes, int]:
     gone: set[int] = set()
     replaced: dict[int, Any] = {}
     for n in all_nodes:
-        if n.op_type != "ConvInteger" or n.domain or len(n.input) < 3 or n.input[1] not in inits:
+        # each node of the chain is checked for the inputs and outputs its op has before they are read: a
+        # damaged file that protobuf still parses is no such chain (onnxruntime names what is wrong with it)
+        if n.op_type != "ConvInteger" or n.domain or not _has(n, 3, 1) or n.input[1] not in inits:
             continue
         quant = made.get(n.input[0])
         cast = only_user(n.output[0], "Cast")
-        if cast is None or not any(a.name == "to" and a.i == _FLOAT for a in cast.attribute):
+        if (
+            cast is None
+            or not _has(cast, 1, 1)
+            or not any(a.name == "to" and a.i == _FLOAT for a in cast.attribute)
+        ):
             continue
         scale = only_user(cast.output[0], "Mul")
         if (
             quant is None
             or quant.op_type != "DynamicQuantizeLinear"
+            or not _has(quant, 1, 3)
             or scale is None
+            or not _has(scale, 2, 1)
             or n.input[2] != quant.output[2]
         ):
             continue
         scales = made.get(scale.input[1] if scale.input[0] == cast.output[0] else scale.input[0])
-        if scales is None or scales.op_type != "Mul" or quant.output[1] not in scales.input:
+        if (
+            scales is None
+            or scales.op_type != "Mul"
+            or not _has(scales, 2, 1)
+            or quant.output[1] not in scales.input
+        ):
             continue
         ws_name = scales.input[1] if scales.input[0] == quant.output[1] else scales.input[0]
         wq = _array(inits[n.input[1]])
@@ -213,6 +226,11 @@ def float_convs(model: bytes) -> tuple[bytes, int]:
     del g.initializer[:]
     g.initializer.extend(weights)
     return m.SerializeToString(), len(replaced)
+
+
+def _has(node: Any, inputs: int, outputs: int) -> bool:
+    """Whether ``node`` has at least ``inputs`` inputs and ``outputs`` outputs."""
+    return len(node.input) >= inputs and len(node.output) >= outputs
 
 
 def _copy(cls: Any, message: Any) -> Any:
