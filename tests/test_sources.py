@@ -172,6 +172,28 @@ def test_looping_a_raw_stream_file_that_cannot_seek_back_starts_again_from_its_f
     assert [level for _, level in frames] == [0, 1, 2, 0, 1, 2, 0]
 
 
+def test_looping_a_folder_whose_images_all_became_unreadable_ends_instead_of_spinning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The folder's images go away under a looping run (a USB stick pulled, a mount lost, a cleanup job):
+    # every pass skips them all, and without an end the read loops for ever at full CPU, a warning a file.
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((8, 8, 3), i, np.uint8))
+    src = open_source(SourceConfig(uri=str(tmp_path), loop=True))
+    assert [src.read().index for _ in range(3)] == [0, 1, 2]  # type: ignore[union-attr]
+    for image in tmp_path.iterdir():
+        image.unlink()
+    result: list[object] = []
+    reader = threading.Thread(target=lambda: result.append(src.read()), daemon=True)
+    reader.start()
+    reader.join(10)
+    src.close()
+    reader.join(5)
+    assert result == [None]
+    assert src.stats.skipped == 3  # the rest of the pass that read f0, then one whole pass
+    assert "read no image: the loop ends" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("make", "expected"),
     [

@@ -323,6 +323,9 @@ class ImageSequenceSource(_FileBase):
         self.files = list(files)
         self._pos = 0
         self._base = 0
+        # frames delivered when the loop last started the list again: a pass that adds none ends the loop
+        # (the images went away under it: without an end it would skip them all for ever at full CPU)
+        self._frames_at_rewind = 0
 
     @property
     def frames_total(self) -> int | None:
@@ -340,7 +343,13 @@ class ImageSequenceSource(_FileBase):
             return None
         while not self._stop.is_set():
             if self._pos >= len(self.files):
-                if not (self._loop and self._frames):
+                if not (self._loop and self._frames > self._frames_at_rewind):
+                    if self._loop and self._frames:
+                        log.warning(
+                            "source %r: a pass of its %d images read no image: the loop ends",
+                            self.uri,
+                            len(self.files),
+                        )
                     self._state = "ended"
                     if not self._frames:
                         raise SourceError(
@@ -349,6 +358,7 @@ class ImageSequenceSource(_FileBase):
                     return None
                 self._base += len(self.files)
                 self._pos = 0
+                self._frames_at_rewind = self._frames
             path = self.files[self._pos]
             index = self._base + self._pos
             self._pos += 1
