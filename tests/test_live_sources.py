@@ -182,6 +182,26 @@ def test_a_stream_password_never_reaches_logs_errors_or_records(
     assert "admin:***@127.0.0.1:9/x" in str(err.value)
 
 
+@pytest.mark.parametrize("password", ["abc#123", "a/b", "a?b"])
+def test_a_password_with_a_character_it_should_have_percent_encoded_is_still_redacted(
+    password: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # FFmpeg cannot connect with a raw '#', '/' or '?' in the password (it needs %23, %2F, %3F): the stream
+    # never opens, and each attempt's warning, for months under systemd, and the error must not carry it.
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    src = make_source(SourceConfig(uri=f"rtsp://admin:{password}@127.0.0.1:9/x", reconnect_timeout_s=0.5))
+    assert src.uri == "rtsp://admin:***@127.0.0.1:9/x"
+    src.open()
+    try:
+        with pytest.raises(SourceError) as err:
+            src.read()
+    finally:
+        src.close()
+    assert password not in str(err.value)
+    assert password not in caplog.text
+    assert "admin:***@127.0.0.1:9/x" in str(err.value)
+
+
 class _SlowDevice(LiveSource):
     """A device whose grab blocks until released and whose release takes a while (as ``cap.release()``
     of an FFmpeg stream can): records when it was disconnected."""

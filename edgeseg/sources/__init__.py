@@ -189,6 +189,12 @@ def parse_uri(uri: str) -> ParsedUri:
     return ParsedUri(uri, scheme, rest, options)
 
 
+_RAW_USERINFO = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^@/?#:]*):(?!\d+[/?]).*@(?P<rest>[^@/?#]+.*)$",
+    re.DOTALL,
+)
+
+
 def redact_url(url: str) -> str:
     """``url`` with the password of its user info replaced by ``***`` (``rtsp://admin:***@cam/stream``), for
     log lines, errors and records; anything that is not such a URL comes back unchanged."""
@@ -197,7 +203,11 @@ def redact_url(url: str) -> str:
     except ValueError:
         return url
     if parts.password is None:
-        return url
+        # A raw '#', '/' or '?' in the password (which FFmpeg cannot connect with either: it wants %23, %2F,
+        # %3F) ends the netloc early, so urlsplit sees no password; the user info still runs to the last '@'
+        # before the host. (Not after a host's port: ``http://cam:8080/v?user=a@b`` holds no password.)
+        m = _RAW_USERINFO.match(url)
+        return url if m is None else f"{m['scheme']}{m['user']}:***@{m['rest']}"
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
