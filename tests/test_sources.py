@@ -99,6 +99,23 @@ def test_folder_and_glob_yield_images_in_natural_order(tmp_path: Path) -> None:
         assert levels == [1, 2, 10], uri
 
 
+def test_hidden_files_in_a_folder_are_not_images_of_it_as_in_a_glob(tmp_path: Path) -> None:
+    # macOS writes an AppleDouble "._NAME" beside each file it copies to a FAT/exFAT stick or an SMB share:
+    # read as images they would be undecodable input frames, each a warning, and the run would exit 3
+    for n in (1, 2):
+        cv2.imwrite(str(tmp_path / f"IMG_{n}.JPG"), np.full((8, 8, 3), n, np.uint8))
+        (tmp_path / f"._IMG_{n}.JPG").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    for uri in (str(tmp_path), str(tmp_path / "*.JPG")):
+        src = open_source(uri)
+        try:
+            assert src.frames_total == 2, uri
+            files = [Path(frame.file or "").name for frame in iter(src.read, None)]
+        finally:
+            src.close()
+        assert files == ["IMG_1.JPG", "IMG_2.JPG"], uri
+        assert src.stats.lost == 0, uri
+
+
 def test_unreadable_image_in_a_folder_is_counted_and_skipped(tmp_path: Path) -> None:
     cv2.imwrite(str(tmp_path / "a1.png"), np.zeros((8, 8), np.uint8))  # grey becomes BGR
     (tmp_path / "a2.png").write_bytes(b"\x89PNG but truncated")

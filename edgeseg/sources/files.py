@@ -53,8 +53,14 @@ def file_source(parsed: ParsedUri, config: SourceConfig) -> VideoFileSource | Im
             raise SourceError(f"source {parsed.uri!r}: the glob matches no files")
         return ImageSequenceSource(parsed.uri, files, loop=config.loop, fps=config.fps, size=size)
     if os.path.isdir(path):
+        # Hidden files are left out, as a glob leaves them out: macOS's AppleDouble "._IMG_1.JPG" beside each
+        # image it copies to a FAT stick or an SMB share is no image, and would count as an undecodable frame.
         files = sorted(
-            (str(p) for p in Path(path).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+            (
+                str(p)
+                for p in Path(path).iterdir()
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+            ),
             key=natural_key,
         )
         if not files:
