@@ -265,6 +265,20 @@ def test_uri_forms_map_to_their_sources() -> None:
     assert dict(parse_uri("picamera2:1?network=/n.rpk&fps=10").options) == {"network": "/n.rpk", "fps": "10"}
 
 
+def test_a_file_uri_as_a_file_manager_copies_it_opens_the_file(tmp_path: Path) -> None:
+    # "Copy location" in a file manager or a browser gives file:///home/u/My%20Clips/clip%201.avi: a space
+    # is %20 in a URI, and the host may be spelled localhost
+    (tmp_path / "My Clips").mkdir()
+    _write_video(tmp_path / "My Clips" / "clip 1.avi", 3)
+    encoded = str(tmp_path / "My%20Clips" / "clip%201.avi")
+    for uri in (f"file://{encoded}", f"file://localhost{encoded}", f"file://{tmp_path}/My Clips/clip 1.avi"):
+        src = open_source(uri)
+        try:
+            assert _drain(src) == [0, 1, 2], uri
+        finally:
+            src.close()
+
+
 def test_synthetic_source_carries_ground_truth_and_honours_uri_options() -> None:
     src = open_source(SourceConfig(uri="synthetic:parts?seed=3&width=320&height=240", width=640, height=480))
     try:

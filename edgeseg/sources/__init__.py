@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import cv2
 import numpy as np
@@ -176,7 +176,14 @@ def parse_uri(uri: str) -> ParsedUri:
     if scheme in _WHOLE_URL:
         return ParsedUri(uri, scheme, uri, {})
     if scheme == "file":
-        return ParsedUri(uri, scheme, rest[2:] if rest.startswith("//") else rest, {})
+        path = rest[2:] if rest.startswith("//") else rest
+        if path.startswith("localhost/"):
+            path = path[len("localhost") :]
+        # A file URI as a file manager copies it is percent-encoded (a space is %20); a path that exists as
+        # written (a file whose name holds a '%') is taken as it is.
+        if "%" in path and not Path(path).exists():
+            path = unquote(path)
+        return ParsedUri(uri, scheme, path, {})
     options: dict[str, str] = {}
     if scheme in _WITH_OPTIONS and "?" in rest:
         rest, query = rest.split("?", 1)
