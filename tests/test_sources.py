@@ -146,6 +146,25 @@ def test_16_bit_images_are_delivered_as_8_bit_not_skipped_as_unreadable(tmp_path
     assert src.stats.lost == 0
 
 
+def test_a_photo_with_an_exif_orientation_is_delivered_upright(tmp_path: Path) -> None:
+    # A phone (or a camera on its side) stores a portrait shot as landscape pixels plus EXIF Orientation 6
+    # ("rotate 90 degrees clockwise to view"): delivered as stored, every person in it lies on their side.
+    stored = np.zeros((40, 80, 3), np.uint8)
+    stored[:, :40] = 255  # the left half of the stored pixels is white: the top half once upright
+    jpeg = cv2.imencode(".jpg", stored)[1].tobytes()
+    orientation = b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00"  # tag 0x0112, SHORT, 1, value 6
+    exif = b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x01" + orientation + b"\x00\x00\x00\x00"
+    app1 = b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif
+    (tmp_path / "portrait.jpg").write_bytes(jpeg[:2] + app1 + jpeg[2:])
+    src = open_source(str(tmp_path))
+    frame = src.read()
+    src.close()
+    assert frame is not None
+    assert frame.image.shape == (80, 40, 3)
+    assert frame.image[:40].mean() > 200  # white on top
+    assert frame.image[40:].mean() < 50
+
+
 def test_file_frames_are_resized_when_width_and_height_are_set(tmp_path: Path) -> None:
     _write_video(tmp_path / "v.avi", 3)
     src = open_source(SourceConfig(uri=str(tmp_path / "v.avi"), width=32, height=24))

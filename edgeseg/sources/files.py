@@ -375,7 +375,9 @@ class ImageSequenceSource(_FileBase):
             # file and frame. Silencing fd 2 for this one decode of a known-damaged file (a few ms, rare)
             # can only hide what another thread writes in those ms.
             with native_stderr_silenced() if damaged else contextlib.nullcontext():
-                image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+                # any depth and colour, as IMREAD_UNCHANGED (16-bit, grey), but not that flag itself: it also
+                # ignores EXIF orientation, and a phone's portrait photo would be processed lying on its side
+                image = cv2.imread(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
             if image is not None and image.dtype == np.uint16:
                 # a 16-bit PNG or TIFF (machine-vision cameras): its top 8 bits, as imread's own conversion
                 image = np.right_shift(image, 8).astype(np.uint8)
