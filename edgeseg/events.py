@@ -65,7 +65,9 @@ class Event:
         if class_names:
             cid = self.class_id
             out["class_name"] = class_names[cid] if 0 <= cid < len(class_names) else str(cid)
-        out["wall_time"] = round(self.wall_time, 6)
+        # as it is, not rounded: the same number as the record of the frame it was seen in, which is how a
+        # consumer of the events topic (no frame index there) finds the result it belongs to
+        out["wall_time"] = self.wall_time
         out["t_capture_s"] = round(self.t_capture_ns / 1e9, 6)
         for key in ("zone", "line", "direction"):
             value = getattr(self, key)

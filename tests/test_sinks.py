@@ -16,9 +16,10 @@ from videofile import frame_count
 
 from edgeseg.config import load_config
 from edgeseg.errors import ConfigError
+from edgeseg.events import Event
 from edgeseg.frame import Frame, Result, StageTimes
 from edgeseg.instances import MASK_FORMATS, Instances, MaskFormat
-from edgeseg.mqtt.topics import RESULTS_SCHEMA, results_payload
+from edgeseg.mqtt.topics import RESULTS_SCHEMA, event_payload, results_payload
 from edgeseg.sinks import SINKS, SinkContext, result_record
 from edgeseg.sinks.jsonl import JsonlSink, rotated
 from edgeseg.sinks.record import encoded_record
@@ -232,6 +233,19 @@ def test_record_of_a_result_with_missing_stamps_is_valid_json() -> None:
     bare = Result(r.frame, r.instances, StageTimes())
     text = json.dumps(result_record(bare, 0), allow_nan=False)
     assert json.loads(text)["timings_ms"]["latency"] is None
+
+
+def test_an_event_carries_the_very_wall_time_of_its_frames_record() -> None:
+    # events on MQTT carry no frame index: a consumer finds an event's result by the capture time they share,
+    # which rounding to the microsecond broke for about half of the frames (1796503433.1450317 -> ...032)
+    wall = 1796503433.1450317
+    frame = Frame(7, np.zeros((48, 64, 3), np.uint8), 5_000_000_123, wall, source="test")
+    event = Event("new", 0, 1, 1, frame.t_capture_ns, frame.wall_time)
+    record = json.loads(
+        json.dumps(result_record(Result(frame, Instances.empty((48, 64)), events=(event,)), 0))
+    )
+    message = json.loads(event_payload(event.to_dict(), "0" * 32, "test"))
+    assert record["wall_time"] == record["events"][0]["wall_time"] == message["wall_time"] == wall
 
 
 def test_video_sink_writes_every_frame_and_finalizes_the_file_on_close(tmp_path: Path) -> None:

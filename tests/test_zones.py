@@ -767,7 +767,7 @@ def test_counts_keep_who_is_inside_between_an_enter_and_its_exit_and_each_lines_
     assert counts.apply([event("new"), event("end", duration_s=2.0)]) == set()
 
 
-def test_an_events_json_gives_its_times_to_the_microsecond_and_names_its_class() -> None:
+def test_an_events_json_has_its_frames_wall_time_other_times_to_the_microsecond_and_its_class() -> None:
     exit_ = Event("zone_exit", 3, 7, 0, 12_345_678_901, 1_700_000_000.1234567, zone="z", duration_s=1.23456)
     assert exit_.to_dict(("nut",)) == {
         "kind": "zone_exit",
@@ -775,7 +775,7 @@ def test_an_events_json_gives_its_times_to_the_microsecond_and_names_its_class()
         "track_id": 7,
         "class_id": 0,
         "class_name": "nut",
-        "wall_time": 1_700_000_000.123457,
+        "wall_time": 1_700_000_000.1234567,  # (the frame's own: see test_sinks)
         "t_capture_s": 12.345679,
         "zone": "z",
         "duration_s": 1.235,
