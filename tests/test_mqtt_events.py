@@ -109,6 +109,35 @@ def test_a_flickering_scene_is_capped_per_second_of_capture_time_and_pairs_stay_
     assert not cap._inside
 
 
+def test_the_zone_exit_a_track_gets_with_its_end_is_published_like_its_enter() -> None:
+    """The stages put a track's ``end`` before the ``zone_exit`` it gets for ending inside (the tracker runs
+    first): the cap must still publish that exit, or an events consumer has the track inside for ever."""
+    from test_zones import H, W, result_of, square
+
+    from edgeseg.events import EventSequence
+    from edgeseg.tracker import TrackerConfig, TrackerStage
+    from edgeseg.zones import ZoneConfig, ZoneStage
+
+    seq = EventSequence()
+    tracker = TrackerStage(TrackerConfig(enabled=True), seq)
+    zone = ZoneConfig(polygon=((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)), enter_s=0.0)
+    zones = ZoneStage({"z": zone}, {}, 2.0, seq)
+    events: list[Event] = []
+    for k in range(10):  # 1 s in the zone at 10 fps, then gone: lost_s later the track ends inside
+        events += zones.process(tracker.process(result_of(square(300, 200, track=-1), k, 10.0))).events
+    for k in range(10, 40):
+        events += zones.process(tracker.process(result_of(Instances.empty((H, W)), k, 10.0))).events
+    cap = EventCap(20.0)
+    assert [(e.kind, cap.admit(e)) for e in events] == [
+        ("new", True),
+        ("zone_enter", True),
+        ("end", True),
+        ("zone_exit", True),
+    ]
+    assert cap.suppressed == 0
+    assert not cap._inside
+
+
 def test_discovery_has_a_sensor_per_zone_figure_and_class() -> None:
     topics = Topics("edgeseg", "cam1", "homeassistant")
     doc = json.loads(discovery_payload(topics, "demo", ["nut", "bolt"], False, (), ["reject"], ["belt"]))

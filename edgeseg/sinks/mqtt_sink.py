@@ -86,7 +86,7 @@ class EventCap:
     ``new``, ``zone_enter``, ``line_cross`` and ``loiter`` take a token or are suppressed. An ``end`` or
     ``zone_exit`` is published exactly when its ``new`` / ``zone_enter`` was, so a consumer never sees half
     a pair; every later event of a track whose ``new`` was suppressed is suppressed too. State is per live
-    track and dropped at its ``end``.
+    track: dropped at its ``end``, and per zone at its ``zone_exit`` (which may come just after the end).
     """
 
     def __init__(self, rate: float) -> None:
@@ -114,7 +114,8 @@ class EventCap:
         if e.kind == "end":
             hidden = e.track_id in self._hidden
             self._hidden.discard(e.track_id)
-            self._inside = {k for k in self._inside if k[0] != e.track_id} if self._inside else self._inside
+            # its (track, zone) entries stay: the zone stage runs after the tracker, so the zone_exit of a
+            # track that ends inside comes after its end (same frame) and must still find its enter there
             return not hidden
         if e.track_id in self._hidden:
             return False
