@@ -9,8 +9,8 @@ events were made.
 Every ``new`` is followed by an ``end`` for the same track: when the tracker drops it (lost for
 ``tracker.lost_s``, out of the frame, a source restart, a reset) or, at the latest, when the pipeline stops
 (the stages' ``close`` returns the final events, see :class:`edgeseg.pipeline.StreamStage`). A track that
-ends while inside a zone first gets its ``zone_exit``, so ``inside == entered - exited`` holds for every
-zone and class at every event.
+ends while inside a zone gets its ``zone_exit`` right after its ``end`` (the zone stage runs after the
+tracker), so ``inside`` goes back to 0 and ``inside == entered - exited`` holds for every zone and class.
 """
 
 from __future__ import annotations
