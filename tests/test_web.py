@@ -485,6 +485,8 @@ def test_off_loopback_connections_beyond_the_cap_are_closed_at_once_so_descripto
             wait_for(lambda: closed_by_server(socks) >= 40, 10, "the connections beyond the cap to close")
             time.sleep(0.5)
             assert closed_by_server(socks) == 40  # the first `cap` are kept (until the idle timeout)
+            assert r.web.turned_away == 40  # counted, and in the report: why the page could not be reached
+            assert any("40 connections closed at once" in line for line in r.web.report().lines)
         finally:
             for s in socks:
                 s.close()

@@ -110,6 +110,7 @@ class WebSink:
         self.frames_sent = 0  # frames written to viewers, all viewers together
         self.max_viewers = 0
         self.refused = 0
+        self.turned_away = 0  # connections closed at accept: MAX_CONNECTIONS were open
         self._viewers = 0
         self._next_frame_at = 0.0
         self._encode_failures = 0
@@ -210,7 +211,7 @@ class WebSink:
         assert http is not None
         # not web.TCPSite: each connection passes _Gate first, which hands it to aiohttp or closes it
         self._listener = await asyncio.get_running_loop().create_server(
-            lambda: _Gate(http), self.host, port, reuse_address=True
+            lambda: _Gate(http, self._turned_away), self.host, port, reuse_address=True
         )
         if port == 0 and self._listener.sockets:  # "any free port": say which
             self.port = int(self._listener.sockets[0].getsockname()[1])
@@ -496,10 +497,21 @@ class WebSink:
         guard = "loopback" if self._token is None else "token required"
         return f"web page {self.url} ({guard})"
 
+    def _turned_away(self) -> None:
+        """A connection closed at accept (the page unreachable for it): counted, and said, so an operator
+        sees why the page is down while its connections are held."""
+        self.turned_away += 1
+        if self.turned_away <= 3 or self.turned_away % 100 == 0:
+            log.warning(
+                "web: %d connections open, a new one closed (%d so far)", MAX_CONNECTIONS, self.turned_away
+            )
+
     def report(self) -> SinkReport:
         lines = [f"web: {self.frames_encoded} frames streamed to up to {self.max_viewers} viewers"]
         if self.refused:
             lines.append(f"web: {self.refused} requests refused without a valid token")
+        if self.turned_away:
+            lines.append(f"web: {self.turned_away} connections closed at once, {MAX_CONNECTIONS} being open")
         return SinkReport(tuple(lines))
 
 
@@ -508,12 +520,14 @@ class _Gate(asyncio.Protocol):
     :data:`MAX_CONNECTIONS` are open. Counted here, not in the factory: asyncio makes the protocols of a
     burst of connections before any is registered, so the factory's count would lag by up to a backlog."""
 
-    def __init__(self, http: web.Server) -> None:
+    def __init__(self, http: web.Server, turned_away: Callable[[], None]) -> None:
         self._http = http
+        self._turned_away = turned_away
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if len(self._http.connections) >= MAX_CONNECTIONS:
             transport.abort()  # type: ignore[attr-defined]
+            self._turned_away()
             return
         handler = self._http()
         transport.set_protocol(handler)
