@@ -286,8 +286,9 @@ def make_trt(
     state.fail_execute = False
 
     class Network:
-        def __init__(self) -> None:
+        def __init__(self, implicit_batch: bool) -> None:
             self.inputs: list[Any] = []
+            self.has_implicit_batch_dimension = implicit_batch
 
         @property
         def num_inputs(self) -> int:
@@ -302,6 +303,13 @@ def make_trt(
             self.num_errors = 0
 
         def parse(self, data: bytes, path: str | None = None) -> bool:
+            if self.network.has_implicit_batch_dimension:  # onnx-tensorrt 8.x ModelImporter::importModel
+                return self._fail(
+                    'Assertion failed: !_importer_ctx.network()->hasImplicitBatchDimension() && "This '
+                    "version of the ONNX parser only supports TensorRT INetworkDefinitions with an explicit "
+                    "batch dimension. Please ensure the network was created using the EXPLICIT_BATCH "
+                    'NetworkDefinitionCreationFlag."'
+                )
             if b"external_data" in data and path is None:  # weights in a side file it cannot locate
                 return self._fail("Failed to open file: weights.bin (external data without a model path)")
             if b"ConvInteger" in data:  # onnx-tensorrt docs/operators.md: "ConvInteger | N"
@@ -352,8 +360,9 @@ def make_trt(
             pass
 
         def create_network(self, flags: int) -> Network:
-            assert flags == 0
-            return Network()
+            # TensorRT 8: 0 makes an implicit-batch network; 10 ignores the flag (explicit batch only)
+            explicit = flags & (1 << trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+            return Network(implicit_batch=major < 10 and not explicit)
 
         def create_builder_config(self) -> Config:
             return Config()
@@ -396,7 +405,8 @@ def make_trt(
             raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
         return np.dtype(trt_type)
 
-    flags = {"FP16": "fp16"} if int(version.split(".")[0]) < 11 else {}
+    major = int(version.split(".")[0])
+    flags = {"FP16": "fp16"} if major < 11 else {}
     trt = SimpleNamespace(
         __version__=version,
         Logger=Logger,
@@ -406,6 +416,7 @@ def make_trt(
         TensorIOMode=SimpleNamespace(INPUT="input", OUTPUT="output"),
         MemoryPoolType=SimpleNamespace(WORKSPACE="workspace"),
         BuilderFlag=SimpleNamespace(TF32="tf32", **flags),
+        NetworkDefinitionCreationFlag=SimpleNamespace(EXPLICIT_BATCH=0),  # NvInfer.h: kEXPLICIT_BATCH = 0
         nptype=nptype,
         state=state,
     )
@@ -690,6 +701,15 @@ def test_tensorrt_11_builds_fp32(tmp_path: Path) -> None:
     _backend(tmp_path, trt, cuda).close()
     assert trt.state.builds == 1
     assert trt.state.flags == []
+
+
+def test_tensorrt_8_of_jetpack_5_is_refused_in_one_line_naming_tensorrt_10(tmp_path: Path) -> None:
+    # JetPack 5 ships TensorRT 8.5 (8.6 on x86), whose ONNX parser refuses an implicit-batch network, the
+    # kind create_network(0) makes there; its message asks for a flag the user cannot set
+    cuda = FakeCuda()
+    with pytest.raises(MissingDependencyError, match=r"needs TensorRT 10 .*this is TensorRT 8\.5\.2\.2"):
+        _backend(tmp_path, make_trt(cuda, version="8.5.2.2"), cuda)
+    assert cuda.contexts == []  # refused before CUDA was touched
 
 
 def test_bf16_engine_tensor_is_a_model_error_naming_it(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@
   float ones instead (:mod:`edgeseg.backends.floatconv`), unless ``float_convs`` is False.
 - An ONNX input with dynamic dimensions gets an optimization profile fixed to the card's shape (TensorRT
   refuses to build such a network without one).
+- TensorRT 10 or later (JetPack 6): TensorRT 8 (JetPack 5) is refused in one line.
 - ``fp16`` needs ``BuilderFlag.FP16``, which TensorRT 11 removed (its networks are strongly typed: the
   precision comes from the ONNX file); there ``fp16: true`` is a ConfigError, not an AttributeError.
 - The build logs "building engine" and the elapsed time every ``PROGRESS_S`` seconds (minutes on a Jetson).
@@ -190,6 +191,13 @@ class TensorRTBackend:
         self.onnx = Path(card.file)
         self.fp16 = options.fp16
         self.float_convs = options.float_convs is not False  # null too: TensorRT cannot run ConvInteger
+        if int(str(trt.__version__).split(".")[0]) < 10:
+            # TensorRT 8 (JetPack 5) would get as far as the ONNX parser, which refuses create_network(0)'s
+            # implicit-batch network with a message asking for a flag the user cannot set
+            raise MissingDependencyError(
+                f"the tensorrt backend needs TensorRT 10 (JetPack 6, or pip install edgeseg[tensorrt]): "
+                f"this is TensorRT {trt.__version__}"
+            )
         if self.fp16 and not hasattr(trt.BuilderFlag, "FP16"):
             raise ConfigError(
                 f"model.fp16: TensorRT {trt.__version__} has no FP16 builder flag (removed in TensorRT 11, "
