@@ -3,6 +3,11 @@
 picamera2 cannot be imported here (no libcamera). The fakes stand in at the narrowest boundary (the two
 classes) and copy the real behaviour from raspberrypi/picamera2 v0.3.36 (file/line of that tag):
 
+- ``IMX500(network_file, camera_id)`` loads the network onto the first IMX500 sensor whose device-tree node
+  contains ``camera_id`` (any IMX500 for ``''``) and takes that camera's ``Num`` from
+  ``Picamera2.global_camera_info()`` as its ``camera_num``; none: RuntimeError (``imx500.py:308-335``).
+  ``Picamera2(n)`` opens ``global_camera_info()[n]``, a list sorted by reversed ``Id``
+  (``picamera2.py:296-312, 344``).
 - ``IMX500.__init__`` sets the inference crop to the full sensor
   (``picamera2/devices/imx500/imx500.py:366-367``); ``set_inference_roi_abs`` bounds it to the sensor and
   keeps it in ``config['roi']`` (``imx500.py:687-716``).
@@ -43,6 +48,7 @@ from edgeseg.sources.picamera2 import Picamera2Modules
 SENSOR = (4056, 3040)
 RAW_WH = (2028, 1520)  # the IMX500 sensor mode picamera2 picks for preview sizes
 NETWORK_WH = (320, 320)
+AI_CAMERA_ID = "/base/axi/pcie@120000/rp1/i2c@88000/imx500@1a"  # libcamera id: its device-tree node
 Rect = tuple[int, int, int, int]
 
 
@@ -129,6 +135,11 @@ class World:
     requests: list[FakeRequest] = field(default_factory=list)
     roi_calls: list[Rect] = field(default_factory=list)
     imx500: FakeIMX500 | None = None
+    # what Picamera2.global_camera_info() lists, already in its order (picamera2.py:296-312)
+    cameras: list[dict[str, Any]] = field(
+        default_factory=lambda: [{"Model": "imx500", "Id": AI_CAMERA_ID, "Num": 0}]
+    )
+    opened: list[str] = field(default_factory=list)  # the Id of each camera Picamera2() opened
     closed: int = 0
     captures: int = 0
     frames: int = 0
@@ -138,11 +149,15 @@ class World:
 
         class IMX500(FakeIMX500):
             def __init__(self, network_file: str, camera_id: str = "") -> None:
-                super().__init__(world, network_file)
+                super().__init__(world, network_file, camera_id)
 
         class Picamera2(FakePicamera2):
             def __init__(self, camera_num: int = 0) -> None:
                 super().__init__(world, camera_num)
+
+            @staticmethod
+            def global_camera_info() -> list[dict[str, Any]]:
+                return world.cameras
 
         return Picamera2Modules(Picamera2=Picamera2, IMX500=IMX500 if with_imx500 else None)
 
@@ -197,12 +212,25 @@ class FakeIMX500:
     class FwProgressType:  # imx500.py:302-305
         NONE, DIRECT, INDIRECT = 0, 1, 2
 
-    def __init__(self, world: World, network_file: str) -> None:
+    def __init__(self, world: World, network_file: str, camera_id: str = "") -> None:
+        # imx500.py:312-335: the v4l2 subdevices of IMX500 sensors, the first whose of_node link (a path
+        # ending in the camera's device-tree node) contains camera_id
+        sensor = next(
+            (
+                c
+                for c in world.cameras
+                if c["Model"] == "imx500" and camera_id in f"../../../../firmware/devicetree{c['Id']}"
+            ),
+            None,
+        )
+        if sensor is None:
+            raise RuntimeError("IMX500: Requested camera dev-node not found")
         world.built.append("IMX500")
         world.imx500 = self
         self.world = world
         self.network_file = network_file
-        self.camera_num = 0
+        self.sensor_id = str(sensor["Id"])
+        self.camera_num = int(sensor["Num"])
         self.config: dict[str, Any] = {"network_file": network_file}
         self.fw_progress = self.FwProgressType.DIRECT if world.progress_readable else self.FwProgressType.NONE
         self._progress = 0
@@ -264,6 +292,7 @@ class FakePicamera2:
             raise RuntimeError("Camera __init__ sequence did not complete.")
         world.cameras_open += 1
         world.built.append("Picamera2")
+        world.opened.append(str(world.cameras[camera_num]["Id"]))  # picamera2.py:344 (IndexError if none)
         self.world = world
         self.camera_num = camera_num
         self.configured: dict[str, Any] = {}

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from imx500_fake import World, aspect_crop
+from imx500_fake import AI_CAMERA_ID, World, aspect_crop
 
 from edgeseg.config import SourceConfig
 from edgeseg.errors import MissingDependencyError, SourceError
@@ -50,6 +50,27 @@ def test_imx500_is_built_before_picamera2(tmp_path: Path) -> None:
     src = _source(tmp_path, world)
     src.close()
     assert world.built == ["IMX500", "Picamera2"]
+
+
+def test_a_numbered_camera_gets_the_network_on_its_own_sensor_and_is_the_one_captured(
+    tmp_path: Path,
+) -> None:
+    # two AI Cameras on a Raspberry Pi 5, one service each: picamera2:1 must not load camera 0's sensor
+    second = "/base/axi/pcie@120000/rp1/i2c@80000/imx500@1a"
+    world = World(
+        cameras=[
+            {"Model": "imx500", "Id": AI_CAMERA_ID, "Num": 0},
+            {"Model": "imx500", "Id": second, "Num": 1},
+        ]
+    )
+    network = tmp_path / "net.rpk"
+    network.write_bytes(b"rpk")
+    src = Picamera2Source("picamera2:1", camera_num=1, network=str(network), modules=world.modules)
+    src.open()
+    src.close()
+    assert world.imx500 is not None
+    assert world.imx500.sensor_id == second
+    assert world.opened == [second]
 
 
 def test_on_sensor_outputs_are_attached_in_network_order_with_a_batch_axis(tmp_path: Path) -> None:

@@ -133,7 +133,8 @@ class Picamera2Source(LiveSource):
 
     Args:
         uri: for messages.
-        camera_num: picamera2 camera number (with a network, the IMX500's own ``camera_num`` is used).
+        camera_num: picamera2 camera number; with a network, that camera when it is an AI Camera (IMX500),
+            else the first AI Camera.
         network: path of an IMX500 network package (``.rpk``), or None for a plain camera.
         width, height: main stream size (None: picamera2's default).
         fps: ``FrameRate`` control (None: the camera's default).
@@ -208,18 +209,30 @@ class Picamera2Source(LiveSource):
             raise SourceError(f"source URI {self.uri!r}: IMX500 network not found: {self.network}")
         self._modules = self._modules_factory(self.network is not None)
         if self.network is not None and self._modules.IMX500 is not None:
+            sensor = self._numbered_imx500(self._modules.Picamera2)
             try:
-                self._imx500 = self._modules.IMX500(self.network)
+                self._imx500 = self._modules.IMX500(self.network, camera_id=sensor)
             except (RuntimeError, OSError) as e:
                 raise SourceError(
                     f"source URI {self.uri!r}: cannot load IMX500 network {self.network}: {e}"
                 ) from None
-            self.camera_num = int(getattr(self._imx500, "camera_num", self.camera_num))
+            if not sensor:  # the first AI Camera, whatever its number
+                self.camera_num = int(getattr(self._imx500, "camera_num", self.camera_num))
             self._set_inference_roi(self._requested)
             log.info(
                 "%s: uploading network %s to the IMX500 (minutes the first time)", self.uri, self.network
             )
         super().open()
+
+    def _numbered_imx500(self, picamera2: Any) -> str:
+        """libcamera's id of camera ``camera_num`` when it is an IMX500, else ``""``. ``IMX500(net)`` alone
+        loads the network onto the first AI Camera (``imx500.py:308-335``: ``camera_id`` picks the sensor
+        whose device-tree node contains it), so with two of them ``picamera2:1`` would load and capture camera
+        0. Picamera2 numbers cameras by their place in ``global_camera_info()`` (``picamera2.py:344``)."""
+        cameras = picamera2.global_camera_info()
+        if self.camera_num >= len(cameras) or cameras[self.camera_num].get("Model") != "imx500":
+            return ""  # not an AI Camera: the network goes to the first one, as before
+        return str(cameras[self.camera_num]["Id"])
 
     def _connect(self) -> str | None:
         modules = self._modules or self._modules_factory(self.network is not None)
