@@ -279,6 +279,25 @@ def test_without_picamera2_the_error_says_what_to_install() -> None:
         open_source("picamera2:")
 
 
+def test_picamera2_broken_by_numpy_2_in_the_venv_is_one_line_saying_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Raspberry Pi OS's picamera2 imports its encoders, hence apt's simplejpeg, built for Debian's numpy 1.x;
+    # a venv with --system-site-packages that pip gave numpy 2 fails there with a ValueError, not an
+    # ImportError (picamera2/encoders/jpeg_encoder.py:3 "import simplejpeg"; raspberrypi/picamera2#1211,
+    # #1088)
+    package = tmp_path / "picamera2"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "raise ValueError('numpy.dtype size changed, may indicate binary incompatibility. "
+        "Expected 96 from C header, got 88 from PyObject')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    with pytest.raises(MissingDependencyError, match=r"^picamera2 cannot load .*simplejpeg"):
+        open_source("picamera2:")
+
+
 @pytest.fixture
 def picamera2_0_3_17(monkeypatch: pytest.MonkeyPatch) -> None:
     """An installed picamera2 older than 0.3.22: ``Picamera2`` but no ``picamera2.devices.IMX500``."""

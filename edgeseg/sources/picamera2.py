@@ -82,6 +82,14 @@ def import_picamera2(with_imx500: bool) -> Picamera2Modules:
         raise MissingDependencyError(
             f"picamera2 is only on Raspberry Pi OS: apt install python3-picamera2 ({e})"
         ) from None
+    except ValueError as e:
+        # picamera2 imports apt's simplejpeg, built for Debian's numpy 1.x; a venv where pip put numpy 2
+        # (opencv-python >= 4.12 requires it) fails there with "numpy.dtype size changed"
+        # (raspberrypi/picamera2#1211)
+        raise MissingDependencyError(
+            f"picamera2 cannot load under numpy {np.__version__} ({e}): Raspberry Pi OS builds its "
+            "simplejpeg for its own numpy; in this environment: pip install --force-reinstall simplejpeg"
+        ) from None
     if not with_imx500:
         return Picamera2Modules(Picamera2, None)
     try:
