@@ -298,6 +298,24 @@ def test_picamera2_broken_by_numpy_2_in_the_venv_is_one_line_saying_what_to_do(
         open_source("picamera2:")
 
 
+def test_imx500_support_missing_a_module_names_it_instead_of_asking_for_a_newer_picamera2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # picamera2/devices/imx500/imx500.py:12-17 (0.3.36) imports Imath, OpenEXR, jsonschema and libarchive;
+    # Raspberry Pi OS Trixie lacks Imath: "No module named 'Imath'" (raspberrypi/picamera2#1345)
+    package = tmp_path / "picamera2"
+    (package / "devices").mkdir(parents=True)
+    (package / "__init__.py").write_text("class Picamera2:\n    pass\n")
+    (package / "devices" / "__init__.py").write_text("import Imath\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("picamera2", "picamera2.devices"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(MissingDependencyError) as raised:
+        import_picamera2(True)
+    assert "No module named 'Imath'" in str(raised.value)
+    assert ">= 0.3.22" not in str(raised.value)
+
+
 @pytest.fixture
 def picamera2_0_3_17(monkeypatch: pytest.MonkeyPatch) -> None:
     """An installed picamera2 older than 0.3.22: ``Picamera2`` but no ``picamera2.devices.IMX500``."""

@@ -94,7 +94,14 @@ def import_picamera2(with_imx500: bool) -> Picamera2Modules:
         return Picamera2Modules(Picamera2, None)
     try:
         from picamera2.devices import IMX500
-    except ImportError:
+    except ImportError as e:
+        if not (e.name or "picamera2").startswith("picamera2"):
+            # IMX500 is there, but a module its file imports is not (imx500.py:12-17 in 0.3.36: Imath,
+            # OpenEXR, jsonschema, libarchive; Raspberry Pi OS Trixie lacks Imath, raspberrypi/picamera2#1345)
+            raise MissingDependencyError(
+                f"picamera2 {_installed_version()} cannot load its IMX500 support ({e}): install the "
+                "module it names for this Python"
+            ) from None
         raise MissingDependencyError(
             f"source.imx500_network needs picamera2 >= {IMX500_SINCE} (picamera2.devices.IMX500), this is "
             f"picamera2 {_installed_version()}: sudo apt update && "
