@@ -8,6 +8,9 @@ classes) and copy the real behaviour from raspberrypi/picamera2 v0.3.36 (file/li
   ``Picamera2.global_camera_info()`` as its ``camera_num``; none: RuntimeError (``imx500.py:308-335``).
   ``Picamera2(n)`` opens ``global_camera_info()[n]``, a list sorted by reversed ``Id``
   (``picamera2.py:296-312, 344``).
+- ``IMX500.__init__`` reads the network package itself (``__ni_from_network``, ``imx500.py:823-860``): the
+  firmware blocks' headers with ``struct`` (``struct.error`` on a file cut short), then the cpio archive after
+  them with libarchive (``ArchiveError`` when it is none); :data:`RPK` is the smallest package it accepts.
 - ``IMX500.__init__`` sets the inference crop to the full sensor
   (``picamera2/devices/imx500/imx500.py:366-367``); ``set_inference_roi_abs`` bounds it to the sensor and
   keeps it in ``config['roi']`` (``imx500.py:687-716``).
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -50,6 +54,38 @@ RAW_WH = (2028, 1520)  # the IMX500 sensor mode picamera2 picks for preview size
 NETWORK_WH = (320, 320)
 AI_CAMERA_ID = "/base/axi/pcie@120000/rp1/i2c@88000/imx500@1a"  # libcamera id: its device-tree node
 Rect = tuple[int, int, int, int]
+# a network package with no firmware block and an empty newc cpio archive (only its TRAILER!!! entry)
+RPK = b"070701" + b"0" * 88 + b"0000000B" + b"0" * 8 + b"TRAILER!!!\0" + b"\0" * 3 + b"\0" * 400
+
+
+class ArchiveError(Exception):
+    """``libarchive.exception.ArchiveError`` (libarchive-c), which ``fd_reader`` raises for a non-archive."""
+
+
+def read_network_package(path: str) -> None:
+    """What ``IMX500.__ni_from_network`` (``imx500.py:823-860``, 0.3.36) reads of the file."""
+    with open(path, "rb") as fp:
+        fw = memoryview(fp.read())
+    cpio_offset = 0
+    while True:
+        (magic, size) = struct.unpack(">4sI", fw[:8])
+        if magic != b"9464":
+            break
+        fw = fw[8:]
+        flags = struct.unpack("8B", fw[:8])
+        fw = fw[(size + 60 - 8) :]
+        (magic,) = struct.unpack("4s", fw[:4])
+        if magic != b"3695":
+            raise RuntimeError(f"No matching footer found in firmware file {path}")
+        fw = fw[4:]
+        cpio_offset += size + 64
+        if (flags[6] & 0x01) == 1:
+            fw = fw[32:]
+            cpio_offset += 32
+    with open(path, "rb") as fp:
+        fp.seek(cpio_offset)
+        if fp.read(6) not in (b"070701", b"070702", b"070707"):
+            raise ArchiveError("Unrecognized archive format (errno=84, retcode=-30, archive_p=1)")
 
 
 class OutputTensorInfo(ctypes.LittleEndianStructure):  # imx500.py:48-54
@@ -225,6 +261,7 @@ class FakeIMX500:
         )
         if sensor is None:
             raise RuntimeError("IMX500: Requested camera dev-node not found")
+        read_network_package(network_file)
         world.built.append("IMX500")
         world.imx500 = self
         self.world = world

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imx500_fake import NETWORK_WH, World
+from imx500_fake import NETWORK_WH, RPK, World
 
 from edgeseg.config import PipelineConfig, load_config
 from edgeseg.errors import ModelError
@@ -64,7 +64,7 @@ def test_instances_land_on_the_image_pixels_that_show_the_object(
     roi: tuple[float, float, float, float] | None,
 ) -> None:
     network = tmp_path / "imx500_network_deeplabv3plus.rpk"
-    network.write_bytes(b"rpk")
+    network.write_bytes(RPK)
     config = _config()
     source_config = replace(
         config.source, uri=f"picamera2:?network={network}", width=size[0], height=size[1], roi=roi

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from imx500_fake import AI_CAMERA_ID, World, aspect_crop
+from imx500_fake import AI_CAMERA_ID, RPK, World, aspect_crop
 
 from edgeseg.config import SourceConfig
 from edgeseg.errors import MissingDependencyError, SourceError
@@ -35,7 +35,7 @@ def _source(
     **kwargs: Any,
 ) -> Picamera2Source:
     network = tmp_path / "net.rpk"
-    network.write_bytes(b"rpk")
+    network.write_bytes(RPK)
     config = SourceConfig(uri=f"picamera2:?network={network}&fps=15", width=width, height=height, **kwargs)
     src = Picamera2Source.from_uri(parse_uri(config.uri), config)
     src._modules_factory = world.modules  # the narrowest boundary: where the picamera2 classes come from
@@ -64,7 +64,7 @@ def test_a_numbered_camera_gets_the_network_on_its_own_sensor_and_is_the_one_cap
         ]
     )
     network = tmp_path / "net.rpk"
-    network.write_bytes(b"rpk")
+    network.write_bytes(RPK)
     src = Picamera2Source("picamera2:1", camera_num=1, network=str(network), modules=world.modules)
     src.open()
     src.close()
@@ -271,6 +271,21 @@ def test_plain_camera_without_network_attaches_nothing(tmp_path: Path) -> None:
 def test_missing_network_file_is_one_clear_line(tmp_path: Path) -> None:
     src = Picamera2Source("picamera2:", network=str(tmp_path / "nope.rpk"), modules=World().modules)
     with pytest.raises(SourceError, match=r"IMX500 network not found: .*nope\.rpk"):
+        src.open()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"9464" + bytes([0, 0, 3, 232]) + bytes(20), b"<!DOCTYPE html><html>a download page</html>"],
+    ids=["cut-short", "not-a-package"],
+)
+def test_a_network_file_picamera2_cannot_read_is_one_clear_line(tmp_path: Path, content: bytes) -> None:
+    # IMX500() parses the .rpk itself: struct.error for a download cut short, libarchive's ArchiveError for a
+    # file that is no network package (imx500.py:823-860 in 0.3.36)
+    network = tmp_path / "net.rpk"
+    network.write_bytes(content)
+    src = Picamera2Source("picamera2:", network=str(network), modules=World().modules)
+    with pytest.raises(SourceError, match=r"cannot load IMX500 network .*net\.rpk: "):
         src.open()
 
 

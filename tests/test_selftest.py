@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from imx500_fake import World
+from imx500_fake import RPK, World
 from test_tensorrt_fake import FakeCuda, make_trt
 
 from edgeseg import selftest
@@ -80,7 +80,7 @@ def test_perturbed_engine_outputs_fail_with_the_measured_difference(tmp_path: Pa
 
 def _aicam(tmp_path: Path) -> PipelineConfig:
     network = tmp_path / "imx500_network_deeplabv3plus.rpk"
-    network.write_bytes(b"rpk")
+    network.write_bytes(RPK)
     config = load_config(PIPELINES / "aicam-imx500-deeplab.yaml", [])
     source = replace(config.source, uri=f"picamera2:?network={network}", imx500_network=str(network))
     return replace(config, source=source)

@@ -227,7 +227,9 @@ class Picamera2Source(LiveSource):
             sensor = self._numbered_imx500(self._modules.Picamera2)
             try:
                 self._imx500 = self._modules.IMX500(self.network, camera_id=sensor)
-            except (RuntimeError, OSError) as e:
+            except Exception as e:
+                # (besides RuntimeError and OSError, its own reading of the .rpk raises struct.error for a
+                # file cut short and libarchive's ArchiveError for one that is no package: imx500.py:823-860)
                 raise SourceError(
                     f"source URI {self.uri!r}: cannot load IMX500 network {self.network}: {e}"
                 ) from None
