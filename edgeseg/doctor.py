@@ -38,6 +38,25 @@ def _has(module: str) -> bool:
         return False
 
 
+def _picamera2_check() -> Check:
+    """picamera2 with its IMX500 support imported as the source imports it: found is not enough (apt's
+    picamera2 fails to import in a venv where pip put numpy 2, or without a module its IMX500 file needs)."""
+    from edgeseg.errors import MissingDependencyError
+    from edgeseg.sources.picamera2 import import_picamera2
+
+    fix = (
+        "on a Raspberry Pi OS: sudo apt install python3-picamera2 imx500-all (venv with "
+        "--system-site-packages)"
+    )
+    if not _has("picamera2"):
+        return Check("backend", "imx500 (picamera2)", False, "picamera2 not importable", fix)
+    try:
+        import_picamera2(True)
+    except MissingDependencyError as exc:  # says what to do
+        return Check("backend", "imx500 (picamera2)", False, str(exc))
+    return Check("backend", "imx500 (picamera2)", True, "installed")
+
+
 def _cv2_build(flag: str) -> bool:
     import cv2
 
@@ -80,16 +99,7 @@ def checks() -> list[Check]:
             "on a Jetson: use JetPack's TensorRT, then pip install edgeseg[tensorrt]",
         )
     )
-    out.append(
-        Check(
-            "backend",
-            "imx500 (picamera2)",
-            _has("picamera2"),
-            "installed" if _has("picamera2") else "picamera2 not importable",
-            "on a Raspberry Pi OS: sudo apt install python3-picamera2 imx500-all (venv with "
-            "--system-site-packages)",
-        )
-    )
+    out.append(_picamera2_check())
     from edgeseg.sources import list_cameras
 
     cams = list_cameras()

@@ -180,6 +180,25 @@ def test_doctor_reports_backends_cameras_and_displays(tmp_path: Path) -> None:
         assert topic in done.stdout
 
 
+def test_doctor_reports_a_picamera2_that_cannot_import_as_unusable_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # apt's picamera2 in a venv where pip put numpy 2: its simplejpeg (built for numpy 1.x) raises this at
+    # import (raspberrypi/picamera2#1211); the package is there, so finding it is not enough
+    package = tmp_path / "site" / "picamera2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "raise ValueError('numpy.dtype size changed, may indicate binary incompatibility. "
+        "Expected 96 from C header, got 88 from PyObject')\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))
+    done = edgeseg("doctor", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stdout.splitlines() if "imx500 (picamera2)" in x)
+    assert "installed" not in line
+    assert "numpy.dtype size changed" in line
+
+
 def test_a_reader_that_closes_the_pipe_ends_a_listing_quietly_with_exit_0(tmp_path: Path) -> None:
     # `edgeseg pipelines | head -1`: the reader is gone before the listing is written
     read, write = os.pipe()
