@@ -38,6 +38,24 @@ def _has(module: str) -> bool:
         return False
 
 
+def _tensorrt_check() -> Check:
+    """tensorrt and pycuda imported as the backend imports them, and TensorRT's version checked: found is
+    not enough (JetPack 5's TensorRT 8, or a libcuda/libnvinfer that does not load)."""
+    from edgeseg.backends.tensorrt import import_tensorrt, require_tensorrt_10
+    from edgeseg.errors import MissingDependencyError
+
+    trt, pycuda = _has("tensorrt"), _has("pycuda")
+    if not (trt and pycuda):
+        detail = f"tensorrt {'found' if trt else 'missing'}, pycuda {'found' if pycuda else 'missing'}"
+        fix = "on a Jetson: use JetPack's TensorRT, then pip install edgeseg[tensorrt]"
+        return Check("backend", "tensorrt", False, detail, fix)
+    try:
+        require_tensorrt_10(import_tensorrt()[0])
+    except MissingDependencyError as exc:  # says what to do
+        return Check("backend", "tensorrt", False, str(exc))
+    return Check("backend", "tensorrt", True, "installed")
+
+
 def _picamera2_check() -> Check:
     """picamera2 with its IMX500 support imported as the source imports it: found is not enough (apt's
     picamera2 fails to import in a venv where pip put numpy 2, or without a module its IMX500 file needs)."""
@@ -87,18 +105,7 @@ def checks() -> list[Check]:
         )
     else:
         out.append(Check("backend", "onnxruntime", False, "not installed", "pip install onnxruntime"))
-    trt, pycuda = _has("tensorrt"), _has("pycuda")
-    out.append(
-        Check(
-            "backend",
-            "tensorrt",
-            trt and pycuda,
-            "installed"
-            if trt and pycuda
-            else f"tensorrt {'found' if trt else 'missing'}, pycuda {'found' if pycuda else 'missing'}",
-            "on a Jetson: use JetPack's TensorRT, then pip install edgeseg[tensorrt]",
-        )
-    )
+    out.append(_tensorrt_check())
     out.append(_picamera2_check())
     from edgeseg.sources import list_cameras
 

@@ -199,6 +199,24 @@ def test_doctor_reports_a_picamera2_that_cannot_import_as_unusable_with_the_reas
     assert "numpy.dtype size changed" in line
 
 
+def test_doctor_reports_jetpack_5s_tensorrt_8_as_unusable_naming_tensorrt_10(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    (site / "tensorrt").mkdir(parents=True)
+    (site / "tensorrt" / "__init__.py").write_text("__version__ = '8.5.2.2'\n")  # JetPack 5.1's
+    (site / "pycuda").mkdir()
+    (site / "pycuda" / "__init__.py").write_text("")
+    (site / "pycuda" / "driver.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    done = edgeseg("doctor", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stdout.splitlines() if "backend  tensorrt" in x)
+    assert "installed" not in line
+    assert "needs TensorRT 10" in line
+    assert "this is TensorRT 8.5.2.2" in line
+
+
 def test_a_reader_that_closes_the_pipe_ends_a_listing_quietly_with_exit_0(tmp_path: Path) -> None:
     # `edgeseg pipelines | head -1`: the reader is gone before the listing is written
     read, write = os.pipe()

@@ -81,6 +81,17 @@ def import_tensorrt() -> tuple[Any, Any]:
     return trt, cuda
 
 
+def require_tensorrt_10(trt: Any) -> None:
+    """MissingDependencyError for a TensorRT older than 10. TensorRT 8 (JetPack 5) would get as far as the
+    ONNX parser, which refuses create_network(0)'s implicit-batch network with a message asking for a flag
+    the user cannot set."""
+    if int(str(trt.__version__).split(".")[0]) < 10:
+        raise MissingDependencyError(
+            f"the tensorrt backend needs TensorRT 10 (JetPack 6, or pip install edgeseg[tensorrt]): "
+            f"this is TensorRT {trt.__version__}"
+        )
+
+
 def default_cache_dir() -> Path:
     env = os.environ.get("EDGESEG_ENGINE_CACHE")
     if env:
@@ -191,13 +202,7 @@ class TensorRTBackend:
         self.onnx = Path(card.file)
         self.fp16 = options.fp16
         self.float_convs = options.float_convs is not False  # null too: TensorRT cannot run ConvInteger
-        if int(str(trt.__version__).split(".")[0]) < 10:
-            # TensorRT 8 (JetPack 5) would get as far as the ONNX parser, which refuses create_network(0)'s
-            # implicit-batch network with a message asking for a flag the user cannot set
-            raise MissingDependencyError(
-                f"the tensorrt backend needs TensorRT 10 (JetPack 6, or pip install edgeseg[tensorrt]): "
-                f"this is TensorRT {trt.__version__}"
-            )
+        require_tensorrt_10(trt)
         if self.fp16 and not hasattr(trt.BuilderFlag, "FP16"):
             raise ConfigError(
                 f"model.fp16: TensorRT {trt.__version__} has no FP16 builder flag (removed in TensorRT 11, "
