@@ -315,6 +315,30 @@ def test_the_cpu_pipeline_runs_under_the_units_memory_deny_write_execute_filter(
     assert "acknowledged by the broker" in run.stdout
 
 
+@needs_analyze
+def test_the_demo_pipeline_lowers_its_inference_priority_under_the_units_system_call_filter(
+    tmp_path: Path,
+) -> None:
+    """pipeline.nice (5 by default) lowers inference's threads with setpriority, which the unit's
+    SystemCallFilter=~@resources denied: every start warned and inference ran at the others' priority."""
+    unit = REPO / "edgeseg" / "systemd" / "edgeseg@.service"
+    wrapper = REPO / "tests" / "syscall_filter.py"
+    probe = "import os; os.sched_setaffinity(0, os.sched_getaffinity(0))"  # (@resources: denied, so it is on)
+    refused = subprocess.run(
+        [sys.executable, str(wrapper), str(unit), sys.executable, "-c", probe],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "PermissionError" in refused.stderr
+    run = subprocess.run(
+        [sys.executable, str(wrapper), str(unit), sys.executable, "-m", "edgeseg", "run",
+         "--max-frames", "10", "--output", "out.jsonl", "--state-dir", str(tmp_path / "state")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "cannot lower" not in run.stderr
+
+
 def test_doctor_with_a_pipeline_fails_when_its_camera_is_missing(tmp_path: Path) -> None:
     # README: `edgeseg doctor PIPELINE` exits 1 when one of the pipeline's needs is missing; a USB camera
     # pipeline needs its camera (`edgeseg run` stops at once with "no camera /dev/video7")
