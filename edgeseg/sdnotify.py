@@ -16,6 +16,10 @@ from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
+# systemd reads a notification into a buffer of PIPE_BUF bytes and ignores one that does not fit, all of it
+# (WATCHDOG=1 too): NOTIFY_BUFFER_MAX in src/core/manager.c, "Received notify message exceeded maximum size"
+MAX_DATAGRAM = 4096
+
 
 class Notifier:
     """Talks to the service manager; without ``$NOTIFY_SOCKET`` every method does nothing."""
@@ -48,10 +52,17 @@ class Notifier:
         """One datagram with ``fields`` (``{"READY": 1, "STATUS": "..."}``); ``True`` when it was sent."""
         if self._sock is None or self._broken or self.address is None:
             return False
-        text = "\n".join(f"{k}={_one_line(str(v))}" for k, v in fields.items())
+        lines = [f"{k}={_one_line(str(v))}".encode("utf-8", "replace") for k, v in fields.items()]
+        data = b"\n".join(lines)
+        if len(data) > MAX_DATAGRAM and "STATUS" in fields:
+            # STATUS is the one free text: shortened (on a character boundary) so the rest still counts
+            status = next(i for i, k in enumerate(fields) if k == "STATUS")
+            cut = MAX_DATAGRAM - (len(data) - len(lines[status]))
+            lines[status] = lines[status][:cut].decode("utf-8", "ignore").encode("utf-8")
+            data = b"\n".join(lines)
         target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
         try:
-            self._sock.sendto(text.encode("utf-8", "replace"), target)
+            self._sock.sendto(data, target)
         except OSError as exc:
             self._broken = True
             log.warning(
@@ -89,5 +100,6 @@ class Notifier:
 
 
 def _one_line(value: str) -> str:
-    # a newline inside a value would start a new KEY=VALUE assignment in the datagram
-    return value.replace("\n", " ")
+    # systemd splits a datagram at "\n" and "\r" alike, so either would start a new KEY=VALUE assignment
+    # inside a value; and it ignores a whole datagram with a NUL byte in it (src/core/manager.c)
+    return value.replace("\n", " ").replace("\r", " ").replace("\0", " ")

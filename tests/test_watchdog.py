@@ -75,7 +75,12 @@ class Manager:
                 data = self.sock.recv(65536)
             except TimeoutError:
                 continue
-            fields = dict(line.split("=", 1) for line in data.decode().split("\n") if "=" in line)
+            # as systemd 252 reads it (src/core/manager.c, manager_dispatch_notify_fd): a datagram longer
+            # than NOTIFY_BUFFER_MAX (4096) or holding a NUL byte is ignored whole; lines end at \n or \r
+            if len(data) > 4096 or b"\0" in data.rstrip(b"\0"):
+                continue
+            lines = re.split(r"[\n\r]", data.decode())
+            fields = dict(line.split("=", 1) for line in lines if "=" in line)
             with self._lock:
                 self.notes.append(Note(time.monotonic(), fields))
 
@@ -135,6 +140,22 @@ def test_a_notification_reaches_an_abstract_socket_and_a_newline_cannot_forge_a_
         assert note.fields == {"STATUS": "line one READY=1"}
     finally:
         m.close()
+
+
+def test_a_status_with_a_carriage_return_a_nul_or_over_4_kib_reaches_systemd_with_its_ping(
+    manager: Manager,
+) -> None:
+    notifier = Notifier.from_env({"NOTIFY_SOCKET": manager.address})
+    for status in ("camera says\rREADY=1", "a\0b", "é" * 3000):
+        assert notifier.watchdog(status)
+    manager.wait_for(lambda n: n.fields.get("STATUS", "").startswith("é"), timeout_s=5)
+    forged, nul, long = manager.seen()
+    assert forged.fields == {"WATCHDOG": "1", "STATUS": "camera says READY=1"}
+    assert nul.fields == {"WATCHDOG": "1", "STATUS": "a b"}
+    assert long.fields["WATCHDOG"] == "1"
+    assert set(long.fields["STATUS"]) == {"é"}
+    # as much as fits, cut between characters (é is 2 bytes)
+    assert len(f"WATCHDOG=1\nSTATUS={long.fields['STATUS']}".encode()) in (4095, 4096)
 
 
 def test_a_reload_says_when_it_began_on_the_monotonic_clock_in_microseconds_and_close_lets_go(
