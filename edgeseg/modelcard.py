@@ -348,6 +348,9 @@ def read_onnx_metadata(path: Path) -> tuple[dict[str, str], list[str]]:
         raise ModelError(f"cannot read model file {path}: no such file")
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # one thread, named: left at 0, onnxruntime makes a pool of one thread a core and pins each, which the
+    # service's SystemCallFilter= (~@resources: sched_setaffinity) refuses with an error line in the journal
+    options.intra_op_num_threads = 1
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for every parse failure

@@ -315,28 +315,49 @@ def test_the_cpu_pipeline_runs_under_the_units_memory_deny_write_execute_filter(
     assert "acknowledged by the broker" in run.stdout
 
 
+def _under_unit_filter(*cmd: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``cmd`` under the installed unit's SystemCallFilter= (tests/syscall_filter.py)."""
+    unit = REPO / "edgeseg" / "systemd" / "edgeseg@.service"
+    wrapper = REPO / "tests" / "syscall_filter.py"
+    return subprocess.run(
+        [sys.executable, str(wrapper), str(unit), *cmd], cwd=cwd, capture_output=True, text=True, timeout=180
+    )
+
+
 @needs_analyze
 def test_the_demo_pipeline_lowers_its_inference_priority_under_the_units_system_call_filter(
     tmp_path: Path,
 ) -> None:
     """pipeline.nice (5 by default) lowers inference's threads with setpriority, which the unit's
     SystemCallFilter=~@resources denied: every start warned and inference ran at the others' priority."""
-    unit = REPO / "edgeseg" / "systemd" / "edgeseg@.service"
-    wrapper = REPO / "tests" / "syscall_filter.py"
     probe = "import os; os.sched_setaffinity(0, os.sched_getaffinity(0))"  # (@resources: denied, so it is on)
-    refused = subprocess.run(
-        [sys.executable, str(wrapper), str(unit), sys.executable, "-c", probe],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    refused = _under_unit_filter(sys.executable, "-c", probe, cwd=tmp_path)
     assert refused.returncode == 1
     assert "PermissionError" in refused.stderr
-    run = subprocess.run(
-        [sys.executable, str(wrapper), str(unit), sys.executable, "-m", "edgeseg", "run",
-         "--max-frames", "10", "--output", "out.jsonl", "--state-dir", str(tmp_path / "state")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    run = _under_unit_filter(
+        sys.executable, "-m", "edgeseg", "run", "--max-frames", "10", "--output", "out.jsonl",
+        "--state-dir", str(tmp_path / "state"), cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "cannot lower" not in run.stderr
+
+
+@needs_analyze
+def test_reading_a_cardless_models_metadata_logs_no_error_under_the_units_system_call_filter(
+    tmp_path: Path,
+) -> None:
+    """The metadata of a model without a card (a YOLO export) was read by a session with onnxruntime's
+    default thread pool, which pins its threads: sched_setaffinity, denied by the unit, so every start put
+    an error line in the journal ('pthread_setaffinity_np failed ... Operation not permitted')."""
+    model = REPO.parent / "shared" / "assets" / "models" / "yolov8n-seg_int8_320.onnx"
+    probe = (
+        "from pathlib import Path; from edgeseg.modelcard import read_onnx_metadata; "
+        f"print(read_onnx_metadata(Path({str(model)!r}))[1])"
+    )
+    done = _under_unit_filter(sys.executable, "-c", probe, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['images']"
+    assert done.stderr == ""
 
 
 def test_doctor_with_a_pipeline_fails_when_its_camera_is_missing(tmp_path: Path) -> None:
