@@ -239,6 +239,20 @@ def _write(layout: Layout, target: str, text: str, report: list[str]) -> bool:
     return True
 
 
+def _put(layout: Layout, target: str, text: str | None, report: list[str]) -> bool:
+    """Write ``target``, or remove it when ``text`` is None: a drop-in an earlier install wrote for what this
+    one does not ask for (``--no-jetson`` after ``--jetson``) must not stay in force."""
+    if text is not None:
+        return _write(layout, target, text, report)
+    path = layout.at(target)
+    if not path.is_file():
+        return False
+    path.unlink()
+    report.append(f"removed {target}")
+    _prune(layout, path.parent)
+    return True
+
+
 def _systemd_runs(layout: Layout) -> bool:
     return layout.root == Path("/") and Path("/run/systemd/system").is_dir()
 
@@ -287,13 +301,10 @@ def install(opts: InstallOptions) -> list[str]:
     report: list[str] = []
     changed = _write(layout, target, text, report)
     changed |= _write(layout, layout.template_files()[0], template_unit(bin_path), report)
-    host = host_dropin(layout)
-    if host is not None:
-        changed |= _write(layout, layout.template_files()[1], host, report)
+    changed |= _put(layout, layout.template_files()[1], host_dropin(layout), report)
     jetson = layout.at("/etc/nv_tegra_release").exists() if opts.jetson is None else opts.jetson
-    if jetson:
-        jet = unit_file("jetson.conf").replace(TEMPLATE_BIN, str(bin_path))
-        changed |= _write(layout, layout.template_files()[2], jet, report)
+    jet = unit_file("jetson.conf").replace(TEMPLATE_BIN, str(bin_path)) if jetson else None
+    changed |= _put(layout, layout.template_files()[2], jet, report)
     binds = home_binds(needed_folders(bin_path, config))
     cache = config.model.engine_cache_dir
     cache = cache if cache is not None and in_home(Path(cache)) else None

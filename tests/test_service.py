@@ -119,6 +119,22 @@ def test_installing_twice_gives_an_identical_tree(tmp_path: Path) -> None:
     assert "edgeseg@front-door: already installed, nothing changed" in report
 
 
+def test_installing_again_without_jetson_or_render_removes_their_drop_ins(tmp_path: Path) -> None:
+    # the Jetson drop-in (ExecStartPre= prepare, MemoryDenyWriteExecute=no, /dev/nvmap) stayed in force
+    # after an install with --no-jetson, as the render group's after the group was gone
+    _group_file(tmp_path)
+    _install(tmp_path)
+    plain = _tree(tmp_path)
+    _group_file(tmp_path, "root:x:0:\nvideo:x:44:\nrender:x:105:\n")
+    _install(tmp_path, jetson=True)
+    dropins = tmp_path / "etc/systemd/system/edgeseg@.service.d"
+    assert sorted(p.name for p in dropins.iterdir()) == ["50-edgeseg-host.conf", "60-edgeseg-jetson.conf"]
+    _group_file(tmp_path)
+    report = _install(tmp_path, jetson=False)
+    assert "removed /etc/systemd/system/edgeseg@.service.d/60-edgeseg-jetson.conf" in report
+    assert _tree(tmp_path) == plain
+
+
 def test_uninstall_leaves_the_root_exactly_as_before_install(tmp_path: Path) -> None:
     _group_file(tmp_path, "root:x:0:\nvideo:x:44:\nrender:x:105:\n")
     (tmp_path / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
