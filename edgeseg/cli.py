@@ -408,7 +408,7 @@ def _run(args: argparse.Namespace) -> int:
         if total is not None and config.pipeline.max_frames is not None:
             total = min(total, config.pipeline.max_frames)
         progress = Progress(sys.stderr, total, config.pipeline.stats_interval_s)
-        link = ServiceLink(notifier, lambda: service_status(pipeline, total))
+        link = ServiceLink(notifier, lambda: service_status(pipeline, total), starting)
         while not pipeline.wait(0.1):
             if signals.received is not None:
                 link.stopping(f"stopping ({signal.Signals(signals.received).name})")
@@ -419,8 +419,6 @@ def _run(args: argparse.Namespace) -> int:
                 _reload(pipeline, shown)
                 link.reloaded()
             link.tick(pipeline)
-            if link.ready:
-                starting.stop()
             if progress.due():
                 progress.show(pipeline.stats(), pipeline.source.stats)
         progress.end()

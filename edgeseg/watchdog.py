@@ -74,12 +74,18 @@ class ServiceLink:
     the figures, RELOADING/READY around a reload and STOPPING at the end. Without ``$NOTIFY_SOCKET`` it
     does nothing.
 
-    ``status`` gives the figures line (the CLI's progress line, with the sinks' states).
+    ``status`` gives the figures line (the CLI's progress line, with the sinks' states); ``starting``, the
+    start-up's extender, is stopped once the service is ready, or once it stalls before that: a stage hung
+    on the first frame is then ended by ``TimeoutStartSec=`` instead of being given start-up time for as
+    long as ``pipeline.start_timeout_s`` allows.
     """
 
-    def __init__(self, notifier: Notifier, status: Callable[[], str]) -> None:
+    def __init__(
+        self, notifier: Notifier, status: Callable[[], str], starting: StartupExtender | None = None
+    ) -> None:
         self.notifier = notifier
         self._status = status
+        self._starting = starting
         self.ready = False
         self._stalled = False
         self._stopping = False
@@ -97,7 +103,7 @@ class ServiceLink:
         if not self.notifier.enabled:
             return
         now = time.monotonic()
-        if self.ready and now < self._next:
+        if (self.ready or self._stalled) and now < self._next:
             return
         health = pipeline.health(self.limit_s)
         if not self.ready:
@@ -105,7 +111,11 @@ class ServiceLink:
                 self.ready = True
                 self.notifier.ready(self._line(health))
                 self._next = now + self._period
-            return
+                if self._starting is not None:
+                    self._starting.stop()
+                return
+            if health.ok:
+                return
         self._next = now + self._period
         if health.ok:
             if self._stalled:
@@ -115,10 +125,19 @@ class ServiceLink:
             return
         if not self._stalled:
             self._stalled = True
-            log.error(
-                "the pipeline has stalled (%s): watchdog pings stop, so the service manager restarts it",
-                health.why,
-            )
+            if self.ready:
+                log.error(
+                    "the pipeline has stalled (%s): watchdog pings stop, so the service manager restarts it",
+                    health.why,
+                )
+            else:
+                log.error(
+                    "the pipeline has stalled before its first result (%s): no more start-up time is asked "
+                    "of the service manager, so TimeoutStartSec= ends it",
+                    health.why,
+                )
+                if self._starting is not None:
+                    self._starting.stop()
         self.notifier.status(f"stalled: {health.why}")
 
     def _line(self, health: Health) -> str:

@@ -42,7 +42,7 @@ from edgeseg.sinks.base import SinkContext
 from edgeseg.sinks.mqtt import MqttSinkConfig
 from edgeseg.sinks.mqtt_sink import MqttSink
 from edgeseg.sources import make_source
-from edgeseg.watchdog import ServiceLink
+from edgeseg.watchdog import ServiceLink, StartupExtender
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "models" / "demo-parts.onnx"
@@ -385,6 +385,37 @@ def test_pings_stop_when_the_decode_stage_hangs_or_its_thread_dies(
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_stage_hung_on_the_first_frame_stops_the_requests_for_start_up_time(
+    manager: Manager, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before READY a hung decode went unnoticed: start-up time was asked for until
+    pipeline.start_timeout_s (30 min), so systemd waited that long to end and restart the service."""
+    monkeypatch.setattr("edgeseg.watchdog.EXTEND_STEP_S", 0.1)
+    notifier = Notifier(manager.address, 1_000_000)
+    starting = StartupExtender(notifier)
+    starting.start(1800.0, "waiting for the first result")
+    hanging = HangingDecode(at=0)
+    pipeline = Pipeline(make_source("synthetic:parts?seed=1&fps=30"), hanging)
+    link = ServiceLink(notifier, lambda: "figures", starting)
+    pipeline.start()
+    try:
+        with caplog.at_level(logging.ERROR):
+            _serve(pipeline, link, lambda: bool(manager.pings()) or link.ready, timeout_s=2)  # (1 s: a stall)
+            stalled = manager.wait_for(lambda n: n.fields.get("STATUS", "").startswith("stalled: "))
+        _serve(pipeline, link, lambda: False, timeout_s=1.0)
+        extensions = [n for n in manager.seen() if "EXTEND_TIMEOUT_USEC" in n.fields]
+        assert extensions
+        assert all(n.at <= stalled.at for n in extensions)
+        assert not link.ready
+        assert "the pipeline has stalled before its first result" in caplog.text
+    finally:
+        starting.stop()
+        hanging.release.set()
+        pipeline.stop()
+        pipeline.wait(10)
+        notifier.close()
+
+
 def test_pings_stop_when_the_mqtt_publisher_thread_dies_and_the_summary_says_so(
     manager: Manager, broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
