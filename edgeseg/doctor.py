@@ -383,8 +383,13 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
     creds = layout.at(layout.credentials(name))
     out += broker_checks(area, config, {"CREDENTIALS_DIRECTORY": str(creds)} if creds.is_dir() else {})
     model = config.model.path
-    readable = model.exists() and bool(model.stat().st_mode & stat.S_IROTH)
-    out.append(Check(area, "model", readable, str(model), "the dynamic user reads it as 'other': chmod o+r"))
+    if _hidden_by_protect_home(model, settings):
+        fix = f"run `{install}` again: it binds the folders under /home that the pipeline needs into the unit"
+        out.append(Check(area, "model", False, f"{model}: under a home folder, hidden by ProtectHome=", fix))
+    else:
+        readable = model.exists() and bool(model.stat().st_mode & stat.S_IROTH)
+        fix = "the dynamic user reads it as 'other': chmod o+r"
+        out.append(Check(area, "model", readable, str(model), fix))
     cache = config.model.engine_cache_dir
     state = Path("/var/lib/edgeseg") / name
     if cache is not None:
@@ -392,6 +397,24 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
         fix = "set model.engine_cache_dir: null (engines then go to the state directory, its one writable)"
         out.append(Check(area, "engine cache", inside, str(cache), fix))
     return [*out, _watchdog_check(name, settings, config)]
+
+
+def _hidden_by_protect_home(path: Path, settings: Mapping[str, list[str]]) -> bool:
+    """Whether the unit's ``ProtectHome=`` hides ``path``: it lies under /home, /root or /run/user and no
+    ``BindPaths=``/``BindReadOnlyPaths=`` entry shows it (what install writes when the pipeline file it was
+    given needs such a folder; the copy in /etc edited afterwards gets none)."""
+    import shlex
+
+    from edgeseg.service import in_home
+
+    protect = (settings.get("ProtectHome") or ["no"])[-1]
+    if protect not in ("yes", "true", "on", "1", "tmpfs") or not in_home(path):
+        return False
+    # words as systemd reads them: quoted, '%%' for '%', an optional '-' prefix and ':DEST[:OPTIONS]'
+    values = [v for key in ("BindPaths", "BindReadOnlyPaths") for v in settings.get(key, [])]
+    words = [w.replace("%%", "%").lstrip("-") for v in values for w in shlex.split(v)]
+    binds = {Path(c) for w in words for c in (w, w.split(":")[0])}
+    return not any(b == path or b in path.parents for b in binds)
 
 
 def _state_check(

@@ -259,6 +259,32 @@ def test_doctor_service_passes_on_a_demo_install_including_watchdog_against_late
     assert "WatchdogSec=60 s, worst frame" in watchdog.detail
 
 
+def test_doctor_service_fails_when_the_model_lies_in_a_home_folder_the_unit_hides(tmp_path: Path) -> None:
+    # /etc/edgeseg/NAME.yaml edited (README: then `systemctl reload`) to a model under /home or /root: the
+    # model check looked at the file from outside the unit and passed, while ProtectHome= hides it
+    import tempfile
+
+    if not any(Path.home() == h or h in Path.home().parents for h in (Path("/home"), Path("/root"))):
+        pytest.skip("the home folder is not under /home or /root")
+    _group_file(tmp_path)
+    _install(tmp_path)
+    with tempfile.TemporaryDirectory(dir=Path.home()) as home:
+        model = Path(home) / "models" / "demo-parts.onnx"
+        model.parent.mkdir()
+        shutil.copy(REPO / "models" / "demo-parts.onnx", model)
+        shutil.copy(REPO / "models" / "demo-parts.yaml", model.parent)  # (its card)
+        etc = tmp_path / "etc/edgeseg/front-door.yaml"
+        etc.write_text(re.sub(r"(?m)^  path: .*demo-parts.onnx", f"  path: {model}", etc.read_text()))
+        assert load_config(etc, env={}).model.path == model
+        assert "hidden by ProtectHome=" in _failed(service_checks("front-door", tmp_path), "model")
+        # installed from a pipeline file that names it, the unit binds the folder in
+        pipeline = tmp_path / "home.yaml"
+        pipeline.write_text(etc.read_text())
+        etc.unlink()
+        _install(tmp_path, pipeline=pipeline)
+        assert _failed(service_checks("front-door", tmp_path), "model") == ""
+
+
 def test_doctor_service_fails_when_a_group_of_the_unit_does_not_exist(tmp_path: Path) -> None:
     _group_file(tmp_path, "root:x:0:\n")
     _install(tmp_path)
