@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import platform
 import shutil
@@ -237,11 +238,13 @@ def broker_checks(name: str, config: PipelineConfig, env: Mapping[str, str] | No
 
 # --- edgeseg doctor --service NAME -------------------------------------------------------------------------
 
-# systemd.time(7) units this check understands
+# systemd.time(7)'s units (a month is 30.44 days, a year 365.25, as systemd counts them)
 _SPAN_UNITS = {
-    "us": 1e-6, "usec": 1e-6, "ms": 1e-3, "msec": 1e-3, "": 1.0, "s": 1.0, "sec": 1.0, "second": 1.0,
-    "seconds": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hr": 3600.0,
-    "hour": 3600.0, "hours": 3600.0,
+    "us": 1e-6, "usec": 1e-6, "μs": 1e-6, "ms": 1e-3, "msec": 1e-3, "": 1.0, "s": 1.0, "sec": 1.0,
+    "second": 1.0, "seconds": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0,
+    "hr": 3600.0, "hour": 3600.0, "hours": 3600.0, "d": 86400.0, "day": 86400.0, "days": 86400.0,
+    "w": 604800.0, "week": 604800.0, "weeks": 604800.0, "M": 2629800.0, "month": 2629800.0,
+    "months": 2629800.0, "y": 31557600.0, "year": 31557600.0, "years": 31557600.0,
 }  # fmt: skip
 DEVICE_GROUPS_KEY = "DeviceAllow"
 LATENCY_FRAMES = 20
@@ -249,13 +252,19 @@ LATENCY_MARGIN = 2  # pings come every half interval: a frame must fit twice int
 
 
 def timespan_s(text: str) -> float:
-    """A systemd time span (``60s``, ``1min 30s``, ``90``) in seconds; ``ValueError`` when unreadable."""
+    """A systemd time span (``60s``, ``1min 30s``, ``90``, ``1d``, ``infinity``) in seconds; ``ValueError``
+    when unreadable."""
     import re
 
-    parts = re.findall(r"([0-9.]+)\s*([a-z]*)", text.strip())
+    if text.strip() == "infinity":
+        return math.inf
+    parts = re.findall(r"([0-9.]+)\s*([^\s0-9.]*)", text.strip())
     if not parts or "".join(n + u for n, u in parts) != re.sub(r"\s+", "", text):
         raise ValueError(text)
-    return sum(float(n) * _SPAN_UNITS[u] for n, u in parts)
+    try:
+        return sum(float(n) * _SPAN_UNITS[u] for n, u in parts)
+    except (ValueError, KeyError):  # "1.2.3", an unknown unit
+        raise ValueError(text) from None
 
 
 def unit_settings(root: Path, name: str) -> dict[str, list[str]]:
@@ -453,10 +462,9 @@ def _watchdog_check(name: str, settings: Mapping[str, list[str]], config: Pipeli
         watchdog = timespan_s(values[-1]) if values else 0.0
     except ValueError:
         return Check(area, "watchdog", False, f"WatchdogSec={values[-1]}: not a time span", fix)
-    if watchdog <= 0:
-        return Check(
-            area, "watchdog", False, "no WatchdogSec=: a stalled pipeline would not be restarted", fix
-        )
+    if watchdog <= 0 or math.isinf(watchdog):  # systemd arms no watchdog for 0 or infinity
+        what = f"WatchdogSec={values[-1]}" if values else "no WatchdogSec="
+        return Check(area, "watchdog", False, f"{what}: a stalled pipeline would not be restarted", fix)
     if config.model.backend == "imx500":
         return Check(area, "watchdog", True, f"WatchdogSec={watchdog:g} s; inference runs on the sensor")
     stages = ModelStages.from_config(config)

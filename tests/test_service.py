@@ -15,7 +15,7 @@ import pytest
 from mqtt_harness import Broker
 
 from edgeseg.config import load_config
-from edgeseg.doctor import Check, service_checks
+from edgeseg.doctor import Check, service_checks, timespan_s
 from edgeseg.errors import ConfigError
 from edgeseg.service import InstallOptions, home_binds, install, uninstall, unit_file
 
@@ -418,3 +418,30 @@ def test_doctor_with_a_pipeline_fails_when_its_camera_is_missing(tmp_path: Path)
     (dev / "video7").touch()
     assert [c.ok for c in pipeline_checks(str(pipeline), dev) if c.name == "camera"] == [True]
     assert not [c for c in pipeline_checks(str(DEMO), dev) if c.name == "camera"]  # synthetic: no device
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("60s", 60.0), ("1min 30s", 90.0), ("90", 90.0), ("1d", 86400.0), ("2 weeks", 1209600.0),
+     ("1M", 2629800.0), ("1y 1h", 31561200.0), ("500ms", 0.5), ("infinity", float("inf"))],
+)  # fmt: skip
+def test_doctor_reads_every_systemd_time_span_unit_including_days_and_infinity(
+    text: str, seconds: float
+) -> None:
+    # systemd.time(7): WatchdogSec=1d was a KeyError traceback out of `edgeseg doctor --service`
+    assert timespan_s(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["1 fortnight", "s", "1.2.3s", "-5s"])
+def test_doctor_refuses_a_time_span_systemd_would_not_read(text: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(text)):
+        timespan_s(text)
+
+
+def test_doctor_service_says_watchdogsec_infinity_arms_no_watchdog(tmp_path: Path) -> None:
+    _group_file(tmp_path)
+    _install(tmp_path)
+    dropin = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    (dropin / "watchdog.conf").write_text("[Service]\nWatchdogSec=infinity\n")
+    assert _failed(service_checks("front-door", tmp_path), "watchdog").startswith("WatchdogSec=infinity:")
