@@ -192,9 +192,13 @@ class TrackingScore:
     """Identity and CLEAR-MOT figures of tracked predictions against tracked truth over a sequence.
 
     ``idf1 = 2 idtp / (2 idtp + idfp + idfn)`` (Ristani et al. 2016): truth and predicted ids are paired
-    one-to-one over the whole sequence to maximize the frames where a pair matches. ``id_switches`` counts the
-    frames where a truth track is matched to another predicted id than the last one it was matched to, and
-    ``mota = 1 - (fn + fp + id_switches) / gt``. A sequence without any truth or prediction scores 1.0.
+    one-to-one over the whole sequence to maximize the frames where a pair's masks overlap above the threshold
+    (in a frame's matching or not). A frame's matching keeps each truth track's last predicted id while their
+    masks still overlap so, and matches the rest by IoU (CLEAR MOT). ``id_switches`` counts the frames where a
+    truth track is matched to another predicted id than the last one it was matched to, and
+    ``mota = 1 - (fn + fp + id_switches) / gt``. These are motmetrics' figures, except that the rest are
+    matched greedily (motmetrics solves an assignment: they can differ only where masks of one side overlap
+    one another, or IoUs tie). A sequence without any truth or prediction scores 1.0.
     """
 
     frames: int
@@ -217,8 +221,8 @@ class TrackingScore:
 
 
 class TrackingAccumulator:
-    """Per-frame matches (class-aware mask IoU above the threshold, as :func:`match_instances`) of tracked
-    predictions to tracked truth, reduced to a :class:`TrackingScore` by :meth:`result`.
+    """Per-frame overlaps (class-aware mask IoU above the threshold, as :func:`iou_pairs`) and matches of
+    tracked predictions to tracked truth, reduced to a :class:`TrackingScore` by :meth:`result`.
 
     Predictions without a published track (``track_id`` < 0, or none at all) are not tracker output and are
     left out. Thread-safe, like :class:`edgeseg.evaluate.PQAccumulator`.
@@ -254,10 +258,10 @@ class TrackingAccumulator:
         tracked = ids >= 0
         shown = np.flatnonzero(tracked).tolist()
         if pairs is None:  # only the tracked predictions' overlaps
-            m = match_instances(pred[tracked], truth, self.iou_threshold)
+            pairs = iou_pairs(pred[tracked], truth, self.iou_threshold)
         else:
             at = {i: k for k, i in enumerate(shown)}  # a tracked prediction's index among the tracked ones
-            m = match_pairs([(iou, at[i], j) for iou, i, j in pairs if i in at], len(shown), len(truth))
+            pairs = [(iou, at[i], j) for iou, i, j in pairs if i in at]
         pids = ids[shown].tolist()
         tids = truth.track_id.tolist()
         with self._lock:
@@ -268,16 +272,32 @@ class TrackingAccumulator:
             for node in itertools.chain(((0, g) for g in tids), ((1, h) for h in pids)):
                 if node in seen:
                     seen[node] = self._frames
-            for i, j in zip(m.pred.tolist(), m.truth.tolist(), strict=True):
+            # identity counts every pair that overlaps in a frame, matched in it or not (Ristani et al., as
+            # motmetrics and TrackEval count): a second prediction over a part hides no frame of the first
+            for _, i, j in pairs:
                 g, h = tids[j], pids[i]
                 self._pairs[g, h] = self._pairs.get((g, h), 0) + 1
                 seen[0, g] = seen[1, h] = self._frames
+            # CLEAR MOT: a truth track keeps the predicted id it was last matched to while that pair still
+            # overlaps; only the rest are matched by IoU (else a better-fitting second prediction over a part
+            # counted as an ID switch)
+            kept = match_pairs(
+                [p for p in pairs if self._last.get(tids[p[2]]) == pids[p[1]]], len(pids), len(tids)
+            )
+            used_p, used_t = set(kept.pred.tolist()), set(kept.truth.tolist())
+            rest = match_pairs(
+                [p for p in pairs if p[1] not in used_p and p[2] not in used_t], len(pids), len(tids)
+            )
+            mp = np.concatenate((kept.pred, rest.pred)).tolist()
+            mt = np.concatenate((kept.truth, rest.truth)).tolist()
+            for i, j in zip(mp, mt, strict=True):
+                g, h = tids[j], pids[i]
                 if self._last.get(g, h) != h:
                     self._switches += 1
                 self._last[g] = h
-            self._tp += len(m.pred)
-            self._fp += len(m.unmatched_pred)
-            self._fn += len(m.unmatched_truth)
+            self._tp += len(mp)
+            self._fp += len(pids) - len(mp)
+            self._fn += len(tids) - len(mp)
             # a third of the horizon apart: each settling looks at the groups of 1 1/3 horizons at most
             if self.settle_after is not None and self._frames % max(1, self.settle_after // 3) == 0:
                 self._settle(self._frames - self.settle_after)

@@ -139,3 +139,22 @@ def test_the_accuracy_sink_scores_as_each_accumulator_alone_with_the_overlaps_fo
         tracking.add(pred[pred.track_id >= 0], truth)
     assert sink.pq.result() == pq.result()
     assert sink.tracking.result() == tracking.result()
+
+
+def test_a_second_prediction_over_a_tracked_part_neither_switches_its_id_nor_hides_its_identity() -> None:
+    """CLEAR MOT keeps a truth track's last predicted id while that pair still overlaps, and IDF1 counts every
+    frame where a pair overlaps: a better-fitting second prediction (another id) over the part is a false
+    positive, not an ID switch. Reference (motmetrics 1.4.0, ``MOTAccumulator.update`` with the distance
+    ``1 - IoU`` of the pairs above 0.5, NaN elsewhere; ``mm.metrics.create().compute``): idf1 0.75, idtp 3,
+    num_switches 0, mota 1/3, 2 false positives, 0 misses."""
+    shape = (20, 20)
+    truth = _crops(shape, [(0, 0, 10, 10)], [0], [7])
+    acc = TrackingAccumulator()
+    acc.add(_crops(shape, [(0, 0, 10, 10)], [0], [1]), truth)
+    for _ in range(2):  # id 1 still overlaps (IoU 0.6), id 2 overlaps more (IoU 0.8)
+        acc.add(_crops(shape, [(0, 0, 10, 6), (0, 0, 10, 8)], [0, 0], [1, 2]), truth)
+    got = acc.result()
+    assert got is not None
+    assert (got.idtp, got.id_switches, got.tp, got.fp, got.fn) == (3, 0, 3, 2, 0)
+    assert got.idf1 == pytest.approx(0.75)
+    assert got.mota == pytest.approx(1 / 3)
