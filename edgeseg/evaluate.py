@@ -6,7 +6,7 @@ import argparse
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from edgeseg.metrics import (
     TrackingAccumulator,
     class_counts,
     class_mean_quality,
+    in_crowd,
     iou_pairs,
     match_pairs,
 )
@@ -67,12 +68,18 @@ class PQAccumulator:
         self._frames = 0
         self._per_class: dict[int, list[float]] = {}  # class -> [tp, fp, fn, iou_sum]
 
-    def add(self, pred: Instances, truth: Instances, pairs: Pairs | None = None) -> None:
+    def add(
+        self, pred: Instances, truth: Instances, pairs: Pairs | None = None, crowd: Instances | None = None
+    ) -> None:
         """One frame. ``pairs``: :func:`edgeseg.metrics.iou_pairs` of the frame at this threshold, where the
-        caller has them."""
+        caller has them. ``crowd``: the truth's crowd regions (see :func:`edgeseg.metrics.in_crowd`)."""
         if pairs is None:
             pairs = iou_pairs(pred, truth, self.iou_threshold)
-        counts = class_counts(pred, truth, match_pairs(pairs, len(pred), len(truth)))
+        m = match_pairs(pairs, len(pred), len(truth))
+        if crowd is not None and len(crowd):
+            fp = m.unmatched_pred
+            m = replace(m, unmatched_pred=fp[~in_crowd(pred[fp], crowd)])
+        counts = class_counts(pred, truth, m)
         with self._lock:
             self._frames += 1
             for c, add in counts.items():
@@ -186,17 +193,12 @@ def command(args: argparse.Namespace) -> int:
                 "segmentation": item["segmentation"],
                 "score": item["score"],
             })  # fmt: skip
-        crops, origins, classes = [], [], []
-        for ann in coco.loadAnns(coco.getAnnIds(imgIds=[info["id"]], iscrowd=False)):
-            if ann["category_id"] not in cat_to_class:
-                continue
-            m = coco.annToMask(ann).astype(bool)
-            if m.any():
-                crops.append(m)
-                origins.append((0, 0))
-                classes.append(cat_to_class[ann["category_id"]])
-        truth = Instances.from_crops(img.shape[:2], classes, np.ones(len(classes)), origins, crops)
-        pq.add(pred, truth)
+        # the crowd regions apart: a detection in one is no false positive (as in the AP, and panopticapi)
+        truth, crowd = (
+            _truth(coco, coco.getAnnIds(imgIds=[info["id"]], iscrowd=flag), cat_to_class, img.shape[:2])
+            for flag in (False, True)
+        )
+        pq.add(pred, truth, crowd=crowd)
     print(f"{len(images)} images, {len(cat_to_class)} shared classes: "
           + ", ".join(sorted(names[k] for k in cat_to_class.values())))  # fmt: skip
     if detections:
@@ -215,6 +217,19 @@ def command(args: argparse.Namespace) -> int:
         print(acc.line().replace("frames", "images"))
     stages.model.close()
     return 0
+
+
+def _truth(coco: Any, ann_ids: list[int], cat_to_class: Mapping[int, int], hw: tuple[int, int]) -> Instances:
+    """The annotations ``ann_ids`` of the model's classes, as instances (empty masks left out)."""
+    crops, classes = [], []
+    for ann in coco.loadAnns(ann_ids):
+        if ann["category_id"] not in cat_to_class:
+            continue
+        m = coco.annToMask(ann).astype(bool)
+        if m.any():
+            crops.append(m)
+            classes.append(cat_to_class[ann["category_id"]])
+    return Instances.from_crops(hw, classes, np.ones(len(classes)), [(0, 0)] * len(crops), crops)
 
 
 class AccuracySink:

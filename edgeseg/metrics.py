@@ -10,6 +10,8 @@ Conventions (those of COCO panoptic / panopticapi, without void handling):
   than half only if they overlap each other).
 - PQ, SQ and RQ are computed per class, then averaged over the classes present in the prediction or the
   truth (as panopticapi does); ``tp``, ``fp``, ``fn`` are totals over classes.
+- Crowd regions, where given (``edgeseg eval`` gives COCO's ``iscrowd`` annotations), are handled as
+  panopticapi does: see :func:`in_crowd`.
 """
 
 from __future__ import annotations
@@ -137,6 +139,25 @@ def match_pairs(pairs: Pairs, n_pred: int, n_truth: int) -> Matches:
     )
 
 
+def in_crowd(pred: Instances, crowd: Instances) -> NDArray[np.bool_]:
+    """``(N,)`` which predictions lie more than half (of their pixels) in the crowd regions of their class:
+    unmatched, panopticapi leaves them out of the false positives (a crowd region is one truth entry for a
+    group of objects too close to label one by one, as COCO's ``iscrowd``; it is never matched nor missed)."""
+    out = np.zeros(len(pred), bool)
+    cb = crowd.mask_box.astype(np.int64)
+    for i in range(len(pred)):
+        x0, y0, x1, y1 = (int(v) for v in pred.mask_box[i])
+        under = np.zeros(pred.masks[i].shape, bool)  # the crowd regions of its class under its crop
+        for j in np.flatnonzero(crowd.class_id == pred.class_id[i]).tolist():
+            a0, b0, a1, b1 = max(x0, cb[j, 0]), max(y0, cb[j, 1]), min(x1, cb[j, 2]), min(y1, cb[j, 3])
+            if a1 > a0 and b1 > b0:
+                under[b0 - y0 : b1 - y0, a0 - x0 : a1 - x0] |= crowd.masks[j][
+                    b0 - cb[j, 1] : b1 - cb[j, 1], a0 - cb[j, 0] : a1 - cb[j, 0]
+                ]
+        out[i] = 2 * np.count_nonzero(under & pred.masks[i]) > int(pred.area[i])
+    return out
+
+
 def class_counts(pred: Instances, truth: Instances, m: Matches) -> dict[int, list[float]]:
     """Per class ``[tp, fp, fn, sum of matched IoU]`` of one matching (every class of either side present)."""
     counts: dict[int, list[float]] = {
@@ -154,14 +175,16 @@ def class_counts(pred: Instances, truth: Instances, m: Matches) -> dict[int, lis
 
 
 def class_mean_quality(counts: dict[int, list[float]]) -> tuple[float, float, float]:
-    """``(pq, sq, rq)``: each class's figures from its ``[tp, fp, fn, iou_sum]``, averaged over classes.
+    """``(pq, sq, rq)``: each class's figures from its ``[tp, fp, fn, iou_sum]``, averaged over the classes
+    with any (as panopticapi: a class whose only predictions lay in crowd regions has none).
 
     No class at all (nothing predicted, nothing true) is a perfect result: ``(1.0, 1.0, 1.0)``.
     """
-    if not counts:
+    seen = [c for c in counts.values() if c[0] + c[1] + c[2]]
+    if not seen:
         return 1.0, 1.0, 1.0
     pqs, sqs, rqs = [], [], []
-    for tp, fp, fn, iou_sum in counts.values():
+    for tp, fp, fn, iou_sum in seen:
         denom = tp + 0.5 * fp + 0.5 * fn
         sq = iou_sum / tp if tp else 0.0
         rq = tp / denom if denom else 0.0

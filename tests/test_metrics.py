@@ -158,3 +158,20 @@ def test_a_second_prediction_over_a_tracked_part_neither_switches_its_id_nor_hid
     assert (got.idtp, got.id_switches, got.tp, got.fp, got.fn) == (3, 0, 3, 2, 0)
     assert got.idf1 == pytest.approx(0.75)
     assert got.mota == pytest.approx(1 / 3)
+
+
+def test_a_prediction_lying_in_a_crowd_region_of_its_class_is_no_false_positive() -> None:
+    """As panopticapi (``pq_compute_single_core``: an unmatched prediction more than half in VOID or the crowd
+    region of its class is left out, and ``pq_average`` skips a class with tp + fp + fn == 0): class 0 matched
+    exactly, class 1 predicted only inside a crowd region, class 2 more than half outside one. Reference, by
+    that code on these masks: tp 1, fp 1, fn 0, PQ = SQ = RQ = (1 + 0) / 2 over classes 0 and 2."""
+    shape = (40, 40)
+    truth = _boxes(shape, [(0, 0, 10, 10)], [0])
+    crowd = _boxes(shape, [(20, 0, 40, 20), (0, 20, 10, 30)], [1, 2])
+    pred = _boxes(shape, [(0, 0, 10, 10), (22, 2, 30, 10), (0, 25, 10, 40)], [0, 1, 2])
+    acc = PQAccumulator()
+    acc.add(pred, truth, crowd=crowd)
+    got = acc.result()
+    assert got is not None
+    assert (got.tp, got.fp, got.fn) == (1, 1, 0)
+    assert (got.pq, got.sq, got.rq) == (0.5, 0.5, 0.5)
