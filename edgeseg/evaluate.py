@@ -201,7 +201,10 @@ def command(args: argparse.Namespace) -> int:
         pq.add(pred, truth, crowd=crowd)
     print(f"{len(images)} images, {len(cat_to_class)} shared classes: "
           + ", ".join(sorted(names[k] for k in cat_to_class.values())))  # fmt: skip
-    if detections:
+    if not coco.getAnnIds(catIds=sorted(cat_to_class), iscrowd=False):
+        # nothing to score against: COCOeval's stats are -1 then, which read as a score
+        print("mask AP n/a (no annotations of the shared classes)")
+    elif detections:
         evaluator = eval_cls(coco, coco.loadRes(detections), "segm")
         evaluator.params.catIds = sorted(cat_to_class)
         evaluator.evaluate()

@@ -272,6 +272,22 @@ def test_eval_reports_coco_mask_ap_and_pq_on_real_ground_truth(
     assert "over 3 images" in pq_line
 
 
+def test_eval_of_a_set_without_annotations_of_the_shared_classes_reports_no_mask_ap(
+    tmp_path: Path, assets_dir: Path, yolo: Path
+) -> None:
+    # was "mask AP -1.000  AP50 -1.000  AP75 -1.000": COCOeval's mark for no ground truth, read as a score
+    dataset = assets_dir / "datasets" / "voc2011_labelme_instances"
+    doc = json.loads((dataset / "annotations_coco.json").read_text())
+    doc["annotations"] = []
+    annotations = tmp_path / "annotations.json"
+    annotations.write_text(json.dumps(doc))
+    done = edgeseg("eval", str(annotations), "--images", str(dataset), "--model", str(yolo), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ap_line = next(line for line in done.stdout.splitlines() if line.startswith("mask AP"))
+    assert ap_line == "mask AP n/a (no annotations of the shared classes)"
+    assert "-1.000" not in done.stdout
+
+
 def test_eval_counts_no_false_positive_for_a_detection_inside_a_crowd_annotation(
     tmp_path: Path, assets_dir: Path, yolo: Path
 ) -> None:
