@@ -79,7 +79,9 @@ def mask_iou(a: Instances, i: int, b: Instances, j: int) -> float:
     ma = a.masks[i][y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0]
     mb = b.masks[j][y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
     inter = int(np.count_nonzero(ma & mb))
-    union = int(a.area[i]) + int(b.area[j]) - inter
+    # the masks' own pixels, not ``area``: instances read back from polygons keep the area of the mask they
+    # were written from, not that of the rasterized outline (an IoU of a mask with itself was 1.04)
+    union = int(np.count_nonzero(a.masks[i])) + int(np.count_nonzero(b.masks[j])) - inter
     return inter / union if union else 0.0
 
 
@@ -154,7 +156,7 @@ def in_crowd(pred: Instances, crowd: Instances) -> NDArray[np.bool_]:
                 under[b0 - y0 : b1 - y0, a0 - x0 : a1 - x0] |= crowd.masks[j][
                     b0 - cb[j, 1] : b1 - cb[j, 1], a0 - cb[j, 0] : a1 - cb[j, 0]
                 ]
-        out[i] = 2 * np.count_nonzero(under & pred.masks[i]) > int(pred.area[i])
+        out[i] = 2 * np.count_nonzero(under & pred.masks[i]) > np.count_nonzero(pred.masks[i])
     return out
 
 
