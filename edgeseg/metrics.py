@@ -17,6 +17,7 @@ Conventions (those of COCO panoptic / panopticapi, without void handling):
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from dataclasses import dataclass
 
@@ -223,7 +224,8 @@ class TrackingScore:
     truth track is matched to another predicted id than the last one it was matched to, and
     ``mota = 1 - (fn + fp + id_switches) / gt``. These are motmetrics' figures, except that the rest are
     matched greedily (motmetrics solves an assignment: they can differ only where masks of one side overlap
-    one another, or IoUs tie). A sequence without any truth or prediction scores 1.0.
+    one another, or IoUs tie). A sequence without any truth or prediction scores 1.0; one with predictions but
+    no truth has IDF1 0.0 and MOTA ``-inf``.
     """
 
     frames: int
@@ -359,7 +361,10 @@ class TrackingAccumulator:
                 idfp=n_pred - idtp,
                 idfn=n_truth - idtp,
                 id_switches=self._switches,
-                mota=1.0 - (self._fn + self._fp + self._switches) / gt if gt else 1.0,
+                # no truth: 1 - fp / 0, so -inf with any false positive (as motmetrics), not a perfect 1.0
+                mota=1.0 - (self._fn + self._fp + self._switches) / gt
+                if gt
+                else (-math.inf if self._fp else 1.0),
                 tp=self._tp,
                 fp=self._fp,
                 fn=self._fn,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -189,3 +191,15 @@ def test_the_iou_of_instances_read_back_from_polygons_is_that_of_their_masks() -
     assert mask_iou(back, 0, back, 0) == 1.0
     assert mask_iou(back, 0, inst, 0) == pytest.approx(0.98218263, abs=1e-8)
     assert panoptic_quality(back, inst).sq == pytest.approx(0.98218263, abs=1e-8)
+
+
+def test_tracks_on_frames_without_truth_score_no_perfect_mota() -> None:
+    """Reference (motmetrics 1.4.0, three frames of ``update([], [3], zeros((0, 1)))``, then ``compute``):
+    idf1 0.0, mota -inf, 3 false positives. MOTA was 1.0 (``MOTA 1.000``) as if the tracker were perfect."""
+    acc = TrackingAccumulator()
+    truth = _crops((20, 20), [], [], [])
+    for _ in range(3):
+        acc.add(_crops((20, 20), [(0, 0, 5, 5)], [0], [3]), truth)
+    got = acc.result()
+    assert got is not None
+    assert (got.idf1, got.mota, got.fp, got.gt) == (0.0, -math.inf, 3, 0)
