@@ -22,7 +22,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-EDGESEG = ROOT / ".venv" / "bin" / "edgeseg"
 TARGET_PCT = 15
 PREDICTED = re.compile(r"^predicted pipeline rate: ([0-9.]+) fps", re.MULTILINE)
 # run's summary: "done: 81 frames processed of 150 read in 18.1 s (4.5 fps); latency ..."
@@ -32,7 +31,8 @@ MEASURED = re.compile(r"frames processed of \d+ read in [0-9.]+ s \(([0-9.]+) fp
 def edgeseg(*args: str, cwd: Path) -> str:
     """stdout and stderr of one ``edgeseg`` command run in ``cwd`` (where a pipeline's relative output paths
     then lead); exits with its output when it fails."""
-    done = subprocess.run([str(EDGESEG), *args], cwd=cwd, capture_output=True, text=True)
+    # (this interpreter's edgeseg, not a .venv's beside the script: another venv, or a checkout without one)
+    done = subprocess.run([sys.executable, "-m", "edgeseg", *args], cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"edgeseg {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     return done.stdout + done.stderr

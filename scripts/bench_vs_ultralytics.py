@@ -5,7 +5,7 @@ Model ``yolov8n-seg_int8_320.onnx`` and video ``pedestrians_crossing_640x360.mp4
 ``../shared/assets``. Each round runs the three sides below one after the other, as fresh processes (each
 goes first in turn):
 
-- edgeseg: ``.venv/bin/edgeseg run pipelines/video-file.yaml --source VIDEO --model MODEL --output T.jsonl
+- edgeseg: ``python -m edgeseg run pipelines/video-file.yaml --source VIDEO --model MODEL --output T.jsonl
   --set sinks.video.path=null --no-display``: the real CLI and threaded pipeline, a video file read at the
   pipeline's pace (no frame dropped), results WRITTEN as JSON lines (polygon masks), no annotated video.
   Its default on x86-64 runs the model's dynamically quantized convolutions as float ones (see
@@ -95,8 +95,8 @@ def run_child(name: str, cmd: list[str], env: dict[str, str], timeout: float) ->
 
 def run_edgeseg(tmp: Path, timeout: float, float_convs: bool) -> dict[str, float]:
     out = tmp / f"edgeseg-float-convs-{float_convs}.jsonl"
-    exe = str(ROOT / ".venv" / "bin" / "edgeseg")
-    cmd = [exe, "run", "pipelines/video-file.yaml", "--source", str(VIDEO), "--model", str(MODEL)]
+    cmd = [sys.executable, "-m", "edgeseg", "run", "pipelines/video-file.yaml"]
+    cmd += ["--source", str(VIDEO), "--model", str(MODEL)]
     cmd += ["--output", str(out), "--set", "sinks.video.path=null", "--no-display"]
     cmd += ["--set", f"model.float_convs={str(float_convs).lower()}"]
     stdout, stderr, wall = run_child("edgeseg run", cmd, dict(os.environ), timeout)

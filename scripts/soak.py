@@ -85,7 +85,7 @@ def main() -> None:
             if not subscriber.wait(lambda: bool(subscriber.subscribes), 10):
                 sys.exit("the subscriber did not subscribe within 10 s")
             command = [
-                str(REPO / ".venv/bin/edgeseg"), "run", args.pipeline, "--max-frames", str(frames),
+                sys.executable, "-m", "edgeseg", "run", args.pipeline, "--max-frames", str(frames),
                 "--output", str(tmp / "results.jsonl"), "--mqtt", f"mqtt://127.0.0.1:{broker.port}",
                 "--set", f"sinks.mqtt.device_id={DEVICE}", "--state-dir", str(tmp / "state"),
                 *(a for kv in args.set for a in ("--set", kv)),

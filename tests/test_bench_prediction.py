@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +106,23 @@ def test_bench_counts_the_json_lines_it_would_write_and_says_what_it_leaves_out(
     assert "writing its jsonl output to a temporary folder" in predicted
     assert "not in that rate: the mqtt output" in out
     assert not (tmp_path / "out.jsonl").exists()  # the run's file is not the bench's
+
+
+def test_bench_prediction_runs_the_edgeseg_of_its_interpreter_in_a_checkout_without_a_venv(
+    tmp_path: Path,
+) -> None:
+    # the script in a checkout with no .venv beside it (another venv's python runs it, PYTHONPATH its tree)
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "scripts").mkdir()
+    script = shutil.copy(repo / "scripts" / "bench_prediction.py", tmp_path / "scripts")
+    done = subprocess.run(
+        [sys.executable, script, "--rounds", "1", "--frames", "3", "--warmup", "1", "--max-frames", "10"],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.splitlines()[-1])
+    assert len(figures["predicted_fps"]) == len(figures["measured_fps"]) == 1
