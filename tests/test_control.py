@@ -669,3 +669,22 @@ def test_reset_undoes_the_changes_not_saved_and_keeps_the_saved_ones(tmp_path: P
     outcome = control.reset()
     assert outcome.applied == {SCORE: 0.3, SIZE: CARD_SIZE}
     assert control.value(SCORE) == 0.3
+
+
+def test_bench_controls_valid_updates_are_all_applied_to_the_demo_pipeline_and_its_invalid_ones_all_rejected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # scripts/bench_control.py's "valid update burst" is the rate while real changes land, not refusals
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_control
+
+    config = load_config(str(bench_control.PIPELINE), [bench_control.SOURCE])
+    control = Control(config, DEMO_CARD)
+    for i in range(3):
+        outcome = control.update(bench_control.valid_update(i), "bench", quiet=True)
+        assert outcome.rejected == {}
+        assert set(outcome.applied) == set(bench_control.valid_update(i))
+    for changes in bench_control.INVALID_UPDATES:
+        outcome = control.update(changes, "bench", quiet=True)
+        assert outcome.applied == {}
+        assert set(outcome.rejected) == set(changes)
