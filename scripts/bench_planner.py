@@ -55,7 +55,7 @@ def reference_planner(checkout: Path) -> Callable[[ThreadCount], Any]:
     """A fresh planner of the checkout's ``edgeseg/threadplan.py`` for a backend, from the plan it runs."""
     path = checkout / "edgeseg" / "threadplan.py"
     spec = importlib.util.spec_from_file_location("reference_threadplan", path)
-    if spec is None or spec.loader is None:
+    if not path.is_file() or spec is None or spec.loader is None:  # (a spec is made for a missing file too)
         raise SystemExit(f"--reference {checkout}: no edgeseg/threadplan.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # (its dataclasses look their module up)

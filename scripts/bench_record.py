@@ -129,6 +129,8 @@ def main() -> None:
         return
     if args.reference is None:
         ap.error("--reference is required")
+    if not (args.reference / "edgeseg" / "__init__.py").is_file():
+        ap.error(f"--reference {args.reference}: no edgeseg package there")
     logging_quiet()
     sets = {"demo": demo_results(args.frames)} | {n: scene_results(n, args.maps) for n in SETS}
     runs: dict[str, list[dict[str, dict[str, Any]]]] = {"ref": [], "new": []}

@@ -34,7 +34,7 @@ def reference_runs(checkout: Path) -> type:
     """The ``_Runs`` class of the checkout's ``edgeseg/pipeline.py`` (its other names come from this tree)."""
     path = checkout / "edgeseg" / "pipeline.py"
     spec = importlib.util.spec_from_file_location("reference_pipeline", path)
-    if spec is None or spec.loader is None:
+    if not path.is_file() or spec is None or spec.loader is None:  # (a spec is made for a missing file too)
         raise SystemExit(f"--reference {checkout}: no edgeseg/pipeline.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # (its dataclasses look their module up)

@@ -212,7 +212,10 @@ def tracker_module(reference: Path | None) -> Any:
         return edgeseg.tracker
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("reference_tracker", reference / "edgeseg" / "tracker.py")
+    path = reference / "edgeseg" / "tracker.py"
+    if not path.is_file():
+        raise SystemExit(f"--reference {reference}: no edgeseg/tracker.py")
+    spec = importlib.util.spec_from_file_location("reference_tracker", path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -164,6 +164,8 @@ def load_reference_module(path: Path) -> ModuleType:
     The copy imports its modules as ``edgeseg.semantic.*``, so it is loaded under that name, its modules
     are set aside, and this tree's are put back.
     """
+    if not (path / "__init__.py").is_file():
+        raise SystemExit(f"--reference {path}: no __init__.py (give .../edgeseg/semantic)")
     ours = {k: v for k, v in sys.modules.items() if k.startswith("edgeseg.semantic")}
     for k in ours:
         del sys.modules[k]

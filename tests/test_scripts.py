@@ -1,0 +1,47 @@
+"""The benchmark scripts under scripts/: what they say when they are given something they cannot use (their
+figures are theirs to print, not asserted here)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "script", ["bench_runs.py", "bench_record.py", "bench_scores.py", "bench_explain.py"]
+)
+def test_a_reference_that_is_not_there_is_one_line_naming_it_not_a_traceback(
+    script: str, tmp_path: Path
+) -> None:
+    missing = tmp_path / "before"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / script), "--reference", str(missing)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr[-1500:]
+    assert str(missing) in done.stderr.strip().splitlines()[-1]
+
+
+def test_the_tracker_and_planner_of_a_reference_that_is_not_there_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (bench_tracking and bench_planner load them after minutes of work: their loaders alone here)
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_planner
+    import bench_tracking
+
+    with pytest.raises(SystemExit, match=str(tmp_path)):
+        bench_tracking.tracker_module(tmp_path)
+    with pytest.raises(SystemExit, match=str(tmp_path)):
+        bench_planner.reference_planner(tmp_path)
