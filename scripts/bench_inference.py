@@ -133,6 +133,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
     args = parser.parse_args()
+    if not (ASSETS / "models").is_dir():
+        sys.exit(f"bench_inference: no models in {ASSETS / 'models'} (set EDGESEG_ASSETS)")
     options = InferenceOptions(threads=args.threads)
     ref = load_reference()
     if ref is not None and args.threads:

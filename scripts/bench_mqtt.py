@@ -77,6 +77,7 @@ from bench_pipeline import Collector, ReplaySource  # scripts/ is on sys.path wh
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgeseg.config import load_config
+from edgeseg.errors import EdgesegError
 from edgeseg.frame import Result
 from edgeseg.mqtt.broker import Credentials
 from edgeseg.mqtt.spool import Spool
@@ -773,4 +774,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except EdgesegError as exc:  # a pipeline, model or video it cannot use: one line, as the edgeseg command
+        raise SystemExit(f"bench_mqtt: {exc}") from None

@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from edgeseg.config import load_config
+from edgeseg.errors import EdgesegError
 from edgeseg.frame import Frame, Result
 from edgeseg.malloc import tune_malloc
 from edgeseg.mqtt.broker import Credentials
@@ -579,4 +580,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except EdgesegError as exc:  # a pipeline, model or video it cannot use: one line, as the edgeseg command
+        raise SystemExit(f"bench_pipeline: {exc}") from None

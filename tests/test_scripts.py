@@ -45,3 +45,29 @@ def test_the_tracker_and_planner_of_a_reference_that_is_not_there_are_named(
         bench_tracking.tracker_module(tmp_path)
     with pytest.raises(SystemExit, match=str(tmp_path)):
         bench_planner.reference_planner(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "env"),
+    [
+        ("bench_pipeline.py", ["--no-mqtt", "--model", "{missing}"], {}),
+        ("bench_pipeline.py", ["--no-mqtt", "--video", "{missing}"], {}),
+        ("bench_mqtt.py", ["{missing}"], {}),
+        ("bench_inference.py", [], {"EDGESEG_ASSETS": "{missing}"}),
+    ],
+)
+def test_a_model_video_pipeline_or_assets_folder_that_is_not_there_is_one_line_naming_it(
+    script: str, args: list[str], env: dict[str, str], tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "missing")
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / script), *(a.format(missing=missing) for a in args)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **{k: v.format(missing=missing) for k, v in env.items()}},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr[-1500:]
+    assert missing in done.stderr.strip().splitlines()[-1]
