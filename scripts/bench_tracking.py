@@ -473,6 +473,10 @@ def main() -> int:
     ap.add_argument("--cost-frames", type=int, default=300)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "edgeseg-bench-tracking")
     args = ap.parse_args()
+    if args.cost_frames <= 10 or args.hostile_frames < 2:  # (medians of the updates after these)
+        ap.error(
+            "--cost-frames must be > 10 (the first 10 warm up) and --hostile-frames >= 2 (the first too)"
+        )
     import edgeseg
 
     print(f"edgeseg from {Path(edgeseg.__file__).parent}")

@@ -71,3 +71,19 @@ def test_a_model_video_pipeline_or_assets_folder_that_is_not_there_is_one_line_n
     assert done.returncode != 0
     assert "Traceback" not in done.stderr, done.stderr[-1500:]
     assert missing in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("args", [["--cost-frames", "10"], ["--sets", "hostile", "--hostile-frames", "1"]])
+def test_bench_tracking_refuses_too_few_frames_to_time_up_front(args: list[str]) -> None:
+    # (it timed none after the warm-up, and its median of nothing ended the run in a traceback at the end)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_tracking.py"), "--sets", "crossing", *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "EDGESEG_ASSETS": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr, done.stderr[-1500:]
+    assert args[-2] in done.stderr.strip().splitlines()[-1]
