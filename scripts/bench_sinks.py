@@ -6,8 +6,9 @@ another checkout, in alternated child processes.
 Each child (``--rounds`` of each, alternated) makes ``--results`` results of the demo pipeline (its own
 stages, on pre-rendered synthetic frames, as ``scripts/bench_pipeline.py`` replays them), then hands each
 result to every sink at ``--rate`` results a second, each sink on a thread of its own as the pipeline runs
-them, the MQTT sink publishing to a Mosquitto on loopback that this script starts, and waits until the
-broker has acknowledged every result. Measured per result: each sink thread's CPU (``thread_time``) and the
+them (the MQTT sink taking the results that come within its ``linger_s`` in one batch), the MQTT sink
+publishing to a Mosquitto on loopback that this script starts, and waits until the broker has acknowledged
+every result. Measured per result: each sink thread's CPU (``thread_time``) and the
 MQTT publisher thread's (its ``/proc`` schedstat, in nanoseconds). The results are made before the
 sinks start, so nothing else runs meanwhile; the broker's own CPU is not counted. The sink threads share the
 cores, so each one's figure also moves with the others' work: against the same reference, the unchanged
@@ -20,7 +21,8 @@ pairs).
     .venv/bin/python scripts/bench_sinks.py --reference /tmp/before
 
 A child runs this tree's scripts on the other checkout's ``edgeseg``, which must build the sinks as
-``bench_pipeline.device_sinks`` does (``JsonlSink``, ``MqttSink`` and their settings as they are now).
+``bench_pipeline.device_sinks`` does (``JsonlSink``, ``MqttSink`` and their settings as they are now) and
+have the pipeline's sink queue (``StageQueue.get_batch``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import argparse
 import contextlib
 import json
 import os
-import queue
 import statistics
 import subprocess
 import sys
@@ -56,9 +57,11 @@ def child(port: int, n: int, rate: float, workdir: Path, video: bool) -> dict[st
 
     from edgeseg.config import load_config
     from edgeseg.malloc import tune_malloc
-    from edgeseg.pipeline import ModelStages, Pipeline
+    from edgeseg.pipeline import LOSSLESS_QUEUE_SIZE, ModelStages, Pipeline, StageQueue
+    from edgeseg.sinks import LosslessSink
     from edgeseg.sinks.base import SinkContext
     from edgeseg.sinks.video import VideoSink
+    from edgeseg.stats import StatsRecorder
     from edgeseg.synthetic import PartsScene
 
     tune_malloc()
@@ -77,13 +80,23 @@ def child(port: int, n: int, rate: float, workdir: Path, video: bool) -> dict[st
     assert publisher.native_id is not None
     cpu: dict[str, float] = {}
 
-    def feed(name: str, q: queue.Queue[Any]) -> None:
+    def feed(name: str, q: StageQueue[Any]) -> None:
+        # as the pipeline's sink loop (Pipeline._sink_loop) feeds it: a lossless sink (MQTT) takes the results
+        # that came within its linger_s in one batch, one spool transaction for them all
+        sink = sinks[name]
+        send_batch = sink.send_batch if isinstance(sink, LosslessSink) else None
+        limit = 1 if send_batch is None else LOSSLESS_QUEUE_SIZE
+        linger_s = 0.0 if send_batch is None else float(getattr(sink, "linger_s", 0.0))
         c0 = time.thread_time()
-        while (result := q.get()) is not None:
-            sinks[name].send(result)
+        while batch := q.get_batch(limit, linger_s):
+            if send_batch is not None:
+                send_batch(batch)
+            else:
+                sink.send(batch[0])
         cpu[name] = (time.thread_time() - c0) * 1e3
 
-    queues: dict[str, queue.Queue[Any]] = {name: queue.Queue() for name in sinks}
+    stats = StatsRecorder()
+    queues = {name: StageQueue[Any](name, len(keep.results), False, stats) for name in sinks}
     threads = [threading.Thread(target=feed, args=(name, q)) for name, q in queues.items()]
     p0 = schedstat_ms(publisher.native_id)
     for t in threads:
@@ -94,7 +107,7 @@ def child(port: int, n: int, rate: float, workdir: Path, video: bool) -> dict[st
         for q in queues.values():
             q.put(result)
     for q in queues.values():
-        q.put(None)
+        q.close()
     for t in threads:
         t.join()
     spool = mqtt.spool  # type: ignore[attr-defined]

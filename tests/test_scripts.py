@@ -6,9 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from mqtt_harness import Broker
+
+from edgeseg.frame import Result
+from edgeseg.sinks.mqtt_sink import MqttSink
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,3 +92,25 @@ def test_bench_tracking_refuses_too_few_frames_to_time_up_front(args: list[str])
     assert done.returncode == 2
     assert "Traceback" not in done.stderr, done.stderr[-1500:]
     assert args[-2] in done.stderr.strip().splitlines()[-1]
+
+
+def test_bench_sinks_feeds_the_mqtt_sink_the_batches_its_linger_gathers_as_the_pipeline_does(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (one spool transaction a result cost the sink and its publisher ~1.5x the CPU a result of the lingered
+    # batches a device's pipeline hands it at 60 results a second)
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_sinks
+
+    batches: list[int] = []
+    send_batch = MqttSink.send_batch
+
+    def counted(sink: MqttSink, results: Sequence[Result]) -> None:
+        batches.append(len(results))
+        send_batch(sink, results)
+
+    monkeypatch.setattr(MqttSink, "send_batch", counted)
+    cpu = bench_sinks.child(broker.port, 30, 60.0, tmp_path, video=False)
+    assert set(cpu) == {"jsonl", "mqtt", "publisher"}
+    assert sum(batches) == 30
+    assert max(batches) > 1  # results 17 ms apart, a linger of 20 ms
