@@ -19,6 +19,25 @@ from edgeseg.sinks.mqtt_sink import MqttSink
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _script(
+    script: str, args: Sequence[str], env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / script), *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _one_line_naming(done: subprocess.CompletedProcess[str], what: str) -> None:
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr[-1500:]
+    assert what in done.stderr.strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize(
     "script", ["bench_runs.py", "bench_record.py", "bench_scores.py", "bench_explain.py"]
 )
@@ -26,17 +45,7 @@ def test_a_reference_that_is_not_there_is_one_line_naming_it_not_a_traceback(
     script: str, tmp_path: Path
 ) -> None:
     missing = tmp_path / "before"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / script), "--reference", str(missing)],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr, done.stderr[-1500:]
-    assert str(missing) in done.stderr.strip().splitlines()[-1]
+    _one_line_naming(_script(script, ["--reference", str(missing)]), str(missing))
 
 
 def test_the_tracker_and_planner_of_a_reference_that_is_not_there_are_named(
@@ -66,33 +75,17 @@ def test_a_model_video_pipeline_or_assets_folder_that_is_not_there_is_one_line_n
     script: str, args: list[str], env: dict[str, str], tmp_path: Path
 ) -> None:
     missing = str(tmp_path / "missing")
-    done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / script), *(a.format(missing=missing) for a in args)],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), **{k: v.format(missing=missing) for k, v in env.items()}},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr, done.stderr[-1500:]
-    assert missing in done.stderr.strip().splitlines()[-1]
+    named = {k: v.format(missing=missing) for k, v in env.items()}
+    done = _script(script, [a.format(missing=missing) for a in args], named)
+    _one_line_naming(done, missing)
 
 
 @pytest.mark.parametrize("args", [["--cost-frames", "10"], ["--sets", "hostile", "--hostile-frames", "1"]])
 def test_bench_tracking_refuses_too_few_frames_to_time_up_front(args: list[str]) -> None:
     # (it timed none after the warm-up, and its median of nothing ended the run in a traceback at the end)
-    done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench_tracking.py"), "--sets", "crossing", *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "EDGESEG_ASSETS": "/nonexistent"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _script("bench_tracking.py", ["--sets", "crossing", *args], {"EDGESEG_ASSETS": "/nonexistent"})
     assert done.returncode == 2
-    assert "Traceback" not in done.stderr, done.stderr[-1500:]
-    assert args[-2] in done.stderr.strip().splitlines()[-1]
+    _one_line_naming(done, args[-2])
 
 
 def test_bench_sinks_feeds_the_mqtt_sink_the_batches_its_linger_gathers_as_the_pipeline_does(
@@ -121,14 +114,7 @@ def test_soaks_first_sample_is_of_the_edgeseg_run_not_of_the_child_before_it_sta
     # --warm-s 0: every sample counts; one of the forked interpreter before its exec read as 0.1 MB after
     # warm-up and as ranges of descriptors and threads (3-10, 1-12), which the soak reads as a leak
     args = ["--minutes", "0.05", "--sample-s", "0.5", "--warm-s", "0"]
-    done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "soak.py"), *args],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _script("soak.py", args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-1500:]
     figures = json.loads(done.stdout.splitlines()[-1])
     assert figures["exit_status"] == 0
