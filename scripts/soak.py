@@ -25,7 +25,8 @@ at the end:
 - the run's exit status and summary.
 
 The run is ``--minutes`` long at the source's pace (``--max-frames`` = minutes x 60 x ``--fps``). The
-machine may be shared: the frame rate is reported, not judged. The last line is one JSON object.
+machine may be shared: the frame rate is reported, not judged. The last line is one JSON object; the soak
+exits 1 after it when the run failed (exit status not 0) or a result it finished never arrived over MQTT.
 """
 
 from __future__ import annotations
@@ -171,6 +172,10 @@ def main() -> None:
         f"({figures['mqtt_missing']} missing, {figures['mqtt_duplicates']} duplicates)"
     )
     print(json.dumps(figures))
+    lost = [f"edgeseg run ended with exit status {status}"] if status else []
+    lost += [f"{gaps} results it finished never arrived over MQTT"] if gaps else []
+    if lost:
+        sys.exit("soak: " + "; ".join(lost))
 
 
 def _per_hour(samples: list[tuple[float, float, float, int, int]]) -> float | None:

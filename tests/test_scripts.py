@@ -120,3 +120,15 @@ def test_soaks_first_sample_is_of_the_edgeseg_run_not_of_the_child_before_it_sta
     assert figures["exit_status"] == 0
     assert figures["rss_mb_first"] > 20
     assert figures["threads"][0] > 1
+
+
+def test_a_soak_whose_run_fails_exits_non_zero_after_its_figures(tmp_path: Path) -> None:
+    # (it exited 0 with the failure only as "exit_status" inside its JSON line)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  path: /nonexistent/model.onnx\n")
+    done = _script(
+        "soak.py", [str(bad), "--minutes", "0.05", "--sample-s", "0.5", "--warm-s", "0"], cwd=tmp_path
+    )
+    assert done.returncode == 1, done.stderr[-1500:]
+    assert json.loads(done.stdout.splitlines()[-1])["exit_status"] == 2
+    assert "exit status 2" in done.stderr.strip().splitlines()[-1]
