@@ -3,7 +3,8 @@
 Sequences (each tracker gets a fresh instance per sequence):
 
 - ``conveyor``: the demo model's detections on synthetic conveyor seeds 300-309, frames 0-149 (30 fps scene
-  time), cached under ``--cache`` so reruns skip the model; truth is the scene's exact track ids.
+  time), cached under ``--cache`` (keyed by the model's and the package's bytes) so reruns skip the model;
+  truth is the scene's exact track ids.
 - ``crossing``: generated scenes of thin rods passing each other (their boxes overlap, their masks do not)
   and hiding behind an occluder band; detections are the truth with jitter, low scores and misses.
 
@@ -76,17 +77,22 @@ Track = Callable[[Instances, int], Instances]  # detections, capture ns -> detec
 
 def conveyor(seeds: range, frames: int, cache: Path) -> dict[int, Sequence]:
     """The demo model's detections and the truth for each seed, from the cache when it has them."""
+    import edgeseg
     from edgeseg.config import load_config
     from edgeseg.frame import Frame
     from edgeseg.synthetic import PartsScene
 
     config = load_config(None)
     model = Path(config.model.path)
-    key = hashlib.sha256(f"{model.stat().st_size}:{model.stat().st_mtime_ns}:{frames}".encode()).hexdigest()
+    # the model's bytes and every source file of the package (the scene, preprocessing, the decode,
+    # Instances): a change to any of them must not reuse detections made before it
+    key = hashlib.sha256(f"{frames}".encode())
+    for file in [model, *sorted(Path(edgeseg.__file__).parent.rglob("*.py"))]:
+        key.update(file.read_bytes())
     out: dict[int, Sequence] = {}
     stages = None
     for seed in seeds:
-        file = cache / f"conveyor-{seed}-{key[:12]}.pkl"
+        file = cache / f"conveyor-{seed}-{key.hexdigest()[:12]}.pkl"
         if file.exists():
             out[seed] = pickle.loads(file.read_bytes())
             continue
