@@ -49,13 +49,21 @@ YOLO_IMAGES = [
 
 
 def median_ms(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # first call pays caches and allocations
-    times = []
+    return in_turn_ms({"": fn}, repeats)[""]
+
+
+def in_turn_ms(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Each function's median ms, timed in turn (one call of each per round): the machine's load at one
+    moment then weighs on all of them, not on whichever ran during it."""
+    for fn in fns.values():
+        fn()  # first call pays caches and allocations
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def load_reference() -> Any:
@@ -106,8 +114,8 @@ def bench_yolo_decode(
         "model": path.name,
         "image": Path(image).name,
         "instances": len(ours),
-        "ours_ms": median_ms(lambda: model.decode(outputs, prepared), repeats),
     }
+    timed: dict[str, Callable[[], Any]] = {"ours_ms": lambda: model.decode(outputs, prepared)}
     if ref is not None:
         theirs = ref.ultralytics_postprocess(o0, o1, input_hw, frame.shape, retina=True)
         dense = ours.dense_masks()
@@ -116,12 +124,14 @@ def bench_yolo_decode(
             for i, d in enumerate(theirs)
         )
         row["equal_output"] = bool(same)
-        row["ultralytics_retina_ms"] = median_ms(
-            lambda: ref.ultralytics_postprocess(o0, o1, input_hw, frame.shape, retina=True), repeats
+        timed["ultralytics_retina_ms"] = lambda: ref.ultralytics_postprocess(
+            o0, o1, input_hw, frame.shape, retina=True
         )
-        row["ultralytics_default_ms"] = median_ms(
-            lambda: ref.ultralytics_postprocess(o0, o1, input_hw, frame.shape, retina=False), repeats
+        timed["ultralytics_default_ms"] = lambda: ref.ultralytics_postprocess(
+            o0, o1, input_hw, frame.shape, retina=False
         )
+    row.update(in_turn_ms(timed, repeats))
+    if ref is not None:
         row["ratio_vs_retina"] = row["ours_ms"] / row["ultralytics_retina_ms"]
         row["ratio_vs_default"] = row["ours_ms"] / row["ultralytics_default_ms"]
     model.close()
