@@ -450,6 +450,26 @@ def test_a_message_is_blamed_for_hang_ups_only_at_three_in_a_row_with_no_puback_
     assert link(False) is None  # blamed once: the count starts again
 
 
+def test_a_broker_that_hangs_up_at_once_without_reading_anything_gets_no_message_blamed() -> None:
+    # (a listener that answers CONNECT and hangs up: the largest of the backlog's first results, replayed at
+    # each connect, was deleted as over the packet limit every three links)
+    hang_ups = HangUps()
+
+    def link(heard: bool) -> tuple[object, int] | None:
+        hang_ups.connected()
+        hang_ups.sent(1, ("status", 0), 6)
+        hang_ups.sent(None, ("counts", 0), 50)  # QoS 0: paho's on_publish once written is no PUBACK
+        hang_ups.acked(9)
+        hang_ups.sent(2, 7, 5000)
+        hang_ups.sent(3, 8, 100)
+        if heard:
+            hang_ups.acked(1)  # the broker read the status, then hung up on what came after it
+        return hang_ups.lost()
+
+    assert [link(False) for _ in range(6)] == [None] * 6
+    assert [link(True), link(True), link(True)] == [None, None, (7, 5000)]
+
+
 def test_a_message_the_broker_refuses_is_dropped_counted_and_never_sent_again(tmp_path: Path) -> None:
     spool, delivery, client = connected(tmp_path, max_inflight=4)
     spool.append(numbered(0, 2))

@@ -206,6 +206,10 @@ class HangUps:
     The broker reads a connection's packets in order, so a PUBACK confirms every packet sent before the one
     it acknowledges; a broker that hangs up on a packet confirms nothing from there on. A message that was
     the largest unconfirmed one at ``SUSPECT_DROPS`` lost links in a row is the one (:meth:`lost`).
+    A lost link counts only where the broker was seen reading the connection's packets: it confirmed one,
+    or the message was the first sent (nothing before it to confirm). A broker that hangs up at once on
+    every connection, for whatever reason, confirms nothing, and the largest of the backlog's first
+    messages, replayed at each connect, was deleted as too large every three links.
     Messages are known by a key: a results message by its spool id, a retained one by its topic and the hash
     of its payload.
     """
@@ -213,19 +217,25 @@ class HangUps:
     def __init__(self) -> None:
         self._sent: list[tuple[int | None, MessageKey, int]] = []  # (QoS 1 mid, key, size), in send order
         self._suspect: tuple[MessageKey | None, int] = (None, 0)  # (key, lost links in a row)
+        self._first: MessageKey | None = None  # of this connection
+        self._heard = False  # a PUBACK on this connection
 
     def connected(self) -> None:
         self._sent.clear()
+        self._first, self._heard = None, False
 
     def sent(self, mid: int | None, key: MessageKey, size: int) -> None:
         """``mid``: that of a QoS 1 publish, whose PUBACK confirms it; ``None`` for QoS 0."""
+        if self._first is None:
+            self._first = key
         self._sent.append((mid, key, size))
         if len(self._sent) > UNCONFIRMED_KEPT:
             del self._sent[0]
 
     def acked(self, mid: int) -> None:
         for i, (sent_mid, _, _) in enumerate(self._sent):
-            if sent_mid == mid:
+            if sent_mid == mid:  # (paho calls on_publish for a QoS 0 message too, once written: no sign)
+                self._heard = True
                 if any(key == self._suspect[0] for _, key, _ in self._sent[: i + 1]):
                     self._suspect = (None, 0)
                 del self._sent[: i + 1]
@@ -238,6 +248,8 @@ class HangUps:
             return None
         _, key, size = max(self._sent, key=lambda sent: sent[2])
         self._sent.clear()
+        if not self._heard and key != self._first:
+            return None  # no sign the broker read any of it: the count stands as it was
         drops = self._suspect[1] + 1 if self._suspect[0] == key else 1
         self._suspect = (key, drops)
         if drops < SUSPECT_DROPS:

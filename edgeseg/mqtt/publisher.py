@@ -506,7 +506,8 @@ class Publisher:
             info = link.client.publish(topic, payload, qos=qos, retain=True)
             self.delivery.hang_ups.sent(info.mid if qos else None, (topic, hash(payload)), len(payload))
         if with_status:
-            link.client.publish(self.topics.status, ONLINE, qos=1, retain=True)
+            info = link.client.publish(self.topics.status, ONLINE, qos=1, retain=True)
+            self.delivery.hang_ups.sent(info.mid, (self.topics.status, hash(ONLINE)), len(ONLINE))
 
     def _publish_replies(self, link: _Link) -> None:
         with self._lock:
