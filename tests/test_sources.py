@@ -388,6 +388,36 @@ def test_live_stream_that_ends_is_reconnected_with_backoff(tmp_path: Path) -> No
     assert src.stats.reconnects == 2
 
 
+def test_a_stream_that_drops_after_each_connect_backs_off_and_logs_a_few_lines_not_two_a_drop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a flapping stream (one frame, then it drops: a camera that keeps crashing, a flaky link) is one outage
+    # going on: retried ever more slowly, its drops logged 1-3, 10, 20, ... as failed attempts are
+    video = tmp_path / "flapping.avi"
+    _write_video(video, 1)
+    caplog.set_level(logging.DEBUG, logger="edgeseg.sources")
+    src = OpenCVLiveSource(
+        str(video), str(video), cv2.CAP_FFMPEG, reconnect_initial_s=0.01, reconnect_max_s=0.04
+    )
+    src.open()
+    try:
+        frames = [src.read() for _ in range(25)]
+    finally:
+        src.close()
+    assert [f.index for f in frames if f is not None] == list(range(25))
+    assert src.stats.reconnects == 24
+    drops = [r for r in caplog.records if "stream dropped after 1 frame(s)" in r.getMessage()]
+    assert len(drops) == 24
+    assert (
+        drops[-1]
+        .getMessage()
+        .endswith("reconnecting in 0.04 s (drop 24 in a row; drops are reported again at 30)")
+    )
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    # drops 1, 2, 3, 10 and 20, each with its "frames flow again" (it was 48 lines, two a drop)
+    assert len(warned) == 10
+
+
 def test_live_source_whose_first_connect_never_succeeds_stops_cleanly(tmp_path: Path) -> None:
     missing = tmp_path / "camera-not-there.avi"
     src = OpenCVLiveSource(

@@ -9,6 +9,8 @@ Waits are interruptible, and a device call in flight is never torn down from und
 Every failure is logged at WARNING with its reason and the next attempt, throttled so that a camera unplugged
 for months does not flood the journal: attempts 1-3, then 10, 20, …, 90, then 100, 200, … (each line says
 which attempt is reported next), and any attempt that fails for a reason not reported yet in this outage.
+A stream that drops soon after each connect (it flaps) is one outage too: the backoff starts again only after
+a connection that held for :data:`STABLE_S`, and its drops are reported 1-3, 10, 20, … as attempts are.
 ``stats.state`` always has the current line.
 """
 
@@ -31,6 +33,8 @@ from edgeseg.sources import SourceStats, backoff_delays
 from edgeseg.watchdog import Activity
 
 log = logging.getLogger("edgeseg.sources")
+
+STABLE_S = 10.0  # a connection that delivered this long resets the backoff (the MQTT publisher's rule)
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,6 +83,9 @@ class LiveSource(ABC):
         self._delays: Iterator[float] = backoff_delays(reconnect_initial_s, reconnect_max_s)
         self._frames = 0
         self._connection_frames = 0  # frames since the current connection came up
+        self._connected_at = 0.0  # when the current connection came up (monotonic s)
+        # drops in a row of connections that delivered (one that held for STABLE_S starts the count again)
+        self._drops = 0
         self._last_frame = time.monotonic()  # or open() when no frame came yet
         self._failure: str | None = None  # why the last attempt or read failed, not waited out yet
         self._last_error: str | None = None
@@ -189,6 +196,11 @@ class LiveSource(ABC):
             with self.activity:
                 self._disconnect()
             n = self._connection_frames
+            if n and time.monotonic() - self._connected_at >= STABLE_S:
+                self._drops = 1
+                self._delays = backoff_delays(self._initial_s, self._max_s)
+            elif n:
+                self._drops += 1
             self._failed(f"stream dropped after {n} frame(s)" if n else "connected, but no frame came")
         return grab
 
@@ -204,6 +216,7 @@ class LiveSource(ABC):
             return False
         self._connected = True
         self._connection_frames = 0
+        self._connected_at = time.monotonic()
         log.info("%s: connected in %.1f s (attempt %d)", self.uri, time.monotonic() - started, self._tries)
         self._state = self._running_state()
         return True
@@ -236,7 +249,13 @@ class LiveSource(ABC):
         if reason == self._announced:
             level, message = logging.DEBUG, f"{reason}; next attempt in {delay:.3g} s (attempt {k})"
         elif not k:
-            level, message = logging.WARNING, f"{reason}; reconnecting in {delay:.3g} s"
+            # a drop after frames came: unthrottled, a stream that flaps would log this line, and frames
+            # flowing again, once a drop for as long as it flaps
+            d = self._drops
+            level = logging.WARNING if reported_attempt(d) else logging.DEBUG
+            message = f"{reason}; reconnecting in {delay:.3g} s"
+            if d >= 3:
+                message += f" (drop {d} in a row; drops are reported again at {_next_reported(d)})"
         else:
             new = reason not in self._reported
             level = logging.WARNING if new or reported_attempt(k) else logging.DEBUG
@@ -260,7 +279,6 @@ class LiveSource(ABC):
             self._reported.clear()
         self._last_frame = now
         self._tries = 0
-        self._delays = backoff_delays(self._initial_s, self._max_s)
         self._state = self._running_state()
         frame = Frame(
             index=self._frames,
