@@ -604,6 +604,51 @@ def test_results_the_broker_refuses_are_dropped_counted_and_do_not_hold_up_the_s
     assert stop_s < 5  # nothing left waiting for a PUBACK that will never come
 
 
+@pytest.mark.parametrize(
+    ("extra_config", "logged"),
+    [
+        # an ACL that forbids the results topic: every result refused (MQTT 5 PUBACK reason Not authorized)
+        ("acl_file {acl}\n", "the broker refused a results message"),
+        # a packet limit every result is over, announced in the CONNACK: none is sent
+        ("max_packet_size 1000\n", "over the broker's packet limit of 1000 bytes"),
+    ],
+)
+def test_results_the_broker_never_takes_are_logged_three_times_then_once_a_hundred_not_once_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, extra_config: str, logged: str
+) -> None:
+    """A condition that lasts (a broker's ACL, its packet limit against a busy scene's masks) made one error
+    line a result: at 10 results a second, 864,000 journal lines a day."""
+    from edgeseg.mqtt.broker import Credentials, parse_broker_url
+    from edgeseg.mqtt.publisher import Publisher, PublisherSettings
+    from edgeseg.mqtt.spool import Spool
+    from edgeseg.mqtt.topics import Topics
+
+    acl = tmp_path / "acl"
+    acl.write_text("topic read #\ntopic write edgeseg/cam1/status\n")
+    strict = Broker(tmp_path / "broker", extra_config=extra_config.format(acl=acl))
+    strict.start()
+    topics = Topics("edgeseg", "cam1")
+    spool = Spool(tmp_path / "spool.sqlite3", 1 << 22, 3600.0)
+    spool.append([(topics.results, _numbered(n, pad=1000)) for n in range(250)])
+    publisher = Publisher(
+        parse_broker_url(strict.url), Credentials(), "cam1", spool, topics, PublisherSettings()
+    )
+    publisher.start()
+    try:
+        deadline = time.monotonic() + 20
+        while spool.stats().depth and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        assert publisher.close(flush_timeout_s=2.0)
+        spool.close()
+        strict.stop()
+    d = publisher.stats().delivery
+    assert d.refused + d.too_large == 250
+    lines = [r.getMessage() for r in caplog.records if logged in r.getMessage()]
+    assert len(lines) == 5, lines  # results 1, 2, 3, 100 and 200
+    assert "(200 so far" in lines[-1]
+
+
 def test_a_broker_that_drops_every_connection_at_once_is_retried_with_growing_delays(tmp_path: Path) -> None:
     """A listener that answers CONNECT with a valid MQTT 5 CONNACK and hangs up: the backoff must not reset
     on such short-lived connections (it once reconnected ~500 times a minute)."""

@@ -149,7 +149,8 @@ class Delivery:
             # refused for good: sending it again would be refused again and hold up every stop
             self._refused.append(sent[0])
             n = self._count("refused")
-            log.error("the broker refused a results message: %s (%d so far); it is dropped", rc, n)
+            if _logged(n):
+                log.error("the broker refused a results message: %s (%d so far); it is dropped", rc, n)
             return
         self._acked.append(sent[0])
         with self._lock:
@@ -182,6 +183,8 @@ class Delivery:
     def _too_large(self, spool_id: int, size: int, limit: int | None) -> None:
         self.spool.delete([spool_id])
         n = self._count("too_large")
+        if not _logged(n):
+            return
         if limit is None:
             log.error(
                 "the broker hung up each of the last %d times a results message of %d bytes was sent: taken "
@@ -198,6 +201,12 @@ class Delivery:
             limit,
             n,
         )
+
+
+def _logged(n: int) -> bool:
+    """Whether the ``n``-th message lost for one reason is logged: the first three, then one a hundred (a
+    condition that lasts, an ACL or a packet limit, would log a line for every result for as long)."""
+    return n <= 3 or n % 100 == 0
 
 
 class HangUps:
