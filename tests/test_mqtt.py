@@ -300,6 +300,69 @@ def test_forget_clears_discovery_and_the_device_retained_topics(
     assert retained(broker.port, "edgeseg/cam1/#") == {}
 
 
+def test_snapshots_always_too_large_are_logged_three_times_then_once_a_hundred_not_once_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A snapshot over sinks.mqtt.snapshot_max_bytes (a busy scene's JPEG) stays over it: one warning a
+    snapshot_interval_s for as long as the scene stays busy."""
+    import numpy as np
+
+    from edgeseg.frame import Frame, Result
+    from edgeseg.instances import Instances
+    from edgeseg.mqtt.broker import Credentials
+    from edgeseg.sinks.base import SinkContext
+    from edgeseg.sinks.mqtt import MqttSinkConfig
+    from edgeseg.sinks.mqtt_sink import MqttSink
+
+    config = MqttSinkConfig(
+        url="mqtt://127.0.0.1:1", device_id="cam1", snapshot_interval_s=1e-9, snapshot_max_bytes=1024
+    )
+    sink = MqttSink(config, SinkContext(class_names=("nut",), state_dir=tmp_path), Credentials())
+    noise = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)  # JPEG: ~5 kB
+    try:
+        for i in range(250):
+            sink.send(Result(Frame(i, noise, i, 1.0e9, source="test"), Instances.empty((48, 64))))
+    finally:
+        sink.close()
+    lines = [r.getMessage() for r in caplog.records if "snapshot of frame" in r.getMessage()]
+    assert len(lines) == 5, lines  # snapshots 1, 2, 3, 100 and 200
+    assert "(200 so far)" in lines[-1]
+    assert json.loads(sink._stats_payload())["snapshots_skipped"] == 250
+
+
+def test_a_retained_topic_always_over_the_packet_limit_is_logged_three_times_then_once_a_hundred(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The snapshot over the broker's packet limit: one warning a snapshot_interval_s, for good."""
+    from edgeseg.mqtt.broker import Credentials, parse_broker_url
+    from edgeseg.mqtt.publisher import Publisher, PublisherSettings
+    from edgeseg.mqtt.spool import Spool
+    from edgeseg.mqtt.topics import Topics
+
+    small = Broker(tmp_path / "broker", extra_config="max_packet_size 2000\n")
+    small.start()
+    topics = Topics("edgeseg", "cam1")
+    spool = Spool(tmp_path / "spool.sqlite3", 1 << 20, 3600.0)
+    publisher = Publisher(
+        parse_broker_url(small.url), Credentials(), "cam1", spool, topics, PublisherSettings()
+    )
+    publisher.start()
+    try:
+        for i in range(250):
+            publisher.set_retained(topics.snapshot, b"%d" % i + b"x" * 3000, qos=0)
+            deadline = time.monotonic() + 10
+            while publisher.stats().skipped_retained <= i and time.monotonic() < deadline:
+                time.sleep(0.001)
+    finally:
+        assert publisher.close(flush_timeout_s=2.0)
+        spool.close()
+        small.stop()
+    assert publisher.stats().skipped_retained == 250
+    lines = [r.getMessage() for r in caplog.records if "over the broker's packet limit" in r.getMessage()]
+    assert len(lines) == 5, lines  # 1, 2, 3, 100 and 200
+    assert "(200 so far)" in lines[-1]
+
+
 def test_forget_with_a_pipeline_clears_the_discovery_under_its_discovery_prefix(
     tmp_path: Path, broker: Broker, collector: Collector
 ) -> None:

@@ -102,6 +102,7 @@ class _Retained:
     hung_up_at: int | None = None
     not_before: float = 0.0
     last_sent: float = -math.inf
+    skipped: int = 0  # payloads of this topic not sent (too large)
 
 
 @dataclass
@@ -456,10 +457,14 @@ class Publisher:
             size,
         )
 
-    def _skip_retained(self, why: str) -> None:
-        log.warning("%s; not sent", why)
+    def _skip_retained(self, entry: _Retained, why: str) -> None:
         with self._lock:
             self._s = replace(self._s, skipped_retained=self._s.skipped_retained + 1)
+            entry.skipped += 1
+            n = entry.skipped
+        # a snapshot stays too large for as long as the scene stays busy: not a line at every interval
+        if n <= 3 or n % 100 == 0:
+            log.warning("%s; not sent (%d so far)", why, n)
 
     def _new_delays(self) -> Iterator[float]:
         # jitter: a fleet that lost the same broker must not reconnect in lockstep
@@ -495,11 +500,12 @@ class Publisher:
         for topic, entry in due:
             size = len(entry.payload)
             if entry.hung_up_at is not None and size >= entry.hung_up_at:
-                self._skip_retained(f"{topic}: {size} bytes; the broker hung up on {entry.hung_up_at}")
+                self._skip_retained(entry, f"{topic}: {size} bytes; the broker hung up on {entry.hung_up_at}")
                 continue
             if link.max_packet is not None and packet_size(topic, entry.payload) > link.max_packet:
                 self._skip_retained(
-                    f"{topic}: {size} bytes is over the broker's packet limit of {link.max_packet} bytes"
+                    entry,
+                    f"{topic}: {size} bytes is over the broker's packet limit of {link.max_packet} bytes",
                 )
                 continue
             payload, qos = entry.payload, entry.qos

@@ -358,12 +358,17 @@ class MqttSink:
         data = jpeg.tobytes() if ok else b""
         if not data or len(data) > self.config.snapshot_max_bytes:
             self._snapshots_skipped += 1
-            log.warning(
-                "snapshot of frame %d skipped: %d bytes is over sinks.mqtt.snapshot_max_bytes (%d)",
-                result.frame.index,
-                len(data),
-                self.config.snapshot_max_bytes,
-            )
+            n = self._snapshots_skipped
+            # a busy scene stays busy: not a line at every snapshot_interval_s for as long
+            if n <= 3 or n % 100 == 0:
+                log.warning(
+                    "snapshot of frame %d skipped: %d bytes is over sinks.mqtt.snapshot_max_bytes (%d) "
+                    "(%d so far)",
+                    result.frame.index,
+                    len(data),
+                    self.config.snapshot_max_bytes,
+                    n,
+                )
             return
         self.publisher.set_retained(self.topics.snapshot, data, qos=0)
 
