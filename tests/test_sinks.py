@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -305,6 +306,24 @@ def test_video_segments_beyond_keep_go_oldest_first_earlier_runs_included_and_no
     assert later.exists()
     assert "1 old ones deleted (keep 2)" in second.report().lines[0]
     assert all(other.read_bytes() == b"not ours" for other in others)
+
+
+def test_video_segments_written_after_the_clock_was_set_back_are_the_ones_keep_keeps(tmp_path: Path) -> None:
+    """A clock that ran ahead and is stepped back (NTP, a fake-hwclock date from the future) names the
+    newer segments earlier: deleted oldest name first, each new segment went at the next one's start and
+    every one at the close, leaving only the two from before the step."""
+    path = tmp_path / "out.mp4"
+    sink = VideoSink(path, fps=10, segment_s=0.5, keep=2)
+    for i in range(25):  # 5 files of 5 frames, the last three after the clock went back a day
+        result = make_result(i)
+        if i >= 10:
+            result = replace(result, frame=replace(result.frame, wall_time=result.frame.wall_time - 86400))
+        sink.send(result)
+    sink.close()
+    newest = [tmp_path / f"out-20231113T2213{s}.500Z.mp4" for s in ("35", "40")]  # frames 15 and 20
+    assert sorted(tmp_path.glob("out-2*.mp4")) == newest
+    assert [frame_count(f) for f in newest] == [5, 5]
+    assert sink.removed == 3
 
 
 def test_an_old_segment_that_cannot_be_deleted_is_reported_and_recording_goes_on(tmp_path: Path) -> None:

@@ -90,6 +90,9 @@ class VideoSink:
         )
         self._writer: cv2.VideoWriter | None = None
         self._file = self.path  # the file being written
+        # with keep: this sink's segments still there, in the order written (a clock set back names a newer
+        # one earlier, so their names do not tell which is the oldest)
+        self._made: list[Path] = []
         self._size: tuple[int, int] = (0, 0)
         self._rate = 0.0
         self._per_file = 0  # frames a segment holds (0: one file)
@@ -150,6 +153,8 @@ class VideoSink:
         self._per_file = 0 if self.segment_s is None else max(1, round(self.segment_s * fps))
         self._in_file = 0
         self.opened += 1
+        if self.keep is not None:
+            self._made.append(target)
         self._prune()
 
     def _segment_path(self, wall_time: float) -> Path:
@@ -180,15 +185,19 @@ class VideoSink:
             return
         folder = self.path.parent if str(self.path.parent) else Path(".")
         try:
-            mine = sorted(p for p in folder.iterdir() if self._segment.fullmatch(p.name))
+            mine = {p for p in folder.iterdir() if self._segment.fullmatch(p.name)}
         except OSError as exc:
             self._prune_failed(f"cannot list {folder}: {exc.strerror or exc}")
             return
-        for old in mine[: max(0, len(mine) - self.keep)]:
+        self._made = [p for p in self._made if p in mine]
+        # earlier runs' segments first, oldest name first, then this run's in the order it wrote them
+        oldest_first = sorted(mine.difference(self._made)) + self._made
+        for old in oldest_first[: max(0, len(oldest_first) - self.keep)]:
             if old == self._file and self._writer is not None:
                 continue
             try:
                 old.unlink()
+                self._made = [p for p in self._made if p != old]
                 self.removed += 1
             except OSError as exc:
                 self._prune_failed(f"cannot delete {old}: {exc.strerror or exc}")
