@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -727,6 +728,42 @@ def test_a_broker_that_drops_every_connection_at_once_is_retried_with_growing_de
     # delays from reconnect_min_s 0.2 doubling up to reconnect_max_s 1 (with jitter): about a dozen in 8 s
     assert 3 <= len(accepted) <= 20, len(accepted)
     assert "lost the connection to mqtt://127.0.0.1" in run.output()[1]
+
+
+def test_a_broker_that_drops_every_connection_at_once_is_logged_as_failed_attempts_are_not_twice_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Such a link (a broker that hangs up at once, another device with the same client id) logged "lost
+    the connection" and "connected after N failed attempt(s)" at every attempt, for as long as it lasted."""
+    from edgeseg.mqtt.broker import Credentials, parse_broker_url
+    from edgeseg.mqtt.publisher import Publisher, PublisherSettings
+    from edgeseg.mqtt.spool import Spool
+    from edgeseg.mqtt.topics import Topics
+
+    topics = Topics("edgeseg", "cam1")
+    spool = Spool(tmp_path / "spool.sqlite3", 1 << 20, 3600.0)
+    settings = PublisherSettings(reconnect_min_s=0.01, reconnect_max_s=0.02)
+    with _connack_then(lambda conn: conn.close()) as port:
+        publisher = Publisher(
+            parse_broker_url(f"mqtt://127.0.0.1:{port}"), Credentials(), "cam1", spool, topics, settings
+        )
+        publisher.start()
+        try:
+            deadline = time.monotonic() + 30
+            while publisher.stats().connects < 31 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            assert publisher.close(flush_timeout_s=0.5)
+            spool.close()
+    assert publisher.stats().connects >= 31
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    lost = [m for m in warned if m.startswith("lost the connection")]
+    connected = [m for m in warned if m.startswith(f"connected to mqtt://127.0.0.1:{port} after")]
+    # links 1, 2, 3, 10, 20 and 30 that dropped, and the connects after them
+    assert len(lost) == 6, lost
+    assert [m.split(" after ")[1] for m in connected] == [
+        f"{k} failed attempt(s)" for k in (1, 2, 3, 10, 20, 30)
+    ]
 
 
 def test_a_link_that_stalls_after_each_connect_drops_no_result_as_too_large(tmp_path: Path) -> None:

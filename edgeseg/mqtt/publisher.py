@@ -172,6 +172,9 @@ class Publisher:
         self._unsendable_replies = 0
         self._link: _Link | None = None
         self._attempt = 0
+        # links in a row that dropped before STABLE_S (a broker that hangs up at once, another client with
+        # our id): their drops and connects are logged as failed attempts are, not each
+        self._flaps = 0
         self._delays = self._new_delays()
         self._next_attempt = 0.0
         self._last_reason: str | None = None
@@ -391,7 +394,8 @@ class Publisher:
         for topic in handlers:
             link.client.subscribe(topic, qos=1)
         if self._attempt:
-            log.warning("connected to %s after %d failed attempt(s)", self.address, self._attempt)
+            level = logging.WARNING if self._flap_said() else logging.DEBUG
+            log.log(level, "connected to %s after %d failed attempt(s)", self.address, self._attempt)
         else:
             log.info("connected to %s", self.address)
         link.connected_at = time.monotonic()
@@ -418,22 +422,30 @@ class Publisher:
             self._hung_up(self.delivery.hang_ups.lost())
         if self._stop.is_set():
             return
+        flapped = False
         if was_connected:
             lasted = time.monotonic() - link.connected_at
-            log.warning(
+            flapped = lasted < STABLE_S
+            self._flaps = self._flaps + 1 if flapped else 0
+            log.log(
+                logging.WARNING if self._flap_said() else logging.DEBUG,
                 "lost the connection to %s after %.1f s (%s); %d message(s) in flight stay in the spool",
                 self.address,
                 lasted,
                 reason,
                 self.delivery.in_flight,
             )
-            if lasted >= STABLE_S:
+            if not flapped:
                 # the backoff starts again only after a connection that held: a broker that drops us
                 # right after each connect is retried ever more slowly, not in a tight loop
                 self._attempt = 0
                 self._delays = self._new_delays()
                 self._last_reason = None
-        self._failed(reason)
+        self._failed(reason, flapped)
+
+    def _flap_said(self) -> bool:
+        """Whether a line about the link that dropped last is logged: flaps 1-3, then every LOG_REPEAT."""
+        return self._flaps <= 3 or self._flaps % LOG_REPEAT == 0
 
     def _hung_up(self, found: tuple[MessageKey, int] | None) -> None:
         """Never send again what the broker hangs up on: a results message, or a retained payload."""
@@ -470,8 +482,10 @@ class Publisher:
         # jitter: a fleet that lost the same broker must not reconnect in lockstep
         return backoff_delays(self.settings.reconnect_min_s, self.settings.reconnect_max_s, jitter=0.5)
 
-    def _failed(self, reason: str) -> None:
+    def _failed(self, reason: str, flapped: bool = False) -> None:
         self._attempt += 1
+        if not flapped:  # an attempt that did not connect: an outage, said as one
+            self._flaps = 0
         delay = next(self._delays)
         self._next_attempt = time.monotonic() + delay
         with self._lock:
