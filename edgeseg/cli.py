@@ -358,17 +358,29 @@ def _reload(pipeline: Pipeline, file: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edgeseg.control import ControlSetup, describe_tuning
-    from edgeseg.evaluate import AccuracySink
-    from edgeseg.pipeline import Pipeline
+    signals = _Signals()
+    try:
+        return _run_with(args, signals)
+    finally:
+        signals.restore()
+
+
+def _run_with(args: argparse.Namespace, signals: _Signals) -> int:
+    """:func:`_run` under its signal handlers, which stay until the summary is out: a second Ctrl-C or
+    SIGTERM (an impatient user, a supervisor that repeats it) is only recorded, and cannot cut the summary
+    short or turn a loss's status 3 into 130 or into death by that signal."""
     from edgeseg.sdnotify import Notifier
-    from edgeseg.sinks import LosslessSink
     from edgeseg.watchdog import ServiceLink, StartupExtender
 
-    signals = _Signals()
     notifier = Notifier.from_env()
     starting = StartupExtender(notifier)
     try:
+        # imported under the handlers (a SIGTERM while they load is a clean stop, not death by it)
+        from edgeseg.control import ControlSetup, describe_tuning
+        from edgeseg.evaluate import AccuracySink
+        from edgeseg.pipeline import Pipeline
+        from edgeseg.sinks import LosslessSink
+
         loaded = load_pipeline(args)
         config = loaded.config
         starting.start(config.pipeline.start_timeout_s, "loading the model")
@@ -429,7 +441,6 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         starting.stop()
-        signals.restore()
     stats = pipeline.stats()
     if pipeline.error is not None and stats.frames_done == 0 and not stats.frames_read:
         raise pipeline.error
@@ -642,6 +653,10 @@ def entry() -> NoReturn:
     C++ runtime's teardown ("terminate called without an active exception", SIGABRT) and the exit code
     would be lost: the process then ends without that teardown, once everything has been written."""
     code = main()
+    # the command is over and its status decided: a stop signal now (a repeated Ctrl-C, a supervisor's second
+    # SIGTERM) has nothing left to stop, and would only replace that status (3 for a loss) with its own
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
     left = [t.name for t in threading.enumerate() if t.daemon and t.is_alive()]
     if left:
         log.debug("exiting with threads still running: %s", ", ".join(left))

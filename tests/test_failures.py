@@ -357,6 +357,33 @@ def test_sigint_mid_run_finalizes_outputs_and_exits_130(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("sig", "code", "first"),
+    [(signal.SIGINT, 130, "interrupted (SIGINT): "), (signal.SIGTERM, 0, "stopped (SIGTERM): ")],
+)
+def test_a_stop_signal_repeated_until_the_end_keeps_the_summary_and_the_exit_status(
+    tmp_path: Path, sig: int, code: int, first: str
+) -> None:
+    # an impatient Ctrl-C Ctrl-C ..., or a supervisor that repeats its SIGTERM: the ones after the first
+    # land while the run finalizes, prints its summary and exits; none may cut those short
+    proc = spawn("run", "--output", "out.jsonl", "--set", "pipeline.stats_interval_s=0.2", cwd=tmp_path)
+    try:
+        wait_for_line(proc.stderr, " fps", timeout=120)
+        deadline = time.monotonic() + 15
+        while proc.poll() is None and time.monotonic() < deadline:
+            proc.send_signal(sig)
+            time.sleep(0.002)
+        stdout, stderr = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, stderr
+    assert stdout.startswith(first), stdout
+    written = len((tmp_path / "out.jsonl").read_text().splitlines())
+    assert f"jsonl: {written} results written" in stdout
+    assert "memory: peak" in stdout  # the summary's last line
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
     ("sig", "code", "message"),
     [(signal.SIGINT, 130, "edgeseg: interrupted"), (signal.SIGTERM, 0, "stopped by SIGTERM before")],
 )
