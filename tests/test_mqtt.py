@@ -443,7 +443,7 @@ def test_a_broker_that_refuses_the_credentials_is_logged_and_retried_not_a_crash
     )
     assert err.count("refused") <= 3
     assert "wrong-secret" not in out + err
-    assert re.search(r"\d+ results still in the spool", out)
+    assert re.search(r"\d+ (results|messages \(results and events\)) still in the spool", out)
 
 
 @pytest.mark.parametrize(
@@ -599,6 +599,26 @@ def test_a_full_disk_stops_spooling_with_a_counted_error_while_the_pipeline_goes
     assert int(done.group(1)) == results_spooled(out)  # every frame went on to the sink, full disk or not
     assert "database or disk is full" in err
     assert err.count("cannot store") <= 3  # logged, not once per frame
+    assert "Traceback" not in err
+
+
+def test_a_full_disk_under_a_spool_shared_with_events_counts_its_losses_as_messages_not_results(
+    tmp_path: Path, tiny_disk: Path
+) -> None:
+    # the demo pipeline's line makes track events, which go through the spool beside the results
+    run = Edgeseg(tmp_path, "mqtt://127.0.0.1:1", "--max-frames", "80", fps=30, state=tiny_disk)
+    code = run.wait(180)
+    out, err = run.output()
+    assert code == 3, (out, err)
+    events = re.search(r"mqtt: (\d+) events published", out)
+    lost = re.search(r"mqtt: LOST (\d+) \(spool write failed\) messages \(results and events\)", out)
+    left = re.search(r"mqtt: (\d+) messages \(results and events\) still in the spool", out)
+    assert events, out
+    assert lost, out
+    assert left, out
+    assert int(events.group(1)) > 0
+    # every message the sink made is either lost or still spooled (no broker took any)
+    assert int(lost.group(1)) + int(left.group(1)) == results_spooled(out) + int(events.group(1))
     assert "Traceback" not in err
 
 

@@ -464,6 +464,9 @@ class MqttSink:
     def report(self) -> SinkReport:
         """The run's account: what was published, what is left for the next start, what was lost."""
         s, link = self._final or (self.spool.stats(), self.publisher.stats())
+        cap = self.event_cap
+        # the spool's counts are of messages, and the events share it with the results
+        stored = "messages (results and events)" if cap.published else "results"
         lines = [
             f"mqtt {self.address} as {self.topics.base}: {self._seq} results spooled, "
             f"{link.delivery.acked} acknowledged by the broker, {link.reconnects} reconnects"
@@ -472,7 +475,7 @@ class MqttSink:
             lines.append(f"mqtt: the publisher stopped during the run ({link.ended}); nothing was sent after")
         if s.depth:
             lines.append(
-                f"mqtt: {s.depth} results still in the spool {self.spool.path} (sent at the next start)"
+                f"mqtt: {s.depth} {stored} still in the spool {self.spool.path} (sent at the next start)"
             )
         lost = {
             "spool overflow": s.dropped_overflow,
@@ -484,13 +487,12 @@ class MqttSink:
         }
         if any(lost.values()):
             lines.append(
-                "mqtt: LOST " + ", ".join(f"{n} ({why})" for why, n in lost.items() if n) + " results"
+                "mqtt: LOST " + ", ".join(f"{n} ({why})" for why, n in lost.items() if n) + f" {stored}"
             )
         if self._events_lost:
             lines.append(f"mqtt: LOST {self._events_lost} events (could not be serialized)")
         if self._capped:
             lines.append(f"mqtt: {self._capped} results not published (over sinks.mqtt.max_rate)")
-        cap = self.event_cap
         if cap.published or cap.suppressed:
             lines.append(
                 f"mqtt: {self._events_published} events published"
