@@ -170,6 +170,24 @@ def test_a_full_disk_under_jsonl_loses_whole_lines_only_and_exits_3(
     assert "No space left on device" in done.stderr or "File too large" in done.stderr
 
 
+def test_a_jsonl_file_deleted_mid_run_is_reported_lost_and_exits_3(tmp_path: Path) -> None:
+    # a cleanup job or a stray rm: writes into the deleted file go on without an error, and vanish at close
+    out = tmp_path / "out.jsonl"
+    proc = spawn("run", "--output", str(out), "--set", "pipeline.stats_interval_s=0.2", cwd=tmp_path)
+    try:
+        wait_for_line(proc.stderr, " fps", timeout=120)
+        out.unlink()
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, stderr
+    written = int(stdout.split("jsonl: ")[1].split()[0])
+    assert f"jsonl: LOST {written} results: {out} was deleted during the run" in stdout
+    assert stdout.startswith(f"stopped (SIGTERM), {written} LOST: ")
+    assert "Traceback" not in stderr
+
+
 def test_bench_plot_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
     for plot, message in (
         ("b.txt", "--plot b.txt: the plot is a PNG image"),

@@ -84,6 +84,7 @@ class JsonlSink:
         self._rotate_at = max_bytes  # the size a line may not take the file past, then a rotation
         self._size = 0  # bytes of complete lines
         self._error: str | None = None
+        self.deleted = 0  # results written into a file deleted under the run: gone once it is closed
         rolling = max_bytes is not None
         try:
             # (a rolling file is read back at the start, for a last line a crash left partial)
@@ -175,7 +176,19 @@ class JsonlSink:
             self._error = f"cannot sync {self.path}: {exc.strerror}"
             raise SinkError(self._error) from None
         finally:
+            self._count_deleted(fd)
             os.close(fd)
+
+    def _count_deleted(self, fd: int) -> None:
+        """A file deleted while open (``rm``, a cleanup job) takes writes without an error and vanishes at its
+        close: the run's one file then holds none of its results. (A rolling log's lines are dropped by
+        design, by ``keep``, and one deleted by hand to free space starts a new file: no loss there.)"""
+        with contextlib.suppress(OSError):
+            if self.max_bytes is None and self.written and os.fstat(fd).st_nlink == 0:
+                self.deleted = self.written
+                log.warning(
+                    "jsonl: %s was deleted during the run: its %d results are lost", self.path, self.written
+                )
 
     def describe(self) -> str:
         if self.max_bytes is None:
@@ -192,7 +205,9 @@ class JsonlSink:
                 f"jsonl: {self._rotate_failures} rotations failed (last: {self._rotate_error}); "
                 "the file grew past max_bytes, no line was lost"
             )
-        return SinkReport(tuple(lines))
+        if self.deleted:
+            lines.append(f"jsonl: LOST {self.deleted} results: {self.path} was deleted during the run")
+        return SinkReport(tuple(lines), self.deleted)
 
 
 def _complete_lines_end(fd: int, end: int) -> int:
