@@ -7,6 +7,7 @@ Errors that edgeseg raises on purpose (:class:`~edgeseg.errors.EdgesegError`) en
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -15,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
@@ -451,20 +452,22 @@ def _run_with(args: argparse.Namespace, signals: _Signals) -> int:
         signals.received or 0, "done"
     )
     lossless = [name for name, sink in pipeline.sinks.items() if isinstance(sink, LosslessSink)]
-    for line in summary(stats, source, reports, how, lost, lossless):
-        echo(line, logging.WARNING if "LOST" in line else logging.INFO)
-    for line in logtally.since(tallies):  # (what a budget left out is no loss: the run said so as it went)
-        echo(f"over the run, {line}")
-    if skipped := left_out():
-        echo(f"over the run, nothing was reading stderr: lines of log and progress left out: {skipped}")
-    if pipeline.thread_plan is not None:
-        echo(f"inference threads: {pipeline.thread_plan}")
-    if accuracy is not None and (acc := accuracy.pq.result()) is not None:
-        echo(acc.line())
-    if accuracy is not None and (tracking := accuracy.tracking.result()) is not None:
-        echo(tracking.line())
-    if (memory := resident()) is not None:
-        echo(memory.line())
+    with _unless_stdout_gone():  # (the exit status below still says what was lost)
+        for line in summary(stats, source, reports, how, lost, lossless):
+            echo(line, logging.WARNING if "LOST" in line else logging.INFO)
+        # (what a budget left out is no loss: the run said so as it went)
+        for line in logtally.since(tallies):
+            echo(f"over the run, {line}")
+        if skipped := left_out():
+            echo(f"over the run, nothing was reading stderr: lines of log and progress left out: {skipped}")
+        if pipeline.thread_plan is not None:
+            echo(f"inference threads: {pipeline.thread_plan}")
+        if accuracy is not None and (acc := accuracy.pq.result()) is not None:
+            echo(acc.line())
+        if accuracy is not None and (tracking := accuracy.tracking.result()) is not None:
+            echo(tracking.line())
+        if (memory := resident()) is not None:
+            echo(memory.line())
     if unsaid := summary_left_out():
         say(f"nothing was reading stdout: lines of the run's summary left out: {unsaid}", logging.WARNING)
     if lost:
@@ -628,10 +631,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         if not _stdout_reader_gone():
             raise
-        # `edgeseg pipelines | head -1`: the reader has what it wanted, as with --count. What is still
-        # buffered goes nowhere, instead of a second traceback from the interpreter's flush at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # `edgeseg pipelines | head -1`: the reader has what it wanted, as with --count
+        _drop_stdout()
         return EXIT_OK
+
+
+def _drop_stdout() -> None:
+    """What is still buffered for stdout goes nowhere, instead of a second traceback from the interpreter's
+    flush at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@contextlib.contextmanager
+def _unless_stdout_gone() -> Iterator[None]:
+    """Stop writing to stdout, and go on, if its reader left (``| head -1``, a closed pipe). A broken pipe
+    elsewhere (a camera's or a broker's socket) is raised."""
+    try:
+        yield
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise
+        _drop_stdout()
 
 
 def _stdout_reader_gone() -> bool:

@@ -230,6 +230,24 @@ def test_a_reader_that_closes_the_pipe_ends_a_listing_quietly_with_exit_0(tmp_pa
     assert (proc.returncode, err) == (0, "")
 
 
+def test_a_run_that_lost_results_exits_3_when_the_reader_of_its_summary_closed_the_pipe(
+    tmp_path: Path,
+) -> None:
+    # `edgeseg run ... | true` with every write of the JSON lines failing (a full disk): the summary cannot be
+    # written, and the exit status is then all that says results were lost
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeseg", "run", "--max-frames", "3", "--set", "sinks.jsonl.path=/dev/full"],
+        cwd=tmp_path, env=_env(), stdout=write, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    os.close(write)
+    os.close(read)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert "cannot write /dev/full: No space left on device" in err
+    assert "Traceback" not in err
+
+
 def test_a_run_leaves_onnxruntime_telemetry_off_unless_its_owner_turns_it_on(tmp_path: Path) -> None:
     # onnxruntime 1.29 on writes a device id and an event store (to upload) under ~/.cache/Microsoft when
     # imported, except where CI is set (a device's environment never has it)
