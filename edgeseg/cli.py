@@ -26,6 +26,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.journal import (
     Formatter,
     Handler,
+    drop,
     echo,
     journal_lines,
     left_out,
@@ -632,14 +633,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not _stdout_reader_gone():
             raise
         # `edgeseg pipelines | head -1`: the reader has what it wanted, as with --count
-        _drop_stdout()
+        drop(sys.stdout)
         return EXIT_OK
-
-
-def _drop_stdout() -> None:
-    """What is still buffered for stdout goes nowhere, instead of a second traceback from the interpreter's
-    flush at exit."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @contextlib.contextmanager
@@ -651,7 +646,7 @@ def _unless_stdout_gone() -> Iterator[None]:
     except BrokenPipeError:
         if not _stdout_reader_gone():
             raise
-        _drop_stdout()
+        drop(sys.stdout)
 
 
 def _stdout_reader_gone() -> bool:

@@ -112,8 +112,29 @@ def put(stream: TextIO, text: str, outlet: _Outlet | None = None) -> None:
             if start and fd is not None and not _takes(fd, 0.0):
                 out.stuck, out.cut, out.unsaid, out.total = True, True, 1, out.total + 1
                 return
-            stream.write(text[start : start + CHUNK])
-            stream.flush()
+            try:
+                stream.write(text[start : start + CHUNK])
+                stream.flush()
+            except BrokenPipeError:
+                if out is not _outlet:
+                    raise  # stdout's reader leaving ends a listing (see cli.main)
+                # stderr's reader left for good (a log shipper that died, `2>&1 | head -1`): its lines are
+                # left out and counted as for one that stopped reading, and the run goes on to close its
+                # outputs and to its exit status instead of dying of the first line it logs
+                drop(stream)
+                out.stuck, out.cut, out.unsaid, out.total = True, start > 0, 1, out.total + 1
+                return
+
+
+def drop(stream: TextIO) -> None:
+    """Point ``stream``, whose reader has left for good (a closed pipe), at /dev/null: what it still
+    buffers, and what comes after, goes nowhere, instead of failing at every write and at the exit's
+    flush."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
 
 
 def left_out() -> int:

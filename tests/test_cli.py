@@ -248,6 +248,22 @@ def test_a_run_that_lost_results_exits_3_when_the_reader_of_its_summary_closed_t
     assert "Traceback" not in err
 
 
+def test_a_run_whose_stderr_reader_closed_the_pipe_goes_on_to_its_outputs_and_summary(tmp_path: Path) -> None:
+    # a log shipper that died, `edgeseg run 2>&1 | head -1`: stderr's reader is gone for good
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeseg", "run", "--max-frames", "5", "--output", "out.jsonl"],
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=write, text=True,
+    )  # fmt: skip
+    os.close(write)
+    os.close(read)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    written = len((tmp_path / "out.jsonl").read_text().splitlines())
+    assert f"jsonl: {written} results written" in out
+    assert "nothing was reading stderr: lines of log and progress left out: " in out
+
+
 def test_a_run_leaves_onnxruntime_telemetry_off_unless_its_owner_turns_it_on(tmp_path: Path) -> None:
     # onnxruntime 1.29 on writes a device id and an event store (to upload) under ~/.cache/Microsoft when
     # imported, except where CI is set (a device's environment never has it)
