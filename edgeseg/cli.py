@@ -203,8 +203,9 @@ class TerminatedError(BaseException):
 class _Signals:
     """SIGINT, SIGTERM and SIGHUP for one run. During start-up (model load, source open) SIGINT and SIGTERM
     interrupt at once: SIGINT as KeyboardInterrupt, SIGTERM as :class:`TerminatedError`. Once the pipeline
-    runs they only record the signal, and the main loop stops the pipeline outside the handler. SIGHUP
-    (reload) is only recorded, from the start: its default action would end the process."""
+    runs they only record the signal, and the main loop stops the pipeline outside the handler; the first
+    one only counts. SIGHUP (reload) is only recorded, from the start: its default action would end the
+    process."""
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -218,8 +219,11 @@ class _Signals:
         if signum == signal.SIGHUP:
             self.reload = True
             return
-        if self.received is None:
-            self.received = signum
+        if self.received is not None:
+            # a repeat (Ctrl-C Ctrl-C, a supervisor's second SIGTERM) of a stop under way: raised again, it
+            # would break into the stop's own clean-up (the stages' join, the outputs' close, the summary)
+            return
+        self.received = signum
         if not self.running:
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
@@ -363,6 +367,9 @@ def _run(args: argparse.Namespace) -> int:
     signals = _Signals()
     try:
         return _run_with(args, signals)
+    except KeyboardInterrupt:  # (said here, under the handlers, not in main(): a repeat is only recorded)
+        say("interrupted", logging.WARNING)
+        return EXIT_INTERRUPTED
     finally:
         signals.restore()
 

@@ -401,12 +401,13 @@ def test_a_stop_signal_repeated_until_the_end_keeps_the_summary_and_the_exit_sta
     assert "Traceback" not in stderr
 
 
+@pytest.mark.parametrize("repeated", [False, True], ids=["once", "repeated"])
 @pytest.mark.parametrize(
     ("sig", "code", "message"),
     [(signal.SIGINT, 130, "edgeseg: interrupted"), (signal.SIGTERM, 0, "stopped by SIGTERM before")],
 )
 def test_a_signal_during_start_up_exits_130_for_sigint_and_0_for_sigterm(
-    tmp_path: Path, sig: int, code: int, message: str
+    tmp_path: Path, sig: int, code: int, message: str, repeated: bool
 ) -> None:
     # a stream server that accepts and never answers: the first connect blocks in start-up (FFmpeg open)
     connected = threading.Event()
@@ -426,6 +427,11 @@ def test_a_signal_during_start_up_exits_130_for_sigint_and_0_for_sigterm(
         try:
             assert connected.wait(120)
             proc.send_signal(sig)
+            # repeated (Ctrl-C Ctrl-C ...): the repeats land in the start-up's clean-up and the exit
+            deadline = time.monotonic() + 30
+            while repeated and proc.poll() is None and time.monotonic() < deadline:
+                proc.send_signal(sig)
+                time.sleep(0.0002)
             _, stderr = proc.communicate(timeout=30)
         finally:
             proc.kill()
