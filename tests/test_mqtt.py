@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -619,6 +620,33 @@ def test_a_full_disk_under_a_spool_shared_with_events_counts_its_losses_as_messa
     assert int(events.group(1)) > 0
     # every message the sink made is either lost or still spooled (no broker took any)
     assert int(lost.group(1)) + int(left.group(1)) == results_spooled(out) + int(events.group(1))
+    assert "Traceback" not in err
+
+
+def test_a_spool_deleted_mid_run_has_its_messages_reported_lost_not_kept_for_the_next_start(
+    tmp_path: Path,
+) -> None:
+    # `rm -rf ~/.local/state/edgeseg` while it runs: SQLite writes on into the deleted file, gone at exit
+    run = Edgeseg(tmp_path, "mqtt://127.0.0.1:1", fps=30)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # results kept in the spool (the broker is down)
+            with contextlib.suppress(sqlite3.OperationalError):  # (its tables not made yet)
+                if any(run.state.glob("mqtt-spool-*.sqlite3")) and spooled(run.spool):
+                    break
+            time.sleep(0.1)
+        shutil.rmtree(run.state)
+        run.send(signal.SIGTERM)
+        code = run.wait(30)
+    finally:
+        run.proc.kill()
+    out, err = run.output()
+    assert code == 3, (out, err)
+    lost = re.search(r"mqtt: LOST (\d+) \(in the spool .*, deleted during the run\) messages", out)
+    assert lost, out
+    events = re.search(r"mqtt: (\d+) events published", out)
+    assert int(lost.group(1)) == results_spooled(out) + (int(events.group(1)) if events else 0)
+    assert "still in the spool" not in out
     assert "Traceback" not in err
 
 

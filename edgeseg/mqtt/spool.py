@@ -178,6 +178,7 @@ class Spool:
             self._db.execute(_SCHEMA)
             self._db.execute(_CLOCK_SCHEMA)
             row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages").fetchone()
+            self._file = self._identity()
             self._skew, self._first_id = self._boot_clock()
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"sinks.mqtt spool: cannot open {self.path}: {exc}") from None
@@ -426,6 +427,22 @@ class Spool:
             return 0
         self._dropped_locked(drop)
         return len(drop.ids)
+
+    def _identity(self) -> tuple[int, int] | None:
+        """The (device, inode) of the file at ``path`` now (None: there is none)."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def deleted(self) -> bool:
+        """Whether the file was deleted (or replaced) since the spool opened it: SQLite goes on writing into
+        the open one, which then vanishes at the close, with every message still in it."""
+        try:
+            return self._identity() != self._file
+        except OSError:  # (unknown: a folder that cannot be read, say)
+            return False
 
     def stats(self) -> SpoolStats:
         with self._lock:

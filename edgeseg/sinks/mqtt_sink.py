@@ -173,6 +173,7 @@ class MqttSink:
         self.zone_counts = Counts()
         self._events_lost = 0
         self._final: tuple[SpoolStats, PublisherStats] | None = None  # figures at close, for report()
+        self._spool_deleted = False  # at close: the messages left in it went with it
         self.spool = Spool(
             spool_path(ctx.state_dir or state_dir(), self.device_id),
             config.spool_max_bytes,
@@ -473,7 +474,7 @@ class MqttSink:
         ]
         if link.ended is not None:
             lines.append(f"mqtt: the publisher stopped during the run ({link.ended}); nothing was sent after")
-        if s.depth:
+        if s.depth and not self._spool_deleted:
             lines.append(
                 f"mqtt: {s.depth} {stored} still in the spool {self.spool.path} (sent at the next start)"
             )
@@ -481,6 +482,7 @@ class MqttSink:
             "spool overflow": s.dropped_overflow,
             "expired": s.dropped_expired,
             "spool write failed": s.write_failed,
+            f"in the spool {self.spool.path}, deleted during the run": s.depth if self._spool_deleted else 0,
             "could not be serialized": self._unserializable,
             "over the broker's packet limit": link.delivery.too_large,
             "refused by the broker": link.delivery.refused,
@@ -509,5 +511,12 @@ class MqttSink:
     def close(self) -> None:
         stopped = self.publisher.close(self.config.flush_timeout_s)
         self._final = (self.spool.stats(), self.publisher.stats())
+        self._spool_deleted = self.spool.deleted()
+        if self._spool_deleted and self._final[0].depth:
+            log.warning(
+                "spool %s was deleted during the run: its %d messages are lost",
+                self.spool.path,
+                self._final[0].depth,
+            )
         if stopped:  # else the publisher thread may still use the spool; the process is ending anyway
             self.spool.close()
