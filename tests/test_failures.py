@@ -188,6 +188,21 @@ def test_a_jsonl_file_deleted_mid_run_is_reported_lost_and_exits_3(tmp_path: Pat
     assert "Traceback" not in stderr
 
 
+def test_json_lines_to_a_fifo_another_process_reads_are_delivered_not_reported_lost(tmp_path: Path) -> None:
+    # `mkfifo live.jsonl` and a consumer reading it: a pipe has nothing to fsync (EINVAL), which is no loss
+    fifo = tmp_path / "live.jsonl"
+    os.mkfifo(fifo)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(fifo.open().readlines()), daemon=True)
+    reader.start()
+    done = edgeseg("run", "--max-frames", "3", "--output", str(fifo), cwd=tmp_path, timeout=120)
+    reader.join(10)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"jsonl: {len(lines)} results written to {fifo}" in done.stdout
+    assert [json.loads(line)["seq"] for line in lines] == list(range(len(lines)))
+    assert "LOST" not in done.stdout
+
+
 def test_bench_plot_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
     for plot, message in (
         ("b.txt", "--plot b.txt: the plot is a PNG image"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 from dataclasses import dataclass, field
@@ -173,8 +174,11 @@ class JsonlSink:
         try:
             os.fsync(fd)
         except OSError as exc:
-            self._error = f"cannot sync {self.path}: {exc.strerror}"
-            raise SinkError(self._error) from None
+            if (
+                exc.errno != errno.EINVAL
+            ):  # (EINVAL: a FIFO or a terminal, that another process reads: no disk)
+                self._error = f"cannot sync {self.path}: {exc.strerror}"
+                raise SinkError(self._error) from None
         finally:
             self._count_deleted(fd)
             os.close(fd)
