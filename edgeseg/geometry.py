@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeseg.errors import InputError
+from edgeseg.validate import describe
 
 Roi = tuple[float, float, float, float]
 FULL_ROI: Roi = (0.0, 0.0, 1.0, 1.0)
@@ -121,8 +122,8 @@ def validate_roi(roi: Roi) -> Roi:
     """Check a normalized ``(left, top, width, height)`` and return it as floats."""
     try:
         left, top, width, height = (float(v) for v in roi)
-    except (TypeError, ValueError):
-        raise InputError(f"roi must be 4 numbers (left, top, width, height), got {roi!r}") from None
+    except (TypeError, ValueError):  # shown cut short: a YAML alias bomb is a billion items
+        raise InputError(f"roi must be 4 numbers (left, top, width, height), got {describe(roi)}") from None
     if not all(math.isfinite(v) for v in (left, top, width, height)):
         raise InputError(f"roi values must be finite, got {roi!r}")
     if left < 0 or top < 0 or width <= 0 or height <= 0 or left + width > 1 + 1e-9 or top + height > 1 + 1e-9:

@@ -64,9 +64,39 @@ def type_hints(cls: type[Any]) -> dict[str, Any]:
     return hints
 
 
+# the most list items and section entries an error message shows of a value (all levels together)
+_SHOWN_ITEMS = 20
+
+
 def describe(value: Any) -> str:
-    """A value as an error message shows it: strings quoted, the rest as JSON."""
-    return repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    """A value as an error message shows it: strings quoted, the rest as JSON, cut to :data:`_SHOWN_ITEMS`
+    items."""
+    return repr(value) if isinstance(value, str) else json.dumps(_shown(value, [_SHOWN_ITEMS]), default=str)
+
+
+def _shown(value: Any, left: list[int]) -> Any:
+    """``value`` with at most ``left[0]`` items in all, the rest "...": YAML aliases make a few lines of a
+    file a list of a billion items (``&b [*a, *a, ...]`` nested) or one that holds itself (``&a [*a]``), and
+    keys of any type (a date) where JSON takes strings and numbers only."""
+    if isinstance(value, dict):
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            if left[0] <= 0:
+                out["..."] = "..."
+                break
+            left[0] -= 1
+            out[key if isinstance(key, (str, int, float)) else str(key)] = _shown(item, left)
+        return out
+    if isinstance(value, (list, tuple)):
+        shown: list[Any] = []
+        for item in value:
+            if left[0] <= 0:
+                shown.append("...")
+                break
+            left[0] -= 1
+            shown.append(_shown(item, left))
+        return shown
+    return value
 
 
 def choices_of(meta: Mapping[str, Any]) -> tuple[str, ...] | None:

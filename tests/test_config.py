@@ -161,6 +161,32 @@ def test_broken_yaml_and_bad_set_syntax_are_one_line(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml", env={})
 
 
+# YAML aliases: six levels of nine copies are 9**6 items in a few lines (a real "billion laughs" has nine)
+_LAUGHS = "&a [1, 1, 1, 1, 1, 1, 1, 1, 1]"
+for _name in "bcdef":
+    _LAUGHS = f"&{_name} [{_LAUGHS}, {', '.join([f'*{chr(ord(_name) - 1)}'] * 8)}]"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model: {path: {2020-01-01: m}}", 'model.path: must be a string (got {"2020-01-01": "m"})'),
+        ("model: {path: &r [*r]}", "model.path: must be a string (got [[[["),
+        (f"model: {{path: m, providers: {_LAUGHS}}}", "model.providers: must be a list of strings (got [[[["),
+        (f"model: {{path: m}}\nsource: {{roi: {_LAUGHS}}}", "source.roi: must be [left, top, width, height]"),
+    ],
+    ids=["date-key", "recursive-alias", "alias-bomb", "alias-bomb-roi"],
+)  # fmt: skip
+def test_a_value_that_yaml_aliases_or_keys_make_unprintable_as_json_is_a_short_one_line_error(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, text), env={})
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+    assert len(str(err.value)) < 1000
+
+
 @pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.name)
 def test_every_committed_pipeline_loads(pipeline: Path) -> None:
     config = load_config(pipeline, env={})
