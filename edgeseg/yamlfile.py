@@ -16,7 +16,25 @@ from edgeseg.errors import EdgesegError
 class Loader(yaml.SafeLoader):
     """PyYAML's safe loader (YAML 1.1), but a float in exponent form without a dot or without the exponent's
     sign (``1e-3``, ``2E-1``, ``1.0e5``) is a number, as YAML 1.2 and JSON have it, not the string YAML 1.1
-    makes of it: a threshold written so was refused as "must be a number (got '1e-3')"."""
+    makes of it: a threshold written so was refused as "must be a number (got '1e-3')".
+
+    A key written twice in one mapping is an error (YAML requires keys to be unique; PyYAML keeps the last):
+    a second ``sinks:`` added at the end of a file silently dropped every sink of the first."""
+
+    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:  # (an anchor name: str | None)
+        # checked as written, before merges (<<: *base, which the mapping's own keys may override) are
+        # flattened into the mapping's node, for every mapping that aliases it
+        node: yaml.MappingNode = super().compose_mapping_node(anchor)
+        seen: set[tuple[str, str]] = set()
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if (key.tag, key.value) in seen:
+                    raise yaml.composer.ComposerError(
+                        "while composing a mapping", node.start_mark, f"found duplicate key {key.value!r}",
+                        key.start_mark,
+                    )  # fmt: skip
+                seen.add((key.tag, key.value))
+        return node
 
 
 class _Dumper(yaml.SafeDumper):

@@ -187,6 +187,21 @@ def test_a_value_that_yaml_aliases_or_keys_make_unprintable_as_json_is_a_short_o
     assert len(str(err.value)) < 1000
 
 
+def test_a_key_written_twice_is_an_error_naming_its_line_where_yaml_aliases_merge_as_before(
+    tmp_path: Path,
+) -> None:
+    # a second sinks: appended to a file dropped the first one's sinks (PyYAML keeps the last)
+    text = M + "sinks: {jsonl: {path: out.jsonl}}\nsource: {uri: 'synthetic:parts'}\nsinks: {mqtt: {}}\n"
+    with pytest.raises(
+        ConfigError, match=r"p\.yaml: invalid YAML at line 4, column 1: found duplicate key 'sinks'$"
+    ):
+        load_config(_write(tmp_path, text), env={})
+    with pytest.raises(ConfigError, match=r"at line 1, column 23: found duplicate key 'path'$"):
+        load_config(_write(tmp_path, "model: {path: m.onnx, 'path': n.onnx}"), env={})
+    merged = "base: &m {path: a.onnx, threads: 2}\nmodel: {<<: *m, path: m.onnx}\n"
+    assert load(merged)["model"] == {"path": "m.onnx", "threads": 2}
+
+
 @pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.name)
 def test_every_committed_pipeline_loads(pipeline: Path) -> None:
     config = load_config(pipeline, env={})
