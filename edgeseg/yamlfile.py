@@ -3,7 +3,6 @@ the spot, and floats read as YAML 1.2 and JSON write them."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,16 @@ for _resolves in (Loader, _Dumper):
     )
 
 
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    # a line break in a string: in double quotes, where it is escaped (\n, \N for a NEL), not on a line
+    # of its own as PyYAML writes it in single quotes (where it reads a NEL back as a space)
+    style = '"' if any(c in text for c in "\n\r\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
 def load(text: str) -> Any:
     """The document of YAML ``text`` (:class:`Loader`); raises ``yaml.YAMLError`` where it is invalid."""
     return yaml.load(text, Loader=Loader)  # (a SafeLoader: no Python objects)
@@ -59,8 +68,8 @@ def one_line(value: Any) -> str:
     as it (and PyYAML's own loader: a float under 1e-4 is ``5.0e-05``, where JSON's ``5e-05`` is a string to
     YAML 1.1)."""
     text = yaml.dump(value, Dumper=_Dumper, default_flow_style=True, width=1 << 30, allow_unicode=True)
-    text = text.removesuffix("\n...\n").strip()
-    return json.dumps(value) if "\n" in text else text
+    # not strip(): a plain scalar may end in a space of Unicode's (U+00A0, U+3000) that YAML keeps
+    return text.removesuffix("\n...\n").removesuffix("\n")
 
 
 def read_yaml(path: Path, what: str, error: type[EdgesegError]) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from edgeseg.config import (
@@ -89,6 +89,10 @@ def test_floats_in_exponent_form_are_numbers_in_the_file_in_set_and_in_the_envir
         max_leaves=8,
     )
 )
+@example("x\x85y")  # a NEL: was written as it is in quotes, read back as a space
+@example("\xa0")  # a no-break space: was stripped off the text written
+@example("\n\U00010000")  # was written as JSON: its surrogate pair read back as two characters
+@example([float("inf"), "\n"])  # was written as JSON: Infinity read back as a string
 def test_a_value_written_on_one_line_reads_back_as_it_was_by_ours_and_pyyamls_loader(value: Any) -> None:
     """Saved tuning and edited pipelines are written so (text ``1e3`` quoted, ``5e-05`` as ``5.0e-05``)."""
     text = one_line(value)
