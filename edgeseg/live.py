@@ -6,6 +6,7 @@ It sits below the config loader and the sinks, so a sink can drive the control w
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -15,6 +16,15 @@ from edgeseg.heads import DecodeOptions
 
 if TYPE_CHECKING:
     from edgeseg.config import PipelineConfig
+
+
+def parse_request(text: str) -> Any:
+    """A front-end's request body as JSON; ``ValueError`` where it is not, or is nested deeper than the
+    interpreter recurses (``[[[[...`` a few thousand deep: a RecursionError from ``json.loads``)."""
+    try:
+        return json.loads(text)
+    except RecursionError:  # still the sender's mistake, to be answered as one
+        raise ValueError("nested too deeply") from None
 
 
 @dataclass(frozen=True, eq=False)

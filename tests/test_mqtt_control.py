@@ -85,6 +85,9 @@ def test_a_set_applies_retains_the_value_in_effect_and_bad_requests_change_nothi
             (f"{BASE}/config/model.path/set", b'"/tmp/other.onnx"', "model.path", "needs a restart"),
             (f"{BASE}/config/set", b'{"postprocess.semantic": {"dist_threshold": ', "payload", "is not JSON"),
             (f"{BASE}/config/set", b"[1, 2]", "payload", "must be a JSON object"),
+            # deeper than json.loads recurses: a RecursionError, which went unanswered
+            (f"{BASE}/config/set", b"[" * 5000, "payload", "is not JSON (nested too deeply)"),
+            (set_topic, b"[" * 5000, SCORE, "must be a number (got '[[[["),
             (f"{BASE}/config/set", b"x" * (1 << 20), "payload", "is over the 65536-byte limit"),
             (f"{BASE}/config/set", b"\xff\xfe", "payload", "is not UTF-8 text"),
             (f"{BASE}/config/save", b"disk", "payload", "must be state or yaml"),
@@ -106,7 +109,7 @@ def test_a_set_applies_retains_the_value_in_effect_and_bad_requests_change_nothi
 
         # one request, several keys: the valid ones apply together, each refused one is named
         collector.publish(f"{BASE}/config/set", json.dumps({SCORE: 0.3, "source.uri": "v4l2:0"}).encode())
-        reply = _reply_to(collector, f"{BASE}/config/set", 5)
+        reply = _reply_to(collector, f"{BASE}/config/set", 6)
         assert reply["applied"] == {SCORE: 0.3}
         assert list(reply["rejected"]) == ["source.uri"]
         assert reply["config_version"] == version + 1

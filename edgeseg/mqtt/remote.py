@@ -9,12 +9,11 @@ refused unread, and a single value is read as JSON (or a bare word), never as YA
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from edgeseg.errors import EdgesegError
-from edgeseg.live import Controls, Outcome, Tunable
+from edgeseg.live import Controls, Outcome, Tunable, parse_request
 from edgeseg.mqtt.publisher import Message, Publisher
 from edgeseg.mqtt.topics import Topics, config_result_payload, config_state_payload
 
@@ -86,7 +85,7 @@ class RemoteControl:
         if text is None:
             return
         try:
-            changes = json.loads(text)
+            changes = parse_request(text)
         except ValueError as exc:
             self._refuse(request, PAYLOAD_KEY, f"is not JSON ({exc})")
             return
@@ -115,6 +114,6 @@ class RemoteControl:
 def _value(text: str) -> Any:
     """A ``config/<key>/set`` payload: JSON (``0.4``, ``true``, ``[0, 0, 1, 1]``), else the bare text."""
     try:
-        return json.loads(text)
+        return parse_request(text)
     except ValueError:
         return text.strip()

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import hmac
 import importlib.resources
-import json
 import logging
 import math
 import threading
@@ -21,7 +20,7 @@ import numpy as np
 
 from edgeseg.errors import ConfigError, EdgesegError
 from edgeseg.frame import Result
-from edgeseg.live import Outcome, Tunable
+from edgeseg.live import Outcome, Tunable, parse_request
 from edgeseg.procmem import memory_mb
 from edgeseg.sinks.base import SinkContext, SinkReport
 from edgeseg.sinks.webaccess import TOKEN_COOKIE, TOKEN_HINT, is_loopback, split_listen
@@ -358,10 +357,7 @@ class WebSink:
 
     async def _json_body(self, request: web.Request) -> Any:
         text = await request.text()
-        try:
-            return json.loads(text) if text.strip() else {}
-        except RecursionError:  # nested deeper than the interpreter recurses: still the sender's mistake
-            raise ValueError("nested too deeply") from None
+        return parse_request(text) if text.strip() else {}
 
     async def _handle_set(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
