@@ -311,10 +311,17 @@ def card_from_onnx_metadata(path: Path) -> ModelCard:
     try:
         names = ast.literal_eval(meta["names"])
         imgsz = ast.literal_eval(meta["imgsz"])
+        if not isinstance(names, (dict, list, tuple)):  # a string's characters are no class names
+            raise TypeError(f"names must be a dict or list (got {type(names).__name__})")
         classes = [str(names[i]) for i in range(len(names))]
         height, width = (int(imgsz[0]), int(imgsz[1])) if isinstance(imgsz, (list, tuple)) else (imgsz, imgsz)
-    except (KeyError, ValueError, SyntaxError, TypeError, IndexError) as exc:
-        raise ModelError(f"{source}: unreadable Ultralytics 'names'/'imgsz': {exc}") from None
+    # the text is the file's: an imgsz of 1e400 is inf to int(), and an expression nested thousands deep
+    # ("-" * 100000 + "1") exhausts the parser's recursion or memory limit
+    except (KeyError, ValueError, SyntaxError, TypeError, IndexError, OverflowError, RecursionError,
+            MemoryError) as exc:  # fmt: skip
+        raise ModelError(
+            f"{source}: unreadable Ultralytics 'names'/'imgsz': {str(exc) or type(exc).__name__}"
+        ) from None
     doc = {
         "name": path.stem,
         "task": "yolo-seg",

@@ -163,6 +163,43 @@ def test_ultralytics_metadata_makes_a_yolo_seg_card(assets_dir: Path) -> None:
     assert card.output.names == ("output0", "output1")
 
 
+def _onnx_with_metadata(path: Path, **meta: str) -> Path:
+    """A one-node ONNX model (input ``images``) carrying ``meta`` as its metadata_props."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 3, 32, 32])
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["output0"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"task": "segment", **meta})
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("names", "imgsz", "why"),
+    [
+        ("{0: 'a'}", "[1e400, 320]", "cannot convert float infinity to integer"),  # was OverflowError
+        ("+" * 5000 + "1", "320", "recursion"),  # was RecursionError
+        ("-" * 100000 + "1", "320", "MemoryError"),  # was MemoryError
+        ("'person'", "320", "names must be a dict or list (got str)"),  # was 6 classes p, e, r, s, o, n
+    ],
+    ids=["inf-imgsz", "deep-names", "deeper-names", "string-names"],
+)
+def test_ultralytics_metadata_of_a_wrong_type_or_depth_is_a_one_line_error(
+    tmp_path: Path, names: str, imgsz: str, why: str
+) -> None:
+    path = _onnx_with_metadata(tmp_path / "m.onnx", names=names, imgsz=imgsz)
+    with pytest.raises(
+        ModelError, match=r"m\.onnx \(ONNX metadata\): unreadable Ultralytics 'names'/'imgsz': "
+    ) as err:
+        find_card(path)
+    assert why in str(err.value)
+    assert "\n" not in str(err.value)
+
+
 def test_onnx_metadata_reader_reads_ultralytics_keys(assets_dir: Path) -> None:
     meta, inputs = read_onnx_metadata(assets_dir / "models" / "yolov8n-seg_int8_320_dequant_fp32.onnx")
     assert meta["task"] == "segment"
