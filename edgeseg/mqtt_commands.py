@@ -69,8 +69,8 @@ def check(address: BrokerAddress, credentials: Credentials, timeout: float = 5.0
 
 
 def describe(payload: bytes, raw: bool = False) -> str:
-    """A payload as one printable line: JSON compact (long RLE strings elided unless ``raw``), text as is,
-    binary as its size and kind."""
+    """A payload as one printable line: JSON compact (long RLE strings elided unless ``raw``), text as is
+    (as a JSON string where it is not printable as it is), binary as its size and kind."""
     if payload[:3] == b"\xff\xd8\xff":
         return f"<JPEG image, {len(payload)} bytes>"
     try:
@@ -79,11 +79,10 @@ def describe(payload: bytes, raw: bool = False) -> str:
         return f"<{len(payload)} bytes of binary data>"
     try:
         doc = json.loads(text)
-    except ValueError:
-        return text
-    if not raw:
-        doc = _elide(doc)
-    return json.dumps(doc, separators=(",", ":"))
+        return json.dumps(doc if raw else _elide(doc), separators=(",", ":"))
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than these recurse: shown as text
+        # quoted where a line break or a control character (an escape sequence) would print as it is
+        return text if text.isprintable() else json.dumps(text)
 
 
 def _elide(doc: Any) -> Any:

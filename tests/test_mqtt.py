@@ -515,6 +515,29 @@ def test_listen_prints_the_device_messages_decoded_one_per_line(
         )
 
 
+def test_listen_prints_any_payload_on_one_line_and_goes_on_after_json_nested_too_deep(
+    broker: Broker, collector: Collector
+) -> None:
+    # '[' * 5000 made json.loads raise RecursionError in paho's network thread, which died of it: listen
+    # printed nothing more and waited for its timeout; text with a line break printed as two lines
+    payloads = {"t/a": b"[" * 5000, "t/b": b"two\nlines", "t/c": b"\x1b[2Jclear", "t/d": b'{"n": [1]}'}
+    for topic, payload in payloads.items():
+        collector.publish(topic, payload, retain=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "mqtt", "listen", "--url", broker.url, "--topic", "t/#",
+         "--count", "4", "--timeout", "15"],
+        env=edgeseg_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" (retained) ", 1) for line in done.stdout.splitlines())
+    assert lines == {
+        "t/a": "[" * 5000,
+        "t/b": '"two\\nlines"',
+        "t/c": '"\\u001b[2Jclear"',
+        "t/d": '{"n":[1]}',
+    }
+
+
 def test_listen_piped_to_a_reader_that_stops_exits_0_instead_of_hanging(
     tmp_path: Path,
     broker: Broker,
