@@ -31,7 +31,13 @@ class SourceConfig:
         metadata=_m("Region to process, normalized [left, top, width, height].", live=True),
     )
     fps: float | None = field(
-        default=None, metadata=_m("Frame rate: asked of cameras, paces synthetic/files.", gt=0)
+        # a floor, not > 0: a period of 1e9/1e-300 ns is infinite, and one over threading.TIMEOUT_MAX (292
+        # years) cannot be waited for (OverflowError)
+        default=None,
+        metadata=_m(
+            "Frame rate: asked of cameras, paces synthetic/files (at least 1e-6: a frame in 11 days).",
+            ge=1e-6,
+        ),
     )
     loop: bool = field(
         default=False, metadata=_m("Files: start again at the end (endless, no frames_total).")
