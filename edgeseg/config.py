@@ -64,8 +64,12 @@ class ModelConfig:
             "Intra-op threads (0: chosen while frames flow, the run's summary says how: one per usable core;"
             " one fewer while that keeps the slower of inference and post-processing as fast; or, where"
             " frames wait for inference, one per core each running its own frame where that is faster by a"
-            " tenth, which holds a frame's intermediate tensors per core). Set, frames run one at a time.",
+            " tenth, which holds a frame's intermediate tensors per core). Set, frames run one at a time."
+            " At most 1024.",
             ge=0,
+            # onnxruntime takes a C int (2**31 and more: a TypeError), and starts each thread before the
+            # first frame (100000: minutes)
+            le=1024,
         ),
     )
     spin: bool | None = field(
