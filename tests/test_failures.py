@@ -99,6 +99,9 @@ def clip(assets_dir: Path) -> Path:
         (["--output", "/proc/x.jsonl"], "sinks.jsonl.path: cannot create /proc/x.jsonl"),
         (["--output", "out.mp4", "--set", "sinks.video.codec=zzzz"],
          "sinks.video.codec: this OpenCV cannot encode"),
+        # every frame failed to be written (the run's exit 3), the file never made
+        (["--output", "out.mp4", "--set", "sinks.video.fps=100000"],
+         "sinks.video.fps: this OpenCV cannot write 'mp4v' at 100000 fps"),
         (["--output", "a.jsonl", "--output", "b.jsonl"],
          "--output b.jsonl: a.jsonl is already written as jsonl"),
     ],

@@ -103,27 +103,30 @@ class VideoSink:
         self.removed = 0  # old segment files deleted for keep
         self.prune_failures = 0
         self._prune_error: str | None = None
-        self._probe()
+        if not self._probe(DEFAULT_FPS):
+            raise ConfigError(
+                f"sinks.video.codec: this OpenCV cannot encode {self.codec!r} into {self.path.suffix} files "
+                "(mp4v works with .mp4, MJPG with .avi)"
+            )
+        # an encoder takes a range of rates (mp4v 0.01..65535, MJPG from 0.01): outside it every frame failed
+        if fps is not None and not self._probe(fps):
+            raise ConfigError(f"sinks.video.fps: this OpenCV cannot write {self.codec!r} at {fps:g} fps")
 
-    def _probe(self) -> None:
+    def _probe(self, fps: float) -> bool:
+        """Whether a scratch file beside ``path`` takes a frame in ``codec`` at ``fps``."""
         probe = probe_path(self.path)
         try:
-            with native_stderr_silenced():  # FFmpeg prints its own version of the error raised below
+            with native_stderr_silenced():  # FFmpeg prints its own version of the error raised by the caller
                 writer = cv2.VideoWriter(
-                    str(probe), cv2.VideoWriter.fourcc(*self.codec), DEFAULT_FPS, (64, 64)
+                    str(probe), cv2.VideoWriter.fourcc(*self.codec), float(fps), (64, 64)
                 )
                 ok = writer.isOpened()
                 if ok:
                     writer.write(np.zeros((64, 64, 3), np.uint8))
                 writer.release()
-            ok = ok and probe.is_file() and probe.stat().st_size > 0
+            return ok and probe.is_file() and probe.stat().st_size > 0
         finally:
             probe.unlink(missing_ok=True)
-        if not ok:
-            raise ConfigError(
-                f"sinks.video.codec: this OpenCV cannot encode {self.codec!r} into {self.path.suffix} files "
-                "(mp4v works with .mp4, MJPG with .avi)"
-            )
 
     def send(self, result: Result) -> None:
         img = self.ctx.render(result)
