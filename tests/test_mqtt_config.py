@@ -133,6 +133,16 @@ def test_the_mqtt_section_is_validated_like_every_other_section() -> None:
         load_config(None, ["sinks.mqtt.device_id=a/b"], env={})
 
 
+def test_a_keepalive_over_the_16_bit_field_mqtt_carries_it_in_is_refused_at_load() -> None:
+    # 70000 was taken, then the publisher thread died at connect (struct.error) and nothing was published
+    with pytest.raises(
+        ConfigError, match=r"^sinks\.mqtt\.keepalive_s: must be in \[5, 65535\] \(got 70000\)"
+    ):
+        load_config(None, ["sinks.mqtt.keepalive_s=70000"], env={})
+    section = load_config(None, ["sinks.mqtt.keepalive_s=65535"], env={}).sinks.section(MqttSinkConfig)
+    assert section.keepalive_s == 65535
+
+
 @given(st.integers(0, 2**31), st.text(min_size=1, max_size=8))
 def test_a_replayed_results_payload_differs_only_in_its_replay_flag(seq: int, source: str) -> None:
     live = results_payload(f'"frame":3,"source":{json.dumps(source)}}}', "ab" * 16, seq)

@@ -68,7 +68,8 @@ class MqttSinkConfig:
             ge=0,
         ),
     )
-    keepalive_s: int = field(default=30, metadata=meta("MQTT keepalive in seconds.", ge=5))
+    # MQTT carries it in two bytes: paho's struct.pack of 70000 killed the publisher thread at connect
+    keepalive_s: int = field(default=30, metadata=meta("MQTT keepalive in seconds.", ge=5, le=65535))
     reconnect_min_s: float = field(default=0.5, metadata=meta("First reconnect delay.", gt=0))
     reconnect_max_s: float = field(default=30.0, metadata=meta("Longest reconnect delay.", gt=0))
     max_inflight: int = field(default=20, metadata=meta("Results sent but not yet acknowledged.", ge=1))
