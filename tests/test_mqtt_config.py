@@ -143,6 +143,12 @@ def test_a_keepalive_over_the_16_bit_field_mqtt_carries_it_in_is_refused_at_load
     assert section.keepalive_s == 65535
 
 
+def test_a_flush_timeout_longer_than_a_thread_can_wait_is_refused_at_load() -> None:
+    # 1e10 ("wait for ever") was taken, then the sink failed at stop: Thread.join's OverflowError
+    with pytest.raises(ConfigError, match=r"^sinks\.mqtt\.flush_timeout_s: must be in \[0, 86400\]"):
+        load_config(None, ["sinks.mqtt.flush_timeout_s=1e10"], env={})
+
+
 @given(st.integers(0, 2**31), st.text(min_size=1, max_size=8))
 def test_a_replayed_results_payload_differs_only_in_its_replay_flag(seq: int, source: str) -> None:
     live = results_payload(f'"frame":3,"source":{json.dumps(source)}}}', "ab" * 16, seq)

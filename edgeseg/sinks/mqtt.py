@@ -88,7 +88,11 @@ class MqttSinkConfig:
         default=7 * 86400.0, metadata=meta("Results older than this leave the spool unsent.", gt=0)
     )
     flush_timeout_s: float = field(
-        default=5.0, metadata=meta("At stop: longest wait for the broker to take the spool.", ge=0)
+        # at most a day: a wait past threading.TIMEOUT_MAX (1e10 s, "for ever") failed the sink at stop
+        default=5.0,
+        metadata=meta(
+            "At stop: longest wait for the broker to take the spool (at most a day).", ge=0, le=86400
+        ),
     )
     linger_s: float = field(
         default=0.02,
