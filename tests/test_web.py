@@ -326,19 +326,24 @@ def test_set_applies_a_valid_value_refuses_an_invalid_one_and_the_next_results_c
 
 
 @pytest.mark.parametrize(
-    ("body", "why"),
+    ("body", "charset", "why"),
     [
-        ("not json", "is not JSON"),
-        ("[1, 2]", "must be a JSON object"),
-        ("{}", "must be a JSON object"),
-        ("[" * 30_000 + "]" * 30_000, "is not JSON"),  # nested deeper than Python's recursion limit
+        ("not json", "", "is not JSON"),
+        ("[1, 2]", "", "must be a JSON object"),
+        ("{}", "", "must be a JSON object"),
+        ("[" * 30_000 + "]" * 30_000, "", "is not JSON"),  # nested deeper than Python's recursion limit
+        ("{}", "; charset=bogus", "is not JSON (unknown charset 'bogus')"),  # was a 500 "internal error"
     ],
 )
-def test_a_malformed_set_request_is_a_400_saying_why(tmp_path: Path, body: str, why: str) -> None:
+def test_a_malformed_set_request_is_a_400_saying_why(
+    tmp_path: Path, body: str, charset: str, why: str
+) -> None:
     with running(tmp_path) as r:
         conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=10)
         try:
-            conn.request("POST", "/api/set", body=body, headers={"Content-Type": "application/json"})
+            conn.request(
+                "POST", "/api/set", body=body, headers={"Content-Type": "application/json" + charset}
+            )
             resp = conn.getresponse()
             reply = json.loads(resp.read())
         finally:

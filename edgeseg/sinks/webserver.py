@@ -356,7 +356,10 @@ class WebSink:
         return web.json_response(self.state())
 
     async def _json_body(self, request: web.Request) -> Any:
-        text = await request.text()
+        try:
+            text = await request.text()
+        except LookupError:  # "Content-Type: application/json; charset=bogus": the sender's mistake, not ours
+            raise ValueError(f"unknown charset {request.charset!r}") from None
         return parse_request(text) if text.strip() else {}
 
     async def _handle_set(self, request: web.Request) -> web.StreamResponse:
