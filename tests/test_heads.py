@@ -186,6 +186,15 @@ def test_yolo_unexpected_output_shape_is_a_model_error() -> None:
         YoloSegHead(YOLO).decode(outputs, _prepared(YOLO, (32, 32)), DecodeOptions())
 
 
+def test_yolo_prototype_masks_of_no_rows_are_a_model_error_naming_the_output() -> None:
+    outputs = _yolo_outputs([(16, 16, 8, 8, 0, 0.9, FULL)])
+    outputs["output1"] = outputs["output1"][:, :, :0]  # was IndexError: index -1 is out of bounds
+    with pytest.raises(
+        ModelError, match=r"output 'output1' has shape \(1, 2, 0, 8\), expected \[1, nm, h, w\]"
+    ):
+        YoloSegHead(YOLO).decode(outputs, _prepared(YOLO, (32, 32)), DecodeOptions())
+
+
 def _nms_reference(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, thr: float) -> list[int]:
     order = sorted(range(len(boxes)), key=lambda i: -scores[i])
     keep: list[int] = []

@@ -251,9 +251,11 @@ class YoloSegHead:
         # float32 whatever the graph gives (no copy when it is): box edges and mask logits worked out in a
         # float16 export's own type come out a quarter of an input pixel off, and flip mask pixels
         protos = np.asarray(outputs[proto_name], np.float32)
-        if protos.ndim != 4 or protos.shape[0] != 1:
+        # an empty map (h or w 0) failed in the mask crop with "index -1 is out of bounds", naming nothing
+        if protos.ndim != 4 or protos.shape[0] != 1 or 0 in protos.shape[2:]:
             raise ModelError(
                 f"model {card.name!r}: output {proto_name!r} has shape {protos.shape}, expected [1, nm, h, w]"
+                " (h, w >= 1)"
             )
         nm = protos.shape[1]
         det = np.asarray(outputs[det_name], np.float32)
