@@ -125,6 +125,23 @@ def test_an_invalid_value_is_refused_with_the_yaml_loaders_words(key: str, value
     assert outcome.rejected[key].startswith(yaml_words), (outcome.rejected[key], yaml_words)
 
 
+def test_a_live_kernel_or_iteration_count_that_would_stall_or_fail_every_frame_is_refused() -> None:
+    # applied before: a 100000 px kernel took a minute a frame on a real model, 2**31 iterations failed each
+    control = Control(_config(), SPLIT_CARD)
+    outcome = control.update(
+        {"postprocess.semantic.erosion_kernel": 100000, "postprocess.semantic.erosion_iteration": 2**31},
+        "mqtt",
+    )
+    assert outcome.applied == {}
+    assert outcome.rejected == {
+        "postprocess.semantic.erosion_kernel": "must be in [1, 63] (got 100000) [mqtt]",
+        "postprocess.semantic.erosion_iteration": "must be in [0, 31] (got 2147483648) [mqtt]",
+    }
+    highest = {t.key: t.hi for t in control.tunables() if t.key.endswith(("_kernel", "_iteration"))}
+    assert highest == {f"postprocess.semantic.{k}": 63 if k.endswith("kernel") else 31 for k in (
+        "erosion_kernel", "erosion_iteration", "dilate_kernel", "dilate_iteration")}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "key", ["model.path", "source.uri", "model.backend", "sinks.jsonl.path", "pipeline.queue_size"]
 )

@@ -182,10 +182,15 @@ class SemanticParams:
     ``min_score``, ``max_instances``).
     """
 
-    erosion_kernel: int = field(default=3, metadata=_m("Opening/erosion kernel side (px).", ge=1, live=True))
-    erosion_iteration: int = field(default=1, metadata=_m("Marker erosions.", ge=0, live=True))
-    dilate_kernel: int = field(default=3, metadata=_m("modlib's dilation kernel.", ge=1, live=True))
-    dilate_iteration: int = field(default=2, metadata=_m("modlib's dilations.", ge=0, live=True))
+    # Bounded: they change live (MQTT, the web page), and OpenCV erodes n times with a k-px square as once
+    # with an (n(k-1)+1)-px one, padding the map by as much: 255 x 255 took 10 s a frame, 100000 px a minute,
+    # 2**31 fails each frame. 63 x 31 is ~10 ms on a 513 px map, and wider than such maps' objects.
+    erosion_kernel: int = field(
+        default=3, metadata=_m("Opening/erosion kernel side (px).", ge=1, le=63, live=True)
+    )
+    erosion_iteration: int = field(default=1, metadata=_m("Marker erosions.", ge=0, le=31, live=True))
+    dilate_kernel: int = field(default=3, metadata=_m("modlib's dilation kernel.", ge=1, le=63, live=True))
+    dilate_iteration: int = field(default=2, metadata=_m("modlib's dilations.", ge=0, le=31, live=True))
     dist_threshold: float = field(
         default=0.6,
         metadata=_m(
