@@ -65,7 +65,7 @@ def bench_config(args: argparse.Namespace) -> PipelineConfig:
 def time_stages(config: PipelineConfig, frames: int, warmup: int) -> Timing:
     """Wall and CPU time of each stage of the configured pipeline, frame by frame on one thread."""
     from edgeseg.pipeline import ModelStages
-    from edgeseg.sources import open_source, option_float, parse_uri
+    from edgeseg.sources import open_source, option_fps, parse_uri
 
     stages = ModelStages.from_config(config)
     names = tuple(stages.model.card.classes)
@@ -107,7 +107,7 @@ def time_stages(config: PipelineConfig, frames: int, warmup: int) -> Timing:
         np.asarray(cpu),
         f"{config.name}: {stages.model.card.name}",
         bool(getattr(source, "live", False)),
-        option_float(parse_uri(config.source.uri), "fps", config.source.fps),
+        option_fps(parse_uri(config.source.uri), config.source.fps),
     )
 
 

@@ -316,6 +316,13 @@ def test_synthetic_source_carries_ground_truth_and_honours_uri_options() -> None
     assert frames[0].t_capture_ns < frames[1].t_capture_ns  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("fps", ["1e-300", "0", "nan", "inf"])
+def test_a_uri_fps_the_pacer_cannot_wait_for_is_refused_like_source_fps(fps: str) -> None:
+    # synthetic:parts?fps=1e-300 was taken, then the pacer's OverflowError (an infinite period) a traceback
+    with pytest.raises(SourceError, match=rf"option fps must be a number >= 1e-06 \(got '{fps}'\)"):
+        open_source(f"synthetic:parts?fps={fps}").close()
+
+
 def test_a_paced_source_says_its_rate_and_a_recording_of_it_plays_at_that_rate(tmp_path: Path) -> None:
     """The demo's scene is paced at 30 fps: its recording was written at the video sink's fallback of 25 and
     played a fifth too slow."""

@@ -47,7 +47,7 @@ from numpy.typing import NDArray
 from edgeseg.backoff import backoff_delays
 from edgeseg.errors import SourceError
 from edgeseg.frame import Frame
-from edgeseg.sources.spec import SourceConfig
+from edgeseg.sources.spec import MIN_FPS, SourceConfig
 
 log = logging.getLogger("edgeseg.sources")
 
@@ -244,17 +244,19 @@ def option_int(parsed: ParsedUri, key: str, default: int, minimum: int = 1) -> i
     return value
 
 
-def option_float(parsed: ParsedUri, key: str, default: float | None) -> float | None:
-    """Option ``key`` of the URI as a number > 0, or ``default`` when absent."""
-    raw = parsed.options.get(key)
+def option_fps(parsed: ParsedUri, default: float | None) -> float | None:
+    """Option ``fps`` of the URI as a frame rate (as ``source.fps`` takes), or ``default`` when absent."""
+    raw = parsed.options.get("fps")
     if raw is None:
         return default
     try:
         value = float(raw)
     except ValueError:
         value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise SourceError(f"source URI {parsed.uri!r}: option {key} must be a number > 0 (got {raw!r})")
+    if not MIN_FPS <= value < float("inf"):  # 1e-300 was taken: the pacer's OverflowError
+        raise SourceError(
+            f"source URI {parsed.uri!r}: option fps must be a number >= {MIN_FPS:g} (got {raw!r})"
+        )
     return value
 
 

@@ -47,7 +47,7 @@ import numpy as np
 
 from edgeseg.errors import MissingDependencyError, SourceError
 from edgeseg.geometry import FULL_ROI, Roi, validate_roi
-from edgeseg.sources import ParsedUri, check_options, option_float, option_int
+from edgeseg.sources import ParsedUri, check_options, option_fps, option_int
 from edgeseg.sources.live import Grab, LiveSource
 
 if TYPE_CHECKING:
@@ -211,7 +211,7 @@ class Picamera2Source(LiveSource):
             network=parsed.options.get("network") or config.imx500_network,
             width=option_int(parsed, "width", config.width or 0) or None,
             height=option_int(parsed, "height", config.height or 0) or None,
-            fps=option_float(parsed, "fps", config.fps),
+            fps=option_fps(parsed, config.fps),
             roi=config.roi,
             reconnect_initial_s=config.reconnect_initial_s,
             reconnect_max_s=config.reconnect_max_s,

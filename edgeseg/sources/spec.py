@@ -21,6 +21,11 @@ _URI_DOC = (
 DEFAULT_RECONNECT_TIMEOUT_S = 60.0
 
 
+# a floor, not > 0: a period of 1e9/1e-300 ns is infinite, and one over threading.TIMEOUT_MAX (292 years)
+# cannot be waited for (OverflowError)
+MIN_FPS = 1e-6
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     """Where frames come from (see :mod:`edgeseg.sources` for the URI forms)."""
@@ -31,12 +36,10 @@ class SourceConfig:
         metadata=_m("Region to process, normalized [left, top, width, height].", live=True),
     )
     fps: float | None = field(
-        # a floor, not > 0: a period of 1e9/1e-300 ns is infinite, and one over threading.TIMEOUT_MAX (292
-        # years) cannot be waited for (OverflowError)
         default=None,
         metadata=_m(
             "Frame rate: asked of cameras, paces synthetic/files (at least 1e-6: a frame in 11 days).",
-            ge=1e-6,
+            ge=MIN_FPS,
         ),
     )
     loop: bool = field(

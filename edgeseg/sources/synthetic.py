@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from edgeseg.errors import InputError, SourceError
 from edgeseg.frame import Frame
-from edgeseg.sources import Pacer, ParsedUri, SourceStats, check_options, option_float, option_int
+from edgeseg.sources import Pacer, ParsedUri, SourceStats, check_options, option_fps, option_int
 from edgeseg.synthetic import PartsScene
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class SyntheticSource:
             width=option_int(parsed, "width", config.width or 640),
             height=option_int(parsed, "height", config.height or 480),
             seed=option_int(parsed, "seed", 0, minimum=0),
-            fps=option_float(parsed, "fps", config.fps),
+            fps=option_fps(parsed, config.fps),
         )
 
     @property
