@@ -45,7 +45,9 @@ class FieldError(InputError):
 
     def text(self) -> str:
         got = "" if self.value is MISSING else f" (got {describe(self.value)})"
-        return f"{self.key}: {self.message}{got}"
+        # a key is the file's too: one holding a line break ("a\nb": 1) must not break the line
+        key = self.key if self.key.isprintable() else json.dumps(self.key)
+        return f"{key}: {self.message}{got}"
 
     def under(self, prefix: str) -> FieldError:
         """The same failure with the section's key path in front."""

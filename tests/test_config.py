@@ -193,6 +193,16 @@ def test_a_value_that_yaml_aliases_or_keys_make_unprintable_as_json_is_a_short_o
     assert len(str(err.value)) < 1000
 
 
+def test_a_key_holding_a_line_break_is_named_on_the_errors_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, M + 'zones: {"a\\nb": {polygon: [[0, 0], [1, 0], [1, 1]]}}'), env={})
+    assert str(err.value).startswith('"zones.a\\nb": name must match')
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, 'model: {path: m, "x\\ry": 1}'), env={})
+    assert str(err.value).startswith('"model.x\\ry": unknown key')
+    assert "\r" not in str(err.value)
+
+
 def test_a_key_written_twice_is_an_error_naming_its_line_where_yaml_aliases_merge_as_before(
     tmp_path: Path,
 ) -> None:
