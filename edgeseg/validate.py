@@ -189,7 +189,8 @@ def check_value(hint: Any, value: Any, key: str, meta: Mapping[str, Any], fail: 
     if hint in (str, Path):
         if not isinstance(value, str):
             raise fail(key, "must be a string", value)
-        if hint is Path and not value.strip():
+        # a NUL ("\0" in a quoted YAML string) is no path the OS takes: open() raised ValueError at start
+        if hint is Path and (not value.strip() or "\0" in value):
             raise fail(key, "must be a path", value)
         constrain(key, value, meta, fail)
         return Path(value) if hint is Path else value

@@ -121,6 +121,7 @@ def test_relative_paths_in_the_file_follow_the_file_and_overrides_follow_the_cwd
         (M + "source: {fps: 0}", [], "source.fps: must be >= 1e-06 (got 0)"),
         (M + "source: {fps: 1e-300}", [], "source.fps: must be >= 1e-06 (got 1e-300)"),  # was OverflowError
         ("model: {path: m, threads: 99999999999999999999}", [], "model.threads: must be in [0, 1024]"),
+        (M + 'sinks: {jsonl: {path: "a\\0b.jsonl"}}', [], "sinks.jsonl.path: must be a path (got 'a\\x00b"),
         (M + "pipeline: {queue_size: two}", [], "pipeline.queue_size: must be an integer (got 'two')"),
         (M + "postprocess: {score_threshold: 1.5}", [], "postprocess.score_threshold: must be in [0, 1]"),
         (M + "source: {roi: [0, 0, 2, 1]}", [], "source.roi: must be [left, top, width, height]"),
