@@ -21,6 +21,12 @@ _totals: dict[str, list[int]] = {}
 _totals_lock = threading.Lock()
 
 
+def said(n: int) -> bool:
+    """Whether the ``n``-th occurrence of one failure gets a log line: the first three, then one a hundred (a
+    condition that lasts, an ACL or a busy scene, would log a line for every result for as long)."""
+    return n <= 3 or n % 100 == 0
+
+
 class LogTally:
     """Sums ``counts`` given to :meth:`add` and logs ``message % sums`` at most every ``every_s`` seconds.
 

@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edgeseg.logtally import said
 from edgeseg.mqtt.spool import Spool
 from edgeseg.mqtt.topics import as_replay
 
@@ -149,7 +150,7 @@ class Delivery:
             # refused for good: sending it again would be refused again and hold up every stop
             self._refused.append(sent[0])
             n = self._count("refused")
-            if _logged(n):
+            if said(n):
                 log.error("the broker refused a results message: %s (%d so far); it is dropped", rc, n)
             return
         self._acked.append(sent[0])
@@ -183,7 +184,7 @@ class Delivery:
     def _too_large(self, spool_id: int, size: int, limit: int | None) -> None:
         self.spool.delete([spool_id])
         n = self._count("too_large")
-        if not _logged(n):
+        if not said(n):
             return
         if limit is None:
             log.error(
@@ -201,12 +202,6 @@ class Delivery:
             limit,
             n,
         )
-
-
-def _logged(n: int) -> bool:
-    """Whether the ``n``-th message lost for one reason is logged: the first three, then one a hundred (a
-    condition that lasts, an ACL or a packet limit, would log a line for every result for as long)."""
-    return n <= 3 or n % 100 == 0
 
 
 class HangUps:

@@ -36,6 +36,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edgeseg.backoff import backoff_delays
+from edgeseg.logtally import said
 from edgeseg.mqtt.broker import BrokerAddress, Credentials
 from edgeseg.mqtt.client import describe_error, make_client, refusal, start_connect
 from edgeseg.mqtt.delivery import SUSPECT_DROPS, Delivery, DeliveryFigures, MessageKey, packet_size
@@ -227,7 +228,7 @@ class Publisher:
             if len(self._replies) == REPLY_QUEUE:  # the oldest goes: count it, say it
                 dropped = self._s.replies_dropped + 1
                 self._s = replace(self._s, replies_dropped=dropped)
-                if dropped <= 3 or dropped % 100 == 0:
+                if said(dropped):
                     log.warning("a reply to a config request was dropped unsent (%d so far)", dropped)
             self._replies.append((topic, payload, correlation_data))
         self.wake()
@@ -475,7 +476,7 @@ class Publisher:
             entry.skipped += 1
             n = entry.skipped
         # a snapshot stays too large for as long as the scene stays busy: not a line at every interval
-        if n <= 3 or n % 100 == 0:
+        if said(n):
             log.warning("%s; not sent (%d so far)", why, n)
 
     def _new_delays(self) -> Iterator[float]:
@@ -543,7 +544,7 @@ class Publisher:
             except ValueError as exc:  # a request's response topic with a wildcard: the broker forwards it
                 self._unsendable_replies += 1
                 n = self._unsendable_replies
-                if n <= 3 or n % 100 == 0:
+                if said(n):
                     log.warning("a reply on %r was not sent (%d so far): %s", topic, n, exc)
 
     def _maybe_stats(self, link: _Link) -> None:

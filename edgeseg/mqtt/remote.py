@@ -14,6 +14,7 @@ from typing import Any
 
 from edgeseg.errors import EdgesegError
 from edgeseg.live import Controls, Outcome, Tunable, parse_request
+from edgeseg.logtally import said
 from edgeseg.mqtt.publisher import Message, Publisher
 from edgeseg.mqtt.topics import Topics, config_result_payload, config_state_payload
 
@@ -56,7 +57,7 @@ class RemoteControl:
     def _refuse(self, request: Message, key: str, why: str) -> None:
         outcome = Outcome({}, {key: why}, self.control.current().version)
         self._refused += 1
-        if self._refused <= 3 or self._refused % 100 == 0:
+        if said(self._refused):
             log.warning("%s: refused (%d so far): %s", request.topic, self._refused, why)
         self._reply(request, outcome.to_json())
 

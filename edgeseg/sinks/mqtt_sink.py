@@ -21,6 +21,7 @@ from edgeseg.atomic import replace_file
 from edgeseg.events import Counts, Event
 from edgeseg.frame import Result
 from edgeseg.instances import MaskFormat
+from edgeseg.logtally import said
 from edgeseg.modelcard import file_sha256
 from edgeseg.mqtt.broker import (
     BrokerAddress,
@@ -247,7 +248,7 @@ class MqttSink:
                 payload = results_payload(text, self.boot_id, self._seq)
             except Exception as exc:  # one result that cannot be serialized never costs the batch
                 self._unserializable += 1
-                if self._unserializable <= 3 or self._unserializable % 100 == 0:
+                if said(self._unserializable):
                     log.error(
                         "result of frame %d cannot be serialized, it is lost (%d so far): %s",
                         result.frame.index,
@@ -361,7 +362,7 @@ class MqttSink:
             self._snapshots_skipped += 1
             n = self._snapshots_skipped
             # a busy scene stays busy: not a line at every snapshot_interval_s for as long
-            if n <= 3 or n % 100 == 0:
+            if said(n):
                 log.warning(
                     "snapshot of frame %d skipped: %d bytes is over sinks.mqtt.snapshot_max_bytes (%d) "
                     "(%d so far)",

@@ -21,6 +21,7 @@ import numpy as np
 from edgeseg.errors import ConfigError, EdgesegError
 from edgeseg.frame import Result
 from edgeseg.live import Outcome, Tunable, parse_request
+from edgeseg.logtally import said
 from edgeseg.procmem import memory_mb
 from edgeseg.sinks.base import SinkContext, SinkReport
 from edgeseg.sinks.webaccess import TOKEN_COOKIE, TOKEN_HINT, is_loopback, split_listen
@@ -243,7 +244,7 @@ class WebSink:
             given = self._given_token(request)
             if not given or not hmac.compare_digest(given, self._token):
                 self.refused += 1
-                if self.refused <= 3 or self.refused % 100 == 0:
+                if said(self.refused):
                     log.warning(
                         "web: refused %s %s from %s: %s token (%d refused so far)",
                         request.method,
@@ -500,7 +501,7 @@ class WebSink:
         """A connection closed at accept (the page unreachable for it): counted, and said, so an operator
         sees why the page is down while its connections are held."""
         self.turned_away += 1
-        if self.turned_away <= 3 or self.turned_away % 100 == 0:
+        if said(self.turned_away):
             log.warning(
                 "web: %d connections open, a new one closed (%d so far)", MAX_CONNECTIONS, self.turned_away
             )
