@@ -8,6 +8,7 @@ import json
 import random
 import re
 import signal
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -21,7 +22,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from test_mqtt import validate
 
+from edgeseg.config import load_config
+from edgeseg.control import Control
 from edgeseg.modelcard import find_card
+from edgeseg.mqtt.broker import Credentials, parse_broker_url
+from edgeseg.mqtt.publisher import Publisher, PublisherSettings
+from edgeseg.mqtt.remote import RemoteControl
+from edgeseg.mqtt.spool import Spool
+from edgeseg.mqtt.topics import Topics
 
 BASE = "edgeseg/cam1"
 SCORE = "postprocess.semantic.min_score"  # a slider: the demo model's lowest score kept
@@ -283,3 +291,45 @@ def test_a_thousand_random_payloads_on_the_config_topics_never_stop_the_pipeline
         json.dumps(v).encode() for r in _replies(collector) for k, v in r["applied"].items() if k == SCORE
     }
     assert {m.payload for m in collector.on(STATE)} <= applied | {CARD_SCORE}
+
+
+def test_two_updates_racing_leave_the_retained_state_at_the_value_in_effect(tmp_path: Path) -> None:
+    """The web page and MQTT change one slider at once: each update's watcher read the value in effect and
+    then retained it, so the first could retain its value after the second had retained the newer one (Home
+    Assistant's slider stuck at a value the device no longer runs). The publisher is not started: its table
+    of retained topics is what it sends, and sends again on every connect."""
+    repo = Path(__file__).resolve().parents[1]
+    card = find_card(repo / "models" / "demo-parts.onnx")
+    control = Control(load_config(repo / "pipelines" / "demo.yaml", [], env={}), card)
+    topics = Topics("edgeseg", "cam1", "homeassistant")
+    spool = Spool(tmp_path / "spool.sqlite3", 1 << 20, 3600)
+    publisher = Publisher(
+        parse_broker_url("mqtt://127.0.0.1:1"), Credentials(), "cam1", spool, topics, PublisherSettings()
+    )
+    RemoteControl(publisher, topics, control)
+    stale = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # a thread switch at almost every bytecode: the gap is hit within seconds
+    try:
+        for n in range(600):
+            start = threading.Barrier(2, timeout=10)
+
+            def update(value: float, start: threading.Barrier = start) -> None:
+                start.wait()
+                control.update({SCORE: value}, "test")
+
+            threads = [
+                threading.Thread(target=update, args=(v,)) for v in ((0.3, 0.7) if n % 2 else (0.7, 0.3))
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            held = json.loads(publisher._retained[topics.config_state(SCORE)].payload)
+            if held != control.value(SCORE):
+                stale.append((n, held, control.value(SCORE)))
+    finally:
+        sys.setswitchinterval(interval)
+        publisher.close(0)
+        spool.close()
+    assert not stale

@@ -10,6 +10,7 @@ refused unread, and a single value is read as JSON (or a bare word), never as YA
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from edgeseg.errors import EdgesegError
@@ -33,6 +34,7 @@ class RemoteControl:
         self.control = control
         self.tunables: list[Tunable] = list(control.tunables())
         self._refused = 0
+        self._state_lock = threading.Lock()
         for tunable in self.tunables:
             self._publish_state(tunable.key, tunable.value)
         publisher.subscribe(topics.config_key_set("+"), self._on_key_set)
@@ -44,9 +46,12 @@ class RemoteControl:
         self.publisher.set_retained(self.topics.config_state(key), config_state_payload(value))
 
     def _on_change(self, outcome: Outcome) -> None:
-        # the value in effect now, not the outcome's: two updates racing end with the state of the last
-        for key in outcome.applied:
-            self._publish_state(key, self.control.value(key))
+        # the value in effect now, not the outcome's, read and retained under one lock: two updates racing
+        # (the web page and MQTT) end with the state of the last, where the first could read before the
+        # second applied and retain after it (the watchers run on each updating thread)
+        with self._state_lock:
+            for key in outcome.applied:
+                self._publish_state(key, self.control.value(key))
 
     def _reply(self, request: Message, doc: dict[str, Any]) -> None:
         payload = config_result_payload({**doc, "request": request.topic})
