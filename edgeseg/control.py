@@ -210,32 +210,39 @@ class Control:
         """
         flat = _flat_changes(changes)
         with self._lock:
-            snap = self._snap
-            assert snap.config is not None
-            rejected: dict[str, str] = {}
-            wanted: dict[str, Any] = {}
-            for key, value in flat.items():
-                reason = self._not_live(key, value, origin)
-                if reason is None:
-                    wanted[key] = value
-                else:
-                    rejected[key] = reason
-            config, accepted = self._apply(snap.config, wanted, origin, rejected)
-            new = snap
-            if config != snap.config:
-                new = snapshot(config, self.card, snap.version + 1)
-                self._snap, self._raw = new, to_raw(config)
-            applied = {key: _effective(new, key) for key in accepted}
-            outcome = Outcome(applied, rejected, new.version)
+            outcome = self._update_locked(flat, origin)
         if not quiet:
             self._log(outcome, origin)
-        if applied:
+        self._tell_watchers(outcome)
+        return outcome
+
+    def _update_locked(self, flat: Mapping[str, Any], origin: str) -> Outcome:
+        """:meth:`update` of flat changes, the lock held (the caller logs and tells the watchers)."""
+        snap = self._snap
+        assert snap.config is not None
+        rejected: dict[str, str] = {}
+        wanted: dict[str, Any] = {}
+        for key, value in flat.items():
+            reason = self._not_live(key, value, origin)
+            if reason is None:
+                wanted[key] = value
+            else:
+                rejected[key] = reason
+        config, accepted = self._apply(snap.config, wanted, origin, rejected)
+        new = snap
+        if config != snap.config:
+            new = snapshot(config, self.card, snap.version + 1)
+            self._snap, self._raw = new, to_raw(config)
+        applied = {key: _effective(new, key) for key in accepted}
+        return Outcome(applied, rejected, new.version)
+
+    def _tell_watchers(self, outcome: Outcome) -> None:
+        if outcome.applied:
             for callback in list(self._watchers):
                 try:
                     callback(outcome)
                 except Exception as exc:  # a front-end that fails must not undo or block the update
                     log.warning("a watcher of the live settings failed: %s", exc)
-        return outcome
 
     def _build(self, config: PipelineConfig, changes: Mapping[str, Any], origin: str) -> PipelineConfig:
         return apply_changes(config, self._raw, changes, origin, self.file)
@@ -376,21 +383,24 @@ class Control:
         if self._reloader is None:
             raise ConfigError("this pipeline cannot reload its files")
         new = self._reloader()
-        old, now = flatten(to_raw(self._base)), flatten(to_raw(new))
-        changed = {key: value for key, value in now.items() if old.get(key) != value}
-        # a key gone from the files (a zone removed) changed too; a live key never goes (it has a default)
-        changed.update(dict.fromkeys(sorted(old.keys() - now.keys())))
-        self._base = new
-        outcome = self.update(changed, "reload", quiet=True)
-        for key in outcome.rejected:  # the value before the first reload that could not apply it
-            if (meta := field_meta(key)) is not None and meta.get("live"):
-                self._pending.setdefault(key, old.get(key))
-        for key in outcome.applied:
-            self._pending.pop(key, None)
-        if outcome.applied:  # a restart now runs the file's new values: a reset goes back to them
-            kept = {key: changed[key] for key in outcome.applied}
-            with self._lock:
+        # the new files, the settings they change and what a save or reset compares against, in one step: a
+        # save between them kept the files' old values as live changes, over the new ones at the next start
+        with self._lock:
+            old, now = flatten(to_raw(self._base)), flatten(to_raw(new))
+            changed = {key: value for key, value in now.items() if old.get(key) != value}
+            # a key gone from the files (a zone removed) changed too; a live key never goes (it has a default)
+            changed.update(dict.fromkeys(sorted(old.keys() - now.keys())))
+            self._base = new
+            outcome = self._update_locked(changed, "reload")
+            for key in outcome.rejected:  # the value before the first reload that could not apply it
+                if (meta := field_meta(key)) is not None and meta.get("live"):
+                    self._pending.setdefault(key, old.get(key))
+            for key in outcome.applied:
+                self._pending.pop(key, None)
+            if outcome.applied:  # a restart now runs the file's new values: a reset goes back to them
+                kept = {key: changed[key] for key in outcome.applied}
                 self._kept = apply_changes(self._kept, to_raw(self._kept), kept, "reload", self.file)
+        self._tell_watchers(outcome)
         return outcome
 
 

@@ -453,6 +453,42 @@ def test_an_roi_edited_in_the_file_where_the_sensor_crops_is_not_saved_over_by_t
     assert restarted.source.roi == (0.1, 0.1, 0.8, 0.8)
 
 
+def test_a_save_racing_a_reload_never_keeps_the_files_old_value_over_its_new_one(tmp_path: Path) -> None:
+    """SIGHUP (the main thread) while the web page or MQTT saves: the reload took in the new files before it
+    applied their values, and a save in between kept the running value, the files' old one, as a live change:
+    the saved tuning then won over the edited file at the next start."""
+    file, text = _demo_copy(tmp_path)
+    tuning = tuning_path(tmp_path, "p")
+    control = Control(
+        load_config(file, env={}),
+        DEMO_CARD,
+        file=file,
+        tuning=tuning,
+        reloader=lambda: load_config(file, env={}),
+    )
+    kept = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # a thread switch at almost every bytecode: the gap is hit within seconds
+    try:
+        for n in range(300):
+            file.write_text(text.replace("semantic: null", f"semantic:\n    min_score: {(0.4, 0.45)[n % 2]}"))
+            start = threading.Barrier(2, timeout=10)
+            threads = [
+                threading.Thread(target=lambda call=call, start=start: (start.wait(), call()))
+                for call in (control.reload, control.save)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            if saved := dict(load_tuning(tuning).values):  # nothing is tuned: nothing may be saved
+                kept.append((n, saved))
+                control.save()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not kept
+
+
 def test_sighup_applies_a_changed_threshold_and_refuses_a_new_model_in_one_line(tmp_path: Path) -> None:
     """A real ``edgeseg run`` process, a real SIGHUP: the file's new threshold reaches the next results, its
     new model path is refused in the same single log line, and the run goes on."""
