@@ -363,14 +363,19 @@ class Control:
     def reset(self) -> Outcome:
         """Undo the live changes not saved: back to what a restart would run (the files, the flags and the
         saved tuning as of the start, the last save or the values the last reload applied)."""
-        assert self._snap.config is not None
-        now, kept = flatten(to_raw(self._snap.config)), flatten(to_raw(self._kept))
-        undo = {
-            key: kept.get(key)
-            for key, value in now.items()
-            if value != kept.get(key) and (meta := field_meta(key)) is not None and meta.get("live")
-        }
-        return self.update(undo, "reset")
+        # (read and undone in one step: a reload between them would be undone by values it replaced)
+        with self._lock:
+            assert self._snap.config is not None
+            now, kept = flatten(to_raw(self._snap.config)), flatten(to_raw(self._kept))
+            undo = {
+                key: kept.get(key)
+                for key, value in now.items()
+                if value != kept.get(key) and (meta := field_meta(key)) is not None and meta.get("live")
+            }
+            outcome = self._update_locked(undo, "reset")
+        self._log(outcome, "reset")
+        self._tell_watchers(outcome)
+        return outcome
 
     def reload(self) -> Outcome:
         """Read the files again (SIGHUP) and apply the keys that changed there since start (or the last

@@ -489,6 +489,41 @@ def test_a_save_racing_a_reload_never_keeps_the_files_old_value_over_its_new_one
     assert not kept
 
 
+def test_a_reset_racing_a_reload_leaves_the_files_new_value_running(tmp_path: Path) -> None:
+    """A reset at the moment of a SIGHUP goes back to what a restart would run, the file as reloaded: it read
+    the running values after the reload had applied the file's and what a restart runs before the reload
+    had changed it, and so undid the reload."""
+    file, text = _demo_copy(tmp_path)
+    control = _reloading(file)
+    started = time.perf_counter()
+    control.reload()
+    reload_s = time.perf_counter() - started
+    rng = random.Random(7)
+    undone = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # a thread switch at almost every bytecode: the gap is hit within seconds
+    try:
+        for n in range(300):
+            value = (0.4, 0.45)[n % 2]
+            file.write_text(text.replace("semantic: null", f"semantic:\n    min_score: {value}"))
+            # the reset starts while the reload runs, at a random point of it
+            late = rng.uniform(0.3, 1.2) * reload_s
+            threads = [
+                threading.Thread(target=control.reload),
+                threading.Thread(target=lambda late=late: (time.sleep(late), control.reset())),
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            if control.value(SCORE) != value:
+                undone.append((n, control.value(SCORE), value))
+                control.reset()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not undone
+
+
 def test_sighup_applies_a_changed_threshold_and_refuses_a_new_model_in_one_line(tmp_path: Path) -> None:
     """A real ``edgeseg run`` process, a real SIGHUP: the file's new threshold reaches the next results, its
     new model path is refused in the same single log line, and the run goes on."""
