@@ -108,11 +108,11 @@ class ServiceLink:
         health = pipeline.health(self.limit_s)
         if not self.ready:
             if pipeline.stats().frames_done or (health.ok and health.why):
+                if self._starting is not None:  # first: one of its "starting: ..." after READY would show
+                    self._starting.stop()
                 self.ready = True
                 self.notifier.ready(self._line(health))
                 self._next = now + self._period
-                if self._starting is not None:
-                    self._starting.stop()
                 return
             if health.ok:
                 return

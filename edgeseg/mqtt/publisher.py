@@ -512,18 +512,19 @@ class Publisher:
                 entry.last_sent = now
             # the step's select wakes for the next one held back (a change with nothing after it)
             self._next_retained = min((e.not_before for _, e in unsent if not e.sent), default=math.inf)
-        for topic, entry in due:
-            size = len(entry.payload)
+            # what is checked is what is sent: set_retained may replace a payload once the lock is let go
+            sending = [(t, e, e.payload, e.qos) for t, e in due]
+        for topic, entry, payload, qos in sending:
+            size = len(payload)
             if entry.hung_up_at is not None and size >= entry.hung_up_at:
                 self._skip_retained(entry, f"{topic}: {size} bytes; the broker hung up on {entry.hung_up_at}")
                 continue
-            if link.max_packet is not None and packet_size(topic, entry.payload) > link.max_packet:
+            if link.max_packet is not None and packet_size(topic, payload) > link.max_packet:
                 self._skip_retained(
                     entry,
                     f"{topic}: {size} bytes is over the broker's packet limit of {link.max_packet} bytes",
                 )
                 continue
-            payload, qos = entry.payload, entry.qos
             info = link.client.publish(topic, payload, qos=qos, retain=True)
             self.delivery.hang_ups.sent(info.mid if qos else None, (topic, hash(payload)), len(payload))
         if with_status:
