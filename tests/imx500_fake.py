@@ -160,6 +160,9 @@ class World:
     fail_capture_at: int | None = None
     stall_capture_at: int | None = None  # that capture's request never completes (a frontend timeout)
     stall_metadata_at: int | None = None  # likewise the request of that capture_metadata()
+    # every that many captures one fails or stalls (a camera that keeps failing: the last one of each run)
+    fail_capture_every: int | None = None
+    stall_capture_every: int | None = None
     fail_metadata_at: int | None = None
     cameras_open: int = 0
     metadata_calls: int = 0
@@ -384,10 +387,12 @@ class FakePicamera2:
 
     def capture_request(self, wait: bool | float | None = None) -> FakeRequest:
         assert self.started
-        self.world.captures += 1
-        if self.world.captures == self.world.fail_capture_at:
+        world = self.world
+        world.captures += 1
+        n = world.captures
+        if n == world.fail_capture_at or (world.fail_capture_every and n % world.fail_capture_every == 0):
             raise RuntimeError("Camera frontend has timed out!")
-        if self.world.captures == self.world.stall_capture_at:
+        if n == world.stall_capture_at or (world.stall_capture_every and n % world.stall_capture_every == 0):
             self._stall(wait)
         request = FakeRequest(self, len(self.world.requests))
         self.world.requests.append(request)

@@ -3,6 +3,7 @@ which cites the picamera2 0.3.36 lines each behaviour copies)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 import types
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import FakeClock
 from imx500_fake import AI_CAMERA_ID, RPK, World, aspect_crop
 
 from edgeseg.config import SourceConfig
@@ -253,6 +255,27 @@ def test_a_camera_whose_first_frame_does_not_come_is_closed_and_opened_again(
     assert world.built == ["IMX500", "Picamera2", "Picamera2"]
     assert world.cameras_open == 0
     assert src.stats.reconnects == 1
+
+
+@pytest.mark.parametrize(("fault", "reason"), [("stall", "the camera stalled"), ("fail", "capture failed")])
+def test_a_camera_that_keeps_dropping_is_reported_as_reconnects_are_not_at_every_drop(
+    tmp_path: Path, fault: str, reason: str, fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An AI Camera that stalls after each frame for months logged a WARNING at every stall (one line each
+    cycle); its drops are now the live sources' drops, reported 1-3, 10, 20, … with the reason in the line."""
+    caplog.set_level(logging.DEBUG, logger="edgeseg.sources")
+    world = World(results_from=0, **{f"{fault}_capture_every": 2})  # a frame, a drop, a frame, a drop, …
+    src = _source(tmp_path, world, reconnect_initial_s=0.001, reconnect_max_s=0.001, capture_timeout_s=0.001)
+    frames = [src.read() for _ in range(25)]  # (the clock stands still: no connection holds for STABLE_S)
+    src.close()
+    assert all(f is not None for f in frames)
+    assert src.stats.reconnects == 24
+    drops = [r for r in caplog.records if "dropped" in r.getMessage() or reason in r.getMessage()]
+    assert len(drops) == 24  # one line a drop, with its reason in it
+    assert all(reason in r.getMessage() for r in drops)
+    warned = [r.getMessage() for r in drops if r.levelno >= logging.WARNING]
+    assert len(warned) == 5  # drops 1, 2, 3, 10 and 20
+    assert "(drop 20 in a row; drops are reported again at 30)" in warned[-1]
 
 
 def test_plain_camera_without_network_attaches_nothing(tmp_path: Path) -> None:

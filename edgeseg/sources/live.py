@@ -104,8 +104,9 @@ class LiveSource(ABC):
         """Open the device: None when connected, else why not in a few words (``"cannot open X"``)."""
 
     @abstractmethod
-    def _grab(self) -> Grab | None:
-        """One image, or None when the device dropped (it will be disconnected and reconnected)."""
+    def _grab(self) -> Grab | str | None:
+        """One image, or why not in a few words (None: no reason known) when the device dropped: it will be
+        disconnected and reconnected, and the reason is reported as the drop is (throttled, not each time)."""
 
     @abstractmethod
     def _disconnect(self) -> None:
@@ -191,7 +192,7 @@ class LiveSource(ABC):
             return None
         with self.activity:
             grab = self._grab()
-        if grab is None:
+        if not isinstance(grab, Grab):
             self._connected = False
             with self.activity:
                 self._disconnect()
@@ -201,7 +202,9 @@ class LiveSource(ABC):
                 self._delays = backoff_delays(self._initial_s, self._max_s)
             elif n:
                 self._drops += 1
-            self._failed(f"stream dropped after {n} frame(s)" if n else "connected, but no frame came")
+            dropped = f"stream dropped after {n} frame(s)" if n else "connected, but no frame came"
+            self._failed(f"{dropped}: {grab}" if grab else dropped)
+            return None
         return grab
 
     def _try_connect(self) -> bool:

@@ -309,7 +309,7 @@ class Picamera2Source(LiveSource):
         self._imx500.set_inference_roi_abs(tuple(round(v) for v in rect))
         self._inference_roi = rect
 
-    def _grab(self) -> Grab | None:
+    def _grab(self) -> Grab | str | None:
         camera = self._camera
         try:
             # (a number: picamera2 waits that long, then raises; since 0.3.22's dispatch_functions)
@@ -318,11 +318,9 @@ class Picamera2Source(LiveSource):
             # The capture's job stays queued, and a stop() queued behind it would wait for it for ever
             # (picamera2.py:1404 in 0.3.36): cancelled first, as cancel_all_and_flush's docstring says to.
             camera.cancel_all_and_flush()
-            log.warning("%s: %s", self.uri, self._stalled())
-            return None
+            return self._stalled()
         except (RuntimeError, OSError) as e:
-            log.warning("%s: capture failed: %s", self.uri, e)
-            return None
+            return f"capture failed: {e}"
         try:
             metadata = request.get_metadata()
             t_ns, wall = self._capture_time(metadata), time.time()
@@ -345,7 +343,7 @@ class Picamera2Source(LiveSource):
         )
 
     def _stalled(self) -> str:
-        return f"no frame came in {self._capture_timeout_s:g} s: the camera stalled"
+        return f"the camera stalled (no frame in {self._capture_timeout_s:g} s)"
 
     def _disconnect(self) -> None:
         camera, self._camera = self._camera, None
