@@ -183,6 +183,49 @@ def test_looping_file_restarts_and_keeps_counting(tmp_path: Path) -> None:
     assert indices == list(range(7))
 
 
+def test_a_looping_video_with_a_corrupt_frame_warns_in_the_first_pass_and_counts_it_in_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a damaged video looped for months warned about the same frame at every pass (one line each few s)
+    good = tmp_path / "good.avi"
+    _write_video(good, 10)
+    data = bytearray(good.read_bytes())
+    jpeg_starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+    data[jpeg_starts[4] : jpeg_starts[4] + 200] = bytes(200)  # wipe the 5th frame's JPEG header and data
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(bytes(data))
+    caplog.set_level(logging.DEBUG, logger="edgeseg.sources")
+    src = open_source(SourceConfig(uri=str(bad), loop=True))
+    indices = [src.read().index for _ in range(27)]  # type: ignore[union-attr]
+    src.close()
+    assert indices == [i for i in range(30) if i % 10 != 4]
+    assert src.stats.skipped == 3  # counted at each pass, for the run's summary
+    said = [r for r in caplog.records if "undecodable" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+
+
+def test_a_looping_folder_warns_about_an_unreadable_or_truncated_image_once_and_counts_it_at_each_pass(
+    assets_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shutil.copy(assets_dir / "images" / "bus.jpg", tmp_path / "a1.jpg")
+    data = (assets_dir / "images" / "zidane.jpg").read_bytes()
+    (tmp_path / "a2.jpg").write_bytes(data[: len(data) // 2])  # truncated: decoded, flagged damaged
+    (tmp_path / "a3.jpg").write_bytes(data[:100])  # headers only: skipped
+    caplog.set_level(logging.DEBUG, logger="edgeseg.sources")
+    src = open_source(SourceConfig(uri=str(tmp_path), loop=True))
+    indices = [src.read().index for _ in range(6)]  # type: ignore[union-attr]
+    src.close()
+    assert indices == [0, 1, 3, 4, 6, 7]
+    assert (src.stats.damaged, src.stats.skipped) == (3, 2)  # a3 of the third pass is not read yet
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w.split(": ", 1)[1] for w in warned] == [
+        f"{tmp_path / 'a2.jpg'} (frame 1) is a truncated JPEG: processed anyway, its missing part filled in "
+        "by the decoder",
+        f"skipped unreadable image {tmp_path / 'a3.jpg'} (frame 2)",
+    ]
+    assert len([r for r in caplog.records if "a2.jpg" in r.getMessage() or "a3.jpg" in r.getMessage()]) == 5
+
+
 def test_looping_a_raw_stream_file_that_cannot_seek_back_starts_again_from_its_first_frame(
     tmp_path: Path,
 ) -> None:

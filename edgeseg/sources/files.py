@@ -1,11 +1,12 @@
 """Offline sources: every frame of a video file, or every image of a folder or glob, exactly once.
 
 A frame that cannot be decoded in the middle of a file (a corrupt packet, an unreadable image) is counted in
-``stats.skipped``, logged with its position and skipped; it never ends the run. ``Frame.index`` is the
-frame's position in the file (or in the sorted image list), so a skipped frame leaves a gap and results stay
-aligned with the input. A video that ends before the frames its header announces is reported at its end
-(``stats.missing``); a JPEG cut short, which libjpeg still decodes (its bottom filled in), is delivered with
-``Frame.damaged`` set and counted in ``stats.damaged``. ``stats.lost`` adds the three up.
+``stats.skipped``, logged with its position (a looping source logs the same one once, and counts it at each
+pass) and skipped; it never ends the run. ``Frame.index`` is the frame's position in the file (or in the
+sorted image list), so a skipped frame leaves a gap and results stay aligned with the input. A video that
+ends before the frames its header announces is reported at its end (``stats.missing``); a JPEG cut short,
+which libjpeg still decodes (its bottom filled in), is delivered with ``Frame.damaged`` set and counted in
+``stats.damaged``. ``stats.lost`` adds the three up.
 """
 
 from __future__ import annotations
@@ -221,9 +222,14 @@ class VideoFileSource(_FileBase):
             if ok and image is not None and image.size:
                 if bad:
                     # Failures followed by a good frame were a corrupt stretch, not the end of the file.
+                    # Said in the first pass; a loop meets the same stretch at each pass, counted only.
                     self._skipped += bad
-                    log.warning(
-                        "%s: skipped %d undecodable frame(s) before frame %d", self.path, bad, self._pos
+                    log.log(
+                        logging.DEBUG if self._checked else logging.WARNING,
+                        "%s: skipped %d undecodable frame(s) before frame %d",
+                        self.path,
+                        bad,
+                        self._pos,
                     )
                 if not self._checked:
                     self._last_ms = max(self._last_ms, float(cap.get(cv2.CAP_PROP_POS_MSEC)))
@@ -332,6 +338,9 @@ class ImageSequenceSource(_FileBase):
         # frames delivered when the loop last started the list again: a pass that adds none ends the loop
         # (the images went away under it: without an end it would skip them all for ever at full CPU)
         self._frames_at_rewind = 0
+        # files warned about: a loop meets the same unreadable or truncated image at each pass, and says so
+        # once (they are counted each time); an image that turns bad in a later pass is still news
+        self._told: set[str] = set()
 
     @property
     def frames_total(self) -> int | None:
@@ -381,13 +390,17 @@ class ImageSequenceSource(_FileBase):
             if image is not None and image.dtype == np.uint16:
                 # a 16-bit PNG or TIFF (machine-vision cameras): its top 8 bits, as imread's own conversion
                 image = np.right_shift(image, 8).astype(np.uint8)
+            level = logging.DEBUG if path in self._told else logging.WARNING
             if image is None or image.dtype != np.uint8 or image.size == 0:
                 self._skipped += 1
-                log.warning("source %r: skipped unreadable image %s (frame %d)", self.uri, path, index)
+                self._told.add(path)
+                log.log(level, "source %r: skipped unreadable image %s (frame %d)", self.uri, path, index)
                 continue
             if damaged:
                 self._damaged += 1
-                log.warning(
+                self._told.add(path)
+                log.log(
+                    level,
                     "source %r: %s (frame %d) is a truncated JPEG: processed anyway, its missing part "
                     "filled in by the decoder",
                     self.uri,
