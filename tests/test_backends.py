@@ -107,6 +107,111 @@ def test_onnxruntime_runs_with_threads_and_returns_card_outputs(assets_dir: Path
     model.close()
 
 
+def _yolo_onnx(path: Path, outputs: dict[str, tuple[list[int | str] | None, tuple[int, ...]]]) -> Path:
+    """An ONNX model with Ultralytics' segment metadata (2 classes, 32 px input) whose outputs are zeros:
+    ``outputs`` name -> (declared dims, a name for a dynamic one; actual shape). Declared as None, the
+    output's rank is unknown too (an If whose branches differ in rank, as shape inference leaves it)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def zeros(name: str, shape: tuple[int, ...]) -> onnx.NodeProto:
+        return helper.make_node(
+            "Constant", [], [name], value=numpy_helper.from_array(np.zeros(shape, np.float32))
+        )
+
+    nodes = [
+        helper.make_node("ReduceSum", ["images"], ["sum"], keepdims=0),
+        zeros("zero", ()),
+        helper.make_node("Greater", ["sum", "zero"], ["lit"]),
+    ]
+    for name, (dims, shape) in outputs.items():
+        if dims is not None:
+            nodes.append(zeros(name, shape))
+            continue
+
+        # (an all-zero input takes the else branch: the shape given; a lit one, one of another rank)
+        lit, dark = (
+            helper.make_graph(
+                [zeros(f"{name}_{tag}", size)],
+                f"{name}_{tag}",
+                [],
+                [helper.make_tensor_value_info(f"{name}_{tag}", TensorProto.FLOAT, None)],
+            )
+            for tag, size in (("t", shape[:-1]), ("e", shape))
+        )
+        nodes.append(helper.make_node("If", ["lit"], [name], then_branch=lit, else_branch=dark))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n, (dims, _) in outputs.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"task": "segment", "names": "{0: 'a', 1: 'b'}", "imgsz": "[32, 32]"})
+    onnx.save(model, path)
+    return path
+
+
+PROTOS = ([1, 32, 8, 8], (1, 32, 8, 8))
+
+
+@pytest.mark.parametrize(
+    ("outputs", "refusal"),
+    [
+        (  # a detection model: no mask coefficients
+            {"output0": ([1, 6, 21], (1, 6, 21)), "output1": PROTOS},
+            "output 'output0' has shape [1, 6, 21], expected [1, 38, A] (4 box + 2 classes + 32 mask "
+            "coefficients)",
+        ),
+        (
+            {"output0": ([1, 798], (1, 798)), "output1": PROTOS},
+            "output 'output0' has shape [1, 798], expected [1, 38, A]",
+        ),
+        (  # prototypes of 16 channels for output0's 32 coefficients
+            {"output0": ([1, 38, 21], (1, 38, 21)), "output1": ([1, 16, 8, 8], (1, 16, 8, 8))},
+            "output 'output0' has shape [1, 38, 21], expected [1, 22, A] (4 box + 2 classes + 16 mask "
+            "coefficients)",
+        ),
+        (
+            {"output0": ([1, 38, 21], (1, 38, 21)), "output1": ([1, 32, 64], (1, 32, 64))},
+            "output 'output1' has shape [1, 32, 64], expected [1, nm, h, w] (nm, h, w >= 1)",
+        ),
+        (  # a detection model without prototypes (refused at load before)
+            {"output0": ([1, 6, 21], (1, 6, 21))},
+            "card output 'output1' is not an output of {file} (the model has output0)",
+        ),
+    ],
+    ids=["detection-model", "output0-rank", "proto-channels", "output1-rank", "output1-missing"],
+)
+def test_a_yolo_seg_model_whose_outputs_cannot_be_decoded_is_refused_at_load_naming_file_and_output(
+    tmp_path: Path, outputs: dict[str, Any], refusal: str
+) -> None:
+    """They were found frame by frame: a warning a frame, every frame lost, for as long as the run lasted."""
+    path = _yolo_onnx(tmp_path / "odd.onnx", outputs)
+    with pytest.raises(ModelError) as info:
+        Model.load(path)
+    line = _one_line(info.value)
+    assert line.startswith(f"model 'odd': {path}: " if "{file}" not in refusal else "model 'odd': ")
+    assert refusal.format(file=path) in line
+
+
+def test_a_yolo_seg_model_with_dynamic_output_dimensions_loads_and_its_frames_are_checked(
+    tmp_path: Path,
+) -> None:
+    path = _yolo_onnx(
+        tmp_path / "open.onnx",
+        {"output0": (None, (1, 38, 21)), "output1": ([1, "nm", "h", "w"], (1, 32, 8, 8))},  # (rank unknown)
+    )
+    model = Model.load(path)
+    prepared = model.preprocess(Frame(0, np.zeros((32, 32, 3), np.uint8), 0, 0.0))
+    assert len(model.decode(model.infer(prepared), prepared)) == 0
+    lit = model.preprocess(Frame(0, np.full((32, 32, 3), 255, np.uint8), 0, 0.0))
+    with pytest.raises(ModelError, match=r"output 'output0' has shape \(1, 38\), expected \[1, 38, A\]"):
+        model.decode(model.infer(lit), lit)
+    model.close()
+
+
 # -- imx500 -----------------------------------------------------------------------------------------
 
 IMX_CARD = {

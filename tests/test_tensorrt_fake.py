@@ -567,6 +567,34 @@ def test_card_output_the_engine_lacks_is_a_model_error(tmp_path: Path) -> None:
         _backend(tmp_path, make_trt(cuda), cuda, card=_card(tmp_path, outputs="logits"))
 
 
+@pytest.mark.parametrize(
+    ("det", "refusal"),
+    [
+        ([1, 6, 21], r"output 'output0' has shape \[1, 6, 21\], expected \[1, 38, A\]"),  # no masks
+        ([1, 38, 21], None),
+    ],
+)
+def test_a_yolo_seg_engine_whose_outputs_cannot_be_decoded_is_refused_at_load(
+    tmp_path: Path, det: list[int], refusal: str | None
+) -> None:
+    cuda = FakeCuda()
+    layout = [
+        ("images", "input", [1, 3, 8, 8]),
+        ("output0", "output", det),
+        ("output1", "output", [1, 32, 2, 2]),
+    ]
+    (tmp_path / "tiny.onnx").write_bytes(b"onnx-bytes-v1")
+    doc = {**_card_doc(), "task": "yolo-seg", "output": {"name": "output0", "protos": "output1"}}
+    card = parse_card(doc, "tiny.yaml", model_file=tmp_path / "tiny.onnx")
+    zeros = {name: np.zeros(shape, np.float32) for name, _, shape in layout[1:]}
+    trt = make_trt(cuda, layout=layout, compute=lambda _: zeros)
+    if refusal is None:
+        _backend(tmp_path, trt, cuda, card=card).close()
+        return
+    with pytest.raises(ModelError, match=f"^model 'tiny': engine of {tmp_path / 'tiny.onnx'}: {refusal}"):
+        _backend(tmp_path, trt, cuda, card=card)
+
+
 DYNAMIC = [("images", "input", [-1, 3, -1, -1]), ("out", "output", [1, 2, -1, -1])]
 
 

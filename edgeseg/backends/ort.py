@@ -208,13 +208,19 @@ class OrtBackend:
                 f"model {card.name!r}: input {spec.name!r} has shape {shape}, the card says {want} "
                 f"({spec.layout} {spec.width}x{spec.height})"
             )
-        outputs = {o.name for o in self.session.get_outputs()}
+        # (onnxruntime lists the shape of an output whose rank the graph leaves open, as a scalar's, as [])
+        outputs = {o.name: o.shape or None for o in self.session.get_outputs()}
         for name in card.output.names:
             if name not in outputs:
                 raise ModelError(
-                    f"model {card.name!r}: card output {name!r} is not a model output "
+                    f"model {card.name!r}: card output {name!r} is not an output of {self._path} "
                     f"(the model has {', '.join(sorted(outputs))})"
                 )
+        if card.task == "yolo-seg":
+            from edgeseg.heads.yolo_seg import check_output_shapes
+
+            protos = outputs[str(card.output.protos)]
+            check_output_shapes(card, outputs[card.output.name], protos, f"model {card.name!r}: {self._path}")
 
     def run_tensor(self, tensor: NDArray[np.generic]) -> Outputs:
         """Outputs by name for one input tensor of the card's shape and dtype."""

@@ -372,6 +372,11 @@ class TensorRTBackend:
             dev = cuda.mem_alloc(host.nbytes)
             self._host[b.name], self._device[b.name] = host, dev
             self.context.set_tensor_address(b.name, int(dev))
+        if card.task == "yolo-seg":  # (on the shapes the card's input gives: no dimension is dynamic here)
+            from edgeseg.heads.yolo_seg import check_output_shapes
+
+            det, protos = self._host[card.output.name].shape, self._host[str(card.output.protos)].shape
+            check_output_shapes(card, list(det), list(protos), f"model {card.name!r}: engine of {card.file}")
         self._input = inp.name
         self._outputs = [b.name for b in self.bindings if not b.is_input]
         self.stream = cuda.Stream()
