@@ -353,6 +353,38 @@ def test_a_malformed_set_request_is_a_400_saying_why(
         assert r.pipe.snapshot().version == 1
 
 
+def test_a_client_that_hangs_up_mid_body_is_no_server_failure_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A browser closed (or a tab reloaded) while it sent a change: that read "web: POST /api/set failed:
+    Connection lost" at WARNING, a server failure in the journal. A handler's own failure, a ConnectionError
+    too, with the client still there, stays one."""
+    caplog.set_level(logging.DEBUG, logger="edgeseg")
+    with running(tmp_path) as r:
+        with socket.create_connection(("127.0.0.1", r.port), timeout=10) as s:
+            s.sendall(
+                f"POST /api/set HTTP/1.1\r\nHost: 127.0.0.1:{r.port}\r\nContent-Type: application/json\r\n"
+                "Content-Length: 100\r\n\r\n".encode()
+                + b'{"postprocess.yol'
+            )
+        wait_for(lambda: any("/api/set" in rec.getMessage() for rec in caplog.records), 10, "the hang-up")
+        assert request(r.port, "POST", "/api/set", {SCORE: 0.5})[0] == 200  # the server goes on
+        assert r.pipe.snapshot().version == 2  # only the whole request applied
+        said = [rec for rec in caplog.records if "/api/set" in rec.getMessage()]
+        assert [rec.levelno for rec in said] == [logging.DEBUG] * len(said)
+        assert "went away" in said[0].getMessage()
+
+        def refused(*_: object) -> None:  # (a fault injected into the handler: the client waits)
+            raise ConnectionRefusedError("the broker refused")
+
+        monkeypatch.setattr(r.web.ctx.control, "update", refused)
+        assert request(r.port, "POST", "/api/set", {SCORE: 0.4})[0] == 500
+    failed = [
+        rec for rec in caplog.records if rec.levelno == logging.WARNING and "/api/set" in rec.getMessage()
+    ]
+    assert [rec.getMessage() for rec in failed] == ["web: POST /api/set failed: the broker refused"]
+
+
 def test_on_loopback_another_sites_host_or_origin_or_a_form_post_is_refused(tmp_path: Path) -> None:
     with running(tmp_path) as r:
         assert request(r.port, "GET", "/api/state", headers={"Host": "evil.example:80"})[0] == 403

@@ -275,6 +275,13 @@ class WebSink:
         except web.HTTPException:  # 404, 405, 413: aiohttp's own answers
             raise
         except Exception as exc:  # one line, not aiohttp's traceback (unless debugging)
+            transport = request.transport
+            if isinstance(exc, ConnectionError) and (transport is None or transport.is_closing()):
+                # The client hung up, mid-body say (a tab closed as it sent a change: aiohttp fails the read
+                # with ConnectionResetError("Connection lost"), web_protocol.py:406 in 3.14): nothing of
+                # this server's failed, and nobody reads the answer (a 4xx in the access log, not a 500)
+                log.debug("web: %s %s: the client went away (%s)", request.method, request.path, exc)
+                return web.json_response({"ok": False, "error": "the connection closed"}, status=400)
             log.warning(
                 "web: %s %s failed: %s",
                 request.method,
