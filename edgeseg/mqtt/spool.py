@@ -239,12 +239,8 @@ class Spool:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 now = self._now_locked()
-                rows = [(t, p, now, len(t) + len(p)) for t, p in messages]
-                # a message larger than the whole cap can never be stored: making room for it would drop
-                # every message the spool holds, and then itself
-                too_big = sum(1 for r in rows if r[3] > self.max_bytes)
-                if too_big:
-                    rows = [r for r in rows if r[3] <= self.max_bytes]
+                rows = [(t, p, now, len(t) + len(p)) for t, p in messages if self.fits(t, p)]
+                too_big = len(messages) - len(rows)
                 self._db.executemany(
                     "INSERT INTO messages (topic, payload, created, size) VALUES (?, ?, ?, ?)", rows
                 )
@@ -287,6 +283,11 @@ class Spool:
                     self._overflow,
                 )
             return len(rows)
+
+    def fits(self, topic: str, payload: bytes) -> bool:
+        """Whether the message can be stored at all: one larger than the whole cap never is (making room for
+        it would drop every message the spool holds, and then itself); :meth:`append` drops it as overflow."""
+        return len(topic) + len(payload) <= self.max_bytes
 
     def _dropped_locked(self, drop: _Drop) -> None:
         self._depth -= len(drop.ids)

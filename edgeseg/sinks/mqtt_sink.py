@@ -173,6 +173,9 @@ class MqttSink:
         self.event_cap = EventCap(config.max_events_per_s)
         self.zone_counts = Counts()
         self._events_lost = 0
+        # what reached the spool: a result given a seq, or an event admitted, is lost where the write fails
+        self._results_spooled = 0
+        self._events_spooled = 0
         self._final: tuple[SpoolStats, PublisherStats] | None = None  # figures at close, for report()
         self._spool_deleted = False  # at close: the messages left in it went with it
         self.spool = Spool(
@@ -260,7 +263,11 @@ class MqttSink:
             messages.append((self.topics.results, payload))
             self._seq += 1
         if messages:
-            self.spool.append(messages)  # counts and logs its own failures; never raises for a full disk
+            # counts and logs its own failures (all of the batch, or one too large for it); never raises
+            if self.spool.append(messages):
+                stored = [topic for topic, payload in messages if self.spool.fits(topic, payload)]
+                self._results_spooled += stored.count(self.topics.results)
+                self._events_spooled += stored.count(self.topics.events)
             self.publisher.wake()
         results = [r for r in results if not r.final]
         if not results:
@@ -410,7 +417,7 @@ class MqttSink:
                     "lost": s.dropped + d.too_large + d.refused + self._unserializable,
                 },
                 "events": {
-                    "published": self._events_published,
+                    "published": self._events_spooled,
                     "suppressed": self.event_cap.suppressed,
                     "lost": self._events_lost,
                 },
@@ -442,11 +449,6 @@ class MqttSink:
     def describe(self) -> str:
         return f"{self.address} as {self.topics.base} (MQTT, spool {self.spool.path})"
 
-    @property
-    def _events_published(self) -> int:
-        # the cap admitted them all; those that could not be serialized never reached the spool
-        return self.event_cap.published - self._events_lost
-
     def failure(self) -> str | None:
         ended = self.publisher.stats().ended
         return (
@@ -470,7 +472,7 @@ class MqttSink:
         # the spool's counts are of messages, and the events share it with the results
         stored = "messages (results and events)" if cap.published else "results"
         lines = [
-            f"mqtt {self.address} as {self.topics.base}: {self._seq} results spooled, "
+            f"mqtt {self.address} as {self.topics.base}: {self._results_spooled} results spooled, "
             f"{link.delivery.acked} acknowledged by the broker, {link.reconnects} reconnects"
         ]
         if link.ended is not None:
@@ -498,7 +500,7 @@ class MqttSink:
             lines.append(f"mqtt: {self._capped} results not published (over sinks.mqtt.max_rate)")
         if cap.published or cap.suppressed:
             lines.append(
-                f"mqtt: {self._events_published} events published"
+                f"mqtt: {self._events_spooled} events published"
                 + (
                     f", {cap.suppressed} suppressed (over sinks.mqtt.max_events_per_s)"
                     if cap.suppressed
