@@ -840,6 +840,22 @@ def test_a_broker_that_drops_every_connection_at_once_is_logged_as_failed_attemp
     ]
 
 
+def test_two_devices_with_one_device_id_are_each_told_the_likely_cause_of_their_dropping_link(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """Two devices cloned from one SD card image share the hostname, the default device id, hence the client
+    id: each connect knocks the other off the broker, for ever, and Mosquitto 2.0.11 closes the socket without
+    a word, so each log said only "disconnected: Unspecified error"."""
+    hint = "another client may be using client id cam1 (two devices with one sinks.mqtt.device_id?)"
+    with Edgeseg(tmp_path / "a", broker.url) as a, Edgeseg(tmp_path / "b", broker.url) as b:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(hint in run.output()[1] for run in (a, b)):
+            time.sleep(0.2)
+        for run in (a, b):
+            assert hint in run.output()[1], run.output()
+            assert "lost the connection to mqtt://127.0.0.1" in run.output()[1]
+
+
 def test_a_link_that_stalls_after_each_connect_drops_no_result_as_too_large(tmp_path: Path) -> None:
     """A link that lets the CONNACK through and then nothing (a weak radio link): each connection ends in our
     keepalive timeout with the backlog's first results unacknowledged. That is no broker hanging up on a

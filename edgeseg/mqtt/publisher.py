@@ -49,6 +49,10 @@ STABLE_S = 10.0  # a connection that lasted this long resets the reconnect backo
 LOG_REPEAT = 10  # a connect failure that repeats is logged again every this many attempts
 IDLE_WAIT_S = 0.5
 KEEPALIVE_TIMEOUT = 0x8D  # the reason code paho gives when our keepalive ends the link (and a broker's)
+# the link ended with no reason from the broker (paho's code for a closed socket: what Mosquitto 2.0.11 does
+# to a client when another connects with its client id), or an MQTT 5 broker's "Session taken over"
+UNEXPLAINED = (0x80, 0x8E)
+CLASH_FLAPS = 3  # links in a row dropped before STABLE_S, the last unexplained: the log names a likely cause
 GOODBYE_ACK_WAIT_S = 1.0  # at a clean stop, how long results in flight may take to be acknowledged
 
 
@@ -118,6 +122,7 @@ class _Link:
     # ended by a keepalive timeout (ours, or the broker's DISCONNECT saying so): the link stalled, which
     # says nothing about the message sent last (:class:`HangUps` looks for a broker that hangs up at once)
     timed_out: bool = False
+    unexplained: bool = False  # ended by one of UNEXPLAINED
 
 
 @dataclass(frozen=True)
@@ -406,6 +411,7 @@ class Publisher:
     def _on_disconnect(self, link: _Link, rc: ReasonCode) -> None:
         if rc.value == KEEPALIVE_TIMEOUT:
             link.timed_out = True
+        link.unexplained = rc.value in UNEXPLAINED
         if link.dropped is None:
             link.dropped = f"disconnected: {rc}"
 
@@ -428,6 +434,13 @@ class Publisher:
             lasted = time.monotonic() - link.connected_at
             flapped = lasted < STABLE_S
             self._flaps = self._flaps + 1 if flapped else 0
+            if flapped and link.unexplained and self._flaps >= CLASH_FLAPS:
+                # two devices cloned from one SD card image share the hostname, hence the device id and
+                # the client id: each connect knocks the other off, for ever; the broker does not say so
+                reason += (
+                    f"; another client may be using client id {self.client_id} "
+                    "(two devices with one sinks.mqtt.device_id?)"
+                )
             log.log(
                 logging.WARNING if self._flap_said() else logging.DEBUG,
                 "lost the connection to %s after %.1f s (%s); %d message(s) in flight stay in the spool",
