@@ -232,6 +232,40 @@ def test_an_outage_longer_than_the_spool_keeps_it_within_its_cap_and_counts_ever
     assert re.search(r"spool .* is full .* dropped the \d+ oldest", err)  # and logged when it happened
 
 
+def test_an_outage_longer_than_a_spool_shared_with_events_counts_results_and_events_lost_apart(
+    tmp_path: Path,
+    broker: Broker,
+    collector: Collector,
+) -> None:
+    """The demo pipeline's line makes track events, which share the spool with the results: stats'
+    results.lost counted the events the overflow dropped too, events.lost none of them, and the summary's
+    "acknowledged by the broker", beside "N results spooled", counted the events as well."""
+    cap = 30_000
+    with Edgeseg(tmp_path, broker.url, "--set", f"sinks.mqtt.spool_max_bytes={cap}") as run:
+        assert collector.wait(lambda: len(collector.on("/results")) >= 3, 90), run.output()
+        broker.stop()
+        time.sleep(OUTAGE_S)
+        broker.start()
+        assert collector.wait(lambda: any(d["replay"] for d in results(collector.on("/results"))), 30)
+    out, err = run.output()
+    assert collector.wait(lambda: collector.on("/status")[-1].payload == b"offline", 10)
+    final = collector.on("/stats")[-1].json()
+    validate("stats", final)
+    events = re.search(r"mqtt: (\d+) events published", out)
+    acked = re.search(r"results spooled, (\d+) acknowledged by the broker", out)
+    assert events, out
+    assert acked, out
+    received = len(unique_results(collector))
+    received_events = len({m.json()["event_seq"] for m in collector.on("/events")})
+    assert final["spool"]["dropped"] == final["results"]["lost"] + final["events"]["lost"]
+    # each is received or counted lost; at most max_inflight (20) taken by the broker unacknowledged and both
+    assert 0 <= final["results"]["lost"] - (results_spooled(out) - received) <= 20
+    assert final["events"]["lost"] > 0
+    assert 0 <= final["events"]["lost"] - (int(events[1]) - received_events) <= 20
+    assert 0 <= received - int(acked[1]) <= 20
+    assert "Traceback" not in err
+
+
 def test_home_assistant_birth_makes_the_device_send_discovery_again(
     tmp_path: Path,
     broker: Broker,

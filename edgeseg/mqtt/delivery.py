@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
+from collections import Counter, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -57,7 +58,8 @@ def packet_size(topic: str, payload: bytes) -> int:
 @dataclass(frozen=True)
 class DeliveryFigures:
     """acked: acknowledged and deleted; replayed: sent from a connect's backlog; too_large, refused: deleted
-    undelivered (see the module docstring); publish_ms_*: publish-to-PUBACK time of recent messages."""
+    undelivered (see the module docstring); publish_ms_*: publish-to-PUBACK time of recent messages;
+    acked_by_topic, lost_by_topic: the acknowledged, and the too large or refused, messages of each topic."""
 
     acked: int = 0
     replayed: int = 0
@@ -65,6 +67,8 @@ class DeliveryFigures:
     refused: int = 0
     publish_ms_p50: float = float("nan")
     publish_ms_p99: float = float("nan")
+    acked_by_topic: Mapping[str, int] = field(default_factory=dict)
+    lost_by_topic: Mapping[str, int] = field(default_factory=dict)
 
 
 class Delivery:
@@ -73,17 +77,19 @@ class Delivery:
     def __init__(self, spool: Spool, max_inflight: int) -> None:
         self.spool = spool
         self.max_inflight = max_inflight
-        self._pending: dict[int, tuple[int, int]] = {}  # mid -> (spool id, publish time ns)
+        self._pending: dict[int, tuple[int, int, str]] = {}  # mid -> (spool id, publish time ns, topic)
         self.hang_ups = HangUps()
         self._live_after = 0  # spool ids above this were stored after the connect
         self._replay_after = 0  # the replay stream's cursor, up to (and including) _replay_last
         self._replay_last = 0
         self._read_at = -1  # the spool's append count when the live stream was last read to its end
-        self._acked: list[int] = []
+        self._acked: list[tuple[int, str]] = []  # (spool id, topic)
         self._refused: list[int] = []
         self._lock = threading.Lock()
         self._latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._n = {"acked": 0, "replayed": 0, "too_large": 0, "refused": 0}
+        self._acked_by_topic: Counter[str] = Counter()
+        self._lost_by_topic: Counter[str] = Counter()
 
     @property
     def in_flight(self) -> int:
@@ -128,12 +134,12 @@ class Delivery:
                     self._live_after = entry.id
                 payload = as_replay(entry.payload) if replay else entry.payload
                 if max_packet is not None and packet_size(entry.topic, payload) > max_packet:
-                    self._too_large(entry.id, len(payload), max_packet)
+                    self._too_large(entry.id, entry.topic, len(payload), max_packet)
                     continue
                 info = client.publish(entry.topic, payload, qos=1)
                 if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE):
                     return f"publish failed: {mqtt.error_string(info.rc)}"
-                self._pending[info.mid] = (entry.id, time.monotonic_ns())
+                self._pending[info.mid] = (entry.id, time.monotonic_ns(), entry.topic)
                 self.hang_ups.sent(info.mid, entry.id, len(payload))
                 room -= 1
                 if replay:
@@ -149,41 +155,55 @@ class Delivery:
         if rc.is_failure:
             # refused for good: sending it again would be refused again and hold up every stop
             self._refused.append(sent[0])
-            n = self._count("refused")
+            n = self._count("refused", topic=sent[2])
             if said(n):
                 log.error("the broker refused a results message: %s (%d so far); it is dropped", rc, n)
             return
-        self._acked.append(sent[0])
+        self._acked.append((sent[0], sent[2]))
         with self._lock:
             self._latency_ms.append((time.monotonic_ns() - sent[1]) / 1e6)
 
     def hung_up_on(self, spool_id: int, size: int) -> None:
         """:class:`HangUps` found the broker hangs up on this message: drop it, counted as too large."""
-        self._too_large(spool_id, size, None)
+        # (it was sent on the link that broke and never acknowledged: still pending until the next connect)
+        topic = next((t for i, _, t in self._pending.values() if i == spool_id), "")
+        self._too_large(spool_id, topic, size, None)
 
     def flush(self) -> None:
         """Delete what was acknowledged (or refused) since the last flush, in one transaction."""
         if self._acked or self._refused:
             acked, self._acked = self._acked, []
-            self.spool.delete([*acked, *self._refused])
+            self.spool.delete([*(i for i, _ in acked), *self._refused])
             self._refused = []
             self._count("acked", len(acked))
+            with self._lock:
+                self._acked_by_topic.update(topic for _, topic in acked)
 
     def figures(self) -> DeliveryFigures:
         with self._lock:
             lat = np.fromiter(self._latency_ms, np.float64, len(self._latency_ms))
             n = dict(self._n)
+            acked, lost = dict(self._acked_by_topic), dict(self._lost_by_topic)
         p50, p99 = np.percentile(lat, [50, 99]) if lat.size else (float("nan"), float("nan"))
-        return DeliveryFigures(**n, publish_ms_p50=float(p50), publish_ms_p99=float(p99))
+        return DeliveryFigures(
+            **n,
+            publish_ms_p50=float(p50),
+            publish_ms_p99=float(p99),
+            acked_by_topic=acked,
+            lost_by_topic=lost,
+        )
 
-    def _count(self, key: str, n: int = 1) -> int:
+    def _count(self, key: str, n: int = 1, topic: str | None = None) -> int:
+        """Add to a figure; ``topic``: a message of it lost (too large or refused)."""
         with self._lock:
             self._n[key] += n
+            if topic is not None:
+                self._lost_by_topic[topic] += n
             return self._n[key]
 
-    def _too_large(self, spool_id: int, size: int, limit: int | None) -> None:
+    def _too_large(self, spool_id: int, topic: str, size: int, limit: int | None) -> None:
         self.spool.delete([spool_id])
-        n = self._count("too_large")
+        n = self._count("too_large", topic=topic)
         if not said(n):
             return
         if limit is None:

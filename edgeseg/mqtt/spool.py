@@ -34,8 +34,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +107,8 @@ class SpoolStats:
         dropped_expired: messages dropped for being older than ``max_age_s``.
         write_failed: messages that could not be stored at all (disk full, I/O error).
         file_bytes: size of the database file and its WAL on disk.
+        dropped_by_topic: the dropped messages (all three kinds) of each topic (results and events share
+            the spool, and each is counted apart).
     """
 
     depth: int
@@ -117,6 +119,7 @@ class SpoolStats:
     dropped_expired: int
     write_failed: int
     file_bytes: int
+    dropped_by_topic: Mapping[str, int]
 
     @property
     def dropped(self) -> int:
@@ -130,6 +133,7 @@ class _Drop:
 
     reason: str
     ids: list[int] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)
     size: int = 0
 
 
@@ -166,7 +170,8 @@ class Spool:
         self._lock = threading.Lock()
         self._appended = self._overflow = self._expired = self._failed = 0
         self._log_overflow, self._log_failed = _RateLimitedLog(), _RateLimitedLog()
-        self._recent_drops: OrderedDict[int, str] = OrderedDict()
+        self._recent_drops: OrderedDict[int, tuple[str, str]] = OrderedDict()  # id -> (reason, topic)
+        self._dropped_by_topic: Counter[str] = Counter()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -252,6 +257,7 @@ class Spool:
                 self._rollback()
                 self._skew = skew
                 self._failed += len(messages)
+                self._dropped_by_topic.update(t for t, _ in messages)
                 self._log_failed(
                     "spool %s: cannot store %d message(s), they are lost (%d so far): %s",
                     self.path,
@@ -275,6 +281,7 @@ class Spool:
                 )
             if too_big:
                 self._overflow += too_big
+                self._dropped_by_topic.update(t for t, p in messages if not self.fits(t, p))
                 log.warning(
                     "spool %s: %d message(s) larger than its cap of %d bytes dropped (%d dropped so far)",
                     self.path,
@@ -296,8 +303,9 @@ class Spool:
             self._overflow += len(drop.ids)
         else:
             self._expired += len(drop.ids)
-        for i in drop.ids:
-            self._recent_drops[i] = drop.reason
+        self._dropped_by_topic.update(drop.topics)
+        for i, topic in zip(drop.ids, drop.topics, strict=True):
+            self._recent_drops[i] = (drop.reason, topic)
         while len(self._recent_drops) > RECENT_DROPS:
             self._recent_drops.popitem(last=False)
 
@@ -315,13 +323,20 @@ class Spool:
         oldest = self._oldest_locked()
         if oldest is None or oldest >= cutoff:
             return _Drop("expired")
-        rows = self._db.execute("SELECT id, size FROM messages WHERE created < ?", (cutoff,)).fetchall()
-        self._db.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i, _ in rows))
+        rows = self._db.execute(
+            "SELECT id, topic, size FROM messages WHERE created < ?", (cutoff,)
+        ).fetchall()
+        self._db.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i, _, _ in rows))
         if rows:
             log.warning(
                 "spool %s: dropped %d message(s) older than %g s", self.path, len(rows), self.max_age_s
             )
-        return _Drop("expired", [int(i) for i, _ in rows], sum(int(s) for _, s in rows))
+        return _Drop(
+            "expired",
+            [int(i) for i, _, _ in rows],
+            [str(t) for _, t, _ in rows],
+            sum(int(s) for *_, s in rows),
+        )
 
     def _trim_locked(self, total: int) -> _Drop:
         """Delete the oldest rows until ``total`` bytes fit in ``max_bytes``."""
@@ -329,8 +344,9 @@ class Spool:
         if total <= self.max_bytes:
             return drop
         excess = total - self.max_bytes
-        for row_id, size in self._db.execute("SELECT id, size FROM messages ORDER BY id"):
+        for row_id, topic, size in self._db.execute("SELECT id, topic, size FROM messages ORDER BY id"):
             drop.ids.append(int(row_id))
+            drop.topics.append(str(topic))
             drop.size += int(size)
             if drop.size >= excess:
                 break
@@ -400,11 +416,15 @@ class Spool:
             self._bytes -= size
             for (i,) in keys:
                 # acknowledged after it was dropped (it was in flight): delivered, so not a loss
-                reason = self._recent_drops.pop(i, None)
+                dropped = self._recent_drops.pop(i, None)
+                if dropped is None:
+                    continue
+                reason, topic = dropped
                 if reason == "overflow":
                     self._overflow -= 1
-                elif reason == "expired":
+                else:
                     self._expired -= 1
+                self._dropped_by_topic[topic] -= 1
 
     def expire(self) -> int:
         """Drop messages older than ``max_age_s`` now (also done on opening, and on every append and read);
@@ -460,6 +480,7 @@ class Spool:
                 dropped_overflow=self._overflow,
                 dropped_expired=self._expired,
                 write_failed=self._failed,
+                dropped_by_topic=dict(self._dropped_by_topic),
                 file_bytes=sum(
                     p.stat().st_size
                     for p in (self.path, self.path.with_name(self.path.name + "-wal"))

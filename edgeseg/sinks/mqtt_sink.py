@@ -29,6 +29,7 @@ from edgeseg.mqtt.broker import (
     device_id,
     parse_broker_url,
 )
+from edgeseg.mqtt.delivery import DeliveryFigures
 from edgeseg.mqtt.discovery import components, discovery_payload
 from edgeseg.mqtt.publisher import Message, Publisher, PublisherSettings, PublisherStats
 from edgeseg.mqtt.remote import RemoteControl
@@ -414,12 +415,12 @@ class MqttSink:
                 "results": {
                     "published": self._seq,
                     "capped": capped,
-                    "lost": s.dropped + d.too_large + d.refused + self._unserializable,
+                    "lost": self._lost(self.topics.results, s, d) + self._unserializable,
                 },
                 "events": {
                     "published": self._events_spooled,
                     "suppressed": self.event_cap.suppressed,
-                    "lost": self._events_lost,
+                    "lost": self._lost(self.topics.events, s, d) + self._events_lost,
                 },
                 "spool": {
                     "depth": s.depth,
@@ -445,6 +446,12 @@ class MqttSink:
                 "memory_mb": memory_mb(),
             }
         )
+
+    @staticmethod
+    def _lost(topic: str, s: SpoolStats, d: DeliveryFigures) -> int:
+        """The messages of ``topic`` that were accepted into the spool (or offered to it) and will never be
+        delivered: results and events share the spool and the link, and are counted apart."""
+        return s.dropped_by_topic.get(topic, 0) + d.lost_by_topic.get(topic, 0)
 
     def describe(self) -> str:
         return f"{self.address} as {self.topics.base} (MQTT, spool {self.spool.path})"
@@ -473,7 +480,8 @@ class MqttSink:
         stored = "messages (results and events)" if cap.published else "results"
         lines = [
             f"mqtt {self.address} as {self.topics.base}: {self._results_spooled} results spooled, "
-            f"{link.delivery.acked} acknowledged by the broker, {link.reconnects} reconnects"
+            f"{link.delivery.acked_by_topic.get(self.topics.results, 0)} acknowledged by the broker, "
+            f"{link.reconnects} reconnects"
         ]
         if link.ended is not None:
             lines.append(f"mqtt: the publisher stopped during the run ({link.ended}); nothing was sent after")
