@@ -100,6 +100,7 @@ class SpoolStats:
 
     Attributes:
         depth: messages stored (not yet acknowledged by the broker).
+        depth_by_topic: those of each topic.
         bytes: their size (topic + payload), the quantity ``max_bytes`` bounds.
         oldest_age_s: age of the oldest stored message (``None`` when empty).
         appended: messages stored since this process opened the spool.
@@ -112,6 +113,7 @@ class SpoolStats:
     """
 
     depth: int
+    depth_by_topic: Mapping[str, int]
     bytes: int
     oldest_age_s: float | None
     appended: int
@@ -182,15 +184,19 @@ class Spool:
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.execute(_SCHEMA)
             self._db.execute(_CLOCK_SCHEMA)
-            row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages").fetchone()
+            rows = self._db.execute(
+                "SELECT topic, COUNT(*), SUM(size) FROM messages GROUP BY topic"
+            ).fetchall()
             self._file = self._identity()
             self._skew, self._first_id = self._boot_clock()
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"sinks.mqtt spool: cannot open {self.path}: {exc}") from None
-        self._depth, self._bytes = int(row[0]), int(row[1])
+        # (results and events share the spool: what it holds is counted by topic)
+        self._depth_by_topic: Counter[str] = Counter({str(t): int(n) for t, n, _ in rows})
+        self._bytes = sum(int(size) for *_, size in rows)
         self._expire_now_locked()  # (no other thread has the spool yet)
-        if self._depth:
-            log.info("spool %s holds %d messages from an earlier run", self.path, self._depth)
+        if depth := self._depth():
+            log.info("spool %s holds %d messages from an earlier run", self.path, depth)
 
     def _boot_clock(self) -> tuple[float, int]:
         """The wall clock's offset from the time since boot that this boot's messages were stamped with, and
@@ -267,7 +273,7 @@ class Spool:
                 )
                 return 0
             self._appended += len(rows)
-            self._depth += len(rows)
+            self._depth_by_topic.update(r[0] for r in rows)
             self._bytes += added
             self._dropped_locked(expired)
             self._dropped_locked(overflow)
@@ -296,8 +302,11 @@ class Spool:
         it would drop every message the spool holds, and then itself); :meth:`append` drops it as overflow."""
         return len(topic) + len(payload) <= self.max_bytes
 
+    def _depth(self) -> int:
+        return sum(self._depth_by_topic.values())
+
     def _dropped_locked(self, drop: _Drop) -> None:
-        self._depth -= len(drop.ids)
+        self._depth_by_topic.subtract(drop.topics)
         self._bytes -= drop.size
         if drop.reason == "overflow":
             self._overflow += len(drop.ids)
@@ -398,11 +407,14 @@ class Spool:
                 # every append pays (in WAL mode NORMAL syncs at checkpoints only)
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute("BEGIN IMMEDIATE")
-                n, size = 0, 0
+                topics, size = [], 0
                 for key in keys:
-                    row = self._db.execute("DELETE FROM messages WHERE id = ? RETURNING size", key).fetchone()
+                    row = self._db.execute(
+                        "DELETE FROM messages WHERE id = ? RETURNING topic, size", key
+                    ).fetchone()
                     if row is not None:
-                        n, size = n + 1, size + int(row[0])
+                        topics.append(str(row[0]))
+                        size += int(row[1])
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 # the rows stay and are sent again after a reconnect: a duplicate, never a loss
@@ -412,7 +424,7 @@ class Spool:
             finally:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("PRAGMA synchronous=FULL")
-            self._depth -= n
+            self._depth_by_topic.subtract(topics)
             self._bytes -= size
             for (i,) in keys:
                 # acknowledged after it was dropped (it was in flight): delivered, so not a loss
@@ -473,7 +485,8 @@ class Spool:
                 now, created = self._clocks.wall(), None
             oldest = None if created is None else max(0.0, now - created)
             return SpoolStats(
-                depth=self._depth,
+                depth=self._depth(),
+                depth_by_topic={t: n for t, n in self._depth_by_topic.items() if n},
                 bytes=self._bytes,
                 oldest_age_s=oldest,
                 appended=self._appended,

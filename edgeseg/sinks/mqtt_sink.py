@@ -476,8 +476,12 @@ class MqttSink:
         """The run's account: what was published, what is left for the next start, what was lost."""
         s, link = self._final or (self.spool.stats(), self.publisher.stats())
         cap = self.event_cap
-        # the spool's counts are of messages, and the events share it with the results
-        stored = "messages (results and events)" if cap.published else "results"
+        # the spool's and the link's counts of each loss are of messages: results, and events where the
+        # losses (or an earlier run's spool, with this one's tracker off) held any
+        held = {"results": self.topics.results, "events": self.topics.events}
+        gone_with_spool = s.depth_by_topic if self._spool_deleted else {}
+        events_lost = self._lost(held["events"], s, link.delivery) + gone_with_spool.get(held["events"], 0)
+        stored = "messages (results and events)" if events_lost else "results"
         lines = [
             f"mqtt {self.address} as {self.topics.base}: {self._results_spooled} results spooled, "
             f"{link.delivery.acked_by_topic.get(self.topics.results, 0)} acknowledged by the broker, "
@@ -486,8 +490,11 @@ class MqttSink:
         if link.ended is not None:
             lines.append(f"mqtt: the publisher stopped during the run ({link.ended}); nothing was sent after")
         if s.depth and not self._spool_deleted:
+            left = [(s.depth_by_topic.get(topic, 0), kind) for kind, topic in held.items()]
             lines.append(
-                f"mqtt: {s.depth} {stored} still in the spool {self.spool.path} (sent at the next start)"
+                "mqtt: "
+                + " and ".join(f"{n} {kind}" for n, kind in left if n)
+                + f" still in the spool {self.spool.path} (sent at the next start)"
             )
         lost = {
             "spool overflow": s.dropped_overflow,
