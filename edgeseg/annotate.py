@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -55,7 +56,8 @@ def annotate(
         instances: results in ``image`` pixels; each mask pixel is the frame's blended once with the
             instance's class colour (the later instance's where masks overlap), under every outline, box and
             label.
-        class_names: names by class id; ids without a name are drawn as numbers.
+        class_names: names by class id; ids without a name are drawn as numbers, and so are names with a
+            character OpenCV's font has no glyph for (CJK, Greek, ...), which it would draw as ``?``.
         hud: lines of text for the top-left corner (frame rate, latency, ...).
         truth: ground truth of this frame; when given, the HUD also shows the frame's panoptic quality.
         alpha: mask opacity in [0, 1].
@@ -106,7 +108,9 @@ def annotate(
             cv2.rectangle(out, (bx0, by0), (bx1 - 1, by1 - 1), color, thick)
         if labels:
             cid = int(instances.class_id[i])
-            name = class_names[cid] if 0 <= cid < len(class_names) else str(cid)
+            name = (
+                class_names[cid] if 0 <= cid < len(class_names) and _drawable(class_names[cid]) else str(cid)
+            )
             tid = -1 if instances.track_id is None else int(instances.track_id[i])
             track = f"#{tid} " if tid >= 0 else ""
             _label(out, f"{track}{name} {float(instances.score[i]):.2f}", (x0, y0), color, scale)
@@ -153,6 +157,24 @@ def _regions(
             tipLength=0.4,
         )
         _label(img, name, (int(min(a[0], b[0])), int(min(a[1], b[1]))), REGION_COLOR, scale)
+
+
+@functools.lru_cache(maxsize=256)
+def _drawable(text: str) -> bool:
+    """Whether OpenCV's font draws every character of ``text``.
+
+    ``cv2.putText`` draws ``?`` for a character its font has no glyph for (``drawing.cpp``, ``putText``), so
+    two classes named in Chinese came out as the same ``??``; which characters have glyphs depends on the
+    OpenCV version (5.x draws accents and Cyrillic), so each one is drawn once and compared with ``?``.
+    """
+    return all(ch == "?" or not np.array_equal(_glyph(ch), _glyph("?")) for ch in text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _glyph(ch: str) -> NDArray[np.uint8]:
+    img = np.zeros((24, 24), np.uint8)
+    cv2.putText(img, ch, (2, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 1)
+    return img
 
 
 def _label(

@@ -69,3 +69,17 @@ def test_instances_of_another_frame_size_are_rejected() -> None:
     img, inst = scene()
     with pytest.raises(InputError, match="frame"):
         annotate(img[:30], inst)
+
+
+def test_a_class_name_the_font_cannot_draw_is_labelled_by_its_class_id_not_question_marks() -> None:
+    img, inst = scene()  # classes 1 and 2
+
+    def drawn(names: tuple[str, ...]) -> np.ndarray:
+        return annotate(img, inst, names, boxes="none")
+
+    # cv2.putText has no glyph for CJK: "螺丝" and "垫圈" both came out as "??", one label for two classes
+    chinese = drawn(("bg", "螺丝", "垫圈"))
+    assert not np.array_equal(chinese, drawn(("bg", "??", "??")))
+    assert np.array_equal(chinese, drawn(("bg",)))  # drawn as the ids "1" and "2", like unnamed classes
+    # names the font does draw (ASCII here; accents and Cyrillic too on OpenCV 5) keep their names
+    assert not np.array_equal(drawn(("bg", "nut", "bolt")), drawn(("bg",)))
