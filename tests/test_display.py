@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import subprocess
@@ -115,3 +116,107 @@ def test_an_x_server_that_dies_mid_run_stops_the_run_instead_of_exiting_the_proc
     assert done.returncode == 0, done.stderr
     assert "stops True" in done.stdout
     assert f"the X server DISPLAY={display} stopped answering" in done.stderr
+
+
+CLOSED_BY_USER = """
+import os, time
+import numpy as np
+from edgeseg.frame import Frame, Result
+from edgeseg.instances import Instances
+from edgeseg.sinks.base import SinkContext
+from edgeseg.sinks.display import DisplaySink
+stops = []
+sink = DisplaySink("edgeseg-test", SinkContext(request_stop=lambda: stops.append(1)))
+img = np.full((120, 160, 3), 90, np.uint8)
+inst = Instances.from_crops((120, 160), [1], [0.9], [(20, 20)], [np.ones((30, 40), bool)])
+def send(i):
+    sink.send(Result(Frame(i, img, time.monotonic_ns(), time.time()), inst))
+deadline = time.monotonic() + 20
+i = 0
+while not stops and time.monotonic() < deadline:
+    send(i)
+    i += 1
+    time.sleep(0.02)
+for k in range(5):  # what the pipeline still sends while it stops
+    send(i + k)
+open("MARKER", "w").close()
+time.sleep(1.5)  # the test looks for a window now
+sink.close()
+print("stops", len(stops))
+"""
+
+
+def _close_like_a_window_manager(display: str, window: int) -> None:
+    """Send ``window`` the WM_DELETE_WINDOW message a window manager sends when the user clicks its X."""
+    x11 = ctypes.cdll.LoadLibrary("libX11.so.6")
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XInternAtom.restype = ctypes.c_ulong
+    x11.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    x11.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    x11.XFlush.argtypes = x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+
+    class ClientMessage(ctypes.Structure):  # XClientMessageEvent, Xlib.h
+        _fields_ = [
+            ("type", ctypes.c_int),
+            ("serial", ctypes.c_ulong),
+            ("send_event", ctypes.c_int),
+            ("display", ctypes.c_void_p),
+            ("window", ctypes.c_ulong),
+            ("message_type", ctypes.c_ulong),
+            ("format", ctypes.c_int),
+            ("data", ctypes.c_long * 5),
+        ]
+
+    class XEvent(ctypes.Union):
+        _fields_ = [("xclient", ClientMessage), ("pad", ctypes.c_long * 24)]
+
+    dpy = x11.XOpenDisplay(display.encode())
+    assert dpy, f"cannot open {display}"
+    try:
+        event = XEvent()
+        event.xclient.type = 33  # ClientMessage
+        event.xclient.window = window
+        event.xclient.message_type = x11.XInternAtom(dpy, b"WM_PROTOCOLS", 0)
+        event.xclient.format = 32
+        event.xclient.data[0] = x11.XInternAtom(dpy, b"WM_DELETE_WINDOW", 0)
+        assert x11.XSendEvent(dpy, window, 0, 0, ctypes.byref(event))
+        x11.XFlush(dpy)
+    finally:
+        x11.XCloseDisplay(dpy)
+
+
+def test_a_window_the_user_closes_stops_the_run_and_stays_closed(xvfb: str, tmp_path: Path) -> None:
+    # Qt's getWindowProperty raised "NULL guiReceiver" on the closed window: the sink failed on every frame,
+    # imshow opened a new window and the run went on to its end with frames reported lost
+    xdotool = shutil.which("xdotool")
+    if xdotool is None:
+        pytest.skip("xdotool not installed (apt-get install xdotool; scripts/test.sh does it as root)")
+    marker = tmp_path / "after-stop"
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.update(DISPLAY=xvfb, PYTHONPATH=str(REPO))
+    code = CLOSED_BY_USER.replace("MARKER", str(marker))
+    child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+
+        def windows() -> list[int]:
+            found = subprocess.run([xdotool, "search", "--onlyvisible", "--name", "^edgeseg-test$"],
+                                   env=env, capture_output=True, text=True)  # fmt: skip
+            return [int(w) for w in found.stdout.split()]
+
+        deadline = time.monotonic() + 15
+        while not windows() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert windows(), "the window never opened"
+        _close_like_a_window_manager(xvfb, windows()[0])
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline + 10:
+            time.sleep(0.1)
+        assert windows() == [], "the frames sent while the run stops opened the window again"
+        out, err = child.communicate(timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 0, err
+    assert "stops 1" in out

@@ -129,6 +129,7 @@ class DisplaySink:
         self._open = False
         self._x11 = os.environ.get("DISPLAY", "")
         self._server_lost = False
+        self._closed = False  # the user closed the window: no HighGUI call would do anything but reopen it
 
     def _server_gone(self) -> bool:
         """Whether the X server has stopped answering (then no HighGUI call is made again).
@@ -143,7 +144,20 @@ class DisplaySink:
             self.ctx.request_stop()
         return self._server_lost
 
+    def _window_closed(self) -> bool:
+        """Whether the user closed the window (its title bar's X).
+
+        Qt's backend frees its state with its last window, and ``getWindowProperty`` then raises "NULL
+        guiReceiver" (``window_QT.cpp``, ``cvGetPropVisible_QT``) rather than answer that it is not visible.
+        """
+        try:
+            return cv2.getWindowProperty(self.window, cv2.WND_PROP_VISIBLE) < 1
+        except cv2.error:
+            return True
+
     def send(self, result: Result) -> None:
+        if self._closed:
+            return
         img = self.ctx.render(result, self.panel.lines() if self.panel is not None else ())
         if self.panel is not None and result.split_view is not None:
             # a strip under the frame: class map, relief, markers side by side
@@ -164,7 +178,12 @@ class DisplaySink:
         key = cv2.waitKey(1) & 0xFF
         if self.panel is not None and self.panel.key(key):
             return
-        if key in QUIT_KEYS or cv2.getWindowProperty(self.window, cv2.WND_PROP_VISIBLE) < 1:
+        if key in QUIT_KEYS:
+            self.ctx.request_stop()
+        elif self._window_closed():
+            # the frames still coming while the pipeline stops would open a new window
+            self._open, self._closed = False, True
+            log.info("display: the window was closed; stopping the run")
             self.ctx.request_stop()
 
     def close(self) -> None:
