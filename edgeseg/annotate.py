@@ -16,7 +16,7 @@ from edgeseg.instances import Instances
 
 BoxStyle = Literal["obb", "xyxy", "none"]
 
-# BGR, distinct at a glance and readable under white text; class k gets PALETTE[k % len]
+# BGR, distinct at a glance; class k gets PALETTE[k % len]; a label's text on them is white or black (_ink)
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
     (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0),
@@ -185,7 +185,20 @@ def _label(
     x = min(max(0, at[0]), max(0, img.shape[1] - tw - 2))
     y = at[1] - 2 if at[1] - th - base - 2 >= 0 else at[1] + th + base + 2
     cv2.rectangle(img, (x, y - th - base), (x + tw + 2, y + 1), color, -1)
-    cv2.putText(img, text, (x + 1, y - base + 1), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(img, text, (x + 1, y - base + 1), font, scale, _ink(color), 1, cv2.LINE_AA)
+
+
+@functools.lru_cache(maxsize=64)
+def _ink(color: tuple[int, int, int]) -> tuple[int, int, int]:
+    """White or black text, whichever stands out more on BGR ``color``: white alone had a contrast of 1.4
+    to 2 (unreadable) on the palette's light greens and yellows and on the zones' amber.
+
+    By WCAG 2 relative luminance ``L``, white's contrast ``1.05 / (L + 0.05)`` and black's
+    ``(L + 0.05) / 0.05`` are equal at ``L = 0.179``.
+    """
+    linear = [v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in (c / 255 for c in color)]
+    luminance = 0.0722 * linear[0] + 0.7152 * linear[1] + 0.2126 * linear[2]
+    return (0, 0, 0) if luminance > 0.179 else (255, 255, 255)
 
 
 def _hud(img: NDArray[np.uint8], lines: Sequence[str], scale: float) -> None:

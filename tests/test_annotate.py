@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeseg.annotate import annotate, class_color
+from edgeseg.annotate import PALETTE, annotate, class_color
 from edgeseg.errors import InputError
 from edgeseg.instances import Instances
 
@@ -83,3 +83,30 @@ def test_a_class_name_the_font_cannot_draw_is_labelled_by_its_class_id_not_quest
     assert np.array_equal(chinese, drawn(("bg",)))  # drawn as the ids "1" and "2", like unnamed classes
     # names the font does draw (ASCII here; accents and Cyrillic too on OpenCV 5) keep their names
     assert not np.array_equal(drawn(("bg", "nut", "bolt")), drawn(("bg",)))
+
+
+def _contrast(a: np.ndarray, b: np.ndarray) -> float:
+    """WCAG 2 contrast ratio of two BGR colours (1 to 21; 4.5 is the least for text)."""
+
+    def luminance(bgr: np.ndarray) -> float:
+        c = bgr[::-1].astype(np.float64) / 255
+        c = np.where(c <= 0.03928, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+        return float(c @ [0.2126, 0.7152, 0.0722])
+
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+@pytest.mark.parametrize("class_id", range(len(PALETTE)))
+def test_a_label_is_readable_on_every_class_colour(class_id: int) -> None:
+    # the text was always white: on the palette's light greens and yellows that is a contrast of 1.4-2
+    img = np.full((900, 900, 3), 100, np.uint8)
+    inst = Instances.from_crops((900, 900), [class_id], [0.9], [(100, 200)], [np.ones((50, 50), bool)])
+    out = annotate(img, inst, boxes="none")
+    color = np.array(class_color(class_id), np.uint8)
+    above = out[:200]  # the label sits on top of the instance
+    ys, xs = np.nonzero((above == color).all(axis=2))
+    assert len(ys), "no label drawn"
+    box = above[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].reshape(-1, 3)
+    text = box[np.argmax(np.abs(box.astype(int) - color).sum(axis=1))]  # the pixel most unlike the fill
+    assert _contrast(text, color) >= 4.5
