@@ -220,3 +220,34 @@ def test_a_window_the_user_closes_stops_the_run_and_stays_closed(xvfb: str, tmp_
             child.communicate()
     assert child.returncode == 0, err
     assert "stops 1" in out
+
+
+ONE_TO_ONE = """
+import time
+import cv2, numpy as np
+from edgeseg.frame import Frame, Result
+from edgeseg.instances import Instances
+from edgeseg.sinks.display import DisplaySink
+sink = DisplaySink("edgeseg-test")
+img = np.full((240, 320, 3), 90, np.uint8)
+inst = Instances.from_crops((240, 320), [1], [0.9], [(20, 20)], [np.ones((30, 40), bool)])
+rect = None
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:  # until Qt has laid the window out
+    sink.send(Result(Frame(0, img, time.monotonic_ns(), time.time()), inst))
+    now = cv2.getWindowImageRect("edgeseg-test")
+    if now == rect and now[2] > 0:
+        break
+    rect = now
+    time.sleep(0.05)
+print("shown", rect[2], rect[3])
+sink.close()
+"""
+
+
+def test_the_window_shows_the_frame_at_its_own_size(xvfb: str) -> None:
+    # the window was sized to the frame, but Qt's toolbar and status bar took 62 pixels of its height: a
+    # 320x240 frame was shown shrunk to 237x178, its labels blurred
+    done = run_python(ONE_TO_ONE, {"DISPLAY": xvfb})
+    assert done.returncode == 0, done.stderr
+    assert "shown 320 240" in done.stdout

@@ -167,7 +167,9 @@ class DisplaySink:
         if self._server_gone():
             return
         if not self._open:
-            cv2.namedWindow(self.window, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+            # GUI_NORMAL: Qt's toolbar and status bar took 62 pixels of the window sized for the frame below,
+            # which was then shown shrunk (a 320x240 frame at 237x178)
+            cv2.namedWindow(self.window, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
             cv2.resizeWindow(self.window, img.shape[1], img.shape[0])
             if self.panel is not None:
                 self.panel.create()
