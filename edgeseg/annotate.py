@@ -156,7 +156,9 @@ def _regions(
             thick,
             tipLength=0.4,
         )
-        _label(img, name, (int(min(a[0], b[0])), int(min(a[1], b[1]))), REGION_COLOR, scale)
+        # at the top end: a diagonal's bounding box has its top-left corner far from the line
+        top = min((a, b), key=lambda p: (p[1], p[0]))
+        _label(img, name, (int(top[0]), int(top[1])), REGION_COLOR, scale)
 
 
 @functools.lru_cache(maxsize=256)

@@ -564,6 +564,18 @@ def test_the_annotator_draws_zones_and_lines_at_their_normalized_places() -> Non
     assert not amber[H // 2, W // 4 : W // 3].any()
 
 
+def test_a_diagonal_lines_name_is_drawn_at_its_top_end_not_at_a_far_corner_of_its_bounding_box() -> None:
+    from edgeseg.annotate import REGION_COLOR, annotate
+
+    img = np.full((400, 400, 3), 100, np.uint8)
+    # from the bottom-left to the top-right: its name was drawn at (40, 40), the top-left corner of the
+    # segment's bounding box, nowhere near the line
+    out = annotate(img, Instances.empty((400, 400)), lines={"belt": ((0.1, 0.9), (0.9, 0.1))})
+    fill = (out == REGION_COLOR).all(axis=2)  # the label's box; the line's pixels are antialiased or thick
+    assert not fill[:80, :120].any()
+    assert fill[:40, 280:].sum() > 100  # above the top end, at (359, 40)
+
+
 def test_a_source_restart_ends_every_track_at_the_old_streams_time_and_nothing_carries_over() -> None:
     seq = EventSequence()
     tracker = TrackerStage(TrackerConfig(enabled=True), seq)
