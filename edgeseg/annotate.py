@@ -140,7 +140,10 @@ def _regions(
     for name, polygon in zones.items():
         pts = np.rint(np.asarray(polygon, np.float64) * size).astype(np.int32)
         cv2.polylines(img, [pts], True, REGION_COLOR, thick, lineType=cv2.LINE_AA)
-        _label(img, name, (int(pts[:, 0].min()), int(pts[:, 1].min())), REGION_COLOR, scale)
+        # at the top corner (the leftmost of a flat top): a triangle's bounding box may have its top-left
+        # corner far outside it
+        top = min(pts.tolist(), key=lambda p: (p[1], p[0]))
+        _label(img, name, (top[0], top[1]), REGION_COLOR, scale)
     for name, seg in lines.items():
         a, b = (np.asarray(p, np.float64) * size for p in seg[:2])
         cv2.line(img, tuple(np.rint(a).astype(int)), tuple(np.rint(b).astype(int)), REGION_COLOR, thick + 1)
@@ -156,7 +159,7 @@ def _regions(
             thick,
             tipLength=0.4,
         )
-        # at the top end: a diagonal's bounding box has its top-left corner far from the line
+        # at the top end, as a zone's: a diagonal's bounding box has its top-left corner far from the line
         top = min((a, b), key=lambda p: (p[1], p[0]))
         _label(img, name, (int(top[0]), int(top[1])), REGION_COLOR, scale)
 

@@ -576,6 +576,18 @@ def test_a_diagonal_lines_name_is_drawn_at_its_top_end_not_at_a_far_corner_of_it
     assert fill[:40, 280:].sum() > 100  # above the top end, at (359, 40)
 
 
+def test_a_zones_name_is_drawn_at_its_top_corner_not_at_a_far_corner_of_its_bounding_box() -> None:
+    from edgeseg.annotate import REGION_COLOR, annotate
+
+    img = np.full((400, 400, 3), 100, np.uint8)
+    # a triangle in the bottom-right half: its name was drawn at (40, 40), outside it, far from any edge
+    triangle = ((0.1, 0.9), (0.9, 0.9), (0.9, 0.1))
+    out = annotate(img, Instances.empty((400, 400)), zones={"reject": triangle})
+    fill = (out == REGION_COLOR).all(axis=2)  # the label's box; the edges' pixels are antialiased or thick
+    assert not fill[:80, :120].any()
+    assert fill[:40, 280:].sum() > 100  # above its top corner, at (359, 40)
+
+
 def test_a_source_restart_ends_every_track_at_the_old_streams_time_and_nothing_carries_over() -> None:
     seq = EventSequence()
     tracker = TrackerStage(TrackerConfig(enabled=True), seq)
