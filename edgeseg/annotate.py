@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import cv2
@@ -209,6 +209,12 @@ def _ink(color: tuple[int, int, int]) -> tuple[int, int, int]:
 def _hud(img: NDArray[np.uint8], lines: Sequence[str], scale: float) -> None:
     font = cv2.FONT_HERSHEY_SIMPLEX
     s = scale * 1.2
+    # a line wider than the frame goes on over the next lines, word by word: cut off at the right edge, the
+    # tune window's "saved ... to PATH: key=value, ..." lost its second half on a 640x480 frame
+    room = img.shape[1] - 12
+    lines = [
+        part for line in lines for part in _wrap(line, lambda t: cv2.getTextSize(t, font, s, 1)[0][0], room)
+    ]
     sizes = [cv2.getTextSize(t, font, s, 1) for t in lines]
     line_h = max(th + base for (_, th), base in sizes) + 4
     width = max(tw for (tw, _), _ in sizes) + 12
@@ -216,3 +222,17 @@ def _hud(img: NDArray[np.uint8], lines: Sequence[str], scale: float) -> None:
     panel //= 3  # darken in place: only this corner of the copy
     for k, text in enumerate(lines):
         cv2.putText(img, text, (6, 4 + line_h * (k + 1) - 4), font, s, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def _wrap(text: str, width: Callable[[str], int], room: int) -> list[str]:
+    """``text`` in lines of at most ``room`` by ``width``, broken between words (a word wider than that gets
+    a line of its own)."""
+    if width(text) <= room:
+        return [text]
+    out: list[str] = []
+    for word in text.split(" "):
+        if out and width(f"{out[-1]} {word}") <= room:
+            out[-1] = f"{out[-1]} {word}"
+        else:
+            out.append(word)
+    return out

@@ -110,3 +110,18 @@ def test_a_label_is_readable_on_every_class_colour(class_id: int) -> None:
     box = above[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].reshape(-1, 3)
     text = box[np.argmax(np.abs(box.astype(int) - color).sum(axis=1))]  # the pixel most unlike the fill
     assert _contrast(text, color) >= 4.5
+
+
+def test_a_hud_line_wider_than_the_frame_is_wrapped_not_cut_off_at_its_right_edge() -> None:
+    # the tune window's "saved ... to PATH: key=value, ..." on a 640x480 frame lost its second half
+    img = np.zeros((480, 640, 3), np.uint8)
+    saved = (
+        "saved 2 tuned values to /var/lib/edgeseg/tuning.yaml: postprocess.semantic.min_score=0.4, "
+        "postprocess.semantic.dist_threshold=3"
+    )
+    one_line = annotate(img, Instances.empty((480, 640)), hud=["12.0 fps"])
+    line_rows = np.nonzero(one_line.any(axis=2).any(axis=1))[0].max() + 1  # the panel of one line
+    out = annotate(img, Instances.empty((480, 640)), hud=[saved])
+    text = out.max(axis=2) > 128  # white text on the darkened panel
+    assert not text[:, -6:].any()  # nothing runs into the frame's right edge
+    assert text[line_rows + line_rows // 2 :].any()  # the rest went to the next line (its middle and below)
