@@ -9,9 +9,30 @@ import os
 # before initialization").
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
+from typing import TYPE_CHECKING
+
 from edgeseg.errors import EdgesegError
-from edgeseg.instances import Instances
-from edgeseg.semantic import SemanticParams, semantic_to_instances
+
+if TYPE_CHECKING:
+    from edgeseg.instances import Instances
+    from edgeseg.semantic import SemanticParams, semantic_to_instances
 
 __all__ = ["EdgesegError", "Instances", "SemanticParams", "semantic_to_instances"]
 __version__ = "0.1.0"
+
+# imported at their first use, not with the package: the ``edgeseg`` command's first module
+# (edgeseg.launch) runs after this file, and holds the stop signals only once it runs, so numpy and OpenCV
+# (most of a second, seconds on a Raspberry Pi) load after it
+_LAZY = {
+    "Instances": "edgeseg.instances",
+    "SemanticParams": "edgeseg.semantic",
+    "semantic_to_instances": "edgeseg.semantic",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'edgeseg' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name]), name)

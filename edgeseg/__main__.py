@@ -1,5 +1,5 @@
 """``python -m edgeseg``: the same as the ``edgeseg`` command."""
 
-from edgeseg.cli import entry
+from edgeseg.launch import entry
 
 entry()

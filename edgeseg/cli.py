@@ -41,6 +41,7 @@ from edgeseg.stats import STREAM_PREFIX, PipelineStats
 from edgeseg.threadplan import serial_opencv
 
 if TYPE_CHECKING:
+    from edgeseg.launch import Held
     from edgeseg.live import Outcome
     from edgeseg.pipeline import Pipeline
     from edgeseg.sinks import SinkReport
@@ -363,10 +364,11 @@ def _reload(pipeline: Pipeline, file: str) -> None:
         say(line)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, early: Sequence[int] = ()) -> int:
+    """``edgeseg run``; ``early``: the stop signals that came while the command loaded, first first."""
     signals = _Signals()
     try:
-        return _run_with(args, signals)
+        return _run_with(args, signals, early)
     except KeyboardInterrupt:  # (said here, under the handlers, not in main(): a repeat is only recorded)
         say("interrupted", logging.WARNING)
         return EXIT_INTERRUPTED
@@ -374,7 +376,7 @@ def _run(args: argparse.Namespace) -> int:
         signals.restore()
 
 
-def _run_with(args: argparse.Namespace, signals: _Signals) -> int:
+def _run_with(args: argparse.Namespace, signals: _Signals, early: Sequence[int]) -> int:
     """:func:`_run` under its signal handlers, which stay until the summary is out: a second Ctrl-C or
     SIGTERM (an impatient user, a supervisor that repeats it) is only recorded, and cannot cut the summary
     short or turn a loss's status 3 into 130 or into death by that signal."""
@@ -384,6 +386,10 @@ def _run_with(args: argparse.Namespace, signals: _Signals) -> int:
     notifier = Notifier.from_env()
     starting = StartupExtender(notifier)
     try:
+        # those that came while the command loaded, acted on now as if they came here: a stop before anything
+        # started
+        for signum in early:
+            signal.raise_signal(signum)
         # imported under the handlers (a SIGTERM while they load is a clean stop, not death by it)
         from edgeseg.control import ControlSetup, describe_tuning
         from edgeseg.evaluate import AccuracySink
@@ -600,8 +606,6 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
     """The subcommand's entry point. Only its own module is imported: ``edgeseg run`` on a device then carries
     none of the others' (about 1 MB of resident memory for its whole life: ``subprocess`` alone is 0.9)."""
     match name:
-        case "run":
-            return _run
         case "pipelines":
             return _pipelines
         case "bench":
@@ -621,13 +625,20 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
     return command
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``edgeseg`` and ``python -m edgeseg``; returns the exit code."""
+def main(argv: Sequence[str] | None = None, held: Held | None = None) -> int:
+    """Entry point of ``edgeseg`` and ``python -m edgeseg``; returns the exit code. ``held``: the signals
+    :mod:`edgeseg.launch` held while the command loaded, handed over here."""
     tune_malloc()
     serial_opencv()
     args = _parser().parse_args(argv)
     _configure_logging(args.verbose)
     try:
+        if args.command == "run":
+            # its handlers go over the held ones, and put them back at its end: a stop signal after that,
+            # before entry() ignores them, is held too, and cannot replace the run's status with its own
+            return _run(args, [] if held is None else held.stops())
+        if held is not None:
+            held.release()
         return _command(args.command)(args)
     except EdgesegError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -669,12 +680,13 @@ def _stdout_reader_gone() -> bool:
         return False
 
 
-def entry() -> NoReturn:
-    """The ``edgeseg`` command: :func:`main`, then the exit. A daemon thread still inside a device or codec
-    call (a read left behind after its grace, see :meth:`Pipeline.wait`) would abort a normal exit in the
-    C++ runtime's teardown ("terminate called without an active exception", SIGABRT) and the exit code
-    would be lost: the process then ends without that teardown, once everything has been written."""
-    code = main()
+def entry(held: Held | None = None) -> NoReturn:
+    """The ``edgeseg`` command (after :func:`edgeseg.launch.entry`): :func:`main`, then the exit. A daemon
+    thread still inside a device or codec call (a read left behind after its grace, see
+    :meth:`Pipeline.wait`) would abort a normal exit in the C++ runtime's teardown ("terminate called
+    without an active exception", SIGABRT) and the exit code would be lost: the process then ends without
+    that teardown, once everything has been written."""
+    code = main(held=held)
     # the command is over and its status decided: a stop signal now (a repeated Ctrl-C, a supervisor's second
     # SIGTERM) has nothing left to stop, and would only replace that status (3 for a loss) with its own
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

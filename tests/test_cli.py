@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -487,3 +488,82 @@ def test_a_sigterm_as_the_pipeline_starts_stops_its_threads_and_finalizes_its_ou
     )
     assert code == 0
     assert [t.name for t in threading.enumerate() if t.name.startswith("edgeseg-")] == []
+
+
+# the two ways the command starts: `python -m edgeseg` and the console script (setup.cfg's entry point)
+COMMANDS = {
+    "python -m edgeseg": [sys.executable, "-m", "edgeseg"],
+    "console script": [sys.executable, "-c", "from edgeseg.launch import entry; entry()"],
+}
+
+
+def signalled_while_it_loads(
+    command: list[str], sig: signal.Signals, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """Runs the command and sends it ``sig`` once it is loading numpy: before ``edgeseg.cli`` and its
+    handlers (OpenCV, onnxruntime and the rest still to load), as a supervisor's signal just after a start."""
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while "_multiarray_umath" not in Path(f"/proc/{proc.pid}/maps").read_text():
+            assert proc.poll() is None, "ended before numpy loaded"
+            assert time.monotonic() < deadline, "numpy never loaded"
+            time.sleep(0.001)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+RUN = ["run", "--source", "synthetic:parts?fps=30", "--max-frames", "10"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_sigterm_while_the_command_loads_is_a_clean_stop_with_status_0(
+    tmp_path: Path, command: str
+) -> None:
+    done = signalled_while_it_loads([*COMMANDS[command], *RUN], signal.SIGTERM, tmp_path)
+    assert (done.returncode, done.stderr) == (0, "edgeseg: stopped by SIGTERM before the pipeline started\n")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_sigint_while_the_command_loads_is_one_line_and_status_130(tmp_path: Path, command: str) -> None:
+    done = signalled_while_it_loads([*COMMANDS[command], *RUN], signal.SIGINT, tmp_path)
+    assert (done.returncode, done.stderr) == (130, "edgeseg: interrupted\n")
+    listing = signalled_while_it_loads([*COMMANDS[command], "pipelines"], signal.SIGINT, tmp_path)
+    assert (listing.returncode, listing.stderr, listing.stdout) == (130, "edgeseg: interrupted\n", "")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_sighup_while_the_command_loads_leaves_the_run_going(tmp_path: Path, command: str) -> None:
+    """A `systemctl reload` right after a start: the pipeline file is read after it, nothing to reload yet."""
+    done = signalled_while_it_loads([*COMMANDS[command], *RUN], signal.SIGHUP, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("done: ")  # (a live source may drop a frame: 9 of 10 read)
+    assert "Traceback" not in done.stderr
+
+
+def test_a_sigterm_after_the_run_put_its_handlers_back_leaves_its_status(tmp_path: Path) -> None:
+    """The moment between the end of `edgeseg run`'s own handlers and the exit: a supervisor's repeated
+    SIGTERM there ended the process by it, and the run's status (0 here, 3 for a loss) was lost."""
+    script = (
+        "import signal\n"
+        "from edgeseg import cli\n"
+        "from edgeseg.launch import entry\n"
+        "restore = cli._Signals.restore\n"
+        "def restore_then_sigterm(self):\n"
+        "    restore(self)\n"
+        "    signal.raise_signal(signal.SIGTERM)\n"
+        "cli._Signals.restore = restore_then_sigterm\n"
+        "entry()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *RUN], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("done: ")  # (a live source may drop a frame: 9 of 10 read)

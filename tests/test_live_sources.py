@@ -248,7 +248,7 @@ def test_the_edgeseg_command_keeps_its_exit_code_when_a_thread_is_still_inside_a
         "import threading, time\n"
         "from edgeseg import cli\n"
         "threading.Thread(target=time.sleep, args=(60,), name='edgeseg-source', daemon=True).start()\n"
-        "cli.main = lambda: 3\n"
+        "cli.main = lambda held=None: 3\n"
         "print('summary', flush=False)\n"
         "cli.entry()\n"
     )
