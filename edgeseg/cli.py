@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from edgeseg.launch import Held
     from edgeseg.live import Outcome
     from edgeseg.pipeline import Pipeline
+    from edgeseg.sdnotify import Notifier
     from edgeseg.sinks import SinkReport
     from edgeseg.sources import SourceStats
 
@@ -364,31 +365,36 @@ def _reload(pipeline: Pipeline, file: str) -> None:
         say(line)
 
 
-def _run(args: argparse.Namespace, early: Sequence[int] = ()) -> int:
-    """``edgeseg run``; ``early``: the stop signals that came while the command loaded, first first."""
+def _run(args: argparse.Namespace, held: Held | None = None) -> int:
+    """``edgeseg run``; ``held``: the signals :mod:`edgeseg.launch` held while the command loaded."""
+    from edgeseg.sdnotify import Notifier
+
+    notifier = Notifier.from_env()
     signals = _Signals()
-    try:
-        return _run_with(args, signals, early)
+    try:  # (from the handlers on: a stop signal raises under them)
+        return _run_with(args, signals, notifier, held)
     except KeyboardInterrupt:  # (said here, under the handlers, not in main(): a repeat is only recorded)
         say("interrupted", logging.WARNING)
         return EXIT_INTERRUPTED
+    except TerminatedError:
+        notifier.stopping("stopped by SIGTERM before the pipeline started")
+        say("stopped by SIGTERM before the pipeline started")
+        return EXIT_OK
     finally:
         signals.restore()
 
 
-def _run_with(args: argparse.Namespace, signals: _Signals, early: Sequence[int]) -> int:
+def _run_with(args: argparse.Namespace, signals: _Signals, notifier: Notifier, held: Held | None) -> int:
     """:func:`_run` under its signal handlers, which stay until the summary is out: a second Ctrl-C or
     SIGTERM (an impatient user, a supervisor that repeats it) is only recorded, and cannot cut the summary
     short or turn a loss's status 3 into 130 or into death by that signal."""
-    from edgeseg.sdnotify import Notifier
     from edgeseg.watchdog import ServiceLink, StartupExtender
 
-    notifier = Notifier.from_env()
     starting = StartupExtender(notifier)
     try:
-        # those that came while the command loaded, acted on now as if they came here: a stop before anything
-        # started
-        for signum in early:
+        # the stop signals held until the handlers went in, acted on now as if they came here: a stop before
+        # anything started
+        for signum in [] if held is None else held.stops():
             signal.raise_signal(signum)
         # imported under the handlers (a SIGTERM while they load is a clean stop, not death by it)
         from edgeseg.control import ControlSetup, describe_tuning
@@ -450,10 +456,6 @@ def _run_with(args: argparse.Namespace, signals: _Signals, early: Sequence[int])
                 progress.show(pipeline.stats(), pipeline.source.stats)
         progress.end()
         link.stopping("finished")
-    except TerminatedError:
-        notifier.stopping("stopped by SIGTERM before the pipeline started")
-        say("stopped by SIGTERM before the pipeline started")
-        return EXIT_OK
     finally:
         starting.stop()
     stats = pipeline.stats()
@@ -636,7 +638,7 @@ def main(argv: Sequence[str] | None = None, held: Held | None = None) -> int:
         if args.command == "run":
             # its handlers go over the held ones, and put them back at its end: a stop signal after that,
             # before entry() ignores them, is held too, and cannot replace the run's status with its own
-            return _run(args, [] if held is None else held.stops())
+            return _run(args, held)
         if held is not None:
             held.release()
         return _command(args.command)(args)

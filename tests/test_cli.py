@@ -567,3 +567,26 @@ def test_a_sigterm_after_the_run_put_its_handlers_back_leaves_its_status(tmp_pat
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("done: ")  # (a live source may drop a frame: 9 of 10 read)
+
+
+def test_a_sigterm_as_the_run_sets_up_its_service_link_is_a_clean_stop(tmp_path: Path) -> None:
+    """Under `edgeseg run`'s handlers, while it imported and made its link to systemd (sdnotify, watchdog):
+    that SIGTERM came before the try that turns it into the clean stop, and ended the command with
+    TerminatedError's traceback and status 1."""
+    script = (
+        "import signal\n"
+        "from edgeseg.sdnotify import Notifier\n"
+        "from edgeseg.launch import entry\n"
+        "from_env = Notifier.from_env.__func__\n"
+        "def from_env_then_sigterm(cls, environ=None):\n"
+        "    notifier = from_env(cls, environ)\n"
+        "    signal.raise_signal(signal.SIGTERM)\n"
+        "    return notifier\n"
+        "Notifier.from_env = classmethod(from_env_then_sigterm)\n"
+        "entry()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *RUN], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "edgeseg: stopped by SIGTERM before the pipeline started\n")
