@@ -75,16 +75,24 @@ def call_lowered(fn: Callable[[], T], step: int) -> T:
     result: list[T] = []
     error: list[BaseException] = []
 
+    done = threading.Event()
+
     def run() -> None:
         lower_this_thread(step)
         try:
             result.append(fn())
         except BaseException as exc:  # handed to the caller, whatever it is
             error.append(exc)
+        finally:
+            done.set()
 
     helper = threading.Thread(target=run, name="edgeseg-load", daemon=True)
     helper.start()
-    helper.join()
+    # not join(): a signal handler that raises in it (SIGTERM's clean stop, Ctrl-C) makes Python 3.11's join
+    # mark the thread ended while it still runs (threading.py, _wait_for_tstate_lock's bpo-45274 branch), and
+    # the command, not seeing it, exited through the interpreter's teardown with it inside the backend's C++
+    # (SIGABRT, "terminate called without an active exception", or SIGSEGV)
+    done.wait()
     if error:
         raise error[0]
     return result[0]

@@ -590,3 +590,32 @@ def test_a_sigterm_as_the_run_sets_up_its_service_link_is_a_clean_stop(tmp_path:
         timeout=60,
     )  # fmt: skip
     assert (done.returncode, done.stderr) == (0, "edgeseg: stopped by SIGTERM before the pipeline started\n")
+
+
+def test_a_sigterm_while_the_model_loads_exits_without_waiting_for_the_load(tmp_path: Path) -> None:
+    """The model loads on a thread of its own (``model.nice``), which the command waits for. A SIGTERM that
+    stops that wait left the thread inside the load; Python 3.11's interrupted join() took it for ended
+    (threading.py, _wait_for_tstate_lock's bpo-45274 branch), and the command exited through the
+    interpreter's teardown with it still in onnxruntime's C++: killed by SIGABRT ("terminate called without
+    an active exception") or SIGSEGV, about one start in ten under a `systemctl stop` during start-up. The
+    load is made slow here so that it is still under way at the exit."""
+    script = (
+        "import os, signal, time\n"
+        "from edgeseg.model import Model\n"
+        "from edgeseg.launch import entry\n"
+        "load = Model.load.__func__\n"
+        "def slow_load(cls, *args, **kwargs):\n"
+        "    time.sleep(0.5)\n"  # (the command waits for this thread by now)
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(5)\n"
+        "    return load(cls, *args, **kwargs)\n"
+        "Model.load = classmethod(slow_load)\n"
+        "entry()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "-v", *RUN], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "stopped by SIGTERM before the pipeline started" in done.stderr
+    assert "exiting with threads still running: edgeseg-load" in done.stderr
