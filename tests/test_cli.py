@@ -6,11 +6,13 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -619,3 +621,24 @@ def test_a_sigterm_while_the_model_loads_exits_without_waiting_for_the_load(tmp_
     assert done.returncode == 0, done.stderr
     assert "stopped by SIGTERM before the pipeline started" in done.stderr
     assert "exiting with threads still running: edgeseg-load" in done.stderr
+
+
+def test_the_wheel_ships_every_module_and_data_file_of_the_package(tmp_path: Path) -> None:
+    """``pip install edgeseg`` (not ``-e``) installs the wheel: a subpackage without ``__init__.py`` is left
+    out of it by ``packages = find:`` (edgeseg.mqtt was: every command ended in ModuleNotFoundError), and a
+    data file setup.cfg does not declare is missing where the code opens it."""
+    src = tmp_path / "src"  # a copy: building in place leaves build/ and *.egg-info in the checkout
+    shutil.copytree(REPO / "edgeseg", src / "edgeseg", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("edgeseg-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    tree = {p.relative_to(src).as_posix() for p in (src / "edgeseg").rglob("*") if p.is_file()}
+    assert sorted(tree - shipped) == []
