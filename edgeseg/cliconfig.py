@@ -17,9 +17,9 @@ from pathlib import Path
 from edgeseg.config import (
     DEFAULT_PIPELINE,
     ENV_PREFIX,
-    PIPELINES_DIR,
     Override,
     PipelineConfig,
+    bundled_pipelines_dir,
     load_config,
 )
 from edgeseg.control import TuningFile, load_tuning, tuning_path
@@ -65,7 +65,7 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
 
 def bundled_pipelines() -> dict[str, Path]:
     """The pipelines shipped in ``pipelines/``, by name."""
-    return {p.stem: p for p in sorted(PIPELINES_DIR.glob("*.yaml"))}
+    return {p.stem: p for p in sorted(bundled_pipelines_dir().glob("*.yaml"))}
 
 
 def pipeline_path(name: str | None) -> Path | None:

@@ -41,6 +41,18 @@ ENV_PREFIX = "EDGESEG__"
 S = TypeVar("S")
 
 
+def bundled_pipelines_dir() -> Path:
+    """``PIPELINES_DIR``, where it exists: an edgeseg installed from a wheel has the package alone (the
+    pipelines, the demo model and the model cards are the checkout's; README: ``pip install -e``)."""
+    if not PIPELINES_DIR.is_dir():
+        raise ConfigError(
+            f"no bundled pipelines: they are in the edgeseg checkout's pipelines/, and this edgeseg "
+            f"({Path(__file__).parent}) is installed without it; install the checkout with "
+            f"'pip install -e CHECKOUT' (README: Run on a device), or name a pipeline file"
+        )
+    return PIPELINES_DIR
+
+
 def _backends() -> tuple[str, ...]:
     from edgeseg.backends import BACKENDS
 
@@ -256,6 +268,8 @@ def load_config(
             where the key came from in brackets (the file, ``--set``, ``--source``, ``env EDGESEG__...``).
     """
     file = Path(path) if path is not None else DEFAULT_PIPELINE
+    if file.parent == PIPELINES_DIR:
+        file = bundled_pipelines_dir() / file.name  # says why where there are none
     raw = read_yaml(file, "pipeline file", ConfigError)
     if raw is None:
         raw = {}

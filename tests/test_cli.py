@@ -642,3 +642,27 @@ def test_the_wheel_ships_every_module_and_data_file_of_the_package(tmp_path: Pat
     shipped = set(zipfile.ZipFile(wheel).namelist())
     tree = {p.relative_to(src).as_posix() for p in (src / "edgeseg").rglob("*") if p.is_file()}
     assert sorted(tree - shipped) == []
+
+
+def test_without_the_checkouts_pipelines_the_demo_and_the_listing_say_to_install_it_editable(
+    tmp_path: Path,
+) -> None:
+    """A wheel installs the edgeseg package alone; the bundled pipelines and the demo model stay in the
+    checkout (README: ``pip install -e``). There, ``edgeseg pipelines`` printed nothing with exit 0 and
+    ``edgeseg run`` could not read ``site-packages/pipelines/demo.yaml``, without saying why."""
+    site = tmp_path / "site-packages"  # the package as a wheel lays it out, with no pipelines/ beside it
+    shutil.copytree(REPO / "edgeseg", site / "edgeseg", ignore=shutil.ignore_patterns("__pycache__"))
+    env = _env()
+    env["PYTHONPATH"] = str(site)
+    for args in (["pipelines"], ["run", "--max-frames", "1"], ["run", "demo", "--max-frames", "1"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeseg", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert len(done.stderr.splitlines()) == 1, (args, done.stderr)
+        assert "pip install -e" in done.stderr, (args, done.stderr)
