@@ -593,7 +593,9 @@ def _configure_logging(verbose: bool) -> None:
         os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
         import cv2
 
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        # OpenCV 5 moved setLogLevel into cv2.utils.logging (opencv/opencv#27812); OpenCV 4 (pip's up to
+        # 4.12, JetPack's and Debian's python3-opencv) has it as cv2.setLogLevel. 0: LOG_LEVEL_SILENT in both
+        getattr(cv2.utils, "logging", cv2).setLogLevel(0)
     handler = Handler(sys.stderr)
     journal = to_journal(sys.stderr)
     handler.setFormatter(Formatter(journal))

@@ -666,3 +666,26 @@ def test_without_the_checkouts_pipelines_the_demo_and_the_listing_say_to_install
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert len(done.stderr.splitlines()) == 1, (args, done.stderr)
         assert "pip install -e" in done.stderr, (args, done.stderr)
+
+
+def test_a_run_under_opencv_4_as_setup_cfg_allows_starts(tmp_path: Path) -> None:
+    """setup.cfg takes opencv-python from 4.8, and on a Jetson the system OpenCV 4 (with GStreamer) is the
+    one to use; OpenCV 5 moved ``cv2.setLogLevel`` to ``cv2.utils.logging`` (opencv/opencv#27812), and every
+    command under OpenCV 4 ended in AttributeError: module 'cv2.utils' has no attribute 'logging'."""
+    target = tmp_path / "opencv4"
+    opencv4 = "opencv-python-headless==4.12.0.88"  # the last 4.x, built for numpy 2 as this venv's is
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), opencv4]
+    installed = subprocess.run(pip, capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(target), str(REPO)])
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "edgeseg", *args]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    assert "opencv 4.12.0" in run("doctor").stdout
+    done = run("run", "--source", "synthetic:parts", "--max-frames", "3", "--output", "o.jsonl")
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert results[-1]["final"]  # (a live source may drop frames while a stage is busy)
