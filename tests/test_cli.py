@@ -689,3 +689,27 @@ def test_a_run_under_opencv_4_as_setup_cfg_allows_starts(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr[-2000:]
     results = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert results[-1]["final"]  # (a live source may drop frames while a stage is busy)
+
+
+def test_the_oldest_onnxruntime_setup_cfg_allows_runs_the_demo(tmp_path: Path) -> None:
+    """pip keeps an installed onnxruntime that meets setup.cfg's minimum; from 1.16 to 1.20 the demo (the
+    default pipeline) stopped at its model: no CPU kernel for DepthToSpace on uint8 before 1.21."""
+    setup_cfg = (REPO / "setup.cfg").read_text(encoding="utf-8")
+    match = re.search(r"^\s+onnxruntime>=([\d.]+)$", setup_cfg, re.MULTILINE)
+    assert match is not None
+    target = tmp_path / "onnxruntime"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
+    installed = subprocess.run(
+        [*pip, f"onnxruntime=={match[1]}"], capture_output=True, text=True, timeout=300
+    )
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(target), str(REPO)])
+    command = [sys.executable, "-m", "edgeseg", "run", "--max-frames", "3"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # the run had that onnxruntime, not this venv's
+    doctor = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "doctor"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert re.search(rf"onnxruntime +{re.escape(match[1])}", doctor.stdout), doctor.stdout
