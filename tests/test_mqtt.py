@@ -23,6 +23,7 @@ from typing import Any
 import jsonschema
 import pytest
 from mqtt_harness import (
+    REPO,
     Broker,
     Collector,
     Edgeseg,
@@ -1104,3 +1105,26 @@ def test_an_mqtt311_retained_snapshot_the_broker_hangs_up_on_is_skipped_and_no_r
     assert stats.skipped_retained >= 1  # (at each connect after the broker hung up on it)
     assert collector.on("/snapshot") == []
     assert [m.payload for m in collector.on("/info")][-1:] == [b"{}"]
+
+
+def test_the_oldest_paho_mqtt_setup_cfg_allows_delivers_the_results(
+    tmp_path: Path, broker: Broker, collector: Collector
+) -> None:
+    """pip keeps an installed paho-mqtt that meets setup.cfg's minimum; under 2.0.0, whose ``Client.protocol``
+    returns itself (paho/mqtt/client.py:956 in 2.0.0: ``return self.protocol``), the publisher stopped at its
+    first connection with a RecursionError and nothing was sent."""
+    setup_cfg = (REPO / "setup.cfg").read_text(encoding="utf-8")
+    match = re.search(r"^\s+paho-mqtt>=([\d.]+)$", setup_cfg, re.MULTILINE)
+    assert match is not None
+    target = tmp_path / "paho"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
+    installed = subprocess.run([*pip, f"paho-mqtt=={match[1]}"], capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    env = edgeseg_env(PYTHONPATH=os.pathsep.join([str(target), str(REPO)]))
+    where = [sys.executable, "-c", "import paho.mqtt.client as c; print(c.__file__)"]
+    assert subprocess.run(where, env=env, capture_output=True, text=True).stdout.startswith(str(target))
+    command = [sys.executable, "-m", "edgeseg", "run", "--source", "synthetic:parts", "--max-frames", "5"]
+    command += ["--mqtt", broker.url, "--state-dir", str(tmp_path / "state")]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert collector.wait(lambda: len(results(collector.on("/results"))) > 0, timeout=10), done.stderr[-3000:]
