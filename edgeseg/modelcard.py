@@ -362,6 +362,13 @@ def read_onnx_metadata(path: Path) -> tuple[dict[str, str], list[str]]:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for every parse failure
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, ort.capi.onnxruntime_pybind11_state.NotImplemented):
+            # a valid model with an operator (or a type of one) this release has no kernel for, e.g. int8
+            # ConvInteger before 1.24, the last release for Python 3.10 being 1.23
+            raise ModelError(
+                f"model file {path}: onnxruntime {ort.__version__} cannot run one of its operators "
+                f"(a newer onnxruntime may): {first}"
+            ) from None
         raise ModelError(
             f"model file {path} is not a valid ONNX model (corrupt or truncated): {first}"
         ) from None

@@ -152,6 +152,30 @@ def test_corrupt_onnx_without_card_is_a_clear_error(tmp_path: Path) -> None:
         find_card(path)
 
 
+def test_a_valid_model_with_an_operator_this_onnxruntime_lacks_is_not_called_corrupt(tmp_path: Path) -> None:
+    """onnxruntime 1.21 to 1.23 (1.23 the last for Python 3.10) have no CPU kernel for int8 ConvInteger,
+    which an int8 YOLO export has; find_card called it "not a valid ONNX model (corrupt or truncated)". The
+    stand-in here: DepthToSpace on int32, valid ONNX that no onnxruntime CPU kernel takes."""
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("images", TensorProto.INT32, [1, 16, 2, 2])
+    y = helper.make_tensor_value_info("output0", TensorProto.INT32, [1, 4, 4, 4])
+    node = helper.make_node("DepthToSpace", ["images"], ["output0"], blocksize=2)
+    model = helper.make_model(
+        helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 13)]
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, tmp_path / "m.onnx")
+    with pytest.raises(ModelError) as err:
+        find_card(tmp_path / "m.onnx")
+    assert "corrupt" not in str(err.value)
+    assert f"onnxruntime {onnxruntime.__version__}" in str(err.value)
+    assert "DepthToSpace" in str(err.value)
+
+
 def test_ultralytics_metadata_makes_a_yolo_seg_card(assets_dir: Path) -> None:
     card = find_card(assets_dir / "models" / "yolov8n-seg_int8_320.onnx")
     assert card.task == "yolo-seg"
