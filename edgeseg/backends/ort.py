@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, Outputs, floatconv
 from edgeseg.errors import ConfigError, ModelError
 from edgeseg.malloc import release_free_memory
-from edgeseg.modelcard import ModelCard
+from edgeseg.modelcard import ModelCard, check_yolo_seg_outputs
 from edgeseg.preprocess import Prepared
 from edgeseg.threadplan import ThreadCount, usable_cores
 
@@ -217,10 +217,10 @@ class OrtBackend:
                     f"(the model has {', '.join(sorted(outputs))})"
                 )
         if card.task == "yolo-seg":
-            from edgeseg.heads.yolo_seg import check_output_shapes
-
             protos = outputs[str(card.output.protos)]
-            check_output_shapes(card, outputs[card.output.name], protos, f"model {card.name!r}: {self._path}")
+            check_yolo_seg_outputs(
+                card, outputs[card.output.name], protos, f"model {card.name!r}: {self._path}"
+            )
 
     def run_tensor(self, tensor: NDArray[np.generic]) -> Outputs:
         """Outputs by name for one input tensor of the card's shape and dtype."""

@@ -47,7 +47,7 @@ from numpy.typing import NDArray
 from edgeseg.atomic import replace_file
 from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, Outputs, floatconv
 from edgeseg.errors import ConfigError, MissingDependencyError, ModelError
-from edgeseg.modelcard import ModelCard, file_sha256
+from edgeseg.modelcard import ModelCard, check_yolo_seg_outputs, file_sha256
 from edgeseg.preprocess import Prepared
 from edgeseg.statedir import state_dir
 from edgeseg.threadplan import ThreadCount
@@ -373,10 +373,10 @@ class TensorRTBackend:
             self._host[b.name], self._device[b.name] = host, dev
             self.context.set_tensor_address(b.name, int(dev))
         if card.task == "yolo-seg":  # (on the shapes the card's input gives: no dimension is dynamic here)
-            from edgeseg.heads.yolo_seg import check_output_shapes
-
             det, protos = self._host[card.output.name].shape, self._host[str(card.output.protos)].shape
-            check_output_shapes(card, list(det), list(protos), f"model {card.name!r}: engine of {card.file}")
+            check_yolo_seg_outputs(
+                card, list(det), list(protos), f"model {card.name!r}: engine of {card.file}"
+            )
         self._input = inp.name
         self._outputs = [b.name for b in self.bindings if not b.is_input]
         self.stream = cuda.Stream()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +27,7 @@ from edgeseg.errors import ModelError
 from edgeseg.heads import DecodeOptions
 from edgeseg.instances import Instances
 from edgeseg.logtally import LogTally
-from edgeseg.modelcard import ModelCard
+from edgeseg.modelcard import ModelCard, check_yolo_seg_outputs
 from edgeseg.preprocess import Prepared
 
 log = logging.getLogger(__name__)
@@ -219,41 +218,6 @@ def _suppressed_by(
     return over
 
 
-def _size(dim: object) -> int | None:
-    """A dimension's size, None where it is dynamic (onnxruntime gives its name or None, TensorRT -1)."""
-    return dim if isinstance(dim, int) and dim >= 0 else None
-
-
-def check_output_shapes(
-    card: ModelCard, det: Sequence[object] | None, protos: Sequence[object] | None, model: str
-) -> None:
-    """Raise ModelError (``{model}: output 'output0' has shape …, expected …``) unless outputs of these
-    shapes decode: ``[1, 4 + nc + nm, A]`` and prototypes ``[1, nm, h, w]``, with nm, h and w at least 1.
-    A dynamic dimension fits any size, a shape of None (its rank unknown too) any shape: the backends check
-    a model's declared shapes at load (a detection model, or a card whose classes are not the model's,
-    failed every frame), the head each frame's tensors."""
-    p = None if protos is None else [_size(d) for d in protos]
-    if p is not None and (len(p) != 4 or p[0] not in (1, None) or 0 in p[1:]):
-        # (h or w 0 failed in the mask crop with "index -1 is out of bounds"; nm 0 made every mask empty)
-        raise ModelError(
-            f"{model}: output {str(card.output.protos)!r} has shape {protos}, expected [1, nm, h, w] "
-            "(nm, h, w >= 1)"
-        )
-    if det is None:
-        return
-    nc, nm = len(card.classes), None if p is None else p[1]
-    d = [_size(x) for x in det]
-    rows = d[1] if len(d) == 3 else None
-    if nm is None:
-        rows_fit = rows is None or rows > 4 + nc
-        expected = f"[1, 4 + {nc} + nm, A] (4 box + {nc} classes + nm >= 1 mask coefficients)"
-    else:
-        rows_fit = rows is None or rows == 4 + nc + nm
-        expected = f"[1, {4 + nc + nm}, A] (4 box + {nc} classes + {nm} mask coefficients)"
-    if len(d) != 3 or d[0] not in (1, None) or not rows_fit:
-        raise ModelError(f"{model}: output {card.output.name!r} has shape {det}, expected {expected}")
-
-
 class YoloSegHead:
     """Decodes YOLO-seg outputs into :class:`Instances` in full-frame pixels.
 
@@ -288,7 +252,7 @@ class YoloSegHead:
         # float16 export's own type come out a quarter of an input pixel off, and flip mask pixels
         protos = np.asarray(outputs[proto_name], np.float32)
         det = np.asarray(outputs[det_name], np.float32)
-        check_output_shapes(card, det.shape, protos.shape, f"model {card.name!r}")
+        check_yolo_seg_outputs(card, det.shape, protos.shape, f"model {card.name!r}")
         # A sum is NaN or infinite where any value is NaN, +inf or -inf (which a float16 graph overflows to
         # as readily): one cheap pass, not a max and a min, catches a broken graph before it turns into "no
         # detections" (a head's pixel coordinates, scores and coefficients sum far from float32's limit)
