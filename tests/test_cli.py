@@ -629,7 +629,7 @@ def test_the_wheel_ships_every_module_and_data_file_of_the_package(tmp_path: Pat
     data file setup.cfg does not declare is missing where the code opens it."""
     src = tmp_path / "src"  # a copy: building in place leaves build/ and *.egg-info in the checkout
     shutil.copytree(REPO / "edgeseg", src / "edgeseg", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+    for name in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, src / name)
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)],
