@@ -161,7 +161,9 @@ def _parser() -> argparse.ArgumentParser:
         description="List inference backends, cameras, displays and optional extras, and how to add what is "
         "missing. With a pipeline file, also check what that pipeline needs (its broker answers, ...).",
     )
-    doc.add_argument("pipeline", nargs="?", metavar="PIPELINE", help="pipeline YAML to check")
+    doc.add_argument(
+        "pipeline", nargs="?", metavar="PIPELINE", help="pipeline YAML to check (or a bundled name)"
+    )
     doc.add_argument(
         "--service",
         metavar="NAME",

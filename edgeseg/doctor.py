@@ -182,7 +182,7 @@ def checks() -> list[Check]:
     return out
 
 
-def pipeline_checks(path: str | None, dev: Path = Path("/dev")) -> list[Check]:
+def pipeline_checks(path: str | Path | None, dev: Path = Path("/dev")) -> list[Check]:
     """What one pipeline needs: its camera's device node (under ``dev``), its model file, its state
     directory, and its broker answering."""
     from edgeseg.config import load_config
@@ -490,7 +490,10 @@ def _watchdog_check(name: str, settings: Mapping[str, list[str]], config: Pipeli
 def command(args: argparse.Namespace) -> int:
     """Print the report; exit code 0, or 1 when a pipeline or service was given and one of its needs is
     missing (missing extras are information, not errors)."""
-    pipeline = getattr(args, "pipeline", None)
+    from edgeseg.cliconfig import pipeline_path
+
+    # a bundled pipeline's name too, as 'edgeseg run NAME' takes it
+    pipeline = pipeline_path(getattr(args, "pipeline", None))
     own = pipeline_checks(pipeline) if pipeline else []
     if getattr(args, "service", None):
         own += service_checks(args.service, Path(args.root))

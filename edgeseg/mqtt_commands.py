@@ -172,12 +172,14 @@ def forget(client: mqtt.Client, topics: Topics, settle_s: float = 1.5) -> list[s
 def _target(args: argparse.Namespace) -> tuple[BrokerAddress, Credentials, Topics]:
     """Broker, credentials and topics from ``--url``/``--device-id``/``--prefix``, else the pipeline's
     ``sinks.mqtt`` section."""
+    from edgeseg.cliconfig import pipeline_path
     from edgeseg.config import load_config
     from edgeseg.sinks.mqtt import MqttSinkConfig
 
     section = MqttSinkConfig()
     if args.pipeline is not None or not args.url:
-        section = load_config(args.pipeline).sinks.section(MqttSinkConfig)
+        # a bundled pipeline's name too, as 'edgeseg run NAME' takes it
+        section = load_config(pipeline_path(args.pipeline)).sinks.section(MqttSinkConfig)
     url = args.url or section.url
     if not url:
         raise ConfigError("sinks.mqtt.url: no broker given (use --url mqtt://host[:port] or a pipeline file)")
@@ -207,7 +209,9 @@ def add_parser(sub: Any) -> None:
         ("forget", "clear the device's retained messages and its Home Assistant discovery"),
     ):
         a = actions.add_parser(name, help=text, description=text)
-        a.add_argument("pipeline", nargs="?", metavar="PIPELINE", help="pipeline YAML (default: demo)")
+        a.add_argument(
+            "pipeline", nargs="?", metavar="PIPELINE", help="pipeline YAML or a bundled name (default: demo)"
+        )
         a.add_argument("--url", metavar="URL", help="broker, mqtt://host[:port] (default: sinks.mqtt.url)")
         a.add_argument("--device-id", metavar="ID", help="device id (default: sinks.mqtt.device_id)")
         a.add_argument("--prefix", metavar="PREFIX", help="topic prefix (default: sinks.mqtt.prefix)")

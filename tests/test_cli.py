@@ -183,6 +183,14 @@ def test_doctor_reports_backends_cameras_and_displays(tmp_path: Path) -> None:
         assert topic in done.stdout
 
 
+def test_doctor_checks_a_bundled_pipeline_named_as_run_takes_it(tmp_path: Path) -> None:
+    # 'edgeseg pipelines' says 'edgeseg run NAME' runs one; doctor took NAME for a file in the working
+    # directory: "edgeseg: error: demo: cannot read pipeline file (No such file or directory)"
+    done = edgeseg("doctor", "demo", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "pipeline demo" in done.stdout
+
+
 def test_doctor_reports_a_picamera2_that_cannot_import_as_unusable_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -550,6 +550,19 @@ def test_listen_prints_the_device_messages_decoded_one_per_line(
         )
 
 
+def test_listen_takes_a_bundled_pipeline_by_name_as_run_does(broker: Broker, collector: Collector) -> None:
+    # the name was taken for a file in the working directory: "edgeseg: error: demo: cannot read pipeline
+    # file (No such file or directory)"
+    collector.publish("edgeseg/cam1/status", b"online", retain=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "mqtt", "listen", "demo", "--url", broker.url, "--device-id",
+         "cam1", "--count", "1", "--timeout", "30"],
+        env=edgeseg_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["edgeseg/cam1/status (retained) online"]
+
+
 def test_listen_prints_any_payload_on_one_line_and_goes_on_after_json_nested_too_deep(
     broker: Broker, collector: Collector
 ) -> None:
