@@ -279,6 +279,15 @@ def add_parser(sub: Any) -> None:
 def command(args: argparse.Namespace) -> int:
     from edgeseg.cliconfig import load_cli_config
 
-    report = run(load_cli_config(args), args.frames)
+    config = load_cli_config(args)
+    given = [flag for flag in ("--source", "--roi") if getattr(args, flag[2:])]
+    if given and config.model.backend != "imx500":
+        # check_backend compares the backends on synthetic frames: a source or region asked for would be
+        # ignored, and the PASS taken for one on the user's own frames
+        raise InputError(
+            f"{given[0]}: the self-test of a pipeline on {config.model.backend} runs on synthetic frames "
+            "(--source and --roi are for an imx500 pipeline's camera)"
+        )
+    report = run(config, args.frames)
     print(report.text())
     return 0 if report.passed else 1

@@ -4,6 +4,9 @@ tests/imx500_fake.py)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,8 @@ from edgeseg.cli import main
 from edgeseg.config import PipelineConfig, load_config
 from edgeseg.modelcard import ModelCard
 
-PIPELINES = Path(__file__).parents[1] / "pipelines"
+REPO = Path(__file__).parents[1]
+PIPELINES = REPO / "pipelines"
 PERSON = 15
 
 
@@ -60,6 +64,24 @@ def test_selftest_passes_on_the_cpu_path(capsys: pytest.CaptureFixture[str]) -> 
     assert "output confidence: max |diff| 0 " in out
     assert "PQ 1.000, mean mask IoU 1.000" in out
     assert out.rstrip().endswith("PASS")
+
+
+@pytest.mark.parametrize("flag", [["--source", "emptyd"], ["--roi", "0.5,0,0.5,1"]])
+def test_selftest_of_a_cpu_pipeline_refuses_a_source_or_roi_it_would_ignore(
+    tmp_path: Path, flag: list[str]
+) -> None:
+    # it ran its synthetic frames whatever --source said (an empty folder too) and printed PASS
+    (tmp_path / "emptyd").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "selftest", "--frames", "1", *flag],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"edgeseg: error: {flag[0]}: the self-test of a pipeline on onnxruntime runs on synthetic frames "
+        "(--source and --roi are for an imx500 pipeline's camera)\n"
+    )
 
 
 def test_tensorrt_half_passes_when_the_engine_computes_the_model(tmp_path: Path) -> None:
