@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from edgeseg.errors import ConfigError, EdgesegError
+from edgeseg.errors import ConfigError, EdgesegError, InputError
 from edgeseg.mqtt.broker import BrokerAddress, Credentials, device_id, load_credentials, parse_broker_url
 from edgeseg.mqtt.topics import Topics
 
@@ -223,7 +223,18 @@ def add_parser(sub: Any) -> None:
             a.add_argument("--raw", action="store_true", help="print RLE mask strings in full")
 
 
+def _check_limits(args: argparse.Namespace) -> None:
+    """``--count`` and ``--timeout`` that ``listen`` can keep: with 0 messages it waited for a first one
+    (forever on a quiet device) and printed it; an infinite timeout raised OverflowError in the wait."""
+    if args.count is not None and args.count < 1:
+        raise InputError(f"--count: must be >= 1 (got {args.count})")
+    if args.timeout is not None and not 0 < args.timeout <= threading.TIMEOUT_MAX:
+        raise InputError(f"--timeout: must be a number of seconds > 0 (got {args.timeout:g})")
+
+
 def command(args: argparse.Namespace) -> int:
+    if args.mqtt_action == "listen":
+        _check_limits(args)
     address, creds, topics = _target(args)
     client = connect(address, creds)
     try:

@@ -563,6 +563,28 @@ def test_listen_takes_a_bundled_pipeline_by_name_as_run_does(broker: Broker, col
     assert done.stdout.splitlines() == ["edgeseg/cam1/status (retained) online"]
 
 
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (["--count", "0"], "--count: must be >= 1 (got 0)"),
+        (["--timeout", "inf"], "--timeout: must be a number of seconds > 0 (got inf)"),
+        (["--timeout", "nan"], "--timeout: must be a number of seconds > 0 (got nan)"),
+        (["--timeout", "0"], "--timeout: must be a number of seconds > 0 (got 0)"),
+    ],
+)
+def test_listen_refuses_a_count_or_timeout_it_cannot_keep_in_one_line(
+    broker: Broker, flag: list[str], message: str
+) -> None:
+    # --count 0 waited for a first message, forever on a quiet broker (then printed it); --timeout inf was a
+    # traceback (OverflowError in the wait); nan and 0 returned at once having listened to nothing
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "mqtt", "listen", "--url", broker.url, "--topic", "quiet/#", *flag],
+        env=edgeseg_env(), capture_output=True, text=True, timeout=15,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"edgeseg: error: {message}\n"
+
+
 def test_listen_prints_any_payload_on_one_line_and_goes_on_after_json_nested_too_deep(
     broker: Broker, collector: Collector
 ) -> None:
