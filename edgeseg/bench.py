@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeseg.annotate import annotate
+from edgeseg.cvpath import opencv_name_problem
 from edgeseg.errors import InputError, SourceError
 from edgeseg.frame import Result, StageTimes
 from edgeseg.sinks.base import check_output_path
@@ -307,6 +308,9 @@ def command(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".png":
         raise InputError(f"--plot {args.plot}: the plot is a PNG image, use a .png file name")
     check_output_path(out, "--plot")  # before minutes of timing, not after
+    problem = opencv_name_problem(out)
+    if problem is not None:
+        raise InputError(f"--plot: {problem}")
     config = bench_config(args)
     timing = time_stages(config, args.frames, args.warmup)
     print(table(timing.wall_ms), flush=True)

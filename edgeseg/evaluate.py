@@ -13,6 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edgeseg.cvpath import opencv_name_problem
 from edgeseg.errors import InputError, MissingDependencyError
 from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
@@ -171,6 +172,9 @@ def command(args: argparse.Namespace) -> int:
     pq = PQAccumulator()
     for info in images:
         path = image_dir / info["file_name"]
+        problem = opencv_name_problem(path)
+        if problem is not None:
+            raise InputError(f"{ann_path}: {problem}")
         read = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if read is None:
             raise InputError(f"cannot read image {path} (listed in {ann_path})")

@@ -175,6 +175,41 @@ def test_the_summary_says_what_a_post_processing_budget_left_out_over_the_run(tm
     assert "over the run" not in plain.stdout + plain.stderr
 
 
+@pytest.mark.parametrize("where", ["video", "image folder", "video output", "bench plot"])
+def test_a_file_name_that_is_not_utf8_is_a_one_line_error_not_a_crash(
+    tmp_path: Path, assets_dir: Path, where: str
+) -> None:
+    # a Latin-1 name (an SD card written elsewhere): Python holds it with surrogate escapes, and OpenCV's
+    # bindings died of SIGSEGV on such a str in VideoCapture, imread, VideoWriter and imwrite: status 139, no
+    # line, no summary, the outputs unfinished (bench: after its minutes of timing)
+    name = b"caf\xe9"
+    video = assets_dir / "video" / "pedestrians_crossing_640x360.mp4"
+    images = tmp_path / "frames"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.jpg"), np.zeros((48, 64, 3), np.uint8))
+    args: list[str | bytes] = ["run", "--max-frames", "2"]
+    if where == "video":
+        (tmp_path / os.fsdecode(name + b".mp4")).write_bytes(video.read_bytes())
+        args += ["--source", name + b".mp4"]
+    elif where == "image folder":
+        (images / os.fsdecode(name + b".jpg")).write_bytes((images / "a.jpg").read_bytes())
+        args += ["--source", "frames"]
+    elif where == "video output":
+        args += ["--output", name + b".mp4"]
+    else:
+        args = ["bench", "--plot", name + b".png"]
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", *args],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("edgeseg: error: ")
+    assert "caf\\xe9." in lines[0]
+    assert lines[0].endswith("is not valid UTF-8, which OpenCV cannot open (rename it)")
+
+
 def test_doctor_reports_backends_cameras_and_displays(tmp_path: Path) -> None:
     done = edgeseg("doctor", cwd=tmp_path)
     assert done.returncode == 0

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgeseg.cvpath import opencv_name_problem
 from edgeseg.errors import ConfigError, SinkError
 from edgeseg.fields import meta
 from edgeseg.frame import Result
@@ -103,6 +104,9 @@ class VideoSink:
         self.removed = 0  # old segment files deleted for keep
         self.prune_failures = 0
         self._prune_error: str | None = None
+        problem = opencv_name_problem(self.path)
+        if problem is not None:
+            raise ConfigError(f"sinks.video.path: {problem}")
         if not self._probe(DEFAULT_FPS):
             raise ConfigError(
                 f"sinks.video.codec: this OpenCV cannot encode {self.codec!r} into {self.path.suffix} files "

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from edgeseg.cvpath import opencv_name_problem
 from edgeseg.errors import SourceError
 from edgeseg.frame import Frame
 from edgeseg.sources import Pacer, ParsedUri, SourceStats, natural_key, to_bgr
@@ -98,6 +99,13 @@ def _check_readable(uri: str, path: str) -> None:
         raise SourceError(f"source {uri!r}: not a readable file: {path}")
 
 
+def _check_name(uri: str, path: str) -> None:
+    """At construction, before any output is opened: OpenCV would crash on the name (see edgeseg.cvpath)."""
+    problem = opencv_name_problem(path)
+    if problem is not None:
+        raise SourceError(f"source {uri!r}: {problem}")
+
+
 class _FileBase:
     live = False
 
@@ -164,6 +172,7 @@ class VideoFileSource(_FileBase):
         fps: float | None = None,
         size: tuple[int, int] | None = None,
     ) -> None:
+        _check_name(uri, path)
         super().__init__(uri, loop, fps, size)
         self.path = path
         self._cap: cv2.VideoCapture | None = None
@@ -331,6 +340,8 @@ class ImageSequenceSource(_FileBase):
         fps: float | None = None,
         size: tuple[int, int] | None = None,
     ) -> None:
+        for file in files:
+            _check_name(uri, file)
         super().__init__(uri, loop, fps, size)
         self.files = list(files)
         self._pos = 0
