@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
 import math
 import os
@@ -631,11 +632,20 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
     return command
 
 
+def _printable_stdout() -> None:
+    """Under a UTF-8 locale other than C.UTF-8 Python writes stdout strictly: a file name that is not valid
+    UTF-8 (held with surrogate escapes) in a summary or listing line raised UnicodeEncodeError, a traceback
+    after the run's work was done. It is shown escaped instead, as stderr already shows it."""
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
+        sys.stdout.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None, held: Held | None = None) -> int:
     """Entry point of ``edgeseg`` and ``python -m edgeseg``; returns the exit code. ``held``: the signals
     :mod:`edgeseg.launch` held while the command loaded, handed over here."""
     tune_malloc()
     serial_opencv()
+    _printable_stdout()
     args = _parser().parse_args(argv)
     _configure_logging(args.verbose)
     try:

@@ -210,6 +210,22 @@ def test_a_file_name_that_is_not_utf8_is_a_one_line_error_not_a_crash(
     assert lines[0].endswith("is not valid UTF-8, which OpenCV cannot open (rename it)")
 
 
+def test_an_output_name_that_is_not_utf8_is_summarized_escaped_under_a_strict_utf8_stdout(
+    tmp_path: Path,
+) -> None:
+    # PYTHONIOENCODING=utf-8 gives stdout the strict errors of a en_US.UTF-8 locale: the summary line naming
+    # the JSON lines file raised UnicodeEncodeError once the run was done (a traceback, exit status 1)
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "run", "--max-frames", "2", "--output", b"caf\xe9.jsonl"],
+        cwd=tmp_path, env={**_env(), "PYTHONIOENCODING": "utf-8"}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "written to caf\\udce9.jsonl" in done.stdout
+    assert (tmp_path / os.fsdecode(b"caf\xe9.jsonl")).stat().st_size > 0
+
+
 def test_doctor_reports_backends_cameras_and_displays(tmp_path: Path) -> None:
     done = edgeseg("doctor", cwd=tmp_path)
     assert done.returncode == 0
