@@ -226,6 +226,26 @@ def test_an_output_name_that_is_not_utf8_is_summarized_escaped_under_a_strict_ut
     assert (tmp_path / os.fsdecode(b"caf\xe9.jsonl")).stat().st_size > 0
 
 
+def test_an_output_name_the_locale_cannot_encode_is_a_one_line_error(tmp_path: Path) -> None:
+    # an ASCII locale without Python's UTF-8 mode (as a latin-1 one for a Cyrillic name): the pipeline file's
+    # 'öut.jsonl' raised UnicodeEncodeError out of the output check, a traceback with exit status 1
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        f"model: {{path: {REPO / 'models' / 'demo-parts.onnx'}}}\nsinks: {{jsonl: {{path: öut.jsonl}}}}\n",
+        encoding="utf-8",
+    )
+    env = {**_env(), "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "run", "p.yaml", "--max-frames", "1"],
+        cwd=tmp_path, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        "edgeseg: error: sinks.jsonl.path: cannot create \\xf6ut.jsonl: the name cannot be written in this "
+        "locale's ascii file names (set LANG=C.UTF-8)\n"
+    )
+
+
 def test_doctor_reports_backends_cameras_and_displays(tmp_path: Path) -> None:
     done = edgeseg("doctor", cwd=tmp_path)
     assert done.returncode == 0
