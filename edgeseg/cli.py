@@ -632,6 +632,27 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
     return command
 
 
+def _standard_streams() -> None:
+    """Open /dev/null on stdin, stdout or stderr where the command was started with it closed (``2>&-``, a
+    supervisor that closes them). Python had left ``sys.stderr`` None: the first line logged raised
+    AttributeError, in a run with its stages going (then SIGABRT at the exit, the outputs unfinished); and
+    the next file opened (an output) took the free descriptor, into which OpenCV and FFmpeg write their
+    messages for stderr."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one, the lower ones open
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    # the process's own streams, for its whole life: no context manager
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
+
+
 def _printable_stdout() -> None:
     """Under a UTF-8 locale other than C.UTF-8 Python writes stdout strictly: a file name that is not valid
     UTF-8 (held with surrogate escapes) in a summary or listing line raised UnicodeEncodeError, a traceback
@@ -643,6 +664,7 @@ def _printable_stdout() -> None:
 def main(argv: Sequence[str] | None = None, held: Held | None = None) -> int:
     """Entry point of ``edgeseg`` and ``python -m edgeseg``; returns the exit code. ``held``: the signals
     :mod:`edgeseg.launch` held while the command loaded, handed over here."""
+    _standard_streams()
     tune_malloc()
     serial_opencv()
     _printable_stdout()
