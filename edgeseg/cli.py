@@ -61,7 +61,7 @@ EXIT_CODES = (
     "exit status: 0 finished (also when stopped by SIGTERM); 2 bad usage, configuration or input; "
     "3 something accepted was lost: results a sink took and could not write, or input frames damaged, "
     "skipped or failed (the summary says what and where; 3 wins over 0 and 130); 130 interrupted by SIGINT; "
-    "doctor PIPELINE: 1 when a need is missing"
+    "doctor PIPELINE: 1 when a need is missing; selftest: 1 when it ends FAIL"
 )
 
 

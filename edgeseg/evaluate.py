@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -167,7 +169,8 @@ def command(args: argparse.Namespace) -> int:
     class_to_cat = {k: c for c, k in cat_to_class.items()}
     coco = coco_cls()
     coco.dataset = doc
-    coco.createIndex()
+    with contextlib.redirect_stdout(sys.stderr):  # pycocotools' progress chatter, not a result
+        coco.createIndex()
     detections: list[dict[str, Any]] = []
     pq = PQAccumulator()
     for info in images:
@@ -209,11 +212,12 @@ def command(args: argparse.Namespace) -> int:
         # nothing to score against: COCOeval's stats are -1 then, which read as a score
         print("mask AP n/a (no annotations of the shared classes)")
     elif detections:
-        evaluator = eval_cls(coco, coco.loadRes(detections), "segm")
-        evaluator.params.catIds = sorted(cat_to_class)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
+        with contextlib.redirect_stdout(sys.stderr):
+            evaluator = eval_cls(coco, coco.loadRes(detections), "segm")
+            evaluator.params.catIds = sorted(cat_to_class)
+            evaluator.evaluate()
+            evaluator.accumulate()
+        evaluator.summarize()  # its table of APs and ARs: results
         print(
             f"mask AP {evaluator.stats[0]:.3f}  AP50 {evaluator.stats[1]:.3f}  AP75 {evaluator.stats[2]:.3f}"
         )

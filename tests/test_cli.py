@@ -406,6 +406,8 @@ def test_eval_reports_coco_mask_ap_and_pq_on_real_ground_truth(
     # 3 VOC photos, 12 hand-drawn instances; yolov8n-seg int8 at 320 px measured AP 0.215, PQ 0.198 here.
     assert float(ap_line.split()[2]) > 0.1
     assert "over 3 images" in pq_line
+    # pycocotools' progress lines go to stderr: `| head -1` shows the set, not "creating index..."
+    assert done.stdout.startswith("3 images, 19 shared classes: "), done.stdout[:200]
 
 
 def test_eval_of_a_set_without_annotations_of_the_shared_classes_reports_no_mask_ap(
