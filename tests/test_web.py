@@ -96,14 +96,19 @@ class Running:
 
 @contextmanager
 def running(
-    tmp_path: Path, listen_host: str = "127.0.0.1", fps: int = 10, port: int | None = None
+    tmp_path: Path,
+    listen_host: str = "127.0.0.1",
+    fps: int = 10,
+    port: int | None = None,
+    sets: tuple[str, ...] = (),
 ) -> Iterator[Running]:
-    """The demo pipeline (a paced synthetic source, 320x240) with the web sink on ``listen_host``."""
+    """The demo pipeline (a paced synthetic source, 320x240) with the web sink on ``listen_host``; ``sets``:
+    more ``--set`` overrides."""
     port = free_port() if port is None else port
     config = load_config(
         DEMO,
         [f"source.uri=synthetic:parts?fps={fps}", "source.width=320", "source.height=240",
-         f"sinks.web.listen={listen_host}:{port}", "sinks.web.stream_fps=20"],
+         f"sinks.web.listen={listen_host}:{port}", "sinks.web.stream_fps=20", *sets],
         env={},
     )  # fmt: skip
     count = CountSink()
@@ -815,4 +820,32 @@ def test_an_open_page_picks_the_stream_up_again_when_the_server_comes_back(tmp_p
                 lambda: browser.execute_script("return document.getElementById('stream').naturalWidth") > 0,
                 10,
                 "a frame",
+            )
+
+
+def test_an_open_page_shows_the_values_a_restarted_server_runs_with_at_the_same_config_version(
+    tmp_path: Path,
+) -> None:
+    """The YAML edited and the service restarted: the new run starts at config_version 1 again, the version
+    the page had seen, so it kept showing the old run's values beside the new run's stream."""
+    chrome, driver_path = browser_paths()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = free_port()
+    slider = f'input[type=range][data-key="{SCORE}"]'
+    with headless_chromium(chrome, driver_path) as browser:
+        with running(tmp_path, port=port, sets=(f"{SCORE}=0.5",)) as r:
+            browser.get(r.url)
+            WebDriverWait(browser, 20).until(
+                lambda b: b.find_element(By.CSS_SELECTOR, slider).get_attribute("value") == "0.5"
+            )
+            wait_for(lambda: r.web.viewers == 1, 20, "the page's stream")
+        time.sleep(2.5)  # down for a few of the page's refreshes, as a restarting service is
+        with running(tmp_path, port=port, sets=(f"{SCORE}=0.7",)) as again:
+            assert again.pipe.control is not None
+            assert again.pipe.control.current().version == 1  # the version the page saw
+            wait_for(lambda: again.web.viewers == 1, 15, "the page to open the stream again")
+            WebDriverWait(browser, 10).until(
+                lambda b: b.find_element(By.CSS_SELECTOR, slider).get_attribute("value") == "0.7"
             )
