@@ -38,7 +38,7 @@ from edgeseg.journal import (
 )
 from edgeseg.malloc import tune_malloc
 from edgeseg.procmem import Resident, resident
-from edgeseg.stats import STREAM_PREFIX, PipelineStats
+from edgeseg.stats import STALE_S, STREAM_PREFIX, PipelineStats
 from edgeseg.threadplan import serial_opencv
 
 if TYPE_CHECKING:
@@ -242,9 +242,6 @@ class _Signals:
 def _fmt_duration(seconds: float) -> str:
     seconds = max(0, round(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
-
-
-STALE_S = 5.0  # a frame rate older than this is not shown as the current one
 
 
 def status_text(

@@ -19,6 +19,7 @@ STREAM_PREFIX = "stream:"  # bad_frames key of a stream stage: its result went o
 WINDOW = 512  # frames kept for percentiles and rates: ~20 s at 25 fps, a few kB of floats
 PAUSE_S = 5.0  # no result for longer than this, and than PAUSE_GAPS of the window's mean gap, is a pause ...
 PAUSE_GAPS = 4  # ... of the stream (a camera gone), not its pace: the rate restarts when results come back
+STALE_S = 5.0  # no result for longer than this: the last frame rate is not shown as the current one
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import pytest
 from browser import headless_chromium
+from mjpeg import MjpegServer
 
 from edgeseg.config import load_config
 from edgeseg.control import ControlSetup
@@ -849,3 +850,29 @@ def test_an_open_page_shows_the_values_a_restarted_server_runs_with_at_the_same_
             WebDriverWait(browser, 10).until(
                 lambda b: b.find_element(By.CSS_SELECTOR, slider).get_attribute("value") == "0.7"
             )
+
+
+def test_an_open_page_says_no_new_frame_came_while_the_camera_is_out_and_live_again_after(
+    tmp_path: Path, mjpeg_server: MjpegServer
+) -> None:
+    """A camera gone (a stalled IP stream): the page went on saying "live" with the last frame rate beside a
+    frozen image, as if the scene had stopped moving; the status line said "no result for N s"."""
+    chrome, driver_path = browser_paths()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with (
+        running(tmp_path, sets=(f"source.uri={mjpeg_server.url}",)) as r,
+        headless_chromium(chrome, driver_path) as browser,
+    ):
+        browser.get(r.url)
+        wait = WebDriverWait(browser, 20)
+        link = lambda b: b.find_element(By.ID, "link").text  # noqa: E731
+        wait.until(lambda b: link(b) == "live")
+        wait_for(lambda: r.count.count() > 0, 20, "results")
+        mjpeg_server.flowing.clear()
+        wait.until(lambda b: "no new frame for" in link(b))
+        assert browser.find_element(By.ID, "link").get_attribute("class") == "down"
+        assert "no result for" in browser.find_element(By.ID, "figures").text
+        mjpeg_server.flowing.set()
+        wait.until(lambda b: link(b) == "live")

@@ -25,6 +25,7 @@ from edgeseg.logtally import said
 from edgeseg.procmem import memory_mb
 from edgeseg.sinks.base import SinkContext, SinkReport
 from edgeseg.sinks.webaccess import TOKEN_COOKIE, TOKEN_HINT, is_loopback, split_listen
+from edgeseg.stats import STALE_S
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -433,6 +434,8 @@ class WebSink:
                 "latency_ms": {"p50": _finite(p.latency_ms_p50, 1), "p99": _finite(p.latency_ms_p99, 1)},
                 "frames": {"read": p.frames_read, "done": p.frames_done},
                 "elapsed_s": _finite(p.elapsed_s, 1),
+                # a camera out: the page says so, not the rate from before beside a frozen image
+                "no_result_s": _finite(p.idle_s, 0) if p.frames_done and p.idle_s > STALE_S else None,
                 "drops": dict(p.drops),
                 "dropped_total": p.dropped_total,
                 "bad_frames": dict(p.bad_frames),
