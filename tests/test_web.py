@@ -876,3 +876,32 @@ def test_an_open_page_says_no_new_frame_came_while_the_camera_is_out_and_live_ag
         assert "no result for" in browser.find_element(By.ID, "figures").text
         mjpeg_server.flowing.set()
         wait.until(lambda b: link(b) == "live")
+
+
+def test_a_value_being_typed_in_a_box_is_kept_when_another_front_end_changes_another_setting(
+    tmp_path: Path,
+) -> None:
+    """A change from MQTT or another tab makes every open page put the values in effect in its controls: the
+    number box being typed in (its change not sent yet) was overwritten, and what the user typed was lost."""
+    chrome, driver_path = browser_paths()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with running(tmp_path) as r, headless_chromium(chrome, driver_path) as browser:
+        control = r.pipe.control
+        assert control is not None
+        browser.get(r.url)
+        box = WebDriverWait(browser, 20).until(
+            lambda b: b.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{SCORE}"] + input')
+        )
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("0.8")  # not sent yet: no Enter, no Tab
+        version = control.update({"postprocess.semantic.size_threshold": 41}, "mqtt").version
+        shown = lambda b: b.find_element(By.ID, "version").get_attribute("textContent")  # noqa: E731
+        WebDriverWait(browser, 10).until(lambda b: shown(b) == f"(version {version})")
+        assert box.get_attribute("value") == "0.8"
+        box.send_keys(Keys.ENTER)
+        wait_for(lambda: control.value(SCORE) == pytest.approx(0.8), 10, f"{SCORE} = 0.8")
+        slider = browser.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{SCORE}"]')
+        WebDriverWait(browser, 10).until(lambda b: slider.get_attribute("value") == "0.8")
