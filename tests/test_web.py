@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "pipelines" / "demo.yaml"
 SCORE = "postprocess.semantic.min_score"  # a slider: the demo model's lowest score kept
 TOKEN = "3f9c2a7be1d04c55a8e6b1f27d90c4e1"  # what `openssl rand -hex 16` makes
-ROUTES = (("GET", "/"), ("GET", "/stream"), ("GET", "/api/state"),
+ROUTES = (("GET", "/"), ("GET", "/favicon.ico"), ("GET", "/stream"), ("GET", "/api/state"),
           ("POST", "/api/set"), ("POST", "/api/save"), ("POST", "/api/reset"))  # fmt: skip
 
 
@@ -905,3 +905,18 @@ def test_a_value_being_typed_in_a_box_is_kept_when_another_front_end_changes_ano
         wait_for(lambda: control.value(SCORE) == pytest.approx(0.8), 10, f"{SCORE} = 0.8")
         slider = browser.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{SCORE}"]')
         WebDriverWait(browser, 10).until(lambda b: slider.get_attribute("value") == "0.8")
+
+
+def test_the_page_puts_no_error_in_the_browsers_console(tmp_path: Path) -> None:
+    """Every load put "favicon.ico ... 404 (Not Found)" in the console: a real error beside it is missed."""
+    chrome, driver_path = browser_paths()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with running(tmp_path) as r, headless_chromium(chrome, driver_path) as browser:
+        browser.get(r.url)
+        wait = WebDriverWait(browser, 20)
+        wait.until(lambda b: b.find_element(By.ID, "link").text == "live")
+        wait.until(lambda b: b.execute_script("return document.getElementById('stream').naturalWidth") > 0)
+        time.sleep(1.5)  # a refresh or two more
+        assert [e["message"] for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")] == []

@@ -4,11 +4,11 @@ live setting (the same control point as MQTT's ``config/*``), with Save and Rese
 Built on aiohttp (an extra: ``pip install 'edgeseg[web]'``), served from a thread of its own with its own
 asyncio loop, bound before the first frame (a port in use is a :class:`ConfigError` at start).
 
-Routes: ``GET /`` the page (no external resources: it works offline), ``GET /stream`` the MJPEG stream
-(``multipart/x-mixed-replace``), ``GET /api/state`` figures, ``config_version`` and the tunables with the
-values in effect, ``POST /api/set`` a JSON object ``{"key.path": value}`` (the reply is the update's outcome:
-``{ok, applied, rejected, config_version}``), ``POST /api/save`` (``{"into": "state"}`` or ``"yaml"``) and
-``POST /api/reset``.
+Routes: ``GET /`` the page (no external resources: it works offline; ``GET /favicon.ico`` a 204, no icon),
+``GET /stream`` the MJPEG stream (``multipart/x-mixed-replace``), ``GET /api/state`` figures,
+``config_version`` and the tunables with the values in effect, ``POST /api/set`` a JSON object
+``{"key.path": value}`` (the reply is the update's outcome: ``{ok, applied, rejected, config_version}``),
+``POST /api/save`` (``{"into": "state"}`` or ``"yaml"``) and ``POST /api/reset``.
 
 The stream costs the pipeline one JPEG per ``1 / stream_fps`` seconds, and only while someone watches: the
 sink's thread encodes the newest result, stores it as *the* newest frame and wakes the viewers; every viewer

@@ -193,6 +193,7 @@ class WebSink:
 
         app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
         app.router.add_get("/", self._handle_page)
+        app.router.add_get("/favicon.ico", self._handle_favicon)
         app.router.add_get("/stream", self._handle_stream)
         app.router.add_get("/api/state", self._handle_state)
         app.router.add_post("/api/set", self._handle_set)
@@ -319,6 +320,13 @@ class WebSink:
                 "script-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'"
             },
         )
+
+    async def _handle_favicon(self, request: web.Request) -> web.StreamResponse:
+        """No icon, said without an error: a browser asks for one with every page, and a 404 is a red line
+        in its console each load."""
+        from aiohttp import web
+
+        return web.Response(status=204)
 
     async def _handle_stream(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
