@@ -920,3 +920,45 @@ def test_the_page_puts_no_error_in_the_browsers_console(tmp_path: Path) -> None:
         wait.until(lambda b: b.execute_script("return document.getElementById('stream').naturalWidth") > 0)
         time.sleep(1.5)  # a refresh or two more
         assert [e["message"] for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")] == []
+
+
+def test_an_open_page_says_the_connection_is_lost_when_the_server_stops_answering(tmp_path: Path) -> None:
+    """A device that stops answering without closing its sockets (frozen, or its cable pulled: no RST comes):
+    the page's requests waited for good, one more each second, and it went on saying "live"."""
+    chrome, driver_path = browser_paths()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeseg", "run", str(DEMO), "--source", "synthetic:parts?fps=5",
+         "--set", "source.width=320", "--set", "source.height=240", "--web", f"127.0.0.1:{port}"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        with headless_chromium(chrome, driver_path) as browser:
+
+            def page() -> bool:
+                assert proc.poll() is None, "the run ended"
+                with contextlib.suppress(Exception):
+                    browser.get(f"http://127.0.0.1:{port}/")
+                    return True
+                return False
+
+            wait_for(page, 60, "the web page")
+            link = lambda b: b.find_element(By.ID, "link").text  # noqa: E731
+            WebDriverWait(browser, 20).until(lambda b: link(b) == "live")
+            proc.send_signal(signal.SIGSTOP)  # its sockets stay open; nothing answers
+            try:
+                WebDriverWait(browser, 20).until(lambda b: link(b).startswith("connection lost"))
+            finally:
+                proc.send_signal(signal.SIGCONT)
+            WebDriverWait(browser, 20).until(lambda b: link(b) == "live")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        finally:
+            proc.kill()
+            proc.wait()
