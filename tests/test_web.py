@@ -962,3 +962,30 @@ def test_an_open_page_says_the_connection_is_lost_when_the_server_stops_answerin
         finally:
             proc.kill()
             proc.wait()
+
+
+def test_a_slider_left_focused_after_its_change_shows_a_later_change_from_another_front_end(
+    tmp_path: Path,
+) -> None:
+    """A slider keeps the focus after it is moved; a change from MQTT or another tab then never reached it
+    (refreshes skip a control being edited): the page showed the old value while another was in effect."""
+    chrome, driver_path = browser_paths()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with running(tmp_path) as r, headless_chromium(chrome, driver_path) as browser:
+        control = r.pipe.control
+        assert control is not None
+        before = control.value(SCORE)
+        browser.get(r.url)
+        slider = WebDriverWait(browser, 20).until(
+            lambda b: b.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{SCORE}"]')
+        )
+        slider.send_keys(Keys.ARROW_RIGHT)
+        want = round(before + 0.01, 2)
+        wait_for(lambda: control.value(SCORE) == pytest.approx(want), 10, f"{SCORE} = {want}")
+        time.sleep(1.5)  # the reply and a refresh have come back
+        control.update({SCORE: 0.5}, "mqtt")
+        WebDriverWait(browser, 10).until(lambda b: slider.get_attribute("value") == "0.5")
+        assert browser.switch_to.active_element == slider  # still focused, and showing what is in effect
