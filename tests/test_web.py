@@ -989,3 +989,24 @@ def test_a_slider_left_focused_after_its_change_shows_a_later_change_from_anothe
         control.update({SCORE: 0.5}, "mqtt")
         WebDriverWait(browser, 10).until(lambda b: slider.get_attribute("value") == "0.5")
         assert browser.switch_to.active_element == slider  # still focused, and showing what is in effect
+
+
+def test_an_open_page_says_no_frame_came_yet_while_the_camera_has_sent_none(tmp_path: Path) -> None:
+    """A camera unreachable from the start: the page said "live" beside an empty image."""
+    chrome, driver_path = browser_paths()
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    camera = f"http://127.0.0.1:{free_port()}/stream.mjpg"  # nothing listens there
+    with (
+        running(tmp_path, sets=(f"source.uri={camera}",)) as r,
+        headless_chromium(chrome, driver_path) as browser,
+    ):
+        browser.set_page_load_timeout(2)
+        with contextlib.suppress(TimeoutException):  # the stream, an image, never loads: no frame comes
+            browser.get(r.url)
+        link = lambda b: b.find_element(By.ID, "link").text  # noqa: E731
+        WebDriverWait(browser, 20).until(lambda b: link(b).startswith("no frame yet"))
+        assert browser.find_element(By.ID, "link").get_attribute("class") == "down"
+        assert r.count.count() == 0
