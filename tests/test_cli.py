@@ -650,6 +650,13 @@ def test_a_sighup_while_the_command_loads_leaves_the_run_going(tmp_path: Path, c
     assert "Traceback" not in done.stderr
 
 
+def _run_script(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -c script`` with the arguments of a short run (``RUN``)."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *RUN], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=60
+    )
+
+
 def test_a_sigterm_after_the_run_put_its_handlers_back_leaves_its_status(tmp_path: Path) -> None:
     """The moment between the end of `edgeseg run`'s own handlers and the exit: a supervisor's repeated
     SIGTERM there ended the process by it, and the run's status (0 here, 3 for a loss) was lost."""
@@ -664,10 +671,7 @@ def test_a_sigterm_after_the_run_put_its_handlers_back_leaves_its_status(tmp_pat
         "cli._Signals.restore = restore_then_sigterm\n"
         "entry()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, *RUN], cwd=tmp_path, env=_env(), capture_output=True, text=True,
-        timeout=60,
-    )  # fmt: skip
+    done = _run_script(script, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("done: ")  # (a live source may drop a frame: 9 of 10 read)
 
@@ -688,10 +692,7 @@ def test_a_sigterm_as_the_run_sets_up_its_service_link_is_a_clean_stop(tmp_path:
         "Notifier.from_env = classmethod(from_env_then_sigterm)\n"
         "entry()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, *RUN], cwd=tmp_path, env=_env(), capture_output=True, text=True,
-        timeout=60,
-    )  # fmt: skip
+    done = _run_script(script, tmp_path)
     assert (done.returncode, done.stderr) == (0, "edgeseg: stopped by SIGTERM before the pipeline started\n")
 
 

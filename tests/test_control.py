@@ -436,14 +436,7 @@ def test_an_roi_edited_in_the_file_where_the_sensor_crops_is_not_saved_over_by_t
     restart: the edit was lost."""
     file, text = _demo_copy(tmp_path)
     tuning = tuning_path(tmp_path, "p")
-    control = Control(
-        load_config(file, env={}),
-        DEMO_CARD,
-        file=file,
-        tuning=tuning,
-        reloader=lambda: load_config(file, env={}),
-        sensor_crops=True,
-    )
+    control = _reloading(file, tuning, sensor_crops=True)
     file.write_text(text.replace("source:\n", "source:\n  roi: [0.1, 0.1, 0.8, 0.8]\n", 1))
     assert "needs a restart" in control.reload().rejected["source.roi"]
     assert control.update({SCORE: 0.3}, "test").ok
@@ -459,13 +452,7 @@ def test_a_save_racing_a_reload_never_keeps_the_files_old_value_over_its_new_one
     the saved tuning then won over the edited file at the next start."""
     file, text = _demo_copy(tmp_path)
     tuning = tuning_path(tmp_path, "p")
-    control = Control(
-        load_config(file, env={}),
-        DEMO_CARD,
-        file=file,
-        tuning=tuning,
-        reloader=lambda: load_config(file, env={}),
-    )
+    control = _reloading(file, tuning)
     kept = []
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # a thread switch at almost every bytecode: the gap is hit within seconds
@@ -585,10 +572,15 @@ def _demo_copy(tmp_path: Path, extra: str = "") -> tuple[Path, str]:
     return file, text
 
 
-def _reloading(file: Path) -> Control:
-    """The control of a run of ``file`` that a reload reads again."""
+def _reloading(file: Path, tuning: Path | None = None, sensor_crops: bool = False) -> Control:
+    """The control of a run of ``file`` that a reload reads again (saving to ``tuning``)."""
     return Control(
-        load_config(file, env={}), DEMO_CARD, file=file, reloader=lambda: load_config(file, env={})
+        load_config(file, env={}),
+        DEMO_CARD,
+        file=file,
+        tuning=tuning,
+        reloader=lambda: load_config(file, env={}),
+        sensor_crops=sensor_crops,
     )
 
 

@@ -84,8 +84,8 @@ def test_a_display_variable_pointing_at_no_server_is_refused_too() -> None:
     assert "the X server DISPLAY=:250 does not answer" in done.stderr
 
 
-SERVER_DIES = """
-import os, signal, sys, time
+# a display sink fed one instance on a grey frame by send(i), its stop requests in stops
+_SINK = """
 import numpy as np
 from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
@@ -97,7 +97,14 @@ img = np.full((120, 160, 3), 90, np.uint8)
 inst = Instances.from_crops((120, 160), [1], [0.9], [(20, 20)], [np.ones((30, 40), bool)])
 def send(i):
     sink.send(Result(Frame(i, img, time.monotonic_ns(), time.time()), inst))
-for i in range(3):
+"""
+
+SERVER_DIES = (
+    """
+import os, signal, sys, time
+"""
+    + _SINK
+    + """for i in range(3):
     send(i)
 os.kill(SERVER_PID, signal.SIGKILL)  # the X server dies (a session ends, Xvfb killed)
 time.sleep(0.5)
@@ -106,6 +113,7 @@ for i in range(3, 10):
 sink.close()
 print("stops", len(stops) > 0)
 """
+)
 
 
 def test_an_x_server_that_dies_mid_run_stops_the_run_instead_of_exiting_the_process() -> None:
@@ -118,20 +126,12 @@ def test_an_x_server_that_dies_mid_run_stops_the_run_instead_of_exiting_the_proc
     assert f"the X server DISPLAY={display} stopped answering" in done.stderr
 
 
-CLOSED_BY_USER = """
+CLOSED_BY_USER = (
+    """
 import os, time
-import numpy as np
-from edgeseg.frame import Frame, Result
-from edgeseg.instances import Instances
-from edgeseg.sinks.base import SinkContext
-from edgeseg.sinks.display import DisplaySink
-stops = []
-sink = DisplaySink("edgeseg-test", SinkContext(request_stop=lambda: stops.append(1)))
-img = np.full((120, 160, 3), 90, np.uint8)
-inst = Instances.from_crops((120, 160), [1], [0.9], [(20, 20)], [np.ones((30, 40), bool)])
-def send(i):
-    sink.send(Result(Frame(i, img, time.monotonic_ns(), time.time()), inst))
-deadline = time.monotonic() + 20
+"""
+    + _SINK
+    + """deadline = time.monotonic() + 20
 i = 0
 while not stops and time.monotonic() < deadline:
     send(i)
@@ -144,6 +144,7 @@ time.sleep(1.5)  # the test looks for a window now
 sink.close()
 print("stops", len(stops))
 """
+)
 
 
 def _close_like_a_window_manager(display: str, window: int) -> None:

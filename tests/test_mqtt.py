@@ -900,27 +900,14 @@ def test_a_broker_that_drops_every_connection_at_once_is_logged_as_failed_attemp
 ) -> None:
     """Such a link (a broker that hangs up at once, another device with the same client id) logged "lost
     the connection" and "connected after N failed attempt(s)" at every attempt, for as long as it lasted."""
-    from edgeseg.mqtt.broker import Credentials, parse_broker_url
-    from edgeseg.mqtt.publisher import Publisher, PublisherSettings
+    from edgeseg.mqtt.publisher import PublisherSettings
     from edgeseg.mqtt.spool import Spool
-    from edgeseg.mqtt.topics import Topics
 
-    topics = Topics("edgeseg", "cam1")
     spool = Spool(tmp_path / "spool.sqlite3", 1 << 20, 3600.0)
     settings = PublisherSettings(reconnect_min_s=0.01, reconnect_max_s=0.02)
     with _connack_then(lambda conn: conn.close()) as port:
-        publisher = Publisher(
-            parse_broker_url(f"mqtt://127.0.0.1:{port}"), Credentials(), "cam1", spool, topics, settings
-        )
-        publisher.start()
-        try:
-            deadline = time.monotonic() + 30
-            while publisher.stats().connects < 31 and time.monotonic() < deadline:
-                time.sleep(0.01)
-        finally:
-            assert publisher.close(flush_timeout_s=0.5)
-            spool.close()
-    assert publisher.stats().connects >= 31
+        _publish_until_connects(port, spool, settings, 31)
+    spool.close()
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     lost = [m for m in warned if m.startswith("lost the connection")]
     connected = [m for m in warned if m.startswith(f"connected to mqtt://127.0.0.1:{port} after")]
@@ -952,8 +939,7 @@ def test_a_link_that_stalls_after_each_connect_drops_no_result_as_too_large(tmp_
     keepalive timeout with the backlog's first results unacknowledged. That is no broker hanging up on a
     message, yet after three the largest of them was deleted as over the packet limit, one result lost per
     three stalls."""
-    from edgeseg.mqtt.broker import Credentials, parse_broker_url
-    from edgeseg.mqtt.publisher import Publisher, PublisherSettings
+    from edgeseg.mqtt.publisher import PublisherSettings
     from edgeseg.mqtt.spool import Spool
     from edgeseg.mqtt.topics import Topics
 
@@ -962,26 +948,36 @@ def test_a_link_that_stalls_after_each_connect_drops_no_result_as_too_large(tmp_
             while conn.recv(65536):  # silence: what is sent is swallowed, nothing comes back
                 pass
 
-    topics = Topics("edgeseg", "cam1")
     spool = Spool(tmp_path / "spool.sqlite3", 1 << 20, 3600.0)
-    spool.append([(topics.results, _numbered(n, pad=500 if n == 1 else 0)) for n in range(4)])
+    spool.append(
+        [(Topics("edgeseg", "cam1").results, _numbered(n, pad=500 if n == 1 else 0)) for n in range(4)]
+    )
     settings = PublisherSettings(keepalive_s=1, reconnect_min_s=0.1, reconnect_max_s=0.2)
     with _connack_then(swallow) as port:
-        publisher = Publisher(
-            parse_broker_url(f"mqtt://127.0.0.1:{port}"), Credentials(), "cam1", spool, topics, settings
-        )
-        publisher.start()
-        try:
-            deadline = time.monotonic() + 30
-            while publisher.stats().connects < 5 and time.monotonic() < deadline:
-                time.sleep(0.1)
-        finally:
-            assert publisher.close(flush_timeout_s=0.5)
-    stats = publisher.stats()
-    assert stats.connects >= 5, stats
+        stats = _publish_until_connects(port, spool, settings, 5).stats()
     assert stats.delivery.too_large == 0
     assert spool.stats().depth == 4
     spool.close()
+
+
+def _publish_until_connects(port: int, spool: Any, settings: Any, connects: int) -> Any:
+    """A publisher of ``spool`` for device cam1 on 127.0.0.1:``port``, run until it has connected
+    ``connects`` times (30 s at most), then closed: returned for its stats."""
+    from edgeseg.mqtt.broker import Credentials, parse_broker_url
+    from edgeseg.mqtt.publisher import Publisher
+    from edgeseg.mqtt.topics import Topics
+
+    url = parse_broker_url(f"mqtt://127.0.0.1:{port}")
+    publisher = Publisher(url, Credentials(), "cam1", spool, Topics("edgeseg", "cam1"), settings)
+    publisher.start()
+    try:
+        deadline = time.monotonic() + 30
+        while publisher.stats().connects < connects and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        assert publisher.close(flush_timeout_s=0.5)
+    assert publisher.stats().connects >= connects, publisher.stats()
+    return publisher
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ import pytest
 
 from edgeseg.config import SourceConfig
 from edgeseg.errors import SourceError
-from edgeseg.frame import Result
+from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
 from edgeseg.mqtt.topics import load_schema, results_payload
 from edgeseg.sinks.record import encoded_record, result_record
@@ -420,17 +420,24 @@ def test_backoff_doubles_up_to_the_maximum() -> None:
     assert list(itertools.islice(backoff_delays(0.5, 4.0), 6)) == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
 
 
-def test_live_stream_that_ends_is_reconnected_with_backoff(tmp_path: Path) -> None:
+def _read_as_stream(
+    tmp_path: Path, length: int, reads: int, initial_s: float, max_s: float
+) -> tuple[OpenCVLiveSource, list[Frame | None]]:
+    """``reads`` reads of a video of ``length`` frames opened as a stream: it ends, and is reconnected."""
     video = tmp_path / "stream.avi"
-    _write_video(video, 4)
+    _write_video(video, length)
     src = OpenCVLiveSource(
-        str(video), str(video), cv2.CAP_FFMPEG, reconnect_initial_s=0.001, reconnect_max_s=0.004
+        str(video), str(video), cv2.CAP_FFMPEG, reconnect_initial_s=initial_s, reconnect_max_s=max_s
     )
     src.open()
     try:
-        frames = [src.read() for _ in range(10)]
+        return src, [src.read() for _ in range(reads)]
     finally:
         src.close()
+
+
+def test_live_stream_that_ends_is_reconnected_with_backoff(tmp_path: Path) -> None:
+    src, frames = _read_as_stream(tmp_path, 4, 10, 0.001, 0.004)
     assert src.live
     assert [f.index for f in frames if f is not None] == list(range(10))  # capture count goes on
     levels = [int(f.image.mean() + 5) // 10 for f in frames if f is not None]
@@ -443,17 +450,8 @@ def test_a_stream_that_drops_after_each_connect_backs_off_and_logs_a_few_lines_n
 ) -> None:
     # a flapping stream (one frame, then it drops: a camera that keeps crashing, a flaky link) is one outage
     # going on: retried ever more slowly, its drops logged 1-3, 10, 20, ... as failed attempts are
-    video = tmp_path / "flapping.avi"
-    _write_video(video, 1)
     caplog.set_level(logging.DEBUG, logger="edgeseg.sources")
-    src = OpenCVLiveSource(
-        str(video), str(video), cv2.CAP_FFMPEG, reconnect_initial_s=0.01, reconnect_max_s=0.04
-    )
-    src.open()
-    try:
-        frames = [src.read() for _ in range(25)]
-    finally:
-        src.close()
+    src, frames = _read_as_stream(tmp_path, 1, 25, 0.01, 0.04)
     assert [f.index for f in frames if f is not None] == list(range(25))
     assert src.stats.reconnects == 24
     drops = [r for r in caplog.records if "stream dropped after 1 frame(s)" in r.getMessage()]
