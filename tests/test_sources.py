@@ -66,14 +66,20 @@ def test_video_file_delivers_every_frame_once_and_reports_the_total(assets_dir: 
     assert src.stats.state == "closed"
 
 
-def test_corrupt_video_frame_is_counted_and_skipped_not_fatal(tmp_path: Path) -> None:
+def _video_with_a_corrupt_fifth_frame(tmp_path: Path) -> Path:
+    """An MJPEG AVI of 10 frames whose 5th frame's JPEG header and data are wiped."""
     good = tmp_path / "good.avi"
     _write_video(good, 10)
     data = bytearray(good.read_bytes())
     jpeg_starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
-    data[jpeg_starts[4] : jpeg_starts[4] + 200] = bytes(200)  # wipe the 5th frame's JPEG header and data
+    data[jpeg_starts[4] : jpeg_starts[4] + 200] = bytes(200)
     bad = tmp_path / "bad.avi"
     bad.write_bytes(bytes(data))
+    return bad
+
+
+def test_corrupt_video_frame_is_counted_and_skipped_not_fatal(tmp_path: Path) -> None:
+    bad = _video_with_a_corrupt_fifth_frame(tmp_path)
     src = open_source(str(bad))
     try:
         indices = _drain(src)
@@ -187,13 +193,7 @@ def test_a_looping_video_with_a_corrupt_frame_warns_in_the_first_pass_and_counts
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # a damaged video looped for months warned about the same frame at every pass (one line each few s)
-    good = tmp_path / "good.avi"
-    _write_video(good, 10)
-    data = bytearray(good.read_bytes())
-    jpeg_starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
-    data[jpeg_starts[4] : jpeg_starts[4] + 200] = bytes(200)  # wipe the 5th frame's JPEG header and data
-    bad = tmp_path / "bad.avi"
-    bad.write_bytes(bytes(data))
+    bad = _video_with_a_corrupt_fifth_frame(tmp_path)
     caplog.set_level(logging.DEBUG, logger="edgeseg.sources")
     src = open_source(SourceConfig(uri=str(bad), loop=True))
     indices = [src.read().index for _ in range(27)]  # type: ignore[union-attr]
