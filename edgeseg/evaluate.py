@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
-import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -169,7 +169,7 @@ def command(args: argparse.Namespace) -> int:
     class_to_cat = {k: c for c, k in cat_to_class.items()}
     coco = coco_cls()
     coco.dataset = doc
-    with contextlib.redirect_stdout(sys.stderr):  # pycocotools' progress chatter, not a result
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' progress chatter: no result, no error
         coco.createIndex()
     detections: list[dict[str, Any]] = []
     pq = PQAccumulator()
@@ -212,7 +212,7 @@ def command(args: argparse.Namespace) -> int:
         # nothing to score against: COCOeval's stats are -1 then, which read as a score
         print("mask AP n/a (no annotations of the shared classes)")
     elif detections:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(io.StringIO()):
             evaluator = eval_cls(coco, coco.loadRes(detections), "segm")
             evaluator.params.catIds = sorted(cat_to_class)
             evaluator.evaluate()
