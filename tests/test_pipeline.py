@@ -401,6 +401,13 @@ class StuckLosslessSink:
         return SinkReport((), 0)
 
 
+def _wait_done(pipe: Pipeline, frames: int) -> None:
+    """Until ``pipe`` has processed ``frames`` frames (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while pipe.stats().frames_done < frames and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_results_a_lossless_sink_could_not_take_before_its_drain_at_stop_ended_are_reported_lost(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -411,9 +418,7 @@ def test_results_a_lossless_sink_could_not_take_before_its_drain_at_stop_ended_a
     pipe = Pipeline(ListSource(10), SquareStages(), {"spool": sink})
     pipe.start()
     assert sink.took.wait(10)
-    deadline = time.monotonic() + 10
-    while pipe.stats().frames_done < 10 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_done(pipe, 10)
     pipe.stop()  # SIGTERM while the spool is stuck
     assert not pipe.wait(timeout=1.0)  # (the drain has ended; the sink is still inside its batch)
     sink.release.set()
@@ -438,9 +443,7 @@ def test_the_summary_does_not_call_the_results_a_lossless_sinks_queue_could_not_
     sink = StuckLosslessSink()
     pipe = Pipeline(ListSource(30), SquareStages(), {"spool": sink})
     pipe.start()
-    deadline = time.monotonic() + 10
-    while pipe.stats().frames_done < 30 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_done(pipe, 30)
     sink.release.set()
     assert pipe.wait(timeout=10)
     stats, reports = pipe.stats(), pipe.reports()

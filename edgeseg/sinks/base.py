@@ -202,9 +202,8 @@ def check_output_path(path: Path, key: str) -> Path:
         os.unlink(probe)
     except OSError as exc:
         raise ConfigError(f"{key}: cannot create {path}: {exc.strerror or exc}") from None
-    except (
-        UnicodeEncodeError
-    ):  # a name this locale's file names cannot hold (ü under LANG=C without UTF-8 mode)
+    except UnicodeEncodeError:
+        # a name this locale's file names cannot hold (ü under LANG=C without UTF-8 mode)
         raise ConfigError(
             f"{key}: cannot create {path}: the name cannot be written in this locale's "
             f"{sys.getfilesystemencoding()} file names (set LANG=C.UTF-8)"
