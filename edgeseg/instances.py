@@ -39,7 +39,7 @@ class Instances:
         area: ``(N,)`` int64 mask pixel counts.
         mask_box: ``(N, 4)`` int32 ``(x0, y0, x1, y1)``: where each mask crop sits in the frame.
         masks: N bool crops, ``masks[i].shape == (y1 - y0, x1 - x0)`` of ``mask_box[i]``.
-        polygons: optional N ``(K, 2)`` float32 outlines (pixel centres).
+        polygons: optional N ``(K, 2)`` float32 outlines (on pixel corners, see :mod:`edgeseg.geometry`).
         track_id: optional ``(N,)`` int64.
     """
 
@@ -452,13 +452,28 @@ def _under(start: int, stop: int, scale: float, shift: float, first: int, n: int
 def _rasterize_polygon(
     poly: NDArray[np.float32], image_hw: tuple[int, int]
 ) -> tuple[NDArray[np.bool_], tuple[int, int]]:
-    """Fill a pixel-centre polygon into a tight crop; returns the crop and its origin (x, y)."""
+    """Fill a polygon into a tight crop: the pixels whose centres lie inside it (even-odd), as COCO's tools
+    fill theirs, so an outline on pixel corners comes back as its pixels. Returns the crop and its origin
+    (x, y)."""
     h, w = image_hw
-    pts = np.round(poly - 0.5).astype(np.int32)
-    x0, y0 = max(0, int(pts[:, 0].min())), max(0, int(pts[:, 1].min()))
-    x1, y1 = min(w, int(pts[:, 0].max()) + 1), min(h, int(pts[:, 1].max()) + 1)
+    a = np.asarray(poly, np.float64)
+    x0, y0 = max(0, int(np.floor(a[:, 0].min()))), max(0, int(np.floor(a[:, 1].min())))
+    x1, y1 = min(w, int(np.ceil(a[:, 0].max()))), min(h, int(np.ceil(a[:, 1].max())))
     if x1 <= x0 or y1 <= y0:
         return np.zeros((0, 0), bool), (0, 0)
-    canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    cv2.fillPoly(canvas, [pts - np.array([x0, y0], np.int32)], 1)
-    return canvas.astype(bool), (x0, y0)
+    b = np.roll(a, -1, axis=0)
+    # each side crosses the rows whose centre y lies in [its lower end, its upper end) (so a vertex on a row
+    # is crossed once), listed side by side: as many crossings as the outline has, never rows x sides
+    lo, hi = np.minimum(a[:, 1], b[:, 1]), np.maximum(a[:, 1], b[:, 1])
+    top = np.clip(np.ceil(lo - 0.5), y0, y1).astype(np.int64)
+    rows = np.clip(np.ceil(hi - 0.5), y0, y1).astype(np.int64) - top
+    side = np.repeat(np.arange(len(a)), rows)
+    row = top[side] + np.arange(len(side)) - np.repeat(np.cumsum(rows) - rows, rows)
+    ya, yb = a[side, 1], b[side, 1]
+    x = a[side, 0] + (row + 0.5 - ya) * (b[side, 0] - a[side, 0]) / (yb - ya)
+    # inside and outside swap at the first centre right of each crossing
+    first = np.floor(np.clip(x, x0 - 1, x1 + 1) - 0.5).astype(np.int64) + 1 - x0
+    flips = np.zeros((y1 - y0, x1 - x0 + 1), np.int64)
+    np.add.at(flips, (row - y0, np.clip(first, 0, x1 - x0)), 1)
+    crop: NDArray[np.bool_] = np.cumsum(flips, axis=1)[:, :-1] % 2 == 1
+    return crop, (x0, y0)
