@@ -22,6 +22,7 @@ from edgeseg.instances import Instances
 from edgeseg.metrics import (
     Pairs,
     TrackingAccumulator,
+    above,
     class_counts,
     class_mean_quality,
     in_crowd,
@@ -78,7 +79,7 @@ class PQAccumulator:
         caller has them. ``crowd``: the truth's crowd regions (see :func:`edgeseg.metrics.in_crowd`)."""
         if pairs is None:
             pairs = iou_pairs(pred, truth, self.iou_threshold)
-        m = match_pairs(pairs, len(pred), len(truth))
+        m = match_pairs(above(pairs, self.iou_threshold), len(pred), len(truth))
         if crowd is not None and len(crowd):
             fp = m.unmatched_pred
             m = replace(m, unmatched_pred=fp[~in_crowd(pred[fp], crowd)])

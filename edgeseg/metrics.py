@@ -5,7 +5,9 @@ Conventions (those of COCO panoptic / panopticapi, without void handling):
 - A prediction and a ground-truth instance can match only if they have the same class id.
 - Mask IoU is computed on the pixels of the two crops' overlapping boxes; pairs whose boxes do not overlap
   have IoU 0 and are never looked at, so the cost grows with overlapping pairs, not with N x H x W.
-- Matching is greedy by decreasing IoU, one-to-one, keeping pairs with IoU strictly above the threshold.
+- Matching is greedy by decreasing IoU, one-to-one, keeping pairs with IoU strictly above the threshold
+  (panopticapi's ``iou > 0.5``); tracking also keeps those at it, as motmetrics pairs a distance
+  ``1 - IoU`` of at most ``1 - threshold`` (``iou_matrix``: ``dist > max_iou`` is NaN, do-not-pair).
   At the usual 0.5 this is the unique matching PQ is defined on (two masks can each overlap a third by more
   than half only if they overlap each other).
 - PQ, SQ and RQ are computed per class, then averaged over the classes present in the prediction or the
@@ -87,8 +89,9 @@ def mask_iou(a: Instances, i: int, b: Instances, j: int) -> float:
 
 
 def iou_pairs(pred: Instances, truth: Instances, iou_threshold: float = 0.5) -> Pairs:
-    """Every same-class pair whose mask IoU is above the threshold, as ``(iou, pred index, truth index)``:
-    the costly part of :func:`match_instances`, which several matchings of one frame can share."""
+    """Every same-class pair whose mask IoU is at or above the threshold, as ``(iou, pred index, truth
+    index)``: the costly part of :func:`match_instances`, which several matchings of one frame can share (PQ
+    takes those :func:`above` it, tracking all)."""
     if pred.image_shape != truth.image_shape:
         raise InputError(f"cannot match instances of frame {pred.image_shape} against {truth.image_shape}")
     if not 0.0 <= iou_threshold < 1.0:
@@ -106,14 +109,19 @@ def iou_pairs(pred: Instances, truth: Instances, iou_threshold: float = 0.5) -> 
         )
         for cj in cand.tolist():
             iou = mask_iou(pred, i, truth, cj)
-            if iou > iou_threshold:
+            if iou >= iou_threshold:
                 pairs.append((iou, i, cj))
     return pairs
 
 
+def above(pairs: Pairs, iou_threshold: float) -> Pairs:
+    """The pairs whose IoU is strictly above the threshold: those PQ may match."""
+    return [p for p in pairs if p[0] > iou_threshold]
+
+
 def match_instances(pred: Instances, truth: Instances, iou_threshold: float = 0.5) -> Matches:
     """Class-aware one-to-one matching by mask IoU (greedy, highest first; IoU must exceed the threshold)."""
-    return match_pairs(iou_pairs(pred, truth, iou_threshold), len(pred), len(truth))
+    return match_pairs(above(iou_pairs(pred, truth, iou_threshold), iou_threshold), len(pred), len(truth))
 
 
 def match_pairs(pairs: Pairs, n_pred: int, n_truth: int) -> Matches:
@@ -218,10 +226,10 @@ class TrackingScore:
     """Identity and CLEAR-MOT figures of tracked predictions against tracked truth over a sequence.
 
     ``idf1 = 2 idtp / (2 idtp + idfp + idfn)`` (Ristani et al. 2016): truth and predicted ids are paired
-    one-to-one over the whole sequence to maximize the frames where a pair's masks overlap above the threshold
-    (in a frame's matching or not). A frame's matching keeps each truth track's last predicted id while their
-    masks still overlap so, and matches the rest by IoU (CLEAR MOT). ``id_switches`` counts the frames where a
-    truth track is matched to another predicted id than the last one it was matched to, and
+    one-to-one over the whole sequence to maximize the frames where a pair's masks overlap at the threshold
+    or more (in a frame's matching or not). A frame's matching keeps each truth track's last predicted id
+    while their masks still overlap so, and matches the rest by IoU (CLEAR MOT). ``id_switches`` counts the
+    frames where a truth track is matched to another predicted id than the last one it was matched to, and
     ``mota = 1 - (fn + fp + id_switches) / gt``. These are motmetrics' figures, except that the rest are
     matched greedily (motmetrics solves an assignment: they can differ only where masks of one side overlap
     one another, or IoUs tie). A sequence without any truth or prediction scores 1.0; one with predictions but
@@ -248,8 +256,8 @@ class TrackingScore:
 
 
 class TrackingAccumulator:
-    """Per-frame overlaps (class-aware mask IoU above the threshold, as :func:`iou_pairs`) and matches of
-    tracked predictions to tracked truth, reduced to a :class:`TrackingScore` by :meth:`result`.
+    """Per-frame overlaps (class-aware mask IoU at or above the threshold, as :func:`iou_pairs`) and matches
+    of tracked predictions to tracked truth, reduced to a :class:`TrackingScore` by :meth:`result`.
 
     Predictions without a published track (``track_id`` < 0, or none at all) are not tracker output and are
     left out. Thread-safe, like :class:`edgeseg.evaluate.PQAccumulator`.

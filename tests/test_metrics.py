@@ -163,6 +163,30 @@ def test_a_second_prediction_over_a_tracked_part_neither_switches_its_id_nor_hid
     assert got.mota == pytest.approx(1 / 3)
 
 
+def test_a_track_whose_iou_is_exactly_the_threshold_is_matched_though_pq_leaves_it() -> None:
+    """Reference (motmetrics 1.4.0: three frames of ``update([7], [3], iou_matrix([[0, 0, 4, 4]],
+    [[0, 0, 2, 4]], max_iou=0.5))``, a distance of 0.5, which ``iou_matrix`` keeps as ``dist > max_iou`` is
+    NaN; ``compute``): idf1 1.0, mota 1.0, idtp 3, no switch, miss or false positive. panopticapi matches
+    only ``iou > 0.5``: PQ 0 with one false positive and one miss. Both were counted as no match."""
+    shape = (10, 10)
+    truth = _crops(shape, [(0, 0, 4, 4)], [0], [7])
+    pred = _crops(shape, [(0, 0, 2, 4)], [0], [3])  # the left half: IoU 8 / 16
+    assert mask_iou(pred, 0, truth, 0) == 0.5
+    sink = AccuracySink()
+    for _ in range(3):
+        sink.send(
+            Result(Frame(0, np.zeros((*shape, 3), np.uint8), 0, 0.0, truth=truth), pred, StageTimes(), 0)
+        )
+    got = sink.tracking.result()
+    assert got is not None
+    assert (got.idf1, got.mota, got.idtp, got.id_switches) == (1.0, 1.0, 3, 0)
+    assert (got.tp, got.fp, got.fn) == (3, 0, 0)
+    pq = sink.pq.result()
+    assert pq is not None
+    assert (pq.pq, pq.tp, pq.fp, pq.fn) == (0.0, 0, 3, 3)
+    assert panoptic_quality(pred, truth).tp == 0
+
+
 def test_a_prediction_lying_in_a_crowd_region_of_its_class_is_no_false_positive() -> None:
     """As panopticapi (``pq_compute_single_core``: an unmatched prediction more than half in VOID or the crowd
     region of its class is left out, and ``pq_average`` skips a class with tp + fp + fn == 0): class 0 matched
