@@ -22,6 +22,7 @@ from edgeseg.backends.ort import OrtBackend
 from edgeseg.backends.tensorrt import TensorRTBackend
 from edgeseg.cli import main
 from edgeseg.config import PipelineConfig, load_config
+from edgeseg.instances import Instances
 from edgeseg.modelcard import ModelCard
 
 REPO = Path(__file__).parents[1]
@@ -62,8 +63,27 @@ def test_selftest_passes_on_the_cpu_path(capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     assert "output classes: 0.00% of pixels differ (0 of 614400; tolerance 1%)" in out
     assert "output confidence: max |diff| 0 " in out
-    assert "PQ 1.000, mean mask IoU 1.000" in out
+    assert "PQ 1.000 (class mean), mean mask IoU 1.000" in out
     assert out.rstrip().endswith("PASS")
+
+
+def test_a_class_the_backend_loses_entirely_fails_the_self_test_as_pq_is_averaged_over_classes() -> None:
+    """PQ as ``edgeseg eval`` reports it (panopticapi's ``pq_average``: per class, then the mean): class 0
+    found nine times exactly (PQ 1), class 1's one instance missed (PQ 0) gives (1 + 0) / 2 = 0.5. Pooled
+    over the classes it was 9 / (9 + 0.5) = 0.947, a PASS."""
+    shape = (40, 100)
+    boxes = [(10 * k, 0) for k in range(9)]
+    want = Instances.from_crops(
+        shape, [0] * 9 + [1], np.ones(10), [*boxes, (0, 20)], [np.ones((5, 5), bool)] * 10
+    )
+    got = want[np.arange(9)]
+    report = selftest.Report()
+    selftest._compare_instances(report, [(got, want)])
+    assert report.lines == [
+        "instances: PQ 0.500 (class mean), mean mask IoU 1.000 against onnxruntime's (9 matched, 0 extra, "
+        "1 missed; minimum 0.9)  <- FAIL"
+    ]
+    assert not report.passed
 
 
 @pytest.mark.parametrize("flag", [["--source", "emptyd"], ["--roi", "0.5,0,0.5,1"]])
