@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import cv2
 import numpy as np
 import pytest
 
-from edgeseg.annotate import PALETTE, annotate, class_color
+from edgeseg.annotate import PALETTE, BoxStyle, annotate, class_color
 from edgeseg.errors import InputError
+from edgeseg.geometry import obb_corners
 from edgeseg.instances import Instances
 
 
@@ -56,6 +60,43 @@ def test_a_mask_pixel_is_blended_once_with_its_class_colour_the_later_ones_where
     assert np.abs(out[10, 10] - blended(10, 10, 1)).max() <= 1
     assert np.abs(out[22, 20] - blended(22, 20, 2)).max() <= 1
     assert np.array_equal(out[35, 5], img[35, 5])  # outside both
+
+
+def _outline(obb: tuple[float, ...], boxes: BoxStyle = "obb") -> np.ndarray:
+    """The pixels a box's outline lights (at least half its red) on a black 40x40 frame: an instance of one
+    pixel at (20, 20), its masks' outline left out, carrying the oriented and xyxy box given."""
+    inst = Instances.from_crops((40, 40), [0], [0.9], [(20, 20)], [np.ones((1, 1), bool)])
+    cx, cy, w, h, _ = obb
+    xyxy = [[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]]
+    inst = replace(inst, obb=np.array([obb], np.float32), xyxy=np.array(xyxy, np.float32))
+    out = annotate(np.zeros((40, 40, 3), np.uint8), inst, alpha=0.0, labels=False, boxes=boxes)
+    lit = out[:, :, 2] >= 128
+    lit[20, 20] = False
+    return lit
+
+
+@pytest.mark.parametrize("box", [(10, 6, 20, 14), (11, 7, 21, 15), (11, 6, 24, 13), (10, 7, 17, 16)])
+def test_an_oriented_box_is_outlined_on_its_edge_pixels_as_an_xyxy_box_is(box: tuple[int, ...]) -> None:
+    # (its corners were rounded half to even, half a pixel outside: the outline lay 1 px outside the box on
+    # one side or another, depending on where it was)
+    x0, y0, x1, y1 = box
+    lit = _outline(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, 0.0))
+    ring = np.zeros((40, 40), bool)
+    ring[y0:y1, x0:x1] = True
+    ring[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1] = False
+    assert np.array_equal(lit, ring)
+    assert np.array_equal(lit, _outline(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, 0.0), "xyxy"))
+
+
+@pytest.mark.parametrize("obb", [(20.3, 19.6, 14.0, 5.0, 30.0), (19.5, 20.5, 11.2, 4.4, -63.0)])
+def test_a_turned_oriented_box_is_outlined_inside_its_edges(obb: tuple[float, ...]) -> None:
+    # the outline's pixels have their centres inside the box, or less than half a pixel out where the line
+    # crosses a pixel's corner (1.2 px out before)
+    corners = obb_corners(np.array([obb], np.float32))[0]
+    ys, xs = np.nonzero(_outline(obb))
+    assert len(xs) > 20
+    centres = zip(xs.tolist(), ys.tolist(), strict=True)
+    assert min(cv2.pointPolygonTest(corners, (x + 0.5, y + 0.5), True) for x, y in centres) > -0.5
 
 
 def test_ground_truth_adds_live_accuracy_to_the_hud() -> None:
