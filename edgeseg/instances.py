@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from edgeseg import rle
 from edgeseg.errors import InputError
 from edgeseg.geometry import AxisAffine, canonical_obbs, mask_polygon, mask_rect
+from edgeseg.validate import describe
 
 MaskFormat = Literal["rle", "polygon", "none"]
 MASK_FORMATS: tuple[MaskFormat, ...] = ("rle", "polygon", "none")
@@ -397,7 +398,7 @@ class Instances:
                 counts = rle.string_to_counts(counts) if isinstance(counts, str) else [int(c) for c in counts]
                 crop, origin = rle.decode_counts(counts, (h, w))
             elif isinstance(seg, list) and seg:
-                poly = np.asarray(seg[0], dtype=np.float32).reshape(-1, 2)
+                poly = _polygon_vertices(seg[0], i)
                 polys.append(poly)
                 crop, origin = _rasterize_polygon(poly, (h, w))
             else:
@@ -447,6 +448,21 @@ def _under(start: int, stop: int, scale: float, shift: float, first: int, n: int
     )
     np.clip(under, 0, n - 1, out=under)
     return under
+
+
+def _polygon_vertices(coords: Any, i: int) -> NDArray[np.float32]:
+    """``(K, 2)`` vertices of instance ``i``'s polygon ``[x0, y0, x1, y1, ...]``, or a one-line error (a
+    ragged, odd, textual or infinite list was a numpy traceback)."""
+    try:
+        flat = np.asarray(coords, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError):
+        flat = np.zeros(1, np.float32)  # refused below, as an odd count
+    if flat.ndim != 1 or not flat.size or flat.size % 2 or not np.isfinite(flat).all():
+        raise InputError(
+            f"instances[{i}].segmentation[0] must be a polygon [x0, y0, x1, y1, ...] of finite numbers, "
+            f"got {describe(coords)}"
+        )
+    return flat.reshape(-1, 2)
 
 
 def _rasterize_polygon(

@@ -331,6 +331,16 @@ def test_a_polygon_wholly_outside_the_frame_reads_back_as_an_empty_mask_error() 
         Instances.from_dict(doc)
 
 
+@pytest.mark.parametrize(
+    "coords", [[], [1, 2, 3, 4, 5], ["a", "b", "c", "d", "e", "f"], None, [1e400, 0, 3, 0, 3, 3], [[1, 2]]]
+)
+def test_polygon_coordinates_that_cannot_be_a_polygon_are_a_clear_error(coords: object) -> None:
+    # (json.loads reads 1e400 as inf; each of these was a numpy ValueError or OverflowError traceback)
+    doc = {"height": 10, "width": 10, "instances": [{"segmentation": [coords]}]}
+    with pytest.raises(InputError, match=r"instances\[0\].segmentation\[0\] must be a polygon \[x0, y0"):
+        Instances.from_dict(doc)
+
+
 def test_instances_that_carry_polygons_serialize_those_as_they_are() -> None:
     inst = Instances.from_crops((20, 20), [1], [0.9], [(2, 3)], [np.ones((6, 8), bool)]).with_polygons(1.0)
     square = np.array([[1.0, 1.0], [15.0, 1.0], [15.0, 15.0], [1.0, 15.0]], np.float32)
