@@ -388,14 +388,19 @@ class Instances:
             return cls.empty((h, w))
         crops, origins, polys = [], [], []
         for i, item in enumerate(items):
-            seg = item.get("segmentation")
+            seg = item.get("segmentation") if isinstance(item, dict) else None
             if isinstance(seg, dict):
-                if list(seg.get("size", [])) != [h, w]:
+                size = seg.get("size")
+                if not isinstance(size, list | tuple) or list(size) != [h, w]:
+                    raise InputError(f"instances[{i}].segmentation.size {describe(size)} != frame [{h}, {w}]")
+                counts = seg.get("counts")
+                if isinstance(counts, str):
+                    counts = rle.string_to_counts(counts)
+                elif not isinstance(counts, list):
                     raise InputError(
-                        f"instances[{i}].segmentation.size {seg.get('size')} != frame [{h}, {w}]"
+                        f"instances[{i}].segmentation.counts must be an RLE string or a list of counts, "
+                        f"got {describe(counts)}"
                     )
-                counts = seg["counts"]
-                counts = rle.string_to_counts(counts) if isinstance(counts, str) else [int(c) for c in counts]
                 crop, origin = rle.decode_counts(counts, (h, w))
             elif isinstance(seg, list) and seg:
                 poly = _polygon_vertices(seg[0], i)

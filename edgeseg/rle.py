@@ -23,7 +23,7 @@ def decode_counts(counts: list[int], image_hw: tuple[int, int]) -> tuple[NDArray
     try:
         c = np.asarray(counts, dtype=np.int64)
         is_flat = c.ndim == 1
-    except (TypeError, ValueError):  # ragged lists, strings, None
+    except (TypeError, ValueError, OverflowError):  # ragged lists, strings, None, infinities
         is_flat = False
     if not is_flat:
         raise InputError(f"RLE counts must be a flat list of integers, got {str(counts)[:40]}")

@@ -332,6 +332,26 @@ def test_a_polygon_wholly_outside_the_frame_reads_back_as_an_empty_mask_error() 
 
 
 @pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (
+            {"segmentation": {"size": [10, 10]}},
+            r"segmentation.counts must be an RLE string or a list of counts",
+        ),
+        ({"segmentation": {"size": [10, 10], "counts": 5}}, "got 5"),
+        ({"segmentation": {"size": [10, 10], "counts": ["a"]}}, "must be a flat list of integers"),
+        ({"segmentation": {"size": [10, 10], "counts": [1e400]}}, "must be a flat list of integers"),
+        ({"segmentation": {"size": 7, "counts": "P"}}, r"segmentation.size 7 != frame \[10, 10\]"),
+        (5, "has no segmentation"),
+    ],
+)
+def test_rle_segmentations_that_cannot_be_a_mask_are_a_clear_error(item: object, message: str) -> None:
+    # (each was a KeyError, TypeError, ValueError, OverflowError or AttributeError traceback)
+    with pytest.raises(InputError, match=message):
+        Instances.from_dict({"height": 10, "width": 10, "instances": [item]})
+
+
+@pytest.mark.parametrize(
     "coords", [[], [1, 2, 3, 4, 5], ["a", "b", "c", "d", "e", "f"], None, [1e400, 0, 3, 0, 3, 3], [[1, 2]]]
 )
 def test_polygon_coordinates_that_cannot_be_a_polygon_are_a_clear_error(coords: object) -> None:
