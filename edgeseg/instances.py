@@ -378,7 +378,8 @@ class Instances:
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Instances:
-        """Inverse of :meth:`to_dict`. RLE masks come back bit-exact; polygon masks are rasterized."""
+        """Inverse of :meth:`to_dict`. RLE masks come back bit-exact; polygon masks are rasterized (several
+        polygons, as COCO writes an object in parts: their union)."""
         try:
             h, w = int(doc["height"]), int(doc["width"])
             items = list(doc["instances"])
@@ -403,9 +404,12 @@ class Instances:
                     )
                 crop, origin = rle.decode_counts(counts, (h, w))
             elif isinstance(seg, list) and seg:
-                poly = _polygon_vertices(seg[0], i)
-                polys.append(poly)
-                crop, origin = _rasterize_polygon(poly, (h, w))
+                # COCO's segmentation is a list of polygons, one per part (pycocotools fills their union);
+                # ours hold one, carried on so that the document round-trips
+                parts = [_polygon_vertices(coords, i, k) for k, coords in enumerate(seg)]
+                if len(parts) == 1:
+                    polys.append(parts[0])
+                crop, origin = _fill_polygons(parts, (h, w))
             else:
                 raise InputError(f"instances[{i}] has no segmentation (serialized with mask_format='none'?)")
             if crop.size == 0:
@@ -455,8 +459,8 @@ def _under(start: int, stop: int, scale: float, shift: float, first: int, n: int
     return under
 
 
-def _polygon_vertices(coords: Any, i: int) -> NDArray[np.float32]:
-    """``(K, 2)`` vertices of instance ``i``'s polygon ``[x0, y0, x1, y1, ...]``, or a one-line error (a
+def _polygon_vertices(coords: Any, i: int, k: int) -> NDArray[np.float32]:
+    """``(K, 2)`` vertices of instance ``i``'s polygon ``k`` ``[x0, y0, x1, y1, ...]``, or a one-line error (a
     ragged, odd, textual or infinite list was a numpy traceback)."""
     try:
         flat = np.asarray(coords, dtype=np.float32)
@@ -464,10 +468,26 @@ def _polygon_vertices(coords: Any, i: int) -> NDArray[np.float32]:
         flat = np.zeros(1, np.float32)  # refused below, as an odd count
     if flat.ndim != 1 or not flat.size or flat.size % 2 or not np.isfinite(flat).all():
         raise InputError(
-            f"instances[{i}].segmentation[0] must be a polygon [x0, y0, x1, y1, ...] of finite numbers, "
+            f"instances[{i}].segmentation[{k}] must be a polygon [x0, y0, x1, y1, ...] of finite numbers, "
             f"got {describe(coords)}"
         )
     return flat.reshape(-1, 2)
+
+
+def _fill_polygons(
+    parts: list[NDArray[np.float32]], image_hw: tuple[int, int]
+) -> tuple[NDArray[np.bool_], tuple[int, int]]:
+    """The union of the polygons' fills (see :func:`_rasterize_polygon`) as a tight crop and its origin."""
+    filled = [(c, o) for c, o in (_rasterize_polygon(p, image_hw) for p in parts) if c.any()]
+    if not filled:
+        return np.zeros((0, 0), bool), (0, 0)
+    x0, y0 = min(o[0] for _, o in filled), min(o[1] for _, o in filled)
+    x1 = max(o[0] + c.shape[1] for c, o in filled)
+    y1 = max(o[1] + c.shape[0] for c, o in filled)
+    crop = np.zeros((y1 - y0, x1 - x0), bool)
+    for c, (ox, oy) in filled:
+        crop[oy - y0 : oy - y0 + c.shape[0], ox - x0 : ox - x0 + c.shape[1]] |= c
+    return crop, (x0, y0)
 
 
 def _rasterize_polygon(

@@ -361,6 +361,18 @@ def test_polygon_coordinates_that_cannot_be_a_polygon_are_a_clear_error(coords: 
         Instances.from_dict(doc)
 
 
+def test_a_segmentation_of_several_polygons_reads_back_as_their_union_as_pycocotools_has_it() -> None:
+    # (COCO's polygons, one per part of an occluded object: only the first was read, the rest lost)
+    seg = [[2, 2, 6, 2, 6, 5, 2, 5], [10, 1, 13, 1, 13, 8, 10, 8], [3, 9, 4, 9, 4, 10, 3, 10]]
+    doc = {"height": 12, "width": 16, "instances": [{"class_id": 1, "score": 0.5, "segmentation": seg}]}
+    doc["instances"][0] |= {"bbox_xyxy": [2, 1, 13, 10], "obb": [7.5, 5.5, 11, 9, 0], "area": 34}
+    back = Instances.from_dict(doc)
+    theirs = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(seg, 12, 16))).astype(bool)
+    assert np.array_equal(back.dense_masks()[0], theirs)
+    assert int(theirs.sum()) == 12 + 21 + 1
+    assert back.polygons is None  # written again, the outline is the mask's largest part's
+
+
 def test_instances_that_carry_polygons_serialize_those_as_they_are() -> None:
     inst = Instances.from_crops((20, 20), [1], [0.9], [(2, 3)], [np.ones((6, 8), bool)]).with_polygons(1.0)
     square = np.array([[1.0, 1.0], [15.0, 1.0], [15.0, 15.0], [1.0, 15.0]], np.float32)
