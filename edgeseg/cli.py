@@ -568,6 +568,11 @@ def _source_lines(source: SourceStats) -> list[str]:
         lines.append(
             f"source: {source.damaged} damaged frames processed as far as they decoded (see the log)"
         )
+    if source.held_back:
+        lines.append(
+            f"source: {source.held_back} frames came without the sensor's result and were passed over "
+            "(not lost: the next frame's result follows; see the log)"
+        )
     return lines
 
 

@@ -157,6 +157,10 @@ class World:
     """
 
     results_from: int = 2
+    # requests whose metadata carries no CnnOutputTensor after the results began (a frame the network has
+    # no output for: get_outputs returns None, imx500.py:662-664); ``no_results_from``: every one from there
+    no_results_at: frozenset[int] = frozenset()
+    no_results_from: int | None = None
     fail_capture_at: int | None = None
     stall_capture_at: int | None = None  # that capture's request never completes (a frontend timeout)
     stall_metadata_at: int | None = None  # likewise the request of that capture_metadata()
@@ -229,7 +233,11 @@ class FakeRequest:
         self.released = False
         world = camera.world
         self.metadata: dict[str, Any] = camera.next_metadata()
-        if world.imx500 is not None and index >= world.results_from:  # results once the firmware is up
+        stopped = world.no_results_from is not None and index >= world.no_results_from
+        skipped = index in world.no_results_at or stopped
+        if (
+            world.imx500 is not None and world.results_from <= index and not skipped
+        ):  # once the firmware is up
             self.metadata["CnnOutputTensor"], self.metadata["CnnOutputTensorInfo"] = world.outputs(index)
 
     def get_metadata(self) -> dict[str, Any]:

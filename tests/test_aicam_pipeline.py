@@ -6,15 +6,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from imx500_fake import NETWORK_WH, RPK, World
 
+from edgeseg.cli import summary
 from edgeseg.config import PipelineConfig, load_config
 from edgeseg.errors import ModelError
+from edgeseg.frame import Result
 from edgeseg.modelcard import find_card
-from edgeseg.pipeline import ModelStages
+from edgeseg.pipeline import ModelStages, Pipeline
 from edgeseg.sources import parse_uri
 from edgeseg.sources.picamera2 import Picamera2Source
 
@@ -25,6 +28,16 @@ OBJECT = (2300, 1200, 500, 700)  # full-sensor px: inside the image and the netw
 
 def _config() -> PipelineConfig:
     return load_config(PIPELINE, [])
+
+
+def _source(tmp_path: Path, config: PipelineConfig, world: World, **source: Any) -> Picamera2Source:
+    """The pipeline's picamera2 source (unopened) on ``world``'s fake AI Camera, with ``source`` settings."""
+    network = tmp_path / "imx500_network_deeplabv3plus.rpk"
+    network.write_bytes(RPK)
+    source_config = replace(config.source, uri=f"picamera2:?network={network}", **source)
+    camera = Picamera2Source.from_uri(parse_uri(source_config.uri), source_config)
+    camera._modules_factory = world.modules
+    return camera
 
 
 def test_the_aicam_pipeline_loads_here_with_the_imx500_deeplab_card() -> None:
@@ -63,15 +76,9 @@ def test_instances_land_on_the_image_pixels_that_show_the_object(
     zoom: tuple[int, int, int, int] | None,
     roi: tuple[float, float, float, float] | None,
 ) -> None:
-    network = tmp_path / "imx500_network_deeplabv3plus.rpk"
-    network.write_bytes(RPK)
     config = _config()
-    source_config = replace(
-        config.source, uri=f"picamera2:?network={network}", width=size[0], height=size[1], roi=roi
-    )
     world = World(results_from=1, zoom=zoom, objects=[(PERSON, OBJECT)])
-    source = Picamera2Source.from_uri(parse_uri(source_config.uri), source_config)
-    source._modules_factory = world.modules
+    source = _source(tmp_path, config, world, width=size[0], height=size[1], roi=roi)
     source.open()
     stages = ModelStages.from_config(config)
     frame = source.read()
@@ -89,3 +96,36 @@ def test_instances_land_on_the_image_pixels_that_show_the_object(
     cell = max(seen[2] / NETWORK_WH[0] * sx, seen[3] / NETWORK_WH[1] * sy)  # one class-map pixel in the image
     assert instances.class_id.tolist() == [PERSON]
     np.testing.assert_allclose(instances.xyxy[0], expected, atol=2.5 * cell + 1)
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.results: list[Result] = []
+
+    def send(self, result: Result) -> None:
+        self.results.append(result)
+
+    def close(self) -> None:
+        pass
+
+
+def test_frames_the_sensor_gave_no_result_for_are_passed_over_not_failed_inference(tmp_path: Path) -> None:
+    """picamera2's get_outputs returns None for a frame whose metadata has no output tensor, which happens
+    after the first result too (picamera2's own demos keep the last result then): every such frame was a
+    "LOST: frames a stage failed on: inference" and an error line in the log."""
+    config = _config()
+    world = World(results_from=1, objects=[(PERSON, OBJECT)], no_results_at=frozenset({3, 5}))
+    source = _source(tmp_path, config, world)
+    sink = _Collect()
+    stats = Pipeline(
+        source, ModelStages.from_config(config), {"c": sink}, max_frames=6, owns_stages=True
+    ).run()
+    assert stats.bad_frames == {}
+    assert source.stats.held_back == 2
+    lines = summary(stats, source.stats, [], "done", lost=source.stats.lost)
+    assert lines[0].startswith("done: ")  # no LOST, nor a "frames a stage failed on" line
+    assert (
+        "source: 2 frames came without the sensor's result and were passed over "
+        "(not lost: the next frame's result follows; see the log)"
+    ) in lines
+    assert [r.instances.class_id.tolist() for r in sink.results] == [[PERSON]] * len(sink.results)

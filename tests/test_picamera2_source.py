@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -138,6 +139,35 @@ def test_unreadable_upload_progress_is_an_upload_without_percentage_not_a_crash(
     seen = _states_while_uploading(world, src)
     src.close()
     assert seen == [("uploading network firmware", True)] * 4
+
+
+def test_frames_without_a_result_after_the_first_are_held_back_and_counted(tmp_path: Path) -> None:
+    world = World(results_from=0, shapes=OUTPUT_SHAPES, no_results_at=frozenset({1, 2}))
+    src = _source(tmp_path, world)
+    frames = [src.read() for _ in range(2)]
+    src.close()
+    assert all(f is not None and f.tensors is not None for f in frames)
+    assert len(world.requests) == 4
+    assert (src.stats.frames, src.stats.held_back) == (2, 2)
+
+
+def test_a_sensor_that_stops_giving_results_is_a_drop_that_says_so(tmp_path: Path) -> None:
+    """Frames keep coming without results (the network stopped): without a limit every one was held back
+    for ever, the watchdog fed and nothing said."""
+    world = World(results_from=0, shapes=OUTPUT_SHAPES, no_results_from=1)
+    src = _source(tmp_path, world, capture_timeout_s=0.05, reconnect_initial_s=0.001)
+    assert src.read() is not None
+    reader = threading.Thread(target=src.read)
+    reader.start()
+    deadline = time.monotonic() + 5
+    while src.stats.reconnects < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    src.close()
+    reader.join(5)
+    assert not reader.is_alive()
+    assert src.stats.reconnects >= 1
+    assert "the IMX500 gave frames but no result for" in (src.stats.last_error or "")
+    assert world.built.count("IMX500") == 1  # the network stays loaded
 
 
 @pytest.mark.parametrize(

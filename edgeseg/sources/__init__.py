@@ -80,6 +80,9 @@ class SourceStats:
         waiting: the source works but has no frame for the pipeline, by design and for a while: between
             connection attempts, or while a sensor loads its network. The watchdog is fed meanwhile, as long
             as no device call hangs (``state`` says what it waits for).
+        held_back: frames a ready live device gave without what the pipeline needs, not passed on (an AI
+            Camera's frames without its network's result, which picamera2's own demos also pass over). Not
+            lost: as with a live camera's frames dropped while a stage is busy, the next frame follows.
     """
 
     frames: int = 0
@@ -93,6 +96,7 @@ class SourceStats:
     state: str = "new"
     fps: float | None = None
     waiting: bool = False
+    held_back: int = 0
 
     @property
     def lost(self) -> int:

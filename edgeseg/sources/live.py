@@ -82,6 +82,7 @@ class LiveSource(ABC):
         self._tries = 0  # connection attempts since the last frame
         self._delays: Iterator[float] = backoff_delays(reconnect_initial_s, reconnect_max_s)
         self._frames = 0
+        self._held_back = 0  # grabs held back once the device was ready (stats.held_back)
         self._connection_frames = 0  # frames since the current connection came up
         self._connected_at = 0.0  # when the current connection came up (monotonic s)
         # drops in a row of connections that delivered (one that held for STABLE_S starts the count again)
@@ -127,7 +128,8 @@ class LiveSource(ABC):
 
     def _holds_back(self, grab: Grab) -> bool:
         """Whether a grab is not delivered although the device works (a subclass may say so, e.g. images
-        that come without the results of a network still being uploaded): ``read()`` grabs the next one."""
+        that come without the results of a network still being uploaded): ``read()`` grabs the next one, and
+        counts it in ``stats.held_back`` unless the device is still :meth:`_preparing`."""
         return False
 
     # --- the Source protocol -----------------------------------------------------------------------------
@@ -141,6 +143,7 @@ class LiveSource(ABC):
             state=self._state,
             fps=self._nominal_fps(),
             waiting=self._tries > 0 or self._preparing(),
+            held_back=self._held_back,
         )
 
     def open(self) -> None:
@@ -165,6 +168,7 @@ class LiveSource(ABC):
             if grab is not None:
                 self._last_frame = time.monotonic()  # the device delivers: not silent, even if held back
                 self._state = self._running_state()
+                self._held_back += 0 if self._preparing() else 1
         # close() may have handed the release to a thread of its own: return only once the device is
         # released, so no thread is left inside the device's library when the process exits (that aborts it)
         self._release_when_free()

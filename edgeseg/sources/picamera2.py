@@ -8,8 +8,10 @@ With a network, each frame carries what the sensor computed for it:
 * ``Frame.tensors``: ``{"output0": …, "output1": …}``, float32 arrays with a leading batch axis, in the
   network's output order, exactly as ``IMX500.get_outputs(metadata, add_batch=True)`` returns them (the
   flat ``CnnOutputTensor`` reshaped in Fortran order with the shapes in ``CnnOutputTensorInfo``). Frames the
-  network has no result for (``get_outputs`` returns ``None``, e.g. during the firmware upload) carry
-  ``tensors=None``.
+  network has no result for (``get_outputs`` returns ``None``: the metadata has no ``CnnOutputTensor``,
+  ``imx500.py:660-664``) are not delivered: during the firmware upload (below), and after the first result
+  as ``stats.held_back`` (logged; picamera2's demos keep the last result for them). Results missing for
+  ``capture_timeout_s`` in a row are a drop, with that reason: the camera is opened again.
 * ``Frame.tensor_roi``: the region of the image the network saw, normalized: the inference crop (full-sensor
   pixels) over the frame's ``ScalerCrop`` (the part of the sensor the image shows).
 
@@ -48,7 +50,7 @@ import numpy as np
 from edgeseg.errors import MissingDependencyError, SourceError
 from edgeseg.geometry import FULL_ROI, Roi, validate_roi
 from edgeseg.sources import ParsedUri, check_options, option_fps, option_int
-from edgeseg.sources.live import Grab, LiveSource
+from edgeseg.sources.live import Grab, LiveSource, reported_attempt
 
 if TYPE_CHECKING:
     from edgeseg.sources.spec import SourceConfig
@@ -192,6 +194,7 @@ class Picamera2Source(LiveSource):
         self._imx500: Any = None
         self._camera: Any = None
         self._results = 0  # frames that carried on-sensor outputs
+        self._last_result = 0.0  # when the last one came (monotonic s), or the camera started
         self._fw_decile = -1
         self._upload = "uploading network firmware"
         self._progress_readable = True
@@ -277,6 +280,7 @@ class Picamera2Source(LiveSource):
                 camera.cancel_all_and_flush()  # (see _grab)
             self._disconnect()
             return f"cannot start camera {self.camera_num}: {e or self._stalled()}"
+        self._last_result = time.monotonic()
         return None
 
     def _fit_inference_roi(self, metadata: dict[str, Any]) -> None:
@@ -333,11 +337,22 @@ class Picamera2Source(LiveSource):
                 if outputs is not None:
                     tensors = {f"output{i}": np.asarray(t, dtype=np.float32) for i, t in enumerate(outputs)}
                     self._results += 1
-                else:
+                    self._last_result = time.monotonic()
+                elif not self._results:
                     self._report_firmware()
                 tensor_roi = self._tensor_roi(metadata, request, wh)
         finally:
             request.release()
+        if tensors is None and self._results:
+            if reported_attempt(self._held_back + 1):  # (read() counts it once it is held back)
+                log.warning(
+                    "%s: the IMX500 gave no result for a frame (%d so far): held back",
+                    self.uri,
+                    self._held_back + 1,
+                )
+            silent_s = time.monotonic() - self._last_result
+            if silent_s >= self._capture_timeout_s:
+                return f"the IMX500 gave frames but no result for {silent_s:.1f} s"
         return Grab(
             image=image, t_capture_ns=t_ns, wall_time=wall, roi=roi, tensors=tensors, tensor_roi=tensor_roi
         )
@@ -369,7 +384,7 @@ class Picamera2Source(LiveSource):
         return self._fps
 
     def _holds_back(self, grab: Grab) -> bool:
-        return self._preparing() and grab.tensors is None
+        return self._imx500 is not None and grab.tensors is None
 
     def _running_state(self) -> str:
         return self._upload if self._preparing() else "running"
