@@ -18,7 +18,14 @@ buffers, device allocations, streams) and the rules that bite on a device, each 
   "ConvInteger | N");
 - ``trt.nptype`` raises TypeError for bf16 and fp8 (``python/packaging/bindings_wheel/tensorrt/__init__.py``
   ``nptype``, lines 172-194 in 10.x: "Could not resolve TensorRT datatype to an equivalent numpy datatype.");
-- TensorRT 11 has no ``BuilderFlag.FP16`` (``include/NvInfer.h`` 11.1; CHANGELOG 11.0: strongly typed only).
+- TensorRT 11 has no ``BuilderFlag.FP16`` (``include/NvInfer.h`` 11.1; CHANGELOG 11.0: strongly typed only);
+- an engine records the compute capability it was built for: on another one it does not deserialize ("The
+  engine plan file is generated on an incompatible device, expecting compute 6.1 got compute 7.5, please
+  rebuild.", NVIDIA/TensorRT#564), on another GPU of the same one it loads with only a warning ("Using an
+  engine plan file across different models of devices is not recommended", dusty-nv/jetson-inference#883);
+  every Jetson Orin module names itself "Orin" (``cuDeviceGetName``, as deviceQuery prints it) and has
+  compute capability 8.7, the SM count and memory differ (pycuda ``Device.compute_capability``,
+  ``total_memory``, ``get_attribute``: ``src/cpp/cuda.hpp:448-470``).
 
 What they cannot show, and what has not run on real hardware: engine build times, real kernels, FP16
 accuracy, and pycuda/TensorRT version quirks on a Jetson.
@@ -34,6 +41,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -53,13 +61,28 @@ LAYOUT = [("images", "input", [1, 3, 8, 8]), ("out", "output", [1, 2, 8, 8])]
 NUMPY_TYPES = {"float32", "float16", "int8", "int32", "int64", "bool", "uint8"}  # tensorrt.nptype's mapping
 
 
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    compute: tuple[int, int]
+    sms: int
+    memory: int  # bytes (cuDeviceTotalMem: on a Jetson, the memory it shares with the CPU)
+
+
+AGX_ORIN = Gpu("Orin", (8, 7), 16, 62 << 30)  # Jetson AGX Orin 64GB: 2048 CUDA cores
+ORIN_NANO = Gpu("Orin", (8, 7), 8, 7 << 30)  # Jetson Orin Nano 8GB: 1024 CUDA cores
+
+
 class FakeCuda:
     """``pycuda.driver``: contexts current per thread, device memory as numpy buffers keyed by address."""
 
     class Error(Exception):
         """``pycuda.driver.Error``, the base of LogicError/RuntimeError/MemoryError."""
 
-    def __init__(self, init_error: str | None = None) -> None:
+    device_attribute = SimpleNamespace(MULTIPROCESSOR_COUNT=16)  # wrap_cudadrv.cpp:811
+
+    def __init__(self, init_error: str | None = None, gpu: Gpu = ORIN_NANO) -> None:
+        self.gpu = gpu
         self.local = threading.local()
         self.memory: dict[int, np.ndarray] = {}
         self.next_address = 0x1000
@@ -89,7 +112,17 @@ class FakeCuda:
                 self.ordinal = ordinal
 
             def name(self) -> str:
-                return "Fake Orin"
+                return fake.gpu.name
+
+            def compute_capability(self) -> tuple[int, int]:
+                return fake.gpu.compute
+
+            def total_memory(self) -> int:
+                return fake.gpu.memory
+
+            def get_attribute(self, attribute: int) -> int:
+                assert attribute == fake.device_attribute.MULTIPROCESSOR_COUNT
+                return fake.gpu.sms
 
             def make_context(self) -> Context:
                 ctx = Context()
@@ -378,7 +411,12 @@ def make_trt(
             if any(name not in profile for name in dynamic):
                 # "Network has dynamic or shape inputs, but no optimization profile has been defined."
                 return None
-            doc = {"version": trt.__version__, "tensors": layout, "profile": profile}
+            doc = {
+                "version": trt.__version__,
+                "compute": cuda.gpu.compute,
+                "tensors": layout,
+                "profile": profile,
+            }
             return b"ENGINE:" + json.dumps(doc).encode()
 
     class Runtime:
@@ -389,7 +427,7 @@ def make_trt(
             if not data.startswith(b"ENGINE:"):
                 return None
             doc = json.loads(data[7:])
-            if doc["version"] != trt.__version__:
+            if doc["version"] != trt.__version__ or tuple(doc["compute"]) != cuda.gpu.compute:
                 return None
             state.deserialized += 1
             return Engine(doc["tensors"], {k: tuple(v) for k, v in doc["profile"].items()})
@@ -494,6 +532,19 @@ def test_a_new_tensorrt_version_rebuilds_instead_of_loading_the_old_engine(tmp_p
     _backend(tmp_path, newer, cuda).close()
     assert newer.state.builds == 1
     assert len(list((tmp_path / "engines").iterdir())) == 2
+
+
+def test_an_engine_built_on_an_agx_orin_is_not_reused_on_an_orin_nano(tmp_path: Path) -> None:
+    """Both name themselves "Orin" and have compute capability 8.7: TensorRT loads the AGX's engine on the
+    Nano with only a warning, tuned for twice its SMs."""
+    agx, nano = FakeCuda(gpu=AGX_ORIN), FakeCuda(gpu=ORIN_NANO)
+    _backend(tmp_path, make_trt(agx), agx).close()
+    on_nano = make_trt(nano)
+    backend = _backend(tmp_path, on_nano, nano)
+    backend.close()
+    assert on_nano.state.builds == 1
+    assert len(list((tmp_path / "engines").iterdir())) == 2
+    assert backend.gpu == "Orin (sm_87, 8 SMs, 7 GiB)"
 
 
 def test_changed_onnx_file_gets_a_new_engine(tmp_path: Path) -> None:

@@ -5,9 +5,9 @@
   but the CUDA driver or libnvinfer they load is not, it says that instead.
 - Engines are cached in a writable directory (``engine_cache_dir``, else ``$EDGESEG_ENGINE_CACHE``, else
   ``engines/`` in the state directory of :mod:`edgeseg.statedir`) under a name keyed by the ONNX
-  file's sha256, the input shape, the TensorRT version, the GPU name and the precision. An engine from
-  another TensorRT version or GPU therefore never matches and is rebuilt; one that fails to deserialize
-  is rebuilt too.
+  file's sha256, the input shape, the TensorRT version, the GPU (:func:`gpu_identity`: its name, compute
+  capability, SM count and memory) and the precision. An engine from another TensorRT version or GPU
+  therefore never matches and is rebuilt; one that fails to deserialize is rebuilt too.
   The file is written to a temporary name, synced and renamed, so a crash mid-write or a power cut never
   leaves a torn engine; it is readable by all (an engine holds no secret, and a manual run may share the
   service's cache). The ONNX file is parsed from its path so that external weight files are found; a model
@@ -97,6 +97,22 @@ def default_cache_dir() -> Path:
     if env:
         return Path(env)
     return state_dir() / "engines"
+
+
+def gpu_identity(cuda: Any, device: Any) -> str:
+    """What tells one GPU's engines from another's: ``"Orin (sm_87, 8 SMs, 7 GiB)"``.
+
+    The name alone does not: every Jetson Orin module (AGX, NX, Nano) is "Orin", with compute capability 8.7,
+    and TensorRT loads an engine built on another model of the same compute capability with only a warning
+    ("Using an engine plan file across different models of devices is not recommended and is likely to affect
+    performance or even cause errors"), so the SM count (16 on an AGX Orin 64GB, 8 on an Orin Nano 8GB) and
+    the memory (an Orin NX 16GB has the Nano's SMs) join it. TensorRT's hardware compatibility levels, which
+    would let one engine serve several GPUs, are for desktop GPUs only (the developer guide's Hardware
+    Compatibility section: not on NVIDIA DRIVE OS or JetPack).
+    """
+    major, minor = device.compute_capability()
+    sms = int(device.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT))
+    return f"{device.name()} (sm_{major}{minor}, {sms} SMs, {round(device.total_memory() / 2**30)} GiB)"
 
 
 def engine_cache_path(
@@ -218,7 +234,7 @@ class TensorRTBackend:
         try:
             cuda.init()
             device = cuda.Device(0)
-            self.gpu = str(device.name())
+            self.gpu = gpu_identity(cuda, device)
             self._ctx = device.make_context()  # made current on this thread; popped below, pushed per call
         except cuda.Error as exc:
             raise ModelError(f"model {self.card.name!r}: CUDA cannot start on GPU 0: {exc}") from None
