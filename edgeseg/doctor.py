@@ -120,13 +120,16 @@ def checks() -> list[Check]:
             "plug in a USB camera (or pass --device /dev/video0 to docker); synthetic:parts needs none",
         )
     )
+    from edgeseg.sources.opencv_live import gstreamer_missing
+
+    gst = _cv2_build("GStreamer")
     out.append(
         Check(
             "camera",
             "gstreamer (gst: sources)",
-            _cv2_build("GStreamer"),
-            "in OpenCV build" if _cv2_build("GStreamer") else "OpenCV built without GStreamer",
-            "use the distribution's python3-opencv (built with GStreamer) for gst: URIs",
+            gst,
+            "in OpenCV build" if gst else "OpenCV built without GStreamer",
+            "" if gst else gstreamer_missing(),
         )
     )
     out.append(

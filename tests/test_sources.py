@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import itertools
 import json
 import logging
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -517,6 +519,27 @@ def test_gst_pipeline_needs_an_opencv_with_gstreamer() -> None:
     else:
         with pytest.raises(SourceError, match="no GStreamer support"):
             open_source("gst:videotestsrc ! appsink")
+
+
+@pytest.mark.skipif(opencv_has_gstreamer(), reason="this OpenCV has GStreamer")
+def test_a_gst_source_under_pips_opencv_names_the_system_opencv_it_hides_and_how_to_uncover_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian's and JetPack's python3-opencv (with GStreamer) carry no pip metadata, so pip install put
+    opencv-python (without) into the --system-site-packages venv ahead of it; the error then said to apt
+    install python3-opencv, which was installed."""
+    system = tmp_path / "dist-packages"
+    system.mkdir()
+    # where Debian's python3-opencv puts it (cv2.cpython-311-aarch64-linux-gnu.so); found, never imported
+    hidden = system / f"cv2{importlib.machinery.EXTENSION_SUFFIXES[0]}"
+    hidden.write_bytes(b"")
+    monkeypatch.setattr(sys, "path", [*sys.path, str(system)])
+    with pytest.raises(SourceError) as caught:
+        open_source("gst:videotestsrc ! appsink")
+    message = str(caught.value)
+    assert cv2.__file__ in message
+    assert f"hides the one at {hidden}" in message
+    assert message.endswith(": pip uninstall opencv-python (in this environment)")
 
 
 def test_truncated_video_reports_the_frames_its_header_announces_against_those_decoded(

@@ -27,9 +27,12 @@ to the sensor.
 from __future__ import annotations
 
 import functools
+import importlib.machinery
+import importlib.metadata
 import logging
 import math
 import os
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -56,6 +59,26 @@ def opencv_has_gstreamer() -> bool:
         if line.strip().startswith("GStreamer:"):
             return line.split(":", 1)[1].strip().upper().startswith("YES")
     return False
+
+
+def gstreamer_missing() -> str:
+    """Why this OpenCV cannot open ``gst:`` pipelines and what to do, naming the cv2 imported.
+
+    A distribution's OpenCV (Debian's and JetPack's ``python3-opencv``, built with GStreamer) carries no pip
+    metadata, so ``pip install`` in a venv made with ``--system-site-packages`` puts pip's opencv-python
+    (without GStreamer) into the venv, ahead of it on ``sys.path``: then the fix is to uninstall pip's.
+    """
+    imported = cv2.__spec__.origin if cv2.__spec__ else cv2.__file__
+    said = f"the OpenCV imported ({cv2.__version__}, {imported}) has no GStreamer support"
+    for entry in sys.path:
+        spec = importlib.machinery.PathFinder.find_spec("cv2", [entry])
+        if spec is not None and spec.origin not in (None, imported):
+            dists = " ".join(importlib.metadata.packages_distributions().get("cv2", ["opencv-python"]))
+            return f"{said} and hides the one at {spec.origin}: pip uninstall {dists} (in this environment)"
+    return (
+        f"{said} (pip's opencv-python is built without it): use a system OpenCV built with it (Jetson: "
+        "apt install python3-opencv, in a venv made with --system-site-packages)"
+    )
 
 
 class OpenCVLiveSource(LiveSource):
@@ -135,10 +158,7 @@ class OpenCVLiveSource(LiveSource):
 
     def open(self) -> None:
         if self.api == cv2.CAP_GSTREAMER and not opencv_has_gstreamer():
-            raise SourceError(
-                f"source URI {self.uri!r}: this OpenCV has no GStreamer support (pip's opencv-python "
-                "is built without it); use a system OpenCV with it (Jetson: apt install python3-opencv)"
-            )
+            raise SourceError(f"source URI {self.uri!r}: {gstreamer_missing()}")
         device = self.device
         if device is not None and not os.path.exists(device):
             cameras = ", ".join(list_cameras()) or "none"
