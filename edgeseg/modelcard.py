@@ -44,6 +44,7 @@ from dataclasses import MISSING, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from edgeseg import floatconv
 from edgeseg.errors import ModelError
 from edgeseg.fields import meta as _m
 from edgeseg.semantic import CONTACT_PARAMS, TOUCHING_PARAMS, SemanticParams
@@ -358,13 +359,22 @@ def read_onnx_metadata(path: Path) -> tuple[dict[str, str], list[str]]:
     # one thread, named: left at 0, onnxruntime makes a pool of one thread a core and pins each, which the
     # service's SystemCallFilter= (~@resources: sched_setaffinity) refuses with an error line in the journal
     options.intra_op_num_threads = 1
+    cpu = ["CPUExecutionProvider"]
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(str(path), options, providers=cpu)
+        except ort.capi.onnxruntime_pybind11_state.NotImplemented:
+            # int8 ConvInteger has a kernel from onnxruntime 1.24 (microsoft/onnxruntime#26585), the last
+            # release for Python 3.10 being 1.23: the backends run such a model with its convolutions made
+            # float, and so is it read here (the metadata and inputs pass through unchanged)
+            model, count = floatconv.float_convs_of(path)
+            if not count:
+                raise
+            session = ort.InferenceSession(model, options, providers=cpu)
     except Exception as exc:  # onnxruntime raises its own exception types for every parse failure
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, ort.capi.onnxruntime_pybind11_state.NotImplemented):
-            # a valid model with an operator (or a type of one) this release has no kernel for, e.g. int8
-            # ConvInteger before 1.24, the last release for Python 3.10 being 1.23
+            # a valid model with an operator (or a type of one) this release has no kernel for
             raise ModelError(
                 f"model file {path}: onnxruntime {ort.__version__} cannot run one of its operators "
                 f"(a newer onnxruntime may): {first}"

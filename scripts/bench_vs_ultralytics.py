@@ -9,7 +9,7 @@ goes first in turn):
   --set sinks.video.path=null --no-display``: the real CLI and threaded pipeline, a video file read at the
   pipeline's pace (no frame dropped), results WRITTEN as JSON lines (polygon masks), no annotated video.
   Its default on x86-64 runs the model's dynamically quantized convolutions as float ones (see
-  ``edgeseg/backends/floatconv.py``); the JSON line reports how many of the int8 graph's instances the
+  ``edgeseg/floatconv.py``); the JSON line reports how many of the int8 graph's instances the
   float run matches (same class, box IoU >= 0.5).
 - edgeseg-int8: the same with ``--set model.float_convs=false``: the graph exactly as given, so the
   pipeline alone against Ultralytics' loop.

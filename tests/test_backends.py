@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -368,3 +369,48 @@ def test_a_session_made_again_after_runs_side_by_side_gives_their_memory_back(as
     assert done.returncode == 0, done.stderr[-2000:]
     side_by_side, after = (float(v) for v in done.stdout.split())
     assert after < side_by_side, f"{after:.1f} MB after going back, {side_by_side:.1f} MB with two runs"
+
+
+# the last onnxruntime for Python 3.10 (JetPack 6's): its ConvInteger takes uint8 weights only
+ORT_FOR_PYTHON_310 = "onnxruntime==1.23.2"
+_LOAD = """
+import json, platform, sys
+platform.machine = lambda: sys.argv[3]  # (aarch64: no float rewrite by default, int8 kernels may win)
+from edgeseg.backends import InferenceOptions
+from edgeseg.errors import EdgesegError
+from edgeseg.model import Model
+try:
+    model = Model.load(sys.argv[1], InferenceOptions(float_convs=json.loads(sys.argv[2])))
+    print(json.dumps({"loaded": model.backend.description}))
+except EdgesegError as exc:
+    print(json.dumps({"error": str(exc)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def onnxruntime_1_23(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("onnxruntime")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
+    installed = subprocess.run([*pip, ORT_FOR_PYTHON_310], capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    return target
+
+
+def _load_under(onnxruntime: Path, model: Path, float_convs: bool | None, machine: str) -> dict[str, str]:
+    """Model.load of ``model`` in a process that imports ``onnxruntime`` from that folder, on ``machine``."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{onnxruntime}:{REPO}", "HOME": str(onnxruntime)}
+    command = [sys.executable, "-c", _LOAD, str(model), json.dumps(float_convs), machine]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_a_card_less_int8_yolo_model_loads_under_the_onnxruntime_of_python_3_10(
+    onnxruntime_1_23: Path, assets_dir: Path
+) -> None:
+    """Its card comes from its ONNX metadata, which was read through a session of the model as it is: under
+    onnxruntime < 1.24 (no ConvInteger kernel for int8 weights) that failed, although the backend would have
+    run it with float convolutions (the default on x86-64, and with TensorRT)."""
+    yolo = assets_dir / "models" / "yolov8n-seg_int8_320.onnx"
+    result = _load_under(onnxruntime_1_23, yolo, None, "x86_64")
+    assert "int8 convolutions run in float" in result.get("loaded", ""), result

@@ -1,4 +1,4 @@
-"""Dynamically quantized convolutions run as float ones: the rewrite of edgeseg.backends.floatconv, checked
+"""Dynamically quantized convolutions run as float ones: the rewrite of edgeseg.floatconv, checked
 on nets quantized by onnxruntime's own quantize_dynamic and on the real YOLOv8n-seg int8 export."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from edgeseg.backends import InferenceOptions
-from edgeseg.backends.floatconv import float_convs
 from edgeseg.errors import ModelError
+from edgeseg.floatconv import float_convs
 from edgeseg.frame import Frame
 from edgeseg.model import Model
 

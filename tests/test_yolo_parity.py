@@ -39,7 +39,7 @@ def _rle_mask(seg: dict) -> np.ndarray:  # type: ignore[type-arg]
 @cache
 def _model(assets: Path, rel: str) -> Model:
     # the int8 graph as given: the golden file holds what onnxruntime made of it, not of its convolutions
-    # made float (edgeseg's default on x86-64, see edgeseg/backends/floatconv.py)
+    # made float (edgeseg's default on x86-64, see edgeseg/floatconv.py)
     return Model.load(assets / rel, InferenceOptions(float_convs=False))
 
 

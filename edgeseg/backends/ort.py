@@ -11,7 +11,8 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, Outputs, floatconv
+from edgeseg import floatconv
+from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, Outputs
 from edgeseg.errors import ConfigError, ModelError
 from edgeseg.malloc import release_free_memory
 from edgeseg.modelcard import ModelCard, check_yolo_seg_outputs
@@ -174,7 +175,7 @@ class OrtBackend:
 
     def _model(self, path: Path, float_convs: bool | None, providers: list[str]) -> tuple[str | bytes, int]:
         """What the session loads: the file's path, or its bytes with its dynamically quantized convolutions
-        made float ones, and how many were (see :mod:`edgeseg.backends.floatconv`)."""
+        made float ones, and how many were (see :mod:`edgeseg.floatconv`)."""
         if float_convs is None:  # measured on x86-64 only: elsewhere, int8 kernels may win
             float_convs = platform.machine().lower() in ("x86_64", "amd64") and providers == [_CPU]
         if not float_convs:

@@ -12,7 +12,7 @@
   leaves a torn engine; it is readable by all (an engine holds no secret, and a manual run may share the
   service's cache). The ONNX file is parsed from its path so that external weight files are found; a model
   with dynamically quantized convolutions (``ConvInteger``, which TensorRT cannot import) is given to it with
-  float ones instead (:mod:`edgeseg.backends.floatconv`), unless ``float_convs`` is False.
+  float ones instead (:mod:`edgeseg.floatconv`), unless ``float_convs`` is False.
 - An ONNX input with dynamic dimensions gets an optimization profile fixed to the card's shape (TensorRT
   refuses to build such a network without one).
 - TensorRT 10 or later (JetPack 6): TensorRT 8 (JetPack 5) is refused in one line.
@@ -44,8 +44,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from edgeseg import floatconv
 from edgeseg.atomic import replace_file
-from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, Outputs, floatconv
+from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, Outputs
 from edgeseg.errors import ConfigError, MissingDependencyError, ModelError
 from edgeseg.modelcard import ModelCard, check_yolo_seg_outputs, file_sha256
 from edgeseg.preprocess import Prepared
@@ -277,7 +278,7 @@ class TensorRTBackend:
     def _parse(self, parser: Any) -> bool:
         """Parse the ONNX file. TensorRT has no importer for ``ConvInteger`` (onnx-tensorrt's
         ``docs/operators.md``: "ConvInteger | N"), so a model quantized by onnxruntime's ``quantize_dynamic``
-        reaches it with those convolutions made float ones (:mod:`edgeseg.backends.floatconv`), from bytes
+        reaches it with those convolutions made float ones (:mod:`edgeseg.floatconv`), from bytes
         with the file's path beside them for external weights; ``model.float_convs: false`` keeps the
         graph as it is."""
         if self.float_convs:
