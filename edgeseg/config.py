@@ -107,8 +107,8 @@ class ModelConfig:
         default=None,
         metadata=_m(
             "Run dynamically quantized convolutions (ConvInteger) as float ones, weights dequantized at load"
-            " (null: with onnxruntime on x86-64 CPUs, where it measured ~4x faster; with TensorRT, which"
-            " cannot run them, always)."
+            " (null: with onnxruntime on x86-64 CPUs, where it measured ~4x faster, and with an onnxruntime"
+            " before 1.24, which cannot run int8 weights; with TensorRT, which cannot run them, always)."
         ),
     )
     fp16: bool = field(default=False, metadata=_m("TensorRT: build FP16 engines."))

@@ -414,3 +414,23 @@ def test_a_card_less_int8_yolo_model_loads_under_the_onnxruntime_of_python_3_10(
     yolo = assets_dir / "models" / "yolov8n-seg_int8_320.onnx"
     result = _load_under(onnxruntime_1_23, yolo, None, "x86_64")
     assert "int8 convolutions run in float" in result.get("loaded", ""), result
+
+
+def test_the_int8_yolo_model_loads_on_arm_under_the_onnxruntime_of_python_3_10(
+    onnxruntime_1_23: Path, assets_dir: Path
+) -> None:
+    """On ARM the float rewrite is off by default (int8 kernels may win there), and onnxruntime < 1.24 has
+    none for int8 weights: on a Jetson with JetPack 6 the model did not load."""
+    yolo = assets_dir / "models" / "yolov8n-seg_int8_320.onnx"
+    result = _load_under(onnxruntime_1_23, yolo, None, "aarch64")
+    assert "int8 convolutions run in float" in result.get("loaded", ""), result
+
+
+def test_int8_convolutions_kept_where_onnxruntime_has_no_kernel_for_them_is_one_line_saying_what_to_set(
+    onnxruntime_1_23: Path, assets_dir: Path
+) -> None:
+    yolo = assets_dir / "models" / "yolov8n-seg_int8_320.onnx"
+    error = _load_under(onnxruntime_1_23, yolo, False, "aarch64").get("error", "")
+    assert "\n" not in error
+    assert "onnxruntime 1.23.2 has no ConvInteger kernel for int8 weights (from 1.24)" in error, error
+    assert error.endswith("leave model.float_convs unset or set it true (they then run in float)"), error

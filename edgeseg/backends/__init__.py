@@ -29,7 +29,7 @@ class InferenceOptions:
     """How to run a model: ``backend`` name, ONNX Runtime ``providers`` (empty = CPU), intra-op ``threads``
     (0 = one per usable core), whether idle intra-op threads ``spin`` (None = only where cores are left
     over for them), whether dynamically quantized convolutions run as float ones (``float_convs``, None =
-    with ONNX Runtime on an x86-64 CPU, with TensorRT always; see :mod:`edgeseg.floatconv`),
+    with ONNX Runtime on an x86-64 CPU or before 1.24, with TensorRT always; see :mod:`edgeseg.floatconv`),
     ``fp16`` TensorRT engines, and where TensorRT engines are cached."""
 
     backend: str = "onnxruntime"

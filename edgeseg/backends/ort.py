@@ -28,6 +28,9 @@ _LOG_SEVERITY = 3
 _SHRINK_ARENA = ort.RunOptions()
 _SHRINK_ARENA.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 _CPU = "CPUExecutionProvider"
+# onnxruntime's ConvInteger takes int8 weights (quantize_dynamic's default) from 1.24 (microsoft/onnxruntime
+# #26585); before, only uint8 ones, and 1.23 is the last release for Python 3.10 (JetPack 6)
+_INT8_CONV_SINCE = (1, 24)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,12 @@ def check_providers(requested: tuple[str, ...]) -> list[str]:
                 f"(available: {', '.join(available)}){hint}"
             )
     return wanted
+
+
+def _int8_conv_kernel() -> bool:
+    """Whether this onnxruntime runs ConvInteger with int8 weights."""
+    version = tuple(int(v) for v in ort.__version__.split(".")[:2] if v.isdigit())
+    return version >= _INT8_CONV_SINCE
 
 
 def thread_plan(threads: int, spin: bool | None, cores: int) -> tuple[int, bool]:
@@ -121,6 +130,12 @@ class OrtBackend:
             return ort.InferenceSession(model, sess_options=so, providers=self._providers), float_convs
         except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "ConvInteger" in first and not _int8_conv_kernel():
+                raise ModelError(
+                    f"model {self.card.name!r}: onnxruntime {ort.__version__} has no ConvInteger kernel for "
+                    f"int8 weights (from {'.'.join(map(str, _INT8_CONV_SINCE))}), which {self._path.name} "
+                    "has: leave model.float_convs unset or set it true (they then run in float)"
+                ) from None
             raise ModelError(f"model {self.card.name!r}: cannot load {self._path}: {first}") from None
 
     def _use(self, session: ort.InferenceSession, float_convs: int, threads: int, spin: bool) -> None:
@@ -176,8 +191,11 @@ class OrtBackend:
     def _model(self, path: Path, float_convs: bool | None, providers: list[str]) -> tuple[str | bytes, int]:
         """What the session loads: the file's path, or its bytes with its dynamically quantized convolutions
         made float ones, and how many were (see :mod:`edgeseg.floatconv`)."""
-        if float_convs is None:  # measured on x86-64 only: elsewhere, int8 kernels may win
-            float_convs = platform.machine().lower() in ("x86_64", "amd64") and providers == [_CPU]
+        if (
+            float_convs is None
+        ):  # measured on x86-64 only: elsewhere int8 kernels may win, where there are any
+            x86 = platform.machine().lower() in ("x86_64", "amd64")
+            float_convs = (x86 and providers == [_CPU]) or not _int8_conv_kernel()
         if not float_convs:
             return str(path), 0
         try:
