@@ -168,13 +168,20 @@ def check_imx500(
     states: list[str] = []
     done = threading.Event()
 
-    def watch() -> None:  # the upload holds read() for minutes: show its progress as it goes
+    def watch() -> None:
+        """The upload holds read() for minutes: show its progress as it goes, and end it at the deadline (the
+        source holds back every frame until a result comes, so a network that never gives one would hold
+        read() for ever; closed, read() returns None)."""
         while True:
             state = source.stats.state
             if state not in states:
                 states.append(state)
                 print(f"  {state}", flush=True)
-            if done.wait(1.0):
+            left = started + timeout_s - time.monotonic()
+            if left <= 0:
+                source.close()
+                return
+            if done.wait(min(1.0, left)):
                 return
 
     started = time.monotonic()
@@ -188,11 +195,11 @@ def check_imx500(
         source.close()
     upload = [s for s in states if s.startswith("uploading")]
     report.add(
-        f"network {config.source.imx500_network} on {source.uri}: first result after "
+        f"network {config.source.imx500_network} on {source.uri}: {'first' if got else 'no'} result after "
         f"{time.monotonic() - started:.1f} s ({' -> '.join(upload) or 'already loaded'})"
     )
     if len(got) < frames:
-        report.add(f"{len(got)} of {frames} frames with on-sensor results in {timeout_s:.0f} s", ok=False)
+        report.add(f"{len(got)} of {frames} frames with on-sensor results in {timeout_s:g} s", ok=False)
         return report
     _check_tensors(report, model, got)
     _check_crops(report, source.inference_crop, got)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,26 @@ def test_imx500_half_reports_the_upload_shapes_and_crop_and_passes(
     assert "uploading network firmware" in text
     assert "output output0: shapes ['(1, 320, 320)'], the card says (1, 320, 320)" in text
     assert "3 frames decoded: 3 instances" in text
+
+
+def test_imx500_half_fails_when_the_network_gives_no_result_in_its_time(tmp_path: Path) -> None:
+    """The camera held every frame back while no result came (a network that never starts), so read() never
+    returned: the self-test printed the upload state for ever and no report."""
+    world = World(results_from=10**9)
+    reports: list[selftest.Report] = []
+
+    def check() -> None:
+        reports.append(selftest.check_imx500(_aicam(tmp_path), 2, modules=world.modules, timeout_s=0.5))
+
+    checker = threading.Thread(target=check, daemon=True)
+    checker.start()
+    checker.join(30)
+    assert not checker.is_alive()
+    text = reports[0].text()
+    assert ": no result after " in text
+    assert "0 of 2 frames with on-sensor results in 0.5 s  <- FAIL" in text
+    assert text.endswith("FAIL")
+    assert world.cameras_open == 0
 
 
 def test_imx500_half_fails_on_outputs_unlike_the_card(tmp_path: Path) -> None:
