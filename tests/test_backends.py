@@ -57,6 +57,29 @@ def test_unavailable_provider_is_a_config_error_listing_what_is_available(assets
     assert "CPUExecutionProvider" in text
 
 
+def test_a_cuda_provider_lost_to_onnxruntime_installed_over_onnxruntime_gpu_says_so_not_to_install_it(
+    assets_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxruntime-gpu (NVIDIA's wheel on a Jetson) does not count as the onnxruntime edgeseg requires, so pip
+    installs the CPU one too, into the same onnxruntime package: its files win, both distributions stay
+    listed, and the error said to install onnxruntime-gpu, which is installed. The stand-in: the metadata
+    onnxruntime-gpu leaves beside this venv's onnxruntime."""
+    gpu = tmp_path / "onnxruntime_gpu-1.23.0.dist-info"
+    gpu.mkdir()
+    (gpu / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 1.23.0\n")
+    monkeypatch.setattr(sys, "path", [*sys.path, str(tmp_path)])
+    with pytest.raises(ConfigError) as info:
+        Model.load(
+            assets_dir / "models" / f"{SINET}.onnx", InferenceOptions(providers=("CUDAExecutionProvider",))
+        )
+    text = _one_line(info.value)
+    assert "install onnxruntime-gpu for" not in text
+    assert "onnxruntime and onnxruntime-gpu are both installed" in text
+    assert text.endswith(
+        "pip uninstall -y onnxruntime onnxruntime-gpu, then install onnxruntime-gpu alone)"
+    ), text
+
+
 def test_missing_model_file_is_one_line_model_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError) as info:
         Model.load(tmp_path / "nothing.onnx")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import logging
 import platform
 from pathlib import Path
@@ -41,7 +42,7 @@ def check_providers(requested: tuple[str, ...]) -> list[str]:
     wanted = list(requested) or [_CPU]
     for p in wanted:
         if p not in available:
-            hint = " (install onnxruntime-gpu for CUDA/TensorRT)" if p != _CPU else ""
+            hint = f" ({_gpu_build_hint()})" if p != _CPU else ""
             raise ConfigError(
                 f"model.providers: {p!r} is not available in this onnxruntime "
                 f"(available: {', '.join(available)}){hint}"
@@ -53,6 +54,21 @@ def _int8_conv_kernel() -> bool:
     """Whether this onnxruntime runs ConvInteger with int8 weights."""
     version = tuple(int(v) for v in ort.__version__.split(".")[:2] if v.isdigit())
     return version >= _INT8_CONV_SINCE
+
+
+def _gpu_build_hint() -> str:
+    """What to do for a GPU provider this onnxruntime lacks. onnxruntime-gpu (NVIDIA's wheel on a Jetson) does
+    not count as the ``onnxruntime`` edgeseg requires, so pip installs that one too, into the same
+    ``onnxruntime`` package: the files of the one installed last are the ones imported."""
+    try:
+        importlib.metadata.distribution("onnxruntime-gpu")
+        importlib.metadata.distribution("onnxruntime")
+    except importlib.metadata.PackageNotFoundError:
+        return "install onnxruntime-gpu for CUDA/TensorRT"
+    return (
+        "onnxruntime and onnxruntime-gpu are both installed, into one onnxruntime package, and this one has "
+        "no GPU: pip uninstall -y onnxruntime onnxruntime-gpu, then install onnxruntime-gpu alone"
+    )
 
 
 def thread_plan(threads: int, spin: bool | None, cores: int) -> tuple[int, bool]:
