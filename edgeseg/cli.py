@@ -1,7 +1,8 @@
 """The ``edgeseg`` command: ``run``, ``bench``, ``eval``, ``doctor``, ``pipelines``, ``mqtt``, ``selftest``.
 
 Errors that edgeseg raises on purpose (:class:`~edgeseg.errors.EdgesegError`) end the command with one line
-``edgeseg: error: ...`` on stderr and exit code 2. Nothing else in the package prints or exits.
+``edgeseg: error: ...`` on stderr and exit code 2, or 4 for a failure at run time that a restart may fix
+(:class:`~edgeseg.errors.TransientError`). Nothing else in the package prints or exits.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from edgeseg import __version__, logtally
 from edgeseg.cliconfig import add_pipeline_args, bundled_pipelines, load_pipeline, pipeline_path
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, TransientError
 from edgeseg.journal import (
     Formatter,
     Handler,
@@ -54,13 +55,15 @@ log = logging.getLogger("edgeseg")
 EXIT_OK = 0  # finished: the source ended, --max-frames was reached, or SIGTERM stopped it cleanly
 EXIT_USAGE = 2  # bad usage, configuration or input: one line on stderr
 EXIT_LOST = 3  # something accepted was lost (the summary says what and where); wins over 0 and 130
+EXIT_TRANSIENT = 4  # failed at run time (a camera gone, a port held), a restart may fix it: one line
 EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), during start-up or mid-run
 WEB_DEFAULT = "127.0.0.1:8080"
 JOURNAL_SUMMARY_S = 60.0  # into the journal, the figures line at most this often: months of lines add up
 EXIT_CODES = (
     "exit status: 0 finished (also when stopped by SIGTERM); 2 bad usage, configuration or input; "
     "3 something accepted was lost: results a sink took and could not write, or input frames damaged, "
-    "skipped or failed (the summary says what and where; 3 wins over 0 and 130); 130 interrupted by SIGINT; "
+    "skipped or failed (the summary says what and where; 3 wins over 0 and 130); 4 failed at run time, a "
+    "restart may fix it (a live source that gave up, the web page's port in use); 130 interrupted by SIGINT; "
     "doctor PIPELINE: 1 when a need is missing; selftest: 1 when it ends FAIL"
 )
 
@@ -683,7 +686,7 @@ def main(argv: Sequence[str] | None = None, held: Held | None = None) -> int:
     except EdgesegError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         say(f"error: {message}", logging.ERROR)
-        return EXIT_USAGE
+        return EXIT_TRANSIENT if isinstance(exc, TransientError) else EXIT_USAGE
     except KeyboardInterrupt:
         say("interrupted", logging.WARNING)
         return EXIT_INTERRUPTED

@@ -11,6 +11,12 @@ class EdgesegError(Exception):
     """Base class of every error edgeseg raises on purpose."""
 
 
+class TransientError(EdgesegError):
+    """A failure at run time that a restart may well fix (the camera plugged in again, memory back, the port
+    freed by the instance before): the command exits 4, which systemd restarts, where it does not restart 2
+    (bad usage, configuration or input, which only an edit fixes)."""
+
+
 class InputError(EdgesegError, ValueError):
     """An array or value handed to a public function is malformed (dtype, rank, range)."""
 
@@ -25,6 +31,15 @@ class ModelError(EdgesegError):
 
 class SourceError(EdgesegError):
     """A frame source cannot be opened or has failed for good."""
+
+
+class SourceGoneError(SourceError, TransientError):
+    """A live source gave up: no frame for ``source.reconnect_timeout_s``."""
+
+
+class SessionLostError(ModelError, TransientError):
+    """A model's session, made at start, could not be made again mid-run (with another thread count, then
+    with the one it had)."""
 
 
 class SinkError(EdgesegError):

@@ -236,6 +236,18 @@ def test_shipped_unit_files_are_what_the_package_installs() -> None:
         assert (REPO / "systemd" / name).read_text() == unit_file(name)
 
 
+def test_the_unit_keeps_only_status_2_from_a_restart_and_readme_and_help_list_the_same_statuses() -> None:
+    """2 (bad usage, configuration, input) is what a restart cannot fix; a run-time failure (4: a source
+    that gave up, the port in use) had exited 2 too, and systemd never restarted it."""
+    from edgeseg import cli
+
+    assert re.findall(r"^RestartPreventExitStatus=(.*)$", unit_file("edgeseg@.service"), re.M) == ["2"]
+    statuses = [cli.EXIT_OK, cli.EXIT_USAGE, cli.EXIT_LOST, cli.EXIT_TRANSIENT, cli.EXIT_INTERRUPTED]
+    readme = (REPO / "README.md").read_text(encoding="utf-8").split("### Exit status", 1)[1]
+    assert [int(n) for n in re.findall(r"^\| `(\d+)` \|", readme, re.M)] == statuses
+    assert {int(n) for n in re.findall(r"(?:^exit status: |; )(\d+) ", cli.EXIT_CODES)} == set(statuses)
+
+
 def test_prepare_loads_the_demo_model_and_exits_0() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "edgeseg", "service", "prepare", str(DEMO)],

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from edgeseg import threadplan
 from edgeseg.backends import InferenceOptions
 from edgeseg.backends.ort import OrtBackend
-from edgeseg.errors import ModelError
+from edgeseg.errors import ModelError, SessionLostError, TransientError
 from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
 from edgeseg.live import Snapshot
@@ -343,6 +343,29 @@ def test_a_session_that_cannot_be_remade_leaves_the_running_one(tmp_path: Path) 
     assert backend.threads == 2
     assert "2 threads" in backend.description
     backend.run_tensor(np.zeros(backend.card.input.shape, np.uint8))
+    model.close()
+
+
+def test_a_session_that_cannot_be_made_again_with_either_thread_count_is_a_failure_a_restart_may_fix(
+    tmp_path: Path,
+) -> None:
+    """The file made a session at start; failing now, neither its thread count nor the one before, is no
+    configuration error (exit 2, which the unit does not restart) but a failure a restart may fix (exit 4)."""
+    model_file = tmp_path / "demo-parts.onnx"
+    shutil.copy(DEMO_MODEL, model_file)
+    shutil.copy(DEMO_MODEL.with_suffix(".yaml"), tmp_path / "demo-parts.yaml")
+    model = Model.load(model_file, InferenceOptions(threads=2))
+    backend = model.backend
+    assert isinstance(backend, OrtBackend)
+    # rewritten in place with its size and time kept: the file the backend checks it against is "the same",
+    # and no session can be made of it (a real onnxruntime failure, as one out of memory would be)
+    st = model_file.stat()
+    with model_file.open("r+b") as f:
+        f.write(bytes(st.st_size))
+    os.utime(model_file, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(SessionLostError, match=r"^model 'demo-parts': cannot load ") as err:
+        backend.set_threads(1)
+    assert isinstance(err.value, TransientError)
     model.close()
 
 

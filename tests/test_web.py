@@ -644,15 +644,34 @@ def test_the_sink_is_off_unless_listen_is_set_and_ipv6_loopback_works() -> None:
         sink.close()
 
 
-def test_a_port_in_use_is_a_config_error_naming_the_key_at_start() -> None:
+def test_a_port_in_use_at_start_ends_the_run_with_one_line_naming_the_key_and_status_4(
+    tmp_path: Path,
+) -> None:
+    """The port's holder (the instance before, still closing) may be gone by a restart: status 4, which the
+    unit restarts (it was 2, which RestartPreventExitStatus= keeps from being restarted)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        with pytest.raises(
-            ConfigError, match=rf"^sinks\.web\.listen: cannot listen on 127\.0\.0\.1:{port}: "
-        ):
-            create(WebSinkConfig(listen=f"127.0.0.1:{port}"), SinkContext())
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeseg", "run", str(DEMO), "--max-frames", "5", "--web",
+             f"127.0.0.1:{port}"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"edgeseg: error: sinks.web.listen: cannot listen on 127.0.0.1:{port}: ")
+    assert line.lower().endswith("address already in use")
+
+
+def test_an_address_the_machine_lacks_is_a_config_error_naming_the_key_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("EDGESEG_WEB_TOKEN", TOKEN)
+    with pytest.raises(ConfigError, match=r"^sinks\.web\.listen: cannot listen on 192\.0\.2\.1:"):
+        create(WebSinkConfig(listen="192.0.2.1:8080"), SinkContext())
 
 
 def test_without_aiohttp_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:

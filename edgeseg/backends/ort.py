@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from edgeseg import floatconv
 from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, Outputs
-from edgeseg.errors import ConfigError, ModelError
+from edgeseg.errors import ConfigError, ModelError, SessionLostError
 from edgeseg.malloc import release_free_memory
 from edgeseg.modelcard import ModelCard, check_yolo_seg_outputs
 from edgeseg.preprocess import Prepared
@@ -176,7 +176,8 @@ class OrtBackend:
         """Re-make the session with ``threads`` intra-op threads, not spinning unless ``model.spin`` says so
         (the cores they leave are the other stages'), and warm it up. Call it between frames, on the thread
         that runs them. Where the model file changed on disk since it was loaded, nothing changes (and
-        ``threads`` says so); ModelError where the file could be loaded again with neither thread count."""
+        ``threads`` says so); SessionLostError where the file could be loaded again with neither thread
+        count."""
         try:
             same = _identity(self._path) == self._file
         except OSError:
@@ -201,7 +202,12 @@ class OrtBackend:
             self._use(*self._session(*planned), *planned)
         except ModelError as exc:
             log.warning("%s; inference goes on with %d threads", exc, previous[0])
-            self._use(*self._session(*previous), *previous)
+            try:
+                self._use(*self._session(*previous), *previous)
+            except ModelError as again:
+                # the same file (checked above) made a session at start: what fails now (memory, most
+                # likely) may not after a restart, and a file that is really broken fails that start
+                raise SessionLostError(str(again)) from None
         self._warm_up()
 
     def _model(self, path: Path, float_convs: bool | None, providers: list[str]) -> tuple[str | bytes, int]:

@@ -2,7 +2,8 @@
 live setting (the same control point as MQTT's ``config/*``), with Save and Reset.
 
 Built on aiohttp (an extra: ``pip install 'edgeseg[web]'``), served from a thread of its own with its own
-asyncio loop, bound before the first frame (a port in use is a :class:`ConfigError` at start).
+asyncio loop, bound before the first frame (at start, an address it cannot listen on is a
+:class:`ConfigError`, a port in use a :class:`~edgeseg.errors.TransientError`).
 
 Routes: ``GET /`` the page (no external resources: it works offline; ``GET /favicon.ico`` a 204, no icon),
 ``GET /stream`` the MJPEG stream (``multipart/x-mixed-replace``), ``GET /api/state`` figures,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hmac
 import importlib.resources
 import logging
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from edgeseg.errors import ConfigError, EdgesegError
+from edgeseg.errors import ConfigError, EdgesegError, TransientError
 from edgeseg.frame import Result
 from edgeseg.live import Outcome, Tunable, parse_request
 from edgeseg.logtally import said
@@ -137,7 +138,12 @@ class WebSink:
         if exc is not None:
             self._thread.join(STOP_TIMEOUT_S)
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ConfigError(f"sinks.web.listen: cannot listen on {config.listen}: {why}") from None
+            message = f"sinks.web.listen: cannot listen on {config.listen}: {why}"
+            if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+                # the port's holder (most often the instance before this one, still closing) may be gone
+                # by a restart, where an address the machine lacks or a port refused to us are not
+                raise TransientError(message) from None
+            raise ConfigError(message) from None
         guard = (
             "loopback only, no token"
             if self._token is None

@@ -3,7 +3,7 @@
 A subclass says how to connect, grab one image and disconnect; this class owns the rest: the first connect
 may fail (the camera is plugged in later, the stream comes up later) and a dropped device is reconnected
 after ``initial_s, 2·initial_s, …, max_s`` seconds until a frame comes, ``close()`` is called, or
-``give_up_after_s`` pass without a frame (then ``read()`` raises :class:`~edgeseg.errors.SourceError`).
+``give_up_after_s`` pass without a frame (then ``read()`` raises :class:`~edgeseg.errors.SourceGoneError`).
 Waits are interruptible, and a device call in flight is never torn down from under the reading thread.
 
 Every failure is logged at WARNING with its reason and the next attempt, throttled so that a camera unplugged
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from edgeseg.errors import SourceError
+from edgeseg.errors import SourceGoneError
 from edgeseg.frame import Frame
 from edgeseg.geometry import FULL_ROI, Roi
 from edgeseg.sources import SourceStats, backoff_delays
@@ -240,13 +240,13 @@ class LiveSource(ABC):
         return f"{doing} ({', '.join(details)})" if details else doing
 
     def _back_off(self, reason: str) -> None:
-        """Wait before the next attempt, or raise SourceError when the source has been silent too long."""
+        """Wait before the next attempt, or raise SourceGoneError when the source has been silent too long."""
         silent_s = time.monotonic() - self._last_frame
         limit = self._give_up_after_s
         k = self._tries
         if limit is not None and silent_s >= limit:
             self._state = f"gave up after {silent_s:.0f} s without a frame (last error: {reason})"
-            raise SourceError(
+            raise SourceGoneError(
                 f"source {self.uri!r}: no frame for {silent_s:.1f} s, {k} connection attempt(s) failed, "
                 f"last error: {reason} (giving up after source.reconnect_timeout_s = {limit:g} s)"
             )
