@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
@@ -466,7 +466,7 @@ def _run_with(args: argparse.Namespace, signals: _Signals, notifier: Notifier, h
         raise pipeline.error
     reports = pipeline.reports()
     source = pipeline.source.stats
-    lost = sum(r.lost for r in reports) + source.lost + sum(_failed_stages(stats).values())
+    lost = losses(stats, source, dict(zip(pipeline.sinks, reports, strict=True)))
     how = {int(signal.SIGINT): "interrupted (SIGINT)", int(signal.SIGTERM): "stopped (SIGTERM)"}.get(
         signals.received or 0, "done"
     )
@@ -504,17 +504,29 @@ def _failed_stages(stats: PipelineStats) -> dict[str, int]:
     return {k: n for k, n in stats.bad_frames.items() if n and not k.startswith(("sink:", STREAM_PREFIX))}
 
 
+def losses(stats: PipelineStats, source: SourceStats, reports: Mapping[str, SinkReport]) -> dict[str, int]:
+    """What the run lost, by kind, for the summary's head: input frames (the source's and those a stage
+    failed on) and, by sink, what each took and could not deliver (results, video frames, MQTT messages:
+    its own lines say which)."""
+    kinds = {"input frames": source.lost + sum(_failed_stages(stats).values())}
+    kinds |= {f"at {name}": report.lost for name, report in reports.items()}
+    return {kind: n for kind, n in kinds.items() if n}
+
+
 def summary(
     stats: PipelineStats,
     source: SourceStats,
     reports: Sequence[SinkReport],
     how: str,
-    lost: int,
+    lost: Mapping[str, int],
     lossless: Collection[str] = (),
 ) -> list[str]:
     """The lines printed at the end of a run: what was done, what was written where, what was lost
-    (``lossless``: the sinks whose queue's drops are losses, each in its report, not drops by design)."""
-    outcome = f"{how}, {lost} LOST" if lost else how
+    (``lost``: by kind, see :func:`losses`; ``lossless``: the sinks whose queue's drops are losses, each in
+    its report, not drops by design)."""
+    # the total alone read as frames ("122 LOST: 92 frames processed") where it added frames and results
+    kinds = ", ".join(f"{n} {kind}" for kind, n in lost.items() if n)
+    outcome = f"{how}, {sum(lost.values())} LOST ({kinds})" if kinds else how
     head = (
         f"{outcome}: {stats.frames_done} frames processed of {stats.frames_read} read in "
         f"{stats.elapsed_s:.1f} s"

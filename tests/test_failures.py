@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,7 +169,7 @@ def test_a_full_disk_under_jsonl_loses_whole_lines_only_and_exits_3(
     assert 0 < len(records) < 60
     lost = 60 - len(records)
     assert f"jsonl: LOST {lost} results it failed on (last error: cannot write {out}" in done.stdout
-    assert done.stdout.startswith(f"done, {lost} LOST: 60 frames processed of 60 read")
+    assert done.stdout.startswith(f"done, {lost} LOST ({lost} at jsonl): 60 frames processed of 60 read")
     assert "Traceback" not in done.stderr
     assert "No space left on device" in done.stderr or "File too large" in done.stderr
 
@@ -187,8 +188,29 @@ def test_a_jsonl_file_deleted_mid_run_is_reported_lost_and_exits_3(tmp_path: Pat
     assert proc.returncode == 3, stderr
     written = int(stdout.split("jsonl: ")[1].split()[0])
     assert f"jsonl: LOST {written} results: {out} was deleted during the run" in stdout
-    assert stdout.startswith(f"stopped (SIGTERM), {written} LOST: ")
+    assert stdout.startswith(f"stopped (SIGTERM), {written} LOST ({written} at jsonl): ")
     assert "Traceback" not in stderr
+
+
+def test_the_summarys_head_splits_what_was_lost_into_input_frames_and_each_sinks_losses(
+    tmp_path: Path,
+) -> None:
+    """An undecodable image and results a sink could not write: the head's one number, "4 LOST: 3 frames
+    processed of 3 read", read as more frames lost than were read."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    (frames / "002.png").write_bytes(b"not a png")
+    (tmp_path / "out.jsonl").symlink_to("/dev/full")  # every write fails: ENOSPC
+    done = edgeseg("run", "--source", str(frames), "--output", "out.jsonl", cwd=tmp_path)
+    assert done.returncode == 3, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("done, 4 LOST (1 input frames, 3 at jsonl): 3 frames processed of 3 read")
+    # the lines below still say what each is
+    assert "source: LOST 1 frames that could not be decoded (skipped; see the log)" in lines
+    assert any(line.startswith("jsonl: LOST 3 results it failed on") for line in lines), lines
 
 
 def test_json_lines_to_a_fifo_another_process_reads_are_delivered_not_reported_lost(tmp_path: Path) -> None:

@@ -449,6 +449,6 @@ def test_the_summary_does_not_call_the_results_a_lossless_sinks_queue_could_not_
     stats, reports = pipe.stats(), pipe.reports()
     lost = sum(r.lost for r in reports)
     assert lost == stats.drops["sink:spool"] == 30 - len(sink.got) > 0
-    lines = summary(stats, pipe.source.stats, reports, "done", lost, lossless=("spool",))
+    lines = summary(stats, pipe.source.stats, reports, "done", {"at spool": lost}, lossless=("spool",))
     assert f"spool: LOST {lost} results its queue could not hold (the sink was stuck)" in lines
     assert not any("not lost" in line for line in lines), lines
