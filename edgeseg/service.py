@@ -38,8 +38,11 @@ HOST_DROPIN = "50-edgeseg-host.conf"
 JETSON_DROPIN = "60-edgeseg-jetson.conf"
 # what edgeseg.mqtt.broker and edgeseg.sinks.web read from $CREDENTIALS_DIRECTORY
 CREDENTIALS = ("mqtt-username", "mqtt-password", "mqtt-ca", "mqtt-cert", "mqtt-key", "web-token")
-# groups that only some boards have (Pi 5, Jetson): systemd fails the start (216/GROUP) on an unknown one
-OPTIONAL_GROUPS = ("render",)
+# groups that only some boards have (Pi 5, Jetson): systemd fails the start (216/GROUP) on an unknown one;
+# each with the kernel device group of the nodes it is for, which the unit's DevicePolicy=closed would refuse
+# the group or not: /dev/dri/renderD* are "drm" in /proc/devices (the kernel's drivers/gpu/drm/drm_drv.c:
+# register_chrdev(DRM_MAJOR, "drm", ...)). char-drm takes in /dev/dri/card* too, whose file modes then decide
+OPTIONAL_GROUPS = {"render": "char-drm"}
 # device nodes without a kernel device group of their own; systemd 252 warns at every start for a missing path
 OPTIONAL_NODES = ("/dev/vchiq",)
 # what ProtectHome= hides
@@ -172,6 +175,7 @@ def host_dropin(layout: Layout) -> str | None:
     lines = ["# written by `edgeseg service install` for what this machine has", "[Service]"]
     if groups:
         lines.append(f"SupplementaryGroups={' '.join(groups)}")
+    lines += [f"DeviceAllow={OPTIONAL_GROUPS[g]} rw" for g in groups]
     lines += [f"DeviceAllow={n} rw" for n in nodes]
     return "\n".join(lines) + "\n"
 

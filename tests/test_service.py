@@ -225,6 +225,22 @@ def test_render_group_is_added_only_where_the_root_has_it(tmp_path: Path) -> Non
     assert "SupplementaryGroups=render" in host.read_text()
 
 
+@needs_analyze
+def test_the_render_group_comes_with_its_device_nodes_allowed_past_device_policy_closed(
+    tmp_path: Path,
+) -> None:
+    """The group is for /dev/dri/renderD*, which DevicePolicy=closed refused without a DeviceAllow= for them:
+    "drm" in /proc/devices (the kernel's drivers/gpu/drm/drm_drv.c, register_chrdev(DRM_MAJOR, "drm"))."""
+    _group_file(tmp_path, "video:x:44:\nrender:x:105:\n")
+    _install(tmp_path)
+    host = tmp_path / "etc/systemd/system/edgeseg@.service.d/50-edgeseg-host.conf"
+    lines = host.read_text().splitlines()
+    assert "SupplementaryGroups=render" in lines
+    assert "DeviceAllow=char-drm rw" in lines
+    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
+    assert (done.returncode, done.stderr) == (0, "")
+
+
 def test_home_binds_are_the_outermost_folders_under_a_home(tmp_path: Path) -> None:
     home = tmp_path / "home"
     paths = [home / "pi/venv", home / "pi/venv/lib", home / "pi/models", Path("/usr/lib"), home]
