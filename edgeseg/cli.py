@@ -23,7 +23,6 @@ from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from edgeseg import __version__, logtally
-from edgeseg.cliconfig import add_pipeline_args, bundled_pipelines, load_pipeline, pipeline_path
 from edgeseg.errors import EdgesegError, TransientError
 from edgeseg.journal import (
     Formatter,
@@ -39,16 +38,18 @@ from edgeseg.journal import (
 )
 from edgeseg.malloc import tune_malloc
 from edgeseg.procmem import Resident, resident
-from edgeseg.stats import STALE_S, STREAM_PREFIX, PipelineStats
-from edgeseg.threadplan import serial_opencv
 
+# numpy, OpenCV and the config's modules are imported where used, not here: an install made before
+# edgeseg.launch runs `from edgeseg.cli import entry` as its console script, and entry() holds the signals
+# only once this module has loaded (tests/test_cli.py: "old console script")
 if TYPE_CHECKING:
-    from edgeseg.launch import Held
     from edgeseg.live import Outcome
     from edgeseg.pipeline import Pipeline
     from edgeseg.sdnotify import Notifier
+    from edgeseg.signalhold import Held
     from edgeseg.sinks import SinkReport
     from edgeseg.sources import SourceStats
+    from edgeseg.stats import PipelineStats
 
 log = logging.getLogger("edgeseg")
 
@@ -69,6 +70,8 @@ EXIT_CODES = (
 
 
 def _parser() -> argparse.ArgumentParser:
+    from edgeseg.cliconfig import add_pipeline_args
+
     parser = argparse.ArgumentParser(
         prog="edgeseg",
         description="Real-time instance segmentation on edge devices: camera to published results.",
@@ -253,6 +256,8 @@ def status_text(
     """The progress line: frames (of the total), rate, latency, ETA, resident memory; the source's state
     while it is not delivering (``waiting for source (attempt 3, last error: ...)``). Nothing unmeasured is
     shown."""
+    from edgeseg.stats import STALE_S
+
     done = stats.frames_done
     parts = [f"{done}/{total} frames ({min(done / total, 1):.0%})" if total else f"{done} frames"]
     if done and stats.idle_s > STALE_S:
@@ -400,6 +405,7 @@ def _run_with(args: argparse.Namespace, signals: _Signals, notifier: Notifier, h
         for signum in [] if held is None else held.stops():
             signal.raise_signal(signum)
         # imported under the handlers (a SIGTERM while they load is a clean stop, not death by it)
+        from edgeseg.cliconfig import load_pipeline, pipeline_path
         from edgeseg.control import ControlSetup, describe_tuning
         from edgeseg.evaluate import AccuracySink
         from edgeseg.pipeline import Pipeline
@@ -501,6 +507,8 @@ def _run_with(args: argparse.Namespace, signals: _Signals, notifier: Notifier, h
 def _failed_stages(stats: PipelineStats) -> dict[str, int]:
     """Frames a stage raised on, by stage: lost (a sink's failures are in its report; a stream stage's
     result went on without its work)."""
+    from edgeseg.stats import STREAM_PREFIX
+
     return {k: n for k, n in stats.bad_frames.items() if n and not k.startswith(("sink:", STREAM_PREFIX))}
 
 
@@ -549,6 +557,8 @@ def summary(
         if stats.discarded:
             parts.append(f"discarded at stop: {stats.discarded}")
         lines.append("; ".join(parts) + " (not lost: a live source keeps the newest frame)")
+    from edgeseg.stats import STREAM_PREFIX
+
     skipped = {
         k.removeprefix(STREAM_PREFIX): n for k, n in stats.bad_frames.items() if k.startswith(STREAM_PREFIX)
     }
@@ -592,6 +602,8 @@ def _source_lines(source: SourceStats) -> list[str]:
 
 
 def _pipelines(args: argparse.Namespace) -> int:
+    from edgeseg.cliconfig import bundled_pipelines
+
     for name, path in bundled_pipelines().items():
         about = ""
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -681,6 +693,8 @@ def _printable_stdout() -> None:
 def main(argv: Sequence[str] | None = None, held: Held | None = None) -> int:
     """Entry point of ``edgeseg`` and ``python -m edgeseg``; returns the exit code. ``held``: the signals
     :mod:`edgeseg.launch` held while the command loaded, handed over here."""
+    from edgeseg.threadplan import serial_opencv
+
     _standard_streams()
     tune_malloc()
     serial_opencv()
@@ -740,8 +754,12 @@ def entry(held: Held | None = None) -> NoReturn:
     thread still inside a device or codec call (a read left behind after its grace, see
     :meth:`Pipeline.wait`) would abort a normal exit in the C++ runtime's teardown ("terminate called
     without an active exception", SIGABRT) and the exit code would be lost: the process then ends without
-    that teardown, once everything has been written."""
-    code = main(held=held)
+    that teardown, once everything has been written. ``held`` None: called as the console script of an
+    install made before :mod:`edgeseg.launch` (``edgeseg.cli:entry``, until ``pip install`` runs again),
+    whose hold starts here: this module's own import loads nothing heavy."""
+    from edgeseg.signalhold import Held
+
+    code = main(held=Held() if held is None else held)
     # the command is over and its status decided: a stop signal now (a repeated Ctrl-C, a supervisor's second
     # SIGTERM) has nothing left to stop, and would only replace that status (3 for a loss) with its own
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

@@ -597,10 +597,17 @@ def test_a_sigterm_as_the_pipeline_starts_stops_its_threads_and_finalizes_its_ou
     assert [t.name for t in threading.enumerate() if t.name.startswith("edgeseg-")] == []
 
 
-# the two ways the command starts: `python -m edgeseg` and the console script (setup.cfg's entry point)
+# the ways the command starts: `python -m edgeseg`, the console script (setup.cfg's entry point), and the
+# console script of an install made before edgeseg.launch, which stays until `pip install` runs again (pip's
+# script template: `from edgeseg.cli import entry` ... `sys.exit(entry())`)
 COMMANDS = {
     "python -m edgeseg": [sys.executable, "-m", "edgeseg"],
     "console script": [sys.executable, "-c", "from edgeseg.launch import entry; entry()"],
+    "old console script": [
+        sys.executable,
+        "-c",
+        "import sys; from edgeseg.cli import entry; sys.exit(entry())",
+    ],
 }
 
 
