@@ -473,8 +473,10 @@ def _run_with(args: argparse.Namespace, signals: _Signals, notifier: Notifier, h
     reports = pipeline.reports()
     source = pipeline.source.stats
     lost = losses(stats, source, dict(zip(pipeline.sinks, reports, strict=True)))
+    # a run a failure ended (its error follows the summary, with status 4, 2 or 3) is not "done"
+    ended = "done" if pipeline.error is None else "failed"
     how = {int(signal.SIGINT): "interrupted (SIGINT)", int(signal.SIGTERM): "stopped (SIGTERM)"}.get(
-        signals.received or 0, "done"
+        signals.received or 0, ended
     )
     lossless = [name for name, sink in pipeline.sinks.items() if isinstance(sink, LosslessSink)]
     with _unless_stdout_gone():  # (the exit status below still says what was lost)

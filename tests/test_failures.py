@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from mjpeg import MjpegServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -313,6 +314,26 @@ def test_a_stream_that_never_answers_is_retried_then_given_up_with_the_reason_an
     assert f"rtsp://127.0.0.1:{port}/x" in last
     assert "nan" not in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_a_run_its_source_gave_up_on_mid_run_says_failed_not_done_before_its_error(
+    tmp_path: Path, mjpeg_server: MjpegServer
+) -> None:
+    """The summary's head said "done: 44 frames processed ..." above the error and status 4."""
+    proc = spawn(
+        "run", "--source", mjpeg_server.url, "--set", "source.reconnect_timeout_s=1",
+        "--set", "source.reconnect_initial_s=0.2", "--set", "pipeline.stats_interval_s=0.3", cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        wait_for_line(proc.stderr, " fps", timeout=120)  # frames came
+        mjpeg_server.flowing.clear()  # the connection stays open, nothing more is sent
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 4, stderr
+    assert stdout.startswith("failed: "), stdout
+    assert "giving up after source.reconnect_timeout_s" in stderr.strip().splitlines()[-1]
 
 
 def test_under_a_service_manager_a_missing_camera_is_waited_for_and_sigterm_stops_cleanly(
