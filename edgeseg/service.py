@@ -443,20 +443,27 @@ def command(args: argparse.Namespace) -> int:
 
         prepare(load_config(pipeline_path(args.pipeline)))
         return 0
-    if args.service_action == "install":
-        pipeline = pipeline_path(args.pipeline)
-        assert pipeline is not None
-        opts = InstallOptions(
-            args.name,
-            pipeline,
-            Path(args.root),
-            Path(args.bin) if args.bin else None,
-            args.jetson,
-            start=not args.no_start,
-        )
-        lines = install(opts)
-    else:
-        lines = uninstall(args.name, Path(args.root))
+    try:
+        if args.service_action == "install":
+            pipeline = pipeline_path(args.pipeline)
+            assert pipeline is not None
+            opts = InstallOptions(
+                args.name,
+                pipeline,
+                Path(args.root),
+                Path(args.bin) if args.bin else None,
+                args.jetson,
+                start=not args.no_start,
+            )
+            lines = install(opts)
+        else:
+            lines = uninstall(args.name, Path(args.root))
+    except OSError as exc:
+        # the files under /etc, written or removed: most often a user's command without sudo (a traceback)
+        where = f"{exc.filename}: " if exc.filename else ""
+        root = isinstance(exc, PermissionError)
+        hint = f" (run it as root: sudo edgeseg service {args.service_action} ...)" if root else ""
+        raise EdgesegError(f"service {args.service_action}: {where}{exc.strerror or exc}{hint}") from None
     for line in lines:
         print(line)
     return 0

@@ -201,6 +201,32 @@ def test_install_error_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+def test_install_where_it_may_not_write_is_one_line_naming_the_folder_and_exit_status_2(
+    tmp_path: Path,
+) -> None:
+    """Without sudo, /etc/edgeseg could not be made: PermissionError's traceback instead of one line."""
+    root = tmp_path / "root"
+    root.mkdir()
+    if os.geteuid() == 0:  # root writes past permission bits: a read-only file system refuses it too
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(root)], check=True)
+    else:
+        root.chmod(0o555)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeseg", "service", "install", "front-door", "--pipeline", str(DEMO),
+             "--root", str(root), "--no-start"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", "-l", str(root)], check=False)
+        else:
+            root.chmod(0o755)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"edgeseg: error: service install: {root}/etc: "), line
+
+
 def test_credentials_drop_in_lists_only_the_credential_files_that_exist(tmp_path: Path) -> None:
     creds = tmp_path / "etc/edgeseg/credentials/front-door"
     creds.mkdir(parents=True)
