@@ -464,7 +464,8 @@ def _run_with(args: argparse.Namespace, signals: _Signals, notifier: Notifier, h
             if progress.due():
                 progress.show(pipeline.stats(), pipeline.source.stats)
         progress.end()
-        link.stopping("finished")
+        # (systemd keeps the last STATUS= of a unit that ended until its next start)
+        link.stopping("finished" if pipeline.error is None else f"failed: {pipeline.error}")
     finally:
         starting.stop()
     stats = pipeline.stats()

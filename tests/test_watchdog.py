@@ -269,6 +269,30 @@ def test_a_run_on_a_stream_is_ready_pings_while_frames_flow_and_keeps_pinging_wh
     assert out.startswith("stopped (SIGTERM)")
 
 
+def test_a_run_its_source_gave_up_on_tells_the_manager_it_failed_and_why_not_finished(
+    mjpeg_server: MjpegServer, manager: Manager, tmp_path: Path
+) -> None:
+    """STOPPING=1 said STATUS=finished, which systemd shows for the failed unit until its next start."""
+    env = {**os.environ, "NOTIFY_SOCKET": manager.address, "PYTHONUNBUFFERED": "1"}
+    env.pop("JOURNAL_STREAM", None)
+    cmd = [sys.executable, "-m", "edgeseg", "run", "--source", mjpeg_server.url]
+    cmd += ["--set", "source.reconnect_timeout_s=1", "--set", "source.reconnect_initial_s=0.2"]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        manager.wait_for(lambda n: n.fields.get("READY") == "1", timeout_s=60)
+        mjpeg_server.flowing.clear()  # the connection stays open, nothing more is sent
+        _, err = proc.communicate(timeout=60)
+    finally:
+        _reap(proc)
+    assert proc.returncode == 4, err
+    stopping = manager.wait_for(lambda n: n.fields.get("STOPPING") == "1", timeout_s=5)
+    assert stopping.fields["STATUS"].startswith(f"failed: source '{mjpeg_server.url}': no frame for "), (
+        stopping.fields
+    )
+
+
 def test_a_read_blocked_for_longer_than_the_interval_stops_the_pings(
     mjpeg_server: MjpegServer, tmp_path: Path
 ) -> None:
