@@ -223,13 +223,14 @@ def test_a_window_the_user_closes_stops_the_run_and_stays_closed(xvfb: str, tmp_
     assert "stops 1" in out
 
 
+# a 320x240 frame in the window made by SINK (a line that sets ``sink``) until Qt has laid the window out
 ONE_TO_ONE = """
 import time
 import cv2, numpy as np
 from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
 from edgeseg.sinks.display import DisplaySink
-sink = DisplaySink("edgeseg-test")
+SINK
 img = np.full((240, 320, 3), 90, np.uint8)
 inst = Instances.from_crops((240, 320), [1], [0.9], [(20, 20)], [np.ones((30, 40), bool)])
 rect = None
@@ -249,6 +250,6 @@ sink.close()
 def test_the_window_shows_the_frame_at_its_own_size(xvfb: str) -> None:
     # the window was sized to the frame, but Qt's toolbar and status bar took 62 pixels of its height: a
     # 320x240 frame was shown shrunk to 237x178, its labels blurred
-    done = run_python(ONE_TO_ONE, {"DISPLAY": xvfb})
+    done = run_python(ONE_TO_ONE.replace("SINK", 'sink = DisplaySink("edgeseg-test")'), {"DISPLAY": xvfb})
     assert done.returncode == 0, done.stderr
     assert "shown 320 240" in done.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from mqtt_harness import edgeseg_env
-from test_display import xvfb  # noqa: F401  (the fixture)
+from test_display import ONE_TO_ONE, xvfb  # noqa: F401  (the fixture)
 
 from edgeseg.modelcard import find_card
 
@@ -172,6 +172,25 @@ def test_a_step_from_a_value_past_the_trackbars_end_moves_it_one_step_that_way(
     """Set over MQTT past the trackbar's end, a value stepped up in the window fell to the trackbar's end."""
     done = _in_window(STEP_PAST_END, xvfb)
     assert done.stdout.split() == ["up", "1", "down", "-1"], done.stdout
+
+
+TUNE_SINK = """
+from edgeseg.config import load_config
+from edgeseg.control import Control
+from edgeseg.modelcard import find_card
+from edgeseg.sinks.base import SinkContext
+control = Control(load_config(None, env={}), find_card("models/demo-parts.onnx"))
+sink = DisplaySink("edgeseg-test", SinkContext(control=control), tune=True)
+assert len(sink.panel.sliders) >= 3
+"""
+
+
+def test_the_trackbars_grow_the_window_so_the_frame_is_still_shown_at_its_own_size(
+    xvfb: str,  # noqa: F811
+) -> None:
+    """Qt puts the trackbars inside the window sized for the frame: a 320x240 frame was shown at 186x140."""
+    done = _in_window(ONE_TO_ONE.replace("SINK", TUNE_SINK), xvfb)
+    assert "shown 320 240" in done.stdout
 
 
 def _in_window(script: str, display: str) -> subprocess.CompletedProcess[str]:

@@ -166,6 +166,7 @@ class DisplaySink:
             img = np.ascontiguousarray(np.vstack([img, strip]))
         if self._server_gone():
             return
+        opened = False
         if not self._open:
             # GUI_NORMAL: Qt's toolbar and status bar took 62 pixels of the window sized for the frame below,
             # which was then shown shrunk (a 320x240 frame at 237x178)
@@ -174,10 +175,13 @@ class DisplaySink:
             if self.panel is not None:
                 self.panel.create()
             self._open = True
+            opened = True
         elif self.panel is not None:
             self.panel.sync()
         cv2.imshow(self.window, img)
         key = cv2.waitKey(1) & 0xFF
+        if opened and self.panel is not None:
+            self._make_room_for_trackbars(img.shape[1], img.shape[0])
         if self.panel is not None and self.panel.key(key):
             return
         if key in QUIT_KEYS:
@@ -187,6 +191,14 @@ class DisplaySink:
             self._open, self._closed = False, True
             log.info("display: the window was closed; stopping the run")
             self.ctx.request_stop()
+
+    def _make_room_for_trackbars(self, width: int, height: int) -> None:
+        """Grow the window by the height its trackbars take. Qt lays them out inside the window sized for the
+        frame, which was then shown shrunk to what was left (a 320x240 frame at 186x140 under four trackbars);
+        the image's rect, known once the window has been laid out (the first ``waitKey``), says how much."""
+        shown = cv2.getWindowImageRect(self.window)[3]
+        if 0 < shown < height:
+            cv2.resizeWindow(self.window, width, 2 * height - shown)
 
     def close(self) -> None:
         if self._open and not self._server_gone():
