@@ -226,7 +226,9 @@ def _hud(img: NDArray[np.uint8], lines: Sequence[str], scale: float) -> None:
     # tune window's "saved ... to PATH: key=value, ..." lost its second half on a 640x480 frame
     room = img.shape[1] - 12
     lines = [
-        part for line in lines for part in _wrap(line, lambda t: cv2.getTextSize(t, font, s, 1)[0][0], room)
+        part
+        for line in lines
+        for part in wrap_text(line, lambda t: cv2.getTextSize(t, font, s, 1)[0][0], room)
     ]
     sizes = [cv2.getTextSize(t, font, s, 1) for t in lines]
     line_h = max(th + base for (_, th), base in sizes) + 4
@@ -237,7 +239,7 @@ def _hud(img: NDArray[np.uint8], lines: Sequence[str], scale: float) -> None:
         cv2.putText(img, text, (6, 4 + line_h * (k + 1) - 4), font, s, (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def _wrap(text: str, width: Callable[[str], int], room: int) -> list[str]:
+def wrap_text(text: str, width: Callable[[str], int], room: int) -> list[str]:
     """``text`` in lines of at most ``room`` by ``width``, broken between words (a word wider than that gets
     a line of its own)."""
     if width(text) <= room:

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edgeseg.annotate import PALETTE
+from edgeseg.annotate import PALETTE, wrap_text
 from edgeseg.errors import InputError
 from edgeseg.semantic import SplitView
 
@@ -219,9 +219,18 @@ def _outline(
 
 
 def _caption(panel: NDArray[np.uint8], text: str) -> None:
+    """``text`` at the top of ``panel`` on a darkened box, wrapped to the panel's width: on one line, a
+    panel of a narrow strip cut it off ("distance relief (threshold", the threshold itself lost)."""
     font = cv2.FONT_HERSHEY_SIMPLEX
     scale = max(0.3, min(0.5, panel.shape[1] / 500))
-    (tw, th), base = cv2.getTextSize(text, font, scale, 1)
-    box = panel[: min(panel.shape[0], th + base + 6), : min(panel.shape[1], tw + 8)]
+
+    def width(line: str) -> int:
+        return int(cv2.getTextSize(line, font, scale, 1)[0][0])
+
+    lines = wrap_text(text, width, panel.shape[1] - 8)
+    (_, th), base = cv2.getTextSize(text, font, scale, 1)
+    step = th + base + 2
+    box = panel[: len(lines) * step + 4, : max(map(width, lines)) + 8]  # slices stop at the panel's edges
     box //= 3  # darken behind the text
-    cv2.putText(panel, text, (4, th + 3), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    for i, line in enumerate(lines):
+        cv2.putText(panel, line, (4, th + 3 + i * step), font, scale, (255, 255, 255), 1, cv2.LINE_AA)

@@ -276,3 +276,24 @@ def test_a_model_with_a_contact_map_shows_it_instead_of_a_relief_and_each_instan
     assert ((view.markers > 0) == (cm == 1)).all()  # the instances cover the class, the band included
     middle = render_split_view(view, ((0, 0, 255), (0, 255, 0)), (600, 300))[200:400]
     assert (middle == 255).all(axis=2).any()  # the contact map, white
+
+
+def test_a_caption_wider_than_its_panel_is_wrapped_not_cut_off_at_the_panels_edge() -> None:
+    """The display's strip under a 320x240 frame puts the panels side by side, 104 pixels wide each: the
+    relief's caption ran off its panel, "distance relief (threshold" and the threshold itself lost."""
+    cm = np.full((480, 640), BACKGROUND, np.uint8)  # the parts well below the captions
+    cv2.circle(cm, (200, 300), 100, 1, -1)
+    cv2.circle(cm, (380, 300), 100, 1, -1)
+    view = explain_split(cm)
+    image = render_split_view(view, size=(120, 320))
+    gap = (image == 32).all(axis=(0, 2))  # the margins between the panels, all their own grey
+    edges = [x for x in range(image.shape[1]) if not gap[x] and (x + 1 == image.shape[1] or gap[x + 1])]
+    assert len(edges) == 3
+    rows = np.flatnonzero(~(image == 32).all(axis=(1, 2)))  # the panels' rows
+    caption = image[rows[0] : rows[0] + 40]
+    white = (caption > 100).all(axis=2)  # the text, anti-aliased
+    for edge in edges:
+        assert not white[:, edge - 2 : edge + 1].any(), f"the caption reaches the panel's edge at x={edge}"
+    middle = white[:, edges[0] + 1 : edges[1] + 1]
+    lines = np.flatnonzero(middle.any(axis=1))
+    assert lines[-1] - lines[0] > 15  # the relief's caption on two lines: its threshold is shown too
