@@ -193,6 +193,22 @@ def test_the_trackbars_grow_the_window_so_the_frame_is_still_shown_at_its_own_si
     assert "shown 320 240" in done.stdout
 
 
+def test_a_run_with_trackbars_ends_without_qt_warnings_about_timers_of_another_thread(
+    tmp_path: Path,
+    xvfb: str,  # noqa: F811
+) -> None:
+    """Every tune run ended with "QObject::killTimer: Timers cannot be stopped from another thread" and a
+    ~QObject line: Qt's pixmap cache, made on the sink's thread, destroyed by the exit handlers on the main
+    thread."""
+    cmd = [sys.executable, "-m", "edgeseg", "run", "--tune", "--source", "synthetic:parts?fps=10",
+           "--max-frames", "3"]  # fmt: skip
+    env = {k: v for k, v in edgeseg_env(DISPLAY=xvfb).items() if k != "QT_STYLE_OVERRIDE"}
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "writing window 'edgeseg'" in done.stderr
+    assert "QObject" not in done.stderr, done.stderr
+
+
 def _in_window(script: str, display: str) -> subprocess.CompletedProcess[str]:
     """``script`` run by Python in the repository on X display ``display``; it must succeed."""
     done = subprocess.run(

@@ -92,6 +92,17 @@ def _qt_fonts() -> None:
         os.environ["QT_QPA_FONTDIR"] = found
 
 
+def _qt_style() -> None:
+    """Draw the trackbars in Qt's ``windows`` style unless ``QT_STYLE_OVERRIDE`` names one.
+
+    The default, Fusion, caches what it draws in Qt's global pixmap cache, made (with its timer) on the
+    sink's thread; the process's exit handlers destroy it on the main thread, and every run with trackbars
+    ended with "QObject::killTimer: Timers cannot be stopped from another thread" and a ``~QObject`` line of
+    the same. The ``windows`` style caches nothing. Qt reads the variable when the first window opens.
+    """
+    os.environ.setdefault("QT_STYLE_OVERRIDE", "windows")
+
+
 def display_problem(env: dict[str, str] | None = None) -> str | None:
     """Why no window can be opened here, or ``None`` when one can."""
     env = dict(os.environ) if env is None else env
@@ -126,6 +137,8 @@ class DisplaySink:
         self.ctx = SinkContext() if ctx is None else ctx
         control = self.ctx.control
         self.panel = TunePanel(window, control) if tune and control is not None else None
+        if self.panel is not None:
+            _qt_style()
         self._open = False
         self._x11 = os.environ.get("DISPLAY", "")
         self._server_lost = False
