@@ -264,6 +264,40 @@ def test_a_viewer_that_takes_no_frame_for_the_stall_timeout_loses_its_stream_and
     assert any("took no frame for 1.5 s" in rec.getMessage() for rec in caplog.records)
 
 
+def test_a_viewer_who_comes_while_nobody_watches_gets_no_frame_from_before_only_the_next_one(
+    tmp_path: Path, mjpeg_server: MjpegServer
+) -> None:
+    """The newest frame encoded stayed the first one sent to any later viewer, however old: a page reloaded
+    or opened later showed, as live, a frame from when someone last watched (here: before the camera
+    stalled)."""
+    with running(tmp_path, sets=(f"source.uri={mjpeg_server.url}",)) as r:
+        assert len(read_frames(r.port, 2)) == 2
+        wait_for(lambda: r.web.viewers == 0, 10, "the first viewer to leave")
+        mjpeg_server.flowing.clear()
+
+        def settled() -> bool:
+            n = r.count.count()
+            time.sleep(0.5)
+            return r.count.count() == n
+
+        wait_for(settled, 15, "the results of the frames already read")
+        with socket.create_connection(("127.0.0.1", r.port), timeout=1.5) as viewer:
+            viewer.sendall(f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{r.port}\r\n\r\n".encode())
+            got = b""
+            with contextlib.suppress(TimeoutError):
+                while chunk := viewer.recv(65536):
+                    got += chunk
+            head, _, body = got.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            assert b"--frame" not in body  # no part: no result came since this viewer connected
+            viewer.settimeout(15)
+            mjpeg_server.flowing.set()
+            while b"--frame" not in body:  # a frame of the camera's back
+                chunk = viewer.recv(65536)
+                assert chunk, "the stream ended"
+                body += chunk
+
+
 @contextlib.contextmanager
 def _stuck_viewer(port: int) -> Iterator[socket.socket]:
     """A viewer of the stream on ``port`` that reads nothing, with a small receive window."""

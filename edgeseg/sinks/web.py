@@ -14,8 +14,9 @@ Routes: ``GET /`` the page (no external resources: it works offline; ``GET /favi
 The stream costs the pipeline one JPEG per ``1 / stream_fps`` seconds, and only while someone watches: the
 sink's thread encodes the newest result, stores it as *the* newest frame and wakes the viewers; every viewer
 sends the newest frame it has not sent yet, so a slow one skips frames (never a backlog) and ten viewers cost
-one encoding. ``send`` never waits on the network. A viewer that takes no frame for 30 s (it stopped
-reading) loses its stream.
+one encoding. The newest frame is forgotten when the last viewer leaves: the next one waits for a new frame
+rather than get one from when someone last watched. ``send`` never waits on the network. A viewer that
+takes no frame for 30 s (it stopped reading) loses its stream.
 
 Security: bound to a loopback address (``127.0.0.0/8``, ``::1``, ``localhost``) the page needs no token, but
 it answers only requests whose ``Host`` is a loopback name (DNS rebinding) and POSTs only as JSON from its own

@@ -116,7 +116,7 @@ class WebSink:
         self._viewers = 0
         self._next_frame_at = 0.0
         self._encode_failures = 0
-        # the newest frame: written on the loop's thread only
+        # the newest frame (none while nobody watches): written on the loop's thread only
         self._jpeg = b""
         self._frame_no = 0
         self._loop = asyncio.new_event_loop()
@@ -349,7 +349,7 @@ class WebSink:
             await response.prepare(request)
             while not self._closing:
                 assert self._new_frame is not None
-                if self._frame_no == sent:
+                if self._frame_no == sent or not self._jpeg:
                     event = self._new_frame
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(event.wait(), 5.0)
@@ -371,6 +371,10 @@ class WebSink:
                 request.transport.abort()  # half a frame is written: nothing more can go on this connection
         finally:
             self._viewers -= 1
+            if self._viewers == 0:
+                # with nobody watching, results go on unencoded: this frame is no longer the newest, and the
+                # next viewer (a page reloaded, or opened an hour later) was shown it first as if it were live
+                self._jpeg = b""
         return response
 
     async def _handle_state(self, request: web.Request) -> web.StreamResponse:
