@@ -1063,3 +1063,34 @@ def test_an_open_page_says_no_frame_came_yet_while_the_camera_has_sent_none(tmp_
         WebDriverWait(browser, 20).until(lambda b: link(b).startswith("no frame yet"))
         assert browser.find_element(By.ID, "link").get_attribute("class") == "down"
         assert r.count.count() == 0
+
+
+def test_a_fraction_typed_in_an_integers_box_is_refused_not_truncated_and_an_exponent_is_read_whole(
+    tmp_path: Path,
+) -> None:
+    """The page read an integer's box with parseInt: 47.5 was applied as 47 without a word, 1e2 as 1."""
+    chrome, driver_path = browser_paths()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    size = "postprocess.semantic.size_threshold"  # an integer
+    with running(tmp_path) as r, headless_chromium(chrome, driver_path) as browser:
+        control = r.pipe.control
+        assert control is not None
+        before = control.value(size)
+        browser.get(r.url)
+        box = WebDriverWait(browser, 20).until(
+            lambda b: b.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{size}"] + input')
+        )
+        reply = lambda b: b.find_element(By.ID, "reply").text  # noqa: E731
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("47.5" + Keys.TAB)
+        WebDriverWait(browser, 10).until(lambda b: "REFUSED" in reply(b) or "applied" in reply(b))
+        assert f"REFUSED {size}: must be an integer" in reply(browser)
+        assert control.value(size) == before
+        WebDriverWait(browser, 10).until(lambda b: box.get_attribute("value") == str(before))
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("1e2" + Keys.TAB)
+        wait_for(lambda: control.value(size) != before, 10, f"{size} to change")
+        assert control.value(size) == 100
