@@ -1094,3 +1094,40 @@ def test_a_fraction_typed_in_an_integers_box_is_refused_not_truncated_and_an_exp
         box.send_keys("1e2" + Keys.TAB)
         wait_for(lambda: control.value(size) != before, 10, f"{size} to change")
         assert control.value(size) == 100
+
+
+def test_an_open_page_notices_a_restart_it_saw_no_gap_in_and_shows_the_new_runs_values_and_stream(
+    tmp_path: Path,
+) -> None:
+    """A restart between two polls (or while a background tab polled once a minute) failed no poll, and the
+    new run had read more frames than the old one had: the page kept the old run's values (the same
+    config_version) beside a stream that had ended."""
+    chrome, driver_path = browser_paths()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = free_port()
+    slider = f'input[type=range][data-key="{SCORE}"]'
+    with headless_chromium(chrome, driver_path) as browser:
+        with running(tmp_path, port=port, sets=(f"{SCORE}=0.5",)) as r:
+            browser.get(r.url)
+            WebDriverWait(browser, 20).until(
+                lambda b: b.find_element(By.CSS_SELECTOR, slider).get_attribute("value") == "0.5"
+            )
+            wait_for(lambda: r.web.viewers == 1, 20, "the page's stream")
+            # the page's poll() returns at once while it thinks one is on its way: no poll until let go (set
+            # between two polls, or the one on its way would clear it as it ends)
+            browser.execute_async_script(
+                "const done = arguments[0];"
+                "const t = setInterval(() => {"
+                "  if (!polling) { polling = true; clearInterval(t); done(); }"
+                "}, 10);"
+            )
+            read_before = r.pipe.stats().frames_read
+        with running(tmp_path, port=port, sets=(f"{SCORE}=0.7",)) as again:
+            wait_for(lambda: again.pipe.stats().frames_read > read_before + 5, 20, "more frames than before")
+            browser.execute_script("polling = false;")
+            WebDriverWait(browser, 10).until(
+                lambda b: b.find_element(By.CSS_SELECTOR, slider).get_attribute("value") == "0.7"
+            )
+            wait_for(lambda: again.web.viewers == 1, 10, "the page to open the stream again")

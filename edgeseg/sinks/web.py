@@ -7,7 +7,8 @@ asyncio loop, bound before the first frame (at start, an address it cannot liste
 
 Routes: ``GET /`` the page (no external resources: it works offline; ``GET /favicon.ico`` a 204, no icon),
 ``GET /stream`` the MJPEG stream (``multipart/x-mixed-replace``), ``GET /api/state`` figures,
-``config_version`` and the tunables with the values in effect, ``POST /api/set`` a JSON object
+``config_version``, the tunables with the values in effect and the run's ``started_at_unix`` (another value:
+the service restarted), ``POST /api/set`` a JSON object
 ``{"key.path": value}`` (the reply is the update's outcome: ``{ok, applied, rejected, config_version}``),
 ``POST /api/save`` (``{"into": "state"}`` or ``"yaml"``) and ``POST /api/reset``.
 

@@ -107,6 +107,7 @@ class WebSink:
             raise ConfigError(f"sinks.web.listen: binding to {self.host} needs a token: {TOKEN_HINT}")
         self._token = token.encode() if token is not None else None
         self._page = _page()
+        self.started_at = round(time.time(), 3)
         # figures (read by report() and the tests)
         self.frames_encoded = 0
         self.frames_sent = 0  # frames written to viewers, all viewers together
@@ -470,6 +471,8 @@ class WebSink:
             },
             "model": self.ctx.model_name,
             "source": self.ctx.source_uri,
+            # which run answers: the page reloads its state when it changes (a restart it saw no gap in)
+            "started_at_unix": self.started_at,
         }
 
     # the sink --------------------------------------------------------------------------------------
