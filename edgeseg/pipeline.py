@@ -521,6 +521,7 @@ class Pipeline:
             model_name=card.name,
             never_instances=card.never_instances,
             source_uri=source.uri,  # as the source shows it: a stream password redacted
+            source_state=lambda: source.stats.state,
             state_dir=state_dir(config.pipeline.state_dir),
             control=control,
             zones={n: z.polygon for n, z in config.zones.items()} if config.tracker.enabled else {},

@@ -1131,3 +1131,29 @@ def test_an_open_page_notices_a_restart_it_saw_no_gap_in_and_shows_the_new_runs_
                 lambda b: b.find_element(By.CSS_SELECTOR, slider).get_attribute("value") == "0.7"
             )
             wait_for(lambda: again.web.viewers == 1, 10, "the page to open the stream again")
+
+
+def test_an_open_page_shows_what_the_camera_is_doing_while_no_frame_comes(tmp_path: Path) -> None:
+    """The page said only "no frame yet": not whether the camera was being reconnected, and why it failed
+    (the source's state line, which the console's progress line shows)."""
+    chrome, driver_path = browser_paths()
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    camera = f"http://127.0.0.1:{free_port()}/stream.mjpg"  # nothing listens there
+    with (
+        running(tmp_path, sets=(f"source.uri={camera}",)) as r,
+        headless_chromium(chrome, driver_path) as browser,
+    ):
+        browser.set_page_load_timeout(2)
+        with contextlib.suppress(TimeoutException):  # the stream, an image, never loads: no frame comes
+            browser.get(r.url)
+        link = lambda b: b.find_element(By.ID, "link").text  # noqa: E731
+        WebDriverWait(browser, 20).until(lambda b: "last error" in link(b))
+        assert re.fullmatch(
+            r"no frame yet \(\d+ s\); source \w[\w ]* \(attempt \d+, last error: .+\)", link(browser)
+        )
+        assert "attempt" in r.pipe.source.stats.state
+        figures = browser.find_element(By.ID, "figures").text
+        assert re.search(r"source\s+\w[\w ]* \(attempt \d+, last error: ", figures), figures

@@ -115,6 +115,10 @@ def _no_stop() -> None:
     return None
 
 
+def _no_state() -> str:
+    return ""
+
+
 @dataclass(frozen=True)
 class SinkContext:
     """What a sink may know of the pipeline it belongs to.
@@ -129,6 +133,8 @@ class SinkContext:
         never_instances: the class ids no instance has (a semantic model's background and contact
             classes): not counted.
         source_uri: the source's URI.
+        source_state: the source's state line now (``"running"``, ``"connecting (attempt 3, last error:
+            ...)"``; see :class:`edgeseg.sources.SourceStats`), ``""`` when unknown.
         state_dir: where a sink keeps state across restarts (the MQTT spool); see :mod:`edgeseg.statedir`.
         control: the pipeline's live settings, for sinks that change them (MQTT ``config/*``); ``None``
             when the pipeline has none.
@@ -144,6 +150,7 @@ class SinkContext:
     model_name: str = ""
     never_instances: frozenset[int] = frozenset()
     source_uri: str = ""
+    source_state: Callable[[], str] = field(default=_no_state)
     state_dir: Path | None = None
     control: Controls | None = None
     zones: Mapping[str, Sequence[tuple[float, float]]] = field(default_factory=dict)

@@ -471,6 +471,7 @@ class WebSink:
             },
             "model": self.ctx.model_name,
             "source": self.ctx.source_uri,
+            "source_state": self.ctx.source_state(),  # "connecting (attempt 3, last error: ...)"
             # which run answers: the page reloads its state when it changes (a restart it saw no gap in)
             "started_at_unix": self.started_at,
         }
