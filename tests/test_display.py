@@ -223,33 +223,48 @@ def test_a_window_the_user_closes_stops_the_run_and_stays_closed(xvfb: str, tmp_
     assert "stops 1" in out
 
 
-# a 320x240 frame in the window made by SINK (a line that sets ``sink``) until Qt has laid the window out
-ONE_TO_ONE = """
+_SHOWN_AT = """
 import time
 import cv2, numpy as np
 from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
 from edgeseg.sinks.display import DisplaySink
 SINK
-img = np.full((240, 320, 3), 90, np.uint8)
-inst = Instances.from_crops((240, 320), [1], [0.9], [(20, 20)], [np.ones((30, 40), bool)])
-rect = None
-deadline = time.monotonic() + 10
-while time.monotonic() < deadline:  # until Qt has laid the window out
-    sink.send(Result(Frame(0, img, time.monotonic_ns(), time.time()), inst))
-    now = cv2.getWindowImageRect("edgeseg-test")
-    if now == rect and now[2] > 0:
-        break
-    rect = now
-    time.sleep(0.05)
-print("shown", rect[2], rect[3])
+for w, h in SIZES:
+    img = np.full((h, w, 3), 90, np.uint8)
+    inst = Instances.from_crops((h, w), [1], [0.9], [(20, 20)], [np.ones((30, 40), bool)])
+    rect = None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # until Qt has laid the window out
+        sink.send(Result(Frame(0, img, time.monotonic_ns(), time.time()), inst))
+        now = cv2.getWindowImageRect("edgeseg-test")
+        if now == rect and now[2] > 0:
+            break
+        rect = now
+        time.sleep(0.05)
+    print("shown", rect[2], rect[3])
 sink.close()
 """
+PLAIN_SINK = 'sink = DisplaySink("edgeseg-test")'
+
+
+def shown_at(sink: str, sizes: list[tuple[int, int]]) -> str:
+    """A script that sends frames of each of ``sizes`` (width, height) in turn to the window made by ``sink``
+    (lines that set ``sink``) and prints the size each is shown at once Qt has laid the window out."""
+    return _SHOWN_AT.replace("SINK", sink).replace("SIZES", repr(sizes))
 
 
 def test_the_window_shows_the_frame_at_its_own_size(xvfb: str) -> None:
     # the window was sized to the frame, but Qt's toolbar and status bar took 62 pixels of its height: a
     # 320x240 frame was shown shrunk to 237x178, its labels blurred
-    done = run_python(ONE_TO_ONE.replace("SINK", 'sink = DisplaySink("edgeseg-test")'), {"DISPLAY": xvfb})
+    done = run_python(shown_at(PLAIN_SINK, [(320, 240)]), {"DISPLAY": xvfb})
     assert done.returncode == 0, done.stderr
     assert "shown 320 240" in done.stdout
+
+
+def test_a_frame_of_another_size_resizes_the_window_to_show_it_at_its_own_size(xvfb: str) -> None:
+    # the window was sized for the first frame only: a camera back at another resolution was shown at the
+    # old one's size (400x300 at 320x240, 240x180 blown up to 320x240)
+    done = run_python(shown_at(PLAIN_SINK, [(320, 240), (400, 300), (240, 180)]), {"DISPLAY": xvfb})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["shown 320 240", "shown 400 300", "shown 240 180"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from mqtt_harness import edgeseg_env
-from test_display import ONE_TO_ONE, xvfb  # noqa: F401  (the fixture)
+from test_display import shown_at, xvfb  # noqa: F401  (the fixture)
 
 from edgeseg.modelcard import find_card
 
@@ -188,9 +188,10 @@ assert len(sink.panel.sliders) >= 3
 def test_the_trackbars_grow_the_window_so_the_frame_is_still_shown_at_its_own_size(
     xvfb: str,  # noqa: F811
 ) -> None:
-    """Qt puts the trackbars inside the window sized for the frame: a 320x240 frame was shown at 186x140."""
-    done = _in_window(ONE_TO_ONE.replace("SINK", TUNE_SINK), xvfb)
-    assert "shown 320 240" in done.stdout
+    """Qt puts the trackbars inside the window sized for the frame: a 320x240 frame was shown at 186x140;
+    and so once more when a frame of another size resizes the window."""
+    done = _in_window(shown_at(TUNE_SINK, [(320, 240), (400, 300)]), xvfb)
+    assert done.stdout.splitlines() == ["shown 320 240", "shown 400 300"]
 
 
 def test_a_run_with_trackbars_ends_without_qt_warnings_about_timers_of_another_thread(

@@ -140,6 +140,7 @@ class DisplaySink:
         if self.panel is not None:
             _qt_style()
         self._open = False
+        self._sized_for = (0, 0)  # the frame size (width, height) the window was last sized for
         self._x11 = os.environ.get("DISPLAY", "")
         self._server_lost = False
         self._closed = False  # the user closed the window: no HighGUI call would do anything but reopen it
@@ -179,22 +180,26 @@ class DisplaySink:
             img = np.ascontiguousarray(np.vstack([img, strip]))
         if self._server_gone():
             return
-        opened = False
+        height, width = img.shape[:2]
+        # the window is sized for its first frame, and again for a frame of another size (a camera back at
+        # another resolution was shown at the old one's size)
+        resize = (width, height) != self._sized_for
         if not self._open:
             # GUI_NORMAL: Qt's toolbar and status bar took 62 pixels of the window sized for the frame below,
             # which was then shown shrunk (a 320x240 frame at 237x178)
             cv2.namedWindow(self.window, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
-            cv2.resizeWindow(self.window, img.shape[1], img.shape[0])
             if self.panel is not None:
                 self.panel.create()
             self._open = True
-            opened = True
         elif self.panel is not None:
             self.panel.sync()
+        if resize:
+            cv2.resizeWindow(self.window, width, height)
+            self._sized_for = (width, height)
         cv2.imshow(self.window, img)
         key = cv2.waitKey(1) & 0xFF
-        if opened and self.panel is not None:
-            self._make_room_for_trackbars(img.shape[1], img.shape[0])
+        if resize and self.panel is not None:
+            self._make_room_for_trackbars(width, height)
         if self.panel is not None and self.panel.key(key):
             return
         if key in QUIT_KEYS:
