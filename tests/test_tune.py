@@ -174,6 +174,38 @@ def test_a_step_from_a_value_past_the_trackbars_end_moves_it_one_step_that_way(
     assert done.stdout.split() == ["up", "1", "down", "-1"], done.stdout
 
 
+SAVE_MESSAGE = """
+import cv2, sys
+from pathlib import Path
+from edgeseg.config import load_config
+from edgeseg.control import Control
+from edgeseg.modelcard import find_card
+from edgeseg.sinks.tune import KEY_SAVE, TunePanel
+tuning = Path(sys.argv[1]) / "tuning-demo.yaml"
+control = Control(load_config(None, env={}), find_card("models/demo-parts.onnx"), tuning=tuning)
+cv2.namedWindow("edgeseg-save")
+panel = TunePanel("edgeseg-save", control)
+panel.create()
+control.update({"postprocess.semantic.min_score": 0.41, "postprocess.semantic.size_threshold": 47}, "mqtt")
+panel.key(KEY_SAVE)
+print("\\n".join(panel.lines()))
+"""
+
+
+def test_the_save_message_in_the_window_names_every_value_saved(
+    tmp_path: Path,
+    xvfb: str,  # noqa: F811
+) -> None:
+    """The window cut its message at 100 characters: "saved 2 tuned values to PATH: ..." lost the values
+    after the first (the HUD wraps a long line since; the cut stayed)."""
+    done = _in_window(SAVE_MESSAGE, xvfb, str(tmp_path))
+    saved = done.stdout.splitlines()[1]
+    assert saved == (
+        f"saved 2 tuned values to {tmp_path / 'tuning-demo.yaml'}: "
+        "postprocess.semantic.size_threshold=47, postprocess.semantic.min_score=0.41"
+    )
+
+
 TUNE_SINK = """
 from edgeseg.config import load_config
 from edgeseg.control import Control
@@ -210,10 +242,10 @@ def test_a_run_with_trackbars_ends_without_qt_warnings_about_timers_of_another_t
     assert "QObject" not in done.stderr, done.stderr
 
 
-def _in_window(script: str, display: str) -> subprocess.CompletedProcess[str]:
-    """``script`` run by Python in the repository on X display ``display``; it must succeed."""
+def _in_window(script: str, display: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run by Python with ``args`` in the repository on X display ``display``; it must succeed."""
     done = subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", script, *args],
         env=edgeseg_env(DISPLAY=display),
         cwd=Path(__file__).resolve().parents[1],
         capture_output=True,

@@ -162,5 +162,5 @@ class TunePanel:
             f"(config_version {self.control.current().version})"
         ]
         if self._message and time.monotonic() < self._message_until:
-            out.append(self._message[:100])
+            out.append(self._message)  # whole: the HUD wraps it (cut, a save's message lost its values)
         return out
