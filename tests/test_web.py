@@ -298,6 +298,20 @@ def test_a_viewer_who_comes_while_nobody_watches_gets_no_frame_from_before_only_
                 body += chunk
 
 
+def test_a_viewer_who_leaves_while_no_frame_comes_stops_counting_as_one(tmp_path: Path) -> None:
+    """A viewer gone while the camera was out (a page reloaded, closed) was noticed only at the next frame
+    written to it: until the camera came back it counted (the page said "viewers 2" for one page reloaded
+    once), held its socket, and 32 reloads had the stream refuse everyone ("32 viewers already")."""
+    camera = f"http://127.0.0.1:{free_port()}/stream.mjpg"  # nothing listens there: no frame comes
+    with running(tmp_path, sets=(f"source.uri={camera}",)) as r:
+        with socket.create_connection(("127.0.0.1", r.port), timeout=10) as viewer:
+            viewer.sendall(f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{r.port}\r\n\r\n".encode())
+            assert viewer.recv(4096).startswith(b"HTTP/1.1 200")
+            wait_for(lambda: r.web.viewers == 1, 10, "the viewer")
+        wait_for(lambda: r.web.viewers == 0, 15, "the viewer who left to be let go")
+        assert r.count.count() == 0  # no frame was written that could have found it gone
+
+
 @contextlib.contextmanager
 def _stuck_viewer(port: int) -> Iterator[socket.socket]:
     """A viewer of the stream on ``port`` that reads nothing, with a small receive window."""

@@ -354,6 +354,11 @@ class WebSink:
                     event = self._new_frame
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(event.wait(), 5.0)
+                    # a viewer gone while no frame comes (a camera out, a page reloaded) is noticed here,
+                    # not at the next write: it counted as a viewer and held its socket until the camera came
+                    # back, and MAX_VIEWERS reloads had the stream refuse everyone
+                    if request.transport is None or request.transport.is_closing():
+                        break
                     continue
                 sent, jpeg = self._frame_no, self._jpeg
                 head = (
