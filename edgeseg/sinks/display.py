@@ -43,7 +43,7 @@ class DisplaySinkConfig:
     )
 
 
-QUIT_KEYS = (ord("q"), 27)  # q, Esc
+QUIT_KEYS = (ord("q"), 27)  # q, Esc, as cv2.waitKeyEx returns them
 
 
 def _x_server_answers(display: str) -> bool:
@@ -197,7 +197,9 @@ class DisplaySink:
             cv2.resizeWindow(self.window, width, height)
             self._sized_for = (width, height)
         cv2.imshow(self.window, img)
-        key = cv2.waitKey(1) & 0xFF
+        # the whole code: waitKey keeps its low byte, which made keys that are not q or Esc quit (the Search
+        # key, keysym 0x1008FF1B, as Esc) or save the tuning (Reload, 0x1008FF73, as s)
+        key = cv2.waitKeyEx(1)
         if resize and self.panel is not None:
             self._make_room_for_trackbars(width, height)
         if self.panel is not None and self.panel.key(key):
