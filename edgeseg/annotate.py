@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
@@ -29,8 +30,14 @@ def class_color(class_id: int) -> tuple[int, int, int]:
 
 
 def hud_lines(fps: float, latency_p50_ms: float, latency_p99_ms: float, dropped: int = 0) -> list[str]:
-    """The standard HUD text for a pipeline's live figures."""
-    lines = [f"{fps:.1f} fps  latency {latency_p50_ms:.0f}/{latency_p99_ms:.0f} ms (p50/p99)"]
+    """The standard HUD text for a pipeline's live figures; one not known yet (``nan``: a rate before two
+    results) is a ``-``, not "nan"."""
+
+    def shown(value: float, digits: int) -> str:
+        return f"{value:.{digits}f}" if math.isfinite(value) else "-"  # OpenCV's font has no en dash
+
+    latency = f"{shown(latency_p50_ms, 0)}/{shown(latency_p99_ms, 0)}"
+    lines = [f"{shown(fps, 1)} fps  latency {latency} ms (p50/p99)"]
     if dropped:
         lines.append(f"dropped {dropped}")
     return lines

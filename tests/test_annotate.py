@@ -8,10 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeseg.annotate import PALETTE, BoxStyle, annotate, class_color
+from edgeseg.annotate import PALETTE, BoxStyle, annotate, class_color, hud_lines
 from edgeseg.errors import InputError
 from edgeseg.geometry import obb_corners
 from edgeseg.instances import Instances
+from edgeseg.stats import PipelineStats
 
 
 def scene() -> tuple[np.ndarray, Instances]:
@@ -166,3 +167,13 @@ def test_a_hud_line_wider_than_the_frame_is_wrapped_not_cut_off_at_its_right_edg
     text = out.max(axis=2) > 128  # white text on the darkened panel
     assert not text[:, -6:].any()  # nothing runs into the frame's right edge
     assert text[line_rows + line_rows // 2 :].any()  # the rest went to the next line (its middle and below)
+
+
+def test_the_hud_shows_a_figure_not_known_yet_as_a_dash_not_nan() -> None:
+    # a run's first frame is drawn before two results give a rate: the window and the web stream said
+    # "nan fps"
+    fresh = PipelineStats()
+    assert hud_lines(fresh.fps, fresh.latency_ms_p50, fresh.latency_ms_p99) == [
+        "- fps  latency -/- ms (p50/p99)"
+    ]
+    assert hud_lines(12.34, 40.4, 97.6, 2) == ["12.3 fps  latency 40/98 ms (p50/p99)", "dropped 2"]
