@@ -156,7 +156,7 @@ panel.create()
 key = "postprocess.semantic.size_threshold"  # no upper bound: its trackbar ends at 4x the card's value
 while panel.sliders[panel.selected].key != key:
     panel.key(KEY_NEXT)
-end = panel.sliders[panel.selected].count
+end = panel.sliders[panel.selected].last
 control.update({key: 10 * end}, "mqtt")  # past the trackbar's end, as MQTT or the web page may set it
 panel.key(KEY_UP)
 print("up", control.value(key) - 10 * end)
@@ -172,6 +172,36 @@ def test_a_step_from_a_value_past_the_trackbars_end_moves_it_one_step_that_way(
     """Set over MQTT past the trackbar's end, a value stepped up in the window fell to the trackbar's end."""
     done = _in_window(STEP_PAST_END, xvfb)
     assert done.stdout.split() == ["up", "1", "down", "-1"], done.stdout
+
+
+POSITIONS = """
+import cv2
+from edgeseg.config import load_config
+from edgeseg.control import Control
+from edgeseg.modelcard import find_card
+from edgeseg.sinks.tune import KEY_NEXT, KEY_UP, TunePanel
+control = Control(load_config(None, env={}), find_card("models/demo-parts.onnx"))
+cv2.namedWindow("edgeseg-pos")
+panel = TunePanel("edgeseg-pos", control)
+panel.create()
+while panel.sliders[panel.selected].name != "max_instances":
+    panel.key(KEY_NEXT)
+panel.key(KEY_UP)
+for s in panel.sliders:
+    if s.kind == "integer":
+        print(s.name, cv2.getTrackbarPos(s.name, "edgeseg-pos"), control.value(s.key))
+"""
+
+
+def test_an_integers_trackbar_stands_at_its_value_which_its_label_shows(
+    xvfb: str,  # noqa: F811
+) -> None:
+    """Qt labels a trackbar with its position ("name (pos/max)", window_QT.cpp, CvTrackbar::setLabel): a
+    trackbar counted from the key's lowest value said 300 for a max_instances of 301 (its lowest is 1)."""
+    done = _in_window(POSITIONS, xvfb)
+    shown = {name: (int(pos), int(value)) for name, pos, value in map(str.split, done.stdout.splitlines())}
+    assert shown["max_instances"] == (301, 301)
+    assert all(pos == value for pos, value in shown.values()), shown
 
 
 SAVE_MESSAGE = """

@@ -34,40 +34,43 @@ UNBOUNDED_SPAN = 4.0  # an integer without an upper bound gets a trackbar up to 
 
 @dataclass(frozen=True)
 class Slider:
-    """How one tunable maps onto an integer trackbar: ``value = lo + position * step``."""
+    """How one tunable maps onto an integer trackbar: ``value = position * step``, from position ``first``
+    (the lowest value's) to ``last``. Qt labels a trackbar with its position ("name (pos/max)",
+    ``window_QT.cpp``, ``CvTrackbar::setLabel``): counted from the lowest value, max_instances (lowest 1)
+    said 300 for 301; so an integer's trackbar stands at its value, a number's at it over ``step``."""
 
     key: str
     name: str
     kind: TunableKind
-    lo: float
     step: float
-    count: int
+    first: int
+    last: int
 
     @classmethod
     def of(cls, t: Tunable) -> Slider:
         name = t.key.rpartition(".")[2]
         if t.kind == "bool":
-            return cls(t.key, name, t.kind, 0, 1, 1)
+            return cls(t.key, name, t.kind, 1, 0, 1)
         step = t.step or (1.0 if t.kind == "integer" else 0.01)
         lo = t.lo if t.lo is not None else 0.0
         hi = t.hi if t.hi is not None else max(lo + 10 * step, UNBOUNDED_SPAN * float(t.value or 1))
-        return cls(t.key, name, t.kind, lo, step, max(1, math.ceil((hi - lo) / step)))
+        first = math.ceil(lo / step - 1e-9)  # its value never below lo (a quotient may be 2.9999...)
+        return cls(t.key, name, t.kind, step, first, first + max(1, math.ceil((hi - lo) / step)))
 
     def position(self, value: object) -> int:
-        return min(self.count, max(0, self.steps(value)))
+        return min(self.last, max(self.first, self.steps(value)))
 
     def steps(self, value: object) -> int:
         """The position of ``value`` on an endless trackbar (set over MQTT or the web page, an unbounded
         value may lie past this one's end)."""
         if isinstance(value, bool):
             return int(value)
-        v = float(value) if isinstance(value, (int, float)) else self.lo
-        return round((v - self.lo) / self.step)
+        return round(float(value) / self.step) if isinstance(value, (int, float)) else self.first
 
     def value(self, position: int) -> float | int | bool:
         if self.kind == "bool":
             return bool(position)
-        v = self.lo + position * self.step
+        v = position * self.step
         return int(round(v)) if self.kind == "integer" else round(v, 6)
 
 
@@ -89,7 +92,9 @@ class TunePanel:
         try:
             for slider in self.sliders:
                 position = slider.position(self.control.value(slider.key))
-                cv2.createTrackbar(slider.name, self.window, position, slider.count, self._changed(slider))
+                cv2.createTrackbar(slider.name, self.window, position, slider.last, self._changed(slider))
+                if slider.first:
+                    cv2.setTrackbarMin(slider.name, self.window, slider.first)
         finally:
             self._syncing = False
         self.sync()
@@ -129,9 +134,9 @@ class TunePanel:
             self.selected = (self.selected + 1) % len(self.sliders)
         elif key in (KEY_UP, KEY_DOWN):
             at = slider.steps(self.control.value(slider.key))
-            position = max(0, at + (1 if key == KEY_UP else -1))
+            position = max(slider.first, at + (1 if key == KEY_UP else -1))
             # from a value past the trackbar's end, a step goes on from it: the end would lower it
-            self._apply(slider, slider.value(position if at > slider.count else min(slider.count, position)))
+            self._apply(slider, slider.value(position if at > slider.last else min(slider.last, position)))
         elif key == KEY_SAVE:
             try:
                 self._say(self.control.save())
