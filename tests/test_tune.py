@@ -15,6 +15,8 @@ import pytest
 from mqtt_harness import edgeseg_env
 from test_display import shown_at, xvfb  # noqa: F401  (the fixture)
 
+from edgeseg.config import load_config
+from edgeseg.errors import ConfigError
 from edgeseg.modelcard import find_card
 
 SCORE = "postprocess.semantic.min_score"
@@ -284,3 +286,14 @@ def _in_window(script: str, display: str, *args: str) -> subprocess.CompletedPro
     )
     assert done.returncode == 0, done.stderr
     return done
+
+
+def test_tune_mode_refuses_a_window_title_that_is_not_ascii_at_load_naming_the_key() -> None:
+    """OpenCV's Qt backend finds a trackbar's window by the title's bytes read as Latin-1 (window_QT.cpp,
+    icvFindTrackBarByName) but made the window from them as UTF-8: with a title like "Prüfstand" every
+    frame failed ("NULL window handler") and the window never showed one."""
+    tune = ["sinks.display.enabled=true", "sinks.display.tune=true"]
+    with pytest.raises(ConfigError, match=r"sinks\.display\.window: .*ASCII.*\(got 'Prüfstand'\)"):
+        load_config(None, [*tune, "sinks.display.window=Prüfstand"], env={})
+    load_config(None, [*tune, "sinks.display.window=Pruefstand"], env={})
+    load_config(None, ["sinks.display.enabled=true", "sinks.display.window=Prüfstand"], env={})  # no tune

@@ -23,6 +23,7 @@ from edgeseg.frame import Result
 from edgeseg.sinks.base import SinkContext, SinkReport, SinkSpec
 from edgeseg.sinks.tune import TunePanel
 from edgeseg.splitview import render_split_view
+from edgeseg.validate import FieldError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,13 @@ class DisplaySinkConfig:
             "Trackbars for the live thresholds (keys: n, [ ], s save, r reset) and the split's view."
         ),
     )
+
+    def __post_init__(self) -> None:
+        # OpenCV's Qt backend makes the window from the title's bytes as UTF-8 but finds a trackbar's window
+        # by them as Latin-1 (window_QT.cpp, icvFindTrackBarByName): with "Prüfstand" every frame failed
+        # with "NULL window handler" and the window never showed one
+        if self.tune and not self.window.isascii():
+            raise FieldError("window", "must be ASCII with tune (OpenCV's trackbars miss it)", self.window)
 
 
 QUIT_KEYS = (ord("q"), 27)  # q, Esc, as cv2.waitKeyEx returns them
