@@ -32,31 +32,34 @@ sink.close()
 
 
 @contextlib.contextmanager
-def _xvfb_server(first: int) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """A real Xvfb on a display from ``first`` on (one a process: tests in parallel do not meet), and its
-    name; killed at the end, its socket removed (a killed Xvfb leaves it behind)."""
+def _xvfb_server() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A real Xvfb on a display number it picks itself, once it accepts connections, and its name; killed at
+    the end, its socket and lock file removed (a killed Xvfb leaves them behind). A number picked here from
+    the process id could be another test process's: that server was used as this one's, and its socket
+    removed at the end under the other process's tests."""
     exe = shutil.which("Xvfb")
     if exe is None:
         pytest.fail("Xvfb is not installed (scripts/test.sh installs it: apt-get install xvfb)")
-    display = f":{first + os.getpid() % 50}"
-    proc = subprocess.Popen([exe, display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    sock = Path(f"/tmp/.X11-unix/X{display[1:]}")
-    for _ in range(100):
-        if sock.exists():
-            break
-        time.sleep(0.05)
+    read_end, write_end = os.pipe()
+    args = [exe, "-displayfd", str(write_end), "-screen", "0", "640x480x24", "-nolisten", "tcp"]
+    proc = subprocess.Popen(args, pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_end)
+    with os.fdopen(read_end) as ready:
+        number = ready.readline().strip()  # written once it accepts connections; "" if it ended
     try:
-        yield proc, display
+        assert number, f"Xvfb did not start (status {proc.poll()})"
+        yield proc, f":{number}"
     finally:
         proc.terminate()
         proc.wait(5)
-        sock.unlink(missing_ok=True)
+        if number:
+            Path(f"/tmp/.X11-unix/X{number}").unlink(missing_ok=True)
+            Path(f"/tmp/.X{number}-lock").unlink(missing_ok=True)
 
 
 @pytest.fixture
 def xvfb() -> Iterator[str]:
-    with _xvfb_server(90) as (_, display):
+    with _xvfb_server() as (_, display):
         yield display
 
 
@@ -119,7 +122,7 @@ print("stops", len(stops) > 0)
 def test_an_x_server_that_dies_mid_run_stops_the_run_instead_of_exiting_the_process() -> None:
     # Qt's xcb plugin calls exit(1) at the next event it processes on a broken X connection: the process
     # vanished with status 1, no summary, an MP4 being written left unreadable
-    with _xvfb_server(190) as (server, display):
+    with _xvfb_server() as (server, display):
         done = run_python(SERVER_DIES.replace("SERVER_PID", str(server.pid)), {"DISPLAY": display})
     assert done.returncode == 0, done.stderr
     assert "stops True" in done.stdout
