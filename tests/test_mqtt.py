@@ -457,6 +457,25 @@ def test_a_rate_cap_publishes_fewer_results_with_contiguous_seq_and_counts_the_r
     assert final["results"]["published"] + final["results"]["capped"] == final["frames"]["done"]
 
 
+def test_stats_published_counts_the_results_spooled_not_those_too_large_for_the_spool(
+    tmp_path: Path,
+    broker: Broker,
+    collector: Collector,
+) -> None:
+    """Stats' results.published was the next seq: a result larger than the whole spool, dropped and counted in
+    results.lost, was counted published as well."""
+    no_events = ("--set", "tracker.enabled=false", "--set", "lines={}")
+    # the demo's results with RLE masks are 6-10 kB: some fit in the spool, some never do
+    with Edgeseg(tmp_path, broker.url, "--set", "sinks.mqtt.spool_max_bytes=8500", *no_events) as run:
+        lost = lambda: any(m.json()["results"]["lost"] for m in collector.on("/stats"))  # noqa: E731
+        assert collector.wait(lambda: lost() and len(collector.on("/results")) >= 3, 90), run.output()
+    out, err = run.output()
+    assert collector.wait(lambda: collector.on("/status")[-1].payload == b"offline", 10)
+    final = collector.on("/stats")[-1].json()
+    assert "larger than its cap of 8500 bytes dropped" in err
+    assert final["results"]["published"] == results_spooled(out) < final["frames"]["done"]
+
+
 def test_a_broker_that_refuses_the_credentials_is_logged_and_retried_not_a_crash(tmp_path: Path) -> None:
     passwd = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "edge", "right-secret"], check=True)

@@ -413,7 +413,7 @@ class MqttSink:
                 "drops": dict(p.drops),
                 "bad_frames": dict(p.bad_frames),
                 "results": {
-                    "published": self._seq,
+                    "published": self._results_spooled,
                     "capped": capped,
                     "lost": self._lost(self.topics.results, s, d) + self._unserializable,
                 },
