@@ -205,3 +205,18 @@ def test_uptime_counts_the_time_that_passed_whatever_the_wall_clock_does(
         sink.close()
     assert 0 <= stats["uptime_s"] < 60
     jsonschema.validate(stats, load_schema("stats"))
+
+
+def test_stats_link_figures_count_the_events_with_the_results(
+    tmp_path: Path, broker: Broker, collector: Collector
+) -> None:
+    """Results and events share the spool and the link: stats' mqtt.acked (like replayed, too_large, refused
+    and publish_ms) counts the messages of both, which the docstring said were the results'."""
+    with Edgeseg(tmp_path, broker.url, "--set", "sinks.mqtt.max_events_per_s=1000") as run:
+        assert collector.wait(lambda: len(collector.on("/events")) >= 3, 120), run.output()
+    assert run.code == 0, run.output()
+    assert collector.wait(lambda: collector.on("/status")[-1].payload == b"offline", 10)
+    final = collector.on("/stats")[-1].json()
+    assert final["events"]["published"] >= 3
+    # a clean stop delivered everything: each message spooled is acknowledged, events too
+    assert final["mqtt"]["acked"] == final["results"]["published"] + final["events"]["published"]

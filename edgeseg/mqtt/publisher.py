@@ -4,9 +4,9 @@ Why one thread and paho's external-loop API (``loop_read``/``loop_write``/``loop
 ``select``): every paho call happens on this thread, so there is no locking around the client, and a
 socketpair wakes the thread the moment the sink has stored new results.
 
-Delivery of ``results`` (at least once, ordered per stream, never blocked by an undeliverable message) is
-:mod:`edgeseg.mqtt.delivery`'s; each connection is a fresh paho client with a clean session, so paho never
-resends on its own: the spool is the only queue.
+Delivery of the spool's messages, ``results`` and ``events`` (at least once, ordered per stream, never
+blocked by an undeliverable message) is :mod:`edgeseg.mqtt.delivery`'s; each connection is a fresh paho
+client with a clean session, so paho never resends on its own: the spool is the only queue.
 
 Connection: the pipeline never waits for the broker. Failed attempts are retried with exponential backoff
 and jitter, capped at ``reconnect_max_s``, and logged in one line (the reason, the next attempt and its
@@ -81,7 +81,8 @@ class PublisherStats:
         last_error: why the last connection attempt failed or the link dropped.
         ended: why the publisher's thread ended before it was closed (an error nothing here expected):
             nothing is published from then on, and what is spooled waits for the next start.
-        delivery: the results' figures (acknowledged, replayed, dropped undeliverable, PUBACK times).
+        delivery: the figures of the spool's messages, results and events alike (acknowledged, replayed,
+            dropped undeliverable, PUBACK times); ``acked_by_topic`` and ``lost_by_topic`` tell them apart.
     """
 
     connected: bool = False

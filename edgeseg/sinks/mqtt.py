@@ -72,7 +72,9 @@ class MqttSinkConfig:
     keepalive_s: int = field(default=30, metadata=meta("MQTT keepalive in seconds.", ge=5, le=65535))
     reconnect_min_s: float = field(default=0.5, metadata=meta("First reconnect delay.", gt=0))
     reconnect_max_s: float = field(default=30.0, metadata=meta("Longest reconnect delay.", gt=0))
-    max_inflight: int = field(default=20, metadata=meta("Results sent but not yet acknowledged.", ge=1))
+    max_inflight: int = field(
+        default=20, metadata=meta("Messages (results and events) sent but not yet acknowledged.", ge=1)
+    )
     stats_interval_s: float = field(default=10.0, metadata=meta("Seconds between stats messages.", gt=0))
     snapshot_interval_s: float | None = field(
         default=None, metadata=meta("Seconds between annotated JPEG snapshots (null: off).", gt=0)
