@@ -264,6 +264,11 @@ def test_an_outage_longer_than_a_spool_shared_with_events_counts_results_and_eve
     assert final["events"]["lost"] > 0
     assert 0 <= final["events"]["lost"] - (int(events[1]) - received_events) <= 20
     assert 0 <= received - int(acked[1]) <= 20
+    # the summary counts the events the overflow dropped too, and says the loss is of both
+    overflow = re.search(r"mqtt: LOST (\d+) \(spool overflow\) messages \(results and events\)", out)
+    assert overflow, out
+    assert int(overflow[1]) == final["spool"]["dropped_overflow"]
+    assert run.code == 3, (out, err)
     assert "Traceback" not in err
 
 

@@ -84,10 +84,12 @@ class MqttSinkConfig:
     )
     snapshot_width: int = field(default=640, metadata=meta("Snapshots are scaled down to this width.", ge=16))
     spool_max_bytes: int = field(
-        default=64 * MiB, metadata=meta("Spool size cap; the oldest results go first.", ge=4096)
+        default=64 * MiB,
+        metadata=meta("Spool size cap; the oldest messages (results and events) go first.", ge=4096),
     )
     spool_max_age_s: float = field(
-        default=7 * 86400.0, metadata=meta("Results older than this leave the spool unsent.", gt=0)
+        default=7 * 86400.0,
+        metadata=meta("Messages (results and events) older than this leave the spool unsent.", gt=0),
     )
     flush_timeout_s: float = field(
         # at most a day: a wait past threading.TIMEOUT_MAX (1e10 s, "for ever") failed the sink at stop
