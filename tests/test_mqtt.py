@@ -393,13 +393,16 @@ def test_a_retained_topic_always_over_the_packet_limit_is_logged_three_times_the
         for i in range(250):
             publisher.set_retained(topics.snapshot, b"%d" % i + b"x" * 3000, qos=0)
             deadline = time.monotonic() + 10
-            while publisher.stats().skipped_retained <= i and time.monotonic() < deadline:
+            while (
+                publisher.stats().skipped_retained.get(topics.snapshot, 0) <= i
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.001)
     finally:
         assert publisher.close(flush_timeout_s=2.0)
         spool.close()
         small.stop()
-    assert publisher.stats().skipped_retained == 250
+    assert publisher.stats().skipped_retained == {topics.snapshot: 250}
     lines = [r.getMessage() for r in caplog.records if "over the broker's packet limit" in r.getMessage()]
     assert len(lines) == 5, lines  # 1, 2, 3, 100 and 200
     assert "(200 so far)" in lines[-1]
@@ -446,6 +449,26 @@ def test_a_snapshot_over_the_broker_packet_limit_is_skipped_without_a_reconnect_
     final = collector.on("/stats")[-1].json()
     assert final["mqtt"]["reconnects"] == 0
     assert final["snapshots_skipped"] >= 1
+
+
+def test_a_discovery_over_the_broker_packet_limit_is_not_counted_as_a_skipped_snapshot(
+    tmp_path: Path,
+) -> None:
+    """Stats' snapshots_skipped added every retained topic the broker's packet limit kept back: with snapshots
+    off, it counted the Home Assistant discovery (a few kB) at every connect."""
+    small = Broker(tmp_path / "broker", extra_config="max_packet_size 2000\n")
+    small.start()
+    collector = Collector(small.port)
+    try:
+        with Edgeseg(tmp_path, small.url, "--set", "sinks.mqtt.mask_format=none") as run:
+            assert collector.wait(lambda: len(collector.on("/stats")) >= 2, 90), run.output()
+    finally:
+        collector.close()
+        small.stop()
+    err = run.output()[1]
+    assert "homeassistant/device/cam1/config: " in err  # the discovery was kept back, and said so
+    final = collector.on("/stats")[-1].json()
+    assert final["snapshots_skipped"] == 0
 
 
 def test_a_rate_cap_publishes_fewer_results_with_contiguous_seq_and_counts_the_rest(
@@ -1157,7 +1180,9 @@ def test_an_mqtt311_retained_snapshot_the_broker_hangs_up_on_is_skipped_and_no_r
     received, stats, collector = _publish_to_a_broker_limited_to_2000_bytes(tmp_path, results, retained)
     assert received == set(range(6))
     assert stats.delivery.too_large == 0
-    assert stats.skipped_retained >= 1  # (at each connect after the broker hung up on it)
+    assert (
+        stats.skipped_retained.get("edgeseg/cam1/snapshot", 0) >= 1
+    )  # (at each connect after the broker hung up on it)
     assert collector.on("/snapshot") == []
     assert [m.payload for m in collector.on("/info")][-1:] == [b"{}"]
 

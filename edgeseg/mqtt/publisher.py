@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -76,7 +76,8 @@ class PublisherStats:
     Attributes:
         connected: whether the broker is connected now.
         connects: successful connections so far; ``reconnects`` is this minus the first.
-        skipped_retained: retained messages (snapshots) over the broker's maximum packet size, not sent.
+        skipped_retained: the retained payloads not sent, by topic: over the broker's maximum packet size, or
+            as large as one it hung up on (a snapshot, mostly; the sink counts only those as snapshots).
         replies_dropped: replies to ``config/*`` requests dropped unsent (a flood outran the socket).
         last_error: why the last connection attempt failed or the link dropped.
         ended: why the publisher's thread ended before it was closed (an error nothing here expected):
@@ -87,7 +88,7 @@ class PublisherStats:
 
     connected: bool = False
     connects: int = 0
-    skipped_retained: int = 0
+    skipped_retained: Mapping[str, int] = field(default_factory=dict)
     replies_dropped: int = 0
     last_error: str | None = None
     ended: str | None = None
@@ -257,7 +258,8 @@ class Publisher:
     def stats(self) -> PublisherStats:
         figures = self.delivery.figures()
         with self._lock:
-            return replace(self._s, delivery=figures)
+            skipped = {topic: entry.skipped for topic, entry in self._retained.items() if entry.skipped}
+            return replace(self._s, delivery=figures, skipped_retained=skipped)
 
     def close(self, flush_timeout_s: float) -> bool:
         """Stop: deliver what the spool holds while connected (for at most ``flush_timeout_s``), publish
@@ -486,7 +488,6 @@ class Publisher:
 
     def _skip_retained(self, entry: _Retained, why: str) -> None:
         with self._lock:
-            self._s = replace(self._s, skipped_retained=self._s.skipped_retained + 1)
             entry.skipped += 1
             n = entry.skipped
         # a snapshot stays too large for as long as the scene stays busy: not a line at every interval

@@ -399,6 +399,8 @@ class MqttSink:
         d = link.delivery
         with self._lock:
             capped = self._capped
+        # (the link keeps back any retained topic over the broker's limit: the discovery too, not a snapshot)
+        snapshots_skipped = self._snapshots_skipped + link.skipped_retained.get(self.topics.snapshot, 0)
         return stats_payload(
             {
                 "device_id": self.device_id,
@@ -441,7 +443,7 @@ class MqttSink:
                     "refused": d.refused,
                     "publish_ms": {"p50": finite(d.publish_ms_p50), "p99": finite(d.publish_ms_p99)},
                 },
-                "snapshots_skipped": self._snapshots_skipped + link.skipped_retained,
+                "snapshots_skipped": snapshots_skipped,
                 "cpu_temp_c": cpu_temperature_c(),
                 "memory_mb": memory_mb(),
             }
