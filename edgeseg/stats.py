@@ -63,6 +63,15 @@ class PipelineStats:
     def dropped_total(self) -> int:
         return sum(self.drops.values())
 
+    @property
+    def fps_now(self) -> float:
+        """``fps``, or 0 once no result came for as long as a pause of the stream (over ``PAUSE_S``, and over
+        ``PAUSE_GAPS`` of the window's mean gap): a camera gone is not shown at its last rate, and a slow
+        stream (a frame every 10 s) not at 0 between its frames."""
+        if self.frames_done and self.idle_s > PAUSE_S and self.idle_s * self.fps > PAUSE_GAPS:
+            return 0.0
+        return self.fps
+
 
 class StatsRecorder:
     """Collects the figures of one pipeline run; :meth:`snapshot` turns them into :class:`PipelineStats`."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from mjpeg import MjpegServer
 from mqtt_harness import (
     REPO,
     Broker,
@@ -469,6 +470,24 @@ def test_a_discovery_over_the_broker_packet_limit_is_not_counted_as_a_skipped_sn
     assert "homeassistant/device/cam1/config: " in err  # the discovery was kept back, and said so
     final = collector.on("/stats")[-1].json()
     assert final["snapshots_skipped"] == 0
+
+
+def test_stats_fps_falls_to_0_while_a_camera_sends_nothing_and_comes_back_with_it(
+    tmp_path: Path, broker: Broker, collector: Collector, mjpeg_server: MjpegServer
+) -> None:
+    """Stats' fps (Home Assistant's FPS sensor) stayed at the last rate while the stream sent nothing, so a
+    dashboard showed a dead camera running at full speed, where the progress line and the web page say
+    "no result for N s"."""
+    stream = ("--source", mjpeg_server.url, "--set", "source.reconnect_max_s=1")
+    with Edgeseg(tmp_path, broker.url, *stream) as run:
+        fps = lambda: [m.json()["fps"] for m in collector.on("/stats")]  # noqa: E731
+        assert collector.wait(lambda: any(f and f > 1 for f in fps()), 90), run.output()
+        mjpeg_server.flowing.clear()
+        stalled = len(fps())
+        assert collector.wait(lambda: 0 in fps()[stalled:], 30), (fps()[stalled:], run.output())
+        mjpeg_server.flowing.set()
+        back = len(fps())
+        assert collector.wait(lambda: any(f and f > 1 for f in fps()[back:]), 60), run.output()
 
 
 def test_a_rate_cap_publishes_fewer_results_with_contiguous_seq_and_counts_the_rest(

@@ -109,3 +109,26 @@ def test_the_rate_after_a_pause_of_the_stream_is_the_rate_since_it_came_back(fak
         fake_clock.now += 20.0
         slow.frame_done(fake_clock.monotonic_ns() - 30 * MS, fake_clock.monotonic_ns())
     assert slow.snapshot().fps == pytest.approx(0.05)
+
+
+def test_the_rate_now_is_0_once_the_stream_paused_and_a_slow_stream_keeps_its_rate(
+    fake_clock: FakeClock,
+) -> None:
+    rec = StatsRecorder()
+    for _ in range(100):  # 25 fps
+        fake_clock.now += 0.04
+        rec.frame_done(fake_clock.monotonic_ns() - 30 * MS, fake_clock.monotonic_ns())
+    fake_clock.now += 1.0  # a hiccup is no pause
+    assert rec.snapshot().fps_now == pytest.approx(25.0)
+    fake_clock.now += 5.0  # the camera is gone: nothing comes at 25 fps
+    assert rec.snapshot().fps_now == 0.0
+    assert rec.snapshot().fps == pytest.approx(25.0)  # (the rate it had)
+    slow = StatsRecorder()
+    for _ in range(5):  # a frame every 20 s: 30 s since the last one is its pace, not a pause
+        fake_clock.now += 20.0
+        slow.frame_done(fake_clock.monotonic_ns() - 30 * MS, fake_clock.monotonic_ns())
+    fake_clock.now += 30.0
+    assert slow.snapshot().fps_now == pytest.approx(0.05)
+    fake_clock.now += 60.0
+    assert slow.snapshot().fps_now == 0.0
+    assert math.isnan(StatsRecorder().snapshot().fps_now)  # before two results: unmeasured

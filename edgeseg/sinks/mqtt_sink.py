@@ -407,7 +407,7 @@ class MqttSink:
                 "boot_id": self.boot_id,
                 "time": round(time.time(), 3),
                 "uptime_s": round(time.monotonic() - self._started, 3),
-                "fps": finite(p.fps, 2),
+                "fps": finite(p.fps_now, 2),  # (Home Assistant's FPS sensor: 0 while a camera is gone)
                 "fps_mean": finite(p.fps_mean, 2),
                 "latency_ms": {"p50": finite(p.latency_ms_p50), "p99": finite(p.latency_ms_p99)},
                 "frames": {"read": p.frames_read, "done": p.frames_done},
