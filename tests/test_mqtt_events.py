@@ -220,3 +220,22 @@ def test_stats_link_figures_count_the_events_with_the_results(
     assert final["events"]["published"] >= 3
     # a clean stop delivered everything: each message spooled is acknowledged, events too
     assert final["mqtt"]["acked"] == final["results"]["published"] + final["events"]["published"]
+
+
+def test_the_events_the_rate_cap_suppresses_are_the_gaps_in_event_seq_on_the_topic(
+    tmp_path: Path, broker: Broker, collector: Collector
+) -> None:
+    """events.json said event_seq has no gaps within a boot; on the events topic the events over
+    max_events_per_s leave gaps, which a consumer must not take for lost messages: they are counted."""
+    with Edgeseg(tmp_path, broker.url, "--set", "sinks.mqtt.max_events_per_s=0.5", fps=30) as run:
+        suppressed = lambda: any(m.json()["events"]["suppressed"] for m in collector.on("/stats"))  # noqa: E731
+        assert collector.wait(lambda: suppressed() and len(collector.on("/events")) >= 2, 120), run.output()
+    assert run.code == 0, run.output()
+    assert collector.wait(lambda: collector.on("/status")[-1].payload == b"offline", 10)
+    final = collector.on("/stats")[-1].json()
+    seqs = {m.json()["event_seq"] for m in collector.on("/events")}
+    assert len(seqs) == final["events"]["published"]
+    gaps = max(seqs) + 1 - len(seqs)
+    assert gaps > 0
+    # every gap is an event suppressed (those after the last one published are suppressed too)
+    assert gaps <= final["events"]["suppressed"]
