@@ -806,6 +806,27 @@ def test_the_summary_counts_apart_the_results_and_the_events_an_earlier_run_left
     assert "Traceback" not in err
 
 
+def test_the_summary_counts_what_an_earlier_prefix_left_in_the_spool(tmp_path: Path) -> None:
+    """After sinks.mqtt.prefix changed (the broker down both times), the summary said "N results still in the
+    spool", N this prefix's alone: the earlier prefix's messages, sent at the next start, were left out."""
+    no_events = ("--set", "tracker.enabled=false", "--set", "lines={}")
+    for prefix in ("old", "new"):
+        run = Edgeseg(
+            tmp_path, "mqtt://127.0.0.1:1", "--max-frames", "3", "--set", f"sinks.mqtt.prefix={prefix}",
+            *no_events, fps=30,
+        )  # fmt: skip
+        assert run.wait(120) == 0, run.output()
+    out, err = run.output()
+    with sqlite3.connect(run.spool) as db:
+        held = dict(db.execute("SELECT topic, COUNT(*) FROM messages GROUP BY topic").fetchall())
+    assert held["old/cam1/results"] > 0
+    assert (
+        f"mqtt: {held['new/cam1/results']} results and {held['old/cam1/results']} messages of other topics "
+        "(an earlier sinks.mqtt.prefix) still in the spool"
+    ) in out
+    assert "Traceback" not in err
+
+
 def test_a_spool_deleted_mid_run_has_its_messages_reported_lost_not_kept_for_the_next_start(
     tmp_path: Path,
 ) -> None:

@@ -493,6 +493,10 @@ class MqttSink:
             lines.append(f"mqtt: the publisher stopped during the run ({link.ended}); nothing was sent after")
         if s.depth and not self._spool_deleted:
             left = [(s.depth_by_topic.get(topic, 0), kind) for kind, topic in held.items()]
+            # (the spool outlives a change of sinks.mqtt.prefix: the earlier topics' messages go out too)
+            left.append(
+                (s.depth - sum(n for n, _ in left), "messages of other topics (an earlier sinks.mqtt.prefix)")
+            )
             lines.append(
                 "mqtt: "
                 + " and ".join(f"{n} {kind}" for n, kind in left if n)
