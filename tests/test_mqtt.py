@@ -1098,6 +1098,69 @@ def _connack_then(after: Callable[[socket.socket], None]) -> Iterator[int]:
         thread.join(5)
 
 
+@contextlib.contextmanager
+def _acks_held_back(broker_port: int) -> Iterator[int]:
+    """A relay on a loopback port (yielded) to the broker on ``broker_port``, as a slow uplink: what the
+    device sends reaches the broker at once, and of what the broker answers only the CONNACK comes back (its
+    PUBACKs stay in the relay until the end)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    conns: list[socket.socket] = []
+
+    def forward(src: socket.socket, dst: socket.socket, chunks: int | None) -> None:
+        with contextlib.suppress(OSError):
+            while (chunks is None or chunks > 0) and (data := src.recv(65536)):
+                dst.sendall(data)
+                chunks = None if chunks is None else chunks - 1
+
+    def serve() -> None:
+        while True:
+            try:
+                device, _ = server.accept()
+            except OSError:
+                return
+            broker = socket.create_connection(("127.0.0.1", broker_port))
+            conns.extend((device, broker))
+            threading.Thread(target=forward, args=(device, broker, None), daemon=True).start()
+            threading.Thread(target=forward, args=(broker, device, 1), daemon=True).start()  # the CONNACK
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+        for conn in conns:
+            conn.close()
+        thread.join(5)
+
+
+def test_max_inflight_over_20_results_are_sent_before_the_first_puback(
+    tmp_path: Path, broker: Broker, collector: Collector
+) -> None:
+    """paho keeps its own window of 20 unacknowledged messages and queues the rest inside itself: a
+    sinks.mqtt.max_inflight above 20, for an uplink whose PUBACKs come late, sent no more than 20."""
+    from edgeseg.mqtt.broker import Credentials, parse_broker_url
+    from edgeseg.mqtt.publisher import Publisher, PublisherSettings
+    from edgeseg.mqtt.spool import Spool
+    from edgeseg.mqtt.topics import Topics
+
+    topics = Topics("edgeseg", "cam1")
+    spool = Spool(tmp_path / "spool.sqlite3", 1 << 20, 3600.0)
+    spool.append([(topics.results, _numbered(n)) for n in range(100)])
+    with _acks_held_back(broker.port) as port:
+        url = parse_broker_url(f"mqtt://127.0.0.1:{port}")
+        publisher = Publisher(url, Credentials(), "cam1", spool, topics, PublisherSettings(max_inflight=50))
+        publisher.start()
+        try:
+            collector.wait(lambda: len(collector.on("/results")) >= 50, 10)
+            time.sleep(0.5)  # (the window is full: no more come)
+            sent = len(collector.on("/results"))
+        finally:
+            publisher.close(flush_timeout_s=0.5)
+            spool.close()
+    assert sent == 50
+
+
 def test_a_retained_topic_with_a_min_interval_sends_the_first_change_then_the_last_and_flushes_at_stop(
     tmp_path: Path, broker: Broker, collector: Collector
 ) -> None:

@@ -376,6 +376,9 @@ class Publisher:
         except (OSError, ValueError) as exc:  # unusable TLS material
             self._failed(describe_error(exc))
             return
+        # the spool's window (max_inflight) is the only one: paho's own, 20 by default, would queue the
+        # results over it inside paho, unsent until PUBACKs come, however large max_inflight is
+        client.max_inflight_messages_set(0)
         link = _Link(client)
         client.on_connect = lambda c, u, flags, rc, props: self._on_connect(link, rc, props)
         client.on_disconnect = lambda c, u, flags, rc, props: self._on_disconnect(link, rc)
