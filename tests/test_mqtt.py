@@ -1161,6 +1161,36 @@ def test_max_inflight_over_20_results_are_sent_before_the_first_puback(
     assert sent == 50
 
 
+def test_a_broker_that_accepts_but_never_answers_is_retried_after_the_connect_timeout_not_the_keepalive(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """A hung broker (here stopped with SIGSTOP: the kernel still accepts the connection) never sends its
+    CONNACK: each attempt waited for the keepalive (30 s) and was then logged as a keepalive timeout."""
+    from edgeseg.mqtt.broker import Credentials, parse_broker_url
+    from edgeseg.mqtt.publisher import Publisher, PublisherSettings
+    from edgeseg.mqtt.spool import Spool
+    from edgeseg.mqtt.topics import Topics
+
+    assert broker.proc is not None
+    broker.proc.send_signal(signal.SIGSTOP)
+    spool = Spool(tmp_path / "spool.sqlite3", 1 << 20, 3600.0)
+    settings = PublisherSettings(connect_timeout_s=1.0, reconnect_min_s=0.1, reconnect_max_s=0.2)
+    publisher = Publisher(
+        parse_broker_url(broker.url), Credentials(), "cam1", spool, Topics("edgeseg", "cam1"), settings
+    )
+    publisher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while publisher.stats().last_error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        error = publisher.stats().last_error
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
+        publisher.close(flush_timeout_s=0.5)
+        spool.close()
+    assert error == "no CONNACK within 1 s of CONNECT"
+
+
 def test_a_retained_topic_with_a_min_interval_sends_the_first_change_then_the_last_and_flushes_at_stop(
     tmp_path: Path, broker: Broker, collector: Collector
 ) -> None:

@@ -8,11 +8,13 @@ Delivery of the spool's messages, ``results`` and ``events`` (at least once, ord
 blocked by an undeliverable message) is :mod:`edgeseg.mqtt.delivery`'s; each connection is a fresh paho
 client with a clean session, so paho never resends on its own: the spool is the only queue.
 
-Connection: the pipeline never waits for the broker. Failed attempts are retried with exponential backoff
-and jitter, capped at ``reconnect_max_s``, and logged in one line (the reason, the next attempt and its
-number; repeats of the same reason are logged every ``LOG_REPEAT`` attempts). On every connect: the
-subscriptions are made, the retained state (``info``, discovery, counts, snapshot) is published, then
-``status`` ``online`` last. The last will sets ``status`` ``offline``; a clean stop publishes it too.
+Connection: the pipeline never waits for the broker, and an attempt waits ``connect_timeout_s`` for the
+broker's CONNACK (a hung broker takes the connection and never answers). Failed attempts are retried with
+exponential backoff and jitter, capped at ``reconnect_max_s``, and logged in one line (the reason, the next
+attempt and its number; repeats of the same reason are logged every ``LOG_REPEAT`` attempts). On every
+connect: the subscriptions are made, the retained state (``info``, discovery, counts, snapshot) is
+published, then ``status`` ``online`` last. The last will sets ``status`` ``offline``; a clean stop
+publishes it too.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ class _Link:
 
     client: mqtt.Client
     connected: bool = False
+    opened_at: float = 0.0  # when CONNECT went out (the broker's CONNACK is due within connect_timeout_s)
     max_packet: int | None = None
     connected_at: float = 0.0
     dropped: str | None = None
@@ -325,6 +328,12 @@ class Publisher:
         if sock is None:
             self._drop(link, link.dropped or "connection closed")
             return
+        # a hung broker (or whatever listens there) takes the connection and never answers: paho would wait
+        # for the keepalive, and call it one
+        wait = self.settings.connect_timeout_s
+        if not link.connected and link.dropped is None and time.monotonic() - link.opened_at > wait:
+            self._drop(link, f"no CONNACK within {wait:g} s of CONNECT")
+            return
         want_write = link.client.want_write()
         timeout = 0.0 if want_write else IDLE_WAIT_S
         if link.connected:
@@ -388,6 +397,7 @@ class Publisher:
         if problem is not None:
             self._failed(problem)
             return
+        link.opened_at = time.monotonic()
         self._link = link
 
     def _on_connect(self, link: _Link, rc: ReasonCode, props: Any) -> None:
