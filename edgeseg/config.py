@@ -422,8 +422,22 @@ def parse_value(text: str) -> Any:
         return text
 
 
+_MAX_DEPTH = 2  # dots in the deepest keys: sinks.<sink>.<key>, zones.<name>.<key>, postprocess.semantic.<key>
+
+
 def set_key(raw: dict[str, Any], key: str, value: Any, origin: str, origins: dict[str, str]) -> None:
-    """Set ``key`` (a dotted path) in a raw document, creating sections on the way."""
+    """Set ``key`` (a dotted path) in a raw document, creating sections on the way.
+
+    A mapping is merged key by key: ``--set 'source={loop: true}'`` keeps ``--source`` and the file's other
+    source keys, and each key it holds is an override of its own (named in messages; a path in it is the
+    current directory's). An empty mapping (or null) empties the section."""
+    mergeable = isinstance(value, dict) and value and all(isinstance(name, str) for name in value)
+    # a mapping that holds itself (YAML's `&a {b: *a}`) is merged down to the deepest keys only, where it is
+    # an unknown key, instead of for ever
+    if mergeable and key.count(".") < _MAX_DEPTH:
+        for name, item in value.items():
+            set_key(raw, f"{key}.{name}", item, origin, origins)
+        return
     parts = key.split(".")
     node = raw
     for i, part in enumerate(parts[:-1]):

@@ -16,6 +16,7 @@ from edgeseg.config import (
     DEFAULT_PIPELINE,
     PIPELINES_DIR,
     ModelConfig,
+    Override,
     PipelineConfig,
     SourceConfig,
     config_json_schema,
@@ -108,6 +109,25 @@ def test_relative_paths_in_the_file_follow_the_file_and_overrides_follow_the_cwd
     assert config.model.path == tmp_path.parent / "m.onnx"
     assert config.model.engine_cache_dir == tmp_path / "cache"
     assert load_config(path, ["model.path=x.onnx"], env={}).model.path == Path("x.onnx")
+
+
+def test_a_mapping_set_on_a_section_merges_into_it_and_its_paths_follow_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path, M + "source: {uri: clips/a.mp4, fps: 5}\n")
+    source = Override('source.uri="synthetic:parts?seed=3"', "--source")
+    config = load_config(path, [source, "source={loop: true}"], env={})
+    # the flag and the file's other keys are kept: only the keys given replace theirs
+    assert (config.source.uri, config.source.loop, config.source.fps) == ("synthetic:parts?seed=3", True, 5)
+    monkeypatch.chdir(tmp_path.parent)
+    # a path typed on the command line is the current directory's, inside a mapping as outside one
+    assert load_config(path, ["source={uri: b.mp4}"], env={}).source.uri == "b.mp4"
+    with pytest.raises(ConfigError, match=r"^source\.fsp: unknown key; did you mean fps\? .*\[--set\]$"):
+        load_config(path, ["source={fsp: 3}"], env={})
+    # an empty mapping or null still empties a section
+    assert load_config(path, ["source={}"], env={}).source == SourceConfig()
+    with pytest.raises(ConfigError, match=r"^zones\.b\.b: unknown key"):
+        load_config(path, ["zones=&a {b: *a}"], env={})  # a mapping holding itself
 
 
 @pytest.mark.parametrize(
