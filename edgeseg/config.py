@@ -261,7 +261,7 @@ def load_config(
             key); values are parsed as YAML (``3``, ``true``, ``null``, ``[0, 0, 1, 1]``). They win over the
             environment.
         env: environment to read ``EDGESEG__SECTION__KEY=value`` variables from (``__`` separates the key
-            path, keys are lower-cased); ``None`` = ``os.environ``.
+            path, keys are lower-cased, zone and line names kept); ``None`` = ``os.environ``.
 
     Raises:
         ConfigError: one line starting with the key path (or the file) and naming the allowed values, and
@@ -279,7 +279,7 @@ def load_config(
     environ = os.environ if env is None else env
     for name in sorted(environ):
         if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
-            key = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+            key = env_key(name)
             set_key(raw, key, parse_value(environ[name]), f"env {name}", origins)
     for item in overrides:
         override = item if isinstance(item, Override) else Override(item)
@@ -420,6 +420,15 @@ def parse_value(text: str) -> Any:
         return load(text)
     except yaml.YAMLError:
         return text
+
+
+def env_key(name: str) -> str:
+    """The key path of an ``EDGESEG__…`` variable: its words lower-cased, as keys are, but a zone's or a
+    line's name as written (user data: ``Dock`` and ``dock`` are two zones)."""
+    hints = type_hints(PipelineConfig)
+    parts = name[len(ENV_PREFIX) :].split("__")
+    named = len(parts) > 1 and get_origin(hints.get(parts[0].lower())) is dict  # zones, lines
+    return ".".join(part if i == 1 and named else part.lower() for i, part in enumerate(parts))
 
 
 _MAX_DEPTH = 2  # dots in the deepest keys: sinks.<sink>.<key>, zones.<name>.<key>, postprocess.semantic.<key>

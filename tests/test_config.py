@@ -130,6 +130,17 @@ def test_a_mapping_set_on_a_section_merges_into_it_and_its_paths_follow_the_cwd(
         load_config(path, ["zones=&a {b: *a}"], env={})  # a mapping holding itself
 
 
+def test_environment_variables_keep_the_case_of_zone_and_line_names(tmp_path: Path) -> None:
+    square = "polygon: [[0, 0], [1, 0], [1, 1], [0, 1]]"
+    path = _write(
+        tmp_path, M + f"tracker: {{enabled: true}}\nzones: {{Dock: {{{square}}}, dock: {{{square}}}}}\n"
+    )
+    env = {"EDGESEG__ZONES__Dock__ENTER_S": "2", "EDGESEG__LINES__Gate__POINTS": "[[0, 0.5], [1, 0.5]]"}
+    config = load_config(path, env=env)
+    assert (config.zones["Dock"].enter_s, config.zones["dock"].enter_s) == (2, 0.3)
+    assert list(config.lines) == ["Gate"]
+
+
 @pytest.mark.parametrize(
     ("text", "overrides", "message"),
     [
