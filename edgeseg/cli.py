@@ -23,8 +23,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from edgeseg import __version__, logtally
-from edgeseg.errors import EdgesegError, TransientError
+from edgeseg.errors import EdgesegError, StdoutError, TransientError
 from edgeseg.journal import (
+    CheckedStdout,
     Formatter,
     Handler,
     drop,
@@ -61,7 +62,8 @@ EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), during start-up or mid-run
 WEB_DEFAULT = "127.0.0.1:8080"
 JOURNAL_SUMMARY_S = 60.0  # into the journal, the figures line at most this often: months of lines add up
 EXIT_CODES = (
-    "exit status: 0 finished (also when stopped by SIGTERM); 2 bad usage, configuration or input; "
+    "exit status: 0 finished (also when stopped by SIGTERM); 2 bad usage, configuration or input, or stdout "
+    "that takes no more (a full disk); "
     "3 something accepted was lost: results a sink took and could not write, or input frames damaged, "
     "skipped or failed (the summary says what and where; 3 wins over 0 and 130); 4 failed at run time, a "
     "restart may fix it (a live source that gave up, the web page's port in use); 130 interrupted by SIGINT; "
@@ -705,14 +707,21 @@ def main(argv: Sequence[str] | None = None, held: Held | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging(args.verbose)
     try:
-        if args.command == "run":
-            # its handlers go over the held ones, and put them back at its end: a stop signal after that,
-            # before entry() ignores them, is held too, and cannot replace the run's status with its own
-            return _run(args, held)
-        if held is not None:
-            held.release()
-        return _command(args.command)(args)
+        with contextlib.redirect_stdout(CheckedStdout(sys.stdout)):
+            if args.command == "run":
+                # its handlers go over the held ones, and put them back at its end: a stop signal after
+                # that, before entry() ignores them, is held too, and cannot replace the run's status
+                code = _run(args, held)
+            else:
+                if held is not None:
+                    held.release()
+                code = _command(args.command)(args)
+            # a listing waits in stdout's buffer until the exit, whose flush would fail past any handler
+            sys.stdout.flush()
+        return code
     except EdgesegError as exc:
+        if isinstance(exc, StdoutError):
+            drop(sys.stdout)  # what it still buffers goes nowhere at the exit, rather than failing again
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         say(f"error: {message}", logging.ERROR)
         return EXIT_TRANSIENT if isinstance(exc, TransientError) else EXIT_USAGE
@@ -729,14 +738,18 @@ def main(argv: Sequence[str] | None = None, held: Held | None = None) -> int:
 
 @contextlib.contextmanager
 def _unless_stdout_gone() -> Iterator[None]:
-    """Stop writing to stdout, and go on, if its reader left (``| head -1``, a closed pipe). A broken pipe
-    elsewhere (a camera's or a broker's socket) is raised."""
+    """Stop writing to stdout, and go on, if its reader left (``| head -1``, a closed pipe) or it takes no
+    more (a full disk: said on stderr; the exit status stays the run's). A broken pipe elsewhere (a camera's
+    or a broker's socket) is raised."""
     try:
         yield
     except BrokenPipeError:
         if not _stdout_reader_gone():
             raise
         drop(sys.stdout)
+    except StdoutError as exc:
+        drop(sys.stdout)
+        say(f"the run's summary was not written: {exc}", logging.WARNING)
 
 
 def _stdout_reader_gone() -> bool:

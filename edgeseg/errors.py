@@ -46,5 +46,9 @@ class SinkError(EdgesegError):
     """A sink could not write a result (its file, its device); the result is counted as lost."""
 
 
+class StdoutError(EdgesegError, OSError):
+    """stdout does not take the command's output (a full disk, an I/O error)."""
+
+
 class MissingDependencyError(EdgesegError, ImportError):
     """An optional dependency (tensorrt, pycuda, picamera2) is needed but not installed."""

@@ -16,12 +16,17 @@ run ends whoever reads its stdout; what it left out of the summary, stderr says 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import select
 import sys
 import threading
+from collections.abc import Iterator
 from typing import TextIO
+
+from edgeseg.errors import StdoutError
 
 PREFIX = "edgeseg: "
 # the longest a line waits for a stream that was taking lines: a reader that is alive drains a pipe in far
@@ -124,6 +129,47 @@ def put(stream: TextIO, text: str, outlet: _Outlet | None = None) -> None:
                 drop(stream)
                 out.stuck, out.cut, out.unsaid, out.total = True, start > 0, 1, out.total + 1
                 return
+
+
+class CheckedStdout(io.TextIOBase):
+    """``stream`` (stdout) whose failed writes are a :class:`StdoutError` naming it: a command's output to a
+    full disk (``> /dev/full``) was a traceback, from whichever line (ours, pycocotools') or flush failed,
+    or an "Exception ignored" and status 120 from the flush at the exit. A reader that left stays a
+    BrokenPipeError (see :func:`edgeseg.cli.main`)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        with self._checked():
+            return self.stream.write(text)
+
+    def flush(self) -> None:
+        with self._checked():
+            self.stream.flush()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.stream.encoding
+
+    @contextlib.contextmanager
+    def _checked(self) -> Iterator[None]:
+        try:
+            yield
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise StdoutError(f"cannot write to stdout: {exc.strerror}") from None
 
 
 def drop(stream: TextIO) -> None:

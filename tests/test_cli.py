@@ -323,17 +323,75 @@ def test_doctor_reports_jetpack_5s_tensorrt_8_as_unusable_naming_tensorrt_10(
     assert "this is TensorRT 8.5.2.2" in line
 
 
-def test_a_reader_that_closes_the_pipe_ends_a_listing_quietly_with_exit_0(tmp_path: Path) -> None:
+def _stdout_env(buffered: bool) -> dict[str, str]:
+    """The tests' environment, with stdout block-buffered as in a user's shell or unbuffered as under
+    PYTHONUNBUFFERED (a container's, a unit's): a write then fails at the line, not at the exit's flush."""
+    env = _env()
+    env.pop("PYTHONUNBUFFERED", None)
+    return env if buffered else {**env, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.mark.parametrize("buffered", [True, False])
+def test_a_reader_that_closes_the_pipe_ends_a_listing_quietly_with_exit_0(
+    tmp_path: Path, buffered: bool
+) -> None:
     # `edgeseg pipelines | head -1`: the reader is gone before the listing is written
     read, write = os.pipe()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgeseg", "pipelines"], cwd=tmp_path, env=_env(), stdout=write,
+        [sys.executable, "-m", "edgeseg", "pipelines"], cwd=tmp_path, env=_stdout_env(buffered), stdout=write,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     os.close(write)
     os.close(read)
     _, err = proc.communicate(timeout=60)
     assert (proc.returncode, err) == (0, "")
+
+
+@pytest.mark.parametrize("buffered", [True, False])
+@pytest.mark.parametrize("command", [["pipelines"], ["doctor"]])
+def test_a_listing_to_a_full_disk_is_one_line_and_exit_2(
+    tmp_path: Path, command: list[str], buffered: bool
+) -> None:
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeseg", *command], cwd=tmp_path, env=_stdout_env(buffered), stdout=full,
+            stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert (done.returncode, done.stderr) == (
+        2,
+        "edgeseg: error: cannot write to stdout: No space left on device\n",
+    )
+
+
+def test_eval_to_a_full_disk_is_one_line_and_exit_2(tmp_path: Path, assets_dir: Path, yolo: Path) -> None:
+    annotations = assets_dir / "datasets" / "voc2011_labelme_instances" / "annotations_coco.json"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeseg", "eval", str(annotations), "--model", str(yolo)], cwd=tmp_path,
+            env=_stdout_env(True), stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert (done.returncode, done.stderr) == (
+        2,
+        "edgeseg: error: cannot write to stdout: No space left on device\n",
+    )
+
+
+@pytest.mark.parametrize("buffered", [True, False])
+def test_a_run_whose_summary_meets_a_full_disk_says_so_and_keeps_its_outputs_and_status(
+    tmp_path: Path, buffered: bool
+) -> None:
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeseg", "run", "--max-frames", "3", "--output", "out.jsonl"],
+            cwd=tmp_path, env=_stdout_env(buffered), stdout=full, stderr=subprocess.PIPE, text=True,
+            timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    said = "edgeseg: the run's summary was not written: cannot write to stdout: No space left on device\n"
+    assert done.stderr.endswith(said)
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert records[-1].get("final")  # the output was finished
 
 
 def test_a_run_that_lost_results_exits_3_when_the_reader_of_its_summary_closed_the_pipe(

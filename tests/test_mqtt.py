@@ -705,6 +705,27 @@ def test_listen_piped_to_a_reader_that_stops_exits_0_instead_of_hanging(
         proc.wait()
 
 
+def test_listen_to_a_full_disk_is_one_line_and_exit_2(broker: Broker, collector: Collector) -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeseg", "mqtt", "listen", "--url", broker.url, "--topic", "t/#"],
+            env=edgeseg_env(), stdout=full, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            collector.publish("t/x", b"hello")
+            time.sleep(0.1)
+        assert (proc.poll(), proc.stderr.read()) == (
+            2,
+            "edgeseg: error: cannot write to stdout: No space left on device\n",
+        )
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_doctor_with_a_pipeline_checks_that_its_broker_answers(
     tmp_path: Path,
     broker: Broker,
