@@ -23,7 +23,7 @@ from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
 from edgeseg.mqtt.topics import load_schema, results_payload
 from edgeseg.sinks.record import encoded_record, result_record
-from edgeseg.sources import Source, backoff_delays, open_source, parse_uri
+from edgeseg.sources import Source, backoff_delays, make_source, open_source, parse_uri
 from edgeseg.sources.opencv_live import OpenCVLiveSource, opencv_has_gstreamer
 
 
@@ -366,6 +366,15 @@ def test_a_uri_fps_the_pacer_cannot_wait_for_is_refused_like_source_fps(fps: str
     # synthetic:parts?fps=1e-300 was taken, then the pacer's OverflowError (an infinite period) a traceback
     with pytest.raises(SourceError, match=rf"option fps must be a number >= 1e-06 \(got '{fps}'\)"):
         open_source(f"synthetic:parts?fps={fps}").close()
+
+
+@pytest.mark.parametrize("option", ["width", "height"])
+def test_a_synthetic_size_beyond_8k_is_refused_naming_the_option(option: str) -> None:
+    # synthetic:parts?width=100000 was taken: minutes of laying out the scene before the first frame
+    with pytest.raises(
+        SourceError, match=rf"option {option} must be an integer in \[1, 8192\] \(got '100000'\)"
+    ):
+        make_source(f"synthetic:parts?{option}=100000")
 
 
 def test_a_paced_source_says_its_rate_and_a_recording_of_it_plays_at_that_rate(tmp_path: Path) -> None:

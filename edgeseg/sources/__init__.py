@@ -232,8 +232,10 @@ def check_options(parsed: ParsedUri, allowed: tuple[str, ...]) -> None:
             )
 
 
-def option_int(parsed: ParsedUri, key: str, default: int, minimum: int = 1) -> int:
-    """Option ``key`` of the URI as an integer >= ``minimum``, or ``default`` when absent."""
+def option_int(
+    parsed: ParsedUri, key: str, default: int, minimum: int = 1, maximum: int | None = None
+) -> int:
+    """Option ``key`` of the URI as an integer in ``[minimum, maximum]``, or ``default`` when absent."""
     raw = parsed.options.get(key)
     if raw is None:
         return default
@@ -241,9 +243,10 @@ def option_int(parsed: ParsedUri, key: str, default: int, minimum: int = 1) -> i
         value = int(raw)
     except ValueError:
         value = minimum - 1
-    if value < minimum:
+    if value < minimum or (maximum is not None and value > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise SourceError(
-            f"source URI {parsed.uri!r}: option {key} must be an integer >= {minimum} (got {raw!r})"
+            f"source URI {parsed.uri!r}: option {key} must be an integer {allowed} (got {raw!r})"
         )
     return value
 

@@ -51,6 +51,7 @@ from edgeseg.errors import MissingDependencyError, SourceError
 from edgeseg.geometry import FULL_ROI, Roi, validate_roi
 from edgeseg.sources import ParsedUri, check_options, option_fps, option_int
 from edgeseg.sources.live import Grab, LiveSource, reported_attempt
+from edgeseg.sources.spec import MAX_SIDE
 
 if TYPE_CHECKING:
     from edgeseg.sources.spec import SourceConfig
@@ -212,8 +213,8 @@ class Picamera2Source(LiveSource):
             parsed.uri,
             camera_num=int(parsed.target or 0),
             network=parsed.options.get("network") or config.imx500_network,
-            width=option_int(parsed, "width", config.width or 0) or None,
-            height=option_int(parsed, "height", config.height or 0) or None,
+            width=option_int(parsed, "width", config.width or 0, maximum=MAX_SIDE) or None,
+            height=option_int(parsed, "height", config.height or 0, maximum=MAX_SIDE) or None,
             fps=option_fps(parsed, config.fps),
             roi=config.roi,
             reconnect_initial_s=config.reconnect_initial_s,

@@ -21,6 +21,10 @@ _URI_DOC = (
 DEFAULT_RECONNECT_TIMEOUT_S = 60.0
 
 
+# the longest side of a frame a source is asked for or makes: DCI 8K (8192 x 4320), beyond any camera's video.
+# A synthetic scene 100000 px wide took minutes to lay out before its first frame.
+MAX_SIDE = 8192
+
 # a floor, not > 0: a period of 1e9/1e-300 ns is infinite, and one over threading.TIMEOUT_MAX (292 years)
 # cannot be waited for (OverflowError)
 MIN_FPS = 1e-6
@@ -46,9 +50,14 @@ class SourceConfig:
         default=False, metadata=_m("Files: start again at the end (endless, no frames_total).")
     )
     width: int | None = field(
-        default=None, metadata=_m("Frame width: camera request, synthetic size, file resize.", ge=1)
+        default=None,
+        metadata=_m(
+            f"Frame width: camera request, synthetic size, file resize (at most {MAX_SIDE}).",
+            ge=1,
+            le=MAX_SIDE,
+        ),
     )
-    height: int | None = field(default=None, metadata=_m("Frame height (set with width).", ge=1))
+    height: int | None = field(default=None, metadata=_m("Frame height (set with width).", ge=1, le=MAX_SIDE))
     reconnect_initial_s: float = field(
         default=0.5, metadata=_m("Live: first reconnect delay (doubles each try).", gt=0)
     )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from edgeseg.errors import InputError, SourceError
 from edgeseg.frame import Frame
 from edgeseg.sources import Pacer, ParsedUri, SourceStats, check_options, option_fps, option_int
+from edgeseg.sources.spec import MAX_SIDE
 from edgeseg.synthetic import PartsScene
 
 if TYPE_CHECKING:
@@ -54,8 +55,8 @@ class SyntheticSource:
         check_options(parsed, OPTIONS)
         return cls(
             parsed.uri,
-            width=option_int(parsed, "width", config.width or 640),
-            height=option_int(parsed, "height", config.height or 480),
+            width=option_int(parsed, "width", config.width or 640, maximum=MAX_SIDE),
+            height=option_int(parsed, "height", config.height or 480, maximum=MAX_SIDE),
             seed=option_int(parsed, "seed", 0, minimum=0),
             fps=option_fps(parsed, config.fps),
         )
