@@ -368,6 +368,23 @@ def test_a_uri_fps_the_pacer_cannot_wait_for_is_refused_like_source_fps(fps: str
         open_source(f"synthetic:parts?fps={fps}").close()
 
 
+@pytest.mark.parametrize(
+    ("uri", "port"),
+    [
+        ("rtsp://h:99999/x", "99999"),
+        ("http://admin:se:cret@cam:0/video?a=b", "0"),
+        ("rtsps://[::1]:70000", "70000"),
+    ],
+)
+def test_a_stream_port_out_of_range_is_refused_at_once_naming_it(uri: str, port: str) -> None:
+    # rtsp://h:99999/x was taken and then retried for ever (FFmpeg cannot open it)
+    with pytest.raises(SourceError, match=rf"port {port} is out of range \(1-65535\)$") as err:
+        parse_uri(uri)
+    assert "cret" not in str(err.value)
+    for good in ("rtsp://h:65535/x", "rtsp://user:99999@h/x", "http://cam/x?port=:99999", "rtsp://h/x:99999"):
+        assert parse_uri(good).target == good
+
+
 @pytest.mark.parametrize("option", ["width", "height"])
 def test_a_synthetic_size_beyond_8k_is_refused_naming_the_option(option: str) -> None:
     # synthetic:parts?width=100000 was taken: minutes of laying out the scene before the first frame

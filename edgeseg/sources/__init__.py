@@ -178,6 +178,7 @@ def parse_uri(uri: str) -> ParsedUri:
     if scheme not in SOURCES:
         raise SourceError(f"unknown source URI {uri!r}: use {URI_FORMS}")
     if scheme in _WHOLE_URL:
+        _check_port(uri)
         return ParsedUri(uri, scheme, uri, {})
     if scheme == "file":
         path = rest[2:] if rest.startswith("//") else rest
@@ -198,6 +199,19 @@ def parse_uri(uri: str) -> ParsedUri:
                 f"source URI {uri!r}: cannot parse options {query!r} (use ?key=value&key=value)"
             ) from None
     return ParsedUri(uri, scheme, rest, options)
+
+
+_PORT = re.compile(r":(\d+)$")
+
+
+def _check_port(url: str) -> None:
+    """Refuse a stream URL whose port no socket has (``rtsp://cam:99999/x``, ``:0``): it was retried for ever.
+    Read from the host part alone, after the user info's last '@' (a password may hold digits after a ':')."""
+    rest = url.partition("://")[2]
+    host = re.split(r"[/?#]", rest.rpartition("@")[2], maxsplit=1)[0]
+    m = _PORT.search(host)
+    if m is not None and not 1 <= int(m.group(1)) <= 65535:
+        raise SourceError(f"source URI {redact_url(url)!r}: port {m.group(1)} is out of range (1-65535)")
 
 
 _RAW_USERINFO = re.compile(
