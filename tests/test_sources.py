@@ -7,9 +7,11 @@ import itertools
 import json
 import logging
 import shutil
+import struct
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -20,6 +22,7 @@ import pytest
 from edgeseg.config import SourceConfig
 from edgeseg.errors import SourceError
 from edgeseg.frame import Frame, Result
+from edgeseg.imagesize import image_header
 from edgeseg.instances import Instances
 from edgeseg.mqtt.topics import load_schema, results_payload
 from edgeseg.sinks.record import encoded_record, result_record
@@ -136,6 +139,71 @@ def test_unreadable_image_in_a_folder_is_counted_and_skipped(tmp_path: Path) -> 
     assert [f.index for f in frames] == [0, 2]
     assert all(f.image.shape == (8, 8, 3) for f in frames)
     assert src.stats.skipped == 1
+
+
+def _bilevel_png(path: Path, width: int, height: int) -> None:
+    """A valid black 1-bit PNG: a few KB on disk for any size (20000 x 20000: 1.2 GB once decoded as BGR)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = (b"\0" * (1 + (width + 7) // 8)) * height
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+    path.write_bytes(png)
+
+
+def test_an_image_too_large_to_decode_is_skipped_by_its_header_and_refused_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cv2.imwrite(str(tmp_path / "a1.png"), np.zeros((8, 8), np.uint8))
+    _bilevel_png(tmp_path / "a2.png", 20000, 20000)
+    cv2.imwrite(str(tmp_path / "a3.png"), np.zeros((8, 8), np.uint8))
+    src = open_source(str(tmp_path))
+    with caplog.at_level(logging.WARNING, "edgeseg.sources"):
+        indices = _drain(src)
+    src.close()
+    assert indices == [0, 2]
+    assert src.stats.skipped == 1
+    assert (
+        "a2.png (frame 1): 20000x20000 pixels, more than the 8192x8192 an image is decoded at" in caplog.text
+    )
+    with pytest.raises(SourceError, match=r"a2\.png is 20000x20000 pixels, more than the 8192x8192 "):
+        open_source(str(tmp_path / "a2.png"))
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("a.png", []), ("a.jpg", []), ("a.bmp", []), ("a.tiff", []), ("a.webp", []), ("a.ppm", []),
+     ("a.pgm", []), ("lossless.webp", [cv2.IMWRITE_WEBP_QUALITY, 101]),
+     ("raw.tiff", [cv2.IMWRITE_TIFF_COMPRESSION, 1])],
+)  # fmt: skip
+def test_the_header_of_each_image_format_the_sources_take_gives_its_size(
+    tmp_path: Path, name: str, params: list[int]
+) -> None:
+    image = np.zeros((37, 53, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / name), image[:, :, 0] if name.endswith(".pgm") else image, params)
+    header = image_header(str(tmp_path / name))
+    assert header is not None
+    assert (header.width, header.height) == (53, 37)
+    (tmp_path / "cut").write_bytes((tmp_path / name).read_bytes()[:6])
+    assert image_header(str(tmp_path / "cut")) is None  # the decoder says what is wrong with it
+
+
+def test_a_jpeg_too_large_to_decode_whole_is_decoded_at_a_reduced_size(tmp_path: Path) -> None:
+    # a phone's 200 MP photo: libjpeg decodes it at 1/2 of its size, at no cost of the whole
+    cv2.imwrite(str(tmp_path / "big.jpg"), np.full((8200, 8200), 200, np.uint8))
+    src = open_source(str(tmp_path / "big.jpg"))
+    frame = src.read()
+    src.close()
+    assert frame is not None
+    assert frame.image.shape == (4100, 4100, 3)
+    assert src.stats.lost == 0
 
 
 def test_16_bit_images_are_delivered_as_8_bit_not_skipped_as_unreadable(tmp_path: Path) -> None:

@@ -27,7 +27,9 @@ from numpy.typing import NDArray
 from edgeseg.cvpath import opencv_name_problem
 from edgeseg.errors import SourceError
 from edgeseg.frame import Frame
+from edgeseg.imagesize import image_header
 from edgeseg.sources import Pacer, ParsedUri, SourceStats, natural_key, to_bgr
+from edgeseg.sources.spec import MAX_SIDE
 from edgeseg.stderr import native_stderr_silenced
 
 if TYPE_CHECKING:
@@ -39,6 +41,11 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".
 # Consecutive failed reads after which a video is taken to have ended rather than to hold a corrupt stretch.
 _MAX_BAD_RUN = 32
 _JPEG_TAIL = 4096  # bytes at the end of a JPEG searched for its end marker, past any padding
+# the most pixels an image is decoded at: an 8192 x 8192 frame (200 MB as BGR). A JPEG over it is decoded at
+# 1/2, 1/4 or 1/8 of its size by libjpeg itself (a phone's 200 MP photo at 1/2); any other image over it is
+# refused: a 20000 x 20000 PNG of a few KB decoded whole, to 1.2 GB.
+MAX_PIXELS = MAX_SIDE * MAX_SIDE
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
 def file_source(parsed: ParsedUri, config: SourceConfig) -> VideoFileSource | ImageSequenceSource:
@@ -90,6 +97,22 @@ def truncated_jpeg(path: str) -> bool:
     except OSError:
         return False
     return not tail.rstrip(b"\0\r\n\t ").endswith(b"\xff\xd9")
+
+
+def bounded_flags(path: str, flags: int) -> int | str:
+    """``cv2.imread`` flags that decode the image at ``path`` within :data:`MAX_PIXELS`, read from its header
+    first: ``flags``, or a JPEG's reduced ones; for an image too large to be, why (one line)."""
+    header = image_header(path)
+    if header is None or header.pixels <= MAX_PIXELS:
+        return flags
+    if header.format == "jpeg":
+        for factor, reduced in _REDUCED.items():
+            if header.pixels <= MAX_PIXELS * factor * factor:
+                return reduced
+    return (
+        f"{header.width}x{header.height} pixels, more than the {MAX_SIDE}x{MAX_SIDE} an image is decoded "
+        f"at (a JPEG: {8 * MAX_SIDE}x{8 * MAX_SIDE}, decoded at 1/8)"
+    )
 
 
 def _check_readable(uri: str, path: str) -> None:
@@ -360,7 +383,10 @@ class ImageSequenceSource(_FileBase):
     def open(self) -> None:
         if len(self.files) == 1:
             _check_readable(self.uri, self.files[0])
-            if cv2.imread(self.files[0], cv2.IMREAD_UNCHANGED) is None:
+            flags = bounded_flags(self.files[0], cv2.IMREAD_UNCHANGED)
+            if isinstance(flags, str):
+                raise SourceError(f"source {self.uri!r}: image {self.files[0]} is {flags}")
+            if cv2.imread(self.files[0], flags) is None:
                 raise SourceError(f"source {self.uri!r}: cannot decode image {self.files[0]}")
         self._state = "running"
 
@@ -388,6 +414,19 @@ class ImageSequenceSource(_FileBase):
             path = self.files[self._pos]
             index = self._base + self._pos
             self._pos += 1
+            level = logging.DEBUG if path in self._told else logging.WARNING
+            # any depth and colour, as IMREAD_UNCHANGED (16-bit, grey), but not that flag itself: it also
+            # ignores EXIF orientation, and a phone's portrait photo would be processed lying on its side
+            flags = bounded_flags(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+            if isinstance(flags, str):
+                self._skipped += 1
+                self._told.add(path)
+                log.log(level, "source %r: skipped image %s (frame %d): %s", self.uri, path, index, flags)
+                continue
+            if flags in _REDUCED.values() and path not in self._told:
+                self._told.add(path)
+                log.warning("source %r: %s (frame %d) is over %d pixels: decoded at a reduced size",
+                            self.uri, path, index, MAX_PIXELS)  # fmt: skip
             # read twice (2 bytes and the last 4 KB, then the decode) rather than decoding the bytes once:
             # cv2.imdecode gives up on a truncated JPEG that cv2.imread still decodes
             damaged = truncated_jpeg(path)
@@ -395,13 +434,10 @@ class ImageSequenceSource(_FileBase):
             # file and frame. Silencing fd 2 for this one decode of a known-damaged file (a few ms, rare)
             # can only hide what another thread writes in those ms.
             with native_stderr_silenced() if damaged else contextlib.nullcontext():
-                # any depth and colour, as IMREAD_UNCHANGED (16-bit, grey), but not that flag itself: it also
-                # ignores EXIF orientation, and a phone's portrait photo would be processed lying on its side
-                image = cv2.imread(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+                image = cv2.imread(path, flags)
             if image is not None and image.dtype == np.uint16:
                 # a 16-bit PNG or TIFF (machine-vision cameras): its top 8 bits, as imread's own conversion
                 image = np.right_shift(image, 8).astype(np.uint8)
-            level = logging.DEBUG if path in self._told else logging.WARNING
             if image is None or image.dtype != np.uint8 or image.size == 0:
                 self._skipped += 1
                 self._told.add(path)
