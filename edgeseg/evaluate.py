@@ -18,6 +18,7 @@ import numpy as np
 from edgeseg.cvpath import opencv_name_problem
 from edgeseg.errors import InputError, MissingDependencyError
 from edgeseg.frame import Frame, Result
+from edgeseg.imagesize import image_header
 from edgeseg.instances import Instances
 from edgeseg.metrics import (
     Pairs,
@@ -29,6 +30,8 @@ from edgeseg.metrics import (
     iou_pairs,
     match_pairs,
 )
+from edgeseg.sources.files import MAX_PIXELS
+from edgeseg.sources.spec import MAX_SIDE
 
 # PASCAL VOC class names and their COCO spelling, so VOC-labelled sets evaluate COCO-trained models
 VOC_TO_COCO = {
@@ -179,6 +182,12 @@ def command(args: argparse.Namespace) -> int:
         problem = opencv_name_problem(path)
         if problem is not None:
             raise InputError(f"{ann_path}: {problem}")
+        header = image_header(str(path))
+        if header is not None and header.pixels > MAX_PIXELS:  # a 20000 x 20000 PNG: 1.2 GB decoded
+            raise InputError(
+                f"image {path} is {header.width}x{header.height} pixels, more than the {MAX_SIDE}x{MAX_SIDE} "
+                f"an image is decoded at (listed in {ann_path})"
+            )
         read = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if read is None:
             raise InputError(f"cannot read image {path} (listed in {ann_path})")

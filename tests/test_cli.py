@@ -20,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from test_sources import bilevel_png
 from videofile import frame_count
 
 REPO = Path(__file__).resolve().parents[1]
@@ -561,6 +562,22 @@ def test_eval_of_images_at_another_size_than_their_annotations_is_a_one_line_err
     assert re.match(
         r"edgeseg: error: image \S+/JPEGImages/2011_000003\.jpg is 1000x676 but \S+ gives 500x338", lines[0]
     )
+
+
+def test_eval_of_an_image_too_large_to_decode_is_a_one_line_error(
+    tmp_path: Path, assets_dir: Path, yolo: Path
+) -> None:
+    # a 20000x20000 PNG of a few KB was decoded whole, to 1.2 GB
+    doc = json.loads(
+        (assets_dir / "datasets" / "voc2011_labelme_instances" / "annotations_coco.json").read_text()
+    )
+    doc["images"] = [{"id": 1, "file_name": "huge.png", "width": 20000, "height": 20000}]
+    doc["annotations"] = []
+    (tmp_path / "annotations.json").write_text(json.dumps(doc))
+    bilevel_png(tmp_path / "huge.png", 20000, 20000)
+    done = edgeseg("eval", "annotations.json", "--model", str(yolo), cwd=tmp_path)
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+    assert "huge.png is 20000x20000 pixels, more than the 8192x8192 an image is decoded at" in done.stderr
 
 
 def test_bench_prints_a_stage_table_and_writes_the_latency_plot(tmp_path: Path, yolo: Path) -> None:

@@ -141,7 +141,7 @@ def test_unreadable_image_in_a_folder_is_counted_and_skipped(tmp_path: Path) -> 
     assert src.stats.skipped == 1
 
 
-def _bilevel_png(path: Path, width: int, height: int) -> None:
+def bilevel_png(path: Path, width: int, height: int) -> None:
     """A valid black 1-bit PNG: a few KB on disk for any size (20000 x 20000: 1.2 GB once decoded as BGR)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -162,7 +162,7 @@ def test_an_image_too_large_to_decode_is_skipped_by_its_header_and_refused_alone
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cv2.imwrite(str(tmp_path / "a1.png"), np.zeros((8, 8), np.uint8))
-    _bilevel_png(tmp_path / "a2.png", 20000, 20000)
+    bilevel_png(tmp_path / "a2.png", 20000, 20000)
     cv2.imwrite(str(tmp_path / "a3.png"), np.zeros((8, 8), np.uint8))
     src = open_source(str(tmp_path))
     with caplog.at_level(logging.WARNING, "edgeseg.sources"):
