@@ -25,6 +25,10 @@ DEFAULT_RECONNECT_TIMEOUT_S = 60.0
 # A synthetic scene 100000 px wide took minutes to lay out before its first frame.
 MAX_SIDE = 8192
 
+# the longest reconnect delay: a wait past threading.TIMEOUT_MAX (292 years) raised OverflowError, and the
+# source retried at once, over and over, then failed with "timestamp out of range for platform time_t"
+MAX_DELAY_S = 86400.0
+
 # a floor, not > 0: a period of 1e9/1e-300 ns is infinite, and one over threading.TIMEOUT_MAX (292 years)
 # cannot be waited for (OverflowError)
 MIN_FPS = 1e-6
@@ -59,9 +63,13 @@ class SourceConfig:
     )
     height: int | None = field(default=None, metadata=_m("Frame height (set with width).", ge=1, le=MAX_SIDE))
     reconnect_initial_s: float = field(
-        default=0.5, metadata=_m("Live: first reconnect delay (doubles each try).", gt=0)
+        default=0.5,
+        metadata=_m("Live: first reconnect delay (doubles each try; at most a day).", gt=0, le=MAX_DELAY_S),
     )
-    reconnect_max_s: float = field(default=10.0, metadata=_m("Live sources: longest reconnect delay.", gt=0))
+    reconnect_max_s: float = field(
+        default=10.0,
+        metadata=_m("Live sources: longest reconnect delay (at most a day).", gt=0, le=MAX_DELAY_S),
+    )
     reconnect_timeout_s: float | None = field(
         default=None,
         metadata=_m(
