@@ -30,6 +30,8 @@ log = logging.getLogger("edgeseg")
 
 # --output suffix -> the sink key it sets
 OUTPUT_KINDS = {".jsonl": "sinks.jsonl.path", ".mp4": "sinks.video.path", ".avi": "sinks.video.path"}
+# videos, which are frames for --source, not a pipeline (as images are)
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".h264", ".h265", ".mjpeg", ".ts"})
 # settings of a camera that a file or a stream named by --source does not inherit from the pipeline file
 CAMERA_KEYS = ("fps", "width", "height")
 
@@ -72,7 +74,13 @@ def pipeline_path(name: str | None) -> Path | None:
     """A pipeline argument as a file: a path as given, else a bundled pipeline of that name."""
     if name is None:
         return None
+    from edgeseg.sources.files import IMAGE_SUFFIXES
+
     path = Path(name)
+    if path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
+        # `edgeseg run clip.mp4`: "not UTF-8 text; save it as UTF-8" (after reading it all) misled
+        what = "a folder" if path.is_dir() else "a video or an image"
+        raise ConfigError(f"pipeline {name!r}: {what}, not a pipeline file (give it with --source {name})")
     if path.exists() or path.suffix.lower() in (".yaml", ".yml") or os.sep in name:
         return path
     bundled = bundled_pipelines()

@@ -11,6 +11,10 @@ import yaml
 
 from edgeseg.errors import EdgesegError
 
+# the largest YAML file read: a pipeline, a model card, a saved tuning are a few KB. A video or a log given
+# where one goes (`edgeseg run clip.mp4`) was read whole into memory first, /dev/zero without an end.
+MAX_BYTES = 1 << 20
+
 
 class Loader(yaml.SafeLoader):
     """PyYAML's safe loader (YAML 1.1), but a float in exponent form without a dot or without the exponent's
@@ -73,9 +77,14 @@ def one_line(value: Any) -> str:
 
 
 def read_yaml(path: Path, what: str, error: type[EdgesegError]) -> Any:
-    """The parsed document of ``path``; ``error`` (naming ``what`` the file is) when unreadable or invalid."""
+    """The parsed document of ``path``; ``error`` (naming ``what`` the file is) when unreadable or invalid,
+    or larger than :data:`MAX_BYTES`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise error(f"{path}: too large for a {what} (more than {MAX_BYTES >> 20} MB)")
+        text = data.decode("utf-8")
     except OSError as exc:
         raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:  # saved as Latin-1, or as UTF-16 by a Windows editor

@@ -279,6 +279,31 @@ def test_doctor_reports_backends_cameras_and_displays(tmp_path: Path) -> None:
         assert topic in done.stdout
 
 
+@pytest.mark.parametrize(("given", "what"), [("clip.mp4", "a video or an image"), ("frames", "a folder")])
+def test_a_video_or_a_folder_given_as_the_pipeline_is_one_line_pointing_to_source(
+    tmp_path: Path, assets_dir: Path, given: str, what: str
+) -> None:
+    # `edgeseg run clip.mp4` read the video whole, then said "not UTF-8 text ...; save it as UTF-8"
+    shutil.copy(assets_dir / "video" / "pedestrians_crossing_640x360.mp4", tmp_path / "clip.mp4")
+    (tmp_path / "frames").mkdir()
+    done = edgeseg("run", given, cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"edgeseg: error: pipeline '{given}': {what}, not a pipeline file (give it with --source {given})\n",
+    )
+
+
+def test_a_pipeline_file_too_large_to_be_one_is_refused_without_being_read_whole(tmp_path: Path) -> None:
+    # /dev/zero, or a log named .yaml: read into memory whole (without an end) before anything was said
+    with open(tmp_path / "huge.yaml", "wb") as f:
+        f.truncate(300 << 20)  # sparse: nothing written
+    done = edgeseg("run", "huge.yaml", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2,
+        "edgeseg: error: huge.yaml: too large for a pipeline file (more than 1 MB)\n",
+    )
+
+
 def test_doctor_checks_a_bundled_pipeline_named_as_run_takes_it(tmp_path: Path) -> None:
     # 'edgeseg pipelines' says 'edgeseg run NAME' runs one; doctor took NAME for a file in the working
     # directory: "edgeseg: error: demo: cannot read pipeline file (No such file or directory)"
