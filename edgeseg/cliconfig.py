@@ -16,11 +16,12 @@ from pathlib import Path
 
 from edgeseg.config import (
     DEFAULT_PIPELINE,
-    ENV_PREFIX,
     Override,
     PipelineConfig,
     bundled_pipelines_dir,
+    env_overrides,
     load_config,
+    overridden,
 )
 from edgeseg.control import TuningFile, load_tuning, tuning_path
 from edgeseg.errors import ConfigError, EdgesegError, InputError
@@ -98,9 +99,9 @@ def _quoted(value: str) -> str:
 
 
 def _explicit(key: str, args: argparse.Namespace) -> bool:
-    """Whether the user set ``key`` with --set or an environment variable."""
-    env = ENV_PREFIX + "__".join(part.upper() for part in key.split("."))
-    return env in os.environ or any(o.partition("=")[0].strip() == key for o in args.overrides)
+    """Whether the user set ``key`` with --set or an environment variable, as the loader reads them (a
+    mapping that holds it, ``EDGESEG__SOURCE='{fps: 10}'``, or a variable in any case, too)."""
+    return key in overridden([*env_overrides(os.environ), *args.overrides])
 
 
 def _source_overrides(uri: str, args: argparse.Namespace) -> list[Override]:

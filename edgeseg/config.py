@@ -16,6 +16,7 @@ are kept as written (relative to the directory the pipeline runs in).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import types
 from collections.abc import Mapping, Sequence
@@ -276,21 +277,40 @@ def load_config(
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: must be a mapping of sections (got {type(raw).__name__})")
     origins: dict[str, str] = {}
-    environ = os.environ if env is None else env
-    for name in sorted(environ):
-        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
-            key = env_key(name)
-            set_key(raw, key, parse_value(environ[name]), f"env {name}", origins)
-    for item in overrides:
-        override = item if isinstance(item, Override) else Override(item)
-        key, sep, value = override.text.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(
-                f"{override.origin} {override.text!r}: expected key.path=value (e.g. source.uri=v4l2:0)"
-            )
-        set_key(raw, key.strip(), parse_value(value), override.origin, origins)
+    for item in [*env_overrides(os.environ if env is None else env), *overrides]:
+        _override(raw, item, origins)
     raw.setdefault("name", file.stem)
     return build_config(raw, file, origins)
+
+
+def env_overrides(environ: Mapping[str, str]) -> list[Override]:
+    """The ``EDGESEG__…`` variables of ``environ`` as overrides, in the order they apply."""
+    return [
+        Override(f"{env_key(name)}={environ[name]}", f"env {name}")
+        for name in sorted(environ)
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX)
+    ]
+
+
+def overridden(overrides: Sequence[str | Override]) -> set[str]:
+    """The key paths ``overrides`` set, each key of a mapping given one by one (a malformed override is
+    left out: loading the config says what is wrong with it)."""
+    doc: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for item in overrides:
+        with contextlib.suppress(ConfigError):
+            _override(doc, item, origins)
+    return set(origins)
+
+
+def _override(raw: dict[str, Any], item: str | Override, origins: dict[str, str]) -> None:
+    override = item if isinstance(item, Override) else Override(item)
+    key, sep, value = override.text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(
+            f"{override.origin} {override.text!r}: expected key.path=value (e.g. source.uri=v4l2:0)"
+        )
+    set_key(raw, key.strip(), parse_value(value), override.origin, origins)
 
 
 def build_config(raw: Mapping[str, Any], file: Path, origins: Mapping[str, str]) -> PipelineConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -22,6 +23,8 @@ import numpy as np
 import pytest
 from test_sources import bilevel_png
 from videofile import frame_count
+
+from edgeseg.cliconfig import add_pipeline_args, load_cli_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -302,6 +305,22 @@ def test_a_pipeline_file_too_large_to_be_one_is_refused_without_being_read_whole
         2,
         "edgeseg: error: huge.yaml: too large for a pipeline file (more than 1 MB)\n",
     )
+
+
+@pytest.mark.parametrize("env", [{"EDGESEG__SOURCE": "{fps: 10}"}, {"EDGESEG__source__fps": "10"}])
+def test_a_camera_setting_from_the_environment_carries_over_to_the_source_flag_as_one_from_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    # the loader takes both variables; --source took neither for the user's, and cleared the fps silently
+    parser = argparse.ArgumentParser()
+    add_pipeline_args(parser)
+    args = parser.parse_args(
+        ["usb-camera", "--source", "clip.mp4", "--set", f"pipeline.state_dir={tmp_path}"]
+    )
+    assert load_cli_config(args).source.fps is None  # the pipeline file's 30 does not pace the file
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_cli_config(args).source.fps == 10
 
 
 def test_doctor_checks_a_bundled_pipeline_named_as_run_takes_it(tmp_path: Path) -> None:
