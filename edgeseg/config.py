@@ -550,6 +550,17 @@ class _Loader(Validator):
         uri = src.uri
         if parsed.scheme == "file" and not uri.startswith("file:"):
             uri = self._path(uri, "source.uri")
+        if model.backend == "imx500" and not (
+            parsed.scheme == "picamera2" and (src.imx500_network or parsed.options.get("network"))
+        ):
+            # each frame failed inference instead ("the frame carries no on-sensor output tensors"), the
+            # whole of a video long, and the run ended 3 with all of them lost
+            raise self.fail(
+                "source.uri",
+                "the imx500 backend takes its results from the AI Camera's sensor: needs a picamera2: source "
+                "with a network (source.imx500_network or ?network=)",
+                src.uri,
+            )
         if (config.zones or config.lines) and not config.tracker.enabled:
             what = "zones" if config.zones else "lines"
             raise self.fail(what, "count tracks: needs tracker.enabled: true")

@@ -130,6 +130,21 @@ def test_a_mapping_set_on_a_section_merges_into_it_and_its_paths_follow_the_cwd(
         load_config(path, ["zones=&a {b: *a}"], env={})  # a mapping holding itself
 
 
+@pytest.mark.parametrize(
+    ("uri", "more"),
+    [("clip.mp4", []), ("synthetic:parts", []), ("picamera2:0", ["source.imx500_network=null"])],
+)
+def test_the_imx500_backend_without_a_picamera2_source_running_a_network_is_one_line_at_load(
+    uri: str, more: list[str]
+) -> None:
+    with pytest.raises(ConfigError, match=r"^source\.uri: the imx500 backend takes its results from .*\]$"):
+        load_config(
+            PIPELINES_DIR / "aicam-imx500-deeplab.yaml",
+            [Override(f"source.uri={uri}", "--source"), *more],
+            env={},
+        )
+
+
 def test_environment_variables_keep_the_case_of_zone_and_line_names(tmp_path: Path) -> None:
     square = "polygon: [[0, 0], [1, 0], [1, 1], [0, 1]]"
     path = _write(
