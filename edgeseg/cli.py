@@ -32,6 +32,7 @@ from edgeseg.journal import (
     echo,
     journal_lines,
     left_out,
+    left_out_why,
     put,
     say,
     summary_left_out,
@@ -489,7 +490,7 @@ def _run_with(args: argparse.Namespace, signals: _Signals, notifier: Notifier, h
         for line in logtally.since(tallies):
             echo(f"over the run, {line}")
         if skipped := left_out():
-            echo(f"over the run, nothing was reading stderr: lines of log and progress left out: {skipped}")
+            echo(f"over the run, {left_out_why()}: lines of log and progress left out: {skipped}")
         if pipeline.thread_plan is not None:
             echo(f"inference threads: {pipeline.thread_plan}")
         if accuracy is not None and (acc := accuracy.pq.result()) is not None:
@@ -784,8 +785,14 @@ def entry(held: Held | None = None) -> NoReturn:
     if left:
         log.debug("exiting with threads still running: %s", ", ".join(left))
         logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            # a line a full disk refused, still buffered: the exit's own flush would fail on it again, and
+            # its status 120 replace the command's
+            drop(stream)
+    if left:
         os._exit(code)
     sys.exit(code)
 

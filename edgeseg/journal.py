@@ -78,6 +78,7 @@ class _Outlet:
         self.unsaid = 0  # lines left out since the last one written
         self.cut = False  # a line was left out part-way: the next text starts on a new line
         self.total = 0
+        self.why = f"nothing was reading {name}"  # why the last line left out was, for the notice
 
 
 _outlet = _Outlet()  # stderr's: the command's log, progress and messages (put, say)
@@ -105,10 +106,11 @@ def put(stream: TextIO, text: str, outlet: _Outlet | None = None) -> None:
     with out.lock:
         if fd is not None and not _takes(fd, 0.0 if out.stuck else PATIENCE_S):
             out.stuck, out.unsaid, out.total = True, out.unsaid + 1, out.total + 1
+            out.why = f"nothing was reading {out.name}"
             return
         out.stuck = False
         if out.unsaid:
-            notice = f"nothing was reading {out.name}: {out.lines} left out here: {out.unsaid}"
+            notice = f"{out.why}: {out.lines} left out here: {out.unsaid}"
             journal = to_journal(stream)
             shown = journal_lines(notice, logging.WARNING) if journal else f"{PREFIX}WARNING: {notice}"
             text = ("\n" if out.cut else "") + shown + "\n" + text
@@ -116,6 +118,7 @@ def put(stream: TextIO, text: str, outlet: _Outlet | None = None) -> None:
         for start in range(0, len(text), CHUNK):
             if start and fd is not None and not _takes(fd, 0.0):
                 out.stuck, out.cut, out.unsaid, out.total = True, True, 1, out.total + 1
+                out.why = f"nothing was reading {out.name}"
                 return
             try:
                 stream.write(text[start : start + CHUNK])
@@ -128,6 +131,16 @@ def put(stream: TextIO, text: str, outlet: _Outlet | None = None) -> None:
                 # outputs and to its exit status instead of dying of the first line it logs
                 drop(stream)
                 out.stuck, out.cut, out.unsaid, out.total = True, start > 0, 1, out.total + 1
+                out.why = f"nothing was reading {out.name}"
+                return
+            except OSError as exc:
+                if out is not _outlet:
+                    raise  # stdout's: CheckedStdout says so
+                # stderr on a full disk (`>> run.log 2>&1`): the run died of the first line it logged, its
+                # outputs unfinished. The line is left out and counted as for a reader that stopped, and the
+                # next ones are tried (the disk may take them again)
+                out.stuck, out.cut, out.unsaid, out.total = True, start > 0, 1, out.total + 1
+                out.why = f"stderr could not be written ({exc.strerror})"
                 return
 
 
@@ -187,6 +200,13 @@ def left_out() -> int:
     """Lines :func:`put` has left out of stderr in this process."""
     with _outlet.lock:
         return _outlet.total
+
+
+def left_out_why() -> str:
+    """Why the last line :func:`put` left out of stderr was: nothing read it, or a write failed (a full
+    disk)."""
+    with _outlet.lock:
+        return _outlet.why
 
 
 def summary_left_out() -> int:

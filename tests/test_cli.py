@@ -473,6 +473,25 @@ def test_a_run_whose_stderr_reader_closed_the_pipe_goes_on_to_its_outputs_and_su
     assert "nothing was reading stderr: lines of log and progress left out: " in out
 
 
+@pytest.mark.parametrize("buffered", [True, False])
+def test_a_run_whose_stderr_is_a_full_disk_goes_on_to_its_outputs_summary_and_status(
+    tmp_path: Path, buffered: bool
+) -> None:
+    # `edgeseg run ... >> run.log 2>&1` on a disk that filled: the run died of its start-up line (status 1, or
+    # 120 from the exit's flush), its outputs unfinished
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeseg", "run", "--max-frames", "5", "--output", "out.jsonl"],
+            cwd=tmp_path, env=_stdout_env(buffered), stdout=subprocess.PIPE, stderr=full, text=True,
+            timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stdout
+    written = len((tmp_path / "out.jsonl").read_text().splitlines())
+    assert f"jsonl: {written} results written" in done.stdout
+    said = "over the run, stderr could not be written (No space left on device): lines of log and progress"
+    assert said in done.stdout
+
+
 def test_a_run_leaves_onnxruntime_telemetry_off_unless_its_owner_turns_it_on(tmp_path: Path) -> None:
     # onnxruntime 1.29 on writes a device id and an event store (to upload) under ~/.cache/Microsoft when
     # imported, except where CI is set (a device's environment never has it)
