@@ -77,12 +77,13 @@ def pipeline_path(name: str | None) -> Path | None:
         return None
     from edgeseg.sources.files import IMAGE_SUFFIXES
 
-    path = Path(name)
-    if path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
+    # os.path, not Path's is_dir and exists: a name longer than the file system takes raised from those
+    path, folder = Path(name), os.path.isdir(name)
+    if folder or path.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
         # `edgeseg run clip.mp4`: "not UTF-8 text; save it as UTF-8" (after reading it all) misled
-        what = "a folder" if path.is_dir() else "a video or an image"
+        what = "a folder" if folder else "a video or an image"
         raise ConfigError(f"pipeline {name!r}: {what}, not a pipeline file (give it with --source {name})")
-    if path.exists() or path.suffix.lower() in (".yaml", ".yml") or os.sep in name:
+    if os.path.exists(name) or path.suffix.lower() in (".yaml", ".yml") or os.sep in name:
         return path
     bundled = bundled_pipelines()
     if name in bundled:

@@ -296,6 +296,15 @@ def test_a_video_or_a_folder_given_as_the_pipeline_is_one_line_pointing_to_sourc
     )
 
 
+def test_a_pipeline_name_longer_than_a_file_name_can_be_is_one_line(tmp_path: Path) -> None:
+    # "OSError: [Errno 36] File name too long" from Path.is_dir, a traceback
+    done = edgeseg("run", "a" * 300, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert re.fullmatch(
+        r"edgeseg: error: pipeline 'a{300}': no such file, and no bundled pipeline .*\n", done.stderr
+    )
+
+
 def test_a_pipeline_file_too_large_to_be_one_is_refused_without_being_read_whole(tmp_path: Path) -> None:
     # /dev/zero, or a log named .yaml: read into memory whole (without an end) before anything was said
     with open(tmp_path / "huge.yaml", "wb") as f:

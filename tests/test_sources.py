@@ -453,6 +453,15 @@ def test_a_stream_port_out_of_range_is_refused_at_once_naming_it(uri: str, port:
         assert parse_uri(good).target == good
 
 
+def test_a_uri_longer_than_a_file_name_can_be_is_parsed_not_a_traceback() -> None:
+    # a gst: pipeline of over 255 characters without a '/' raised "File name too long" from Path.exists
+    long = "a" * 300
+    assert parse_uri(f"gst:{long}").scheme == "gst"
+    assert parse_uri(f"v4l2:{long}").scheme == "v4l2"
+    with pytest.raises(SourceError, match="glob matches no files"):
+        make_source(f"*{long}.png")
+
+
 @pytest.mark.parametrize("option", ["width", "height"])
 def test_a_synthetic_size_beyond_8k_is_refused_naming_the_option(option: str) -> None:
     # synthetic:parts?width=100000 was taken: minutes of laying out the scene before the first frame

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import re
 import threading
 import time
@@ -170,7 +171,9 @@ def parse_uri(uri: str) -> ParsedUri:
     if not uri:
         raise SourceError(f"empty source URI {uri!r}: use {URI_FORMS}")
     m = _SCHEME.match(uri)
-    if m is None or Path(uri).exists():
+    # os.path.exists, not Path.exists: a name longer than the file system takes (a long gst: pipeline) is
+    # no file, where Path.exists raised "File name too long"
+    if m is None or os.path.exists(uri):
         if uri.startswith("/dev/video"):
             return ParsedUri(uri, "v4l2", uri, {})
         return ParsedUri(uri, "file", uri, {})
@@ -186,7 +189,7 @@ def parse_uri(uri: str) -> ParsedUri:
             path = path[len("localhost") :]
         # A file URI as a file manager copies it is percent-encoded (a space is %20); a path that exists as
         # written (a file whose name holds a '%') is taken as it is.
-        if "%" in path and not Path(path).exists():
+        if "%" in path and not os.path.exists(path):
             path = unquote(path)
         return ParsedUri(uri, scheme, path, {})
     options: dict[str, str] = {}

@@ -56,7 +56,7 @@ def file_source(parsed: ParsedUri, config: SourceConfig) -> VideoFileSource | Im
         raise SourceError(
             f"source {parsed.uri!r}: give both width and height to resize file frames, or neither"
         )
-    if glob.has_magic(path) and not Path(path).exists():
+    if glob.has_magic(path) and not os.path.exists(path):
         files = sorted((p for p in glob.glob(path, recursive=True) if os.path.isfile(p)), key=natural_key)
         if not files:
             raise SourceError(f"source {parsed.uri!r}: the glob matches no files")
