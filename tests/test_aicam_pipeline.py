@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from imx500_fake import NETWORK_WH, RPK, World
 
-from edgeseg.cli import summary
+from edgeseg.cli import losses, summary
 from edgeseg.config import PipelineConfig, load_config
 from edgeseg.errors import ModelError
 from edgeseg.frame import Result
@@ -122,7 +122,7 @@ def test_frames_the_sensor_gave_no_result_for_are_passed_over_not_failed_inferen
     ).run()
     assert stats.bad_frames == {}
     assert source.stats.held_back == 2
-    lines = summary(stats, source.stats, [], "done", lost=source.stats.lost)
+    lines = summary(stats, source.stats, [], "done", lost=losses(stats, source.stats, {}))
     assert lines[0].startswith("done: ")  # no LOST, nor a "frames a stage failed on" line
     assert (
         "source: 2 frames came without the sensor's result and were passed over "
