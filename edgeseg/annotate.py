@@ -100,7 +100,15 @@ def annotate(
             covered[y0:y1, x0:x1] |= crop.view(np.uint8)
         cv2.addWeighted(out, 1 - alpha, layer, alpha, 0.0, dst=layer)
         cv2.copyTo(layer, covered, dst=out)
-    corners = _obb_outlines(instances.obb) if boxes == "obb" else None
+    corners = None
+    if boxes == "obb":
+        corners = _obb_outlines(instances.obb)
+    elif boxes == "xyxy":
+        # drawn as the axis-aligned oriented box, to 1/16 px: rounded to whole pixels (half to even), an edge
+        # at .5 was drawn inside or outside the box by the parity of its pixel
+        b = np.asarray(instances.xyxy, np.float64).reshape(-1, 4)
+        centre, size = (b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]
+        corners = _obb_outlines(np.column_stack([centre, size, np.zeros(len(b))]))
     for i in range(n):
         color = colors[i]
         x0, y0 = mask_boxes[i][:2]
@@ -110,9 +118,6 @@ def annotate(
         cv2.drawContours(out, contours, -1, color, 1, lineType=cv2.LINE_AA)
         if corners is not None:
             cv2.polylines(out, [corners[i]], True, color, thick, lineType=cv2.LINE_AA, shift=OUTLINE_SHIFT)
-        elif boxes == "xyxy":
-            bx0, by0, bx1, by1 = (round(float(v)) for v in instances.xyxy[i])
-            cv2.rectangle(out, (bx0, by0), (bx1 - 1, by1 - 1), color, thick)
         if labels:
             cid = int(instances.class_id[i])
             name = (
@@ -135,11 +140,11 @@ def annotate(
 OUTLINE_SHIFT = 4  # fractional bits of the oriented boxes' corners as OpenCV draws them (1/16 px)
 
 
-def _obb_outlines(obb: NDArray[np.float32]) -> NDArray[np.int32]:
+def _obb_outlines(obb: NDArray[np.floating]) -> NDArray[np.int32]:
     """``(N, 4, 2)`` corners for ``cv2.polylines(..., shift=OUTLINE_SHIFT)``: each oriented box's line runs
-    through the centres of its edge pixels, as ``cv2.rectangle`` draws an xyxy box, half a pixel inside the
-    box's edges. (Its corners rounded to whole pixels, half of all boxes were drawn 1 px outside on a
-    side.)"""
+    through the centres of its edge pixels, as ``cv2.rectangle`` draws a whole-pixel box, half a pixel inside
+    the box's edges (xyxy boxes are drawn through it too). (Its corners rounded to whole pixels, half of all
+    boxes were drawn 1 px outside on a side.)"""
     inset = np.asarray(obb, np.float64).reshape(-1, 5).copy()
     inset[:, 2:4] = np.maximum(inset[:, 2:4] - 1.0, 0.0)
     return np.round((obb_corners(inset) - 0.5) * (1 << OUTLINE_SHIFT)).astype(np.int32)

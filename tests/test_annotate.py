@@ -89,6 +89,20 @@ def test_an_oriented_box_is_outlined_on_its_edge_pixels_as_an_xyxy_box_is(box: t
     assert np.array_equal(lit, _outline(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, 0.0), "xyxy"))
 
 
+@pytest.mark.parametrize("box", [(10.5, 6.5, 17.5, 13.5), (8.5, 5.0, 15.5, 16.0), (4.25, 6.75, 14.75, 13.25)])
+def test_an_xyxy_box_moved_by_one_pixel_is_outlined_one_pixel_further(box: tuple[float, ...]) -> None:
+    # (its edges were rounded half to even: an edge at 10.5 was drawn at 10 and one at 11.5 at 12, so a box
+    # at .5 came out a pixel wider or narrower by the parity of where it was)
+    x0, y0, x1, y1 = box
+
+    def lit(dx: int, dy: int) -> np.ndarray:
+        return _outline(((x0 + x1) / 2 + dx, (y0 + y1) / 2 + dy, x1 - x0, y1 - y0, 0.0), "xyxy")
+
+    assert lit(0, 0).any()
+    for dx, dy in [(1, 0), (0, 1), (1, 1)]:
+        assert np.array_equal(lit(dx, dy), np.roll(lit(0, 0), (dy, dx), axis=(0, 1)))
+
+
 @pytest.mark.parametrize("obb", [(20.3, 19.6, 14.0, 5.0, 30.0), (19.5, 20.5, 11.2, 4.4, -63.0)])
 def test_a_turned_oriented_box_is_outlined_inside_its_edges(obb: tuple[float, ...]) -> None:
     # the outline's pixels have their centres inside the box, or less than half a pixel out where the line
