@@ -51,6 +51,7 @@ from numpy.typing import NDArray
 
 from edgeseg.events import Counts, Direction, Event, EventSequence
 from edgeseg.fields import meta as _m
+from edgeseg.geometry import fill_polygon
 from edgeseg.validate import FieldError, describe
 
 if TYPE_CHECKING:
@@ -471,10 +472,13 @@ class ZoneCounter:
         if rasters is None:
             rasters = []
             for _, cfg in self._zone_list:
-                img = np.zeros((h, w), np.uint8)
-                pts = np.rint(np.asarray(cfg.polygon) * [w - 1, h - 1]).astype(np.int32)
-                cv2.fillPoly(img, [pts], 1)
-                rasters.append(img.astype(bool))
+                # the pixels whose centres lie inside, in the anchors' convention (x / width): scaled by
+                # (w - 1, h - 1) and filled edges included, a pixel half out counted inside by its mask
+                # fraction while its anchor was outside
+                img = np.zeros((h, w), bool)
+                crop, (x0, y0) = fill_polygon(np.asarray(cfg.polygon) * [w, h], (h, w))
+                img[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+                rasters.append(img)
             self._rasters = {(h, w): rasters}  # one resolution at a time
         return rasters
 

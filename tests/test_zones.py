@@ -715,13 +715,25 @@ def test_mask_fraction_evidence_changes_at_the_edges_of_the_band(
         polygon=((0.5, 0.0), (1.0, 0.0), (1.0, 1.0), (0.5, 1.0)), min_fraction=min_fraction, fraction_band=0.5
     )
     counter = ZoneCounter({"z": zone}, {})
-    edge = round(0.5 * (W - 1))  # the zone's first column (its raster spans the frame's 0..W-1 pixels)
+    edge = round(0.5 * W)  # the zone's first column (the first whose centre lies inside)
 
     def evidence(columns_inside: int) -> int:
         return counter.evidence(strip(edge - (100 - columns_inside)))[0][0][0]
 
     assert [evidence(k) for k in (inside_at, inside_at - 1)] == [1, 0]
     assert [evidence(k) for k in (outside_below, outside_below - 1)] == [0, -1]
+
+
+@pytest.mark.parametrize("edge", [0.25, 0.5, 0.75, 0.3, 0.9])
+def test_a_one_column_part_is_inside_by_its_mask_fraction_exactly_when_its_anchor_is(edge: float) -> None:
+    # (the zone's raster was scaled by (W - 1, H - 1), its edges filled: at x = 0.75 the column whose centre
+    # lies a quarter of a pixel left of the edge was wholly inside by its mask, and outside by its anchor)
+    polygon = ((edge, 0.0), (1.0, 0.0), (1.0, 1.0), (edge, 1.0))
+    by_anchor = ZoneCounter({"z": ZoneConfig(polygon=polygon, margin=0.0, anchor="center")}, {})
+    by_mask = ZoneCounter({"z": ZoneConfig(polygon=polygon, min_fraction=0.5, fraction_band=0.0)}, {})
+    for x in range(round(edge * W) - 4, round(edge * W) + 4):
+        part = strip(x, width=1)
+        assert by_anchor.evidence(part)[0] == by_mask.evidence(part)[0] == [[1 if x + 0.5 > edge * W else -1]]
 
 
 def test_anchor_evidence_is_on_the_edge_within_the_margin() -> None:
