@@ -228,32 +228,34 @@ def _corner_outlines(mask: NDArray[np.bool_]) -> list[NDArray[np.int32]]:
     return out
 
 
-def mask_polygon(
+def mask_polygons(
     mask: NDArray[np.bool_], origin: tuple[int, int] = (0, 0), tolerance: float = 1.0
-) -> NDArray[np.float32]:
-    """Simplified outline ``(K, 2)`` of the largest part of a mask crop, on frame pixel corners.
+) -> tuple[NDArray[np.float32], ...]:
+    """Simplified outlines ``(K, 2)`` of each part of a mask crop (largest first), on frame pixel corners, as
+    COCO writes an object in parts: an object cut in two by an occluder is two polygons, their union its mask.
 
     ``tolerance`` is the Douglas-Peucker distance in pixels about the mask's edge (0 keeps every corner:
-    filled, the outline is the part with its holes filled). Pixel corners zigzag half a pixel about a slanted
+    filled, each outline is its part with its holes filled). Pixel corners zigzag half a pixel about a slanted
     edge, so the corners are simplified at ``tolerance + 0.5`` (at ``tolerance`` alone, outlines kept 1.5
-    times the vertices they had when they ran through pixel centres). Always at least 3 vertices for a
-    non-empty mask (COCO's ``frPyObjects`` refuses fewer, and takes 2 for a box): where simplifying would
-    leave fewer (a part 1 px thin), it keeps every corner.
+    times the vertices they had when they ran through pixel centres). Each outline has at least 3 vertices
+    (COCO's ``frPyObjects`` refuses fewer, and takes 2 for a box): where simplifying would leave fewer (a part
+    1 px thin), it keeps every corner. So the vertices are bounded by the corners of the parts' outer edges;
+    a part of one pixel is 4 of them (a mask of scattered specks is smaller as RLE).
     """
     if tolerance < 0:
         raise InputError(f"polygon tolerance must be >= 0, got {tolerance}")
-    outlines = _corner_outlines(mask)
-    if not outlines:
-        return np.zeros((0, 2), dtype=np.float32)
-    largest = max(outlines, key=lambda c: (cv2.contourArea(c), len(c)))
-    if tolerance > 0 and len(largest) > 3:
-        simple = cv2.approxPolyDP(largest.reshape(-1, 1, 2), tolerance + 0.5, closed=True)
-        if len(simple) >= 3:
-            largest = np.asarray(simple, np.int32)
-    pts = largest.reshape(-1, 2).astype(np.float32)
-    pts[:, 0] += origin[0]
-    pts[:, 1] += origin[1]
-    return pts
+    outlines = sorted(_corner_outlines(mask), key=lambda c: (cv2.contourArea(c), len(c)), reverse=True)
+    out = []
+    for outline in outlines:
+        if tolerance > 0 and len(outline) > 3:
+            simple = cv2.approxPolyDP(outline.reshape(-1, 1, 2), tolerance + 0.5, closed=True)
+            if len(simple) >= 3:
+                outline = np.asarray(simple, np.int32)
+        pts = outline.reshape(-1, 2).astype(np.float32)
+        pts[:, 0] += origin[0]
+        pts[:, 1] += origin[1]
+        out.append(pts)
+    return tuple(out)
 
 
 def fill_polygon(

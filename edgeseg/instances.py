@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from edgeseg import rle
 from edgeseg.errors import InputError
-from edgeseg.geometry import AxisAffine, canonical_obbs, fill_polygon, mask_polygon, mask_rect
+from edgeseg.geometry import AxisAffine, canonical_obbs, fill_polygon, mask_polygons, mask_rect
 from edgeseg.validate import describe
 
 MaskFormat = Literal["rle", "polygon", "none"]
@@ -40,7 +40,8 @@ class Instances:
         area: ``(N,)`` int64 mask pixel counts.
         mask_box: ``(N, 4)`` int32 ``(x0, y0, x1, y1)``: where each mask crop sits in the frame.
         masks: N bool crops, ``masks[i].shape == (y1 - y0, x1 - x0)`` of ``mask_box[i]``.
-        polygons: optional N ``(K, 2)`` float32 outlines (on pixel corners, see :mod:`edgeseg.geometry`).
+        polygons: optional N outlines, each a tuple of ``(K, 2)`` float32 polygons, one per part of the mask
+            (on pixel corners, see :mod:`edgeseg.geometry`).
         track_id: optional ``(N,)`` int64.
     """
 
@@ -52,7 +53,7 @@ class Instances:
     area: NDArray[np.int64]
     mask_box: NDArray[np.int32]
     masks: tuple[NDArray[np.bool_], ...]
-    polygons: tuple[NDArray[np.float32], ...] | None = None
+    polygons: tuple[tuple[NDArray[np.float32], ...], ...] | None = None
     track_id: NDArray[np.int64] | None = field(default=None)
 
     def __post_init__(self) -> None:
@@ -277,7 +278,7 @@ class Instances:
     def with_polygons(self, tolerance: float = 1.0) -> Instances:
         """A copy carrying simplified outlines (Douglas-Peucker ``tolerance`` in pixels)."""
         polys = tuple(
-            mask_polygon(m, (int(b[0]), int(b[1])), tolerance)
+            mask_polygons(m, (int(b[0]), int(b[1])), tolerance)
             for m, b in zip(self.masks, self.mask_box, strict=True)
         )
         return replace(self, polygons=polys)
@@ -326,7 +327,9 @@ class Instances:
             obb[:, 2:4] *= affine.sx
             out = replace(out, obb=obb)
         if kept.polygons is not None:
-            polys = tuple(affine.points(p).astype(np.float32) for p in kept.polygons)
+            polys = tuple(
+                tuple(affine.points(p).astype(np.float32) for p in parts) for parts in kept.polygons
+            )
             out = replace(out, polygons=polys)
         return out
 
@@ -369,7 +372,7 @@ class Instances:
                 item["segmentation"] = {"size": [h, w], "counts": self._rle[i]}
             elif mask_format == "polygon":
                 assert src.polygons is not None
-                item["segmentation"] = [[float(v) for v in src.polygons[i].reshape(-1)]]
+                item["segmentation"] = [[float(v) for v in p.reshape(-1)] for p in src.polygons[i]]
             items.append(item)
         return {"height": h, "width": w, "instances": items}
 
@@ -404,11 +407,10 @@ class Instances:
                     )
                 crop, origin = rle.decode_counts(counts, (h, w))
             elif isinstance(seg, list) and seg:
-                # COCO's segmentation is a list of polygons, one per part (pycocotools fills their union);
-                # ours hold one, carried on so that the document round-trips
+                # COCO's segmentation is a list of polygons, one per part (pycocotools fills their union),
+                # carried on so that the document round-trips
                 parts = [_polygon_vertices(coords, i, k) for k, coords in enumerate(seg)]
-                if len(parts) == 1:
-                    polys.append(parts[0])
+                polys.append(tuple(parts))
                 crop, origin = _fill_polygons(parts, (h, w))
             else:
                 raise InputError(f"instances[{i}] has no segmentation (serialized with mask_format='none'?)")

@@ -15,7 +15,7 @@ from edgeseg.geometry import (
     AxisAffine,
     canonical_obbs,
     letterbox,
-    mask_polygon,
+    mask_polygons,
     min_area_rect,
     obb_corners,
     roi_pixels,
@@ -156,17 +156,19 @@ def test_the_oriented_box_of_a_pixel_block_covers_whole_pixels() -> None:
     assert pixel.obb[0].tolist()[2:4] == pytest.approx([1.0, 1.0])
 
 
-def test_polygon_is_the_largest_part_on_frame_pixel_corners() -> None:
+def test_polygons_are_each_part_on_frame_pixel_corners_largest_first() -> None:
     m = np.zeros((20, 30), bool)
     m[2:4, 2:4] = True
     m[5:15, 10:25] = True
     m[15, 12] = True  # a notch: corners round the outside of each pixel
-    poly = mask_polygon(m, (100, 200), tolerance=0.0)
-    assert sorted(map(tuple, poly.tolist())) == sorted(
+    large, small = mask_polygons(m, (100, 200), tolerance=0.0)
+    assert sorted(map(tuple, large.tolist())) == sorted(
         [(110, 205), (125, 205), (125, 215), (113, 215), (113, 216), (112, 216), (112, 215), (110, 215)]
     )
+    assert sorted(map(tuple, small.tolist())) == [(102, 202), (102, 204), (104, 202), (104, 204)]
+    assert mask_polygons(np.zeros((3, 3), bool)) == ()
     with pytest.raises(InputError, match="tolerance"):
-        mask_polygon(m, tolerance=-1)
+        mask_polygons(m, tolerance=-1)
 
 
 @pytest.mark.parametrize("radius", [5, 12, 40, 120])
@@ -179,7 +181,8 @@ def test_an_outline_on_pixel_corners_simplifies_to_no_more_vertices_than_one_thr
     m = np.zeros((300, 300), np.uint8)
     cv2.ellipse(m, (150, 150), (radius, max(2, radius // 3)), angle, 0, 360, 1, -1)
     centres, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    assert len(mask_polygon(m.astype(bool), tolerance=1.0)) <= len(cv2.approxPolyDP(centres[0], 1.0, True))
+    (outline,) = mask_polygons(m.astype(bool), tolerance=1.0)
+    assert len(outline) <= len(cv2.approxPolyDP(centres[0], 1.0, True))
 
 
 def test_exact_figures_of_the_small_conversions() -> None:
