@@ -480,8 +480,10 @@ def _fill_polygons(
     parts: list[NDArray[np.float32]], image_hw: tuple[int, int]
 ) -> tuple[NDArray[np.bool_], tuple[int, int]]:
     """The union of the polygons' fills (:func:`edgeseg.geometry.fill_polygon`) as a tight crop and its
-    origin."""
-    filled = [(c, o) for c, o in (fill_polygon(p, image_hw) for p in parts) if c.any()]
+    origin. A polygon that fills no pixel (one or two vertices, or a path with no inside) is the pixels its
+    outline passes through: earlier versions, whose outlines ran through the edge pixels' centres, wrote a
+    lone pixel or a 1 px thin part so, and such a polygon made the whole document unreadable."""
+    filled = [(c, o) for c, o in (_polygon_pixels(p, image_hw) for p in parts) if c.any()]
     if not filled:
         return np.zeros((0, 0), bool), (0, 0)
     x0, y0 = min(o[0] for _, o in filled), min(o[1] for _, o in filled)
@@ -491,3 +493,23 @@ def _fill_polygons(
     for c, (ox, oy) in filled:
         crop[oy - y0 : oy - y0 + c.shape[0], ox - x0 : ox - x0 + c.shape[1]] |= c
     return crop, (x0, y0)
+
+
+def _polygon_pixels(
+    poly: NDArray[np.float32], image_hw: tuple[int, int]
+) -> tuple[NDArray[np.bool_], tuple[int, int]]:
+    """:func:`edgeseg.geometry.fill_polygon`, or where that fills nothing the pixels under the outline (see
+    :func:`_fill_polygons`), as a tight crop and its origin."""
+    crop, origin = fill_polygon(poly, image_hw)
+    if crop.any():
+        return crop, origin
+    h, w = image_hw
+    # (far outside the frame a vertex only needs to stay outside it: OpenCV clips the lines)
+    pts = np.clip(np.floor(poly), -(1 << 20), 1 << 20).astype(np.int32)
+    x0, y0 = max(0, int(pts[:, 0].min())), max(0, int(pts[:, 1].min()))
+    x1, y1 = min(w, int(pts[:, 0].max()) + 1), min(h, int(pts[:, 1].max()) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0), bool), (0, 0)
+    canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.polylines(canvas, [pts - np.array([x0, y0], np.int32)], True, 1)
+    return canvas.view(bool), (x0, y0)

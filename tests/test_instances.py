@@ -373,6 +373,21 @@ def test_a_segmentation_of_several_polygons_reads_back_as_their_union_as_pycocot
     assert back.to_dict("polygon")["instances"][0]["segmentation"] == seg  # written again as they were
 
 
+def test_one_and_two_vertex_polygons_of_earlier_versions_read_back_as_the_pixels_they_pass_through() -> None:
+    # (outlines through pixel centres, as written before they ran on pixel corners: a lone pixel, a 1 px thin
+    # row and a 1 px thin L have no inside, and each made the whole document "an empty mask" error)
+    segs = [[[5.5, 4.5]], [[2.5, 3.5, 8.5, 3.5]], [[1.5, 1.5, 1.5, 5.5, 4.5, 5.5, 2.5, 5.5, 1.5, 4.5]]]
+    item = {"class_id": 1, "score": 0.5, "bbox_xyxy": [0, 0, 1, 1], "obb": [0.5, 0.5, 1, 1, 0], "area": 1}
+    doc = {"height": 10, "width": 12, "instances": [item | {"segmentation": seg} for seg in segs]}
+    back = Instances.from_dict(doc)
+    assert back.mask_box.tolist() == [[5, 4, 6, 5], [2, 3, 9, 4], [1, 1, 5, 6]]
+    assert [m.sum() for m in back.masks] == [1, 7, 8]
+    assert back.masks[2][:, 0].all()
+    assert back.masks[2][4].all()
+    with pytest.raises(InputError, match="empty mask"):  # still, where it lies wholly outside the frame
+        Instances.from_dict(doc | {"instances": [item | {"segmentation": [[20.5, 4.5, 30.5, 4.5]]}]})
+
+
 def test_instances_that_carry_polygons_serialize_those_as_they_are() -> None:
     inst = Instances.from_crops((20, 20), [1], [0.9], [(2, 3)], [np.ones((6, 8), bool)]).with_polygons(1.0)
     square = np.array([[1.0, 1.0], [15.0, 1.0], [15.0, 15.0], [1.0, 15.0]], np.float32)
