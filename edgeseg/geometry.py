@@ -29,6 +29,10 @@ from edgeseg.validate import describe
 Roi = tuple[float, float, float, float]
 FULL_ROI: Roi = (0.0, 0.0, 1.0, 1.0)
 
+# the longest side of a frame a source is asked for or makes: DCI 8K (8192 x 4320), beyond any camera's video.
+# A synthetic scene 100000 px wide took minutes to lay out before its first frame.
+MAX_SIDE = 8192
+
 
 @dataclass(frozen=True)
 class AxisAffine:

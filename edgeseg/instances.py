@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from edgeseg import rle
 from edgeseg.errors import InputError
-from edgeseg.geometry import AxisAffine, canonical_obbs, fill_polygon, mask_polygons, mask_rect
+from edgeseg.geometry import MAX_SIDE, AxisAffine, canonical_obbs, fill_polygon, mask_polygons, mask_rect
 from edgeseg.validate import describe
 
 MaskFormat = Literal["rle", "polygon", "none"]
@@ -388,6 +388,9 @@ class Instances:
             items = list(doc["instances"])
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"instances JSON needs 'height', 'width' and 'instances': {exc}") from None
+        # no frame is larger: a document of a few bytes saying 30000 x 30000 had a polygon filled in 7 GB
+        if not (0 < h <= MAX_SIDE and 0 < w <= MAX_SIDE):
+            raise InputError(f"instances JSON frame {w}x{h} must be 1 to {MAX_SIDE} pixels a side")
         if not items:
             return cls.empty((h, w))
         crops, origins, polys = [], [], []

@@ -388,6 +388,18 @@ def test_one_and_two_vertex_polygons_of_earlier_versions_read_back_as_the_pixels
         Instances.from_dict(doc | {"instances": [item | {"segmentation": [[20.5, 4.5, 30.5, 4.5]]}]})
 
 
+@pytest.mark.parametrize(("height", "width"), [(30000, 30000), (8193, 10), (10, 8193), (0, 10), (-5, 10)])
+def test_a_document_of_a_frame_no_source_makes_is_refused_in_one_line(height: int, width: int) -> None:
+    # (160 bytes saying 30000 x 30000 with a polygon over the frame were filled in 7 GB, a MemoryError or the
+    # OOM killer; 0 or -5 rows read as instances of that frame)
+    seg = [[0, 0, width, 0, width, height, 0, height]]
+    item = {"class_id": 1, "score": 0.5, "bbox_xyxy": [0, 0, 1, 1], "obb": [0.5, 0.5, 1, 1, 0], "area": 1}
+    for items in ([item | {"segmentation": seg}], []):
+        with pytest.raises(InputError, match=rf"frame {width}x{height} must be 1 to 8192 pixels a side"):
+            Instances.from_dict({"height": height, "width": width, "instances": items})
+    assert Instances.from_dict({"height": 8192, "width": 8192, "instances": []}).image_shape == (8192, 8192)
+
+
 def test_instances_that_carry_polygons_serialize_those_as_they_are() -> None:
     inst = Instances.from_crops((20, 20), [1], [0.9], [(2, 3)], [np.ones((6, 8), bool)]).with_polygons(1.0)
     square = np.array([[1.0, 1.0], [15.0, 1.0], [15.0, 15.0], [1.0, 15.0]], np.float32)

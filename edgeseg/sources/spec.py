@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 from edgeseg.fields import meta as _m
+from edgeseg.geometry import MAX_SIDE as MAX_SIDE  # the sources' limit, kept with the geometry for instances
 from edgeseg.geometry import Roi
 from edgeseg.validate import FieldError
 
@@ -20,10 +21,6 @@ _URI_DOC = (
 # Without a service manager to restart it, a process whose camera never comes back should end and say so.
 DEFAULT_RECONNECT_TIMEOUT_S = 60.0
 
-
-# the longest side of a frame a source is asked for or makes: DCI 8K (8192 x 4320), beyond any camera's video.
-# A synthetic scene 100000 px wide took minutes to lay out before its first frame.
-MAX_SIDE = 8192
 
 # the longest reconnect delay: a wait past threading.TIMEOUT_MAX (292 years) raised OverflowError, and the
 # source retried at once, over and over, then failed with "timestamp out of range for platform time_t"
