@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from dataclasses import replace
 
 import cv2
@@ -14,7 +15,7 @@ from hypothesis.extra.numpy import arrays
 from numpy.typing import NDArray
 from pycocotools import mask as coco_mask
 
-from edgeseg import Instances, rle
+from edgeseg import Instances, geometry, rle
 from edgeseg.errors import InputError
 from edgeseg.geometry import AxisAffine, letterbox, roi_pixels, roi_to_frame
 
@@ -398,6 +399,26 @@ def test_a_document_of_a_frame_no_source_makes_is_refused_in_one_line(height: in
         with pytest.raises(InputError, match=rf"frame {width}x{height} must be 1 to 8192 pixels a side"):
             Instances.from_dict({"height": height, "width": width, "instances": items})
     assert Instances.from_dict({"height": 8192, "width": 8192, "instances": []}).image_shape == (8192, 8192)
+
+
+def test_reading_a_polygon_costs_memory_by_its_frame_not_by_its_crossings_with_the_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (a zigzag of 1000 full-height sides, 20 KB of JSON, listed its 2 million crossings with the rows at
+    # once: 300 MB for a 2048 x 2048 frame, 3 GB with 2000 sides over 8192 rows; and its counts were int64)
+    h = w = 2048
+    seg = [v for k in range(1000) for v in (k * w / 1000, 0.0, k * w / 1000 + 1.0, float(h))]
+    item = {"class_id": 1, "score": 0.5, "bbox_xyxy": [0, 0, 1, 1], "obb": [0.5, 0.5, 1, 1, 0], "area": 1}
+    doc = {"height": h, "width": w, "instances": [item | {"segmentation": [seg]}]}
+    tracemalloc.start()
+    try:
+        back = Instances.from_dict(doc)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * h * w
+    monkeypatch.setattr(geometry, "_CROSSINGS_AT_ONCE", 1 << 40)  # the same pixels, listed at once
+    assert np.array_equal(back.masks[0], Instances.from_dict(doc).masks[0])
 
 
 def test_instances_that_carry_polygons_serialize_those_as_they_are() -> None:
