@@ -425,7 +425,7 @@ class Instances:
         def column(key: str, dtype: type, shape: tuple[int, ...] = ()) -> NDArray[Any]:
             try:
                 return np.asarray([it[key] for it in items], dtype=dtype).reshape((len(items), *shape))
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:  # (overflow: past int32/int64)
                 raise InputError(f"instances JSON: bad or missing '{key}': {exc}") from None
 
         tracks = column("track_id", np.int64) if all("track_id" in it for it in items) else None

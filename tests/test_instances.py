@@ -421,6 +421,15 @@ def test_reading_a_polygon_costs_memory_by_its_frame_not_by_its_crossings_with_t
     assert np.array_equal(back.masks[0], Instances.from_dict(doc).masks[0])
 
 
+@pytest.mark.parametrize(("key", "value"), [("class_id", 2**40), ("track_id", 2**70), ("area", 2**70)])
+def test_an_integer_too_large_for_its_field_is_a_one_line_error(key: str, value: int) -> None:
+    # (json reads any integer; past int32 or int64 each was an OverflowError traceback)
+    item = {"class_id": 1, "score": 0.5, "bbox_xyxy": [0, 0, 4, 4], "obb": [2, 2, 4, 4, 0], "area": 16}
+    item |= {"segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]], key: value}
+    with pytest.raises(InputError, match=rf"^instances JSON: bad or missing '{key}': "):
+        Instances.from_dict({"height": 10, "width": 10, "instances": [item]})
+
+
 def test_instances_that_carry_polygons_serialize_those_as_they_are() -> None:
     inst = Instances.from_crops((20, 20), [1], [0.9], [(2, 3)], [np.ones((6, 8), bool)]).with_polygons(1.0)
     square = np.array([[1.0, 1.0], [15.0, 1.0], [15.0, 15.0], [1.0, 15.0]], np.float32)
