@@ -386,7 +386,7 @@ class Instances:
         try:
             h, w = int(doc["height"]), int(doc["width"])
             items = list(doc["instances"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # (overflow: json reads 1e400 as inf)
             raise InputError(f"instances JSON needs 'height', 'width' and 'instances': {exc}") from None
         # no frame is larger: a document of a few bytes saying 30000 x 30000 had a polygon filled in 7 GB
         if not (0 < h <= MAX_SIDE and 0 < w <= MAX_SIDE):

@@ -430,6 +430,12 @@ def test_an_integer_too_large_for_its_field_is_a_one_line_error(key: str, value:
         Instances.from_dict({"height": 10, "width": 10, "instances": [item]})
 
 
+def test_a_frame_size_of_1e400_is_a_one_line_error() -> None:
+    # (json reads 1e400 as inf, which int() refuses with an OverflowError: a traceback)
+    with pytest.raises(InputError, match="instances JSON needs 'height', 'width' and 'instances': cannot"):
+        Instances.from_json('{"height": 1e400, "width": 10, "instances": []}')
+
+
 def test_instances_that_carry_polygons_serialize_those_as_they_are() -> None:
     inst = Instances.from_crops((20, 20), [1], [0.9], [(2, 3)], [np.ones((6, 8), bool)]).with_polygons(1.0)
     square = np.array([[1.0, 1.0], [15.0, 1.0], [15.0, 15.0], [1.0, 15.0]], np.float32)
