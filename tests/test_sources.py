@@ -177,6 +177,18 @@ def test_an_image_too_large_to_decode_is_skipped_by_its_header_and_refused_alone
         open_source(str(tmp_path / "a2.png"))
 
 
+def test_a_video_whose_frames_are_over_the_image_limit_is_refused_at_open_in_one_line(tmp_path: Path) -> None:
+    # each 8200 x 8200 frame is 200 MB decoded: a 16000 x 16000 MJPEG of a few KB a frame would be 768 MB
+    video = tmp_path / "huge.avi"
+    _write_video(video, 1, (8200, 8200))
+    with pytest.raises(SourceError) as err:
+        open_source(str(video))
+    assert "\n" not in str(err.value)
+    assert f"{video} has 8200x8200 frames, more than the 8192x8192 pixels a frame is decoded at" in str(
+        err.value
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "params"),
     [("a.png", []), ("a.jpg", []), ("a.bmp", []), ("a.tiff", []), ("a.webp", []), ("a.ppm", []),

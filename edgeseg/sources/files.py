@@ -231,6 +231,15 @@ class VideoFileSource(_FileBase):
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"source {self.uri!r}: cannot decode {self.path} (not a video FFmpeg can read)")
+        # the images' limit, before the first frame is decoded: a 16000 x 16000 MJPEG is a few KB a frame on
+        # disk and 768 MB each decoded, with a queue of them held
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > MAX_PIXELS:
+            cap.release()
+            raise SourceError(
+                f"source {self.uri!r}: {self.path} has {width}x{height} frames, more than the "
+                f"{MAX_SIDE}x{MAX_SIDE} pixels a frame is decoded at"
+            )
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self._total = count if count > 0 else None
         native = float(cap.get(cv2.CAP_PROP_FPS))
