@@ -177,6 +177,29 @@ def test_an_image_too_large_to_decode_is_skipped_by_its_header_and_refused_alone
         open_source(str(tmp_path / "a2.png"))
 
 
+def test_an_image_whose_size_its_header_does_not_tell_is_skipped_and_refused_alone_not_decoded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a GIF under an image's name (OpenCV goes by the content): a 1x1 picture on a 9000x9000 logical screen
+    # (GIF89a: its width and height at bytes 6-9), which OpenCV decodes to the screen's size, 243 MB
+    cv2.imwrite(str(tmp_path / "dot.gif"), np.zeros((1, 1, 3), np.uint8))
+    gif = bytearray((tmp_path / "dot.gif").read_bytes())
+    gif[6:10] = struct.pack("<HH", 9000, 9000)
+    (tmp_path / "dot.gif").unlink()
+    cv2.imwrite(str(tmp_path / "a1.png"), np.zeros((8, 8), np.uint8))
+    (tmp_path / "a2.png").write_bytes(gif)
+    cv2.imwrite(str(tmp_path / "a3.png"), np.zeros((8, 8), np.uint8))
+    src = open_source(str(tmp_path))
+    with caplog.at_level(logging.WARNING, "edgeseg.sources"):
+        indices = _drain(src)
+    src.close()
+    assert indices == [0, 2]
+    assert src.stats.skipped == 1
+    assert "a2.png (frame 1): of unknown size: its header is cut short or not" in caplog.text
+    with pytest.raises(SourceError, match=r"a2\.png is of unknown size: its header is cut short or not"):
+        open_source(str(tmp_path / "a2.png"))
+
+
 def test_a_video_whose_frames_are_over_the_image_limit_is_refused_at_open_in_one_line(tmp_path: Path) -> None:
     # each 8200 x 8200 frame is 200 MB decoded: a 16000 x 16000 MJPEG of a few KB a frame would be 768 MB
     video = tmp_path / "huge.avi"
@@ -303,7 +326,9 @@ def test_a_looping_folder_warns_about_an_unreadable_or_truncated_image_once_and_
     assert [w.split(": ", 1)[1] for w in warned] == [
         f"{tmp_path / 'a2.jpg'} (frame 1) is a truncated JPEG: processed anyway, its missing part filled in "
         "by the decoder",
-        f"skipped unreadable image {tmp_path / 'a3.jpg'} (frame 2)",
+        f"skipped image {tmp_path / 'a3.jpg'} (frame 2): of unknown size: its header is cut short or not a "
+        "JPEG, PNG, BMP, TIFF, WebP or PGM/PPM one (another format would be decoded at whatever size it "
+        "holds)",
     ]
     assert len([r for r in caplog.records if "a2.jpg" in r.getMessage() or "a3.jpg" in r.getMessage()]) == 5
 
