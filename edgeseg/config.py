@@ -548,8 +548,12 @@ class _Loader(Validator):
         except EdgesegError as e:
             raise self.fail("source.uri", str(e)) from None
         uri = src.uri
-        if parsed.scheme == "file" and not uri.startswith("file:"):
-            uri = self._path(uri, "source.uri")
+        if parsed.scheme == "file":
+            path = self._path(parsed.target, "source.uri")
+            # a file: URI's relative path follows the file as a plain one does (file:clips/a.mp4 was the
+            # current directory's); one left relative (--set) stays the URI: a plain 'cam:1.mp4' is a scheme
+            if not uri.startswith("file:") or os.path.isabs(path) != os.path.isabs(parsed.target):
+                uri = path
         if model.backend == "imx500" and not (
             parsed.scheme == "picamera2" and (src.imx500_network or parsed.options.get("network"))
         ):

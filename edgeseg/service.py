@@ -125,15 +125,18 @@ def installed_pipeline(pipeline: Path) -> str:
     base = pipeline.resolve().parent
     changes: dict[str, str] = {}
     keys = [("model", "path"), ("model", "engine_cache_dir"), ("source", "imx500_network")]
-    source = raw.get("source") if isinstance(raw.get("source"), dict) else {}
-    uri = source.get("uri") if isinstance(source, dict) else None
-    if isinstance(uri, str) and not uri.startswith("file:") and parse_uri(uri).scheme == "file":
-        keys.append(("source", "uri"))
     for section, key in keys:
         value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
         fixed = _absolute(value, base) if isinstance(value, str) else None
         if fixed is not None:
             changes[f"{section}.{key}"] = fixed
+    source = raw.get("source") if isinstance(raw.get("source"), dict) else {}
+    uri = source.get("uri") if isinstance(source, dict) else None
+    if isinstance(uri, str) and parse_uri(uri).scheme == "file":
+        # a file: URI's path too (file:clips/a.mp4), written as a plain path, as the loader resolves it
+        fixed = _absolute(parse_uri(uri).target, base)
+        if fixed is not None:
+            changes["source.uri"] = fixed
     text = pipeline.read_text(encoding="utf-8")
     if not changes:
         return text

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 import yaml
 from hypothesis import example, given
@@ -24,6 +26,7 @@ from edgeseg.config import (
 )
 from edgeseg.errors import ConfigError
 from edgeseg.semantic import SemanticParams
+from edgeseg.sources import open_source
 from edgeseg.yamlfile import load, one_line
 
 PIPELINES = sorted(PIPELINES_DIR.glob("*.yaml"))
@@ -109,6 +112,27 @@ def test_relative_paths_in_the_file_follow_the_file_and_overrides_follow_the_cwd
     assert config.model.path == tmp_path.parent / "m.onnx"
     assert config.model.engine_cache_dir == tmp_path / "cache"
     assert load_config(path, ["model.path=x.onnx"], env={}).model.path == Path("x.onnx")
+
+
+def test_a_relative_file_uri_in_the_file_follows_the_file_as_a_plain_path_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "site" / "clips").mkdir(parents=True)
+    video = tmp_path / "site" / "clips" / "a.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    writer.write(np.zeros((24, 32, 3), np.uint8))
+    writer.release()
+    path = _write(tmp_path / "site", M + "source: {uri: 'file:clips/a.avi'}\n")
+    monkeypatch.chdir(tmp_path)  # a service runs from another folder than the pipeline's
+    config = load_config(path, env={})
+    source = open_source(config.source)
+    try:
+        assert source.read() is not None
+    finally:
+        source.close()
+    assert config.source.uri == str(video)
+    # typed on the command line, it is the current directory's, as a plain path is
+    assert load_config(path, ["source.uri=file:clips/a.avi"], env={}).source.uri == "file:clips/a.avi"
 
 
 def test_a_mapping_set_on_a_section_merges_into_it_and_its_paths_follow_the_cwd(

@@ -175,6 +175,15 @@ def test_installed_pipeline_loads_from_etc_and_points_at_the_same_model(tmp_path
     assert installed.model.path.exists()
 
 
+def test_installed_pipeline_makes_a_relative_file_uri_absolute_as_a_plain_path(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    pipeline = tmp_path / "site" / "door.yaml"
+    pipeline.write_text(_demo().replace("uri: synthetic:parts?fps=30", "uri: 'file:clips/door.mp4'"))
+    install(InstallOptions("door", pipeline, tmp_path / "root", start=False))
+    installed = load_config(tmp_path / "root/etc/edgeseg/door.yaml", env={})
+    assert installed.source.uri == str(tmp_path / "site" / "clips" / "door.mp4")
+
+
 def test_template_execstart_runs_this_environments_edgeseg(tmp_path: Path) -> None:
     _install(tmp_path)
     unit = (tmp_path / "etc/systemd/system/edgeseg@.service").read_text()
