@@ -170,7 +170,17 @@ class PostprocessConfig:
 class RuntimeConfig:
     """The threaded pipeline itself."""
 
-    queue_size: int = field(default=2, metadata=_m("Frames buffered between stages.", ge=1))
+    queue_size: int = field(
+        default=2,
+        metadata=_m(
+            "Frames buffered between stages (a file source fills them; a live one keeps the newest)."
+            " At most 64.",
+            ge=1,
+            # each queue holds that many decoded frames (1080p: 6 MB each) before the stage in front of it:
+            # a thousand would take gigabytes from a file source read faster than inference
+            le=64,
+        ),
+    )
     max_frames: int | None = field(
         default=None, metadata=_m("Stop after this many frames (null: no limit).", ge=1)
     )

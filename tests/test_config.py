@@ -193,6 +193,8 @@ def test_environment_variables_keep_the_case_of_zone_and_line_names(tmp_path: Pa
         ("model: {path: m, threads: 99999999999999999999}", [], "model.threads: must be in [0, 1024]"),
         (M + 'sinks: {jsonl: {path: "a\\0b.jsonl"}}', [], "sinks.jsonl.path: must be a path (got 'a\\x00b"),
         (M + "pipeline: {queue_size: two}", [], "pipeline.queue_size: must be an integer (got 'two')"),
+        # a file source fills each queue: a billion decoded frames were taken, until memory ran out
+        (M + "pipeline: {queue_size: 1000000000}", [], "pipeline.queue_size: must be in [1, 64] (got 10000"),
         (M + "postprocess: {score_threshold: 1.5}", [], "postprocess.score_threshold: must be in [0, 1]"),
         (M + "source: {roi: [0, 0, 2, 1]}", [], "source.roi: must be [left, top, width, height]"),
         (M + "source: {uri: 'webcam:0'}", [], "source.uri: unknown source URI 'webcam:0': use "),
