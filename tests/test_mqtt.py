@@ -848,6 +848,35 @@ def test_the_summary_counts_what_an_earlier_prefix_left_in_the_spool(tmp_path: P
     assert "Traceback" not in err
 
 
+def test_an_earlier_prefixs_messages_lost_are_counted_as_theirs_in_the_summary_and_the_spool_stats(
+    tmp_path: Path, broker: Broker, collector: Collector
+) -> None:
+    """After sinks.mqtt.prefix changed, the earlier prefix's results and events that expired in the spool
+    were summed up as "LOST N (expired) results", N its events too, none of them this prefix's results."""
+    first = Edgeseg(tmp_path, "mqtt://127.0.0.1:1", "--max-frames", "30", "--set", "sinks.mqtt.prefix=old")
+    assert first.wait(120) == 0, first.output()
+    ended = time.monotonic()
+    with sqlite3.connect(first.spool) as db:
+        held = dict(db.execute("SELECT topic, COUNT(*) FROM messages GROUP BY topic").fetchall())
+    assert held.keys() == {"old/cam1/results", "old/cam1/events"}
+    old = sum(held.values())
+    time.sleep(max(0.0, ended + 2.5 - time.monotonic()))  # all of them older than the next run's 2 s
+    second = Edgeseg(
+        tmp_path, broker.url, "--max-frames", "3", "--set", "sinks.mqtt.prefix=new",
+        "--set", "sinks.mqtt.spool_max_age_s=2", "--set", "tracker.enabled=false", "--set", "lines={}",
+    )  # fmt: skip
+    code = second.wait(120)
+    out, err = second.output()
+    assert code == 3, (out, err)  # they were lost in this run: its exit status says so
+    assert f"mqtt: LOST {old} (expired) messages ({old} of other topics: an earlier sinks.mqtt.prefix)" in out
+    assert collector.wait(lambda: collector.on("new/cam1/stats"), 10)
+    final = collector.on("new/cam1/stats")[-1].json()
+    # this prefix's results and events lost none; the spool's figures hold the earlier prefix's
+    assert (final["results"]["lost"], final["events"]["lost"]) == (0, 0)
+    assert final["spool"]["dropped_expired"] == final["spool"]["dropped"] == old
+    assert "Traceback" not in err
+
+
 def test_a_spool_deleted_mid_run_has_its_messages_reported_lost_not_kept_for_the_next_start(
     tmp_path: Path,
 ) -> None:

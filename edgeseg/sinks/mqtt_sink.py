@@ -484,6 +484,25 @@ class MqttSink:
         gone_with_spool = s.depth_by_topic if self._spool_deleted else {}
         events_lost = self._lost(held["events"], s, link.delivery) + gone_with_spool.get(held["events"], 0)
         stored = "messages (results and events)" if events_lost else "results"
+        # the spool outlives a change of sinks.mqtt.prefix: the earlier topics' messages may be lost here too
+        others_lost = sum(
+            n
+            for counts in (s.dropped_by_topic, link.delivery.lost_by_topic, gone_with_spool)
+            for topic, n in counts.items()
+            if topic not in held.values()
+        )
+        if others_lost:
+            results_lost = (
+                self._lost(held["results"], s, link.delivery)
+                + gone_with_spool.get(held["results"], 0)
+                + self._unserializable
+            )
+            kinds = (
+                (results_lost, "results"),
+                (events_lost, "events"),
+                (others_lost, "of other topics: an earlier sinks.mqtt.prefix"),
+            )
+            stored = "messages (" + ", ".join(f"{n} {kind}" for n, kind in kinds if n) + ")"
         lines = [
             f"mqtt {self.address} as {self.topics.base}: {self._results_spooled} results spooled, "
             f"{link.delivery.acked_by_topic.get(self.topics.results, 0)} acknowledged by the broker, "
