@@ -203,8 +203,12 @@ def needed_folders(bin_path: Path, config: Any) -> list[Path]:
     for value in (config.model.path, config.source.imx500_network):
         if value:
             out.append(Path(value).parent)
-    if Path(config.source.uri).is_absolute():
-        out.append(Path(config.source.uri).parent)
+    from edgeseg.sources import parse_uri
+
+    # the file a file: URI names (file:///home/pi/clip.mp4), as a plain path's
+    source = parse_uri(config.source.uri)
+    if source.scheme == "file" and Path(source.target).is_absolute():
+        out.append(Path(source.target).parent)
     return out
 
 

@@ -184,6 +184,16 @@ def test_installed_pipeline_makes_a_relative_file_uri_absolute_as_a_plain_path(t
     assert installed.source.uri == str(tmp_path / "site" / "clips" / "door.mp4")
 
 
+def test_a_video_under_home_named_by_a_file_uri_is_shown_to_the_service(tmp_path: Path) -> None:
+    # ProtectHome hid it (only a plain path's folder was bound): the service ended 'file not found'
+    pipeline = tmp_path / "door.yaml"
+    clip = "file:///home/pi/clips/door%20cam.mp4"
+    pipeline.write_text(_demo().replace("uri: synthetic:parts?fps=30", f"uri: '{clip}'"))
+    _install(tmp_path, pipeline=pipeline)
+    dropin = (tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/50-edgeseg.conf").read_text()
+    assert '"/home/pi/clips"' in re.findall(r"^BindReadOnlyPaths=(.*)$", dropin, re.M)[0].split(" ")
+
+
 def test_template_execstart_runs_this_environments_edgeseg(tmp_path: Path) -> None:
     _install(tmp_path)
     unit = (tmp_path / "etc/systemd/system/edgeseg@.service").read_text()
