@@ -30,7 +30,7 @@ from edgeseg.metrics import (
     iou_pairs,
     match_pairs,
 )
-from edgeseg.sources.files import MAX_PIXELS
+from edgeseg.sources.files import MAX_PIXELS, unknown_size
 from edgeseg.sources.spec import MAX_SIDE
 
 # PASCAL VOC class names and their COCO spelling, so VOC-labelled sets evaluate COCO-trained models
@@ -183,6 +183,9 @@ def command(args: argparse.Namespace) -> int:
         if problem is not None:
             raise InputError(f"{ann_path}: {problem}")
         header = image_header(str(path))
+        unknown = unknown_size(str(path)) if header is None else None
+        if unknown is not None:
+            raise InputError(f"image {path} is {unknown} (listed in {ann_path})")
         if header is not None and header.pixels > MAX_PIXELS:  # a 20000 x 20000 PNG: 1.2 GB decoded
             raise InputError(
                 f"image {path} is {header.width}x{header.height} pixels, more than the {MAX_SIDE}x{MAX_SIDE} "

@@ -21,7 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from test_sources import bilevel_png
+from test_sources import bilevel_png, screen_gif
 from videofile import frame_count
 
 from edgeseg.cliconfig import add_pipeline_args, load_cli_config
@@ -650,6 +650,22 @@ def test_eval_of_an_image_too_large_to_decode_is_a_one_line_error(
     done = edgeseg("eval", "annotations.json", "--model", str(yolo), cwd=tmp_path)
     assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
     assert "huge.png is 20000x20000 pixels, more than the 8192x8192 an image is decoded at" in done.stderr
+
+
+def test_eval_of_an_image_whose_size_its_header_does_not_tell_is_a_one_line_error(
+    tmp_path: Path, assets_dir: Path, yolo: Path
+) -> None:
+    # a GIF under a .png name, a few hundred bytes, was decoded at its 9000x9000 (243 MB) and evaluated
+    doc = json.loads(
+        (assets_dir / "datasets" / "voc2011_labelme_instances" / "annotations_coco.json").read_text()
+    )
+    doc["images"] = [{"id": 1, "file_name": "huge.png", "width": 9000, "height": 9000}]
+    doc["annotations"] = []
+    (tmp_path / "annotations.json").write_text(json.dumps(doc))
+    screen_gif(tmp_path / "huge.png", 9000, 9000)
+    done = edgeseg("eval", "annotations.json", "--model", str(yolo), cwd=tmp_path)
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+    assert "huge.png is of unknown size: its header is cut short or not a JPEG, PNG" in done.stderr
 
 
 def test_bench_prints_a_stage_table_and_writes_the_latency_plot(tmp_path: Path, yolo: Path) -> None:

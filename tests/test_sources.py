@@ -158,6 +158,16 @@ def bilevel_png(path: Path, width: int, height: int) -> None:
     path.write_bytes(png)
 
 
+def screen_gif(path: Path, width: int, height: int) -> None:
+    """A GIF of one pixel on a ``width`` x ``height`` logical screen (GIF89a: its size at bytes 6-9), which
+    OpenCV decodes at the screen's size, written to ``path`` whatever its suffix (OpenCV goes by content)."""
+    ok, data = cv2.imencode(".gif", np.zeros((1, 1, 3), np.uint8))
+    assert ok
+    gif = bytearray(data.tobytes())
+    gif[6:10] = struct.pack("<HH", width, height)
+    path.write_bytes(gif)
+
+
 def test_an_image_too_large_to_decode_is_skipped_by_its_header_and_refused_alone(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -180,14 +190,8 @@ def test_an_image_too_large_to_decode_is_skipped_by_its_header_and_refused_alone
 def test_an_image_whose_size_its_header_does_not_tell_is_skipped_and_refused_alone_not_decoded(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # a GIF under an image's name (OpenCV goes by the content): a 1x1 picture on a 9000x9000 logical screen
-    # (GIF89a: its width and height at bytes 6-9), which OpenCV decodes to the screen's size, 243 MB
-    cv2.imwrite(str(tmp_path / "dot.gif"), np.zeros((1, 1, 3), np.uint8))
-    gif = bytearray((tmp_path / "dot.gif").read_bytes())
-    gif[6:10] = struct.pack("<HH", 9000, 9000)
-    (tmp_path / "dot.gif").unlink()
     cv2.imwrite(str(tmp_path / "a1.png"), np.zeros((8, 8), np.uint8))
-    (tmp_path / "a2.png").write_bytes(gif)
+    screen_gif(tmp_path / "a2.png", 9000, 9000)
     cv2.imwrite(str(tmp_path / "a3.png"), np.zeros((8, 8), np.uint8))
     src = open_source(str(tmp_path))
     with caplog.at_level(logging.WARNING, "edgeseg.sources"):

@@ -99,20 +99,25 @@ def truncated_jpeg(path: str) -> bool:
     return not tail.rstrip(b"\0\r\n\t ").endswith(b"\xff\xd9")
 
 
+def unknown_size(path: str) -> str | None:
+    """For an image whose header :func:`~edgeseg.imagesize.image_header` cannot read, why it is not decoded
+    (one line); None where OpenCV has no decoder for it either (no image at all: imread says it cannot)."""
+    # OpenCV decodes by content, not suffix: a GIF, JPEG 2000 or AVIF under an image's name (or a JPEG whose
+    # frame header is past the segments read) would be decoded at whatever size it says, unchecked
+    if not cv2.haveImageReader(path):
+        return None
+    return (
+        "of unknown size: its header is cut short or not a JPEG, PNG, BMP, TIFF, WebP or PGM/PPM one "
+        "(another format would be decoded at whatever size it holds)"
+    )
+
+
 def bounded_flags(path: str, flags: int) -> int | str:
     """``cv2.imread`` flags that decode the image at ``path`` within :data:`MAX_PIXELS`, read from its header
     first: ``flags``, or a JPEG's reduced ones; for an image too large to be, why (one line)."""
     header = image_header(path)
     if header is None:
-        # OpenCV decodes by content, not suffix: a GIF, JPEG 2000 or AVIF under an image's name (or a JPEG
-        # whose frame header is past the segments read) would be decoded at whatever size it says, unchecked.
-        # What OpenCV has no decoder for (no image at all) is left to imread, which says it cannot.
-        if not cv2.haveImageReader(path):
-            return flags
-        return (
-            "of unknown size: its header is cut short or not a JPEG, PNG, BMP, TIFF, WebP or PGM/PPM one "
-            "(another format would be decoded at whatever size it holds)"
-        )
+        return unknown_size(path) or flags
     if header.pixels <= MAX_PIXELS:
         return flags
     if header.format == "jpeg":
