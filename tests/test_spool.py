@@ -78,6 +78,19 @@ def test_overflow_drops_the_oldest_and_counts_exactly_what_it_dropped(tmp_path: 
     assert newest[-1].id == spool.last_id()  # the newest are kept
 
 
+def test_a_non_ascii_topic_counts_its_utf8_bytes_against_the_cap(tmp_path: Path) -> None:
+    # sinks.mqtt.prefix takes any text: "Gießerei/Öfen" is more bytes on disk and on the wire than characters
+    topic = "é" * 200  # 400 bytes
+    spool = Spool(tmp_path / "s.sqlite3", 1000, 3600)
+    spool.append([(topic, b"x" * 100)] * 3)
+    with sqlite3.connect(spool.path) as db:
+        sizes = "SELECT SUM(LENGTH(CAST(topic AS BLOB)) + LENGTH(payload)) FROM messages"
+        (stored,) = db.execute(sizes).fetchone()
+    stats = spool.stats()
+    assert stored <= 1000
+    assert (stats.depth, stats.bytes, stats.dropped_overflow) == (2, 1000, 1)
+
+
 def test_a_message_larger_than_the_whole_cap_is_dropped_alone_not_with_the_backlog(tmp_path: Path) -> None:
     # making room for it would drop every stored message, and then it too, as it still would not fit
     spool = Spool(tmp_path / "s.sqlite3", 1000, 3600)

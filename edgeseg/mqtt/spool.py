@@ -75,6 +75,12 @@ def _boot_id() -> str | None:
         return None
 
 
+def message_size(topic: str, payload: bytes) -> int:
+    """What a message counts against ``max_bytes``: its topic's UTF-8 bytes (a prefix may be any text:
+    'Gießerei' is 8 characters and 9 bytes) and its payload's."""
+    return len(topic.encode()) + len(payload)
+
+
 @dataclass(frozen=True)
 class Clocks:
     """Where the spool reads the time: the wall clock it stamps messages with, the seconds since boot it
@@ -250,7 +256,7 @@ class Spool:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 now = self._now_locked()
-                rows = [(t, p, now, len(t) + len(p)) for t, p in messages if self.fits(t, p)]
+                rows = [(t, p, now, message_size(t, p)) for t, p in messages if self.fits(t, p)]
                 too_big = len(messages) - len(rows)
                 self._db.executemany(
                     "INSERT INTO messages (topic, payload, created, size) VALUES (?, ?, ?, ?)", rows
@@ -300,7 +306,7 @@ class Spool:
     def fits(self, topic: str, payload: bytes) -> bool:
         """Whether the message can be stored at all: one larger than the whole cap never is (making room for
         it would drop every message the spool holds, and then itself); :meth:`append` drops it as overflow."""
-        return len(topic) + len(payload) <= self.max_bytes
+        return message_size(topic, payload) <= self.max_bytes
 
     def _depth(self) -> int:
         return sum(self._depth_by_topic.values())
