@@ -9,7 +9,8 @@ is allowed, e.g. ``sinks.jsonl.mask_format: must be one of rle, polygon, none (g
 origin is added in brackets. Unknown keys are errors (with a "did you mean").
 
 Paths: relative paths written in the YAML file (``model.path``, ``model.engine_cache_dir``,
-``source.imx500_network``, a file ``source.uri``) are relative to the YAML file's folder; relative paths
+``source.imx500_network``, a file ``source.uri``, plain or ``file:``, and a ``picamera2:`` URI's
+``network``) are relative to the YAML file's folder; relative paths
 given by ``--set`` or the environment are relative to the current directory. Output paths (``sinks.*.path``)
 are kept as written (relative to the directory the pipeline runs in).
 """
@@ -23,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin
+from urllib.parse import urlencode
 
 import yaml
 
@@ -564,6 +566,13 @@ class _Loader(Validator):
             # current directory's); one left relative (--set) stays the URI: a plain 'cam:1.mp4' is a scheme
             if not uri.startswith("file:") or os.path.isabs(path) != os.path.isabs(parsed.target):
                 uri = path
+        network_option = parsed.options.get("network")
+        if parsed.scheme == "picamera2" and network_option:
+            # the .rpk a picamera2: URI names follows the file as source.imx500_network does
+            network_path = self._path(network_option, "source.uri")
+            if network_path != network_option:
+                options = urlencode({**parsed.options, "network": network_path}, safe="/")
+                uri = f"picamera2:{parsed.target}?{options}"
         if model.backend == "imx500" and not (
             parsed.scheme == "picamera2" and (src.imx500_network or parsed.options.get("network"))
         ):

@@ -113,10 +113,10 @@ def _absolute(value: str, base: Path) -> str | None:
 
 def installed_pipeline(pipeline: Path) -> str:
     """The text of ``/etc/edgeseg/NAME.yaml``: the pipeline with the paths that are relative to its folder
-    (``model.path``, ``model.engine_cache_dir``, ``source.imx500_network``, a file ``source.uri``) made
-    absolute, comments and layout kept; it loads to the same configuration from any folder."""
+    (``model.path``, ``model.engine_cache_dir``, ``source.imx500_network``, a file ``source.uri``, a
+    ``picamera2:`` URI's network) made absolute, comments and layout kept; it loads to the same configuration
+    from any folder."""
     from edgeseg.config import load_config
-    from edgeseg.sources import parse_uri
     from edgeseg.yamledit import write_back
     from edgeseg.yamlfile import read_yaml
 
@@ -132,11 +132,10 @@ def installed_pipeline(pipeline: Path) -> str:
             changes[f"{section}.{key}"] = fixed
     source = raw.get("source") if isinstance(raw.get("source"), dict) else {}
     uri = source.get("uri") if isinstance(source, dict) else None
-    if isinstance(uri, str) and parse_uri(uri).scheme == "file":
-        # a file: URI's path too (file:clips/a.mp4), written as a plain path, as the loader resolves it
-        fixed = _absolute(parse_uri(uri).target, base)
-        if fixed is not None:
-            changes["source.uri"] = fixed
+    if isinstance(uri, str) and uri != original.source.uri:
+        # the paths in it resolved from the pipeline's folder by the loader: a file's (plain or file:), a
+        # picamera2: URI's network
+        changes["source.uri"] = original.source.uri
     text = pipeline.read_text(encoding="utf-8")
     if not changes:
         return text
@@ -205,10 +204,12 @@ def needed_folders(bin_path: Path, config: Any) -> list[Path]:
             out.append(Path(value).parent)
     from edgeseg.sources import parse_uri
 
-    # the file a file: URI names (file:///home/pi/clip.mp4), as a plain path's
     source = parse_uri(config.source.uri)
+    # the file a file: URI names (file:///home/pi/clip.mp4), as a plain path's; a picamera2: URI's network
     if source.scheme == "file" and Path(source.target).is_absolute():
         out.append(Path(source.target).parent)
+    if source.options.get("network"):
+        out.append(Path(source.options["network"]).parent)
     return out
 
 

@@ -26,7 +26,7 @@ from edgeseg.config import (
 )
 from edgeseg.errors import ConfigError
 from edgeseg.semantic import SemanticParams
-from edgeseg.sources import open_source
+from edgeseg.sources import make_source, open_source, parse_uri
 from edgeseg.yamlfile import load, one_line
 
 PIPELINES = sorted(PIPELINES_DIR.glob("*.yaml"))
@@ -133,6 +133,20 @@ def test_a_relative_file_uri_in_the_file_follows_the_file_as_a_plain_path_does(
     assert config.source.uri == str(video)
     # typed on the command line, it is the current directory's, as a plain path is
     assert load_config(path, ["source.uri=file:clips/a.avi"], env={}).source.uri == "file:clips/a.avi"
+
+
+def test_a_relative_network_in_a_picamera2_uri_follows_the_file_as_source_imx500_network_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the model's path (the same .rpk) followed the file, the URI's network the current directory: the
+    # camera then failed to open ('IMX500 network not found: nets/a.rpk') wherever the run started
+    uri = "picamera2:0?network=nets/a.rpk&fps=15"
+    path = _write(tmp_path, f"source: {{uri: '{uri}'}}\nmodel: {{path: nets/a.rpk, backend: imx500}}\n")
+    monkeypatch.chdir(tmp_path.parent)
+    config = load_config(path, env={})
+    assert make_source(config.source).network == str(tmp_path / "nets" / "a.rpk")  # type: ignore[attr-defined]
+    assert parse_uri(config.source.uri).options["fps"] == "15"  # the URI's other options kept
+    assert load_config(path, [f"source.uri={uri}"], env={}).source.uri == uri  # typed: the cwd's
 
 
 def test_a_mapping_set_on_a_section_merges_into_it_and_its_paths_follow_the_cwd(

@@ -18,6 +18,7 @@ from edgeseg.config import load_config
 from edgeseg.doctor import Check, service_checks, timespan_s
 from edgeseg.errors import ConfigError
 from edgeseg.service import InstallOptions, home_binds, install, uninstall, unit_file
+from edgeseg.sources import make_source
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "pipelines" / "demo.yaml"
@@ -192,6 +193,26 @@ def test_a_video_under_home_named_by_a_file_uri_is_shown_to_the_service(tmp_path
     _install(tmp_path, pipeline=pipeline)
     dropin = (tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/50-edgeseg.conf").read_text()
     assert '"/home/pi/clips"' in re.findall(r"^BindReadOnlyPaths=(.*)$", dropin, re.M)[0].split(" ")
+
+
+def test_installed_pipeline_makes_a_picamera2_uris_network_absolute_and_shows_it_to_the_service(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "site").mkdir()
+    pipeline = tmp_path / "site" / "door.yaml"
+    pipeline.write_text(
+        _demo().replace("uri: synthetic:parts?fps=30", "uri: 'picamera2:0?network=nets/a.rpk'")
+    )
+    install(InstallOptions("door", pipeline, tmp_path / "root", start=False))
+    installed = load_config(tmp_path / "root/etc/edgeseg/door.yaml", env={})
+    network = make_source(installed.source).network  # type: ignore[attr-defined]
+    assert network == str(tmp_path / "site" / "nets" / "a.rpk")  # not /etc/edgeseg/nets/a.rpk
+    # one under /home is bound past ProtectHome, as source.imx500_network's is
+    home = "uri: 'picamera2:0?network=/home/pi/nets/a.rpk'"
+    pipeline.write_text(_demo().replace("uri: synthetic:parts?fps=30", home))
+    _install(tmp_path, pipeline=pipeline)
+    dropin = (tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/50-edgeseg.conf").read_text()
+    assert '"/home/pi/nets"' in re.findall(r"^BindReadOnlyPaths=(.*)$", dropin, re.M)[0].split(" ")
 
 
 def test_template_execstart_runs_this_environments_edgeseg(tmp_path: Path) -> None:
