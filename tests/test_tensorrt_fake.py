@@ -529,9 +529,10 @@ def test_a_new_tensorrt_version_rebuilds_instead_of_loading_the_old_engine(tmp_p
     cuda = FakeCuda()
     _backend(tmp_path, make_trt(cuda, version="10.3.0"), cuda).close()
     newer = make_trt(cuda, version="10.7.0")
-    _backend(tmp_path, newer, cuda).close()
+    backend = _backend(tmp_path, newer, cuda)
+    backend.close()
     assert newer.state.builds == 1
-    assert len(list((tmp_path / "engines").iterdir())) == 2
+    assert list((tmp_path / "engines").iterdir()) == [backend.engine_path]  # the old one removed
 
 
 def test_an_engine_built_on_an_agx_orin_is_not_reused_on_an_orin_nano(tmp_path: Path) -> None:
@@ -543,7 +544,7 @@ def test_an_engine_built_on_an_agx_orin_is_not_reused_on_an_orin_nano(tmp_path: 
     backend = _backend(tmp_path, on_nano, nano)
     backend.close()
     assert on_nano.state.builds == 1
-    assert len(list((tmp_path / "engines").iterdir())) == 2
+    assert list((tmp_path / "engines").iterdir()) == [backend.engine_path]
     assert backend.gpu == "Orin (sm_87, 8 SMs, 7 GiB)"
 
 
@@ -887,3 +888,24 @@ def test_missing_dependency_message_names_what_is_really_missing(
     monkeypatch.setattr(trt_backend.importlib, "import_module", import_module)
     with pytest.raises(MissingDependencyError, match=says):
         trt_backend.import_tensorrt()
+
+
+def test_a_new_engine_removes_the_models_engines_for_other_keys_but_not_one_a_running_instance_holds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Months of model, TensorRT or option updates must not fill the state directory with engines of
+    hundreds of MB that no key will ever match again; an engine another running process loaded stays."""
+    cuda = FakeCuda()
+    running = _backend(tmp_path, make_trt(cuda, version="10.3.0"), cuda, fp16=True)
+    old = _backend(tmp_path, make_trt(cuda, version="10.3.0"), cuda)
+    old.close()
+    other_model = tmp_path / "engines" / f"other-fp32-{'0' * 20}.engine"
+    other_model.write_bytes(b"ENGINE:{}")
+    with caplog.at_level(logging.INFO, logger="edgeseg.backends.tensorrt"):
+        new = _backend(tmp_path, make_trt(cuda, version="10.7.0"), cuda)
+    new.close()
+    running.close()
+    assert sorted((tmp_path / "engines").iterdir()) == sorted(
+        [new.engine_path, running.engine_path, other_model]
+    )
+    assert f"removed engine {old.engine_path}" in caplog.text

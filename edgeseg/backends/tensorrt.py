@@ -7,7 +7,10 @@
   ``engines/`` in the state directory of :mod:`edgeseg.statedir`) under a name keyed by the ONNX
   file's sha256, the input shape, the TensorRT version, the GPU (:func:`gpu_identity`: its name, compute
   capability, SM count and memory) and the precision. An engine from another TensorRT version or GPU
-  therefore never matches and is rebuilt; one that fails to deserialize is rebuilt too.
+  therefore never matches and is rebuilt; one that fails to deserialize is rebuilt too. A backend holds a
+  shared ``flock`` on the engine it loaded while it runs; building a new engine removes that model's engines
+  for other keys (a model, TensorRT, GPU or option change: hundreds of MB each, never matched again) except
+  those another running process holds, and logs each one removed.
   The file is written to a temporary name, synced and renamed, so a crash mid-write or a power cut never
   leaves a torn engine; it is readable by all (an engine holds no secret, and a manual run may share the
   service's cache). The ONNX file is parsed from its path so that external weight files are found; a model
@@ -30,16 +33,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
@@ -130,6 +136,40 @@ def engine_cache_path(
     text = f"{onnx_sha256}|input={shape}|trt={trt_version}|gpu={gpu}|fp16={fp16}"
     key = hashlib.sha256(text.encode()).hexdigest()
     return cache_dir / f"{onnx.stem}-{'fp16' if fp16 else 'fp32'}-{key[:20]}.engine"
+
+
+def hold_engine(path: Path) -> BinaryIO | None:
+    """``path`` opened with a shared lock that tells :func:`prune_engines` a running process uses it (until
+    closed, or the process ends); None when there is no such file."""
+    try:
+        held = path.open("rb")
+    except (FileNotFoundError, NotADirectoryError):  # (a file where the cache folder should be: see build)
+        return None
+    fcntl.flock(held, fcntl.LOCK_SH)
+    return held
+
+
+def prune_engines(keep: Path, stem: str) -> list[Path]:
+    """Remove the engines in ``keep``'s folder of the model ``stem`` (named as :func:`engine_cache_path`
+    names them) other than ``keep`` that no running process holds (:func:`hold_engine`); the ones removed."""
+    name = re.compile(rf"{re.escape(stem)}-fp(16|32)-[0-9a-f]{{20}}\.engine")
+    removed = []
+    for path in sorted(keep.parent.iterdir()):
+        if path == keep or not name.fullmatch(path.name):
+            continue
+        try:
+            with path.open("rb") as engine:
+                try:
+                    fcntl.flock(engine, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # another instance (a manual run beside the service) runs it
+                path.unlink()
+        except OSError as exc:  # (gone meanwhile, or not ours to remove: it only costs disk)
+            log.warning("cannot remove the unused engine %s: %s", path, exc.strerror or exc)
+            continue
+        log.info("removed engine %s (built for another model file, TensorRT, GPU or options)", path)
+        removed.append(path)
+    return removed
 
 
 @dataclass(frozen=True)
@@ -230,6 +270,7 @@ class TensorRTBackend:
         self._device: dict[str, Any] = {}
         self._host: dict[str, NDArray[Any]] = {}
         self.engine: Any = None
+        self._held: BinaryIO | None = None
         self.context: Any = None
         self.stream: Any = None
         try:
@@ -261,13 +302,18 @@ class TensorRTBackend:
 
     def _load_engine(self) -> Any:
         runtime = self.trt.Runtime(self._logger)
-        if self.engine_path.is_file():
-            engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+        self._held = hold_engine(self.engine_path)
+        if self._held is not None:
+            engine = runtime.deserialize_cuda_engine(self._held.read())
             if engine is not None:
                 log.info("loaded TensorRT engine %s", self.engine_path)
                 return engine
             log.warning("cached engine %s does not deserialize here; rebuilding it", self.engine_path)
+            self._held.close()
         plan = self.build_engine()
+        self._held = hold_engine(self.engine_path)
+        with contextlib.suppress(OSError):  # (an unreadable cache folder: nothing to prune)
+            prune_engines(self.engine_path, self.onnx.stem)
         engine = runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise ModelError(
@@ -444,6 +490,8 @@ class TensorRTBackend:
             for dev in self._device.values():
                 dev.free()
             self._device.clear()
+            if self._held is not None:
+                self._held.close()
         finally:
             self._ctx.pop()
             self._ctx.detach()
