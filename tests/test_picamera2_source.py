@@ -384,6 +384,23 @@ def test_imx500_support_missing_a_module_names_it_instead_of_asking_for_a_newer_
     assert ">= 0.3.22" not in str(raised.value)
 
 
+def test_picamera2_missing_libcamera_names_it_instead_of_saying_it_is_only_on_raspberry_pi_os(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pip install picamera2 in a venv without --system-site-packages: picamera2/picamera2.py imports
+    # libcamera, apt's python3-libcamera (not on PyPI): "No module named 'libcamera'"
+    package = tmp_path / "picamera2"
+    package.mkdir()
+    (package / "__init__.py").write_text("import libcamera\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    with pytest.raises(MissingDependencyError) as raised:
+        import_picamera2(False)
+    assert "'libcamera'" in str(raised.value)
+    assert "--system-site-packages" in str(raised.value)
+    assert "only on Raspberry Pi OS" not in str(raised.value)
+
+
 @pytest.fixture
 def picamera2_0_3_17(monkeypatch: pytest.MonkeyPatch) -> None:
     """An installed picamera2 older than 0.3.22: ``Picamera2`` but no ``picamera2.devices.IMX500``."""

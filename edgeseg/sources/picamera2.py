@@ -82,6 +82,14 @@ def import_picamera2(with_imx500: bool) -> Picamera2Modules:
     try:
         from picamera2 import Picamera2
     except ImportError as e:
+        if e.name and not e.name.startswith("picamera2"):
+            # picamera2 is there, a module it imports is not: most often libcamera (apt's python3-libcamera,
+            # not on PyPI) after pip install picamera2, or in a venv made without --system-site-packages
+            raise MissingDependencyError(
+                f"picamera2 {_installed_version()} cannot load: the module {e.name!r} it imports is missing "
+                "(apt's python3-libcamera provides libcamera): sudo apt install python3-picamera2, and make "
+                "the venv with --system-site-packages"
+            ) from None
         raise MissingDependencyError(
             f"picamera2 is only on Raspberry Pi OS: apt install python3-picamera2 ({e})"
         ) from None
