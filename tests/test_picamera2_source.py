@@ -151,6 +151,24 @@ def test_frames_without_a_result_after_the_first_are_held_back_and_counted(tmp_p
     assert (src.stats.frames, src.stats.held_back) == (2, 2)
 
 
+def test_frames_without_a_result_are_logged_at_info_as_the_camera_outpacing_the_network_is_normal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """picamera2's IMX500 demos take ``get_outputs() is None`` as routine (they keep the last result, and set
+    the camera's FrameRate to the network's ``inference_rate``: ``imx500_object_detection_demo.py``); a
+    camera at its default rate with a slower network misses results on most frames. Only results missing
+    for ``capture_timeout_s`` warn (a drop, the test below)."""
+    world = World(results_from=0, shapes=OUTPUT_SHAPES, no_results_at=frozenset({1, 2}))
+    src = _source(tmp_path, world)
+    with caplog.at_level(logging.INFO, logger="edgeseg.sources"):
+        frames = [src.read() for _ in range(2)]
+    src.close()
+    assert all(f is not None for f in frames)
+    assert src.stats.held_back == 2
+    held = [r for r in caplog.records if "no result for a frame" in r.getMessage()]
+    assert [r.levelno for r in held] == [logging.INFO, logging.INFO]
+
+
 def test_a_sensor_that_stops_giving_results_is_a_drop_that_says_so(tmp_path: Path) -> None:
     """Frames keep coming without results (the network stopped): without a limit every one was held back
     for ever, the watchdog fed and nothing said."""

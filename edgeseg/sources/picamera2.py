@@ -10,8 +10,9 @@ With a network, each frame carries what the sensor computed for it:
   flat ``CnnOutputTensor`` reshaped in Fortran order with the shapes in ``CnnOutputTensorInfo``). Frames the
   network has no result for (``get_outputs`` returns ``None``: the metadata has no ``CnnOutputTensor``,
   ``imx500.py:660-664``) are not delivered: during the firmware upload (below), and after the first result
-  as ``stats.held_back`` (logged; picamera2's demos keep the last result for them). Results missing for
-  ``capture_timeout_s`` in a row are a drop, with that reason: the camera is opened again.
+  as ``stats.held_back`` (logged at INFO: with a network slower than the camera they are most frames, and
+  picamera2's demos keep the last result for them). Results missing for ``capture_timeout_s`` in a row are a
+  drop, with that reason and a warning: the camera is opened again.
 * ``Frame.tensor_roi``: the region of the image the network saw, normalized: the inference crop (full-sensor
   pixels) over the frame's ``ScalerCrop`` (the part of the sensor the image shows).
 
@@ -353,8 +354,10 @@ class Picamera2Source(LiveSource):
         finally:
             request.release()
         if tensors is None and self._results:
+            # at INFO: a network slower than the camera misses most frames, which picamera2's demos take as
+            # routine (they keep the last result); results missing for capture_timeout_s warn, as a drop
             if reported_attempt(self._held_back + 1):  # (read() counts it once it is held back)
-                log.warning(
+                log.info(
                     "%s: the IMX500 gave no result for a frame (%d so far): held back",
                     self.uri,
                     self._held_back + 1,
