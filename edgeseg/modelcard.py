@@ -261,6 +261,10 @@ def find_card(model_path: str | Path, cards_dir: Path = REPO_CARDS) -> ModelCard
     carries no Ultralytics metadata.
     """
     p = Path(model_path)
+    try:
+        p.exists()  # (raises for a name the file system cannot hold, where is_dir below would)
+    except OSError as exc:  # a name longer than the file system takes: "File name too long", a traceback
+        raise ModelError(f"model path {p}: {exc.strerror or exc}") from None
     if p.suffix.lower() in (".yaml", ".yml"):
         card = load_card_file(p)
         if card.file is None:
@@ -272,7 +276,7 @@ def find_card(model_path: str | Path, cards_dir: Path = REPO_CARDS) -> ModelCard
     if not on_sensor and not p.is_file():
         raise ModelError(f"model file not found: {p}")
     for candidate in (p.with_suffix(".yaml"), p.with_suffix(".yml"), cards_dir / f"{p.stem}.yaml"):
-        if candidate.is_file():
+        if os.path.isfile(candidate):  # (not Path.is_file: a longer suffix can make a name too long)
             return load_card_file(candidate, model_file=p)
     if on_sensor:
         raise ModelError(

@@ -305,6 +305,33 @@ def test_a_pipeline_name_longer_than_a_file_name_can_be_is_one_line(tmp_path: Pa
     )
 
 
+@pytest.mark.parametrize(
+    ("flag", "name", "says"),
+    [
+        ("--model", "m" * 300 + ".onnx", r"model path m{300}\.onnx: File name too long"),
+        (
+            "--output",
+            "o" * 300 + ".jsonl",
+            r"sinks\.jsonl\.path: cannot create o{300}\.jsonl: File name too long",
+        ),
+        (
+            "--output",
+            "v" * 300 + ".mp4",
+            r"sinks\.video\.path: cannot create v{300}\.mp4: File name too long",
+        ),
+    ],
+    ids=["model", "jsonl", "video"],
+)
+def test_a_model_or_output_name_longer_than_a_file_name_can_be_is_one_line(
+    tmp_path: Path, assets_dir: Path, flag: str, name: str, says: str
+) -> None:
+    # "OSError: [Errno 36] File name too long" from Path.is_dir (find_card, check_output_path), a traceback
+    image = str(assets_dir / "images" / "bus.jpg")
+    done = edgeseg("run", "--source", image, "--max-frames", "1", flag, name, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert re.fullmatch(f"edgeseg: error: {says}\n", done.stderr), done.stderr
+
+
 def test_a_pipeline_file_too_large_to_be_one_is_refused_without_being_read_whole(tmp_path: Path) -> None:
     # /dev/zero, or a log named .yaml: read into memory whole (without an end) before anything was said
     with open(tmp_path / "huge.yaml", "wb") as f:

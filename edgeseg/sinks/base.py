@@ -196,12 +196,16 @@ def check_output_path(path: Path, key: str) -> Path:
     ``/proc``, a read-only mount or a full disk, and root passes every ``os.access`` test.
     """
     path = Path(path)
+    try:
+        exists = path.exists()  # (False in a missing folder: said below)
+    except OSError as exc:  # a name longer than the file system takes: "File name too long", a traceback
+        raise ConfigError(f"{key}: cannot create {path}: {exc.strerror or exc}") from None
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ConfigError(f"{key}: folder {parent} does not exist (for {path})")
     if path.is_dir():
         raise ConfigError(f"{key}: {path} is a folder, expected a file name")
-    if path.exists() and not os.access(path, os.W_OK):
+    if exists and not os.access(path, os.W_OK):
         raise ConfigError(f"{key}: {path} is not writable")
     probe = probe_path(path)
     try:
