@@ -332,6 +332,20 @@ def test_a_model_or_output_name_longer_than_a_file_name_can_be_is_one_line(
     assert re.fullmatch(f"edgeseg: error: {says}\n", done.stderr), done.stderr
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".mp4"])
+def test_an_output_name_as_long_as_a_file_name_can_be_is_written(
+    tmp_path: Path, assets_dir: Path, suffix: str
+) -> None:
+    # 255 bytes, which the file system takes: refused ('File name too long') for the write check's scratch
+    # file beside it, whose name added '.' and '.edgeseg-probe-PID' to it
+    name = "o" * (255 - len(suffix)) + suffix
+    image = str(assets_dir / "images" / "bus.jpg")
+    done = edgeseg("run", "--source", image, "--max-frames", "1", "--output", name, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / name).stat().st_size > 0
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no scratch file left
+
+
 def test_a_pipeline_file_too_large_to_be_one_is_refused_without_being_read_whole(tmp_path: Path) -> None:
     # /dev/zero, or a log named .yaml: read into memory whole (without an end) before anything was said
     with open(tmp_path / "huge.yaml", "wb") as f:

@@ -18,6 +18,8 @@ from edgeseg.frame import Result
 from edgeseg.live import Controls
 from edgeseg.stats import PipelineStats
 
+NAME_MAX = 255  # bytes in one file name (limits.h; ext4, btrfs, xfs, tmpfs, vfat's long names)
+
 
 class Sink(Protocol):
     """Receives every result of a pipeline, on a thread of its own.
@@ -207,8 +209,8 @@ def check_output_path(path: Path, key: str) -> Path:
         raise ConfigError(f"{key}: {path} is a folder, expected a file name")
     if exists and not os.access(path, os.W_OK):
         raise ConfigError(f"{key}: {path} is not writable")
-    probe = probe_path(path)
     try:
+        probe = probe_path(path)
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
         os.unlink(probe)
     except OSError as exc:
@@ -223,5 +225,12 @@ def check_output_path(path: Path, key: str) -> Path:
 
 
 def probe_path(path: Path) -> Path:
-    """A scratch file beside ``path`` with the same suffix (writers pick their container by suffix)."""
-    return path.with_name(f".{path.stem}.edgeseg-probe-{os.getpid()}{path.suffix}")
+    """A scratch file beside ``path`` with the same suffix (writers pick their container by suffix) and its
+    characters (a name the file system or the locale refuses is refused for the probe too). Its stem is cut
+    where the probe's name would pass the NAME_MAX bytes a file name may have, so that a name of nearly
+    that many is not refused for its probe's. Raises UnicodeEncodeError as creating the file would."""
+    tag = f".edgeseg-probe-{os.getpid()}{path.suffix}"
+    stem = path.stem
+    while stem and len(os.fsencode(f".{stem}{tag}")) > NAME_MAX:
+        stem = stem[:-1]
+    return path.with_name(f".{stem}{tag}")
