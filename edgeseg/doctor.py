@@ -42,14 +42,13 @@ def _has(module: str) -> bool:
 def _tensorrt_check() -> Check:
     """tensorrt and pycuda imported as the backend imports them, and TensorRT's version checked: found is
     not enough (JetPack 5's TensorRT 8, or a libcuda/libnvinfer that does not load)."""
-    from edgeseg.backends.tensorrt import import_tensorrt, require_tensorrt_10
+    from edgeseg.backends.tensorrt import INSTALL, import_tensorrt, require_tensorrt_10
     from edgeseg.errors import MissingDependencyError
 
     trt, pycuda = _has("tensorrt"), _has("pycuda")
     if not (trt and pycuda):
         detail = f"tensorrt {'found' if trt else 'missing'}, pycuda {'found' if pycuda else 'missing'}"
-        fix = "on a Jetson: use JetPack's TensorRT, then pip install edgeseg[tensorrt]"
-        return Check("backend", "tensorrt", False, detail, fix)
+        return Check("backend", "tensorrt", False, detail, INSTALL)
     try:
         require_tensorrt_10(import_tensorrt()[0])
     except MissingDependencyError as exc:  # says what to do

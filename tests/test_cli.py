@@ -418,6 +418,26 @@ def test_doctor_reports_jetpack_5s_tensorrt_8_as_unusable_naming_tensorrt_10(
     assert "this is TensorRT 8.5.2.2" in line
 
 
+def test_doctor_on_a_jetson_without_pycuda_advises_pip_install_pycuda_not_the_tensorrt_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # JetPack's tensorrt comes from apt (python3-libnvinfer) without pip metadata: 'pip install
+    # edgeseg[tensorrt]' then fetches PyPI's tensorrt, whose tensorrt-cu12 fails to build on a Jetson
+    # (ultralytics/ultralytics#22271); what is missing there is pycuda alone
+    site = tmp_path / "site"
+    (site / "tensorrt").mkdir(parents=True)
+    (site / "tensorrt" / "__init__.py").write_text("__version__ = '10.3.0'\n")  # JetPack 6.1's
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    done = edgeseg("doctor", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    at = next(i for i, x in enumerate(lines) if "backend  tensorrt" in x)
+    assert "pycuda missing" in lines[at]
+    fix = lines[at + 1]
+    assert "on a Jetson, JetPack's TensorRT" in fix
+    assert "and pip install pycuda; elsewhere, pip install edgeseg[tensorrt]" in fix
+
+
 def _stdout_env(buffered: bool) -> dict[str, str]:
     """The tests' environment, with stdout block-buffered as in a user's shell or unbuffered as under
     PYTHONUNBUFFERED (a container's, a unit's): a write then fails at the line, not at the exit's flush."""

@@ -1,8 +1,8 @@
 """TensorRT 10 backend: engine built from the ONNX file once, cached, run with the tensor-address API.
 
 - ``tensorrt`` and ``pycuda`` are imported when this backend is created, never at package import; without
-  them it raises :class:`MissingDependencyError` ("pip install edgeseg[tensorrt]"), and when they are there
-  but the CUDA driver or libnvinfer they load is not, it says that instead.
+  them it raises :class:`MissingDependencyError` saying how to install them (:data:`INSTALL`), and when they
+  are there but the CUDA driver or libnvinfer they load is not, it says that instead.
 - Engines are cached in a writable directory (``engine_cache_dir``, else ``$EDGESEG_ENGINE_CACHE``, else
   ``engines/`` in the state directory of :mod:`edgeseg.statedir`) under a name keyed by the ONNX
   file's sha256, the input shape, the TensorRT version, the GPU (:func:`gpu_identity`: its name, compute
@@ -62,6 +62,12 @@ from edgeseg.threadplan import ThreadCount
 log = logging.getLogger(__name__)
 PROGRESS_S = 15.0
 WORKSPACE_BYTES = 1 << 30
+# JetPack's tensorrt comes from apt without pip metadata, so on a Jetson the extra would fetch PyPI's
+# tensorrt, which fails to build there (tensorrt-cu12 on an AGX Orin: ultralytics/ultralytics#22271)
+INSTALL = (
+    "on a Jetson, JetPack's TensorRT (sudo apt install python3-libnvinfer, seen by a venv made with "
+    "--system-site-packages) and pip install pycuda; elsewhere, pip install edgeseg[tensorrt]"
+)
 
 
 def import_tensorrt() -> tuple[Any, Any]:
@@ -75,8 +81,7 @@ def import_tensorrt() -> tuple[Any, Any]:
             # libnvinfer.so.10) raises with name None or an inner module such as pycuda._driver
             if exc.name in (package, module):
                 raise MissingDependencyError(
-                    f"the tensorrt backend needs tensorrt and pycuda ({package} is missing): "
-                    "pip install edgeseg[tensorrt] (on a Jetson, use JetPack's python3-libnvinfer)"
+                    f"the tensorrt backend needs tensorrt and pycuda ({package} is missing): {INSTALL}"
                 ) from None
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise MissingDependencyError(
@@ -94,7 +99,8 @@ def require_tensorrt_10(trt: Any) -> None:
     the user cannot set."""
     if int(str(trt.__version__).split(".")[0]) < 10:
         raise MissingDependencyError(
-            f"the tensorrt backend needs TensorRT 10 (JetPack 6, or pip install edgeseg[tensorrt]): "
+            f"the tensorrt backend needs TensorRT 10 (JetPack 6 on a Jetson; elsewhere, pip install "
+            f"edgeseg[tensorrt]): "
             f"this is TensorRT {trt.__version__}"
         )
 
