@@ -909,3 +909,19 @@ def test_a_new_engine_removes_the_models_engines_for_other_keys_but_not_one_a_ru
         [new.engine_path, running.engine_path, other_model]
     )
     assert f"removed engine {old.engine_path}" in caplog.text
+
+
+def test_a_model_file_name_as_long_as_a_file_name_can_be_gets_its_engine_cached(tmp_path: Path) -> None:
+    """The engine's name is the ONNX stem and 33 characters more (its temporary one 14 more again): from a
+    stem of about 210 characters it was longer than a file name can be, 'File name too long' after the
+    build."""
+    onnx = tmp_path / ("m" * 250 + ".onnx")
+    onnx.write_bytes(b"onnx-bytes-v1")
+    card = parse_card(_card_doc(), "tiny.yaml", model_file=onnx)
+    cuda = FakeCuda()
+    trt = make_trt(cuda)
+    _backend(tmp_path, trt, cuda, card=card).close()
+    _backend(tmp_path, trt, cuda, card=card).close()
+    assert trt.state.builds == 1
+    (engine,) = (tmp_path / "engines").iterdir()
+    assert engine.name.startswith("mmm")

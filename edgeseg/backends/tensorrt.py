@@ -62,6 +62,8 @@ from edgeseg.threadplan import ThreadCount
 log = logging.getLogger(__name__)
 PROGRESS_S = 15.0
 WORKSPACE_BYTES = 1 << 30
+ENGINE_STEM_CHARS = 48  # of the model's name in an engine's (at most 4 bytes each, with 33 more: < 255)
+ENGINE_NAME = re.compile(r"(?P<stem>.*)-fp(16|32)-[0-9a-f]{20}\.engine")  # engine_cache_path's names
 # JetPack's tensorrt comes from apt without pip metadata, so on a Jetson the extra would fetch PyPI's
 # tensorrt, which fails to build there (tensorrt-cu12 on an AGX Orin: ultralytics/ultralytics#22271)
 INSTALL = (
@@ -141,7 +143,9 @@ def engine_cache_path(
     shape = "x".join(str(d) for d in input_shape)
     text = f"{onnx_sha256}|input={shape}|trt={trt_version}|gpu={gpu}|fp16={fp16}"
     key = hashlib.sha256(text.encode()).hexdigest()
-    return cache_dir / f"{onnx.stem}-{'fp16' if fp16 else 'fp32'}-{key[:20]}.engine"
+    # the stem only names the file for people (the key tells engines apart): cut, so that a model name as
+    # long as a file name can be gives an engine name, and a temporary one beside it, that can be too
+    return cache_dir / f"{onnx.stem[:ENGINE_STEM_CHARS]}-{'fp16' if fp16 else 'fp32'}-{key[:20]}.engine"
 
 
 def hold_engine(path: Path) -> BinaryIO | None:
@@ -155,13 +159,16 @@ def hold_engine(path: Path) -> BinaryIO | None:
     return held
 
 
-def prune_engines(keep: Path, stem: str) -> list[Path]:
-    """Remove the engines in ``keep``'s folder of the model ``stem`` (named as :func:`engine_cache_path`
-    names them) other than ``keep`` that no running process holds (:func:`hold_engine`); the ones removed."""
-    name = re.compile(rf"{re.escape(stem)}-fp(16|32)-[0-9a-f]{{20}}\.engine")
+def prune_engines(keep: Path) -> list[Path]:
+    """Remove the engines in ``keep``'s folder for the same model name (as :func:`engine_cache_path` names
+    them) other than ``keep`` that no running process holds (:func:`hold_engine`); the ones removed."""
+    own = ENGINE_NAME.fullmatch(keep.name)
+    if own is None:  # (not a name engine_cache_path gives)
+        return []
     removed = []
     for path in sorted(keep.parent.iterdir()):
-        if path == keep or not name.fullmatch(path.name):
+        other = ENGINE_NAME.fullmatch(path.name)
+        if path == keep or other is None or other["stem"] != own["stem"]:
             continue
         try:
             with path.open("rb") as engine:
@@ -319,7 +326,7 @@ class TensorRTBackend:
         plan = self.build_engine()
         self._held = hold_engine(self.engine_path)
         with contextlib.suppress(OSError):  # (an unreadable cache folder: nothing to prune)
-            prune_engines(self.engine_path, self.onnx.stem)
+            prune_engines(self.engine_path)
         engine = runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise ModelError(
