@@ -193,15 +193,16 @@ def pipeline_checks(path: str | Path | None, dev: Path = Path("/dev")) -> list[C
     config = load_config(path)
     name = f"pipeline {config.name}"
     out = []
+    # os.path.exists, not Path.exists: a name longer than the file system takes is missing, not a traceback
     nodes = camera_nodes(config.source.uri, dev)
     if nodes is not None:
-        missing = [n for n in nodes if not n.exists()] if nodes else [dev / "video0"]
+        missing = [n for n in nodes if not os.path.exists(n)] if nodes else [dev / "video0"]
         detail = f"{missing[0]} does not exist" if missing else ", ".join(str(n) for n in nodes)
         out.append(Check(name, "camera", not missing, detail, "plug in the camera, or fix source.uri"))
     model = config.model.path
-    out.append(Check(name, "model", model.exists(), str(model), "fix model.path"))
+    out.append(Check(name, "model", os.path.exists(model), str(model), "fix model.path"))
     state = state_dir(config.pipeline.state_dir)
-    parent = next((p for p in (state, *state.parents) if p.exists()), state)
+    parent = next((p for p in (state, *state.parents) if os.path.exists(p)), state)
     writable = os.access(parent, os.W_OK)
     out.append(Check(name, "state directory", writable, str(state), "set pipeline.state_dir or --state-dir"))
     return out + broker_checks(name, config)
@@ -398,7 +399,8 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
         fix = f"run `{install}` again: it binds the folders under /home that the pipeline needs into the unit"
         out.append(Check(area, "model", False, f"{model}: under a home folder, hidden by ProtectHome=", fix))
     else:
-        readable = model.exists() and bool(model.stat().st_mode & stat.S_IROTH)
+        # (os.path.exists: a name longer than the file system takes is missing, not a traceback)
+        readable = os.path.exists(model) and bool(model.stat().st_mode & stat.S_IROTH)
         fix = "the dynamic user reads it as 'other': chmod o+r"
         out.append(Check(area, "model", readable, str(model), fix))
     cache = config.model.engine_cache_dir

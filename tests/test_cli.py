@@ -438,6 +438,25 @@ def test_doctor_on_a_jetson_without_pycuda_advises_pip_install_pycuda_not_the_te
     assert "and pip install pycuda; elsewhere, pip install edgeseg[tensorrt]" in fix
 
 
+@pytest.mark.parametrize(
+    ("pipeline", "failing"),
+    [
+        ("model: {path: " + "m" * 300 + ".onnx}\n", "model"),
+        ("model: {path: demo}\nsource: {uri: 'v4l2:/dev/" + "v" * 300 + "'}\n", "camera"),
+    ],
+    ids=["model", "camera"],
+)
+def test_doctor_on_a_pipeline_naming_a_file_longer_than_a_file_name_can_be_reports_it_missing(
+    tmp_path: Path, pipeline: str, failing: str
+) -> None:
+    # "OSError: [Errno 36] File name too long" from Path.exists in pipeline_checks, a traceback
+    (tmp_path / "p.yaml").write_text(pipeline.replace("demo", str(REPO / "models" / "demo-parts.onnx")))
+    done = edgeseg("doctor", "p.yaml", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert re.search(rf"^-- +pipeline p +{failing} ", done.stdout, re.MULTILINE), done.stdout
+
+
 def _stdout_env(buffered: bool) -> dict[str, str]:
     """The tests' environment, with stdout block-buffered as in a user's shell or unbuffered as under
     PYTHONUNBUFFERED (a container's, a unit's): a write then fails at the line, not at the exit's flush."""
