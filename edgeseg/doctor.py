@@ -195,7 +195,9 @@ def pipeline_checks(path: str | Path | None, dev: Path = Path("/dev")) -> list[C
     out = []
     # os.path.exists, not Path.exists: a name longer than the file system takes is missing, not a traceback
     nodes = camera_nodes(config.source.uri, dev)
-    if nodes is not None:
+    if isinstance(nodes, str):
+        out.append(Check(name, "camera", False, nodes, "fix source.uri"))
+    elif nodes is not None:
         missing = [n for n in nodes if not os.path.exists(n)] if nodes else [dev / "video0"]
         detail = f"{missing[0]} does not exist" if missing else ", ".join(str(n) for n in nodes)
         out.append(Check(name, "camera", not missing, detail, "plug in the camera, or fix source.uri"))
@@ -286,14 +288,20 @@ def unit_settings(root: Path, name: str) -> dict[str, list[str]]:
     return out
 
 
-def camera_nodes(uri: str, dev: Path) -> list[Path] | None:
-    """The device nodes (under ``dev``) a source opens; ``None`` for sources that open none."""
+def camera_nodes(uri: str, dev: Path) -> list[Path] | str | None:
+    """The device nodes (under ``dev``) a source opens; ``None`` for sources that open none; why the source
+    refuses its device, as it says it."""
+    from edgeseg.errors import SourceError
     from edgeseg.sources import parse_uri
+    from edgeseg.sources.opencv_live import v4l2_target
 
     parsed = parse_uri(uri)
     if parsed.scheme == "v4l2":
-        target = parsed.target
-        return [dev / f"video{target}" if target.isdigit() else dev / Path(target).relative_to("/dev")]
+        try:
+            target = v4l2_target(parsed)
+        except SourceError as exc:
+            return str(exc)
+        return [dev / f"video{target}" if isinstance(target, int) else dev / Path(target).relative_to("/dev")]
     if parsed.scheme == "picamera2":
         return sorted([*dev.glob("media*"), *dev.glob("video*"), *dev.glob("dma_heap/*")])
     return None
@@ -373,7 +381,9 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
         )
     )
     nodes = camera_nodes(config.source.uri, layout.at("/dev"))
-    if nodes is not None:
+    if isinstance(nodes, str):
+        out.append(Check(area, "camera device", False, nodes, "fix source.uri"))
+    elif nodes is not None:
         gids = {known[g] if g in known else int(g) for g in groups if g in known or g.isdigit()}
         allowed = settings.get(DEVICE_GROUPS_KEY, []) if settings.get("DevicePolicy") else []
         problems = [

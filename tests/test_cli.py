@@ -457,6 +457,19 @@ def test_doctor_on_a_pipeline_naming_a_file_longer_than_a_file_name_can_be_repor
     assert re.search(rf"^-- +pipeline p +{failing} ", done.stdout, re.MULTILINE), done.stdout
 
 
+def test_doctor_on_a_pipeline_whose_v4l2_device_is_no_dev_path_says_what_run_says(tmp_path: Path) -> None:
+    # 'v4l2:video0' (no /dev/): "ValueError: 'video0' is not in the subpath of '/dev'", a traceback
+    model = REPO / "models" / "demo-parts.onnx"
+    (tmp_path / "p.yaml").write_text(f"model: {{path: {model}}}\nsource: {{uri: 'v4l2:video0'}}\n")
+    done = edgeseg("doctor", "p.yaml", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert re.search(
+        r"^-- +pipeline p +camera +source URI 'v4l2:video0': v4l2 needs a device number or path",
+        done.stdout,
+        re.MULTILINE,
+    ), done.stdout
+
+
 def _stdout_env(buffered: bool) -> dict[str, str]:
     """The tests' environment, with stdout block-buffered as in a user's shell or unbuffered as under
     PYTHONUNBUFFERED (a container's, a unit's): a write then fails at the line, not at the exit's flush."""

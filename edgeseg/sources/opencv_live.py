@@ -81,6 +81,17 @@ def gstreamer_missing() -> str:
     )
 
 
+def v4l2_target(parsed: ParsedUri) -> int | str:
+    """A ``v4l2:`` URI's device: its number, or its path under /dev (SourceError for anything else)."""
+    if parsed.target.isdigit():
+        return int(parsed.target)
+    if not parsed.target.startswith("/dev/"):
+        raise SourceError(
+            f"source URI {parsed.uri!r}: v4l2 needs a device number or path (v4l2:0, /dev/video0)"
+        )
+    return parsed.target.strip()
+
+
 class OpenCVLiveSource(LiveSource):
     """A camera, stream or pipeline opened with ``cv2.VideoCapture(target, api)``; frames ``(H, W, 3)`` BGR.
 
@@ -124,12 +135,7 @@ class OpenCVLiveSource(LiveSource):
         target: str | int = parsed.target.strip()
         api = {"v4l2": cv2.CAP_V4L2, "gst": cv2.CAP_GSTREAMER}.get(parsed.scheme, cv2.CAP_FFMPEG)
         if parsed.scheme == "v4l2":
-            if parsed.target.isdigit():
-                target = int(parsed.target)
-            elif not parsed.target.startswith("/dev/"):
-                raise SourceError(
-                    f"source URI {parsed.uri!r}: v4l2 needs a device number or path (v4l2:0, /dev/video0)"
-                )
+            target = v4l2_target(parsed)
         elif config.width or config.height or config.fps:
             log.warning(
                 "%s: width/height/fps are set by the stream or pipeline caps, not by edgeseg", parsed.uri
