@@ -21,6 +21,7 @@ interactive user who asks, into the pipeline YAML itself, keeping its comments (
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +44,9 @@ TUNING_HEADER = (
     "# Live tuning of pipeline {name!r}, saved by edgeseg {when}. Applied over the pipeline file at every\n"
     "# start (after --set and EDGESEG__ variables). Delete this file to go back to the file's values.\n"
 )
+# of a pipeline name kept whole in its tuning file's name: with "tuning-", ".yaml" and the temporary name's
+# 14 bytes more, under the 255 a file name may have
+TUNING_NAME_BYTES = 200
 REJECT_LOG_EVERY = 100  # after the first few, one log line per this many refused updates
 
 
@@ -88,7 +92,16 @@ class TuningFile:
 
 
 def tuning_path(state: Path, pipeline_name: str) -> Path:
-    return state / f"tuning-{pipeline_name}.yaml"
+    """``tuning-NAME.yaml`` in ``state``. A name so long that this, or the temporary name it is written
+    under (:func:`~edgeseg.atomic.replace_file`: 14 bytes more), would pass the 255 bytes of a file name is
+    cut and given a hash of itself, so that two such names keep two files."""
+    name = pipeline_name
+    if len(os.fsencode(name)) > TUNING_NAME_BYTES:
+        import hashlib  # (here: it loads OpenSSL, which a run that hashes nothing leaves out)
+
+        digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+        name = f"{name[:32]}-{digest}"
+    return state / f"tuning-{name}.yaml"
 
 
 def load_tuning(path: Path) -> TuningFile:

@@ -347,6 +347,22 @@ def test_saved_tuning_holds_only_what_differs_from_the_file_and_is_applied_at_th
     assert config.postprocess.semantic.min_score == 0.45
 
 
+@pytest.mark.parametrize("chars", [200, 250])
+def test_a_pipeline_named_as_long_as_a_file_name_can_be_saves_and_loads_its_tuning(
+    tmp_path: Path, chars: int
+) -> None:
+    """'tuning-NAME.yaml' (and the temporary name it is written under) passed the 255 bytes a file name may
+    have from a name of about 230: 'File name too long' at every start once the state folder existed."""
+    name = "p" * chars
+    path = tuning_path(tmp_path, name)
+    assert load_tuning(path).values == {}
+    control = _control(tuning=path)
+    control.update({SCORE: 0.45}, "test")
+    control.save()
+    assert dict(load_tuning(tuning_path(tmp_path, name)).values) == {SCORE: 0.45}
+    assert tuning_path(tmp_path, name) != tuning_path(tmp_path, name[:-1] + "q")
+
+
 def test_a_saved_tiny_threshold_loads_back_as_a_number_at_the_next_start(tmp_path: Path) -> None:
     """JSON writes 5e-05, which YAML 1.1 (PyYAML) reads as a string: the next start failed on the file."""
     path = tuning_path(tmp_path, "demo")
