@@ -106,7 +106,7 @@ def tuning_path(state: Path, pipeline_name: str) -> Path:
 
 def load_tuning(path: Path) -> TuningFile:
     """The saved tuning at ``path``; only live keys may be there (a hand-edited file is checked too)."""
-    if not path.is_file():
+    if not os.path.isfile(path):  # (not Path.is_file: a --state-dir name too long for a file name raised)
         return TuningFile(path, {})
     doc = read_yaml(path, "saved tuning", ConfigError) or {}
     if not isinstance(doc, Mapping):

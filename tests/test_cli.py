@@ -470,6 +470,16 @@ def test_doctor_on_a_pipeline_whose_v4l2_device_is_no_dev_path_says_what_run_say
     ), done.stdout
 
 
+def test_a_state_dir_longer_than_a_file_name_can_be_is_no_traceback(tmp_path: Path, assets_dir: Path) -> None:
+    # "OSError: [Errno 36] File name too long" from Path.is_file looking for the saved tuning: a run that
+    # writes nothing there (no MQTT spool, no engine) runs; one that does says so in one line
+    image = str(assets_dir / "images" / "bus.jpg")
+    state = str(tmp_path / ("s" * 300))
+    done = edgeseg("run", "--source", image, "--max-frames", "1", "--state-dir", state, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def _stdout_env(buffered: bool) -> dict[str, str]:
     """The tests' environment, with stdout block-buffered as in a user's shell or unbuffered as under
     PYTHONUNBUFFERED (a container's, a unit's): a write then fails at the line, not at the exit's flush."""
