@@ -925,3 +925,12 @@ def test_a_model_file_name_as_long_as_a_file_name_can_be_gets_its_engine_cached(
     assert trt.state.builds == 1
     (engine,) = (tmp_path / "engines").iterdir()
     assert engine.name.startswith("mmm")
+
+
+def test_a_cache_dir_longer_than_a_file_name_can_be_is_a_config_error(tmp_path: Path) -> None:
+    # "OSError: [Errno 36] File name too long" from looking for the cached engine, a traceback
+    cuda = FakeCuda()
+    options = InferenceOptions(backend="tensorrt", engine_cache_dir=tmp_path / ("e" * 300))
+    says = r"model\.engine_cache_dir: .* is not writable \(File name too long\)"
+    with pytest.raises(ConfigError, match=says):
+        TensorRTBackend(_card(tmp_path), options, trt=make_trt(cuda), cuda=cuda)

@@ -150,10 +150,11 @@ def engine_cache_path(
 
 def hold_engine(path: Path) -> BinaryIO | None:
     """``path`` opened with a shared lock that tells :func:`prune_engines` a running process uses it (until
-    closed, or the process ends); None when there is no such file."""
+    closed, or the process ends); None when it cannot be read: there is no such file, or the folder cannot
+    hold one (a file in its place, a name too long), which the build then says in one line."""
     try:
         held = path.open("rb")
-    except (FileNotFoundError, NotADirectoryError):  # (a file where the cache folder should be: see build)
+    except OSError:
         return None
     fcntl.flock(held, fcntl.LOCK_SH)
     return held
