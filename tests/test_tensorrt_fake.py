@@ -37,6 +37,9 @@ import json
 import logging
 import os
 import stat
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import weakref
@@ -934,3 +937,39 @@ def test_a_cache_dir_longer_than_a_file_name_can_be_is_a_config_error(tmp_path: 
     says = r"model\.engine_cache_dir: .* is not writable \(File name too long\)"
     with pytest.raises(ConfigError, match=says):
         TensorRTBackend(_card(tmp_path), options, trt=make_trt(cuda), cuda=cuda)
+
+
+def test_an_engine_the_disk_cannot_hold_is_a_one_line_error_after_the_stale_ones_made_room(
+    tmp_path: Path,
+) -> None:
+    """A full disk (here the kernel's own refusal under RLIMIT_FSIZE: EFBIG) failed the write at the end of
+    the build with an OSError traceback, and the model's stale engines, which may be what filled it, were
+    kept: they were removed only after a write that succeeded."""
+    cuda = FakeCuda()
+    old = _backend(tmp_path, make_trt(cuda, version="10.3.0"), cuda)
+    old.close()
+    script = textwrap.dedent(
+        """
+        import resource, signal, sys
+        from pathlib import Path
+        from test_tensorrt_fake import FakeCuda, _backend, make_trt
+        from edgeseg.errors import ConfigError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (EFBIG instead of the signal's core dump)
+        cuda = FakeCuda()
+        trt = make_trt(cuda, version="10.7.0")
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))
+        try:
+            _backend(Path(sys.argv[1]), trt, cuda)
+        except ConfigError as exc:
+            print(exc)
+        """
+    )
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("model.engine_cache_dir: cannot write the engine to "), done.stdout
+    assert "(File too large)" in done.stdout
+    assert list((tmp_path / "engines").iterdir()) == []  # the stale engine gone, no temporary file left

@@ -10,7 +10,8 @@
   therefore never matches and is rebuilt; one that fails to deserialize is rebuilt too. A backend holds a
   shared ``flock`` on the engine it loaded while it runs; building a new engine removes that model's engines
   for other keys (a model, TensorRT, GPU or option change: hundreds of MB each, never matched again) except
-  those another running process holds, and logs each one removed.
+  those another running process holds, and logs each one removed, before it is written (on a full disk
+  they are its room; a write the disk still refuses is a one-line ConfigError).
   The file is written to a temporary name, synced and renamed, so a crash mid-write or a power cut never
   leaves a torn engine; it is readable by all (an engine holds no secret, and a manual run may share the
   service's cache). The ONNX file is parsed from its path so that external weight files are found; a model
@@ -326,8 +327,6 @@ class TensorRTBackend:
             self._held.close()
         plan = self.build_engine()
         self._held = hold_engine(self.engine_path)
-        with contextlib.suppress(OSError):  # (an unreadable cache folder: nothing to prune)
-            prune_engines(self.engine_path)
         engine = runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise ModelError(
@@ -399,7 +398,16 @@ class TensorRTBackend:
         if plan is None:
             raise ModelError(f"model {self.card.name!r}: TensorRT failed to build an engine from {self.onnx}")
         data = bytes(plan)
-        self._write_engine(data)
+        # the stale engines go first: on a disk they filled, theirs is the room this one needs
+        with contextlib.suppress(OSError):  # (an unreadable cache folder: nothing to prune)
+            prune_engines(self.engine_path)
+        try:
+            self._write_engine(data)
+        except OSError as exc:  # a full disk
+            raise ConfigError(
+                f"model.engine_cache_dir: cannot write the engine to {self.cache_dir} "
+                f"({exc.strerror or exc}); without a cache the engine is rebuilt at every start"
+            ) from None
         log.info("built engine %s in %.1f s", self.engine_path, time.monotonic() - start)
         return data
 
