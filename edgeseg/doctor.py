@@ -464,6 +464,7 @@ def _watchdog_check(name: str, settings: Mapping[str, list[str]], config: Pipeli
     """Time preprocess + inference + decode of a blank frame and compare the worst with WatchdogSec=."""
     import numpy as np
 
+    from edgeseg.errors import EdgesegError
     from edgeseg.frame import Frame
     from edgeseg.pipeline import ModelStages
 
@@ -481,7 +482,10 @@ def _watchdog_check(name: str, settings: Mapping[str, list[str]], config: Pipeli
         return Check(area, "watchdog", False, f"{what}: a stalled pipeline would not be restarted", fix)
     if config.model.backend == "imx500":
         return Check(area, "watchdog", True, f"WatchdogSec={watchdog:g} s; inference runs on the sensor")
-    stages = ModelStages.from_config(config)
+    try:
+        stages = ModelStages.from_config(config)
+    except EdgesegError as exc:  # (a missing model or backend: one failing check, not the end of the report)
+        return Check(area, "watchdog", False, f"WatchdogSec={watchdog:g} s; cannot time the model: {exc}")
     try:
         image = np.zeros((config.source.height or 480, config.source.width or 640, 3), np.uint8)
         times = []

@@ -379,6 +379,18 @@ def test_doctor_service_fails_when_the_model_lies_in_a_home_folder_the_unit_hide
         assert _failed(service_checks("front-door", tmp_path), "model") == ""
 
 
+def test_doctor_service_reports_a_missing_model_instead_of_ending_on_it(tmp_path: Path) -> None:
+    # the watchdog check times the model: a model.path that names no file ended the whole report in
+    # 'edgeseg: error: model file not found', the failing model check and every other one unshown
+    _group_file(tmp_path)
+    _install(tmp_path)
+    etc = tmp_path / "etc/edgeseg/front-door.yaml"
+    etc.write_text(etc.read_text().replace("demo-parts.onnx", "missing.onnx"))
+    checks = service_checks("front-door", tmp_path)
+    assert _failed(checks, "model").endswith("missing.onnx")
+    assert "model file not found" in _failed(checks, "watchdog")
+
+
 def test_doctor_service_fails_when_a_group_of_the_unit_does_not_exist(tmp_path: Path) -> None:
     _group_file(tmp_path, "root:x:0:\n")
     _install(tmp_path)
