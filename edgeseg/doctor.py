@@ -410,8 +410,9 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
         out.append(Check(area, "model", False, f"{model}: under a home folder, hidden by ProtectHome=", fix))
     else:
         # (os.path.exists: a name longer than the file system takes is missing, not a traceback)
-        readable = os.path.exists(model) and bool(model.stat().st_mode & stat.S_IROTH)
-        fix = "the dynamic user reads it as 'other': chmod o+r"
+        exists = os.path.exists(model)
+        readable = exists and bool(model.stat().st_mode & stat.S_IROTH)
+        fix = "the dynamic user reads it as 'other': chmod o+r" if exists else "fix model.path"
         out.append(Check(area, "model", readable, str(model), fix))
     cache = config.model.engine_cache_dir
     state = Path("/var/lib/edgeseg") / name

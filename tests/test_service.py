@@ -391,6 +391,16 @@ def test_doctor_service_reports_a_missing_model_instead_of_ending_on_it(tmp_path
     assert "model file not found" in _failed(checks, "watchdog")
 
 
+def test_doctor_service_on_a_missing_model_says_to_fix_the_path_not_its_permissions(tmp_path: Path) -> None:
+    # its fix said "the dynamic user reads it as 'other': chmod o+r" for a file that is not there
+    _group_file(tmp_path)
+    _install(tmp_path)
+    etc = tmp_path / "etc/edgeseg/front-door.yaml"
+    etc.write_text(etc.read_text().replace("demo-parts.onnx", "missing.onnx"))
+    (model,) = [c for c in service_checks("front-door", tmp_path) if c.name == "model"]
+    assert (model.ok, model.fix) == (False, "fix model.path")
+
+
 def test_doctor_service_fails_when_a_group_of_the_unit_does_not_exist(tmp_path: Path) -> None:
     _group_file(tmp_path, "root:x:0:\n")
     _install(tmp_path)
