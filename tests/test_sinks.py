@@ -357,6 +357,16 @@ def test_output_in_a_missing_folder_fails_at_build_time_naming_the_key(tmp_path:
         SINKS[name].create(section, SinkContext())
 
 
+def test_output_under_a_file_says_that_is_no_folder_not_that_it_does_not_exist(tmp_path: Path) -> None:
+    # --output results.jsonl/x.mp4 with results.jsonl a file: "folder results.jsonl does not exist"
+    from edgeseg.sinks.jsonl import JsonlSinkConfig
+
+    (tmp_path / "results.jsonl").write_text("{}\n")
+    section = JsonlSinkConfig(path=tmp_path / "results.jsonl" / "x.jsonl")
+    with pytest.raises(ConfigError, match=r"^sinks\.jsonl\.path: .*results\.jsonl is not a folder"):
+        SINKS["jsonl"].create(section, SinkContext())
+
+
 def test_sinks_whose_section_leaves_them_off_are_not_built() -> None:
     from edgeseg.config import SinksConfig
     from edgeseg.sinks import build_sinks

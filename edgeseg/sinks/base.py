@@ -204,6 +204,8 @@ def check_output_path(path: Path, key: str) -> Path:
         raise ConfigError(f"{key}: cannot create {path}: {exc.strerror or exc}") from None
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
+        if os.path.exists(parent):  # (a file named where the folder should be)
+            raise ConfigError(f"{key}: {parent} is not a folder (for {path})")
         raise ConfigError(f"{key}: folder {parent} does not exist (for {path})")
     if path.is_dir():
         raise ConfigError(f"{key}: {path} is a folder, expected a file name")
