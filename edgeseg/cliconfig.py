@@ -156,6 +156,11 @@ def cli_overrides(args: argparse.Namespace) -> list[Override | str]:
     if getattr(args, "display", None) is not None:
         out.append(Override(f"sinks.display.enabled={'true' if args.display else 'false'}", "--display"))
     if getattr(args, "tune", False):
+        if getattr(args, "display", None) is False:
+            # --tune turns the window on after --no-display turned it off: the window opened anyway
+            raise InputError(
+                "--tune: tune mode is the display window, which --no-display turns off; drop one"
+            )
         out.append(Override("sinks.display.enabled=true", "--tune"))
         out.append(Override("sinks.display.tune=true", "--tune"))
     if getattr(args, "web", None):

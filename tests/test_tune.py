@@ -297,3 +297,19 @@ def test_tune_mode_refuses_a_window_title_that_is_not_ascii_at_load_naming_the_k
         load_config(None, [*tune, "sinks.display.window=Prüfstand"], env={})
     load_config(None, [*tune, "sinks.display.window=Pruefstand"], env={})
     load_config(None, ["sinks.display.enabled=true", "sinks.display.window=Prüfstand"], env={})  # no tune
+
+
+def test_tune_with_no_display_is_refused_in_one_line_and_opens_no_window(
+    tmp_path: Path,
+    xvfb: str,  # noqa: F811
+) -> None:
+    """--tune turned the window on after --no-display turned it off: under a display the window opened."""
+    out = tmp_path / "o.jsonl"
+    cmd = [sys.executable, "-m", "edgeseg", "run", "--tune", "--no-display", "--source", "synthetic:parts",
+           "--max-frames", "2", "--output", str(out), "--state-dir", str(tmp_path / "state")]  # fmt: skip
+    done = subprocess.run(cmd, env=edgeseg_env(DISPLAY=xvfb), capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "edgeseg: error: --tune: tune mode is the display window, which --no-display turns off; drop one"
+    ]
+    assert not out.exists()  # nothing ran
