@@ -59,6 +59,7 @@ def test_broker_urls_default_the_port_by_scheme(url: str, expected: BrokerAddres
         ("mqtt://broker/topic", "unexpected path"),
         ("mqtt://user@broker", "no credentials in the URL"),
         ("mqtt://broker:port", "expected mqtt://host[:port]"),
+        ("mqtt://broker:0", "port 0"),  # was 1883 without a word
     ],
 )
 def test_malformed_broker_urls_are_one_line_errors_naming_the_key(url: str, words: str) -> None:

@@ -62,6 +62,9 @@ def parse_broker_url(url: str, key: str = "sinks.mqtt.url") -> BrokerAddress:
         raise ConfigError(f"{key}: no host in {url!r}; expected mqtt://host[:port]")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ConfigError(f"{key}: unexpected path or query in {url!r}; expected mqtt://host[:port]")
+    if port == 0:
+        # (a falsy port read as none given: mqtt://host:0 connected to 1883 without a word)
+        raise ConfigError(f"{key}: port 0 in {url!r}; expected mqtt://host[:port] with a port 1-65535")
     return BrokerAddress(parts.hostname, port or DEFAULT_PORTS[parts.scheme], parts.scheme == "mqtts")
 
 
