@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -252,14 +253,19 @@ def _hud(img: NDArray[np.uint8], lines: Sequence[str], scale: float) -> None:
 
 
 def wrap_text(text: str, width: Callable[[str], int], room: int) -> list[str]:
-    """``text`` in lines of at most ``room`` by ``width``, broken between words (a word wider than that gets
-    a line of its own)."""
+    """``text`` in lines of at most ``room`` by ``width``, broken between words; a word wider than that (a
+    long path) is broken where a line is full: on a line of its own, it ran off the edge and lost its end."""
     if width(text) <= room:
         return [text]
     out: list[str] = []
     for word in text.split(" "):
         if out and width(f"{out[-1]} {word}") <= room:
             out[-1] = f"{out[-1]} {word}"
-        else:
-            out.append(word)
+            continue
+        while len(word) > 1 and width(word) > room:
+            # the longest head that fits, at least one character (a line of one too wide still moves on)
+            n = max(1, bisect.bisect_right(range(1, len(word) + 1), room, key=lambda k: width(word[:k])))
+            out.append(word[:n])
+            word = word[n:]
+        out.append(word)
     return out

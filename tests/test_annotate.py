@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeseg.annotate import PALETTE, BoxStyle, annotate, class_color, hud_lines
+from edgeseg.annotate import PALETTE, BoxStyle, annotate, class_color, hud_lines, wrap_text
 from edgeseg.errors import InputError
 from edgeseg.geometry import obb_corners
 from edgeseg.instances import Instances
@@ -181,6 +181,22 @@ def test_a_hud_line_wider_than_the_frame_is_wrapped_not_cut_off_at_its_right_edg
     text = out.max(axis=2) > 128  # white text on the darkened panel
     assert not text[:, -6:].any()  # nothing runs into the frame's right edge
     assert text[line_rows + line_rows // 2 :].any()  # the rest went to the next line (its middle and below)
+
+
+def test_a_hud_word_wider_than_the_frame_is_broken_onto_the_next_line_not_cut_off() -> None:
+    # a word has no space to break at: the tune window's save message with a long state directory on a
+    # 320x240 frame ran the path off the right edge and lost the file's name
+    img = np.zeros((240, 320, 3), np.uint8)
+    path = "/var/lib/edgeseg/instances/front-door-camera/tuning-front-door-camera.yaml"
+    out = annotate(img, Instances.empty((240, 320)), hud=[f"saved to {path}"])
+    text = out.max(axis=2) > 128
+    assert not text[:, -6:].any()  # nothing runs into the frame's right edge
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 1.0
+    width = lambda t: cv2.getTextSize(t, font, scale, 1)[0][0]  # noqa: E731
+    lines = wrap_text(f"saved to {path}", width, 300)
+    assert "".join(lines[1:]) == path  # every character kept, in order
+    assert all(width(line) <= 300 for line in lines)
+    assert wrap_text("W" * 3, width, 1) == ["W", "W", "W"]  # a character wider than the room: one a line
 
 
 def test_the_hud_shows_a_figure_not_known_yet_as_a_dash_not_nan() -> None:
