@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from mqtt_harness import Broker, Collector, Edgeseg
 
+from edgeseg.errors import ConfigError
 from edgeseg.events import Event
 from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
@@ -161,6 +162,30 @@ def test_the_classes_no_instance_has_are_never_counted_nor_announced(tmp_path: P
         assert sink.counted == ["nut", "bolt"]  # the count topics and the discovery's sensors
     finally:
         sink.close()
+
+
+@pytest.mark.parametrize(
+    ("classes", "words"),
+    [
+        (("nut", "all"), "the class 'all' would publish its count on counts/all, the topic of the total"),
+        (
+            ("a b", "a/b"),
+            "the class 'a/b' would publish its count on counts/a_b, the topic of the class 'a b'",
+        ),
+    ],
+)
+def test_a_class_whose_count_topic_is_the_totals_or_another_class_is_refused_at_load_in_one_line(
+    tmp_path: Path, classes: tuple[str, ...], words: str
+) -> None:
+    """A class named "all" published its count on counts/all, the total's topic, each overwriting the other,
+    and its Home Assistant sensor (count_all) replaced the total's; two names sanitized alike shared one."""
+    doc = json.loads(discovery_payload(Topics("edgeseg", "cam1"), "m", ["nut", "all"], False, (), [], []))
+    assert doc["cmps"]["count_all"]["name"] == "all count"  # the total's sensor "Count" is gone
+    ctx = SinkContext(class_names=classes, state_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"^model\.path: ") as info:
+        MqttSink(MqttSinkConfig(url="mqtt://127.0.0.1:1", device_id="cam1"), ctx, Credentials())
+    assert words in str(info.value)
+    assert not list(tmp_path.iterdir())  # refused before its spool was made
 
 
 def test_an_event_that_cannot_be_serialized_is_lost_counted_and_reported_and_the_others_go_out(

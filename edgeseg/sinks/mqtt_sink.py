@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from edgeseg.atomic import replace_file
+from edgeseg.errors import ConfigError
 from edgeseg.events import Counts, Event
 from edgeseg.frame import Result
 from edgeseg.instances import MaskFormat
@@ -43,6 +44,7 @@ from edgeseg.mqtt.topics import (
     info_payload,
     results_payload,
     stats_payload,
+    topic_name,
 )
 from edgeseg.procmem import memory_mb
 from edgeseg.sinks.base import SinkContext, SinkReport
@@ -137,6 +139,21 @@ class EventCap:
         return True
 
 
+def _check_count_topics(classes: Sequence[str]) -> None:
+    """A :class:`ConfigError` where a class's ``counts/<class>`` topic (and its Home Assistant sensor,
+    ``count_<class>``) is another's: a class ``all`` and the total overwrote each other, and so did two names
+    made one by :func:`topic_name` (``a b`` and ``a/b``)."""
+    owners = {"all": "the total of all classes"}
+    for name in classes:
+        level = topic_name(name)
+        owner = owners.setdefault(level, f"the class {name!r}")
+        if owner != f"the class {name!r}":
+            raise ConfigError(
+                f"model.path: the class {name!r} would publish its count on counts/{level}, the topic of "
+                f"{owner}; rename the class in the model card"
+            )
+
+
 class MqttSink:
     """Spools every result and publishes it, with the device's retained state, from its own thread.
 
@@ -159,6 +176,7 @@ class MqttSink:
         self._started = time.monotonic()  # (uptime from the wall clock would take in an NTP step)
         self.mask_format: MaskFormat = config.mask_format  # type: ignore[assignment]
         self.counted = [n for i, n in enumerate(ctx.class_names) if i not in ctx.never_instances]
+        _check_count_topics(self.counted)
         self._model = ModelInfo(
             ctx.model_name, str(ctx.model_path) if ctx.model_path else None, _sha256(ctx.model_path)
         )
