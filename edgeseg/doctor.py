@@ -224,7 +224,7 @@ def broker_checks(name: str, config: PipelineConfig, env: Mapping[str, str] | No
     creds = load_credentials(
         mqtt.username_file, mqtt.password_file, mqtt.ca_file, mqtt.cert_file, mqtt.key_file, env
     )
-    problem = check(address, creds)
+    problem = check(address, creds, mqtt.protocol)
     who = f" as {creds.username} ({creds.origin})" if creds.username else " (anonymous)"
     fix = (
         "start the broker or fix sinks.mqtt.url / the MQTT credentials (the pipeline runs anyway and spools "

@@ -26,15 +26,22 @@ class BrokerError(EdgesegError):
     """The broker cannot be reached, or refuses the connection."""
 
 
-def connect(address: BrokerAddress, credentials: Credentials, timeout: float = 5.0) -> mqtt.Client:
-    """A connected client with its network loop running; :class:`BrokerError` in one line otherwise."""
+def connect(
+    address: BrokerAddress, credentials: Credentials, protocol: str, timeout: float = 5.0
+) -> mqtt.Client:
+    """A connected client with its network loop running, speaking ``protocol`` (``sinks.mqtt.protocol``: a
+    broker of MQTT 3.1.1 only refuses a client of 5); :class:`BrokerError` in one line otherwise."""
     # paho (with ssl: ~8 MB of RSS) only for a command that talks to a broker: every command builds the
     # argument parser from this module
     from edgeseg.mqtt.client import describe_error, make_client, refusal, start_connect
 
     try:
         client = make_client(
-            address, credentials, f"edgeseg-tool-{uuid.uuid4().hex[:8]}", connect_timeout_s=timeout
+            address,
+            credentials,
+            f"edgeseg-tool-{uuid.uuid4().hex[:8]}",
+            protocol=protocol,
+            connect_timeout_s=timeout,
         )
     except (OSError, ValueError) as exc:
         raise BrokerError(f"cannot connect to {address}: {describe_error(exc)}") from None
@@ -57,10 +64,12 @@ def connect(address: BrokerAddress, credentials: Credentials, timeout: float = 5
     return client
 
 
-def check(address: BrokerAddress, credentials: Credentials, timeout: float = 5.0) -> str | None:
-    """``None`` when the broker accepts a connection with these credentials, else why not."""
+def check(
+    address: BrokerAddress, credentials: Credentials, protocol: str, timeout: float = 5.0
+) -> str | None:
+    """``None`` when the broker accepts a connection with these credentials and protocol, else why not."""
     try:
-        client = connect(address, credentials, timeout)
+        client = connect(address, credentials, protocol, timeout)
     except BrokerError as exc:
         return str(exc)
     client.disconnect()
@@ -169,9 +178,9 @@ def forget(client: mqtt.Client, topics: Topics, settle_s: float = 1.5) -> list[s
 # the ``edgeseg mqtt`` command ----------------------------------------------------------------------------
 
 
-def _target(args: argparse.Namespace) -> tuple[BrokerAddress, Credentials, Topics]:
+def _target(args: argparse.Namespace) -> tuple[BrokerAddress, Credentials, Topics, str]:
     """Broker, credentials and topics from ``--url``/``--device-id``/``--prefix``, else the pipeline's
-    ``sinks.mqtt`` section."""
+    ``sinks.mqtt`` section; the protocol is the section's."""
     from edgeseg.cliconfig import pipeline_path
     from edgeseg.config import load_config
     from edgeseg.sinks.mqtt import MqttSinkConfig
@@ -192,7 +201,7 @@ def _target(args: argparse.Namespace) -> tuple[BrokerAddress, Credentials, Topic
         device_id(args.device_id or section.device_id),
         section.discovery_prefix,
     )
-    return address, creds, topics
+    return address, creds, topics, section.protocol
 
 
 def add_parser(sub: Any) -> None:
@@ -200,8 +209,8 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "mqtt",
         help="listen to a device's messages, or make a broker forget a device",
-        description="Helpers for the MQTT side of a pipeline. The broker, device id and credentials come "
-        "from --url/--device-id or the pipeline file's sinks.mqtt section.",
+        description="Helpers for the MQTT side of a pipeline. The broker, device id, credentials and protocol"
+        " come from --url/--device-id or the pipeline file's sinks.mqtt section.",
     )
     actions = p.add_subparsers(dest="mqtt_action", metavar="ACTION", required=True)
     for name, text in (
@@ -235,8 +244,8 @@ def _check_limits(args: argparse.Namespace) -> None:
 def command(args: argparse.Namespace) -> int:
     if args.mqtt_action == "listen":
         _check_limits(args)
-    address, creds, topics = _target(args)
-    client = connect(address, creds)
+    address, creds, topics, protocol = _target(args)
+    client = connect(address, creds, protocol)
     try:
         if args.mqtt_action == "listen":
             listen(client, args.topic or [f"{topics.base}/#"], sys.stdout, args.count, args.timeout, args.raw)

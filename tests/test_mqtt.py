@@ -409,6 +409,89 @@ def test_a_retained_topic_always_over_the_packet_limit_is_logged_three_times_the
     assert "(200 so far)" in lines[-1]
 
 
+@contextlib.contextmanager
+def _mqtt311_only(broker_port: int) -> Iterator[int]:
+    """A relay on a loopback port (yielded) to the broker on ``broker_port`` that speaks MQTT 3.1.1 only, as
+    a broker of that version does: a CONNECT of another protocol level is answered with CONNACK return code
+    1, "unacceptable protocol version", and the connection closed (MQTT 3.1.1, 3.1.2.2 [MQTT-3.1.2-2]).
+    (Mosquitto 2.0 accepts every version and has no setting to refuse one.)"""
+    server = socket.create_server(("127.0.0.1", 0))
+    conns: list[socket.socket] = []
+
+    def forward(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        while True:
+            try:
+                device, _ = server.accept()
+            except OSError:
+                return
+            conns.append(device)
+            with contextlib.suppress(OSError):
+                # CONNECT: fixed header (type, remaining length as a varint), then 00 04 "MQTT" and the level
+                head = device.recv(2)
+                while head[-1] & 0x80:
+                    head += device.recv(1)
+                rest = b""
+                while len(rest) < 7 and (more := device.recv(7 - len(rest))):
+                    rest += more
+                if rest[6:7] != b"\x04":
+                    device.sendall(b"\x20\x02\x00\x01")
+                    device.close()
+                    continue
+                broker = socket.create_connection(("127.0.0.1", broker_port))
+                conns.append(broker)
+                broker.sendall(head + rest)
+                threading.Thread(target=forward, args=(device, broker), daemon=True).start()
+                threading.Thread(target=forward, args=(broker, device), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+        for conn in conns:
+            conn.close()
+        thread.join(5)
+
+
+def test_forget_listen_and_doctor_speak_the_pipelines_mqtt_protocol_to_a_broker_of_3_1_1_only(
+    tmp_path: Path, broker: Broker, collector: Collector
+) -> None:
+    """The tools always connected with MQTT 5, whatever sinks.mqtt.protocol said: a broker that speaks only
+    3.1.1 refused them, and doctor said the broker was unusable while the pipeline published to it fine."""
+    from edgeseg.config import load_config
+    from edgeseg.doctor import broker_checks
+
+    model = Path(__file__).resolve().parents[1] / "models" / "demo-parts.onnx"
+    collector.publish("edgeseg/cam1/status", b"online", retain=True)
+    with _mqtt311_only(broker.port) as port:
+        pipeline = tmp_path / "p.yaml"
+        mqtt = f"{{url: 'mqtt://127.0.0.1:{port}', device_id: cam1, protocol: mqttv311}}"
+        pipeline.write_text(f"model: {{path: {model}}}\nsinks: {{mqtt: {mqtt}}}\n")
+        [check] = broker_checks("p", load_config(pipeline, env={}), env={})
+        assert check.ok, check.detail
+        listen = subprocess.run(
+            [sys.executable, "-m", "edgeseg", "mqtt", "listen", str(pipeline), "--count", "1",
+             "--timeout", "20"],
+            env=edgeseg_env(), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert listen.returncode == 0, listen.stderr
+        assert "edgeseg/cam1/status" in listen.stdout
+        forget = subprocess.run(
+            [sys.executable, "-m", "edgeseg", "mqtt", "forget", str(pipeline)],
+            env=edgeseg_env(), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert forget.returncode == 0, forget.stderr
+    assert retained(broker.port, "edgeseg/cam1/#") == {}
+
+
 def test_forget_with_a_pipeline_clears_the_discovery_under_its_discovery_prefix(
     tmp_path: Path, broker: Broker, collector: Collector
 ) -> None:
