@@ -1171,3 +1171,37 @@ def test_an_open_page_shows_what_the_camera_is_doing_while_no_frame_comes(tmp_pa
         assert "attempt" in r.pipe.source.stats.state
         figures = browser.find_element(By.ID, "figures").text
         assert re.search(r"source\s+\w[\w ]* \(attempt \d+, last error: ", figures), figures
+
+
+def test_an_emptied_roi_box_is_refused_on_the_page_and_sends_nothing(tmp_path: Path) -> None:
+    """The ROI row read its boxes with Number(): an emptied box is 0, and Apply moved the region's edge to
+    the frame's without a word."""
+    chrome, driver_path = browser_paths()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    roi = [0.1, 0.2, 0.5, 0.6]
+    with running(tmp_path) as r, headless_chromium(chrome, driver_path) as browser:
+        control = r.pipe.control
+        assert control is not None
+        version = control.update({"source.roi": roi}, "mqtt").version
+        browser.get(r.url)
+        wait = WebDriverWait(browser, 20)
+        left = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, 'input[data-key="source.roi[0]"]'))
+        wait.until(lambda b: left.get_attribute("value") == "0.1")
+        left.send_keys(Keys.CONTROL, "a")
+        left.send_keys(Keys.BACKSPACE)
+        assert left.get_attribute("value") == ""
+        browser.find_element(By.XPATH, "//div[@class='roi']/button").click()
+        reply = lambda b: b.find_element(By.ID, "reply").text  # noqa: E731
+        wait.until(lambda b: reply(b) != "")
+        assert "source.roi: fill in all four boxes" in reply(browser)
+        wait.until(lambda b: left.get_attribute("value") == "0.1")  # back to the value in effect
+        assert control.value("source.roi") == pytest.approx(roi)
+        assert control.current().version == version
+        left.send_keys(Keys.CONTROL, "a")
+        left.send_keys("0.05")
+        browser.find_element(By.XPATH, "//div[@class='roi']/button").click()
+        want = [0.05, *roi[1:]]
+        wait_for(lambda: control.value("source.roi") == pytest.approx(want), 10, f"source.roi = {want}")
