@@ -241,9 +241,27 @@ def _check_limits(args: argparse.Namespace) -> None:
         raise InputError(f"--timeout: must be a number of seconds > 0 (got {args.timeout:g})")
 
 
+def _check_filters(topics: Sequence[str]) -> None:
+    """``--topic`` filters a broker takes (MQTT 5.0, 4.7): paho refused the others in the subscription, a
+    traceback ("ValueError: Invalid subscription filter." or, for a name not UTF-8, UnicodeEncodeError)."""
+    for topic in topics:
+        try:
+            size = len(topic.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InputError(f"--topic {topic!r}: not UTF-8 text") from None
+        levels = topic.split("/")
+        wild = any(len(level) > 1 and ("+" in level or "#" in level) for level in levels)
+        if not 0 < size <= 65535 or wild or "#" in levels[:-1]:
+            raise InputError(
+                f"--topic {topic!r}: not an MQTT topic filter (+ and # stand for a whole level, # for the "
+                "last one only)"
+            )
+
+
 def command(args: argparse.Namespace) -> int:
     if args.mqtt_action == "listen":
         _check_limits(args)
+        _check_filters(args.topic or [])
     address, creds, topics, protocol = _target(args)
     client = connect(address, creds, protocol)
     try:

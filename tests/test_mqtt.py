@@ -734,6 +734,31 @@ def test_listen_refuses_a_count_or_timeout_it_cannot_keep_in_one_line(
     assert done.stderr == f"edgeseg: error: {message}\n"
 
 
+@pytest.mark.parametrize(
+    ("topic", "why"),
+    [
+        ("a/#/b", "not an MQTT topic filter"),
+        ("a+", "not an MQTT topic filter"),
+        ("", "not an MQTT topic filter"),
+        ("a\udcff", "not UTF-8 text"),  # the byte 0xff in argv
+    ],
+)
+def test_listen_refuses_a_topic_filter_the_broker_would_not_take_in_one_line(
+    broker: Broker, topic: str, why: str
+) -> None:
+    # paho refused it at the subscription: a traceback ("ValueError: Invalid subscription filter.", or
+    # UnicodeEncodeError for a name not UTF-8) with exit status 1
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "mqtt", "listen", "--url", broker.url, "--topic", "ok/#",
+         "--topic", topic, "--timeout", "5"],
+        env=edgeseg_env(), capture_output=True, text=True, timeout=15,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"edgeseg: error: --topic {topic!r}: {why}" + (
+        " (+ and # stand for a whole level, # for the last one only)\n" if "filter" in why else "\n"
+    )
+
+
 def test_listen_prints_any_payload_on_one_line_and_goes_on_after_json_nested_too_deep(
     broker: Broker, collector: Collector
 ) -> None:
