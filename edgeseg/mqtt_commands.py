@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TextIO
 
 from edgeseg.errors import ConfigError, EdgesegError, InputError
@@ -184,7 +185,14 @@ def _target(args: argparse.Namespace) -> tuple[BrokerAddress, Credentials, Topic
     from edgeseg.cliconfig import pipeline_path
     from edgeseg.config import load_config
     from edgeseg.sinks.mqtt import MqttSinkConfig
+    from edgeseg.validate import constrain
 
+    # the flags skip the pipeline's validation: a wildcard in a topic level was a paho traceback
+    rules = {f.name: f.metadata for f in fields(MqttSinkConfig)}
+    for flag, name in (("--prefix", "prefix"), ("--device-id", "device_id")):
+        if (value := getattr(args, name)) is not None:
+            _check_utf8(flag, value)
+            constrain(flag, value, rules[name])
     section = MqttSinkConfig()
     if args.pipeline is not None or not args.url:
         # a bundled pipeline's name too, as 'edgeseg run NAME' takes it
@@ -241,14 +249,20 @@ def _check_limits(args: argparse.Namespace) -> None:
         raise InputError(f"--timeout: must be a number of seconds > 0 (got {args.timeout:g})")
 
 
+def _check_utf8(flag: str, value: str) -> bytes:
+    """``value`` as UTF-8; an :class:`InputError` for an argument of bytes not UTF-8 (Python keeps them as
+    surrogates, which paho's encoding raised on: UnicodeEncodeError, a traceback)."""
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{flag} {value!r}: not UTF-8 text") from None
+
+
 def _check_filters(topics: Sequence[str]) -> None:
     """``--topic`` filters a broker takes (MQTT 5.0, 4.7): paho refused the others in the subscription, a
     traceback ("ValueError: Invalid subscription filter." or, for a name not UTF-8, UnicodeEncodeError)."""
     for topic in topics:
-        try:
-            size = len(topic.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise InputError(f"--topic {topic!r}: not UTF-8 text") from None
+        size = len(_check_utf8("--topic", topic))
         levels = topic.split("/")
         wild = any(len(level) > 1 and ("+" in level or "#" in level) for level in levels)
         if not 0 < size <= 65535 or wild or "#" in levels[:-1]:

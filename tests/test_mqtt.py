@@ -759,6 +759,28 @@ def test_listen_refuses_a_topic_filter_the_broker_would_not_take_in_one_line(
     )
 
 
+@pytest.mark.parametrize("action", ["listen", "forget"])
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--prefix", "a/#", "--prefix: must match ^[^#+/][^#+]*[^#+/]$|^[^#+/]$ (got 'a/#')"),
+        ("--device-id", "cam+1", "--device-id: must match ^[A-Za-z0-9_-]+$ (got 'cam+1')"),
+        ("--prefix", "\udcff", "--prefix '\\udcff': not UTF-8 text"),  # the byte 0xff in argv
+    ],
+)
+def test_a_prefix_or_device_id_flag_the_pipeline_would_refuse_is_refused_in_one_line(
+    broker: Broker, action: str, flag: str, value: str, message: str
+) -> None:
+    # the flags skipped sinks.mqtt's rules: a wildcard made the subscription a paho traceback
+    # ("ValueError: Invalid subscription filter."), a name not UTF-8 a UnicodeEncodeError
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "mqtt", action, "--url", broker.url, flag, value],
+        env=edgeseg_env(), capture_output=True, text=True, timeout=15,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"edgeseg: error: {message}\n"
+
+
 def test_listen_prints_any_payload_on_one_line_and_goes_on_after_json_nested_too_deep(
     broker: Broker, collector: Collector
 ) -> None:
