@@ -631,6 +631,33 @@ def test_a_broker_that_refuses_the_credentials_is_logged_and_retried_not_a_crash
     assert re.search(r"\d+ (results|events) still in the spool", out)
 
 
+def test_a_password_in_the_environment_is_used_for_a_user_named_by_username_file(tmp_path: Path) -> None:
+    """EDGESEG_MQTT_PASSWORD was read only beside EDGESEG_MQTT_USERNAME: with the user name in a file (the
+    password kept out of files), the login went without it and the broker refused it."""
+    from edgeseg.config import load_config
+    from edgeseg.doctor import broker_checks
+
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "edge", "right-secret"], check=True)
+    passwd.chmod(0o644)
+    locked = Broker(tmp_path / "broker", extra_config=f"password_file {passwd}\n")
+    locked.config.write_text(
+        locked.config.read_text().replace("allow_anonymous true", "allow_anonymous false")
+    )
+    user = tmp_path / "user"
+    user.write_text("edge\n")
+    config = load_config(None, [f"sinks.mqtt.url={locked.url}", f"sinks.mqtt.username_file={user}"], env={})
+    locked.start()
+    try:
+        [check] = broker_checks("p", config, env={"EDGESEG_MQTT_PASSWORD": "right-secret"})
+        [wrong] = broker_checks("p", config, env={"EDGESEG_MQTT_PASSWORD": "wrong-secret"})
+    finally:
+        locked.stop()
+    assert check.ok, check.detail
+    assert not wrong.ok
+    assert "Not authorized" in wrong.detail
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [

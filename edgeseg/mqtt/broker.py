@@ -1,6 +1,6 @@
 """Where the broker is and how to log in: the broker URL, the device id and the credentials.
 
-Credentials are looked up in this order, and never read from the pipeline YAML or ``EDGESEG__…`` variables:
+Each credential is looked up in this order, and never read from the pipeline YAML or ``EDGESEG__…`` variables:
 
 1. systemd credentials (``LoadCredential=`` / ``SetCredential=``): ``$CREDENTIALS_DIRECTORY/mqtt-username``,
    ``mqtt-password``, ``mqtt-ca``, ``mqtt-cert``, ``mqtt-key``;
@@ -141,8 +141,11 @@ def load_credentials(
                 tls[name] = _readable(folder / f"mqtt-{name}", f"credential mqtt-{name}")
     if username is None and environ.get("EDGESEG_MQTT_USERNAME"):
         username = environ["EDGESEG_MQTT_USERNAME"]
-        password = environ.get("EDGESEG_MQTT_PASSWORD") or password
         origin = "environment"
+    # each secret from the first place that has it, as the user name: read only beside the variable's user
+    # name, the password of a user named by username_file was dropped, and the broker refused the login
+    if password is None and environ.get("EDGESEG_MQTT_PASSWORD"):
+        password = environ["EDGESEG_MQTT_PASSWORD"]
     if username is None and username_file is not None:
         username = _read_secret(username_file, "sinks.mqtt.username_file")
         origin = "files"
