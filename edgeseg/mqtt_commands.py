@@ -144,9 +144,19 @@ def listen(
             if count is not None and printed >= count:
                 done.set()
 
+    def subscribe() -> None:
+        for topic in topics:
+            client.subscribe(topic, qos=1)
+
+    def on_connect(c: mqtt.Client, u: Any, flags: Any, rc: Any, props: Any) -> None:
+        # paho reconnects by itself with a clean session: a broker that restarted forgot the subscriptions,
+        # and nothing more was printed
+        if not rc.is_failure:
+            subscribe()
+
     client.on_message = on_message
-    for topic in topics:
-        client.subscribe(topic, qos=1)
+    client.on_connect = on_connect
+    subscribe()
     done.wait(timeout)
     done.set()
     if failed:

@@ -808,6 +808,47 @@ def test_a_prefix_or_device_id_flag_the_pipeline_would_refuse_is_refused_in_one_
     assert done.stderr == f"edgeseg: error: {message}\n"
 
 
+def test_listen_goes_on_printing_after_the_broker_restarts(tmp_path: Path, broker: Broker) -> None:
+    """paho reconnects by itself, with a clean session: the subscriptions went with the broker's restart, and
+    listen printed nothing more, never saying why, until its timeout or for good."""
+    import paho.mqtt.publish
+
+    out = tmp_path / "out.txt"
+    with out.open("w") as stdout:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeseg", "mqtt", "listen", "--url", broker.url, "--topic", "t/#",
+             "--timeout", "60"],
+            env=edgeseg_env(), stdout=stdout, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def printed(payload: str) -> bool:
+        # published until listen prints it: subscribed (and reconnected) is not known from outside
+        with contextlib.suppress(OSError):
+            paho.mqtt.publish.single("t/x", payload, qos=1, hostname="127.0.0.1", port=broker.port)
+        time.sleep(0.2)
+        return f"t/x {payload}" in out.read_text()
+
+    def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+        return False
+
+    try:
+        assert wait_until(lambda: printed("before"), 20), out.read_text()
+        broker.stop()
+        broker.start()
+        assert wait_until(lambda: printed("after"), 20), out.read_text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        finally:
+            proc.kill()
+            proc.wait()
+
+
 def test_listen_prints_any_payload_on_one_line_and_goes_on_after_json_nested_too_deep(
     broker: Broker, collector: Collector
 ) -> None:
