@@ -164,9 +164,8 @@ def listen(
     return printed
 
 
-def forget(client: mqtt.Client, topics: Topics, settle_s: float = 1.5) -> list[str]:
-    """Clear the device's retained messages (discovery, status, info, counts, snapshot) with empty retained
-    payloads, which removes it from Home Assistant; returns the topics cleared."""
+def _retained(client: mqtt.Client, topics: Topics, settle_s: float) -> list[str]:
+    """The device's topics (discovery included) that hold a retained message now."""
     found: set[str] = set()
     lock = threading.Lock()
 
@@ -180,9 +179,26 @@ def forget(client: mqtt.Client, topics: Topics, settle_s: float = 1.5) -> list[s
     time.sleep(settle_s)  # retained messages arrive right after the subscription
     client.unsubscribe([topics.discovery, f"{topics.base}/#"])
     with lock:
-        cleared = sorted(found)
+        return sorted(found)
+
+
+def forget(client: mqtt.Client, topics: Topics, settle_s: float = 1.5) -> list[str]:
+    """Clear the device's retained messages (discovery, status, info, counts, snapshot) with empty retained
+    payloads, which removes it from Home Assistant; returns the topics cleared, or raises
+    :class:`BrokerError` naming those the broker kept."""
+    cleared = _retained(client, topics, settle_s)
     for topic in cleared:
         client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+    # a broker whose ACL denies this user the topics acknowledges the empty payloads all the same (MQTT 3.1.1
+    # cannot say no), and a device still running publishes them again: forget said "cleared" and Home
+    # Assistant kept the device; what is still there says it
+    kept = _retained(client, topics, settle_s) if cleared else []
+    if kept:
+        raise BrokerError(
+            f"the broker kept {len(kept)} of the {len(cleared)} retained topic(s) of {topics.device_id} "
+            f"({', '.join(kept[:3])}{', ...' if len(kept) > 3 else ''}): does its ACL let this user publish "
+            "there? (or the device runs and publishes them again: stop it first)"
+        )
     return cleared
 
 

@@ -492,6 +492,36 @@ def test_forget_listen_and_doctor_speak_the_pipelines_mqtt_protocol_to_a_broker_
     assert retained(broker.port, "edgeseg/cam1/#") == {}
 
 
+def test_forget_that_the_broker_refuses_says_so_instead_of_cleared(tmp_path: Path) -> None:
+    """A broker whose ACL denies the user the device's topics acknowledges the empty payloads anyway: forget
+    said "cleared 1 retained topic(s)", exit status 0, and the device stayed in Home Assistant."""
+    passwd, acl = tmp_path / "passwd", tmp_path / "acl"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "viewer", "secret"], check=True)
+    acl.write_text("topic readwrite #\nuser viewer\ntopic read #\n")  # anonymous: all; viewer: read only
+    for path in (passwd, acl):
+        path.chmod(0o644)
+    locked = Broker(tmp_path / "broker", extra_config=f"password_file {passwd}\nacl_file {acl}\n")
+    locked.start()
+    collector = Collector(locked.port)
+    try:
+        collector.publish("edgeseg/cam1/status", b"online", retain=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeseg", "mqtt", "forget", "--url", locked.url, "--device-id", "cam1"],
+            env=edgeseg_env(EDGESEG_MQTT_USERNAME="viewer", EDGESEG_MQTT_PASSWORD="secret"),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert retained(locked.port, "edgeseg/cam1/#") == {"edgeseg/cam1/status": b"online"}
+    finally:
+        collector.close()
+        locked.stop()
+    assert done.returncode == 2, done.stdout
+    assert "cleared" not in done.stdout
+    assert done.stderr == (
+        "edgeseg: error: the broker kept 1 of the 1 retained topic(s) of cam1 (edgeseg/cam1/status): does "
+        "its ACL let this user publish there? (or the device runs and publishes them again: stop it first)\n"
+    )
+
+
 def test_forget_with_a_pipeline_clears_the_discovery_under_its_discovery_prefix(
     tmp_path: Path, broker: Broker, collector: Collector
 ) -> None:
