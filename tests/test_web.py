@@ -497,6 +497,25 @@ def test_off_loopback_every_route_needs_the_token_which_never_appears_in_a_log(
     assert all(TOKEN not in rec.getMessage() for rec in caplog.records)
 
 
+def test_off_loopback_a_token_with_a_plus_opens_the_page_from_the_address_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token of base64 characters (load_token allows + / =): ?token= was read as a form field, its '+' as a
+    space, and the address the README says to open once was refused; a %2B and the header still work."""
+    token = "ab+cd/ef=gh+ij/kl=="
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("EDGESEG_WEB_TOKEN", token)
+    with running(tmp_path, listen_host="0.0.0.0") as r:
+        status, headers, _ = request(r.port, "GET", f"/?token={token}")
+        assert status == 200
+        assert headers["Set-Cookie"].startswith(f"edgeseg_token={token};")
+        jar = {"Cookie": headers["Set-Cookie"].split(";", 1)[0]}
+        assert request(r.port, "GET", "/api/state", headers=jar)[0] == 200
+        assert request(r.port, "GET", "/api/state?token=" + token.replace("+", "%2B"))[0] == 200
+        assert request(r.port, "GET", "/api/state?token=" + token.replace("+", "%20", 1))[0] == 401
+        assert request(r.port, "GET", "/api/state", headers={"Authorization": f"Bearer {token}"})[0] == 200
+
+
 def raw_request(port: int, head: bytes) -> bytes:
     """Send ``head`` (a request line and headers, as bytes on the wire) and return the status line."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:

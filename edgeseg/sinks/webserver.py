@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
 
 import cv2
 import numpy as np
@@ -79,6 +80,17 @@ def _wire_bytes(text: str) -> bytes:
     """A header's or query's text as the bytes the client sent: aiohttp keeps bytes that are not UTF-8 as
     surrogates, which a plain ``encode()`` refuses (a 500 and a traceback for anyone, before the token)."""
     return text.encode("utf-8", "surrogateescape")
+
+
+def _query_token(request: web.Request) -> bytes | None:
+    """``?token=`` as the client sent it, percent escapes decoded and a ``+`` kept: read as a form field
+    (aiohttp's ``request.query``) a ``+``, which a token may hold (:func:`load_token`: base64), was a space,
+    and the address with the token, opened once as the README says, was refused."""
+    for part in request.rel_url.raw_query_string.split("&"):
+        name, _, value = part.partition("=")
+        if name == "token":
+            return unquote_to_bytes(value)
+    return None
 
 
 def _page() -> bytes:
@@ -241,8 +253,9 @@ class WebSink:
         header = request.headers.get("Authorization", "")
         if header[:7].lower() == "bearer ":
             return _wire_bytes(header[7:].strip())
-        if "token" in request.query:
-            return _wire_bytes(request.query["token"])
+        query = _query_token(request)
+        if query is not None:
+            return query
         return _wire_bytes(request.cookies.get(TOKEN_COOKIE, ""))
 
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -301,9 +314,7 @@ class WebSink:
             return web.json_response({"ok": False, "error": f"internal error: {exc}"}, status=500)
 
     async def _on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
-        if self._token is not None and hmac.compare_digest(
-            _wire_bytes(request.query.get("token", "")), self._token
-        ):
+        if self._token is not None and hmac.compare_digest(_query_token(request) or b"", self._token):
             # a header, not response.set_cookie(): aiohttp has written its cookies by the time this runs; the
             # token's characters (load_token) need no quoting in a cookie
             response.headers.add(
