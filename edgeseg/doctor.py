@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgeseg.errors import ConfigError
+
 if TYPE_CHECKING:
     from edgeseg.config import PipelineConfig
     from edgeseg.service import Layout
@@ -221,9 +223,21 @@ def broker_checks(name: str, config: PipelineConfig, env: Mapping[str, str] | No
     from edgeseg.mqtt_commands import check
 
     address = parse_broker_url(mqtt.url)
-    creds = load_credentials(
-        mqtt.username_file, mqtt.password_file, mqtt.ca_file, mqtt.cert_file, mqtt.key_file, env
-    )
+    try:
+        creds = load_credentials(
+            mqtt.username_file, mqtt.password_file, mqtt.ca_file, mqtt.cert_file, mqtt.key_file, env
+        )
+    except ConfigError as exc:
+        # one of this check's own findings: raised, it ended doctor with that line alone, the report lost
+        return [
+            Check(
+                name,
+                "mqtt broker",
+                False,
+                str(exc),
+                "make the file readable by the user the pipeline runs as, or fix the key",
+            )
+        ]
     problem = check(address, creds, mqtt.protocol)
     who = f" as {creds.username} ({creds.origin})" if creds.username else " (anonymous)"
     fix = (

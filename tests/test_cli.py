@@ -381,6 +381,25 @@ def test_doctor_checks_a_bundled_pipeline_named_as_run_takes_it(tmp_path: Path) 
     assert "pipeline demo" in done.stdout
 
 
+def test_doctor_reports_an_unreadable_mqtt_credential_as_the_brokers_check_beside_the_rest(
+    tmp_path: Path,
+) -> None:
+    # load_credentials' ConfigError ended doctor with that one line: no backend, camera or model line shown
+    model = Path(__file__).resolve().parents[1] / "models" / "demo-parts.onnx"
+    mqtt = f"{{url: 'mqtt://127.0.0.1:1', username_file: {tmp_path / 'none'}}}"
+    (tmp_path / "p.yaml").write_text(f"model: {{path: {model}}}\nsinks: {{mqtt: {mqtt}}}\n")
+    done = edgeseg("doctor", "p.yaml", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == ""
+    assert "onnxruntime" in done.stdout
+    assert re.search(r"^ok +pipeline p +model ", done.stdout, re.M)
+    assert re.search(
+        r"^-- +pipeline p +mqtt broker +sinks\.mqtt\.username_file: cannot read .*none: No such file",
+        done.stdout,
+        re.M,
+    )
+
+
 def test_doctor_reports_a_picamera2_that_cannot_import_as_unusable_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
