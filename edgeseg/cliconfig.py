@@ -141,6 +141,11 @@ def output_overrides(outputs: list[str]) -> list[Override]:
 def cli_overrides(args: argparse.Namespace) -> list[Override | str]:
     """The overrides the flags stand for, before the user's own ``--set``s."""
     out: list[Override | str] = []
+    for name in ("source", "model", "roi", "web", "mqtt", "state_dir"):
+        if getattr(args, name, None) == "":
+            # `--mqtt "$BROKER"` with the variable unset: the flag was dropped without a word, and the run
+            # went on with the pipeline's own source, model or sinks
+            raise InputError(f"--{name.replace('_', '-')}: empty value (leave the flag out, or give one)")
     if getattr(args, "source", None):
         out += _source_overrides(args.source, args)
     if getattr(args, "model", None):

@@ -296,6 +296,17 @@ def test_a_video_or_a_folder_given_as_the_pipeline_is_one_line_pointing_to_sourc
     )
 
 
+@pytest.mark.parametrize("flag", ["--source", "--model", "--roi", "--web", "--mqtt", "--state-dir"])
+def test_a_flag_given_an_empty_value_is_refused_in_one_line_not_dropped(tmp_path: Path, flag: str) -> None:
+    # `--mqtt "$BROKER"` with the variable unset ran the pipeline without MQTT, `--source "$CAMERA"` on the
+    # pipeline's own source, without a word
+    done = edgeseg("run", "--max-frames", "1", flag, "", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"edgeseg: error: {flag}: empty value (leave the flag out, or give one)\n",
+    )
+
+
 def test_a_pipeline_name_longer_than_a_file_name_can_be_is_one_line(tmp_path: Path) -> None:
     # "OSError: [Errno 36] File name too long" from Path.is_dir, a traceback
     done = edgeseg("run", "a" * 300, cwd=tmp_path)
