@@ -253,7 +253,7 @@ def test_an_outage_longer_than_a_spool_shared_with_events_counts_results_and_eve
     assert collector.wait(lambda: collector.on("/status")[-1].payload == b"offline", 10)
     final = collector.on("/stats")[-1].json()
     validate("stats", final)
-    events = re.search(r"mqtt: (\d+) events published", out)
+    events = re.search(r"mqtt: (\d+) events spooled", out)
     acked = re.search(r"results spooled, (\d+) acknowledged by the broker", out)
     assert events, out
     assert acked, out
@@ -1020,14 +1020,14 @@ def test_a_full_disk_counts_as_spooled_and_published_only_the_results_and_events
     code = run.wait(180)
     out, err = run.output()
     assert code == 3, (out, err)
-    events = re.search(r"mqtt: (\d+) events published", out)
+    events = re.search(r"mqtt: (\d+) events spooled", out)
     lost = re.search(r"mqtt: LOST (\d+) \(spool write failed\) messages \(results and events\)", out)
     left = re.search(r"mqtt: (\d+) results and (\d+) events still in the spool", out)
     assert events, out
     assert lost, out
     assert left, out
     assert int(events.group(1)) > 0
-    # the results spooled and the events published are those in the spool (no broker took any): none of
+    # the results spooled and the events spooled are those in the spool (no broker took any): none of
     # those the failed writes lost
     assert int(left.group(1)) == results_spooled(out)
     assert int(left.group(2)) == int(events.group(1))
@@ -1126,7 +1126,7 @@ def test_a_spool_deleted_mid_run_has_its_messages_reported_lost_not_kept_for_the
     assert code == 3, (out, err)
     lost = re.search(r"mqtt: LOST (\d+) \(in the spool .*, deleted during the run\) messages", out)
     assert lost, out
-    events = re.search(r"mqtt: (\d+) events published", out)
+    events = re.search(r"mqtt: (\d+) events spooled", out)
     assert int(lost.group(1)) == results_spooled(out) + (int(events.group(1)) if events else 0)
     assert "still in the spool" not in out
     assert "Traceback" not in err

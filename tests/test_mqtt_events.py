@@ -55,7 +55,7 @@ def test_events_arrive_one_per_message_schema_valid_and_none_lost_across_a_broke
         run.kill()
     out, err = run.output()
     assert "Traceback" not in err
-    published = re.search(r"mqtt: (\d+) events published", out)
+    published = re.search(r"mqtt: (\d+) events spooled", out)
     assert published, out
     assert collector.wait(
         lambda: len({m.json()["event_seq"] for m in collector.on("/events")}) >= int(published[1]), 10
@@ -210,11 +210,38 @@ def test_an_event_that_cannot_be_serialized_is_lost_counted_and_reported_and_the
         sink.close()
     report = sink.report()
     assert "mqtt: LOST 1 events (could not be serialized)" in report.lines
-    assert "mqtt: 2 events published" in report.lines
+    assert "mqtt: 2 events spooled, 0 acknowledged by the broker" in report.lines
     assert report.lost == 1  # so the run does not end "done" with exit status 0
     assert stats["events"] == {"published": 2, "suppressed": 0, "lost": 1}
     jsonschema.validate(stats, load_schema("stats"))
     assert sink.spool.stats().depth == 3  # the two events and the result, spooled for the next start
+
+
+def test_the_summary_counts_the_events_spooled_and_those_the_broker_acknowledged_apart(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """With the broker down the summary said "mqtt: 80 events published" beside "0 acknowledged" and "80
+    events still in the spool": it counted the events put in the spool as published."""
+    broker.stop()
+    down = Edgeseg(tmp_path / "down", broker.url, "--max-frames", "60", fps=30)
+    assert down.wait(120) == 0, down.output()
+    out, err = down.output()
+    spooled = re.search(r"mqtt: (\d+) events spooled, 0 acknowledged by the broker", out)
+    assert spooled, out
+    assert int(spooled[1]) > 0
+    assert "published" not in out
+    assert f"and {spooled[1]} events still in the spool" in out
+    assert "Traceback" not in err
+    broker.start()
+    up = Edgeseg(tmp_path / "up", broker.url, "--max-frames", "60", fps=30)
+    assert up.wait(120) == 0, up.output()
+    out, err = up.output()
+    # a clean stop delivers everything: each event spooled is acknowledged
+    both = re.search(r"mqtt: (\d+) events spooled, (\d+) acknowledged by the broker", out)
+    assert both, out
+    assert int(both[1]) > 0
+    assert both[1] == both[2]
+    assert "Traceback" not in err
 
 
 def test_uptime_counts_the_time_that_passed_whatever_the_wall_clock_does(

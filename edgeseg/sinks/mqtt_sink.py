@@ -558,7 +558,9 @@ class MqttSink:
             lines.append(f"mqtt: {self._capped} results not published (over sinks.mqtt.max_rate)")
         if cap.published or cap.suppressed:
             lines.append(
-                f"mqtt: {self._events_spooled} events published"
+                # spooled, not published: with the broker down none of them left the machine
+                f"mqtt: {self._events_spooled} events spooled, "
+                f"{link.delivery.acked_by_topic.get(self.topics.events, 0)} acknowledged by the broker"
                 + (
                     f", {cap.suppressed} suppressed (over sinks.mqtt.max_events_per_s)"
                     if cap.suppressed
