@@ -31,7 +31,7 @@ from mjpeg import MjpegServer
 
 from edgeseg.config import load_config
 from edgeseg.control import ControlSetup
-from edgeseg.errors import ConfigError, MissingDependencyError
+from edgeseg.errors import ConfigError, MissingDependencyError, TransientError
 from edgeseg.frame import Result
 from edgeseg.pipeline import Pipeline
 from edgeseg.sinks import SinkContext, webserver
@@ -739,6 +739,29 @@ def test_an_address_the_machine_lacks_is_a_config_error_naming_the_key_at_start(
     monkeypatch.setenv("EDGESEG_WEB_TOKEN", TOKEN)
     with pytest.raises(ConfigError, match=r"^sinks\.web\.listen: cannot listen on 192\.0\.2\.1:"):
         create(WebSinkConfig(listen="192.0.2.1:8080"), SinkContext())
+
+
+def test_a_server_that_does_not_start_in_time_is_a_run_time_failure_status_4(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A host name in sinks.web.listen is resolved as the server starts; a resolver that does not answer
+    (the router still booting after a power cut) kept it past START_TIMEOUT_S, which ended the run with a
+    ConfigError (status 2, never restarted), though a restart may well find the resolver back."""
+    real = socket.getaddrinfo
+
+    def slow_resolver(*args: Any, **kwargs: Any) -> Any:
+        # glibc waits for an unanswering nameserver timeout:5 s, attempts:2 times (resolv.conf(5)), then
+        # answers (or fails); a second here stands for those 10 s and more against the limit made shorter
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_resolver)
+    monkeypatch.setattr(webserver, "START_TIMEOUT_S", 0.2)
+    with pytest.raises(
+        TransientError, match=r"^sinks\.web\.listen: the web server did not start within"
+    ) as err:
+        create(WebSinkConfig(listen="localhost:0"), SinkContext())
+    assert not isinstance(err.value, ConfigError)
 
 
 def test_without_aiohttp_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:

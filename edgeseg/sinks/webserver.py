@@ -146,7 +146,11 @@ class WebSink:
         self._thread.start()
         if not self._ready.wait(START_TIMEOUT_S):
             self.close()
-            raise ConfigError(f"sinks.web.listen: the web server did not start within {START_TIMEOUT_S:g} s")
+            # no configuration problem: a slow resolver (a host name in listen) or a machine overloaded at
+            # boot, which a restart may well find gone
+            raise TransientError(
+                f"sinks.web.listen: the web server did not start within {START_TIMEOUT_S:g} s"
+            )
         exc = self._startup_error()
         if exc is not None:
             self._thread.join(STOP_TIMEOUT_S)
