@@ -165,6 +165,40 @@ def test_a_stalled_stream_is_noticed_within_the_read_timeout_logged_and_reconnec
     assert warnings[-1].startswith(f"source {url!r}: frames flow again after a ")
 
 
+def test_a_give_up_time_shorter_than_the_read_timeout_gives_up_with_a_true_account(
+    mjpeg_server: MjpegServer,
+) -> None:
+    """With source.reconnect_timeout_s below the read's own timeout (5 s by default), a stream that stalled
+    was given up on right after the read timed out, and the message said "0 connection attempt(s) failed",
+    as if connecting had been tried and had worked."""
+    url = mjpeg_server.url
+    src = OpenCVLiveSource(url, url, cv2.CAP_FFMPEG, stream_timeout_s=1.0, give_up_after_s=0.3)
+    frames: list[Frame] = []
+    errors: list[SourceError] = []
+
+    def read() -> None:
+        try:
+            while (frame := src.read()) is not None:
+                frames.append(frame)
+                if len(frames) == 3:
+                    mjpeg_server.flowing.clear()
+        except SourceError as e:
+            errors.append(e)
+
+    src.open()
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(timeout=15)
+    src.close()
+    reader.join(timeout=5)
+    assert len(errors) == 1, frames
+    message = str(errors[0])
+    assert "0 connection attempt(s)" not in message
+    assert f"last error: stream dropped after {len(frames)} frame(s)" in message
+    assert "no reconnection attempted" in message
+    assert "source.reconnect_timeout_s = 0.3 s" in message
+
+
 def test_a_stream_password_never_reaches_logs_errors_or_records(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

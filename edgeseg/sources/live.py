@@ -246,8 +246,11 @@ class LiveSource(ABC):
         k = self._tries
         if limit is not None and silent_s >= limit:
             self._state = f"gave up after {silent_s:.0f} s without a frame (last error: {reason})"
+            # none tried: the read that found the stream dropped waited out the limit by itself (a limit
+            # below the read's own timeout)
+            tried = f"{k} connection attempt(s) failed" if k else "no reconnection attempted"
             raise SourceGoneError(
-                f"source {self.uri!r}: no frame for {silent_s:.1f} s, {k} connection attempt(s) failed, "
+                f"source {self.uri!r}: no frame for {silent_s:.1f} s, {tried}, "
                 f"last error: {reason} (giving up after source.reconnect_timeout_s = {limit:g} s)"
             )
         delay = next(self._delays)
