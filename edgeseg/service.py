@@ -335,6 +335,10 @@ def install(opts: InstallOptions) -> list[str]:
             _must("restart", unit)
             report.append(f"restarted {unit}")
         else:
+            # a unit that hit StartLimitBurst refuses every start until StartLimitIntervalSec= has passed,
+            # an operator's too, unless reset-failed flushes its counter (systemd.unit(5)): installing again
+            # is how one says it is fixed. Fails harmlessly for a unit not loaded yet.
+            _systemctl("reset-failed", unit)
             _must("enable", "--now", unit)
             report.append(f"enabled and started {unit}")
         report.append(f"follow it: journalctl -u {unit} -f")

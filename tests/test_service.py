@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from mqtt_harness import Broker
 
+from edgeseg import service
 from edgeseg.config import load_config
 from edgeseg.doctor import Check, service_checks, timespan_s
 from edgeseg.errors import ConfigError
@@ -118,6 +119,51 @@ def test_installing_twice_gives_an_identical_tree(tmp_path: Path) -> None:
     report = _install(tmp_path)
     assert _tree(tmp_path) == first
     assert "edgeseg@front-door: already installed, nothing changed" in report
+
+
+# systemctl as systemd 252 answers for a unit that hit its start limit (StartLimitBurst= failed starts within
+# StartLimitIntervalSec=): a start is refused, exit status 1, with the job result "start-limit" ("start of the
+# service was attempted too often", src/shared/bus-wait-for-jobs.c), until `systemctl reset-failed` flushes
+# the unit's counter (systemd.unit(5), StartLimitIntervalSec=); is-active of an inactive unit exits 3
+FAKE_SYSTEMCTL = """#!/bin/sh
+echo "$*" >> "$SYSTEMCTL_LOG"
+case "$1" in
+  is-active) exit 3 ;;
+  reset-failed) rm -f "$SYSTEMCTL_LIMIT_HIT" ;;
+  enable|start|restart)
+    if [ -e "$SYSTEMCTL_LIMIT_HIT" ]; then
+      for unit; do :; done
+      echo "Job for $unit failed because start of the service was attempted too often." >&2
+      exit 1
+    fi ;;
+esac
+"""
+
+
+def test_installing_again_after_the_unit_hit_its_start_limit_starts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unit that failed five times in ten minutes (a camera unplugged, status 4's restarts), then fixed and
+    installed again: `enable --now` was refused (start-limit-hit) and install ended in an error, until the
+    operator found `systemctl reset-failed` on their own or waited out the ten minutes."""
+    root, bin_dir = tmp_path / "root", tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(FAKE_SYSTEMCTL)
+    (bin_dir / "systemctl").chmod(0o755)
+    log, limit_hit = tmp_path / "systemctl.log", tmp_path / "limit-hit"
+    limit_hit.touch()
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("SYSTEMCTL_LOG", str(log))
+    monkeypatch.setenv("SYSTEMCTL_LIMIT_HIT", str(limit_hit))
+    # systemd as PID 1 (not so here): install talks to it through systemctl
+    monkeypatch.setattr(service, "_systemd_runs", lambda layout: True)
+    _group_file(root)
+    report = install(InstallOptions("front-door", DEMO, root))
+    assert "enabled and started edgeseg@front-door.service" in report
+    calls = log.read_text().splitlines()
+    assert calls.index("reset-failed edgeseg@front-door.service") < calls.index(
+        "enable --now edgeseg@front-door.service"
+    )
 
 
 def test_installing_again_without_jetson_or_render_removes_their_drop_ins(tmp_path: Path) -> None:
