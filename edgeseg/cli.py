@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgeseg")
 
-EXIT_OK = 0  # finished: the source ended, --max-frames was reached, or SIGTERM stopped it cleanly
+EXIT_OK = 0  # finished: the source ended, --max-frames was reached, or SIGTERM stopped a run cleanly
 EXIT_USAGE = 2  # bad usage, configuration or input: one line on stderr
 EXIT_LOST = 3  # something accepted was lost (the summary says what and where); wins over 0 and 130
 EXIT_TRANSIENT = 4  # failed at run time (a camera gone, a port held), a restart may fix it: one line
@@ -63,8 +63,8 @@ EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), during start-up or mid-run
 WEB_DEFAULT = "127.0.0.1:8080"
 JOURNAL_SUMMARY_S = 60.0  # into the journal, the figures line at most this often: months of lines add up
 EXIT_CODES = (
-    "exit status: 0 finished (also when stopped by SIGTERM); 2 bad usage, configuration or input, or stdout "
-    "that takes no more (a full disk); "
+    "exit status: 0 finished (run: also when stopped by SIGTERM); 2 bad usage, configuration or input, or "
+    "stdout that takes no more (a full disk); "
     "3 something accepted was lost: results a sink took and could not write, or input frames damaged, "
     "skipped or failed (the summary says what and where; 3 wins over 0 and 130); 4 failed at run time, a "
     "restart may fix it (a live source that gave up, the web page's port in use); 130 interrupted by SIGINT; "
