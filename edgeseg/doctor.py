@@ -434,7 +434,8 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
         inside = cache == state or state in cache.parents
         fix = "set model.engine_cache_dir: null (engines then go to the state directory, its one writable)"
         out.append(Check(area, "engine cache", inside, str(cache), fix))
-    return [*out, _watchdog_check(name, settings, config)]
+    stop = _stop_check(name, settings, config)
+    return [*out, *([stop] if stop else []), _watchdog_check(name, settings, config)]
 
 
 def _hidden_by_protect_home(path: Path, settings: Mapping[str, list[str]]) -> bool:
@@ -473,6 +474,36 @@ def _state_check(
     if lib.exists() and not (lib.is_dir() and os.access(lib, os.W_OK)):
         return Check(area, "state directory", False, f"{lib} is not a writable folder", fix)
     return Check(area, "state directory", True, f"{lib}/{state[-1].split()[0]} (created by systemd)")
+
+
+def _stop_check(name: str, settings: Mapping[str, list[str]], config: PipelineConfig) -> Check | None:
+    """A stop's longest wait with an MQTT sink (a stuck sink's drain, then the broker's flush) against
+    TimeoutStopSec=: past it systemd kills the process, the unit ends failed and the summary is never
+    written (nothing is lost: the spool stays on disk). None without an MQTT sink."""
+    from edgeseg.mqtt.publisher import PublisherSettings
+    from edgeseg.pipeline import LOSSLESS_DRAIN_TIMEOUT_S
+    from edgeseg.sinks.mqtt import MqttSinkConfig
+
+    mqtt = config.sinks.section(MqttSinkConfig)
+    if mqtt.url is None:
+        return None
+    values = settings.get("TimeoutStopSec", [])
+    fix = (
+        f"lower sinks.mqtt.flush_timeout_s, or raise TimeoutStopSec= in a drop-in (edgeseg@{name}.service.d/)"
+    )
+    try:
+        # systemd's default without the key: DefaultTimeoutStopSec=, 90 s (systemd-system.conf(5))
+        limit = timespan_s(values[-1]) if values else 90.0
+    except ValueError:
+        return Check("service", "stop timeout", False, f"TimeoutStopSec={values[-1]}: not a time span", fix)
+    limit = limit or math.inf  # 0 disables the timeout, as infinity does (systemd's config_parse_sec_fix_0)
+    needed = LOSSLESS_DRAIN_TIMEOUT_S + PublisherSettings().close_bound_s(mqtt.flush_timeout_s)
+    detail = (
+        f"TimeoutStopSec={values[-1] if values else '90s (the default)'}, a stop may take {needed:g} s "
+        f"(sinks.mqtt.flush_timeout_s = "
+        f"{mqtt.flush_timeout_s:g} s)"
+    )
+    return Check("service", "stop timeout", needed <= limit, detail, fix)
 
 
 def _watchdog_check(name: str, settings: Mapping[str, list[str]], config: PipelineConfig) -> Check:

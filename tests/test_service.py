@@ -399,6 +399,26 @@ def test_doctor_service_passes_on_a_demo_install_including_watchdog_against_late
     assert "WatchdogSec=60 s, worst frame" in watchdog.detail
 
 
+def test_doctor_service_fails_when_the_mqtt_flush_outlasts_the_units_stop_timeout(tmp_path: Path) -> None:
+    """sinks.mqtt.flush_timeout_s takes up to a day, the unit's TimeoutStopSec=60s kills a longer stop: the
+    unit ended failed at every stop with the broker away, its summary unwritten, and nothing had said so
+    (nothing is lost: the spool stays on disk)."""
+    pipeline = tmp_path / "flush.yaml"
+    mqtt = "sinks:\n  mqtt:\n    url: mqtt://127.0.0.1:1\n    flush_timeout_s: {}\n  display:"
+    root = tmp_path / "root"
+    _group_file(root)
+    for name, flush in (("short", 5), ("long", 600)):
+        pipeline.write_text(_demo().replace("sinks:\n  display:", mqtt.format(flush)))
+        _install(root, name, pipeline)
+    short, long = (
+        next(c for c in service_checks(name, root) if c.name == "stop timeout") for name in ("short", "long")
+    )
+    assert short.ok, short.detail
+    assert not long.ok
+    assert long.detail == "TimeoutStopSec=60s, a stop may take 638 s (sinks.mqtt.flush_timeout_s = 600 s)"
+    assert "TimeoutStopSec= in a drop-in (edgeseg@long.service.d/)" in long.fix
+
+
 def test_doctor_service_fails_when_the_model_lies_in_a_home_folder_the_unit_hides(tmp_path: Path) -> None:
     # /etc/edgeseg/NAME.yaml edited (README: then `systemctl reload`) to a model under /home or /root: the
     # model check looked at the file from outside the unit and passed, while ProtectHome= hides it

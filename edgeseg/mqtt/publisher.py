@@ -70,6 +70,10 @@ class PublisherSettings:
     stats_interval_s: float = 10.0
     connect_timeout_s: float = 5.0
 
+    def close_bound_s(self, flush_timeout_s: float) -> float:
+        """The longest :meth:`Publisher.close` waits: the flush, a connect in flight, the thread's own end."""
+        return flush_timeout_s + self.connect_timeout_s + 3.0
+
 
 @dataclass(frozen=True)
 class PublisherStats:
@@ -275,7 +279,7 @@ class Publisher:
         self._stop.set()
         self.wake()
         if self._thread.is_alive():
-            self._thread.join(flush_timeout_s + self.settings.connect_timeout_s + 3.0)
+            self._thread.join(self.settings.close_bound_s(flush_timeout_s))
         if self._thread.is_alive():
             log.warning("the MQTT publisher did not stop in time; leaving it behind")
             return False

@@ -95,7 +95,10 @@ class MqttSinkConfig:
         # at most a day: a wait past threading.TIMEOUT_MAX (1e10 s, "for ever") failed the sink at stop
         default=5.0,
         metadata=meta(
-            "At stop: longest wait for the broker to take the spool (at most a day).", ge=0, le=86400
+            "At stop: longest wait for the broker to take the spool (at most a day; as a service, within the "
+            "unit's TimeoutStopSec=, which `edgeseg doctor --service` checks).",
+            ge=0,
+            le=86400,
         ),
     )
     linger_s: float = field(
