@@ -34,7 +34,8 @@ class SourceError(EdgesegError):
 
 
 class SourceGoneError(SourceError, TransientError):
-    """A live source gave up: no frame for ``source.reconnect_timeout_s``."""
+    """A live source gave up: no frame for ``source.reconnect_timeout_s``, or its reads failed too many times
+    in a row."""
 
 
 class SessionLostError(ModelError, TransientError):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from edgeseg.errors import EdgesegError, SourceError
+from edgeseg.errors import EdgesegError, SourceError, SourceGoneError
 from edgeseg.frame import Frame, Result, StageTimes
 from edgeseg.instances import Instances
 from edgeseg.live import Controls, Outcome, Snapshot
@@ -716,8 +716,11 @@ class Pipeline:
                     bad(None, exc)
                     failures += 1
                     if failures >= SOURCE_ERROR_LIMIT:
+                        # a camera's reads may well work in a fresh process (memory back, its driver
+                        # reloaded): status 4, which the unit restarts; a file's would fail again (2)
+                        failed = SourceGoneError if self.source.live else SourceError
                         self._fail(
-                            SourceError(f"source {self.source.uri} failed {failures} reads in a row: {exc}")
+                            failed(f"source {self.source.uri} failed {failures} reads in a row: {exc}")
                         )
                         break
                     continue

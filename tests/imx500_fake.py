@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import errno
+import os
 import struct
 import time
 from dataclasses import dataclass, field
@@ -168,6 +170,9 @@ class World:
     fail_capture_every: int | None = None
     stall_capture_every: int | None = None
     fail_metadata_at: int | None = None
+    # from this request on, mapping the frame's buffer fails as with the memory gone: make_array maps it
+    # (request.py's _MappedBuffer, through the allocator's sync: mmap.mmap, OSError ENOMEM)
+    fail_mapping_from: int | None = None
     cameras_open: int = 0
     metadata_calls: int = 0
     progress_readable: bool = True
@@ -246,6 +251,8 @@ class FakeRequest:
     def make_array(self, stream: str) -> np.ndarray:
         assert stream == "main"
         world, wh = self.picam2.world, self.picam2.configured["main"]["size"]
+        if world.fail_mapping_from is not None and self.index >= world.fail_mapping_from:
+            raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
         if world.objects:
             ids = world.render(self.metadata["ScalerCrop"], wh)
             return np.repeat((ids * 10).astype(np.uint8)[:, :, None], 3, axis=2)

@@ -14,7 +14,7 @@ from imx500_fake import NETWORK_WH, RPK, World
 
 from edgeseg.cli import losses, summary
 from edgeseg.config import PipelineConfig, load_config
-from edgeseg.errors import ModelError
+from edgeseg.errors import ModelError, SourceError, TransientError
 from edgeseg.frame import Result
 from edgeseg.modelcard import find_card
 from edgeseg.pipeline import ModelStages, Pipeline
@@ -129,3 +129,18 @@ def test_frames_the_sensor_gave_no_result_for_are_passed_over_not_failed_inferen
         "(not lost: the next frame's result follows; see the log)"
     ) in lines
     assert [r.instances.class_id.tolist() for r in sink.results] == [[PERSON]] * len(sink.results)
+
+
+def test_a_camera_whose_every_read_fails_ends_the_run_as_a_failure_a_restart_may_fix(tmp_path: Path) -> None:
+    """A camera whose reads all failed, ten in a row (here its frame buffers cannot be mapped: memory gone),
+    ended the run with a SourceError, status 2, which the unit never restarts, though its reads may well work
+    in a fresh process; a file's would fail again (bad input), and stays 2."""
+    config = _config()
+    world = World(results_from=1, objects=[(PERSON, OBJECT)], fail_mapping_from=0)
+    source = _source(tmp_path, config, world)
+    pipeline = Pipeline(source, ModelStages.from_config(config), {"c": _Collect()}, owns_stages=True)
+    stats = pipeline.run()
+    assert stats.frames_read == 0  # nothing read, so nothing lost: the error is the run's status (cli.py)
+    assert isinstance(pipeline.error, SourceError)
+    assert isinstance(pipeline.error, TransientError)
+    assert "failed 10 reads in a row: [Errno 12] Cannot allocate memory" in str(pipeline.error)
