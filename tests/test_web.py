@@ -764,6 +764,27 @@ def test_a_server_that_does_not_start_in_time_is_a_run_time_failure_status_4(
     assert not isinstance(err.value, ConfigError)
 
 
+def test_a_host_name_the_resolver_cannot_answer_for_yet_is_a_run_time_failure_status_4(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A host name in sinks.web.listen with the nameserver unreachable (the router still booting after a
+    power cut): "Temporary failure in name resolution" ended the run with a ConfigError, status 2, which the
+    unit never restarts, though the same name resolves a minute later."""
+
+    def resolver_away(*args: Any, **kwargs: Any) -> Any:
+        # glibc's getaddrinfo when no nameserver answers: EAI_AGAIN (getaddrinfo(3): "try again later")
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver_away)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("EDGESEG_WEB_TOKEN", TOKEN)  # (not loopback: a token is needed)
+    with pytest.raises(
+        TransientError, match=r"^sinks\.web\.listen: cannot listen on camera\.lan:0: Temp"
+    ) as err:
+        create(WebSinkConfig(listen="camera.lan:0"), SinkContext())
+    assert not isinstance(err.value, ConfigError)
+
+
 def test_without_aiohttp_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "aiohttp", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'edgeseg\[web\]'"):

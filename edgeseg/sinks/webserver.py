@@ -11,6 +11,7 @@ import hmac
 import importlib.resources
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -156,9 +157,13 @@ class WebSink:
             self._thread.join(STOP_TIMEOUT_S)
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             message = f"sinks.web.listen: cannot listen on {config.listen}: {why}"
-            if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            held = isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
+            # (a host name with no nameserver answering yet, e.g. the router still booting: EAI_AGAIN)
+            unresolved = isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_AGAIN
+            if held or unresolved:
                 # the port's holder (most often the instance before this one, still closing) may be gone
-                # by a restart, where an address the machine lacks or a port refused to us are not
+                # by a restart, and the resolver back, where an address the machine lacks or a port
+                # refused to us are not
                 raise TransientError(message) from None
             raise ConfigError(message) from None
         guard = (
