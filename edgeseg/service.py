@@ -357,6 +357,9 @@ def uninstall(name: str, root: Path = Path("/")) -> list[str]:
     report: list[str] = []
     if _systemd_runs(layout):
         _systemctl("disable", "--now", unit)  # fails harmlessly when it was never enabled
+        # a failed unit stays failed through the stop, and loaded without its file (systemd.unit(5),
+        # CollectMode=): `systemctl --failed` would list it, and the system read "degraded", for good
+        _systemctl("reset-failed", unit)
         report.append(f"stopped and disabled {unit}")
     targets = [layout.config(name), layout.instance_dropin(name)]
     if layout.instances() == [name]:

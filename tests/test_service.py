@@ -121,17 +121,20 @@ def test_installing_twice_gives_an_identical_tree(tmp_path: Path) -> None:
     assert "edgeseg@front-door: already installed, nothing changed" in report
 
 
-# systemctl as systemd 252 answers for a unit that hit its start limit (StartLimitBurst= failed starts within
-# StartLimitIntervalSec=): a start is refused, exit status 1, with the job result "start-limit" ("start of the
-# service was attempted too often", src/shared/bus-wait-for-jobs.c), until `systemctl reset-failed` flushes
-# the unit's counter (systemd.unit(5), StartLimitIntervalSec=); is-active of an inactive unit exits 3
+# systemctl as systemd 252 answers for a unit that failed, here by hitting its start limit (StartLimitBurst=
+# failed starts within StartLimitIntervalSec=): a start is refused, exit status 1, with the job result
+# "start-limit" ("start of the service was attempted too often", src/shared/bus-wait-for-jobs.c); a stop
+# leaves it failed (unit.c's unit_stop: -EALREADY for a unit inactive or failed, the job done), and a failed
+# unit stays loaded, its file gone or not (systemd.unit(5), CollectMode=), until `systemctl reset-failed`
+# (which also flushes the start counter, systemd.unit(5), StartLimitIntervalSec=); is-active of an inactive
+# unit exits 3
 FAKE_SYSTEMCTL = """#!/bin/sh
 echo "$*" >> "$SYSTEMCTL_LOG"
 case "$1" in
   is-active) exit 3 ;;
-  reset-failed) rm -f "$SYSTEMCTL_LIMIT_HIT" ;;
+  reset-failed) rm -f "$SYSTEMCTL_FAILED" ;;
   enable|start|restart)
-    if [ -e "$SYSTEMCTL_LIMIT_HIT" ]; then
+    if [ -e "$SYSTEMCTL_FAILED" ]; then
       for unit; do :; done
       echo "Job for $unit failed because start of the service was attempted too often." >&2
       exit 1
@@ -140,23 +143,31 @@ esac
 """
 
 
+@pytest.fixture
+def failed_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """systemd as PID 1 (not so here), with the unit failed (its start limit hit): install and uninstall
+    talk to it through FAKE_SYSTEMCTL. The log of systemctl calls, and the file that stands for the failed
+    state."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(FAKE_SYSTEMCTL)
+    (bin_dir / "systemctl").chmod(0o755)
+    log, failed = tmp_path / "systemctl.log", tmp_path / "failed"
+    failed.touch()
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("SYSTEMCTL_LOG", str(log))
+    monkeypatch.setenv("SYSTEMCTL_FAILED", str(failed))
+    monkeypatch.setattr(service, "_systemd_runs", lambda layout: True)
+    return log, failed
+
+
 def test_installing_again_after_the_unit_hit_its_start_limit_starts_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, failed_unit: tuple[Path, Path]
 ) -> None:
     """A unit that failed five times in ten minutes (a camera unplugged, status 4's restarts), then fixed and
     installed again: `enable --now` was refused (start-limit-hit) and install ended in an error, until the
     operator found `systemctl reset-failed` on their own or waited out the ten minutes."""
-    root, bin_dir = tmp_path / "root", tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "systemctl").write_text(FAKE_SYSTEMCTL)
-    (bin_dir / "systemctl").chmod(0o755)
-    log, limit_hit = tmp_path / "systemctl.log", tmp_path / "limit-hit"
-    limit_hit.touch()
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setenv("SYSTEMCTL_LOG", str(log))
-    monkeypatch.setenv("SYSTEMCTL_LIMIT_HIT", str(limit_hit))
-    # systemd as PID 1 (not so here): install talks to it through systemctl
-    monkeypatch.setattr(service, "_systemd_runs", lambda layout: True)
+    root, (log, _) = tmp_path / "root", failed_unit
     _group_file(root)
     report = install(InstallOptions("front-door", DEMO, root))
     assert "enabled and started edgeseg@front-door.service" in report
@@ -164,6 +175,17 @@ def test_installing_again_after_the_unit_hit_its_start_limit_starts_it(
     assert calls.index("reset-failed edgeseg@front-door.service") < calls.index(
         "enable --now edgeseg@front-door.service"
     )
+
+
+def test_uninstalling_a_failed_instance_leaves_no_failed_unit_behind(
+    tmp_path: Path, failed_unit: tuple[Path, Path]
+) -> None:
+    """A failed instance uninstalled stayed listed by `systemctl --failed` (not-found, failed), and
+    `systemctl is-system-running` said "degraded", until a reboot or a reset-failed nobody knew to run."""
+    root, (_, failed) = tmp_path / "root", failed_unit
+    _install(root)
+    uninstall("front-door", root)
+    assert not failed.exists()
 
 
 def test_installing_again_without_jetson_or_render_removes_their_drop_ins(tmp_path: Path) -> None:
