@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TextIO
 
-from edgeseg.errors import ConfigError, EdgesegError, InputError
+from edgeseg.errors import ConfigError, EdgesegError, InputError, TransientError
 from edgeseg.mqtt.broker import BrokerAddress, Credentials, device_id, load_credentials, parse_broker_url
 from edgeseg.mqtt.topics import Topics
 
@@ -25,6 +25,11 @@ ELIDE_OVER = 48  # characters of an RLE string shown by ``listen`` unless --raw
 
 class BrokerError(EdgesegError):
     """The broker cannot be reached, or refuses the connection."""
+
+
+class BrokerUnreachableError(BrokerError, TransientError):
+    """No connection, or no answer to it: the broker down or the network away, which its return fixes
+    (status 4, where a refusal of the credentials or settings is 2)."""
 
 
 def connect(
@@ -56,12 +61,13 @@ def connect(
     client.on_connect = on_connect
     problem = start_connect(client, address, keepalive_s=30)
     if problem is not None:
-        raise BrokerError(f"cannot connect to {address}: {problem}")
+        raise BrokerUnreachableError(f"cannot connect to {address}: {problem}")
     client.loop_start()
     if not ready.wait(timeout) or answer[0].is_failure:
         client.loop_stop()
-        why = refusal(answer[0], credentials) if answer else f"no answer within {timeout:g} s"
-        raise BrokerError(f"{address}: {why}")
+        if not answer:
+            raise BrokerUnreachableError(f"{address}: no answer within {timeout:g} s")
+        raise BrokerError(f"{address}: {refusal(answer[0], credentials)}")
     return client
 
 

@@ -756,6 +756,23 @@ def test_listen_prints_the_device_messages_decoded_one_per_line(
         )
 
 
+@pytest.mark.parametrize("action", [["listen", "--timeout", "5"], ["forget"]])
+def test_a_broker_that_is_down_ends_the_mqtt_tools_with_status_4_not_2(
+    broker: Broker, action: list[str]
+) -> None:
+    """`edgeseg mqtt listen` / `forget` with the broker stopped exited 2, which says bad usage or
+    configuration (an edit fixes it), where the broker coming back fixes it: a run-time failure, 4."""
+    broker.stop()
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "mqtt", *action, "--url", broker.url, "--device-id", "cam1"],
+        env=edgeseg_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (4, ""), done.stderr
+    assert done.stderr == (
+        f"edgeseg: error: cannot connect to {broker.url}: connection refused (is the broker running?)\n"
+    )
+
+
 def test_listen_takes_a_bundled_pipeline_by_name_as_run_does(broker: Broker, collector: Collector) -> None:
     # the name was taken for a file in the working directory: "edgeseg: error: demo: cannot read pipeline
     # file (No such file or directory)"
