@@ -559,10 +559,16 @@ def summary(
         drops = ", ".join(f"{k} {v}" for k, v in dropped.items())
         parts = []
         if dropped:
-            parts.append(f"dropped while a stage was busy: {sum(dropped.values())} ({drops})")
+            parts.append(
+                f"dropped while a stage was busy: {sum(dropped.values())} ({drops}) "
+                "(not lost: a live source keeps the newest frame)"
+            )
         if stats.discarded:
-            parts.append(f"discarded at stop: {stats.discarded}")
-        lines.append("; ".join(parts) + " (not lost: a live source keeps the newest frame)")
+            # (a file's too: not the live source's by-design drops)
+            parts.append(
+                f"discarded at stop: {stats.discarded} (not lost: read ahead when the run was stopped)"
+            )
+        lines.append("; ".join(parts))
     from edgeseg.stats import STREAM_PREFIX
 
     skipped = {

@@ -162,6 +162,24 @@ def test_explicit_display_without_a_display_is_an_error_not_an_abort(tmp_path: P
     ]
 
 
+def test_frames_discarded_at_a_stop_are_not_explained_as_a_live_sources_drops() -> None:
+    """A video file stopped by SIGTERM said "discarded at stop: 4 (not lost: a live source keeps the newest
+    frame)": a file is no live source, and those frames were read ahead when the stop came."""
+    from edgeseg.cli import summary
+    from edgeseg.sources import SourceStats
+    from edgeseg.stats import PipelineStats
+
+    stopped = PipelineStats(frames_read=290, frames_done=286, discarded=4)
+    lines = summary(stopped, SourceStats(frames=290), [], "stopped (SIGTERM)", {})
+    assert "discarded at stop: 4 (not lost: read ahead when the run was stopped)" in lines
+    busy = PipelineStats(frames_read=100, frames_done=93, drops={"infer": 5}, discarded=2)
+    lines = summary(busy, SourceStats(frames=100), [], "stopped (SIGTERM)", {})
+    assert (
+        "dropped while a stage was busy: 5 (infer 5) (not lost: a live source keeps the newest frame); "
+        "discarded at stop: 2 (not lost: read ahead when the run was stopped)"
+    ) in lines
+
+
 def test_the_summary_says_what_a_post_processing_budget_left_out_over_the_run(tmp_path: Path) -> None:
     run = ("run", "--source", "synthetic:parts", "--max-frames", "12")
     capped = edgeseg(*run, "--set", "postprocess.semantic.max_instances=2", cwd=tmp_path)
