@@ -202,6 +202,10 @@ class MqttSink:
             config.spool_max_bytes,
             config.spool_max_age_s,
         )
+        # results and events an earlier run left in the spool: sent by this one, acknowledged beside its own
+        left = self.spool.stats().depth_by_topic
+        self._results_carried = left.get(self.topics.results, 0)
+        self._events_carried = left.get(self.topics.events, 0)
         self.publisher = Publisher(
             self.address,
             credentials,
@@ -522,8 +526,9 @@ class MqttSink:
             )
             stored = "messages (" + ", ".join(f"{n} {kind}" for n, kind in kinds if n) + ")"
         lines = [
-            f"mqtt {self.address} as {self.topics.base}: {self._results_spooled} results spooled, "
-            f"{link.delivery.acked_by_topic.get(self.topics.results, 0)} acknowledged by the broker, "
+            f"mqtt {self.address} as {self.topics.base}: {self._results_spooled} results spooled"
+            + (f" ({self._results_carried} more left by an earlier run)" if self._results_carried else "")
+            + f", {link.delivery.acked_by_topic.get(self.topics.results, 0)} acknowledged by the broker, "
             f"{link.reconnects} reconnects"
         ]
         if link.ended is not None:
@@ -559,8 +564,9 @@ class MqttSink:
         if cap.published or cap.suppressed:
             lines.append(
                 # spooled, not published: with the broker down none of them left the machine
-                f"mqtt: {self._events_spooled} events spooled, "
-                f"{link.delivery.acked_by_topic.get(self.topics.events, 0)} acknowledged by the broker"
+                f"mqtt: {self._events_spooled} events spooled"
+                + (f" ({self._events_carried} more left by an earlier run)" if self._events_carried else "")
+                + f", {link.delivery.acked_by_topic.get(self.topics.events, 0)} acknowledged by the broker"
                 + (
                     f", {cap.suppressed} suppressed (over sinks.mqtt.max_events_per_s)"
                     if cap.suppressed
