@@ -423,7 +423,7 @@ def _run_with(args: argparse.Namespace, signals: _Signals, notifier: Notifier, h
         accuracy = AccuracySink() if parse_uri(config.source.uri).scheme == "synthetic" else None
         setup = ControlSetup(
             base=loaded.base,
-            file=loaded.file,
+            file=loaded.file if args.pipeline is not None else None,  # none named: the bundled demo
             tuning=loaded.tuning.path,
             reloader=lambda: load_pipeline(args).base,
         )

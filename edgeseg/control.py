@@ -139,7 +139,8 @@ class Control:
         card: the loaded model's card (its task decides which keys apply, its values fill the nulls).
         base: the configuration the files and flags give, without saved tuning: what :meth:`save` compares
             against. Default: ``config``.
-        file: the pipeline YAML (for messages, reload and write-back); default the demo pipeline.
+        file: the pipeline YAML (for messages, reload and write-back); ``None``: none was named, the bundled
+            demo runs and saving into the YAML is refused (it would rewrite the checkout's or install's copy).
         tuning: where :meth:`save` writes; ``None``: saving is refused.
         reloader: loads the files again (SIGHUP); ``None``: reload is refused.
         sensor_crops: the ROI is applied on the sensor at start (IMX500): ``source.roi`` needs a restart.
@@ -160,6 +161,7 @@ class Control:
 
         self.card = card
         self.file = file or DEFAULT_PIPELINE
+        self._named = file is not None
         self.tuning = tuning
         self._reloader = reloader
         self._sensor_crops = sensor_crops
@@ -355,6 +357,11 @@ class Control:
             config = self._snap.config
             assert config is not None
             if into_yaml:
+                if not self._named:
+                    raise ConfigError(
+                        "no pipeline file was named (the bundled demo runs): name one to save into it, "
+                        "or save into the state directory"
+                    )
                 from edgeseg.yamledit import write_back
 
                 write_back(self.file, changes)

@@ -333,3 +333,25 @@ def test_two_updates_racing_leave_the_retained_state_at_the_value_in_effect(tmp_
         publisher.close(0)
         spool.close()
     assert not stale
+
+
+def test_a_save_into_yaml_with_no_pipeline_named_refuses_and_leaves_the_bundled_demo_as_it_was(
+    tmp_path: Path, broker: Broker, collector: Collector
+) -> None:
+    """``edgeseg run`` with no pipeline argument runs the bundled demo: "save into YAML" rewrote the
+    checkout's (or the install's) ``pipelines/demo.yaml``."""
+    demo = Path(__file__).resolve().parents[1] / "pipelines" / "demo.yaml"
+    before = demo.read_bytes()
+    try:
+        with Edgeseg(tmp_path, broker.url) as run:
+            assert collector.wait(lambda: collector.on(f"{BASE}/status"), 60), run.output()
+            collector.publish(f"{BASE}/config/{SCORE}/set", b"0.35")
+            assert _reply_to(collector, f"{BASE}/config/{SCORE}/set")["ok"] is True
+            collector.publish(f"{BASE}/config/save", b"yaml")
+            reply = _reply_to(collector, f"{BASE}/config/save")
+        assert demo.read_bytes() == before
+        assert reply["ok"] is False
+        assert "no pipeline file was named" in reply["rejected"]["payload"], reply
+        assert "\n" not in reply["rejected"]["payload"]
+    finally:
+        demo.write_bytes(before)
