@@ -313,3 +313,19 @@ def test_tune_with_no_display_is_refused_in_one_line_and_opens_no_window(
         "edgeseg: error: --tune: tune mode is the display window, which --no-display turns off; drop one"
     ]
     assert not out.exists()  # nothing ran
+
+
+def test_tune_with_no_display_says_the_tune_window_needs_one_not_to_run_with_no_display(
+    tmp_path: Path,
+) -> None:
+    """With no display the error said "run with --no-display", which --tune refuses."""
+    out = tmp_path / "o.jsonl"
+    cmd = [sys.executable, "-m", "edgeseg", "run", "--tune", "--source", "synthetic:parts",
+           "--max-frames", "2", "--output", str(out), "--state-dir", str(tmp_path / "state")]  # fmt: skip
+    done = subprocess.run(cmd, env=edgeseg_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "edgeseg: error: sinks.display: no display: DISPLAY and WAYLAND_DISPLAY are unset "
+        "(tune mode is the display window: run it where there is one, or tune with --web)"
+    ]
+    assert not out.exists()

@@ -139,7 +139,13 @@ class DisplaySink:
     def __init__(self, window: str = "edgeseg", ctx: SinkContext | None = None, tune: bool = False) -> None:
         problem = display_problem()
         if problem is not None:
-            raise ConfigError(f"sinks.display: {problem} (run with --no-display)")
+            # --tune refuses --no-display: under it the way out is a display, or the web page's sliders
+            hint = (
+                "tune mode is the display window: run it where there is one, or tune with --web"
+                if tune
+                else "run with --no-display"
+            )
+            raise ConfigError(f"sinks.display: {problem} ({hint})")
         _qt_fonts()
         self.window = window
         self.ctx = SinkContext() if ctx is None else ctx
