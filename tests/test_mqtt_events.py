@@ -149,6 +149,27 @@ def test_discovery_has_a_sensor_per_zone_figure_and_class() -> None:
     jsonschema.validate(doc, load_schema("discovery"))
 
 
+def test_zone_sensors_whose_names_join_alike_get_distinct_keys_and_the_others_keep_theirs() -> None:
+    """Zone ``a`` with class ``b_c`` and zone ``a_b`` with class ``c`` both made ``zone_a_b_c_inside``: one
+    Home Assistant sensor overwrote the other."""
+    topics = Topics("edgeseg", "cam1", "homeassistant")
+    doc = json.loads(discovery_payload(topics, "m", ["b_c", "c"], False, (), ["a", "a_b"], ["a", "a_b"]))
+    cmps = doc["cmps"]
+    for kind, figures, level in (
+        ("zone", ("inside", "entered", "exited"), "zones"),
+        ("line", ("in", "out"), "lines"),
+    ):
+        sensors = [c for c in cmps.values() if c["state_topic"].startswith(f"edgeseg/cam1/{level}/")]
+        assert len(sensors) == 2 * 2 * len(figures)  # every zone, class and figure has its own
+        assert len({c["unique_id"] for c in sensors}) == len(sensors)
+        assert cmps[f"{kind}1_a_b_c_{figures[0]}"]["state_topic"] == f"edgeseg/cam1/{level}/a/b_c"
+        assert cmps[f"{kind}3_a_b_c_{figures[0]}"]["state_topic"] == f"edgeseg/cam1/{level}/a_b/c"
+        # the pairs that collide with none keep the keys they had
+        assert cmps[f"{kind}_a_c_{figures[0]}"]["state_topic"] == f"edgeseg/cam1/{level}/a/c"
+        assert cmps[f"{kind}_a_b_b_c_{figures[0]}"]["state_topic"] == f"edgeseg/cam1/{level}/a_b/b_c"
+    jsonschema.validate(doc, load_schema("discovery"))
+
+
 def test_the_classes_no_instance_has_are_never_counted_nor_announced(tmp_path: Path) -> None:
     # a semantic model's background and its contact class (where parts touch) are classes of its map, not
     # of parts: no count topic, no Home Assistant sensor

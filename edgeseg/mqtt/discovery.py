@@ -11,6 +11,7 @@ empty retained payload on the same topic removes the device (``edgeseg mqtt forg
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -104,11 +105,12 @@ def discovery_payload(
         ),
         ("line", lines, (("in", "total_increasing"), ("out", "total_increasing"))),
     ):
+        keys = _figure_keys(kind, names, counted_classes)
         for name in names:
             for cls in counted_classes:
                 topic = topics.zone_counts(name, cls) if kind == "zone" else topics.line_counts(name, cls)
                 for figure, state_class in figures:
-                    key = f"{kind}_{topic_name(name)}_{topic_name(cls)}_{figure}"
+                    key = f"{keys[name, cls]}_{figure}"
                     cmps[key] = {
                         "p": "sensor",
                         "unique_id": uid(key),
@@ -169,6 +171,19 @@ def discovery_payload(
         "cmps": cmps,
     }
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _figure_keys(kind: str, names: Sequence[str], classes: Sequence[str]) -> dict[tuple[str, str], str]:
+    """The start of the keys of each zone's (or line's) sensors per class: ``zone_<zone>_<class>``, or, where
+    that is another pair's too (zone ``a`` with class ``b_c`` and zone ``a_b`` with class ``c``: one sensor
+    overwrote the other), ``zone<n>_<zone>_<class>`` with ``n`` the zone's length, which no other pair shares.
+    The keys of the pairs that collide with none stay as they were (Home Assistant keeps their history)."""
+    plain = {(n, c): f"{kind}_{topic_name(n)}_{topic_name(c)}" for n in names for c in classes}
+    uses = Counter(plain.values())
+    return {
+        (n, c): key if uses[key] == 1 else f"{kind}{len(topic_name(n))}_{topic_name(n)}_{topic_name(c)}"
+        for (n, c), key in plain.items()
+    }
 
 
 def components(payload: bytes) -> dict[str, str]:
