@@ -9,8 +9,8 @@ is allowed, e.g. ``sinks.jsonl.mask_format: must be one of rle, polygon, none (g
 origin is added in brackets. Unknown keys are errors (with a "did you mean").
 
 Paths: relative paths written in the YAML file (``model.path``, ``model.engine_cache_dir``,
-``source.imx500_network``, a file ``source.uri``, plain or ``file:``, and a ``picamera2:`` URI's
-``network``) are relative to the YAML file's folder; relative paths
+``source.imx500_network``, a file ``source.uri``, plain or ``file:``, a ``picamera2:`` URI's
+``network`` and ``pipeline.state_dir``) are relative to the YAML file's folder; relative paths
 given by ``--set`` or the environment are relative to the current directory. Output paths (``sinks.*.path``)
 are kept as written (relative to the directory the pipeline runs in).
 """
@@ -591,8 +591,11 @@ class _Loader(Validator):
         cache = model.engine_cache_dir and Path(
             self._path(str(model.engine_cache_dir), "model.engine_cache_dir")
         )
+        state = config.pipeline.state_dir
+        state = state and Path(self._path(str(state), "pipeline.state_dir"))
         return replace(
             config,
+            pipeline=replace(config.pipeline, state_dir=state),
             source=replace(src, uri=uri, imx500_network=network),
             model=replace(
                 model, path=Path(self._path(str(model.path), "model.path")), engine_cache_dir=cache

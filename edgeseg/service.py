@@ -113,9 +113,9 @@ def _absolute(value: str, base: Path) -> str | None:
 
 def installed_pipeline(pipeline: Path) -> str:
     """The text of ``/etc/edgeseg/NAME.yaml``: the pipeline with the paths that are relative to its folder
-    (``model.path``, ``model.engine_cache_dir``, ``source.imx500_network``, a file ``source.uri``, a
-    ``picamera2:`` URI's network) made absolute, comments and layout kept; it loads to the same configuration
-    from any folder."""
+    (``model.path``, ``model.engine_cache_dir``, ``source.imx500_network``, ``pipeline.state_dir``, a file
+    ``source.uri``, a ``picamera2:`` URI's network) made absolute, comments and layout kept; it loads to the
+    same configuration from any folder."""
     from edgeseg.config import load_config
     from edgeseg.yamledit import write_back
     from edgeseg.yamlfile import read_yaml
@@ -124,7 +124,12 @@ def installed_pipeline(pipeline: Path) -> str:
     raw = read_yaml(pipeline, "pipeline file", ConfigError) or {}
     base = pipeline.resolve().parent
     changes: dict[str, str] = {}
-    keys = [("model", "path"), ("model", "engine_cache_dir"), ("source", "imx500_network")]
+    keys = [
+        ("model", "path"),
+        ("model", "engine_cache_dir"),
+        ("source", "imx500_network"),
+        ("pipeline", "state_dir"),
+    ]
     for section, key in keys:
         value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
         fixed = _absolute(value, base) if isinstance(value, str) else None

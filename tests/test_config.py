@@ -114,6 +114,18 @@ def test_relative_paths_in_the_file_follow_the_file_and_overrides_follow_the_cwd
     assert load_config(path, ["model.path=x.onnx"], env={}).model.path == Path("x.onnx")
 
 
+def test_a_relative_state_dir_in_the_file_follows_the_file_and_one_typed_follows_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pipeline.state_dir: state`` was the current directory's: a run from elsewhere kept its spool and
+    saved tuning in another folder, unlike every other path in the file."""
+    (tmp_path / "site").mkdir()
+    path = _write(tmp_path / "site", M + "pipeline: {state_dir: state}\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(path, env={}).pipeline.state_dir == tmp_path / "site" / "state"
+    assert load_config(path, ["pipeline.state_dir=here"], env={}).pipeline.state_dir == Path("here")
+
+
 def test_a_relative_file_uri_in_the_file_follows_the_file_as_a_plain_path_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

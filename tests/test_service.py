@@ -253,6 +253,18 @@ def test_installed_pipeline_makes_a_relative_file_uri_absolute_as_a_plain_path(t
     assert installed.source.uri == str(tmp_path / "site" / "clips" / "door.mp4")
 
 
+def test_installed_pipeline_makes_a_relative_state_dir_absolute(tmp_path: Path) -> None:
+    """A relative ``pipeline.state_dir`` was left as written in /etc/edgeseg: the service's was under /etc."""
+    (tmp_path / "site").mkdir()
+    pipeline = tmp_path / "site" / "door.yaml"
+    pipeline.write_text(_demo().replace("  queue_size: 2\n", "  queue_size: 2\n  state_dir: state\n"))
+    install(InstallOptions("door", pipeline, tmp_path / "root", start=False))
+    text = (tmp_path / "root/etc/edgeseg/door.yaml").read_text()
+    assert f"state_dir: {tmp_path / 'site' / 'state'}" in text
+    installed = load_config(tmp_path / "root/etc/edgeseg/door.yaml", env={})
+    assert installed.pipeline.state_dir == tmp_path / "site" / "state"
+
+
 def test_a_video_under_home_named_by_a_file_uri_is_shown_to_the_service(tmp_path: Path) -> None:
     # ProtectHome hid it (only a plain path's folder was bound): the service ended 'file not found'
     pipeline = tmp_path / "door.yaml"
