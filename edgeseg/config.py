@@ -555,11 +555,16 @@ class _Loader(Validator):
         src, model = config.source, config.model
         from edgeseg.sources import parse_uri
 
+        uri = src.uri
+        beside = self._path(uri.strip(), "source.uri")
+        if beside != uri.strip() and os.path.exists(beside):
+            # a file beside the pipeline named like a scheme (rec-10:00.mp4) is that file, as parse_uri takes
+            # one in the current directory: it was an unknown scheme when run from another folder
+            uri = beside
         try:
-            parsed = parse_uri(src.uri)
+            parsed = parse_uri(uri)
         except EdgesegError as e:
             raise self.fail("source.uri", str(e)) from None
-        uri = src.uri
         if parsed.scheme == "file":
             path = self._path(parsed.target, "source.uri")
             # a file: URI's relative path follows the file as a plain one does (file:clips/a.mp4 was the

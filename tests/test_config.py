@@ -147,6 +147,27 @@ def test_a_relative_file_uri_in_the_file_follows_the_file_as_a_plain_path_does(
     assert load_config(path, ["source.uri=file:clips/a.avi"], env={}).source.uri == "file:clips/a.avi"
 
 
+def test_a_file_named_like_a_scheme_beside_the_pipeline_is_its_source_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``uri: rec-10:00.avi`` was a file only where the current directory held it: from another folder it was
+    an unknown scheme ``rec-10``, although the other relative paths in the file follow the file."""
+    (tmp_path / "site").mkdir()
+    video = tmp_path / "site" / "rec-10:00.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    writer.write(np.zeros((24, 32, 3), np.uint8))
+    writer.release()
+    path = _write(tmp_path / "site", M + "source: {uri: 'rec-10:00.avi'}\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(path, env={})
+    assert config.source.uri == str(video)
+    source = open_source(config.source)
+    try:
+        assert source.read() is not None
+    finally:
+        source.close()
+
+
 def test_a_relative_network_in_a_picamera2_uri_follows_the_file_as_source_imx500_network_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
