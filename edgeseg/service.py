@@ -48,6 +48,10 @@ OPTIONAL_NODES = ("/dev/vchiq",)
 # what ProtectHome= hides
 HOMES = (Path("/home"), Path("/root"), Path("/run/user"))
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+# the longest file name install writes is replace_file's temp file for the config, ".NAME.yaml.XXXXXXXX.tmp":
+# 19 characters more than NAME within a file name's 255 (the unit name edgeseg@NAME.service, 16 more, is
+# within systemd's 255 then too)
+NAME_MAX = 255 - len("..yaml.XXXXXXXX.tmp")
 
 
 def unit_file(name: str) -> str:
@@ -59,6 +63,8 @@ def check_name(name: str) -> str:
     """Instance names are file names and ``%i``: letters, digits, ``_ . -`` (no systemd escaping needed)."""
     if not name or not set(name) <= NAME_CHARS or name.startswith((".", "-")):
         raise ConfigError(f"service name {name!r}: use letters, digits, '_', '.' or '-' (e.g. front-door)")
+    if len(name) > NAME_MAX:
+        raise ConfigError(f"service name {name[:20]}...: {len(name)} characters, at most {NAME_MAX}")
     return name
 
 

@@ -321,6 +321,19 @@ def test_install_error_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+def test_a_name_of_236_characters_installs_and_a_longer_one_is_refused_naming_the_limit(
+    tmp_path: Path,
+) -> None:
+    """236 is what the longest file install writes (the config's temp file) leaves of a file name's 255."""
+    longest, too_long = tmp_path / "longest", tmp_path / "too-long"
+    _install(longest, "a" * 236)
+    assert (longest / f"etc/edgeseg/{'a' * 236}.yaml").is_file()
+    too_long.mkdir()
+    with pytest.raises(ConfigError, match=r"237 characters, at most 236$"):
+        _install(too_long, "a" * 237)
+    assert list(too_long.iterdir()) == []
+
+
 def test_install_where_it_may_not_write_is_one_line_naming_the_folder_and_exit_status_2(
     tmp_path: Path,
 ) -> None:
