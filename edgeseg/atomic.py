@@ -1,13 +1,19 @@
 """Files replaced whole (saved tuning, an edited pipeline, a TensorRT engine, a systemd unit): a crash or a
 power cut leaves the old file or the new one, never half of one, and the new one is on the disk once the call
-returns."""
+returns. What such a crash leaves beside it is a temp file, which :func:`remove_leftovers` removes."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import re
 import tempfile
 from pathlib import Path
+
+# replace_file's temp names: mkstemp's ".NAME." prefix, its 8 random characters (tempfile's
+# _RandomNameSequence: a-z, 0-9, '_') and the ".tmp" suffix
+TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
 
 
 def replace_file(path: Path, data: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
@@ -17,6 +23,8 @@ def replace_file(path: Path, data: bytes, mode: int = 0o644, owner: tuple[int, i
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
+            # held until closed, after the rename: it tells remove_leftovers this write from a crashed one's
+            fcntl.flock(out, fcntl.LOCK_EX)
             if owner is not None:
                 with contextlib.suppress(OSError):  # only root may give a file away
                     os.fchown(out.fileno(), *owner)
@@ -24,7 +32,7 @@ def replace_file(path: Path, data: bytes, mode: int = 0o644, owner: tuple[int, i
             out.write(data)
             out.flush()
             os.fsync(out.fileno())  # the rename must not reach the disk before the data
-        os.replace(tmp, path)
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -35,3 +43,24 @@ def replace_file(path: Path, data: bytes, mode: int = 0o644, owner: tuple[int, i
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+def remove_leftovers(folder: Path, target: re.Pattern[str]) -> list[Path]:
+    """Remove the temp files that :func:`replace_file` left in ``folder`` when it was killed writing a file
+    whose name fullmatches ``target``; the ones removed. A write under way keeps its own: it holds its lock,
+    and before it has the lock its file is empty, which is skipped (an empty leftover costs no room). Raises
+    OSError when ``folder`` cannot be listed."""
+    removed = []
+    for path in sorted(folder.iterdir()):
+        name = TEMP_NAME.fullmatch(path.name)
+        if name is None or target.fullmatch(name["target"]) is None:
+            continue
+        with contextlib.suppress(OSError), path.open("rb") as temp:  # (gone meanwhile: renamed or removed)
+            try:
+                fcntl.flock(temp, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            if os.fstat(temp.fileno()).st_size > 0:
+                path.unlink()
+                removed.append(path)
+    return removed

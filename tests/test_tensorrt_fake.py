@@ -973,3 +973,52 @@ def test_an_engine_the_disk_cannot_hold_is_a_one_line_error_after_the_stale_ones
     assert done.stdout.startswith("model.engine_cache_dir: cannot write the engine to "), done.stdout
     assert "(File too large)" in done.stdout
     assert list((tmp_path / "engines").iterdir()) == []  # the stale engine gone, no temporary file left
+
+
+def test_a_build_removes_the_temp_file_of_an_engine_write_a_crash_cut_short_but_not_one_under_way(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process killed while it wrote an engine left ``.NAME.engine.XXXXXXXX.tmp`` (hundreds of MB on a
+    Jetson) in the cache for good. Here a real writer stops itself just before its rename (the audit event of
+    os.replace), its engine written: another build must leave that file while it lives, and remove it once
+    the writer has been killed."""
+    cache = tmp_path / "engines"
+    cache.mkdir()
+    script = textwrap.dedent(
+        """
+        import os, signal, sys
+        from pathlib import Path
+        from edgeseg.atomic import replace_file
+
+        def stop_before_the_rename(event, args):
+            if event == "os.rename":
+                print("written", flush=True)
+                os.kill(os.getpid(), signal.SIGSTOP)
+
+        sys.addaudithook(stop_before_the_rename)
+        replace_file(Path(sys.argv[1]), b"ENGINE:" + b"x" * 4096)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    other = cache / f"other-fp32-{'0' * 20}.engine"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", script, str(other)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "written\n"
+        (temp,) = cache.glob(f".{other.name}.*.tmp")
+        cuda = FakeCuda()
+        _backend(tmp_path, make_trt(cuda, version="10.3.0"), cuda).close()
+        assert temp.exists()  # its writer lives
+        writer.kill()
+        writer.wait(timeout=10)
+        with caplog.at_level(logging.INFO, logger="edgeseg.backends.tensorrt"):
+            _backend(tmp_path, make_trt(cuda, version="10.7.0"), cuda).close()
+    finally:
+        writer.kill()
+        writer.wait(timeout=10)
+        writer.stdout.close()  # type: ignore[union-attr]
+    assert not temp.exists()
+    assert f"removed {temp} (an engine's write that a crash or power cut cut short)" in caplog.text
+    assert not other.exists()

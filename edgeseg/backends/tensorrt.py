@@ -13,7 +13,8 @@
   those another running process holds, and logs each one removed, before it is written (on a full disk
   they are its room; a write the disk still refuses is a one-line ConfigError).
   The file is written to a temporary name, synced and renamed, so a crash mid-write or a power cut never
-  leaves a torn engine; it is readable by all (an engine holds no secret, and a manual run may share the
+  leaves a torn engine (the next build removes such a temporary file, unless its write is still under way);
+  it is readable by all (an engine holds no secret, and a manual run may share the
   service's cache). The ONNX file is parsed from its path so that external weight files are found; a model
   with dynamically quantized convolutions (``ConvInteger``, which TensorRT cannot import) is given to it with
   float ones instead (:mod:`edgeseg.floatconv`), unless ``float_convs`` is False.
@@ -52,7 +53,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeseg import floatconv
-from edgeseg.atomic import replace_file
+from edgeseg.atomic import remove_leftovers, replace_file
 from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, Outputs
 from edgeseg.errors import ConfigError, MissingDependencyError, ModelError
 from edgeseg.modelcard import ModelCard, check_yolo_seg_outputs, file_sha256
@@ -400,6 +401,8 @@ class TensorRTBackend:
         data = bytes(plan)
         # the stale engines go first: on a disk they filled, theirs is the room this one needs
         with contextlib.suppress(OSError):  # (an unreadable cache folder: nothing to prune)
+            for temp in remove_leftovers(self.cache_dir, ENGINE_NAME):
+                log.info("removed %s (an engine's write that a crash or power cut cut short)", temp)
             prune_engines(self.engine_path)
         try:
             self._write_engine(data)
