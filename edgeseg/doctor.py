@@ -12,7 +12,7 @@ import stat
 import statistics
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -435,7 +435,8 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
         fix = "set model.engine_cache_dir: null (engines then go to the state directory, its one writable)"
         out.append(Check(area, "engine cache", inside, str(cache), fix))
     stop = _stop_check(name, settings, config)
-    return [*out, *([stop] if stop else []), _watchdog_check(name, settings, config)]
+    watchdog = _watchdog_check(name, settings, config, layout.at(cache or state / "engines"))
+    return [*out, *([stop] if stop else []), watchdog]
 
 
 def _hidden_by_protect_home(path: Path, settings: Mapping[str, list[str]]) -> bool:
@@ -506,8 +507,12 @@ def _stop_check(name: str, settings: Mapping[str, list[str]], config: PipelineCo
     return Check("service", "stop timeout", needed <= limit, detail, fix)
 
 
-def _watchdog_check(name: str, settings: Mapping[str, list[str]], config: PipelineConfig) -> Check:
-    """Time preprocess + inference + decode of a blank frame and compare the worst with WatchdogSec=."""
+def _watchdog_check(
+    name: str, settings: Mapping[str, list[str]], config: PipelineConfig, engines: Path
+) -> Check:
+    """Time preprocess + inference + decode of a blank frame and compare the worst with WatchdogSec=. A
+    TensorRT model runs with the service's engine from ``engines``, never one built here: that takes minutes
+    and hundreds of MB, in the cache of the user running doctor, which the service never reads."""
     import numpy as np
 
     from edgeseg.errors import EdgesegError
@@ -529,7 +534,9 @@ def _watchdog_check(name: str, settings: Mapping[str, list[str]], config: Pipeli
     if config.model.backend == "imx500":
         return Check(area, "watchdog", True, f"WatchdogSec={watchdog:g} s; inference runs on the sensor")
     try:
-        stages = ModelStages.from_config(config)
+        stages = ModelStages.from_config(
+            replace(config, model=replace(config.model, engine_cache_dir=engines)), build_engine=False
+        )
     except EdgesegError as exc:  # (a missing model or backend: one failing check, not the end of the report)
         return Check(area, "watchdog", False, f"WatchdogSec={watchdog:g} s; cannot time the model: {exc}")
     try:

@@ -110,15 +110,16 @@ class ModelStages:
         self.inference_nice = inference_nice  # nice steps below the pipeline (edgeseg.priority)
 
     @classmethod
-    def from_config(cls, config: PipelineConfig) -> ModelStages:
+    def from_config(cls, config: PipelineConfig, build_engine: bool = True) -> ModelStages:
         """Load (and warm up) the configured model with the configured ROI and post-processing, on a thread
         as far below the caller's priority as inference will run (``model.nice``: the backend's thread
-        pools start there)."""
+        pools start there). ``build_engine``: False refuses (ModelError) a TensorRT engine not cached."""
         from edgeseg.control import snapshot
         from edgeseg.model import Model, inference_options
 
         nice = config.model.nice if lowers(config.model.nice) else 0
-        model = call_lowered(lambda: Model.load(config.model.path, inference_options(config)), nice)
+        options = replace(inference_options(config), build_engine=build_engine)
+        model = call_lowered(lambda: Model.load(config.model.path, options), nice)
         return cls(model, snapshot(config, model.card), 0 if could_not_lower() else nice)
 
     @property

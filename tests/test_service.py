@@ -10,7 +10,10 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import numpy as np
 import pytest
 from mqtt_harness import Broker
 
@@ -18,7 +21,7 @@ from edgeseg import service
 from edgeseg.config import load_config
 from edgeseg.doctor import Check, service_checks, timespan_s
 from edgeseg.errors import ConfigError
-from edgeseg.service import InstallOptions, home_binds, install, uninstall, unit_file
+from edgeseg.service import InstallOptions, home_binds, install, prepare, uninstall, unit_file
 from edgeseg.sources import make_source
 
 REPO = Path(__file__).resolve().parents[1]
@@ -512,6 +515,52 @@ def test_doctor_service_on_a_missing_model_says_to_fix_the_path_not_its_permissi
     etc.write_text(etc.read_text().replace("demo-parts.onnx", "missing.onnx"))
     (model,) = [c for c in service_checks("front-door", tmp_path) if c.name == "model"]
     assert (model.ok, model.fix) == (False, "fix model.path")
+
+
+def _fake_tensorrt(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """tests/test_tensorrt_fake's stand-ins for tensorrt and pycuda.driver, importable as those, with engines
+    of the demo model's tensors (all outputs zero)."""
+    from test_tensorrt_fake import FakeCuda, make_trt
+
+    cuda = FakeCuda()
+    shape = [1, 1, 480, 640]
+    layout = [("image", "input", [1, 3, 480, 640])] + [
+        (name, "output", shape) for name in ("classes", "confidence", "contact")
+    ]
+    types = {"image": "uint8", "classes": "uint8", "contact": "uint8"}
+    zeros = {
+        name: np.zeros(shape, types.get(name, "float32")) for name in ("classes", "confidence", "contact")
+    }
+    trt = make_trt(cuda, layout, dtypes=types, compute=lambda _: zeros)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setitem(sys.modules, "pycuda", SimpleNamespace(driver=cuda))
+    monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
+    return trt
+
+
+def test_doctor_service_times_a_tensorrt_model_with_the_services_engine_and_builds_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watchdog check loaded the model as the user running doctor: with no engine in that user's cache
+    it built one there (minutes on a Jetson, hundreds of MB in root's ~/.local/state), never the service's."""
+    trt = _fake_tensorrt(monkeypatch)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "doctor-state"))
+    monkeypatch.delenv("EDGESEG_ENGINE_CACHE", raising=False)
+    _group_file(tmp_path)
+    pipeline = tmp_path / "trt.yaml"
+    pipeline.write_text(_demo().replace("backend: onnxruntime", "backend: tensorrt"))
+    _install(tmp_path, pipeline=pipeline, jetson=False)
+    assert "no TensorRT engine" in _failed(service_checks("front-door", tmp_path), "watchdog")
+    assert trt.state.builds == 0
+    assert not (tmp_path / "doctor-state").exists()
+    # the service's start (its ExecStartPre= on a Jetson) builds it in its state directory: doctor times that
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "var/lib/edgeseg/front-door"))
+    prepare(load_config(tmp_path / "etc/edgeseg/front-door.yaml", env={}))
+    monkeypatch.delenv("STATE_DIRECTORY")
+    watchdog = next(c for c in service_checks("front-door", tmp_path) if c.name == "watchdog")
+    assert "WatchdogSec=60 s, worst frame" in watchdog.detail
+    assert (trt.state.builds, trt.state.deserialized) == (1, 2)  # prepare's build, and its load and doctor's
+    assert not (tmp_path / "doctor-state").exists()
 
 
 def test_doctor_service_fails_when_a_group_of_the_unit_does_not_exist(tmp_path: Path) -> None:

@@ -30,7 +30,8 @@ class InferenceOptions:
     (0 = one per usable core), whether idle intra-op threads ``spin`` (None = only where cores are left
     over for them), whether dynamically quantized convolutions run as float ones (``float_convs``, None =
     with ONNX Runtime on an x86-64 CPU or before 1.24, with TensorRT always; see :mod:`edgeseg.floatconv`),
-    ``fp16`` TensorRT engines, and where TensorRT engines are cached."""
+    ``fp16`` TensorRT engines, where TensorRT engines are cached, and whether one not in that cache may be
+    built (``build_engine``: not by doctor, whose timing must not cost minutes and hundreds of MB)."""
 
     backend: str = "onnxruntime"
     providers: tuple[str, ...] = ()
@@ -39,6 +40,7 @@ class InferenceOptions:
     float_convs: bool | None = None
     fp16: bool = False
     engine_cache_dir: Path | None = None
+    build_engine: bool = True
 
 
 class Backend(Protocol):

@@ -282,6 +282,7 @@ class TensorRTBackend:
                 "whose precision comes from the ONNX file): set fp16: false or export the model in float16"
             )
         self.cache_dir = options.engine_cache_dir or default_cache_dir()
+        self.may_build = options.build_engine
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._device: dict[str, Any] = {}
         self._host: dict[str, NDArray[Any]] = {}
@@ -326,6 +327,12 @@ class TensorRTBackend:
                 return engine
             log.warning("cached engine %s does not deserialize here; rebuilding it", self.engine_path)
             self._held.close()
+        if not self.may_build:
+            raise ModelError(
+                f"model {self.card.name!r}: no TensorRT engine for it (TensorRT {self.trt.__version__}, "
+                f"{self.gpu}, fp16={self.fp16}) in {self.cache_dir} yet: its first run or `edgeseg service "
+                "prepare` builds it (minutes)"
+            )
         plan = self.build_engine()
         self._held = hold_engine(self.engine_path)
         engine = runtime.deserialize_cuda_engine(plan)
