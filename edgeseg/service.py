@@ -496,14 +496,13 @@ def command(args: argparse.Namespace) -> int:
 
 
 def installed(root: Path, name: str) -> Mapping[str, Path]:
-    """The installed unit files of ``name`` that exist, in systemd's order (template, then its drop-ins,
-    then the instance's, by file name): what :mod:`edgeseg.doctor` reads."""
+    """The installed unit files of ``name`` that exist, in systemd's order (template, then its drop-ins
+    and the instance's, by file name; an instance's drop-in hides the template's of the same name, as
+    ``systemctl edit`` writes override.conf for both): what :mod:`edgeseg.doctor` reads."""
     layout = Layout(root)
     unit = layout.at(f"{UNIT_DIR}/{TEMPLATE}")
-    dropins = [
-        *layout.at(f"{UNIT_DIR}/edgeseg@.service.d").glob("*.conf"),
-        *layout.at(f"{UNIT_DIR}/edgeseg@{name}.service.d").glob("*.conf"),
-    ]
+    dropins = {p.name: p for p in layout.at(f"{UNIT_DIR}/edgeseg@.service.d").glob("*.conf")}
+    dropins |= {p.name: p for p in layout.at(f"{UNIT_DIR}/edgeseg@{name}.service.d").glob("*.conf")}
     ordered = [unit] if unit.exists() else []
-    ordered += sorted(dropins, key=lambda p: p.name)
+    ordered += [dropins[n] for n in sorted(dropins)]
     return {str(p.relative_to(layout.root)): p for p in ordered}

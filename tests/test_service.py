@@ -563,6 +563,27 @@ def test_doctor_service_times_a_tensorrt_model_with_the_services_engine_and_buil
     assert not (tmp_path / "doctor-state").exists()
 
 
+@needs_analyze
+def test_doctor_service_reads_an_instance_drop_in_instead_of_the_templates_of_the_same_name(
+    tmp_path: Path,
+) -> None:
+    """`systemctl edit edgeseg@` and `systemctl edit edgeseg@front-door` both write override.conf: systemd
+    reads the instance's alone (verify warns only about its unknown key), doctor read both and so judged a
+    WatchdogSec=0 that the service never gets."""
+    _group_file(tmp_path)
+    _install(tmp_path)
+    units = tmp_path / "etc/systemd/system"
+    (units / "edgeseg@.service.d").mkdir(exist_ok=True)
+    (units / "edgeseg@.service.d/override.conf").write_text("[Service]\nWatchdogSec=0\nTemplateKey=1\n")
+    (units / "edgeseg@front-door.service.d/override.conf").write_text("[Service]\nInstanceKey=1\n")
+    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
+    assert "Unknown key 'InstanceKey'" in done.stderr
+    assert "TemplateKey" not in done.stderr
+    watchdog = next(c for c in service_checks("front-door", tmp_path) if c.name == "watchdog")
+    assert watchdog.ok, watchdog.detail
+    assert "WatchdogSec=60 s, worst frame" in watchdog.detail
+
+
 def test_doctor_service_fails_when_a_group_of_the_unit_does_not_exist(tmp_path: Path) -> None:
     _group_file(tmp_path, "root:x:0:\n")
     _install(tmp_path)
