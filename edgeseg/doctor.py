@@ -288,7 +288,10 @@ def timespan_s(text: str) -> float:
 
 def unit_settings(root: Path, name: str) -> dict[str, list[str]]:
     """The installed unit of ``edgeseg@NAME`` and its drop-ins, read as systemd would: key -> values in
-    order, an empty assignment resetting the list; ``%i`` expanded."""
+    order, an empty assignment resetting the list; ``%i`` and ``%%`` expanded (in one pass: the ``%i`` of
+    ``%%i`` is no specifier), the other specifiers kept."""
+    import re
+
     from edgeseg.service import installed
 
     out: dict[str, list[str]] = {}
@@ -297,7 +300,7 @@ def unit_settings(root: Path, name: str) -> dict[str, list[str]]:
             key, sep, value = line.strip().partition("=")
             if not sep or key.startswith(("#", ";", "[")):
                 continue
-            value = value.strip().replace("%i", name)
+            value = re.sub(r"%[i%]", lambda m: name if m[0] == "%i" else "%", value.strip())
             out[key.strip()] = [*out.get(key.strip(), []), value] if value else []
     return out
 
@@ -450,9 +453,10 @@ def _hidden_by_protect_home(path: Path, settings: Mapping[str, list[str]]) -> bo
     protect = (settings.get("ProtectHome") or ["no"])[-1]
     if protect not in ("yes", "true", "on", "1", "tmpfs") or not in_home(path):
         return False
-    # words as systemd reads them: quoted, '%%' for '%', an optional '-' prefix and ':DEST[:OPTIONS]'
+    # words as systemd reads them (unit_settings expanded '%%'): quoted, an optional '-' prefix and
+    # ':DEST[:OPTIONS]'
     values = [v for key in ("BindPaths", "BindReadOnlyPaths") for v in settings.get(key, [])]
-    words = [w.replace("%%", "%").lstrip("-") for v in values for w in shlex.split(v)]
+    words = [w.lstrip("-") for v in values for w in shlex.split(v)]
     binds = {Path(c) for w in words for c in (w, w.split(":")[0])}
     return not any(b == path or b in path.parents for b in binds)
 

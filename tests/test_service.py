@@ -495,6 +495,25 @@ def test_doctor_service_fails_when_the_model_lies_in_a_home_folder_the_unit_hide
         assert _failed(service_checks("front-door", tmp_path), "model") == ""
 
 
+def test_doctor_service_sees_a_model_in_a_bound_home_folder_whose_name_has_percent_i(tmp_path: Path) -> None:
+    # install writes the folder with '%' doubled ("100%%ideal"): doctor expanded the %i in "%%i" to the
+    # instance name and said the model was hidden by ProtectHome=, where systemd binds "100%ideal"
+    import tempfile
+
+    if not any(Path.home() == h or h in Path.home().parents for h in (Path("/home"), Path("/root"))):
+        pytest.skip("the home folder is not under /home or /root")
+    _group_file(tmp_path)
+    with tempfile.TemporaryDirectory(dir=Path.home()) as home:
+        model = Path(home) / "100%ideal" / "demo-parts.onnx"
+        model.parent.mkdir()
+        shutil.copy(REPO / "models" / "demo-parts.onnx", model)
+        shutil.copy(REPO / "models" / "demo-parts.yaml", model.parent)  # (its card)
+        pipeline = tmp_path / "home.yaml"
+        pipeline.write_text(re.sub(r"(?m)^  path: .*demo-parts.onnx", f"  path: {model}", _demo()))
+        _install(tmp_path, pipeline=pipeline)
+        assert _failed(service_checks("front-door", tmp_path), "model") == ""
+
+
 def test_doctor_service_reports_a_missing_model_instead_of_ending_on_it(tmp_path: Path) -> None:
     # the watchdog check times the model: a model.path that names no file ended the whole report in
     # 'edgeseg: error: model file not found', the failing model check and every other one unshown
