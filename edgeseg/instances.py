@@ -9,6 +9,7 @@ objects costs memory in proportion to the objects, not to N x H x W. Coordinates
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -384,9 +385,9 @@ class Instances:
         """Inverse of :meth:`to_dict`. RLE masks come back bit-exact; polygon masks are rasterized (several
         polygons, as COCO writes an object in parts: their union)."""
         try:
-            h, w = int(doc["height"]), int(doc["width"])
+            h, w = _json_integer(doc["height"], "height"), _json_integer(doc["width"], "width")
             items = list(doc["instances"])
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # (overflow: json reads 1e400 as inf)
+        except (KeyError, TypeError) as exc:
             raise InputError(f"instances JSON needs 'height', 'width' and 'instances': {exc}") from None
         # no frame is larger: a document of a few bytes saying 30000 x 30000 had a polygon filled in 7 GB
         if not (0 < h <= MAX_SIDE and 0 < w <= MAX_SIDE):
@@ -422,6 +423,9 @@ class Instances:
             crops.append(crop)
             origins.append(origin)
 
+        for i, item in enumerate(items):
+            _check_fields(item, f"instances[{i}]")
+
         def column(key: str, dtype: type, shape: tuple[int, ...] = ()) -> NDArray[Any]:
             try:
                 return np.asarray([it[key] for it in items], dtype=dtype).reshape((len(items), *shape))
@@ -450,6 +454,39 @@ class Instances:
         if not isinstance(doc, dict):
             raise InputError("instances JSON must be an object")
         return cls.from_dict(doc)
+
+
+def _is_json_number(value: Any, integer: bool = False) -> bool:
+    """Whether ``value`` is what the results schema calls a number (an integer): finite, as JSON has no
+    inf or NaN (json reads 1e400 as inf), never a bool (json's true is a Python int), and for an integer
+    a whole one (JSON Schema counts 10.0 an integer; 10.9 is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or (math.isfinite(value) and (not integer or value.is_integer()))
+
+
+def _json_integer(value: Any, name: str) -> int:
+    if not _is_json_number(value, integer=True):
+        raise InputError(f"instances JSON {name} must be an integer, got {describe(value)}")
+    return int(value)
+
+
+def _check_fields(item: dict[str, Any], name: str) -> None:
+    """One instance's fields against the results schema (edgeseg/schemas/results.json), a one-line error
+    naming the first that breaks it: numpy would have read a score of 7 or inf, a class_id of -1, 10.9 as
+    10 and true as 1. (Missing fields and integers past their dtype are :meth:`Instances.from_dict`'s.)"""
+    for key, minimum in (("class_id", 0), ("area", 0), ("track_id", None)):
+        value = item.get(key, 0)
+        if not _is_json_number(value, integer=True) or (minimum is not None and value < minimum):
+            bound = "" if minimum is None else f" >= {minimum}"
+            raise InputError(f"{name}.{key} must be an integer{bound}, got {describe(value)}")
+    score = item.get("score", 0)
+    if not (_is_json_number(score) and 0 <= score <= 1):
+        raise InputError(f"{name}.score must be a number 0 to 1, got {describe(score)}")
+    for key in ("bbox_xyxy", "obb"):
+        values = item.get(key, [])
+        if not (isinstance(values, list) and all(_is_json_number(v) for v in values)):
+            raise InputError(f"{name}.{key} must be a list of numbers, got {describe(values)}")
 
 
 def _under(start: int, stop: int, scale: float, shift: float, first: int, n: int) -> NDArray[np.intp]:

@@ -431,9 +431,54 @@ def test_an_integer_too_large_for_its_field_is_a_one_line_error(key: str, value:
 
 
 def test_a_frame_size_of_1e400_is_a_one_line_error() -> None:
-    # (json reads 1e400 as inf, which int() refuses with an OverflowError: a traceback)
-    with pytest.raises(InputError, match="instances JSON needs 'height', 'width' and 'instances': cannot"):
+    # (json reads 1e400 as inf, which int() refused with an OverflowError: a traceback)
+    with pytest.raises(InputError, match=r"^instances JSON height must be an integer, got Infinity$"):
         Instances.from_json('{"height": 1e400, "width": 10, "instances": []}')
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("score", 7.0, r"instances\[1\].score must be a number 0 to 1, got 7.0"),
+        ("score", float("inf"), r"instances\[1\].score must be a number 0 to 1, got Infinity"),
+        ("score", -0.5, r"instances\[1\].score must be a number 0 to 1, got -0.5"),
+        ("score", True, r"instances\[1\].score must be a number 0 to 1, got true"),
+        ("class_id", -1, r"instances\[1\].class_id must be an integer >= 0, got -1"),
+        ("class_id", 2.5, r"instances\[1\].class_id must be an integer >= 0, got 2.5"),
+        ("class_id", True, r"instances\[1\].class_id must be an integer >= 0, got true"),
+        ("area", -16, r"instances\[1\].area must be an integer >= 0, got -16"),
+        ("track_id", 3.5, r"instances\[1\].track_id must be an integer, got 3.5"),
+        ("track_id", "7", r"instances\[1\].track_id must be an integer, got '7'"),
+        (
+            "bbox_xyxy",
+            [0, 0, True, 4],
+            r"instances\[1\].bbox_xyxy must be a list of numbers, got \[0, 0, true, 4\]",
+        ),
+        (
+            "obb",
+            [2, 2, float("nan"), 4, 0],
+            r"instances\[1\].obb must be a list of numbers, got \[2, 2, NaN, 4, 0\]",
+        ),
+    ],
+)
+def test_an_instance_field_outside_the_results_schema_is_refused_naming_the_instance(
+    key: str, value: object, message: str
+) -> None:
+    # (numpy read each as something: a score of 7 or inf, class -1, 2.5 as class 2, true as 1)
+    item = {"class_id": 1, "score": 0.5, "bbox_xyxy": [0, 0, 4, 4], "obb": [2, 2, 4, 4, 0], "area": 16}
+    item |= {"segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]], "track_id": 3}
+    doc = {"height": 10, "width": 10, "instances": [item, item | {key: value}]}
+    with pytest.raises(InputError, match=f"^{message}$"):
+        Instances.from_dict(doc)
+    assert len(Instances.from_dict(doc | {"instances": [item, item]})) == 2
+
+
+@pytest.mark.parametrize(("height", "message"), [(10.9, "10.9"), (True, "true"), ("10", "'10'")])
+def test_a_frame_size_that_is_not_a_whole_number_is_refused(height: object, message: str) -> None:
+    # (10.9 was read as 10 rows and true as 1)
+    with pytest.raises(InputError, match=f"^instances JSON height must be an integer, got {message}$"):
+        Instances.from_dict({"height": height, "width": 10, "instances": []})
+    assert Instances.from_dict({"height": 10.0, "width": 10, "instances": []}).image_shape == (10, 10)
 
 
 def test_instances_that_carry_polygons_serialize_those_as_they_are() -> None:
