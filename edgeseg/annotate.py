@@ -162,27 +162,50 @@ def _regions(
     thick: int,
 ) -> None:
     h, w = img.shape[:2]
-    size = np.asarray([w - 1, h - 1], np.float64)
+    # where membership changes: points scaled by (w, h) on pixel corners (zones.py), drawn to 1/16 px as
+    # OpenCV's coordinates are pixel centres; scaled by (w - 1, h - 1) and rounded, an edge was drawn up to
+    # a pixel from where a track's membership changes
+    size = np.asarray([w, h], np.float64)
+
+    def placed(points: Sequence[tuple[float, float]]) -> NDArray[np.float64]:
+        # an edge on the frame's border on its outer pixels (drawn half a pixel outside, the top and left
+        # ones were not seen); nothing lies outside the frame to be a member
+        return np.clip(np.asarray(points, np.float64) * size, 0.5, size - 0.5)
+
+    def fixed(p: NDArray[np.float64]) -> NDArray[np.int32]:
+        return np.round((p - 0.5) * (1 << OUTLINE_SHIFT)).astype(np.int32)
+
     for name, polygon in zones.items():
-        pts = np.rint(np.asarray(polygon, np.float64) * size).astype(np.int32)
-        cv2.polylines(img, [pts], True, REGION_COLOR, thick, lineType=cv2.LINE_AA)
+        corners = placed(polygon)
+        cv2.polylines(
+            img, [fixed(corners)], True, REGION_COLOR, thick, lineType=cv2.LINE_AA, shift=OUTLINE_SHIFT
+        )
         # at the top corner (the leftmost of a flat top): a triangle's bounding box may have its top-left
         # corner far outside it
-        top = min(pts.tolist(), key=lambda p: (p[1], p[0]))
-        _label(img, name, (top[0], top[1]), REGION_COLOR, scale)
+        top = min(corners.tolist(), key=lambda p: (p[1], p[0]))
+        _label(img, name, (int(top[0]), int(top[1])), REGION_COLOR, scale)
     for name, seg in lines.items():
-        a, b = (np.asarray(p, np.float64) * size for p in seg[:2])
-        cv2.line(img, tuple(np.rint(a).astype(int)), tuple(np.rint(b).astype(int)), REGION_COLOR, thick + 1)
+        a, b = placed(seg[:2])
+        cv2.line(
+            img,
+            tuple(fixed(a).tolist()),
+            tuple(fixed(b).tolist()),
+            REGION_COLOR,
+            thick + 1,
+            lineType=cv2.LINE_AA,  # (whole pixels otherwise: up to half a pixel off, the shift lost)
+            shift=OUTLINE_SHIFT,
+        )
         d = b - a
         n = np.asarray([-d[1], d[0]]) / max(float(np.hypot(*d)), 1e-9)  # the "in" side
         mid = (a + b) / 2
         tip = mid + n * max(8.0, 20 * scale)
         cv2.arrowedLine(
             img,
-            tuple(np.rint(mid).astype(int)),
-            tuple(np.rint(tip).astype(int)),
+            tuple(fixed(mid).tolist()),
+            tuple(fixed(tip).tolist()),
             REGION_COLOR,
             thick,
+            shift=OUTLINE_SHIFT,
             tipLength=0.4,
         )
         # at the top end, as a zone's: a diagonal's bounding box has its top-left corner far from the line

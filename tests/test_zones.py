@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numpy.typing import NDArray
 from test_pipeline import CollectSink, ListSource, SquareStages
 
 from edgeseg.config import config_json_schema, load_config
@@ -586,6 +587,33 @@ def test_the_annotator_draws_zones_and_lines_at_their_normalized_places() -> Non
     )  # the line
     assert amber[H // 2, round(0.9 * (W - 1)) - 1 : round(0.9 * (W - 1)) + 2].any()  # the zone's right edge
     assert not amber[H // 2, W // 4 : W // 3].any()
+
+
+@pytest.mark.parametrize("x", [0.3, 0.5, 0.61, 0.7503, 0.87, 0.9992])
+def test_a_zones_edge_and_a_line_are_drawn_where_membership_and_crossing_change(x: float) -> None:
+    # membership scales points by (w, h) on pixel corners (an anchor at x * W is on the edge); the drawing
+    # scaled by (w - 1, h - 1) and rounded to whole pixels: an edge near x = 1 was drawn a pixel inside
+    from edgeseg.annotate import annotate
+
+    def centre(row: NDArray[np.uint8], at: float) -> float:
+        """Where the drawing's ink in ``row`` around ``at`` is centred, in pixel-corner coordinates."""
+        lo, hi = int(at) - 4, min(int(at) + 5, len(row))
+        ink = row[lo:hi, 1].astype(np.float64)  # the amber's green
+        return float((ink * np.arange(lo, hi)).sum() / ink.sum()) + 0.5
+
+    empty = Instances.empty((H, W))
+    out = annotate(
+        np.zeros((H, W, 3), np.uint8), empty, zones={"z": ((0.1, 0.2), (x, 0.2), (x, 0.8), (0.1, 0.8))}
+    )
+    assert abs(centre(out[H // 2], x * W) - x * W) < 0.25
+    y = 0.95 * x  # (a line's thicker ink, cut by the frame's bottom, would be centred higher)
+    out = annotate(np.zeros((H, W, 3), np.uint8), empty, lines={"l": ((0.2, y), (0.8, y))})
+    assert abs(centre(out[:, W // 3], y * H) - y * H) < 0.25
+    # an edge on the frame's border is drawn on its outer pixels, not half a pixel outside (unseen)
+    out = annotate(np.zeros((H, W, 3), np.uint8), empty, zones={"z": ((0, 0), (x, 0), (x, 1), (0, 1))})
+    assert (out[0, W // 20 : int(x * W) - 2, 1] > 150).all()
+    assert (out[H // 4 : H // 2, 0, 1] > 150).all()
+    assert (out[H - 1, W // 20 : int(x * W) - 2, 1] > 150).all()
 
 
 def test_a_diagonal_lines_name_is_drawn_at_its_top_end_not_at_a_far_corner_of_its_bounding_box() -> None:
