@@ -140,6 +140,9 @@ def encode(
 
 def string_to_counts(s: str) -> list[int]:
     """Uncompressed counts from pycocotools' compressed string form."""
+    if not s.isascii():  # (str.encode's UnicodeEncodeError was a traceback)
+        at = next(k for k, ch in enumerate(s) if not ch.isascii())
+        raise InputError(f"RLE string has an invalid character {s[at]!r} at {at}")
     data = s.encode("ascii")
     counts: list[int] = []
     p = 0

@@ -97,11 +97,16 @@ def test_rle_counts_that_cannot_be_a_mask_of_the_image_are_a_clear_error(
 
 
 @pytest.mark.parametrize(
-    ("text", "message"), [("P", "ends in the middle of a count at 1"), ("2p", "'p' at 1")]
+    ("text", "message"),
+    [("P", "ends in the middle of a count at 1"), ("2p", "'p' at 1"), ("2\u00ff", "'\u00ff' at 1")],
 )
 def test_rle_strings_that_are_not_counts_are_a_clear_error(text: str, message: str) -> None:
+    # (a character past ASCII, in an instances JSON read back, was a UnicodeEncodeError traceback)
     with pytest.raises(InputError, match=message):
         rle.string_to_counts(text)
+    doc = {"height": 10, "width": 10, "instances": [{"segmentation": {"size": [10, 10], "counts": text}}]}
+    with pytest.raises(InputError, match=message):
+        Instances.from_dict(doc)
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools vs numpy 2
