@@ -504,10 +504,12 @@ def _under(start: int, stop: int, scale: float, shift: float, first: int, n: int
 def _polygon_vertices(coords: Any, i: int, k: int) -> NDArray[np.float32]:
     """``(K, 2)`` vertices of instance ``i``'s polygon ``k`` ``[x0, y0, x1, y1, ...]``, or a one-line error (a
     ragged, odd, textual or infinite list was a numpy traceback)."""
+    # numbers only: numpy's cast read "5" as 5 and true as 1
+    numbers = isinstance(coords, list) and all(_is_json_number(v) for v in coords)
     try:
-        flat = np.asarray(coords, dtype=np.float32)
-    except (TypeError, ValueError, OverflowError):
-        flat = np.zeros(1, np.float32)  # refused below, as an odd count
+        flat = np.asarray(coords if numbers else [0], dtype=np.float32)  # [0]: refused below, as odd
+    except OverflowError:  # an integer past float64's range
+        flat = np.zeros(1, np.float32)
     if flat.ndim != 1 or not flat.size or flat.size % 2 or not np.isfinite(flat).all():
         raise InputError(
             f"instances[{i}].segmentation[{k}] must be a polygon [x0, y0, x1, y1, ...] of finite numbers, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,12 +18,17 @@ from numpy.typing import NDArray
 from edgeseg.errors import InputError
 
 
-def decode_counts(counts: list[int], image_hw: tuple[int, int]) -> tuple[NDArray[np.bool_], tuple[int, int]]:
+def decode_counts(counts: list[Any], image_hw: tuple[int, int]) -> tuple[NDArray[np.bool_], tuple[int, int]]:
     """Tight bool crop and its origin (x, y) from uncompressed COCO counts; an empty mask gives a 0x0 crop."""
     h, w = image_hw
+    # whole numbers only (as JSON writes them): numpy's cast read 2.7 as 2, "5" as 5 and true as 1
+    whole = isinstance(counts, list) and all(
+        (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+        for v in counts
+    )
     try:
         c = np.asarray(counts, dtype=np.int64)
-        is_flat = c.ndim == 1
+        is_flat = whole and c.ndim == 1
     except (TypeError, ValueError, OverflowError):  # ragged lists, strings, None, infinities
         is_flat = False
     if not is_flat:

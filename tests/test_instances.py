@@ -347,6 +347,10 @@ def test_a_polygon_wholly_outside_the_frame_reads_back_as_an_empty_mask_error() 
         ({"segmentation": {"size": [10, 10], "counts": 5}}, "got 5"),
         ({"segmentation": {"size": [10, 10], "counts": ["a"]}}, "must be a flat list of integers"),
         ({"segmentation": {"size": [10, 10], "counts": [1e400]}}, "must be a flat list of integers"),
+        # (numpy's cast took these as the counts 50 50, "50" "50" and 1 99: masks no one wrote)
+        ({"segmentation": {"size": [10, 10], "counts": [50.5, 50.5]}}, "must be a flat list of integers"),
+        ({"segmentation": {"size": [10, 10], "counts": ["50", "50"]}}, "must be a flat list of integers"),
+        ({"segmentation": {"size": [10, 10], "counts": [True, 99]}}, "must be a flat list of integers"),
         ({"segmentation": {"size": 7, "counts": "P"}}, r"segmentation.size 7 != frame \[10, 10\]"),
         (5, "has no segmentation"),
     ],
@@ -358,7 +362,17 @@ def test_rle_segmentations_that_cannot_be_a_mask_are_a_clear_error(item: object,
 
 
 @pytest.mark.parametrize(
-    "coords", [[], [1, 2, 3, 4, 5], ["a", "b", "c", "d", "e", "f"], None, [1e400, 0, 3, 0, 3, 3], [[1, 2]]]
+    "coords",
+    [
+        [],
+        [1, 2, 3, 4, 5],
+        ["a", "b", "c", "d", "e", "f"],
+        None,
+        [1e400, 0, 3, 0, 3, 3],
+        [[1, 2]],
+        ["1", "0", "3", "0", "3", "3"],  # (read as the numbers they spell)
+        [True, 0, 3, 0, 3, 3],  # (read as 1)
+    ],
 )
 def test_polygon_coordinates_that_cannot_be_a_polygon_are_a_clear_error(coords: object) -> None:
     # (json.loads reads 1e400 as inf; each of these was a numpy ValueError or OverflowError traceback)
