@@ -426,13 +426,16 @@ class Instances:
         for i, item in enumerate(items):
             _check_fields(item, f"instances[{i}]")
 
-        def column(key: str, dtype: type, shape: tuple[int, ...] = ()) -> NDArray[Any]:
+        def column(key: str, dtype: type, shape: tuple[int, ...] = (), default: Any = None) -> NDArray[Any]:
             try:
-                return np.asarray([it[key] for it in items], dtype=dtype).reshape((len(items), *shape))
+                values = [it[key] if default is None else it.get(key, default) for it in items]
+                return np.asarray(values, dtype=dtype).reshape((len(items), *shape))
             except (KeyError, TypeError, ValueError, OverflowError) as exc:  # (overflow: past int32/int64)
                 raise InputError(f"instances JSON: bad or missing '{key}': {exc}") from None
 
-        tracks = column("track_id", np.int64) if all("track_id" in it for it in items) else None
+        # track_id is optional per instance (the schema): one without has no id (-1, as the tracker writes a
+        # detection it has not confirmed); a document with one missing lost every other instance's id
+        tracks = column("track_id", np.int64, default=-1) if any("track_id" in it for it in items) else None
         base = cls.from_crops(
             (h, w), column("class_id", np.int32), column("score", np.float32), origins, crops
         )

@@ -449,6 +449,16 @@ def test_an_integer_too_large_for_its_field_is_a_one_line_error(key: str, value:
         Instances.from_dict({"height": 10, "width": 10, "instances": [item]})
 
 
+def test_instances_with_a_track_id_keep_it_where_others_in_the_document_have_none() -> None:
+    # (the schema makes track_id optional per instance; one missing dropped every instance's id)
+    item = {"class_id": 1, "score": 0.5, "bbox_xyxy": [0, 0, 4, 4], "obb": [2, 2, 4, 4, 0], "area": 16}
+    item |= {"segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]]}
+    back = Instances.from_dict({"height": 10, "width": 10, "instances": [item | {"track_id": 7}, item]})
+    assert back.track_id is not None
+    assert back.track_id.tolist() == [7, -1]
+    assert Instances.from_dict({"height": 10, "width": 10, "instances": [item]}).track_id is None
+
+
 def test_a_frame_size_of_1e400_is_a_one_line_error() -> None:
     # (json reads 1e400 as inf, which int() refused with an OverflowError: a traceback)
     with pytest.raises(InputError, match=r"^instances JSON height must be an integer, got Infinity$"):
