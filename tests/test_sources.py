@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -168,18 +169,26 @@ def screen_gif(path: Path, width: int, height: int) -> None:
     path.write_bytes(gif)
 
 
-def test_an_image_too_large_to_decode_is_skipped_by_its_header_and_refused_alone(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+def _a_folder_whose_middle_image_is_skipped(
+    folder: Path, caplog: pytest.LogCaptureFixture, write: Callable[[Path], None]
 ) -> None:
-    cv2.imwrite(str(tmp_path / "a1.png"), np.zeros((8, 8), np.uint8))
-    bilevel_png(tmp_path / "a2.png", 20000, 20000)
-    cv2.imwrite(str(tmp_path / "a3.png"), np.zeros((8, 8), np.uint8))
-    src = open_source(str(tmp_path))
+    """Reads a folder of a1.png, a2.png (written by ``write``) and a3.png, warnings logged to ``caplog``:
+    the two small images are read and a2.png alone is skipped."""
+    cv2.imwrite(str(folder / "a1.png"), np.zeros((8, 8), np.uint8))
+    write(folder / "a2.png")
+    cv2.imwrite(str(folder / "a3.png"), np.zeros((8, 8), np.uint8))
+    src = open_source(str(folder))
     with caplog.at_level(logging.WARNING, "edgeseg.sources"):
         indices = _drain(src)
     src.close()
     assert indices == [0, 2]
     assert src.stats.skipped == 1
+
+
+def test_an_image_too_large_to_decode_is_skipped_by_its_header_and_refused_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _a_folder_whose_middle_image_is_skipped(tmp_path, caplog, lambda path: bilevel_png(path, 20000, 20000))
     assert (
         "a2.png (frame 1): 20000x20000 pixels, more than the 8192x8192 an image is decoded at" in caplog.text
     )
@@ -190,15 +199,7 @@ def test_an_image_too_large_to_decode_is_skipped_by_its_header_and_refused_alone
 def test_an_image_whose_size_its_header_does_not_tell_is_skipped_and_refused_alone_not_decoded(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cv2.imwrite(str(tmp_path / "a1.png"), np.zeros((8, 8), np.uint8))
-    screen_gif(tmp_path / "a2.png", 9000, 9000)
-    cv2.imwrite(str(tmp_path / "a3.png"), np.zeros((8, 8), np.uint8))
-    src = open_source(str(tmp_path))
-    with caplog.at_level(logging.WARNING, "edgeseg.sources"):
-        indices = _drain(src)
-    src.close()
-    assert indices == [0, 2]
-    assert src.stats.skipped == 1
+    _a_folder_whose_middle_image_is_skipped(tmp_path, caplog, lambda path: screen_gif(path, 9000, 9000))
     assert "a2.png (frame 1): of unknown size: its header is cut short or not" in caplog.text
     with pytest.raises(SourceError, match=r"a2\.png is of unknown size: its header is cut short or not"):
         open_source(str(tmp_path / "a2.png"))
