@@ -787,18 +787,31 @@ def test_eval_of_images_at_another_size_than_their_annotations_is_a_one_line_err
     )
 
 
+def _eval_one_image(
+    tmp_path: Path,
+    assets_dir: Path,
+    yolo: Path,
+    width: int,
+    height: int,
+    write: Callable[[Path, int, int], None],
+) -> subprocess.CompletedProcess[str]:
+    """``edgeseg eval`` of a COCO file (the VOC 2011 set's categories) of one image, huge.png of ``width`` x
+    ``height``, written by ``write`` into ``tmp_path``."""
+    doc = json.loads(
+        (assets_dir / "datasets" / "voc2011_labelme_instances" / "annotations_coco.json").read_text()
+    )
+    doc["images"] = [{"id": 1, "file_name": "huge.png", "width": width, "height": height}]
+    doc["annotations"] = []
+    (tmp_path / "annotations.json").write_text(json.dumps(doc))
+    write(tmp_path / "huge.png", width, height)
+    return edgeseg("eval", "annotations.json", "--model", str(yolo), cwd=tmp_path)
+
+
 def test_eval_of_an_image_too_large_to_decode_is_a_one_line_error(
     tmp_path: Path, assets_dir: Path, yolo: Path
 ) -> None:
     # a 20000x20000 PNG of a few KB was decoded whole, to 1.2 GB
-    doc = json.loads(
-        (assets_dir / "datasets" / "voc2011_labelme_instances" / "annotations_coco.json").read_text()
-    )
-    doc["images"] = [{"id": 1, "file_name": "huge.png", "width": 20000, "height": 20000}]
-    doc["annotations"] = []
-    (tmp_path / "annotations.json").write_text(json.dumps(doc))
-    bilevel_png(tmp_path / "huge.png", 20000, 20000)
-    done = edgeseg("eval", "annotations.json", "--model", str(yolo), cwd=tmp_path)
+    done = _eval_one_image(tmp_path, assets_dir, yolo, 20000, 20000, bilevel_png)
     assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
     assert "huge.png is 20000x20000 pixels, more than the 8192x8192 an image is decoded at" in done.stderr
 
@@ -807,14 +820,7 @@ def test_eval_of_an_image_whose_size_its_header_does_not_tell_is_a_one_line_erro
     tmp_path: Path, assets_dir: Path, yolo: Path
 ) -> None:
     # a GIF under a .png name, a few hundred bytes, was decoded at its 9000x9000 (243 MB) and evaluated
-    doc = json.loads(
-        (assets_dir / "datasets" / "voc2011_labelme_instances" / "annotations_coco.json").read_text()
-    )
-    doc["images"] = [{"id": 1, "file_name": "huge.png", "width": 9000, "height": 9000}]
-    doc["annotations"] = []
-    (tmp_path / "annotations.json").write_text(json.dumps(doc))
-    screen_gif(tmp_path / "huge.png", 9000, 9000)
-    done = edgeseg("eval", "annotations.json", "--model", str(yolo), cwd=tmp_path)
+    done = _eval_one_image(tmp_path, assets_dir, yolo, 9000, 9000, screen_gif)
     assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
     assert "huge.png is of unknown size: its header is cut short or not a JPEG, PNG" in done.stderr
 
