@@ -409,46 +409,33 @@ def test_a_retained_topic_always_over_the_packet_limit_is_logged_three_times_the
     assert "(200 so far)" in lines[-1]
 
 
-@contextlib.contextmanager
-def _mqtt311_only(broker_port: int) -> Iterator[int]:
-    """A relay on a loopback port (yielded) to the broker on ``broker_port`` that speaks MQTT 3.1.1 only, as
-    a broker of that version does: a CONNECT of another protocol level is answered with CONNACK return code
-    1, "unacceptable protocol version", and the connection closed (MQTT 3.1.1, 3.1.2.2 [MQTT-3.1.2-2]).
-    (Mosquitto 2.0 accepts every version and has no setting to refuse one.)"""
-    server = socket.create_server(("127.0.0.1", 0))
-    conns: list[socket.socket] = []
-
-    def forward(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
+def _forward(src: socket.socket, dst: socket.socket, chunks: int | None = None) -> None:
+    """Copies to ``dst`` what ``src`` sends: its first ``chunks`` reads, or (None) all of it, and then its end
+    as a half-close."""
+    with contextlib.suppress(OSError):
+        while chunks != 0 and (data := src.recv(65536)):
+            dst.sendall(data)
+            chunks = None if chunks is None else chunks - 1
+    if chunks is None:
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
+
+
+@contextlib.contextmanager
+def _loopback_listener(on_accept: Callable[[socket.socket, list[socket.socket]], None]) -> Iterator[int]:
+    """A listener on a loopback port (yielded) that hands each connection to ``on_accept``, on its accept
+    thread, with the list of sockets closed at the end (every connection, and those ``on_accept`` adds)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    conns: list[socket.socket] = []
 
     def serve() -> None:
         while True:
             try:
-                device, _ = server.accept()
+                conn, _ = server.accept()
             except OSError:
                 return
-            conns.append(device)
-            with contextlib.suppress(OSError):
-                # CONNECT: fixed header (type, remaining length as a varint), then 00 04 "MQTT" and the level
-                head = device.recv(2)
-                while head[-1] & 0x80:
-                    head += device.recv(1)
-                rest = b""
-                while len(rest) < 7 and (more := device.recv(7 - len(rest))):
-                    rest += more
-                if rest[6:7] != b"\x04":
-                    device.sendall(b"\x20\x02\x00\x01")
-                    device.close()
-                    continue
-                broker = socket.create_connection(("127.0.0.1", broker_port))
-                conns.append(broker)
-                broker.sendall(head + rest)
-                threading.Thread(target=forward, args=(device, broker), daemon=True).start()
-                threading.Thread(target=forward, args=(broker, device), daemon=True).start()
+            conns.append(conn)
+            on_accept(conn, conns)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -459,6 +446,36 @@ def _mqtt311_only(broker_port: int) -> Iterator[int]:
         for conn in conns:
             conn.close()
         thread.join(5)
+
+
+@contextlib.contextmanager
+def _mqtt311_only(broker_port: int) -> Iterator[int]:
+    """A relay on a loopback port (yielded) to the broker on ``broker_port`` that speaks MQTT 3.1.1 only, as
+    a broker of that version does: a CONNECT of another protocol level is answered with CONNACK return code
+    1, "unacceptable protocol version", and the connection closed (MQTT 3.1.1, 3.1.2.2 [MQTT-3.1.2-2]).
+    (Mosquitto 2.0 accepts every version and has no setting to refuse one.)"""
+
+    def relay(device: socket.socket, conns: list[socket.socket]) -> None:
+        with contextlib.suppress(OSError):
+            # CONNECT: fixed header (type, remaining length as a varint), then 00 04 "MQTT" and the level
+            head = device.recv(2)
+            while head[-1] & 0x80:
+                head += device.recv(1)
+            rest = b""
+            while len(rest) < 7 and (more := device.recv(7 - len(rest))):
+                rest += more
+            if rest[6:7] != b"\x04":
+                device.sendall(b"\x20\x02\x00\x01")
+                device.close()
+                return
+            broker = socket.create_connection(("127.0.0.1", broker_port))
+            conns.append(broker)
+            broker.sendall(head + rest)
+            threading.Thread(target=_forward, args=(device, broker), daemon=True).start()
+            threading.Thread(target=_forward, args=(broker, device), daemon=True).start()
+
+    with _loopback_listener(relay) as port:
+        yield port
 
 
 def test_forget_listen_and_doctor_speak_the_pipelines_mqtt_protocol_to_a_broker_of_3_1_1_only(
@@ -1397,30 +1414,15 @@ def _connack_then(after: Callable[[socket.socket], None]) -> Iterator[int]:
     """A listener on a loopback port (yielded) that answers each CONNECT with an MQTT 5 CONNACK (success, no
     session, no properties: no packet limit) and then hands the connection to ``after``, on a thread of its
     own; closed with every connection at the end."""
-    server = socket.create_server(("127.0.0.1", 0))
-    conns: list[socket.socket] = []
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            conns.append(conn)
-            with contextlib.suppress(OSError):
-                conn.recv(4096)  # CONNECT
-                conn.sendall(b"\x20\x03\x00\x00\x00")
-                threading.Thread(target=after, args=(conn,), daemon=True).start()
+    def connack(conn: socket.socket, conns: list[socket.socket]) -> None:
+        with contextlib.suppress(OSError):
+            conn.recv(4096)  # CONNECT
+            conn.sendall(b"\x20\x03\x00\x00\x00")
+            threading.Thread(target=after, args=(conn,), daemon=True).start()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        server.close()
-        for conn in conns:
-            conn.close()
-        thread.join(5)
+    with _loopback_listener(connack) as port:
+        yield port
 
 
 @contextlib.contextmanager
@@ -1428,35 +1430,15 @@ def _acks_held_back(broker_port: int) -> Iterator[int]:
     """A relay on a loopback port (yielded) to the broker on ``broker_port``, as a slow uplink: what the
     device sends reaches the broker at once, and of what the broker answers only the CONNACK comes back (its
     PUBACKs stay in the relay until the end)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    conns: list[socket.socket] = []
 
-    def forward(src: socket.socket, dst: socket.socket, chunks: int | None) -> None:
-        with contextlib.suppress(OSError):
-            while (chunks is None or chunks > 0) and (data := src.recv(65536)):
-                dst.sendall(data)
-                chunks = None if chunks is None else chunks - 1
+    def relay(device: socket.socket, conns: list[socket.socket]) -> None:
+        broker = socket.create_connection(("127.0.0.1", broker_port))
+        conns.append(broker)
+        threading.Thread(target=_forward, args=(device, broker), daemon=True).start()
+        threading.Thread(target=_forward, args=(broker, device, 1), daemon=True).start()  # the CONNACK
 
-    def serve() -> None:
-        while True:
-            try:
-                device, _ = server.accept()
-            except OSError:
-                return
-            broker = socket.create_connection(("127.0.0.1", broker_port))
-            conns.extend((device, broker))
-            threading.Thread(target=forward, args=(device, broker, None), daemon=True).start()
-            threading.Thread(target=forward, args=(broker, device, 1), daemon=True).start()  # the CONNACK
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        server.close()
-        for conn in conns:
-            conn.close()
-        thread.join(5)
+    with _loopback_listener(relay) as port:
+        yield port
 
 
 def test_max_inflight_over_20_results_are_sent_before_the_first_puback(
