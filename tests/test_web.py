@@ -1121,12 +1121,11 @@ def test_a_slider_left_focused_after_its_change_shows_a_later_change_from_anothe
         assert browser.switch_to.active_element == slider  # still focused, and showing what is in effect
 
 
-def test_an_open_page_says_no_frame_came_yet_while_the_camera_has_sent_none(tmp_path: Path) -> None:
-    """A camera unreachable from the start: the page said "live" beside an empty image."""
+@contextmanager
+def _a_page_while_no_frame_comes(tmp_path: Path) -> Iterator[tuple[Running, Any]]:
+    """The demo pipeline on a camera unreachable from the start, and its page open in a headless Chromium."""
     chrome, driver_path = browser_paths()
     from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     camera = f"http://127.0.0.1:{free_port()}/stream.mjpg"  # nothing listens there
     with (
@@ -1136,6 +1135,15 @@ def test_an_open_page_says_no_frame_came_yet_while_the_camera_has_sent_none(tmp_
         browser.set_page_load_timeout(2)
         with contextlib.suppress(TimeoutException):  # the stream, an image, never loads: no frame comes
             browser.get(r.url)
+        yield r, browser
+
+
+def test_an_open_page_says_no_frame_came_yet_while_the_camera_has_sent_none(tmp_path: Path) -> None:
+    """A camera unreachable from the start: the page said "live" beside an empty image."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with _a_page_while_no_frame_comes(tmp_path) as (r, browser):
         link = lambda b: b.find_element(By.ID, "link").text  # noqa: E731
         WebDriverWait(browser, 20).until(lambda b: link(b).startswith("no frame yet"))
         assert browser.find_element(By.ID, "link").get_attribute("class") == "down"
@@ -1213,19 +1221,10 @@ def test_an_open_page_notices_a_restart_it_saw_no_gap_in_and_shows_the_new_runs_
 def test_an_open_page_shows_what_the_camera_is_doing_while_no_frame_comes(tmp_path: Path) -> None:
     """The page said only "no frame yet": not whether the camera was being reconnected, and why it failed
     (the source's state line, which the console's progress line shows)."""
-    chrome, driver_path = browser_paths()
-    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    camera = f"http://127.0.0.1:{free_port()}/stream.mjpg"  # nothing listens there
-    with (
-        running(tmp_path, sets=(f"source.uri={camera}",)) as r,
-        headless_chromium(chrome, driver_path) as browser,
-    ):
-        browser.set_page_load_timeout(2)
-        with contextlib.suppress(TimeoutException):  # the stream, an image, never loads: no frame comes
-            browser.get(r.url)
+    with _a_page_while_no_frame_comes(tmp_path) as (r, browser):
         link = lambda b: b.find_element(By.ID, "link").text  # noqa: E731
         WebDriverWait(browser, 20).until(lambda b: "last error" in link(b))
         assert re.fullmatch(
