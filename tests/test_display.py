@@ -190,19 +190,36 @@ def _close_like_a_window_manager(display: str, window: int) -> None:
         x11.XCloseDisplay(dpy)
 
 
-def test_a_window_the_user_closes_stops_the_run_and_stays_closed(xvfb: str, tmp_path: Path) -> None:
-    # Qt's getWindowProperty raised "NULL guiReceiver" on the closed window: the sink failed on every frame,
-    # imshow opened a new window and the run went on to its end with frames reported lost
+def _xdotool() -> str:
+    """The xdotool on PATH, which the tests that act as a user at the window need (skipped without one)."""
     xdotool = shutil.which("xdotool")
     if xdotool is None:
         pytest.skip("xdotool not installed (apt-get install xdotool; scripts/test.sh does it as root)")
-    marker = tmp_path / "after-stop"
+    return xdotool
+
+
+@contextlib.contextmanager
+def _python_on(display: str, code: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+    """``code`` run by a Python of its own on the X display ``display``, its output piped, yielded with its
+    environment (for the X tools run beside it); killed at the end if it has not ended."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    env.update(DISPLAY=xvfb, PYTHONPATH=str(REPO))
-    code = CLOSED_BY_USER.replace("MARKER", str(marker))
+    env.update(DISPLAY=display, PYTHONPATH=str(REPO))
     child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
+        yield child, env
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+
+
+def test_a_window_the_user_closes_stops_the_run_and_stays_closed(xvfb: str, tmp_path: Path) -> None:
+    # Qt's getWindowProperty raised "NULL guiReceiver" on the closed window: the sink failed on every frame,
+    # imshow opened a new window and the run went on to its end with frames reported lost
+    xdotool = _xdotool()
+    marker = tmp_path / "after-stop"
+    with _python_on(xvfb, CLOSED_BY_USER.replace("MARKER", str(marker))) as (child, env):
 
         def windows() -> list[int]:
             found = subprocess.run([xdotool, "search", "--onlyvisible", "--name", "^edgeseg-test$"],
@@ -218,10 +235,6 @@ def test_a_window_the_user_closes_stops_the_run_and_stays_closed(xvfb: str, tmp_
             time.sleep(0.1)
         assert windows() == [], "the frames sent while the run stops opened the window again"
         out, err = child.communicate(timeout=20)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
     assert child.returncode == 0, err
     assert "stops 1" in out
 
@@ -245,15 +258,9 @@ print("stops", len(stops))
 def test_a_key_whose_code_ends_in_the_byte_of_esc_does_not_stop_the_run(xvfb: str, tmp_path: Path) -> None:
     # the sink read keys with waitKey, which keeps the low byte of the key's code: the Search key of a
     # multimedia keyboard (keysym 0x1008FF1B) was Esc and ended the run
-    xdotool = shutil.which("xdotool")
-    if xdotool is None:
-        pytest.skip("xdotool not installed (apt-get install xdotool; scripts/test.sh does it as root)")
+    xdotool = _xdotool()
     marker = tmp_path / "keys-sent"
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    env.update(DISPLAY=xvfb, PYTHONPATH=str(REPO))
-    child = subprocess.Popen([sys.executable, "-c", OTHER_KEYS.replace("MARKER", str(marker))], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
+    with _python_on(xvfb, OTHER_KEYS.replace("MARKER", str(marker))) as (child, env):
         deadline = time.monotonic() + 15
         search = [xdotool, "search", "--name", "^edgeseg-test$"]
         found: list[str] = []
@@ -266,10 +273,6 @@ def test_a_key_whose_code_ends_in_the_byte_of_esc_does_not_stop_the_run(xvfb: st
         time.sleep(1.0)  # the key has been read
         marker.touch()
         out, err = child.communicate(timeout=20)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
     assert child.returncode == 0, err
     assert "stops 0" in out
 
