@@ -954,32 +954,42 @@ def test_an_open_page_picks_the_stream_up_again_when_the_server_comes_back(tmp_p
             )
 
 
+def _score_slider(browser: Any) -> str:
+    """The value that the page in ``browser`` shows on the slider of SCORE."""
+    from selenium.webdriver.common.by import By
+
+    return str(
+        browser.find_element(By.CSS_SELECTOR, f'input[type=range][data-key="{SCORE}"]').get_attribute("value")
+    )
+
+
+def _open_the_page_and_its_stream(browser: Any, r: Running, score: str) -> None:
+    """Opens ``r``'s page in ``browser``: once it shows ``score`` on the slider of SCORE and streams."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(r.url)
+    WebDriverWait(browser, 20).until(lambda b: _score_slider(b) == score)
+    wait_for(lambda: r.web.viewers == 1, 20, "the page's stream")
+
+
 def test_an_open_page_shows_the_values_a_restarted_server_runs_with_at_the_same_config_version(
     tmp_path: Path,
 ) -> None:
     """The YAML edited and the service restarted: the new run starts at config_version 1 again, the version
     the page had seen, so it kept showing the old run's values beside the new run's stream."""
     chrome, driver_path = browser_paths()
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     port = free_port()
-    slider = f'input[type=range][data-key="{SCORE}"]'
     with headless_chromium(chrome, driver_path) as browser:
         with running(tmp_path, port=port, sets=(f"{SCORE}=0.5",)) as r:
-            browser.get(r.url)
-            WebDriverWait(browser, 20).until(
-                lambda b: b.find_element(By.CSS_SELECTOR, slider).get_attribute("value") == "0.5"
-            )
-            wait_for(lambda: r.web.viewers == 1, 20, "the page's stream")
+            _open_the_page_and_its_stream(browser, r, "0.5")
         time.sleep(2.5)  # down for a few of the page's refreshes, as a restarting service is
         with running(tmp_path, port=port, sets=(f"{SCORE}=0.7",)) as again:
             assert again.pipe.control is not None
             assert again.pipe.control.current().version == 1  # the version the page saw
             wait_for(lambda: again.web.viewers == 1, 15, "the page to open the stream again")
-            WebDriverWait(browser, 10).until(
-                lambda b: b.find_element(By.CSS_SELECTOR, slider).get_attribute("value") == "0.7"
-            )
+            WebDriverWait(browser, 10).until(lambda b: _score_slider(b) == "0.7")
 
 
 def test_an_open_page_says_no_new_frame_came_while_the_camera_is_out_and_live_again_after(
@@ -1188,18 +1198,12 @@ def test_an_open_page_notices_a_restart_it_saw_no_gap_in_and_shows_the_new_runs_
     new run had read more frames than the old one had: the page kept the old run's values (the same
     config_version) beside a stream that had ended."""
     chrome, driver_path = browser_paths()
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     port = free_port()
-    slider = f'input[type=range][data-key="{SCORE}"]'
     with headless_chromium(chrome, driver_path) as browser:
         with running(tmp_path, port=port, sets=(f"{SCORE}=0.5",)) as r:
-            browser.get(r.url)
-            WebDriverWait(browser, 20).until(
-                lambda b: b.find_element(By.CSS_SELECTOR, slider).get_attribute("value") == "0.5"
-            )
-            wait_for(lambda: r.web.viewers == 1, 20, "the page's stream")
+            _open_the_page_and_its_stream(browser, r, "0.5")
             # the page's poll() returns at once while it thinks one is on its way: no poll until let go (set
             # between two polls, or the one on its way would clear it as it ends)
             browser.execute_async_script(
@@ -1212,9 +1216,7 @@ def test_an_open_page_notices_a_restart_it_saw_no_gap_in_and_shows_the_new_runs_
         with running(tmp_path, port=port, sets=(f"{SCORE}=0.7",)) as again:
             wait_for(lambda: again.pipe.stats().frames_read > read_before + 5, 20, "more frames than before")
             browser.execute_script("polling = false;")
-            WebDriverWait(browser, 10).until(
-                lambda b: b.find_element(By.CSS_SELECTOR, slider).get_attribute("value") == "0.7"
-            )
+            WebDriverWait(browser, 10).until(lambda b: _score_slider(b) == "0.7")
             wait_for(lambda: again.web.viewers == 1, 10, "the page to open the stream again")
 
 
