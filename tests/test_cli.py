@@ -429,21 +429,35 @@ def test_doctor_reports_an_unreadable_mqtt_credential_as_the_brokers_check_besid
     )
 
 
+def _doctor_with_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, str]
+) -> list[str]:
+    """The lines of ``edgeseg doctor`` (which must succeed) run with fake packages ahead of the installed
+    ones: ``files``, paths in site-packages and their text, written under ``tmp_path``/site."""
+    site = tmp_path / "site"
+    for name, text in files.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(text)
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    done = edgeseg("doctor", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
 def test_doctor_reports_a_picamera2_that_cannot_import_as_unusable_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # apt's picamera2 in a venv where pip put numpy 2: its simplejpeg (built for numpy 1.x) raises this at
     # import (raspberrypi/picamera2#1211); the package is there, so finding it is not enough
-    package = tmp_path / "site" / "picamera2"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text(
-        "raise ValueError('numpy.dtype size changed, may indicate binary incompatibility. "
-        "Expected 96 from C header, got 88 from PyObject')\n"
+    lines = _doctor_with_packages(
+        tmp_path,
+        monkeypatch,
+        {
+            "picamera2/__init__.py": "raise ValueError('numpy.dtype size changed, may indicate binary "
+            "incompatibility. Expected 96 from C header, got 88 from PyObject')\n"
+        },
     )
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))
-    done = edgeseg("doctor", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    line = next(x for x in done.stdout.splitlines() if "imx500 (picamera2)" in x)
+    line = next(x for x in lines if "imx500 (picamera2)" in x)
     assert "installed" not in line
     assert "numpy.dtype size changed" in line
 
@@ -451,16 +465,16 @@ def test_doctor_reports_a_picamera2_that_cannot_import_as_unusable_with_the_reas
 def test_doctor_reports_jetpack_5s_tensorrt_8_as_unusable_naming_tensorrt_10(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    site = tmp_path / "site"
-    (site / "tensorrt").mkdir(parents=True)
-    (site / "tensorrt" / "__init__.py").write_text("__version__ = '8.5.2.2'\n")  # JetPack 5.1's
-    (site / "pycuda").mkdir()
-    (site / "pycuda" / "__init__.py").write_text("")
-    (site / "pycuda" / "driver.py").write_text("")
-    monkeypatch.setenv("PYTHONPATH", str(site))
-    done = edgeseg("doctor", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    line = next(x for x in done.stdout.splitlines() if "backend  tensorrt" in x)
+    lines = _doctor_with_packages(
+        tmp_path,
+        monkeypatch,
+        {
+            "tensorrt/__init__.py": "__version__ = '8.5.2.2'\n",  # JetPack 5.1's
+            "pycuda/__init__.py": "",
+            "pycuda/driver.py": "",
+        },
+    )
+    line = next(x for x in lines if "backend  tensorrt" in x)
     assert "installed" not in line
     assert "needs TensorRT 10" in line
     assert "this is TensorRT 8.5.2.2" in line
@@ -472,13 +486,11 @@ def test_doctor_on_a_jetson_without_pycuda_advises_pip_install_pycuda_not_the_te
     # JetPack's tensorrt comes from apt (python3-libnvinfer) without pip metadata: 'pip install
     # edgeseg[tensorrt]' then fetches PyPI's tensorrt, whose tensorrt-cu12 fails to build on a Jetson
     # (ultralytics/ultralytics#22271); what is missing there is pycuda alone
-    site = tmp_path / "site"
-    (site / "tensorrt").mkdir(parents=True)
-    (site / "tensorrt" / "__init__.py").write_text("__version__ = '10.3.0'\n")  # JetPack 6.1's
-    monkeypatch.setenv("PYTHONPATH", str(site))
-    done = edgeseg("doctor", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    lines = _doctor_with_packages(
+        tmp_path,
+        monkeypatch,
+        {"tensorrt/__init__.py": "__version__ = '10.3.0'\n"},  # JetPack 6.1's
+    )
     at = next(i for i, x in enumerate(lines) if "backend  tensorrt" in x)
     assert "pycuda missing" in lines[at]
     fix = lines[at + 1]
