@@ -478,6 +478,22 @@ def _mqtt311_only(broker_port: int) -> Iterator[int]:
         yield port
 
 
+def _pipeline_with_mqtt(tmp_path: Path, mqtt: str) -> Path:
+    """A pipeline file in ``tmp_path``: the demo model, and ``mqtt`` (a YAML flow mapping) as sinks.mqtt."""
+    pipeline = tmp_path / "p.yaml"
+    model = Path(__file__).resolve().parents[1] / "models" / "demo-parts.onnx"
+    pipeline.write_text(f"model: {{path: {model}}}\nsinks: {{mqtt: {mqtt}}}\n")
+    return pipeline
+
+
+def _forget(pipeline: Path) -> subprocess.CompletedProcess[str]:
+    """``edgeseg mqtt forget`` of the device that the pipeline file ``pipeline`` names."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgeseg", "mqtt", "forget", str(pipeline)],
+        env=edgeseg_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
 def test_forget_listen_and_doctor_speak_the_pipelines_mqtt_protocol_to_a_broker_of_3_1_1_only(
     tmp_path: Path, broker: Broker, collector: Collector
 ) -> None:
@@ -486,12 +502,10 @@ def test_forget_listen_and_doctor_speak_the_pipelines_mqtt_protocol_to_a_broker_
     from edgeseg.config import load_config
     from edgeseg.doctor import broker_checks
 
-    model = Path(__file__).resolve().parents[1] / "models" / "demo-parts.onnx"
     collector.publish("edgeseg/cam1/status", b"online", retain=True)
     with _mqtt311_only(broker.port) as port:
-        pipeline = tmp_path / "p.yaml"
         mqtt = f"{{url: 'mqtt://127.0.0.1:{port}', device_id: cam1, protocol: mqttv311}}"
-        pipeline.write_text(f"model: {{path: {model}}}\nsinks: {{mqtt: {mqtt}}}\n")
+        pipeline = _pipeline_with_mqtt(tmp_path, mqtt)
         [check] = broker_checks("p", load_config(pipeline, env={}), env={})
         assert check.ok, check.detail
         listen = subprocess.run(
@@ -501,10 +515,7 @@ def test_forget_listen_and_doctor_speak_the_pipelines_mqtt_protocol_to_a_broker_
         )  # fmt: skip
         assert listen.returncode == 0, listen.stderr
         assert "edgeseg/cam1/status" in listen.stdout
-        forget = subprocess.run(
-            [sys.executable, "-m", "edgeseg", "mqtt", "forget", str(pipeline)],
-            env=edgeseg_env(), capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        forget = _forget(pipeline)
         assert forget.returncode == 0, forget.stderr
     assert retained(broker.port, "edgeseg/cam1/#") == {}
 
@@ -542,16 +553,12 @@ def test_forget_that_the_broker_refuses_says_so_instead_of_cleared(tmp_path: Pat
 def test_forget_with_a_pipeline_clears_the_discovery_under_its_discovery_prefix(
     tmp_path: Path, broker: Broker, collector: Collector
 ) -> None:
-    pipeline = tmp_path / "p.yaml"
-    model = Path(__file__).resolve().parents[1] / "models" / "demo-parts.onnx"
-    mqtt = f"{{url: '{broker.url}', device_id: cam1, discovery_prefix: ha}}"
-    pipeline.write_text(f"model: {{path: {model}}}\nsinks: {{mqtt: {mqtt}}}\n")
+    pipeline = _pipeline_with_mqtt(
+        tmp_path, f"{{url: '{broker.url}', device_id: cam1, discovery_prefix: ha}}"
+    )
     collector.publish("ha/device/cam1/config", b"{}", retain=True)
     collector.publish("edgeseg/cam1/status", b"online", retain=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "edgeseg", "mqtt", "forget", str(pipeline)],
-        env=edgeseg_env(), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done = _forget(pipeline)
     assert done.returncode == 0, done.stderr
     assert retained(broker.port, "ha/device/cam1/config") == {}
     assert retained(broker.port, "edgeseg/cam1/#") == {}
