@@ -660,7 +660,9 @@ def test_stats_published_counts_the_results_spooled_not_those_too_large_for_the_
     assert final["results"]["published"] == results_spooled(out) < final["frames"]["done"]
 
 
-def test_a_broker_that_refuses_the_credentials_is_logged_and_retried_not_a_crash(tmp_path: Path) -> None:
+def _broker_for_edge_alone(tmp_path: Path) -> Broker:
+    """A Mosquitto (not started yet) under ``tmp_path`` that lets in the user edge, password right-secret,
+    and no one else (no anonymous client)."""
     passwd = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "edge", "right-secret"], check=True)
     passwd.chmod(0o644)
@@ -668,6 +670,11 @@ def test_a_broker_that_refuses_the_credentials_is_logged_and_retried_not_a_crash
     locked.config.write_text(
         locked.config.read_text().replace("allow_anonymous true", "allow_anonymous false")
     )
+    return locked
+
+
+def test_a_broker_that_refuses_the_credentials_is_logged_and_retried_not_a_crash(tmp_path: Path) -> None:
+    locked = _broker_for_edge_alone(tmp_path)
     locked.start()
     env = edgeseg_env(EDGESEG_MQTT_USERNAME="edge", EDGESEG_MQTT_PASSWORD="wrong-secret")
     try:
@@ -691,13 +698,7 @@ def test_a_password_in_the_environment_is_used_for_a_user_named_by_username_file
     from edgeseg.config import load_config
     from edgeseg.doctor import broker_checks
 
-    passwd = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "edge", "right-secret"], check=True)
-    passwd.chmod(0o644)
-    locked = Broker(tmp_path / "broker", extra_config=f"password_file {passwd}\n")
-    locked.config.write_text(
-        locked.config.read_text().replace("allow_anonymous true", "allow_anonymous false")
-    )
+    locked = _broker_for_edge_alone(tmp_path)
     user = tmp_path / "user"
     user.write_text("edge\n")
     config = load_config(None, [f"sinks.mqtt.url={locked.url}", f"sinks.mqtt.username_file={user}"], env={})
