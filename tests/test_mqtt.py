@@ -52,6 +52,12 @@ def spooled(path: Path) -> list[tuple[str, int]]:
     return [(d["boot_id"], d["seq"]) for d in (json.loads(r[0]) for r in rows)]
 
 
+def spooled_per_topic(path: Path) -> dict[str, int]:
+    """How many messages of each topic a spool file holds."""
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT topic, COUNT(*) FROM messages GROUP BY topic").fetchall())
+
+
 def spool_bytes(path: Path) -> int:
     with sqlite3.connect(path) as db:
         return int(db.execute("SELECT COALESCE(SUM(size), 0) FROM messages").fetchone()[0])
@@ -1088,8 +1094,7 @@ def test_the_summary_counts_apart_the_results_and_the_events_an_earlier_run_left
     second = Edgeseg(tmp_path, "mqtt://127.0.0.1:1", "--max-frames", "5", *no_events, fps=30)
     assert second.wait(120) == 0, second.output()
     out, err = second.output()
-    with sqlite3.connect(second.spool) as db:
-        held = dict(db.execute("SELECT topic, COUNT(*) FROM messages GROUP BY topic").fetchall())
+    held = spooled_per_topic(second.spool)
     assert held["edgeseg/cam1/events"] > 0
     assert (
         f"mqtt: {held['edgeseg/cam1/results']} results and {held['edgeseg/cam1/events']} events still" in out
@@ -1106,8 +1111,7 @@ def test_the_summary_counts_the_results_an_earlier_run_left_apart_from_those_it_
     # the demo pipeline's line makes track events, which share the spool with the results
     first = Edgeseg(tmp_path, "mqtt://127.0.0.1:1", "--max-frames", "60", fps=30)
     assert first.wait(120) == 0, first.output()
-    with sqlite3.connect(first.spool) as db:
-        left = dict(db.execute("SELECT topic, COUNT(*) FROM messages GROUP BY topic").fetchall())
+    left = spooled_per_topic(first.spool)
     results_left, events_left = left["edgeseg/cam1/results"], left["edgeseg/cam1/events"]
     second = Edgeseg(tmp_path, broker.url, "--max-frames", "60", fps=30)
     assert second.wait(120) == 0, second.output()
@@ -1138,8 +1142,7 @@ def test_the_summary_counts_what_an_earlier_prefix_left_in_the_spool(tmp_path: P
         )  # fmt: skip
         assert run.wait(120) == 0, run.output()
     out, err = run.output()
-    with sqlite3.connect(run.spool) as db:
-        held = dict(db.execute("SELECT topic, COUNT(*) FROM messages GROUP BY topic").fetchall())
+    held = spooled_per_topic(run.spool)
     assert held["old/cam1/results"] > 0
     assert (
         f"mqtt: {held['new/cam1/results']} results and {held['old/cam1/results']} messages of other topics "
@@ -1156,8 +1159,7 @@ def test_an_earlier_prefixs_messages_lost_are_counted_as_theirs_in_the_summary_a
     first = Edgeseg(tmp_path, "mqtt://127.0.0.1:1", "--max-frames", "30", "--set", "sinks.mqtt.prefix=old")
     assert first.wait(120) == 0, first.output()
     ended = time.monotonic()
-    with sqlite3.connect(first.spool) as db:
-        held = dict(db.execute("SELECT topic, COUNT(*) FROM messages GROUP BY topic").fetchall())
+    held = spooled_per_topic(first.spool)
     assert held.keys() == {"old/cam1/results", "old/cam1/events"}
     old = sum(held.values())
     time.sleep(max(0.0, ended + 2.5 - time.monotonic()))  # all of them older than the next run's 2 s
