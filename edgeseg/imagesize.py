@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 _HEAD = 32  # bytes that hold the size of a PNG, BMP or WebP, and a PNM's or a TIFF's start
 _JPEG_SEGMENTS = 1024  # a camera's JPEG has a dozen before its frame header
+_JPEG_FILL = 4096  # fill bytes (0xFF) before markers, over the whole header: encoders write none or a few
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,12 @@ def _jpeg(f: BinaryIO) -> tuple[str, int, int] | None:
     """The size in the first start-of-frame segment, past the others (EXIF, ICC profiles, tables), within
     the first :data:`_JPEG_SEGMENTS`: a file of nothing but empty ones would take a Python loop each."""
     f.seek(2)
+    fill = 0
     for _ in range(_JPEG_SEGMENTS):
         prefix, kind = f.read(1), f.read(1)
-        while kind == b"\xff":  # fill bytes before a marker
-            kind = f.read(1)
-        if prefix != b"\xff" or not kind:
+        while kind == b"\xff" and fill < _JPEG_FILL:  # fill bytes before a marker
+            kind, fill = f.read(1), fill + 1
+        if prefix != b"\xff" or not kind or kind == b"\xff":
             return None
         if kind[0] == 0x01 or 0xD0 <= kind[0] <= 0xD8:  # markers without a segment
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.machinery
+import io
 import itertools
 import json
 import logging
@@ -20,6 +21,7 @@ import jsonschema
 import numpy as np
 import pytest
 
+from edgeseg import imagesize
 from edgeseg.config import SourceConfig
 from edgeseg.errors import SourceError
 from edgeseg.frame import Frame, Result
@@ -233,6 +235,28 @@ def test_the_header_of_each_image_format_the_sources_take_gives_its_size(
     assert (header.width, header.height) == (53, 37)
     (tmp_path / "cut").write_bytes((tmp_path / name).read_bytes()[:6])
     assert image_header(str(tmp_path / "cut")) is None  # the decoder says what is wrong with it
+
+
+def test_a_jpeg_header_of_fill_bytes_alone_is_read_only_so_far(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fill bytes (0xFF) may precede a marker, and the reader skipped them one read(1) at a time: a few bytes
+    # of JPEG start and gigabytes of 0xFF behind them cost a Python loop for every byte of the file
+    path = tmp_path / "fill.jpg"
+    path.write_bytes(b"\xff\xd8" + b"\xff" * (1 << 20))
+    read: list[int] = []
+
+    class Counted(io.BufferedReader):
+        def read(self, size: int | None = -1) -> bytes:
+            data = super().read(size)
+            read.append(len(data))
+            return data
+
+    monkeypatch.setattr(
+        imagesize, "open", lambda p, mode: Counted(io.FileIO(p, mode.replace("b", ""))), raising=False
+    )
+    assert image_header(str(path)) is None
+    assert sum(read) <= 64 * 1024  # the header's own bytes and a bounded run of fill bytes
 
 
 def test_a_jpeg_too_large_to_decode_whole_is_decoded_at_a_reduced_size(tmp_path: Path) -> None:
