@@ -55,12 +55,22 @@ def remove_leftovers(folder: Path, target: re.Pattern[str]) -> list[Path]:
         name = TEMP_NAME.fullmatch(path.name)
         if name is None or target.fullmatch(name["target"]) is None:
             continue
-        with contextlib.suppress(OSError), path.open("rb") as temp:  # (gone meanwhile: renamed or removed)
-            try:
-                fcntl.flock(temp, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-            if os.fstat(temp.fileno()).st_size > 0:
-                path.unlink()
+        with contextlib.suppress(OSError):  # (gone meanwhile: renamed or removed)
+            if remove_unheld(path, empty_too=False):
                 removed.append(path)
     return removed
+
+
+def remove_unheld(path: Path, empty_too: bool = True) -> bool:
+    """Remove ``path`` unless a process holds an ``flock`` on it (a writer's, or a reader's shared one);
+    whether it was removed. ``empty_too`` False keeps an empty file too (a writer may not have its lock
+    yet). OSError from opening or removing it."""
+    with path.open("rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        if not empty_too and os.fstat(f.fileno()).st_size == 0:
+            return False
+        path.unlink()
+        return True

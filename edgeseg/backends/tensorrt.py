@@ -53,7 +53,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeseg import floatconv
-from edgeseg.atomic import remove_leftovers, replace_file
+from edgeseg.atomic import remove_leftovers, remove_unheld, replace_file
 from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, Outputs
 from edgeseg.errors import ConfigError, MissingDependencyError, ModelError
 from edgeseg.modelcard import ModelCard, check_yolo_seg_outputs, file_sha256
@@ -174,12 +174,8 @@ def prune_engines(keep: Path) -> list[Path]:
         if path == keep or other is None or other["stem"] != own["stem"]:
             continue
         try:
-            with path.open("rb") as engine:
-                try:
-                    fcntl.flock(engine, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # another instance (a manual run beside the service) runs it
-                path.unlink()
+            if not remove_unheld(path):
+                continue  # another instance (a manual run beside the service) runs it
         except OSError as exc:  # (gone meanwhile, or not ours to remove: it only costs disk)
             log.warning("cannot remove the unused engine %s: %s", path, exc.strerror or exc)
             continue
