@@ -10,6 +10,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 # replace_file's temp names: mkstemp's ".NAME." prefix, its 8 random characters (tempfile's
 # _RandomNameSequence: a-z, 0-9, '_') and the ".tmp" suffix
@@ -20,20 +21,33 @@ def replace_file(path: Path, data: bytes, mode: int = 0o644, owner: tuple[int, i
     """Write ``data`` to a temp file beside ``path``, sync it, rename it over ``path`` and sync the folder
     (the rename is only on the disk then). ``mode``: the file's permission bits; ``owner``: ``(uid, gid)``
     to give it, where the process may (root). Raises OSError, the temp file removed and ``path`` as it was."""
+    replace_file_held(path, data, mode, owner).close()
+
+
+def replace_file_held(
+    path: Path, data: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None
+) -> BinaryIO:
+    """:func:`replace_file`, the new file returned open with the shared ``flock`` its write took: held from
+    before the rename until it is closed, it tells :func:`remove_unheld` a running process uses the file,
+    with no moment after the rename in which another process could remove it."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    out = os.fdopen(fd, "wb")
     try:
-        with os.fdopen(fd, "wb") as out:
-            # held until closed, after the rename: it tells remove_leftovers this write from a crashed one's
-            fcntl.flock(out, fcntl.LOCK_EX)
-            if owner is not None:
-                with contextlib.suppress(OSError):  # only root may give a file away
-                    os.fchown(out.fileno(), *owner)
-            os.fchmod(out.fileno(), mode)  # (after chown, which clears set-id bits)
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())  # the rename must not reach the disk before the data
-            os.replace(tmp, path)
+        # it tells remove_leftovers this write from a crashed one's. Shared, a reader's lock, so that it can
+        # be handed on as one: flock turns an exclusive lock into a shared one only by letting go of it first
+        # (flock(2): "Converting a lock ... is not guaranteed to be atomic")
+        fcntl.flock(out, fcntl.LOCK_SH)
+        if owner is not None:
+            with contextlib.suppress(OSError):  # only root may give a file away
+                os.fchown(out.fileno(), *owner)
+        os.fchmod(out.fileno(), mode)  # (after chown, which clears set-id bits)
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())  # the rename must not reach the disk before the data
+        os.replace(tmp, path)
     except BaseException:
+        with contextlib.suppress(OSError):  # (a flush that failed fails again)
+            out.close()
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
@@ -43,6 +57,7 @@ def replace_file(path: Path, data: bytes, mode: int = 0o644, owner: tuple[int, i
             os.fsync(folder)
         finally:
             os.close(folder)
+    return out
 
 
 def remove_leftovers(folder: Path, target: re.Pattern[str]) -> list[Path]:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -1022,3 +1023,58 @@ def test_a_build_removes_the_temp_file_of_an_engine_write_a_crash_cut_short_but_
     assert not temp.exists()
     assert f"removed {temp} (an engine's write that a crash or power cut cut short)" in caplog.text
     assert not other.exists()
+
+
+def test_an_engine_just_written_is_held_before_another_keys_build_can_prune_it(tmp_path: Path) -> None:
+    """The writer let go of its engine when the temp file it wrote was closed, after the rename, and took
+    the shared lock of a running instance only then: another instance of the model (another key) finishing
+    its build in that moment removed it, and the next start rebuilt it (minutes). Here a real writer stops
+    itself there (the audit event of opening its folder to sync the rename), another build prunes."""
+    cache = tmp_path / "engines"
+    script = textwrap.dedent(
+        """
+        import os, signal, sys
+        from pathlib import Path
+        from test_tensorrt_fake import FakeCuda, _backend, make_trt
+
+        def stop_after_the_rename(event, args):
+            if event == "open" and args[1] is None and str(args[0]) == sys.argv[2]:  # (os.open's)
+                print("renamed", flush=True)
+                os.kill(os.getpid(), signal.SIGSTOP)
+
+        cuda = FakeCuda()
+        trt = make_trt(cuda, version="10.3.0")
+        sys.addaudithook(stop_after_the_rename)
+        backend = _backend(Path(sys.argv[1]), trt, cuda)
+        print(backend.engine_path, flush=True)
+        sys.stdin.readline()
+        backend.close()
+        """
+    )
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
+    _card(tmp_path)  # (both write the model file otherwise)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path), str(cache)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None
+    assert writer.stdin is not None
+    try:
+        assert writer.stdout.readline() == "renamed\n"
+        cuda = FakeCuda()
+        _backend(tmp_path, make_trt(cuda, version="10.7.0"), cuda).close()
+        writer.send_signal(signal.SIGCONT)
+        written = Path(writer.stdout.readline().strip())
+        assert written.is_file()  # still there while its instance runs
+        writer.stdin.write("\n")
+        writer.stdin.flush()
+        assert writer.wait(timeout=30) == 0
+    finally:
+        writer.kill()
+        writer.wait(timeout=10)
+        writer.stdout.close()
+        writer.stdin.close()

@@ -8,10 +8,11 @@
   file's sha256, the input shape, the TensorRT version, the GPU (:func:`gpu_identity`: its name, compute
   capability, SM count and memory) and the precision. An engine from another TensorRT version or GPU
   therefore never matches and is rebuilt; one that fails to deserialize is rebuilt too. A backend holds a
-  shared ``flock`` on the engine it loaded while it runs; building a new engine removes that model's engines
-  for other keys (a model, TensorRT, GPU or option change: hundreds of MB each, never matched again) except
-  those another running process holds, and logs each one removed, before it is written (on a full disk
-  they are its room; a write the disk still refuses is a one-line ConfigError).
+  shared ``flock`` on the engine it loaded, or wrote (from before its rename), while it runs; building a new
+  engine removes that model's engines for other keys (a model, TensorRT, GPU or option change: hundreds of
+  MB each, never matched again) except those another running process holds, and logs each one removed,
+  before it is written (on a full disk they are its room; a write the disk still refuses is a one-line
+  ConfigError).
   The file is written to a temporary name, synced and renamed, so a crash mid-write or a power cut never
   leaves a torn engine (the next build removes such a temporary file, unless its write is still under way);
   it is readable by all (an engine holds no secret, and a manual run may share the
@@ -53,7 +54,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeseg import floatconv
-from edgeseg.atomic import remove_leftovers, remove_unheld, replace_file
+from edgeseg.atomic import remove_leftovers, remove_unheld, replace_file_held
 from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, Outputs
 from edgeseg.errors import ConfigError, MissingDependencyError, ModelError
 from edgeseg.modelcard import ModelCard, check_yolo_seg_outputs, file_sha256
@@ -330,7 +331,6 @@ class TensorRTBackend:
                 "prepare` builds it (minutes)"
             )
         plan = self.build_engine()
-        self._held = hold_engine(self.engine_path)
         engine = runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise ModelError(
@@ -437,8 +437,9 @@ class TensorRTBackend:
             config.add_optimization_profile(profile)
 
     def _write_engine(self, data: bytes) -> None:
-        # (readable by all: a run as another user shares the cache)
-        replace_file(self.engine_path, data, 0o644)
+        # (readable by all: a run as another user shares the cache). Held from before the rename on, as the
+        # engine this backend runs: once written and not yet held, another key's build removed it
+        self._held = replace_file_held(self.engine_path, data, 0o644)
 
     # -- I/O ----------------------------------------------------------------------------------------
 
