@@ -9,12 +9,16 @@ import fcntl
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO
 
 # replace_file's temp names: mkstemp's ".NAME." prefix, its 8 random characters (tempfile's
 # _RandomNameSequence: a-z, 0-9, '_') and the ".tmp" suffix
 TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
+# a temp file written to this recently is no crash's leftover: its writer may take no lock (an edgeseg from
+# before it) and, writing hundreds of MB and syncing them to an SD card, leave its mtime this old at most
+LEFTOVER_AGE_S = 600.0
 
 
 def replace_file(path: Path, data: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
@@ -63,29 +67,32 @@ def replace_file_held(
 def remove_leftovers(folder: Path, target: re.Pattern[str]) -> list[Path]:
     """Remove the temp files that :func:`replace_file` left in ``folder`` when it was killed writing a file
     whose name fullmatches ``target``; the ones removed. A write under way keeps its own: it holds its lock,
-    and before it has the lock its file is empty, which is skipped (an empty leftover costs no room). Raises
-    OSError when ``folder`` cannot be listed."""
+    and before it has the lock its file is new. So is the file of an edgeseg from before that lock, still
+    running while a newer one is installed beside it: a temp file written to in the last
+    ``LEFTOVER_AGE_S`` stays (a crash's is removed by a later call). Raises OSError when ``folder`` cannot
+    be listed."""
     removed = []
+    written_before = time.time() - LEFTOVER_AGE_S
     for path in sorted(folder.iterdir()):
         name = TEMP_NAME.fullmatch(path.name)
         if name is None or target.fullmatch(name["target"]) is None:
             continue
         with contextlib.suppress(OSError):  # (gone meanwhile: renamed or removed)
-            if remove_unheld(path, empty_too=False):
+            if remove_unheld(path, written_before):
                 removed.append(path)
     return removed
 
 
-def remove_unheld(path: Path, empty_too: bool = True) -> bool:
+def remove_unheld(path: Path, written_before: float | None = None) -> bool:
     """Remove ``path`` unless a process holds an ``flock`` on it (a writer's, or a reader's shared one);
-    whether it was removed. ``empty_too`` False keeps an empty file too (a writer may not have its lock
-    yet). OSError from opening or removing it."""
+    whether it was removed. ``written_before``: a ``time.time()``; a file modified since is kept too. OSError
+    from opening or removing it."""
     with path.open("rb") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        if not empty_too and os.fstat(f.fileno()).st_size == 0:
+        if written_before is not None and os.fstat(f.fileno()).st_mtime >= written_before:
             return False
         path.unlink()
         return True

@@ -1009,6 +1009,8 @@ def test_a_build_removes_the_temp_file_of_an_engine_write_a_crash_cut_short_but_
         assert writer.stdout is not None
         assert writer.stdout.readline() == "written\n"
         (temp,) = cache.glob(f".{other.name}.*.tmp")
+        written = time.time() - 3600  # (a write an hour old: its lock alone keeps it)
+        os.utime(temp, (written, written))
         cuda = FakeCuda()
         _backend(tmp_path, make_trt(cuda, version="10.3.0"), cuda).close()
         assert temp.exists()  # its writer lives
@@ -1078,3 +1080,49 @@ def test_an_engine_just_written_is_held_before_another_keys_build_can_prune_it(t
         writer.wait(timeout=10)
         writer.stdout.close()
         writer.stdin.close()
+
+
+def test_a_build_leaves_the_engine_temp_file_an_older_edgeseg_is_writing_without_a_lock(
+    tmp_path: Path,
+) -> None:
+    """An edgeseg from before the writer's flock, still running while a newer one is installed beside it,
+    writes its engine's temp file unlocked: the newer one's build took it for a crash's leftover and removed
+    it mid-write, and the older one's rename failed (FileNotFoundError). Here a real writer as it was then
+    stops itself just before its rename."""
+    cache = tmp_path / "engines"
+    cache.mkdir()
+    script = textwrap.dedent(
+        """
+        import os, signal, sys, tempfile
+
+        def stop_before_the_rename(event, args):
+            if event == "os.rename":
+                print("written", flush=True)
+                os.kill(os.getpid(), signal.SIGSTOP)
+
+        sys.addaudithook(stop_before_the_rename)
+        # replace_file before its flock (commit 67a8137 added it), the folder's sync left out
+        folder, name = os.path.split(sys.argv[1])
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "wb") as out:
+            out.write(b"ENGINE:" + b"x" * 4096)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, sys.argv[1])
+        """
+    )
+    older = cache / f"tiny-fp32-{'0' * 20}.engine"
+    writer = subprocess.Popen([sys.executable, "-c", script, str(older)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "written\n"
+        cuda = FakeCuda()
+        new = _backend(tmp_path, make_trt(cuda, version="10.7.0"), cuda)
+        writer.send_signal(signal.SIGCONT)
+        assert writer.wait(timeout=30) == 0
+        new.close()
+    finally:
+        writer.kill()
+        writer.wait(timeout=10)
+        writer.stdout.close()  # type: ignore[union-attr]
+    assert older.read_bytes().startswith(b"ENGINE:")

@@ -14,11 +14,11 @@
   before it is written (on a full disk they are its room; a write the disk still refuses is a one-line
   ConfigError).
   The file is written to a temporary name, synced and renamed, so a crash mid-write or a power cut never
-  leaves a torn engine (the next build removes such a temporary file, unless its write is still under way);
-  it is readable by all (an engine holds no secret, and a manual run may share the
-  service's cache). The ONNX file is parsed from its path so that external weight files are found; a model
-  with dynamically quantized convolutions (``ConvInteger``, which TensorRT cannot import) is given to it with
-  float ones instead (:mod:`edgeseg.floatconv`), unless ``float_convs`` is False.
+  leaves a torn engine (the next build removes such a temporary file, unless its write may still be under
+  way); it is readable by all (an engine holds no secret, and a manual run may share the service's cache).
+  The ONNX file is parsed from its path so that external weight files are found; a model with dynamically
+  quantized convolutions (``ConvInteger``, which TensorRT cannot import) is given to it with float ones
+  instead (:mod:`edgeseg.floatconv`), unless ``float_convs`` is False.
 - An ONNX input with dynamic dimensions gets an optimization profile fixed to the card's shape (TensorRT
   refuses to build such a network without one).
 - TensorRT 10 or later (JetPack 6): TensorRT 8 (JetPack 5) is refused in one line.
