@@ -1126,3 +1126,62 @@ def test_a_build_leaves_the_engine_temp_file_an_older_edgeseg_is_writing_without
         writer.wait(timeout=10)
         writer.stdout.close()  # type: ignore[union-attr]
     assert older.read_bytes().startswith(b"ENGINE:")
+
+
+def test_an_engine_being_loaded_is_not_lost_to_another_keys_build_between_its_open_and_its_lock(
+    tmp_path: Path,
+) -> None:
+    """A start that loads a cached engine opens it, then takes its shared lock: another instance of the model
+    (another key) finishing its build in between removed it, the start ran on the bytes it had open, and the
+    next start rebuilt it (minutes). Here a real loader stops itself just before its lock."""
+    cuda = FakeCuda()
+    cached = _backend(tmp_path, make_trt(cuda, version="10.3.0"), cuda)
+    cached.close()
+    script = textwrap.dedent(
+        """
+        import fcntl, os, signal, sys
+        from pathlib import Path
+        from test_tensorrt_fake import FakeCuda, _backend, make_trt
+
+        stopped = []
+
+        def stop_before_the_lock(event, args):
+            if event == "fcntl.flock" and args[1] == fcntl.LOCK_SH and not stopped:
+                stopped.append(True)
+                print("opened", flush=True)
+                os.kill(os.getpid(), signal.SIGSTOP)
+
+        cuda = FakeCuda()
+        trt = make_trt(cuda, version="10.3.0")
+        sys.addaudithook(stop_before_the_lock)
+        backend = _backend(Path(sys.argv[1]), trt, cuda)
+        print(trt.state.builds, flush=True)
+        sys.stdin.readline()
+        backend.close()
+        """
+    )
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
+    loader = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert loader.stdout is not None
+    assert loader.stdin is not None
+    try:
+        assert loader.stdout.readline() == "opened\n"
+        _backend(tmp_path, make_trt(cuda, version="10.7.0"), cuda).close()
+        loader.send_signal(signal.SIGCONT)
+        assert loader.stdout.readline() == "0\n"  # loaded, not built
+        assert cached.engine_path.read_bytes().startswith(b"ENGINE:")  # still there while its instance runs
+        loader.stdin.write("\n")
+        loader.stdin.flush()
+        assert loader.wait(timeout=30) == 0
+    finally:
+        loader.kill()
+        loader.wait(timeout=10)
+        loader.stdout.close()
+        loader.stdin.close()

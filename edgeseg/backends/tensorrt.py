@@ -8,11 +8,11 @@
   file's sha256, the input shape, the TensorRT version, the GPU (:func:`gpu_identity`: its name, compute
   capability, SM count and memory) and the precision. An engine from another TensorRT version or GPU
   therefore never matches and is rebuilt; one that fails to deserialize is rebuilt too. A backend holds a
-  shared ``flock`` on the engine it loaded, or wrote (from before its rename), while it runs; building a new
-  engine removes that model's engines for other keys (a model, TensorRT, GPU or option change: hundreds of
-  MB each, never matched again) except those another running process holds, and logs each one removed,
-  before it is written (on a full disk they are its room; a write the disk still refuses is a one-line
-  ConfigError).
+  shared ``flock`` on the engine it loaded (written back if it was removed before the lock), or wrote (from
+  before its rename), while it runs; building a new engine removes that model's engines for other keys (a
+  model, TensorRT, GPU or option change: hundreds of MB each, never matched again) except those another
+  running process holds, and logs each one removed, before it is written (on a full disk they are its room;
+  a write the disk still refuses is a one-line ConfigError).
   The file is written to a temporary name, synced and renamed, so a crash mid-write or a power cut never
   leaves a torn engine (the next build removes such a temporary file, unless its write may still be under
   way); it is readable by all (an engine holds no secret, and a manual run may share the service's cache).
@@ -161,6 +161,14 @@ def hold_engine(path: Path) -> BinaryIO | None:
         return None
     fcntl.flock(held, fcntl.LOCK_SH)
     return held
+
+
+def names_held(path: Path, held: BinaryIO) -> bool:
+    """Whether ``path`` still names the file ``held`` (:func:`hold_engine`) has open, not removed since."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(held.fileno()))
+    except FileNotFoundError:
+        return False
 
 
 def prune_engines(keep: Path) -> list[Path]:
@@ -318,9 +326,14 @@ class TensorRTBackend:
         runtime = self.trt.Runtime(self._logger)
         self._held = hold_engine(self.engine_path)
         if self._held is not None:
-            engine = runtime.deserialize_cuda_engine(self._held.read())
+            plan = self._held.read()
+            engine = runtime.deserialize_cuda_engine(plan)
             if engine is not None:
                 log.info("loaded TensorRT engine %s", self.engine_path)
+                if not names_held(self.engine_path, self._held):
+                    # another key's build removed it between its open and its lock: put it back, held
+                    self._held.close()
+                    self._restore_engine(plan)
                 return engine
             log.warning("cached engine %s does not deserialize here; rebuilding it", self.engine_path)
             self._held.close()
@@ -435,6 +448,16 @@ class TensorRTBackend:
             profile.set_shape(tensor.name, shape, shape, shape)
         if profile is not None:
             config.add_optimization_profile(profile)
+
+    def _restore_engine(self, data: bytes) -> None:
+        """Write back the engine loaded from a file removed meanwhile; without room for it, the backend runs
+        and the next start builds it."""
+        try:
+            self._write_engine(data)
+        except OSError as exc:
+            log.warning("cannot write back the engine %s: %s", self.engine_path, exc.strerror or exc)
+        else:
+            log.info("wrote back the engine %s (removed while it was loaded)", self.engine_path)
 
     def _write_engine(self, data: bytes) -> None:
         # (readable by all: a run as another user shares the cache). Held from before the rename on, as the
