@@ -16,7 +16,8 @@ classes) and copy the real behaviour from raspberrypi/picamera2 v0.3.36 (file/li
   keeps it in ``config['roi']`` (``imx500.py:687-716``).
 - ``get_fw_upload_progress`` asserts when debugfs is not readable (``imx500.py:373-379, 469-487``:
   ``fw_progress`` is ``NONE`` without access to ``/sys/kernel/debug`` or the ``sudo -n`` helper) and returns
-  ``(0, 0)`` outside the requested stage.
+  ``(0, 0)`` outside the requested stage; each call runs two processes (``cat`` of two debugfs files, or
+  ``sudo -n`` of two helper scripts: ``imx500.py:373-387``), which ``World.progress_reads`` counts.
 - ``get_outputs`` returns None without ``CnnOutputTensor``, else the flat float32 tensor cut and reshaped in
   Fortran order with the shapes parsed from the 712-byte ``CnnOutputTensorInfo`` struct
   (``imx500.py:660-685, 734-762``; ``[]`` shapes, hence ``[]`` outputs, for an all-zero struct).
@@ -176,6 +177,7 @@ class World:
     cameras_open: int = 0
     metadata_calls: int = 0
     progress_readable: bool = True
+    progress_reads: int = 0  # get_fw_upload_progress calls (two processes each on a Pi)
     zoom: Rect | None = None  # a ScalerCrop set by the user; None: picamera2's aspect-ratio crop
     objects: list[tuple[int, Rect]] = field(default_factory=list)
     shapes: list[tuple[int, ...]] | None = None
@@ -298,6 +300,7 @@ class FakeIMX500:
         return f"2 {self._progress} 1000000"
 
     def get_fw_upload_progress(self, stage_req: int) -> tuple[int, int]:  # imx500.py:469-487
+        self.world.progress_reads += 1
         stage, block, size = (int(v) for v in self._fw_progress_read().split())
         return (min(block, size), size) if stage == stage_req else (0, 0)
 

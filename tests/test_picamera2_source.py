@@ -102,13 +102,15 @@ def test_frames_during_the_upload_are_held_back_until_the_first_result(tmp_path:
     assert src.stats.frames == 2
 
 
-def _states_while_uploading(world: World, src: Picamera2Source) -> list[tuple[str, bool]]:
-    """The source's state line and waiting flag at each capture (the device calls the upload spans)."""
+def _states_while_uploading(world: World, src: Picamera2Source, clock: FakeClock) -> list[tuple[str, bool]]:
+    """The source's state line and waiting flag at each capture (the device calls the upload spans), the
+    captures a second apart (the progress is read once a second)."""
     seen: list[tuple[str, bool]] = []
     capture = src._camera.capture_request
 
     def spying(wait: bool | float | None = None) -> Any:
         seen.append((src.stats.state, src.stats.waiting))
+        clock.now += 1.0
         return capture(wait)
 
     src._camera.capture_request = spying
@@ -116,11 +118,13 @@ def _states_while_uploading(world: World, src: Picamera2Source) -> list[tuple[st
     return seen
 
 
-def test_the_upload_is_the_state_line_and_the_source_waits_until_the_first_result(tmp_path: Path) -> None:
+def test_the_upload_is_the_state_line_and_the_source_waits_until_the_first_result(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
     world = World(results_from=3, shapes=OUTPUT_SHAPES)
     src = _source(tmp_path, world)
     after_open = src.stats.state
-    seen = _states_while_uploading(world, src)
+    seen = _states_while_uploading(world, src, fake_clock)
     after = src.stats
     src.close()
     assert after_open == "uploading network firmware"  # not "connecting" for the minutes the upload takes
@@ -133,12 +137,36 @@ def test_the_upload_is_the_state_line_and_the_source_waits_until_the_first_resul
     assert (after.state, after.waiting) == ("running", False)
 
 
-def test_unreadable_upload_progress_is_an_upload_without_percentage_not_a_crash(tmp_path: Path) -> None:
+def test_unreadable_upload_progress_is_an_upload_without_percentage_not_a_crash(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
     world = World(results_from=3, shapes=OUTPUT_SHAPES, progress_readable=False)
     src = _source(tmp_path, world)
-    seen = _states_while_uploading(world, src)
+    seen = _states_while_uploading(world, src, fake_clock)
     src.close()
     assert seen == [("uploading network firmware", True)] * 4
+
+
+def test_the_upload_progress_is_read_once_a_second_not_at_every_frame(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    """Each read of the progress runs two processes on the Pi (picamera2's ``cat`` of two debugfs files, or
+    ``sudo -n`` of two helper scripts, each run a line in the journal): at every frame of the upload, 60 a
+    second at 30 fps for minutes. picamera2's own progress bar polls every 0.5 s (``imx500.py:497-509``)."""
+    world = World(results_from=20, shapes=OUTPUT_SHAPES)
+    src = _source(tmp_path, world)
+    capture = src._camera.capture_request
+
+    def a_frame_later(wait: bool | float | None = None) -> Any:
+        fake_clock.now += 0.125  # (8 fps)
+        return capture(wait)
+
+    src._camera.capture_request = a_frame_later
+    frame = src.read()
+    src.close()
+    assert frame is not None
+    assert frame.tensors is not None
+    assert world.progress_reads == 3  # 20 frames in 2.5 s: at the first, 1 s and 2 s later
 
 
 def test_frames_without_a_result_after_the_first_are_held_back_and_counted(tmp_path: Path) -> None:

@@ -26,10 +26,11 @@ would put the network's output where the image shows something else (``IMX500.ge
 the image, ``imx500.py:536``, and so hides the shift).
 
 ``IMX500(network)`` is built before ``Picamera2()``, as the firmware upload requires. The upload takes minutes
-the first time: until the first result ``stats.state`` is ``"uploading network firmware 40%"`` (or without the
-percentage when debugfs is not readable: picamera2 >= 0.3.35 then asserts in ``get_fw_upload_progress``,
-``imx500.py:373-379``), the source counts as waiting (the watchdog stays fed) and frames without results are
-not delivered, so they are neither published as empty nor counted as failed inference.
+the first time: until the first result ``stats.state`` is ``"uploading network firmware 40%"`` (read once a
+second, :data:`PROGRESS_READ_S`; or without the percentage when debugfs is not readable: picamera2 >= 0.3.35
+then asserts in ``get_fw_upload_progress``, ``imx500.py:373-379``), the source counts as waiting (the watchdog
+stays fed) and frames without results are not delivered, so they are neither published as empty nor counted
+as failed inference.
 
 picamera2 lives only on Raspberry Pi OS (``apt install python3-picamera2``); it is imported when the source
 opens, and ``picamera2.devices.IMX500`` (picamera2 >= 0.3.22) only with a network. Tests pass fake
@@ -67,6 +68,9 @@ FW_NETWORK_STAGE = 2  # picamera2.devices.imx500.imx500.FW_NETWORK_STAGE
 CAPTURE_TIMEOUT_S = 5.0
 CAPTURE_FRAMES = 3
 IMX500_SINCE = "0.3.22"  # picamera2's CHANGELOG: "Add IMX500 support"
+# How often the upload progress is read: each read runs two processes (cat of two debugfs files, or sudo -n of
+# two helper scripts, each run logged: imx500.py:373-387 in 0.3.36), too many to run at every frame
+PROGRESS_READ_S = 1.0
 Rect = tuple[float, float, float, float]
 
 
@@ -208,6 +212,7 @@ class Picamera2Source(LiveSource):
         self._fw_decile = -1
         self._upload = "uploading network firmware"
         self._progress_readable = True
+        self._next_progress_read = 0.0  # (monotonic s)
 
     @classmethod
     def from_uri(cls, parsed: ParsedUri, config: SourceConfig) -> Picamera2Source:
@@ -403,8 +408,10 @@ class Picamera2Source(LiveSource):
 
     def _report_firmware(self) -> None:
         """Surface the network upload progress while the sensor has produced no result yet."""
-        if self._results or not self._progress_readable:
+        now = time.monotonic()
+        if self._results or not self._progress_readable or now < self._next_progress_read:
             return
+        self._next_progress_read = now + PROGRESS_READ_S
         try:
             current, total = self._imx500.get_fw_upload_progress(FW_NETWORK_STAGE)
         except (AssertionError, OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
