@@ -1185,3 +1185,24 @@ def test_an_engine_being_loaded_is_not_lost_to_another_keys_build_between_its_op
         loader.wait(timeout=10)
         loader.stdout.close()
         loader.stdin.close()
+
+
+def test_without_building_a_cached_engine_that_does_not_deserialize_is_said_to_be_that_not_missing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``edgeseg doctor`` times the model without building (``build_engine=False``): an engine in the cache
+    that did not deserialize logged "rebuilding it", which nothing did, and the check said no engine was
+    there yet."""
+    cuda = FakeCuda()
+    _backend(tmp_path, make_trt(cuda), cuda).close()
+    (engine,) = (tmp_path / "engines").iterdir()
+    engine.write_bytes(b"torn write")
+    options = InferenceOptions(backend="tensorrt", engine_cache_dir=tmp_path / "engines", build_engine=False)
+    says = rf"model 'tiny': the cached TensorRT engine {engine} does not deserialize here .*rebuilds it"
+    with (
+        caplog.at_level(logging.INFO, logger="edgeseg.backends.tensorrt"),
+        pytest.raises(ModelError, match=says),
+    ):
+        TensorRTBackend(_card(tmp_path), options, trt=make_trt(cuda), cuda=cuda)
+    assert "rebuilding" not in caplog.text
+    assert engine.read_bytes() == b"torn write"

@@ -335,8 +335,14 @@ class TensorRTBackend:
                     self._held.close()
                     self._restore_engine(plan)
                 return engine
-            log.warning("cached engine %s does not deserialize here; rebuilding it", self.engine_path)
             self._held.close()
+            if not self.may_build:
+                raise ModelError(
+                    f"model {self.card.name!r}: the cached TensorRT engine {self.engine_path} does not "
+                    f"deserialize here (TensorRT {self.trt.__version__}, {self.gpu}): its next run or "
+                    "`edgeseg service prepare` rebuilds it (minutes)"
+                )
+            log.warning("cached engine %s does not deserialize here; rebuilding it", self.engine_path)
         if not self.may_build:
             raise ModelError(
                 f"model {self.card.name!r}: no TensorRT engine for it (TensorRT {self.trt.__version__}, "
