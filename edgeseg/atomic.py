@@ -94,5 +94,15 @@ def remove_unheld(path: Path, written_before: float | None = None) -> bool:
             return False
         if written_before is not None and os.fstat(f.fileno()).st_mtime >= written_before:
             return False
+        if not names_file(path, f):  # a file renamed over it since it was opened: not the one locked
+            return False
         path.unlink()
         return True
+
+
+def names_file(path: Path, f: BinaryIO) -> bool:
+    """Whether ``path`` still names the file ``f`` has open (not removed, nor another renamed over it)."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(f.fileno()))
+    except FileNotFoundError:
+        return False

@@ -1206,3 +1206,48 @@ def test_without_building_a_cached_engine_that_does_not_deserialize_is_said_to_b
         TensorRTBackend(_card(tmp_path), options, trt=make_trt(cuda), cuda=cuda)
     assert "rebuilding" not in caplog.text
     assert engine.read_bytes() == b"torn write"
+
+
+def test_a_prune_does_not_remove_the_engine_another_key_wrote_over_the_one_it_locked(tmp_path: Path) -> None:
+    """A build removing the model's engines of other keys locked one, then removed it by its name: when
+    the instance of that key, whose cached engine did not deserialize, wrote its new engine over it in that
+    moment, the prune removed the new one, which the instance ran (the next start rebuilt it). Here a real
+    pruner stops itself just before its lock."""
+    cuda = FakeCuda()
+    other = _backend(tmp_path, make_trt(cuda, version="10.3.0"), cuda)
+    other.close()
+    other.engine_path.write_bytes(b"torn write")
+    script = textwrap.dedent(
+        """
+        import fcntl, os, signal, sys
+        from pathlib import Path
+        from test_tensorrt_fake import FakeCuda, _backend, make_trt
+
+        def stop_before_the_lock(event, args):
+            if event == "fcntl.flock" and args[1] == fcntl.LOCK_EX | fcntl.LOCK_NB:
+                print("opened", flush=True)
+                os.kill(os.getpid(), signal.SIGSTOP)
+
+        cuda = FakeCuda()
+        trt = make_trt(cuda, version="10.7.0")
+        sys.addaudithook(stop_before_the_lock)
+        _backend(Path(sys.argv[1]), trt, cuda).close()
+        """
+    )
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
+    pruner = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert pruner.stdout is not None
+        assert pruner.stdout.readline() == "opened\n"
+        rebuilt = _backend(tmp_path, make_trt(cuda, version="10.3.0"), cuda)
+        pruner.send_signal(signal.SIGCONT)
+        assert pruner.wait(timeout=30) == 0
+        assert rebuilt.engine_path.read_bytes().startswith(b"ENGINE:")  # still there while its instance runs
+        rebuilt.close()
+    finally:
+        pruner.kill()
+        pruner.wait(timeout=10)
+        pruner.stdout.close()  # type: ignore[union-attr]

@@ -54,7 +54,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeseg import floatconv
-from edgeseg.atomic import remove_leftovers, remove_unheld, replace_file_held
+from edgeseg.atomic import names_file, remove_leftovers, remove_unheld, replace_file_held
 from edgeseg.backends import DEFAULT_INFERENCE, InferenceOptions, Outputs
 from edgeseg.errors import ConfigError, MissingDependencyError, ModelError
 from edgeseg.modelcard import ModelCard, check_yolo_seg_outputs, file_sha256
@@ -161,14 +161,6 @@ def hold_engine(path: Path) -> BinaryIO | None:
         return None
     fcntl.flock(held, fcntl.LOCK_SH)
     return held
-
-
-def names_held(path: Path, held: BinaryIO) -> bool:
-    """Whether ``path`` still names the file ``held`` (:func:`hold_engine`) has open, not removed since."""
-    try:
-        return os.path.samestat(os.stat(path), os.fstat(held.fileno()))
-    except FileNotFoundError:
-        return False
 
 
 def prune_engines(keep: Path) -> list[Path]:
@@ -330,7 +322,7 @@ class TensorRTBackend:
             engine = runtime.deserialize_cuda_engine(plan)
             if engine is not None:
                 log.info("loaded TensorRT engine %s", self.engine_path)
-                if not names_held(self.engine_path, self._held):
+                if not names_file(self.engine_path, self._held):
                     # another key's build removed it between its open and its lock: put it back, held
                     self._held.close()
                     self._restore_engine(plan)
