@@ -38,7 +38,11 @@ class SourceConfig:
     uri: str = field(default="synthetic:parts", metadata=_m(_URI_DOC, pattern=r"\S"))
     roi: Roi | None = field(
         default=None,
-        metadata=_m("Region to process, normalized [left, top, width, height].", live=True),
+        metadata=_m(
+            "Region to process, normalized [left, top, width, height] of the image; with an AI Camera "
+            "network, of the full sensor (the crop the sensor runs the network on, cut to the image).",
+            live=True,
+        ),
     )
     fps: float | None = field(
         default=None,
