@@ -28,8 +28,8 @@ first), against the split's own ms on the same maps; mask comparisons the update
 street's (YOLOv8n-seg on ``pedestrians_crossing_640x360.mp4``, its 188 frames, where ``../shared/assets``
 holds them): how much of the budget an update uses (frames of pixels) and its ms. With ``--reference DIR``
 (another version's ``edgeseg/tracker.py`` under DIR, e.g. ``git archive HEAD | tar -x -C DIR``), that
-version is timed on the same instances (on real scenes, the two in turn on each frame) and their track ids
-compared.
+version is timed on the same instances, the two in turn on each frame (on a hostile map, right after the
+split of that frame), and their track ids compared.
 The last line is one JSON object.
 
 Setup (dev-time only: neither peer is ever a dependency of edgeseg; Ultralytics is AGPL and needs torch):
@@ -316,24 +316,28 @@ def worst_case(
         + f" {'left out':>9}"
     )
     for name, maps in hostile_maps(frames).items():
-        split_ms, dets = [], []
-        for m in maps:
+        trackers = {v: module.Tracker(module.TrackerConfig()) for v, module in versions.items()}
+        split_ms: list[float] = []
+        ms: dict[str, list[float]] = {v: [] for v in versions}
+        objects = 0
+        # each frame split, then given to every version in turn, the first one then the other going first:
+        # timed one after the other, a load that came and went while one ran weighed on that one alone
+        for i, m in enumerate(maps):
             t0 = time.perf_counter()
-            dets.append(semantic_to_instances(m, SemanticParams(), 255))
+            det = semantic_to_instances(m, SemanticParams(), 255)
             split_ms.append((time.perf_counter() - t0) * 1e3)
-        row: dict[str, Any] = {"objects": len(dets[0]), "split_ms": round(statistics.median(split_ms), 2)}
-        for v, module in versions.items():
-            tracker = module.Tracker(module.TrackerConfig())
-            ms = []
-            for i, d in enumerate(dets):
+            if i == 0:
+                objects = len(det)
+            for v, tracker in list(trackers.items())[:: 1 if i % 2 else -1]:
                 t0 = time.perf_counter()
-                tracker.update(d, round(i * 1e9 / SCENE_FPS), i)
-                ms.append((time.perf_counter() - t0) * 1e3)
-            row[f"{v}_ms"] = round(statistics.median(ms[1:]), 2)
-            row[f"{v}_worst_ms"] = round(max(ms[1:]), 2)
-            row[f"{v}_over_split"] = round(statistics.median(ms[1:]) / row["split_ms"], 2)
-            if v == "edgeseg":
-                row["left_out"] = tracker.unlooked
+                tracker.update(det, round(i * 1e9 / SCENE_FPS), i)
+                ms[v].append((time.perf_counter() - t0) * 1e3)
+        row: dict[str, Any] = {"objects": objects, "split_ms": round(statistics.median(split_ms), 2)}
+        for v, times in ms.items():
+            row[f"{v}_ms"] = round(statistics.median(times[1:]), 2)
+            row[f"{v}_worst_ms"] = round(max(times[1:]), 2)
+            row[f"{v}_over_split"] = round(statistics.median(times[1:]) / row["split_ms"], 2)
+        row["left_out"] = trackers["edgeseg"].unlooked
         report[name] = row
         cells = "".join(f" {row[v + '_ms']:>12.1f} ({row[v + '_worst_ms']:>7.1f})   " for v in versions)
         print(f"{name:22} {row['objects']:>7} {row['split_ms']:>9.1f}{cells} {row['left_out']:>9}")

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mqtt_harness import Broker
@@ -60,6 +62,52 @@ def test_the_tracker_and_planner_of_a_reference_that_is_not_there_are_named(
         bench_tracking.tracker_module(tmp_path)
     with pytest.raises(SystemExit, match=str(tmp_path)):
         bench_planner.reference_planner(tmp_path)
+
+
+def test_bench_tracking_times_this_tree_and_the_reference_in_turn_on_each_hostile_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (each map was split frame after frame, then run through this tree's tracker, then the reference's: a
+    # load that came while one side ran weighed on it alone, and the reference always ran second)
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_tracking
+
+    import edgeseg.semantic
+
+    (tmp_path / "edgeseg").mkdir()
+    shutil.copy(REPO / "edgeseg" / "tracker.py", tmp_path / "edgeseg" / "tracker.py")
+    calls: list[str] = []
+
+    def recorded(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        def record(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return call(*args, **kwargs)
+
+        return record
+
+    load = bench_tracking.tracker_module
+
+    def recording_module(reference: Path | None) -> Any:
+        module = load(reference)
+        name = "edgeseg" if reference is None else "reference"
+        monkeypatch.setattr(module.Tracker, "update", recorded(name, module.Tracker.update))
+        return module
+
+    split = edgeseg.semantic.semantic_to_instances
+    monkeypatch.setattr(edgeseg.semantic, "semantic_to_instances", recorded("split", split))
+    monkeypatch.setattr(bench_tracking, "tracker_module", recording_module)
+    rings = {"nested_rings": [bench_tracking.rings(2 * i) for i in range(4)]}  # (one map: all take seconds)
+    monkeypatch.setattr(bench_tracking, "hostile_maps", lambda n: rings)
+    level = logging.getLogger("edgeseg").level
+    try:
+        report = bench_tracking.worst_case(4, {}, tmp_path)
+    finally:
+        logging.getLogger("edgeseg").setLevel(level)  # (it quiets the budgets' notes for the process)
+    assert len(report) == 1
+    frames = [calls[i : i + 3] for i in range(0, len(calls), 3)]
+    assert len(frames) == 4
+    assert all(f[0] == "split" and sorted(f[1:]) == ["edgeseg", "reference"] for f in frames), calls
+    assert {f[1] for f in frames[1:]} == {"edgeseg", "reference"}  # (each goes first in turn)
 
 
 @pytest.mark.parametrize(
