@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -134,6 +137,39 @@ def test_bench_tracking_refuses_too_few_frames_to_time_up_front(args: list[str])
     done = _script("bench_tracking.py", ["--sets", "crossing", *args], {"EDGESEG_ASSETS": "/nonexistent"})
     assert done.returncode == 2
     _one_line_naming(done, args[-2])
+
+
+def test_bench_record_times_a_set_only_after_a_pass_over_it_untimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (with --repeat 1 its one timed pass was the child's first over each set: the figure was one-off costs)
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_record
+
+    import edgeseg.rle
+    import edgeseg.sinks.record
+
+    data = tmp_path / "results.pickle"
+    data.write_bytes(pickle.dumps({"touching_discs": bench_record.scene_results("touching_discs", 1)}))
+    calls: list[str] = []
+
+    def recorded(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        def record(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return call(*args, **kwargs)
+
+        return record
+
+    monkeypatch.setattr(edgeseg.rle, "encode", recorded("rle", edgeseg.rle.encode))
+    monkeypatch.setattr(
+        edgeseg.sinks.record, "encoded_record", recorded("record", edgeseg.sinks.record.encoded_record)
+    )
+    clock = SimpleNamespace(perf_counter=recorded("clock", time.perf_counter))
+    monkeypatch.setattr(bench_record, "time", clock)
+    figures = bench_record.child(data, repeat=1)
+    assert set(figures) == {"touching_discs"}
+    assert "rle" in calls[: calls.index("clock")]
+    assert "record" in calls[: calls.index("clock")]
 
 
 def test_bench_sinks_feeds_the_mqtt_sink_the_batches_its_linger_gathers_as_the_pipeline_does(
