@@ -13,8 +13,10 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${VENV_REF:-${repo_root}/.venv-ref}"
 python_bin="${PYTHON:-python3.11}"
 
-# Pinned so a golden file regenerated later is made by the same code. numpy / opencv / onnxruntime match the
-# dev venv (.venv) so the letterboxed bytes and ONNX outputs are the ones edgeseg itself sees.
+# Pinned so a golden file regenerated later is made by the same code: the versions the golden file records
+# (tests/golden/yolov8n_seg_320_ultralytics.json, "versions"; tests/test_scripts.py holds the two together).
+# The dev venv (.venv) takes whatever numpy / opencv / onnxruntime setup.cfg allows, newer ones included
+# (opencv 5.1 there, 5.0 here): both letterbox the golden images to the same bytes.
 torch_pins=(torch==2.14.1 torchvision==0.29.1)
 ultralytics_pin=ultralytics==8.4.190
 # The minimum that `import ultralytics` + SegmentationPredictor's post-processing needs (ultralytics is
