@@ -143,8 +143,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
     args = parser.parse_args()
-    if not (ASSETS / "models").is_dir():
-        sys.exit(f"bench_inference: no models in {ASSETS / 'models'} (set EDGESEG_ASSETS)")
+    # every file it times, before any timing: an assets folder without one of them ended the run in a
+    # traceback at the first model (ModelError) or image (cv2.imread's None) it lacked, after timing those
+    # before it
+    needed = [f"models/{m}" for m in (*YOLO_MODELS, *SEMANTIC_MODELS)] + YOLO_IMAGES
+    if missing := [name for name in needed if not (ASSETS / name).is_file()]:
+        sys.exit(f"bench_inference: {ASSETS} lacks {', '.join(missing)} (set EDGESEG_ASSETS)")
     options = InferenceOptions(threads=args.threads)
     ref = load_reference()
     if ref is not None and args.threads:

@@ -132,6 +132,19 @@ def test_a_model_video_pipeline_or_assets_folder_that_is_not_there_is_one_line_n
     _one_line_naming(done, missing)
 
 
+@pytest.mark.parametrize("lacks", ["models/yolov8n-seg_int8_320.onnx", "images/bus.jpg"])
+def test_bench_inference_names_the_files_an_assets_folder_lacks_in_one_line(
+    lacks: str, tmp_path: Path, assets_dir: Path
+) -> None:
+    # (a traceback at the first model it lacked, or at cv2.imread's None for an image, after timing the rest)
+    (tmp_path / "models").mkdir()
+    if lacks.startswith("images/"):  # the models there, the images not
+        for model in (assets_dir / "models").glob("*.onnx"):
+            (tmp_path / "models" / model.name).symlink_to(model)
+    done = _script("bench_inference.py", ["--repeats", "1"], {"EDGESEG_ASSETS": str(tmp_path)})
+    _one_line_naming(done, lacks)
+
+
 @pytest.mark.parametrize("args", [["--cost-frames", "10"], ["--sets", "hostile", "--hostile-frames", "1"]])
 def test_bench_tracking_refuses_too_few_frames_to_time_up_front(args: list[str]) -> None:
     # (it timed none after the warm-up, and its median of nothing ended the run in a traceback at the end)
