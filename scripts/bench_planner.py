@@ -7,7 +7,7 @@ and MQTT to a Mosquitto started on loopback), in this process:
 
 1. ``--starts`` fresh starts, each ``--frames`` frames, from one run on every thread with a planner that made
    no trial yet, as a device's first seconds: which plan each start kept (``edgeseg/threadplan.py``), and in
-   how many of them this tree's trial read the plans under a tenth apart and measured each twice more
+   how many of them the planner's trial read the plans under a tenth apart and measured each twice more
    (``measured_twice_more``). With
    ``--reference DIR``, the planner of another checkout's ``edgeseg/threadplan.py`` (the rest is this tree's)
    starts in turn with this tree's;
@@ -50,11 +50,15 @@ from edgeseg.pipeline import ModelStages  # noqa: E402
 from edgeseg.synthetic import PartsScene  # noqa: E402
 from edgeseg.threadplan import Plan, ThreadCount, ThreadPlanner, serial_opencv  # noqa: E402
 
+# the loggers the planners' decisions go to: this tree's, and the reference's (its module's name)
+REFERENCE_MODULE = "reference_threadplan"
+PLANNER_LOGS = ("edgeseg.threadplan", REFERENCE_MODULE)
+
 
 def reference_planner(checkout: Path) -> Callable[[ThreadCount], Any]:
     """A fresh planner of the checkout's ``edgeseg/threadplan.py`` for a backend, from the plan it runs."""
     path = checkout / "edgeseg" / "threadplan.py"
-    spec = importlib.util.spec_from_file_location("reference_threadplan", path)
+    spec = importlib.util.spec_from_file_location(REFERENCE_MODULE, path)
     if not path.is_file() or spec is None or spec.loader is None:  # (a spec is made for a missing file too)
         raise SystemExit(f"--reference {checkout}: no edgeseg/threadplan.py")
     module = importlib.util.module_from_spec(spec)
@@ -66,7 +70,7 @@ def reference_planner(checkout: Path) -> Callable[[ThreadCount], Any]:
 
 
 class Retrials(logging.Handler):
-    """Counts this tree's planner's trials that measured each plan twice more (from its log)."""
+    """Counts the planners' trials that measured each plan twice more (from their logs)."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -74,6 +78,16 @@ class Retrials(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.count += "measuring each twice more" in record.getMessage()
+
+    @classmethod
+    def counting(cls) -> Retrials:
+        """A count of both planners' trials, from both loggers: the reference's module logs under its own
+        name, so this tree's logger alone would never see its trials."""
+        retrials = cls()
+        for name in PLANNER_LOGS:
+            logging.getLogger(name).addHandler(retrials)
+            logging.getLogger(name).setLevel(logging.INFO)
+        return retrials
 
 
 class HeldPlan(ThreadPlanner):
@@ -95,9 +109,7 @@ def main() -> None:
             "--frames must be >= 600 (a trial takes ~280 frames, ~560 where it measures each plan twice "
             "more), --starts and --pairs >= 0"
         )
-    retrials = Retrials()
-    logging.getLogger("edgeseg.threadplan").addHandler(retrials)
-    logging.getLogger("edgeseg.threadplan").setLevel(logging.INFO)
+    retrials = Retrials.counting()  # (one count: the starts run one at a time, each reads what it added)
 
     tune_malloc()  # as the edgeseg command does
     serial_opencv()

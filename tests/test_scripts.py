@@ -4,6 +4,7 @@ figures are theirs to print, not asserted here)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import re
@@ -112,6 +113,34 @@ def test_bench_tracking_times_this_tree_and_the_reference_in_turn_on_each_hostil
     assert len(frames) == 4
     assert all(f[0] == "split" and sorted(f[1:]) == ["edgeseg", "reference"] for f in frames), calls
     assert {f[1] for f in frames[1:]} == {"edgeseg", "reference"}  # (each goes first in turn)
+
+
+def test_bench_planner_counts_the_reference_planners_trials_that_measured_each_plan_twice_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (only this tree's planner's log was counted: measured_twice_more_reference read 0 whatever it did)
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_planner
+
+    from edgeseg.threadplan import SETTLE_FRAMES, WINDOW_FRAMES
+
+    (tmp_path / "edgeseg").mkdir()
+    shutil.copy(REPO / "edgeseg" / "threadplan.py", tmp_path / "edgeseg" / "threadplan.py")
+    planner = bench_planner.reference_planner(tmp_path)(SimpleNamespace(most_threads=2, runs=1, threads=2))
+    levels = {name: logging.getLogger(name).level for name in bench_planner.PLANNER_LOGS}
+    retrials = bench_planner.Retrials.counting()
+    try:
+        # a window on every thread, then the trial's two on two runs and one on every thread again, their
+        # frames back to back: both plans read as post-processing's 1 ms a frame, under a tenth apart
+        for _ in range(4 * (SETTLE_FRAMES + WINDOW_FRAMES)):
+            planner.postprocessed(1.0)
+            planner.inferred(10.0 * planner.plan.runs)
+        assert "twice more" in planner.outcome
+        assert retrials.count == 1
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).removeHandler(retrials)
+            logging.getLogger(name).setLevel(level)
 
 
 @pytest.mark.parametrize(
