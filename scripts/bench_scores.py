@@ -2,7 +2,7 @@
 
 For each map of ``tests/scenes.py``'s ``SCORE_SETS`` (logits, channel 0 the background: 21 channels of small
 blobs, 3 of noise; 480x640), channels first ``(C, H, W)`` and channels last ``(H, W, C)``, alternated call by
-call on one OpenCV thread (as the ``edgeseg`` command runs), the median ms of:
+call on one OpenCV thread (as the ``edgeseg`` command runs) after one untimed call of each, the median ms of:
 
 - ``scores``: ``semantic_to_instances(logits, background=0, logits=True)``;
 - ``class map``: the same on their argmax (the background set to 255): the split alone. ``scores`` less this
@@ -82,6 +82,10 @@ def main() -> None:
                     ways["reference"] = lambda x=logits, last=last: reference(
                         x, params, 0, logits=True, channels_last=last
                     )
+                # untimed first: a way's first call on these logits pays what no later one does (their pages,
+                # the allocations of its planes), and with --repeat 1 that was its whole figure
+                for way in ways.values():
+                    way()
                 times: dict[str, list[float]] = {k: [] for k in ways}
                 out: dict[str, Any] = {}
                 for _ in range(args.repeat):

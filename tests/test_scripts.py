@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import cv2
 import pytest
 from mqtt_harness import Broker
 
@@ -43,6 +44,16 @@ def _one_line_naming(done: subprocess.CompletedProcess[str], what: str) -> None:
     assert done.returncode != 0
     assert "Traceback" not in done.stderr, done.stderr[-1500:]
     assert what in done.stderr.strip().splitlines()[-1]
+
+
+def _noted(calls: list[str], name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+    """``call``, noting ``name`` in ``calls`` at each call: the order in which a bench calls what it times."""
+
+    def note(*args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return call(*args, **kwargs)
+
+    return note
 
 
 @pytest.mark.parametrize(
@@ -83,23 +94,16 @@ def test_bench_tracking_times_this_tree_and_the_reference_in_turn_on_each_hostil
     shutil.copy(REPO / "edgeseg" / "tracker.py", tmp_path / "edgeseg" / "tracker.py")
     calls: list[str] = []
 
-    def recorded(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
-        def record(*args: Any, **kwargs: Any) -> Any:
-            calls.append(name)
-            return call(*args, **kwargs)
-
-        return record
-
     load = bench_tracking.tracker_module
 
     def recording_module(reference: Path | None) -> Any:
         module = load(reference)
         name = "edgeseg" if reference is None else "reference"
-        monkeypatch.setattr(module.Tracker, "update", recorded(name, module.Tracker.update))
+        monkeypatch.setattr(module.Tracker, "update", _noted(calls, name, module.Tracker.update))
         return module
 
     split = edgeseg.semantic.semantic_to_instances
-    monkeypatch.setattr(edgeseg.semantic, "semantic_to_instances", recorded("split", split))
+    monkeypatch.setattr(edgeseg.semantic, "semantic_to_instances", _noted(calls, "split", split))
     monkeypatch.setattr(bench_tracking, "tracker_module", recording_module)
     rings = {"nested_rings": [bench_tracking.rings(2 * i) for i in range(4)]}  # (one map: all take seconds)
     monkeypatch.setattr(bench_tracking, "hostile_maps", lambda n: rings)
@@ -196,23 +200,44 @@ def test_bench_record_times_a_set_only_after_a_pass_over_it_untimed(
     data.write_bytes(pickle.dumps({"touching_discs": bench_record.scene_results("touching_discs", 1)}))
     calls: list[str] = []
 
-    def recorded(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
-        def record(*args: Any, **kwargs: Any) -> Any:
-            calls.append(name)
-            return call(*args, **kwargs)
-
-        return record
-
-    monkeypatch.setattr(edgeseg.rle, "encode", recorded("rle", edgeseg.rle.encode))
+    monkeypatch.setattr(edgeseg.rle, "encode", _noted(calls, "rle", edgeseg.rle.encode))
     monkeypatch.setattr(
-        edgeseg.sinks.record, "encoded_record", recorded("record", edgeseg.sinks.record.encoded_record)
+        edgeseg.sinks.record, "encoded_record", _noted(calls, "record", edgeseg.sinks.record.encoded_record)
     )
-    clock = SimpleNamespace(perf_counter=recorded("clock", time.perf_counter))
+    clock = SimpleNamespace(perf_counter=_noted(calls, "clock", time.perf_counter))
     monkeypatch.setattr(bench_record, "time", clock)
     figures = bench_record.child(data, repeat=1)
     assert set(figures) == {"touching_discs"}
     assert "rle" in calls[: calls.index("clock")]
     assert "record" in calls[: calls.index("clock")]
+
+
+def test_bench_scores_times_a_way_only_after_an_untimed_call_of_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # (with --repeat 1 each way's one timed call was its first on the logits: the figure was one-off costs)
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_scores
+
+    calls: list[str] = []
+    noise = {k: v for k, v in bench_scores.SCORE_SETS.items() if "noise" in k}  # (3 channels: the cheaper)
+    monkeypatch.setattr(bench_scores, "SCORE_SETS", noise)
+    monkeypatch.setattr(
+        bench_scores, "semantic_to_instances", _noted(calls, "split", bench_scores.semantic_to_instances)
+    )
+    monkeypatch.setattr(
+        bench_scores, "time", SimpleNamespace(perf_counter=_noted(calls, "clock", time.perf_counter))
+    )
+    monkeypatch.setattr(sys, "argv", ["bench_scores.py", "--seeds", "1", "--repeat", "1"])
+    threads = cv2.getNumThreads()
+    try:
+        bench_scores.main()  # (on one OpenCV thread, its warnings off: both put back below)
+    finally:
+        cv2.setNumThreads(threads)
+        logging.disable(logging.NOTSET)
+    assert len(noise) == 1
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["rows"]
+    assert "split" in calls[: calls.index("clock")]
 
 
 def test_the_reference_env_pins_the_versions_the_golden_file_was_made_with() -> None:
