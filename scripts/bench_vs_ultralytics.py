@@ -2,8 +2,8 @@
 """edgeseg run vs Ultralytics' sequential predict loop, same model and video, side by side (issue 18).
 
 Model ``yolov8n-seg_int8_320.onnx`` and video ``pedestrians_crossing_640x360.mp4`` (188 frames) from
-``../shared/assets``. Each round runs the three sides below one after the other, as fresh processes (each
-goes first in turn):
+``../shared/assets`` (``EDGESEG_ASSETS``). Each round runs the three sides below one after the other, as
+fresh processes (each goes first in turn):
 
 - edgeseg: ``python -m edgeseg run pipelines/video-file.yaml --source VIDEO --model MODEL --output T.jsonl
   --set sinks.video.path=null --no-display``: the real CLI and threaded pipeline, a video file read at the
@@ -52,7 +52,8 @@ from pathlib import Path
 from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSETS = ROOT.parent / "shared" / "assets"
+# (the tests' and the other benches' variable: assets kept elsewhere were not found here)
+ASSETS = Path(os.environ.get("EDGESEG_ASSETS", ROOT.parent / "shared" / "assets"))
 MODEL = ASSETS / "models" / "yolov8n-seg_int8_320.onnx"
 VIDEO = ASSETS / "video" / "pedestrians_crossing_640x360.mp4"
 FRAMES = 188
@@ -178,7 +179,7 @@ def main() -> None:
     args = ap.parse_args()
     for path, what in ((MODEL, "model"), (VIDEO, "video"), (Path(args.ref_python), "reference python")):
         if not path.exists():
-            fail(f"{what} not found: {path} (assets: ../shared/assets; ref env: scripts/setup_ref_env.sh)")
+            fail(f"{what} not found: {path} (assets: EDGESEG_ASSETS; ref env: scripts/setup_ref_env.sh)")
 
     rows: list[tuple[dict[str, float], dict[str, float], dict[str, float]]] = []
     sides = ["edgeseg", "edgeseg-int8", "ultralytics"]

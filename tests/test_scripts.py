@@ -154,6 +154,7 @@ def test_bench_planner_counts_the_reference_planners_trials_that_measured_each_p
         ("bench_pipeline.py", ["--no-mqtt", "--video", "{missing}"], {}),
         ("bench_mqtt.py", ["{missing}"], {}),
         ("bench_inference.py", [], {"EDGESEG_ASSETS": "{missing}"}),
+        ("bench_vs_ultralytics.py", [], {"EDGESEG_ASSETS": "{missing}"}),
     ],
 )
 def test_a_model_video_pipeline_or_assets_folder_that_is_not_there_is_one_line_naming_it(
