@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_pipeline import device_run, mosquitto  # noqa: E402
+from bench_pipeline import conveyor_frames, device_run, mosquitto  # noqa: E402
 from scenes import HOSTILE_SETS, SCENE_SETS  # noqa: E402
 
 from edgeseg.config import load_config  # noqa: E402
@@ -77,7 +77,7 @@ def demo_decodes(model: Model) -> list[Callable[[], object]]:
 def pipeline_pairs(frames: int, rounds: int, pool: int, mqtt: bool) -> dict[str, float]:
     """The demo pipeline's rate and CPU a frame, one OpenCV thread against the pool, alternated pairs."""
     stages = ModelStages.from_config(load_config(None, []))
-    images = [PartsScene(640, 480, seed=1).frame(i).image for i in range(50)]
+    images = conveyor_frames()
     runs: dict[int, list[tuple[float, float]]] = {1: [], pool: []}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         broker = stack.enter_context(mosquitto(Path(tmp) / "broker")) if mqtt else None

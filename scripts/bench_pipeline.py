@@ -217,6 +217,14 @@ class Collector:
         pass
 
 
+def conveyor_frames(count: int = 50) -> list[np.ndarray]:
+    """The first ``count`` frames of the synthetic conveyor (seed 1), the frames the device benches replay,
+    rendered by one scene: a scene made for each frame (~0.2 s of setting up its belt) cost every bench's
+    start, and every child of ``bench_sinks``, ten seconds of 50 frames."""
+    scene = PartsScene(640, 480, seed=1)
+    return [scene.frame(i).image for i in range(count)]
+
+
 def video_frames(path: str, count: int) -> list[np.ndarray]:
     """The first ``count`` frames of the video at ``path`` (all of them if it has fewer), decoded once by the
     pipeline's own file source."""
@@ -313,7 +321,7 @@ def alternated_device_runs(
     serial_opencv()
     first, second = setups
     stages = ModelStages.from_config(load_config(None, []))
-    images = [PartsScene(640, 480, seed=1).frame(i).image for i in range(50)]
+    images = conveyor_frames()
     runs: dict[str, list[DeviceRun]] = {first: [], second: []}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         port = stack.enter_context(mosquitto(Path(tmp) / "broker")).port if mqtt else None
@@ -387,11 +395,7 @@ def main() -> None:
     config = load_config(args.pipeline, overrides)
     stages = ModelStages.from_config(config)
     names = tuple(stages.model.card.classes)
-    images = (
-        video_frames(args.video, 50)
-        if args.video
-        else [PartsScene(640, 480, seed=1).frame(i).image for i in range(50)]
-    )
+    images = video_frames(args.video, 50) if args.video else conveyor_frames()
     n_images = len(images)
     n = args.timing_frames
 

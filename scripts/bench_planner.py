@@ -40,14 +40,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_pipeline import DeviceRun, device_run, mosquitto, paired_figures  # noqa: E402
+from bench_pipeline import DeviceRun, conveyor_frames, device_run, mosquitto, paired_figures  # noqa: E402
 
 import edgeseg.pipeline  # noqa: E402
 from edgeseg.backends.ort import OrtBackend  # noqa: E402
 from edgeseg.config import load_config  # noqa: E402
 from edgeseg.malloc import tune_malloc  # noqa: E402
 from edgeseg.pipeline import ModelStages  # noqa: E402
-from edgeseg.synthetic import PartsScene  # noqa: E402
 from edgeseg.threadplan import Plan, ThreadCount, ThreadPlanner, serial_opencv  # noqa: E402
 
 # the loggers the planners' decisions go to: this tree's, and the reference's (its module's name)
@@ -118,7 +117,7 @@ def main() -> None:
     if not isinstance(backend, OrtBackend) or backend.thread_count is None:
         raise SystemExit("the demo model's backend has no thread count to plan (one usable core?)")
     most = backend.most_threads
-    images = [PartsScene(640, 480, seed=1).frame(i).image for i in range(50)]
+    images = conveyor_frames()
 
     planners: dict[str, Callable[[ThreadCount], Any]] = {
         "this": lambda knob: ThreadPlanner(knob.most_threads, Plan(knob.runs, knob.threads), runs=True)

@@ -41,15 +41,16 @@ NAMES = ("background", "nut", "washer", "bolt")
 
 
 def demo_results(frames: int) -> list[Any]:
+    from bench_pipeline import conveyor_frames
+
     from edgeseg.config import load_config
     from edgeseg.frame import Frame
     from edgeseg.pipeline import ModelStages
-    from edgeseg.synthetic import PartsScene
 
     stages = ModelStages.from_config(load_config(None, []))
     out = []
-    for i in range(frames):
-        frame = Frame(i, PartsScene(640, 480, seed=1).frame(i).image, time.monotonic_ns(), time.time())
+    for i, image in enumerate(conveyor_frames(frames)):
+        frame = Frame(i, image, time.monotonic_ns(), time.time())
         prepared = stages.preprocess(frame)
         out.append(stages.decode(frame, prepared, stages.infer(prepared)))
     stages.close()

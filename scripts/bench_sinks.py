@@ -53,7 +53,7 @@ def schedstat_ms(native_id: int) -> float:
 def child(port: int, n: int, rate: float, workdir: Path, video: bool) -> dict[str, float]:
     """One round in this process, with the ``edgeseg`` on its path: CPU ms a result by thread."""
     sys.path.insert(0, str(REPO / "scripts"))
-    from bench_pipeline import Collector, ReplaySource, device_sinks
+    from bench_pipeline import Collector, ReplaySource, conveyor_frames, device_sinks
 
     from edgeseg.config import load_config
     from edgeseg.malloc import tune_malloc
@@ -62,11 +62,10 @@ def child(port: int, n: int, rate: float, workdir: Path, video: bool) -> dict[st
     from edgeseg.sinks.base import SinkContext
     from edgeseg.sinks.video import VideoSink
     from edgeseg.stats import StatsRecorder
-    from edgeseg.synthetic import PartsScene
 
     tune_malloc()
     stages = ModelStages.from_config(load_config(None, []))
-    images = [PartsScene(640, 480, seed=1).frame(i).image for i in range(50)]
+    images = conveyor_frames()
     keep = Collector()
     Pipeline(ReplaySource(images, n), stages, {"keep": keep}).run()
     stages.close()

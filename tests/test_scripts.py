@@ -251,6 +251,25 @@ def test_the_reference_env_pins_the_versions_the_golden_file_was_made_with() -> 
     assert {"opencv": opencv, **{k: pins[k] for k in made_with.keys() - {"opencv"}}} == made_with
 
 
+def test_the_benches_render_the_conveyor_frames_they_replay_with_one_scene(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (a scene was made for each frame, ~0.2 s of setting up its belt each: ten seconds at the start of every
+    # device bench and of every bench_sinks child, six of bench_record's 30 demo frames)
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_pipeline
+    import bench_record
+
+    from edgeseg.synthetic import PartsScene
+
+    calls: list[str] = []
+    monkeypatch.setattr(PartsScene, "__init__", _noted(calls, "scene", PartsScene.__init__))
+    assert len(bench_record.demo_results(3)) == 3
+    assert len(calls) == 1
+    assert len(bench_pipeline.conveyor_frames(4)) == 4
+    assert len(calls) == 2
+
+
 def test_bench_sinks_feeds_the_mqtt_sink_the_batches_its_linger_gathers_as_the_pipeline_does(
     broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
