@@ -458,7 +458,8 @@ def main() -> None:
         # the first run is its own, with every sink, outside the rounds: in the rounds every kind runs on
         # the plan kept, and none pays the trial for the others.
         first_fps = pipeline_fps("device", measured=False, frames=max(n, FIRST_RUN_FRAMES))
-        for r in range(args.rounds):
+
+        def inference_alone(r: int) -> None:
             for k, st in alone.items():
                 for p in prepared[:3]:
                     st.infer(p)
@@ -467,8 +468,16 @@ def main() -> None:
                     st.infer(prepared[i % n_images])
                 infer_runs[k].append(n / (time.perf_counter() - t0))
             side_by_side.append(infer_side_by_side(alone[1], prepared, n, cores))
+
+        def pipelines(r: int) -> None:
             for kind in runs if r % 2 == 0 else reversed(runs):
                 runs[kind].append(pipeline_fps(kind))
+
+        # inference alone first in one round, the pipelines first in the next: always first, inference alone
+        # met the machine as each round found it and the pipelines as inference alone left it
+        for r in range(args.rounds):
+            for step in (inference_alone, pipelines) if r % 2 == 0 else (pipelines, inference_alone):
+                step(r)
     for st in alone.values():
         st.model.close()
     best_k = max(infer_runs, key=lambda k: statistics.median(infer_runs[k]))

@@ -270,6 +270,49 @@ def test_the_benches_render_the_conveyor_frames_they_replay_with_one_scene(
     assert len(calls) == 2
 
 
+# bench_pipeline's main with the order of its timed runs noted, on a few frames (the order is what counts), in
+# a child process: it sets the process's malloc and OpenCV's threads as the edgeseg command does
+BENCH_PIPELINE_ORDER = """
+import json, sys
+import bench_pipeline
+order = []
+def noted(name, call):
+    def note(*args, **kwargs):
+        order.append(name)
+        return call(*args, **kwargs)
+    return note
+bench_pipeline.FIRST_RUN_FRAMES = bench_pipeline.LATENCY_RESULTS = 5
+conveyor_frames = bench_pipeline.conveyor_frames
+bench_pipeline.conveyor_frames = lambda count=50: conveyor_frames(5)
+bench_pipeline.infer_side_by_side = noted("inference", bench_pipeline.infer_side_by_side)
+bench_pipeline.Pipeline = noted("pipeline", bench_pipeline.Pipeline)
+sys.argv[1:] = ["--no-mqtt", "--rounds", "2", "--timing-frames", "5", "--frames", "10"]
+bench_pipeline.main()
+print(json.dumps(order))
+"""
+
+
+def test_bench_pipeline_times_inference_alone_and_the_pipelines_first_in_turn() -> None:
+    # (inference alone ran first in every round, the pipelines after it, though its rounds are "alternating":
+    # a machine getting slower or faster over a round weighed on each round's fps_ratio the same way)
+    path = os.pathsep.join([str(REPO), str(REPO / "scripts")])
+    done = subprocess.run(
+        [sys.executable, "-c", BENCH_PIPELINE_ORDER],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-1500:]
+    order = json.loads(done.stdout.splitlines()[-1])
+    # the first run (the planner's), the two rounds (each inference alone and three pipelines), the latency
+    # and the memory runs
+    first, rounds, after = order[0], order[1:-2], order[-2:]
+    assert [first, *after] == ["pipeline"] * 3
+    assert rounds == ["inference", *["pipeline"] * 6, "inference"]
+
+
 def test_bench_sinks_feeds_the_mqtt_sink_the_batches_its_linger_gathers_as_the_pipeline_does(
     broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
