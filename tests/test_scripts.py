@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import cv2
+import numpy as np
 import pytest
 from mqtt_harness import Broker
 
@@ -239,6 +240,37 @@ def test_bench_scores_times_a_way_only_after_an_untimed_call_of_it(
     assert len(noise) == 1
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["rows"]
     assert "split" in calls[: calls.index("clock")]
+
+
+def test_profile_semantic_times_this_tree_and_the_reference_only_after_an_untimed_call_of_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # (this tree's split made the first call on each map, timed: what only a first call pays counted against
+    # it alone, the reference's calls all coming after it)
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import profile_semantic
+
+    from edgeseg.synthetic import PartsScene
+
+    shutil.copytree(REPO / "edgeseg" / "semantic", tmp_path / "semantic")
+    calls: list[str] = []
+    load = profile_semantic.load_reference
+    monkeypatch.setattr(
+        profile_semantic, "load_reference", lambda path: _noted(calls, "reference", load(path))
+    )
+    monkeypatch.setattr(
+        profile_semantic,
+        "semantic_to_instances",
+        _noted(calls, "new", profile_semantic.semantic_to_instances),
+    )
+    class_map = PartsScene(640, 480, seed=0).frame(250).class_map.astype(np.uint8)
+    monkeypatch.setattr(profile_semantic, "demo_maps", lambda seeds, frames: {"truth": [(class_map, {})]})
+    monkeypatch.setattr(
+        sys, "argv", ["profile_semantic.py", "--reference", str(tmp_path / "semantic"), "--repeat", "2"]
+    )
+    profile_semantic.main()
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["truth"]["calls_differing"] == 0
+    assert calls == ["new", "reference"] * 3  # (one untimed call of each, then --repeat 2)
 
 
 def test_the_reference_env_pins_the_versions_the_golden_file_was_made_with() -> None:
