@@ -273,6 +273,47 @@ def test_profile_semantic_times_this_tree_and_the_reference_only_after_an_untime
     assert calls == ["new", "reference"] * 3  # (one untimed call of each, then --repeat 2)
 
 
+def test_bench_scores_times_this_tree_and_the_reference_side_by_side_each_first_in_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # (the reference ran last in every round, after the floor's pass, and this tree's first, right after the
+    # reference's on the same logits: one timed always after the other reads faster)
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_scores
+
+    shutil.copytree(REPO / "edgeseg" / "semantic", tmp_path / "semantic")
+    calls: list[str] = []
+    split, arguments = bench_scores.semantic_to_instances, bench_scores.bench_arguments
+
+    def ours(*args: Any, **kwargs: Any) -> Any:
+        calls.append("scores" if kwargs.get("logits") else "class map")
+        return split(*args, **kwargs)
+
+    def with_reference(doc: str, seeds: int, repeat: int) -> tuple[Any, Any]:
+        args, module = arguments(doc, seeds, repeat)
+        return args, SimpleNamespace(
+            semantic_to_instances=_noted(calls, "reference", module.semantic_to_instances)
+        )
+
+    noise = {k: v for k, v in bench_scores.SCORE_SETS.items() if "noise" in k}  # (3 channels: the cheaper)
+    monkeypatch.setattr(bench_scores, "SCORE_SETS", noise)
+    monkeypatch.setattr(bench_scores, "semantic_to_instances", ours)
+    monkeypatch.setattr(bench_scores, "bench_arguments", with_reference)
+    argv = ["bench_scores.py", "--seeds", "1", "--repeat", "2", "--reference", str(tmp_path / "semantic")]
+    monkeypatch.setattr(sys, "argv", argv)
+    threads = cv2.getNumThreads()
+    try:
+        bench_scores.main()  # (on one OpenCV thread, its warnings off: both put back below)
+    finally:
+        cv2.setNumThreads(threads)
+        logging.disable(logging.NOTSET)
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["summary"]["same_as_reference"]
+    # per layout (channels first, then last): the untimed calls, then the two rounds
+    untimed = ["scores", "class map", "reference"]
+    first, second = ["scores", "reference", "class map"], ["reference", "scores", "class map"]
+    assert calls == [*untimed, *first, *second] * 2
+
+
 def test_the_reference_env_pins_the_versions_the_golden_file_was_made_with() -> None:
     # (its comment said the pins were the dev venv's, which takes any opencv setup.cfg allows: 5.1 beside the
     # pinned 5.0; a golden file regenerated later is made by the same code only while these two agree)
