@@ -314,6 +314,43 @@ def test_bench_scores_times_this_tree_and_the_reference_side_by_side_each_first_
     assert calls == [*untimed, *first, *second] * 2
 
 
+def test_bench_explain_times_this_trees_view_and_the_references_each_first_in_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # (the reference's view ran always right after this tree's on the same map: one timed always after the
+    # other reads faster)
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_explain
+
+    shutil.copytree(REPO / "edgeseg" / "semantic", tmp_path / "semantic")
+    calls: list[str] = []
+    arguments = bench_explain.bench_arguments
+
+    def with_reference(doc: str, seeds: int, repeat: int) -> tuple[Any, Any]:
+        args, module = arguments(doc, seeds, repeat)
+        return args, SimpleNamespace(explain_split=_noted(calls, "reference", module.explain_split))
+
+    monkeypatch.setattr(bench_explain, "SCENE_SETS", {"ellipses": bench_explain.SCENE_SETS["ellipses"]})
+    monkeypatch.setattr(bench_explain, "HOSTILE_SETS", {})
+    monkeypatch.setattr(
+        bench_explain, "semantic_to_instances", _noted(calls, "split", bench_explain.semantic_to_instances)
+    )
+    monkeypatch.setattr(bench_explain, "explain_split", _noted(calls, "view", bench_explain.explain_split))
+    monkeypatch.setattr(bench_explain, "bench_arguments", with_reference)
+    argv = ["bench_explain.py", "--seeds", "1", "--repeat", "2", "--reference", str(tmp_path / "semantic")]
+    monkeypatch.setattr(sys, "argv", argv)
+    threads = cv2.getNumThreads()
+    try:
+        bench_explain.main()  # (on one OpenCV thread, its warnings off: both put back below)
+    finally:
+        cv2.setNumThreads(threads)
+        logging.disable(logging.NOTSET)
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["same"]
+    # the untimed calls, the two rounds, then the split and the view compared
+    first, second = ["split", "view", "reference"], ["split", "reference", "view"]
+    assert calls == [*first, *first, *second, "split", "view"]
+
+
 def test_the_reference_env_pins_the_versions_the_golden_file_was_made_with() -> None:
     # (its comment said the pins were the dev venv's, which takes any opencv setup.cfg allows: 5.1 beside the
     # pinned 5.0; a golden file regenerated later is made by the same code only while these two agree)
