@@ -7,6 +7,7 @@ record, any thread may take a :class:`PipelineStats` snapshot.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -64,13 +65,18 @@ class PipelineStats:
         return sum(self.drops.values())
 
     @property
+    def paused(self) -> bool:
+        """No result for as long as a pause of the stream: over ``PAUSE_S``, and over ``PAUSE_GAPS`` of the
+        window's mean gap (where the window has a pace: one result and then none is a pause too). A camera
+        gone, not a slow stream (a frame every 10 s) between its frames."""
+        if not self.frames_done or self.idle_s <= PAUSE_S:
+            return False
+        return math.isnan(self.fps) or self.idle_s * self.fps > PAUSE_GAPS
+
+    @property
     def fps_now(self) -> float:
-        """``fps``, or 0 once no result came for as long as a pause of the stream (over ``PAUSE_S``, and over
-        ``PAUSE_GAPS`` of the window's mean gap): a camera gone is not shown at its last rate, and a slow
-        stream (a frame every 10 s) not at 0 between its frames."""
-        if self.frames_done and self.idle_s > PAUSE_S and self.idle_s * self.fps > PAUSE_GAPS:
-            return 0.0
-        return self.fps
+        """``fps``, or 0 while the stream is :attr:`paused`: a camera gone is not shown at its last rate."""
+        return 0.0 if self.paused else self.fps
 
 
 class StatsRecorder:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import jsonschema
 import pytest
 from mjpeg import MjpegServer
@@ -36,6 +37,7 @@ from mqtt_harness import (
 )
 
 from edgeseg.mqtt.topics import load_schema
+from edgeseg.synthetic import PartsScene
 
 SCHEMAS = {kind: load_schema(kind) for kind in ("results", "info", "stats", "discovery", "config_result")}
 OUTAGE_S = 10.5
@@ -631,6 +633,56 @@ def test_stats_fps_falls_to_0_while_a_camera_sends_nothing_and_comes_back_with_i
         mjpeg_server.flowing.set()
         back = len(fps())
         assert collector.wait(lambda: any(f and f > 1 for f in fps()[back:]), 60), run.output()
+
+
+def ha_available(doc: dict[str, Any], key: str, latest: dict[str, bytes]) -> bool:
+    """Whether Home Assistant shows component ``key`` of the discovery ``doc`` as available, ``latest`` being
+    the last payload of each topic: an ``availability`` list with ``availability_mode`` ``all`` needs
+    ``online`` on each topic, ``availability_topic`` on its one; the root's shared option serves a component
+    without its own (home-assistant.io integrations/mqtt: "Using availability topics", "Device discovery")."""
+    cmp = doc["cmps"][key]
+    topics = [a["topic"] for a in cmp["availability"]] if "availability" in cmp else []
+    if not topics:
+        topics = [cmp.get("availability_topic") or doc["avty_t"]]
+    mode = cmp.get("availability_mode", "latest")  # (latest: the topic heard last decides)
+    assert mode == "all" or len(topics) == 1, mode
+    return all(latest.get(t) == b"online" for t in topics)
+
+
+def test_while_the_camera_is_gone_home_assistant_shows_counts_and_detected_unavailable_not_the_last_result(
+    tmp_path: Path, broker: Broker, collector: Collector
+) -> None:
+    """The retained counts and the "detected" sensor kept the last result's figures while the camera was
+    out: a part seen as the camera died stayed "detected" for as long as it was gone, an occupancy sensor
+    saying occupied about a dead camera. Now those entities are unavailable while no result comes (FPS and
+    the other device figures stay), and come back with the frames."""
+    scene = PartsScene(320, 240, seed=1)
+    jpegs = [cv2.imencode(".jpg", scene.frame(i).image)[1].tobytes() for i in range(8)]
+    camera = MjpegServer(jpegs)
+    try:
+        stream = ("--source", camera.url, "--set", "source.reconnect_max_s=1")
+        with Edgeseg(tmp_path, broker.url, *stream) as run:
+
+            def latest() -> dict[str, bytes]:
+                return {m.topic: m.payload for m in collector.messages}
+
+            def available(key: str) -> bool:
+                configs = collector.on("homeassistant/device/cam1/config")
+                return bool(configs) and ha_available(configs[-1].json(), key, latest())
+
+            seen = lambda: int(latest().get("edgeseg/cam1/counts/all", b"0")) > 0  # noqa: E731
+            assert collector.wait(lambda: seen() and available("detected"), 90), run.output()
+            camera.flowing.clear()
+            assert collector.wait(lambda: not available("detected"), 30), (latest(), run.output())
+            assert not available("count_all")
+            assert not available("count_nut")
+            assert available("fps")
+            assert available("latency_p50")
+            camera.flowing.set()
+            assert collector.wait(lambda: available("detected") and available("count_all"), 60), run.output()
+        validate("discovery", collector.on("homeassistant/device/cam1/config")[-1].json())
+    finally:
+        camera.close()
 
 
 def test_a_rate_cap_publishes_fewer_results_with_contiguous_seq_and_counts_the_rest(

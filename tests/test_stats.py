@@ -132,3 +132,9 @@ def test_the_rate_now_is_0_once_the_stream_paused_and_a_slow_stream_keeps_its_ra
     fake_clock.now += 60.0
     assert slow.snapshot().fps_now == 0.0
     assert math.isnan(StatsRecorder().snapshot().fps_now)  # before two results: unmeasured
+    once = StatsRecorder()  # one result and then none: a pause too (a camera gone after one frame)
+    once.frame_done(fake_clock.monotonic_ns() - 30 * MS, fake_clock.monotonic_ns())
+    assert not once.snapshot().paused
+    fake_clock.now += 6.0
+    assert once.snapshot().paused
+    assert once.snapshot().fps_now == 0.0

@@ -3,7 +3,10 @@
 The device gets sensors for FPS, latency (p50, p99), each class count, each zone's ``inside``/``entered``/
 ``exited`` and each line's ``in``/``out`` per class, a binary sensor "detected" (any
 instance in the latest result) and, when snapshots are on, an ``image`` entity. Every entity is available
-while ``<prefix>/<device_id>/status`` is ``online`` (Home Assistant's default payloads). The payload is sent
+while ``<prefix>/<device_id>/status`` is ``online`` (Home Assistant's default payloads); those that say what
+the scene holds now (the counts, "detected", a zone's ``inside``) also need ``source`` ``online``: while the
+camera is gone they are unavailable, not its last result's figures (a person seen as the camera died stayed
+"detected" for as long as it was out). The payload is sent
 again whenever Home Assistant announces itself on ``homeassistant/status`` (its birth message), and an
 empty retained payload on the same topic removes the device (``edgeseg mqtt forget``).
 """
@@ -51,6 +54,14 @@ def discovery_payload(
     def uid(key: str) -> str:
         return f"edgeseg_{did}_{key}"
 
+    # each component names its availability (none at the root): Home Assistant merges the root's shared
+    # options into a component, and a component with both an availability list and a topic is refused
+    device = {"availability_topic": topics.status}
+    scene = {
+        "availability": [{"topic": topics.status}, {"topic": topics.source}],
+        "availability_mode": "all",
+    }
+
     def stat(key: str, name: str, template: str, unit: str) -> dict[str, Any]:
         return {
             "p": "sensor",
@@ -61,6 +72,7 @@ def discovery_payload(
             "unit_of_measurement": unit,
             "state_class": "measurement",
             "entity_category": "diagnostic",
+            **device,
         }
 
     def count(key: str, name: str, topic: str) -> dict[str, Any]:
@@ -70,6 +82,7 @@ def discovery_payload(
             "name": name,
             "state_topic": topic,
             "state_class": "measurement",
+            **scene,
         }
 
     cmps: dict[str, dict[str, Any]] = {
@@ -91,6 +104,7 @@ def discovery_payload(
             "state_topic": topics.counts("all"),
             "value_template": "{{ 'ON' if value | int(0) > 0 else 'OFF' }}",
             "device_class": "occupancy",
+            **scene,
         },
     }
     for name in counted_classes:
@@ -118,6 +132,8 @@ def discovery_payload(
                         "state_topic": topic,
                         "value_template": f"{{{{ value_json['{figure}'] }}}}",
                         "state_class": state_class,
+                        # (entered, exited and crossings are totals: still true while the camera is gone)
+                        **(scene if figure == "inside" else device),
                     }
     for t in tunables:
         if t.key not in SLIDERS:
@@ -135,6 +151,7 @@ def discovery_payload(
             "step": step,
             "mode": "slider" if t.hi is not None else "box",
             "entity_category": "config",
+            **device,
         }
     if any(t.key in SLIDERS for t in tunables):
         cmps["save_tuning"] = {
@@ -144,6 +161,7 @@ def discovery_payload(
             "command_topic": topics.config_save,
             "payload_press": "state",
             "entity_category": "config",
+            **device,
         }
     if snapshot:
         cmps["snapshot"] = {
@@ -152,6 +170,8 @@ def discovery_payload(
             "name": "Snapshot",
             "image_topic": topics.snapshot,
             "content_type": "image/jpeg",
+            # (a picture of a moment: Home Assistant shows when it was taken, so the last one stays)
+            **device,
         }
     # Home Assistant keeps a component a device payload merely omits (the count of a class the new model
     # lacks, a zone taken out, a slider of another head): one sent as its platform alone is removed
@@ -166,7 +186,6 @@ def discovery_payload(
             "sw": __version__,
         },
         "o": {"name": "edgeseg", "sw": __version__, "url": ORIGIN_URL},
-        "avty_t": topics.status,
         "qos": 1,
         "cmps": cmps,
     }

@@ -56,6 +56,7 @@ KEEPALIVE_TIMEOUT = 0x8D  # the reason code paho gives when our keepalive ends t
 UNEXPLAINED = (0x80, 0x8E)
 CLASH_FLAPS = 3  # links in a row dropped before STABLE_S, the last unexplained: the log names a likely cause
 GOODBYE_ACK_WAIT_S = 1.0  # at a clean stop, how long results in flight may take to be acknowledged
+REFRESH_S = 1.0  # how often ``refresh`` brings the retained state that no result changes up to date
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,8 @@ class Publisher:
         topics: the device's topic names (status and last will).
         settings: timings and limits.
         stats_payload: builds the ``stats`` message; called on this thread every ``stats_interval_s``.
+        refresh: called on this thread every ``REFRESH_S``, connected or not: updates the retained state that
+            changes with time rather than with a result (``source`` going ``offline`` when results stop).
     """
 
     def __init__(
@@ -172,6 +175,7 @@ class Publisher:
         topics: Topics,
         settings: PublisherSettings,
         stats_payload: Callable[[], bytes] | None = None,
+        refresh: Callable[[], None] | None = None,
     ) -> None:
         self.address = address
         self.credentials = credentials
@@ -180,6 +184,8 @@ class Publisher:
         self.topics = topics
         self.settings = settings
         self._stats_payload = stats_payload
+        self._refresh = refresh
+        self._next_refresh = 0.0
         self._lock = threading.Lock()
         self._retained: dict[str, _Retained] = {}
         self._handlers: dict[str, MessageHandler] = {}
@@ -292,6 +298,7 @@ class Publisher:
     def _run(self) -> None:
         try:
             while not self._finished():
+                self._maybe_refresh()
                 link = self._link
                 if link is None:
                     if time.monotonic() >= self._next_attempt and not self._stop.is_set():
@@ -579,6 +586,13 @@ class Publisher:
                 n = self._unsendable_replies
                 if said(n):
                     log.warning("a reply on %r was not sent (%d so far): %s", topic, n, exc)
+
+    def _maybe_refresh(self) -> None:
+        now = time.monotonic()
+        if self._refresh is None or now < self._next_refresh:
+            return
+        self._next_refresh = now + REFRESH_S
+        self._refresh()
 
     def _maybe_stats(self, link: _Link) -> None:
         if self._stats_payload is None or time.monotonic() < self._next_stats:

@@ -7,6 +7,7 @@ Each JSON payload carries a ``schema`` field (``edgeseg.<kind>/<version>``) and 
 topic                  payload                                                     QoS    retained
 =====================  ==========================================================  =====  ========
 ``status``             ``online`` / ``offline`` (last will ``offline``)             1      yes
+``source``             ``online`` while results come, ``offline`` while none do    1      yes
 ``info``               software, model (name, sha256), classes, source, frame size  1      yes
 ``results``            one result record per frame, ``boot_id`` + ``seq``           1      no
 ``counts/<class>``     instances of that class in the latest result (on change)    1      yes
@@ -83,6 +84,12 @@ class Topics:
     @property
     def status(self) -> str:
         return f"{self.base}/status"
+
+    @property
+    def source(self) -> str:
+        """Whether the counts are the scene's now: ``online`` while results come, ``offline`` before the
+        first and once they paused (a camera gone)."""
+        return f"{self.base}/source"
 
     @property
     def info(self) -> str:

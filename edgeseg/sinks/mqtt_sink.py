@@ -36,6 +36,8 @@ from edgeseg.mqtt.publisher import Message, Publisher, PublisherSettings, Publis
 from edgeseg.mqtt.remote import RemoteControl
 from edgeseg.mqtt.spool import Spool, SpoolStats
 from edgeseg.mqtt.topics import (
+    OFFLINE,
+    ONLINE,
     ModelInfo,
     Topics,
     cpu_temperature_c,
@@ -221,6 +223,7 @@ class MqttSink:
                 stats_interval_s=config.stats_interval_s,
             ),
             stats_payload=self._stats_payload,
+            refresh=self._refresh_source,
         )
         self._publish_info()
         # live control: its state topics are retained before the first connect, so they go out before
@@ -251,6 +254,10 @@ class MqttSink:
             for kind, names in (("zones", ctx.zones), ("lines", ctx.lines)):
                 for zone in names:
                     self._publish_zone_counts(kind, zone, cid)
+        # no result yet: the counts above are no scene's (a camera missing at boot is not an empty room).
+        # Kept after them (retained topics go out in the order first set), so the first result after an
+        # outage has its counts sent before source online: not those of before the outage as current
+        self.publisher.set_retained(self.topics.source, OFFLINE)
         self.publisher.start()
         log.info("publishing to %s as %s (spool %s)", self.address, self.topics.base, self.spool.path)
 
@@ -301,6 +308,7 @@ class MqttSink:
             name = self._class_name(int(cid))
             counts[name] = counts.get(name, 0) + 1
         self._publish_counts(counts)
+        self.publisher.set_retained(self.topics.source, ONLINE)
         h, w = latest.frame.shape
         if self._frame_size != (w, h):
             self._frame_size = (w, h)
@@ -359,6 +367,13 @@ class MqttSink:
             self.publisher.set_retained(self.topics.counts(name), str(n).encode(), min_interval_s=every)
         total = str(sum(counts.values())).encode()
         self.publisher.set_retained(self.topics.counts("all"), total, min_interval_s=every)
+
+    def _refresh_source(self) -> None:
+        """On the publisher's thread: ``source`` goes ``offline`` once results have paused (the camera gone),
+        and the counts, "detected" and the zones' ``inside`` with it in Home Assistant; the next result sets
+        it ``online`` again. (The counts stay what the last result had: unknown is not 0.)"""
+        if self.ctx.stats().paused:
+            self.publisher.set_retained(self.topics.source, OFFLINE)
 
     def _publish_info(self) -> None:
         self.publisher.set_retained(
