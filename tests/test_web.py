@@ -191,7 +191,7 @@ def test_a_real_http_client_decodes_annotated_jpeg_frames_from_the_stream(tmp_pa
         assert b"://" not in page, "the page must load nothing from elsewhere (it works offline)"
     report = r.web.report().lines
     assert report[0].startswith("web: ")
-    assert "streamed to up to 1 viewers" in report[0]
+    assert "sent to viewers (up to 1 at once)" in report[0]
     assert r.web.describe() == f"web page http://127.0.0.1:{r.port}/ (loopback)"
 
 
@@ -323,6 +323,20 @@ def _stuck_viewer(port: int) -> Iterator[socket.socket]:
         yield stuck
     finally:
         stuck.close()
+
+
+def test_the_summary_counts_the_frames_sent_to_viewers_apart_from_those_encoded(tmp_path: Path) -> None:
+    """The summary said "N frames streamed", N the frames encoded: two viewers of the same frames were said to
+    have been streamed half of what they were sent (and a viewer that took none, all of them)."""
+    with running(tmp_path) as r:
+        viewers = [threading.Thread(target=read_frames, args=(r.port, 4)) for _ in range(2)]
+        for t in viewers:
+            t.start()
+        for t in viewers:
+            t.join(30)
+        wait_for(lambda: r.web.frames_sent >= 8, 10, "the server to count the frames it sent")
+    line = r.web.report().lines[0]
+    assert f"{r.web.frames_encoded} frames encoded, {r.web.frames_sent} sent to viewers" in line, line
 
 
 def test_close_ends_open_streams_and_frees_the_port_within_two_seconds(tmp_path: Path) -> None:

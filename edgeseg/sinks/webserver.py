@@ -564,7 +564,11 @@ class WebSink:
             )
 
     def report(self) -> SinkReport:
-        lines = [f"web: {self.frames_encoded} frames streamed to up to {self.max_viewers} viewers"]
+        # both: one encoding serves every viewer, and a slow viewer skips frames (a paused one takes none)
+        lines = [
+            f"web: {self.frames_encoded} frames encoded, {self.frames_sent} sent to viewers "
+            f"(up to {self.max_viewers} at once)"
+        ]
         if self.refused:
             lines.append(f"web: {self.refused} requests refused without a valid token")
         if self.turned_away:
