@@ -26,7 +26,9 @@ reach a counting sink over the window:
 
 The browsers and clients run on this machine, so they also take CPU the pipeline would have had; each block
 prints how many cores the other processes (the viewers among them) kept busy (``/proc/stat`` minus this
-process), and the sink's median time per result (``sink:web`` stage, encoding included). On a device, the
+process), the median time of the sink's encodings (``ms/encode``: drawing, scaling and JPEG of one frame
+for the viewers) and its median time per result (``ms/result``, the ``sink:web`` stage: at ``stream_fps`` 5
+most results encode nothing and cost next to nothing, so this is not the encoding's cost). On a device, the
 viewers are somewhere else. The ratio is the condition's median FPS over the idle median (the median of the
 per-round ratios is printed too).
 
@@ -54,6 +56,7 @@ from bench_control import CountSink  # scripts/ is on sys.path when run as a scr
 from bench_mqtt import busy_cpu_s, median, own_cpu_s, r3
 
 from edgeseg.config import load_config
+from edgeseg.frame import Result
 from edgeseg.pipeline import Pipeline
 from edgeseg.sinks.webserver import WebSink
 
@@ -152,9 +155,33 @@ class Block:
     fps: float
     others_cores: float
     viewers: int
+    window_s: float  # the window measured
     encoded: int  # frames the sink encoded during the window
     sent: int  # frames written to viewers during the window, all together
-    sink_ms: float  # median time of the web sink per result (encoding included)
+    encode_ms: float  # median time of the web sink's sends that encoded a frame (nan: none did)
+    sink_ms: float  # median time of the web sink per result: mostly sends over stream_fps, encoding nothing
+
+
+class EncodeTimes:
+    """The times of the web sink's sends that encoded a frame (the others return at once: over
+    ``stream_fps``, or nobody watching), each with when it ended."""
+
+    def __init__(self, web: WebSink) -> None:
+        self.times: list[tuple[float, float]] = []  # (end, ms)
+        self._web = web
+        self._send = web.send
+        web.send = self.send  # type: ignore[method-assign]  # (the pipeline looks it up at every result)
+
+    def send(self, result: Result) -> None:
+        encoded = self._web.frames_encoded
+        t0 = time.monotonic()
+        self._send(result)
+        t1 = time.monotonic()
+        if self._web.frames_encoded != encoded:
+            self.times.append((t1, (t1 - t0) * 1000))
+
+    def median_between(self, t0: float, t1: float) -> float:
+        return median([m for end, m in self.times if t0 <= end <= t1])  # (nan for none)
 
 
 def wait_running(pipe: Pipeline, seconds: float, until: Callable[[], bool] | None = None) -> bool:
@@ -181,6 +208,7 @@ def block(
     pipe = Pipeline.from_config(config, extra_sinks={"count": sink})
     web = pipe.sinks["web"]
     assert isinstance(web, WebSink)
+    encodes = EncodeTimes(web)
     watching = False
     try:
         pipe.start()
@@ -207,8 +235,10 @@ def block(
             sink.between(t0, t1) / (t1 - t0),
             others,
             web.viewers,
+            t1 - t0,
             web.frames_encoded - enc0,
             web.frames_sent - sent0,
+            encodes.median_between(t0, t1),
             stats.stage_ms.get("sink:web", float("nan")),
         )
     finally:
@@ -225,9 +255,13 @@ def block(
 def describe(k: int, b: Block) -> str:
     return (
         f"  round {k + 1}  {LABELS[b.condition]:<21}{b.fps:7.2f} fps   viewers {b.viewers}   "
-        f"encoded {b.encoded:4d}  sent {b.sent:5d}   sink:web {b.sink_ms:6.2f} ms/result   "
-        f"other processes {b.others_cores:4.2f} cores"
+        f"encoded {b.encoded:4d}  sent {b.sent:5d}   {b.encode_ms:6.2f} ms/encode  "
+        f"{b.sink_ms:6.2f} ms/result   other processes {b.others_cores:4.2f} cores"
     )
+
+
+def encoded_per_s(bs: list[Block]) -> float:
+    return median([b.encoded / b.window_s for b in bs])
 
 
 def browser_note() -> str:
@@ -294,14 +328,13 @@ def main() -> None:
     w = 34
     print()
     print(f"{'condition':<{w}}{'FPS (median)':>13}{'ratio':>8}{'paired':>8}{'encoded/s':>11}"
-          f"{'sink ms':>9}{'others':>8}")  # fmt: skip
+          f"{'ms/encode':>11}{'ms/result':>11}{'others':>8}")  # fmt: skip
     for c, bs in blocks.items():
         ratio = fps[c] / fps["idle"] if fps["idle"] > 0 else float("nan")
-        enc = median([b.encoded / args.window for b in bs])
         print(
             f"{LABELS[c] + (f' x{args.viewers}' if c != 'idle' else ''):<{w}}{fps[c]:13.2f}{ratio:8.3f}"
-            f"{paired(c):8.3f}{enc:11.2f}{median([b.sink_ms for b in bs]):9.2f}"
-            f"{median([b.others_cores for b in bs]):8.2f}"
+            f"{paired(c):8.3f}{encoded_per_s(bs):11.2f}{median([b.encode_ms for b in bs]):11.2f}"
+            f"{median([b.sink_ms for b in bs]):11.2f}{median([b.others_cores for b in bs]):8.2f}"
         )
     doc: dict[str, Any] = {"bench": "web", "fps_idle": r3(fps["idle"])}
     headline = "browsers" if "browsers" in blocks else "http"
@@ -316,8 +349,9 @@ def main() -> None:
             f"fps_{c}": r3(fps[c]),
             f"ratio_{c}": r3(ratio),
             f"ratio_{c}_paired_median": r3(paired(c)),
-            f"encoded_per_s_{c}": r3(median([b.encoded / args.window for b in blocks[c]])),
-            f"sink_web_ms_{c}": r3(median([b.sink_ms for b in blocks[c]])),
+            f"encoded_per_s_{c}": r3(encoded_per_s(blocks[c])),
+            f"encode_ms_{c}": r3(median([b.encode_ms for b in blocks[c]])),
+            f"sink_web_ms_per_result_{c}": r3(median([b.sink_ms for b in blocks[c]])),
             f"other_cores_{c}": r3(median([b.others_cores for b in blocks[c]])),
         })  # fmt: skip
     run_s = time.perf_counter() - run_t0

@@ -467,3 +467,20 @@ def test_a_soak_whose_run_fails_exits_non_zero_after_its_figures(tmp_path: Path)
     assert done.returncode == 1, done.stderr[-1500:]
     assert json.loads(done.stdout.splitlines()[-1])["exit_status"] == 2
     assert "exit status 2" in done.stderr.strip().splitlines()[-1]
+
+
+def test_bench_web_times_the_encodings_apart_from_the_results_that_encode_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # its one time column was the web sink's median per result, "encoding included": at the stream's rate
+    # most results encode nothing, so the median was that of a skip, not of an encoding
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_web
+
+    clients = bench_web.HttpClients(1)
+    try:
+        b = bench_web.block("http", clients, 1, 1.0, stream_fps=1.0)
+    finally:
+        clients.close()
+    assert b.encoded >= 1
+    assert b.encode_ms > b.sink_ms  # (unpaced: 5 results a second or more, on 2 busy cores)
