@@ -32,11 +32,13 @@ from mjpeg import MjpegServer
 from edgeseg.config import load_config
 from edgeseg.control import ControlSetup
 from edgeseg.errors import ConfigError, MissingDependencyError, TransientError
-from edgeseg.frame import Result
+from edgeseg.frame import Frame, Result
+from edgeseg.instances import Instances
 from edgeseg.pipeline import Pipeline
 from edgeseg.sinks import SinkContext, webserver
 from edgeseg.sinks.web import WebSinkConfig, create, load_token
 from edgeseg.sinks.webserver import WebSink
+from edgeseg.stats import PipelineStats
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "pipelines" / "demo.yaml"
@@ -296,6 +298,44 @@ def test_a_viewer_who_comes_while_nobody_watches_gets_no_frame_from_before_only_
                 chunk = viewer.recv(65536)
                 assert chunk, "the stream ended"
                 body += chunk
+
+
+def test_a_frame_encoded_as_the_last_viewer_left_is_not_kept_for_the_next_one() -> None:
+    """A frame whose encoding began while a viewer watched, and ended after the last one had left (its stream
+    ended by the 5 s check, a stall, a write that failed), was kept as the newest: the next viewer, maybe
+    hours later, was sent it first as if it were live. The frame's drawing waits here on the context's
+    figures (the HUD's), held until the viewer is gone."""
+    drawing, release = threading.Event(), threading.Event()
+
+    def figures() -> PipelineStats:  # what render() draws in the HUD: read while the frame is drawn
+        drawing.set()
+        release.wait(20)
+        return PipelineStats()
+
+    sink = WebSink(WebSinkConfig(listen="127.0.0.1:0"), SinkContext(stats=figures))
+    frame = Frame(0, np.zeros((48, 64, 3), np.uint8), time.monotonic_ns(), time.time())
+    try:
+        with socket.create_connection(("127.0.0.1", sink.port), timeout=10) as viewer:
+            viewer.sendall(f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{sink.port}\r\n\r\n".encode())
+            assert viewer.recv(4096).startswith(b"HTTP/1.1 200")
+            wait_for(lambda: sink.viewers == 1, 10, "the viewer")
+            sending = threading.Thread(target=sink.send, args=(Result(frame, Instances.empty((48, 64))),))
+            sending.start()
+            assert drawing.wait(10)
+        wait_for(lambda: sink.viewers == 0, 15, "the viewer who left to be let go")
+        release.set()
+        sending.join(10)
+        with socket.create_connection(("127.0.0.1", sink.port), timeout=1.5) as later:
+            later.sendall(f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{sink.port}\r\n\r\n".encode())
+            got = b""
+            with contextlib.suppress(TimeoutError):
+                while chunk := later.recv(65536):
+                    got += chunk
+        assert got.startswith(b"HTTP/1.1 200")
+        assert b"--frame" not in got  # no result came since this viewer connected
+    finally:
+        release.set()
+        sink.close()
 
 
 def test_a_viewer_who_leaves_while_no_frame_comes_stops_counting_as_one(tmp_path: Path) -> None:

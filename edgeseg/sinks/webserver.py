@@ -530,6 +530,10 @@ class WebSink:
 
     def _publish(self, jpeg: bytes) -> None:
         """On the loop's thread: the newest frame, and a wake-up for every viewer waiting for it."""
+        if self._viewers <= 0:
+            # encoded for a viewer who has left since (the last one: their stream's end forgot the newest
+            # frame before this one came): kept, it was the next viewer's first frame, however much later
+            return
         self._jpeg = jpeg
         self._frame_no += 1
         event, self._new_frame = self._new_frame, asyncio.Event()
