@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from ipaddress import IPv6Address
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,16 @@ HOSTS = st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9-]{0,10}){0,2}", full
 @given(HOSTS, st.integers(1, 65535), st.booleans())
 def test_a_broker_address_round_trips_through_its_url(host: str, port: int, tls: bool) -> None:
     address = BrokerAddress(host, port, tls)
+    assert parse_broker_url(str(address)) == address
+
+
+@given(st.ip_addresses(v=6), st.integers(1, 65535), st.booleans())
+def test_an_ipv6_broker_address_is_shown_as_a_url_that_names_it(
+    host: IPv6Address, port: int, tls: bool
+) -> None:
+    # shown as mqtt://::1:1883 (in the start line, the summary and every connection error), the host and
+    # the port ran together: neither the reader nor --url could tell them apart
+    address = BrokerAddress(str(host), port, tls)
     assert parse_broker_url(str(address)) == address
 
 

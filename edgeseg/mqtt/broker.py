@@ -41,7 +41,9 @@ class BrokerAddress:
     tls: bool
 
     def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+        # an IPv6 address in brackets, as in the URL it came from: mqtt://::1:1883 runs host and port together
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
 
 
 def parse_broker_url(url: str, key: str = "sinks.mqtt.url") -> BrokerAddress:
