@@ -169,6 +169,16 @@ def cli_overrides(args: argparse.Namespace) -> list[Override | str]:
         out.append(Override("sinks.display.enabled=true", "--tune"))
         out.append(Override("sinks.display.tune=true", "--tune"))
     if getattr(args, "web", None):
+        if ":" not in args.web:
+            # `edgeseg run --web demo`: the optional address took the pipeline's name, and the error was the
+            # address's pattern, a regular expression
+            moved = (
+                f"; give the pipeline before --web (edgeseg run {args.web} --web), or an address after it "
+                "(--web 127.0.0.1:8080)"
+                if getattr(args, "pipeline", None) is None
+                else " (e.g. --web 127.0.0.1:8080)"
+            )
+            raise InputError(f"--web: {args.web!r} is not HOST:PORT{moved}")
         out.append(Override(f"sinks.web.listen={_quoted(args.web)}", "--web"))
     out += output_overrides(getattr(args, "output", None) or [])
     if getattr(args, "mqtt", None):

@@ -325,6 +325,22 @@ def test_a_flag_given_an_empty_value_is_refused_in_one_line_not_dropped(tmp_path
     )
 
 
+def test_a_pipeline_after_web_is_told_to_go_before_it_not_shown_the_address_pattern(tmp_path: Path) -> None:
+    # `edgeseg run --web demo`: --web's optional address took the pipeline, and the error was the address's
+    # regular expression, "must match ^(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$ (got 'demo')"
+    done = edgeseg("run", "--web", "demo", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2,
+        "edgeseg: error: --web: 'demo' is not HOST:PORT; give the pipeline before --web (edgeseg run demo "
+        "--web), or an address after it (--web 127.0.0.1:8080)\n",
+    )
+    done = edgeseg("run", "demo", "--web", "8080", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2,
+        "edgeseg: error: --web: '8080' is not HOST:PORT (e.g. --web 127.0.0.1:8080)\n",
+    )
+
+
 def test_a_pipeline_name_longer_than_a_file_name_can_be_is_one_line(tmp_path: Path) -> None:
     # "OSError: [Errno 36] File name too long" from Path.is_dir, a traceback
     done = edgeseg("run", "a" * 300, cwd=tmp_path)
