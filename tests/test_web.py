@@ -338,6 +338,25 @@ def test_a_frame_encoded_as_the_last_viewer_left_is_not_kept_for_the_next_one() 
         sink.close()
 
 
+def test_the_page_says_no_new_frame_once_the_stream_paused_not_between_the_frames_of_a_slow_one() -> None:
+    """The page turned red, "no new frame for 6 s", 5 s after every frame of a camera slower than one frame
+    in 5 s (a timelapse at 0.1 fps) while it worked as it should, and Home Assistant, by the stream's own
+    pause rule, showed it running."""
+    now = [PipelineStats()]
+    sink = WebSink(WebSinkConfig(listen="127.0.0.1:0"), SinkContext(stats=lambda: now[0]))
+    try:
+        now[0] = PipelineStats(frames_done=10, fps=0.1, idle_s=8.0)  # between two frames at 0.1 fps
+        assert sink.state()["stats"]["no_result_s"] is None
+        now[0] = PipelineStats(frames_done=10, fps=0.1, idle_s=60.0)  # six frames missing: a pause
+        assert sink.state()["stats"]["no_result_s"] == 60
+        now[0] = PipelineStats(frames_done=10, fps=25.0, idle_s=8.0)
+        assert sink.state()["stats"]["no_result_s"] == 8
+        now[0] = PipelineStats(frames_done=0, idle_s=8.0)  # none yet: "no frame yet (8 s)"
+        assert sink.state()["stats"]["no_result_s"] == 8
+    finally:
+        sink.close()
+
+
 def test_a_viewer_who_leaves_while_no_frame_comes_stops_counting_as_one(tmp_path: Path) -> None:
     """A viewer gone while the camera was out (a page reloaded, closed) was noticed only at the next frame
     written to it: until the camera came back it counted (the page said "viewers 2" for one page reloaded

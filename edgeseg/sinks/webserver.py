@@ -478,8 +478,11 @@ class WebSink:
                 "latency_ms": {"p50": _finite(p.latency_ms_p50, 1), "p99": _finite(p.latency_ms_p99, 1)},
                 "frames": {"read": p.frames_read, "done": p.frames_done},
                 "elapsed_s": _finite(p.elapsed_s, 1),
-                # a camera out (or none yet): the page says so, not "live" beside a frozen or empty image
-                "no_result_s": _finite(p.idle_s, 0) if p.idle_s > STALE_S else None,
+                # a camera out (or none yet): the page says so, not "live" beside a frozen or empty image;
+                # by the stream's pause rule, as MQTT's FPS, not between two frames of a slow camera
+                "no_result_s": (
+                    _finite(p.idle_s, 0) if p.paused or (not p.frames_done and p.idle_s > STALE_S) else None
+                ),
                 "drops": dict(p.drops),
                 "dropped_total": p.dropped_total,
                 "bad_frames": dict(p.bad_frames),
