@@ -171,19 +171,34 @@ def listen(
 
 
 def _retained(client: mqtt.Client, topics: Topics, settle_s: float) -> list[str]:
-    """The device's topics (discovery included) that hold a retained message now."""
+    """The device's topics (discovery included) that hold a retained message now; a :class:`BrokerError`
+    where the broker does not let this user read them."""
     found: set[str] = set()
     lock = threading.Lock()
+    # a broker whose ACL denies reading grants the subscription all the same and delivers nothing (Mosquitto
+    # 2): no retained topic seen, "cleared 0", and the device stayed in Home Assistant. A message of our own
+    # (empty, not retained, on a level no device uses) that does not come back, with nothing else, says so
+    # (one denied publishing alone still reads what it could not clear: forget says that)
+    probe = f"{topics.base}/forget-probe/{uuid.uuid4().hex[:8]}"
+    echoed = threading.Event()
 
     def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.retain and msg.payload:
+        if msg.topic == probe:
+            echoed.set()
+        elif msg.retain and msg.payload:
             with lock:
                 found.add(msg.topic)
 
     client.on_message = on_message
     client.subscribe([(topics.discovery, 1), (f"{topics.base}/#", 1)])
+    client.publish(probe, b"", qos=1)  # (after the subscription: a broker takes a client's packets in order)
     time.sleep(settle_s)  # retained messages arrive right after the subscription
     client.unsubscribe([topics.discovery, f"{topics.base}/#"])
+    if not echoed.is_set() and not found:
+        raise BrokerError(
+            f"the broker did not deliver to this user its own test message on {probe} within {settle_s:g} s: "
+            f"does its ACL let this user read (and publish to) {topics.base}/#? Nothing was cleared"
+        )
     with lock:
         return sorted(found)
 

@@ -558,6 +558,36 @@ def test_forget_that_the_broker_refuses_says_so_instead_of_cleared(tmp_path: Pat
     )
 
 
+def test_forget_by_a_user_the_broker_lets_publish_but_not_read_says_so_instead_of_cleared_0(
+    tmp_path: Path,
+) -> None:
+    """A broker whose ACL lets the user publish to the device's topics but not read them grants the
+    subscription and delivers nothing (Mosquitto 2): forget saw no retained topic and said "cleared 0
+    retained topic(s)", exit status 0, and the device stayed in Home Assistant."""
+    passwd, acl = tmp_path / "passwd", tmp_path / "acl"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "writer", "secret"], check=True)
+    acl.write_text("topic readwrite #\nuser writer\ntopic write #\n")  # anonymous: all; writer: write only
+    for path in (passwd, acl):
+        path.chmod(0o644)
+    locked = Broker(tmp_path / "broker", extra_config=f"password_file {passwd}\nacl_file {acl}\n")
+    locked.start()
+    collector = Collector(locked.port)
+    try:
+        collector.publish("homeassistant/device/cam1/config", b"{}", retain=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeseg", "mqtt", "forget", "--url", locked.url, "--device-id", "cam1"],
+            env=edgeseg_env(EDGESEG_MQTT_USERNAME="writer", EDGESEG_MQTT_PASSWORD="secret"),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert retained(locked.port, "homeassistant/device/cam1/config")
+    finally:
+        collector.close()
+        locked.stop()
+    assert done.returncode == 2, done.stdout
+    assert "cleared" not in done.stdout
+    assert done.stderr.startswith("edgeseg: error: the broker did not deliver to this user its own test")
+
+
 def test_forget_with_a_pipeline_clears_the_discovery_under_its_discovery_prefix(
     tmp_path: Path, broker: Broker, collector: Collector
 ) -> None:
