@@ -281,18 +281,22 @@ def test_an_outage_longer_than_a_spool_shared_with_events_counts_results_and_eve
     assert "Traceback" not in err
 
 
-def test_home_assistant_birth_makes_the_device_send_discovery_again(
+def test_home_assistant_birth_makes_the_device_send_discovery_again_whatever_its_discovery_prefix(
     tmp_path: Path,
     broker: Broker,
     collector: Collector,
 ) -> None:
-    with Edgeseg(tmp_path, broker.url) as run:
-        assert collector.wait(lambda: collector.on("/status"), 60), run.output()
-        first = collector.on("homeassistant/device/cam1/config")
-        assert len(first) == 1
+    # Home Assistant's birth topic is homeassistant/status whatever its discovery prefix (DEFAULT_BIRTH_WILL_
+    # TOPIC, homeassistant/components/mqtt/const.py): the device listened on <discovery_prefix>/status
+    topic = "ha/device/cam1/config"
+    with Edgeseg(tmp_path, broker.url, "--set", "sinks.mqtt.discovery_prefix=ha") as run:
+        assert collector.wait(lambda: collector.on("/status") and collector.on(topic), 60), run.output()
+        assert len(collector.on(topic)) == 1
         collector.publish("homeassistant/status", b"online")
-        assert collector.wait(lambda: len(collector.on("homeassistant/device/cam1/config")) == 2, 10)
-    doc = collector.on("homeassistant/device/cam1/config")[-1].json()
+        assert collector.wait(lambda: len(collector.on(topic)) == 2, 10)
+        collector.publish("ha/status", b"online")  # (a birth moved along with the prefix)
+        assert collector.wait(lambda: len(collector.on(topic)) == 3, 10)
+    doc = collector.on(topic)[-1].json()
     validate("discovery", doc)
     assert doc["dev"]["ids"] == ["edgeseg_cam1"]
     assert {c["p"] for c in doc["cmps"].values()} == {"sensor", "binary_sensor", "number", "button"}

@@ -24,7 +24,7 @@ topic                  payload                                                  
 In (subscribed): ``config/<key>/set`` (one value, JSON or a bare word), ``config/set`` (a JSON object
 ``{key path: value}``; an MQTT 5 request's response topic and correlation data get the reply too),
 ``config/save`` (``state``, the default: keep the live changes across restarts; ``yaml``: write them into the
-pipeline file), and Home Assistant's ``homeassistant/status``.
+pipeline file), and Home Assistant's ``homeassistant/status`` (and ``<discovery_prefix>/status``).
 """
 
 from __future__ import annotations
@@ -156,9 +156,11 @@ class Topics:
         return f"{self.discovery_prefix}/device/{self.device_id}/config"
 
     @property
-    def ha_status(self) -> str:
-        """Home Assistant's birth and last will (``online`` / ``offline``)."""
-        return f"{self.discovery_prefix}/status"
+    def ha_status(self) -> tuple[str, ...]:
+        """Where Home Assistant may announce itself (birth and last will, ``online`` / ``offline``): its
+        default ``homeassistant/status``, whatever its discovery prefix (``DEFAULT_BIRTH_WILL_TOPIC`` in its
+        ``mqtt/const.py``), and ``<discovery_prefix>/status`` for a birth moved along with the prefix."""
+        return tuple(dict.fromkeys(("homeassistant/status", f"{self.discovery_prefix}/status")))
 
 
 def _dumps(doc: Mapping[str, Any]) -> bytes:

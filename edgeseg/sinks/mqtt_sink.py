@@ -246,7 +246,8 @@ class MqttSink:
                 replace_file(announced, json.dumps(components(discovery), sort_keys=True).encode())
             except OSError as exc:
                 log.warning("%s cannot be written: %s", announced, exc)
-            self.publisher.subscribe(self.topics.ha_status, self._on_ha_status)
+            for topic in self.topics.ha_status:
+                self.publisher.subscribe(topic, self._on_ha_status)
         self._publish_counts({name: 0 for name in self.counted})
         for cid in range(len(ctx.class_names)):
             if cid in ctx.never_instances:
