@@ -70,7 +70,9 @@ SLACK_S = 1e-3  # on durations, so capture times rounded to the nanosecond meet 
 class ZoneConfig:
     """A named zone: a polygon in normalized frame coordinates; counts tracks inside, entering, leaving."""
 
-    polygon: Points = field(metadata=_m("Corners [[x, y], ...], normalized 0..1; 3 to 1000."))
+    polygon: Points = field(
+        metadata=_m("Corners [[x, y], ...] in order round the zone, each once, normalized 0..1; 3 to 1000.")
+    )
     anchor: str = field(
         default="bottom_center",
         metadata=_m("Point of the box that must be inside (when min_fraction is null).", choices=ANCHORS),
@@ -112,16 +114,20 @@ class ZoneConfig:
             raise FieldError(
                 "polygon", f"must have at most {MAX_ZONE_POINTS} points, got {len(self.polygon)}"
             )
-        if _crosses_itself(self.polygon):  # corners out of order: not the zone meant
-            raise FieldError(
-                "polygon",
-                "must not cross itself (list its corners in order round the zone)",
-                _raw(self.polygon),
-            )
-        if abs(_signed_area(self.polygon)) < 1e-9:
+        if _on_one_line(self.polygon):
             raise FieldError(
                 "polygon", "must enclose an area (its points lie on one line)", _raw(self.polygon)
             )
+        # corners out of order, or one listed twice: not the zone meant (a figure of eight through a corner
+        # listed twice was refused or taken by the sum of its lobes' signed areas, 0 when symmetric)
+        if _meets_itself(self.polygon):
+            raise FieldError(
+                "polygon",
+                "must not cross or touch itself (list its corners in order round the zone, each once)",
+                _raw(self.polygon),
+            )
+        if abs(_signed_area(self.polygon)) < 1e-9:
+            raise FieldError("polygon", "must enclose an area", _raw(self.polygon))
 
 
 @dataclass(frozen=True)
@@ -159,18 +165,41 @@ def _signed_area(points: Points) -> float:
     )
 
 
-def _crosses_itself(points: Points) -> bool:
-    """Whether two edges that share no corner cross (each one's ends strictly either side of the other)."""
+def _turn(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> float:
+    """Twice the signed area of the triangle ``a, b, c`` (0: on one line)."""
+    return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
 
-    def turn(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> float:
-        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
 
-    n = len(points)
-    edges = [(points[i], points[(i + 1) % n]) for i in range(n)]
+def _on_one_line(points: Points) -> bool:
+    """Whether every point lies within 1e-9 of the line through the first and the one farthest from it."""
+    a = points[0]
+    far = max(points, key=lambda p: math.dist(a, p))
+    span = math.dist(a, far)
+    return span == 0 or all(abs(_turn(a, far, p)) <= 1e-9 * span for p in points)
+
+
+def _meets_itself(points: Points) -> bool:
+    """Whether two edges that are not neighbours meet: cross, touch, or overlap along a line (a corner
+    listed twice, as in a figure of eight or a pinch, is two such edges meeting). A corner repeated at once
+    (a double click, or the first again at the end as GeoJSON closes a ring) is one corner."""
+    pts = [p for p, q in zip(points, (*points[1:], points[0]), strict=True) if p != q]
+    n = len(pts)
+    edges = [(pts[i], pts[(i + 1) % n]) for i in range(n)]
     for i in range(n):
         for j in range(i + 2, n - (i == 0)):  # not the next edge, nor (from the first) the last
             (p, q), (r, u) = edges[i], edges[j]
-            if turn(r, u, p) * turn(r, u, q) < 0 and turn(p, q, r) * turn(p, q, u) < 0:
+            d1, d2 = _turn(r, u, p), _turn(r, u, q)
+            if d1 * d2 > 0:
+                continue
+            d3, d4 = _turn(p, q, r), _turn(p, q, u)
+            if d3 * d4 > 0:
+                continue
+            if d1 or d2 or d3 or d4:
+                return True
+            # on one line: they meet where their extents overlap
+            if all(
+                max(min(p[k], q[k]), min(r[k], u[k])) <= min(max(p[k], q[k]), max(r[k], u[k])) for k in (0, 1)
+            ):
                 return True
     return False
 

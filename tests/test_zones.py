@@ -16,7 +16,7 @@ import cv2
 import jsonschema
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 from test_pipeline import CollectSink, ListSource, SquareStages
@@ -57,11 +57,11 @@ ZONE = "zones={reject: {polygon: [[0.6, 0], [1, 0], [1, 1], [0.6, 1]]}}"
         # corners out of order (a bow-tie): the symmetric one was said to "lie on one line", the other taken
         (
             "zones={reject: {polygon: [[0.2, 0.2], [0.8, 0.8], [0.8, 0.2], [0.2, 0.8]]}}",
-            "zones.reject.polygon: must not cross itself",
+            "zones.reject.polygon: must not cross or touch itself",
         ),
         (
             "zones={reject: {polygon: [[0.1, 0.1], [0.9, 0.8], [0.9, 0.1], [0.1, 0.9]]}}",
-            "zones.reject.polygon: must not cross itself",
+            "zones.reject.polygon: must not cross or touch itself",
         ),
         (
             "zones={reject: {polygon: [[0, 0], [1, 0], [1, 1]], enter_s: -1}}",
@@ -103,8 +103,38 @@ def test_a_zone_with_its_corners_in_order_round_it_is_taken_and_out_of_order_ref
     if len(corners) >= 4:
         k = swap % len(corners)
         corners[k], corners[(k + 1) % len(corners)] = corners[(k + 1) % len(corners)], corners[k]
-        with pytest.raises(FieldError, match="must not cross itself"):
+        with pytest.raises(FieldError, match="must not cross or touch itself"):
             ZoneConfig(polygon=tuple(corners))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lobes=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4)), min_size=4, max_size=4),
+    crossing=st.booleans(),
+    start=st.integers(0, 5),
+)
+def test_a_zone_through_one_corner_twice_is_refused_as_touching_itself_whatever_its_lobes(
+    lobes: list[tuple[int, int]], crossing: bool, start: int
+) -> None:
+    """Two triangles joined at a corner listed twice, as a figure of eight (its path crosses there) or as a
+    pinch (it touches): refused in one message, whatever the lobes' sizes (a symmetric figure of eight was
+    said to "lie on one line", its area summing to 0, and any other one taken)."""
+    (x1, y1), (x2, y2), (x3, y3), (x4, y4) = lobes  # tenths from the shared corner: up-left, down-right
+    turn_a, turn_b = x1 * y2 - y1 * x2, x3 * y4 - y3 * x4  # (each lobe's turn, in integers)
+    assume(turn_a != 0 and turn_b != 0)
+    # lobes turning the same way make a pinch, opposite ways a figure of eight
+    if ((turn_a > 0) == (turn_b > 0)) == crossing:
+        (x3, y3), (x4, y4) = (x4, y4), (x3, y3)
+    c = (0.5, 0.5)
+    a1, a2 = (0.5 - x1 / 10, 0.5 - y1 / 10), (0.5 - x2 / 10, 0.5 - y2 / 10)
+    b1, b2 = (0.5 + x3 / 10, 0.5 + y3 / 10), (0.5 + x4 / 10, 0.5 + y4 / 10)
+    corners = [c, a1, a2, c, b1, b2]
+    corners = corners[start:] + corners[:start]
+    with pytest.raises(FieldError, match="must not cross or touch itself"):
+        ZoneConfig(polygon=tuple(corners))
+    # a corner listed twice in a row (a double click; the first again at the end, as GeoJSON closes a ring)
+    # is one corner
+    ZoneConfig(polygon=(c, a1, a1, a2, c))
 
 
 def test_a_zone_of_more_corners_than_a_drawn_one_needs_is_refused_in_one_line() -> None:
