@@ -24,6 +24,11 @@ from edgeseg.errors import InputError
 from edgeseg.geometry import MAX_SIDE, AxisAffine, canonical_obbs, fill_polygon, mask_polygons, mask_rect
 from edgeseg.validate import describe
 
+# A document's masks are read into crops of their boxes that add up to at most this many frames: a mask as
+# large as the frame is a few bytes of RLE or polygon, so a small document of many held a frame each (400 in
+# 3 KB: 120 MB at 640 x 480, 27 GB at 8192 x 8192). Twice what a result has: YOLO's masks are made for at most
+# 8 frames of their boxes (edgeseg.heads.yolo_seg.MASK_FRAMES), a semantic map's instances are parts of it.
+MAX_READ_FRAMES = 16
 MaskFormat = Literal["rle", "polygon", "none"]
 MASK_FORMATS: tuple[MaskFormat, ...] = ("rle", "polygon", "none")
 Index = int | slice | Sequence[int] | NDArray[np.integer] | NDArray[np.bool_]
@@ -395,6 +400,7 @@ class Instances:
         if not items:
             return cls.empty((h, w))
         crops, origins, polys = [], [], []
+        held = 0  # the crops' pixels
         for i, item in enumerate(items):
             seg = item.get("segmentation") if isinstance(item, dict) else None
             if isinstance(seg, dict):
@@ -420,6 +426,12 @@ class Instances:
                 raise InputError(f"instances[{i}] has no segmentation (serialized with mask_format='none'?)")
             if crop.size == 0:
                 raise InputError(f"instances[{i}].segmentation is an empty mask")
+            held += crop.size
+            if held > MAX_READ_FRAMES * h * w:
+                raise InputError(
+                    f"instances JSON masks' boxes add up to more than {MAX_READ_FRAMES} frames of {w}x{h} by "
+                    f"instances[{i}] (of {len(items)}): no result has masks so large"
+                )
             crops.append(crop)
             origins.append(origin)
 
@@ -527,17 +539,24 @@ def _fill_polygons(
     """The union of the polygons' fills (:func:`edgeseg.geometry.fill_polygon`) as a tight crop and its
     origin. A polygon that fills no pixel (one or two vertices, or a path with no inside) is the pixels its
     outline passes through: earlier versions, whose outlines ran through the edge pixels' centres, wrote a
-    lone pixel or a 1 px thin part so, and such a polygon made the whole document unreadable."""
-    filled = [(c, o) for c, o in (_polygon_pixels(p, image_hw) for p in parts) if c.any()]
-    if not filled:
+    lone pixel or a 1 px thin part so, and such a polygon made the whole document unreadable.
+
+    Each part is added to one crop of the frame's pixels that any part may cover (as each part is filled, so
+    memory is the frame's: every part's own crop held until their union cost a frame per part)."""
+    h, w = image_hw
+    # a part's pixels, filled or under its outline, lie in the pixels of its vertices' box (clipped)
+    lo = np.clip(np.floor(np.min([p.min(axis=0) for p in parts], axis=0)), 0, [w, h]).astype(int)
+    hi = np.clip(np.floor(np.max([p.max(axis=0) for p in parts], axis=0)) + 1, 0, [w, h]).astype(int)
+    (x0, y0), (x1, y1) = lo.tolist(), hi.tolist()
+    if x1 <= x0 or y1 <= y0:
         return np.zeros((0, 0), bool), (0, 0)
-    x0, y0 = min(o[0] for _, o in filled), min(o[1] for _, o in filled)
-    x1 = max(o[0] + c.shape[1] for c, o in filled)
-    y1 = max(o[1] + c.shape[0] for c, o in filled)
-    crop = np.zeros((y1 - y0, x1 - x0), bool)
-    for c, (ox, oy) in filled:
-        crop[oy - y0 : oy - y0 + c.shape[0], ox - x0 : ox - x0 + c.shape[1]] |= c
-    return crop, (x0, y0)
+    union = np.zeros((y1 - y0, x1 - x0), bool)
+    for c, (ox, oy) in (_polygon_pixels(p, image_hw) for p in parts):
+        union[oy - y0 : oy - y0 + c.shape[0], ox - x0 : ox - x0 + c.shape[1]] |= c
+    c0, r0, cw, ch = cv2.boundingRect(union.view(np.uint8))
+    if cw == 0:
+        return np.zeros((0, 0), bool), (0, 0)
+    return union[r0 : r0 + ch, c0 : c0 + cw].copy(), (x0 + c0, y0 + r0)
 
 
 def _polygon_pixels(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tracemalloc
 from dataclasses import replace
+from typing import Any
 
 import cv2
 import numpy as np
@@ -438,6 +439,63 @@ def test_reading_a_polygon_costs_memory_by_its_frame_not_by_its_crossings_with_t
     assert peak < 4 * h * w
     monkeypatch.setattr(geometry, "_CROSSINGS_AT_ONCE", 1 << 40)  # the same pixels, listed at once
     assert np.array_equal(back.masks[0], Instances.from_dict(doc).masks[0])
+
+
+def _peak_bytes(read: Any) -> tuple[Any, int]:
+    """What ``read()`` returns (or raises: the exception) and the most memory it held at once."""
+    tracemalloc.start()
+    try:
+        try:
+            out = read()
+        except InputError as exc:
+            out = exc
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_document_of_many_masks_as_large_as_the_frame_costs_memory_by_the_frame_not_by_their_number() -> (
+    None
+):
+    # (a mask of the whole frame is a few bytes of RLE, a triangle over it a few of polygon: a 3 KB document
+    # of 400 of them held 400 frames of crops, 120 MB at 640 x 480 and 27 GB at 8192 x 8192)
+    h, w = 480, 640
+    item = {
+        "class_id": 1,
+        "score": 0.5,
+        "bbox_xyxy": [0, 0, w, h],
+        "obb": [w / 2, h / 2, w, h, 0],
+        "area": h * w,
+    }
+    whole = {"size": [h, w], "counts": rle.encode([np.ones((h, w), bool)], [(0, 0)], (h, w))[0]}
+    triangle = [[0.0, 0.0, 2.0 * w, 0.0, 0.0, 2.0 * h]]
+    for seg in (whole, triangle):
+        doc = {"height": h, "width": w, "instances": [item | {"segmentation": seg}] * 400}
+        out, peak = _peak_bytes(lambda doc=doc: Instances.from_dict(doc))
+        assert peak < 24 * h * w, f"{peak / (h * w):.0f} frames"
+        assert "masks' boxes add up to more than 16 frames" in str(out), type(out)
+        # as many as a result ever has (YOLO's masks are made for at most 8 frames of their boxes) read back
+        assert len(Instances.from_dict(doc | {"instances": doc["instances"][:16]})) == 16
+
+
+def test_an_instance_of_many_polygons_each_over_the_frame_costs_memory_by_the_frame() -> None:
+    # (each part was filled into a crop of its own, all held until their union was made: 100 frames)
+    h, w = 480, 640
+    item = {
+        "class_id": 1,
+        "score": 0.5,
+        "bbox_xyxy": [0, 0, w, h],
+        "obb": [w / 2, h / 2, w, h, 0],
+        "area": h * w,
+    }
+    seg = [[0.0, 0.0, 2.0 * w, 0.0, 0.0, 2.0 * h]] * 100
+    back, peak = _peak_bytes(
+        lambda: Instances.from_dict({"height": h, "width": w, "instances": [item | {"segmentation": seg}]})
+    )
+    assert peak < 8 * h * w, f"{peak / (h * w):.0f} frames"
+    assert isinstance(back, Instances), back
+    assert back.masks[0].shape == (h, w)
+    assert back.masks[0].all()
 
 
 @pytest.mark.parametrize(("key", "value"), [("class_id", 2**40), ("track_id", 2**70), ("area", 2**70)])
