@@ -420,7 +420,7 @@ class Instances:
                 # COCO's segmentation is a list of polygons, one per part (pycocotools fills their union),
                 # carried on so that the document round-trips
                 parts = [_polygon_vertices(coords, i, k) for k, coords in enumerate(seg)]
-                polys.append(tuple(parts))
+                polys.append(tuple(p.astype(np.float32) for p in parts))
                 crop, origin = _fill_polygons(parts, (h, w))
             else:
                 raise InputError(f"instances[{i}] has no segmentation (serialized with mask_format='none'?)")
@@ -516,16 +516,20 @@ def _under(start: int, stop: int, scale: float, shift: float, first: int, n: int
     return under
 
 
-def _polygon_vertices(coords: Any, i: int, k: int) -> NDArray[np.float32]:
+def _polygon_vertices(coords: Any, i: int, k: int) -> NDArray[np.float64]:
     """``(K, 2)`` vertices of instance ``i``'s polygon ``k`` ``[x0, y0, x1, y1, ...]``, or a one-line error (a
-    ragged, odd, textual or infinite list was a numpy traceback)."""
+    ragged, odd, textual or infinite list was a numpy traceback). In float64, as pycocotools fills them (in
+    float32, 0.7 is a hair under it, and a side through a pixel centre moved); finite in float32 too, as
+    :attr:`Instances.polygons` holds them."""
     # numbers only: numpy's cast read "5" as 5 and true as 1
     numbers = isinstance(coords, list) and all(_is_json_number(v) for v in coords)
     try:
-        flat = np.asarray(coords if numbers else [0], dtype=np.float32)  # [0]: refused below, as odd
+        flat = np.asarray(coords if numbers else [0], dtype=np.float64)  # [0]: refused below, as odd
     except OverflowError:  # an integer past float64's range
-        flat = np.zeros(1, np.float32)
-    if flat.ndim != 1 or not flat.size or flat.size % 2 or not np.isfinite(flat).all():
+        flat = np.zeros(1)
+    with np.errstate(over="ignore"):
+        finite = np.isfinite(flat.astype(np.float32)).all()
+    if flat.ndim != 1 or not flat.size or flat.size % 2 or not finite:
         raise InputError(
             f"instances[{i}].segmentation[{k}] must be a polygon [x0, y0, x1, y1, ...] of finite numbers, "
             f"got {describe(coords)}"
@@ -534,7 +538,7 @@ def _polygon_vertices(coords: Any, i: int, k: int) -> NDArray[np.float32]:
 
 
 def _fill_polygons(
-    parts: list[NDArray[np.float32]], image_hw: tuple[int, int]
+    parts: list[NDArray[np.float64]], image_hw: tuple[int, int]
 ) -> tuple[NDArray[np.bool_], tuple[int, int]]:
     """The union of the polygons' fills (:func:`edgeseg.geometry.fill_polygon`) as a tight crop and its
     origin. A polygon that fills no pixel (one or two vertices, or a path with no inside) is the pixels its
@@ -560,7 +564,7 @@ def _fill_polygons(
 
 
 def _polygon_pixels(
-    poly: NDArray[np.float32], image_hw: tuple[int, int]
+    poly: NDArray[np.float64], image_hw: tuple[int, int]
 ) -> tuple[NDArray[np.bool_], tuple[int, int]]:
     """:func:`edgeseg.geometry.fill_polygon`, or where that fills nothing the pixels under the outline (see
     :func:`_fill_polygons`), as a tight crop and its origin."""

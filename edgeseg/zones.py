@@ -508,7 +508,8 @@ class ZoneCounter:
         if rasters is None:
             rasters = []
             for _, cfg in self._zone_list:
-                # the pixels whose centres lie inside, in the anchors' convention (x / width): scaled by
+                # the pixels whose centres lie inside (to a tenth of a pixel, as pycocotools fills a polygon),
+                # in the anchors' convention (x / width): scaled by
                 # (w - 1, h - 1) and filled edges included, a pixel half out counted inside by its mask
                 # fraction while its anchor was outside
                 img = np.zeros((h, w), bool)

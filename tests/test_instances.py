@@ -396,8 +396,9 @@ def test_a_segmentation_of_several_polygons_reads_back_as_their_union_as_pycocot
 
 def test_one_and_two_vertex_polygons_of_earlier_versions_read_back_as_the_pixels_they_pass_through() -> None:
     # (outlines through pixel centres, as written before they ran on pixel corners: a lone pixel, a 1 px thin
-    # row and a 1 px thin L have no inside, and each made the whole document "an empty mask" error)
-    segs = [[[5.5, 4.5]], [[2.5, 3.5, 8.5, 3.5]], [[1.5, 1.5, 1.5, 5.5, 4.5, 5.5, 2.5, 5.5, 1.5, 4.5]]]
+    # row and a 1 px thin L have no inside, and each made the whole document "an empty mask" error; an L whose
+    # corner was cut, as simplifying did, has one pixel inside for pycocotools, and for us)
+    segs = [[[5.5, 4.5]], [[2.5, 3.5, 8.5, 3.5]], [[1.5, 1.5, 1.5, 5.5, 4.5, 5.5, 1.5, 5.5]]]
     item = {"class_id": 1, "score": 0.5, "bbox_xyxy": [0, 0, 1, 1], "obb": [0.5, 0.5, 1, 1, 0], "area": 1}
     doc = {"height": 10, "width": 12, "instances": [item | {"segmentation": seg} for seg in segs]}
     back = Instances.from_dict(doc)
@@ -407,6 +408,10 @@ def test_one_and_two_vertex_polygons_of_earlier_versions_read_back_as_the_pixels
     assert back.masks[2][4].all()
     with pytest.raises(InputError, match="empty mask"):  # still, where it lies wholly outside the frame
         Instances.from_dict(doc | {"instances": [item | {"segmentation": [[20.5, 4.5, 30.5, 4.5]]}]})
+    cut = [[1.5, 1.5, 1.5, 5.5, 4.5, 5.5, 2.5, 5.5, 1.5, 4.5]]
+    back = Instances.from_dict(doc | {"instances": [item | {"segmentation": cut}]})
+    assert back.mask_box.tolist() == [[2, 5, 3, 6]]
+    assert np.array_equal(back.dense_masks()[0], coco_mask.decode(coco_mask.frPyObjects(cut, 10, 12)[0]) > 0)
 
 
 @pytest.mark.parametrize(("height", "width"), [(30000, 30000), (8193, 10), (10, 8193), (0, 10), (-5, 10)])
@@ -421,13 +426,17 @@ def test_a_document_of_a_frame_no_source_makes_is_refused_in_one_line(height: in
     assert Instances.from_dict({"height": 8192, "width": 8192, "instances": []}).image_shape == (8192, 8192)
 
 
-def test_reading_a_polygon_costs_memory_by_its_frame_not_by_its_crossings_with_the_rows(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("across", [False, True])
+def test_reading_a_polygon_costs_memory_by_its_frame_not_by_its_sides_crossings_with_the_pixels(
+    monkeypatch: pytest.MonkeyPatch, across: bool
 ) -> None:
     # (a zigzag of 1000 full-height sides, 20 KB of JSON, listed its 2 million crossings with the rows at
-    # once: 300 MB for a 2048 x 2048 frame, 3 GB with 2000 sides over 8192 rows; and its counts were int64)
+    # once: 300 MB for a 2048 x 2048 frame, 3 GB with 2000 sides over 8192 rows; and its counts were int64.
+    # The fill now crosses the sides with the columns: the zigzag of full-width sides is the costly one)
     h = w = 2048
     seg = [v for k in range(1000) for v in (k * w / 1000, 0.0, k * w / 1000 + 1.0, float(h))]
+    if across:
+        seg = [seg[k + 1 - 2 * (k % 2)] for k in range(len(seg))]  # (x and y swapped)
     item = {"class_id": 1, "score": 0.5, "bbox_xyxy": [0, 0, 1, 1], "obb": [0.5, 0.5, 1, 1, 0], "area": 1}
     doc = {"height": h, "width": w, "instances": [item | {"segmentation": [seg]}]}
     tracemalloc.start()
@@ -621,6 +630,59 @@ def test_pycocotools_and_we_fill_unsimplified_polygons_back_to_the_mask_with_its
     ours = Instances.from_dict(doc).dense_masks()[0]
     assert np.array_equal(ours, theirs)
     assert np.array_equal(ours, np.logical_or.reduce(_filled_parts(inst.dense_masks()[0])))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    item=placed_crops(),
+    tolerance=st.sampled_from([0.5, 1.0, 2.0, 3.5]),
+    blob=st.tuples(
+        st.integers(0, 52), st.integers(0, 36), st.integers(1, 20), st.integers(1, 12), st.integers(0, 179)
+    ),
+)
+def test_pycocotools_and_we_fill_simplified_polygons_to_the_same_pixels(
+    item: tuple[NDArray[np.bool_], tuple[int, int]], tolerance: float, blob: tuple[int, int, int, int, int]
+) -> None:
+    # (a pixel centre on a slanted side, or within a tenth of a pixel of one, went one way in our fill and the
+    # other in pycocotools', which draws the outline on a grid of fifths of a pixel: a pixel here and there)
+    crop, origin = item
+    ellipse = np.zeros(FRAME, np.uint8)
+    cv2.ellipse(ellipse, blob[:2], blob[2:4], blob[4], 0, 360, 1, -1)
+    inst = Instances.from_crops(FRAME, [1, 2], [0.5, 0.5], [origin, (0, 0)], [crop, ellipse.view(bool)])
+    doc = inst.to_dict("polygon", polygon_tolerance=tolerance)
+    back = Instances.from_dict(doc).dense_masks()
+    for k, ours in enumerate(back):
+        seg = doc["instances"][k]["segmentation"]
+        theirs = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(seg, *FRAME))).astype(bool)
+        assert np.array_equal(ours, theirs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    coords=st.lists(
+        st.one_of(
+            st.floats(-10, 60, allow_nan=False, width=32),
+            st.integers(-10, 60).map(lambda v: v / 10),
+            st.integers(-10, 60).map(lambda v: v / 2),
+        ),
+        min_size=6,
+        max_size=16,
+    ).filter(lambda c: len(c) % 2 == 0)
+)
+def test_any_polygon_reads_back_as_pycocotools_fills_it(coords: list[float]) -> None:
+    # (vertices anywhere, in or out of the frame, on a tenth or half of a pixel, its sides crossing or not)
+    doc = {"height": FRAME[0], "width": FRAME[1], "instances": [{"segmentation": [coords]}]}
+    theirs = coco_mask.decode(coco_mask.frPyObjects([coords], *FRAME)[0]).astype(bool)
+    if not theirs.any():
+        return  # (no pixel: ours reads the pixels under the outline, or says it is empty)
+    doc["instances"][0] |= {
+        "class_id": 1,
+        "score": 0.5,
+        "bbox_xyxy": [0, 0, 1, 1],
+        "obb": [0, 0, 1, 1, 0],
+        "area": 1,
+    }
+    assert np.array_equal(Instances.from_dict(doc).dense_masks()[0], theirs)
 
 
 def test_a_mask_in_two_parts_is_written_as_two_polygons_and_reads_back_whole() -> None:
