@@ -685,6 +685,21 @@ def test_any_polygon_reads_back_as_pycocotools_fills_it(coords: list[float]) -> 
     assert np.array_equal(Instances.from_dict(doc).dense_masks()[0], theirs)
 
 
+def test_a_speckled_mask_keeps_every_speck_as_a_polygon_of_its_own() -> None:
+    # (decided: polygons cost 4 corners a one-pixel speck, and a speckled mask is many times its RLE, but no
+    # speck is dropped: that would move the mask's edge by more than the tolerance; README says to use RLE)
+    crop = np.zeros((20, 30), bool)
+    crop[::3, ::4] = True  # 7 x 8 specks, none touching another
+    inst = Instances.from_crops(FRAME, [1], [0.5], [(5, 6)], [crop])
+    for tolerance in (1.0, 3.0):
+        doc = inst.to_dict("polygon", polygon_tolerance=tolerance)
+        seg = doc["instances"][0]["segmentation"]
+        assert len(seg) == 56
+        assert {len(p) for p in seg} == {8}
+        assert np.array_equal(Instances.from_dict(doc).dense_masks(), inst.dense_masks())
+    assert len(inst.to_json("polygon")) > 4 * len(inst.to_json("rle"))
+
+
 def test_a_mask_in_two_parts_is_written_as_two_polygons_and_reads_back_whole() -> None:
     # (an object cut in two by an occluder: only its largest part was written, the other lost on reading)
     crop = np.zeros((10, 30), bool)
