@@ -17,6 +17,9 @@ from numpy.typing import NDArray
 
 from edgeseg.errors import InputError
 
+# the characters of one count at most: 13 of 5 bits fill pycocotools' 64-bit C long (an image's counts take 7)
+MAX_COUNT_CHARS = 13
+
 
 def decode_counts(counts: list[Any], image_hw: tuple[int, int]) -> tuple[NDArray[np.bool_], tuple[int, int]]:
     """Tight bool crop and its origin (x, y) from uncompressed COCO counts; an empty mask gives a 0x0 crop."""
@@ -155,10 +158,13 @@ def string_to_counts(s: str) -> list[int]:
     counts: list[int] = []
     p = 0
     while p < len(data):
-        x, k, more = 0, 0, True
+        x, k, more, at = 0, 0, True, p
         while more:
             if p >= len(data):
                 raise InputError(f"RLE string ends in the middle of a count at {p}")
+            # (each character widened one ever longer int: a count of 1 MB took a minute)
+            if k == MAX_COUNT_CHARS:
+                raise InputError(f"RLE string has a count of more than {MAX_COUNT_CHARS} characters at {at}")
             c = data[p] - 48
             if not 0 <= c < 64:
                 raise InputError(f"RLE string has an invalid character {chr(data[p])!r} at {p}")

@@ -110,6 +110,15 @@ def test_rle_strings_that_are_not_counts_are_a_clear_error(text: str, message: s
         Instances.from_dict(doc)
 
 
+def test_an_rle_string_of_one_endless_count_is_refused_at_its_fourteenth_character() -> None:
+    # (each character of a count went on to the next, ever longer Python int: 80 KB took 0.3 s, 1 MB a
+    # minute; pycocotools reads a count in a C long, 13 characters at most, and an image's in 7)
+    text = "o" * 200_000 + "0"
+    with pytest.raises(InputError, match="RLE string has a count of more than 13 characters at 0"):
+        rle.string_to_counts(text)
+    assert rle.string_to_counts("o" * 12 + "0") == [(1 << 60) - 1]  # (the longest a C long holds)
+
+
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools vs numpy 2
 @settings(max_examples=150, deadline=None)
 @given(placed_crops())
