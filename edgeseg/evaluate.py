@@ -32,6 +32,7 @@ from edgeseg.metrics import (
 )
 from edgeseg.sources.files import MAX_PIXELS, unknown_size
 from edgeseg.sources.spec import MAX_SIDE
+from edgeseg.validate import describe
 
 # PASCAL VOC class names and their COCO spelling, so VOC-labelled sets evaluate COCO-trained models
 VOC_TO_COCO = {
@@ -150,6 +151,21 @@ def check_coco(doc: Any, ann_path: Path) -> None:
         raise InputError(f"{ann_path} lists no images")
 
 
+def check_segmentations(coco: Any, cat_to_class: Mapping[int, int], ann_path: Path) -> None:
+    """:class:`InputError` in one line, before any image is read, for the first annotation of the shared
+    classes whose segmentation pycocotools cannot read (exports write ``[]`` for a box without a mask): it was
+    its traceback (an IndexError, TypeError, ValueError, KeyError or a bare Exception) at that image."""
+    # (those of the images listed: eval and COCOeval read no other)
+    for ann in coco.loadAnns(coco.getAnnIds(imgIds=coco.getImgIds(), catIds=sorted(cat_to_class))):
+        try:
+            coco.annToRLE(ann)
+        except Exception as exc:  # (pycocotools raises all of these for a segmentation it cannot read)
+            raise InputError(
+                f"{ann_path}: annotation {ann['id']} has a segmentation pycocotools cannot read "
+                f"({describe(ann['segmentation'])}): {type(exc).__name__}: {exc}"
+            ) from None
+
+
 def command(args: argparse.Namespace) -> int:
     coco_cls, eval_cls = _pycocotools()
     from edgeseg.cliconfig import load_cli_config
@@ -175,6 +191,7 @@ def command(args: argparse.Namespace) -> int:
     coco.dataset = doc
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' progress chatter: no result, no error
         coco.createIndex()
+    check_segmentations(coco, cat_to_class, ann_path)
     detections: list[dict[str, Any]] = []
     pq = PQAccumulator()
     for info in images:

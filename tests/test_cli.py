@@ -776,8 +776,19 @@ def test_eval_counts_no_false_positive_for_a_detection_inside_a_crowd_annotation
         # a detection (bounding box) file: the masks eval needs are not there
         (lambda d: [a.pop("segmentation") for a in d["annotations"]], "annotations[0] has no 'segmentation'"),
         (lambda d: [a.pop("iscrowd") for a in d["annotations"]], "annotations[0] has no 'iscrowd'"),
+        # (as exports write a box without a mask: an IndexError traceback from pycocotools, and exit status 1)
+        (lambda d: d["annotations"][5].update(segmentation=[]), "annotation 5 has a segmentation"),
+        (lambda d: d["annotations"][5].update(segmentation=[[1, 2]]), "cannot read ([[1, 2]])"),
     ],
-    ids=["no-images", "image-without-file-name", "category-without-name", "boxes-only", "no-iscrowd"],
+    ids=[
+        "no-images",
+        "image-without-file-name",
+        "category-without-name",
+        "boxes-only",
+        "no-iscrowd",
+        "no-polygon",
+        "one-vertex",
+    ],
 )
 def test_eval_of_an_annotations_file_it_cannot_use_is_a_one_line_error(
     tmp_path: Path, assets_dir: Path, yolo: Path, spoil: Callable[[dict[str, Any]], object], message: str
