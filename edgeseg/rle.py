@@ -39,6 +39,10 @@ def decode_counts(counts: list[Any], image_hw: tuple[int, int]) -> tuple[NDArray
     if (c < 0).any():
         at = int(np.flatnonzero(c < 0)[0])
         raise InputError(f"RLE counts hold a negative count {int(c[at])} at {at}")
+    # (counts near 2**63 summed in int64 wrap round, and some then added up to the image's size)
+    if (c > h * w).any():
+        at = int(np.flatnonzero(c > h * w)[0])
+        raise InputError(f"RLE counts hold a count {int(c[at])} at {at} past the {w}x{h} image's size")
     if int(c.sum()) != h * w:
         raise InputError(f"RLE counts do not add up to the {w}x{h} image size ({int(c.sum())} != {h * w})")
     ends = np.cumsum(c)

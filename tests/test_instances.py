@@ -88,6 +88,9 @@ def test_rle_counts_of_an_empty_mask_decode_to_an_empty_crop() -> None:
         ([[1, 2], [3]], "must be a flat list"),
         (["a", 1], "must be a flat list"),
         ([5, 5], r"do not add up to the 53x37 image size \(10 != 1961\)"),
+        # (counts whose int64 sum wrapped round to the image's size: a ValueError traceback, or an empty mask)
+        ([0, 2**62, 2**62, 2**62, 2**62 + 1961], "count 4611686018427387904 at 1 past the 53x37 image"),
+        ([2**63 - 1, 2**63 - 1, 1963], "count 9223372036854775807 at 0 past the 53x37 image"),
     ],
 )
 def test_rle_counts_that_cannot_be_a_mask_of_the_image_are_a_clear_error(
