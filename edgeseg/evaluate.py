@@ -132,6 +132,8 @@ COCO_FIELDS = {
     "categories": ("id", "name"),
     "annotations": ("id", "image_id", "category_id", "segmentation", "area", "iscrowd"),
 }
+# the fields that are integers in COCO's format and to eval (an image id of "img0" was a ValueError traceback)
+COCO_IDS = {"images": ("id",), "categories": ("id",), "annotations": ("image_id", "category_id")}
 
 
 def check_coco(doc: Any, ann_path: Path) -> None:
@@ -144,6 +146,12 @@ def check_coco(doc: Any, ann_path: Path) -> None:
                     raise InputError(
                         f"{ann_path}: {key}[{k}] has no {missing[0]!r} (eval needs COCO instance masks)"
                     )
+                for f in COCO_IDS[key]:
+                    if isinstance(entry[f], bool) or not isinstance(entry[f], int):
+                        raise InputError(
+                            f"{ann_path}: {key}[{k}].{f} must be an integer, as COCO's ids are, got "
+                            f"{describe(entry[f])}"
+                        )
     except (KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{ann_path} is not a COCO annotations file: {exc}") from None
     if not doc["images"]:

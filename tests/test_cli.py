@@ -779,6 +779,9 @@ def test_eval_counts_no_false_positive_for_a_detection_inside_a_crowd_annotation
         # (as exports write a box without a mask: an IndexError traceback from pycocotools, and exit status 1)
         (lambda d: d["annotations"][5].update(segmentation=[]), "annotation 5 has a segmentation"),
         (lambda d: d["annotations"][5].update(segmentation=[[1, 2]]), "cannot read ([[1, 2]])"),
+        # (a ValueError traceback from int())
+        (lambda d: d["images"][1].update(id="img1"), "images[1].id must be an integer, as COCO's ids are"),
+        (lambda d: d["categories"][2].update(id="2"), "categories[2].id must be an integer"),
     ],
     ids=[
         "no-images",
@@ -788,6 +791,8 @@ def test_eval_counts_no_false_positive_for_a_detection_inside_a_crowd_annotation
         "no-iscrowd",
         "no-polygon",
         "one-vertex",
+        "image-id-of-text",
+        "category-id-of-text",
     ],
 )
 def test_eval_of_an_annotations_file_it_cannot_use_is_a_one_line_error(
