@@ -187,6 +187,8 @@ def command(args: argparse.Namespace) -> int:
         images, categories = doc["images"], doc["categories"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{ann_path} is not a COCO annotations file: {exc}") from None
+    except RecursionError:  # ([[[[... a few thousand deep)
+        raise InputError(f"{ann_path} is not a COCO annotations file: nested too deeply") from None
     check_coco(doc, ann_path)
     image_dir = Path(args.images) if args.images else ann_path.parent
     stages = ModelStages.from_config(load_cli_config(args))

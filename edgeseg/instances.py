@@ -466,6 +466,8 @@ class Instances:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"instances JSON is not valid JSON: {exc}") from None
+        except RecursionError:  # ([[[[... a few thousand deep)
+            raise InputError("instances JSON is not valid JSON: nested too deeply") from None
         if not isinstance(doc, dict):
             raise InputError("instances JSON must be an object")
         return cls.from_dict(doc)

@@ -810,6 +810,19 @@ def test_eval_of_an_annotations_file_it_cannot_use_is_a_one_line_error(
     assert message in done.stderr
 
 
+def test_eval_of_an_annotations_file_nested_deeper_than_python_recurses_is_a_one_line_error(
+    tmp_path: Path, yolo: Path
+) -> None:
+    # (json.loads raised RecursionError, which is no ValueError: a traceback and exit status 1)
+    annotations = tmp_path / "annotations.json"
+    annotations.write_text("[" * 100_000)
+    done = edgeseg("eval", str(annotations), "--model", str(yolo), cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"edgeseg: error: {annotations} is not a COCO annotations file: nested too deeply\n",
+    )
+
+
 def test_eval_of_images_at_another_size_than_their_annotations_is_a_one_line_error(
     tmp_path: Path, assets_dir: Path, yolo: Path
 ) -> None:

@@ -544,6 +544,12 @@ def test_a_frame_size_of_1e400_is_a_one_line_error() -> None:
         Instances.from_json('{"height": 1e400, "width": 10, "instances": []}')
 
 
+def test_instances_json_nested_deeper_than_python_recurses_is_a_one_line_error() -> None:
+    # (json.loads raised RecursionError, which is no JSONDecodeError: a traceback)
+    with pytest.raises(InputError, match=r"^instances JSON is not valid JSON: nested too deeply$"):
+        Instances.from_json("[" * 100_000)
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
