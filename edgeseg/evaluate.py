@@ -272,15 +272,18 @@ def command(args: argparse.Namespace) -> int:
 
 def _truth(coco: Any, ann_ids: list[int], cat_to_class: Mapping[int, int], hw: tuple[int, int]) -> Instances:
     """The annotations ``ann_ids`` of the model's classes, as instances (empty masks left out)."""
-    crops, classes = [], []
+    crops, origins, classes = [], [], []
     for ann in coco.loadAnns(ann_ids):
         if ann["category_id"] not in cat_to_class:
             continue
-        m = coco.annToMask(ann).astype(bool)
-        if m.any():
-            crops.append(m)
+        # each full-frame mask cut to its box at once: all of them held, a crowd of 200 at 1080p took 400 MB
+        m = coco.annToMask(ann)
+        x, y, bw, bh = cv2.boundingRect(m)
+        if bw:
+            crops.append(m[y : y + bh, x : x + bw].astype(bool))
+            origins.append((x, y))
             classes.append(cat_to_class[ann["category_id"]])
-    return Instances.from_crops(hw, classes, np.ones(len(classes)), [(0, 0)] * len(crops), crops)
+    return Instances.from_crops(hw, classes, np.ones(len(classes)), origins, crops)
 
 
 class AccuracySink:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import tracemalloc
 
 import cv2
 import numpy as np
@@ -10,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeseg import Instances
+from edgeseg import Instances, evaluate
 from edgeseg.errors import InputError
 from edgeseg.evaluate import AccuracySink, PQAccumulator
 from edgeseg.frame import Frame, Result, StageTimes
@@ -227,3 +230,32 @@ def test_tracks_on_frames_without_truth_score_no_perfect_mota() -> None:
     got = acc.result()
     assert got is not None
     assert (got.idf1, got.mota, got.fp, got.gt) == (0.0, -math.inf, 3, 0)
+
+
+def test_eval_reads_an_images_annotations_in_memory_by_the_frame_not_by_their_number() -> None:
+    # (each annotation's full-frame mask from pycocotools' annToMask was held until all were trimmed: 200
+    # people in a crowd photo of 1920 x 1080 held 400 MB)
+    coco_module = pytest.importorskip("pycocotools.coco")
+    h, w = 480, 640
+    squares = [(20 + 30 * (k % 20), 20 + 40 * (k // 20)) for k in range(200)]
+    coco = coco_module.COCO()
+    coco.dataset = {
+        "images": [{"id": 1, "file_name": "x.jpg", "width": w, "height": h}],
+        "categories": [{"id": 3, "name": "person"}],
+        "annotations": [
+            {"id": k, "image_id": 1, "category_id": 3, "iscrowd": 0, "area": 100,
+             "segmentation": [[x, y, x + 10, y, x + 10, y + 10, x, y + 10]]}
+            for k, (x, y) in enumerate(squares)
+        ],
+    }  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    tracemalloc.start()
+    try:
+        truth = evaluate._truth(coco, coco.getAnnIds(imgIds=[1]), {3: 0}, (h, w))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * h * w, f"{peak / (h * w):.0f} frames"
+    assert truth.mask_box[:3].tolist() == [[20, 20, 30, 30], [50, 20, 60, 30], [80, 20, 90, 30]]
+    assert truth.area.tolist() == [100] * 200
