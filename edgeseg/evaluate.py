@@ -132,8 +132,15 @@ COCO_FIELDS = {
     "categories": ("id", "name"),
     "annotations": ("id", "image_id", "category_id", "segmentation", "area", "iscrowd"),
 }
-# the fields that are integers in COCO's format and to eval (an image id of "img0" was a ValueError traceback)
-COCO_IDS = {"images": ("id",), "categories": ("id",), "annotations": ("image_id", "category_id")}
+# the fields of a type eval relies on, as COCO's format has them: an image id of "img0" was a ValueError
+# traceback, a file name of 5 a TypeError one, and a width of "640" said the image "is 640x480 but <file>
+# gives 640x480"
+COCO_TYPES: dict[str, dict[str, type]] = {
+    "images": {"id": int, "file_name": str, "width": int, "height": int},
+    "categories": {"id": int},
+    "annotations": {"image_id": int, "category_id": int},
+}
+_TYPE_NAMES = {int: "an integer", str: "a string"}
 
 
 def check_coco(doc: Any, ann_path: Path) -> None:
@@ -146,11 +153,13 @@ def check_coco(doc: Any, ann_path: Path) -> None:
                     raise InputError(
                         f"{ann_path}: {key}[{k}] has no {missing[0]!r} (eval needs COCO instance masks)"
                     )
-                for f in COCO_IDS[key]:
-                    if isinstance(entry[f], bool) or not isinstance(entry[f], int):
+                for f, kind in COCO_TYPES[key].items():
+                    value = entry[f]
+                    whole = isinstance(value, float) and value.is_integer()  # (640.0 was read, and is)
+                    if isinstance(value, bool) or not (isinstance(value, kind) or (kind is int and whole)):
                         raise InputError(
-                            f"{ann_path}: {key}[{k}].{f} must be an integer, as COCO's ids are, got "
-                            f"{describe(entry[f])}"
+                            f"{ann_path}: {key}[{k}].{f} must be {_TYPE_NAMES[kind]}, as in COCO's format, "
+                            f"got {describe(value)}"
                         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{ann_path} is not a COCO annotations file: {exc}") from None

@@ -780,8 +780,17 @@ def test_eval_counts_no_false_positive_for_a_detection_inside_a_crowd_annotation
         (lambda d: d["annotations"][5].update(segmentation=[]), "annotation 5 has a segmentation"),
         (lambda d: d["annotations"][5].update(segmentation=[[1, 2]]), "cannot read ([[1, 2]])"),
         # (a ValueError traceback from int())
-        (lambda d: d["images"][1].update(id="img1"), "images[1].id must be an integer, as COCO's ids are"),
+        (lambda d: d["images"][1].update(id="img1"), "images[1].id must be an integer, as in COCO's format"),
         (lambda d: d["categories"][2].update(id="2"), "categories[2].id must be an integer"),
+        # (a TypeError traceback; "image ... is 500x338 but ... gives 500x338 for it")
+        (
+            lambda d: d["images"][0].update(file_name=5),
+            "images[0].file_name must be a string, as in COCO's format, got 5",
+        ),
+        (
+            lambda d: d["images"][2].update(width="500"),
+            "images[2].width must be an integer, as in COCO's format, got '500'",
+        ),
     ],
     ids=[
         "no-images",
@@ -793,6 +802,8 @@ def test_eval_counts_no_false_positive_for_a_detection_inside_a_crowd_annotation
         "one-vertex",
         "image-id-of-text",
         "category-id-of-text",
+        "file-name-of-a-number",
+        "width-of-text",
     ],
 )
 def test_eval_of_an_annotations_file_it_cannot_use_is_a_one_line_error(
