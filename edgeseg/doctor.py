@@ -286,22 +286,46 @@ def timespan_s(text: str) -> float:
         raise ValueError(text) from None
 
 
+# keys that set others too: TimeoutSec= is TimeoutStartSec= and TimeoutStopSec= (systemd.service(5); its
+# config_parse_service_timeout sets timeout_stop_usec for the lvalue "TimeoutSec")
+_KEY_ALIASES = {"TimeoutSec": ("TimeoutStartSec", "TimeoutStopSec")}
+
+
+def unit_lines(text: str) -> list[str]:
+    """The lines of a unit file as systemd 252 reads them: a line ending in an odd number of backslashes
+    goes on in the next, the backslash made a space; a comment line is dropped, also within such a
+    continuation, and never continues itself (what ``systemd-analyze verify`` shows)."""
+    out: list[str] = []
+    pending: str | None = None
+    for raw in text.splitlines():
+        if raw.lstrip().startswith(("#", ";")):
+            continue
+        line = raw if pending is None else pending + raw
+        if (len(line) - len(line.rstrip("\\"))) % 2:
+            pending = line[:-1] + " "
+            continue
+        out.append(line)
+        pending = None
+    return out if pending is None else [*out, pending]
+
+
 def unit_settings(root: Path, name: str) -> dict[str, list[str]]:
     """The installed unit of ``edgeseg@NAME`` and its drop-ins, read as systemd would: key -> values in
-    order, an empty assignment resetting the list; ``%i`` and ``%%`` expanded (in one pass: the ``%i`` of
-    ``%%i`` is no specifier), the other specifiers kept."""
+    order, an empty assignment resetting the list, ``TimeoutSec=`` assigning both its keys; ``%i`` and
+    ``%%`` expanded (in one pass: the ``%i`` of ``%%i`` is no specifier), the other specifiers kept."""
     import re
 
     from edgeseg.service import installed
 
     out: dict[str, list[str]] = {}
     for path in installed(root, name).values():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in unit_lines(path.read_text(encoding="utf-8")):
             key, sep, value = line.strip().partition("=")
-            if not sep or key.startswith(("#", ";", "[")):
+            if not sep or key.startswith("["):
                 continue
             value = re.sub(r"%[i%]", lambda m: name if m[0] == "%i" else "%", value.strip())
-            out[key.strip()] = [*out.get(key.strip(), []), value] if value else []
+            for k in _KEY_ALIASES.get(key.strip(), (key.strip(),)):
+                out[k] = [*out.get(k, []), value] if value else []
     return out
 
 

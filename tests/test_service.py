@@ -469,6 +469,34 @@ def test_doctor_service_fails_when_the_mqtt_flush_outlasts_the_units_stop_timeou
     assert "TimeoutStopSec= in a drop-in (edgeseg@long.service.d/)" in long.fix
 
 
+@needs_analyze
+def test_doctor_service_reads_the_stop_timeout_of_timeoutsec_and_of_a_continued_line(tmp_path: Path) -> None:
+    """A drop-in's TimeoutSec=20s sets TimeoutStopSec= too (systemd.service(5)): doctor kept the unit's 60 s
+    and passed a stop that systemd kills at 20 s; TimeoutStopSec=1min \\ <newline> 30s, one value to
+    systemd, was 'not a time span' to doctor."""
+    pipeline = tmp_path / "flush.yaml"
+    mqtt = "sinks:\n  mqtt:\n    url: mqtt://127.0.0.1:1\n    flush_timeout_s: 5\n  display:"
+    pipeline.write_text(_demo().replace("sinks:\n  display:", mqtt))
+    _group_file(tmp_path)
+    _install(tmp_path, pipeline=pipeline)
+    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+
+    def stop(dropin: str) -> Check:
+        override.write_text(dropin)
+        done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
+        assert (done.returncode, done.stderr) == (0, "")  # systemd reads the drop-in without a complaint
+        return next(c for c in service_checks("front-door", tmp_path) if c.name == "stop timeout")
+
+    short = stop("[Service]\nTimeoutSec=20s\n")
+    assert not short.ok
+    assert short.detail.startswith("TimeoutStopSec=20s, a stop may take 43 s")
+    continued = stop("[Service]\nTimeoutStopSec=1min \\\n  # (a comment line within it is dropped)\n  30s\n")
+    assert continued.ok, continued.detail
+    assert " ".join(continued.detail.split()).startswith("TimeoutStopSec=1min 30s, a stop may take 43 s")
+    hidden = stop("[Service]\nEnvironment=A=1 \\\n  TimeoutStopSec=20s\n")  # (a value, not a key)
+    assert hidden.ok, hidden.detail
+
+
 def test_doctor_service_fails_when_the_model_lies_in_a_home_folder_the_unit_hides(tmp_path: Path) -> None:
     # /etc/edgeseg/NAME.yaml edited (README: then `systemctl reload`) to a model under /home or /root: the
     # model check looked at the file from outside the unit and passed, while ProtectHome= hides it
