@@ -67,7 +67,8 @@ EXIT_CODES = (
     "stdout that takes no more (a full disk); "
     "3 something accepted was lost: results a sink took and could not write, or input frames damaged, "
     "skipped or failed (the summary says what and where; 3 wins over 0 and 130); 4 failed at run time, a "
-    "restart may fix it (a live source that gave up, the web page's port in use); 130 interrupted by SIGINT; "
+    "restart may fix it (a live source that gave up, the web page's port in use or address not assigned "
+    "yet); 130 interrupted by SIGINT; "
     "doctor PIPELINE: 1 when a need is missing; selftest: 1 when it ends FAIL"
 )
 

@@ -157,13 +157,17 @@ class WebSink:
             self._thread.join(STOP_TIMEOUT_S)
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             message = f"sinks.web.listen: cannot listen on {config.listen}: {why}"
-            held = isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
+            # an address the machine lacks (EADDRNOTAVAIL) may be one not assigned yet: at boot DHCP or a
+            # static address on a link still coming up can outlast network-online.target. A restart may
+            # find it there (a mistyped one ends the same, failed, after StartLimitBurst= restarts),
+            # where status 2 would never have tried
+            held = isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL)
             # (a host name with no nameserver answering yet, e.g. the router still booting: EAI_AGAIN)
             unresolved = isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_AGAIN
             if held or unresolved:
                 # the port's holder (most often the instance before this one, still closing) may be gone
-                # by a restart, and the resolver back, where an address the machine lacks or a port
-                # refused to us are not
+                # by a restart, the address assigned and the resolver back, where a port refused to us
+                # (EACCES) is not
                 raise TransientError(message) from None
             raise ConfigError(message) from None
         guard = (
