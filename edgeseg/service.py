@@ -354,7 +354,11 @@ def install(opts: InstallOptions) -> list[str]:
             report.append(f"enabled and started {unit}")
         report.append(f"follow it: journalctl -u {unit} -f")
     else:
-        report.append(f"to start it: systemctl daemon-reload && systemctl enable --now {unit}")
+        # a failed unit (its start limit hit) refuses enable --now until reset-failed, as above; on a unit
+        # that is not failed reset-failed may fail (not loaded yet), ending the && chain: only when needed
+        failed = _systemd_runs(layout) and _systemctl("is-failed", "--quiet", unit).returncode == 0
+        reset = f"systemctl reset-failed {unit} && " if failed else ""
+        report.append(f"to start it: systemctl daemon-reload && {reset}systemctl enable --now {unit}")
     return report
 
 

@@ -130,11 +130,12 @@ def test_installing_twice_gives_an_identical_tree(tmp_path: Path) -> None:
 # leaves it failed (unit.c's unit_stop: -EALREADY for a unit inactive or failed, the job done), and a failed
 # unit stays loaded, its file gone or not (systemd.unit(5), CollectMode=), until `systemctl reset-failed`
 # (which also flushes the start counter, systemd.unit(5), StartLimitIntervalSec=); is-active of an inactive
-# unit exits 3
+# unit exits 3; is-failed exits 0 for a failed unit, 1 otherwise (systemctl(1))
 FAKE_SYSTEMCTL = """#!/bin/sh
 echo "$*" >> "$SYSTEMCTL_LOG"
 case "$1" in
   is-active) exit 3 ;;
+  is-failed) [ -e "$SYSTEMCTL_FAILED" ] ;;
   reset-failed) rm -f "$SYSTEMCTL_FAILED" ;;
   enable|start|restart)
     if [ -e "$SYSTEMCTL_FAILED" ]; then
@@ -178,6 +179,24 @@ def test_installing_again_after_the_unit_hit_its_start_limit_starts_it(
     assert calls.index("reset-failed edgeseg@front-door.service") < calls.index(
         "enable --now edgeseg@front-door.service"
     )
+
+
+def test_the_no_start_hint_for_a_unit_that_hit_its_start_limit_starts_it(
+    tmp_path: Path, failed_unit: tuple[Path, Path]
+) -> None:
+    """`install --no-start` printed `systemctl daemon-reload && systemctl enable --now ...`, which a unit that
+    hit its start limit refuses (start-limit-hit) until `systemctl reset-failed`, which it did not mention."""
+    root, (_, failed) = tmp_path / "root", failed_unit
+    _group_file(root)
+    report = install(InstallOptions("front-door", DEMO, root, start=False))
+    [hint] = [line.removeprefix("to start it: ") for line in report if line.startswith("to start it: ")]
+    done = subprocess.run(["sh", "-c", hint], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert not failed.exists()
+    # a unit not failed gets no reset-failed, which fails on a unit not loaded yet (ending the && chain)
+    report = install(InstallOptions("front-door", DEMO, root, start=False))
+    plain = "to start it: systemctl daemon-reload && systemctl enable --now edgeseg@front-door.service"
+    assert plain in report
 
 
 def test_uninstalling_a_failed_instance_leaves_no_failed_unit_behind(
