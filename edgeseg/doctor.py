@@ -391,7 +391,7 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
     watchdog interval longer than the model's worst frame latency."""
     from edgeseg.config import load_config
     from edgeseg.errors import EdgesegError
-    from edgeseg.service import Layout
+    from edgeseg.service import Layout, state_directory, unwritable_folders
 
     area, layout = "service", Layout(root)
     settings = unit_settings(root, name)
@@ -456,9 +456,9 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
         fix = "the dynamic user reads it as 'other': chmod o+r" if exists else "fix model.path"
         out.append(Check(area, "model", readable, str(model), fix))
     cache = config.model.engine_cache_dir
-    state = Path("/var/lib/edgeseg") / name
+    state = state_directory(name)
     if cache is not None:
-        inside = cache == state or state in cache.parents
+        inside = "model.engine_cache_dir" not in dict(unwritable_folders(config, name))
         fix = "set model.engine_cache_dir: null (engines then go to the state directory, its one writable)"
         out.append(Check(area, "engine cache", inside, str(cache), fix))
     stop = _stop_check(name, settings, config)

@@ -33,6 +33,7 @@ TEMPLATE = "edgeseg@.service"
 TEMPLATE_BIN = "/opt/edgeseg/venv/bin/edgeseg"  # ExecStart= of the shipped template, replaced on install
 UNIT_DIR = "/etc/systemd/system"
 CONFIG_DIR = "/etc/edgeseg"
+STATE_ROOT = "/var/lib/edgeseg"  # where the unit's StateDirectory=edgeseg/%i is ($STATE_DIRECTORY)
 INSTANCE_DROPIN = "50-edgeseg.conf"
 HOST_DROPIN = "50-edgeseg-host.conf"
 JETSON_DROPIN = "60-edgeseg-jetson.conf"
@@ -231,7 +232,7 @@ def unit_path(path: Path | str) -> str:
     return f'"{escaped}"'
 
 
-def instance_dropin(layout: Layout, name: str, binds: list[Path], cache: Path | None) -> str:
+def instance_dropin(layout: Layout, name: str, binds: list[Path]) -> str:
     """Credentials that exist (a listed file that is missing fails the start), and folders under /home."""
     lines = [
         f"# written by `edgeseg service install {name}`; run it again after adding a credential file",
@@ -239,14 +240,32 @@ def instance_dropin(layout: Layout, name: str, binds: list[Path], cache: Path | 
     ]
     creds = layout.credentials(name)
     lines += [f"LoadCredential={c}:{creds}/{c}" for c in CREDENTIALS if layout.at(f"{creds}/{c}").is_file()]
-    if binds or cache:
+    if binds:
         lines.append("# under /home, which ProtectHome=yes would hide: show exactly these folders")
         lines.append("ProtectHome=tmpfs")
-    if binds:
         lines.append(f"BindReadOnlyPaths={' '.join(unit_path(b) for b in binds)}")
-    if cache:
-        lines.append(f"BindPaths={unit_path(cache)}")
     return "\n".join(lines) + "\n"
+
+
+def state_directory(name: str) -> Path:
+    """The instance's ``$STATE_DIRECTORY`` (systemd makes it, owned by the dynamic user of each start)."""
+    return Path(STATE_ROOT) / name
+
+
+def unwritable_folders(config: PipelineConfig, name: str) -> list[tuple[str, Path]]:
+    """The folders the pipeline has the service write (key, folder) that it cannot write: all but its state
+    directory. ProtectSystem=strict makes the rest read-only, and a mount that lifts that (BindPaths=,
+    ReadWritePaths=) is not enough: the dynamic user's UID, new to the machine, writes only where "other"
+    (or a device group) may, where local users could replace the engine the service loads. The state
+    directory is the one systemd makes and gives to whichever UID the start gets."""
+    state = state_directory(name)
+    folders = [("model.engine_cache_dir", config.model.engine_cache_dir)]
+    out = []
+    for key, folder in folders:
+        # (normpath: a '..' must not climb out of it unseen)
+        if folder is not None and not (state == (p := Path(os.path.normpath(folder))) or state in p.parents):
+            out.append((key, folder))
+    return out
 
 
 # --- install / uninstall -----------------------------------------------------------------------------------
@@ -314,6 +333,12 @@ def install(opts: InstallOptions) -> list[str]:
         raise ConfigError(f"--bin {bin_path}: give an absolute path without spaces")
     text = installed_pipeline(opts.pipeline)
     config = load_config(opts.pipeline, env={})
+    if unwritable := unwritable_folders(config, name):
+        (key, folder), state = unwritable[0], state_directory(name)
+        raise ConfigError(
+            f"{opts.pipeline}: {key} is {folder}, which the service cannot write (it writes only its state "
+            f"directory {state}): remove the key (the service then uses {state}) or point it there"
+        )
     target = layout.config(name)
     existing = layout.at(target)
     if existing.exists() and existing.read_text(encoding="utf-8") != text:
@@ -329,13 +354,9 @@ def install(opts: InstallOptions) -> list[str]:
     jet = unit_file("jetson.conf").replace(TEMPLATE_BIN, str(bin_path)) if jetson else None
     changed |= _put(layout, layout.template_files()[2], jet, report)
     binds = home_binds(needed_folders(bin_path, config))
-    cache = config.model.engine_cache_dir
-    cache = cache if cache is not None and in_home(Path(cache)) else None
-    changed |= _write(
-        layout, layout.instance_dropin(name), instance_dropin(layout, name, binds, cache), report
-    )
-    if binds or cache:
-        shown = " ".join(str(p) for p in [*binds, *([cache] if cache else [])])
+    changed |= _write(layout, layout.instance_dropin(name), instance_dropin(layout, name, binds), report)
+    if binds:
+        shown = " ".join(str(p) for p in binds)
         report.append(f"under /home: the service sees only {shown} (ProtectHome=tmpfs + bind mounts)")
     if not changed:
         report.append(f"edgeseg@{name}: already installed, nothing changed")
@@ -387,7 +408,7 @@ def uninstall(name: str, root: Path = Path("/")) -> list[str]:
             _prune(layout, path.parent)
     if _systemd_runs(layout):
         _must("daemon-reload")
-    report.append(f"kept /var/lib/edgeseg/{name} (MQTT spool, engines, tuning): delete it to forget them")
+    report.append(f"kept {state_directory(name)} (MQTT spool, engines, tuning): delete it to forget them")
     return report
 
 

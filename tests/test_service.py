@@ -99,14 +99,14 @@ def test_folders_under_home_with_spaces_colons_or_percent_reach_systemd_as_one_p
     # a folder such as '/home/pi/TensorRT engines' was written bare: systemd split it at the space (or ':')
     # and bound '/home/pi/TensorRT', which does not exist, so the service failed to start (226/NAMESPACE)
     pipeline = tmp_path / "spaced.yaml"
-    cache = "/home/pi/TensorRT engines/50%:off"
-    model = "backend: onnxruntime"
-    pipeline.write_text(_demo().replace(model, f"{model}\n  engine_cache_dir: '{cache}'"))
+    clip = "/home/pi/door clips/50%:off/door.mp4"
+    pipeline.write_text(_demo().replace("uri: synthetic:parts?fps=30", f"uri: '{clip}'"))
     _install(tmp_path, pipeline=pipeline)
     done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
     assert (done.returncode, done.stderr) == (0, "")
     dropin = (tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/50-edgeseg.conf").read_text()
-    assert re.findall(r"^BindPaths=(.*)$", dropin, re.M) == ['"/home/pi/TensorRT engines/50%%:off"']
+    [binds] = re.findall(r"^BindReadOnlyPaths=(.*)$", dropin, re.M)
+    assert binds.startswith('"/home/pi/door clips/50%%:off" ') or binds == '"/home/pi/door clips/50%%:off"'
 
 
 @needs_analyze
@@ -514,6 +514,41 @@ def test_doctor_service_reads_the_stop_timeout_of_timeoutsec_and_of_a_continued_
     assert " ".join(continued.detail.split()).startswith("TimeoutStopSec=1min 30s, a stop may take 43 s")
     hidden = stop("[Service]\nEnvironment=A=1 \\\n  TimeoutStopSec=20s\n")  # (a value, not a key)
     assert hidden.ok, hidden.detail
+
+
+@needs_analyze
+def test_install_refuses_an_engine_cache_the_service_cannot_write_and_doctor_passes_what_it_installs(
+    tmp_path: Path,
+) -> None:
+    """install bound an engine_cache_dir under /home in (BindPaths=), which the dynamic user cannot write
+    unless any local user may, and took one elsewhere that ProtectSystem=strict keeps read-only, while doctor
+    failed both: the engine's build failed at the service's start (status 2, never restarted)."""
+    _group_file(tmp_path)
+    pipeline = tmp_path / "cache.yaml"
+    model = "backend: onnxruntime"
+    state = "/var/lib/edgeseg/front-door"
+    pipeline.write_text(_demo().replace(model, f"{model}\n  engine_cache_dir: /home/pi/engines"))
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "service", "install", "front-door", "--pipeline", str(pipeline),
+         "--root", str(tmp_path), "--no-start"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"edgeseg: error: {pipeline}: model.engine_cache_dir is /home/pi/engines, which the service cannot "
+        f"write (it writes only its state directory {state}): remove the key (the service then uses {state}) "
+        "or point it there"
+    ]
+    for cache in ("/var/cache/edgeseg", f"{state}/../other"):
+        pipeline.write_text(_demo().replace(model, f"{model}\n  engine_cache_dir: {cache}"))
+        with pytest.raises(ConfigError, match=r"model\.engine_cache_dir is .* the service cannot write"):
+            _install(tmp_path, pipeline=pipeline)
+    assert not (tmp_path / "etc/edgeseg").exists()
+    pipeline.write_text(_demo().replace(model, f"{model}\n  engine_cache_dir: {state}/engines"))
+    _install(tmp_path, pipeline=pipeline)
+    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert _failed(service_checks("front-door", tmp_path), "engine cache") == ""
 
 
 def test_doctor_service_fails_when_the_model_lies_in_a_home_folder_the_unit_hides(tmp_path: Path) -> None:
