@@ -442,7 +442,7 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
                 "(a drop-in) and DeviceAllow=",
             )
         )
-    out.append(_state_check(area, layout, settings, config))
+    out.append(_state_check(area, layout, settings, config, name))
     creds = layout.at(layout.credentials(name))
     out += broker_checks(area, config, {"CREDENTIALS_DIRECTORY": str(creds)} if creds.is_dir() else {})
     model = config.model.path
@@ -486,16 +486,18 @@ def _hidden_by_protect_home(path: Path, settings: Mapping[str, list[str]]) -> bo
 
 
 def _state_check(
-    area: str, layout: Layout, settings: Mapping[str, list[str]], config: PipelineConfig
+    area: str, layout: Layout, settings: Mapping[str, list[str]], config: PipelineConfig, name: str
 ) -> Check:
     """systemd creates StateDirectory= under /var/lib (as root) for the dynamic user: the service can write
-    nothing else (ProtectSystem=strict), so the pipeline must not name its own."""
+    nothing else (ProtectSystem=strict), so the pipeline must not name another."""
+    from edgeseg.service import unwritable_folders
+
     state = settings.get("StateDirectory", [])
     lib = layout.at("/var/lib")
     fix = "keep StateDirectory=edgeseg/%i in the unit, remove pipeline.state_dir, and give /var/lib to root"
     if not state:
         return Check(area, "state directory", False, "no StateDirectory= in the unit", fix)
-    if config.pipeline.state_dir is not None:
+    if "pipeline.state_dir" in dict(unwritable_folders(config, name)):
         why = (
             f"pipeline.state_dir is {config.pipeline.state_dir}: the service may only write $STATE_DIRECTORY"
         )

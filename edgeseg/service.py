@@ -256,10 +256,14 @@ def unwritable_folders(config: PipelineConfig, name: str) -> list[tuple[str, Pat
     """The folders the pipeline has the service write (key, folder) that it cannot write: all but its state
     directory. ProtectSystem=strict makes the rest read-only, and a mount that lifts that (BindPaths=,
     ReadWritePaths=) is not enough: the dynamic user's UID, new to the machine, writes only where "other"
-    (or a device group) may, where local users could replace the engine the service loads. The state
-    directory is the one systemd makes and gives to whichever UID the start gets."""
+    (or a device group) may, where local users could replace the engine the service loads, and files it
+    wrote there (the spool: 0600 under UMask=0077) are not the next UID's to read. The state directory is
+    the one systemd makes and gives to whichever UID the start gets."""
     state = state_directory(name)
-    folders = [("model.engine_cache_dir", config.model.engine_cache_dir)]
+    folders = [
+        ("pipeline.state_dir", config.pipeline.state_dir),
+        ("model.engine_cache_dir", config.model.engine_cache_dir),
+    ]
     out = []
     for key, folder in folders:
         # (normpath: a '..' must not climb out of it unseen)

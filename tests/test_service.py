@@ -280,10 +280,11 @@ def test_installed_pipeline_makes_a_relative_state_dir_absolute(tmp_path: Path) 
     (tmp_path / "site").mkdir()
     pipeline = tmp_path / "site" / "door.yaml"
     pipeline.write_text(_demo().replace("  queue_size: 2\n", "  queue_size: 2\n  state_dir: state\n"))
-    install(InstallOptions("door", pipeline, tmp_path / "root", start=False))
-    text = (tmp_path / "root/etc/edgeseg/door.yaml").read_text()
+    text = service.installed_pipeline(pipeline)
     assert f"state_dir: {tmp_path / 'site' / 'state'}" in text
-    installed = load_config(tmp_path / "root/etc/edgeseg/door.yaml", env={})
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "door.yaml").write_text(text)
+    installed = load_config(tmp_path / "etc" / "door.yaml", env={})
     assert installed.pipeline.state_dir == tmp_path / "site" / "state"
 
 
@@ -693,10 +694,39 @@ def test_doctor_service_fails_when_a_group_of_the_unit_does_not_exist(tmp_path: 
 
 def test_doctor_service_fails_when_the_pipeline_names_its_own_state_dir(tmp_path: Path) -> None:
     _group_file(tmp_path)
-    pipeline = tmp_path / "p.yaml"
-    pipeline.write_text(_demo().replace("queue_size: 2", f"queue_size: 2\n  state_dir: {tmp_path}"))
-    _install(tmp_path, pipeline=pipeline)
+    _install(tmp_path)
+    etc = tmp_path / "etc/edgeseg/front-door.yaml"  # (install refuses it: edited by hand afterwards)
+    etc.write_text(etc.read_text().replace("queue_size: 2", f"queue_size: 2\n  state_dir: {tmp_path}"))
     assert "pipeline.state_dir" in _failed(service_checks("front-door", tmp_path), "state directory")
+
+
+@needs_analyze
+def test_install_refuses_a_state_dir_outside_the_units_state_directory_in_one_line(tmp_path: Path) -> None:
+    """pipeline.state_dir: /srv/edgeseg was installed as it was, with no ReadWritePaths= (nor a UID that
+    could own it): under ProtectSystem=strict the spool and saved tuning could not be written there."""
+    _group_file(tmp_path)
+    pipeline = tmp_path / "state.yaml"
+    state = "/var/lib/edgeseg/front-door"
+    pipeline.write_text(_demo().replace("queue_size: 2", "queue_size: 2\n  state_dir: /srv/edgeseg"))
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "service", "install", "front-door", "--pipeline", str(pipeline),
+         "--root", str(tmp_path), "--no-start"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"edgeseg: error: {pipeline}: pipeline.state_dir is /srv/edgeseg, which the service cannot write (it "
+        f"writes only its state directory {state}): remove the key (the service then uses {state}) or point "
+        "it there"
+    ]
+    assert not (tmp_path / "etc/edgeseg").exists()
+    pipeline.write_text(_demo().replace("queue_size: 2", f"queue_size: 2\n  state_dir: {state}"))
+    _install(tmp_path, pipeline=pipeline)
+    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
+    assert (done.returncode, done.stderr) == (0, "")
+    unit = (tmp_path / "etc/systemd/system/edgeseg@.service").read_text()
+    assert "StateDirectory=edgeseg/%i" in unit.splitlines()
+    assert _failed(service_checks("front-door", tmp_path), "state directory") == ""
 
 
 def _camera_install(root: Path) -> Path:
