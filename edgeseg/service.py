@@ -378,6 +378,9 @@ def install(opts: InstallOptions) -> list[str]:
             _must("enable", "--now", unit)
             report.append(f"enabled and started {unit}")
         report.append(f"follow it: journalctl -u {unit} -f")
+    elif changed and _systemd_runs(layout) and _systemctl("is-active", "--quiet", unit).returncode == 0:
+        # enable --now starts nothing that runs: the instance would go on with the files it started with
+        report.append(f"to apply it: systemctl daemon-reload && systemctl restart {unit}")
     else:
         # a failed unit (its start limit hit) refuses enable --now until reset-failed, as above; on a unit
         # that is not failed reset-failed may fail (not loaded yet), ending the && chain: only when needed

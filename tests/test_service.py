@@ -130,11 +130,12 @@ def test_installing_twice_gives_an_identical_tree(tmp_path: Path) -> None:
 # leaves it failed (unit.c's unit_stop: -EALREADY for a unit inactive or failed, the job done), and a failed
 # unit stays loaded, its file gone or not (systemd.unit(5), CollectMode=), until `systemctl reset-failed`
 # (which also flushes the start counter, systemd.unit(5), StartLimitIntervalSec=); is-active of an inactive
-# unit exits 3; is-failed exits 0 for a failed unit, 1 otherwise (systemctl(1))
+# unit exits 3 (0 for an active one: here while $SYSTEMCTL_ACTIVE names a file); is-failed exits 0 for a
+# failed unit, 1 otherwise (systemctl(1))
 FAKE_SYSTEMCTL = """#!/bin/sh
 echo "$*" >> "$SYSTEMCTL_LOG"
 case "$1" in
-  is-active) exit 3 ;;
+  is-active) [ -e "${SYSTEMCTL_ACTIVE:-/nonexistent}" ] || exit 3 ;;
   is-failed) [ -e "$SYSTEMCTL_FAILED" ] ;;
   reset-failed) rm -f "$SYSTEMCTL_FAILED" ;;
   enable|start|restart)
@@ -197,6 +198,23 @@ def test_the_no_start_hint_for_a_unit_that_hit_its_start_limit_starts_it(
     report = install(InstallOptions("front-door", DEMO, root, start=False))
     plain = "to start it: systemctl daemon-reload && systemctl enable --now edgeseg@front-door.service"
     assert plain in report
+
+
+def test_the_no_start_hint_for_a_running_unit_whose_files_changed_restarts_it(
+    tmp_path: Path, failed_unit: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`install --no-start` after editing the pipeline of a running instance printed `enable --now`, which
+    starts nothing that runs: the instance went on with its old pipeline, though install had said how to
+    apply it (install without --no-start restarts it)."""
+    root, (log, failed) = tmp_path / "root", failed_unit
+    failed.unlink()
+    (tmp_path / "active").touch()
+    monkeypatch.setenv("SYSTEMCTL_ACTIVE", str(tmp_path / "active"))
+    _group_file(root)
+    report = install(InstallOptions("front-door", DEMO, root, start=False))
+    [hint] = [line.split(": ", 1)[1] for line in report if line.startswith(("to start it", "to apply it"))]
+    subprocess.run(["sh", "-c", hint], capture_output=True, text=True, timeout=60, check=True)
+    assert "restart edgeseg@front-door.service" in log.read_text().splitlines()
 
 
 def test_uninstalling_a_failed_instance_leaves_no_failed_unit_behind(
