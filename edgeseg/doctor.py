@@ -289,6 +289,9 @@ def timespan_s(text: str) -> float:
 # keys that set others too: TimeoutSec= is TimeoutStartSec= and TimeoutStopSec= (systemd.service(5); its
 # config_parse_service_timeout sets timeout_stop_usec for the lvalue "TimeoutSec")
 _KEY_ALIASES = {"TimeoutSec": ("TimeoutStartSec", "TimeoutStopSec")}
+# keys whose empty assignment systemd 252 refuses ("Failed to parse ..., ignoring": the value before stays),
+# where a list's empty assignment resets it
+_EMPTY_IGNORED = {"TimeoutStartSec", "TimeoutStopSec", "WatchdogSec", "ProtectHome", "DevicePolicy"}
 
 
 def unit_lines(text: str) -> list[str]:
@@ -311,7 +314,8 @@ def unit_lines(text: str) -> list[str]:
 
 def unit_settings(root: Path, name: str) -> dict[str, list[str]]:
     """The installed unit of ``edgeseg@NAME`` and its drop-ins, read as systemd would: key -> values in
-    order, an empty assignment resetting the list, ``TimeoutSec=`` assigning both its keys; ``%i`` and
+    order, an empty assignment resetting a list (ignored for a time span or a mode: :data:`_EMPTY_IGNORED`),
+    ``TimeoutSec=`` assigning both its keys; ``%i`` and
     ``%%`` expanded (in one pass: the ``%i`` of ``%%i`` is no specifier), the other specifiers kept."""
     import re
 
@@ -325,7 +329,8 @@ def unit_settings(root: Path, name: str) -> dict[str, list[str]]:
                 continue
             value = re.sub(r"%[i%]", lambda m: name if m[0] == "%i" else "%", value.strip())
             for k in _KEY_ALIASES.get(key.strip(), (key.strip(),)):
-                out[k] = [*out.get(k, []), value] if value else []
+                if value or k not in _EMPTY_IGNORED:
+                    out[k] = [*out.get(k, []), value] if value else []
     return out
 
 

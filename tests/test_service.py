@@ -536,6 +536,26 @@ def test_doctor_service_reads_the_stop_timeout_of_timeoutsec_and_of_a_continued_
 
 
 @needs_analyze
+def test_doctor_service_keeps_the_stop_timeout_an_empty_assignment_leaves_as_it_was(tmp_path: Path) -> None:
+    """An empty TimeoutStopSec= in a drop-in (meant as "back to the default"?) is refused by systemd, which
+    keeps the unit's 60 s; doctor took it for a reset to the 90 s default and passed a 68 s stop."""
+    pipeline = tmp_path / "flush.yaml"
+    mqtt = "sinks:\n  mqtt:\n    url: mqtt://127.0.0.1:1\n    flush_timeout_s: 30\n  display:"
+    pipeline.write_text(_demo().replace("sinks:\n  display:", mqtt))
+    _group_file(tmp_path)
+    _install(tmp_path, pipeline=pipeline)
+    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override.write_text("[Service]\nTimeoutStopSec=\n")
+    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
+    assert "Failed to parse time value, ignoring" in done.stderr
+    stop = next(c for c in service_checks("front-door", tmp_path) if c.name == "stop timeout")
+    assert (stop.ok, stop.detail) == (
+        False,
+        "TimeoutStopSec=60s, a stop may take 68 s (sinks.mqtt.flush_timeout_s = 30 s)",
+    )
+
+
+@needs_analyze
 def test_install_refuses_an_engine_cache_the_service_cannot_write_and_doctor_passes_what_it_installs(
     tmp_path: Path,
 ) -> None:
