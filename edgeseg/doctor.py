@@ -405,6 +405,10 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
         return [
             Check(area, "unit", False, f"no {layout.at('/etc/systemd/system/edgeseg@.service')}", install)
         ]
+    if not settings["ExecStart"]:
+        # (an empty ExecStart= in a drop-in, meant to replace the command, with no new one after it)
+        why = "ExecStart= emptied by a drop-in and not set again: systemd refuses to load the unit"
+        return [Check(area, "unit", False, why, "give the drop-in an ExecStart= after the empty one")]
     command = settings["ExecStart"][-1].split()[0]
     out = [Check(area, "command", os.access(command, os.X_OK), command, f"{install} --bin PATH")]
     config_path = layout.at(layout.config(name))

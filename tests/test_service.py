@@ -724,6 +724,21 @@ def test_doctor_service_reads_an_instance_drop_in_instead_of_the_templates_of_th
     assert "WatchdogSec=60 s, worst frame" in watchdog.detail
 
 
+@needs_analyze
+def test_doctor_service_says_a_drop_in_emptied_execstart_instead_of_a_traceback(tmp_path: Path) -> None:
+    """`systemctl edit` with `ExecStart=` alone (the first half of replacing the command): doctor ended in
+    an IndexError traceback, where systemd says the unit has no ExecStart= and refuses it."""
+    _group_file(tmp_path)
+    _install(tmp_path)
+    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override.write_text("[Service]\nExecStart=\n")
+    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
+    assert "Service has no ExecStart=" in done.stderr
+    checks = service_checks("front-door", tmp_path)
+    assert [(c.name, c.ok) for c in checks] == [("unit", False)]
+    assert checks[0].detail.startswith("ExecStart= emptied by a drop-in and not set again")
+
+
 def test_doctor_service_fails_when_a_group_of_the_unit_does_not_exist(tmp_path: Path) -> None:
     _group_file(tmp_path, "root:x:0:\n")
     _install(tmp_path)
