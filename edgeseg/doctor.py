@@ -7,6 +7,7 @@ import importlib.util
 import math
 import os
 import platform
+import shlex
 import shutil
 import stat
 import statistics
@@ -409,7 +410,9 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
         # (an empty ExecStart= in a drop-in, meant to replace the command, with no new one after it)
         why = "ExecStart= emptied by a drop-in and not set again: systemd refuses to load the unit"
         return [Check(area, "unit", False, why, "give the drop-in an ExecStart= after the empty one")]
-    command = settings["ExecStart"][-1].split()[0]
+    # the executable, quoted or not, past the prefixes systemd.service(5) allows ("-" failure ignored, "@"
+    # argv[0] given, ":" no expansion, "+" "!" "!!" privileges)
+    command = shlex.split(settings["ExecStart"][-1])[0].lstrip("@-:+!")
     out = [Check(area, "command", os.access(command, os.X_OK), command, f"{install} --bin PATH")]
     config_path = layout.at(layout.config(name))
     try:
@@ -479,8 +482,6 @@ def _hidden_by_protect_home(path: Path, settings: Mapping[str, list[str]]) -> bo
     """Whether the unit's ``ProtectHome=`` hides ``path``: it lies under /home, /root or /run/user and no
     ``BindPaths=``/``BindReadOnlyPaths=`` entry shows it (what install writes when the pipeline file it was
     given needs such a folder; the copy in /etc edited afterwards gets none)."""
-    import shlex
-
     from edgeseg.service import in_home
 
     protect = (settings.get("ProtectHome") or ["no"])[-1]

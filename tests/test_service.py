@@ -739,6 +739,21 @@ def test_doctor_service_says_a_drop_in_emptied_execstart_instead_of_a_traceback(
     assert checks[0].detail.startswith("ExecStart= emptied by a drop-in and not set again")
 
 
+@needs_analyze
+def test_doctor_service_finds_the_command_of_an_execstart_with_a_prefix(tmp_path: Path) -> None:
+    """`ExecStart=-/opt/edgeseg/venv/bin/edgeseg run ...` (a drop-in's, "-": its failure ignored) was
+    checked as the file '-/opt/...', which is nowhere: doctor said the command was missing."""
+    _group_file(tmp_path)
+    _install(tmp_path)
+    command = f"{Path(sys.executable).parent}/edgeseg"
+    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override.write_text(f"[Service]\nExecStart=\nExecStart=-{command} run /etc/edgeseg/%i.yaml\n")
+    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
+    assert (done.returncode, done.stderr) == (0, "")
+    found = next(c for c in service_checks("front-door", tmp_path) if c.name == "command")
+    assert (found.ok, found.detail) == (True, command)
+
+
 def test_doctor_service_fails_when_a_group_of_the_unit_does_not_exist(tmp_path: Path) -> None:
     _group_file(tmp_path, "root:x:0:\n")
     _install(tmp_path)
