@@ -455,6 +455,7 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
             )
         )
     out.append(_state_check(area, layout, settings, config, name))
+    out.append(_credentials_check(area, layout, settings, name))
     creds = layout.at(layout.credentials(name))
     out += broker_checks(area, config, {"CREDENTIALS_DIRECTORY": str(creds)} if creds.is_dir() else {})
     model = config.model.path
@@ -493,6 +494,30 @@ def _hidden_by_protect_home(path: Path, settings: Mapping[str, list[str]]) -> bo
     words = [w.lstrip("-") for v in values for w in shlex.split(v)]
     binds = {Path(c) for w in words for c in (w, w.split(":")[0])}
     return not any(b == path or b in path.parents for b in binds)
+
+
+def _credentials_check(area: str, layout: Layout, settings: Mapping[str, list[str]], name: str) -> Check:
+    """The unit's LoadCredential= lines against the files in /etc/edgeseg/credentials/NAME: systemd 252
+    fails the start (243/CREDENTIALS) on a listed file that is missing, and the service never sees a file
+    that no line lists (install writes the lines for the files there then)."""
+    from edgeseg.service import CREDENTIALS
+
+    folder = layout.credentials(name)
+    listed = {i: p for i, _, p in (v.partition(":") for v in settings.get("LoadCredential", []))}
+    try:
+        missing = [f"{i} ({p})" for i, p in listed.items() if not layout.at(p).is_file()]
+        unlisted = [c for c in CREDENTIALS if c not in listed and layout.at(f"{folder}/{c}").is_file()]
+    except PermissionError as exc:  # (the folder is root's alone, mode 0700 as the README makes it)
+        return Check(area, "credentials", False, f"cannot read {exc.filename}", "run doctor as root (sudo)")
+    fix = f"edgeseg service install {name} --pipeline FILE again: it lists the files that are there"
+    if missing:
+        files = ", ".join(missing)
+        why = f"LoadCredential= of a missing file, which fails the start (243/CREDENTIALS): {files}"
+        return Check(area, "credentials", False, why, fix)
+    if unlisted:
+        why = f"{', '.join(unlisted)} in {folder} but not given to the service (no LoadCredential=)"
+        return Check(area, "credentials", False, why, fix)
+    return Check(area, "credentials", True, ", ".join(listed) or "none")
 
 
 def _state_check(

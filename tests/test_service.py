@@ -25,6 +25,7 @@ from edgeseg.service import InstallOptions, home_binds, install, prepare, uninst
 from edgeseg.sources import make_source
 
 REPO = Path(__file__).resolve().parents[1]
+TOKEN_TEXT = "3f9c2a7be1d04c55a8e6b1f27d90c4e1"  # what `openssl rand -hex 16` makes
 DEMO = REPO / "pipelines" / "demo.yaml"
 ANALYZE = shutil.which("systemd-analyze")
 # scripts/test.sh installs it (Debian's systemd package); CI must not skip what it cannot run
@@ -413,6 +414,58 @@ def test_credentials_drop_in_lists_only_the_credential_files_that_exist(tmp_path
         "mqtt-username:/etc/edgeseg/credentials/front-door/mqtt-username",
         "mqtt-password:/etc/edgeseg/credentials/front-door/mqtt-password",
     ]
+
+
+def test_doctor_service_fails_for_a_credential_file_the_unit_does_not_load_or_one_it_lists_but_lacks(
+    tmp_path: Path,
+) -> None:
+    """A web-token put in /etc/edgeseg/credentials/NAME after install reaches the service only once install
+    writes its LoadCredential= line, and a listed file removed fails the start (243/CREDENTIALS): doctor
+    --service passed both (it read the folder, not the unit)."""
+    _group_file(tmp_path)
+    _install(tmp_path)
+    creds = tmp_path / "etc/edgeseg/credentials/front-door"
+    creds.mkdir(parents=True)
+    (creds / "web-token").write_text(TOKEN_TEXT)
+    assert _failed(service_checks("front-door", tmp_path), "credentials") == (
+        "web-token in /etc/edgeseg/credentials/front-door but not given to the service (no LoadCredential=)"
+    )
+    _install(tmp_path)
+    assert _failed(service_checks("front-door", tmp_path), "credentials") == ""
+    (creds / "web-token").unlink()
+    assert _failed(service_checks("front-door", tmp_path), "credentials") == (
+        "LoadCredential= of a missing file, which fails the start (243/CREDENTIALS): web-token "
+        "(/etc/edgeseg/credentials/front-door/web-token)"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a folder only root may read needs root to make")
+def test_doctor_service_run_without_root_says_it_cannot_read_the_credentials_instead_of_a_traceback() -> None:
+    import tempfile
+
+    # (not pytest's tmp_path: it lies in a folder only root may enter)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        _group_file(root)
+        creds = root / "etc/edgeseg/credentials/front-door"
+        creds.mkdir(parents=True)
+        (creds / "web-token").write_text(TOKEN_TEXT)
+        _install(root)
+        for path in [root, *root.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        creds.chmod(0o700)  # as the README makes it
+        # doctor as a user (the modules loaded first, as this environment's files may be root's alone)
+        code = (
+            "import os, sys; from pathlib import Path; from edgeseg.doctor import service_checks; "
+            "service_checks('front-door', Path(sys.argv[1])); os.setgid(65534); os.setuid(65534); "
+            "checks = service_checks('front-door', Path(sys.argv[1])); "
+            "print([c.detail for c in checks if c.name == 'credentials'])"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code, tmp], capture_output=True, text=True, timeout=120, check=False
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str([f"cannot read {creds}/web-token"])
 
 
 def test_render_group_is_added_only_where_the_root_has_it(tmp_path: Path) -> None:
