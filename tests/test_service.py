@@ -439,8 +439,13 @@ def test_doctor_service_fails_for_a_credential_file_the_unit_does_not_load_or_on
     )
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="a folder only root may read needs root to make")
-def test_doctor_service_run_without_root_says_it_cannot_read_the_credentials_instead_of_a_traceback() -> None:
+def _doctor_as_a_user_on_root_only_credentials(
+    pipeline: Path, credential: str
+) -> tuple[Path, dict[str, str]]:
+    """doctor --service run without sudo, as user nobody, on an install whose credentials folder holds
+    ``credential`` and is root's alone (mode 0700, as the README makes it): the folder, and each check's
+    detail by name."""
+    import json
     import tempfile
 
     # (not pytest's tmp_path: it lies in a folder only root may enter)
@@ -449,23 +454,28 @@ def test_doctor_service_run_without_root_says_it_cannot_read_the_credentials_ins
         _group_file(root)
         creds = root / "etc/edgeseg/credentials/front-door"
         creds.mkdir(parents=True)
-        (creds / "web-token").write_text(TOKEN_TEXT)
-        _install(root)
+        (creds / credential).write_text(TOKEN_TEXT)
+        _install(root, pipeline=pipeline)
         for path in [root, *root.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-        creds.chmod(0o700)  # as the README makes it
-        # doctor as a user (the modules loaded first, as this environment's files may be root's alone)
+        creds.chmod(0o700)
+        # the modules loaded first, as root: this environment's files may be root's alone
         code = (
-            "import os, sys; from pathlib import Path; from edgeseg.doctor import service_checks; "
+            "import json, os, sys; from pathlib import Path; from edgeseg.doctor import service_checks; "
             "service_checks('front-door', Path(sys.argv[1])); os.setgid(65534); os.setuid(65534); "
-            "checks = service_checks('front-door', Path(sys.argv[1])); "
-            "print([c.detail for c in checks if c.name == 'credentials'])"
+            "print(json.dumps({c.name: c.detail for c in service_checks('front-door', Path(sys.argv[1]))}))"
         )
         done = subprocess.run(
             [sys.executable, "-c", code, tmp], capture_output=True, text=True, timeout=120, check=False
         )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str([f"cannot read {creds}/web-token"])
+    return creds, json.loads(done.stdout)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a folder only root may read needs root to make")
+def test_doctor_service_run_without_root_says_it_cannot_read_the_credentials_instead_of_a_traceback() -> None:
+    creds, details = _doctor_as_a_user_on_root_only_credentials(DEMO, "web-token")
+    assert details["credentials"] == f"cannot read {creds}/web-token"
 
 
 def test_render_group_is_added_only_where_the_root_has_it(tmp_path: Path) -> None:
