@@ -478,6 +478,21 @@ def test_doctor_service_run_without_root_says_it_cannot_read_the_credentials_ins
     assert details["credentials"] == f"cannot read {creds}/web-token"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a folder only root may read needs root to make")
+def test_doctor_service_run_without_root_on_an_mqtt_pipeline_says_it_cannot_read_the_credential(
+    tmp_path: Path,
+) -> None:
+    """`edgeseg doctor --service NAME` without sudo ended in a PermissionError traceback from the broker check
+    (the credentials folder is root's alone, as the README makes it)."""
+    pipeline = tmp_path / "mqtt.yaml"
+    mqtt = "sinks:\n  mqtt:\n    url: mqtt://127.0.0.1:1\n  display:"
+    pipeline.write_text(_demo().replace("sinks:\n  display:", mqtt))
+    creds, details = _doctor_as_a_user_on_root_only_credentials(pipeline, "mqtt-username")
+    assert details["mqtt broker"] == (
+        f"credential mqtt-username: cannot read {creds}/mqtt-username: Permission denied"
+    )
+
+
 def test_render_group_is_added_only_where_the_root_has_it(tmp_path: Path) -> None:
     host = tmp_path / "etc/systemd/system/edgeseg@.service.d/50-edgeseg-host.conf"
     _group_file(tmp_path)

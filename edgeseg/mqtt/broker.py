@@ -107,6 +107,16 @@ def _read_secret(path: Path, what: str) -> str:
     return value
 
 
+def _present(path: Path, what: str) -> bool:
+    """Whether a credential file is there. One that cannot even be looked at (a folder that is root's alone,
+    run without sudo) is a ConfigError: a traceback before, and not to be taken for absent (a login as
+    nobody, or anonymous, in its place)."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+
+
 def _readable(path: Path, what: str) -> Path:
     if not os.access(path, os.R_OK) or not path.is_file():
         raise ConfigError(f"{what}: cannot read {path} (missing or not readable)")
@@ -133,13 +143,13 @@ def load_credentials(
     tls: dict[str, Path | None] = {"ca": ca_file, "cert": cert_file, "key": key_file}
     if creds_dir:
         folder = Path(creds_dir)
-        if (folder / "mqtt-username").exists():
+        if _present(folder / "mqtt-username", "credential mqtt-username"):
             username = _read_secret(folder / "mqtt-username", "credential mqtt-username")
             origin = "systemd credentials"
-        if (folder / "mqtt-password").exists():
+        if _present(folder / "mqtt-password", "credential mqtt-password"):
             password = _read_secret(folder / "mqtt-password", "credential mqtt-password")
         for name in tls:
-            if (folder / f"mqtt-{name}").exists():
+            if _present(folder / f"mqtt-{name}", f"credential mqtt-{name}"):
                 tls[name] = _readable(folder / f"mqtt-{name}", f"credential mqtt-{name}")
     if username is None and environ.get("EDGESEG_MQTT_USERNAME"):
         username = environ["EDGESEG_MQTT_USERNAME"]
