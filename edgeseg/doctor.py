@@ -397,9 +397,10 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
     watchdog interval longer than the model's worst frame latency."""
     from edgeseg.config import load_config
     from edgeseg.errors import EdgesegError
-    from edgeseg.service import Layout, state_directory, unwritable_folders
+    from edgeseg.service import Layout, check_name, state_directory, unwritable_folders
 
     area, layout = "service", Layout(root)
+    name = check_name(name)  # (a name install refuses was looked up, and install of it suggested)
     settings = unit_settings(root, name)
     install = f"edgeseg service install {name} --pipeline FILE"
     if "ExecStart" not in settings:
@@ -631,7 +632,7 @@ def command(args: argparse.Namespace) -> int:
     # a bundled pipeline's name too, as 'edgeseg run NAME' takes it
     pipeline = pipeline_path(getattr(args, "pipeline", None))
     own = pipeline_checks(pipeline) if pipeline else []
-    if getattr(args, "service", None):
+    if getattr(args, "service", None) is not None:
         own += service_checks(args.service, Path(args.root))
     for c in [*checks(), *own]:
         mark = "ok " if c.ok else "-- "

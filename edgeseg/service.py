@@ -62,6 +62,9 @@ def unit_file(name: str) -> str:
 
 def check_name(name: str) -> str:
     """Instance names are file names and ``%i``: letters, digits, ``_ . -`` (no systemd escaping needed)."""
+    if name.startswith("edgeseg@"):  # the unit's name, as systemctl and journalctl take it
+        instance = name.removeprefix("edgeseg@").removesuffix(".service")
+        raise ConfigError(f"service name {name!r}: give the instance's name alone, {instance!r}")
     if not name or not set(name) <= NAME_CHARS or name.startswith((".", "-")):
         raise ConfigError(f"service name {name!r}: use letters, digits, '_', '.' or '-' (e.g. front-door)")
     if len(name) > NAME_MAX:

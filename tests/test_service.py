@@ -900,6 +900,24 @@ def test_doctor_service_fails_when_the_camera_node_is_missing(tmp_path: Path) ->
     assert "does not exist" in _failed(service_checks("front-door", tmp_path), "camera device")
 
 
+@pytest.mark.parametrize("name", ["edgeseg@front-door.service", "edgeseg@front-door", ""])
+def test_doctor_service_of_the_units_name_or_an_empty_one_is_one_line_and_exit_status_2(
+    tmp_path: Path, name: str
+) -> None:
+    """`doctor --service edgeseg@front-door` (the name systemctl takes) looked for /etc/edgeseg/edgeseg@front-
+    door.yaml and said to install that name, which install refuses; an empty name checked nothing, exit 0."""
+    _group_file(tmp_path)
+    _install(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "doctor", "--service", name, "--root", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout
+    hint = "give the instance's name alone, 'front-door'" if name else "use letters"
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"edgeseg: error: service name {name!r}: {hint}")
+
+
 def test_doctor_service_says_how_to_install_when_nothing_is_installed(tmp_path: Path) -> None:
     checks = service_checks("front-door", tmp_path)
     assert [(c.name, c.ok) for c in checks] == [("unit", False)]
