@@ -208,13 +208,28 @@ def home_binds(paths: Iterable[Path], homes: Iterable[Path] = HOMES) -> list[Pat
     return [p for p in under if not any(q in p.parents for q in under)]
 
 
+def mqtt_files(config: PipelineConfig) -> dict[str, Path]:
+    """The files ``sinks.mqtt`` names (``username_file``, ... ``key_file``), by the credential that takes
+    their place (``mqtt-username``, ... ``mqtt-key``); relative ones as the service reads them, from ``/``
+    (its working directory)."""
+    from edgeseg.sinks.mqtt import MqttSinkConfig
+
+    mqtt = config.sinks.section(MqttSinkConfig)
+    if mqtt.url is None:
+        return {}
+    keys = ("username", "password", "ca", "cert", "key")
+    named = {f"mqtt-{k}": getattr(mqtt, f"{k}_file") for k in keys}
+    return {c: Path("/") / p for c, p in named.items() if p is not None}
+
+
 def needed_folders(bin_path: Path, config: Any) -> list[Path]:
     """The folders the service reads: its environment (and this package's source for an editable install,
-    when ``bin_path`` is this environment's), the model, the IMX500 network, a video file."""
+    when ``bin_path`` is this environment's), the model, the IMX500 network, a video file, the files of
+    ``sinks.mqtt``."""
     out = [bin_path.parent.parent, bin_path.resolve().parent.parent]
     if bin_path.parent == Path(sys.executable).parent:
         out += [Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parent.parent]
-    for value in (config.model.path, config.source.imx500_network):
+    for value in (config.model.path, config.source.imx500_network, *mqtt_files(config).values()):
         if value:
             out.append(Path(value).parent)
     from edgeseg.sources import parse_uri

@@ -317,6 +317,17 @@ def test_a_video_under_home_named_by_a_file_uri_is_shown_to_the_service(tmp_path
     assert '"/home/pi/clips"' in re.findall(r"^BindReadOnlyPaths=(.*)$", dropin, re.M)[0].split(" ")
 
 
+def test_the_mqtt_files_of_a_pipeline_under_home_are_shown_to_the_service(tmp_path: Path) -> None:
+    """sinks.mqtt.ca_file: /home/pi/certs/ca.pem, read by hand runs, was hidden by ProtectHome= (no bind for
+    it): the service ended at its start, 'cannot read', status 2, never restarted."""
+    pipeline = tmp_path / "door.yaml"
+    mqtt = "sinks:\n  mqtt:\n    url: mqtts://broker.lan\n    ca_file: /home/pi/certs/ca.pem\n  display:"
+    pipeline.write_text(_demo().replace("sinks:\n  display:", mqtt))
+    _install(tmp_path, pipeline=pipeline)
+    dropin = (tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/50-edgeseg.conf").read_text()
+    assert '"/home/pi/certs"' in re.findall(r"^BindReadOnlyPaths=(.*)$", dropin, re.M)[0].split(" ")
+
+
 def test_installed_pipeline_makes_a_picamera2_uris_network_absolute_and_shows_it_to_the_service(
     tmp_path: Path,
 ) -> None:
