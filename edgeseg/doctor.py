@@ -457,6 +457,7 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
         )
     out.append(_state_check(area, layout, settings, config, name))
     out.append(_credentials_check(area, layout, settings, name))
+    out += _mqtt_files_check(area, settings, config, name)
     creds = layout.at(layout.credentials(name))
     out += broker_checks(area, config, {"CREDENTIALS_DIRECTORY": str(creds)} if creds.is_dir() else {})
     model = config.model.path
@@ -519,6 +520,36 @@ def _credentials_check(area: str, layout: Layout, settings: Mapping[str, list[st
         why = f"{', '.join(unlisted)} in {folder} but not given to the service (no LoadCredential=)"
         return Check(area, "credentials", False, why, fix)
     return Check(area, "credentials", True, ", ".join(listed) or "none")
+
+
+def _mqtt_files_check(
+    area: str, settings: Mapping[str, list[str]], config: PipelineConfig, name: str
+) -> list[Check]:
+    """The files of ``sinks.mqtt`` the service reads (those no LoadCredential= replaces) as it sees them:
+    shown past ProtectHome=, and readable by "other", as its dynamic user is. Doctor, run as root, reads
+    them anyway, and its broker check passed where the service ends at its start ("cannot read")."""
+    from edgeseg.service import mqtt_files
+
+    loaded = {v.partition(":")[0] for v in settings.get("LoadCredential", [])}
+    problems, files = [], [(c, p) for c, p in mqtt_files(config).items() if c not in loaded]
+    for credential, path in files:
+        if _hidden_by_protect_home(path, settings):
+            problems.append((credential, f"{path}: under a home folder, hidden by ProtectHome="))
+        elif not os.path.isfile(path):
+            problems.append((credential, f"{path} does not exist"))
+        elif not path.stat().st_mode & stat.S_IROTH:
+            problems.append((credential, f"{path}: not readable by the service's dynamic user ('other')"))
+    if not files:
+        return []
+    if not problems:
+        return [Check(area, "mqtt files", True, ", ".join(str(p) for _, p in files))]
+    credential, why = problems[0]
+    fix = (
+        f"give it as a credential, /etc/edgeseg/credentials/{name}/{credential}, and run `edgeseg service "
+        f"install {name}` again (or, for what is no secret, chmod o+r it, and install again from a pipeline "
+        "that names it)"
+    )
+    return [Check(area, "mqtt files", False, why, fix)]
 
 
 def _state_check(

@@ -843,6 +843,35 @@ def test_doctor_service_finds_the_command_of_an_execstart_with_a_prefix(tmp_path
     assert (found.ok, found.detail) == (True, command)
 
 
+def test_doctor_service_fails_for_an_mqtt_file_the_services_user_cannot_read(tmp_path: Path) -> None:
+    """sinks.mqtt.password_file, mode 0600 as secrets are: the service's dynamic user reads it as "other"
+    and cannot, so it ended at its start (status 2); doctor, run as root, read it and passed."""
+    secret = tmp_path / "secrets" / "password"
+    secret.parent.mkdir()
+    secret.write_text("secret")
+    secret.chmod(0o600)
+    (tmp_path / "secrets" / "user").write_text("cam")
+    pipeline = tmp_path / "mqtt.yaml"
+    mqtt = "sinks:\n  mqtt:\n    url: mqtt://127.0.0.1:1\n    username_file: {}\n    password_file: {}\n"
+    mqtt += "  display:"
+    pipeline.write_text(_demo().replace("sinks:\n  display:", mqtt.format(secret.parent / "user", secret)))
+    root = tmp_path / "root"
+    _group_file(root)
+    _install(root, pipeline=pipeline)
+    found = next(c for c in service_checks("front-door", root) if c.name == "mqtt files")
+    assert (found.ok, found.detail) == (
+        False,
+        f"{secret}: not readable by the service's dynamic user ('other')",
+    )
+    assert "/etc/edgeseg/credentials/front-door/mqtt-password" in found.fix
+    # as a credential, the file is not read
+    creds = root / "etc/edgeseg/credentials/front-door"
+    creds.mkdir(parents=True)
+    (creds / "mqtt-password").write_text("secret")
+    _install(root, pipeline=pipeline)
+    assert _failed(service_checks("front-door", root), "mqtt files") == ""
+
+
 def test_doctor_service_fails_when_a_group_of_the_unit_does_not_exist(tmp_path: Path) -> None:
     _group_file(tmp_path, "root:x:0:\n")
     _install(tmp_path)
