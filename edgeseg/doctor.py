@@ -458,6 +458,7 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
     out.append(_state_check(area, layout, settings, config, name))
     out.append(_credentials_check(area, layout, settings, name))
     out += _mqtt_files_check(area, settings, config, name)
+    out += _web_check(area, settings, config, name)
     creds = layout.at(layout.credentials(name))
     out += broker_checks(area, config, {"CREDENTIALS_DIRECTORY": str(creds)} if creds.is_dir() else {})
     model = config.model.path
@@ -550,6 +551,39 @@ def _mqtt_files_check(
         "that names it)"
     )
     return [Check(area, "mqtt files", False, why, fix)]
+
+
+def _web_check(
+    area: str, settings: Mapping[str, list[str]], config: PipelineConfig, name: str
+) -> list[Check]:
+    """What the service needs of ``sinks.web.listen`` at its start (status 2 otherwise, never restarted):
+    a token, from its one source under the unit (the web-token credential), beside a non-loopback address;
+    a port it may bind, without root and, past the unit's empty CapabilityBoundingSet=, without
+    CAP_NET_BIND_SERVICE: from net.ipv4.ip_unprivileged_port_start up."""
+    from edgeseg.sinks.web import WebSinkConfig
+    from edgeseg.sinks.webaccess import TOKEN_CREDENTIAL, is_loopback, split_listen
+
+    listen = config.sinks.section(WebSinkConfig).listen
+    if listen is None:
+        return []
+    host, port = split_listen(listen)
+    try:
+        lowest = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        lowest = 1024  # the kernel's default
+    granted = all(
+        "CAP_NET_BIND_SERVICE" in " ".join(settings.get(k, []))
+        for k in ("AmbientCapabilities", "CapabilityBoundingSet")
+    )
+    if 0 < port < lowest and not granted:
+        why = f"sinks.web.listen {listen}: the service may not bind a port below {lowest} (no capabilities)"
+        return [Check(area, "web page", False, why, "listen on a port from 1024 up, e.g. 8080")]
+    loaded = {v.partition(":")[0] for v in settings.get("LoadCredential", [])}
+    if not is_loopback(host) and TOKEN_CREDENTIAL not in loaded:
+        why = f"sinks.web.listen {listen} needs a token: the unit gives none (no LoadCredential=web-token)"
+        fix = f"put one in /etc/edgeseg/credentials/{name}/{TOKEN_CREDENTIAL} and run install again"
+        return [Check(area, "web page", False, why, fix)]
+    return [Check(area, "web page", True, listen)]
 
 
 def _state_check(

@@ -872,6 +872,33 @@ def test_doctor_service_fails_for_an_mqtt_file_the_services_user_cannot_read(tmp
     assert _failed(service_checks("front-door", root), "mqtt files") == ""
 
 
+def test_doctor_service_fails_for_a_web_page_the_service_cannot_serve(tmp_path: Path) -> None:
+    """sinks.web.listen on 0.0.0.0 without a web-token credential (the unit's one source of a token), or on
+    port 80 (the unit grants no CAP_NET_BIND_SERVICE): the service ended at its start, status 2, never
+    restarted, and doctor --service had passed."""
+    pipeline = tmp_path / "web.yaml"
+    root = tmp_path / "root"
+    _group_file(root)
+
+    def web(listen: str) -> str:
+        pipeline.write_text(_demo().replace("sinks:\n", f"sinks:\n  web:\n    listen: {listen}\n"))
+        (root / "etc/edgeseg/front-door.yaml").unlink(missing_ok=True)
+        _install(root, pipeline=pipeline)
+        return _failed(service_checks("front-door", root), "web page")
+
+    assert web("0.0.0.0:8080") == (
+        "sinks.web.listen 0.0.0.0:8080 needs a token: the unit gives none (no LoadCredential=web-token)"
+    )
+    assert web("127.0.0.1:80").startswith(
+        "sinks.web.listen 127.0.0.1:80: the service may not bind a port below"
+    )
+    assert web("127.0.0.1:8080") == ""
+    creds = root / "etc/edgeseg/credentials/front-door"
+    creds.mkdir(parents=True)
+    (creds / "web-token").write_text(TOKEN_TEXT)
+    assert web("0.0.0.0:8080") == ""
+
+
 def test_doctor_service_fails_when_a_group_of_the_unit_does_not_exist(tmp_path: Path) -> None:
     _group_file(tmp_path, "root:x:0:\n")
     _install(tmp_path)
