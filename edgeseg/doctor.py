@@ -397,7 +397,7 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
     watchdog interval longer than the model's worst frame latency."""
     from edgeseg.config import load_config
     from edgeseg.errors import EdgesegError
-    from edgeseg.service import Layout, check_name, state_directory, unwritable_folders
+    from edgeseg.service import Layout, check_name, state_directory, unwritable_paths, written_paths
 
     area, layout = "service", Layout(root)
     name = check_name(name)  # (a name install refuses was looked up, and install of it suggested)
@@ -474,9 +474,16 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
     cache = config.model.engine_cache_dir
     state = state_directory(name)
     if cache is not None:
-        inside = "model.engine_cache_dir" not in dict(unwritable_folders(config, name))
+        inside = "model.engine_cache_dir" not in dict(unwritable_paths(config, name))
         fix = "set model.engine_cache_dir: null (engines then go to the state directory, its one writable)"
         out.append(Check(area, "engine cache", inside, str(cache), fix))
+    outputs = {k: p for k, p in written_paths(config).items() if k.startswith("sinks.")}
+    if outputs:
+        bad = [f"{k} is {p}" for k, p in unwritable_paths(config, name) if k in outputs]
+        detail = (
+            f"{bad[0]}: the service may only write {state}" if bad else ", ".join(map(str, outputs.values()))
+        )
+        out.append(Check(area, "outputs", not bad, detail, f"point it into {state}, or remove it"))
     stop = _stop_check(name, settings, config)
     watchdog = _watchdog_check(name, settings, config, layout.at(cache or state / "engines"))
     return [*out, *([stop] if stop else []), watchdog]
@@ -591,14 +598,14 @@ def _state_check(
 ) -> Check:
     """systemd creates StateDirectory= under /var/lib (as root) for the dynamic user: the service can write
     nothing else (ProtectSystem=strict), so the pipeline must not name another."""
-    from edgeseg.service import unwritable_folders
+    from edgeseg.service import unwritable_paths
 
     state = settings.get("StateDirectory", [])
     lib = layout.at("/var/lib")
     fix = "keep StateDirectory=edgeseg/%i in the unit, remove pipeline.state_dir, and give /var/lib to root"
     if not state:
         return Check(area, "state directory", False, "no StateDirectory= in the unit", fix)
-    if "pipeline.state_dir" in dict(unwritable_folders(config, name)):
+    if "pipeline.state_dir" in dict(unwritable_paths(config, name)):
         why = (
             f"pipeline.state_dir is {config.pipeline.state_dir}: the service may only write $STATE_DIRECTORY"
         )

@@ -270,24 +270,30 @@ def state_directory(name: str) -> Path:
     return Path(STATE_ROOT) / name
 
 
-def unwritable_folders(config: PipelineConfig, name: str) -> list[tuple[str, Path]]:
-    """The folders the pipeline has the service write (key, folder) that it cannot write: all but its state
+def written_paths(config: PipelineConfig) -> dict[str, Path]:
+    """What the pipeline has the service write, by key, as the service sees it: a relative path from its
+    working directory, ``/``; normalized (a '..' must not climb out of the state directory unseen)."""
+    from edgeseg.sinks.jsonl import JsonlSinkConfig
+    from edgeseg.sinks.video import VideoSinkConfig
+
+    paths = {
+        "pipeline.state_dir": config.pipeline.state_dir,
+        "model.engine_cache_dir": config.model.engine_cache_dir,
+        "sinks.jsonl.path": config.sinks.section(JsonlSinkConfig).path,
+        "sinks.video.path": config.sinks.section(VideoSinkConfig).path,
+    }
+    return {k: Path(os.path.normpath(Path("/") / p)) for k, p in paths.items() if p is not None}
+
+
+def unwritable_paths(config: PipelineConfig, name: str) -> list[tuple[str, Path]]:
+    """The paths the pipeline has the service write (key, path) that it cannot write: all outside its state
     directory. ProtectSystem=strict makes the rest read-only, and a mount that lifts that (BindPaths=,
     ReadWritePaths=) is not enough: the dynamic user's UID, new to the machine, writes only where "other"
     (or a device group) may, where local users could replace the engine the service loads, and files it
     wrote there (the spool: 0600 under UMask=0077) are not the next UID's to read. The state directory is
     the one systemd makes and gives to whichever UID the start gets."""
     state = state_directory(name)
-    folders = [
-        ("pipeline.state_dir", config.pipeline.state_dir),
-        ("model.engine_cache_dir", config.model.engine_cache_dir),
-    ]
-    out = []
-    for key, folder in folders:
-        # (normpath: a '..' must not climb out of it unseen)
-        if folder is not None and not (state == (p := Path(os.path.normpath(folder))) or state in p.parents):
-            out.append((key, folder))
-    return out
+    return [(k, p) for k, p in written_paths(config).items() if p != state and state not in p.parents]
 
 
 # --- install / uninstall -----------------------------------------------------------------------------------
@@ -355,11 +361,13 @@ def install(opts: InstallOptions) -> list[str]:
         raise ConfigError(f"--bin {bin_path}: give an absolute path without spaces")
     text = installed_pipeline(opts.pipeline)
     config = load_config(opts.pipeline, env={})
-    if unwritable := unwritable_folders(config, name):
-        (key, folder), state = unwritable[0], state_directory(name)
+    if unwritable := unwritable_paths(config, name):
+        (key, path), state = unwritable[0], state_directory(name)
+        without = {"pipeline.state_dir": f"uses {state}", "model.engine_cache_dir": f"uses {state}/engines"}
         raise ConfigError(
-            f"{opts.pipeline}: {key} is {folder}, which the service cannot write (it writes only its state "
-            f"directory {state}): remove the key (the service then uses {state}) or point it there"
+            f"{opts.pipeline}: {key} is {path}, which the service cannot write (it writes only its state "
+            f"directory {state}): point it there, or remove the key (the service then "
+            f"{without.get(key, 'writes none')})"
         )
     target = layout.config(name)
     existing = layout.at(target)

@@ -664,8 +664,8 @@ def test_install_refuses_an_engine_cache_the_service_cannot_write_and_doctor_pas
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"edgeseg: error: {pipeline}: model.engine_cache_dir is /home/pi/engines, which the service cannot "
-        f"write (it writes only its state directory {state}): remove the key (the service then uses {state}) "
-        "or point it there"
+        f"write (it writes only its state directory {state}): point it there, or remove the key (the service "
+        f"then uses {state}/engines)"
     ]
     for cache in ("/var/cache/edgeseg", f"{state}/../other"):
         pipeline.write_text(_demo().replace(model, f"{model}\n  engine_cache_dir: {cache}"))
@@ -905,6 +905,38 @@ def test_doctor_service_fails_when_a_group_of_the_unit_does_not_exist(tmp_path: 
     assert "no group video" in _failed(service_checks("front-door", tmp_path), "groups")
 
 
+@needs_analyze
+def test_install_refuses_an_output_file_outside_the_units_state_directory_in_one_line(tmp_path: Path) -> None:
+    """sinks.jsonl.path: /var/log/edgeseg/door.jsonl (or a relative one, from the service's working
+    directory /) was installed as it was: under ProtectSystem=strict the sink could not create it and the
+    service ended at its start, status 2, never restarted, while doctor --service passed."""
+    _group_file(tmp_path)
+    pipeline = tmp_path / "out.yaml"
+    state = "/var/lib/edgeseg/front-door"
+    for path in ("/var/log/edgeseg/door.jsonl", "door.jsonl"):
+        pipeline.write_text(_demo().replace("  jsonl:\n    path: null", f"  jsonl:\n    path: {path}"))
+        with pytest.raises(ConfigError) as err:
+            _install(tmp_path, pipeline=pipeline)
+        assert str(err.value) == (
+            f"{pipeline}: sinks.jsonl.path is {Path('/') / path}, which the service cannot write (it writes "
+            f"only its state directory {state}): point it there, or remove the key (the service then writes "
+            "none)"
+        )
+    assert not (tmp_path / "etc/edgeseg").exists()
+    video = f"sinks:\n  video:\n    path: {state}/door.mp4\n  display:"
+    pipeline.write_text(_demo().replace("sinks:\n  display:", video))
+    _install(tmp_path, pipeline=pipeline)
+    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert _failed(service_checks("front-door", tmp_path), "outputs") == ""
+    # the copy in /etc edited afterwards (install refuses it): doctor says so
+    etc = tmp_path / "etc/edgeseg/front-door.yaml"
+    etc.write_text(etc.read_text().replace(f"{state}/door.mp4", "/srv/door.mp4"))
+    assert _failed(service_checks("front-door", tmp_path), "outputs") == (
+        f"sinks.video.path is /srv/door.mp4: the service may only write {state}"
+    )
+
+
 def test_doctor_service_fails_when_the_pipeline_names_its_own_state_dir(tmp_path: Path) -> None:
     _group_file(tmp_path)
     _install(tmp_path)
@@ -929,8 +961,8 @@ def test_install_refuses_a_state_dir_outside_the_units_state_directory_in_one_li
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"edgeseg: error: {pipeline}: pipeline.state_dir is /srv/edgeseg, which the service cannot write (it "
-        f"writes only its state directory {state}): remove the key (the service then uses {state}) or point "
-        "it there"
+        f"writes only its state directory {state}): point it there, or remove the key (the service then uses "
+        f"{state})"
     ]
     assert not (tmp_path / "etc/edgeseg").exists()
     pipeline.write_text(_demo().replace("queue_size: 2", f"queue_size: 2\n  state_dir: {state}"))
