@@ -382,7 +382,9 @@ def _node_check(node: Path, gids: set[int], allowed: list[str], majors: Mapping[
     if not (st.st_gid in gids and st.st_mode & rw == rw) and st.st_mode & 0o006 != 0o006:
         return f"{node} (group {st.st_gid}, mode {stat.S_IMODE(st.st_mode):o}) is not rw for the groups"
     group = majors.get(os.major(st.st_rdev))
-    specs = [a.split()[0] for a in allowed if "w" in a.split()[-1]]
+    # the access a DeviceAllow= gives: its second word, rwm when there is none (systemd's
+    # config_parse_device_allow: "if (isempty(m)) m = "rwm"")
+    specs = [w[0] for w in (a.split() for a in allowed) if w and "w" in (w[1] if len(w) > 1 else "rwm")]
     by_group = group is not None and any(
         fnmatch.fnmatch(group, s[5:]) for s in specs if s.startswith("char-")
     )

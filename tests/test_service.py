@@ -994,6 +994,23 @@ def test_doctor_service_fails_when_the_camera_node_is_not_rw_for_the_units_group
     assert _failed(service_checks("front-door", tmp_path), "camera device") == ""
 
 
+@needs_analyze
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating a device node needs root")
+def test_doctor_service_takes_a_device_allow_without_access_letters_for_rwm(tmp_path: Path) -> None:
+    """`DeviceAllow=char-mem` in a drop-in (as README says to add a device) gives rwm, as systemd reads it:
+    doctor took it for no write access and said the camera was refused."""
+    node = _camera_install(tmp_path)
+    os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # (a node of the kernel's "mem" group)
+    os.chmod(node, 0o666)
+    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override.write_text("[Service]\nDeviceAllow=char-mem\n")
+    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert _failed(service_checks("front-door", tmp_path), "camera device") == ""
+    override.write_text("[Service]\nDeviceAllow=char-mem r\n")
+    assert "is not in DeviceAllow=" in _failed(service_checks("front-door", tmp_path), "camera device")
+
+
 def test_doctor_service_fails_when_the_camera_node_is_missing(tmp_path: Path) -> None:
     _camera_install(tmp_path)
     assert "does not exist" in _failed(service_checks("front-door", tmp_path), "camera device")
