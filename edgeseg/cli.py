@@ -178,8 +178,9 @@ def _parser() -> argparse.ArgumentParser:
     doc.add_argument(
         "--service",
         metavar="NAME",
-        help="also check what the installed service edgeseg@NAME needs (devices, state directory, broker, "
-        "model, watchdog interval against the model's frame latency)",
+        help="also check what the installed service edgeseg@NAME needs (devices, what it writes, "
+        "credentials, broker, web page, model, stop timeout, watchdog interval against the model's frame "
+        "latency)",
     )
     doc.add_argument("--root", default="/", metavar="DIR", help="where the service is installed (default /)")
     sub.add_parser(
