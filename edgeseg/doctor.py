@@ -316,8 +316,8 @@ def unit_lines(text: str) -> list[str]:
 def unit_settings(root: Path, name: str) -> dict[str, list[str]]:
     """The installed unit of ``edgeseg@NAME`` and its drop-ins, read as systemd would: key -> values in
     order, an empty assignment resetting a list (ignored for a time span or a mode: :data:`_EMPTY_IGNORED`),
-    ``TimeoutSec=`` assigning both its keys; ``%i`` and
-    ``%%`` expanded (in one pass: the ``%i`` of ``%%i`` is no specifier), the other specifiers kept."""
+    ``TimeoutSec=`` assigning both its keys; ``%i`` and ``%%`` expanded (in one pass: the ``%i`` of ``%%i``
+    is no specifier), the other specifiers kept."""
     import re
 
     from edgeseg.service import installed
@@ -395,8 +395,9 @@ def _node_check(node: Path, gids: set[int], allowed: list[str], majors: Mapping[
 
 def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
     """What the installed ``edgeseg@NAME`` needs, as its unit and drop-ins under ``root`` say: its config,
-    its command, the camera device for its groups, its state directory, its broker, its model, and a
-    watchdog interval longer than the model's worst frame latency."""
+    its command, the camera device for its groups, its state directory (and that it writes nothing else),
+    its credentials and MQTT files, its web page, its broker, its model, a stop timeout for the MQTT flush,
+    and a watchdog interval longer than the model's worst frame latency."""
     from edgeseg.config import load_config
     from edgeseg.errors import EdgesegError
     from edgeseg.service import Layout, check_name, state_directory, unwritable_paths, written_paths
