@@ -400,7 +400,14 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
     and a watchdog interval longer than the model's worst frame latency."""
     from edgeseg.config import load_config
     from edgeseg.errors import EdgesegError
-    from edgeseg.service import Layout, check_name, state_directory, unwritable_paths, written_paths
+    from edgeseg.service import (
+        Layout,
+        check_name,
+        read_files,
+        state_directory,
+        unwritable_paths,
+        written_paths,
+    )
 
     area, layout = "service", Layout(root)
     name = check_name(name)  # (a name install refuses was looked up, and install of it suggested)
@@ -464,16 +471,13 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
     out += _web_check(area, settings, config, name)
     creds = layout.at(layout.credentials(name))
     out += broker_checks(area, config, {"CREDENTIALS_DIRECTORY": str(creds)} if creds.is_dir() else {})
-    model = config.model.path
-    if _hidden_by_protect_home(model, settings):
-        fix = f"run `{install}` again: it binds the folders under /home that the pipeline needs into the unit"
-        out.append(Check(area, "model", False, f"{model}: under a home folder, hidden by ProtectHome=", fix))
-    else:
-        # (os.path.exists: a name longer than the file system takes is missing, not a traceback)
-        exists = os.path.exists(model)
-        readable = exists and bool(model.stat().st_mode & stat.S_IROTH)
-        fix = "the dynamic user reads it as 'other': chmod o+r" if exists else "fix model.path"
-        out.append(Check(area, "model", readable, str(model), fix))
+    checked: set[Path] = set()  # (an IMX500 pipeline's model is its network)
+    for key, path in read_files(config).items():
+        if any(c in path.name for c in "*?["):
+            path = path.parent  # (an image glob: the folder, its images come and go)
+        if path not in checked:
+            checked.add(path)
+            out.append(_read_check(area, key, path, settings, install))
     cache = config.model.engine_cache_dir
     state = state_directory(name)
     if cache is not None:
@@ -490,6 +494,24 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
     stop = _stop_check(name, settings, config)
     watchdog = _watchdog_check(name, settings, config, layout.at(cache or state / "engines"))
     return [*out, *([stop] if stop else []), watchdog]
+
+
+# the check of each file read_files() gives, by its key
+_READ_CHECKS = {"model.path": "model", "source.imx500_network": "imx500 network", "source.uri": "source file"}
+
+
+def _read_check(area: str, key: str, path: Path, settings: Mapping[str, list[str]], install: str) -> Check:
+    """Whether the service can read ``path``: not hidden by ProtectHome=, there, readable by "other" (its
+    dynamic user). Doctor, run as root, sees it anyway: this is how the service does."""
+    what = _READ_CHECKS[key]
+    if _hidden_by_protect_home(path, settings):
+        fix = f"run `{install}` again: it binds the folders under /home that the pipeline needs into the unit"
+        return Check(area, what, False, f"{path}: under a home folder, hidden by ProtectHome=", fix)
+    # (os.path.exists: a name longer than the file system takes is missing, not a traceback)
+    exists = os.path.exists(path)
+    readable = exists and bool(path.stat().st_mode & stat.S_IROTH)
+    fix = "the dynamic user reads it as 'other': chmod o+r" if exists else f"fix {key}"
+    return Check(area, what, readable, str(path), fix)
 
 
 def _hidden_by_protect_home(path: Path, settings: Mapping[str, list[str]]) -> bool:

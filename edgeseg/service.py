@@ -222,25 +222,28 @@ def mqtt_files(config: PipelineConfig) -> dict[str, Path]:
     return {c: Path("/") / p for c, p in named.items() if p is not None}
 
 
+def read_files(config: PipelineConfig) -> dict[str, Path]:
+    """The files the pipeline has the service read, by the key that names them: the model, the IMX500
+    network, and in ``source.uri`` a video (a file: URI's, file:///home/pi/clip.mp4, as a plain path's) or
+    a picamera2: URI's network."""
+    from edgeseg.sources import parse_uri
+
+    files = {"model.path": config.model.path, "source.imx500_network": config.source.imx500_network}
+    source = parse_uri(config.source.uri)
+    if source.scheme == "file" and Path(source.target).is_absolute():
+        files["source.uri"] = source.target
+    if source.options.get("network"):
+        files["source.uri"] = source.options["network"]
+    return {k: Path(v) for k, v in files.items() if v}
+
+
 def needed_folders(bin_path: Path, config: Any) -> list[Path]:
     """The folders the service reads: its environment (and this package's source for an editable install,
-    when ``bin_path`` is this environment's), the model, the IMX500 network, a video file, the files of
-    ``sinks.mqtt``."""
+    when ``bin_path`` is this environment's), those of :func:`read_files` and of ``sinks.mqtt``'s files."""
     out = [bin_path.parent.parent, bin_path.resolve().parent.parent]
     if bin_path.parent == Path(sys.executable).parent:
         out += [Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parent.parent]
-    for value in (config.model.path, config.source.imx500_network, *mqtt_files(config).values()):
-        if value:
-            out.append(Path(value).parent)
-    from edgeseg.sources import parse_uri
-
-    source = parse_uri(config.source.uri)
-    # the file a file: URI names (file:///home/pi/clip.mp4), as a plain path's; a picamera2: URI's network
-    if source.scheme == "file" and Path(source.target).is_absolute():
-        out.append(Path(source.target).parent)
-    if source.options.get("network"):
-        out.append(Path(source.options["network"]).parent)
-    return out
+    return out + [p.parent for p in (*read_files(config).values(), *mqtt_files(config).values())]
 
 
 def unit_path(path: Path | str) -> str:

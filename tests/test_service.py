@@ -724,6 +724,30 @@ def test_doctor_service_sees_a_model_in_a_bound_home_folder_whose_name_has_perce
         assert _failed(service_checks("front-door", tmp_path), "model") == ""
 
 
+def test_doctor_service_fails_when_the_source_file_is_hidden_or_missing(tmp_path: Path) -> None:
+    """source.uri edited (README: then `systemctl reload`) to a video under /home or /root, or to a file
+    that is not there: doctor checked the model alone and passed, and the service ended 'file not found'."""
+    import tempfile
+
+    if not any(Path.home() == h or h in Path.home().parents for h in (Path("/home"), Path("/root"))):
+        pytest.skip("the home folder is not under /home or /root")
+    _group_file(tmp_path)
+    _install(tmp_path)
+    etc = tmp_path / "etc/edgeseg/front-door.yaml"
+    installed = etc.read_text()
+    with tempfile.TemporaryDirectory(dir=Path.home()) as home:
+        clip = Path(home) / "door.mp4"
+        clip.write_bytes(b"")
+        etc.write_text(installed.replace("synthetic:parts?fps=30", str(clip)))
+        hidden = _failed(service_checks("front-door", tmp_path), "source file")
+        assert hidden == f"{clip}: under a home folder, hidden by ProtectHome="
+    etc.write_text(installed.replace("synthetic:parts?fps=30", "/srv/clips/door.mp4"))
+    (found,) = [c for c in service_checks("front-door", tmp_path) if c.name == "source file"]
+    assert (found.ok, found.detail, found.fix) == (False, "/srv/clips/door.mp4", "fix source.uri")
+    etc.write_text(installed.replace("synthetic:parts?fps=30", f"'{REPO}/tests/golden/*.json'"))
+    assert _failed(service_checks("front-door", tmp_path), "source file") == ""
+
+
 def test_doctor_service_reports_a_missing_model_instead_of_ending_on_it(tmp_path: Path) -> None:
     # the watchdog check times the model: a model.path that names no file ended the whole report in
     # 'edgeseg: error: model file not found', the failing model check and every other one unshown
