@@ -417,13 +417,14 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
         return [
             Check(area, "unit", False, f"no {layout.at('/etc/systemd/system/edgeseg@.service')}", install)
         ]
-    if not settings["ExecStart"]:
+    commands = [words for v in settings["ExecStart"] if (words := _words(v))]
+    if not commands:
         # (an empty ExecStart= in a drop-in, meant to replace the command, with no new one after it)
         why = "ExecStart= emptied by a drop-in and not set again: systemd refuses to load the unit"
         return [Check(area, "unit", False, why, "give the drop-in an ExecStart= after the empty one")]
     # the executable, quoted or not, past the prefixes systemd.service(5) allows ("-" failure ignored, "@"
     # argv[0] given, ":" no expansion, "+" "!" "!!" privileges)
-    command = shlex.split(settings["ExecStart"][-1])[0].lstrip("@-:+!")
+    command = commands[-1][0].lstrip("@-:+!")
     out = [Check(area, "command", os.access(command, os.X_OK), command, f"{install} --bin PATH")]
     config_path = layout.at(layout.config(name))
     try:
@@ -496,6 +497,15 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
     return [*out, *([stop] if stop else []), watchdog]
 
 
+def _words(value: str) -> list[str] | None:
+    """A command line or path list split as systemd splits it; ``None`` for unbalanced quoting, which
+    systemd ignores ("Unbalanced quoting, ignoring", "Failed to parse ..., ignoring")."""
+    try:
+        return shlex.split(value)
+    except ValueError:
+        return None
+
+
 # the check of each file read_files() gives, by its key
 _READ_CHECKS = {"model.path": "model", "source.imx500_network": "imx500 network", "source.uri": "source file"}
 
@@ -526,7 +536,7 @@ def _hidden_by_protect_home(path: Path, settings: Mapping[str, list[str]]) -> bo
     # words as systemd reads them (unit_settings expanded '%%'): quoted, an optional '-' prefix and
     # ':DEST[:OPTIONS]'
     values = [v for key in ("BindPaths", "BindReadOnlyPaths") for v in settings.get(key, [])]
-    words = [w.lstrip("-") for v in values for w in shlex.split(v)]
+    words = [w.lstrip("-") for v in values for w in _words(v) or []]
     binds = {Path(c) for w in words for c in (w, w.split(":")[0])}
     return not any(b == path or b in path.parents for b in binds)
 

@@ -923,6 +923,31 @@ def test_doctor_service_fails_for_a_web_page_the_service_cannot_serve(tmp_path: 
     assert web("0.0.0.0:8080") == ""
 
 
+@needs_analyze
+def test_doctor_service_ignores_a_drop_in_line_of_unbalanced_quotes_as_systemd_does(tmp_path: Path) -> None:
+    """ExecStart="/opt/.../edgeseg run (a quote left open in a hand-written drop-in), or such a
+    BindReadOnlyPaths=: doctor --service ended in shlex's ValueError traceback, where systemd ignores the
+    line ("Unbalanced quoting, ignoring")."""
+    _group_file(tmp_path)
+    _install(tmp_path)
+    etc = tmp_path / "etc/edgeseg/front-door.yaml"
+    etc.write_text(
+        re.sub(r"(?m)^  path: .*demo-parts.onnx", "  path: /home/pi/demo-parts.onnx", etc.read_text())
+    )
+    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override.write_text('[Service]\nProtectHome=tmpfs\nBindReadOnlyPaths="/home/pi\n')
+    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
+    assert "Failed to parse BindReadOnlyPaths, ignoring" in done.stderr
+    assert "hidden by ProtectHome=" in _failed(service_checks("front-door", tmp_path), "model")
+    command = f"{Path(sys.executable).parent}/edgeseg"
+    override.write_text(f'[Service]\nExecStart=\nExecStart="{command} run /etc/edgeseg/%i.yaml\n')
+    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
+    assert "Unbalanced quoting, ignoring" in done.stderr
+    assert "Service has no ExecStart=" in done.stderr
+    checks = service_checks("front-door", tmp_path)
+    assert [(c.name, c.ok) for c in checks] == [("unit", False)]
+
+
 def test_doctor_service_fails_when_a_group_of_the_unit_does_not_exist(tmp_path: Path) -> None:
     _group_file(tmp_path, "root:x:0:\n")
     _install(tmp_path)
