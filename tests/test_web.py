@@ -737,6 +737,37 @@ def test_off_loopback_without_a_token_the_sink_refuses_to_start(
         s.bind(("0.0.0.0", port))  # nothing was left listening
 
 
+def test_a_credentials_folder_that_cannot_be_looked_at_is_a_one_line_error_naming_the_token(
+    tmp_path: Path,
+) -> None:
+    """$CREDENTIALS_DIRECTORY set by hand to the service's folder (root's alone, mode 0700) for a run without
+    sudo, or a name the file system refuses: Path.exists() raised, a PermissionError (OSError) traceback
+    instead of one line."""
+    long = tmp_path / ("c" * 300)
+    with pytest.raises(ConfigError, match=r"^credential web-token: cannot read .*: File name too long$"):
+        load_token({"CREDENTIALS_DIRECTORY": str(long)})
+    if os.geteuid() != 0:
+        return  # (a folder only root may read needs root to make)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:  # (pytest's tmp_path lies in a folder only root may enter)
+        os.chmod(tmp, 0o755)
+        creds = Path(tmp) / "front-door"
+        creds.mkdir(mode=0o700)
+        (creds / "web-token").write_text(TOKEN)
+        code = (
+            "import os, sys; from edgeseg.errors import ConfigError; "
+            "from edgeseg.sinks.webaccess import load_token; os.setgid(65534); os.setuid(65534)\n"
+            "try:\n    load_token({'CREDENTIALS_DIRECTORY': sys.argv[1]})\n"
+            "except ConfigError as exc:\n    print(exc)"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(creds)], capture_output=True, text=True, timeout=60, check=False
+        )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.strip() == f"credential web-token: cannot read {creds}/web-token: Permission denied"
+
+
 def test_the_token_comes_from_systemd_credentials_first_and_a_short_one_is_refused(
     tmp_path: Path,
 ) -> None:

@@ -58,15 +58,16 @@ def load_token(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
     creds = environ.get("CREDENTIALS_DIRECTORY", "")
     token: str | None = None
     origin = ""
-    if creds and (Path(creds) / TOKEN_CREDENTIAL).exists():
-        path = Path(creds) / TOKEN_CREDENTIAL
-        try:
+    path = Path(creds) / TOKEN_CREDENTIAL
+    try:
+        # (exists() raises too, on a folder that is root's alone looked at without sudo: a traceback before)
+        if creds and path.exists():
             token = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-            raise ConfigError(f"credential {TOKEN_CREDENTIAL}: cannot read {path}: {reason}") from None
-        origin = f"$CREDENTIALS_DIRECTORY/{TOKEN_CREDENTIAL}"
-    elif environ.get(TOKEN_ENV, "").strip():
+            origin = f"$CREDENTIALS_DIRECTORY/{TOKEN_CREDENTIAL}"
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"credential {TOKEN_CREDENTIAL}: cannot read {path}: {reason}") from None
+    if token is None and environ.get(TOKEN_ENV, "").strip():
         token = environ[TOKEN_ENV].strip()
         origin = TOKEN_ENV
     if token is None:
