@@ -25,4 +25,5 @@ python3 -m venv .venv
 .venv/bin/ruff check edgeseg tests scripts
 .venv/bin/ruff format --check edgeseg tests scripts
 .venv/bin/mypy edgeseg
-.venv/bin/python -m pytest -q "$@"
+# two workers: most of the suite waits (outages, reconnects, a browser); -n 0 as an argument runs it in one
+.venv/bin/python -m pytest -q -n 2 "$@"
