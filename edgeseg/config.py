@@ -56,6 +56,11 @@ def bundled_pipelines_dir() -> Path:
     return PIPELINES_DIR
 
 
+def is_bundled(file: Path) -> bool:
+    """Whether ``file`` is one of the bundled pipelines, however it was named (``demo``, its path, a link)."""
+    return file.resolve().parent == PIPELINES_DIR.resolve()
+
+
 def _backends() -> tuple[str, ...]:
     from edgeseg.backends import BACKENDS
 

@@ -140,7 +140,8 @@ class Control:
         base: the configuration the files and flags give, without saved tuning: what :meth:`save` compares
             against. Default: ``config``.
         file: the pipeline YAML (for messages, reload and write-back); ``None``: none was named, the bundled
-            demo runs and saving into the YAML is refused (it would rewrite the checkout's or install's copy).
+            demo runs. Saving into a bundled pipeline is refused, however it was named: it would rewrite the
+            checkout's or the install's copy, which an update replaces.
         tuning: where :meth:`save` writes; ``None``: saving is refused.
         reloader: loads the files again (SIGHUP); ``None``: reload is refused.
         sensor_crops: the ROI is applied on the sensor at start (IMX500): ``source.roi`` needs a restart.
@@ -157,11 +158,11 @@ class Control:
         reloader: Callable[[], PipelineConfig] | None = None,
         sensor_crops: bool = False,
     ) -> None:
-        from edgeseg.config import DEFAULT_PIPELINE
+        from edgeseg.config import DEFAULT_PIPELINE, is_bundled
 
         self.card = card
         self.file = file or DEFAULT_PIPELINE
-        self._named = file is not None
+        self._bundled = is_bundled(self.file)
         self.tuning = tuning
         self._reloader = reloader
         self._sensor_crops = sensor_crops
@@ -357,10 +358,10 @@ class Control:
             config = self._snap.config
             assert config is not None
             if into_yaml:
-                if not self._named:
+                if self._bundled:
                     raise ConfigError(
-                        "no pipeline file was named (the bundled demo runs): name one to save into it, "
-                        "or save into the state directory"
+                        f"pipelines/{self.file.name} is bundled with edgeseg (an update replaces it): copy "
+                        "it to your own file, run that and save into it, or save into the state directory"
                     )
                 from edgeseg.yamledit import write_back
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from mqtt_harness import Broker, Collector, Edgeseg, results, retained
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -335,15 +336,17 @@ def test_two_updates_racing_leave_the_retained_state_at_the_value_in_effect(tmp_
     assert not stale
 
 
-def test_a_save_into_yaml_with_no_pipeline_named_refuses_and_leaves_the_bundled_demo_as_it_was(
-    tmp_path: Path, broker: Broker, collector: Collector
+@pytest.mark.parametrize("named", [(), ("demo",)], ids=["none named", "demo named"])
+def test_a_save_into_yaml_of_the_bundled_demo_refuses_and_leaves_it_as_it_was(
+    tmp_path: Path, broker: Broker, collector: Collector, named: tuple[str, ...]
 ) -> None:
-    """``edgeseg run`` with no pipeline argument runs the bundled demo: "save into YAML" rewrote the
-    checkout's (or the install's) ``pipelines/demo.yaml``."""
+    """``edgeseg run`` with no pipeline argument runs the bundled demo, and so does ``edgeseg run demo``:
+    "save into YAML" rewrote the checkout's (or the install's) ``pipelines/demo.yaml`` (the first was
+    refused, the second was not)."""
     demo = Path(__file__).resolve().parents[1] / "pipelines" / "demo.yaml"
     before = demo.read_bytes()
     try:
-        with Edgeseg(tmp_path, broker.url) as run:
+        with Edgeseg(tmp_path, broker.url, *named) as run:
             assert collector.wait(lambda: collector.on(f"{BASE}/status"), 60), run.output()
             collector.publish(f"{BASE}/config/{SCORE}/set", b"0.35")
             assert _reply_to(collector, f"{BASE}/config/{SCORE}/set")["ok"] is True
@@ -351,7 +354,9 @@ def test_a_save_into_yaml_with_no_pipeline_named_refuses_and_leaves_the_bundled_
             reply = _reply_to(collector, f"{BASE}/config/save")
         assert demo.read_bytes() == before
         assert reply["ok"] is False
-        assert "no pipeline file was named" in reply["rejected"]["payload"], reply
-        assert "\n" not in reply["rejected"]["payload"]
+        refusal = reply["rejected"]["payload"]
+        assert "pipelines/demo.yaml is bundled with edgeseg" in refusal, reply
+        assert "copy it to your own file" in refusal, reply
+        assert "\n" not in refusal
     finally:
         demo.write_bytes(before)
