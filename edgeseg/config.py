@@ -558,6 +558,14 @@ class _Loader(Validator):
     def check(self, config: PipelineConfig) -> PipelineConfig:
         """Cross-field rules; paths resolved against the YAML folder (see the module docstring)."""
         src, model = config.source, config.model
+        if "/" in config.name or "\0" in config.name:
+            # the name is a file's (the saved tuning's): a '/' put it in a folder of its own in the state
+            # directory, '../' outside it; a NUL is a ValueError from every call that takes a file name
+            raise self.fail(
+                "name",
+                "must not contain '/' or NUL (it names the saved tuning's file, tuning-NAME.yaml)",
+                config.name,
+            )
         from edgeseg.sources import parse_uri
 
         uri = src.uri

@@ -316,6 +316,18 @@ def test_a_value_that_yaml_aliases_or_keys_make_unprintable_as_json_is_a_short_o
     assert len(str(err.value)) < 1000
 
 
+@pytest.mark.parametrize("name", ["site/cam1", "x/../../../escaped", "a\0b"])
+def test_a_pipeline_name_holding_a_path_separator_is_refused_at_load_naming_the_key(
+    tmp_path: Path, name: str
+) -> None:
+    """The name is the saved tuning's file name (``tuning-NAME.yaml`` in the state directory): ``site/cam1``
+    saved into a folder ``tuning-site`` there, and ``x/../../../escaped`` outside the state directory."""
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, f"name: {json.dumps(name)}\n" + M), env={})
+    assert str(err.value).startswith("name: must not contain '/' or NUL"), err.value
+    assert str(err.value).endswith("p.yaml]"), err.value
+
+
 def test_a_key_holding_a_line_break_is_named_on_the_errors_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(_write(tmp_path, M + 'zones: {"a\\nb": {polygon: [[0, 0], [1, 0], [1, 1]]}}'), env={})
