@@ -520,11 +520,14 @@ def _failed_stages(stats: PipelineStats) -> dict[str, int]:
     return {k: n for k, n in stats.bad_frames.items() if n and not k.startswith(("sink:", STREAM_PREFIX))}
 
 
+INPUT_FRAMES = "input frames"  # the kind of loss :func:`losses` counts frames in; the others are "at SINK"
+
+
 def losses(stats: PipelineStats, source: SourceStats, reports: Mapping[str, SinkReport]) -> dict[str, int]:
     """What the run lost, by kind, for the summary's head: input frames (the source's and those a stage
     failed on) and, by sink, what each took and could not deliver (results, video frames, MQTT messages:
     its own lines say which)."""
-    kinds = {"input frames": source.lost + sum(_failed_stages(stats).values())}
+    kinds = {INPUT_FRAMES: source.lost + sum(_failed_stages(stats).values())}
     kinds |= {f"at {name}": report.lost for name, report in reports.items()}
     return {kind: n for kind, n in kinds.items() if n}
 
@@ -540,11 +543,15 @@ def summary(
     """The lines printed at the end of a run: what was done, what was written where, what was lost
     (``lost``: by kind, see :func:`losses`; ``lossless``: the sinks whose queue's drops are losses, each in
     its report, not drops by design)."""
+    from edgeseg.stats import STREAM_PREFIX, counted
+
     # the total alone read as frames ("122 LOST: 92 frames processed") where it added frames and results
-    kinds = ", ".join(f"{n} {kind}" for kind, n in lost.items() if n)
+    kinds = ", ".join(
+        counted(n, "input frame") if kind == INPUT_FRAMES else f"{n} {kind}" for kind, n in lost.items() if n
+    )
     outcome = f"{how}, {sum(lost.values())} LOST ({kinds})" if kinds else how
     head = (
-        f"{outcome}: {stats.frames_done} frames processed of {stats.frames_read} read in "
+        f"{outcome}: {counted(stats.frames_done, 'frame')} processed of {stats.frames_read} read in "
         f"{stats.elapsed_s:.1f} s"
     )
     if math.isfinite(stats.fps_mean):
@@ -571,8 +578,6 @@ def summary(
                 f"discarded at stop: {stats.discarded} (not lost: read ahead when the run was stopped)"
             )
         lines.append("; ".join(parts))
-    from edgeseg.stats import STREAM_PREFIX
-
     skipped = {
         k.removeprefix(STREAM_PREFIX): n for k, n in stats.bad_frames.items() if k.startswith(STREAM_PREFIX)
     }
@@ -595,14 +600,18 @@ def summary(
 
 
 def _source_lines(source: SourceStats) -> list[str]:
+    from edgeseg.stats import counted
+
     lines = []
     if source.missing:
         lines.append(
-            f"source: LOST {source.missing} frames: the file holds {source.frames + source.skipped} of the "
-            f"{source.expected} its header announces (truncated or damaged file)"
+            f"source: LOST {counted(source.missing, 'frame')}: the file holds "
+            f"{source.frames + source.skipped} of the {source.expected} its header announces (truncated or "
+            "damaged file)"
         )
     if source.skipped:
-        lines.append(f"source: LOST {source.skipped} frames that could not be decoded (skipped; see the log)")
+        skipped = counted(source.skipped, "frame")
+        lines.append(f"source: LOST {skipped} that could not be decoded (skipped; see the log)")
     if source.damaged:
         lines.append(
             f"source: {source.damaged} damaged frames processed as far as they decoded (see the log)"

@@ -32,6 +32,7 @@ from edgeseg.metrics import (
 )
 from edgeseg.sources.files import MAX_PIXELS, unknown_size
 from edgeseg.sources.spec import MAX_SIDE
+from edgeseg.stats import counted
 from edgeseg.validate import describe
 
 # PASCAL VOC class names and their COCO spelling, so VOC-labelled sets evaluate COCO-trained models
@@ -57,10 +58,11 @@ class Accuracy:
     fp: int
     fn: int
 
-    def line(self) -> str:
+    def line(self, unit: str = "frame") -> str:
+        """The summary's line; ``unit``: what ``frames`` counts ("image" for a data set)."""
         return (
-            f"accuracy vs ground truth over {self.frames} frames: PQ {self.pq:.3f} (SQ {self.sq:.3f}, "
-            f"RQ {self.rq:.3f}; {self.tp} matched, {self.fp} false, {self.fn} missed)"
+            f"accuracy vs ground truth over {counted(self.frames, unit)}: PQ {self.pq:.3f} "
+            f"(SQ {self.sq:.3f}, RQ {self.rq:.3f}; {self.tp} matched, {self.fp} false, {self.fn} missed)"
         )
 
 
@@ -274,7 +276,7 @@ def command(args: argparse.Namespace) -> int:
         print("mask AP 0.000 (no detections of the shared classes)")
     acc = pq.result()
     if acc is not None:
-        print(acc.line().replace("frames", "images"))
+        print(acc.line("image"))
     stages.model.close()
     return 0
 

@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from edgeseg.errors import InputError
 from edgeseg.instances import Instances
+from edgeseg.stats import counted
 
 # same-class (IoU, prediction index, truth index) above a matching's threshold: see iou_pairs
 Pairs = list[tuple[float, int, int]]
@@ -250,8 +251,8 @@ class TrackingScore:
 
     def line(self) -> str:
         return (
-            f"tracking vs ground truth over {self.frames} frames: IDF1 {self.idf1:.3f}, "
-            f"{self.id_switches} ID switches, MOTA {self.mota:.3f}"
+            f"tracking vs ground truth over {counted(self.frames, 'frame')}: IDF1 {self.idf1:.3f}, "
+            f"{counted(self.id_switches, 'ID switch', 'ID switches')}, MOTA {self.mota:.3f}"
         )
 
 

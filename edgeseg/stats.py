@@ -23,6 +23,12 @@ PAUSE_GAPS = 4  # ... of the stream (a camera gone), not its pace: the rate rest
 STALE_S = 5.0  # no result for longer than this: the last frame rate is not shown as the current one
 
 
+def counted(n: int, noun: str, plural: str = "") -> str:
+    """``n`` and ``noun``, plural but for one (``plural``, else ``noun`` + s), as the run's summary says
+    them: "1 frame", "2 frames", "1 ID switch", "0 ID switches"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
+
+
 @dataclass(frozen=True)
 class PipelineStats:
     """A snapshot of one pipeline's figures.

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET_PCT = 15
 PREDICTED = re.compile(r"^predicted pipeline rate: ([0-9.]+) fps", re.MULTILINE)
 # run's summary: "done: 81 frames processed of 150 read in 18.1 s (4.5 fps); latency ..."
-MEASURED = re.compile(r"frames processed of \d+ read in [0-9.]+ s \(([0-9.]+) fps\)")
+MEASURED = re.compile(r"frames? processed of \d+ read in [0-9.]+ s \(([0-9.]+) fps\)")
 
 
 def edgeseg(*args: str, cwd: Path) -> str:

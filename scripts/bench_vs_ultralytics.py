@@ -101,7 +101,7 @@ def run_edgeseg(tmp: Path, timeout: float, float_convs: bool) -> dict[str, float
     cmd += ["--output", str(out), "--set", "sinks.video.path=null", "--no-display"]
     cmd += ["--set", f"model.float_convs={str(float_convs).lower()}"]
     stdout, stderr, wall = run_child("edgeseg run", cmd, dict(os.environ), timeout)
-    m = re.search(r"(\d+) frames processed of (\d+) read in [\d.]+ s \(([\d.]+) fps\)", stdout)
+    m = re.search(r"(\d+) frames? processed of (\d+) read in [\d.]+ s \(([\d.]+) fps\)", stdout)
     if m is None:
         fail(f"edgeseg run: no summary line in its output: {stdout.strip()[-300:]!r}")
     records = [json.loads(line) for line in out.read_text().splitlines()]

@@ -113,7 +113,7 @@ def main() -> None:
                 status = run.wait()
             output = (tmp / "run.log").read_text()
             # what the broker still holds for the subscriber arrives before the count
-            done = re.search(r"^done: (\d+) frames processed", output, re.MULTILINE)
+            done = re.search(r"^done: (\d+) frames? processed", output, re.MULTILINE)
             finished = int(done.group(1)) if done else -1
             subscriber.wait(lambda: _received(subscriber) >= finished, 30)
         finally:

@@ -208,10 +208,29 @@ def test_the_summarys_head_splits_what_was_lost_into_input_frames_and_each_sinks
     done = edgeseg("run", "--source", str(frames), "--output", "out.jsonl", cwd=tmp_path)
     assert done.returncode == 3, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("done, 4 LOST (1 input frames, 3 at jsonl): 3 frames processed of 3 read")
+    assert lines[0].startswith("done, 4 LOST (1 input frame, 3 at jsonl): 3 frames processed of 3 read")
     # the lines below still say what each is
-    assert "source: LOST 1 frames that could not be decoded (skipped; see the log)" in lines
+    assert "source: LOST 1 frame that could not be decoded (skipped; see the log)" in lines
     assert any(line.startswith("jsonl: LOST 3 results it failed on") for line in lines), lines
+
+
+def test_the_summary_says_one_frame_in_the_singular(tmp_path: Path) -> None:
+    """The head said "done, 1 LOST (1 input frames): 1 frames processed of 1 read", the lines below it
+    "source: LOST 1 frames that could not be decoded" and "accuracy vs ground truth over 1 frames"."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "000.png"), np.zeros((120, 160, 3), np.uint8))
+    (frames / "001.png").write_bytes(b"not a png")
+    done = edgeseg("run", "--source", str(frames), cwd=tmp_path)
+    assert done.returncode == 3, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("done, 1 LOST (1 input frame): 1 frame processed of 1 read"), lines
+    assert "source: LOST 1 frame that could not be decoded (skipped; see the log)" in lines
+    # and the lines a run on the synthetic scene adds: "over 1 frames"
+    lines = edgeseg("run", "--max-frames", "1", cwd=tmp_path).stdout.splitlines()
+    assert lines[0].startswith("done: 1 frame processed of 1 read"), lines
+    assert any(line.startswith("accuracy vs ground truth over 1 frame: PQ") for line in lines), lines
+    assert any(line.startswith("tracking vs ground truth over 1 frame: IDF1") for line in lines), lines
 
 
 def test_json_lines_to_a_fifo_another_process_reads_are_delivered_not_reported_lost(tmp_path: Path) -> None:
@@ -275,7 +294,7 @@ def test_skipped_and_damaged_images_are_counted_and_records_name_their_file(
     assert [Path(r["file"]).name for r in records] == ["1-bus.jpg", "2-zidane.jpg", "4-cut.jpg"]
     assert [r.get("damaged", False) for r in records] == [False, False, True]
     assert "3 frames processed of 3 read" in done.stdout
-    assert "source: LOST 1 frames that could not be decoded" in done.stdout
+    assert "source: LOST 1 frame that could not be decoded" in done.stdout
     assert "source: 1 damaged frames processed" in done.stdout
     assert "3-garbage.png" in done.stderr
     assert "4-cut.jpg" in done.stderr

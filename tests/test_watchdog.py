@@ -531,8 +531,8 @@ def test_into_the_journal_every_line_carries_its_syslog_priority_and_no_prefix_o
     assert all(line[:3] in ("<3>", "<4>", "<6>") for line in lines), lines
     assert any(line.startswith("<6>running ") for line in lines)
     assert any(line.startswith("<4>") and "002.png" in line for line in lines)
-    assert any(line.startswith("<4>done, 1 LOST (1 input frames): 3 frames processed") for line in lines)
-    assert any(line.startswith("<4>source: LOST 1 frames") for line in lines)
+    assert any(line.startswith("<4>done, 1 LOST (1 input frame): 3 frames processed") for line in lines)
+    assert any(line.startswith("<4>source: LOST 1 frame ") for line in lines)
     assert not any("edgeseg: " in line for line in lines)
 
 
