@@ -575,7 +575,8 @@ class _Loader(Validator):
             # one in the current directory: it was an unknown scheme when run from another folder
             uri = beside
         try:
-            parsed = parse_uri(uri)
+            # a path that exists as written is not percent-decoded: asked where a relative one lies
+            parsed = parse_uri(uri, lambda p: os.path.exists(self._path(p, "source.uri")))
         except EdgesegError as e:
             raise self.fail("source.uri", str(e)) from None
         if parsed.scheme == "file":

@@ -147,6 +147,25 @@ def test_a_relative_file_uri_in_the_file_follows_the_file_as_a_plain_path_does(
     assert load_config(path, ["source.uri=file:clips/a.avi"], env={}).source.uri == "file:clips/a.avi"
 
 
+@pytest.mark.parametrize(
+    ("name", "written"),
+    [("a%20b.avi", "a%20b.avi"), ("a b.avi", "a%20b.avi"), ("50%.avi", "50%.avi")],
+    ids=["percent in the name", "percent-encoded", "bare percent"],
+)
+def test_a_relative_file_uri_with_a_percent_names_the_same_file_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, written: str
+) -> None:
+    """A file: URI is percent-decoded unless its path exists as written: that was asked of the current
+    directory, so ``file:a%20b.avi`` beside the pipeline was that file from the pipeline's folder and
+    ``a b.avi`` (missing) from any other."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / name).touch()
+    path = _write(tmp_path / "site", M + f"source: {{uri: 'file:{written}'}}\n")
+    for cwd in (tmp_path / "site", tmp_path):
+        monkeypatch.chdir(cwd)
+        assert load_config(path, env={}).source.uri == str(tmp_path / "site" / name), cwd
+
+
 def test_a_file_named_like_a_scheme_beside_the_pipeline_is_its_source_from_any_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

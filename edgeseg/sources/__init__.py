@@ -165,8 +165,11 @@ _WITH_OPTIONS = frozenset({"synthetic", "picamera2"})
 _WHOLE_URL = frozenset({"rtsp", "rtsps", "http", "https"})
 
 
-def parse_uri(uri: str) -> ParsedUri:
-    """Split a source URI (see the module docstring); SourceError names the accepted forms."""
+def parse_uri(uri: str, exists: Callable[[str], bool] = os.path.exists) -> ParsedUri:
+    """Split a source URI (see the module docstring); SourceError names the accepted forms.
+
+    ``exists``: whether a ``file:`` URI's path, as written, is a file (then it is not percent-decoded); the
+    loader asks it of the folder a relative path follows, the pipeline file's."""
     uri = uri.strip()
     if not uri:
         raise SourceError(f"empty source URI {uri!r}: use {URI_FORMS}")
@@ -189,7 +192,7 @@ def parse_uri(uri: str) -> ParsedUri:
             path = path[len("localhost") :]
         # A file URI as a file manager copies it is percent-encoded (a space is %20); a path that exists as
         # written (a file whose name holds a '%') is taken as it is.
-        if "%" in path and not os.path.exists(path):
+        if "%" in path and not exists(path):
             path = unquote(path)
         return ParsedUri(uri, scheme, path, {})
     options: dict[str, str] = {}
