@@ -38,20 +38,21 @@ from edgeseg.validate import FieldError, Validator, type_hints
 from edgeseg.yamlfile import load, read_yaml
 from edgeseg.zones import NAME_PATTERN, LineConfig, Points, ZoneConfig, check_name, check_points
 
-PIPELINES_DIR = Path(__file__).resolve().parents[1] / "pipelines"
+# package data: in a checkout edgeseg/pipelines is a link to the top-level pipelines/, and the demo's model
+# path (../models/...) is resolved from where the link leads; installed, both are folders of the package
+PIPELINES_DIR = (Path(__file__).resolve().parent / "pipelines").resolve()
 DEFAULT_PIPELINE = PIPELINES_DIR / "demo.yaml"
 ENV_PREFIX = "EDGESEG__"
 S = TypeVar("S")
 
 
 def bundled_pipelines_dir() -> Path:
-    """``PIPELINES_DIR``, where it exists: an edgeseg installed from a wheel has the package alone (the
-    pipelines, the demo model and the model cards are the checkout's; README: ``pip install -e``)."""
+    """``PIPELINES_DIR``, where it exists: an edgeseg installed from a package built without its package
+    data (setup.cfg) has none, and said nothing of it (``edgeseg pipelines`` listed nothing)."""
     if not PIPELINES_DIR.is_dir():
         raise ConfigError(
-            f"no bundled pipelines: they are in the edgeseg checkout's pipelines/, and this edgeseg "
-            f"({Path(__file__).parent}) is installed without it; install the checkout with "
-            f"'pip install -e CHECKOUT' (README: Run on a device), or name a pipeline file"
+            f"no bundled pipelines: {PIPELINES_DIR} is missing from this edgeseg's install; reinstall it "
+            "('pip install --force-reinstall CHECKOUT'), or name a pipeline file"
         )
     return PIPELINES_DIR
 

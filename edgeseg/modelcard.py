@@ -3,7 +3,7 @@
 A card is a small YAML file (schema below) found, for a model file ``<dir>/<stem>.onnx``, at
 
 1. ``<dir>/<stem>.yaml`` beside the model,
-2. ``models/cards/<stem>.yaml`` in the edgeseg source tree (cards for well-known third-party models),
+2. ``models/cards/<stem>.yaml`` bundled with edgeseg (cards for well-known third-party models),
 3. else it is derived from the ONNX metadata that Ultralytics exports carry (``task``, ``names``, ``imgsz``).
 
 An IMX500 network package (``.rpk``) runs on the camera's sensor, not here: its card is looked up in 1. and 2.
@@ -59,7 +59,8 @@ Resize = Literal["stretch", "letterbox"]
 OutputKind = Literal["logits", "probabilities", "sigmoid", "class_map"]
 
 TASKS: tuple[str, ...] = ("semantic", "yolo-seg")
-REPO_CARDS = Path(__file__).resolve().parents[1] / "models" / "cards"
+# package data: in a checkout edgeseg/models is a link to the top-level models/ (resolved: messages show that)
+BUNDLED_CARDS = (Path(__file__).resolve().parent / "models").resolve() / "cards"
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,7 @@ def load_card_file(path: str | Path, model_file: Path | None = None) -> ModelCar
     return parse_card(doc, str(p), p.parent, model_file)
 
 
-def find_card(model_path: str | Path, cards_dir: Path = REPO_CARDS) -> ModelCard:
+def find_card(model_path: str | Path, cards_dir: Path = BUNDLED_CARDS) -> ModelCard:
     """The card for a model file or a card YAML path (search order in the module docstring).
 
     Raises :class:`ModelError` when the model file is missing, or when no card exists and the ONNX file
@@ -290,7 +291,8 @@ def _locate_model(filename: str, card_dir: Path) -> Path | None:
     """A card without ``file`` (as in models/cards) names its model by its stem: look beside the card, then in
     the shared assets (``$EDGESEG_ASSETS/models``). ``None`` when neither has it (an on-sensor network needs
     no file; file backends report the missing file)."""
-    assets = Path(os.environ.get("EDGESEG_ASSETS", REPO_CARDS.parents[2] / "shared" / "assets")) / "models"
+    checkout = Path(__file__).resolve().parents[1]
+    assets = Path(os.environ.get("EDGESEG_ASSETS", checkout.parent / "shared" / "assets")) / "models"
     for folder in (card_dir, assets):
         if (folder / filename).is_file():
             return folder / filename
