@@ -352,7 +352,9 @@ def reload_line(outcome: Outcome, file: str) -> str:
     """The one line a reload (SIGHUP) logs: what it applied, what it could not, and why."""
     parts = []
     if outcome.applied:
-        shown = ", ".join(f"{k}={v}" for k, v in outcome.applied.items())
+        from edgeseg.yamlfile import one_line  # (values as the file spells them: true, null)
+
+        shown = ", ".join(f"{k}={one_line(v)}" for k, v in outcome.applied.items())
         parts.append(f"applied {shown} (config_version {outcome.version})")
     restart = sorted(k for k, why in outcome.rejected.items() if why.startswith("needs a restart"))
     if restart:

@@ -36,6 +36,7 @@ from edgeseg.geometry import FULL_ROI
 from edgeseg.heads import DecodeOptions
 from edgeseg.live import Outcome, Snapshot, Tunable, TunableKind
 from edgeseg.modelcard import ModelCard
+from edgeseg.stats import counted
 from edgeseg.yamlfile import one_line, read_yaml
 
 log = logging.getLogger(__name__)
@@ -330,7 +331,7 @@ class Control:
 
     def _log(self, outcome: Outcome, origin: str) -> None:
         if outcome.applied:
-            shown = ", ".join(f"{k}={v}" for k, v in outcome.applied.items())
+            shown = ", ".join(f"{k}={one_line(v)}" for k, v in outcome.applied.items())
             log.info("config_version %d: %s (%s)", outcome.version, shown, origin)
         if outcome.rejected:
             self._rejected += 1
@@ -376,8 +377,9 @@ class Control:
                 _write_tuning(self.tuning, config.name, changes)
                 where = str(self.tuning)
             self._kept = config
-        shown = ", ".join(f"{k}={v}" for k, v in changes.items()) or "nothing differs from the file"
-        line = f"saved {len(changes)} tuned values to {where}: {shown}"
+        # values as the tuning file and --set write them (null, true), not as Python does (None, True)
+        shown = ", ".join(f"{k}={one_line(v)}" for k, v in changes.items()) or "nothing differs from the file"
+        line = f"saved {counted(len(changes), 'tuned value')} to {where}: {shown}"
         log.info("%s", line)
         return line
 
@@ -472,5 +474,5 @@ def _remove_tuning(path: Path) -> None:
 
 
 def describe_tuning(tuning: TuningFile) -> str:
-    shown = ", ".join(f"{k}={v}" for k, v in tuning.values.items())
+    shown = ", ".join(f"{k}={one_line(v)}" for k, v in tuning.values.items())
     return f"applying saved tuning from {tuning.path}: {shown}"

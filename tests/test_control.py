@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -24,8 +25,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mqtt_harness import edgeseg_env
 
+from edgeseg.cli import reload_line
 from edgeseg.config import Override, PipelineConfig, load_config
-from edgeseg.control import Control, load_tuning, tuning_path
+from edgeseg.control import Control, describe_tuning, load_tuning, tuning_path
 from edgeseg.errors import ConfigError
 from edgeseg.frame import Frame, Result
 from edgeseg.instances import Instances
@@ -345,6 +347,25 @@ def test_saved_tuning_holds_only_what_differs_from_the_file_and_is_applied_at_th
     assert path.read_text().startswith("# Live tuning of pipeline 'demo'")
     config = load_config(DEMO, saved.overrides(), env={})
     assert config.postprocess.semantic.min_score == 0.45
+
+
+def test_the_save_line_counts_one_value_in_the_singular_and_spells_values_as_the_tuning_file_does(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It said "saved 1 tuned values to ...: postprocess.semantic.rods=True", the log "config_version 2:
+    ...rods=True", a reload "applied ...rods=True" and the next start "applying saved tuning from ...:
+    ...rods=True", where the file (and --set) say ``true``."""
+    path = tuning_path(tmp_path, "demo")
+    control = _control(tuning=path)
+    rods = "postprocess.semantic.rods"
+    flipped = not control.value(rods)
+    expected = f"{rods}={json.dumps(flipped)}"
+    with caplog.at_level(logging.INFO, logger="edgeseg.control"):
+        outcome = control.update({rods: flipped}, "test")
+    assert f"config_version 2: {expected} (test)" in caplog.messages
+    assert reload_line(outcome, "p.yaml") == f"reloaded p.yaml: applied {expected} (config_version 2)"
+    assert control.save() == f"saved 1 tuned value to {path}: {expected}"
+    assert describe_tuning(load_tuning(path)) == f"applying saved tuning from {path}: {expected}"
 
 
 @pytest.mark.parametrize("chars", [200, 250])
