@@ -23,7 +23,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from edgeseg import __version__, logtally
-from edgeseg.errors import EdgesegError, StdoutError, TransientError
+from edgeseg.errors import EdgesegError, InputError, StdoutError, TransientError
 from edgeseg.journal import (
     CheckedStdout,
     Formatter,
@@ -183,10 +183,17 @@ def _parser() -> argparse.ArgumentParser:
         "latency)",
     )
     doc.add_argument("--root", default="/", metavar="DIR", help="where the service is installed (default /)")
-    sub.add_parser(
+    pipes = sub.add_parser(
         "pipelines",
         help="list the bundled pipelines ('edgeseg run NAME' runs one)",
         description="The pipelines shipped in pipelines/, by name, with their first comment line.",
+    )
+    pipes.add_argument(
+        "--copy",
+        nargs=2,
+        metavar=("NAME", "FILE"),
+        help="copy a pipeline (a bundled one's name, or a file) to a new FILE of your own, its relative "
+        "paths (the model's, ...) made absolute so that it runs from FILE's folder; tune it and save into it",
     )
     from edgeseg import mqtt_commands, selftest, service
 
@@ -627,8 +634,28 @@ def _source_lines(source: SourceStats) -> list[str]:
 
 
 def _pipelines(args: argparse.Namespace) -> int:
-    from edgeseg.cliconfig import bundled_pipelines
+    from edgeseg.cliconfig import bundled_pipelines, pipeline_path
 
+    if args.copy:
+        from pathlib import Path
+
+        from edgeseg.atomic import replace_file
+        from edgeseg.service import installed_pipeline
+
+        name, target = args.copy
+        source = pipeline_path(name)
+        assert source is not None
+        # a bundled pipeline names the demo model relative to its folder (../models/...): copied as it is,
+        # its model was not found
+        text = installed_pipeline(source)
+        if os.path.lexists(target):
+            raise InputError(f"--copy: {target} exists; not overwritten (give a new file name)")
+        try:
+            replace_file(Path(target), text.encode("utf-8"))
+        except OSError as exc:
+            raise InputError(f"--copy: cannot write {target} ({exc.strerror or exc})") from None
+        say(f"copied {name} to {target}: run it with 'edgeseg run {target}'")
+        return EXIT_OK
     for name, path in bundled_pipelines().items():
         about = ""
         for line in path.read_text(encoding="utf-8").splitlines():

@@ -360,9 +360,10 @@ class Control:
             assert config is not None
             if into_yaml:
                 if self._bundled:
+                    copy = f"edgeseg pipelines --copy {self.file.stem} FILE"
                     raise ConfigError(
                         f"pipelines/{self.file.name} is bundled with edgeseg (an update replaces it): copy "
-                        "it to your own file, run that and save into it, or save into the state directory"
+                        f"it ('{copy}'), run that and save into it, or save into the state directory"
                     )
                 from edgeseg.yamledit import write_back
 

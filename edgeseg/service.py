@@ -163,7 +163,7 @@ def installed_pipeline(pipeline: Path) -> str:
         moved = load_config(copy, env={})
         text = copy.read_text(encoding="utf-8")
     if (moved.model.path, moved.source.uri) != (original.model.path, original.source.uri):
-        raise ConfigError(f"{pipeline}: could not make its paths absolute for /etc/edgeseg; write them so")
+        raise ConfigError(f"{pipeline}: could not make its paths absolute for a copy; write them so")
     return text
 
 

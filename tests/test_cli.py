@@ -1145,6 +1145,29 @@ def test_a_sigterm_while_the_model_loads_exits_without_waiting_for_the_load(tmp_
     assert "exiting with threads still running: edgeseg-load" in done.stderr
 
 
+def test_a_bundled_pipeline_copied_with_pipelines_copy_runs_from_its_own_folder(tmp_path: Path) -> None:
+    """Save into YAML on a bundled pipeline says to copy it to a file of one's own; copied as it is, the demo
+    named its model relative to the bundled folder (``../models/demo-parts.onnx``): "model file not found"."""
+    (tmp_path / "site").mkdir()
+    done = edgeseg("pipelines", "--copy", "demo", "site/mine.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    copy = (tmp_path / "site" / "mine.yaml").read_text()
+    # only the model's line changed; the comments and layout are the bundled file's
+    bundled = (REPO / "pipelines" / "demo.yaml").read_text().splitlines()
+    assert [a for a, b in zip(copy.splitlines(), bundled, strict=True) if a != b] == [
+        f"  path: {REPO / 'models' / 'demo-parts.onnx'} # relative paths are relative to this file"
+    ]
+    run = edgeseg("run", "mine.yaml", "--max-frames", "1", cwd=tmp_path / "site")
+    assert run.returncode == 0, run.stderr
+    again = edgeseg("pipelines", "--copy", "usb-camera", "site/mine.yaml", cwd=tmp_path)
+    assert again.returncode == 2
+    assert (
+        again.stderr
+        == "edgeseg: error: --copy: site/mine.yaml exists; not overwritten (give a new file name)\n"
+    )
+    assert (tmp_path / "site" / "mine.yaml").read_text() == copy
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The checkout's package copied (its links to pipelines/ and models/ followed) and built as a wheel: the

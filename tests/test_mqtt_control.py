@@ -356,7 +356,7 @@ def test_a_save_into_yaml_of_the_bundled_demo_refuses_and_leaves_it_as_it_was(
         assert reply["ok"] is False
         refusal = reply["rejected"]["payload"]
         assert "pipelines/demo.yaml is bundled with edgeseg" in refusal, reply
-        assert "copy it to your own file" in refusal, reply
+        assert "copy it ('edgeseg pipelines --copy demo FILE')" in refusal, reply
         assert "\n" not in refusal
     finally:
         demo.write_bytes(before)
