@@ -63,8 +63,13 @@ _Dumper.add_representer(str, _represent_str)
 
 
 def load(text: str) -> Any:
-    """The document of YAML ``text`` (:class:`Loader`); raises ``yaml.YAMLError`` where it is invalid."""
-    return yaml.load(text, Loader=Loader)  # (a SafeLoader: no Python objects)
+    """The document of YAML ``text`` (:class:`Loader`); raises ``yaml.YAMLError`` where it is invalid, or
+    nested deeper than the interpreter recurses (PyYAML composes a node per level: ``[[[[...`` a few hundred
+    deep was a RecursionError, a traceback, from a pipeline file, a card, a saved tuning or ``--set``)."""
+    try:
+        return yaml.load(text, Loader=Loader)  # (a SafeLoader: no Python objects)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
 
 
 def one_line(value: Any) -> str:

@@ -347,6 +347,17 @@ def test_a_pipeline_name_holding_a_path_separator_is_refused_at_load_naming_the_
     assert str(err.value).endswith("p.yaml]"), err.value
 
 
+def test_a_value_nested_deeper_than_python_recurses_is_a_one_line_error(tmp_path: Path) -> None:
+    """PyYAML composes a node per level of nesting: ``[[[[...`` 20,000 deep, in the file or in ``--set``,
+    was a RecursionError and its traceback."""
+    deep = "[" * 20000 + "]" * 20000
+    with pytest.raises(ConfigError, match=r"p\.yaml: invalid YAML: nested too deeply$"):
+        load_config(_write(tmp_path, M + f"name: {deep}\n"), env={})
+    # a --set value that is no YAML is its text, as for any other
+    with pytest.raises(ConfigError, match=r"^source\.fps: must be a number \(got '\[\[\[.*\[--set\]$"):
+        load_config(_write(tmp_path, M), [f"source.fps={deep}"], env={})
+
+
 def test_a_key_holding_a_line_break_is_named_on_the_errors_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(_write(tmp_path, M + 'zones: {"a\\nb": {polygon: [[0, 0], [1, 0], [1, 1]]}}'), env={})
