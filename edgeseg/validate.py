@@ -68,12 +68,21 @@ def type_hints(cls: type[Any]) -> dict[str, Any]:
 
 # the most list items and section entries an error message shows of a value (all levels together)
 _SHOWN_ITEMS = 20
+# the most characters it shows of a string: a value of a megabyte (a pipeline file may have one, a --set
+# value or an MQTT payload a good part of one) was echoed whole on the error's line
+_SHOWN_CHARS = 200
 
 
 def describe(value: Any) -> str:
     """A value as an error message shows it: strings quoted, the rest as JSON, cut to :data:`_SHOWN_ITEMS`
-    items."""
-    return repr(value) if isinstance(value, str) else json.dumps(_shown(value, [_SHOWN_ITEMS]), default=str)
+    items and each string to :data:`_SHOWN_CHARS` characters."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= _SHOWN_CHARS else f"{_cut(value)!r} ({len(value)} characters)"
+    return json.dumps(_shown(value, [_SHOWN_ITEMS]), default=str)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
 
 
 def _shown(value: Any, left: list[int]) -> Any:
@@ -98,7 +107,7 @@ def _shown(value: Any, left: list[int]) -> Any:
             left[0] -= 1
             shown.append(_shown(item, left))
         return shown
-    return value
+    return _cut(value) if isinstance(value, str) else value
 
 
 def choices_of(meta: Mapping[str, Any]) -> tuple[str, ...] | None:

@@ -358,6 +358,20 @@ def test_a_value_nested_deeper_than_python_recurses_is_a_one_line_error(tmp_path
         load_config(_write(tmp_path, M), [f"source.fps={deep}"], env={})
 
 
+def test_a_long_string_value_is_cut_in_its_error_message(tmp_path: Path) -> None:
+    """A string of 100,000 characters where a number goes (a mistaken paste in the file, a --set, an MQTT
+    payload) was echoed whole on the error's one line."""
+    text = "x" * 100_000
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, M), [f"source.fps={text}"], env={})
+    assert (
+        str(err.value) == f"source.fps: must be a number (got '{'x' * 200}...' (100000 characters)) [--set]"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, M), [f"source.roi=[{text}, 0, 1, 1]"], env={})
+    assert len(str(err.value)) < 500, str(err.value)[:500]
+
+
 def test_a_key_holding_a_line_break_is_named_on_the_errors_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(_write(tmp_path, M + 'zones: {"a\\nb": {polygon: [[0, 0], [1, 0], [1, 1]]}}'), env={})
