@@ -21,5 +21,7 @@ def state_dir(configured: Path | None = None, env: Mapping[str, str] | None = No
     if systemd:
         return Path(systemd)
     xdg = environ.get("XDG_STATE_HOME", "")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    # a relative one is invalid (XDG Base Directory spec: "should consider the path invalid and ignore it"):
+    # taken, the spool and the saved tuning were another folder's wherever the command ran
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "state"
     return base / "edgeseg"

@@ -27,6 +27,7 @@ from edgeseg.config import (
 from edgeseg.errors import ConfigError
 from edgeseg.semantic import SemanticParams
 from edgeseg.sources import make_source, open_source, parse_uri
+from edgeseg.statedir import state_dir
 from edgeseg.yamlfile import load, one_line
 
 PIPELINES = sorted(PIPELINES_DIR.glob("*.yaml"))
@@ -112,6 +113,15 @@ def test_relative_paths_in_the_file_follow_the_file_and_overrides_follow_the_cwd
     assert config.model.path == tmp_path.parent / "m.onnx"
     assert config.model.engine_cache_dir == tmp_path / "cache"
     assert load_config(path, ["model.path=x.onnx"], env={}).model.path == Path("x.onnx")
+
+
+def test_a_relative_xdg_state_home_is_ignored_as_the_xdg_spec_says() -> None:
+    """``XDG_STATE_HOME=state`` made the state directory (MQTT spool, saved tuning) the current directory's
+    ``state/edgeseg``: another one in each folder a command ran in."""
+    home = Path.home() / ".local" / "state" / "edgeseg"
+    assert state_dir(env={"XDG_STATE_HOME": "state"}) == home
+    assert state_dir(env={"XDG_STATE_HOME": "/var/x"}) == Path("/var/x/edgeseg")
+    assert state_dir(env={}) == home
 
 
 def test_a_relative_state_dir_in_the_file_follows_the_file_and_one_typed_follows_the_cwd(
