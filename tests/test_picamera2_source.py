@@ -265,6 +265,21 @@ def test_roi_outside_the_image_is_one_clear_line(tmp_path: Path) -> None:
         _source(tmp_path, world, roi=(0.6, 0.6, 0.3, 0.3))
 
 
+def test_an_roi_outside_the_image_leaves_the_camera_closed(tmp_path: Path) -> None:
+    """The error comes from the first frame's metadata, with the camera configured and started: it stayed
+    open and streaming, and close() skipped it (the source never counted as connected), so the process ended
+    with picamera2's threads still running in libcamera (every other failure of a connect closes it)."""
+    world = World(results_from=0, zoom=(0, 0, 2028, 1520))
+    network = tmp_path / "net.rpk"
+    network.write_bytes(RPK)
+    src = Picamera2Source("picamera2:", network=str(network), roi=(0.6, 0.6, 0.3, 0.3), modules=world.modules)
+    with pytest.raises(SourceError, match="lies outside the image"):
+        src.open()
+    src.close()
+    assert world.cameras_open == 0
+    assert world.closed == 1
+
+
 def test_every_request_is_released(tmp_path: Path) -> None:
     world = World()
     src = _source(tmp_path, world)

@@ -295,6 +295,11 @@ class Picamera2Source(LiveSource):
                 camera.cancel_all_and_flush()  # (see _grab)
             self._disconnect()
             return f"cannot start camera {self.camera_num}: {e or self._stalled()}"
+        except SourceError:
+            # an roi outside the image: the user's to fix, not retried; close() would skip a camera that
+            # never counted as connected
+            self._disconnect()
+            raise
         self._last_result = time.monotonic()
         return None
 
