@@ -155,8 +155,9 @@ def aspect_crop(wh: tuple[int, int]) -> Rect:
 class World:
     """What the fakes share: the scene, the order things were built in, the requests, failures to inject.
 
-    ``shapes``/``values``: the network's outputs (default: a DeepLab class map of ``objects`` seen through the
-    inference crop). ``objects``: ``(class id, (x, y, w, h) in full-sensor px)``.
+    ``shapes``: the network's outputs, counting values (default: a DeepLab class map of ``objects`` seen
+    through the inference crop, ``output_wh`` pixels). ``objects``: ``(class id, (x, y, w, h) in full-sensor
+    px)``.
     """
 
     results_from: int = 2
@@ -181,6 +182,7 @@ class World:
     zoom: Rect | None = None  # a ScalerCrop set by the user; None: picamera2's aspect-ratio crop
     objects: list[tuple[int, Rect]] = field(default_factory=list)
     shapes: list[tuple[int, ...]] | None = None
+    output_wh: tuple[int, int] = NETWORK_WH
     built: list[str] = field(default_factory=list)
     requests: list[FakeRequest] = field(default_factory=list)
     roi_calls: list[Rect] = field(default_factory=list)
@@ -228,7 +230,7 @@ class World:
             total = sum(int(np.prod(s)) for s in self.shapes)
             return list(np.arange(total, dtype=np.float32) + 1000 * frame), tensor_info(self.shapes)
         assert self.imx500 is not None
-        class_map = self.render(self.imx500.config["roi"], NETWORK_WH)
+        class_map = self.render(self.imx500.config["roi"], self.output_wh)
         # listed as (h, w) and read back in Fortran order by get_outputs
         return list(class_map.ravel(order="F")), tensor_info([class_map.shape])
 

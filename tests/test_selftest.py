@@ -10,7 +10,6 @@ import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -137,7 +136,7 @@ def test_imx500_half_reports_the_upload_shapes_and_crop_and_passes(
     text = report.text()
     assert report.passed, text
     assert "uploading network firmware" in text
-    assert "output output0: shapes ['(1, 320, 320)'], the card says (1, 320, 320)" in text
+    assert "output output0: shapes ['(1, 320, 320)'] (class_map), as the card's head takes them" in text
     assert "3 frames decoded: 3 instances" in text
 
 
@@ -161,8 +160,44 @@ def test_imx500_half_fails_when_the_network_gives_no_result_in_its_time(tmp_path
     assert world.cameras_open == 0
 
 
-def test_imx500_half_fails_on_outputs_unlike_the_card(tmp_path: Path) -> None:
-    world: Any = World(results_from=0, shapes=[(160, 160)])
+LOGITS_CARD = """name: imx500-logits
+task: semantic
+input: {name: input, width: 320, height: 320, layout: nchw, color: rgb, dtype: uint8, resize: stretch}
+output: {name: output0, kind: logits, layout: nchw}
+classes: [background, person]
+background: 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("card", "world"),
+    [
+        (None, World(results_from=0, objects=[(PERSON, (2300, 1200, 500, 700))], output_wh=(160, 160))),
+        (LOGITS_CARD, World(results_from=0, shapes=[(2, 40, 40)])),
+    ],
+    ids=["class-map-at-half-the-input", "logits"],
+)
+def test_imx500_half_passes_outputs_the_cards_head_decodes_at_any_resolution(
+    tmp_path: Path, card: str | None, world: World
+) -> None:
+    """The self-test wanted ``(1, H, W)`` of the card's input whatever its output kind: a network giving
+    logits or probabilities (``[1, C, h, w]``), or a class map at another stride than the input, which the
+    pipeline decodes, always failed it."""
+    config = _aicam(tmp_path)
+    if card is not None:
+        (tmp_path / "logits.yaml").write_text(card)
+        config = replace(config, model=replace(config.model, path=tmp_path / "logits.yaml"))
+    report = selftest.run(config, 2, modules=world.modules)
+    assert report.passed, report.text()
+    assert "frames decoded" in report.text()
+
+
+def test_imx500_half_fails_on_outputs_the_cards_head_cannot_decode_saying_why(tmp_path: Path) -> None:
+    world = World(results_from=0, shapes=[(21, 40, 40)])  # 21 maps where the class_map card wants one
     report = selftest.run(_aicam(tmp_path), 2, modules=world.modules)
     assert report.text().endswith("FAIL")
-    assert "shapes ['(1, 160, 160)'], the card says (1, 320, 320) (class_map)  <- FAIL" in report.text()
+    assert (
+        "output output0: shapes ['(1, 21, 40, 40)'] (class_map): model 'imx500-deeplabv3plus': output "
+        "'output0' has shape [1, 21, 40, 40], expected one map [1, h, w] or [1, 1, h, w] (2 of 2 frames)"
+        "  <- FAIL"
+    ) in report.text()
