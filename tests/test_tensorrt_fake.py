@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -508,8 +509,7 @@ def test_first_start_builds_and_caches_the_engine_later_starts_load_it(tmp_path:
     assert trt.state.builds == 1
     files = sorted(p.name for p in (tmp_path / "engines").iterdir())
     assert len(files) == 1  # no temporary or probe files left behind
-    assert files[0].startswith("tiny-fp32-")
-    assert files[0].endswith(".engine")
+    assert re.fullmatch(r"tiny-[0-9a-f]{8}-fp32-[0-9a-f]{20}\.engine", files[0])
 
 
 def test_cache_key_depends_on_onnx_bytes_input_shape_tensorrt_version_gpu_and_precision(
@@ -704,7 +704,7 @@ def test_fp16_option_sets_the_builder_flag_and_its_own_cache_entry(tmp_path: Pat
     trt = make_trt(cuda)
     backend = _backend(tmp_path, trt, cuda, fp16=True)
     assert trt.state.flags == ["fp16"]
-    assert backend.engine_path.name.startswith("tiny-fp16-")
+    assert re.fullmatch(r"tiny-[0-9a-f]{8}-fp16-[0-9a-f]{20}\.engine", backend.engine_path.name)
 
 
 def test_onnx_the_parser_rejects_is_a_model_error_with_its_reasons(tmp_path: Path) -> None:
@@ -913,6 +913,60 @@ def test_a_new_engine_removes_the_models_engines_for_other_keys_but_not_one_a_ru
         [new.engine_path, running.engine_path, other_model]
     )
     assert f"removed engine {old.engine_path}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "names",
+    [("front/best.onnx", "back/best.onnx"), (f"{'m' * 48}-day.onnx", f"{'m' * 48}-night.onnx")],
+    ids=["one-name-in-two-folders", "long-names-with-one-start"],
+)
+def test_two_model_files_sharing_a_cache_keep_each_others_engines(
+    tmp_path: Path, names: tuple[str, str]
+) -> None:
+    """Engines were grouped by the first 48 characters of the model's file name: two different best.onnx (two
+    pipelines or a manual run beside the service, one cache) removed each other's engine at each build, so
+    every start of one rebuilt its engine (minutes on a Jetson) and cost the other its own."""
+    cuda = FakeCuda()
+    trt = make_trt(cuda)
+    cards = []
+    for name in names:
+        onnx = tmp_path / name
+        onnx.parent.mkdir(exist_ok=True)
+        onnx.write_bytes(f"onnx-bytes-of-{name}".encode())
+        cards.append(parse_card(_card_doc(), "tiny.yaml", model_file=onnx))
+    for card in cards + cards:  # one after the other, neither running while the other builds
+        _backend(tmp_path, trt, cuda, card=card).close()
+    assert trt.state.builds == 2
+    assert len(list((tmp_path / "engines").iterdir())) == 2
+
+
+def test_an_engine_cached_under_the_name_an_older_edgeseg_gave_it_is_loaded_not_rebuilt(
+    tmp_path: Path,
+) -> None:
+    cuda = FakeCuda()
+    trt = make_trt(cuda)
+    first = _backend(tmp_path, trt, cuda)
+    first.close()
+    named = re.fullmatch(r"(tiny)-[0-9a-f]{8}(-fp32-[0-9a-f]{20}\.engine)", first.engine_path.name)
+    assert named is not None
+    first.engine_path.rename(first.engine_path.with_name(named[1] + named[2]))  # as it was named before
+    _backend(tmp_path, trt, cuda).close()
+    assert trt.state.builds == 1
+    assert first.engine_path.exists()
+
+
+def test_a_build_removes_the_models_engine_named_as_before_its_files_place_was_in_the_name(
+    tmp_path: Path,
+) -> None:
+    # (no name matches it any more: it would lie in the cache for ever)
+    cache = tmp_path / "engines"
+    cache.mkdir()
+    older = cache / f"tiny-fp32-{'0' * 20}.engine"
+    older.write_bytes(b"ENGINE:{}")
+    cuda = FakeCuda()
+    backend = _backend(tmp_path, make_trt(cuda), cuda)
+    backend.close()
+    assert list(cache.iterdir()) == [backend.engine_path]
 
 
 def test_a_model_file_name_as_long_as_a_file_name_can_be_gets_its_engine_cached(tmp_path: Path) -> None:

@@ -9,10 +9,11 @@
   capability, SM count and memory) and the precision. An engine from another TensorRT version or GPU
   therefore never matches and is rebuilt; one that fails to deserialize is rebuilt too. A backend holds a
   shared ``flock`` on the engine it loaded (written back if it was removed before the lock), or wrote (from
-  before its rename), while it runs; building a new engine removes that model's engines for other keys (a
-  model, TensorRT, GPU or option change: hundreds of MB each, never matched again) except those another
-  running process holds, and logs each one removed, before it is written (on a full disk they are its room;
-  a write the disk still refuses is a one-line ConfigError).
+  before its rename), while it runs; building a new engine removes that model file's engines (by its path:
+  another best.onnx is another model) for other keys (a model, TensorRT, GPU or option change: hundreds of
+  MB each, never matched again) except those another running process holds, and logs each one removed,
+  before it is written (on a full disk they are its room; a write the disk still refuses is a one-line
+  ConfigError).
   The file is written to a temporary name, synced and renamed, so a crash mid-write or a power cut never
   leaves a torn engine (the next build removes such a temporary file, unless its write may still be under
   way); it is readable by all (an engine holds no secret, and a manual run may share the service's cache).
@@ -65,8 +66,10 @@ from edgeseg.threadplan import ThreadCount
 log = logging.getLogger(__name__)
 PROGRESS_S = 15.0
 WORKSPACE_BYTES = 1 << 30
-ENGINE_STEM_CHARS = 48  # of the model's name in an engine's (at most 4 bytes each, with 33 more: < 255)
-ENGINE_NAME = re.compile(r"(?P<stem>.*)-fp(16|32)-[0-9a-f]{20}\.engine")  # engine_cache_path's names
+ENGINE_STEM_CHARS = 48  # of the model's name in an engine's (at most 4 bytes each, with 42 more: < 255)
+PLACE_CHARS = 8  # of the hash of the model file's path in an engine's name
+# engine_cache_path's names; ``model``: the model's stem and its file's place (the stem alone before that)
+ENGINE_NAME = re.compile(r"(?P<model>.*)-fp(16|32)-[0-9a-f]{20}\.engine")
 # JetPack's tensorrt comes from apt without pip metadata, so on a Jetson the extra would fetch PyPI's
 # tensorrt, which fails to build there (tensorrt-cu12 on an AGX Orin: ultralytics/ultralytics#22271)
 INSTALL = (
@@ -147,8 +150,12 @@ def engine_cache_path(
     text = f"{onnx_sha256}|input={shape}|trt={trt_version}|gpu={gpu}|fp16={fp16}"
     key = hashlib.sha256(text.encode()).hexdigest()
     # the stem only names the file for people (the key tells engines apart): cut, so that a model name as
-    # long as a file name can be gives an engine name, and a temporary one beside it, that can be too
-    return cache_dir / f"{onnx.stem[:ENGINE_STEM_CHARS]}-{'fp16' if fp16 else 'fp32'}-{key[:20]}.engine"
+    # long as a file name can be gives an engine name, and a temporary one beside it, that can be too. The
+    # file's place tells prune_engines whose engines they are: two best.onnx in one cache are two models
+    # (its absolute path, not the resolved one: a link switched to a new version is still the same model)
+    place = hashlib.sha256(os.fsencode(os.path.abspath(onnx))).hexdigest()[:PLACE_CHARS]
+    precision = "fp16" if fp16 else "fp32"
+    return cache_dir / f"{onnx.stem[:ENGINE_STEM_CHARS]}-{place}-{precision}-{key[:20]}.engine"
 
 
 def hold_engine(path: Path) -> BinaryIO | None:
@@ -163,16 +170,31 @@ def hold_engine(path: Path) -> BinaryIO | None:
     return held
 
 
+def adopt_older_name(path: Path) -> None:
+    """Link the engine cached under the name an older edgeseg gave it, the model's stem without its file's
+    place, to ``path``: the same key, so the same engine, which an update would otherwise rebuild (minutes on
+    a Jetson). Nothing when there is none, ``path`` exists, or the file system has no hard links."""
+    own = ENGINE_NAME.fullmatch(path.name)
+    if own is None:
+        return
+    older = path.with_name(own["model"][: -(PLACE_CHARS + 1)] + path.name[len(own["model"]) :])
+    with contextlib.suppress(OSError):
+        os.link(older, path)
+
+
 def prune_engines(keep: Path) -> list[Path]:
-    """Remove the engines in ``keep``'s folder for the same model name (as :func:`engine_cache_path` names
-    them) other than ``keep`` that no running process holds (:func:`hold_engine`); the ones removed."""
+    """Remove the engines in ``keep``'s folder for the same model file (as :func:`engine_cache_path` names
+    them) other than ``keep`` that no running process holds (:func:`hold_engine`); the ones removed. Those
+    named by the model's stem alone, as before the file's place was in the name, go too: no name matches
+    them any more."""
     own = ENGINE_NAME.fullmatch(keep.name)
     if own is None:  # (not a name engine_cache_path gives)
         return []
+    models = (own["model"], own["model"][: -(PLACE_CHARS + 1)])
     removed = []
     for path in sorted(keep.parent.iterdir()):
         other = ENGINE_NAME.fullmatch(path.name)
-        if path == keep or other is None or other["stem"] != own["stem"]:
+        if path == keep or other is None or other["model"] not in models:
             continue
         try:
             if not remove_unheld(path):
@@ -316,6 +338,7 @@ class TensorRTBackend:
 
     def _load_engine(self) -> Any:
         runtime = self.trt.Runtime(self._logger)
+        adopt_older_name(self.engine_path)
         self._held = hold_engine(self.engine_path)
         if self._held is not None:
             plan = self._held.read()
