@@ -88,7 +88,7 @@ def test_installed_unit_passes_systemd_analyze_verify_with_empty_stderr(tmp_path
 def test_jetson_drop_in_passes_systemd_analyze_verify_with_empty_stderr(tmp_path: Path) -> None:
     _install(tmp_path, jetson=True)
     dropin = tmp_path / "etc/systemd/system/edgeseg@.service.d/60-edgeseg-jetson.conf"
-    assert f"ExecStartPre={sys.executable.rsplit('/', 1)[0]}/edgeseg service prepare" in dropin.read_text()
+    assert f"ExecStartPre=-{sys.executable.rsplit('/', 1)[0]}/edgeseg service prepare" in dropin.read_text()
     done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
     assert (done.returncode, done.stderr) == (0, "")
 
@@ -551,6 +551,20 @@ def test_the_unit_keeps_only_status_2_from_a_restart_and_readme_and_help_list_th
     readme = (REPO / "README.md").read_text(encoding="utf-8").split("### Exit status", 1)[1]
     assert [int(n) for n in re.findall(r"^\| `(\d+)` \|", readme, re.M)] == statuses
     assert {int(n) for n in re.findall(r"(?:^exit status: |; )(\d+) ", cli.EXIT_CODES)} == set(statuses)
+
+
+def test_a_bad_configuration_stops_the_jetson_unit_unrestarted_as_restart_prevent_status_2_says() -> None:
+    """systemd applies RestartPreventExitStatus= to the main process's status only (src/core/service.c,
+    service_shall_restart: ``exit_status_set_test(&s->restart_prevent_status, s->main_exec_status.code,
+    ...)``; systemd.service(5): "when returned by the main service process"). A configuration error fails
+    the Jetson drop-in's ``edgeseg service prepare`` first: its status 2 was a failed start, restarted every
+    5 s until StartLimitBurst= gave up, each loading the model again. Its failure is now left to the main
+    process ('-': recorded, the start goes on), which meets the same error and exits 2 itself."""
+    (prepare,) = re.findall(r"^ExecStartPre=(.*)$", unit_file("jetson.conf"), re.M)
+    assert prepare.startswith("-")
+    assert prepare.endswith("edgeseg service prepare /etc/edgeseg/%i.yaml")
+    (run,) = re.findall(r"^ExecStart=(.*)$", unit_file("edgeseg@.service"), re.M)
+    assert run == prepare[1:].replace(" service prepare ", " run ")  # the same file, with the same errors
 
 
 def test_prepare_loads_the_demo_model_and_exits_0() -> None:
