@@ -24,18 +24,18 @@ import numpy as np
 
 from edgeseg.backends import Backend, InferenceOptions, create_backend
 from edgeseg.config import PipelineConfig
-from edgeseg.errors import InputError, ModelError
+from edgeseg.errors import InputError, ModelError, SourceGoneError
 from edgeseg.evaluate import PQAccumulator
 from edgeseg.frame import Frame
 from edgeseg.instances import Instances
 from edgeseg.metrics import above, iou_pairs, match_pairs
 from edgeseg.model import Model, inference_options
+from edgeseg.sources.picamera2 import UPLOAD_TIMEOUT_S
 
 DEFAULT_FRAMES = 20
 RELATIVE_TOLERANCE = {False: 1e-3, True: 2e-2}  # of the output's range, by fp16
 CLASS_MAP_TOLERANCE = 0.01  # share of a class map's pixels whose class may differ (near-ties)
 MIN_QUALITY = 0.9  # PQ and mean mask IoU of the decoded instances against onnxruntime's
-UPLOAD_TIMEOUT_S = 900.0  # the first upload of a network takes minutes
 ROI_TOLERANCE = 2e-3  # normalized: a few pixels of integer rounding in picamera2's crops
 BackendFactory = Callable[[Any, InferenceOptions], Backend]
 
@@ -187,10 +187,13 @@ def check_imx500(
 
     started = time.monotonic()
     watcher = threading.Thread(target=watch, name="edgeseg-selftest-upload", daemon=True)
+    gone: str | None = None
     try:
         source.open()
         watcher.start()
         got = _first_frames(source, frames, started + timeout_s)
+    except SourceGoneError as e:  # the source's own limit on the upload came first
+        got, gone = [], str(e)
     finally:
         done.set()
         source.close()
@@ -200,7 +203,9 @@ def check_imx500(
         f"{time.monotonic() - started:.1f} s ({' -> '.join(upload) or 'already loaded'})"
     )
     if len(got) < frames:
-        report.add(f"{len(got)} of {frames} frames with on-sensor results in {timeout_s:g} s", ok=False)
+        report.add(
+            gone or f"{len(got)} of {frames} frames with on-sensor results in {timeout_s:g} s", ok=False
+        )
         return report
     counts = _check_tensors(report, model, got)
     _check_crops(report, source.inference_crop, got)

@@ -4,6 +4,7 @@ on the image pixels that show the object, whatever part of the sensor the image 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -144,3 +145,27 @@ def test_a_camera_whose_every_read_fails_ends_the_run_as_a_failure_a_restart_may
     assert isinstance(pipeline.error, SourceError)
     assert isinstance(pipeline.error, TransientError)
     assert "failed 10 reads in a row: [Errno 12] Cannot allocate memory" in str(pipeline.error)
+
+
+def test_a_network_that_gives_no_first_result_ends_the_run_after_the_upload_limit_for_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Frames without a result are held back while the network uploads, and the source counts as waiting (the
+    watchdog fed, READY sent): a network that never gave a result kept an unattended device "uploading network
+    firmware" for ever, silently. After the upload limit the run fails with status 4, which the unit
+    restarts (a fresh start uploads the network again)."""
+    config = _config()
+    world = World(results_from=10**9, objects=[(PERSON, OBJECT)])
+    source = _source(tmp_path, config, world)
+    source._upload_timeout_s = 0.2  # (15 minutes by default)
+    pipeline = Pipeline(source, ModelStages.from_config(config), {"c": _Collect()}, owns_stages=True)
+    runner = threading.Thread(target=pipeline.run, daemon=True)
+    runner.start()
+    runner.join(10)
+    if runner.is_alive():
+        pipeline.stop()
+        runner.join(10)
+        pytest.fail("the run still waits for the network's first result")
+    assert isinstance(pipeline.error, TransientError)
+    assert "gave no result in 0.2 s of streaming (uploading network firmware" in str(pipeline.error)
+    assert world.cameras_open == 0

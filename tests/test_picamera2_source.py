@@ -17,9 +17,9 @@ from conftest import FakeClock
 from imx500_fake import AI_CAMERA_ID, RPK, World, aspect_crop
 
 from edgeseg.config import SourceConfig
-from edgeseg.errors import MissingDependencyError, SourceError
+from edgeseg.errors import MissingDependencyError, SourceError, SourceGoneError
 from edgeseg.sources import open_source, parse_uri
-from edgeseg.sources.picamera2 import Picamera2Source, import_picamera2
+from edgeseg.sources.picamera2 import UPLOAD_TIMEOUT_S, Picamera2Source, import_picamera2
 
 OUTPUT_SHAPES: list[tuple[int, ...]] = [(21, 17, 3), (5,)]  # as CnnOutputTensorInfo lists them (no batch)
 
@@ -214,6 +214,42 @@ def test_a_sensor_that_stops_giving_results_is_a_drop_that_says_so(tmp_path: Pat
     assert src.stats.reconnects >= 1
     assert "the IMX500 gave frames but no result for" in (src.stats.last_error or "")
     assert world.built.count("IMX500") == 1  # the network stays loaded
+
+
+def test_the_upload_limit_counts_from_when_the_camera_streams_not_from_the_network_load(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    """The network uploads while the camera streams: a camera that could not be opened for longer than the
+    limit must still get its whole upload time, not be given up on at its first frame."""
+    world = World(results_from=3, shapes=OUTPUT_SHAPES)
+    world.cameras_open = 1  # held elsewhere: Picamera2() fails
+    src = _source(tmp_path, world, reconnect_initial_s=0.001, reconnect_max_s=0.001, reconnect_timeout_s=0)
+    assert src.stats.attempt == 1
+    fake_clock.now += 2 * UPLOAD_TIMEOUT_S
+    world.cameras_open = 0
+    frame = src.read()
+    src.close()
+    assert frame is not None
+    assert frame.tensors is not None
+
+
+def test_a_network_with_no_result_for_the_upload_limit_of_streaming_ends_the_source(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    world = World(results_from=10**9, shapes=OUTPUT_SHAPES)
+    src = _source(tmp_path, world)
+    capture = src._camera.capture_request
+
+    def a_minute_later(wait: bool | float | None = None) -> Any:
+        fake_clock.now += 60.0
+        return capture(wait)
+
+    src._camera.capture_request = a_minute_later
+    with pytest.raises(SourceGoneError, match="gave no result in 900 s of streaming"):
+        src.read()
+    src.close()
+    assert len(world.requests) == 15
+    assert world.cameras_open == 0
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from edgeseg.cli import main
 from edgeseg.config import PipelineConfig, load_config
 from edgeseg.instances import Instances
 from edgeseg.modelcard import ModelCard
+from edgeseg.sources.picamera2 import Picamera2Source
 
 REPO = Path(__file__).parents[1]
 PIPELINES = REPO / "pipelines"
@@ -190,6 +191,20 @@ def test_imx500_half_passes_outputs_the_cards_head_decodes_at_any_resolution(
     report = selftest.run(config, 2, modules=world.modules)
     assert report.passed, report.text()
     assert "frames decoded" in report.text()
+
+
+def test_imx500_half_reports_a_network_the_source_gave_up_on_as_a_fail_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the source ends a wait for the first result after its upload limit (SourceGoneError from read()), as
+    # the self-test's own deadline does: whichever comes first, the report says FAIL
+    monkeypatch.setitem(Picamera2Source.__init__.__kwdefaults__, "upload_timeout_s", 0.2)
+    world = World(results_from=10**9)
+    report = selftest.check_imx500(_aicam(tmp_path), 2, modules=world.modules, timeout_s=60)
+    text = report.text()
+    assert "gave no result in 0.2 s of streaming (uploading network firmware" in text
+    assert text.endswith("FAIL")
+    assert world.cameras_open == 0
 
 
 def test_imx500_half_fails_on_outputs_the_cards_head_cannot_decode_saying_why(tmp_path: Path) -> None:

@@ -30,7 +30,9 @@ the first time: until the first result ``stats.state`` is ``"uploading network f
 second, :data:`PROGRESS_READ_S`; or without the percentage when debugfs is not readable: picamera2 >= 0.3.35
 then asserts in ``get_fw_upload_progress``, ``imx500.py:373-379``), the source counts as waiting (the watchdog
 stays fed) and frames without results are not delivered, so they are neither published as empty nor counted
-as failed inference.
+as failed inference. A network with no result in :data:`UPLOAD_TIMEOUT_S` of the camera streaming (the
+upload runs while it streams) ends ``read()`` with :class:`~edgeseg.errors.SourceGoneError` (status 4: the
+service restarts, and uploads it again) rather than leaving an unattended device uploading for ever.
 
 picamera2 lives only on Raspberry Pi OS (``apt install python3-picamera2``); it is imported when the source
 opens, and ``picamera2.devices.IMX500`` (picamera2 >= 0.3.22) only with a network. Tests pass fake
@@ -49,7 +51,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from edgeseg.errors import MissingDependencyError, SourceError
+from edgeseg.errors import MissingDependencyError, SourceError, SourceGoneError
 from edgeseg.geometry import FULL_ROI, Roi, validate_roi
 from edgeseg.sources import ParsedUri, check_options, option_fps, option_int
 from edgeseg.sources.live import Grab, LiveSource, reported_attempt
@@ -71,6 +73,7 @@ IMX500_SINCE = "0.3.22"  # picamera2's CHANGELOG: "Add IMX500 support"
 # How often the upload progress is read: each read runs two processes (cat of two debugfs files, or sudo -n of
 # two helper scripts, each run logged: imx500.py:373-387 in 0.3.36), too many to run at every frame
 PROGRESS_READ_S = 1.0
+UPLOAD_TIMEOUT_S = 900.0  # the first upload of a network takes minutes; one with no result in 15 is stuck
 Rect = tuple[float, float, float, float]
 
 
@@ -174,6 +177,8 @@ class Picamera2Source(LiveSource):
             (:func:`import_picamera2`; fakes in tests).
         capture_timeout_s: longest wait for a frame (at least :data:`CAPTURE_FRAMES` frame times at
             ``fps``); then the camera is closed and opened again, as after a failed capture.
+        upload_timeout_s: longest wait for the network's first result once the camera streams; then
+            ``read()`` raises SourceGoneError.
     """
 
     def __init__(
@@ -191,6 +196,7 @@ class Picamera2Source(LiveSource):
         give_up_after_s: float | None = None,
         modules: Callable[[bool], Picamera2Modules] = import_picamera2,
         capture_timeout_s: float = CAPTURE_TIMEOUT_S,
+        upload_timeout_s: float = UPLOAD_TIMEOUT_S,
     ) -> None:
         super().__init__(uri, reconnect_initial_s, reconnect_max_s, give_up_after_s)
         self.camera_num = camera_num
@@ -213,6 +219,7 @@ class Picamera2Source(LiveSource):
         self._upload = "uploading network firmware"
         self._progress_readable = True
         self._next_progress_read = 0.0  # (monotonic s)
+        self._upload_timeout_s = upload_timeout_s
 
     @classmethod
     def from_uri(cls, parsed: ParsedUri, config: SourceConfig) -> Picamera2Source:
@@ -360,6 +367,7 @@ class Picamera2Source(LiveSource):
                     self._last_result = time.monotonic()
                 elif not self._results:
                     self._report_firmware()
+                    self._check_upload_time()
                 tensor_roi = self._tensor_roi(metadata, request, wh)
         finally:
             request.release()
@@ -432,6 +440,17 @@ class Picamera2Source(LiveSource):
             if int(pct // 10) > self._fw_decile:
                 self._fw_decile = int(pct // 10)
                 log.info("%s: %s (%d of %d bytes)", self.uri, self._upload, current, total)
+
+    def _check_upload_time(self) -> None:
+        """SourceGoneError once the network has given no result for ``upload_timeout_s`` since the camera
+        started (the upload runs while it streams: a camera that could not be opened for a while still gets
+        its whole time): until its first result the source counts as waiting, so nothing else would end the
+        wait (the camera delivers, held back, and the watchdog stays fed)."""
+        if time.monotonic() - self._last_result >= self._upload_timeout_s:  # (no result: the start)
+            raise SourceGoneError(
+                f"source {self.uri!r}: the IMX500 network {self.network} gave no result in "
+                f"{self._upload_timeout_s:g} s of streaming ({self._upload}): a fresh start uploads it again"
+            )
 
     def _capture_time(self, metadata: dict[str, Any]) -> int:
         """Sensor exposure start in ``time.monotonic_ns`` units (libcamera stamps CLOCK_BOOTTIME)."""
