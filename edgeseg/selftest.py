@@ -199,7 +199,7 @@ def check_imx500(
         source.close()
     upload = [s for s in states if s.startswith("uploading")]
     report.add(
-        f"network {config.source.imx500_network} on {source.uri}: {'first' if got else 'no'} result after "
+        f"network {source.network} on {source.uri}: {'first' if got else 'no'} result after "
         f"{time.monotonic() - started:.1f} s ({' -> '.join(upload) or 'already loaded'})"
     )
     if len(got) < frames:

@@ -141,6 +141,20 @@ def test_imx500_half_reports_the_upload_shapes_and_crop_and_passes(
     assert "3 frames decoded: 3 instances" in text
 
 
+def test_imx500_half_names_the_network_it_uploaded_when_the_source_uri_names_another(tmp_path: Path) -> None:
+    # --source picamera2:?network=X wins over the pipeline's source.imx500_network (picamera2.py's URI
+    # options), and the report named the pipeline's network, which was never loaded
+    config = _aicam(tmp_path)
+    config = replace(
+        config, source=replace(config.source, imx500_network="/usr/share/imx500-models/other.rpk")
+    )
+    world = World(results_from=0, objects=[(PERSON, (2300, 1200, 500, 700))])
+    report = selftest.run(config, 1, modules=world.modules)
+    assert report.lines[0].startswith(
+        f"network {tmp_path / 'imx500_network_deeplabv3plus.rpk'} on picamera2:"
+    )
+
+
 def test_imx500_half_fails_when_the_network_gives_no_result_in_its_time(tmp_path: Path) -> None:
     """The camera held every frame back while no result came (a network that never starts), so read() never
     returned: the self-test printed the upload state for ever and no report."""
