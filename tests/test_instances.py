@@ -475,19 +475,24 @@ def _peak_bytes(read: Any) -> tuple[Any, int]:
         tracemalloc.stop()
 
 
-def test_a_document_of_many_masks_as_large_as_the_frame_costs_memory_by_the_frame_not_by_their_number() -> (
-    None
-):
-    # (a mask of the whole frame is a few bytes of RLE, a triangle over it a few of polygon: a 3 KB document
-    # of 400 of them held 400 frames of crops, 120 MB at 640 x 480 and 27 GB at 8192 x 8192)
-    h, w = 480, 640
-    item = {
+def _whole_frame_item(h: int, w: int) -> dict[str, object]:
+    """An instance's fields, its segmentation left out, of a box as large as an ``h`` x ``w`` frame."""
+    return {
         "class_id": 1,
         "score": 0.5,
         "bbox_xyxy": [0, 0, w, h],
         "obb": [w / 2, h / 2, w, h, 0],
         "area": h * w,
     }
+
+
+def test_a_document_of_many_masks_as_large_as_the_frame_costs_memory_by_the_frame_not_by_their_number() -> (
+    None
+):
+    # (a mask of the whole frame is a few bytes of RLE, a triangle over it a few of polygon: a 3 KB document
+    # of 400 of them held 400 frames of crops, 120 MB at 640 x 480 and 27 GB at 8192 x 8192)
+    h, w = 480, 640
+    item = _whole_frame_item(h, w)
     whole = {"size": [h, w], "counts": rle.encode([np.ones((h, w), bool)], [(0, 0)], (h, w))[0]}
     triangle = [[0.0, 0.0, 2.0 * w, 0.0, 0.0, 2.0 * h]]
     for seg in (whole, triangle):
@@ -502,13 +507,7 @@ def test_a_document_of_many_masks_as_large_as_the_frame_costs_memory_by_the_fram
 def test_an_instance_of_many_polygons_each_over_the_frame_costs_memory_by_the_frame() -> None:
     # (each part was filled into a crop of its own, all held until their union was made: 100 frames)
     h, w = 480, 640
-    item = {
-        "class_id": 1,
-        "score": 0.5,
-        "bbox_xyxy": [0, 0, w, h],
-        "obb": [w / 2, h / 2, w, h, 0],
-        "area": h * w,
-    }
+    item = _whole_frame_item(h, w)
     seg = [[0.0, 0.0, 2.0 * w, 0.0, 0.0, 2.0 * h]] * 100
     back, peak = _peak_bytes(
         lambda: Instances.from_dict({"height": h, "width": w, "instances": [item | {"segmentation": seg}]})

@@ -45,7 +45,8 @@ import textwrap
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -994,6 +995,56 @@ def test_a_cache_dir_longer_than_a_file_name_can_be_is_a_config_error(tmp_path: 
         TensorRTBackend(_card(tmp_path), options, trt=make_trt(cuda), cuda=cuda)
 
 
+CHILD_ENV = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])}
+# what a stopping child's script starts with: ``stop``, the audit hook its body adds where it is to be watched
+STOPPING = """
+import fcntl, os, signal, sys, tempfile
+from pathlib import Path
+from test_tensorrt_fake import FakeCuda, _backend, make_trt
+
+stopped = []
+
+def stop(event, args):
+    if not stopped and ({when}):
+        stopped.append(True)
+        print({said!r}, flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+@contextmanager
+def _child_stopped(when: str, said: str, body: str, *argv: object) -> Iterator[subprocess.Popen[str]]:
+    """A real process running the script ``body``, which adds the audit hook ``stop`` where it is to be
+    watched: at the first audit event for which ``when`` (of ``event`` and ``args``) holds, the process prints
+    ``said`` and stops itself (SIGSTOP). Yielded stopped there; stdin a pipe (a line may tell it to go on);
+    killed on leaving."""
+    script = STOPPING.format(when=when, said=said) + textwrap.dedent(body)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, *map(str, argv)],
+        env={**os.environ, **CHILD_ENV},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdin is not None
+    try:
+        assert child.stdout.readline() == said + "\n"
+        yield child
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+        child.stdout.close()
+        child.stdin.close()
+
+
+def _go_on(child: subprocess.Popen[str]) -> None:
+    """Tell a stopped child waiting for a line on stdin to go on and end."""
+    assert child.stdin is not None
+    child.stdin.write("\n")
+    child.stdin.flush()
+
+
 def test_an_engine_the_disk_cannot_hold_is_a_one_line_error_after_the_stale_ones_made_room(
     tmp_path: Path,
 ) -> None:
@@ -1019,10 +1070,12 @@ def test_an_engine_the_disk_cannot_hold_is_a_one_line_error_after_the_stale_ones
             print(exc)
         """
     )
-    here = Path(__file__).parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
     done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script, str(tmp_path)],
+        env={**os.environ, **CHILD_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("model.engine_cache_dir: cannot write the engine to "), done.stdout
@@ -1039,29 +1092,13 @@ def test_a_build_removes_the_temp_file_of_an_engine_write_a_crash_cut_short_but_
     the writer has been killed."""
     cache = tmp_path / "engines"
     cache.mkdir()
-    script = textwrap.dedent(
-        """
-        import os, signal, sys
-        from pathlib import Path
+    other = cache / f"other-fp32-{'0' * 20}.engine"
+    body = """
         from edgeseg.atomic import replace_file
-
-        def stop_before_the_rename(event, args):
-            if event == "os.rename":
-                print("written", flush=True)
-                os.kill(os.getpid(), signal.SIGSTOP)
-
-        sys.addaudithook(stop_before_the_rename)
+        sys.addaudithook(stop)
         replace_file(Path(sys.argv[1]), b"ENGINE:" + b"x" * 4096)
         """
-    )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    other = cache / f"other-fp32-{'0' * 20}.engine"
-    writer = subprocess.Popen(
-        [sys.executable, "-c", script, str(other)], env=env, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert writer.stdout is not None
-        assert writer.stdout.readline() == "written\n"
+    with _child_stopped('event == "os.rename"', "written", body, other) as writer:
         (temp,) = cache.glob(f".{other.name}.*.tmp")
         written = time.time() - 3600  # (a write an hour old: its lock alone keeps it)
         os.utime(temp, (written, written))
@@ -1072,10 +1109,6 @@ def test_a_build_removes_the_temp_file_of_an_engine_write_a_crash_cut_short_but_
         writer.wait(timeout=10)
         with caplog.at_level(logging.INFO, logger="edgeseg.backends.tensorrt"):
             _backend(tmp_path, make_trt(cuda, version="10.7.0"), cuda).close()
-    finally:
-        writer.kill()
-        writer.wait(timeout=10)
-        writer.stdout.close()  # type: ignore[union-attr]
     assert not temp.exists()
     assert f"removed {temp} (an engine's write that a crash or power cut cut short)" in caplog.text
     assert not other.exists()
@@ -1087,52 +1120,27 @@ def test_an_engine_just_written_is_held_before_another_keys_build_can_prune_it(t
     its build in that moment removed it, and the next start rebuilt it (minutes). Here a real writer stops
     itself there (the audit event of opening its folder to sync the rename), another build prunes."""
     cache = tmp_path / "engines"
-    script = textwrap.dedent(
-        """
-        import os, signal, sys
-        from pathlib import Path
-        from test_tensorrt_fake import FakeCuda, _backend, make_trt
-
-        def stop_after_the_rename(event, args):
-            if event == "open" and args[1] is None and str(args[0]) == sys.argv[2]:  # (os.open's)
-                print("renamed", flush=True)
-                os.kill(os.getpid(), signal.SIGSTOP)
-
+    body = """
         cuda = FakeCuda()
         trt = make_trt(cuda, version="10.3.0")
-        sys.addaudithook(stop_after_the_rename)
+        sys.addaudithook(stop)
         backend = _backend(Path(sys.argv[1]), trt, cuda)
         print(backend.engine_path, flush=True)
         sys.stdin.readline()
         backend.close()
         """
-    )
-    here = Path(__file__).parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
     _card(tmp_path)  # (both write the model file otherwise)
-    writer = subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path), str(cache)],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert writer.stdout is not None
-    assert writer.stdin is not None
-    try:
-        assert writer.stdout.readline() == "renamed\n"
+    # (os.open's audit event of the folder, opened to sync the rename)
+    when = 'event == "open" and args[1] is None and str(args[0]) == sys.argv[2]'
+    with _child_stopped(when, "renamed", body, tmp_path, cache) as writer:
+        assert writer.stdout is not None
         cuda = FakeCuda()
         _backend(tmp_path, make_trt(cuda, version="10.7.0"), cuda).close()
         writer.send_signal(signal.SIGCONT)
         written = Path(writer.stdout.readline().strip())
         assert written.is_file()  # still there while its instance runs
-        writer.stdin.write("\n")
-        writer.stdin.flush()
+        _go_on(writer)
         assert writer.wait(timeout=30) == 0
-    finally:
-        writer.kill()
-        writer.wait(timeout=10)
-        writer.stdout.close()
         writer.stdin.close()
 
 
@@ -1145,16 +1153,9 @@ def test_a_build_leaves_the_engine_temp_file_an_older_edgeseg_is_writing_without
     stops itself just before its rename."""
     cache = tmp_path / "engines"
     cache.mkdir()
-    script = textwrap.dedent(
-        """
-        import os, signal, sys, tempfile
-
-        def stop_before_the_rename(event, args):
-            if event == "os.rename":
-                print("written", flush=True)
-                os.kill(os.getpid(), signal.SIGSTOP)
-
-        sys.addaudithook(stop_before_the_rename)
+    older = cache / f"tiny-fp32-{'0' * 20}.engine"
+    body = """
+        sys.addaudithook(stop)
         # replace_file before its flock (commit 67a8137 added it), the folder's sync left out
         folder, name = os.path.split(sys.argv[1])
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
@@ -1164,21 +1165,12 @@ def test_a_build_leaves_the_engine_temp_file_an_older_edgeseg_is_writing_without
             os.fsync(out.fileno())
         os.replace(tmp, sys.argv[1])
         """
-    )
-    older = cache / f"tiny-fp32-{'0' * 20}.engine"
-    writer = subprocess.Popen([sys.executable, "-c", script, str(older)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert writer.stdout is not None
-        assert writer.stdout.readline() == "written\n"
+    with _child_stopped('event == "os.rename"', "written", body, older) as writer:
         cuda = FakeCuda()
         new = _backend(tmp_path, make_trt(cuda, version="10.7.0"), cuda)
         writer.send_signal(signal.SIGCONT)
         assert writer.wait(timeout=30) == 0
         new.close()
-    finally:
-        writer.kill()
-        writer.wait(timeout=10)
-        writer.stdout.close()  # type: ignore[union-attr]
     assert older.read_bytes().startswith(b"ENGINE:")
 
 
@@ -1191,54 +1183,24 @@ def test_an_engine_being_loaded_is_not_lost_to_another_keys_build_between_its_op
     cuda = FakeCuda()
     cached = _backend(tmp_path, make_trt(cuda, version="10.3.0"), cuda)
     cached.close()
-    script = textwrap.dedent(
-        """
-        import fcntl, os, signal, sys
-        from pathlib import Path
-        from test_tensorrt_fake import FakeCuda, _backend, make_trt
-
-        stopped = []
-
-        def stop_before_the_lock(event, args):
-            if event == "fcntl.flock" and args[1] == fcntl.LOCK_SH and not stopped:
-                stopped.append(True)
-                print("opened", flush=True)
-                os.kill(os.getpid(), signal.SIGSTOP)
-
+    body = """
         cuda = FakeCuda()
         trt = make_trt(cuda, version="10.3.0")
-        sys.addaudithook(stop_before_the_lock)
+        sys.addaudithook(stop)
         backend = _backend(Path(sys.argv[1]), trt, cuda)
         print(trt.state.builds, flush=True)
         sys.stdin.readline()
         backend.close()
         """
-    )
-    here = Path(__file__).parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
-    loader = subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path)],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert loader.stdout is not None
-    assert loader.stdin is not None
-    try:
-        assert loader.stdout.readline() == "opened\n"
+    when = 'event == "fcntl.flock" and args[1] == fcntl.LOCK_SH'
+    with _child_stopped(when, "opened", body, tmp_path) as loader:
+        assert loader.stdout is not None
         _backend(tmp_path, make_trt(cuda, version="10.7.0"), cuda).close()
         loader.send_signal(signal.SIGCONT)
         assert loader.stdout.readline() == "0\n"  # loaded, not built
         assert cached.engine_path.read_bytes().startswith(b"ENGINE:")  # still there while its instance runs
-        loader.stdin.write("\n")
-        loader.stdin.flush()
+        _go_on(loader)
         assert loader.wait(timeout=30) == 0
-    finally:
-        loader.kill()
-        loader.wait(timeout=10)
-        loader.stdout.close()
-        loader.stdin.close()
 
 
 def test_without_building_a_cached_engine_that_does_not_deserialize_is_said_to_be_that_not_missing(
@@ -1271,37 +1233,16 @@ def test_a_prune_does_not_remove_the_engine_another_key_wrote_over_the_one_it_lo
     other = _backend(tmp_path, make_trt(cuda, version="10.3.0"), cuda)
     other.close()
     other.engine_path.write_bytes(b"torn write")
-    script = textwrap.dedent(
-        """
-        import fcntl, os, signal, sys
-        from pathlib import Path
-        from test_tensorrt_fake import FakeCuda, _backend, make_trt
-
-        def stop_before_the_lock(event, args):
-            if event == "fcntl.flock" and args[1] == fcntl.LOCK_EX | fcntl.LOCK_NB:
-                print("opened", flush=True)
-                os.kill(os.getpid(), signal.SIGSTOP)
-
+    body = """
         cuda = FakeCuda()
         trt = make_trt(cuda, version="10.7.0")
-        sys.addaudithook(stop_before_the_lock)
+        sys.addaudithook(stop)
         _backend(Path(sys.argv[1]), trt, cuda).close()
         """
-    )
-    here = Path(__file__).parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
-    pruner = subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert pruner.stdout is not None
-        assert pruner.stdout.readline() == "opened\n"
+    when = 'event == "fcntl.flock" and args[1] == fcntl.LOCK_EX | fcntl.LOCK_NB'
+    with _child_stopped(when, "opened", body, tmp_path) as pruner:
         rebuilt = _backend(tmp_path, make_trt(cuda, version="10.3.0"), cuda)
         pruner.send_signal(signal.SIGCONT)
         assert pruner.wait(timeout=30) == 0
         assert rebuilt.engine_path.read_bytes().startswith(b"ENGINE:")  # still there while its instance runs
         rebuilt.close()
-    finally:
-        pruner.kill()
-        pruner.wait(timeout=10)
-        pruner.stdout.close()  # type: ignore[union-attr]
