@@ -336,6 +336,10 @@ def _systemctl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False)
 
 
+def _active(unit: str) -> bool:
+    return _systemctl("is-active", "--quiet", unit).returncode == 0
+
+
 def _must(*args: str) -> None:
     done = _systemctl(*args)
     if done.returncode != 0:
@@ -380,23 +384,31 @@ def install(opts: InstallOptions) -> list[str]:
             f"skip install, or remove it to install {opts.pipeline}"
         )
     report: list[str] = []
-    changed = _write(layout, target, text, report)
-    changed |= _write(layout, layout.template_files()[0], template_unit(bin_path), report)
-    changed |= _put(layout, layout.template_files()[1], host_dropin(layout), report)
+    own = _write(layout, target, text, report)
+    # the template and its drop-ins, which every instance shares
+    shared = _write(layout, layout.template_files()[0], template_unit(bin_path), report)
+    shared |= _put(layout, layout.template_files()[1], host_dropin(layout), report)
     jetson = layout.at("/etc/nv_tegra_release").exists() if opts.jetson is None else opts.jetson
     jet = unit_file("jetson.conf").replace(TEMPLATE_BIN, str(bin_path)) if jetson else None
-    changed |= _put(layout, layout.template_files()[2], jet, report)
+    shared |= _put(layout, layout.template_files()[2], jet, report)
     binds = home_binds(needed_folders(bin_path, config))
-    changed |= _write(layout, layout.instance_dropin(name), instance_dropin(layout, name, binds), report)
+    own |= _write(layout, layout.instance_dropin(name), instance_dropin(layout, name, binds), report)
+    changed = own or shared
     if binds:
         shown = " ".join(str(p) for p in binds)
         report.append(f"under /home: the service sees only {shown} (ProtectHome=tmpfs + bind mounts)")
     if not changed:
         report.append(f"edgeseg@{name}: already installed, nothing changed")
     unit = f"edgeseg@{name}.service"
-    if opts.start and _systemd_runs(layout):
+    runs = _systemd_runs(layout)
+    # another instance that runs goes on with the template it started with, and would take the new one at
+    # its next restart (a crash, a reboot) unannounced: restarted with this one, so that every instance
+    # runs what is installed
+    others = [f"edgeseg@{i}.service" for i in layout.instances() if i != name] if shared and runs else []
+    others = [u for u in others if _active(u)]
+    if opts.start and runs:
         _must("daemon-reload")
-        if changed and _systemctl("is-active", "--quiet", unit).returncode == 0:
+        if changed and _active(unit):
             _must("restart", unit)
             report.append(f"restarted {unit}")
         else:
@@ -406,16 +418,30 @@ def install(opts: InstallOptions) -> list[str]:
             _systemctl("reset-failed", unit)
             _must("enable", "--now", unit)
             report.append(f"enabled and started {unit}")
+        for other in others:
+            _must("restart", other)
+            report.append(f"restarted {other}: the template it shares changed")
         report.append(f"follow it: journalctl -u {unit} -f")
-    elif changed and _systemd_runs(layout) and _systemctl("is-active", "--quiet", unit).returncode == 0:
+    elif runs and _active(unit):
         # enable --now starts nothing that runs: the instance would go on with the files it started with
-        report.append(f"to apply it: systemctl daemon-reload && systemctl restart {unit}")
+        restart = [unit] if changed else []
+        if restart or others:
+            units = " ".join([*restart, *others])
+            report.append(f"to apply it: systemctl daemon-reload && systemctl restart {units}")
+        elif _systemctl("is-enabled", "--quiet", unit).returncode == 0:
+            report.append(f"{unit} is running with these files: nothing to apply")
+        else:
+            report.append(f"{unit} is running with these files; to start it at boot: systemctl enable {unit}")
     else:
         # a failed unit (its start limit hit) refuses enable --now until reset-failed, as above; on a unit
         # that is not failed reset-failed may fail (not loaded yet), ending the && chain: only when needed
-        failed = _systemd_runs(layout) and _systemctl("is-failed", "--quiet", unit).returncode == 0
+        failed = runs and _systemctl("is-failed", "--quiet", unit).returncode == 0
         reset = f"systemctl reset-failed {unit} && " if failed else ""
         report.append(f"to start it: systemctl daemon-reload && {reset}systemctl enable --now {unit}")
+        if others:
+            report.append(
+                f"to apply the changed template to the others: systemctl restart {' '.join(others)}"
+            )
     return report
 
 

@@ -218,6 +218,44 @@ def test_the_no_start_hint_for_a_running_unit_whose_files_changed_restarts_it(
     assert "restart edgeseg@front-door.service" in log.read_text().splitlines()
 
 
+def test_install_no_start_of_a_running_unchanged_unit_says_it_runs_instead_of_how_to_start_it(
+    tmp_path: Path, failed_unit: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`install --no-start` run again on an instance that runs with the same files printed "to start it:
+    systemctl daemon-reload && systemctl enable --now ...", as though it were not running."""
+    root, (_, failed) = tmp_path / "root", failed_unit
+    failed.unlink()
+    _group_file(root)
+    _install(root)
+    (tmp_path / "active").touch()
+    monkeypatch.setenv("SYSTEMCTL_ACTIVE", str(tmp_path / "active"))
+    report = install(InstallOptions("front-door", DEMO, root, start=False))
+    assert not [line for line in report if line.startswith(("to start it", "to apply it"))], report
+    assert "edgeseg@front-door.service is running with these files: nothing to apply" in report
+
+
+def test_an_install_that_changes_the_shared_template_restarts_the_other_running_instances(
+    tmp_path: Path, failed_unit: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installing one instance with another --bin (a new environment) rewrote the template every instance
+    shares and restarted only that one: the others went on with the old command and sandbox, and took the
+    new ones at their next crash or reboot, unannounced."""
+    root, (log, failed) = tmp_path / "root", failed_unit
+    failed.unlink()
+    _group_file(root)
+    _install(root, "back-door")
+    _install(root, "front-door")
+    (tmp_path / "active").touch()
+    monkeypatch.setenv("SYSTEMCTL_ACTIVE", str(tmp_path / "active"))
+    report = install(InstallOptions("front-door", DEMO, root, bin_path=Path("/opt/edgeseg/venv/bin/edgeseg")))
+    assert "restart edgeseg@back-door.service" in log.read_text().splitlines()
+    assert "restarted edgeseg@back-door.service: the template it shares changed" in report
+    # --no-start says so: the command it prints restarts both
+    report = install(InstallOptions("front-door", DEMO, root, start=False))
+    units = "edgeseg@front-door.service edgeseg@back-door.service"
+    assert f"to apply it: systemctl daemon-reload && systemctl restart {units}" in report
+
+
 def test_uninstalling_a_failed_instance_leaves_no_failed_unit_behind(
     tmp_path: Path, failed_unit: tuple[Path, Path]
 ) -> None:
