@@ -32,6 +32,19 @@ if TYPE_CHECKING:
 TEMPLATE = "edgeseg@.service"
 TEMPLATE_BIN = "/opt/edgeseg/venv/bin/edgeseg"  # ExecStart= of the shipped template, replaced on install
 UNIT_DIR = "/etc/systemd/system"
+# where systemd 252 looks for a system unit and its drop-ins, first first (`systemd-analyze unit-paths` on
+# Debian 12): `systemctl set-property`'s, `systemctl edit`'s (--runtime: /run), a package's; those of
+# generators and portable services are left out (none writes edgeseg's)
+UNIT_PATH = (
+    "/etc/systemd/system.control",
+    "/run/systemd/system.control",
+    "/run/systemd/transient",
+    UNIT_DIR,
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+)
 CONFIG_DIR = "/etc/edgeseg"
 STATE_ROOT = "/var/lib/edgeseg"  # where the unit's StateDirectory=edgeseg/%i is ($STATE_DIRECTORY)
 INSTANCE_DROPIN = "50-edgeseg.conf"
@@ -583,13 +596,22 @@ def command(args: argparse.Namespace) -> int:
 
 
 def installed(root: Path, name: str) -> Mapping[str, Path]:
-    """The installed unit files of ``name`` that exist, in systemd's order (template, then its drop-ins
-    and the instance's, by file name; an instance's drop-in hides the template's of the same name, as
-    ``systemctl edit`` writes override.conf for both): what :mod:`edgeseg.doctor` reads."""
+    """The unit files of ``name`` that exist, in systemd's order (template, then its drop-ins and the
+    instance's, by file name): what :mod:`edgeseg.doctor` reads. Each is looked for in every folder of
+    :data:`UNIT_PATH`, the first found of a name winning, as systemd does (systemd.unit(5): a file in /etc
+    hides one in /run, which hides one in /usr/lib; an instance's drop-in hides the template's of the same
+    name in its folder, as ``systemctl edit`` writes override.conf for both)."""
     layout = Layout(root)
-    unit = layout.at(f"{UNIT_DIR}/{TEMPLATE}")
-    dropins = {p.name: p for p in layout.at(f"{UNIT_DIR}/edgeseg@.service.d").glob("*.conf")}
-    dropins |= {p.name: p for p in layout.at(f"{UNIT_DIR}/edgeseg@{name}.service.d").glob("*.conf")}
-    ordered = [unit] if unit.exists() else []
+    # the instance's own unit file, anywhere, before the template's (src/shared/unit-file.c,
+    # unit_file_find_fragment)
+    units = [layout.at(f"{d}/{u}") for u in (f"edgeseg@{name}.service", TEMPLATE) for d in UNIT_PATH]
+    ordered = [u for u in units if u.is_file()][:1]
+    dropins: dict[str, Path] = {}
+    # by folder, the instance's, then the template's; then service.d/, every service's (src/shared/dropin.c,
+    # unit_file_find_dropin_paths)
+    found = [f"{d}/{u}.d" for d in UNIT_PATH for u in (f"edgeseg@{name}.service", TEMPLATE)]
+    for folder in [*found, *(f"{d}/service.d" for d in UNIT_PATH)]:
+        for path in sorted(layout.at(folder).glob("*.conf")):
+            dropins.setdefault(path.name, path)
     ordered += [dropins[n] for n in sorted(dropins)]
     return {str(p.relative_to(layout.root)): p for p in ordered}

@@ -890,6 +890,34 @@ def test_doctor_service_reads_an_instance_drop_in_instead_of_the_templates_of_th
 
 
 @needs_analyze
+@needs_analyze
+def test_doctor_service_reads_the_unit_and_drop_ins_of_run_and_lib_as_systemd_does(tmp_path: Path) -> None:
+    """doctor read /etc/systemd/system alone: a drop-in of `systemctl edit --runtime` (/run/systemd/system)
+    that turned the watchdog off passed unseen, and a template a package put in /lib/systemd/system was "no
+    unit"."""
+    _group_file(tmp_path)
+    _install(tmp_path)
+    lib = tmp_path / "lib/systemd/system"
+    lib.mkdir(parents=True)
+    (tmp_path / "etc/systemd/system/edgeseg@.service").rename(lib / "edgeseg@.service")
+    runtime = tmp_path / "run/systemd/system/edgeseg@front-door.service.d"
+    runtime.mkdir(parents=True)
+    (runtime / "override.conf").write_text("[Service]\nWatchdogSec=0\nPrivateNetwork=yes\n")
+    # systemd reads both from there (its --root takes the same folders under the root as on a machine)
+    done = subprocess.run(
+        [ANALYZE or "systemd-analyze", "security", "--offline=true", f"--root={tmp_path}", "--no-pager",
+         "edgeseg@front-door.service"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert re.search(r"✓ PrivateNetwork=", done.stdout), done.stdout + done.stderr
+    checks = service_checks("front-door", tmp_path)
+    assert _failed(checks, "watchdog") == "WatchdogSec=0: a stalled pipeline would not be restarted"
+    # one of the same name in /etc hides it
+    etc = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    etc.write_text("[Service]\nWatchdogSec=30s\n")
+    assert _failed(service_checks("front-door", tmp_path), "watchdog") == ""
+
+
 def test_doctor_service_says_a_drop_in_emptied_execstart_instead_of_a_traceback(tmp_path: Path) -> None:
     """`systemctl edit` with `ExecStart=` alone (the first half of replacing the command): doctor ended in
     an IndexError traceback, where systemd says the unit has no ExecStart= and refuses it."""
