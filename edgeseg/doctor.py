@@ -368,8 +368,11 @@ def _device_groups() -> dict[int, str]:
     return out
 
 
-def _node_check(node: Path, gids: set[int], allowed: list[str], majors: Mapping[int, str]) -> str | None:
-    """Why the service cannot read and write ``node``, or ``None``."""
+def _node_check(
+    node: Path, gids: set[int], allowed: list[str] | None, majors: Mapping[int, str], root: Path
+) -> str | None:
+    """Why the service cannot read and write ``node``, or ``None``; ``allowed``: the unit's DeviceAllow=
+    values, ``None`` where it restricts no device. A path among them is looked for under ``root``."""
     import fnmatch
 
     try:
@@ -381,6 +384,8 @@ def _node_check(node: Path, gids: set[int], allowed: list[str], majors: Mapping[
     rw = stat.S_IRGRP | stat.S_IWGRP
     if not (st.st_gid in gids and st.st_mode & rw == rw) and st.st_mode & 0o006 != 0o006:
         return f"{node} (group {st.st_gid}, mode {stat.S_IMODE(st.st_mode):o}) is not rw for the groups"
+    if allowed is None:
+        return None
     group = majors.get(os.major(st.st_rdev))
     # the access a DeviceAllow= gives: its second word, rwm when there is none (systemd's
     # config_parse_device_allow: "if (isempty(m)) m = "rwm"")
@@ -388,9 +393,29 @@ def _node_check(node: Path, gids: set[int], allowed: list[str], majors: Mapping[
     by_group = group is not None and any(
         fnmatch.fnmatch(group, s[5:]) for s in specs if s.startswith("char-")
     )
-    if group is not None and not by_group and str(node) not in specs:
+    # a path gives the device number of the node it names (systemd stats it: bpf-devices.c,
+    # bpf_devices_allow_list_device), a link such as /dev/v4l/by-id/... too
+    by_path = any(_same_device(root / s.lstrip("/"), st) for s in specs if s.startswith("/dev/"))
+    if group is not None and not by_group and not by_path:
         return f"{node} (device group {group}) is not in DeviceAllow="
     return None
+
+
+def _same_device(path: Path, node: os.stat_result) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == node.st_rdev
+
+
+def _device_allow(settings: Mapping[str, list[str]]) -> list[str] | None:
+    """The unit's DeviceAllow= values, or ``None`` where its DevicePolicy= restricts no device: ``auto``,
+    the default, with no DeviceAllow= (systemd.resource-control(5): "allows access to all devices if no
+    explicit DeviceAllow= is present"); ``closed`` and ``strict`` restrict without one too."""
+    policy = (settings.get("DevicePolicy") or ["auto"])[-1]
+    allowed = settings.get(DEVICE_GROUPS_KEY, [])
+    return allowed if policy in ("closed", "strict") or allowed else None
 
 
 def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
@@ -450,11 +475,11 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
         out.append(Check(area, "camera device", False, nodes, "fix source.uri"))
     elif nodes is not None:
         gids = {known[g] if g in known else int(g) for g in groups if g in known or g.isdigit()}
-        allowed = settings.get(DEVICE_GROUPS_KEY, []) if settings.get("DevicePolicy") else []
+        allowed = _device_allow(settings)
         problems = [
             p
             for n in nodes or [layout.at("/dev/video0")]
-            if (p := _node_check(n, gids, allowed, _device_groups()))
+            if (p := _node_check(n, gids, allowed, _device_groups(), layout.root))
         ]
         out.append(
             Check(

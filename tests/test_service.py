@@ -1140,6 +1140,34 @@ def test_doctor_service_takes_a_device_allow_without_access_letters_for_rwm(tmp_
     assert "is not in DeviceAllow=" in _failed(service_checks("front-door", tmp_path), "camera device")
 
 
+@needs_analyze
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating a device node needs root")
+def test_doctor_service_takes_a_device_allow_path_under_root_and_an_auto_policy_without_one_as_open(
+    tmp_path: Path,
+) -> None:
+    """Under --root, `DeviceAllow=/dev/video0 rw` never matched the node, looked for as ROOT/dev/video0;
+    and `DevicePolicy=auto` (systemd's default) with no DeviceAllow= was taken for a closed policy, though
+    it restricts no device: doctor said the camera was refused both times."""
+    node = _camera_install(tmp_path)
+    os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # (a node of the kernel's "mem" group)
+    os.chmod(node, 0o666)
+    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override.write_text("[Service]\nDeviceAllow=\nDeviceAllow=/dev/video0 rw\n")
+    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert _failed(service_checks("front-door", tmp_path), "camera device") == ""
+    override.write_text("[Service]\nDeviceAllow=\nDeviceAllow=/dev/null rw\n")
+    assert "is not in DeviceAllow=" in _failed(service_checks("front-door", tmp_path), "camera device")
+    override.write_text("[Service]\nDevicePolicy=auto\nDeviceAllow=\n")
+    done = subprocess.run(
+        [ANALYZE or "systemd-analyze", "security", "--offline=true", f"--root={tmp_path}", "--no-pager",
+         "edgeseg@front-door.service"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert re.search(r"✗ DeviceAllow=\s+Service has no device ACL", done.stdout), done.stdout
+    assert _failed(service_checks("front-door", tmp_path), "camera device") == ""
+
+
 def test_doctor_service_fails_when_the_camera_node_is_missing(tmp_path: Path) -> None:
     _camera_install(tmp_path)
     assert "does not exist" in _failed(service_checks("front-door", tmp_path), "camera device")
