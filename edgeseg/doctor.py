@@ -450,7 +450,11 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
     # the executable, quoted or not, past the prefixes systemd.service(5) allows ("-" failure ignored, "@"
     # argv[0] given, ":" no expansion, "+" "!" "!!" privileges)
     command = commands[-1][0].lstrip("@-:+!")
-    out = [Check(area, "command", os.access(command, os.X_OK), command, f"{install} --bin PATH")]
+    if _hidden_by_private_tmp(Path(command), settings, layout):
+        why, fix = f"{command}: {PRIVATE_TMP_HIDES}", f"{MOVE_OUT_OF_TMP}, and {install} --bin PATH"
+        out = [Check(area, "command", False, why, fix)]
+    else:
+        out = [Check(area, "command", os.access(command, os.X_OK), command, f"{install} --bin PATH")]
     config_path = layout.at(layout.config(name))
     try:
         config = load_config(config_path, env={})
@@ -493,7 +497,7 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
         )
     out.append(_state_check(area, layout, settings, config, name))
     out.append(_credentials_check(area, layout, settings, name))
-    out += _mqtt_files_check(area, settings, config, name)
+    out += _mqtt_files_check(area, layout, settings, config, name)
     out += _web_check(area, settings, config, name)
     creds = layout.at(layout.credentials(name))
     out += broker_checks(area, config, {"CREDENTIALS_DIRECTORY": str(creds)} if creds.is_dir() else {})
@@ -503,7 +507,7 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
             path = path.parent  # (an image glob: the folder, its images come and go)
         if path not in checked:
             checked.add(path)
-            out.append(_read_check(area, key, path, settings, install))
+            out.append(_read_check(area, key, path, settings, install, layout))
     cache = config.model.engine_cache_dir
     state = state_directory(name)
     if cache is not None:
@@ -535,10 +539,15 @@ def _words(value: str) -> list[str] | None:
 _READ_CHECKS = {"model.path": "model", "source.imx500_network": "imx500 network", "source.uri": "source file"}
 
 
-def _read_check(area: str, key: str, path: Path, settings: Mapping[str, list[str]], install: str) -> Check:
-    """Whether the service can read ``path``: not hidden by ProtectHome=, there, readable by "other" (its
-    dynamic user). Doctor, run as root, sees it anyway: this is how the service does."""
+def _read_check(
+    area: str, key: str, path: Path, settings: Mapping[str, list[str]], install: str, layout: Layout
+) -> Check:
+    """Whether the service can read ``path``: not hidden by its private /tmp or ProtectHome=, there,
+    readable by "other" (its dynamic user). Doctor, run as root, sees it anyway: this is how the service
+    does."""
     what = _READ_CHECKS[key]
+    if _hidden_by_private_tmp(path, settings, layout):
+        return Check(area, what, False, f"{path}: {PRIVATE_TMP_HIDES}", f"{MOVE_OUT_OF_TMP}, and fix {key}")
     if _hidden_by_protect_home(path, settings):
         fix = f"run `{install}` again: it binds the folders under /home that the pipeline needs into the unit"
         return Check(area, what, False, f"{path}: under a home folder, hidden by ProtectHome=", fix)
@@ -547,6 +556,18 @@ def _read_check(area: str, key: str, path: Path, settings: Mapping[str, list[str
     readable = exists and bool(path.stat().st_mode & stat.S_IROTH)
     fix = "the dynamic user reads it as 'other': chmod o+r" if exists else f"fix {key}"
     return Check(area, what, readable, str(path), fix)
+
+
+PRIVATE_TMP_HIDES = "under /tmp or /var/tmp, hidden by the unit's own (PrivateTmp=, implied by DynamicUser=)"
+MOVE_OUT_OF_TMP = "move it out of /tmp and /var/tmp (/tmp is emptied at boot too), e.g. to /opt/edgeseg"
+
+
+def _hidden_by_private_tmp(path: Path, settings: Mapping[str, list[str]], layout: Layout) -> bool:
+    """Whether the unit's private /tmp and /var/tmp hide ``path``, which lies in the root's."""
+    from edgeseg.service import in_private_tmp
+
+    private = [v for k in ("PrivateTmp", "DynamicUser") for v in settings.get(k, [])[-1:]]
+    return any(v in ("yes", "true", "on", "1") for v in private) and in_private_tmp(layout, path)
 
 
 def _hidden_by_protect_home(path: Path, settings: Mapping[str, list[str]]) -> bool:
@@ -591,7 +612,7 @@ def _credentials_check(area: str, layout: Layout, settings: Mapping[str, list[st
 
 
 def _mqtt_files_check(
-    area: str, settings: Mapping[str, list[str]], config: PipelineConfig, name: str
+    area: str, layout: Layout, settings: Mapping[str, list[str]], config: PipelineConfig, name: str
 ) -> list[Check]:
     """The files of ``sinks.mqtt`` the service reads (those no LoadCredential= replaces) as it sees them:
     shown past ProtectHome=, and readable by "other", as its dynamic user is. Doctor, run as root, reads
@@ -601,7 +622,9 @@ def _mqtt_files_check(
     loaded = {v.partition(":")[0] for v in settings.get("LoadCredential", [])}
     problems, files = [], [(c, p) for c, p in mqtt_files(config).items() if c not in loaded]
     for credential, path in files:
-        if _hidden_by_protect_home(path, settings):
+        if _hidden_by_private_tmp(path, settings, layout):
+            problems.append((credential, f"{path}: {PRIVATE_TMP_HIDES}"))
+        elif _hidden_by_protect_home(path, settings):
             problems.append((credential, f"{path}: under a home folder, hidden by ProtectHome="))
         elif not os.path.isfile(path):
             problems.append((credential, f"{path} does not exist"))

@@ -61,6 +61,10 @@ OPTIONAL_GROUPS = {"render": "char-drm"}
 OPTIONAL_NODES = ("/dev/vchiq",)
 # what ProtectHome= hides
 HOMES = (Path("/home"), Path("/root"), Path("/run/user"))
+# what the unit's private /tmp and /var/tmp hide (PrivateTmp=, which DynamicUser=yes implies: a drop-in's
+# PrivateTmp=no does not lift it); no bind is written for them, since Debian's tmpfiles.d/tmp.conf empties
+# /tmp at every boot ("D /tmp"): a model kept there is gone after the next power cut anyway
+PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"))
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 # the longest file name install writes is replace_file's temp file for the config, ".NAME.yaml.XXXXXXXX.tmp":
 # 19 characters more than NAME within a file name's 255 (the unit name edgeseg@NAME.service, 16 more, is
@@ -208,6 +212,12 @@ def host_dropin(layout: Layout) -> str | None:
     lines += [f"DeviceAllow={OPTIONAL_GROUPS[g]} rw" for g in groups]
     lines += [f"DeviceAllow={n} rw" for n in nodes]
     return "\n".join(lines) + "\n"
+
+
+def in_private_tmp(layout: Layout, path: Path) -> bool:
+    """Whether ``path`` (as this machine sees it, links followed) lies in the root's /tmp or /var/tmp."""
+    resolved = path.resolve()
+    return any(resolved == t or t in resolved.parents for t in (layout.at(p).resolve() for p in PRIVATE_TMP))
 
 
 def in_home(path: Path) -> bool:
@@ -388,6 +398,12 @@ def install(opts: InstallOptions) -> list[str]:
             f"{opts.pipeline}: {key} is {path}, which the service cannot write (it writes only its state "
             f"directory {state}): point it there, or remove the key (the service then "
             f"{without.get(key, 'writes none')})"
+        )
+    if hidden := [p for p in needed_folders(bin_path, config) if in_private_tmp(layout, p)]:
+        raise ConfigError(
+            f"{opts.pipeline}: the service would not see {hidden[0]}: its /tmp and /var/tmp are its own "
+            "(PrivateTmp=, implied by DynamicUser=), and /tmp is emptied at boot; move the model, video, "
+            "files or environment there elsewhere (e.g. /opt/edgeseg or /srv/edgeseg)"
         )
     target = layout.config(name)
     existing = layout.at(target)

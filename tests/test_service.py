@@ -757,6 +757,38 @@ def test_doctor_service_fails_when_the_model_lies_in_a_home_folder_the_unit_hide
         assert _failed(service_checks("front-door", tmp_path), "model") == ""
 
 
+def test_install_refuses_a_model_in_tmp_and_doctor_fails_one_the_unit_hides_there(tmp_path: Path) -> None:
+    """A model under /tmp or /var/tmp (a download, a checkout there) was installed and passed by doctor: the
+    unit's private /tmp (DynamicUser= implies PrivateTmp=) hides it, and the service ended at its start
+    'model file not found' (status 2, never restarted). The root's /tmp is ROOT/tmp under --root."""
+    root = tmp_path / "root"
+    _group_file(root)
+    for tmp in ("tmp", "var/tmp"):
+        model = root / tmp / "models" / "demo-parts.onnx"
+        model.parent.mkdir(parents=True)
+        shutil.copy(REPO / "models" / "demo-parts.onnx", model)
+        shutil.copy(REPO / "models" / "demo-parts.yaml", model.parent)  # (its card)
+        pipeline = tmp_path / "tmp.yaml"
+        pipeline.write_text(re.sub(r"(?m)^  path: .*demo-parts.onnx", f"  path: {model}", _demo()))
+        with pytest.raises(ConfigError, match=f"the service would not see {model.parent}: its /tmp and"):
+            _install(root, pipeline=pipeline)
+        assert not (root / "etc/edgeseg").exists()
+    # the copy in /etc edited to name it (README: then `systemctl reload`)
+    _install(root)
+    etc = root / "etc/edgeseg/front-door.yaml"
+    etc.write_text(re.sub(r"(?m)^  path: .*demo-parts.onnx", f"  path: {model}", etc.read_text()))
+    (found,) = [c for c in service_checks("front-door", root) if c.name == "model"]
+    assert (found.ok, found.detail) == (
+        False,
+        f"{model}: under /tmp or /var/tmp, hidden by the unit's own (PrivateTmp=, implied by DynamicUser=)",
+    )
+    # and the command of an environment there
+    command = root / "tmp/venv/bin/edgeseg"
+    override = root / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override.write_text(f"[Service]\nExecStart=\nExecStart={command} run /etc/edgeseg/%i.yaml\n")
+    assert _failed(service_checks("front-door", root), "command").startswith(f"{command}: under /tmp")
+
+
 def test_doctor_service_sees_a_model_in_a_bound_home_folder_whose_name_has_percent_i(tmp_path: Path) -> None:
     # install writes the folder with '%' doubled ("100%%ideal"): doctor expanded the %i in "%%i" to the
     # instance name and said the model was hidden by ProtectHome=, where systemd binds "100%ideal"
