@@ -553,6 +553,11 @@ def _read_check(
         return Check(area, what, False, f"{path}: under a home folder, hidden by ProtectHome=", fix)
     # (os.path.exists: a name longer than the file system takes is missing, not a traceback)
     exists = os.path.exists(path)
+    if exists and (closed := _closed_folder(path, settings)):
+        why = f"{path}: the service's dynamic user may not enter {closed} ('other' has no x)"
+        return Check(
+            area, what, False, why, f"chmod o+x {closed}, or move it (e.g. to /opt/edgeseg) and fix {key}"
+        )
     readable = exists and bool(path.stat().st_mode & stat.S_IROTH)
     fix = "the dynamic user reads it as 'other': chmod o+r" if exists else f"fix {key}"
     return Check(area, what, readable, str(path), fix)
@@ -570,6 +575,35 @@ def _hidden_by_private_tmp(path: Path, settings: Mapping[str, list[str]], layout
     return any(v in ("yes", "true", "on", "1") for v in private) and in_private_tmp(layout, path)
 
 
+def _closed_folder(path: Path, settings: Mapping[str, list[str]]) -> Path | None:
+    """The first folder above ``path`` that the service's dynamic user may not enter ("other" has no x),
+    as the service sees them: under a home folder that a bind shows past ProtectHome=tmpfs, from the bind
+    down, the folders above it being the tmpfs's, 0755 (systemd's namespace.c mounts it "mode=0755")."""
+    from edgeseg.service import in_home
+
+    folders = list(reversed(path.parents))
+    tmpfs = (settings.get("ProtectHome") or ["no"])[-1] == "tmpfs" and in_home(path)
+    bound = [b for b in _binds(settings) if b == path or b in path.parents] if tmpfs else []
+    if bound:
+        top = min(bound, key=lambda b: len(b.parts))
+        folders = [f for f in folders if f == top or top in f.parents]
+    for folder in folders:
+        try:
+            if not folder.stat().st_mode & stat.S_IXOTH:
+                return folder
+        except OSError:  # (missing: the check of the file says so)
+            return None
+    return None
+
+
+def _binds(settings: Mapping[str, list[str]]) -> set[Path]:
+    """The host folders the unit's BindPaths= and BindReadOnlyPaths= show: words as systemd reads them
+    (unit_settings expanded '%%'): quoted, an optional '-' prefix and ':DEST[:OPTIONS]'."""
+    values = [v for key in ("BindPaths", "BindReadOnlyPaths") for v in settings.get(key, [])]
+    words = [w.lstrip("-") for v in values for w in _words(v) or []]
+    return {Path(c) for w in words for c in (w, w.split(":")[0])}
+
+
 def _hidden_by_protect_home(path: Path, settings: Mapping[str, list[str]]) -> bool:
     """Whether the unit's ``ProtectHome=`` hides ``path``: it lies under /home, /root or /run/user and no
     ``BindPaths=``/``BindReadOnlyPaths=`` entry shows it (what install writes when the pipeline file it was
@@ -579,12 +613,7 @@ def _hidden_by_protect_home(path: Path, settings: Mapping[str, list[str]]) -> bo
     protect = (settings.get("ProtectHome") or ["no"])[-1]
     if protect not in ("yes", "true", "on", "1", "tmpfs") or not in_home(path):
         return False
-    # words as systemd reads them (unit_settings expanded '%%'): quoted, an optional '-' prefix and
-    # ':DEST[:OPTIONS]'
-    values = [v for key in ("BindPaths", "BindReadOnlyPaths") for v in settings.get(key, [])]
-    words = [w.lstrip("-") for v in values for w in _words(v) or []]
-    binds = {Path(c) for w in words for c in (w, w.split(":")[0])}
-    return not any(b == path or b in path.parents for b in binds)
+    return not any(b == path or b in path.parents for b in _binds(settings))
 
 
 def _credentials_check(area: str, layout: Layout, settings: Mapping[str, list[str]], name: str) -> Check:
@@ -628,6 +657,9 @@ def _mqtt_files_check(
             problems.append((credential, f"{path}: under a home folder, hidden by ProtectHome="))
         elif not os.path.isfile(path):
             problems.append((credential, f"{path} does not exist"))
+        elif closed := _closed_folder(path, settings):
+            why = f"{path}: the service's dynamic user may not enter {closed} ('other' has no x)"
+            problems.append((credential, why))
         elif not path.stat().st_mode & stat.S_IROTH:
             problems.append((credential, f"{path}: not readable by the service's dynamic user ('other')"))
     if not files:

@@ -755,6 +755,11 @@ def test_doctor_service_fails_when_the_model_lies_in_a_home_folder_the_unit_hide
         etc.unlink()
         _install(tmp_path, pipeline=pipeline)
         assert _failed(service_checks("front-door", tmp_path), "model") == ""
+        # without ProtectHome=tmpfs, whose folders above the bind are 0755, the home folder's own mode counts
+        if not Path.home().stat().st_mode & stat.S_IXOTH:
+            override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+            override.write_text("[Service]\nProtectHome=no\n")
+            assert f"may not enter {Path.home()} " in _failed(service_checks("front-door", tmp_path), "model")
 
 
 def test_install_refuses_a_model_in_tmp_and_doctor_fails_one_the_unit_hides_there(tmp_path: Path) -> None:
@@ -982,30 +987,78 @@ def test_doctor_service_finds_the_command_of_an_execstart_with_a_prefix(tmp_path
 def test_doctor_service_fails_for_an_mqtt_file_the_services_user_cannot_read(tmp_path: Path) -> None:
     """sinks.mqtt.password_file, mode 0600 as secrets are: the service's dynamic user reads it as "other"
     and cannot, so it ended at its start (status 2); doctor, run as root, read it and passed."""
-    secret = tmp_path / "secrets" / "password"
-    secret.parent.mkdir()
-    secret.write_text("secret")
-    secret.chmod(0o600)
-    (tmp_path / "secrets" / "user").write_text("cam")
-    pipeline = tmp_path / "mqtt.yaml"
-    mqtt = "sinks:\n  mqtt:\n    url: mqtt://127.0.0.1:1\n    username_file: {}\n    password_file: {}\n"
-    mqtt += "  display:"
-    pipeline.write_text(_demo().replace("sinks:\n  display:", mqtt.format(secret.parent / "user", secret)))
+    import tempfile
+
+    # (not pytest's tmp_path: it lies in a folder only root may enter)
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp).chmod(0o755)
+        secret = Path(tmp) / "secrets" / "password"
+        secret.parent.mkdir()
+        secret.write_text("secret")
+        secret.chmod(0o600)
+        (secret.parent / "user").write_text("cam")
+        pipeline = tmp_path / "mqtt.yaml"
+        mqtt = "sinks:\n  mqtt:\n    url: mqtt://127.0.0.1:1\n    username_file: {}\n    password_file: {}\n"
+        mqtt += "  display:"
+        text = _demo().replace("sinks:\n  display:", mqtt.format(secret.parent / "user", secret))
+        pipeline.write_text(text)
+        root = tmp_path / "root"
+        _group_file(root)
+        _install(root, pipeline=pipeline)
+        found = next(c for c in service_checks("front-door", root) if c.name == "mqtt files")
+        assert (found.ok, found.detail) == (
+            False,
+            f"{secret}: not readable by the service's dynamic user ('other')",
+        )
+        assert "/etc/edgeseg/credentials/front-door/mqtt-password" in found.fix
+        # as a credential, the file is not read
+        creds = root / "etc/edgeseg/credentials/front-door"
+        creds.mkdir(parents=True)
+        (creds / "mqtt-password").write_text("secret")
+        _install(root, pipeline=pipeline)
+        assert _failed(service_checks("front-door", root), "mqtt files") == ""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reading as another user needs root")
+def test_doctor_service_fails_for_a_model_or_mqtt_file_in_a_folder_the_services_user_cannot_enter(
+    tmp_path: Path,
+) -> None:
+    """A model (or a sinks.mqtt file) mode 0644 in a folder mode 0700: doctor looked at the file's own "other"
+    bit and passed, while the service's dynamic user, "other" to the folder, cannot reach it and ended at
+    its start."""
+    import tempfile
+
     root = tmp_path / "root"
     _group_file(root)
-    _install(root, pipeline=pipeline)
-    found = next(c for c in service_checks("front-door", root) if c.name == "mqtt files")
-    assert (found.ok, found.detail) == (
-        False,
-        f"{secret}: not readable by the service's dynamic user ('other')",
-    )
-    assert "/etc/edgeseg/credentials/front-door/mqtt-password" in found.fix
-    # as a credential, the file is not read
-    creds = root / "etc/edgeseg/credentials/front-door"
-    creds.mkdir(parents=True)
-    (creds / "mqtt-password").write_text("secret")
-    _install(root, pipeline=pipeline)
-    assert _failed(service_checks("front-door", root), "mqtt files") == ""
+    # (not pytest's tmp_path: it lies in a folder only root may enter)
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp).chmod(0o755)
+        closed = Path(tmp) / "closed"
+        (closed / "models").mkdir(parents=True, mode=0o755)
+        closed.chmod(0o700)
+        model = closed / "models" / "demo-parts.onnx"
+        shutil.copy(REPO / "models" / "demo-parts.onnx", model)
+        shutil.copy(REPO / "models" / "demo-parts.yaml", model.parent)  # (its card)
+        (closed / "user").write_text("cam")
+        for path in (model, model.parent / "demo-parts.yaml", closed / "user"):
+            path.chmod(0o644)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", str(model)]
+        assert subprocess.run(nobody, capture_output=True, timeout=60, check=False).returncode != 0
+        pipeline = tmp_path / "closed.yaml"
+        mqtt = (
+            f"sinks:\n  mqtt:\n    url: mqtt://127.0.0.1:1\n    username_file: {closed / 'user'}\n  display:"
+        )
+        text = re.sub(r"(?m)^  path: .*demo-parts.onnx", f"  path: {model}", _demo())
+        pipeline.write_text(text.replace("sinks:\n  display:", mqtt))
+        _install(root, pipeline=pipeline)
+        checks = service_checks("front-door", root)
+        why = f"the service's dynamic user may not enter {closed} ('other' has no x)"
+        assert _failed(checks, "model") == f"{model}: {why}"
+        assert _failed(checks, "mqtt files") == f"{closed / 'user'}: {why}"
+        closed.chmod(0o711)
+        assert subprocess.run(nobody, capture_output=True, timeout=60, check=False).returncode == 0
+        checks = service_checks("front-door", root)
+        assert (_failed(checks, "model"), _failed(checks, "mqtt files")) == ("", "")
 
 
 def test_doctor_service_fails_for_a_web_page_the_service_cannot_serve(tmp_path: Path) -> None:
