@@ -235,6 +235,12 @@ def mqtt_files(config: PipelineConfig) -> dict[str, Path]:
     """The files ``sinks.mqtt`` names (``username_file``, ... ``key_file``), by the credential that takes
     their place (``mqtt-username``, ... ``mqtt-key``); relative ones as the service reads them, from ``/``
     (its working directory)."""
+    return {c: Path("/") / p for c, p in mqtt_named(config).items()}
+
+
+def mqtt_named(config: PipelineConfig) -> dict[str, Path]:
+    """The files ``sinks.mqtt`` names, by credential, as written (a relative one from the folder a run
+    starts in)."""
     from edgeseg.sinks.mqtt import MqttSinkConfig
 
     mqtt = config.sinks.section(MqttSinkConfig)
@@ -242,7 +248,7 @@ def mqtt_files(config: PipelineConfig) -> dict[str, Path]:
         return {}
     keys = ("username", "password", "ca", "cert", "key")
     named = {f"mqtt-{k}": getattr(mqtt, f"{k}_file") for k in keys}
-    return {c: Path("/") / p for c, p in named.items() if p is not None}
+    return {c: p for c, p in named.items() if p is not None}
 
 
 def read_files(config: PipelineConfig) -> dict[str, Path]:
@@ -398,6 +404,21 @@ def install(opts: InstallOptions) -> list[str]:
             f"{opts.pipeline}: {key} is {path}, which the service cannot write (it writes only its state "
             f"directory {state}): point it there, or remove the key (the service then "
             f"{without.get(key, 'writes none')})"
+        )
+    creds = layout.credentials(name)
+    # (a credential takes the file's place: its path is not read then)
+    relative = [
+        (c, p)
+        for c, p in mqtt_named(config).items()
+        if not p.is_absolute() and not layout.at(f"{creds}/{c}").is_file()
+    ]
+    if relative:
+        credential, path = relative[0]
+        key = f"sinks.mqtt.{credential.removeprefix('mqtt-')}_file"
+        raise ConfigError(
+            f"{opts.pipeline}: {key} is {path}, read from the folder a run starts in, and the service's "
+            f"is / (it would read /{path}): give the whole path, or the file as the credential "
+            f"{creds}/{credential}"
         )
     if hidden := [p for p in needed_folders(bin_path, config) if in_private_tmp(layout, p)]:
         raise ConfigError(

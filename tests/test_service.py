@@ -1019,6 +1019,39 @@ def test_doctor_service_fails_for_an_mqtt_file_the_services_user_cannot_read(tmp
         assert _failed(service_checks("front-door", root), "mqtt files") == ""
 
 
+def test_install_refuses_a_relative_mqtt_file_the_service_would_read_from_slash_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """`username_file: secrets/user`, read from the folder `edgeseg run` starts in (where it worked), was
+    installed as written: the service, which starts in /, ended at its start 'cannot read /secrets/user'
+    (status 2, never restarted), and install had said nothing."""
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "user").write_text("cam")
+    pipeline = tmp_path / "mqtt.yaml"
+    mqtt = "sinks:\n  mqtt:\n    url: mqtt://127.0.0.1:1\n    username_file: secrets/user\n  display:"
+    pipeline.write_text(_demo().replace("sinks:\n  display:", mqtt))
+    root = tmp_path / "root"
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "service", "install", "front-door", "--pipeline", str(pipeline),
+         "--root", str(root), "--no-start"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    creds = "/etc/edgeseg/credentials/front-door"
+    assert done.stderr.splitlines() == [
+        f"edgeseg: error: {pipeline}: sinks.mqtt.username_file is secrets/user, read from the folder a run "
+        "starts in, and the service's is / (it would read /secrets/user): give the whole path, or the file "
+        f"as the credential {creds}/mqtt-username"
+    ]
+    assert not (root / "etc").exists()
+    # given as the credential, the file is not read
+    (root / creds.lstrip("/")).mkdir(parents=True)
+    (root / creds.lstrip("/") / "mqtt-username").write_text("cam")
+    _install(root, pipeline=pipeline)
+    dropin = (root / "etc/systemd/system/edgeseg@front-door.service.d/50-edgeseg.conf").read_text()
+    assert f"LoadCredential=mqtt-username:{creds}/mqtt-username" in dropin.splitlines()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="reading as another user needs root")
 def test_doctor_service_fails_for_a_model_or_mqtt_file_in_a_folder_the_services_user_cannot_enter(
     tmp_path: Path,
