@@ -428,6 +428,7 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
     from edgeseg.service import (
         Layout,
         check_name,
+        masking,
         read_files,
         state_directory,
         unwritable_paths,
@@ -438,6 +439,9 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
     name = check_name(name)  # (a name install refuses was looked up, and install of it suggested)
     settings = unit_settings(root, name)
     install = f"edgeseg service install {name} --pipeline FILE"
+    if mask := masking(root, name):
+        why = f"masked: {mask} is empty or a link to /dev/null, so systemd refuses to start it"
+        return [Check(area, "unit", False, why, f"systemctl unmask {mask.name}")]
     if "ExecStart" not in settings:
         return [
             Check(area, "unit", False, f"no {layout.at('/etc/systemd/system/edgeseg@.service')}", install)

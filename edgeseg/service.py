@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import stat
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -632,6 +633,26 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fragment(layout: Layout, name: str) -> Path | None:
+    """The unit file systemd loads for ``edgeseg@NAME``: the instance's own, anywhere, before the
+    template's (src/shared/unit-file.c, unit_file_find_fragment); a link to /dev/null counts."""
+    units = [layout.at(f"{d}/{u}") for u in (f"edgeseg@{name}.service", TEMPLATE) for d in UNIT_PATH]
+    return next((u for u in units if u.exists()), None)
+
+
+def masked(path: Path) -> bool:
+    """Whether a unit file masks the unit: a link to /dev/null or an empty file (`systemctl mask`;
+    systemd's null_or_empty_path)."""
+    st = path.stat()
+    return st.st_size == 0 if stat.S_ISREG(st.st_mode) else st.st_rdev == os.stat("/dev/null").st_rdev
+
+
+def masking(root: Path, name: str) -> Path | None:
+    """The unit file that masks ``edgeseg@NAME`` (systemd refuses to start it), if one does."""
+    unit = _fragment(Layout(root), name)
+    return unit if unit is not None and masked(unit) else None
+
+
 def installed(root: Path, name: str) -> Mapping[str, Path]:
     """The unit files of ``name`` that exist, in systemd's order (template, then its drop-ins and the
     instance's, by file name): what :mod:`edgeseg.doctor` reads. Each is looked for in every folder of
@@ -639,10 +660,8 @@ def installed(root: Path, name: str) -> Mapping[str, Path]:
     hides one in /run, which hides one in /usr/lib; an instance's drop-in hides the template's of the same
     name in its folder, as ``systemctl edit`` writes override.conf for both)."""
     layout = Layout(root)
-    # the instance's own unit file, anywhere, before the template's (src/shared/unit-file.c,
-    # unit_file_find_fragment)
-    units = [layout.at(f"{d}/{u}") for u in (f"edgeseg@{name}.service", TEMPLATE) for d in UNIT_PATH]
-    ordered = [u for u in units if u.is_file()][:1]
+    unit = _fragment(layout, name)
+    ordered = [unit] if unit is not None and not masked(unit) else []
     dropins: dict[str, Path] = {}
     # by folder, the instance's, then the template's; then service.d/, every service's (src/shared/dropin.c,
     # unit_file_find_dropin_paths)

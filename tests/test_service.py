@@ -955,6 +955,30 @@ def test_doctor_service_reads_the_unit_and_drop_ins_of_run_and_lib_as_systemd_do
     assert _failed(service_checks("front-door", tmp_path), "watchdog") == ""
 
 
+@needs_analyze
+@pytest.mark.parametrize("unit", ["edgeseg@front-door.service", "edgeseg@.service"])
+def test_doctor_service_fails_on_a_masked_instance_or_template(tmp_path: Path, unit: str) -> None:
+    """`systemctl mask` (a link to /dev/null in /etc/systemd/system) makes systemd refuse every start:
+    doctor took the link for no file, read the template (or the next one) and passed."""
+    _group_file(tmp_path)
+    _install(tmp_path)
+    lib = tmp_path / "usr/lib/systemd/system"
+    lib.mkdir(parents=True)
+    shutil.copy(tmp_path / "etc/systemd/system/edgeseg@.service", lib)
+    mask = tmp_path / "etc/systemd/system" / unit
+    mask.unlink(missing_ok=True)
+    mask.symlink_to("/dev/null")
+    done = subprocess.run(
+        [ANALYZE or "systemd-analyze", "security", "--offline=true", f"--root={tmp_path}", "--no-pager",
+         "edgeseg@front-door.service"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert "Unit edgeseg@front-door.service is masked." in done.stdout + done.stderr
+    (found,) = service_checks("front-door", tmp_path)
+    assert (found.name, found.ok, found.fix) == ("unit", False, f"systemctl unmask {unit}")
+    assert found.detail == f"masked: {mask} is empty or a link to /dev/null, so systemd refuses to start it"
+
+
 def test_doctor_service_says_a_drop_in_emptied_execstart_instead_of_a_traceback(tmp_path: Path) -> None:
     """`systemctl edit` with `ExecStart=` alone (the first half of replacing the command): doctor ended in
     an IndexError traceback, where systemd says the unit has no ExecStart= and refuses it."""
