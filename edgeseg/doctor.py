@@ -615,9 +615,11 @@ def _hidden_by_protect_home(path: Path, settings: Mapping[str, list[str]]) -> bo
     from edgeseg.service import in_home
 
     protect = (settings.get("ProtectHome") or ["no"])[-1]
-    if protect not in ("yes", "true", "on", "1", "tmpfs") or not in_home(path):
+    if protect not in ("yes", "true", "on", "1", "tmpfs"):
         return False
-    return not any(b == path or b in path.parents for b in _binds(settings))
+    # (where its links lead too: the service reads the file there)
+    paths = [p for p in (path, path.resolve()) if in_home(p)]
+    return any(not any(b == p or b in p.parents for b in _binds(settings)) for p in paths)
 
 
 def _credentials_check(area: str, layout: Layout, settings: Mapping[str, list[str]], name: str) -> Check:

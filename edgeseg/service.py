@@ -269,11 +269,13 @@ def read_files(config: PipelineConfig) -> dict[str, Path]:
 
 def needed_folders(bin_path: Path, config: Any) -> list[Path]:
     """The folders the service reads: its environment (and this package's source for an editable install,
-    when ``bin_path`` is this environment's), those of :func:`read_files` and of ``sinks.mqtt``'s files."""
+    when ``bin_path`` is this environment's), those of :func:`read_files` and of ``sinks.mqtt``'s files,
+    each also where its links lead (a model in /opt/models, a link to /home/pi/models, is read there)."""
     out = [bin_path.parent.parent, bin_path.resolve().parent.parent]
     if bin_path.parent == Path(sys.executable).parent:
         out += [Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parent.parent]
-    return out + [p.parent for p in (*read_files(config).values(), *mqtt_files(config).values())]
+    files = [*read_files(config).values(), *mqtt_files(config).values()]
+    return out + [f for p in files for f in (p.parent, p.resolve().parent)]
 
 
 def unit_path(path: Path | str) -> str:

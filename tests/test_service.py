@@ -794,6 +794,41 @@ def test_install_refuses_a_model_in_tmp_and_doctor_fails_one_the_unit_hides_ther
     assert _failed(service_checks("front-door", root), "command").startswith(f"{command}: under /tmp")
 
 
+def test_a_model_reached_through_a_link_into_a_home_folder_is_shown_to_the_service(tmp_path: Path) -> None:
+    """model.path /opt/models/x.onnx, /opt/models a link to /home/pi/models: install bound nothing (the path
+    is not under /home) and doctor passed, while ProtectHome= hides where the link leads: the service ended
+    at its start 'model file not found'."""
+    import tempfile
+
+    if not any(Path.home() == h or h in Path.home().parents for h in (Path("/home"), Path("/root"))):
+        pytest.skip("the home folder is not under /home or /root")
+    root = tmp_path / "root"
+    _group_file(root)
+    _install(root)
+    # (the link not in pytest's tmp_path: it lies in a folder only root may enter)
+    with tempfile.TemporaryDirectory(dir=Path.home()) as home, tempfile.TemporaryDirectory() as opt:
+        Path(opt).chmod(0o755)
+        models = Path(home) / "models"
+        models.mkdir()
+        shutil.copy(REPO / "models" / "demo-parts.onnx", models)
+        shutil.copy(REPO / "models" / "demo-parts.yaml", models)  # (its card)
+        (Path(opt) / "models").symlink_to(models)
+        model = Path(opt) / "models" / "demo-parts.onnx"
+        # the copy in /etc edited to name it: no bind
+        etc = root / "etc/edgeseg/front-door.yaml"
+        etc.write_text(re.sub(r"(?m)^  path: .*demo-parts.onnx", f"  path: {model}", etc.read_text()))
+        assert "hidden by ProtectHome=" in _failed(service_checks("front-door", root), "model")
+        # installed from a pipeline file that names it, the unit binds the folder the link leads to in
+        pipeline = tmp_path / "linked.yaml"
+        pipeline.write_text(etc.read_text())
+        etc.unlink()
+        _install(root, pipeline=pipeline)
+        dropin = (root / "etc/systemd/system/edgeseg@front-door.service.d/50-edgeseg.conf").read_text()
+        [binds] = re.findall(r"^BindReadOnlyPaths=(.*)$", dropin, re.M)
+        assert f'"{models}"' in binds.split()
+        assert _failed(service_checks("front-door", root), "model") == ""
+
+
 def test_doctor_service_sees_a_model_in_a_bound_home_folder_whose_name_has_percent_i(tmp_path: Path) -> None:
     # install writes the folder with '%' doubled ("100%%ideal"): doctor expanded the %i in "%%i" to the
     # instance name and said the model was hidden by ProtectHome=, where systemd binds "100%ideal"
