@@ -336,10 +336,12 @@ def unwritable_paths(config: PipelineConfig, name: str) -> list[tuple[str, Path]
 
 def _write(layout: Layout, target: str, text: str, report: list[str]) -> bool:
     path = layout.at(target)
-    if path.is_file() and path.read_text(encoding="utf-8") == text and (path.stat().st_mode & 0o777) == 0o644:
+    # (bytes: a file edited by hand need not be UTF-8)
+    data = text.encode("utf-8")
+    if path.is_file() and path.read_bytes() == data and (path.stat().st_mode & 0o777) == 0o644:
         return False
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    replace_file(path, text.encode("utf-8"), 0o644)
+    replace_file(path, data, 0o644)
     report.append(f"wrote {target}")
     return True
 
@@ -431,7 +433,7 @@ def install(opts: InstallOptions) -> list[str]:
         )
     target = layout.config(name)
     existing = layout.at(target)
-    if existing.exists() and existing.read_text(encoding="utf-8") != text:
+    if existing.exists() and existing.read_bytes() != text.encode("utf-8"):  # (edited: maybe not UTF-8)
         raise ConfigError(
             f"{target} exists and differs from what {opts.pipeline} gives (edited by hand?): keep it and "
             f"skip install, or remove it to install {opts.pipeline}"

@@ -401,6 +401,30 @@ def test_a_second_install_from_another_pipeline_does_not_overwrite_the_config(tm
     assert config.read_text().endswith("# tuned by hand\n")
 
 
+def test_install_over_a_config_or_drop_in_edited_into_latin_1_is_one_line_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """/etc/edgeseg/NAME.yaml (or a drop-in install writes) saved by an editor in Latin-1 ("# café"): install
+    again ended in a UnicodeDecodeError traceback, comparing it with what it would write."""
+    _install(tmp_path)
+    config = tmp_path / "etc/edgeseg/front-door.yaml"
+    config.write_bytes(config.read_bytes() + "# café\n".encode("latin-1"))
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "service", "install", "front-door", "--pipeline", str(DEMO),
+         "--root", str(tmp_path), "--no-start"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"edgeseg: error: /etc/edgeseg/front-door.yaml exists and differs from what {DEMO} gives (edited by "
+        f"hand?): keep it and skip install, or remove it to install {DEMO}"
+    ]
+    config.unlink()
+    dropin = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/50-edgeseg.conf"
+    dropin.write_bytes(dropin.read_bytes() + "# café\n".encode("latin-1"))
+    assert "wrote /etc/systemd/system/edgeseg@front-door.service.d/50-edgeseg.conf" in _install(tmp_path)
+
+
 def test_install_error_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "edgeseg", "service", "install", "bad/name", "--pipeline", str(DEMO),
