@@ -259,12 +259,33 @@ def read_files(config: PipelineConfig) -> dict[str, Path]:
     from edgeseg.sources import parse_uri
 
     files = {"model.path": config.model.path, "source.imx500_network": config.source.imx500_network}
+    if weights := _card_file(Path(config.model.path)):
+        files[CARD_FILE] = weights
     source = parse_uri(config.source.uri)
     if source.scheme == "file" and Path(source.target).is_absolute():
         files["source.uri"] = source.target
     if source.options.get("network"):
         files["source.uri"] = source.options["network"]
     return {k: Path(v) for k, v in files.items() if v}
+
+
+# read_files()'s key of the model a card given as model.path names (its ``file:``)
+CARD_FILE = "model.path's card file"
+
+
+def _card_file(model: Path) -> Path | None:
+    """The model file of a card given as ``model.path``, which may lie in another folder (``file:
+    /home/pi/weights/x.onnx``); ``None`` for a model file, or a card that does not load (the model check
+    says why)."""
+    from edgeseg.errors import EdgesegError
+    from edgeseg.modelcard import find_card
+
+    if model.suffix.lower() not in (".yaml", ".yml"):
+        return None
+    try:
+        return find_card(model).file
+    except EdgesegError:
+        return None
 
 
 def needed_folders(bin_path: Path, config: Any) -> list[Path]:

@@ -853,6 +853,35 @@ def test_a_model_reached_through_a_link_into_a_home_folder_is_shown_to_the_servi
         assert _failed(service_checks("front-door", root), "model") == ""
 
 
+def test_the_model_file_of_a_card_given_as_model_path_is_shown_to_the_service(tmp_path: Path) -> None:
+    """model.path a card YAML whose `file:` names weights in a home folder: install bound the card's folder
+    alone and doctor checked the card, while ProtectHome= hides the weights the service loads."""
+    import tempfile
+
+    if not any(Path.home() == h or h in Path.home().parents for h in (Path("/home"), Path("/root"))):
+        pytest.skip("the home folder is not under /home or /root")
+    root = tmp_path / "root"
+    _group_file(root)
+    with tempfile.TemporaryDirectory(dir=Path.home()) as home, tempfile.TemporaryDirectory() as opt:
+        Path(opt).chmod(0o755)  # (not pytest's tmp_path: it lies in a folder only root may enter)
+        weights = Path(home) / "weights" / "demo-parts.onnx"
+        weights.parent.mkdir()
+        shutil.copy(REPO / "models" / "demo-parts.onnx", weights)
+        card = Path(opt) / "parts.yaml"
+        text = (REPO / "models" / "demo-parts.yaml").read_text()
+        card.write_text(text.replace("file: demo-parts.onnx", f"file: {weights}"))
+        pipeline = tmp_path / "card.yaml"
+        pipeline.write_text(re.sub(r"(?m)^  path: .*demo-parts.onnx", f"  path: {card}", _demo()))
+        _install(root, pipeline=pipeline)
+        dropin = (root / "etc/systemd/system/edgeseg@front-door.service.d/50-edgeseg.conf").read_text()
+        [binds] = re.findall(r"^BindReadOnlyPaths=(.*)$", dropin, re.M)
+        assert f'"{weights.parent}"' in binds.split()
+        checks = service_checks("front-door", root)
+        assert (_failed(checks, "model"), _failed(checks, "model file")) == ("", "")
+        weights.chmod(0o600)
+        assert _failed(service_checks("front-door", root), "model file") == str(weights)
+
+
 def test_doctor_service_sees_a_model_in_a_bound_home_folder_whose_name_has_percent_i(tmp_path: Path) -> None:
     # install writes the folder with '%' doubled ("100%%ideal"): doctor expanded the %i in "%%i" to the
     # instance name and said the model was hidden by ProtectHome=, where systemd binds "100%ideal"
