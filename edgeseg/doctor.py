@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeseg.errors import ConfigError
-from edgeseg.service import CARD_FILE
+from edgeseg.service import CARD, CARD_FILE
 
 if TYPE_CHECKING:
     from edgeseg.config import PipelineConfig
@@ -543,6 +543,7 @@ def _words(value: str) -> list[str] | None:
 # the check of each file read_files() gives, by its key
 _READ_CHECKS = {
     "model.path": "model",
+    CARD: "model card",
     CARD_FILE: "model file",
     "source.imx500_network": "imx500 network",
     "source.uri": "source file",

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import subprocess
 
     from edgeseg.config import PipelineConfig
+    from edgeseg.modelcard import ModelCard
 
 TEMPLATE = "edgeseg@.service"
 TEMPLATE_BIN = "/opt/edgeseg/venv/bin/edgeseg"  # ExecStart= of the shipped template, replaced on install
@@ -259,8 +260,11 @@ def read_files(config: PipelineConfig) -> dict[str, Path]:
     from edgeseg.sources import parse_uri
 
     files = {"model.path": config.model.path, "source.imx500_network": config.source.imx500_network}
-    if weights := _card_file(Path(config.model.path)):
-        files[CARD_FILE] = weights
+    card = _card(Path(config.model.path))
+    if card is not None and os.path.isfile(card.source):  # (not a card of ONNX metadata)
+        files[CARD] = Path(card.source)
+    if card is not None and card.file is not None:
+        files[CARD_FILE] = card.file
     source = parse_uri(config.source.uri)
     if source.scheme == "file" and Path(source.target).is_absolute():
         files["source.uri"] = source.target
@@ -269,21 +273,19 @@ def read_files(config: PipelineConfig) -> dict[str, Path]:
     return {k: Path(v) for k, v in files.items() if v}
 
 
-# read_files()'s key of the model a card given as model.path names (its ``file:``)
+# read_files()'s keys of the model's card (beside the model, or model.path itself) and of the model file a
+# card given as model.path names (its ``file:``)
+CARD = "model.path's card"
 CARD_FILE = "model.path's card file"
 
 
-def _card_file(model: Path) -> Path | None:
-    """The model file of a card given as ``model.path``, which may lie in another folder (``file:
-    /home/pi/weights/x.onnx``); ``None`` for a model file, or a card that does not load (the model check
-    says why)."""
-    from edgeseg.errors import EdgesegError
+def _card(model: Path) -> ModelCard | None:
+    """The card the service reads for ``model.path``, which may name a model file in another folder
+    (``file: /home/pi/weights/x.onnx``); ``None`` where none loads (the model check says why)."""
     from edgeseg.modelcard import find_card
 
-    if model.suffix.lower() not in (".yaml", ".yml"):
-        return None
     try:
-        return find_card(model).file
+        return find_card(model)
     except EdgesegError:
         return None
 

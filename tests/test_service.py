@@ -1206,6 +1206,32 @@ def test_doctor_service_fails_for_a_model_or_mqtt_file_in_a_folder_the_services_
         assert (_failed(checks, "model"), _failed(checks, "mqtt files")) == ("", "")
 
 
+def test_doctor_service_fails_for_a_model_card_the_services_user_cannot_read(tmp_path: Path) -> None:
+    """The model 0644 and its card beside it 0600: doctor checked the model alone and passed, while the
+    service, reading the card as "other", ended at its start (status 2, never restarted)."""
+    import tempfile
+
+    root = tmp_path / "root"
+    _group_file(root)
+    with tempfile.TemporaryDirectory() as opt:
+        Path(opt).chmod(0o755)  # (not pytest's tmp_path: it lies in a folder only root may enter)
+        model = Path(opt) / "demo-parts.onnx"
+        shutil.copy(REPO / "models" / "demo-parts.onnx", model)
+        shutil.copy(REPO / "models" / "demo-parts.yaml", Path(opt))
+        model.chmod(0o644)
+        (Path(opt) / "demo-parts.yaml").chmod(0o600)
+        pipeline = tmp_path / "card.yaml"
+        pipeline.write_text(re.sub(r"(?m)^  path: .*demo-parts.onnx", f"  path: {model}", _demo()))
+        _install(root, pipeline=pipeline)
+        checks = service_checks("front-door", root)
+        assert (_failed(checks, "model"), _failed(checks, "model card")) == (
+            "",
+            f"{Path(opt)}/demo-parts.yaml",
+        )
+        (Path(opt) / "demo-parts.yaml").chmod(0o644)
+        assert _failed(service_checks("front-door", root), "model card") == ""
+
+
 def test_doctor_service_fails_for_a_web_page_the_service_cannot_serve(tmp_path: Path) -> None:
     """sinks.web.listen on 0.0.0.0 without a web-token credential (the unit's one source of a token), or on
     port 80 (the unit grants no CAP_NET_BIND_SERVICE): the service ended at its start, status 2, never
