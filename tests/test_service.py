@@ -43,6 +43,34 @@ def _install(root: Path, name: str = "front-door", pipeline: Path = DEMO, **kw: 
     return install(InstallOptions(name, pipeline, root, start=False, **kw))  # type: ignore[arg-type]
 
 
+def _install_cli(root: Path, pipeline: Path = DEMO, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """``edgeseg service install front-door --no-start`` under ``root``, run as a user runs it."""
+    argv = [
+        "service",
+        "install",
+        "front-door",
+        "--pipeline",
+        str(pipeline),
+        "--root",
+        str(root),
+        "--no-start",
+    ]
+    return subprocess.run(
+        [sys.executable, "-m", "edgeseg", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        **kw,
+    )
+
+
+def _verifies(root: Path) -> None:
+    """systemd reads the installed instance under ``root`` without a word."""
+    done = _analyze(root, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
+    assert (done.returncode, done.stderr) == (0, "")
+
+
 def _tree(root: Path) -> dict[str, tuple[int, bytes | None]]:
     """Every path under root with its mode and (for files) its bytes."""
     out: dict[str, tuple[int, bytes | None]] = {}
@@ -80,8 +108,7 @@ def _group_file(root: Path, text: str = "root:x:0:\nvideo:x:44:\n") -> None:
 @needs_analyze
 def test_installed_unit_passes_systemd_analyze_verify_with_empty_stderr(tmp_path: Path) -> None:
     _install(tmp_path)
-    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
-    assert (done.returncode, done.stderr) == (0, "")
+    _verifies(tmp_path)
 
 
 @needs_analyze
@@ -89,8 +116,7 @@ def test_jetson_drop_in_passes_systemd_analyze_verify_with_empty_stderr(tmp_path
     _install(tmp_path, jetson=True)
     dropin = tmp_path / "etc/systemd/system/edgeseg@.service.d/60-edgeseg-jetson.conf"
     assert f"ExecStartPre=-{sys.executable.rsplit('/', 1)[0]}/edgeseg service prepare" in dropin.read_text()
-    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
-    assert (done.returncode, done.stderr) == (0, "")
+    _verifies(tmp_path)
 
 
 @needs_analyze
@@ -103,8 +129,7 @@ def test_folders_under_home_with_spaces_colons_or_percent_reach_systemd_as_one_p
     clip = "/home/pi/door clips/50%:off/door.mp4"
     pipeline.write_text(_demo().replace("uri: synthetic:parts?fps=30", f"uri: '{clip}'"))
     _install(tmp_path, pipeline=pipeline)
-    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
-    assert (done.returncode, done.stderr) == (0, "")
+    _verifies(tmp_path)
     dropin = (tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/50-edgeseg.conf").read_text()
     [binds] = re.findall(r"^BindReadOnlyPaths=(.*)$", dropin, re.M)
     assert binds.startswith('"/home/pi/door clips/50%%:off" ') or binds == '"/home/pi/door clips/50%%:off"'
@@ -409,11 +434,7 @@ def test_install_over_a_config_or_drop_in_edited_into_latin_1_is_one_line_not_a_
     _install(tmp_path)
     config = tmp_path / "etc/edgeseg/front-door.yaml"
     config.write_bytes(config.read_bytes() + "# café\n".encode("latin-1"))
-    done = subprocess.run(
-        [sys.executable, "-m", "edgeseg", "service", "install", "front-door", "--pipeline", str(DEMO),
-         "--root", str(tmp_path), "--no-start"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    done = _install_cli(tmp_path)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"edgeseg: error: /etc/edgeseg/front-door.yaml exists and differs from what {DEMO} gives (edited by "
@@ -460,11 +481,7 @@ def test_install_where_it_may_not_write_is_one_line_naming_the_folder_and_exit_s
     else:
         root.chmod(0o555)
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "edgeseg", "service", "install", "front-door", "--pipeline", str(DEMO),
-             "--root", str(root), "--no-start"],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+        done = _install_cli(root)
     finally:
         if os.geteuid() == 0:
             subprocess.run(["umount", "-l", str(root)], check=False)
@@ -588,8 +605,7 @@ def test_the_render_group_comes_with_its_device_nodes_allowed_past_device_policy
     lines = host.read_text().splitlines()
     assert "SupplementaryGroups=render" in lines
     assert "DeviceAllow=char-drm rw" in lines
-    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
-    assert (done.returncode, done.stderr) == (0, "")
+    _verifies(tmp_path)
 
 
 def test_home_binds_are_the_outermost_folders_under_a_home(tmp_path: Path) -> None:
@@ -672,17 +688,23 @@ def test_doctor_service_fails_when_the_mqtt_flush_outlasts_the_units_stop_timeou
     assert "TimeoutStopSec= in a drop-in (edgeseg@long.service.d/)" in long.fix
 
 
+def _flushing_install(root: Path, flush_timeout_s: int) -> Path:
+    """The demo with an MQTT sink that may flush for ``flush_timeout_s`` at a stop, installed under ``root``;
+    the path of a drop-in (not written yet) to set the unit's stop timeout in."""
+    pipeline = root / "flush.yaml"
+    mqtt = f"sinks:\n  mqtt:\n    url: mqtt://127.0.0.1:1\n    flush_timeout_s: {flush_timeout_s}\n  display:"
+    pipeline.write_text(_demo().replace("sinks:\n  display:", mqtt))
+    _group_file(root)
+    _install(root, pipeline=pipeline)
+    return root / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+
+
 @needs_analyze
 def test_doctor_service_reads_the_stop_timeout_of_timeoutsec_and_of_a_continued_line(tmp_path: Path) -> None:
     """A drop-in's TimeoutSec=20s sets TimeoutStopSec= too (systemd.service(5)): doctor kept the unit's 60 s
     and passed a stop that systemd kills at 20 s; TimeoutStopSec=1min \\ <newline> 30s, one value to
     systemd, was 'not a time span' to doctor."""
-    pipeline = tmp_path / "flush.yaml"
-    mqtt = "sinks:\n  mqtt:\n    url: mqtt://127.0.0.1:1\n    flush_timeout_s: 5\n  display:"
-    pipeline.write_text(_demo().replace("sinks:\n  display:", mqtt))
-    _group_file(tmp_path)
-    _install(tmp_path, pipeline=pipeline)
-    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override = _flushing_install(tmp_path, 5)
 
     def stop(dropin: str) -> Check:
         override.write_text(dropin)
@@ -704,12 +726,7 @@ def test_doctor_service_reads_the_stop_timeout_of_timeoutsec_and_of_a_continued_
 def test_doctor_service_keeps_the_stop_timeout_an_empty_assignment_leaves_as_it_was(tmp_path: Path) -> None:
     """An empty TimeoutStopSec= in a drop-in (meant as "back to the default"?) is refused by systemd, which
     keeps the unit's 60 s; doctor took it for a reset to the 90 s default and passed a 68 s stop."""
-    pipeline = tmp_path / "flush.yaml"
-    mqtt = "sinks:\n  mqtt:\n    url: mqtt://127.0.0.1:1\n    flush_timeout_s: 30\n  display:"
-    pipeline.write_text(_demo().replace("sinks:\n  display:", mqtt))
-    _group_file(tmp_path)
-    _install(tmp_path, pipeline=pipeline)
-    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override = _flushing_install(tmp_path, 30)
     override.write_text("[Service]\nTimeoutStopSec=\n")
     done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
     assert "Failed to parse time value, ignoring" in done.stderr
@@ -732,11 +749,7 @@ def test_install_refuses_an_engine_cache_the_service_cannot_write_and_doctor_pas
     model = "backend: onnxruntime"
     state = "/var/lib/edgeseg/front-door"
     pipeline.write_text(_demo().replace(model, f"{model}\n  engine_cache_dir: /home/pi/engines"))
-    done = subprocess.run(
-        [sys.executable, "-m", "edgeseg", "service", "install", "front-door", "--pipeline", str(pipeline),
-         "--root", str(tmp_path), "--no-start"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    done = _install_cli(tmp_path, pipeline)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"edgeseg: error: {pipeline}: model.engine_cache_dir is /home/pi/engines, which the service cannot "
@@ -750,8 +763,7 @@ def test_install_refuses_an_engine_cache_the_service_cannot_write_and_doctor_pas
     assert not (tmp_path / "etc/edgeseg").exists()
     pipeline.write_text(_demo().replace(model, f"{model}\n  engine_cache_dir: {state}/engines"))
     _install(tmp_path, pipeline=pipeline)
-    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
-    assert (done.returncode, done.stderr) == (0, "")
+    _verifies(tmp_path)
     assert _failed(service_checks("front-door", tmp_path), "engine cache") == ""
 
 
@@ -1090,8 +1102,7 @@ def test_doctor_service_finds_the_command_of_an_execstart_with_a_prefix(tmp_path
     command = f"{Path(sys.executable).parent}/edgeseg"
     override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
     override.write_text(f"[Service]\nExecStart=\nExecStart=-{command} run /etc/edgeseg/%i.yaml\n")
-    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
-    assert (done.returncode, done.stderr) == (0, "")
+    _verifies(tmp_path)
     found = next(c for c in service_checks("front-door", tmp_path) if c.name == "command")
     assert (found.ok, found.detail) == (True, command)
 
@@ -1143,11 +1154,7 @@ def test_install_refuses_a_relative_mqtt_file_the_service_would_read_from_slash_
     mqtt = "sinks:\n  mqtt:\n    url: mqtt://127.0.0.1:1\n    username_file: secrets/user\n  display:"
     pipeline.write_text(_demo().replace("sinks:\n  display:", mqtt))
     root = tmp_path / "root"
-    done = subprocess.run(
-        [sys.executable, "-m", "edgeseg", "service", "install", "front-door", "--pipeline", str(pipeline),
-         "--root", str(root), "--no-start"],
-        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
-    )  # fmt: skip
+    done = _install_cli(root, pipeline, cwd=tmp_path)
     assert done.returncode == 2
     creds = "/etc/edgeseg/credentials/front-door"
     assert done.stderr.splitlines() == [
@@ -1311,8 +1318,7 @@ def test_install_refuses_an_output_file_outside_the_units_state_directory_in_one
     video = f"sinks:\n  video:\n    path: {state}/door.mp4\n  display:"
     pipeline.write_text(_demo().replace("sinks:\n  display:", video))
     _install(tmp_path, pipeline=pipeline)
-    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
-    assert (done.returncode, done.stderr) == (0, "")
+    _verifies(tmp_path)
     assert _failed(service_checks("front-door", tmp_path), "outputs") == ""
     # the copy in /etc edited afterwards (install refuses it): doctor says so
     etc = tmp_path / "etc/edgeseg/front-door.yaml"
@@ -1338,11 +1344,7 @@ def test_install_refuses_a_state_dir_outside_the_units_state_directory_in_one_li
     pipeline = tmp_path / "state.yaml"
     state = "/var/lib/edgeseg/front-door"
     pipeline.write_text(_demo().replace("queue_size: 2", "queue_size: 2\n  state_dir: /srv/edgeseg"))
-    done = subprocess.run(
-        [sys.executable, "-m", "edgeseg", "service", "install", "front-door", "--pipeline", str(pipeline),
-         "--root", str(tmp_path), "--no-start"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    done = _install_cli(tmp_path, pipeline)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"edgeseg: error: {pipeline}: pipeline.state_dir is /srv/edgeseg, which the service cannot write (it "
@@ -1352,8 +1354,7 @@ def test_install_refuses_a_state_dir_outside_the_units_state_directory_in_one_li
     assert not (tmp_path / "etc/edgeseg").exists()
     pipeline.write_text(_demo().replace("queue_size: 2", f"queue_size: 2\n  state_dir: {state}"))
     _install(tmp_path, pipeline=pipeline)
-    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
-    assert (done.returncode, done.stderr) == (0, "")
+    _verifies(tmp_path)
     unit = (tmp_path / "etc/systemd/system/edgeseg@.service").read_text()
     assert "StateDirectory=edgeseg/%i" in unit.splitlines()
     assert _failed(service_checks("front-door", tmp_path), "state directory") == ""
@@ -1366,6 +1367,15 @@ def _camera_install(root: Path) -> Path:
     _install(root, pipeline=pipeline)
     (root / "dev").mkdir()
     return root / "dev" / "video0"
+
+
+def _mem_camera_install(root: Path) -> Path:
+    """:func:`_camera_install` with the camera a node of the kernel's "mem" group, rw for all; the path of a
+    drop-in (not written yet) to allow devices in."""
+    node = _camera_install(root)
+    os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.chmod(node, 0o666)
+    return root / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="creating a device node needs root")
@@ -1384,13 +1394,9 @@ def test_doctor_service_fails_when_the_camera_node_is_not_rw_for_the_units_group
 def test_doctor_service_takes_a_device_allow_without_access_letters_for_rwm(tmp_path: Path) -> None:
     """`DeviceAllow=char-mem` in a drop-in (as README says to add a device) gives rwm, as systemd reads it:
     doctor took it for no write access and said the camera was refused."""
-    node = _camera_install(tmp_path)
-    os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # (a node of the kernel's "mem" group)
-    os.chmod(node, 0o666)
-    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override = _mem_camera_install(tmp_path)
     override.write_text("[Service]\nDeviceAllow=char-mem\n")
-    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
-    assert (done.returncode, done.stderr) == (0, "")
+    _verifies(tmp_path)
     assert _failed(service_checks("front-door", tmp_path), "camera device") == ""
     override.write_text("[Service]\nDeviceAllow=char-mem r\n")
     assert "is not in DeviceAllow=" in _failed(service_checks("front-door", tmp_path), "camera device")
@@ -1404,13 +1410,9 @@ def test_doctor_service_takes_a_device_allow_path_under_root_and_an_auto_policy_
     """Under --root, `DeviceAllow=/dev/video0 rw` never matched the node, looked for as ROOT/dev/video0;
     and `DevicePolicy=auto` (systemd's default) with no DeviceAllow= was taken for a closed policy, though
     it restricts no device: doctor said the camera was refused both times."""
-    node = _camera_install(tmp_path)
-    os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # (a node of the kernel's "mem" group)
-    os.chmod(node, 0o666)
-    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override = _mem_camera_install(tmp_path)
     override.write_text("[Service]\nDeviceAllow=\nDeviceAllow=/dev/video0 rw\n")
-    done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
-    assert (done.returncode, done.stderr) == (0, "")
+    _verifies(tmp_path)
     assert _failed(service_checks("front-door", tmp_path), "camera device") == ""
     override.write_text("[Service]\nDeviceAllow=\nDeviceAllow=/dev/null rw\n")
     assert "is not in DeviceAllow=" in _failed(service_checks("front-door", tmp_path), "camera device")
