@@ -20,6 +20,8 @@ from edgeseg.mqtt.topics import Topics
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
 
+    from edgeseg.sinks.mqtt import MqttSinkConfig
+
 ELIDE_OVER = 48  # characters of an RLE string shown by ``listen`` unless --raw
 
 
@@ -170,50 +172,69 @@ def listen(
     return printed
 
 
-def _retained(client: mqtt.Client, topics: Topics, settle_s: float) -> list[str]:
+def _retained(client: mqtt.Client, topics: Topics, settle_s: float, discovery: bool) -> list[str]:
     """The device's topics (discovery included) that hold a retained message now; a :class:`BrokerError`
-    where the broker does not let this user read them."""
+    where the broker does not let this user read them (the discovery prefix too, if ``discovery``)."""
     found: set[str] = set()
     lock = threading.Lock()
     # a broker whose ACL denies reading grants the subscription all the same and delivers nothing (Mosquitto
     # 2): no retained topic seen, "cleared 0", and the device stayed in Home Assistant. A message of our own
     # (empty, not retained, on a level no device uses) that does not come back, with nothing else, says so
-    # (one denied publishing alone still reads what it could not clear: forget says that)
-    probe = f"{topics.base}/forget-probe/{uuid.uuid4().hex[:8]}"
-    echoed = threading.Event()
+    # (one denied publishing alone still reads what it could not clear: forget says that). One in each tree:
+    # a user who may read <prefix>/# but not homeassistant/# saw the device's topics only, "cleared" them, and
+    # the discovery stayed. (Home Assistant takes only topics that end in /config for discovery.) A device
+    # with sinks.mqtt.discovery: false may well have no right there
+    tag = uuid.uuid4().hex[:8]
+    discovery_tree = topics.discovery.rsplit("/", 1)[0]
+    probes = {f"{topics.base}/forget-probe/{tag}": topics.base}  # probe: the tree it tests
+    if discovery:
+        probes[f"{discovery_tree}/forget-probe-{tag}"] = topics.discovery_prefix
+    echoed: set[str] = set()
 
     def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic == probe:
-            echoed.set()
-        elif msg.retain and msg.payload:
-            with lock:
+        with lock:
+            if msg.topic in probes:
+                echoed.add(msg.topic)
+            elif msg.retain and msg.payload:
                 found.add(msg.topic)
 
+    subscriptions = [topics.discovery, f"{topics.base}/#", *probes]
     client.on_message = on_message
-    client.subscribe([(topics.discovery, 1), (f"{topics.base}/#", 1)])
-    client.publish(probe, b"", qos=1)  # (after the subscription: a broker takes a client's packets in order)
+    client.subscribe([(topic, 1) for topic in subscriptions])
+    for probe in probes:  # (after the subscription: a broker takes a client's packets in order)
+        client.publish(probe, b"", qos=1)
     time.sleep(settle_s)  # retained messages arrive right after the subscription
-    client.unsubscribe([topics.discovery, f"{topics.base}/#"])
-    if not echoed.is_set() and not found:
-        raise BrokerError(
-            f"the broker did not deliver to this user its own test message on {probe} within {settle_s:g} s: "
-            f"does its ACL let this user read (and publish to) {topics.base}/#? Nothing was cleared"
-        )
+    client.unsubscribe(subscriptions)
     with lock:
+        unread = [
+            f"{tree}/#"
+            for probe, tree in probes.items()
+            if probe not in echoed and not any(topic.startswith(f"{tree}/") for topic in found)
+        ]
+        # (a user who may not publish sees no probe come back: one who reads what it cannot clear, with no
+        # probe back, is told so by forget)
+        if unread and (echoed or not found):
+            lost = " and ".join(probe for probe in probes if probe not in echoed)
+            raise BrokerError(
+                f"the broker did not deliver to this user its own test message on {lost} within {settle_s:g} "
+                f"s: does its ACL let this user read (and publish to) {' and '.join(unread)}? "
+                "Nothing was cleared"
+            )
         return sorted(found)
 
 
-def forget(client: mqtt.Client, topics: Topics, settle_s: float = 1.5) -> list[str]:
+def forget(client: mqtt.Client, topics: Topics, settle_s: float = 1.5, discovery: bool = True) -> list[str]:
     """Clear the device's retained messages (discovery, status, info, counts, snapshot) with empty retained
     payloads, which removes it from Home Assistant; returns the topics cleared, or raises
-    :class:`BrokerError` naming those the broker kept."""
-    cleared = _retained(client, topics, settle_s)
+    :class:`BrokerError` naming those the broker kept. ``discovery``: whether the user must be able to read
+    the discovery prefix (a discovery seen there is cleared either way)."""
+    cleared = _retained(client, topics, settle_s, discovery)
     for topic in cleared:
         client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
     # a broker whose ACL denies this user the topics acknowledges the empty payloads all the same (MQTT 3.1.1
     # cannot say no), and a device still running publishes them again: forget said "cleared" and Home
     # Assistant kept the device; what is still there says it
-    kept = _retained(client, topics, settle_s) if cleared else []
+    kept = _retained(client, topics, settle_s, discovery) if cleared else []
     if kept:
         raise BrokerError(
             f"the broker kept {len(kept)} of the {len(cleared)} retained topic(s) of {topics.device_id} "
@@ -226,9 +247,9 @@ def forget(client: mqtt.Client, topics: Topics, settle_s: float = 1.5) -> list[s
 # the ``edgeseg mqtt`` command ----------------------------------------------------------------------------
 
 
-def _target(args: argparse.Namespace) -> tuple[BrokerAddress, Credentials, Topics, str]:
+def _target(args: argparse.Namespace) -> tuple[BrokerAddress, Credentials, Topics, MqttSinkConfig]:
     """Broker, credentials and topics from ``--url``/``--device-id``/``--prefix``, else the pipeline's
-    ``sinks.mqtt`` section; the protocol is the section's."""
+    ``sinks.mqtt`` section; the section too (its protocol and discovery)."""
     from edgeseg.cliconfig import pipeline_path
     from edgeseg.config import load_config
     from edgeseg.sinks.mqtt import MqttSinkConfig
@@ -256,7 +277,7 @@ def _target(args: argparse.Namespace) -> tuple[BrokerAddress, Credentials, Topic
         device_id(args.device_id or section.device_id),
         section.discovery_prefix,
     )
-    return address, creds, topics, section.protocol
+    return address, creds, topics, section
 
 
 def add_parser(sub: Any) -> None:
@@ -323,13 +344,13 @@ def command(args: argparse.Namespace) -> int:
     if args.mqtt_action == "listen":
         _check_limits(args)
         _check_filters(args.topic or [])
-    address, creds, topics, protocol = _target(args)
-    client = connect(address, creds, protocol)
+    address, creds, topics, section = _target(args)
+    client = connect(address, creds, section.protocol)
     try:
         if args.mqtt_action == "listen":
             listen(client, args.topic or [f"{topics.base}/#"], sys.stdout, args.count, args.timeout, args.raw)
         else:
-            cleared = forget(client, topics)
+            cleared = forget(client, topics, discovery=section.discovery)
             print(f"cleared {len(cleared)} retained topic(s) of {topics.device_id} on {address}")
             for topic in cleared:
                 print(f"  {topic}")

@@ -592,6 +592,67 @@ def test_forget_by_a_user_the_broker_lets_publish_but_not_read_says_so_instead_o
     assert done.stderr.startswith("edgeseg: error: the broker did not deliver to this user its own test")
 
 
+def _broker_for_edgeseg_topics_only(tmp_path: Path) -> Broker:
+    """A broker (not started) whose user ``device`` (password ``secret``) may read and write edgeseg/# only,
+    not homeassistant/#; anonymous clients may do anything."""
+    passwd, acl = tmp_path / "passwd", tmp_path / "acl"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "device", "secret"], check=True)
+    acl.write_text("topic readwrite #\nuser device\ntopic readwrite edgeseg/#\n")
+    for path in (passwd, acl):
+        path.chmod(0o644)
+    return Broker(tmp_path / "broker", extra_config=f"password_file {passwd}\nacl_file {acl}\n")
+
+
+def test_forget_by_a_user_who_cannot_read_the_discovery_prefix_says_so_instead_of_cleared(
+    tmp_path: Path,
+) -> None:
+    """A user the ACL lets read and write edgeseg/# but not homeassistant/#: forget's test message came back
+    from edgeseg/, it cleared the device's own topics and said "cleared 1", exit status 0, and the device
+    stayed in Home Assistant (its discovery, which forget never saw, kept)."""
+    locked = _broker_for_edgeseg_topics_only(tmp_path)
+    locked.start()
+    collector = Collector(locked.port)
+    try:
+        collector.publish("homeassistant/device/cam1/config", b"{}", retain=True)
+        collector.publish("edgeseg/cam1/status", b"online", retain=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeseg", "mqtt", "forget", "--url", locked.url, "--device-id", "cam1"],
+            env=edgeseg_env(EDGESEG_MQTT_USERNAME="device", EDGESEG_MQTT_PASSWORD="secret"),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert retained(locked.port, "homeassistant/device/cam1/config")
+    finally:
+        collector.close()
+        locked.stop()
+    assert done.returncode == 2, done.stdout
+    assert "cleared" not in done.stdout
+    assert done.stderr.startswith("edgeseg: error: the broker did not deliver to this user its own test")
+    assert "homeassistant/#" in done.stderr
+
+
+def test_forget_of_a_device_without_discovery_needs_no_right_to_the_discovery_prefix(tmp_path: Path) -> None:
+    """sinks.mqtt.discovery: false, a user with edgeseg/# alone: forget clears the device's topics."""
+    locked = _broker_for_edgeseg_topics_only(tmp_path)
+    locked.start()
+    collector = Collector(locked.port)
+    try:
+        collector.publish("edgeseg/cam1/status", b"online", retain=True)
+        pipeline = _pipeline_with_mqtt(
+            tmp_path, f"{{url: '{locked.url}', device_id: cam1, discovery: false}}"
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeseg", "mqtt", "forget", str(pipeline)],
+            env=edgeseg_env(EDGESEG_MQTT_USERNAME="device", EDGESEG_MQTT_PASSWORD="secret"),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert retained(locked.port, "edgeseg/cam1/#") == {}
+    finally:
+        collector.close()
+        locked.stop()
+    assert done.stdout.startswith("cleared 1 retained topic(s) of cam1")
+
+
 def test_forget_with_a_pipeline_clears_the_discovery_under_its_discovery_prefix(
     tmp_path: Path, broker: Broker, collector: Collector
 ) -> None:
