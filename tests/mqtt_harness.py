@@ -5,7 +5,9 @@ fixtures, also when a test fails.
 
 from __future__ import annotations
 
+import base64
 import getpass
+import hashlib
 import json
 import os
 import random
@@ -116,6 +118,40 @@ class Broker:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+
+def dynsec_broker(workdir: Path, username: str, password: str, acls: Sequence[dict[str, Any]]) -> Broker:
+    """A broker (not started) with Mosquitto's dynamic security plugin: ``username`` bound by ``acls``
+    (``{"acltype": "subscribePattern", "topic": ..., "allow": False}``), anyone else allowed everything.
+    Unlike an ``acl_file``, which grants every subscription and delivers nothing, the plugin refuses a
+    subscription its ACL denies (SUBACK 0x80 in MQTT 3.1.1, 0x87 "Not authorized" in 5)."""
+    plugins = sorted(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so"))
+    if not plugins:
+        pytest.skip("Mosquitto's dynamic security plugin is not installed (it ships with mosquitto 2)")
+    # the plugin's password: PBKDF2-HMAC-SHA512 of 64 bytes, base64, beside its base64 salt and iterations
+    # (mosquitto 2.0 plugins/dynamic-security/clients.c and the file `mosquitto_ctrl dynsec init` writes)
+    salt = os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101, 64)
+    config = {
+        "clients": [
+            {
+                "username": username,
+                "password": base64.b64encode(digest).decode(),
+                "salt": base64.b64encode(salt).decode(),
+                "iterations": 101,
+                "roles": [{"rolename": "bound"}],
+            }
+        ],
+        "roles": [{"rolename": "bound", "acls": list(acls)}],
+        "defaultACLAccess": dict.fromkeys(
+            ("publishClientSend", "publishClientReceive", "subscribe", "unsubscribe"), True
+        ),
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "dynsec.json"
+    path.write_text(json.dumps(config))
+    path.chmod(0o644)  # (read by Mosquitto as the test's user)
+    return Broker(workdir, extra_config=f"plugin {plugins[0]}\nplugin_opt_config_file {path}\n")
 
 
 @dataclass(frozen=True)

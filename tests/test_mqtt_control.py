@@ -17,7 +17,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_harness import Broker, Collector, Edgeseg, results, retained
+from mqtt_harness import Broker, Collector, Edgeseg, dynsec_broker, edgeseg_env, results, retained
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -292,6 +292,42 @@ def test_a_thousand_random_payloads_on_the_config_topics_never_stop_the_pipeline
         json.dumps(v).encode() for r in _replies(collector) for k, v in r["applied"].items() if k == SCORE
     }
     assert {m.payload for m in collector.on(STATE)} <= applied | {CARD_SCORE}
+
+
+@pytest.mark.parametrize("protocol", ["mqttv311", "mqttv5"])
+def test_a_subscription_the_broker_refuses_is_logged_counted_in_stats_and_in_the_summary(
+    tmp_path: Path, protocol: str
+) -> None:
+    """A broker whose ACL refuses config/+/set (SUBACK 0x80, or 0x87 in MQTT 5) kept the connection: the
+    device published as ever and live control was silently deaf, nothing in the log, stats or summary."""
+    deaf = dynsec_broker(
+        tmp_path / "broker",
+        "device",
+        "secret",
+        [{"acltype": "subscribePattern", "topic": "edgeseg/+/config/#", "allow": False}],
+    )
+    deaf.start()
+    collector = Collector(deaf.port, ["edgeseg/cam1/stats"])
+
+    def refused() -> list[list[str]]:
+        return [m.json()["mqtt"]["refused_subscriptions"] for m in collector.on("/stats")]
+
+    env = edgeseg_env(EDGESEG_MQTT_USERNAME="device", EDGESEG_MQTT_PASSWORD="secret")
+    try:
+        with Edgeseg(tmp_path, deaf.url, "--set", f"sinks.mqtt.protocol={protocol}", env=env) as run:
+            assert collector.wait(lambda: any(refused()), 60), run.output()
+    finally:
+        collector.close()
+        deaf.stop()
+    validate("stats", collector.on("/stats")[-1].json())
+    config = [f"{BASE}/config/+/set", f"{BASE}/config/set", f"{BASE}/config/save"]
+    assert [r for r in refused() if r][-1] == config
+    out, err = run.output()
+    assert f"WARNING: the broker refused the subscription to {BASE}/config/+/set" in err
+    assert (
+        f"mqtt: the broker refused the subscription to {', '.join(config)}: what was sent there was never "
+        "received (its ACL)"
+    ) in out
 
 
 def test_two_updates_racing_leave_the_retained_state_at_the_value_in_effect(tmp_path: Path) -> None:

@@ -89,6 +89,8 @@ class PublisherStats:
         last_error: why the last connection attempt failed or the link dropped.
         ended: why the publisher's thread ended before it was closed (an error nothing here expected):
             nothing is published from then on, and what is spooled waits for the next start.
+        refused_subscriptions: the topic filters the broker refused to subscribe to (its ACL), until a later
+            connect's is granted: requests there (``config/*``, Home Assistant's birth) are never received.
         delivery: the figures of the spool's messages, results and events alike (acknowledged, replayed,
             dropped undeliverable, PUBACK times); ``acked_by_topic`` and ``lost_by_topic`` tell them apart.
     """
@@ -99,6 +101,7 @@ class PublisherStats:
     replies_dropped: int = 0
     last_error: str | None = None
     ended: str | None = None
+    refused_subscriptions: tuple[str, ...] = ()
     delivery: DeliveryFigures = field(default_factory=DeliveryFigures)
 
     @property
@@ -133,6 +136,7 @@ class _Link:
     # says nothing about the message sent last (:class:`HangUps` looks for a broker that hangs up at once)
     timed_out: bool = False
     unexplained: bool = False  # ended by one of UNEXPLAINED
+    subscribing: dict[int, str] = field(default_factory=dict)  # SUBSCRIBE's message id: its topic filter
 
 
 @dataclass(frozen=True)
@@ -403,6 +407,7 @@ class Publisher:
         client.on_connect = lambda c, u, flags, rc, props: self._on_connect(link, rc, props)
         client.on_disconnect = lambda c, u, flags, rc, props: self._on_disconnect(link, rc)
         client.on_publish = lambda c, u, mid, rc, props: self.delivery.on_publish(mid, rc)
+        client.on_subscribe = lambda c, u, mid, rcs, props: self._on_subscribe(link, mid, rcs)
         client.on_message = lambda c, u, msg: self._on_message(msg)
         problem = start_connect(client, self.address, s.keepalive_s)
         if problem is not None:
@@ -425,7 +430,9 @@ class Publisher:
             for entry in self._retained.values():
                 entry.sent = False
         for topic in handlers:
-            link.client.subscribe(topic, qos=1)
+            _, mid = link.client.subscribe(topic, qos=1)
+            if mid is not None:  # (None: not sent, the link gone; the next connect subscribes again)
+                link.subscribing[mid] = topic
         if self._attempt:
             level = logging.WARNING if self._flap_said() else logging.DEBUG
             log.log(level, "connected to %s after %d failed attempt(s)", self.address, self._attempt)
@@ -434,6 +441,30 @@ class Publisher:
         link.connected_at = time.monotonic()
         self._next_stats = time.monotonic()
         self._publish_retained(link, with_status=True)
+
+    def _on_subscribe(self, link: _Link, mid: int, reason_codes: list[ReasonCode]) -> None:
+        # a broker's ACL may refuse a subscription (SUBACK 0x80 in MQTT 3.1.1, a reason code of 0x80 or more
+        # in 5: Mosquitto's dynamic security plugin answers 0x87, "Not authorized") while the connection goes
+        # on: live control was deaf and nothing said so. Said once, until a later connect is granted it
+        topic = link.subscribing.pop(mid, None)
+        if topic is None:
+            return
+        failed = any(rc.is_failure for rc in reason_codes)
+        with self._lock:
+            before = self._s.refused_subscriptions
+            if failed:
+                after = before if topic in before else (*before, topic)
+            else:
+                after = tuple(t for t in before if t != topic)
+            self._s = replace(self._s, refused_subscriptions=after)
+        if failed and topic not in before:
+            log.warning(
+                "the broker refused the subscription to %s (%s): what is sent there is never received "
+                "(does its ACL let %s subscribe to it?)",
+                topic,
+                ", ".join(str(rc) for rc in reason_codes),
+                self.credentials.username or "this client",
+            )
 
     def _on_disconnect(self, link: _Link, rc: ReasonCode) -> None:
         if rc.value == KEEPALIVE_TIMEOUT:

@@ -479,6 +479,7 @@ class MqttSink:
                     "replayed": d.replayed,
                     "too_large": d.too_large,
                     "refused": d.refused,
+                    "refused_subscriptions": list(link.refused_subscriptions),
                     "publish_ms": {"p50": finite(d.publish_ms_p50), "p99": finite(d.publish_ms_p99)},
                 },
                 "snapshots_skipped": snapshots_skipped,
@@ -588,6 +589,11 @@ class MqttSink:
                     if cap.suppressed
                     else ""
                 )
+            )
+        if link.refused_subscriptions:
+            lines.append(
+                f"mqtt: the broker refused the subscription to {', '.join(link.refused_subscriptions)}: what "
+                "was sent there was never received (its ACL)"
             )
         if link.replies_dropped:
             lines.append(f"mqtt: {link.replies_dropped} replies to config requests dropped unsent (a flood)")
