@@ -1759,6 +1759,33 @@ def test_a_result_within_the_announced_packet_limit_is_delivered_and_one_over_it
     assert stats.reconnects == 0  # (the one over it was never sent: announced, the limit is known)
 
 
+def test_a_speckled_result_over_the_broker_limit_is_not_advised_polygon_masks_which_are_larger(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The drop's advice was "try sinks.mqtt.mask_format: polygon or none": a speckled mask's polygons (a
+    ring round every speck) are larger than its RLE, and a user who took it had more results dropped."""
+    import numpy as np
+
+    from edgeseg.frame import Frame, Result
+    from edgeseg.instances import Instances
+    from edgeseg.mqtt.topics import results_payload
+    from edgeseg.sinks.record import encoded_record
+
+    labels = np.zeros((72, 96), np.int32)
+    labels[8:64, 8:88] = np.random.default_rng(0).random((56, 80)) < 0.5  # one instance, half its pixels
+    result = Result(
+        Frame(0, np.zeros((72, 96, 3), np.uint8), 0, 1.0e9), Instances.from_label_image(labels, [0])
+    )
+    rle, polygon = encoded_record(result, "rle"), encoded_record(result, "polygon")
+    assert 2000 < len(rle) < len(polygon)
+    _publish_to_a_broker_limited_to_2000_bytes(tmp_path, [results_payload(rle, "0" * 32, 0)], {}, "mqttv5")
+    [line] = [r.getMessage() for r in caplog.records if "over the broker's packet limit of" in r.getMessage()]
+    assert line.endswith(
+        "dropped (1 so far); sinks.mqtt.mask_format: none leaves the masks out (polygon is smaller than rle "
+        "for smooth outlines only), or raise the broker's limit"
+    )
+
+
 def test_an_mqtt311_retained_snapshot_the_broker_hangs_up_on_is_skipped_and_no_result_is_blamed(
     tmp_path: Path,
 ) -> None:

@@ -41,6 +41,15 @@ LATENCY_WINDOW = 512
 # message that is fine is confirmed within milliseconds of a connect, so one drop or two is chance)
 SUSPECT_DROPS = 3
 UNCONFIRMED_KEPT = 4096  # (a link with QoS 0 messages only confirms none of them)
+# what makes a results message smaller, by sinks.mqtt.mask_format: a speckled mask's polygons (a ring round
+# every speck) are larger than its RLE, so polygon is no advice for rle
+SMALLER = {
+    "rle": "sinks.mqtt.mask_format: none leaves the masks out (polygon is smaller than rle for smooth "
+    "outlines only), or raise the broker's limit",
+    "polygon": "sinks.mqtt.mask_format: rle is smaller for speckled masks and none leaves them out, or raise "
+    "the broker's limit",
+    "none": "the masks are out already (sinks.mqtt.mask_format: none): raise the broker's limit",
+}
 
 # a results message: its spool id; a retained one: its topic and the hash of its payload
 MessageKey = int | tuple[str, int]
@@ -74,9 +83,10 @@ class DeliveryFigures:
 class Delivery:
     """Sends the spool's messages over the current connection and deletes them when acknowledged."""
 
-    def __init__(self, spool: Spool, max_inflight: int) -> None:
+    def __init__(self, spool: Spool, max_inflight: int, mask_format: str = "rle") -> None:
         self.spool = spool
         self.max_inflight = max_inflight
+        self._smaller = SMALLER[mask_format]  # the too-large message's advice
         self._pending: dict[int, tuple[int, int, str]] = {}  # mid -> (spool id, publish time ns, topic)
         self.hang_ups = HangUps()
         self._live_after = 0  # spool ids above this were stored after the connect
@@ -209,18 +219,20 @@ class Delivery:
         if limit is None:
             log.error(
                 "the broker hung up each of the last %d times a results message of %d bytes was sent: taken "
-                "as over its packet limit, dropped (%d so far; try sinks.mqtt.mask_format: polygon or none)",
+                "as over its packet limit, dropped (%d so far); %s",
                 SUSPECT_DROPS,
                 size,
                 n,
+                self._smaller,
             )
             return
         log.error(
             "a results message of %d bytes is over the broker's packet limit of %d bytes: dropped (%d so "
-            "far; try sinks.mqtt.mask_format: polygon or none)",
+            "far); %s",
             size,
             limit,
             n,
+            self._smaller,
         )
 
 

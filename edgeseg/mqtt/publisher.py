@@ -70,6 +70,7 @@ class PublisherSettings:
     max_inflight: int = 20
     stats_interval_s: float = 10.0
     connect_timeout_s: float = 5.0
+    mask_format: str = "rle"  # (the advice for a results message over the broker's limit)
 
     def close_bound_s(self, flush_timeout_s: float) -> float:
         """The longest :meth:`Publisher.close` waits: the flush, a connect in flight, the thread's own end."""
@@ -211,7 +212,7 @@ class Publisher:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._thread = threading.Thread(target=self._run, name="edgeseg-mqtt", daemon=True)
-        self.delivery = Delivery(spool, settings.max_inflight)
+        self.delivery = Delivery(spool, settings.max_inflight, settings.mask_format)
         self._s = PublisherStats()
 
     # called from other threads ----------------------------------------------------------------------

@@ -221,6 +221,7 @@ class MqttSink:
                 reconnect_max_s=config.reconnect_max_s,
                 max_inflight=config.max_inflight,
                 stats_interval_s=config.stats_interval_s,
+                mask_format=config.mask_format,
             ),
             stats_payload=self._stats_payload,
             refresh=self._refresh_source,
