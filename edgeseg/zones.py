@@ -39,6 +39,7 @@ travel each).
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +64,9 @@ NAME_PATTERN = r"^[A-Za-z0-9_-]+$"  # a topic level on MQTT
 # a zone's corners: checking that no two edges cross compares every pair (0.2 s at this many, 100 s at
 # 30000, from a file or a reload); a drawn zone needs tens
 MAX_ZONE_POINTS = 1000
+# a zone whose part more than margin inside is a sliver narrower than this is taken as having none: no
+# anchor would fall into it, and the search would need cells as small as the sliver (10 s for one 1e-6 wide)
+INSIDE_SLACK = 1e-3  # (normalized: under a pixel of a frame 640 wide)
 SLACK_S = 1e-3  # on durations, so capture times rounded to the nanosecond meet whole frame intervals
 
 
@@ -128,6 +132,15 @@ class ZoneConfig:
             )
         if abs(_signed_area(self.polygon)) < 1e-9:
             raise FieldError("polygon", "must enclose an area", _raw(self.polygon))
+        # a zone narrower than twice the margin has no point clearly inside: no track ever entered it, and
+        # nothing said why (a zone that counts nothing looks like a quiet scene)
+        if self.min_fraction is None and not _reaches_inside(self.polygon, self.margin):
+            raise FieldError(
+                "margin",
+                "must be less than half the zone's width: no point of it lies more than margin inside its "
+                "edge, so no track would ever enter (widen the zone, lower margin, or count by min_fraction)",
+                self.margin,
+            )
 
 
 @dataclass(frozen=True)
@@ -176,6 +189,37 @@ def _on_one_line(points: Points) -> bool:
     far = max(points, key=lambda p: math.dist(a, p))
     span = math.dist(a, far)
     return span == 0 or all(abs(_turn(a, far, p)) <= 1e-9 * span for p in points)
+
+
+def _reaches_inside(points: Points, margin: float) -> bool:
+    """Whether some point lies more than ``margin`` inside the polygon, by the distance membership measures
+    (``cv2.pointPolygonTest``), give or take ``INSIDE_SLACK``: polylabel's search (Mapbox), best cell first
+    over a quadtree of the bounding box, a cell dropped when no point of it can be that far in (the distance
+    changes no faster than the point moves)."""
+    contour = np.asarray(points, np.float32).reshape(-1, 1, 2)
+    xs, ys = zip(*points, strict=True)
+
+    def cell(x: float, y: float, half: float) -> tuple[float, float, float, float, float]:
+        d = cv2.pointPolygonTest(contour, (x, y), True)
+        return -(d + half * math.sqrt(2)), x, y, half, d  # (the farthest any point of it can be, first)
+
+    half = max(max(xs) - min(xs), max(ys) - min(ys)) / 2
+    cells = [cell((min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, half)]
+    while cells:
+        reach, x, y, half, d = heapq.heappop(cells)
+        if d > margin:
+            return True
+        if -reach <= margin + INSIDE_SLACK:
+            return False  # (nor can any other cell's point: this one reaches farthest)
+        half /= 2
+        for cx, cy in (
+            (x - half, y - half),
+            (x + half, y - half),
+            (x - half, y + half),
+            (x + half, y + half),
+        ):
+            heapq.heappush(cells, cell(cx, cy, half))
+    return False
 
 
 def _meets_itself(points: Points) -> bool:

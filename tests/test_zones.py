@@ -85,6 +85,24 @@ def test_bad_zones_and_lines_are_one_line_naming_the_key(override: str, message:
     assert "\n" not in text
 
 
+STRIP = "polygon: [[0.2, 0.5], [0.8, 0.5], [0.8, 0.515], [0.2, 0.515]]"  # 0.015 high: under 2 * margin
+
+
+def test_an_anchor_zone_narrower_than_twice_its_margin_is_refused_naming_it() -> None:
+    """No anchor can be more than margin (0.01) inside a strip 0.015 high: it loaded, no track ever entered
+    it, and nothing said why."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"zones={{door: {{{STRIP}}}}}"])
+    assert str(err.value).startswith(
+        "zones.door.margin: must be less than half the zone's width: no point of it lies more than margin "
+        "inside its edge, so no track would ever enter (widen the zone, lower margin, or count by "
+        "min_fraction) (got 0.01)"
+    )
+    for fix in ("margin: 0.005", "min_fraction: 0.5"):
+        zone = load_config(None, [f"zones={{door: {{{STRIP}, {fix}}}}}"]).zones["door"]
+        assert zone.polygon[2] == (0.8, 0.515)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     steps=st.lists(st.integers(0, 35), min_size=3, max_size=12, unique=True),
@@ -99,12 +117,12 @@ def test_a_zone_with_its_corners_in_order_round_it_is_taken_and_out_of_order_ref
         (0.5 + 0.4 * math.cos(math.radians(10 * k)), 0.5 + 0.4 * math.sin(math.radians(10 * k)))
         for k in sorted(steps)
     ]
-    ZoneConfig(polygon=tuple(corners))
+    ZoneConfig(polygon=tuple(corners), margin=0.0)  # (three corners 10 degrees apart: a sliver)
     if len(corners) >= 4:
         k = swap % len(corners)
         corners[k], corners[(k + 1) % len(corners)] = corners[(k + 1) % len(corners)], corners[k]
         with pytest.raises(FieldError, match="must not cross or touch itself"):
-            ZoneConfig(polygon=tuple(corners))
+            ZoneConfig(polygon=tuple(corners), margin=0.0)
 
 
 @settings(max_examples=200, deadline=None)
@@ -134,7 +152,7 @@ def test_a_zone_through_one_corner_twice_is_refused_as_touching_itself_whatever_
         ZoneConfig(polygon=tuple(corners))
     # a corner listed twice in a row (a double click; the first again at the end, as GeoJSON closes a ring)
     # is one corner
-    ZoneConfig(polygon=(c, a1, a1, a2, c))
+    ZoneConfig(polygon=(c, a1, a1, a2, c), margin=0.0)  # (a lobe may be a sliver)
 
 
 def test_a_zone_of_more_corners_than_a_drawn_one_needs_is_refused_in_one_line() -> None:
