@@ -18,13 +18,16 @@ def meta(
     le: float | None = None,
     choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
     pattern: str | None = None,
+    says: str | None = None,
     live: bool = False,
     step: float | None = None,
 ) -> dict[str, Any]:
     """Field metadata: the description and constraints that both the loader and the schema read.
 
-    ``live``: the value may change while the pipeline runs (:mod:`edgeseg.control`); ``step``: the
-    increment a slider for it moves by (a live number's front-ends: Home Assistant, the tune window).
+    ``says``: what ``pattern`` asks for, in words, which the error says in its place (``must be HOST:PORT,
+    e.g. 127.0.0.1:8080`` where the regular expression told a user nothing). ``live``: the value may change
+    while the pipeline runs (:mod:`edgeseg.control`); ``step``: the increment a slider for it moves by (a live
+    number's front-ends: Home Assistant, the tune window).
     """
     return {
         "doc": doc,
@@ -33,6 +36,7 @@ def meta(
         "le": le,
         "choices": choices,
         "pattern": pattern,
+        "says": says,
         "live": live,
         "step": step,
     }

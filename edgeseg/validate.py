@@ -249,7 +249,12 @@ def constrain(
         raise fail(key, f"must be one of {', '.join(choices)}", shown)
     pattern = meta.get("pattern")
     if pattern is not None and isinstance(value, str) and not re.search(pattern, value):
-        raise fail(key, "must not be empty" if pattern == r"\S" else f"must match {pattern}", shown)
+        rule = f"must match {pattern}"
+        if meta.get("says"):  # (the pattern in words: a regular expression tells a user little)
+            rule = f"must be {meta['says']}"
+        elif pattern == r"\S":
+            rule = "must not be empty"
+        raise fail(key, rule, shown)
 
 
 def check_fields(obj: Any) -> None:

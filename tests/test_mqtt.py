@@ -1005,8 +1005,16 @@ def test_listen_refuses_a_topic_filter_the_broker_would_not_take_in_one_line(
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
-        ("--prefix", "a/#", "--prefix: must match ^[^#+/][^#+]*[^#+/]$|^[^#+/]$ (got 'a/#')"),
-        ("--device-id", "cam+1", "--device-id: must match ^[A-Za-z0-9_-]+$ (got 'cam+1')"),
+        (
+            "--prefix",
+            "a/#",
+            "--prefix: must be topic levels without + or #, and no / at either end (got 'a/#')",
+        ),
+        (
+            "--device-id",
+            "cam+1",
+            "--device-id: must be one topic level of letters, digits, _ and - (got 'cam+1')",
+        ),
         ("--prefix", "\udcff", "--prefix '\\udcff': not UTF-8 text"),  # the byte 0xff in argv
     ],
 )

@@ -141,7 +141,7 @@ def test_the_mqtt_section_is_validated_like_every_other_section() -> None:
     assert (section.url, section.max_rate, section.prefix) == ("mqtt://b", 2.5, "edgeseg")
     with pytest.raises(ConfigError, match=r"^sinks\.mqtt\.protocol: must be one of mqttv5, mqttv311"):
         load_config(None, ["sinks.mqtt.protocol=mqttv3"], env={})
-    with pytest.raises(ConfigError, match=r"^sinks\.mqtt\.device_id: must match"):
+    with pytest.raises(ConfigError, match=r"^sinks\.mqtt\.device_id: must be one topic level of letters"):
         load_config(None, ["sinks.mqtt.device_id=a/b"], env={})
 
 

@@ -797,6 +797,22 @@ def test_listen_must_be_host_colon_port(listen: str) -> None:
         load_config(DEMO, [f"sinks.web.listen={listen}"], env={})
 
 
+def test_a_listen_that_is_no_address_in_the_pipeline_file_says_what_an_address_looks_like(
+    tmp_path: Path,
+) -> None:
+    """`listen: demo` in the YAML was answered with the address's regular expression, "must match
+    ^(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$ (got 'demo')"."""
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        f"model: {{path: {REPO / 'models' / 'demo-parts.onnx'}}}\nsinks:\n  web:\n    listen: demo\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(pipeline, env={})
+    assert str(err.value) == (
+        f"sinks.web.listen: must be HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080 (got 'demo') [{pipeline}]"
+    )
+
+
 def test_the_sink_is_off_unless_listen_is_set_and_ipv6_loopback_works() -> None:
     config = load_config(DEMO, [], env={})
     assert config.sinks["web"].listen is None

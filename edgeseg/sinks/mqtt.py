@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 MiB = 1024 * 1024
 _ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 _PREFIX_PATTERN = r"^[^#+/][^#+]*[^#+/]$|^[^#+/]$"
+_ID_SAYS = "one topic level of letters, digits, _ and -"
+_PREFIX_SAYS = "topic levels without + or #, and no / at either end"
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,13 @@ class MqttSinkConfig:
     )
     device_id: str | None = field(
         default=None,
-        metadata=meta("Topic level, client id and spool name (null: the hostname).", pattern=_ID_PATTERN),
+        metadata=meta(
+            "Topic level, client id and spool name (null: the hostname).", pattern=_ID_PATTERN, says=_ID_SAYS
+        ),
     )
-    prefix: str = field(default="edgeseg", metadata=meta("First topic level.", pattern=_PREFIX_PATTERN))
+    prefix: str = field(
+        default="edgeseg", metadata=meta("First topic level.", pattern=_PREFIX_PATTERN, says=_PREFIX_SAYS)
+    )
     protocol: str = field(
         default="mqttv5", metadata=meta("MQTT protocol version.", choices=("mqttv5", "mqttv311"))
     )
@@ -113,7 +119,8 @@ class MqttSinkConfig:
     )
     discovery: bool = field(default=True, metadata=meta("Publish Home Assistant MQTT discovery."))
     discovery_prefix: str = field(
-        default="homeassistant", metadata=meta("Home Assistant discovery prefix.", pattern=_PREFIX_PATTERN)
+        default="homeassistant",
+        metadata=meta("Home Assistant discovery prefix.", pattern=_PREFIX_PATTERN, says=_PREFIX_SAYS),
     )
     username_file: Path | None = field(default=None, metadata=meta("File holding the user name."))
     password_file: Path | None = field(default=None, metadata=meta("File holding the password."))

@@ -32,7 +32,12 @@ class VideoSinkConfig:
     path: Path | None = field(default=None, metadata=meta("Write an annotated video here (null: off)."))
     fps: float | None = field(default=None, metadata=meta("Frame rate (null: the source's, else 25).", gt=0))
     codec: str = field(
-        default="mp4v", metadata=meta("FourCC of the video codec.", pattern=r"^[A-Za-z0-9 ]{4}$")
+        default="mp4v",
+        metadata=meta(
+            "FourCC of the video codec.",
+            pattern=r"^[A-Za-z0-9 ]{4}$",
+            says="4 letters, digits or spaces (mp4v, MJPG)",
+        ),
     )
     segment_s: float | None = field(
         default=None,

@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, ClassVar
 from edgeseg.errors import ConfigError, MissingDependencyError
 from edgeseg.fields import meta
 from edgeseg.sinks.base import SinkContext, SinkSpec
-from edgeseg.sinks.webaccess import LISTEN_PATTERN, TOKEN_HINT, is_loopback, load_token, split_listen
+from edgeseg.sinks.webaccess import (
+    LISTEN_PATTERN,
+    LISTEN_SAYS,
+    TOKEN_HINT,
+    is_loopback,
+    load_token,
+    split_listen,
+)
 
 if TYPE_CHECKING:
     from edgeseg.sinks.webserver import WebSink
@@ -59,6 +66,7 @@ class WebSinkConfig:
             "Serve the page on HOST:PORT, e.g. 127.0.0.1:8080 (null: off); any address but loopback needs a "
             "token ($CREDENTIALS_DIRECTORY/web-token or EDGESEG_WEB_TOKEN).",
             pattern=LISTEN_PATTERN,
+            says=LISTEN_SAYS,
         ),
     )
     # 5, not the camera's rate: on a 2-core device busy with inference, every frame drawn and encoded

@@ -22,13 +22,14 @@ TOKEN_HINT = (
     f"{TOKEN_ENV}, e.g. `openssl rand -hex 16`; the YAML never holds it"
 )
 LISTEN_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$"
+LISTEN_SAYS = "HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080"
 
 
 def split_listen(listen: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT``) -> host, port; a :class:`FieldError` on ``listen`` otherwise."""
     m = re.fullmatch(LISTEN_PATTERN, listen.strip())
     if m is None:
-        raise FieldError("listen", "expected HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080", listen)
+        raise FieldError("listen", f"must be {LISTEN_SAYS}", listen)
     host, _, port_text = listen.strip().rpartition(":")
     port = int(port_text)
     if not 0 <= port <= 65535:
