@@ -268,11 +268,10 @@ def status_text(
     """The progress line: frames (of the total), rate, latency, ETA, resident memory; the source's state
     while it is not delivering (``waiting for source (attempt 3, last error: ...)``). Nothing unmeasured is
     shown."""
-    from edgeseg.stats import STALE_S
-
     done = stats.frames_done
     parts = [f"{done}/{total} frames ({min(done / total, 1):.0%})" if total else f"{done} frames"]
-    if done and stats.idle_s > STALE_S:
+    # the FPS sensor's pause rule: a stream of a frame every 10 s is not "no result for 7 s" between frames
+    if stats.paused:
         parts.append(f"no result for {stats.idle_s:.0f} s")
     elif math.isfinite(stats.fps):
         parts.append(f"{stats.fps:.1f} fps")

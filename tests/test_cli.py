@@ -180,6 +180,23 @@ def test_frames_discarded_at_a_stop_are_not_explained_as_a_live_sources_drops() 
     ) in lines
 
 
+def test_the_progress_line_of_a_slow_stream_shows_its_rate_between_frames_and_a_pause_as_no_result() -> None:
+    """A stream of a frame every 10 s (a time-lapse camera) was said to have "no result for 7 s" 5 s after
+    each of its frames; the pause rule of the FPS sensor (no result for over 5 s and 4 of its gaps) is the
+    progress line's too."""
+    from edgeseg.cli import status_text
+    from edgeseg.sources import SourceStats
+    from edgeseg.stats import PipelineStats
+
+    source = SourceStats(frames=12, state="running")
+    between = status_text(PipelineStats(frames_read=12, frames_done=12, fps=0.1, idle_s=7.0), source, None)
+    assert between == "12 frames  0.1 fps"
+    gone = status_text(PipelineStats(frames_read=12, frames_done=12, fps=0.1, idle_s=41.0), source, None)
+    assert gone == "12 frames  no result for 41 s"
+    fast_gone = status_text(PipelineStats(frames_read=99, frames_done=99, fps=25.0, idle_s=6.0), source, None)
+    assert fast_gone == "99 frames  no result for 6 s"
+
+
 def test_the_summary_says_what_a_post_processing_budget_left_out_over_the_run(tmp_path: Path) -> None:
     run = ("run", "--source", "synthetic:parts", "--max-frames", "12")
     capped = edgeseg(*run, "--set", "postprocess.semantic.max_instances=2", cwd=tmp_path)
