@@ -166,6 +166,22 @@ def test_both_ends_of_every_home_assistant_slider_are_values_the_device_applies(
                 assert reply["ok"] is True, (name, value, reply["rejected"])
 
 
+def test_a_request_published_with_retain_is_not_applied_at_each_connect_and_undoes_nothing(
+    tmp_path: Path, broker: Broker, collector: Collector
+) -> None:
+    """A config/<key>/set published with retain came again at every connect (a start, a broker restart) and
+    was applied each time: it undid the changes made since (the web page's, Home Assistant's)."""
+    collector.publish(f"{BASE}/config/{SCORE}/set", b"0.35", retain=True)
+    with Edgeseg(tmp_path, broker.url) as run:
+        assert collector.wait(lambda: collector.on(f"{BASE}/status"), 60), run.output()
+        # (a request after it: the broker sends a client's messages in order, the retained one first)
+        collector.publish(f"{BASE}/config/{SIZE}/set", b"-2")
+        assert _reply_to(collector, f"{BASE}/config/{SIZE}/set")["ok"] is False
+    assert [r["request"] for r in _replies(collector)] == [f"{BASE}/config/{SIZE}/set"]
+    assert retained(broker.port, STATE) == {STATE: CARD_SCORE}
+    assert f"{BASE}/config/{SCORE}/set: a retained request, ignored (1 refused so far)" in run.output()[1]
+
+
 def test_an_mqtt5_request_gets_its_reply_on_its_response_topic_with_its_correlation_data(
     tmp_path: Path, broker: Broker, collector: Collector
 ) -> None:

@@ -143,12 +143,14 @@ class _Link:
 @dataclass(frozen=True)
 class Message:
     """A message the broker delivered to one of our subscriptions; an MQTT 5 request may name the topic
-    and correlation data of its reply."""
+    and correlation data of its reply. ``retained``: the broker kept it and sent it as we subscribed (at
+    every connect), not as it was published."""
 
     topic: str
     payload: bytes
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    retained: bool = False
 
 
 MessageHandler = Callable[[Message], None]
@@ -645,6 +647,7 @@ class Publisher:
             bytes(msg.payload),
             getattr(props, "ResponseTopic", None) or None,
             getattr(props, "CorrelationData", None),
+            bool(msg.retain),
         )
         try:
             handler(message)

@@ -67,7 +67,21 @@ class RemoteControl:
         self._reply(request, outcome.to_json())
 
     def _text(self, request: Message) -> str | None:
-        """The payload as text, or ``None`` after refusing it (too big, not UTF-8)."""
+        """The payload as text, or ``None`` after refusing it (retained, too big, not UTF-8)."""
+        if request.retained:
+            # a request published with retain comes again at every connect, a broker restart's or the
+            # device's: it undid every later change (the web page's, Home Assistant's) and a retained
+            # config/save rewrote the tuning each time. A request is an event, not a state: said, not applied
+            self._refused += 1
+            if said(self._refused):
+                log.warning(
+                    "%s: a retained request, ignored (%d refused so far): it would be applied again at "
+                    "every connect; publish requests without retain, and clear this one (an empty retained "
+                    "message)",
+                    request.topic,
+                    self._refused,
+                )
+            return None
         if len(request.payload) > MAX_PAYLOAD:
             self._refuse(
                 request, PAYLOAD_KEY, f"{len(request.payload)} bytes is over the {MAX_PAYLOAD}-byte limit"
