@@ -9,9 +9,10 @@ frames' capture timestamps.
 **Zone membership** is by an anchor point of the box (``anchor``, default the bottom centre) or, with
 ``min_fraction``, by the fraction of the instance's *mask* inside the polygon. Each observation is clearly
 inside (anchor more than ``margin`` inside the edge; mask fraction >= ``min_fraction + fraction_band / 2``,
-at most 1), clearly outside (more than ``margin`` outside; fraction < ``min_fraction - fraction_band / 2``),
-or on the edge (no evidence either way). A track enters after being clearly inside for ``enter_s`` (from
-its first clearly-inside observation to a later one, with no clearly-outside or edge observation between),
+at most 1), clearly outside (more than ``margin`` outside; fraction < ``min_fraction - fraction_band / 2``,
+or none of the mask inside), or on the edge (no evidence either way). A track enters after being clearly
+inside for ``enter_s`` (from its first clearly-inside observation to a later one, with no clearly-outside or
+edge observation between),
 and leaves likewise after ``exit_s`` clearly outside. So jitter on the edge smaller than ``margin`` never
 changes anything, and a one-frame spike never does when ``enter_s``/``exit_s`` exceed one frame interval.
 ``loiter`` fires once per stay, ``loiter_s`` after the entry.
@@ -100,7 +101,7 @@ class ZoneConfig:
         default=0.1,
         metadata=_m(
             "Mask membership: inside from min_fraction + half this (at most 1), outside below min_fraction - "
-            "half this.",
+            "half this (or with no pixel inside).",
             ge=0,
             le=1,
         ),
@@ -540,7 +541,9 @@ class ZoneCounter:
                     frac = inside / max(int(instances.area[i]), 1)
                     hi = min(cfg.min_fraction + cfg.fraction_band / 2, 1.0)
                     lo = cfg.min_fraction - cfg.fraction_band / 2
-                    zone_ev[i].append(1 if frac >= hi else -1 if frac < lo else 0)
+                    # (no pixel inside is outside, whatever the band: a min_fraction under half of it put
+                    # "clearly outside" below 0, and a part that walked out stayed in till its track ended)
+                    zone_ev[i].append(1 if frac >= hi else -1 if frac < lo or not inside else 0)
         for line in self.lines.values():
             for i in range(n):
                 x, y = anchors[line.anchor][i]

@@ -618,6 +618,17 @@ def test_mask_fraction_membership_uses_the_mask_not_the_box() -> None:
     assert cv2.__version__  # cv2 rasterizes the zone
 
 
+def test_a_mask_zone_with_a_small_min_fraction_sees_a_mask_wholly_outside_it_as_outside() -> None:
+    """min_fraction 0.05 ("any overlap") with the default fraction_band 0.1 put "clearly outside" below a
+    fraction of -0.05: a part that walked out of the zone stayed inside it until its track ended."""
+    zone = ZoneConfig(
+        polygon=((0.5, 0.0), (1.0, 0.0), (1.0, 1.0), (0.5, 1.0)), min_fraction=0.05, enter_s=0.0
+    )
+    counter = ZoneCounter({"z": zone}, {})
+    inside, outside = counter.evidence(square(W * 0.75, 200)), counter.evidence(square(W * 0.25, 200))
+    assert (inside[0], outside[0]) == ([[1]], [[-1]])
+
+
 def test_the_annotator_draws_zones_and_lines_at_their_normalized_places() -> None:
     from edgeseg.annotate import REGION_COLOR, annotate
 
