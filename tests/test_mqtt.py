@@ -532,28 +532,46 @@ def test_forget_listen_and_doctor_speak_the_pipelines_mqtt_protocol_to_a_broker_
     assert retained(broker.port, "edgeseg/cam1/#") == {}
 
 
-def test_forget_that_the_broker_refuses_says_so_instead_of_cleared(tmp_path: Path) -> None:
-    """A broker whose ACL denies the user the device's topics acknowledges the empty payloads anyway: forget
-    said "cleared 1 retained topic(s)", exit status 0, and the device stayed in Home Assistant."""
+@contextlib.contextmanager
+def _broker_with_acl(tmp_path: Path, user: str, rules: str) -> Iterator[tuple[Broker, Collector]]:
+    """A started broker whose user ``user`` (password ``secret``) has the ACL ``rules`` (Mosquitto's
+    ``topic`` lines), and a collector on it: anonymous clients may do anything. Both stopped on leaving."""
     passwd, acl = tmp_path / "passwd", tmp_path / "acl"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "viewer", "secret"], check=True)
-    acl.write_text("topic readwrite #\nuser viewer\ntopic read #\n")  # anonymous: all; viewer: read only
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), user, "secret"], check=True)
+    acl.write_text(f"topic readwrite #\nuser {user}\n{rules}\n")
     for path in (passwd, acl):
         path.chmod(0o644)
     locked = Broker(tmp_path / "broker", extra_config=f"password_file {passwd}\nacl_file {acl}\n")
     locked.start()
     collector = Collector(locked.port)
     try:
-        collector.publish("edgeseg/cam1/status", b"online", retain=True)
-        done = subprocess.run(
-            [sys.executable, "-m", "edgeseg", "mqtt", "forget", "--url", locked.url, "--device-id", "cam1"],
-            env=edgeseg_env(EDGESEG_MQTT_USERNAME="viewer", EDGESEG_MQTT_PASSWORD="secret"),
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert retained(locked.port, "edgeseg/cam1/#") == {"edgeseg/cam1/status": b"online"}
+        yield locked, collector
     finally:
         collector.close()
         locked.stop()
+
+
+EDGESEG_ONLY = "topic readwrite edgeseg/#"  # a device's user that may not touch homeassistant/#
+
+
+def _forget_as(user: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``edgeseg mqtt forget ARGS`` as ``user`` (password ``secret``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgeseg", "mqtt", "forget", *args],
+        env=edgeseg_env(EDGESEG_MQTT_USERNAME=user, EDGESEG_MQTT_PASSWORD="secret"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_forget_that_the_broker_refuses_says_so_instead_of_cleared(tmp_path: Path) -> None:
+    """A broker whose ACL denies the user the device's topics acknowledges the empty payloads anyway: forget
+    said "cleared 1 retained topic(s)", exit status 0, and the device stayed in Home Assistant."""
+    with _broker_with_acl(tmp_path, "viewer", "topic read #") as (locked, collector):
+        collector.publish("edgeseg/cam1/status", b"online", retain=True)
+        done = _forget_as("viewer", "--url", locked.url, "--device-id", "cam1")
+        assert retained(locked.port, "edgeseg/cam1/#") == {"edgeseg/cam1/status": b"online"}
     assert done.returncode == 2, done.stdout
     assert "cleared" not in done.stdout
     assert done.stderr == (
@@ -568,39 +586,13 @@ def test_forget_by_a_user_the_broker_lets_publish_but_not_read_says_so_instead_o
     """A broker whose ACL lets the user publish to the device's topics but not read them grants the
     subscription and delivers nothing (Mosquitto 2): forget saw no retained topic and said "cleared 0
     retained topic(s)", exit status 0, and the device stayed in Home Assistant."""
-    passwd, acl = tmp_path / "passwd", tmp_path / "acl"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "writer", "secret"], check=True)
-    acl.write_text("topic readwrite #\nuser writer\ntopic write #\n")  # anonymous: all; writer: write only
-    for path in (passwd, acl):
-        path.chmod(0o644)
-    locked = Broker(tmp_path / "broker", extra_config=f"password_file {passwd}\nacl_file {acl}\n")
-    locked.start()
-    collector = Collector(locked.port)
-    try:
+    with _broker_with_acl(tmp_path, "writer", "topic write #") as (locked, collector):
         collector.publish("homeassistant/device/cam1/config", b"{}", retain=True)
-        done = subprocess.run(
-            [sys.executable, "-m", "edgeseg", "mqtt", "forget", "--url", locked.url, "--device-id", "cam1"],
-            env=edgeseg_env(EDGESEG_MQTT_USERNAME="writer", EDGESEG_MQTT_PASSWORD="secret"),
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        done = _forget_as("writer", "--url", locked.url, "--device-id", "cam1")
         assert retained(locked.port, "homeassistant/device/cam1/config")
-    finally:
-        collector.close()
-        locked.stop()
     assert done.returncode == 2, done.stdout
     assert "cleared" not in done.stdout
     assert done.stderr.startswith("edgeseg: error: the broker did not deliver to this user its own test")
-
-
-def _broker_for_edgeseg_topics_only(tmp_path: Path) -> Broker:
-    """A broker (not started) whose user ``device`` (password ``secret``) may read and write edgeseg/# only,
-    not homeassistant/#; anonymous clients may do anything."""
-    passwd, acl = tmp_path / "passwd", tmp_path / "acl"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "device", "secret"], check=True)
-    acl.write_text("topic readwrite #\nuser device\ntopic readwrite edgeseg/#\n")
-    for path in (passwd, acl):
-        path.chmod(0o644)
-    return Broker(tmp_path / "broker", extra_config=f"password_file {passwd}\nacl_file {acl}\n")
 
 
 def test_forget_by_a_user_who_cannot_read_the_discovery_prefix_says_so_instead_of_cleared(
@@ -609,21 +601,11 @@ def test_forget_by_a_user_who_cannot_read_the_discovery_prefix_says_so_instead_o
     """A user the ACL lets read and write edgeseg/# but not homeassistant/#: forget's test message came back
     from edgeseg/, it cleared the device's own topics and said "cleared 1", exit status 0, and the device
     stayed in Home Assistant (its discovery, which forget never saw, kept)."""
-    locked = _broker_for_edgeseg_topics_only(tmp_path)
-    locked.start()
-    collector = Collector(locked.port)
-    try:
+    with _broker_with_acl(tmp_path, "device", EDGESEG_ONLY) as (locked, collector):
         collector.publish("homeassistant/device/cam1/config", b"{}", retain=True)
         collector.publish("edgeseg/cam1/status", b"online", retain=True)
-        done = subprocess.run(
-            [sys.executable, "-m", "edgeseg", "mqtt", "forget", "--url", locked.url, "--device-id", "cam1"],
-            env=edgeseg_env(EDGESEG_MQTT_USERNAME="device", EDGESEG_MQTT_PASSWORD="secret"),
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        done = _forget_as("device", "--url", locked.url, "--device-id", "cam1")
         assert retained(locked.port, "homeassistant/device/cam1/config")
-    finally:
-        collector.close()
-        locked.stop()
     assert done.returncode == 2, done.stdout
     assert "cleared" not in done.stdout
     assert done.stderr.startswith("edgeseg: error: the broker did not deliver to this user its own test")
@@ -632,24 +614,14 @@ def test_forget_by_a_user_who_cannot_read_the_discovery_prefix_says_so_instead_o
 
 def test_forget_of_a_device_without_discovery_needs_no_right_to_the_discovery_prefix(tmp_path: Path) -> None:
     """sinks.mqtt.discovery: false, a user with edgeseg/# alone: forget clears the device's topics."""
-    locked = _broker_for_edgeseg_topics_only(tmp_path)
-    locked.start()
-    collector = Collector(locked.port)
-    try:
+    with _broker_with_acl(tmp_path, "device", EDGESEG_ONLY) as (locked, collector):
         collector.publish("edgeseg/cam1/status", b"online", retain=True)
         pipeline = _pipeline_with_mqtt(
             tmp_path, f"{{url: '{locked.url}', device_id: cam1, discovery: false}}"
         )
-        done = subprocess.run(
-            [sys.executable, "-m", "edgeseg", "mqtt", "forget", str(pipeline)],
-            env=edgeseg_env(EDGESEG_MQTT_USERNAME="device", EDGESEG_MQTT_PASSWORD="secret"),
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        done = _forget_as("device", str(pipeline))
         assert done.returncode == 0, done.stderr
         assert retained(locked.port, "edgeseg/cam1/#") == {}
-    finally:
-        collector.close()
-        locked.stop()
     assert done.stdout.startswith("cleared 1 retained topic(s) of cam1")
 
 
