@@ -147,6 +147,20 @@ def request(
         conn.close()
 
 
+def _stream_request(port: int) -> bytes:
+    """A viewer's request for ``/stream``, as bytes for a raw socket."""
+    return f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+
+
+def _read_until_quiet(conn: socket.socket) -> bytes:
+    """What comes on ``conn`` until it closes or sends nothing for its timeout."""
+    got = b""
+    with contextlib.suppress(TimeoutError):
+        while chunk := conn.recv(65536):
+            got += chunk
+    return got
+
+
 def read_frames(port: int, n: int, headers: dict[str, str] | None = None) -> list[np.ndarray]:
     """Read ``/stream`` as a browser does and decode its first ``n`` JPEG parts."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
@@ -284,11 +298,8 @@ def test_a_viewer_who_comes_while_nobody_watches_gets_no_frame_from_before_only_
 
         wait_for(settled, 15, "the results of the frames already read")
         with socket.create_connection(("127.0.0.1", r.port), timeout=1.5) as viewer:
-            viewer.sendall(f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{r.port}\r\n\r\n".encode())
-            got = b""
-            with contextlib.suppress(TimeoutError):
-                while chunk := viewer.recv(65536):
-                    got += chunk
+            viewer.sendall(_stream_request(r.port))
+            got = _read_until_quiet(viewer)
             head, _, body = got.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200")
             assert b"--frame" not in body  # no part: no result came since this viewer connected
@@ -316,7 +327,7 @@ def test_a_frame_encoded_as_the_last_viewer_left_is_not_kept_for_the_next_one() 
     frame = Frame(0, np.zeros((48, 64, 3), np.uint8), time.monotonic_ns(), time.time())
     try:
         with socket.create_connection(("127.0.0.1", sink.port), timeout=10) as viewer:
-            viewer.sendall(f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{sink.port}\r\n\r\n".encode())
+            viewer.sendall(_stream_request(sink.port))
             assert viewer.recv(4096).startswith(b"HTTP/1.1 200")
             wait_for(lambda: sink.viewers == 1, 10, "the viewer")
             sending = threading.Thread(target=sink.send, args=(Result(frame, Instances.empty((48, 64))),))
@@ -326,11 +337,8 @@ def test_a_frame_encoded_as_the_last_viewer_left_is_not_kept_for_the_next_one() 
         release.set()
         sending.join(10)
         with socket.create_connection(("127.0.0.1", sink.port), timeout=1.5) as later:
-            later.sendall(f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{sink.port}\r\n\r\n".encode())
-            got = b""
-            with contextlib.suppress(TimeoutError):
-                while chunk := later.recv(65536):
-                    got += chunk
+            later.sendall(_stream_request(sink.port))
+            got = _read_until_quiet(later)
         assert got.startswith(b"HTTP/1.1 200")
         assert b"--frame" not in got  # no result came since this viewer connected
     finally:
@@ -364,7 +372,7 @@ def test_a_viewer_who_leaves_while_no_frame_comes_stops_counting_as_one(tmp_path
     camera = f"http://127.0.0.1:{free_port()}/stream.mjpg"  # nothing listens there: no frame comes
     with running(tmp_path, sets=(f"source.uri={camera}",)) as r:
         with socket.create_connection(("127.0.0.1", r.port), timeout=10) as viewer:
-            viewer.sendall(f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{r.port}\r\n\r\n".encode())
+            viewer.sendall(_stream_request(r.port))
             assert viewer.recv(4096).startswith(b"HTTP/1.1 200")
             wait_for(lambda: r.web.viewers == 1, 10, "the viewer")
         wait_for(lambda: r.web.viewers == 0, 15, "the viewer who left to be let go")
@@ -378,7 +386,7 @@ def _stuck_viewer(port: int) -> Iterator[socket.socket]:
     try:
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
         stuck.connect(("127.0.0.1", port))
-        stuck.sendall(f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        stuck.sendall(_stream_request(port))
         yield stuck
     finally:
         stuck.close()
