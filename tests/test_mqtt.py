@@ -456,6 +456,9 @@ def _loopback_listener(on_accept: Callable[[socket.socket, list[socket.socket]],
     try:
         yield server.getsockname()[1]
     finally:
+        # close() alone does not wake the thread blocked in accept() (Linux): the join waited out its 5 s
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)
         server.close()
         for conn in conns:
             conn.close()
