@@ -210,22 +210,35 @@ class Collector:
         self.client.loop_stop()
 
 
-def retained(port: int, topic: str, timeout: float = 3.0) -> dict[str, bytes]:
-    """The retained messages under ``topic`` as a fresh subscriber sees them."""
+def retained(port: int, topic: str, timeout: float = 30.0) -> dict[str, bytes]:
+    """The retained messages under ``topic`` as a fresh subscriber sees them.
+
+    The broker queues them to the subscriber as it handles the SUBSCRIBE, and handles one client's packets
+    in order: a message this probe publishes afterwards to a topic of its own comes back after them all.
+    """
     got: dict[str, bytes] = {}
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex[:8]}")
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    marker = f"{name}/done"
+    done = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name)
 
     def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.retain:
+        if msg.topic == marker:
+            done.set()
+        elif msg.retain:
             got[msg.topic] = bytes(msg.payload)
 
     client.on_message = on_message
     client.connect("127.0.0.1", port)
     client.subscribe(topic, qos=1)
+    client.subscribe(marker, qos=1)
+    client.publish(marker, b"", qos=1)
     client.loop_start()
-    time.sleep(timeout)
-    client.disconnect()
-    client.loop_stop()
+    try:
+        assert done.wait(timeout), f"the broker did not deliver {marker} back within {timeout:g} s"
+    finally:
+        client.disconnect()
+        client.loop_stop()
     return got
 
 
