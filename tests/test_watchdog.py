@@ -379,7 +379,7 @@ def test_pings_stop_when_the_decode_stage_hangs_or_its_thread_dies(
 ) -> None:
     watchdog_s = 1.0
     notifier = Notifier(manager.address, int(watchdog_s * 1e6))
-    hanging = stages(at=150)  # source frame index: 5 s at 30 fps, time for READY and three pings first
+    hanging = stages(at=10**9)  # not before READY and three pings
     pipeline = Pipeline(make_source("synthetic:parts?seed=1&fps=30"), hanging)
     link = ServiceLink(notifier, lambda: "figures")
     pipeline.start()
@@ -387,7 +387,7 @@ def test_pings_stop_when_the_decode_stage_hangs_or_its_thread_dies(
         _serve(pipeline, link, lambda: len(manager.pings()) >= 3, timeout_s=30)
         assert link.ready
         assert len(manager.pings()) >= 3
-        assert pipeline.stats().frames_done < hanging.at, "the hang began before the pings were seen"
+        hanging.at = 0  # the next decode call hangs (or its thread ends)
         stalled_note: list[Note] = []
 
         def stalled() -> bool:
