@@ -1360,7 +1360,8 @@ def test_mqtts_publishes_over_tls_and_an_unknown_ca_is_logged_and_retried(tmp_pa
     untrusted = Edgeseg(tmp_path / "b", f"mqtts://localhost:{tls_port}", device="cam2")  # system CAs only
     try:
         assert collector.wait(lambda: len(collector.on("cam1/results")) >= 3, 90), trusted.output()
-        time.sleep(2)
+        # the untrusted run's first connect has failed (or, were it let in, its results came meanwhile)
+        collector.wait(lambda: "certificate verify failed" in untrusted.output()[1], 30)
     finally:
         trusted.stop()
         untrusted.stop()
