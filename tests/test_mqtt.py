@@ -158,7 +158,13 @@ def test_a_broker_outage_loses_nothing_and_each_stream_stays_in_order(
         during = len(spooled(run.spool))
         broker.start()
         assert collector.wait(lambda: any(d["replay"] for d in results(collector.on("/results"))), 30)
-        time.sleep(2)  # live results flow again beside the replay
+
+        def caught_up() -> bool:  # the replay is through and live results flow again
+            docs = results(collector.on("/results"))
+            seqs = {d["seq"] for d in docs}
+            return not docs[-1]["replay"] and seqs == set(range(max(seqs) + 1))
+
+        assert collector.wait(caught_up, 30)
     code = run.code
     out, err = run.output()
     assert code == 0, (out, err)
