@@ -1173,7 +1173,7 @@ def test_a_full_disk_stops_spooling_with_a_counted_error_while_the_pipeline_goes
 ) -> None:
     # results only: track events share the spool and its loss counters (tests/test_mqtt_events.py)
     no_events = ("--set", "tracker.enabled=false", "--set", "lines={}")
-    run = Edgeseg(tmp_path, "mqtt://127.0.0.1:1", "--max-frames", "80", *no_events, state=tiny_disk)
+    run = Edgeseg(tmp_path, "mqtt://127.0.0.1:1", "--max-frames", "80", *no_events, fps=30, state=tiny_disk)
     code = run.wait(180)
     out, err = run.output()
     assert code == 3, (out, err)  # results were lost ...
