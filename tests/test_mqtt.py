@@ -1286,7 +1286,9 @@ def test_an_earlier_prefixs_messages_lost_are_counted_as_theirs_in_the_summary_a
 ) -> None:
     """After sinks.mqtt.prefix changed, the earlier prefix's results and events that expired in the spool
     were summed up as "LOST N (expired) results", N its events too, none of them this prefix's results."""
-    first = Edgeseg(tmp_path, "mqtt://127.0.0.1:1", "--max-frames", "30", "--set", "sinks.mqtt.prefix=old")
+    first = Edgeseg(
+        tmp_path, "mqtt://127.0.0.1:1", "--max-frames", "30", "--set", "sinks.mqtt.prefix=old", fps=30
+    )
     assert first.wait(120) == 0, first.output()
     ended = time.monotonic()
     held = spooled_per_topic(first.spool)
