@@ -47,6 +47,24 @@ def _one_line_naming(done: subprocess.CompletedProcess[str], what: str) -> None:
     assert what in done.stderr.strip().splitlines()[-1]
 
 
+def _reference_tree(tmp_path: Path) -> str:
+    """A copy of this tree's ``edgeseg/semantic`` to give a script as its ``--reference``."""
+    shutil.copytree(REPO / "edgeseg" / "semantic", tmp_path / "semantic")
+    return str(tmp_path / "semantic")
+
+
+def _main_put_back(monkeypatch: pytest.MonkeyPatch, script: Any, argv: list[str]) -> None:
+    """A bench script's ``main()`` run with ``argv``: it sets one OpenCV thread and turns warnings off, both
+    put back after it."""
+    monkeypatch.setattr(sys, "argv", argv)
+    threads = cv2.getNumThreads()
+    try:
+        script.main()
+    finally:
+        cv2.setNumThreads(threads)
+        logging.disable(logging.NOTSET)
+
+
 def _noted(calls: list[str], name: str, call: Callable[..., Any]) -> Callable[..., Any]:
     """``call``, noting ``name`` in ``calls`` at each call: the order in which a bench calls what it times."""
 
@@ -230,13 +248,7 @@ def test_bench_scores_times_a_way_only_after_an_untimed_call_of_it(
     monkeypatch.setattr(
         bench_scores, "time", SimpleNamespace(perf_counter=_noted(calls, "clock", time.perf_counter))
     )
-    monkeypatch.setattr(sys, "argv", ["bench_scores.py", "--seeds", "1", "--repeat", "1"])
-    threads = cv2.getNumThreads()
-    try:
-        bench_scores.main()  # (on one OpenCV thread, its warnings off: both put back below)
-    finally:
-        cv2.setNumThreads(threads)
-        logging.disable(logging.NOTSET)
+    _main_put_back(monkeypatch, bench_scores, ["bench_scores.py", "--seeds", "1", "--repeat", "1"])
     assert len(noise) == 1
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["rows"]
     assert "split" in calls[: calls.index("clock")]
@@ -252,7 +264,7 @@ def test_profile_semantic_times_this_tree_and_the_reference_only_after_an_untime
 
     from edgeseg.synthetic import PartsScene
 
-    shutil.copytree(REPO / "edgeseg" / "semantic", tmp_path / "semantic")
+    reference = _reference_tree(tmp_path)
     calls: list[str] = []
     load = profile_semantic.load_reference
     monkeypatch.setattr(
@@ -265,9 +277,7 @@ def test_profile_semantic_times_this_tree_and_the_reference_only_after_an_untime
     )
     class_map = PartsScene(640, 480, seed=0).frame(250).class_map.astype(np.uint8)
     monkeypatch.setattr(profile_semantic, "demo_maps", lambda seeds, frames: {"truth": [(class_map, {})]})
-    monkeypatch.setattr(
-        sys, "argv", ["profile_semantic.py", "--reference", str(tmp_path / "semantic"), "--repeat", "2"]
-    )
+    monkeypatch.setattr(sys, "argv", ["profile_semantic.py", "--reference", reference, "--repeat", "2"])
     profile_semantic.main()
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["truth"]["calls_differing"] == 0
     assert calls == ["new", "reference"] * 3  # (one untimed call of each, then --repeat 2)
@@ -281,7 +291,7 @@ def test_bench_scores_times_this_tree_and_the_reference_side_by_side_each_first_
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import bench_scores
 
-    shutil.copytree(REPO / "edgeseg" / "semantic", tmp_path / "semantic")
+    reference = _reference_tree(tmp_path)
     calls: list[str] = []
     split, arguments = bench_scores.semantic_to_instances, bench_scores.bench_arguments
 
@@ -299,14 +309,11 @@ def test_bench_scores_times_this_tree_and_the_reference_side_by_side_each_first_
     monkeypatch.setattr(bench_scores, "SCORE_SETS", noise)
     monkeypatch.setattr(bench_scores, "semantic_to_instances", ours)
     monkeypatch.setattr(bench_scores, "bench_arguments", with_reference)
-    argv = ["bench_scores.py", "--seeds", "1", "--repeat", "2", "--reference", str(tmp_path / "semantic")]
-    monkeypatch.setattr(sys, "argv", argv)
-    threads = cv2.getNumThreads()
-    try:
-        bench_scores.main()  # (on one OpenCV thread, its warnings off: both put back below)
-    finally:
-        cv2.setNumThreads(threads)
-        logging.disable(logging.NOTSET)
+    _main_put_back(
+        monkeypatch,
+        bench_scores,
+        ["bench_scores.py", "--seeds", "1", "--repeat", "2", "--reference", reference],
+    )
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["summary"]["same_as_reference"]
     # per layout (channels first, then last): the untimed calls, then the two rounds
     untimed = ["scores", "class map", "reference"]
@@ -322,7 +329,7 @@ def test_bench_explain_times_this_trees_view_and_the_references_each_first_in_tu
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import bench_explain
 
-    shutil.copytree(REPO / "edgeseg" / "semantic", tmp_path / "semantic")
+    reference = _reference_tree(tmp_path)
     calls: list[str] = []
     arguments = bench_explain.bench_arguments
 
@@ -337,14 +344,11 @@ def test_bench_explain_times_this_trees_view_and_the_references_each_first_in_tu
     )
     monkeypatch.setattr(bench_explain, "explain_split", _noted(calls, "view", bench_explain.explain_split))
     monkeypatch.setattr(bench_explain, "bench_arguments", with_reference)
-    argv = ["bench_explain.py", "--seeds", "1", "--repeat", "2", "--reference", str(tmp_path / "semantic")]
-    monkeypatch.setattr(sys, "argv", argv)
-    threads = cv2.getNumThreads()
-    try:
-        bench_explain.main()  # (on one OpenCV thread, its warnings off: both put back below)
-    finally:
-        cv2.setNumThreads(threads)
-        logging.disable(logging.NOTSET)
+    _main_put_back(
+        monkeypatch,
+        bench_explain,
+        ["bench_explain.py", "--seeds", "1", "--repeat", "2", "--reference", reference],
+    )
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["same"]
     # the untimed calls, the two rounds, then the split and the view compared
     first, second = ["split", "view", "reference"], ["split", "reference", "view"]
