@@ -45,8 +45,9 @@ class FieldError(InputError):
 
     def text(self) -> str:
         got = "" if self.value is MISSING else f" (got {describe(self.value)})"
-        # a key is the file's too: one holding a line break ("a\nb": 1) must not break the line
-        key = self.key if self.key.isprintable() else json.dumps(self.key)
+        # a key is the file's too: one holding a line break ("a\nb": 1) must not break the line, and one of
+        # a megabyte (a YAML key is any length) is cut as a value is
+        key = _cut(self.key if self.key.isprintable() else json.dumps(self.key))
         return f"{key}: {self.message}{got}"
 
     def under(self, prefix: str) -> FieldError:
@@ -157,8 +158,8 @@ class Validator:
                 raise self.fail(f"{prefix}{key}", secrets[key])
             if key not in known:
                 close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f"did you mean {close[0]}? " if close else ""
-                raise self.fail(f"{prefix}{key}", f"unknown key; {hint}(allowed: {', '.join(known)})")
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise self.fail(f"{prefix}{key}", f"unknown key{hint} (allowed: {', '.join(known)})")
 
     def convert(self, hint: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
         if get_origin(hint) in (Union, types.UnionType):

@@ -113,7 +113,7 @@ def test_a_section_names_the_key_path_of_what_is_wrong_and_the_closest_known_key
             {"name": "a", "inner": {"scor": 1}},
             "inner.scor: unknown key; did you mean score? (allowed: score)",
         ),
-        ({"name": "a", "inner": {"xyz": 1}}, "inner.xyz: unknown key; (allowed: score)"),
+        ({"name": "a", "inner": {"xyz": 1}}, "inner.xyz: unknown key (allowed: score)"),
         ({"name": "a", "inner": {"score": 2}}, "inner.score: must be in [0, 1] (got 2)"),
     ]:
         with pytest.raises(FieldError) as info:
