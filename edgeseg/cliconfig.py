@@ -82,7 +82,12 @@ def pipeline_path(name: str | None) -> Path | None:
     if folder or path.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
         # `edgeseg run clip.mp4`: "not UTF-8 text; save it as UTF-8" (after reading it all) misled
         what = "a folder" if folder else "a video or an image"
-        raise ConfigError(f"pipeline {name!r}: {what}, not a pipeline file (give it with --source {name})")
+        # `edgeseg run demo` beside a demo/ folder: the bundled pipeline of that name was meant as likely
+        meant = bundled_pipelines().get(name)
+        also = f"; the bundled pipeline {name} is {meant}" if meant is not None else ""
+        raise ConfigError(
+            f"pipeline {name!r}: {what}, not a pipeline file (give it with --source {name}{also})"
+        )
     if os.path.exists(name) or path.suffix.lower() in (".yaml", ".yml") or os.sep in name:
         return path
     bundled = bundled_pipelines()

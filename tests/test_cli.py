@@ -24,7 +24,7 @@ import pytest
 from test_sources import bilevel_png, screen_gif
 from videofile import frame_count
 
-from edgeseg.cliconfig import add_pipeline_args, load_cli_config
+from edgeseg.cliconfig import add_pipeline_args, bundled_pipelines, load_cli_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -328,6 +328,18 @@ def test_a_video_or_a_folder_given_as_the_pipeline_is_one_line_pointing_to_sourc
     assert (done.returncode, done.stderr) == (
         2,
         f"edgeseg: error: pipeline '{given}': {what}, not a pipeline file (give it with --source {given})\n",
+    )
+
+
+def test_a_folder_named_as_a_bundled_pipeline_is_refused_naming_the_bundled_ones_path(tmp_path: Path) -> None:
+    # `edgeseg run demo` in a folder holding a demo/ folder said only "a folder ... --source demo"
+    (tmp_path / "demo").mkdir()
+    done = edgeseg("run", "demo", cwd=tmp_path)
+    bundled = bundled_pipelines()["demo"]
+    assert (done.returncode, done.stderr) == (
+        2,
+        "edgeseg: error: pipeline 'demo': a folder, not a pipeline file (give it with --source demo; the "
+        f"bundled pipeline demo is {bundled})\n",
     )
 
 
