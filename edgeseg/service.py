@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import stat
 import sys
@@ -140,6 +141,21 @@ def _absolute(value: str, base: Path) -> str | None:
     return None if Path(value).is_absolute() else os.path.normpath(base / value)
 
 
+# an editor's pointer to the schema (the bundled files': "# yaml-language-server: $schema=schema.json")
+_MODELINE = re.compile(r"^(#\s*yaml-language-server:\s*\$schema=)(\S+)[ \t]*$", re.MULTILINE)
+
+
+def _schema_modeline(text: str, base: Path) -> str:
+    """``text`` with a relative schema path in its modeline made absolute: a copy elsewhere kept
+    ``$schema=schema.json``, and the editor found no schema beside it (a URL is left as it is)."""
+
+    def absolute(match: re.Match[str]) -> str:
+        fixed = None if "://" in match[2] else _absolute(match[2], base)
+        return match[0] if fixed is None else f"{match[1]}{fixed}"
+
+    return _MODELINE.sub(absolute, text)
+
+
 def installed_pipeline(pipeline: Path) -> str:
     """The text of ``/etc/edgeseg/NAME.yaml``: the pipeline with the paths that are relative to its folder
     (``model.path``, ``model.engine_cache_dir``, ``source.imx500_network``, ``pipeline.state_dir``, a file
@@ -170,7 +186,7 @@ def installed_pipeline(pipeline: Path) -> str:
         # the paths in it resolved from the pipeline's folder by the loader: a file's (plain or file:), a
         # picamera2: URI's network
         changes["source.uri"] = original.source.uri
-    text = pipeline.read_text(encoding="utf-8")
+    text = _schema_modeline(pipeline.read_text(encoding="utf-8"), base)
     if not changes:
         return text
     import tempfile

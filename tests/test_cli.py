@@ -1191,10 +1191,12 @@ def test_a_bundled_pipeline_copied_with_pipelines_copy_runs_from_its_own_folder(
     done = edgeseg("pipelines", "--copy", "demo", "site/mine.yaml", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     copy = (tmp_path / "site" / "mine.yaml").read_text()
-    # only the model's line changed; the comments and layout are the bundled file's
+    # only the model's line and the editor's schema pointer (which found no schema.json beside the copy)
+    # changed; the comments and layout are the bundled file's
     bundled = (REPO / "pipelines" / "demo.yaml").read_text().splitlines()
     assert [a for a, b in zip(copy.splitlines(), bundled, strict=True) if a != b] == [
-        f"  path: {REPO / 'models' / 'demo-parts.onnx'} # relative paths are relative to this file"
+        f"# yaml-language-server: $schema={REPO / 'pipelines' / 'schema.json'}",
+        f"  path: {REPO / 'models' / 'demo-parts.onnx'} # relative paths are relative to this file",
     ]
     run = edgeseg("run", "mine.yaml", "--max-frames", "1", cwd=tmp_path / "site")
     assert run.returncode == 0, run.stderr
