@@ -20,6 +20,7 @@ from edgeseg.config import (
     PipelineConfig,
     bundled_pipelines_dir,
     env_overrides,
+    is_bundled,
     load_config,
     overridden,
 )
@@ -222,9 +223,33 @@ def load_pipeline(args: argparse.Namespace) -> LoadedPipeline:
     overrides = cli_overrides(args)
     path = pipeline_path(args.pipeline) or DEFAULT_PIPELINE
     base = _load(path, overrides, args)
+    _check_bundled_files(path, base)
     tuning = load_tuning(tuning_path(state_dir(base.pipeline.state_dir), base.name))
     config = _load(path, [*overrides, *tuning.overrides()], args) if tuning.values else base
     return LoadedPipeline(config, base, path, tuning)
+
+
+def _check_bundled_files(path: Path, config: PipelineConfig) -> None:
+    """A bundled pipeline's own model or video file that this machine lacks, as one line naming the flags
+    that give them: video-file's and jetson-csi-tensorrt's are the evaluation assets beside a checkout
+    (../shared/assets), absent from an installed wheel, and the run ended in "model file not found"."""
+    if not is_bundled(path):
+        return
+    from edgeseg.sources import parse_uri
+
+    own = load_config(path, env={})
+    missing: list[str] = []
+    if config.model.path == own.model.path and not os.path.exists(config.model.path):
+        missing.append(f"its model {config.model.path} is not here: give one with --model FILE")
+    if config.source.uri == own.source.uri:
+        try:
+            parsed = parse_uri(config.source.uri)
+        except EdgesegError:
+            parsed = None  # reported by the source itself
+        if parsed is not None and parsed.scheme == "file" and not os.path.exists(parsed.target):
+            missing.append(f"its video {parsed.target} is not here: give one with --source FILE")
+    if missing:
+        raise ConfigError(f"bundled pipeline {path.stem}: {'; '.join(missing)}")
 
 
 def load_cli_config(args: argparse.Namespace) -> PipelineConfig:

@@ -1274,6 +1274,19 @@ def test_an_installed_wheel_runs_the_bundled_demo_and_its_selftest_and_lists_the
     assert edgeseg_installed("selftest", "--frames", "2").splitlines()[-1] == "PASS"
     listed = [line.split()[0] for line in edgeseg_installed("pipelines").splitlines()]
     assert listed == sorted(p.stem for p in (REPO / "pipelines").glob("*.yaml"))
+    # video-file names the evaluation assets beside a checkout (../shared/assets), which a wheel has not:
+    # the run ended in "model file not found" without a word of what to give instead
+    video = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "run", "video-file", "--max-frames", "1"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assets = site / "shared" / "assets"  # (../../shared/assets from edgeseg/pipelines/)
+    assert (video.returncode, video.stderr) == (
+        2,
+        f"edgeseg: error: bundled pipeline video-file: its model {assets}/models/yolov8n-seg_int8_320.onnx "
+        "is not here: give one with --model FILE; its video "
+        f"{assets}/video/vtest_pets2009_480x360_h264.avi is not here: give one with --source FILE\n",
+    )
 
 
 def test_a_run_under_opencv_4_as_setup_cfg_allows_starts(tmp_path: Path) -> None:
