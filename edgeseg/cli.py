@@ -436,6 +436,7 @@ def _run_with(args: argparse.Namespace, signals: _Signals, notifier: Notifier, h
             file=loaded.file if args.pipeline is not None else None,  # none named: the bundled demo
             tuning=loaded.tuning.path,
             reloader=lambda: load_pipeline(args).base,
+            left_out=loaded.tuning.left_out,
         )
         pipeline = Pipeline.from_config(
             config, extra_sinks={"accuracy": accuracy} if accuracy else None, setup=setup
@@ -457,7 +458,7 @@ def _run_with(args: argparse.Namespace, signals: _Signals, notifier: Notifier, h
         if path is not None and not os.path.exists(args.pipeline):
             shown = f"pipelines/{path.name}"  # a bundled pipeline named without its file
         say(_startup_line(pipeline, shown))
-        if loaded.tuning.values:
+        if loaded.tuning.values or loaded.tuning.left_out:
             say(describe_tuning(loaded.tuning))
         total = pipeline.source.frames_total
         if total is not None and config.pipeline.max_frames is not None:

@@ -224,9 +224,33 @@ def load_pipeline(args: argparse.Namespace) -> LoadedPipeline:
     path = pipeline_path(args.pipeline) or DEFAULT_PIPELINE
     base = _load(path, overrides, args)
     _check_bundled_files(path, base)
-    tuning = load_tuning(tuning_path(state_dir(base.pipeline.state_dir), base.name))
+    tuning = _applicable(
+        path, overrides, load_tuning(tuning_path(state_dir(base.pipeline.state_dir), base.name))
+    )
+    for _, why in tuning.left_out.values():
+        log.warning("%s: left out, the rest of the saved tuning applied (the file is kept as it is)", why)
     config = _load(path, [*overrides, *tuning.overrides()], args) if tuning.values else base
     return LoadedPipeline(config, base, path, tuning)
+
+
+def _applicable(path: Path, overrides: list[Override | str], tuning: TuningFile) -> TuningFile:
+    """``tuning`` less the values the configuration no longer takes (an upgrade narrowed a range, or they
+    break a rule together with the file's values), left out with why. A start refused for one was exit 2,
+    which the unit does not restart: an unattended device stayed down until someone deleted the file."""
+    try:
+        load_config(path, [*overrides, *tuning.overrides()])
+        return tuning
+    except ConfigError:
+        pass
+    kept = TuningFile(tuning.path, {}, tuning.left_out)
+    for key, value in tuning.values.items():  # one at a time: each in turn over those that applied
+        trial = TuningFile(tuning.path, {**kept.values, key: value}, kept.left_out)
+        try:
+            load_config(path, [*overrides, *trial.overrides()])
+            kept = trial
+        except ConfigError as exc:
+            kept = TuningFile(tuning.path, kept.values, {**kept.left_out, key: (value, str(exc))})
+    return kept
 
 
 def _check_bundled_files(path: Path, config: PipelineConfig) -> None:

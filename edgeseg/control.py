@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +82,13 @@ def _effective(snap: Snapshot, key: str) -> Any:
 
 @dataclass(frozen=True)
 class TuningFile:
-    """Saved live tuning: ``values`` (dotted key -> value) read from ``path`` (empty when there is none)."""
+    """Saved live tuning: ``values`` (dotted key -> value) read from ``path`` (empty when there is none);
+    ``left_out``: the file's entries not applied (key -> (value, the one-line error why)), which the file
+    keeps (see :func:`edgeseg.cliconfig.load_pipeline`)."""
 
     path: Path
     values: Mapping[str, Any]
+    left_out: Mapping[str, tuple[Any, str]] = field(default_factory=dict)
 
     def overrides(self) -> list[Override]:
         origin = f"saved tuning {self.path}"
@@ -106,20 +109,23 @@ def tuning_path(state: Path, pipeline_name: str) -> Path:
 
 
 def load_tuning(path: Path) -> TuningFile:
-    """The saved tuning at ``path``; only live keys may be there (a hand-edited file is checked too)."""
+    """The saved tuning at ``path``; only live keys may be there (a hand-edited file is checked too): another
+    one (a key an upgrade renamed) is left out, with why."""
     if not os.path.isfile(path):  # (not Path.is_file: a --state-dir name too long for a file name raised)
         return TuningFile(path, {})
     doc = read_yaml(path, "saved tuning", ConfigError) or {}
     if not isinstance(doc, Mapping):
         raise ConfigError(f"{path}: saved tuning must be a mapping of key.path: value")
-    for key in doc:
+    values: dict[str, Any] = {}
+    left_out: dict[str, tuple[Any, str]] = {}
+    for key, value in doc.items():
         meta = field_meta(str(key))
         if meta is None or not meta.get("live"):
-            raise ConfigError(
-                f"{path}: {key}: not a key that changes live, so it cannot be saved tuning "
-                "(put it in the pipeline file)"
-            )
-    return TuningFile(path, {str(k): v for k, v in doc.items()})
+            why = f"{path}: {key}: not a key that changes live, so it cannot be saved tuning"
+            left_out[str(key)] = (value, why)
+        else:
+            values[str(key)] = value
+    return TuningFile(path, values, left_out)
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,7 @@ class ControlSetup:
     file: Path | None = None
     tuning: Path | None = None
     reloader: Callable[[], PipelineConfig] | None = None
+    left_out: Mapping[str, tuple[Any, str]] = field(default_factory=dict)
 
 
 class Control:
@@ -145,6 +152,8 @@ class Control:
             checkout's or the install's copy, which an update replaces.
         tuning: where :meth:`save` writes; ``None``: saving is refused.
         reloader: loads the files again (SIGHUP); ``None``: reload is refused.
+        left_out: the saved tuning's entries not applied at start (:class:`TuningFile`); a save keeps them
+            in the tuning file, unless it saves a value of that key.
         sensor_crops: the ROI is applied on the sensor at start (IMX500): ``source.roi`` needs a restart.
     """
 
@@ -158,6 +167,7 @@ class Control:
         tuning: Path | None = None,
         reloader: Callable[[], PipelineConfig] | None = None,
         sensor_crops: bool = False,
+        left_out: Mapping[str, Any] | None = None,
     ) -> None:
         from edgeseg.config import DEFAULT_PIPELINE, is_bundled
 
@@ -165,6 +175,7 @@ class Control:
         self.file = file or DEFAULT_PIPELINE
         self._bundled = is_bundled(self.file)
         self.tuning = tuning
+        self._left_out = dict(left_out or {})
         self._reloader = reloader
         self._sensor_crops = sensor_crops
         self._base = base or config
@@ -370,17 +381,23 @@ class Control:
                 write_back(self.file, changes)
                 self._base, self._pending = config, {}
                 if self.tuning is not None:
-                    _remove_tuning(self.tuning)
+                    # (the entries left out at start stay, as they were: written nowhere else)
+                    _write_tuning(self.tuning, config.name, self._left_out)
                 where = str(self.file)
             else:
                 if self.tuning is None:
                     raise ConfigError("this pipeline has no state directory to save its tuning in")
-                _write_tuning(self.tuning, config.name, changes)
+                # an entry left out at start is kept unless a value of its key is saved over it: a save
+                # must not drop what a user saved before an upgrade without a word
+                self._left_out = {k: v for k, v in self._left_out.items() if k not in changes}
+                _write_tuning(self.tuning, config.name, {**self._left_out, **changes})
                 where = str(self.tuning)
             self._kept = config
         # values as the tuning file and --set write them (null, true), not as Python does (None, True)
         shown = ", ".join(f"{k}={one_line(v)}" for k, v in changes.items()) or "nothing differs from the file"
         line = f"saved {counted(len(changes), 'tuned value')} to {where}: {shown}"
+        if self._left_out and self.tuning is not None:
+            line += f"; kept in {self.tuning} as they were (left out at start): {', '.join(self._left_out)}"
         log.info("%s", line)
         return line
 
@@ -457,7 +474,8 @@ def _write_tuning(path: Path, name: str, values: Mapping[str, Any]) -> None:
         return
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     # one "key: value" line each, the value in flow style: a list stays on its line
-    body = "".join(f"{key}: {one_line(values[key])}\n" for key in sorted(values))
+    # (the key too: one left out at start is as a hand-edited file wrote it, "a: b" and all)
+    body = "".join(f"{one_line(key)}: {one_line(values[key])}\n" for key in sorted(values))
     text = TUNING_HEADER.format(name=name, when=when) + body
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -475,5 +493,8 @@ def _remove_tuning(path: Path) -> None:
 
 
 def describe_tuning(tuning: TuningFile) -> str:
-    shown = ", ".join(f"{k}={one_line(v)}" for k, v in tuning.values.items())
-    return f"applying saved tuning from {tuning.path}: {shown}"
+    shown = ", ".join(f"{k}={one_line(v)}" for k, v in tuning.values.items()) or "nothing"
+    line = f"applying saved tuning from {tuning.path}: {shown}"
+    if tuning.left_out:
+        line += f"; left out (the file keeps them; see the warnings): {', '.join(tuning.left_out)}"
+    return line

@@ -510,6 +510,7 @@ class Pipeline:
             file=s.file,
             tuning=s.tuning,
             reloader=s.reloader,
+            left_out={key: value for key, (value, _) in s.left_out.items()},
             sensor_crops=not stages.model.backend.needs_tensor,
         )
         pipeline_box: list[Pipeline] = []

@@ -585,6 +585,35 @@ def test_a_state_dir_longer_than_a_file_name_can_be_is_no_traceback(tmp_path: Pa
     assert "Traceback" not in done.stderr
 
 
+def test_a_saved_tuning_value_an_upgrade_made_invalid_is_left_out_with_a_warning_and_the_rest_runs(
+    tmp_path: Path,
+) -> None:
+    """A saved value the configuration no longer takes (a key renamed, a range narrowed) stopped every start
+    with exit 2, which the unit does not restart: the device stayed down until someone deleted the file."""
+    (tmp_path / "state").mkdir()
+    tuning = tmp_path / "state" / "tuning-demo.yaml"
+    text = (
+        "postprocess.semantic.min_score: 0.4\n"
+        "postprocess.semantic.dist_threshold: 7\n"  # (0, 1]
+        "postprocess.semantic.min_scor: 0.5\n"  # a key renamed
+    )
+    tuning.write_text(text)
+    done = edgeseg("run", "--state-dir", "state", "--max-frames", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "left out, the rest of the saved tuning" in line]
+    assert len(warnings) == 2, done.stderr
+    assert f"{tuning.relative_to(tmp_path)}: postprocess.semantic.min_scor: not a key" in warnings[0]
+    assert warnings[1].startswith(
+        "edgeseg: WARNING: postprocess.semantic.dist_threshold: must be in (0, 1] (got 7)"
+    )
+    assert (
+        f"applying saved tuning from {tuning.relative_to(tmp_path)}: postprocess.semantic.min_score=0.4; "
+        "left out (the file keeps them; see the warnings): postprocess.semantic.min_scor, "
+        "postprocess.semantic.dist_threshold"
+    ) in done.stdout + done.stderr
+    assert tuning.read_text() == text
+
+
 def _stdout_env(buffered: bool) -> dict[str, str]:
     """The tests' environment, with stdout block-buffered as in a user's shell or unbuffered as under
     PYTHONUNBUFFERED (a container's, a unit's): a write then fails at the line, not at the exit's flush."""
