@@ -108,6 +108,10 @@ def _shown(value: Any, left: list[int]) -> Any:
             left[0] -= 1
             shown.append(_shown(item, left))
         return shown
+    if isinstance(value, int) and not isinstance(value, bool):
+        # an integer of thousands of digits (YAML reads up to 4300) is cut as a string is
+        digits = str(value)
+        return value if len(digits) <= _SHOWN_CHARS else f"{_cut(digits)} ({len(digits)} digits)"
     return _cut(value) if isinstance(value, str) else value
 
 
@@ -223,7 +227,12 @@ def check_value(hint: Any, value: Any, key: str, meta: Mapping[str, Any], fail: 
 
 def _is_number(value: Any) -> bool:
     # numbers.Real: numpy scalars too (a grid search builds SemanticParams from numpy values)
-    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer past a float's range (a file's 400 digits): no number a float takes
+        return False
 
 
 def constrain(

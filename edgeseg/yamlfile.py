@@ -39,6 +39,19 @@ class Loader(yaml.SafeLoader):
                 seen.add((key.tag, key.value))
         return node
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # a scalar PyYAML's constructors take that Python refuses with ValueError, a traceback from a
+        # pipeline file, a card, a saved tuning or --set: an integer of more than 4300 digits (int()'s
+        # limit), a date of month 13 (2020-13-45)
+        try:
+            return super().construct_object(node, deep)
+        except ValueError as exc:
+            # (int()'s message goes on to advise sys.set_int_max_str_digits, no help to a user)
+            reason = str(exc).split(";")[0]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value ({reason})", node.start_mark
+            ) from None
+
 
 class _Dumper(yaml.SafeDumper):
     """PyYAML's safe dumper, which quotes a string that :class:`Loader` would read as a float (``"1e3"``)."""

@@ -401,6 +401,28 @@ def test_a_key_of_a_megabyte_is_cut_on_the_errors_line_as_a_value_is(tmp_path: P
     assert len(str(err.value)) < 1000, str(err.value)[:1000]
 
 
+def test_a_number_python_or_a_float_cannot_take_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    # PyYAML's int() of more than 4300 digits and its date of month 13 raised ValueError, and a float field
+    # given 400 digits OverflowError in math.isfinite: tracebacks, from a file, a card or a saved tuning
+    unread = "p.yaml: invalid YAML at line 2, column 15: cannot read this value"
+    for text, expected in [
+        (
+            f"source: {{fps: {'1' * 5000}}}",
+            f"{unread} (Exceeds the limit (4300 digits) for integer string conversion: value has 5000 "
+            "digits)",
+        ),
+        ("source: {fps: 2020-13-45}", f"{unread} (month must be in 1..12)"),
+        (
+            f"source: {{fps: {'1' * 4000}}}",
+            f'source.fps: must be a number (got "{"1" * 200}... (4000 digits)")',
+        ),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            load_config(_write(tmp_path, M + text), env={})
+        assert expected in str(err.value)
+        assert len(str(err.value)) < 1000, str(err.value)[:1000]
+
+
 def test_a_key_written_twice_is_an_error_naming_its_line_where_yaml_aliases_merge_as_before(
     tmp_path: Path,
 ) -> None:
