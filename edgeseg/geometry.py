@@ -128,7 +128,8 @@ def validate_roi(roi: Roi) -> Roi:
     """Check a normalized ``(left, top, width, height)`` and return it as floats."""
     try:
         left, top, width, height = (float(v) for v in roi)
-    except (TypeError, ValueError):  # shown cut short: a YAML alias bomb is a billion items
+    # (OverflowError: an integer past a float's range, 400 digits in a file or an MQTT payload)
+    except (TypeError, ValueError, OverflowError):  # shown cut short: a YAML alias bomb is a billion items
         raise InputError(f"roi must be 4 numbers (left, top, width, height), got {describe(roi)}") from None
     if not all(math.isfinite(v) for v in (left, top, width, height)):
         raise InputError(f"roi values must be finite, got {roi!r}")

@@ -423,6 +423,14 @@ def test_a_number_python_or_a_float_cannot_take_is_one_line_not_a_traceback(tmp_
         assert len(str(err.value)) < 1000, str(err.value)[:1000]
 
 
+def test_a_roi_holding_an_integer_past_a_floats_range_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    # float() of it raised OverflowError, which validate_roi did not take for a bad ROI
+    big = "1" * 400
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, M + f"source: {{roi: [{big}, 0, 1, 1]}}"), env={})
+    assert str(err.value).startswith("source.roi: must be [left, top, width, height] inside the frame")
+
+
 def test_a_key_written_twice_is_an_error_naming_its_line_where_yaml_aliases_merge_as_before(
     tmp_path: Path,
 ) -> None:
