@@ -196,7 +196,7 @@ def check_value(hint: Any, value: Any, key: str, meta: Mapping[str, Any], fail: 
         constrain(key, value, meta, fail)
         return int(value)
     if hint is float:
-        if not _is_number(value):
+        if not is_number(value):
             raise fail(key, "must be a number", value)
         constrain(key, value, meta, fail)
         return float(value)
@@ -217,7 +217,7 @@ def check_value(hint: Any, value: Any, key: str, meta: Mapping[str, Any], fail: 
     if get_origin(hint) is tuple and args and all(a is float for a in args):
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise fail(key, f"must be a list of {len(args)} numbers", value)
-        if not all(_is_number(v) for v in value):
+        if not all(is_number(v) for v in value):
             raise fail(key, f"must be a list of {len(args)} numbers", value)
         for v in value:
             constrain(key, v, meta, fail, whole=value)
@@ -225,7 +225,8 @@ def check_value(hint: Any, value: Any, key: str, meta: Mapping[str, Any], fail: 
     raise TypeError(f"{key}: no rule for type {hint!r}")
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A finite real number (not a bool) that a float takes."""
     # numbers.Real: numpy scalars too (a grid search builds SemanticParams from numpy values)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False

@@ -54,7 +54,7 @@ from numpy.typing import NDArray
 from edgeseg.events import Counts, Direction, Event, EventSequence
 from edgeseg.fields import meta as _m
 from edgeseg.geometry import fill_polygon
-from edgeseg.validate import FieldError, describe
+from edgeseg.validate import FieldError, describe, is_number
 
 if TYPE_CHECKING:
     from edgeseg.frame import Result
@@ -254,7 +254,8 @@ def check_points(value: Any, key: str, fail: Callable[..., Exception]) -> Points
     ok = isinstance(value, (list, tuple)) and all(
         isinstance(p, (list, tuple))
         and len(p) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in p)
+        # (is_number: an integer past a float's range, 400 digits, was an OverflowError from math.isfinite)
+        and all(is_number(v) for v in p)
         for p in value
     )
     if not ok:

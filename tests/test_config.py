@@ -431,6 +431,16 @@ def test_a_roi_holding_an_integer_past_a_floats_range_is_one_line_not_a_tracebac
     assert str(err.value).startswith("source.roi: must be [left, top, width, height] inside the frame")
 
 
+def test_a_zone_point_holding_an_integer_past_a_floats_range_is_one_line_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    # math.isfinite of it raised OverflowError in the zones' point check
+    polygon = f"[[{'1' * 400}, 0], [1, 0], [1, 1]]"
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, M + f"zones: {{a: {{polygon: {polygon}}}}}"), env={})
+    assert str(err.value).startswith("zones.a.polygon: must be a list of [x, y] points")
+
+
 def test_a_key_written_twice_is_an_error_naming_its_line_where_yaml_aliases_merge_as_before(
     tmp_path: Path,
 ) -> None:
