@@ -90,6 +90,14 @@ def pipeline_path(name: str | None) -> Path | None:
             f"pipeline {name!r}: {what}, not a pipeline file (give it with --source {name}{also})"
         )
     if os.path.exists(name) or path.suffix.lower() in (".yaml", ".yml") or os.sep in name:
+        meant = None if os.path.exists(name) else bundled_pipelines().get(path.stem)
+        if meant is not None and meant.name == path.name:
+            # `edgeseg run pipelines/usb-camera.yaml` outside a checkout (an installed edgeseg): "cannot read
+            # pipeline file (No such file or directory)" said nothing of the bundled one of that name
+            raise ConfigError(
+                f"pipeline {name!r}: no such file; the bundled one of that name runs with "
+                f"'edgeseg run {path.stem}' ({meant})"
+            )
         return path
     bundled = bundled_pipelines()
     if name in bundled:

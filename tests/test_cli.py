@@ -343,6 +343,18 @@ def test_a_folder_named_as_a_bundled_pipeline_is_refused_naming_the_bundled_ones
     )
 
 
+def test_a_bundled_pipelines_path_outside_a_checkout_is_refused_naming_how_to_run_it(tmp_path: Path) -> None:
+    # `edgeseg run pipelines/usb-camera.yaml` as README wrote it, from an installed edgeseg: "cannot read
+    # pipeline file (No such file or directory)" and nothing of the bundled pipeline of that name
+    done = edgeseg("run", "pipelines/usb-camera.yaml", cwd=tmp_path)
+    bundled = bundled_pipelines()["usb-camera"]
+    assert (done.returncode, done.stderr) == (
+        2,
+        "edgeseg: error: pipeline 'pipelines/usb-camera.yaml': no such file; the bundled one of that name "
+        f"runs with 'edgeseg run usb-camera' ({bundled})\n",
+    )
+
+
 @pytest.mark.parametrize("flag", ["--source", "--model", "--roi", "--web", "--mqtt", "--state-dir"])
 def test_a_flag_given_an_empty_value_is_refused_in_one_line_not_dropped(tmp_path: Path, flag: str) -> None:
     # `--mqtt "$BROKER"` with the variable unset ran the pipeline without MQTT, `--source "$CAMERA"` on the
