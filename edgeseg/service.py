@@ -436,6 +436,14 @@ def install(opts: InstallOptions) -> list[str]:
     from edgeseg.config import load_config
 
     name, layout = check_name(opts.name), Layout(opts.root)
+    if mask := masking(layout.root, name):
+        # `systemctl mask` says "never start this": writing the template over its link to /dev/null would
+        # lift that unannounced (the template's mask, for every instance); the operator unmasks, not install
+        where = Path("/") / mask.relative_to(layout.root)
+        raise ConfigError(
+            f"edgeseg@{name}.service is masked ({where} is empty or a link to /dev/null): install leaves it "
+            f"so; to install and run it, systemctl unmask {mask.name} first"
+        )
     bin_path = opts.bin_path or default_bin()
     if not bin_path.is_absolute() or any(c.isspace() for c in str(bin_path)):
         raise ConfigError(f"--bin {bin_path}: give an absolute path without spaces")

@@ -1079,6 +1079,29 @@ def test_doctor_service_fails_on_a_masked_instance_or_template(tmp_path: Path, u
     assert found.detail == f"masked: {mask} is empty or a link to /dev/null, so systemd refuses to start it"
 
 
+@pytest.mark.parametrize("unit", ["edgeseg@front-door.service", "edgeseg@.service"])
+def test_install_over_a_masked_instance_or_template_refuses_in_one_line_and_keeps_the_mask(
+    tmp_path: Path, unit: str
+) -> None:
+    """An install run again after `systemctl mask edgeseg@.service` wrote the template over the link to
+    /dev/null: every instance unmasked without a word (a masked instance: files written, then `enable --now`
+    refused)."""
+    _group_file(tmp_path)
+    _install(tmp_path)
+    mask = tmp_path / "etc/systemd/system" / unit
+    mask.unlink(missing_ok=True)
+    mask.symlink_to("/dev/null")
+    before = _tree(tmp_path)
+    done = _install_cli(tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"edgeseg: error: edgeseg@front-door.service is masked (/etc/systemd/system/{unit} is empty or a "
+        f"link to /dev/null): install leaves it so; to install and run it, systemctl unmask {unit} first"
+    ]
+    assert _tree(tmp_path) == before
+    assert os.readlink(mask) == "/dev/null"
+
+
 def test_doctor_service_says_a_drop_in_emptied_execstart_instead_of_a_traceback(tmp_path: Path) -> None:
     """`systemctl edit` with `ExecStart=` alone (the first half of replacing the command): doctor ended in
     an IndexError traceback, where systemd says the unit has no ExecStart= and refuses it."""
