@@ -214,8 +214,14 @@ def default_bin() -> Path:
     return Path(found).absolute()
 
 
+def with_bin(unit: str, bin_path: Path) -> str:
+    """A shipped unit file with its command pointing at ``bin_path``, its ``%`` doubled: systemd would read
+    one as a specifier (``/opt/50%n/edgeseg``: the unit's name in its place)."""
+    return unit_file(unit).replace(TEMPLATE_BIN, str(bin_path).replace("%", "%%"))
+
+
 def template_unit(bin_path: Path) -> str:
-    return unit_file(TEMPLATE).replace(TEMPLATE_BIN, str(bin_path))
+    return with_bin(TEMPLATE, bin_path)
 
 
 def host_dropin(layout: Layout) -> str | None:
@@ -491,7 +497,7 @@ def install(opts: InstallOptions) -> list[str]:
     shared = _write(layout, layout.template_files()[0], template_unit(bin_path), report)
     shared |= _put(layout, layout.template_files()[1], host_dropin(layout), report)
     jetson = layout.at("/etc/nv_tegra_release").exists() if opts.jetson is None else opts.jetson
-    jet = unit_file("jetson.conf").replace(TEMPLATE_BIN, str(bin_path)) if jetson else None
+    jet = with_bin("jetson.conf", bin_path) if jetson else None
     shared |= _put(layout, layout.template_files()[2], jet, report)
     binds = home_binds(needed_folders(bin_path, config))
     own |= _write(layout, layout.instance_dropin(name), instance_dropin(layout, name, binds), report)

@@ -417,6 +417,25 @@ def test_template_execstart_runs_this_environments_edgeseg(tmp_path: Path) -> No
     assert f"ExecStart={Path(sys.executable).parent}/edgeseg run /etc/edgeseg/%i.yaml" in unit
 
 
+@needs_analyze
+def test_a_bin_whose_path_has_a_percent_reaches_systemd_as_that_path(tmp_path: Path) -> None:
+    """--bin /opt/edgeseg-50%n/bin/edgeseg went into ExecStart= and ExecStartPre= as written: systemd read
+    '%n' as the unit's name, and the service's command (its engine build too) was a file that is not there."""
+    import tempfile
+
+    root = tmp_path / "root"
+    _group_file(root)
+    with tempfile.TemporaryDirectory() as opt:  # (not pytest's tmp_path: only root may enter it)
+        Path(opt).chmod(0o755)
+        command = Path(opt) / "edgeseg-50%n" / "bin" / "edgeseg"
+        command.parent.mkdir(parents=True)
+        command.symlink_to(Path(sys.executable).parent / "edgeseg")
+        _install(root, bin_path=command, jetson=True)
+        _verifies(root)
+        found = next(c for c in service_checks("front-door", root) if c.name == "command")
+        assert (found.ok, found.detail) == (True, str(command))
+
+
 def test_a_second_install_from_another_pipeline_does_not_overwrite_the_config(tmp_path: Path) -> None:
     _install(tmp_path)
     config = tmp_path / "etc/edgeseg/front-door.yaml"
