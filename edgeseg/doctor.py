@@ -294,6 +294,9 @@ _KEY_ALIASES = {"TimeoutSec": ("TimeoutStartSec", "TimeoutStopSec")}
 # keys whose empty assignment systemd 252 refuses ("Failed to parse ..., ignoring": the value before stays),
 # where a list's empty assignment resets it
 _EMPTY_IGNORED = {"TimeoutStartSec", "TimeoutStopSec", "WatchdogSec", "ProtectHome", "DevicePolicy"}
+# keys whose empty assignment is a value, kept as '': the empty capability set, which a later "~CAP_X" merges
+# with (still empty) where it would replace an unset one (capability_set() reads them)
+_EMPTY_KEPT = {"CapabilityBoundingSet", "AmbientCapabilities"}
 
 
 def unit_lines(text: str) -> list[str]:
@@ -316,9 +319,9 @@ def unit_lines(text: str) -> list[str]:
 
 def unit_settings(root: Path, name: str) -> dict[str, list[str]]:
     """The installed unit of ``edgeseg@NAME`` and its drop-ins, read as systemd would: key -> values in
-    order, an empty assignment resetting a list (ignored for a time span or a mode: :data:`_EMPTY_IGNORED`),
-    ``TimeoutSec=`` assigning both its keys; ``%i`` and ``%%`` expanded (in one pass: the ``%i`` of ``%%i``
-    is no specifier), the other specifiers kept."""
+    order, an empty assignment resetting a list (ignored for a time span or a mode: :data:`_EMPTY_IGNORED`;
+    kept for a capability set: :data:`_EMPTY_KEPT`), ``TimeoutSec=`` assigning both its keys; ``%i`` and
+    ``%%`` expanded (in one pass: the ``%i`` of ``%%i`` is no specifier), the other specifiers kept."""
     import re
 
     from edgeseg.service import installed
@@ -331,9 +334,27 @@ def unit_settings(root: Path, name: str) -> dict[str, list[str]]:
                 continue
             value = re.sub(r"%[i%]", lambda m: name if m[0] == "%i" else "%", value.strip())
             for k in _KEY_ALIASES.get(key.strip(), (key.strip(),)):
-                if value or k not in _EMPTY_IGNORED:
+                if k in _EMPTY_KEPT:
+                    out[k] = [*out.get(k, []), value]
+                elif value or k not in _EMPTY_IGNORED:
                     out[k] = [*out.get(k, []), value] if value else []
     return out
+
+
+def has_capability(settings: Mapping[str, list[str]], key: str, capability: str) -> bool:
+    """Whether the capability set ``key`` (CapabilityBoundingSet= or AmbientCapabilities=) gives holds
+    ``capability``, built as systemd 252's config_parse_capability_set builds it: unset, every capability
+    (the bounding set) or none (the ambient set); '' or '~' alone, and the first value, replace it; a later
+    value merges, adding its capabilities or, with '~' ("all but these"), taking them away."""
+    held: bool | None = None  # (unset)
+    for value in settings.get(key, []):
+        invert = value.startswith("~")
+        names = value.removeprefix("~").split()
+        if not names or held is None:
+            held = (capability in names) != invert
+        elif capability in names:
+            held = not invert
+    return key == "CapabilityBoundingSet" if held is None else held
 
 
 def camera_nodes(uri: str, dev: Path) -> list[Path] | str | None:
@@ -707,7 +728,7 @@ def _web_check(
     except (OSError, ValueError):
         lowest = 1024  # the kernel's default
     granted = all(
-        "CAP_NET_BIND_SERVICE" in " ".join(settings.get(k, []))
+        has_capability(settings, k, "CAP_NET_BIND_SERVICE")
         for k in ("AmbientCapabilities", "CapabilityBoundingSet")
     )
     if 0 < port < lowest and not granted:

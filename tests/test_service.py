@@ -1309,6 +1309,37 @@ def test_doctor_service_fails_for_a_web_page_the_service_cannot_serve(tmp_path: 
 
 
 @needs_analyze
+def test_doctor_service_takes_a_bounding_set_of_all_but_cap_net_bind_service_as_not_granting_it(
+    tmp_path: Path,
+) -> None:
+    """CapabilityBoundingSet=~CAP_NET_BIND_SERVICE ("all but this one") in a drop-in counted as granting it:
+    doctor passed a web page on port 80 that the service cannot bind (status 2 at its start)."""
+    pipeline = tmp_path / "web.yaml"
+    pipeline.write_text(_demo().replace("sinks:\n", "sinks:\n  web:\n    listen: 127.0.0.1:80\n"))
+    _group_file(tmp_path)
+    _install(tmp_path, pipeline=pipeline)
+    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    elevated = "CapabilityBoundingSet=~CAP_NET_(BIND_SERVICE|BROADCAST|RAW) Service has elevated"
+
+    def doctor(bounding: str) -> str:
+        override.write_text(f"[Service]\n{bounding}\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n")
+        done = subprocess.run(
+            [ANALYZE or "systemd-analyze", "security", "--offline=true", f"--root={tmp_path}", "--no-pager",
+             "edgeseg@front-door.service"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        granted = re.search(r"✗ " + re.escape(elevated), done.stdout) is not None
+        found = _failed(service_checks("front-door", tmp_path), "web page")
+        assert (found == "") == granted, (found, done.stdout)
+        return found
+
+    assert "may not bind a port below" in doctor("CapabilityBoundingSet=~CAP_NET_BIND_SERVICE")
+    assert doctor("CapabilityBoundingSet=CAP_NET_BIND_SERVICE") == ""
+    # the unit's empty set is not unset: "all but CAP_SYS_ADMIN" merged with it is still empty
+    assert "may not bind a port below" in doctor("CapabilityBoundingSet=~CAP_SYS_ADMIN")
+
+
+@needs_analyze
 def test_doctor_service_ignores_a_drop_in_line_of_unbalanced_quotes_as_systemd_does(tmp_path: Path) -> None:
     """ExecStart="/opt/.../edgeseg run (a quote left open in a hand-written drop-in), or such a
     BindReadOnlyPaths=: doctor --service ended in shlex's ValueError traceback, where systemd ignores the
