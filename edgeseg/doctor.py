@@ -657,9 +657,13 @@ def _credentials_check(area: str, layout: Layout, settings: Mapping[str, list[st
     from edgeseg.service import CREDENTIALS
 
     folder = layout.credentials(name)
-    listed = {i: p for i, _, p in (v.partition(":") for v in settings.get("LoadCredential", []))}
+    # (a bare ID names itself: "LoadCredential=ID" is "LoadCredential=ID:ID")
+    listed = {i: p or i for i, _, p in (v.partition(":") for v in settings.get("LoadCredential", []))}
     try:
-        missing = [f"{i} ({p})" for i, p in listed.items() if not layout.at(p).is_file()]
+        missing = [
+            f"{i} ({p})" for i, p in listed.items() if Path(p).is_absolute() and not layout.at(p).is_file()
+        ]
+        stored = {i: _credstore(layout, p) for i, p in listed.items() if not Path(p).is_absolute()}
         unlisted = [c for c in CREDENTIALS if c not in listed and layout.at(f"{folder}/{c}").is_file()]
     except PermissionError as exc:  # (the folder is root's alone, mode 0700 as the README makes it)
         return Check(area, "credentials", False, f"cannot read {exc.filename}", "run doctor as root (sudo)")
@@ -668,10 +672,31 @@ def _credentials_check(area: str, layout: Layout, settings: Mapping[str, list[st
         files = ", ".join(missing)
         why = f"LoadCredential= of a missing file, which fails the start (243/CREDENTIALS): {files}"
         return Check(area, "credentials", False, why, fix)
+    if absent := [listed[i] for i, found in stored.items() if found is None]:
+        # systemd skips a missing one of these (execute.c: "Couldn't read inherited credential ...,
+        # skipping"): the service starts without it
+        why = (
+            f"LoadCredential= of a name in none of {', '.join(CREDSTORES)}, so the service starts without "
+            f"it (unless systemd itself was given one of that name): {', '.join(absent)}"
+        )
+        where = f"{CREDSTORES[0]}/{absent[0]}"
+        return Check(
+            area, "credentials", False, why, f"put it in {where}, or give LoadCredential= a whole path"
+        )
     if unlisted:
         why = f"{', '.join(unlisted)} in {folder} but not given to the service (no LoadCredential=)"
         return Check(area, "credentials", False, why, fix)
     return Check(area, "credentials", True, ", ".join(listed) or "none")
+
+
+# where systemd 252 looks for a LoadCredential= path that is no absolute path but a credential's name, after
+# the credentials it was given itself, first first (systemd.exec(5), LoadCredential=)
+CREDSTORES = ("/etc/credstore", "/run/credstore", "/usr/lib/credstore")
+
+
+def _credstore(layout: Layout, credential: str) -> Path | None:
+    """The file of the credential store under the root that systemd loads ``credential`` from, if any."""
+    return next((f for d in CREDSTORES if (f := layout.at(f"{d}/{credential}")).is_file()), None)
 
 
 def _mqtt_files_check(

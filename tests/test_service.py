@@ -548,6 +548,31 @@ def test_doctor_service_fails_for_a_credential_file_the_unit_does_not_load_or_on
     )
 
 
+def test_doctor_service_finds_a_bare_load_credential_in_the_credential_store_and_says_when_none_is_there(
+    tmp_path: Path,
+) -> None:
+    """`LoadCredential=web-token` (no path: systemd looks in /etc/credstore, /run/credstore and
+    /usr/lib/credstore, systemd.exec(5)) was checked as the file '' under the root: "a missing file, which
+    fails the start", also with /run/credstore/web-token there."""
+    pipeline = tmp_path / "web.yaml"
+    pipeline.write_text(_demo().replace("sinks:\n", "sinks:\n  web:\n    listen: 0.0.0.0:8080\n"))
+    _group_file(tmp_path)
+    _install(tmp_path, pipeline=pipeline)
+    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override.write_text("[Service]\nLoadCredential=web-token\n")
+    _verifies(tmp_path)
+    store = tmp_path / "run/credstore"
+    store.mkdir(parents=True)
+    (store / "web-token").write_text(TOKEN_TEXT)
+    checks = service_checks("front-door", tmp_path)
+    assert (_failed(checks, "credentials"), _failed(checks, "web page")) == ("", "")
+    (store / "web-token").unlink()
+    assert _failed(service_checks("front-door", tmp_path), "credentials") == (
+        "LoadCredential= of a name in none of /etc/credstore, /run/credstore, /usr/lib/credstore, so the "
+        "service starts without it (unless systemd itself was given one of that name): web-token"
+    )
+
+
 def _doctor_as_a_user_on_root_only_credentials(
     pipeline: Path, credential: str
 ) -> tuple[Path, dict[str, str]]:
