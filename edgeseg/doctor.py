@@ -317,22 +317,38 @@ def unit_lines(text: str) -> list[str]:
     return out if pending is None else [*out, pending]
 
 
+def specifiers(name: str) -> dict[str, str]:
+    """What systemd 252's system manager puts for the specifiers of ``edgeseg@NAME`` that do not depend on
+    the host (systemd.unit(5), "Specifiers available in unit files"), by letter."""
+    unit = f"edgeseg@{name}.service"
+    # unescaped: '-' is '/' (systemd-escape --unescape); a name check_name takes has no "\\x.." escapes
+    unescaped = name.replace("-", "/")
+    return {
+        "i": name, "I": unescaped, "n": unit, "N": unit.removesuffix(".service"), "f": f"/{unescaped}",
+        "p": "edgeseg", "P": "edgeseg", "j": "edgeseg", "J": "edgeseg", "d": f"/run/credentials/{unit}",
+        "C": "/var/cache", "E": "/etc", "L": "/var/log", "S": "/var/lib", "t": "/run", "T": "/tmp",
+        "V": "/var/tmp", "h": "/root", "u": "root", "U": "0", "g": "root", "G": "0", "%": "%",
+    }  # fmt: skip
+
+
 def unit_settings(root: Path, name: str) -> dict[str, list[str]]:
     """The installed unit of ``edgeseg@NAME`` and its drop-ins, read as systemd would: key -> values in
     order, an empty assignment resetting a list (ignored for a time span or a mode: :data:`_EMPTY_IGNORED`;
-    kept for a capability set: :data:`_EMPTY_KEPT`), ``TimeoutSec=`` assigning both its keys; ``%i`` and
-    ``%%`` expanded (in one pass: the ``%i`` of ``%%i`` is no specifier), the other specifiers kept."""
+    kept for a capability set: :data:`_EMPTY_KEPT`), ``TimeoutSec=`` assigning both its keys; the
+    specifiers of :func:`specifiers` expanded (in one pass: the ``%i`` of ``%%i`` is no specifier), those of
+    the host (``%H``, ``%m``, ...) kept."""
     import re
 
     from edgeseg.service import installed
 
     out: dict[str, list[str]] = {}
+    known = specifiers(name)
     for path in installed(root, name).values():
         for line in unit_lines(path.read_text(encoding="utf-8")):
             key, sep, value = line.strip().partition("=")
             if not sep or key.startswith("["):
                 continue
-            value = re.sub(r"%[i%]", lambda m: name if m[0] == "%i" else "%", value.strip())
+            value = re.sub(r"%(.)", lambda m: known.get(m[1], m[0]), value.strip())
             for k in _KEY_ALIASES.get(key.strip(), (key.strip(),)):
                 if k in _EMPTY_KEPT:
                     out[k] = [*out.get(k, []), value]

@@ -573,6 +573,31 @@ def test_doctor_service_finds_a_bare_load_credential_in_the_credential_store_and
     )
 
 
+@needs_analyze
+def test_doctor_service_expands_the_specifiers_of_a_drop_in_as_systemd_does(tmp_path: Path) -> None:
+    """`LoadCredential=web-token:%E/credstore/%p/%I` in a drop-in: doctor expanded %i alone and reported
+    the file '%E/credstore/%p/%I' missing (a start that fails, 243/CREDENTIALS) while the service got it."""
+    pipeline = tmp_path / "web.yaml"
+    pipeline.write_text(_demo().replace("sinks:\n", "sinks:\n  web:\n    listen: 0.0.0.0:8080\n"))
+    _group_file(tmp_path)
+    _install(tmp_path, pipeline=pipeline)
+    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override.write_text("[Service]\nLoadCredential=web-token:%E/credstore/%p/%I\n")
+    _verifies(tmp_path)
+    unescaped = subprocess.run(
+        ["systemd-escape", "--unescape", "front-door"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.strip()
+    token = tmp_path / "etc/credstore/edgeseg" / unescaped
+    token.parent.mkdir(parents=True)
+    token.write_text(TOKEN_TEXT)
+    checks = service_checks("front-door", tmp_path)
+    assert (_failed(checks, "credentials"), _failed(checks, "web page")) == ("", "")
+    token.unlink()
+    assert _failed(service_checks("front-door", tmp_path), "credentials").endswith(
+        f"web-token (/etc/credstore/edgeseg/{unescaped})"
+    )
+
+
 def _doctor_as_a_user_on_root_only_credentials(
     pipeline: Path, credential: str
 ) -> tuple[Path, dict[str, str]]:
