@@ -496,7 +496,7 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
         why, fix = f"{command}: {PRIVATE_TMP_HIDES}", f"{MOVE_OUT_OF_TMP}, and {install} --bin PATH"
         out = [Check(area, "command", False, why, fix)]
     else:
-        out = [Check(area, "command", os.access(command, os.X_OK), command, f"{install} --bin PATH")]
+        out = [_command_check(area, Path(command), settings, install)]
     config_path = layout.at(layout.config(name))
     try:
         config = load_config(config_path, env={})
@@ -609,6 +609,23 @@ def _read_check(
     readable = exists and bool(path.stat().st_mode & stat.S_IROTH)
     fix = "the dynamic user reads it as 'other': chmod o+r" if exists else f"fix {key}"
     return Check(area, what, readable, str(path), fix)
+
+
+def _command_check(area: str, command: Path, settings: Mapping[str, list[str]], install: str) -> Check:
+    """Whether the service's dynamic user can run ``command``, as "other": each folder above it (and above
+    where its links lead) entered, the file executable. Doctor, run as root, may run any file with an x bit
+    (os.access), and enter any folder."""
+    elsewhere = f"{install} --bin PATH of an environment elsewhere (e.g. /opt/edgeseg/venv)"
+    for path in (command, command.resolve()):
+        if closed := _closed_folder(path, settings):
+            why = f"{command}: the service's dynamic user may not enter {closed} ('other' has no x)"
+            return Check(area, "command", False, why, f"chmod o+x {closed}, or {elsewhere}")
+    if not os.path.isfile(command):
+        return Check(area, "command", False, str(command), f"{install} --bin PATH")
+    if not command.stat().st_mode & stat.S_IXOTH:
+        why = f"{command}: the service's dynamic user may not run it ('other' has no x)"
+        return Check(area, "command", False, why, f"chmod o+x {command}, or {elsewhere}")
+    return Check(area, "command", True, str(command))
 
 
 PRIVATE_TMP_HIDES = "under /tmp or /var/tmp, hidden by the unit's own (PrivateTmp=, implied by DynamicUser=)"

@@ -1305,6 +1305,49 @@ def test_doctor_service_fails_for_a_model_or_mqtt_file_in_a_folder_the_services_
         assert (_failed(checks, "model"), _failed(checks, "mqtt files")) == ("", "")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="reading as another user needs root")
+def test_doctor_service_fails_for_a_command_the_services_user_cannot_reach_or_run(tmp_path: Path) -> None:
+    """An environment in a folder mode 0700 (or its edgeseg mode 0750): doctor, run as root, asked os.access,
+    which says yes to root, and passed the command, while the service's dynamic user could not run it and
+    the unit failed at every start (203/EXEC)."""
+    import tempfile
+
+    root = tmp_path / "root"
+    _group_file(root)
+    with tempfile.TemporaryDirectory() as tmp:  # (not pytest's tmp_path: only root may enter it)
+        Path(tmp).chmod(0o755)
+        closed = Path(tmp) / "closed"
+        command = closed / "venv" / "bin" / "edgeseg"
+        command.parent.mkdir(parents=True)
+        shutil.copy(Path(sys.executable).parent / "edgeseg", command)
+        command.chmod(0o755)
+        closed.chmod(0o700)
+        _install(root, bin_path=command)
+
+        def runs() -> bool:
+            nobody = [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "test",
+                "-x",
+                str(command),
+            ]
+            return subprocess.run(nobody, timeout=60, check=False).returncode == 0
+
+        def doctor() -> str:
+            return _failed(service_checks("front-door", root), "command")
+
+        assert not runs()
+        assert doctor() == f"{command}: the service's dynamic user may not enter {closed} ('other' has no x)"
+        closed.chmod(0o711)
+        assert (runs(), doctor()) == (True, "")
+        command.chmod(0o750)
+        assert not runs()
+        assert doctor() == f"{command}: the service's dynamic user may not run it ('other' has no x)"
+
+
 def test_doctor_service_fails_for_a_model_card_the_services_user_cannot_read(tmp_path: Path) -> None:
     """The model 0644 and its card beside it 0600: doctor checked the model alone and passed, while the
     service, reading the card as "other", ended at its start (status 2, never restarted)."""
