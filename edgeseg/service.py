@@ -451,8 +451,10 @@ def install(opts: InstallOptions) -> list[str]:
             f"so; to install and run it, systemctl unmask {mask.name} first"
         )
     bin_path = opts.bin_path or default_bin()
-    if not bin_path.is_absolute() or any(c.isspace() for c in str(bin_path)):
-        raise ConfigError(f"--bin {bin_path}: give an absolute path without spaces")
+    # systemd splits a command line at a space and reads a quote or a backslash as quoting or an escape (an
+    # unbalanced quote: the ExecStart= line ignored, the unit refused); a '%' is doubled (with_bin)
+    if not bin_path.is_absolute() or any(c.isspace() or c in "'\"\\" for c in str(bin_path)):
+        raise ConfigError(f"--bin {bin_path}: give an absolute path without spaces, quotes or backslashes")
     text = installed_pipeline(opts.pipeline)
     config = load_config(opts.pipeline, env={})
     if unwritable := unwritable_paths(config, name):

@@ -436,6 +436,38 @@ def test_a_bin_whose_path_has_a_percent_reaches_systemd_as_that_path(tmp_path: P
         assert (found.ok, found.detail) == (True, str(command))
 
 
+@needs_analyze
+@pytest.mark.parametrize("folder", ["o'neil", 'say"cheese', "back\\slash", "two words"])
+def test_install_refuses_a_bin_that_systemd_would_not_read_as_one_path_in_one_line(
+    tmp_path: Path, folder: str
+) -> None:
+    """--bin /opt/o'neil/venv/bin/edgeseg went into ExecStart= as written: systemd ignored the line
+    ("Unbalanced quoting") and refused the unit (no ExecStart=), after install had reported success."""
+    command = tmp_path / folder / "bin" / "edgeseg"
+    command.parent.mkdir(parents=True)
+    command.symlink_to(Path(sys.executable).parent / "edgeseg")
+    # what systemd makes of such a line: not this command
+    unit = tmp_path / "analyzed/etc/systemd/system" / service.TEMPLATE
+    unit.parent.mkdir(parents=True)
+    unit.write_text(service.template_unit(command))
+    done = _analyze(
+        tmp_path / "analyzed", "verify", "--man=no", "--generators=no", "edgeseg@front-door.service"
+    )
+    assert done.returncode != 0, done.stderr
+    root = tmp_path / "root"
+    root.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "service", "install", "front-door", "--pipeline", str(DEMO),
+         "--root", str(root), "--no-start", "--bin", str(command)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr.strip().splitlines()) == (
+        2,
+        [f"edgeseg: error: --bin {command}: give an absolute path without spaces, quotes or backslashes"],
+    )
+    assert list(root.iterdir()) == []
+
+
 def test_a_second_install_from_another_pipeline_does_not_overwrite_the_config(tmp_path: Path) -> None:
     _install(tmp_path)
     config = tmp_path / "etc/edgeseg/front-door.yaml"
