@@ -344,7 +344,8 @@ def unit_settings(root: Path, name: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     known = specifiers(name)
     for path in installed(root, name).values():
-        for line in unit_lines(path.read_text(encoding="utf-8")):
+        # (bytes: systemd reads a file edited into latin-1 too, "# café" and all)
+        for line in unit_lines(path.read_bytes().decode("utf-8", "surrogateescape")):
             key, sep, value = line.strip().partition("=")
             if not sep or key.startswith("["):
                 continue

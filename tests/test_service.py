@@ -1157,6 +1157,20 @@ def test_doctor_service_reads_the_unit_and_drop_ins_of_run_and_lib_as_systemd_do
 
 
 @needs_analyze
+def test_doctor_service_reads_a_drop_in_edited_into_latin_1_as_systemd_does(tmp_path: Path) -> None:
+    """A drop-in saved by an editor in latin-1 ("# café"): systemd reads it, doctor --service ended in a
+    UnicodeDecodeError traceback."""
+    _group_file(tmp_path)
+    _install(tmp_path)
+    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override.write_bytes("[Service]\n# café\nWatchdogSec=0\n".encode("latin-1"))
+    _verifies(tmp_path)
+    assert _failed(service_checks("front-door", tmp_path), "watchdog") == (
+        "WatchdogSec=0: a stalled pipeline would not be restarted"
+    )
+
+
+@needs_analyze
 @pytest.mark.parametrize("unit", ["edgeseg@front-door.service", "edgeseg@.service"])
 def test_doctor_service_fails_on_a_masked_instance_or_template(tmp_path: Path, unit: str) -> None:
     """`systemctl mask` (a link to /dev/null in /etc/systemd/system) makes systemd refuse every start:
