@@ -344,8 +344,14 @@ def unit_settings(root: Path, name: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     known = specifiers(name)
     for path in installed(root, name).values():
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            # a drop-in linked to nothing: systemd reads nothing from it, and it still hides the drop-ins of
+            # its name further down the unit path (what systemd-analyze security shows)
+            continue
         # (bytes: systemd reads a file edited into latin-1 too, "# café" and all)
-        for line in unit_lines(path.read_bytes().decode("utf-8", "surrogateescape")):
+        for line in unit_lines(data.decode("utf-8", "surrogateescape")):
             key, sep, value = line.strip().partition("=")
             if not sep or key.startswith("["):
                 continue

@@ -1171,6 +1171,28 @@ def test_doctor_service_reads_a_drop_in_edited_into_latin_1_as_systemd_does(tmp_
 
 
 @needs_analyze
+def test_doctor_service_reads_nothing_from_a_drop_in_linked_to_nothing_and_lets_it_hide_its_name(
+    tmp_path: Path,
+) -> None:
+    """override.conf in /etc a link to a file since removed: doctor --service ended in a FileNotFoundError
+    traceback; systemd reads nothing from it, and the /run drop-in of its name stays hidden."""
+    _group_file(tmp_path)
+    _install(tmp_path)
+    runtime = tmp_path / "run/systemd/system/edgeseg@front-door.service.d"
+    runtime.mkdir(parents=True)
+    (runtime / "override.conf").write_text("[Service]\nWatchdogSec=0\nPrivateNetwork=yes\n")
+    gone = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    gone.symlink_to("/opt/removed/override.conf")
+    done = subprocess.run(
+        [ANALYZE or "systemd-analyze", "security", "--offline=true", f"--root={tmp_path}", "--no-pager",
+         "edgeseg@front-door.service"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert re.search(r"✗ PrivateNetwork=", done.stdout), done.stdout + done.stderr
+    assert _failed(service_checks("front-door", tmp_path), "watchdog") == ""
+
+
+@needs_analyze
 @pytest.mark.parametrize("unit", ["edgeseg@front-door.service", "edgeseg@.service"])
 def test_doctor_service_fails_on_a_masked_instance_or_template(tmp_path: Path, unit: str) -> None:
     """`systemctl mask` (a link to /dev/null in /etc/systemd/system) makes systemd refuse every start:
