@@ -268,6 +268,9 @@ _SPAN_UNITS = {
     "months": 2629800.0, "y": 31557600.0, "year": 31557600.0, "years": 31557600.0,
 }  # fmt: skip
 DEVICE_GROUPS_KEY = "DeviceAllow"
+# where systemd 252 looks for a command given by its name alone ("ExecStart=edgeseg run ..."), a path fixed
+# when it was built (systemd.service(5), "Command lines"; /sbin and /bin where /usr is not merged)
+EXEC_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LATENCY_FRAMES = 20
 LATENCY_MARGIN = 2  # pings come every half interval: a frame must fit twice into it
 
@@ -499,6 +502,8 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
     # the executable, quoted or not, past the prefixes systemd.service(5) allows ("-" failure ignored, "@"
     # argv[0] given, ":" no expansion, "+" "!" "!!" privileges)
     command = commands[-1][0].lstrip("@-:+!")
+    if not os.path.isabs(command):  # (a bare name: systemd's search path)
+        command = shutil.which(command, path=EXEC_SEARCH_PATH) or command
     if _hidden_by_private_tmp(Path(command), settings, layout):
         why, fix = f"{command}: {PRIVATE_TMP_HIDES}", f"{MOVE_OUT_OF_TMP}, and {install} --bin PATH"
         out = [Check(area, "command", False, why, fix)]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from mqtt_harness import Broker
 
-from edgeseg import service
+from edgeseg import doctor, service
 from edgeseg.config import load_config
 from edgeseg.doctor import Check, service_checks, timespan_s
 from edgeseg.errors import ConfigError
@@ -1265,6 +1265,30 @@ def test_doctor_service_finds_the_command_of_an_execstart_with_a_prefix(tmp_path
     _verifies(tmp_path)
     found = next(c for c in service_checks("front-door", tmp_path) if c.name == "command")
     assert (found.ok, found.detail) == (True, command)
+
+
+@needs_analyze
+def test_doctor_service_finds_a_command_given_by_its_name_alone_where_systemd_finds_it(
+    tmp_path: Path,
+) -> None:
+    """`ExecStart=edgeseg run ...` in a drop-in (an edgeseg in /usr/local/bin, pipx's): systemd looks the
+    name up in its fixed search path, doctor looked for the file 'edgeseg' in the folder it ran from and said
+    the command was missing."""
+    _group_file(tmp_path)
+    _install(tmp_path)
+    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    # (python3: a name this machine has in /usr/bin, and no test may add one there)
+    override.write_text("[Service]\nExecStart=\nExecStart=python3 -m edgeseg run /etc/edgeseg/%i.yaml\n")
+    _verifies(tmp_path)
+    found = next(c for c in service_checks("front-door", tmp_path) if c.name == "command")
+    assert found.ok, found
+    assert Path(found.detail).name == "python3"
+    assert str(Path(found.detail).parent) in doctor.EXEC_SEARCH_PATH.split(":")
+    override.write_text("[Service]\nExecStart=\nExecStart=no-such-edgeseg run /etc/edgeseg/%i.yaml\n")
+    assert (
+        "is not executable" in _analyze(tmp_path, "verify", "--man=no", "edgeseg@front-door.service").stderr
+    )
+    assert _failed(service_checks("front-door", tmp_path), "command") == "no-such-edgeseg"
 
 
 def test_doctor_service_fails_for_an_mqtt_file_the_services_user_cannot_read(tmp_path: Path) -> None:
