@@ -705,8 +705,10 @@ def _credentials_check(area: str, layout: Layout, settings: Mapping[str, list[st
     # (a bare ID names itself: "LoadCredential=ID" is "LoadCredential=ID:ID")
     listed = {i: p or i for i, _, p in (v.partition(":") for v in settings.get("LoadCredential", []))}
     try:
+        # (a file, or what systemd takes for one: an AF_UNIX socket it reads the credential from, a folder
+        # whose files it loads each as ID_FILE; systemd.exec(5), LoadCredential=)
         missing = [
-            f"{i} ({p})" for i, p in listed.items() if Path(p).is_absolute() and not layout.at(p).is_file()
+            f"{i} ({p})" for i, p in listed.items() if Path(p).is_absolute() and not layout.at(p).exists()
         ]
         stored = {i: _credstore(layout, p) for i, p in listed.items() if not Path(p).is_absolute()}
         unlisted = [c for c in CREDENTIALS if c not in listed and layout.at(f"{folder}/{c}").is_file()]

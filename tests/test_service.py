@@ -630,6 +630,28 @@ def test_doctor_service_expands_the_specifiers_of_a_drop_in_as_systemd_does(tmp_
     )
 
 
+def test_doctor_service_takes_a_load_credential_of_a_socket_for_no_missing_file(tmp_path: Path) -> None:
+    """`LoadCredential=web-token:/run/secrets/web.sock`, an AF_UNIX socket systemd reads the credential from
+    at the start (systemd.exec(5)): doctor --service said "a missing file, which fails the start"."""
+    import socket
+    import tempfile
+
+    pipeline = tmp_path / "web.yaml"
+    pipeline.write_text(_demo().replace("sinks:\n", "sinks:\n  web:\n    listen: 0.0.0.0:8080\n"))
+    # (not pytest's tmp_path: a socket's path must fit in 108 bytes)
+    with tempfile.TemporaryDirectory() as tmp, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as agent:
+        root = Path(tmp)
+        _group_file(root)
+        _install(root, pipeline=pipeline)
+        (root / "run/secrets").mkdir(parents=True)
+        agent.bind(str(root / "run/secrets/web.sock"))
+        agent.listen()
+        override = root / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+        override.write_text("[Service]\nLoadCredential=web-token:/run/secrets/web.sock\n")
+        checks = service_checks("front-door", root)
+        assert (_failed(checks, "credentials"), _failed(checks, "web page")) == ("", "")
+
+
 def _doctor_as_a_user_on_root_only_credentials(
     pipeline: Path, credential: str
 ) -> tuple[Path, dict[str, str]]:
