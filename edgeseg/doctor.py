@@ -495,6 +495,12 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
             Check(area, "unit", False, f"no {layout.at('/etc/systemd/system/edgeseg@.service')}", install)
         ]
     commands = [words for v in settings["ExecStart"] if (words := _words(v))]
+    if not commands and settings["ExecStart"]:
+        why = (
+            f"ExecStart={settings['ExecStart'][-1]}: unbalanced quotes, a line systemd ignores, and without "
+            "it the unit has no command: systemd refuses to load it"
+        )
+        return [Check(area, "unit", False, why, "close the quote (or remove it) in that ExecStart=")]
     if not commands:
         # (an empty ExecStart= in a drop-in, meant to replace the command, with no new one after it)
         why = "ExecStart= emptied by a drop-in and not set again: systemd refuses to load the unit"

@@ -1569,6 +1569,10 @@ def test_doctor_service_ignores_a_drop_in_line_of_unbalanced_quotes_as_systemd_d
     assert "Service has no ExecStart=" in done.stderr
     checks = service_checks("front-door", tmp_path)
     assert [(c.name, c.ok) for c in checks] == [("unit", False)]
+    # (not "emptied by a drop-in and not set again", which sent one looking for a missing line)
+    assert checks[0].detail.startswith(
+        f'ExecStart="{command} run /etc/edgeseg/front-door.yaml: unbalanced quotes'
+    )
 
 
 def test_doctor_service_fails_when_a_group_of_the_unit_does_not_exist(tmp_path: Path) -> None:
