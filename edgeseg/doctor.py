@@ -559,8 +559,7 @@ def service_checks(name: str, root: Path = Path("/")) -> list[Check]:
     out.append(_credentials_check(area, layout, settings, name))
     out += _mqtt_files_check(area, layout, settings, config, name)
     out += _web_check(area, settings, config, name)
-    creds = layout.at(layout.credentials(name))
-    out += broker_checks(area, config, {"CREDENTIALS_DIRECTORY": str(creds)} if creds.is_dir() else {})
+    out += _broker_check(area, layout, settings, config, name)
     checked: set[Path] = set()  # (an IMX500 pipeline's model is its network)
     for key, path in read_files(config).items():
         if any(c in path.name for c in "*?["):
@@ -750,6 +749,32 @@ CREDSTORES = ("/etc/credstore", "/run/credstore", "/usr/lib/credstore")
 def _credstore(layout: Layout, credential: str) -> Path | None:
     """The file of the credential store under the root that systemd loads ``credential`` from, if any."""
     return next((f for d in CREDSTORES if (f := layout.at(f"{d}/{credential}")).is_file()), None)
+
+
+def _broker_check(
+    area: str, layout: Layout, settings: Mapping[str, list[str]], config: PipelineConfig, name: str
+) -> list[Check]:
+    """:func:`broker_checks` with the credentials the unit's LoadCredential= lines give the service (a file
+    of the credential store, another folder's), not those of /etc/edgeseg/credentials/NAME alone."""
+    import tempfile
+
+    folder = layout.at(layout.credentials(name))
+    given: dict[str, Path] = {}
+    try:
+        for credential, _, path in (v.partition(":") for v in settings.get("LoadCredential", [])):
+            path = path or credential
+            found = layout.at(path) if Path(path).is_absolute() else _credstore(layout, path)
+            if found is not None:
+                given[credential] = found
+    except PermissionError as exc:  # (a credential store is root's alone)
+        return [Check(area, "mqtt broker", False, f"cannot read {exc.filename}", "run doctor as root (sudo)")]
+    if all(file == folder / credential for credential, file in given.items()):
+        # (install's lines: that folder itself, which a message then names)
+        return broker_checks(area, config, {"CREDENTIALS_DIRECTORY": str(folder)} if folder.is_dir() else {})
+    with tempfile.TemporaryDirectory() as directory:  # ($CREDENTIALS_DIRECTORY as the service has it)
+        for credential, file in given.items():
+            (Path(directory) / credential).symlink_to(file)
+        return broker_checks(area, config, {"CREDENTIALS_DIRECTORY": directory})
 
 
 def _mqtt_files_check(

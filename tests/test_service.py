@@ -652,6 +652,44 @@ def test_doctor_service_takes_a_load_credential_of_a_socket_for_no_missing_file(
         assert (_failed(checks, "credentials"), _failed(checks, "web page")) == ("", "")
 
 
+def test_doctor_service_logs_in_to_the_broker_with_the_credentials_the_unit_loads_from_the_store(
+    tmp_path: Path,
+) -> None:
+    """The MQTT user and password in /etc/credstore, given by `LoadCredential=mqtt-username` and
+    `LoadCredential=mqtt-password` in a drop-in: the service logs in with them, doctor --service tried the
+    broker with what /etc/edgeseg/credentials/NAME holds (nothing: anonymous) and failed "Not authorized"."""
+    passwd = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(passwd), "edge", "right-secret"], check=True, timeout=60
+    )
+    passwd.chmod(0o644)
+    locked = Broker(tmp_path / "broker", extra_config=f"password_file {passwd}\n")
+    locked.config.write_text(
+        locked.config.read_text().replace("allow_anonymous true", "allow_anonymous false")
+    )
+    pipeline = tmp_path / "mqtt.yaml"
+    pipeline.write_text(
+        _demo().replace("sinks:\n  display:", f"sinks:\n  mqtt:\n    url: {locked.url}\n  display:")
+    )
+    root = tmp_path / "root"
+    _group_file(root)
+    _install(root, pipeline=pipeline)
+    store = root / "etc/credstore"
+    store.mkdir(parents=True)
+    (store / "mqtt-username").write_text("edge")
+    (store / "mqtt-password").write_text("right-secret")
+    override = root / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override.write_text("[Service]\nLoadCredential=mqtt-username\nLoadCredential=mqtt-password\n")
+    locked.start()
+    try:
+        checks = service_checks("front-door", root)
+    finally:
+        locked.stop()
+    assert (_failed(checks, "credentials"), _failed(checks, "mqtt broker")) == ("", "")
+    [broker] = [c for c in checks if c.name == "mqtt broker"]
+    assert broker.detail.endswith("answers as edge (systemd credentials)"), broker.detail
+
+
 def _doctor_as_a_user_on_root_only_credentials(
     pipeline: Path, credential: str
 ) -> tuple[Path, dict[str, str]]:
