@@ -71,6 +71,22 @@ def _verifies(root: Path) -> None:
     assert (done.returncode, done.stderr) == (0, "")
 
 
+def _dropin(root: Path) -> Path:
+    """A drop-in of front-door's under ``root``, not written yet, to change its unit in as a user would."""
+    return root / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+
+
+def _installed(root: Path, old: str = "", new: str = "") -> Path:
+    """The demo, ``old`` replaced by ``new`` in it, installed under ``root`` as front-door (its group file
+    made); :func:`_dropin`."""
+    pipeline = root / "pipeline.yaml" if old else DEMO
+    if old:
+        pipeline.write_text(_demo().replace(old, new))
+    _group_file(root)
+    _install(root, pipeline=pipeline)
+    return _dropin(root)
+
+
 def _tree(root: Path) -> dict[str, tuple[int, bytes | None]]:
     """Every path under root with its mode and (for files) its bytes."""
     out: dict[str, tuple[int, bytes | None]] = {}
@@ -586,11 +602,7 @@ def test_doctor_service_finds_a_bare_load_credential_in_the_credential_store_and
     """`LoadCredential=web-token` (no path: systemd looks in /etc/credstore, /run/credstore and
     /usr/lib/credstore, systemd.exec(5)) was checked as the file '' under the root: "a missing file, which
     fails the start", also with /run/credstore/web-token there."""
-    pipeline = tmp_path / "web.yaml"
-    pipeline.write_text(_demo().replace("sinks:\n", "sinks:\n  web:\n    listen: 0.0.0.0:8080\n"))
-    _group_file(tmp_path)
-    _install(tmp_path, pipeline=pipeline)
-    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override = _installed(tmp_path, "sinks:\n", "sinks:\n  web:\n    listen: 0.0.0.0:8080\n")
     override.write_text("[Service]\nLoadCredential=web-token\n")
     _verifies(tmp_path)
     store = tmp_path / "run/credstore"
@@ -609,11 +621,7 @@ def test_doctor_service_finds_a_bare_load_credential_in_the_credential_store_and
 def test_doctor_service_expands_the_specifiers_of_a_drop_in_as_systemd_does(tmp_path: Path) -> None:
     """`LoadCredential=web-token:%E/credstore/%p/%I` in a drop-in: doctor expanded %i alone and reported
     the file '%E/credstore/%p/%I' missing (a start that fails, 243/CREDENTIALS) while the service got it."""
-    pipeline = tmp_path / "web.yaml"
-    pipeline.write_text(_demo().replace("sinks:\n", "sinks:\n  web:\n    listen: 0.0.0.0:8080\n"))
-    _group_file(tmp_path)
-    _install(tmp_path, pipeline=pipeline)
-    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override = _installed(tmp_path, "sinks:\n", "sinks:\n  web:\n    listen: 0.0.0.0:8080\n")
     override.write_text("[Service]\nLoadCredential=web-token:%E/credstore/%p/%I\n")
     _verifies(tmp_path)
     unescaped = subprocess.run(
@@ -646,7 +654,7 @@ def test_doctor_service_takes_a_load_credential_of_a_socket_for_no_missing_file(
         (root / "run/secrets").mkdir(parents=True)
         agent.bind(str(root / "run/secrets/web.sock"))
         agent.listen()
-        override = root / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+        override = _dropin(root)
         override.write_text("[Service]\nLoadCredential=web-token:/run/secrets/web.sock\n")
         checks = service_checks("front-door", root)
         assert (_failed(checks, "credentials"), _failed(checks, "web page")) == ("", "")
@@ -678,7 +686,7 @@ def test_doctor_service_logs_in_to_the_broker_with_the_credentials_the_unit_load
     store.mkdir(parents=True)
     (store / "mqtt-username").write_text("edge")
     (store / "mqtt-password").write_text("right-secret")
-    override = root / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override = _dropin(root)
     override.write_text("[Service]\nLoadCredential=mqtt-username\nLoadCredential=mqtt-password\n")
     locked.start()
     try:
@@ -850,14 +858,9 @@ def test_doctor_service_fails_when_the_mqtt_flush_outlasts_the_units_stop_timeou
 
 
 def _flushing_install(root: Path, flush_timeout_s: int) -> Path:
-    """The demo with an MQTT sink that may flush for ``flush_timeout_s`` at a stop, installed under ``root``;
-    the path of a drop-in (not written yet) to set the unit's stop timeout in."""
-    pipeline = root / "flush.yaml"
+    """:func:`_installed` with an MQTT sink that may flush for ``flush_timeout_s`` at a stop."""
     mqtt = f"sinks:\n  mqtt:\n    url: mqtt://127.0.0.1:1\n    flush_timeout_s: {flush_timeout_s}\n  display:"
-    pipeline.write_text(_demo().replace("sinks:\n  display:", mqtt))
-    _group_file(root)
-    _install(root, pipeline=pipeline)
-    return root / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    return _installed(root, "sinks:\n  display:", mqtt)
 
 
 @needs_analyze
@@ -954,7 +957,7 @@ def test_doctor_service_fails_when_the_model_lies_in_a_home_folder_the_unit_hide
         assert _failed(service_checks("front-door", tmp_path), "model") == ""
         # without ProtectHome=tmpfs, whose folders above the bind are 0755, the home folder's own mode counts
         if not Path.home().stat().st_mode & stat.S_IXOTH:
-            override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+            override = _dropin(tmp_path)
             override.write_text("[Service]\nProtectHome=no\n")
             assert f"may not enter {Path.home()} " in _failed(service_checks("front-door", tmp_path), "model")
 
@@ -986,7 +989,7 @@ def test_install_refuses_a_model_in_tmp_and_doctor_fails_one_the_unit_hides_ther
     )
     # and the command of an environment there
     command = root / "tmp/venv/bin/edgeseg"
-    override = root / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override = _dropin(root)
     override.write_text(f"[Service]\nExecStart=\nExecStart={command} run /etc/edgeseg/%i.yaml\n")
     assert _failed(service_checks("front-door", root), "command").startswith(f"{command}: under /tmp")
 
@@ -1220,9 +1223,7 @@ def test_doctor_service_reads_the_unit_and_drop_ins_of_run_and_lib_as_systemd_do
 def test_doctor_service_reads_a_drop_in_edited_into_latin_1_as_systemd_does(tmp_path: Path) -> None:
     """A drop-in saved by an editor in latin-1 ("# café"): systemd reads it, doctor --service ended in a
     UnicodeDecodeError traceback."""
-    _group_file(tmp_path)
-    _install(tmp_path)
-    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override = _installed(tmp_path)
     override.write_bytes("[Service]\n# café\nWatchdogSec=0\n".encode("latin-1"))
     _verifies(tmp_path)
     assert _failed(service_checks("front-door", tmp_path), "watchdog") == (
@@ -1302,9 +1303,7 @@ def test_install_over_a_masked_instance_or_template_refuses_in_one_line_and_keep
 def test_doctor_service_says_a_drop_in_emptied_execstart_instead_of_a_traceback(tmp_path: Path) -> None:
     """`systemctl edit` with `ExecStart=` alone (the first half of replacing the command): doctor ended in
     an IndexError traceback, where systemd says the unit has no ExecStart= and refuses it."""
-    _group_file(tmp_path)
-    _install(tmp_path)
-    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override = _installed(tmp_path)
     override.write_text("[Service]\nExecStart=\n")
     done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
     assert "Service has no ExecStart=" in done.stderr
@@ -1317,10 +1316,8 @@ def test_doctor_service_says_a_drop_in_emptied_execstart_instead_of_a_traceback(
 def test_doctor_service_finds_the_command_of_an_execstart_with_a_prefix(tmp_path: Path) -> None:
     """`ExecStart=-/opt/edgeseg/venv/bin/edgeseg run ...` (a drop-in's, "-": its failure ignored) was
     checked as the file '-/opt/...', which is nowhere: doctor said the command was missing."""
-    _group_file(tmp_path)
-    _install(tmp_path)
     command = f"{Path(sys.executable).parent}/edgeseg"
-    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override = _installed(tmp_path)
     override.write_text(f"[Service]\nExecStart=\nExecStart=-{command} run /etc/edgeseg/%i.yaml\n")
     _verifies(tmp_path)
     found = next(c for c in service_checks("front-door", tmp_path) if c.name == "command")
@@ -1334,9 +1331,7 @@ def test_doctor_service_finds_a_command_given_by_its_name_alone_where_systemd_fi
     """`ExecStart=edgeseg run ...` in a drop-in (an edgeseg in /usr/local/bin, pipx's): systemd looks the
     name up in its fixed search path, doctor looked for the file 'edgeseg' in the folder it ran from and said
     the command was missing."""
-    _group_file(tmp_path)
-    _install(tmp_path)
-    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override = _installed(tmp_path)
     # (python3: a name this machine has in /usr/bin, and no test may add one there)
     override.write_text("[Service]\nExecStart=\nExecStart=python3 -m edgeseg run /etc/edgeseg/%i.yaml\n")
     _verifies(tmp_path)
@@ -1559,11 +1554,7 @@ def test_doctor_service_takes_a_bounding_set_of_all_but_cap_net_bind_service_as_
 ) -> None:
     """CapabilityBoundingSet=~CAP_NET_BIND_SERVICE ("all but this one") in a drop-in counted as granting it:
     doctor passed a web page on port 80 that the service cannot bind (status 2 at its start)."""
-    pipeline = tmp_path / "web.yaml"
-    pipeline.write_text(_demo().replace("sinks:\n", "sinks:\n  web:\n    listen: 127.0.0.1:80\n"))
-    _group_file(tmp_path)
-    _install(tmp_path, pipeline=pipeline)
-    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override = _installed(tmp_path, "sinks:\n", "sinks:\n  web:\n    listen: 127.0.0.1:80\n")
     elevated = "CapabilityBoundingSet=~CAP_NET_(BIND_SERVICE|BROADCAST|RAW) Service has elevated"
 
     def doctor(bounding: str) -> str:
@@ -1595,7 +1586,7 @@ def test_doctor_service_ignores_a_drop_in_line_of_unbalanced_quotes_as_systemd_d
     etc.write_text(
         re.sub(r"(?m)^  path: .*demo-parts.onnx", "  path: /home/pi/demo-parts.onnx", etc.read_text())
     )
-    override = tmp_path / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    override = _dropin(tmp_path)
     override.write_text('[Service]\nProtectHome=tmpfs\nBindReadOnlyPaths="/home/pi\n')
     done = _analyze(tmp_path, "verify", "--man=no", "--generators=no", "edgeseg@front-door.service")
     assert "Failed to parse BindReadOnlyPaths, ignoring" in done.stderr
@@ -1697,7 +1688,7 @@ def _mem_camera_install(root: Path) -> Path:
     node = _camera_install(root)
     os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     os.chmod(node, 0o666)
-    return root / "etc/systemd/system/edgeseg@front-door.service.d/override.conf"
+    return _dropin(root)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="creating a device node needs root")
