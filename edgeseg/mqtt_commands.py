@@ -7,7 +7,6 @@ import argparse
 import json
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import fields
@@ -190,11 +189,14 @@ def _retained(client: mqtt.Client, topics: Topics, settle_s: float, discovery: b
     if discovery:
         probes[f"{discovery_tree}/forget-probe-{tag}"] = topics.discovery_prefix
     echoed: set[str] = set()
+    all_back = threading.Event()
 
     def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         with lock:
             if msg.topic in probes:
                 echoed.add(msg.topic)
+                if len(echoed) == len(probes):
+                    all_back.set()
             elif msg.retain and msg.payload:
                 found.add(msg.topic)
 
@@ -203,7 +205,10 @@ def _retained(client: mqtt.Client, topics: Topics, settle_s: float, discovery: b
     client.subscribe([(topic, 1) for topic in subscriptions])
     for probe in probes:  # (after the subscription: a broker takes a client's packets in order)
         client.publish(probe, b"", qos=1)
-    time.sleep(settle_s)  # retained messages arrive right after the subscription
+    # the broker sends a subscription's retained messages before it takes our next packet, and a client's
+    # messages in order: every probe back, every retained message is here (a fixed wait made forget take 3 s
+    # for nothing). One that never comes back (denied) waits settle_s
+    all_back.wait(settle_s)
     client.unsubscribe(subscriptions)
     with lock:
         unread = [

@@ -365,6 +365,31 @@ def test_forget_clears_discovery_and_the_device_retained_topics(
     assert retained(broker.port, "edgeseg/cam1/#") == {}
 
 
+def test_forget_returns_once_its_test_messages_are_back_not_after_a_fixed_wait(
+    broker: Broker, collector: Collector
+) -> None:
+    """forget slept its settle time (1.5 s) twice, whatever came back: a user waited 3 s for nothing. Its own
+    test messages, delivered after the retained ones, say when the broker has sent everything."""
+    from edgeseg.mqtt.broker import Credentials, parse_broker_url
+    from edgeseg.mqtt.topics import Topics
+    from edgeseg.mqtt_commands import connect, forget
+
+    collector.publish("homeassistant/device/cam1/config", b"{}", retain=True)
+    collector.publish("edgeseg/cam1/status", b"online", retain=True)
+    client = connect(parse_broker_url(broker.url), Credentials(), "mqttv5")
+    cleared: list[list[str]] = []
+    try:
+        # a settle time no test waits for: forget returns when its test messages are back
+        topics = Topics("edgeseg", "cam1")
+        worker = threading.Thread(target=lambda: cleared.append(forget(client, topics, 600)), daemon=True)
+        worker.start()
+        worker.join(15)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert cleared == [["edgeseg/cam1/status", "homeassistant/device/cam1/config"]]
+
+
 def test_snapshots_always_too_large_are_logged_three_times_then_once_a_hundred_not_once_each(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
