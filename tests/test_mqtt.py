@@ -647,7 +647,23 @@ def test_forget_by_a_user_who_cannot_read_the_discovery_prefix_says_so_instead_o
     assert done.returncode == 2, done.stdout
     assert "cleared" not in done.stdout
     assert done.stderr.startswith("edgeseg: error: the broker did not deliver to this user its own test")
-    assert "homeassistant/#" in done.stderr
+    # the right its test message needs, no more (a whole homeassistant/# was named)
+    assert "read (and publish to) homeassistant/device/cam1/#?" in done.stderr
+
+
+def test_forget_by_a_user_granted_the_discovery_topic_alone_clears_it(tmp_path: Path) -> None:
+    """A user the ACL grants edgeseg/# and the device's discovery topic alone: forget saw and cleared both,
+    then its look at what the broker kept waited for a test message beside the discovery topic, which never
+    came back, and it said "Nothing was cleared" (exit status 2) about topics it had cleared."""
+    rules = f"{EDGESEG_ONLY}\ntopic readwrite homeassistant/device/cam1/config"
+    with _broker_with_acl(tmp_path, "device", rules) as (locked, collector):
+        collector.publish("homeassistant/device/cam1/config", b"{}", retain=True)
+        collector.publish("edgeseg/cam1/status", b"online", retain=True)
+        done = _forget_as("device", "--url", locked.url, "--device-id", "cam1")
+        assert done.returncode == 0, done.stderr
+        assert retained(locked.port, "homeassistant/device/cam1/config") == {}
+        assert retained(locked.port, "edgeseg/cam1/#") == {}
+    assert done.stdout.startswith("cleared 2 retained topic(s) of cam1")
 
 
 def test_forget_of_a_device_without_discovery_needs_no_right_to_the_discovery_prefix(tmp_path: Path) -> None:
