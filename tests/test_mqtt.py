@@ -1728,10 +1728,12 @@ def _publish_to_a_broker_limited_to_2000_bytes(
     retained: dict[str, tuple[bytes, int]],
     protocol: str = "mqttv311",
     limit: str = "max_packet_size",
+    kind: str = "results",
 ) -> tuple[set[int], Any, Collector]:
-    """Publish ``results`` and ``retained`` (topic -> payload, QoS) to a Mosquitto whose ``limit`` is 2000
-    bytes and that hangs up on a message over it without announcing the limit; the ``n`` of every result
-    received, the publisher's stats and what the subscriber got, once the spool is empty (or 20 s passed)."""
+    """Publish ``results`` (as ``kind`` messages: results or events) and ``retained`` (topic -> payload, QoS)
+    to a Mosquitto whose ``limit`` is 2000 bytes and that hangs up on a message over it without announcing
+    the limit; the ``n`` of every result received, the publisher's stats and what the subscriber got, once
+    the spool is empty (or 20 s passed)."""
     from edgeseg.mqtt.broker import Credentials, parse_broker_url
     from edgeseg.mqtt.publisher import Publisher, PublisherSettings
     from edgeseg.mqtt.spool import Spool
@@ -1742,7 +1744,7 @@ def _publish_to_a_broker_limited_to_2000_bytes(
     collector = Collector(small.port)
     topics = Topics("edgeseg", "cam1")
     spool = Spool(tmp_path / "spool.sqlite3", 1 << 20, 3600.0)
-    spool.append([(topics.results, payload) for payload in results])
+    spool.append([(getattr(topics, kind), payload) for payload in results])
     settings = PublisherSettings(protocol=protocol, reconnect_min_s=0.1, reconnect_max_s=0.5)
     publisher = Publisher(parse_broker_url(small.url), Credentials(), "cam1", spool, topics, settings)
     for topic, (payload, qos) in retained.items():
@@ -1821,6 +1823,19 @@ def test_a_speckled_result_over_the_broker_limit_is_not_advised_polygon_masks_wh
         "dropped (1 so far); sinks.mqtt.mask_format: none leaves the masks out (polygon is smaller than rle "
         "for smooth outlines only), or raise the broker's limit"
     )
+
+
+def test_an_events_message_over_the_broker_limit_is_logged_as_one_with_no_advice_on_masks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An events message over the broker's limit was logged as "a results message" with advice on
+    sinks.mqtt.mask_format, though events carry no masks."""
+    events = [_numbered(0), _numbered(1, pad=5000)]
+    _, stats, _ = _publish_to_a_broker_limited_to_2000_bytes(tmp_path, events, {}, "mqttv5", kind="events")
+    assert stats.delivery.too_large == 1
+    [line] = [r.getMessage() for r in caplog.records if "over the broker's packet limit of" in r.getMessage()]
+    assert line.startswith("an events message of 5030 bytes is over the broker's packet limit of 2000 bytes")
+    assert line.endswith("dropped (1 so far); an events message carries no masks: raise the broker's limit")
 
 
 def test_an_mqtt311_retained_snapshot_the_broker_hangs_up_on_is_skipped_and_no_result_is_blamed(

@@ -51,6 +51,13 @@ SMALLER = {
     "none": "the masks are out already (sinks.mqtt.mask_format: none): raise the broker's limit",
 }
 
+
+def _named(topic: str) -> str:
+    """How a log line names a spooled message: by its topic's last level, results or events (a topic an
+    earlier sinks.mqtt.prefix left in the spool too)."""
+    return "an events message" if topic.rsplit("/", 1)[-1] == "events" else "a results message"
+
+
 # a results message: its spool id; a retained one: its topic and the hash of its payload
 MessageKey = int | tuple[str, int]
 
@@ -167,7 +174,7 @@ class Delivery:
             self._refused.append(sent[0])
             n = self._count("refused", topic=sent[2])
             if said(n):
-                log.error("the broker refused a results message: %s (%d so far); it is dropped", rc, n)
+                log.error("the broker refused %s: %s (%d so far); it is dropped", _named(sent[2]), rc, n)
             return
         self._acked.append((sent[0], sent[2]))
         with self._lock:
@@ -216,23 +223,31 @@ class Delivery:
         n = self._count("too_large", topic=topic)
         if not said(n):
             return
+        what = _named(topic)
+        # (an events message carries no masks: the mask format's advice would not make it smaller)
+        advice = (
+            self._smaller
+            if what == "a results message"
+            else f"{what} carries no masks: raise the broker's limit"
+        )
         if limit is None:
             log.error(
-                "the broker hung up each of the last %d times a results message of %d bytes was sent: taken "
-                "as over its packet limit, dropped (%d so far); %s",
+                "the broker hung up each of the last %d times %s of %d bytes was sent: taken as over its "
+                "packet limit, dropped (%d so far); %s",
                 SUSPECT_DROPS,
+                what,
                 size,
                 n,
-                self._smaller,
+                advice,
             )
             return
         log.error(
-            "a results message of %d bytes is over the broker's packet limit of %d bytes: dropped (%d so "
-            "far); %s",
+            "%s of %d bytes is over the broker's packet limit of %d bytes: dropped (%d so far); %s",
+            what,
             size,
             limit,
             n,
-            self._smaller,
+            advice,
         )
 
 
