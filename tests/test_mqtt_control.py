@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -344,6 +345,34 @@ def test_a_subscription_the_broker_refuses_is_logged_counted_in_stats_and_in_the
         f"mqtt: the broker refused the subscription to {', '.join(config)}: what was sent there was never "
         "received (its ACL)"
     ) in out
+
+
+def test_a_subscription_the_broker_refuses_is_in_the_status_line(tmp_path: Path) -> None:
+    """systemd's STATUS= line said "mqtt connected, spool 0" while the broker refused the subscription to
+    Home Assistant's birth (or live control's): said once in the log, weeks ago, and nowhere now."""
+    from edgeseg.sinks.base import SinkContext
+    from edgeseg.sinks.mqtt import MqttSinkConfig
+    from edgeseg.sinks.mqtt_sink import MqttSink
+
+    deaf = dynsec_broker(
+        tmp_path / "broker",
+        "device",
+        "secret",
+        [{"acltype": "subscribePattern", "topic": "homeassistant/#", "allow": False}],
+    )
+    deaf.start()
+    ctx = SinkContext(class_names=("background", "nut"), state_dir=tmp_path)
+    sink = MqttSink(
+        MqttSinkConfig(url=deaf.url, device_id="cam1"), ctx, Credentials(username="device", password="secret")
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not sink.publisher.stats().refused_subscriptions and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sink.status() == "mqtt connected, spool 0, subscription refused: homeassistant/status"
+    finally:
+        sink.close()
+        deaf.stop()
 
 
 def test_two_updates_racing_leave_the_retained_state_at_the_value_in_effect(tmp_path: Path) -> None:

@@ -512,7 +512,15 @@ class MqttSink:
         line = f"mqtt {state}, spool {s.depth}"
         if s.depth and s.oldest_age_s is not None:
             line += f" (oldest {s.oldest_age_s:.0f} s)"
-        return line + (f", {s.dropped} dropped" if s.dropped else "")
+        if s.dropped:
+            line += f", {s.dropped} dropped"
+        # Home Assistant's birth or live control deaf for as long as the broker's ACL says so: logged once
+        refused = link.refused_subscriptions
+        if refused:
+            line += f", subscription refused: {refused[0]}" + (
+                f" and {len(refused) - 1} more" if refused[1:] else ""
+            )
+        return line
 
     def report(self) -> SinkReport:
         """The run's account: what was published, what is left for the next start, what was lost."""
