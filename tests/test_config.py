@@ -277,6 +277,8 @@ def test_environment_variables_keep_the_case_of_zone_and_line_names(tmp_path: Pa
         (M + "source: {width: 640}", [], "source.height: required when source.width is set"),
         (M + "source: {width: 100000, height: 480}", [], "source.width: must be in [1, 8192] (got 100000)"),
         (M + "source: {reconnect_max_s: 1e12}", [], "source.reconnect_max_s: must be in (0, 86400] (got 1"),
+        # a wait longer than the unit's watchdog interval (60 s) is a stall: systemd restarts the service
+        (M + "source: {stream_timeout_s: 45}", [], "source.stream_timeout_s: must be in (0, 30] (got 45)"),
         (M + "source: {uri: 'rtsp://h:99999/x'}", [], "source.uri: source URI 'rtsp://h:99999/x': port 99"),
         (M + "sinks: {video: {codec: h264x}}", [], "sinks.video.codec: must be 4 letters, digits or spaces"),
         (M + "sinks: {display: {enabled: 'yes'}}", [], "sinks.display.enabled: must be true or false"),

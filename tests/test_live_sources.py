@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 import threading
@@ -197,6 +198,37 @@ def test_a_give_up_time_shorter_than_the_read_timeout_gives_up_with_a_true_accou
     assert f"last error: stream dropped after {len(frames)} frame(s)" in message
     assert "no reconnection attempted" in message
     assert "source.reconnect_timeout_s = 0.3 s" in message
+
+
+def test_source_stream_timeout_s_is_how_long_a_stalled_stream_is_waited_for_before_reconnecting(
+    mjpeg_server: MjpegServer,
+) -> None:
+    """The 5 s wait of a stream's open and read was reached by no config key: a slow RTSP camera over Wi-Fi
+    could not be given longer, nor a stalled stream noticed sooner. With 0.5 s, a stall is reconnected
+    (attempts fail while the server stays silent) within a give-up time of 3 s, which the 5 s read alone
+    would have used up ("no reconnection attempted")."""
+    url = mjpeg_server.url
+    src = make_source(SourceConfig(uri=url, stream_timeout_s=0.5, reconnect_timeout_s=3))
+    frames: list[Frame] = []
+    errors: list[SourceError] = []
+
+    def read() -> None:
+        try:
+            while (frame := src.read()) is not None:
+                frames.append(frame)
+                if len(frames) == 3:
+                    mjpeg_server.flowing.clear()
+        except SourceError as e:
+            errors.append(e)
+
+    src.open()
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(timeout=15)
+    src.close()
+    reader.join(timeout=5)
+    assert len(errors) == 1, frames
+    assert re.search(r"no frame for [\d.]+ s, [1-9]\d* connection attempt\(s\) failed", str(errors[0]))
 
 
 def test_a_stream_password_never_reaches_logs_errors_or_records(

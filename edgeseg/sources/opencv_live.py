@@ -12,7 +12,7 @@
   max-buffers=1``. Needs an OpenCV built with GStreamer (Jetson's system ``python3-opencv``; the pip wheels
   have none). Size and rate are set in the pipeline's caps.
 
-Every device call has a bounded wait. FFmpeg: ``stream_timeout_s`` (default :data:`STREAM_TIMEOUT_S`) as
+Every device call has a bounded wait. FFmpeg: ``source.stream_timeout_s`` (default 5 s) as
 ``CAP_PROP_OPEN_TIMEOUT_MSEC`` / ``CAP_PROP_READ_TIMEOUT_MSEC`` (OpenCV's defaults: 30 s). V4L2: OpenCV's
 backend ignores those; it opens the device non-blocking and a read waits in ``select()`` for at most
 ``OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT`` seconds (default 10, read once per process at the first wait), then
@@ -41,7 +41,7 @@ import cv2
 from edgeseg.errors import SourceError
 from edgeseg.sources import ParsedUri, list_cameras, redact_url, to_bgr
 from edgeseg.sources.live import Grab, LiveSource
-from edgeseg.sources.spec import under_service_manager
+from edgeseg.sources.spec import STREAM_TIMEOUT_S, under_service_manager
 
 if TYPE_CHECKING:
     from edgeseg.sources.spec import SourceConfig
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgeseg.sources")
 
 MIN_FPS, MAX_FPS = 1.0, 240.0  # a device's or stream's own rate outside this is no frame rate (stats.fps)
-STREAM_TIMEOUT_S = 5.0  # longest wait of one open or read: a stalled camera or stream is noticed this fast
 
 
 @functools.cache
@@ -153,6 +152,7 @@ class OpenCVLiveSource(LiveSource):
             reconnect_initial_s=config.reconnect_initial_s,
             reconnect_max_s=config.reconnect_max_s,
             give_up_after_s=config.give_up_after_s(),
+            stream_timeout_s=config.stream_timeout_s,
         )
 
     @property

@@ -26,6 +26,12 @@ DEFAULT_RECONNECT_TIMEOUT_S = 60.0
 # source retried at once, over and over, then failed with "timestamp out of range for platform time_t"
 MAX_DELAY_S = 86400.0
 
+# the longest wait of one open or read of a stream or V4L2 camera: a stalled one is noticed this fast. A
+# longer one (a slow RTSP camera over Wi-Fi) stays under half the unit's WatchdogSec=60s: a device call that
+# has not returned within the watchdog interval counts as a stall, and systemd restarts the service
+STREAM_TIMEOUT_S = 5.0
+MAX_STREAM_TIMEOUT_S = 30.0
+
 # a floor, not > 0: a period of 1e9/1e-300 ns is infinite, and one over threading.TIMEOUT_MAX (292 years)
 # cannot be waited for (OverflowError)
 MIN_FPS = 1e-6
@@ -77,6 +83,15 @@ class SourceConfig:
             "Live: give up after this many seconds without a frame (0: never; null: never under systemd, "
             "else 60).",
             ge=0,
+        ),
+    )
+    stream_timeout_s: float = field(
+        default=STREAM_TIMEOUT_S,
+        metadata=_m(
+            "Streams and V4L2 cameras: longest wait of one open or read before reconnecting (at most "
+            f"{MAX_STREAM_TIMEOUT_S:g}, half the service's watchdog interval).",
+            gt=0,
+            le=MAX_STREAM_TIMEOUT_S,
         ),
     )
     imx500_network: str | None = field(
