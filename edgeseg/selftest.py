@@ -30,7 +30,6 @@ from edgeseg.frame import Frame
 from edgeseg.instances import Instances
 from edgeseg.metrics import above, iou_pairs, match_pairs
 from edgeseg.model import Model, inference_options
-from edgeseg.sources.picamera2 import UPLOAD_TIMEOUT_S
 
 DEFAULT_FRAMES = 20
 RELATIVE_TOLERANCE = {False: 1e-3, True: 2e-2}  # of the output's range, by fp16
@@ -155,11 +154,16 @@ def check_imx500(
     config: PipelineConfig,
     frames: int,
     modules: Callable[[bool], Any] | None = None,
-    timeout_s: float = UPLOAD_TIMEOUT_S,
+    timeout_s: float | None = None,
 ) -> Report:
-    """Upload the network, capture frames with on-sensor results, check their shapes and network crops."""
+    """Upload the network, capture frames with on-sensor results, check their shapes and network crops.
+    ``timeout_s``: how long the upload may take, the source's own limit (``UPLOAD_TIMEOUT_S``) by default."""
     from edgeseg.sources import parse_uri
-    from edgeseg.sources.picamera2 import Picamera2Source
+
+    # (here, not at the top: every command loads this module, and picamera2's source brings subprocess)
+    from edgeseg.sources.picamera2 import UPLOAD_TIMEOUT_S, Picamera2Source
+
+    timeout_s = UPLOAD_TIMEOUT_S if timeout_s is None else timeout_s
 
     model = Model.load(config.model.path, inference_options(config))
     source = Picamera2Source.from_uri(parse_uri(config.source.uri), config.source)
