@@ -36,7 +36,7 @@ from mqtt_harness import (
     retained,
 )
 
-from edgeseg.mqtt.topics import load_schema
+from edgeseg.mqtt.topics import Topics, load_schema
 from edgeseg.synthetic import PartsScene
 
 SCHEMAS = {kind: load_schema(kind) for kind in ("results", "info", "stats", "discovery", "config_result")}
@@ -1446,6 +1446,37 @@ def test_results_the_broker_refuses_are_dropped_counted_and_do_not_hold_up_the_s
     assert stop_s < 5  # nothing left waiting for a PUBACK that will never come
 
 
+TOPICS = Topics("edgeseg", "cam1")
+
+
+def _sent_to_a_strict_broker(tmp_path: Path, extra_config: str, messages: list[tuple[str, int]]) -> Any:
+    """A publisher's delivery figures once it has sent ``messages`` (topic, padding; numbered in order)
+    from its spool to a broker that lets cam1 write its status alone (``extra_config``: ``{acl}`` its ACL)."""
+    from edgeseg.mqtt.broker import Credentials, parse_broker_url
+    from edgeseg.mqtt.publisher import Publisher, PublisherSettings
+    from edgeseg.mqtt.spool import Spool
+
+    acl = tmp_path / "acl"
+    acl.write_text("topic read #\ntopic write edgeseg/cam1/status\n")
+    strict = Broker(tmp_path / "broker", extra_config=extra_config.format(acl=acl))
+    strict.start()
+    spool = Spool(tmp_path / "spool.sqlite3", 1 << 22, 3600.0)
+    spool.append([(topic, _numbered(n, pad=pad)) for n, (topic, pad) in enumerate(messages)])
+    publisher = Publisher(
+        parse_broker_url(strict.url), Credentials(), "cam1", spool, TOPICS, PublisherSettings()
+    )
+    publisher.start()
+    try:
+        deadline = time.monotonic() + 20
+        while spool.stats().depth and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        assert publisher.close(flush_timeout_s=2.0)
+        spool.close()
+        strict.stop()
+    return publisher.stats().delivery
+
+
 @pytest.mark.parametrize(
     ("extra_config", "logged"),
     [
@@ -1460,35 +1491,28 @@ def test_results_the_broker_never_takes_are_logged_three_times_then_once_a_hundr
 ) -> None:
     """A condition that lasts (a broker's ACL, its packet limit against a busy scene's masks) made one error
     line a result: at 10 results a second, 864,000 journal lines a day."""
-    from edgeseg.mqtt.broker import Credentials, parse_broker_url
-    from edgeseg.mqtt.publisher import Publisher, PublisherSettings
-    from edgeseg.mqtt.spool import Spool
-    from edgeseg.mqtt.topics import Topics
-
-    acl = tmp_path / "acl"
-    acl.write_text("topic read #\ntopic write edgeseg/cam1/status\n")
-    strict = Broker(tmp_path / "broker", extra_config=extra_config.format(acl=acl))
-    strict.start()
-    topics = Topics("edgeseg", "cam1")
-    spool = Spool(tmp_path / "spool.sqlite3", 1 << 22, 3600.0)
-    spool.append([(topics.results, _numbered(n, pad=1000)) for n in range(250)])
-    publisher = Publisher(
-        parse_broker_url(strict.url), Credentials(), "cam1", spool, topics, PublisherSettings()
-    )
-    publisher.start()
-    try:
-        deadline = time.monotonic() + 20
-        while spool.stats().depth and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        assert publisher.close(flush_timeout_s=2.0)
-        spool.close()
-        strict.stop()
-    d = publisher.stats().delivery
+    d = _sent_to_a_strict_broker(tmp_path, extra_config, [(TOPICS.results, 1000)] * 250)
     assert d.refused + d.too_large == 250
     lines = [r.getMessage() for r in caplog.records if logged in r.getMessage()]
     assert len(lines) == 5, lines  # results 1, 2, 3, 100 and 200
     assert "(200 so far" in lines[-1]
+
+
+def test_refused_events_ahead_of_results_do_not_silence_the_lines_about_the_results(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The refusals' log lines were counted across topics: events refused first (a zone crossed while the
+    broker's ACL forbade everything) used up the three lines, and the results refused after them were never
+    named (seen in CI: "refused an events message ... (3 so far)" and no line of results)."""
+    d = _sent_to_a_strict_broker(
+        tmp_path, "acl_file {acl}\n", [(TOPICS.events, 10)] * 5 + [(TOPICS.results, 10)] * 5
+    )
+    assert d.refused == 10
+    said = [r.getMessage() for r in caplog.records if "the broker refused" in r.getMessage()]
+    events = [line for line in said if "refused an events message" in line]
+    results = [line for line in said if "refused a results message" in line]
+    assert (len(events), len(results)) == (3, 3), said
+    assert "(3 so far)" in results[-1]
 
 
 def test_a_broker_that_drops_every_connection_at_once_is_retried_with_growing_delays(tmp_path: Path) -> None:

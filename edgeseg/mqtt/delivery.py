@@ -107,6 +107,7 @@ class Delivery:
         self._n = {"acked": 0, "replayed": 0, "too_large": 0, "refused": 0}
         self._acked_by_topic: Counter[str] = Counter()
         self._lost_by_topic: Counter[str] = Counter()
+        self._lost_by_kind: Counter[tuple[str, str]] = Counter()
 
     @property
     def in_flight(self) -> int:
@@ -211,12 +212,16 @@ class Delivery:
         )
 
     def _count(self, key: str, n: int = 1, topic: str | None = None) -> int:
-        """Add to a figure; ``topic``: a message of it lost (too large or refused)."""
+        """Add to a figure; its total, or with ``topic`` (a message of it lost: too large or refused) that
+        topic's count of it: the log lines of one topic's losses (results) are not silenced by another's
+        (events) ahead of them."""
         with self._lock:
             self._n[key] += n
-            if topic is not None:
-                self._lost_by_topic[topic] += n
-            return self._n[key]
+            if topic is None:
+                return self._n[key]
+            self._lost_by_topic[topic] += n
+            self._lost_by_kind[key, topic] += n
+            return self._lost_by_kind[key, topic]
 
     def _too_large(self, spool_id: int, topic: str, size: int, limit: int | None) -> None:
         self.spool.delete([spool_id])
