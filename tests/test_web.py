@@ -1202,6 +1202,7 @@ def test_an_open_page_says_the_connection_is_lost_when_the_server_stops_answerin
     """A device that stops answering without closing its sockets (frozen, or its cable pulled: no RST comes):
     the page's requests waited for good, one more each second, and it went on saying "live"."""
     chrome, driver_path = browser_paths()
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -1224,7 +1225,12 @@ def test_an_open_page_says_the_connection_is_lost_when_the_server_stops_answerin
 
             wait_for(page, 60, "the web page")
             link = lambda b: b.find_element(By.ID, "link").text  # noqa: E731
-            WebDriverWait(browser, 20).until(lambda b: link(b) == "live")
+            # (the first frame comes after the model's load: under a loaded CI, 20 s were once too few, and
+            # the failure said nothing of what the page said instead)
+            try:
+                WebDriverWait(browser, 60).until(lambda b: link(b) == "live")
+            except TimeoutException:
+                raise AssertionError(f"the page says {link(browser)!r}, not live") from None
             proc.send_signal(signal.SIGSTOP)  # its sockets stay open; nothing answers
             try:
                 WebDriverWait(browser, 20).until(lambda b: link(b).startswith("connection lost"))
