@@ -18,7 +18,7 @@ from mjpeg import MjpegServer
 from edgeseg.config import SourceConfig
 from edgeseg.errors import SourceError
 from edgeseg.frame import Frame
-from edgeseg.sources import list_cameras, make_source, open_source
+from edgeseg.sources import Source, list_cameras, make_source, open_source
 from edgeseg.sources.live import Grab, LiveSource, reported_attempt
 from edgeseg.sources.opencv_live import OpenCVLiveSource
 
@@ -36,6 +36,30 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name == "edgeseg.sources"
     ]
+
+
+def _read_until_it_gives_up(src: Source, server: MjpegServer) -> tuple[list[Frame], list[SourceError]]:
+    """Read ``src`` on a thread of its own, the ``server``'s stream stalled after 3 frames, until the source
+    gives up (bounded: 15 s); the frames read and the errors it ended with."""
+    frames: list[Frame] = []
+    errors: list[SourceError] = []
+
+    def read() -> None:
+        try:
+            while (frame := src.read()) is not None:
+                frames.append(frame)
+                if len(frames) == 3:
+                    server.flowing.clear()
+        except SourceError as e:
+            errors.append(e)
+
+    src.open()
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(timeout=15)
+    src.close()
+    reader.join(timeout=5)
+    return frames, errors
 
 
 @pytest.mark.parametrize("uri", MISSING_DEVICES)
@@ -174,24 +198,7 @@ def test_a_give_up_time_shorter_than_the_read_timeout_gives_up_with_a_true_accou
     as if connecting had been tried and had worked."""
     url = mjpeg_server.url
     src = OpenCVLiveSource(url, url, cv2.CAP_FFMPEG, stream_timeout_s=1.0, give_up_after_s=0.3)
-    frames: list[Frame] = []
-    errors: list[SourceError] = []
-
-    def read() -> None:
-        try:
-            while (frame := src.read()) is not None:
-                frames.append(frame)
-                if len(frames) == 3:
-                    mjpeg_server.flowing.clear()
-        except SourceError as e:
-            errors.append(e)
-
-    src.open()
-    reader = threading.Thread(target=read)
-    reader.start()
-    reader.join(timeout=15)
-    src.close()
-    reader.join(timeout=5)
+    frames, errors = _read_until_it_gives_up(src, mjpeg_server)
     assert len(errors) == 1, frames
     message = str(errors[0])
     assert "0 connection attempt(s)" not in message
@@ -209,24 +216,7 @@ def test_source_stream_timeout_s_is_how_long_a_stalled_stream_is_waited_for_befo
     would have used up ("no reconnection attempted")."""
     url = mjpeg_server.url
     src = make_source(SourceConfig(uri=url, stream_timeout_s=0.5, reconnect_timeout_s=3))
-    frames: list[Frame] = []
-    errors: list[SourceError] = []
-
-    def read() -> None:
-        try:
-            while (frame := src.read()) is not None:
-                frames.append(frame)
-                if len(frames) == 3:
-                    mjpeg_server.flowing.clear()
-        except SourceError as e:
-            errors.append(e)
-
-    src.open()
-    reader = threading.Thread(target=read)
-    reader.start()
-    reader.join(timeout=15)
-    src.close()
-    reader.join(timeout=5)
+    frames, errors = _read_until_it_gives_up(src, mjpeg_server)
     assert len(errors) == 1, frames
     assert re.search(r"no frame for [\d.]+ s, [1-9]\d* connection attempt\(s\) failed", str(errors[0]))
 
