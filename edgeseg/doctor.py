@@ -7,6 +7,7 @@ import importlib.util
 import math
 import os
 import platform
+import re
 import shlex
 import shutil
 import stat
@@ -278,8 +279,6 @@ LATENCY_MARGIN = 2  # pings come every half interval: a frame must fit twice int
 def timespan_s(text: str) -> float:
     """A systemd time span (``60s``, ``1min 30s``, ``90``, ``1d``, ``infinity``) in seconds; ``ValueError``
     when unreadable."""
-    import re
-
     if text.strip() == "infinity":
         return math.inf
     parts = re.findall(r"([0-9.]+)\s*([^\s0-9.]*)", text.strip())
@@ -340,8 +339,6 @@ def unit_settings(root: Path, name: str) -> dict[str, list[str]]:
     kept for a capability set: :data:`_EMPTY_KEPT`), ``TimeoutSec=`` assigning both its keys; the
     specifiers of :func:`specifiers` expanded (in one pass: the ``%i`` of ``%%i`` is no specifier), those of
     the host (``%H``, ``%m``, ...) kept."""
-    import re
-
     from edgeseg.service import installed
 
     out: dict[str, list[str]] = {}
@@ -645,6 +642,7 @@ def _command_check(area: str, command: Path, settings: Mapping[str, list[str]], 
     return Check(area, "command", True, str(command))
 
 
+_YES = ("yes", "true", "on", "1")  # how a unit file says a boolean is true (systemd parse_boolean)
 PRIVATE_TMP_HIDES = "under /tmp or /var/tmp, hidden by the unit's own (PrivateTmp=, implied by DynamicUser=)"
 MOVE_OUT_OF_TMP = "move it out of /tmp and /var/tmp (/tmp is emptied at boot too), e.g. to /opt/edgeseg"
 
@@ -654,7 +652,7 @@ def _hidden_by_private_tmp(path: Path, settings: Mapping[str, list[str]], layout
     from edgeseg.service import in_private_tmp
 
     private = [v for k in ("PrivateTmp", "DynamicUser") for v in settings.get(k, [])[-1:]]
-    return any(v in ("yes", "true", "on", "1") for v in private) and in_private_tmp(layout, path)
+    return any(v in _YES for v in private) and in_private_tmp(layout, path)
 
 
 def _closed_folder(path: Path, settings: Mapping[str, list[str]]) -> Path | None:
@@ -665,10 +663,10 @@ def _closed_folder(path: Path, settings: Mapping[str, list[str]]) -> Path | None
 
     folders = list(reversed(path.parents))
     tmpfs = (settings.get("ProtectHome") or ["no"])[-1] == "tmpfs" and in_home(path)
-    bound = [b for b in _binds(settings) if b == path or b in path.parents] if tmpfs else []
+    bound = [b for b in _binds(settings) if path.is_relative_to(b)] if tmpfs else []
     if bound:
         top = min(bound, key=lambda b: len(b.parts))
-        folders = [f for f in folders if f == top or top in f.parents]
+        folders = [f for f in folders if f.is_relative_to(top)]
     for folder in folders:
         try:
             if not folder.stat().st_mode & stat.S_IXOTH:
@@ -693,11 +691,11 @@ def _hidden_by_protect_home(path: Path, settings: Mapping[str, list[str]]) -> bo
     from edgeseg.service import in_home
 
     protect = (settings.get("ProtectHome") or ["no"])[-1]
-    if protect not in ("yes", "true", "on", "1", "tmpfs"):
+    if protect not in (*_YES, "tmpfs"):
         return False
     # (where its links lead too: the service reads the file there)
     paths = [p for p in (path, path.resolve()) if in_home(p)]
-    return any(not any(b == p or b in p.parents for b in _binds(settings)) for p in paths)
+    return any(not any(p.is_relative_to(b) for b in _binds(settings)) for p in paths)
 
 
 def _credentials_check(area: str, layout: Layout, settings: Mapping[str, list[str]], name: str) -> Check:

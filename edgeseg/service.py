@@ -241,17 +241,17 @@ def host_dropin(layout: Layout) -> str | None:
 def in_private_tmp(layout: Layout, path: Path) -> bool:
     """Whether ``path`` (as this machine sees it, links followed) lies in the root's /tmp or /var/tmp."""
     resolved = path.resolve()
-    return any(resolved == t or t in resolved.parents for t in (layout.at(p).resolve() for p in PRIVATE_TMP))
+    return any(resolved.is_relative_to(layout.at(p).resolve()) for p in PRIVATE_TMP)
 
 
 def in_home(path: Path) -> bool:
-    return any(path == h or h in path.parents for h in HOMES)
+    return any(path.is_relative_to(h) for h in HOMES)
 
 
 def home_binds(paths: Iterable[Path], homes: Iterable[Path] = HOMES) -> list[Path]:
     """The folders of ``paths`` that lie under a home folder, outermost only, sorted."""
     homes = tuple(homes)
-    under = sorted({p for p in paths if any(p == h or h in p.parents for h in homes)})
+    under = sorted({p for p in paths if any(p.is_relative_to(h) for h in homes)})
     return [p for p in under if not any(q in p.parents for q in under)]
 
 
@@ -373,7 +373,7 @@ def unwritable_paths(config: PipelineConfig, name: str) -> list[tuple[str, Path]
     wrote there (the spool: 0600 under UMask=0077) are not the next UID's to read. The state directory is
     the one systemd makes and gives to whichever UID the start gets."""
     state = state_directory(name)
-    return [(k, p) for k, p in written_paths(config).items() if p != state and state not in p.parents]
+    return [(k, p) for k, p in written_paths(config).items() if not p.is_relative_to(state)]
 
 
 # --- install / uninstall -----------------------------------------------------------------------------------

@@ -170,6 +170,11 @@ def hold_engine(path: Path) -> BinaryIO | None:
     return held
 
 
+def _older_model(model: str) -> str:
+    """The model part of an engine's name as an older edgeseg gave it: the stem, without "-PLACE"."""
+    return model[: -(PLACE_CHARS + 1)]
+
+
 def adopt_older_name(path: Path) -> None:
     """Link the engine cached under the name an older edgeseg gave it, the model's stem without its file's
     place, to ``path``: the same key, so the same engine, which an update would otherwise rebuild (minutes on
@@ -177,7 +182,7 @@ def adopt_older_name(path: Path) -> None:
     own = ENGINE_NAME.fullmatch(path.name)
     if own is None:
         return
-    older = path.with_name(own["model"][: -(PLACE_CHARS + 1)] + path.name[len(own["model"]) :])
+    older = path.with_name(_older_model(own["model"]) + path.name[len(own["model"]) :])
     with contextlib.suppress(OSError):
         os.link(older, path)
 
@@ -190,7 +195,7 @@ def prune_engines(keep: Path) -> list[Path]:
     own = ENGINE_NAME.fullmatch(keep.name)
     if own is None:  # (not a name engine_cache_path gives)
         return []
-    models = (own["model"], own["model"][: -(PLACE_CHARS + 1)])
+    models = (own["model"], _older_model(own["model"]))
     removed = []
     for path in sorted(keep.parent.iterdir()):
         other = ENGINE_NAME.fullmatch(path.name)
