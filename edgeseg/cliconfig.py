@@ -245,6 +245,8 @@ def _applicable(path: Path, overrides: list[Override | str], tuning: TuningFile)
     """``tuning`` less the values the configuration no longer takes (an upgrade narrowed a range, or they
     break a rule together with the file's values), left out with why. A start refused for one was exit 2,
     which the unit does not restart: an unattended device stayed down until someone deleted the file."""
+    if not tuning.values:  # (nothing saved: the pipeline was just loaded without it)
+        return tuning
     try:
         load_config(path, [*overrides, *tuning.overrides()])
         return tuning
